@@ -1,0 +1,46 @@
+"""The `cadence` command line: one entry point that hands each subcommand to its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from cadence import __version__, _backend
+
+# Each module here defines `register(subparsers)`; a subcommand lives in exactly one of them.
+COMMAND_MODULES: tuple[str, ...] = ("cadence.commands.language",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser, asking every command module to add its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="cadence",
+        description="Campaigns as code: check, compile, simulate and run Cadence campaigns.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"cadence {__version__}\n{_backend.describe()}",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `cadence` subcommand and return its exit code (0 ok, 1 failure, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    code: int = handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

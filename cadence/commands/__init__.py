@@ -1,0 +1,1 @@
+"""Subcommands of the `cadence` CLI, one module per family of commands."""
