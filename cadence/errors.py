@@ -1,0 +1,91 @@
+"""Every error Cadence reports about its input: one hierarchy, one diagnostic shape.
+
+Bad input (DSL, CSV, JSON, HTTP bodies) must surface as a `CadenceError` that names what is
+wrong and where; nothing else escapes to the user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One finding about a source file, positioned to the character, with an optional hint."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    severity: Severity
+    code: str
+    message: str
+    hint: str | None = None
+    source_line: str | None = None
+
+    def to_json(self) -> str:
+        """One JSON object on one line, the shape `cadence check --format json` promises."""
+        data = asdict(self)
+        data.pop("source_line")
+        return json.dumps(data, ensure_ascii=False)
+
+    def render(self) -> str:
+        """`file:line:col: severity[code]: message`, then the source line with a caret under it."""
+        head = (
+            f"{self.file}:{self.line}:{self.column}: {self.severity}[{self.code}]: {self.message}"
+        )
+        lines = [head]
+        if self.source_line is not None:
+            text = self.source_line.expandtabs(1)
+            width = max(1, self.end_column - self.column) if self.end_line == self.line else 1
+            width = min(width, max(1, len(text) - self.column + 1))
+            gutter = f"{self.line:>4} | "
+            lines.append(gutter + text)
+            lines.append(" " * (len(gutter) + self.column - 1) + "^" * width)
+        if self.hint:
+            lines.append(f"     = hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class CadenceError(Exception):
+    """The root of every error Cadence raises about its input."""
+
+
+class DiagnosticError(CadenceError):
+    """Input with one or more diagnostics of severity error; the message renders them all."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        """Only the diagnostics that are errors."""
+        return tuple(d for d in self.diagnostics if d.severity == "error")
+
+
+class CadenceSyntaxError(DiagnosticError):
+    """The text is not in the Cadence language."""
+
+
+class CadenceCheckError(DiagnosticError):
+    """The text parses but breaks one of the compiler's rules."""
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str | None:
+    """The closest known name to a misspelt one, for "did you mean ...?" hints."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A ready hint sentence, or None when nothing is close enough."""
+    match = suggest(name, candidates)
+    return f"did you mean `{match}`?" if match else None
