@@ -1,0 +1,169 @@
+"""The names a workspace declares, and the campaigns its trigger blocks make.
+
+The checker and the compiler both resolve names (templates, segments, scores, campaigns) and
+both need the same answer to "which campaign is this top-level `when` block?": this module is
+where those answers are computed, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from cadence.dsl import ast
+from cadence.dsl.loader import LoadedFile, Workspace
+
+CHANNELS: tuple[str, ...] = ("email", "sms", "whatsapp", "inbox", "webhook")
+CAMPAIGN_TYPES: tuple[str, ...] = ("broadcast", "drip", "triggered", "recurring", "ab_test")
+ENGAGEMENT_FUNCTIONS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced", "delivered")
+ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
+EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
+AUDIENCE_FUNCTIONS: tuple[str, ...] = ("in_campaign", "received")
+DEFAULT_MAX_SENDS = 20
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Declared(Generic[T]):
+    """A declaration with the file it came from."""
+
+    node: T
+    file: LoadedFile
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignUnit:
+    """One campaign as the engine will run it: a `campaign` block or a top-level trigger block.
+
+    A top-level block (`when property_viewed ... send email x`) is a campaign with defaults;
+    its name is `<file stem>_<trigger word>`, with `_2`, `_3` ... when a file has several of the
+    same kind, so names stay stable while the file's other declarations change.
+    """
+
+    name: str
+    display_name: str
+    declaration: ast.CampaignDecl | None
+    triggers: tuple[ast.TriggerBlock, ...]
+    settings: tuple[ast.Setting, ...]
+    file: LoadedFile
+    span: ast.Span
+
+    @property
+    def implicit(self) -> bool:
+        """True for a top-level trigger block rather than a `campaign` declaration."""
+        return self.declaration is None
+
+    def setting(self, kind: type[S]) -> Iterator[S]:
+        """Every setting of one class, in source order."""
+        return (s for s in self.settings if isinstance(s, kind))
+
+
+@dataclass(slots=True)
+class Symbols:
+    """Every named declaration of a workspace, first declaration winning on duplicates."""
+
+    templates: dict[str, Declared[ast.TemplateDecl]] = field(default_factory=dict)
+    segments: dict[str, Declared[ast.SegmentDecl]] = field(default_factory=dict)
+    scores: dict[str, Declared[ast.ScoreDecl]] = field(default_factory=dict)
+    schema: dict[str, Declared[ast.SchemaField]] = field(default_factory=dict)
+    campaigns: dict[str, CampaignUnit] = field(default_factory=dict)
+    duplicates: list[tuple[str, str, Declared[object]]] = field(default_factory=list)
+    has_schema: bool = False
+
+
+def collect_symbols(workspace: Workspace) -> Symbols:
+    """Index every declaration of the workspace by kind and name."""
+    symbols = Symbols()
+    implicit_counts: dict[str, int] = {}
+    for loaded, declaration in workspace.declarations():
+        match declaration:
+            case ast.TemplateDecl(name=name):
+                _add(symbols, symbols.templates, "template", name, Declared(declaration, loaded))
+            case ast.SegmentDecl(name=name):
+                _add(symbols, symbols.segments, "segment", name, Declared(declaration, loaded))
+            case ast.ScoreDecl(name=name):
+                _add(symbols, symbols.scores, "score", name, Declared(declaration, loaded))
+            case ast.SchemaDecl(fields=fields):
+                symbols.has_schema = True
+                for schema_field in fields:
+                    _add(
+                        symbols,
+                        symbols.schema,
+                        "contact attribute",
+                        schema_field.name,
+                        Declared(schema_field, loaded),
+                    )
+            case ast.CampaignDecl(name=name):
+                unit = CampaignUnit(
+                    name=name,
+                    display_name=declaration.display_name or name.replace("_", " ").capitalize(),
+                    declaration=declaration,
+                    triggers=declaration.triggers,
+                    settings=declaration.settings,
+                    file=loaded,
+                    span=declaration.span,
+                )
+                _add_campaign(symbols, unit)
+            case ast.TriggerBlock():
+                base = f"{_stem(loaded.path)}_{trigger_word(declaration.trigger)}"
+                implicit_counts[base] = implicit_counts.get(base, 0) + 1
+                count = implicit_counts[base]
+                name = base if count == 1 else f"{base}_{count}"
+                unit = CampaignUnit(
+                    name=name,
+                    display_name=name.replace("_", " ").capitalize(),
+                    declaration=None,
+                    triggers=(declaration,),
+                    settings=(),
+                    file=loaded,
+                    span=declaration.span,
+                )
+                _add_campaign(symbols, unit)
+            case _:
+                pass
+    return symbols
+
+
+def trigger_word(trigger: ast.Trigger) -> str:
+    """A short name for a trigger, used to name top-level automations."""
+    match trigger:
+        case ast.EventTrigger(event=event):
+            return event
+        case ast.ContactCreatedTrigger():
+            return "contact_created"
+        case ast.SegmentEnterTrigger(segment=segment):
+            return f"enter_{segment}"
+        case ast.LaunchTrigger():
+            return "launch"
+        case ast.AtTrigger(moment=moment):
+            return "at_" + moment.value.isoformat().replace("-", "").replace(":", "")[:13]
+        case ast.EveryTrigger(days=days, interval=interval):
+            return "every_" + (
+                "_".join(days) if days else f"{interval.seconds if interval else 0}s"
+            )
+
+
+def _stem(path: Path) -> str:
+    stem = path.stem.lower()
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in stem)
+    return cleaned if cleaned and not cleaned[0].isdigit() else f"f_{cleaned}"
+
+
+def _add(
+    symbols: Symbols, table: dict[str, Declared[T]], kind: str, name: str, item: Declared[T]
+) -> None:
+    if name in table:
+        symbols.duplicates.append((kind, name, item))  # type: ignore[arg-type]
+    else:
+        table[name] = item
+
+
+def _add_campaign(symbols: Symbols, unit: CampaignUnit) -> None:
+    if unit.name in symbols.campaigns:
+        symbols.duplicates.append(("campaign", unit.name, Declared[object](unit, unit.file)))
+    else:
+        symbols.campaigns[unit.name] = unit
