@@ -1,0 +1,184 @@
+"""Opening the durable store: which database, how to connect to it, and bringing its schema up.
+
+One `Store` wraps one SQLAlchemy engine. SQLite (the embedded default) is set up so that a
+transaction takes the write lock when it begins (BEGIN IMMEDIATE): writers queue on the
+busy timeout instead of failing halfway, which is what makes a one-statement claim safe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from cadence.engine.store.models import Tenant
+
+DATABASE_URL_ENV = "CADENCE_DATABASE_URL"
+DEFAULT_SQLITE_FILE = "cadence.db"
+DEFAULT_TENANT = "default"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreError(Exception):
+    """A store-level failure worth showing to a person as is (bad URL, unreachable database)."""
+
+
+def resolve_database_url(url: str | None = None) -> str:
+    """Pick the database: an explicit URL, else $CADENCE_DATABASE_URL, else ./cadence.db."""
+    chosen = url or os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    parsed = _parse_url(chosen)
+    # A bare postgresql:// URL would pick psycopg2, which the project does not use.
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        return parsed.render_as_string(hide_password=False)
+    return chosen
+
+
+def _parse_url(url: str) -> URL:
+    """Parse a database URL, turning SQLAlchemy's error into one that names the URL."""
+    try:
+        return make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError; keep the message
+        raise StoreError(f"not a database URL: {url!r} ({exc})") from exc
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the store refuses naive ones)."""
+    return datetime.now(UTC)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Per-connection SQLite settings: our own transaction control, FKs, WAL, busy timeout."""
+    dbapi_connection.isolation_level = None  # let the begin hook below issue BEGIN
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    """Start every SQLite transaction holding the write lock, so upgrades never deadlock."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_store_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create a SQLAlchemy engine configured for the store on SQLite or PostgreSQL."""
+    parsed = _parse_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        if not in_memory:
+            Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+        if in_memory:
+            kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own DB
+        engine = create_engine(parsed, echo=echo, **kwargs)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise StoreError(
+                f"PostgreSQL URLs must use psycopg 3: postgresql+psycopg://... (got {url!r})"
+            )
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
+
+
+def dialect_insert(dialect: str, target: Any) -> SQLiteInsert | PostgresInsert:
+    """An INSERT with the backend's ON CONFLICT clause available (both spell it the same)."""
+    if dialect == "postgresql":
+        return postgres_insert(target)
+    return sqlite_insert(target)
+
+
+class Store:
+    """The engine's durable state: one database, its schema migrated, sessions on demand."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Wrap an engine made by `create_store_engine` (use `Store.open` in normal code)."""
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None = None, *, migrate: bool = True, echo: bool = False) -> Store:
+        """Open the store at `url` (see `resolve_database_url`) and bring its schema to head."""
+        store = cls(create_store_engine(resolve_database_url(url), echo=echo))
+        if migrate:
+            store.migrate()
+        return store
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`: for the few statements that differ by backend."""
+        return self.engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden, for messages."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def migrate(self, revision: str = "head") -> None:
+        """Run the packaged Alembic migrations up to `revision` (head by default)."""
+        from cadence.engine.migrations import upgrade
+
+        upgrade(self.engine, revision)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        """Use the store as a context manager that closes it."""
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Close the store."""
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, for bulk statements."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    def ensure_tenant(
+        self, tenant_id: str, *, name: str | None = None, now: datetime | None = None
+    ) -> None:
+        """Create the tenant if it does not exist yet (every row needs its tenant first)."""
+        if not tenant_id or len(tenant_id) > 64:
+            raise StoreError(f"tenant id must be 1 to 64 characters, got {tenant_id!r}")
+        stamp = now or utcnow()
+        statement = dialect_insert(self.dialect, Tenant).values(
+            id=tenant_id, name=name or tenant_id, created_at=stamp, updated_at=stamp
+        )
+        with self.connect() as connection:
+            connection.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+
+    def tenant_ids(self) -> list[str]:
+        """Every tenant's id, sorted."""
+        with self.session() as session:
+            return list(session.scalars(select(Tenant.id).order_by(Tenant.id)))
