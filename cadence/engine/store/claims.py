@@ -1,0 +1,330 @@
+"""Claiming due work under leases, so several engines can share one database safely.
+
+A worker claims up to N due rows in one statement: it writes its owner id and a lease
+expiry on them and gets them back. On PostgreSQL the candidates are picked with
+`SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent workers split the work instead of
+queueing on each other; on SQLite the claim is one `UPDATE ... RETURNING` inside a
+transaction that already holds the write lock. A row whose lease has run out is claimable
+again: a dead worker's work is taken over. Every later write by the first worker is fenced
+on `lease_owner`, so a worker that lost its lease cannot overwrite its successor.
+
+Every function takes a `Session` (one transaction), so that the engine can advance an
+enrollment and write its outbox row in the same commit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from cadence.engine.store.models import (
+    Base,
+    Enrollment,
+    EnrollmentStatus,
+    OutboxMessage,
+    OutboxStatus,
+)
+
+M = TypeVar("M", bound=Base)
+
+_UNSET: Any = object()
+
+
+def new_owner_id(prefix: str = "engine") -> str:
+    """A lease owner id unique to this process and call: host, pid and a random suffix."""
+    return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class _Queue(Generic[M]):
+    """The columns that make a table a lease-claimed work queue."""
+
+    model: type[M]
+    id: InstrumentedAttribute[int]
+    tenant_id: InstrumentedAttribute[str]
+    status: InstrumentedAttribute[str]
+    due: InstrumentedAttribute[datetime | None]
+    lease_owner: InstrumentedAttribute[str | None]
+    lease_expires_at: InstrumentedAttribute[datetime | None]
+    ready_status: str
+
+
+ENROLLMENT_QUEUE = _Queue(
+    model=Enrollment,
+    id=Enrollment.id,
+    tenant_id=Enrollment.tenant_id,
+    status=Enrollment.status,
+    due=Enrollment.due_at,
+    lease_owner=Enrollment.lease_owner,
+    lease_expires_at=Enrollment.lease_expires_at,
+    ready_status=EnrollmentStatus.ACTIVE.value,
+)
+
+OUTBOX_QUEUE = _Queue(
+    model=OutboxMessage,
+    id=OutboxMessage.id,
+    tenant_id=OutboxMessage.tenant_id,
+    status=OutboxMessage.status,
+    due=OutboxMessage.next_attempt_at,
+    lease_owner=OutboxMessage.lease_owner,
+    lease_expires_at=OutboxMessage.lease_expires_at,
+    ready_status=OutboxStatus.PENDING.value,
+)
+
+
+def _lease_free(queue: _Queue[M], now: datetime) -> ColumnElement[bool]:
+    """Unleased, or leased by someone whose lease has run out."""
+    return or_(queue.lease_expires_at.is_(None), queue.lease_expires_at <= now)
+
+
+def _claim(
+    session: Session,
+    queue: _Queue[M],
+    owner: str,
+    *,
+    now: datetime,
+    limit: int,
+    lease_for: timedelta,
+    tenant_id: str | None,
+) -> list[M]:
+    """Lease up to `limit` due rows of `queue` to `owner`, oldest due first, and return them."""
+    if limit <= 0:
+        return []
+    if lease_for <= timedelta(0):
+        raise ValueError("a lease must last a positive time")
+    conditions: list[ColumnElement[bool]] = [
+        queue.status == queue.ready_status,
+        queue.due <= now,
+        _lease_free(queue, now),
+    ]
+    if tenant_id is not None:
+        conditions.append(queue.tenant_id == tenant_id)
+    candidates = (
+        select(queue.id)
+        .where(*conditions)
+        .order_by(queue.due, queue.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL, dropped on SQLite
+    )
+    statement = (
+        update(queue.model)
+        .where(queue.id.in_(candidates.scalar_subquery()))
+        .values({queue.lease_owner: owner, queue.lease_expires_at: now + lease_for})
+        .returning(queue.model)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = list(session.scalars(statement))
+    claimed.sort(key=lambda row: (getattr(row, queue.due.key), getattr(row, queue.id.key)))
+    return claimed
+
+
+def _owned_ids(session: Session, queue: _Queue[M], owner: str, ids: Iterable[int]) -> set[int]:
+    """Of `ids`, those still leased to `owner`, locked for the rest of the transaction."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    statement = (
+        select(queue.id)
+        .where(queue.id.in_(wanted), queue.lease_owner == owner)
+        .order_by(queue.id)
+        .with_for_update()
+    )
+    return set(session.scalars(statement))
+
+
+def _release(session: Session, queue: _Queue[M], owner: str, ids: Iterable[int]) -> int:
+    """Drop `owner`'s leases on `ids` so the rows can be claimed again at once."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return 0
+    statement = (
+        update(queue.model)
+        .where(queue.id.in_(wanted), queue.lease_owner == owner)
+        .values({queue.lease_owner: None, queue.lease_expires_at: None})
+        .execution_options(synchronize_session=False)
+    )
+    result = session.execute(statement)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _renew(
+    session: Session,
+    queue: _Queue[M],
+    owner: str,
+    ids: Iterable[int],
+    *,
+    now: datetime,
+    lease_for: timedelta,
+) -> set[int]:
+    """Extend `owner`'s leases on `ids`; returns the ids it still held (the others are lost)."""
+    owned = _owned_ids(session, queue, owner, ids)
+    if owned:
+        session.execute(
+            update(queue.model)
+            .where(queue.id.in_(sorted(owned)))
+            .values({queue.lease_expires_at: now + lease_for})
+            .execution_options(synchronize_session=False)
+        )
+    return owned
+
+
+def _apply(
+    session: Session,
+    queue: _Queue[M],
+    owner: str,
+    changes: Sequence[Mapping[str, Any]],
+) -> list[int]:
+    """Write per-row changes (each with an `id`) where `owner` still holds the lease.
+
+    One SELECT ... FOR UPDATE finds the rows still held, then one executemany UPDATE writes
+    them. Returns the ids that were not written because the lease was lost.
+    """
+    if not changes:
+        return []
+    owned = _owned_ids(session, queue, owner, (int(change["id"]) for change in changes))
+    writes = [dict(change) for change in changes if int(change["id"]) in owned]
+    if writes:
+        session.execute(update(queue.model), writes)
+    return sorted({int(change["id"]) for change in changes} - owned)
+
+
+# --- enrollments -------------------------------------------------------------------------
+
+
+def claim_enrollments(
+    session: Session,
+    owner: str,
+    *,
+    now: datetime,
+    limit: int,
+    lease_for: timedelta,
+    tenant_id: str | None = None,
+) -> list[Enrollment]:
+    """Lease up to `limit` active enrollments due by `now` to `owner` (expired leases included)."""
+    return _claim(
+        session,
+        ENROLLMENT_QUEUE,
+        owner,
+        now=now,
+        limit=limit,
+        lease_for=lease_for,
+        tenant_id=tenant_id,
+    )
+
+
+def release_enrollments(session: Session, owner: str, ids: Iterable[int]) -> int:
+    """Give back claimed enrollments untouched (shutdown, or work the worker will not do)."""
+    return _release(session, ENROLLMENT_QUEUE, owner, ids)
+
+
+def renew_enrollment_leases(
+    session: Session, owner: str, ids: Iterable[int], *, now: datetime, lease_for: timedelta
+) -> set[int]:
+    """Extend leases on work that takes longer; returns the ids still held."""
+    return _renew(session, ENROLLMENT_QUEUE, owner, ids, now=now, lease_for=lease_for)
+
+
+@dataclass
+class EnrollmentUpdate:
+    """The new state of one claimed enrollment after a step ran; unset fields stay as they are."""
+
+    id: int
+    node: str | None = _UNSET
+    status: EnrollmentStatus | str = _UNSET
+    due_at: datetime | None = _UNSET
+    attempts: int = _UNSET
+    state: dict[str, Any] = _UNSET
+    history: list[Any] = _UNSET
+    keep_lease: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def values(self, now: datetime) -> dict[str, Any]:
+        """The column values to write, with the lease dropped unless `keep_lease`."""
+        values: dict[str, Any] = {"id": self.id, "updated_at": now}
+        for name in ("node", "status", "due_at", "attempts", "state", "history"):
+            value = getattr(self, name)
+            if value is not _UNSET:
+                values[name] = str(value) if name == "status" else value
+        if not self.keep_lease:
+            values["lease_owner"] = None
+            values["lease_expires_at"] = None
+        values.update(self.extra)
+        return values
+
+
+def update_enrollments(
+    session: Session, owner: str, updates: Sequence[EnrollmentUpdate], *, now: datetime
+) -> list[int]:
+    """Write steps' results for enrollments `owner` still holds; returns the ids it lost.
+
+    Rows are grouped by the set of columns they change, one executemany per group.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in updates:
+        values = item.values(now)
+        groups.setdefault(tuple(sorted(values)), []).append(values)
+    lost: list[int] = []
+    for rows in groups.values():
+        lost.extend(_apply(session, ENROLLMENT_QUEUE, owner, rows))
+    return sorted(lost)
+
+
+# --- outbox ------------------------------------------------------------------------------
+
+
+def claim_outbox(
+    session: Session,
+    owner: str,
+    *,
+    now: datetime,
+    limit: int,
+    lease_for: timedelta,
+    tenant_id: str | None = None,
+) -> list[OutboxMessage]:
+    """Lease up to `limit` pending sends whose next attempt is due by `now` to `owner`."""
+    return _claim(
+        session,
+        OUTBOX_QUEUE,
+        owner,
+        now=now,
+        limit=limit,
+        lease_for=lease_for,
+        tenant_id=tenant_id,
+    )
+
+
+def release_outbox(session: Session, owner: str, ids: Iterable[int]) -> int:
+    """Give back claimed sends untouched."""
+    return _release(session, OUTBOX_QUEUE, owner, ids)
+
+
+def renew_outbox_leases(
+    session: Session, owner: str, ids: Iterable[int], *, now: datetime, lease_for: timedelta
+) -> set[int]:
+    """Extend leases on sends still in flight; returns the ids still held."""
+    return _renew(session, OUTBOX_QUEUE, owner, ids, now=now, lease_for=lease_for)
+
+
+def update_outbox(
+    session: Session, owner: str, changes: Sequence[Mapping[str, Any]], *, now: datetime
+) -> list[int]:
+    """Record send outcomes (dicts of outbox columns, each with `id`); returns the ids lost.
+
+    The lease is dropped on every written row unless the change sets `lease_owner` itself.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for change in changes:
+        values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **change}
+        groups.setdefault(tuple(sorted(values)), []).append(values)
+    lost: list[int] = []
+    for rows in groups.values():
+        lost.extend(_apply(session, OUTBOX_QUEUE, owner, rows))
+    return sorted(lost)
