@@ -1,0 +1,230 @@
+"""The store opens and migrates on both backends, and leases hand out due work exactly once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import trio
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+from store_helpers import T0
+
+from cadence.engine.migrations import current_revision, head_revision
+from cadence.engine.store import AsyncStore, Store, StoreError, resolve_database_url
+from cadence.engine.store.claims import (
+    EnrollmentUpdate,
+    claim_enrollments,
+    new_owner_id,
+    release_enrollments,
+    renew_enrollment_leases,
+    update_enrollments,
+)
+from cadence.engine.store.models import Base, Enrollment, EnrollmentStatus, Tenant
+
+SeedEnrollments = Callable[..., list[int]]
+
+LEASE = timedelta(seconds=30)
+
+
+def test_migrations_reach_head_and_match_the_models(store: Store) -> None:
+    assert current_revision(store.engine) == head_revision() is not None
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_reopening_a_migrated_store_is_a_no_op(database_url: str) -> None:
+    with Store.open(database_url) as first:
+        first.ensure_tenant("acme", now=T0)
+    with Store.open(database_url) as second:
+        assert second.tenant_ids() == ["acme"]
+        second.ensure_tenant("acme", now=T0)  # idempotent
+        assert second.tenant_ids() == ["acme"]
+
+
+def test_timestamps_come_back_aware_utc(store: Store) -> None:
+    manila = datetime(2026, 12, 1, 17, 0, tzinfo=timezone(timedelta(hours=8)))
+    store.ensure_tenant("acme", now=manila)
+    with store.session() as session:
+        tenant = session.get(Tenant, "acme")
+        assert tenant is not None
+        assert tenant.created_at == T0 and tenant.created_at.tzinfo is not None
+    with pytest.raises(Exception, match="naive datetime"):
+        store.ensure_tenant("naive", now=datetime(2026, 1, 1))
+
+
+def test_database_url_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CADENCE_DATABASE_URL", raising=False)
+    assert resolve_database_url() == "sqlite:///cadence.db"
+    monkeypatch.setenv("CADENCE_DATABASE_URL", "postgresql://u@h/db")
+    assert resolve_database_url() == "postgresql+psycopg://u@h/db"
+    assert resolve_database_url("sqlite:///x.db") == "sqlite:///x.db"
+    with pytest.raises(StoreError, match="not a database URL"):
+        resolve_database_url("nonsense")
+    with pytest.raises(StoreError, match="unsupported database"):
+        Store.open("mysql://u@h/db")
+
+
+def test_claim_takes_only_due_active_rows_oldest_first(store: Store, seed: SeedEnrollments) -> None:
+    ids = seed(5)  # due at T0, T0+1s, ... T0+4s
+    with store.session() as session:
+        done = session.get(Enrollment, ids[0])
+        assert done is not None
+        done.status = EnrollmentStatus.COMPLETED.value
+    now = T0 + timedelta(seconds=3)
+    with store.session() as session:
+        claimed = claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+    assert [row.id for row in claimed] == ids[1:4]
+    assert all(row.lease_owner == "w1" and row.lease_expires_at == now + LEASE for row in claimed)
+    with store.session() as session:
+        again = claim_enrollments(session, "w2", now=now, limit=10, lease_for=LEASE)
+    assert again == []  # all due rows are leased to w1
+
+
+def test_claim_respects_the_limit(store: Store, seed: SeedEnrollments) -> None:
+    ids = seed(10)
+    now = T0 + timedelta(minutes=1)
+    with store.session() as session:
+        first = claim_enrollments(session, "w1", now=now, limit=4, lease_for=LEASE)
+    with store.session() as session:
+        second = claim_enrollments(session, "w2", now=now, limit=4, lease_for=LEASE)
+    with store.session() as session:
+        third = claim_enrollments(session, "w3", now=now, limit=4, lease_for=LEASE)
+    assert [r.id for r in first] == ids[:4]
+    assert [r.id for r in second] == ids[4:8]
+    assert [r.id for r in third] == ids[8:]
+
+
+def test_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out(
+    store: Store, seed: SeedEnrollments
+) -> None:
+    ids = seed(3)
+    now = T0 + timedelta(seconds=10)
+    with store.session() as session:
+        mine = claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+    assert len(mine) == 3
+
+    # Before the lease runs out nobody else gets the rows.
+    with store.session() as session:
+        assert (
+            claim_enrollments(session, "w2", now=now + LEASE / 2, limit=10, lease_for=LEASE) == []
+        )
+
+    # w1 renews one row; the other two expire and w2 takes them over.
+    with store.session() as session:
+        kept = renew_enrollment_leases(
+            session, "w1", [ids[0]], now=now + LEASE / 2, lease_for=LEASE
+        )
+    assert kept == {ids[0]}
+    later = now + LEASE + timedelta(seconds=1)
+    with store.session() as session:
+        taken = claim_enrollments(session, "w2", now=later, limit=10, lease_for=LEASE)
+    assert [row.id for row in taken] == ids[1:]
+    assert all(row.lease_owner == "w2" for row in taken)
+
+    # w1 wakes up and tries to write all three: only the one it still holds is written.
+    updates = [EnrollmentUpdate(id=i, node="sent", due_at=later + timedelta(days=2)) for i in ids]
+    with store.session() as session:
+        lost = update_enrollments(session, "w1", updates, now=later)
+    assert lost == ids[1:]
+    with store.session() as session:
+        rows = {row.id: row for row in session.scalars(select(Enrollment))}
+    assert rows[ids[0]].node == "sent" and rows[ids[0]].lease_owner is None
+    assert rows[ids[1]].node == "start" and rows[ids[1]].lease_owner == "w2"
+
+    # w2 finishes its two rows.
+    done = [EnrollmentUpdate(id=i, status=EnrollmentStatus.COMPLETED, node=None) for i in ids[1:]]
+    with store.session() as session:
+        assert update_enrollments(session, "w2", done, now=later) == []
+    with store.session() as session:
+        statuses = {row.id: row.status for row in session.scalars(select(Enrollment))}
+    assert statuses == {ids[0]: "active", ids[1]: "completed", ids[2]: "completed"}
+
+
+def test_release_makes_rows_claimable_at_once(store: Store, seed: SeedEnrollments) -> None:
+    ids = seed(2)
+    now = T0 + timedelta(seconds=5)
+    with store.session() as session:
+        claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+    with store.session() as session:
+        assert release_enrollments(session, "w2", ids) == 0  # not w2's to release
+        assert release_enrollments(session, "w1", ids) == 2
+    with store.session() as session:
+        again = claim_enrollments(session, "w2", now=now, limit=10, lease_for=LEASE)
+    assert [row.id for row in again] == ids
+
+
+def test_claims_can_be_limited_to_one_tenant(store: Store, seed: SeedEnrollments) -> None:
+    seed(2, tenant_id="acme")
+    other = seed(2, tenant_id="globex")
+    now = T0 + timedelta(minutes=1)
+    with store.session() as session:
+        claimed = claim_enrollments(
+            session, "w1", now=now, limit=10, lease_for=LEASE, tenant_id="globex"
+        )
+    assert [row.id for row in claimed] == other
+    assert {row.tenant_id for row in claimed} == {"globex"}
+
+
+def test_concurrent_owners_never_claim_the_same_row(
+    database_url: str, store: Store, seed: SeedEnrollments
+) -> None:
+    ids = seed(200)
+    now = T0 + timedelta(hours=1)
+    seen: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def worker(owner: str) -> None:
+        worker_store = Store.open(database_url, migrate=False)
+        got: list[int] = []
+        try:
+            while True:
+                with worker_store.session() as session:
+                    batch = claim_enrollments(session, owner, now=now, limit=7, lease_for=LEASE)
+                    if not batch:
+                        break
+                    got.extend(row.id for row in batch)
+                    update_enrollments(
+                        session,
+                        owner,
+                        [EnrollmentUpdate(id=row.id, status="completed") for row in batch],
+                        now=now,
+                    )
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            seen[owner] = got
+            worker_store.close()
+
+    threads = [threading.Thread(target=worker, args=(new_owner_id(f"w{i}"),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+    claimed = [row_id for got in seen.values() for row_id in got]
+    assert sorted(claimed) == ids  # every row once, none twice
+
+
+def test_async_store_runs_claims_in_worker_threads(store: Store, seed: SeedEnrollments) -> None:
+    ids = seed(3)
+
+    async def main() -> list[int]:
+        astore = AsyncStore(store)
+        rows = await astore.transaction(
+            claim_enrollments, "w1", now=T0 + timedelta(minutes=1), limit=10, lease_for=LEASE
+        )
+        tenants = await astore.call(Store.tenant_ids)
+        assert tenants == ["default"]
+        return [row.id for row in rows]
+
+    assert trio.run(main) == ids
+
+
+def test_new_owner_ids_are_unique() -> None:
+    assert new_owner_id() != new_owner_id()
+    assert new_owner_id("dispatch").startswith("dispatch:")
