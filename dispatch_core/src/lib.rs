@@ -2,6 +2,12 @@
 //!
 //! Every function here has a pure-Python twin in `cadence.dispatch` that gives identical results.
 
+pub mod caps;
+pub mod columns;
+pub mod filter;
+pub mod limiter;
+mod py;
+
 use pyo3::prelude::*;
 
 /// The crate version, so Python can tell which build of the core it loaded.
@@ -17,6 +23,7 @@ fn core_version() -> &'static str {
 fn _dispatch_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
     m.add("__version__", CORE_VERSION)?;
+    py::register(m)?;
     Ok(())
 }
 

@@ -1,0 +1,6 @@
+//! Frequency caps.
+use pyo3::prelude::*;
+/// Register.
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}
