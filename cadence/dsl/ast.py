@@ -337,6 +337,13 @@ class Exit:
     span: Span = _span()
 
 
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    """`...`: steps not written yet; does nothing, and the checker warns about it."""
+
+    span: Span = _span()
+
+
 Step: TypeAlias = (
     Send
     | Wait
@@ -351,6 +358,7 @@ Step: TypeAlias = (
     | Notify
     | Enroll
     | Exit
+    | Placeholder
 )
 
 

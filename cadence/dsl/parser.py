@@ -294,16 +294,35 @@ def _terminal_pattern(name: str) -> str | None:
     return _terminal_patterns().get(name)
 
 
+_STEP_KEYWORDS = frozenset(
+    {"send", "wait", "if", "split", "set", "tag", "assign", "notify", "enroll", "exit", "..."}
+)
+
+
 def _expected_words(expected: set[str]) -> list[str]:
-    words = sorted({_describe_terminal(name) for name in expected})
+    """Expected terminals in words; whole families (steps, declarations) named as one."""
+    patterns = {name: _terminal_pattern(name) for name in expected}
+    literals = {p for p in patterns.values() if p is not None}
+    groups: list[str] = []
+    hidden: set[str] = set()
+    families = (
+        (_STEP_KEYWORDS, "a step (`send`, `wait`, `if`, `split`, ...)"),
+        (frozenset(TOP_LEVEL_KEYWORDS), "a declaration (`segment`, `template`, `when`, ...)"),
+    )
+    for family, description in families:
+        if family <= literals:
+            groups.append(description)
+            hidden |= family
+    described = {_describe_terminal(name) for name in expected if patterns.get(name) not in hidden}
+    words = sorted(described)
     keywords = [w for w in words if w.startswith("`")]
     others = [w for w in words if not w.startswith("`")]
-    return others + keywords
+    return groups + others + keywords
 
 
 def _join_alternatives(words: list[str]) -> str:
-    if len(words) > 12:
-        words = [*words[:12], f"... ({len(words) - 12} more)"]
+    if len(words) > 16:
+        words = [*words[:16], f"... ({len(words) - 16} more)"]
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " or " + words[-1]
@@ -880,6 +899,9 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Exit(
             unescape_string(reason) if reason is not None else None, span=self._span(meta)
         )
+
+    def placeholder_step(self, meta: Any) -> ast.Placeholder:
+        return ast.Placeholder(span=self._span(meta))
 
     # -- expressions
 

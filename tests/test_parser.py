@@ -1,0 +1,481 @@
+"""The parser: every construct of LANGUAGE.md becomes the right AST, and bad text a clear error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cadence.dsl import ast
+from cadence.dsl.parser import duration_seconds, parse_bytes, parse_file, parse_text
+from cadence.errors import CadenceError, CadenceSyntaxError
+
+LANGUAGE_MD = Path(__file__).resolve().parents[2] / "shared" / "LANGUAGE.md"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def language_blocks() -> list[str]:
+    """The fenced code blocks of LANGUAGE.md, as written there."""
+    text = LANGUAGE_MD.read_text("utf-8")
+    return re.findall(r"```\n(.*?)```", text, flags=re.S)
+
+
+def as_program(block: str) -> str:
+    """LANGUAGE.md shows the Steps section as a bare list of steps; steps live in a trigger."""
+    first = block.lstrip().split(None, 1)[0]
+    step_words = {"send", "wait", "if", "split", "set", "tag", "assign", "notify", "enroll", "exit"}
+    return f"on launch {{\n{block}\n}}\n" if first in step_words else block
+
+
+def only(program: ast.Program) -> ast.Declaration:
+    assert len(program.declarations) == 1, program.declarations
+    return program.declarations[0]
+
+
+def steps_of(text: str) -> tuple[ast.Step, ...]:
+    block = only(parse_text(f"on launch {{ {text} }}"))
+    assert isinstance(block, ast.TriggerBlock)
+    return block.steps
+
+
+def expr_of(text: str) -> ast.Expr:
+    segment = only(parse_text(f"segment s = {text}"))
+    assert isinstance(segment, ast.SegmentDecl)
+    return segment.expr
+
+
+# ---------------------------------------------------------------------------- LANGUAGE.md
+
+
+def test_language_md_has_the_expected_blocks() -> None:
+    assert len(language_blocks()) >= 6
+
+
+@pytest.mark.parametrize("index", range(len(language_blocks())))
+def test_every_language_md_block_parses(index: int) -> None:
+    parse_text(as_program(language_blocks()[index]), f"LANGUAGE.md#{index}")
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.cadence")), ids=lambda p: p.name)
+def test_every_example_parses(path: Path) -> None:
+    program = parse_file(path)
+    assert program.declarations
+
+
+# ---------------------------------------------------------------------------- declarations
+
+
+def test_segment_with_within_and_precedence() -> None:
+    expr = expr_of("lead_score >= 30 and last_activity within 30d or not email_verified")
+    assert expr == ast.Binary(
+        "or",
+        ast.Binary(
+            "and",
+            ast.Compare(">=", ast.Path(("lead_score",)), ast.NumberLit(Decimal(30))),
+            ast.Within(ast.Path(("last_activity",)), ast.DurationLit(30 * 86400)),
+        ),
+        ast.Unary("not", ast.Path(("email_verified",))),
+    )
+
+
+def test_template_forms() -> None:
+    program = parse_text(
+        'template follow_up sms "Hi {{ contact.first_name }}, say \\"STOP\\""\n'
+        "template welcome email {\n"
+        '  subject "Welcome"\n  preheader "Three things"\n  body file "templates/w.html.j2"\n'
+        '  locale "es" { subject "Bienvenida" body "<p>Hola</p>" }\n'
+        "}\n"
+    )
+    inline, block = program.declarations
+    assert isinstance(inline, ast.TemplateDecl) and inline.inline
+    assert inline.content.body == ast.StringLit('Hi {{ contact.first_name }}, say "STOP"')
+    assert isinstance(block, ast.TemplateDecl) and not block.inline
+    assert block.content.body_file == ast.StringLit("templates/w.html.j2")
+    assert block.locales[0].locale == "es"
+    assert block.locales[0].content.body == ast.StringLit("<p>Hola</p>")
+
+
+def test_template_part_given_twice_is_an_error() -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text('template t email { subject "a" subject "b" body "x" }')
+    assert info.value.diagnostics[0].code == "E010"
+
+
+def test_one_line_automation() -> None:
+    block = only(parse_text("when property_viewed count>=3 wait 1h send email property_details"))
+    assert isinstance(block, ast.TriggerBlock) and not block.braced
+    assert block.trigger == ast.EventTrigger("property_viewed", count=ast.CountClause(">=", 3))
+    assert block.steps == (
+        ast.Wait(ast.DurationLit(3600)),
+        ast.Send("email", "property_details"),
+    )
+
+
+def test_event_trigger_options() -> None:
+    block = only(
+        parse_text(
+            "when property_viewed count>=3 within 7d where event.price <= 500000 send email x"
+        )
+    )
+    assert isinstance(block, ast.TriggerBlock)
+    trigger = block.trigger
+    assert isinstance(trigger, ast.EventTrigger)
+    assert trigger.within == ast.DurationLit(7 * 86400)
+    assert trigger.where == ast.Compare(
+        "<=", ast.Path(("event", "price")), ast.NumberLit(Decimal(500000))
+    )
+
+
+def test_fanout_trigger() -> None:
+    block = only(
+        parse_text(
+            "when property_listed for contacts where contact.budget_max >= event.price"
+            " and event.city in contact.areas\n  send email new_listing"
+        )
+    )
+    assert isinstance(block, ast.TriggerBlock)
+    assert isinstance(block.trigger, ast.EventTrigger)
+    assert block.trigger.fanout == ast.Binary(
+        "and",
+        ast.Compare(">=", ast.Path(("contact", "budget_max")), ast.Path(("event", "price"))),
+        ast.Compare("in", ast.Path(("event", "city")), ast.Path(("contact", "areas"))),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("on contact_created { exit }", ast.ContactCreatedTrigger()),
+        ("on segment_enter engaged { exit }", ast.SegmentEnterTrigger("engaged")),
+        ("on launch { exit }", ast.LaunchTrigger()),
+        ("on form_submitted { exit }", ast.EventTrigger("form_submitted")),
+        (
+            "at 2026-12-01T09:00 local { exit }",
+            ast.AtTrigger(ast.DateTimeLit(dt.datetime(2026, 12, 1, 9, 0)), True),
+        ),
+        (
+            "every monday 09:00 local { exit }",
+            ast.EveryTrigger(("monday",), None, ast.TimeLit(9, 0), True),
+        ),
+        (
+            "every monday, thursday 18:30 { exit }",
+            ast.EveryTrigger(("monday", "thursday"), None, ast.TimeLit(18, 30), False),
+        ),
+        ("every 1w { exit }", ast.EveryTrigger((), ast.DurationLit(7 * 86400), None, False)),
+    ],
+)
+def test_triggers(text: str, expected: ast.Trigger) -> None:
+    block = only(parse_text(text))
+    assert isinstance(block, ast.TriggerBlock)
+    assert block.trigger == expected
+
+
+def test_score_block() -> None:
+    score = only(
+        parse_text(
+            "score engagement {\n  opened(any) within 30d: +5 each\n"
+            "  property_viewed within 7d: +3 each\n  unsubscribed: -100\n  decay 10% per 30d\n}"
+        )
+    )
+    assert isinstance(score, ast.ScoreDecl)
+    assert score.rules == (
+        ast.ScorePoints(
+            ast.Call("opened", (ast.Path(("any",)),)), ast.DurationLit(30 * 86400), Decimal(5), True
+        ),
+        ast.ScorePoints(
+            ast.Path(("property_viewed",)), ast.DurationLit(7 * 86400), Decimal(3), True
+        ),
+        ast.ScorePoints(ast.Path(("unsubscribed",)), None, Decimal(-100), False),
+        ast.ScoreDecay(ast.PercentLit(Decimal(10)), ast.DurationLit(30 * 86400)),
+    )
+
+
+def test_campaign_settings() -> None:
+    block = language_blocks()[-2] if "campaign welcome_series" in language_blocks()[-2] else ""
+    source = block or next(b for b in language_blocks() if "campaign welcome_series" in b)
+    campaign = only(parse_text(source))
+    assert isinstance(campaign, ast.CampaignDecl)
+    assert campaign.name == "welcome_series" and campaign.display_name == "Welcome series"
+    by_type = {type(s).__name__: s for s in campaign.settings}
+    assert ast.CapSetting("email", 3, ast.DurationLit(7 * 86400)) in campaign.settings
+    assert by_type["SendWindowSetting"] == ast.SendWindowSetting(
+        ast.TimeLit(9, 0), ast.TimeLit(18, 0), True, ("weekdays",)
+    )
+    assert by_type["TimezoneSetting"] == ast.TimezoneSetting("America/New_York", True)
+    assert by_type["QuietHoursSetting"] == ast.QuietHoursSetting(
+        "sms", ast.TimeLit(21, 0), ast.TimeLit(8, 0), True
+    )
+    assert by_type["BudgetSetting"] == ast.BudgetSetting(ast.MoneyLit(Decimal(500), "USD"))
+    assert by_type["CostSetting"] == ast.CostSetting(
+        (
+            ast.CostItem("email", ast.MoneyLit(Decimal("0.001"), "USD")),
+            ast.CostItem("sms", ast.MoneyLit(Decimal("0.05"), "USD")),
+        )
+    )
+    assert ast.ChannelsSetting(("email", "sms")) in campaign.settings
+    assert ast.DateSetting("ends", ast.DateLit(dt.date(2027, 1, 31))) in campaign.settings
+    assert len(campaign.triggers) == 1
+    assert isinstance(campaign.triggers[0].trigger, ast.ContactCreatedTrigger)
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def test_every_step() -> None:
+    steps = steps_of(
+        """
+        send email welcome
+        wait 1d12h
+        wait until 09:00 local
+        wait for clicked(welcome) up to 3d
+        if opened(welcome) { send email a } else if lead_score > 50 { send email b } else { exit }
+        split 20% test winner by clicks after 4h { a: send email offer_a  b: send email offer_b }
+        split { a 50%: send email subject_a   b 50%: send email subject_b }
+        set lead_stage = "nurture"
+        tag add "webinar-2026"
+        assign agent round_robin
+        notify webhook "https://hooks.example.test/crm"
+        enroll other_campaign
+        exit "moved to sales"
+        """
+    )
+    assert [type(s).__name__ for s in steps] == [
+        "Send", "Wait", "WaitUntil", "WaitFor", "If", "ABSplit", "RandomSplit",
+        "SetAttr", "Tag", "AssignAgent", "Notify", "Enroll", "Exit",
+    ]  # fmt: skip
+    assert steps[1] == ast.Wait(ast.DurationLit(86400 + 12 * 3600))
+    assert steps[3] == ast.WaitFor(
+        ast.Call("clicked", (ast.Path(("welcome",)),)), ast.DurationLit(3 * 86400)
+    )
+    branch = steps[4]
+    assert isinstance(branch, ast.If)
+    assert len(branch.branches) == 2 and branch.else_steps == (ast.Exit(None),)
+    ab = steps[5]
+    assert isinstance(ab, ast.ABSplit)
+    assert (ab.test_share.value, ab.metric, ab.after.seconds) == (Decimal(20), "clicks", 14400)
+    assert [b.name for b in ab.branches] == ["a", "b"]
+    random_split = steps[6]
+    assert isinstance(random_split, ast.RandomSplit)
+    assert [b.share for b in random_split.branches] == [
+        ast.PercentLit(Decimal(50)),
+        ast.PercentLit(Decimal(50)),
+    ]
+
+
+def test_wait_for_without_up_to_parses_for_the_checker_to_report() -> None:
+    (step,) = steps_of("wait for clicked(welcome)")
+    assert step == ast.WaitFor(ast.Call("clicked", (ast.Path(("welcome",)),)), None)
+
+
+def test_newlines_carry_no_meaning() -> None:
+    spread = parse_text("when\nx\ncount\n>=\n3\nwait\n1h\nsend\nemail\ny")
+    compact = parse_text("when x count>=3 wait 1h send email y")
+    assert spread == compact
+
+
+# ---------------------------------------------------------------------------- expressions
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x = 1", ast.Compare("=", ast.Path(("x",)), ast.NumberLit(Decimal(1)))),
+        ("x == 1", ast.Compare("=", ast.Path(("x",)), ast.NumberLit(Decimal(1)))),
+        ("x != 2.5", ast.Compare("!=", ast.Path(("x",)), ast.NumberLit(Decimal("2.5")))),
+        (
+            'country in ["PH", "SG"]',
+            ast.Compare(
+                "in",
+                ast.Path(("country",)),
+                ast.ListLit((ast.StringLit("PH"), ast.StringLit("SG"))),
+            ),
+        ),
+        ("x not in []", ast.Compare("not in", ast.Path(("x",)), ast.ListLit(()))),
+        ('tags contains "vip"', ast.Compare("contains", ast.Path(("tags",)), ast.StringLit("vip"))),
+        (
+            'email startswith "a"',
+            ast.Compare("startswith", ast.Path(("email",)), ast.StringLit("a")),
+        ),
+        (
+            "count(property_viewed, 7d) >= 3",
+            ast.Compare(
+                ">=",
+                ast.Call("count", (ast.Path(("property_viewed",)), ast.DurationLit(7 * 86400))),
+                ast.NumberLit(Decimal(3)),
+            ),
+        ),
+        (
+            "last(login) > 2026-12-01T09:00",
+            ast.Compare(
+                ">",
+                ast.Call("last", (ast.Path(("login",)),)),
+                ast.DateTimeLit(dt.datetime(2026, 12, 1, 9)),
+            ),
+        ),
+        (
+            "budget >= 500 USD",
+            ast.Compare(">=", ast.Path(("budget",)), ast.MoneyLit(Decimal(500), "USD")),
+        ),
+        (
+            "price * 2 - 1 > -3",
+            ast.Compare(
+                ">",
+                ast.Binary(
+                    "-",
+                    ast.Binary("*", ast.Path(("price",)), ast.NumberLit(Decimal(2))),
+                    ast.NumberLit(Decimal(1)),
+                ),
+                ast.Unary("-", ast.NumberLit(Decimal(3))),
+            ),
+        ),
+        ("active = true", ast.Compare("=", ast.Path(("active",)), ast.BoolLit(True))),
+        ("converted", ast.Path(("converted",))),
+        (
+            "(a or b) and c",
+            ast.Binary(
+                "and", ast.Binary("or", ast.Path(("a",)), ast.Path(("b",))), ast.Path(("c",))
+            ),
+        ),
+        ("type = 1", ast.Compare("=", ast.Path(("type",)), ast.NumberLit(Decimal(1)))),
+    ],
+)
+def test_expressions(text: str, expected: ast.Expr) -> None:
+    assert expr_of(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("15m", 900), ("1h", 3600), ("2d", 172800), ("1w", 604800), ("1d12h", 129600)],
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert duration_seconds(text) == seconds
+
+
+def test_comments_are_kept_with_positions() -> None:
+    program = parse_text('# head\nsegment s = x > 1  # trailing "quoted"\n')
+    assert [(c.text, c.span.line, c.span.column) for c in program.comments] == [
+        ("# head", 1, 1),
+        ('# trailing "quoted"', 2, 20),
+    ]
+
+
+def test_hash_inside_a_string_is_not_a_comment() -> None:
+    program = parse_text('template t sms "use #promo"')
+    assert program.comments == ()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_syntax_error_names_position_expected_tokens_and_suggestion() -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text("when x wait 1h sned email welcome", "f.cadence")
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.file, diagnostic.line, diagnostic.column) == ("f.cadence", 1, 16)
+    assert diagnostic.code == "E004"
+    assert "unexpected name `sned`" in diagnostic.message
+    assert "a step (`send`, `wait`" in diagnostic.message
+    assert diagnostic.hint == "did you mean `send`?"
+    rendered = diagnostic.render()
+    assert "f.cadence:1:16: error[E004]" in rendered
+    assert "   1 | when x wait 1h sned email welcome" in rendered
+    assert rendered.splitlines()[2] == " " * 22 + "^^^^"
+
+
+def test_several_errors_are_reported_in_one_run() -> None:
+    text = (
+        "segment a = x >\n"
+        'template t email "ok"\n'
+        "when x wait 1h sned email t\n"
+        "segment fine = y > 1\n"
+        "campaign c { type drip on launch { wait 25:00 } }\n"
+    )
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    lines = [d.line for d in info.value.diagnostics]
+    assert lines == [2, 3, 5]
+
+
+def test_unclosed_brace_reports_the_end_of_file() -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text('template t email {\n  subject "a"\n')
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E002"
+    assert "ends too early" in diagnostic.message
+    assert diagnostic.hint is not None and "`}`" in diagnostic.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("every monday 24:00 { exit }", "not a time of day"),
+        ("at 2026-13-01 { exit }", "not a real date"),
+        ("on launch { split { a 150%: exit } }", "more than 100%"),
+        ("segment s = x within 0d", "is zero"),
+        ("campaign c { cap email 2.5 per 1d }", "whole number"),
+    ],
+)
+def test_literals_out_of_range(text: str, fragment: str) -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    assert info.value.diagnostics[0].code == "E012"
+    assert fragment in info.value.diagnostics[0].message
+
+
+def test_uppercase_names_get_a_hint() -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text("segment Engaged = x > 1")
+    assert info.value.diagnostics[0].hint == "names are lower case: [a-z_][a-z0-9_]*"
+
+
+def test_invalid_utf8_is_an_error_at_the_byte() -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_bytes(b'segment s = x > 1\ntemplate t sms "caf\xe9"\n', "bad.cadence")
+    diagnostic = info.value.diagnostics[0]
+    assert (diagnostic.code, diagnostic.line, diagnostic.column) == ("E001", 2, 20)
+
+
+def test_missing_file_is_a_cadence_error(tmp_path: Path) -> None:
+    with pytest.raises(CadenceError):
+        parse_file(tmp_path / "nope.cadence")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_arbitrary_text_raises_only_cadence_errors(text: str) -> None:
+    try:
+        parse_text(text)
+    except CadenceError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_cadence_errors(data: bytes) -> None:
+    try:
+        parse_bytes(data)
+    except CadenceError:
+        pass
+
+
+KEYWORDISH = st.sampled_from(
+    ["when", "send", "email", "wait", "1h", "{", "}", "if", "else", "split", "20%", "a", ":",
+     "count", ">=", "3", "where", "x", "=", '"s"', "in", "[", "]", ",", "campaign", "c",
+     "on", "launch", "every", "monday", "09:00", "local", "at", "2026-12-01", "score", "(", ")",
+     "segment", "template", "sms", "body", "file", "locale", "not", "and", "or", "within", "7d",
+     "test", "winner", "by", "after", "exit", "-", "+5", "each", "decay", "per", "500", "USD"]
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(KEYWORDISH, max_size=30))
+def test_token_soup_raises_only_cadence_errors(words: list[str]) -> None:
+    try:
+        parse_text(" ".join(words))
+    except CadenceError:
+        pass
