@@ -34,4 +34,4 @@ def describe() -> str:
     """One line for `cadence --version`: which backend runs and why."""
     if core is not None:
         return f"backend: rust (dispatch_core {core.core_version()})"
-    return f"backend: python ({fallback_reason})"
+    return f"backend: python, the pure-Python fallback ({fallback_reason})"
