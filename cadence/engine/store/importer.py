@@ -1,0 +1,537 @@
+"""Bringing contacts and events in from files or Python rows, all-or-nothing by default.
+
+Contacts: CSV with a header row (`id,email,phone,first_name,last_name,timezone,locale,tags,...`
+plus one column per attribute) or JSON Lines (one object per line, the same keys, optionally
+an `attributes` object). Upserted by id: columns present overwrite, columns absent keep what
+is stored, attributes are merged, an empty cell clears. Lists in CSV are `a;b;c` or a JSON
+list `["a","b"]`.
+
+Events: JSON Lines `{"contact": "c1", "name": "property_viewed", "at": "2026-12-01T09:00:00Z",
+"properties": {...}}`, with optional `id` (a dedupe key: pushing the same id twice stores it
+once) and `source`. The contact must exist; `contact` may be left out for events about a
+thing (fan-out triggers).
+
+Every problem is reported with its line, column and reason. Unless `skip_invalid` is set, one
+bad row means nothing is written; with it, the good rows are written and the rest reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from cadence.engine.store.database import DEFAULT_TENANT, Store, dialect_insert, utcnow
+from cadence.engine.store.models import Contact, Event, Tenant
+from cadence.engine.store.records import (
+    ContactRecord,
+    EventRecord,
+    InvalidInput,
+    Problem,
+    unknown_column_reason,
+    validate_contact,
+    validate_event,
+)
+from cadence.engine.store.schema import ContactSchema, SchemaError, load_schema, parse_schema
+
+CHUNK = 500  # rows per IN (...) lookup and per executemany batch
+
+Row = tuple[int, dict[str, Any]]  # (line number, raw values)
+
+
+@dataclass
+class ImportReport:
+    """What an import did: rows read, written (new and updated), skipped, and the problems."""
+
+    kind: str
+    source: str
+    tenant_id: str
+    rows: int = 0
+    written: int = 0
+    created: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        """Rows not written because they were bad."""
+        return len({problem.row for problem in self.problems if problem.row is not None})
+
+    def summary(self) -> str:
+        """One line for a person: what was written and what was skipped."""
+        parts = [f"{self.written} {self.kind} written to tenant {self.tenant_id!r}"]
+        if self.kind == "contacts":
+            parts.append(f"{self.created} new, {self.updated} updated")
+        if self.duplicates:
+            parts.append(f"{self.duplicates} already present")
+        if self.problems:
+            parts.append(f"{self.skipped} row(s) skipped")
+        return "; ".join(parts)
+
+
+# --- reading files -------------------------------------------------------------------------
+
+
+def _file_problem(source: str, reason: str, row: int | None = None) -> InvalidInput:
+    """An input error about the file as a whole (or one line of it)."""
+    return InvalidInput([Problem(source, row, None, reason)])
+
+
+def _read_text_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file (a BOM is ignored), or an InvalidInput naming the file."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            yield from handle
+    except FileNotFoundError:
+        raise _file_problem(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise _file_problem(str(path), "is a directory, not a file") from None
+    except OSError as exc:
+        raise _file_problem(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _file_problem(str(path), f"not UTF-8 text ({exc.reason})") from None
+
+
+def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]:
+    """Header and rows of a CSV file; malformed rows are added to `problems`."""
+    source = str(path)
+    reader = csv.reader(_read_text_lines(path), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise _file_problem(source, "the file is empty: a header row is expected") from None
+    except csv.Error as exc:
+        raise _file_problem(source, f"malformed CSV header: {exc}", 1) from None
+    columns = [name.strip() for name in header]
+    seen: set[str] = set()
+    for name in columns:
+        if not name:
+            problems.append(Problem(source, 1, None, "the header has an empty column name"))
+        elif name in seen:
+            problems.append(Problem(source, 1, name, "appears twice in the header"))
+        seen.add(name)
+    if "id" not in seen:
+        problems.append(Problem(source, 1, "id", "the header needs an id column"))
+    rows: list[Row] = []
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(Problem(source, line, None, f"malformed CSV: {exc}"))
+            break
+        if not cells or all(not cell.strip() for cell in cells):
+            continue  # blank line
+        if len(cells) != len(columns):
+            problems.append(
+                Problem(source, line, None, f"{len(cells)} cells, the header has {len(columns)}")
+            )
+            continue
+        rows.append((line, {name: cell for name, cell in zip(columns, cells, strict=True) if name}))
+    return columns, rows
+
+
+def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
+    """Objects of a JSON Lines file; lines that are not JSON objects go to `problems`."""
+    rows: list[Row] = []
+    for number, line in enumerate(_read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(str(path), number, None, f"invalid JSON: {exc.msg}"))
+            continue
+        if not isinstance(value, dict):
+            problems.append(Problem(str(path), number, None, "expected a JSON object"))
+            continue
+        rows.append((number, value))
+    return rows
+
+
+def _format_of(path: Path) -> str:
+    """`csv` or `jsonl`, from the file's extension."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    raise _file_problem(str(path), "unknown file type: use .csv or .jsonl")
+
+
+# --- contacts ------------------------------------------------------------------------------
+
+
+def _ensure_tenant(session: Session, tenant_id: str, now: datetime) -> None:
+    """Create the tenant inside the import's own transaction, so a failed import leaves none."""
+    statement = dialect_insert(session.get_bind().dialect.name, Tenant).values(
+        id=tenant_id, name=tenant_id, created_at=now, updated_at=now
+    )
+    session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+
+
+def _resolve_schema(
+    session: Session, tenant_id: str, schema: ContactSchema | str | Path | None
+) -> ContactSchema | None:
+    """The schema to check against: the one given, else the tenant's stored one, else none."""
+    if isinstance(schema, ContactSchema):
+        return schema
+    if schema is not None:
+        return load_schema(schema)
+    stored = session.scalar(select(Tenant.contact_schema).where(Tenant.id == tenant_id))
+    if stored is None:
+        return None
+    try:
+        return parse_schema(stored, source=f"tenant {tenant_id!r} stored schema")
+    except SchemaError:
+        return None
+
+
+def validate_contact_rows(
+    rows: Iterable[Row], schema: ContactSchema | None, source: str
+) -> tuple[list[ContactRecord], list[Problem]]:
+    """Validate rows, reporting each problem and ids that appear twice."""
+    records: list[ContactRecord] = []
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    for line, raw in rows:
+        record, errors = validate_contact(raw, schema)
+        problems.extend(Problem(source, line, column, reason) for column, reason in errors)
+        if record is None:
+            continue
+        if record.id in first_line:
+            problems.append(
+                Problem(
+                    source,
+                    line,
+                    "id",
+                    f"duplicate id {record.id!r} (also on line {first_line[record.id]})",
+                )
+            )
+            continue
+        first_line[record.id] = line
+        records.append(record)
+    return records, problems
+
+
+def upsert_contacts(
+    session: Session, tenant_id: str, records: Sequence[ContactRecord], *, now: datetime
+) -> tuple[int, int]:
+    """Insert or update contacts by id in bulk; returns (created, updated).
+
+    Existing rows are read once per chunk so fields a record leaves out keep their stored
+    value and attributes merge (None removes one); then one executemany upsert per chunk.
+    """
+    created = updated = 0
+    table = Contact.__table__
+    columns = ("email", "phone", "first_name", "last_name", "timezone", "locale", "tags")
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start : start + CHUNK]
+        existing = {
+            row.id: row
+            for row in session.scalars(
+                select(Contact)
+                .where(Contact.tenant_id == tenant_id, Contact.id.in_([r.id for r in chunk]))
+                .with_for_update()
+            )
+        }
+        params: list[dict[str, Any]] = []
+        for record in chunk:
+            old = existing.get(record.id)
+            values: dict[str, Any] = {"tenant_id": tenant_id, "id": record.id}
+            for column in columns:
+                if column in record.fields:
+                    values[column] = record.fields[column]
+                elif old is not None:
+                    values[column] = getattr(old, column)
+                else:
+                    values[column] = [] if column == "tags" else None
+            attributes = dict(old.attributes) if old is not None else {}
+            for name, value in record.attributes.items():
+                if value is None:
+                    attributes.pop(name, None)
+                else:
+                    attributes[name] = value
+            values["attributes"] = attributes
+            values["created_at"] = old.created_at if old is not None else now
+            values["updated_at"] = now
+            params.append(values)
+            if old is None:
+                created += 1
+            else:
+                updated += 1
+        session.expunge_all()  # the rows read above are about to be stale
+        statement = dialect_insert(session.get_bind().dialect.name, table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "id"],
+            set_={
+                name: statement.excluded[name] for name in (*columns, "attributes", "updated_at")
+            },
+        )
+        session.execute(statement, params)
+    return created, updated
+
+
+def import_contact_rows(
+    store: Store,
+    rows: Iterable[Row],
+    *,
+    source: str = "<rows>",
+    schema: ContactSchema | str | Path | None = None,
+    tenant_id: str = DEFAULT_TENANT,
+    skip_invalid: bool = False,
+    now: datetime | None = None,
+    read_problems: Sequence[Problem] = (),
+    columns: Sequence[str] = (),
+) -> ImportReport:
+    """Validate and upsert contact rows `(line, mapping)`; see the module docstring for rules."""
+    stamp = now or utcnow()
+    rows = list(rows)
+    report = ImportReport("contacts", source, tenant_id, rows=len(rows))
+    with store.session() as session:
+        resolved = _resolve_schema(session, tenant_id, schema)
+        problems = list(read_problems)
+        # A bad header column is reported once, not on every row, and rejects the file.
+        for column in columns:
+            reason = unknown_column_reason(column, resolved) if column else None
+            if reason is not None:
+                problems.append(Problem(source, 1, column, reason))
+        header_problems = [problem for problem in problems if problem.row == 1] if columns else []
+        if header_problems:
+            bad = {problem.column for problem in header_problems}
+            rows = [(line, {k: v for k, v in raw.items() if k not in bad}) for line, raw in rows]
+        records, row_problems = validate_contact_rows(rows, resolved, source)
+        problems.extend(row_problems)
+        report.problems = problems
+        if problems and (not skip_invalid or header_problems):
+            raise InvalidInput(problems)
+        if not records:
+            return report
+        _ensure_tenant(session, tenant_id, stamp)
+        report.created, report.updated = upsert_contacts(session, tenant_id, records, now=stamp)
+        report.written = len(records)
+        if schema is not None and resolved is not None:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is not None:
+                tenant.contact_schema = resolved.to_json()
+                tenant.updated_at = stamp
+    return report
+
+
+def import_contacts(
+    store: Store,
+    path: str | Path,
+    *,
+    schema: ContactSchema | str | Path | None = None,
+    tenant_id: str = DEFAULT_TENANT,
+    skip_invalid: bool = False,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Import a contacts file (.csv or .jsonl). Raises InvalidInput, writing nothing, on bad rows.
+
+    A schema given here is checked against and stored with the tenant; without one the
+    tenant's stored schema is used, and without that attributes are stored as given.
+    """
+    file = Path(path)
+    kind = _format_of(file)
+    if isinstance(schema, str | Path):
+        schema = load_schema(schema)
+    problems: list[Problem] = []
+    columns: list[str] = []
+    if kind == "csv":
+        columns, rows = read_csv(file, problems)
+    else:
+        rows = read_jsonl(file, problems)
+    return import_contact_rows(
+        store,
+        rows,
+        source=str(path),
+        schema=schema,
+        tenant_id=tenant_id,
+        skip_invalid=skip_invalid,
+        now=now,
+        read_problems=problems,
+        columns=[column for column in columns if column != "id"],
+    )
+
+
+def upsert_contact_dicts(
+    store: Store,
+    contacts: Iterable[Mapping[str, Any]],
+    *,
+    schema: ContactSchema | str | Path | None = None,
+    tenant_id: str = DEFAULT_TENANT,
+    skip_invalid: bool = False,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Upsert contacts given as Python dicts (row numbers in problems count from 1)."""
+    rows = [(index, dict(contact)) for index, contact in enumerate(contacts, start=1)]
+    return import_contact_rows(
+        store, rows, schema=schema, tenant_id=tenant_id, skip_invalid=skip_invalid, now=now
+    )
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def insert_events(
+    session: Session, tenant_id: str, events: Sequence[EventRecord], *, now: datetime
+) -> tuple[list[EventRecord], int]:
+    """Insert events in bulk, skipping any whose dedupe key is already stored.
+
+    Returns the events written and how many were already present.
+    """
+    keys = sorted({event.dedupe_key for event in events if event.dedupe_key is not None})
+    present: set[str] = set()
+    for start in range(0, len(keys), CHUNK):
+        present.update(
+            key
+            for key in session.scalars(
+                select(Event.dedupe_key).where(
+                    Event.tenant_id == tenant_id, Event.dedupe_key.in_(keys[start : start + CHUNK])
+                )
+            )
+            if key is not None
+        )
+    fresh: list[EventRecord] = []
+    for event in events:
+        if event.dedupe_key is not None:
+            if event.dedupe_key in present:
+                continue
+            present.add(event.dedupe_key)
+        fresh.append(event)
+    params = [
+        {
+            "tenant_id": tenant_id,
+            "contact_id": event.contact_id,
+            "name": event.name,
+            "at": event.at,
+            "properties": event.properties,
+            "source": event.source,
+            "dedupe_key": event.dedupe_key,
+            "received_at": now,
+        }
+        for event in fresh
+    ]
+    for start in range(0, len(params), CHUNK):
+        session.execute(insert(Event), params[start : start + CHUNK])
+    return fresh, len(events) - len(fresh)
+
+
+def existing_contact_ids(session: Session, tenant_id: str, ids: Iterable[str]) -> set[str]:
+    """Which of `ids` are contacts of `tenant_id` (one query per chunk)."""
+    wanted = sorted(set(ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), CHUNK):
+        found.update(
+            session.scalars(
+                select(Contact.id).where(
+                    Contact.tenant_id == tenant_id, Contact.id.in_(wanted[start : start + CHUNK])
+                )
+            )
+        )
+    return found
+
+
+def push_event_rows(
+    store: Store,
+    rows: Iterable[Row],
+    *,
+    source: str = "<events>",
+    tenant_id: str = DEFAULT_TENANT,
+    skip_invalid: bool = False,
+    now: datetime | None = None,
+    read_problems: Sequence[Problem] = (),
+) -> ImportReport:
+    """Validate and store event rows `(line, mapping)`; unknown contacts are problems."""
+    stamp = now or utcnow()
+    rows = list(rows)
+    report = ImportReport("events", source, tenant_id, rows=len(rows))
+    problems = list(read_problems)
+    records: list[tuple[int, EventRecord]] = []
+    for line, raw in rows:
+        record, errors = validate_event(raw)
+        problems.extend(Problem(source, line, column, reason) for column, reason in errors)
+        if record is not None:
+            records.append((line, record))
+    if problems and not skip_invalid:
+        report.problems = problems
+        raise InvalidInput(problems)
+    with store.session() as session:
+        known_tenant = session.get(Tenant, tenant_id) is not None
+        known = (
+            existing_contact_ids(
+                session, tenant_id, (r.contact_id for _, r in records if r.contact_id)
+            )
+            if known_tenant
+            else set()
+        )
+        good: list[EventRecord] = []
+        for line, record in records:
+            if record.contact_id is not None and record.contact_id not in known:
+                problems.append(
+                    Problem(
+                        source,
+                        line,
+                        "contact",
+                        f"no contact {record.contact_id!r} in tenant {tenant_id!r}",
+                    )
+                )
+            else:
+                good.append(record)
+        report.problems = problems
+        if problems and not skip_invalid:
+            raise InvalidInput(problems)
+        if good:
+            _ensure_tenant(session, tenant_id, stamp)
+        written, report.duplicates = insert_events(session, tenant_id, good, now=stamp)
+        report.written = len(written)
+    return report
+
+
+def push_events(
+    store: Store,
+    path: str | Path,
+    *,
+    tenant_id: str = DEFAULT_TENANT,
+    skip_invalid: bool = False,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Store the events of a JSON Lines file. Raises InvalidInput, writing nothing, on bad rows."""
+    file = Path(path)
+    if file.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
+        raise _file_problem(str(path), "events come as JSON Lines: use a .jsonl file")
+    problems: list[Problem] = []
+    rows = read_jsonl(file, problems)
+    return push_event_rows(
+        store,
+        rows,
+        source=str(path),
+        tenant_id=tenant_id,
+        skip_invalid=skip_invalid,
+        now=now,
+        read_problems=problems,
+    )
+
+
+def push_event_dicts(
+    store: Store,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    tenant_id: str = DEFAULT_TENANT,
+    skip_invalid: bool = False,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Store events given as Python dicts (row numbers in problems count from 1)."""
+    rows = [(index, dict(event)) for index, event in enumerate(events, start=1)]
+    return push_event_rows(store, rows, tenant_id=tenant_id, skip_invalid=skip_invalid, now=now)

@@ -1,0 +1,357 @@
+"""Validating one contact or event row, so that bad data is named precisely and never stored.
+
+A row is a mapping from column to raw value: text from a CSV cell, or a JSON value. An
+empty cell (or JSON null) means "no value": it clears that field on an existing contact.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH
+from cadence.engine.store.schema import (
+    IDENTIFIER,
+    STANDARD_FIELDS,
+    AttributeType,
+    ContactSchema,
+    coerce_value,
+    parse_datetime,
+    parse_string_list,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where (source, row, column) and why."""
+
+    source: str
+    row: int | None
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        """`people.csv:4: column "timezone": unknown time zone ...`"""
+        where = self.source if self.row is None else f"{self.source}:{self.row}"
+        if self.column is not None:
+            return f'{where}: column "{self.column}": {self.reason}'
+        return f"{where}: {self.reason}"
+
+
+class InvalidInput(Exception):
+    """Input rejected as a whole: nothing was written. Carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        """Keep the problems; the message lists the first few."""
+        self.problems = problems
+        shown = "\n".join(str(problem) for problem in problems[:20])
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} problem(s), nothing written:\n{shown}{more}")
+
+
+@dataclass
+class ContactRecord:
+    """A validated contact row: the standard fields and attributes it sets (None clears)."""
+
+    id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EventRecord:
+    """A validated event: who (or None for an event about a thing), what, when, details."""
+
+    contact_id: str | None
+    name: str
+    at: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+    source: str | None = None
+
+
+# --- standard fields ---------------------------------------------------------------------
+
+_EMAIL = re.compile(
+    r"[^@\s\"(),:;<>\[\\\]]+@([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,63}"
+)
+_PHONE_NOISE = re.compile(r"[\s\-.()/]")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_LOCALE = re.compile(r"([A-Za-z]{2,3})((?:[-_][A-Za-z0-9]{2,8})*)")
+
+
+def _text(value: Any, *, what: str) -> str:
+    """A string cell; JSON numbers are accepted where a person may have typed digits."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected {what} as a string, got {type(value).__name__}")
+
+
+def normalize_email(value: Any) -> str:
+    """A plausible email address, with its domain lowercased."""
+    text = _text(value, what="an email address")
+    if len(text) > 320 or not _EMAIL.fullmatch(text):
+        raise ValueError(f"{text!r} is not an email address")
+    local, _, domain = text.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def normalize_phone(value: Any) -> str:
+    """An international number in E.164 form (+ and digits), spaces and dashes removed."""
+    text = _text(value, what="a phone number")
+    compact = _PHONE_NOISE.sub("", text)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not _E164.fullmatch(compact):
+        raise ValueError(
+            f"{text!r} is not an international phone number (E.164, e.g. +14155550123)"
+        )
+    return compact
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    """Every IANA time zone name this machine knows."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def normalize_timezone(value: Any) -> str:
+    """An IANA time zone name that zoneinfo can load, with a suggestion when it is close."""
+    text = _text(value, what="a time zone")
+    try:
+        zoneinfo.ZoneInfo(text)
+        return text
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        pass
+    by_lower = {zone.lower(): zone for zone in _zones()}
+    guess = by_lower.get(text.lower())
+    if guess is None:
+        close = difflib.get_close_matches(text, sorted(_zones()), n=1, cutoff=0.75)
+        guess = close[0] if close else None
+    hint = f' (did you mean "{guess}"?)' if guess else " (use an IANA name like Europe/Paris)"
+    raise ValueError(f"unknown time zone {text!r}{hint}")
+
+
+def normalize_locale(value: Any) -> str:
+    """A BCP 47 style locale such as `en`, `es-MX`, `pt-BR` (underscores accepted)."""
+    text = _text(value, what="a locale")
+    match = _LOCALE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a locale (e.g. en, es-MX, pt-BR)")
+    parts = [match.group(1).lower()]
+    for part in re.split(r"[-_]", match.group(2))[1:]:
+        parts.append(part.upper() if len(part) == 2 else part)
+    return "-".join(parts)
+
+
+def _name(value: Any) -> str:
+    """A first or last name."""
+    text = _text(value, what="a name")
+    if len(text) > NAME_LENGTH:
+        raise ValueError(f"longer than {NAME_LENGTH} characters")
+    return text
+
+
+def normalize_contact_id(value: Any) -> str:
+    """A contact id: non-empty text up to 255 characters (JSON integers accepted)."""
+    if value is None:
+        raise ValueError("a contact id is required")
+    text = _text(value, what="a contact id")
+    if not text:
+        raise ValueError("a contact id is required")
+    if len(text) > ID_LENGTH:
+        raise ValueError(f"longer than {ID_LENGTH} characters")
+    return text
+
+
+_FIELD_NORMALIZERS = {
+    "email": normalize_email,
+    "phone": normalize_phone,
+    "first_name": _name,
+    "last_name": _name,
+    "timezone": normalize_timezone,
+    "locale": normalize_locale,
+    "tags": parse_string_list,
+}
+
+
+def _is_empty(value: Any) -> bool:
+    """An empty CSV cell or a JSON null: no value."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _plain_attribute(value: Any) -> Any:
+    """An attribute without a declared type: kept as given if it is flat JSON."""
+    if isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list):
+        return parse_string_list(value)
+    raise ValueError("attributes hold a string, number, boolean or list of strings, not an object")
+
+
+def unknown_column_reason(column: str, schema: ContactSchema | None) -> str | None:
+    """Why a column cannot be stored, or None when it can (standard field or attribute)."""
+    if column in STANDARD_FIELDS:
+        return None
+    if schema is not None:
+        if column in schema.attributes:
+            return None
+        choices = [*STANDARD_FIELDS, *schema.attributes]
+        close = difflib.get_close_matches(column, choices, n=1, cutoff=0.7)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        return f"not a contact field nor an attribute in the schema{hint}"
+    if not IDENTIFIER.fullmatch(column):
+        close = difflib.get_close_matches(column.lower(), STANDARD_FIELDS, n=1, cutoff=0.7)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        return f"not a valid attribute name: use lowercase letters, digits and _{hint}"
+    return None
+
+
+def validate_contact(
+    raw: Mapping[str, Any], schema: ContactSchema | None
+) -> tuple[ContactRecord | None, list[tuple[str | None, str]]]:
+    """Check and normalise one contact row; returns the record or the (column, reason) list.
+
+    `raw` may hold an `attributes` object (JSON rows) as well as attribute columns.
+    """
+    errors: list[tuple[str | None, str]] = []
+    values = dict(raw)
+    nested = values.pop("attributes", None)
+    if nested is not None:
+        if not isinstance(nested, Mapping):
+            errors.append(("attributes", "expected an object of attribute values"))
+        else:
+            for key, value in nested.items():
+                if key in values:
+                    errors.append((str(key), "given both as a column and inside attributes"))
+                elif key in STANDARD_FIELDS:
+                    errors.append((str(key), "a standard field, not an attribute"))
+                else:
+                    values[str(key)] = value
+
+    contact_id: str | None = None
+    try:
+        contact_id = normalize_contact_id(values.get("id"))
+    except ValueError as exc:
+        errors.append(("id", str(exc)))
+
+    record_fields: dict[str, Any] = {}
+    attributes: dict[str, Any] = {}
+    for column, value in values.items():
+        if column == "id":
+            continue
+        reason = unknown_column_reason(column, schema)
+        if reason is not None:
+            errors.append((column, reason))
+            continue
+        try:
+            if column in _FIELD_NORMALIZERS:
+                if column == "tags":
+                    record_fields[column] = [] if _is_empty(value) else parse_string_list(value)
+                else:
+                    normalized = None if _is_empty(value) else _FIELD_NORMALIZERS[column](value)
+                    record_fields[column] = normalized
+            elif _is_empty(value):
+                attributes[column] = None
+            elif schema is not None:
+                attributes[column] = coerce_value(schema.attributes[column], value)
+            else:
+                attributes[column] = _plain_attribute(value)
+        except ValueError as exc:
+            errors.append((column, str(exc)))
+
+    if schema is not None:
+        for name, spec in schema.attributes.items():
+            if (
+                spec.required
+                and attributes.get(name) is None
+                and not any(column == name for column, _ in errors)
+            ):
+                empty_list = spec.type is AttributeType.LIST
+                errors.append(
+                    (name, "required by the schema" + (" (give a list)" if empty_list else ""))
+                )
+
+    if errors or contact_id is None:
+        return None, errors
+    return ContactRecord(id=contact_id, fields=record_fields, attributes=attributes), []
+
+
+EVENT_KEYS = frozenset(("contact", "name", "at", "properties", "id", "source"))
+
+
+def validate_event(
+    raw: Mapping[str, Any],
+) -> tuple[EventRecord | None, list[tuple[str | None, str]]]:
+    """Check one event object `{"contact", "name", "at", "properties", "id"?, "source"?}`."""
+    errors: list[tuple[str | None, str]] = []
+    for key in raw:
+        if key not in EVENT_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(EVENT_KEYS), n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            errors.append((str(key), f"not an event field{hint}"))
+
+    contact_id: str | None = None
+    if not _is_empty(raw.get("contact")):
+        try:
+            contact_id = normalize_contact_id(raw.get("contact"))
+        except ValueError as exc:
+            errors.append(("contact", str(exc)))
+
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        errors.append(("name", "an event name is required"))
+        name = None
+    elif not IDENTIFIER.fullmatch(name.strip()) or len(name.strip()) > NAME_LENGTH:
+        errors.append(("name", f"{name!r} is not an event name (lowercase letters, digits, _)"))
+        name = None
+
+    at: datetime | None = None
+    if _is_empty(raw.get("at")):
+        errors.append(("at", "a time is required (ISO-8601, e.g. 2026-12-01T09:00:00Z)"))
+    else:
+        try:
+            at = parse_datetime(raw.get("at"))
+        except ValueError as exc:
+            errors.append(("at", str(exc)))
+
+    properties = raw.get("properties", {})
+    if properties is None:
+        properties = {}
+    if not isinstance(properties, dict):
+        errors.append(("properties", "expected an object"))
+
+    dedupe_key: str | None = None
+    if not _is_empty(raw.get("id")):
+        try:
+            dedupe_key = normalize_contact_id(raw.get("id"))
+        except ValueError as exc:
+            errors.append(("id", str(exc).replace("contact id", "event id")))
+
+    source = raw.get("source")
+    if source is not None and (not isinstance(source, str) or len(source) > 64):
+        errors.append(("source", "expected a short string"))
+        source = None
+
+    if errors or name is None or at is None or not isinstance(properties, dict):
+        return None, errors
+    return (
+        EventRecord(
+            contact_id=contact_id,
+            name=name.strip(),
+            at=at,
+            properties=properties,
+            dedupe_key=dedupe_key,
+            source=source,
+        ),
+        [],
+    )
