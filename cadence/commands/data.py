@@ -1,0 +1,135 @@
+"""`cadence contacts import` and `cadence events push`: people and what they did, into the store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cadence.engine.store import DEFAULT_TENANT, Store, StoreError
+from cadence.engine.store.importer import ImportReport, import_contacts, push_events
+from cadence.engine.store.records import InvalidInput
+from cadence.engine.store.schema import SchemaError
+
+MAX_PROBLEMS_SHOWN = 50
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every data command takes: tenant, database, --skip-invalid."""
+    parser.add_argument(
+        "--tenant", default=DEFAULT_TENANT, help=f"tenant to write to (default {DEFAULT_TENANT!r})"
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="database URL (default $CADENCE_DATABASE_URL, else sqlite:///cadence.db)",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write the good rows and report the bad ones (default: write nothing if any is bad)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add the `contacts` and `events` command families."""
+    contacts = subparsers.add_parser("contacts", help="manage contacts")
+    contact_commands = contacts.add_subparsers(dest="contacts_command", metavar="COMMAND")
+    contacts.set_defaults(handler=lambda _args: _usage(contacts))
+    importer = contact_commands.add_parser(
+        "import",
+        help="upsert contacts from a .csv or .jsonl file",
+        description=(
+            "Upsert contacts by id. CSV columns: id,email,phone,first_name,last_name,timezone,"
+            "locale,tags, then one per attribute; lists as a;b;c or a JSON list. JSON Lines: "
+            "one object per line with the same keys. An empty cell clears that field."
+        ),
+    )
+    importer.add_argument("file", help="contacts file (.csv or .jsonl)")
+    importer.add_argument(
+        "--schema", metavar="FILE", help="contact schema (.yaml/.json) typing the attributes"
+    )
+    _common(importer)
+    importer.set_defaults(handler=_import_contacts)
+
+    events = subparsers.add_parser("events", help="record events")
+    event_commands = events.add_subparsers(dest="events_command", metavar="COMMAND")
+    events.set_defaults(handler=lambda _args: _usage(events))
+    pusher = event_commands.add_parser(
+        "push",
+        help="store events from a .jsonl file",
+        description=(
+            'One JSON object per line: {"contact": "c1", "name": "property_viewed", '
+            '"at": "2026-12-01T09:00:00Z", "properties": {...}}; optional "id" (dedupe key) '
+            'and "source". The contact must exist.'
+        ),
+    )
+    pusher.add_argument("file", help="events file (.jsonl)")
+    _common(pusher)
+    pusher.set_defaults(handler=_push_events)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    """A family named without its command: show its help, exit 2."""
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _print_problems(report_problems: list[Any], *, written: bool) -> None:
+    """List problems on stderr, at most MAX_PROBLEMS_SHOWN of them."""
+    for problem in report_problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"{'skipped' if written else 'error'}: {problem}", file=sys.stderr)
+    if len(report_problems) > MAX_PROBLEMS_SHOWN:
+        print(f"... and {len(report_problems) - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
+
+
+def _report(report: ImportReport) -> int:
+    """Print what an import wrote and skipped; 0 as the user asked for what happened."""
+    _print_problems(report.problems, written=True)
+    print(report.summary())
+    return 0
+
+
+def _run(args: argparse.Namespace, kind: str) -> int:
+    """Open the store and run one import, turning bad input into messages and exit code 1."""
+    for path in (args.file, getattr(args, "schema", None)):
+        if path is not None and not Path(path).is_file():
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 1
+    try:
+        with Store.open(args.database) as store:
+            if kind == "contacts":
+                report = import_contacts(
+                    store,
+                    args.file,
+                    schema=args.schema,
+                    tenant_id=args.tenant,
+                    skip_invalid=args.skip_invalid,
+                )
+            else:
+                report = push_events(
+                    store, args.file, tenant_id=args.tenant, skip_invalid=args.skip_invalid
+                )
+    except InvalidInput as exc:
+        _print_problems(exc.problems, written=False)
+        print(
+            f"{len(exc.problems)} problem(s) in {args.file}; nothing was written", file=sys.stderr
+        )
+        if not args.skip_invalid and any(problem.row not in (None, 1) for problem in exc.problems):
+            print("(--skip-invalid writes the good rows and reports the rest)", file=sys.stderr)
+        return 1
+    except (SchemaError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return _report(report)
+
+
+def _import_contacts(args: argparse.Namespace) -> int:
+    """`cadence contacts import FILE`."""
+    return _run(args, "contacts")
+
+
+def _push_events(args: argparse.Namespace) -> int:
+    """`cadence events push FILE`."""
+    return _run(args, "events")
