@@ -156,6 +156,4 @@ def to_python(ctype: ColumnType, arr: pa.Array) -> list[Any]:
     offsets = arr.offsets.to_pylist()
     child = _scalars(ctype.kind, arr.values)
     valid = arr.is_valid().to_pylist()
-    return [
-        child[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(arr))
-    ]
+    return [child[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(arr))]

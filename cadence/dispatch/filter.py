@@ -12,7 +12,14 @@ import pyarrow as pa
 
 from cadence import _backend
 from cadence.dispatch._pyfilter import filter_rows
-from cadence.dispatch.columns import ColumnType, as_table, column_type, normalise, to_core, to_python
+from cadence.dispatch.columns import (
+    ColumnType,
+    as_table,
+    column_type,
+    normalise,
+    to_core,
+    to_python,
+)
 from cadence.dispatch.expr import Expr, Timestamp
 from cadence.dispatch.plan import Plan, encode, plan
 
@@ -85,7 +92,9 @@ def filter_contacts(
         rows = n if batch is None else batch.num_rows
         if rows == 0:
             continue
-        arrays = [] if batch is None else [normalise(batch.column(i)) for i in range(len(p.columns))]
+        arrays = (
+            [] if batch is None else [normalise(batch.column(i)) for i in range(len(p.columns))]
+        )
         out = mask[start : start + rows]
         if core is not None:
             core.filter_mask(encoded, [to_core(t, a) for t, a in arrays], rows, out.view(np.uint8))

@@ -1,6 +1,339 @@
-//! Frequency caps.
+//! Frequency caps: per-contact sliding-window counts with batch check-and-reserve.
+//!
+//! A rule "N per W" (on one channel or all) holds when no W-long stretch contains more than N
+//! of the contact's covered sends, future reservations included. Identical to
+//! `cadence/dispatch/caps.py::PyCapIndex`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use pyo3::buffer::PyBuffer;
+
+use crate::buffers::{slice, slice_mut};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-/// Register.
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-    Ok(())
+
+/// Channel code meaning "every channel".
+pub const ALL_CHANNELS: i32 = -1;
+
+/// A small multiplicative hasher for i64 contact ids (SipHash is needlessly slow here).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        let x = (v as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.write_i64(v as i64);
+    }
+}
+
+/// A HashMap keyed by ids with the fast hasher.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// One cap rule: channel code (or ALL_CHANNELS), limit, window in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub channel: i32,
+    pub limit: usize,
+    pub window: i64,
+}
+
+/// The in-memory index of reserved and recorded sends.
+#[derive(Default, Debug, Clone)]
+pub struct Caps {
+    pub rules: Vec<Rule>,
+    sends: IdMap<i64, Vec<(i64, i32)>>,
+    scratch: Vec<i64>,
+}
+
+impl Caps {
+    /// An empty index for `rules`.
+    pub fn new(rules: Vec<Rule>) -> Caps {
+        Caps {
+            rules,
+            ..Default::default()
+        }
+    }
+
+    /// The index of the first rule that denies (contact, channel, at), or -1.
+    pub fn denied_by(&mut self, contact: i64, channel: i32, at: i64) -> i32 {
+        let empty = Vec::new();
+        let entries = self.sends.get(&contact).unwrap_or(&empty);
+        for (r, rule) in self.rules.iter().enumerate() {
+            if rule.channel != ALL_CHANNELS && rule.channel != channel {
+                continue;
+            }
+            if rule.limit == 0 {
+                return r as i32;
+            }
+            let w = rule.window as i128;
+            let from = at as i128 - w;
+            let to = at as i128 + w;
+            let lo = entries.partition_point(|&(t, _)| (t as i128) <= from);
+            self.scratch.clear();
+            for &(t, ch) in &entries[lo..] {
+                if t as i128 >= to {
+                    break;
+                }
+                if rule.channel == ALL_CHANNELS || ch == rule.channel {
+                    self.scratch.push(t);
+                }
+            }
+            let n = rule.limit;
+            if self.scratch.len() >= n {
+                for j in 0..=self.scratch.len() - n {
+                    let first = self.scratch[j].min(at) as i128;
+                    let last = self.scratch[j + n - 1].max(at) as i128;
+                    if last - first < w {
+                        return r as i32;
+                    }
+                }
+            }
+        }
+        -1
+    }
+
+    /// Insert a send, keeping the contact's list sorted by (at, channel).
+    pub fn insert(&mut self, contact: i64, channel: i32, at: i64) {
+        let entries = self.sends.entry(contact).or_default();
+        let key = (at, channel);
+        let i = entries.partition_point(|e| *e <= key);
+        entries.insert(i, key);
+    }
+
+    /// Check requests in order, reserving the allowed ones.
+    pub fn check_and_reserve(
+        &mut self,
+        contacts: &[i64],
+        channels: &[i32],
+        ats: &[i64],
+        allowed: &mut [u8],
+        denied: &mut [i32],
+    ) {
+        for i in 0..contacts.len() {
+            let d = self.denied_by(contacts[i], channels[i], ats[i]);
+            denied[i] = d;
+            allowed[i] = (d < 0) as u8;
+            if d < 0 {
+                self.insert(contacts[i], channels[i], ats[i]);
+            }
+        }
+    }
+
+    /// Remove one matching send; whether one was found.
+    pub fn release_one(&mut self, contact: i64, channel: i32, at: i64) -> bool {
+        let Some(entries) = self.sends.get_mut(&contact) else {
+            return false;
+        };
+        let key = (at, channel);
+        let i = entries.partition_point(|e| *e < key);
+        if i < entries.len() && entries[i] == key {
+            entries.remove(i);
+            if entries.is_empty() {
+                self.sends.remove(&contact);
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drop sends earlier than `before`; how many were dropped.
+    pub fn prune(&mut self, before: i64) -> usize {
+        let mut dropped = 0;
+        self.sends.retain(|_, entries| {
+            let i = entries.partition_point(|&(t, _)| t < before);
+            dropped += i;
+            entries.drain(..i);
+            !entries.is_empty()
+        });
+        dropped
+    }
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        self.sends.clear();
+    }
+
+    /// Number of sends held.
+    pub fn len(&self) -> usize {
+        self.sends.values().map(Vec::len).sum()
+    }
+
+    /// Whether no sends are held.
+    pub fn is_empty(&self) -> bool {
+        self.sends.is_empty()
+    }
+}
+
+/// The Python-facing cap index (`cadence._dispatch_core.CapIndex`).
+#[pyclass(name = "CapIndex", module = "cadence._dispatch_core")]
+pub struct PyCaps {
+    inner: Caps,
+}
+
+type Triple = (PyBuffer<i64>, PyBuffer<i32>, PyBuffer<i64>);
+
+fn triple(t: &Triple) -> PyResult<(&[i64], &[i32], &[i64])> {
+    let (c, ch, at) = (slice(&t.0)?, slice(&t.1)?, slice(&t.2)?);
+    if c.len() != ch.len() || c.len() != at.len() {
+        return Err(PyValueError::new_err(
+            "contacts, channels and ats must have one length",
+        ));
+    }
+    Ok((c, ch, at))
+}
+
+#[pymethods]
+impl PyCaps {
+    #[new]
+    fn new(rules: Vec<(i32, i64, i64)>) -> PyResult<Self> {
+        let mut out = Vec::with_capacity(rules.len());
+        for (channel, limit, window) in rules {
+            if limit < 0 || window <= 0 {
+                return Err(PyValueError::new_err("limit >= 0 and window > 0 required"));
+            }
+            out.push(Rule {
+                channel,
+                limit: limit as usize,
+                window,
+            });
+        }
+        Ok(PyCaps {
+            inner: Caps::new(out),
+        })
+    }
+
+    fn check_and_reserve(
+        &mut self,
+        py: Python<'_>,
+        contacts: PyBuffer<i64>,
+        channels: PyBuffer<i32>,
+        ats: PyBuffer<i64>,
+        mut allowed: PyBuffer<u8>,
+        mut denied: PyBuffer<i32>,
+    ) -> PyResult<()> {
+        let t = (contacts, channels, ats);
+        let (c, ch, at) = triple(&t)?;
+        let a = slice_mut(&mut allowed, c.len())?;
+        let d = slice_mut(&mut denied, c.len())?;
+        let inner = &mut self.inner;
+        py.detach(|| inner.check_and_reserve(c, ch, at, a, d));
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        py: Python<'_>,
+        contacts: PyBuffer<i64>,
+        channels: PyBuffer<i32>,
+        ats: PyBuffer<i64>,
+    ) -> PyResult<()> {
+        let t = (contacts, channels, ats);
+        let (c, ch, at) = triple(&t)?;
+        let inner = &mut self.inner;
+        py.detach(|| {
+            for i in 0..c.len() {
+                inner.insert(c[i], ch[i], at[i]);
+            }
+        });
+        Ok(())
+    }
+
+    fn release(
+        &mut self,
+        contacts: PyBuffer<i64>,
+        channels: PyBuffer<i32>,
+        ats: PyBuffer<i64>,
+        mut found: PyBuffer<u8>,
+    ) -> PyResult<()> {
+        let t = (contacts, channels, ats);
+        let (c, ch, at) = triple(&t)?;
+        let out = slice_mut(&mut found, c.len())?;
+        for i in 0..c.len() {
+            out[i] = self.inner.release_one(c[i], ch[i], at[i]) as u8;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.inner.clear();
+    }
+
+    fn prune(&mut self, before: i64) -> usize {
+        self.inner.prune(before)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+/// Add the cap index class to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyCaps>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn three_per_week_denies_the_fourth() {
+        let mut caps = Caps::new(vec![Rule {
+            channel: 0,
+            limit: 3,
+            window: 7 * DAY,
+        }]);
+        let contacts = [1i64; 5];
+        let channels = [0, 0, 0, 0, 1];
+        let ats = [0, DAY, 2 * DAY, 3 * DAY, 3 * DAY];
+        let mut allowed = [0u8; 5];
+        let mut denied = [0i32; 5];
+        caps.check_and_reserve(&contacts, &channels, &ats, &mut allowed, &mut denied);
+        assert_eq!(allowed, [1, 1, 1, 0, 1]);
+        assert_eq!(denied, [-1, -1, -1, 0, -1]);
+        assert!(caps.release_one(1, 0, DAY));
+        assert!(!caps.release_one(1, 0, DAY));
+        assert_eq!(caps.denied_by(1, 0, 3 * DAY), -1);
+    }
+
+    #[test]
+    fn future_reservations_count_too() {
+        let mut caps = Caps::new(vec![Rule {
+            channel: ALL_CHANNELS,
+            limit: 1,
+            window: DAY,
+        }]);
+        caps.insert(7, 2, 10 * DAY);
+        assert_eq!(caps.denied_by(7, 0, 10 * DAY - DAY / 2), 0);
+        assert_eq!(caps.denied_by(7, 0, 9 * DAY), -1);
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let mut caps = Caps::new(vec![Rule {
+            channel: ALL_CHANNELS,
+            limit: 1,
+            window: i64::MAX,
+        }]);
+        caps.insert(1, 0, i64::MIN);
+        assert_eq!(caps.denied_by(1, 0, i64::MAX), -1);
+        assert_eq!(caps.denied_by(1, 0, i64::MIN + 5), 0);
+        assert_eq!(caps.prune(0), 1);
+        assert!(caps.is_empty());
+    }
 }

@@ -525,7 +525,7 @@ mod tests {
             values: Values::Int(&vals),
         };
         let ge = Node::Cmp(CmpOp::Ge, 0, Operand::Lit(Lit::Int(50)));
-        assert_eq!(run(&ge, &[col.clone()], 4), vec![0, 1, 0, 1]);
+        assert_eq!(run(&ge, std::slice::from_ref(&col), 4), vec![0, 1, 0, 1]);
         // not(null) stays null: row 2 is selected by neither the predicate nor its negation.
         let not = Node::Not(Box::new(ge));
         assert_eq!(run(&not, &[col], 4), vec![1, 0, 0, 0]);
@@ -545,7 +545,7 @@ mod tests {
         };
         let eq = Node::Cmp(CmpOp::Eq, 0, Operand::Lit(Lit::Int(1)));
         let or = Node::Or(vec![eq.clone(), Node::Const(1)]);
-        assert_eq!(run(&or, &[col.clone()], 2), vec![1, 1]);
+        assert_eq!(run(&or, std::slice::from_ref(&col), 2), vec![1, 1]);
         let and = Node::And(vec![eq, Node::Const(-1)]);
         assert_eq!(run(&and, &[col], 2), vec![0, 0]);
     }
@@ -569,7 +569,7 @@ mod tests {
                 has_null: false,
             },
         );
-        assert_eq!(run(&node, &[col.clone()], 3), vec![0, 1, 0]);
+        assert_eq!(run(&node, std::slice::from_ref(&col), 3), vec![0, 1, 0]);
         let list_offs = [0i32, 1, 3];
         let lists = Column {
             len: 2,

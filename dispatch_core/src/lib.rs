@@ -2,6 +2,7 @@
 //!
 //! Every function here has a pure-Python twin in `cadence.dispatch` that gives identical results.
 
+mod buffers;
 pub mod caps;
 pub mod columns;
 pub mod filter;
