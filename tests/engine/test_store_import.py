@@ -1,0 +1,481 @@
+"""Contacts and events come in typed and validated; bad input is named and changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from store_helpers import T0
+
+from cadence.cli import main
+from cadence.engine.store import Store
+from cadence.engine.store.importer import (
+    import_contacts,
+    push_event_dicts,
+    push_events,
+    upsert_contact_dicts,
+)
+from cadence.engine.store.models import Contact, Event, Tenant
+from cadence.engine.store.records import InvalidInput, Problem
+from cadence.engine.store.schema import SchemaError, load_schema
+
+SCHEMA = """\
+attributes:
+  city: string
+  budget_max: number
+  lead_score: {type: integer}
+  areas: list
+  email_verified: boolean
+  signed_up_at: datetime
+  birthday: date
+  plan: {type: string, choices: [free, pro]}
+"""
+
+HEADER = "id,email,phone,first_name,last_name,timezone,locale,tags,city,budget_max,lead_score,areas"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    """Write a test input file."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(tmp_path: Path, name: str, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as JSON Lines."""
+    return write(tmp_path, name, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture
+def schema_file(tmp_path: Path) -> Path:
+    """The schema used by most tests."""
+    return write(tmp_path, "contacts.schema.yaml", SCHEMA)
+
+
+def contacts(store: Store, tenant_id: str = "default") -> dict[str, Contact]:
+    """Every contact of a tenant by id."""
+    with store.session() as session:
+        rows = session.scalars(select(Contact).where(Contact.tenant_id == tenant_id))
+        return {row.id: row for row in rows}
+
+
+def count(store: Store, model: type[Any]) -> int:
+    """Rows in a table, all tenants."""
+    with store.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_csv_import_types_attributes_by_the_schema(
+    store: Store, tmp_path: Path, schema_file: Path
+) -> None:
+    people = write(
+        tmp_path,
+        "people.csv",
+        f"{HEADER},email_verified,signed_up_at,birthday,plan\n"
+        "c1,Ana@Example.COM,+63 917 123 4567,Ana,Reyes,Asia/Manila,en_ph,vip;buyer,Manila,"
+        '500000,42,"[""Makati"", ""BGC""]",yes,2026-01-05T10:00:00+08:00,1990-04-01,pro\n'
+        "c2,bob@example.com,,Bob,,America/New_York,en,,Boston,2.5e5,,Back Bay,0,,,\n",
+    )
+    report = import_contacts(store, people, schema=schema_file, now=T0)
+    assert (report.written, report.created, report.updated, report.problems) == (2, 2, 0, [])
+    stored = contacts(store)
+    ana, bob = stored["c1"], stored["c2"]
+    assert ana.email == "Ana@example.com"
+    assert ana.phone == "+639171234567"
+    assert (ana.timezone, ana.locale, ana.tags) == ("Asia/Manila", "en-PH", ["vip", "buyer"])
+    assert ana.attributes == {
+        "city": "Manila",
+        "budget_max": 500000.0,
+        "lead_score": 42,
+        "areas": ["Makati", "BGC"],
+        "email_verified": True,
+        "signed_up_at": "2026-01-05T02:00:00Z",
+        "birthday": "1990-04-01",
+        "plan": "pro",
+    }
+    assert bob.phone is None and bob.last_name is None and bob.tags == []
+    assert bob.attributes == {
+        "city": "Boston",
+        "budget_max": 250000.0,
+        "areas": ["Back Bay"],
+        "email_verified": False,
+    }
+    assert ana.created_at == T0 == ana.updated_at
+    with store.session() as session:
+        tenant = session.get(Tenant, "default")
+        assert tenant is not None and tenant.contact_schema is not None
+        assert tenant.contact_schema["attributes"]["areas"] == {"type": "list", "required": False}
+
+
+def test_upsert_by_id_keeps_absent_columns_merges_attributes_and_clears_empty_cells(
+    store: Store, tmp_path: Path
+) -> None:
+    first = write(
+        tmp_path,
+        "first.csv",
+        "id,email,first_name,city,plan\nc1,a@x.test,Ana,Manila,free\nc2,b@x.test,Bob,Cebu,pro\n",
+    )
+    import_contacts(store, first, now=T0)
+    later = T0.replace(hour=10)
+    second = write(tmp_path, "second.csv", "id,first_name,plan,score\nc1,Anita,,7\nc3,Cy,free,1\n")
+    report = import_contacts(store, second, now=later)
+    assert (report.created, report.updated) == (1, 1)
+    stored = contacts(store)
+    assert stored["c1"].email == "a@x.test"  # column absent: kept
+    assert stored["c1"].first_name == "Anita"  # column present: overwritten
+    assert stored["c1"].attributes == {"city": "Manila", "score": "7"}  # merged; plan cleared
+    assert stored["c1"].created_at == T0 and stored["c1"].updated_at == later
+    assert stored["c2"].first_name == "Bob" and stored["c2"].updated_at == T0  # untouched
+    assert stored["c3"].attributes == {"plan": "free", "score": "1"}
+
+
+def test_bad_rows_are_reported_by_line_column_and_reason_and_nothing_is_written(
+    store: Store, tmp_path: Path, schema_file: Path
+) -> None:
+    people = write(
+        tmp_path,
+        "people.csv",
+        f"{HEADER}\n"
+        "c1,ana@x.test,,Ana,,Asia/Manila,en,,Manila,100,1,\n"
+        "c2,not-an-email,12345,Bob,,Europe/Pariss,en,,Cebu,lots,1.5,\n"
+        ",c@x.test,,,,,,,,,,\n",
+    )
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, people, schema=schema_file)
+    problems = {(p.row, p.column): p.reason for p in caught.value.problems}
+    assert set(problems) == {
+        (3, "email"),
+        (3, "phone"),
+        (3, "timezone"),
+        (3, "budget_max"),
+        (3, "lead_score"),
+        (4, "id"),
+    }
+    assert "not an email address" in problems[(3, "email")]
+    assert 'did you mean "Europe/Paris"' in problems[(3, "timezone")]
+    assert "'lots' is not a number" in problems[(3, "budget_max")]
+    assert "not an integer" in problems[(3, "lead_score")]
+    assert "required" in problems[(4, "id")]
+    assert str(caught.value.problems[0]).startswith(f'{people}:3: column "email":')
+    # Nothing written: no contact, not even the tenant or its schema.
+    assert count(store, Contact) == 0
+    assert store.tenant_ids() == []
+
+
+def test_skip_invalid_writes_the_good_rows_and_reports_the_rest(
+    store: Store, tmp_path: Path, schema_file: Path
+) -> None:
+    people = write(
+        tmp_path,
+        "people.csv",
+        "id,email,budget_max\nc1,a@x.test,1\nc2,oops,2\nc3,c@x.test,three\nc4,d@x.test,4\n",
+    )
+    report = import_contacts(store, people, schema=schema_file, skip_invalid=True)
+    assert report.written == 2 and report.skipped == 2
+    assert [(p.row, p.column) for p in report.problems] == [(3, "email"), (4, "budget_max")]
+    assert sorted(contacts(store)) == ["c1", "c4"]
+
+
+def test_header_problems_reject_the_file_even_with_skip_invalid(
+    store: Store, tmp_path: Path, schema_file: Path
+) -> None:
+    people = write(tmp_path, "people.csv", "id,email,ctiy,email\nc1,a@x.test,Manila,a@x.test\n")
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, people, schema=schema_file, skip_invalid=True)
+    reasons = {(p.row, p.column): p.reason for p in caught.value.problems}
+    assert reasons[(1, "email")] == "appears twice in the header"
+    assert 'did you mean "city"' in reasons[(1, "ctiy")]
+    no_id = write(tmp_path, "no_id.csv", "email\na@x.test\n")
+    with pytest.raises(InvalidInput, match="needs an id column"):
+        import_contacts(store, no_id)
+    bad_name = write(tmp_path, "bad_name.csv", "id,First Name\nc1,Ana\n")
+    with pytest.raises(InvalidInput, match='did you mean "first_name"'):
+        import_contacts(store, bad_name)
+    assert count(store, Contact) == 0
+
+
+def test_malformed_files_are_rejected_with_their_line(store: Store, tmp_path: Path) -> None:
+    ragged = write(tmp_path, "ragged.csv", "id,email\nc1,a@x.test\nc2,b@x.test,extra\n")
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, ragged)
+    assert caught.value.problems == [Problem(str(ragged), 3, None, "3 cells, the header has 2")]
+    broken = write(tmp_path, "broken.jsonl", '{"id": "c1"}\n{"id": "c2",\n[1, 2]\n')
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, broken)
+    assert [(p.row, p.reason.split(":")[0]) for p in caught.value.problems] == [
+        (2, "invalid JSON"),
+        (3, "expected a JSON object"),
+    ]
+    with pytest.raises(InvalidInput, match="no such file"):
+        import_contacts(store, tmp_path / "missing.csv")
+    with pytest.raises(InvalidInput, match=r"use \.csv or \.jsonl"):
+        import_contacts(store, write(tmp_path, "people.xlsx", ""))
+    with pytest.raises(InvalidInput, match="empty"):
+        import_contacts(store, write(tmp_path, "empty.csv", ""))
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("id,first_name\nc1,Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(InvalidInput, match="not UTF-8"):
+        import_contacts(store, latin)
+    assert count(store, Contact) == 0
+
+
+def test_duplicate_ids_in_one_file_are_an_error(store: Store, tmp_path: Path) -> None:
+    people = write(tmp_path, "people.csv", "id,email\nc1,a@x.test\nc2,b@x.test\nc1,c@x.test\n")
+    with pytest.raises(
+        InvalidInput, match=r"people.csv:4: column \"id\": duplicate id 'c1' \(also on line 2\)"
+    ):
+        import_contacts(store, people)
+
+
+def test_jsonl_contacts_with_nested_attributes_and_json_types(
+    store: Store, tmp_path: Path, schema_file: Path
+) -> None:
+    people = jsonl(
+        tmp_path,
+        "people.jsonl",
+        [
+            {"id": "c1", "email": "a@x.test", "tags": ["vip"], "city": "Manila"},
+            {
+                "id": 2,
+                "attributes": {"budget_max": 300000, "areas": ["BGC"], "email_verified": True},
+            },
+        ],
+    )
+    report = import_contacts(store, people, schema=schema_file)
+    assert report.written == 2
+    stored = contacts(store)
+    assert stored["c1"].tags == ["vip"] and stored["c1"].attributes == {"city": "Manila"}
+    assert stored["2"].attributes == {
+        "budget_max": 300000,
+        "areas": ["BGC"],
+        "email_verified": True,
+    }
+    wrong = jsonl(
+        tmp_path,
+        "wrong.jsonl",
+        [{"id": "c3", "areas": "BGC", "email_verified": "maybe"}, {"id": "c4", "areas": [1]}],
+    )
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, wrong, schema=schema_file)
+    assert [(p.row, p.column) for p in caught.value.problems] == [
+        (1, "email_verified"),
+        (2, "areas"),
+    ]
+
+
+def test_the_tenants_stored_schema_checks_later_imports(
+    store: Store, tmp_path: Path, schema_file: Path
+) -> None:
+    import_contacts(store, write(tmp_path, "a.csv", "id,city\nc1,Manila\n"), schema=schema_file)
+    with pytest.raises(InvalidInput, match='did you mean "budget_max"'):
+        import_contacts(store, write(tmp_path, "b.csv", "id,budget_mx\nc2,1\n"))
+
+
+def test_python_api_upserts_dicts(store: Store) -> None:
+    report = upsert_contact_dicts(
+        store, [{"id": "c1", "email": "a@x.test", "city": "Manila"}], tenant_id="acme", now=T0
+    )
+    assert report.written == 1 and contacts(store, "acme")["c1"].attributes == {"city": "Manila"}
+    with pytest.raises(InvalidInput) as caught:
+        upsert_contact_dicts(store, [{"id": "c2"}, {"id": "c3", "timezone": "Mars/Olympus"}])
+    assert [(p.source, p.row, p.column) for p in caught.value.problems] == [
+        ("<rows>", 2, "timezone")
+    ]
+
+
+def test_bulk_import_uses_a_handful_of_statements(store: Store, tmp_path: Path) -> None:
+    lines = "".join(f"c{i},user{i}@x.test,City{i % 7}\n" for i in range(1200))
+    people = write(tmp_path, "many.csv", "id,email,city\n" + lines)
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        report = import_contacts(store, people)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert report.written == 1200
+    assert count(store, Contact) == 1200
+    assert len(statements) < 20, statements  # chunks of 500, never one per row
+
+
+def test_events_are_pushed_and_deduplicated(store: Store, tmp_path: Path) -> None:
+    upsert_contact_dicts(store, [{"id": "c1"}, {"id": "c2"}], now=T0)
+    events = jsonl(
+        tmp_path,
+        "events.jsonl",
+        [
+            {
+                "contact": "c1",
+                "name": "property_viewed",
+                "at": "2026-12-01T09:00:00Z",
+                "properties": {"price": 450000},
+            },
+            {"contact": "c2", "name": "clicked", "at": "2026-12-01T17:30:00+08:00", "id": "e-1"},
+            {
+                "name": "property_listed",
+                "at": "2026-12-02T08:00:00",
+                "properties": {"city": "Cebu"},
+            },
+        ],
+    )
+    report = push_events(store, events, now=T0)
+    assert (report.written, report.duplicates) == (3, 0)
+    again = push_event_dicts(
+        store, [{"contact": "c2", "name": "clicked", "at": "2026-12-01T09:30:00Z", "id": "e-1"}]
+    )
+    assert (again.written, again.duplicates) == (0, 1)
+    with store.session() as session:
+        rows = list(session.scalars(select(Event).order_by(Event.at)))
+    assert [(row.contact_id, row.name, row.at.isoformat()) for row in rows] == [
+        ("c1", "property_viewed", "2026-12-01T09:00:00+00:00"),
+        ("c2", "clicked", "2026-12-01T09:30:00+00:00"),
+        (None, "property_listed", "2026-12-02T08:00:00+00:00"),
+    ]
+    assert rows[0].properties == {"price": 450000}
+
+
+def test_bad_events_are_reported_and_nothing_is_written(store: Store, tmp_path: Path) -> None:
+    upsert_contact_dicts(store, [{"id": "c1"}], now=T0)
+    events = jsonl(
+        tmp_path,
+        "events.jsonl",
+        [
+            {"contact": "c1", "name": "opened", "at": "2026-12-01T09:00:00Z"},
+            {"contact": "ghost", "name": "opened", "at": "2026-12-01T09:00:00Z"},
+            {"contact": "c1", "name": "Opened Email", "at": "tomorrow", "propertys": {}},
+            {"contact": "c1", "at": "2026-12-01T09:00:00Z", "properties": [1]},
+        ],
+    )
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, events)
+    problems = {(p.row, p.column): p.reason for p in caught.value.problems}
+    assert set(problems) == {
+        (3, "propertys"),
+        (3, "name"),
+        (3, "at"),
+        (4, "name"),
+        (4, "properties"),
+    }  # the unknown contact is found once the rows parse
+    assert 'did you mean "properties"' in problems[(3, "propertys")]
+    assert count(store, Event) == 0
+    fixed = jsonl(
+        tmp_path,
+        "fixed.jsonl",
+        [
+            {"contact": "c1", "name": "opened", "at": "2026-12-01T09:00:00Z"},
+            {"contact": "ghost", "name": "opened", "at": "2026-12-01T09:00:00Z"},
+        ],
+    )
+    with pytest.raises(InvalidInput, match="no contact 'ghost' in tenant 'default'"):
+        push_events(store, fixed)
+    assert count(store, Event) == 0
+    report = push_events(store, fixed, skip_invalid=True)
+    assert report.written == 1 and [p.row for p in report.problems] == [2]
+    assert count(store, Event) == 1
+
+
+def test_tenants_never_see_each_others_rows(store: Store, tmp_path: Path) -> None:
+    upsert_contact_dicts(store, [{"id": "c1", "first_name": "Acme's"}], tenant_id="acme")
+    upsert_contact_dicts(store, [{"id": "c1", "first_name": "Globex's"}], tenant_id="globex")
+    assert contacts(store, "acme")["c1"].first_name == "Acme's"
+    assert contacts(store, "globex")["c1"].first_name == "Globex's"
+    upsert_contact_dicts(store, [{"id": "only_acme"}], tenant_id="acme")
+    # An event for another tenant's contact is refused, and writes nothing.
+    with pytest.raises(InvalidInput, match="no contact 'only_acme' in tenant 'globex'"):
+        push_event_dicts(
+            store,
+            [{"contact": "only_acme", "name": "opened", "at": "2026-12-01T09:00:00Z"}],
+            tenant_id="globex",
+        )
+    push_event_dicts(
+        store, [{"contact": "c1", "name": "opened", "at": "2026-12-01T09:00:00Z"}], tenant_id="acme"
+    )
+    with store.session() as session:
+        globex_events = session.scalars(select(Event).where(Event.tenant_id == "globex")).all()
+    assert globex_events == []
+    assert sorted(contacts(store, "globex")) == ["c1"]
+
+
+def test_the_database_refuses_cross_tenant_references(store: Store) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    upsert_contact_dicts(store, [{"id": "c1"}], tenant_id="acme")
+    store.ensure_tenant("globex")
+    with pytest.raises(IntegrityError), store.session() as session:
+        session.add(
+            Event(tenant_id="globex", contact_id="c1", name="opened", at=T0, received_at=T0)
+        )
+
+
+def test_schema_files_are_validated_with_a_clear_message(tmp_path: Path) -> None:
+    good = load_schema(
+        write(tmp_path, "s.json", '{"attributes": {"n": "int", "l": "list[string]"}}')
+    )
+    assert [spec.type.value for spec in good.attributes.values()] == ["integer", "list"]
+    with pytest.raises(SchemaError, match=r"attributes\.score\.type"):
+        load_schema(write(tmp_path, "bad_type.yaml", "attributes:\n  score: money\n"))
+    with pytest.raises(SchemaError, match="standard contact field"):
+        load_schema(write(tmp_path, "reserved.yaml", "attributes:\n  email: string\n"))
+    with pytest.raises(SchemaError, match="lowercase letters"):
+        load_schema(write(tmp_path, "name.yaml", "attributes:\n  Lead Score: integer\n"))
+    with pytest.raises(SchemaError, match=r"broken\.yaml:3:1: invalid YAML"):
+        load_schema(write(tmp_path, "broken.yaml", "attributes:\n  a: [string\n"))
+    with pytest.raises(SchemaError, match="choices are only allowed"):
+        load_schema(
+            write(tmp_path, "choices.yaml", "attributes:\n  n: {type: integer, choices: [a]}\n")
+        )
+    with pytest.raises(SchemaError, match="cannot read"):
+        load_schema(tmp_path / "missing.yaml")
+
+
+def test_required_attributes(store: Store, tmp_path: Path) -> None:
+    schema = write(tmp_path, "s.yaml", "attributes:\n  city: {type: string, required: true}\n")
+    people = write(tmp_path, "p.csv", "id,city\nc1,Manila\nc2,\n")
+    with pytest.raises(InvalidInput, match=r'p.csv:3: column "city": required by the schema'):
+        import_contacts(store, people, schema=schema)
+
+
+@pytest.fixture
+def cli_env(database_url: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point the CLI at the test's (migrated) database."""
+    monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
+    yield database_url
+
+
+def test_cli_imports_contacts_and_pushes_events(
+    cli_env: str,
+    store: Store,
+    tmp_path: Path,
+    schema_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    people = write(tmp_path, "people.csv", "id,email,city\nc1,a@x.test,Manila\nc2,nope,Cebu\n")
+    assert main(["contacts", "import", str(people), "--schema", str(schema_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {people}:3: column \"email\": 'nope' is not an email address" in err
+    assert "nothing was written" in err and "--skip-invalid" in err
+    assert count(store, Contact) == 0
+
+    assert main(["contacts", "import", str(people), "--skip-invalid", "--tenant", "acme"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 contacts written to tenant 'acme'; 1 new, 0 updated; 1 row(s) skipped" in out
+    assert "skipped:" in err
+
+    events = jsonl(tmp_path, "e.jsonl", [{"contact": "c1", "name": "opened", "at": "2026-12-01"}])
+    assert main(["events", "push", str(events), "--tenant", "acme"]) == 0
+    assert "1 events written to tenant 'acme'" in capsys.readouterr().out
+    assert main(["events", "push", str(events)]) == 1  # c1 is acme's, not default's
+    assert "no contact 'c1' in tenant 'default'" in capsys.readouterr().err
+
+    assert main(["contacts", "import", str(tmp_path / "missing.csv")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    bad_schema = write(tmp_path, "bad.yaml", "attributes: [1, 2]\n")
+    assert main(["contacts", "import", str(people), "--schema", str(bad_schema)]) == 1
+    assert "error:" in capsys.readouterr().err
