@@ -1,0 +1,219 @@
+"""Top-level declarations: duplicates, the schema, templates, segments and scores.
+
+Template rules (documented in docs/diagnostics.md): every template needs a body (inline,
+`body "..."` or `body file "..."`), and a body file must exist relative to the .cadence file
+that names it. An email needs a subject. Only email has a preheader; only email and inbox
+messages have a subject, so a subject or preheader on sms, whatsapp or webhook is an error
+rather than text silently dropped. A `locale` block may leave parts out: they fall back to
+the template's default content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cadence.dsl import ast
+from cadence.dsl.checks.context import CheckContext, article, where
+from cadence.dsl.checks.expressions import bare_names, check_call, check_channel, check_expression
+from cadence.dsl.loader import LoadedFile
+from cadence.dsl.symbols import CampaignUnit
+from cadence.errors import did_you_mean
+
+SCHEMA_TYPES: tuple[str, ...] = (
+    "string",
+    "number",
+    "integer",
+    "bool",
+    "boolean",
+    "datetime",
+    "date",
+    "list",
+)
+SUBJECT_CHANNELS: tuple[str, ...] = ("email", "inbox")
+PREHEADER_CHANNELS: tuple[str, ...] = ("email",)
+
+
+def check_declarations(ctx: CheckContext) -> None:
+    """Run every declaration-level check of the workspace."""
+    _check_duplicates(ctx)
+    for loaded, declaration in ctx.workspace.declarations():
+        match declaration:
+            case ast.SchemaDecl():
+                _check_schema(ctx, declaration)
+            case ast.TemplateDecl():
+                _check_template(ctx, loaded, declaration)
+            case ast.SegmentDecl(expr=expr):
+                check_expression(ctx, expr)
+            case ast.ScoreDecl():
+                _check_score(ctx, declaration)
+            case _:
+                pass
+    _check_segment_cycles(ctx)
+
+
+def _declared_span(node: object) -> ast.Span:
+    if isinstance(node, CampaignUnit):
+        return node.span
+    span = getattr(node, "span", ast.NO_SPAN)
+    assert isinstance(span, ast.Span)
+    return span
+
+
+def _check_duplicates(ctx: CheckContext) -> None:
+    symbols = ctx.symbols
+    tables: dict[str, dict[str, object]] = {
+        "template": dict(symbols.templates),
+        "segment": dict(symbols.segments),
+        "score": dict(symbols.scores),
+        "contact attribute": dict(symbols.schema),
+        "campaign": dict(symbols.campaigns),
+    }
+    for kind, name, item in symbols.duplicates:
+        span = _declared_span(item.node)
+        first = tables.get(kind, {}).get(name)
+        first_span = _declared_span(getattr(first, "node", first)) if first else None
+        ctx.error(
+            ctx.word_span(span, name),
+            "E113",
+            f"the {kind} `{name}` is declared twice",
+            f"the first is at {where(first_span)}; rename or remove one"
+            if first_span
+            else "rename or remove one",
+        )
+    for name in sorted(set(symbols.segments) & set(symbols.scores)):
+        span = symbols.scores[name].node.span
+        ctx.error(
+            ctx.word_span(span, name),
+            "E113",
+            f"`{name}` is both a segment and a score",
+            f"the segment is at {where(symbols.segments[name].node.span)}; rename one",
+        )
+
+
+def _check_schema(ctx: CheckContext, schema: ast.SchemaDecl) -> None:
+    for schema_field in schema.fields:
+        if schema_field.type not in SCHEMA_TYPES:
+            span = ctx.word_span(
+                schema_field.span,
+                schema_field.type,
+                1 if schema_field.type == schema_field.name else 0,
+            )
+            ctx.error(
+                span,
+                "E109",
+                f"unknown attribute type `{schema_field.type}` for `{schema_field.name}`",
+                did_you_mean(schema_field.type, SCHEMA_TYPES)
+                or f"types are {', '.join(SCHEMA_TYPES)}",
+            )
+
+
+def _check_template(ctx: CheckContext, loaded: LoadedFile, template: ast.TemplateDecl) -> None:
+    channel = template.channel
+    if not check_channel(ctx, channel, template.channel_span):
+        return
+    content = template.content
+    if content.body is None and content.body_file is None:
+        ctx.error(
+            ctx.word_span(template.span, template.name),
+            "E218",
+            f"the template `{template.name}` has no body",
+            'add `body "..."` or `body file "PATH"`',
+        )
+    if channel == "email" and content.subject is None:
+        ctx.error(
+            ctx.word_span(template.span, template.name),
+            "E215",
+            f"the email template `{template.name}` has no subject",
+            'add `subject "..."` inside its { }',
+        )
+    parts = [content, *(locale.content for locale in template.locales)]
+    for part in parts:
+        _check_parts_for_channel(ctx, template, part)
+        if part.body_file is not None:
+            _check_body_file(ctx, loaded, part.body_file)
+
+
+def _check_parts_for_channel(
+    ctx: CheckContext, template: ast.TemplateDecl, content: ast.TemplateContent
+) -> None:
+    channel = template.channel
+    if content.subject is not None and channel not in SUBJECT_CHANNELS:
+        ctx.error(
+            content.subject.span,
+            "E216",
+            f"{article(channel).capitalize()} message has no subject, "
+            f"so `{template.name}` cannot set one",
+            "put the text in the body, or make it an email template",
+        )
+    if content.preheader is not None and channel not in PREHEADER_CHANNELS:
+        ctx.error(
+            content.preheader.span,
+            "E216",
+            f"only email has a preheader; `{template.name}` is {article(channel)} template",
+            "remove the preheader",
+        )
+
+
+def _check_body_file(ctx: CheckContext, loaded: LoadedFile, body_file: ast.StringLit) -> None:
+    target = loaded.path.parent / Path(body_file.value)
+    if target.is_file():
+        return
+    folder = target.parent
+    siblings = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    hint = did_you_mean(target.name, siblings)
+    ctx.error(
+        body_file.span,
+        "E217",
+        f'the body file "{body_file.value}" does not exist',
+        hint or f"body files are found relative to {loaded.path.parent}",
+    )
+
+
+def _check_score(ctx: CheckContext, score: ast.ScoreDecl) -> None:
+    for rule in score.rules:
+        if isinstance(rule, ast.ScorePoints) and isinstance(rule.event, ast.Call):
+            check_call(ctx, rule.event)
+        if isinstance(rule, ast.ScoreDecay) and rule.percent.value <= 0:
+            ctx.error(rule.percent.span, "E212", "a decay of 0% does nothing", "use at least 1%")
+
+
+def _check_segment_cycles(ctx: CheckContext) -> None:
+    segments = ctx.symbols.segments
+    references: dict[str, list[ast.Path]] = {
+        name: [p for p in bare_names(declared.node.expr) if p.parts[0] in segments]
+        for name, declared in segments.items()
+    }
+    reported: set[str] = set()
+    for name in segments:
+        if name in reported:
+            continue
+        cycle = _cycle_from(name, references)
+        if cycle is None:
+            continue
+        reported.update(cycle)
+        first_ref = next(p for p in references[name] if p.parts[0] == cycle[1 % len(cycle)])
+        chain = " -> ".join([*cycle, name])
+        ctx.error(
+            first_ref.span,
+            "E214",
+            f"the segment `{name}` refers to itself ({chain})",
+            "a segment cannot depend on itself; define one of them without the other",
+        )
+
+
+def _cycle_from(start: str, references: dict[str, list[ast.Path]]) -> list[str] | None:
+    """The shortest chain of segments leading from `start` back to itself, if any."""
+    frontier: list[list[str]] = [[start]]
+    seen: set[str] = set()
+    while frontier:
+        next_frontier: list[list[str]] = []
+        for chain in frontier:
+            for ref in references[chain[-1]]:
+                target = ref.parts[0]
+                if target == start:
+                    return chain
+                if target not in seen:
+                    seen.add(target)
+                    next_frontier.append([*chain, target])
+        frontier = next_frontier
+    return None

@@ -1,0 +1,261 @@
+"""Names inside conditions: functions, their arguments, segments, scores and contact attributes.
+
+A bare name in an expression is a segment, a score, an engagement flag (`converted`,
+`unsubscribed`) or a contact attribute. Without a `schema contact { }` block any other name
+is taken to be a contact attribute, so it is allowed; with a schema it must be declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cadence.dsl import ast
+from cadence.dsl.checks.context import CheckContext
+from cadence.dsl.symbols import (
+    AUDIENCE_FUNCTIONS,
+    CHANNELS,
+    ENGAGEMENT_FLAGS,
+    ENGAGEMENT_FUNCTIONS,
+    EVENT_FUNCTIONS,
+)
+from cadence.errors import did_you_mean
+
+# How many arguments each known function takes, and what they are, for error messages.
+FUNCTION_SIGNATURES: dict[str, tuple[int, str]] = {
+    **{name: (1, f"{name}(TEMPLATE or any)") for name in ENGAGEMENT_FUNCTIONS},
+    "count": (2, "count(EVENT, DURATION)"),
+    "last": (1, "last(EVENT)"),
+    "first": (1, "first(EVENT)"),
+    "in_campaign": (1, "in_campaign(CAMPAIGN)"),
+    "received": (2, "received(CHANNEL, DURATION)"),
+}
+assert set(FUNCTION_SIGNATURES) == {*ENGAGEMENT_FUNCTIONS, *EVENT_FUNCTIONS, *AUDIENCE_FUNCTIONS}
+
+# Path roots that are not contact attributes: the triggering event's fields.
+EVENT_ROOT = "event"
+CONTACT_ROOT = "contact"
+
+
+def subexpressions(expr: ast.Expr) -> Iterator[ast.Expr]:
+    """`expr` and every expression inside it, parents first."""
+    yield expr
+    match expr:
+        case ast.ListLit(items=items):
+            for item in items:
+                yield from subexpressions(item)
+        case ast.Call(args=args):
+            for arg in args:
+                yield from subexpressions(arg)
+        case ast.Unary(operand=operand) | ast.Within(operand=operand):
+            yield from subexpressions(operand)
+        case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+            yield from subexpressions(left)
+            yield from subexpressions(right)
+        case _:
+            pass
+
+
+def bare_names(expr: ast.Expr) -> Iterator[ast.Path]:
+    """Every single-part path of `expr` that names something (not a function's argument)."""
+    match expr:
+        case ast.Path(parts=parts) if len(parts) == 1:
+            yield expr
+        case ast.Call():
+            return
+        case ast.ListLit(items=items):
+            for item in items:
+                yield from bare_names(item)
+        case ast.Unary(operand=operand) | ast.Within(operand=operand):
+            yield from bare_names(operand)
+        case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+            yield from bare_names(left)
+            yield from bare_names(right)
+        case _:
+            return
+
+
+def check_expression(ctx: CheckContext, expr: ast.Expr) -> None:
+    """Check every name and call in a condition, audience, goal or segment."""
+    match expr:
+        case ast.Path():
+            check_path(ctx, expr)
+        case ast.Call():
+            check_call(ctx, expr)
+        case ast.ListLit(items=items):
+            for item in items:
+                check_expression(ctx, item)
+        case ast.Unary(operand=operand) | ast.Within(operand=operand):
+            check_expression(ctx, operand)
+        case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+            check_expression(ctx, left)
+            check_expression(ctx, right)
+        case _:
+            pass
+
+
+def known_bare_names(ctx: CheckContext) -> set[str]:
+    """Names a bare word in an expression may stand for, the schema's attributes included."""
+    symbols = ctx.symbols
+    return {*symbols.segments, *symbols.scores, *symbols.schema, *ENGAGEMENT_FLAGS}
+
+
+def check_path(ctx: CheckContext, path: ast.Path) -> None:
+    """A name or dotted path: with a schema, its contact attribute must be declared."""
+    if not ctx.symbols.has_schema:
+        return
+    parts = path.parts
+    if parts[0] == EVENT_ROOT and len(parts) > 1:
+        return
+    if parts[0] == CONTACT_ROOT and len(parts) > 1:
+        check_attribute(ctx, parts[1], ctx.word_span(path.span, parts[1]))
+        return
+    name = parts[0]
+    if name in known_bare_names(ctx):
+        return
+    span = path.span if len(parts) == 1 else ctx.word_span(path.span, name)
+    hint = did_you_mean(name, known_bare_names(ctx))
+    if hint is None and name in FUNCTION_SIGNATURES:
+        hint = f"`{name}` is a function: {FUNCTION_SIGNATURES[name][1]}"
+    ctx.error(
+        span,
+        "E108",
+        f"`{name}` is not a segment, a score or a contact attribute of the schema",
+        hint or "declare it in `schema contact { }`",
+    )
+
+
+def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:
+    """`contact.NAME` or `set NAME`: with a schema, NAME must be one of its attributes."""
+    if not ctx.symbols.has_schema or name in ctx.symbols.schema:
+        return
+    ctx.error(
+        span,
+        "E108",
+        f"`{name}` is not a contact attribute of the schema",
+        did_you_mean(name, ctx.symbols.schema) or "declare it in `schema contact { }`",
+    )
+
+
+def check_call(ctx: CheckContext, call: ast.Call) -> None:
+    """A function call: known function, right number of arguments, arguments that exist."""
+    name_span = ctx.word_span(call.span, call.name)
+    if call.name not in FUNCTION_SIGNATURES:
+        if call.name in ENGAGEMENT_FLAGS:
+            hint: str | None = f"`{call.name}` is a flag: write it without parentheses"
+        else:
+            hint = did_you_mean(call.name, FUNCTION_SIGNATURES)
+        known = ", ".join(sorted(FUNCTION_SIGNATURES))
+        ctx.error(
+            name_span,
+            "E105",
+            f"unknown function `{call.name}`",
+            hint or f"known functions: {known}",
+        )
+        return
+    arity, signature = FUNCTION_SIGNATURES[call.name]
+    if len(call.args) != arity:
+        plural = "argument" if arity == 1 else "arguments"
+        ctx.error(
+            call.span,
+            "E106",
+            f"`{call.name}` takes {arity} {plural}, not {len(call.args)}",
+            f"write {signature}",
+        )
+        return
+    if call.name in ENGAGEMENT_FUNCTIONS:
+        _check_template_argument(ctx, call)
+    elif call.name in ("count", "last", "first"):
+        _check_event_argument(ctx, call, signature)
+        if call.name == "count":
+            _check_duration_argument(ctx, call, signature)
+    elif call.name == "in_campaign":
+        _check_campaign_argument(ctx, call, signature)
+    elif call.name == "received":
+        _check_channel_argument(ctx, call, signature)
+        _check_duration_argument(ctx, call, signature)
+
+
+def _single_name(expr: ast.Expr) -> str | None:
+    if isinstance(expr, ast.Path) and len(expr.parts) == 1:
+        return expr.parts[0]
+    return None
+
+
+def _check_template_argument(ctx: CheckContext, call: ast.Call) -> None:
+    arg = call.args[0]
+    name = _single_name(arg)
+    if name == "any" or (name is not None and name in ctx.symbols.templates):
+        return
+    if name is None:
+        ctx.error(
+            arg.span,
+            "E107",
+            f"`{call.name}` needs a template name or `any`",
+            f"for example {call.name}(any)",
+        )
+        return
+    ctx.error(
+        arg.span,
+        "E107",
+        f"`{call.name}({name})`: no template is called `{name}`",
+        did_you_mean(name, [*ctx.symbols.templates, "any"])
+        or "use a declared template's name, or `any`",
+    )
+
+
+def _check_event_argument(ctx: CheckContext, call: ast.Call, signature: str) -> None:
+    arg = call.args[0]
+    if _single_name(arg) is None:
+        ctx.error(
+            arg.span,
+            "E106",
+            f"the first argument of `{call.name}` must be an event name",
+            f"write {signature}",
+        )
+
+
+def _check_duration_argument(ctx: CheckContext, call: ast.Call, signature: str) -> None:
+    arg = call.args[1]
+    if not isinstance(arg, ast.DurationLit):
+        ctx.error(
+            arg.span,
+            "E106",
+            f"the second argument of `{call.name}` must be a duration such as 7d",
+            f"write {signature}",
+        )
+
+
+def _check_campaign_argument(ctx: CheckContext, call: ast.Call, signature: str) -> None:
+    arg = call.args[0]
+    name = _single_name(arg)
+    if name is None:
+        ctx.error(arg.span, "E106", "`in_campaign` needs a campaign name", f"write {signature}")
+    elif name not in ctx.symbols.campaigns:
+        ctx.error(
+            arg.span,
+            "E103",
+            f"unknown campaign `{name}`",
+            did_you_mean(name, ctx.symbols.campaigns) or "declare it with `campaign NAME { }`",
+        )
+
+
+def _check_channel_argument(ctx: CheckContext, call: ast.Call, signature: str) -> None:
+    arg = call.args[0]
+    name = _single_name(arg)
+    if name is None:
+        ctx.error(arg.span, "E106", "`received` needs a channel", f"write {signature}")
+    elif name not in CHANNELS:
+        check_channel(ctx, name, arg.span)
+
+
+def check_channel(ctx: CheckContext, channel: str, span: ast.Span) -> bool:
+    """Report an unknown channel; True when the channel is known."""
+    if channel in CHANNELS:
+        return True
+    ctx.error(
+        span,
+        "E104",
+        f"unknown channel `{channel}`",
+        did_you_mean(channel, CHANNELS) or f"channels are {', '.join(CHANNELS)}",
+    )
+    return False

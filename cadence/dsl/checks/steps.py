@@ -1,0 +1,311 @@
+"""Steps one at a time: sends, splits, waits, enrolls, and what can never run after an exit.
+
+A/B winner metrics and where they can be measured (documented in docs/diagnostics.md):
+opens on email and on whatsapp (read receipts); clicks on email, sms, whatsapp and inbox
+(tracked links); replies on email, sms and whatsapp; conversions on every channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from cadence.dsl import ast
+from cadence.dsl.checks.context import CheckContext, article, where
+from cadence.dsl.checks.expressions import (
+    check_attribute,
+    check_call,
+    check_channel,
+    check_expression,
+)
+from cadence.dsl.checks.settings import check_day_names
+from cadence.dsl.symbols import CHANNELS, CampaignUnit
+from cadence.errors import did_you_mean
+
+METRIC_CHANNELS: dict[str, tuple[str, ...]] = {
+    "opens": ("email", "whatsapp"),
+    "clicks": ("email", "sms", "whatsapp", "inbox"),
+    "replies": ("email", "sms", "whatsapp"),
+    "conversions": CHANNELS,
+}
+
+
+def child_blocks(step: ast.Step) -> Iterator[tuple[ast.Step, ...]]:
+    """The step lists nested directly inside a step (branches of ifs and splits)."""
+    match step:
+        case ast.If(branches=branches, else_steps=else_steps):
+            for branch in branches:
+                yield branch.steps
+            if else_steps is not None:
+                yield else_steps
+        case ast.ABSplit(branches=split_branches) | ast.RandomSplit(branches=split_branches):
+            for split_branch in split_branches:
+                yield split_branch.steps
+        case _:
+            return
+
+
+def all_steps(steps: tuple[ast.Step, ...]) -> Iterator[ast.Step]:
+    """Every step of a block and of the blocks nested in it, in source order."""
+    for step in steps:
+        yield step
+        for block in child_blocks(step):
+            yield from all_steps(block)
+
+
+def always_exits(steps: tuple[ast.Step, ...]) -> bool:
+    """True when every path through the block ends at an `exit`."""
+    return any(_step_always_exits(step) for step in steps)
+
+
+def _step_always_exits(step: ast.Step) -> bool:
+    match step:
+        case ast.Exit():
+            return True
+        case ast.If(else_steps=None):
+            return False
+        case ast.If() | ast.ABSplit() | ast.RandomSplit():
+            return all(always_exits(block) for block in child_blocks(step))
+        case _:
+            return False
+
+
+def check_trigger_block(ctx: CheckContext, unit: CampaignUnit, block: ast.TriggerBlock) -> None:
+    """Check one trigger and every step it runs."""
+    _check_trigger(ctx, block.trigger)
+    allowed = _allowed_channels(unit)
+    _check_block(ctx, unit, block.steps, allowed)
+
+
+def _allowed_channels(unit: CampaignUnit) -> ast.ChannelsSetting | None:
+    return next(unit.setting(ast.ChannelsSetting), None)
+
+
+def _check_trigger(ctx: CheckContext, trigger: ast.Trigger) -> None:
+    match trigger:
+        case ast.EventTrigger(where=where_expr, fanout=fanout):
+            for expr in (where_expr, fanout):
+                if expr is not None:
+                    check_expression(ctx, expr)
+        case ast.SegmentEnterTrigger(segment=segment):
+            if segment not in ctx.symbols.segments:
+                ctx.error(
+                    ctx.word_span(trigger.span, segment, 1 if segment == "segment_enter" else 0),
+                    "E102",
+                    f"unknown segment `{segment}`",
+                    did_you_mean(segment, ctx.symbols.segments)
+                    or "declare it with `segment NAME = ...`",
+                )
+        case ast.EveryTrigger(days=days):
+            check_day_names(ctx, days, trigger.span)
+        case _:
+            pass
+
+
+def _check_block(
+    ctx: CheckContext,
+    unit: CampaignUnit,
+    steps: tuple[ast.Step, ...],
+    allowed: ast.ChannelsSetting | None,
+) -> None:
+    terminator: ast.Step | None = None
+    reported = False
+    for step in steps:
+        if terminator is not None and not reported:
+            # Only the first step that cannot run is reported: the rest follow from it.
+            reported = True
+            if isinstance(terminator, ast.Exit):
+                ctx.error(
+                    step.span,
+                    "E206",
+                    "this step comes after `exit`, so it never runs",
+                    f"the exit is at line {terminator.span.line}; move the step before it",
+                )
+            else:
+                ctx.warning(
+                    step.span,
+                    "W301",
+                    "this step is unreachable: every branch before it ends in `exit`",
+                    f"see the branches at line {terminator.span.line}",
+                )
+        _check_step(ctx, unit, step, allowed)
+        for block in child_blocks(step):
+            _check_block(ctx, unit, block, allowed)
+        if terminator is None and _step_always_exits(step):
+            terminator = step
+
+
+def _check_step(
+    ctx: CheckContext,
+    unit: CampaignUnit,
+    step: ast.Step,
+    allowed: ast.ChannelsSetting | None,
+) -> None:
+    match step:
+        case ast.Send():
+            _check_send(ctx, step, allowed)
+        case ast.WaitFor(event=event, up_to=up_to):
+            if isinstance(event, ast.Call):
+                check_call(ctx, event)
+            if up_to is None:
+                ctx.error(
+                    step.span,
+                    "E207",
+                    "`wait for` without `up to` could wait forever",
+                    "add a limit, such as `up to 3d`",
+                )
+        case ast.If(branches=branches):
+            for branch in branches:
+                check_expression(ctx, branch.condition)
+        case ast.ABSplit():
+            _check_ab_split(ctx, step)
+        case ast.RandomSplit():
+            _check_random_split(ctx, step)
+        case ast.SetAttr(target=target, value=value):
+            if target.parts[0] == "contact" and len(target.parts) > 1:
+                check_attribute(ctx, target.parts[1], ctx.word_span(target.span, target.parts[1]))
+            elif len(target.parts) == 1:
+                check_attribute(ctx, target.parts[0], target.span)
+            check_expression(ctx, value)
+        case ast.Notify(channel=channel):
+            check_channel(ctx, channel, ctx.word_span(step.span, channel, int(channel == "notify")))
+        case ast.Placeholder():
+            ctx.warning(
+                step.span,
+                "W304",
+                "`...` stands for steps not written yet: contacts pass it doing nothing",
+                "write the steps, or remove the `...`",
+            )
+        case ast.Enroll(campaign=campaign):
+            if campaign not in ctx.symbols.campaigns:
+                ctx.error(
+                    ctx.word_span(step.span, campaign, int(campaign == "enroll")),
+                    "E103",
+                    f"unknown campaign `{campaign}`",
+                    did_you_mean(campaign, ctx.symbols.campaigns)
+                    or "declare it with `campaign NAME { }`",
+                )
+        case _:
+            pass
+
+
+def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting | None) -> None:
+    channel_known = check_channel(ctx, send.channel, send.channel_span)
+    declared = ctx.symbols.templates.get(send.template)
+    if declared is None:
+        ctx.error(
+            send.template_span,
+            "E101",
+            f"unknown template `{send.template}`",
+            did_you_mean(send.template, ctx.symbols.templates)
+            or f"declare it with `template {send.template} {send.channel} {{ ... }}`",
+        )
+    elif declared.node.channel != send.channel and channel_known:
+        ctx.error(
+            send.channel_span,
+            "E201",
+            f"`{send.template}` is {article(declared.node.channel)} template, not {send.channel}",
+            f"it is declared at {where(declared.node.span)}; "
+            f"write `send {declared.node.channel} {send.template}`"
+            f" or use {article(send.channel)} template",
+        )
+    if allowed is not None and channel_known and send.channel not in allowed.channels:
+        ctx.error(
+            send.channel_span,
+            "E211",
+            f"the campaign's channels ({', '.join(allowed.channels)}) leave out {send.channel}",
+            f"add {send.channel} to `channels` at line {allowed.span.line}",
+        )
+
+
+def _sends(steps: tuple[ast.Step, ...]) -> Iterator[ast.Send]:
+    for step in all_steps(steps):
+        if isinstance(step, ast.Send):
+            yield step
+
+
+def _check_branch_names(ctx: CheckContext, branches: tuple[ast.SplitBranch, ...]) -> None:
+    seen: dict[str, ast.SplitBranch] = {}
+    for branch in branches:
+        if branch.name in seen:
+            ctx.error(
+                ctx.word_span(branch.span, branch.name),
+                "E219",
+                f"the split has two branches called `{branch.name}`",
+                f"the first is at line {seen[branch.name].span.line}; rename one",
+            )
+        else:
+            seen[branch.name] = branch
+
+
+def _check_ab_split(ctx: CheckContext, split: ast.ABSplit) -> None:
+    share = split.test_share.value
+    if not 0 < share < 100:
+        ctx.error(
+            split.test_share.span,
+            "E205",
+            f"a test share of {split.test_share.value}% leaves "
+            + ("no one to test" if share <= 0 else "no one to send the winner to"),
+            "use a share between 0% and 100%, such as 20%",
+        )
+    if len(split.branches) < 2:
+        ctx.error(
+            split.span,
+            "E204",
+            f"an A/B split needs at least two branches, this one has {len(split.branches)}",
+            "add a `b: ...` branch, or drop the split",
+        )
+    _check_branch_names(ctx, split.branches)
+    metric = split.metric
+    if metric not in METRIC_CHANNELS:
+        ctx.error(
+            split.metric_span,
+            "E115",
+            f"unknown winner metric `{metric}`",
+            did_you_mean(metric, METRIC_CHANNELS) or f"metrics are {', '.join(METRIC_CHANNELS)}",
+        )
+        return
+    measurable = METRIC_CHANNELS[metric]
+    channels: list[str] = []
+    for branch in split.branches:
+        for send in _sends(branch.steps):
+            if send.channel in CHANNELS and send.channel not in channels:
+                channels.append(send.channel)
+    if not channels and metric != "conversions":
+        ctx.error(
+            split.metric_span,
+            "E203",
+            f"no branch sends a message, so {metric} cannot be measured",
+            "pick the winner by conversions, or send in each branch",
+        )
+    for channel in channels:
+        if channel not in measurable:
+            ctx.error(
+                split.metric_span,
+                "E203",
+                f"{metric} cannot be measured on {channel}",
+                f"{metric} are measured on {', '.join(measurable)}; "
+                + "try "
+                + " or ".join(m for m, chs in METRIC_CHANNELS.items() if channel in chs),
+            )
+            break
+
+
+def _check_random_split(ctx: CheckContext, split: ast.RandomSplit) -> None:
+    _check_branch_names(ctx, split.branches)
+    total = sum((b.share.value for b in split.branches if b.share is not None), start=0)
+    for branch in split.branches:
+        if branch.share is not None and branch.share.value <= 0:
+            ctx.error(
+                branch.share.span,
+                "E212",
+                f"the branch `{branch.name}` gets 0% of contacts",
+                "give it a share above 0%, or remove it",
+            )
+    if total != 100:
+        shares = " + ".join(f"{b.share.value}%" for b in split.branches if b.share is not None)
+        ctx.error(
+            split.span,
+            "E202",
+            f"the split's shares add up to {total}%, not 100% ({shares})",
+            "make the shares add up to exactly 100%",
+        )
