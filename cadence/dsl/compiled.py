@@ -1,0 +1,722 @@
+"""The compiled form of a campaign: the versioned step graph the engine stores and runs.
+
+A `CompiledCampaign` is everything the engine needs to run one campaign version without
+going back to the source: settings, triggers, a flat list of nodes with stable ids, the
+edges for drawing, and the templates, segments and scores it uses. Its JSON is canonical
+(sorted keys, no whitespace) and its `version` is the sha256 of that JSON without the
+version itself, so the same source always gives the same bytes and the same version.
+
+Expressions are stored as a span-less pydantic mirror of `cadence.dsl.ast` expressions;
+`expr_to_model` and `model_to_expr` convert both ways exactly. See docs/compiled-format.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cadence.dsl import ast
+
+FORMAT_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    """Base of every compiled model: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------------------- expressions
+
+
+class NumberExpr(_Frozen):
+    """A number literal; JSON holds it as a decimal string so no precision is lost."""
+
+    kind: Literal["number"] = "number"
+    value: Decimal
+
+
+class StringExpr(_Frozen):
+    """A string literal."""
+
+    kind: Literal["string"] = "string"
+    value: str
+
+
+class BoolExpr(_Frozen):
+    """`true` or `false`."""
+
+    kind: Literal["bool"] = "bool"
+    value: bool
+
+
+class DurationExpr(_Frozen):
+    """A duration in seconds."""
+
+    kind: Literal["duration"] = "duration"
+    seconds: int
+
+
+class TimeExpr(_Frozen):
+    """A time of day."""
+
+    kind: Literal["time"] = "time"
+    hour: int
+    minute: int
+
+
+class DateExpr(_Frozen):
+    """A calendar date."""
+
+    kind: Literal["date"] = "date"
+    value: dt.date
+
+
+class DateTimeExpr(_Frozen):
+    """A wall-clock date and time, without a zone."""
+
+    kind: Literal["datetime"] = "datetime"
+    value: dt.datetime
+
+
+class PercentExpr(_Frozen):
+    """A percentage, as the number before the sign."""
+
+    kind: Literal["percent"] = "percent"
+    value: Decimal
+
+
+class MoneyExpr(_Frozen):
+    """An amount with its currency."""
+
+    kind: Literal["money"] = "money"
+    amount: Decimal
+    currency: str
+
+
+class ListExpr(_Frozen):
+    """A literal list."""
+
+    kind: Literal["list"] = "list"
+    items: tuple[ExprModel, ...]
+
+
+class PathExpr(_Frozen):
+    """A name or dotted path, as its parts."""
+
+    kind: Literal["path"] = "path"
+    parts: tuple[str, ...]
+
+
+class CallExpr(_Frozen):
+    """A function call such as `opened(welcome)`."""
+
+    kind: Literal["call"] = "call"
+    name: str
+    args: tuple[ExprModel, ...]
+
+
+class UnaryExpr(_Frozen):
+    """`not x` or `-x`."""
+
+    kind: Literal["unary"] = "unary"
+    op: ast.UnaryOp
+    operand: ExprModel
+
+
+class BinaryExpr(_Frozen):
+    """`and`, `or` and arithmetic."""
+
+    kind: Literal["binary"] = "binary"
+    op: ast.BinaryOp
+    left: ExprModel
+    right: ExprModel
+
+
+class CompareExpr(_Frozen):
+    """Comparisons and membership tests."""
+
+    kind: Literal["compare"] = "compare"
+    op: ast.CompareOp
+    left: ExprModel
+    right: ExprModel
+
+
+class WithinExpr(_Frozen):
+    """`x within 30d`."""
+
+    kind: Literal["within"] = "within"
+    operand: ExprModel
+    seconds: int
+
+
+ExprModel: TypeAlias = Annotated[
+    NumberExpr
+    | StringExpr
+    | BoolExpr
+    | DurationExpr
+    | TimeExpr
+    | DateExpr
+    | DateTimeExpr
+    | PercentExpr
+    | MoneyExpr
+    | ListExpr
+    | PathExpr
+    | CallExpr
+    | UnaryExpr
+    | BinaryExpr
+    | CompareExpr
+    | WithinExpr,
+    Field(discriminator="kind"),
+]
+
+for _model in (ListExpr, CallExpr, UnaryExpr, BinaryExpr, CompareExpr, WithinExpr):
+    _model.model_rebuild()
+
+
+def expr_to_model(expr: ast.Expr) -> ExprModel:
+    """Mirror an AST expression as a model, dropping spans."""
+    match expr:
+        case ast.NumberLit(value=value):
+            return NumberExpr(value=value)
+        case ast.StringLit(value=value):
+            return StringExpr(value=value)
+        case ast.BoolLit(value=value):
+            return BoolExpr(value=value)
+        case ast.DurationLit(seconds=seconds):
+            return DurationExpr(seconds=seconds)
+        case ast.TimeLit(hour=hour, minute=minute):
+            return TimeExpr(hour=hour, minute=minute)
+        case ast.DateLit(value=value):
+            return DateExpr(value=value)
+        case ast.DateTimeLit(value=value):
+            return DateTimeExpr(value=value)
+        case ast.PercentLit(value=value):
+            return PercentExpr(value=value)
+        case ast.MoneyLit(amount=amount, currency=currency):
+            return MoneyExpr(amount=amount, currency=currency)
+        case ast.ListLit(items=items):
+            return ListExpr(items=tuple(expr_to_model(item) for item in items))
+        case ast.Path(parts=parts):
+            return PathExpr(parts=parts)
+        case ast.Call(name=name, args=args):
+            return CallExpr(name=name, args=tuple(expr_to_model(arg) for arg in args))
+        case ast.Unary(op=op, operand=operand):
+            return UnaryExpr(op=op, operand=expr_to_model(operand))
+        case ast.Binary(op=op, left=left, right=right):
+            return BinaryExpr(op=op, left=expr_to_model(left), right=expr_to_model(right))
+        case ast.Compare(op=op, left=left, right=right):
+            return CompareExpr(op=op, left=expr_to_model(left), right=expr_to_model(right))
+        case ast.Within(operand=operand, duration=duration):
+            return WithinExpr(operand=expr_to_model(operand), seconds=duration.seconds)
+    raise TypeError(f"not an expression: {type(expr).__name__}")  # pragma: no cover
+
+
+def model_to_expr(model: ExprModel) -> ast.Expr:
+    """Turn a stored expression back into the AST the evaluators and the Rust filter read."""
+    match model:
+        case NumberExpr(value=value):
+            return ast.NumberLit(value)
+        case StringExpr(value=value):
+            return ast.StringLit(value)
+        case BoolExpr(value=value):
+            return ast.BoolLit(value)
+        case DurationExpr(seconds=seconds):
+            return ast.DurationLit(seconds)
+        case TimeExpr(hour=hour, minute=minute):
+            return ast.TimeLit(hour, minute)
+        case DateExpr(value=value):
+            return ast.DateLit(value)
+        case DateTimeExpr(value=value):
+            return ast.DateTimeLit(value)
+        case PercentExpr(value=value):
+            return ast.PercentLit(value)
+        case MoneyExpr(amount=amount, currency=currency):
+            return ast.MoneyLit(amount, currency)
+        case ListExpr(items=items):
+            return ast.ListLit(tuple(model_to_expr(item) for item in items))
+        case PathExpr(parts=parts):
+            return ast.Path(parts)
+        case CallExpr(name=name, args=args):
+            return ast.Call(name, tuple(model_to_expr(arg) for arg in args))
+        case UnaryExpr(op=op, operand=operand):
+            return ast.Unary(op, model_to_expr(operand))
+        case BinaryExpr(op=op, left=left, right=right):
+            return ast.Binary(op, model_to_expr(left), model_to_expr(right))
+        case CompareExpr(op=op, left=left, right=right):
+            return ast.Compare(op, model_to_expr(left), model_to_expr(right))
+        case WithinExpr(operand=operand, seconds=seconds):
+            return ast.Within(model_to_expr(operand), ast.DurationLit(seconds))
+    raise TypeError(f"not an expression model: {type(model).__name__}")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+class Money(_Frozen):
+    """An amount of money: a decimal string and an ISO 4217 currency."""
+
+    amount: Decimal
+    currency: str
+
+
+class Cap(_Frozen):
+    """At most `count` messages per contact in any rolling `per_seconds` (channel None: all)."""
+
+    channel: str | None
+    count: int
+    per_seconds: int
+
+
+class SendWindow(_Frozen):
+    """Hours (and days) when sends may go out; `end` before `start` runs past midnight."""
+
+    start: str
+    end: str
+    local: bool
+    days: tuple[str, ...]
+
+
+class QuietHours(_Frozen):
+    """Hours when a channel (or every channel, when None) must not send."""
+
+    channel: str | None
+    start: str
+    end: str
+    local: bool
+
+
+class Timezone(_Frozen):
+    """The campaign's timezone, or (fallback) the zone for contacts without one."""
+
+    zone: str
+    fallback: bool
+
+
+class Reenter(_Frozen):
+    """Whether a contact may be enrolled again: never, always, or after a duration."""
+
+    mode: Literal["never", "always", "after"]
+    after_seconds: int | None = None
+
+
+class Settings(_Frozen):
+    """Every campaign setting with its default filled in, so the engine never guesses."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    audience: ExprModel | None = None
+    exclude: ExprModel | None = None
+    goal: ExprModel | None = None
+    from_: str | None = Field(default=None, alias="from")
+    reply_to: str | None = None
+    channels: tuple[str, ...]
+    channels_explicit: bool
+    priority: int = 5
+    caps: tuple[Cap, ...] = ()
+    send_window: SendWindow | None = None
+    timezone: Timezone | None = None
+    quiet_hours: tuple[QuietHours, ...] = ()
+    budget: Money | None = None
+    costs: dict[str, Money] = Field(default_factory=dict)
+    approval: Literal["required", "none", "implied"] = "implied"
+    starts: str | None = None
+    ends: str | None = None
+    reenter: Reenter = Reenter(mode="never")
+    max_sends: int = 20
+
+
+# ---------------------------------------------------------------------------- triggers
+
+
+class CountCondition(_Frozen):
+    """`count>=3`: how many of the contact's events it takes."""
+
+    op: Literal["=", "!=", "<", "<=", ">", ">="]
+    value: int
+
+
+class _TriggerBase(_Frozen):
+    """What every trigger has: a name unique in the campaign and the node it starts at."""
+
+    id: str
+    entry: str
+
+
+class EventTriggerModel(_TriggerBase):
+    """An event about the contact, or (fanout) about a thing that matches many contacts."""
+
+    kind: Literal["event"] = "event"
+    event: str
+    count: CountCondition | None = None
+    within_seconds: int | None = None
+    where: ExprModel | None = None
+    fanout: ExprModel | None = None
+
+
+class ContactCreatedTriggerModel(_TriggerBase):
+    """A new contact."""
+
+    kind: Literal["contact_created"] = "contact_created"
+
+
+class SegmentEnterTriggerModel(_TriggerBase):
+    """A contact starts matching a segment."""
+
+    kind: Literal["segment_enter"] = "segment_enter"
+    segment: str
+
+
+class LaunchTriggerModel(_TriggerBase):
+    """The audience, when the campaign is launched."""
+
+    kind: Literal["launch"] = "launch"
+
+
+class AtTriggerModel(_TriggerBase):
+    """Once, at a wall-clock moment (ISO 8601, no zone); `local` reads it per contact."""
+
+    kind: Literal["at"] = "at"
+    at: str
+    local: bool
+
+
+class EveryTriggerModel(_TriggerBase):
+    """Again and again: on named days at a time, or every `interval_seconds`."""
+
+    kind: Literal["every"] = "every"
+    days: tuple[str, ...]
+    interval_seconds: int | None
+    time: str | None
+    local: bool
+
+
+TriggerModel: TypeAlias = Annotated[
+    EventTriggerModel
+    | ContactCreatedTriggerModel
+    | SegmentEnterTriggerModel
+    | LaunchTriggerModel
+    | AtTriggerModel
+    | EveryTriggerModel,
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------------------- nodes
+
+
+class _NodeBase(_Frozen):
+    """What every node has: an id that is stable across versions of the same flow."""
+
+    id: str
+
+
+class SendNode(_NodeBase):
+    """Send a template on a channel, then go on to `next`."""
+
+    kind: Literal["send"] = "send"
+    channel: str
+    template: str
+    next: str | None
+
+
+class WaitNode(_NodeBase):
+    """Wait a fixed time."""
+
+    kind: Literal["wait"] = "wait"
+    seconds: int
+    next: str | None
+
+
+class WaitUntilNode(_NodeBase):
+    """Wait until the next `time` ("HH:MM"), in the contact's zone when `local`."""
+
+    kind: Literal["wait_until"] = "wait_until"
+    time: str
+    local: bool
+    next: str | None
+
+
+class WaitForNode(_NodeBase):
+    """Wait until `event` happens or `timeout_seconds` pass; both go on to `next`."""
+
+    kind: Literal["wait_for"] = "wait_for"
+    event: ExprModel
+    timeout_seconds: int
+    next: str | None
+
+
+class Condition(_Frozen):
+    """One `if`/`else if` arm: when the expression holds, go to `to`."""
+
+    when: ExprModel
+    to: str
+
+
+class BranchNode(_NodeBase):
+    """Go to the first arm whose condition holds, else to `otherwise`."""
+
+    kind: Literal["branch"] = "branch"
+    conditions: tuple[Condition, ...]
+    otherwise: str
+
+
+class Variant(_Frozen):
+    """One arm of a split: its name, its share where it has one, and its entry node."""
+
+    name: str
+    share: Decimal | None = None
+    to: str
+
+
+class ABSplitNode(_NodeBase):
+    """Send `test_share`% equally over the variants; after `after_seconds`, the rest
+    (`holdout_share`%) waits here and then follows the variant that won on `metric`."""
+
+    kind: Literal["ab_split"] = "ab_split"
+    test_share: Decimal
+    holdout_share: Decimal
+    metric: str
+    after_seconds: int
+    variants: tuple[Variant, ...]
+
+
+class RandomSplitNode(_NodeBase):
+    """Send each contact down one branch at random, in the given shares."""
+
+    kind: Literal["random_split"] = "random_split"
+    branches: tuple[Variant, ...]
+
+
+class SetNode(_NodeBase):
+    """Write a contact attribute."""
+
+    kind: Literal["set"] = "set"
+    attribute: str
+    value: ExprModel
+    next: str | None
+
+
+class TagNode(_NodeBase):
+    """Add or remove a tag."""
+
+    kind: Literal["tag"] = "tag"
+    action: Literal["add", "remove"]
+    tag: str
+    next: str | None
+
+
+class AssignAgentNode(_NodeBase):
+    """Assign a sales agent with a strategy such as round_robin."""
+
+    kind: Literal["assign_agent"] = "assign_agent"
+    strategy: str
+    next: str | None
+
+
+class NotifyNode(_NodeBase):
+    """Tell another system (a webhook), not the contact."""
+
+    kind: Literal["notify"] = "notify"
+    channel: str
+    target: str
+    next: str | None
+
+
+class EnrollNode(_NodeBase):
+    """Enroll the contact in another campaign, then go on."""
+
+    kind: Literal["enroll"] = "enroll"
+    campaign: str
+    next: str | None
+
+
+class ExitNode(_NodeBase):
+    """Leave the campaign early, with a reason for reports."""
+
+    kind: Literal["exit"] = "exit"
+    reason: str | None
+
+
+class EndNode(_NodeBase):
+    """The end of every flow: the contact has completed the campaign."""
+
+    kind: Literal["end"] = "end"
+
+
+NodeModel: TypeAlias = Annotated[
+    SendNode
+    | WaitNode
+    | WaitUntilNode
+    | WaitForNode
+    | BranchNode
+    | ABSplitNode
+    | RandomSplitNode
+    | SetNode
+    | TagNode
+    | AssignAgentNode
+    | NotifyNode
+    | EnrollNode
+    | ExitNode
+    | EndNode,
+    Field(discriminator="kind"),
+]
+
+
+class Edge(_Frozen):
+    """One arrow of the step graph, for drawing and explaining; derived from the nodes."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    label: str | None = None
+
+
+# ---------------------------------------------------------------------------- resources
+
+
+class TemplateContentModel(_Frozen):
+    """Subject, preheader and body of a template in one locale, body files already read."""
+
+    subject: str | None = None
+    preheader: str | None = None
+    body: str
+    body_file: str | None = None
+
+
+class CompiledTemplate(_Frozen):
+    """A template the campaign sends: its default content and its localized versions.
+
+    A locale's missing subject or preheader is filled from the default content, so the
+    engine only has to pick the locale.
+    """
+
+    name: str
+    channel: str
+    content: TemplateContentModel
+    locales: dict[str, TemplateContentModel] = Field(default_factory=dict)
+
+
+class CompiledSegment(_Frozen):
+    """A named audience predicate the campaign uses."""
+
+    name: str
+    expr: ExprModel
+
+
+class ScorePointsRule(_Frozen):
+    """`opened(any) within 30d: +5 each`."""
+
+    kind: Literal["points"] = "points"
+    event: ExprModel
+    within_seconds: int | None
+    points: Decimal
+    each: bool
+
+
+class ScoreDecayRule(_Frozen):
+    """`decay 10% per 30d`."""
+
+    kind: Literal["decay"] = "decay"
+    percent: Decimal
+    per_seconds: int
+
+
+ScoreRuleModel: TypeAlias = Annotated[ScorePointsRule | ScoreDecayRule, Field(discriminator="kind")]
+
+
+class CompiledScore(_Frozen):
+    """A named, computed contact attribute the campaign uses."""
+
+    name: str
+    rules: tuple[ScoreRuleModel, ...]
+
+
+# ---------------------------------------------------------------------------- campaign
+
+
+CampaignType: TypeAlias = Literal["broadcast", "drip", "triggered", "recurring", "ab_test"]
+
+
+def canonical_json(data: Any) -> str:
+    """JSON with sorted keys and no whitespace: the bytes that are hashed and stored."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class CompiledCampaign(_Frozen):
+    """One campaign version: the engine's input, content-addressed by `version`.
+
+    Built without a `version`, the model fills it in; loaded with one, the version must
+    match the content, so a stored campaign that was edited by hand is refused.
+    """
+
+    format_version: int = FORMAT_VERSION
+    name: str
+    display_name: str
+    type: CampaignType
+    type_inferred: bool
+    kind: str | None = None
+    source: str
+    settings: Settings
+    triggers: tuple[TriggerModel, ...]
+    nodes: tuple[NodeModel, ...]
+    edges: tuple[Edge, ...]
+    templates: dict[str, CompiledTemplate] = Field(default_factory=dict)
+    segments: dict[str, CompiledSegment] = Field(default_factory=dict)
+    scores: dict[str, CompiledScore] = Field(default_factory=dict)
+    version: str = ""
+
+    @model_validator(mode="after")
+    def _seal(self) -> CompiledCampaign:
+        computed = self.content_hash()
+        if not self.version:
+            object.__setattr__(self, "version", computed)
+        elif self.version != computed:
+            raise ValueError(
+                f"version {self.version} does not match the content (sha256 {computed})"
+            )
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """Everything but the version, as JSON-ready data."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"version"})
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of everything but the version."""
+        return hashlib.sha256(canonical_json(self.content()).encode("utf-8")).hexdigest()
+
+    def to_data(self) -> dict[str, Any]:
+        """The whole campaign, version included, as JSON-ready data."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> str:
+        """Canonical JSON: same source, byte-identical output."""
+        return canonical_json(self.to_data())
+
+    def node(self, node_id: str) -> NodeModel:
+        """The node with this id (KeyError when there is none)."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+
+class CompileBundle(_Frozen):
+    """What `cadence compile FILE` writes: every campaign the file and its imports declare."""
+
+    format_version: int = FORMAT_VERSION
+    source: str
+    campaigns: tuple[CompiledCampaign, ...]
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """Sorted-key JSON; compact by default, indented for people with `indent`."""
+        data = self.model_dump(mode="json", by_alias=True)
+        if indent is None:
+            return canonical_json(data)
+        return json.dumps(data, sort_keys=True, indent=indent, ensure_ascii=False)
