@@ -46,6 +46,25 @@ def test_reopening_a_migrated_store_is_a_no_op(database_url: str) -> None:
         assert second.tenant_ids() == ["acme"]
 
 
+def test_engines_starting_together_migrate_once(database_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            Store.open(database_url).close()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    with Store.open(database_url, migrate=False) as store:
+        assert current_revision(store.engine) == head_revision()
+
+
 def test_timestamps_come_back_aware_utc(store: Store) -> None:
     manila = datetime(2026, 12, 1, 17, 0, tzinfo=timezone(timedelta(hours=8)))
     store.ensure_tenant("acme", now=manila)

@@ -6,9 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
+
+# Held while migrating on PostgreSQL, so engines starting together migrate one at a time.
+# (On SQLite the transaction's BEGIN IMMEDIATE already serialises them.)
+MIGRATION_LOCK_KEY = 0x0CADE0CE
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -28,6 +32,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database behind `engine` up to `revision`."""
     config = alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
