@@ -10,7 +10,11 @@ from collections.abc import Sequence
 from cadence import __version__, _backend
 
 # Each module here defines `register(subparsers)`; a subcommand lives in exactly one of them.
-COMMAND_MODULES: tuple[str, ...] = ("cadence.commands.data", "cadence.commands.check")
+COMMAND_MODULES: tuple[str, ...] = (
+    "cadence.commands.data",
+    "cadence.commands.check",
+    "cadence.commands.compile",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,16 +13,17 @@ a new version's enrollments migrate by node id, so ids depend on the flow, not o
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path, PurePath
-from typing import cast
+from typing import Literal, cast
 
 from cadence.dsl import ast
+from cadence.dsl.checker import check_workspace
+from cadence.dsl.checks.settings import APPROVAL_VALUES, DAY_GROUPS, DAY_NAMES
 from cadence.dsl.compiled import (
     FORMAT_VERSION,
     ABSplitNode,
@@ -93,37 +94,20 @@ from cadence.errors import (
 )
 
 DEFAULT_PRIORITY = 5
-APPROVAL_VALUES: tuple[str, ...] = ("required", "none", "implied")
-DAY_NAMES: tuple[str, ...] = (
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-)
-_DAY_ALIASES: dict[str, tuple[str, ...]] = {
-    "weekdays": DAY_NAMES[:5],
-    "weekday": DAY_NAMES[:5],
-    "weekends": DAY_NAMES[5:],
-    "weekend": DAY_NAMES[5:],
-    "daily": DAY_NAMES,
-    "everyday": DAY_NAMES,
-    **{day[:3]: (day,) for day in DAY_NAMES},
-    **{day: (day,) for day in DAY_NAMES},
-    **{day + "s": (day,) for day in DAY_NAMES},
-}
+_DAYS: dict[str, tuple[str, ...]] = {**{day: (day,) for day in DAY_NAMES}, **DAY_GROUPS}
 
-# Diagnostic codes of the compiler (the checker owns the rest; see docs/compiled-format.md).
-E_UNKNOWN_TEMPLATE = "E901"
-E_UNKNOWN_SEGMENT = "E902"
-E_UNKNOWN_CAMPAIGN = "E903"
-E_BODY_FILE = "E904"
-E_NO_BODY = "E905"
-E_WAIT_FOR_LIMIT = "E906"
-E_BAD_SETTING = "E907"
-E_UNKNOWN_DAY = "E908"
+# The compiler reports with the checker's codes (cadence.dsl.checks.context.CHECK_CODES): it
+# only meets these problems when it is handed a workspace nobody checked.
+E_UNKNOWN_TEMPLATE = "E101"
+E_UNKNOWN_SEGMENT = "E102"
+E_UNKNOWN_CAMPAIGN = "E103"
+E_BAD_TYPE = "E110"
+E_BAD_APPROVAL = "E111"
+E_UNKNOWN_DAY = "E114"
+E_WAIT_FOR_LIMIT = "E207"
+E_OUT_OF_RANGE = "E212"
+E_BODY_FILE = "E217"
+E_NO_BODY = "E218"
 
 _MAX_SLUG = 40
 
@@ -162,16 +146,12 @@ def compile_workspace(
 def check_and_compile(paths: Iterable[str | Path]) -> CompileResult:
     """Load, check and compile; raise the syntax or check errors, return the warnings."""
     workspace = load(paths)
-    if any(d.severity == "error" for d in workspace.diagnostics):
-        raise CadenceSyntaxError(workspace.diagnostics)
-    warnings = [d for d in workspace.diagnostics if d.severity != "error"]
-    check = _checker()
-    if check is not None:
-        diagnostics = check(workspace)
-        if any(d.severity == "error" for d in diagnostics):
-            raise CadenceCheckError(diagnostics)
-        warnings.extend(diagnostics)
-    return CompileResult(compile_workspace(workspace), warnings, workspace)
+    diagnostics = check_workspace(workspace)
+    if any(d.severity == "error" for d in diagnostics):
+        if any(d.severity == "error" for d in workspace.diagnostics):
+            raise CadenceSyntaxError(diagnostics)
+        raise CadenceCheckError(diagnostics)
+    return CompileResult(compile_workspace(workspace), diagnostics, workspace)
 
 
 def compile_paths(paths: Iterable[str | Path]) -> list[CompiledCampaign]:
@@ -375,17 +355,6 @@ def _slug(text: str) -> str:
 # ---------------------------------------------------------------------------- internals
 
 
-def _checker() -> Callable[[Workspace], list[Diagnostic]] | None:
-    """The checker's entry point, once cadence.dsl.checker exists."""
-    try:
-        module = importlib.import_module("cadence.dsl.checker")
-    except ModuleNotFoundError as exc:
-        if exc.name != "cadence.dsl.checker":
-            raise
-        return None
-    return cast(Callable[[Workspace], list[Diagnostic]], module.check_workspace)
-
-
 def _root_dir(workspace: Workspace) -> Path:
     if workspace.roots:
         return workspace.roots[0].parent
@@ -537,7 +506,7 @@ class _CampaignCompiler:
                 return cast(CampaignType, setting.value)
             self.error(
                 setting.value_span,
-                E_BAD_SETTING,
+                E_BAD_TYPE,
                 f"`{setting.value}` is not a campaign type",
                 did_you_mean(setting.value, CAMPAIGN_TYPES)
                 or "use one of " + ", ".join(CAMPAIGN_TYPES),
@@ -799,7 +768,7 @@ class _CampaignCompiler:
             if not isinstance(setting, ast.NumberSetting):
                 return default
             if setting.value != setting.value.to_integral_value():
-                self.error(setting.span, E_BAD_SETTING, f"`{key}` must be a whole number")
+                self.error(setting.span, E_OUT_OF_RANGE, f"`{key}` must be a whole number")
                 return default
             return int(setting.value)
 
@@ -870,14 +839,14 @@ class _CampaignCompiler:
         )
         return settings if len(self.context.errors) == before else None
 
-    def _approval(self, setting: ast.Setting | None) -> str:
+    def _approval(self, setting: ast.Setting | None) -> Literal["required", "none", "implied"]:
         if not isinstance(setting, ast.NameSetting):
             return "implied"
         if setting.value in APPROVAL_VALUES:
-            return setting.value
+            return cast(Literal["required", "none"], setting.value)
         self.error(
             setting.value_span,
-            E_BAD_SETTING,
+            E_BAD_APPROVAL,
             f"`approval {setting.value}` is not a known approval rule",
             "use `approval required` or `approval none`",
         )
@@ -886,14 +855,14 @@ class _CampaignCompiler:
     def _days(self, days: Sequence[str], span: ast.Span) -> tuple[str, ...]:
         chosen: set[str] = set()
         for day in days:
-            if day in _DAY_ALIASES:
-                chosen.update(_DAY_ALIASES[day])
+            if day in _DAYS:
+                chosen.update(_DAYS[day])
             else:
                 self.error(
                     span,
                     E_UNKNOWN_DAY,
                     f"`{day}` is not a day",
-                    did_you_mean(day, _DAY_ALIASES) or "use day names, `weekdays` or `weekends`",
+                    did_you_mean(day, _DAYS) or "use monday..sunday, weekdays, weekends or daily",
                 )
         return tuple(d for d in DAY_NAMES if d in chosen)
 
