@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cadence.commands.data",
     "cadence.commands.check",
     "cadence.commands.compile",
+    "cadence.commands.explain",
 )
 
 
