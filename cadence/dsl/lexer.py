@@ -169,8 +169,6 @@ class CadenceLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no type 
     aliases: ClassVar[list[str]] = ["cadence"]
     filenames: ClassVar[list[str]] = ["*.cadence"]
     mimetypes: ClassVar[list[str]] = ["text/x-cadence"]
-    url = "https://github.com/cadence/cadence"
-    version_added = "2.20"
 
     tokens: ClassVar[dict[str, list[Any]]] = {
         "root": [
