@@ -1,0 +1,350 @@
+"""Campaigns, their compiled versions and enrollments: the bulk statements the engine needs.
+
+Deploying stores a compiled version once per content hash; enrolling inserts many rows in
+one statement and never enrolls a contact twice in the same (version, occurrence); pausing
+and resuming flip every enrollment of a campaign in one UPDATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from cadence.engine.store.database import StoreError, dialect_insert
+from cadence.engine.store.models import (
+    AuditEntry,
+    Campaign,
+    CampaignStatus,
+    CampaignVersion,
+    Enrollment,
+    EnrollmentStatus,
+)
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class DeployedVersion:
+    """Where a deploy left things: the campaign, its version, and whether that version is new."""
+
+    campaign_id: int
+    version_id: int
+    created: bool
+
+
+def _dialect(session: Session) -> str:
+    """The session's backend name."""
+    return session.get_bind().dialect.name
+
+
+def get_campaign(session: Session, tenant_id: str, name: str) -> Campaign | None:
+    """A tenant's campaign by name."""
+    return session.scalar(
+        select(Campaign).where(Campaign.tenant_id == tenant_id, Campaign.name == name)
+    )
+
+
+def save_campaign_version(
+    session: Session,
+    tenant_id: str,
+    name: str,
+    *,
+    compiled: dict[str, Any],
+    content_hash: str,
+    now: datetime,
+    display_name: str | None = None,
+) -> DeployedVersion:
+    """Store a compiled campaign (once per content hash) and make it the campaign's current one.
+
+    Creates the campaign as a draft on first deploy. Deploying the same hash again is a no-op
+    apart from making that version current.
+    """
+    insert_campaign = dialect_insert(_dialect(session), Campaign).values(
+        tenant_id=tenant_id,
+        name=name,
+        display_name=display_name or name,
+        status=CampaignStatus.DRAFT.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.execute(insert_campaign.on_conflict_do_nothing(index_elements=["tenant_id", "name"]))
+    campaign = get_campaign(session, tenant_id, name)
+    if campaign is None:  # pragma: no cover - the insert above guarantees it
+        raise StoreError(f"campaign {name!r} vanished while deploying")
+    insert_version = dialect_insert(_dialect(session), CampaignVersion).values(
+        tenant_id=tenant_id,
+        campaign_id=campaign.id,
+        content_hash=content_hash,
+        compiled=compiled,
+        created_at=now,
+    )
+    inserted = session.scalar(
+        insert_version.on_conflict_do_nothing(
+            index_elements=["campaign_id", "content_hash"]
+        ).returning(CampaignVersion.id)
+    )
+    created = inserted is not None
+    version_id = inserted
+    if version_id is None:
+        version_id = session.scalar(
+            select(CampaignVersion.id).where(
+                CampaignVersion.campaign_id == campaign.id,
+                CampaignVersion.content_hash == content_hash,
+            )
+        )
+    if version_id is None:  # pragma: no cover
+        raise StoreError(f"version {content_hash} of {name!r} vanished while deploying")
+    campaign.current_version_id = version_id
+    if display_name:
+        campaign.display_name = display_name
+    campaign.updated_at = now
+    session.flush()
+    return DeployedVersion(campaign.id, version_id, created)
+
+
+def set_campaign_status(
+    session: Session,
+    tenant_id: str,
+    name: str,
+    status: CampaignStatus,
+    *,
+    now: datetime,
+) -> Campaign:
+    """Move a campaign to `status` (the engine decides which moves are allowed)."""
+    campaign = get_campaign(session, tenant_id, name)
+    if campaign is None:
+        raise StoreError(f"no campaign {name!r} in tenant {tenant_id!r}")
+    campaign.status = CampaignStatus(status).value
+    campaign.updated_at = now
+    session.flush()
+    return campaign
+
+
+def campaign_version_ids(session: Session, campaign_id: int) -> list[int]:
+    """Every version id of a campaign, oldest first."""
+    return list(
+        session.scalars(
+            select(CampaignVersion.id)
+            .where(CampaignVersion.campaign_id == campaign_id)
+            .order_by(CampaignVersion.id)
+        )
+    )
+
+
+def enroll_contacts(
+    session: Session,
+    tenant_id: str,
+    version_id: int,
+    contact_ids: Iterable[str],
+    *,
+    node: str | None,
+    due_at: datetime | None,
+    now: datetime,
+    occurrence: int = 0,
+    state: dict[str, Any] | None = None,
+) -> list[str]:
+    """Enroll contacts in a version in bulk; returns those newly enrolled.
+
+    A contact already enrolled in this (version, occurrence) is left alone, so a trigger
+    that fires twice enrolls once.
+    """
+    wanted = list(dict.fromkeys(contact_ids))
+    enrolled: list[str] = []
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        present = set(
+            session.scalars(
+                select(Enrollment.contact_id).where(
+                    Enrollment.version_id == version_id,
+                    Enrollment.occurrence == occurrence,
+                    Enrollment.contact_id.in_(chunk),
+                )
+            )
+        )
+        fresh = [contact_id for contact_id in chunk if contact_id not in present]
+        if not fresh:
+            continue
+        statement = dialect_insert(_dialect(session), Enrollment).on_conflict_do_nothing(
+            index_elements=["version_id", "contact_id", "occurrence"]
+        )
+        session.execute(
+            statement,
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "version_id": version_id,
+                    "contact_id": contact_id,
+                    "occurrence": occurrence,
+                    "node": node,
+                    "status": EnrollmentStatus.ACTIVE.value,
+                    "due_at": due_at,
+                    "attempts": 0,
+                    "state": state or {},
+                    "history": [],
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for contact_id in fresh
+            ],
+        )
+        enrolled.extend(fresh)
+    return enrolled
+
+
+def _move_enrollments(
+    session: Session,
+    version_ids: Sequence[int],
+    from_status: EnrollmentStatus,
+    to_status: EnrollmentStatus,
+    now: datetime,
+) -> int:
+    """One UPDATE moving every enrollment of `version_ids` from one status to another."""
+    if not version_ids:
+        return 0
+    result = session.execute(
+        update(Enrollment)
+        .where(Enrollment.version_id.in_(list(version_ids)), Enrollment.status == from_status.value)
+        .values(status=to_status.value, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def hold_enrollments(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Pause: every active enrollment of these versions stops where it is (due_at kept)."""
+    return _move_enrollments(
+        session, version_ids, EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED, now
+    )
+
+
+def release_held_enrollments(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Resume: paused enrollments become active; waits that fell due meanwhile run at once."""
+    return _move_enrollments(
+        session, version_ids, EnrollmentStatus.PAUSED, EnrollmentStatus.ACTIVE, now
+    )
+
+
+def cancel_enrollments(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Cancel every active or paused enrollment of these versions."""
+    return _move_enrollments(
+        session, version_ids, EnrollmentStatus.ACTIVE, EnrollmentStatus.CANCELLED, now
+    ) + _move_enrollments(
+        session, version_ids, EnrollmentStatus.PAUSED, EnrollmentStatus.CANCELLED, now
+    )
+
+
+def enrollment_counts(session: Session, tenant_id: str) -> dict[str, dict[str, int]]:
+    """For `cadence status`: per campaign name, how many enrollments are in each status."""
+    rows = session.execute(
+        select(Campaign.name, Enrollment.status, func.count())
+        .join(CampaignVersion, CampaignVersion.campaign_id == Campaign.id)
+        .join(Enrollment, Enrollment.version_id == CampaignVersion.id)
+        .where(Campaign.tenant_id == tenant_id)
+        .group_by(Campaign.name, Enrollment.status)
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for name, status, number in rows:
+        counts.setdefault(name, {})[status] = int(number)
+    return counts
+
+
+def enrolled_contact_ids(
+    session: Session, version_ids: Sequence[int], contact_ids: Iterable[str]
+) -> set[str]:
+    """Of `contact_ids`, those with any enrollment in these versions (for `in_campaign`)."""
+    wanted = sorted(set(contact_ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), CHUNK):
+        found.update(
+            session.scalars(
+                select(Enrollment.contact_id).where(
+                    Enrollment.version_id.in_(list(version_ids)),
+                    Enrollment.contact_id.in_(wanted[start : start + CHUNK]),
+                )
+            )
+        )
+    return found
+
+
+def migrate_enrollments(
+    session: Session,
+    from_version_id: int,
+    to_version_id: int,
+    *,
+    node_map: dict[str, str] | None = None,
+    now: datetime,
+) -> int:
+    """Move unfinished enrollments to a new version by node name (identity unless mapped).
+
+    Only those not already enrolled in the new version move; finished ones stay as history.
+    """
+    node_map = node_map or {}
+    moving = list(
+        session.execute(
+            select(Enrollment.id, Enrollment.contact_id, Enrollment.occurrence, Enrollment.node)
+            .where(
+                Enrollment.version_id == from_version_id,
+                Enrollment.status.in_(
+                    [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
+                ),
+            )
+            .order_by(Enrollment.id)
+        )
+    )
+    if not moving:
+        return 0
+    taken: set[tuple[str, int]] = set()
+    for start in range(0, len(moving), CHUNK):
+        pairs = [(row.contact_id, row.occurrence) for row in moving[start : start + CHUNK]]
+        taken.update(
+            (contact_id, occurrence)
+            for contact_id, occurrence in session.execute(
+                select(Enrollment.contact_id, Enrollment.occurrence).where(
+                    Enrollment.version_id == to_version_id,
+                    tuple_(Enrollment.contact_id, Enrollment.occurrence).in_(pairs),
+                )
+            )
+        )
+    changes = [
+        {
+            "id": row.id,
+            "version_id": to_version_id,
+            "node": node_map.get(row.node, row.node) if row.node is not None else None,
+            "updated_at": now,
+        }
+        for row in moving
+        if (row.contact_id, row.occurrence) not in taken
+    ]
+    if changes:
+        session.execute(update(Enrollment), changes)
+    return len(changes)
+
+
+def record_audit(
+    session: Session,
+    tenant_id: str,
+    *,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str | None,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one line to the audit log."""
+    session.add(
+        AuditEntry(
+            tenant_id=tenant_id,
+            at=now,
+            actor=actor,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            details=details or {},
+        )
+    )

@@ -1,0 +1,291 @@
+"""The send outbox and what gates it: idempotent enqueueing, suppressions, consents, cap counts.
+
+A send is enqueued under a deterministic idempotency key made from (campaign version, node,
+contact, occurrence): enqueueing it again, after a crash and restart, finds the key and
+adds nothing. The lookups here answer for a whole batch of contacts in one query each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from cadence.engine.store.database import dialect_insert
+from cadence.engine.store.models import (
+    Consent,
+    ConsentStatus,
+    OutboxMessage,
+    OutboxStatus,
+    Suppression,
+)
+
+CHUNK = 500
+
+
+def idempotency_key(version_id: int, node: str, contact_id: str, occurrence: int) -> str:
+    """The deterministic key of one send, also handed to the provider (40 hex characters)."""
+    material = "\x1f".join((str(version_id), node, contact_id, str(occurrence)))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:40]
+
+
+@dataclass
+class NewSend:
+    """A send to put in the outbox."""
+
+    idempotency_key: str
+    contact_id: str
+    channel: str
+    template: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+    enrollment_id: int | None = None
+    version_id: int | None = None
+    node: str | None = None
+    variant: str | None = None
+    status: OutboxStatus = OutboxStatus.PENDING
+
+
+def enqueue_sends(
+    session: Session,
+    tenant_id: str,
+    sends: Sequence[NewSend],
+    *,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+) -> list[str]:
+    """Add sends to the outbox in bulk; returns the keys that were new (the rest existed)."""
+    wanted: dict[str, NewSend] = {}
+    for send in sends:
+        wanted.setdefault(send.idempotency_key, send)
+    keys = list(wanted)
+    fresh: list[str] = []
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        present = set(
+            session.scalars(
+                select(OutboxMessage.idempotency_key).where(
+                    OutboxMessage.idempotency_key.in_(chunk)
+                )
+            )
+        )
+        new = [key for key in chunk if key not in present]
+        if not new:
+            continue
+        statement = dialect_insert(
+            session.get_bind().dialect.name, OutboxMessage
+        ).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        session.execute(
+            statement,
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "idempotency_key": key,
+                    "enrollment_id": wanted[key].enrollment_id,
+                    "version_id": wanted[key].version_id,
+                    "node": wanted[key].node,
+                    "contact_id": wanted[key].contact_id,
+                    "channel": wanted[key].channel,
+                    "template": wanted[key].template,
+                    "variant": wanted[key].variant,
+                    "payload": wanted[key].payload,
+                    "status": OutboxStatus(wanted[key].status).value,
+                    "attempts": 0,
+                    "next_attempt_at": next_attempt_at or now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for key in new
+            ],
+        )
+        fresh.extend(new)
+    return fresh
+
+
+def add_suppressions(
+    session: Session,
+    tenant_id: str,
+    channel: str,
+    entries: Iterable[tuple[str | None, str | None]],
+    *,
+    reason: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+) -> int:
+    """Suppress (address, contact_id) pairs on a channel; an address already there is kept."""
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "channel": channel,
+            "address": address,
+            "contact_id": contact_id,
+            "reason": reason,
+            "created_at": now,
+            "expires_at": expires_at,
+        }
+        for address, contact_id in entries
+        if address is not None or contact_id is not None
+    ]
+    if rows:
+        statement = dialect_insert(
+            session.get_bind().dialect.name, Suppression
+        ).on_conflict_do_nothing(index_elements=["tenant_id", "channel", "address"])
+        session.execute(statement, rows)
+    return len(rows)
+
+
+def suppressed_contacts(
+    session: Session,
+    tenant_id: str,
+    channel: str,
+    recipients: Iterable[tuple[str, str | None]],
+    *,
+    now: datetime,
+) -> set[str]:
+    """Of (contact_id, address) recipients, the contact ids suppressed on `channel` by either."""
+    pairs = list(recipients)
+    by_address: dict[str, list[str]] = {}
+    for contact_id, address in pairs:
+        if address:
+            by_address.setdefault(address, []).append(contact_id)
+    live = or_(Suppression.expires_at.is_(None), Suppression.expires_at > now)
+    found: set[str] = set()
+    contact_ids = sorted({contact_id for contact_id, _ in pairs})
+    for start in range(0, len(contact_ids), CHUNK):
+        found.update(
+            contact_id
+            for contact_id in session.scalars(
+                select(Suppression.contact_id).where(
+                    Suppression.tenant_id == tenant_id,
+                    Suppression.channel == channel,
+                    Suppression.contact_id.in_(contact_ids[start : start + CHUNK]),
+                    live,
+                )
+            )
+            if contact_id is not None
+        )
+    addresses = sorted(by_address)
+    for start in range(0, len(addresses), CHUNK):
+        for address in session.scalars(
+            select(Suppression.address).where(
+                Suppression.tenant_id == tenant_id,
+                Suppression.channel == channel,
+                Suppression.address.in_(addresses[start : start + CHUNK]),
+                live,
+            )
+        ):
+            if address is not None:
+                found.update(by_address.get(address, ()))
+    return found
+
+
+def set_consent(
+    session: Session,
+    tenant_id: str,
+    contact_id: str,
+    channel: str,
+    status: ConsentStatus,
+    *,
+    now: datetime,
+    source: str | None = None,
+    double_opt_in_token: str | None = None,
+) -> None:
+    """Record a contact's consent on a channel (pending with a token for double opt-in)."""
+    values: dict[str, Any] = {
+        "tenant_id": tenant_id,
+        "contact_id": contact_id,
+        "channel": channel,
+        "status": ConsentStatus(status).value,
+        "source": source,
+        "double_opt_in_token": double_opt_in_token,
+        "requested_at": now if status is ConsentStatus.PENDING else None,
+        "confirmed_at": now if status is ConsentStatus.GRANTED else None,
+        "updated_at": now,
+    }
+    statement = dialect_insert(session.get_bind().dialect.name, Consent).values(**values)
+    keep_requested = statement.excluded.requested_at
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "contact_id", "channel"],
+            set_={
+                "status": statement.excluded.status,
+                "source": func.coalesce(statement.excluded.source, Consent.source),
+                "double_opt_in_token": statement.excluded.double_opt_in_token,
+                "requested_at": func.coalesce(keep_requested, Consent.requested_at),
+                "confirmed_at": statement.excluded.confirmed_at,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+    )
+
+
+def confirm_double_opt_in(session: Session, token: str, *, now: datetime) -> Consent | None:
+    """Confirm the pending consent holding `token`; None when no consent is waiting on it."""
+    consent = session.scalar(
+        select(Consent).where(
+            Consent.double_opt_in_token == token,
+            Consent.status == ConsentStatus.PENDING.value,
+        )
+    )
+    if consent is None:
+        return None
+    consent.status = ConsentStatus.GRANTED.value
+    consent.confirmed_at = now
+    consent.double_opt_in_token = None
+    consent.updated_at = now
+    session.flush()
+    return consent
+
+
+def consent_statuses(
+    session: Session, tenant_id: str, channel: str, contact_ids: Iterable[str]
+) -> dict[str, ConsentStatus]:
+    """Recorded consent per contact on `channel` (contacts with no record are absent)."""
+    wanted = sorted(set(contact_ids))
+    found: dict[str, ConsentStatus] = {}
+    for start in range(0, len(wanted), CHUNK):
+        for contact_id, status in session.execute(
+            select(Consent.contact_id, Consent.status).where(
+                Consent.tenant_id == tenant_id,
+                Consent.channel == channel,
+                Consent.contact_id.in_(wanted[start : start + CHUNK]),
+            )
+        ):
+            found[contact_id] = ConsentStatus(status)
+    return found
+
+
+def send_counts_since(
+    session: Session,
+    tenant_id: str,
+    channel: str | None,
+    contact_ids: Iterable[str],
+    since: datetime,
+) -> dict[str, int]:
+    """Sends per contact on `channel` (any channel if None) enqueued since `since`, for caps.
+
+    Counts outbox rows that are pending or sent: what has gone out or is about to.
+    """
+    wanted = sorted(set(contact_ids))
+    counted = [OutboxStatus.PENDING.value, OutboxStatus.SENT.value]
+    counts: dict[str, int] = {}
+    for start in range(0, len(wanted), CHUNK):
+        conditions = [
+            OutboxMessage.tenant_id == tenant_id,
+            OutboxMessage.contact_id.in_(wanted[start : start + CHUNK]),
+            OutboxMessage.created_at >= since,
+            OutboxMessage.status.in_(counted),
+        ]
+        if channel is not None:
+            conditions.append(OutboxMessage.channel == channel)
+        for contact_id, number in session.execute(
+            select(OutboxMessage.contact_id, func.count())
+            .where(and_(*conditions))
+            .group_by(OutboxMessage.contact_id)
+        ):
+            counts[contact_id] = int(number)
+    return counts

@@ -1,0 +1,255 @@
+"""Deploy, enroll, pause, enqueue and gate sends, assign agents: the store's bulk operations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from store_helpers import T0
+
+from cadence.engine.store import Store, StoreError
+from cadence.engine.store.agents import add_agent, next_agent
+from cadence.engine.store.campaigns import (
+    cancel_enrollments,
+    enroll_contacts,
+    enrolled_contact_ids,
+    enrollment_counts,
+    hold_enrollments,
+    migrate_enrollments,
+    record_audit,
+    release_held_enrollments,
+    save_campaign_version,
+    set_campaign_status,
+)
+from cadence.engine.store.claims import claim_enrollments
+from cadence.engine.store.importer import upsert_contact_dicts
+from cadence.engine.store.models import (
+    AuditEntry,
+    Campaign,
+    CampaignStatus,
+    ConsentStatus,
+    Enrollment,
+    OutboxMessage,
+    OutboxStatus,
+)
+from cadence.engine.store.sends import (
+    NewSend,
+    add_suppressions,
+    confirm_double_opt_in,
+    consent_statuses,
+    enqueue_sends,
+    idempotency_key,
+    send_counts_since,
+    suppressed_contacts,
+)
+
+IDS = [f"c{i}" for i in range(5)]
+
+
+@pytest.fixture
+def people(store: Store) -> list[str]:
+    """Five contacts in tenant `default`."""
+    upsert_contact_dicts(store, [{"id": i, "email": f"{i}@x.test"} for i in IDS], now=T0)
+    return IDS
+
+
+def test_deploy_stores_each_hash_once_and_tracks_the_current_version(
+    store: Store, people: list[str]
+) -> None:
+    with store.session() as session:
+        first = save_campaign_version(
+            session,
+            "default",
+            "welcome",
+            compiled={"n": 1},
+            content_hash="a",
+            now=T0,
+            display_name="Welcome series",
+        )
+        again = save_campaign_version(
+            session, "default", "welcome", compiled={"n": 1}, content_hash="a", now=T0
+        )
+        second = save_campaign_version(
+            session, "default", "welcome", compiled={"n": 2}, content_hash="b", now=T0
+        )
+    assert first.created and not again.created and second.created
+    assert first.version_id == again.version_id != second.version_id
+    assert first.campaign_id == second.campaign_id
+    with store.session() as session:
+        campaign = session.scalar(select(Campaign))
+        assert campaign is not None
+        assert campaign.current_version_id == second.version_id
+        assert (campaign.display_name, campaign.status) == ("Welcome series", "draft")
+        set_campaign_status(session, "default", "welcome", CampaignStatus.ACTIVE, now=T0)
+        with pytest.raises(StoreError, match="no campaign 'nope'"):
+            set_campaign_status(session, "default", "nope", CampaignStatus.ACTIVE, now=T0)
+
+
+def test_enrolling_twice_enrolls_once_and_pause_resume_flip_everything(
+    store: Store, people: list[str]
+) -> None:
+    with store.session() as session:
+        version = save_campaign_version(
+            session, "default", "welcome", compiled={}, content_hash="a", now=T0
+        ).version_id
+        first = enroll_contacts(session, "default", version, IDS[:3], node="n1", due_at=T0, now=T0)
+        second = enroll_contacts(session, "default", version, IDS, node="n1", due_at=T0, now=T0)
+        again = enroll_contacts(
+            session, "default", version, IDS[:1], node="n1", due_at=T0, now=T0, occurrence=1
+        )
+    assert (first, second, again) == (IDS[:3], IDS[3:], IDS[:1])
+    with store.session() as session:
+        assert hold_enrollments(session, [version], now=T0) == 6
+        assert claim_enrollments(session, "w", now=T0, limit=10, lease_for=timedelta(1)) == []
+        assert enrollment_counts(session, "default") == {"welcome": {"paused": 6}}
+    with store.session() as session:
+        assert release_held_enrollments(session, [version], now=T0) == 6
+        claimed = claim_enrollments(session, "w", now=T0, limit=10, lease_for=timedelta(1))
+        assert len(claimed) == 6
+        assert enrolled_contact_ids(session, [version], ["c0", "c4", "zz"]) == {"c0", "c4"}
+        assert cancel_enrollments(session, [version], now=T0) == 6
+        assert enrollment_counts(session, "default") == {"welcome": {"cancelled": 6}}
+
+
+def test_unfinished_enrollments_move_to_a_new_version_by_node_name(
+    store: Store, people: list[str]
+) -> None:
+    with store.session() as session:
+        old = save_campaign_version(
+            session, "default", "welcome", compiled={}, content_hash="a", now=T0
+        ).version_id
+        new = save_campaign_version(
+            session, "default", "welcome", compiled={}, content_hash="b", now=T0
+        ).version_id
+        enroll_contacts(session, "default", old, IDS, node="wait_2d", due_at=T0, now=T0)
+        enroll_contacts(session, "default", new, ["c0"], node="start", due_at=T0, now=T0)
+        moved = migrate_enrollments(session, old, new, node_map={"wait_2d": "wait_3d"}, now=T0)
+    assert moved == 4  # c0 is already in the new version
+    with store.session() as session:
+        rows = session.execute(select(Enrollment.version_id, Enrollment.node)).all()
+    assert sorted(rows) == sorted([(old, "wait_2d"), (new, "start")] + [(new, "wait_3d")] * 4)
+
+
+def test_outbox_enqueue_is_idempotent(store: Store, people: list[str]) -> None:
+    key = idempotency_key(7, "send_welcome", "c1", 0)
+    assert key == idempotency_key(7, "send_welcome", "c1", 0) != idempotency_key(7, "x", "c1", 0)
+    sends = [
+        NewSend(key, "c1", "email", template="welcome", payload={"subject": "Hi"}),
+        NewSend(idempotency_key(7, "send_welcome", "c2", 0), "c2", "email", template="welcome"),
+    ]
+    with store.session() as session:
+        assert len(enqueue_sends(session, "default", sends, now=T0)) == 2
+    with store.session() as session:  # a restart re-enqueues the same sends
+        assert enqueue_sends(session, "default", [*sends, sends[0]], now=T0) == []
+        total = session.scalar(select(func.count()).select_from(OutboxMessage))
+        assert total == 2
+        counts = send_counts_since(session, "default", "email", IDS, T0 - timedelta(days=7))
+        assert counts == {"c1": 1, "c2": 1}
+        assert send_counts_since(session, "default", "sms", IDS, T0) == {}
+        assert send_counts_since(session, "default", None, IDS, T0 + timedelta(seconds=1)) == {}
+    with store.session() as session:
+        message = session.scalar(select(OutboxMessage).where(OutboxMessage.contact_id == "c1"))
+        assert message is not None and message.status == OutboxStatus.PENDING.value
+        assert message.next_attempt_at == T0 and message.payload == {"subject": "Hi"}
+
+
+def test_suppressions_by_address_or_contact_and_their_expiry(
+    store: Store, people: list[str]
+) -> None:
+    with store.session() as session:
+        add_suppressions(
+            session, "default", "email", [("c1@x.test", None)], reason="bounce", now=T0
+        )
+        add_suppressions(session, "default", "email", [(None, "c2")], reason="unsubscribed", now=T0)
+        add_suppressions(
+            session,
+            "default",
+            "email",
+            [("c3@x.test", "c3")],
+            reason="complaint",
+            now=T0,
+            expires_at=T0 + timedelta(days=1),
+        )
+        add_suppressions(session, "default", "sms", [(None, "c4")], reason="stop", now=T0)
+        add_suppressions(session, "default", "email", [("c1@x.test", None)], reason="again", now=T0)
+    recipients = [(i, f"{i}@x.test") for i in IDS]
+    with store.session() as session:
+        assert suppressed_contacts(session, "default", "email", recipients, now=T0) == {
+            "c1",
+            "c2",
+            "c3",
+        }
+        later = T0 + timedelta(days=2)
+        assert suppressed_contacts(session, "default", "email", recipients, now=later) == {
+            "c1",
+            "c2",
+        }
+        assert suppressed_contacts(session, "default", "sms", recipients, now=T0) == {"c4"}
+        assert suppressed_contacts(session, "other", "email", recipients, now=T0) == set()
+
+
+def test_consent_and_double_opt_in(store: Store, people: list[str]) -> None:
+    from cadence.engine.store.sends import set_consent
+
+    with store.session() as session:
+        set_consent(session, "default", "c1", "sms", ConsentStatus.GRANTED, now=T0, source="form")
+        set_consent(
+            session,
+            "default",
+            "c2",
+            "sms",
+            ConsentStatus.PENDING,
+            now=T0,
+            double_opt_in_token="tok-123",
+        )
+    with store.session() as session:
+        assert consent_statuses(session, "default", "sms", IDS) == {
+            "c1": ConsentStatus.GRANTED,
+            "c2": ConsentStatus.PENDING,
+        }
+        assert confirm_double_opt_in(session, "wrong", now=T0) is None
+        confirmed = confirm_double_opt_in(session, "tok-123", now=T0 + timedelta(hours=1))
+        assert confirmed is not None and confirmed.confirmed_at == T0 + timedelta(hours=1)
+        assert confirm_double_opt_in(session, "tok-123", now=T0) is None  # single use
+    with store.session() as session:
+        set_consent(session, "default", "c1", "sms", ConsentStatus.WITHDRAWN, now=T0)
+        statuses = consent_statuses(session, "default", "sms", IDS)
+    assert statuses == {"c1": ConsentStatus.WITHDRAWN, "c2": ConsentStatus.GRANTED}
+
+
+def test_round_robin_cycles_through_active_agents(store: Store) -> None:
+    store.ensure_tenant("default", now=T0)
+    with store.session() as session:
+        assert next_agent(session, "default", now=T0) is None
+        for name in ("ana", "ben", "cy"):
+            add_agent(session, "default", name, now=T0)
+        add_agent(session, "default", "dee", now=T0, pool="vip")
+    picked = []
+    for _ in range(4):
+        with store.session() as session:
+            agent = next_agent(session, "default", now=T0)
+            assert agent is not None
+            picked.append(agent.name)
+    assert picked == ["ana", "ben", "cy", "ana"]
+    with store.session() as session:
+        vip = next_agent(session, "default", now=T0, pool="vip")
+        assert vip is not None and vip.name == "dee"
+
+
+def test_audit_log(store: Store) -> None:
+    store.ensure_tenant("default", now=T0)
+    with store.session() as session:
+        record_audit(
+            session,
+            "default",
+            actor="cli",
+            action="launch",
+            subject_type="campaign",
+            subject_id="welcome",
+            now=T0,
+            details={"version": 1},
+        )
+    with store.session() as session:
+        entry = session.scalar(select(AuditEntry))
+        assert entry is not None and (entry.action, entry.details) == ("launch", {"version": 1})
