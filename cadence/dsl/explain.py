@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Literal, TypeAlias
 
 from cadence.dsl import ast
+from cadence.dsl.compiler import infer_campaign_type
 from cadence.dsl.loader import Workspace
 from cadence.dsl.symbols import CampaignUnit, Symbols, collect_symbols
 
@@ -395,7 +396,9 @@ class ExprWords:
         return text
 
     def _compare(self, op: ast.CompareOp, left: ast.Expr, right: ast.Expr) -> str:
-        if op in _FLIPPED and not self._is_subject(left) and self._is_subject(right):
+        # `500 < price` reads better as "price is above 500"; a computed left side stays put.
+        simple = isinstance(left, ast.Path | ast.NumberLit | ast.StringLit | ast.MoneyLit)
+        if op in _FLIPPED and simple and not self._is_subject(left) and self._is_subject(right):
             op, left, right = _FLIPPED[op], right, left
         if op in ("in", "not in"):
             if isinstance(right, ast.ListLit):
@@ -473,7 +476,7 @@ class ExprWords:
     def _campaign_ref(self, expr: ast.Expr) -> str:
         if isinstance(expr, ast.Path):
             title = self.names.campaigns.get(expr.dotted)
-            if title is not None and title != expr.dotted:
+            if title is not None and _says_more(title, expr.dotted):
                 return f'"{expr.dotted}" ({title})'
             return f'"{expr.dotted}"'
         return self.value(expr)
@@ -575,6 +578,11 @@ class ExprWords:
             return f"whether {self._call_condition(call, negated=False)}"
         rendered = ", ".join(self.value(arg) for arg in args)
         return f"{call.name}({rendered})"
+
+
+def _says_more(title: str, name: str) -> bool:
+    """Whether a display name tells more than the name it displays."""
+    return title.lower() != name.replace("_", " ").lower()
 
 
 def _flatten(op: str, expr: ast.Expr) -> list[ast.Expr]:
@@ -679,7 +687,8 @@ def _settings_sentences(unit: CampaignUnit, names: Names) -> list[str]:
     kind = next((s.value for s in unit.setting(ast.NameSetting) if s.key == "kind"), None)
     type_name = next((s.value for s in unit.setting(ast.NameSetting) if s.key == "type"), None)
     if type_name is None:
-        type_text = "triggered (the default)" if unit.implicit else "not set"
+        inferred = infer_campaign_type(unit)
+        type_text = f"{_TYPE_WORDS.get(inferred, inferred)}, inferred from its steps"
     else:
         type_text = _TYPE_WORDS.get(type_name, type_name)
     out.append(f"Type: {type_text}" + (f"; kind: {kind}" if kind else "") + ".")
@@ -896,7 +905,7 @@ class _StepWriter:
             case ast.Enroll(campaign=campaign):
                 title = self.names.campaigns.get(campaign)
                 label = f'"{campaign}"'
-                if title is not None and title != campaign:
+                if title is not None and _says_more(title, campaign):
                     label += f" ({title})"
                 self._say(indent, f"{prefix}Enroll the contact in the campaign {label}.")
                 return now
