@@ -164,6 +164,8 @@ def _add(
 
 def _add_campaign(symbols: Symbols, unit: CampaignUnit) -> None:
     if unit.name in symbols.campaigns:
-        symbols.duplicates.append(("campaign", unit.name, Declared[object](unit, unit.file)))
+        # Not `Declared[object](...)`: calling a subscripted slotted generic raises TypeError.
+        entry: Declared[object] = Declared(unit, unit.file)
+        symbols.duplicates.append(("campaign", unit.name, entry))
     else:
         symbols.campaigns[unit.name] = unit
