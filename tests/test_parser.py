@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,22 +13,14 @@ from hypothesis import strategies as st
 from cadence.dsl import ast
 from cadence.dsl.parser import duration_seconds, parse_bytes, parse_file, parse_text
 from cadence.errors import CadenceError, CadenceSyntaxError
+from tests.language_md import (
+    LANGUAGE_MD_COPY,
+    SHARED_LANGUAGE_MD,
+    as_program,
+    language_blocks,
+)
 
-LANGUAGE_MD = Path(__file__).resolve().parents[2] / "shared" / "LANGUAGE.md"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def language_blocks() -> list[str]:
-    """The fenced code blocks of LANGUAGE.md, as written there."""
-    text = LANGUAGE_MD.read_text("utf-8")
-    return re.findall(r"```\n(.*?)```", text, flags=re.S)
-
-
-def as_program(block: str) -> str:
-    """LANGUAGE.md shows the Steps section as a bare list of steps; steps live in a trigger."""
-    first = block.lstrip().split(None, 1)[0]
-    step_words = {"send", "wait", "if", "split", "set", "tag", "assign", "notify", "enroll", "exit"}
-    return f"on launch {{\n{block}\n}}\n" if first in step_words else block
 
 
 def only(program: ast.Program) -> ast.Declaration:
@@ -54,6 +45,12 @@ def expr_of(text: str) -> ast.Expr:
 
 def test_language_md_has_the_expected_blocks() -> None:
     assert len(language_blocks()) >= 6
+
+
+def test_the_copy_of_language_md_matches_the_original() -> None:
+    if not SHARED_LANGUAGE_MD.is_file():
+        pytest.skip("../shared/LANGUAGE.md is not beside this clone; the copy stands in for it")
+    assert LANGUAGE_MD_COPY.read_text("utf-8") == SHARED_LANGUAGE_MD.read_text("utf-8")
 
 
 @pytest.mark.parametrize("index", range(len(language_blocks())))
