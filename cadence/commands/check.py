@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         for diagnostic in diagnostics:
             sys.stdout.write(diagnostic.to_json() + "\n")
     else:
-        print_report(diagnostics, len(files), Console(file=sys.stdout, highlight=False))
+        print_report(
+            diagnostics, len(files), Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        )
     errors = sum(d.severity == "error" for d in diagnostics)
     warnings = len(diagnostics) - errors
     return 1 if errors or (args.strict and warnings) else 0

@@ -157,4 +157,12 @@ def where(span: ast.Span) -> str:
 
 def article(word: str) -> str:
     """`an email`, `a webhook`: the word with its indefinite article."""
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+    # Said letter by letter, "sms" takes "an" too.
+    return f"an {word}" if word[:1] in "aeiou" or word == "sms" else f"a {word}"
+
+
+def moment_text(moment: ast.DateLit | ast.DateTimeLit) -> str:
+    """A date or date-time the way it is written in a file: `2026-12-01T09:00`."""
+    if isinstance(moment, ast.DateLit):
+        return moment.value.isoformat()
+    return moment.value.isoformat(timespec="seconds" if moment.value.second else "minutes")

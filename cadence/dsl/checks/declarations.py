@@ -141,8 +141,7 @@ def _check_parts_for_channel(
         ctx.error(
             content.subject.span,
             "E216",
-            f"{article(channel).capitalize()} message has no subject, "
-            f"so `{template.name}` cannot set one",
+            f"`{template.name}` cannot have a subject: {article(channel)} message has none",
             "put the text in the body, or make it an email template",
         )
     if content.preheader is not None and channel not in PREHEADER_CHANNELS:

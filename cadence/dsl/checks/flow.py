@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterable
 from typing import Generic, TypeVar
 
 from cadence.dsl import ast
-from cadence.dsl.checks.context import CheckContext
+from cadence.dsl.checks.context import CheckContext, moment_text
 from cadence.dsl.checks.settings import campaign_window, moment_start
 from cadence.dsl.symbols import DEFAULT_MAX_SENDS, CampaignUnit, Symbols
 
@@ -166,8 +166,9 @@ class _Elapsed(PathAnalysis[int]):
             self.ctx.warning(
                 step.span,
                 "W302",
-                f"after this wait a contact is at least {format_duration(min(crossing) + wait)} "
-                f"into the campaign, past its end ({self.ends}); the steps after it never run",
+                f"this wait ends at least "
+                f"{format_duration(min(crossing) + wait - self.window)} after the campaign's "
+                f"end ({self.ends}); the steps after it never run",
                 "shorten the wait or move `ends` later",
             )
         return frozenset(s + wait for s in states)
@@ -178,7 +179,7 @@ def _check_campaign_end(ctx: CheckContext, unit: CampaignUnit) -> None:
     if ends is None:
         return
     ends_setting = next(s for s in unit.setting(ast.DateSetting) if s.key == "ends")
-    ends_text = ends_setting.moment.value.isoformat()
+    ends_text = moment_text(ends_setting.moment)
     warned: set[ast.Span] = set()
     for block in unit.triggers:
         trigger = block.trigger

@@ -12,7 +12,7 @@ import zoneinfo
 from functools import cache
 
 from cadence.dsl import ast
-from cadence.dsl.checks.context import CheckContext, where
+from cadence.dsl.checks.context import CheckContext, moment_text, where
 from cadence.dsl.checks.expressions import check_channel, check_expression
 from cadence.dsl.symbols import CAMPAIGN_TYPES, CampaignUnit
 from cadence.errors import did_you_mean
@@ -290,8 +290,8 @@ def _check_dates(ctx: CheckContext, unit: CampaignUnit) -> None:
             ctx.error(
                 ends_setting.moment.span,
                 "E212",
-                f"the campaign ends ({ends_setting.moment.value.isoformat()}) before it starts "
-                f"({starts_setting.moment.value.isoformat()})",
+                f"the campaign ends ({moment_text(ends_setting.moment)}) before it starts "
+                f"({moment_text(starts_setting.moment)})",
                 "swap the dates or fix the typo",
             )
             return
@@ -300,19 +300,19 @@ def _check_dates(ctx: CheckContext, unit: CampaignUnit) -> None:
         if not isinstance(trigger, ast.AtTrigger):
             continue
         at = moment_start(trigger.moment)
-        text = trigger.moment.value.isoformat()
+        text = moment_text(trigger.moment)
         if starts is not None and at < starts and starts_setting is not None:
             ctx.error(
                 trigger.moment.span,
                 "E212",
-                f"`at {text}` is before the campaign starts ({starts_setting.moment.value})",
+                f"`at {text}` is before the campaign starts ({moment_text(starts_setting.moment)})",
                 "move the broadcast inside the starts..ends window",
             )
         if ends is not None and at >= ends and ends_setting is not None:
             ctx.error(
                 trigger.moment.span,
                 "E212",
-                f"`at {text}` is after the campaign ends ({ends_setting.moment.value})",
+                f"`at {text}` is after the campaign ends ({moment_text(ends_setting.moment)})",
                 "move the broadcast inside the starts..ends window",
             )
 
