@@ -1,4 +1,4 @@
-"""Frequency caps (`cap email 3 per 7d`): batch check-and-reserve per contact, per channel or overall.
+"""Frequency caps (`cap email 3 per 7d`): batch check-and-reserve per contact, channel or overall.
 
 A cap of N per W means no W-long stretch of time ever holds more than N of the contact's sends
 that the rule covers, counting sends already reserved in the future as well as the past. A batch
@@ -28,7 +28,7 @@ I64_MAX = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class CapRule:
-    """At most `limit` sends per `window_us` microseconds, on `channel` or on all channels (None)."""
+    """At most `limit` sends per `window_us` µs on `channel`, or on all channels when None."""
 
     channel: str | None
     limit: int

@@ -1,4 +1,4 @@
-"""Turn Arrow columns into what each backend reads: zero-copy numpy views for Rust, lists for Python.
+"""Turn Arrow columns into what each backend reads: zero-copy numpy views (Rust), lists (Python).
 
 Both backends see the same normalised column kinds (int, float, str, bool, ts, and lists of
 those), so the Rust core and the Python twin start from identical data.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
-import pyarrow as pa
+import pyarrow as pa  # type: ignore[import-untyped]
 
 Kind = Literal["int", "float", "str", "bool", "ts"]
 CoreColumn: TypeAlias = tuple[Any, ...]

@@ -34,7 +34,7 @@ class Timestamp:
         return cls((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
 
 
-Scalar: TypeAlias = None | bool | int | float | str | Timestamp
+Scalar: TypeAlias = bool | int | float | str | Timestamp | None
 LitValue: TypeAlias = Scalar | tuple[Scalar, ...]
 
 

@@ -1,4 +1,4 @@
-"""Evaluate a segment predicate over a contacts table: audiences, segment_enter, fan-out, dry-runs."""
+"""Evaluate a segment predicate over a contacts table: audiences, segment_enter, fan-out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from cadence import _backend
 from cadence.dispatch._pyfilter import filter_rows

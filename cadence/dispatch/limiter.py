@@ -337,7 +337,7 @@ def _i64(values: Any) -> np.ndarray:
 
 
 class RateLimiter:
-    """The engine's limiter: provider/tenant limits, 429 slowdowns, and `schedule` on either backend."""
+    """The engine's limiter: provider/tenant limits, 429 slowdowns, `schedule` on either backend."""
 
     def __init__(self, *, backend: Backend | None = None) -> None:
         core = resolve_core(backend)

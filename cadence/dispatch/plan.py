@@ -367,6 +367,7 @@ class _Planner:
         if i is None:
             return PConst(None)
         ik = self._scalar_kind(i, "`in`")
+        assert not isinstance(i, PList)
         if isinstance(c, PList):
             if c.items and family(c.items[0].kind) != family(ik):
                 raise ExprTypeError(f"cannot look for {ik} in a list of {c.items[0].kind}")
@@ -397,13 +398,14 @@ class _Planner:
         consts = [i.value for i in items if isinstance(i, PConst)]
         rest = [i for i in items if not isinstance(i, PConst)]
         folded = tri_and(consts) if op == "and" else tri_or(consts)
-        if op == "and" and folded is False or op == "or" and folded is True:
+        if (op == "and" and folded is False) or (op == "or" and folded is True):
             return PConst(folded)
         if not rest:
             return PConst(folded)
+        out: list[PNode] = list(rest)
         if folded is None:
-            rest.append(PConst(None))
-        return rest[0] if len(rest) == 1 else PBool(op, tuple(rest))
+            out.append(PConst(None))
+        return out[0] if len(out) == 1 else PBool(op, tuple(out))
 
 
 def plan(
