@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cadence.commands.check",
     "cadence.commands.compile",
     "cadence.commands.explain",
+    "cadence.commands.fmt",
 )
 
 
