@@ -157,10 +157,14 @@ class _Cluster:
     def lines(self) -> list[str]:
         """The cluster: triggers, then every node, then every edge of the compiled graph."""
         campaign = self.campaign
-        title = f"{campaign.display_name}\n{campaign.name} · {campaign.type}"
+        # `\l` ends a left-justified line in a DOT label.
+        title = "".join(
+            _escape(line) + "\\l"
+            for line in (campaign.display_name, f"{campaign.name} · {campaign.type}")
+        )
         self.out = [
             f"  subgraph cluster_{self.index} {{",
-            f'    label="{_escape(title)}"; labeljust=l; fontsize=12;',
+            f'    label="{title}"; labeljust=l; fontsize=12;',
             '    style="rounded,dashed"; color="#9ca3af";',
         ]
         for number, trigger in enumerate(campaign.triggers):
