@@ -1,0 +1,578 @@
+"""The checker and `cadence check`: every rule has a failing fixture, good programs pass clean."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cadence.cli import main
+from cadence.dsl import ast
+from cadence.dsl.checker import CHECK_CODES, check_or_raise, check_paths, check_text
+from cadence.dsl.checks.expressions import subexpressions
+from cadence.dsl.checks.flow import format_duration
+from cadence.dsl.checks.steps import all_steps
+from cadence.dsl.parser import parse_bytes, parse_text
+from cadence.errors import CadenceCheckError, CadenceError, CadenceSyntaxError, Diagnostic
+from tests.language_md import language_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "check"
+EXAMPLES = ROOT / "examples"
+DIAGNOSTICS_MD = ROOT / "docs" / "diagnostics.md"
+PARSE_CODES = ("E001", "E002", "E003", "E004", "E010", "E011", "E012", "E020", "E021")
+EXPECT = re.compile(r"^# expect: (?P<code>[EW]\d{3}) (?P<line>\d+):(?P<column>\d+) (?P<text>.+)$")
+FIXTURE_FILES = sorted(FIXTURES.glob("*.cadence"))
+
+HELLO = 'template hello email { subject "Hi" body "Hello" }\n'
+
+
+def codes(diagnostics: list[Diagnostic]) -> list[str]:
+    """Just the codes, in the checker's order."""
+    return [d.code for d in diagnostics]
+
+
+def errors(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Only the diagnostics that fail `cadence check`."""
+    return [d for d in diagnostics if d.severity == "error"]
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.mark.parametrize("fixture", FIXTURE_FILES, ids=[f.stem for f in FIXTURE_FILES])
+def test_fixture_reports_exactly_its_diagnostic(fixture: Path) -> None:
+    expected = [m for line in fixture.read_text("utf-8").splitlines() if (m := EXPECT.match(line))]
+    assert expected, f"{fixture.name} has no `# expect:` line"
+    found = check_paths([fixture])
+    assert [(d.code, d.line, d.column) for d in found] == [
+        (m["code"], int(m["line"]), int(m["column"])) for m in expected
+    ], "\n".join(d.render() for d in found)
+    for diagnostic, match in zip(found, expected, strict=True):
+        assert match["text"] in diagnostic.message, diagnostic.render()
+        assert diagnostic.severity == ("warning" if match["code"].startswith("W") else "error")
+        assert diagnostic.hint, f"{diagnostic.code} has no hint"
+        assert diagnostic.source_line is not None
+        assert diagnostic.file == str(fixture)
+        assert "^" in diagnostic.render()
+
+
+def test_every_check_code_has_a_fixture_named_after_it() -> None:
+    covered = {f.name[:4] for f in FIXTURE_FILES}
+    assert set(CHECK_CODES) <= covered, sorted(set(CHECK_CODES) - covered)
+    assert covered <= set(CHECK_CODES), "fixture named after a code the checker does not have"
+
+
+def test_every_code_is_documented_in_diagnostics_md() -> None:
+    text = DIAGNOSTICS_MD.read_text("utf-8")
+    for code in (*PARSE_CODES, *CHECK_CODES):
+        assert re.search(rf"^\| `?{code}`? \|", text, flags=re.M), f"{code} missing from the table"
+
+
+# ---------------------------------------------------------------------------- good programs
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.cadence")), ids=lambda p: p.stem)
+def test_every_example_checks_without_errors(example: Path) -> None:
+    found = check_paths([example])
+    assert errors(found) == [], "\n".join(d.render() for d in found)
+
+
+def complete_fragment(block: str, folder: Path) -> str:
+    """A LANGUAGE.md block made into a whole program, without changing a character of it.
+
+    LANGUAGE.md shows fragments: the Steps section is a bare list of steps, and blocks send
+    templates (`property_details`, `offer_a`, ...), enroll campaigns and read body files
+    that the page never declares. The checker rightly rejects those names on their own, so
+    this adds exactly the declarations (and body files in `folder`) the block refers to and
+    no more; the block's own text is checked as written.
+    """
+    try:
+        program = parse_text(block)
+    except CadenceSyntaxError:
+        block = f"on launch {{\n{block}\n}}\n"
+        program = parse_text(block)
+    declared: set[str] = set()
+    sends: dict[str, str] = {}
+    engagement: set[str] = set()
+    campaigns: set[str] = set()
+    segments: set[str] = set()
+    steps: list[ast.Step] = []
+    exprs: list[ast.Expr] = []
+    for decl in program.declarations:
+        match decl:
+            case ast.TemplateDecl(name=name) | ast.CampaignDecl(name=name):
+                declared.add(name)
+            case ast.SegmentDecl(name=name, expr=expr):
+                declared.add(name)
+                exprs.append(expr)
+            case _:
+                pass
+        blocks = decl.triggers if isinstance(decl, ast.CampaignDecl) else ()
+        if isinstance(decl, ast.TriggerBlock):
+            blocks = (decl,)
+        if isinstance(decl, ast.CampaignDecl):
+            exprs.extend(s.expr for s in decl.settings if isinstance(s, ast.ExprSetting))
+        for trigger_block in blocks:
+            if isinstance(trigger_block.trigger, ast.SegmentEnterTrigger):
+                segments.add(trigger_block.trigger.segment)
+            steps.extend(all_steps(trigger_block.steps))
+        if isinstance(decl, ast.TemplateDecl):
+            for content in (decl.content, *(loc.content for loc in decl.locales)):
+                if content.body_file is not None:
+                    target = folder / content.body_file.value
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text("<p>Hello {{ contact.first_name }}</p>\n", "utf-8")
+    for step in steps:
+        match step:
+            case ast.Send(channel=channel, template=template):
+                sends.setdefault(template, channel)
+            case ast.Enroll(campaign=campaign):
+                campaigns.add(campaign)
+            case ast.If(branches=branches):
+                exprs.extend(b.condition for b in branches)
+            case ast.WaitFor(event=event):
+                exprs.append(event)
+            case _:
+                pass
+    for expr in exprs:
+        for sub in subexpressions(expr):
+            if isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Path):
+                if sub.name in ("opened", "clicked", "replied", "bounced", "delivered"):
+                    engagement.add(sub.args[0].parts[0])
+                elif sub.name == "in_campaign":
+                    campaigns.add(sub.args[0].parts[0])
+    for name in sorted(engagement - {"any"} - set(sends)):
+        sends[name] = "email"
+    additions = []
+    for name, channel in sorted(sends.items()):
+        if name in declared:
+            continue
+        if channel == "email":
+            additions.append(f'template {name} email {{ subject "{name}" body "<p>{name}</p>" }}')
+        else:
+            additions.append(f'template {name} {channel} "{name}"')
+    for name in sorted(campaigns - declared):
+        additions.append(f'campaign {name} {{ on launch {{ tag add "{name}" }} }}')
+    for name in sorted(segments - declared):
+        additions.append(f"segment {name} = lead_score >= 1")
+    return block + "\n" + "\n".join(additions) + "\n"
+
+
+def test_language_md_has_the_expected_blocks() -> None:
+    assert len(language_blocks()) >= 6
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_every_language_md_block_checks_without_errors(index: int, tmp_path: Path) -> None:
+    blocks = language_blocks()
+    if index >= len(blocks):
+        pytest.skip("LANGUAGE.md has fewer blocks")
+    source = tmp_path / f"block_{index}.cadence"
+    source.write_text(complete_fragment(blocks[index], tmp_path), "utf-8")
+    found = check_paths([source])
+    assert errors(found) == [], source.read_text() + "\n".join(d.render() for d in found)
+    # The only warnings LANGUAGE.md earns are its `{ ... }` placeholders.
+    assert {d.code for d in found} <= {"W304"}
+
+
+def test_fragment_completion_is_needed_and_does_not_hide_mistakes(tmp_path: Path) -> None:
+    # Without completion, the first block really does lack what it names.
+    bare = tmp_path / "bare.cadence"
+    bare.write_text(language_blocks()[0], "utf-8")
+    assert {"E101", "E217"} <= set(codes(check_paths([bare])))
+    # Completion adds declarations only: a misspelling inside the block still fails.
+    broken = language_blocks()[0].replace("send email property_details", "send emial x")
+    source = tmp_path / "broken.cadence"
+    source.write_text(complete_fragment(broken, tmp_path), "utf-8")
+    assert "E104" in codes(check_paths([source]))
+
+
+# ---------------------------------------------------------------------------- rules in detail
+
+
+def test_without_a_schema_unknown_bare_names_are_contact_attributes() -> None:
+    assert check_text("segment hot = lead_scor >= 30 and contact.anything = 1") == []
+
+
+def test_with_a_schema_contact_paths_and_set_targets_are_checked() -> None:
+    found = check_text(
+        "schema contact { lead_score: number  stage: string }\n"
+        "segment hot = contact.lead_scroe >= 30 and engaged_score > 1\n"
+        'on launch { set stag = "x"  set contact.stage = "y" }\n'
+    )
+    assert [(d.code, d.line, d.column) for d in found] == [
+        ("E108", 2, 23),
+        ("E108", 2, 44),
+        ("E108", 3, 17),
+    ]
+    assert found[0].hint == "did you mean `lead_score`?"
+    assert found[2].hint == "did you mean `stage`?"
+
+
+def test_with_a_schema_segments_scores_and_flags_are_still_names() -> None:
+    found = check_text(
+        "schema contact { lead_score: number }\n"
+        "segment hot = lead_score >= 30\n"
+        "score warmth { unsubscribed: -10 }\n"
+        "segment warm = hot and warmth > 3 and not converted and not unsubscribed\n"
+    )
+    assert found == []
+
+
+def test_function_arguments_are_checked() -> None:
+    found = check_text(
+        HELLO + "segment a = clicked(hello) and opened(any) and count(visit, 7d) > 1\n"
+        "segment b = count(visit, 3) > 1 or received(emial, 1d) or in_campaign(nope)\n"
+        "segment c = converted() or last(visit) within 1d\n"
+    )
+    assert codes(found) == ["E106", "E104", "E103", "E105"]
+    assert found[3].hint == "`converted` is a flag: write it without parentheses"
+
+
+def test_names_from_imported_files_resolve(tmp_path: Path) -> None:
+    (tmp_path / "shared.cadence").write_text(HELLO + "segment vip = lead_score > 90\n")
+    main_file = tmp_path / "main.cadence"
+    main_file.write_text('import "shared.cadence"\non segment_enter vip { send email hello }\n')
+    assert check_paths([main_file]) == []
+
+
+def test_syntax_errors_come_alone_so_missing_declarations_do_not_cascade(tmp_path: Path) -> None:
+    (tmp_path / "shared.cadence").write_text(HELLO + "segment oops = \n")
+    main_file = tmp_path / "main.cadence"
+    main_file.write_text('import "shared.cadence"\non launch { send email hello }\n')
+    assert {d.code for d in check_paths([main_file])} == {"E002"}
+
+
+def test_diagnostics_are_sorted_by_file_line_and_column() -> None:
+    found = check_text(
+        "on launch { send email b  send email a }\non launch { send sms c }\n", name="x.cadence"
+    )
+    assert [(d.line, d.column) for d in found] == sorted((d.line, d.column) for d in found)
+    assert len(found) == 3
+
+
+def test_segment_self_reference() -> None:
+    found = check_text("segment loop = loop or lead_score > 3")
+    assert codes(found) == ["E214"]
+    assert "(loop -> loop)" in found[0].message
+
+
+def test_send_loop_through_two_campaigns_and_a_wait_breaks_it() -> None:
+    loop = (
+        HELLO + "campaign ping { on launch { send email hello  enroll pong } }\n"
+        "campaign pong { on launch { enroll ping } }\n"
+    )
+    found = check_text(loop)
+    assert codes(found) == ["E208", "E208"]
+    assert "`ping`, `pong` enroll each other" in found[0].message
+    assert check_text(loop.replace("enroll ping", "wait 1d enroll ping")) == []
+
+
+def test_enroll_loop_without_any_send_is_not_a_send_loop() -> None:
+    assert check_text("campaign a { on launch { enroll a } }") == []
+
+
+def test_default_send_limit_is_twenty() -> None:
+    sends = " ".join(["send email hello wait 1d"] * 20)
+    assert check_text(f"{HELLO}on launch {{ {sends} }}") == []
+    found = check_text(f"{HELLO}on launch {{ {sends} send email hello }}")
+    assert codes(found) == ["E209"]
+    assert "more than the default limit of 20" in found[0].message
+
+
+def test_exits_end_paths_for_the_send_limit() -> None:
+    three = "send email hello wait 1d " * 3
+    program = f"campaign c {{ max_sends 3 on launch {{ {three} if clicked(hello) {{ exit }} }} }}"
+    assert check_text(HELLO + program) == []
+
+
+def test_cap_is_fine_when_sends_are_spaced_out() -> None:
+    program = (
+        HELLO + "campaign c { cap email 2 per 7d on launch {"
+        " send email hello wait 2d send email hello wait 5d send email hello } }"
+    )
+    assert check_text(program) == []
+    found = check_text(program.replace("wait 5d", "wait 4d"))
+    assert codes(found) == ["W303"]
+
+
+def test_channelless_cap_counts_every_channel() -> None:
+    program = (
+        HELLO + 'template nudge sms "x"\n'
+        "campaign c { cap 1 per 1d on launch { send email hello send sms nudge } }"
+    )
+    assert codes(check_text(program)) == ["W303"]
+
+
+def test_split_whose_branches_all_exit_makes_the_rest_unreachable() -> None:
+    program = (
+        HELLO + 'on launch { split { a 50%: exit  b 50%: { send email hello exit } } tag add "x" }'
+    )
+    assert codes(check_text(program)) == ["W301"]
+
+
+def test_opens_are_measurable_on_whatsapp_read_receipts() -> None:
+    program = (
+        'template a whatsapp "A"\ntemplate b whatsapp "B"\n'
+        "on launch { split 10% test winner by opens after 1h { a: send whatsapp a"
+        "  b: send whatsapp b } }"
+    )
+    assert check_text(program) == []
+    assert codes(check_text(program.replace("opens", "replies"))) == []
+    assert codes(check_text(program.replace("whatsapp", "webhook"))) == ["E203"]
+
+
+def test_quiet_hours_covering_the_send_window_close_it() -> None:
+    program = (
+        "campaign c { send_window 09:00-18:00 local weekdays "
+        'quiet_hours sms 08:00-19:00 local  on launch { tag add "x" } }'
+    )
+    found = check_text(program)
+    assert codes(found) == ["E210"]
+    assert "sms never sends" in found[0].message
+    assert check_text(program.replace("08:00-19:00", "21:00-08:00")) == []
+
+
+def test_overnight_send_window_is_allowed() -> None:
+    assert (
+        check_text('campaign c { send_window 22:00-06:00 daily on launch { tag add "x" } }') == []
+    )
+
+
+def test_costs_in_another_currency_than_the_budget() -> None:
+    found = check_text(
+        'campaign c { budget 5 USD cost email 0.1 EUR, smss 1 USD on launch { tag add "x" } }'
+    )
+    assert codes(found) == ["E212", "E104"]
+
+
+def test_at_before_starts_and_date_only_ends_includes_that_day() -> None:
+    program = (
+        'campaign c { starts 2026-12-01 ends 2026-12-31 at 2026-12-31T20:00 local { tag add "x" } }'
+    )
+    assert check_text(program) == []
+    found = check_text(program.replace("2026-12-31T20:00", "2026-11-30T20:00"))
+    assert codes(found) == ["E212"]
+    assert "before the campaign starts" in found[0].message
+
+
+def test_email_template_parts_for_other_channels() -> None:
+    found = check_text(
+        'template i inbox { subject "Hi" preheader "p" body "b" }\n'
+        'template w webhook { body "{}" }\n'
+        'template e email { subject "s" body "b" locale "es" { subject "s" } }\n'
+    )
+    assert [(d.code, d.line) for d in found] == [("E216", 1)]
+
+
+def test_body_file_hint_suggests_a_near_name(tmp_path: Path) -> None:
+    (tmp_path / "welcome.html.j2").write_text("hi")
+    source = tmp_path / "t.cadence"
+    source.write_text('template t email { subject "s" body file "welcom.html.j2" }\n')
+    found = check_paths([source])
+    assert codes(found) == ["E217"]
+    assert found[0].hint == "did you mean `welcome.html.j2`?"
+
+
+def test_duplicate_names_across_kinds_and_campaigns() -> None:
+    found = check_text(
+        "segment warm = lead_score > 1\nscore warm { unsubscribed: -1 }\n"
+        'campaign c { on launch { tag add "x" } }\ncampaign c { on launch { tag add "y" } }\n'
+    )
+    assert codes(found) == ["E113", "E113"]
+    assert "both a segment and a score" in found[0].message
+    assert "the campaign `c` is declared twice" in found[1].message
+
+
+def test_every_days_and_send_window_groups() -> None:
+    assert check_text('every monday, friday 09:00 local { tag add "x" }') == []
+    assert check_text('every 1d { tag add "x" }') == []
+    found = check_text('every weekday 09:00 local { tag add "x" }')
+    assert found[0].hint == "did you mean `weekdays`?"
+
+
+def test_check_or_raise_fails_on_errors_only() -> None:
+    check_or_raise(check_text("on launch { ... }"))
+    with pytest.raises(CadenceCheckError) as info:
+        check_or_raise(check_text("on launch { send email nope }"))
+    assert "E101" in str(info.value)
+
+
+def test_format_duration_reads_like_the_language() -> None:
+    assert format_duration(7 * 86400) == "7d"
+    assert format_duration(86400 + 12 * 3600) == "1d12h"
+    assert format_duration(90) == "1m30s"
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def test_check_json_prints_one_object_per_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fixture = tmp_path / "E101.cadence"
+    shutil.copy(FIXTURES / "E101_unknown_template.cadence", fixture)
+    assert main(["check", "--format", "json", str(fixture)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert list(record) == [
+        "file",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "severity",
+        "code",
+        "message",
+        "hint",
+    ]
+    assert record["file"] == str(fixture)
+    assert (record["line"], record["column"], record["end_column"]) == (6, 16, 22)
+    assert (record["severity"], record["code"]) == ("error", "E101")
+    assert record["hint"] == "did you mean `welcome`?"
+
+
+def test_check_text_output_has_caret_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(FIXTURES / "E101_unknown_template.cadence", tmp_path / "a.cadence")
+    shutil.copy(FIXTURES / "W304_placeholder.cadence", tmp_path / "b.cadence")
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "a.cadence:6:16: error[E101]: unknown template `welcom`" in out
+    assert "   6 |     send email welcom\n" in out
+    assert "\n                      ^^^^^^\n" in out
+    assert "= hint: did you mean `welcome`?" in out
+    assert out.rstrip().endswith("1 error, 1 warning in 2 files")
+
+
+def test_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clean = tmp_path / "clean.cadence"
+    clean.write_text(HELLO + "on launch { send email hello }\n")
+    warned = tmp_path / "sub" / "warned.cadence"
+    warned.parent.mkdir()
+    shutil.copy(FIXTURES / "W304_placeholder.cadence", warned)
+    assert main(["check", str(clean)]) == 0
+    assert "0 errors, 0 warnings in 1 file" in capsys.readouterr().out
+    assert main(["check", str(clean), str(warned)]) == 0
+    assert main(["check", "--strict", str(warned)]) == 1
+    assert main(["check", str(tmp_path / "missing.cadence")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["check", str(empty)]) == 2
+    with pytest.raises(SystemExit) as info:
+        main(["check"])
+    assert info.value.code == 2
+
+
+def test_check_folder_recurses_and_reports_shared_imports_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nested = tmp_path / "deep" / "er"
+    nested.mkdir(parents=True)
+    (nested / "shared.cadence").write_text('template hello email { body "x" }\n')
+    (nested / "main.cadence").write_text(
+        'import "shared.cadence"\non launch { send email hello }\n'
+    )
+    assert main(["check", "--format", "json", str(tmp_path)]) == 1
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["code"] for r in records] == ["E215"]
+
+
+def test_check_examples_folder_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(EXAMPLES)]) == 0
+    assert "0 errors" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- robustness
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text())
+def test_arbitrary_text_only_ever_gives_diagnostics(text: str) -> None:
+    try:
+        parse_text(text)
+    except CadenceError:
+        pass
+    for diagnostic in check_text(text):
+        assert diagnostic.code[0] in "EW"
+
+
+WORDS = st.sampled_from(
+    [
+        "on launch {",
+        "}",
+        "{",
+        "send",
+        "email",
+        "sms",
+        "hello",
+        "wait",
+        "1d",
+        "for",
+        "clicked(hello)",
+        "up to",
+        "2d",
+        "if",
+        "else",
+        "exit",
+        "split",
+        "20%",
+        "50%",
+        ":",
+        "a",
+        "b",
+        "test winner by",
+        "opens",
+        "after 1h",
+        "enroll",
+        "c",
+        "campaign c",
+        "segment s =",
+        "s",
+        "and",
+        "cap email 1 per 7d",
+        "max_sends 1",
+        "...",
+        'template hello email { subject "s" body "b" }',
+        "starts 2027-01-01",
+        "ends 2026-01-01",
+        "schema contact { x: number }",
+        "x",
+        "contact.y",
+        "every",
+        "monday",
+        "09:00",
+        "local",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(WORDS, max_size=40))
+def test_near_valid_programs_only_ever_give_diagnostics(words: list[str]) -> None:
+    for diagnostic in check_text(" ".join(words)):
+        assert diagnostic.line >= 1 and diagnostic.column >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary())
+def test_arbitrary_bytes_only_raise_cadence_errors(data: bytes) -> None:
+    try:
+        parse_bytes(data)
+    except CadenceError:
+        pass
+
+
+def test_arbitrary_bytes_in_a_file_are_diagnostics(tmp_path: Path) -> None:
+    source = tmp_path / "bad.cadence"
+    source.write_bytes(b"segment a = \xff\xfe")
+    assert codes(check_paths([source])) == ["E001"]
