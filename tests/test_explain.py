@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from cadence.cli import main
+from cadence.commands.explain import print_explanation
 from cadence.dsl import ast
-from cadence.dsl.explain import ExprWords, Names, describe_trigger, explain_workspace
+from cadence.dsl.explain import (
+    ExprWords,
+    Names,
+    describe_trigger,
+    explain_lines,
+    explain_workspace,
+)
 from cadence.dsl.loader import load, load_text
 from cadence.dsl.parser import parse_text
 
@@ -329,3 +338,19 @@ def test_syntax_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_a_file_without_campaigns_says_so() -> None:
     text = explain_workspace(load_text('template a email { subject "A" body "." }', "t.cadence"))
     assert text == "This file declares no campaigns.\n"
+
+
+def test_a_terminal_gets_styles_and_wraps_under_the_indent() -> None:
+    workspace = load_text(WELCOME_PROGRAM, "welcome.cadence")
+    buffer = StringIO()
+    console = Console(file=buffer, force_terminal=True, width=60, color_system="standard")
+    print_explanation(explain_lines(workspace), console)
+    output = buffer.getvalue()
+    assert "\x1b[" in output  # styled
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    assert "[day 0]" in plain  # brackets are text, not markup
+    lines = plain.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= 60
+    # A wrapped step continues under its own indent, not at the left margin.
+    start = next(i for i, line in enumerate(lines) if line.startswith("  5. [day 5-6]"))
+    assert lines[start + 1].startswith("  ") and lines[start + 1].strip()
