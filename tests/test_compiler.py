@@ -818,6 +818,15 @@ def test_compile_paths_runs_the_checker(tmp_path: Path) -> None:
         compile_paths([path])
 
 
+def test_workspace_with_syntax_errors_is_refused(tmp_path: Path) -> None:
+    """compile_workspace does not compile half a workspace."""
+    (tmp_path / "broken.cadence").write_text("template t email {")
+    main_file = tmp_path / "main.cadence"
+    main_file.write_text('import "broken.cadence"\nwhen x send email t\n')
+    with pytest.raises(CadenceSyntaxError):
+        compile_workspace(load([main_file]))
+
+
 def test_body_file_that_is_not_utf8(tmp_path: Path) -> None:
     """A body file with bad bytes is a diagnostic at the path, not a UnicodeDecodeError."""
     (tmp_path / "b.html").write_bytes(b"\xff\xfe bad")

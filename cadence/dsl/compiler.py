@@ -129,8 +129,12 @@ def compile_workspace(
 ) -> list[CompiledCampaign]:
     """Compile every campaign of a checked workspace, sorted by name.
 
-    Raises `CadenceCheckError` for anything it cannot resolve, with every such problem.
+    Raises `CadenceCheckError` for anything it cannot resolve, with every such problem, and
+    `CadenceSyntaxError` for a workspace whose files did not all load: the campaigns of the
+    files that did would be compiled against missing declarations.
     """
+    if any(d.severity == "error" for d in workspace.diagnostics):
+        raise CadenceSyntaxError(workspace.diagnostics)
     symbols = symbols if symbols is not None else collect_symbols(workspace)
     context = _Context(workspace, symbols, _root_dir(workspace))
     campaigns: list[CompiledCampaign] = []
