@@ -297,7 +297,7 @@ def test_branches_exits_and_splits_nest_and_estimate_days() -> None:
         in text
     )
     assert "     Otherwise, if lead_score is above 50:\n" in text
-    assert '[day 1 to day 1 +4h] Send the SMS "c": "C".' in text
+    assert '[day 1 to day 1 +4h] Send the SMS "c" (text: "C").' in text
     assert '     Group "x" (50%):\n       1. Wait 2 days.' in text
     assert 'Wait until the contact has opened "a", at most 3 days.' in text
     # 1d, +0..4h for the winner group, +0..2d from the split (a wait until takes up to a

@@ -926,7 +926,7 @@ class _StepWriter:
         if content.subject is not None:
             text += f' (subject: "{content.subject.value}")'
         elif content.body is not None and declared.node.inline:
-            text += f': "{_shorten(content.body.value, 70)}"'
+            text += f' (text: "{_shorten(content.body.value, 70)}")'
         locales = [block.locale for block in declared.node.locales]
         if locales:
             text += f"; also written in {join_words(locales)}"
