@@ -64,6 +64,7 @@ def _require_dot() -> None:
 
 @pytest.fixture
 def program(tmp_path: Path) -> Path:
+    """The test program, written to a file."""
     path = tmp_path / "onboarding.cadence"
     path.write_text(PROGRAM, encoding="utf-8")
     return path

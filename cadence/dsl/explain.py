@@ -792,6 +792,7 @@ class _Elapsed:
     hi: int | None
 
     def plus(self, lo: int, hi: int | None) -> _Elapsed:
+        """This span moved on by at least `lo` and at most `hi` seconds (None: no limit)."""
         later = None if self.hi is None or hi is None else self.hi + hi
         return _Elapsed(self.lo + lo, later)
 
