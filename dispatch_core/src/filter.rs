@@ -108,6 +108,47 @@ pub enum Node {
     Not(Box<Node>),
 }
 
+/// Which rows a leaf evaluates: the chunk's first row and the optional live-row mask.
+#[derive(Clone, Copy)]
+struct Rows<'r> {
+    start: usize,
+    active: Option<&'r [u8]>,
+}
+
+/// A rough per-row cost, used to evaluate cheap children of AND/OR first.
+fn cost(node: &Node) -> u32 {
+    match node {
+        Node::Const(_) => 0,
+        Node::Truthy(_) => 1,
+        Node::Cmp(_, _, Operand::Lit(_)) => 2,
+        Node::Cmp(_, _, Operand::Col(_)) => 4,
+        Node::In(_, Container::List { .. }) => 5,
+        Node::StartsWith(..) => 6,
+        Node::Contains(..) => 8,
+        Node::In(_, Container::Col(_)) => 10,
+        Node::Not(inner) => cost(inner),
+        Node::And(items) | Node::Or(items) => 1 + items.iter().map(cost).sum::<u32>(),
+    }
+}
+
+/// Reorder AND/OR children cheapest first (three-valued AND/OR are commutative).
+pub fn optimize(node: Node) -> Node {
+    match node {
+        Node::And(items) => {
+            let mut items: Vec<Node> = items.into_iter().map(optimize).collect();
+            items.sort_by_key(cost);
+            Node::And(items)
+        }
+        Node::Or(items) => {
+            let mut items: Vec<Node> = items.into_iter().map(optimize).collect();
+            items.sort_by_key(cost);
+            Node::Or(items)
+        }
+        Node::Not(inner) => Node::Not(Box::new(optimize(*inner))),
+        other => other,
+    }
+}
+
 /// Order two scalars of one family: ints exactly, mixed numbers as f64 (NaN never reaches here).
 #[inline]
 pub fn compare(a: Val<'_>, b: Val<'_>) -> Option<Ordering> {
@@ -156,9 +197,25 @@ fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Fill t/f for rows `start..start+t.len()` from a per-row (valid, result) function.
+///
+/// Rows where `active` is 0 are skipped (left neither true nor false): their parent has
+/// already decided them, so per-row work there would be wasted.
 #[inline(always)]
-fn fill_rows<F: Fn(usize) -> Option<bool>>(start: usize, t: &mut [u8], f: &mut [u8], g: F) {
+fn fill_rows<F: Fn(usize) -> Option<bool>>(
+    start: usize,
+    t: &mut [u8],
+    f: &mut [u8],
+    active: Option<&[u8]>,
+    g: F,
+) {
     for (k, (tk, fk)) in t.iter_mut().zip(f.iter_mut()).enumerate() {
+        if let Some(a) = active {
+            if a[k] == 0 {
+                *tk = 0;
+                *fk = 0;
+                continue;
+            }
+        }
         match g(start + k) {
             Some(r) => {
                 *tk = r as u8;
@@ -212,10 +269,11 @@ fn eval_cmp(
     col: &Column<'_>,
     rhs: &Operand,
     cols: &[Column<'_>],
-    start: usize,
+    rows: Rows<'_>,
     t: &mut [u8],
     f: &mut [u8],
 ) {
+    let Rows { start, active } = rows;
     let len = t.len();
     let fast = match (&col.values, rhs) {
         (Values::Int(vals), Operand::Lit(Lit::Int(l))) => {
@@ -259,14 +317,14 @@ fn eval_cmp(
     match rhs {
         Operand::Lit(l) => {
             let lv = l.val();
-            fill_rows(start, t, f, |i| {
+            fill_rows(start, t, f, active, |i| {
                 let a = col.get(i)?;
                 Some(op.holds(compare(a, lv)?))
             });
         }
         Operand::Col(j) => {
             let other = &cols[*j];
-            fill_rows(start, t, f, |i| {
+            fill_rows(start, t, f, active, |i| {
                 let a = col.get(i)?;
                 let b = other.get(i)?;
                 Some(op.holds(compare(a, b)?))
@@ -283,8 +341,17 @@ fn operand_val<'a>(op: &'a Operand, cols: &'a [Column<'a>], i: usize) -> Option<
     }
 }
 
+/// Up to this many literal strings are matched by a linear scan instead of hashing.
+const SMALL_SET: usize = 16;
+
+#[inline]
+fn small_contains(set: &[&[u8]], x: &[u8]) -> bool {
+    set.iter().any(|s| s.len() == x.len() && *s == x)
+}
+
 /// A prepared membership test against a list literal.
 enum Matcher<'p> {
+    SmallStrs(Vec<&'p [u8]>),
     Strs(HashSet<&'p [u8]>),
     Ints(HashSet<i64>),
     Any(Vec<Val<'p>>),
@@ -293,15 +360,14 @@ enum Matcher<'p> {
 impl<'p> Matcher<'p> {
     fn new(items: &'p [Lit]) -> Matcher<'p> {
         if items.iter().all(|l| matches!(l, Lit::Str(_))) {
-            return Matcher::Strs(
-                items
-                    .iter()
-                    .map(|l| match l {
-                        Lit::Str(s) => s.as_slice(),
-                        _ => unreachable!(),
-                    })
-                    .collect(),
-            );
+            let strs = items.iter().map(|l| match l {
+                Lit::Str(s) => s.as_slice(),
+                _ => unreachable!(),
+            });
+            if items.len() <= SMALL_SET {
+                return Matcher::SmallStrs(strs.collect());
+            }
+            return Matcher::Strs(strs.collect());
         }
         if items.iter().all(|l| matches!(l, Lit::Int(_))) {
             return Matcher::Ints(
@@ -320,6 +386,7 @@ impl<'p> Matcher<'p> {
     #[inline]
     fn matches(&self, v: Val<'_>) -> bool {
         match (self, v) {
+            (Matcher::SmallStrs(s), Val::Str(x)) => small_contains(s, x),
             (Matcher::Strs(s), Val::Str(x)) => s.contains(x),
             (Matcher::Ints(s), Val::Int(x)) => s.contains(&x),
             (Matcher::Ints(s), Val::Float(x)) => s.iter().any(|&e| e as f64 == x),
@@ -336,19 +403,20 @@ fn eval_in(
     start: usize,
     t: &mut [u8],
     f: &mut [u8],
+    active: Option<&[u8]>,
 ) {
     match container {
         Container::List { items, has_null } => {
             let m = Matcher::new(items);
             let miss = if *has_null { None } else { Some(false) };
-            if let (Operand::Col(j), Matcher::Strs(set)) = (item, &m) {
+            if let (Operand::Col(j), Matcher::SmallStrs(set)) = (item, &m) {
                 let col = &cols[*j];
                 if matches!(col.values, Values::Str { .. }) {
-                    fill_rows(start, t, f, |i| {
+                    fill_rows(start, t, f, active, |i| {
                         if !col.is_valid(i) {
                             return None;
                         }
-                        if set.contains(col.str_at(i)) {
+                        if small_contains(set, col.str_at(i)) {
                             Some(true)
                         } else {
                             miss
@@ -357,7 +425,7 @@ fn eval_in(
                     return;
                 }
             }
-            fill_rows(start, t, f, |i| {
+            fill_rows(start, t, f, active, |i| {
                 let v = operand_val(item, cols, i)?;
                 if m.matches(v) {
                     Some(true)
@@ -371,11 +439,11 @@ fn eval_in(
             let (offsets, child) = match &lists.values {
                 Values::List { offsets, child } => (*offsets, child.as_ref()),
                 _ => {
-                    fill_rows(start, t, f, |_| None);
+                    fill_rows(start, t, f, None, |_| None);
                     return;
                 }
             };
-            fill_rows(start, t, f, |i| {
+            fill_rows(start, t, f, active, |i| {
                 let v = operand_val(item, cols, i)?;
                 if !lists.is_valid(i) {
                     return None;
@@ -407,11 +475,12 @@ fn eval_str(
     a: &Operand,
     b: &Operand,
     cols: &[Column<'_>],
-    start: usize,
+    rows: Rows<'_>,
     t: &mut [u8],
     f: &mut [u8],
 ) {
-    fill_rows(start, t, f, |i| {
+    let Rows { start, active } = rows;
+    fill_rows(start, t, f, active, |i| {
         let (Val::Str(x), Val::Str(y)) = (operand_val(a, cols, i)?, operand_val(b, cols, i)?)
         else {
             return None;
@@ -425,7 +494,17 @@ fn eval_str(
 }
 
 /// Evaluate `node` for rows `start..start + t.len()`, writing the true/false masks.
-pub fn eval(node: &Node, cols: &[Column<'_>], start: usize, t: &mut [u8], f: &mut [u8]) {
+///
+/// Where `active` is given and 0, the row's result is irrelevant to the caller and may be
+/// anything consistent (never both true and false).
+pub fn eval(
+    node: &Node,
+    cols: &[Column<'_>],
+    start: usize,
+    t: &mut [u8],
+    f: &mut [u8],
+    active: Option<&[u8]>,
+) {
     match node {
         Node::Const(c) => {
             t.fill((*c == 1) as u8);
@@ -442,14 +521,14 @@ pub fn eval(node: &Node, cols: &[Column<'_>], start: usize, t: &mut [u8], f: &mu
                     }
                     apply_validity(col, start, t, f);
                 }
-                _ => fill_rows(start, t, f, |_| None),
+                _ => fill_rows(start, t, f, None, |_| None),
             }
         }
-        Node::Cmp(op, j, rhs) => eval_cmp(*op, &cols[*j], rhs, cols, start, t, f),
-        Node::In(item, container) => eval_in(item, container, cols, start, t, f),
-        Node::Contains(a, b) => eval_str(false, a, b, cols, start, t, f),
-        Node::StartsWith(a, b) => eval_str(true, a, b, cols, start, t, f),
-        Node::Not(inner) => eval(inner, cols, start, f, t),
+        Node::Cmp(op, j, rhs) => eval_cmp(*op, &cols[*j], rhs, cols, Rows { start, active }, t, f),
+        Node::In(item, container) => eval_in(item, container, cols, start, t, f, active),
+        Node::Contains(a, b) => eval_str(false, a, b, cols, Rows { start, active }, t, f),
+        Node::StartsWith(a, b) => eval_str(true, a, b, cols, Rows { start, active }, t, f),
+        Node::Not(inner) => eval(inner, cols, start, f, t, active),
         Node::And(items) | Node::Or(items) => {
             let is_and = matches!(node, Node::And(_));
             let Some((first, rest)) = items.split_first() else {
@@ -457,16 +536,26 @@ pub fn eval(node: &Node, cols: &[Column<'_>], start: usize, t: &mut [u8], f: &mu
                 f.fill((!is_and) as u8);
                 return;
             };
-            eval(first, cols, start, t, f);
+            eval(first, cols, start, t, f, active);
             let mut t2 = vec![0u8; t.len()];
             let mut f2 = vec![0u8; t.len()];
+            let mut act = vec![0u8; t.len()];
             for item in rest {
-                // Short-circuit a chunk whose every row is already decided.
+                // Rows already decided (false under AND, true under OR) need no more work.
                 let decided = if is_and { &*f } else { &*t };
-                if decided.iter().all(|&x| x == 1) {
+                let mut any = 0u8;
+                for k in 0..act.len() {
+                    let live = decided[k] ^ 1;
+                    act[k] = match active {
+                        Some(a) => live & a[k],
+                        None => live,
+                    };
+                    any |= act[k];
+                }
+                if any == 0 {
                     break;
                 }
-                eval(item, cols, start, &mut t2, &mut f2);
+                eval(item, cols, start, &mut t2, &mut f2, Some(&act));
                 if is_and {
                     for k in 0..t.len() {
                         t[k] &= t2[k];
@@ -485,7 +574,7 @@ pub fn eval(node: &Node, cols: &[Column<'_>], start: usize, t: &mut [u8], f: &mu
 
 fn eval_chunk(node: &Node, cols: &[Column<'_>], start: usize, out: &mut [u8]) {
     let mut f = vec![0u8; out.len()];
-    eval(node, cols, start, out, &mut f);
+    eval(node, cols, start, out, &mut f, None);
 }
 
 /// Evaluate `node` over `out.len()` rows; out[i] = 1 where the predicate is true, else 0.

@@ -255,7 +255,7 @@ fn filter_mask(
     n: usize,
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let node = parse_node(plan, columns.len())?;
+    let node = filter::optimize(parse_node(plan, columns.len())?);
     let mut keep = Keep::default();
     let mut cols = Vec::with_capacity(columns.len());
     for c in columns.iter() {
