@@ -9,6 +9,7 @@ usage mistakes (an output extension Graphviz is not asked for, an unknown campai
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 
 from cadence.commands.check import render_diagnostic, summary
@@ -99,15 +101,23 @@ def print_explanation(lines: Sequence[Line], console: Console) -> None:
         console.file.write("\n".join(line.plain() for line in lines) + "\n")
         return
     for line in lines:
-        text = Text(line.text)
+        number = re.match(r"\d+\. ", line.text)
+        text = Text(line.text[number.end() :] if number else line.text)
         if line.kind == "title":
             text.stylize("bold magenta")
         elif line.kind == "heading":
             text.stylize("bold")
         else:
             text.highlight_regex(r"\[day [^\]]*\]", "cyan")
-            text.highlight_regex(r"^\d+\. ", "bold")
-        console.print(Padding(text, (0, 0, 0, line.indent)))
+        if number is None:
+            console.print(Padding(text, (0, 0, 0, line.indent)))
+            continue
+        # A numbered step wraps under its own text, not under its number.
+        grid = Table.grid()
+        grid.add_column(width=len(number.group()), no_wrap=True)
+        grid.add_column()
+        grid.add_row(Text(number.group(), style="bold"), text)
+        console.print(Padding(grid, (0, 0, 0, line.indent)))
 
 
 def run_graph(args: argparse.Namespace) -> int:
