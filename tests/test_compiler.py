@@ -526,6 +526,22 @@ def test_tampered_json_is_refused() -> None:
         CompiledCampaign.model_validate_json(tampered)
 
 
+def test_broken_graphs_are_refused_even_with_a_fresh_version() -> None:
+    """A dangling `next` or a repeated id is refused whatever the version says."""
+    (campaign,) = compile_paths([EXAMPLES / "welcome_series.cadence"])
+    data = campaign.to_data()
+    del data["version"]
+    dangling = json.loads(json.dumps(data))
+    dangling["nodes"][0]["next"] = "nowhere"
+    with pytest.raises(ValidationError, match="send_welcome -> nowhere"):
+        CompiledCampaign.model_validate(dangling)
+    repeated = json.loads(json.dumps(data))
+    repeated["nodes"][1]["id"] = "send_welcome"
+    with pytest.raises(ValidationError, match="not unique: send_welcome"):
+        CompiledCampaign.model_validate(repeated)
+    assert CompiledCampaign.model_validate(data).version == campaign.version
+
+
 def test_one_character_in_a_body_file_changes_the_version(tmp_path: Path) -> None:
     """Body files are part of the version: the compiled campaign is self-contained."""
     shutil.copy(EXAMPLES / "welcome_series.cadence", tmp_path)

@@ -674,6 +674,7 @@ class CompiledCampaign(_Frozen):
 
     @model_validator(mode="after")
     def _seal(self) -> CompiledCampaign:
+        self._check_graph()
         computed = self.content_hash()
         if not self.version:
             object.__setattr__(self, "version", computed)
@@ -682,6 +683,23 @@ class CompiledCampaign(_Frozen):
                 f"version {self.version} does not match the content (sha256 {computed})"
             )
         return self
+
+    def _check_graph(self) -> None:
+        """Ids are unique and every reference names a node, so the engine can trust a load."""
+        ids = [node.id for node in self.nodes]
+        known = set(ids)
+        if len(known) != len(ids):
+            duplicates = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"node ids are not unique: {', '.join(duplicates)}")
+        references = [(trigger.id, trigger.entry) for trigger in self.triggers]
+        references += [(node.id, target) for node in self.nodes for target in _targets(node)]
+        references += [(edge.from_, edge.to) for edge in self.edges]
+        references += [(edge.from_, edge.from_) for edge in self.edges]
+        dangling = sorted(
+            {f"{owner} -> {target}" for owner, target in references if target not in known}
+        )
+        if dangling:
+            raise ValueError(f"references to missing nodes: {', '.join(dangling)}")
 
     def content(self) -> dict[str, Any]:
         """Everything but the version, as JSON-ready data."""
@@ -705,6 +723,19 @@ class CompiledCampaign(_Frozen):
             if node.id == node_id:
                 return node
         raise KeyError(node_id)
+
+
+def _targets(node: NodeModel) -> list[str]:
+    """The node ids one node can go to next."""
+    match node:
+        case BranchNode(conditions=conditions, otherwise=otherwise):
+            return [c.to for c in conditions] + [otherwise]
+        case ABSplitNode(variants=branches) | RandomSplitNode(branches=branches):
+            return [branch.to for branch in branches]
+        case ExitNode() | EndNode():
+            return []
+        case _:
+            return [node.next] if node.next is not None else []
 
 
 class CompileBundle(_Frozen):
