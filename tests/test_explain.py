@@ -354,3 +354,17 @@ def test_a_terminal_gets_styles_and_wraps_under_the_indent() -> None:
     # A wrapped step continues under its own text, not under its number or at the margin.
     start = next(i for i, line in enumerate(lines) if line.startswith("  5. [day 5-6]"))
     assert re.match(r"     \S", lines[start + 1])
+
+
+def test_only_the_named_files_campaigns_are_explained(tmp_path: Path) -> None:
+    (tmp_path / "shared.cadence").write_text(
+        'template hello email { subject "Hello" body "." }\n'
+        "campaign shared_one { on launch { send email hello } }\n"
+    )
+    (tmp_path / "main.cadence").write_text(
+        'import "shared.cadence"\ncampaign mine { on launch { send email hello } }\n'
+    )
+    text = explain_workspace(load([tmp_path / "main.cadence"]))
+    assert 'Mine (campaign "mine")' in text
+    assert "shared_one" not in text
+    assert '[day 0] Send the email "hello" (subject: "Hello").' in text
