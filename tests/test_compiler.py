@@ -887,6 +887,20 @@ def test_cli_compile_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["compile", str(tmp_path / "missing.cadence")]) == 2
 
 
+def test_cli_compile_warnings_do_not_stop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Warnings go to stderr; the bundle still goes to stdout and the exit code is 0."""
+    source = tmp_path / "draft.cadence"
+    source.write_text(_email("a") + "when signup { send email a ... }\n")
+    assert main(["compile", "--compact", str(source)]) == 0
+    captured = capsys.readouterr()
+    assert "warning[W304]" in captured.err
+    bundle = json.loads(captured.out)
+    assert captured.out.count("\n") == 1
+    assert [n["id"] for n in bundle["campaigns"][0]["nodes"]] == ["send_a", "end"]
+
+
 # ---------------------------------------------------------------------------- expressions
 
 
