@@ -36,6 +36,7 @@ from cadence.dsl.compiled import (
     canonical_json,
     expr_to_model,
     model_to_expr,
+    node_targets,
 )
 from cadence.dsl.compiler import (
     check_and_compile,
@@ -535,6 +536,8 @@ def test_broken_graphs_are_refused_even_with_a_fresh_version() -> None:
     dangling["nodes"][0]["next"] = "nowhere"
     with pytest.raises(ValidationError, match="send_welcome -> nowhere"):
         CompiledCampaign.model_validate(dangling)
+    assert node_targets(campaign.node("if_1")) == ["send_engaged_user", "send_re_engagement"]
+    assert node_targets(campaign.node("end")) == []
     repeated = json.loads(json.dumps(data))
     repeated["nodes"][1]["id"] = "send_welcome"
     with pytest.raises(ValidationError, match="not unique: send_welcome"):

@@ -692,7 +692,7 @@ class CompiledCampaign(_Frozen):
             duplicates = sorted({i for i in ids if ids.count(i) > 1})
             raise ValueError(f"node ids are not unique: {', '.join(duplicates)}")
         references = [(trigger.id, trigger.entry) for trigger in self.triggers]
-        references += [(node.id, target) for node in self.nodes for target in _targets(node)]
+        references += [(node.id, target) for node in self.nodes for target in node_targets(node)]
         references += [(edge.from_, edge.to) for edge in self.edges]
         references += [(edge.from_, edge.from_) for edge in self.edges]
         dangling = sorted(
@@ -725,8 +725,8 @@ class CompiledCampaign(_Frozen):
         raise KeyError(node_id)
 
 
-def _targets(node: NodeModel) -> list[str]:
-    """The node ids one node can go to next."""
+def node_targets(node: NodeModel) -> list[str]:
+    """The ids of the nodes a contact can go to from this one (none from exit and end)."""
     match node:
         case BranchNode(conditions=conditions, otherwise=otherwise):
             return [c.to for c in conditions] + [otherwise]
