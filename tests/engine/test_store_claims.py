@@ -247,3 +247,35 @@ def test_async_store_runs_claims_in_worker_threads(store: Store, seed: SeedEnrol
 def test_new_owner_ids_are_unique() -> None:
     assert new_owner_id() != new_owner_id()
     assert new_owner_id("dispatch").startswith("dispatch:")
+
+
+def test_updates_write_json_state_history_and_nulls(store: Store, seed: SeedEnrollments) -> None:
+    ids = seed(3)
+    now = T0 + timedelta(minutes=1)
+    with store.session() as session:
+        claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+    updates = [
+        EnrollmentUpdate(
+            id=ids[0],
+            node="split_1",
+            state={"variant": "a", "score": 1.5},
+            history=[{"node": "start", "at": "2026-12-01T09:00:00Z"}],
+            attempts=2,
+        ),
+        EnrollmentUpdate(id=ids[1], node="split_1", state={}, history=[], attempts=0),
+        EnrollmentUpdate(id=ids[2], status=EnrollmentStatus.EXITED, node=None, due_at=None),
+    ]
+    with store.session() as session:
+        assert update_enrollments(session, "w1", updates, now=now) == []
+    with store.session() as session:
+        rows = {row.id: row for row in session.scalars(select(Enrollment))}
+    first, second, third = rows[ids[0]], rows[ids[1]], rows[ids[2]]
+    assert (first.node, first.state, first.attempts) == (
+        "split_1",
+        {"variant": "a", "score": 1.5},
+        2,
+    )
+    assert first.history == [{"node": "start", "at": "2026-12-01T09:00:00Z"}]
+    assert (second.state, second.history, second.updated_at) == ({}, [], now)
+    assert (third.status, third.node, third.due_at) == ("exited", None, None)
+    assert all(row.lease_owner is None and row.lease_expires_at is None for row in rows.values())

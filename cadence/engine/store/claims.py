@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from cadence.engine.store.bulk import update_rows_by_id
 from cadence.engine.store.models import (
     Base,
     Enrollment,
@@ -184,15 +185,14 @@ def _apply(
 ) -> list[int]:
     """Write per-row changes (each with an `id`) where `owner` still holds the lease.
 
-    One SELECT ... FOR UPDATE finds the rows still held, then one executemany UPDATE writes
-    them. Returns the ids that were not written because the lease was lost.
+    One SELECT ... FOR UPDATE finds the rows still held, then one bulk UPDATE writes them.
+    Returns the ids that were not written because the lease was lost.
     """
     if not changes:
         return []
     owned = _owned_ids(session, queue, owner, (int(change["id"]) for change in changes))
     writes = [dict(change) for change in changes if int(change["id"]) in owned]
-    if writes:
-        session.execute(update(queue.model), writes)
+    update_rows_by_id(session, queue.model.__table__, writes)  # type: ignore[arg-type]
     return sorted({int(change["id"]) for change in changes} - owned)
 
 
