@@ -1,0 +1,902 @@
+"""Render user-authored templates safely: Jinja2's sandbox, strict variables, bounded work.
+
+Templates are written by ops people and run once per contact, so a template must not reach
+Python internals, must not silently print nothing for a misspelt variable, and must not be
+able to stall or exhaust the engine. Every failure becomes a `TemplateRenderError` naming
+the template, the part (subject, body ...), the line and the variable; one bad render
+fails that one message, never the batch.
+
+The entry point is `TemplateRenderer.render(template, context)`, where `template` is the
+compiler's `CompiledTemplate`; it picks the contact's locale with a fallback chain and
+returns channel content (`EmailContent`, `SmsContent`, `WhatsAppContent`,
+`WebhookContent`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+import babel
+import babel.dates
+import babel.numbers
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes, pass_context
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import Namespace
+from markupsafe import Markup, escape
+
+from cadence.adapters.sandbox import BoundedRunner, RenderTimeout
+from cadence.adapters.text import SmsLength, html_to_text, sms_length, text_to_html
+from cadence.dsl.compiled import CompiledTemplate, TemplateContentModel
+from cadence.errors import CadenceError
+
+DEFAULT_LOCALE = "en"
+# Integers a template may build with `*` and `**` (about 300,000 decimal digits).
+MAX_INT_BITS = 1_000_000
+
+
+class TemplateRenderError(CadenceError):
+    """A template could not be rendered for one contact; the send fails with this reason."""
+
+    def __init__(
+        self,
+        template: str,
+        reason: str,
+        *,
+        part: str | None = None,
+        line: int | None = None,
+        variable: str | None = None,
+    ) -> None:
+        self.template = template
+        self.part = part
+        self.line = line
+        self.variable = variable
+        self.reason = reason
+        where = template if part is None else f"{template} ({part})"
+        if line is not None:
+            where += f", line {line}"
+        super().__init__(f"template {where}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderLimits:
+    """How much work one render may do before it is cut off."""
+
+    timeout_seconds: float = 2.0
+    max_output_chars: int = 1_000_000
+    max_iterations: int = 100_000
+    max_source_chars: int = 512_000
+
+
+# --------------------------------------------------------------------------- rendered content
+
+
+@dataclass(frozen=True, slots=True)
+class EmailContent:
+    """A rendered email: subject line, preheader, HTML part and plain-text part."""
+
+    subject: str
+    preheader: str | None
+    html: str
+    text: str
+    locale: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmsContent:
+    """A rendered SMS with its encoding and how many segments it will be billed as."""
+
+    text: str
+    encoding: str
+    units: int
+    segments: int
+    locale: str
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppTemplateCall:
+    """An approved WhatsApp template by name and language, with its rendered placeholders."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppContent:
+    """Free-form text (only inside the 24h service window) and, when set up, the approved
+    template to use outside it."""
+
+    text: str
+    approved: WhatsAppTemplateCall | None
+    locale: str
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookContent:
+    """A JSON object to POST to a webhook."""
+
+    payload: Mapping[str, Any]
+    locale: str
+
+
+RenderedContent = EmailContent | SmsContent | WhatsAppContent | WebhookContent
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedWhatsAppTemplate:
+    """How a Cadence WhatsApp template maps to a provider-approved template.
+
+    `parameters` are Jinja expressions-in-strings rendered per contact, one per `{{n}}`
+    placeholder of the approved template, e.g. `("{{ contact.first_name }}",)`.
+    """
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Everything a template may refer to for one contact and one send."""
+
+    contact: Mapping[str, Any]
+    tenant: Mapping[str, Any] = field(default_factory=dict)
+    campaign: Mapping[str, Any] = field(default_factory=dict)
+    event: Mapping[str, Any] | None = None
+    unsubscribe_url: str | None = None
+    preferences_url: str | None = None
+    view_in_browser_url: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    locale: str | None = None
+
+    def variables(self) -> dict[str, Any]:
+        """The template's top-level names; `company` is an alias of `tenant`."""
+        data: dict[str, Any] = {
+            name: _wrap(value, name) for name, value in self.extra.items() if not name[:1] == "_"
+        }
+        tenant = _wrap(self.tenant, "tenant")
+        data.update(
+            contact=_wrap(self.contact, "contact"),
+            tenant=tenant,
+            company=tenant,
+            campaign=_wrap(self.campaign, "campaign"),
+            event=_wrap(self.event or {}, "event"),
+        )
+        for name in ("unsubscribe_url", "preferences_url", "view_in_browser_url"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+
+# --------------------------------------------------------------------------- locales
+
+
+def normalize_locale(tag: str) -> str:
+    """`es-mx` -> `es_MX`: the spelling Babel and the compiled `locale` blocks share."""
+    parts = re.split(r"[-_]", tag.strip())
+    if not parts or not parts[0]:
+        return ""
+    head = parts[0].lower()
+    rest = [p.upper() if len(p) == 2 else p.title() for p in parts[1:] if p]
+    return "_".join([head, *rest])
+
+
+def locale_chain(requested: str | None, default: str = DEFAULT_LOCALE) -> list[str]:
+    """The locales to try, most specific first: `es_MX` -> `es` -> default."""
+    chain: list[str] = []
+    if requested:
+        parts = normalize_locale(requested).split("_")
+        for end in range(len(parts), 0, -1):
+            chain.append("_".join(parts[:end]))
+    for tag in (normalize_locale(default), DEFAULT_LOCALE):
+        if tag:
+            chain.append(tag)
+    return list(dict.fromkeys(chain))
+
+
+def select_locale(
+    requested: str | None, available: Iterable[str], default: str = DEFAULT_LOCALE
+) -> str | None:
+    """The key of the best `locale` block for this request, or None for the default content."""
+    by_norm = {normalize_locale(key): key for key in available}
+    for tag in locale_chain(requested, default):
+        if tag in by_norm:
+            return by_norm[tag]
+    return None
+
+
+def babel_locale(candidates: Iterable[str]) -> babel.Locale:
+    """The first candidate Babel knows, else English, for number and date formatting."""
+    for tag in candidates:
+        try:
+            return babel.Locale.parse(normalize_locale(tag))
+        except (ValueError, babel.UnknownLocaleError):
+            continue
+    return babel.Locale.parse(DEFAULT_LOCALE)
+
+
+# --------------------------------------------------------------------------- data wrapping
+
+
+class _PathDict(dict[str, Any]):
+    """A dict that knows its dotted path, so a missing key names `contact.first_name`."""
+
+    _cadence_path: str
+
+
+class _PathList(list[Any]):
+    """A list that knows its path, for `properties[3]` in error messages."""
+
+    _cadence_path: str
+
+
+def _wrap(value: Any, path: str) -> Any:
+    """Copy mappings and lists into path-aware containers (others pass through)."""
+    if isinstance(value, Mapping):
+        wrapped = _PathDict((str(key), _wrap(item, f"{path}.{key}")) for key, item in value.items())
+        wrapped._cadence_path = path
+        return wrapped
+    if isinstance(value, list | tuple):
+        items = _PathList(_wrap(item, f"{path}[{i}]") for i, item in enumerate(value))
+        items._cadence_path = path
+        return items
+    return value
+
+
+class _MissingVariable(UndefinedError):
+    """A StrictUndefined was used; carries the dotted name of what was missing."""
+
+    def __init__(self, message: str, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+class _CadenceUndefined(StrictUndefined):
+    """StrictUndefined that reports the full path of the missing variable."""
+
+    __slots__ = ()
+
+    def _variable(self) -> str:
+        name = str(self._undefined_name) if self._undefined_name is not None else "?"
+        parent = getattr(self._undefined_obj, "_cadence_path", None)
+        if isinstance(parent, str):
+            return (
+                f"{parent}[{name}]" if isinstance(self._undefined_obj, list) else f"{parent}.{name}"
+            )
+        return name
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> NoReturn:
+        if self._undefined_exception is not UndefinedError:
+            raise self._undefined_exception(self._undefined_message)
+        variable = self._variable()
+        raise _MissingVariable(f"`{variable}` is undefined", variable)
+
+
+# Undefined binds its operators to the base class's failure method; point them at ours.
+for _name, _value in list(vars(Undefined).items()) + list(vars(StrictUndefined).items()):
+    if _value is Undefined._fail_with_undefined_error and _name != "_fail_with_undefined_error":
+        setattr(_CadenceUndefined, _name, _CadenceUndefined._fail_with_undefined_error)
+
+
+# --------------------------------------------------------------------------- per-render state
+
+
+class _RenderState(threading.local):
+    """What the running render may still spend, and the locale its filters format for."""
+
+    limits: RenderLimits
+    iterations: int
+    locale: babel.Locale
+    timezone: str | None
+    currency: str | None
+
+    def __init__(self) -> None:
+        self.limits = RenderLimits()
+        self.iterations = 0
+        self.locale = babel.Locale.parse(DEFAULT_LOCALE)
+        self.timezone = None
+        self.currency = None
+
+
+_state = _RenderState()
+
+
+def _refuse(reason: str) -> NoReturn:
+    raise SecurityError(reason)
+
+
+def _check_size(size: int) -> None:
+    if size > _state.limits.max_output_chars:
+        _refuse(f"the result would be {size:,} characters, over the limit")
+
+
+def _budgeted_range(*args: int) -> Iterator[int]:
+    """`range` that counts every step against the render's iteration budget."""
+    for arg in args:
+        if not isinstance(arg, int):
+            raise TypeError("range() takes whole numbers")
+    numbers = range(*args)
+    if len(numbers) > _state.limits.max_iterations:
+        _refuse(f"range of {len(numbers):,} steps is over the limit")
+    return _count_steps(numbers)
+
+
+def _count_steps(numbers: range) -> Iterator[int]:
+    for number in numbers:
+        _state.iterations += 1
+        if _state.iterations > _state.limits.max_iterations:
+            _refuse("the template loops more than the iteration limit allows")
+        yield number
+
+
+_PRINTF_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
+_FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
+
+
+def _check_format_string(fmt: str) -> None:
+    """Refuse printf or str.format widths that would build huge strings."""
+    limit = _state.limits.max_output_chars
+    for match in _PRINTF_WIDTH.finditer(fmt):
+        for group in match.groups():
+            if group == "*" or (group is not None and int(group) > limit):
+                _refuse("a format width is over the limit")
+    for match in _FORMAT_WIDTH.finditer(fmt):
+        if int(match.group(1)) > limit:
+            _refuse("a format width is over the limit")
+
+
+def _check_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    limit = _state.limits.max_output_chars
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit:
+            _refuse(f"argument {value} is over the limit")
+        if isinstance(value, str) and len(value) > limit:
+            _refuse(f"a {len(value):,}-character argument is over the limit")
+
+
+def _length(value: Any) -> int:
+    """Characters a value adds when joined as text (cheap for strings, the common case)."""
+    return len(value) if isinstance(value, str) else len(str(value))
+
+
+class _GuardedNamespace(Namespace):
+    """`namespace()` whose attributes cannot be grown past the size limit in a loop."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if isinstance(value, str | list | tuple):
+            _check_size(len(value))
+        super().__setitem__(name, value)
+
+
+class _GuardedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` through a size check, so `{% set s = s ~ s %}` chains stay bounded."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a built-in filter so size arguments cannot blow up memory."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_args(args, kwargs)
+        values = [a for a in args if not isinstance(a, Context)]
+        if name == "format" and values and isinstance(values[0], str):
+            _check_format_string(values[0])
+        if name == "join" and values and isinstance(values[0], list | tuple):
+            _check_size(sum(_length(item) for item in values[0]))
+        if name == "replace" and len(values) >= 3:
+            source, old, new = (str(v) for v in values[:3])
+            if old and len(new) > len(old):
+                _check_size(len(source) + source.count(old) * (len(new) - len(old)))
+        result = fn(*args, **kwargs)
+        if isinstance(result, str):
+            _check_size(len(result))
+        return result
+
+    return guarded
+
+
+# --------------------------------------------------------------------------- Babel filters
+
+
+def _decimal(value: Any) -> Decimal:
+    if isinstance(value, Undefined):
+        str(value)  # raises the missing-variable error
+    if isinstance(value, bool):
+        raise TypeError("expected a number, got a boolean")
+    if isinstance(value, int | float | Decimal):
+        return Decimal(str(value))
+    try:
+        return Decimal(str(value).strip())
+    except InvalidOperation:
+        raise TypeError(f"expected a number, got {value!r}") from None
+
+
+def _moment(value: Any) -> dt.datetime | dt.date:
+    if isinstance(value, dt.datetime | dt.date):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.UTC)
+    try:
+        text = str(value).strip().replace("Z", "+00:00")
+        return (
+            dt.datetime.fromisoformat(text)
+            if "T" in text or " " in text
+            else dt.date.fromisoformat(text)
+        )
+    except ValueError:
+        raise TypeError(f"expected a date or datetime, got {value!r}") from None
+
+
+def f_number(value: Any, digits: int | None = None) -> str:
+    """`{{ 1234.5 | number }}` -> `1,234.5` (en) / `1.234,5` (de)."""
+    amount = _decimal(value)
+    if digits is not None:
+        if not 0 <= digits <= 12:
+            raise ValueError("digits must be between 0 and 12")
+        amount = amount.quantize(Decimal(1).scaleb(-digits))
+        pattern = _state.locale.decimal_formats[None].pattern.split(";")[0]
+        integer = pattern.split(".")[0]
+        return babel.numbers.format_decimal(
+            amount,
+            format=integer + ("." + "0" * digits if digits else ""),
+            locale=_state.locale,
+            decimal_quantization=False,
+        )
+    return babel.numbers.format_decimal(amount, locale=_state.locale)
+
+
+def f_money(value: Any, currency: str | None = None) -> str:
+    """`{{ price | money('EUR') }}` -> `€1,234.50` / `1.234,50 €`; a {amount, currency} works."""
+    if isinstance(value, Mapping) and "amount" in value:
+        currency = currency or value.get("currency")
+        value = value["amount"]
+    code = currency or _state.currency
+    if not code:
+        raise ValueError("money needs a currency: money('USD'), or tenant.currency")
+    return babel.numbers.format_currency(_decimal(value), str(code).upper(), locale=_state.locale)
+
+
+def f_percent(value: Any) -> str:
+    """`{{ 0.25 | percent }}` -> `25%`."""
+    return babel.numbers.format_percent(_decimal(value), locale=_state.locale)
+
+
+def f_date(value: Any, format: str = "medium") -> str:
+    """`{{ contact.renewal | date }}` -> `Dec 1, 2026` / `1 dic 2026`."""
+    moment = _moment(value)
+    if isinstance(moment, dt.datetime):
+        moment = _localize(moment).date()
+    return babel.dates.format_date(moment, format=format, locale=_state.locale)
+
+
+def f_datetime(value: Any, format: str = "medium") -> str:
+    """`{{ event.at | datetime('short') }}` in the contact's timezone."""
+    moment = _moment(value)
+    if not isinstance(moment, dt.datetime):
+        moment = dt.datetime.combine(moment, dt.time())
+    return babel.dates.format_datetime(_localize(moment), format=format, locale=_state.locale)
+
+
+def f_time(value: Any, format: str = "short") -> str:
+    """`{{ event.at | time }}` -> `9:00 AM` / `9:00`."""
+    moment = _moment(value)
+    if not isinstance(moment, dt.datetime):
+        raise TypeError("time needs a datetime")
+    return babel.dates.format_time(_localize(moment), format=format, locale=_state.locale)
+
+
+def _localize(moment: dt.datetime) -> dt.datetime:
+    if _state.timezone:
+        try:
+            zone = babel.dates.get_timezone(_state.timezone)
+        except LookupError:
+            return moment
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(zone)
+    return moment
+
+
+def _per_render(fn: Callable[..., str]) -> Callable[..., str]:
+    """Mark a locale filter context-dependent, so Jinja never folds it at compile time
+    (a folded `{{ 1234.5 | number }}` would keep the first render's locale forever)."""
+
+    @pass_context
+    @functools.wraps(fn)
+    def run(context: Context, *args: Any, **kwargs: Any) -> str:
+        return fn(*args, **kwargs)
+
+    return run
+
+
+LOCALE_FILTERS: dict[str, Callable[..., str]] = {
+    "number": _per_render(f_number),
+    "money": _per_render(f_money),
+    "currency": _per_render(f_money),
+    "percent": _per_render(f_percent),
+    "date": _per_render(f_date),
+    "datetime": _per_render(f_datetime),
+    "time": _per_render(f_time),
+}
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class CadenceSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox plus size checks on operators, calls and filters."""
+
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _GuardedCodeGenerator
+
+    def __init__(self, *, html: bool) -> None:
+        super().__init__(
+            autoescape=html,
+            undefined=_CadenceUndefined,
+            keep_trailing_newline=True,
+            auto_reload=False,
+            cache_size=0,
+        )
+        for name, fn in list(self.filters.items()):
+            self.filters[name] = _guard_filter(name, fn)
+        self.filters.update(LOCALE_FILTERS)
+        self.globals["range"] = _budgeted_range
+        self.globals["namespace"] = _GuardedNamespace
+        self.globals.pop("lipsum", None)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        """Refuse `'x' * 10**9`, `10 ** 10**9` and printf widths before Python computes them."""
+        if operator == "*":
+            if isinstance(left, int) and isinstance(right, int):
+                if left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                    _refuse("the product is over the size limit")
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _check_size(len(seq) * max(times, 0))
+        elif operator == "**":
+            if isinstance(right, int | float) and isinstance(left, int | float):
+                bits = max(abs(int(left)), 2).bit_length() * max(abs(right), 1)
+                if abs(left) > 1 and bits > MAX_INT_BITS:
+                    _refuse("the power is over the size limit")
+        elif operator == "%":
+            if isinstance(left, str):
+                _check_format_string(left)
+        elif operator == "+":
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _check_size(len(left) + len(right))
+        return super().call_binop(context, operator, left, right)
+
+    def checked_concat(self, joined: Any) -> Any:
+        """The result of `~`, refused once it grows past the output limit."""
+        _check_size(len(joined))
+        return joined
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`'{:9999999}'.format(x)`: check the format string before Python expands it."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _check_format_string(value.__self__)
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_args(args, kwargs)
+            result = wrapped(*args, **kwargs)
+            _check_size(len(result))
+            return result
+
+        return checked
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Calls from templates: no huge size arguments, no string-exploding replace/format."""
+        _check_args(args, kwargs)
+        name = getattr(__obj, "__name__", "")
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            if name == "replace" and len(args) >= 2:
+                old, new = str(args[0]), str(args[1])
+                if old and len(new) > len(old):
+                    _check_size(len(owner) + owner.count(old) * (len(new) - len(old)))
+            elif name in ("format", "format_map"):
+                _check_format_string(owner)
+        result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+        if isinstance(result, str | list | tuple):
+            _check_size(len(result))
+        return result
+
+
+# --------------------------------------------------------------------------- the renderer
+
+
+class TemplateRenderer:
+    """Renders compiled templates for one contact at a time, safely and in bounded time.
+
+    Thread-safe; one instance serves the whole engine (compiled templates are cached by
+    source). `render` blocks the calling thread for at most `limits.timeout_seconds`; from
+    Trio call `await renderer.arender(...)`, which runs it in a worker thread.
+    """
+
+    def __init__(
+        self,
+        limits: RenderLimits | None = None,
+        *,
+        default_locale: str = DEFAULT_LOCALE,
+        whatsapp_templates: Mapping[str, ApprovedWhatsAppTemplate] | None = None,
+        cache_size: int = 512,
+    ) -> None:
+        self.limits = limits or RenderLimits()
+        self.default_locale = default_locale
+        self.whatsapp_templates = dict(whatsapp_templates or {})
+        self._html_env = CadenceSandbox(html=True)
+        self._text_env = CadenceSandbox(html=False)
+        self._runner = BoundedRunner()
+        self._cache: dict[tuple[bool, str, str], Any] = {}
+        self._cache_lock = threading.Lock()
+        self._cache_size = cache_size
+
+    # ----------------------------------------------------------------- public API
+
+    def render(
+        self,
+        template: CompiledTemplate,
+        context: RenderContext,
+        *,
+        approved: ApprovedWhatsAppTemplate | None = None,
+    ) -> RenderedContent:
+        """Render `template` for one contact; raises `TemplateRenderError` and nothing else."""
+        requested = context.locale or _text(context.contact.get("locale"))
+        key = select_locale(requested, template.locales, self.default_locale)
+        content = template.locales[key] if key is not None else template.content
+        chosen = key or self.default_locale
+        fmt_locale = babel_locale([*locale_chain(requested, self.default_locale)])
+        variables = context.variables()
+        variables.setdefault("locale", str(fmt_locale))
+        timezone = _text(context.contact.get("timezone")) or _text(context.tenant.get("timezone"))
+        currency = _text(context.tenant.get("currency"))
+        name = template.name
+
+        def job() -> RenderedContent:
+            _state.limits = self.limits
+            _state.iterations = 0
+            _state.locale = fmt_locale
+            _state.timezone = timezone
+            _state.currency = currency
+            return self._render_channel(
+                template.channel, name, content, variables, chosen, approved
+            )
+
+        try:
+            return self._runner.run(job, self.limits.timeout_seconds)
+        except RenderTimeout:
+            raise TemplateRenderError(
+                name, f"rendering took longer than {self.limits.timeout_seconds:g}s and was stopped"
+            ) from None
+
+    async def arender(
+        self,
+        template: CompiledTemplate,
+        context: RenderContext,
+        *,
+        approved: ApprovedWhatsAppTemplate | None = None,
+    ) -> RenderedContent:
+        """`render` from Trio code without blocking the event loop."""
+        import trio
+
+        return await trio.to_thread.run_sync(
+            functools.partial(self.render, template, context, approved=approved)
+        )
+
+    def render_string(
+        self, source: str, context: RenderContext, *, name: str = "<string>", html: bool = False
+    ) -> str:
+        """Render one string (a subject, a webhook body) with the same sandbox and limits."""
+        fmt_locale = babel_locale(locale_chain(context.locale, self.default_locale))
+        variables = context.variables()
+
+        def job() -> str:
+            _state.limits = self.limits
+            _state.iterations = 0
+            _state.locale = fmt_locale
+            _state.timezone = _text(context.contact.get("timezone"))
+            _state.currency = _text(context.tenant.get("currency"))
+            return self._render_part(name, "text", source, variables, html=html)
+
+        try:
+            return self._runner.run(job, self.limits.timeout_seconds)
+        except RenderTimeout:
+            raise TemplateRenderError(name, "rendering took too long and was stopped") from None
+
+    # ----------------------------------------------------------------- channels
+
+    def _render_channel(
+        self,
+        channel: str,
+        name: str,
+        content: TemplateContentModel,
+        variables: Mapping[str, Any],
+        locale: str,
+        approved: ApprovedWhatsAppTemplate | None,
+    ) -> RenderedContent:
+        if channel in ("email", "inbox"):
+            return self._render_email(name, content, variables, locale)
+        if channel == "sms":
+            text = self._render_part(name, "body", content.body, variables, html=False).strip()
+            length: SmsLength = sms_length(text)
+            return SmsContent(text, length.encoding, length.units, length.segments, locale)
+        if channel == "whatsapp":
+            text = self._render_part(name, "body", content.body, variables, html=False).strip()
+            spec = approved or self.whatsapp_templates.get(name)
+            call = None
+            if spec is not None:
+                params = tuple(
+                    self._render_part(name, f"parameter {i + 1}", p, variables, html=False).strip()
+                    for i, p in enumerate(spec.parameters)
+                )
+                call = WhatsAppTemplateCall(spec.name, spec.language, params)
+            return WhatsAppContent(text, call, locale)
+        if channel == "webhook":
+            import json
+
+            text = self._render_part(name, "body", content.body, variables, html=False)
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                payload = {"text": text.strip()}
+            if not isinstance(payload, dict):
+                payload = {"data": payload}
+            return WebhookContent(payload, locale)
+        raise TemplateRenderError(name, f"no renderer for channel `{channel}`")
+
+    def _render_email(
+        self, name: str, content: TemplateContentModel, variables: Mapping[str, Any], locale: str
+    ) -> EmailContent:
+        if content.subject is None:
+            raise TemplateRenderError(name, "an email needs a subject", part="subject")
+        subject = _one_line(
+            self._render_part(name, "subject", content.subject, variables, html=False)
+        )
+        if not subject:
+            raise TemplateRenderError(name, "the subject rendered empty", part="subject")
+        preheader = None
+        if content.preheader is not None:
+            preheader = _one_line(
+                self._render_part(name, "preheader", content.preheader, variables, html=False)
+            )
+        if _looks_like_html(content.body, content.body_file):
+            html = self._render_part(name, "body", content.body, variables, html=True)
+            text = html_to_text(html)
+        else:
+            text = self._render_part(name, "body", content.body, variables, html=False)
+            text = text.strip() + "\n"
+            html = text_to_html(text)
+        if preheader:
+            html = _insert_preheader(html, preheader)
+        return EmailContent(subject, preheader or None, html, text, locale)
+
+    # ----------------------------------------------------------------- one part
+
+    def _render_part(
+        self, name: str, part: str, source: str, variables: Mapping[str, Any], *, html: bool
+    ) -> str:
+        """Compile (cached) and render one string; map every failure to TemplateRenderError."""
+        filename = f"{name}:{part}"
+        if len(source) > self.limits.max_source_chars:
+            raise TemplateRenderError(name, "the template source is too large", part=part)
+        try:
+            template = self._compiled(html, filename, source)
+            chunks: list[str] = []
+            size = 0
+            for chunk in template.generate(variables):
+                size += len(chunk)
+                if size > self.limits.max_output_chars:
+                    raise SecurityError(
+                        f"output is over the limit of {self.limits.max_output_chars:,} characters"
+                    )
+                chunks.append(chunk)
+            return "".join(chunks)
+        except TemplateRenderError:
+            raise
+        except RenderTimeout:
+            raise
+        except TemplateSyntaxError as exc:
+            raise TemplateRenderError(
+                name, f"syntax error: {exc.message}", part=part, line=exc.lineno
+            ) from None
+        except _MissingVariable as exc:
+            raise TemplateRenderError(
+                name,
+                f"`{exc.variable}` is undefined (use `| default(...)` if it may be missing)",
+                part=part,
+                line=_template_line(exc, filename),
+                variable=exc.variable,
+            ) from None
+        except SecurityError as exc:
+            raise TemplateRenderError(
+                name, f"not allowed: {exc}", part=part, line=_template_line(exc, filename)
+            ) from None
+        except RecursionError:
+            raise TemplateRenderError(name, "recursion too deep", part=part) from None
+        except (TemplateError, Exception) as exc:
+            raise TemplateRenderError(
+                name,
+                f"{type(exc).__name__}: {exc}",
+                part=part,
+                line=_template_line(exc, filename),
+            ) from None
+
+    def _compiled(self, html: bool, filename: str, source: str) -> Any:
+        key = (html, filename, source)
+        with self._cache_lock:
+            found = self._cache.get(key)
+        if found is not None:
+            return found
+        env = self._html_env if html else self._text_env
+        code = env.compile(source, name=filename, filename=filename)
+        template = env.template_class.from_code(env, code, env.make_globals(None))
+        with self._cache_lock:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = template
+        return template
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _one_line(text: str) -> str:
+    """Headers cannot carry newlines (header injection); collapse all whitespace."""
+    return " ".join(text.split())
+
+
+_HTML_HINT = re.compile(
+    r"<\s*(html|body|p|div|table|br|a|h[1-6]|span|img|ul|ol|b|strong|em|i)\b", re.I
+)
+
+
+def _looks_like_html(source: str, body_file: str | None) -> bool:
+    if body_file and body_file.lower().endswith((".txt", ".txt.j2", ".text")):
+        return False
+    if body_file and ".htm" in body_file.lower():
+        return True
+    return bool(_HTML_HINT.search(source))
+
+
+def _insert_preheader(html: str, preheader: str) -> str:
+    """The hidden preview text mail clients show after the subject."""
+    block = Markup(
+        '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all" aria-hidden="true">'
+        "{}</div>"
+    ).format(escape(preheader))
+    match = re.search(r"<body[^>]*>", html, re.I)
+    if match:
+        return html[: match.end()] + "\n" + str(block) + html[match.end() :]
+    return str(block) + "\n" + html
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    """The template line of the innermost frame that ran template code."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line

@@ -1,0 +1,351 @@
+"""Rendering: sandbox, strict variables with positions, bounded work, locales, Babel filters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cadence.adapters.render import (
+    ApprovedWhatsAppTemplate,
+    EmailContent,
+    RenderContext,
+    RenderLimits,
+    SmsContent,
+    TemplateRenderer,
+    TemplateRenderError,
+    WebhookContent,
+    WhatsAppContent,
+    locale_chain,
+    select_locale,
+)
+from cadence.dsl.compiled import CompiledTemplate, TemplateContentModel
+from cadence.errors import CadenceError
+
+
+@pytest.fixture(scope="module")
+def renderer() -> TemplateRenderer:
+    return TemplateRenderer(RenderLimits(timeout_seconds=1.0))
+
+
+def sms(body: str, name: str = "t") -> CompiledTemplate:
+    return CompiledTemplate(name=name, channel="sms", content=TemplateContentModel(body=body))
+
+
+def render_sms(renderer: TemplateRenderer, body: str, **contact: object) -> SmsContent:
+    result = renderer.render(sms(body), RenderContext(contact=contact))
+    assert isinstance(result, SmsContent)
+    return result
+
+
+WELCOME = CompiledTemplate(
+    name="welcome",
+    channel="email",
+    content=TemplateContentModel(
+        subject="Welcome to {{ company.name }}, {{ contact.first_name | default('there') }}!",
+        preheader="Three things to try first",
+        body=(
+            "<html><head><style>p{color:red}</style></head><body>\n"
+            "<h1>Hi {{ contact.first_name }}</h1>\n"
+            "<p>Listings in {{ contact.city }}:</p>\n"
+            "<ul>{% for p in properties %}<li>{{ p.title }} {{ p.price | money('USD') }}</li>"
+            "{% endfor %}</ul>\n"
+            '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>\n'
+            "</body></html>"
+        ),
+        body_file="templates/welcome.html.j2",
+    ),
+    locales={
+        "es": TemplateContentModel(
+            subject="¡Bienvenido a {{ company.name }}, {{ contact.first_name }}!",
+            preheader="Tres cosas para empezar",
+            body="<p>Hola {{ contact.first_name }}, {{ 1234567.891 | number }}</p>",
+        )
+    },
+)
+
+
+def ctx(**contact: object) -> RenderContext:
+    return RenderContext(
+        contact=contact,
+        tenant={"name": "Acme & Co"},
+        extra={
+            "properties": [
+                {"title": "Loft <3>", "price": 250000},
+                {"title": "Villa", "price": 1200000.5},
+            ]
+        },
+        unsubscribe_url="https://t.acme.test/u/abc?x=1&y=2",
+    )
+
+
+# ------------------------------------------------------------------------------ email
+
+
+def test_email_subject_preheader_html_and_text(renderer: TemplateRenderer) -> None:
+    out = renderer.render(WELCOME, ctx(first_name="Ana <script>", city="Austin"))
+    assert isinstance(out, EmailContent)
+    # Subjects are not HTML: no escaping, but no newlines either.
+    assert out.subject == "Welcome to Acme & Co, Ana <script>!"
+    assert out.preheader == "Three things to try first"
+    # The body is autoescaped; the template's own markup is kept.
+    assert "<h1>Hi Ana &lt;script&gt;</h1>" in out.html
+    assert "<li>Loft &lt;3&gt; $250,000.00</li>" in out.html
+    assert 'href="https://t.acme.test/u/abc?x=1&amp;y=2"' in out.html
+    assert "Three things to try first</div>" in out.html  # hidden preheader block
+    assert out.html.index("<body>") < out.html.index("Three things")
+    # The text part is generated from the HTML: no tags, no style, links kept.
+    assert "<" not in out.text.replace("<script>", "").replace("<3>", "")
+    assert "color:red" not in out.text
+    assert "Hi Ana <script>" in out.text
+    assert "- Villa $1,200,000.50" in out.text
+    assert "Unsubscribe (https://t.acme.test/u/abc?x=1&y=2)" in out.text
+    assert out.locale == "en"
+
+
+def test_subject_cannot_inject_headers(renderer: TemplateRenderer) -> None:
+    out = renderer.render(WELCOME, ctx(first_name="x\r\nBcc: evil@example.test", city="A"))
+    assert isinstance(out, EmailContent)
+    assert "\n" not in out.subject and "\r" not in out.subject
+
+
+def test_default_filter_allowed(renderer: TemplateRenderer) -> None:
+    source = "Hi {{ contact.first_name | default('there') }} {{ contact.x | default('-') }}"
+    assert render_sms(renderer, source).text == "Hi there -"
+
+
+def test_plain_text_email_body_gets_html(renderer: TemplateRenderer) -> None:
+    template = CompiledTemplate(
+        name="plain",
+        channel="email",
+        content=TemplateContentModel(subject="S", body="Hi {{ contact.name }},\n\nA & B"),
+    )
+    out = renderer.render(template, RenderContext(contact={"name": "<Bo>"}))
+    assert isinstance(out, EmailContent)
+    assert out.text == "Hi <Bo>,\n\nA & B\n"
+    assert "<p>Hi &lt;Bo&gt;,</p>" in out.html and "<p>A &amp; B</p>" in out.html
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_missing_variable_names_template_line_and_variable(renderer: TemplateRenderer) -> None:
+    with pytest.raises(TemplateRenderError) as info:
+        renderer.render(WELCOME, ctx(first_name="Ana"))  # no city
+    err = info.value
+    assert isinstance(err, CadenceError)
+    assert (err.template, err.part, err.line, err.variable) == (
+        "welcome",
+        "body",
+        3,
+        "contact.city",
+    )
+    assert "welcome (body), line 3" in str(err) and "contact.city" in str(err)
+
+
+def test_missing_top_level_and_list_index(renderer: TemplateRenderer) -> None:
+    with pytest.raises(TemplateRenderError) as info:
+        render_sms(renderer, "a\nb\n{{ nope }}")
+    assert (info.value.line, info.value.variable) == (3, "nope")
+    with pytest.raises(TemplateRenderError) as info:
+        render_sms(renderer, "{{ contact.props[4] }}", props=[1])
+    assert info.value.variable == "contact.props[4]"
+
+
+def test_missing_in_subject_is_reported_as_subject(renderer: TemplateRenderer) -> None:
+    template = CompiledTemplate(
+        name="t", channel="email", content=TemplateContentModel(subject="{{ x.y }}", body="b")
+    )
+    with pytest.raises(TemplateRenderError) as info:
+        renderer.render(template, RenderContext(contact={}))
+    assert info.value.part == "subject" and info.value.variable == "x"
+
+
+def test_syntax_error_has_a_line(renderer: TemplateRenderer) -> None:
+    with pytest.raises(TemplateRenderError) as info:
+        render_sms(renderer, "ok\n{% if %}")
+    assert info.value.line == 2 and "syntax error" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ contact.__class__ }}",
+        "{{ range.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ ''.format.__globals__ }}",
+        "{{ self._TemplateReference__context }}",
+    ],
+)
+def test_sandbox_escapes_are_render_errors(renderer: TemplateRenderer, source: str) -> None:
+    with pytest.raises(TemplateRenderError) as info:
+        render_sms(renderer, source)
+    assert "not allowed" in str(info.value) or "undefined" in str(info.value)
+
+
+def test_one_bad_render_does_not_poison_the_next(renderer: TemplateRenderer) -> None:
+    with pytest.raises(TemplateRenderError):
+        render_sms(renderer, "{{ 1 / 0 }}")
+    assert render_sms(renderer, "Hi {{ contact.n }}", n="Jo").text == "Hi Jo"
+
+
+# ------------------------------------------------------------------------------ bounded work
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(10**9) %}{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{{ 'a' * 10**9 }}",
+        "{{ [1] * 10**9 }}",
+        "{{ 10 ** 1000000 }}",
+        "{% set a = 10 ** 60000 %}{% set b = a * a %}{% set c = b * b %}{{ (c * c) % 7 }}",
+        "{{ 'x' | center(10**9) }}",
+        "{{ '%999999999d' % 1 }}",
+        "{{ '{:999999999}'.format(1) }}",
+        "{{ ('a' * 100000).replace('a', 'a' * 100000) }}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}",
+        "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% endif %}{% endmacro %}"
+        "{{ d('a', 60) }}",
+        "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
+    ],
+)
+def test_hostile_templates_are_cut_off(renderer: TemplateRenderer, source: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderError):
+        render_sms(renderer, source)
+    assert time.monotonic() - started < 3
+
+
+def test_loop_without_hooks_is_stopped_by_the_time_budget() -> None:
+    fast = TemplateRenderer(RenderLimits(timeout_seconds=0.3))
+    source = "{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderError, match=r"longer than 0\.3s"):
+        fast.render(sms(source), RenderContext(contact={}))
+    assert time.monotonic() - started < 2
+    # The interrupted worker comes back: the renderer still works.
+    out = fast.render(sms("still {{ 'ok' }}"), RenderContext(contact={}))
+    assert isinstance(out, SmsContent) and out.text == "still ok"
+
+
+def test_output_size_is_limited() -> None:
+    small = TemplateRenderer(RenderLimits(max_output_chars=1000))
+    with pytest.raises(TemplateRenderError, match="over the limit"):
+        small.render(sms("{% for i in range(500) %}abc{% endfor %}"), RenderContext(contact={}))
+
+
+# ------------------------------------------------------------------------------ locales
+
+
+def test_locale_chain_and_selection() -> None:
+    assert locale_chain("es-mx") == ["es_MX", "es", "en"]
+    assert locale_chain("pt_BR", "fr") == ["pt_BR", "pt", "fr", "en"]
+    assert locale_chain(None, "de") == ["de", "en"]
+    assert select_locale("es_MX", ["es", "fr"]) == "es"
+    assert select_locale("es-MX", ["es_MX", "es"]) == "es_MX"
+    assert select_locale("de", ["es"]) is None
+    assert select_locale("de", ["es"], default="es") == "es"
+
+
+def test_contact_locale_picks_the_localized_block_and_formats(renderer: TemplateRenderer) -> None:
+    out = renderer.render(WELCOME, ctx(first_name="Ana", locale="es_ES"))
+    assert isinstance(out, EmailContent)
+    assert out.locale == "es"
+    assert out.subject == "¡Bienvenido a Acme & Co, Ana!"
+    assert "Hola Ana, 1.234.567,891" in out.html  # Spanish grouping from es_ES
+    mx = renderer.render(WELCOME, ctx(first_name="Ana", locale="es-MX"))
+    assert isinstance(mx, EmailContent)
+    assert mx.locale == "es" and "1,234,567.891" in mx.html  # Mexico groups with commas
+    fr = renderer.render(WELCOME, ctx(first_name="Ana", city="Lyon", locale="fr"))
+    assert isinstance(fr, EmailContent) and fr.locale == "en"  # no fr block: default content
+
+
+@pytest.mark.parametrize(
+    ("locale", "source", "expected"),
+    [
+        ("en", "{{ 1234.5 | number }}", "1,234.5"),
+        ("de", "{{ 1234.5 | number }}", "1.234,5"),
+        ("de", "{{ 3 | number(2) }}", "3,00"),
+        ("en", "{{ 1234.5 | money('EUR') }}", "€1,234.50"),
+        ("de_DE", "{{ 1234.5 | money('EUR') }}", "1.234,50\xa0€"),
+        ("fr", "{{ {'amount': '10', 'currency': 'USD'} | money }}", "10,00\xa0$US"),
+        ("ja", "{{ 500 | currency('JPY') }}", "￥500"),
+        ("en", "{{ 0.256 | percent }}", "26%"),
+        ("en", "{{ '2026-12-01' | date }}", "Dec 1, 2026"),
+        ("es", "{{ '2026-12-01' | date('long') }}", "1 de diciembre de 2026"),
+        ("de", "{{ '2026-12-01T09:30:00' | datetime('short') }}", "01.12.26, 09:30"),
+    ],
+)
+def test_babel_filters(renderer: TemplateRenderer, locale: str, source: str, expected: str) -> None:
+    assert render_sms(renderer, source, locale=locale).text == expected
+
+
+def test_datetime_uses_contact_timezone(renderer: TemplateRenderer) -> None:
+    text = render_sms(
+        renderer,
+        "{{ '2026-12-01T14:00:00Z' | time }}",
+        locale="en_US",
+        timezone="America/New_York",
+    ).text
+    assert text.replace("\u202f", " ") == "9:00 AM"
+
+
+def test_money_without_currency_uses_tenant_currency(renderer: TemplateRenderer) -> None:
+    out = renderer.render(
+        sms("{{ 12 | money }}"), RenderContext(contact={}, tenant={"currency": "GBP"})
+    )
+    assert isinstance(out, SmsContent) and out.text == "£12.00"
+    with pytest.raises(TemplateRenderError, match="currency"):
+        render_sms(renderer, "{{ 12 | money }}")
+
+
+# ------------------------------------------------------ SMS / WhatsApp / webhook
+
+
+def test_sms_segments_are_computed(renderer: TemplateRenderer) -> None:
+    out = render_sms(renderer, "Hi {{ contact.first_name }}, still looking?", first_name="Zoë")
+    assert (out.encoding, out.units, out.segments) == ("UCS-2", 22, 1)
+    out = render_sms(renderer, "Hi {{ contact.first_name }} {{ 'x' * 150 }}", first_name="Jo")
+    assert (out.encoding, out.units, out.segments) == ("GSM-7", 156, 1)
+
+
+def test_whatsapp_text_and_approved_template(renderer: TemplateRenderer) -> None:
+    template = CompiledTemplate(
+        name="follow_up_wa",
+        channel="whatsapp",
+        content=TemplateContentModel(body="Hi {{ contact.first_name }} 👋 book a viewing?"),
+    )
+    approved = ApprovedWhatsAppTemplate(
+        name="viewing_reminder_v2",
+        language="en",
+        parameters=("{{ contact.first_name }}", "{{ contact.city | upper }}"),
+    )
+    out = renderer.render(
+        template, RenderContext(contact={"first_name": "Li", "city": "Oslo"}), approved=approved
+    )
+    assert isinstance(out, WhatsAppContent)
+    assert out.text == "Hi Li 👋 book a viewing?"
+    assert out.approved is not None
+    assert (out.approved.name, out.approved.language, out.approved.parameters) == (
+        "viewing_reminder_v2",
+        "en",
+        ("Li", "OSLO"),
+    )
+    with pytest.raises(TemplateRenderError) as info:
+        renderer.render(template, RenderContext(contact={"first_name": "Li"}), approved=approved)
+    assert info.value.part == "parameter 2" and info.value.variable == "contact.city"
+
+
+def test_webhook_body_is_json(renderer: TemplateRenderer) -> None:
+    template = CompiledTemplate(
+        name="crm",
+        channel="webhook",
+        content=TemplateContentModel(body='{"id": {{ contact.id | tojson }}, "n": 1}'),
+    )
+    out = renderer.render(template, RenderContext(contact={"id": 'a"b'}))
+    assert isinstance(out, WebhookContent) and out.payload == {"id": 'a"b', "n": 1}
