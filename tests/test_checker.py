@@ -410,6 +410,11 @@ def test_format_duration_reads_like_the_language() -> None:
     assert format_duration(90) == "1m30s"
 
 
+def test_a_template_on_an_unknown_channel_is_reported_once() -> None:
+    found = check_text('template t emial "x"\non launch { send email t }')
+    assert [(d.code, d.line) for d in found] == [("E104", 1)]
+
+
 # ---------------------------------------------------------------------------- the command
 
 
@@ -506,61 +511,75 @@ def test_arbitrary_text_only_ever_gives_diagnostics(text: str) -> None:
         assert diagnostic.code[0] in "EW"
 
 
-WORDS = st.sampled_from(
+SIMPLE_STEPS = st.sampled_from(
     [
-        "on launch {",
-        "}",
-        "{",
-        "send",
-        "email",
-        "sms",
-        "hello",
-        "wait",
-        "1d",
-        "for",
-        "clicked(hello)",
-        "up to",
-        "2d",
-        "if",
-        "else",
+        "send email hello",
+        "send sms nudge",
+        "send email nope",
+        "wait 1d",
+        "wait 8d",
+        "wait until 09:00 local",
+        "wait for clicked(hello) up to 2d",
+        "wait for opened(x)",
         "exit",
-        "split",
-        "20%",
-        "50%",
-        ":",
-        "a",
-        "b",
-        "test winner by",
-        "opens",
-        "after 1h",
-        "enroll",
-        "c",
-        "campaign c",
-        "segment s =",
-        "s",
-        "and",
-        "cap email 1 per 7d",
-        "max_sends 1",
+        "enroll c",
+        "enroll d",
+        'tag add "t"',
+        "set a = 1",
         "...",
-        'template hello email { subject "s" body "b" }',
-        "starts 2027-01-01",
-        "ends 2026-01-01",
-        "schema contact { x: number }",
-        "x",
-        "contact.y",
-        "every",
-        "monday",
-        "09:00",
-        "local",
     ]
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(WORDS, max_size=40))
-def test_near_valid_programs_only_ever_give_diagnostics(words: list[str]) -> None:
-    for diagnostic in check_text(" ".join(words)):
-        assert diagnostic.line >= 1 and diagnostic.column >= 1
+def _compound_steps(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    block = st.lists(children, max_size=4).map(lambda steps: "{ " + " ".join(steps) + " }")
+    return st.one_of(
+        st.tuples(block, block).map(lambda b: f"if clicked(hello) {b[0]} else {b[1]}"),
+        st.tuples(block, block, st.sampled_from(["50%", "40%", "0%"])).map(
+            lambda b: f"split {{ a 50%: {b[0]} b {b[2]}: {b[1]} }}"
+        ),
+        st.tuples(block, block, st.sampled_from(["opens", "replies", "nope"])).map(
+            lambda b: f"split 20% test winner by {b[2]} after 1h {{ a: {b[0]} b: {b[1]} }}"
+        ),
+    )
+
+
+STEPS = st.recursive(SIMPLE_STEPS, _compound_steps, max_leaves=20)
+SETTINGS = st.lists(
+    st.sampled_from(
+        [
+            "cap email 2 per 7d",
+            "cap 1 per 1d",
+            "starts 2026-01-01",
+            "ends 2026-02-01",
+            "channels email",
+            "max_sends 3",
+            "send_window 09:00-17:00 weekdays",
+            "quiet_hours sms 08:00-18:00",
+        ]
+    ),
+    max_size=5,
+)
+TRIGGERS = st.sampled_from(["on launch", "at 2026-01-10T09:00 local", "when viewed count>=2"])
+CAMPAIGNS = st.tuples(
+    st.sampled_from(["c", "d"]), SETTINGS, TRIGGERS, st.lists(STEPS, max_size=8)
+).map(lambda c: f"campaign {c[0]} {{ {' '.join(c[1])} {c[2]} {{ {' '.join(c[3])} }} }}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(CAMPAIGNS, min_size=1, max_size=3), st.booleans())
+def test_generated_programs_get_positioned_diagnostics_only(
+    campaigns: list[str], with_schema: bool
+) -> None:
+    schema = "schema contact { a: number }\n" if with_schema else ""
+    source = HELLO + 'template nudge sms "x"\n' + schema + "\n".join(campaigns)
+    found = check_text(source)
+    assert not {"E002", "E003", "E004"} & set(codes(found)), "the generator wrote bad syntax"
+    lines = source.split("\n")
+    for diagnostic in found:
+        assert 1 <= diagnostic.line <= len(lines)
+        assert 1 <= diagnostic.column <= len(lines[diagnostic.line - 1]) + 1
+        assert diagnostic.hint
 
 
 @settings(max_examples=200, deadline=None)

@@ -199,7 +199,11 @@ def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting 
             did_you_mean(send.template, ctx.symbols.templates)
             or f"declare it with `template {send.template} {send.channel} {{ ... }}`",
         )
-    elif declared.node.channel != send.channel and channel_known:
+    elif (
+        declared.node.channel != send.channel
+        and channel_known
+        and declared.node.channel in CHANNELS
+    ):
         ctx.error(
             send.channel_span,
             "E201",
