@@ -1,9 +1,15 @@
-"""Shared fixtures: a real database on each backend the store supports, fresh for every test.
+"""Shared fixtures: a real database on each backend the store supports.
 
-`database_url` runs a test twice: on a SQLite file in tmp_path and on a fresh PostgreSQL
-database created on the server named by $CADENCE_TEST_POSTGRES_URL (start one with
-`eval "$(bash .ci/postgres.sh)"`). Without that variable the PostgreSQL half is skipped,
-except under CI=true, where it fails: CI must test both.
+Every fixture below runs a test twice, on SQLite and on PostgreSQL (ids `[sqlite]` and
+`[postgresql]`). PostgreSQL is the server named by $CADENCE_TEST_POSTGRES_URL; start one with
+`eval "$(bash .ci/postgres.sh)"`. Without that variable the PostgreSQL half is skipped, except
+under CI=true, where it fails: CI must test both.
+
+- `store`: a migrated, empty `Store` (on PostgreSQL one database is migrated once per session
+  and emptied before each test, which is much faster than creating one per test).
+- `store_url`: the URL of that same database, for code that opens its own connections
+  (the CLI, other threads, other processes). Use it instead of `database_url` with `store`.
+- `database_url`: a brand-new empty database that nothing has migrated, for migration tests.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from cadence.engine.store import Store
+from cadence.engine.store.models import Base
 
 POSTGRES_URL_ENV = "CADENCE_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def _in_ci() -> bool:
@@ -27,25 +35,20 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _postgres_admin_url() -> str:
-    """The PostgreSQL server to create test databases on, or skip/fail when there is none."""
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """URL of the PostgreSQL server's admin database (skips locally, fails in CI, if unset)."""
     url = os.environ.get(POSTGRES_URL_ENV)
     if url:
         return url
-    reason = f'${POSTGRES_URL_ENV} is not set; start a server with: eval "$(bash .ci/postgres.sh)"'
+    reason = f'${POSTGRES_URL_ENV} is not set; start a server: eval "$(bash .ci/postgres.sh)"'
     if _in_ci():
         pytest.fail(f"PostgreSQL is required under CI: {reason}")
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def postgres_admin_url() -> str:
-    """URL of the PostgreSQL server's admin database (skips locally, fails in CI, if unset)."""
-    return _postgres_admin_url()
-
-
 def _fresh_postgres_database(admin_url: str) -> Iterator[str]:
-    """Create an empty database for one test and drop it afterwards."""
+    """Create an empty database, yield its URL, drop it afterwards."""
     name = f"cadence_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
@@ -58,20 +61,48 @@ def _fresh_postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database, once on a SQLite file and once on PostgreSQL."""
+    """A brand-new, unmigrated database: a SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cadence.db'}"
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    yield from _fresh_postgres_database(admin_url)
+    yield from _fresh_postgres_database(request.getfixturevalue("postgres_admin_url"))
+
+
+@pytest.fixture(scope="session")
+def postgres_store_url(postgres_admin_url: str) -> Iterator[str]:
+    """One PostgreSQL database for the whole session, migrated to head once."""
+    for url in _fresh_postgres_database(postgres_admin_url):
+        Store.open(url).close()
+        yield url
+
+
+def _empty_postgres(url: str) -> None:
+    """Delete every row of every store table (the schema and its version stay)."""
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of an empty store database (migrated by `store`, or already on PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cadence.db'}"
+    url: str = request.getfixturevalue("postgres_store_url")
+    _empty_postgres(url)
+    return url
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    """A migrated `Store` on `database_url`, closed after the test."""
-    opened = Store.open(database_url)
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated, empty `Store`, closed after the test."""
+    opened = Store.open(store_url)
     try:
         yield opened
     finally:

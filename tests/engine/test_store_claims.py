@@ -190,7 +190,7 @@ def test_claims_can_be_limited_to_one_tenant(store: Store, seed: SeedEnrollments
 
 
 def test_concurrent_owners_never_claim_the_same_row(
-    database_url: str, store: Store, seed: SeedEnrollments
+    store_url: str, store: Store, seed: SeedEnrollments
 ) -> None:
     ids = seed(200)
     now = T0 + timedelta(hours=1)
@@ -198,7 +198,7 @@ def test_concurrent_owners_never_claim_the_same_row(
     errors: list[BaseException] = []
 
     def worker(owner: str) -> None:
-        worker_store = Store.open(database_url, migrate=False)
+        worker_store = Store.open(store_url, migrate=False)
         got: list[int] = []
         try:
             while True:

@@ -443,10 +443,10 @@ def test_required_attributes(store: Store, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def cli_env(database_url: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def cli_env(store_url: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point the CLI at the test's (migrated) database."""
-    monkeypatch.setenv("CADENCE_DATABASE_URL", database_url)
-    yield database_url
+    monkeypatch.setenv("CADENCE_DATABASE_URL", store_url)
+    yield store_url
 
 
 def test_cli_imports_contacts_and_pushes_events(
