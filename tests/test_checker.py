@@ -467,6 +467,8 @@ def test_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["check", str(clean)]) == 0
     assert "0 errors, 0 warnings in 1 file" in capsys.readouterr().out
     assert main(["check", str(clean), str(warned)]) == 0
+    assert main(["check", str(clean), str(tmp_path), str(clean)]) == 0
+    assert "0 errors, 1 warning in 2 files" in capsys.readouterr().out
     assert main(["check", "--strict", str(warned)]) == 1
     assert main(["check", str(tmp_path / "missing.cadence")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

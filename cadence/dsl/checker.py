@@ -58,12 +58,16 @@ def check_workspace(workspace: Workspace) -> list[Diagnostic]:
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; folders replaced by every `*.cadence` inside them, recursively, sorted."""
     files: list[Path] = []
+    seen: set[Path] = set()
     for path in paths:
         candidate = Path(path)
-        if candidate.is_dir():
-            files.extend(sorted(candidate.rglob("*.cadence")))
-        else:
-            files.append(candidate)
+        found = sorted(candidate.rglob("*.cadence")) if candidate.is_dir() else [candidate]
+        for file in found:
+            # A file named twice (or inside a folder also named) is checked once.
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(file)
     return files
 
 

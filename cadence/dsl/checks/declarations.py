@@ -61,17 +61,16 @@ def _declared_span(node: object) -> ast.Span:
 
 def _check_duplicates(ctx: CheckContext) -> None:
     symbols = ctx.symbols
-    tables: dict[str, dict[str, object]] = {
-        "template": dict(symbols.templates),
-        "segment": dict(symbols.segments),
-        "score": dict(symbols.scores),
-        "contact attribute": dict(symbols.schema),
-        "campaign": dict(symbols.campaigns),
+    first_spans: dict[str, dict[str, ast.Span]] = {
+        "template": {name: d.node.span for name, d in symbols.templates.items()},
+        "segment": {name: d.node.span for name, d in symbols.segments.items()},
+        "score": {name: d.node.span for name, d in symbols.scores.items()},
+        "contact attribute": {name: d.node.span for name, d in symbols.schema.items()},
+        "campaign": {name: unit.span for name, unit in symbols.campaigns.items()},
     }
     for kind, name, item in symbols.duplicates:
         span = _declared_span(item.node)
-        first = tables.get(kind, {}).get(name)
-        first_span = _declared_span(getattr(first, "node", first)) if first else None
+        first_span = first_spans.get(kind, {}).get(name)
         ctx.error(
             ctx.word_span(span, name),
             "E113",
