@@ -467,6 +467,7 @@ def test_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["check", str(clean)]) == 0
     assert "0 errors, 0 warnings in 1 file" in capsys.readouterr().out
     assert main(["check", str(clean), str(warned)]) == 0
+    capsys.readouterr()
     assert main(["check", str(clean), str(tmp_path), str(clean)]) == 0
     assert "0 errors, 1 warning in 2 files" in capsys.readouterr().out
     assert main(["check", "--strict", str(warned)]) == 1
