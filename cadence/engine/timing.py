@@ -274,9 +274,14 @@ def at_trigger_instant(
     zone: ZoneInfo,
     campaign_zone: ZoneInfo | None = None,
 ) -> dt.datetime:
-    """When `at 2026-12-01T09:00 [local]` fires: in `zone` (the contact's) with `local`,
-    else in the campaign's zone (UTC when None). A date alone means 00:00 that day."""
-    return wall_to_utc(parse_wall_moment(at_iso), setting_zone(local, zone, campaign_zone))
+    """When `at 2026-12-01T09:00 [local]` fires; a date alone means 00:00 that day.
+
+    With `local` the moment is read in `zone` (the contact's). Without it, in
+    `campaign_zone` when given, else in `zone` (callers may pass the campaign's zone, or UTC,
+    as `zone` directly).
+    """
+    reading = zone if local or campaign_zone is None else campaign_zone
+    return wall_to_utc(parse_wall_moment(at_iso), reading)
 
 
 def campaign_ends_instant(ends_iso: str, zone: ZoneInfo) -> dt.datetime:

@@ -338,9 +338,10 @@ def test_window_entirely_inside_quiet_hours_is_an_error() -> None:
 def test_at_trigger_local_reads_each_contacts_clock() -> None:
     assert at_trigger_instant("2026-12-01T09:00", True, MANILA) == utc(2026, 12, 1, 1, 0)
     assert at_trigger_instant("2026-12-01T09:00", True, NY) == utc(2026, 12, 1, 14, 0)
-    # not local: the campaign's zone, or UTC
+    # not local: the campaign's zone when given separately, else the zone passed
     assert at_trigger_instant("2026-12-01T09:00", False, MANILA, NY) == utc(2026, 12, 1, 14, 0)
-    assert at_trigger_instant("2026-12-01T09:00", False, MANILA) == utc(2026, 12, 1, 9, 0)
+    assert at_trigger_instant("2026-12-01T09:00", False, UTC_ZONE) == utc(2026, 12, 1, 9, 0)
+    assert at_trigger_instant("2026-12-01T09:00", False, NY) == utc(2026, 12, 1, 14, 0)
     # a date alone is 00:00; seconds are kept; a DST gap moves forward
     assert at_trigger_instant("2026-12-01", True, MANILA) == utc(2026, 11, 30, 16, 0)
     assert at_trigger_instant("2026-12-01T09:00:30", False, UTC_ZONE) == utc(2026, 12, 1, 9, 0, 30)
