@@ -1,0 +1,402 @@
+"""Advance one enrollment through its campaign's step graph until it must wait or is done.
+
+The stepper is the engine's semantics in one place and touches no database: it reads the
+compiled graph, the enrollment's working state and an `StepEnv` (conditions, time zones, the
+send gate), and returns where the enrollment stands now plus the effects to write (sends,
+attribute changes, tags, notifications, enrollments elsewhere). The runtime writes the new
+state and the effects in one transaction, so a crash either keeps a step or never saw it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from cadence.dsl import compiled as c
+from cadence.engine import timing
+
+MAX_NODES_PER_ADVANCE = 1000
+
+Status = Literal["active", "completed", "exited"]
+
+
+class StepEnv(Protocol):
+    """What the stepper asks of the world about one contact at one moment."""
+
+    @property
+    def now(self) -> dt.datetime:
+        """The current instant (UTC)."""
+        ...
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The contact's time zone, with the campaign's fallback applied."""
+        ...
+
+    def holds(self, expr: c.ExprModel) -> bool:
+        """Whether a condition holds for the contact now (unknown counts as false)."""
+        ...
+
+    def value(self, expr: c.ExprModel) -> Any:
+        """The value of an expression for the contact now (for `set`)."""
+        ...
+
+    def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
+        """Whether the event a `wait for` names has happened since `since`."""
+        ...
+
+    def send_gate(self, channel: str) -> SendGate:
+        """Suppression, consent, caps and budget for a send on `channel` now."""
+        ...
+
+    def ab_winner(self, node: c.ABSplitNode) -> str | None:
+        """The winning variant of an A/B split, deciding it if the test is over."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendGate:
+    """The dispatch checks' answer for one send: go, or skip with the reason."""
+
+    allowed: bool
+    reason: str | None = None
+
+    @classmethod
+    def allow(cls) -> SendGate:
+        """The send may go."""
+        return cls(True)
+
+    @classmethod
+    def skip(cls, reason: str) -> SendGate:
+        """The send must not go (suppressed, no consent, capped, over budget)."""
+        return cls(False, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSend:
+    """A send the step produced: the runtime puts it in the outbox under its idempotency key."""
+
+    node: str
+    channel: str
+    template: str
+    variant: str | None
+
+
+@dataclass(slots=True)
+class Effects:
+    """Everything a run of steps asks the runtime to do besides moving the enrollment."""
+
+    sends: list[PlannedSend] = field(default_factory=list)
+    skipped_sends: list[tuple[str, str]] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    tags_added: list[str] = field(default_factory=list)
+    tags_removed: list[str] = field(default_factory=list)
+    assign_agent: str | None = None
+    notifications: list[tuple[str, str]] = field(default_factory=list)
+    enroll: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Advance:
+    """Where an enrollment stands after the stepper ran it."""
+
+    node: str | None
+    status: Status
+    due_at: dt.datetime | None
+    state: dict[str, Any]
+    history: list[list[Any]]
+    effects: Effects
+
+
+def bucket(*parts: str) -> float:
+    """A deterministic number in [0, 100) from its inputs: same contact, same split, same arm."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+def advance(
+    campaign: c.CompiledCampaign,
+    node_id: str | None,
+    state: dict[str, Any],
+    contact_id: str,
+    env: StepEnv,
+) -> Advance:
+    """Run the enrollment from `node_id` until a wait, the end, or an exit."""
+    nodes = {node.id: node for node in campaign.nodes}
+    state = dict(state)
+    history: list[list[Any]] = []
+    effects = Effects()
+    now = env.now
+    stamp = now.isoformat()
+
+    def finish(status: Status, node: str | None, reason: str) -> Advance:
+        history.append([stamp, node, reason])
+        state.pop("wake_at", None)
+        return Advance(node, status, None, state, history, effects)
+
+    def sleep(node: str, until: dt.datetime, reason: str) -> Advance:
+        state["wake_at"] = until.isoformat()
+        history.append([stamp, node, reason])
+        return Advance(node, "active", until, state, history, effects)
+
+    settings = campaign.settings
+    if settings.goal is not None and env.holds(settings.goal):
+        return finish("exited", node_id, "goal reached")
+    ends = _moment(settings.ends, env.zone, end_of_day=True)
+    if ends is not None and now >= ends:
+        return finish("exited", node_id, "campaign ended")
+    starts = _moment(settings.starts, env.zone, end_of_day=False)
+    if starts is not None and now < starts:
+        return sleep(node_id or "end", starts, "campaign not started")
+
+    # An enrollment woken early (a goal check, an event) goes back to sleep if its wait is
+    # not over; `wait for` is the exception, since the event it waits for may be the cause.
+    wake_at = state.get("wake_at")
+    current = node_id
+    if wake_at is not None and current is not None:
+        until = dt.datetime.fromisoformat(wake_at)
+        node = nodes.get(current)
+        if now < until and not isinstance(node, c.WaitForNode | c.ABSplitNode):
+            return Advance(current, "active", until, state, history, effects)
+
+    for _ in range(MAX_NODES_PER_ADVANCE):
+        if current is None:
+            return finish("completed", None, "completed")
+        node = nodes.get(current)
+        if node is None:
+            return finish("exited", current, f"node {current} not in this version")
+        match node:
+            case c.EndNode():
+                return finish("completed", node.id, "completed")
+            case c.ExitNode(reason=reason):
+                return finish("exited", node.id, reason or "exit")
+            case c.SendNode():
+                outcome = _send(node, campaign, state, contact_id, env, effects, history, stamp)
+                if isinstance(outcome, dt.datetime):
+                    return sleep(node.id, outcome, "outside send window")
+                current = node.next
+            case c.WaitNode(seconds=seconds):
+                woke = _arrived(state, node.id)
+                if woke is None:
+                    until = now + dt.timedelta(seconds=seconds)
+                    state["arrived"] = [node.id, stamp, until.isoformat()]
+                    return sleep(node.id, until, f"wait {seconds}s")
+                if now < woke:
+                    return sleep(node.id, woke, "still waiting")
+                state.pop("arrived", None)
+                current = node.next
+            case c.WaitUntilNode(time=time, local=local):
+                woke = _arrived(state, node.id)
+                if woke is None:
+                    zone = env.zone if local else _campaign_zone(campaign)
+                    until = timing.next_time_of_day(now, time, zone)
+                    if until > now:
+                        state["arrived"] = [node.id, stamp, until.isoformat()]
+                        return sleep(node.id, until, f"wait until {time}")
+                    woke = now
+                if now < woke:
+                    return sleep(node.id, woke, "still waiting")
+                state.pop("arrived", None)
+                current = node.next
+            case c.WaitForNode(event=event, timeout_seconds=timeout):
+                arrived = state.get("arrived")
+                if not arrived or arrived[0] != node.id:
+                    until = now + dt.timedelta(seconds=timeout)
+                    state["arrived"] = [node.id, stamp, until.isoformat()]
+                    state["waiting_for"] = event.model_dump(mode="json")
+                    return sleep(node.id, until, f"wait for event up to {timeout}s")
+                since = dt.datetime.fromisoformat(arrived[1])
+                deadline = dt.datetime.fromisoformat(arrived[2])
+                if env.event_since(event, since):
+                    history.append([stamp, node.id, "event arrived"])
+                elif now < deadline:
+                    return sleep(node.id, deadline, "still waiting for event")
+                else:
+                    history.append([stamp, node.id, "timed out"])
+                state.pop("arrived", None)
+                state.pop("waiting_for", None)
+                current = node.next
+            case c.BranchNode(conditions=conditions, otherwise=otherwise):
+                current = next((arm.to for arm in conditions if env.holds(arm.when)), otherwise)
+                history.append([stamp, node.id, f"-> {current}"])
+            case c.RandomSplitNode(branches=branches):
+                draw = bucket(campaign.name, node.id, contact_id)
+                chosen = _pick_by_share(branches, draw)
+                state.setdefault("variants", {})[node.id] = chosen.name
+                history.append([stamp, node.id, f"split -> {chosen.name}"])
+                current = chosen.to
+            case c.ABSplitNode():
+                chosen_to = _ab_split(node, campaign, state, contact_id, env, history, stamp)
+                if isinstance(chosen_to, dt.datetime):
+                    return sleep(node.id, chosen_to, "held for the A/B winner")
+                current = chosen_to
+            case c.SetNode(attribute=attribute, value=expr):
+                effects.attributes[attribute.removeprefix("contact.")] = _jsonable(env.value(expr))
+                current = node.next
+            case c.TagNode(action=action, tag=tag):
+                (effects.tags_added if action == "add" else effects.tags_removed).append(tag)
+                current = node.next
+            case c.AssignAgentNode(strategy=strategy):
+                effects.assign_agent = strategy
+                current = node.next
+            case c.NotifyNode(channel=channel, target=target):
+                effects.notifications.append((channel, target))
+                current = node.next
+            case c.EnrollNode(campaign=other):
+                effects.enroll.append(other)
+                current = node.next
+    return finish("exited", current, "step limit per run exceeded")
+
+
+def _arrived(state: dict[str, Any], node_id: str) -> dt.datetime | None:
+    """When the enrollment's wait at `node_id` is over, if it already started waiting there."""
+    arrived = state.get("arrived")
+    if arrived and arrived[0] == node_id:
+        return dt.datetime.fromisoformat(arrived[2])
+    return None
+
+
+def _send(
+    node: c.SendNode,
+    campaign: c.CompiledCampaign,
+    state: dict[str, Any],
+    contact_id: str,
+    env: StepEnv,
+    effects: Effects,
+    history: list[list[Any]],
+    stamp: str,
+) -> dt.datetime | None:
+    """Plan one send, or return when the send window / quiet hours next allow it."""
+    settings = campaign.settings
+    allowed_at = _next_allowed(env.now, node.channel, campaign, env.zone)
+    if allowed_at > env.now:
+        return allowed_at
+    sent = int(state.get("sends", 0))
+    if sent >= settings.max_sends:
+        effects.skipped_sends.append((node.id, "max_sends reached"))
+        history.append([stamp, node.id, "skipped: max_sends reached"])
+        return None
+    gate = env.send_gate(node.channel)
+    if not gate.allowed:
+        reason = gate.reason or "not allowed"
+        effects.skipped_sends.append((node.id, reason))
+        history.append([stamp, node.id, f"skipped: {reason}"])
+        return None
+    variant = _current_variant(state)
+    effects.sends.append(PlannedSend(node.id, node.channel, node.template, variant))
+    state["sends"] = sent + 1
+    history.append([stamp, node.id, f"send {node.channel} {node.template}"])
+    return None
+
+
+def _next_allowed(
+    now: dt.datetime, channel: str, campaign: c.CompiledCampaign, contact_zone: ZoneInfo
+) -> dt.datetime:
+    """The first instant from `now` inside the send window and outside quiet hours."""
+    settings = campaign.settings
+    candidate = now
+    # Windows and quiet hours can push each other; a few rounds settle any real combination.
+    for _ in range(16):
+        moved = candidate
+        if settings.send_window is not None:
+            zone = contact_zone if settings.send_window.local else _campaign_zone(campaign)
+            moved = timing.next_window_opening(moved, settings.send_window, zone)
+        for quiet in settings.quiet_hours:
+            if quiet.channel in (None, channel):
+                zone = contact_zone if quiet.local else _campaign_zone(campaign)
+                moved = timing.apply_quiet_hours(moved, quiet, zone)
+        if moved == candidate:
+            return candidate
+        candidate = moved
+    return candidate
+
+
+def _ab_split(
+    node: c.ABSplitNode,
+    campaign: c.CompiledCampaign,
+    state: dict[str, Any],
+    contact_id: str,
+    env: StepEnv,
+    history: list[list[Any]],
+    stamp: str,
+) -> str | dt.datetime:
+    """The arm to follow, or the instant to wake a held contact to ask again."""
+    variants = state.setdefault("variants", {})
+    if node.id in variants:
+        chosen = next(v for v in node.variants if v.name == variants[node.id])
+        return chosen.to
+    winner = env.ab_winner(node)
+    if winner is not None:
+        variants[node.id] = winner
+        state.pop("arrived", None)
+        history.append([stamp, node.id, f"winner -> {winner}"])
+        return next(v.to for v in node.variants if v.name == winner)
+    draw = bucket(campaign.name, node.id, contact_id)
+    if draw < float(node.test_share):
+        index = min(int(draw / float(node.test_share) * len(node.variants)), len(node.variants) - 1)
+        chosen = node.variants[index]
+        variants[node.id] = chosen.name
+        history.append([stamp, node.id, f"test -> {chosen.name}"])
+        return chosen.to
+    arrived = state.get("arrived")
+    if not arrived or arrived[0] != node.id:
+        until = env.now + dt.timedelta(seconds=node.after_seconds)
+        state["arrived"] = [node.id, stamp, until.isoformat()]
+        return until
+    # The test is over for this contact but no winner could be named yet: ask again soon.
+    return max(dt.datetime.fromisoformat(arrived[2]), env.now + dt.timedelta(hours=1))
+
+
+def _pick_by_share(branches: tuple[c.Variant, ...], draw: float) -> c.Variant:
+    """The branch whose cumulative share range holds `draw` (in [0, 100))."""
+    total = 0.0
+    for branch in branches:
+        total += float(branch.share or 0)
+        if draw < total:
+            return branch
+    return branches[-1]
+
+
+def _current_variant(state: dict[str, Any]) -> str | None:
+    """The last split arm the contact went down, recorded on its sends for A/B results."""
+    variants = state.get("variants") or {}
+    if not variants:
+        return None
+    return str(list(variants.values())[-1])
+
+
+def _campaign_zone(campaign: c.CompiledCampaign) -> ZoneInfo:
+    """The campaign's own zone (its `timezone` setting), UTC without one."""
+    return timing.contact_zone(
+        None, campaign.settings.timezone.zone if campaign.settings.timezone else None
+    )
+
+
+def _moment(text: str | None, zone: ZoneInfo, *, end_of_day: bool) -> dt.datetime | None:
+    """`starts`/`ends` as an instant; a bare date covers its whole day in `zone`."""
+    if text is None:
+        return None
+    if "T" in text:
+        return dt.datetime.fromisoformat(text).replace(tzinfo=zone).astimezone(dt.UTC)
+    day = dt.date.fromisoformat(text)
+    if end_of_day:
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+
+
+def _jsonable(value: Any) -> Any:
+    """A value that can go into the contact's JSON attributes."""
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return int(number) if number.is_integer() else number
