@@ -141,6 +141,7 @@ def test_rich_highlights_cadence() -> None:
         ("enroll reply_followup", "reply_followup", Name),
         ("exclude in_campaign(onboarding)", "in_campaign", Name.Builtin),
         ("exclude my_check(onboarding)", "my_check", Name.Function),
+        ("on launch { ... }", "...", Keyword.Pseudo),
     ],
 )
 def test_token_types(code: str, value: str, expected: _TokenType) -> None:

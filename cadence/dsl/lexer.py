@@ -212,6 +212,8 @@ class CadenceLexer(RegexLexer):  # type: ignore[misc]  # pygments ships no type 
             (_IDENT + _END, Name),
             # Outside the language's identifiers, but a highlighter should not shout.
             (r"[A-Za-z_][A-Za-z0-9_]*", Name),
+            # `...` is a placeholder for steps not written yet.
+            (r"\.\.\.", Keyword.Pseudo),
             (r">=|<=|!=|==|=|>|<|\+|-|\*|/", Operator),
             (r"[{}()\[\],:.]", Punctuation),
             (r".", Error),
