@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
 from cadence.cli import main
+from cadence.commands.check import highlight, render_diagnostic
 from cadence.dsl import ast
 from cadence.dsl.checker import CHECK_CODES, check_or_raise, check_paths, check_text
 from cadence.dsl.checks.expressions import subexpressions
@@ -456,6 +459,20 @@ def test_check_text_output_has_caret_and_summary(
     assert "\n                      ^^^^^^\n" in out
     assert "= hint: did you mean `welcome`?" in out
     assert out.rstrip().endswith("1 error, 1 warning in 2 files")
+
+
+def test_text_output_colours_severity_and_highlights_the_source_line() -> None:
+    diagnostic = check_text("on launch { send email welcom }", name="x.cadence")[0]
+    rendered = render_diagnostic(diagnostic)
+    assert rendered.plain == diagnostic.render()
+    styles = {str(span.style) for span in rendered.spans}
+    assert "bold red" in styles
+    source = highlight("on launch { send email welcom }")
+    assert source.plain == "on launch { send email welcom }"
+    assert len(source.spans) > 3, "the Cadence lexer coloured nothing"
+    console = Console(file=io.StringIO(), force_terminal=True, width=200)
+    console.print(rendered)
+    assert "\x1b[" in console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def test_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.syntax import Syntax
 from rich.text import Text
 
 from cadence.dsl.checker import check_workspace, expand_paths, sort_diagnostics
@@ -103,10 +104,18 @@ def render_diagnostic(diagnostic: Diagnostic) -> Text:
         elif " | " in line[:8]:
             gutter, _, source = line.partition(" | ")
             text.append(gutter + " | ", style="dim")
-            text.append(source)
+            text.append_text(highlight(source))
         else:
             text.append(line)
     return text
+
+
+def highlight(source: str) -> Text:
+    """One line of Cadence, coloured by the project's Pygments lexer (plain if it is missing)."""
+    syntax = Syntax("", "cadence", theme="ansi_dark", background_color="default")
+    highlighted = syntax.highlight(source)
+    highlighted.rstrip()
+    return highlighted if highlighted.plain == source.rstrip() else Text(source)
 
 
 def summary(diagnostics: Sequence[Diagnostic], file_count: int) -> Text:
