@@ -72,6 +72,16 @@ def test_docs_blocks_lex_without_errors() -> None:
         assert errors == [], code
 
 
+def test_language_md_sketches_lex_without_errors() -> None:
+    from tests.language_md import language_blocks
+
+    blocks = language_blocks()
+    assert blocks
+    for block in blocks:
+        errors = [v for k, v in CadenceLexer().get_tokens(block) if k in Error]
+        assert errors == [], block
+
+
 def test_registered_through_the_entry_point() -> None:
     lexer = get_lexer_by_name("cadence")
     assert isinstance(lexer, CadenceLexer)
