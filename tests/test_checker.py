@@ -418,6 +418,18 @@ def test_a_template_on_an_unknown_channel_is_reported_once() -> None:
     assert [(d.code, d.line) for d in found] == [("E104", 1)]
 
 
+def test_send_suggestions_prefer_templates_of_the_same_channel() -> None:
+    program = (
+        'template follow_up sms "Hi"\ntemplate follow_up_whatsapp whatsapp "Hi"\n'
+        'template follow_ups email { subject "s" body "b" }\n'
+    )
+    found = check_text(program + "on launch { send whatsapp follow_up  send sms follow_upp }")
+    assert [(d.code, d.hint) for d in found] == [
+        ("E201", "did you mean `send whatsapp follow_up_whatsapp`?"),
+        ("E101", "did you mean `follow_up`?"),
+    ]
+
+
 # ---------------------------------------------------------------------------- the command
 
 

@@ -19,7 +19,7 @@ from cadence.dsl.checks.expressions import (
 )
 from cadence.dsl.checks.settings import check_day_names
 from cadence.dsl.symbols import CHANNELS, CampaignUnit
-from cadence.errors import did_you_mean
+from cadence.errors import did_you_mean, suggest
 
 METRIC_CHANNELS: dict[str, tuple[str, ...]] = {
     "opens": ("email", "whatsapp"),
@@ -190,13 +190,17 @@ def _check_step(
 
 def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting | None) -> None:
     channel_known = check_channel(ctx, send.channel, send.channel_span)
-    declared = ctx.symbols.templates.get(send.template)
+    templates = ctx.symbols.templates
+    same_channel = [name for name, t in templates.items() if t.node.channel == send.channel]
+    declared = templates.get(send.template)
     if declared is None:
+        # A near name written for this channel is the likelier meaning than any near name.
         ctx.error(
             send.template_span,
             "E101",
             f"unknown template `{send.template}`",
-            did_you_mean(send.template, ctx.symbols.templates)
+            did_you_mean(send.template, same_channel)
+            or did_you_mean(send.template, templates)
             or f"declare it with `template {send.template} {send.channel} {{ ... }}`",
         )
     elif (
@@ -204,11 +208,14 @@ def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting 
         and channel_known
         and declared.node.channel in CHANNELS
     ):
+        alternative = suggest(send.template, same_channel)
         ctx.error(
             send.channel_span,
             "E201",
             f"`{send.template}` is {article(declared.node.channel)} template, not {send.channel}",
-            f"it is declared at {where(declared.node.span)}; "
+            f"did you mean `send {send.channel} {alternative}`?"
+            if alternative
+            else f"it is declared at {where(declared.node.span)}; "
             f"write `send {declared.node.channel} {send.template}`"
             f" or use {article(send.channel)} template",
         )
