@@ -6,6 +6,7 @@ import io
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -623,7 +624,18 @@ def test_arbitrary_bytes_only_raise_cadence_errors(data: bytes) -> None:
         pass
 
 
-def test_arbitrary_bytes_in_a_file_are_diagnostics(tmp_path: Path) -> None:
+@settings(max_examples=100, deadline=None)
+@given(st.binary())
+def test_arbitrary_bytes_in_a_file_are_only_ever_diagnostics(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "any.cadence"
+        source.write_bytes(data)
+        for diagnostic in check_paths([source]):
+            assert diagnostic.file == str(source)
+
+
+def test_a_file_that_is_not_utf8_is_e001(tmp_path: Path) -> None:
     source = tmp_path / "bad.cadence"
     source.write_bytes(b"segment a = \xff\xfe")
-    assert codes(check_paths([source])) == ["E001"]
+    found = check_paths([source])
+    assert [(d.code, d.line, d.column) for d in found] == [("E001", 1, 13)]
