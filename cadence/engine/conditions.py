@@ -1,0 +1,202 @@
+"""Conditions as the runtime asks them: for one contact in one campaign at one moment.
+
+This module binds the per-contact evaluator (`cadence.engine.evaluate`) to the engine's data:
+a contact's facts, the campaign's segments and scores, the trigger's event. It also holds the
+few questions that are about many contacts at once (fan-out matches, A/B results).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cadence.dsl import compiled as c
+from cadence.engine import evaluate, timing
+from cadence.engine.clock import as_utc
+from cadence.engine.facts import ContactFacts, load_facts
+from cadence.engine.stepper import SendGate
+from cadence.engine.store.models import Event, OutboxMessage
+
+# The A/B metric named in `winner by METRIC` and the engagement event that counts for it.
+METRIC_EVENTS = {
+    "opens": "opened",
+    "clicks": "clicked",
+    "replies": "replied",
+    "conversions": "converted",
+}
+
+
+class Context:
+    """One contact, one campaign, one moment: answers `holds(expr)` and `value(expr)`."""
+
+    def __init__(
+        self,
+        facts: ContactFacts,
+        campaign: c.CompiledCampaign,
+        now: dt.datetime,
+        event: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Bind the facts; the evaluator's context is built on first use."""
+        self.facts = facts
+        self.campaign = campaign
+        self._now = now
+        self.event = dict(event or {})
+
+    @cached_property
+    def eval_context(self) -> evaluate.EvalContext:
+        """The evaluator's view of this contact."""
+        return build_eval_context(self.facts, self.campaign, self._now, self.event)
+
+    def holds(self, expr: c.ExprModel) -> bool:
+        """True when the condition holds; unknown (null) counts as false."""
+        return evaluate.holds(c.model_to_expr(expr), self.eval_context)
+
+    def value(self, expr: c.ExprModel) -> Any:
+        """The expression's value for this contact."""
+        return evaluate.value(c.model_to_expr(expr), self.eval_context)
+
+
+def build_eval_context(
+    facts: ContactFacts,
+    campaign: c.CompiledCampaign,
+    now: dt.datetime,
+    event: Mapping[str, Any] | None,
+) -> evaluate.EvalContext:
+    """Translate the engine's facts into the evaluator's context."""
+    return evaluate.EvalContext.from_facts(
+        attributes=facts.attributes,
+        events=[(e.name, as_utc(e.at), e.properties) for e in facts.events],
+        sends=[(channel, template, as_utc(at)) for channel, template, at in facts.sends],
+        campaigns=frozenset(facts.campaigns),
+        event=dict(event or {}),
+        segments=evaluate.segments_of(campaign),
+        scores=dict(campaign.scores),
+        now=now,
+    )
+
+
+class StepContext(Context):
+    """The stepper's environment for one enrollment (see `cadence.engine.stepper.StepEnv`)."""
+
+    def __init__(
+        self,
+        facts: ContactFacts,
+        campaign: c.CompiledCampaign,
+        now: dt.datetime,
+        state: Mapping[str, Any],
+        gate: Callable[[str], SendGate],
+        winner: Callable[[c.ABSplitNode], str | None],
+    ) -> None:
+        """Bind one enrollment's contact, campaign, trigger event and send gate."""
+        super().__init__(facts, campaign, now, state.get("event") or {})
+        self._gate = gate
+        self._winner = winner
+
+    @property
+    def now(self) -> dt.datetime:
+        """The moment the step runs."""
+        return self._now
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        """The contact's zone, the campaign's fallback zone, or UTC."""
+        fallback = self.campaign.settings.timezone
+        return timing.contact_zone(self.facts.timezone, fallback.zone if fallback else None)
+
+    def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
+        """Whether what a `wait for` waits for (`clicked(offer)`, `purchase`) has happened."""
+        return evaluate.wait_for_satisfied(c.model_to_expr(expr), self.eval_context, since)
+
+    def send_gate(self, channel: str) -> SendGate:
+        """The batch's suppression, consent and cap answer for this contact."""
+        return self._gate(channel)
+
+    def ab_winner(self, node: c.ABSplitNode) -> str | None:
+        """The A/B winner, once the test has run its time."""
+        return self._winner(node)
+
+
+def event_matches(where: c.ExprModel, event: Mapping[str, Any]) -> bool:
+    """An event trigger's `where` against one event's fields (no contact involved)."""
+    return evaluate.event_where_holds(c.model_to_expr(where), dict(event))
+
+
+def event_trigger_fires(
+    trigger: c.EventTriggerModel,
+    facts: ContactFacts,
+    event: Mapping[str, Any],
+    campaign: c.CompiledCampaign,
+    now: dt.datetime,
+) -> bool:
+    """Whether this event, with the contact's history, meets `count OP N within D where E`."""
+    context = build_eval_context(facts, campaign, now, event)
+    return evaluate.event_trigger_fires(trigger, dict(event), context)
+
+
+def fanout_matches(
+    session: Session,
+    tenant: str,
+    predicate: c.ExprModel,
+    candidates: Sequence[str],
+    event: Mapping[str, Any],
+    campaign: c.CompiledCampaign,
+    now: dt.datetime,
+) -> list[str]:
+    """The contacts among `candidates` that a fan-out event's predicate selects."""
+    expr = c.model_to_expr(predicate)
+    matched: list[str] = []
+    for start in range(0, len(candidates), 1000):
+        chunk = candidates[start : start + 1000]
+        facts = load_facts(session, tenant, chunk, with_history=False)
+        for contact_id in chunk:
+            fact = facts.get(contact_id)
+            if fact is not None and evaluate.fanout_holds(expr, fact.attributes, dict(event), now):
+                matched.append(contact_id)
+    return matched
+
+
+def ab_results(
+    session: Session, tenant: str, version_id: int, node: c.ABSplitNode
+) -> tuple[str, dict[str, str]]:
+    """The variant with the best metric rate (ties to the first) and every variant's rate."""
+    metric_event = METRIC_EVENTS.get(node.metric, node.metric)
+    sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
+    keys: dict[str, tuple[str, str]] = {}
+    for key, contact_id, variant in session.execute(
+        select(
+            OutboxMessage.idempotency_key, OutboxMessage.contact_id, OutboxMessage.variant
+        ).where(
+            OutboxMessage.tenant_id == tenant,
+            OutboxMessage.version_id == version_id,
+            OutboxMessage.variant.in_(list(sent)),
+        )
+    ):
+        if variant is not None:
+            sent[variant].add(contact_id)
+            keys[key] = (contact_id, variant)
+    engaged: dict[str, set[str]] = {name: set() for name in sent}
+    contacts = sorted({cid for ids in sent.values() for cid in ids})
+    for start in range(0, len(contacts), 500):
+        for contact_id, properties in session.execute(
+            select(Event.contact_id, Event.properties).where(
+                Event.tenant_id == tenant,
+                Event.name == metric_event,
+                Event.contact_id.in_(contacts[start : start + 500]),
+            )
+        ):
+            key = str((properties or {}).get("send"))
+            if key in keys:
+                engaged[keys[key][1]].add(contact_id)
+    rates = {
+        name: (Decimal(len(engaged[name])) / len(ids) if ids else Decimal(0))
+        for name, ids in sent.items()
+    }
+    winner = max(node.variants, key=lambda v: (rates[v.name], -node.variants.index(v))).name
+    return winner, {name: str(rate) for name, rate in rates.items()}

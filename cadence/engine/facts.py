@@ -1,0 +1,132 @@
+"""What the engine knows about a batch of contacts, loaded in a few bulk queries.
+
+Conditions, scores and templates read contacts, their events and their engagement. Loading
+those per contact would be a round trip per row; `load_facts` reads them for a whole batch
+at once and hands out one `ContactFacts` per contact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
+
+CHUNK = 500
+
+ENGAGEMENT_EVENTS = frozenset(
+    {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFact:
+    """One event of a contact: name, instant (aware UTC) and properties."""
+
+    name: str
+    at: dt.datetime
+    properties: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ContactFacts:
+    """One contact's attributes, events and sends, as conditions and templates read them."""
+
+    id: str
+    attributes: dict[str, Any]
+    events: list[EventFact] = field(default_factory=list)
+    sends: list[tuple[str, str | None, dt.datetime]] = field(default_factory=list)
+    campaigns: set[str] = field(default_factory=set)
+
+    @property
+    def timezone(self) -> str | None:
+        """The contact's IANA zone name, if it has one."""
+        value = self.attributes.get("timezone")
+        return str(value) if value else None
+
+
+def contact_attributes(contact: Contact) -> dict[str, Any]:
+    """Standard fields and custom attributes in one mapping, custom ones not shadowing."""
+    attributes = dict(contact.attributes or {})
+    attributes.update(
+        id=contact.id,
+        email=contact.email,
+        phone=contact.phone,
+        first_name=contact.first_name,
+        last_name=contact.last_name,
+        timezone=contact.timezone,
+        locale=contact.locale,
+        tags=list(contact.tags or []),
+        created_at=contact.created_at,
+    )
+    return attributes
+
+
+def load_facts(
+    session: Session,
+    tenant_id: str,
+    contact_ids: Iterable[str],
+    *,
+    with_history: bool = True,
+    campaign_names: dict[int, str] | None = None,
+) -> dict[str, ContactFacts]:
+    """Facts for every listed contact that exists, in a handful of chunked queries."""
+    wanted = sorted(set(contact_ids))
+    facts: dict[str, ContactFacts] = {}
+    for chunk in _chunks(wanted):
+        for contact in session.scalars(
+            select(Contact).where(Contact.tenant_id == tenant_id, Contact.id.in_(chunk))
+        ):
+            facts[contact.id] = ContactFacts(contact.id, contact_attributes(contact))
+    if not with_history or not facts:
+        return facts
+    present = sorted(facts)
+    events: dict[str, list[EventFact]] = defaultdict(list)
+    sends: dict[str, list[tuple[str, str | None, dt.datetime]]] = defaultdict(list)
+    for chunk in _chunks(present):
+        for contact_id, name, at, properties in session.execute(
+            select(Event.contact_id, Event.name, Event.at, Event.properties)
+            .where(Event.tenant_id == tenant_id, Event.contact_id.in_(chunk))
+            .order_by(Event.at, Event.id)
+        ):
+            events[contact_id].append(EventFact(name, at, properties or {}))
+        for contact_id, channel, template, created in session.execute(
+            select(
+                OutboxMessage.contact_id,
+                OutboxMessage.channel,
+                OutboxMessage.template,
+                OutboxMessage.created_at,
+            ).where(
+                OutboxMessage.tenant_id == tenant_id,
+                OutboxMessage.contact_id.in_(chunk),
+                OutboxMessage.status.in_(("pending", "sent")),
+            )
+        ):
+            sends[contact_id].append((channel, template, created))
+        if campaign_names is not None:
+            for contact_id, version_id in session.execute(
+                select(Enrollment.contact_id, Enrollment.version_id).where(
+                    Enrollment.tenant_id == tenant_id,
+                    Enrollment.contact_id.in_(chunk),
+                    Enrollment.status == "active",
+                )
+            ):
+                name = campaign_names.get(version_id)
+                if name is not None:
+                    facts[contact_id].campaigns.add(name)
+    for contact_id, fact in facts.items():
+        fact.events = events.get(contact_id, [])
+        fact.sends = sends.get(contact_id, [])
+    return facts
+
+
+def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
+    """Slices small enough for an IN list on every backend."""
+    for start in range(0, len(items), CHUNK):
+        yield list(items[start : start + CHUNK])

@@ -1,0 +1,1187 @@
+"""The engine: deploys compiled campaigns, enrolls contacts, and advances enrollments durably.
+
+All state lives in the store. A wait is an enrollment row with a `due_at`; the scheduler
+claims due rows in batches under a lease, runs the stepper on each, and writes the new state
+and its effects (outbox rows, attribute changes, tags, enrollments elsewhere) in one
+transaction, fenced by the lease. A crash between claim and write loses nothing: the lease
+runs out and another worker (or the restarted one) takes the batch over.
+
+Database work runs in worker threads (`trio.to_thread`); Trio owns the concurrency.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import trio
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cadence.dsl import compiled as c
+from cadence.engine import conditions, timing
+from cadence.engine.clock import Clock, SystemClock, as_utc
+from cadence.engine.facts import ContactFacts, load_facts
+from cadence.engine.stepper import Advance, SendGate, advance
+from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
+from cadence.engine.store import agents as agent_store
+from cadence.engine.store import campaigns as campaign_store
+from cadence.engine.store import sends as send_store
+from cadence.engine.store.models import (
+    AuditEntry,
+    Campaign,
+    CampaignStatus,
+    CampaignVersion,
+    ConsentStatus,
+    Contact,
+    Enrollment,
+    EnrollmentStatus,
+    OutboxMessage,
+    OutboxStatus,
+    SendLog,
+)
+from cadence.engine.store.records import InvalidInput, Problem
+from cadence.errors import CadenceError, did_you_mean
+
+LEASE = dt.timedelta(minutes=5)
+BATCH = 500
+
+# Lifecycle moves a person may ask for; anything else is refused with the current status.
+_ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
+    "launch": {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED},
+    "pause": {CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED},
+    "resume": {CampaignStatus.PAUSED},
+    "cancel": {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED, CampaignStatus.ACTIVE,
+               CampaignStatus.PAUSED},
+    "archive": {CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.DRAFT},
+}  # fmt: skip
+
+
+class EngineError(CadenceError):
+    """A request the engine cannot carry out (unknown campaign, a move not allowed now)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A send leaving the outbox for a channel: what a sink or an adapter receives."""
+
+    outbox_id: int
+    idempotency_key: str
+    tenant_id: str
+    campaign: str
+    version: str
+    node: str | None
+    contact_id: str
+    channel: str
+    template: str | None
+    variant: str | None
+    payload: Mapping[str, Any]
+
+
+class Sink(Protocol):
+    """Where sends go: a recording sink in tests and dry-runs, channel adapters in service."""
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Send each message once; say per message what happened."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The outcome of one delivery: sent (with the provider's id), or failed with a reason."""
+
+    outbox_id: int
+    sent: bool
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    retry_at: dt.datetime | None = None
+
+
+@dataclass
+class RecordingSink:
+    """Accepts every message and remembers it, in order: the engine's sink before adapters."""
+
+    delivered: list[OutgoingMessage] = field(default_factory=list)
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Record the messages as sent."""
+        self.delivered.extend(messages)
+        return [
+            DeliveryResult(m.outbox_id, True, "recording", f"rec-{m.idempotency_key[:16]}")
+            for m in messages
+        ]
+
+
+@dataclass
+class RunStats:
+    """What a run of the scheduler did."""
+
+    steps: int = 0
+    sends: int = 0
+    delivered: int = 0
+    enrolled: int = 0
+
+    def add(self, other: RunStats) -> None:
+        """Accumulate another run's counts."""
+        self.steps += other.steps
+        self.sends += other.sends
+        self.delivered += other.delivered
+        self.enrolled += other.enrolled
+
+
+@dataclass(frozen=True, slots=True)
+class DeployResult:
+    """One campaign of a deploy: its name, version hash, and whether that version is new."""
+
+    name: str
+    version: str
+    version_id: int
+    created: bool
+
+
+class Engine:
+    """The campaign engine; use as `async with Engine(database_url=..., clock=...) as engine`."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        tenant: str = DEFAULT_TENANT,
+        sink: Sink | None = None,
+        batch_size: int = BATCH,
+        owner: str | None = None,
+    ) -> None:
+        """Configure an engine; nothing is opened until `async with` (or `open()`)."""
+        self.database_url = database_url
+        self.clock: Clock = clock or SystemClock()
+        self.tenant = tenant
+        self.sink: Sink = sink or RecordingSink()
+        self.batch_size = batch_size
+        self.owner = owner or claims.new_owner_id()
+        self._store: AsyncStore | None = None
+        self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
+
+    # ------------------------------------------------------------------ lifecycle of the engine
+
+    async def open(self) -> Engine:
+        """Open the store (migrating it) and make sure the tenant exists."""
+        self._store = await AsyncStore.open(self.database_url)
+        await self._store.call(Store.ensure_tenant, self.tenant)
+        return self
+
+    async def aclose(self) -> None:
+        """Close the store's connections."""
+        if self._store is not None:
+            await self._store.aclose()
+            self._store = None
+
+    async def __aenter__(self) -> Engine:
+        """Open on entry."""
+        return await self.open()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """Close on exit, whatever happened."""
+        with trio.CancelScope(shield=True):
+            await self.aclose()
+
+    @property
+    def store(self) -> AsyncStore:
+        """The open store (an error before `open`)."""
+        if self._store is None:
+            raise EngineError("the engine is not open: use `async with Engine(...)`")
+        return self._store
+
+    def now(self) -> dt.datetime:
+        """The engine's current instant, from its clock."""
+        return self.clock.now()
+
+    # ------------------------------------------------------------------ campaigns
+
+    async def deploy(
+        self, campaigns: Iterable[c.CompiledCampaign] | str | Path | Sequence[str | Path]
+    ) -> list[DeployResult]:
+        """Store compiled campaigns (or compile the given files first) as current versions."""
+        compiled = _as_campaigns(campaigns)
+        return await self.store.call(self._deploy_sync, compiled)
+
+    def _deploy_sync(self, store: Store, campaigns: list[c.CompiledCampaign]) -> list[DeployResult]:
+        results: list[DeployResult] = []
+        now = self.now()
+        with store.session() as session:
+            for campaign in campaigns:
+                deployed = campaign_store.save_campaign_version(
+                    session,
+                    self.tenant,
+                    campaign.name,
+                    compiled=campaign.to_data(),
+                    content_hash=campaign.version,
+                    now=now,
+                    display_name=campaign.display_name,
+                )
+                self._versions[deployed.version_id] = (campaign.name, campaign)
+                _audit(
+                    session, self.tenant, "deploy", campaign.name,
+                    {"version": campaign.version, "new": deployed.created}, now,
+                )  # fmt: skip
+                results.append(
+                    DeployResult(
+                        campaign.name, campaign.version, deployed.version_id, deployed.created
+                    )
+                )
+        return results
+
+    async def launch(self, name: str) -> int:
+        """Start a campaign: enroll its audience for `on launch` / `at` / `every` triggers."""
+        return await self.store.call(self._launch_sync, name)
+
+    def _launch_sync(self, store: Store, name: str) -> int:
+        now = self.now()
+        with store.session() as session:
+            campaign = self._campaign_for_move(session, name, "launch")
+            version_id, compiled = self._current(session, campaign)
+            starts = compiled.settings.starts
+            status = CampaignStatus.ACTIVE
+            if starts is not None and _date_or_datetime(starts) > now:
+                status = CampaignStatus.SCHEDULED
+            campaign.status = status.value
+            campaign.updated_at = now
+            enrolled = 0
+            for trigger in compiled.triggers:
+                if isinstance(
+                    trigger, c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel
+                ):
+                    enrolled += self._enroll_audience(session, version_id, compiled, trigger, now)
+            _audit(session, self.tenant, "launch", name, {"enrolled": enrolled}, now)
+            return enrolled
+
+    async def pause(self, name: str) -> int:
+        """Hold every enrollment of the campaign where it is; returns how many were held."""
+        return await self.store.call(self._move_sync, name, "pause")
+
+    async def resume(self, name: str) -> int:
+        """Continue a paused campaign; waits that fell due meanwhile run at once."""
+        return await self.store.call(self._move_sync, name, "resume")
+
+    async def cancel(self, name: str) -> int:
+        """Stop a campaign for good; its enrollments are cancelled."""
+        return await self.store.call(self._move_sync, name, "cancel")
+
+    async def archive(self, name: str) -> int:
+        """Archive a finished or cancelled campaign."""
+        return await self.store.call(self._move_sync, name, "archive")
+
+    def _move_sync(self, store: Store, name: str, move: str) -> int:
+        now = self.now()
+        with store.session() as session:
+            campaign = self._campaign_for_move(session, name, move)
+            versions = campaign_store.campaign_version_ids(session, campaign.id)
+            count = 0
+            if move == "pause":
+                count = campaign_store.hold_enrollments(session, versions, now=now)
+                campaign.status = CampaignStatus.PAUSED.value
+            elif move == "resume":
+                count = campaign_store.release_held_enrollments(session, versions, now=now)
+                campaign.status = CampaignStatus.ACTIVE.value
+            elif move == "cancel":
+                count = campaign_store.cancel_enrollments(session, versions, now=now)
+                campaign.status = CampaignStatus.CANCELLED.value
+            elif move == "archive":
+                campaign.status = CampaignStatus.ARCHIVED.value
+            campaign.updated_at = now
+            _audit(session, self.tenant, move, name, {"enrollments": count}, now)
+            return count
+
+    async def clone(self, name: str, new_name: str) -> DeployResult:
+        """Copy a campaign's current version under a new name, as a draft."""
+        return await self.store.call(self._clone_sync, name, new_name)
+
+    def _clone_sync(self, store: Store, name: str, new_name: str) -> DeployResult:
+        with store.session() as session:
+            source = campaign_store.get_campaign(session, self.tenant, name)
+            if source is None:
+                raise EngineError(f"no campaign named {name!r}")
+            if campaign_store.get_campaign(session, self.tenant, new_name) is not None:
+                raise EngineError(f"a campaign named {new_name!r} already exists")
+            _, compiled = self._current(session, source)
+        data = compiled.content()
+        data["name"] = new_name
+        copy = c.CompiledCampaign.model_validate(data)
+        (result,) = self._deploy_sync(store, [copy])
+        return result
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Every campaign with its status, version and enrollment counts per state."""
+        return await self.store.call(self._status_sync)
+
+    def _status_sync(self, store: Store) -> list[dict[str, Any]]:
+        with store.session() as session:
+            counts = campaign_store.enrollment_counts(session, self.tenant)
+            rows = session.execute(
+                select(
+                    Campaign.name,
+                    Campaign.display_name,
+                    Campaign.status,
+                    CampaignVersion.content_hash,
+                )
+                .join(
+                    CampaignVersion, CampaignVersion.id == Campaign.current_version_id, isouter=True
+                )
+                .where(Campaign.tenant_id == self.tenant)
+                .order_by(Campaign.name)
+            ).all()
+            sent = dict(
+                session.execute(
+                    select(Campaign.name, func.count(OutboxMessage.id))
+                    .join(CampaignVersion, CampaignVersion.campaign_id == Campaign.id)
+                    .join(OutboxMessage, OutboxMessage.version_id == CampaignVersion.id)
+                    .where(Campaign.tenant_id == self.tenant)
+                    .group_by(Campaign.name)
+                ).all()
+            )
+        return [
+            {
+                "name": name,
+                "display_name": display,
+                "status": status,
+                "version": (version or "")[:12],
+                "enrollments": counts.get(name, {}),
+                "sends": int(sent.get(name, 0)),
+            }
+            for name, display, status, version in rows
+        ]
+
+    def _campaign_for_move(self, session: Session, name: str, move: str) -> Campaign:
+        campaign = campaign_store.get_campaign(session, self.tenant, name)
+        if campaign is None:
+            known = list(
+                session.scalars(select(Campaign.name).where(Campaign.tenant_id == self.tenant))
+            )
+            hint = did_you_mean(name, known)
+            raise EngineError(f"no campaign named {name!r}" + (f"; {hint}" if hint else ""))
+        if CampaignStatus(campaign.status) not in _ALLOWED_MOVES[move]:
+            raise EngineError(f"cannot {move} {name!r}: it is {campaign.status}")
+        return campaign
+
+    def _current(self, session: Session, campaign: Campaign) -> tuple[int, c.CompiledCampaign]:
+        if campaign.current_version_id is None:
+            raise EngineError(f"campaign {campaign.name!r} has no deployed version")
+        return campaign.current_version_id, self._version(session, campaign.current_version_id)[1]
+
+    def _version(self, session: Session, version_id: int) -> tuple[str, c.CompiledCampaign]:
+        cached = self._versions.get(version_id)
+        if cached is not None:
+            return cached
+        row = session.get(CampaignVersion, version_id)
+        if row is None:
+            raise StoreError(f"campaign version {version_id} is missing")
+        compiled = c.CompiledCampaign.model_validate(row.compiled)
+        self._versions[version_id] = (compiled.name, compiled)
+        return self._versions[version_id]
+
+    def _active_versions(self, session: Session) -> list[tuple[int, c.CompiledCampaign]]:
+        """Current versions of the campaigns that take new enrollments now."""
+        rows = session.execute(
+            select(Campaign.current_version_id).where(
+                Campaign.tenant_id == self.tenant,
+                Campaign.status == CampaignStatus.ACTIVE.value,
+                Campaign.current_version_id.is_not(None),
+            )
+        ).all()
+        return [(vid, self._version(session, vid)[1]) for (vid,) in rows if vid is not None]
+
+    # ------------------------------------------------------------------ enrollment
+
+    def _audience(
+        self,
+        session: Session,
+        campaign: c.CompiledCampaign,
+        candidates: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Contacts matching the campaign's audience and not its exclusions, now."""
+        if candidates is None:
+            candidates = list(
+                session.scalars(select(Contact.id).where(Contact.tenant_id == self.tenant))
+            )
+        ids = list(candidates)
+        settings = campaign.settings
+        if settings.audience is None and settings.exclude is None:
+            return ids
+        now = self.now()
+        matched: list[str] = []
+        for chunk in _chunks(ids, self.batch_size):
+            facts = load_facts(
+                session, self.tenant, chunk, campaign_names=self._names_by_version(session)
+            )
+            for contact_id in chunk:
+                fact = facts.get(contact_id)
+                if fact is None:
+                    continue
+                ctx = conditions.Context(fact, campaign, now)
+                if settings.audience is not None and not ctx.holds(settings.audience):
+                    continue
+                if settings.exclude is not None and ctx.holds(settings.exclude):
+                    continue
+                matched.append(contact_id)
+        return matched
+
+    def _names_by_version(self, session: Session) -> dict[int, str]:
+        return {
+            vid: name
+            for vid, name in session.execute(
+                select(CampaignVersion.id, Campaign.name)
+                .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+                .where(Campaign.tenant_id == self.tenant)
+            )
+        }
+
+    def _enroll_audience(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        trigger: c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel,
+        now: dt.datetime,
+    ) -> int:
+        audience = self._audience(session, campaign)
+        if isinstance(trigger, c.LaunchTriggerModel):
+            return len(
+                campaign_store.enroll_contacts(
+                    session, self.tenant, version_id, audience, node=trigger.entry, due_at=now,
+                    now=now, state={"trigger": trigger.id},
+                )
+            )  # fmt: skip
+        zones = self._zones(session, audience, campaign)
+        by_due: dict[dt.datetime, list[str]] = {}
+        for contact_id in audience:
+            first = _first_occurrence(trigger, zones[contact_id], campaign, now)
+            if first is not None:
+                by_due.setdefault(first, []).append(contact_id)
+        enrolled = 0
+        for due, ids in sorted(by_due.items()):
+            enrolled += len(
+                campaign_store.enroll_contacts(
+                    session, self.tenant, version_id, ids, node=trigger.entry, due_at=due,
+                    now=now, state={"trigger": trigger.id},
+                )
+            )  # fmt: skip
+        return enrolled
+
+    def _zones(
+        self, session: Session, contact_ids: Sequence[str], campaign: c.CompiledCampaign
+    ) -> dict[str, Any]:
+        fallback = campaign.settings.timezone.zone if campaign.settings.timezone else None
+        zones: dict[str, Any] = {}
+        for chunk in _chunks(list(contact_ids), self.batch_size):
+            for contact_id, zone in session.execute(
+                select(Contact.id, Contact.timezone).where(
+                    Contact.tenant_id == self.tenant, Contact.id.in_(chunk)
+                )
+            ):
+                zones[contact_id] = timing.contact_zone(zone, fallback)
+        return zones
+
+    # ------------------------------------------------------------------ data in
+
+    async def upsert_contacts(
+        self,
+        contacts: Iterable[Mapping[str, Any]],
+        *,
+        schema: Any = None,
+        skip_invalid: bool = False,
+    ) -> importer.ImportReport:
+        """Create or update contacts; new ones enter `on contact_created` campaigns."""
+        return await self.store.call(
+            self._upsert_contacts_sync, list(contacts), schema, skip_invalid
+        )
+
+    def _upsert_contacts_sync(
+        self, store: Store, contacts: list[Mapping[str, Any]], schema: Any, skip_invalid: bool
+    ) -> importer.ImportReport:
+        ids = [str(row.get("id", "")) for row in contacts]
+        with store.session() as session:
+            existing = importer.existing_contact_ids(session, self.tenant, ids)
+        report = importer.upsert_contact_dicts(
+            store,
+            contacts,
+            schema=schema,
+            tenant_id=self.tenant,
+            skip_invalid=skip_invalid,
+            now=self.now(),
+        )
+        created = [i for i in dict.fromkeys(ids) if i and i not in existing]
+        self._after_contacts_changed(store, created, [i for i in ids if i in existing])
+        return report
+
+    async def import_contacts(
+        self, path: str | Path, *, schema: Any = None, skip_invalid: bool = False
+    ) -> importer.ImportReport:
+        """Import a CSV or JSON Lines file of contacts (see `cadence contacts import`)."""
+        rows = await trio.to_thread.run_sync(_read_contact_file, Path(path))
+        return await self.upsert_contacts(rows, schema=schema, skip_invalid=skip_invalid)
+
+    def _after_contacts_changed(self, store: Store, created: list[str], updated: list[str]) -> None:
+        now = self.now()
+        with store.session() as session:
+            for version_id, campaign in self._active_versions(session):
+                for trigger in campaign.triggers:
+                    if isinstance(trigger, c.ContactCreatedTriggerModel) and created:
+                        audience = self._audience(session, campaign, created)
+                        campaign_store.enroll_contacts(
+                            session, self.tenant, version_id, audience, node=trigger.entry,
+                            due_at=now, now=now, state={"trigger": trigger.id},
+                        )  # fmt: skip
+                    elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
+                        self._segment_enter(
+                            session, version_id, campaign, trigger, created + updated, now
+                        )
+
+    def _segment_enter(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        trigger: c.SegmentEnterTriggerModel,
+        contact_ids: Sequence[str],
+        now: dt.datetime,
+    ) -> None:
+        segment = campaign.segments.get(trigger.segment)
+        if segment is None:
+            return
+        audience = self._audience(session, campaign, contact_ids)
+        facts = load_facts(session, self.tenant, audience)
+        entering = [
+            cid for cid in audience
+            if cid in facts and conditions.Context(facts[cid], campaign, now).holds(segment.expr)
+        ]  # fmt: skip
+        self._enroll_triggered(session, version_id, campaign, trigger, entering, now, {})
+
+    def _enroll_triggered(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        trigger: c.TriggerModel,
+        contact_ids: Sequence[str],
+        now: dt.datetime,
+        event: dict[str, Any],
+    ) -> int:
+        """Enroll contacts a trigger fired for, once per version unless re-entry is allowed."""
+        if not contact_ids:
+            return 0
+        state = {"trigger": trigger.id, "event": event}
+        reenter = campaign.settings.reenter
+        if reenter.mode == "never":
+            return len(
+                campaign_store.enroll_contacts(
+                    session, self.tenant, version_id, contact_ids, node=trigger.entry, due_at=now,
+                    now=now, state=state,
+                )
+            )  # fmt: skip
+        enrolled = 0
+        last = self._last_occurrences(session, version_id, contact_ids)
+        for contact_id in contact_ids:
+            previous = last.get(contact_id)
+            occurrence = 0
+            if previous is not None:
+                number, created, status = previous
+                if status == EnrollmentStatus.ACTIVE.value:
+                    continue
+                if reenter.mode == "after" and now - created < dt.timedelta(
+                    seconds=reenter.after_seconds or 0
+                ):
+                    continue
+                occurrence = number + 1
+            enrolled += len(
+                campaign_store.enroll_contacts(
+                    session, self.tenant, version_id, [contact_id], node=trigger.entry,
+                    due_at=now, now=now, occurrence=occurrence, state=state,
+                )
+            )  # fmt: skip
+        return enrolled
+
+    def _last_occurrences(
+        self, session: Session, version_id: int, contact_ids: Sequence[str]
+    ) -> dict[str, tuple[int, dt.datetime, str]]:
+        latest: dict[str, tuple[int, dt.datetime, str]] = {}
+        for chunk in _chunks(list(contact_ids), self.batch_size):
+            for contact_id, occurrence, created, status in session.execute(
+                select(
+                    Enrollment.contact_id,
+                    Enrollment.occurrence,
+                    Enrollment.created_at,
+                    Enrollment.status,
+                ).where(Enrollment.version_id == version_id, Enrollment.contact_id.in_(chunk))
+            ):
+                if contact_id not in latest or occurrence > latest[contact_id][0]:
+                    latest[contact_id] = (occurrence, created, status)
+        return latest
+
+    async def push_event(self, event: Mapping[str, Any]) -> int:
+        """Record one event and fire what it triggers; returns the enrollments it made."""
+        return await self.push_events([event])
+
+    async def push_events(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Record events (all or nothing when any is bad) and fire the triggers they match."""
+        return await self.store.call(self._push_events_sync, list(events))
+
+    def _push_events_sync(self, store: Store, events: list[Mapping[str, Any]]) -> int:
+        now = self.now()
+        rows = [dict(event) for event in events]
+        for row in rows:
+            row.setdefault("at", now.isoformat())
+        importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now)
+        enrolled = 0
+        with store.session() as session:
+            active = self._active_versions(session)
+            for row in rows:
+                enrolled += self._fire_event(session, active, row, now)
+            self._wake_for_events(
+                session, {str(r["contact"]) for r in rows if r.get("contact")}, now
+            )
+        return enrolled
+
+    def _fire_event(
+        self,
+        session: Session,
+        active: list[tuple[int, c.CompiledCampaign]],
+        row: Mapping[str, Any],
+        now: dt.datetime,
+    ) -> int:
+        name = str(row.get("name"))
+        contact_id = row.get("contact")
+        properties = dict(row.get("properties") or {})
+        event_data = {"name": name, "at": str(row.get("at")), **properties}
+        enrolled = 0
+        for version_id, campaign in active:
+            for trigger in campaign.triggers:
+                if not isinstance(trigger, c.EventTriggerModel) or trigger.event != name:
+                    continue
+                if trigger.fanout is not None:
+                    targets = self._fanout(session, campaign, trigger, event_data)
+                elif contact_id is None:
+                    continue
+                else:
+                    targets = self._event_targets(
+                        session, campaign, trigger, str(contact_id), event_data
+                    )
+                enrolled += self._enroll_triggered(
+                    session, version_id, campaign, trigger, targets, now, event_data
+                )
+        return enrolled
+
+    def _event_targets(
+        self,
+        session: Session,
+        campaign: c.CompiledCampaign,
+        trigger: c.EventTriggerModel,
+        contact_id: str,
+        event: dict[str, Any],
+    ) -> list[str]:
+        facts = load_facts(session, self.tenant, [contact_id])
+        fact = facts.get(contact_id)
+        if fact is None or not self._audience(session, campaign, [contact_id]):
+            return []
+        if not conditions.event_trigger_fires(trigger, fact, event, campaign, self.now()):
+            return []
+        return [contact_id]
+
+    def _fanout(
+        self,
+        session: Session,
+        campaign: c.CompiledCampaign,
+        trigger: c.EventTriggerModel,
+        event: dict[str, Any],
+    ) -> list[str]:
+        assert trigger.fanout is not None
+        if trigger.where is not None and not conditions.event_matches(trigger.where, event):
+            return []
+        audience = self._audience(session, campaign)
+        return conditions.fanout_matches(
+            session, self.tenant, trigger.fanout, audience, event, campaign, self.now()
+        )
+
+    def _wake_for_events(self, session: Session, contact_ids: set[str], now: dt.datetime) -> None:
+        """Wake enrollments that may react to a contact's new events: `wait for` and goals."""
+        if not contact_ids:
+            return
+        session.execute(
+            update(Enrollment)
+            .where(
+                Enrollment.tenant_id == self.tenant,
+                Enrollment.contact_id.in_(sorted(contact_ids)),
+                Enrollment.status == EnrollmentStatus.ACTIVE.value,
+                Enrollment.due_at > now,
+            )
+            .values(due_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    # ------------------------------------------------------------------ the scheduler
+
+    async def run_due(self) -> RunStats:
+        """Advance every enrollment due now and deliver every pending send, then return."""
+        stats = RunStats()
+        while True:
+            stepped = await self.store.call(self._step_batch_sync)
+            delivered = await self._deliver_batch()
+            stats.add(stepped)
+            stats.delivered += delivered
+            if stepped.steps == 0 and delivered == 0:
+                return stats
+
+    async def next_due(self) -> dt.datetime | None:
+        """The earliest instant at which an enrollment or a send falls due."""
+        return await self.store.call(self._next_due_sync)
+
+    def _next_due_sync(self, store: Store) -> dt.datetime | None:
+        with store.session() as session:
+            enrollment = session.scalar(
+                select(func.min(Enrollment.due_at)).where(
+                    Enrollment.tenant_id == self.tenant,
+                    Enrollment.status == EnrollmentStatus.ACTIVE.value,
+                )
+            )
+            outbox = session.scalar(
+                select(func.min(OutboxMessage.next_attempt_at)).where(
+                    OutboxMessage.tenant_id == self.tenant,
+                    OutboxMessage.status == OutboxStatus.PENDING.value,
+                )
+            )
+        candidates = [as_utc(t) for t in (enrollment, outbox) if t is not None]
+        return min(candidates) if candidates else None
+
+    async def run_until(self, until: dt.datetime, *, on_progress: Any = None) -> RunStats:
+        """Run everything due up to `until`, moving a simulated clock from due time to due time."""
+        stats = RunStats()
+        while True:
+            stats.add(await self.run_due())
+            if on_progress is not None:
+                on_progress(self.now(), stats)
+            upcoming = await self.next_due()
+            if upcoming is None or upcoming > until:
+                if self.clock.simulated and until > self.now():
+                    await self.clock.sleep_until(until)
+                return stats
+            await self.clock.sleep_until(upcoming)
+
+    async def serve(
+        self,
+        *,
+        until_idle: bool = False,
+        poll: float = 5.0,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> RunStats:
+        """The long-running loop: run what is due, sleep until the next due time or `poll`."""
+        stats = RunStats()
+        task_status.started()
+        while True:
+            stats.add(await self.run_due())
+            if until_idle:
+                return stats
+            upcoming = await self.next_due()
+            wake = self.now() + dt.timedelta(seconds=poll)
+            if upcoming is not None and upcoming < wake:
+                wake = upcoming
+            await self.clock.sleep_until(wake)
+
+    def _step_batch_sync(self, store: Store) -> RunStats:
+        now = self.now()
+        stats = RunStats()
+        with store.session() as session:
+            claimed = claims.claim_enrollments(
+                session, self.owner, now=now, limit=self.batch_size, lease_for=LEASE,
+                tenant_id=self.tenant,
+            )  # fmt: skip
+            batch = [
+                (e.id, e.version_id, e.contact_id, e.occurrence, e.node, dict(e.state or {}),
+                 list(e.history or []))
+                for e in claimed
+            ]  # fmt: skip
+        if not batch:
+            return stats
+        with store.session() as session:
+            names = self._names_by_version(session)
+            facts = load_facts(
+                session, self.tenant, {row[2] for row in batch}, campaign_names=names
+            )
+            versions = {vid: self._version(session, vid)[1] for vid in {row[1] for row in batch}}
+            channels = {
+                n.channel for v in versions.values() for n in v.nodes if isinstance(n, c.SendNode)
+            }
+            gates = _Gates(session, self.tenant, channels, facts, now)
+            results: list[tuple[tuple[Any, ...], Advance]] = []
+            for row in batch:
+                _, version_id, contact_id, _, node, state, _ = row
+                campaign = versions[version_id]
+                fact = facts.get(contact_id)
+                if fact is None:
+                    continue
+                env = conditions.StepContext(
+                    fact,
+                    campaign,
+                    now,
+                    state,
+                    gates.for_contact(contact_id, campaign),
+                    functools.partial(self._ab_winner, session, version_id),
+                )
+                results.append((row, advance(campaign, node, state, contact_id, env)))
+        stats.steps = len(results)
+        with store.session() as session:
+            updates = []
+            for row, result in results:
+                history = (row[6] + result.history)[-50:]
+                status = {
+                    "active": EnrollmentStatus.ACTIVE,
+                    "completed": EnrollmentStatus.COMPLETED,
+                    "exited": EnrollmentStatus.EXITED,
+                }[result.status]
+                updates.append(
+                    claims.EnrollmentUpdate(
+                        id=row[0], node=result.node, status=status, due_at=result.due_at,
+                        state=result.state, history=history, attempts=0,
+                    )
+                )  # fmt: skip
+            lost = set(claims.update_enrollments(session, self.owner, updates, now=now))
+            kept = [(row, result) for row, result in results if row[0] not in lost]
+            stats.sends, stats.enrolled = self._write_effects(session, kept, versions, now)
+        return stats
+
+    def _write_effects(
+        self,
+        session: Session,
+        results: list[tuple[tuple[Any, ...], Advance]],
+        versions: dict[int, c.CompiledCampaign],
+        now: dt.datetime,
+    ) -> tuple[int, int]:
+        new_sends: list[send_store.NewSend] = []
+        enrolled = 0
+        for row, result in results:
+            enrollment_id, version_id, contact_id, occurrence = row[0], row[1], row[2], row[3]
+            campaign = versions[version_id]
+            effects = result.effects
+            for send in effects.sends:
+                key = send_store.idempotency_key(version_id, send.node, contact_id, occurrence)
+                cost = campaign.settings.costs.get(send.channel)
+                new_sends.append(
+                    send_store.NewSend(
+                        idempotency_key=key, contact_id=contact_id, channel=send.channel,
+                        template=send.template, enrollment_id=enrollment_id,
+                        version_id=version_id, node=send.node, variant=send.variant,
+                        payload={
+                            "campaign": campaign.name,
+                            "event": result.state.get("event") or {},
+                            "cost": (
+                                {"amount": str(cost.amount), "currency": cost.currency}
+                                if cost else None
+                            ),
+                        },
+                    )
+                )  # fmt: skip
+            for node_id, reason in effects.skipped_sends:
+                session.add(
+                    SendLog(
+                        tenant_id=self.tenant, contact_id=contact_id, channel="-",
+                        at=now, outcome="skipped",
+                        detail={"campaign": campaign.name, "node": node_id, "reason": reason},
+                    )
+                )  # fmt: skip
+            if effects.attributes or effects.tags_added or effects.tags_removed:
+                contact = session.get(Contact, (self.tenant, contact_id))
+                if contact is not None:
+                    if effects.attributes:
+                        contact.attributes = {**(contact.attributes or {}), **effects.attributes}
+                    tags = [t for t in (contact.tags or []) if t not in effects.tags_removed]
+                    tags += [t for t in effects.tags_added if t not in tags]
+                    contact.tags = tags
+                    contact.updated_at = now
+            if effects.assign_agent is not None:
+                agent = agent_store.next_agent(session, self.tenant, now=now)
+                if agent is not None:
+                    contact = session.get(Contact, (self.tenant, contact_id))
+                    if contact is not None:
+                        contact.attributes = {**(contact.attributes or {}), "agent": agent}
+                        contact.updated_at = now
+            for channel, target in effects.notifications:
+                new_sends.append(
+                    send_store.NewSend(
+                        idempotency_key=send_store.idempotency_key(
+                            version_id, f"notify:{target}", contact_id, occurrence
+                        ),
+                        contact_id=contact_id, channel=channel, template=None,
+                        enrollment_id=enrollment_id, version_id=version_id, node="notify",
+                        payload={"campaign": campaign.name, "target": target},
+                    )
+                )  # fmt: skip
+            for other in effects.enroll:
+                enrolled += self._enroll_elsewhere(session, other, contact_id, now)
+        if new_sends:
+            send_store.enqueue_sends(session, self.tenant, new_sends, now=now)
+        return sum(1 for s in new_sends if s.node != "notify"), enrolled
+
+    def _enroll_elsewhere(
+        self, session: Session, name: str, contact_id: str, now: dt.datetime
+    ) -> int:
+        campaign = campaign_store.get_campaign(session, self.tenant, name)
+        if campaign is None or campaign.current_version_id is None:
+            return 0
+        if campaign.status != CampaignStatus.ACTIVE.value:
+            return 0
+        compiled = self._version(session, campaign.current_version_id)[1]
+        entry = compiled.triggers[0].entry if compiled.triggers else "end"
+        return len(
+            campaign_store.enroll_contacts(
+                session, self.tenant, campaign.current_version_id, [contact_id], node=entry,
+                due_at=now, now=now, state={"trigger": "enroll"},
+            )
+        )  # fmt: skip
+
+    def _ab_winner(self, session: Session, version_id: int, node: c.ABSplitNode) -> str | None:
+        """The frozen winner of an A/B split, or decide it when the test has run long enough."""
+        subject = f"{version_id}:{node.id}"
+        decided = session.scalar(
+            select(AuditEntry.details).where(
+                AuditEntry.tenant_id == self.tenant,
+                AuditEntry.action == "ab_winner",
+                AuditEntry.subject_id == subject,
+            )
+        )
+        if decided:
+            return str(decided["winner"])
+        first = session.scalar(
+            select(func.min(OutboxMessage.created_at)).where(
+                OutboxMessage.version_id == version_id,
+                OutboxMessage.variant.in_([v.name for v in node.variants]),
+            )
+        )
+        now = self.now()
+        if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
+            return None
+        winner, scores = conditions.ab_results(session, self.tenant, version_id, node)
+        _audit(session, self.tenant, "ab_winner", subject, {"winner": winner, "rates": scores}, now)
+        return winner
+
+    async def _deliver_batch(self) -> int:
+        claimed = await self.store.call(self._claim_outbox_sync)
+        if not claimed:
+            return 0
+        results = await self.sink.deliver(claimed)
+        await self.store.call(self._record_delivery_sync, list(results))
+        return sum(1 for r in results if r.sent)
+
+    def _claim_outbox_sync(self, store: Store) -> list[OutgoingMessage]:
+        now = self.now()
+        with store.session() as session:
+            rows = claims.claim_outbox(
+                session, self.owner, now=now, limit=self.batch_size, lease_for=LEASE,
+                tenant_id=self.tenant,
+            )  # fmt: skip
+            messages = []
+            for row in rows:
+                name, compiled = (
+                    self._version(session, row.version_id) if row.version_id else ("", None)
+                )
+                messages.append(
+                    OutgoingMessage(
+                        outbox_id=row.id, idempotency_key=row.idempotency_key,
+                        tenant_id=row.tenant_id, campaign=name,
+                        version=compiled.version if compiled else "", node=row.node,
+                        contact_id=row.contact_id, channel=row.channel, template=row.template,
+                        variant=row.variant, payload=dict(row.payload or {}),
+                    )
+                )  # fmt: skip
+            return messages
+
+    def _record_delivery_sync(self, store: Store, results: list[DeliveryResult]) -> None:
+        now = self.now()
+        with store.session() as session:
+            changes: list[dict[str, Any]] = []
+            for result in results:
+                if result.sent:
+                    changes.append({
+                        "id": result.outbox_id, "status": OutboxStatus.SENT.value, "sent_at": now,
+                        "provider": result.provider,
+                        "provider_message_id": result.provider_message_id,
+                    })  # fmt: skip
+                elif result.retry_at is not None:
+                    changes.append({"id": result.outbox_id, "next_attempt_at": result.retry_at,
+                                    "error": result.error})  # fmt: skip
+                else:
+                    changes.append({"id": result.outbox_id, "status": OutboxStatus.FAILED.value,
+                                    "error": result.error})  # fmt: skip
+            claims.update_outbox(session, self.owner, changes, now=now)
+            outbox = {
+                row.id: row
+                for row in session.scalars(
+                    select(OutboxMessage).where(
+                        OutboxMessage.id.in_([r.outbox_id for r in results])
+                    )
+                )
+            }
+            for result in results:
+                row = outbox.get(result.outbox_id)
+                if row is None:
+                    continue
+                cost = (row.payload or {}).get("cost") if result.sent else None
+                session.add(
+                    SendLog(
+                        tenant_id=row.tenant_id, outbox_id=row.id, contact_id=row.contact_id,
+                        channel=row.channel, at=now, outcome="sent" if result.sent else "failed",
+                        provider=result.provider, provider_message_id=result.provider_message_id,
+                        cost=cost["amount"] if cost else None,
+                        currency=cost["currency"] if cost else None,
+                        detail={"error": result.error} if result.error else {},
+                    )
+                )  # fmt: skip
+
+
+class _Gates:
+    """Suppression, consent and caps for one batch, loaded once, updated as the batch sends.
+
+    Email, inbox and webhook sends need no opt-in but stop at a denied, withdrawn or
+    unconfirmed (double opt-in pending) consent; SMS and WhatsApp need consent granted, or
+    the contact attribute `sms_opt_in` / `whatsapp_opt_in` set to true.
+    """
+
+    OPT_IN_CHANNELS: ClassVar[frozenset[str]] = frozenset({"sms", "whatsapp"})
+    ADDRESS_FIELD: ClassVar[dict[str, str]] = {
+        "email": "email",
+        "sms": "phone",
+        "whatsapp": "phone",
+    }
+
+    def __init__(
+        self,
+        session: Session,
+        tenant: str,
+        channels: Iterable[str],
+        facts: dict[str, ContactFacts],
+        now: dt.datetime,
+    ) -> None:
+        """Load every check's data for the batch's contacts on the channels it may use."""
+        self.now = now
+        self.facts = facts
+        self.suppressed: dict[str, set[str]] = {}
+        self.consent: dict[str, dict[str, ConsentStatus]] = {}
+        contacts = sorted(facts)
+        for channel in sorted(set(channels)):
+            field_name = self.ADDRESS_FIELD.get(channel)
+            recipients = [
+                (
+                    cid,
+                    str(facts[cid].attributes.get(field_name) or "") or None
+                    if field_name
+                    else None,
+                )
+                for cid in contacts
+            ]
+            self.suppressed[channel] = send_store.suppressed_contacts(
+                session, tenant, channel, recipients, now=now
+            )
+            self.consent[channel] = send_store.consent_statuses(session, tenant, channel, contacts)
+
+    def for_contact(
+        self, contact_id: str, campaign: c.CompiledCampaign
+    ) -> Callable[[str], SendGate]:
+        """The gate for one contact's sends in one campaign."""
+
+        def gate(channel: str) -> SendGate:
+            if contact_id in self.suppressed.get(channel, set()):
+                return SendGate.skip("suppressed")
+            facts = self.facts[contact_id]
+            consent = self.consent.get(channel, {}).get(contact_id)
+            if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):
+                return SendGate.skip(f"no consent ({consent})")
+            if channel in self.OPT_IN_CHANNELS and consent is not ConsentStatus.GRANTED:
+                if facts.attributes.get(f"{channel}_opt_in") is not True:
+                    return SendGate.skip(f"no {channel} opt-in")
+            for cap in campaign.settings.caps:
+                since = self.now - dt.timedelta(seconds=cap.per_seconds)
+                used = sum(
+                    1 for sent_on, _, at in facts.sends
+                    if as_utc(at) > since and (cap.channel is None or sent_on == cap.channel)
+                )  # fmt: skip
+                if used >= cap.count:
+                    return SendGate.skip(f"cap {cap.channel or 'all channels'} {cap.count} reached")
+            facts.sends.append((channel, None, self.now))
+            return SendGate.allow()
+
+        return gate
+
+
+def _audit(
+    session: Session,
+    tenant: str,
+    action: str,
+    subject: str,
+    details: dict[str, Any],
+    now: dt.datetime,
+) -> None:
+    """One audit line written by the engine about a campaign."""
+    campaign_store.record_audit(
+        session, tenant, actor="engine", action=action, subject_type="campaign",
+        subject_id=subject, now=now, details=details,
+    )  # fmt: skip
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _as_campaigns(
+    source: Iterable[c.CompiledCampaign] | str | Path | Sequence[str | Path],
+) -> list[c.CompiledCampaign]:
+    if isinstance(source, str | Path):
+        source = [source]
+    items = list(source)
+    if all(isinstance(item, c.CompiledCampaign) for item in items):
+        return [item for item in items if isinstance(item, c.CompiledCampaign)]
+    from cadence.dsl.compiler import compile_paths
+
+    return compile_paths([Path(str(item)) for item in items])
+
+
+def _date_or_datetime(text: str) -> dt.datetime:
+    if "T" in text:
+        return as_utc(dt.datetime.fromisoformat(text))
+    return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tzinfo=dt.UTC)
+
+
+def _first_occurrence(
+    trigger: c.AtTriggerModel | c.EveryTriggerModel,
+    zone: Any,
+    campaign: c.CompiledCampaign,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    campaign_zone = timing.contact_zone(
+        None, campaign.settings.timezone.zone if campaign.settings.timezone else None
+    )
+    if isinstance(trigger, c.AtTriggerModel):
+        instant = timing.at_trigger_instant(
+            trigger.at, trigger.local, zone if trigger.local else campaign_zone
+        )
+        return max(instant, now)
+    occurrences = timing.every_trigger_occurrences(
+        trigger, zone if trigger.local else campaign_zone, now, None
+    )
+    return next(iter(occurrences), None)
+
+
+def _read_contact_file(path: Path) -> list[dict[str, Any]]:
+    problems: list[Problem] = []
+    if path.suffix.lower() == ".csv":
+        columns, rows = importer.read_csv(path, problems)
+        del columns
+    else:
+        rows = importer.read_jsonl(path, problems)
+    if problems:
+        raise InvalidInput(problems)
+    return [row for _, row in rows]

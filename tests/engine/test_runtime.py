@@ -1,0 +1,384 @@
+"""The engine end to end on both stores: triggers, steps, lifecycle, restarts, exactly-once sends."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import func, select
+
+from cadence.dsl.compiled import CompiledCampaign
+from cadence.dsl.compiler import compile_workspace
+from cadence.dsl.loader import load_text
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine, EngineError, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store import sends as send_store
+from cadence.engine.store.models import Enrollment, OutboxMessage
+
+T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)  # a Tuesday
+
+CONTACTS = [
+    {"id": "c1", "email": "ana@example.test", "first_name": "Ana", "timezone": "UTC",
+     "attributes": {"lead_score": 50, "country": "US"}},
+    {"id": "c2", "email": "ben@example.test", "first_name": "Ben", "timezone": "America/New_York",
+     "attributes": {"lead_score": 10, "country": "CA"}},
+    {"id": "c3", "email": "cy@example.test", "first_name": "Cy", "timezone": "Asia/Manila",
+     "attributes": {"lead_score": 80, "country": "PH"}},
+]  # fmt: skip
+
+
+def campaigns(source: str) -> list[CompiledCampaign]:
+    """Compile source held in the test."""
+    return compile_workspace(load_text(source, "t.cadence"))
+
+
+def engine_run(
+    url: str, body: Callable[[Engine, SimulatedClock, RecordingSink], Awaitable[Any]]
+) -> Any:
+    """Open an engine on `url` with a simulated clock at T0 and run `body` in Trio."""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> Any:
+        async with Engine(url, clock=clock, sink=sink) as engine:
+            return await body(engine, clock, sink)
+
+    return trio.run(main)
+
+
+def sent(sink: RecordingSink) -> list[tuple[str, str | None]]:
+    """(contact, template) of every delivered message, in order."""
+    return [(m.contact_id, m.template) for m in sink.delivered]
+
+
+LAUNCH = """
+template hello email { subject "Hello {{ contact.first_name }}" body "<p>Hi</p>" }
+campaign hello_all { audience lead_score >= 30  on launch { send email hello } }
+"""
+
+
+def test_launch_enrolls_the_audience_and_sends_once(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(LAUNCH))
+        assert await engine.launch("hello_all") == 2
+        await engine.run_due()
+        await engine.run_due()
+        assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
+        (row,) = await engine.status()
+        assert row["status"] == "active" and row["enrollments"] == {"completed": 2}
+
+    engine_run(store_url, body)
+
+
+def test_lifecycle_moves_are_checked(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(LAUNCH))
+        with pytest.raises(EngineError, match="cannot resume 'hello_all': it is draft"):
+            await engine.resume("hello_all")
+        with pytest.raises(EngineError, match="did you mean `hello_all`"):
+            await engine.launch("hello_al")
+
+    engine_run(store_url, body)
+
+
+DRIP = """
+template welcome email { subject "Welcome" body "<p>Hi</p>" }
+template tips email { subject "Tips" body "<p>Tips</p>" }
+template engaged email { subject "Yay" body "<p>x</p>" }
+template nudge email { subject "Nudge" body "<p>x</p>" }
+campaign welcome_series {
+  on contact_created {
+    send email welcome
+    wait 3d
+    send email tips
+    wait 4d
+    if opened(welcome) { send email engaged } else { send email nudge }
+  }
+}
+"""
+
+
+def test_drip_runs_on_the_simulated_clock_at_exact_times(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[Any]:
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("welcome_series")
+        await engine.upsert_contacts(CONTACTS[:2])
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(days=1))
+        await engine.push_event(
+            {"contact": "c1", "name": "opened", "properties": {"template": "welcome"}}
+        )
+        timeline: list[Any] = []
+        original = sink.deliver
+
+        async def stamped(messages: Any) -> Any:
+            timeline.extend((clock.now(), m.contact_id, m.template) for m in messages)
+            return await original(messages)
+
+        sink.deliver = stamped  # type: ignore[method-assign]
+        await engine.run_until(T0 + dt.timedelta(days=30))
+        return timeline
+
+    timeline = engine_run(store_url, body)
+    assert timeline == [
+        (T0 + dt.timedelta(days=3), "c1", "tips"),
+        (T0 + dt.timedelta(days=3), "c2", "tips"),
+        (T0 + dt.timedelta(days=7), "c1", "engaged"),
+        (T0 + dt.timedelta(days=7), "c2", "nudge"),
+    ]
+
+
+def test_restart_continues_every_enrollment_exactly_once(store_url: str) -> None:
+    clock = SimulatedClock(T0)
+
+    async def first_engine() -> None:
+        async with Engine(store_url, clock=clock, sink=RecordingSink()) as engine:
+            await engine.deploy(campaigns(DRIP))
+            await engine.launch("welcome_series")
+            await engine.upsert_contacts(CONTACTS)
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(days=3, hours=1))
+            # Stops here, in the middle of the 4-day wait for everyone.
+            await engine.run_due()
+
+    async def second_engine() -> RecordingSink:
+        sink = RecordingSink()
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.run_until(T0 + dt.timedelta(days=30))
+        return sink
+
+    trio.run(first_engine)
+    sink = trio.run(second_engine)
+    assert sorted(sent(sink)) == [("c1", "nudge"), ("c2", "nudge"), ("c3", "nudge")]
+    with Store.open(store_url) as store, store.session() as session:
+        keys = session.scalars(select(OutboxMessage.idempotency_key)).all()
+        assert len(keys) == len(set(keys)) == 9
+        statuses = session.scalars(select(Enrollment.status)).all()
+        assert statuses == ["completed"] * 3
+
+
+def test_a_crashed_worker_s_claim_is_taken_over_after_its_lease(store_url: str) -> None:
+    clock = SimulatedClock(T0)
+
+    async def crash_after_claim() -> None:
+        async with Engine(store_url, clock=clock, owner="doomed") as engine:
+            await engine.deploy(campaigns(LAUNCH))
+            await engine.upsert_contacts(CONTACTS)
+            await engine.launch("hello_all")
+
+            def claim_only(store: Store) -> int:
+                from cadence.engine.store import claims
+
+                with store.session() as session:
+                    return len(
+                        claims.claim_enrollments(
+                            session, "doomed", now=clock.now(), limit=100,
+                            lease_for=dt.timedelta(minutes=5),
+                        )
+                    )  # fmt: skip
+
+            assert await engine.store.call(claim_only) == 2
+
+    async def survivor(advance: dt.timedelta) -> RecordingSink:
+        sink = RecordingSink()
+        clock.advance_to(T0 + advance)
+        async with Engine(store_url, clock=clock, sink=sink, owner="survivor") as engine:
+            await engine.run_due()
+        return sink
+
+    trio.run(crash_after_claim)
+    assert sent(trio.run(survivor, dt.timedelta(minutes=1))) == []
+    assert sorted(sent(trio.run(survivor, dt.timedelta(minutes=6)))) == [
+        ("c1", "hello"),
+        ("c3", "hello"),
+    ]
+
+
+def test_pause_holds_and_resume_runs_what_fell_due(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("welcome_series")
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.run_due()
+        assert await engine.pause("welcome_series") == 1
+        clock.advance_to(T0 + dt.timedelta(days=5))
+        await engine.run_due()
+        assert sent(sink) == [("c1", "welcome")]
+        assert await engine.resume("welcome_series") == 1
+        await engine.run_due()
+        assert sent(sink) == [("c1", "welcome"), ("c1", "tips")]
+
+    engine_run(store_url, body)
+
+
+EVENTS = """
+template property_details email { subject "Details" body "<p>x</p>" }
+when property_viewed count>=3 within 7d where event.price <= 500000 wait 1h send email property_details
+"""
+
+
+def test_event_trigger_counts_matching_events_within_the_window(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(EVENTS))
+        await engine.launch("t_property_viewed")
+        for price in (100000, 900000, 200000):
+            await engine.push_event(
+                {"contact": "c1", "name": "property_viewed", "properties": {"price": price}}
+            )
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        assert sent(sink) == []
+        await engine.push_event(
+            {"contact": "c1", "name": "property_viewed", "properties": {"price": 300000}}
+        )
+        await engine.run_until(T0 + dt.timedelta(hours=4))
+        assert sent(sink) == [("c1", "property_details")]
+
+    engine_run(store_url, body)
+
+
+FANOUT = """
+template new_listing email { subject "New" body "<p>x</p>" }
+when property_listed for contacts where contact.lead_score >= event.min_score send email new_listing
+"""
+
+
+def test_fanout_event_enrolls_every_matching_contact(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(FANOUT))
+        await engine.launch("t_property_listed")
+        enrolled = await engine.push_event(
+            {"name": "property_listed", "properties": {"min_score": 40}}
+        )
+        assert enrolled == 2
+        await engine.run_due()
+        assert sorted(sent(sink)) == [("c1", "new_listing"), ("c3", "new_listing")]
+
+    engine_run(store_url, body)
+
+
+WAIT_FOR = """
+template offer email { subject "Offer" body "<p>x</p>" }
+template thanks email { subject "Thanks" body "<p>x</p>" }
+template reminder email { subject "Reminder" body "<p>x</p>" }
+on launch {
+  send email offer
+  wait for clicked(offer) up to 3d
+  if clicked(offer) { send email thanks } else { send email reminder }
+}
+"""
+
+
+def test_wait_for_resumes_early_when_the_event_arrives(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[Any]:
+        await engine.upsert_contacts(CONTACTS[:2])
+        await engine.deploy(campaigns(WAIT_FOR))
+        await engine.launch("t_launch")
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(hours=6))
+        await engine.push_event(
+            {"contact": "c1", "name": "clicked", "properties": {"template": "offer"}}
+        )
+        await engine.run_due()
+        early = sent(sink)
+        await engine.run_until(T0 + dt.timedelta(days=4))
+        return [early, sent(sink)]
+
+    early, final = engine_run(store_url, body)
+    assert ("c1", "thanks") in early and ("c2", "reminder") not in early
+    assert sorted(final) == sorted(
+        [("c1", "offer"), ("c2", "offer"), ("c1", "thanks"), ("c2", "reminder")]
+    )
+
+
+def test_a_suppressed_contact_is_never_sent_to(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+
+        def suppress(store: Store) -> None:
+            with store.session() as session:
+                send_store.add_suppressions(
+                    session, "default", "email", [("cy@example.test", None)],
+                    reason="bounced", now=T0,
+                )  # fmt: skip
+
+        await engine.store.call(suppress)
+        await engine.deploy(campaigns(LAUNCH))
+        await engine.launch("hello_all")
+        await engine.run_due()
+        assert sent(sink) == [("c1", "hello")]
+
+    engine_run(store_url, body)
+
+
+CAPPED = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign first { cap email 1 per 1d  on launch { send email a } }
+campaign second { cap email 1 per 1d  on launch { send email b } }
+"""
+
+
+def test_a_cap_holds_across_campaigns(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.deploy(campaigns(CAPPED))
+        await engine.launch("first")
+        await engine.launch("second")
+        await engine.run_due()
+        assert len(sent(sink)) == 1
+
+    engine_run(store_url, body)
+
+
+def test_wait_until_local_crosses_the_dst_change(store_url: str) -> None:
+    source = """
+template t email { subject "s" body "b" }
+on launch { wait until 09:00 local  send email t  wait 1d  wait until 09:00 local  send email t2 }
+template t2 email { subject "s" body "b" }
+"""
+    start = dt.datetime(2026, 10, 31, 16, 0, tzinfo=dt.UTC)  # 12:00 in New York, EDT
+    clock = SimulatedClock(start)
+    stamps: list[dt.datetime] = []
+
+    class StampSink(RecordingSink):
+        async def deliver(self, messages: Any) -> Any:
+            stamps.extend(clock.now() for _ in messages)
+            return await super().deliver(messages)
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=StampSink()) as engine:
+            await engine.upsert_contacts([CONTACTS[1]])
+            await engine.deploy(campaigns(source))
+            await engine.launch("t_launch")
+            await engine.run_until(start + dt.timedelta(days=5))
+
+    trio.run(main)
+    # 09:00 EDT on 1 November is 13:00 UTC... but the clocks go back at 02:00 that day,
+    # so 09:00 on 1 November is EST: 14:00 UTC. The second send is 09:00 EST on 3 November.
+    assert stamps == [
+        dt.datetime(2026, 11, 1, 14, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 11, 3, 14, 0, tzinfo=dt.UTC),
+    ]
+
+
+def test_outbox_keys_are_unique_per_version_node_contact(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> int:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(LAUNCH))
+        await engine.launch("hello_all")
+        await engine.run_due()
+
+        def count(store: Store) -> int:
+            with store.session() as session:
+                return int(session.scalar(select(func.count(OutboxMessage.id))) or 0)
+
+        return int(await engine.store.call(count))
+
+    assert engine_run(store_url, body) == 2
