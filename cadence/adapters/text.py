@@ -78,7 +78,7 @@ class _TextExtractor(HTMLParser):
         if self._pre:
             self.parts.append(data)
         else:
-            self.parts.append(re.sub(r"\s+", " ", data))
+            self.parts.append(re.sub(r"[ \t\r\n\f\v]+", " ", data))
 
 
 def html_to_text(markup: str) -> str:

@@ -1,0 +1,310 @@
+"""Where each tenant's providers live and how to log in, from a TOML file and the environment.
+
+Credentials are wrapped in `Secret`, whose repr and str never show the value, so a config
+object can be logged or printed in a traceback without leaking an API key.
+
+Environment (the defaults every tenant inherits): CADENCE_EMAIL_PROVIDER (smtp|brevo),
+CADENCE_SMTP_URL, CADENCE_BREVO_API_KEY, CADENCE_BREVO_BASE_URL, CADENCE_INFOBIP_API_KEY,
+CADENCE_INFOBIP_BASE_URL, CADENCE_INFOBIP_SMS_SENDER, CADENCE_INFOBIP_WHATSAPP_SENDER,
+CADENCE_WEBHOOK_SECRET. A tenant overrides any of them with CADENCE_TENANT_<TENANT>_<NAME>
+(e.g. CADENCE_TENANT_ACME_BREVO_API_KEY) or a `[tenants.<name>]` table in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from cadence.errors import CadenceError
+
+SmtpSecurity = Literal["auto", "starttls", "tls", "none"]
+EmailProvider = Literal["smtp", "brevo"]
+
+BREVO_DEFAULT_BASE_URL = "https://api.brevo.com"
+
+
+class ConfigError(CadenceError):
+    """The adapter configuration is missing something or has a bad value."""
+
+
+class Secret:
+    """A credential that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The actual value, for the one place that sends it to the provider."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """An SMTP relay: host, port, TLS mode and optional login."""
+
+    host: str
+    port: int = 587
+    security: SmtpSecurity = "auto"
+    username: str | None = None
+    password: Secret | None = None
+    timeout: float = 30.0
+    local_hostname: str | None = None
+    verify_tls: bool = True
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> SmtpConfig:
+        """`smtp://` (STARTTLS when offered), `smtp+starttls://` (required), `smtps://` (TLS),
+        `smtp+plain://` (never TLS); user and password in the URL, `?verify=false` for
+        self-signed test servers."""
+        parts = urllib.parse.urlsplit(url)
+        security: SmtpSecurity
+        default_port = 587
+        match parts.scheme:
+            case "smtp":
+                security = "auto"
+            case "smtp+starttls":
+                security = "starttls"
+            case "smtps":
+                security, default_port = "tls", 465
+            case "smtp+plain":
+                security, default_port = "none", 25
+            case _:
+                raise ConfigError(
+                    "SMTP URL scheme must be smtp, smtps, smtp+starttls or smtp+plain, "
+                    f"not {parts.scheme!r}"
+                )
+        if not parts.hostname:
+            raise ConfigError("SMTP URL needs a host")
+        query = urllib.parse.parse_qs(parts.query)
+        verify = query.get("verify", ["true"])[0].lower() not in ("0", "false", "no")
+        config = cls(
+            host=parts.hostname,
+            port=parts.port or default_port,
+            security=security,
+            username=urllib.parse.unquote(parts.username) if parts.username else None,
+            password=Secret(urllib.parse.unquote(parts.password)) if parts.password else None,
+            verify_tls=verify,
+        )
+        return replace(config, **overrides) if overrides else config
+
+
+@dataclass(frozen=True, slots=True)
+class BrevoConfig:
+    """Brevo's transactional email API."""
+
+    api_key: Secret
+    base_url: str = BREVO_DEFAULT_BASE_URL
+    timeout: float = 15.0
+    # Brevo takes up to 1000 message versions per request (2000 recipients in all).
+    batch_size: int = 1000
+    sandbox: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InfobipConfig:
+    """Infobip's SMS and WhatsApp APIs (each account has its own base URL)."""
+
+    api_key: Secret
+    base_url: str
+    sms_sender: str = "InfoSMS"
+    whatsapp_sender: str | None = None
+    notify_url: str | None = None
+    timeout: float = 15.0
+    batch_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """The signing secret for the webhook channel."""
+
+    secret: Secret
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """Everything one tenant's sends need: which email provider, and each provider's settings."""
+
+    email_provider: EmailProvider = "smtp"
+    smtp: SmtpConfig | None = None
+    brevo: BrevoConfig | None = None
+    infobip: InfobipConfig | None = None
+    webhook: WebhookConfig | None = None
+    default_from: str | None = None
+    feedback_id_sender: str = "cadence"
+    costs: Mapping[str, Decimal] = field(default_factory=dict)
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """The default tenant config plus per-tenant overrides."""
+
+    default: TenantConfig = field(default_factory=TenantConfig)
+    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+
+    def for_tenant(self, tenant: str) -> TenantConfig:
+        """This tenant's config (the default when it has none of its own)."""
+        return self.tenants.get(tenant, self.default)
+
+    def __repr__(self) -> str:
+        return f"AdapterSettings(default={self.default!r}, tenants={sorted(self.tenants)!r})"
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _tenant_env_prefix(tenant: str) -> str:
+    return "CADENCE_TENANT_" + re.sub(r"[^A-Z0-9]", "_", tenant.upper()) + "_"
+
+
+def _layer(base: dict[str, Any], env: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """Overlay CADENCE_* style variables (with `prefix`) onto a plain settings dict."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+
+    def get(name: str) -> str | None:
+        value = env.get(prefix + name)
+        return value if value else None
+
+    if value := get("EMAIL_PROVIDER"):
+        out["email_provider"] = value
+    if value := get("SMTP_URL"):
+        out["smtp"] = {**out.get("smtp", {}), "url": value}
+    for key, name in (("api_key", "BREVO_API_KEY"), ("base_url", "BREVO_BASE_URL")):
+        if value := get(name):
+            out["brevo"] = {**out.get("brevo", {}), key: value}
+    for key, name in (
+        ("api_key", "INFOBIP_API_KEY"),
+        ("base_url", "INFOBIP_BASE_URL"),
+        ("sms_sender", "INFOBIP_SMS_SENDER"),
+        ("whatsapp_sender", "INFOBIP_WHATSAPP_SENDER"),
+    ):
+        if value := get(name):
+            out["infobip"] = {**out.get("infobip", {}), key: value}
+    if value := get("WEBHOOK_SECRET"):
+        out["webhook"] = {**out.get("webhook", {}), "secret": value}
+    if value := get("FROM"):
+        out["default_from"] = value
+    return out
+
+
+def _secret(table: Mapping[str, Any], key: str, env: Mapping[str, str], where: str) -> Secret:
+    """A secret from `key`, or from the variable named by `key_env` (keeps keys out of files)."""
+    if table.get(f"{key}_env"):
+        name = str(table[f"{key}_env"])
+        value = env.get(name)
+        if not value:
+            raise ConfigError(f"{where}.{key}_env names ${name}, which is not set")
+        return Secret(value)
+    value = table.get(key)
+    if not value:
+        raise ConfigError(f"{where} needs {key}")
+    return Secret(str(value))
+
+
+def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> TenantConfig:
+    provider = str(data.get("email_provider", "smtp"))
+    if provider not in ("smtp", "brevo"):
+        raise ConfigError(f"{where}.email_provider must be smtp or brevo, not {provider!r}")
+    smtp = brevo = infobip = webhook = None
+    if table := data.get("smtp"):
+        if "url" in table:
+            smtp = SmtpConfig.from_url(str(table["url"]))
+        else:
+            smtp = SmtpConfig(
+                host=str(table["host"]),
+                port=int(table.get("port", 587)),
+                security=table.get("security", "auto"),
+                username=table.get("username"),
+                password=_secret(table, "password", env, f"{where}.smtp")
+                if table.get("password") or table.get("password_env")
+                else None,
+            )
+    if table := data.get("brevo"):
+        brevo = BrevoConfig(
+            api_key=_secret(table, "api_key", env, f"{where}.brevo"),
+            base_url=str(table.get("base_url", BREVO_DEFAULT_BASE_URL)).rstrip("/"),
+            timeout=float(table.get("timeout", 15.0)),
+            batch_size=min(1000, int(table.get("batch_size", 1000))),
+        )
+    if table := data.get("infobip"):
+        if not table.get("base_url"):
+            raise ConfigError(f"{where}.infobip needs base_url (CADENCE_INFOBIP_BASE_URL)")
+        infobip = InfobipConfig(
+            api_key=_secret(table, "api_key", env, f"{where}.infobip"),
+            base_url=str(table["base_url"]).rstrip("/"),
+            sms_sender=str(table.get("sms_sender", "InfoSMS")),
+            whatsapp_sender=table.get("whatsapp_sender"),
+            notify_url=table.get("notify_url"),
+            timeout=float(table.get("timeout", 15.0)),
+        )
+    if table := data.get("webhook"):
+        webhook = WebhookConfig(secret=_secret(table, "secret", env, f"{where}.webhook"))
+    costs = {str(k): Decimal(str(v)) for k, v in dict(data.get("costs", {})).items()}
+    return TenantConfig(
+        email_provider=provider,  # type: ignore[arg-type]
+        smtp=smtp,
+        brevo=brevo,
+        infobip=infobip,
+        webhook=webhook,
+        default_from=data.get("default_from") or data.get("from"),
+        feedback_id_sender=str(data.get("feedback_id_sender", "cadence")),
+        costs=costs,
+        currency=str(data.get("currency", "USD")),
+    )
+
+
+def load_settings(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> AdapterSettings:
+    """Read the TOML file (if any), overlay the environment, and build every tenant's config."""
+    environ = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read adapter config {path}: {exc}") from None
+    default_raw = _layer(dict(raw.get("default", {})), environ, "CADENCE_")
+    default = _build(default_raw, environ, "default")
+    tenants: dict[str, TenantConfig] = {}
+    names = set(raw.get("tenants", {}))
+    names |= {
+        m.group(1).lower()
+        for key in environ
+        if (
+            m := re.match(
+                r"CADENCE_TENANT_([A-Z0-9_]+?)_(EMAIL_PROVIDER|SMTP_URL|BREVO_|INFOBIP_|WEBHOOK_|FROM)",
+                key,
+            )
+        )
+    }
+    for name in sorted(names):
+        table = raw.get("tenants", {}).get(name, {})
+        merged = {**default_raw, **{k: v for k, v in table.items()}}
+        merged = _layer(merged, environ, _tenant_env_prefix(name))
+        tenants[name] = _build(merged, environ, f"tenants.{name}")
+    return AdapterSettings(default=default, tenants=tenants)

@@ -1,0 +1,251 @@
+"""SMTP end to end against a real aiosmtpd server on loopback: headers, parts, reuse, TLS, auth."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+
+from cadence.adapters.config import SmtpConfig
+from cadence.adapters.message import SendStatus
+from cadence.adapters.smtp import SmtpAdapter
+from tests.adapters.conftest import email as email_message
+from tests.adapters.conftest import fast_policy, lenient_breaker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every message; refuses some recipients on purpose."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[Envelope, EmailMessage]] = []
+        self.sessions: set[int] = set()
+
+    async def handle_RCPT(
+        self, server: Any, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address.startswith("nobody@"):
+            return "550 5.1.1 No such user"
+        if address.startswith("busy@"):
+            return "451 4.3.0 Try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope.content, bytes)
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append((envelope, parsed))
+        self.sessions.add(id(session))
+        return "250 Message accepted"
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def adapter_for(port: int, **config: Any) -> SmtpAdapter:
+    return SmtpAdapter(
+        SmtpConfig(host="127.0.0.1", port=port, security=config.pop("security", "none"), **config),
+        policy=fast_policy(),
+        breaker=lenient_breaker(),
+    )
+
+
+def test_multipart_email_with_deliverability_headers(inbox: tuple[Inbox, int]) -> None:
+    handler, port = inbox
+    adapter = adapter_for(port)
+    message = email_message(
+        1,
+        unsubscribe_url="https://t.acme.test/u/tok1",
+        unsubscribe_mailto="unsubscribe@acme.test",
+        reply_to="Sales <sales@acme.test>",
+    )
+
+    async def main() -> None:
+        result = await adapter.send(message)
+        assert result.status is SendStatus.SENT
+        assert result.cost is not None and str(result.cost) == "0.001"
+        again = email_message(1).with_attempt(1)
+        assert (await adapter.send(again)).provider_message_id == result.provider_message_id
+        await adapter.aclose()
+
+    trio.run(main)
+    envelope, mime = handler.messages[0]
+    assert envelope.mail_from == "hello@acme.test"
+    assert envelope.rcpt_tos == ["person1@example.test"]
+    assert mime["From"] == "Acme Homes <hello@acme.test>"
+    assert mime["To"] == "Person 1 <person1@example.test>"
+    assert mime["Reply-To"] == "Sales <sales@acme.test>"
+    assert mime["Subject"] == "Hello 1"
+    # Message-ID: derived from the idempotency key, so the same send keeps the same id.
+    assert mime["Message-ID"] == handler.messages[1][1]["Message-ID"]
+    assert mime["Message-ID"].endswith("@acme.test>")
+    assert mime["List-Unsubscribe"] == (
+        "<mailto:unsubscribe@acme.test>, <https://t.acme.test/u/tok1>"
+    )
+    assert mime["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mime["Feedback-ID"] == "camp1:node3:acme:cadence"
+    assert mime["X-Cadence-Idempotency-Key"] == "camp1:v1:node3:contact1:0"
+    assert mime.get_content_type() == "multipart/alternative"
+    parts = list(mime.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    assert isinstance(parts[0], EmailMessage) and isinstance(parts[1], EmailMessage)
+    assert parts[0].get_content().replace("\r\n", "\n") == "Hi 1 ✓\n"
+    assert "<p>Hi <b>1</b> ✓</p>" in parts[1].get_content()
+
+
+def test_connection_is_reused_across_messages(inbox: tuple[Inbox, int]) -> None:
+    handler, port = inbox
+    adapter = adapter_for(port)
+
+    async def main() -> None:
+        results = await adapter.send_batch([email_message(n) for n in range(1, 6)])
+        assert [r.status for r in results] == [SendStatus.SENT] * 5
+        await adapter.aclose()
+
+    trio.run(main)
+    assert len(handler.messages) == 5
+    assert adapter.connections_opened == 1
+    assert len(handler.sessions) == 1
+
+
+def test_refused_recipients_permanent_and_temporary(inbox: tuple[Inbox, int]) -> None:
+    handler, port = inbox
+    adapter = adapter_for(port)
+
+    async def main() -> None:
+        results = await adapter.send_batch(
+            [
+                email_message(1, recipient="nobody@example.test"),
+                email_message(2, recipient="busy@example.test"),
+                email_message(3),
+            ]
+        )
+        assert results[0].status is SendStatus.FAILED_PERMANENT
+        assert results[0].error_code == "smtp_550" and results[0].attempts == 1
+        assert results[1].status is SendStatus.RETRY_LATER
+        assert results[1].error_code == "smtp_451" and results[1].attempts == 4
+        assert results[2].status is SendStatus.SENT
+        await adapter.aclose()
+
+    trio.run(main)
+    assert [env.rcpt_tos for env, _ in handler.messages] == [["person3@example.test"]]
+
+
+def test_server_down_is_retry_later() -> None:
+    adapter = adapter_for(free_port())
+
+    async def main() -> None:
+        result = await adapter.send(email_message(1))
+        assert result.status is SendStatus.RETRY_LATER
+        assert result.error_code == "connect_failed" and result.retry_at is not None
+
+    trio.run(main)
+
+
+# ------------------------------------------------------------------------------ TLS and auth
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def authenticator(
+    server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"mailer"
+        and auth_data.password == b"s3cret"
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_tls_and_login(certificate: tuple[Path, Path], mode: str) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = Inbox()
+    port = free_port()
+    # aiosmtpd only counts STARTTLS as TLS for AUTH; on implicit TLS the socket is TLS anyway.
+    options: dict[str, Any] = {
+        "authenticator": authenticator,
+        "auth_require_tls": mode == "starttls",
+    }
+    if mode == "starttls":
+        controller = Controller(
+            handler, hostname="127.0.0.1", port=port, tls_context=context,
+            require_starttls=True, **options,
+        )  # fmt: skip
+    else:
+        controller = Controller(
+            handler, hostname="127.0.0.1", port=port, ssl_context=context, **options
+        )
+    controller.start()
+    try:
+        good = adapter_for(
+            port, security=mode, username="mailer", password=_secret("s3cret"), verify_tls=False
+        )
+        bad = adapter_for(
+            port, security=mode, username="mailer", password=_secret("wrong"), verify_tls=False
+        )
+        strict = adapter_for(
+            port, security=mode, username="mailer", password=_secret("s3cret"), verify_tls=True
+        )
+
+        async def main() -> None:
+            assert (await good.send(email_message(1))).status is SendStatus.SENT
+            refused = await bad.send(email_message(2))
+            assert refused.status is SendStatus.FAILED_PERMANENT
+            assert refused.error_code == "auth_failed" and refused.attempts == 1
+            # A self-signed certificate is refused unless verification is turned off.
+            assert (await strict.send(email_message(3))).status is SendStatus.RETRY_LATER
+            await good.aclose()
+
+        trio.run(main)
+    finally:
+        controller.stop()
+    assert len(handler.messages) == 1
+
+
+def _secret(value: str) -> Any:
+    from cadence.adapters.config import Secret
+
+    return Secret(value)
