@@ -1,0 +1,706 @@
+"""The per-contact evaluator: names, nulls (SQL three-valued logic), types, functions, triggers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cadence import dispatch as dx
+from cadence.dispatch import filter_contacts
+from cadence.dsl import ast
+from cadence.dsl import compiled as c
+from cadence.dsl.parser import parse_text
+from cadence.engine.evaluate import (
+    ContactEvent,
+    Engagement,
+    EngagementRecord,
+    EvalContext,
+    EvaluationError,
+    Money,
+    SentMessage,
+    evaluate,
+    event_count_holds,
+    event_trigger_fires,
+    event_where_holds,
+    fanout_holds,
+    holds,
+    normalize,
+    segments_of,
+    to_plain,
+    tri_and,
+    tri_not,
+    tri_or,
+    value,
+    wait_for_satisfied,
+)
+
+UTC = dt.UTC
+NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+
+
+def at(days_ago: float = 0, hours_ago: float = 0) -> dt.datetime:
+    """An instant before NOW."""
+    return NOW - dt.timedelta(days=days_ago, hours=hours_ago)
+
+
+def expr(text: str) -> ast.Expr:
+    """Parse one expression through the real parser."""
+    declaration = parse_text(f"segment probe = {text}").declarations[0]
+    assert isinstance(declaration, ast.SegmentDecl)
+    return declaration.expr
+
+
+def ctx(**kwargs: Any) -> EvalContext:
+    """A context at NOW with the given fields."""
+    kwargs.setdefault("now", NOW)
+    return EvalContext(**kwargs)
+
+
+def ev(text: str, context: EvalContext | None = None, **attributes: Any) -> bool | None:
+    """Evaluate a condition for a contact with these attributes."""
+    return evaluate(expr(text), context or ctx(attributes=attributes))
+
+
+def val(text: str, context: EvalContext | None = None, **attributes: Any) -> Any:
+    """The value of an expression for a contact with these attributes."""
+    return value(expr(text), context or ctx(attributes=attributes))
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def test_bare_names_resolve_segment_then_score_then_flag_then_attribute() -> None:
+    context = ctx(
+        attributes={"engaged": "attribute", "engagement": "attribute", "converted": False},
+        segments={"engaged": expr("lead_score >= 30")},
+        scores={"engagement": c.CompiledScore(name="engagement", rules=())},
+        engagement=Engagement(converted=True),
+    )
+    assert val("engaged", context) is None  # the segment: lead_score is missing
+    assert val("engagement", context) == Decimal(0)  # the score, not the attribute
+    assert val("converted", context) is True  # the flag, not the attribute
+    assert val("contact.engaged", context) == "attribute"
+    assert val("contact.converted", context) is False
+
+
+def test_paths_read_attributes_nested_records_and_event_fields() -> None:
+    context = ctx(
+        attributes={"city": "Manila", "address": {"zip": "1000", "geo": {"lat": 14.6}}},
+        event={"price": 450000, "tags": ["new"]},
+    )
+    assert val("city", context) == "Manila"
+    assert val("contact.city", context) == "Manila"
+    assert val("contact.address.zip", context) == "1000"
+    assert val("address.geo.lat", context) == Decimal("14.6")
+    assert val("contact.address.zip.more", context) is None
+    assert val("contact.nothing", context) is None
+    assert val("event.price", context) == Decimal(450000)
+    assert val("event.tags", context) == ("new",)
+    assert val("event.missing", context) is None
+    assert val("event.price") is None  # no trigger event at all
+
+
+def test_event_path_reads_an_event_tuple_properties() -> None:
+    context = ctx(event=ContactEvent("property_viewed", at(1), {"price": 10}))
+    assert ev("event.price = 10", context) is True
+
+
+# ---------------------------------------------------------------------------- nulls
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "budget = 5",
+        "budget != 5",
+        "budget < 5",
+        "budget >= 5",
+        "budget in [1, 2]",
+        "budget not in [1, 2]",
+        'name contains "a"',
+        'name startswith "a"',
+        "last_seen within 7d",
+        "not (budget >= 5)",
+        "budget + 1 > 0",
+        "flag",
+        "not flag",
+    ],
+)
+def test_anything_about_a_missing_value_is_unknown(text: str) -> None:
+    assert ev(text) is None
+    assert holds(expr(text), ctx()) is False
+
+
+def test_sql_truth_tables() -> None:
+    values: list[bool | None] = [True, False, None]
+    expected_and = {
+        (True, True): True,
+        (True, False): False,
+        (True, None): None,
+        (False, None): False,
+        (None, None): None,
+        (False, False): False,
+    }
+    for (a, b), result in expected_and.items():
+        assert tri_and(a, b) is result
+        assert tri_and(b, a) is result
+    assert tri_or(None, True) is True
+    assert tri_or(None, False) is None
+    assert tri_or(False, False) is False
+    assert [tri_not(v) for v in values] == [False, True, None]
+
+
+def test_connectives_in_expressions() -> None:
+    assert ev("flag or x = 1", x=1) is True
+    assert ev("flag or x = 1", x=2) is None
+    assert ev("flag and x = 1", x=2) is False
+    assert ev("flag and x = 1", x=1) is None
+    assert ev("not flag and x = 1", flag=False, x=1) is True
+
+
+def test_a_non_boolean_used_as_a_condition_is_unknown() -> None:
+    assert ev("lead_score", lead_score=5) is None
+    assert ev("name", name="x") is None
+    assert ev("flag", flag=True) is True
+
+
+# ---------------------------------------------------------------------------- numbers, strings
+
+
+def test_numbers_compare_exactly_across_int_float_and_decimal() -> None:
+    assert ev("x = 0.1", x=0.1) is True
+    assert ev("x + y = 0.3", x=0.1, y=0.2) is True
+    assert ev("x >= 30", x=30) is True
+    assert ev("x > 30", x=Decimal("30.0001")) is True
+    assert ev("x = 3", x=float("nan")) is None
+    assert ev("x < 1", x=float("-inf")) is True
+    assert ev("x = 1", x=True) is None  # a boolean is not a number
+
+
+def test_kinds_that_differ_are_unknown_not_false() -> None:
+    assert ev('x = "5"', x=5) is None
+    assert ev('x != "5"', x=5) is None
+    assert ev("x = true", x="true") is None
+
+
+def test_strings_compare_exactly_and_in_order() -> None:
+    assert ev('city = "Manila"', city="Manila") is True
+    assert ev('city = "manila"', city="Manila") is False
+    assert ev('city < "N"', city="Manila") is True
+    assert ev('email startswith "info@"', email="info@acme.test") is True
+    assert ev('email contains "@acme"', email="info@acme.test") is True
+    assert ev('email contains "@other"', email="info@acme.test") is False
+    assert ev("email startswith 3", email="3x") is None
+
+
+def test_arithmetic() -> None:
+    assert val("lead_score + 10", lead_score=32) == Decimal(42)
+    assert val("lifetime_value / orders", lifetime_value=300, orders=4) == Decimal(75)
+    assert val("lifetime_value / orders", lifetime_value=300, orders=0) is None
+    assert val("-x * 2", x=3) == Decimal(-6)
+    assert val("x - y", x=1) is None
+    assert val('first + " " + last', first="Ada", last="Lovelace") == "Ada Lovelace"
+    assert val('x + "a"', x=1) is None
+    assert val("-name", name="x") is None
+    assert val("20%") == Decimal("0.2")
+    assert ev("lifetime_value / orders >= 100", lifetime_value=500, orders=4) is True
+
+
+# ---------------------------------------------------------------------------- lists
+
+
+def test_membership_follows_sql_in() -> None:
+    assert ev('country in ["US", "CA"]', country="US") is True
+    assert ev('country in ["US", "CA"]', country="PH") is False
+    assert ev('country not in ["US", "CA"]', country="PH") is True
+    assert ev("country in []", country="PH") is False
+    # a missing element makes "not found" unknown, as SQL's IN with a NULL
+    assert ev("country in [a, b]", country="PH", a="US") is None
+    assert ev("country in [a, b]", country="US", a="US") is True
+    assert ev("country not in [a, b]", country="PH", a="US") is None
+    # a list attribute on the right; mixed kinds inside are unknown, not a crash
+    assert ev("city in areas", city="Cebu", areas=["Manila", "Cebu"]) is True
+    assert ev("city in areas", city="Davao", areas=["Manila", "Cebu"]) is False
+    assert ev("city in areas", city="Davao", areas=[1, 2]) is None
+    assert ev("city in areas", city="Davao", areas="Davao") is None  # not a list
+    assert ev("3 in scores", scores=[1, 3.0]) is True
+
+
+def test_contains_on_lists_is_membership() -> None:
+    assert ev('tags contains "vip"', tags=["vip", "new"]) is True
+    assert ev('tags contains "old"', tags=["vip", "new"]) is False
+    assert ev('tags contains "old"', tags=[]) is False
+    assert ev('tags contains "old"') is None
+
+
+def test_list_equality() -> None:
+    assert ev('tags = ["a", "b"]', tags=["a", "b"]) is True
+    assert ev('tags = ["a"]', tags=["a", "b"]) is False
+    assert ev('tags != ["a"]', tags=["a", "b"]) is True
+
+
+# ---------------------------------------------------------------------------- time
+
+
+def test_within_is_the_last_duration_up_to_now() -> None:
+    assert ev("last_activity within 30d", last_activity=at(29)) is True
+    assert ev("last_activity within 30d", last_activity=at(30)) is True  # boundary included
+    assert ev("last_activity within 30d", last_activity=at(30, 1 / 3600)) is False
+    assert ev("last_activity within 30d", last_activity=NOW) is True
+    assert ev("last_activity within 30d", last_activity=NOW + dt.timedelta(seconds=1)) is False
+    # ISO text as the store keeps datetime attributes, and dates as their midnight UTC
+    assert ev("last_activity within 1d", last_activity="2026-06-15T01:00:00Z") is True
+    assert ev("last_activity within 1d", last_activity="2026-06-14") is False
+    assert ev("last_activity within 2d", last_activity=dt.date(2026, 6, 14)) is True
+    assert ev("last_activity within 1d", last_activity="yesterday") is None
+    assert ev("last_activity within 1d", last_activity=5) is None
+
+
+def test_dates_compare_as_midnight_utc_against_instants() -> None:
+    assert ev("signed_up < 2026-06-15", signed_up=dt.datetime(2026, 6, 14, 23, 59, tzinfo=UTC))
+    assert ev("signed_up >= 2026-06-15", signed_up=dt.datetime(2026, 6, 15, tzinfo=UTC))
+    assert ev("signed_up = 2026-06-15", signed_up=dt.datetime(2026, 6, 15, tzinfo=UTC))
+    # the same instant written in another zone is the same instant
+    manila = dt.timezone(dt.timedelta(hours=8))
+    assert ev("signed_up = 2026-06-15", signed_up=dt.datetime(2026, 6, 15, 8, tzinfo=manila))
+    # a date attribute against a date literal compares days
+    assert ev("birthday = 1990-05-01", birthday=dt.date(1990, 5, 1)) is True
+    assert ev("birthday < 1990-05-02", birthday="1990-05-01") is True
+    # datetime literals have no zone: they are UTC in expressions
+    assert ev("signed_up > 2026-06-15T09:00", signed_up="2026-06-15T09:00:01Z") is True
+    assert ev("signed_up > 2026-06-15T09:00", signed_up="2026-06-15T10:00:00+02:00") is False
+
+
+def test_time_arithmetic() -> None:
+    assert val("renewal - 7d", renewal="2026-07-01T00:00:00Z") == dt.datetime(
+        2026, 6, 24, tzinfo=UTC
+    )
+    assert val("renewal - signed_up", renewal=dt.date(2026, 7, 1), signed_up="2026-06-01") == (
+        dt.timedelta(days=30)
+    )
+    # two strings are text: their difference is not a duration
+    assert val("renewal - signed_up", renewal="2026-07-01", signed_up="2026-06-01") is None
+    assert ev("renewal - 7d < 2026-06-30", renewal="2026-07-01") is True
+
+
+# ---------------------------------------------------------------------------- money
+
+
+def test_money_compares_within_one_currency_only() -> None:
+    assert ev("spend > 5 USD", spend=Money(Decimal("5.01"), "USD")) is True
+    assert ev("spend > 5 USD", spend={"amount": "4.99", "currency": "USD"}) is False
+    assert ev("spend > 5 USD", spend="12.50 USD") is True
+    assert ev("spend > 5 USD", spend=Money(Decimal(9), "EUR")) is None
+    assert ev("spend > 5 USD", spend=9) is None
+    assert val("spend + 1 USD", spend=Money(Decimal("2.5"), "USD")) == Money(Decimal("3.5"), "USD")
+    assert val("spend + 1 EUR", spend=Money(Decimal("2.5"), "USD")) is None
+    assert val("spend * 2", spend=Money(Decimal("2.5"), "USD")) == Money(Decimal("5.0"), "USD")
+    assert val("spend / 2 USD", spend=Money(Decimal(5), "USD")) == Decimal("2.5")
+
+
+# ---------------------------------------------------------------------------- conversion
+
+
+def test_normalize_and_to_plain() -> None:
+    assert normalize(3) == Decimal(3)
+    assert normalize(True) is True
+    assert normalize([1, "a"]) == (Decimal(1), "a")
+    assert normalize(dt.datetime(2026, 1, 1)) == dt.datetime(2026, 1, 1, tzinfo=UTC)
+    assert normalize({"amount": 5, "currency": "USD"}) == Money(Decimal(5), "USD")
+    assert normalize({"zip": "1000"}) == {"zip": "1000"}
+    assert to_plain(Decimal(42)) == 42
+    assert to_plain(Decimal("4.5")) == 4.5
+    assert to_plain(dt.datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00Z"
+    assert to_plain(Money(Decimal("2.50"), "USD")) == {"amount": "2.50", "currency": "USD"}
+    assert to_plain((Decimal(1), dt.date(2026, 1, 2))) == [1, "2026-01-02"]
+    assert to_plain(dt.timedelta(hours=1)) == 3600
+
+
+# ---------------------------------------------------------------------------- functions
+
+
+def records(*items: tuple[str, str | None, float, str | None]) -> Engagement:
+    """Engagement records from (kind, template, days ago, message)."""
+    return Engagement(
+        records=tuple(
+            EngagementRecord(kind, template, at(days), message)
+            for kind, template, days, message in items
+        )
+    )
+
+
+def test_engagement_functions() -> None:
+    context = ctx(
+        engagement=records(
+            ("delivered", "welcome", 3, "m1"),
+            ("clicked", "welcome", 2, "m1"),
+            ("bounced", "offer", 1, "m2"),
+            ("replied", "follow_up", -1, "m3"),  # in the future: not yet
+        )
+    )
+    assert ev("opened(welcome)", context) is True  # a click counts as an open
+    assert ev("clicked(welcome)", context) is True
+    assert ev("delivered(welcome)", context) is True
+    assert ev("opened(offer)", context) is False
+    assert ev("bounced(offer)", context) is True
+    assert ev("bounced(any)", context) is True
+    assert ev("replied(any)", context) is False
+    assert ev("not opened(offer)", context) is True
+
+
+def test_engagement_in_steps_is_scoped_to_the_campaign_but_segments_see_all() -> None:
+    engagement = Engagement(
+        records=(EngagementRecord("opened", "welcome", at(1), "m1", campaign="onboarding"),)
+    )
+    context = ctx(
+        engagement=engagement,
+        campaign_scope="nurture",
+        segments={"opener": expr("opened(any)")},
+    )
+    assert ev("opened(any)", context) is False
+    assert ev("opener", context) is True
+    assert ev("opened(any)", ctx(engagement=engagement, campaign_scope="onboarding")) is True
+
+
+def test_flags() -> None:
+    assert ev("converted") is False
+    assert ev("unsubscribed", ctx(engagement=Engagement(unsubscribed=True))) is True
+    assert ev("converted", ctx(engagement=Engagement(converted_at=at(1)))) is True
+    assert ev("converted", ctx(engagement=Engagement(converted_at=at(-1)))) is False
+
+
+def test_event_functions() -> None:
+    events = [
+        ("property_viewed", at(10), {}),
+        ("property_viewed", at(5), {}),
+        ("property_viewed", at(1), {}),
+        ("property_viewed", at(-1), {}),  # future
+        ("pricing_viewed", at(3), {}),
+    ]
+    context = ctx(events=events)
+    assert val("count(property_viewed, 7d)", context) == Decimal(2)
+    assert val("count(property_viewed, 30d)", context) == Decimal(3)
+    assert val("count(nothing, 30d)", context) == Decimal(0)
+    assert val("last(property_viewed)", context) == at(1)
+    assert val("first(property_viewed)", context) == at(10)
+    assert val("last(nothing)", context) is None
+    assert ev("last(pricing_viewed) within 2d", context) is False
+    assert ev("last(pricing_viewed) within 3d", context) is True
+    assert ev("last(nothing) within 3d", context) is None
+    assert ev("count(property_viewed, 7d) >= 2", context) is True
+
+
+def test_audience_functions() -> None:
+    context = ctx(
+        campaigns=frozenset({"onboarding"}),
+        sends=(
+            SentMessage("email", at(hours_ago=23)),
+            SentMessage("sms", at(3)),
+            SentMessage("whatsapp", at(-1)),
+        ),
+    )
+    assert ev("in_campaign(onboarding)", context) is True
+    assert ev("in_campaign(other)", context) is False
+    assert ev("received(email, 24h)", context) is True
+    assert ev("received(email, 22h)", context) is False
+    assert ev("received(sms, 24h)", context) is False
+    assert ev("received(whatsapp, 24h)", context) is False
+
+
+def test_unknown_functions_and_bad_arguments_are_errors() -> None:
+    bad = ast.Call("shout", (ast.Path(("x",)),))
+    with pytest.raises(EvaluationError, match="unknown function"):
+        evaluate(bad, ctx())
+    with pytest.raises(EvaluationError):
+        evaluate(ast.Call("opened", (ast.StringLit("welcome"),)), ctx())
+    with pytest.raises(EvaluationError):
+        evaluate(ast.Call("count", (ast.Path(("x",)), ast.NumberLit(Decimal(3)))), ctx())
+
+
+# ---------------------------------------------------------------------------- segments, scores
+
+
+def test_segments_nest_and_cycles_are_unknown() -> None:
+    context = ctx(
+        attributes={"lead_score": 40, "email_verified": True},
+        segments={
+            "qualified": expr("lead_score >= 30 and email_verified"),
+            "hot": expr("qualified and lead_score >= 35"),
+            "loop_a": expr("loop_b or lead_score > 100"),
+            "loop_b": expr("loop_a"),
+        },
+    )
+    assert ev("hot", context) is True
+    assert ev("not hot", context) is False
+    assert ev("loop_a", context) is None
+    assert ev("loop_a or hot", context) is True
+
+
+def test_scores_are_numbers_in_expressions() -> None:
+    score = c.CompiledScore(
+        name="engagement",
+        rules=(
+            c.ScorePointsRule(
+                event=c.PathExpr(parts=("property_viewed",)),
+                within_seconds=7 * 86400,
+                points=Decimal(3),
+                each=True,
+            ),
+        ),
+    )
+    context = ctx(
+        events=[("property_viewed", at(1), {}), ("property_viewed", at(2), {})],
+        scores={"engagement": score},
+    )
+    assert val("engagement", context) == Decimal(6)
+    assert ev("engagement >= 6", context) is True
+    assert val("engagement * 2", context) == Decimal(12)
+
+
+def test_segments_of_a_compiled_campaign() -> None:
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    source = """
+    segment engaged = lead_score >= 30
+    template hi email { subject "Hi" body "Hi" }
+    campaign c1 "C" { audience engaged  on launch { send email hi } }
+    """
+    campaign = compile_workspace(load_text(source))[0]
+    segments = segments_of(campaign)
+    assert ev("engaged", ctx(attributes={"lead_score": 31}, segments=segments)) is True
+    assert segments == {"engaged": expr("lead_score >= 30")}
+
+
+# ---------------------------------------------------------------------------- from_facts
+
+
+def test_from_facts_reads_engagement_out_of_the_event_history() -> None:
+    context = EvalContext.from_facts(
+        now=NOW,
+        attributes={"lead_score": 10},
+        events=[
+            ("clicked", at(2), {"template": "welcome", "send": "k1", "campaign": "onboarding"}),
+            ("property_viewed", at(1), {"price": 5}),
+            ("unsubscribed", at(1), {}),
+            ("converted", dt.datetime(2026, 6, 14, 12, 0), {}),  # naive: UTC
+        ],
+        sends=[("email", "welcome", at(2))],
+        campaigns=["onboarding"],
+        event={"price": 7},
+        segments={"low": expr("lead_score < 20")},
+    )
+    assert ev("opened(welcome) and clicked(any) and unsubscribed and converted", context)
+    assert ev("received(email, 3d) and in_campaign(onboarding) and low", context)
+    assert ev("event.price = 7 and count(property_viewed, 2d) = 1", context)
+    assert context.engagement.converted_at == at(1)
+    assert context.engagement.records[0].message == "k1"
+
+
+def test_from_facts_takes_flags_from_attributes_too() -> None:
+    context = EvalContext.from_facts(now=NOW, attributes={"unsubscribed": True})
+    assert ev("unsubscribed", context) is True
+    assert ev("converted", context) is False
+
+
+def test_a_naive_now_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        EvalContext(now=dt.datetime(2026, 1, 1))
+
+
+# ---------------------------------------------------------------------------- triggers
+
+
+def trigger(text: str) -> ast.EventTrigger:
+    """The trigger of a one-line automation."""
+    block = parse_text(f"{text} send email x").declarations[0]
+    assert isinstance(block, ast.TriggerBlock)
+    assert isinstance(block.trigger, ast.EventTrigger)
+    return block.trigger
+
+
+def test_where_reads_the_event_and_unknown_is_false() -> None:
+    where = expr("event.price <= 500000")
+    assert event_where_holds(where, {"price": 450000}) is True
+    assert event_where_holds(where, {"price": 550000}) is False
+    assert event_where_holds(where, {}) is False
+    assert event_where_holds(where, ContactEvent("x", at(), {"price": 1})) is True
+    # contact attributes are available through a context
+    both = expr("event.price <= contact.budget_max")
+    assert event_where_holds(both, {"price": 5}, ctx(attributes={"budget_max": 6})) is True
+    assert event_where_holds(both, {"price": 5}) is False
+
+
+def test_count_within_where_over_the_history() -> None:
+    history = [
+        ("property_viewed", at(8), {"price": 100}),
+        ("property_viewed", at(3), {"price": 100}),
+        ("property_viewed", at(2), {"price": 900000}),
+        ("property_viewed", at(1), {"price": 200}),
+        ("other", at(1), {"price": 1}),
+    ]
+    where = expr("event.price <= 500000")
+    week = dt.timedelta(days=7)
+    assert event_count_holds(history, "property_viewed", ">=", 2, week, where, NOW) is True
+    assert event_count_holds(history, "property_viewed", ">=", 3, week, where, NOW) is False
+    assert event_count_holds(history, "property_viewed", "=", 3, None, where, NOW) is True
+    assert event_count_holds(history, "property_viewed", "=", 4, None, None, NOW) is True
+    assert event_count_holds(history, "property_viewed", "<", 4, week, None, NOW) is True
+    with pytest.raises(EvaluationError):
+        event_count_holds(history, "property_viewed", "~", 1, None, None, NOW)
+
+
+def test_event_trigger_fires_on_the_third_matching_event() -> None:
+    when = trigger("when property_viewed count>=3 within 7d where event.price <= 500000")
+    history: list[tuple[str, dt.datetime, Mapping[str, Any]]] = []
+    fired = []
+    for days, price in [(6, 100), (5, 900000), (4, 100), (3, 100), (2, 100)]:
+        event = ContactEvent("property_viewed", at(days), {"price": price})
+        history.append(event)
+        context = ctx(now=event.at, events=list(history))
+        fired.append(event_trigger_fires(when, event, context))
+    assert fired == [False, False, False, True, True]
+    # the compiled form behaves the same
+    model = c.EventTriggerModel(
+        id="t",
+        entry="end",
+        event="property_viewed",
+        count=c.CountCondition(op=">=", value=3),
+        within_seconds=7 * 86400,
+        where=c.expr_to_model(expr("event.price <= 500000")),
+    )
+    assert event_trigger_fires(model, history[-1], ctx(events=history)) is True
+    assert event_trigger_fires(model, history[-1], ctx(events=history[:3])) is False
+    # another event name never fires it; a plain `when` fires on any such event
+    assert event_trigger_fires(when, ContactEvent("other", at(), {}), ctx()) is False
+    plain = trigger("when signed_up")
+    assert event_trigger_fires(plain, ContactEvent("signed_up", at(), {}), ctx()) is True
+
+
+def test_fanout_from_the_language_reference() -> None:
+    listing = expr("contact.budget_max >= event.price and event.city in contact.areas")
+    event = {"price": 450000, "city": "Cebu"}
+    assert fanout_holds(listing, {"budget_max": 500000, "areas": ["Cebu"]}, event, NOW) is True
+    assert fanout_holds(listing, {"budget_max": 400000, "areas": ["Cebu"]}, event, NOW) is False
+    assert fanout_holds(listing, {"areas": ["Cebu"]}, event, NOW) is False
+    assert fanout_holds(listing, {"budget_max": 500000, "areas": []}, event, NOW) is False
+    saved = expr("event.property_id in contact.saved_properties")
+    assert fanout_holds(saved, {"saved_properties": ["p1", "p2"]}, {"property_id": "p2"}, NOW)
+
+
+def test_wait_for_targets() -> None:
+    context = ctx(
+        events=[("purchase", at(1), {})],
+        engagement=records(("clicked", "offer", 0.5, "m1")),
+        segments={"buyer": expr("count(purchase, 30d) >= 1")},
+    )
+    assert wait_for_satisfied(expr("clicked(offer)"), context, at(2)) is True
+    assert wait_for_satisfied(expr("purchase"), context, at(2)) is True
+    assert wait_for_satisfied(expr("purchase"), context, at(0.5)) is False
+    assert wait_for_satisfied(expr("buyer"), context, at(0.5)) is True
+    assert wait_for_satisfied(expr("converted"), context, at(2)) is False
+
+
+# ---------------------------------------------------------------------------- laws (hypothesis)
+
+NAMES = ("a", "b", "flag")
+nullable_number = st.one_of(st.none(), st.integers(-3, 3))
+contact_attributes = st.fixed_dictionaries(
+    {"a": nullable_number, "b": nullable_number, "flag": st.one_of(st.none(), st.booleans())}
+)
+atoms = st.one_of(
+    st.sampled_from(["flag", "a = b", "a < 1", "b >= 0", "a in [1, 2]", "b != 2", "a = 0"]),
+)
+
+
+def conditions() -> st.SearchStrategy[str]:
+    """Random conditions over nullable attributes."""
+    return st.recursive(
+        atoms,
+        lambda inner: st.one_of(
+            st.builds(lambda x: f"not ({x})", inner),
+            st.builds(lambda x, y: f"({x}) and ({y})", inner, inner),
+            st.builds(lambda x, y: f"({x}) or ({y})", inner, inner),
+        ),
+        max_leaves=6,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=conditions(), y=conditions(), attrs=contact_attributes)
+def test_three_valued_laws(x: str, y: str, attrs: dict[str, Any]) -> None:
+    vx, vy = ev(x, **attrs), ev(y, **attrs)
+    assert ev(f"not (not ({x}))", **attrs) is vx
+    assert ev(f"not (({x}) and ({y}))", **attrs) is ev(f"(not ({x})) or (not ({y}))", **attrs)
+    assert ev(f"not (({x}) or ({y}))", **attrs) is ev(f"(not ({x})) and (not ({y}))", **attrs)
+    assert ev(f"({x}) and ({y})", **attrs) is ev(f"({y}) and ({x})", **attrs)
+    assert ev(f"({x}) or ({x})", **attrs) is vx
+    if vx is None:
+        assert ev(f"not ({x})", **attrs) is None
+    assert ev(f"({x}) or ({y})", **attrs) is tri_or(vx, vy)
+
+
+# ---------------------------------------------------------------------------- against dispatch
+
+
+def _dispatch_atom(text: str) -> dx.Expr:
+    atoms_ir: dict[str, dx.Expr] = {
+        "flag": dx.Truthy(dx.Col("flag")),
+        "a = b": dx.Cmp("=", dx.Col("a"), dx.Col("b")),
+        "a < 1": dx.Cmp("<", dx.Col("a"), dx.Lit(1)),
+        "b >= 0": dx.Cmp(">=", dx.Col("b"), dx.Lit(0)),
+        "a in [1, 2]": dx.In(dx.Col("a"), dx.Lit((1, 2))),
+        "b != 2": dx.Cmp("!=", dx.Col("b"), dx.Lit(2)),
+        "a = 0": dx.Cmp("=", dx.Col("a"), dx.Lit(0)),
+    }
+    return atoms_ir[text]
+
+
+ir_trees = st.recursive(
+    st.sampled_from(["flag", "a = b", "a < 1", "b >= 0", "a in [1, 2]", "b != 2", "a = 0"]).map(
+        lambda t: (t, _dispatch_atom(t))
+    ),
+    lambda inner: st.one_of(
+        inner.map(lambda p: (f"not ({p[0]})", dx.Not(p[1]))),
+        st.tuples(inner, inner).map(
+            lambda ps: (f"({ps[0][0]}) and ({ps[1][0]})", dx.And((ps[0][1], ps[1][1])))
+        ),
+        st.tuples(inner, inner).map(
+            lambda ps: (f"({ps[0][0]}) or ({ps[1][0]})", dx.Or((ps[0][1], ps[1][1])))
+        ),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree=ir_trees, rows=st.lists(contact_attributes, min_size=1, max_size=12))
+def test_agrees_with_the_dispatch_filter_on_missing_values(
+    tree: tuple[str, dx.Expr], rows: list[dict[str, Any]]
+) -> None:
+    text, ir = tree
+    table = pa.table(
+        {
+            "a": pa.array([r["a"] for r in rows], type=pa.int64()),
+            "b": pa.array([r["b"] for r in rows], type=pa.int64()),
+            "flag": pa.array([r["flag"] for r in rows], type=pa.bool_()),
+        }
+    )
+    mask = filter_contacts(table, ir, now=NOW)
+    mine = [holds(expr(text), ctx(attributes=r)) for r in rows]
+    assert mine == [bool(m) for m in mask]
+
+
+def test_within_agrees_with_the_dispatch_filter_for_past_instants() -> None:
+    instants = [at(1), at(7), at(7, 1 / 3600), None, at(30)]
+    table = pa.table({"t": pa.array(instants, type=pa.timestamp("us", tz="UTC"))})
+    mask = filter_contacts(table, dx.Within(dx.Col("t"), 7 * 86_400_000_000), now=NOW)
+    mine = [holds(expr("t within 7d"), ctx(attributes={"t": t})) for t in instants]
+    assert mine == [bool(m) for m in mask] == [True, True, False, False, False]
