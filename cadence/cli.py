@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cadence.commands.compile",
     "cadence.commands.explain",
     "cadence.commands.fmt",
+    "cadence.commands.engine",
 )
 
 

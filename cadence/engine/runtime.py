@@ -519,6 +519,26 @@ class Engine:
         self._after_contacts_changed(store, created, [i for i in ids if i in existing])
         return report
 
+    async def contact_ids(self) -> list[str]:
+        """Every contact id of the tenant, sorted."""
+        return await self.store.call(self._contact_ids_sync)
+
+    def _contact_ids_sync(self, store: Store) -> list[str]:
+        with store.session() as session:
+            return list(
+                session.scalars(
+                    select(Contact.id).where(Contact.tenant_id == self.tenant).order_by(Contact.id)
+                )
+            )
+
+    async def treat_as_new(self, contact_ids: Sequence[str]) -> None:
+        """Fire `on contact_created` (and segment entry) for contacts that already exist.
+
+        A dry-run imports its contacts before launching, so that `on launch` audiences see
+        them; this lets the campaigns that start with a new contact see them too.
+        """
+        await self.store.call(self._after_contacts_changed, list(contact_ids), [])
+
     async def import_contacts(
         self, path: str | Path, *, schema: Any = None, skip_invalid: bool = False
     ) -> importer.ImportReport:

@@ -1,0 +1,396 @@
+"""Engine commands: dry-run, deploy, the campaign lifecycle, status, serve, run and demo.
+
+Every command but `dry-run` and `demo` works on the store named by `CADENCE_DATABASE_URL`
+(default: the SQLite file `cadence.db` in the current folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cadence.errors import CadenceError, DiagnosticError
+
+# The engine pulls in SQLAlchemy and Trio; `cadence --help` and `cadence check` should not
+# pay for that, so the handlers import it when they run.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cadence.engine.dryrun import DryRunReport
+    from cadence.engine.runtime import Engine, RunStats
+
+T = TypeVar("T")
+
+DEFAULT_ASSUME = "opened=0.3,clicked=0.05,replied=0.01,converted=0.005"
+
+
+def register(subparsers: Any) -> None:
+    """Add the engine's subcommands."""
+    p = subparsers.add_parser("dry-run", help="simulate campaigns on a simulated clock")
+    p.add_argument("file", type=Path, help="a .cadence file")
+    p.add_argument("--contacts", type=Path, required=True, help="contacts, .csv or .jsonl")
+    p.add_argument("--events", type=Path, help="events, .jsonl with `at` on every line")
+    p.add_argument("--start", help="simulated start, ISO 8601 (default: now, UTC)")
+    p.add_argument("--until", default="30d", help="how long to simulate (default 30d)")
+    p.add_argument("--assume", help=f"engagement rates, e.g. {DEFAULT_ASSUME}")
+    p.add_argument("--seed", type=int, default=0, help="random seed for --assume (default 0)")
+    p.add_argument("--contact", help="show what this contact receives, and when")
+    p.add_argument("--json", action="store_true", help="one JSON object per send, then a summary")
+    p.set_defaults(handler=_dry_run)
+
+    p = subparsers.add_parser("deploy", help="compile files and store their campaigns")
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(handler=_deploy)
+
+    for move, text in (
+        ("launch", "start a campaign: enroll its audience"),
+        ("pause", "hold every enrollment of a campaign where it is"),
+        ("resume", "continue a paused campaign"),
+        ("cancel", "stop a campaign for good"),
+        ("archive", "archive a finished or cancelled campaign"),
+    ):
+        p = subparsers.add_parser(move, help=text)
+        p.add_argument("name", help="the campaign's name")
+        p.set_defaults(handler=_lifecycle, move=move)
+
+    p = subparsers.add_parser("clone", help="copy a campaign under a new name, as a draft")
+    p.add_argument("name")
+    p.add_argument("new_name")
+    p.set_defaults(handler=_clone)
+
+    p = subparsers.add_parser("status", help="campaigns with their enrollment counts")
+    p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser("serve", help="run the engine on the real clock")
+    p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
+    p.set_defaults(handler=_serve)
+
+    p = subparsers.add_parser("run", help="deploy and launch files, then serve")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
+    p.add_argument("--poll", type=float, default=5.0)
+    p.set_defaults(handler=_run)
+
+    p = subparsers.add_parser("demo", help="run the examples on a fast simulated clock")
+    p.add_argument("--examples", type=Path, default=Path("examples"))
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(handler=_demo)
+
+
+def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
+    """Run an async action; bad input becomes a message on stderr and exit code 1."""
+    import trio
+
+    from cadence.engine.store.records import InvalidInput
+
+    try:
+        return trio.run(action)
+    except DiagnosticError as exc:
+        for diagnostic in exc.diagnostics:
+            print(diagnostic.render(), file=sys.stderr)
+        return 1
+    except (CadenceError, InvalidInput) as exc:
+        print(f"cadence: {exc}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------------- dry-run
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cadence.dsl.compiler import compile_paths
+    from cadence.dsl.parser import duration_seconds
+    from cadence.engine.clock import parse_instant
+    from cadence.engine.dryrun import DryRunError, dry_run, parse_assume
+
+    try:
+        start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
+        until = dt.timedelta(seconds=duration_seconds(args.until))
+        if until.total_seconds() <= 0:
+            raise DryRunError(f"--until: {args.until!r} is not a duration such as 30d")
+        assume = parse_assume(args.assume)
+    except ValueError as exc:
+        print(f"cadence dry-run: --start: {exc}", file=sys.stderr)
+        return 2
+    except DryRunError as exc:
+        print(f"cadence dry-run: {exc}", file=sys.stderr)
+        return 2
+    for path in (args.file, args.contacts, args.events):
+        if path is not None and not path.exists():
+            print(f"cadence dry-run: {path}: no such file", file=sys.stderr)
+            return 2
+    console = Console(stderr=True)
+
+    async def go() -> DryRunReport:
+        campaigns = compile_paths([args.file])
+        horizon = start + until
+        progress = Progress(
+            TextColumn("simulating"), BarColumn(), TextColumn("{task.description}"),
+            TimeElapsedColumn(), console=console, transient=True, disable=args.json,
+        )  # fmt: skip
+        total = until.total_seconds()
+        with progress:
+            task = progress.add_task("", total=total)
+
+            def report(now: dt.datetime, stats: RunStats) -> None:
+                progress.update(
+                    task,
+                    completed=min(total, (now - start).total_seconds()),
+                    description=f"{now:%Y-%m-%d %H:%M} · {stats.steps} steps · {stats.sends} sends",
+                )
+
+            return await dry_run(
+                campaigns, args.contacts, events=args.events, start=start, until=until,
+                assume=assume, seed=args.seed, on_progress=report,
+            )  # fmt: skip
+        del horizon
+
+    result = _guard(go)
+    if isinstance(result, int):
+        return result
+    if args.json:
+        for line in result.json_lines():
+            print(line)
+        return 0
+    _print_report(result, args.contact, Console())
+    return 0
+
+
+def _print_report(report: DryRunReport, contact: str | None, console: Console) -> None:
+    from rich.table import Table
+
+    summary = report.summary()
+    timeline = Table(title="Timeline (first 40 sends)", show_lines=False)
+    for column in ("at (UTC)", "contact", "campaign", "node", "channel", "template", "variant"):
+        timeline.add_column(column)
+    for send in report.sends[:40]:
+        timeline.add_row(
+            f"{send.at:%Y-%m-%d %H:%M}", send.contact, send.campaign, send.node or "",
+            send.channel, send.template or "", send.variant or "",
+        )  # fmt: skip
+    console.print(timeline)
+    funnel = Table(title="Funnel: enrollments that reached each node")
+    funnel.add_column("campaign")
+    funnel.add_column("node")
+    funnel.add_column("contacts", justify="right")
+    for campaign, nodes in report.funnel.items():
+        for node, count in nodes.items():
+            funnel.add_row(campaign, node, str(count))
+    console.print(funnel)
+    totals = Table(title="Totals")
+    totals.add_column("what")
+    totals.add_column("count", justify="right")
+    for key in ("sends", "enrolled", "completed", "exited"):
+        totals.add_row(key, str(summary[key]))
+    totals.add_row("still active", str(report.active))
+    for template, count in summary["by_template"].items():
+        totals.add_row(f"  {template}", str(count))
+    console.print(totals)
+    if contact is not None:
+        mine = [s for s in report.sends if s.contact == contact]
+        table = Table(title=f"What {contact} receives")
+        for column in ("at (UTC)", "campaign", "channel", "template", "subject"):
+            table.add_column(column)
+        for send in mine:
+            table.add_row(
+                f"{send.at:%Y-%m-%d %H:%M}", send.campaign, send.channel, send.template or "",
+                send.subject or "",
+            )  # fmt: skip
+        console.print(table if mine else f"{contact} receives nothing in this run")
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from cadence.dsl.compiler import compile_paths
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        campaigns = compile_paths(args.files)
+        async with Engine() as engine:
+            for result in await engine.deploy(campaigns):
+                state = "new version" if result.created else "unchanged"
+                print(f"{result.name}: {result.version[:12]} ({state})")
+        return 0
+
+    return int(_guard(go))
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        async with Engine() as engine:
+            count = await getattr(engine, args.move)(args.name)
+            print(f"{args.name}: {args.move} done ({count} enrollments)")
+        return 0
+
+    return int(_guard(go))
+
+
+def _clone(args: argparse.Namespace) -> int:
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        async with Engine() as engine:
+            result = await engine.clone(args.name, args.new_name)
+            print(f"{result.name}: cloned from {args.name} as a draft ({result.version[:12]})")
+        return 0
+
+    return int(_guard(go))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        async with Engine() as engine:
+            rows = await engine.status()
+        Console().print(_status_table(rows))
+        return 0
+
+    return int(_guard(go))
+
+
+def _status_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Campaigns")
+    for column in ("campaign", "status", "version", "active", "completed", "exited", "held",
+                   "sends"):  # fmt: skip
+        table.add_column(column)
+    for row in rows:
+        counts = row["enrollments"]
+        table.add_row(
+            row["name"], row["status"], row["version"], str(counts.get("active", 0)),
+            str(counts.get("completed", 0)), str(counts.get("exited", 0)),
+            str(counts.get("held", 0)), str(row["sends"]),
+        )  # fmt: skip
+    return table
+
+
+async def _serve_engine(engine: Engine, until_idle: bool, poll: float) -> RunStats:
+    """Serve until idle, or until SIGINT/SIGTERM cancels the loop between batches."""
+    import trio
+
+    from cadence.engine.runtime import RunStats
+
+    stats = RunStats()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch_signals)
+        stats = await engine.serve(until_idle=until_idle, poll=poll)
+        nursery.cancel_scope.cancel()
+    return stats
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        async with Engine() as engine:
+            stats = await _serve_engine(engine, args.until_idle, args.poll)
+        print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
+        return 0
+
+    return int(_guard(go))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cadence.dsl.compiler import compile_paths
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        campaigns = compile_paths(args.files)
+        async with Engine() as engine:
+            await engine.deploy(campaigns)
+            for campaign in campaigns:
+                status = {row["name"]: row["status"] for row in await engine.status()}
+                if status.get(campaign.name) in ("draft", "scheduled"):
+                    await engine.launch(campaign.name)
+            stats = await _serve_engine(engine, args.until_idle, args.poll)
+        print(f"ran: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
+        return 0
+
+    return int(_guard(go))
+
+
+# ---------------------------------------------------------------------------- demo
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from cadence.dsl.compiler import compile_paths
+    from cadence.engine.dryrun import dry_run, parse_assume
+
+    folder: Path = args.examples
+    contacts = folder / "contacts.jsonl"
+    if not folder.is_dir() or not contacts.is_file():
+        print(
+            f"cadence demo: {folder} needs the example campaigns and contacts.jsonl;"
+            " run it from the repository root",
+            file=sys.stderr,
+        )
+        return 2
+    events = folder / "events.jsonl"
+    start = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    console = Console()
+
+    async def go() -> DryRunReport:
+        campaigns = compile_paths(sorted(folder.glob("*.cadence")))
+        board = Table()
+        with Live(board, console=console, refresh_per_second=8) as live:
+
+            def report(now: dt.datetime, stats: RunStats) -> None:
+                live.update(_demo_table(now, stats, start, args.days))
+
+            result = await dry_run(
+                campaigns, contacts, events=events if events.is_file() else None, start=start,
+                until=dt.timedelta(days=args.days), assume=parse_assume(DEFAULT_ASSUME),
+                seed=args.seed, on_progress=report,
+            )  # fmt: skip
+        return result
+
+    result = _guard(go)
+    if isinstance(result, int):
+        return result
+    _print_report(result, None, console)
+    return 0
+
+
+def _demo_table(now: dt.datetime, stats: RunStats, start: dt.datetime, days: int) -> Table:
+    from rich.table import Table
+
+    elapsed = (now - start).total_seconds() / 86400
+    table = Table(
+        title=f"cadence demo · simulated {now:%a %Y-%m-%d %H:%M} UTC · day {elapsed:.1f}/{days}"
+    )
+    table.add_column("steps run", justify="right")
+    table.add_column("sends", justify="right")
+    table.add_column("delivered", justify="right")
+    table.add_column("enrolled by other campaigns", justify="right")
+    table.add_row(str(stats.steps), str(stats.sends), str(stats.delivered), str(stats.enrolled))
+    return table
