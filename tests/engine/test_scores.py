@@ -1,0 +1,294 @@
+"""Scores: points per rule, `each` against once, `within` windows, and the decay rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cadence.dsl import ast
+from cadence.dsl import compiled as c
+from cadence.dsl.compiler import compile_workspace
+from cadence.dsl.loader import load_text
+from cadence.dsl.parser import parse_text
+from cadence.engine.evaluate import (
+    Engagement,
+    EngagementRecord,
+    EvalContext,
+    EvaluationError,
+    evaluate,
+)
+from cadence.engine.scores import (
+    DecayRule,
+    PointsRule,
+    compute_score,
+    decay_factor,
+    engagement_instants,
+    rules_of,
+    score_breakdown,
+)
+
+UTC = dt.UTC
+NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+
+ENGAGEMENT_SCORE = """
+score engagement {
+  opened(any) within 30d: +5 each
+  clicked(any) within 30d: +10 each
+  property_viewed within 7d: +3 each
+  unsubscribed: -100
+  decay 10% per 30d
+}
+"""
+
+
+def at(days_ago: float) -> dt.datetime:
+    """An instant `days_ago` days before NOW."""
+    return NOW - dt.timedelta(days=days_ago)
+
+
+def score_decl(text: str) -> ast.ScoreDecl:
+    """Parse one `score` declaration."""
+    declaration = parse_text(text).declarations[0]
+    assert isinstance(declaration, ast.ScoreDecl)
+    return declaration
+
+
+def compiled_score(text: str, name: str) -> c.CompiledScore:
+    """The same score as the compiler stores it in a campaign that uses it."""
+    source = (
+        text
+        + f"""
+template hi email {{ subject "Hi" body "Hi" }}
+campaign uses "Uses" {{ audience {name} >= 0  on launch {{ send email hi }} }}
+"""
+    )
+    campaign = compile_workspace(load_text(source))[0]
+    return campaign.scores[name]
+
+
+def rec(kind: str, template: str, days_ago: float, message: str | None) -> EngagementRecord:
+    """One engagement record."""
+    return EngagementRecord(kind, template, at(days_ago), message)
+
+
+def context(**kwargs: Any) -> EvalContext:
+    """A context at NOW unless told otherwise."""
+    kwargs.setdefault("now", NOW)
+    return EvalContext(**kwargs)
+
+
+# ---------------------------------------------------------------------------- the example
+
+
+def example_contact(**kwargs: Any) -> EvalContext:
+    """A contact with opens, clicks and views at known ages (fields can be overridden)."""
+    kwargs.setdefault(
+        "engagement",
+        Engagement(
+            records=(
+                rec("opened", "welcome", 2, "m1"),
+                rec("clicked", "welcome", 2, "m1"),  # opened too: one open, one click
+                rec("clicked", "offer", 10, "m2"),  # no open recorded: counts as one
+                rec("clicked", "offer", 9, "m2"),  # a second click on m2: one more click
+                rec("opened", "digest", 40, "m3"),  # outside 30d
+                rec("opened", "digest", -1, "m4"),  # in the future
+            )
+        ),
+    )
+    kwargs.setdefault(
+        "events",
+        [
+            ("property_viewed", at(1), {}),
+            ("property_viewed", at(3), {}),
+            ("property_viewed", at(8), {}),  # outside 7d
+        ],
+    )
+    return context(**kwargs)
+
+
+def test_language_reference_example_exact_value() -> None:
+    # opens 2 x 5 + clicks 3 x 10 + views 2 x 3, all younger than one decay period
+    decl = score_decl(ENGAGEMENT_SCORE)
+    assert compute_score(decl, example_contact()) == Decimal(46)
+    lines = score_breakdown(decl, example_contact())
+    assert [line.points for line in lines] == [10, 30, 6, 0]
+    assert lines[0].earned_at == (at(10), at(2))
+
+
+def test_compiled_and_ast_forms_agree() -> None:
+    decl = score_decl(ENGAGEMENT_SCORE)
+    compiled = compiled_score(ENGAGEMENT_SCORE, "engagement")
+    for ctx in (example_contact(), context(), example_contact(engagement=Engagement())):
+        assert compute_score(compiled, ctx) == compute_score(decl, ctx)
+    assert compute_score(compiled.rules, example_contact()) == Decimal(46)
+
+
+def test_unsubscribed_costs_its_points_and_decays_from_when_it_happened() -> None:
+    decl = score_decl(ENGAGEMENT_SCORE)
+    flagged = context(engagement=Engagement(unsubscribed=True))
+    assert compute_score(decl, flagged) == Decimal(-100)
+    dated = context(engagement=Engagement(unsubscribed_at=at(45)))
+    assert compute_score(decl, dated) == Decimal(-90)
+    future = context(engagement=Engagement(unsubscribed_at=at(-1)))
+    assert compute_score(decl, future) == Decimal(0)
+
+
+def test_a_score_in_an_expression() -> None:
+    ctx = example_contact(scores={"engagement": score_decl(ENGAGEMENT_SCORE)})
+    probe = parse_text("segment s = engagement >= 46 and engagement < 47").declarations[0]
+    assert isinstance(probe, ast.SegmentDecl)
+    assert evaluate(probe.expr, ctx) is True
+
+
+# ---------------------------------------------------------------------------- decay
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "expected"),
+    [
+        (0, Decimal(10)),
+        (29.99, Decimal(10)),
+        (30, Decimal(9)),
+        (59, Decimal(9)),
+        (60, Decimal("8.1")),
+        (90, Decimal("7.29")),
+        (300, Decimal("3.486784401")),
+    ],
+)
+def test_decay_per_full_period_since_the_earning_event(days_ago: float, expected: Decimal) -> None:
+    decl = score_decl("score s { clicked(any): +10 each  decay 10% per 30d }")
+    ctx = context(engagement=Engagement(records=(rec("clicked", "x", days_ago, "m"),)))
+    assert compute_score(decl, ctx) == expected
+
+
+def test_each_occurrence_decays_on_its_own() -> None:
+    decl = score_decl("score s { visit: +10 each  decay 50% per 1d }")
+    ctx = context(events=[("visit", at(0.5), {}), ("visit", at(1.5), {}), ("visit", at(2.5), {})])
+    assert compute_score(decl, ctx) == Decimal("17.5")  # 10 + 5 + 2.5
+
+
+def test_a_full_decay_leaves_nothing_after_one_period() -> None:
+    decl = score_decl("score s { visit: +10 each  decay 100% per 1d }")
+    ctx = context(events=[("visit", at(0.5), {}), ("visit", at(1), {})])
+    assert compute_score(decl, ctx) == Decimal(10)
+
+
+def test_only_the_first_decay_rule_counts() -> None:
+    rules, decay = rules_of(score_decl("score s { visit: +1  decay 10% per 1d  decay 50% per 1d }"))
+    assert decay == DecayRule(Decimal(10), 86400)
+    assert rules == [PointsRule(ast.Path(("visit",)), None, Decimal(1), False)]
+
+
+def test_decay_factor() -> None:
+    rule = DecayRule(Decimal(20), 3600)
+    assert decay_factor(rule, NOW - dt.timedelta(hours=2, minutes=59), NOW) == Decimal("0.64")
+    assert decay_factor(rule, None, NOW) == 1
+    assert decay_factor(None, at(100), NOW) == 1
+    assert decay_factor(rule, NOW + dt.timedelta(hours=5), NOW) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    percent=st.integers(1, 100),
+    per=st.integers(60, 10 * 86400),
+    age=st.integers(0, 400 * 86400),
+)
+def test_decay_factor_is_a_power_of_what_is_kept(percent: int, per: int, age: int) -> None:
+    rule = DecayRule(Decimal(percent), per)
+    factor = decay_factor(rule, NOW - dt.timedelta(seconds=age), NOW)
+    assert 0 <= factor <= 1
+    periods = age // per
+    assert factor == (1 if periods == 0 else (1 - Decimal(percent) / 100) ** periods)
+
+
+# ---------------------------------------------------------------------------- each, once, within
+
+
+def test_once_rules_count_one_occurrence_decayed_from_the_latest() -> None:
+    decl = score_decl("score s { property_viewed within 7d: +3  decay 50% per 2d }")
+    ctx = context(events=[("property_viewed", at(5), {}), ("property_viewed", at(2.5), {})])
+    assert compute_score(decl, ctx) == Decimal("1.5")
+    old = context(events=[("property_viewed", at(8), {})])
+    assert compute_score(decl, old) == Decimal(0)
+
+
+def test_within_includes_its_boundary_and_excludes_the_future() -> None:
+    decl = score_decl("score s { visit within 7d: +1 each }")
+    ctx = context(events=[("visit", at(7), {}), ("visit", at(7.001), {}), ("visit", at(-0.1), {})])
+    assert compute_score(decl, ctx) == Decimal(1)
+
+
+def test_rule_conditions_segments_flags_attributes_and_other_conditions() -> None:
+    decl = score_decl(
+        """score s {
+          qualified: +20
+          converted within 30d: +50
+          email_verified: +5
+          in_campaign(onboarding): +7
+          visit: +1 each
+        }"""
+    )
+    probe = parse_text("segment q = lead_score >= 30").declarations[0]
+    assert isinstance(probe, ast.SegmentDecl)
+    ctx = context(
+        attributes={"lead_score": 31, "email_verified": True},
+        segments={"qualified": probe.expr},
+        engagement=Engagement(converted_at=at(3)),
+        campaigns=frozenset({"onboarding"}),
+        events=[("visit", at(1), {}), ("visit", at(2), {})],
+    )
+    assert compute_score(decl, ctx) == Decimal(84)
+    # a flag known only as a boolean has no time, so it cannot be `within` anything
+    undated = context(engagement=Engagement(converted=True))
+    assert compute_score(decl, undated) == Decimal(0)
+    assert compute_score(decl, context(attributes={"email_verified": False})) == Decimal(0)
+
+
+def test_no_rules_and_no_history_score_zero() -> None:
+    assert compute_score(score_decl("score s { decay 10% per 1d }"), context()) == Decimal(0)
+    assert compute_score(score_decl(ENGAGEMENT_SCORE), context()) == Decimal(0)
+
+
+def test_engagement_instants_count_a_clicked_message_as_opened_once() -> None:
+    records = [
+        rec("clicked", "a", 3, "m1"),
+        rec("clicked", "a", 2, "m1"),
+        rec("opened", "a", 5, "m2"),
+        rec("clicked", "a", 4, "m2"),
+        rec("clicked", "b", 1, None),
+        rec("delivered", "a", 6, "m1"),
+    ]
+    assert engagement_instants("opened", "any", records) == [at(5), at(3), at(1)]
+    assert engagement_instants("opened", "a", records) == [at(5), at(3)]
+    assert engagement_instants("clicked", "a", records) == [at(4), at(3), at(2)]
+    assert engagement_instants("delivered", "any", records) == [at(6)]
+    assert engagement_instants("replied", "any", records) == []
+
+
+def test_bad_rules_are_errors() -> None:
+    with pytest.raises(EvaluationError):
+        rules_of(["not a rule"])
+    bad_call = PointsRule(ast.Call("opened", (ast.StringLit("x"),)), None, Decimal(1), True)
+    with pytest.raises(EvaluationError):
+        compute_score([bad_call], context())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    ages=st.lists(st.floats(0, 90), max_size=8),
+    later=st.floats(0, 60),
+)
+def test_positive_scores_never_grow_without_new_activity(ages: list[float], later: float) -> None:
+    decl = score_decl(ENGAGEMENT_SCORE.replace("  unsubscribed: -100\n", ""))
+    records = tuple(rec("opened", "x", age, f"m{i}") for i, age in enumerate(ages))
+    events = [("property_viewed", at(age), {}) for age in ages]
+    first = context(engagement=Engagement(records=records), events=events)
+    second = context(
+        now=NOW + dt.timedelta(days=later), engagement=Engagement(records=records), events=events
+    )
+    assert compute_score(decl, second) <= compute_score(decl, first)
