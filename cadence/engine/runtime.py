@@ -853,6 +853,10 @@ class Engine:
                 )
                 results.append((row, advance(campaign, node, state, contact_id, env)))
         stats.steps = len(results)
+        for row, result in results:
+            # An `every` run books its next run once, when it first runs (see below).
+            if row[5].get("trigger") and not row[5].get("next_booked"):
+                result.state["next_booked"] = True
         with store.session() as session:
             updates = []
             for row, result in results:
@@ -886,6 +890,7 @@ class Engine:
             enrollment_id, version_id, contact_id, occurrence = row[0], row[1], row[2], row[3]
             campaign = versions[version_id]
             effects = result.effects
+            enrolled += self._schedule_next_occurrence(session, row, campaign, now)
             for send in effects.sends:
                 key = send_store.idempotency_key(version_id, send.node, contact_id, occurrence)
                 cost = campaign.settings.costs.get(send.channel)
@@ -944,6 +949,33 @@ class Engine:
         if new_sends:
             send_store.enqueue_sends(session, self.tenant, new_sends, now=now)
         return sum(1 for s in new_sends if s.node != "notify"), enrolled
+
+    def _schedule_next_occurrence(
+        self, session: Session, row: tuple[Any, ...], campaign: c.CompiledCampaign, now: dt.datetime
+    ) -> int:
+        """An `every` run that starts books the contact's next run as the next occurrence."""
+        _, version_id, contact_id, occurrence, _, state, _ = row
+        trigger = next((t for t in campaign.triggers if t.id == state.get("trigger")), None)
+        if not isinstance(trigger, c.EveryTriggerModel) or state.get("next_booked"):
+            return 0
+        zones = self._zones(session, [contact_id], campaign)
+        upcoming = _first_occurrence(
+            trigger, zones[contact_id], campaign, now + dt.timedelta(seconds=1)
+        )
+        if upcoming is None:
+            return 0
+        ends = campaign.settings.ends
+        if ends is not None and upcoming >= _date_or_datetime(ends) + (
+            dt.timedelta(days=1) if "T" not in ends else dt.timedelta(0)
+        ):
+            return 0
+        return len(
+            campaign_store.enroll_contacts(
+                session, self.tenant, version_id, [contact_id], node=trigger.entry,
+                due_at=upcoming, now=now, occurrence=occurrence + 1,
+                state={"trigger": trigger.id},
+            )
+        )  # fmt: skip
 
     def _enroll_elsewhere(
         self, session: Session, name: str, contact_id: str, now: dt.datetime

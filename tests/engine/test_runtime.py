@@ -382,3 +382,36 @@ def test_outbox_keys_are_unique_per_version_node_contact(store_url: str) -> None
         return int(await engine.store.call(count))
 
     assert engine_run(store_url, body) == 2
+
+
+def test_every_runs_again_on_each_occurrence_in_local_time(store_url: str) -> None:
+    source = """
+template digest email { subject "Weekly" body "b" }
+campaign weekly { every monday 09:00 local { send email digest } }
+"""
+    stamps: list[tuple[dt.datetime, str]] = []
+    clock = SimulatedClock(T0)
+
+    class StampSink(RecordingSink):
+        async def deliver(self, messages: Any) -> Any:
+            stamps.extend((clock.now(), m.contact_id) for m in messages)
+            return await super().deliver(messages)
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=StampSink()) as engine:
+            await engine.upsert_contacts(CONTACTS[:2])
+            await engine.deploy(campaigns(source))
+            await engine.launch("weekly")
+            await engine.run_until(T0 + dt.timedelta(days=21))
+
+    trio.run(main)
+    # Mondays from Tuesday 1 December 09:00 to 22 December 09:00 UTC: 7, 14 and 21 December;
+    # c1 is in UTC, c2 in New York (14:00 UTC).
+    assert stamps == [
+        (dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC), "c1"),
+        (dt.datetime(2026, 12, 7, 14, 0, tzinfo=dt.UTC), "c2"),
+        (dt.datetime(2026, 12, 14, 9, 0, tzinfo=dt.UTC), "c1"),
+        (dt.datetime(2026, 12, 14, 14, 0, tzinfo=dt.UTC), "c2"),
+        (dt.datetime(2026, 12, 21, 9, 0, tzinfo=dt.UTC), "c1"),
+        (dt.datetime(2026, 12, 21, 14, 0, tzinfo=dt.UTC), "c2"),
+    ]
