@@ -6,8 +6,6 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
 from cadence.adapters.message import Channel, OutboundMessage
 from cadence.adapters.render import (
     EmailContent,
@@ -111,8 +109,3 @@ def webhook(url: str, n: int = 1, **overrides: Any) -> OutboundMessage:
     }
     fields.update(overrides)
     return OutboundMessage(**fields)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "trio"

@@ -1,0 +1,244 @@
+"""Email through Brevo's transactional API, batched with messageVersions and deduplicated.
+
+`POST {base}/v3/smtp/email` with the `api-key` header. Messages that share sender,
+reply-to, tags and headers go together as `messageVersions` (up to Brevo's 1000 per
+request); `headers.idempotencyKey` is a UUID derived from the send's idempotency key (or
+from the batch's keys), so a retry after a timeout is deduplicated by Brevo. A single
+message carries its outbox id in `X-Mailin-custom`, which Brevo echoes in its webhooks;
+a batch carries its batch id there and each version is matched by the `messageIds`
+Brevo returns, in order. Brevo's 429 has no Retry-After: the wait is
+`x-sib-ratelimit-reset` seconds. Per-contact List-Unsubscribe headers make each such
+message its own request, since versions cannot carry headers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from cadence.adapters.base import AdapterBase, Transient, ordered
+from cadence.adapters.config import BrevoConfig
+from cadence.adapters.http import is_transient_status, transient_status, transport_failure
+from cadence.adapters.message import (
+    Channel,
+    EmailAddress,
+    OutboundMessage,
+    SendResult,
+    SendStatus,
+    batch_uuid,
+    feedback_id_for,
+    list_unsubscribe_headers,
+)
+from cadence.adapters.render import EmailContent
+from cadence.adapters.retry import CircuitBreaker, RetryPolicy
+
+_SPLIT = "batch_refused"
+
+
+class BrevoAdapter(AdapterBase):
+    """One tenant's Brevo account."""
+
+    provider = "brevo"
+    channels = frozenset({Channel.EMAIL})
+
+    def __init__(
+        self,
+        config: BrevoConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+        default_sender: str | None = None,
+        feedback_id_sender: str = "cadence",
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(policy=policy, breaker=breaker, rng=rng)
+        self.config = config
+        self.default_sender = default_sender
+        self.feedback_id_sender = feedback_id_sender
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=config.timeout)
+        self.url = config.base_url.rstrip("/") + "/v3/smtp/email"
+        # Batches whose outcome was unknown: a later retry of any of their messages reuses
+        # the batch's idempotency key, so Brevo recognises it whatever the new grouping.
+        self._unknown_batches: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"BrevoAdapter(base_url={self.config.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this adapter made it."""
+        if self._own_client:
+            await self.client.aclose()
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Group compatible messages into requests of up to `batch_size` versions."""
+        results: dict[str, SendResult] = {}
+        groups: dict[tuple[Any, ...], list[OutboundMessage]] = {}
+        for message in messages:
+            problem = self._problem(message)
+            if problem is not None:
+                results[message.idempotency_key] = SendResult.failed(
+                    message, self.provider, problem, code="invalid_message"
+                )
+                continue
+            groups.setdefault(self._group_key(message), []).append(message)
+        size = max(1, min(1000, self.config.batch_size))
+        for group in groups.values():
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
+                found = await self._drive(chunk, self._attempt)
+                refused = [m for m in chunk if found[m.idempotency_key].error_code == _SPLIT]
+                key = self._batch_key(chunk)
+                for message in chunk:
+                    if found[message.idempotency_key].status is SendStatus.UNKNOWN:
+                        self._unknown_batches[message.idempotency_key] = key
+                    else:
+                        self._unknown_batches.pop(message.idempotency_key, None)
+                results.update(found)
+                for message in refused:  # one bad address must not fail its batch-mates
+                    results.update(await self._drive([message], self._attempt))
+        return ordered(messages, results)
+
+    # ------------------------------------------------------------------ payloads
+
+    def _problem(self, message: OutboundMessage) -> str | None:
+        if message.channel is not Channel.EMAIL or not isinstance(message.content, EmailContent):
+            return "Brevo sends email only"
+        if not (message.sender or self.default_sender):
+            return "no sender address (campaign `from` or the tenant's default_from)"
+        return None
+
+    def _sender(self, message: OutboundMessage) -> dict[str, str]:
+        address = EmailAddress.parse(message.sender or self.default_sender or "")
+        return {"email": address.email, **({"name": address.name} if address.name else {})}
+
+    def _headers(self, message: OutboundMessage) -> dict[str, str]:
+        headers = list_unsubscribe_headers(message)
+        headers["Feedback-ID"] = feedback_id_for(message, self.feedback_id_sender)
+        return headers
+
+    def _group_key(self, message: OutboundMessage) -> tuple[Any, ...]:
+        return (
+            self._unknown_batches.get(message.idempotency_key) if message.attempt else None,
+            message.sender or self.default_sender,
+            message.reply_to,
+            message.tags,
+            tuple(sorted(self._headers(message).items())),
+        )
+
+    def payload(self, messages: Sequence[OutboundMessage]) -> dict[str, Any]:
+        """The request body for these messages (one message: `to`; several: versions)."""
+        first = messages[0]
+        content = first.content
+        assert isinstance(content, EmailContent)
+        body: dict[str, Any] = {
+            "sender": self._sender(first),
+            "subject": content.subject,
+            "htmlContent": content.html,
+            "textContent": content.text,
+        }
+        headers = self._headers(first)
+        batch = self._batch_key(messages)
+        headers["idempotencyKey"] = batch
+        if len(messages) == 1:
+            body["to"] = [_recipient(first)]
+            headers["X-Mailin-custom"] = first.outbox_id or first.idempotency_key
+        else:
+            headers["X-Mailin-custom"] = f"batch:{batch}"
+            versions = []
+            for message in messages:
+                version_content = message.content
+                assert isinstance(version_content, EmailContent)
+                versions.append(
+                    {
+                        "to": [_recipient(message)],
+                        "subject": version_content.subject,
+                        "htmlContent": version_content.html,
+                        "textContent": version_content.text,
+                    }
+                )
+            body["messageVersions"] = versions
+        if first.reply_to:
+            reply = EmailAddress.parse(first.reply_to)
+            body["replyTo"] = {"email": reply.email, **({"name": reply.name} if reply.name else {})}
+        if first.tags:
+            body["tags"] = list(first.tags)
+        body["headers"] = headers
+        return body
+
+    def _batch_key(self, messages: Sequence[OutboundMessage]) -> str:
+        """The request's idempotency UUID: a remembered unknown batch's, else derived."""
+        if messages[0].attempt:
+            remembered = self._unknown_batches.get(messages[0].idempotency_key)
+            if remembered is not None:
+                return remembered
+        if len(messages) == 1:
+            return str(messages[0].key_uuid())
+        return str(batch_uuid([m.idempotency_key for m in messages]))
+
+    # ------------------------------------------------------------------ one request
+
+    async def _attempt(self, messages: list[OutboundMessage]) -> dict[str, SendResult] | Transient:
+        try:
+            response = await self.client.post(
+                self.url,
+                json=self.payload(messages),
+                headers={
+                    "api-key": self.config.api_key.reveal(),
+                    "accept": "application/json",
+                },
+                timeout=self.config.timeout,
+            )
+        except httpx.HTTPError as exc:
+            return transport_failure(exc)
+        status = response.status_code
+        if status in (200, 201, 202):
+            data = _json(response)
+            ids = data.get("messageIds") or [data.get("messageId")] * len(messages)
+            if len(ids) != len(messages):
+                ids = [None] * len(messages)
+            return {
+                m.idempotency_key: SendResult.sent(m, self.provider, provider_id)
+                for m, provider_id in zip(messages, ids, strict=True)
+            }
+        if status == 429:
+            reset = response.headers.get("x-sib-ratelimit-reset")
+            try:
+                wait = float(reset) if reset is not None else None
+            except ValueError:
+                wait = None
+            if wait is not None:
+                wait += self.rng.random() * 0.25  # spread the herd past the reset
+            return Transient("Brevo rate limit reached", "rate_limited", wait=wait)
+        if is_transient_status(status):
+            return transient_status(response, "Brevo error")
+        data = _json(response)
+        code = str(data.get("code") or f"http_{status}")
+        text = str(data.get("message") or response.reason_phrase)
+        if status == 400 and len(messages) > 1:
+            code = _SPLIT
+        return {
+            m.idempotency_key: SendResult.failed(
+                m, self.provider, f"Brevo {status}: {text}", code=code
+            )
+            for m in messages
+        }
+
+
+def _recipient(message: OutboundMessage) -> dict[str, str]:
+    entry = {"email": message.recipient}
+    if message.recipient_name:
+        entry["name"] = message.recipient_name
+    return entry
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,344 @@
+"""SMS and WhatsApp through Infobip, exactly once although Infobip has no idempotency key.
+
+Every destination gets a `messageId` derived from the send's idempotency key and each
+request a `bulkId` derived from its messages' keys; `callbackData` carries the outbox id
+and tenant so delivery reports can be matched back. Infobip deduplicates nothing, so
+when an attempt's outcome is unknown (timeout, connection lost after the request went
+out), or a message was tried before (`attempt` > 0), the adapter first looks the
+messageId up (`GET /sms/1/logs?messageId=`, `GET /whatsapp/1/reports?messageId=`) and
+sends again only what Infobip does not have.
+
+SMS: `POST /sms/2/text/advanced`, batched. WhatsApp: free-form text
+(`POST /whatsapp/1/message/text`) only inside the 24h customer-service window, else the
+approved template (`POST /whatsapp/1/message/template`); neither is a permanent failure.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import httpx
+
+from cadence.adapters.base import AdapterBase, Transient, ordered
+from cadence.adapters.config import InfobipConfig
+from cadence.adapters.http import is_transient_status, transient_status, transport_failure
+from cadence.adapters.message import Channel, OutboundMessage, SendResult, batch_uuid
+from cadence.adapters.render import SmsContent, WhatsAppContent
+from cadence.adapters.retry import CircuitBreaker, RetryPolicy
+
+SMS_PATH = "/sms/2/text/advanced"
+SMS_LOOKUP_PATH = "/sms/1/logs"
+WHATSAPP_TEMPLATE_PATH = "/whatsapp/1/message/template"
+WHATSAPP_TEXT_PATH = "/whatsapp/1/message/text"
+WHATSAPP_LOOKUP_PATH = "/whatsapp/1/reports"
+
+# Status groups Infobip uses: PENDING and DELIVERED mean it took the message.
+_ACCEPTED_GROUPS = frozenset({"PENDING", "DELIVERED", "ACCEPTED"})
+
+
+def message_id_for(message: OutboundMessage) -> str:
+    """Infobip's per-destination messageId: stable for the same send across retries."""
+    return str(message.key_uuid())
+
+
+def normalize_number(number: str) -> str:
+    """Infobip wants international numbers without `+`, spaces or dashes."""
+    return "".join(ch for ch in number if ch.isdigit())
+
+
+class InfobipAdapter(AdapterBase):
+    """One tenant's Infobip account, for SMS and WhatsApp."""
+
+    provider = "infobip"
+    channels = frozenset({Channel.SMS, Channel.WHATSAPP})
+
+    def __init__(
+        self,
+        config: InfobipConfig,
+        *,
+        client: httpx.AsyncClient | None = None,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(policy=policy, breaker=breaker, rng=rng)
+        self.config = config
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=config.timeout)
+        self.base = config.base_url.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"InfobipAdapter(base_url={self.config.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this adapter made it."""
+        if self._own_client:
+            await self.client.aclose()
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """SMS in batches; WhatsApp text one by one, approved templates in batches."""
+        results: dict[str, SendResult] = {}
+        sms: list[OutboundMessage] = []
+        wa_template: list[OutboundMessage] = []
+        for message in messages:
+            content = message.content
+            if message.channel is Channel.SMS and isinstance(content, SmsContent):
+                sms.append(message)
+            elif message.channel is Channel.WHATSAPP and isinstance(content, WhatsAppContent):
+                if message.in_session_window():
+                    results.update(
+                        await self._drive([message], self._whatsapp_text, self._lookup_whatsapp)
+                    )
+                elif content.approved is not None:
+                    wa_template.append(message)
+                else:
+                    results[message.idempotency_key] = SendResult.failed(
+                        message,
+                        self.provider,
+                        "outside WhatsApp's 24h service window and no approved template is "
+                        "set up for this template",
+                        code="whatsapp_outside_window",
+                    )
+            else:
+                results[message.idempotency_key] = SendResult.failed(
+                    message,
+                    self.provider,
+                    "Infobip sends SMS and WhatsApp only",
+                    code="invalid_message",
+                )
+        size = max(1, self.config.batch_size)
+        for start in range(0, len(sms), size):
+            results.update(
+                await self._drive(sms[start : start + size], self._sms, self._lookup_sms)
+            )
+        for start in range(0, len(wa_template), size):
+            chunk = wa_template[start : start + size]
+            results.update(await self._drive(chunk, self._whatsapp_template, self._lookup_whatsapp))
+        return ordered(messages, results)
+
+    # ------------------------------------------------------------------ requests
+
+    def _callback_data(self, message: OutboundMessage) -> str:
+        return json.dumps(
+            {"outbox": message.outbox_id, "tenant": message.tenant, "key": message.idempotency_key},
+            separators=(",", ":"),
+        )[:4000]
+
+    def sms_payload(self, messages: Sequence[OutboundMessage]) -> dict[str, Any]:
+        """The `/sms/2/text/advanced` body for these messages."""
+        items = []
+        for message in messages:
+            content = message.content
+            assert isinstance(content, SmsContent)
+            item: dict[str, Any] = {
+                "destinations": [
+                    {
+                        "to": normalize_number(message.recipient),
+                        "messageId": message_id_for(message),
+                    }
+                ],
+                "from": message.sender or self.config.sms_sender,
+                "text": content.text,
+                "callbackData": self._callback_data(message),
+            }
+            if self.config.notify_url:
+                item["notifyUrl"] = self.config.notify_url
+            items.append(item)
+        return {"bulkId": str(batch_uuid([m.idempotency_key for m in messages])), "messages": items}
+
+    def whatsapp_template_payload(self, messages: Sequence[OutboundMessage]) -> dict[str, Any]:
+        """The `/whatsapp/1/message/template` body for these messages."""
+        items = []
+        for message in messages:
+            content = message.content
+            assert isinstance(content, WhatsAppContent) and content.approved is not None
+            item: dict[str, Any] = {
+                "from": message.sender or self.config.whatsapp_sender or "",
+                "to": normalize_number(message.recipient),
+                "messageId": message_id_for(message),
+                "content": {
+                    "templateName": content.approved.name,
+                    "templateData": {"body": {"placeholders": list(content.approved.parameters)}},
+                    "language": content.approved.language,
+                },
+                "callbackData": self._callback_data(message),
+            }
+            if self.config.notify_url:
+                item["notifyUrl"] = self.config.notify_url
+            items.append(item)
+        return {"messages": items, "bulkId": str(batch_uuid([m.idempotency_key for m in messages]))}
+
+    def whatsapp_text_payload(self, message: OutboundMessage) -> dict[str, Any]:
+        """The `/whatsapp/1/message/text` body (inside the 24h window only)."""
+        content = message.content
+        assert isinstance(content, WhatsAppContent)
+        body: dict[str, Any] = {
+            "from": message.sender or self.config.whatsapp_sender or "",
+            "to": normalize_number(message.recipient),
+            "messageId": message_id_for(message),
+            "content": {"text": content.text},
+            "callbackData": self._callback_data(message),
+        }
+        if self.config.notify_url:
+            body["notifyUrl"] = self.config.notify_url
+        return body
+
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response | Transient:
+        try:
+            return await self.client.post(
+                self.base + path,
+                json=body,
+                headers=self._auth(),
+                timeout=self.config.timeout,
+            )
+        except httpx.HTTPError as exc:
+            return transport_failure(exc)
+
+    def _auth(self) -> dict[str, str]:
+        return {
+            "Authorization": f"App {self.config.api_key.reveal()}",
+            "Accept": "application/json",
+        }
+
+    async def _sms(self, messages: list[OutboundMessage]) -> dict[str, SendResult] | Transient:
+        answer = await self._post(SMS_PATH, self.sms_payload(messages))
+        return self._verdicts(messages, answer)
+
+    async def _whatsapp_template(
+        self, messages: list[OutboundMessage]
+    ) -> dict[str, SendResult] | Transient:
+        answer = await self._post(WHATSAPP_TEMPLATE_PATH, self.whatsapp_template_payload(messages))
+        return self._verdicts(messages, answer)
+
+    async def _whatsapp_text(
+        self, messages: list[OutboundMessage]
+    ) -> dict[str, SendResult] | Transient:
+        (message,) = messages
+        answer = await self._post(WHATSAPP_TEXT_PATH, self.whatsapp_text_payload(message))
+        return self._verdicts(messages, answer)
+
+    def _verdicts(
+        self, messages: list[OutboundMessage], answer: httpx.Response | Transient
+    ) -> dict[str, SendResult] | Transient:
+        """Map Infobip's answer to one result per message (or a transient failure)."""
+        if isinstance(answer, Transient):
+            return answer
+        status = answer.status_code
+        if is_transient_status(status):
+            return transient_status(answer, "Infobip error")
+        data = _json(answer)
+        if status >= 300:
+            error = data.get("requestError", {}).get("serviceException", {})
+            code = str(error.get("messageId") or f"http_{status}")
+            text = str(error.get("text") or answer.reason_phrase)
+            return {
+                m.idempotency_key: SendResult.failed(
+                    m, self.provider, f"Infobip {status}: {text}", code=code
+                )
+                for m in messages
+            }
+        entries = data.get("messages")
+        if entries is None and "messageId" in data:
+            entries = [data]
+        by_id = {str(e.get("messageId")): e for e in entries or [] if isinstance(e, dict)}
+        results: dict[str, SendResult] = {}
+        for message in messages:
+            entry = by_id.get(message_id_for(message))
+            if entry is None:
+                continue  # not in the answer: unknown, reconciled before any resend
+            group = str(entry.get("status", {}).get("groupName", ""))
+            if group in _ACCEPTED_GROUPS:
+                results[message.idempotency_key] = SendResult.sent(
+                    message, self.provider, message_id_for(message)
+                )
+            else:
+                name = str(entry.get("status", {}).get("name", group or "REJECTED"))
+                description = str(entry.get("status", {}).get("description", ""))
+                results[message.idempotency_key] = SendResult.failed(
+                    message,
+                    self.provider,
+                    f"Infobip refused: {name} {description}".strip(),
+                    code=name,
+                )
+        if len(results) < len(messages):
+            missing = len(messages) - len(results)
+            if not results:
+                return Transient(
+                    f"{missing} message(s) missing from Infobip's answer", unknown=True
+                )
+        return results
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def _lookup_sms(
+        self, messages: list[OutboundMessage]
+    ) -> dict[str, SendResult] | Transient:
+        return await self._lookup(SMS_LOOKUP_PATH, messages)
+
+    async def _lookup_whatsapp(
+        self, messages: list[OutboundMessage]
+    ) -> dict[str, SendResult] | Transient:
+        return await self._lookup(WHATSAPP_LOOKUP_PATH, messages)
+
+    async def _lookup(
+        self, path: str, messages: list[OutboundMessage]
+    ) -> dict[str, SendResult] | Transient:
+        """Which of these messages Infobip already has (sent), by messageId."""
+        found: dict[str, SendResult] = {}
+        for message in messages:
+            try:
+                response = await self.client.get(
+                    self.base + path,
+                    params={"messageId": message_id_for(message)},
+                    headers=self._auth(),
+                    timeout=self.config.timeout,
+                )
+            except httpx.HTTPError as exc:
+                failure = transport_failure(exc)
+                return Transient("lookup failed: " + failure.reason, failure.code, unknown=True)
+            if response.status_code != 200:
+                if is_transient_status(response.status_code):
+                    failure = transient_status(response, "Infobip lookup error")
+                    return Transient(failure.reason, failure.code, failure.wait, unknown=True)
+                return Transient(f"lookup refused (HTTP {response.status_code})", unknown=True)
+            for entry in _json(response).get("results", []):
+                if str(entry.get("messageId")) != message_id_for(message):
+                    continue
+                group = str(entry.get("status", {}).get("groupName", ""))
+                price = entry.get("price") or {}
+                cost, currency = _price(price)
+                if group in ("REJECTED", "UNDELIVERABLE", "EXPIRED"):
+                    name = str(entry.get("status", {}).get("name", group))
+                    found[message.idempotency_key] = SendResult.failed(
+                        message, self.provider, f"Infobip reports {name}", code=name
+                    )
+                else:
+                    found[message.idempotency_key] = SendResult.sent(
+                        message,
+                        self.provider,
+                        message_id_for(message),
+                        cost=cost,
+                        currency=currency,
+                    )
+                break
+        return found
+
+
+def _price(price: dict[str, Any]) -> tuple[Decimal | None, str | None]:
+    try:
+        value = price.get("pricePerMessage")
+        return (Decimal(str(value)) if value is not None else None), price.get("currency")
+    except InvalidOperation:
+        return None, None
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

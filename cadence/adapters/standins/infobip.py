@@ -1,0 +1,362 @@
+"""A loopback stand-in for Infobip's SMS and WhatsApp APIs.
+
+Endpoints, as Infobip publishes them: `POST /sms/2/text/advanced` (messages with
+destinations, per-destination `messageId`, `bulkId`, `callbackData`), `GET /sms/1/logs`
+(by `messageId` or `bulkId`), `POST /whatsapp/1/message/template`,
+`POST /whatsapp/1/message/text`, and `GET /whatsapp/1/reports` for WhatsApp lookups.
+Auth is `Authorization: App KEY`; errors use Infobip's
+`{"requestError": {"serviceException": {"messageId", "text"}}}` shape. Infobip does not
+deduplicate: a repeated messageId is delivered again, and the stand-in counts it, so
+tests can prove the adapter never sends twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from cadence.adapters.standins.faults import Fault, Faults
+from cadence.adapters.standins.http import Drop, LoopbackHttpServer, Request, Response
+
+_NUMBER = re.compile(r"^\+?[1-9][0-9]{5,14}$")
+SMS_PRICE = "0.0070"
+WHATSAPP_PRICE = "0.0140"
+
+PENDING = {
+    "groupId": 1,
+    "groupName": "PENDING",
+    "id": 26,
+    "name": "PENDING_ACCEPTED",
+    "description": "Message sent to next instance",
+}
+REJECTED_DESTINATION = {
+    "groupId": 5,
+    "groupName": "REJECTED",
+    "id": 51,
+    "name": "REJECTED_DESTINATION",
+    "description": "Invalid destination address",
+}
+DELIVERED = {
+    "groupId": 3,
+    "groupName": "DELIVERED",
+    "id": 5,
+    "name": "DELIVERED_TO_HANDSET",
+    "description": "Message delivered to handset",
+}
+
+
+class InfobipRequestError(Exception):
+    """A request Infobip would refuse with 400 BAD_REQUEST."""
+
+
+def _error(status: int, message_id: str, text: str) -> Response:
+    return Response(
+        status, {"requestError": {"serviceException": {"messageId": message_id, "text": text}}}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InfobipMessage:
+    """One message Infobip accepted (SMS or WhatsApp)."""
+
+    channel: str
+    message_id: str
+    bulk_id: str | None
+    to: str
+    sender: str | None
+    text: str | None
+    template: str | None
+    language: str | None
+    placeholders: tuple[str, ...]
+    callback_data: str | None
+    sent_at: str
+
+
+@dataclass
+class InfobipStandin:
+    """Infobip on loopback: start with `await nursery.start(standin.serve)`."""
+
+    api_keys: set[str] = field(default_factory=lambda: {"test-infobip-key"})
+    faults: Faults = field(default_factory=Faults)
+    requests: list[Request] = field(default_factory=list)
+    messages: list[InfobipMessage] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.server = LoopbackHttpServer(self.handle, name="infobip")
+
+    @property
+    def base_url(self) -> str:
+        """Where the stand-in listens (after `serve` has started)."""
+        return self.server.base_url
+
+    async def serve(self, *, task_status: Any = None) -> None:
+        """Serve until cancelled; `nursery.start` returns the base URL."""
+        if task_status is None:
+            await self.server.serve()
+        else:
+            await self.server.serve(task_status=task_status)
+
+    def deliveries(self, channel: str | None = None) -> Counter[str]:
+        """How many times each messageId was accepted (more than 1 is a double send)."""
+        return Counter(
+            m.message_id for m in self.messages if channel is None or m.channel == channel
+        )
+
+    # ------------------------------------------------------------------ handling
+
+    async def handle(self, request: Request) -> Response | Drop:
+        """Route, check credentials and faults, validate, accept."""
+        self.requests.append(request)
+        routes = {
+            ("POST", "/sms/2/text/advanced"): self._sms,
+            ("POST", "/whatsapp/1/message/template"): self._whatsapp_template,
+            ("POST", "/whatsapp/1/message/text"): self._whatsapp_text,
+        }
+        lookups = {"/sms/1/logs": "sms", "/whatsapp/1/reports": "whatsapp"}
+        route = routes.get((request.method, request.path))
+        if route is None and not (request.method == "GET" and request.path in lookups):
+            return _error(404, "NOT_FOUND", "Requested URL not found: " + request.path)
+        fault = self.faults.take()
+        if fault is not None and not fault.process and fault.kind != "slow":
+            return self._fail(fault)
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("App ") or auth[4:] not in self.api_keys:
+            return _error(401, "UNAUTHORIZED", "Invalid login details")
+        if route is None:
+            return self._lookup(request, lookups[request.path])
+        try:
+            body = request.json()
+            if not isinstance(body, dict):
+                raise InfobipRequestError("Request body must be a JSON object")
+            answer = route(body)
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "BAD_REQUEST", "Invalid JSON")
+        except InfobipRequestError as exc:
+            return _error(400, "BAD_REQUEST", str(exc))
+        if fault is not None and fault.kind == "slow":
+            return Response(200, answer, delay=fault.delay or 30.0)
+        if fault is not None:
+            return self._fail(fault)
+        return Response(200, answer)
+
+    def _fail(self, fault: Fault) -> Response | Drop:
+        if fault.kind == "429":
+            headers = (
+                {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            )
+            return Response(
+                429,
+                {
+                    "requestError": {
+                        "serviceException": {
+                            "messageId": "TOO_MANY_REQUESTS",
+                            "text": "Too many requests",
+                        }
+                    }
+                },
+                headers=headers,
+            )
+        if fault.kind in ("500", "503"):
+            return _error(int(fault.kind), "GENERAL_ERROR", "Something went wrong")
+        if fault.kind == "401":
+            return _error(401, "UNAUTHORIZED", "Invalid login details")
+        return Drop(fault.delay)
+
+    def _accept(self, **fields: Any) -> InfobipMessage:
+        message = InfobipMessage(
+            sent_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **fields
+        )
+        self.messages.append(message)
+        return message
+
+    # ------------------------------------------------------------------ SMS
+
+    def _sms(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InfobipRequestError("messages must be a non-empty array")
+        bulk_id = body.get("bulkId")
+        if bulk_id is not None and not isinstance(bulk_id, str):
+            raise InfobipRequestError("bulkId must be a string")
+        checked: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        for index, message in enumerate(messages):
+            where = f"messages[{index}]"
+            if not isinstance(message, dict):
+                raise InfobipRequestError(f"{where} must be an object")
+            destinations = message.get("destinations")
+            if not isinstance(destinations, list) or not destinations:
+                raise InfobipRequestError(f"{where}.destinations must be a non-empty array")
+            for d_index, dest in enumerate(destinations):
+                if not isinstance(dest, dict) or not isinstance(dest.get("to"), str):
+                    raise InfobipRequestError(f"{where}.destinations[{d_index}].to is required")
+            if not isinstance(message.get("text"), str):
+                raise InfobipRequestError(f"{where}.text is required")
+            for name in ("from", "callbackData", "notifyUrl"):
+                if name in message and not isinstance(message[name], str):
+                    raise InfobipRequestError(f"{where}.{name} must be a string")
+            if len(message.get("callbackData", "")) > 4000:
+                raise InfobipRequestError(f"{where}.callbackData is longer than 4000 characters")
+            checked.append((message, destinations))
+        out: list[dict[str, Any]] = []
+        for message, destinations in checked:
+            for dest in destinations:
+                message_id = dest.get("messageId") or uuid.uuid4().hex
+                if not _NUMBER.match(dest["to"]):
+                    out.append(
+                        {"to": dest["to"], "status": REJECTED_DESTINATION, "messageId": message_id}
+                    )
+                    continue
+                self._accept(
+                    channel="sms",
+                    message_id=message_id,
+                    bulk_id=bulk_id,
+                    to=dest["to"],
+                    sender=message.get("from"),
+                    text=message["text"],
+                    template=None,
+                    language=None,
+                    placeholders=(),
+                    callback_data=message.get("callbackData"),
+                )
+                out.append({"to": dest["to"], "status": PENDING, "messageId": message_id})
+        answer: dict[str, Any] = {"messages": out}
+        if bulk_id is not None:
+            answer["bulkId"] = bulk_id
+        return answer
+
+    # ------------------------------------------------------------------ WhatsApp
+
+    def _whatsapp_template(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InfobipRequestError("messages must be a non-empty array")
+        for index, message in enumerate(messages):
+            where = f"messages[{index}]"
+            if not isinstance(message, dict):
+                raise InfobipRequestError(f"{where} must be an object")
+            for name in ("from", "to"):
+                if not isinstance(message.get(name), str) or not message[name]:
+                    raise InfobipRequestError(f"{where}.{name} is required")
+            content = message.get("content")
+            if not isinstance(content, dict):
+                raise InfobipRequestError(f"{where}.content is required")
+            if not isinstance(content.get("templateName"), str) or not content["templateName"]:
+                raise InfobipRequestError(f"{where}.content.templateName is required")
+            if not isinstance(content.get("language"), str) or not content["language"]:
+                raise InfobipRequestError(f"{where}.content.language is required")
+            data = content.get("templateData")
+            if not isinstance(data, dict) or not isinstance(data.get("body"), dict):
+                raise InfobipRequestError(f"{where}.content.templateData.body is required")
+            placeholders = data["body"].get("placeholders")
+            if not isinstance(placeholders, list) or not all(
+                isinstance(p, str) and p for p in placeholders
+            ):
+                raise InfobipRequestError(
+                    f"{where}.content.templateData.body.placeholders must be non-empty strings"
+                )
+        out = []
+        for message in messages:
+            message_id = message.get("messageId") or uuid.uuid4().hex
+            if not _NUMBER.match(message["to"]):
+                out.append(
+                    {
+                        "to": message["to"],
+                        "messageCount": 0,
+                        "messageId": message_id,
+                        "status": REJECTED_DESTINATION,
+                    }
+                )
+                continue
+            content = message["content"]
+            self._accept(
+                channel="whatsapp",
+                message_id=message_id,
+                bulk_id=body.get("bulkId"),
+                to=message["to"],
+                sender=message["from"],
+                text=None,
+                template=content["templateName"],
+                language=content["language"],
+                placeholders=tuple(content["templateData"]["body"]["placeholders"]),
+                callback_data=message.get("callbackData"),
+            )
+            out.append(
+                {"to": message["to"], "messageCount": 1, "messageId": message_id, "status": PENDING}
+            )
+        answer: dict[str, Any] = {"messages": out}
+        if body.get("bulkId") is not None:
+            answer["bulkId"] = body["bulkId"]
+        return answer
+
+    def _whatsapp_text(self, body: dict[str, Any]) -> dict[str, Any]:
+        for name in ("from", "to"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise InfobipRequestError(f"{name} is required")
+        content = body.get("content")
+        if not isinstance(content, dict) or not isinstance(content.get("text"), str):
+            raise InfobipRequestError("content.text is required")
+        if not 1 <= len(content["text"]) <= 4096:
+            raise InfobipRequestError("content.text must be 1 to 4096 characters")
+        message_id = body.get("messageId") or uuid.uuid4().hex
+        if not _NUMBER.match(body["to"]):
+            return {
+                "to": body["to"],
+                "messageCount": 0,
+                "messageId": message_id,
+                "status": REJECTED_DESTINATION,
+            }
+        self._accept(
+            channel="whatsapp",
+            message_id=message_id,
+            bulk_id=None,
+            to=body["to"],
+            sender=body["from"],
+            text=content["text"],
+            template=None,
+            language=None,
+            placeholders=(),
+            callback_data=body.get("callbackData"),
+        )
+        return {"to": body["to"], "messageCount": 1, "messageId": message_id, "status": PENDING}
+
+    # ------------------------------------------------------------------ lookups
+
+    def _lookup(self, request: Request, channel: str) -> Response:
+        wanted_ids = set(request.query.get("messageId", []))
+        wanted_bulks = set(request.query.get("bulkId", []))
+        results = []
+        for message in self.messages:
+            if message.channel != channel:
+                continue
+            if wanted_ids and message.message_id not in wanted_ids:
+                continue
+            if wanted_bulks and message.bulk_id not in wanted_bulks:
+                continue
+            price = SMS_PRICE if channel == "sms" else WHATSAPP_PRICE
+            results.append(
+                {
+                    "bulkId": message.bulk_id,
+                    "messageId": message.message_id,
+                    "to": message.to,
+                    "from": message.sender,
+                    "text": message.text,
+                    "sentAt": message.sent_at,
+                    "doneAt": message.sent_at,
+                    "smsCount" if channel == "sms" else "messageCount": 1,
+                    "price": {"pricePerMessage": float(price), "currency": "EUR"},
+                    "status": DELIVERED,
+                    "error": {
+                        "groupId": 0,
+                        "groupName": "OK",
+                        "id": 0,
+                        "name": "NO_ERROR",
+                        "description": "No Error",
+                        "permanent": False,
+                    },
+                }
+            )
+        return Response(200, {"results": results})

@@ -1,0 +1,93 @@
+"""Adapter configuration from environment and TOML; secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cadence.adapters.brevo import BrevoAdapter
+from cadence.adapters.config import ConfigError, Secret, SmtpConfig, load_settings
+
+
+def test_environment_defaults_and_tenant_overrides() -> None:
+    env = {
+        "CADENCE_EMAIL_PROVIDER": "brevo",
+        "CADENCE_BREVO_API_KEY": "xkeysib-default",
+        "CADENCE_BREVO_BASE_URL": "http://127.0.0.1:9999/",
+        "CADENCE_INFOBIP_API_KEY": "ib-default",
+        "CADENCE_INFOBIP_BASE_URL": "https://abc.api.infobip.com",
+        "CADENCE_SMTP_URL": "smtp+starttls://mailer:p%40ss@mail.acme.test:2525",
+        "CADENCE_TENANT_GLOBEX_BREVO_API_KEY": "xkeysib-globex",
+        "CADENCE_TENANT_GLOBEX_FROM": "Globex <hi@globex.test>",
+    }
+    settings = load_settings(env=env)
+    default = settings.default
+    assert default.email_provider == "brevo"
+    assert default.brevo is not None and default.brevo.api_key.reveal() == "xkeysib-default"
+    assert default.brevo.base_url == "http://127.0.0.1:9999"
+    assert default.infobip is not None and default.infobip.base_url == "https://abc.api.infobip.com"
+    assert default.smtp == SmtpConfig(
+        host="mail.acme.test",
+        port=2525,
+        security="starttls",
+        username="mailer",
+        password=Secret("p@ss"),
+    )
+    globex = settings.for_tenant("globex")
+    assert globex.brevo is not None and globex.brevo.api_key.reveal() == "xkeysib-globex"
+    assert globex.default_from == "Globex <hi@globex.test>"
+    assert globex.infobip == default.infobip  # inherited
+    assert settings.for_tenant("unknown") is default
+
+
+def test_secrets_never_show(tmp_path: Path) -> None:
+    env = {
+        "CADENCE_BREVO_API_KEY": "xkeysib-very-secret",
+        "CADENCE_SMTP_URL": "smtps://u:hunter2@h",
+    }
+    settings = load_settings(env=env)
+    shown = repr(settings) + str(settings.default) + repr(settings.default.smtp)
+    assert settings.default.brevo is not None
+    shown += repr(BrevoAdapter(settings.default.brevo))
+    assert "very-secret" not in shown and "hunter2" not in shown
+    assert "Secret('***')" in shown
+
+
+def test_toml_file_with_key_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "adapters.toml"
+    path.write_text(
+        """
+[default]
+email_provider = "smtp"
+from = "Acme <hello@acme.test>"
+[default.smtp]
+url = "smtp+plain://127.0.0.1:2525"
+[default.costs]
+email = "0.001"
+sms = 0.05
+
+[tenants.initech]
+email_provider = "brevo"
+[tenants.initech.brevo]
+api_key_env = "INITECH_BREVO"
+""",
+        encoding="utf-8",
+    )
+    settings = load_settings(path, env={"INITECH_BREVO": "xkeysib-initech"})
+    assert settings.default.smtp is not None and settings.default.smtp.security == "none"
+    assert str(settings.default.costs["sms"]) == "0.05"
+    initech = settings.for_tenant("initech")
+    assert initech.email_provider == "brevo" and initech.default_from == "Acme <hello@acme.test>"
+    assert initech.brevo is not None and initech.brevo.api_key.reveal() == "xkeysib-initech"
+    with pytest.raises(ConfigError, match="INITECH_BREVO"):
+        load_settings(path, env={})
+
+
+def test_bad_values_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="scheme"):
+        SmtpConfig.from_url("http://x")
+    with pytest.raises(ConfigError, match="base_url"):
+        load_settings(env={"CADENCE_INFOBIP_API_KEY": "k"})
+    with pytest.raises(ConfigError, match="email_provider"):
+        load_settings(env={"CADENCE_EMAIL_PROVIDER": "carrier-pigeon"})

@@ -1,0 +1,88 @@
+"""Webhook channel: HMAC-SHA256 signatures checked by a loopback receiver, retries, refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import trio
+
+from cadence.adapters.config import Secret, WebhookConfig
+from cadence.adapters.message import SendStatus
+from cadence.adapters.standins.webhook import WebhookReceiver
+from cadence.adapters.webhook import WebhookAdapter, sign, verify_signature
+from tests.adapters.conftest import fast_policy, lenient_breaker, webhook
+
+
+def adapter(secret: str = "test-webhook-secret", timeout: float = 5.0) -> WebhookAdapter:
+    return WebhookAdapter(
+        WebhookConfig(secret=Secret(secret), timeout=timeout),
+        policy=fast_policy(),
+        breaker=lenient_breaker(),
+    )
+
+
+def test_signature_round_trip_and_tampering() -> None:
+    now = time.time()
+    stamp = str(int(now))
+    body = b'{"a":1}'
+    signature = sign("k", stamp, body)
+    assert signature.startswith("sha256=") and len(signature) == 7 + 64
+    assert verify_signature("k", signature, stamp, body, now=now)
+    assert not verify_signature("k", signature, stamp, b'{"a":2}', now=now)
+    assert not verify_signature("other", signature, stamp, body, now=now)
+    assert not verify_signature("k", signature, str(int(now) + 1), body, now=now)
+    assert not verify_signature("k", signature, stamp, body, now=now + 3600)  # replayed later
+
+
+@pytest.mark.trio
+async def test_signed_post_is_verified_by_the_receiver(nursery: trio.Nursery) -> None:
+    receiver = WebhookReceiver()
+    url = await nursery.start(receiver.serve)
+    sender = adapter()
+    result = await sender.send(webhook(url + "/crm", 1))
+    await sender.aclose()
+    assert result.status is SendStatus.SENT
+    (request,) = receiver.received
+    assert request.path == "/crm"
+    assert request.headers["x-cadence-idempotency-key"] == "camp1:v1:node6:contact1:0"
+    assert json.loads(request.body) == {
+        "id": "camp1:v1:node6:contact1:0",
+        "tenant": "acme",
+        "campaign": None,
+        "node": None,
+        "contact": "contact1",
+        "template": None,
+        "data": {"lead": 1, "stage": "hot"},
+    }
+
+
+@pytest.mark.trio
+async def test_wrong_secret_is_refused_permanently(nursery: trio.Nursery) -> None:
+    receiver = WebhookReceiver()
+    url = await nursery.start(receiver.serve)
+    result = await adapter(secret="not-the-secret").send(webhook(url, 1))
+    assert result.status is SendStatus.FAILED_PERMANENT and result.error_code == "http_401"
+    assert receiver.rejected == 1 and not receiver.received
+
+
+@pytest.mark.trio
+async def test_5xx_and_timeouts_are_retried(nursery: trio.Nursery) -> None:
+    receiver = WebhookReceiver()
+    url = await nursery.start(receiver.serve)
+    receiver.faults.add("500")
+    receiver.faults.add("slow", delay=1.0)
+    result = await adapter(timeout=0.3).send(webhook(url, 1))
+    assert result.status is SendStatus.SENT and result.attempts == 3
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.trio
+async def test_receiver_down_is_retry_later(nursery: trio.Nursery) -> None:
+    receiver = WebhookReceiver()
+    url = await nursery.start(receiver.serve)
+    receiver.faults.outage(10, "503")
+    result = await adapter().send(webhook(url, 1))
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == "http_503"
+    assert result.attempts == 4 and result.retry_at is not None
