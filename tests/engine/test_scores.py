@@ -292,3 +292,10 @@ def test_positive_scores_never_grow_without_new_activity(ages: list[float], late
         now=NOW + dt.timedelta(days=later), engagement=Engagement(records=records), events=events
     )
     assert compute_score(decl, second) <= compute_score(decl, first)
+
+
+def test_the_documented_decay_example() -> None:
+    # docs/semantics.md: clicks 0, 30 and 60 days ago are worth 10 + 9 + 8.1
+    decl = score_decl("score engagement { clicked(any): +10 each  decay 10% per 30d }")
+    clicks = tuple(rec("clicked", "x", days, f"m{days}") for days in (0, 30, 60))
+    assert compute_score(decl, context(engagement=Engagement(records=clicks))) == Decimal("27.1")

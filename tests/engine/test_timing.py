@@ -431,3 +431,77 @@ def test_every_with_bad_input() -> None:
         next(every_trigger_occurrences(every((), 0), NY, utc(2026, 1, 1)))
     with pytest.raises(ValueError, match="timezone-aware"):
         next(every_trigger_occurrences(every(("monday",)), NY, dt.datetime(2026, 1, 1)))
+
+
+# ---------------------------------------------------------------------------- window laws
+
+
+def _inside(
+    moment: dt.datetime, start: dt.time, end: dt.time, days: set[int], zone: ZoneInfo
+) -> bool:
+    """An independent reading of a window: does the local clock show a time inside it?"""
+    local = moment.astimezone(zone)
+    wall, day = local.time().replace(tzinfo=None), local.date()
+    if start < end:
+        return day.weekday() in days and start <= wall < end
+    yesterday = (day - dt.timedelta(days=1)).weekday()
+    return (day.weekday() in days and wall >= start) or (yesterday in days and wall < end)
+
+
+# Boundaries from 04:00 on stay clear of every DST change in these zones, so the wall clock
+# alone says whether an instant is inside.
+boundary = st.builds(dt.time, st.integers(4, 23), st.sampled_from([0, 15, 30, 59]))
+instants = st.datetimes(
+    min_value=dt.datetime(2025, 1, 1), max_value=dt.datetime(2027, 12, 31), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    at=instants,
+    start=boundary,
+    end=boundary,
+    days=st.sets(st.integers(0, 6), min_size=1),
+    zone=st.sampled_from(ZONES),
+)
+def test_next_window_opening_is_the_first_inside_instant(
+    at: dt.datetime, start: dt.time, end: dt.time, days: set[int], zone: ZoneInfo
+) -> None:
+    if start == end:
+        return
+    names = [
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")[d]
+        for d in sorted(days)
+    ]
+    w = window(start.strftime("%H:%M"), end.strftime("%H:%M"), *names)
+    result = next_window_opening(at, w, zone)
+    assert result >= at
+    assert _inside(result, start, end, days, zone)
+    if result == at:
+        return
+    assert not _inside(at, start, end, days, zone)
+    # no opening lies between `at` and the result
+    day = at.astimezone(zone).date() - dt.timedelta(days=1)
+    while day <= result.astimezone(zone).date():
+        opening = dt.datetime.combine(day, start, tzinfo=zone).astimezone(UTC)
+        assert not (day.weekday() in days and at < opening < result)
+        day += dt.timedelta(days=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(at=instants, start=boundary, end=boundary, zone=st.sampled_from(ZONES))
+def test_quiet_hours_move_to_their_end_only(
+    at: dt.datetime, start: dt.time, end: dt.time, zone: ZoneInfo
+) -> None:
+    if start == end:
+        return
+    every_day = set(range(7))
+    q = quiet(start.strftime("%H:%M"), end.strftime("%H:%M"))
+    result = apply_quiet_hours(at, q, zone)
+    assert result >= at
+    assert not _inside(result, start, end, every_day, zone)
+    if result != at:
+        assert _inside(at, start, end, every_day, zone)
+        just_before = max(at, result - dt.timedelta(minutes=1))
+        assert _inside(just_before, start, end, every_day, zone)
+        assert result.astimezone(zone).time() == end
