@@ -93,10 +93,13 @@ def _report(report: ImportReport) -> int:
 
 def _run(args: argparse.Namespace, kind: str) -> int:
     """Open the store and run one import, turning bad input into messages and exit code 1."""
+    command = "cadence contacts import" if kind == "contacts" else "cadence events push"
     for path in (args.file, getattr(args, "schema", None)):
-        if path is not None and not Path(path).is_file():
-            print(f"error: {path}: no such file", file=sys.stderr)
-            return 1
+        if path is None or Path(path).is_file():
+            continue
+        problem = "is a folder, not a file" if Path(path).is_dir() else "no such file"
+        print(f"{command}: {path}: {problem}", file=sys.stderr)
+        return 2
     try:
         with Store.open(args.database) as store:
             if kind == "contacts":

@@ -474,8 +474,10 @@ def test_cli_imports_contacts_and_pushes_events(
     assert main(["events", "push", str(events)]) == 1  # c1 is acme's, not default's
     assert "no contact 'c1' in tenant 'default'" in capsys.readouterr().err
 
-    assert main(["contacts", "import", str(tmp_path / "missing.csv")]) == 1
-    assert "no such file" in capsys.readouterr().err
+    assert main(["contacts", "import", str(tmp_path / "missing.csv")]) == 2
+    assert "cadence contacts import: " in capsys.readouterr().err
+    assert main(["events", "push", str(tmp_path)]) == 2
+    assert "is a folder, not a file" in capsys.readouterr().err
     bad_schema = write(tmp_path, "bad.yaml", "attributes: [1, 2]\n")
     assert main(["contacts", "import", str(people), "--schema", str(bad_schema)]) == 1
     assert "error:" in capsys.readouterr().err

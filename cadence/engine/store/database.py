@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from cadence.engine.store.models import Tenant
+from cadence.errors import CadenceError
 
 DATABASE_URL_ENV = "CADENCE_DATABASE_URL"
 DEFAULT_SQLITE_FILE = "cadence.db"
@@ -31,7 +32,7 @@ DEFAULT_TENANT = "default"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-class StoreError(Exception):
+class StoreError(CadenceError):
     """A store-level failure worth showing to a person as is (bad URL, unreachable database)."""
 
 

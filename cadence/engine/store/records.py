@@ -25,6 +25,7 @@ from cadence.engine.store.schema import (
     parse_datetime,
     parse_string_list,
 )
+from cadence.errors import CadenceError
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Problem:
         return f"{where}: {self.reason}"
 
 
-class InvalidInput(Exception):
+class InvalidInput(CadenceError):
     """Input rejected as a whole: nothing was written. Carries every problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cadence.errors import CadenceError
+
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 # Contact fields with columns of their own; an attribute may not reuse these names.
@@ -47,7 +49,7 @@ RESERVED_NAMES: frozenset[str] = frozenset(
 )
 
 
-class SchemaError(Exception):
+class SchemaError(CadenceError):
     """A contact schema file that cannot be used, with the file and the reason."""
 
 
