@@ -256,12 +256,13 @@ class EvalContext:
 
     def flag_instant(self, name: str) -> dt.datetime | None:
         """When `converted`/`unsubscribed` was recorded, if it was and is not in the future."""
-        at = self.engagement.converted_at if name == "converted" else None
-        if name == "unsubscribed":
-            at = self.engagement.unsubscribed_at
-        if at is None:
+        recorded = {
+            "converted": self.engagement.converted_at,
+            "unsubscribed": self.engagement.unsubscribed_at,
+        }.get(name)
+        if recorded is None or _aware(recorded) > self.now_utc:
             return None
-        return _aware(at) if _aware(at) <= self.now_utc else None
+        return _aware(recorded)
 
     def flag(self, name: str) -> bool:
         """The value of the engagement flag `converted` or `unsubscribed`."""
