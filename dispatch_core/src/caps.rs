@@ -12,6 +12,7 @@ use pyo3::buffer::PyBuffer;
 use crate::buffers::{slice, slice_mut};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use rayon::prelude::*;
 
 /// Channel code meaning "every channel".
 pub const ALL_CHANNELS: i32 = -1;
@@ -30,8 +31,11 @@ impl Hasher for IdHasher {
         }
     }
     fn write_i64(&mut self, v: i64) {
-        let x = (v as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = x ^ (x >> 29);
+        // splitmix64's finaliser: every input bit reaches every output bit.
+        let mut x = (v as u64 ^ self.0).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = x ^ (x >> 31);
     }
     fn write_i32(&mut self, v: i32) {
         self.write_i64(v as i64);
@@ -49,12 +53,99 @@ pub struct Rule {
     pub window: i64,
 }
 
-/// The in-memory index of reserved and recorded sends.
+/// Contacts are spread over this many shards; a batch is processed shard by shard, so each
+/// shard's small table stays in cache, and shards run in parallel (contacts are independent).
+pub const SHARDS: usize = 128;
+/// Below this many requests a batch runs on the calling thread only.
+pub const PARALLEL_MIN_REQUESTS: usize = 16 * 1024;
+
+#[inline]
+fn shard_of(contact: i64) -> usize {
+    let mut h = IdHasher::default();
+    h.write_i64(contact);
+    (h.finish() >> 57) as usize % SHARDS
+}
+
+/// The sends of the contacts in one shard, each contact's list sorted by (at, channel).
 #[derive(Default, Debug, Clone)]
-pub struct Caps {
-    pub rules: Vec<Rule>,
+struct Shard {
     sends: IdMap<i64, Vec<(i64, i32)>>,
     scratch: Vec<i64>,
+}
+
+/// The first rule (index) that `at` on `channel` would break given `entries`, or -1.
+fn first_denying(
+    rules: &[Rule],
+    entries: &[(i64, i32)],
+    channel: i32,
+    at: i64,
+    scratch: &mut Vec<i64>,
+) -> i32 {
+    for (r, rule) in rules.iter().enumerate() {
+        if rule.channel != ALL_CHANNELS && rule.channel != channel {
+            continue;
+        }
+        if rule.limit == 0 {
+            return r as i32;
+        }
+        let w = rule.window as i128;
+        let from = at as i128 - w;
+        let to = at as i128 + w;
+        let lo = entries.partition_point(|&(t, _)| (t as i128) <= from);
+        scratch.clear();
+        for &(t, ch) in &entries[lo..] {
+            if t as i128 >= to {
+                break;
+            }
+            if rule.channel == ALL_CHANNELS || ch == rule.channel {
+                scratch.push(t);
+            }
+        }
+        let n = rule.limit;
+        if scratch.len() >= n {
+            for j in 0..=scratch.len() - n {
+                let first = scratch[j].min(at) as i128;
+                let last = scratch[j + n - 1].max(at) as i128;
+                if last - first < w {
+                    return r as i32;
+                }
+            }
+        }
+    }
+    -1
+}
+
+#[inline]
+fn insert_sorted(entries: &mut Vec<(i64, i32)>, channel: i32, at: i64) {
+    let key = (at, channel);
+    let i = entries.partition_point(|e| *e <= key);
+    entries.insert(i, key);
+}
+
+impl Shard {
+    #[inline]
+    fn check_and_reserve(&mut self, rules: &[Rule], contact: i64, channel: i32, at: i64) -> i32 {
+        let entries = self.sends.entry(contact).or_default();
+        let d = first_denying(rules, entries, channel, at, &mut self.scratch);
+        if d < 0 {
+            insert_sorted(entries, channel, at);
+        } else if entries.is_empty() {
+            self.sends.remove(&contact);
+        }
+        d
+    }
+}
+
+/// A request gathered for its shard: (contact, at, channel).
+type Request = (i64, i64, i32);
+/// One shard's work: its table, its requests in order, and where its decisions go.
+type Job<'a> = (&'a mut Shard, &'a [Request], &'a mut [i32]);
+
+/// The in-memory index of reserved and recorded sends.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    pub rules: Vec<Rule>,
+    shards: Vec<Shard>,
 }
 
 impl Caps {
@@ -62,57 +153,24 @@ impl Caps {
     pub fn new(rules: Vec<Rule>) -> Caps {
         Caps {
             rules,
-            ..Default::default()
+            shards: vec![Shard::default(); SHARDS],
         }
     }
 
-    /// The index of the first rule that denies (contact, channel, at), or -1.
+    /// The index of the first rule that denies (contact, channel, at), or -1 (nothing reserved).
     pub fn denied_by(&mut self, contact: i64, channel: i32, at: i64) -> i32 {
-        let empty = Vec::new();
-        let entries = self.sends.get(&contact).unwrap_or(&empty);
-        for (r, rule) in self.rules.iter().enumerate() {
-            if rule.channel != ALL_CHANNELS && rule.channel != channel {
-                continue;
-            }
-            if rule.limit == 0 {
-                return r as i32;
-            }
-            let w = rule.window as i128;
-            let from = at as i128 - w;
-            let to = at as i128 + w;
-            let lo = entries.partition_point(|&(t, _)| (t as i128) <= from);
-            self.scratch.clear();
-            for &(t, ch) in &entries[lo..] {
-                if t as i128 >= to {
-                    break;
-                }
-                if rule.channel == ALL_CHANNELS || ch == rule.channel {
-                    self.scratch.push(t);
-                }
-            }
-            let n = rule.limit;
-            if self.scratch.len() >= n {
-                for j in 0..=self.scratch.len() - n {
-                    let first = self.scratch[j].min(at) as i128;
-                    let last = self.scratch[j + n - 1].max(at) as i128;
-                    if last - first < w {
-                        return r as i32;
-                    }
-                }
-            }
-        }
-        -1
+        let shard = &mut self.shards[shard_of(contact)];
+        let entries = shard.sends.get(&contact).map(Vec::as_slice).unwrap_or(&[]);
+        first_denying(&self.rules, entries, channel, at, &mut shard.scratch)
     }
 
     /// Insert a send, keeping the contact's list sorted by (at, channel).
     pub fn insert(&mut self, contact: i64, channel: i32, at: i64) {
-        let entries = self.sends.entry(contact).or_default();
-        let key = (at, channel);
-        let i = entries.partition_point(|e| *e <= key);
-        entries.insert(i, key);
+        let shard = &mut self.shards[shard_of(contact)];
+        insert_sorted(shard.sends.entry(contact).or_default(), channel, at);
     }
 
-    /// Check requests in order, reserving the allowed ones.
+    /// Check requests in order (per contact, which is all that matters), reserving the allowed.
     pub fn check_and_reserve(
         &mut self,
         contacts: &[i64],
@@ -121,19 +179,59 @@ impl Caps {
         allowed: &mut [u8],
         denied: &mut [i32],
     ) {
-        for i in 0..contacts.len() {
-            let d = self.denied_by(contacts[i], channels[i], ats[i]);
+        let n = contacts.len();
+        let rules = &self.rules;
+        // Gather requests into contiguous per-shard runs, keeping their order within a shard, so
+        // each worker reads sequentially and touches only its shard's small table.
+        let keys: Vec<u8> = contacts.iter().map(|&c| shard_of(c) as u8).collect();
+        let mut starts = vec![0usize; SHARDS + 1];
+        for &k in &keys {
+            starts[k as usize + 1] += 1;
+        }
+        for s in 0..SHARDS {
+            starts[s + 1] += starts[s];
+        }
+        let mut fill = starts.clone();
+        let mut grouped: Vec<Request> = vec![(0, 0, 0); n];
+        for (i, &k) in keys.iter().enumerate() {
+            grouped[fill[k as usize]] = (contacts[i], ats[i], channels[i]);
+            fill[k as usize] += 1;
+        }
+        let mut results = vec![0i32; n];
+        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(SHARDS);
+        let (mut reqs, mut res) = (grouped.as_slice(), results.as_mut_slice());
+        for (s, shard) in self.shards.iter_mut().enumerate() {
+            let len = starts[s + 1] - starts[s];
+            let (r, rest_r) = reqs.split_at(len);
+            let (o, rest_o) = res.split_at_mut(len);
+            reqs = rest_r;
+            res = rest_o;
+            jobs.push((shard, r, o));
+        }
+        let work = |(shard, reqs, out): Job<'_>| {
+            for (&(contact, at, channel), d) in reqs.iter().zip(out.iter_mut()) {
+                *d = shard.check_and_reserve(rules, contact, channel, at);
+            }
+        };
+        if n < PARALLEL_MIN_REQUESTS {
+            jobs.into_iter().for_each(work);
+        } else {
+            jobs.into_par_iter().for_each(work);
+        }
+        // Scatter the decisions back to request order.
+        let mut cursor = starts;
+        for (i, &k) in keys.iter().enumerate() {
+            let d = results[cursor[k as usize]];
+            cursor[k as usize] += 1;
             denied[i] = d;
             allowed[i] = (d < 0) as u8;
-            if d < 0 {
-                self.insert(contacts[i], channels[i], ats[i]);
-            }
         }
     }
 
     /// Remove one matching send; whether one was found.
     pub fn release_one(&mut self, contact: i64, channel: i32, at: i64) -> bool {
-        let Some(entries) = self.sends.get_mut(&contact) else {
+        let shard = &mut self.shards[shard_of(contact)];
+        let Some(entries) = shard.sends.get_mut(&contact) else {
             return false;
         };
         let key = (at, channel);
@@ -141,7 +239,7 @@ impl Caps {
         if i < entries.len() && entries[i] == key {
             entries.remove(i);
             if entries.is_empty() {
-                self.sends.remove(&contact);
+                shard.sends.remove(&contact);
             }
             true
         } else {
@@ -152,28 +250,36 @@ impl Caps {
     /// Drop sends earlier than `before`; how many were dropped.
     pub fn prune(&mut self, before: i64) -> usize {
         let mut dropped = 0;
-        self.sends.retain(|_, entries| {
-            let i = entries.partition_point(|&(t, _)| t < before);
-            dropped += i;
-            entries.drain(..i);
-            !entries.is_empty()
-        });
+        for shard in &mut self.shards {
+            shard.sends.retain(|_, entries| {
+                let i = entries.partition_point(|&(t, _)| t < before);
+                dropped += i;
+                entries.drain(..i);
+                !entries.is_empty()
+            });
+        }
         dropped
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
-        self.sends.clear();
+        for shard in &mut self.shards {
+            shard.sends.clear();
+        }
     }
 
     /// Number of sends held.
     pub fn len(&self) -> usize {
-        self.sends.values().map(Vec::len).sum()
+        self.shards
+            .iter()
+            .flat_map(|s| s.sends.values())
+            .map(Vec::len)
+            .sum()
     }
 
     /// Whether no sends are held.
     pub fn is_empty(&self) -> bool {
-        self.sends.is_empty()
+        self.shards.iter().all(|s| s.sends.is_empty())
     }
 }
 

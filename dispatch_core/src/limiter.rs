@@ -72,6 +72,36 @@ fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
+/// A queued message: its ready time, input index and local tenant index.
+#[derive(Clone, Copy, Debug)]
+struct QItem {
+    ready: i64,
+    idx: usize,
+    tenant: usize,
+}
+
+/// A tenant's batch being filled: id, first and latest member times, members.
+#[derive(Clone, Debug, Default)]
+struct OpenBatch {
+    open: bool,
+    id: i64,
+    first: i64,
+    latest: i64,
+    members: Vec<usize>,
+}
+
+impl OpenBatch {
+    /// Every member goes with the batch, at its latest member's time.
+    fn close(&mut self, out: &mut Planned<'_>) {
+        for &m in &self.members {
+            out.send_at[m] = self.latest;
+            out.batch[m] = self.id;
+        }
+        self.members.clear();
+        self.open = false;
+    }
+}
+
 /// The limiter state that persists across `schedule` calls.
 #[derive(Default, Debug, Clone)]
 pub struct Limiter {
@@ -184,62 +214,64 @@ impl Limiter {
         picked: &mut usize,
     ) {
         let mut prov = self.providers[&pid];
-        // Campaign queues, in first-appearance order, each sorted (stably) by ready time.
+        // Campaign queues, in first-appearance order, each sorted (stably) by ready time. Items
+        // carry what the loop needs so it reads each queue sequentially.
         let mut camp_index: IdMap<i64, usize> = IdMap::default();
-        let mut queues: Vec<Vec<usize>> = Vec::new();
+        let mut queues: Vec<Vec<QItem>> = Vec::new();
         let mut cids: Vec<i64> = Vec::new();
         let mut stride: Vec<i64> = Vec::new();
         // Tenants seen on this provider, with their limiter state loaded locally.
         let mut tenant_index: IdMap<i64, usize> = IdMap::default();
         let mut tenant_ids: Vec<i64> = Vec::new();
         let mut gcras: Vec<Option<Gcra>> = Vec::new();
-        let mut msg_tenant: Vec<usize> = vec![0; input.campaign.len()];
+        let (mut last_c, mut last_ci) = (None, 0usize);
+        let (mut last_t, mut last_ti) = (None, 0usize);
         for &i in idx {
             let c = input.campaign[i];
-            let ci = *camp_index.entry(c).or_insert_with(|| {
-                queues.push(Vec::new());
-                cids.push(c);
-                let w = input.priority[i].clamp(1, STRIDE_ONE);
-                stride.push(STRIDE_ONE / w);
-                queues.len() - 1
-            });
-            queues[ci].push(i);
+            if last_c != Some(c) {
+                last_ci = *camp_index.entry(c).or_insert_with(|| {
+                    queues.push(Vec::new());
+                    cids.push(c);
+                    let w = input.priority[i].clamp(1, STRIDE_ONE);
+                    stride.push(STRIDE_ONE / w);
+                    queues.len() - 1
+                });
+                last_c = Some(c);
+            }
             let tn = input.tenant[i];
-            let ti = *tenant_index.entry(tn).or_insert_with(|| {
-                tenant_ids.push(tn);
-                gcras.push(self.tenant_gcra(pid, tn));
-                tenant_ids.len() - 1
+            if last_t != Some(tn) {
+                last_ti = *tenant_index.entry(tn).or_insert_with(|| {
+                    tenant_ids.push(tn);
+                    gcras.push(self.tenant_gcra(pid, tn));
+                    tenant_ids.len() - 1
+                });
+                last_t = Some(tn);
+            }
+            queues[last_ci].push(QItem {
+                ready: input.ready_at[i],
+                idx: i,
+                tenant: last_ti,
             });
-            msg_tenant[i] = ti;
         }
         for q in &mut queues {
-            q.sort_by_key(|&i| input.ready_at[i]);
+            q.sort_by_key(|item| item.ready);
         }
         let mut heads = vec![0usize; queues.len()];
         let mut passes = vec![0i64; queues.len()];
         let mut vtime = 0i64;
 
         let key = |c: usize, heads: &[usize], gcras: &[Option<Gcra>]| -> i64 {
-            let m = queues[c][heads[c]];
-            let g = gcras[msg_tenant[m]].and_then(|g| g.earliest());
-            later(Some(input.ready_at[m]), g).unwrap_or(i64::MIN)
+            let item = &queues[c][heads[c]];
+            let g = gcras[item.tenant].and_then(|g| g.earliest());
+            later(Some(item.ready), g).unwrap_or(i64::MIN)
         };
 
         let mut waiting: BinaryHeap<Reverse<(i64, i64, usize)>> = (0..queues.len())
             .map(|c| Reverse((key(c, &heads, &gcras), cids[c], c)))
             .collect();
         let mut eligible: BinaryHeap<Reverse<(i64, i64, usize)>> = BinaryHeap::new();
-        // Open batch per local tenant: (id, first time, members).
-        let mut open: Vec<Option<(i64, i64, Vec<usize>)>> = vec![None; tenant_ids.len()];
-
-        let close = |b: (i64, i64, Vec<usize>), out: &mut Planned<'_>| {
-            let (bid, _, members) = b;
-            let at = members.iter().map(|&m| out.send_at[m]).max().unwrap_or(0);
-            for m in members {
-                out.send_at[m] = at;
-                out.batch[m] = bid;
-            }
-        };
+        // The open batch of each local tenant (members reuse their buffer).
+        let mut open: Vec<OpenBatch> = vec![OpenBatch::default(); tenant_ids.len()];
 
         let mut remaining = idx.len();
         while remaining > 0 {
@@ -280,12 +312,15 @@ impl Limiter {
                 passes[c] = passes[c].max(vtime);
                 c
             };
-            let m = queues[c][heads[c]];
+            let QItem {
+                ready,
+                idx: m,
+                tenant: ti,
+            } = queues[c][heads[c]];
             heads[c] += 1;
             remaining -= 1;
-            let ti = msg_tenant[m];
             let t = later(
-                later(Some(input.ready_at[m]), cursor),
+                later(Some(ready), cursor),
                 gcras[ti].and_then(|g| g.earliest()),
             )
             .unwrap_or(i64::MIN);
@@ -302,29 +337,25 @@ impl Limiter {
             }
             vtime = passes[c];
             passes[c] = passes[c].saturating_add(stride[c]);
-            out.send_at[m] = t;
             out.order[*picked] = m as i64;
             *picked += 1;
             // Batching per tenant.
-            let must_close = match &open[ti] {
-                Some((_, first, members)) => {
-                    members.len() >= prov.batch_size
-                        || (t as i128 - *first as i128) > prov.linger as i128
-                }
-                None => false,
-            };
-            if must_close {
-                if let Some(b) = open[ti].take() {
-                    close(b, out);
-                }
+            let b = &mut open[ti];
+            if b.open
+                && (b.members.len() >= prov.batch_size
+                    || (t as i128 - b.first as i128) > prov.linger as i128)
+            {
+                b.close(out);
             }
-            match &mut open[ti] {
-                Some((_, _, members)) => members.push(m),
-                None => {
-                    open[ti] = Some((*next_batch, t, vec![m]));
-                    *next_batch += 1;
-                }
+            if !b.open {
+                b.open = true;
+                b.id = *next_batch;
+                b.first = t;
+                b.latest = t;
+                *next_batch += 1;
             }
+            b.latest = b.latest.max(t);
+            b.members.push(m);
             if heads[c] < queues[c].len() {
                 let rk = key(c, &heads, &gcras);
                 match prov.gcra.earliest() {
@@ -333,8 +364,10 @@ impl Limiter {
                 }
             }
         }
-        for b in open.into_iter().flatten() {
-            close(b, out);
+        for b in &mut open {
+            if b.open {
+                b.close(out);
+            }
         }
         self.providers.insert(pid, prov);
         for (ti, g) in gcras.into_iter().enumerate() {

@@ -1,0 +1,31 @@
+"""Frequency caps: 1M check-and-reserve operations, Rust core vs Python twin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks.data import DAY_US, sends, volume_size
+from cadence.dispatch.caps import CapRule, FrequencyCaps
+
+RULES = [CapRule("email", 3, 7 * DAY_US), CapRule("sms", 1, DAY_US), CapRule(None, 5, 7 * DAY_US)]
+SIZE = volume_size()
+
+
+@pytest.mark.parametrize("backend", ["rust", "python"], ids=[f"rust-{SIZE}", f"python-{SIZE}"])
+def test_caps_check_and_reserve(benchmark: Any, backend: str) -> None:
+    benchmark.group = f"caps-{SIZE}"
+    data = sends(SIZE)
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        caps = FrequencyCaps(RULES, backend=backend)  # type: ignore[arg-type]
+        caps.channel_code("email"), caps.channel_code("sms")
+        return (caps,), {}
+
+    def run(caps: FrequencyCaps) -> Any:
+        return caps.check_and_reserve(data.contacts, data.channels, data.ats)
+
+    rounds = 1 if backend == "python" else 5
+    decision = benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
+    assert 0 < decision.allowed.sum() < len(data.contacts)
