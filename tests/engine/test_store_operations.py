@@ -99,6 +99,7 @@ def test_enrolling_twice_enrolls_once_and_pause_resume_flip_everything(
             session, "default", version, IDS[:1], node="n1", due_at=T0, now=T0, occurrence=1
         )
     assert (first, second, again) == (IDS[:3], IDS[3:], IDS[:1])
+
     with store.session() as session:
         assert hold_enrollments(session, [version], now=T0) == 6
         assert claim_enrollments(session, "w", now=T0, limit=10, lease_for=timedelta(1)) == []
@@ -110,6 +111,22 @@ def test_enrolling_twice_enrolls_once_and_pause_resume_flip_everything(
         assert enrolled_contact_ids(session, [version], ["c0", "c4", "zz"]) == {"c0", "c4"}
         assert cancel_enrollments(session, [version], now=T0) == 6
         assert enrollment_counts(session, "default") == {"welcome": {"cancelled": 6}}
+
+
+def test_reentry_enrolls_a_mixed_batch_in_one_call(store: Store, people: list[str]) -> None:
+    with store.session() as session:
+        version = save_campaign_version(
+            session, "default", "welcome", compiled={}, content_hash="a", now=T0
+        ).version_id
+        enroll_contacts(session, "default", version, IDS[:2], node="n1", due_at=T0, now=T0)
+        mixed = enroll_contacts(
+            session, "default", version, IDS[:3], node="n1", due_at=T0, now=T0,
+            occurrences={"c0": 1, "c1": 0},
+        )  # fmt: skip
+    assert mixed == ["c0", "c2"]  # c0 re-enters as occurrence 1; c1 is already in 0
+    with store.session() as session:
+        rows = session.execute(select(Enrollment.contact_id, Enrollment.occurrence)).all()
+    assert sorted((cid, n) for cid, n in rows) == [("c0", 0), ("c0", 1), ("c1", 0), ("c2", 0)]
 
 
 def test_unfinished_enrollments_move_to_a_new_version_by_node_name(

@@ -7,7 +7,7 @@ and resuming flip every enrollment of a campaign in one UPDATE.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -147,26 +147,29 @@ def enroll_contacts(
     now: datetime,
     occurrence: int = 0,
     state: dict[str, Any] | None = None,
+    occurrences: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Enroll contacts in a version in bulk; returns those newly enrolled.
 
     A contact already enrolled in this (version, occurrence) is left alone, so a trigger
-    that fires twice enrolls once.
+    that fires twice enrolls once. `occurrences` gives some contacts their own occurrence
+    (re-entry), so a mixed batch is still one statement.
     """
+    per_contact = occurrences or {}
     wanted = list(dict.fromkeys(contact_ids))
     enrolled: list[str] = []
     for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        present = set(
-            session.scalars(
-                select(Enrollment.contact_id).where(
+        chunk = [(cid, per_contact.get(cid, occurrence)) for cid in wanted[start : start + CHUNK]]
+        present = {
+            (cid, number)
+            for cid, number in session.execute(
+                select(Enrollment.contact_id, Enrollment.occurrence).where(
                     Enrollment.version_id == version_id,
-                    Enrollment.occurrence == occurrence,
-                    Enrollment.contact_id.in_(chunk),
+                    Enrollment.contact_id.in_([cid for cid, _ in chunk]),
                 )
             )
-        )
-        fresh = [contact_id for contact_id in chunk if contact_id not in present]
+        }
+        fresh = [pair for pair in chunk if pair not in present]
         if not fresh:
             continue
         statement = dialect_insert(_dialect(session), Enrollment).on_conflict_do_nothing(
@@ -179,7 +182,7 @@ def enroll_contacts(
                     "tenant_id": tenant_id,
                     "version_id": version_id,
                     "contact_id": contact_id,
-                    "occurrence": occurrence,
+                    "occurrence": number,
                     "node": node,
                     "status": EnrollmentStatus.ACTIVE.value,
                     "due_at": due_at,
@@ -189,10 +192,10 @@ def enroll_contacts(
                     "created_at": now,
                     "updated_at": now,
                 }
-                for contact_id in fresh
+                for contact_id, number in fresh
             ],
         )
-        enrolled.extend(fresh)
+        enrolled.extend(contact_id for contact_id, _ in fresh)
     return enrolled
 
 
