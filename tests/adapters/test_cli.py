@@ -1,0 +1,231 @@
+"""`cadence preview` and `cadence send-test` from the command line."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+
+from cadence.adapters.standins.infobip import InfobipStandin
+from cadence.cli import main
+from tests.adapters.test_smtp import Inbox, free_port
+
+SOURCE = """
+template welcome email {
+  subject "Welcome to {{ company.name | default('Acme') }}, {{ contact.first_name }}!"
+  preheader "Three things to try first"
+  body file "templates/welcome.html.j2"
+  locale "es" {
+    subject "¡Bienvenido, {{ contact.first_name }}!"
+    body "<p>Hola {{ contact.first_name }}: {{ contact.budget | money('EUR') }}</p>"
+  }
+}
+template follow_up sms "Hi {{ contact.first_name }}, still in {{ contact.city }}? Reply STOP."
+template draft sms "Not sent by any campaign yet, {{ contact.first_name | default('friend') }}"
+
+campaign welcome_series "Welcome" {
+  from "Acme Homes <hello@acme.test>"
+  channels email, sms
+  on contact_created { send email welcome  wait 1d  send sms follow_up }
+}
+"""
+
+HTML = """<html><body>
+<h1>Hi {{ contact.first_name }}</h1>
+<p>Budget: {{ contact.budget | money('USD') }}</p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>
+</body></html>
+"""
+
+
+@pytest.fixture
+def campaign_file(tmp_path: Path) -> Path:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "welcome.html.j2").write_text(HTML, encoding="utf-8")
+    path = tmp_path / "welcome.cadence"
+    path.write_text(SOURCE, encoding="utf-8")
+    return path
+
+
+def test_preview_email(campaign_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    contact = '{"first_name": "Ana", "budget": 450000}'
+    assert main(["preview", str(campaign_file), "welcome", "--contact", contact]) == 0
+    out = capsys.readouterr().out
+    assert "template welcome (email, locale en)" in out
+    assert "Subject:   Welcome to Acme, Ana!" in out
+    assert "Preheader: Three things to try first" in out
+    assert "Budget: $450,000.00" in out
+    assert "<h1>" not in out  # HTML only with --html
+
+
+def test_preview_localized_from_a_contact_file(
+    campaign_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contact = tmp_path / "ana.json"
+    contact.write_text(json.dumps({"first_name": "Ana", "budget": 450000, "locale": "es-ES"}))
+    code = main(["preview", str(campaign_file), "welcome", "--contact", str(contact), "--html"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "locale es" in out and "Subject:   ¡Bienvenido, Ana!" in out
+    assert "Hola Ana: 450.000,00\xa0€" in out and "<p>Hola Ana" in out
+
+
+def test_preview_sms_segments_and_json(
+    campaign_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contact = '{"first_name": "Zoë", "city": "Paris"}'
+    assert main(["preview", str(campaign_file), "follow_up", "--contact", contact]) == 0
+    assert "SMS: UCS-2, 35 characters, 1 segment" in capsys.readouterr().out
+    code = main(
+        ["preview", str(campaign_file), "follow_up", "--contact", contact, "--format", "json"]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["encoding"] == "UCS-2" and data["segments"] == 1 and data["channel"] == "sms"
+
+
+def test_preview_of_a_template_no_campaign_sends(
+    campaign_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["preview", str(campaign_file), "draft"]) == 0
+    assert "Not sent by any campaign yet, Alex" in capsys.readouterr().out
+
+
+def test_preview_errors(campaign_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["preview", str(campaign_file), "follow_up", "--contact", '{"first_name": "Jo"}']) == 1
+    )
+    err = capsys.readouterr().err
+    assert "follow_up (body), line 1" in err and "contact.city" in err
+    assert main(["preview", str(campaign_file), "welcom"]) == 2
+    assert "did you mean `welcome`" in capsys.readouterr().err
+    assert main(["preview", str(campaign_file), "welcome", "--contact", "{oops"]) == 2
+    assert main(["preview", str(campaign_file), "welcome", "--contact", "missing.json"]) == 2
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def test_send_test_email_over_smtp(
+    campaign_file: Path,
+    smtp_server: tuple[Inbox, int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler, port = smtp_server
+    monkeypatch.setenv("CADENCE_SMTP_URL", f"smtp+plain://127.0.0.1:{port}")
+    contact = '{"first_name": "Ana", "budget": 1}'
+    code = main(
+        [
+            "send-test",
+            str(campaign_file),
+            "welcome",
+            "--to",
+            "ana@example.test",
+            "--contact",
+            contact,
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "sent welcome to ana@example.test via smtp" in capsys.readouterr().out
+    ((envelope, mime),) = handler.messages
+    assert envelope.rcpt_tos == ["ana@example.test"]
+    assert mime["From"] == "Acme Homes <hello@acme.test>"
+    assert mime["Subject"] == "Welcome to Acme, Ana!"
+
+
+class BackgroundInfobip:
+    """The Infobip stand-in on its own thread, for a CLI that runs its own event loop."""
+
+    def __init__(self) -> None:
+        self.standin = InfobipStandin()
+        self.ready = threading.Event()
+        self.url = ""
+        self._stop: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        with trio.CancelScope() as scope:
+            self._cancel = scope
+            self._stop = trio.lowlevel.current_trio_token()
+            async with trio.open_nursery() as nursery:
+                self.url = await nursery.start(self.standin.serve)
+                self.ready.set()
+
+    def __enter__(self) -> BackgroundInfobip:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._stop is not None and self._cancel is not None
+        self._stop.run_sync_soon(self._cancel.cancel)
+        self.thread.join(10)
+
+
+def test_send_test_sms_through_infobip(
+    campaign_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with BackgroundInfobip() as infobip:
+        monkeypatch.setenv("CADENCE_INFOBIP_BASE_URL", infobip.url)
+        monkeypatch.setenv("CADENCE_INFOBIP_API_KEY", "test-infobip-key")
+        contact = '{"first_name": "Jo", "city": "Leeds"}'
+        code = main(
+            [
+                "send-test",
+                str(campaign_file),
+                "follow_up",
+                "--to",
+                "+447946000001",
+                "--contact",
+                contact,
+            ]
+        )
+        assert code == 0, capsys.readouterr().err
+        (message,) = infobip.standin.messages
+        assert message.to == "447946000001"
+        assert message.text == "Hi Jo, still in Leeds? Reply STOP."
+    monkeypatch.setenv("CADENCE_INFOBIP_API_KEY", "wrong")
+    with BackgroundInfobip() as infobip:
+        monkeypatch.setenv("CADENCE_INFOBIP_BASE_URL", infobip.url)
+        code = main(
+            [
+                "send-test",
+                str(campaign_file),
+                "follow_up",
+                "--to",
+                "+447946000001",
+                "--contact",
+                contact,
+            ]
+        )
+        assert code == 1
+        assert "failed_permanent" in capsys.readouterr().err
+
+
+def test_send_test_without_a_provider_fails_cleanly(
+    campaign_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("CADENCE_SMTP_URL", "CADENCE_BREVO_API_KEY", "CADENCE_EMAIL_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    contact = '{"first_name": "Ana", "budget": 1}'
+    code = main(
+        ["send-test", str(campaign_file), "welcome", "--to", "a@b.test", "--contact", contact]
+    )
+    assert code == 1
+    assert "no provider configured for email" in capsys.readouterr().err
