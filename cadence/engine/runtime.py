@@ -610,10 +610,10 @@ class Engine:
             previous = last.get(contact_id)
             occurrence = 0
             if previous is not None:
-                number, created, status = previous
-                if status == EnrollmentStatus.ACTIVE.value:
-                    continue
-                if reenter.mode == "after" and now - created < dt.timedelta(
+                # `reenter always`: every firing is its own journey, even beside a running one;
+                # `reenter after D`: not again until D after the last entry.
+                number, created, _status = previous
+                if reenter.mode == "after" and now - as_utc(created) < dt.timedelta(
                     seconds=reenter.after_seconds or 0
                 ):
                     continue

@@ -1,0 +1,247 @@
+"""Dry-runs of the examples on small fixed audiences: exact sends, exact times, the JSON contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from cadence.dsl.compiler import compile_paths
+from cadence.engine.dryrun import DryRunError, DryRunReport, dry_run, parse_assume
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    return path
+
+
+def run(
+    example: str,
+    contacts: Path,
+    *,
+    events: Path | None = None,
+    days: int = 30,
+    start: dt.datetime = START,
+    assume: dict[str, float] | None = None,
+) -> DryRunReport:
+    campaigns = compile_paths([EXAMPLES / example])
+    return trio.run(
+        lambda: dry_run(
+            campaigns, contacts, events=events, start=start, until=dt.timedelta(days=days),
+            assume=assume, seed=1,
+        )
+    )  # fmt: skip
+
+
+def at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def sends(report: DryRunReport) -> list[tuple[dt.datetime, str, str | None]]:
+    return [(s.at, s.contact, s.template) for s in report.sends]
+
+
+def test_welcome_series_sends_on_days_0_3_7_14(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "a", "email": "a@example.test", "first_name": "A", "timezone": "UTC"},
+            {"id": "b", "email": "b@example.test", "first_name": "B", "timezone": "Asia/Manila"},
+        ],
+    )
+    report = run("welcome_series.cadence", contacts)
+    expected = []
+    for contact in ("a", "b"):
+        expected += [
+            (START, contact, "welcome"),
+            (START + dt.timedelta(days=3), contact, "getting_started"),
+            (START + dt.timedelta(days=7), contact, "tips"),
+            (START + dt.timedelta(days=14), contact, "re_engagement"),
+        ]
+    assert sends(report) == sorted(expected)
+    assert report.summary() == {
+        "type": "summary",
+        "sends": 8,
+        "by_template": {"getting_started": 2, "re_engagement": 2, "tips": 2, "welcome": 2},
+        "enrolled": 2,
+        "completed": 2,
+        "exited": 0,
+    }
+
+
+def test_welcome_series_engaged_contacts_take_the_engaged_path(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test", "timezone": "UTC"}]
+    )
+    report = run("welcome_series.cadence", contacts, assume={"opened": 1.0, "clicked": 1.0})
+    assert [s.template for s in report.sends][-1] == "engaged_user"
+
+
+BUYER = {"lead_type": "buyer", "budget_max": 500000}
+
+
+def test_property_interest_follows_three_views_within_budget(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "wa", "email": "wa@example.test", "phone": "+15550000001", "timezone": "UTC",
+             "attributes": {**BUYER, "whatsapp_opt_in": True}},
+            {"id": "sms", "email": "s@example.test", "phone": "+15550000002",
+             "timezone": "Asia/Manila", "attributes": {**BUYER, "sms_opt_in": True}},
+            {"id": "seller", "email": "x@example.test", "timezone": "UTC",
+             "attributes": {"lead_type": "seller", "budget_max": 500000}},
+            {"id": "twice", "email": "t@example.test", "timezone": "UTC", "attributes": BUYER},
+            {"id": "pricey", "email": "p@example.test", "timezone": "UTC", "attributes": BUYER},
+        ],
+    )  # fmt: skip
+    views = []
+    for contact, prices in {
+        "wa": [300000, 400000, 450000],
+        "sms": [300000, 400000, 450000],
+        "seller": [300000, 400000, 450000],
+        "twice": [300000, 400000],
+        "pricey": [300000, 900000, 450000],
+    }.items():
+        for hour, price in zip((10, 11, 12), prices, strict=False):
+            views.append(
+                {"contact": contact, "name": "property_viewed", "at": f"2026-12-01T{hour}:00:00Z",
+                 "properties": {"price": price, "city": "Makati", "beds": 2}}
+            )  # fmt: skip
+    events = write_jsonl(tmp_path / "e.jsonl", views)
+    report = run("property_interest.cadence", contacts, events=events, days=10)
+    assert sends(report) == [
+        (at("2026-12-01T13:00"), "sms", "property_details"),
+        (at("2026-12-01T13:00"), "wa", "property_details"),
+        (at("2026-12-05T13:00"), "wa", "follow_up_whatsapp"),
+        # 13:00 UTC is 21:00 in Manila: quiet hours hold the SMS until 08:00 there.
+        (at("2026-12-06T00:00"), "sms", "follow_up"),
+    ]
+    assert report.enrolled == 2 and report.completed == 2
+
+
+def test_weekday_broadcast_goes_out_at_nine_local_and_skips_the_weekend(tmp_path: Path) -> None:
+    subscriber = {"newsletter_opt_in": True, "email_verified": True,
+                  "last_activity": "2026-11-20T12:00:00Z"}  # fmt: skip
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "ny", "email": "ny@example.test", "timezone": "America/New_York",
+             "attributes": {**subscriber, "country": "US"}},
+            {"id": "mnl", "email": "m@example.test", "timezone": "Asia/Manila",
+             "attributes": {**subscriber, "country": "PH", "city": "Lisbon"}},
+        ],
+    )  # fmt: skip
+    report = run("weekday_broadcast.cadence", contacts, start=at("2026-12-02T00:00"), days=6)
+    # Thursday 3 December, 09:00 local: 14:00 UTC in New York, 01:00 UTC in Manila. The
+    # reminder two days later falls on Saturday; the weekday send window moves it to
+    # Monday 7 December, 09:00 local.
+    assert sends(report) == [
+        (at("2026-12-03T01:00"), "mnl", "december_newsletter"),
+        (at("2026-12-03T14:00"), "ny", "december_newsletter"),
+        (at("2026-12-07T01:00"), "mnl", "newsletter_reminder"),
+        (at("2026-12-07T14:00"), "ny", "newsletter_reminder"),
+    ]
+
+
+def test_listing_fanout_reaches_every_matching_contact(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "match", "email": "m@example.test", "timezone": "UTC",
+             "attributes": {"lead_type": "buyer", "budget_max": 500000, "areas": ["Denver"],
+                            "beds_min": 2, "saved_properties": ["p1"]}},
+            {"id": "poor", "email": "p@example.test", "timezone": "UTC",
+             "attributes": {"lead_type": "buyer", "budget_max": 100000, "areas": ["Denver"],
+                            "beds_min": 2, "saved_properties": []}},
+            {"id": "elsewhere", "email": "e@example.test", "timezone": "UTC",
+             "attributes": {"lead_type": "buyer", "budget_max": 900000, "areas": ["Miami"],
+                            "beds_min": 1, "saved_properties": []}},
+        ],
+    )  # fmt: skip
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"name": "property_listed", "at": "2026-12-02T10:00:00Z",
+             "properties": {"property_id": "p9", "title": "Loft", "price": 400000,
+                            "city": "Denver", "beds": 2, "baths": 1, "currency": "USD",
+                            "url": "https://homes.example.test/p9"}},
+            {"name": "price_dropped", "at": "2026-12-03T10:00:00Z",
+             "properties": {"property_id": "p1", "title": "House", "price": 300000,
+                            "old_price": 350000, "city": "Denver", "currency": "USD",
+                            "url": "https://homes.example.test/p1"}},
+        ],
+    )  # fmt: skip
+    report = run("listing_fanout.cadence", contacts, events=events, days=5)
+    received = Counter((s.contact, s.template) for s in report.sends)
+    assert received == Counter({("match", "new_listing"): 1, ("match", "price_drop"): 1})
+
+
+def test_json_lines_follow_the_contract(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": "c1", "email": "c1@example.test", "timezone": "UTC"}]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "dry-run", str(EXAMPLES / "welcome_series.cadence"),
+         "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z", "--until", "20d",
+         "--json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    first = lines[0]
+    assert first == {
+        "type": "send",
+        "at": "2026-12-01T09:00:00Z",
+        "contact": "c1",
+        "campaign": "welcome_series",
+        "node": "send_welcome",
+        "channel": "email",
+        "template": "welcome",
+        "variant": None,
+    }
+    assert all(line["type"] == "send" for line in lines[:-1])
+    assert lines[-1] == {
+        "type": "summary",
+        "sends": 4,
+        "by_template": {"getting_started": 1, "re_engagement": 1, "tips": 1, "welcome": 1},
+        "enrolled": 1,
+        "completed": 1,
+        "exited": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("opened=2", "not between 0 and 1"),
+        ("opened", "expected NAME=RATE"),
+        ("smiled=0.1", "expected NAME=RATE"),
+        ("opened=x", "needs a number"),
+    ],
+)
+def test_bad_assume_is_a_clear_error(text: str, message: str) -> None:
+    with pytest.raises(DryRunError, match=message):
+        parse_assume(text)
+
+
+def test_bad_contacts_file_exits_1_and_names_the_row(tmp_path: Path) -> None:
+    contacts = tmp_path / "c.jsonl"
+    contacts.write_text(
+        '{"id": "ok", "email": "ok@example.test"}\n{"id": "bad", "timezone": "Mars/Base"}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "dry-run", str(EXAMPLES / "welcome_series.cadence"),
+         "--contacts", str(contacts), "--json"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert ":2:" in done.stderr and "timezone" in done.stderr
