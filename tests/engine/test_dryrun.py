@@ -1,4 +1,4 @@
-"""Dry-runs of the examples on small fixed audiences: exact sends, exact times, the JSON contract."""
+"""Dry-runs of the examples on small fixed audiences: exact sends and times, the JSON contract."""
 
 from __future__ import annotations
 
