@@ -564,7 +564,7 @@ def _arith_values(op: str, a: Any, b: Any) -> Any:
         if a is None:
             return None
         ka = "time"
-    if kb == "string" and ka == "time":
+    if kb == "string" and ka in ("duration", "time"):
         b = _temporal(b)
         if b is None:
             return None

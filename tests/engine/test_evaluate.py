@@ -615,36 +615,51 @@ nullable_number = st.one_of(st.none(), st.integers(-3, 3))
 contact_attributes = st.fixed_dictionaries(
     {"a": nullable_number, "b": nullable_number, "flag": st.one_of(st.none(), st.booleans())}
 )
-atoms = st.one_of(
-    st.sampled_from(["flag", "a = b", "a < 1", "b >= 0", "a in [1, 2]", "b != 2", "a = 0"]),
+ATOM_TEXTS = ("flag", "a = b", "a < 1", "b >= 0", "a in [1, 2]", "b != 2", "a = 0")
+ATOMS = {text: expr(text) for text in ATOM_TEXTS}
+
+
+def not_(x: ast.Expr) -> ast.Expr:
+    """`not x`."""
+    return ast.Unary("not", x)
+
+
+def and_(x: ast.Expr, y: ast.Expr) -> ast.Expr:
+    """`x and y`."""
+    return ast.Binary("and", x, y)
+
+
+def or_(x: ast.Expr, y: ast.Expr) -> ast.Expr:
+    """`x or y`."""
+    return ast.Binary("or", x, y)
+
+
+conditions = st.recursive(
+    st.sampled_from(ATOM_TEXTS).map(ATOMS.__getitem__),
+    lambda inner: st.one_of(
+        st.builds(not_, inner), st.builds(and_, inner, inner), st.builds(or_, inner, inner)
+    ),
+    max_leaves=6,
 )
 
 
-def conditions() -> st.SearchStrategy[str]:
-    """Random conditions over nullable attributes."""
-    return st.recursive(
-        atoms,
-        lambda inner: st.one_of(
-            st.builds(lambda x: f"not ({x})", inner),
-            st.builds(lambda x, y: f"({x}) and ({y})", inner, inner),
-            st.builds(lambda x, y: f"({x}) or ({y})", inner, inner),
-        ),
-        max_leaves=6,
-    )
+@settings(max_examples=300, deadline=None)
+@given(x=conditions, y=conditions, attrs=contact_attributes)
+def test_three_valued_laws(x: ast.Expr, y: ast.Expr, attrs: dict[str, Any]) -> None:
+    context = ctx(attributes=attrs)
 
+    def e(condition: ast.Expr) -> bool | None:
+        return evaluate(condition, context)
 
-@settings(max_examples=200, deadline=None)
-@given(x=conditions(), y=conditions(), attrs=contact_attributes)
-def test_three_valued_laws(x: str, y: str, attrs: dict[str, Any]) -> None:
-    vx, vy = ev(x, **attrs), ev(y, **attrs)
-    assert ev(f"not (not ({x}))", **attrs) is vx
-    assert ev(f"not (({x}) and ({y}))", **attrs) is ev(f"(not ({x})) or (not ({y}))", **attrs)
-    assert ev(f"not (({x}) or ({y}))", **attrs) is ev(f"(not ({x})) and (not ({y}))", **attrs)
-    assert ev(f"({x}) and ({y})", **attrs) is ev(f"({y}) and ({x})", **attrs)
-    assert ev(f"({x}) or ({x})", **attrs) is vx
-    if vx is None:
-        assert ev(f"not ({x})", **attrs) is None
-    assert ev(f"({x}) or ({y})", **attrs) is tri_or(vx, vy)
+    vx, vy = e(x), e(y)
+    assert e(not_(not_(x))) is vx
+    assert e(not_(and_(x, y))) is e(or_(not_(x), not_(y)))
+    assert e(not_(or_(x, y))) is e(and_(not_(x), not_(y)))
+    assert e(and_(x, y)) is e(and_(y, x))
+    assert e(or_(x, x)) is vx
+    assert e(and_(x, y)) is tri_and(vx, vy)
+    assert e(or_(x, y)) is tri_or(vx, vy)
+    assert e(not_(x)) is tri_not(vx)
 
 
 # ---------------------------------------------------------------------------- against dispatch
@@ -704,3 +719,64 @@ def test_within_agrees_with_the_dispatch_filter_for_past_instants() -> None:
     mask = filter_contacts(table, dx.Within(dx.Col("t"), 7 * 86_400_000_000), now=NOW)
     mine = [holds(expr("t within 7d"), ctx(attributes={"t": t})) for t in instants]
     assert mine == [bool(m) for m in mask] == [True, True, False, False, False]
+
+
+def test_more_arithmetic_kinds() -> None:
+    week = dt.timedelta(days=7)
+    assert val("7d + 1d") == dt.timedelta(days=8)
+    assert val("7d - 1d") == dt.timedelta(days=6)
+    assert val("1d * 2") == dt.timedelta(days=2)
+    assert val("1d / 4") == dt.timedelta(hours=6)
+    assert val("1d / 0") is None
+    assert val("-7d") == -week
+    assert val("-(5 USD)") == Money(Decimal(-5), "USD")
+    assert val("2 * 5 USD") == Money(Decimal(10), "USD")
+    assert val("5 USD / 2") == Money(Decimal("2.5"), "USD")
+    assert val("5 USD / 0") is None
+    assert val("5 USD * 2 USD") is None
+    assert val("5 USD - 2 USD") == Money(Decimal(3), "USD")
+    assert val("5 USD / 0 USD") is None
+    assert val("7d + t", t="2026-06-01T00:00:00Z") == dt.datetime(2026, 6, 8, tzinfo=UTC)
+    assert val("t + 7d", t="not a time") is None
+    assert val("t - 1d", t=dt.date(2026, 6, 2)) == dt.datetime(2026, 6, 1, tzinfo=UTC)
+    assert val("x * y", x=Decimal("1e999999"), y=Decimal("1e999999")) is None  # overflow
+
+
+def test_times_of_day_and_percentages_as_values() -> None:
+    assert val("09:30") == dt.time(9, 30)
+    assert ev("09:30 < 10:00") is True
+    assert ev("rate >= 20%", rate=0.25) is True
+    assert ev("rate >= 20%", rate=0.15) is False
+    assert to_plain(dt.time(9, 30)) == "09:30:00"
+
+
+def test_normalize_edge_values() -> None:
+    assert normalize(Decimal("NaN")) is None
+    assert normalize({"amount": "12.50", "currency": "USD"}) == Money(Decimal("12.50"), "USD")
+    assert normalize({"amount": "lots", "currency": "USD"}) == {"amount": "lots", "currency": "USD"}
+    assert normalize(frozenset({1})) == (Decimal(1),)
+    assert normalize(object) is object
+
+
+def test_where_without_a_context_uses_the_events_own_instant_or_the_given_now() -> None:
+    recent = expr("event.seen within 1d")
+    event = {"at": "2026-06-15T12:00:00Z", "seen": "2026-06-15T00:00:00Z"}
+    assert event_where_holds(recent, event) is True
+    assert event_where_holds(recent, event, now=NOW + dt.timedelta(days=2)) is False
+
+
+def test_history_events_keep_properties_up_to_now() -> None:
+    context = ctx(
+        events=[("view", at(2), {"id": 1}), ("view", at(-1), {"id": 2}), ("buy", at(1), {})]
+    )
+    assert context.history_events("view") == [ContactEvent("view", at(2), {"id": 1})]
+    assert context.history("view") == [at(2)]
+
+
+def test_from_facts_accepts_sent_messages_and_naive_instants() -> None:
+    context = EvalContext.from_facts(
+        now=NOW,
+        attributes={},
+        sends=[SentMessage("sms", at(1)), ("email", None, dt.datetime(2026, 6, 15, 11, 0))],
+    )
+    assert ev("received(sms, 2d) and received(email, 2h)", context) is True
