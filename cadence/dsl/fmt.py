@@ -42,12 +42,16 @@ _Pos = tuple[int, int, int]
 
 def format_text(text: str, file: str = "<string>") -> str:
     """Parse `text` and return it in canonical layout; raises `CadenceSyntaxError` if it is bad."""
-    return format_program(parse_text(text, file))
+    return format_program(parse_text(text, file), source=text)
 
 
-def format_program(program: ast.Program) -> str:
-    """The canonical text of a program, with `program.comments` put back where they belong."""
-    printer = _Printer(program.comments)
+def format_program(program: ast.Program, *, source: str | None = None) -> str:
+    """The canonical text of a program, with `program.comments` put back where they belong.
+
+    `source`, the text the program was parsed from, lets comments next to an `else` stay on
+    the right side of it (the tree does not record where `else` stood).
+    """
+    printer = _Printer(program.comments, source)
     printer.program(program)
     last_end = program.declarations[-1].span.end_line if program.declarations else 0
     return _render(printer.lines, program.comments, last_end)
@@ -332,9 +336,36 @@ def _after(pos: _Pos) -> _Pos:
 class _Printer:
     """Lays a program out as `_Line`s; comments are attached afterwards by `_render`."""
 
-    def __init__(self, comments: Sequence[ast.Comment]) -> None:
+    def __init__(self, comments: Sequence[ast.Comment], source: str | None) -> None:
         self.lines: list[_Line] = []
         self._comment_at = sorted((c.span.line, c.span.column) for c in comments)
+        self._source = source
+        self._line_offsets: list[int] = []
+        if source is not None:
+            offset = 0
+            for text in source.split("\n"):
+                self._line_offsets.append(offset)
+                offset += len(text) + 1
+
+    def _brace_after(self, pos: _Pos) -> _Pos | None:
+        """Where the `}` that follows `pos` (past blanks and comments) stands, if it does."""
+        if self._source is None or pos[2] != 0 or not 1 <= pos[0] <= len(self._line_offsets):
+            return None
+        source = self._source
+        index = self._line_offsets[pos[0] - 1] + pos[1] - 1
+        while index < len(source):
+            char = source[index]
+            if char == "#":
+                newline = source.find("\n", index)
+                index = len(source) if newline == -1 else newline
+            elif char.isspace():
+                index += 1
+            else:
+                break
+        if index >= len(source) or source[index] != "}":
+            return None
+        line = bisect_right(self._line_offsets, index)
+        return (line, index - self._line_offsets[line - 1] + 1, 0)
 
     def _emit(
         self,
@@ -577,7 +608,8 @@ class _Printer:
                 self._emit(depth, text, key, start=_start(branch.span), prev_end=last)
             last = self.steps(branch.steps, depth + 1)
         if step.else_steps is not None:
-            self._emit(depth, "} else {", _after(self.lines[-1].key))
+            previous = self.lines[-1].key
+            self._emit(depth, "} else {", self._brace_after(previous) or _after(previous))
             last = self.steps(step.else_steps, depth + 1)
         self._close(depth, _end(step.span), last)
 
