@@ -665,51 +665,72 @@ def test_three_valued_laws(x: ast.Expr, y: ast.Expr, attrs: dict[str, Any]) -> N
 # ---------------------------------------------------------------------------- against dispatch
 
 
-def _dispatch_atom(text: str) -> dx.Expr:
-    atoms_ir: dict[str, dx.Expr] = {
-        "flag": dx.Truthy(dx.Col("flag")),
-        "a = b": dx.Cmp("=", dx.Col("a"), dx.Col("b")),
-        "a < 1": dx.Cmp("<", dx.Col("a"), dx.Lit(1)),
-        "b >= 0": dx.Cmp(">=", dx.Col("b"), dx.Lit(0)),
-        "a in [1, 2]": dx.In(dx.Col("a"), dx.Lit((1, 2))),
-        "b != 2": dx.Cmp("!=", dx.Col("b"), dx.Lit(2)),
-        "a = 0": dx.Cmp("=", dx.Col("a"), dx.Lit(0)),
-    }
-    return atoms_ir[text]
+# Each atom as the evaluator reads it (parsed) and as the dispatch core's IR.
+DISPATCH_ATOMS: dict[str, dx.Expr] = {
+    "flag": dx.Truthy(dx.Col("flag")),
+    "a = b": dx.Cmp("=", dx.Col("a"), dx.Col("b")),
+    "a < 1": dx.Cmp("<", dx.Col("a"), dx.Lit(1)),
+    "b >= 0": dx.Cmp(">=", dx.Col("b"), dx.Lit(0)),
+    "a in [1, 2]": dx.In(dx.Col("a"), dx.Lit((1, 2))),
+    "b != 2": dx.Cmp("!=", dx.Col("b"), dx.Lit(2)),
+    'name = "ab"': dx.Cmp("=", dx.Col("name"), dx.Lit("ab")),
+    'name startswith "a"': dx.StartsWith(dx.Col("name"), dx.Lit("a")),
+    'name contains "b"': dx.Contains(dx.Col("name"), dx.Lit("b")),
+    "name in tags": dx.In(dx.Col("name"), dx.Col("tags")),
+    'tags contains "a"': dx.Contains(dx.Col("tags"), dx.Lit("a")),
+    'name not in ["a", "b"]': dx.Not(dx.In(dx.Col("name"), dx.Lit(("a", "b")))),
+    "event.city in tags": dx.In(dx.EventField("city"), dx.Col("tags")),
+    "a <= event.price": dx.Cmp("<=", dx.Col("a"), dx.EventField("price")),
+}
+PARSED_ATOMS = {text: expr(text) for text in DISPATCH_ATOMS}
 
-
-ir_trees = st.recursive(
-    st.sampled_from(["flag", "a = b", "a < 1", "b >= 0", "a in [1, 2]", "b != 2", "a = 0"]).map(
-        lambda t: (t, _dispatch_atom(t))
-    ),
+paired_trees = st.recursive(
+    st.sampled_from(sorted(DISPATCH_ATOMS)).map(lambda t: (PARSED_ATOMS[t], DISPATCH_ATOMS[t])),
     lambda inner: st.one_of(
-        inner.map(lambda p: (f"not ({p[0]})", dx.Not(p[1]))),
+        inner.map(lambda p: (not_(p[0]), dx.Not(p[1]))),
         st.tuples(inner, inner).map(
-            lambda ps: (f"({ps[0][0]}) and ({ps[1][0]})", dx.And((ps[0][1], ps[1][1])))
+            lambda ps: (and_(ps[0][0], ps[1][0]), dx.And((ps[0][1], ps[1][1])))
         ),
         st.tuples(inner, inner).map(
-            lambda ps: (f"({ps[0][0]}) or ({ps[1][0]})", dx.Or((ps[0][1], ps[1][1])))
+            lambda ps: (or_(ps[0][0], ps[1][0]), dx.Or((ps[0][1], ps[1][1])))
         ),
     ),
     max_leaves=6,
 )
+short_text = st.one_of(st.none(), st.sampled_from(["", "a", "b", "ab", "ba", "c"]))
+dispatch_rows = st.fixed_dictionaries(
+    {
+        "a": nullable_number,
+        "b": nullable_number,
+        "flag": st.one_of(st.none(), st.booleans()),
+        "name": short_text,
+        "tags": st.one_of(st.none(), st.lists(short_text, max_size=3)),
+    }
+)
+fanout_events = st.fixed_dictionaries({"city": short_text, "price": nullable_number})
 
 
-@settings(max_examples=150, deadline=None)
-@given(tree=ir_trees, rows=st.lists(contact_attributes, min_size=1, max_size=12))
+@settings(max_examples=200, deadline=None)
+@given(
+    tree=paired_trees,
+    rows=st.lists(dispatch_rows, min_size=1, max_size=12),
+    event=fanout_events,
+)
 def test_agrees_with_the_dispatch_filter_on_missing_values(
-    tree: tuple[str, dx.Expr], rows: list[dict[str, Any]]
+    tree: tuple[ast.Expr, dx.Expr], rows: list[dict[str, Any]], event: dict[str, Any]
 ) -> None:
-    text, ir = tree
+    condition, ir = tree
     table = pa.table(
         {
             "a": pa.array([r["a"] for r in rows], type=pa.int64()),
             "b": pa.array([r["b"] for r in rows], type=pa.int64()),
             "flag": pa.array([r["flag"] for r in rows], type=pa.bool_()),
+            "name": pa.array([r["name"] for r in rows], type=pa.string()),
+            "tags": pa.array([r["tags"] for r in rows], type=pa.list_(pa.string())),
         }
     )
-    mask = filter_contacts(table, ir, now=NOW)
-    mine = [holds(expr(text), ctx(attributes=r)) for r in rows]
+    mask = filter_contacts(table, ir, now=NOW, event=event)
+    mine = [fanout_holds(condition, r, event, NOW) for r in rows]
     assert mine == [bool(m) for m in mask]
 
 
