@@ -354,6 +354,8 @@ def test_costs_in_another_currency_than_the_budget() -> None:
         'campaign c { budget 5 USD cost email 0.1 EUR, smss 1 USD on launch { tag add "x" } }'
     )
     assert codes(found) == ["E212", "E104"]
+    found = check_text('campaign c { cost email 1 USD, email 2 USD on launch { tag add "x" } }')
+    assert [(d.code, d.column) for d in found] == [("E213", 32)]
 
 
 def test_at_before_starts_and_date_only_ends_includes_that_day() -> None:

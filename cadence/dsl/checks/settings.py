@@ -205,12 +205,18 @@ def _check_setting(ctx: CheckContext, setting: ast.Setting) -> None:
                 "use an amount above 0",
             )
         case ast.CostSetting(items=items):
+            priced: dict[str, ast.CostItem] = {}
             for item in items:
                 check_channel(ctx, item.channel, ctx.word_span(item.span, item.channel))
-                if item.amount.amount < 0:
+                if item.channel in priced:
                     ctx.error(
-                        item.amount.span, "E212", "a cost cannot be negative", "use 0 or more"
+                        ctx.word_span(item.span, item.channel),
+                        "E213",
+                        f"the cost of {item.channel} is given twice",
+                        f"keep one of {priced[item.channel].amount.amount} and "
+                        f"{item.amount.amount} {item.amount.currency}",
                     )
+                priced.setdefault(item.channel, item)
         case _:
             pass
 
