@@ -11,7 +11,7 @@ backlog instead of losing it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import httpx
@@ -22,7 +22,7 @@ from cadence.adapters.brevo import BrevoAdapter
 from cadence.adapters.config import AdapterSettings, TenantConfig
 from cadence.adapters.infobip import InfobipAdapter
 from cadence.adapters.message import Channel, OutboundMessage, SendResult
-from cadence.adapters.retry import RetryPolicy
+from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.smtp import SmtpAdapter
 from cadence.adapters.webhook import WebhookAdapter
 
@@ -30,7 +30,11 @@ NOT_CONFIGURED_RETRY = dt.timedelta(minutes=5)
 
 
 class Outbound:
-    """Adapters per (tenant, provider), created on first use and shared afterwards."""
+    """Adapters per (tenant, provider), created on first use and shared afterwards.
+
+    Each adapter gets its own circuit breaker from `breaker`, so one tenant's broken
+    provider pauses that tenant's channel only.
+    """
 
     def __init__(
         self,
@@ -38,9 +42,11 @@ class Outbound:
         *,
         policy: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
+        breaker: Callable[[], CircuitBreaker] = CircuitBreaker,
     ) -> None:
         self.settings = settings
         self.policy = policy
+        self.breaker = breaker
         self._client = client
         self._own_client = client is None
         self._adapters: dict[tuple[str, str], ChannelAdapter] = {}
@@ -70,6 +76,7 @@ class Outbound:
                 default_sender=config.default_from,
                 feedback_id_sender=config.feedback_id_sender,
                 policy=self.policy,
+                breaker=self.breaker(),
             )
         if provider == "brevo" and config.brevo is not None:
             return BrevoAdapter(
@@ -78,11 +85,16 @@ class Outbound:
                 default_sender=config.default_from,
                 feedback_id_sender=config.feedback_id_sender,
                 policy=self.policy,
+                breaker=self.breaker(),
             )
         if provider == "infobip" and config.infobip is not None:
-            return InfobipAdapter(config.infobip, client=self._http(), policy=self.policy)
+            return InfobipAdapter(
+                config.infobip, client=self._http(), policy=self.policy, breaker=self.breaker()
+            )
         if provider == "webhook" and config.webhook is not None:
-            return WebhookAdapter(config.webhook, client=self._http(), policy=self.policy)
+            return WebhookAdapter(
+                config.webhook, client=self._http(), policy=self.policy, breaker=self.breaker()
+            )
         raise AssertionError(provider)  # pragma: no cover - _provider checked the config
 
     async def send(self, message: OutboundMessage) -> SendResult:

@@ -1,0 +1,167 @@
+"""A campaign runs in the engine; its emails arrive at a loopback SMTP server and its SMS at
+the Infobip stand-in, once each, with each contact's content and locale; after an outage
+every message still arrives exactly once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+
+from cadence.adapters.config import load_settings
+from cadence.adapters.outbound import Outbound
+from cadence.adapters.retry import CircuitBreaker, RetryPolicy
+from cadence.adapters.sink import AdapterSink, Links, StoreContentSource
+from cadence.adapters.standins.infobip import InfobipStandin
+from cadence.engine.runtime import Engine
+from tests.adapters.test_smtp import Inbox, free_port
+
+SOURCE = """
+template welcome email {
+  subject "Welcome, {{ contact.first_name }}!"
+  preheader "Your first week at {{ company.name }}"
+  body "<p>Hello {{ contact.first_name }}, homes in {{ contact.city }} from {{ contact.budget | money('USD') }}.</p>"
+  locale "es" {
+    subject "¡Bienvenido, {{ contact.first_name }}!"
+    body "<p>Hola {{ contact.first_name }}, casas en {{ contact.city }} desde {{ contact.budget | money('EUR') }}.</p>"
+  }
+}
+template nudge sms "Hi {{ contact.first_name }}, 3 new homes in {{ contact.city }}. Reply STOP to opt out."
+
+campaign onboarding "Onboarding" {
+  from "Acme Homes <hello@acme.test>"
+  channels email, sms
+  on contact_created {
+    send email welcome
+    send sms nudge
+  }
+}
+"""  # noqa: E501
+
+CONTACTS: list[dict[str, Any]] = [
+    {"id": "c1", "email": "ana@example.test", "phone": "+447946000001", "first_name": "Ana",
+     "locale": "es-MX", "city": "Sevilla", "budget": 300000, "sms_opt_in": True},
+    {"id": "c2", "email": "bob@example.test", "phone": "+447946000002", "first_name": "Bob",
+     "locale": "en-GB", "city": "Leeds", "budget": 250000, "sms_opt_in": True},
+    {"id": "c3", "email": "chen@example.test", "phone": "+447946000003", "first_name": "Chen",
+     "city": "London", "budget": 900000, "sms_opt_in": True},
+]  # fmt: skip
+
+
+@pytest.fixture
+def campaign(tmp_path: Path) -> Path:
+    path = tmp_path / "onboarding.cadence"
+    path.write_text(SOURCE, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def links(message: Any, contact: Any) -> Links:
+    return Links(
+        unsubscribe_url=f"https://t.acme.test/u/{contact['id']}",
+        unsubscribe_mailto="unsubscribe@acme.test",
+    )
+
+
+async def run_engine(
+    tmp_path: Path, campaign: Path, smtp_port: int, infobip: InfobipStandin
+) -> None:
+    url = f"sqlite:///{tmp_path / 'engine.db'}"
+    settings = load_settings(
+        env={
+            "CADENCE_SMTP_URL": f"smtp+plain://127.0.0.1:{smtp_port}",
+            "CADENCE_INFOBIP_API_KEY": "test-infobip-key",
+            "CADENCE_INFOBIP_BASE_URL": infobip.base_url,
+        }
+    )
+    outbound = Outbound(
+        settings,
+        policy=RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.1, max_inline_wait=0.5),
+        breaker=lambda: CircuitBreaker(
+            failure_threshold=3, reset_timeout=0.2, max_reset_timeout=0.4
+        ),
+    )
+    async with Engine(database_url=url) as engine:
+        source = StoreContentSource(url)
+        engine.sink = AdapterSink(
+            outbound, source, links=links, tenants={"default": {"name": "Acme Homes"}}
+        )
+        await engine.deploy(campaign)
+        await engine.launch("onboarding")
+        await engine.upsert_contacts(CONTACTS)
+        with trio.fail_after(30):
+            while True:
+                await engine.run_due()
+                upcoming = await engine.next_due()
+                if upcoming is None:
+                    break
+                await trio.sleep(0.1)
+        source.close()
+    await outbound.aclose()
+
+
+@pytest.mark.trio
+async def test_campaign_sends_arrive_once_with_each_contacts_content(
+    nursery: trio.Nursery, tmp_path: Path, campaign: Path, smtp: tuple[Inbox, int]
+) -> None:
+    handler, port = smtp
+    infobip = InfobipStandin()
+    await nursery.start(infobip.serve)
+    await run_engine(tmp_path, campaign, port, infobip)
+
+    mails = {envelope.rcpt_tos[0]: mime for envelope, mime in handler.messages}
+    assert sorted(mails) == ["ana@example.test", "bob@example.test", "chen@example.test"]
+    assert mails["ana@example.test"]["Subject"] == "¡Bienvenido, Ana!"
+    assert mails["bob@example.test"]["Subject"] == "Welcome, Bob!"
+    ana_html = mails["ana@example.test"].get_body(("html",))
+    assert ana_html is not None  # Spanish block, Mexican number format:
+    assert "<p>Hola Ana, casas en Sevilla desde EUR300,000.00.</p>" in ana_html.get_content()
+    bob_text = mails["bob@example.test"].get_body(("plain",))
+    assert bob_text is not None
+    assert "Hello Bob, homes in Leeds from US$250,000.00." in bob_text.get_content()
+    assert mails["chen@example.test"]["List-Unsubscribe"] == (
+        "<mailto:unsubscribe@acme.test>, <https://t.acme.test/u/c3>"
+    )
+    assert mails["chen@example.test"]["From"] == "Acme Homes <hello@acme.test>"
+    texts = {m.to: m.text for m in infobip.messages}
+    assert texts == {
+        "447946000001": "Hi Ana, 3 new homes in Sevilla. Reply STOP to opt out.",
+        "447946000002": "Hi Bob, 3 new homes in Leeds. Reply STOP to opt out.",
+        "447946000003": "Hi Chen, 3 new homes in London. Reply STOP to opt out.",
+    }
+    assert all(count == 1 for count in infobip.deliveries().values())
+
+
+@pytest.mark.trio
+async def test_outage_delays_and_loses_nothing(
+    nursery: trio.Nursery, tmp_path: Path, campaign: Path, smtp: tuple[Inbox, int]
+) -> None:
+    handler, port = smtp
+    infobip = InfobipStandin()
+    await nursery.start(infobip.serve)
+    infobip.faults.add("drop", process=True)  # taken, but the answer is lost
+    infobip.faults.outage(1.5, "503")  # then down for a while
+    await run_engine(tmp_path, campaign, port, infobip)
+    assert len(infobip.deliveries()) == 3
+    assert Counter(infobip.deliveries().values()) == {1: 3}
+    assert Counter(env.rcpt_tos[0] for env, _ in handler.messages) == {
+        "ana@example.test": 1,
+        "bob@example.test": 1,
+        "chen@example.test": 1,
+    }
