@@ -163,7 +163,7 @@ def _check_body_file(ctx: CheckContext, loaded: LoadedFile, body_file: ast.Strin
         body_file.span,
         "E217",
         f'the body file "{body_file.value}" does not exist',
-        hint or f"body files are found relative to {loaded.path.parent}",
+        hint or f"the path is relative to the folder of {loaded.source.name}",
     )
 
 

@@ -294,11 +294,18 @@ def _check_ab_split(ctx: CheckContext, split: ast.ABSplit) -> None:
                 split.metric_span,
                 "E203",
                 f"{metric} cannot be measured on {channel}",
-                f"{metric} are measured on {', '.join(measurable)}; "
-                + "try "
-                + " or ".join(m for m, chs in METRIC_CHANNELS.items() if channel in chs),
+                f"{metric} are measured on {_alternatives(list(measurable), 'and')}; "
+                f"on {channel} try "
+                + _alternatives([m for m, chs in METRIC_CHANNELS.items() if channel in chs], "or"),
             )
             break
+
+
+def _alternatives(words: list[str], conjunction: str) -> str:
+    """`a, b or c`: a list the way a sentence says it."""
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
 
 
 def _check_random_split(ctx: CheckContext, split: ast.RandomSplit) -> None:
