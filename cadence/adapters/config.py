@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from cadence.adapters.render import ApprovedWhatsAppTemplate
 from cadence.errors import CadenceError
 
 SmtpSecurity = Literal["auto", "starttls", "tls", "none"]
@@ -157,6 +158,8 @@ class TenantConfig:
     feedback_id_sender: str = "cadence"
     costs: Mapping[str, Decimal] = field(default_factory=dict)
     currency: str = "USD"
+    # Cadence WhatsApp template name -> the approved provider template used outside 24h.
+    whatsapp_templates: Mapping[str, ApprovedWhatsAppTemplate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,16 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
     if table := data.get("webhook"):
         webhook = WebhookConfig(secret=_secret(table, "secret", env, f"{where}.webhook"))
     costs = {str(k): Decimal(str(v)) for k, v in dict(data.get("costs", {})).items()}
+    approved: dict[str, ApprovedWhatsAppTemplate] = {}
+    for name, table in dict(data.get("whatsapp_templates", {})).items():
+        if not isinstance(table, dict) or not table.get("name") or not table.get("language"):
+            raise ConfigError(f"{where}.whatsapp_templates.{name} needs name and language")
+        parameters = table.get("parameters", [])
+        if not isinstance(parameters, list) or not all(isinstance(p, str) for p in parameters):
+            raise ConfigError(f"{where}.whatsapp_templates.{name}.parameters must be strings")
+        approved[str(name)] = ApprovedWhatsAppTemplate(
+            str(table["name"]), str(table["language"]), tuple(parameters)
+        )
     return TenantConfig(
         email_provider=provider,  # type: ignore[arg-type]
         smtp=smtp,
@@ -274,6 +287,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
         feedback_id_sender=str(data.get("feedback_id_sender", "cadence")),
         costs=costs,
         currency=str(data.get("currency", "USD")),
+        whatsapp_templates=approved,
     )
 
 

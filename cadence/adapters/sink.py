@@ -220,7 +220,12 @@ class AdapterSink:
             view_in_browser_url=links.view_in_browser_url,
         )
         try:
-            content = await self.renderer.arender(campaign.templates[message.template], context)
+            approved = self.outbound.settings.for_tenant(message.tenant_id).whatsapp_templates
+            content = await self.renderer.arender(
+                campaign.templates[message.template],
+                context,
+                approved=approved.get(message.template) if channel is Channel.WHATSAPP else None,
+            )
         except TemplateRenderError as error:
             return fail(str(error))
         name = " ".join(str(contact[k]) for k in ("first_name", "last_name") if contact.get(k))

@@ -24,6 +24,7 @@ from cadence.adapters.config import ConfigError, load_settings
 from cadence.adapters.message import Channel, OutboundMessage, SendStatus
 from cadence.adapters.outbound import Outbound
 from cadence.adapters.render import (
+    ApprovedWhatsAppTemplate,
     EmailContent,
     RenderContext,
     RenderedContent,
@@ -164,7 +165,9 @@ def _compile_unused(workspace: Any, name: str) -> CompiledTemplate | None:
 
 
 def _render(
-    args: argparse.Namespace, to: str | None = None
+    args: argparse.Namespace,
+    to: str | None = None,
+    approved: Mapping[str, ApprovedWhatsAppTemplate] | None = None,
 ) -> tuple[CompiledTemplate, CompiledCampaign | None, RenderedContent, dict[str, Any]]:
     template, campaign = find_template(args.file, args.template)
     contact = _json_arg(args.contact, "contact") if args.contact else dict(SAMPLE_CONTACT)
@@ -182,7 +185,8 @@ def _render(
         view_in_browser_url="https://example.invalid/view/preview",
         locale=args.locale,
     )
-    return template, campaign, TemplateRenderer().render(template, context), contact
+    spec = (approved or {}).get(template.name) if template.channel == "whatsapp" else None
+    return template, campaign, TemplateRenderer().render(template, context, approved=spec), contact
 
 
 def _describe(template: CompiledTemplate, content: RenderedContent, html: bool) -> str:
@@ -245,8 +249,9 @@ def run_preview(args: argparse.Namespace) -> int:
 def run_send_test(args: argparse.Namespace) -> int:
     """The `send-test` handler."""
     try:
-        template, campaign, content, contact = _render(args, to=args.to)
         settings = load_settings(args.config)
+        approved = settings.for_tenant(args.tenant).whatsapp_templates
+        template, campaign, content, contact = _render(args, to=args.to, approved=approved)
     except (CadenceError, OSError) as error:
         return _fail(error)
     except TemplateRenderError as error:  # pragma: no cover - CadenceError above

@@ -26,6 +26,7 @@ template welcome email {
   }
 }
 template follow_up sms "Hi {{ contact.first_name }}, still in {{ contact.city }}? Reply STOP."
+template wa whatsapp "Hi {{ contact.first_name }}, want to book a viewing?"
 template draft sms "Not sent by any campaign yet, {{ contact.first_name | default('friend') }}"
 
 campaign welcome_series "Welcome" {
@@ -229,3 +230,37 @@ def test_send_test_without_a_provider_fails_cleanly(
     )
     assert code == 1
     assert "no provider configured for email" in capsys.readouterr().err
+
+
+def test_send_test_whatsapp_uses_the_approved_template(
+    campaign_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "adapters.toml"
+    config.write_text(
+        """
+[default.infobip]
+api_key_env = "IB_KEY"
+whatsapp_sender = "447860099299"
+[default.whatsapp_templates.wa]
+name = "viewing_offer"
+language = "en"
+parameters = ["{{ contact.first_name }}"]
+""",
+        encoding="utf-8",
+    )
+    with BackgroundInfobip() as infobip:
+        monkeypatch.setenv("IB_KEY", "test-infobip-key")
+        monkeypatch.setenv("CADENCE_INFOBIP_BASE_URL", infobip.url)
+        args = ["send-test", str(campaign_file), "wa", "--to", "+447946000009"]
+        code = main([*args, "--config", str(config), "--contact", '{"first_name": "Li"}'])
+        assert code == 0, capsys.readouterr().err
+        (message,) = infobip.standin.messages
+    assert (message.template, message.language, message.placeholders) == (
+        "viewing_offer",
+        "en",
+        ("Li",),
+    )
+    assert message.sender == "447860099299"

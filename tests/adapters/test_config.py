@@ -91,3 +91,22 @@ def test_bad_values_are_config_errors() -> None:
         load_settings(env={"CADENCE_INFOBIP_API_KEY": "k"})
     with pytest.raises(ConfigError, match="email_provider"):
         load_settings(env={"CADENCE_EMAIL_PROVIDER": "carrier-pigeon"})
+
+
+def test_whatsapp_approved_templates(tmp_path: Path) -> None:
+    path = tmp_path / "adapters.toml"
+    path.write_text(
+        """
+[default.whatsapp_templates.follow_up_wa]
+name = "viewing_reminder_v2"
+language = "en_GB"
+parameters = ["{{ contact.first_name }}", "{{ contact.city }}"]
+""",
+        encoding="utf-8",
+    )
+    approved = load_settings(path, env={}).default.whatsapp_templates["follow_up_wa"]
+    assert approved.name == "viewing_reminder_v2" and approved.language == "en_GB"
+    assert approved.parameters == ("{{ contact.first_name }}", "{{ contact.city }}")
+    path.write_text('[default.whatsapp_templates.x]\nname = "n"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="language"):
+        load_settings(path, env={})
