@@ -18,10 +18,11 @@ from cadence.cli import main
 from cadence.commands.check import highlight, render_diagnostic
 from cadence.dsl import ast
 from cadence.dsl.checker import CHECK_CODES, check_or_raise, check_paths, check_text
-from cadence.dsl.checks.expressions import subexpressions
+from cadence.dsl.checks.expressions import STANDARD_CONTACT_FIELDS, subexpressions
 from cadence.dsl.checks.flow import format_duration
 from cadence.dsl.checks.steps import all_steps
 from cadence.dsl.parser import parse_bytes, parse_text
+from cadence.engine import facts
 from cadence.errors import CadenceCheckError, CadenceError, CadenceSyntaxError, Diagnostic
 from tests.language_md import language_blocks
 
@@ -227,6 +228,16 @@ def test_with_a_schema_segments_scores_and_flags_are_still_names() -> None:
         "segment warm = hot and warmth > 3 and not converted and not unsubscribed\n"
     )
     assert found == []
+
+
+def test_standard_contact_fields_need_no_schema_entry() -> None:
+    found = check_text(
+        "schema contact { lead_score: number }\n"
+        'segment a = contact.email startswith "a" and locale = "es" and created_at within 1d\n'
+        'on launch { set first_name = "x"  set contact.phone = "y" }\n'
+    )
+    assert found == []
+    assert set(STANDARD_CONTACT_FIELDS) == set(facts.STANDARD_FIELDS)
 
 
 def test_function_arguments_are_checked() -> None:

@@ -31,6 +31,20 @@ FUNCTION_SIGNATURES: dict[str, tuple[int, str]] = {
 }
 assert set(FUNCTION_SIGNATURES) == {*ENGAGEMENT_FUNCTIONS, *EVENT_FUNCTIONS, *AUDIENCE_FUNCTIONS}
 
+# Fields every contact has, whether or not a schema declares them (the store keeps them in
+# columns of their own: cadence.engine.facts.STANDARD_FIELDS, held equal by a test).
+STANDARD_CONTACT_FIELDS: tuple[str, ...] = (
+    "id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "timezone",
+    "locale",
+    "tags",
+    "created_at",
+)
+
 # Path roots that are not contact attributes: the triggering event's fields.
 EVENT_ROOT = "event"
 CONTACT_ROOT = "contact"
@@ -96,7 +110,13 @@ def check_expression(ctx: CheckContext, expr: ast.Expr) -> None:
 def known_bare_names(ctx: CheckContext) -> set[str]:
     """Names a bare word in an expression may stand for, the schema's attributes included."""
     symbols = ctx.symbols
-    return {*symbols.segments, *symbols.scores, *symbols.schema, *ENGAGEMENT_FLAGS}
+    return {
+        *symbols.segments,
+        *symbols.scores,
+        *symbols.schema,
+        *STANDARD_CONTACT_FIELDS,
+        *ENGAGEMENT_FLAGS,
+    }
 
 
 def check_path(ctx: CheckContext, path: ast.Path) -> None:
@@ -126,13 +146,15 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
 
 def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:
     """`contact.NAME` or `set NAME`: with a schema, NAME must be one of its attributes."""
-    if not ctx.symbols.has_schema or name in ctx.symbols.schema:
+    schema = ctx.symbols.schema
+    if not ctx.symbols.has_schema or name in schema or name in STANDARD_CONTACT_FIELDS:
         return
     ctx.error(
         span,
         "E108",
         f"`{name}` is not a contact attribute of the schema",
-        did_you_mean(name, ctx.symbols.schema) or "declare it in `schema contact { }`",
+        did_you_mean(name, [*schema, *STANDARD_CONTACT_FIELDS])
+        or "declare it in `schema contact { }`",
     )
 
 
