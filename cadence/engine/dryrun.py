@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,26 +197,27 @@ async def dry_run(
     assume: Mapping[str, float] | None = None,
     seed: int = 0,
     on_progress: Callable[[dt.datetime, RunStats], None] | None = None,
-    database_dir: Path | None = None,
+    database_url: str = "sqlite://",
 ) -> DryRunReport:
-    """Run the campaigns over the contacts from `start` for `until`, and report what happened."""
+    """Run the campaigns over the contacts from `start` for `until`, and report what happened.
+
+    The store is a throwaway in-memory SQLite database unless `database_url` names another.
+    """
     start = as_utc(start)
     horizon = start + until
     clock = SimulatedClock(start)
     sink = DryRunSink(clock, dict(assume or {}), random.Random(seed))
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
-    with tempfile.TemporaryDirectory(dir=database_dir) as folder:
-        url = f"sqlite:///{Path(folder) / 'dry-run.db'}"
-        async with Engine(url, clock=clock, sink=sink) as engine:
-            await engine.import_contacts(contacts)
-            await engine.deploy(list(campaigns))
-            for campaign in campaigns:
-                await engine.launch(campaign.name)
-            await engine.treat_as_new(await engine.contact_ids())
-            await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
-            counts = await engine.store.call(_enrollment_counts)
-            funnel = await engine.store.call(_funnel)
+    async with Engine(database_url, clock=clock, sink=sink) as engine:
+        await engine.import_contacts(contacts)
+        await engine.deploy(list(campaigns))
+        for campaign in campaigns:
+            await engine.launch(campaign.name)
+        await engine.treat_as_new(await engine.contact_ids())
+        await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
+        counts = await engine.store.call(_enrollment_counts)
+        funnel = await engine.store.call(_funnel)
     return DryRunReport(
         sorted(sink.planned, key=lambda s: (s.at, s.contact, s.campaign, s.node or "")),
         enrolled=sum(counts.values()),

@@ -51,20 +51,18 @@ class ContactFacts:
         return str(value) if value else None
 
 
-def contact_attributes(contact: Contact) -> dict[str, Any]:
-    """Standard fields and custom attributes in one mapping, custom ones not shadowing."""
-    attributes = dict(contact.attributes or {})
-    attributes.update(
-        id=contact.id,
-        email=contact.email,
-        phone=contact.phone,
-        first_name=contact.first_name,
-        last_name=contact.last_name,
-        timezone=contact.timezone,
-        locale=contact.locale,
-        tags=list(contact.tags or []),
-        created_at=contact.created_at,
-    )
+STANDARD_FIELDS = (
+    "id", "email", "phone", "first_name", "last_name", "timezone", "locale", "tags", "created_at",
+)  # fmt: skip
+_CONTACT_COLUMNS = [getattr(Contact, name) for name in STANDARD_FIELDS] + [Contact.attributes]
+
+
+def contact_attributes(row: Any) -> dict[str, Any]:
+    """Standard fields and custom attributes in one mapping; standard fields win a clash."""
+    attributes = dict(row.attributes or {})
+    for name in STANDARD_FIELDS:
+        attributes[name] = getattr(row, name)
+    attributes["tags"] = list(attributes["tags"] or [])
     return attributes
 
 
@@ -80,10 +78,10 @@ def load_facts(
     wanted = sorted(set(contact_ids))
     facts: dict[str, ContactFacts] = {}
     for chunk in _chunks(wanted):
-        for contact in session.scalars(
-            select(Contact).where(Contact.tenant_id == tenant_id, Contact.id.in_(chunk))
+        for row in session.execute(
+            select(*_CONTACT_COLUMNS).where(Contact.tenant_id == tenant_id, Contact.id.in_(chunk))
         ):
-            facts[contact.id] = ContactFacts(contact.id, contact_attributes(contact))
+            facts[row.id] = ContactFacts(row.id, contact_attributes(row))
     if not with_history or not facts:
         return facts
     present = sorted(facts)

@@ -16,11 +16,12 @@ import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import trio
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
@@ -1024,7 +1025,7 @@ class Engine:
         if not claimed:
             return 0
         results = await self.sink.deliver(claimed)
-        await self.store.call(self._record_delivery_sync, list(results))
+        await self.store.call(self._record_delivery_sync, claimed, list(results))
         return sum(1 for r in results if r.sent)
 
     def _claim_outbox_sync(self, store: Store) -> list[OutgoingMessage]:
@@ -1050,47 +1051,45 @@ class Engine:
                 )  # fmt: skip
             return messages
 
-    def _record_delivery_sync(self, store: Store, results: list[DeliveryResult]) -> None:
+    def _record_delivery_sync(
+        self, store: Store, messages: list[OutgoingMessage], results: list[DeliveryResult]
+    ) -> None:
         now = self.now()
+        by_id = {message.outbox_id: message for message in messages}
+        changes: list[dict[str, Any]] = []
+        log: list[dict[str, Any]] = []
+        for result in results:
+            if result.sent:
+                changes.append({
+                    "id": result.outbox_id, "status": OutboxStatus.SENT.value, "sent_at": now,
+                    "provider": result.provider,
+                    "provider_message_id": result.provider_message_id,
+                })  # fmt: skip
+            elif result.retry_at is not None:
+                changes.append({"id": result.outbox_id, "next_attempt_at": result.retry_at,
+                                "error": result.error})  # fmt: skip
+            else:
+                changes.append({"id": result.outbox_id, "status": OutboxStatus.FAILED.value,
+                                "error": result.error})  # fmt: skip
+            message = by_id.get(result.outbox_id)
+            if message is None:
+                continue
+            cost = message.payload.get("cost") if result.sent else None
+            log.append({
+                "tenant_id": message.tenant_id, "outbox_id": message.outbox_id,
+                "contact_id": message.contact_id, "channel": message.channel, "at": now,
+                "outcome": "sent" if result.sent else "failed", "provider": result.provider,
+                "provider_message_id": result.provider_message_id,
+                "cost": Decimal(cost["amount"]) if cost else None,
+                "currency": cost["currency"] if cost else None,
+                "detail": {"error": result.error} if result.error else {},
+            })  # fmt: skip
         with store.session() as session:
-            changes: list[dict[str, Any]] = []
-            for result in results:
-                if result.sent:
-                    changes.append({
-                        "id": result.outbox_id, "status": OutboxStatus.SENT.value, "sent_at": now,
-                        "provider": result.provider,
-                        "provider_message_id": result.provider_message_id,
-                    })  # fmt: skip
-                elif result.retry_at is not None:
-                    changes.append({"id": result.outbox_id, "next_attempt_at": result.retry_at,
-                                    "error": result.error})  # fmt: skip
-                else:
-                    changes.append({"id": result.outbox_id, "status": OutboxStatus.FAILED.value,
-                                    "error": result.error})  # fmt: skip
-            claims.update_outbox(session, self.owner, changes, now=now)
-            outbox = {
-                row.id: row
-                for row in session.scalars(
-                    select(OutboxMessage).where(
-                        OutboxMessage.id.in_([r.outbox_id for r in results])
-                    )
-                )
-            }
-            for result in results:
-                row = outbox.get(result.outbox_id)
-                if row is None:
-                    continue
-                cost = (row.payload or {}).get("cost") if result.sent else None
-                session.add(
-                    SendLog(
-                        tenant_id=row.tenant_id, outbox_id=row.id, contact_id=row.contact_id,
-                        channel=row.channel, at=now, outcome="sent" if result.sent else "failed",
-                        provider=result.provider, provider_message_id=result.provider_message_id,
-                        cost=cost["amount"] if cost else None,
-                        currency=cost["currency"] if cost else None,
-                        detail={"error": result.error} if result.error else {},
-                    )
-                )  # fmt: skip
+            lost = set(claims.update_outbox(session, self.owner, changes, now=now))
+            # A send whose lease was lost was taken over; the new owner records it.
+            kept = [row for row in log if row["outbox_id"] not in lost]
+            if kept:
+                session.execute(insert(SendLog), kept)
 
 
 class _Gates:
