@@ -1,4 +1,4 @@
-"""The engine end to end on both stores: triggers, steps, lifecycle, restarts, exactly-once sends."""
+"""The engine end to end on both stores: triggers, steps, lifecycle, restarts, exactly-once."""
 
 from __future__ import annotations
 
@@ -218,7 +218,8 @@ def test_pause_holds_and_resume_runs_what_fell_due(store_url: str) -> None:
 
 EVENTS = """
 template property_details email { subject "Details" body "<p>x</p>" }
-when property_viewed count>=3 within 7d where event.price <= 500000 wait 1h send email property_details
+when property_viewed count>=3 within 7d where event.price <= 500000
+  wait 1h send email property_details
 """
 
 
