@@ -11,15 +11,15 @@ test:
 	bash .ci/test
 
 lint:
-	ruff check .
-	ruff format --check .
+	ruff check cadence tests benchmarks
+	ruff format --check cadence tests benchmarks
 	mypy cadence
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
 fmt:
-	ruff format .
-	ruff check --fix .
+	ruff format cadence tests benchmarks
+	ruff check --fix cadence tests benchmarks
 	cargo fmt
 
 bench:
