@@ -240,6 +240,31 @@ def test_standard_contact_fields_need_no_schema_entry() -> None:
     assert set(STANDARD_CONTACT_FIELDS) == set(facts.STANDARD_FIELDS)
 
 
+def test_template_text_is_parsed_and_its_contact_attributes_checked(tmp_path: Path) -> None:
+    (tmp_path / "body.html").write_text("<p>\n{{ contact.first_name }} {{ contact.citty }}</p>\n")
+    (tmp_path / "broken.html").write_text("<p>{% if contact.vip %}yes</p>\n")
+    source = tmp_path / "t.cadence"
+    source.write_text(
+        "schema contact { city: string  vip: bool }\n"
+        'template a email { subject "{{ contact.cty }} {{ event.x }}" body file "body.html" }\n'
+        'template b email { subject "s" body file "broken.html" }\n'
+    )
+    found = check_paths([source])
+    assert [(d.code, d.line, d.column) for d in found] == [
+        ("E108", 2, 40),
+        ("E108", 2, 72),
+        ("E220", 3, 42),
+    ]
+    assert found[0].hint == "did you mean `city`?"
+    assert '`contact.citty` in "body.html" (line 2)' in found[1].message
+    assert "(line 1)" in found[2].message and "endif" in found[2].message
+    schemaless = tmp_path / "u.cadence"
+    schemaless.write_text(
+        'template a email { subject "{{ contact.cty }}" body file "body.html" }\n'
+    )
+    assert check_paths([schemaless]) == []
+
+
 def test_function_arguments_are_checked() -> None:
     found = check_text(
         HELLO + "segment a = clicked(hello) and opened(any) and count(visit, 7d) > 1\n"

@@ -10,11 +10,23 @@ the template's default content.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+
+from jinja2 import TemplateSyntaxError
+from jinja2 import nodes as jinja_nodes
+from jinja2.sandbox import SandboxedEnvironment
 
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, article, where
-from cadence.dsl.checks.expressions import bare_names, check_call, check_channel, check_expression
+from cadence.dsl.checks.expressions import (
+    bare_names,
+    check_attribute,
+    check_call,
+    check_channel,
+    check_expression,
+    is_contact_attribute,
+)
 from cadence.dsl.loader import LoadedFile
 from cadence.dsl.symbols import CampaignUnit
 from cadence.errors import did_you_mean
@@ -128,8 +140,15 @@ def _check_template(ctx: CheckContext, loaded: LoadedFile, template: ast.Templat
     parts = [content, *(locale.content for locale in template.locales)]
     for part in parts:
         _check_parts_for_channel(ctx, template, part)
-        if part.body_file is not None:
-            _check_body_file(ctx, loaded, part.body_file)
+        for label, literal in (
+            ("subject", part.subject),
+            ("preheader", part.preheader),
+            ("body", part.body),
+        ):
+            if literal is not None:
+                _check_template_text(ctx, template, label, literal.value, literal.span, None)
+        if part.body_file is not None and _check_body_file(ctx, loaded, part.body_file):
+            _check_body_file_text(ctx, loaded, template, part.body_file)
 
 
 def _check_parts_for_channel(
@@ -152,10 +171,11 @@ def _check_parts_for_channel(
         )
 
 
-def _check_body_file(ctx: CheckContext, loaded: LoadedFile, body_file: ast.StringLit) -> None:
+def _check_body_file(ctx: CheckContext, loaded: LoadedFile, body_file: ast.StringLit) -> bool:
+    """Report a missing body file; True when it exists."""
     target = loaded.path.parent / Path(body_file.value)
     if target.is_file():
-        return
+        return True
     folder = target.parent
     siblings = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
     hint = did_you_mean(target.name, siblings)
@@ -165,6 +185,75 @@ def _check_body_file(ctx: CheckContext, loaded: LoadedFile, body_file: ast.Strin
         f'the body file "{body_file.value}" does not exist',
         hint or f"the path is relative to the folder of {loaded.source.name}",
     )
+    return False
+
+
+@cache
+def _jinja() -> SandboxedEnvironment:
+    # Parsing only: nothing a template says is ever run by the checker.
+    return SandboxedEnvironment()
+
+
+def _check_body_file_text(
+    ctx: CheckContext, loaded: LoadedFile, template: ast.TemplateDecl, body_file: ast.StringLit
+) -> None:
+    target = loaded.path.parent / Path(body_file.value)
+    try:
+        text = target.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = "it is not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        ctx.error(
+            body_file.span,
+            "E220",
+            f'the body file "{body_file.value}" cannot be read: {reason}',
+            "save it as UTF-8 text",
+        )
+        return
+    _check_template_text(ctx, template, "body", text, body_file.span, body_file.value)
+
+
+def _check_template_text(
+    ctx: CheckContext,
+    template: ast.TemplateDecl,
+    label: str,
+    text: str,
+    span: ast.Span,
+    file: str | None,
+) -> None:
+    """Template text must parse as Jinja; with a schema, `contact.NAME` must be declared."""
+    where_text = f'"{file}"' if file else f"the {label} of `{template.name}`"
+    try:
+        parsed = _jinja().parse(text)
+    except TemplateSyntaxError as exc:
+        line = f" (line {exc.lineno})" if file or text.count("\n") else ""
+        ctx.error(
+            span,
+            "E220",
+            f"{where_text} is not a valid template{line}: {exc.message}",
+            "check the {{ }} and {% %} tags: each must be closed",
+        )
+        return
+    if not ctx.symbols.has_schema:
+        return
+    reported: set[str] = set()
+    for node in parsed.find_all(jinja_nodes.Getattr):
+        target = node.node
+        if not (isinstance(target, jinja_nodes.Name) and target.name == "contact"):
+            continue
+        attribute = node.attr
+        if attribute in reported:
+            continue
+        reported.add(attribute)
+        if file is None:
+            check_attribute(ctx, attribute, ctx.word_span(span, attribute))
+        elif not is_contact_attribute(ctx, attribute):
+            ctx.error(
+                span,
+                "E108",
+                f"`contact.{attribute}` in {where_text} (line {node.lineno}) is not a contact "
+                "attribute of the schema",
+                did_you_mean(attribute, ctx.symbols.schema) or "declare it in `schema contact { }`",
+            )
 
 
 def _check_score(ctx: CheckContext, score: ast.ScoreDecl) -> None:

@@ -146,16 +146,21 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
 
 def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:
     """`contact.NAME` or `set NAME`: with a schema, NAME must be one of its attributes."""
-    schema = ctx.symbols.schema
-    if not ctx.symbols.has_schema or name in schema or name in STANDARD_CONTACT_FIELDS:
+    if is_contact_attribute(ctx, name):
         return
     ctx.error(
         span,
         "E108",
         f"`{name}` is not a contact attribute of the schema",
-        did_you_mean(name, [*schema, *STANDARD_CONTACT_FIELDS])
+        did_you_mean(name, [*ctx.symbols.schema, *STANDARD_CONTACT_FIELDS])
         or "declare it in `schema contact { }`",
     )
+
+
+def is_contact_attribute(ctx: CheckContext, name: str) -> bool:
+    """True without a schema, or when the schema or the standard contact fields have `name`."""
+    symbols = ctx.symbols
+    return not symbols.has_schema or name in symbols.schema or name in STANDARD_CONTACT_FIELDS
 
 
 def check_call(ctx: CheckContext, call: ast.Call) -> None:
