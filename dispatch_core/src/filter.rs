@@ -443,6 +443,39 @@ fn eval_in(
                     return;
                 }
             };
+            // Fast path: a literal string looked up in a list-of-strings column (fan-out's
+            // `event.city in contact.areas`): compare lengths, then bytes, no per-element Val.
+            if let (Operand::Lit(Lit::Str(needle)), Values::Str { offsets: co, data }) =
+                (item, &child.values)
+            {
+                let needle = needle.as_slice();
+                let child_valid = child.validity;
+                fill_rows(start, t, f, active, |i| {
+                    if !lists.is_valid(i) {
+                        return None;
+                    }
+                    let (a, b) = offsets.range(i);
+                    let mut saw_null = false;
+                    for e in a..b {
+                        if let Some(bm) = &child_valid {
+                            if !bm.get(e) {
+                                saw_null = true;
+                                continue;
+                            }
+                        }
+                        let (x, y) = co.range(e);
+                        if y - x == needle.len() && &data[x..y] == needle {
+                            return Some(true);
+                        }
+                    }
+                    if saw_null {
+                        None
+                    } else {
+                        Some(false)
+                    }
+                });
+                return;
+            }
             fill_rows(start, t, f, active, |i| {
                 let v = operand_val(item, cols, i)?;
                 if !lists.is_valid(i) {
