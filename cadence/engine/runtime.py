@@ -206,17 +206,35 @@ class Engine:
     # ------------------------------------------------------------------ campaigns
 
     async def deploy(
-        self, campaigns: Iterable[c.CompiledCampaign] | str | Path | Sequence[str | Path]
+        self,
+        campaigns: Iterable[c.CompiledCampaign] | str | Path | Sequence[str | Path],
+        *,
+        migrate: bool = False,
     ) -> list[DeployResult]:
-        """Store compiled campaigns (or compile the given files first) as current versions."""
-        compiled = _as_campaigns(campaigns)
-        return await self.store.call(self._deploy_sync, compiled)
+        """Store compiled campaigns (or compile the given files first) as current versions.
 
-    def _deploy_sync(self, store: Store, campaigns: list[c.CompiledCampaign]) -> list[DeployResult]:
+        Running enrollments stay on the version they started on, unless `migrate` is set:
+        then they move to the new version at the node of the same name. If any of them waits
+        at a node the new version does not have, nothing is deployed and the error says which.
+        """
+        compiled = _as_campaigns(campaigns)
+        return await self.store.call(self._deploy_sync, compiled, migrate)
+
+    def _deploy_sync(
+        self, store: Store, campaigns: list[c.CompiledCampaign], migrate: bool = False
+    ) -> list[DeployResult]:
         results: list[DeployResult] = []
         now = self.now()
         with store.session() as session:
             for campaign in campaigns:
+                existing = campaign_store.get_campaign(session, self.tenant, campaign.name)
+                older = (
+                    campaign_store.campaign_version_ids(session, existing.id)
+                    if migrate and existing is not None
+                    else []
+                )
+                if older:
+                    self._check_migration(session, older, campaign)
                 deployed = campaign_store.save_campaign_version(
                     session,
                     self.tenant,
@@ -231,12 +249,44 @@ class Engine:
                     session, self.tenant, "deploy", campaign.name,
                     {"version": campaign.version, "new": deployed.created}, now,
                 )  # fmt: skip
+                moved = sum(
+                    campaign_store.migrate_enrollments(
+                        session, version_id, deployed.version_id, now=now
+                    )
+                    for version_id in older
+                    if version_id != deployed.version_id
+                )
+                if older:
+                    _audit(session, self.tenant, "migrate", campaign.name, {"moved": moved}, now)
                 results.append(
                     DeployResult(
                         campaign.name, campaign.version, deployed.version_id, deployed.created
                     )
                 )
         return results
+
+    def _check_migration(
+        self, session: Session, versions: Sequence[int], campaign: c.CompiledCampaign
+    ) -> None:
+        """Refuse a migration that would strand enrollments at nodes the new version lacks."""
+        known = {node.id for node in campaign.nodes}
+        stranded = session.execute(
+            select(Enrollment.node, func.count())
+            .where(
+                Enrollment.version_id.in_(list(versions)),
+                Enrollment.status.in_(
+                    [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
+                ),
+            )
+            .group_by(Enrollment.node)
+        ).all()
+        missing = sorted((node, count) for node, count in stranded if node and node not in known)
+        if missing:
+            where = ", ".join(f"{count} at `{node}`" for node, count in missing)
+            raise EngineError(
+                f"cannot migrate {campaign.name!r}: enrollments wait at nodes the new version"
+                f" does not have ({where}); deploy without migrating, or keep those steps"
+            )
 
     async def launch(self, name: str) -> int:
         """Start a campaign: enroll its audience for `on launch` / `at` / `every` triggers."""

@@ -416,3 +416,29 @@ campaign weekly { every monday 09:00 local { send email digest } }
         (dt.datetime(2026, 12, 21, 9, 0, tzinfo=dt.UTC), "c1"),
         (dt.datetime(2026, 12, 21, 14, 0, tzinfo=dt.UTC), "c2"),
     ]
+
+
+def test_a_new_version_leaves_running_enrollments_unless_migrated(store_url: str) -> None:
+    v2 = DRIP.replace('template tips email { subject "Tips"', 'template tips email { subject "Tips!"')
+    v3 = DRIP.replace("wait 4d", "wait 5d")
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("welcome_series")
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.run_due()  # c1 waits at wait_3d in version 1
+        (kept,) = await engine.deploy(campaigns(v2))
+        assert kept.created
+        clock.advance_to(T0 + dt.timedelta(days=3))
+        await engine.run_due()
+        # Still on version 1: the subject there was "Tips".
+        assert sink.delivered[-1].version != kept.version
+        (moved,) = await engine.deploy(campaigns(v2), migrate=True)
+        assert not moved.created
+        with pytest.raises(EngineError, match="1 at `wait_4d`"):
+            await engine.deploy(campaigns(v3), migrate=True)
+        clock.advance_to(T0 + dt.timedelta(days=7))
+        await engine.run_due()
+        assert sink.delivered[-1].version == moved.version
+
+    engine_run(store_url, body)
