@@ -713,9 +713,13 @@ class Engine:
             active = self._active_versions(session)
             for row in rows:
                 enrolled += self._fire_event(session, active, row, now)
-            self._wake_for_events(
-                session, {str(r["contact"]) for r in rows if r.get("contact")}, now
-            )
+            touched = sorted({str(r["contact"]) for r in rows if r.get("contact")})
+            # Segments can depend on events (count(...), last(...)): entry is re-checked.
+            for version_id, campaign in active:
+                for trigger in campaign.triggers:
+                    if isinstance(trigger, c.SegmentEnterTriggerModel) and touched:
+                        self._segment_enter(session, version_id, campaign, trigger, touched, now)
+            self._wake_for_events(session, set(touched), now)
         return enrolled
 
     def _fire_event(

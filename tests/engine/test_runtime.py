@@ -419,7 +419,9 @@ campaign weekly { every monday 09:00 local { send email digest } }
 
 
 def test_a_new_version_leaves_running_enrollments_unless_migrated(store_url: str) -> None:
-    v2 = DRIP.replace('template tips email { subject "Tips"', 'template tips email { subject "Tips!"')
+    v2 = DRIP.replace(
+        'template tips email { subject "Tips"', 'template tips email { subject "Tips!"'
+    )
     v3 = DRIP.replace("wait 4d", "wait 5d")
 
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
@@ -440,5 +442,29 @@ def test_a_new_version_leaves_running_enrollments_unless_migrated(store_url: str
         clock.advance_to(T0 + dt.timedelta(days=7))
         await engine.run_due()
         assert sink.delivered[-1].version == moved.version
+
+    engine_run(store_url, body)
+
+
+SEGMENT = """
+segment hot = count(property_viewed, 7d) >= 2 or lead_score >= 70
+template hello email { subject "Hi" body "x" }
+campaign hot_leads { on segment_enter hot { send email hello } }
+"""
+
+
+def test_segment_enter_fires_on_attribute_and_event_changes(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(SEGMENT))
+        await engine.launch("hot_leads")
+        await engine.upsert_contacts(CONTACTS)  # c3 has lead_score 80: enters at once
+        await engine.run_due()
+        assert sent(sink) == [("c3", "hello")]
+        await engine.upsert_contacts([{"id": "c2", "attributes": {"lead_score": 75}}])
+        for _ in range(2):
+            await engine.push_event({"contact": "c1", "name": "property_viewed"})
+        await engine.push_event({"contact": "c3", "name": "property_viewed"})
+        await engine.run_due()
+        assert sorted(sent(sink)) == [("c1", "hello"), ("c2", "hello"), ("c3", "hello")]
 
     engine_run(store_url, body)
