@@ -21,9 +21,11 @@ from cadence.dsl.checker import CHECK_CODES, check_or_raise, check_paths, check_
 from cadence.dsl.checks.expressions import STANDARD_CONTACT_FIELDS, subexpressions
 from cadence.dsl.checks.flow import format_duration
 from cadence.dsl.checks.steps import all_steps
+from cadence.dsl.fmt import format_program
 from cadence.dsl.parser import parse_bytes, parse_text
 from cadence.engine import facts
 from cadence.errors import CadenceCheckError, CadenceError, CadenceSyntaxError, Diagnostic
+from tests import strategies
 from tests.language_md import language_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -648,6 +650,22 @@ def test_generated_programs_get_positioned_diagnostics_only(
     assert not {"E002", "E003", "E004"} & set(codes(found)), "the generator wrote bad syntax"
     lines = source.split("\n")
     for diagnostic in found:
+        assert 1 <= diagnostic.line <= len(lines)
+        assert 1 <= diagnostic.column <= len(lines[diagnostic.line - 1]) + 1
+        assert diagnostic.hint
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(strategies.programs())
+def test_any_valid_program_gets_well_formed_diagnostics(program: ast.Program) -> None:
+    # Random valid programs (tests/strategies.py) name random templates, segments and
+    # campaigns, so they draw plenty of diagnostics; each must point into the text. Imports
+    # name files that do not exist, which is the loader's business, so they are left out.
+    kept = tuple(d for d in program.declarations if not isinstance(d, ast.Import))
+    source = format_program(ast.Program(kept))
+    lines = source.split("\n")
+    for diagnostic in check_text(source):
+        assert diagnostic.code in CHECK_CODES, diagnostic.render()
         assert 1 <= diagnostic.line <= len(lines)
         assert 1 <= diagnostic.column <= len(lines[diagnostic.line - 1]) + 1
         assert diagnostic.hint
