@@ -8,6 +8,7 @@ comments and blank lines sprinkled into them).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,33 @@ def commented(draw: st.DrawFn) -> str:
 @HYPOTHESIS
 @given(commented())
 def test_comments_survive_fmt_in_order(text: str) -> None:
+    assert_round_trip(text)
+
+
+# Whitespace between tokens of a formatted program: every run of it may become any layout.
+TOKENS = re.compile(r'"(?:\\.|[^"\\\n])*"|#[^\n]*|[^\s"#]+|\s+')
+
+
+@st.composite
+def reflowed(draw: st.DrawFn) -> str:
+    """A random program laid out badly: line breaks, blank lines and comments between tokens."""
+    text = format_program(draw(SMALL_PROGRAMS))
+    separators = st.one_of(
+        st.just(" "),
+        st.just("\n"),
+        st.just("\n\n"),
+        st.builds(lambda c: f"  {c}\n", COMMENTS),
+        st.builds(lambda c: f"\n{c}\n\n", COMMENTS),
+    )
+    out = []
+    for token in TOKENS.findall(text):
+        out.append(draw(separators) if token.isspace() else token)
+    return "".join(out)
+
+
+@HYPOTHESIS
+@given(reflowed())
+def test_any_layout_with_comments_anywhere_formats_stably(text: str) -> None:
     assert_round_trip(text)
 
 

@@ -358,7 +358,7 @@ class _Printer:
             if char == "#":
                 newline = source.find("\n", index)
                 index = len(source) if newline == -1 else newline
-            elif char.isspace():
+            elif char.isspace() or char == "{":  # `{` opens an empty branch: `if x { } else`
                 index += 1
             else:
                 break
