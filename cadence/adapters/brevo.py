@@ -167,6 +167,8 @@ class BrevoAdapter(AdapterBase):
             body["replyTo"] = {"email": reply.email, **({"name": reply.name} if reply.name else {})}
         if first.tags:
             body["tags"] = list(first.tags)
+        if self.config.sandbox:
+            headers["X-Sib-Sandbox"] = "drop"  # Brevo validates and answers but delivers nothing
         body["headers"] = headers
         return body
 

@@ -252,6 +252,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
             base_url=str(table.get("base_url", BREVO_DEFAULT_BASE_URL)).rstrip("/"),
             timeout=float(table.get("timeout", 15.0)),
             batch_size=min(1000, int(table.get("batch_size", 1000))),
+            sandbox=bool(table.get("sandbox", False)),
         )
     if table := data.get("infobip"):
         if not table.get("base_url"):

@@ -199,14 +199,18 @@ class SmtpAdapter(AdapterBase):
                 local_hostname=config.local_hostname,
                 timeout=config.timeout,
             )
+        try:
             conn.ehlo()
             if config.security == "starttls" or (
                 config.security == "auto" and conn.has_extn("starttls")
             ):
                 conn.starttls(context=context)
                 conn.ehlo()
-        if config.username and config.password is not None:
-            conn.login(config.username, config.password.reveal())
+            if config.username and config.password is not None:
+                conn.login(config.username, config.password.reveal())
+        except BaseException:
+            conn.close()
+            raise
         self.connections_opened += 1
         return conn
 

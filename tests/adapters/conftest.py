@@ -6,6 +6,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import trio
+
 from cadence.adapters.message import Channel, OutboundMessage
 from cadence.adapters.render import (
     EmailContent,
@@ -16,6 +18,19 @@ from cadence.adapters.render import (
 )
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.text import sms_length
+
+
+def close_at_end(nursery: trio.Nursery, adapter: Any) -> None:
+    """Close `adapter` when the test's nursery is cancelled (at the end of the test)."""
+
+    async def closer() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await adapter.aclose()
+
+    nursery.start_soon(closer)
 
 
 def fast_policy(max_attempts: int = 4, max_inline_wait: float = 5.0) -> RetryPolicy:

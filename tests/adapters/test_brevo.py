@@ -16,7 +16,7 @@ from cadence.adapters.config import BrevoConfig, Secret
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.standins.brevo import BrevoStandin
-from tests.adapters.conftest import email, fast_policy, lenient_breaker
+from tests.adapters.conftest import close_at_end, email, fast_policy, lenient_breaker
 
 
 async def start(nursery: trio.Nursery, **config: object) -> tuple[BrevoStandin, BrevoAdapter]:
@@ -32,6 +32,7 @@ async def start(nursery: trio.Nursery, **config: object) -> tuple[BrevoStandin, 
         policy=config.pop("policy", fast_policy()),  # type: ignore[arg-type]
         breaker=config.pop("breaker", lenient_breaker()),  # type: ignore[arg-type]
     )
+    close_at_end(nursery, adapter)
     return standin, adapter
 
 
@@ -269,3 +270,10 @@ async def test_stand_in_rejects_what_brevo_rejects(nursery: trio.Nursery) -> Non
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def test_sandbox_mode_marks_requests() -> None:
+    adapter = BrevoAdapter(BrevoConfig(api_key=Secret("k"), sandbox=True))
+    assert adapter.payload([email(1)])["headers"]["X-Sib-Sandbox"] == "drop"
+    plain = BrevoAdapter(BrevoConfig(api_key=Secret("k")))
+    assert "X-Sib-Sandbox" not in plain.payload([email(1)])["headers"]

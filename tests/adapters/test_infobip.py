@@ -15,7 +15,7 @@ from cadence.adapters.infobip import InfobipAdapter, message_id_for
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.standins.infobip import InfobipStandin
-from tests.adapters.conftest import fast_policy, lenient_breaker, sms, whatsapp
+from tests.adapters.conftest import close_at_end, fast_policy, lenient_breaker, sms, whatsapp
 
 
 async def start(nursery: trio.Nursery, **config: Any) -> tuple[InfobipStandin, InfobipAdapter]:
@@ -34,6 +34,7 @@ async def start(nursery: trio.Nursery, **config: Any) -> tuple[InfobipStandin, I
         policy=config.pop("policy", fast_policy()),
         breaker=config.pop("breaker", lenient_breaker()),
     )
+    close_at_end(nursery, adapter)
     return standin, adapter
 
 
@@ -154,8 +155,8 @@ async def test_retry_of_an_earlier_attempt_looks_first(nursery: trio.Nursery) ->
     assert [r.status for r in first] == [SendStatus.UNKNOWN] * 2
     # Later (say after a restart: a fresh adapter), the engine tries again with attempt=1.
     later = InfobipAdapter(adapter.config, policy=fast_policy(), breaker=lenient_breaker())
+    close_at_end(nursery, later)
     results = await later.send_batch([sms(1).with_attempt(1), sms(2).with_attempt(1), sms(3)])
-    await later.aclose()
     assert all(r.ok for r in results)
     assert standin.deliveries() == {message_id_for(sms(n)): 1 for n in (1, 2, 3)}
 

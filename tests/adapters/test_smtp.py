@@ -237,7 +237,8 @@ def test_tls_and_login(certificate: tuple[Path, Path], mode: str) -> None:
             assert refused.error_code == "auth_failed" and refused.attempts == 1
             # A self-signed certificate is refused unless verification is turned off.
             assert (await strict.send(email_message(3))).status is SendStatus.RETRY_LATER
-            await good.aclose()
+            for sender in (good, bad, strict):
+                await sender.aclose()
 
         trio.run(main)
     finally:

@@ -12,7 +12,7 @@ from cadence.adapters.config import Secret, WebhookConfig
 from cadence.adapters.message import SendStatus
 from cadence.adapters.standins.webhook import WebhookReceiver
 from cadence.adapters.webhook import WebhookAdapter, sign, verify_signature
-from tests.adapters.conftest import fast_policy, lenient_breaker, webhook
+from tests.adapters.conftest import close_at_end, fast_policy, lenient_breaker, webhook
 
 
 def adapter(secret: str = "test-webhook-secret", timeout: float = 5.0) -> WebhookAdapter:
@@ -62,7 +62,9 @@ async def test_signed_post_is_verified_by_the_receiver(nursery: trio.Nursery) ->
 async def test_wrong_secret_is_refused_permanently(nursery: trio.Nursery) -> None:
     receiver = WebhookReceiver()
     url = await nursery.start(receiver.serve)
-    result = await adapter(secret="not-the-secret").send(webhook(url, 1))
+    sender = adapter(secret="not-the-secret")
+    close_at_end(nursery, sender)
+    result = await sender.send(webhook(url, 1))
     assert result.status is SendStatus.FAILED_PERMANENT and result.error_code == "http_401"
     assert receiver.rejected == 1 and not receiver.received
 
@@ -73,7 +75,9 @@ async def test_5xx_and_timeouts_are_retried(nursery: trio.Nursery) -> None:
     url = await nursery.start(receiver.serve)
     receiver.faults.add("500")
     receiver.faults.add("slow", delay=1.0)
-    result = await adapter(timeout=0.3).send(webhook(url, 1))
+    sender = adapter(timeout=0.3)
+    close_at_end(nursery, sender)
+    result = await sender.send(webhook(url, 1))
     assert result.status is SendStatus.SENT and result.attempts == 3
     assert len(receiver.received) == 1
 
@@ -83,6 +87,8 @@ async def test_receiver_down_is_retry_later(nursery: trio.Nursery) -> None:
     receiver = WebhookReceiver()
     url = await nursery.start(receiver.serve)
     receiver.faults.outage(10, "503")
-    result = await adapter().send(webhook(url, 1))
+    sender = adapter()
+    close_at_end(nursery, sender)
+    result = await sender.send(webhook(url, 1))
     assert result.status is SendStatus.RETRY_LATER and result.error_code == "http_503"
     assert result.attempts == 4 and result.retry_at is not None
