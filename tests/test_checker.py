@@ -267,6 +267,20 @@ def test_template_text_is_parsed_and_its_contact_attributes_checked(tmp_path: Pa
     assert check_paths([schemaless]) == []
 
 
+def test_event_fields_exist_only_in_event_triggers() -> None:
+    inside = (
+        HELLO + "when viewed where event.price > 1 for contacts where event.city = contact.city {"
+        " if event.beds > 2 { send email hello } set last_city = event.city }\n"
+        "on listed { if event.new { send email hello } }\n"
+    )
+    assert check_text(inside) == []
+    found = check_text(
+        "campaign c { audience event.x = 1\n on launch { if event.y { exit } } }\n"
+        "on contact_created { set a = event.z }"
+    )
+    assert [(d.code, d.line) for d in found] == [("E116", 1), ("E116", 2), ("E116", 3)]
+
+
 def test_function_arguments_are_checked() -> None:
     found = check_text(
         HELLO + "segment a = clicked(hello) and opened(any) and count(visit, 7d) > 1\n"

@@ -34,6 +34,7 @@ CHECK_CODES: dict[str, str] = {
     "E113": "duplicate declaration",
     "E114": "unknown day name",
     "E115": "unknown split metric",
+    "E116": "`event.FIELD` where there is no event",
     "E201": "template sent on a channel it was not written for",
     "E202": "split shares do not add up to 100%",
     "E203": "split winner metric cannot be measured on the channel",
@@ -68,6 +69,8 @@ class CheckContext:
     workspace: Workspace
     symbols: Symbols
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # True while checking the steps of a `when EVENT` / `on EVENT` trigger: `event.x` exists.
+    event_in_scope: bool = False
 
     def report(
         self,

@@ -120,11 +120,19 @@ def known_bare_names(ctx: CheckContext) -> set[str]:
 
 
 def check_path(ctx: CheckContext, path: ast.Path) -> None:
-    """A name or dotted path: with a schema, its contact attribute must be declared."""
-    if not ctx.symbols.has_schema:
-        return
+    """A name or dotted path: `event.x` needs an event; with a schema, attributes are declared."""
     parts = path.parts
     if parts[0] == EVENT_ROOT and len(parts) > 1:
+        if not ctx.event_in_scope:
+            ctx.error(
+                path.span,
+                "E116",
+                f"`{path.dotted}`: there is no event here",
+                "event fields exist in a `when EVENT` trigger: its `where`, its "
+                "`for contacts where` and its steps",
+            )
+        return
+    if not ctx.symbols.has_schema:
         return
     if parts[0] == CONTACT_ROOT and len(parts) > 1:
         check_attribute(ctx, parts[1], ctx.word_span(path.span, parts[1]))

@@ -71,9 +71,12 @@ def _step_always_exits(step: ast.Step) -> bool:
 
 def check_trigger_block(ctx: CheckContext, unit: CampaignUnit, block: ast.TriggerBlock) -> None:
     """Check one trigger and every step it runs."""
-    _check_trigger(ctx, block.trigger)
-    allowed = _allowed_channels(unit)
-    _check_block(ctx, unit, block.steps, allowed)
+    ctx.event_in_scope = isinstance(block.trigger, ast.EventTrigger)
+    try:
+        _check_trigger(ctx, block.trigger)
+        _check_block(ctx, unit, block.steps, _allowed_channels(unit))
+    finally:
+        ctx.event_in_scope = False
 
 
 def _allowed_channels(unit: CampaignUnit) -> ast.ChannelsSetting | None:
