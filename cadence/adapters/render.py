@@ -220,11 +220,18 @@ def select_locale(
 def babel_locale(candidates: Iterable[str]) -> babel.Locale:
     """The first candidate Babel knows, else English, for number and date formatting."""
     for tag in candidates:
-        try:
-            return babel.Locale.parse(normalize_locale(tag))
-        except (ValueError, babel.UnknownLocaleError):
-            continue
+        found = _parse_locale(normalize_locale(tag))
+        if found is not None:
+            return found
     return babel.Locale.parse(DEFAULT_LOCALE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_locale(tag: str) -> babel.Locale | None:
+    try:
+        return babel.Locale.parse(tag)
+    except (ValueError, TypeError, babel.UnknownLocaleError):
+        return None
 
 
 # --------------------------------------------------------------------------- data wrapping
@@ -459,7 +466,12 @@ def f_number(value: Any, digits: int | None = None) -> str:
             locale=_state.locale,
             decimal_quantization=False,
         )
-    return babel.numbers.format_decimal(amount, locale=_state.locale)
+    return _decimal_text(amount, _state.locale)
+
+
+@functools.lru_cache(maxsize=8192)
+def _decimal_text(amount: Decimal, locale: babel.Locale) -> str:
+    return babel.numbers.format_decimal(amount, locale=locale)
 
 
 def f_money(value: Any, currency: str | None = None) -> str:
@@ -470,7 +482,13 @@ def f_money(value: Any, currency: str | None = None) -> str:
     code = currency or _state.currency
     if not code:
         raise ValueError("money needs a currency: money('USD'), or tenant.currency")
-    return babel.numbers.format_currency(_decimal(value), str(code).upper(), locale=_state.locale)
+    return _currency(_decimal(value), str(code).upper(), _state.locale)
+
+
+@functools.lru_cache(maxsize=8192)
+def _currency(amount: Decimal, code: str, locale: babel.Locale) -> str:
+    """Babel's currency formatting is slow; prices repeat across contacts, so remember them."""
+    return babel.numbers.format_currency(amount, code, locale=locale)
 
 
 def f_percent(value: Any) -> str:

@@ -139,19 +139,24 @@ class SmtpAdapter(AdapterBase):
             await trio.to_thread.run_sync(_quit, conn)
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Send each message over a pooled connection."""
+        """Send the messages over up to `pool_size` pooled connections at once."""
         results: dict[str, SendResult] = {}
-        for message in messages:
-            sender = message.sender or self.default_sender
-            if not isinstance(message.content, EmailContent) or not sender:
-                results[message.idempotency_key] = SendResult.failed(
-                    message,
-                    self.provider,
-                    "an email needs email content and a sender address",
-                    code="invalid_message",
-                )
-                continue
+
+        async def one(message: OutboundMessage) -> None:
             results.update(await self._drive([message], self._attempt))
+
+        async with trio.open_nursery() as nursery:
+            for message in messages:
+                sender = message.sender or self.default_sender
+                if not isinstance(message.content, EmailContent) or not sender:
+                    results[message.idempotency_key] = SendResult.failed(
+                        message,
+                        self.provider,
+                        "an email needs email content and a sender address",
+                        code="invalid_message",
+                    )
+                    continue
+                nursery.start_soon(one, message)
         return ordered(messages, results)
 
     async def _attempt(self, messages: list[OutboundMessage]) -> dict[str, SendResult] | Transient:

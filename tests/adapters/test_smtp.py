@@ -68,9 +68,10 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
         controller.stop()
 
 
-def adapter_for(port: int, **config: Any) -> SmtpAdapter:
+def adapter_for(port: int, pool_size: int = 4, **config: Any) -> SmtpAdapter:
     return SmtpAdapter(
         SmtpConfig(host="127.0.0.1", port=port, security=config.pop("security", "none"), **config),
+        pool_size=pool_size,
         policy=fast_policy(),
         breaker=lenient_breaker(),
     )
@@ -119,19 +120,24 @@ def test_multipart_email_with_deliverability_headers(inbox: tuple[Inbox, int]) -
     assert "<p>Hi <b>1</b> ✓</p>" in parts[1].get_content()
 
 
-def test_connection_is_reused_across_messages(inbox: tuple[Inbox, int]) -> None:
+@pytest.mark.parametrize("pool_size", [1, 3])
+def test_connections_are_pooled_and_reused(inbox: tuple[Inbox, int], pool_size: int) -> None:
     handler, port = inbox
-    adapter = adapter_for(port)
+    adapter = adapter_for(port, pool_size=pool_size)
 
     async def main() -> None:
-        results = await adapter.send_batch([email_message(n) for n in range(1, 6)])
-        assert [r.status for r in results] == [SendStatus.SENT] * 5
+        for start in (1, 11):
+            batch = [email_message(n) for n in range(start, start + 10)]
+            results = await adapter.send_batch(batch)
+            assert [r.status for r in results] == [SendStatus.SENT] * 10
         await adapter.aclose()
 
     trio.run(main)
-    assert len(handler.messages) == 5
-    assert adapter.connections_opened == 1
-    assert len(handler.sessions) == 1
+    assert sorted(env.rcpt_tos[0] for env, _ in handler.messages) == sorted(
+        f"person{n}@example.test" for n in range(1, 21)
+    )
+    assert 1 <= adapter.connections_opened <= pool_size
+    assert len(handler.sessions) == adapter.connections_opened
 
 
 def test_refused_recipients_permanent_and_temporary(inbox: tuple[Inbox, int]) -> None:
