@@ -648,18 +648,19 @@ class _Printer:
 
 def _attach(lines: list[_Line], comments: Sequence[ast.Comment]) -> list[ast.Comment]:
     """Hang every comment on a line (leading or trailing); return those left for the end."""
+    finder = _LineFinder(lines)
     at_end: list[ast.Comment] = []
     for comment in sorted(comments, key=lambda c: (c.span.line, c.span.column)):
         pos: _Pos = (comment.span.line, comment.span.column, 0)
-        target = _enclosing(lines, pos)
+        target = finder.enclosing(pos)
         if target is not None:
             lines[target].leading.append(comment)
             continue
-        target = _ending_on_same_line(lines, pos)
+        target = finder.ending_on_same_line(pos)
         if target is not None:
             lines[target].trailing.append(comment)
             continue
-        target = _next_line(lines, pos)
+        target = finder.next_line(pos)
         if target is not None:
             lines[target].leading.append(comment)
         else:
@@ -667,33 +668,47 @@ def _attach(lines: list[_Line], comments: Sequence[ast.Comment]) -> list[ast.Com
     return at_end
 
 
-def _enclosing(lines: list[_Line], pos: _Pos) -> int | None:
-    """A line whose content spans several source lines with the comment in between."""
-    best: int | None = None
-    for index, line in enumerate(lines):
-        if line.real and line.start is not None and line.start < pos < line.key:
-            if best is None or line.key < lines[best].key:
+class _LineFinder:
+    """Finds the line a comment belongs to by source position; ties go to the earlier line."""
+
+    def __init__(self, lines: list[_Line]) -> None:
+        self._lines = lines
+        # Only content printed on one line but written over several can hold a comment.
+        self._spanning = [
+            i
+            for i, line in enumerate(lines)
+            if line.real and line.start is not None and line.start[0] < line.key[0]
+        ]
+        self._ending_on: dict[int, list[int]] = {}
+        for index, line in enumerate(lines):
+            if line.real:
+                self._ending_on.setdefault(line.key[0], []).append(index)
+        self._by_key = sorted(range(len(lines)), key=lambda i: (lines[i].key, i))
+        self._keys = [lines[i].key for i in self._by_key]
+
+    def enclosing(self, pos: _Pos) -> int | None:
+        """A line whose content spans several source lines with the comment in between."""
+        best: int | None = None
+        for index in self._spanning:
+            line = self._lines[index]
+            if line.start is not None and line.start < pos < line.key:
+                if best is None or line.key < self._lines[best].key:
+                    best = index
+        return best
+
+    def ending_on_same_line(self, pos: _Pos) -> int | None:
+        """The line whose content ends last before the comment, on the comment's own line."""
+        best: int | None = None
+        for index in self._ending_on.get(pos[0], ()):
+            key = self._lines[index].key
+            if key <= pos and (best is None or key > self._lines[best].key):
                 best = index
-    return best
+        return best
 
-
-def _ending_on_same_line(lines: list[_Line], pos: _Pos) -> int | None:
-    """The line whose content ends last before the comment on the comment's own line."""
-    best: int | None = None
-    for index, line in enumerate(lines):
-        if line.real and line.key[0] == pos[0] and line.key <= pos:
-            if best is None or line.key > lines[best].key:
-                best = index
-    return best
-
-
-def _next_line(lines: list[_Line], pos: _Pos) -> int | None:
-    """The first line, in source order, that comes after the comment."""
-    best: int | None = None
-    for index, line in enumerate(lines):
-        if line.key > pos and (best is None or line.key < lines[best].key):
-            best = index
-    return best
+    def next_line(self, pos: _Pos) -> int | None:
+        """The first line, in source order, that comes after the comment."""
+        where = bisect_right(self._keys, pos)
+        return self._by_key[where] if where < len(self._by_key) else None
 
 
 @dataclass
