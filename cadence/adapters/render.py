@@ -27,7 +27,14 @@ from typing import Any, NoReturn
 import babel
 import babel.dates
 import babel.numbers
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes, pass_context
+from jinja2 import (
+    BaseLoader,
+    StrictUndefined,
+    TemplateSyntaxError,
+    Undefined,
+    nodes,
+    pass_context,
+)
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.runtime import Context
@@ -558,6 +565,13 @@ LOCALE_FILTERS: dict[str, Callable[..., str]] = {
 # --------------------------------------------------------------------------- environment
 
 
+class _NoTemplates(BaseLoader):
+    """Templates stand alone: `include`, `import` and `extends` reach no file."""
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str | None, None]:
+        raise SecurityError("a template cannot include, import or extend other templates")
+
+
 class CadenceSandbox(SandboxedEnvironment):
     """Jinja2's sandbox plus size checks on operators, calls and filters."""
 
@@ -569,6 +583,7 @@ class CadenceSandbox(SandboxedEnvironment):
             autoescape=html,
             undefined=_CadenceUndefined,
             keep_trailing_newline=True,
+            loader=_NoTemplates(),
             auto_reload=False,
             cache_size=0,
         )

@@ -4,6 +4,7 @@ every message still arrives exactly once."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from cadence.adapters.outbound import Outbound
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.sink import AdapterSink, Links, StoreContentSource
 from cadence.adapters.standins.infobip import InfobipStandin
+from cadence.adapters.standins.webhook import WebhookReceiver
 from cadence.engine.runtime import Engine
 from tests.adapters.test_smtp import Inbox, free_port
 
@@ -39,6 +41,7 @@ campaign onboarding "Onboarding" {
   on contact_created {
     send email welcome
     send sms nudge
+    notify webhook "WEBHOOK_URL/crm"
   }
 }
 """  # noqa: E501
@@ -80,7 +83,7 @@ def links(message: Any, contact: Any) -> Links:
 
 
 async def run_engine(
-    tmp_path: Path, campaign: Path, smtp_port: int, infobip: InfobipStandin
+    tmp_path: Path, campaign: Path, smtp_port: int, infobip: InfobipStandin, webhook_url: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'engine.db'}"
     settings = load_settings(
@@ -88,6 +91,7 @@ async def run_engine(
             "CADENCE_SMTP_URL": f"smtp+plain://127.0.0.1:{smtp_port}",
             "CADENCE_INFOBIP_API_KEY": "test-infobip-key",
             "CADENCE_INFOBIP_BASE_URL": infobip.base_url,
+            "CADENCE_WEBHOOK_SECRET": "test-webhook-secret",
         }
     )
     outbound = Outbound(
@@ -102,6 +106,8 @@ async def run_engine(
         engine.sink = AdapterSink(
             outbound, source, links=links, tenants={"default": {"name": "Acme Homes"}}
         )
+        source_text = campaign.read_text(encoding="utf-8").replace("WEBHOOK_URL", webhook_url)
+        campaign.write_text(source_text, encoding="utf-8")
         await engine.deploy(campaign)
         await engine.launch("onboarding")
         await engine.upsert_contacts(CONTACTS)
@@ -123,8 +129,13 @@ async def test_campaign_sends_arrive_once_with_each_contacts_content(
     handler, port = smtp
     infobip = InfobipStandin()
     await nursery.start(infobip.serve)
-    await run_engine(tmp_path, campaign, port, infobip)
+    receiver = WebhookReceiver()
+    await nursery.start(receiver.serve)
+    await run_engine(tmp_path, campaign, port, infobip, receiver.base_url)
 
+    notices = sorted(json.loads(r.body)["data"]["contact"]["id"] for r in receiver.received)
+    assert notices == ["c1", "c2", "c3"] and receiver.rejected == 0
+    assert all(r.path == "/crm" for r in receiver.received)
     mails = {envelope.rcpt_tos[0]: mime for envelope, mime in handler.messages}
     assert sorted(mails) == ["ana@example.test", "bob@example.test", "chen@example.test"]
     assert mails["ana@example.test"]["Subject"] == "¡Bienvenido, Ana!"
@@ -157,7 +168,11 @@ async def test_outage_delays_and_loses_nothing(
     await nursery.start(infobip.serve)
     infobip.faults.add("drop", process=True)  # taken, but the answer is lost
     infobip.faults.outage(1.5, "503")  # then down for a while
-    await run_engine(tmp_path, campaign, port, infobip)
+    receiver = WebhookReceiver()
+    await nursery.start(receiver.serve)
+    receiver.faults.add("500", times=3)
+    await run_engine(tmp_path, campaign, port, infobip, receiver.base_url)
+    assert len(receiver.received) == 3
     assert len(infobip.deliveries()) == 3
     assert Counter(infobip.deliveries().values()) == {1: 3}
     assert Counter(env.rcpt_tos[0] for env, _ in handler.messages) == {

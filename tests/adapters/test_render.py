@@ -177,6 +177,15 @@ def test_syntax_error_has_a_line(renderer: TemplateRenderer) -> None:
         "{{ cycler.__init__.__globals__.os }}",
         "{{ ''.format.__globals__ }}",
         "{{ self._TemplateReference__context }}",
+        "{{ contact.__dict__ }}",
+        "{{ contact.items.__self__.__class__ }}",
+        "{% include '/etc/passwd' %}",
+        "{% import 'os' as os %}",
+        "{% extends 'base.html' %}",
+        "{% from 'x' import y %}",
+        "{{ lipsum(10**9) }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{{ [].pop.__self__.__class__.__base__.__subclasses__() }}",
     ],
 )
 def test_sandbox_escapes_are_render_errors(renderer: TemplateRenderer, source: str) -> None:
