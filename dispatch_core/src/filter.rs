@@ -464,7 +464,10 @@ fn eval_in(
                             }
                         }
                         let (x, y) = co.range(e);
-                        if y - x == needle.len() && &data[x..y] == needle {
+                        if y.wrapping_sub(x) == needle.len()
+                            && (needle.is_empty() || data[x] == needle[0])
+                            && &data[x..y] == needle
+                        {
                             return Some(true);
                         }
                     }
