@@ -75,9 +75,18 @@ def test_every_check_code_has_a_fixture_named_after_it() -> None:
     assert covered <= set(CHECK_CODES), "fixture named after a code the checker does not have"
 
 
+def codes_in_source() -> set[str]:
+    """Every diagnostic code written as a string literal anywhere in the package."""
+    found: set[str] = set()
+    for module in (ROOT / "cadence").rglob("*.py"):
+        found.update(re.findall(r"[\"']([EW]\d{3})[\"']", module.read_text("utf-8")))
+    return found
+
+
 def test_every_code_is_documented_in_diagnostics_md() -> None:
     text = DIAGNOSTICS_MD.read_text("utf-8")
-    for code in (*PARSE_CODES, *CHECK_CODES):
+    assert set(PARSE_CODES) <= codes_in_source()
+    for code in sorted({*PARSE_CODES, *CHECK_CODES, *codes_in_source()}):
         assert re.search(rf"^\| `?{code}`? \|", text, flags=re.M), f"{code} missing from the table"
 
 
