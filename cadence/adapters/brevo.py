@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import trio
 
 from cadence.adapters.base import AdapterBase, Transient, ordered
 from cadence.adapters.config import BrevoConfig
@@ -54,9 +55,11 @@ class BrevoAdapter(AdapterBase):
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
+        concurrency: int = 8,
     ) -> None:
         super().__init__(policy=policy, breaker=breaker, rng=rng)
         self.config = config
+        self.concurrency = max(1, concurrency)
         self.default_sender = default_sender
         self.feedback_id_sender = feedback_id_sender
         self._own_client = client is None
@@ -87,11 +90,11 @@ class BrevoAdapter(AdapterBase):
                 continue
             groups.setdefault(self._group_key(message), []).append(message)
         size = max(1, min(1000, self.config.batch_size))
-        for group in groups.values():
-            for start in range(0, len(group), size):
-                chunk = group[start : start + size]
+        limiter = trio.CapacityLimiter(self.concurrency)
+
+        async def send_chunk(chunk: list[OutboundMessage]) -> None:
+            async with limiter:
                 found = await self._drive(chunk, self._attempt)
-                refused = [m for m in chunk if found[m.idempotency_key].error_code == _SPLIT]
                 key = self._batch_key(chunk)
                 for message in chunk:
                     if found[message.idempotency_key].status is SendStatus.UNKNOWN:
@@ -99,8 +102,14 @@ class BrevoAdapter(AdapterBase):
                     else:
                         self._unknown_batches.pop(message.idempotency_key, None)
                 results.update(found)
+                refused = [m for m in chunk if found[m.idempotency_key].error_code == _SPLIT]
                 for message in refused:  # one bad address must not fail its batch-mates
                     results.update(await self._drive([message], self._attempt))
+
+        async with trio.open_nursery() as nursery:
+            for group in groups.values():
+                for start in range(0, len(group), size):
+                    nursery.start_soon(send_chunk, group[start : start + size])
         return ordered(messages, results)
 
     # ------------------------------------------------------------------ payloads
