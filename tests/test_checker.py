@@ -382,6 +382,15 @@ def test_split_whose_branches_all_exit_makes_the_rest_unreachable() -> None:
     assert codes(check_text(program)) == ["W301"]
 
 
+def test_constant_conditions_make_branches_unreachable() -> None:
+    found = check_text(
+        HELLO + 'on launch {\n if false {\n send email hello } else if true {\n tag add "x" }'
+        " else {\n exit } }"
+    )
+    assert [(d.code, d.line) for d in found] == [("W301", 4), ("W301", 6)]
+    assert "`false`" in found[0].message and "always `true`" in found[1].message
+
+
 def test_opens_are_measurable_on_whatsapp_read_receipts() -> None:
     program = (
         'template a whatsapp "A"\ntemplate b whatsapp "B"\n'

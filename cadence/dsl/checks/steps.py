@@ -159,6 +159,7 @@ def _check_step(
         case ast.If(branches=branches):
             for branch in branches:
                 check_expression(ctx, branch.condition)
+            _check_constant_conditions(ctx, step)
         case ast.ABSplit():
             _check_ab_split(ctx, step)
         case ast.RandomSplit():
@@ -189,6 +190,33 @@ def _check_step(
                 )
         case _:
             pass
+
+
+def _check_constant_conditions(ctx: CheckContext, step: ast.If) -> None:
+    """`if false { }` never runs its steps; nothing after `if true { }` runs either."""
+    for index, branch in enumerate(step.branches):
+        condition = branch.condition
+        if not isinstance(condition, ast.BoolLit):
+            continue
+        if not condition.value and branch.steps:
+            ctx.warning(
+                branch.steps[0].span,
+                "W301",
+                "this step is unreachable: its condition is `false`",
+                "remove the branch, or write the condition it should test",
+            )
+        if condition.value:
+            later = [b.steps[0] for b in step.branches[index + 1 :] if b.steps]
+            if step.else_steps:
+                later.append(step.else_steps[0])
+            if later:
+                ctx.warning(
+                    later[0].span,
+                    "W301",
+                    "this step is unreachable: an earlier condition is always `true`",
+                    f"the `true` condition is at line {condition.span.line}",
+                )
+            return
 
 
 def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting | None) -> None:
