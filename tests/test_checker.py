@@ -512,7 +512,9 @@ def test_check_json_prints_one_object_per_line(
     fixture = tmp_path / "E101.cadence"
     shutil.copy(FIXTURES / "E101_unknown_template.cadence", fixture)
     assert main(["check", "--format", "json", str(fixture)]) == 1
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
     assert len(lines) == 1
     record = json.loads(lines[0])
     assert list(record) == [
@@ -538,12 +540,14 @@ def test_check_text_output_has_caret_and_summary(
     shutil.copy(FIXTURES / "E101_unknown_template.cadence", tmp_path / "a.cadence")
     shutil.copy(FIXTURES / "W304_placeholder.cadence", tmp_path / "b.cadence")
     assert main(["check", str(tmp_path)]) == 1
-    out = capsys.readouterr().out
-    assert "a.cadence:6:16: error[E101]: unknown template `welcom`" in out
-    assert "   6 |     send email welcom\n" in out
-    assert "\n                      ^^^^^^\n" in out
-    assert "= hint: did you mean `welcome`?" in out
-    assert out.rstrip().endswith("1 error, 1 warning in 2 files")
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "a.cadence:6:16: error[E101]: unknown template `welcom`" in err
+    assert "   6 |     send email welcom\n" in err
+    assert "\n                      ^^^^^^\n" in err
+    assert "= hint: did you mean `welcome`?" in err
+    assert err.index("error[E101]") < err.index("warning[W304]")
+    assert captured.out == "1 error, 1 warning in 2 files\n"
 
 
 def test_text_output_colours_severity_and_highlights_the_source_line() -> None:

@@ -1,10 +1,10 @@
 """`cadence check PATH...`: run the checker over files and folders, for people, editors and CI.
 
 Each file given, or each `*.cadence` under a folder given (recursively, sorted), is checked
-as its own workspace with its imports. Findings go to stdout, as rich text with the source
-line and a caret, or with `--format json` as one JSON object per line. Problems with the
-command itself (a path that does not exist) go to stderr. Exit codes: 0 no errors (warnings
-allowed), 1 errors (or warnings under `--strict`), 2 usage.
+as its own workspace with its imports. As text, findings go to stderr with the source line
+and a caret (like `cadence fmt` and `cadence compile`) and the summary line to stdout; with
+`--format json` they go to stdout, one JSON object per line, for editors and CI. Exit codes:
+0 no errors (warnings allowed), 1 errors (or warnings under `--strict`), 2 usage.
 """
 
 from __future__ import annotations
@@ -69,20 +69,22 @@ def run(args: argparse.Namespace) -> int:
         for diagnostic in diagnostics:
             sys.stdout.write(diagnostic.to_json() + "\n")
     else:
-        print_report(
-            diagnostics, len(files), Console(file=sys.stdout, highlight=False, soft_wrap=True)
-        )
+        out = Console(file=sys.stdout, highlight=False, soft_wrap=True)
+        err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        print_report(diagnostics, len(files), out=out, err=err)
     errors = sum(d.severity == "error" for d in diagnostics)
     warnings = len(diagnostics) - errors
     return 1 if errors or (args.strict and warnings) else 0
 
 
-def print_report(diagnostics: Sequence[Diagnostic], file_count: int, console: Console) -> None:
-    """Every diagnostic with its caret excerpt, then the summary line."""
+def print_report(
+    diagnostics: Sequence[Diagnostic], file_count: int, *, out: Console, err: Console
+) -> None:
+    """Every diagnostic with its caret excerpt on `err`, then the summary line on `out`."""
     for diagnostic in diagnostics:
-        console.print(render_diagnostic(diagnostic))
-        console.print()
-    console.print(summary(diagnostics, file_count))
+        err.print(render_diagnostic(diagnostic))
+        err.print()
+    out.print(summary(diagnostics, file_count))
 
 
 def render_diagnostic(diagnostic: Diagnostic) -> Text:
