@@ -86,6 +86,33 @@ def reserved_words() -> frozenset[str]:
     return frozenset(reserved)
 
 
+def _step_endings(w: str) -> list[tuple[ast.Step, ...]]:
+    """Step lists ending in each kind of token a step can end with (a name, a call, ...)."""
+    day = ast.DurationLit(86400)
+    return [
+        (),
+        (ast.Send(w, w),),
+        (ast.Wait(day),),
+        (ast.WaitUntil(ast.TimeLit(9, 0), False),),
+        (ast.WaitUntil(ast.TimeLit(9, 0), True),),
+        (ast.WaitFor(ast.Path((w,)), None),),
+        (ast.WaitFor(ast.Call(w, ()), None),),
+        (ast.WaitFor(ast.Call("count", ()), None),),
+        (ast.WaitFor(ast.Path((w,)), day),),
+        (ast.SetAttr(ast.Path((w,)), ast.Path((w,))),),
+        (ast.SetAttr(ast.Path((w,)), ast.NumberLit(Decimal(1))),),
+        (ast.SetAttr(ast.Path((w,)), ast.Within(ast.Path((w,)), day)),),
+        (ast.Tag("add", "x"),),
+        (ast.AssignAgent(w),),
+        (ast.Notify(w, "x"),),
+        (ast.Enroll(w),),
+        (ast.Exit(None),),
+        (ast.Exit("x"),),
+        (ast.Placeholder(),),
+        (ast.Send(w, w), ast.Wait(day)),
+    ]
+
+
 def probe_program(word: str) -> ast.Program:
     """A program with `word` in every position where the language takes a name."""
     w = word
@@ -113,6 +140,20 @@ def probe_program(word: str) -> ast.Program:
             ),
         ),
         ast.RandomSplit((ast.SplitBranch(w, half, (ast.Enroll(w),)),) * 2),
+        # A branch name right after each way a branch can end.
+        *(
+            split
+            for last in _step_endings(w)
+            for split in (
+                ast.RandomSplit((ast.SplitBranch("p", half, last), ast.SplitBranch(w, half, ()))),
+                ast.ABSplit(
+                    half,
+                    w,
+                    day,
+                    (ast.SplitBranch("p", None, last), ast.SplitBranch(w, None, (ast.Enroll(w),))),
+                ),
+            )
+        ),
         ast.WaitFor(path, None),
     )
     settings: tuple[ast.Setting, ...] = (
@@ -155,6 +196,8 @@ def probe_program(word: str) -> ast.Program:
                     ast.ScorePoints(path, None, Decimal(1), True),
                     ast.ScorePoints(ast.Call(w, (path,)), day, Decimal(1), False),
                     ast.ScorePoints(path, None, Decimal(-1), False),
+                    ast.ScoreDecay(half, day),
+                    ast.ScorePoints(path, day, Decimal(1), True),
                 ),
             ),
             ast.CampaignDecl(w, None, settings, triggers),

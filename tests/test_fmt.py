@@ -82,9 +82,9 @@ def test_generated_programs_survive_fmt(program: ast.Program) -> None:
 
 
 SMALL_PROGRAMS = strategies.programs(max_declarations=4)
-COMMENTS = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
-).map(lambda t: "#" + t)
+COMMENTS = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12).map(
+    lambda t: "#" + t
+)
 
 
 @st.composite
