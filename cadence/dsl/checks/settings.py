@@ -186,8 +186,17 @@ def _check_setting(ctx: CheckContext, setting: ast.Setting) -> None:
                     "a cap of 0 sends blocks the channel entirely",
                     "use at least 1, or leave the channel out of `channels`",
                 )
-        case ast.QuietHoursSetting(channel=channel) if channel is not None:
-            check_channel(ctx, channel, ctx.word_span(setting.span, channel))
+        case ast.QuietHoursSetting(channel=channel, start=start, end=end):
+            if channel is not None:
+                check_channel(ctx, channel, ctx.word_span(setting.span, channel))
+            if (start.hour, start.minute) == (end.hour, end.minute):
+                ctx.error(
+                    _range_span(setting.span, start, end),
+                    "E212",
+                    f"quiet hours {_hhmm(start)}-{_hhmm(end)} start when they end: they would "
+                    "block either nothing or the whole day",
+                    "give them a length, such as 21:00-08:00",
+                )
         case ast.SendWindowSetting():
             _check_send_window(ctx, setting)
         case ast.TimezoneSetting(zone=zone) if not is_timezone(zone):
@@ -225,13 +234,7 @@ def _check_send_window(ctx: CheckContext, setting: ast.SendWindowSetting) -> Non
     start, end = setting.start, setting.end
     if (start.hour, start.minute) == (end.hour, end.minute):
         ctx.error(
-            ast.Span(
-                setting.span.file,
-                start.span.line,
-                start.span.column,
-                end.span.end_line,
-                end.span.end_column,
-            ),
+            _range_span(setting.span, start, end),
             "E210",
             f"the send window {_hhmm(start)}-{_hhmm(end)} never opens: it starts when it ends",
             "give it a length, such as 09:00-18:00",
@@ -246,6 +249,13 @@ def _check_send_window(ctx: CheckContext, setting: ast.SendWindowSetting) -> Non
             setting.span.end_column,
         )
         check_day_names(ctx, setting.days, after)
+
+
+def _range_span(span: ast.Span, start: ast.TimeLit, end: ast.TimeLit) -> ast.Span:
+    """From the first time of a `HH:MM-HH:MM` range to the end of the second."""
+    return ast.Span(
+        span.file, start.span.line, start.span.column, end.span.end_line, end.span.end_column
+    )
 
 
 def _hhmm(time: ast.TimeLit) -> str:
