@@ -1,57 +1,170 @@
-"""Bulk UPDATE of many rows by id in one statement, whatever the backend.
+"""Batch statements that stay fast on PostgreSQL whatever its statistics say.
 
-On PostgreSQL an executemany of N updates still runs N statements on the server; instead the
-rows travel as one JSON parameter, unpacked by `jsonb_to_recordset` and joined on id, so a
-batch of a thousand is one statement whose SQL text (and plan) is the same every time.
-SQLite executes statements in-process, so executemany is already cheap there.
+- Bulk INSERT/UPSERT and UPDATE by id: an executemany of N rows still runs N statements on
+  the server; instead the rows travel as one JSON parameter, unpacked by
+  `jsonb_to_recordset`, so a batch is one statement whose SQL text (and plan) never changes.
+- Lookups of a batch of keys: `col IN (500 values)` on a table filled earlier in the same
+  transaction (an import) has no statistics yet, and the planner may scan every row of the
+  tenant per batch; joining `unnest(:keys)` instead makes it probe the index once per key.
+
+SQLite runs statements in-process, so it gets a driver-level executemany (values through
+the column types' bind processors, without the ORM's per-row overhead) and plain IN lists.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BindParameter, Table, bindparam, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, String, Table, bindparam, func, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 ROWS_PER_STATEMENT = 5000
+
+
+def _same_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The columns every row sets (they must all set the same ones)."""
+    keys = list(rows[0])
+    if any(set(row) != set(keys) for row in rows):
+        raise ValueError("rows written together must set the same columns")
+    return keys
+
+
+def _sqlite_params(
+    session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Any, ...]]:
+    """Rows as driver parameters, each value through its column type's bind processor once."""
+    dialect = session.get_bind().dialect
+    processors = [
+        _memoized(processor)
+        for processor in (
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in keys
+        )
+    ]
+    pairs = list(zip(keys, processors, strict=True))
+    return [
+        tuple(row[name] if process is None else process(row[name]) for name, process in pairs)
+        for row in rows
+    ]
+
+
+def _memoized(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A bind processor that converts each timestamp, and each empty JSON value, only once.
+
+    The rows of a batch mostly share their timestamps (`now`) and empty `{}`/`[]` documents,
+    and formatting those dominated the cost of a SQLite batch.
+    """
+    if process is None:
+        return None
+    seen: dict[Any, Any] = {}
+
+    def run(value: Any) -> Any:
+        if isinstance(value, datetime):
+            key: Any = value
+        elif isinstance(value, dict | list) and not value:
+            key = type(value)
+        else:
+            return process(value)
+        if key not in seen:
+            seen[key] = process(value)
+        return seen[key]
+
+    return run
+
+
+def _record(session: Session, table: Table, keys: Sequence[str]) -> str:
+    """`name type, ...` for jsonb_to_recordset, from the columns' PostgreSQL types."""
+    dialect = session.get_bind().dialect
+    return ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in keys)
+
+
+def _pg_chunks(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The rows as JSON parameters of at most ROWS_PER_STATEMENT rows each."""
+    return [
+        {"rows": json.dumps(list(rows[start : start + ROWS_PER_STATEMENT]), default=_json_default)}
+        for start in range(0, len(rows), ROWS_PER_STATEMENT)
+    ]
+
+
+def insert_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str] = (),
+    update_columns: Sequence[str] = (),
+) -> None:
+    """INSERT many rows in few statements; on a `conflict` key, update `update_columns` or skip.
+
+    Values are Python values (aware datetimes, dicts for JSON), as for the ORM.
+    """
+    if not rows:
+        return
+    keys = _same_keys(rows)
+    names = ", ".join(keys)
+    on_conflict = ""
+    if conflict:
+        target = ", ".join(conflict)
+        if update_columns:
+            assignments = ", ".join(f"{name} = excluded.{name}" for name in update_columns)
+            on_conflict = f" ON CONFLICT ({target}) DO UPDATE SET {assignments}"
+        else:
+            on_conflict = f" ON CONFLICT ({target}) DO NOTHING"
+    if session.get_bind().dialect.name != "postgresql":
+        marks = ", ".join("?" for _ in keys)
+        session.connection().exec_driver_sql(
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks}){on_conflict}",
+            _sqlite_params(session, table, keys, rows),
+        )
+        return
+    statement = text(
+        f"INSERT INTO {table.name} ({names}) SELECT {names} "
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS given({_record(session, table, keys)})"
+        f"{on_conflict}"
+    )
+    for params in _pg_chunks(rows):
+        session.execute(statement, params)
 
 
 def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write each row's values to the row with its `id`; every row must have the same keys."""
     if not rows:
         return
-    keys = list(rows[0])
+    keys = _same_keys(rows)
     if "id" not in keys:
         raise ValueError("each row to update needs its id")
-    if any(set(row) != set(keys) for row in rows):
-        raise ValueError("rows updated together must set the same columns")
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
-        statement = update(table).where(table.c.id == _bind("id"))
-        session.execute(
-            statement.values({name: _bind(name) for name in keys if name != "id"}),
-            [{f"b_{name}": row[name] for name in keys} for row in rows],
+    others = [name for name in keys if name != "id"]
+    if session.get_bind().dialect.name != "postgresql":
+        assignments = ", ".join(f"{name} = ?" for name in others)
+        session.connection().exec_driver_sql(
+            f"UPDATE {table.name} SET {assignments} WHERE id = ?",
+            _sqlite_params(session, table, [*others, "id"], rows),
         )
         return
-    record = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in keys)
-    assignments = ", ".join(f"{name} = changes.{name}" for name in keys if name != "id")
-    joined = text(
+    assignments = ", ".join(f"{name} = changes.{name}" for name in others)
+    record = _record(session, table, keys)
+    statement = text(
         f"UPDATE {table.name} SET {assignments} "
         f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS changes({record}) "
         f"WHERE {table.name}.id = changes.id"
     )
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        session.execute(joined, {"rows": json.dumps(list(chunk), default=_json_default)})
+    for params in _pg_chunks(rows):
+        session.execute(statement, params)
 
 
-def _bind(name: str) -> BindParameter[Any]:
-    """A bind parameter for a column, named apart from the column itself."""
-    return bindparam(f"b_{name}")
+def among(
+    session: Session, column: ColumnElement[str] | InstrumentedAttribute[str], keys: Sequence[str]
+) -> ColumnElement[bool]:
+    """`column IN keys`, spelt as a join with `unnest(:keys)` on PostgreSQL (see above)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(list(keys))
+    array = bindparam(None, list(keys), type_=ARRAY(String()))
+    keys_table = func.unnest(array).table_valued("key").render_derived(with_types=False)
+    return column == keys_table.c.key
 
 
 def _json_default(value: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from cadence.engine.store.bulk import among, insert_rows
 from cadence.engine.store.database import StoreError, dialect_insert
 from cadence.engine.store.models import (
     AuditEntry,
@@ -165,18 +166,16 @@ def enroll_contacts(
             for cid, number in session.execute(
                 select(Enrollment.contact_id, Enrollment.occurrence).where(
                     Enrollment.version_id == version_id,
-                    Enrollment.contact_id.in_([cid for cid, _ in chunk]),
+                    among(session, Enrollment.contact_id, [cid for cid, _ in chunk]),
                 )
             )
         }
         fresh = [pair for pair in chunk if pair not in present]
         if not fresh:
             continue
-        statement = dialect_insert(_dialect(session), Enrollment).on_conflict_do_nothing(
-            index_elements=["version_id", "contact_id", "occurrence"]
-        )
-        session.execute(
-            statement,
+        insert_rows(
+            session,
+            Enrollment.__table__,  # type: ignore[arg-type]
             [
                 {
                     "tenant_id": tenant_id,
@@ -194,6 +193,7 @@ def enroll_contacts(
                 }
                 for contact_id, number in fresh
             ],
+            conflict=("version_id", "contact_id", "occurrence"),
         )
         enrolled.extend(contact_id for contact_id, _ in fresh)
     return enrolled

@@ -25,9 +25,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
+from cadence.engine.store.bulk import among, insert_rows
 from cadence.engine.store.database import DEFAULT_TENANT, Store, dialect_insert, utcnow
 from cadence.engine.store.models import Contact, Event, Tenant
 from cadence.engine.store.records import (
@@ -232,8 +233,19 @@ def upsert_contacts(
     Existing rows are read once per chunk so fields a record leaves out keep their stored
     value and attributes merge (None removes one); then one executemany upsert per chunk.
     """
+    merged: dict[str, ContactRecord] = {}
+    for record in records:  # one row per id: a later record for the same id wins field by field
+        if record.id in merged:
+            earlier = merged[record.id]
+            record = ContactRecord(
+                record.id,
+                {**earlier.fields, **record.fields},
+                {**earlier.attributes, **record.attributes},
+            )
+        merged[record.id] = record
+    records = list(merged.values())
     created = updated = 0
-    table = Contact.__table__
+    table: Table = Contact.__table__  # type: ignore[assignment]
     columns = ("email", "phone", "first_name", "last_name", "timezone", "locale", "tags")
     for start in range(0, len(records), CHUNK):
         chunk = records[start : start + CHUNK]
@@ -241,8 +253,11 @@ def upsert_contacts(
             row.id: row
             for row in session.scalars(
                 select(Contact)
-                .where(Contact.tenant_id == tenant_id, Contact.id.in_([r.id for r in chunk]))
-                .with_for_update()
+                .where(
+                    Contact.tenant_id == tenant_id,
+                    among(session, Contact.id, [r.id for r in chunk]),
+                )
+                .with_for_update(of=Contact)
             )
         }
         params: list[dict[str, Any]] = []
@@ -271,14 +286,13 @@ def upsert_contacts(
             else:
                 updated += 1
         session.expunge_all()  # the rows read above are about to be stale
-        statement = dialect_insert(session.get_bind().dialect.name, table)
-        statement = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "id"],
-            set_={
-                name: statement.excluded[name] for name in (*columns, "attributes", "updated_at")
-            },
+        insert_rows(
+            session,
+            table,
+            params,
+            conflict=("tenant_id", "id"),
+            update_columns=(*columns, "attributes", "updated_at"),
         )
-        session.execute(statement, params)
     return created, updated
 
 
@@ -423,8 +437,7 @@ def insert_events(
         }
         for event in fresh
     ]
-    for start in range(0, len(params), CHUNK):
-        session.execute(insert(Event), params[start : start + CHUNK])
+    insert_rows(session, Event.__table__, params)  # type: ignore[arg-type]
     return fresh, len(events) - len(fresh)
 
 
@@ -436,7 +449,8 @@ def existing_contact_ids(session: Session, tenant_id: str, ids: Iterable[str]) -
         found.update(
             session.scalars(
                 select(Contact.id).where(
-                    Contact.tenant_id == tenant_id, Contact.id.in_(wanted[start : start + CHUNK])
+                    Contact.tenant_id == tenant_id,
+                    among(session, Contact.id, wanted[start : start + CHUNK]),
                 )
             )
         )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.database import dialect_insert
 from cadence.engine.store.models import (
     Consent,
@@ -76,11 +77,9 @@ def enqueue_sends(
         new = [key for key in chunk if key not in present]
         if not new:
             continue
-        statement = dialect_insert(
-            session.get_bind().dialect.name, OutboxMessage
-        ).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        session.execute(
-            statement,
+        insert_rows(
+            session,
+            OutboxMessage.__table__,  # type: ignore[arg-type]
             [
                 {
                     "tenant_id": tenant_id,
@@ -101,6 +100,7 @@ def enqueue_sends(
                 }
                 for key in new
             ],
+            conflict=("idempotency_key",),
         )
         fresh.extend(new)
     return fresh
@@ -130,11 +130,12 @@ def add_suppressions(
         for address, contact_id in entries
         if address is not None or contact_id is not None
     ]
-    if rows:
-        statement = dialect_insert(
-            session.get_bind().dialect.name, Suppression
-        ).on_conflict_do_nothing(index_elements=["tenant_id", "channel", "address"])
-        session.execute(statement, rows)
+    insert_rows(
+        session,
+        Suppression.__table__,  # type: ignore[arg-type]
+        rows,
+        conflict=("tenant_id", "channel", "address"),
+    )
     return len(rows)
 
 
