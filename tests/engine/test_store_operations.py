@@ -270,3 +270,22 @@ def test_audit_log(store: Store) -> None:
     with store.session() as session:
         entry = session.scalar(select(AuditEntry))
         assert entry is not None and (entry.action, entry.details) == ("launch", {"version": 1})
+
+
+def test_upserting_the_same_id_twice_in_one_batch_merges_the_records(store: Store) -> None:
+    from cadence.engine.store.importer import upsert_contacts
+    from cadence.engine.store.models import Contact
+    from cadence.engine.store.records import ContactRecord
+
+    store.ensure_tenant("default", now=T0)
+    records = [
+        ContactRecord("c1", {"email": "a@x.test"}, {"city": "Manila", "plan": "free"}),
+        ContactRecord("c1", {"first_name": "Ana"}, {"plan": "pro"}),
+    ]
+    with store.session() as session:
+        assert upsert_contacts(session, "default", records, now=T0) == (1, 0)
+    with store.session() as session:
+        contact = session.get(Contact, ("default", "c1"))
+        assert contact is not None
+        assert (contact.email, contact.first_name) == ("a@x.test", "Ana")
+        assert contact.attributes == {"city": "Manila", "plan": "pro"}
