@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 from store_helpers import T0
 
-from cadence.engine.migrations import current_revision, head_revision
+from cadence.engine.migrations import current_revision, downgrade, head_revision
 from cadence.engine.store import AsyncStore, Store, StoreError, resolve_database_url
 from cadence.engine.store.claims import (
     EnrollmentUpdate,
@@ -35,6 +35,18 @@ def test_migrations_reach_head_and_match_the_models(store: Store) -> None:
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_migrations_go_down_to_base_and_up_again(database_url: str) -> None:
+    from sqlalchemy import inspect
+
+    with Store.open(database_url) as store:
+        downgrade(store.engine, "base")
+        assert current_revision(store.engine) is None
+        assert set(inspect(store.engine).get_table_names()) <= {"alembic_version"}
+        store.migrate()
+        assert current_revision(store.engine) == head_revision()
+        assert "enrollments" in inspect(store.engine).get_table_names()
 
 
 def test_reopening_a_migrated_store_is_a_no_op(database_url: str) -> None:
