@@ -400,6 +400,19 @@ def test_opens_are_measurable_on_whatsapp_read_receipts() -> None:
     assert check_text(program) == []
     assert codes(check_text(program.replace("opens", "replies"))) == []
     assert codes(check_text(program.replace("whatsapp", "webhook"))) == ["E203"]
+    mixed_channels = (
+        'template a email { subject "A" body "A" }\ntemplate b sms "B"\n'
+        "on launch { split 10% test winner by opens after 1h { a: send email a"
+        "  b: send sms b } }"
+    )
+    found = check_text(mixed_channels)
+    assert codes(found) == ["E203"]
+    assert found[0].message == "opens cannot be measured on sms"
+    assert found[0].hint == (
+        "opens are measured on email and whatsapp; for these branches try clicks, replies "
+        "or conversions"
+    )
+    assert check_text(mixed_channels.replace("opens", "replies")) == []
 
 
 def test_quiet_hours_covering_the_send_window_close_it() -> None:

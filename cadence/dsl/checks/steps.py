@@ -74,7 +74,7 @@ def check_trigger_block(ctx: CheckContext, unit: CampaignUnit, block: ast.Trigge
     ctx.event_in_scope = isinstance(block.trigger, ast.EventTrigger)
     try:
         _check_trigger(ctx, block.trigger)
-        _check_block(ctx, unit, block.steps, _allowed_channels(unit))
+        _check_block(ctx, block.steps, _allowed_channels(unit))
     finally:
         ctx.event_in_scope = False
 
@@ -106,7 +106,6 @@ def _check_trigger(ctx: CheckContext, trigger: ast.Trigger) -> None:
 
 def _check_block(
     ctx: CheckContext,
-    unit: CampaignUnit,
     steps: tuple[ast.Step, ...],
     allowed: ast.ChannelsSetting | None,
 ) -> None:
@@ -130,16 +129,15 @@ def _check_block(
                     "this step is unreachable: every branch before it ends in `exit`",
                     f"see the branches at line {terminator.span.line}",
                 )
-        _check_step(ctx, unit, step, allowed)
+        _check_step(ctx, step, allowed)
         for block in child_blocks(step):
-            _check_block(ctx, unit, block, allowed)
+            _check_block(ctx, block, allowed)
         if terminator is None and _step_always_exits(step):
             terminator = step
 
 
 def _check_step(
     ctx: CheckContext,
-    unit: CampaignUnit,
     step: ast.Step,
     allowed: ast.ChannelsSetting | None,
 ) -> None:
@@ -319,17 +317,16 @@ def _check_ab_split(ctx: CheckContext, split: ast.ABSplit) -> None:
             f"no branch sends a message, so {metric} cannot be measured",
             "pick the winner by conversions, or send in each branch",
         )
-    for channel in channels:
-        if channel not in measurable:
-            ctx.error(
-                split.metric_span,
-                "E203",
-                f"{metric} cannot be measured on {channel}",
-                f"{metric} are measured on {_alternatives(list(measurable), 'and')}; "
-                f"on {channel} try "
-                + _alternatives([m for m, chs in METRIC_CHANNELS.items() if channel in chs], "or"),
-            )
-            break
+    unmeasured = [channel for channel in channels if channel not in measurable]
+    if unmeasured:
+        usable = [m for m, on in METRIC_CHANNELS.items() if all(c in on for c in channels)]
+        ctx.error(
+            split.metric_span,
+            "E203",
+            f"{metric} cannot be measured on {_alternatives(unmeasured, 'or')}",
+            f"{metric} are measured on {_alternatives(list(measurable), 'and')}; "
+            f"for these branches try {_alternatives(usable, 'or')}",
+        )
 
 
 def _alternatives(words: list[str], conjunction: str) -> str:
