@@ -22,8 +22,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
+import trio
 
-from cadence.adapters.base import AdapterBase, Transient, ordered
+from cadence.adapters.base import AdapterBase, Attempt, Transient, ordered
 from cadence.adapters.config import InfobipConfig
 from cadence.adapters.http import is_transient_status, transient_status, transport_failure
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, batch_uuid
@@ -64,9 +65,11 @@ class InfobipAdapter(AdapterBase):
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
+        concurrency: int = 8,
     ) -> None:
         super().__init__(policy=policy, breaker=breaker, rng=rng)
         self.config = config
+        self.concurrency = max(1, concurrency)
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=config.timeout)
         self.base = config.base_url.rstrip("/")
@@ -80,9 +83,11 @@ class InfobipAdapter(AdapterBase):
             await self.client.aclose()
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """SMS in batches; WhatsApp text one by one, approved templates in batches."""
+        """SMS in batches; WhatsApp text one by one, approved templates in batches; the
+        requests of one call go out `concurrency` at a time."""
         results: dict[str, SendResult] = {}
         sms: list[OutboundMessage] = []
+        wa_text: list[OutboundMessage] = []
         wa_template: list[OutboundMessage] = []
         for message in messages:
             content = message.content
@@ -90,9 +95,7 @@ class InfobipAdapter(AdapterBase):
                 sms.append(message)
             elif message.channel is Channel.WHATSAPP and isinstance(content, WhatsAppContent):
                 if message.in_session_window():
-                    results.update(
-                        await self._drive([message], self._whatsapp_text, self._lookup_whatsapp)
-                    )
+                    wa_text.append(message)
                 elif content.approved is not None:
                     wa_template.append(message)
                 else:
@@ -111,13 +114,23 @@ class InfobipAdapter(AdapterBase):
                     code="invalid_message",
                 )
         size = max(1, self.config.batch_size)
+        jobs: list[tuple[list[OutboundMessage], Attempt, Attempt]] = []
         for start in range(0, len(sms), size):
-            results.update(
-                await self._drive(sms[start : start + size], self._sms, self._lookup_sms)
-            )
+            jobs.append((sms[start : start + size], self._sms, self._lookup_sms))
         for start in range(0, len(wa_template), size):
             chunk = wa_template[start : start + size]
-            results.update(await self._drive(chunk, self._whatsapp_template, self._lookup_whatsapp))
+            jobs.append((chunk, self._whatsapp_template, self._lookup_whatsapp))
+        for message in wa_text:
+            jobs.append(([message], self._whatsapp_text, self._lookup_whatsapp))
+        limiter = trio.CapacityLimiter(self.concurrency)
+
+        async def run(chunk: list[OutboundMessage], attempt: Attempt, lookup: Attempt) -> None:
+            async with limiter:
+                results.update(await self._drive(chunk, attempt, lookup))
+
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(run, *job)
         return ordered(messages, results)
 
     # ------------------------------------------------------------------ requests

@@ -77,7 +77,8 @@ async def test_sms_batch_request_shape(nursery: trio.Nursery) -> None:
 async def test_sms_batches_split_by_size(nursery: trio.Nursery) -> None:
     standin, adapter = await start(nursery, batch_size=2)
     assert all(r.ok for r in await adapter.send_batch([sms(n) for n in range(1, 6)]))
-    assert [len(b["messages"]) for b in sends(standin, "/sms/2/text/advanced")] == [2, 2, 1]
+    sizes = sorted(len(b["messages"]) for b in sends(standin, "/sms/2/text/advanced"))
+    assert sizes == [1, 2, 2]
 
 
 @pytest.mark.trio
@@ -203,7 +204,7 @@ async def test_whatsapp_free_text_only_inside_the_window(nursery: trio.Nursery) 
     ]
     assert results[1].error_code == "whatsapp_outside_window"
     texts = sends(standin, "/whatsapp/1/message/text")
-    assert [t["content"] for t in texts] == [{"text": "Hi Person 1 👋"}, {"text": "Hi Person 3 👋"}]
+    assert sorted(t["content"]["text"] for t in texts) == ["Hi Person 1 👋", "Hi Person 3 👋"]
     assert not sends(standin, "/whatsapp/1/message/template")
 
 
