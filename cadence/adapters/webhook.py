@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import trio
 
 from cadence.adapters.base import AdapterBase, Transient, ordered
 from cadence.adapters.config import WebhookConfig
@@ -87,9 +88,11 @@ class WebhookAdapter(AdapterBase):
         policy: RetryPolicy | None = None,
         breaker: CircuitBreaker | None = None,
         rng: random.Random | None = None,
+        concurrency: int = 8,
     ) -> None:
         super().__init__(policy=policy, breaker=breaker, rng=rng)
         self.config = config
+        self.concurrency = max(1, concurrency)
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=config.timeout)
 
@@ -102,20 +105,27 @@ class WebhookAdapter(AdapterBase):
             await self.client.aclose()
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """One POST per message."""
+        """One POST per message, `concurrency` at a time."""
         results: dict[str, SendResult] = {}
-        for message in messages:
-            if not isinstance(message.content, WebhookContent) or not message.recipient.startswith(
-                ("http://", "https://")
-            ):
-                results[message.idempotency_key] = SendResult.failed(
-                    message,
-                    self.provider,
-                    "a webhook needs an http(s) URL and a JSON body",
-                    code="invalid_message",
-                )
-                continue
-            results.update(await self._drive([message], self._attempt))
+        limiter = trio.CapacityLimiter(self.concurrency)
+
+        async def one(message: OutboundMessage) -> None:
+            async with limiter:
+                results.update(await self._drive([message], self._attempt))
+
+        async with trio.open_nursery() as nursery:
+            for message in messages:
+                if not isinstance(
+                    message.content, WebhookContent
+                ) or not message.recipient.startswith(("http://", "https://")):
+                    results[message.idempotency_key] = SendResult.failed(
+                        message,
+                        self.provider,
+                        "a webhook needs an http(s) URL and a JSON body",
+                        code="invalid_message",
+                    )
+                    continue
+                nursery.start_soon(one, message)
         return ordered(messages, results)
 
     async def _attempt(self, messages: list[OutboundMessage]) -> dict[str, SendResult] | Transient:

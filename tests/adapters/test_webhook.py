@@ -92,3 +92,16 @@ async def test_receiver_down_is_retry_later(nursery: trio.Nursery) -> None:
     result = await sender.send(webhook(url, 1))
     assert result.status is SendStatus.RETRY_LATER and result.error_code == "http_503"
     assert result.attempts == 4 and result.retry_at is not None
+
+
+@pytest.mark.trio
+async def test_many_webhooks_each_arrive_once(nursery: trio.Nursery) -> None:
+    receiver = WebhookReceiver()
+    url = await nursery.start(receiver.serve)
+    receiver.faults.add("503", times=3)
+    sender = adapter()
+    close_at_end(nursery, sender)
+    results = await sender.send_batch([webhook(url, n) for n in range(1, 21)])
+    assert all(r.ok for r in results)
+    keys = sorted(r.headers["x-cadence-idempotency-key"] for r in receiver.received)
+    assert keys == sorted(f"camp1:v1:node6:contact{n}:0" for n in range(1, 21))
