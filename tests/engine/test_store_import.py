@@ -481,3 +481,39 @@ def test_cli_imports_contacts_and_pushes_events(
     bad_schema = write(tmp_path, "bad.yaml", "attributes: [1, 2]\n")
     assert main(["contacts", "import", str(people), "--schema", str(bad_schema)]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_reports_name_the_ids_and_hooks_run_inside_the_transaction(store: Store) -> None:
+    from sqlalchemy.orm import Session
+
+    from cadence.engine.store.importer import ImportReport
+
+    upsert_contact_dicts(store, [{"id": "c1"}], now=T0)
+    seen: list[tuple[list[str], list[str], int]] = []
+
+    def on_contacts(session: Session, report: ImportReport) -> None:
+        in_transaction = session.scalar(select(func.count()).select_from(Contact))
+        seen.append((report.created_ids, report.updated_ids, int(in_transaction or 0)))
+
+    report = upsert_contact_dicts(store, [{"id": "c2"}, {"id": "c1"}], on_written=on_contacts)
+    assert (report.created_ids, report.updated_ids) == (["c2"], ["c1"])
+    assert seen == [(["c2"], ["c1"], 2)]
+
+    def fail(session: Session, report: ImportReport) -> None:
+        raise RuntimeError("the engine could not fire a trigger")
+
+    with pytest.raises(RuntimeError):
+        upsert_contact_dicts(store, [{"id": "c3"}], on_written=fail)
+    with pytest.raises(RuntimeError):
+        push_event_dicts(
+            store, [{"contact": "c1", "name": "opened", "at": "2026-12-01"}], on_written=fail
+        )
+    assert sorted(contacts(store)) == ["c1", "c2"] and count(store, Event) == 0  # rolled back
+
+    names: list[str] = []
+    push_event_dicts(
+        store,
+        [{"contact": "c1", "name": "opened", "at": "2026-12-01"}],
+        on_written=lambda session, report: names.extend(e.name for e in report.events),
+    )
+    assert names == ["opened"]

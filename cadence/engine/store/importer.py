@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,9 @@ class ImportReport:
     updated: int = 0
     duplicates: int = 0
     problems: list[Problem] = field(default_factory=list)
+    created_ids: list[str] = field(default_factory=list)  # contacts: new ids, in file order
+    updated_ids: list[str] = field(default_factory=list)  # contacts: ids that existed
+    events: list[EventRecord] = field(default_factory=list)  # events: those written
 
     @property
     def skipped(self) -> int:
@@ -76,6 +79,10 @@ class ImportReport:
         if self.problems:
             parts.append(f"{self.skipped} row(s) skipped")
         return "; ".join(parts)
+
+
+# Called inside the import's transaction once its rows are written.
+OnWritten = Callable[[Session, "ImportReport"], None]
 
 
 # --- reading files -------------------------------------------------------------------------
@@ -228,7 +235,15 @@ def validate_contact_rows(
 def upsert_contacts(
     session: Session, tenant_id: str, records: Sequence[ContactRecord], *, now: datetime
 ) -> tuple[int, int]:
-    """Insert or update contacts by id in bulk; returns (created, updated).
+    """Insert or update contacts by id in bulk; returns how many were (created, updated)."""
+    created, updated = upsert_contact_records(session, tenant_id, records, now=now)
+    return len(created), len(updated)
+
+
+def upsert_contact_records(
+    session: Session, tenant_id: str, records: Sequence[ContactRecord], *, now: datetime
+) -> tuple[list[str], list[str]]:
+    """Insert or update contacts by id in bulk; returns the (created, updated) ids.
 
     Existing rows are read once per chunk so fields a record leaves out keep their stored
     value and attributes merge (None removes one); then one executemany upsert per chunk.
@@ -244,7 +259,8 @@ def upsert_contacts(
             )
         merged[record.id] = record
     records = list(merged.values())
-    created = updated = 0
+    created: list[str] = []
+    updated: list[str] = []
     table: Table = Contact.__table__  # type: ignore[assignment]
     columns = ("email", "phone", "first_name", "last_name", "timezone", "locale", "tags")
     for start in range(0, len(records), CHUNK):
@@ -281,10 +297,7 @@ def upsert_contacts(
             values["created_at"] = old.created_at if old is not None else now
             values["updated_at"] = now
             params.append(values)
-            if old is None:
-                created += 1
-            else:
-                updated += 1
+            (created if old is None else updated).append(record.id)
         session.expunge_all()  # the rows read above are about to be stale
         insert_rows(
             session,
@@ -307,8 +320,13 @@ def import_contact_rows(
     now: datetime | None = None,
     read_problems: Sequence[Problem] = (),
     columns: Sequence[str] = (),
+    on_written: OnWritten | None = None,
 ) -> ImportReport:
-    """Validate and upsert contact rows `(line, mapping)`; see the module docstring for rules."""
+    """Validate and upsert contact rows `(line, mapping)`; see the module docstring for rules.
+
+    `on_written(session, report)` runs in the same transaction after the write, so whatever
+    it does (the engine firing `on contact_created`) commits or fails with the import.
+    """
     stamp = now or utcnow()
     rows = list(rows)
     report = ImportReport("contacts", source, tenant_id, rows=len(rows))
@@ -332,13 +350,18 @@ def import_contact_rows(
         if not records:
             return report
         _ensure_tenant(session, tenant_id, stamp)
-        report.created, report.updated = upsert_contacts(session, tenant_id, records, now=stamp)
+        report.created_ids, report.updated_ids = upsert_contact_records(
+            session, tenant_id, records, now=stamp
+        )
+        report.created, report.updated = len(report.created_ids), len(report.updated_ids)
         report.written = len(records)
         if schema is not None and resolved is not None:
             tenant = session.get(Tenant, tenant_id)
             if tenant is not None:
                 tenant.contact_schema = resolved.to_json()
                 tenant.updated_at = stamp
+        if on_written is not None:
+            on_written(session, report)
     return report
 
 
@@ -350,6 +373,7 @@ def import_contacts(
     tenant_id: str = DEFAULT_TENANT,
     skip_invalid: bool = False,
     now: datetime | None = None,
+    on_written: OnWritten | None = None,
 ) -> ImportReport:
     """Import a contacts file (.csv or .jsonl). Raises InvalidInput, writing nothing, on bad rows.
 
@@ -376,6 +400,7 @@ def import_contacts(
         now=now,
         read_problems=problems,
         columns=[column for column in columns if column != "id"],
+        on_written=on_written,
     )
 
 
@@ -387,11 +412,18 @@ def upsert_contact_dicts(
     tenant_id: str = DEFAULT_TENANT,
     skip_invalid: bool = False,
     now: datetime | None = None,
+    on_written: OnWritten | None = None,
 ) -> ImportReport:
     """Upsert contacts given as Python dicts (row numbers in problems count from 1)."""
     rows = [(index, dict(contact)) for index, contact in enumerate(contacts, start=1)]
     return import_contact_rows(
-        store, rows, schema=schema, tenant_id=tenant_id, skip_invalid=skip_invalid, now=now
+        store,
+        rows,
+        schema=schema,
+        tenant_id=tenant_id,
+        skip_invalid=skip_invalid,
+        now=now,
+        on_written=on_written,
     )
 
 
@@ -466,8 +498,13 @@ def push_event_rows(
     skip_invalid: bool = False,
     now: datetime | None = None,
     read_problems: Sequence[Problem] = (),
+    on_written: OnWritten | None = None,
 ) -> ImportReport:
-    """Validate and store event rows `(line, mapping)`; unknown contacts are problems."""
+    """Validate and store event rows `(line, mapping)`; unknown contacts are problems.
+
+    `on_written(session, report)` runs in the same transaction after the write (the engine
+    firing the triggers the events match); `report.events` holds the events written.
+    """
     stamp = now or utcnow()
     rows = list(rows)
     report = ImportReport("events", source, tenant_id, rows=len(rows))
@@ -508,8 +545,10 @@ def push_event_rows(
             raise InvalidInput(problems)
         if good:
             _ensure_tenant(session, tenant_id, stamp)
-        written, report.duplicates = insert_events(session, tenant_id, good, now=stamp)
-        report.written = len(written)
+        report.events, report.duplicates = insert_events(session, tenant_id, good, now=stamp)
+        report.written = len(report.events)
+        if on_written is not None:
+            on_written(session, report)
     return report
 
 
@@ -520,6 +559,7 @@ def push_events(
     tenant_id: str = DEFAULT_TENANT,
     skip_invalid: bool = False,
     now: datetime | None = None,
+    on_written: OnWritten | None = None,
 ) -> ImportReport:
     """Store the events of a JSON Lines file. Raises InvalidInput, writing nothing, on bad rows."""
     file = Path(path)
@@ -535,6 +575,7 @@ def push_events(
         skip_invalid=skip_invalid,
         now=now,
         read_problems=problems,
+        on_written=on_written,
     )
 
 
@@ -545,7 +586,15 @@ def push_event_dicts(
     tenant_id: str = DEFAULT_TENANT,
     skip_invalid: bool = False,
     now: datetime | None = None,
+    on_written: OnWritten | None = None,
 ) -> ImportReport:
     """Store events given as Python dicts (row numbers in problems count from 1)."""
     rows = [(index, dict(event)) for index, event in enumerate(events, start=1)]
-    return push_event_rows(store, rows, tenant_id=tenant_id, skip_invalid=skip_invalid, now=now)
+    return push_event_rows(
+        store,
+        rows,
+        tenant_id=tenant_id,
+        skip_invalid=skip_invalid,
+        now=now,
+        on_written=on_written,
+    )
