@@ -60,7 +60,7 @@ def contacts(size: str) -> pa.Table:
     """A contacts table of `size` rows: scores, countries, consent, activity, budgets, areas."""
     n = SIZES[size]
     rng = np.random.default_rng(20261126)
-    import pyarrow.compute  # noqa: F401  (registers pa.compute)
+    import pyarrow.compute  # type: ignore[import-untyped]  # noqa: F401  (registers pa.compute)
 
     per_row = rng.integers(0, 4, n)
     offsets = np.zeros(n + 1, dtype=np.int32)

@@ -18,6 +18,18 @@ def _status() -> dict[str, int]:
     return {k: int(re.search(rf"{k}:\s+(\d+)", text).group(1)) * 1024 for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
 
 
+def _trim() -> None:
+    """Hand freed heap pages back to the OS, so new allocations show up in the peak RSS."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
 def measure(backend: str, size: str, which: str = "compound") -> dict[str, Any]:
     """Filter `size` contacts once with `backend` and report the peak memory it added."""
     from benchmarks import test_bench_filter as bf
@@ -39,6 +51,7 @@ def measure(backend: str, size: str, which: str = "compound") -> dict[str, Any]:
         else (FANOUT, FANOUT_EVENT, polars_fanout, DUCKDB_FANOUT)
     )
     run = bf._runner(backend, size, *args)
+    _trim()
     before = _status()["VmRSS"]
     try:
         with open("/proc/self/clear_refs", "w") as f:
