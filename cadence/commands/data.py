@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from cadence.engine.store import DEFAULT_TENANT, Store, StoreError
 from cadence.engine.store.importer import ImportReport, import_contacts, push_events
 from cadence.engine.store.records import InvalidInput
 from cadence.engine.store.schema import SchemaError
+from cadence.errors import CadenceError
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -125,7 +128,27 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     except (SchemaError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return _report(report)
+    code = _report(report)
+    if kind == "contacts" and report.created_ids:
+        try:
+            trio.run(_enter_new_contacts, args.database, args.tenant, report.created_ids)
+        except CadenceError as exc:
+            print(
+                f"error: contacts written, but their campaigns did not start: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+    return code
+
+
+async def _enter_new_contacts(
+    database_url: str | None, tenant: str, contact_ids: list[str]
+) -> None:
+    """New contacts enter the running `on contact_created` campaigns, as through the engine."""
+    from cadence.engine.runtime import Engine  # the DSL and runtime load only when needed
+
+    async with Engine(database_url, tenant=tenant) as engine:
+        await engine.treat_as_new(contact_ids)
 
 
 def _import_contacts(args: argparse.Namespace) -> int:

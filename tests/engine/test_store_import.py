@@ -517,3 +517,34 @@ def test_reports_name_the_ids_and_hooks_run_inside_the_transaction(store: Store)
         on_written=lambda session, report: names.extend(e.name for e in report.events),
     )
     assert names == ["opened"]
+
+
+CONTACT_CREATED = """
+template welcome email { subject "Welcome" body "<p>Hi</p>" }
+campaign welcome_series { on contact_created { send email welcome } }
+"""
+
+
+def test_cli_import_enters_new_contacts_into_running_campaigns(
+    cli_env: str, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import trio
+
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+    from cadence.engine.runtime import Engine
+    from cadence.engine.store.models import Enrollment
+
+    async def deploy() -> None:
+        async with Engine(cli_env) as engine:
+            await engine.deploy(compile_workspace(load_text(CONTACT_CREATED, "t.cadence")))
+            await engine.launch("welcome_series")
+
+    trio.run(deploy)
+    people = write(tmp_path, "people.csv", "id,email\nc1,a@x.test\nc2,b@x.test\n")
+    assert main(["contacts", "import", str(people)]) == 0
+    assert main(["contacts", "import", str(people)]) == 0  # updates: nobody enters twice
+    capsys.readouterr()
+    with store.session() as session:
+        enrolled = sorted(session.scalars(select(Enrollment.contact_id)))
+    assert enrolled == ["c1", "c2"]
