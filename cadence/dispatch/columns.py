@@ -41,6 +41,11 @@ def as_table(data: Any) -> pa.Table:
     raise TypeError(f"expected a pyarrow Table, RecordBatch or a mapping of columns, got {data!r}")
 
 
+def _is_string_view(t: pa.DataType) -> bool:
+    check = getattr(pa.types, "is_string_view", None)  # pyarrow >= 16
+    return bool(check(t)) if check is not None else False
+
+
 def _scalar_kind(t: pa.DataType) -> tuple[Kind, pa.DataType] | None:
     if pa.types.is_boolean(t):
         return "bool", pa.bool_()
@@ -50,7 +55,7 @@ def _scalar_kind(t: pa.DataType) -> tuple[Kind, pa.DataType] | None:
         return "float", pa.float64()
     if pa.types.is_string(t):
         return "str", t
-    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+    if pa.types.is_large_string(t) or _is_string_view(t):
         return "str", pa.large_string() if not pa.types.is_string(t) else t
     if pa.types.is_dictionary(t) and (
         pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)

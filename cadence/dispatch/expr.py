@@ -54,9 +54,24 @@ class EventField:
 
 @dataclass(frozen=True, slots=True)
 class Lit:
-    """A literal: null, bool, number, string, timestamp, or a list (tuple) of those."""
+    """A literal: null, bool, number, string, timestamp, or a list (tuple) of those.
+
+    A float NaN is stored as None: both mean "missing", and None compares equal to itself.
+    """
 
     value: LitValue
+
+    def __post_init__(self) -> None:
+        v = self.value
+        if isinstance(v, tuple):
+            if any(isinstance(x, float) and math.isnan(x) for x in v):
+                object.__setattr__(
+                    self,
+                    "value",
+                    tuple(None if isinstance(x, float) and math.isnan(x) else x for x in v),
+                )
+        elif isinstance(v, float) and math.isnan(v):
+            object.__setattr__(self, "value", None)
 
 
 Operand: TypeAlias = Col | EventField | Lit
