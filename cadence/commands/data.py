@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from cadence.engine.store import DEFAULT_TENANT, Store, StoreError
-from cadence.engine.store.importer import ImportReport, import_contacts, push_events
+from cadence.engine.store.importer import ImportReport, event_dict, import_contacts, push_events
 from cadence.engine.store.records import InvalidInput
 from cadence.engine.store.schema import SchemaError
 from cadence.errors import CadenceError
@@ -113,9 +113,13 @@ def _run(args: argparse.Namespace, kind: str) -> int:
                     tenant_id=args.tenant,
                     skip_invalid=args.skip_invalid,
                 )
-            else:
+            else:  # checked here, written by the engine so that their triggers fire
                 report = push_events(
-                    store, args.file, tenant_id=args.tenant, skip_invalid=args.skip_invalid
+                    store,
+                    args.file,
+                    tenant_id=args.tenant,
+                    skip_invalid=args.skip_invalid,
+                    check_only=True,
                 )
     except InvalidInput as exc:
         _print_problems(exc.problems, written=False)
@@ -128,17 +132,33 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     except (SchemaError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    code = _report(report)
-    if kind == "contacts" and report.created_ids:
-        try:
+    try:
+        if kind == "contacts" and report.created_ids:
             trio.run(_enter_new_contacts, args.database, args.tenant, report.created_ids)
-        except CadenceError as exc:
+        elif kind == "events" and report.events:
+            rows = [event_dict(event) for event in report.events]
+            trio.run(_push_through_engine, args.database, args.tenant, rows)
+            report.written = len(rows)
+    except CadenceError as exc:
+        if kind == "contacts":
             print(
                 f"error: contacts written, but their campaigns did not start: {exc}",
                 file=sys.stderr,
             )
-            return 1
-    return code
+        else:
+            print(f"error: the events were not stored: {exc}", file=sys.stderr)
+        return 1
+    return _report(report)
+
+
+async def _push_through_engine(
+    database_url: str | None, tenant: str, rows: list[dict[str, Any]]
+) -> None:
+    """Store checked events through the engine, which fires the triggers they match."""
+    from cadence.engine.runtime import Engine
+
+    async with Engine(database_url, tenant=tenant) as engine:
+        await engine.push_events(rows)
 
 
 async def _enter_new_contacts(

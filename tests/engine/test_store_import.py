@@ -548,3 +548,45 @@ def test_cli_import_enters_new_contacts_into_running_campaigns(
     with store.session() as session:
         enrolled = sorted(session.scalars(select(Enrollment.contact_id)))
     assert enrolled == ["c1", "c2"]
+
+
+EVENT_TRIGGERED = """
+template details email { subject "Details" body "<p>x</p>" }
+when property_viewed send email details
+"""
+
+
+def test_cli_pushed_events_fire_their_triggers(
+    cli_env: str, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import trio
+
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+    from cadence.engine.runtime import Engine
+    from cadence.engine.store.models import Enrollment
+
+    async def deploy() -> None:
+        async with Engine(cli_env) as engine:
+            await engine.deploy(compile_workspace(load_text(EVENT_TRIGGERED, "t.cadence")))
+            for name in [c.name for c in compile_workspace(load_text(EVENT_TRIGGERED, "t"))]:
+                await engine.launch(name)
+
+    trio.run(deploy)
+    upsert_contact_dicts(store, [{"id": "c1"}, {"id": "c2"}])
+    events = jsonl(
+        tmp_path,
+        "e.jsonl",
+        [
+            {"contact": "c1", "name": "property_viewed", "at": "2026-12-01T09:00:00Z", "id": "e1"},
+            {"contact": "c2", "name": "opened", "at": "2026-12-01T09:00:00Z"},
+        ],
+    )
+    assert main(["events", "push", str(events)]) == 0
+    assert "2 events written" in capsys.readouterr().out
+    assert main(["events", "push", str(events)]) == 0  # e1 is already there
+    assert "1 already present" in capsys.readouterr().out
+    with store.session() as session:
+        enrolled = sorted(session.scalars(select(Enrollment.contact_id)))
+    assert enrolled == ["c1"]
+    assert count(store, Event) == 3

@@ -430,12 +430,12 @@ def upsert_contact_dicts(
 # --- events --------------------------------------------------------------------------------
 
 
-def insert_events(
-    session: Session, tenant_id: str, events: Sequence[EventRecord], *, now: datetime
+def new_events(
+    session: Session, tenant_id: str, events: Sequence[EventRecord]
 ) -> tuple[list[EventRecord], int]:
-    """Insert events in bulk, skipping any whose dedupe key is already stored.
+    """The events whose dedupe key is not stored yet (nor repeated earlier in `events`).
 
-    Returns the events written and how many were already present.
+    Returns them and how many were left out as already present.
     """
     keys = sorted({event.dedupe_key for event in events if event.dedupe_key is not None})
     present: set[str] = set()
@@ -456,6 +456,17 @@ def insert_events(
                 continue
             present.add(event.dedupe_key)
         fresh.append(event)
+    return fresh, len(events) - len(fresh)
+
+
+def insert_events(
+    session: Session, tenant_id: str, events: Sequence[EventRecord], *, now: datetime
+) -> tuple[list[EventRecord], int]:
+    """Insert events in bulk, skipping any whose dedupe key is already stored.
+
+    Returns the events written and how many were already present.
+    """
+    fresh, duplicates = new_events(session, tenant_id, events)
     params = [
         {
             "tenant_id": tenant_id,
@@ -470,7 +481,23 @@ def insert_events(
         for event in fresh
     ]
     insert_rows(session, Event.__table__, params)  # type: ignore[arg-type]
-    return fresh, len(events) - len(fresh)
+    return fresh, duplicates
+
+
+def event_dict(event: EventRecord) -> dict[str, Any]:
+    """An event record back in the JSON shape it was pushed in (for `Engine.push_events`)."""
+    data: dict[str, Any] = {
+        "name": event.name,
+        "at": event.at.isoformat(),
+        "properties": event.properties,
+    }
+    if event.contact_id is not None:
+        data["contact"] = event.contact_id
+    if event.dedupe_key is not None:
+        data["id"] = event.dedupe_key
+    if event.source is not None:
+        data["source"] = event.source
+    return data
 
 
 def existing_contact_ids(session: Session, tenant_id: str, ids: Iterable[str]) -> set[str]:
@@ -499,8 +526,11 @@ def push_event_rows(
     now: datetime | None = None,
     read_problems: Sequence[Problem] = (),
     on_written: OnWritten | None = None,
+    check_only: bool = False,
 ) -> ImportReport:
     """Validate and store event rows `(line, mapping)`; unknown contacts are problems.
+
+    With `check_only` nothing is written: `report.events` holds what would be written.
 
     `on_written(session, report)` runs in the same transaction after the write (the engine
     firing the triggers the events match); `report.events` holds the events written.
@@ -543,6 +573,9 @@ def push_event_rows(
         report.problems = problems
         if problems and not skip_invalid:
             raise InvalidInput(problems)
+        if check_only:
+            report.events, report.duplicates = new_events(session, tenant_id, good)
+            return report
         if good:
             _ensure_tenant(session, tenant_id, stamp)
         report.events, report.duplicates = insert_events(session, tenant_id, good, now=stamp)
@@ -560,6 +593,7 @@ def push_events(
     skip_invalid: bool = False,
     now: datetime | None = None,
     on_written: OnWritten | None = None,
+    check_only: bool = False,
 ) -> ImportReport:
     """Store the events of a JSON Lines file. Raises InvalidInput, writing nothing, on bad rows."""
     file = Path(path)
@@ -576,6 +610,7 @@ def push_events(
         now=now,
         read_problems=problems,
         on_written=on_written,
+        check_only=check_only,
     )
 
 
