@@ -141,6 +141,36 @@ type Request = (i64, i64, i32);
 /// One shard's work: its table, its requests in order, and where its decisions go.
 type Job<'a> = (&'a mut Shard, &'a [Request], &'a mut [i32]);
 
+/// Requests gathered into contiguous per-shard runs (order kept within a shard), so each worker
+/// reads sequentially and touches only its shard's small table.
+struct Grouped {
+    keys: Vec<u8>,
+    starts: Vec<usize>,
+    requests: Vec<Request>,
+}
+
+fn group(contacts: &[i64], channels: &[i32], ats: &[i64]) -> Grouped {
+    let keys: Vec<u8> = contacts.iter().map(|&c| shard_of(c) as u8).collect();
+    let mut starts = vec![0usize; SHARDS + 1];
+    for &k in &keys {
+        starts[k as usize + 1] += 1;
+    }
+    for s in 0..SHARDS {
+        starts[s + 1] += starts[s];
+    }
+    let mut fill = starts.clone();
+    let mut requests: Vec<Request> = vec![(0, 0, 0); contacts.len()];
+    for (i, &k) in keys.iter().enumerate() {
+        requests[fill[k as usize]] = (contacts[i], ats[i], channels[i]);
+        fill[k as usize] += 1;
+    }
+    Grouped {
+        keys,
+        starts,
+        requests,
+    }
+}
+
 /// The in-memory index of reserved and recorded sends.
 #[derive(Debug, Clone)]
 pub struct Caps {
@@ -181,22 +211,11 @@ impl Caps {
     ) {
         let n = contacts.len();
         let rules = &self.rules;
-        // Gather requests into contiguous per-shard runs, keeping their order within a shard, so
-        // each worker reads sequentially and touches only its shard's small table.
-        let keys: Vec<u8> = contacts.iter().map(|&c| shard_of(c) as u8).collect();
-        let mut starts = vec![0usize; SHARDS + 1];
-        for &k in &keys {
-            starts[k as usize + 1] += 1;
-        }
-        for s in 0..SHARDS {
-            starts[s + 1] += starts[s];
-        }
-        let mut fill = starts.clone();
-        let mut grouped: Vec<Request> = vec![(0, 0, 0); n];
-        for (i, &k) in keys.iter().enumerate() {
-            grouped[fill[k as usize]] = (contacts[i], ats[i], channels[i]);
-            fill[k as usize] += 1;
-        }
+        let Grouped {
+            keys,
+            starts,
+            requests: grouped,
+        } = group(contacts, channels, ats);
         let mut results = vec![0i32; n];
         let mut jobs: Vec<Job<'_>> = Vec::with_capacity(SHARDS);
         let (mut reqs, mut res) = (grouped.as_slice(), results.as_mut_slice());
@@ -225,6 +244,23 @@ impl Caps {
             cursor[k as usize] += 1;
             denied[i] = d;
             allowed[i] = (d < 0) as u8;
+        }
+    }
+
+    /// Add many sends without checking them (rebuilding from the send log), shard-parallel.
+    pub fn record(&mut self, contacts: &[i64], channels: &[i32], ats: &[i64]) {
+        let Grouped {
+            starts, requests, ..
+        } = group(contacts, channels, ats);
+        let work = |(s, shard): (usize, &mut Shard)| {
+            for &(contact, at, channel) in &requests[starts[s]..starts[s + 1]] {
+                insert_sorted(shard.sends.entry(contact).or_default(), channel, at);
+            }
+        };
+        if contacts.len() < PARALLEL_MIN_REQUESTS {
+            self.shards.iter_mut().enumerate().for_each(work);
+        } else {
+            self.shards.par_iter_mut().enumerate().for_each(work);
         }
     }
 
@@ -349,11 +385,7 @@ impl PyCaps {
         let t = (contacts, channels, ats);
         let (c, ch, at) = triple(&t)?;
         let inner = &mut self.inner;
-        py.detach(|| {
-            for i in 0..c.len() {
-                inner.insert(c[i], ch[i], at[i]);
-            }
-        });
+        py.detach(|| inner.record(c, ch, at));
         Ok(())
     }
 
