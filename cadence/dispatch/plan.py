@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, TypeAlias
 
 from cadence.dispatch.columns import ColumnType, Kind
@@ -257,6 +258,12 @@ def event_value(value: Any) -> LitValue:
     """Convert one event field's Python value to a literal value."""
     if isinstance(value, datetime):
         return Timestamp.from_datetime(value)
+    if isinstance(value, date):
+        return Timestamp.from_datetime(datetime(value.year, value.month, value.day))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None if value.is_nan() else float(value)
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, list | tuple):
         return tuple(event_value(v) for v in value)  # type: ignore[misc]
     if value is None or isinstance(value, bool | int | float | str | Timestamp):

@@ -127,6 +127,29 @@ def test_fan_out_event_fields(contacts: pa.Table, backend: Backend) -> None:
     assert run(contacts, when, backend, at=datetime(2026, 11, 21, tzinfo=UTC)) == [1, 1, 0, 0, 1]
 
 
+def test_event_decimals_and_dates(contacts: pa.Table, backend: Backend) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    assert run(
+        contacts, Cmp(">", Col("lead_score"), EventField("p")), backend, p=Decimal("59.5")
+    ) == [
+        0,
+        1,
+        0,
+        1,
+        0,
+    ]
+    day = EventField("d")
+    assert run(contacts, Cmp(">=", Col("last_activity"), day), backend, d=date(2026, 11, 20)) == [
+        1,
+        0,
+        0,
+        1,
+        0,
+    ]
+
+
 def test_timestamp_literal(contacts: pa.Table, backend: Backend) -> None:
     cutoff = Lit(Timestamp.from_datetime(datetime(2026, 11, 1)))
     assert run(contacts, Cmp(">", Col("last_activity"), cutoff), backend) == [1, 0, 0, 1, 0]
