@@ -13,12 +13,14 @@ identical answers.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cadence.dispatch._locking import locked
 from cadence.dispatch.filter import Backend, resolve_core
 
 ALL_CHANNELS = -1
@@ -142,6 +144,7 @@ class FrequencyCaps:
     """The engine's cap index: rules, a channel-name table, and the active backend's index."""
 
     def __init__(self, rules: Sequence[CapRule], *, backend: Backend | None = None) -> None:
+        self._lock = threading.RLock()
         self.rules = tuple(rules)
         self.channels: dict[str, int] = {}
         for rule in self.rules:
@@ -155,6 +158,7 @@ class FrequencyCaps:
         self.backend: Backend = "python" if core is None else "rust"
         self._index: Any = PyCapIndex(encoded) if core is None else core.CapIndex(encoded)
 
+    @locked
     def channel_code(self, channel: str) -> int:
         """The int code for a channel name (new names get the next code)."""
         return self.channels.setdefault(channel, len(self.channels))
@@ -171,6 +175,7 @@ class FrequencyCaps:
             raise ValueError("contacts, channels and ats must have one length")
         return c, ch, at
 
+    @locked
     def check_and_reserve(self, contacts: Any, channels: Any, ats: Any) -> CapDecision:
         """Check (contact, channel, at µs) requests in order and reserve the allowed ones."""
         c, ch, at = self._args(contacts, channels, ats)
@@ -182,6 +187,7 @@ class FrequencyCaps:
         self._index.check_and_reserve(c, ch, at, allowed_out.view(np.uint8), denied_out)
         return CapDecision(allowed_out, denied_out)
 
+    @locked
     def release(self, contacts: Any, channels: Any, ats: Any) -> np.ndarray:
         """Give back reservations whose sends failed for good; True where one was found."""
         c, ch, at = self._args(contacts, channels, ats)
@@ -191,6 +197,7 @@ class FrequencyCaps:
         self._index.release(c, ch, at, out.view(np.uint8))
         return out
 
+    @locked
     def record(self, contacts: Any, channels: Any, ats: Any) -> None:
         """Add sends that happened (no check)."""
         c, ch, at = self._args(contacts, channels, ats)
@@ -199,14 +206,17 @@ class FrequencyCaps:
         else:
             self._index.record(c, ch, at)
 
+    @locked
     def rebuild(self, contacts: Any, channels: Any, ats: Any) -> None:
         """Replace the index with the send log's (contact, channel, at) rows."""
         self._index.clear()
         self.record(contacts, channels, ats)
 
+    @locked
     def prune(self, before: int) -> int:
         """Drop sends before `before` µs (older than every window); return how many."""
         return int(self._index.prune(int(before)))
 
+    @locked
     def __len__(self) -> int:
         return len(self._index)

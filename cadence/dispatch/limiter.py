@@ -27,12 +27,14 @@ The algorithm, per provider (providers are independent), for one `schedule` call
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cadence.dispatch._locking import locked
 from cadence.dispatch.filter import Backend, resolve_core
 
 STRIDE_ONE = 1 << 20
@@ -340,10 +342,12 @@ class RateLimiter:
     """The engine's limiter: provider/tenant limits, 429 slowdowns, `schedule` on either backend."""
 
     def __init__(self, *, backend: Backend | None = None) -> None:
+        self._lock = threading.RLock()
         core = resolve_core(backend)
         self.backend: Backend = "python" if core is None else "rust"
         self._core: Any = PyLimiter() if core is None else core.Limiter()
 
+    @locked
     def set_provider(self, provider: int, limit: ProviderLimit) -> None:
         """Configure a provider by id (resets its state)."""
         self._core.set_provider(
@@ -351,23 +355,28 @@ class RateLimiter:
             int(limit.linger_us), int(limit.recovery_us),
         )  # fmt: skip
 
+    @locked
     def set_tenant_default(self, provider: int, limit: TenantLimit) -> None:
         """The limit each tenant gets on `provider` unless it has its own."""
         self._core.set_tenant_default(int(provider), limit.interval_us, int(limit.burst))
 
+    @locked
     def set_tenant(self, provider: int, tenant: int, limit: TenantLimit) -> None:
         """A tenant's own limit on `provider` (resets that tenant's state)."""
         self._core.set_tenant(int(provider), int(tenant), limit.interval_us, int(limit.burst))
 
+    @locked
     def throttle(self, provider: int, now: int, retry_after_us: int) -> None:
         """Record a 429 at `now` with Retry-After; the provider pauses, then runs at half rate."""
         self._core.throttle(int(provider), int(now), int(retry_after_us))
 
+    @locked
     def tat(self, provider: int) -> int | None:
         """The provider's theoretical arrival time in µs (None before its first send)."""
         value = self._core.tat(int(provider))
         return None if value is None else int(value)
 
+    @locked
     def schedule(
         self, campaign: Any, priority: Any, provider: Any, tenant: Any, ready_at: Any
     ) -> Schedule:

@@ -134,3 +134,28 @@ def test_large_batch_matches_the_twin() -> None:
         again = caps.check_and_reserve(contacts[:5000], channels[:5000], ats[:5000])
         out.append((d.allowed.tolist(), d.denied_by.tolist(), again.denied_by.tolist(), len(caps)))
     assert out[0] == out[1]
+
+
+def test_threads_share_one_index_safely(backend: Backend) -> None:
+    """The Rust core releases the GIL; calls from several threads are serialised, not refused."""
+    import threading
+
+    caps = FrequencyCaps([CapRule(None, 10, DAY)], backend=backend)
+    allowed: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for k in range(20):
+                d = caps.check_and_reserve([1] * 500, ["email"] * 500, [offset + k] * 500)
+                allowed.append(int(d.allowed.sum()))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i * 100,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(allowed) == 10 == len(caps)
