@@ -24,6 +24,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = re.compile(r"test_(?P<suite>\w+?)\[(?P<backend>\w+)-(?P<size>\w+)\]")
+DEFAULT_SELECT = "(filter or caps or limiter) and not agree"
 SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
 
 
@@ -31,7 +32,7 @@ def run_benchmarks(json_path: Path, big: bool, quick: bool, select: str | None) 
     """Run pytest-benchmark over benchmarks/ writing its JSON report."""
     cmd = [
         sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-q", "-p", "no:cacheprovider",
-        "--benchmark-enable", f"--benchmark-json={json_path}", "-k", select or "not agree",
+        "--benchmark-enable", f"--benchmark-json={json_path}", "-k", select or DEFAULT_SELECT,
     ]  # fmt: skip
     if big:
         cmd.append("--big")
@@ -62,7 +63,7 @@ def load(json_path: Path) -> dict[tuple[str, str], dict[str, float]]:
     times: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for bench in data["benchmarks"]:
         m = NAME.fullmatch(bench["name"])
-        if m:
+        if m and m["size"] in SIZES:
             times[(m["suite"], m["size"])][m["backend"]] = float(bench["stats"]["min"])
     return times
 
