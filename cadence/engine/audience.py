@@ -1,0 +1,160 @@
+"""Select many contacts at once through the dispatch core: audiences, segment entry, fan-out.
+
+The per-contact evaluator answers one contact at a time; selecting an audience or matching a
+fan-out event against every contact is the engine's heaviest query, so it goes to the
+segment filter (the Rust core, or its Python twin) over an Arrow table of the attributes the
+expression reads. An expression the filter cannot run (engagement functions, event
+aggregates, values whose types the filter does not take) is answered by the evaluator
+instead, row by row, with the same result: both follow the SQL null rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped]
+
+from cadence.dispatch import ExprTypeError, filter_contacts
+from cadence.dispatch.expr import Expr, to_dict
+from cadence.dispatch.filter import Backend
+from cadence.dispatch.lower import LoweringError, lower
+from cadence.dsl import ast
+from cadence.engine.evaluate import ENGAGEMENT_FLAGS
+
+_ISO_INSTANT = re.compile(
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which contacts matched, and whether the dispatch core (not the fallback) decided it."""
+
+    contact_ids: list[str]
+    vectorised: bool
+
+
+def select(
+    expr: ast.Expr,
+    contacts: Sequence[tuple[str, Mapping[str, Any]]],
+    *,
+    now: dt.datetime,
+    segments: Mapping[str, ast.Expr] | None = None,
+    event: Mapping[str, Any] | None = None,
+    fallback: Callable[[str, Mapping[str, Any]], bool],
+    backend: Backend | None = None,
+) -> Selection:
+    """The ids of `contacts` (id, attributes) for which `expr` holds now.
+
+    `fallback(contact_id, attributes)` answers for one contact when the filter cannot.
+    The `converted` and `unsubscribed` flags are read from the attributes as strict
+    booleans, so callers put there what the contact's events say (see `with_flags`).
+    """
+    ids = [contact_id for contact_id, _ in contacts]
+    lowered = _lower(expr, segments or {})
+    if lowered is not None:
+        table = _table(lowered, [attributes for _, attributes in contacts])
+        if table is not None:
+            try:
+                mask = filter_contacts(
+                    table, lowered, now=now, event=_event_fields(event), backend=backend
+                )
+            except (ExprTypeError, TypeError, ValueError):
+                pass
+            else:
+                return Selection([i for i, keep in zip(ids, mask, strict=True) if keep], True)
+    return Selection([i for i, attributes in contacts if fallback(i, attributes)], False)
+
+
+def with_flags(attributes: Mapping[str, Any], flags: Mapping[str, bool]) -> dict[str, Any]:
+    """Attributes with the engagement flags (`converted`, `unsubscribed`) set as the events say."""
+    merged = dict(attributes)
+    for name in ENGAGEMENT_FLAGS:
+        merged[name] = attributes.get(name) is True or bool(flags.get(name))
+    return merged
+
+
+def _lower(expr: ast.Expr, segments: Mapping[str, ast.Expr]) -> Expr | None:
+    try:
+        return lower(expr, segments=dict(segments))
+    except (LoweringError, TypeError, ValueError):
+        return None
+
+
+def columns_of(expr: Expr) -> set[str]:
+    """The contact columns an IR expression reads."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("op") == "col":
+                found.add(str(node["name"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(to_dict(expr))
+    return found
+
+
+def _table(expr: Expr, rows: Sequence[Mapping[str, Any]]) -> pa.Table | None:
+    """An Arrow table of the columns `expr` reads, or None if a column has no filter type.
+
+    Columns computed from events or engagement (their names hold `__`) are not attributes:
+    an expression that needs them is left to the evaluator.
+    """
+    names = sorted(columns_of(expr))
+    if any("__" in name for name in names):
+        return None
+    arrays: dict[str, pa.Array] = {}
+    for name in names:
+        if name in ENGAGEMENT_FLAGS:
+            # The evaluator never leaves these unknown: not recorded means false.
+            arrays[name] = pa.array([row.get(name) is True for row in rows], pa.bool_())
+            continue
+        values = [_plain(row.get(name)) for row in rows]
+        try:
+            arrays[name] = pa.array(_instants(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return None
+    if not arrays:
+        return pa.table({"__rows": pa.nulls(len(rows), pa.bool_())})
+    return pa.table(arrays)
+
+
+def _plain(value: Any) -> Any:
+    """JSON attribute values as the filter takes them (lists of scalars, not tuples)."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _instants(values: list[Any]) -> list[Any]:
+    """ISO 8601 text in a column that holds nothing else becomes instants, as the evaluator
+    reads such text when compared with a time."""
+    present = [v for v in values if v is not None]
+    if not present or not all(isinstance(v, str) and _ISO_INSTANT.match(v) for v in present):
+        return values
+    try:
+        return [None if v is None else _instant(v) for v in values]
+    except ValueError:
+        return values
+
+
+def _instant(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _event_fields(event: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {key: _plain(value) for key, value in event.items() if not isinstance(value, dict)}
