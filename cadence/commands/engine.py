@@ -40,7 +40,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--until", default="30d", help="how long to simulate (default 30d)")
     p.add_argument("--assume", help=f"engagement rates, e.g. {DEFAULT_ASSUME}")
     p.add_argument("--seed", type=int, default=0, help="random seed for --assume (default 0)")
-    p.add_argument("--contact", help="show what this contact receives, and when")
+    p.add_argument(
+        "--contact", help="show what this contact receives, and when, with rendered subjects"
+    )
+    p.add_argument(
+        "--company", metavar="JSON_OR_FILE", help="tenant/company variables (name, currency ...)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per send, then a summary")
     p.set_defaults(handler=_dry_run)
 
@@ -115,6 +120,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from cadence.engine.dryrun import DryRunError, dry_run, parse_assume
 
     try:
+        company = _company(args.company)
         start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
         until = dt.timedelta(seconds=duration_seconds(args.until))
         if until.total_seconds() <= 0:
@@ -152,7 +158,8 @@ def _dry_run(args: argparse.Namespace) -> int:
 
             return await dry_run(
                 campaigns, args.contacts, events=args.events, start=start, until=until,
-                assume=assume, seed=args.seed, on_progress=report,
+                assume=assume, seed=args.seed, on_progress=report, company=company,
+                render=False if args.json or args.contact is None else {args.contact},
             )  # fmt: skip
         del horizon
 
@@ -167,7 +174,31 @@ def _dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _company(value: str | None) -> dict[str, Any]:
+    """`--company`: a JSON object inline or in a file."""
+    import json
+
+    from cadence.engine.dryrun import DryRunError
+
+    if value is None:
+        return {}
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = Path(value)
+        if not path.is_file():
+            raise DryRunError(f"--company: {value!r} is neither a JSON object nor a file")
+        text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DryRunError(f"--company: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DryRunError("--company: expected a JSON object")
+    return data
+
+
 def _print_report(report: DryRunReport, contact: str | None, console: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     summary = report.summary()
@@ -200,12 +231,16 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     if contact is not None:
         mine = [s for s in report.sends if s.contact == contact]
         table = Table(title=f"What {contact} receives")
-        for column in ("at (UTC)", "campaign", "channel", "template", "subject"):
+        for column in ("at (UTC)", "campaign", "channel", "template", "subject / text"):
             table.add_column(column)
         for send in mine:
+            if send.render_error is not None:
+                shown = f"[red]render error: {escape(send.render_error)}[/red]"
+            else:
+                shown = escape(send.subject or "")
             table.add_row(
                 f"{send.at:%Y-%m-%d %H:%M}", send.campaign, send.channel, send.template or "",
-                send.subject or "",
+                shown,
             )  # fmt: skip
         console.print(table if mine else f"{contact} receives nothing in this run")
 

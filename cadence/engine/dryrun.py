@@ -4,6 +4,11 @@ A dry-run imports the contacts (and events), deploys and launches the campaigns,
 the simulated clock from one due moment to the next until the horizon. Sends go to a sink
 that records them and, with `--assume`, draws engagement (opens, clicks, replies,
 conversions) from a seeded random generator so branches and A/B winners are exercised.
+
+Each recorded send can carry its subject (or SMS/WhatsApp text) rendered by the real
+`TemplateRenderer` for that contact at that moment; a render error is kept as that send's
+`render_error`. `cadence demo` passes `forward`: the same run, but every send also goes
+through a real sink (the channel adapters against loopback stand-ins).
 """
 
 from __future__ import annotations
@@ -12,19 +17,29 @@ import datetime as dt
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from cadence.adapters.render import (
+    EmailContent,
+    RenderContext,
+    SmsContent,
+    TemplateRenderer,
+    TemplateRenderError,
+    WhatsAppContent,
+)
+from cadence.adapters.sink import ContentSource, Links
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
-from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats
+from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
+from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import read_jsonl
-from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment
+from cadence.engine.store.models import Campaign, CampaignVersion, Contact, Enrollment, Tenant
 from cadence.engine.store.records import InvalidInput, Problem
 from cadence.errors import CadenceError
 
@@ -36,6 +51,12 @@ REACTION_DELAY = {
     "replied": dt.timedelta(hours=3),
     "converted": dt.timedelta(hours=4),
 }
+# A forwarded send that keeps coming back "retry later" is given up after this many tries,
+# so a run on the simulated clock always ends.
+MAX_FORWARD_ATTEMPTS = 5
+# Adapters answer retries in wall-clock time; on the simulated clock a retry is at least
+# this far ahead, so the run moves on instead of spinning.
+MIN_SIMULATED_RETRY = dt.timedelta(minutes=1)
 
 
 class DryRunError(CadenceError):
@@ -75,7 +96,18 @@ class PlannedSend:
     channel: str
     template: str | None
     variant: str | None
+    # The rendered subject (email) or text (SMS, WhatsApp); None when not rendered.
     subject: str | None = None
+    # Why the template could not be rendered for this contact (the send would fail).
+    render_error: str | None = None
+    # With a forwarding sink: who took the send, or why it failed.
+    provider: str | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the send went out (always, when nothing is forwarded)."""
+        return self.error is None
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` line for this send."""
@@ -91,9 +123,49 @@ class PlannedSend:
         }
 
 
+def placeholder_links(message: OutgoingMessage, contact: Mapping[str, Any]) -> Links:
+    """Stand-in per-contact links for simulated sends (the tracking service signs real ones)."""
+    who = f"{message.tenant_id}/{contact.get('id', message.contact_id)}"
+    base = "https://links.cadence.invalid"
+    return Links(
+        unsubscribe_url=f"{base}/unsubscribe/{who}",
+        unsubscribe_mailto="unsubscribe@cadence.invalid",
+        preferences_url=f"{base}/preferences/{who}",
+        view_in_browser_url=f"{base}/view/{message.idempotency_key[:24]}",
+    )
+
+
+class RunContent:
+    """The dry-run's own store as a `ContentSource`: campaigns by version, contacts by id."""
+
+    def __init__(self, store: AsyncStore, campaigns: Sequence[CompiledCampaign]) -> None:
+        self._store = store
+        self._versions = {campaign.version: campaign for campaign in campaigns}
+        self._tenants: dict[str, str] = {}
+
+    async def campaign(self, tenant: str, version: str) -> CompiledCampaign | None:
+        """The compiled campaign with this version hash."""
+        return self._versions.get(version)
+
+    async def contacts(self, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Contacts as they are now: columns, then attributes, then tags."""
+        return await self._store.call(_contacts, tenant, list(ids))
+
+    async def tenant_name(self, tenant: str) -> str:
+        """The tenant's display name (its id unless it was given one)."""
+        if tenant not in self._tenants:
+            self._tenants[tenant] = await self._store.call(_tenant_name, tenant)
+        return self._tenants[tenant]
+
+
 @dataclass
 class DryRunSink:
-    """Records sends at the simulated time and draws the engagement they would get."""
+    """Records sends at the simulated time and draws the engagement they would get.
+
+    `render` says whose sends get their subject rendered (True: everyone's). With
+    `forward`, each send is also delivered through that sink; only what it accepts draws
+    engagement, and its wall-clock retry times are moved onto the simulated clock.
+    """
 
     clock: SimulatedClock
     assume: Mapping[str, float]
@@ -101,15 +173,25 @@ class DryRunSink:
     campaigns: dict[str, CompiledCampaign] = field(default_factory=dict)
     planned: list[PlannedSend] = field(default_factory=list)
     reactions: list[dict[str, Any]] = field(default_factory=list)
+    render: bool | Collection[str] = False
+    company: Mapping[str, Any] = field(default_factory=dict)
+    content: RunContent | None = None
+    renderer: TemplateRenderer | None = None
+    forward: Sink | None = None
+    attempts: dict[int, int] = field(default_factory=dict)
 
     async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
         """Record each message; queue the simulated reactions to it."""
         now = self.clock.now()
-        results = []
-        for message in messages:
-            if message.node == "notify":
-                results.append(DeliveryResult(message.outbox_id, True, "dry-run", None))
+        rendered = await self._render_all(messages)
+        if self.forward is not None:
+            results = [self._on_clock(r) for r in await self.forward.deliver(messages)]
+        else:
+            results = [DeliveryResult(m.outbox_id, True, "dry-run", None) for m in messages]
+        for message, result in zip(messages, results, strict=True):
+            if message.node == "notify" or (not result.sent and result.retry_at is not None):
                 continue
+            subject, render_error = rendered.get(message.outbox_id, (None, None))
             self.planned.append(
                 PlannedSend(
                     now,
@@ -119,19 +201,91 @@ class DryRunSink:
                     message.channel,
                     message.template,
                     message.variant,
-                    self._subject(message),
+                    subject,
+                    render_error,
+                    result.provider,
+                    None if result.sent else result.error or "failed",
                 )
             )
-            self._react(message, now)
-            results.append(DeliveryResult(message.outbox_id, True, "dry-run", None))
+            if result.sent:
+                self._react(message, now)
         return results
 
-    def _subject(self, message: OutgoingMessage) -> str | None:
+    def _on_clock(self, result: DeliveryResult) -> DeliveryResult:
+        """A wall-clock retry becomes a simulated one; too many tries become a failure."""
+        if result.sent or result.retry_at is None:
+            self.attempts.pop(result.outbox_id, None)
+            return result
+        tries = self.attempts.get(result.outbox_id, 0) + 1
+        if tries >= MAX_FORWARD_ATTEMPTS:
+            self.attempts.pop(result.outbox_id, None)
+            return replace(
+                result, retry_at=None, error=f"gave up after {tries} tries: {result.error}"
+            )
+        self.attempts[result.outbox_id] = tries
+        wait = as_utc(result.retry_at) - dt.datetime.now(dt.UTC)
+        return replace(result, retry_at=self.clock.now() + max(wait, MIN_SIMULATED_RETRY))
+
+    def _wants(self, contact: str) -> bool:
+        if isinstance(self.render, bool):
+            return self.render
+        return contact in self.render
+
+    async def _render_all(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> dict[int, tuple[str | None, str | None]]:
+        """Subject (or text) and render error per outbox id, for the contacts asked for."""
+        wanted = [
+            m for m in messages if m.template and m.node != "notify" and self._wants(m.contact_id)
+        ]
+        if not wanted or self.content is None:
+            return {}
+        renderer = self.renderer or TemplateRenderer()
+        self.renderer = renderer
+        found: dict[int, tuple[str | None, str | None]] = {}
+        by_tenant: dict[str, list[OutgoingMessage]] = {}
+        for message in wanted:
+            by_tenant.setdefault(message.tenant_id, []).append(message)
+        for tenant, group in by_tenant.items():
+            contacts = await self.content.contacts(tenant, sorted({m.contact_id for m in group}))
+            company = {"id": tenant, "name": await self.content.tenant_name(tenant), **self.company}
+            for message in group:
+                found[message.outbox_id] = await self._render_one(
+                    renderer, message, contacts.get(message.contact_id), company
+                )
+        return found
+
+    async def _render_one(
+        self,
+        renderer: TemplateRenderer,
+        message: OutgoingMessage,
+        contact: Mapping[str, Any] | None,
+        company: Mapping[str, Any],
+    ) -> tuple[str | None, str | None]:
         campaign = self.campaigns.get(message.campaign)
-        if campaign is None or message.template is None:
-            return None
-        template = campaign.templates.get(message.template)
-        return template.content.subject if template is not None else None
+        if contact is None:
+            return None, f"contact {message.contact_id} not found"
+        if campaign is None or message.template not in campaign.templates:
+            return None, f"template {message.template!r} of {message.campaign} not found"
+        links = placeholder_links(message, contact)
+        context = RenderContext(
+            contact=contact,
+            tenant=company,
+            campaign={"name": campaign.name, "display_name": campaign.display_name},
+            event=message.payload.get("event") or {},
+            unsubscribe_url=links.unsubscribe_url,
+            preferences_url=links.preferences_url,
+            view_in_browser_url=links.view_in_browser_url,
+        )
+        try:
+            content = await renderer.arender(campaign.templates[message.template], context)
+        except TemplateRenderError as error:
+            return None, str(error)
+        if isinstance(content, EmailContent):
+            return content.subject, None
+        if isinstance(content, SmsContent | WhatsAppContent):
+            return content.text, None
+        return None, None
 
     def _react(self, message: OutgoingMessage, now: dt.datetime) -> None:
         """Opens before clicks, clicks before replies: each drawn given the previous one."""
@@ -198,18 +352,29 @@ async def dry_run(
     seed: int = 0,
     on_progress: Callable[[dt.datetime, RunStats], None] | None = None,
     database_url: str = "sqlite://",
+    render: bool | Collection[str] = True,
+    company: Mapping[str, Any] | None = None,
+    forward: Callable[[ContentSource], Sink] | None = None,
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
     The store is a throwaway in-memory SQLite database unless `database_url` names another.
+    `render` picks whose subjects are rendered (True: all, False: none, or contact ids);
+    `company` adds to the tenant's template variables (`company.name` ...). `forward`
+    builds a sink, given this run's content source, that every send is also delivered to.
     """
     start = as_utc(start)
     horizon = start + until
     clock = SimulatedClock(start)
-    sink = DryRunSink(clock, dict(assume or {}), random.Random(seed))
+    sink = DryRunSink(
+        clock, dict(assume or {}), random.Random(seed), render=render, company=dict(company or {})
+    )
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
     async with Engine(database_url, clock=clock, sink=sink) as engine:
+        sink.content = RunContent(engine.store, campaigns)
+        if forward is not None:
+            sink.forward = forward(sink.content)
         await engine.import_contacts(contacts)
         await engine.deploy(list(campaigns))
         for campaign in campaigns:
@@ -270,6 +435,33 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
         if "at" not in row:
             raise InvalidInput([Problem(str(path), line, "at", "every event needs an `at`")])
     return [row for _, row in rows]
+
+
+def _contacts(store: Store, tenant: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Contacts by id, flattened the way the adapter sink sees them."""
+    found: dict[str, dict[str, Any]] = {}
+    with store.session() as session:
+        rows = session.scalars(
+            select(Contact).where(Contact.tenant_id == tenant, Contact.id.in_(ids))
+        )
+        for row in rows:
+            found[row.id] = {
+                **(row.attributes or {}),
+                "id": row.id,
+                "email": row.email,
+                "phone": row.phone,
+                "first_name": row.first_name,
+                "last_name": row.last_name,
+                "timezone": row.timezone,
+                "locale": row.locale,
+                "tags": list(row.tags or []),
+            }
+    return found
+
+
+def _tenant_name(store: Store, tenant: str) -> str:
+    with store.session() as session:
+        return session.scalar(select(Tenant.name).where(Tenant.id == tenant)) or tenant
 
 
 def _enrollment_counts(store: Store) -> dict[str, int]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,15 @@ import pytest
 import trio
 
 from cadence.dsl.compiler import compile_paths
-from cadence.engine.dryrun import DryRunError, DryRunReport, dry_run, parse_assume
+from cadence.engine.dryrun import (
+    MAX_FORWARD_ATTEMPTS,
+    MIN_SIMULATED_RETRY,
+    DryRunError,
+    DryRunReport,
+    dry_run,
+    parse_assume,
+)
+from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -245,3 +256,176 @@ def test_bad_contacts_file_exits_1_and_names_the_row(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert ":2:" in done.stderr and "timezone" in done.stderr
+
+
+GREET = """\
+template hello email {
+  subject "Hello {{ contact.first_name }}"
+  body "<p>Hi</p>"
+}
+
+template city_news email {
+  subject "News from {{ contact.city }}"
+  body "<p>Hi</p>"
+}
+
+campaign greet "Greet" {
+  from "A <a@example.test>"
+  channels email
+  on contact_created {
+    send email hello
+    wait 1d
+    send email city_news
+  }
+}
+"""
+
+
+def dry_run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    # Wide enough that rich does not wrap the rendered subjects.
+    env = {**os.environ, "COLUMNS": "250"}
+    return subprocess.run(
+        [sys.executable, "-m", "cadence", "dry-run", *args],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+
+
+def test_subjects_are_rendered_for_each_contact_and_locale(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "ana", "email": "ana@example.test", "first_name": "Ana", "timezone": "UTC"},
+            {"id": "eli", "email": "eli@example.test", "first_name": "Elena", "locale": "es",
+             "timezone": "UTC"},
+        ],
+    )  # fmt: skip
+    campaigns = compile_paths([EXAMPLES / "welcome_series.cadence"])
+    report = trio.run(
+        lambda: dry_run(
+            campaigns, contacts, start=START, until=dt.timedelta(days=1),
+            company={"name": "Acme"},
+        )
+    )  # fmt: skip
+    subjects = {s.contact: s.subject for s in report.sends if s.template == "welcome"}
+    assert subjects == {
+        "ana": "Welcome to Acme, Ana!",
+        "eli": "¡Te damos la bienvenida a Acme, Elena!",
+    }
+    assert all(s.render_error is None for s in report.sends)
+
+
+def test_render_can_be_limited_to_some_contacts(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "ana", "email": "ana@example.test", "first_name": "Ana", "timezone": "UTC"},
+            {"id": "ben", "email": "ben@example.test", "first_name": "Ben", "timezone": "UTC"},
+        ],
+    )
+    campaigns = compile_paths([EXAMPLES / "welcome_series.cadence"])
+    report = trio.run(
+        lambda: dry_run(
+            campaigns, contacts, start=START, until=dt.timedelta(days=1), render={"ben"}
+        )
+    )  # fmt: skip
+    subjects = {s.contact: s.subject for s in report.sends}
+    # Without --company, `company.name` is the tenant's name.
+    assert subjects == {"ana": None, "ben": "Welcome to default, Ben!"}
+
+
+def test_contact_view_shows_the_rendered_subject(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "c1", "email": "c1@example.test", "first_name": "Ana", "timezone": "UTC"}],
+    )
+    done = dry_run_cli(
+        str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--start", "2026-12-01T09:00:00Z", "--until", "20d", "--contact", "c1",
+        "--company", '{"name": "Acme Homes"}',
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Welcome to Acme Homes, Ana!" in done.stdout
+    assert "Still there, Ana?" in done.stdout
+    assert "{{" not in done.stdout
+
+
+def test_a_render_error_is_shown_for_that_send_only(tmp_path: Path) -> None:
+    source = tmp_path / "greet.cadence"
+    source.write_text(GREET, encoding="utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "email": "a@example.test", "first_name": "Ana", "timezone": "UTC"}],
+    )
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, start=START, until=dt.timedelta(days=3)
+        )
+    )  # fmt: skip
+    hello, news = report.sends
+    assert (hello.subject, hello.render_error) == ("Hello Ana", None)
+    assert news.subject is None
+    assert news.render_error is not None
+    assert "city_news (subject), line 1" in news.render_error
+    assert "`contact.city` is undefined" in news.render_error
+
+    done = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "3d", "--contact", "a",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Hello Ana" in done.stdout
+    assert "render error: template city_news (subject), line 1" in done.stdout
+
+    as_json = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "3d", "--contact", "a", "--json",
+    )  # fmt: skip
+    lines = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [line["type"] for line in lines] == ["send", "send", "summary"]
+    assert all("subject" not in line and "render_error" not in line for line in lines)
+
+
+def test_bad_company_is_a_usage_error(tmp_path: Path) -> None:
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    done = dry_run_cli(
+        str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--company", "{not json",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--company" in done.stderr
+
+
+@dataclass
+class AlwaysLater:
+    """A forwarding sink whose provider is always busy: retry in ten wall-clock seconds."""
+
+    calls: int = 0
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        self.calls += 1
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+        return [
+            DeliveryResult(m.outbox_id, False, "busy", error="429", retry_at=later)
+            for m in messages
+        ]
+
+
+def test_forwarded_retries_move_to_the_simulated_clock_and_give_up(tmp_path: Path) -> None:
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test", "timezone": "UTC"}]
+    )
+    busy = AlwaysLater()
+    campaigns = compile_paths([EXAMPLES / "welcome_series.cadence"])
+    report = trio.run(
+        lambda: dry_run(
+            campaigns, contacts, start=START, until=dt.timedelta(days=1), render=False,
+            forward=lambda source: busy,
+        )
+    )  # fmt: skip
+    (send,) = report.sends
+    assert send.template == "welcome" and not send.delivered
+    assert send.error == f"gave up after {MAX_FORWARD_ATTEMPTS} tries: 429"
+    assert busy.calls == MAX_FORWARD_ATTEMPTS
+    # Each retry waited at least a simulated minute, not until the wall-clock time.
+    assert send.at >= START + (MAX_FORWARD_ATTEMPTS - 1) * MIN_SIMULATED_RETRY
+    assert send.at < START + dt.timedelta(hours=1)
