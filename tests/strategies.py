@@ -7,7 +7,8 @@ Public API (each returns a strategy):
 - `literals()`, `expressions()`: expressions of every kind in `cadence.dsl.ast`.
 - `steps()`, `step_lists()`: every step kind, `if`/`split` nested to a small depth.
 - `triggers()`, `trigger_blocks()`, `settings()`: what campaigns are made of.
-- `declarations()`, `programs()`: whole files.
+- `templates()`, `scores()`, `campaigns()`, `declarations()`, `programs()`: whole files.
+- `keywords()`, `reserved_words()`, `probe_program()`: which words may be names (below).
 
 "Valid" means that the printed program parses back to the same tree: every value stays in
 the ranges the parser accepts (durations from 1s to ten years, percentages up to 100,
@@ -32,6 +33,9 @@ from hypothesis import strategies as st
 from cadence.dsl import ast
 
 __all__ = [
+    "calls",
+    "campaigns",
+    "declarations",
     "durations",
     "expressions",
     "keywords",
@@ -39,14 +43,18 @@ __all__ = [
     "moments",
     "money",
     "names",
+    "paths",
     "percents",
     "probe_program",
     "programs",
     "reserved_words",
+    "scores",
     "settings",
+    "simple_steps",
     "step_lists",
     "steps",
     "strings",
+    "templates",
     "times",
     "trigger_blocks",
     "triggers",
@@ -140,7 +148,10 @@ def probe_program(word: str) -> ast.Program:
             ),
         ),
         ast.RandomSplit((ast.SplitBranch(w, half, (ast.Enroll(w),)),) * 2),
-        # A branch name right after each way a branch can end.
+        ast.WaitFor(path, None),
+    )
+    # A branch name right after each way a branch can end.
+    endings: tuple[ast.Step, ...] = (
         *(
             split
             for last in _step_endings(w)
@@ -154,7 +165,6 @@ def probe_program(word: str) -> ast.Program:
                 ),
             )
         ),
-        ast.WaitFor(path, None),
     )
     settings: tuple[ast.Setting, ...] = (
         ast.NameSetting("type", w),
@@ -178,6 +188,7 @@ def probe_program(word: str) -> ast.Program:
         ast.TriggerBlock(ast.SegmentEnterTrigger(w), body),
         ast.TriggerBlock(ast.EveryTrigger((w,), None, None, False), body, braced=False),
         ast.TriggerBlock(ast.EveryTrigger((w, w), None, None, False), body),
+        ast.TriggerBlock(ast.LaunchTrigger(), endings),
     )
     expr = ast.Binary(
         "and",

@@ -312,6 +312,7 @@ class _Line:
     start: _Pos | None = None  # where it starts, when that is a real position
     prev_end: int | None = None  # source end line of the previous sibling; None: no gaps kept
     blank: bool = False  # the layout itself wants a blank line before this one
+    opener: int | None = None  # on a closing brace: the index of the line that opened it
     leading: list[ast.Comment] = field(default_factory=list)
     trailing: list[ast.Comment] = field(default_factory=list)
 
@@ -338,6 +339,7 @@ class _Printer:
 
     def __init__(self, comments: Sequence[ast.Comment], source: str | None) -> None:
         self.lines: list[_Line] = []
+        self._open: list[int] = []  # indices of the lines whose `{` is not closed yet
         self._comment_at = sorted((c.span.line, c.span.column) for c in comments)
         self._source = source
         self._line_offsets: list[int] = []
@@ -377,6 +379,8 @@ class _Printer:
         prev_end: int | None = None,
         blank: bool = False,
     ) -> None:
+        if text.endswith("{") and not text.startswith("}"):
+            self._open.append(len(self.lines))
         self.lines.append(_Line(depth, text, key, start, prev_end, blank))
 
     def _comment_inside(self, span: ast.Span) -> bool:
@@ -389,6 +393,7 @@ class _Printer:
 
     def _close(self, depth: int, key: _Pos, last_child_end: int | None) -> None:
         self._emit(depth, "}", key, prev_end=last_child_end)
+        self.lines[-1].opener = self._open.pop()
 
     # -- declarations
 
@@ -658,6 +663,12 @@ def _attach(lines: list[_Line], comments: Sequence[ast.Comment]) -> list[ast.Com
             continue
         target = finder.ending_on_same_line(pos)
         if target is not None:
+            # A block written on one source line and commented after its `}` is commented
+            # as a whole: the comment goes to the line that opens it.
+            opener = lines[target].opener
+            start = lines[opener].start if opener is not None else None
+            if opener is not None and start is not None and start[0] == pos[0]:
+                target = opener
             lines[target].trailing.append(comment)
             continue
         target = finder.next_line(pos)
