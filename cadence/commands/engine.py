@@ -10,7 +10,9 @@ import argparse
 import datetime as dt
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,8 +24,11 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from cadence.adapters.config import AdapterSettings
+    from cadence.adapters.standins import Standins
+    from cadence.dsl.compiled import CompiledCampaign
     from cadence.engine.dryrun import DryRunReport
-    from cadence.engine.runtime import Engine, RunStats
+    from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 
 T = TypeVar("T")
 
@@ -83,10 +88,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--poll", type=float, default=5.0)
     p.set_defaults(handler=_run)
 
-    p = subparsers.add_parser("demo", help="run the examples on a fast simulated clock")
-    p.add_argument("--examples", type=Path, default=Path("examples"))
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--seed", type=int, default=7)
+    p = subparsers.add_parser(
+        "demo",
+        help="run the examples on a fast simulated clock, sending to loopback stand-ins",
+        description=(
+            "Import the example contacts and events, deploy every example campaign and run "
+            "them on a simulated clock. Every send really goes out through the channel "
+            "adapters to stand-ins for Brevo (email), Infobip (SMS, WhatsApp) and a webhook "
+            "receiver on 127.0.0.1; no provider configuration is read or needed."
+        ),
+    )
+    p.add_argument(
+        "--examples", type=Path, default=Path("examples"), help="folder (default ./examples)"
+    )
+    p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
+    p.add_argument("--seed", type=int, default=7, help="random seed for engagement (default 7)")
     p.set_defaults(handler=_demo)
 
 
@@ -373,13 +389,18 @@ def _run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- demo
 
 
+# The tenant the demo's templates see as `company`.
+DEMO_COMPANY = {
+    "name": "Acme",
+    "address": "1 Example Street, Springfield",
+    "currency": "USD",
+}
+DEMO_SENDER = "Acme <hello@acme.test>"
+DEMO_WHATSAPP_NUMBER = "15550001000"
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
-
-    from cadence.dsl.compiler import compile_paths
-    from cadence.engine.dryrun import dry_run, parse_assume
 
     folder: Path = args.examples
     contacts = folder / "contacts.jsonl"
@@ -390,42 +411,213 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    events = folder / "events.jsonl"
-    start = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    if args.days <= 0:
+        print("cadence demo: --days must be at least 1", file=sys.stderr)
+        return 2
     console = Console()
-
-    async def go() -> DryRunReport:
-        campaigns = compile_paths(sorted(folder.glob("*.cadence")))
-        board = Table()
-        with Live(board, console=console, refresh_per_second=8) as live:
-
-            def report(now: dt.datetime, stats: RunStats) -> None:
-                live.update(_demo_table(now, stats, start, args.days))
-
-            result = await dry_run(
-                campaigns, contacts, events=events if events.is_file() else None, start=start,
-                until=dt.timedelta(days=args.days), assume=parse_assume(DEFAULT_ASSUME),
-                seed=args.seed, on_progress=report,
-            )  # fmt: skip
-        return result
-
-    result = _guard(go)
+    result = _guard(lambda: _run_demo(args, folder, contacts, console))
     if isinstance(result, int):
         return result
-    _print_report(result, None, console)
+    report, received = result
+    _print_report(report, None, console)
+    console.print(_received_table(received, "What the stand-ins received"))
+    failed = Counter(send.error for send in report.sends if not send.delivered)
+    if failed:
+        console.print(_failures_table(failed))
+    delivered = sum(1 for send in report.sends if send.delivered)
+    print(
+        f"demo: {delivered} sends delivered (brevo: {received.brevo}, infobip: {received.infobip}),"
+        f" {received.webhooks} webhooks, {sum(failed.values())} failed"
+    )
     return 0
 
 
-def _demo_table(now: dt.datetime, stats: RunStats, start: dt.datetime, days: int) -> Table:
+@dataclass(frozen=True)
+class _Received:
+    """What the loopback stand-ins have taken so far, per provider and channel."""
+
+    rows: list[tuple[str, str, int, int, str, str]]
+    brevo: int
+    infobip: int
+    webhooks: int
+
+
+def _received(standins: Standins) -> _Received:
+    """Count what each stand-in accepted, with the latest message per provider and channel."""
+    rows: list[tuple[str, str, int, int, str, str]] = []
+    emails = standins.brevo.emails
+    last_mail = emails[-1] if emails else None
+    rows.append((
+        "brevo", "email", len(standins.brevo.requests), len(emails),
+        last_mail.to if last_mail else "", last_mail.subject if last_mail else "",
+    ))  # fmt: skip
+    infobip_requests = Counter(
+        "sms" if r.path.startswith("/sms") else "whatsapp" for r in standins.infobip.requests
+    )
+    for channel in ("sms", "whatsapp"):
+        taken = [m for m in standins.infobip.messages if m.channel == channel]
+        last = taken[-1] if taken else None
+        text = (last.text or last.template or "") if last else ""
+        rows.append((
+            "infobip", channel, infobip_requests[channel], len(taken),
+            last.to if last else "", text,
+        ))  # fmt: skip
+    hooks = standins.webhook.received
+    last_hook = hooks[-1] if hooks else None
+    rows.append((
+        "webhook", "webhook", len(standins.webhook.requests), len(hooks),
+        last_hook.path if last_hook else "", "signed JSON" if last_hook else "",
+    ))  # fmt: skip
+    return _Received(rows, len(emails), len(standins.infobip.messages), len(hooks))
+
+
+async def _run_demo(
+    args: argparse.Namespace, folder: Path, contacts: Path, console: Console
+) -> tuple[DryRunReport, _Received]:
+    """The examples on the simulated clock, every send delivered to loopback stand-ins."""
+    import trio
+    from rich.live import Live
+    from rich.table import Table
+
+    from cadence.adapters.config import load_settings
+    from cadence.adapters.outbound import Outbound
+    from cadence.adapters.sink import AdapterSink, ContentSource
+    from cadence.adapters.standins import start_standins
+    from cadence.dsl.compiler import compile_paths
+    from cadence.engine.dryrun import dry_run, parse_assume, placeholder_links
+    from cadence.engine.store.database import DEFAULT_TENANT
+
+    events = folder / "events.jsonl"
+    start = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    campaigns = compile_paths(sorted(folder.glob("*.cadence")))
+    async with trio.open_nursery() as nursery:
+        standins = await start_standins(nursery)
+        # The stand-ins only: a demo never reaches a real provider, whatever is configured.
+        env = {
+            **standins.environment(),
+            "CADENCE_FROM": DEMO_SENDER,
+            "CADENCE_INFOBIP_WHATSAPP_SENDER": DEMO_WHATSAPP_NUMBER,
+        }
+        outbound = Outbound(_demo_settings(load_settings(env=env), campaigns))
+        tenants = {DEFAULT_TENANT: {"id": DEFAULT_TENANT, **DEMO_COMPANY}}
+
+        def forward(source: ContentSource) -> Sink:
+            sink = AdapterSink(outbound, source, links=placeholder_links, tenants=tenants)
+            return _LoopbackWebhooks(sink, standins.webhook_url)
+
+        try:
+            with Live(Table(), console=console, refresh_per_second=8) as live:
+
+                def report(now: dt.datetime, stats: RunStats) -> None:
+                    live.update(_demo_board(now, stats, start, args.days, _received(standins)))
+
+                result = await dry_run(
+                    campaigns, contacts, events=events if events.is_file() else None,
+                    start=start, until=dt.timedelta(days=args.days),
+                    assume=parse_assume(DEFAULT_ASSUME), seed=args.seed, on_progress=report,
+                    render=False, company=DEMO_COMPANY, forward=forward,
+                )  # fmt: skip
+            received = _received(standins)
+        finally:
+            with trio.CancelScope(shield=True):
+                await outbound.aclose()
+            nursery.cancel_scope.cancel()
+    return result, received
+
+
+def _demo_settings(
+    settings: AdapterSettings, campaigns: Sequence[CompiledCampaign]
+) -> AdapterSettings:
+    """The stand-ins' settings, with an approved WhatsApp template for each example one.
+
+    Outside the 24-hour window WhatsApp only takes approved templates; the demo pretends
+    each example template has one that greets the contact by first name.
+    """
+    from cadence.adapters.config import AdapterSettings
+    from cadence.adapters.render import ApprovedWhatsAppTemplate
+
+    approved = {
+        name: ApprovedWhatsAppTemplate(
+            f"{name}_v1", "en", ("{{ contact.first_name | default('there') }}",)
+        )
+        for campaign in campaigns
+        for name, template in campaign.templates.items()
+        if template.channel == "whatsapp"
+    }
+    default = replace(settings.default, whatsapp_templates=approved)
+    return AdapterSettings(default=default, tenants=settings.tenants)
+
+
+class _LoopbackWebhooks:
+    """Points `notify webhook` sends at the loopback receiver (same path), then delivers."""
+
+    def __init__(self, sink: Sink, base_url: str) -> None:
+        self.sink = sink
+        self.base_url = base_url.rstrip("/")
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Deliver through the wrapped sink with webhook targets on loopback."""
+        from urllib.parse import urlsplit
+
+        moved = []
+        for message in messages:
+            target = message.payload.get("target")
+            if message.channel == "webhook" and isinstance(target, str):
+                path = urlsplit(target).path or "/"
+                payload = {**message.payload, "target": self.base_url + path}
+                message = replace(message, payload=payload)
+            moved.append(message)
+        return await self.sink.deliver(moved)
+
+
+def _demo_board(
+    now: dt.datetime, stats: RunStats, start: dt.datetime, days: int, received: _Received
+) -> Table:
     from rich.table import Table
 
     elapsed = (now - start).total_seconds() / 86400
     table = Table(
-        title=f"cadence demo · simulated {now:%a %Y-%m-%d %H:%M} UTC · day {elapsed:.1f}/{days}"
+        title=f"cadence demo · simulated {now:%a %Y-%m-%d %H:%M} UTC · day {elapsed:.1f}/{days}",
+        caption=(
+            f"{stats.steps} steps run · {stats.sends} sends · {stats.delivered} delivered · "
+            f"{stats.enrolled} enrolled by other campaigns"
+        ),
     )
-    table.add_column("steps run", justify="right")
+    return _received_table(received, None, table)
+
+
+def _received_table(received: _Received, title: str | None, table: Table | None = None) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = table if table is not None else Table(title=title)
+    table.add_column("stand-in", no_wrap=True, min_width=8)
+    table.add_column("channel", no_wrap=True, min_width=8)
+    table.add_column("reqs", justify="right", no_wrap=True, min_width=4)
+    table.add_column("msgs", justify="right", no_wrap=True, min_width=4)
+    table.add_column("latest to")
+    table.add_column("latest subject / text")
+    for provider, channel, requests, count, to, text in received.rows:
+        table.add_row(
+            provider, channel, str(requests), str(count), escape(_clip(to, 18)),
+            escape(_clip(text, 26)),
+        )  # fmt: skip
+    return table
+
+
+def _clip(text: str, width: int) -> str:
+    """One line of at most `width` characters, with an ellipsis when cut."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _failures_table(failed: Counter[str | None]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="Sends that failed (recorded, not retried)")
+    table.add_column("reason", max_width=100)
     table.add_column("sends", justify="right")
-    table.add_column("delivered", justify="right")
-    table.add_column("enrolled by other campaigns", justify="right")
-    table.add_row(str(stats.steps), str(stats.sends), str(stats.delivered), str(stats.enrolled))
+    for reason, count in failed.most_common():
+        table.add_row(escape(reason or "failed"), str(count))
     return table
