@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import trio
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
@@ -51,6 +51,14 @@ from cadence.errors import CadenceError, did_you_mean
 
 LEASE = dt.timedelta(minutes=5)
 BATCH = 500
+# How many history entries an enrollment keeps (the latest; the funnel reads them).
+HISTORY = 50
+
+_STATUS = {
+    "active": EnrollmentStatus.ACTIVE,
+    "completed": EnrollmentStatus.COMPLETED,
+    "exited": EnrollmentStatus.EXITED,
+}
 
 # Lifecycle moves a person may ask for; anything else is refused with the current status.
 _ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
@@ -867,6 +875,13 @@ class Engine:
             await self.clock.sleep_until(wake)
 
     def _step_batch_sync(self, store: Store) -> RunStats:
+        """Claim a batch of due enrollments, step each, and write the results and their effects.
+
+        The claim commits on its own: the lease is what other workers see. Reading the facts,
+        stepping and the write then share one transaction, so the steps are written against
+        what they read; the write is fenced by the lease, and a row whose lease was lost
+        meanwhile writes nothing, neither its new state nor its effects.
+        """
         now = self.now()
         stats = RunStats()
         with store.session() as session:
@@ -874,75 +889,68 @@ class Engine:
                 session, self.owner, now=now, limit=self.batch_size, lease_for=LEASE,
                 tenant_id=self.tenant,
             )  # fmt: skip
-            batch = [
-                (e.id, e.version_id, e.contact_id, e.occurrence, e.node, dict(e.state or {}),
-                 list(e.history or []))
-                for e in claimed
-            ]  # fmt: skip
-        if not batch:
+        if not claimed:
             return stats
         with store.session() as session:
-            names = self._names_by_version(session)
+            versions = {
+                vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
+            }
             facts = load_facts(
-                session, self.tenant, {row[2] for row in batch}, campaign_names=names
+                session,
+                self.tenant,
+                {row.contact_id for row in claimed},
+                campaign_names=self._names_by_version(session),
             )
-            versions = {vid: self._version(session, vid)[1] for vid in {row[1] for row in batch}}
             channels = {
                 n.channel for v in versions.values() for n in v.nodes if isinstance(n, c.SendNode)
             }
             gates = _Gates(session, self.tenant, channels, facts, now)
-            results: list[tuple[tuple[Any, ...], Advance]] = []
-            for row in batch:
-                _, version_id, contact_id, _, node, state, _ = row
-                campaign = versions[version_id]
-                fact = facts.get(contact_id)
+            results: list[tuple[Row[Any], Advance]] = []
+            updates: list[claims.EnrollmentUpdate] = []
+            for row in claimed:
+                campaign = versions[row.version_id]
+                fact = facts.get(row.contact_id)
                 if fact is None:
                     continue
+                state = row.state or {}
                 env = conditions.StepContext(
                     fact,
                     campaign,
                     now,
                     state,
-                    gates.for_contact(contact_id, campaign),
-                    functools.partial(self._ab_winner, session, version_id),
+                    gates.for_contact(row.contact_id, campaign),
+                    functools.partial(self._ab_winner, session, row.version_id),
                 )
-                results.append((row, advance(campaign, node, state, contact_id, env)))
-        stats.steps = len(results)
-        for row, result in results:
-            # An `every` run books its next run once, when it first runs (see below).
-            if row[5].get("trigger") and not row[5].get("next_booked"):
-                result.state["next_booked"] = True
-        with store.session() as session:
-            updates = []
-            for row, result in results:
-                history = (row[6] + result.history)[-50:]
-                status = {
-                    "active": EnrollmentStatus.ACTIVE,
-                    "completed": EnrollmentStatus.COMPLETED,
-                    "exited": EnrollmentStatus.EXITED,
-                }[result.status]
+                result = advance(campaign, row.node, state, row.contact_id, env)
+                # An `every` run books its next run once, when it first runs (see below).
+                if state.get("trigger") and not state.get("next_booked"):
+                    result.state["next_booked"] = True
+                results.append((row, result))
                 updates.append(
                     claims.EnrollmentUpdate(
-                        id=row[0], node=result.node, status=status, due_at=result.due_at,
-                        state=result.state, history=history, attempts=0,
+                        id=row.id, node=result.node, status=_STATUS[result.status],
+                        due_at=result.due_at, state=result.state,
+                        history=([*(row.history or ()), *result.history])[-HISTORY:], attempts=0,
                     )
                 )  # fmt: skip
             lost = set(claims.update_enrollments(session, self.owner, updates, now=now))
-            kept = [(row, result) for row, result in results if row[0] not in lost]
+            kept = [(row, result) for row, result in results if row.id not in lost]
             stats.sends, stats.enrolled = self._write_effects(session, kept, versions, now)
+        stats.steps = len(results)
         return stats
 
     def _write_effects(
         self,
         session: Session,
-        results: list[tuple[tuple[Any, ...], Advance]],
+        results: list[tuple[Row[Any], Advance]],
         versions: dict[int, c.CompiledCampaign],
         now: dt.datetime,
     ) -> tuple[int, int]:
         new_sends: list[send_store.NewSend] = []
         enrolled = 0
         for row, result in results:
-            enrollment_id, version_id, contact_id, occurrence = row[0], row[1], row[2], row[3]
+            enrollment_id, version_id, contact_id = row.id, row.version_id, row.contact_id
+            occurrence = row.occurrence
             campaign = versions[version_id]
             effects = result.effects
             enrolled += self._schedule_next_occurrence(session, row, campaign, now)
@@ -1006,10 +1014,11 @@ class Engine:
         return sum(1 for s in new_sends if s.node != "notify"), enrolled
 
     def _schedule_next_occurrence(
-        self, session: Session, row: tuple[Any, ...], campaign: c.CompiledCampaign, now: dt.datetime
+        self, session: Session, row: Row[Any], campaign: c.CompiledCampaign, now: dt.datetime
     ) -> int:
         """An `every` run that starts books the contact's next run as the next occurrence."""
-        _, version_id, contact_id, occurrence, _, state, _ = row
+        version_id, contact_id, state = row.version_id, row.contact_id, row.state or {}
+        occurrence = row.occurrence
         trigger = next((t for t in campaign.triggers if t.id == state.get("trigger")), None)
         if not isinstance(trigger, c.EveryTriggerModel) or state.get("next_booked"):
             return 0

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Row, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cadence.engine.store.bulk import update_rows_by_id
@@ -95,8 +95,11 @@ def _claim(
     limit: int,
     lease_for: timedelta,
     tenant_id: str | None,
-) -> list[M]:
-    """Lease up to `limit` due rows of `queue` to `owner`, oldest due first, and return them."""
+) -> list[Row[Any]]:
+    """Lease up to `limit` due rows of `queue` to `owner`, oldest due first, and return them.
+
+    Rows come back as plain named rows of every column (no ORM objects to build and track).
+    """
     if limit <= 0:
         return []
     if lease_for <= timedelta(0):
@@ -119,10 +122,10 @@ def _claim(
         update(queue.model)
         .where(queue.id.in_(candidates.scalar_subquery()))
         .values({queue.lease_owner: owner, queue.lease_expires_at: now + lease_for})
-        .returning(queue.model)
+        .returning(*queue.model.__table__.c)
         .execution_options(synchronize_session=False)
     )
-    claimed = list(session.scalars(statement))
+    claimed = list(session.execute(statement))
     claimed.sort(key=lambda row: (getattr(row, queue.due.key), getattr(row, queue.id.key)))
     return claimed
 
@@ -207,8 +210,11 @@ def claim_enrollments(
     limit: int,
     lease_for: timedelta,
     tenant_id: str | None = None,
-) -> list[Enrollment]:
-    """Lease up to `limit` active enrollments due by `now` to `owner` (expired leases included)."""
+) -> list[Row[Any]]:
+    """Lease up to `limit` active enrollments due by `now` to `owner` (expired leases included).
+
+    Each row has every column of `enrollments`, by name (`row.id`, `row.state`, ...).
+    """
     return _claim(
         session,
         ENROLLMENT_QUEUE,
@@ -288,8 +294,11 @@ def claim_outbox(
     limit: int,
     lease_for: timedelta,
     tenant_id: str | None = None,
-) -> list[OutboxMessage]:
-    """Lease up to `limit` pending sends whose next attempt is due by `now` to `owner`."""
+) -> list[Row[Any]]:
+    """Lease up to `limit` pending sends whose next attempt is due by `now` to `owner`.
+
+    Each row has every column of `send_outbox`, by name.
+    """
     return _claim(
         session,
         OUTBOX_QUEUE,
