@@ -257,9 +257,17 @@ class _PathList(list[Any]):
 
 
 def _wrap(value: Any, path: str) -> Any:
-    """Copy mappings and lists into path-aware containers (others pass through)."""
+    """Copy mappings and lists into path-aware containers (others pass through).
+
+    A key whose value is None is left out: a null attribute is a missing one, so
+    `default(...)` applies and a bare use is the clear missing-variable error, never "None".
+    """
     if isinstance(value, Mapping):
-        wrapped = _PathDict((str(key), _wrap(item, f"{path}.{key}")) for key, item in value.items())
+        wrapped = _PathDict(
+            (str(key), _wrap(item, f"{path}.{key}"))
+            for key, item in value.items()
+            if item is not None
+        )
         wrapped._cadence_path = path
         return wrapped
     if isinstance(value, list | tuple):

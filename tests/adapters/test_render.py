@@ -114,6 +114,13 @@ def test_default_filter_allowed(renderer: TemplateRenderer) -> None:
     assert render_sms(renderer, source).text == "Hi there -"
 
 
+def test_a_null_attribute_is_a_missing_one(renderer: TemplateRenderer) -> None:
+    source = "Hi {{ contact.first_name | default('there') }}"
+    assert render_sms(renderer, source, first_name=None).text == "Hi there"
+    with pytest.raises(TemplateRenderError, match=r"contact\.first_name"):
+        render_sms(renderer, "Hi {{ contact.first_name }}", first_name=None)
+
+
 def test_plain_text_email_body_gets_html(renderer: TemplateRenderer) -> None:
     template = CompiledTemplate(
         name="plain",
