@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import trio
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
@@ -791,8 +791,16 @@ class Engine:
         )
 
     def _wake_for_events(self, session: Session, contact_ids: set[str], now: dt.datetime) -> None:
-        """Wake enrollments that may react to a contact's new events: `wait for` and goals."""
+        """Wake the contacts' enrollments that may react to their new events.
+
+        Only two things read events while an enrollment sleeps: a campaign `goal` (checked
+        before every step) and the `wait for` the enrollment waits at. Any other sleeping
+        enrollment woken early would only go back to sleep, so it is left alone.
+        """
         if not contact_ids:
+            return
+        reactive = self._reactive(session)
+        if not reactive:
             return
         session.execute(
             update(Enrollment)
@@ -801,10 +809,27 @@ class Engine:
                 Enrollment.contact_id.in_(sorted(contact_ids)),
                 Enrollment.status == EnrollmentStatus.ACTIVE.value,
                 Enrollment.due_at > now,
+                or_(*reactive),
             )
             .values(due_at=now, updated_at=now)
             .execution_options(synchronize_session=False)
         )
+
+    def _reactive(self, session: Session) -> list[ColumnElement[bool]]:
+        """Sleeping enrollments an event can move: in a version with a goal, or at a `wait for`."""
+        with_goal: list[int] = []
+        waiting: list[ColumnElement[bool]] = []
+        for version_id in self._names_by_version(session):
+            campaign = self._version(session, version_id)[1]
+            if campaign.settings.goal is not None:
+                with_goal.append(version_id)
+                continue
+            nodes = [node.id for node in campaign.nodes if isinstance(node, c.WaitForNode)]
+            if nodes:
+                waiting.append(
+                    and_(Enrollment.version_id == version_id, Enrollment.node.in_(nodes))
+                )
+        return [Enrollment.version_id.in_(with_goal), *waiting] if with_goal else waiting
 
     # ------------------------------------------------------------------ the scheduler
 

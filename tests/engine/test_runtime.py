@@ -298,6 +298,51 @@ def test_wait_for_resumes_early_when_the_event_arrives(store_url: str) -> None:
     )
 
 
+WAKES = """
+template a email { subject "A" body "x" }
+campaign plain { on launch { send email a  wait 2d  send email a } }
+campaign waiting { on launch { wait for clicked(a) up to 2d  send email a } }
+campaign goal { goal converted  on launch { wait 2d  send email a } }
+"""
+
+
+def test_an_event_wakes_only_enrollments_that_can_react_to_it(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS[:2])
+        await engine.deploy(campaigns(WAKES))
+        for name in ("plain", "waiting", "goal"):
+            await engine.launch(name)
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.push_event({"contact": "c1", "name": "opened"})
+
+        def due(store: Store) -> dict[tuple[str, str], dt.datetime]:
+            from cadence.engine.store.models import Campaign, CampaignVersion
+
+            with store.session() as session:
+                rows = session.execute(
+                    select(Campaign.name, Enrollment.contact_id, Enrollment.due_at)
+                    .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
+                    .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+                )
+                return {(name, contact): at for name, contact, at in rows}
+
+        woken = clock.now()
+        later = T0 + dt.timedelta(days=2)
+        assert await engine.store.call(due) == {
+            ("plain", "c1"): later,  # a plain wait cannot react: left asleep
+            ("waiting", "c1"): woken,  # `wait for` checks the event
+            ("goal", "c1"): woken,  # the goal is checked at every step
+            ("plain", "c2"): later,
+            ("waiting", "c2"): later,
+            ("goal", "c2"): later,
+        }
+        await engine.run_due()
+        assert sent(sink).count(("c1", "a")) == 1  # woken early, nothing sent early
+
+    engine_run(store_url, body)
+
+
 def test_a_suppressed_contact_is_never_sent_to(store_url: str) -> None:
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
         await engine.upsert_contacts(CONTACTS)
