@@ -14,7 +14,9 @@ printer first lays the program out as lines that remember which source position 
 from (`_Line.key`), then hangs each comment on a line: a comment on the same source line as
 the end of what a line prints is kept at the end of that line; any other comment goes on its
 own line before the next line in source order, at that line's indentation (one deeper
-before a closing brace).
+before a closing brace). A comment after a block written on one source line goes to the
+line that opens the block, since it speaks of the whole block. Trailing comments of
+neighbouring lines at one depth are lined up in one column, as authors tend to write them.
 
 `parse_text(format_program(p))` equals `p` (spans aside), and formatting is idempotent.
 """
