@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import trio
-from sqlalchemy import ColumnElement, Row, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
@@ -33,6 +33,7 @@ from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, 
 from cadence.engine.store import agents as agent_store
 from cadence.engine.store import campaigns as campaign_store
 from cadence.engine.store import sends as send_store
+from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.models import (
     AuditEntry,
     Campaign,
@@ -1177,7 +1178,7 @@ class Engine:
             # A send whose lease was lost was taken over; the new owner records it.
             kept = [row for row in log if row["outbox_id"] not in lost]
             if kept:
-                session.execute(insert(SendLog), kept)
+                insert_rows(session, SendLog.__table__, kept)  # type: ignore[arg-type]
 
 
 class _Gates:

@@ -125,7 +125,7 @@ def _claim(
         .returning(*queue.model.__table__.c)
         .execution_options(synchronize_session=False)
     )
-    claimed = list(session.execute(statement))
+    claimed = list(session.connection().execute(statement))
     claimed.sort(key=lambda row: (getattr(row, queue.due.key), getattr(row, queue.id.key)))
     return claimed
 
