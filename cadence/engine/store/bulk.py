@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, Table, bindparam, func, text
@@ -45,11 +46,17 @@ def _sqlite_params(
             table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in keys
         )
     ]
-    pairs = list(zip(keys, processors, strict=True))
-    return [
-        tuple(row[name] if process is None else process(row[name]) for name, process in pairs)
-        for row in rows
-    ]
+    # One C-level itemgetter call picks a row's values; only the columns that have a
+    # processor (timestamps, JSON) are then converted, one by one.
+    pick = itemgetter(*keys)
+    converted = [(index, process) for index, process in enumerate(processors) if process]
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(pick(row)) if len(keys) > 1 else [pick(row)]
+        for index, process in converted:
+            values[index] = process(values[index])
+        params.append(tuple(values))
+    return params
 
 
 def _memoized(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
