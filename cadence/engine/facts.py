@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Executable, select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
@@ -77,12 +77,17 @@ def load_facts(
     """Facts for every listed contact that exists, in a handful of chunked queries."""
     wanted = sorted(set(contact_ids))
     facts: dict[str, ContactFacts] = {}
-    # Plain Core reads on the session's connection: the ORM's result layer costs more per
-    # row than the query itself. Flushing first keeps them seeing the session's own changes.
+    # Plain Core reads on the session's connection, each fetched whole: the ORM's result
+    # layer (and fetching row by row) cost more per row than the queries. Flushing first
+    # keeps them seeing the session's own changes.
     session.flush()
     connection = session.connection()
+
+    def read(statement: Executable) -> Sequence[Any]:
+        return connection.execute(statement).all()
+
     for chunk in _chunks(wanted):
-        for row in connection.execute(
+        for row in read(
             select(*_CONTACT_COLUMNS).where(Contact.tenant_id == tenant_id, Contact.id.in_(chunk))
         ):
             facts[row.id] = ContactFacts(row.id, contact_attributes(row))
@@ -92,13 +97,13 @@ def load_facts(
     events: dict[str, list[EventFact]] = defaultdict(list)
     sends: dict[str, list[tuple[str, str | None, dt.datetime]]] = defaultdict(list)
     for chunk in _chunks(present):
-        for contact_id, name, at, properties in connection.execute(
+        for contact_id, name, at, properties in read(
             select(Event.contact_id, Event.name, Event.at, Event.properties)
             .where(Event.tenant_id == tenant_id, Event.contact_id.in_(chunk))
             .order_by(Event.at, Event.id)
         ):
             events[contact_id].append(EventFact(name, at, properties or {}))
-        for contact_id, channel, template, created in connection.execute(
+        for contact_id, channel, template, created in read(
             select(
                 OutboxMessage.contact_id,
                 OutboxMessage.channel,
@@ -112,7 +117,7 @@ def load_facts(
         ):
             sends[contact_id].append((channel, template, created))
         if campaign_names is not None:
-            for contact_id, version_id in connection.execute(
+            for contact_id, version_id in read(
                 select(Enrollment.contact_id, Enrollment.version_id).where(
                     Enrollment.tenant_id == tenant_id,
                     Enrollment.contact_id.in_(chunk),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Row, or_, select, update
+from sqlalchemy import ColumnElement, Result, Row, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cadence.engine.store.bulk import update_rows_by_id
@@ -37,6 +37,9 @@ from cadence.engine.store.models import (
 M = TypeVar("M", bound=Base)
 
 _UNSET: Any = object()
+
+# A column a claim can return: a table column or a mapped attribute.
+Returned = ColumnElement[Any] | InstrumentedAttribute[Any]
 
 
 def new_owner_id(prefix: str = "engine") -> str:
@@ -95,10 +98,12 @@ def _claim(
     limit: int,
     lease_for: timedelta,
     tenant_id: str | None,
+    columns: Sequence[Returned] | None,
 ) -> list[Row[Any]]:
     """Lease up to `limit` due rows of `queue` to `owner`, oldest due first, and return them.
 
-    Rows come back as plain named rows of every column (no ORM objects to build and track).
+    Rows come back as plain named rows (no ORM objects to build and track) of `columns`, or
+    of every column; the id and due time are always among them.
     """
     if limit <= 0:
         return []
@@ -122,12 +127,21 @@ def _claim(
         update(queue.model)
         .where(queue.id.in_(candidates.scalar_subquery()))
         .values({queue.lease_owner: owner, queue.lease_expires_at: now + lease_for})
-        .returning(*queue.model.__table__.c)
+        .returning(*_returned(queue, columns))
         .execution_options(synchronize_session=False)
     )
-    claimed = list(session.connection().execute(statement))
+    result: Result[Any] = session.connection().execute(statement)
+    claimed = list(result.all())
     claimed.sort(key=lambda row: (getattr(row, queue.due.key), getattr(row, queue.id.key)))
     return claimed
+
+
+def _returned(queue: _Queue[M], columns: Sequence[Returned] | None) -> list[Returned]:
+    """The columns a claim returns: those asked for (all by default), plus id and due time."""
+    chosen: list[Returned] = list(queue.model.__table__.c if columns is None else columns)
+    keys = {column.key for column in chosen}
+    chosen += [column for column in (queue.id, queue.due) if column.key not in keys]
+    return chosen
 
 
 def _owned_ids(session: Session, queue: _Queue[M], owner: str, ids: Iterable[int]) -> set[int]:
@@ -210,10 +224,12 @@ def claim_enrollments(
     limit: int,
     lease_for: timedelta,
     tenant_id: str | None = None,
+    columns: Sequence[Returned] | None = None,
 ) -> list[Row[Any]]:
     """Lease up to `limit` active enrollments due by `now` to `owner` (expired leases included).
 
-    Each row has every column of `enrollments`, by name (`row.id`, `row.state`, ...).
+    Each row has the `columns` asked for (default: every column of `enrollments`) by name
+    (`row.id`, `row.state`, ...).
     """
     return _claim(
         session,
@@ -223,6 +239,7 @@ def claim_enrollments(
         limit=limit,
         lease_for=lease_for,
         tenant_id=tenant_id,
+        columns=columns,
     )
 
 
@@ -294,10 +311,11 @@ def claim_outbox(
     limit: int,
     lease_for: timedelta,
     tenant_id: str | None = None,
+    columns: Sequence[Returned] | None = None,
 ) -> list[Row[Any]]:
     """Lease up to `limit` pending sends whose next attempt is due by `now` to `owner`.
 
-    Each row has every column of `send_outbox`, by name.
+    Each row has the `columns` asked for (default: every column of `send_outbox`) by name.
     """
     return _claim(
         session,
@@ -307,6 +325,7 @@ def claim_outbox(
         limit=limit,
         lease_for=lease_for,
         tenant_id=tenant_id,
+        columns=columns,
     )
 
 
