@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
-from cadence.engine import evaluate, timing
+from cadence.engine import audience, evaluate, timing
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
@@ -149,16 +149,27 @@ def fanout_matches(
     campaign: c.CompiledCampaign,
     now: dt.datetime,
 ) -> list[str]:
-    """The contacts among `candidates` that a fan-out event's predicate selects."""
+    """The contacts among `candidates` that a fan-out event's predicate selects.
+
+    One event against every contact: the dispatch core's segment filter does it over the
+    attributes in bulk, the evaluator answers only what the filter cannot read.
+    """
     expr = c.model_to_expr(predicate)
+    segments = evaluate.segments_of(campaign)
     matched: list[str] = []
-    for start in range(0, len(candidates), 1000):
-        chunk = candidates[start : start + 1000]
+    for start in range(0, len(candidates), 5000):
+        chunk = candidates[start : start + 5000]
         facts = load_facts(session, tenant, chunk, with_history=False)
-        for contact_id in chunk:
-            fact = facts.get(contact_id)
-            if fact is not None and evaluate.fanout_holds(expr, fact.attributes, dict(event), now):
-                matched.append(contact_id)
+        rows = [(cid, facts[cid].attributes) for cid in chunk if cid in facts]
+
+        def one(contact_id: str, attributes: Mapping[str, Any]) -> bool:
+            return evaluate.fanout_holds(expr, attributes, dict(event), now)
+
+        matched.extend(
+            audience.select(
+                expr, rows, now=now, segments=segments, event=event, fallback=one
+            ).contact_ids
+        )
     return matched
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
-from cadence.engine import conditions, timing
+from cadence.engine import audience, conditions, evaluate, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import Advance, SendGate, advance
@@ -476,7 +476,11 @@ class Engine:
         campaign: c.CompiledCampaign,
         candidates: Iterable[str] | None = None,
     ) -> list[str]:
-        """Contacts matching the campaign's audience and not its exclusions, now."""
+        """Contacts matching the campaign's audience and not its exclusions, now.
+
+        The audience and the exclusion each go to the dispatch core's segment filter over
+        the batch's attributes; what the filter cannot read falls back to the evaluator.
+        """
         if candidates is None:
             candidates = list(
                 session.scalars(select(Contact.id).where(Contact.tenant_id == self.tenant))
@@ -486,21 +490,31 @@ class Engine:
         if settings.audience is None and settings.exclude is None:
             return ids
         now = self.now()
+        names = self._names_by_version(session)
+        segments = evaluate.segments_of(campaign)
         matched: list[str] = []
-        for chunk in _chunks(ids, self.batch_size):
-            facts = load_facts(
-                session, self.tenant, chunk, campaign_names=self._names_by_version(session)
-            )
-            for contact_id in chunk:
-                fact = facts.get(contact_id)
-                if fact is None:
+        for chunk in _chunks(ids, max(self.batch_size, 5000)):
+            facts = load_facts(session, self.tenant, chunk, campaign_names=names)
+            rows = [
+                (cid, audience.with_flags(facts[cid].attributes, _flags(facts[cid], campaign, now)))
+                for cid in chunk
+                if cid in facts
+            ]
+
+            for key, keep in (("audience", True), ("exclude", False)):
+                expr = getattr(settings, key)
+                if expr is None:
                     continue
-                ctx = conditions.Context(fact, campaign, now)
-                if settings.audience is not None and not ctx.holds(settings.audience):
-                    continue
-                if settings.exclude is not None and ctx.holds(settings.exclude):
-                    continue
-                matched.append(contact_id)
+                chosen = set(
+                    audience.select(
+                        c.model_to_expr(expr), rows, now=now, segments=segments,
+                        fallback=functools.partial(
+                            _holds_for, facts=facts, campaign=campaign, now=now, expr=expr
+                        ),
+                    ).contact_ids
+                )  # fmt: skip
+                rows = [row for row in rows if (row[0] in chosen) == keep]
+            matched.extend(cid for cid, _ in rows)
         return matched
 
     def _names_by_version(self, session: Session) -> dict[int, str]:
@@ -1280,6 +1294,25 @@ def _audit(
         session, tenant, actor="engine", action=action, subject_type="campaign",
         subject_id=subject, now=now, details=details,
     )  # fmt: skip
+
+
+def _holds_for(
+    contact_id: str,
+    _attributes: Mapping[str, Any],
+    *,
+    facts: Mapping[str, ContactFacts],
+    campaign: c.CompiledCampaign,
+    now: dt.datetime,
+    expr: c.ExprModel,
+) -> bool:
+    """The evaluator's answer for one contact, where the bulk filter cannot decide."""
+    return conditions.Context(facts[contact_id], campaign, now).holds(expr)
+
+
+def _flags(facts: ContactFacts, campaign: c.CompiledCampaign, now: dt.datetime) -> dict[str, bool]:
+    """`converted` / `unsubscribed` as the contact's events say, for the bulk filter."""
+    context = conditions.Context(facts, campaign, now).eval_context
+    return {name: context.flag(name) for name in evaluate.ENGAGEMENT_FLAGS}
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:

@@ -513,3 +513,34 @@ def test_segment_enter_fires_on_attribute_and_event_changes(store_url: str) -> N
         assert sorted(sent(sink)) == [("c1", "hello"), ("c2", "hello"), ("c3", "hello")]
 
     engine_run(store_url, body)
+
+
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_audiences_and_fanout_go_through_the_dispatch_core(
+    store_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadence.engine import audience
+
+    seen: list[bool] = []
+    original = audience.select
+
+    def spy(*args: Any, **kwargs: Any) -> audience.Selection:
+        result = original(*args, **{**kwargs, "backend": backend})
+        seen.append(result.vectorised)
+        return result
+
+    monkeypatch.setattr(audience, "select", spy)
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(LAUNCH) + campaigns(FANOUT))
+        await engine.launch("hello_all")
+        await engine.launch("t_property_listed")
+        await engine.push_event({"name": "property_listed", "properties": {"min_score": 40}})
+        await engine.run_due()
+        assert sorted(sent(sink)) == [
+            ("c1", "hello"), ("c1", "new_listing"), ("c3", "hello"), ("c3", "new_listing")
+        ]  # fmt: skip
+
+    engine_run(store_url, body)
+    assert seen and all(seen)
