@@ -551,10 +551,11 @@ class Engine:
                 by_due.setdefault(first, []).append(contact_id)
         enrolled = 0
         for due, ids in sorted(by_due.items()):
+            # `not_before` keeps a booked run from starting early if an event wakes it.
             enrolled += len(
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, ids, node=trigger.entry, due_at=due,
-                    now=now, state={"trigger": trigger.id},
+                    now=now, state={"trigger": trigger.id, "not_before": due.isoformat()},
                 )
             )  # fmt: skip
         return enrolled
@@ -1089,7 +1090,7 @@ class Engine:
             campaign_store.enroll_contacts(
                 session, self.tenant, version_id, [contact_id], node=trigger.entry,
                 due_at=upcoming, now=now, occurrence=occurrence + 1,
-                state={"trigger": trigger.id},
+                state={"trigger": trigger.id, "not_before": upcoming.isoformat()},
             )
         )  # fmt: skip
 

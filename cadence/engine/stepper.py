@@ -152,6 +152,14 @@ def advance(
     if starts is not None and now < starts:
         return sleep(node_id or "end", starts, "campaign not started")
 
+    # A run booked ahead (`at`, `every`) never starts before its time, whatever woke it.
+    not_before = state.get("not_before")
+    if not_before is not None:
+        booked = dt.datetime.fromisoformat(not_before)
+        if now < booked:
+            return Advance(node_id, "active", booked, state, history, effects)
+        state.pop("not_before")
+
     # An enrollment woken early (a goal check, an event) goes back to sleep if its wait is
     # not over; `wait for` is the exception, since the event it waits for may be the cause.
     wake_at = state.get("wake_at")

@@ -298,3 +298,13 @@ def test_campaign_ends_exit_and_starts_defer() -> None:
 def test_bucket_is_stable_and_in_range(parts: tuple[str, ...]) -> None:
     assert bucket(*parts) == bucket(*parts)
     assert 0 <= bucket(*parts) < 100
+
+
+def test_a_run_booked_ahead_never_starts_early() -> None:
+    campaign = compile_one('template t email { subject "s" body "b" }\non launch { send email t }')
+    booked = (T0 + dt.timedelta(days=2)).isoformat()
+    early = run(campaign, FakeEnv(), state={"not_before": booked})
+    assert early.due_at == T0 + dt.timedelta(days=2) and not early.effects.sends
+    on_time = run(campaign, FakeEnv(now=T0 + dt.timedelta(days=2)), state={"not_before": booked})
+    assert [s.template for s in on_time.effects.sends] == ["t"]
+    assert "not_before" not in on_time.state
