@@ -1209,11 +1209,13 @@ class Engine:
 
 
 class _Gates:
-    """Suppression, consent and caps for one batch, loaded once, updated as the batch sends.
+    """Suppression, consent, caps and budget for one batch, loaded once, updated as it sends.
 
     Email, inbox and webhook sends need no opt-in but stop at a denied, withdrawn or
     unconfirmed (double opt-in pending) consent; SMS and WhatsApp need consent granted, or
-    the contact attribute `sms_opt_in` / `whatsapp_opt_in` set to true.
+    the contact attribute `sms_opt_in` / `whatsapp_opt_in` set to true. A campaign with a
+    `budget` stops sending once its sends so far (pending or sent, at its `cost` per channel)
+    and this one would pass it.
     """
 
     OPT_IN_CHANNELS: ClassVar[frozenset[str]] = frozenset({"sms", "whatsapp"})
@@ -1234,6 +1236,9 @@ class _Gates:
         """Load every check's data for the batch's contacts on the channels it may use."""
         self.now = now
         self.facts = facts
+        self.session = session
+        self.tenant = tenant
+        self.spent: dict[str, Decimal] = {}
         self.suppressed: dict[str, set[str]] = {}
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
         contacts = sorted(facts)
@@ -1276,10 +1281,39 @@ class _Gates:
                 )  # fmt: skip
                 if used >= cap.count:
                     return SendGate.skip(f"cap {cap.channel or 'all channels'} {cap.count} reached")
+            budget = campaign.settings.budget
+            cost = campaign.settings.costs.get(channel)
+            if budget is not None and cost is not None:
+                spent = self._spent(campaign)
+                if spent + cost.amount > budget.amount:
+                    return SendGate.skip(f"budget {budget.amount} {budget.currency} spent")
+                self.spent[campaign.name] = spent + cost.amount
             facts.sends.append((channel, None, self.now))
             return SendGate.allow()
 
         return gate
+
+    def _spent(self, campaign: c.CompiledCampaign) -> Decimal:
+        """What the campaign's sends so far cost, over all its versions, at its own prices."""
+        if campaign.name not in self.spent:
+            per_channel = self.session.execute(
+                select(OutboxMessage.channel, func.count())
+                .join(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
+                .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+                .where(
+                    Campaign.tenant_id == self.tenant,
+                    Campaign.name == campaign.name,
+                    OutboxMessage.node != "notify",
+                    OutboxMessage.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENT.value]),
+                )
+                .group_by(OutboxMessage.channel)
+            ).all()
+            costs = campaign.settings.costs
+            self.spent[campaign.name] = sum(
+                (costs[ch].amount * count for ch, count in per_channel if ch in costs),
+                Decimal(0),
+            )
+        return self.spent[campaign.name]
 
 
 def _audit(

@@ -544,3 +544,26 @@ def test_audiences_and_fanout_go_through_the_dispatch_core(
 
     engine_run(store_url, body)
     assert seen and all(seen)
+
+
+BUDGETED = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign thrifty {
+  budget 0.05 USD
+  cost email 0.02 USD
+  on launch { send email a  wait 1d  send email b }
+}
+"""
+
+
+def test_a_campaign_stops_sending_when_its_budget_is_spent(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(BUDGETED))
+        await engine.launch("thrifty")
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        # 0.05 USD at 0.02 per email: two emails, never a third.
+        assert len(sent(sink)) == 2
+
+    engine_run(store_url, body)
