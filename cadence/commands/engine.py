@@ -108,10 +108,16 @@ def register(subparsers: Any) -> None:
 
 def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
     """Run an async action; bad input becomes a message on stderr and exit code 1."""
+    import gc
+
     import trio
 
     from cadence.engine.store.records import InvalidInput
 
+    # The command owns the process: objects alive after start-up (modules, the grammar,
+    # compiled campaigns) live until exit, so the collector need not keep scanning them.
+    # Measured on a 5k-contact dry-run: 8.9 s -> 6.3 s CPU (docs/performance.md).
+    gc.freeze()
     try:
         return trio.run(action)
     except DiagnosticError as exc:
