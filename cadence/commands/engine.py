@@ -7,11 +7,12 @@ Every command but `dry-run` and `demo` works on the store named by `CADENCE_DATA
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import signal
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -361,11 +362,47 @@ async def _serve_engine(engine: Engine, until_idle: bool, poll: float) -> RunSta
     return stats
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from cadence.engine.runtime import Engine
+@contextlib.asynccontextmanager
+async def _service_engine() -> AsyncIterator[Engine]:
+    """The engine `serve` and `run` use: real channel adapters when a provider is configured.
 
+    With no provider configured (no `CADENCE_SMTP_URL`, `CADENCE_BREVO_API_KEY`,
+    `CADENCE_INFOBIP_API_KEY` or webhook settings), sends are recorded, not delivered, and
+    a warning says so.
+    """
+    from cadence.adapters.config import load_settings
+    from cadence.adapters.outbound import Outbound
+    from cadence.adapters.sink import AdapterSink, StoreContentSource
+    from cadence.engine.runtime import Engine, RecordingSink
+    from cadence.engine.store import resolve_database_url
+
+    settings = load_settings()
+    default = settings.default
+    configured = settings.tenants or any(
+        (default.smtp, default.brevo, default.infobip, default.webhook)
+    )
+    if not configured:
+        print(
+            "cadence: no channel provider is configured (CADENCE_SMTP_URL, CADENCE_BREVO_API_KEY,"
+            " CADENCE_INFOBIP_API_KEY ...): sends are recorded, not delivered",
+            file=sys.stderr,
+        )
+        async with Engine(sink=RecordingSink()) as engine:
+            yield engine
+        return
+    source = StoreContentSource(resolve_database_url(None))
+    outbound = Outbound(settings)
+    try:
+        async with Engine(sink=AdapterSink(outbound, source)) as engine:
+            yield engine
+    finally:
+        await outbound.aclose()
+        source.close()
+
+
+def _serve(args: argparse.Namespace) -> int:
     async def go() -> int:
-        async with Engine() as engine:
+        async with _service_engine() as engine:
             stats = await _serve_engine(engine, args.until_idle, args.poll)
         print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
@@ -375,11 +412,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from cadence.dsl.compiler import compile_paths
-    from cadence.engine.runtime import Engine
 
     async def go() -> int:
         campaigns = compile_paths(args.files)
-        async with Engine() as engine:
+        async with _service_engine() as engine:
             await engine.deploy(campaigns)
             for campaign in campaigns:
                 status = {row["name"]: row["status"] for row in await engine.status()}

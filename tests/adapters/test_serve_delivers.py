@@ -1,0 +1,58 @@
+"""`cadence run` sends through the configured providers: a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.adapters.test_smtp import Inbox, inbox  # noqa: F401  (the loopback SMTP fixture)
+
+SOURCE = """
+template hello email { subject "Hello {{ contact.first_name }}" body "<p>Hi</p>" }
+campaign hello_all { from "Acme <hello@acme.test>"  on launch { send email hello } }
+"""
+
+
+def cadence(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cadence", *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
+    )  # fmt: skip
+
+
+def test_run_until_idle_delivers_through_smtp(
+    tmp_path: Path,
+    inbox: tuple[Inbox, int],  # noqa: F811  (pytest injects the imported fixture)
+) -> None:
+    handler, port = inbox
+    (tmp_path / "hello.cadence").write_text(SOURCE)
+    (tmp_path / "people.jsonl").write_text(
+        '{"id": "c1", "email": "ana@example.test", "first_name": "Ana"}\n'
+        '{"id": "c2", "email": "ben@example.test", "first_name": "Ben"}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env["CADENCE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cadence.db'}"
+    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
+    imported = cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "2 delivered" in ran.stdout
+    received = sorted((m["To"], m["Subject"]) for _, m in handler.messages)
+    assert received == [
+        ("Ana <ana@example.test>", "Hello Ana"),
+        ("Ben <ben@example.test>", "Hello Ben"),
+    ]
+    again = cadence("serve", "--until-idle", env=env, cwd=tmp_path)
+    assert again.returncode == 0 and len(handler.messages) == 2
+
+
+def test_without_a_provider_sends_are_recorded_and_it_says_so(tmp_path: Path) -> None:
+    (tmp_path / "hello.cadence").write_text(SOURCE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env["CADENCE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cadence.db'}"
+    ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "no channel provider is configured" in ran.stderr
