@@ -24,6 +24,7 @@ import trio
 from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from cadence.dispatch.caps import CapRule, FrequencyCaps
 from cadence.dsl import compiled as c
 from cadence.engine import audience, conditions, evaluate, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
@@ -1239,6 +1240,10 @@ class _Gates:
         self.session = session
         self.tenant = tenant
         self.spent: dict[str, Decimal] = {}
+        # Frequency caps run in the dispatch core: one index per campaign's rules, built from
+        # the batch's send history and kept current as the batch sends.
+        self.codes = {contact_id: code for code, contact_id in enumerate(sorted(facts))}
+        self.cap_indexes: dict[str, FrequencyCaps] = {}
         self.suppressed: dict[str, set[str]] = {}
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
         contacts = sorted(facts)
@@ -1273,25 +1278,56 @@ class _Gates:
             if channel in self.OPT_IN_CHANNELS and consent is not ConsentStatus.GRANTED:
                 if facts.attributes.get(f"{channel}_opt_in") is not True:
                     return SendGate.skip(f"no {channel} opt-in")
-            for cap in campaign.settings.caps:
-                since = self.now - dt.timedelta(seconds=cap.per_seconds)
-                used = sum(
-                    1 for sent_on, _, at in facts.sends
-                    if as_utc(at) > since and (cap.channel is None or sent_on == cap.channel)
-                )  # fmt: skip
-                if used >= cap.count:
+            if campaign.settings.caps:
+                index = self._cap_index(campaign)
+                decision = index.check_and_reserve(
+                    [self.codes[contact_id]], [channel], [_micros(self.now)]
+                )
+                if not bool(decision.allowed[0]):
+                    cap = campaign.settings.caps[int(decision.denied_by[0])]
                     return SendGate.skip(f"cap {cap.channel or 'all channels'} {cap.count} reached")
             budget = campaign.settings.budget
             cost = campaign.settings.costs.get(channel)
             if budget is not None and cost is not None:
                 spent = self._spent(campaign)
                 if spent + cost.amount > budget.amount:
+                    if campaign.settings.caps:
+                        self._cap_index(campaign).release(
+                            [self.codes[contact_id]], [channel], [_micros(self.now)]
+                        )
                     return SendGate.skip(f"budget {budget.amount} {budget.currency} spent")
                 self.spent[campaign.name] = spent + cost.amount
             facts.sends.append((channel, None, self.now))
+            self._record_elsewhere(campaign.name, contact_id, channel)
             return SendGate.allow()
 
         return gate
+
+    def _cap_index(self, campaign: c.CompiledCampaign) -> FrequencyCaps:
+        """The campaign's cap index over this batch's contacts and their sends so far."""
+        index = self.cap_indexes.get(campaign.name)
+        if index is None:
+            rules = [
+                CapRule(cap.channel, cap.count, cap.per_seconds * 1_000_000)
+                for cap in campaign.settings.caps
+            ]
+            index = FrequencyCaps(rules)
+            history = [
+                (self.codes[contact_id], channel, _micros(as_utc(at)))
+                for contact_id, fact in self.facts.items()
+                for channel, _, at in fact.sends
+            ]
+            if history:
+                codes, channels, ats = zip(*history, strict=True)
+                index.rebuild(list(codes), list(channels), list(ats))
+            self.cap_indexes[campaign.name] = index
+        return index
+
+    def _record_elsewhere(self, campaign: str, contact_id: str, channel: str) -> None:
+        """A send allowed in one campaign counts against every other campaign's caps too."""
+        for name, index in self.cap_indexes.items():
+            if name != campaign:
+                index.record([self.codes[contact_id]], [channel], [_micros(self.now)])
 
     def _spent(self, campaign: c.CompiledCampaign) -> Decimal:
         """What the campaign's sends so far cost, over all its versions, at its own prices."""
@@ -1314,6 +1350,11 @@ class _Gates:
                 Decimal(0),
             )
         return self.spent[campaign.name]
+
+
+def _micros(moment: dt.datetime) -> int:
+    """An instant as integer microseconds since the epoch, as the dispatch core counts time."""
+    return int(moment.timestamp() * 1_000_000)
 
 
 def _audit(

@@ -371,7 +371,18 @@ campaign second { cap email 1 per 1d  on launch { send email b } }
 """
 
 
-def test_a_cap_holds_across_campaigns(store_url: str) -> None:
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_a_cap_holds_across_campaigns(
+    store_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from cadence.engine import runtime
+
+    monkeypatch.setattr(
+        runtime, "FrequencyCaps", functools.partial(runtime.FrequencyCaps, backend=backend)
+    )
+
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
         await engine.upsert_contacts(CONTACTS[:1])
         await engine.deploy(campaigns(CAPPED))
