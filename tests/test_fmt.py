@@ -177,11 +177,11 @@ def test_strategies_cover_every_node_kind() -> None:
 
 
 def _kinds_drawn(strategy: st.SearchStrategy[object]) -> set[type]:
-    """Every node class in 150 draws from `strategy`, the same draws every run (fixed seed)."""
+    """Every node class in 1,000 draws from `strategy`, the same draws every run (fixed seed)."""
     seen: set[type] = set()
 
     @seed(20261126)
-    @settings(max_examples=150, database=None, deadline=None)
+    @settings(max_examples=1000, database=None, deadline=None)
     @given(strategy)
     def collect(node: object) -> None:
         seen.update(_kinds(node))
