@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dispatch.caps import CapRule, FrequencyCaps
+from cadence.dispatch.limiter import ProviderLimit, RateLimiter
 from cadence.dsl import compiled as c
 from cadence.engine import audience, conditions, evaluate, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
@@ -180,6 +181,7 @@ class Engine:
         sink: Sink | None = None,
         batch_size: int = BATCH,
         owner: str | None = None,
+        rate_limits: Mapping[str, ProviderLimit] | None = None,
     ) -> None:
         """Configure an engine; nothing is opened until `async with` (or `open()`)."""
         self.database_url = database_url
@@ -190,6 +192,14 @@ class Engine:
         self.owner = owner or claims.new_owner_id()
         self._store: AsyncStore | None = None
         self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
+        # Per channel, the dispatch core's limiter paces deliveries (priority-fair, bursts).
+        self._limited = sorted(rate_limits or {})
+        self._limiter: RateLimiter | None = None
+        self._planned: dict[int, int] = {}
+        if rate_limits:
+            self._limiter = RateLimiter()
+            for code, channel in enumerate(self._limited):
+                self._limiter.set_provider(code, rate_limits[channel])
 
     # ------------------------------------------------------------------ lifecycle of the engine
 
@@ -1141,9 +1151,57 @@ class Engine:
         claimed = await self.store.call(self._claim_outbox_sync)
         if not claimed:
             return 0
+        claimed = await self._pace(claimed)
+        if not claimed:
+            return 0
         results = await self.sink.deliver(claimed)
         await self.store.call(self._record_delivery_sync, claimed, list(results))
         return sum(1 for r in results if r.sent)
+
+    async def _pace(self, claimed: list[OutgoingMessage]) -> list[OutgoingMessage]:
+        """Hold back the sends the rate limiter plans for later; return those due now.
+
+        Each send is planned once (the limiter commits the slot it gives); a held send goes
+        back to the outbox with its planned time and is delivered when it comes due.
+        """
+        if self._limiter is None:
+            return claimed
+        now = _micros(self.now())
+        fresh = [
+            m for m in claimed if m.channel in self._limited and m.outbox_id not in self._planned
+        ]
+        if fresh:
+            priorities = {name: v.settings.priority for name, v in self._versions.values()}
+            names = sorted({m.campaign for m in fresh})
+            plan = self._limiter.schedule(
+                [names.index(m.campaign) for m in fresh],
+                [priorities.get(m.campaign, 5) for m in fresh],
+                [self._limited.index(m.channel) for m in fresh],
+                [0] * len(fresh),
+                [now] * len(fresh),
+            )
+            for message, at in zip(fresh, plan.send_at.tolist(), strict=True):
+                self._planned[message.outbox_id] = int(at)
+        due = [m for m in claimed if self._planned.get(m.outbox_id, now) <= now]
+        later = [m for m in claimed if self._planned.get(m.outbox_id, now) > now]
+        if later:
+            await self.store.call(self._hold_sync, later)
+        for message in due:
+            self._planned.pop(message.outbox_id, None)
+        return due
+
+    def _hold_sync(self, store: Store, messages: list[OutgoingMessage]) -> None:
+        changes = [
+            {
+                "id": m.outbox_id,
+                "next_attempt_at": dt.datetime.fromtimestamp(
+                    self._planned[m.outbox_id] / 1_000_000, dt.UTC
+                ),
+            }
+            for m in messages
+        ]
+        with store.session() as session:
+            claims.update_outbox(session, self.owner, changes, now=self.now())
 
     def _claim_outbox_sync(self, store: Store) -> list[OutgoingMessage]:
         now = self.now()

@@ -578,3 +578,39 @@ def test_a_campaign_stops_sending_when_its_budget_is_spent(store_url: str) -> No
         assert len(sent(sink)) == 2
 
     engine_run(store_url, body)
+
+
+@pytest.mark.parametrize("backend", ["rust", "python"])
+def test_the_rate_limiter_paces_deliveries(
+    store_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from cadence.dispatch.limiter import ProviderLimit
+    from cadence.engine import runtime
+
+    monkeypatch.setattr(
+        runtime, "RateLimiter", functools.partial(runtime.RateLimiter, backend=backend)
+    )
+    clock = SimulatedClock(T0)
+    stamps: list[dt.datetime] = []
+
+    class StampSink(RecordingSink):
+        async def deliver(self, messages: Any) -> Any:
+            stamps.extend(clock.now() for _ in messages)
+            return await super().deliver(messages)
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(6)]
+    source = 'template hello email { subject "Hi" body "x" }\non launch { send email hello }'
+
+    async def main() -> None:
+        limits = {"email": ProviderLimit(rate_per_s=2, burst=1)}
+        async with Engine(store_url, clock=clock, sink=StampSink(), rate_limits=limits) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(source))
+            await engine.launch("t_launch")
+            await engine.run_until(T0 + dt.timedelta(minutes=1))
+
+    trio.run(main)
+    # Two a second, one at a time: 0, 0.5, 1.0, 1.5, 2.0 and 2.5 seconds after launch.
+    assert stamps == [T0 + dt.timedelta(milliseconds=500 * i) for i in range(6)]
