@@ -881,7 +881,45 @@ class Engine:
             stats.add(stepped)
             stats.delivered += delivered
             if stepped.steps == 0 and delivered == 0:
+                if stats.steps:
+                    await self.store.call(self._complete_finished_sync)
                 return stats
+
+    def _complete_finished_sync(self, store: Store) -> None:
+        """A one-time campaign (only `on launch` / `at` triggers) whose every enrollment has
+        finished is completed; campaigns that wait for events or recur stay active."""
+        now = self.now()
+        with store.session() as session:
+            for campaign in session.scalars(
+                select(Campaign).where(
+                    Campaign.tenant_id == self.tenant,
+                    Campaign.status == CampaignStatus.ACTIVE.value,
+                    Campaign.current_version_id.is_not(None),
+                )
+            ):
+                assert campaign.current_version_id is not None
+                compiled = self._version(session, campaign.current_version_id)[1]
+                one_time = all(
+                    isinstance(t, c.LaunchTriggerModel | c.AtTriggerModel)
+                    for t in compiled.triggers
+                )
+                if not one_time:
+                    continue
+                unfinished = session.scalar(
+                    select(func.count())
+                    .select_from(Enrollment)
+                    .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
+                    .where(
+                        CampaignVersion.campaign_id == campaign.id,
+                        Enrollment.status.in_(
+                            [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
+                        ),
+                    )
+                )
+                if not unfinished:
+                    campaign.status = CampaignStatus.COMPLETED.value
+                    campaign.updated_at = now
+                    _audit(session, self.tenant, "complete", campaign.name, {}, now)
 
     async def next_due(self) -> dt.datetime | None:
         """The earliest instant at which an enrollment or a send falls due."""

@@ -70,7 +70,8 @@ def test_launch_enrolls_the_audience_and_sends_once(store_url: str) -> None:
         await engine.run_due()
         assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
         (row,) = await engine.status()
-        assert row["status"] == "active" and row["enrollments"] == {"completed": 2}
+        # A one-time campaign whose every enrollment has finished is completed.
+        assert row["status"] == "completed" and row["enrollments"] == {"completed": 2}
 
     engine_run(store_url, body)
 
