@@ -97,28 +97,11 @@ class StoreContentSource:
         return await trio.to_thread.run_sync(self._contacts_sync, tenant, list(ids))
 
     def _contacts_sync(self, tenant: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-        from sqlalchemy import select
+        from cadence.engine.facts import load_facts
 
-        from cadence.engine.store.models import Contact
-
-        found: dict[str, dict[str, Any]] = {}
         with self._store.session() as session:
-            rows = session.scalars(
-                select(Contact).where(Contact.tenant_id == tenant, Contact.id.in_(ids))
-            )
-            for row in rows:
-                found[row.id] = {
-                    **(row.attributes or {}),
-                    "id": row.id,
-                    "email": row.email,
-                    "phone": row.phone,
-                    "first_name": row.first_name,
-                    "last_name": row.last_name,
-                    "timezone": row.timezone,
-                    "locale": row.locale,
-                    "tags": list(row.tags or []),
-                }
-        return found
+            facts = load_facts(session, tenant, ids, with_history=False)
+        return {contact_id: fact.attributes for contact_id, fact in facts.items()}
 
 
 class AdapterSink:

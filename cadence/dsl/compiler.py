@@ -23,7 +23,7 @@ from typing import Literal, cast
 
 from cadence.dsl import ast
 from cadence.dsl.checker import check_workspace
-from cadence.dsl.checks.settings import APPROVAL_VALUES, DAY_GROUPS, DAY_NAMES
+from cadence.dsl.checks.settings import APPROVAL_VALUES
 from cadence.dsl.compiled import (
     FORMAT_VERSION,
     ABSplitNode,
@@ -79,6 +79,8 @@ from cadence.dsl.loader import LoadedFile, Workspace, load
 from cadence.dsl.symbols import (
     CAMPAIGN_TYPES,
     CHANNELS,
+    DAY_GROUPS,
+    DAY_NAMES,
     DEFAULT_MAX_SENDS,
     CampaignUnit,
     Declared,

@@ -22,6 +22,20 @@ ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
 AUDIENCE_FUNCTIONS: tuple[str, ...] = ("in_campaign", "received")
 DEFAULT_MAX_SENDS = 20
+DAY_NAMES: tuple[str, ...] = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+DAY_GROUPS: dict[str, tuple[str, ...]] = {
+    "weekdays": DAY_NAMES[:5],
+    "weekends": DAY_NAMES[5:],
+    "daily": DAY_NAMES,
+}
 
 T = TypeVar("T")
 S = TypeVar("S")

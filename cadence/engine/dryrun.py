@@ -35,11 +35,12 @@ from cadence.adapters.render import (
 from cadence.adapters.sink import ContentSource, Links
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
+from cadence.engine.facts import load_facts
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import read_jsonl
-from cadence.engine.store.models import Campaign, CampaignVersion, Contact, Enrollment, Tenant
+from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, Tenant
 from cadence.engine.store.records import InvalidInput, Problem
 from cadence.errors import CadenceError
 
@@ -439,24 +440,9 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
 
 def _contacts(store: Store, tenant: str, ids: list[str]) -> dict[str, dict[str, Any]]:
     """Contacts by id, flattened the way the adapter sink sees them."""
-    found: dict[str, dict[str, Any]] = {}
     with store.session() as session:
-        rows = session.scalars(
-            select(Contact).where(Contact.tenant_id == tenant, Contact.id.in_(ids))
-        )
-        for row in rows:
-            found[row.id] = {
-                **(row.attributes or {}),
-                "id": row.id,
-                "email": row.email,
-                "phone": row.phone,
-                "first_name": row.first_name,
-                "last_name": row.last_name,
-                "timezone": row.timezone,
-                "locale": row.locale,
-                "tags": list(row.tags or []),
-            }
-    return found
+        facts = load_facts(session, tenant, ids, with_history=False)
+    return {contact_id: fact.attributes for contact_id, fact in facts.items()}
 
 
 def _tenant_name(store: Store, tenant: str) -> str:

@@ -20,24 +20,11 @@ from zoneinfo import ZoneInfo
 
 from cadence.dsl import ast
 from cadence.dsl.compiled import EveryTriggerModel, QuietHours, SendWindow
+from cadence.dsl.symbols import DAY_GROUPS, DAY_NAMES
 
 UTC = dt.UTC
 UTC_ZONE = ZoneInfo("UTC")
 
-DAY_NAMES: tuple[str, ...] = (
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-)
-DAY_GROUPS: dict[str, tuple[str, ...]] = {
-    "weekdays": DAY_NAMES[:5],
-    "weekends": DAY_NAMES[5:],
-    "daily": DAY_NAMES,
-}
 
 # How far ahead a search for the next opening looks before deciding there is none.
 _SEARCH_DAYS = 9

@@ -14,23 +14,9 @@ from functools import cache
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, moment_text, where
 from cadence.dsl.checks.expressions import check_channel, check_expression
-from cadence.dsl.symbols import CAMPAIGN_TYPES, CampaignUnit
+from cadence.dsl.symbols import CAMPAIGN_TYPES, DAY_GROUPS, DAY_NAMES, CampaignUnit
 from cadence.errors import did_you_mean
 
-DAY_NAMES: tuple[str, ...] = (
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-)
-DAY_GROUPS: dict[str, tuple[str, ...]] = {
-    "weekdays": DAY_NAMES[:5],
-    "weekends": DAY_NAMES[5:],
-    "daily": DAY_NAMES,
-}
 APPROVAL_VALUES: tuple[str, ...] = ("required", "none")
 PRIORITY_RANGE = (1, 10)
 
