@@ -23,6 +23,7 @@ from cadence.dsl.explain import (
 )
 from cadence.dsl.loader import load, load_text
 from cadence.dsl.parser import parse_text
+from tests.language_md import language_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cadence"))
@@ -97,34 +98,7 @@ campaign onboarding "Onboarding" {
   on launch { send email welcome }
 }
 
-campaign welcome_series "Welcome series" {
-  type drip                                  # broadcast | drip | triggered | recurring | ab_test
-  kind enrollment                            # free label: enrollment, retention, event, nurture ...
-  audience engaged and country in ["US", "CA"]
-  exclude in_campaign(onboarding) or received(email, 24h)
-  from "Acme <hello@acme.test>"
-  reply_to "sales@acme.test"
-  channels email, sms
-  priority 5
-  cap email 3 per 7d                         # per contact, across all campaigns
-  send_window 09:00-18:00 local weekdays     # outside it, sends wait for the next opening
-  timezone fallback "America/New_York"
-  quiet_hours sms 21:00-08:00 local
-  budget 500 USD
-  cost email 0.001 USD, sms 0.05 USD
-  goal converted                             # reaching the goal exits the contact
-  approval required                          # also implied above 1,000 contacts
-  starts 2026-12-01  ends 2027-01-31
-
-  on contact_created {
-    send email welcome
-    wait 2d
-    if opened(welcome) { send email engaged_path } else { wait 1d  send email re_engagement }
-    wait 3d
-    send email special_offer
-  }
-}
-"""
+""" + language_blocks()[-1]  # LANGUAGE.md's welcome series, as written there
 
 WELCOME_EXPLAINED = """\
 Onboarding (campaign "onboarding")
