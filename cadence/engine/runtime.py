@@ -331,7 +331,9 @@ class Engine:
             version_id, compiled = self._current(session, campaign)
             starts = compiled.settings.starts
             status = CampaignStatus.ACTIVE
-            if starts is not None and _date_or_datetime(starts) > now:
+            if starts is not None and (
+                timing.campaign_starts_instant(starts, timing.campaign_zone(compiled)) > now
+            ):
                 status = CampaignStatus.SCHEDULED
             campaign.status = status.value
             campaign.updated_at = now
@@ -1131,9 +1133,7 @@ class Engine:
         if upcoming is None:
             return 0
         ends = campaign.settings.ends
-        if ends is not None and upcoming >= _date_or_datetime(ends) + (
-            dt.timedelta(days=1) if "T" not in ends else dt.timedelta(0)
-        ):
+        if ends is not None and upcoming >= timing.campaign_ends_instant(ends, zones[contact_id]):
             return 0
         return len(
             campaign_store.enroll_contacts(
@@ -1506,21 +1506,13 @@ def _as_campaigns(
     return compile_paths([Path(str(item)) for item in items])
 
 
-def _date_or_datetime(text: str) -> dt.datetime:
-    if "T" in text:
-        return as_utc(dt.datetime.fromisoformat(text))
-    return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(), tzinfo=dt.UTC)
-
-
 def _first_occurrence(
     trigger: c.AtTriggerModel | c.EveryTriggerModel,
     zone: Any,
     campaign: c.CompiledCampaign,
     now: dt.datetime,
 ) -> dt.datetime | None:
-    campaign_zone = timing.contact_zone(
-        None, campaign.settings.timezone.zone if campaign.settings.timezone else None
-    )
+    campaign_zone = timing.campaign_zone(campaign)
     if isinstance(trigger, c.AtTriggerModel):
         instant = timing.at_trigger_instant(
             trigger.at, trigger.local, zone if trigger.local else campaign_zone

@@ -145,12 +145,12 @@ def advance(
     settings = campaign.settings
     if settings.goal is not None and env.holds(settings.goal):
         return finish("exited", node_id, "goal reached")
-    ends = _moment(settings.ends, env.zone, end_of_day=True)
-    if ends is not None and now >= ends:
+    if settings.ends is not None and now >= timing.campaign_ends_instant(settings.ends, env.zone):
         return finish("exited", node_id, "campaign ended")
-    starts = _moment(settings.starts, env.zone, end_of_day=False)
-    if starts is not None and now < starts:
-        return sleep(node_id or "end", starts, "campaign not started")
+    if settings.starts is not None:
+        starts = timing.campaign_starts_instant(settings.starts, env.zone)
+        if now < starts:
+            return sleep(node_id or "end", starts, "campaign not started")
 
     # A run booked ahead (`at`, `every`) never starts before its time, whatever woke it.
     not_before = state.get("not_before")
@@ -199,7 +199,7 @@ def advance(
             case c.WaitUntilNode(time=time, local=local):
                 woke = _arrived(state, node.id)
                 if woke is None:
-                    zone = env.zone if local else _campaign_zone(campaign)
+                    zone = env.zone if local else timing.campaign_zone(campaign)
                     until = timing.next_time_of_day(now, time, zone)
                     if until > now:
                         state["arrived"] = [node.id, stamp, until.isoformat()]
@@ -310,11 +310,11 @@ def _next_allowed(
     for _ in range(16):
         moved = candidate
         if settings.send_window is not None:
-            zone = contact_zone if settings.send_window.local else _campaign_zone(campaign)
+            zone = contact_zone if settings.send_window.local else timing.campaign_zone(campaign)
             moved = timing.next_window_opening(moved, settings.send_window, zone)
         for quiet in settings.quiet_hours:
             if quiet.channel in (None, channel):
-                zone = contact_zone if quiet.local else _campaign_zone(campaign)
+                zone = contact_zone if quiet.local else timing.campaign_zone(campaign)
                 moved = timing.apply_quiet_hours(moved, quiet, zone)
         if moved == candidate:
             return candidate
@@ -374,25 +374,6 @@ def _current_variant(state: dict[str, Any]) -> str | None:
     if not variants:
         return None
     return str(list(variants.values())[-1])
-
-
-def _campaign_zone(campaign: c.CompiledCampaign) -> ZoneInfo:
-    """The campaign's own zone (its `timezone` setting), UTC without one."""
-    return timing.contact_zone(
-        None, campaign.settings.timezone.zone if campaign.settings.timezone else None
-    )
-
-
-def _moment(text: str | None, zone: ZoneInfo, *, end_of_day: bool) -> dt.datetime | None:
-    """`starts`/`ends` as an instant; a bare date covers its whole day in `zone`."""
-    if text is None:
-        return None
-    if "T" in text:
-        return dt.datetime.fromisoformat(text).replace(tzinfo=zone).astimezone(dt.UTC)
-    day = dt.date.fromisoformat(text)
-    if end_of_day:
-        day += dt.timedelta(days=1)
-    return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
 
 
 def _jsonable(value: Any) -> Any:

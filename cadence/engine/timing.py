@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 from cadence.dsl import ast
-from cadence.dsl.compiled import EveryTriggerModel, QuietHours, SendWindow
+from cadence.dsl.compiled import CompiledCampaign, EveryTriggerModel, QuietHours, SendWindow
 from cadence.dsl.symbols import DAY_GROUPS, DAY_NAMES
 
 UTC = dt.UTC
@@ -88,6 +88,17 @@ def load_zone(name: str | None) -> ZoneInfo | None:
 def contact_zone(contact_tz: str | None, fallback: str | None = None) -> ZoneInfo:
     """The zone a contact's `local` times are read in: theirs, else the fallback, else UTC."""
     return load_zone(contact_tz) or load_zone(fallback) or UTC_ZONE
+
+
+def campaign_zone(campaign: CompiledCampaign) -> ZoneInfo:
+    """The campaign's own zone (its `timezone` setting), UTC without one."""
+    setting = campaign.settings.timezone
+    return contact_zone(None, setting.zone if setting is not None else None)
+
+
+def campaign_starts_instant(starts_iso: str, zone: ZoneInfo) -> dt.datetime:
+    """The first instant of a campaign's `starts` (a date alone means 00:00), read in `zone`."""
+    return wall_to_utc(parse_wall_moment(starts_iso), zone)
 
 
 def setting_zone(local: bool, contact: ZoneInfo, campaign: ZoneInfo | None) -> ZoneInfo:
