@@ -8,6 +8,7 @@ failed-permanent, and a circuit breaker pauses the channel during an outage.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import logging
 import random
@@ -66,7 +67,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class AdapterBase:
+class AdapterBase(abc.ABC):
     """Retry loop, circuit breaker and result bookkeeping shared by the adapters."""
 
     provider = "base"
@@ -87,11 +88,11 @@ class AdapterBase:
         """Send one message (a batch of one)."""
         return (await self.send_batch([message]))[0]
 
+    @abc.abstractmethod
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Overridden by each adapter."""
-        raise NotImplementedError
+        """Send a batch through the provider; each adapter says how."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most adapters hold nothing
         """Nothing to release by default."""
 
     async def _drive(
