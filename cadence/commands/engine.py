@@ -198,26 +198,14 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 
 def _company(value: str | None) -> dict[str, Any]:
-    """`--company`: a JSON object inline or in a file."""
-    import json
-
+    """`--company`: a JSON object inline or in a file, read as every command reads one."""
+    from cadence.commands.templates import UsageError, json_object_arg
     from cadence.engine.dryrun import DryRunError
 
-    if value is None:
-        return {}
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value)
-        if not path.is_file():
-            raise DryRunError(f"--company: {value!r} is neither a JSON object nor a file")
-        text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise DryRunError(f"--company: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DryRunError("--company: expected a JSON object")
-    return data
+        return json_object_arg(value, "company")
+    except UsageError as exc:
+        raise DryRunError(str(exc)) from None
 
 
 def _print_report(report: DryRunReport, contact: str | None, console: Console) -> None:

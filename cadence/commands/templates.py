@@ -97,8 +97,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------ shared steps
 
 
-def _json_arg(value: str | None, what: str) -> dict[str, Any]:
-    """A JSON object from the command line, either inline or from a file."""
+def json_object_arg(value: str | None, what: str) -> dict[str, Any]:
+    """`--contact`, `--company`, `--event`: a JSON object inline or in a file (every command)."""
     if value is None:
         return {}
     text = value
@@ -170,16 +170,16 @@ def _render(
     approved: Mapping[str, ApprovedWhatsAppTemplate] | None = None,
 ) -> tuple[CompiledTemplate, CompiledCampaign | None, RenderedContent, dict[str, Any]]:
     template, campaign = find_template(args.file, args.template)
-    contact = _json_arg(args.contact, "contact") if args.contact else dict(SAMPLE_CONTACT)
+    contact = json_object_arg(args.contact, "contact") if args.contact else dict(SAMPLE_CONTACT)
     if to is not None:
         field = {"email": "email", "sms": "phone", "whatsapp": "phone"}.get(template.channel)
         if field:
             contact.setdefault(field, to)
     context = RenderContext(
         contact=contact,
-        tenant=_json_arg(args.company, "company"),
+        tenant=json_object_arg(args.company, "company"),
         campaign={"name": campaign.name, "display_name": campaign.display_name} if campaign else {},
-        event=_json_arg(args.event, "event"),
+        event=json_object_arg(args.event, "event"),
         unsubscribe_url="https://example.invalid/unsubscribe/preview",
         preferences_url="https://example.invalid/preferences/preview",
         view_in_browser_url="https://example.invalid/view/preview",

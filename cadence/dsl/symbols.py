@@ -22,6 +22,18 @@ ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
 AUDIENCE_FUNCTIONS: tuple[str, ...] = ("in_campaign", "received")
 DEFAULT_MAX_SENDS = 20
+# Fields every contact has, in columns of their own, whether or not a schema declares them.
+CONTACT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "timezone",
+    "locale",
+    "tags",
+)
+CONTACT_FIELDS: tuple[str, ...] = (*CONTACT_COLUMNS, "created_at")
 DAY_NAMES: tuple[str, ...] = (
     "monday",
     "tuesday",

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Executable, select
 from sqlalchemy.orm import Session
 
+from cadence.dsl.symbols import CONTACT_FIELDS
 from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
 
 CHUNK = 500
@@ -51,9 +52,7 @@ class ContactFacts:
         return str(value) if value else None
 
 
-STANDARD_FIELDS = (
-    "id", "email", "phone", "first_name", "last_name", "timezone", "locale", "tags", "created_at",
-)  # fmt: skip
+STANDARD_FIELDS = CONTACT_FIELDS
 _CONTACT_COLUMNS = [getattr(Contact, name) for name in STANDARD_FIELDS] + [Contact.attributes]
 
 

@@ -14,6 +14,7 @@ from cadence.dsl.checks.context import CheckContext
 from cadence.dsl.symbols import (
     AUDIENCE_FUNCTIONS,
     CHANNELS,
+    CONTACT_FIELDS,
     ENGAGEMENT_FLAGS,
     ENGAGEMENT_FUNCTIONS,
     EVENT_FUNCTIONS,
@@ -31,19 +32,8 @@ FUNCTION_SIGNATURES: dict[str, tuple[int, str]] = {
 }
 assert set(FUNCTION_SIGNATURES) == {*ENGAGEMENT_FUNCTIONS, *EVENT_FUNCTIONS, *AUDIENCE_FUNCTIONS}
 
-# Fields every contact has, whether or not a schema declares them (the store keeps them in
-# columns of their own: cadence.engine.facts.STANDARD_FIELDS, held equal by a test).
-STANDARD_CONTACT_FIELDS: tuple[str, ...] = (
-    "id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "timezone",
-    "locale",
-    "tags",
-    "created_at",
-)
+# Fields every contact has, whether or not a schema declares them.
+STANDARD_CONTACT_FIELDS = CONTACT_FIELDS
 
 # Path roots that are not contact attributes: the triggering event's fields.
 EVENT_ROOT = "event"

@@ -29,21 +29,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cadence.dsl.symbols import CONTACT_COLUMNS
 from cadence.errors import CadenceError
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 # Contact fields with columns of their own; an attribute may not reuse these names.
-STANDARD_FIELDS: tuple[str, ...] = (
-    "id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "timezone",
-    "locale",
-    "tags",
-)
+STANDARD_FIELDS = CONTACT_COLUMNS
 RESERVED_NAMES: frozenset[str] = frozenset(
     (*STANDARD_FIELDS, "attributes", "tenant_id", "created_at", "updated_at")
 )
