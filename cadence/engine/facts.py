@@ -20,6 +20,8 @@ from cadence.dsl.symbols import CONTACT_FIELDS
 from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
 
 CHUNK = 500
+# Outbox rows that count as sends a contact has had: queued or gone out, not failed.
+_COUNTED_SENDS = frozenset({"pending", "sent"})
 
 ENGAGEMENT_EVENTS = frozenset(
     {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}
@@ -102,29 +104,27 @@ def load_facts(
             .order_by(Event.at, Event.id)
         ):
             events[contact_id].append(EventFact(name, at, properties or {}))
-        for contact_id, channel, template, created in read(
+        # Status is filtered here, not in SQL: given a status condition, SQLite's planner
+        # (without statistics) picks the status index and scans every sent row per chunk.
+        for contact_id, channel, template, created, status in read(
             select(
                 OutboxMessage.contact_id,
                 OutboxMessage.channel,
                 OutboxMessage.template,
                 OutboxMessage.created_at,
-            ).where(
-                OutboxMessage.tenant_id == tenant_id,
-                OutboxMessage.contact_id.in_(chunk),
-                OutboxMessage.status.in_(("pending", "sent")),
-            )
+                OutboxMessage.status,
+            ).where(OutboxMessage.tenant_id == tenant_id, OutboxMessage.contact_id.in_(chunk))
         ):
-            sends[contact_id].append((channel, template, created))
+            if status in _COUNTED_SENDS:
+                sends[contact_id].append((channel, template, created))
         if campaign_names is not None:
-            for contact_id, version_id in read(
-                select(Enrollment.contact_id, Enrollment.version_id).where(
-                    Enrollment.tenant_id == tenant_id,
-                    Enrollment.contact_id.in_(chunk),
-                    Enrollment.status == "active",
+            for contact_id, version_id, status in read(
+                select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
+                    Enrollment.tenant_id == tenant_id, Enrollment.contact_id.in_(chunk)
                 )
             ):
                 name = campaign_names.get(version_id)
-                if name is not None:
+                if name is not None and status == "active":
                     facts[contact_id].campaigns.add(name)
     for contact_id, fact in facts.items():
         fact.events = events.get(contact_id, [])
