@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -217,8 +218,26 @@ def expr_to_model(expr: ast.Expr) -> ExprModel:
     raise TypeError(f"not an expression: {type(expr).__name__}")  # pragma: no cover
 
 
+# The AST of a stored expression, by the expression object's identity (the object is kept
+# so its id cannot be reused): the engine asks for the same compiled expressions for every
+# contact it steps, and rebuilding the tree each time was a walk per question.
+_AST_CACHE: dict[int, tuple[ExprModel, ast.Expr]] = {}
+_AST_CACHE_LIMIT = 100_000
+
+
 def model_to_expr(model: ExprModel) -> ast.Expr:
     """Turn a stored expression back into the AST the evaluators and the Rust filter read."""
+    hit = _AST_CACHE.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    expr = _model_to_expr(model)
+    if len(_AST_CACHE) >= _AST_CACHE_LIMIT:
+        _AST_CACHE.clear()
+    _AST_CACHE[id(model)] = (model, expr)
+    return expr
+
+
+def _model_to_expr(model: ExprModel) -> ast.Expr:
     match model:
         case NumberExpr(value=value):
             return ast.NumberLit(value)
@@ -717,12 +736,14 @@ class CompiledCampaign(_Frozen):
         """Canonical JSON: same source, byte-identical output."""
         return canonical_json(self.to_data())
 
+    @cached_property
+    def node_map(self) -> dict[str, NodeModel]:
+        """Nodes by id, built once per campaign object (the stepper looks them up per step)."""
+        return {node.id: node for node in self.nodes}
+
     def node(self, node_id: str) -> NodeModel:
         """The node with this id (KeyError when there is none)."""
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(node_id)
+        return self.node_map[node_id]
 
 
 def node_targets(node: NodeModel) -> list[str]:

@@ -125,7 +125,7 @@ def advance(
     env: StepEnv,
 ) -> Advance:
     """Run the enrollment from `node_id` until a wait, the end, or an exit."""
-    nodes = {node.id: node for node in campaign.nodes}
+    nodes = campaign.node_map
     state = dict(state)
     history: list[list[Any]] = []
     effects = Effects()
