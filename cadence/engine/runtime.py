@@ -979,23 +979,22 @@ class Engine:
             await self.clock.sleep_until(wake)
 
     def _step_batch_sync(self, store: Store) -> RunStats:
-        """Claim a batch of due enrollments, step each, and write the results and their effects.
+        """Lock a batch of due enrollments, step each, and write the results and their effects.
 
-        The claim commits on its own: the lease is what other workers see. Reading the facts,
-        stepping and the write then share one transaction, so the steps are written against
-        what they read; the write is fenced by the lease, and a row whose lease was lost
-        meanwhile writes nothing, neither its new state nor its effects.
+        One transaction: the rows are locked for it (see `claims.lock_due_enrollments`), their
+        facts read, the steps run against what was read, and the new states and the effects
+        (sends, attributes, enrollments elsewhere) written before it commits. A crash before
+        the commit leaves every row as it was and due; nothing is half-written.
         """
         now = self.now()
         stats = RunStats()
         with store.session() as session:
-            claimed = claims.claim_enrollments(
-                session, self.owner, now=now, limit=self.batch_size, lease_for=LEASE,
-                tenant_id=self.tenant, columns=_STEP_COLUMNS,
+            claimed = claims.lock_due_enrollments(
+                session, now=now, limit=self.batch_size, tenant_id=self.tenant,
+                columns=_STEP_COLUMNS,
             )  # fmt: skip
-        if not claimed:
-            return stats
-        with store.session() as session:
+            if not claimed:
+                return stats
             versions = {
                 vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
             }
@@ -1015,6 +1014,15 @@ class Engine:
                 campaign = versions[row.version_id]
                 fact = facts.get(row.contact_id)
                 if fact is None:
+                    # Enrollments go with their contact (ON DELETE CASCADE); should one ever
+                    # outlive it, it ends here rather than coming due again forever.
+                    updates.append(
+                        claims.EnrollmentUpdate(
+                            id=row.id, status=EnrollmentStatus.EXITED, due_at=None,
+                            history=[*(row.history or ()), [now.isoformat(), row.node,
+                                                            "contact not found"]][-HISTORY:],
+                        )
+                    )  # fmt: skip
                     continue
                 state = row.state or {}
                 env = conditions.StepContext(
@@ -1037,9 +1045,8 @@ class Engine:
                         history=([*(row.history or ()), *result.history])[-HISTORY:], attempts=0,
                     )
                 )  # fmt: skip
-            lost = set(claims.update_enrollments(session, self.owner, updates, now=now))
-            kept = [(row, result) for row, result in results if row.id not in lost]
-            stats.sends, stats.enrolled = self._write_effects(session, kept, versions, now)
+            claims.write_locked_enrollments(session, updates, now=now)
+            stats.sends, stats.enrolled = self._write_effects(session, results, versions, now)
         stats.steps = len(results)
         return stats
 
@@ -1122,9 +1129,11 @@ class Engine:
     ) -> int:
         """An `every` run that starts books the contact's next run as the next occurrence."""
         version_id, contact_id, state = row.version_id, row.contact_id, row.state or {}
+        if not state.get("trigger") or state.get("next_booked"):
+            return 0
         occurrence = row.occurrence
         trigger = next((t for t in campaign.triggers if t.id == state.get("trigger")), None)
-        if not isinstance(trigger, c.EveryTriggerModel) or state.get("next_booked"):
+        if not isinstance(trigger, c.EveryTriggerModel):
             return 0
         zones = self._zones(session, [contact_id], campaign)
         upcoming = _first_occurrence(

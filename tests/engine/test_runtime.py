@@ -200,6 +200,53 @@ def test_a_crashed_worker_s_claim_is_taken_over_after_its_lease(store_url: str) 
     ]
 
 
+def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadence.engine import runtime
+
+    real_advance = runtime.advance
+    calls = {"n": 0}
+
+    def failing_advance(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker died mid-batch")
+        return real_advance(*args, **kwargs)
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(LAUNCH))
+        await engine.launch("hello_all")
+        monkeypatch.setattr(runtime, "advance", failing_advance)
+        with pytest.raises(RuntimeError, match="mid-batch"):
+            await engine.run_due()
+
+        def snapshot(store: Store) -> list[tuple[str, str | None, str, str | None]]:
+            with store.session() as session:
+                rows = session.execute(
+                    select(
+                        Enrollment.contact_id,
+                        Enrollment.node,
+                        Enrollment.status,
+                        Enrollment.lease_owner,
+                    ).order_by(Enrollment.contact_id)
+                ).all()
+                assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+
+        before = await engine.store.call(snapshot)
+        # Nothing of the failed batch was written, nothing is leased: both are due again now.
+        assert [(cid, status, owner) for cid, _, status, owner in before] == [
+            ("c1", "active", None), ("c3", "active", None),
+        ]  # fmt: skip
+        monkeypatch.setattr(runtime, "advance", real_advance)
+        await engine.run_due()
+        assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
+
+    engine_run(store_url, body)
+
+
 def test_pause_holds_and_resume_runs_what_fell_due(store_url: str) -> None:
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
         await engine.deploy(campaigns(DRIP))

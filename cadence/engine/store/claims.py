@@ -109,16 +109,9 @@ def _claim(
         return []
     if lease_for <= timedelta(0):
         raise ValueError("a lease must last a positive time")
-    conditions: list[ColumnElement[bool]] = [
-        queue.status == queue.ready_status,
-        queue.due <= now,
-        _lease_free(queue, now),
-    ]
-    if tenant_id is not None:
-        conditions.append(queue.tenant_id == tenant_id)
     candidates = (
         select(queue.id)
-        .where(*conditions)
+        .where(*_due(queue, now, tenant_id))
         .order_by(queue.due, queue.id)
         .limit(limit)
         .with_for_update(skip_locked=True)  # rendered on PostgreSQL, dropped on SQLite
@@ -134,6 +127,18 @@ def _claim(
     claimed = list(result.all())
     claimed.sort(key=lambda row: (getattr(row, queue.due.key), getattr(row, queue.id.key)))
     return claimed
+
+
+def _due(queue: _Queue[M], now: datetime, tenant_id: str | None) -> list[ColumnElement[bool]]:
+    """Ready, due by `now`, and free of any live lease (of the tenant, when one is named)."""
+    conditions: list[ColumnElement[bool]] = [
+        queue.status == queue.ready_status,
+        queue.due <= now,
+        _lease_free(queue, now),
+    ]
+    if tenant_id is not None:
+        conditions.append(queue.tenant_id == tenant_id)
+    return conditions
 
 
 def _returned(queue: _Queue[M], columns: Sequence[Returned] | None) -> list[Returned]:
@@ -241,6 +246,47 @@ def claim_enrollments(
         tenant_id=tenant_id,
         columns=columns,
     )
+
+
+def lock_due_enrollments(
+    session: Session,
+    *,
+    now: datetime,
+    limit: int,
+    tenant_id: str | None = None,
+    columns: Sequence[Returned] | None = None,
+) -> list[Row[Any]]:
+    """Up to `limit` due, unleased enrollments, locked until the session's transaction ends.
+
+    The claim for work done inside one transaction (the scheduler reads, steps and writes a
+    batch before it commits): the row locks keep other workers off (`FOR UPDATE SKIP LOCKED`
+    on PostgreSQL, the write lock every SQLite transaction takes), and a worker that dies
+    mid-batch rolls back, so the rows are due again at once. No lease is written, none needs
+    fencing; a row leased by a live claim elsewhere is left alone. Oldest due first.
+    """
+    if limit <= 0:
+        return []
+    statement = (
+        select(*_returned(ENROLLMENT_QUEUE, columns))
+        .where(*_due(ENROLLMENT_QUEUE, now, tenant_id))
+        .order_by(ENROLLMENT_QUEUE.due, ENROLLMENT_QUEUE.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result: Result[Any] = session.connection().execute(statement)
+    return list(result.all())
+
+
+def write_locked_enrollments(
+    session: Session, updates: Sequence[EnrollmentUpdate], *, now: datetime
+) -> None:
+    """Write steps' results for enrollments this transaction locked (`lock_due_enrollments`)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for item in updates:
+        values = item.values(now)
+        groups.setdefault(tuple(sorted(values)), []).append(values)
+    for rows in groups.values():
+        update_rows_by_id(session, Enrollment.__table__, rows)  # type: ignore[arg-type]
 
 
 def release_enrollments(session: Session, owner: str, ids: Iterable[int]) -> int:
