@@ -878,8 +878,9 @@ class Engine:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
         while True:
-            stepped = await self.store.call(self._step_batch_sync)
-            delivered = await self._deliver_batch()
+            stepped, ready = await self.store.call(self._step_batch_sync)
+            delivered = await self._deliver(ready) if ready else 0
+            delivered += await self._deliver_batch()
             stats.add(stepped)
             stats.delivered += delivered
             if stepped.steps == 0 and delivered == 0:
@@ -978,8 +979,11 @@ class Engine:
                 wake = upcoming
             await self.clock.sleep_until(wake)
 
-    def _step_batch_sync(self, store: Store) -> RunStats:
+    def _step_batch_sync(self, store: Store) -> tuple[RunStats, list[OutgoingMessage]]:
         """Lock a batch of due enrollments, step each, and write the results and their effects.
+
+        Returns what it did and the batch's new sends, already leased to this engine for
+        delivery right after the commit (no outbox claim needed for them).
 
         One transaction: the rows are locked for it (see `claims.lock_due_enrollments`), their
         facts read, the steps run against what was read, and the new states and the effects
@@ -994,7 +998,7 @@ class Engine:
                 columns=_STEP_COLUMNS,
             )  # fmt: skip
             if not claimed:
-                return stats
+                return stats, []
             versions = {
                 vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
             }
@@ -1046,9 +1050,11 @@ class Engine:
                     )
                 )  # fmt: skip
             claims.write_locked_enrollments(session, updates, now=now)
-            stats.sends, stats.enrolled = self._write_effects(session, results, versions, now)
+            stats.sends, stats.enrolled, ready = self._write_effects(
+                session, results, versions, now
+            )
         stats.steps = len(results)
-        return stats
+        return stats, ready
 
     def _write_effects(
         self,
@@ -1056,7 +1062,7 @@ class Engine:
         results: list[tuple[Row[Any], Advance]],
         versions: dict[int, c.CompiledCampaign],
         now: dt.datetime,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, list[OutgoingMessage]]:
         new_sends: list[send_store.NewSend] = []
         enrolled = 0
         for row, result in results:
@@ -1120,9 +1126,22 @@ class Engine:
                 )  # fmt: skip
             for other in effects.enroll:
                 enrolled += self._enroll_elsewhere(session, other, contact_id, now)
-        if new_sends:
-            send_store.enqueue_sends(session, self.tenant, new_sends, now=now)
-        return sum(1 for s in new_sends if s.node != "notify"), enrolled
+        fresh = send_store.enqueue_claimed_sends(
+            session, self.tenant, new_sends, owner=self.owner, now=now, lease_until=now + LEASE
+        )
+        ready: list[OutgoingMessage] = []
+        for outbox_id, queued in fresh:
+            assert queued.version_id is not None  # every step's send belongs to its version
+            campaign = versions[queued.version_id]
+            ready.append(
+                OutgoingMessage(
+                    outbox_id=outbox_id, idempotency_key=queued.idempotency_key,
+                    tenant_id=self.tenant, campaign=campaign.name, version=campaign.version,
+                    node=queued.node, contact_id=queued.contact_id, channel=queued.channel,
+                    template=queued.template, variant=queued.variant, payload=queued.payload,
+                )
+            )  # fmt: skip
+        return sum(1 for s in new_sends if s.node != "notify"), enrolled, ready
 
     def _schedule_next_occurrence(
         self, session: Session, row: Row[Any], campaign: c.CompiledCampaign, now: dt.datetime
@@ -1195,9 +1214,12 @@ class Engine:
         return winner
 
     async def _deliver_batch(self) -> int:
+        """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""
         claimed = await self.store.call(self._claim_outbox_sync)
-        if not claimed:
-            return 0
+        return await self._deliver(claimed) if claimed else 0
+
+    async def _deliver(self, claimed: list[OutgoingMessage]) -> int:
+        """Deliver sends this engine holds the lease on, and record what became of each."""
         claimed = await self._pace(claimed)
         if not claimed:
             return 0

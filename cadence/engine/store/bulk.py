@@ -137,6 +137,48 @@ def insert_rows(
         session.execute(statement, params)
 
 
+def insert_rows_returning(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """INSERT many rows, skipping those that hit the `conflict` key; return `returning` of each
+    row actually inserted (in no particular order), so new ids need no second query."""
+    if not rows:
+        return []
+    keys = _same_keys(rows)
+    names = ", ".join(keys)
+    tail = f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
+    found: list[tuple[Any, ...]] = []
+    if session.get_bind().dialect.name != "postgresql":
+        # The sqlite3 driver's executemany refuses RETURNING, so a chunk is one multi-row
+        # VALUES statement, under SQLite's limit of 32,766 parameters.
+        marks = "(" + ", ".join("?" for _ in keys) + ")"
+        per_statement = max(1, 32_000 // len(keys))
+        params = _sqlite_params(session, table, keys, rows)
+        connection = session.connection()
+        for start in range(0, len(params), per_statement):
+            chunk = params[start : start + per_statement]
+            values = ", ".join(marks for _ in chunk)
+            result = connection.exec_driver_sql(
+                f"INSERT INTO {table.name} ({names}) VALUES {values}{tail}",
+                tuple(value for row in chunk for value in row),
+            )
+            found.extend(tuple(row) for row in result.all())
+        return found
+    statement = text(
+        f"INSERT INTO {table.name} ({names}) SELECT {names} "
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS given({_record(session, table, keys)})"
+        f"{tail}"
+    )
+    for params_json in _pg_chunks(rows):
+        found.extend(tuple(row) for row in session.execute(statement, params_json).all())
+    return found
+
+
 def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write each row's values to the row with its `id`; every row must have the same keys."""
     if not rows:

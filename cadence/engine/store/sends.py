@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from cadence.engine.store.bulk import insert_rows
+from cadence.engine.store.bulk import insert_rows, insert_rows_returning
 from cadence.engine.store.database import dialect_insert
 from cadence.engine.store.models import (
     Consent,
@@ -104,6 +104,46 @@ def enqueue_sends(
         )
         fresh.extend(new)
     return fresh
+
+
+def enqueue_claimed_sends(
+    session: Session,
+    tenant_id: str,
+    sends: Sequence[NewSend],
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[tuple[int, NewSend]]:
+    """Add sends already leased to `owner`, to deliver straight after the commit.
+
+    Returns (outbox id, send) for each send that was new; a key already in the outbox adds
+    nothing. Should the owner never deliver them, the lease runs out and any worker's
+    outbox claim takes them, as for any claimed send.
+    """
+    wanted: dict[str, NewSend] = {}
+    for send in sends:
+        wanted.setdefault(send.idempotency_key, send)
+    inserted = insert_rows_returning(
+        session,
+        OutboxMessage.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "tenant_id": tenant_id, "idempotency_key": key, "enrollment_id": send.enrollment_id,
+                "version_id": send.version_id, "node": send.node, "contact_id": send.contact_id,
+                "channel": send.channel, "template": send.template, "variant": send.variant,
+                "payload": send.payload, "status": OutboxStatus(send.status).value,
+                "attempts": 0, "next_attempt_at": now, "lease_owner": owner,
+                "lease_expires_at": lease_until, "created_at": now, "updated_at": now,
+            }
+            for key, send in wanted.items()
+        ],
+        conflict=("idempotency_key",),
+        returning=("id", "idempotency_key"),
+    )  # fmt: skip
+    order = {key: index for index, key in enumerate(wanted)}
+    inserted.sort(key=lambda row: order[row[1]])
+    return [(int(outbox_id), wanted[key]) for outbox_id, key in inserted]
 
 
 def add_suppressions(
