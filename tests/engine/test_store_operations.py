@@ -171,6 +171,44 @@ def test_outbox_enqueue_is_idempotent(store: Store, people: list[str]) -> None:
         assert message.next_attempt_at == T0 and message.payload == {"subject": "Hi"}
 
 
+def test_sends_enqueued_claimed_return_their_ids_once_and_fall_back_to_the_outbox_claim(
+    store: Store, people: list[str]
+) -> None:
+    from cadence.engine.store.claims import claim_outbox
+    from cadence.engine.store.sends import enqueue_claimed_sends
+
+    sends = [
+        NewSend(idempotency_key(7, "n", cid, 0), cid, "email", template="t", payload={"i": i})
+        for i, cid in enumerate(IDS[:3])
+    ]
+    lease = timedelta(minutes=5)
+    with store.session() as session:
+        fresh = enqueue_claimed_sends(
+            session, "default", [*sends, sends[0]], owner="w1", now=T0, lease_until=T0 + lease
+        )
+    assert [send.contact_id for _, send in fresh] == IDS[:3]
+    with store.session() as session:
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(OutboxMessage.id, OutboxMessage.contact_id, OutboxMessage.lease_owner,
+                       OutboxMessage.payload)
+            )
+        }  # fmt: skip
+        assert {rows[i].contact_id for i, _ in fresh} == set(IDS[:3])
+        assert all(rows[i].lease_owner == "w1" for i, _ in fresh)
+        assert rows[fresh[1][0]].payload == {"i": 1}
+        # A second enqueue of the same keys (a restart) adds nothing and returns nothing.
+        again = enqueue_claimed_sends(
+            session, "default", sends, owner="w2", now=T0, lease_until=T0 + lease
+        )
+        assert again == []
+        # While the lease lives nobody else claims them; once it runs out, anyone does.
+        assert claim_outbox(session, "w2", now=T0 + lease / 2, limit=10, lease_for=lease) == []
+        taken = claim_outbox(session, "w2", now=T0 + lease, limit=10, lease_for=lease)
+        assert sorted(row.id for row in taken) == sorted(i for i, _ in fresh)
+
+
 def test_suppressions_by_address_or_contact_and_their_expiry(
     store: Store, people: list[str]
 ) -> None:
