@@ -1181,9 +1181,9 @@ class Engine:
         now = self.now()
         if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
             return None
-        winner, scores = conditions.ab_results(session, self.tenant, version_id, node)
-        _audit(session, self.tenant, "ab_winner", subject, {"winner": winner, "rates": scores}, now)
-        return winner
+        verdict = conditions.ab_results(session, self.tenant, version_id, node)
+        _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
+        return verdict.winner
 
     async def _deliver_batch(self) -> int:
         claimed = await self.store.call(self._claim_outbox_sync)
