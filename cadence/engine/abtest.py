@@ -101,7 +101,8 @@ def wilson_interval(engaged: int, sent: int, confidence: float = CONFIDENCE) -> 
     z2n = z * z / sent
     centre = (p + z2n / 2) / (1 + z2n)
     half = z / (1 + z2n) * math.sqrt(p * (1 - p) / sent + z2n / (4 * sent))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0% or 100% one end is exactly the rate; rounding must not leave it outside.
+    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
 
 
 def two_proportion_p_value(
