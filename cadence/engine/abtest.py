@@ -160,7 +160,7 @@ def ab_verdict(counts: Mapping[str, tuple[int, int]], confidence: float = CONFID
         runner_up,
         p_value,
         chi2_p,
-        p_value is not None and p_value < 1 - confidence,
+        p_value is not None and p_value < _alpha(confidence),
         confidence,
         reason,
     )
@@ -182,6 +182,11 @@ def _variant(name: str, sent: int, engaged: int, confidence: float) -> VariantRe
         return VariantResult(name, 0, 0, 0.0, None, None)
     low, high = wilson_interval(engaged, sent, confidence)
     return VariantResult(name, sent, engaged, engaged / sent, low, high)
+
+
+def _alpha(confidence: float) -> float:
+    """1 - confidence without float residue: 1 - 0.95 is 0.050000000000000044, not 0.05."""
+    return round(1 - confidence, 12)
 
 
 def _no_test_reason(counts: Mapping[str, tuple[int, int]], sent_variants: list[str]) -> str | None:

@@ -109,6 +109,15 @@ def test_a_large_difference_is_significant() -> None:
     assert verdict_text(verdict.as_details()) == "significant (p<0.001)"
 
 
+def test_a_p_value_of_exactly_0_05_is_not_significant(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cadence.engine.abtest as abtest
+
+    monkeypatch.setattr(abtest, "two_proportion_p_value", lambda *counts: 0.05)
+    assert not ab_verdict({"a": (100, 10), "b": (100, 20)}).significant
+    monkeypatch.setattr(abtest, "two_proportion_p_value", lambda *counts: 0.0499999)
+    assert ab_verdict({"a": (100, 10), "b": (100, 20)}).significant
+
+
 def test_just_below_and_above_the_threshold() -> None:
     # 20/100 vs 10/100: p = 0.0477 (significant); 19/100 vs 10/100: p = 0.0734 (not).
     assert ab_verdict({"a": (100, 10), "b": (100, 20)}).significant
