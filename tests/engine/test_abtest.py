@@ -400,3 +400,15 @@ def test_dry_run_report_shows_the_verdict_and_json_stays_as_it_was(tmp_path: Pat
     assert [line["type"] for line in lines] == ["send"] * (len(lines) - 1) + ["summary"]
     assert len(lines) - 1 == len(report.sends)
     assert set(lines[-1]) == {"type", "sends", "by_template", "enrolled", "completed", "exited"}
+
+
+def test_status_table_reads_an_entry_written_before_statistics() -> None:
+    from rich.console import Console
+
+    from cadence.commands.engine import _ab_table
+
+    console = Console(record=True, width=200)
+    legacy = {"winner": "b", "rates": {"a": "0.1", "b": "0.25"}, "node": "ab_split_1"}
+    console.print(_ab_table({"offer": [legacy]}, "A/B tests decided"))
+    text = console.export_text()
+    assert "a 0.1" in text and "b 0.25" in text and "no statistics recorded" in text
