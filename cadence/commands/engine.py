@@ -239,6 +239,8 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     for template, count in summary["by_template"].items():
         totals.add_row(f"  {template}", str(count))
     console.print(totals)
+    if report.ab_tests:
+        console.print(_ab_table(report.ab_tests, "A/B tests decided in this run"))
     if contact is not None:
         mine = [s for s in report.sends if s.contact == contact]
         table = Table(title=f"What {contact} receives")
@@ -306,7 +308,11 @@ def _status(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with Engine() as engine:
             rows = await engine.status()
-        Console().print(_status_table(rows))
+        console = Console()
+        console.print(_status_table(rows))
+        ab_tests = {row["name"]: row["ab_tests"] for row in rows if row["ab_tests"]}
+        if ab_tests:
+            console.print(_ab_table(ab_tests, "A/B tests decided"))
         return 0
 
     return int(_guard(go))
@@ -327,6 +333,39 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
             str(counts.get("held", 0)), str(row["sends"]),
         )  # fmt: skip
     return table
+
+
+def _ab_table(ab_tests: dict[str, list[dict[str, Any]]], title: str) -> Table:
+    """Decided A/B tests: winner, each variant's rate with its interval, and the verdict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cadence.engine.abtest import verdict_text
+
+    table = Table(title=title)
+    for column in ("campaign", "node", "winner", "rates (95% interval, engaged/sent)", "verdict"):
+        table.add_column(column)
+    for campaign, tests in ab_tests.items():
+        for test in tests:
+            table.add_row(
+                campaign, test["node"], escape(str(test.get("winner", ""))),
+                escape(_ab_rates(test)), escape(verdict_text(test)),
+            )  # fmt: skip
+    return table
+
+
+def _ab_rates(details: dict[str, Any]) -> str:
+    """One line per variant: `a 10.0% [5.5-17.4%] 10/100`, or the bare rate on older entries."""
+    variants = details.get("variants")
+    if not isinstance(variants, dict):
+        return "\n".join(f"{name} {rate}" for name, rate in details.get("rates", {}).items())
+    lines = []
+    for name, v in variants.items():
+        line = f"{name} {v['rate']:.1%}"
+        if v.get("ci_low") is not None and v.get("ci_high") is not None:
+            line += f" [{v['ci_low']:.1%}-{v['ci_high']:.1%}]"
+        lines.append(f"{line} {v['engaged']}/{v['sent']}")
+    return "\n".join(lines)
 
 
 async def _serve_engine(engine: Engine, until_idle: bool, poll: float) -> RunStats:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
-from cadence.engine import audience, evaluate, timing
+from cadence.engine import abtest, audience, evaluate, timing
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
@@ -175,8 +174,8 @@ def fanout_matches(
 
 def ab_results(
     session: Session, tenant: str, version_id: int, node: c.ABSplitNode
-) -> tuple[str, dict[str, str]]:
-    """The variant with the best metric rate (ties to the first) and every variant's rate."""
+) -> abtest.AbVerdict:
+    """The verdict: the variant with the best metric rate (ties to the first), with statistics."""
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
     keys: dict[str, tuple[str, str]] = {}
@@ -205,9 +204,4 @@ def ab_results(
             key = str((properties or {}).get("send"))
             if key in keys:
                 engaged[keys[key][1]].add(contact_id)
-    rates = {
-        name: (Decimal(len(engaged[name])) / len(ids) if ids else Decimal(0))
-        for name, ids in sent.items()
-    }
-    winner = max(node.variants, key=lambda v: (rates[v.name], -node.variants.index(v))).name
-    return winner, {name: str(rate) for name, rate in rates.items()}
+    return abtest.ab_verdict({name: (len(ids), len(engaged[name])) for name, ids in sent.items()})

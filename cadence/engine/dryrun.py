@@ -313,7 +313,7 @@ class DryRunSink:
 
 @dataclass
 class DryRunReport:
-    """Everything a dry-run found: the sends in order, the funnel, the totals."""
+    """Everything a dry-run found: the sends in order, the funnel, the totals, A/B verdicts."""
 
     sends: list[PlannedSend]
     enrolled: int
@@ -323,6 +323,9 @@ class DryRunReport:
     funnel: dict[str, dict[str, int]]
     start: dt.datetime
     until: dt.datetime
+    # Per campaign, the A/B tests decided during the run (as `Engine.status()` gives them);
+    # shown in the text report, not part of the `--json` lines.
+    ab_tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -384,6 +387,9 @@ async def dry_run(
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
         counts = await engine.store.call(_enrollment_counts)
         funnel = await engine.store.call(_funnel)
+        ab_tests = {
+            row["name"]: row["ab_tests"] for row in await engine.status() if row["ab_tests"]
+        }
     return DryRunReport(
         sorted(sink.planned, key=lambda s: (s.at, s.contact, s.campaign, s.node or "")),
         enrolled=sum(counts.values()),
@@ -393,6 +399,7 @@ async def dry_run(
         funnel=funnel,
         start=start,
         until=horizon,
+        ab_tests=ab_tests,
     )
 
 

@@ -402,12 +402,13 @@ class Engine:
         return result
 
     async def status(self) -> list[dict[str, Any]]:
-        """Every campaign with its status, version and enrollment counts per state."""
+        """Every campaign with its status, version, enrollment counts and decided A/B tests."""
         return await self.store.call(self._status_sync)
 
     def _status_sync(self, store: Store) -> list[dict[str, Any]]:
         with store.session() as session:
             counts = campaign_store.enrollment_counts(session, self.tenant)
+            ab_tests = campaign_store.ab_verdicts(session, self.tenant)
             rows = session.execute(
                 select(
                     Campaign.name,
@@ -438,6 +439,7 @@ class Engine:
                 "version": (version or "")[:12],
                 "enrollments": counts.get(name, {}),
                 "sends": int(sent.get(name, 0)),
+                "ab_tests": ab_tests.get(name, []),
             }
             for name, display, status, version in rows
         ]
@@ -1209,9 +1211,9 @@ class Engine:
         now = self.now()
         if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
             return None
-        winner, scores = conditions.ab_results(session, self.tenant, version_id, node)
-        _audit(session, self.tenant, "ab_winner", subject, {"winner": winner, "rates": scores}, now)
-        return winner
+        verdict = conditions.ab_results(session, self.tenant, version_id, node)
+        _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
+        return verdict.winner
 
     async def _deliver_batch(self) -> int:
         """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""

@@ -256,6 +256,43 @@ def enrollment_counts(session: Session, tenant_id: str) -> dict[str, dict[str, i
     return counts
 
 
+def ab_verdicts(session: Session, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
+    """For `cadence status`: per campaign name, its decided A/B tests in the order decided.
+
+    Each is the `ab_winner` audit line's details with `node` (the split's node id) and
+    `version` (the first 12 characters of the campaign version's hash).
+    """
+    entries = session.execute(
+        select(AuditEntry.subject_id, AuditEntry.details)
+        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.action == "ab_winner")
+        .order_by(AuditEntry.at, AuditEntry.id)
+    ).all()
+    decided: list[tuple[int, str, dict[str, Any]]] = []
+    for subject, details in entries:
+        version, _, node = (subject or "").partition(":")
+        if version.isdigit() and node:
+            decided.append((int(version), node, dict(details or {})))
+    versions = {
+        version_id: (name, content_hash)
+        for version_id, name, content_hash in session.execute(
+            select(CampaignVersion.id, Campaign.name, CampaignVersion.content_hash)
+            .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+            .where(
+                Campaign.tenant_id == tenant_id,
+                CampaignVersion.id.in_(sorted({version for version, *_ in decided})),
+            )
+        )
+    }
+    found: dict[str, list[dict[str, Any]]] = {}
+    for version_id, node, details in decided:
+        if version_id in versions:
+            name, content_hash = versions[version_id]
+            found.setdefault(name, []).append(
+                {**details, "node": node, "version": content_hash[:12]}
+            )
+    return found
+
+
 def enrolled_contact_ids(
     session: Session, version_ids: Sequence[int], contact_ids: Iterable[str]
 ) -> set[str]:

@@ -1,0 +1,220 @@
+"""A/B verdicts with their statistics, so a reported winner can be trusted or doubted."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+# The confidence level of the intervals; a result is significant when p < 1 - CONFIDENCE.
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class VariantResult:
+    """One variant's counts, its rate and the Wilson interval around that rate."""
+
+    name: str
+    sent: int
+    engaged: int
+    # engaged / sent; 0.0 for a variant that was never sent.
+    rate: float
+    # The Wilson score interval at the verdict's confidence; None when nothing was sent.
+    ci_low: float | None
+    ci_high: float | None
+
+    @property
+    def exact_rate(self) -> Decimal:
+        """engaged / sent as a decimal (0 with no sends), the form the audit log's rates keep."""
+        return Decimal(self.engaged) / self.sent if self.sent else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class AbVerdict:
+    """An A/B test's outcome: the best observed variant and how far to trust that.
+
+    `winner` is the variant with the best observed rate, ties to the first declared; it is
+    the winner whether or not the difference is significant. `p_value` is the two-sided
+    two-proportion z-test of the winner against `runner_up` (the best other variant that
+    was sent) and decides `significant` (p < 1 - confidence). `chi2_p_value` is the
+    chi-square test of independence across every variant that was sent (no continuity
+    correction, so with two variants it equals `p_value`). When a test is impossible its
+    p-value is None, `significant` is False and `reason` says why.
+    """
+
+    winner: str
+    variants: tuple[VariantResult, ...]
+    runner_up: str | None
+    p_value: float | None
+    chi2_p_value: float | None
+    significant: bool
+    confidence: float
+    reason: str | None
+
+    def rates(self) -> dict[str, str]:
+        """Every variant's exact rate as a decimal string, in declaration order."""
+        return {v.name: str(v.exact_rate) for v in self.variants}
+
+    def as_details(self) -> dict[str, Any]:
+        """The verdict as JSON data, the `ab_winner` audit line's details.
+
+        Keys: `winner` (str); `rates` (variant -> exact rate as a decimal string, as before
+        statistics were added); `variants` (variant -> `sent`, `engaged` as ints, `rate`,
+        `ci_low`, `ci_high` as floats or null); `runner_up` (str or null); `p_value` and
+        `chi2_p_value` (floats or null); `significant` (bool); `confidence` (float);
+        `reason` (str or null). Every other number than `rates` is a JSON number.
+        """
+        return {
+            "winner": self.winner,
+            "rates": self.rates(),
+            "variants": {
+                v.name: {
+                    "sent": v.sent,
+                    "engaged": v.engaged,
+                    "rate": v.rate,
+                    "ci_low": v.ci_low,
+                    "ci_high": v.ci_high,
+                }
+                for v in self.variants
+            },
+            "runner_up": self.runner_up,
+            "p_value": self.p_value,
+            "chi2_p_value": self.chi2_p_value,
+            "significant": self.significant,
+            "confidence": self.confidence,
+            "reason": self.reason,
+        }
+
+
+def wilson_interval(engaged: int, sent: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval for `engaged` successes out of `sent` (sent > 0)."""
+    if sent <= 0:
+        raise ValueError("a Wilson interval needs at least one send")
+    # scipy.stats takes about a second to import: only code that computes a verdict pays.
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = engaged / sent
+    z2n = z * z / sent
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * math.sqrt(p * (1 - p) / sent + z2n / (4 * sent))
+    # At 0% or 100% one end is exactly the rate; rounding must not leave it outside.
+    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
+
+
+def two_proportion_p_value(
+    engaged_a: int, sent_a: int, engaged_b: int, sent_b: int
+) -> float | None:
+    """The two-sided pooled z-test p-value for two rates, or None when it cannot be computed."""
+    if sent_a <= 0 or sent_b <= 0:
+        return None
+    pooled = (engaged_a + engaged_b) / (sent_a + sent_b)
+    variance = pooled * (1 - pooled) * (1 / sent_a + 1 / sent_b)
+    if variance <= 0:
+        return None
+    from scipy import stats
+
+    z = (engaged_a / sent_a - engaged_b / sent_b) / math.sqrt(variance)
+    return _finite(2 * float(stats.norm.sf(abs(z))))
+
+
+def ab_verdict(counts: Mapping[str, tuple[int, int]], confidence: float = CONFIDENCE) -> AbVerdict:
+    """The verdict from each variant's (sent, engaged), in declaration order."""
+    if not counts:
+        raise ValueError("an A/B verdict needs at least one variant")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    for name, (sent, engaged) in counts.items():
+        if sent < 0 or not 0 <= engaged <= sent:
+            raise ValueError(f"variant {name!r}: {engaged} engaged of {sent} sent is impossible")
+    variants = tuple(
+        _variant(name, sent, engaged, confidence) for name, (sent, engaged) in counts.items()
+    )
+    order = list(counts)
+    exact = {
+        name: Fraction(engaged, sent) if sent else Fraction(0)
+        for name, (sent, engaged) in counts.items()
+    }
+
+    def best(names: list[str]) -> str:
+        return max(names, key=lambda name: (exact[name], -order.index(name)))
+
+    winner = best(order)
+    sent_variants = [name for name in order if counts[name][0] > 0]
+    others = [name for name in sent_variants if name != winner]
+    runner_up = best(others) if others else None
+    reason = _no_test_reason(counts, sent_variants)
+    if reason is not None or runner_up is None:
+        return AbVerdict(winner, variants, runner_up, None, None, False, confidence, reason)
+    chi2_p = _chi2_p_value([counts[name] for name in sent_variants])
+    (sent_w, engaged_w), (sent_r, engaged_r) = counts[winner], counts[runner_up]
+    p_value = two_proportion_p_value(engaged_w, sent_w, engaged_r, sent_r)
+    if p_value is None:
+        reason = f"{winner} and {runner_up} both engaged every send"
+    return AbVerdict(
+        winner,
+        variants,
+        runner_up,
+        p_value,
+        chi2_p,
+        p_value is not None and p_value < _alpha(confidence),
+        confidence,
+        reason,
+    )
+
+
+def verdict_text(details: Mapping[str, Any]) -> str:
+    """One line for people: `significant (p=0.003)`, `not significant (p=0.31)`, or why not."""
+    if "significant" not in details:
+        return "no statistics recorded"
+    p_value = details.get("p_value")
+    if not isinstance(p_value, int | float):
+        return f"no test: {details.get('reason') or 'not enough data'}"
+    shown = "p<0.001" if p_value < 0.001 else f"p={p_value:.2g}"
+    return f"significant ({shown})" if details["significant"] else f"not significant ({shown})"
+
+
+def _variant(name: str, sent: int, engaged: int, confidence: float) -> VariantResult:
+    if not sent:
+        return VariantResult(name, 0, 0, 0.0, None, None)
+    low, high = wilson_interval(engaged, sent, confidence)
+    return VariantResult(name, sent, engaged, engaged / sent, low, high)
+
+
+def _alpha(confidence: float) -> float:
+    """1 - confidence without float residue: 1 - 0.95 is 0.050000000000000044, not 0.05."""
+    return round(1 - confidence, 12)
+
+
+def _no_test_reason(counts: Mapping[str, tuple[int, int]], sent_variants: list[str]) -> str | None:
+    """Why no test can be made on these counts, or None when one can."""
+    if len(counts) < 2:
+        return "a single variant: nothing to compare"
+    if not sent_variants:
+        return "no sends yet"
+    if len(sent_variants) < 2:
+        return f"only {sent_variants[0]} was sent"
+    sent = sum(counts[name][0] for name in sent_variants)
+    engaged = sum(counts[name][1] for name in sent_variants)
+    if engaged == 0:
+        return "no send was engaged"
+    if engaged == sent:
+        return "every send was engaged"
+    return None
+
+
+def _chi2_p_value(rows: list[tuple[int, int]]) -> float | None:
+    """The chi-square test of independence on (engaged, not engaged) per variant."""
+    from scipy import stats
+
+    table = [[engaged, sent - engaged] for sent, engaged in rows]
+    result = stats.chi2_contingency(table, correction=False)
+    return _finite(float(result.pvalue))
+
+
+def _finite(number: float) -> float | None:
+    """The number, or None when it is NaN or infinite (never stored or shown)."""
+    return number if math.isfinite(number) else None

@@ -1,0 +1,414 @@
+"""A/B verdicts: the statistics against scipy and textbook formulas, the engine's audit line
+on both stores, and the verdict in `cadence status` and the dry-run report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from scipy import stats
+from sqlalchemy import select
+
+from cadence.dsl.compiler import compile_workspace
+from cadence.dsl.loader import load_text
+from cadence.engine.abtest import (
+    AbVerdict,
+    ab_verdict,
+    two_proportion_p_value,
+    verdict_text,
+    wilson_interval,
+)
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.dryrun import dry_run
+from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.store.models import AuditEntry
+
+T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def textbook_z_test(x1: int, n1: int, x2: int, n2: int) -> float:
+    """The pooled two-proportion z-test, two-sided, from the formula (no scipy)."""
+    pooled = (x1 + x2) / (n1 + n2)
+    z = (x1 / n1 - x2 / n2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+def strict_json(verdict: AbVerdict) -> dict[str, Any]:
+    """The details through JSON that refuses NaN and infinities, as PostgreSQL would."""
+    loaded: dict[str, Any] = json.loads(json.dumps(verdict.as_details(), allow_nan=False))
+    return loaded
+
+
+# ---------------------------------------------------------------------------- pure function
+
+
+def test_two_variants_match_scipy_and_the_textbook_z_test() -> None:
+    verdict = ab_verdict({"a": (100, 10), "b": (100, 20)})
+    assert verdict.winner == "b" and verdict.runner_up == "a"
+    # By hand: pooled 0.15, se = sqrt(0.15 * 0.85 * 0.02) = 0.0505, z = 0.1 / 0.0505 = 1.980.
+    assert verdict.p_value == pytest.approx(0.047670, abs=1e-6)
+    assert verdict.p_value == pytest.approx(textbook_z_test(20, 100, 10, 100), rel=1e-9)
+    scipy_p = stats.chi2_contingency([[10, 90], [20, 80]], correction=False).pvalue
+    assert verdict.chi2_p_value == pytest.approx(scipy_p, rel=1e-9)
+    # Without continuity correction, chi-square on a 2x2 table is the z-test squared.
+    assert verdict.chi2_p_value == pytest.approx(verdict.p_value, rel=1e-9)
+    assert verdict.significant and verdict.reason is None and verdict.confidence == 0.95
+
+
+def test_wilson_interval_matches_the_published_value_and_scipy() -> None:
+    low, high = wilson_interval(10, 100)
+    # Wilson's 95% interval for 10/100, as tabulated: 0.0552 to 0.1744.
+    assert (round(low, 4), round(high, 4)) == (0.0552, 0.1744)
+    reference = stats.binomtest(10, 100).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (low, high) == pytest.approx((reference.low, reference.high), rel=1e-9)
+    for engaged, sent in ((0, 7), (7, 7), (1, 3), (250, 1000)):
+        low, high = wilson_interval(engaged, sent)
+        ci = stats.binomtest(engaged, sent).proportion_ci(method="wilson")
+        assert (low, high) == pytest.approx((ci.low, ci.high), rel=1e-9, abs=1e-12)
+        assert 0.0 <= low <= engaged / sent <= high <= 1.0
+    with pytest.raises(ValueError, match="at least one send"):
+        wilson_interval(0, 0)
+
+
+def test_every_variant_carries_its_rate_and_interval() -> None:
+    details = strict_json(ab_verdict({"a": (100, 10), "b": (100, 20)}))
+    assert details["rates"] == {"a": "0.1", "b": "0.2"}
+    a = details["variants"]["a"]
+    assert (a["sent"], a["engaged"], a["rate"]) == (100, 10, 0.1)
+    assert (round(a["ci_low"], 4), round(a["ci_high"], 4)) == (0.0552, 0.1744)
+    assert details["significant"] is True and details["confidence"] == 0.95
+    assert details["winner"] == "b" and details["runner_up"] == "a"
+    assert details["p_value"] == pytest.approx(0.04767, abs=1e-5)
+    assert details["reason"] is None
+
+
+def test_a_small_difference_is_not_significant_but_still_wins() -> None:
+    verdict = ab_verdict({"a": (100, 10), "b": (100, 12)})
+    assert verdict.winner == "b"
+    assert verdict.p_value == pytest.approx(textbook_z_test(12, 100, 10, 100), rel=1e-9)
+    # By hand: pooled 0.11, se = sqrt(0.11 * 0.89 * 0.02) = 0.04425, z = 0.452.
+    assert verdict.p_value == pytest.approx(0.6513, abs=1e-4)
+    assert not verdict.significant and verdict.reason is None
+    assert verdict_text(verdict.as_details()) == "not significant (p=0.65)"
+
+
+def test_a_large_difference_is_significant() -> None:
+    verdict = ab_verdict({"a": (1000, 50), "b": (1000, 100)})
+    assert verdict.winner == "b" and verdict.significant
+    assert verdict.p_value is not None and verdict.p_value < 1e-4
+    assert verdict.p_value == pytest.approx(textbook_z_test(100, 1000, 50, 1000), rel=1e-9)
+    assert verdict_text(verdict.as_details()) == "significant (p<0.001)"
+
+
+def test_a_p_value_of_exactly_0_05_is_not_significant(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cadence.engine.abtest as abtest
+
+    monkeypatch.setattr(abtest, "two_proportion_p_value", lambda *counts: 0.05)
+    assert not ab_verdict({"a": (100, 10), "b": (100, 20)}).significant
+    monkeypatch.setattr(abtest, "two_proportion_p_value", lambda *counts: 0.0499999)
+    assert ab_verdict({"a": (100, 10), "b": (100, 20)}).significant
+
+
+def test_just_below_and_above_the_threshold() -> None:
+    # 20/100 vs 10/100: p = 0.0477 (significant); 19/100 vs 10/100: p = 0.0734 (not).
+    assert ab_verdict({"a": (100, 10), "b": (100, 20)}).significant
+    close = ab_verdict({"a": (100, 10), "b": (100, 19)})
+    assert close.p_value == pytest.approx(textbook_z_test(19, 100, 10, 100), rel=1e-9)
+    assert close.p_value is not None and 0.05 < close.p_value < 0.1
+    assert not close.significant
+
+
+@pytest.mark.parametrize(
+    ("counts", "winner", "runner_up"),
+    [
+        ({"a": (100, 10), "b": (100, 10)}, "a", "b"),
+        ({"b": (100, 10), "a": (100, 10)}, "b", "a"),
+        # Equal rates from different counts are a tie too (exact, not floating point).
+        ({"a": (30, 10), "b": (90, 30), "c": (60, 5)}, "a", "b"),
+    ],
+)
+def test_ties_go_to_the_first_declared_variant(
+    counts: dict[str, tuple[int, int]], winner: str, runner_up: str
+) -> None:
+    verdict = ab_verdict(counts)
+    assert (verdict.winner, verdict.runner_up) == (winner, runner_up)
+    assert verdict.p_value == pytest.approx(1.0)
+    assert not verdict.significant
+
+
+@pytest.mark.parametrize(
+    ("counts", "winner", "runner_up", "reason"),
+    [
+        ({"a": (0, 0), "b": (0, 0)}, "a", None, "no sends yet"),
+        ({"a": (10, 0), "b": (10, 0)}, "a", "b", "no send was engaged"),
+        ({"a": (10, 10), "b": (5, 5)}, "a", "b", "every send was engaged"),
+        ({"a": (0, 0), "b": (10, 3)}, "b", None, "only b was sent"),
+        ({"a": (10, 3)}, "a", None, "a single variant: nothing to compare"),
+    ],
+)
+def test_degenerate_counts_give_no_test_and_a_reason(
+    counts: dict[str, tuple[int, int]], winner: str, runner_up: str | None, reason: str
+) -> None:
+    verdict = ab_verdict(counts)
+    assert (verdict.winner, verdict.runner_up, verdict.reason) == (winner, runner_up, reason)
+    assert verdict.p_value is None and verdict.chi2_p_value is None
+    assert verdict.significant is False
+    details = strict_json(verdict)
+    assert details["p_value"] is None and details["significant"] is False
+    assert verdict_text(details) == f"no test: {reason}"
+
+
+def test_a_variant_never_sent_has_no_interval_and_rate_zero() -> None:
+    details = strict_json(ab_verdict({"a": (0, 0), "b": (10, 3)}))
+    assert details["variants"]["a"] == {
+        "sent": 0,
+        "engaged": 0,
+        "rate": 0.0,
+        "ci_low": None,
+        "ci_high": None,
+    }
+    assert details["rates"] == {"a": "0", "b": "0.3"}
+
+
+def test_three_variants_chi_square_across_all_and_z_test_for_the_top_two() -> None:
+    counts = {"a": (200, 20), "b": (200, 34), "c": (200, 28)}
+    verdict = ab_verdict(counts)
+    assert (verdict.winner, verdict.runner_up) == ("b", "c")
+    table = [[20, 180], [34, 166], [28, 172]]
+    assert verdict.chi2_p_value == pytest.approx(
+        stats.chi2_contingency(table, correction=False).pvalue, rel=1e-9
+    )
+    assert verdict.p_value == pytest.approx(textbook_z_test(34, 200, 28, 200), rel=1e-9)
+    # The spread across all three is wider than between the top two.
+    assert verdict.chi2_p_value is not None and verdict.p_value is not None
+    assert verdict.chi2_p_value < verdict.p_value
+    assert not verdict.significant
+    assert [v.name for v in verdict.variants] == ["a", "b", "c"]
+
+
+def test_the_top_two_tied_at_one_hundred_percent_have_no_pairwise_test() -> None:
+    verdict = ab_verdict({"a": (10, 10), "b": (10, 10), "c": (10, 5)})
+    assert verdict.winner == "a" and verdict.runner_up == "b"
+    assert verdict.p_value is None and not verdict.significant
+    assert verdict.chi2_p_value == pytest.approx(
+        stats.chi2_contingency([[10, 0], [10, 0], [5, 5]], correction=False).pvalue
+    )
+    assert verdict.reason == "a and b both engaged every send"
+    strict_json(verdict)
+
+
+@pytest.mark.parametrize("counts", [{"a": (5, 6)}, {"a": (-1, 0)}, {"a": (5, -1)}, {}])
+def test_impossible_counts_are_refused(counts: dict[str, tuple[int, int]]) -> None:
+    with pytest.raises(ValueError):
+        ab_verdict(counts)
+
+
+def test_two_proportion_p_value_without_sends_or_variance_is_none() -> None:
+    assert two_proportion_p_value(0, 0, 1, 10) is None
+    assert two_proportion_p_value(0, 10, 0, 10) is None
+    assert two_proportion_p_value(10, 10, 10, 10) is None
+
+
+def test_verdict_text_on_an_entry_written_before_statistics() -> None:
+    assert verdict_text({"winner": "a", "rates": {"a": "0.1", "b": "0"}}) == (
+        "no statistics recorded"
+    )
+
+
+# ---------------------------------------------------------------------------- the engine
+
+AB_SOURCE = """
+template offer_a email { subject "A" body "<p>a</p>" }
+template offer_b email { subject "B" body "<p>b</p>" }
+campaign offer {
+  on launch {
+    split 50% test winner by clicks after 4h {
+      a: send email offer_a
+      b: send email offer_b
+    }
+  }
+}
+"""
+
+CONTACT_COUNT = 120
+
+
+def run_ab_campaign(url: str, clicks: dict[str, float]) -> dict[str, Any]:
+    """Launch the A/B campaign, click a share of each variant's sends, decide the winner."""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    campaigns = compile_workspace(load_text(AB_SOURCE, "ab.cadence"))
+
+    async def main() -> dict[str, Any]:
+        async with Engine(url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(
+                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(CONTACT_COUNT)]
+            )
+            await engine.deploy(campaigns)
+            await engine.launch("offer")
+            await engine.run_due()
+            await engine.run_due()
+            tested = list(sink.delivered)
+            by_variant: dict[str, list[Any]] = {"a": [], "b": []}
+            for message in tested:
+                by_variant[message.variant].append(message)
+            engaged: Counter[str] = Counter()
+            clock.advance_to(T0 + dt.timedelta(hours=1))
+            for variant, messages in by_variant.items():
+                for message in messages[: round(len(messages) * clicks[variant])]:
+                    engaged[variant] += 1
+                    await engine.push_event(
+                        {
+                            "contact": message.contact_id,
+                            "name": "clicked",
+                            "properties": {
+                                "template": message.template,
+                                "send": message.idempotency_key,
+                            },
+                        }
+                    )
+            clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
+            await engine.run_due()
+            await engine.run_due()
+
+            def audit(store: Any) -> list[dict[str, Any]]:
+                with store.session() as session:
+                    return list(
+                        session.scalars(
+                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
+                        )
+                    )
+
+            return {
+                "audit": await engine.store.call(audit),
+                "counts": {v: (len(m), engaged[v]) for v, m in by_variant.items()},
+                "after": [m for m in sink.delivered[len(tested) :]],
+                "status": await engine.status(),
+            }
+
+    result: dict[str, Any] = trio.run(main)
+    return result
+
+
+def test_the_audit_line_holds_the_verdict_with_its_p_value(store_url: str) -> None:
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7})
+    (details,) = result["audit"]
+    sent_a, sent_b = result["counts"]["a"][0], result["counts"]["b"][0]
+    assert sent_a > 10 and sent_b > 10 and sent_a + sent_b < CONTACT_COUNT
+    expected = ab_verdict(result["counts"])
+    assert details == json.loads(json.dumps(expected.as_details()))
+    assert details["winner"] == "b" and details["runner_up"] == "a"
+    assert details["significant"] is True
+    assert details["p_value"] < 0.001
+    assert details["rates"]["b"] == str(expected.variants[1].exact_rate)
+    # The held-back share gets the winner.
+    assert {m.template for m in result["after"]} == {"offer_b"}
+    assert len(result["after"]) == CONTACT_COUNT - sent_a - sent_b
+    (row,) = result["status"]
+    (test,) = row["ab_tests"]
+    assert test["node"] == "ab_split_1" and test["winner"] == "b" and test["significant"]
+
+
+def test_an_insignificant_winner_is_still_sent_and_reported_as_such(store_url: str) -> None:
+    result = run_ab_campaign(store_url, {"a": 0.2, "b": 0.25})
+    (details,) = result["audit"]
+    expected = ab_verdict(result["counts"])
+    assert details == json.loads(json.dumps(expected.as_details()))
+    assert details["significant"] is False
+    assert details["p_value"] is not None and details["p_value"] >= 0.05
+    assert {m.template for m in result["after"]} == {f"offer_{details['winner']}"}
+    assert verdict_text(details).startswith("not significant (p=")
+
+
+def test_with_no_engagement_the_first_variant_wins_without_a_test(store_url: str) -> None:
+    result = run_ab_campaign(store_url, {"a": 0.0, "b": 0.0})
+    (details,) = result["audit"]
+    assert details["winner"] == "a" and details["rates"] == {"a": "0", "b": "0"}
+    assert details["p_value"] is None and details["significant"] is False
+    assert details["reason"] == "no send was engaged"
+    assert {m.template for m in result["after"]} == {"offer_a"}
+
+
+def test_status_prints_the_verdict(store_url: str, tmp_path: Path) -> None:
+    run_ab_campaign(store_url, {"a": 0.1, "b": 0.7})
+    env = {**os.environ, "CADENCE_DATABASE_URL": store_url, "COLUMNS": "250"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "status"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "A/B tests decided" in done.stdout
+    line = next(line for line in done.stdout.splitlines() if "ab_split_1" in line)
+    assert "offer" in line and " b " in line and "significant (p<0.001)" in line
+    assert "not significant" not in line
+
+
+# ---------------------------------------------------------------------------- dry-run
+
+
+def write_ab_files(tmp_path: Path) -> tuple[Path, Path]:
+    source = tmp_path / "ab.cadence"
+    source.write_text(AB_SOURCE.replace("by clicks", "by opens"), "utf-8")
+    contacts = tmp_path / "contacts.jsonl"
+    contacts.write_text(
+        "".join(
+            json.dumps({"id": f"c{i:03}", "email": f"c{i}@example.test", "timezone": "UTC"}) + "\n"
+            for i in range(80)
+        ),
+        "utf-8",
+    )
+    return source, contacts
+
+
+def test_dry_run_report_shows_the_verdict_and_json_stays_as_it_was(tmp_path: Path) -> None:
+    source, contacts = write_ab_files(tmp_path)
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(source.read_text("utf-8"), str(source))), contacts,
+            start=T0, until=dt.timedelta(days=1), assume={"opened": 0.4}, seed=3,
+        )
+    )  # fmt: skip
+    (test,) = report.ab_tests["offer"]
+    assert test["node"] == "ab_split_1" and "p_value" in test
+    args = [sys.executable, "-m", "cadence", "dry-run", str(source), "--contacts", str(contacts),
+            "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--assume", "opened=0.4",
+            "--seed", "3"]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "250"}
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    _, title, table = done.stdout.partition("A/B tests decided in this run")
+    assert title, done.stdout
+    line = next(line for line in table.splitlines() if "ab_split_1" in line)
+    assert f" {test['winner']} " in line and verdict_text(test) in line
+    # Both variants were sent and opened: a real test, whose outcome the seed fixes.
+    assert test["p_value"] is not None and "significant (p=" in line
+    rate = test["variants"]["a"]
+    assert f"a {rate['rate']:.1%}" in line and f"{rate['engaged']}/{rate['sent']}" in line
+
+    as_json = subprocess.run([*args, "--json"], capture_output=True, text=True, env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    lines = [json.loads(text) for text in as_json.stdout.splitlines()]
+    assert [line["type"] for line in lines] == ["send"] * (len(lines) - 1) + ["summary"]
+    assert len(lines) - 1 == len(report.sends)
+    assert set(lines[-1]) == {"type", "sends", "by_template", "enrolled", "completed", "exited"}
+
+
+def test_status_table_reads_an_entry_written_before_statistics() -> None:
+    from rich.console import Console
+
+    from cadence.commands.engine import _ab_table
+
+    console = Console(record=True, width=200)
+    legacy = {"winner": "b", "rates": {"a": "0.1", "b": "0.25"}, "node": "ab_split_1"}
+    console.print(_ab_table({"offer": [legacy]}, "A/B tests decided"))
+    text = console.export_text()
+    assert "a 0.1" in text and "b 0.25" in text and "no statistics recorded" in text
