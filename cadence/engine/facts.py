@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,12 @@ from cadence.dsl.symbols import CONTACT_FIELDS
 from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
 
 CHUNK = 500
+
+# The kinds of history `load_facts` can read besides a contact's own record.
+EVENTS = "events"
+SENDS = "sends"
+CAMPAIGNS = "campaigns"
+ALL = frozenset({EVENTS, SENDS, CAMPAIGNS})
 # Outbox rows that count as sends a contact has had: queued or gone out, not failed.
 _COUNTED_SENDS = frozenset({"pending", "sent"})
 
@@ -74,8 +80,14 @@ def load_facts(
     *,
     with_history: bool = True,
     campaign_names: dict[int, str] | None = None,
+    kinds: Collection[str] = ALL,
 ) -> dict[str, ContactFacts]:
-    """Facts for every listed contact that exists, in a handful of chunked queries."""
+    """Facts for every listed contact that exists, in a handful of chunked queries.
+
+    `kinds` picks the history read (`EVENTS`, `SENDS`, `CAMPAIGNS`; memberships only with
+    `campaign_names`); what is not read stays empty (`cadence.engine.reads` says what a
+    batch of steps needs).
+    """
     wanted = sorted(set(contact_ids))
     facts: dict[str, ContactFacts] = {}
     # Plain Core reads on the session's connection, each fetched whole: the ORM's result
@@ -92,32 +104,34 @@ def load_facts(
             select(*_CONTACT_COLUMNS).where(Contact.tenant_id == tenant_id, Contact.id.in_(chunk))
         ):
             facts[row.id] = ContactFacts(row.id, contact_attributes(row))
-    if not with_history or not facts:
+    if not with_history or not facts or not kinds:
         return facts
     present = sorted(facts)
     events: dict[str, list[EventFact]] = defaultdict(list)
     sends: dict[str, list[tuple[str, str | None, dt.datetime]]] = defaultdict(list)
     for chunk in _chunks(present):
-        for contact_id, name, at, properties in read(
-            select(Event.contact_id, Event.name, Event.at, Event.properties)
-            .where(Event.tenant_id == tenant_id, Event.contact_id.in_(chunk))
-            .order_by(Event.at, Event.id)
-        ):
-            events[contact_id].append(EventFact(name, at, properties or {}))
-        # Status is filtered here, not in SQL: given a status condition, SQLite's planner
-        # (without statistics) picks the status index and scans every sent row per chunk.
-        for contact_id, channel, template, created, status in read(
-            select(
-                OutboxMessage.contact_id,
-                OutboxMessage.channel,
-                OutboxMessage.template,
-                OutboxMessage.created_at,
-                OutboxMessage.status,
-            ).where(OutboxMessage.tenant_id == tenant_id, OutboxMessage.contact_id.in_(chunk))
-        ):
-            if status in _COUNTED_SENDS:
-                sends[contact_id].append((channel, template, created))
-        if campaign_names is not None:
+        if EVENTS in kinds:
+            for contact_id, name, at, properties in read(
+                select(Event.contact_id, Event.name, Event.at, Event.properties)
+                .where(Event.tenant_id == tenant_id, Event.contact_id.in_(chunk))
+                .order_by(Event.at, Event.id)
+            ):
+                events[contact_id].append(EventFact(name, at, properties or {}))
+        if SENDS in kinds:
+            # Status is filtered here, not in SQL: given a status condition, SQLite's planner
+            # (without statistics) picks the status index and scans every sent row per chunk.
+            for contact_id, channel, template, created, status in read(
+                select(
+                    OutboxMessage.contact_id,
+                    OutboxMessage.channel,
+                    OutboxMessage.template,
+                    OutboxMessage.created_at,
+                    OutboxMessage.status,
+                ).where(OutboxMessage.tenant_id == tenant_id, OutboxMessage.contact_id.in_(chunk))
+            ):
+                if status in _COUNTED_SENDS:
+                    sends[contact_id].append((channel, template, created))
+        if campaign_names is not None and CAMPAIGNS in kinds:
             for contact_id, version_id, status in read(
                 select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
                     Enrollment.tenant_id == tenant_id, Enrollment.contact_id.in_(chunk)

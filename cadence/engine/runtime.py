@@ -29,7 +29,8 @@ from cadence.dispatch.limiter import ProviderLimit, RateLimiter
 from cadence.dsl import compiled as c
 from cadence.engine import audience, conditions, evaluate, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
-from cadence.engine.facts import ContactFacts, load_facts
+from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
+from cadence.engine.reads import batch_reads
 from cadence.engine.stepper import Advance, SendGate, advance
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
 from cadence.engine.store import agents as agent_store
@@ -1004,11 +1005,13 @@ class Engine:
             versions = {
                 vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
             }
+            kinds = batch_reads((versions[row.version_id], row.node) for row in claimed)
             facts = load_facts(
                 session,
                 self.tenant,
                 {row.contact_id for row in claimed},
-                campaign_names=self._names_by_version(session),
+                campaign_names=self._names_by_version(session) if CAMPAIGNS in kinds else None,
+                kinds=kinds,
             )
             channels = {
                 n.channel for v in versions.values() for n in v.nodes if isinstance(n, c.SendNode)

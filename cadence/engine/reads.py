@@ -1,0 +1,128 @@
+"""Which of a contact's facts a campaign's steps read, so a batch loads only those.
+
+A step batch used to load every contact's events, sends and campaign memberships; most
+wakes (a wait that ends in a send) read none of them, and loading them was the largest
+single cost of stepping. The answer is an over-approximation: a fact kind is loaded when
+any step the enrollment may run before its next wait could read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from typing import Final
+
+from cadence.dsl import ast
+from cadence.dsl import compiled as c
+from cadence.engine.evaluate import ENGAGEMENT_FLAGS
+from cadence.engine.facts import ALL, CAMPAIGNS, EVENTS, SENDS
+
+NONE: Final = frozenset[str]()
+
+# Functions of the language and the facts each one reads (evaluate._call is their meaning).
+_CALL_READS: Final[Mapping[str, frozenset[str]]] = {
+    "received": frozenset({SENDS}),
+    "in_campaign": frozenset({CAMPAIGNS}),
+}
+_WAITS = (c.WaitNode, c.WaitUntilNode, c.WaitForNode)
+
+# Per campaign object (kept alive with its answer, so its id is not reused): node -> reads.
+_BY_CAMPAIGN: dict[int, tuple[c.CompiledCampaign, dict[str | None, frozenset[str]]]] = {}
+
+
+def expr_reads(
+    expr: ast.Expr,
+    segments: Mapping[str, ast.Expr],
+    scores: Collection[str],
+    _inside: frozenset[str] = frozenset(),
+) -> frozenset[str]:
+    """The fact kinds an expression reads, following the segments it names."""
+    match expr:
+        case ast.Call(name=name, args=args):
+            found = _CALL_READS.get(name, frozenset({EVENTS}))
+            for arg in args:
+                found |= expr_reads(arg, segments, scores, _inside)
+            return found
+        case ast.Path(parts=(name,)):
+            if name in segments and name not in _inside:
+                return expr_reads(segments[name], segments, scores, _inside | {name})
+            if name in scores or name in ENGAGEMENT_FLAGS:
+                return frozenset({EVENTS})
+            return NONE
+        case ast.Unary(operand=operand) | ast.Within(operand=operand):
+            return expr_reads(operand, segments, scores, _inside)
+        case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+            return expr_reads(left, segments, scores, _inside) | expr_reads(
+                right, segments, scores, _inside
+            )
+        case ast.ListLit(items=items):
+            found = NONE
+            for item in items:
+                found |= expr_reads(item, segments, scores, _inside)
+            return found
+        case _:
+            return NONE
+
+
+def node_reads(campaign: c.CompiledCampaign, node_id: str | None) -> frozenset[str]:
+    """What an enrollment at `node_id` may read until it next waits (goal checks included)."""
+    cached = _BY_CAMPAIGN.get(id(campaign))
+    if cached is None or cached[0] is not campaign:
+        cached = (campaign, {})
+        _BY_CAMPAIGN[id(campaign)] = cached
+    table = cached[1]
+    if node_id not in table:
+        table[node_id] = _reach_reads(campaign, node_id)
+    return table[node_id]
+
+
+def batch_reads(wakes: Iterable[tuple[c.CompiledCampaign, str | None]]) -> frozenset[str]:
+    """The union of `node_reads` over a batch's (campaign, node) pairs."""
+    found = NONE
+    asked: set[tuple[int, str | None]] = set()
+    for campaign, node_id in wakes:
+        if (id(campaign), node_id) in asked:
+            continue
+        asked.add((id(campaign), node_id))
+        found |= node_reads(campaign, node_id)
+        if found == ALL:
+            break
+    return found
+
+
+def _reach_reads(campaign: c.CompiledCampaign, start: str | None) -> frozenset[str]:
+    segments = {name: c.model_to_expr(s.expr) for name, s in campaign.segments.items()}
+    scores = set(campaign.scores)
+
+    def of(model: c.ExprModel) -> frozenset[str]:
+        return expr_reads(c.model_to_expr(model), segments, scores)
+
+    settings = campaign.settings
+    found = of(settings.goal) if settings.goal is not None else NONE
+    if start is None:
+        return found
+    nodes = campaign.node_map
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        node_id = pending.pop()
+        node = nodes.get(node_id)
+        if node is None or node_id in seen:
+            continue
+        seen.add(node_id)
+        match node:
+            case c.BranchNode(conditions=arms):
+                for arm in arms:
+                    found |= of(arm.when)
+            case c.SetNode(value=value):
+                found |= of(value)
+            case c.WaitForNode(event=event):
+                found |= of(event) | {EVENTS}
+            case c.SendNode() if settings.caps:
+                found |= {SENDS}
+            case _:
+                pass
+        # The node the enrollment is at runs even when it is a wait (the wait is over);
+        # past the next wait, the rest belongs to a later wake.
+        if node_id == start or not isinstance(node, _WAITS):
+            pending.extend(c.node_targets(node))
+    return found
