@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import trio
-from sqlalchemy import ColumnElement, Row, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dispatch.caps import CapRule, FrequencyCaps
@@ -51,6 +52,7 @@ from cadence.engine.store.models import (
     SendLog,
 )
 from cadence.engine.store.records import InvalidInput, Problem
+from cadence.engine.store.types import RawJSON
 from cadence.errors import CadenceError, did_you_mean
 
 LEASE = dt.timedelta(minutes=5)
@@ -62,7 +64,9 @@ HISTORY = 50
 # return only these (each timestamp and JSON document returned costs a conversion per row).
 _STEP_COLUMNS = (
     Enrollment.id, Enrollment.version_id, Enrollment.contact_id, Enrollment.occurrence,
-    Enrollment.node, Enrollment.state, Enrollment.history,
+    Enrollment.node, Enrollment.state,
+    # As text: a step only appends to it (see `_append_history`).
+    cast(Enrollment.history, Text).label("history"),
 )  # fmt: skip
 _MESSAGE_COLUMNS = (
     OutboxMessage.id, OutboxMessage.idempotency_key, OutboxMessage.tenant_id,
@@ -1028,8 +1032,9 @@ class Engine:
                     updates.append(
                         claims.EnrollmentUpdate(
                             id=row.id, status=EnrollmentStatus.EXITED, due_at=None,
-                            history=[*(row.history or ()), [now.isoformat(), row.node,
-                                                            "contact not found"]][-HISTORY:],
+                            history=_append_history(
+                                row.history, [[now.isoformat(), row.node, "contact not found"]]
+                            ),
                         )
                     )  # fmt: skip
                     continue
@@ -1051,7 +1056,7 @@ class Engine:
                     claims.EnrollmentUpdate(
                         id=row.id, node=result.node, status=_STATUS[result.status],
                         due_at=result.due_at, state=result.state,
-                        history=([*(row.history or ()), *result.history])[-HISTORY:], attempts=0,
+                        history=_append_history(row.history, result.history), attempts=0,
                     )
                 )  # fmt: skip
             claims.write_locked_enrollments(session, updates, now=now)
@@ -1482,6 +1487,24 @@ class _Gates:
                 Decimal(0),
             )
         return self.spent[campaign.name]
+
+
+def _append_history(stored: str | None, entries: list[list[Any]]) -> RawJSON:
+    """An enrollment's history (JSON text) with `entries` appended, keeping the last HISTORY.
+
+    Appending is text work: the stored list is decoded only when it may be over the limit.
+    Entries are flat lists, so each boundary between two has a `],`; counting those can
+    only overcount (a reason may contain one), which merely takes the exact path.
+    """
+    text = (stored or "[]").strip()
+    if not entries:
+        return RawJSON(text)
+    added = json.dumps(entries)
+    if text == "[]":
+        return RawJSON(added if len(entries) <= HISTORY else json.dumps(entries[-HISTORY:]))
+    if text.count("],") + 1 + len(entries) <= HISTORY:
+        return RawJSON(f"{text[:-1]}, {added[1:]}")
+    return RawJSON(json.dumps([*json.loads(text), *entries][-HISTORY:]))
 
 
 def _micros(moment: dt.datetime) -> int:

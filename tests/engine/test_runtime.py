@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from cadence.dsl.compiled import CompiledCampaign
@@ -662,3 +664,28 @@ def test_the_rate_limiter_paces_deliveries(
     trio.run(main)
     # Two a second, one at a time: 0, 0.5, 1.0, 1.5, 2.0 and 2.5 seconds after launch.
     assert stamps == [T0 + dt.timedelta(milliseconds=500 * i) for i in range(6)]
+
+
+@given(
+    stored=st.lists(
+        st.tuples(st.text(max_size=6), st.none() | st.text(max_size=4), st.text(max_size=8)),
+        max_size=60,
+    ),
+    added=st.lists(
+        st.tuples(st.text(max_size=6), st.none() | st.text(max_size=4), st.text(max_size=8)),
+        max_size=8,
+    ),
+)
+def test_history_appended_as_text_equals_the_list_kept_to_its_last_entries(
+    stored: list[tuple[str, str | None, str]], added: list[tuple[str, str | None, str]]
+) -> None:
+    import json
+
+    from cadence.engine.runtime import HISTORY, _append_history
+
+    before = [list(entry) for entry in stored][-HISTORY:]
+    new = [list(entry) for entry in added]
+    text = _append_history(json.dumps(before), new)
+    assert json.loads(text) == [*before, *new][-HISTORY:]
+    # PostgreSQL renders jsonb with the same separators; a missing history counts as empty.
+    assert json.loads(_append_history(None, new)) == new[-HISTORY:]

@@ -24,6 +24,8 @@ from sqlalchemy import ColumnElement, String, Table, bindparam, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from cadence.engine.store.types import RawJSON
+
 ROWS_PER_STATEMENT = 5000
 
 
@@ -70,6 +72,8 @@ def _memoized(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | No
     seen: dict[Any, Any] = {}
 
     def run(value: Any) -> Any:
+        if isinstance(value, RawJSON):
+            return str(value)
         if isinstance(value, datetime):
             key: Any = value
         elif isinstance(value, dict | list) and not value:
@@ -91,6 +95,12 @@ def _record(session: Session, table: Table, keys: Sequence[str]) -> str:
 
 def _pg_chunks(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The rows as JSON parameters of at most ROWS_PER_STATEMENT rows each."""
+    if any(isinstance(value, RawJSON) for row in rows for value in row.values()):
+        # Nested in the rows' own JSON a document must be a value, not its text.
+        rows = [
+            {k: json.loads(v) if isinstance(v, RawJSON) else v for k, v in row.items()}
+            for row in rows
+        ]
     return [
         {"rows": json.dumps(list(rows[start : start + ROWS_PER_STATEMENT]), default=_json_default)}
         for start in range(0, len(rows), ROWS_PER_STATEMENT)

@@ -311,7 +311,7 @@ class EnrollmentUpdate:
     due_at: datetime | None = _UNSET
     attempts: int = _UNSET
     state: dict[str, Any] = _UNSET
-    history: list[Any] = _UNSET
+    history: list[Any] | str = _UNSET
     keep_lease: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -17,6 +17,16 @@ BigID = BigInteger().with_variant(Integer(), "sqlite")
 JSONDoc = JSON().with_variant(JSONB(), "postgresql")
 
 
+class RawJSON(str):
+    """A JSON document already encoded, for a JSON column: bulk writes store it as it is.
+
+    The engine appends to an enrollment's history as text, so the list it keeps is neither
+    decoded nor re-encoded on every step.
+    """
+
+    __slots__ = ()
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC and always read back timezone-aware, whatever the backend."""
 
