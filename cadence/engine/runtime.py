@@ -51,7 +51,6 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
-from cadence.engine.store.records import InvalidInput, Problem
 from cadence.engine.store.types import RawJSON
 from cadence.errors import CadenceError, did_you_mean
 
@@ -611,20 +610,14 @@ class Engine:
     def _upsert_contacts_sync(
         self, store: Store, contacts: list[Mapping[str, Any]], schema: Any, skip_invalid: bool
     ) -> importer.ImportReport:
-        ids = [str(row.get("id", "")) for row in contacts]
-        with store.session() as session:
-            existing = importer.existing_contact_ids(session, self.tenant, ids)
-        report = importer.upsert_contact_dicts(
-            store,
-            contacts,
-            schema=schema,
-            tenant_id=self.tenant,
-            skip_invalid=skip_invalid,
-            now=self.now(),
-        )
-        created = [i for i in dict.fromkeys(ids) if i and i not in existing]
-        self._after_contacts_changed(store, created, [i for i in ids if i in existing])
-        return report
+        return importer.upsert_contact_dicts(
+            store, contacts, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
+            now=self.now(), on_written=self._contacts_written,
+        )  # fmt: skip
+
+    def _contacts_written(self, session: Session, report: importer.ImportReport) -> None:
+        """Trigger on the contacts an import wrote, in its transaction: both commit, or neither."""
+        self._after_contacts_changed_in(session, report.created_ids, report.updated_ids)
 
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""
@@ -646,28 +639,43 @@ class Engine:
         """
         await self.store.call(self._after_contacts_changed, list(contact_ids), [])
 
+    def _after_contacts_changed(self, store: Store, created: list[str], updated: list[str]) -> None:
+        with store.session() as session:
+            self._after_contacts_changed_in(session, created, updated)
+
     async def import_contacts(
         self, path: str | Path, *, schema: Any = None, skip_invalid: bool = False
     ) -> importer.ImportReport:
-        """Import a CSV or JSON Lines file of contacts (see `cadence contacts import`)."""
-        rows = await trio.to_thread.run_sync(_read_contact_file, Path(path))
-        return await self.upsert_contacts(rows, schema=schema, skip_invalid=skip_invalid)
+        """Import a CSV or JSON Lines file of contacts (see `cadence contacts import`).
 
-    def _after_contacts_changed(self, store: Store, created: list[str], updated: list[str]) -> None:
+        Problems name the file's own line numbers and columns; the contacts and the
+        enrollments they trigger are written in one transaction.
+        """
+        return await self.store.call(
+            lambda store: importer.import_contacts(
+                store, path, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
+                now=self.now(), on_written=self._contacts_written,
+            )
+        )  # fmt: skip
+
+    def _after_contacts_changed_in(
+        self, session: Session, created: Sequence[str], updated: Sequence[str]
+    ) -> None:
+        """Enroll new contacts in `on contact_created` campaigns; re-check segment entry."""
         now = self.now()
-        with store.session() as session:
-            for version_id, campaign in self._active_versions(session):
-                for trigger in campaign.triggers:
-                    if isinstance(trigger, c.ContactCreatedTriggerModel) and created:
-                        audience = self._audience(session, campaign, created)
-                        campaign_store.enroll_contacts(
-                            session, self.tenant, version_id, audience, node=trigger.entry,
-                            due_at=now, now=now, state={"trigger": trigger.id},
-                        )  # fmt: skip
-                    elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
-                        self._segment_enter(
-                            session, version_id, campaign, trigger, created + updated, now
-                        )
+        created, updated = list(created), list(updated)
+        for version_id, campaign in self._active_versions(session):
+            for trigger in campaign.triggers:
+                if isinstance(trigger, c.ContactCreatedTriggerModel) and created:
+                    audience = self._audience(session, campaign, created)
+                    campaign_store.enroll_contacts(
+                        session, self.tenant, version_id, audience, node=trigger.entry,
+                        due_at=now, now=now, state={"trigger": trigger.id},
+                    )  # fmt: skip
+                elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
+                    self._segment_enter(
+                        session, version_id, campaign, trigger, created + updated, now
+                    )
 
     def _segment_enter(
         self,
@@ -1581,15 +1589,3 @@ def _first_occurrence(
         trigger, zone if trigger.local else campaign_zone, now, None
     )
     return next(iter(occurrences), None)
-
-
-def _read_contact_file(path: Path) -> list[dict[str, Any]]:
-    problems: list[Problem] = []
-    if path.suffix.lower() == ".csv":
-        columns, rows = importer.read_csv(path, problems)
-        del columns
-    else:
-        rows = importer.read_jsonl(path, problems)
-    if problems:
-        raise InvalidInput(problems)
-    return [row for _, row in rows]

@@ -689,3 +689,53 @@ def test_history_appended_as_text_equals_the_list_kept_to_its_last_entries(
     assert json.loads(text) == [*before, *new][-HISTORY:]
     # PostgreSQL renders jsonb with the same separators; a missing history counts as empty.
     assert json.loads(_append_history(None, new)) == new[-HISTORY:]
+
+
+def test_engine_import_reports_the_file_s_lines_and_writes_nothing_on_a_bad_row(
+    store_url: str, tmp_path: Any
+) -> None:
+    from cadence.engine.store.records import InvalidInput
+
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "id,email,timezone\nc1,ana@example.test,UTC\nc2,ben@example.test,Mars/Olympus\n",
+        encoding="utf-8",
+    )
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            await engine.import_contacts(path)
+        (problem,) = caught.value.problems
+        assert (problem.row, problem.column) == (3, "timezone")
+        assert await engine.contact_ids() == []
+        report = await engine.import_contacts(path, skip_invalid=True)
+        assert report.created == 1 and await engine.contact_ids() == ["c1"]
+
+    engine_run(store_url, body)
+
+
+def test_contacts_and_the_enrollments_they_trigger_commit_together(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    welcome = """
+template hello email { subject "Hello" body "<p>Hi</p>" }
+campaign greet { on contact_created { send email hello } }
+"""
+
+    def fail(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("crashed while enrolling")
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(welcome))
+        await engine.launch("greet")
+        with monkeypatch.context() as patch:
+            patch.setattr(Engine, "_after_contacts_changed_in", fail)
+            with pytest.raises(RuntimeError, match="enrolling"):
+                await engine.upsert_contacts(CONTACTS[:1])
+        # Neither the contact nor an enrollment was kept, so trying again loses nothing.
+        assert await engine.contact_ids() == []
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.run_due()
+        assert sent(sink) == [("c1", "hello")]
+
+    engine_run(store_url, body)
