@@ -69,6 +69,9 @@ _MESSAGE_COLUMNS = (
     OutboxMessage.channel, OutboxMessage.template, OutboxMessage.variant, OutboxMessage.payload,
 )  # fmt: skip
 
+# Outbox rows a budget pays for: queued or gone out.
+_BUDGETED_SENDS = frozenset({OutboxStatus.PENDING.value, OutboxStatus.SENT.value})
+
 _STATUS = {
     "active": EnrollmentStatus.ACTIVE,
     "completed": EnrollmentStatus.COMPLETED,
@@ -1428,21 +1431,27 @@ class _Gates:
     def _spent(self, campaign: c.CompiledCampaign) -> Decimal:
         """What the campaign's sends so far cost, over all its versions, at its own prices."""
         if campaign.name not in self.spent:
+            # Status is counted here, not filtered in SQL: given a status condition, SQLite's
+            # planner (without statistics) reads every pending or sent row of the tenant
+            # through the status index instead of the campaign's through version_id.
             per_channel = self.session.execute(
-                select(OutboxMessage.channel, func.count())
+                select(OutboxMessage.channel, OutboxMessage.status, func.count())
                 .join(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
                 .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
                 .where(
                     Campaign.tenant_id == self.tenant,
                     Campaign.name == campaign.name,
                     OutboxMessage.node != "notify",
-                    OutboxMessage.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENT.value]),
                 )
-                .group_by(OutboxMessage.channel)
+                .group_by(OutboxMessage.channel, OutboxMessage.status)
             ).all()
             costs = campaign.settings.costs
             self.spent[campaign.name] = sum(
-                (costs[ch].amount * count for ch, count in per_channel if ch in costs),
+                (
+                    costs[ch].amount * count
+                    for ch, status, count in per_channel
+                    if ch in costs and status in _BUDGETED_SENDS
+                ),
                 Decimal(0),
             )
         return self.spent[campaign.name]
