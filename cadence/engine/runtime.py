@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import trio
-from sqlalchemy import ColumnElement, Row, Text, and_, cast, func, or_, select, update
+from sqlalchemy import Row, Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
 from cadence.dispatch.caps import CapRule, FrequencyCaps
@@ -72,6 +72,9 @@ _MESSAGE_COLUMNS = (
     OutboxMessage.version_id, OutboxMessage.node, OutboxMessage.contact_id,
     OutboxMessage.channel, OutboxMessage.template, OutboxMessage.variant, OutboxMessage.payload,
 )  # fmt: skip
+
+# Outbox rows a budget pays for: queued or gone out.
+_BUDGETED_SENDS = frozenset({OutboxStatus.PENDING.value, OutboxStatus.SENT.value})
 
 _STATUS = {
     "active": EnrollmentStatus.ACTIVE,
@@ -852,40 +855,58 @@ class Engine:
         Only two things read events while an enrollment sleeps: a campaign `goal` (checked
         before every step) and the `wait for` the enrollment waits at. Any other sleeping
         enrollment woken early would only go back to sleep, so it is left alone.
+
+        The contacts' enrollments are read by contact (locked, in id order as the claims lock
+        them) and chosen here, then woken by id alone: given the status and due time in SQL,
+        SQLite's planner (without statistics) picks a status index over the contact or id
+        list, and walks every sleeping enrollment per event batch.
         """
         if not contact_ids:
             return
-        reactive = self._reactive(session)
-        if not reactive:
+        with_goal, waiting = self._reactive(session)
+        if not with_goal and not waiting:
             return
-        session.execute(
-            update(Enrollment)
-            .where(
-                Enrollment.tenant_id == self.tenant,
-                Enrollment.contact_id.in_(sorted(contact_ids)),
-                Enrollment.status == EnrollmentStatus.ACTIVE.value,
-                Enrollment.due_at > now,
-                or_(*reactive),
+        wake: list[int] = []
+        for chunk in _chunks(sorted(contact_ids), self.batch_size):
+            for enrollment_id, version_id, node, status, due_at in session.execute(
+                select(
+                    Enrollment.id,
+                    Enrollment.version_id,
+                    Enrollment.node,
+                    Enrollment.status,
+                    Enrollment.due_at,
+                )
+                .where(Enrollment.tenant_id == self.tenant, Enrollment.contact_id.in_(chunk))
+                .order_by(Enrollment.id)
+                .with_for_update()
+            ):
+                if status != EnrollmentStatus.ACTIVE.value or due_at is None:
+                    continue
+                if as_utc(due_at) <= now:
+                    continue
+                if version_id in with_goal or node in waiting.get(version_id, ()):
+                    wake.append(enrollment_id)
+        for start in range(0, len(wake), self.batch_size):
+            session.execute(
+                update(Enrollment)
+                .where(Enrollment.id.in_(wake[start : start + self.batch_size]))
+                .values(due_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
             )
-            .values(due_at=now, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
 
-    def _reactive(self, session: Session) -> list[ColumnElement[bool]]:
-        """Sleeping enrollments an event can move: in a version with a goal, or at a `wait for`."""
-        with_goal: list[int] = []
-        waiting: list[ColumnElement[bool]] = []
+    def _reactive(self, session: Session) -> tuple[set[int], dict[int, set[str]]]:
+        """What an event can move: versions with a goal, and per version its `wait for` nodes."""
+        with_goal: set[int] = set()
+        waiting: dict[int, set[str]] = {}
         for version_id in self._names_by_version(session):
             campaign = self._version(session, version_id)[1]
             if campaign.settings.goal is not None:
-                with_goal.append(version_id)
+                with_goal.add(version_id)
                 continue
-            nodes = [node.id for node in campaign.nodes if isinstance(node, c.WaitForNode)]
+            nodes = {node.id for node in campaign.nodes if isinstance(node, c.WaitForNode)}
             if nodes:
-                waiting.append(
-                    and_(Enrollment.version_id == version_id, Enrollment.node.in_(nodes))
-                )
-        return [Enrollment.version_id.in_(with_goal), *waiting] if with_goal else waiting
+                waiting[version_id] = nodes
+        return with_goal, waiting
 
     # ------------------------------------------------------------------ the scheduler
 
@@ -1477,21 +1498,27 @@ class _Gates:
     def _spent(self, campaign: c.CompiledCampaign) -> Decimal:
         """What the campaign's sends so far cost, over all its versions, at its own prices."""
         if campaign.name not in self.spent:
+            # Status is counted here, not filtered in SQL: given a status condition, SQLite's
+            # planner (without statistics) reads every pending or sent row of the tenant
+            # through the status index instead of the campaign's through version_id.
             per_channel = self.session.execute(
-                select(OutboxMessage.channel, func.count())
+                select(OutboxMessage.channel, OutboxMessage.status, func.count())
                 .join(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
                 .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
                 .where(
                     Campaign.tenant_id == self.tenant,
                     Campaign.name == campaign.name,
                     OutboxMessage.node != "notify",
-                    OutboxMessage.status.in_([OutboxStatus.PENDING.value, OutboxStatus.SENT.value]),
                 )
-                .group_by(OutboxMessage.channel)
+                .group_by(OutboxMessage.channel, OutboxMessage.status)
             ).all()
             costs = campaign.settings.costs
             self.spent[campaign.name] = sum(
-                (costs[ch].amount * count for ch, count in per_channel if ch in costs),
+                (
+                    costs[ch].amount * count
+                    for ch, status, count in per_channel
+                    if ch in costs and status in _BUDGETED_SENDS
+                ),
                 Decimal(0),
             )
         return self.spent[campaign.name]

@@ -302,6 +302,9 @@ class OutboxMessage(Base):
         # Frequency caps and "received(email, 24h)": a contact's sends on a channel over time.
         Index(None, "tenant_id", "contact_id", "channel", "created_at"),
         Index(None, "provider", "provider_message_id"),
+        # A/B splits (first send, results of a version's variants) and budgets (a campaign's
+        # sends, joined through its versions).
+        Index(None, "version_id", "variant"),
     )
 
 
