@@ -17,6 +17,7 @@ from sqlalchemy import Executable, select
 from sqlalchemy.orm import Session
 
 from cadence.dsl.symbols import CONTACT_FIELDS
+from cadence.engine.store.bulk import among
 from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
 
 CHUNK = 500
@@ -101,7 +102,9 @@ def load_facts(
 
     for chunk in _chunks(wanted):
         for row in read(
-            select(*_CONTACT_COLUMNS).where(Contact.tenant_id == tenant_id, Contact.id.in_(chunk))
+            select(*_CONTACT_COLUMNS).where(
+                Contact.tenant_id == tenant_id, among(session, Contact.id, chunk)
+            )
         ):
             facts[row.id] = ContactFacts(row.id, contact_attributes(row))
     if not with_history or not facts or not kinds:
@@ -113,7 +116,7 @@ def load_facts(
         if EVENTS in kinds:
             for contact_id, name, at, properties in read(
                 select(Event.contact_id, Event.name, Event.at, Event.properties)
-                .where(Event.tenant_id == tenant_id, Event.contact_id.in_(chunk))
+                .where(Event.tenant_id == tenant_id, among(session, Event.contact_id, chunk))
                 .order_by(Event.at, Event.id)
             ):
                 events[contact_id].append(EventFact(name, at, properties or {}))
@@ -127,14 +130,17 @@ def load_facts(
                     OutboxMessage.template,
                     OutboxMessage.created_at,
                     OutboxMessage.status,
-                ).where(OutboxMessage.tenant_id == tenant_id, OutboxMessage.contact_id.in_(chunk))
+                ).where(
+                    OutboxMessage.tenant_id == tenant_id,
+                    among(session, OutboxMessage.contact_id, chunk),
+                )
             ):
                 if status in _COUNTED_SENDS:
                     sends[contact_id].append((channel, template, created))
         if campaign_names is not None and CAMPAIGNS in kinds:
             for contact_id, version_id, status in read(
                 select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
-                    Enrollment.tenant_id == tenant_id, Enrollment.contact_id.in_(chunk)
+                    Enrollment.tenant_id == tenant_id, among(session, Enrollment.contact_id, chunk)
                 )
             ):
                 name = campaign_names.get(version_id)

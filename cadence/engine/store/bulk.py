@@ -20,7 +20,7 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, Table, bindparam, func, text
+from sqlalchemy import BigInteger, ColumnElement, String, Table, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -216,12 +216,22 @@ def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str
 
 
 def among(
-    session: Session, column: ColumnElement[str] | InstrumentedAttribute[str], keys: Sequence[str]
+    session: Session,
+    column: ColumnElement[Any] | InstrumentedAttribute[Any],
+    keys: Sequence[str] | Sequence[int],
 ) -> ColumnElement[bool]:
-    """`column IN keys`, spelt as a join with `unnest(:keys)` on PostgreSQL (see above)."""
+    """`column IN keys` with the keys as one parameter, so a batch's statement compiles once.
+
+    PostgreSQL joins `unnest(:keys)` (see above); SQLite reads `json_each(:keys)`. A plain
+    IN list has one bound parameter per key, which SQLAlchemy renders anew for every
+    batch: that rendering cost more than SQLite's lookups.
+    """
     if session.get_bind().dialect.name != "postgresql":
-        return column.in_(list(keys))
-    array = bindparam(None, list(keys), type_=ARRAY(String()))
+        document = bindparam(None, json.dumps(list(keys)), type_=String())
+        values = func.json_each(document).table_valued("value")
+        return column.in_(select(values.c.value).scalar_subquery())
+    element = BigInteger() if keys and isinstance(keys[0], int) else String()
+    array = bindparam(None, list(keys), type_=ARRAY(element))
     keys_table = func.unnest(array).table_valued("key").render_derived(with_types=False)
     return column == keys_table.c.key
 

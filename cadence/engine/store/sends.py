@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from cadence.engine.store.bulk import insert_rows, insert_rows_returning
+from cadence.engine.store.bulk import among, insert_rows, insert_rows_returning
 from cadence.engine.store.database import dialect_insert
 from cadence.engine.store.models import (
     Consent,
@@ -203,7 +203,7 @@ def suppressed_contacts(
                 select(Suppression.contact_id).where(
                     Suppression.tenant_id == tenant_id,
                     Suppression.channel == channel,
-                    Suppression.contact_id.in_(contact_ids[start : start + CHUNK]),
+                    among(session, Suppression.contact_id, contact_ids[start : start + CHUNK]),
                     live,
                 )
             )
@@ -215,7 +215,7 @@ def suppressed_contacts(
             select(Suppression.address).where(
                 Suppression.tenant_id == tenant_id,
                 Suppression.channel == channel,
-                Suppression.address.in_(addresses[start : start + CHUNK]),
+                among(session, Suppression.address, addresses[start : start + CHUNK]),
                 live,
             )
         ):
@@ -293,7 +293,7 @@ def consent_statuses(
             select(Consent.contact_id, Consent.status).where(
                 Consent.tenant_id == tenant_id,
                 Consent.channel == channel,
-                Consent.contact_id.in_(wanted[start : start + CHUNK]),
+                among(session, Consent.contact_id, wanted[start : start + CHUNK]),
             )
         ):
             found[contact_id] = ConsentStatus(status)
