@@ -18,13 +18,24 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, ColumnElement, String, Table, bindparam, func, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    String,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cadence.engine.store.types import RawJSON
+from cadence.engine.store.types import RawJSON, UTCDateTime
 
 ROWS_PER_STATEMENT = 5000
 
@@ -42,16 +53,16 @@ def _sqlite_params(
 ) -> list[tuple[Any, ...]]:
     """Rows as driver parameters, each value through its column type's bind processor once."""
     dialect = session.get_bind().dialect
-    processors = [
-        _memoized(processor)
-        for processor in (
-            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in keys
-        )
-    ]
     # One C-level itemgetter call picks a row's values; only the columns that have a
     # processor (timestamps, JSON) are then converted, one by one.
     pick = itemgetter(*keys)
-    converted = [(index, process) for index, process in enumerate(processors) if process]
+    converted = [
+        (index, process)
+        for index, process in enumerate(_converter(table.c[name], dialect) for name in keys)
+        if process is not None
+    ]
+    if not converted:
+        return [tuple(pick(row)) if len(keys) > 1 else (pick(row),) for row in rows]
     params: list[tuple[Any, ...]] = []
     for row in rows:
         values = list(pick(row)) if len(keys) > 1 else [pick(row)]
@@ -61,30 +72,39 @@ def _sqlite_params(
     return params
 
 
-def _memoized(process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-    """A bind processor that converts each timestamp, and each empty JSON value, only once.
+def _converter(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """The column's bind processor, specialised for what a batch repeats.
 
-    The rows of a batch mostly share their timestamps (`now`) and empty `{}`/`[]` documents,
-    and formatting those dominated the cost of a SQLite batch.
+    Timestamps are mostly the batch's `now`, and many documents are empty `{}`/`[]`:
+    each distinct one is formatted once. A `RawJSON` document goes in as it is.
     """
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return None
     seen: dict[Any, Any] = {}
+    if isinstance(column.type, UTCDateTime | DateTime):
 
-    def run(value: Any) -> Any:
-        if isinstance(value, RawJSON):
-            return str(value)
-        if isinstance(value, datetime):
-            key: Any = value
-        elif isinstance(value, dict | list) and not value:
-            key = type(value)
-        else:
+        def timestamp(value: Any) -> Any:
+            if value in seen:
+                return seen[value]
+            seen[value] = converted = process(value)
+            return converted
+
+        return timestamp
+    if isinstance(column.type, JSON):
+
+        def document(value: Any) -> Any:
+            kind = value.__class__
+            if kind is RawJSON:
+                return str(value)
+            if (kind is dict or kind is list) and not value:
+                if kind not in seen:
+                    seen[kind] = process(value)
+                return seen[kind]
             return process(value)
-        if key not in seen:
-            seen[key] = process(value)
-        return seen[key]
 
-    return run
+        return document
+    return cast(Callable[[Any], Any], process)
 
 
 def _record(session: Session, table: Table, keys: Sequence[str]) -> str:
