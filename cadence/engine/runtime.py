@@ -14,13 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import orjson
 import trio
 from sqlalchemy import Row, Text, cast, func, select, update
 from sqlalchemy.orm import Session
@@ -38,6 +38,7 @@ from cadence.engine.store import agents as agent_store
 from cadence.engine.store import campaigns as campaign_store
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.bulk import insert_rows
+from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     AuditEntry,
     Campaign,
@@ -1534,12 +1535,12 @@ def _append_history(stored: str | None, entries: list[list[Any]]) -> RawJSON:
     text = (stored or "[]").strip()
     if not entries:
         return RawJSON(text)
-    added = json.dumps(entries)
+    added = dumps_json(entries)
     if text == "[]":
-        return RawJSON(added if len(entries) <= HISTORY else json.dumps(entries[-HISTORY:]))
+        return RawJSON(added if len(entries) <= HISTORY else dumps_json(entries[-HISTORY:]))
     if text.count("],") + 1 + len(entries) <= HISTORY:
         return RawJSON(f"{text[:-1]}, {added[1:]}")
-    return RawJSON(json.dumps([*json.loads(text), *entries][-HISTORY:]))
+    return RawJSON(dumps_json([*orjson.loads(text), *entries][-HISTORY:]))
 
 
 def _micros(moment: dt.datetime) -> int:

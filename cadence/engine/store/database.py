@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
@@ -78,6 +79,17 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def dumps_json(value: Any) -> str:
+    """JSON text of a document, as the store writes its JSON columns."""
+    return orjson.dumps(value).decode("utf-8")
+
+
+# The store's JSON columns (enrollment state, contact attributes, payloads) are encoded and
+# decoded for every row the engine touches; orjson does it several times faster than the
+# standard library, with the same documents for everything the engine stores.
+_JSON_CODEC: dict[str, Any] = {"json_serializer": dumps_json, "json_deserializer": orjson.loads}
+
+
 def create_store_engine(url: str, *, echo: bool = False) -> Engine:
     """Create a SQLAlchemy engine configured for the store on SQLite or PostgreSQL."""
     parsed = _parse_url(url)
@@ -90,7 +102,7 @@ def create_store_engine(url: str, *, echo: bool = False) -> Engine:
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
         if in_memory:
             kwargs["poolclass"] = StaticPool  # one shared connection, or each sees its own DB
-        engine = create_engine(parsed, echo=echo, **kwargs)
+        engine = create_engine(parsed, echo=echo, **_JSON_CODEC, **kwargs)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
@@ -99,7 +111,9 @@ def create_store_engine(url: str, *, echo: bool = False) -> Engine:
             raise StoreError(
                 f"PostgreSQL URLs must use psycopg 3: postgresql+psycopg://... (got {url!r})"
             )
-        return create_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return create_engine(
+            parsed, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10, **_JSON_CODEC
+        )
     raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
 
 
