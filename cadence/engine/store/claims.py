@@ -281,11 +281,7 @@ def write_locked_enrollments(
     session: Session, updates: Sequence[EnrollmentUpdate], *, now: datetime
 ) -> None:
     """Write steps' results for enrollments this transaction locked (`lock_due_enrollments`)."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for item in updates:
-        values = item.values(now)
-        groups.setdefault(tuple(sorted(values)), []).append(values)
-    for rows in groups.values():
+    for rows in _by_columns(item.values(now) for item in updates):
         update_rows_by_id(session, Enrollment.__table__, rows)  # type: ignore[arg-type]
 
 
@@ -336,14 +332,18 @@ def update_enrollments(
 
     Rows are grouped by the set of columns they change, one executemany per group.
     """
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for item in updates:
-        values = item.values(now)
-        groups.setdefault(tuple(sorted(values)), []).append(values)
     lost: list[int] = []
-    for rows in groups.values():
+    for rows in _by_columns(item.values(now) for item in updates):
         lost.extend(_apply(session, ENROLLMENT_QUEUE, owner, rows))
     return sorted(lost)
+
+
+def _by_columns(rows: Iterable[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by the columns they set: a bulk statement writes one set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for values in rows:
+        groups.setdefault(tuple(sorted(values)), []).append(values)
+    return list(groups.values())
 
 
 # --- outbox ------------------------------------------------------------------------------
@@ -394,11 +394,10 @@ def update_outbox(
 
     The lease is dropped on every written row unless the change sets `lease_owner` itself.
     """
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for change in changes:
-        values = {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **change}
-        groups.setdefault(tuple(sorted(values)), []).append(values)
     lost: list[int] = []
-    for rows in groups.values():
+    for rows in _by_columns(
+        {"lease_owner": None, "lease_expires_at": None, "updated_at": now, **change}
+        for change in changes
+    ):
         lost.extend(_apply(session, OUTBOX_QUEUE, owner, rows))
     return sorted(lost)
