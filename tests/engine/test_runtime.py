@@ -165,6 +165,46 @@ def test_restart_continues_every_enrollment_exactly_once(store_url: str) -> None
         assert statuses == ["completed"] * 3
 
 
+def test_two_engines_on_one_store_split_the_work_and_send_everything_once(
+    store_url: str,
+) -> None:
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(240)]
+    source = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign pair { on launch { send email a  wait 1d  send email b } }
+"""
+    clock = SimulatedClock(T0)
+
+    async def setup() -> None:
+        async with Engine(store_url, clock=clock, sink=RecordingSink(), tenant="pair") as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(source))
+            await engine.launch("pair")
+
+    async def both() -> list[RecordingSink]:
+        sinks = [RecordingSink(), RecordingSink()]
+        async with (
+            Engine(store_url, clock=clock, sink=sinks[0], tenant="pair", batch_size=25) as one,
+            Engine(store_url, clock=clock, sink=sinks[1], tenant="pair", batch_size=25) as two,
+        ):
+            for moment in (T0, T0 + dt.timedelta(days=1)):
+                clock.advance_to(moment)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(one.run_due)
+                    nursery.start_soon(two.run_due)
+        return sinks
+
+    trio.run(setup)
+    sinks = trio.run(both)
+    delivered = [m.idempotency_key for sink in sinks for m in sink.delivered]
+    assert all(sink.delivered for sink in sinks)  # both took part
+    assert len(delivered) == len(set(delivered)) == 2 * len(people)
+    assert sorted(sent(sinks[0]) + sent(sinks[1])) == sorted(
+        [(p["id"], "a") for p in people] + [(p["id"], "b") for p in people]
+    )
+
+
 def test_a_crashed_worker_s_claim_is_taken_over_after_its_lease(store_url: str) -> None:
     clock = SimulatedClock(T0)
 
