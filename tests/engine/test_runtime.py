@@ -165,7 +165,7 @@ def test_restart_continues_every_enrollment_exactly_once(store_url: str) -> None
         assert statuses == ["completed"] * 3
 
 
-def test_two_engines_on_one_store_split_the_work_and_send_everything_once(
+def test_two_engines_stepping_one_store_at_once_send_everything_once(
     store_url: str,
 ) -> None:
     people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(240)]
@@ -198,7 +198,8 @@ campaign pair { on launch { send email a  wait 1d  send email b } }
     trio.run(setup)
     sinks = trio.run(both)
     delivered = [m.idempotency_key for sink in sinks for m in sink.delivered]
-    assert all(sink.delivered for sink in sinks)  # both took part
+    # Which engine sends what is up to the locks: on SQLite one may hold the write lock
+    # for every batch while the other waits, so only the union is asserted.
     assert len(delivered) == len(set(delivered)) == 2 * len(people)
     assert sorted(sent(sinks[0]) + sent(sinks[1])) == sorted(
         [(p["id"], "a") for p in people] + [(p["id"], "b") for p in people]
