@@ -14,6 +14,8 @@ through a real sink (the channel adapters against loopback stand-ins).
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import json
 import random
 from collections import Counter
@@ -413,23 +415,33 @@ async def _simulate(
 ) -> None:
     """Interleave due work, the events file and simulated reactions in time order."""
     stats = RunStats()
+    # Pending events by time; each event's `at` is read once, when it joins the queue
+    # (re-reading every pending reaction on every step of the clock was a cost of its own).
+    queue: list[tuple[dt.datetime, int, dict[str, Any]]] = []
+    arrivals = itertools.count()
+
+    def enqueue(batch: list[dict[str, Any]]) -> None:
+        for event in batch:
+            heapq.heappush(queue, (parse_instant(str(event["at"])), next(arrivals), event))
+        batch.clear()
+
+    enqueue(events)
     while True:
         stats.add(await engine.run_due())
         if on_progress is not None:
             on_progress(clock.now(), stats)
-        queue = sorted(events + sink.reactions, key=lambda e: parse_instant(str(e["at"])))
-        events.clear()
-        sink.reactions.clear()
+        enqueue(sink.reactions)
         upcoming = await engine.next_due()
-        next_event = parse_instant(str(queue[0]["at"])) if queue else None
+        next_event = queue[0][0] if queue else None
         candidates = [t for t in (upcoming, next_event) if t is not None and t <= horizon]
         if not candidates:
             clock.advance_to(horizon)
             return
         moment = max(min(candidates), clock.now())
         clock.advance_to(moment)
-        due = [e for e in queue if parse_instant(str(e["at"])) <= moment]
-        events.extend(e for e in queue if parse_instant(str(e["at"])) > moment)
+        due: list[dict[str, Any]] = []
+        while queue and queue[0][0] <= moment:
+            due.append(heapq.heappop(queue)[2])
         if due:
             await engine.push_events(due)
 
