@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import httpx
 import trio
 
 from cadence.adapters.message import Channel, OutboundMessage, SendResult
@@ -209,3 +210,28 @@ def ordered(
 ) -> list[SendResult]:
     """Results in the order of the messages."""
     return [results[m.idempotency_key] for m in messages]
+
+
+class HttpAdapter(AdapterBase):
+    """An adapter that talks HTTP: its client (made here unless one is given) and how many
+    requests it has in flight at once."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        client: httpx.AsyncClient | None = None,
+        policy: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        rng: random.Random | None = None,
+        concurrency: int = 8,
+    ) -> None:
+        super().__init__(policy=policy, breaker=breaker, rng=rng)
+        self.concurrency = max(1, concurrency)
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this adapter made it."""
+        if self._own_client:
+            await self.client.aclose()

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import AdapterBase, Transient, ordered
+from cadence.adapters.base import HttpAdapter, Transient, ordered
 from cadence.adapters.config import BrevoConfig
 from cadence.adapters.http import is_transient_status, transient_status, transport_failure
 from cadence.adapters.message import (
@@ -39,7 +39,7 @@ from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 _SPLIT = "batch_refused"
 
 
-class BrevoAdapter(AdapterBase):
+class BrevoAdapter(HttpAdapter):
     """One tenant's Brevo account."""
 
     provider = "brevo"
@@ -57,13 +57,13 @@ class BrevoAdapter(AdapterBase):
         rng: random.Random | None = None,
         concurrency: int = 8,
     ) -> None:
-        super().__init__(policy=policy, breaker=breaker, rng=rng)
+        super().__init__(
+            timeout=config.timeout, client=client, policy=policy, breaker=breaker, rng=rng,
+            concurrency=concurrency,
+        )  # fmt: skip
         self.config = config
-        self.concurrency = max(1, concurrency)
         self.default_sender = default_sender
         self.feedback_id_sender = feedback_id_sender
-        self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=config.timeout)
         self.url = config.base_url.rstrip("/") + "/v3/smtp/email"
         # Batches whose outcome was unknown: a later retry of any of their messages reuses
         # the batch's idempotency key, so Brevo recognises it whatever the new grouping.
@@ -71,11 +71,6 @@ class BrevoAdapter(AdapterBase):
 
     def __repr__(self) -> str:
         return f"BrevoAdapter(base_url={self.config.base_url!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this adapter made it."""
-        if self._own_client:
-            await self.client.aclose()
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Group compatible messages into requests of up to `batch_size` versions."""

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import AdapterBase, Attempt, Transient, ordered
+from cadence.adapters.base import Attempt, HttpAdapter, Transient, ordered
 from cadence.adapters.config import InfobipConfig
 from cadence.adapters.http import is_transient_status, transient_status, transport_failure
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, batch_uuid
@@ -51,7 +51,7 @@ def normalize_number(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
 
-class InfobipAdapter(AdapterBase):
+class InfobipAdapter(HttpAdapter):
     """One tenant's Infobip account, for SMS and WhatsApp."""
 
     provider = "infobip"
@@ -67,20 +67,15 @@ class InfobipAdapter(AdapterBase):
         rng: random.Random | None = None,
         concurrency: int = 8,
     ) -> None:
-        super().__init__(policy=policy, breaker=breaker, rng=rng)
+        super().__init__(
+            timeout=config.timeout, client=client, policy=policy, breaker=breaker, rng=rng,
+            concurrency=concurrency,
+        )  # fmt: skip
         self.config = config
-        self.concurrency = max(1, concurrency)
-        self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=config.timeout)
         self.base = config.base_url.rstrip("/")
 
     def __repr__(self) -> str:
         return f"InfobipAdapter(base_url={self.config.base_url!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this adapter made it."""
-        if self._own_client:
-            await self.client.aclose()
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """SMS in batches; WhatsApp text one by one, approved templates in batches; the

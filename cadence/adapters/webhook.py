@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import AdapterBase, Transient, ordered
+from cadence.adapters.base import HttpAdapter, Transient, ordered
 from cadence.adapters.config import WebhookConfig
 from cadence.adapters.http import is_transient_status, transient_status, transport_failure
 from cadence.adapters.message import Channel, OutboundMessage, SendResult
@@ -74,7 +74,7 @@ def webhook_body(message: OutboundMessage) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
 
 
-class WebhookAdapter(AdapterBase):
+class WebhookAdapter(HttpAdapter):
     """POSTs each message to its recipient URL."""
 
     provider = "webhook"
@@ -90,19 +90,14 @@ class WebhookAdapter(AdapterBase):
         rng: random.Random | None = None,
         concurrency: int = 8,
     ) -> None:
-        super().__init__(policy=policy, breaker=breaker, rng=rng)
+        super().__init__(
+            timeout=config.timeout, client=client, policy=policy, breaker=breaker, rng=rng,
+            concurrency=concurrency,
+        )  # fmt: skip
         self.config = config
-        self.concurrency = max(1, concurrency)
-        self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=config.timeout)
 
     def __repr__(self) -> str:
         return "WebhookAdapter()"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this adapter made it."""
-        if self._own_client:
-            await self.client.aclose()
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """One POST per message, `concurrency` at a time."""
