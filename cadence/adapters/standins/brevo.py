@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cadence.adapters.standins.faults import Fault, Faults
-from cadence.adapters.standins.http import Drop, LoopbackHttpServer, Request, Response
+from cadence.adapters.standins.http import Drop, LoopbackService, Request, Response
 
 MAX_VERSIONS = 1000
 MAX_RECIPIENTS_PER_VERSION = 99
@@ -61,7 +61,7 @@ class BrevoEmail:
 
 
 @dataclass
-class BrevoStandin:
+class BrevoStandin(LoopbackService):
     """Brevo on loopback: start with `await nursery.start(standin.serve)`."""
 
     api_keys: set[str] = field(default_factory=lambda: {"test-brevo-key"})
@@ -72,20 +72,7 @@ class BrevoStandin:
     _seen: dict[str, dict[str, Any]] = field(default_factory=dict)
     _counter: int = 0
 
-    def __post_init__(self) -> None:
-        self.server = LoopbackHttpServer(self.handle, name="brevo")
-
-    @property
-    def base_url(self) -> str:
-        """Where the stand-in listens (after `serve` has started)."""
-        return self.server.base_url
-
-    async def serve(self, *, task_status: Any = None) -> None:
-        """Serve until cancelled; `nursery.start` returns the base URL."""
-        if task_status is None:
-            await self.server.serve()
-        else:
-            await self.server.serve(task_status=task_status)
+    service_name = "brevo"
 
     # ------------------------------------------------------------------ handling
 

@@ -145,3 +145,23 @@ class LoopbackHttpServer:
                 conn.receive_data(data)
                 continue
             return event
+
+
+class LoopbackService:
+    """A stand-in served on loopback: mixed into a dataclass with a `handle` method, it
+    makes the server (named by `service_name`), gives its URL and runs it."""
+
+    service_name = "standin"
+    handle: Handler
+
+    def __post_init__(self) -> None:
+        self.server = LoopbackHttpServer(self.handle, name=self.service_name)
+
+    @property
+    def base_url(self) -> str:
+        """Where the stand-in listens (after `serve` has started)."""
+        return self.server.base_url
+
+    async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `await nursery.start(standin.serve)` returns the base URL."""
+        await self.server.serve(task_status=task_status)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cadence.adapters.standins.faults import Fault, Faults
-from cadence.adapters.standins.http import Drop, LoopbackHttpServer, Request, Response
+from cadence.adapters.standins.http import Drop, LoopbackService, Request, Response
 
 _NUMBER = re.compile(r"^\+?[1-9][0-9]{5,14}$")
 SMS_PRICE = "0.0070"
@@ -77,7 +77,7 @@ class InfobipMessage:
 
 
 @dataclass
-class InfobipStandin:
+class InfobipStandin(LoopbackService):
     """Infobip on loopback: start with `await nursery.start(standin.serve)`."""
 
     api_keys: set[str] = field(default_factory=lambda: {"test-infobip-key"})
@@ -85,20 +85,7 @@ class InfobipStandin:
     requests: list[Request] = field(default_factory=list)
     messages: list[InfobipMessage] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.server = LoopbackHttpServer(self.handle, name="infobip")
-
-    @property
-    def base_url(self) -> str:
-        """Where the stand-in listens (after `serve` has started)."""
-        return self.server.base_url
-
-    async def serve(self, *, task_status: Any = None) -> None:
-        """Serve until cancelled; `nursery.start` returns the base URL."""
-        if task_status is None:
-            await self.server.serve()
-        else:
-            await self.server.serve(task_status=task_status)
+    service_name = "infobip"
 
     def deliveries(self, channel: str | None = None) -> Counter[str]:
         """How many times each messageId was accepted (more than 1 is a double send)."""

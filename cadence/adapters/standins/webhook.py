@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from cadence.adapters.standins.faults import Faults
-from cadence.adapters.standins.http import Drop, LoopbackHttpServer, Request, Response
+from cadence.adapters.standins.http import Drop, LoopbackService, Request, Response
 from cadence.adapters.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LoopbackService):
     """Accepts signed POSTs on any path; a bad signature gets 401 and is not recorded."""
 
     secret: str = "test-webhook-secret"
@@ -20,20 +19,7 @@ class WebhookReceiver:
     received: list[Request] = field(default_factory=list)
     rejected: int = 0
 
-    def __post_init__(self) -> None:
-        self.server = LoopbackHttpServer(self.handle, name="webhook")
-
-    @property
-    def base_url(self) -> str:
-        """Where the receiver listens (after `serve` has started)."""
-        return self.server.base_url
-
-    async def serve(self, *, task_status: Any = None) -> None:
-        """Serve until cancelled; `nursery.start` returns the base URL."""
-        if task_status is None:
-            await self.server.serve()
-        else:
-            await self.server.serve(task_status=task_status)
+    service_name = "webhook"
 
     async def handle(self, request: Request) -> Response | Drop:
         """Verify, record, answer 204 (or the injected fault)."""
