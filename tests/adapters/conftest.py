@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 
 from cadence.adapters.message import Channel, OutboundMessage
@@ -18,6 +20,9 @@ from cadence.adapters.render import (
 )
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.text import sms_length
+
+if TYPE_CHECKING:
+    from tests.adapters.test_smtp import Inbox
 
 
 def close_at_end(nursery: trio.Nursery, adapter: Any) -> None:
@@ -124,3 +129,20 @@ def webhook(url: str, n: int = 1, **overrides: Any) -> OutboundMessage:
     }
     fields.update(overrides)
     return OutboundMessage(**fields)
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server on loopback (aiosmtpd) and its port; it keeps what it receives."""
+    from aiosmtpd.controller import Controller
+
+    from tests.adapters.test_smtp import Inbox, free_port
+
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()

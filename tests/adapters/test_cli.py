@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
-from aiosmtpd.controller import Controller
 
 from cadence.adapters.standins.infobip import InfobipStandin
 from cadence.cli import main
-from tests.adapters.test_smtp import Inbox, free_port
+from tests.adapters.test_smtp import Inbox
 
 SOURCE = """
 template welcome email {
@@ -109,25 +107,13 @@ def test_preview_errors(campaign_file: Path, capsys: pytest.CaptureFixture[str])
     assert main(["preview", str(campaign_file), "welcome", "--contact", "missing.json"]) == 2
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
-
-
 def test_send_test_email_over_smtp(
     campaign_file: Path,
-    smtp_server: tuple[Inbox, int],
+    inbox: tuple[Inbox, int],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    handler, port = smtp_server
+    handler, port = inbox
     monkeypatch.setenv("CADENCE_SMTP_URL", f"smtp+plain://127.0.0.1:{port}")
     contact = '{"first_name": "Ana", "budget": 1}'
     code = main(

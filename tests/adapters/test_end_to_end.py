@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from aiosmtpd.controller import Controller
 
 from cadence.adapters.config import load_settings
 from cadence.adapters.outbound import Outbound
@@ -21,7 +19,7 @@ from cadence.adapters.sink import AdapterSink, Links, StoreContentSource
 from cadence.adapters.standins.infobip import InfobipStandin
 from cadence.adapters.standins.webhook import WebhookReceiver
 from cadence.engine.runtime import Engine
-from tests.adapters.test_smtp import Inbox, free_port
+from tests.adapters.test_smtp import Inbox
 
 SOURCE = """
 template welcome email {
@@ -61,18 +59,6 @@ def campaign(tmp_path: Path) -> Path:
     path = tmp_path / "onboarding.cadence"
     path.write_text(SOURCE, encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 def links(message: Any, contact: Any) -> Links:
@@ -124,9 +110,9 @@ async def run_engine(
 
 @pytest.mark.trio
 async def test_campaign_sends_arrive_once_with_each_contacts_content(
-    nursery: trio.Nursery, tmp_path: Path, campaign: Path, smtp: tuple[Inbox, int]
+    nursery: trio.Nursery, tmp_path: Path, campaign: Path, inbox: tuple[Inbox, int]
 ) -> None:
-    handler, port = smtp
+    handler, port = inbox
     infobip = InfobipStandin()
     await nursery.start(infobip.serve)
     receiver = WebhookReceiver()
@@ -161,9 +147,9 @@ async def test_campaign_sends_arrive_once_with_each_contacts_content(
 
 @pytest.mark.trio
 async def test_outage_delays_and_loses_nothing(
-    nursery: trio.Nursery, tmp_path: Path, campaign: Path, smtp: tuple[Inbox, int]
+    nursery: trio.Nursery, tmp_path: Path, campaign: Path, inbox: tuple[Inbox, int]
 ) -> None:
-    handler, port = smtp
+    handler, port = inbox
     infobip = InfobipStandin()
     await nursery.start(infobip.serve)
     infobip.faults.add("drop", process=True)  # taken, but the answer is lost

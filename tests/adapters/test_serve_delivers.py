@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.adapters.test_smtp import Inbox, inbox  # noqa: F401  (the loopback SMTP fixture)
+from tests.adapters.test_smtp import Inbox
 
 SOURCE = """
 template hello email { subject "Hello {{ contact.first_name }}" body "<p>Hi</p>" }
@@ -24,7 +24,7 @@ def cadence(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 def test_run_until_idle_delivers_through_smtp(
     tmp_path: Path,
-    inbox: tuple[Inbox, int],  # noqa: F811  (pytest injects the imported fixture)
+    inbox: tuple[Inbox, int],
 ) -> None:
     handler, port = inbox
     (tmp_path / "hello.cadence").write_text(SOURCE)

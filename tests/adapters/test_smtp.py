@@ -7,7 +7,6 @@ import email.policy
 import socket
 import ssl
 import subprocess
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -54,18 +53,6 @@ class Inbox:
         self.messages.append((envelope, parsed))
         self.sessions.add(id(session))
         return "250 Message accepted"
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 def adapter_for(port: int, pool_size: int = 4, **config: Any) -> SmtpAdapter:
