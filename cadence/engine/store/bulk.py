@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.elements import TextClause
 
 from cadence.engine.store.types import RawJSON, UTCDateTime
 
@@ -158,13 +159,19 @@ def insert_rows(
             _sqlite_params(session, table, keys, rows),
         )
         return
-    statement = text(
-        f"INSERT INTO {table.name} ({names}) SELECT {names} "
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS given({_record(session, table, keys)})"
-        f"{on_conflict}"
-    )
+    statement = _pg_insert(session, table, keys, on_conflict)
     for params in _pg_chunks(rows):
         session.execute(statement, params)
+
+
+def _pg_insert(session: Session, table: Table, keys: Sequence[str], tail: str) -> TextClause:
+    """PostgreSQL's bulk INSERT: the rows come as one JSON parameter (see `_pg_chunks`)."""
+    names = ", ".join(keys)
+    return text(
+        f"INSERT INTO {table.name} ({names}) SELECT {names} "
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS given({_record(session, table, keys)})"
+        f"{tail}"
+    )
 
 
 def insert_rows_returning(
@@ -199,11 +206,7 @@ def insert_rows_returning(
             )
             found.extend(tuple(row) for row in result.all())
         return found
-    statement = text(
-        f"INSERT INTO {table.name} ({names}) SELECT {names} "
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS given({_record(session, table, keys)})"
-        f"{tail}"
-    )
+    statement = _pg_insert(session, table, keys, tail)
     for params_json in _pg_chunks(rows):
         found.extend(tuple(row) for row in session.execute(statement, params_json).all())
     return found
