@@ -60,50 +60,8 @@ def enqueue_sends(
     next_attempt_at: datetime | None = None,
 ) -> list[str]:
     """Add sends to the outbox in bulk; returns the keys that were new (the rest existed)."""
-    wanted: dict[str, NewSend] = {}
-    for send in sends:
-        wanted.setdefault(send.idempotency_key, send)
-    keys = list(wanted)
-    fresh: list[str] = []
-    for start in range(0, len(keys), CHUNK):
-        chunk = keys[start : start + CHUNK]
-        present = set(
-            session.scalars(
-                select(OutboxMessage.idempotency_key).where(
-                    OutboxMessage.idempotency_key.in_(chunk)
-                )
-            )
-        )
-        new = [key for key in chunk if key not in present]
-        if not new:
-            continue
-        insert_rows(
-            session,
-            OutboxMessage.__table__,  # type: ignore[arg-type]
-            [
-                {
-                    "tenant_id": tenant_id,
-                    "idempotency_key": key,
-                    "enrollment_id": wanted[key].enrollment_id,
-                    "version_id": wanted[key].version_id,
-                    "node": wanted[key].node,
-                    "contact_id": wanted[key].contact_id,
-                    "channel": wanted[key].channel,
-                    "template": wanted[key].template,
-                    "variant": wanted[key].variant,
-                    "payload": wanted[key].payload,
-                    "status": OutboxStatus(wanted[key].status).value,
-                    "attempts": 0,
-                    "next_attempt_at": next_attempt_at or now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for key in new
-            ],
-            conflict=("idempotency_key",),
-        )
-        fresh.extend(new)
-    return fresh
+    fresh = _enqueue(session, tenant_id, sends, now=now, next_attempt_at=next_attempt_at or now)
+    return [send.idempotency_key for _, send in fresh]
 
 
 def enqueue_claimed_sends(
@@ -121,9 +79,25 @@ def enqueue_claimed_sends(
     nothing. Should the owner never deliver them, the lease runs out and any worker's
     outbox claim takes them, as for any claimed send.
     """
+    return _enqueue(
+        session, tenant_id, sends, now=now, next_attempt_at=now, lease=(owner, lease_until)
+    )
+
+
+def _enqueue(
+    session: Session,
+    tenant_id: str,
+    sends: Sequence[NewSend],
+    *,
+    now: datetime,
+    next_attempt_at: datetime,
+    lease: tuple[str, datetime] | None = None,
+) -> list[tuple[int, NewSend]]:
+    """Insert the sends whose key is new (ON CONFLICT DO NOTHING); (id, send) of each, in order."""
     wanted: dict[str, NewSend] = {}
     for send in sends:
         wanted.setdefault(send.idempotency_key, send)
+    owner, lease_until = lease if lease is not None else (None, None)
     inserted = insert_rows_returning(
         session,
         OutboxMessage.__table__,  # type: ignore[arg-type]
@@ -133,7 +107,7 @@ def enqueue_claimed_sends(
                 "version_id": send.version_id, "node": send.node, "contact_id": send.contact_id,
                 "channel": send.channel, "template": send.template, "variant": send.variant,
                 "payload": send.payload, "status": OutboxStatus(send.status).value,
-                "attempts": 0, "next_attempt_at": now, "lease_owner": owner,
+                "attempts": 0, "next_attempt_at": next_attempt_at, "lease_owner": owner,
                 "lease_expires_at": lease_until, "created_at": now, "updated_at": now,
             }
             for key, send in wanted.items()
