@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 
 from cadence.dsl.symbols import CONTACT_FIELDS
 from cadence.engine.store.bulk import among
-from cadence.engine.store.models import Contact, Enrollment, Event, OutboxMessage
+from cadence.engine.store.models import (
+    COUNTED_SEND_STATUSES,
+    Contact,
+    Enrollment,
+    Event,
+    OutboxMessage,
+)
 
 CHUNK = 500
 
@@ -27,8 +33,6 @@ EVENTS = "events"
 SENDS = "sends"
 CAMPAIGNS = "campaigns"
 ALL = frozenset({EVENTS, SENDS, CAMPAIGNS})
-# Outbox rows that count as sends a contact has had: queued or gone out, not failed.
-_COUNTED_SENDS = frozenset({"pending", "sent"})
 
 ENGAGEMENT_EVENTS = frozenset(
     {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}
@@ -135,7 +139,7 @@ def load_facts(
                     among(session, OutboxMessage.contact_id, chunk),
                 )
             ):
-                if status in _COUNTED_SENDS:
+                if status in COUNTED_SEND_STATUSES:
                     sends[contact_id].append((channel, template, created))
         if campaign_names is not None and CAMPAIGNS in kinds:
             for contact_id, version_id, status in read(

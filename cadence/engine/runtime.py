@@ -40,6 +40,7 @@ from cadence.engine.store import sends as send_store
 from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
+    COUNTED_SEND_STATUSES,
     AuditEntry,
     Campaign,
     CampaignStatus,
@@ -73,9 +74,6 @@ _MESSAGE_COLUMNS = (
     OutboxMessage.version_id, OutboxMessage.node, OutboxMessage.contact_id,
     OutboxMessage.channel, OutboxMessage.template, OutboxMessage.variant, OutboxMessage.payload,
 )  # fmt: skip
-
-# Outbox rows a budget pays for: queued or gone out.
-_BUDGETED_SENDS = frozenset({OutboxStatus.PENDING.value, OutboxStatus.SENT.value})
 
 _STATUS = {
     "active": EnrollmentStatus.ACTIVE,
@@ -1518,7 +1516,7 @@ class _Gates:
                 (
                     costs[ch].amount * count
                     for ch, status, count in per_channel
-                    if ch in costs and status in _BUDGETED_SENDS
+                    if ch in costs and status in COUNTED_SEND_STATUSES
                 ),
                 Decimal(0),
             )

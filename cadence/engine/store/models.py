@@ -87,6 +87,11 @@ class OutboxStatus(enum.StrEnum):
     CANCELLED = "cancelled"  # the enrollment or campaign went away first
 
 
+# Outbox rows that count as a send a contact has had (gone out, or about to): what caps,
+# budgets and `received()` count.
+COUNTED_SEND_STATUSES = frozenset({OutboxStatus.PENDING.value, OutboxStatus.SENT.value})
+
+
 class ConsentStatus(enum.StrEnum):
     """A contact's permission to be messaged on one channel."""
 

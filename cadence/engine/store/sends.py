@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from cadence.engine.store.bulk import among, insert_rows, insert_rows_returning
 from cadence.engine.store.database import dialect_insert
 from cadence.engine.store.models import (
+    COUNTED_SEND_STATUSES,
     Consent,
     ConsentStatus,
     OutboxMessage,
@@ -286,14 +287,13 @@ def send_counts_since(
     Counts outbox rows that are pending or sent: what has gone out or is about to.
     """
     wanted = sorted(set(contact_ids))
-    counted = [OutboxStatus.PENDING.value, OutboxStatus.SENT.value]
     counts: dict[str, int] = {}
     for start in range(0, len(wanted), CHUNK):
         conditions = [
             OutboxMessage.tenant_id == tenant_id,
             OutboxMessage.contact_id.in_(wanted[start : start + CHUNK]),
             OutboxMessage.created_at >= since,
-            OutboxMessage.status.in_(counted),
+            OutboxMessage.status.in_(sorted(COUNTED_SEND_STATUSES)),
         ]
         if channel is not None:
             conditions.append(OutboxMessage.channel == channel)
