@@ -45,6 +45,11 @@ class ChannelAdapter(Protocol):
         ...
 
 
+# The code of a try the provider refused for its rate limit (HTTP 429, Brevo's rate limit);
+# the engine slows that channel's limiter when such a send goes back to the outbox.
+RATE_LIMITED = "rate_limited"
+
+
 @dataclass(frozen=True, slots=True)
 class Transient:
     """An attempt that did not land: wait (the provider's hint, or backoff) and try again.

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import HttpAdapter, Transient, ordered
+from cadence.adapters.base import RATE_LIMITED, HttpAdapter, Transient, ordered
 from cadence.adapters.config import BrevoConfig
 from cadence.adapters.http import is_transient_status, transient_status, transport_failure
 from cadence.adapters.message import (
@@ -219,7 +219,7 @@ class BrevoAdapter(HttpAdapter):
                 wait = None
             if wait is not None:
                 wait += self.rng.random() * 0.25  # spread the herd past the reset
-            return Transient("Brevo rate limit reached", "rate_limited", wait=wait)
+            return Transient("Brevo rate limit reached", RATE_LIMITED, wait=wait)
         if is_transient_status(status):
             return transient_status(response, "Brevo error")
         data = _json(response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from cadence.adapters.base import Transient
+from cadence.adapters.base import RATE_LIMITED, Transient
 from cadence.adapters.retry import parse_retry_after
 
 
@@ -26,6 +26,6 @@ def transient_status(response: httpx.Response, reason: str) -> Transient:
     """A retryable HTTP status, with the server's Retry-After when it sent one."""
     return Transient(
         f"{reason} (HTTP {response.status_code})",
-        "rate_limited" if response.status_code == 429 else f"http_{response.status_code}",
+        RATE_LIMITED if response.status_code == 429 else f"http_{response.status_code}",
         wait=parse_retry_after(response.headers.get("retry-after")),
     )

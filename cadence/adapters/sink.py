@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
+from cadence.adapters.base import RATE_LIMITED
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, SendStatus
 from cadence.adapters.outbound import Outbound
 from cadence.adapters.render import (
@@ -238,8 +239,9 @@ class AdapterSink:
         self._tried[message.idempotency_key] = out.attempt + 1
         retry_at = result.retry_at or dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
         return DeliveryResult(
-            message.outbox_id, False, result.provider, error=result.error, retry_at=retry_at
-        )
+            message.outbox_id, False, result.provider, error=result.error, retry_at=retry_at,
+            rate_limited=result.error_code == RATE_LIMITED,
+        )  # fmt: skip
 
 
 def _cost(value: Any) -> tuple[Decimal | None, str | None]:

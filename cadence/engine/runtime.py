@@ -131,6 +131,8 @@ class DeliveryResult:
     provider_message_id: str | None = None
     error: str | None = None
     retry_at: dt.datetime | None = None
+    # The provider refused for its rate limit (429): the engine's limiter slows that channel.
+    rate_limited: bool = False
 
 
 @dataclass
@@ -1262,8 +1264,28 @@ class Engine:
         if not claimed:
             return 0
         results = await self.sink.deliver(claimed)
+        self._slow_down(claimed, results)
         await self.store.call(self._record_delivery_sync, claimed, list(results))
         return sum(1 for r in results if r.sent)
+
+    def _slow_down(
+        self, messages: Sequence[OutgoingMessage], results: Sequence[DeliveryResult]
+    ) -> None:
+        """A provider's 429 pauses its channel's limiter until the retry, then halves its rate.
+
+        Without this the limiter would keep planning sends at the full rate the provider has
+        just refused, and every one of them would come back rate-limited too.
+        """
+        if self._limiter is None:
+            return
+        channels = {m.outbox_id: m.channel for m in messages}
+        now = _micros(self.now())
+        for result in results:
+            channel = channels.get(result.outbox_id)
+            if not result.rate_limited or channel not in self._limited:
+                continue
+            retry_after = _micros(result.retry_at) - now if result.retry_at is not None else 0
+            self._limiter.throttle(self._limited.index(channel), now, max(0, retry_after))
 
     async def _pace(self, claimed: list[OutgoingMessage]) -> list[OutgoingMessage]:
         """Hold back the sends the rate limiter plans for later; return those due now.

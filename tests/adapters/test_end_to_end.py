@@ -166,3 +166,59 @@ async def test_outage_delays_and_loses_nothing(
         "bob@example.test": 1,
         "chen@example.test": 1,
     }
+
+
+class _Content:
+    """The campaign and contacts of one test, as a content source (no store needed)."""
+
+    def __init__(self, source: str, contacts: list[dict[str, Any]]) -> None:
+        from cadence.dsl.compiler import compile_workspace
+        from cadence.dsl.loader import load_text
+
+        (self.compiled,) = compile_workspace(load_text(source, "t.cadence"))
+        self.people = {c["id"]: c for c in contacts}
+
+    async def campaign(self, tenant: str, version: str) -> Any:
+        return self.compiled if version == self.compiled.version else None
+
+    async def contacts(self, tenant: str, ids: Any) -> dict[str, dict[str, Any]]:
+        return {i: self.people[i] for i in ids if i in self.people}
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(("fault", "rate_limited"), [("429", True), ("500", False)])
+async def test_a_send_refused_for_the_provider_s_rate_limit_reaches_the_engine_as_such(
+    nursery: trio.Nursery, fault: str, rate_limited: bool
+) -> None:
+    from cadence.engine.runtime import OutgoingMessage
+
+    infobip = InfobipStandin()
+    await nursery.start(infobip.serve)
+    # Retry-After an hour: too long to wait inline, so the send goes back to the engine.
+    infobip.faults.add(fault, times=5, retry_after=3600)
+    settings = load_settings(
+        env={
+            "CADENCE_INFOBIP_API_KEY": "test-infobip-key",
+            "CADENCE_INFOBIP_BASE_URL": infobip.base_url,
+        }
+    )
+    outbound = Outbound(
+        settings,
+        policy=RetryPolicy(max_attempts=1, base_delay=0.01, max_delay=0.01, max_inline_wait=1),
+    )
+    content = _Content(
+        'template nudge sms "Hi {{ contact.first_name }}"\n'
+        "campaign c { on launch { send sms nudge } }",
+        [{"id": "c1", "phone": "+447946000001", "first_name": "Ana", "sms_opt_in": True}],
+    )
+    sink = AdapterSink(outbound, content, links=links)
+    message = OutgoingMessage(
+        outbox_id=7, idempotency_key="k" * 32, tenant_id="default", campaign="c",
+        version=content.compiled.version, node="n1", contact_id="c1", channel="sms",
+        template="nudge", variant=None, payload={},
+    )  # fmt: skip
+    (result,) = await sink.deliver([message])
+    await outbound.aclose()
+    assert not result.sent and result.retry_at is not None
+    assert result.rate_limited is rate_limited
+    assert not infobip.messages

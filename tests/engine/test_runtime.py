@@ -707,6 +707,69 @@ def test_the_rate_limiter_paces_deliveries(
     assert stamps == [T0 + dt.timedelta(milliseconds=500 * i) for i in range(6)]
 
 
+@pytest.mark.parametrize("backend", ["rust", "python"])
+@pytest.mark.parametrize("rate_limited", [True, False])
+def test_a_provider_429_slows_the_channel_s_limiter(
+    store_url: str, backend: str, rate_limited: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from cadence.dispatch.limiter import ProviderLimit
+    from cadence.engine import runtime
+    from cadence.engine.runtime import DeliveryResult
+
+    monkeypatch.setattr(
+        runtime, "RateLimiter", functools.partial(runtime.RateLimiter, backend=backend)
+    )
+    clock = SimulatedClock(T0)
+    stamps: list[tuple[str, float]] = []
+
+    class RefusesFirstSink(RecordingSink):
+        """Answers the first delivery "retry in 5 s" (a 429 when `rate_limited`), then takes all."""
+
+        refused = False
+
+        async def deliver(self, messages: Any) -> Any:
+            if not self.refused:
+                self.refused = True
+                retry_at = clock.now() + dt.timedelta(seconds=5)
+                return [
+                    DeliveryResult(m.outbox_id, False, error="busy", retry_at=retry_at,
+                                   rate_limited=rate_limited)
+                    for m in messages
+                ]  # fmt: skip
+            for m in messages:
+                stamps.append((m.template, (clock.now() - T0).total_seconds()))
+            return await super().deliver(messages)
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(4)]
+    source = """
+template hello email { subject "Hi" body "x" }
+template again email { subject "Again" body "x" }
+on launch { send email hello  wait 20s  send email again }
+"""
+
+    async def main() -> None:
+        limits = {"email": ProviderLimit(rate_per_s=2, burst=1, recovery_us=60_000_000)}
+        sink = RefusesFirstSink()
+        async with Engine(store_url, clock=clock, sink=sink, rate_limits=limits) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(source))
+            await engine.launch("t_launch")
+            await engine.run_until(T0 + dt.timedelta(minutes=2))
+
+    trio.run(main)
+    hello = [at for template, at in stamps if template == "hello"]
+    again = [at for template, at in stamps if template == "again"]
+    # The first send is refused at 0 s and retried at 5 s; the rest were planned before it.
+    assert hello == [0.5, 1.0, 1.5, 5.0]
+    if rate_limited:
+        # After a 429 the provider runs at half rate (one a second) for the recovery minute.
+        assert again == [20.0, 21.0, 22.0, 23.0]
+    else:
+        assert again == [20.0, 20.5, 21.0, 21.5]
+
+
 @given(
     stored=st.lists(
         st.tuples(st.text(max_size=6), st.none() | st.text(max_size=4), st.text(max_size=8)),
