@@ -11,6 +11,9 @@ from typing import Any
 
 # The confidence level of the intervals; a result is significant when p < 1 - CONFIDENCE.
 CONFIDENCE = 0.95
+# The fewest contacts an A/B test needs (the product's business rule): below it a verdict
+# still names the best observed variant, but is never called significant.
+MIN_TEST_CONTACTS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,8 @@ class AbVerdict:
     `winner` is the variant with the best observed rate, ties to the first declared; it is
     the winner whether or not the difference is significant. `p_value` is the two-sided
     two-proportion z-test of the winner against `runner_up` (the best other variant that
-    was sent) and decides `significant` (p < 1 - confidence). `chi2_p_value` is the
+    was sent) and decides `significant` (p < 1 - confidence, and at least
+    `MIN_TEST_CONTACTS` contacts in the test). `chi2_p_value` is the
     chi-square test of independence across every variant that was sent (no continuity
     correction, so with two variants it equals `p_value`). When a test is impossible its
     p-value is None, `significant` is False and `reason` says why.
@@ -121,8 +125,18 @@ def two_proportion_p_value(
     return _finite(2 * float(stats.norm.sf(abs(z))))
 
 
-def ab_verdict(counts: Mapping[str, tuple[int, int]], confidence: float = CONFIDENCE) -> AbVerdict:
-    """The verdict from each variant's (sent, engaged), in declaration order."""
+def ab_verdict(
+    counts: Mapping[str, tuple[int, int]],
+    confidence: float = CONFIDENCE,
+    *,
+    audience: int | None = None,
+) -> AbVerdict:
+    """The verdict from each variant's (sent, engaged), in declaration order.
+
+    `audience` is how many contacts reached the test: those sent a variant and those held
+    for the winner (default: only those sent a variant). Under `MIN_TEST_CONTACTS` the
+    verdict is not significant, whatever the p-value.
+    """
     if not counts:
         raise ValueError("an A/B verdict needs at least one variant")
     if not 0 < confidence < 1:
@@ -154,13 +168,16 @@ def ab_verdict(counts: Mapping[str, tuple[int, int]], confidence: float = CONFID
     p_value = two_proportion_p_value(engaged_w, sent_w, engaged_r, sent_r)
     if p_value is None:
         reason = f"{winner} and {runner_up} both engaged every send"
+    contacts = max(sum(counts[name][0] for name in sent_variants), audience or 0)
+    if reason is None and contacts < MIN_TEST_CONTACTS:
+        reason = f"only {contacts} contacts in the test; an A/B test needs {MIN_TEST_CONTACTS}"
     return AbVerdict(
         winner,
         variants,
         runner_up,
         p_value,
         chi2_p,
-        p_value is not None and p_value < _alpha(confidence),
+        p_value is not None and p_value < _alpha(confidence) and contacts >= MIN_TEST_CONTACTS,
         confidence,
         reason,
     )
@@ -174,7 +191,11 @@ def verdict_text(details: Mapping[str, Any]) -> str:
     if not isinstance(p_value, int | float):
         return f"no test: {details.get('reason') or 'not enough data'}"
     shown = "p<0.001" if p_value < 0.001 else f"p={p_value:.2g}"
-    return f"significant ({shown})" if details["significant"] else f"not significant ({shown})"
+    if details["significant"]:
+        return f"significant ({shown})"
+    if details.get("reason"):
+        return f"not significant ({shown}): {details['reason']}"
+    return f"not significant ({shown})"
 
 
 def _variant(name: str, sent: int, engaged: int, confidence: float) -> VariantResult:

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
@@ -21,7 +21,7 @@ from cadence.engine import abtest, audience, evaluate, timing
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
-from cadence.engine.store.models import Event, OutboxMessage
+from cadence.engine.store.models import Enrollment, EnrollmentStatus, Event, OutboxMessage
 
 # The A/B metric named in `winner by METRIC` and the engagement event that counts for it.
 METRIC_EVENTS = {
@@ -204,4 +204,17 @@ def ab_results(
             key = str((properties or {}).get("send"))
             if key in keys:
                 engaged[keys[key][1]].add(contact_id)
-    return abtest.ab_verdict({name: (len(ids), len(engaged[name])) for name, ids in sent.items()})
+    # Those the split holds for the winner are part of the test's audience too.
+    held = session.scalar(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(
+            Enrollment.version_id == version_id,
+            Enrollment.node == node.id,
+            Enrollment.status.in_([EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]),
+        )
+    )
+    return abtest.ab_verdict(
+        {name: (len(ids), len(engaged[name])) for name, ids in sent.items()},
+        audience=sum(len(ids) for ids in sent.values()) + int(held or 0),
+    )

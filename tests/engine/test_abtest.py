@@ -21,6 +21,7 @@ from sqlalchemy import select
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.abtest import (
+    MIN_TEST_CONTACTS,
     AbVerdict,
     ab_verdict,
     two_proportion_p_value,
@@ -242,7 +243,9 @@ campaign offer {
 CONTACT_COUNT = 120
 
 
-def run_ab_campaign(url: str, clicks: dict[str, float]) -> dict[str, Any]:
+def run_ab_campaign(
+    url: str, clicks: dict[str, float], contact_count: int = CONTACT_COUNT
+) -> dict[str, Any]:
     """Launch the A/B campaign, click a share of each variant's sends, decide the winner."""
     clock = SimulatedClock(T0)
     sink = RecordingSink()
@@ -251,7 +254,7 @@ def run_ab_campaign(url: str, clicks: dict[str, float]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         async with Engine(url, clock=clock, sink=sink) as engine:
             await engine.upsert_contacts(
-                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(CONTACT_COUNT)]
+                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(contact_count)]
             )
             await engine.deploy(campaigns)
             await engine.launch("offer")
@@ -304,7 +307,7 @@ def test_the_audit_line_holds_the_verdict_with_its_p_value(store_url: str) -> No
     (details,) = result["audit"]
     sent_a, sent_b = result["counts"]["a"][0], result["counts"]["b"][0]
     assert sent_a > 10 and sent_b > 10 and sent_a + sent_b < CONTACT_COUNT
-    expected = ab_verdict(result["counts"])
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
     assert details == json.loads(json.dumps(expected.as_details()))
     assert details["winner"] == "b" and details["runner_up"] == "a"
     assert details["significant"] is True
@@ -321,7 +324,7 @@ def test_the_audit_line_holds_the_verdict_with_its_p_value(store_url: str) -> No
 def test_an_insignificant_winner_is_still_sent_and_reported_as_such(store_url: str) -> None:
     result = run_ab_campaign(store_url, {"a": 0.2, "b": 0.25})
     (details,) = result["audit"]
-    expected = ab_verdict(result["counts"])
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
     assert details == json.loads(json.dumps(expected.as_details()))
     assert details["significant"] is False
     assert details["p_value"] is not None and details["p_value"] >= 0.05
@@ -412,3 +415,31 @@ def test_status_table_reads_an_entry_written_before_statistics() -> None:
     console.print(_ab_table({"offer": [legacy]}, "A/B tests decided"))
     text = console.export_text()
     assert "a 0.1" in text and "b 0.25" in text and "no statistics recorded" in text
+
+
+def test_under_the_minimum_audience_no_verdict_is_significant() -> None:
+    # 10% against 60% clicks: p is far below 0.05 in both cases; only the audience differs.
+    counts = {"a": (20, 2), "b": (20, 12)}
+    small = ab_verdict(counts, audience=MIN_TEST_CONTACTS - 1)
+    assert small.p_value is not None and small.p_value < 0.01
+    assert small.winner == "b" and not small.significant
+    assert small.reason == "only 99 contacts in the test; an A/B test needs 100"
+    assert verdict_text(small.as_details()).endswith(": " + small.reason)
+    enough = ab_verdict(counts, audience=MIN_TEST_CONTACTS)
+    assert enough.significant and enough.reason is None and enough.p_value == small.p_value
+    # Without an audience, the contacts sent a variant are the audience.
+    assert ab_verdict(counts).reason == "only 40 contacts in the test; an A/B test needs 100"
+
+
+def test_a_split_reached_by_too_few_contacts_still_picks_a_winner_but_not_significant(
+    store_url: str,
+) -> None:
+    result = run_ab_campaign(store_url, {"a": 0.0, "b": 0.9}, contact_count=60)
+    (details,) = result["audit"]
+    assert details["winner"] == "b" and details["p_value"] < 0.05
+    assert details["significant"] is False
+    assert details["reason"] == "only 60 contacts in the test; an A/B test needs 100"
+    # The held share still gets the winner.
+    sent_a, sent_b = result["counts"]["a"][0], result["counts"]["b"][0]
+    assert len(result["after"]) == 60 - sent_a - sent_b
+    assert {m.variant for m in result["after"]} == {"b"}
