@@ -314,6 +314,9 @@ def _status(args: argparse.Namespace) -> int:
             rows = await engine.status()
         console = Console()
         console.print(_status_table(rows))
+        for row in rows:
+            if row.get("pause") is not None:
+                console.print(f"{row['name']} is paused: {pause_text(row['pause'])}")
         ab_tests = {row["name"]: row["ab_tests"] for row in rows if row["ab_tests"]}
         if ab_tests:
             console.print(_ab_table(ab_tests, "A/B tests decided"))
@@ -334,9 +337,20 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["name"], row["status"], row["version"], str(counts.get("active", 0)),
             str(counts.get("completed", 0)), str(counts.get("exited", 0)),
-            str(counts.get("held", 0)), str(row["sends"]),
+            str(counts.get("paused", 0)), str(row["sends"]),
         )  # fmt: skip
     return table
+
+
+def pause_text(details: dict[str, Any]) -> str:
+    """Why a campaign is paused, from its pause audit line, and what lets it go on."""
+    if details.get("reason") == "budget":
+        return (
+            f"budget spent ({details.get('spent')} of {details.get('budget')}"
+            f" {details.get('currency')}); raise the budget, deploy migrating its"
+            " enrollments, then resume"
+        )
+    return "paused on request; resume to continue"
 
 
 def _ab_table(ab_tests: dict[str, list[dict[str, Any]]], title: str) -> Table:

@@ -407,13 +407,17 @@ class Engine:
         return result
 
     async def status(self) -> list[dict[str, Any]]:
-        """Every campaign with its status, version, enrollment counts and decided A/B tests."""
+        """Every campaign with its status, version, enrollment counts and decided A/B tests.
+
+        `pause` is, for a paused campaign, its latest pause's audit details (why it paused).
+        """
         return await self.store.call(self._status_sync)
 
     def _status_sync(self, store: Store) -> list[dict[str, Any]]:
         with store.session() as session:
             counts = campaign_store.enrollment_counts(session, self.tenant)
             ab_tests = campaign_store.ab_verdicts(session, self.tenant)
+            pauses = campaign_store.pause_reasons(session, self.tenant)
             rows = session.execute(
                 select(
                     Campaign.name,
@@ -445,6 +449,7 @@ class Engine:
                 "enrollments": counts.get(name, {}),
                 "sends": int(sent.get(name, 0)),
                 "ab_tests": ab_tests.get(name, []),
+                "pause": pauses.get(name) if status == CampaignStatus.PAUSED.value else None,
             }
             for name, display, status, version in rows
         ]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -756,6 +760,33 @@ def test_a_spent_budget_pauses_the_campaign_and_a_raised_one_sends_the_rest(
     with Store.open(store_url) as store, store.session() as session:
         keys = session.scalars(select(OutboxMessage.idempotency_key)).all()
         assert len(keys) == len(set(keys)) == 10
+
+
+def test_status_says_a_campaign_was_paused_by_its_budget(store_url: str, tmp_path: Path) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(FIVE)
+        await engine.deploy(campaigns(THRIFTY))
+        await engine.launch("thrifty")
+        await engine.run_due()
+        status = {row["name"]: row for row in await engine.status()}
+        assert status["thrifty"]["pause"] == {
+            "reason": "budget", "spent": "0.003", "budget": "0.003", "currency": "USD",
+            "enrollments": 2,
+        }  # fmt: skip
+        assert status["free"]["pause"] is None
+
+    engine_run(store_url, body)
+    env = {**os.environ, "CADENCE_DATABASE_URL": store_url, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "status"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "│ thrifty" in line)
+    # campaign, status, version, active, completed, exited, held (paused), sends
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[1] == "paused" and cells[3:] == ["0", "3", "0", "2", "3"]
+    assert "thrifty is paused: budget spent (0.003 of 0.003 USD)" in done.stdout
 
 
 def test_a_budget_spent_mid_flow_holds_the_contact_at_its_next_send(store_url: str) -> None:
