@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("deploy", help="compile files and store their campaigns")
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument(
+        "--migrate",
+        action="store_true",
+        help="move running and paused enrollments onto the new versions, by node name",
+    )
     p.set_defaults(handler=_deploy)
 
     for move, text in (
@@ -272,7 +277,7 @@ def _deploy(args: argparse.Namespace) -> int:
     async def go() -> int:
         campaigns = compile_paths(args.files)
         async with Engine() as engine:
-            for result in await engine.deploy(campaigns):
+            for result in await engine.deploy(campaigns, migrate=args.migrate):
                 state = "new version" if result.created else "unchanged"
                 print(f"{result.name}: {result.version[:12]} ({state})")
         return 0
@@ -347,8 +352,8 @@ def pause_text(details: dict[str, Any]) -> str:
     if details.get("reason") == "budget":
         return (
             f"budget spent ({details.get('spent')} of {details.get('budget')}"
-            f" {details.get('currency')}); raise the budget, deploy migrating its"
-            " enrollments, then resume"
+            f" {details.get('currency')}); raise the budget, `cadence deploy --migrate`,"
+            " then `cadence resume`"
         )
     return "paused on request; resume to continue"
 

@@ -762,7 +762,9 @@ def test_a_spent_budget_pauses_the_campaign_and_a_raised_one_sends_the_rest(
         assert len(keys) == len(set(keys)) == 10
 
 
-def test_status_says_a_campaign_was_paused_by_its_budget(store_url: str, tmp_path: Path) -> None:
+def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
+    store_url: str, tmp_path: Path
+) -> None:
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
         await engine.upsert_contacts(FIVE)
         await engine.deploy(campaigns(THRIFTY))
@@ -787,6 +789,24 @@ def test_status_says_a_campaign_was_paused_by_its_budget(store_url: str, tmp_pat
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     assert cells[1] == "paused" and cells[3:] == ["0", "3", "0", "2", "3"]
     assert "thrifty is paused: budget spent (0.003 of 0.003 USD)" in done.stdout
+
+    # What it says to do: raise the budget, deploy migrating, resume.
+    source = tmp_path / "thrifty.cadence"
+    source.write_text(THRIFTY.replace("budget 0.003 USD", "budget 1 USD"), "utf-8")
+    for command in (["deploy", "--migrate", str(source)], ["resume", "thrifty"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "cadence", *command],
+            capture_output=True, text=True, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    async def resumed(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.run_due()
+        assert len(sink.delivered) == 2
+        status = {row["name"]: row for row in await engine.status()}
+        assert status["thrifty"]["status"] == "completed" and status["thrifty"]["sends"] == 5
+
+    engine_run(store_url, resumed)
 
 
 def test_a_budget_spent_mid_flow_holds_the_contact_at_its_next_send(store_url: str) -> None:
