@@ -245,9 +245,13 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     for key in ("sends", "enrolled", "completed", "exited"):
         totals.add_row(key, str(summary[key]))
     totals.add_row("still active", str(report.active))
+    if report.paused:
+        totals.add_row("held (campaign paused)", str(report.paused))
     for template, count in summary["by_template"].items():
         totals.add_row(f"  {template}", str(count))
     console.print(totals)
+    for name, details in report.paused_campaigns.items():
+        console.print(f"{name} paused: {pause_text(details)}")
     if report.ab_tests:
         console.print(_ab_table(report.ab_tests, "A/B tests decided in this run"))
     if contact is not None:
