@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("deploy", help="compile files and store their campaigns")
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument(
+        "--migrate",
+        action="store_true",
+        help="move running and paused enrollments onto the new versions, by node name",
+    )
     p.set_defaults(handler=_deploy)
 
     for move, text in (
@@ -240,9 +245,13 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     for key in ("sends", "enrolled", "completed", "exited"):
         totals.add_row(key, str(summary[key]))
     totals.add_row("still active", str(report.active))
+    if report.paused:
+        totals.add_row("held (campaign paused)", str(report.paused))
     for template, count in summary["by_template"].items():
         totals.add_row(f"  {template}", str(count))
     console.print(totals)
+    for name, details in report.paused_campaigns.items():
+        console.print(f"{name} paused: {pause_text(details)}")
     if report.ab_tests:
         console.print(_ab_table(report.ab_tests, "A/B tests decided in this run"))
     if contact is not None:
@@ -272,7 +281,7 @@ def _deploy(args: argparse.Namespace) -> int:
     async def go() -> int:
         campaigns = compile_paths(args.files)
         async with Engine() as engine:
-            for result in await engine.deploy(campaigns):
+            for result in await engine.deploy(campaigns, migrate=args.migrate):
                 state = "new version" if result.created else "unchanged"
                 print(f"{result.name}: {result.version[:12]} ({state})")
         return 0
@@ -314,6 +323,9 @@ def _status(args: argparse.Namespace) -> int:
             rows = await engine.status()
         console = Console()
         console.print(_status_table(rows))
+        for row in rows:
+            if row.get("pause") is not None:
+                console.print(f"{row['name']} is paused: {pause_text(row['pause'])}")
         ab_tests = {row["name"]: row["ab_tests"] for row in rows if row["ab_tests"]}
         if ab_tests:
             console.print(_ab_table(ab_tests, "A/B tests decided"))
@@ -334,9 +346,20 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["name"], row["status"], row["version"], str(counts.get("active", 0)),
             str(counts.get("completed", 0)), str(counts.get("exited", 0)),
-            str(counts.get("held", 0)), str(row["sends"]),
+            str(counts.get("paused", 0)), str(row["sends"]),
         )  # fmt: skip
     return table
+
+
+def pause_text(details: dict[str, Any]) -> str:
+    """Why a campaign is paused, from its pause audit line, and what lets it go on."""
+    if details.get("reason") == "budget":
+        return (
+            f"budget spent ({details.get('spent')} of {details.get('budget')}"
+            f" {details.get('currency')}); raise the budget, `cadence deploy --migrate`,"
+            " then `cadence resume`"
+        )
+    return "paused on request; resume to continue"
 
 
 def _ab_table(ab_tests: dict[str, list[dict[str, Any]]], title: str) -> Table:

@@ -328,6 +328,11 @@ class DryRunReport:
     # Per campaign, the A/B tests decided during the run (as `Engine.status()` gives them);
     # shown in the text report, not part of the `--json` lines.
     ab_tests: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Enrollments held by a paused campaign at the end: neither completed, exited nor active.
+    paused: int = 0
+    # Per campaign paused at the end (its budget spent), why (`Engine.status()`'s `pause`);
+    # shown in the text report, not part of the `--json` lines.
+    paused_campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -389,9 +394,9 @@ async def dry_run(
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
         counts = await engine.store.call(_enrollment_counts)
         funnel = await engine.store.call(_funnel)
-        ab_tests = {
-            row["name"]: row["ab_tests"] for row in await engine.status() if row["ab_tests"]
-        }
+        status = await engine.status()
+    ab_tests = {row["name"]: row["ab_tests"] for row in status if row["ab_tests"]}
+    paused_campaigns = {row["name"]: row["pause"] for row in status if row["pause"] is not None}
     return DryRunReport(
         sorted(sink.planned, key=lambda s: (s.at, s.contact, s.campaign, s.node or "")),
         enrolled=sum(counts.values()),
@@ -402,6 +407,8 @@ async def dry_run(
         start=start,
         until=horizon,
         ab_tests=ab_tests,
+        paused=counts.get("paused", 0),
+        paused_campaigns=paused_campaigns,
     )
 
 

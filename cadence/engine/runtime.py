@@ -377,8 +377,7 @@ class Engine:
             versions = campaign_store.campaign_version_ids(session, campaign.id)
             count = 0
             if move == "pause":
-                count = campaign_store.hold_enrollments(session, versions, now=now)
-                campaign.status = CampaignStatus.PAUSED.value
+                count = _hold(session, campaign, versions, now)
             elif move == "resume":
                 count = campaign_store.release_held_enrollments(session, versions, now=now)
                 campaign.status = CampaignStatus.ACTIVE.value
@@ -410,13 +409,17 @@ class Engine:
         return result
 
     async def status(self) -> list[dict[str, Any]]:
-        """Every campaign with its status, version, enrollment counts and decided A/B tests."""
+        """Every campaign with its status, version, enrollment counts and decided A/B tests.
+
+        `pause` is, for a paused campaign, its latest pause's audit details (why it paused).
+        """
         return await self.store.call(self._status_sync)
 
     def _status_sync(self, store: Store) -> list[dict[str, Any]]:
         with store.session() as session:
             counts = campaign_store.enrollment_counts(session, self.tenant)
             ab_tests = campaign_store.ab_verdicts(session, self.tenant)
+            pauses = campaign_store.pause_reasons(session, self.tenant)
             rows = session.execute(
                 select(
                     Campaign.name,
@@ -448,6 +451,7 @@ class Engine:
                 "enrollments": counts.get(name, {}),
                 "sends": int(sent.get(name, 0)),
                 "ab_tests": ab_tests.get(name, []),
+                "pause": pauses.get(name) if status == CampaignStatus.PAUSED.value else None,
             }
             for name, display, status, version in rows
         ]
@@ -1053,8 +1057,11 @@ class Engine:
             gates = _Gates(session, self.tenant, channels, facts, now)
             results: list[tuple[Row[Any], Advance]] = []
             updates: list[claims.EnrollmentUpdate] = []
+            pausing: dict[str, dict[str, Any]] = {}
             for row in claimed:
                 campaign = versions[row.version_id]
+                if campaign.name in pausing:
+                    continue  # not stepped: the pause below holds it where it is
                 fact = facts.get(row.contact_id)
                 if fact is None:
                     # Enrollments go with their contact (ON DELETE CASCADE); should one ever
@@ -1078,6 +1085,10 @@ class Engine:
                     functools.partial(self._ab_winner, session, row.version_id),
                 )
                 result = advance(campaign, row.node, state, row.contact_id, env)
+                if result.effects.pause_campaign is not None:
+                    pausing[campaign.name] = gates.paused.get(
+                        campaign.name, {"reason": result.effects.pause_campaign}
+                    )
                 # An `every` run books its next run once, when it first runs (see below).
                 if state.get("trigger") and not state.get("next_booked"):
                     result.state["next_booked"] = True
@@ -1093,6 +1104,7 @@ class Engine:
             stats.sends, stats.enrolled, ready = self._write_effects(
                 session, results, versions, now
             )
+            self._pause_campaigns(session, pausing, now)
         stats.steps = len(results)
         return stats, ready
 
@@ -1182,6 +1194,24 @@ class Engine:
                 )
             )  # fmt: skip
         return sum(1 for s in new_sends if s.node != "notify"), enrolled, ready
+
+    def _pause_campaigns(
+        self, session: Session, pausing: Mapping[str, Mapping[str, Any]], now: dt.datetime
+    ) -> None:
+        """Pause campaigns a step asked to pause, as `pause` does, with why in the audit line.
+
+        Runs after the batch's writes, so its enrollments of these campaigns (those stepped,
+        held at a send, and those left unstepped) are held with the rest.
+        """
+        for name in sorted(pausing):
+            campaign = campaign_store.get_campaign(session, self.tenant, name)
+            if campaign is None:
+                continue
+            versions = campaign_store.campaign_version_ids(session, campaign.id)
+            count = _hold(session, campaign, versions, now)
+            _audit(
+                session, self.tenant, "pause", name, {**pausing[name], "enrollments": count}, now
+            )
 
     def _schedule_next_occurrence(
         self, session: Session, row: Row[Any], campaign: c.CompiledCampaign, now: dt.datetime
@@ -1402,8 +1432,8 @@ class _Gates:
     Email, inbox and webhook sends need no opt-in but stop at a denied, withdrawn or
     unconfirmed (double opt-in pending) consent; SMS and WhatsApp need consent granted, or
     the contact attribute `sms_opt_in` / `whatsapp_opt_in` set to true. A campaign with a
-    `budget` stops sending once its sends so far (pending or sent, at its `cost` per channel)
-    and this one would pass it.
+    `budget` is paused once its sends so far (pending or sent, at its `cost` per channel)
+    and this one would pass it: the send waits at its step (`paused` says why, per campaign).
     """
 
     OPT_IN_CHANNELS: ClassVar[frozenset[str]] = frozenset({"sms", "whatsapp"})
@@ -1427,6 +1457,7 @@ class _Gates:
         self.session = session
         self.tenant = tenant
         self.spent: dict[str, Decimal] = {}
+        self.paused: dict[str, dict[str, Any]] = {}
         # Frequency caps run in the dispatch core: one index per campaign's rules, built from
         # the batch's send history and kept current as the batch sends.
         self.codes = {contact_id: code for code, contact_id in enumerate(sorted(facts))}
@@ -1482,7 +1513,13 @@ class _Gates:
                         self._cap_index(campaign).release(
                             [self.codes[contact_id]], [channel], [_micros(self.now)]
                         )
-                    return SendGate.skip(f"budget {budget.amount} {budget.currency} spent")
+                    self.paused[campaign.name] = {
+                        "reason": "budget", "spent": str(spent),
+                        "budget": str(budget.amount), "currency": budget.currency,
+                    }  # fmt: skip
+                    return SendGate.pause_campaign(
+                        f"budget {budget.amount} {budget.currency} spent"
+                    )
                 self.spent[campaign.name] = spent + cost.amount
             facts.sends.append((channel, None, self.now))
             self._record_elsewhere(campaign.name, contact_id, channel)
@@ -1543,6 +1580,15 @@ class _Gates:
                 Decimal(0),
             )
         return self.spent[campaign.name]
+
+
+def _hold(session: Session, campaign: Campaign, versions: Sequence[int], now: dt.datetime) -> int:
+    """Pause a campaign: every active enrollment of its versions held where it is."""
+    count = campaign_store.hold_enrollments(session, versions, now=now)
+    if CampaignStatus(campaign.status) in _ALLOWED_MOVES["pause"]:
+        campaign.status = CampaignStatus.PAUSED.value
+    campaign.updated_at = now
+    return count
 
 
 def _append_history(stored: str | None, entries: list[list[Any]]) -> RawJSON:

@@ -19,6 +19,8 @@ from cadence.dsl import compiled as c
 from cadence.engine import timing
 
 MAX_NODES_PER_ADVANCE = 1000
+# `_send`'s answer when the send must wait at its step while the campaign is paused.
+HELD: Literal["held"] = "held"
 
 Status = Literal["active", "completed", "exited"]
 
@@ -59,10 +61,16 @@ class StepEnv(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SendGate:
-    """The dispatch checks' answer for one send: go, or skip with the reason."""
+    """The dispatch checks' answer for one send: go, skip it, or pause the campaign.
+
+    A skip drops the send (recorded with its reason) and the flow goes on; a pause makes
+    neither the send nor a skip: the enrollment stays at the send step, due again at once,
+    and the runtime pauses the campaign, so the step is tried again when it is resumed.
+    """
 
     allowed: bool
     reason: str | None = None
+    pause: bool = False
 
     @classmethod
     def allow(cls) -> SendGate:
@@ -71,8 +79,13 @@ class SendGate:
 
     @classmethod
     def skip(cls, reason: str) -> SendGate:
-        """The send must not go (suppressed, no consent, capped, over budget)."""
+        """The send must not go (suppressed, no consent, capped)."""
         return cls(False, reason)
+
+    @classmethod
+    def pause_campaign(cls, reason: str) -> SendGate:
+        """The send must wait at its step and the whole campaign pause (its budget is spent)."""
+        return cls(False, reason, pause=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +110,8 @@ class Effects:
     assign_agent: str | None = None
     notifications: list[tuple[str, str]] = field(default_factory=list)
     enroll: list[str] = field(default_factory=list)
+    # Why the campaign must pause: the enrollment waits at a send that may not go yet.
+    pause_campaign: str | None = None
 
 
 @dataclass(slots=True)
@@ -185,6 +200,9 @@ def advance(
                 outcome = _send(node, campaign, state, contact_id, env, effects, history, stamp)
                 if isinstance(outcome, dt.datetime):
                     return sleep(node.id, outcome, "outside send window")
+                if outcome is HELD:
+                    # Due at once, but the runtime pauses the campaign before it can run.
+                    return Advance(node.id, "active", now, state, history, effects)
                 current = node.next
             case c.WaitNode(seconds=seconds):
                 woke = _arrived(state, node.id)
@@ -276,8 +294,8 @@ def _send(
     effects: Effects,
     history: list[list[Any]],
     stamp: str,
-) -> dt.datetime | None:
-    """Plan one send, or return when the send window / quiet hours next allow it."""
+) -> dt.datetime | Literal["held"] | None:
+    """Plan or skip one send; or when the send window / quiet hours next allow it; or HELD."""
     settings = campaign.settings
     allowed_at = _next_allowed(env.now, node.channel, campaign, env.zone)
     if allowed_at > env.now:
@@ -288,6 +306,10 @@ def _send(
         history.append([stamp, node.id, "skipped: max_sends reached"])
         return None
     gate = env.send_gate(node.channel)
+    if gate.pause:
+        effects.pause_campaign = gate.reason or "paused"
+        history.append([stamp, node.id, f"held: {effects.pause_campaign}; campaign paused"])
+        return HELD
     if not gate.allowed:
         reason = gate.reason or "not allowed"
         effects.skipped_sends.append((node.id, reason))

@@ -429,3 +429,56 @@ def test_forwarded_retries_move_to_the_simulated_clock_and_give_up(tmp_path: Pat
     # Each retry waited at least a simulated minute, not until the wall-clock time.
     assert send.at >= START + (MAX_FORWARD_ATTEMPTS - 1) * MIN_SIMULATED_RETRY
     assert send.at < START + dt.timedelta(hours=1)
+
+
+THRIFTY = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign thrifty {
+  budget 0.007 USD
+  cost email 0.001 USD
+  on launch { send email a  wait 1d  send email b }
+}
+"""
+
+
+def test_a_budget_spent_mid_run_shows_the_sends_until_then_and_the_campaign_paused(
+    store_url: str, tmp_path: Path
+) -> None:
+    from rich.console import Console
+
+    from cadence.commands.engine import _print_report
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 6)]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(THRIFTY, "t.cadence")), contacts, start=START,
+            until=dt.timedelta(days=5), database_url=store_url,
+        )
+    )  # fmt: skip
+    # Five `a`s on day 0 and two `b`s on day 1 make 0.007 USD; the third `b` would pass it.
+    assert Counter((s.at, s.template) for s in report.sends) == {
+        (START, "a"): 5, (START + dt.timedelta(days=1), "b"): 2
+    }  # fmt: skip
+    # The three others are held by the paused campaign: neither completed, exited nor active.
+    assert (report.enrolled, report.completed, report.exited) == (5, 2, 0)
+    assert (report.active, report.paused) == (0, 3)
+    assert report.paused_campaigns == {
+        "thrifty": {
+            "reason": "budget", "spent": "0.007", "budget": "0.007", "currency": "USD",
+            "enrollments": 3,
+        }
+    }  # fmt: skip
+    # The JSON summary keeps its shape.
+    assert report.summary() == {
+        "type": "summary", "sends": 7, "by_template": {"a": 5, "b": 2},
+        "enrolled": 5, "completed": 2, "exited": 0,
+    }  # fmt: skip
+    console = Console(record=True, width=200)
+    _print_report(report, None, console)
+    text = console.export_text()
+    assert "held (campaign paused)" in text
+    assert "thrifty paused: budget spent (0.007 of 0.007 USD)" in text

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +23,14 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store import sends as send_store
-from cadence.engine.store.models import Enrollment, OutboxMessage
+from cadence.engine.store.models import (
+    AuditEntry,
+    Campaign,
+    CampaignVersion,
+    Enrollment,
+    OutboxMessage,
+    SendLog,
+)
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)  # a Tuesday
 
@@ -648,7 +659,158 @@ def test_audiences_and_fanout_go_through_the_dispatch_core(
     assert seen and all(seen)
 
 
-BUDGETED = """
+THRIFTY = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign thrifty {
+  budget 0.003 USD
+  cost email 0.001 USD
+  on launch { send email a }
+}
+campaign free { on launch { send email b } }
+"""
+FIVE = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 6)]
+
+
+def _budget_story(store: Store) -> dict[str, Any]:
+    """Where thrifty's enrollments are, its pause audit lines, and any skipped send."""
+    with store.session() as session:
+        enrollments = session.execute(
+            select(Enrollment.status, Enrollment.node, func.count())
+            .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
+            .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+            .where(Campaign.name == "thrifty")
+            .group_by(Enrollment.status, Enrollment.node)
+        ).all()
+        pauses = session.scalars(
+            select(AuditEntry.details)
+            .where(AuditEntry.action == "pause", AuditEntry.subject_id == "thrifty")
+            .order_by(AuditEntry.id)
+        ).all()
+        skipped = session.scalar(
+            select(func.count()).select_from(SendLog).where(SendLog.outcome == "skipped")
+        )
+    return {
+        "enrollments": {(status, node): int(n) for status, node, n in enrollments},
+        "pauses": [dict(details) for details in pauses],
+        "skipped": skipped,
+    }
+
+
+@pytest.mark.parametrize("batch_size", [500, 2])
+def test_a_spent_budget_pauses_the_campaign_and_a_raised_one_sends_the_rest(
+    store_url: str, batch_size: int
+) -> None:
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    budget_spent = {
+        "reason": "budget", "spent": "0.003", "budget": "0.003", "currency": "USD",
+        "enrollments": 2,
+    }  # fmt: skip
+
+    def thrifty_sends() -> list[str]:
+        return sorted(m.contact_id for m in sink.delivered if m.campaign == "thrifty")
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink, batch_size=batch_size) as engine:
+            await engine.upsert_contacts(FIVE)
+            await engine.deploy(campaigns(THRIFTY))
+            await engine.launch("thrifty")
+            await engine.launch("free")
+            await engine.run_due()
+            # 0.003 USD at 0.001 an email: three go, then the campaign pauses; the other
+            # two wait at their send, neither sent nor skipped. `free` is untouched.
+            assert len(thrifty_sends()) == 3
+            assert sorted(m.contact_id for m in sink.delivered if m.campaign == "free") == [
+                f"p{i}" for i in range(1, 6)
+            ]
+            status = {row["name"]: row for row in await engine.status()}
+            assert status["thrifty"]["status"] == "paused"
+            assert status["free"]["status"] == "completed"
+            story = await engine.store.call(_budget_story)
+            assert story == {
+                "enrollments": {("completed", "end"): 3, ("paused", "send_a"): 2},
+                "pauses": [budget_spent],
+                "skipped": 0,
+            }
+
+            # Resumed with the budget still spent: the first attempt pauses it again.
+            assert await engine.resume("thrifty") == 2
+            await engine.run_due()
+            assert len(thrifty_sends()) == 3
+            story = await engine.store.call(_budget_story)
+            assert story["pauses"] == [budget_spent, budget_spent]
+            assert story["enrollments"][("paused", "send_a")] == 2
+
+            # A larger budget, the held enrollments migrated onto it, and resumed: the two
+            # held sends go, once each.
+            await engine.deploy(
+                campaigns(THRIFTY.replace("budget 0.003 USD", "budget 1 USD")), migrate=True
+            )
+            assert await engine.resume("thrifty") == 2
+            await engine.run_until(T0 + dt.timedelta(days=1))
+            assert thrifty_sends() == [f"p{i}" for i in range(1, 6)]
+            story = await engine.store.call(_budget_story)
+            assert story["enrollments"] == {("completed", "end"): 5}
+            assert story["skipped"] == 0
+            status = {row["name"]: row for row in await engine.status()}
+            assert status["thrifty"]["status"] == "completed"
+
+    trio.run(main)
+    with Store.open(store_url) as store, store.session() as session:
+        keys = session.scalars(select(OutboxMessage.idempotency_key)).all()
+        assert len(keys) == len(set(keys)) == 10
+
+
+def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
+    store_url: str, tmp_path: Path
+) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(FIVE)
+        await engine.deploy(campaigns(THRIFTY))
+        await engine.launch("thrifty")
+        await engine.run_due()
+        status = {row["name"]: row for row in await engine.status()}
+        assert status["thrifty"]["pause"] == {
+            "reason": "budget", "spent": "0.003", "budget": "0.003", "currency": "USD",
+            "enrollments": 2,
+        }  # fmt: skip
+        assert status["free"]["pause"] is None
+
+    engine_run(store_url, body)
+    env = {**os.environ, "CADENCE_DATABASE_URL": store_url, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "status"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if "│ thrifty" in line)
+    # campaign, status, version, active, completed, exited, held (paused), sends
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[1] == "paused" and cells[3:] == ["0", "3", "0", "2", "3"]
+    assert "thrifty is paused: budget spent (0.003 of 0.003 USD)" in done.stdout
+
+    # What it says to do: raise the budget, deploy migrating, resume.
+    source = tmp_path / "thrifty.cadence"
+    source.write_text(THRIFTY.replace("budget 0.003 USD", "budget 1 USD"), "utf-8")
+    for command in (["deploy", "--migrate", str(source)], ["resume", "thrifty"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "cadence", *command],
+            capture_output=True, text=True, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    async def resumed(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.run_due()
+        assert len(sink.delivered) == 2
+        status = {row["name"]: row for row in await engine.status()}
+        assert status["thrifty"]["status"] == "completed" and status["thrifty"]["sends"] == 5
+
+    engine_run(store_url, resumed)
+
+
+def test_a_budget_spent_mid_flow_holds_the_contact_at_its_next_send(store_url: str) -> None:
+    source = """
 template a email { subject "A" body "x" }
 template b email { subject "B" body "x" }
 campaign thrifty {
@@ -658,15 +820,21 @@ campaign thrifty {
 }
 """
 
-
-def test_a_campaign_stops_sending_when_its_budget_is_spent(store_url: str) -> None:
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
-        await engine.upsert_contacts(CONTACTS)
-        await engine.deploy(campaigns(BUDGETED))
+        await engine.upsert_contacts(CONTACTS[:2])
+        await engine.deploy(campaigns(source))
         await engine.launch("thrifty")
         await engine.run_until(T0 + dt.timedelta(days=2))
-        # 0.05 USD at 0.02 per email: two emails, never a third.
-        assert len(sent(sink)) == 2
+        # 0.05 USD at 0.02 an email: both `a`s, then the first `b` would pass the budget.
+        # That contact waits at `send_b`; the other, due in the same batch and not stepped
+        # after the pause, is held where it was.
+        assert sorted(sent(sink)) == [("c1", "a"), ("c2", "a")]
+        story = await engine.store.call(_budget_story)
+        assert story["enrollments"] == {("paused", "send_b"): 1, ("paused", "wait_1d"): 1}
+        assert [p["spent"] for p in story["pauses"]] == ["0.04"]
+        # Nothing is due while it is paused: a run ends at once, without sending.
+        assert await engine.next_due() is None
+        assert (await engine.run_due()).steps == 0
 
     engine_run(store_url, body)
 

@@ -203,6 +203,25 @@ def test_a_refused_send_is_skipped_and_the_flow_goes_on() -> None:
     assert result.status == "completed"
 
 
+def test_a_send_that_pauses_the_campaign_waits_at_its_step_neither_sent_nor_skipped() -> None:
+    campaign = compile_one(
+        'template t email { subject "s" body "b" }\ntemplate u email { subject "s" body "b" }\n'
+        "on launch { send email t  send email u }"
+    )
+    answers = iter([SendGate.allow(), SendGate.pause_campaign("budget 1 USD spent")])
+    result = run(campaign, FakeEnv(gate=lambda channel: next(answers)))
+    # The first send went; the second waits at its step, due again as soon as it may run.
+    assert [s.template for s in result.effects.sends] == ["t"]
+    assert not result.effects.skipped_sends
+    assert result.effects.pause_campaign == "budget 1 USD spent"
+    assert (result.node, result.status, result.due_at) == ("send_u", "active", T0)
+    assert result.history[-1][1:] == ["send_u", "held: budget 1 USD spent; campaign paused"]
+    # Run again from there (the campaign resumed) with the send allowed: it goes, once.
+    again = run(campaign, FakeEnv(), node=result.node, state=result.state)
+    assert [s.template for s in again.effects.sends] == ["u"]
+    assert again.status == "completed" and again.state["sends"] == 2
+
+
 def test_max_sends_is_enforced_at_run_time() -> None:
     sends = "  ".join(f"send email t{i}" for i in range(3))
     templates = "".join(f'template t{i} email {{ subject "s" body "b" }}\n' for i in range(3))

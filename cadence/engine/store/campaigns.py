@@ -256,6 +256,24 @@ def enrollment_counts(session: Session, tenant_id: str) -> dict[str, dict[str, i
     return counts
 
 
+def pause_reasons(session: Session, tenant_id: str) -> dict[str, dict[str, Any]]:
+    """For `cadence status`: per campaign name, the details of its latest `pause` audit line.
+
+    A pause the engine made because the budget was spent has `reason` "budget", with
+    `spent`, `budget` and `currency`; a pause asked for (`cadence pause`) has no reason.
+    """
+    entries = session.execute(
+        select(AuditEntry.subject_id, AuditEntry.details)
+        .where(
+            AuditEntry.tenant_id == tenant_id,
+            AuditEntry.action == "pause",
+            AuditEntry.subject_type == "campaign",
+        )
+        .order_by(AuditEntry.at, AuditEntry.id)
+    ).all()
+    return {str(subject): dict(details or {}) for subject, details in entries}
+
+
 def ab_verdicts(session: Session, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
     """For `cadence status`: per campaign name, its decided A/B tests in the order decided.
 
