@@ -326,13 +326,14 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(title="Campaigns")
-    for column in ("campaign", "status", "version", "active", "completed", "exited", "held",
-                   "sends"):  # fmt: skip
+    for column in ("campaign", "status", "version", "approval", "active", "completed", "exited",
+                   "held", "sends"):  # fmt: skip
         table.add_column(column)
     for row in rows:
         counts = row["enrollments"]
         table.add_row(
-            row["name"], row["status"], row["version"], str(counts.get("active", 0)),
+            row["name"], row["status"], row["version"], row["approval"],
+            str(counts.get("active", 0)),
             str(counts.get("completed", 0)), str(counts.get("exited", 0)),
             str(counts.get("held", 0)), str(row["sends"]),
         )  # fmt: skip
@@ -588,7 +589,7 @@ async def _run_demo(
                     campaigns, contacts, events=events if events.is_file() else None,
                     start=start, until=dt.timedelta(days=args.days),
                     assume=parse_assume(DEFAULT_ASSUME), seed=args.seed, on_progress=report,
-                    render=False, company=DEMO_COMPANY, forward=forward,
+                    render=False, company=DEMO_COMPANY, forward=forward, approved_by="demo",
                 )  # fmt: skip
             received = _received(standins)
         finally:

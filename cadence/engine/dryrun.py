@@ -9,6 +9,9 @@ Each recorded send can carry its subject (or SMS/WhatsApp text) rendered by the 
 `TemplateRenderer` for that contact at that moment; a render error is kept as that send's
 `render_error`. `cadence demo` passes `forward`: the same run, but every send also goes
 through a real sink (the channel adapters against loopback stand-ins).
+
+A dry-run shows what the campaigns would send once launched, so it launches every one of
+them: each is approved first (by `approved_by`, "dry-run" unless the caller says otherwise).
 """
 
 from __future__ import annotations
@@ -361,6 +364,7 @@ async def dry_run(
     render: bool | Collection[str] = True,
     company: Mapping[str, Any] | None = None,
     forward: Callable[[ContentSource], Sink] | None = None,
+    approved_by: str = "dry-run",
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -368,6 +372,7 @@ async def dry_run(
     `render` picks whose subjects are rendered (True: all, False: none, or contact ids);
     `company` adds to the tenant's template variables (`company.name` ...). `forward`
     builds a sink, given this run's content source, that every send is also delivered to.
+    Every campaign is approved by `approved_by` before it is launched.
     """
     start = as_utc(start)
     horizon = start + until
@@ -384,6 +389,7 @@ async def dry_run(
         await engine.import_contacts(contacts)
         await engine.deploy(list(campaigns))
         for campaign in campaigns:
+            await engine.approve(campaign.name, by=approved_by, note="simulated launch")
             await engine.launch(campaign.name)
         await engine.treat_as_new(await engine.contact_ids())
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
