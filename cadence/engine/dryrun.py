@@ -11,7 +11,8 @@ Each recorded send can carry its subject (or SMS/WhatsApp text) rendered by the 
 through a real sink (the channel adapters against loopback stand-ins).
 
 A dry-run shows what the campaigns would send once launched, so it launches every one of
-them: each is approved first (by `approved_by`, "dry-run" unless the caller says otherwise).
+them: each is approved first (by `approved_by`, "dry-run" unless the caller says otherwise)
+and the tenant's limit on live campaigns does not apply to its throwaway store.
 """
 
 from __future__ import annotations
@@ -382,7 +383,7 @@ async def dry_run(
     )
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
-    async with Engine(database_url, clock=clock, sink=sink) as engine:
+    async with Engine(database_url, clock=clock, sink=sink, max_active_campaigns=None) as engine:
         sink.content = RunContent(engine.store, campaigns)
         if forward is not None:
             sink.forward = forward(sink.content)

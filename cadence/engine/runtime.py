@@ -82,6 +82,11 @@ _STATUS = {
     "exited": EnrollmentStatus.EXITED,
 }
 
+# The business rule "at most 10 active campaigns per organization": a tenant may have at most
+# this many campaigns that may still send (active, scheduled or paused) when one launches.
+MAX_ACTIVE_CAMPAIGNS = 10
+# Paused campaigns count: a resume makes them send again without another launch.
+_LIVE_STATUSES = (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
 # Without an `approval` setting, a launch audience above this many contacts needs approval.
 IMPLIED_APPROVAL_ABOVE = 1000
 
@@ -192,8 +197,12 @@ class Engine:
         batch_size: int = BATCH,
         owner: str | None = None,
         rate_limits: Mapping[str, ProviderLimit] | None = None,
+        max_active_campaigns: int | None = MAX_ACTIVE_CAMPAIGNS,
     ) -> None:
         """Configure an engine; nothing is opened until `async with` (or `open()`)."""
+        if max_active_campaigns is not None and max_active_campaigns < 1:
+            raise ValueError(f"max_active_campaigns must be at least 1, not {max_active_campaigns}")
+        self.max_active_campaigns = max_active_campaigns
         self.database_url = database_url
         self.clock: Clock = clock or SystemClock()
         self.tenant = tenant
@@ -354,9 +363,10 @@ class Engine:
     async def launch(self, name: str) -> int:
         """Start a campaign: enroll its audience for `on launch` / `at` / `every` triggers.
 
-        Refused (nothing changes) when the campaign needs approval (`approval required`, or
-        no setting and a launch audience above 1,000 contacts) and its current version has
-        not been approved (`approve`).
+        Refused (nothing changes) when the tenant already has `max_active_campaigns` active,
+        scheduled or paused campaigns, or when the campaign needs approval (`approval
+        required`, or no setting and a launch audience above 1,000 contacts) and its current
+        version has not been approved (`approve`).
         """
         return await self.store.call(self._launch_sync, name)
 
@@ -365,6 +375,7 @@ class Engine:
         with store.session() as session:
             campaign = self._campaign_for_move(session, name, "launch")
             version_id, compiled = self._current(session, campaign)
+            self._check_campaign_limit(session, name)
             launching = [
                 trigger
                 for trigger in compiled.triggers
@@ -390,6 +401,30 @@ class Engine:
                 counted = None
             _audit(session, self.tenant, "launch", name, {"enrolled": enrolled}, now)
             return enrolled
+
+    def _check_campaign_limit(self, session: Session, name: str) -> None:
+        """Refuse a launch that would take the tenant over its limit of live campaigns."""
+        limit = self.max_active_campaigns
+        if limit is None:
+            return
+        live = list(
+            session.execute(
+                select(Campaign.name, Campaign.status)
+                .where(
+                    Campaign.tenant_id == self.tenant,
+                    Campaign.status.in_([status.value for status in _LIVE_STATUSES]),
+                    Campaign.name != name,
+                )
+                .order_by(Campaign.name)
+            )
+        )
+        if len(live) >= limit:
+            counted = ", ".join(f"{other} ({status})" for other, status in live)
+            raise EngineError(
+                f"cannot launch {name!r}: the tenant may have at most {limit} campaigns that"
+                f" are active, scheduled or paused, and has {len(live)}: {counted};"
+                " cancel one (`cadence cancel NAME`) or wait for one to complete"
+            )
 
     def _check_approval(
         self, session: Session, campaign: Campaign, compiled: c.CompiledCampaign, launching: bool

@@ -1,4 +1,4 @@
-"""Launch-time rules on both stores: approval (`approval`, `approve`)."""
+"""Launch-time rules on both stores: approval (`approval`, `approve`) and the campaign limit."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, EngineError
+from cadence.engine.runtime import MAX_ACTIVE_CAMPAIGNS, Engine, EngineError
 from cadence.engine.store import Store
 from cadence.engine.store.models import AuditEntry, Enrollment
 
@@ -242,6 +242,77 @@ def test_approving_needs_a_known_campaign_and_an_approver(store_url: str) -> Non
     engine_run(store_url, body)
 
 
+# ---------------------------------------------------------------------------- campaign limit
+
+
+def many(count: int) -> str:
+    """`count` event-triggered campaigns, k01 ... (they stay active once launched)."""
+    return 'template t email { subject "s" body "b" }\n' + "".join(
+        f"campaign k{i:02} {{ when e{i} send email t }}\n" for i in range(1, count + 1)
+    )
+
+
+def test_the_11th_live_campaign_is_refused_until_one_is_cancelled(
+    store: Store, store_url: str
+) -> None:
+    assert MAX_ACTIVE_CAMPAIGNS == 10
+
+    async def body(engine: Engine) -> dict[str, str]:
+        await engine.deploy(campaigns(many(11)))
+        for i in range(1, 11):
+            await engine.launch(f"k{i:02}")
+        # Paused campaigns still count: a resume makes them send again.
+        await engine.pause("k03")
+        with pytest.raises(EngineError) as refused:
+            await engine.launch("k11")
+        assert str(refused.value) == (
+            "cannot launch 'k11': the tenant may have at most 10 campaigns that are active,"
+            " scheduled or paused, and has 10: k01 (active), k02 (active), k03 (paused),"
+            " k04 (active), k05 (active), k06 (active), k07 (active), k08 (active),"
+            " k09 (active), k10 (active); cancel one (`cadence cancel NAME`) or wait for one"
+            " to complete"
+        )
+        await engine.cancel("k03")
+        await engine.launch("k11")
+        return {row["name"]: row["status"] for row in await engine.status()}
+
+    statuses = engine_run(store_url, body)
+    assert statuses == {f"k{i:02}": "active" for i in range(1, 12)} | {"k03": "cancelled"}
+    assert [subject for _, subject, _ in audit(store, "launch")] == [
+        *(f"k{i:02}" for i in range(1, 11)),
+        "k11",
+    ]
+
+
+def test_the_limit_is_the_engines_to_set(store_url: str) -> None:
+    async def body(engine: Engine) -> list[str]:
+        await engine.deploy(campaigns(many(3)))
+        await engine.launch("k01")
+        await engine.launch("k02")
+        with pytest.raises(EngineError, match=r"at most 2 campaigns .* has 2: k01 \(active\)"):
+            await engine.launch("k03")
+        return [row["status"] for row in await engine.status()]
+
+    assert engine_run(store_url, body, max_active_campaigns=2) == ["active", "active", "draft"]
+    with pytest.raises(ValueError, match="at least 1"):
+        Engine(max_active_campaigns=0)
+
+
+def test_relaunching_a_scheduled_campaign_does_not_count_itself(store_url: str) -> None:
+    source = """
+    template t email { subject "s" body "b" }
+    campaign later { starts 2027-01-01  when e1 send email t }
+    """
+
+    async def body(engine: Engine) -> list[str]:
+        await engine.deploy(campaigns(source))
+        await engine.launch("later")
+        await engine.launch("later")
+        return [row["status"] for row in await engine.status()]
+
+    assert engine_run(store_url, body, max_active_campaigns=1) == ["scheduled"]
+
+
 # ---------------------------------------------------------------------------- dry-run
 
 
@@ -254,7 +325,8 @@ def test_a_dry_run_approves_and_launches_every_campaign(
     people.write_text(
         '{"id": "c1", "email": "c1@example.test", "attributes": {"lead_score": 50}}\n', "utf-8"
     )
-    source = REQUIRED
+    # One campaign that needs approval, and more campaigns than the live limit allows.
+    source = REQUIRED + many(MAX_ACTIVE_CAMPAIGNS + 1)
     report = trio.run(
         lambda: dry_run(
             campaigns(source), people, start=T0, until=dt.timedelta(days=1),
@@ -263,8 +335,8 @@ def test_a_dry_run_approves_and_launches_every_campaign(
     )  # fmt: skip
     assert [(send.contact, send.campaign) for send in report.sends] == [("c1", "hello_all")]
     approvals = audit(store, "approve")
-    assert len(approvals) == 1
+    assert len(approvals) == MAX_ACTIVE_CAMPAIGNS + 2
     assert {(actor, details["note"]) for actor, _, details in approvals} == {
         ("dry-run", "simulated launch")
     }
-    assert len(audit(store, "launch")) == 1
+    assert len(audit(store, "launch")) == MAX_ACTIVE_CAMPAIGNS + 2
