@@ -11,6 +11,7 @@ import pytest
 import trio
 from sqlalchemy import func, select
 
+from cadence.cli import main
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
@@ -311,6 +312,79 @@ def test_relaunching_a_scheduled_campaign_does_not_count_itself(store_url: str) 
         return [row["status"] for row in await engine.status()]
 
     assert engine_run(store_url, body, max_active_campaigns=1) == ["scheduled"]
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def cli_env(store_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The CLI on the test's store, with no provider configured, in a scratch folder."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CADENCE_") and key != "CADENCE_TEST_POSTGRES_URL":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CADENCE_DATABASE_URL", store_url)
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def status_line(text: str, name: str) -> str:
+    """The line of `cadence status` output about one campaign."""
+    return next(line for line in text.splitlines() if f" {name} " in line)
+
+
+def test_cli_run_needs_approved_by_for_a_campaign_that_needs_approval(
+    cli_env: Path, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (cli_env / "hello.cadence").write_text(REQUIRED, "utf-8")
+    (cli_env / "people.jsonl").write_text(
+        '{"id": "c1", "email": "c1@example.test", "attributes": {"lead_score": 50}}\n', "utf-8"
+    )
+    assert main(["contacts", "import", "people.jsonl"]) == 0
+    capsys.readouterr()
+
+    assert main(["run", "hello.cadence", "--until-idle"]) == 1
+    # After the warning that no provider is configured, the refusal.
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("cadence: cannot launch 'hello_all': it has `approval required`")
+    assert err.endswith("approve it first: `cadence approve hello_all --by WHO`")
+    assert enrollment_count(store) == 0
+
+    assert main(["status"]) == 0
+    line = status_line(capsys.readouterr().out, "hello_all")
+    assert " draft " in line and "required, not approved" in line
+
+    assert main(["run", "hello.cadence", "--until-idle", "--approved-by", "ana"]) == 0
+    assert capsys.readouterr().out.startswith("ran: ")
+    assert enrollment_count(store) == 1
+    assert [(actor, details["note"]) for actor, _, details in audit(store, "approve")] == [
+        ("ana", "cadence run")
+    ]
+    assert main(["status"]) == 0
+    assert "required, approved by ana" in status_line(capsys.readouterr().out, "hello_all")
+
+
+def test_cli_approve_then_launch(
+    cli_env: Path, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (cli_env / "hello.cadence").write_text(REQUIRED, "utf-8")
+    assert main(["deploy", "hello.cadence"]) == 0
+    version = capsys.readouterr().out.split()[1]
+    assert main(["launch", "hello_all"]) == 1
+    assert "it has `approval required`" in capsys.readouterr().err
+
+    assert main(["approve", "hello_al", "--by", "ana"]) == 1
+    assert capsys.readouterr().err == (
+        "cadence: no campaign named 'hello_al'; did you mean `hello_all`?\n"
+    )
+    assert main(["approve", "hello_all", "--by", "ana", "--note", "legal ok"]) == 0
+    assert capsys.readouterr().out == f"hello_all: version {version} approved by ana\n"
+    assert main(["launch", "hello_all"]) == 0
+    assert capsys.readouterr().out == "hello_all: launch done (0 enrollments)\n"
+    assert audit(store, "approve")[0][2]["note"] == "legal ok"
 
 
 # ---------------------------------------------------------------------------- dry-run
