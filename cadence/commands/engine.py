@@ -75,6 +75,21 @@ def register(subparsers: Any) -> None:
         p.add_argument("name", help="the campaign's name")
         p.set_defaults(handler=_lifecycle, move=move)
 
+    p = subparsers.add_parser(
+        "approve",
+        help="approve a campaign's current version so that it may launch",
+        description=(
+            "Record that WHO approved the campaign's current version. A campaign with"
+            " `approval required`, or without an `approval` setting and a launch audience"
+            " above 1,000 contacts, launches only once its current version is approved;"
+            " deploying a new version needs a new approval."
+        ),
+    )
+    p.add_argument("name", help="the campaign's name")
+    p.add_argument("--by", required=True, metavar="WHO", help="who approves it")
+    p.add_argument("--note", metavar="TEXT", help="why, or what was checked")
+    p.set_defaults(handler=_approve)
+
     p = subparsers.add_parser("clone", help="copy a campaign under a new name, as a draft")
     p.add_argument("name")
     p.add_argument("new_name")
@@ -90,6 +105,11 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("run", help="deploy and launch files, then serve")
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument(
+        "--approved-by",
+        metavar="WHO",
+        help="approve each deployed campaign's version as WHO before launching it",
+    )
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0)
     p.set_defaults(handler=_run)
@@ -301,6 +321,18 @@ def _lifecycle(args: argparse.Namespace) -> int:
     return int(_guard(go))
 
 
+def _approve(args: argparse.Namespace) -> int:
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        async with Engine() as engine:
+            version = await engine.approve(args.name, by=args.by, note=args.note)
+            print(f"{args.name}: version {version[:12]} approved by {args.by.strip()}")
+        return 0
+
+    return int(_guard(go))
+
+
 def _clone(args: argparse.Namespace) -> int:
     from cadence.engine.runtime import Engine
 
@@ -338,13 +370,14 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(title="Campaigns")
-    for column in ("campaign", "status", "version", "active", "completed", "exited", "held",
-                   "sends"):  # fmt: skip
+    for column in ("campaign", "status", "version", "approval", "active", "completed", "exited",
+                   "held", "sends"):  # fmt: skip
         table.add_column(column)
     for row in rows:
         counts = row["enrollments"]
         table.add_row(
-            row["name"], row["status"], row["version"], str(counts.get("active", 0)),
+            row["name"], row["status"], row["version"], row["approval"],
+            str(counts.get("active", 0)),
             str(counts.get("completed", 0)), str(counts.get("exited", 0)),
             str(counts.get("paused", 0)), str(row["sends"]),
         )  # fmt: skip
@@ -472,6 +505,8 @@ def _run(args: argparse.Namespace) -> int:
         async with _service_engine() as engine:
             await engine.deploy(campaigns)
             for campaign in campaigns:
+                if args.approved_by is not None:
+                    await engine.approve(campaign.name, by=args.approved_by, note="cadence run")
                 status = {row["name"]: row["status"] for row in await engine.status()}
                 if status.get(campaign.name) in ("draft", "scheduled"):
                     await engine.launch(campaign.name)
@@ -611,7 +646,7 @@ async def _run_demo(
                     campaigns, contacts, events=events if events.is_file() else None,
                     start=start, until=dt.timedelta(days=args.days),
                     assume=parse_assume(DEFAULT_ASSUME), seed=args.seed, on_progress=report,
-                    render=False, company=DEMO_COMPANY, forward=forward,
+                    render=False, company=DEMO_COMPANY, forward=forward, approved_by="demo",
                 )  # fmt: skip
             received = _received(standins)
         finally:

@@ -9,6 +9,10 @@ Each recorded send can carry its subject (or SMS/WhatsApp text) rendered by the 
 `TemplateRenderer` for that contact at that moment; a render error is kept as that send's
 `render_error`. `cadence demo` passes `forward`: the same run, but every send also goes
 through a real sink (the channel adapters against loopback stand-ins).
+
+A dry-run shows what the campaigns would send once launched, so it launches every one of
+them: each is approved first (by `approved_by`, "dry-run" unless the caller says otherwise)
+and the tenant's limit on live campaigns does not apply to its throwaway store.
 """
 
 from __future__ import annotations
@@ -366,6 +370,7 @@ async def dry_run(
     render: bool | Collection[str] = True,
     company: Mapping[str, Any] | None = None,
     forward: Callable[[ContentSource], Sink] | None = None,
+    approved_by: str = "dry-run",
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -373,6 +378,7 @@ async def dry_run(
     `render` picks whose subjects are rendered (True: all, False: none, or contact ids);
     `company` adds to the tenant's template variables (`company.name` ...). `forward`
     builds a sink, given this run's content source, that every send is also delivered to.
+    Every campaign is approved by `approved_by` before it is launched.
     """
     start = as_utc(start)
     horizon = start + until
@@ -382,13 +388,14 @@ async def dry_run(
     )
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
-    async with Engine(database_url, clock=clock, sink=sink) as engine:
+    async with Engine(database_url, clock=clock, sink=sink, max_active_campaigns=None) as engine:
         sink.content = RunContent(engine.store, campaigns)
         if forward is not None:
             sink.forward = forward(sink.content)
         await engine.import_contacts(contacts)
         await engine.deploy(list(campaigns))
         for campaign in campaigns:
+            await engine.approve(campaign.name, by=approved_by, note="simulated launch")
             await engine.launch(campaign.name)
         await engine.treat_as_new(await engine.contact_ids())
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)

@@ -41,6 +41,7 @@ from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
+    NAME_LENGTH,
     AuditEntry,
     Campaign,
     CampaignStatus,
@@ -80,6 +81,14 @@ _STATUS = {
     "completed": EnrollmentStatus.COMPLETED,
     "exited": EnrollmentStatus.EXITED,
 }
+
+# The business rule "at most 10 active campaigns per organization": a tenant may have at most
+# this many campaigns that may still send (active, scheduled or paused) when one launches.
+MAX_ACTIVE_CAMPAIGNS = 10
+# Paused campaigns count: a resume makes them send again without another launch.
+_LIVE_STATUSES = (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
+# Without an `approval` setting, a launch audience above this many contacts needs approval.
+IMPLIED_APPROVAL_ABOVE = 1000
 
 # Lifecycle moves a person may ask for; anything else is refused with the current status.
 _ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
@@ -190,8 +199,12 @@ class Engine:
         batch_size: int = BATCH,
         owner: str | None = None,
         rate_limits: Mapping[str, ProviderLimit] | None = None,
+        max_active_campaigns: int | None = MAX_ACTIVE_CAMPAIGNS,
     ) -> None:
         """Configure an engine; nothing is opened until `async with` (or `open()`)."""
+        if max_active_campaigns is not None and max_active_campaigns < 1:
+            raise ValueError(f"max_active_campaigns must be at least 1, not {max_active_campaigns}")
+        self.max_active_campaigns = max_active_campaigns
         self.database_url = database_url
         self.clock: Clock = clock or SystemClock()
         self.tenant = tenant
@@ -328,8 +341,35 @@ class Engine:
                 f" does not have ({where}); deploy without migrating, or keep those steps"
             )
 
+    async def approve(self, name: str, *, by: str, note: str | None = None) -> str:
+        """Approve the campaign's current version for launch; returns that version's hash."""
+        return await self.store.call(self._approve_sync, name, by, note)
+
+    def _approve_sync(self, store: Store, name: str, by: str, note: str | None) -> str:
+        by = by.strip()
+        if not by:
+            raise EngineError(f"cannot approve {name!r}: say who approves it (`--by WHO`)")
+        if len(by) > NAME_LENGTH:
+            raise EngineError(
+                f"cannot approve {name!r}: the approver's name is longer than {NAME_LENGTH}"
+                " characters"
+            )
+        now = self.now()
+        with store.session() as session:
+            campaign = self._campaign_named(session, name)
+            version = self._current_hash(session, campaign)
+            details = {"version": version, "by": by, "note": (note or "").strip() or None}
+            _audit(session, self.tenant, "approve", name, details, now, actor=by)
+            return version
+
     async def launch(self, name: str) -> int:
-        """Start a campaign: enroll its audience for `on launch` / `at` / `every` triggers."""
+        """Start a campaign: enroll its audience for `on launch` / `at` / `every` triggers.
+
+        Refused (nothing changes) when the tenant already has `max_active_campaigns` active,
+        scheduled or paused campaigns, or when the campaign needs approval (`approval
+        required`, or no setting and a launch audience above 1,000 contacts) and its current
+        version has not been approved (`approve`).
+        """
         return await self.store.call(self._launch_sync, name)
 
     def _launch_sync(self, store: Store, name: str) -> int:
@@ -337,6 +377,16 @@ class Engine:
         with store.session() as session:
             campaign = self._campaign_for_move(session, name, "launch")
             version_id, compiled = self._current(session, campaign)
+            self._check_campaign_limit(session, name)
+            launching = [
+                trigger
+                for trigger in compiled.triggers
+                if isinstance(
+                    trigger, c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel
+                )
+            ]
+            # The audience counted for approval is the one the first trigger enrolls.
+            counted = self._check_approval(session, campaign, compiled, bool(launching))
             starts = compiled.settings.starts
             status = CampaignStatus.ACTIVE
             if starts is not None and (
@@ -346,13 +396,72 @@ class Engine:
             campaign.status = status.value
             campaign.updated_at = now
             enrolled = 0
-            for trigger in compiled.triggers:
-                if isinstance(
-                    trigger, c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel
-                ):
-                    enrolled += self._enroll_audience(session, version_id, compiled, trigger, now)
+            for trigger in launching:
+                enrolled += self._enroll_audience(
+                    session, version_id, compiled, trigger, now, counted
+                )
+                counted = None
             _audit(session, self.tenant, "launch", name, {"enrolled": enrolled}, now)
             return enrolled
+
+    def _check_campaign_limit(self, session: Session, name: str) -> None:
+        """Refuse a launch that would take the tenant over its limit of live campaigns."""
+        limit = self.max_active_campaigns
+        if limit is None:
+            return
+        live = list(
+            session.execute(
+                select(Campaign.name, Campaign.status)
+                .where(
+                    Campaign.tenant_id == self.tenant,
+                    Campaign.status.in_([status.value for status in _LIVE_STATUSES]),
+                    Campaign.name != name,
+                )
+                .order_by(Campaign.name)
+            )
+        )
+        if len(live) >= limit:
+            counted = ", ".join(f"{other} ({status})" for other, status in live)
+            raise EngineError(
+                f"cannot launch {name!r}: the tenant may have at most {limit} campaigns that"
+                f" are active, scheduled or paused, and has {len(live)}: {counted};"
+                " cancel one (`cadence cancel NAME`) or wait for one to complete"
+            )
+
+    def _check_approval(
+        self, session: Session, campaign: Campaign, compiled: c.CompiledCampaign, launching: bool
+    ) -> list[str] | None:
+        """Refuse a launch that needs approval its current version lacks.
+
+        Returns the launch audience when it had to be computed (to enroll it without
+        computing it again), else None.
+        """
+        rule = compiled.settings.approval
+        if rule == "none":
+            return None
+        version = self._current_hash(session, campaign)
+        if (campaign.name, version) in campaign_store.approvals(
+            session, self.tenant, campaign.name
+        ):
+            return None
+        counted: list[str] | None = None
+        if rule == "required":
+            reason = "it has `approval required`"
+        else:
+            if not launching:
+                return None
+            counted = self._audience(session, compiled)
+            if len(counted) <= IMPLIED_APPROVAL_ABOVE:
+                return counted
+            reason = (
+                f"its launch audience of {len(counted):,} contacts is above"
+                f" {IMPLIED_APPROVAL_ABOVE:,}"
+            )
+        raise EngineError(
+            f"cannot launch {campaign.name!r}: {reason}, and its current version"
+            f" ({version[:12]}) is not approved; approve it first:"
+            f" `cadence approve {campaign.name} --by WHO`"
+        )
 
     async def pause(self, name: str) -> int:
         """Hold every enrollment of the campaign where it is; returns how many were held."""
@@ -409,9 +518,11 @@ class Engine:
         return result
 
     async def status(self) -> list[dict[str, Any]]:
-        """Every campaign with its status, version, enrollment counts and decided A/B tests.
+        """Every campaign with its status, version, approval, enrollment counts and A/B tests.
 
-        `pause` is, for a paused campaign, its latest pause's audit details (why it paused).
+        `approval` says in words whether the current version needs approval and who
+        approved it; `approved_by` is the approver's name, or None. `pause` is, for a
+        paused campaign, its latest pause's audit details (why it paused).
         """
         return await self.store.call(self._status_sync)
 
@@ -420,12 +531,14 @@ class Engine:
             counts = campaign_store.enrollment_counts(session, self.tenant)
             ab_tests = campaign_store.ab_verdicts(session, self.tenant)
             pauses = campaign_store.pause_reasons(session, self.tenant)
+            approvals = campaign_store.approvals(session, self.tenant)
             rows = session.execute(
                 select(
                     Campaign.name,
                     Campaign.display_name,
                     Campaign.status,
                     CampaignVersion.content_hash,
+                    Campaign.current_version_id,
                 )
                 .join(
                     CampaignVersion, CampaignVersion.id == Campaign.current_version_id, isouter=True
@@ -442,21 +555,31 @@ class Engine:
                     .group_by(Campaign.name)
                 ).all()
             )
-        return [
-            {
+            rules = {
+                name: self._version(session, version_id)[1].settings.approval
+                for name, *_, version_id in rows
+                if version_id is not None
+            }
+        result = []
+        for name, display, status, version, _ in rows:
+            approval = approvals.get((name, version or ""))
+            approved_by = str(approval["by"]) if approval else None
+            result.append({
                 "name": name,
                 "display_name": display,
                 "status": status,
                 "version": (version or "")[:12],
+                "approval": _approval_text(rules.get(name, "implied"), approved_by),
+                "approved_by": approved_by,
                 "enrollments": counts.get(name, {}),
                 "sends": int(sent.get(name, 0)),
                 "ab_tests": ab_tests.get(name, []),
                 "pause": pauses.get(name) if status == CampaignStatus.PAUSED.value else None,
-            }
-            for name, display, status, version in rows
-        ]
+            })  # fmt: skip
+        return result
 
-    def _campaign_for_move(self, session: Session, name: str, move: str) -> Campaign:
+    def _campaign_named(self, session: Session, name: str) -> Campaign:
+        """The tenant's campaign `name`, or an error with the nearest name as a hint."""
         campaign = campaign_store.get_campaign(session, self.tenant, name)
         if campaign is None:
             known = list(
@@ -464,6 +587,10 @@ class Engine:
             )
             hint = did_you_mean(name, known)
             raise EngineError(f"no campaign named {name!r}" + (f"; {hint}" if hint else ""))
+        return campaign
+
+    def _campaign_for_move(self, session: Session, name: str, move: str) -> Campaign:
+        campaign = self._campaign_named(session, name)
         if CampaignStatus(campaign.status) not in _ALLOWED_MOVES[move]:
             raise EngineError(f"cannot {move} {name!r}: it is {campaign.status}")
         return campaign
@@ -472,6 +599,17 @@ class Engine:
         if campaign.current_version_id is None:
             raise EngineError(f"campaign {campaign.name!r} has no deployed version")
         return campaign.current_version_id, self._version(session, campaign.current_version_id)[1]
+
+    def _current_hash(self, session: Session, campaign: Campaign) -> str:
+        """The content hash of the campaign's current version."""
+        version = session.scalar(
+            select(CampaignVersion.content_hash).where(
+                CampaignVersion.id == campaign.current_version_id
+            )
+        )
+        if version is None:
+            raise EngineError(f"campaign {campaign.name!r} has no deployed version")
+        return version
 
     def _version(self, session: Session, version_id: int) -> tuple[str, c.CompiledCampaign]:
         cached = self._versions.get(version_id)
@@ -561,8 +699,11 @@ class Engine:
         campaign: c.CompiledCampaign,
         trigger: c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel,
         now: dt.datetime,
+        audience: list[str] | None = None,
     ) -> int:
-        audience = self._audience(session, campaign)
+        """Enroll the campaign's audience (`audience` if already computed now) for a trigger."""
+        if audience is None:
+            audience = self._audience(session, campaign)
         if isinstance(trigger, c.LaunchTriggerModel):
             return len(
                 campaign_store.enroll_contacts(
@@ -1621,12 +1762,26 @@ def _audit(
     subject: str,
     details: dict[str, Any],
     now: dt.datetime,
+    *,
+    actor: str = "engine",
 ) -> None:
-    """One audit line written by the engine about a campaign."""
+    """One audit line about a campaign, written by the engine (or on behalf of `actor`)."""
     campaign_store.record_audit(
-        session, tenant, actor="engine", action=action, subject_type="campaign",
+        session, tenant, actor=actor, action=action, subject_type="campaign",
         subject_id=subject, now=now, details=details,
     )  # fmt: skip
+
+
+def _approval_text(rule: str, approved_by: str | None) -> str:
+    """A campaign's approval in words, for `cadence status`."""
+    needed = {
+        "required": "required",
+        "implied": f"needed above {IMPLIED_APPROVAL_ABOVE:,} contacts",
+        "none": "not needed",
+    }.get(rule, rule)
+    if approved_by:
+        return f"{needed}, approved by {approved_by}"
+    return "required, not approved" if rule == "required" else needed
 
 
 def _holds_for(

@@ -263,6 +263,8 @@ def _run_engine(url: str) -> None:
         async with Engine(url, clock=clock, sink=RecordingSink(), batch_size=500) as engine:
             await engine.deploy(campaigns)
             for campaign in campaigns:
+                # Audiences here are above 1,000 contacts: launching needs an approval.
+                await engine.approve(campaign.name, by="plans")
                 await engine.launch(campaign.name)
             await engine.run_due()
             for hour in range(1, 3 * 24, 8):

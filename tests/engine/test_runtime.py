@@ -785,9 +785,10 @@ def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if "│ thrifty" in line)
-    # campaign, status, version, active, completed, exited, held (paused), sends
+    # campaign, status, version, approval, active, completed, exited, held (paused), sends
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
-    assert cells[1] == "paused" and cells[3:] == ["0", "3", "0", "2", "3"]
+    assert cells[1] == "paused" and cells[4:] == ["0", "3", "0", "2", "3"]
+    assert cells[3] == "needed above 1,000 contacts"
     assert "thrifty is paused: budget spent (0.003 of 0.003 USD)" in done.stdout
 
     # What it says to do: raise the budget, deploy migrating, resume.

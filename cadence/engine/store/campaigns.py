@@ -274,6 +274,29 @@ def pause_reasons(session: Session, tenant_id: str) -> dict[str, dict[str, Any]]
     return {str(subject): dict(details or {}) for subject, details in entries}
 
 
+def approvals(
+    session: Session, tenant_id: str, name: str | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (campaign name, version hash), the latest `approve` audit line's details.
+
+    An approval is of one version: its details hold the version's full hash, `by` and
+    `note`, and `at` (ISO 8601) is added from the line. `name` narrows it to one campaign.
+    """
+    query = select(AuditEntry.subject_id, AuditEntry.at, AuditEntry.details).where(
+        AuditEntry.tenant_id == tenant_id,
+        AuditEntry.action == "approve",
+        AuditEntry.subject_type == "campaign",
+    )
+    if name is not None:
+        query = query.where(AuditEntry.subject_id == name)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for subject, at, details in session.execute(query.order_by(AuditEntry.at, AuditEntry.id)):
+        version = (details or {}).get("version")
+        if subject and isinstance(version, str):
+            found[(subject, version)] = {**details, "at": at.isoformat()}
+    return found
+
+
 def ab_verdicts(session: Session, tenant_id: str) -> dict[str, list[dict[str, Any]]]:
     """For `cadence status`: per campaign name, its decided A/B tests in the order decided.
 
