@@ -357,7 +357,7 @@ class Engine:
         now = self.now()
         with store.session() as session:
             campaign = self._campaign_named(session, name)
-            version = self._current_hash(session, campaign)
+            version = self._current(session, campaign)[1].version
             details = {"version": version, "by": by, "note": (note or "").strip() or None}
             _audit(session, self.tenant, "approve", name, details, now, actor=by)
             return version
@@ -439,7 +439,7 @@ class Engine:
         rule = compiled.settings.approval
         if rule == "none":
             return None
-        version = self._current_hash(session, campaign)
+        version = compiled.version
         if (campaign.name, version) in campaign_store.approvals(
             session, self.tenant, campaign.name
         ):
@@ -599,17 +599,6 @@ class Engine:
         if campaign.current_version_id is None:
             raise EngineError(f"campaign {campaign.name!r} has no deployed version")
         return campaign.current_version_id, self._version(session, campaign.current_version_id)[1]
-
-    def _current_hash(self, session: Session, campaign: Campaign) -> str:
-        """The content hash of the campaign's current version."""
-        version = session.scalar(
-            select(CampaignVersion.content_hash).where(
-                CampaignVersion.id == campaign.current_version_id
-            )
-        )
-        if version is None:
-            raise EngineError(f"campaign {campaign.name!r} has no deployed version")
-        return version
 
     def _version(self, session: Session, version_id: int) -> tuple[str, c.CompiledCampaign]:
         cached = self._versions.get(version_id)

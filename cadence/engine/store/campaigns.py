@@ -256,22 +256,36 @@ def enrollment_counts(session: Session, tenant_id: str) -> dict[str, dict[str, i
     return counts
 
 
+def _campaign_audit(
+    session: Session, tenant_id: str, action: str, campaign: str | None = None
+) -> list[tuple[str | None, datetime, Any]]:
+    """A tenant's audit lines of `action` about campaigns (or one campaign), oldest first.
+
+    Each row has `subject_id`, `at` and `details`; readers keep the latest per subject.
+    """
+    query = select(AuditEntry.subject_id, AuditEntry.at, AuditEntry.details).where(
+        AuditEntry.tenant_id == tenant_id,
+        AuditEntry.action == action,
+        AuditEntry.subject_type == "campaign",
+    )
+    if campaign is not None:
+        query = query.where(AuditEntry.subject_id == campaign)
+    return [
+        (row.subject_id, row.at, row.details)
+        for row in session.execute(query.order_by(AuditEntry.at, AuditEntry.id))
+    ]
+
+
 def pause_reasons(session: Session, tenant_id: str) -> dict[str, dict[str, Any]]:
     """For `cadence status`: per campaign name, the details of its latest `pause` audit line.
 
     A pause the engine made because the budget was spent has `reason` "budget", with
     `spent`, `budget` and `currency`; a pause asked for (`cadence pause`) has no reason.
     """
-    entries = session.execute(
-        select(AuditEntry.subject_id, AuditEntry.details)
-        .where(
-            AuditEntry.tenant_id == tenant_id,
-            AuditEntry.action == "pause",
-            AuditEntry.subject_type == "campaign",
-        )
-        .order_by(AuditEntry.at, AuditEntry.id)
-    ).all()
-    return {str(subject): dict(details or {}) for subject, details in entries}
+    return {
+        str(subject): dict(details or {})
+        for subject, _, details in _campaign_audit(session, tenant_id, "pause")
+    }
 
 
 def approvals(
@@ -282,15 +296,8 @@ def approvals(
     An approval is of one version: its details hold the version's full hash, `by` and
     `note`, and `at` (ISO 8601) is added from the line. `name` narrows it to one campaign.
     """
-    query = select(AuditEntry.subject_id, AuditEntry.at, AuditEntry.details).where(
-        AuditEntry.tenant_id == tenant_id,
-        AuditEntry.action == "approve",
-        AuditEntry.subject_type == "campaign",
-    )
-    if name is not None:
-        query = query.where(AuditEntry.subject_id == name)
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for subject, at, details in session.execute(query.order_by(AuditEntry.at, AuditEntry.id)):
+    for subject, at, details in _campaign_audit(session, tenant_id, "approve", name):
         version = (details or {}).get("version")
         if subject and isinstance(version, str):
             found[(subject, version)] = {**details, "at": at.isoformat()}
@@ -303,13 +310,8 @@ def ab_verdicts(session: Session, tenant_id: str) -> dict[str, list[dict[str, An
     Each is the `ab_winner` audit line's details with `node` (the split's node id) and
     `version` (the first 12 characters of the campaign version's hash).
     """
-    entries = session.execute(
-        select(AuditEntry.subject_id, AuditEntry.details)
-        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.action == "ab_winner")
-        .order_by(AuditEntry.at, AuditEntry.id)
-    ).all()
     decided: list[tuple[int, str, dict[str, Any]]] = []
-    for subject, details in entries:
+    for subject, _, details in _campaign_audit(session, tenant_id, "ab_winner"):
         version, _, node = (subject or "").partition(":")
         if version.isdigit() and node:
             decided.append((int(version), node, dict(details or {})))
