@@ -6,9 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,6 +29,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.dryrun import dry_run
 from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store.models import AuditEntry
+from tests.engine.cadence_cli import run_cadence
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -343,11 +341,7 @@ def test_with_no_engagement_the_first_variant_wins_without_a_test(store_url: str
 
 def test_status_prints_the_verdict(store_url: str, tmp_path: Path) -> None:
     run_ab_campaign(store_url, {"a": 0.1, "b": 0.7})
-    env = {**os.environ, "CADENCE_DATABASE_URL": store_url, "COLUMNS": "250"}
-    done = subprocess.run(
-        [sys.executable, "-m", "cadence", "status"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    done = run_cadence("status", store_url=store_url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "A/B tests decided" in done.stdout
     line = next(line for line in done.stdout.splitlines() if "ab_split_1" in line)
@@ -382,11 +376,10 @@ def test_dry_run_report_shows_the_verdict_and_json_stays_as_it_was(tmp_path: Pat
     )  # fmt: skip
     (test,) = report.ab_tests["offer"]
     assert test["node"] == "ab_split_1" and "p_value" in test
-    args = [sys.executable, "-m", "cadence", "dry-run", str(source), "--contacts", str(contacts),
+    args = ("dry-run", str(source), "--contacts", str(contacts),
             "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--assume", "opened=0.4",
-            "--seed", "3"]  # fmt: skip
-    env = {**os.environ, "COLUMNS": "250"}
-    done = subprocess.run(args, capture_output=True, text=True, env=env)
+            "--seed", "3")  # fmt: skip
+    done = run_cadence(*args)
     assert done.returncode == 0, done.stderr
     _, title, table = done.stdout.partition("A/B tests decided in this run")
     assert title, done.stdout
@@ -397,7 +390,7 @@ def test_dry_run_report_shows_the_verdict_and_json_stays_as_it_was(tmp_path: Pat
     rate = test["variants"]["a"]
     assert f"a {rate['rate']:.1%}" in line and f"{rate['engaged']}/{rate['sent']}" in line
 
-    as_json = subprocess.run([*args, "--json"], capture_output=True, text=True, env=env)
+    as_json = run_cadence(*args, "--json")
     assert as_json.returncode == 0, as_json.stderr
     lines = [json.loads(text) for text in as_json.stdout.splitlines()]
     assert [line["type"] for line in lines] == ["send"] * (len(lines) - 1) + ["summary"]

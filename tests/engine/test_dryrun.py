@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -26,6 +25,7 @@ from cadence.engine.dryrun import (
     parse_assume,
 )
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
+from tests.engine.cadence_cli import run_cadence
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -282,12 +282,7 @@ campaign greet "Greet" {
 
 
 def dry_run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    # Wide enough that rich does not wrap the rendered subjects.
-    env = {**os.environ, "COLUMNS": "250"}
-    return subprocess.run(
-        [sys.executable, "-m", "cadence", "dry-run", *args],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    return run_cadence("dry-run", *args)
 
 
 def test_subjects_are_rendered_for_each_contact_and_locale(tmp_path: Path) -> None:

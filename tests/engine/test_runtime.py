@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from cadence.engine.store.models import (
     OutboxMessage,
     SendLog,
 )
+from tests.engine.cadence_cli import run_cadence
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)  # a Tuesday
 
@@ -778,11 +776,7 @@ def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
         assert status["free"]["pause"] is None
 
     engine_run(store_url, body)
-    env = {**os.environ, "CADENCE_DATABASE_URL": store_url, "COLUMNS": "200"}
-    done = subprocess.run(
-        [sys.executable, "-m", "cadence", "status"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    done = run_cadence("status", store_url=store_url, cwd=tmp_path, columns=200)
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if "│ thrifty" in line)
     # campaign, status, version, approval, active, completed, exited, held (paused), sends
@@ -795,10 +789,7 @@ def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
     source = tmp_path / "thrifty.cadence"
     source.write_text(THRIFTY.replace("budget 0.003 USD", "budget 1 USD"), "utf-8")
     for command in (["deploy", "--migrate", str(source)], ["resume", "thrifty"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "cadence", *command],
-            capture_output=True, text=True, env=env, cwd=tmp_path,
-        )  # fmt: skip
+        done = run_cadence(*command, store_url=store_url, cwd=tmp_path, columns=200)
         assert done.returncode == 0, done.stderr
 
     async def resumed(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:

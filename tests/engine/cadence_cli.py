@@ -1,0 +1,25 @@
+"""Run the `cadence` command line in a subprocess, as a user would, against a given store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cadence(
+    *args: str,
+    store_url: str | None = None,
+    cwd: Path | None = None,
+    columns: int = 250,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m cadence ARGS` with `CADENCE_DATABASE_URL` set to `store_url` (when given)
+    and a terminal `columns` wide, so rich tables do not wrap; output captured as text."""
+    env = {**os.environ, "COLUMNS": str(columns)}
+    if store_url is not None:
+        env["CADENCE_DATABASE_URL"] = store_url
+    return subprocess.run(
+        [sys.executable, "-m", "cadence", *args],
+        capture_output=True, text=True, env=env, cwd=cwd,
+    )  # fmt: skip
