@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -47,11 +46,18 @@ class Context:
         self.campaign = campaign
         self._now = now
         self.event = dict(event or {})
+        self._eval_context: evaluate.EvalContext | None = None
 
-    @cached_property
+    # Lazy by hand, not `functools.cached_property`: on Python 3.11 that takes one lock shared
+    # by every instance on each first access, and the engine builds a context per enrollment.
+    @property
     def eval_context(self) -> evaluate.EvalContext:
-        """The evaluator's view of this contact."""
-        return build_eval_context(self.facts, self.campaign, self._now, self.event)
+        """The evaluator's view of this contact, built on first use."""
+        if self._eval_context is None:
+            self._eval_context = build_eval_context(
+                self.facts, self.campaign, self._now, self.event
+            )
+        return self._eval_context
 
     def holds(self, expr: c.ExprModel) -> bool:
         """True when the condition holds; unknown (null) counts as false."""
@@ -97,17 +103,22 @@ class StepContext(Context):
         super().__init__(facts, campaign, now, state.get("event") or {})
         self._gate = gate
         self._winner = winner
+        self._zone: ZoneInfo | None = None
 
     @property
     def now(self) -> dt.datetime:
         """The moment the step runs."""
         return self._now
 
-    @cached_property
+    @property
     def zone(self) -> ZoneInfo:
         """The contact's zone, the campaign's fallback zone, or UTC."""
-        fallback = self.campaign.settings.timezone
-        return timing.contact_zone(self.facts.timezone, fallback.zone if fallback else None)
+        if self._zone is None:
+            fallback = self.campaign.settings.timezone
+            self._zone = timing.contact_zone(
+                self.facts.timezone, fallback.zone if fallback else None
+            )
+        return self._zone
 
     def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
         """Whether what a `wait for` waits for (`clicked(offer)`, `purchase`) has happened."""
