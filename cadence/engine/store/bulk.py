@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -39,6 +40,8 @@ from sqlalchemy.sql.elements import TextClause
 from cadence.engine.store.types import RawJSON, UTCDateTime
 
 ROWS_PER_STATEMENT = 5000
+# Rows setting identical values are written by one statement from this many on.
+SHARED_UPDATE_MIN_ROWS = 8
 
 
 def _same_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -220,6 +223,9 @@ def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str
     if "id" not in keys:
         raise ValueError("each row to update needs its id")
     others = [name for name in keys if name != "id"]
+    rows = _update_shared(session, table, others, rows)
+    if not rows:
+        return
     if session.get_bind().dialect.name != "postgresql":
         assignments = ", ".join(f"{name} = ?" for name in others)
         session.connection().exec_driver_sql(
@@ -236,6 +242,40 @@ def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str
     )
     for params in _pg_chunks(rows):
         session.execute(statement, params)
+
+
+def _update_shared(
+    session: Session, table: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> Sequence[Mapping[str, Any]]:
+    """Write rows that set the same values in one `UPDATE ... WHERE id IN (...)` each;
+    return the others.
+
+    A batch of sends recorded as sent, or of leases dropped, gives every row the same
+    values: one statement with the ids as one parameter replaces a row-by-row executemany.
+    """
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    unique: list[Mapping[str, Any]] = []
+    pick = itemgetter(*names) if names else None
+    for row in rows:
+        if pick is None:
+            unique.append(row)
+            continue
+        values = pick(row) if len(names) > 1 else (pick(row),)
+        try:
+            groups.setdefault(values, []).append(row["id"])
+        except TypeError:  # a dict or list value: not shared in practice, written per row
+            unique.append(row)
+    for values, ids in groups.items():
+        if len(ids) < SHARED_UPDATE_MIN_ROWS:
+            unique.extend({"id": row_id, **dict(zip(names, values, strict=True))} for row_id in ids)
+            continue
+        for start in range(0, len(ids), ROWS_PER_STATEMENT):
+            session.execute(
+                update(table)
+                .where(among(session, table.c.id, ids[start : start + ROWS_PER_STATEMENT]))
+                .values(dict(zip(names, values, strict=True)))
+            )
+    return unique
 
 
 def among(

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement, Result, Row, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cadence.engine.store.bulk import update_rows_by_id
+from cadence.engine.store.bulk import among, update_rows_by_id
 from cadence.engine.store.models import (
     Base,
     Enrollment,
@@ -156,7 +156,7 @@ def _owned_ids(session: Session, queue: _Queue[M], owner: str, ids: Iterable[int
         return set()
     statement = (
         select(queue.id)
-        .where(queue.id.in_(wanted), queue.lease_owner == owner)
+        .where(among(session, queue.id, wanted), queue.lease_owner == owner)
         .order_by(queue.id)
         .with_for_update()
     )
@@ -170,7 +170,7 @@ def _release(session: Session, queue: _Queue[M], owner: str, ids: Iterable[int])
         return 0
     statement = (
         update(queue.model)
-        .where(queue.id.in_(wanted), queue.lease_owner == owner)
+        .where(among(session, queue.id, wanted), queue.lease_owner == owner)
         .values({queue.lease_owner: None, queue.lease_expires_at: None})
         .execution_options(synchronize_session=False)
     )
@@ -192,7 +192,7 @@ def _renew(
     if owned:
         session.execute(
             update(queue.model)
-            .where(queue.id.in_(sorted(owned)))
+            .where(among(session, queue.id, sorted(owned)))
             .values({queue.lease_expires_at: now + lease_for})
             .execution_options(synchronize_session=False)
         )
