@@ -69,11 +69,14 @@ STANDARD_FIELDS = CONTACT_FIELDS
 _CONTACT_COLUMNS = [getattr(Contact, name) for name in STANDARD_FIELDS] + [Contact.attributes]
 
 
-def contact_attributes(row: Any) -> dict[str, Any]:
-    """Standard fields and custom attributes in one mapping; standard fields win a clash."""
-    attributes = dict(row.attributes or {})
-    for name in STANDARD_FIELDS:
-        attributes[name] = getattr(row, name)
+def contact_attributes(row: Sequence[Any]) -> dict[str, Any]:
+    """Standard fields and custom attributes in one mapping; standard fields win a clash.
+
+    `row` holds the standard fields in `STANDARD_FIELDS` order, then the attributes document
+    (as `_CONTACT_COLUMNS` selects them).
+    """
+    attributes = dict(row[-1] or {})
+    attributes.update(zip(STANDARD_FIELDS, row[:-1], strict=True))
     attributes["tags"] = list(attributes["tags"] or [])
     return attributes
 
