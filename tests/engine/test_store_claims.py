@@ -291,3 +291,43 @@ def test_updates_write_json_state_history_and_nulls(store: Store, seed: SeedEnro
     assert (second.state, second.history, second.updated_at) == ({}, [], now)
     assert (third.status, third.node, third.due_at) == ("exited", None, None)
     assert all(row.lease_owner is None and row.lease_expires_at is None for row in rows.values())
+
+
+def test_a_cohort_setting_the_same_values_is_written_together_with_the_rest(
+    store: Store, seed: SeedEnrollments
+) -> None:
+    """Twenty rows moving alike share one statement; the odd ones out keep their own values."""
+    ids = seed(24)
+    now = T0 + timedelta(minutes=1)
+    later = T0 + timedelta(days=2)
+    with store.session() as session:
+        claim_enrollments(session, "w1", now=now, limit=30, lease_for=LEASE)
+    cohort, odd = ids[:20], ids[20:]
+    state = {"arrived": ["wait_2d", now.isoformat(), later.isoformat()], "sends": 1}
+    updates = [
+        EnrollmentUpdate(id=i, node="wait_2d", due_at=later, state=state, history=[["a", 1]])
+        for i in cohort
+    ]
+    updates += [
+        EnrollmentUpdate(id=odd[0], node="end", due_at=None, state={"sends": 2}),
+        EnrollmentUpdate(id=odd[1], node="wait_2d", due_at=now, state=state, history=[["b"]]),
+        EnrollmentUpdate(id=odd[2], status=EnrollmentStatus.EXITED, node=None, due_at=None),
+        EnrollmentUpdate(id=odd[3], node="wait_2d", due_at=later, state={**state, "sends": 3}),
+    ]
+    with store.session() as session:
+        assert update_enrollments(session, "w1", updates, now=now) == []
+    with store.session() as session:
+        rows = {row.id: row for row in session.scalars(select(Enrollment))}
+    assert [(rows[i].node, rows[i].due_at, rows[i].history) for i in cohort] == [
+        ("wait_2d", later, [["a", 1]])
+    ] * len(cohort)
+    assert all(rows[i].state == state for i in cohort)
+    assert (rows[odd[0]].node, rows[odd[0]].due_at, rows[odd[0]].state) == (
+        "end",
+        None,
+        {"sends": 2},
+    )
+    assert (rows[odd[1]].due_at, rows[odd[1]].history) == (now, [["b"]])
+    assert (rows[odd[2]].status, rows[odd[2]].node) == ("exited", None)
+    assert rows[odd[3]].state == {**state, "sends": 3}
+    assert all(row.lease_owner is None and row.updated_at == now for row in rows.values())

@@ -250,31 +250,44 @@ def _update_shared(
     """Write rows that set the same values in one `UPDATE ... WHERE id IN (...)` each;
     return the others.
 
-    A batch of sends recorded as sent, or of leases dropped, gives every row the same
-    values: one statement with the ids as one parameter replaces a row-by-row executemany.
+    A batch of sends recorded as sent, or a cohort of enrollments moving from one node to
+    the same next one, gives every row the same values: one statement with the ids as one
+    parameter replaces a row-by-row executemany. Values must be hashable to be shared
+    (encode documents as `RawJSON`); rows with a dict or list value are returned.
     """
+    if not names:
+        return rows
     groups: dict[tuple[Any, ...], list[int]] = {}
     unique: list[Mapping[str, Any]] = []
-    pick = itemgetter(*names) if names else None
+    pick = itemgetter(*names)
     for row in rows:
-        if pick is None:
-            unique.append(row)
-            continue
         values = pick(row) if len(names) > 1 else (pick(row),)
         try:
             groups.setdefault(values, []).append(row["id"])
-        except TypeError:  # a dict or list value: not shared in practice, written per row
+        except TypeError:  # a dict or list value: written per row
             unique.append(row)
+    sqlite = session.get_bind().dialect.name != "postgresql"
     for values, ids in groups.items():
+        shared = dict(zip(names, values, strict=True))
         if len(ids) < SHARED_UPDATE_MIN_ROWS:
-            unique.extend({"id": row_id, **dict(zip(names, values, strict=True))} for row_id in ids)
+            unique.extend({"id": row_id, **shared} for row_id in ids)
             continue
         for start in range(0, len(ids), ROWS_PER_STATEMENT):
-            session.execute(
-                update(table)
-                .where(among(session, table.c.id, ids[start : start + ROWS_PER_STATEMENT]))
-                .values(dict(zip(names, values, strict=True)))
-            )
+            chunk = ids[start : start + ROWS_PER_STATEMENT]
+            if sqlite:
+                assignments = ", ".join(f"{name} = ?" for name in names)
+                session.connection().exec_driver_sql(
+                    f"UPDATE {table.name} SET {assignments} "
+                    f"WHERE id IN (SELECT value FROM json_each(?))",
+                    (*_sqlite_params(session, table, names, [shared])[0], json.dumps(chunk)),
+                )
+            else:
+                decoded = {
+                    k: json.loads(v) if isinstance(v, RawJSON) else v for k, v in shared.items()
+                }
+                session.execute(
+                    update(table).where(among(session, table.c.id, chunk)).values(decoded)
+                )
     return unique
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Result, Row, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cadence.engine.store.bulk import among, update_rows_by_id
+from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     Base,
     Enrollment,
@@ -33,6 +34,7 @@ from cadence.engine.store.models import (
     OutboxMessage,
     OutboxStatus,
 )
+from cadence.engine.store.types import RawJSON
 
 M = TypeVar("M", bound=Base)
 
@@ -316,8 +318,14 @@ class EnrollmentUpdate:
         values: dict[str, Any] = {"id": self.id, "updated_at": now}
         for name in ("node", "status", "due_at", "attempts", "state", "history"):
             value = getattr(self, name)
-            if value is not _UNSET:
-                values[name] = str(value) if name == "status" else value
+            if value is _UNSET:
+                continue
+            if name == "status":
+                value = str(value)
+            elif name == "state" and not isinstance(value, RawJSON):
+                # As text, equal states compare equal: a cohort's rows share one UPDATE.
+                value = RawJSON(dumps_json(value))
+            values[name] = value
         if not self.keep_lease:
             values["lease_owner"] = None
             values["lease_expires_at"] = None
