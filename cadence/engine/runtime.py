@@ -85,6 +85,11 @@ _STATUS = {
 # The business rule "at most 10 active campaigns per organization": a tenant may have at most
 # this many campaigns that may still send (active, scheduled or paused) when one launches.
 MAX_ACTIVE_CAMPAIGNS = 10
+# An enrollment found due in a campaign with this status takes the status given, unstepped.
+_HALTED = {
+    CampaignStatus.PAUSED.value: EnrollmentStatus.PAUSED,
+    CampaignStatus.CANCELLED.value: EnrollmentStatus.CANCELLED,
+}
 # Paused campaigns count: a resume makes them send again without another launch.
 _LIVE_STATUSES = (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
 # Without an `approval` setting, a launch audience above this many contacts needs approval.
@@ -1173,6 +1178,34 @@ class Engine:
             versions = {
                 vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
             }
+            # Another worker may have paused or cancelled a campaign after these rows were
+            # due (its pause skips rows a batch holds): they follow their campaign, unstepped.
+            owners = campaign_store.version_campaigns(session, versions)
+            halted = {
+                vid: _HALTED[status] for vid, (_, status) in owners.items() if status in _HALTED
+            }
+            if halted:
+                updates_halted = [
+                    claims.EnrollmentUpdate(id=row.id, status=halted[row.version_id])
+                    for row in claimed
+                    if row.version_id in halted
+                ]
+                claims.write_locked_enrollments(session, updates_halted, now=now)
+                # Counted as steps: work was done, so the scheduler looks for the next batch.
+                stats.steps = len(updates_halted)
+                claimed = [row for row in claimed if row.version_id not in halted]
+                if not claimed:
+                    return stats, []
+            claims.lock_send_counts(
+                session,
+                tenant_id=self.tenant,
+                campaign_ids=[
+                    owners[vid][0] for vid, v in versions.items() if v.settings.budget is not None
+                ],
+                contact_ids=[row.contact_id for row in claimed]
+                if any(isinstance(n, c.SendNode) for v in versions.values() for n in v.nodes)
+                else [],
+            )
             kinds = batch_reads((versions[row.version_id], row.node) for row in claimed)
             facts = load_facts(
                 session,
@@ -1235,7 +1268,7 @@ class Engine:
                 session, results, versions, now
             )
             self._pause_campaigns(session, pausing, now)
-        stats.steps = len(results)
+        stats.steps += len(results)
         return stats, ready
 
     def _write_effects(
@@ -1338,7 +1371,7 @@ class Engine:
             if campaign is None:
                 continue
             versions = campaign_store.campaign_version_ids(session, campaign.id)
-            count = _hold(session, campaign, versions, now)
+            count = _hold(session, campaign, versions, now, skip_locked=True)
             _audit(
                 session, self.tenant, "pause", name, {**pausing[name], "enrollments": count}, now
             )
@@ -1712,9 +1745,16 @@ class _Gates:
         return self.spent[campaign.name]
 
 
-def _hold(session: Session, campaign: Campaign, versions: Sequence[int], now: dt.datetime) -> int:
+def _hold(
+    session: Session,
+    campaign: Campaign,
+    versions: Sequence[int],
+    now: dt.datetime,
+    *,
+    skip_locked: bool = False,
+) -> int:
     """Pause a campaign: every active enrollment of its versions held where it is."""
-    count = campaign_store.hold_enrollments(session, versions, now=now)
+    count = campaign_store.hold_enrollments(session, versions, now=now, skip_locked=skip_locked)
     if CampaignStatus(campaign.status) in _ALLOWED_MOVES["pause"]:
         campaign.status = CampaignStatus.PAUSED.value
     campaign.updated_at = now

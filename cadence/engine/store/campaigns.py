@@ -205,24 +205,57 @@ def _move_enrollments(
     from_status: EnrollmentStatus,
     to_status: EnrollmentStatus,
     now: datetime,
+    *,
+    skip_locked: bool = False,
 ) -> int:
-    """One UPDATE moving every enrollment of `version_ids` from one status to another."""
+    """One UPDATE moving every enrollment of `version_ids` from one status to another.
+
+    With `skip_locked`, rows another transaction holds are left to it (PostgreSQL; SQLite
+    has one writer, so nothing else holds any).
+    """
     if not version_ids:
         return 0
+    chosen = Enrollment.version_id.in_(list(version_ids)), Enrollment.status == from_status.value
+    statement = update(Enrollment)
+    if skip_locked and session.get_bind().dialect.name == "postgresql":
+        free = select(Enrollment.id).where(*chosen).with_for_update(skip_locked=True)
+        statement = statement.where(Enrollment.id.in_(free.scalar_subquery()))
+    else:
+        statement = statement.where(*chosen)
     result = session.execute(
-        update(Enrollment)
-        .where(Enrollment.version_id.in_(list(version_ids)), Enrollment.status == from_status.value)
-        .values(status=to_status.value, updated_at=now)
-        .execution_options(synchronize_session=False)
+        statement.values(status=to_status.value, updated_at=now).execution_options(
+            synchronize_session=False
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def hold_enrollments(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
-    """Pause: every active enrollment of these versions stops where it is (due_at kept)."""
+def hold_enrollments(
+    session: Session, version_ids: Sequence[int], *, now: datetime, skip_locked: bool = False
+) -> int:
+    """Pause: every active enrollment of these versions stops where it is (due_at kept).
+
+    A worker pausing from inside a batch passes `skip_locked`: it holds its own batch's rows,
+    so waiting for another worker's batch (which may be pausing too) would deadlock; the rows
+    it skips are held when that worker's next batch finds the campaign paused.
+    """
     return _move_enrollments(
-        session, version_ids, EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED, now
+        session, version_ids, EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED, now,
+        skip_locked=skip_locked,
+    )  # fmt: skip
+
+
+def version_campaigns(session: Session, version_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    """The id and status of the campaign each of these versions belongs to, by version id."""
+    wanted = sorted(set(version_ids))
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(CampaignVersion.id, Campaign.id, Campaign.status)
+        .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+        .where(CampaignVersion.id.in_(wanted))
     )
+    return {int(version_id): (int(campaign), str(status)) for version_id, campaign, status in rows}
 
 
 def release_held_enrollments(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:

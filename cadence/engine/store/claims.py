@@ -29,6 +29,8 @@ from cadence.engine.store.bulk import among, update_rows_by_id
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     Base,
+    Campaign,
+    Contact,
     Enrollment,
     EnrollmentStatus,
     OutboxMessage,
@@ -285,6 +287,38 @@ def write_locked_enrollments(
     """Write steps' results for enrollments this transaction locked (`lock_due_enrollments`)."""
     for rows in _by_columns(item.values(now) for item in updates):
         update_rows_by_id(session, Enrollment.__table__, rows)  # type: ignore[arg-type]
+
+
+def lock_send_counts(
+    session: Session, *, tenant_id: str, campaign_ids: Iterable[int], contact_ids: Iterable[str]
+) -> None:
+    """Serialize the batches whose sends count against the same budget or the same caps.
+
+    A budget (per campaign) and caps (per contact, across campaigns) are checked against
+    the sends committed so far; two workers checking at once would each see room for the
+    same last send. On PostgreSQL the batch locks its budgeted campaigns' rows and its
+    contacts' rows (`FOR NO KEY UPDATE`, which leaves inserts referencing them free), in
+    id order so no two batches wait on each other; the batch that waits reads the other's
+    sends once it commits. SQLite runs one writing transaction at a time already.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    campaigns = sorted(set(campaign_ids))
+    if campaigns:
+        session.execute(
+            select(Campaign.id)
+            .where(among(session, Campaign.id, campaigns))
+            .order_by(Campaign.id)
+            .with_for_update(key_share=True)
+        ).all()
+    contacts = sorted(set(contact_ids))
+    if contacts:
+        session.execute(
+            select(Contact.id)
+            .where(Contact.tenant_id == tenant_id, among(session, Contact.id, contacts))
+            .order_by(Contact.id)
+            .with_for_update(key_share=True)
+        ).all()
 
 
 def release_enrollments(session: Session, owner: str, ids: Iterable[int]) -> int:
