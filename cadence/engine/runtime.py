@@ -276,7 +276,7 @@ class Engine:
         at a node the new version does not have, nothing is deployed and the error says which.
         """
         compiled = _as_campaigns(campaigns)
-        return await self.store.call(self._deploy_sync, compiled, migrate)
+        return await self.store.call_retrying(self._deploy_sync, compiled, migrate)
 
     def _deploy_sync(
         self, store: Store, campaigns: list[c.CompiledCampaign], migrate: bool = False
@@ -348,7 +348,7 @@ class Engine:
 
     async def approve(self, name: str, *, by: str, note: str | None = None) -> str:
         """Approve the campaign's current version for launch; returns that version's hash."""
-        return await self.store.call(self._approve_sync, name, by, note)
+        return await self.store.call_retrying(self._approve_sync, name, by, note)
 
     def _approve_sync(self, store: Store, name: str, by: str, note: str | None) -> str:
         by = by.strip()
@@ -375,7 +375,7 @@ class Engine:
         required`, or no setting and a launch audience above 1,000 contacts) and its current
         version has not been approved (`approve`).
         """
-        return await self.store.call(self._launch_sync, name)
+        return await self.store.call_retrying(self._launch_sync, name)
 
     def _launch_sync(self, store: Store, name: str) -> int:
         now = self.now()
@@ -470,19 +470,19 @@ class Engine:
 
     async def pause(self, name: str) -> int:
         """Hold every enrollment of the campaign where it is; returns how many were held."""
-        return await self.store.call(self._move_sync, name, "pause")
+        return await self.store.call_retrying(self._move_sync, name, "pause")
 
     async def resume(self, name: str) -> int:
         """Continue a paused campaign; waits that fell due meanwhile run at once."""
-        return await self.store.call(self._move_sync, name, "resume")
+        return await self.store.call_retrying(self._move_sync, name, "resume")
 
     async def cancel(self, name: str) -> int:
         """Stop a campaign for good; its enrollments are cancelled."""
-        return await self.store.call(self._move_sync, name, "cancel")
+        return await self.store.call_retrying(self._move_sync, name, "cancel")
 
     async def archive(self, name: str) -> int:
         """Archive a finished or cancelled campaign."""
-        return await self.store.call(self._move_sync, name, "archive")
+        return await self.store.call_retrying(self._move_sync, name, "archive")
 
     def _move_sync(self, store: Store, name: str, move: str) -> int:
         now = self.now()
@@ -506,7 +506,7 @@ class Engine:
 
     async def clone(self, name: str, new_name: str) -> DeployResult:
         """Copy a campaign's current version under a new name, as a draft."""
-        return await self.store.call(self._clone_sync, name, new_name)
+        return await self.store.call_retrying(self._clone_sync, name, new_name)
 
     def _clone_sync(self, store: Store, name: str, new_name: str) -> DeployResult:
         with store.session() as session:
@@ -907,7 +907,7 @@ class Engine:
 
     async def push_events(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Record events (all or nothing when any is bad) and fire the triggers they match."""
-        return await self.store.call(self._push_events_sync, list(events))
+        return await self.store.call_retrying(self._push_events_sync, list(events))
 
     def _push_events_sync(self, store: Store, events: list[Mapping[str, Any]]) -> int:
         now = self.now()
@@ -1054,14 +1054,14 @@ class Engine:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
         while True:
-            stepped, ready = await self.store.call(self._step_batch_sync)
+            stepped, ready = await self.store.call_retrying(self._step_batch_sync)
             delivered = await self._deliver(ready) if ready else 0
             delivered += await self._deliver_batch()
             stats.add(stepped)
             stats.delivered += delivered
             if stepped.steps == 0 and delivered == 0:
                 if stats.steps:
-                    await self.store.call(self._complete_finished_sync)
+                    await self.store.call_retrying(self._complete_finished_sync)
                 return stats
 
     def _complete_finished_sync(self, store: Store) -> None:
@@ -1102,7 +1102,7 @@ class Engine:
 
     async def next_due(self) -> dt.datetime | None:
         """The earliest instant at which an enrollment or a send falls due."""
-        return await self.store.call(self._next_due_sync)
+        return await self.store.call_retrying(self._next_due_sync)
 
     def _next_due_sync(self, store: Store) -> dt.datetime | None:
         with store.session() as session:
@@ -1448,7 +1448,7 @@ class Engine:
 
     async def _deliver_batch(self) -> int:
         """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""
-        claimed = await self.store.call(self._claim_outbox_sync)
+        claimed = await self.store.call_retrying(self._claim_outbox_sync)
         return await self._deliver(claimed) if claimed else 0
 
     async def _deliver(self, claimed: list[OutgoingMessage]) -> int:
@@ -1458,7 +1458,7 @@ class Engine:
             return 0
         results = await self.sink.deliver(claimed)
         self._slow_down(claimed, results)
-        await self.store.call(self._record_delivery_sync, claimed, list(results))
+        await self.store.call_retrying(self._record_delivery_sync, claimed, list(results))
         return sum(1 for r in results if r.sent)
 
     def _slow_down(
@@ -1507,7 +1507,7 @@ class Engine:
         due = [m for m in claimed if self._planned.get(m.outbox_id, now) <= now]
         later = [m for m in claimed if self._planned.get(m.outbox_id, now) > now]
         if later:
-            await self.store.call(self._hold_sync, later)
+            await self.store.call_retrying(self._hold_sync, later)
         for message in due:
             self._planned.pop(message.outbox_id, None)
         return due

@@ -8,18 +8,30 @@ PostgreSQL (matching the connection pool).
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
+import random
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
 import trio
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.database import Store
+from cadence.engine.store.transient import is_transient
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 POSTGRES_THREADS = 8
+# A transaction that meets a transient failure runs again, up to this many times in all,
+# after a pause that starts here and doubles (with jitter, so two workers that deadlocked
+# each other do not meet again in step).
+TRANSIENT_ATTEMPTS = 5
+TRANSIENT_BACKOFF = 0.05
+
+log = logging.getLogger("cadence.store")
 
 
 class AsyncStore:
@@ -44,6 +56,30 @@ class AsyncStore:
         """Run `fn(store, *args, **kwargs)` in a worker thread and return its result."""
         bound = functools.partial(fn, self.store, *args, **kwargs)
         return await trio.to_thread.run_sync(bound, limiter=self.limiter)
+
+    async def call_retrying(
+        self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`call` for work done in one transaction: run again after a transient failure.
+
+        A deadlock, serialization failure, lost connection or busy SQLite file rolled the
+        transaction back, so running `fn` again is safe and will likely succeed; any other
+        error, or the last attempt's, is raised.
+        """
+        for attempt in itertools.count(1):
+            try:
+                return await self.call(fn, *args, **kwargs)
+            except DBAPIError as error:
+                if attempt >= TRANSIENT_ATTEMPTS or not is_transient(error):
+                    raise
+                pause = TRANSIENT_BACKOFF * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                log.warning(
+                    "%s: transient database failure (%s), attempt %d of %d, again in %.2fs",
+                    getattr(fn, "__name__", "store call"), error.orig, attempt,
+                    TRANSIENT_ATTEMPTS, pause,
+                )  # fmt: skip
+                await trio.sleep(pause)
+        raise AssertionError("unreachable")  # itertools.count never ends
 
     async def transaction(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
