@@ -1178,24 +1178,10 @@ class Engine:
             versions = {
                 vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
             }
-            # Another worker may have paused or cancelled a campaign after these rows were
-            # due (its pause skips rows a batch holds): they follow their campaign, unstepped.
             owners = campaign_store.version_campaigns(session, versions)
-            halted = {
-                vid: _HALTED[status] for vid, (_, status) in owners.items() if status in _HALTED
-            }
-            if halted:
-                updates_halted = [
-                    claims.EnrollmentUpdate(id=row.id, status=halted[row.version_id])
-                    for row in claimed
-                    if row.version_id in halted
-                ]
-                claims.write_locked_enrollments(session, updates_halted, now=now)
-                # Counted as steps: work was done, so the scheduler looks for the next batch.
-                stats.steps = len(updates_halted)
-                claimed = [row for row in claimed if row.version_id not in halted]
-                if not claimed:
-                    return stats, []
+            claimed, stats.steps = self._halt_unstepped(session, claimed, owners, now)
+            if not claimed:
+                return stats, []
             claims.lock_send_counts(
                 session,
                 tenant_id=self.tenant,
@@ -1270,6 +1256,30 @@ class Engine:
             self._pause_campaigns(session, pausing, now)
         stats.steps += len(results)
         return stats, ready
+
+    def _halt_unstepped(
+        self,
+        session: Session,
+        claimed: list[Row[Any]],
+        owners: Mapping[int, tuple[int, str]],
+        now: dt.datetime,
+    ) -> tuple[list[Row[Any]], int]:
+        """Hold (or cancel) the due rows of campaigns paused (or cancelled) meanwhile.
+
+        Another worker's pause skips the rows a batch holds, so those come due in a paused
+        campaign: they take its status, unstepped. Returns the rows left to step, and how
+        many were halted (counted as steps, so the scheduler goes on to the next batch).
+        """
+        halted = {vid: _HALTED[status] for vid, (_, status) in owners.items() if status in _HALTED}
+        if not halted:
+            return claimed, 0
+        updates = [
+            claims.EnrollmentUpdate(id=row.id, status=halted[row.version_id])
+            for row in claimed
+            if row.version_id in halted
+        ]
+        claims.write_locked_enrollments(session, updates, now=now)
+        return [row for row in claimed if row.version_id not in halted], len(updates)
 
     def _write_effects(
         self,
