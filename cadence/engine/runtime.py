@@ -54,6 +54,7 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
+from cadence.engine.store.records import EventRecord
 from cadence.engine.store.types import RawJSON
 from cadence.errors import CadenceError, did_you_mean
 
@@ -85,6 +86,8 @@ _STATUS = {
 # The business rule "at most 10 active campaigns per organization": a tenant may have at most
 # this many campaigns that may still send (active, scheduled or paused) when one launches.
 MAX_ACTIVE_CAMPAIGNS = 10
+# The event the tracking service (or anyone) pushes when a contact unsubscribes.
+UNSUBSCRIBED_EVENT = "unsubscribed"
 # An enrollment found due in a campaign with this status takes the status given, unstepped.
 _HALTED = {
     CampaignStatus.PAUSED.value: EnrollmentStatus.PAUSED,
@@ -914,20 +917,72 @@ class Engine:
         rows = [dict(event) for event in events]
         for row in rows:
             row.setdefault("at", now.isoformat())
-        importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now)
+        enrolled: list[int] = []
+
+        def written(session: Session, report: importer.ImportReport) -> None:
+            enrolled.append(self._events_written(session, report.events, now))
+
+        importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now, on_written=written)
+        return sum(enrolled)
+
+    def _events_written(
+        self, session: Session, events: Sequence[EventRecord], now: dt.datetime
+    ) -> int:
+        """What new events set off, in the transaction that stores them: both commit, or neither.
+
+        Unsubscribes become suppressions, triggers fire, segment entry is re-checked (segments
+        can count events) and enrollments waiting on an event or a goal wake. A duplicate of
+        an event already stored (same dedupe key) is not among `events` and sets off nothing.
+        """
+        self._record_unsubscribes(session, events, now)
+        active = self._active_versions(session)
         enrolled = 0
-        with store.session() as session:
-            active = self._active_versions(session)
-            for row in rows:
-                enrolled += self._fire_event(session, active, row, now)
-            touched = sorted({str(r["contact"]) for r in rows if r.get("contact")})
-            # Segments can depend on events (count(...), last(...)): entry is re-checked.
-            for version_id, campaign in active:
-                for trigger in campaign.triggers:
-                    if isinstance(trigger, c.SegmentEnterTriggerModel) and touched:
-                        self._segment_enter(session, version_id, campaign, trigger, touched, now)
-            self._wake_for_events(session, set(touched), now)
+        for event in events:
+            row = {
+                "name": event.name, "contact": event.contact_id, "at": event.at.isoformat(),
+                "properties": event.properties,
+            }  # fmt: skip
+            enrolled += self._fire_event(session, active, row, now)
+        touched = sorted({event.contact_id for event in events if event.contact_id})
+        for version_id, campaign in active:
+            for trigger in campaign.triggers:
+                if isinstance(trigger, c.SegmentEnterTriggerModel) and touched:
+                    self._segment_enter(session, version_id, campaign, trigger, touched, now)
+        self._wake_for_events(session, set(touched), now)
         return enrolled
+
+    def _record_unsubscribes(
+        self, session: Session, events: Sequence[EventRecord], now: dt.datetime
+    ) -> None:
+        """An `unsubscribed` event suppresses its contact on the channel it names.
+
+        The channel is the event's `channel` property, else that of the send it names
+        (`send`: the message's idempotency key, as tracked links carry it), else every
+        channel: someone who unsubscribed is never sent to again where it is unclear.
+        """
+        by_channel: dict[str, list[str]] = {}
+        for event in events:
+            if event.name != UNSUBSCRIBED_EVENT or event.contact_id is None:
+                continue
+            channel = event.properties.get("channel")
+            if not isinstance(channel, str) or not channel:
+                key = event.properties.get("send") or event.properties.get("message")
+                channel = (
+                    session.scalar(
+                        select(OutboxMessage.channel).where(
+                            OutboxMessage.tenant_id == self.tenant,
+                            OutboxMessage.idempotency_key == str(key),
+                        )
+                    )
+                    if key
+                    else None
+                ) or send_store.EVERY_CHANNEL
+            by_channel.setdefault(channel, []).append(event.contact_id)
+        for channel, contacts in sorted(by_channel.items()):
+            send_store.add_suppressions(
+                session, self.tenant, channel, [(None, cid) for cid in sorted(set(contacts))],
+                reason=UNSUBSCRIBED_EVENT, now=now,
+            )  # fmt: skip
 
     def _fire_event(
         self,
@@ -1536,12 +1591,20 @@ class Engine:
             claims.update_outbox(session, self.owner, changes, now=self.now())
 
     def _claim_outbox_sync(self, store: Store) -> list[OutgoingMessage]:
+        """Claim due sends from the outbox, dropping those that may no longer go.
+
+        These sends were checked when their step ran, but time has passed since (a retry,
+        a send the limiter held, one taken over from a dead engine): a contact suppressed,
+        unsubscribed or without consent meanwhile is not sent to; the send is marked
+        suppressed and logged as skipped with the reason.
+        """
         now = self.now()
         with store.session() as session:
             rows = claims.claim_outbox(
                 session, self.owner, now=now, limit=self.batch_size, lease_for=LEASE,
                 tenant_id=self.tenant, columns=_MESSAGE_COLUMNS,
             )  # fmt: skip
+            rows = self._drop_refused(session, rows, now)
             messages = []
             for row in rows:
                 name, compiled = (
@@ -1557,6 +1620,47 @@ class Engine:
                     )
                 )  # fmt: skip
             return messages
+
+    def _drop_refused(
+        self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime
+    ) -> list[Row[Any]]:
+        """Of claimed outbox rows, those the contact may still be sent; the rest are closed."""
+        to_contacts = [row for row in rows if row.node != "notify"]
+        if not to_contacts:
+            return list(rows)
+        facts = load_facts(
+            session, self.tenant, {row.contact_id for row in to_contacts}, with_history=False
+        )
+        gates = _Gates(session, self.tenant, {row.channel for row in to_contacts}, facts, now)
+        refused: dict[int, str] = {}
+        for row in to_contacts:
+            if row.contact_id in facts:
+                reason = gates.refusal(row.contact_id, row.channel)
+                if reason is not None:
+                    refused[row.id] = reason
+        if not refused:
+            return list(rows)
+        claims.update_outbox(
+            session, self.owner,
+            [{"id": outbox_id, "status": OutboxStatus.SUPPRESSED.value,
+              "error": f"{reason} since it was queued"} for outbox_id, reason in refused.items()],
+            now=now,
+        )  # fmt: skip
+        insert_rows(
+            session,
+            SendLog.__table__,  # type: ignore[arg-type]
+            [
+                {
+                    "tenant_id": self.tenant, "outbox_id": row.id, "contact_id": row.contact_id,
+                    "channel": row.channel, "at": now, "outcome": "skipped",
+                    "detail": {"node": row.node, "reason": refused[row.id],
+                               "when": "delivery"},
+                }
+                for row in to_contacts
+                if row.id in refused
+            ],
+        )  # fmt: skip
+        return [row for row in rows if row.id not in refused]
 
     def _record_delivery_sync(
         self, store: Store, messages: list[OutgoingMessage], results: list[DeliveryResult]
@@ -1660,15 +1764,10 @@ class _Gates:
         """The gate for one contact's sends in one campaign."""
 
         def gate(channel: str) -> SendGate:
-            if contact_id in self.suppressed.get(channel, set()):
-                return SendGate.skip("suppressed")
+            refused = self.refusal(contact_id, channel)
+            if refused is not None:
+                return SendGate.skip(refused)
             facts = self.facts[contact_id]
-            consent = self.consent.get(channel, {}).get(contact_id)
-            if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):
-                return SendGate.skip(f"no consent ({consent})")
-            if channel in self.OPT_IN_CHANNELS and consent is not ConsentStatus.GRANTED:
-                if facts.attributes.get(f"{channel}_opt_in") is not True:
-                    return SendGate.skip(f"no {channel} opt-in")
             if campaign.settings.caps:
                 index = self._cap_index(campaign)
                 decision = index.check_and_reserve(
@@ -1699,6 +1798,26 @@ class _Gates:
             return SendGate.allow()
 
         return gate
+
+    def refusal(self, contact_id: str, channel: str) -> str | None:
+        """Why the contact must not be sent to on `channel` at all, or None.
+
+        Suppressed (a bounce, a complaint, an unsubscribe), unsubscribed by attribute, or
+        without the consent the channel needs. Checked when a step sends and again when a
+        queued send is delivered later (a retry, a rate-limited or taken-over send).
+        """
+        if contact_id in self.suppressed.get(channel, set()):
+            return "suppressed"
+        facts = self.facts[contact_id]
+        if facts.attributes.get(UNSUBSCRIBED_EVENT) is True:
+            return "unsubscribed"
+        consent = self.consent.get(channel, {}).get(contact_id)
+        if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):
+            return f"no consent ({consent})"
+        if channel in self.OPT_IN_CHANNELS and consent is not ConsentStatus.GRANTED:
+            if facts.attributes.get(f"{channel}_opt_in") is not True:
+                return f"no {channel} opt-in"
+        return None
 
     def _cap_index(self, campaign: c.CompiledCampaign) -> FrequencyCaps:
         """The campaign's cap index over this batch's contacts and their sends so far."""

@@ -28,6 +28,8 @@ from cadence.engine.store.models import (
 )
 
 CHUNK = 500
+# The channel of a suppression that stops every channel (an unsubscribe that named none).
+EVERY_CHANNEL = "*"
 
 
 def idempotency_key(version_id: int, node: str, contact_id: str, occurrence: int) -> str:
@@ -162,7 +164,10 @@ def suppressed_contacts(
     *,
     now: datetime,
 ) -> set[str]:
-    """Of (contact_id, address) recipients, the contact ids suppressed on `channel` by either."""
+    """Of (contact_id, address) recipients, the contact ids suppressed on `channel` by either.
+
+    A suppression on `EVERY_CHANNEL` counts on every channel.
+    """
     pairs = list(recipients)
     by_address: dict[str, list[str]] = {}
     for contact_id, address in pairs:
@@ -177,7 +182,7 @@ def suppressed_contacts(
             for contact_id in session.scalars(
                 select(Suppression.contact_id).where(
                     Suppression.tenant_id == tenant_id,
-                    Suppression.channel == channel,
+                    Suppression.channel.in_((channel, EVERY_CHANNEL)),
                     among(session, Suppression.contact_id, contact_ids[start : start + CHUNK]),
                     live,
                 )
@@ -189,7 +194,7 @@ def suppressed_contacts(
         for address in session.scalars(
             select(Suppression.address).where(
                 Suppression.tenant_id == tenant_id,
-                Suppression.channel == channel,
+                Suppression.channel.in_((channel, EVERY_CHANNEL)),
                 among(session, Suppression.address, addresses[start : start + CHUNK]),
                 live,
             )

@@ -1,0 +1,168 @@
+"""Someone who unsubscribed is never sent to on that channel: at the step, and at delivery.
+
+DESIGN.md: "A suppressed, unsubscribed or non-consenting contact is never sent to on that
+channel." An `unsubscribed` event becomes a suppression (on the channel it names, or the
+one of the send it names, or every channel); `unsubscribed: true` as an attribute stops
+every channel; a send queued before the unsubscribe (a retry) is dropped when it comes due.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import select
+
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import OutboxMessage, SendLog, Suppression
+from tests.engine.test_runtime import T0, campaigns
+
+DRIP = """
+template first email { subject "First" body "x" }
+template second email { subject "Second" body "x" }
+template text sms { body "Hi" }
+campaign drip {
+  on launch { send email first  wait 1d  send email second  send sms text }
+}
+"""
+PEOPLE = [
+    {"id": f"p{i}", "email": f"p{i}@example.test", "phone": f"+4915100000{i:02}",
+     "attributes": {"sms_opt_in": True}}
+    for i in range(1, 6)
+]  # fmt: skip
+
+
+def _sent(sink: RecordingSink) -> list[tuple[str, str | None]]:
+    return sorted((m.contact_id, m.template) for m in sink.delivered)
+
+
+def _skips(store_url: str) -> list[tuple[str, str, str]]:
+    with Store.open(store_url) as store, store.session() as session:
+        rows = session.execute(
+            select(SendLog.contact_id, SendLog.channel, SendLog.detail).where(
+                SendLog.outcome == "skipped"
+            )
+        ).all()
+    return sorted((contact, channel, detail["reason"]) for contact, channel, detail in rows)
+
+
+def test_unsubscribed_as_an_attribute_stops_every_channel(store_url: str) -> None:
+    people = [
+        PEOPLE[0],
+        {**PEOPLE[1], "attributes": {"sms_opt_in": True, "unsubscribed": True}},
+    ]
+    sink = RecordingSink()
+
+    async def main() -> None:
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(DRIP))
+            await engine.launch("drip")
+            await engine.run_until(T0 + dt.timedelta(days=2))
+
+    trio.run(main)
+    assert _sent(sink) == [("p1", "first"), ("p1", "second"), ("p1", "text")]
+    assert [reason for contact, _, reason in _skips(store_url) if contact == "p2"] == [
+        "unsubscribed"
+    ] * 3
+
+
+@pytest.mark.parametrize(
+    ("properties", "still_sent"),
+    [
+        ({"channel": "email"}, [("p1", "text")]),  # email stops, SMS goes on
+        ({"channel": "sms"}, [("p1", "second")]),
+        ({}, []),  # no channel named: every channel stops
+        ({"send": "FIRST"}, [("p1", "text")]),  # the first email's key: its channel, email
+    ],
+)
+def test_an_unsubscribe_event_stops_the_channel_it_names(
+    store_url: str, properties: dict[str, Any], still_sent: list[tuple[str, str]]
+) -> None:
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(PEOPLE[:2])
+            await engine.deploy(campaigns(DRIP))
+            await engine.launch("drip")
+            await engine.run_due()
+            first = next(m for m in sink.delivered if m.contact_id == "p1")
+            given = {k: first.idempotency_key if v == "FIRST" else v for k, v in properties.items()}
+            clock.advance_to(T0 + dt.timedelta(hours=2))
+            await engine.push_event({"contact": "p1", "name": "unsubscribed", "properties": given})
+            await engine.run_until(T0 + dt.timedelta(days=2))
+
+    trio.run(main)
+    sent_to_p1 = [(c, t) for c, t in _sent(sink) if c == "p1" and t != "first"]
+    assert sent_to_p1 == still_sent
+    assert [(c, t) for c, t in _sent(sink) if c == "p2"] == [
+        ("p2", "first"), ("p2", "second"), ("p2", "text")
+    ]  # fmt: skip
+    with Store.open(store_url) as store, store.session() as session:
+        suppressions = session.execute(select(Suppression.contact_id, Suppression.reason)).all()
+    assert [tuple(row) for row in suppressions] == [("p1", "unsubscribed")]
+
+
+@dataclass
+class BusyOnceSink:
+    """The provider says "try again in an hour" to each message's first attempt."""
+
+    clock: SimulatedClock
+    tried: set[int] = field(default_factory=set)
+    delivered: list[OutgoingMessage] = field(default_factory=list)
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        results = []
+        for message in messages:
+            if message.outbox_id in self.tried:
+                self.delivered.append(message)
+                results.append(DeliveryResult(message.outbox_id, True, "busy-once", "id"))
+            else:
+                self.tried.add(message.outbox_id)
+                retry = self.clock.now() + dt.timedelta(hours=1)
+                results.append(
+                    DeliveryResult(message.outbox_id, False, error="busy", retry_at=retry)
+                )
+        return results
+
+
+def test_a_send_queued_before_the_unsubscribe_is_dropped_at_delivery(store_url: str) -> None:
+    clock = SimulatedClock(T0)
+    sink = BusyOnceSink(clock)
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(PEOPLE[:2])
+            await engine.deploy(campaigns(DRIP))
+            await engine.launch("drip")
+            await engine.run_due()  # both first emails refused for now, due again in an hour
+            assert sink.delivered == []
+            clock.advance_to(T0 + dt.timedelta(minutes=30))
+            await engine.push_event(
+                {"contact": "p1", "name": "unsubscribed", "properties": {"channel": "email"}}
+            )
+            await engine.run_until(T0 + dt.timedelta(hours=3))
+
+    trio.run(main)
+    assert [(m.contact_id, m.template) for m in sink.delivered] == [("p2", "first")]
+    with Store.open(store_url) as store, store.session() as session:
+        outbox = session.execute(
+            select(OutboxMessage.contact_id, OutboxMessage.status, OutboxMessage.error).where(
+                OutboxMessage.template == "first"
+            )
+        ).all()
+    assert sorted((contact, status) for contact, status, _ in outbox) == [
+        ("p1", "suppressed"), ("p2", "sent")
+    ]  # fmt: skip
+    assert [error for contact, _, error in outbox if contact == "p1"] == [
+        "suppressed since it was queued"
+    ]
+    assert _skips(store_url) == [("p1", "email", "suppressed")]
