@@ -208,6 +208,77 @@ async def test_unknown_batch_retried_later_in_another_grouping_is_not_resent(
 
 
 @pytest.mark.trio
+async def test_a_repeated_key_is_refused_as_duplicate_parameter_not_replayed(
+    nursery: trio.Nursery,
+) -> None:
+    # https://developers.brevo.com/docs/heterogenous-versions-batch-emails: a key used within
+    # its TTL gets the `duplicate_parameter` error and the request is not processed.
+    standin = BrevoStandin()
+    url = await nursery.start(standin.serve)
+    body = {
+        "sender": {"email": "a@acme.test"},
+        "to": [{"email": "b@example.test"}],
+        "subject": "s",
+        "htmlContent": "<p>x</p>",
+        "headers": {"idempotencyKey": str(uuid.uuid4())},
+    }
+    async with httpx.AsyncClient() as client:
+        first = await client.post(
+            url + "/v3/smtp/email", json=body, headers={"api-key": "test-brevo-key"}
+        )
+        again = await client.post(
+            url + "/v3/smtp/email", json=body, headers={"api-key": "test-brevo-key"}
+        )
+    assert first.status_code == 201 and "messageId" in first.json()
+    assert again.status_code == 400 and again.json()["code"] == "duplicate_parameter"
+    assert len(standin.emails) == 1
+
+
+@pytest.mark.trio
+async def test_single_email_timeout_then_duplicate_key_is_sent_not_failed(
+    nursery: trio.Nursery,
+) -> None:
+    standin, adapter = await start(nursery, timeout=0.3)
+    standin.faults.add("slow", delay=1.0)  # processed, answered too late
+    result = await adapter.send(email(1))
+    assert result.status is SendStatus.SENT and result.attempts == 2
+    (first, second) = standin.requests
+    assert first.json()["headers"]["idempotencyKey"] == second.json()["headers"]["idempotencyKey"]
+    assert [e.to for e in standin.emails] == ["person1@example.test"]
+
+
+@pytest.mark.trio
+async def test_engine_retry_after_unknown_outcome_is_sent_once(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery, timeout=0.2, policy=fast_policy(max_attempts=1))
+    standin.faults.add("slow", delay=0.5)
+    (first,) = await adapter.send_batch([email(1)])
+    assert first.status is SendStatus.UNKNOWN
+    await trio.sleep(0.5)
+    # A new adapter (the engine restarted): only the message's attempt count is known.
+    fresh = BrevoAdapter(adapter.config, policy=fast_policy(), breaker=lenient_breaker())
+    close_at_end(nursery, fresh)
+    (again,) = await fresh.send_batch([email(1).with_attempt(1)])
+    assert again.status is SendStatus.SENT
+    assert [e.to for e in standin.emails] == ["person1@example.test"]
+
+
+@pytest.mark.trio
+async def test_a_batch_key_used_by_part_of_its_batch_is_not_reused(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery, policy=fast_policy(max_attempts=1))
+    standin.faults.add("drop")  # lost before Brevo processed it: the outcome is unknown
+    first = await adapter.send_batch([email(1), email(2)])
+    assert [r.status for r in first] == [SendStatus.UNKNOWN] * 2
+    # The engine retries the two at different times: the first retry uses the batch's key
+    # (Brevo processes it, since the lost request never reached it) ...
+    (one,) = await adapter.send_batch([email(1).with_attempt(1)])
+    assert one.status is SendStatus.SENT and one.provider_message_id
+    # ... so the second must not reuse that key, or Brevo would refuse it as a duplicate.
+    (two,) = await adapter.send_batch([email(2).with_attempt(1)])
+    assert two.status is SendStatus.SENT and two.provider_message_id
+    assert sorted(e.to for e in standin.emails) == ["person1@example.test", "person2@example.test"]
+
+
+@pytest.mark.trio
 async def test_outage_then_recovery_every_email_arrives_once(nursery: trio.Nursery) -> None:
     breaker = CircuitBreaker(failure_threshold=3, reset_timeout=0.2, max_reset_timeout=0.4)
     policy = RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.1, max_inline_wait=0.5)
