@@ -133,7 +133,7 @@ class BrevoAdapter(HttpAdapter):
 
     def _sender(self, message: OutboundMessage) -> dict[str, str]:
         address = EmailAddress.parse(message.sender or self.default_sender or "")
-        return {"email": address.email, **({"name": address.name} if address.name else {})}
+        return _address(address.email, address.name)
 
     def _headers(self, message: OutboundMessage) -> dict[str, str]:
         headers = list_unsubscribe_headers(message)
@@ -183,7 +183,7 @@ class BrevoAdapter(HttpAdapter):
             body["messageVersions"] = versions
         if first.reply_to:
             reply = EmailAddress.parse(first.reply_to)
-            body["replyTo"] = {"email": reply.email, **({"name": reply.name} if reply.name else {})}
+            body["replyTo"] = _address(reply.email, reply.name)
         if first.tags:
             body["tags"] = list(first.tags)
         if self.config.sandbox:
@@ -289,11 +289,24 @@ class BrevoAdapter(HttpAdapter):
         }
 
 
-def _recipient(message: OutboundMessage) -> dict[str, str]:
-    entry = {"email": message.recipient}
-    if message.recipient_name:
-        entry["name"] = message.recipient_name
+# Brevo refuses a request whose sender, recipient or reply-to name is longer than this
+# (400 invalid_parameter; "Maximum allowed characters are 70" in its SendSmtpEmail models).
+MAX_NAME = 70
+
+
+def _address(email: str, name: str | None) -> dict[str, str]:
+    """A Brevo address object; a display name cut to Brevo's 70 characters."""
+    entry = {"email": email}
+    shown = (name or "").strip()
+    if len(shown) > MAX_NAME:
+        shown = shown[:MAX_NAME].rstrip()
+    if shown:
+        entry["name"] = shown
     return entry
+
+
+def _recipient(message: OutboundMessage) -> dict[str, str]:
+    return _address(message.recipient, message.recipient_name)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -117,6 +117,48 @@ async def test_per_contact_unsubscribe_headers_are_sent_one_by_one(nursery: trio
 
 
 @pytest.mark.trio
+async def test_names_longer_than_brevo_allows_are_shortened(nursery: trio.Nursery) -> None:
+    # Brevo's SendSmtpEmailTo / Sender / ReplyTo models: "Maximum allowed characters are 70";
+    # a longer name gets 400 invalid_parameter for the whole request.
+    standin, adapter = await start(nursery)
+    long_name = "Maximiliana " + "von Habsburg-Lothringen " * 4
+    messages = [
+        email(1),
+        email(2, recipient_name=long_name),
+        email(3, sender=f"{long_name} <hello@acme.test>", reply_to=f"{long_name} <s@acme.test>"),
+    ]
+    results = await adapter.send_batch(messages)
+    assert [r.status for r in results] == [SendStatus.SENT] * 3
+    names = {e.to: e.to_name for e in standin.emails}
+    assert names["person2@example.test"] == long_name[:70].rstrip()
+    bodies = [r.json() for r in standin.requests]
+    assert all(len(b["sender"].get("name", "")) <= 70 for b in bodies)
+    assert all(len(b.get("replyTo", {}).get("name", "")) <= 70 for b in bodies)
+    assert len(standin.requests) == 2  # no request was refused and split
+
+
+@pytest.mark.trio
+async def test_stand_in_refuses_names_over_70_characters(nursery: trio.Nursery) -> None:
+    standin = BrevoStandin()
+    url = await nursery.start(standin.serve)
+    base = {"subject": "s", "htmlContent": "<p>x</p>", "sender": {"email": "a@acme.test"}}
+    to = [{"email": "b@example.test"}]
+    cases = [
+        {**base, "to": [{"email": "b@example.test", "name": "n" * 71}]},
+        {**base, "to": to, "sender": {"email": "a@acme.test", "name": "n" * 71}},
+        {**base, "to": to, "replyTo": {"email": "r@acme.test", "name": "n" * 71}},
+    ]
+    async with httpx.AsyncClient() as client:
+        for body in cases:
+            response = await client.post(
+                url + "/v3/smtp/email", json=body, headers={"api-key": "test-brevo-key"}
+            )
+            assert response.status_code == 400, body
+            assert response.json()["code"] == "invalid_parameter"
+    assert not standin.emails
+
+
+@pytest.mark.trio
 async def test_429_waits_until_the_reset_brevo_names(nursery: trio.Nursery) -> None:
     standin, adapter = await start(nursery)
     standin.faults.add("429", reset=1)

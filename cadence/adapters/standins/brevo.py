@@ -27,6 +27,7 @@ from cadence.adapters.standins.http import Drop, LoopbackService, Request, Respo
 MAX_VERSIONS = 1000
 MAX_RECIPIENTS_PER_VERSION = 99
 MAX_RECIPIENTS = 2000
+MAX_NAME = 70  # sender, recipient and reply-to names (Brevo's SendSmtpEmail* models)
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 _TOP_LEVEL = frozenset(
     {
@@ -164,6 +165,7 @@ class BrevoStandin(LoopbackService):
         if not has_template:
             if not isinstance(sender, dict) or not _valid_email(sender.get("email")):
                 raise BrevoRequestError("sender is missing or its email is not valid")
+            _check_name(sender, "sender")
         versions = body.get("messageVersions")
         if versions is not None:
             recipients = self._check_versions(versions, body, has_template)
@@ -254,6 +256,13 @@ def _check_address(item: Any, where: str) -> None:
         raise BrevoRequestError(f"email is not valid in {where}")
     if "name" in item and not isinstance(item["name"], str):
         raise BrevoRequestError(f"{where}.name must be a string")
+    _check_name(item, where)
+
+
+def _check_name(item: dict[str, Any], where: str) -> None:
+    name = item.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise BrevoRequestError(f"{where}.name can be at most {MAX_NAME} characters long")
 
 
 def _need_content(version: dict[str, Any], body: dict[str, Any], where: str) -> None:
