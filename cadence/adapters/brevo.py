@@ -9,11 +9,18 @@ a batch carries its batch id there and each version is matched by the `messageId
 Brevo returns, in order. Brevo's 429 has no Retry-After: the wait is
 `x-sib-ratelimit-reset` seconds. Per-contact List-Unsubscribe headers make each such
 message its own request, since versions cannot carry headers.
+
+Brevo does not replay the answer to a repeated idempotency key: it refuses the request
+with 400 `duplicate_parameter` and sends nothing
+(https://developers.brevo.com/docs/heterogenous-versions-batch-emails). When that answers
+a retry of a request whose outcome was unknown, the first request was processed: its
+messages are sent (Brevo's message ids are lost with the first answer).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +44,10 @@ from cadence.adapters.render import EmailContent
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 
 _SPLIT = "batch_refused"
+# Brevo's error code for a request whose idempotency key it processed within the key's TTL.
+_DUPLICATE = "duplicate_parameter"
+# How long a key whose request got no definite answer is remembered (Brevo's TTL is 30 min).
+_UNCERTAIN_TTL = 3600.0
 
 
 class BrevoAdapter(HttpAdapter):
@@ -68,6 +79,10 @@ class BrevoAdapter(HttpAdapter):
         # Batches whose outcome was unknown: a later retry of any of their messages reuses
         # the batch's idempotency key, so Brevo recognises it whatever the new grouping.
         self._unknown_batches: dict[str, str] = {}
+        # Idempotency keys of requests that got no definite answer (timeout, dropped
+        # connection, 5xx), with when: Brevo may have processed them, so a later
+        # `duplicate_parameter` for the same key means "already sent".
+        self._uncertain_keys: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"BrevoAdapter(base_url={self.config.base_url!r})"
@@ -118,7 +133,7 @@ class BrevoAdapter(HttpAdapter):
 
     def _sender(self, message: OutboundMessage) -> dict[str, str]:
         address = EmailAddress.parse(message.sender or self.default_sender or "")
-        return {"email": address.email, **({"name": address.name} if address.name else {})}
+        return _address(address.email, address.name)
 
     def _headers(self, message: OutboundMessage) -> dict[str, str]:
         headers = list_unsubscribe_headers(message)
@@ -168,7 +183,7 @@ class BrevoAdapter(HttpAdapter):
             body["messageVersions"] = versions
         if first.reply_to:
             reply = EmailAddress.parse(first.reply_to)
-            body["replyTo"] = {"email": reply.email, **({"name": reply.name} if reply.name else {})}
+            body["replyTo"] = _address(reply.email, reply.name)
         if first.tags:
             body["tags"] = list(first.tags)
         if self.config.sandbox:
@@ -189,6 +204,41 @@ class BrevoAdapter(HttpAdapter):
     # ------------------------------------------------------------------ one request
 
     async def _attempt(self, messages: list[OutboundMessage]) -> dict[str, SendResult] | Transient:
+        key = self._batch_key(messages)
+        outcome = await self._request(messages, key)
+        if isinstance(outcome, Transient):
+            self._note_uncertain(key)
+        else:
+            self._uncertain_keys.pop(key, None)
+        return outcome
+
+    def _note_uncertain(self, key: str) -> None:
+        now = time.monotonic()
+        self._uncertain_keys[key] = now
+        if len(self._uncertain_keys) > 10_000:
+            for old, when in list(self._uncertain_keys.items()):
+                if now - when > _UNCERTAIN_TTL:
+                    del self._uncertain_keys[old]
+
+    def _already_processed(self, messages: list[OutboundMessage], key: str, text: str) -> bool:
+        """Does a `duplicate_parameter` refusal mean Brevo processed this key earlier?"""
+        when = self._uncertain_keys.get(key)
+        if when is not None and time.monotonic() - when < _UNCERTAIN_TTL:
+            return True
+        # Tried before (perhaps by an earlier process), or Brevo names the key.
+        return any(m.attempt for m in messages) or "idempotency" in text.lower()
+
+    def _forget_consumed_key(self, messages: list[OutboundMessage], key: str) -> None:
+        """A remembered batch key was just processed for these messages only: the others
+        of that batch were never sent, and must not reuse it (Brevo would refuse them)."""
+        here = {m.idempotency_key for m in messages}
+        for other, remembered in list(self._unknown_batches.items()):
+            if remembered == key and other not in here:
+                del self._unknown_batches[other]
+
+    async def _request(
+        self, messages: list[OutboundMessage], key: str
+    ) -> dict[str, SendResult] | Transient:
         try:
             response = await self.client.post(
                 self.url,
@@ -203,6 +253,7 @@ class BrevoAdapter(HttpAdapter):
             return transport_failure(exc)
         status = response.status_code
         if status in (200, 201, 202):
+            self._forget_consumed_key(messages, key)
             data = _json(response)
             ids = data.get("messageIds") or [data.get("messageId")] * len(messages)
             if len(ids) != len(messages):
@@ -225,6 +276,9 @@ class BrevoAdapter(HttpAdapter):
         data = _json(response)
         code = str(data.get("code") or f"http_{status}")
         text = str(data.get("message") or response.reason_phrase)
+        if status == 400 and code == _DUPLICATE and self._already_processed(messages, key, text):
+            # The key's first request went through; this retry was refused, not sent.
+            return {m.idempotency_key: SendResult.sent(m, self.provider, None) for m in messages}
         if status == 400 and len(messages) > 1:
             code = _SPLIT
         return {
@@ -235,11 +289,24 @@ class BrevoAdapter(HttpAdapter):
         }
 
 
-def _recipient(message: OutboundMessage) -> dict[str, str]:
-    entry = {"email": message.recipient}
-    if message.recipient_name:
-        entry["name"] = message.recipient_name
+# Brevo refuses a request whose sender, recipient or reply-to name is longer than this
+# (400 invalid_parameter; "Maximum allowed characters are 70" in its SendSmtpEmail models).
+MAX_NAME = 70
+
+
+def _address(email: str, name: str | None) -> dict[str, str]:
+    """A Brevo address object; a display name cut to Brevo's 70 characters."""
+    entry = {"email": email}
+    shown = (name or "").strip()
+    if len(shown) > MAX_NAME:
+        shown = shown[:MAX_NAME].rstrip()
+    if shown:
+        entry["name"] = shown
     return entry
+
+
+def _recipient(message: OutboundMessage) -> dict[str, str]:
+    return _address(message.recipient, message.recipient_name)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -240,9 +240,9 @@ class InfobipAdapter(HttpAdapter):
             return transient_status(answer, "Infobip error")
         data = _json(answer)
         if status >= 300:
-            error = data.get("requestError", {}).get("serviceException", {})
-            code = str(error.get("messageId") or f"http_{status}")
-            text = str(error.get("text") or answer.reason_phrase)
+            code, text = error_details(data)
+            code = code or f"http_{status}"
+            text = text or answer.reason_phrase
             return {
                 m.idempotency_key: SendResult.failed(
                     m, self.provider, f"Infobip {status}: {text}", code=code
@@ -334,6 +334,50 @@ class InfobipAdapter(HttpAdapter):
                     )
                 break
         return found
+
+
+def error_details(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Infobip's error code and text from an error body, in either documented shape.
+
+    Most endpoints answer `{"errorCode", "description", "action", "violations":
+    [{"property", "violation"}], ...}`; some still answer the previous
+    `{"requestError": {"serviceException" | "policyException": {"messageId", "text",
+    "validationErrors": {field: [text]}}}}`
+    (https://www.infobip.com/docs/developer-resources/api-fundamentals/rate-limits-and-throttling).
+    """
+    request_error = data.get("requestError")
+    if isinstance(request_error, dict):
+        for kind in ("serviceException", "policyException"):
+            error = request_error.get(kind)
+            if isinstance(error, dict):
+                text = str(error.get("text") or "") or None
+                fields = error.get("validationErrors")
+                if isinstance(fields, dict) and fields:
+                    details = "; ".join(
+                        f"{name}: {', '.join(map(str, problems))}"
+                        if isinstance(problems, list)
+                        else f"{name}: {problems}"
+                        for name, problems in fields.items()
+                    )
+                    text = f"{text} ({details})" if text else details
+                code = error.get("messageId")
+                return (str(code) if code else None), text
+    if "errorCode" in data or "description" in data:
+        code = data.get("errorCode")
+        text = str(data.get("description") or "") or None
+        violations = data.get("violations")
+        if isinstance(violations, list):
+            details = "; ".join(
+                f"{v.get('property')}: {v.get('violation')}"
+                if v.get("property")
+                else str(v.get("violation"))
+                for v in violations
+                if isinstance(v, dict) and v.get("violation")
+            )
+            if details:
+                text = f"{text} ({details})" if text else details
+        return (str(code) if code else None), text
+    return None, None
 
 
 def _price(price: dict[str, Any]) -> tuple[Decimal | None, str | None]:

@@ -117,6 +117,48 @@ async def test_per_contact_unsubscribe_headers_are_sent_one_by_one(nursery: trio
 
 
 @pytest.mark.trio
+async def test_names_longer_than_brevo_allows_are_shortened(nursery: trio.Nursery) -> None:
+    # Brevo's SendSmtpEmailTo / Sender / ReplyTo models: "Maximum allowed characters are 70";
+    # a longer name gets 400 invalid_parameter for the whole request.
+    standin, adapter = await start(nursery)
+    long_name = "Maximiliana " + "von Habsburg-Lothringen " * 4
+    messages = [
+        email(1),
+        email(2, recipient_name=long_name),
+        email(3, sender=f"{long_name} <hello@acme.test>", reply_to=f"{long_name} <s@acme.test>"),
+    ]
+    results = await adapter.send_batch(messages)
+    assert [r.status for r in results] == [SendStatus.SENT] * 3
+    names = {e.to: e.to_name for e in standin.emails}
+    assert names["person2@example.test"] == long_name[:70].rstrip()
+    bodies = [r.json() for r in standin.requests]
+    assert all(len(b["sender"].get("name", "")) <= 70 for b in bodies)
+    assert all(len(b.get("replyTo", {}).get("name", "")) <= 70 for b in bodies)
+    assert len(standin.requests) == 2  # no request was refused and split
+
+
+@pytest.mark.trio
+async def test_stand_in_refuses_names_over_70_characters(nursery: trio.Nursery) -> None:
+    standin = BrevoStandin()
+    url = await nursery.start(standin.serve)
+    base = {"subject": "s", "htmlContent": "<p>x</p>", "sender": {"email": "a@acme.test"}}
+    to = [{"email": "b@example.test"}]
+    cases = [
+        {**base, "to": [{"email": "b@example.test", "name": "n" * 71}]},
+        {**base, "to": to, "sender": {"email": "a@acme.test", "name": "n" * 71}},
+        {**base, "to": to, "replyTo": {"email": "r@acme.test", "name": "n" * 71}},
+    ]
+    async with httpx.AsyncClient() as client:
+        for body in cases:
+            response = await client.post(
+                url + "/v3/smtp/email", json=body, headers={"api-key": "test-brevo-key"}
+            )
+            assert response.status_code == 400, body
+            assert response.json()["code"] == "invalid_parameter"
+    assert not standin.emails
+
+
+@pytest.mark.trio
 async def test_429_waits_until_the_reset_brevo_names(nursery: trio.Nursery) -> None:
     standin, adapter = await start(nursery)
     standin.faults.add("429", reset=1)
@@ -205,6 +247,77 @@ async def test_unknown_batch_retried_later_in_another_grouping_is_not_resent(
         "person2@example.test": 1,
         "person3@example.test": 1,
     }
+
+
+@pytest.mark.trio
+async def test_a_repeated_key_is_refused_as_duplicate_parameter_not_replayed(
+    nursery: trio.Nursery,
+) -> None:
+    # https://developers.brevo.com/docs/heterogenous-versions-batch-emails: a key used within
+    # its TTL gets the `duplicate_parameter` error and the request is not processed.
+    standin = BrevoStandin()
+    url = await nursery.start(standin.serve)
+    body = {
+        "sender": {"email": "a@acme.test"},
+        "to": [{"email": "b@example.test"}],
+        "subject": "s",
+        "htmlContent": "<p>x</p>",
+        "headers": {"idempotencyKey": str(uuid.uuid4())},
+    }
+    async with httpx.AsyncClient() as client:
+        first = await client.post(
+            url + "/v3/smtp/email", json=body, headers={"api-key": "test-brevo-key"}
+        )
+        again = await client.post(
+            url + "/v3/smtp/email", json=body, headers={"api-key": "test-brevo-key"}
+        )
+    assert first.status_code == 201 and "messageId" in first.json()
+    assert again.status_code == 400 and again.json()["code"] == "duplicate_parameter"
+    assert len(standin.emails) == 1
+
+
+@pytest.mark.trio
+async def test_single_email_timeout_then_duplicate_key_is_sent_not_failed(
+    nursery: trio.Nursery,
+) -> None:
+    standin, adapter = await start(nursery, timeout=0.3)
+    standin.faults.add("slow", delay=1.0)  # processed, answered too late
+    result = await adapter.send(email(1))
+    assert result.status is SendStatus.SENT and result.attempts == 2
+    (first, second) = standin.requests
+    assert first.json()["headers"]["idempotencyKey"] == second.json()["headers"]["idempotencyKey"]
+    assert [e.to for e in standin.emails] == ["person1@example.test"]
+
+
+@pytest.mark.trio
+async def test_engine_retry_after_unknown_outcome_is_sent_once(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery, timeout=0.2, policy=fast_policy(max_attempts=1))
+    standin.faults.add("slow", delay=0.5)
+    (first,) = await adapter.send_batch([email(1)])
+    assert first.status is SendStatus.UNKNOWN
+    await trio.sleep(0.5)
+    # A new adapter (the engine restarted): only the message's attempt count is known.
+    fresh = BrevoAdapter(adapter.config, policy=fast_policy(), breaker=lenient_breaker())
+    close_at_end(nursery, fresh)
+    (again,) = await fresh.send_batch([email(1).with_attempt(1)])
+    assert again.status is SendStatus.SENT
+    assert [e.to for e in standin.emails] == ["person1@example.test"]
+
+
+@pytest.mark.trio
+async def test_a_batch_key_used_by_part_of_its_batch_is_not_reused(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery, policy=fast_policy(max_attempts=1))
+    standin.faults.add("drop")  # lost before Brevo processed it: the outcome is unknown
+    first = await adapter.send_batch([email(1), email(2)])
+    assert [r.status for r in first] == [SendStatus.UNKNOWN] * 2
+    # The engine retries the two at different times: the first retry uses the batch's key
+    # (Brevo processes it, since the lost request never reached it) ...
+    (one,) = await adapter.send_batch([email(1).with_attempt(1)])
+    assert one.status is SendStatus.SENT and one.provider_message_id
+    # ... so the second must not reuse that key, or Brevo would refuse it as a duplicate.
+    (two,) = await adapter.send_batch([email(2).with_attempt(1)])
+    assert two.status is SendStatus.SENT and two.provider_message_id
+    assert sorted(e.to for e in standin.emails) == ["person1@example.test", "person2@example.test"]
 
 
 @pytest.mark.trio

@@ -4,6 +4,7 @@ and reconciliation by messageId so an unknown outcome never becomes a double sen
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -100,8 +101,42 @@ async def test_401_and_400_are_permanent_without_retry(nursery: trio.Nursery) ->
 
 
 @pytest.mark.trio
-async def test_429_honours_retry_after(nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize(
+    ("style", "code"), [("legacy", "UNAUTHORIZED"), ("current", "E401")], ids=["legacy", "current"]
+)
+async def test_both_published_error_shapes_are_read(
+    nursery: trio.Nursery, style: str, code: str
+) -> None:
+    # https://www.infobip.com/docs/developer-resources/api-fundamentals/rate-limits-and-throttling:
+    # most endpoints answer {"errorCode", "description", "violations", ...}, some the previous
+    # {"requestError": {"serviceException": {"messageId", "text"}}}.
+    standin, adapter = await start(nursery, api_key="wrong")
+    standin.error_style = style  # type: ignore[assignment]
+    result = await adapter.send(sms(1))
+    assert result.status is SendStatus.FAILED_PERMANENT and result.error_code == code
+    assert "Invalid login details" in (result.error or "")
+    assert len(standin.requests) == 1
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("style", ["legacy", "current"])
+async def test_a_refused_field_is_named_in_the_error(nursery: trio.Nursery, style: str) -> None:
     standin, adapter = await start(nursery)
+    standin.error_style = style  # type: ignore[assignment]
+    message = whatsapp(1, window=True)
+    empty = replace(message, content=replace(message.content, text=""))  # type: ignore[type-var]
+    result = await adapter.send(empty)
+    assert result.status is SendStatus.FAILED_PERMANENT
+    assert result.error_code == ("BAD_REQUEST" if style == "legacy" else "E400")
+    assert "content.text" in (result.error or "")
+    assert not standin.messages
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("style", ["legacy", "current"])
+async def test_429_honours_retry_after(nursery: trio.Nursery, style: str) -> None:
+    standin, adapter = await start(nursery)
+    standin.error_style = style  # type: ignore[assignment]
     standin.faults.add("429", retry_after=1)
     started = trio.current_time()
     result = await adapter.send(sms(1))

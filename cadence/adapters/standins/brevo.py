@@ -4,14 +4,19 @@ It checks each request the way Brevo documents it (api-key header; sender; `to` 
 `messageVersions` with at most 1000 versions, 99 recipients each and 2000 in all;
 subject and content unless a templateId; `headers.idempotencyKey` a UUID; valid
 addresses), answers Brevo's shapes (201 with `messageId` or `messageIds`; 400/401 as
-`{"code", "message"}`; 429 with `x-sib-ratelimit-*` headers and no Retry-After),
-remembers idempotency keys so a repeated request is not delivered twice, and records
-every delivered email for tests and the demo.
+`{"code", "message"}`; 429 with `x-sib-ratelimit-*` headers and no Retry-After), and
+records every delivered email for tests and the demo.
+
+Idempotency as Brevo documents it
+(https://developers.brevo.com/docs/heterogenous-versions-batch-emails): a key is processed
+once within its TTL (30 minutes); a later request with the same key is not processed and
+is refused with 400 `duplicate_parameter`. It does not replay the first answer.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +27,7 @@ from cadence.adapters.standins.http import Drop, LoopbackService, Request, Respo
 MAX_VERSIONS = 1000
 MAX_RECIPIENTS_PER_VERSION = 99
 MAX_RECIPIENTS = 2000
+MAX_NAME = 70  # sender, recipient and reply-to names (Brevo's SendSmtpEmail* models)
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 _TOP_LEVEL = frozenset(
     {
@@ -69,7 +75,8 @@ class BrevoStandin(LoopbackService):
     requests: list[Request] = field(default_factory=list)
     emails: list[BrevoEmail] = field(default_factory=list)
     rate_limit: int = 100
-    _seen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    idempotency_ttl: float = 30 * 60.0
+    _seen: dict[str, float] = field(default_factory=dict)
     _counter: int = 0
 
     service_name = "brevo"
@@ -146,13 +153,19 @@ class BrevoStandin(LoopbackService):
                 uuid.UUID(str(key))
             except ValueError:
                 raise BrevoRequestError("idempotencyKey must be a valid UUID") from None
-            if key in self._seen:
-                return self._seen[key]
+            used = self._seen.get(key)
+            if used is not None and time.monotonic() - used < self.idempotency_ttl:
+                raise BrevoRequestError(
+                    f"idempotencyKey {key} was already used in a request processed in the last "
+                    f"{self.idempotency_ttl / 60:g} minutes",
+                    "duplicate_parameter",
+                )
         has_template = body.get("templateId") is not None
         sender = body.get("sender")
         if not has_template:
             if not isinstance(sender, dict) or not _valid_email(sender.get("email")):
                 raise BrevoRequestError("sender is missing or its email is not valid")
+            _check_name(sender, "sender")
         versions = body.get("messageVersions")
         if versions is not None:
             recipients = self._check_versions(versions, body, has_template)
@@ -195,7 +208,7 @@ class BrevoStandin(LoopbackService):
             {"messageIds": ids} if versions is not None else {"messageId": ids[0]}
         )
         if key is not None:
-            self._seen[key] = answer
+            self._seen[key] = time.monotonic()
         return answer
 
     def _check_versions(
@@ -243,6 +256,13 @@ def _check_address(item: Any, where: str) -> None:
         raise BrevoRequestError(f"email is not valid in {where}")
     if "name" in item and not isinstance(item["name"], str):
         raise BrevoRequestError(f"{where}.name must be a string")
+    _check_name(item, where)
+
+
+def _check_name(item: dict[str, Any], where: str) -> None:
+    name = item.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise BrevoRequestError(f"{where}.name can be at most {MAX_NAME} characters long")
 
 
 def _need_content(version: dict[str, Any], body: dict[str, Any], where: str) -> None:

@@ -4,8 +4,13 @@ Endpoints, as Infobip publishes them: `POST /sms/2/text/advanced` (messages with
 destinations, per-destination `messageId`, `bulkId`, `callbackData`), `GET /sms/1/logs`
 (by `messageId` or `bulkId`), `POST /whatsapp/1/message/template`,
 `POST /whatsapp/1/message/text`, and `GET /whatsapp/1/reports` for WhatsApp lookups.
-Auth is `Authorization: App KEY`; errors use Infobip's
-`{"requestError": {"serviceException": {"messageId", "text"}}}` shape. Infobip does not
+Auth is `Authorization: App KEY`. Errors come in either of the two shapes Infobip
+documents (https://www.infobip.com/docs/developer-resources/api-fundamentals/rate-limits-and-throttling,
+https://www.infobip.com/docs/essentials/response-status-and-error-codes): the current one,
+`{"errorCode", "description", "action", "violations": [{"property", "violation"}],
+"resources"}`, which most endpoints answer, or the previous one that some endpoints still
+answer, `{"requestError": {"serviceException": {"messageId", "text", "validationErrors"}}}`
+(`error_style="current"` or `"legacy"`, the default). Infobip does not
 deduplicate: a repeated messageId is delivered again, and the stand-in counts it, so
 tests can prove the adapter never sends twice.
 """
@@ -17,7 +22,7 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from cadence.adapters.standins.faults import Fault, Faults
 from cadence.adapters.standins.http import Drop, LoopbackService, Request, Response
@@ -52,11 +57,42 @@ DELIVERED = {
 class InfobipRequestError(Exception):
     """A request Infobip would refuse with 400 BAD_REQUEST."""
 
+    @property
+    def field(self) -> str:
+        """The request field the message names (`messages[0].text is required`)."""
+        first = str(self).split(" ", 1)[0]
+        return first if first[:1].islower() else ""
 
-def _error(status: int, message_id: str, text: str) -> Response:
-    return Response(
-        status, {"requestError": {"serviceException": {"messageId": message_id, "text": text}}}
-    )
+
+ErrorStyle = Literal["legacy", "current"]
+
+_ACTIONS = {
+    400: "Check the request body against the endpoint's documented model.",
+    401: "Check the API key and the Authorization header.",
+    404: "Check the endpoint path.",
+    429: "Check request rate limit specified in the API endpoint documentation resource.",
+}
+
+
+def _error(
+    status: int, message_id: str, text: str, style: ErrorStyle = "legacy", property_: str = ""
+) -> Response:
+    if style == "current":
+        violations = [{"property": property_, "violation": text}] if status == 400 else []
+        return Response(
+            status,
+            {
+                "errorCode": f"E{status}",
+                "description": text if status != 400 else "Request body has invalid fields.",
+                "action": _ACTIONS.get(status, "Try again later."),
+                "violations": violations,
+                "resources": [],
+            },
+        )
+    exception: dict[str, Any] = {"messageId": message_id, "text": text}
+    if status == 400 and property_:
+        exception["validationErrors"] = {property_: [text]}
+    return Response(status, {"requestError": {"serviceException": exception}})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +120,7 @@ class InfobipStandin(LoopbackService):
     faults: Faults = field(default_factory=Faults)
     requests: list[Request] = field(default_factory=list)
     messages: list[InfobipMessage] = field(default_factory=list)
+    error_style: ErrorStyle = "legacy"
 
     service_name = "infobip"
 
@@ -106,13 +143,13 @@ class InfobipStandin(LoopbackService):
         lookups = {"/sms/1/logs": "sms", "/whatsapp/1/reports": "whatsapp"}
         route = routes.get((request.method, request.path))
         if route is None and not (request.method == "GET" and request.path in lookups):
-            return _error(404, "NOT_FOUND", "Requested URL not found: " + request.path)
+            return self._error(404, "NOT_FOUND", "Requested URL not found: " + request.path)
         fault = self.faults.take()
         if fault is not None and not fault.process and fault.kind != "slow":
             return self._fail(fault)
         auth = request.headers.get("authorization", "")
         if not auth.startswith("App ") or auth[4:] not in self.api_keys:
-            return _error(401, "UNAUTHORIZED", "Invalid login details")
+            return self._error(401, "UNAUTHORIZED", "Invalid login details")
         if route is None:
             return self._lookup(request, lookups[request.path])
         try:
@@ -121,9 +158,9 @@ class InfobipStandin(LoopbackService):
                 raise InfobipRequestError("Request body must be a JSON object")
             answer = route(body)
         except (ValueError, UnicodeDecodeError):
-            return _error(400, "BAD_REQUEST", "Invalid JSON")
+            return self._error(400, "BAD_REQUEST", "Invalid JSON")
         except InfobipRequestError as exc:
-            return _error(400, "BAD_REQUEST", str(exc))
+            return self._error(400, "BAD_REQUEST", str(exc), exc.field)
         if fault is not None and fault.kind == "slow":
             return Response(200, answer, delay=fault.delay or 30.0)
         if fault is not None:
@@ -132,26 +169,18 @@ class InfobipStandin(LoopbackService):
 
     def _fail(self, fault: Fault) -> Response | Drop:
         if fault.kind == "429":
-            headers = (
-                {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            )
-            return Response(
-                429,
-                {
-                    "requestError": {
-                        "serviceException": {
-                            "messageId": "TOO_MANY_REQUESTS",
-                            "text": "Too many requests",
-                        }
-                    }
-                },
-                headers=headers,
-            )
+            answer = self._error(429, "TOO_MANY_REQUESTS", "Too many requests sent.")
+            if fault.retry_after is not None:
+                answer.headers["retry-after"] = f"{fault.retry_after:g}"
+            return answer
         if fault.kind in ("500", "503"):
-            return _error(int(fault.kind), "GENERAL_ERROR", "Something went wrong")
+            return self._error(int(fault.kind), "GENERAL_ERROR", "Something went wrong")
         if fault.kind == "401":
-            return _error(401, "UNAUTHORIZED", "Invalid login details")
+            return self._error(401, "UNAUTHORIZED", "Invalid login details")
         return Drop(fault.delay)
+
+    def _error(self, status: int, message_id: str, text: str, property_: str = "") -> Response:
+        return _error(status, message_id, text, self.error_style, property_)
 
     def _accept(self, **fields: Any) -> InfobipMessage:
         message = InfobipMessage(
