@@ -1809,7 +1809,10 @@ class _Gates:
         if contact_id in self.suppressed.get(channel, set()):
             return "suppressed"
         facts = self.facts[contact_id]
-        if facts.attributes.get(UNSUBSCRIBED_EVENT) is True:
+        if (
+            facts.attributes.get(UNSUBSCRIBED_EVENT) is True
+            and channel in send_store.PERSONAL_CHANNELS
+        ):
             return "unsubscribed"
         consent = self.consent.get(channel, {}).get(contact_id)
         if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):

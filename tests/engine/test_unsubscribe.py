@@ -166,3 +166,26 @@ def test_a_send_queued_before_the_unsubscribe_is_dropped_at_delivery(store_url: 
         "suppressed since it was queued"
     ]
     assert _skips(store_url) == [("p1", "email", "suppressed")]
+
+
+def test_an_unsubscribe_naming_no_channel_leaves_webhooks_to_systems(store_url: str) -> None:
+    """Webhooks reach systems (a CRM), not the person: an unsubscribe does not stop them."""
+    source = """
+template hello email { subject "Hi" body "x" }
+template crm webhook { body "{{ contact.id }}" }
+campaign sync { on launch { wait 1h  send email hello  send webhook crm } }
+"""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(PEOPLE[:1])
+            await engine.deploy(campaigns(source))
+            await engine.launch("sync")
+            await engine.push_event({"contact": "p1", "name": "unsubscribed"})
+            await engine.run_until(T0 + dt.timedelta(hours=2))
+
+    trio.run(main)
+    assert _sent(sink) == [("p1", "crm")]
+    assert _skips(store_url) == [("p1", "-", "suppressed")]

@@ -28,8 +28,10 @@ from cadence.engine.store.models import (
 )
 
 CHUNK = 500
-# The channel of a suppression that stops every channel (an unsubscribe that named none).
+# The channel of a suppression that stops every channel reaching the person (an unsubscribe
+# that named none); webhooks go to systems, not to the person, and are not stopped by it.
 EVERY_CHANNEL = "*"
+PERSONAL_CHANNELS = frozenset({"email", "sms", "whatsapp", "inbox"})
 
 
 def idempotency_key(version_id: int, node: str, contact_id: str, occurrence: int) -> str:
@@ -166,8 +168,9 @@ def suppressed_contacts(
 ) -> set[str]:
     """Of (contact_id, address) recipients, the contact ids suppressed on `channel` by either.
 
-    A suppression on `EVERY_CHANNEL` counts on every channel.
+    A suppression on `EVERY_CHANNEL` counts on every one of `PERSONAL_CHANNELS`.
     """
+    channels = (channel, EVERY_CHANNEL) if channel in PERSONAL_CHANNELS else (channel,)
     pairs = list(recipients)
     by_address: dict[str, list[str]] = {}
     for contact_id, address in pairs:
@@ -182,7 +185,7 @@ def suppressed_contacts(
             for contact_id in session.scalars(
                 select(Suppression.contact_id).where(
                     Suppression.tenant_id == tenant_id,
-                    Suppression.channel.in_((channel, EVERY_CHANNEL)),
+                    Suppression.channel.in_(channels),
                     among(session, Suppression.contact_id, contact_ids[start : start + CHUNK]),
                     live,
                 )
@@ -194,7 +197,7 @@ def suppressed_contacts(
         for address in session.scalars(
             select(Suppression.address).where(
                 Suppression.tenant_id == tenant_id,
-                Suppression.channel.in_((channel, EVERY_CHANNEL)),
+                Suppression.channel.in_(channels),
                 among(session, Suppression.address, addresses[start : start + CHUNK]),
                 live,
             )
