@@ -528,6 +528,7 @@ class Engine:
 
     def _status_sync(self, store: Store) -> list[dict[str, Any]]:
         with store.session() as session:
+            self._start_scheduled(session)
             counts = campaign_store.enrollment_counts(session, self.tenant)
             ab_tests = campaign_store.ab_verdicts(session, self.tenant)
             pauses = campaign_store.pause_reasons(session, self.tenant)
@@ -613,6 +614,7 @@ class Engine:
 
     def _active_versions(self, session: Session) -> list[tuple[int, c.CompiledCampaign]]:
         """Current versions of the campaigns that take new enrollments now."""
+        self._start_scheduled(session)
         rows = session.execute(
             select(Campaign.current_version_id).where(
                 Campaign.tenant_id == self.tenant,
@@ -621,6 +623,42 @@ class Engine:
             )
         ).all()
         return [(vid, self._version(session, vid)[1]) for (vid,) in rows if vid is not None]
+
+    def _start_scheduled(self, session: Session) -> None:
+        """Make scheduled campaigns whose `starts` has come active, so their triggers fire.
+
+        A campaign launched before its `starts` waits as scheduled; from that instant
+        (campaign timezone) on it takes enrollments like any active campaign.
+        """
+        now = self.now()
+        scheduled = session.execute(
+            select(Campaign.id, Campaign.name, Campaign.current_version_id).where(
+                Campaign.tenant_id == self.tenant,
+                Campaign.status == CampaignStatus.SCHEDULED.value,
+                Campaign.current_version_id.is_not(None),
+            )
+        ).all()
+        for campaign_id, name, version_id in scheduled:
+            if version_id is None:
+                continue
+            compiled = self._version(session, version_id)[1]
+            starts = compiled.settings.starts
+            if starts is not None and (
+                timing.campaign_starts_instant(starts, timing.campaign_zone(compiled)) > now
+            ):
+                continue
+            # Only the worker whose update finds it still scheduled records the start.
+            started = session.execute(
+                update(Campaign)
+                .where(
+                    Campaign.id == campaign_id,
+                    Campaign.status == CampaignStatus.SCHEDULED.value,
+                )
+                .values(status=CampaignStatus.ACTIVE.value, updated_at=now)
+                .execution_options(synchronize_session="fetch")
+            )
+            if started.rowcount:  # type: ignore[attr-defined]
+                _audit(session, self.tenant, "start", name, {}, now)
 
     # ------------------------------------------------------------------ enrollment
 
@@ -1064,6 +1102,7 @@ class Engine:
         finished is completed; campaigns that wait for events or recur stay active."""
         now = self.now()
         with store.session() as session:
+            self._start_scheduled(session)
             for campaign in session.scalars(
                 select(Campaign).where(
                     Campaign.tenant_id == self.tenant,
@@ -1374,6 +1413,7 @@ class Engine:
     def _enroll_elsewhere(
         self, session: Session, name: str, contact_id: str, now: dt.datetime
     ) -> int:
+        self._start_scheduled(session)
         campaign = campaign_store.get_campaign(session, self.tenant, name)
         if campaign is None or campaign.current_version_id is None:
             return 0
