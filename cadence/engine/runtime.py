@@ -1394,8 +1394,15 @@ class Engine:
         if not isinstance(trigger, c.EveryTriggerModel):
             return 0
         zones = self._zones(session, [contact_id], campaign)
-        upcoming = _first_occurrence(
-            trigger, zones[contact_id], campaign, now + dt.timedelta(seconds=1)
+        # The next run follows this one's booked time, so an interval (`every 2w`) keeps its
+        # step from the first run, not from whenever this run happened to be stepped.
+        booked = state.get("not_before")
+        upcoming = _next_occurrence(
+            trigger,
+            zones[contact_id],
+            campaign,
+            dt.datetime.fromisoformat(booked) if booked else now,
+            now,
         )
         if upcoming is None:
             return 0
@@ -1857,13 +1864,38 @@ def _first_occurrence(
     campaign: c.CompiledCampaign,
     now: dt.datetime,
 ) -> dt.datetime | None:
+    """A launch's first run: an `at` moment (at once if past), or the first `every` occurrence
+    from the campaign's start (`starts`, else now): an interval counts from there."""
     campaign_zone = timing.campaign_zone(campaign)
     if isinstance(trigger, c.AtTriggerModel):
         instant = timing.at_trigger_instant(
             trigger.at, trigger.local, zone if trigger.local else campaign_zone
         )
         return max(instant, now)
+    begin = now
+    if campaign.settings.starts is not None:
+        begin = max(begin, timing.campaign_starts_instant(campaign.settings.starts, campaign_zone))
     occurrences = timing.every_trigger_occurrences(
-        trigger, zone if trigger.local else campaign_zone, now, None
+        trigger, zone if trigger.local else campaign_zone, begin, None
     )
     return next(iter(occurrences), None)
+
+
+def _next_occurrence(
+    trigger: c.EveryTriggerModel,
+    zone: Any,
+    campaign: c.CompiledCampaign,
+    booked: dt.datetime,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """The run of an `every` trigger after the one booked at `booked`, not before `now`.
+
+    Counted from the booked run, so `every 2w 10:00` steps two weeks from it; a run stepped
+    late (the engine was down) books the next one still to come rather than catching up.
+    """
+    zone = zone if trigger.local else timing.campaign_zone(campaign)
+    booked = as_utc(booked)
+    for instant in timing.every_trigger_occurrences(trigger, zone, booked, None):
+        if instant > booked and instant >= now:
+            return instant
+    return None

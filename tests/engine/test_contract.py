@@ -114,3 +114,81 @@ def test_a_campaign_launched_before_starts_takes_enrollments_from_then_on(store_
         return [row["status"] for row in await engine.status()]
 
     assert run_engine(store_url, utc("2026-11-27T00:00"), body) == ["active"]
+
+
+FORTNIGHTLY = """
+template fortnightly_report email {
+  subject "Your fortnightly market report"
+  body "<p>Prices, new listings and what sold in the last two weeks.</p>"
+}
+
+campaign fortnightly "Fortnightly report" {
+  type recurring
+  channels email
+  starts 2027-01-04
+  every 2w 10:00 local { send email fortnightly_report }
+}
+"""
+
+
+def test_every_two_weeks_counts_from_the_campaign_start(store_url: str) -> None:
+    # "`every 2w 10:00 local` runs at the first 10:00 from the campaign's start and then
+    # every two weeks at 10:00". Launched three days before `starts`.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [contact("ny", "America/New_York"), contact("mnl", "Asia/Manila")]
+        )
+        await launch_all(engine, FORTNIGHTLY)
+        await engine.run_until(utc("2027-02-10T00:00"))
+        return sink.stamps
+
+    stamps = run_engine(store_url, utc("2027-01-01T00:00"), body)
+    report = "fortnightly_report"
+    assert stamps == [
+        (utc("2027-01-04T02:00"), "mnl", report),  # 10:00 in Manila
+        (utc("2027-01-04T15:00"), "ny", report),  # 10:00 in New York
+        (utc("2027-01-18T02:00"), "mnl", report),
+        (utc("2027-01-18T15:00"), "ny", report),
+        (utc("2027-02-01T02:00"), "mnl", report),
+        (utc("2027-02-01T15:00"), "ny", report),
+    ]
+
+
+def test_every_named_day_starts_on_the_first_such_day_after_starts(store_url: str) -> None:
+    # Launched on Tuesday 1 December with `starts` on Wednesday the 9th: the first Monday
+    # 09:00 from the start is the 14th, not the 7th moved to the start's midnight.
+    source = """
+template digest email { subject "Weekly" body "b" }
+campaign weekly { starts 2026-12-09  every monday 09:00 local { send email digest } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("u")])
+        await launch_all(engine, source)
+        await engine.run_until(utc("2026-12-22T00:00"))
+        return sink.stamps
+
+    assert run_engine(store_url, utc("2026-12-01T09:30"), body) == [
+        (utc("2026-12-14T09:00"), "u", "digest"),
+        (utc("2026-12-21T09:00"), "u", "digest"),
+    ]
+
+
+def test_every_interval_without_a_time_runs_from_the_launch(store_url: str) -> None:
+    source = """
+template ping email { subject "Ping" body "b" }
+campaign six_hourly { every 6h { send email ping } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("u")])
+        await launch_all(engine, source)
+        await engine.run_until(utc("2026-12-02T09:00"))
+        return [stamp for stamp, _, _ in sink.stamps]
+
+    assert run_engine(store_url, utc("2026-12-01T09:30"), body) == [
+        utc("2026-12-01T09:30"),
+        utc("2026-12-01T15:30"),
+        utc("2026-12-01T21:30"),
+        utc("2026-12-02T03:30"),
+    ]
