@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -786,14 +786,26 @@ class Engine:
     def _upsert_contacts_sync(
         self, store: Store, contacts: list[Mapping[str, Any]], schema: Any, skip_invalid: bool
     ) -> importer.ImportReport:
+        before = self._segment_members_sync(
+            store, [str(row["id"]).strip() for row in contacts if row.get("id") is not None]
+        )
         return importer.upsert_contact_dicts(
             store, contacts, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
-            now=self.now(), on_written=self._contacts_written,
+            now=self.now(), on_written=functools.partial(self._contacts_written, before=before),
         )  # fmt: skip
 
-    def _contacts_written(self, session: Session, report: importer.ImportReport) -> None:
-        """Trigger on the contacts an import wrote, in its transaction: both commit, or neither."""
-        self._after_contacts_changed_in(session, report.created_ids, report.updated_ids)
+    def _contacts_written(
+        self,
+        session: Session,
+        report: importer.ImportReport,
+        before: frozenset[tuple[int, str, str]] = frozenset(),
+    ) -> None:
+        """Trigger on the contacts an import wrote, in its transaction: both commit, or neither.
+
+        `before` holds the (version, trigger, contact) segment memberships from before the
+        write: a contact already in a segment does not enter it again.
+        """
+        self._after_contacts_changed_in(session, report.created_ids, report.updated_ids, before)
 
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""
@@ -827,17 +839,29 @@ class Engine:
         Problems name the file's own line numbers and columns; the contacts and the
         enrollments they trigger are written in one transaction.
         """
-        return await self.store.call(
-            lambda store: importer.import_contacts(
+
+        def run(store: Store) -> importer.ImportReport:
+            before = self._segment_members_sync(store, _file_contact_ids(Path(path)))
+            return importer.import_contacts(
                 store, path, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
-                now=self.now(), on_written=self._contacts_written,
-            )
-        )  # fmt: skip
+                now=self.now(),
+                on_written=functools.partial(self._contacts_written, before=before),
+            )  # fmt: skip
+
+        return await self.store.call(run)
 
     def _after_contacts_changed_in(
-        self, session: Session, created: Sequence[str], updated: Sequence[str]
+        self,
+        session: Session,
+        created: Sequence[str],
+        updated: Sequence[str],
+        before: Collection[tuple[int, str, str]] = frozenset(),
     ) -> None:
-        """Enroll new contacts in `on contact_created` campaigns; re-check segment entry."""
+        """Enroll new contacts in `on contact_created` campaigns; re-check segment entry.
+
+        `before` are the segment memberships (version, trigger, contact) held before the
+        change; only a contact not among them enters.
+        """
         now = self.now()
         created, updated = list(created), list(updated)
         for version_id, campaign in self._active_versions(session):
@@ -850,7 +874,7 @@ class Engine:
                     )  # fmt: skip
                 elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
                     self._segment_enter(
-                        session, version_id, campaign, trigger, created + updated, now
+                        session, version_id, campaign, trigger, created + updated, now, before
                     )
 
     def _segment_enter(
@@ -861,17 +885,56 @@ class Engine:
         trigger: c.SegmentEnterTriggerModel,
         contact_ids: Sequence[str],
         now: dt.datetime,
+        before: Collection[tuple[int, str, str]],
     ) -> None:
+        """Enroll the contacts that match the segment now and did not before the change."""
         segment = campaign.segments.get(trigger.segment)
         if segment is None:
             return
-        audience = self._audience(session, campaign, contact_ids)
+        candidates = [cid for cid in contact_ids if (version_id, trigger.id, cid) not in before]
+        audience = self._audience(session, campaign, candidates)
         facts = load_facts(session, self.tenant, audience)
         entering = [
             cid for cid in audience
             if cid in facts and conditions.Context(facts[cid], campaign, now).holds(segment.expr)
         ]  # fmt: skip
         self._enroll_triggered(session, version_id, campaign, trigger, entering, now, {})
+
+    def _segment_members_sync(
+        self, store: Store, contact_ids: Sequence[str]
+    ) -> frozenset[tuple[int, str, str]]:
+        """Which of the contacts are in the segment of each active `on segment_enter`, now.
+
+        Read before contacts or events are written, so the write can tell who entered.
+        """
+        if not contact_ids:
+            return frozenset()
+        with store.session() as session:
+            return self._segment_members(session, contact_ids)
+
+    def _segment_members(
+        self, session: Session, contact_ids: Sequence[str]
+    ) -> frozenset[tuple[int, str, str]]:
+        now = self.now()
+        members: set[tuple[int, str, str]] = set()
+        watched = [
+            (version_id, campaign, trigger, campaign.segments[trigger.segment])
+            for version_id, campaign in self._active_versions(session)
+            for trigger in campaign.triggers
+            if isinstance(trigger, c.SegmentEnterTriggerModel)
+            and trigger.segment in campaign.segments
+        ]
+        if not watched:
+            return frozenset()
+        for chunk in _chunks(sorted(set(contact_ids)), self.batch_size):
+            facts = load_facts(session, self.tenant, chunk)
+            for version_id, campaign, trigger, segment in watched:
+                members.update(
+                    (version_id, trigger.id, cid)
+                    for cid, fact in facts.items()
+                    if conditions.Context(fact, campaign, now).holds(segment.expr)
+                )
+        return frozenset(members)
 
     def _enroll_triggered(
         self,
@@ -947,6 +1010,9 @@ class Engine:
         rows = [dict(event) for event in events]
         for row in rows:
             row.setdefault("at", now.isoformat())
+        before = self._segment_members_sync(
+            store, sorted({str(r["contact"]) for r in rows if r.get("contact")})
+        )
         importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now)
         enrolled = 0
         with store.session() as session:
@@ -958,7 +1024,9 @@ class Engine:
             for version_id, campaign in active:
                 for trigger in campaign.triggers:
                     if isinstance(trigger, c.SegmentEnterTriggerModel) and touched:
-                        self._segment_enter(session, version_id, campaign, trigger, touched, now)
+                        self._segment_enter(
+                            session, version_id, campaign, trigger, touched, now, before
+                        )
             self._wake_for_events(session, set(touched), now)
         return enrolled
 
@@ -1856,6 +1924,19 @@ def _as_campaigns(
     from cadence.dsl.compiler import compile_paths
 
     return compile_paths([Path(str(item)) for item in items])
+
+
+def _file_contact_ids(path: Path) -> list[str]:
+    """The contact ids a contacts file names (bad rows are the import's to report)."""
+    problems: list[Any] = []
+    try:
+        if path.suffix.lower() == ".csv":
+            _columns, rows = importer.read_csv(path, problems)
+        else:
+            rows = importer.read_jsonl(path, problems)
+    except (OSError, ValueError, CadenceError):
+        return []  # the import itself reports what is wrong with the file
+    return [str(raw["id"]).strip() for _line, raw in rows if raw.get("id") not in (None, "")]
 
 
 def _first_occurrence(

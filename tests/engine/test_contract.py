@@ -192,3 +192,101 @@ campaign six_hourly { every 6h { send email ping } }
         utc("2026-12-01T21:30"),
         utc("2026-12-02T03:30"),
     ]
+
+
+# ---------------------------------------------------------------------------- segment_enter
+
+MARKETING_QUALIFIED = """
+segment marketing_qualified = lead_score >= 30 and email_verified
+
+template intro email {
+  subject "A quick hello from {{ company.name }}"
+  body "<p>Who we are, in one minute.</p>"
+}
+
+on segment_enter marketing_qualified { send email intro }
+"""
+
+
+def test_segment_enter_skips_contacts_who_already_matched(store_url: str, tmp_path: Any) -> None:
+    # "Fires when a contact starts matching a segment (it did not match before, it does now).
+    # Contacts who already match when the campaign starts are not enrolled by this trigger."
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [
+                contact("already", lead_score=50, email_verified=True),
+                contact("later", lead_score=10, email_verified=True),
+                contact("by_file", lead_score=60, email_verified=True),
+                contact("by_event", lead_score=40, email_verified=True),
+            ]
+        )
+        await launch_all(engine, MARKETING_QUALIFIED)
+        update = tmp_path / "update.jsonl"
+        update.write_text(
+            '{"id": "by_file", "attributes": {"lead_score": 70}}\n'
+            '{"id": "later", "attributes": {"lead_score": 35}}\n',
+            "utf-8",
+        )
+        await at_times(
+            engine,
+            clock,
+            [
+                # Still matching after a change: no entry.
+                (
+                    utc("2026-12-01T10:00"),
+                    lambda: engine.upsert_contacts([{"id": "already", "attributes": {"x": 1}}]),
+                ),
+                (utc("2026-12-01T11:00"), lambda: engine.import_contacts(update)),
+                (utc("2026-12-01T12:00"), lambda: engine.push_event(event("by_event", "visit"))),
+                # A new contact that matches from the start enters.
+                (
+                    utc("2026-12-01T13:00"),
+                    lambda: engine.upsert_contacts(
+                        [contact("new", lead_score=90, email_verified=True)]
+                    ),
+                ),
+            ],
+        )
+        await engine.run_until(utc("2026-12-02T00:00"))
+        return sink.stamps
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T11:00"), "later", "intro"),  # 10 -> 35 by the file: entered
+        (utc("2026-12-01T13:00"), "new", "intro"),
+    ]
+
+
+def test_segment_enter_fires_again_only_after_leaving(store_url: str) -> None:
+    source = (
+        MARKETING_QUALIFIED.replace(
+            "on segment_enter", "campaign mql { reenter always on segment_enter"
+        )
+        + "}"
+    )
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("c", lead_score=10, email_verified=True)])
+        await launch_all(engine, source)
+
+        def score(value: int) -> Callable[[], Awaitable[Any]]:
+            return lambda: engine.upsert_contacts(
+                [{"id": "c", "attributes": {"lead_score": value}}]
+            )
+
+        await at_times(
+            engine,
+            clock,
+            [
+                (utc("2026-12-01T10:00"), score(40)),  # enters
+                (utc("2026-12-01T11:00"), score(45)),  # still in
+                (utc("2026-12-01T12:00"), score(5)),  # leaves
+                (utc("2026-12-01T13:00"), score(50)),  # enters again
+            ],
+        )
+        await engine.run_until(utc("2026-12-02T00:00"))
+        return [stamp for stamp, _, _ in sink.stamps]
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        utc("2026-12-01T10:00"),
+        utc("2026-12-01T13:00"),
+    ]
