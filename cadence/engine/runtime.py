@@ -1475,7 +1475,9 @@ class Engine:
         if upcoming is None:
             return 0
         ends = campaign.settings.ends
-        if ends is not None and upcoming >= timing.campaign_ends_instant(ends, zones[contact_id]):
+        if ends is not None and upcoming >= timing.campaign_ends_instant(
+            ends, timing.campaign_zone(campaign)
+        ):
             return 0
         return len(
             campaign_store.enroll_contacts(

@@ -160,10 +160,14 @@ def advance(
     settings = campaign.settings
     if settings.goal is not None and env.holds(settings.goal):
         return finish("exited", node_id, "goal reached")
-    if settings.ends is not None and now >= timing.campaign_ends_instant(settings.ends, env.zone):
+    # `starts` and `ends` are one moment for the whole campaign, read in its timezone.
+    campaign_zone = timing.campaign_zone(campaign)
+    if settings.ends is not None and now >= timing.campaign_ends_instant(
+        settings.ends, campaign_zone
+    ):
         return finish("exited", node_id, "campaign ended")
     if settings.starts is not None:
-        starts = timing.campaign_starts_instant(settings.starts, env.zone)
+        starts = timing.campaign_starts_instant(settings.starts, campaign_zone)
         if now < starts:
             return sleep(node_id or "end", starts, "campaign not started")
 

@@ -290,3 +290,34 @@ def test_segment_enter_fires_again_only_after_leaving(store_url: str) -> None:
         utc("2026-12-01T10:00"),
         utc("2026-12-01T13:00"),
     ]
+
+
+def test_starts_and_ends_are_read_in_the_campaign_timezone(store_url: str) -> None:
+    # "A date as `ends` includes that whole day (it ends at the following midnight,
+    # campaign timezone)": the same instant for a contact in Manila as for one in UTC.
+    source = """
+template a email { subject "A" body "b" }
+template b email { subject "B" body "b" }
+campaign short {
+  ends 2026-12-02
+  on launch { send email a  wait 1d  wait until 20:00  send email b }
+}
+campaign later { starts 2026-12-05  timezone "America/New_York"  on launch { send email a } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("mnl", "Asia/Manila"), contact("utc")])
+        await launch_all(engine, source)
+        await engine.run_until(utc("2026-12-06T00:00"))
+        return sorted(sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T09:00"), "mnl", "a"),
+        (utc("2026-12-01T09:00"), "utc", "a"),
+        # 20:00 UTC on 2 December is already the 3rd in Manila, but still before the end.
+        (utc("2026-12-02T20:00"), "mnl", "b"),
+        (utc("2026-12-02T20:00"), "utc", "b"),
+        # 00:00 on 5 December in New York, for both.
+        (utc("2026-12-05T05:00"), "mnl", "a"),
+        (utc("2026-12-05T05:00"), "utc", "a"),
+    ]
