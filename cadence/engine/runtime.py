@@ -951,7 +951,12 @@ class Engine:
             return 0
         state = {"trigger": trigger.id, "event": event}
         reenter = campaign.settings.reenter
-        if reenter.mode == "never":
+        mode = reenter.mode
+        if mode == "never" and isinstance(trigger, c.EventTriggerModel) and trigger.fanout:
+            # An event about a thing (a listing, a price drop) is news each time: every such
+            # event reaches every contact it matches, as `reenter always` would have it.
+            mode = "always"
+        if mode == "never":
             return len(
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, contact_ids, node=trigger.entry, due_at=now,
@@ -967,7 +972,7 @@ class Engine:
                 # `reenter always`: every firing is its own journey, even beside a running one;
                 # `reenter after D`: not again until D after the last entry.
                 number, created, _status = previous
-                if reenter.mode == "after" and now - as_utc(created) < dt.timedelta(
+                if mode == "after" and now - as_utc(created) < dt.timedelta(
                     seconds=reenter.after_seconds or 0
                 ):
                     continue

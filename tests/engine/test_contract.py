@@ -15,6 +15,7 @@ import trio
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
 from tests.engine.test_runtime import campaigns
+from tests.language_md import language_blocks
 
 
 def utc(text: str) -> dt.datetime:
@@ -320,4 +321,71 @@ campaign later { starts 2026-12-05  timezone "America/New_York"  on launch { sen
         # 00:00 on 5 December in New York, for both.
         (utc("2026-12-05T05:00"), "mnl", "a"),
         (utc("2026-12-05T05:00"), "utc", "a"),
+    ]
+
+
+# ---------------------------------------------------------------------------- fan-out
+
+
+def language_block(containing: str) -> str:
+    """The fenced block of LANGUAGE.md that contains `containing`, exactly as written."""
+    (block,) = [block for block in language_blocks() if containing in block]
+    return block
+
+
+LISTINGS = """
+template new_listing email { subject "New in {{ event.city }}" body "<p>{{ event.price }}</p>" }
+template price_drop email { subject "Price drop" body "<p>Now {{ event.price }}</p>" }
+""" + language_block("when property_listed for contacts")
+
+
+def test_fanout_sends_every_event_to_every_contact_it_matches(store_url: str) -> None:
+    # "An event about a thing rather than a person fans out to the contacts it matches":
+    # each listing reaches each matching contact, also one who matched an earlier listing.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [
+                contact(
+                    "rich", budget_max=900000, areas=["Makati", "BGC"], saved_properties=["p1"]
+                ),
+                contact("modest", budget_max=100000, areas=["Makati"], saved_properties=["p2"]),
+                contact("no_budget", areas=["Makati"]),  # unknown budget: not matched
+                contact("elsewhere", budget_max=900000, areas=["Cebu"], saved_properties=["p1"]),
+            ]
+        )
+        await launch_all(engine, LISTINGS)
+        listed = "property_listed"
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2026-12-01T10:00"),
+                    lambda: engine.push_event(event(None, listed, price=500000, city="Makati")),
+                ),
+                (
+                    utc("2026-12-01T11:00"),
+                    lambda: engine.push_event(event(None, listed, price=50000, city="Makati")),
+                ),
+                (
+                    utc("2026-12-01T12:00"),
+                    lambda: engine.push_event(event(None, "price_dropped", property_id="p1")),
+                ),
+                (
+                    utc("2026-12-01T13:00"),
+                    lambda: engine.push_event(event(None, "price_dropped", property_id="p1")),
+                ),
+            ],
+        )
+        await engine.run_until(utc("2026-12-02T00:00"))
+        return sorted(sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T10:00"), "rich", "new_listing"),
+        (utc("2026-12-01T11:00"), "modest", "new_listing"),
+        (utc("2026-12-01T11:00"), "rich", "new_listing"),
+        (utc("2026-12-01T12:00"), "elsewhere", "price_drop"),
+        (utc("2026-12-01T12:00"), "rich", "price_drop"),
+        (utc("2026-12-01T13:00"), "elsewhere", "price_drop"),
+        (utc("2026-12-01T13:00"), "rich", "price_drop"),
     ]
