@@ -872,10 +872,37 @@ class Engine:
                         session, self.tenant, version_id, audience, node=trigger.entry,
                         due_at=now, now=now, state={"trigger": trigger.id},
                     )  # fmt: skip
+                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and created:
+                    self._book_new_contacts(session, version_id, campaign, trigger, created, now)
                 elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
                     self._segment_enter(
                         session, version_id, campaign, trigger, created + updated, now, before
                     )
+
+    def _book_new_contacts(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        trigger: c.AtTriggerModel | c.EveryTriggerModel,
+        created: Sequence[str],
+        now: dt.datetime,
+    ) -> None:
+        """A contact created after the launch joins the `at` / `every` runs still to come."""
+        audience = self._audience(session, campaign, created)
+        if isinstance(trigger, c.AtTriggerModel):
+            zones = self._zones(session, audience, campaign)
+            campaign_zone = timing.campaign_zone(campaign)
+            audience = [
+                cid
+                for cid in audience
+                if timing.at_trigger_instant(
+                    trigger.at, trigger.local, zones[cid] if trigger.local else campaign_zone
+                )
+                >= now
+            ]
+        if audience:
+            self._enroll_audience(session, version_id, campaign, trigger, now, audience)
 
     def _segment_enter(
         self,

@@ -178,6 +178,12 @@ def advance(
         if now < booked:
             return Advance(node_id, "active", booked, state, history, effects)
         state.pop("not_before")
+        # `at` and `every` run for the audience as it is at that moment: a contact who has
+        # left it (or is now excluded) is not sent this run; the next one asks again.
+        if (settings.audience is not None and not env.holds(settings.audience)) or (
+            settings.exclude is not None and env.holds(settings.exclude)
+        ):
+            return finish("exited", node_id, "not in the audience")
 
     # An enrollment woken early (a goal check, an event) goes back to sleep if its wait is
     # not over; `wait for` is the exception, since the event it waits for may be the cause.

@@ -389,3 +389,119 @@ def test_fanout_sends_every_event_to_every_contact_it_matches(store_url: str) ->
         (utc("2026-12-01T13:00"), "elsewhere", "price_drop"),
         (utc("2026-12-01T13:00"), "rich", "price_drop"),
     ]
+
+
+# ---------------------------------------------------------------------------- at / every audience
+
+WEEKLY_UPDATE = """
+segment buyers = lead_type = "buyer" and not unsubscribed
+
+template market_update email {
+  subject "Your market update for {{ contact.city | default('your area') }}"
+  body "<p>New listings and price changes from last week.</p>"
+}
+
+campaign weekly_update "Weekly market update" {
+  type recurring
+  audience buyers
+  channels email
+  timezone fallback "Asia/Manila"
+  every monday 09:00 local { send email market_update }
+}
+"""
+
+
+def test_every_runs_for_the_audience_as_it_is_on_each_day(store_url: str) -> None:
+    # "Runs the steps for the whole audience again on every matching day": a buyer who
+    # becomes a seller stops getting it, a buyer created after the launch starts.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [contact("stays", lead_type="buyer"), contact("leaves", lead_type="buyer")]
+        )
+        await launch_all(engine, WEEKLY_UPDATE)
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2026-12-08T10:00"),
+                    lambda: engine.upsert_contacts(
+                        [
+                            {"id": "leaves", "attributes": {"lead_type": "seller"}},
+                            contact("joins", "Asia/Manila", lead_type="buyer"),
+                            contact("seller", lead_type="seller"),
+                        ]
+                    ),
+                ),
+            ],
+        )
+        await engine.run_until(utc("2026-12-21T12:00"))
+        return sorted(sink.stamps)
+
+    update = "market_update"
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-07T09:00"), "leaves", update),
+        (utc("2026-12-07T09:00"), "stays", update),
+        (utc("2026-12-14T01:00"), "joins", update),  # 09:00 in Manila
+        (utc("2026-12-14T09:00"), "stays", update),
+        (utc("2026-12-21T01:00"), "joins", update),
+        (utc("2026-12-21T09:00"), "stays", update),
+    ]
+
+
+def test_at_sends_to_the_audience_at_that_moment(store_url: str) -> None:
+    # "Runs once, at that moment, for the whole audience": who left the audience before
+    # the moment is not sent it; who joined before it is; who joined after it is not.
+    source = """
+segment subscribers = newsletter_opt_in
+template december_newsletter email { subject "December" body "<p>News.</p>" }
+campaign december_broadcast "December newsletter" {
+  type broadcast
+  audience subscribers
+  channels email
+  at 2026-12-01T09:00 local { send email december_newsletter }
+}
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [
+                contact("ny", "America/New_York", newsletter_opt_in=True),
+                contact("opts_out", newsletter_opt_in=True),
+            ]
+        )
+        await launch_all(engine, source)
+
+        def upsert(*rows: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+            return lambda: engine.upsert_contacts(list(rows))
+
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2026-11-30T12:00"),
+                    upsert(
+                        {"id": "opts_out", "attributes": {"newsletter_opt_in": False}},
+                        contact("new", "Asia/Manila", newsletter_opt_in=True),
+                    ),
+                ),
+                # 10:00 UTC: 09:00 has passed in UTC, not yet in New York.
+                (
+                    utc("2026-12-01T10:00"),
+                    upsert(
+                        contact("too_late", newsletter_opt_in=True),
+                        contact("ny_late", "America/New_York", newsletter_opt_in=True),
+                    ),
+                ),
+            ],
+        )
+        await engine.run_until(utc("2026-12-02T00:00"))
+        return sorted(sink.stamps)
+
+    newsletter = "december_newsletter"
+    assert run_engine(store_url, utc("2026-11-27T09:00"), body) == [
+        (utc("2026-12-01T01:00"), "new", newsletter),
+        (utc("2026-12-01T14:00"), "ny", newsletter),
+        (utc("2026-12-01T14:00"), "ny_late", newsletter),
+    ]
