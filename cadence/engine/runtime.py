@@ -1432,7 +1432,11 @@ class Engine:
                 if agent is not None:
                     contact = session.get(Contact, (self.tenant, contact_id))
                     if contact is not None:
-                        contact.attributes = {**(contact.attributes or {}), "agent": agent}
+                        # The agent's name (and email), as JSON: the row itself is no value.
+                        assigned = {"agent": agent.name}
+                        if agent.email:
+                            assigned["agent_email"] = agent.email
+                        contact.attributes = {**(contact.attributes or {}), **assigned}
                         contact.updated_at = now
             for channel, target in effects.notifications:
                 new_sends.append(

@@ -505,3 +505,73 @@ campaign december_broadcast "December newsletter" {
         (utc("2026-12-01T14:00"), "ny", newsletter),
         (utc("2026-12-01T14:00"), "ny_late", newsletter),
     ]
+
+
+# ---------------------------------------------------------------------------- effect steps
+
+EFFECTS = """
+template agent_intro sms "Hi, {{ contact.agent }} will call you today. Reply STOP to opt out."
+
+campaign agent_handoff "Agent hand-off" {
+  type triggered
+  channels sms
+  when property_viewed count>=3 {
+    set lead_stage = "nurture"
+    set viewed_at = last(property_viewed)
+    tag add "webinar-2026"
+    tag remove "cold"
+    assign agent round_robin
+    notify webhook "https://hooks.example.test/crm"
+    wait 1h
+    send sms agent_intro
+  }
+}
+"""
+
+
+def test_set_tag_assign_and_notify_change_the_contact(store_url: str) -> None:
+    from cadence.engine.store import agents as agent_store
+    from cadence.engine.store.models import Contact
+
+    def add_agents(store: Any) -> None:
+        with store.session() as session:
+            for name in ("ana", "ben"):
+                agent_store.add_agent(session, "default", name, now=utc("2026-12-01T09:00"))
+
+    def read(store: Any) -> dict[str, Any]:
+        with store.session() as session:
+            return {
+                row.id: (row.attributes, sorted(row.tags or []))
+                for row in session.query(Contact).order_by(Contact.id)
+            }
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.store.call(add_agents)
+        rows = []
+        for cid in ("c1", "c2", "c3"):
+            row = contact(cid, sms_opt_in=True)
+            row.update(phone="+1555000000" + cid[-1], tags=["cold", "vip"])
+            rows.append(row)
+        await engine.upsert_contacts(rows)
+        await launch_all(engine, EFFECTS)
+        for cid in ("c1", "c2", "c3"):
+            for _ in range(3):
+                await engine.push_event(event(cid, "property_viewed"))
+        await engine.run_until(utc("2026-12-01T11:00"))
+        notified = [m.contact_id for m in sink.delivered if m.channel == "webhook"]
+        return sink.stamps, notified, await engine.store.call(read)
+
+    stamps, notified, contacts = run_engine(store_url, utc("2026-12-01T09:00"), body)
+    assert [(at, cid, template) for at, cid, template in stamps if template] == [
+        (utc("2026-12-01T10:00"), cid, "agent_intro") for cid in ("c1", "c2", "c3")
+    ]
+    assert sorted(notified) == ["c1", "c2", "c3"]
+    agents = []
+    for cid in ("c1", "c2", "c3"):
+        attributes, tags = contacts[cid]
+        assert attributes["lead_stage"] == "nurture"
+        assert attributes["viewed_at"].startswith("2026-12-01T09:00")
+        assert tags == ["vip", "webinar-2026"]
+        agents.append(attributes["agent"])
+    # Round robin: each contact in turn gets the next active agent, by name.
+    assert agents == ["ana", "ben", "ana"]
