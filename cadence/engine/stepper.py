@@ -46,6 +46,10 @@ class StepEnv(Protocol):
         """The value of an expression for the contact now (for `set`)."""
         ...
 
+    def in_audience(self, expr: c.ExprModel) -> bool:
+        """Whether the campaign's `audience` (or `exclude`) holds, as read at a launch."""
+        ...
+
     def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
         """Whether the event a `wait for` names has happened since `since`."""
         ...
@@ -180,8 +184,8 @@ def advance(
         state.pop("not_before")
         # `at` and `every` run for the audience as it is at that moment: a contact who has
         # left it (or is now excluded) is not sent this run; the next one asks again.
-        if (settings.audience is not None and not env.holds(settings.audience)) or (
-            settings.exclude is not None and env.holds(settings.exclude)
+        if (settings.audience is not None and not env.in_audience(settings.audience)) or (
+            settings.exclude is not None and env.in_audience(settings.exclude)
         ):
             return finish("exited", node_id, "not in the audience")
 

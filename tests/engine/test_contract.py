@@ -575,3 +575,53 @@ def test_set_tag_assign_and_notify_change_the_contact(store_url: str) -> None:
         agents.append(attributes["agent"])
     # Round robin: each contact in turn gets the next active agent, by name.
     assert agents == ["ana", "ben", "ana"]
+
+
+# ---------------------------------------------------------------------------- engagement scope
+
+SHARED_TEMPLATE = """
+template welcome email { subject "Welcome" body "<p>Hi</p>" }
+template engaged_path email { subject "More" body "<p>x</p>" }
+template re_engagement email { subject "Still there?" body "<p>x</p>" }
+campaign first { on launch { send email welcome } }
+campaign second {
+  on launch {
+    wait 1h
+    send email welcome
+    wait 2d
+    if opened(welcome) { send email engaged_path } else { send email re_engagement }
+  }
+}
+"""
+
+
+def test_a_step_s_engagement_functions_read_its_own_campaign_s_messages(store_url: str) -> None:
+    # docs/semantics.md: engagement functions in a step's condition look only at messages
+    # of the current campaign; an open that names no campaign counts for any.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("other"), contact("own"), contact("unnamed")])
+        await launch_all(engine, SHARED_TEMPLATE)
+
+        def opened(cid: str, campaign: str | None) -> Callable[[], Awaitable[Any]]:
+            properties: dict[str, Any] = {"template": "welcome"}
+            if campaign is not None:
+                properties["campaign"] = campaign
+            return lambda: engine.push_event(event(cid, "opened", **properties))
+
+        await at_times(
+            engine,
+            clock,
+            [
+                (utc("2026-12-01T12:00"), opened("other", "first")),
+                (utc("2026-12-01T12:00"), opened("own", "second")),
+                (utc("2026-12-01T12:00"), opened("unnamed", None)),
+            ],
+        )
+        await engine.run_until(utc("2026-12-04T00:00"))
+        return sorted((cid, template) for at, cid, template in sink.stamps if at.day == 3)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        ("other", "re_engagement"),  # opened the first campaign's welcome, not this one's
+        ("own", "engaged_path"),
+        ("unnamed", "engaged_path"),
+    ]
