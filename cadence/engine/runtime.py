@@ -1327,6 +1327,9 @@ class Engine:
             results: list[tuple[Row[Any], Advance]] = []
             updates: list[claims.EnrollmentUpdate] = []
             pausing: dict[str, dict[str, Any]] = {}
+            # Higher-priority campaigns step first, so when caps let only some of the batch's
+            # sends through, theirs go (the sort is stable: due order within a priority).
+            claimed = sorted(claimed, key=lambda row: -versions[row.version_id].settings.priority)
             for row in claimed:
                 campaign = versions[row.version_id]
                 if campaign.name in pausing:

@@ -625,3 +625,28 @@ def test_a_step_s_engagement_functions_read_its_own_campaign_s_messages(store_ur
         ("own", "engaged_path"),
         ("unnamed", "engaged_path"),
     ]
+
+
+# ---------------------------------------------------------------------------- priority
+
+
+def test_a_cap_lets_the_higher_priority_campaign_s_send_through(store_url: str) -> None:
+    # "`priority N` — larger is more important. When caps or windows let only some due
+    # messages through, higher-priority campaigns go first."
+    source = """
+template routine email { subject "Routine" body "b" }
+template urgent email { subject "Urgent" body "b" }
+campaign a_routine { priority 2  cap email 1 per 1d  on launch { send email routine } }
+campaign b_urgent { priority 9  cap email 1 per 1d  on launch { send email urgent } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("u"), contact("v")])
+        await launch_all(engine, source)
+        await engine.run_until(utc("2026-12-01T10:00"))
+        return sorted(sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T09:00"), "u", "urgent"),
+        (utc("2026-12-01T09:00"), "v", "urgent"),
+    ]
