@@ -50,6 +50,7 @@ from cadence.engine.store.models import (
     Contact,
     Enrollment,
     EnrollmentStatus,
+    Event,
     OutboxMessage,
     OutboxStatus,
     SendLog,
@@ -1723,6 +1724,8 @@ class _Gates:
     """
 
     OPT_IN_CHANNELS: ClassVar[frozenset[str]] = frozenset({"sms", "whatsapp"})
+    # The channels that reach the person, which an unsubscribe stops.
+    PERSONAL_CHANNELS: ClassVar[frozenset[str]] = frozenset({"email", "sms", "whatsapp", "inbox"})
     ADDRESS_FIELD: ClassVar[dict[str, str]] = {
         "email": "email",
         "sms": "phone",
@@ -1766,6 +1769,40 @@ class _Gates:
                 session, tenant, channel, recipients, now=now
             )
             self.consent[channel] = send_store.consent_statuses(session, tenant, channel, contacts)
+        self.unsubscribed = self._unsubscribed(session, tenant, contacts, now)
+
+    def _unsubscribed(
+        self, session: Session, tenant: str, contacts: Sequence[str], now: dt.datetime
+    ) -> dict[str, set[str] | None]:
+        """Who unsubscribed, and from which channels (None: all of them).
+
+        The `unsubscribed` flag as conditions read it: a true `unsubscribed` attribute, or an
+        `unsubscribed` event at or before now; an event whose `channel` property names a
+        channel stops only that channel.
+        """
+        found: dict[str, set[str] | None] = {
+            cid: None for cid in contacts if self.facts[cid].attributes.get("unsubscribed") is True
+        }
+        for chunk in _chunks(list(contacts), 500):
+            for contact_id, properties in session.execute(
+                select(Event.contact_id, Event.properties).where(
+                    Event.tenant_id == tenant,
+                    Event.contact_id.in_(chunk),
+                    Event.name == "unsubscribed",
+                    Event.at <= now,
+                )
+            ):
+                if contact_id in found and found[contact_id] is None:
+                    continue
+                channel = (properties or {}).get("channel")
+                if isinstance(channel, str) and channel:
+                    found.setdefault(contact_id, set())
+                    channels = found[contact_id]
+                    if channels is not None:
+                        channels.add(channel)
+                else:
+                    found[contact_id] = None
+        return found
 
     def for_contact(
         self, contact_id: str, campaign: c.CompiledCampaign
@@ -1775,6 +1812,10 @@ class _Gates:
         def gate(channel: str) -> SendGate:
             if contact_id in self.suppressed.get(channel, set()):
                 return SendGate.skip("suppressed")
+            if contact_id in self.unsubscribed and channel in self.PERSONAL_CHANNELS:
+                stopped = self.unsubscribed[contact_id]
+                if stopped is None or channel in stopped:
+                    return SendGate.skip("unsubscribed")
             facts = self.facts[contact_id]
             consent = self.consent.get(channel, {}).get(contact_id)
             if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):

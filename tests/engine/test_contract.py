@@ -650,3 +650,47 @@ campaign b_urgent { priority 9  cap email 1 per 1d  on launch { send email urgen
         (utc("2026-12-01T09:00"), "u", "urgent"),
         (utc("2026-12-01T09:00"), "v", "urgent"),
     ]
+
+
+# ---------------------------------------------------------------------------- unsubscribes
+
+
+def test_an_unsubscribed_contact_is_never_sent_to(store_url: str) -> None:
+    # DESIGN.md: "A suppressed, unsubscribed or non-consenting contact is never sent to on
+    # that channel." `unsubscribed` is the flag conditions read: a true attribute or an
+    # `unsubscribed` event; one that names a channel stops that channel only.
+    source = """
+template news email { subject "News" body "b" }
+template news_sms sms "News. Reply STOP to opt out."
+campaign newsletter {
+  channels email, sms
+  on launch { wait 1h  send email news  send sms news_sms }
+}
+"""
+
+    def person(cid: str, **attributes: Any) -> dict[str, Any]:
+        row = contact(cid, sms_opt_in=True, **attributes)
+        row["phone"] = "+1555010" + str(len(cid)).zfill(4)
+        return row
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [
+                person("subscribed"),
+                person("by_attribute", unsubscribed=True),
+                person("by_event"),
+                person("from_sms"),
+            ]
+        )
+        await launch_all(engine, source)
+        await engine.push_events(
+            [event("by_event", "unsubscribed"), event("from_sms", "unsubscribed", channel="sms")]
+        )
+        await engine.run_until(utc("2026-12-01T12:00"))
+        return sorted((cid, template) for _, cid, template in sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        ("from_sms", "news"),
+        ("subscribed", "news"),
+        ("subscribed", "news_sms"),
+    ]
