@@ -1537,6 +1537,10 @@ class Engine:
         if campaign.status != CampaignStatus.ACTIVE.value:
             return 0
         compiled = self._version(session, campaign.current_version_id)[1]
+        # The other campaign's `audience` and `exclude` hold for an `enroll` as for its own
+        # triggers: an excluded contact is never enrolled.
+        if not self._audience(session, compiled, [contact_id]):
+            return 0
         entry = compiled.triggers[0].entry if compiled.triggers else "end"
         return len(
             campaign_store.enroll_contacts(

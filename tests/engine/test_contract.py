@@ -694,3 +694,58 @@ campaign newsletter {
         ("subscribed", "news"),
         ("subscribed", "news_sms"),
     ]
+
+
+# ---------------------------------------------------------------------------- enroll
+
+
+def test_enroll_starts_the_other_campaign_unless_its_rules_keep_the_contact_out(
+    store_url: str,
+) -> None:
+    # docs/language.md: `enroll` "enrolls the contact in another campaign, at the steps of
+    # that campaign's first trigger"; `exclude`: "contacts matching it are never enrolled".
+    source = """
+template last_chance email { subject "Should we stop writing?" body "<p>x</p>" }
+template sunset_notice email { subject "We're pausing our emails" body "<p>x</p>" }
+
+campaign sunset "Sunset" {
+  type triggered
+  channels email
+  exclude vip
+  when sunset_requested { send email sunset_notice }
+}
+
+when contact_inactive {
+  send email last_chance
+  wait for clicked(last_chance) up to 7d
+  if not clicked(last_chance) { enroll sunset }
+}
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts(
+            [contact("quiet"), contact("clicker"), contact("vip", vip=True)]
+        )
+        await launch_all(engine, source)
+        await engine.push_events(
+            [event(cid, "contact_inactive") for cid in ("quiet", "clicker", "vip")]
+        )
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2026-12-03T09:00"),
+                    lambda: engine.push_event(event("clicker", "clicked", template="last_chance")),
+                )
+            ],
+        )
+        await engine.run_until(utc("2026-12-10T00:00"))
+        return sorted(sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T09:00"), "clicker", "last_chance"),
+        (utc("2026-12-01T09:00"), "quiet", "last_chance"),
+        (utc("2026-12-01T09:00"), "vip", "last_chance"),
+        (utc("2026-12-08T09:00"), "quiet", "sunset_notice"),
+    ]
