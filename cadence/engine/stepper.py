@@ -243,6 +243,12 @@ def advance(
                 current = node.next
             case c.WaitForNode(event=event, timeout_seconds=timeout):
                 arrived = state.get("arrived")
+                if (not arrived or arrived[0] != node.id) and env.event_since(event, now):
+                    # A condition that already holds (the click came during an earlier
+                    # wait) needs no waiting; a named event must still come after now.
+                    history.append([stamp, node.id, "already met"])
+                    current = node.next
+                    continue
                 if not arrived or arrived[0] != node.id:
                     until = now + dt.timedelta(seconds=timeout)
                     state["arrived"] = [node.id, stamp, until.isoformat()]

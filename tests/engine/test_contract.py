@@ -749,3 +749,43 @@ when contact_inactive {
         (utc("2026-12-01T09:00"), "vip", "last_chance"),
         (utc("2026-12-08T09:00"), "quiet", "sunset_notice"),
     ]
+
+
+# ---------------------------------------------------------------------------- wait for
+
+
+def test_wait_for_a_condition_that_already_holds_does_not_wait(store_url: str) -> None:
+    # "Waits until CONDITION becomes true, but no longer than DURATION": a click during the
+    # earlier `wait 1d` already makes `clicked(offer)` true when the `wait for` begins.
+    source = """
+template offer email { subject "Your offer" body "<p>x</p>" }
+template thanks email { subject "Thanks" body "<p>x</p>" }
+template offer_reminder email { subject "Last chance" body "<p>x</p>" }
+on contact_created {
+  send email offer
+  wait 1d
+  wait for clicked(offer) up to 3d
+  if clicked(offer) { send email thanks } else { send email offer_reminder }
+}
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await launch_all(engine, source)
+        await engine.upsert_contacts([contact("early"), contact("later"), contact("never")])
+
+        def click(cid: str) -> Callable[[], Awaitable[Any]]:
+            return lambda: engine.push_event(event(cid, "clicked", template="offer"))
+
+        await at_times(
+            engine,
+            clock,
+            [(utc("2026-12-01T12:00"), click("early")), (utc("2026-12-03T12:00"), click("later"))],
+        )
+        await engine.run_until(utc("2026-12-06T00:00"))
+        return sorted((at, cid, template) for at, cid, template in sink.stamps if at.day > 1)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-02T09:00"), "early", "thanks"),  # no wait: already clicked
+        (utc("2026-12-03T12:00"), "later", "thanks"),  # resumes as the click arrives
+        (utc("2026-12-05T09:00"), "never", "offer_reminder"),  # 1d + 3d
+    ]
