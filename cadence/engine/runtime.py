@@ -625,6 +625,10 @@ class Engine:
         ).all()
         return [(vid, self._version(session, vid)[1]) for (vid,) in rows if vid is not None]
 
+    def _start_scheduled_sync(self, store: Store) -> None:
+        with store.session() as session:
+            self._start_scheduled(session)
+
     def _start_scheduled(self, session: Session) -> None:
         """Make scheduled campaigns whose `starts` has come active, so their triggers fire.
 
@@ -660,6 +664,11 @@ class Engine:
             )
             if started.rowcount:  # type: ignore[attr-defined]
                 _audit(session, self.tenant, "start", name, {}, now)
+                # Contacts who joined the audience while it was scheduled join its `at` /
+                # `every` runs (those booked at the launch are left as they are).
+                for trigger in compiled.triggers:
+                    if isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel):
+                        self._enroll_audience(session, version_id, compiled, trigger, now)
 
     # ------------------------------------------------------------------ enrollment
 
@@ -1187,6 +1196,7 @@ class Engine:
     async def run_due(self) -> RunStats:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
+        await self.store.call(self._start_scheduled_sync)
         while True:
             stepped, ready = await self.store.call(self._step_batch_sync)
             delivered = await self._deliver(ready) if ready else 0
@@ -1253,8 +1263,30 @@ class Engine:
                     OutboxMessage.status == OutboxStatus.PENDING.value,
                 )
             )
-        candidates = [as_utc(t) for t in (enrollment, outbox) if t is not None]
+            starts = self._scheduled_starts(session)
+        candidates = [as_utc(t) for t in (enrollment, outbox, starts) if t is not None]
         return min(candidates) if candidates else None
+
+    def _scheduled_starts(self, session: Session) -> dt.datetime | None:
+        """When the first scheduled campaign starts (it is then made active by `run_due`)."""
+        first: dt.datetime | None = None
+        for (version_id,) in session.execute(
+            select(Campaign.current_version_id).where(
+                Campaign.tenant_id == self.tenant,
+                Campaign.status == CampaignStatus.SCHEDULED.value,
+                Campaign.current_version_id.is_not(None),
+            )
+        ):
+            if version_id is None:
+                continue
+            compiled = self._version(session, version_id)[1]
+            if compiled.settings.starts is None:
+                continue
+            instant = timing.campaign_starts_instant(
+                compiled.settings.starts, timing.campaign_zone(compiled)
+            )
+            first = instant if first is None else min(first, instant)
+        return first
 
     async def run_until(self, until: dt.datetime, *, on_progress: Any = None) -> RunStats:
         """Run everything due up to `until`, moving a simulated clock from due time to due time."""

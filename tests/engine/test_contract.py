@@ -789,3 +789,31 @@ on contact_created {
         (utc("2026-12-03T12:00"), "later", "thanks"),  # resumes as the click arrives
         (utc("2026-12-05T09:00"), "never", "offer_reminder"),  # 1d + 3d
     ]
+
+
+def test_contacts_created_before_starts_join_the_recurring_runs(store_url: str) -> None:
+    # Launched before `starts`, with nobody in the audience yet and then with one contact.
+    source = """
+template digest email { subject "Weekly" body "b" }
+campaign weekly { starts 2026-12-07  every monday 09:00 local { send email digest } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await launch_all(engine, source.replace("weekly", "empty_at_launch"))
+        await engine.upsert_contacts([contact("at_launch")])
+        await launch_all(engine, source)
+        await at_times(
+            engine,
+            clock,
+            [(utc("2026-12-03T12:00"), lambda: engine.upsert_contacts([contact("meanwhile")]))],
+        )
+        await engine.run_until(utc("2026-12-15T00:00"))
+        return sorted(sink.stamps)
+
+    digests = run_engine(store_url, utc("2026-12-01T09:00"), body)
+    # Both campaigns: the one launched with nobody reaches both contacts too.
+    assert digests == [
+        (utc(day), cid, "digest")
+        for day in ("2026-12-07T09:00", "2026-12-14T09:00")
+        for cid in ("at_launch", "at_launch", "meanwhile", "meanwhile")
+    ]
