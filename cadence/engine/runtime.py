@@ -1604,6 +1604,25 @@ class Engine:
             return None
         verdict = conditions.ab_results(session, self.tenant, version_id, node)
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
+        # Contacts held for the winner go now, not at their own arrival plus `after` (those
+        # another worker is stepping right now are skipped: they see the winner as they step).
+        held = session.scalars(
+            select(Enrollment.id)
+            .where(
+                Enrollment.version_id == version_id,
+                Enrollment.node == node.id,
+                Enrollment.status == EnrollmentStatus.ACTIVE.value,
+                Enrollment.due_at > now,
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for start in range(0, len(held), self.batch_size):
+            session.execute(
+                update(Enrollment)
+                .where(Enrollment.id.in_(held[start : start + self.batch_size]))
+                .values(due_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
         return verdict.winner
 
     async def _deliver_batch(self) -> int:

@@ -817,3 +817,56 @@ campaign weekly { starts 2026-12-07  every monday 09:00 local { send email diges
         for day in ("2026-12-07T09:00", "2026-12-14T09:00")
         for cid in ("at_launch", "at_launch", "meanwhile", "meanwhile")
     ]
+
+
+# ---------------------------------------------------------------------------- A/B split
+
+
+def test_contacts_held_for_an_a_b_winner_get_it_when_it_is_known(store_url: str) -> None:
+    # "holds the rest, and after DURATION sends the held contacts down the branch of the
+    # winning variant. Contacts reaching the split after the winner is known go straight
+    # to it." Here contacts sign up over the day; the test share is 50%.
+    source = """
+template subject_a email { subject "A" body "b" }
+template subject_b email { subject "B" body "b" }
+campaign signup_test {
+  channels email
+  when signed_up {
+    split 50% test winner by opens after 4h {
+      a: send email subject_a
+      b: send email subject_b
+    }
+  }
+}
+"""
+    ids = [f"c{i:02d}" for i in range(40)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact(cid) for cid in ids])
+        await launch_all(engine, source)
+        steps = [
+            (utc("2026-12-01T09:00") + dt.timedelta(minutes=15 * i), cid)
+            for i, cid in enumerate(ids)
+        ]
+        for moment, cid in steps:
+            await engine.run_until(moment)
+            clock.advance_to(max(moment, clock.now()))
+            await engine.push_event(event(cid, "signed_up"))
+        await engine.run_until(utc("2026-12-02T09:00"))
+        return sink.stamps
+
+    stamps = run_engine(store_url, utc("2026-12-01T09:00"), body)
+    first_test_send = min(at for at, _, _ in stamps)
+    decided = first_test_send + dt.timedelta(hours=4)
+    arrival = {
+        cid: utc("2026-12-01T09:00") + dt.timedelta(minutes=15 * i) for i, cid in enumerate(ids)
+    }
+    assert sorted(cid for _, cid, _ in stamps) == ids  # everyone gets exactly one variant
+    for at, cid, _template in stamps:
+        if at != arrival[cid]:
+            # Held: sent when the winner is known (or on arrival, once it is), never later.
+            assert at == max(decided, arrival[cid]), (cid, at)
+    late = [(at, cid) for at, cid, _ in stamps if arrival[cid] >= decided]
+    assert late and all(at == arrival[cid] for at, cid in late)
+    held = [cid for at, cid, _ in stamps if at != arrival[cid]]
+    assert held  # some contacts were held and then sent at the decision
