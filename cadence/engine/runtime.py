@@ -1606,16 +1606,19 @@ class Engine:
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
         # Contacts held for the winner go now, not at their own arrival plus `after` (those
         # another worker is stepping right now are skipped: they see the winner as they step).
-        held = session.scalars(
-            select(Enrollment.id)
-            .where(
-                Enrollment.version_id == version_id,
-                Enrollment.node == node.id,
-                Enrollment.status == EnrollmentStatus.ACTIVE.value,
-                Enrollment.due_at > now,
+        # Status and due time are filtered here, not in SQL: given them, SQLite's planner
+        # picks the status index over the version's and walks every sleeping enrollment.
+        held = [
+            enrollment_id
+            for enrollment_id, status, due_at in session.execute(
+                select(Enrollment.id, Enrollment.status, Enrollment.due_at)
+                .where(Enrollment.version_id == version_id, Enrollment.node == node.id)
+                .with_for_update(skip_locked=True)
             )
-            .with_for_update(skip_locked=True)
-        ).all()
+            if status == EnrollmentStatus.ACTIVE.value
+            and due_at is not None
+            and as_utc(due_at) > now
+        ]
         for start in range(0, len(held), self.batch_size):
             session.execute(
                 update(Enrollment)
