@@ -73,6 +73,7 @@ def build_eval_context(
     campaign: c.CompiledCampaign,
     now: dt.datetime,
     event: Mapping[str, Any] | None,
+    campaign_scope: str | None = None,
 ) -> evaluate.EvalContext:
     """Translate the engine's facts into the evaluator's context."""
     return evaluate.EvalContext.from_facts(
@@ -84,6 +85,7 @@ def build_eval_context(
         segments=evaluate.segments_of(campaign),
         scores=dict(campaign.scores),
         now=now,
+        campaign_scope=campaign_scope,
     )
 
 
@@ -104,6 +106,28 @@ class StepContext(Context):
         self._gate = gate
         self._winner = winner
         self._zone: ZoneInfo | None = None
+        self._step_context: evaluate.EvalContext | None = None
+
+    @property
+    def step_context(self) -> evaluate.EvalContext:
+        """The evaluator's view for a step: engagement limited to this campaign's messages."""
+        if self._step_context is None:  # lazy by hand, as `eval_context` (see there)
+            self._step_context = build_eval_context(
+                self.facts, self.campaign, self._now, self.event, self.campaign.name
+            )
+        return self._step_context
+
+    def holds(self, expr: c.ExprModel) -> bool:
+        """A step's condition (`if`, `goal`): engagement functions see this campaign only."""
+        return evaluate.holds(c.model_to_expr(expr), self.step_context)
+
+    def value(self, expr: c.ExprModel) -> Any:
+        """A step's value (`set`), with engagement in this campaign's scope."""
+        return evaluate.value(c.model_to_expr(expr), self.step_context)
+
+    def in_audience(self, expr: c.ExprModel) -> bool:
+        """`audience` / `exclude` as a launch reads them: over every campaign's messages."""
+        return super().holds(expr)
 
     @property
     def now(self) -> dt.datetime:
@@ -122,7 +146,7 @@ class StepContext(Context):
 
     def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
         """Whether what a `wait for` waits for (`clicked(offer)`, `purchase`) has happened."""
-        return evaluate.wait_for_satisfied(c.model_to_expr(expr), self.eval_context, since)
+        return evaluate.wait_for_satisfied(c.model_to_expr(expr), self.step_context, since)
 
     def send_gate(self, channel: str) -> SendGate:
         """The batch's suppression, consent and cap answer for this contact."""

@@ -245,13 +245,16 @@ class EvalContext:
         return list(cached)
 
     def engagement_records(self, *, scoped: bool) -> list[EngagementRecord]:
-        """Engagement up to now; in the campaign's scope when `scoped` and a scope is set."""
+        """Engagement up to now; in the campaign's scope when `scoped` and a scope is set.
+
+        A record that names no campaign (an event pushed without one) is in every scope.
+        """
         now = self.now_utc
+        scope = self.campaign_scope if scoped else None
         return [
             r
             for r in self.engagement.records
-            if _aware(r.at) <= now
-            and (not scoped or self.campaign_scope is None or r.campaign == self.campaign_scope)
+            if _aware(r.at) <= now and (scope is None or r.campaign in (None, scope))
         ]
 
     def flag_instant(self, name: str) -> dt.datetime | None:

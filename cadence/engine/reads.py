@@ -100,6 +100,14 @@ def _reach_reads(campaign: c.CompiledCampaign, start: str | None) -> frozenset[s
     found = of(settings.goal) if settings.goal is not None else NONE
     if start is None:
         return found
+    # A booked `at` / `every` run checks the audience and the exclusion when it starts.
+    if any(
+        isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and trigger.entry == start
+        for trigger in campaign.triggers
+    ):
+        for rule in (settings.audience, settings.exclude):
+            if rule is not None:
+                found |= of(rule)
     nodes = campaign.node_map
     seen: set[str] = set()
     pending = [start]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -536,6 +536,7 @@ class Engine:
 
     def _status_sync(self, store: Store) -> list[dict[str, Any]]:
         with store.session() as session:
+            self._start_scheduled(session)
             counts = campaign_store.enrollment_counts(session, self.tenant)
             ab_tests = campaign_store.ab_verdicts(session, self.tenant)
             pauses = campaign_store.pause_reasons(session, self.tenant)
@@ -621,6 +622,7 @@ class Engine:
 
     def _active_versions(self, session: Session) -> list[tuple[int, c.CompiledCampaign]]:
         """Current versions of the campaigns that take new enrollments now."""
+        self._start_scheduled(session)
         rows = session.execute(
             select(Campaign.current_version_id).where(
                 Campaign.tenant_id == self.tenant,
@@ -629,6 +631,51 @@ class Engine:
             )
         ).all()
         return [(vid, self._version(session, vid)[1]) for (vid,) in rows if vid is not None]
+
+    def _start_scheduled_sync(self, store: Store) -> None:
+        with store.session() as session:
+            self._start_scheduled(session)
+
+    def _start_scheduled(self, session: Session) -> None:
+        """Make scheduled campaigns whose `starts` has come active, so their triggers fire.
+
+        A campaign launched before its `starts` waits as scheduled; from that instant
+        (campaign timezone) on it takes enrollments like any active campaign.
+        """
+        now = self.now()
+        scheduled = session.execute(
+            select(Campaign.id, Campaign.name, Campaign.current_version_id).where(
+                Campaign.tenant_id == self.tenant,
+                Campaign.status == CampaignStatus.SCHEDULED.value,
+                Campaign.current_version_id.is_not(None),
+            )
+        ).all()
+        for campaign_id, name, version_id in scheduled:
+            if version_id is None:
+                continue
+            compiled = self._version(session, version_id)[1]
+            starts = compiled.settings.starts
+            if starts is not None and (
+                timing.campaign_starts_instant(starts, timing.campaign_zone(compiled)) > now
+            ):
+                continue
+            # Only the worker whose update finds it still scheduled records the start.
+            started = session.execute(
+                update(Campaign)
+                .where(
+                    Campaign.id == campaign_id,
+                    Campaign.status == CampaignStatus.SCHEDULED.value,
+                )
+                .values(status=CampaignStatus.ACTIVE.value, updated_at=now)
+                .execution_options(synchronize_session="fetch")
+            )
+            if started.rowcount:  # type: ignore[attr-defined]
+                _audit(session, self.tenant, "start", name, {}, now)
+                # Contacts who joined the audience while it was scheduled join its `at` /
+                # `every` runs (those booked at the launch are left as they are).
+                for trigger in compiled.triggers:
+                    if isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel):
+                        self._enroll_audience(session, version_id, compiled, trigger, now)
 
     # ------------------------------------------------------------------ enrollment
 
@@ -756,14 +803,26 @@ class Engine:
     def _upsert_contacts_sync(
         self, store: Store, contacts: list[Mapping[str, Any]], schema: Any, skip_invalid: bool
     ) -> importer.ImportReport:
+        before = self._segment_members_sync(
+            store, [str(row["id"]).strip() for row in contacts if row.get("id") is not None]
+        )
         return importer.upsert_contact_dicts(
             store, contacts, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
-            now=self.now(), on_written=self._contacts_written,
+            now=self.now(), on_written=functools.partial(self._contacts_written, before=before),
         )  # fmt: skip
 
-    def _contacts_written(self, session: Session, report: importer.ImportReport) -> None:
-        """Trigger on the contacts an import wrote, in its transaction: both commit, or neither."""
-        self._after_contacts_changed_in(session, report.created_ids, report.updated_ids)
+    def _contacts_written(
+        self,
+        session: Session,
+        report: importer.ImportReport,
+        before: frozenset[tuple[int, str, str]] = frozenset(),
+    ) -> None:
+        """Trigger on the contacts an import wrote, in its transaction: both commit, or neither.
+
+        `before` holds the (version, trigger, contact) segment memberships from before the
+        write: a contact already in a segment does not enter it again.
+        """
+        self._after_contacts_changed_in(session, report.created_ids, report.updated_ids, before)
 
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""
@@ -797,17 +856,29 @@ class Engine:
         Problems name the file's own line numbers and columns; the contacts and the
         enrollments they trigger are written in one transaction.
         """
-        return await self.store.call(
-            lambda store: importer.import_contacts(
+
+        def run(store: Store) -> importer.ImportReport:
+            before = self._segment_members_sync(store, _file_contact_ids(Path(path)))
+            return importer.import_contacts(
                 store, path, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
-                now=self.now(), on_written=self._contacts_written,
-            )
-        )  # fmt: skip
+                now=self.now(),
+                on_written=functools.partial(self._contacts_written, before=before),
+            )  # fmt: skip
+
+        return await self.store.call(run)
 
     def _after_contacts_changed_in(
-        self, session: Session, created: Sequence[str], updated: Sequence[str]
+        self,
+        session: Session,
+        created: Sequence[str],
+        updated: Sequence[str],
+        before: Collection[tuple[int, str, str]] = frozenset(),
     ) -> None:
-        """Enroll new contacts in `on contact_created` campaigns; re-check segment entry."""
+        """Enroll new contacts in `on contact_created` campaigns; re-check segment entry.
+
+        `before` are the segment memberships (version, trigger, contact) held before the
+        change; only a contact not among them enters.
+        """
         now = self.now()
         created, updated = list(created), list(updated)
         for version_id, campaign in self._active_versions(session):
@@ -818,10 +889,37 @@ class Engine:
                         session, self.tenant, version_id, audience, node=trigger.entry,
                         due_at=now, now=now, state={"trigger": trigger.id},
                     )  # fmt: skip
+                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and created:
+                    self._book_new_contacts(session, version_id, campaign, trigger, created, now)
                 elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
                     self._segment_enter(
-                        session, version_id, campaign, trigger, created + updated, now
+                        session, version_id, campaign, trigger, created + updated, now, before
                     )
+
+    def _book_new_contacts(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        trigger: c.AtTriggerModel | c.EveryTriggerModel,
+        created: Sequence[str],
+        now: dt.datetime,
+    ) -> None:
+        """A contact created after the launch joins the `at` / `every` runs still to come."""
+        audience = self._audience(session, campaign, created)
+        if isinstance(trigger, c.AtTriggerModel):
+            zones = self._zones(session, audience, campaign)
+            campaign_zone = timing.campaign_zone(campaign)
+            audience = [
+                cid
+                for cid in audience
+                if timing.at_trigger_instant(
+                    trigger.at, trigger.local, zones[cid] if trigger.local else campaign_zone
+                )
+                >= now
+            ]
+        if audience:
+            self._enroll_audience(session, version_id, campaign, trigger, now, audience)
 
     def _segment_enter(
         self,
@@ -831,17 +929,56 @@ class Engine:
         trigger: c.SegmentEnterTriggerModel,
         contact_ids: Sequence[str],
         now: dt.datetime,
+        before: Collection[tuple[int, str, str]],
     ) -> None:
+        """Enroll the contacts that match the segment now and did not before the change."""
         segment = campaign.segments.get(trigger.segment)
         if segment is None:
             return
-        audience = self._audience(session, campaign, contact_ids)
+        candidates = [cid for cid in contact_ids if (version_id, trigger.id, cid) not in before]
+        audience = self._audience(session, campaign, candidates)
         facts = load_facts(session, self.tenant, audience)
         entering = [
             cid for cid in audience
             if cid in facts and conditions.Context(facts[cid], campaign, now).holds(segment.expr)
         ]  # fmt: skip
         self._enroll_triggered(session, version_id, campaign, trigger, entering, now, {})
+
+    def _segment_members_sync(
+        self, store: Store, contact_ids: Sequence[str]
+    ) -> frozenset[tuple[int, str, str]]:
+        """Which of the contacts are in the segment of each active `on segment_enter`, now.
+
+        Read before contacts or events are written, so the write can tell who entered.
+        """
+        if not contact_ids:
+            return frozenset()
+        with store.session() as session:
+            return self._segment_members(session, contact_ids)
+
+    def _segment_members(
+        self, session: Session, contact_ids: Sequence[str]
+    ) -> frozenset[tuple[int, str, str]]:
+        now = self.now()
+        members: set[tuple[int, str, str]] = set()
+        watched = [
+            (version_id, campaign, trigger, campaign.segments[trigger.segment])
+            for version_id, campaign in self._active_versions(session)
+            for trigger in campaign.triggers
+            if isinstance(trigger, c.SegmentEnterTriggerModel)
+            and trigger.segment in campaign.segments
+        ]
+        if not watched:
+            return frozenset()
+        for chunk in _chunks(sorted(set(contact_ids)), self.batch_size):
+            facts = load_facts(session, self.tenant, chunk)
+            for version_id, campaign, trigger, segment in watched:
+                members.update(
+                    (version_id, trigger.id, cid)
+                    for cid, fact in facts.items()
+                    if conditions.Context(fact, campaign, now).holds(segment.expr)
+                )
+        return frozenset(members)
 
     def _enroll_triggered(
         self,
@@ -858,7 +995,12 @@ class Engine:
             return 0
         state = {"trigger": trigger.id, "event": event}
         reenter = campaign.settings.reenter
-        if reenter.mode == "never":
+        mode = reenter.mode
+        if mode == "never" and isinstance(trigger, c.EventTriggerModel) and trigger.fanout:
+            # An event about a thing (a listing, a price drop) is news each time: every such
+            # event reaches every contact it matches, as `reenter always` would have it.
+            mode = "always"
+        if mode == "never":
             return len(
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, contact_ids, node=trigger.entry, due_at=now,
@@ -874,7 +1016,7 @@ class Engine:
                 # `reenter always`: every firing is its own journey, even beside a running one;
                 # `reenter after D`: not again until D after the last entry.
                 number, created, _status = previous
-                if reenter.mode == "after" and now - as_utc(created) < dt.timedelta(
+                if mode == "after" and now - as_utc(created) < dt.timedelta(
                     seconds=reenter.after_seconds or 0
                 ):
                     continue
@@ -917,22 +1059,32 @@ class Engine:
         rows = [dict(event) for event in events]
         for row in rows:
             row.setdefault("at", now.isoformat())
+        # Who is in which watched segment before the events are stored, so that segment
+        # entry counts only contacts the events moved in.
+        before = self._segment_members_sync(
+            store, sorted({str(r["contact"]) for r in rows if r.get("contact")})
+        )
         enrolled: list[int] = []
 
         def written(session: Session, report: importer.ImportReport) -> None:
-            enrolled.append(self._events_written(session, report.events, now))
+            enrolled.append(self._events_written(session, report.events, now, before))
 
         importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now, on_written=written)
         return sum(enrolled)
 
     def _events_written(
-        self, session: Session, events: Sequence[EventRecord], now: dt.datetime
+        self,
+        session: Session,
+        events: Sequence[EventRecord],
+        now: dt.datetime,
+        before: Collection[tuple[int, str, str]] = frozenset(),
     ) -> int:
         """What new events set off, in the transaction that stores them: both commit, or neither.
 
         Unsubscribes become suppressions, triggers fire, segment entry is re-checked (segments
-        can count events) and enrollments waiting on an event or a goal wake. A duplicate of
-        an event already stored (same dedupe key) is not among `events` and sets off nothing.
+        can count events; `before` holds the memberships from before the events) and
+        enrollments waiting on an event or a goal wake. A duplicate of an event already
+        stored (same dedupe key) is not among `events` and sets off nothing.
         """
         self._record_unsubscribes(session, events, now)
         active = self._active_versions(session)
@@ -947,7 +1099,9 @@ class Engine:
         for version_id, campaign in active:
             for trigger in campaign.triggers:
                 if isinstance(trigger, c.SegmentEnterTriggerModel) and touched:
-                    self._segment_enter(session, version_id, campaign, trigger, touched, now)
+                    self._segment_enter(
+                        session, version_id, campaign, trigger, touched, now, before
+                    )
         self._wake_for_events(session, set(touched), now)
         return enrolled
 
@@ -1108,6 +1262,7 @@ class Engine:
     async def run_due(self) -> RunStats:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
+        await self.store.call(self._start_scheduled_sync)
         while True:
             stepped, ready = await self.store.call_retrying(self._step_batch_sync)
             delivered = await self._deliver(ready) if ready else 0
@@ -1124,6 +1279,7 @@ class Engine:
         finished is completed; campaigns that wait for events or recur stay active."""
         now = self.now()
         with store.session() as session:
+            self._start_scheduled(session)
             for campaign in session.scalars(
                 select(Campaign).where(
                     Campaign.tenant_id == self.tenant,
@@ -1173,8 +1329,30 @@ class Engine:
                     OutboxMessage.status == OutboxStatus.PENDING.value,
                 )
             )
-        candidates = [as_utc(t) for t in (enrollment, outbox) if t is not None]
+            starts = self._scheduled_starts(session)
+        candidates = [as_utc(t) for t in (enrollment, outbox, starts) if t is not None]
         return min(candidates) if candidates else None
+
+    def _scheduled_starts(self, session: Session) -> dt.datetime | None:
+        """When the first scheduled campaign starts (it is then made active by `run_due`)."""
+        first: dt.datetime | None = None
+        for (version_id,) in session.execute(
+            select(Campaign.current_version_id).where(
+                Campaign.tenant_id == self.tenant,
+                Campaign.status == CampaignStatus.SCHEDULED.value,
+                Campaign.current_version_id.is_not(None),
+            )
+        ):
+            if version_id is None:
+                continue
+            compiled = self._version(session, version_id)[1]
+            if compiled.settings.starts is None:
+                continue
+            instant = timing.campaign_starts_instant(
+                compiled.settings.starts, timing.campaign_zone(compiled)
+            )
+            first = instant if first is None else min(first, instant)
+        return first
 
     async def run_until(self, until: dt.datetime, *, on_progress: Any = None) -> RunStats:
         """Run everything due up to `until`, moving a simulated clock from due time to due time."""
@@ -1262,6 +1440,9 @@ class Engine:
             results: list[tuple[Row[Any], Advance]] = []
             updates: list[claims.EnrollmentUpdate] = []
             pausing: dict[str, dict[str, Any]] = {}
+            # Higher-priority campaigns step first, so when caps let only some of the batch's
+            # sends through, theirs go (the sort is stable: due order within a priority).
+            claimed = sorted(claimed, key=lambda row: -versions[row.version_id].settings.priority)
             for row in claimed:
                 campaign = versions[row.version_id]
                 if campaign.name in pausing:
@@ -1391,7 +1572,11 @@ class Engine:
                 if agent is not None:
                     contact = session.get(Contact, (self.tenant, contact_id))
                     if contact is not None:
-                        contact.attributes = {**(contact.attributes or {}), "agent": agent}
+                        # The agent's name (and email), as JSON: the row itself is no value.
+                        assigned = {"agent": agent.name}
+                        if agent.email:
+                            assigned["agent_email"] = agent.email
+                        contact.attributes = {**(contact.attributes or {}), **assigned}
                         contact.updated_at = now
             for channel, target in effects.notifications:
                 new_sends.append(
@@ -1453,13 +1638,22 @@ class Engine:
         if not isinstance(trigger, c.EveryTriggerModel):
             return 0
         zones = self._zones(session, [contact_id], campaign)
-        upcoming = _first_occurrence(
-            trigger, zones[contact_id], campaign, now + dt.timedelta(seconds=1)
+        # The next run follows this one's booked time, so an interval (`every 2w`) keeps its
+        # step from the first run, not from whenever this run happened to be stepped.
+        booked = state.get("not_before")
+        upcoming = _next_occurrence(
+            trigger,
+            zones[contact_id],
+            campaign,
+            dt.datetime.fromisoformat(booked) if booked else now,
+            now,
         )
         if upcoming is None:
             return 0
         ends = campaign.settings.ends
-        if ends is not None and upcoming >= timing.campaign_ends_instant(ends, zones[contact_id]):
+        if ends is not None and upcoming >= timing.campaign_ends_instant(
+            ends, timing.campaign_zone(campaign)
+        ):
             return 0
         return len(
             campaign_store.enroll_contacts(
@@ -1472,12 +1666,17 @@ class Engine:
     def _enroll_elsewhere(
         self, session: Session, name: str, contact_id: str, now: dt.datetime
     ) -> int:
+        self._start_scheduled(session)
         campaign = campaign_store.get_campaign(session, self.tenant, name)
         if campaign is None or campaign.current_version_id is None:
             return 0
         if campaign.status != CampaignStatus.ACTIVE.value:
             return 0
         compiled = self._version(session, campaign.current_version_id)[1]
+        # The other campaign's `audience` and `exclude` hold for an `enroll` as for its own
+        # triggers: an excluded contact is never enrolled.
+        if not self._audience(session, compiled, [contact_id]):
+            return 0
         entry = compiled.triggers[0].entry if compiled.triggers else "end"
         return len(
             campaign_store.enroll_contacts(
@@ -1509,6 +1708,28 @@ class Engine:
             return None
         verdict = conditions.ab_results(session, self.tenant, version_id, node)
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
+        # Contacts held for the winner go now, not at their own arrival plus `after` (those
+        # another worker is stepping right now are skipped: they see the winner as they step).
+        # Status and due time are filtered here, not in SQL: given them, SQLite's planner
+        # picks the status index over the version's and walks every sleeping enrollment.
+        held = [
+            enrollment_id
+            for enrollment_id, status, due_at in session.execute(
+                select(Enrollment.id, Enrollment.status, Enrollment.due_at)
+                .where(Enrollment.version_id == version_id, Enrollment.node == node.id)
+                .with_for_update(skip_locked=True)
+            )
+            if status == EnrollmentStatus.ACTIVE.value
+            and due_at is not None
+            and as_utc(due_at) > now
+        ]
+        for start in range(0, len(held), self.batch_size):
+            session.execute(
+                update(Enrollment)
+                .where(Enrollment.id.in_(held[start : start + self.batch_size]))
+                .values(due_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
         return verdict.winner
 
     async def _deliver_batch(self) -> int:
@@ -1983,19 +2204,57 @@ def _as_campaigns(
     return compile_paths([Path(str(item)) for item in items])
 
 
+def _file_contact_ids(path: Path) -> list[str]:
+    """The contact ids a contacts file names (bad rows are the import's to report)."""
+    problems: list[Any] = []
+    try:
+        if path.suffix.lower() == ".csv":
+            _columns, rows = importer.read_csv(path, problems)
+        else:
+            rows = importer.read_jsonl(path, problems)
+    except (OSError, ValueError, CadenceError):
+        return []  # the import itself reports what is wrong with the file
+    return [str(raw["id"]).strip() for _line, raw in rows if raw.get("id") not in (None, "")]
+
+
 def _first_occurrence(
     trigger: c.AtTriggerModel | c.EveryTriggerModel,
     zone: Any,
     campaign: c.CompiledCampaign,
     now: dt.datetime,
 ) -> dt.datetime | None:
+    """A launch's first run: an `at` moment (at once if past), or the first `every` occurrence
+    from the campaign's start (`starts`, else now): an interval counts from there."""
     campaign_zone = timing.campaign_zone(campaign)
     if isinstance(trigger, c.AtTriggerModel):
         instant = timing.at_trigger_instant(
             trigger.at, trigger.local, zone if trigger.local else campaign_zone
         )
         return max(instant, now)
+    begin = now
+    if campaign.settings.starts is not None:
+        begin = max(begin, timing.campaign_starts_instant(campaign.settings.starts, campaign_zone))
     occurrences = timing.every_trigger_occurrences(
-        trigger, zone if trigger.local else campaign_zone, now, None
+        trigger, zone if trigger.local else campaign_zone, begin, None
     )
     return next(iter(occurrences), None)
+
+
+def _next_occurrence(
+    trigger: c.EveryTriggerModel,
+    zone: Any,
+    campaign: c.CompiledCampaign,
+    booked: dt.datetime,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """The run of an `every` trigger after the one booked at `booked`, not before `now`.
+
+    Counted from the booked run, so `every 2w 10:00` steps two weeks from it; a run stepped
+    late (the engine was down) books the next one still to come rather than catching up.
+    """
+    zone = zone if trigger.local else timing.campaign_zone(campaign)
+    booked = as_utc(booked)
+    for instant in timing.every_trigger_occurrences(trigger, zone, booked, None):
+        if instant > booked and instant >= now:
+            return instant
+    return None

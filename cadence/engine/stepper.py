@@ -46,6 +46,10 @@ class StepEnv(Protocol):
         """The value of an expression for the contact now (for `set`)."""
         ...
 
+    def in_audience(self, expr: c.ExprModel) -> bool:
+        """Whether the campaign's `audience` (or `exclude`) holds, as read at a launch."""
+        ...
+
     def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
         """Whether the event a `wait for` names has happened since `since`."""
         ...
@@ -160,10 +164,14 @@ def advance(
     settings = campaign.settings
     if settings.goal is not None and env.holds(settings.goal):
         return finish("exited", node_id, "goal reached")
-    if settings.ends is not None and now >= timing.campaign_ends_instant(settings.ends, env.zone):
+    # `starts` and `ends` are one moment for the whole campaign, read in its timezone.
+    campaign_zone = timing.campaign_zone(campaign)
+    if settings.ends is not None and now >= timing.campaign_ends_instant(
+        settings.ends, campaign_zone
+    ):
         return finish("exited", node_id, "campaign ended")
     if settings.starts is not None:
-        starts = timing.campaign_starts_instant(settings.starts, env.zone)
+        starts = timing.campaign_starts_instant(settings.starts, campaign_zone)
         if now < starts:
             return sleep(node_id or "end", starts, "campaign not started")
 
@@ -174,6 +182,12 @@ def advance(
         if now < booked:
             return Advance(node_id, "active", booked, state, history, effects)
         state.pop("not_before")
+        # `at` and `every` run for the audience as it is at that moment: a contact who has
+        # left it (or is now excluded) is not sent this run; the next one asks again.
+        if (settings.audience is not None and not env.in_audience(settings.audience)) or (
+            settings.exclude is not None and env.in_audience(settings.exclude)
+        ):
+            return finish("exited", node_id, "not in the audience")
 
     # An enrollment woken early (a goal check, an event) goes back to sleep if its wait is
     # not over; `wait for` is the exception, since the event it waits for may be the cause.
@@ -229,6 +243,12 @@ def advance(
                 current = node.next
             case c.WaitForNode(event=event, timeout_seconds=timeout):
                 arrived = state.get("arrived")
+                if (not arrived or arrived[0] != node.id) and env.event_since(event, now):
+                    # A condition that already holds (the click came during an earlier
+                    # wait) needs no waiting; a named event must still come after now.
+                    history.append([stamp, node.id, "already met"])
+                    current = node.next
+                    continue
                 if not arrived or arrived[0] != node.id:
                     until = now + dt.timedelta(seconds=timeout)
                     state["arrived"] = [node.id, stamp, until.isoformat()]

@@ -369,6 +369,11 @@ def test_engagement_in_steps_is_scoped_to_the_campaign_but_segments_see_all() ->
     assert ev("opened(any)", ctx(engagement=engagement, campaign_scope="onboarding")) is True
 
 
+def test_engagement_that_names_no_campaign_is_in_every_scope() -> None:
+    engagement = Engagement(records=(EngagementRecord("clicked", "offer", at(1), "m1"),))
+    assert ev("clicked(offer)", ctx(engagement=engagement, campaign_scope="nurture")) is True
+
+
 def test_flags() -> None:
     assert ev("converted") is False
     assert ev("unsubscribed", ctx(engagement=Engagement(unsubscribed=True))) is True

@@ -41,6 +41,9 @@ class FakeEnv:
     def holds(self, expr: c.ExprModel) -> bool:
         return self.truths.get(_text(expr), False)
 
+    def in_audience(self, expr: c.ExprModel) -> bool:
+        return self.holds(expr)
+
     def value(self, expr: c.ExprModel) -> Any:
         return expr.model_dump(mode="json").get("value")
 
