@@ -895,6 +895,9 @@ class Engine:
                     self._segment_enter(
                         session, version_id, campaign, trigger, created + updated, now, before
                     )
+        # A changed attribute may reach a goal (`goal converted`) or what a `wait for` waits
+        # for: those enrollments step now rather than at the end of their wait.
+        self._wake_reactive(session, set(updated), now, skip_locked=True)
 
     def _book_new_contacts(
         self,
@@ -1102,7 +1105,7 @@ class Engine:
                     self._segment_enter(
                         session, version_id, campaign, trigger, touched, now, before
                     )
-        self._wake_for_events(session, set(touched), now)
+        self._wake_reactive(session, set(touched), now)
         return enrolled
 
     def _record_unsubscribes(
@@ -1198,10 +1201,17 @@ class Engine:
             session, self.tenant, trigger.fanout, audience, event, campaign, self.now()
         )
 
-    def _wake_for_events(self, session: Session, contact_ids: set[str], now: dt.datetime) -> None:
-        """Wake the contacts' enrollments that may react to their new events.
+    def _wake_reactive(
+        self,
+        session: Session,
+        contact_ids: set[str],
+        now: dt.datetime,
+        *,
+        skip_locked: bool = False,
+    ) -> None:
+        """Wake the contacts' enrollments that may react to their new events or attributes.
 
-        Only two things read events while an enrollment sleeps: a campaign `goal` (checked
+        Only two things read them while an enrollment sleeps: a campaign `goal` (checked
         before every step) and the `wait for` the enrollment waits at. Any other sleeping
         enrollment woken early would only go back to sleep, so it is left alone.
 
@@ -1209,6 +1219,10 @@ class Engine:
         them) and chosen here, then woken by id alone: given the status and due time in SQL,
         SQLite's planner (without statistics) picks a status index over the contact or id
         list, and walks every sleeping enrollment per event batch.
+
+        With `skip_locked` (a contact update, which holds the contacts' rows a worker's batch
+        may be waiting for), enrollments a batch holds are left to it; that batch reads the
+        contacts after this transaction commits, so it sees the change.
         """
         if not contact_ids:
             return
@@ -1227,7 +1241,7 @@ class Engine:
                 )
                 .where(Enrollment.tenant_id == self.tenant, Enrollment.contact_id.in_(chunk))
                 .order_by(Enrollment.id)
-                .with_for_update()
+                .with_for_update(skip_locked=skip_locked)
             ):
                 if status != EnrollmentStatus.ACTIVE.value or due_at is None:
                     continue
@@ -1262,7 +1276,7 @@ class Engine:
     async def run_due(self) -> RunStats:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
-        await self.store.call(self._start_scheduled_sync)
+        await self.store.call_retrying(self._start_scheduled_sync)
         while True:
             stepped, ready = await self.store.call_retrying(self._step_batch_sync)
             delivered = await self._deliver(ready) if ready else 0
@@ -1270,13 +1284,14 @@ class Engine:
             stats.add(stepped)
             stats.delivered += delivered
             if stepped.steps == 0 and delivered == 0:
-                if stats.steps:
-                    await self.store.call_retrying(self._complete_finished_sync)
+                # Also with nothing stepped: a recurring campaign completes once its `ends`
+                # has passed, which no step marks.
+                await self.store.call_retrying(self._complete_finished_sync)
                 return stats
 
     def _complete_finished_sync(self, store: Store) -> None:
-        """A one-time campaign (only `on launch` / `at` triggers) whose every enrollment has
-        finished is completed; campaigns that wait for events or recur stay active."""
+        """A one-time campaign (only `on launch` / `at` triggers), or one past its `ends`, whose
+        every enrollment has finished is completed; others wait for events or recur."""
         now = self.now()
         with store.session() as session:
             self._start_scheduled(session)
@@ -1293,7 +1308,11 @@ class Engine:
                     isinstance(t, c.LaunchTriggerModel | c.AtTriggerModel)
                     for t in compiled.triggers
                 )
-                if not one_time:
+                ends = compiled.settings.ends
+                ended = ends is not None and now >= timing.campaign_ends_instant(
+                    ends, timing.campaign_zone(compiled)
+                )
+                if not one_time and not ended:
                     continue
                 unfinished = session.scalar(
                     select(func.count())

@@ -870,3 +870,66 @@ campaign signup_test {
     assert late and all(at == arrival[cid] for at, cid in late)
     held = [cid for at, cid, _ in stamps if at != arrival[cid]]
     assert held  # some contacts were held and then sent at the decision
+
+
+# ---------------------------------------------------------------------------- goal by attribute
+
+GOAL_BY_ATTRIBUTE = """
+template first email { subject "First" body "b" }
+template second email { subject "Second" body "b" }
+campaign nurture {
+  goal converted
+  on launch { send email first  wait 3d  send email second }
+}
+"""
+
+
+def test_reaching_the_goal_through_an_attribute_exits_at_once(store_url: str) -> None:
+    """`goal converted` ("reaching the goal exits the contact"): set by a contact update
+    during a wait, the contact leaves then, not when the wait ends."""
+    start = utc("2026-12-01T09:00")
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts([contact("a"), contact("b")])
+        await launch_all(engine, GOAL_BY_ATTRIBUTE)
+        await engine.run_due()
+        clock.advance_to(utc("2026-12-02T09:00"))
+        await engine.upsert_contacts([contact("a", converted=True)])
+        await engine.run_due()
+        status = await engine.status()
+        await engine.run_until(utc("2026-12-05T09:00"))
+        assert [(c, t) for _, c, t in sink.stamps] == [
+            ("a", "first"), ("b", "first"), ("b", "second")
+        ]  # fmt: skip
+        return status
+
+    (nurture,) = run_engine(store_url, start, body)
+    # At 2026-12-02, before the wait ended: a has left, b still waits for its second email.
+    assert nurture["enrollments"] == {"exited": 1, "active": 1}
+
+
+DAILY_UNTIL = """
+template daily email { subject "Daily" body "b" }
+campaign digest { ends 2026-12-03  every daily 10:00 { send email daily } }
+"""
+
+
+def test_a_recurring_campaign_completes_once_its_ends_has_passed(store_url: str) -> None:
+    """`ends 2026-12-03` "ends at the following midnight": no run after it, and the campaign
+    is completed rather than left active for ever."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts([contact("a")])
+        await launch_all(engine, DAILY_UNTIL)
+        await engine.run_until(utc("2026-12-03T23:00"))
+        before_the_end = (await engine.status())[0]["status"]
+        await engine.run_until(utc("2026-12-06T12:00"))
+        await engine.run_due()  # the service's next look, with nothing due any more
+        assert [(t.date().isoformat(), c) for t, c, _ in sink.stamps] == [
+            ("2026-12-01", "a"), ("2026-12-02", "a"), ("2026-12-03", "a")
+        ]  # fmt: skip
+        return before_the_end, (await engine.status())[0]["status"]
+
+    clock_start = utc("2026-12-01T09:00")
+    before_the_end, after = run_engine(store_url, clock_start, body)
+    assert (before_the_end, after) == ("active", "completed")
