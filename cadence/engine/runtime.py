@@ -933,11 +933,11 @@ class Engine:
         contact_ids: Sequence[str],
         now: dt.datetime,
         before: Collection[tuple[int, str, str]],
-    ) -> None:
+    ) -> int:
         """Enroll the contacts that match the segment now and did not before the change."""
         segment = campaign.segments.get(trigger.segment)
         if segment is None:
-            return
+            return 0
         candidates = [cid for cid in contact_ids if (version_id, trigger.id, cid) not in before]
         audience = self._audience(session, campaign, candidates)
         facts = load_facts(session, self.tenant, audience)
@@ -945,7 +945,7 @@ class Engine:
             cid for cid in audience
             if cid in facts and conditions.Context(facts[cid], campaign, now).holds(segment.expr)
         ]  # fmt: skip
-        self._enroll_triggered(session, version_id, campaign, trigger, entering, now, {})
+        return self._enroll_triggered(session, version_id, campaign, trigger, entering, now, {})
 
     def _segment_members_sync(
         self, store: Store, contact_ids: Sequence[str]
@@ -1545,6 +1545,17 @@ class Engine:
     ) -> tuple[int, int, list[OutgoingMessage]]:
         new_sends: list[send_store.NewSend] = []
         enrolled = 0
+        # Steps that change a contact (`set`, `tag`, `assign agent`) can move it into a
+        # segment another campaign enters on: memberships are read before the changes.
+        changed = sorted(
+            {
+                row.contact_id
+                for row, result in results
+                if result.effects.attributes or result.effects.tags_added
+                or result.effects.tags_removed or result.effects.assign_agent is not None
+            }
+        )  # fmt: skip
+        before = self._segment_members(session, changed) if changed else frozenset()
         for row, result in results:
             enrollment_id, version_id, contact_id = row.id, row.version_id, row.contact_id
             occurrence = row.occurrence
@@ -1610,6 +1621,14 @@ class Engine:
                 )  # fmt: skip
             for other in effects.enroll:
                 enrolled += self._enroll_elsewhere(session, other, contact_id, now)
+        if changed:
+            session.flush()
+            for version_id, campaign in self._active_versions(session):
+                for trigger in campaign.triggers:
+                    if isinstance(trigger, c.SegmentEnterTriggerModel):
+                        enrolled += self._segment_enter(
+                            session, version_id, campaign, trigger, changed, now, before
+                        )
         fresh = send_store.enqueue_claimed_sends(
             session, self.tenant, new_sends, owner=self.owner, now=now, lease_until=now + LEASE
         )

@@ -933,3 +933,30 @@ def test_a_recurring_campaign_completes_once_its_ends_has_passed(store_url: str)
     clock_start = utc("2026-12-01T09:00")
     before_the_end, after = run_engine(store_url, clock_start, body)
     assert (before_the_end, after) == ("active", "completed")
+
+
+PROMOTED_BY_A_STEP = """
+segment gold = tier = "gold"
+template promote email { subject "Promoted" body "b" }
+template welcome_gold email { subject "Welcome to gold" body "b" }
+campaign promotion { on launch { set tier = "gold"  tag add "vip"  send email promote } }
+campaign gold_club { on segment_enter gold { send email welcome_gold } }
+"""
+
+
+def test_a_set_step_that_moves_a_contact_into_a_segment_fires_segment_enter(
+    store_url: str,
+) -> None:
+    """`on segment_enter` "fires when a contact starts matching a segment", whatever changed
+    it: here another campaign's `set` step."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts([contact("a", tier="silver"), contact("b", tier="gold")])
+        await launch_all(engine, PROMOTED_BY_A_STEP)
+        await engine.run_until(utc("2026-12-01T10:00"))
+        return sorted((c, t) for _, c, t in sink.stamps)
+
+    # b was gold before the step (and at launch): it does not enter; a enters by the step.
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        ("a", "promote"), ("a", "welcome_gold"), ("b", "promote")
+    ]  # fmt: skip
