@@ -119,8 +119,12 @@ class BrevoConfig:
     api_key: Secret
     base_url: str = BREVO_DEFAULT_BASE_URL
     timeout: float = 15.0
-    # Brevo takes up to 1000 message versions per request (2000 recipients in all).
-    batch_size: int = 1000
+    # Brevo takes up to 1000 message versions per request (2000 recipients in all), but it
+    # deduplicates a request, not a message: a batch cut short by a crash is regrouped by
+    # the engine that takes it over, under a new key, and sent again. One message per
+    # request keeps each message's own key, so exactly once holds across crashes; a larger
+    # batch_size trades that for fewer requests.
+    batch_size: int = 1
     sandbox: bool = False
 
 
@@ -251,7 +255,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
             api_key=_secret(table, "api_key", env, f"{where}.brevo"),
             base_url=str(table.get("base_url", BREVO_DEFAULT_BASE_URL)).rstrip("/"),
             timeout=float(table.get("timeout", 15.0)),
-            batch_size=min(1000, int(table.get("batch_size", 1000))),
+            batch_size=max(1, min(1000, int(table.get("batch_size", 1)))),
             sandbox=bool(table.get("sandbox", False)),
         )
     if table := data.get("infobip"):
