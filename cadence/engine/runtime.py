@@ -75,6 +75,7 @@ _MESSAGE_COLUMNS = (
     OutboxMessage.id, OutboxMessage.idempotency_key, OutboxMessage.tenant_id,
     OutboxMessage.version_id, OutboxMessage.node, OutboxMessage.contact_id,
     OutboxMessage.channel, OutboxMessage.template, OutboxMessage.variant, OutboxMessage.payload,
+    OutboxMessage.attempts,
 )  # fmt: skip
 
 _STATUS = {
@@ -128,6 +129,9 @@ class OutgoingMessage:
     template: str | None
     variant: str | None
     payload: Mapping[str, Any]
+    # How many times the send was handed to a provider before, by any engine (from the
+    # store): an adapter whose provider deduplicates nothing looks such a send up first.
+    attempts: int = 0
 
 
 class Sink(Protocol):
@@ -1876,6 +1880,7 @@ class Engine:
                         version=compiled.version if compiled else "", node=row.node,
                         contact_id=row.contact_id, channel=row.channel, template=row.template,
                         variant=row.variant, payload=dict(row.payload or {}),
+                        attempts=max(0, int(row.attempts) - 1),  # the claim counted this one
                     )
                 )  # fmt: skip
             return messages

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 from sqlalchemy import func, select, update
 
@@ -25,11 +26,18 @@ from cadence.adapters.standins import start_standins
 from cadence.engine.store import Store
 from cadence.engine.store.models import Enrollment, OutboxMessage
 
-SOURCE = """
+SOURCES = {
+    "email": """
 template hello email { subject "Hello {{ contact.first_name }}" body "<p>Hi</p>" }
 template again email { subject "Again {{ contact.first_name }}" body "<p>Hi again</p>" }
 campaign twice { from "Acme <hello@acme.test>"  on launch { send email hello  send email again } }
-"""
+""",
+    "sms": """
+template hello sms "Hello {{ contact.first_name }}"
+template again sms "Again {{ contact.first_name }}"
+campaign twice { on launch { send sms hello  send sms again } }
+""",
+}
 PEOPLE = 1200  # more than one step batch (500): some are never stepped before the kill
 KILL_AFTER = 40  # emails Brevo has taken when the process is killed
 
@@ -57,22 +65,29 @@ def _store_story(store_url: str) -> tuple[dict[str, int], dict[str, int]]:
     return dict(outbox), dict(enrollments)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("channel", ["email", "sms"])
 def test_a_killed_engine_s_work_is_finished_once_by_the_next(
-    store_url: str, tmp_path: Path
+    store_url: str, tmp_path: Path, channel: str
 ) -> None:
-    (tmp_path / "twice.cadence").write_text(SOURCE, "utf-8")
+    (tmp_path / "twice.cadence").write_text(SOURCES[channel], "utf-8")
     with (tmp_path / "people.jsonl").open("w", encoding="utf-8") as out:
         for i in range(PEOPLE):
             out.write(json.dumps({"id": f"p{i:03}", "email": f"p{i:03}@example.test",
-                                  "first_name": f"P{i}"}) + "\n")  # fmt: skip
+                                  "phone": f"+1555{i:07}", "first_name": f"P{i}",
+                                  "sms_opt_in": True}) + "\n")  # fmt: skip
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             standins = await start_standins(nursery)
-            brevo = standins.brevo
-            # Each email is taken at once and answered after a while: a kill lands between
-            # Brevo taking an email and the engine recording it, the unknown-outcome case.
-            brevo.faults.add("slow", times=10 * PEOPLE, delay=0.02)
+            provider = standins.brevo if channel == "email" else standins.infobip
+            # Each message is taken at once and answered after a while: a kill lands between
+            # the provider taking it and the engine recording it, the unknown-outcome case.
+            provider.faults.add("slow", times=10 * PEOPLE, delay=0.02)
+            taken = (
+                standins.brevo.emails.__len__
+                if channel == "email"
+                else standins.infobip.messages.__len__
+            )
             env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
             env |= standins.environment() | {"CADENCE_DATABASE_URL": store_url}
             cadence = [sys.executable, "-m", "cadence"]
@@ -86,15 +101,15 @@ def test_a_killed_engine_s_work_is_finished_once_by_the_next(
                 stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.err").open("wb"),
             )  # fmt: skip
             with trio.fail_after(120):
-                while len(brevo.emails) < KILL_AFTER and process.poll() is None:
+                while taken() < KILL_AFTER and process.poll() is None:
                     await trio.sleep(0.005)
             process.send_signal(signal.SIGKILL)
             await process.wait()
-            taken = len(brevo.emails)
+            at_kill = taken()
             assert process.returncode == -signal.SIGKILL, (tmp_path / "run.err").read_text()
-            assert KILL_AFTER <= taken < 2 * PEOPLE, taken
+            assert KILL_AFTER <= at_kill < 2 * PEOPLE, at_kill
 
-            brevo.faults.clear()
+            provider.faults.clear()
             await trio.to_thread.run_sync(_expire_leases, store_url)
             await trio.run_process(
                 [*cadence, "serve", "--until-idle"], env=env, cwd=tmp_path,
@@ -102,11 +117,14 @@ def test_a_killed_engine_s_work_is_finished_once_by_the_next(
             )  # fmt: skip
             nursery.cancel_scope.cancel()
 
-        received = sorted((email.to, email.subject) for email in brevo.emails)
+        if channel == "email":
+            received = sorted((email.to, email.subject) for email in standins.brevo.emails)
+            to = "p{i:03}@example.test"
+        else:
+            received = sorted((m.to, m.text) for m in standins.infobip.messages)
+            to = "1555{i:07}"
         expected = sorted(
-            (f"p{i:03}@example.test", f"{word} P{i}")
-            for i in range(PEOPLE)
-            for word in ("Hello", "Again")
+            (to.format(i=i), f"{word} P{i}") for i in range(PEOPLE) for word in ("Hello", "Again")
         )
         assert received == expected  # every email once: none lost, none twice
 

@@ -103,11 +103,13 @@ def _claim(
     lease_for: timedelta,
     tenant_id: str | None,
     columns: Sequence[Returned] | None,
+    count_attempt: bool = False,
 ) -> list[Row[Any]]:
     """Lease up to `limit` due rows of `queue` to `owner`, oldest due first, and return them.
 
     Rows come back as plain named rows (no ORM objects to build and track) of `columns`, or
-    of every column; the id and due time are always among them.
+    of every column; the id and due time are always among them. With `count_attempt`, the
+    row's `attempts` grows by one in the same statement.
     """
     if limit <= 0:
         return []
@@ -123,7 +125,10 @@ def _claim(
     statement = (
         update(queue.model)
         .where(queue.id.in_(candidates.scalar_subquery()))
-        .values({queue.lease_owner: owner, queue.lease_expires_at: now + lease_for})
+        .values(
+            {queue.lease_owner: owner, queue.lease_expires_at: now + lease_for}
+            | ({queue.model.attempts: queue.model.attempts + 1} if count_attempt else {})  # type: ignore[attr-defined]
+        )
         .returning(*_returned(queue, columns))
         .execution_options(synchronize_session=False)
     )
@@ -404,6 +409,8 @@ def claim_outbox(
     """Lease up to `limit` pending sends whose next attempt is due by `now` to `owner`.
 
     Each row has the `columns` asked for (default: every column of `send_outbox`) by name.
+    Its `attempts` counts this claim: the claim is made to hand the send to a provider, and
+    a count in the store, unlike one in a process, survives that process's crash.
     """
     return _claim(
         session,
@@ -414,6 +421,7 @@ def claim_outbox(
         lease_for=lease_for,
         tenant_id=tenant_id,
         columns=columns,
+        count_attempt=True,
     )
 
 

@@ -112,7 +112,9 @@ def _enqueue(
                 "version_id": send.version_id, "node": send.node, "contact_id": send.contact_id,
                 "channel": send.channel, "template": send.template, "variant": send.variant,
                 "payload": send.payload, "status": OutboxStatus(send.status).value,
-                "attempts": 0, "next_attempt_at": next_attempt_at, "lease_owner": owner,
+                # Sends inserted leased are handed to a provider right after the commit.
+                "attempts": 0 if owner is None else 1,
+                "next_attempt_at": next_attempt_at, "lease_owner": owner,
                 "lease_expires_at": lease_until, "created_at": now, "updated_at": now,
             }
             for key, send in wanted.items()
