@@ -1253,10 +1253,14 @@ class Engine:
                     continue
                 if version_id in with_goal or node in waiting.get(version_id, ()):
                     wake.append(enrollment_id)
-        for start in range(0, len(wake), self.batch_size):
+        self._due_now(session, wake, now)
+
+    def _due_now(self, session: Session, enrollment_ids: Sequence[int], now: dt.datetime) -> None:
+        """Make these (locked) enrollments due at once, a batch's worth per statement."""
+        for start in range(0, len(enrollment_ids), self.batch_size):
             session.execute(
                 update(Enrollment)
-                .where(Enrollment.id.in_(wake[start : start + self.batch_size]))
+                .where(Enrollment.id.in_(enrollment_ids[start : start + self.batch_size]))
                 .values(due_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -1298,7 +1302,6 @@ class Engine:
         every enrollment has finished is completed; others wait for events or recur."""
         now = self.now()
         with store.session() as session:
-            self._start_scheduled(session)
             for campaign in session.scalars(
                 select(Campaign).where(
                     Campaign.tenant_id == self.tenant,
@@ -1438,15 +1441,16 @@ class Engine:
             claimed, stats.steps = self._halt_unstepped(session, claimed, owners, now)
             if not claimed:
                 return stats, []
+            channels = {
+                n.channel for v in versions.values() for n in v.nodes if isinstance(n, c.SendNode)
+            }
             claims.lock_send_counts(
                 session,
                 tenant_id=self.tenant,
                 campaign_ids=[
                     owners[vid][0] for vid, v in versions.items() if v.settings.budget is not None
                 ],
-                contact_ids=[row.contact_id for row in claimed]
-                if any(isinstance(n, c.SendNode) for v in versions.values() for n in v.nodes)
-                else [],
+                contact_ids=[row.contact_id for row in claimed] if channels else [],
             )
             kinds = batch_reads((versions[row.version_id], row.node) for row in claimed)
             facts = load_facts(
@@ -1456,9 +1460,6 @@ class Engine:
                 campaign_names=self._names_by_version(session) if CAMPAIGNS in kinds else None,
                 kinds=kinds,
             )
-            channels = {
-                n.channel for v in versions.values() for n in v.nodes if isinstance(n, c.SendNode)
-            }
             gates = _Gates(session, self.tenant, channels, facts, now)
             results: list[tuple[Row[Any], Advance]] = []
             updates: list[claims.EnrollmentUpdate] = []
@@ -1765,13 +1766,7 @@ class Engine:
             and due_at is not None
             and as_utc(due_at) > now
         ]
-        for start in range(0, len(held), self.batch_size):
-            session.execute(
-                update(Enrollment)
-                .where(Enrollment.id.in_(held[start : start + self.batch_size]))
-                .values(due_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
+        self._due_now(session, held, now)
         return verdict.winner
 
     async def _deliver_batch(self) -> int:
