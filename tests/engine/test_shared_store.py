@@ -17,7 +17,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import Campaign, Enrollment, OutboxMessage
-from tests.engine.test_runtime import T0, campaigns
+from tests.engine.test_runtime import T0, campaigns, engine_run
 
 AUDIENCE = [{"id": f"s{i:03}", "email": f"s{i:03}@example.test"} for i in range(300)]
 ROUNDS = range(3)  # interleavings differ from run to run; a few rounds make a clash likely
@@ -96,29 +96,26 @@ def test_rows_left_active_in_a_halted_campaign_follow_it_unstepped(
     store_url: str, campaign_status: str
 ) -> None:
     """As another worker's pause leaves the rows a batch held: found due, they are halted."""
-    clock = SimulatedClock(T0)
-    sink = RecordingSink()
 
-    async def main() -> None:
-        async with Engine(store_url, clock=clock, sink=sink) as engine:
-            await engine.upsert_contacts(AUDIENCE[:5])
-            await engine.deploy(campaigns(STINGY))
-            await engine.approve("stingy", by="test")
-            await engine.launch("stingy")
-            with Store.open(store_url) as store, store.session() as session:
-                session.execute(
-                    update(Campaign).where(Campaign.name == "stingy").values(status=campaign_status)
-                )
-            stats = await engine.run_due()
-            assert stats.steps == 5 and stats.sends == 0 and sink.delivered == []
-            with Store.open(store_url) as store, store.session() as session:
-                statuses = session.scalars(select(Enrollment.status)).all()
-            assert statuses == [campaign_status] * 5  # enrollments take the campaign's word
-            if campaign_status == "paused":
-                assert await engine.resume("stingy") == 5
-                await engine.run_due()
-                assert sorted(m.contact_id for m in sink.delivered) == [
-                    row["id"] for row in AUDIENCE[:5]
-                ]
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(AUDIENCE[:5])
+        await engine.deploy(campaigns(STINGY))
+        await engine.approve("stingy", by="test")
+        await engine.launch("stingy")
+        with Store.open(store_url) as store, store.session() as session:
+            session.execute(
+                update(Campaign).where(Campaign.name == "stingy").values(status=campaign_status)
+            )
+        stats = await engine.run_due()
+        assert stats.steps == 5 and stats.sends == 0 and sink.delivered == []
+        with Store.open(store_url) as store, store.session() as session:
+            statuses = session.scalars(select(Enrollment.status)).all()
+        assert statuses == [campaign_status] * 5  # enrollments take the campaign's word
+        if campaign_status == "paused":
+            assert await engine.resume("stingy") == 5
+            await engine.run_due()
+            assert sorted(m.contact_id for m in sink.delivered) == [
+                row["id"] for row in AUDIENCE[:5]
+            ]
 
-    trio.run(main)
+    engine_run(store_url, body)

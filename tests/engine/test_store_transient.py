@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import trio
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
@@ -17,7 +16,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store import Store, claims
 from cadence.engine.store.transient import is_transient
-from tests.engine.test_runtime import CONTACTS, LAUNCH, T0, campaigns, sent
+from tests.engine.test_runtime import CONTACTS, LAUNCH, campaigns, engine_run, sent
 
 # LAUNCH sends `hello` to those with a lead score of 30 or more.
 AUDIENCE = [("c1", "hello"), ("c3", "hello")]
@@ -116,16 +115,15 @@ def test_a_batch_that_meets_a_transient_failure_runs_again_and_sends_once(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _fail_first_write(monkeypatch, _driver_error(store_url, transient=True))
-    sink = RecordingSink()
 
-    async def main() -> None:
-        async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
-            await engine.upsert_contacts(CONTACTS)
-            await engine.deploy(campaigns(LAUNCH))
-            await engine.launch("hello_all")
-            await engine.run_due()
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(LAUNCH))
+        await engine.launch("hello_all")
+        await engine.run_due()
+        return sink
 
-    trio.run(main)
+    sink = engine_run(store_url, body)
     assert len(calls) >= 2  # the failed batch, then the same batch again
     assert sorted(sent(sink)) == AUDIENCE
 
@@ -134,21 +132,19 @@ def test_a_batch_that_meets_a_real_failure_raises_and_leaves_nothing_half_writte
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _fail_first_write(monkeypatch, _driver_error(store_url, transient=False))
-    sink = RecordingSink()
-    clock = SimulatedClock(T0)
 
-    async def main() -> None:
-        async with Engine(store_url, clock=clock, sink=sink) as engine:
-            await engine.upsert_contacts(CONTACTS)
-            await engine.deploy(campaigns(LAUNCH))
-            await engine.launch("hello_all")
-            with pytest.raises(OperationalError):
-                await engine.run_due()
-            assert calls == [1] and sink.delivered == []
-            # Nothing was written: the next run finds the batch due and sends it once.
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(LAUNCH))
+        await engine.launch("hello_all")
+        with pytest.raises(OperationalError):
             await engine.run_due()
+        assert calls == [1] and sink.delivered == []
+        # Nothing was written: the next run finds the batch due and sends it once.
+        await engine.run_due()
+        return sink
 
-    trio.run(main)
+    sink = engine_run(store_url, body)
     assert sorted(sent(sink)) == AUDIENCE
     with Store.open(store_url) as store, store.session() as session:
         count = session.execute(text("SELECT count(*) FROM send_outbox")).scalar_one()

@@ -21,7 +21,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import OutboxMessage, SendLog, Suppression
-from tests.engine.test_runtime import T0, campaigns
+from tests.engine.test_runtime import T0, campaigns, engine_run
 
 DRIP = """
 template first email { subject "First" body "x" }
@@ -57,16 +57,15 @@ def test_unsubscribed_as_an_attribute_stops_every_channel(store_url: str) -> Non
         PEOPLE[0],
         {**PEOPLE[1], "attributes": {"sms_opt_in": True, "unsubscribed": True}},
     ]
-    sink = RecordingSink()
 
-    async def main() -> None:
-        async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
-            await engine.upsert_contacts(people)
-            await engine.deploy(campaigns(DRIP))
-            await engine.launch("drip")
-            await engine.run_until(T0 + dt.timedelta(days=2))
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("drip")
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
 
-    trio.run(main)
+    sink = engine_run(store_url, body)
     assert _sent(sink) == [("p1", "first"), ("p1", "second"), ("p1", "text")]
     assert [reason for contact, _, reason in _skips(store_url) if contact == "p2"] == [
         "unsubscribed"
@@ -85,22 +84,20 @@ def test_unsubscribed_as_an_attribute_stops_every_channel(store_url: str) -> Non
 def test_an_unsubscribe_event_stops_the_channel_it_names(
     store_url: str, properties: dict[str, Any], still_sent: list[tuple[str, str]]
 ) -> None:
-    clock = SimulatedClock(T0)
-    sink = RecordingSink()
 
-    async def main() -> None:
-        async with Engine(store_url, clock=clock, sink=sink) as engine:
-            await engine.upsert_contacts(PEOPLE[:2])
-            await engine.deploy(campaigns(DRIP))
-            await engine.launch("drip")
-            await engine.run_due()
-            first = next(m for m in sink.delivered if m.contact_id == "p1")
-            given = {k: first.idempotency_key if v == "FIRST" else v for k, v in properties.items()}
-            clock.advance_to(T0 + dt.timedelta(hours=2))
-            await engine.push_event({"contact": "p1", "name": "unsubscribed", "properties": given})
-            await engine.run_until(T0 + dt.timedelta(days=2))
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("drip")
+        await engine.run_due()
+        first = next(m for m in sink.delivered if m.contact_id == "p1")
+        given = {k: first.idempotency_key if v == "FIRST" else v for k, v in properties.items()}
+        clock.advance_to(T0 + dt.timedelta(hours=2))
+        await engine.push_event({"contact": "p1", "name": "unsubscribed", "properties": given})
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
 
-    trio.run(main)
+    sink = engine_run(store_url, body)
     sent_to_p1 = [(c, t) for c, t in _sent(sink) if c == "p1" and t != "first"]
     assert sent_to_p1 == still_sent
     assert [(c, t) for c, t in _sent(sink) if c == "p2"] == [
@@ -175,17 +172,15 @@ template hello email { subject "Hi" body "x" }
 template crm webhook { body "{{ contact.id }}" }
 campaign sync { on launch { wait 1h  send email hello  send webhook crm } }
 """
-    clock = SimulatedClock(T0)
-    sink = RecordingSink()
 
-    async def main() -> None:
-        async with Engine(store_url, clock=clock, sink=sink) as engine:
-            await engine.upsert_contacts(PEOPLE[:1])
-            await engine.deploy(campaigns(source))
-            await engine.launch("sync")
-            await engine.push_event({"contact": "p1", "name": "unsubscribed"})
-            await engine.run_until(T0 + dt.timedelta(hours=2))
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:1])
+        await engine.deploy(campaigns(source))
+        await engine.launch("sync")
+        await engine.push_event({"contact": "p1", "name": "unsubscribed"})
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        return sink
 
-    trio.run(main)
+    sink = engine_run(store_url, body)
     assert _sent(sink) == [("p1", "crm")]
     assert _skips(store_url) == [("p1", "-", "suppressed")]
