@@ -303,6 +303,11 @@ def _deploy(args: argparse.Namespace) -> int:
         async with Engine() as engine:
             for result in await engine.deploy(campaigns, migrate=args.migrate):
                 state = "new version" if result.created else "unchanged"
+                if result.pending_approval:
+                    state += (
+                        "; waits for approval, the approved version keeps running:"
+                        f" cadence approve {result.name} --by WHO"
+                    )
                 print(f"{result.name}: {result.version[:12]} ({state})")
         return 0
 
@@ -358,6 +363,11 @@ def _status(args: argparse.Namespace) -> int:
         for row in rows:
             if row.get("pause") is not None:
                 console.print(f"{row['name']} is paused: {pause_text(row['pause'])}")
+            if row.get("pending_approval"):
+                console.print(
+                    f"{row['name']}: version {row['pending_approval']} waits for approval"
+                    f" (`cadence approve {row['name']} --by WHO`); {row['version']} runs"
+                )
         ab_tests = {row["name"]: row["ab_tests"] for row in rows if row["ab_tests"]}
         if ab_tests:
             console.print(_ab_table(ab_tests, "A/B tests decided"))

@@ -190,12 +190,17 @@ class RunStats:
 
 @dataclass(frozen=True, slots=True)
 class DeployResult:
-    """One campaign of a deploy: its name, version hash, and whether that version is new."""
+    """One campaign of a deploy: its name, version hash, and whether that version is new.
+
+    `pending_approval`: the campaign is live and this version needs an approval it lacks,
+    so it waits (`approve` makes it current) while the approved version keeps running.
+    """
 
     name: str
     version: str
     version_id: int
     created: bool
+    pending_approval: bool = False
 
 
 class Engine:
@@ -293,6 +298,14 @@ class Engine:
         with store.session() as session:
             for campaign in campaigns:
                 existing = campaign_store.get_campaign(session, self.tenant, campaign.name)
+                pending = self._awaits_approval(session, existing, campaign)
+                if pending and migrate:
+                    raise EngineError(
+                        f"cannot migrate {campaign.name!r} to version {campaign.version[:12]}:"
+                        " the campaign is live and the new version needs approval; deploy it"
+                        f" without --migrate, `cadence approve {campaign.name} --by WHO`,"
+                        " then deploy it again with --migrate"
+                    )
                 older = (
                     campaign_store.campaign_version_ids(session, existing.id)
                     if migrate and existing is not None
@@ -308,11 +321,13 @@ class Engine:
                     content_hash=campaign.version,
                     now=now,
                     display_name=campaign.display_name,
+                    pending=pending,
                 )
                 self._versions[deployed.version_id] = (campaign.name, campaign)
                 _audit(
                     session, self.tenant, "deploy", campaign.name,
-                    {"version": campaign.version, "new": deployed.created}, now,
+                    {"version": campaign.version, "new": deployed.created,
+                     "pending_approval": pending}, now,
                 )  # fmt: skip
                 moved = sum(
                     campaign_store.migrate_enrollments(
@@ -325,10 +340,34 @@ class Engine:
                     _audit(session, self.tenant, "migrate", campaign.name, {"moved": moved}, now)
                 results.append(
                     DeployResult(
-                        campaign.name, campaign.version, deployed.version_id, deployed.created
+                        campaign.name, campaign.version, deployed.version_id, deployed.created,
+                        pending,
                     )
-                )
+                )  # fmt: skip
         return results
+
+    def _awaits_approval(
+        self, session: Session, existing: Campaign | None, campaign: c.CompiledCampaign
+    ) -> bool:
+        """Whether a new version of a live campaign must wait for approval before it runs.
+
+        Launch checks a draft's approval; a live campaign's new version would reach contacts
+        at once (new enrollments join the current version), so it waits when it needs
+        approval: `approval required`, or the implied rule when the running version needed
+        it (it was approved). A version approved before (a rollback) runs at once.
+        """
+        if existing is None or CampaignStatus(existing.status) not in _LIVE_STATUSES:
+            return False
+        rule = campaign.settings.approval
+        if rule == "none" or existing.current_version_id is None:
+            return False
+        running = self._version(session, existing.current_version_id)[1].version
+        if running == campaign.version:
+            return False
+        approved = campaign_store.approvals(session, self.tenant, campaign.name)
+        if (campaign.name, campaign.version) in approved:
+            return False
+        return rule == "required" or (campaign.name, running) in approved
 
     def _check_migration(
         self, session: Session, versions: Sequence[int], campaign: c.CompiledCampaign
@@ -354,7 +393,11 @@ class Engine:
             )
 
     async def approve(self, name: str, *, by: str, note: str | None = None) -> str:
-        """Approve the campaign's current version for launch; returns that version's hash."""
+        """Approve the campaign's version for launch; returns that version's hash.
+
+        That is the version waiting for approval, if a deploy to the live campaign left one
+        (it becomes current and runs from now on), else the current version.
+        """
         return await self.store.call_retrying(self._approve_sync, name, by, note)
 
     def _approve_sync(self, store: Store, name: str, by: str, note: str | None) -> str:
@@ -369,7 +412,18 @@ class Engine:
         now = self.now()
         with store.session() as session:
             campaign = self._campaign_named(session, name)
-            version = self._current(session, campaign)[1].version
+            # A version waiting for approval is the one to approve; approved, it runs.
+            pending = campaign.pending_version_id
+            if pending is not None:
+                compiled = self._version(session, pending)[1]
+                version = compiled.version
+                campaign.current_version_id = pending
+                if compiled.display_name:
+                    campaign.display_name = compiled.display_name
+                campaign.pending_version_id = None
+                campaign.updated_at = now
+            else:
+                version = self._current(session, campaign)[1].version
             details = {"version": version, "by": by, "note": (note or "").strip() or None}
             _audit(session, self.tenant, "approve", name, details, now, actor=by)
             return version
@@ -552,6 +606,7 @@ class Engine:
                     Campaign.status,
                     CampaignVersion.content_hash,
                     Campaign.current_version_id,
+                    Campaign.pending_version_id,
                 )
                 .join(
                     CampaignVersion, CampaignVersion.id == Campaign.current_version_id, isouter=True
@@ -570,11 +625,16 @@ class Engine:
             )
             rules = {
                 name: self._version(session, version_id)[1].settings.approval
-                for name, *_, version_id in rows
+                for name, _, _, _, version_id, _ in rows
                 if version_id is not None
             }
+            waiting = {
+                name: self._version(session, pending_id)[1].version[:12]
+                for name, *_, pending_id in rows
+                if pending_id is not None
+            }
         result = []
-        for name, display, status, version, _ in rows:
+        for name, display, status, version, _, _ in rows:
             approval = approvals.get((name, version or ""))
             approved_by = str(approval["by"]) if approval else None
             result.append({
@@ -584,6 +644,7 @@ class Engine:
                 "version": (version or "")[:12],
                 "approval": _approval_text(rules.get(name, "implied"), approved_by),
                 "approved_by": approved_by,
+                "pending_approval": waiting.get(name),
                 "enrollments": counts.get(name, {}),
                 "sends": int(sent.get(name, 0)),
                 "ab_tests": ab_tests.get(name, []),

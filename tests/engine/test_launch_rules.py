@@ -16,7 +16,7 @@ from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import MAX_ACTIVE_CAMPAIGNS, Engine, EngineError
+from cadence.engine.runtime import MAX_ACTIVE_CAMPAIGNS, Engine, EngineError, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import AuditEntry, Enrollment
 
@@ -143,6 +143,142 @@ def test_a_new_version_needs_a_new_approval(store: Store, store_url: str) -> Non
         "required, approved by ben",
     ]
     assert enrollment_count(store) == 2
+
+
+# A live campaign's new version: contacts created meanwhile show which version runs.
+LIVE = """
+template hello email { subject "Hello" body "<p>Hi</p>" }
+template hello_v2 email { subject "Hello v2" body "<p>Hi</p>" }
+campaign greet { SETTING on contact_created { send email hello } }
+"""
+LIVE_V2 = LIVE.replace("send email hello }", "send email hello_v2 }")
+
+
+def live_run(
+    url: str, setting: str, body: Callable[[Engine, RecordingSink], Awaitable[Any]]
+) -> Any:
+    """Deploy LIVE with `setting`, approve and launch it, then run `body`."""
+    sink = RecordingSink()
+
+    async def run(engine: Engine) -> Any:
+        await engine.deploy(campaigns(LIVE.replace("SETTING", setting)))
+        await engine.approve("greet", by="ana")
+        await engine.launch("greet")
+        return await body(engine, sink)
+
+    return engine_run(url, run, sink=sink)
+
+
+async def created_gets(engine: Engine, sink: RecordingSink, contact_id: str) -> list[str | None]:
+    """Create a contact, run what is due, and say which templates it was sent."""
+    await engine.upsert_contacts([{"id": contact_id, "email": f"{contact_id}@example.test"}])
+    await engine.run_due()
+    return [m.template for m in sink.delivered if m.contact_id == contact_id]
+
+
+def test_a_live_campaigns_new_version_waits_for_approval(store: Store, store_url: str) -> None:
+    async def body(engine: Engine, sink: RecordingSink) -> dict[str, Any]:
+        old = status_of(await engine.status(), "greet")["version"]
+        assert await created_gets(engine, sink, "c1") == ["hello"]
+        (new,) = await engine.deploy(campaigns(LIVE_V2.replace("SETTING", "approval required")))
+        assert new.pending_approval and new.created
+        row = status_of(await engine.status(), "greet")
+        assert (row["version"], row["pending_approval"]) == (old, new.version[:12])
+        assert row["approval"] == "required, approved by ana"
+        # Not approved yet: new contacts still get the approved version's message.
+        assert await created_gets(engine, sink, "c2") == ["hello"]
+        assert await engine.approve("greet", by="ben") == new.version
+        row = status_of(await engine.status(), "greet")
+        assert (row["version"], row["pending_approval"]) == (new.version[:12], None)
+        assert row["approval"] == "required, approved by ben"
+        assert await created_gets(engine, sink, "c3") == ["hello_v2"]
+        return row
+
+    live_run(store_url, "approval required", body)
+    deploys = [details for _, _, details in audit(store, "deploy")]
+    assert [d["pending_approval"] for d in deploys] == [False, True]
+
+
+def test_migrating_to_a_version_that_waits_for_approval_is_refused(
+    store: Store, store_url: str
+) -> None:
+    async def body(engine: Engine, sink: RecordingSink) -> None:
+        before = status_of(await engine.status(), "greet")
+        changed = campaigns(LIVE_V2.replace("SETTING", "approval required"))
+        with pytest.raises(EngineError) as refused:
+            await engine.deploy(changed, migrate=True)
+        assert str(refused.value) == (
+            f"cannot migrate 'greet' to version {changed[0].version[:12]}: the campaign is live"
+            " and the new version needs approval; deploy it without --migrate, `cadence approve"
+            " greet --by WHO`, then deploy it again with --migrate"
+        )
+        assert status_of(await engine.status(), "greet") == before
+        # The way the message gives: deploy, approve, deploy again with --migrate.
+        await engine.deploy(changed)
+        await engine.approve("greet", by="ben")
+        (again,) = await engine.deploy(changed, migrate=True)
+        assert not again.pending_approval and not again.created
+
+    live_run(store_url, "approval required", body)
+    assert len(audit(store, "deploy")) == 3
+
+
+def test_a_rollback_to_an_approved_version_runs_at_once(store_url: str) -> None:
+    async def body(engine: Engine, sink: RecordingSink) -> None:
+        (new,) = await engine.deploy(campaigns(LIVE_V2.replace("SETTING", "approval required")))
+        assert new.pending_approval
+        (back,) = await engine.deploy(campaigns(LIVE.replace("SETTING", "approval required")))
+        assert not back.pending_approval
+        assert status_of(await engine.status(), "greet")["pending_approval"] is None
+        assert await created_gets(engine, sink, "c1") == ["hello"]
+
+    live_run(store_url, "approval required", body)
+
+
+@pytest.mark.parametrize(
+    ("setting", "approved_before", "waits"),
+    [
+        ("approval none", True, False),
+        ("", False, False),  # implied rule, launched without needing approval
+        ("", True, True),  # implied rule, the running version was approved
+    ],
+)
+def test_which_new_versions_of_a_live_campaign_wait(
+    store_url: str, setting: str, approved_before: bool, waits: bool
+) -> None:
+    async def run(engine: Engine) -> tuple[bool, list[str | None]]:
+        sink = engine.sink
+        assert isinstance(sink, RecordingSink)
+        await engine.deploy(campaigns(LIVE.replace("SETTING", setting)))
+        if approved_before:
+            await engine.approve("greet", by="ana")
+        await engine.launch("greet")
+        (new,) = await engine.deploy(campaigns(LIVE_V2.replace("SETTING", setting)))
+        return new.pending_approval, await created_gets(engine, sink, "c1")
+
+    pending, got = engine_run(store_url, run, sink=RecordingSink())
+    assert pending is waits
+    assert got == (["hello"] if waits else ["hello_v2"])
+
+
+def test_cli_deploy_says_a_new_version_waits_for_approval(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (cli_env / "greet.cadence").write_text(LIVE.replace("SETTING", "approval required"), "utf-8")
+    assert main(["deploy", "greet.cadence"]) == 0
+    assert main(["approve", "greet", "--by", "ana"]) == 0
+    assert main(["launch", "greet"]) == 0
+    capsys.readouterr()
+    (cli_env / "greet.cadence").write_text(LIVE_V2.replace("SETTING", "approval required"), "utf-8")
+    assert main(["deploy", "greet.cadence"]) == 0
+    out = capsys.readouterr().out
+    version = out.split()[1]
+    assert out == (
+        f"greet: {version} (new version; waits for approval, the approved version keeps"
+        " running: cadence approve greet --by WHO)\n"
+    )
+    assert main(["status"]) == 0
+    assert f"greet: version {version} waits for approval" in capsys.readouterr().out
 
 
 def bulk_contacts(in_audience: int, outside: int) -> list[dict[str, Any]]:

@@ -59,11 +59,13 @@ def save_campaign_version(
     content_hash: str,
     now: datetime,
     display_name: str | None = None,
+    pending: bool = False,
 ) -> DeployedVersion:
     """Store a compiled campaign (once per content hash) and make it the campaign's current one.
 
     Creates the campaign as a draft on first deploy. Deploying the same hash again is a no-op
-    apart from making that version current.
+    apart from making that version current. With `pending`, the version waits for approval
+    as the campaign's pending one instead, and the current version stays.
     """
     insert_campaign = dialect_insert(_dialect(session), Campaign).values(
         tenant_id=tenant_id,
@@ -100,8 +102,14 @@ def save_campaign_version(
         )
     if version_id is None:  # pragma: no cover
         raise StoreError(f"version {content_hash} of {name!r} vanished while deploying")
-    campaign.current_version_id = version_id
-    if display_name:
+    # A deploy decides what runs: the version becomes current or pending, and any version
+    # that was pending before is superseded either way.
+    if pending:
+        campaign.pending_version_id = version_id
+    else:
+        campaign.current_version_id = version_id
+        campaign.pending_version_id = None
+    if display_name and not pending:
         campaign.display_name = display_name
     campaign.updated_at = now
     session.flush()

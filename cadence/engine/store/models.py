@@ -183,6 +183,9 @@ class Campaign(Base):
     status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT.value)
     # The version that new enrollments join; no FK, as versions also point back here.
     current_version_id: Mapped[int | None] = mapped_column(BigID)
+    # A version deployed to a live campaign that needs approval it lacks: it waits here, and
+    # the approved current version keeps running, until `approve` makes it current.
+    pending_version_id: Mapped[int | None] = mapped_column(BigID, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
