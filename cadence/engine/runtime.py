@@ -60,6 +60,8 @@ from cadence.errors import CadenceError, did_you_mean
 
 LEASE = dt.timedelta(minutes=5)
 BATCH = 500
+# While full step batches keep coming, the outbox is also claimed every this many batches.
+OUTBOX_EVERY = 8
 # How many history entries an enrollment keeps (the latest; the funnel reads them).
 HISTORY = 50
 
@@ -1346,10 +1348,14 @@ class Engine:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
         await self.store.call_retrying(self._start_scheduled_sync)
-        while True:
+        for round_number in itertools.count():
             stepped, ready = await self.store.call_retrying(self._step_batch_sync)
             delivered = await self._deliver(ready) if ready else 0
-            delivered += await self._deliver_batch()
+            # The outbox's own due sends (retries, held or taken-over ones) are claimed when
+            # the steps run out, and every few full batches meanwhile: a claim that finds
+            # nothing after each of a backlog's batches was a twentieth of a dry-run.
+            if stepped.steps < self.batch_size or round_number % OUTBOX_EVERY == 0:
+                delivered += await self._deliver_batch()
             stats.add(stepped)
             stats.delivered += delivered
             if stepped.steps == 0 and delivered == 0:
@@ -1357,6 +1363,7 @@ class Engine:
                 # has passed, which no step marks.
                 await self.store.call_retrying(self._complete_finished_sync)
                 return stats
+        raise AssertionError("unreachable")  # itertools.count never ends
 
     def _complete_finished_sync(self, store: Store) -> None:
         """A one-time campaign (only `on launch` / `at` triggers), or one past its `ends`, whose

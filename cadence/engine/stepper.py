@@ -10,6 +10,7 @@ state and the effects in one transaction, so a crash either keeps a step or neve
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -130,6 +131,17 @@ class Advance:
     effects: Effects
 
 
+# A batch steps many enrollments at one moment to the same next ones: each UTC instant's
+# text is made once, not once per enrollment. (Only UTC ones: equal instants in two zones
+# are equal keys but have different texts.)
+_iso_utc = functools.lru_cache(maxsize=1024)(dt.datetime.isoformat)
+
+
+def _iso(moment: dt.datetime) -> str:
+    """`moment.isoformat()`, remembered for UTC instants."""
+    return _iso_utc(moment) if moment.tzinfo is dt.UTC else moment.isoformat()
+
+
 def bucket(*parts: str) -> float:
     """A deterministic number in [0, 100) from its inputs: same contact, same split, same arm."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
@@ -149,7 +161,7 @@ def advance(
     history: list[list[Any]] = []
     effects = Effects()
     now = env.now
-    stamp = now.isoformat()
+    stamp = _iso(now)
 
     def finish(status: Status, node: str | None, reason: str) -> Advance:
         history.append([stamp, node, reason])
@@ -157,7 +169,7 @@ def advance(
         return Advance(node, status, None, state, history, effects)
 
     def sleep(node: str, until: dt.datetime, reason: str) -> Advance:
-        state["wake_at"] = until.isoformat()
+        state["wake_at"] = _iso(until)
         history.append([stamp, node, reason])
         return Advance(node, "active", until, state, history, effects)
 
@@ -165,13 +177,12 @@ def advance(
     if settings.goal is not None and env.holds(settings.goal):
         return finish("exited", node_id, "goal reached")
     # `starts` and `ends` are one moment for the whole campaign, read in its timezone.
-    campaign_zone = timing.campaign_zone(campaign)
     if settings.ends is not None and now >= timing.campaign_ends_instant(
-        settings.ends, campaign_zone
+        settings.ends, timing.campaign_zone(campaign)
     ):
         return finish("exited", node_id, "campaign ended")
     if settings.starts is not None:
-        starts = timing.campaign_starts_instant(settings.starts, campaign_zone)
+        starts = timing.campaign_starts_instant(settings.starts, timing.campaign_zone(campaign))
         if now < starts:
             return sleep(node_id or "end", starts, "campaign not started")
 
@@ -222,7 +233,7 @@ def advance(
                 woke = _arrived(state, node.id)
                 if woke is None:
                     until = now + dt.timedelta(seconds=seconds)
-                    state["arrived"] = [node.id, stamp, until.isoformat()]
+                    state["arrived"] = [node.id, stamp, _iso(until)]
                     return sleep(node.id, until, f"wait {seconds}s")
                 if now < woke:
                     return sleep(node.id, woke, "still waiting")
@@ -317,7 +328,7 @@ def _send(
 ) -> dt.datetime | Literal["held"] | None:
     """Plan or skip one send; or when the send window / quiet hours next allow it; or HELD."""
     settings = campaign.settings
-    allowed_at = _next_allowed(env.now, node.channel, campaign, env.zone)
+    allowed_at = _next_allowed(env, node.channel, campaign)
     if allowed_at > env.now:
         return allowed_at
     sent = int(state.get("sends", 0))
@@ -342,12 +353,13 @@ def _send(
     return None
 
 
-def _next_allowed(
-    now: dt.datetime, channel: str, campaign: c.CompiledCampaign, contact_zone: ZoneInfo
-) -> dt.datetime:
-    """The first instant from `now` inside the send window and outside quiet hours."""
+def _next_allowed(env: StepEnv, channel: str, campaign: c.CompiledCampaign) -> dt.datetime:
+    """The first instant from now inside the send window and outside quiet hours."""
     settings = campaign.settings
-    candidate = now
+    candidate = env.now
+    if settings.send_window is None and not settings.quiet_hours:
+        return candidate  # without either, the contact's zone need not even be looked up
+    contact_zone = env.zone
     # Windows and quiet hours can push each other; a few rounds settle any real combination.
     for _ in range(16):
         moved = candidate
