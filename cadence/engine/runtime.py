@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cadence.dispatch.caps import CapRule, FrequencyCaps
 from cadence.dispatch.limiter import ProviderLimit, RateLimiter
 from cadence.dsl import compiled as c
-from cadence.engine import audience, conditions, evaluate, timing
+from cadence.engine import audience, conditions, evaluate, suppress, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.reads import batch_reads
@@ -89,8 +89,6 @@ _STATUS = {
 # The business rule "at most 10 active campaigns per organization": a tenant may have at most
 # this many campaigns that may still send (active, scheduled or paused) when one launches.
 MAX_ACTIVE_CAMPAIGNS = 10
-# The event the tracking service (or anyone) pushes when a contact unsubscribes.
-UNSUBSCRIBED_EVENT = "unsubscribed"
 # An enrollment found due in a campaign with this status takes the status given, unstepped.
 _HALTED = {
     CampaignStatus.PAUSED.value: EnrollmentStatus.PAUSED,
@@ -1151,12 +1149,13 @@ class Engine:
     ) -> int:
         """What new events set off, in the transaction that stores them: both commit, or neither.
 
-        Unsubscribes become suppressions, triggers fire, segment entry is re-checked (segments
+        Unsubscribes, bounces and complaints become suppressions (`suppress`), triggers
+        fire, segment entry is re-checked (segments
         can count events; `before` holds the memberships from before the events) and
         enrollments waiting on an event or a goal wake. A duplicate of an event already
         stored (same dedupe key) is not among `events` and sets off nothing.
         """
-        self._record_unsubscribes(session, events, now)
+        suppress.record_suppressions(session, self.tenant, events, now)
         active = self._active_versions(session)
         enrolled = 0
         for event in events:
@@ -1174,39 +1173,6 @@ class Engine:
                     )
         self._wake_reactive(session, set(touched), now)
         return enrolled
-
-    def _record_unsubscribes(
-        self, session: Session, events: Sequence[EventRecord], now: dt.datetime
-    ) -> None:
-        """An `unsubscribed` event suppresses its contact on the channel it names.
-
-        The channel is the event's `channel` property, else that of the send it names
-        (`send`: the message's idempotency key, as tracked links carry it), else every
-        channel: someone who unsubscribed is never sent to again where it is unclear.
-        """
-        by_channel: dict[str, list[str]] = {}
-        for event in events:
-            if event.name != UNSUBSCRIBED_EVENT or event.contact_id is None:
-                continue
-            channel = event.properties.get("channel")
-            if not isinstance(channel, str) or not channel:
-                key = event.properties.get("send") or event.properties.get("message")
-                channel = (
-                    session.scalar(
-                        select(OutboxMessage.channel).where(
-                            OutboxMessage.tenant_id == self.tenant,
-                            OutboxMessage.idempotency_key == str(key),
-                        )
-                    )
-                    if key
-                    else None
-                ) or send_store.EVERY_CHANNEL
-            by_channel.setdefault(channel, []).append(event.contact_id)
-        for channel, contacts in sorted(by_channel.items()):
-            send_store.add_suppressions(
-                session, self.tenant, channel, [(None, cid) for cid in sorted(set(contacts))],
-                reason=UNSUBSCRIBED_EVENT, now=now,
-            )  # fmt: skip
 
     def _fire_event(
         self,
@@ -2137,7 +2103,7 @@ class _Gates:
             return "suppressed"
         facts = self.facts[contact_id]
         if (
-            facts.attributes.get(UNSUBSCRIBED_EVENT) is True
+            facts.attributes.get(suppress.UNSUBSCRIBED) is True
             and channel in send_store.PERSONAL_CHANNELS
         ):
             return "unsubscribed"

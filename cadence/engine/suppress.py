@@ -1,0 +1,140 @@
+"""Events that stop future sends: unsubscribes, bounces and complaints become suppressions.
+
+A tracked unsubscribe, a provider's bounce or a spam complaint arrives as an event. Left as
+events they would only be facts for conditions, and the next step would send again; here
+they become rows of the suppression list, which every send checks (at its step, and again
+when a queued send is delivered). They are written in the transaction that stores the
+events, so an event is never stored without its suppression.
+
+- `unsubscribed`: the person, on the channel the event names, else the channel of the
+  message it names, else every channel that reaches the person.
+- `complained` (a spam report): the person, on that channel (email when nothing says).
+- `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
+  that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
+  a full mailbox or a deferral) suppress from the third within 30 days. The address is
+  suppressed, not the person: a contact given a new address can be sent to again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cadence.engine.store import sends as send_store
+from cadence.engine.store.models import Contact, Event, OutboxMessage
+from cadence.engine.store.records import EventRecord
+
+UNSUBSCRIBED = "unsubscribed"
+COMPLAINED = "complained"
+BOUNCED = "bounced"
+SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
+SOFT_BOUNCES_TO_SUPPRESS = 3
+SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
+# The contact field that holds a channel's address.
+ADDRESS_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone"}
+
+
+def record_suppressions(
+    session: Session, tenant_id: str, events: Sequence[EventRecord], now: dt.datetime
+) -> None:
+    """Suppress what the newly stored `events` ask to (see the module's rules)."""
+    people: dict[tuple[str, str], set[str]] = {}  # (channel, reason) -> contact ids
+    bounced: dict[str, set[str]] = {}  # channel -> contact ids with a hard bounce
+    soft: dict[str, set[str]] = {}  # channel -> contact ids with a soft bounce
+    for event in events:
+        if event.contact_id is None or event.name not in (UNSUBSCRIBED, COMPLAINED, BOUNCED):
+            continue
+        if event.name == UNSUBSCRIBED:
+            channel = _channel(session, tenant_id, event, send_store.EVERY_CHANNEL)
+            people.setdefault((channel, UNSUBSCRIBED), set()).add(event.contact_id)
+        elif event.name == COMPLAINED:
+            channel = _channel(session, tenant_id, event, "email")
+            people.setdefault((channel, COMPLAINED), set()).add(event.contact_id)
+        else:
+            channel = _channel(session, tenant_id, event, "email")
+            kind = str(event.properties.get("type") or event.properties.get("bounce_type") or "")
+            target = soft if kind.lower() in SOFT_BOUNCE_TYPES else bounced
+            target.setdefault(channel, set()).add(event.contact_id)
+    for (channel, reason), contacts in sorted(people.items()):
+        send_store.add_suppressions(
+            session, tenant_id, channel, [(None, cid) for cid in sorted(contacts)],
+            reason=reason, now=now,
+        )  # fmt: skip
+    for channel, contacts in sorted(soft.items()):
+        repeated = _soft_bounced_often(session, tenant_id, contacts, now)
+        if repeated:
+            _suppress_addresses(session, tenant_id, channel, repeated, "soft bounces", now)
+    for channel, contacts in sorted(bounced.items()):
+        _suppress_addresses(session, tenant_id, channel, contacts, BOUNCED, now)
+
+
+def _channel(session: Session, tenant_id: str, event: EventRecord, default: str) -> str:
+    """The channel an event is about: its `channel`, else its message's, else `default`."""
+    channel = event.properties.get("channel")
+    if isinstance(channel, str) and channel:
+        return channel
+    key = event.properties.get("send") or event.properties.get("message")
+    if key:
+        found = session.scalar(
+            select(OutboxMessage.channel).where(
+                OutboxMessage.tenant_id == tenant_id,
+                OutboxMessage.idempotency_key == str(key),
+            )
+        )
+        if found:
+            return str(found)
+    return default
+
+
+def _soft_bounced_often(
+    session: Session, tenant_id: str, contacts: set[str], now: dt.datetime
+) -> set[str]:
+    """Of `contacts`, those with SOFT_BOUNCES_TO_SUPPRESS soft bounces within the window.
+
+    The events are already stored (this runs after they are written), so they count.
+    """
+    session.flush()
+    rows = session.execute(
+        select(Event.contact_id, Event.properties).where(
+            Event.tenant_id == tenant_id,
+            Event.contact_id.in_(sorted(contacts)),
+            Event.name == BOUNCED,
+            Event.at > now - SOFT_BOUNCE_WINDOW,
+        )
+    ).all()
+    counts: dict[str, int] = {}
+    for contact_id, properties in rows:
+        props = properties or {}
+        kind = str(props.get("type") or props.get("bounce_type") or "").lower()
+        if kind in SOFT_BOUNCE_TYPES:
+            counts[contact_id] = counts.get(contact_id, 0) + 1
+    return {cid for cid, count in counts.items() if count >= SOFT_BOUNCES_TO_SUPPRESS}
+
+
+def _suppress_addresses(
+    session: Session,
+    tenant_id: str,
+    channel: str,
+    contacts: set[str],
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    """Suppress the contacts' current addresses on `channel` (the contact where it has none)."""
+    field = ADDRESS_FIELD.get(channel)
+    addresses: dict[str, str | None] = dict.fromkeys(contacts)
+    if field is not None:
+        column = getattr(Contact, field)
+        for contact_id, address in session.execute(
+            select(Contact.id, column).where(
+                Contact.tenant_id == tenant_id, Contact.id.in_(sorted(contacts))
+            )
+        ):
+            addresses[contact_id] = str(address) if address else None
+    send_store.add_suppressions(
+        session, tenant_id, channel,
+        [(address, None if address else cid) for cid, address in sorted(addresses.items())],
+        reason=reason, now=now,
+    )  # fmt: skip
