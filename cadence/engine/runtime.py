@@ -1583,6 +1583,8 @@ class Engine:
         now: dt.datetime,
     ) -> tuple[int, int, list[OutgoingMessage]]:
         new_sends: list[send_store.NewSend] = []
+        # Sends a gate refused, logged with the reason (in bulk, as delivery logs its own).
+        skipped: list[dict[str, Any]] = []
         enrolled = 0
         # Steps that change a contact (`set`, `tag`, `assign agent`) can move it into a
         # segment another campaign enters on: memberships are read before the changes.
@@ -1619,14 +1621,14 @@ class Engine:
                         },
                     )
                 )  # fmt: skip
-            for node_id, reason in effects.skipped_sends:
-                session.add(
-                    SendLog(
-                        tenant_id=self.tenant, contact_id=contact_id, channel="-",
-                        at=now, outcome="skipped",
-                        detail={"campaign": campaign.name, "node": node_id, "reason": reason},
-                    )
-                )  # fmt: skip
+            skipped.extend(
+                {
+                    "tenant_id": self.tenant, "contact_id": contact_id, "channel": "-",
+                    "at": now, "outcome": "skipped",
+                    "detail": {"campaign": campaign.name, "node": node_id, "reason": reason},
+                }
+                for node_id, reason in effects.skipped_sends
+            )  # fmt: skip
             if effects.attributes or effects.tags_added or effects.tags_removed:
                 contact = session.get(Contact, (self.tenant, contact_id))
                 if contact is not None:
@@ -1668,6 +1670,8 @@ class Engine:
                         enrolled += self._segment_enter(
                             session, version_id, campaign, trigger, changed, now, before
                         )
+        if skipped:
+            insert_rows(session, SendLog.__table__, skipped)  # type: ignore[arg-type]
         fresh = send_store.enqueue_claimed_sends(
             session, self.tenant, new_sends, owner=self.owner, now=now, lease_until=now + LEASE
         )
