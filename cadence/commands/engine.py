@@ -513,7 +513,14 @@ def _run(args: argparse.Namespace) -> int:
     async def go() -> int:
         campaigns = compile_paths(args.files)
         async with _service_engine() as engine:
-            await engine.deploy(campaigns)
+            for result in await engine.deploy(campaigns):
+                if result.pending_approval and args.approved_by is None:
+                    print(
+                        f"cadence run: {result.name}: version {result.version[:12]} waits for"
+                        " approval; the approved version keeps running"
+                        f" (`cadence approve {result.name} --by WHO`, or --approved-by)",
+                        file=sys.stderr,
+                    )
             for campaign in campaigns:
                 if args.approved_by is not None:
                     await engine.approve(campaign.name, by=args.approved_by, note="cadence run")

@@ -281,6 +281,24 @@ def test_cli_deploy_says_a_new_version_waits_for_approval(
     assert f"greet: version {version} waits for approval" in capsys.readouterr().out
 
 
+def test_cli_run_warns_that_a_new_version_waits_and_approved_by_lets_it_run(
+    cli_env: Path, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = cli_env / "greet.cadence"
+    source.write_text(LIVE.replace("SETTING", "approval required"), "utf-8")
+    assert main(["run", "greet.cadence", "--until-idle", "--approved-by", "ana"]) == 0
+    source.write_text(LIVE_V2.replace("SETTING", "approval required"), "utf-8")
+    capsys.readouterr()
+    assert main(["run", "greet.cadence", "--until-idle"]) == 0
+    err = capsys.readouterr().err
+    assert "cadence run: greet: version " in err
+    assert "waits for approval; the approved version keeps running" in err
+    assert main(["run", "greet.cadence", "--until-idle", "--approved-by", "ben"]) == 0
+    assert "waits for approval" not in capsys.readouterr().err
+    assert main(["status"]) == 0
+    assert "required, approved by ben" in status_line(capsys.readouterr().out, "greet")
+
+
 def bulk_contacts(in_audience: int, outside: int) -> list[dict[str, Any]]:
     """`in_audience` contacts with lead_score 50, then `outside` with lead_score 0."""
     return [{"id": f"a{i:05}", "attributes": {"lead_score": 50}} for i in range(in_audience)] + [
