@@ -2061,13 +2061,17 @@ class _Gates:
     def refusal(self, contact_id: str, channel: str) -> str | None:
         """Why the contact must not be sent to on `channel` at all, or None.
 
-        Suppressed (a bounce, a complaint, an unsubscribe), unsubscribed by attribute, or
-        without the consent the channel needs. Checked when a step sends and again when a
-        queued send is delivered later (a retry, a rate-limited or taken-over send).
+        No address on the channel (email, or a phone for SMS and WhatsApp), suppressed (a
+        bounce, a complaint, an unsubscribe), unsubscribed by attribute, or without the
+        consent the channel needs. Checked when a step sends and again when a queued send is
+        delivered later (a retry, a rate-limited or taken-over send).
         """
+        facts = self.facts[contact_id]
+        field_name = self.ADDRESS_FIELD.get(channel)
+        if field_name is not None and not str(facts.attributes.get(field_name) or "").strip():
+            return "no email address" if field_name == "email" else "no phone number"
         if contact_id in self.suppressed.get(channel, set()):
             return "suppressed"
-        facts = self.facts[contact_id]
         if (
             facts.attributes.get(UNSUBSCRIBED_EVENT) is True
             and channel in send_store.PERSONAL_CHANNELS
