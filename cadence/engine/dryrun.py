@@ -1,7 +1,8 @@
 """Dry-run: the real engine on a simulated clock against a throwaway store, sending nothing.
 
-A dry-run imports the contacts (and events), deploys and launches the campaigns, then moves
-the simulated clock from one due moment to the next until the horizon. Sends go to a sink
+A dry-run imports the contacts and the events dated before the start (history, which fires
+no trigger), deploys and launches the campaigns, then moves the simulated clock from one due
+moment to the next until the horizon, pushing each later event at its time. Sends go to a sink
 that records them and, with `--assume`, draws engagement (opens, clicks, replies,
 conversions) from a seeded random generator so branches and A/B winners are exercised.
 
@@ -393,6 +394,12 @@ async def dry_run(
         if forward is not None:
             sink.forward = forward(sink.content)
         await engine.import_contacts(contacts)
+        # Events dated before the start are history: recorded before anything is deployed,
+        # so the launch audience, segments and counts see them and no trigger fires.
+        history = [e for e in pending_events if parse_instant(str(e["at"])) < start]
+        if history:
+            await engine.push_events(history)
+            pending_events = [e for e in pending_events if parse_instant(str(e["at"])) >= start]
         await engine.deploy(list(campaigns))
         for campaign in campaigns:
             await engine.approve(campaign.name, by=approved_by, note="simulated launch")

@@ -477,3 +477,46 @@ def test_a_budget_spent_mid_run_shows_the_sends_until_then_and_the_campaign_paus
     text = console.export_text()
     assert "held (campaign paused)" in text
     assert "thrifty paused: budget spent (0.007 of 0.007 USD)" in text
+
+
+HISTORY = """
+segment enquirers = count(course_enquiry, 90d) >= 1
+template intake email { subject "Spring intake" body "<p>Apply.</p>" }
+template welcome email { subject "Welcome" body "<p>Hi.</p>" }
+campaign intake {
+  audience enquirers
+  exclude last(application_started) within 30d
+  on launch { send email intake }
+}
+campaign enquiry_reply { when course_enquiry send email welcome }
+"""
+
+
+def test_events_before_the_start_are_history_the_launch_sees(tmp_path: Path) -> None:
+    # Events dated before --start happened before the simulation: the launch audience,
+    # segments and counts see them, and they set off no trigger. Later ones fire triggers.
+    source = tmp_path / "intake.cadence"
+    source.write_text(HISTORY, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": f"e{i}", "email": f"e{i}@example.test"} for i in range(1, 5)]
+    )
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "e1", "name": "course_enquiry", "at": "2026-11-01T10:00:00Z"},
+            {"contact": "e2", "name": "course_enquiry", "at": "2026-08-01T10:00:00Z"},
+            {"contact": "e3", "name": "course_enquiry", "at": "2026-11-01T10:00:00Z"},
+            {"contact": "e3", "name": "application_started", "at": "2026-11-20T10:00:00Z"},
+            {"contact": "e4", "name": "course_enquiry", "at": "2026-12-02T10:00:00Z"},
+        ],
+    )
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, events=events, start=START,
+            until=dt.timedelta(days=5),
+        )
+    )  # fmt: skip
+    assert sends(report) == [
+        (START, "e1", "intake"),
+        (at("2026-12-02T10:00"), "e4", "welcome"),
+    ]
