@@ -46,7 +46,7 @@ from cadence.engine.facts import load_facts
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
-from cadence.engine.store.importer import read_jsonl
+from cadence.engine.store.importer import push_events, read_jsonl
 from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, Tenant
 from cadence.engine.store.records import InvalidInput, Problem
 from cadence.errors import CadenceError
@@ -394,6 +394,12 @@ async def dry_run(
         if forward is not None:
             sink.forward = forward(sink.content)
         await engine.import_contacts(contacts)
+        if events is not None:
+            # Every row checked as `cadence events push` would (an unknown contact, a bad
+            # `at`), all problems listed at once, before anything runs.
+            await engine.store.call(
+                push_events, events, tenant_id=engine.tenant, check_only=True
+            )
         # Events dated before the start are history: recorded before anything is deployed,
         # so the launch audience, segments and counts see them and no trigger fires.
         history = [e for e in pending_events if parse_instant(str(e["at"])) < start]
@@ -472,9 +478,13 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     rows = read_jsonl(path, problems)
     if problems:
         raise InvalidInput(problems)
-    for line, row in rows:
-        if "at" not in row:
-            raise InvalidInput([Problem(str(path), line, "at", "every event needs an `at`")])
+    problems = [
+        Problem(str(path), line, "at", "every event needs an `at`")
+        for line, row in rows
+        if "at" not in row
+    ]
+    if problems:
+        raise InvalidInput(problems)
     return [row for _, row in rows]
 
 

@@ -25,6 +25,7 @@ from cadence.engine.dryrun import (
     parse_assume,
 )
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
+from cadence.engine.store.records import InvalidInput
 from tests.engine.cadence_cli import run_cadence
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -519,4 +520,39 @@ def test_events_before_the_start_are_history_the_launch_sees(tmp_path: Path) -> 
     assert sends(report) == [
         (START, "e1", "intake"),
         (at("2026-12-02T10:00"), "e4", "welcome"),
+    ]
+
+
+def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path) -> None:
+    # A bad `at` crashed the run with a traceback; an unknown contact was reported mid-run
+    # as `<events>:N`, N counting within the batch pushed at that moment.
+    source = tmp_path / "intake.cadence"
+    source.write_text(HISTORY, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "e1", "email": "e1@example.test"}])
+    good = {"contact": "e1", "name": "course_enquiry", "at": "2026-12-02T10:00:00Z"}
+
+    def problems(rows: list[dict[str, Any]]) -> list[str]:
+        events = write_jsonl(tmp_path / "e.jsonl", rows)
+        with pytest.raises(InvalidInput) as caught:
+            trio.run(
+                lambda: dry_run(
+                    compile_paths([source]), contacts, events=events, start=START,
+                    until=dt.timedelta(days=5),
+                )
+            )  # fmt: skip
+        return [str(problem) for problem in caught.value.problems]
+
+    where = tmp_path / "e.jsonl"
+    assert problems([good, {**good, "at": "yesterday"}, {**good, "name": "Clicked It"}]) == [
+        f"{where}:2: column \"at\": 'yesterday' is not an ISO-8601 date-time"
+        " (e.g. 2026-12-01T09:00:00Z)",
+        f"{where}:3: column \"name\": 'Clicked It' is not an event name"
+        " (lowercase letters, digits, _)",
+    ]
+    assert problems([good, good, {**good, "contact": "nobody"}]) == [
+        f"{where}:3: column \"contact\": no contact 'nobody' in tenant 'default'"
+    ]
+    assert problems([good, {"contact": "e1", "name": "x"}, {"contact": "e1", "name": "y"}]) == [
+        f"{where}:2: column \"at\": every event needs an `at`",
+        f"{where}:3: column \"at\": every event needs an `at`",
     ]
