@@ -190,7 +190,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             return 2
     console = Console(stderr=True)
 
-    async def go() -> DryRunReport:
+    async def go() -> DryRunReport | int:
         campaigns = compile_paths([args.file])
         horizon = start + until
         progress = Progress(
@@ -208,11 +208,15 @@ def _dry_run(args: argparse.Namespace) -> int:
                     description=f"{now:%Y-%m-%d %H:%M} · {stats.steps} steps · {stats.sends} sends",
                 )
 
-            return await dry_run(
-                campaigns, args.contacts, events=args.events, start=start, until=until,
-                assume=assume, seed=args.seed, on_progress=report, company=company,
-                render=False if args.json or args.contact is None else {args.contact},
-            )  # fmt: skip
+            try:
+                return await dry_run(
+                    campaigns, args.contacts, events=args.events, start=start, until=until,
+                    assume=assume, seed=args.seed, on_progress=report, company=company,
+                    render=False if args.contact is None else {args.contact},
+                )  # fmt: skip
+            except DryRunError as exc:  # an option the inputs contradict (--contact)
+                print(f"cadence dry-run: {exc}", file=sys.stderr)
+                return 2
         del horizon
 
     result = _guard(go)

@@ -49,7 +49,7 @@ from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import push_events, read_jsonl
 from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, Tenant
 from cadence.engine.store.records import InvalidInput, Problem
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, did_you_mean
 
 ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted")
 # How long after a send a simulated reaction arrives.
@@ -394,12 +394,18 @@ async def dry_run(
         if forward is not None:
             sink.forward = forward(sink.content)
         await engine.import_contacts(contacts)
+        if not isinstance(render, bool):
+            known = await engine.contact_ids()
+            for wanted in sorted(set(render) - set(known)):
+                hint = did_you_mean(wanted, known)
+                raise DryRunError(
+                    f"--contact: no contact {wanted!r} in {contacts}"
+                    + (f"; {hint}" if hint else "")
+                )
         if events is not None:
             # Every row checked as `cadence events push` would (an unknown contact, a bad
             # `at`), all problems listed at once, before anything runs.
-            await engine.store.call(
-                push_events, events, tenant_id=engine.tenant, check_only=True
-            )
+            await engine.store.call(push_events, events, tenant_id=engine.tenant, check_only=True)
         # Events dated before the start are history: recorded before anything is deployed,
         # so the launch audience, segments and counts see them and no trigger fires.
         history = [e for e in pending_events if parse_instant(str(e["at"])) < start]

@@ -553,6 +553,30 @@ def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path
         f"{where}:3: column \"contact\": no contact 'nobody' in tenant 'default'"
     ]
     assert problems([good, {"contact": "e1", "name": "x"}, {"contact": "e1", "name": "y"}]) == [
-        f"{where}:2: column \"at\": every event needs an `at`",
-        f"{where}:3: column \"at\": every event needs an `at`",
+        f'{where}:2: column "at": every event needs an `at`',
+        f'{where}:3: column "at": every event needs an `at`',
     ]
+
+
+def test_contact_that_is_not_in_the_contacts_file_is_a_usage_error(tmp_path: Path) -> None:
+    # A misspelt --contact said "bem receives nothing in this run", as if bem were a contact.
+    source = tmp_path / "intake.cadence"
+    source.write_text(HISTORY, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": name, "email": f"{name}@example.test"} for name in ("ana", "ben")],
+    )
+    result = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--contact", "bem", "--start",
+        "2026-12-01T09:00:00Z", "--until", "1d",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cadence dry-run: --contact: no contact 'bem' in {contacts}; did you mean `ben`?"
+    )
+    ok = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--contact", "ben", "--start",
+        "2026-12-01T09:00:00Z", "--until", "1d",
+    )  # fmt: skip
+    assert ok.returncode == 0 and "ben receives nothing in this run" in ok.stdout
