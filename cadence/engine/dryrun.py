@@ -372,6 +372,7 @@ async def dry_run(
     company: Mapping[str, Any] | None = None,
     forward: Callable[[ContentSource], Sink] | None = None,
     approved_by: str = "dry-run",
+    schema: Path | None = None,
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -379,7 +380,9 @@ async def dry_run(
     `render` picks whose subjects are rendered (True: all, False: none, or contact ids);
     `company` adds to the tenant's template variables (`company.name` ...). `forward`
     builds a sink, given this run's content source, that every send is also delivered to.
-    Every campaign is approved by `approved_by` before it is launched.
+    Every campaign is approved by `approved_by` before it is launched. `schema` (a contact
+    schema file) types the contacts' attributes as `cadence contacts import --schema` does;
+    without it a CSV's attributes are text.
     """
     start = as_utc(start)
     horizon = start + until
@@ -393,7 +396,7 @@ async def dry_run(
         sink.content = RunContent(engine.store, campaigns)
         if forward is not None:
             sink.forward = forward(sink.content)
-        await engine.import_contacts(contacts)
+        await engine.import_contacts(contacts, schema=schema)
         if not isinstance(render, bool):
             known = await engine.contact_ids()
             for wanted in sorted(set(render) - set(known)):

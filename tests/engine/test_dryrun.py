@@ -580,3 +580,30 @@ def test_contact_that_is_not_in_the_contacts_file_is_a_usage_error(tmp_path: Pat
         "2026-12-01T09:00:00Z", "--until", "1d",
     )  # fmt: skip
     assert ok.returncode == 0 and "ben receives nothing in this run" in ok.stdout
+
+
+OPT_IN = """
+template hello sms "Hi. Reply STOP to opt out."
+campaign hello { audience lead_score >= 30  on launch { send sms hello } }
+"""
+
+
+def test_schema_types_a_csv_audience(tmp_path: Path) -> None:
+    # Without a schema a CSV's `true` and `40` are text: no SMS opt-in, no lead score.
+    source = tmp_path / "hello.cadence"
+    source.write_text(OPT_IN, "utf-8")
+    contacts = tmp_path / "c.csv"
+    contacts.write_text(
+        "id,phone,sms_opt_in,lead_score\nyes,+14155550101,true,40\nno,+14155550102,no,40\n",
+        "utf-8",
+    )
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("attributes:\n  sms_opt_in: boolean\n  lead_score: number\n", "utf-8")
+    args = [str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z"]
+    typed = dry_run_cli(*args, "--until", "1d", "--json", "--schema", str(schema))
+    assert typed.returncode == 0, typed.stderr
+    assert [json.loads(line)["contact"] for line in typed.stdout.splitlines()[:-1]] == ["yes"]
+    text = dry_run_cli(*args, "--until", "1d", "--json")
+    assert text.returncode == 0 and json.loads(text.stdout)["sends"] == 0
+    missing = dry_run_cli(*args, "--schema", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "nope.yaml: no such file" in missing.stderr
