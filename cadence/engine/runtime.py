@@ -887,7 +887,11 @@ class Engine:
         created, updated = list(created), list(updated)
         for version_id, campaign in self._active_versions(session):
             for trigger in campaign.triggers:
-                if isinstance(trigger, c.ContactCreatedTriggerModel) and created:
+                if (
+                    isinstance(trigger, c.ContactCreatedTriggerModel)
+                    and created
+                    and not _ended(campaign, now)
+                ):
                     audience = self._audience(session, campaign, created)
                     campaign_store.enroll_contacts(
                         session, self.tenant, version_id, audience, node=trigger.entry,
@@ -997,8 +1001,12 @@ class Engine:
         now: dt.datetime,
         event: dict[str, Any],
     ) -> int:
-        """Enroll contacts a trigger fired for, once per version unless re-entry is allowed."""
-        if not contact_ids:
+        """Enroll contacts a trigger fired for, once per version unless re-entry is allowed.
+
+        Nobody is enrolled once the campaign has ended: it may still be active while earlier
+        journeys finish, but a late trigger makes no enrollment that could only exit.
+        """
+        if not contact_ids or _ended(campaign, now):
             return 0
         state = {"trigger": trigger.id, "event": event}
         reenter = campaign.settings.reenter
@@ -1717,8 +1725,8 @@ class Engine:
             return 0
         compiled = self._version(session, campaign.current_version_id)[1]
         # The other campaign's `audience` and `exclude` hold for an `enroll` as for its own
-        # triggers: an excluded contact is never enrolled.
-        if not self._audience(session, compiled, [contact_id]):
+        # triggers: an excluded contact is never enrolled; nor anyone once it has ended.
+        if _ended(compiled, now) or not self._audience(session, compiled, [contact_id]):
             return 0
         entry = compiled.triggers[0].entry if compiled.triggers else "end"
         return len(
@@ -2219,6 +2227,14 @@ def _holds_for(
 ) -> bool:
     """The evaluator's answer for one contact, where the bulk filter cannot decide."""
     return conditions.Context(facts[contact_id], campaign, now).holds(expr)
+
+
+def _ended(campaign: c.CompiledCampaign, now: dt.datetime) -> bool:
+    """Whether the campaign's `ends` (read in its timezone) has come."""
+    ends = campaign.settings.ends
+    return ends is not None and now >= timing.campaign_ends_instant(
+        ends, timing.campaign_zone(campaign)
+    )
 
 
 def _flags(facts: ContactFacts, campaign: c.CompiledCampaign, now: dt.datetime) -> dict[str, bool]:
