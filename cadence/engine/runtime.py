@@ -897,8 +897,12 @@ class Engine:
                         session, self.tenant, version_id, audience, node=trigger.entry,
                         due_at=now, now=now, state={"trigger": trigger.id},
                     )  # fmt: skip
-                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and created:
-                    self._book_new_contacts(session, version_id, campaign, trigger, created, now)
+                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and (
+                    created or updated
+                ):
+                    self._book_new_contacts(
+                        session, version_id, campaign, trigger, created + updated, now
+                    )
                 elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
                     self._segment_enter(
                         session, version_id, campaign, trigger, created + updated, now, before
@@ -916,7 +920,11 @@ class Engine:
         created: Sequence[str],
         now: dt.datetime,
     ) -> None:
-        """A contact created after the launch joins the `at` / `every` runs still to come."""
+        """A contact created, or joining the audience, after the launch joins the runs to come.
+
+        Contacts already booked (their first run is enrolled) are left alone by
+        `enroll_contacts`; those not in the audience now are not booked.
+        """
         audience = self._audience(session, campaign, created)
         if isinstance(trigger, c.AtTriggerModel):
             zones = self._zones(session, audience, campaign)
@@ -1117,6 +1125,9 @@ class Engine:
                     self._segment_enter(
                         session, version_id, campaign, trigger, touched, now, before
                     )
+                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and touched:
+                    # An audience can count events: a contact they bring in joins the runs.
+                    self._book_new_contacts(session, version_id, campaign, trigger, touched, now)
         self._wake_reactive(session, set(touched), now)
         return enrolled
 
