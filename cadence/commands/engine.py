@@ -42,6 +42,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("file", type=Path, help="a .cadence file")
     p.add_argument("--contacts", type=Path, required=True, help="contacts, .csv or .jsonl")
     p.add_argument("--events", type=Path, help="events, .jsonl with `at` on every line")
+    p.add_argument(
+        "--schema",
+        type=Path,
+        metavar="FILE",
+        help="contact schema (.yaml/.json) typing the contacts' attributes, as for import",
+    )
     p.add_argument("--start", help="simulated start, ISO 8601 (default: now, UTC)")
     p.add_argument("--until", default="30d", help="how long to simulate (default 30d)")
     p.add_argument("--assume", help=f"engagement rates, e.g. {DEFAULT_ASSUME}")
@@ -184,13 +190,13 @@ def _dry_run(args: argparse.Namespace) -> int:
     except DryRunError as exc:
         print(f"cadence dry-run: {exc}", file=sys.stderr)
         return 2
-    for path in (args.file, args.contacts, args.events):
+    for path in (args.file, args.contacts, args.events, args.schema):
         if path is not None and not path.exists():
             print(f"cadence dry-run: {path}: no such file", file=sys.stderr)
             return 2
     console = Console(stderr=True)
 
-    async def go() -> DryRunReport:
+    async def go() -> DryRunReport | int:
         campaigns = compile_paths([args.file])
         horizon = start + until
         progress = Progress(
@@ -208,11 +214,16 @@ def _dry_run(args: argparse.Namespace) -> int:
                     description=f"{now:%Y-%m-%d %H:%M} · {stats.steps} steps · {stats.sends} sends",
                 )
 
-            return await dry_run(
-                campaigns, args.contacts, events=args.events, start=start, until=until,
-                assume=assume, seed=args.seed, on_progress=report, company=company,
-                render=False if args.json or args.contact is None else {args.contact},
-            )  # fmt: skip
+            try:
+                return await dry_run(
+                    campaigns, args.contacts, events=args.events, start=start, until=until,
+                    assume=assume, seed=args.seed, on_progress=report, company=company,
+                    render=False if args.contact is None else {args.contact},
+                    schema=args.schema,
+                )  # fmt: skip
+            except DryRunError as exc:  # an option the inputs contradict (--contact)
+                print(f"cadence dry-run: {exc}", file=sys.stderr)
+                return 2
         del horizon
 
     result = _guard(go)

@@ -1,7 +1,8 @@
 """Dry-run: the real engine on a simulated clock against a throwaway store, sending nothing.
 
-A dry-run imports the contacts (and events), deploys and launches the campaigns, then moves
-the simulated clock from one due moment to the next until the horizon. Sends go to a sink
+A dry-run imports the contacts and the events dated before the start (history, which fires
+no trigger), deploys and launches the campaigns, then moves the simulated clock from one due
+moment to the next until the horizon, pushing each later event at its time. Sends go to a sink
 that records them and, with `--assume`, draws engagement (opens, clicks, replies,
 conversions) from a seeded random generator so branches and A/B winners are exercised.
 
@@ -45,10 +46,10 @@ from cadence.engine.facts import load_facts
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
-from cadence.engine.store.importer import read_jsonl
+from cadence.engine.store.importer import push_events, read_jsonl
 from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, Tenant
 from cadence.engine.store.records import InvalidInput, Problem
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, did_you_mean
 
 ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted")
 # How long after a send a simulated reaction arrives.
@@ -371,6 +372,7 @@ async def dry_run(
     company: Mapping[str, Any] | None = None,
     forward: Callable[[ContentSource], Sink] | None = None,
     approved_by: str = "dry-run",
+    schema: Path | None = None,
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -378,7 +380,9 @@ async def dry_run(
     `render` picks whose subjects are rendered (True: all, False: none, or contact ids);
     `company` adds to the tenant's template variables (`company.name` ...). `forward`
     builds a sink, given this run's content source, that every send is also delivered to.
-    Every campaign is approved by `approved_by` before it is launched.
+    Every campaign is approved by `approved_by` before it is launched. `schema` (a contact
+    schema file) types the contacts' attributes as `cadence contacts import --schema` does;
+    without it a CSV's attributes are text.
     """
     start = as_utc(start)
     horizon = start + until
@@ -392,7 +396,25 @@ async def dry_run(
         sink.content = RunContent(engine.store, campaigns)
         if forward is not None:
             sink.forward = forward(sink.content)
-        await engine.import_contacts(contacts)
+        await engine.import_contacts(contacts, schema=schema)
+        if not isinstance(render, bool):
+            known = await engine.contact_ids()
+            for wanted in sorted(set(render) - set(known)):
+                hint = did_you_mean(wanted, known)
+                raise DryRunError(
+                    f"--contact: no contact {wanted!r} in {contacts}"
+                    + (f"; {hint}" if hint else "")
+                )
+        if events is not None:
+            # Every row checked as `cadence events push` would (an unknown contact, a bad
+            # `at`), all problems listed at once, before anything runs.
+            await engine.store.call(push_events, events, tenant_id=engine.tenant, check_only=True)
+        # Events dated before the start are history: recorded before anything is deployed,
+        # so the launch audience, segments and counts see them and no trigger fires.
+        history = [e for e in pending_events if parse_instant(str(e["at"])) < start]
+        if history:
+            await engine.push_events(history)
+            pending_events = [e for e in pending_events if parse_instant(str(e["at"])) >= start]
         await engine.deploy(list(campaigns))
         for campaign in campaigns:
             await engine.approve(campaign.name, by=approved_by, note="simulated launch")
@@ -465,9 +487,13 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     rows = read_jsonl(path, problems)
     if problems:
         raise InvalidInput(problems)
-    for line, row in rows:
-        if "at" not in row:
-            raise InvalidInput([Problem(str(path), line, "at", "every event needs an `at`")])
+    problems = [
+        Problem(str(path), line, "at", "every event needs an `at`")
+        for line, row in rows
+        if "at" not in row
+    ]
+    if problems:
+        raise InvalidInput(problems)
     return [row for _, row in rows]
 
 

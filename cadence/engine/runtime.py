@@ -948,14 +948,22 @@ class Engine:
         created, updated = list(created), list(updated)
         for version_id, campaign in self._active_versions(session):
             for trigger in campaign.triggers:
-                if isinstance(trigger, c.ContactCreatedTriggerModel) and created:
+                if (
+                    isinstance(trigger, c.ContactCreatedTriggerModel)
+                    and created
+                    and not _ended(campaign, now)
+                ):
                     audience = self._audience(session, campaign, created)
                     campaign_store.enroll_contacts(
                         session, self.tenant, version_id, audience, node=trigger.entry,
                         due_at=now, now=now, state={"trigger": trigger.id},
                     )  # fmt: skip
-                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and created:
-                    self._book_new_contacts(session, version_id, campaign, trigger, created, now)
+                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and (
+                    created or updated
+                ):
+                    self._book_new_contacts(
+                        session, version_id, campaign, trigger, created + updated, now
+                    )
                 elif isinstance(trigger, c.SegmentEnterTriggerModel) and (created or updated):
                     self._segment_enter(
                         session, version_id, campaign, trigger, created + updated, now, before
@@ -973,7 +981,11 @@ class Engine:
         created: Sequence[str],
         now: dt.datetime,
     ) -> None:
-        """A contact created after the launch joins the `at` / `every` runs still to come."""
+        """A contact created, or joining the audience, after the launch joins the runs to come.
+
+        Contacts already booked (their first run is enrolled) are left alone by
+        `enroll_contacts`; those not in the audience now are not booked.
+        """
         audience = self._audience(session, campaign, created)
         if isinstance(trigger, c.AtTriggerModel):
             zones = self._zones(session, audience, campaign)
@@ -1058,8 +1070,12 @@ class Engine:
         now: dt.datetime,
         event: dict[str, Any],
     ) -> int:
-        """Enroll contacts a trigger fired for, once per version unless re-entry is allowed."""
-        if not contact_ids:
+        """Enroll contacts a trigger fired for, once per version unless re-entry is allowed.
+
+        Nobody is enrolled once the campaign has ended: it may still be active while earlier
+        journeys finish, but a late trigger makes no enrollment that could only exit.
+        """
+        if not contact_ids or _ended(campaign, now):
             return 0
         state = {"trigger": trigger.id, "event": event}
         reenter = campaign.settings.reenter
@@ -1171,6 +1187,9 @@ class Engine:
                     self._segment_enter(
                         session, version_id, campaign, trigger, touched, now, before
                     )
+                elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and touched:
+                    # An audience can count events: a contact they bring in joins the runs.
+                    self._book_new_contacts(session, version_id, campaign, trigger, touched, now)
         self._wake_reactive(session, set(touched), now)
         return enrolled
 
@@ -1755,8 +1774,8 @@ class Engine:
             return 0
         compiled = self._version(session, campaign.current_version_id)[1]
         # The other campaign's `audience` and `exclude` hold for an `enroll` as for its own
-        # triggers: an excluded contact is never enrolled.
-        if not self._audience(session, compiled, [contact_id]):
+        # triggers: an excluded contact is never enrolled; nor anyone once it has ended.
+        if _ended(compiled, now) or not self._audience(session, compiled, [contact_id]):
             return 0
         entry = compiled.triggers[0].entry if compiled.triggers else "end"
         return len(
@@ -2099,13 +2118,17 @@ class _Gates:
     def refusal(self, contact_id: str, channel: str) -> str | None:
         """Why the contact must not be sent to on `channel` at all, or None.
 
-        Suppressed (a bounce, a complaint, an unsubscribe), unsubscribed by attribute, or
-        without the consent the channel needs. Checked when a step sends and again when a
-        queued send is delivered later (a retry, a rate-limited or taken-over send).
+        No address on the channel (email, or a phone for SMS and WhatsApp), suppressed (a
+        bounce, a complaint, an unsubscribe), unsubscribed by attribute, or without the
+        consent the channel needs. Checked when a step sends and again when a queued send is
+        delivered later (a retry, a rate-limited or taken-over send).
         """
+        facts = self.facts[contact_id]
+        field_name = self.ADDRESS_FIELD.get(channel)
+        if field_name is not None and not str(facts.attributes.get(field_name) or "").strip():
+            return "no email address" if field_name == "email" else "no phone number"
         if contact_id in self.suppressed.get(channel, set()):
             return "suppressed"
-        facts = self.facts[contact_id]
         if (
             facts.attributes.get(suppress.UNSUBSCRIBED) is True
             and channel in send_store.PERSONAL_CHANNELS
@@ -2253,6 +2276,14 @@ def _holds_for(
 ) -> bool:
     """The evaluator's answer for one contact, where the bulk filter cannot decide."""
     return conditions.Context(facts[contact_id], campaign, now).holds(expr)
+
+
+def _ended(campaign: c.CompiledCampaign, now: dt.datetime) -> bool:
+    """Whether the campaign's `ends` (read in its timezone) has come."""
+    ends = campaign.settings.ends
+    return ends is not None and now >= timing.campaign_ends_instant(
+        ends, timing.campaign_zone(campaign)
+    )
 
 
 def _flags(facts: ContactFacts, campaign: c.CompiledCampaign, now: dt.datetime) -> dict[str, bool]:

@@ -25,6 +25,7 @@ from cadence.engine.dryrun import (
     parse_assume,
 )
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
+from cadence.engine.store.records import InvalidInput
 from tests.engine.cadence_cli import run_cadence
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -477,3 +478,132 @@ def test_a_budget_spent_mid_run_shows_the_sends_until_then_and_the_campaign_paus
     text = console.export_text()
     assert "held (campaign paused)" in text
     assert "thrifty paused: budget spent (0.007 of 0.007 USD)" in text
+
+
+HISTORY = """
+segment enquirers = count(course_enquiry, 90d) >= 1
+template intake email { subject "Spring intake" body "<p>Apply.</p>" }
+template welcome email { subject "Welcome" body "<p>Hi.</p>" }
+campaign intake {
+  audience enquirers
+  exclude last(application_started) within 30d
+  on launch { send email intake }
+}
+campaign enquiry_reply { when course_enquiry send email welcome }
+"""
+
+
+def test_events_before_the_start_are_history_the_launch_sees(tmp_path: Path) -> None:
+    # Events dated before --start happened before the simulation: the launch audience,
+    # segments and counts see them, and they set off no trigger. Later ones fire triggers.
+    source = tmp_path / "intake.cadence"
+    source.write_text(HISTORY, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": f"e{i}", "email": f"e{i}@example.test"} for i in range(1, 5)]
+    )
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "e1", "name": "course_enquiry", "at": "2026-11-01T10:00:00Z"},
+            {"contact": "e2", "name": "course_enquiry", "at": "2026-08-01T10:00:00Z"},
+            {"contact": "e3", "name": "course_enquiry", "at": "2026-11-01T10:00:00Z"},
+            {"contact": "e3", "name": "application_started", "at": "2026-11-20T10:00:00Z"},
+            {"contact": "e4", "name": "course_enquiry", "at": "2026-12-02T10:00:00Z"},
+        ],
+    )
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, events=events, start=START,
+            until=dt.timedelta(days=5),
+        )
+    )  # fmt: skip
+    assert sends(report) == [
+        (START, "e1", "intake"),
+        (at("2026-12-02T10:00"), "e4", "welcome"),
+    ]
+
+
+def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path) -> None:
+    # A bad `at` crashed the run with a traceback; an unknown contact was reported mid-run
+    # as `<events>:N`, N counting within the batch pushed at that moment.
+    source = tmp_path / "intake.cadence"
+    source.write_text(HISTORY, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "e1", "email": "e1@example.test"}])
+    good = {"contact": "e1", "name": "course_enquiry", "at": "2026-12-02T10:00:00Z"}
+
+    def problems(rows: list[dict[str, Any]]) -> list[str]:
+        events = write_jsonl(tmp_path / "e.jsonl", rows)
+        with pytest.raises(InvalidInput) as caught:
+            trio.run(
+                lambda: dry_run(
+                    compile_paths([source]), contacts, events=events, start=START,
+                    until=dt.timedelta(days=5),
+                )
+            )  # fmt: skip
+        return [str(problem) for problem in caught.value.problems]
+
+    where = tmp_path / "e.jsonl"
+    assert problems([good, {**good, "at": "yesterday"}, {**good, "name": "Clicked It"}]) == [
+        f"{where}:2: column \"at\": 'yesterday' is not an ISO-8601 date-time"
+        " (e.g. 2026-12-01T09:00:00Z)",
+        f"{where}:3: column \"name\": 'Clicked It' is not an event name"
+        " (lowercase letters, digits, _)",
+    ]
+    assert problems([good, good, {**good, "contact": "nobody"}]) == [
+        f"{where}:3: column \"contact\": no contact 'nobody' in tenant 'default'"
+    ]
+    assert problems([good, {"contact": "e1", "name": "x"}, {"contact": "e1", "name": "y"}]) == [
+        f'{where}:2: column "at": every event needs an `at`',
+        f'{where}:3: column "at": every event needs an `at`',
+    ]
+
+
+def test_contact_that_is_not_in_the_contacts_file_is_a_usage_error(tmp_path: Path) -> None:
+    # A misspelt --contact said "bem receives nothing in this run", as if bem were a contact.
+    source = tmp_path / "intake.cadence"
+    source.write_text(HISTORY, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": name, "email": f"{name}@example.test"} for name in ("ana", "ben")],
+    )
+    result = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--contact", "bem", "--start",
+        "2026-12-01T09:00:00Z", "--until", "1d",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cadence dry-run: --contact: no contact 'bem' in {contacts}; did you mean `ben`?"
+    )
+    ok = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--contact", "ben", "--start",
+        "2026-12-01T09:00:00Z", "--until", "1d",
+    )  # fmt: skip
+    assert ok.returncode == 0 and "ben receives nothing in this run" in ok.stdout
+
+
+OPT_IN = """
+template hello sms "Hi. Reply STOP to opt out."
+campaign hello { audience lead_score >= 30  on launch { send sms hello } }
+"""
+
+
+def test_schema_types_a_csv_audience(tmp_path: Path) -> None:
+    # Without a schema a CSV's `true` and `40` are text: no SMS opt-in, no lead score.
+    source = tmp_path / "hello.cadence"
+    source.write_text(OPT_IN, "utf-8")
+    contacts = tmp_path / "c.csv"
+    contacts.write_text(
+        "id,phone,sms_opt_in,lead_score\nyes,+14155550101,true,40\nno,+14155550102,no,40\n",
+        "utf-8",
+    )
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("attributes:\n  sms_opt_in: boolean\n  lead_score: number\n", "utf-8")
+    args = [str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z"]
+    typed = dry_run_cli(*args, "--until", "1d", "--json", "--schema", str(schema))
+    assert typed.returncode == 0, typed.stderr
+    assert [json.loads(line)["contact"] for line in typed.stdout.splitlines()[:-1]] == ["yes"]
+    text = dry_run_cli(*args, "--until", "1d", "--json")
+    assert text.returncode == 0 and json.loads(text.stdout)["sends"] == 0
+    missing = dry_run_cli(*args, "--schema", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "nope.yaml: no such file" in missing.stderr

@@ -357,12 +357,13 @@ def test_bad_events_are_reported_and_nothing_is_written(store: Store, tmp_path: 
         push_events(store, events)
     problems = {(p.row, p.column): p.reason for p in caught.value.problems}
     assert set(problems) == {
+        (2, "contact"),
         (3, "propertys"),
         (3, "name"),
         (3, "at"),
         (4, "name"),
         (4, "properties"),
-    }  # the unknown contact is found once the rows parse
+    }  # all at once: the unknown contact among the rows that do not parse
     assert 'did you mean "properties"' in problems[(3, "propertys")]
     assert count(store, Event) == 0
     fixed = jsonl(

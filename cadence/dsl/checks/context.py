@@ -59,6 +59,7 @@ CHECK_CODES: dict[str, str] = {
     "W302": "wait that runs past the campaign's end",
     "W303": "frequency cap that holds back a later send",
     "W304": "placeholder step `...`",
+    "W305": "bare name that looks like a misspelt segment or score",
 }
 
 

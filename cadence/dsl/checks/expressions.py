@@ -123,6 +123,7 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
             )
         return
     if not ctx.symbols.has_schema:
+        _warn_near_miss(ctx, path)
         return
     if parts[0] == CONTACT_ROOT and len(parts) > 1:
         check_attribute(ctx, parts[1], ctx.word_span(path.span, parts[1]))
@@ -140,6 +141,53 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
         f"`{name}` is not a segment, a score or a contact attribute of the schema",
         hint or "declare it in `schema contact { }`",
     )
+
+
+def _warn_near_miss(ctx: CheckContext, path: ast.Path) -> None:
+    """Without a schema, a bare word one typo away from a segment or score is suspect.
+
+    `audience engagd` reads the contact attribute `engagd`, which nobody has: unknown, so
+    the audience is empty and nothing says why. Attributes are any name without a schema,
+    so this is a warning, silenced by fixing the name or by declaring the attribute.
+    """
+    name = path.parts[0]
+    if len(path.parts) > 1 or name in known_bare_names(ctx):
+        return
+    # A typo is an edit or two (one for short names), not a shared prefix:
+    # `newsletter_opt_in` beside `segment newsletter_subscribers` is a real attribute.
+    allowed = max(1, min(2, len(name) // 4))
+    close = [
+        known
+        for known in sorted({*ctx.symbols.segments, *ctx.symbols.scores})
+        if _edits(name, known) <= allowed
+    ]
+    if not close:
+        return
+    match = min(close, key=lambda known: _edits(name, known))
+    kind = "segment" if match in ctx.symbols.segments else "score"
+    ctx.warning(
+        path.span,
+        "W305",
+        f"`{name}` is not a segment or a score, so it is read as a contact attribute",
+        f"did you mean the {kind} `{match}`? (if `{name}` is an attribute, declare it in "
+        "`schema contact { }`)",
+    )
+
+
+def _edits(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that turn `a` into `b`."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, start=1):
+        row = [i]
+        for j, y in enumerate(b, start=1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:

@@ -545,9 +545,6 @@ def push_event_rows(
         problems.extend(Problem(source, line, column, reason) for column, reason in errors)
         if record is not None:
             records.append((line, record))
-    if problems and not skip_invalid:
-        report.problems = problems
-        raise InvalidInput(problems)
     with store.session() as session:
         known_tenant = session.get(Tenant, tenant_id) is not None
         known = (
@@ -570,6 +567,8 @@ def push_event_rows(
                 )
             else:
                 good.append(record)
+        # Every problem at once, in the file's order: unknown contacts among the rest.
+        problems.sort(key=lambda problem: -1 if problem.row is None else problem.row)
         report.problems = problems
         if problems and not skip_invalid:
             raise InvalidInput(problems)

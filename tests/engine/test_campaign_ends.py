@@ -1,0 +1,76 @@
+"""After its `ends`, a campaign enrolls nobody: not by an event, a new contact or `enroll`.
+
+LANGUAGE.md: "nobody is enrolled before starts and nothing is sent after ends". A triggered
+campaign stays active after `ends` while earlier journeys are still finishing; an event
+then made an enrollment that exited at once ("campaign ended"), counted in the reports as
+enrolled and in the funnel as having reached the first step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import Enrollment
+from tests.engine.test_runtime import T0, campaigns, engine_run
+
+OPEN_HOUSE = """
+template rsvp email { subject "See you there" body "x" }
+template followup email { subject "How was it?" body "x" }
+campaign open_house {
+  timezone "Asia/Manila"
+  starts 2026-12-01
+  ends 2026-12-02
+  when enquiry { send email rsvp  wait 3d  send email followup }
+}
+campaign router {
+  when route { enroll open_house }
+}
+campaign greet {
+  ends 2026-12-02T16:00
+  on contact_created { send email rsvp  wait 5d  send email followup }
+}
+"""
+# 2026-12-02 ends at the following midnight in Manila: 2026-12-02T16:00Z.
+ENDS = dt.datetime(2026, 12, 2, 16, 0, tzinfo=dt.UTC)
+PEOPLE = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 5)]
+
+
+def test_no_enrollment_after_ends_while_earlier_journeys_finish(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(OPEN_HOUSE))
+        await engine.launch("open_house")
+        await engine.launch("router")
+        await engine.launch("greet")
+        await engine.upsert_contacts([{"id": "p0", "email": "p0@example.test"}])
+        await engine.push_events([{"contact": "p1", "name": "enquiry", "at": T0.isoformat()}])
+        await engine.run_due()
+        clock.advance_to(ENDS - dt.timedelta(seconds=1))
+        await engine.push_events([{"contact": "p2", "name": "enquiry"}])
+        await engine.run_due()
+        clock.advance_to(ENDS)
+        # p1 is still waiting, so the campaign is still active: these came too late.
+        await engine.push_events([{"contact": "p3", "name": "enquiry"}])
+        await engine.push_events([{"contact": "p4", "name": "route"}])
+        await engine.upsert_contacts([{"id": "p5", "email": "p5@example.test"}])
+        await engine.run_until(ENDS + dt.timedelta(days=5))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert sorted((m.contact_id, m.template) for m in sink.delivered) == [
+        ("p0", "rsvp"),
+        ("p1", "rsvp"),
+        ("p2", "rsvp"),
+    ]
+    with Store.open(store_url) as store, store.session() as session:
+        enrolled = sorted(
+            session.scalars(
+                select(Enrollment.contact_id).where(Enrollment.contact_id.in_(["p3", "p4", "p5"]))
+            )
+        )
+    assert enrolled == ["p4"]  # in the router only

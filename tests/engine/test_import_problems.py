@@ -1,0 +1,42 @@
+"""A bad events file lists every problem at once (docs/store.md, "When input is bad").
+
+An unknown contact was only looked for once every row was otherwise valid, so a file with
+a bad `at` on one line and an unknown contact on another reported the `at` alone; fixing
+it then revealed the contact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from cadence.engine.store import Store
+from cadence.engine.store.importer import push_events, upsert_contact_dicts
+from cadence.engine.store.models import Event
+from cadence.engine.store.records import InvalidInput
+
+
+def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_path: Path) -> None:
+    upsert_contact_dicts(store, [{"id": "k1", "email": "k1@example.test"}])
+    rows = [
+        {"contact": "k1", "name": "clicked", "at": "2026-12-02T10:00:00Z"},
+        {"contact": "nobody", "name": "clicked", "at": "2026-12-02T10:00:00Z"},
+        {"contact": "k1", "name": "clicked", "at": "yesterday"},
+        {"contact": "ghost", "name": "Clicked It", "at": "2026-12-02T10:00:00Z"},
+    ]
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, path)
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{path}:2: column \"contact\": no contact 'nobody' in tenant 'default'",
+        f"{path}:3: column \"at\": 'yesterday' is not an ISO-8601 date-time"
+        " (e.g. 2026-12-01T09:00:00Z)",
+        f"{path}:4: column \"name\": 'Clicked It' is not an event name"
+        " (lowercase letters, digits, _)",
+    ]
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0

@@ -1,0 +1,71 @@
+"""Send gates found missing in the scenario audit: each runs on both stores.
+
+docs/language.md, `send`: "a message that fails one of these (unsubscribed, no consent on
+that channel, no address, over a cap) is skipped — recorded with its reason for reports —
+and the flow continues with the next step."
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import SendLog
+from tests.engine.test_runtime import T0, campaigns, engine_run
+
+
+def _skips(store_url: str) -> list[tuple[str, str, str]]:
+    """(contact, node, reason) of every skipped send."""
+    with Store.open(store_url) as store, store.session() as session:
+        rows = session.execute(
+            select(SendLog.contact_id, SendLog.detail).where(SendLog.outcome == "skipped")
+        ).all()
+    return sorted((contact, detail["node"], detail["reason"]) for contact, detail in rows)
+
+
+NO_ADDRESS = """
+template hello email { subject "Hello" body "x" }
+template text sms "Hi"
+template ping webhook "{}"
+campaign reach {
+  on launch { send email hello  send sms text  send webhook ping  wait 1d  send email hello }
+}
+"""
+
+
+def test_a_contact_without_an_address_on_a_channel_is_skipped_there(store_url: str) -> None:
+    people = [
+        {"id": "full", "email": "full@example.test", "phone": "+491510000001",
+         "attributes": {"sms_opt_in": True}},
+        {"id": "no_email", "phone": "+491510000002", "attributes": {"sms_opt_in": True}},
+        {"id": "no_phone", "email": "no_phone@example.test", "attributes": {"sms_opt_in": True}},
+    ]  # fmt: skip
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(NO_ADDRESS))
+        await engine.launch("reach")
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert sorted((m.contact_id, m.channel, m.template) for m in sink.delivered) == [
+        ("full", "email", "hello"),
+        ("full", "email", "hello"),
+        ("full", "sms", "text"),
+        ("full", "webhook", "ping"),
+        ("no_email", "sms", "text"),
+        ("no_email", "webhook", "ping"),
+        ("no_phone", "email", "hello"),
+        ("no_phone", "email", "hello"),
+        ("no_phone", "webhook", "ping"),
+    ]
+    assert _skips(store_url) == [
+        ("no_email", "send_hello", "no email address"),
+        ("no_email", "send_hello_2", "no email address"),
+        ("no_phone", "send_text", "no phone number"),
+    ]
