@@ -1642,8 +1642,8 @@ class Engine:
                 )  # fmt: skip
             skipped.extend(
                 {
-                    "tenant_id": self.tenant, "contact_id": contact_id, "channel": "-",
-                    "at": now, "outcome": "skipped",
+                    "tenant_id": self.tenant, "contact_id": contact_id,
+                    "channel": _send_channel(campaign, node_id), "at": now, "outcome": "skipped",
                     "detail": {"campaign": campaign.name, "node": node_id, "reason": reason},
                 }
                 for node_id, reason in effects.skipped_sends
@@ -2211,6 +2211,12 @@ def _hold(
         campaign.status = CampaignStatus.PAUSED.value
     campaign.updated_at = now
     return count
+
+
+def _send_channel(campaign: c.CompiledCampaign, node_id: str) -> str:
+    """The channel of a send step, for the send log of a send that was skipped there."""
+    node = campaign.node_map.get(node_id)
+    return node.channel if isinstance(node, c.SendNode) else "-"
 
 
 def _append_history(stored: str | None, entries: list[list[Any]]) -> RawJSON:

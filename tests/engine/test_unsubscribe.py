@@ -183,4 +183,4 @@ campaign sync { on launch { wait 1h  send email hello  send webhook crm } }
 
     sink = engine_run(store_url, body)
     assert _sent(sink) == [("p1", "crm")]
-    assert _skips(store_url) == [("p1", "-", "suppressed")]
+    assert _skips(store_url) == [("p1", "email", "suppressed")]
