@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cadence.commands.explain",
     "cadence.commands.fmt",
     "cadence.commands.engine",
+    "cadence.commands.agents",
     "cadence.commands.templates",
 )
 

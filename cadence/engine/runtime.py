@@ -889,6 +889,56 @@ class Engine:
         """
         self._after_contacts_changed_in(session, report.created_ids, report.updated_ids, before)
 
+    # ------------------------------------------------------------------ agents
+
+    async def add_agent(self, name: str, *, email: str | None = None) -> None:
+        """Add a salesperson `assign agent round_robin` hands contacts to (or update one).
+
+        An agent taken off (`remove_agent`) and added again is back in the rotation.
+        """
+        name = _checked_agent_name(name)
+        if email is not None:
+            email = email.strip() or None
+            if email is not None and ("@" not in email or len(email) > 320):
+                raise EngineError(f"agent {name!r}: {email!r} is not an email address")
+        await self.store.call_retrying(self._add_agent_sync, name, email)
+
+    def _add_agent_sync(self, store: Store, name: str, email: str | None) -> None:
+        now = self.now()
+        with store.session() as session:
+            agent_store.add_agent(session, self.tenant, name, now=now, email=email)
+            campaign_store.record_audit(
+                session, self.tenant, actor="engine", action="agent_add", subject_type="agent",
+                subject_id=name, now=now, details={"email": email},
+            )  # fmt: skip
+
+    async def remove_agent(self, name: str) -> None:
+        """Take an agent out of the rotation; contacts already assigned keep their agent."""
+        await self.store.call_retrying(self._remove_agent_sync, _checked_agent_name(name))
+
+    def _remove_agent_sync(self, store: Store, name: str) -> None:
+        now = self.now()
+        with store.session() as session:
+            if not agent_store.set_agent_active(session, self.tenant, name, False):
+                known = [agent.name for agent in agent_store.list_agents(session, self.tenant)]
+                hint = did_you_mean(name, known)
+                raise EngineError(f"no agent named {name!r}" + (f"; {hint}" if hint else ""))
+            campaign_store.record_audit(
+                session, self.tenant, actor="engine", action="agent_remove", subject_type="agent",
+                subject_id=name, now=now, details={},
+            )  # fmt: skip
+
+    async def agents(self) -> list[dict[str, Any]]:
+        """The tenant's agents: name, email and whether they are in the rotation."""
+        return await self.store.call(self._agents_sync)
+
+    def _agents_sync(self, store: Store) -> list[dict[str, Any]]:
+        with store.session() as session:
+            return [
+                {"name": agent.name, "email": agent.email, "active": agent.active}
+                for agent in agent_store.list_agents(session, self.tenant)
+            ]
+
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""
         return await self.store.call(self._contact_ids_sync)
@@ -2211,6 +2261,16 @@ def _hold(
         campaign.status = CampaignStatus.PAUSED.value
     campaign.updated_at = now
     return count
+
+
+def _checked_agent_name(name: str) -> str:
+    """An agent's name, trimmed, or an error saying what is wrong with it."""
+    cleaned = name.strip()
+    if not cleaned:
+        raise EngineError("an agent needs a name")
+    if len(cleaned) > NAME_LENGTH:
+        raise EngineError(f"agent name {cleaned[:20]!r}... is longer than {NAME_LENGTH} characters")
+    return cleaned
 
 
 def _send_channel(campaign: c.CompiledCampaign, node_id: str) -> str:

@@ -23,10 +23,11 @@ def add_agent(
     now: datetime,
     email: str | None = None,
     pool: str = "default",
+    active: bool = True,
 ) -> int:
     """Add an agent to a pool (or update the one with that name); returns its id."""
     statement = dialect_insert(session.get_bind().dialect.name, Agent).values(
-        tenant_id=tenant_id, name=name, email=email, pool=pool, active=True, created_at=now
+        tenant_id=tenant_id, name=name, email=email, pool=pool, active=active, created_at=now
     )
     session.execute(
         statement.on_conflict_do_update(
@@ -34,7 +35,7 @@ def add_agent(
             set_={
                 "email": statement.excluded.email,
                 "pool": statement.excluded.pool,
-                "active": True,
+                "active": statement.excluded.active,
             },
         )
     )
@@ -44,6 +45,25 @@ def add_agent(
     if agent_id is None:  # pragma: no cover - the upsert above guarantees it
         raise StoreError(f"agent {name!r} vanished while being added")
     return agent_id
+
+
+def list_agents(session: Session, tenant_id: str) -> list[Agent]:
+    """The tenant's agents, active or not, by pool then the order they were added."""
+    return list(
+        session.scalars(
+            select(Agent).where(Agent.tenant_id == tenant_id).order_by(Agent.pool, Agent.id)
+        )
+    )
+
+
+def set_agent_active(session: Session, tenant_id: str, name: str, active: bool) -> bool:
+    """Take an agent off assignment (or back on); False when there is no agent of that name."""
+    agent = session.scalar(select(Agent).where(Agent.tenant_id == tenant_id, Agent.name == name))
+    if agent is None:
+        return False
+    agent.active = active
+    session.flush()
+    return True
 
 
 def next_agent(
