@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cadence.dispatch.caps import CapRule, FrequencyCaps
 from cadence.dispatch.limiter import ProviderLimit, RateLimiter
 from cadence.dsl import compiled as c
-from cadence.engine import audience, conditions, evaluate, suppress, timing
+from cadence.engine import audience, conditions, evaluate, suppress, sweep, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.reads import batch_reads
@@ -230,6 +230,7 @@ class Engine:
         self.owner = owner or claims.new_owner_id()
         self._store: AsyncStore | None = None
         self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
+        self._swept: dict[int, list[c.SegmentEnterTriggerModel]] = {}
         # Per channel, the dispatch core's limiter paces deliveries (priority-fair, bursts).
         self._limited = sorted(rate_limits or {})
         self._limiter: RateLimiter | None = None
@@ -460,6 +461,9 @@ class Engine:
             ):
                 status = CampaignStatus.SCHEDULED
             campaign.status = status.value
+            # Time-dependent segments are read from now on: who already matches at the launch
+            # has not entered (see `_sweep_segments_sync`).
+            campaign.segments_swept_at = now
             campaign.updated_at = now
             enrolled = 0
             for trigger in launching:
@@ -1383,6 +1387,7 @@ class Engine:
         """Advance every enrollment due now and deliver every pending send, then return."""
         stats = RunStats()
         await self.store.call_retrying(self._start_scheduled_sync)
+        stats.enrolled += await self.store.call_retrying(self._sweep_segments_sync)
         for round_number in itertools.count():
             stepped, ready = await self.store.call_retrying(self._step_batch_sync)
             delivered = await self._deliver(ready) if ready else 0
@@ -1399,6 +1404,88 @@ class Engine:
                 await self.store.call_retrying(self._complete_finished_sync)
                 return stats
         raise AssertionError("unreachable")  # itertools.count never ends
+
+    def _sweep_segments_sync(self, store: Store) -> int:
+        """Enroll contacts who entered a segment as time passed (see `cadence.engine.sweep`).
+
+        Each active campaign with such a segment trigger is swept at most every
+        SWEEP_EVERY: those who match now and did not at the previous sweep enter. The
+        worker whose update moves the campaign's sweep instant on is the one that sweeps.
+        """
+        now = self.now()
+        enrolled = 0
+        with store.session() as session:
+            for version_id, campaign in self._active_versions(session):
+                triggers = self._swept_triggers(version_id, campaign)
+                if not triggers:
+                    continue
+                row = session.execute(
+                    select(Campaign.id, Campaign.segments_swept_at).where(
+                        Campaign.tenant_id == self.tenant,
+                        Campaign.current_version_id == version_id,
+                    )
+                ).first()
+                if row is None:
+                    continue
+                campaign_id, since = row
+                if since is not None and now < as_utc(since) + sweep.SWEEP_EVERY:
+                    continue
+                same = (
+                    Campaign.segments_swept_at.is_(None)
+                    if since is None
+                    else Campaign.segments_swept_at == since
+                )
+                claimed = session.execute(
+                    update(Campaign)
+                    .where(Campaign.id == campaign_id, same)
+                    .values(segments_swept_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if since is None or not claimed.rowcount:  # type: ignore[attr-defined]
+                    continue
+                enrolled += self._sweep(session, version_id, campaign, triggers, as_utc(since), now)
+        return enrolled
+
+    def _swept_triggers(
+        self, version_id: int, campaign: c.CompiledCampaign
+    ) -> list[c.SegmentEnterTriggerModel]:
+        """`sweep.swept_triggers` of a version, worked out once (a version never changes)."""
+        found = self._swept.get(version_id)
+        if found is None:
+            found = self._swept[version_id] = sweep.swept_triggers(campaign)
+        return found
+
+    def _sweep(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        triggers: Sequence[c.SegmentEnterTriggerModel],
+        since: dt.datetime,
+        now: dt.datetime,
+    ) -> int:
+        """Enroll the audience's contacts who match each trigger's segment now, not at `since`."""
+        enrolled = 0
+        everyone = list(
+            session.scalars(
+                select(Contact.id).where(Contact.tenant_id == self.tenant).order_by(Contact.id)
+            )
+        )
+        for chunk in _chunks(everyone, max(self.batch_size, 5000)):
+            audience = self._audience(session, campaign, chunk)
+            facts = load_facts(session, self.tenant, audience)
+            for trigger in triggers:
+                expr = campaign.segments[trigger.segment].expr
+                entering = [
+                    cid for cid in audience
+                    if cid in facts
+                    and conditions.Context(facts[cid], campaign, now).holds(expr)
+                    and not conditions.Context(facts[cid], campaign, since).holds(expr)
+                ]  # fmt: skip
+                enrolled += self._enroll_triggered(
+                    session, version_id, campaign, trigger, entering, now, {}
+                )
+        return enrolled
 
     def _complete_finished_sync(self, store: Store) -> None:
         """A one-time campaign (only `on launch` / `at` triggers), or one past its `ends`, whose
@@ -1459,8 +1546,24 @@ class Engine:
                 )
             )
             starts = self._scheduled_starts(session)
-        candidates = [as_utc(t) for t in (enrollment, outbox, starts) if t is not None]
+            swept = self._next_sweep(session)
+        candidates = [as_utc(t) for t in (enrollment, outbox, starts, swept) if t is not None]
         return min(candidates) if candidates else None
+
+    def _next_sweep(self, session: Session) -> dt.datetime | None:
+        """When the first campaign's time-dependent segments are next read (None: no such)."""
+        first: dt.datetime | None = None
+        for version_id, campaign in self._active_versions(session):
+            if not self._swept_triggers(version_id, campaign):
+                continue
+            since = session.scalar(
+                select(Campaign.segments_swept_at).where(
+                    Campaign.tenant_id == self.tenant, Campaign.current_version_id == version_id
+                )
+            )
+            due = self.now() if since is None else as_utc(since) + sweep.SWEEP_EVERY
+            first = due if first is None else min(first, due)
+        return first
 
     def _scheduled_starts(self, session: Session) -> dt.datetime | None:
         """When the first scheduled campaign starts (it is then made active by `run_due`)."""

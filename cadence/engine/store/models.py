@@ -186,6 +186,9 @@ class Campaign(Base):
     # A version deployed to a live campaign that needs approval it lacks: it waits here, and
     # the approved current version keeps running, until `approve` makes it current.
     pending_version_id: Mapped[int | None] = mapped_column(BigID, default=None)
+    # Until when `on segment_enter` of a segment that time alone can change (`within`,
+    # durations, decaying scores) has been read for every contact (see engine/sweep.py).
+    segments_swept_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -1,0 +1,88 @@
+"""`on segment_enter` of a segment that time alone changes (cadence/engine/sweep.py).
+
+`segment dormant = not (last(login) within 30d)`: a contact enters it thirty days after its
+last login with nothing written. The engine reads such segments for every contact every
+hour and enrolls who matches now and did not at the previous reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cadence.dsl import ast
+from cadence.dsl.compiler import compile_workspace
+from cadence.dsl.loader import load_text
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.sweep import changes_with_time, swept_triggers
+from tests.engine.test_runtime import T0, campaigns, engine_run
+
+WINBACK = """
+template miss_you email { subject "We miss you" body "x" }
+segment dormant = not (last(login) within 30d)
+campaign winback { on segment_enter dormant { send email miss_you } }
+"""
+# Last logins before the launch at T0 (days), and the one who logs in again.
+LOGINS = {"a": -29, "b": -10, "c": -40, "e": -10}
+
+
+def test_contacts_enter_a_time_dependent_segment_as_time_passes(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> dict[str, str]:
+        await engine.upsert_contacts(
+            [{"id": cid, "email": f"{cid}@example.test"} for cid in ("a", "b", "c", "d", "e")]
+        )
+        for cid, days in LOGINS.items():
+            at = (T0 + dt.timedelta(days=days)).isoformat()
+            await engine.push_event({"contact": cid, "name": "login", "at": at})
+        await engine.deploy(campaigns(WINBACK))
+        await engine.launch("winback")
+        received: dict[str, str] = {}
+
+        def note(now: dt.datetime, _stats: object) -> None:
+            for message in sink.delivered:
+                received.setdefault(message.contact_id, now.isoformat())
+
+        await engine.run_until(T0 + dt.timedelta(days=5), on_progress=note)
+        await engine.push_event({"contact": "e", "name": "login"})
+        await engine.run_until(T0 + dt.timedelta(days=25), on_progress=note)
+        return received
+
+    received = engine_run(store_url, body)
+    # a: last login 29 days before launch, dormant one day in, seen at the next hourly sweep;
+    # b: 20 days in. c was dormant already at the launch (it did not enter), d never logged
+    # in (unknown is not dormant), e logged in again on day 5 (dormant from day 35).
+    assert received == {
+        "a": (T0 + dt.timedelta(days=1, hours=1)).isoformat(),
+        "b": (T0 + dt.timedelta(days=20, hours=1)).isoformat(),
+    }
+
+
+def test_only_segments_time_can_change_are_swept() -> None:
+    (campaign,) = compile_workspace(
+        load_text(
+            """
+template t email { subject "x" body "x" }
+score engagement { opened(any) within 30d: +5 each }
+segment hot = lead_score > 50
+segment recent = last(login) within 7d
+segment via = hot and recent
+segment busy = count(login, 7d) >= 3
+segment engaged = engagement >= 10
+campaign probe {
+  on segment_enter hot { send email t }
+  on segment_enter recent { send email t }
+  on segment_enter via { send email t }
+  on segment_enter busy { send email t }
+  on segment_enter engaged { send email t }
+}
+""",
+            "probe.cadence",
+        )
+    )
+    moving = {
+        name: changes_with_time(ast.Path((name,)), campaign)
+        for name in ("hot", "recent", "via", "busy", "engaged")
+    }
+    assert moving == {"hot": False, "recent": True, "via": True, "busy": True, "engaged": True}
+    swept = [trigger.segment for trigger in swept_triggers(campaign)]
+    assert swept == ["recent", "via", "busy", "engaged"]
