@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import trio
+
 from cadence.dsl import ast
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
@@ -86,3 +88,35 @@ campaign probe {
     assert moving == {"hot": False, "recent": True, "via": True, "busy": True, "engaged": True}
     swept = [trigger.segment for trigger in swept_triggers(campaign)]
     assert swept == ["recent", "via", "busy", "engaged"]
+
+
+def test_a_restart_neither_misses_nor_repeats_a_sweep(store_url: str) -> None:
+    """Stopped on day 10 and started again on day 22, the engine still enrolls b once.
+
+    b turns dormant on day 20, while no engine runs; the first sweep after the restart
+    (compared with the last one before the stop) sees the entry. a entered before the stop.
+    """
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def before_stop() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(
+                [{"id": cid, "email": f"{cid}@example.test"} for cid in ("a", "b")]
+            )
+            for cid in ("a", "b"):
+                at = (T0 + dt.timedelta(days=LOGINS[cid])).isoformat()
+                await engine.push_event({"contact": cid, "name": "login", "at": at})
+            await engine.deploy(campaigns(WINBACK))
+            await engine.launch("winback")
+            await engine.run_until(T0 + dt.timedelta(days=10))
+
+    async def after_restart() -> None:
+        await clock.sleep_until(T0 + dt.timedelta(days=22))
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.run_until(T0 + dt.timedelta(days=25))
+
+    trio.run(before_stop)
+    assert [m.contact_id for m in sink.delivered] == ["a"]
+    trio.run(after_restart)
+    assert [m.contact_id for m in sink.delivered] == ["a", "b"]
