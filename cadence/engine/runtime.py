@@ -230,7 +230,7 @@ class Engine:
         self.owner = owner or claims.new_owner_id()
         self._store: AsyncStore | None = None
         self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
-        self._swept: dict[int, list[c.SegmentEnterTriggerModel]] = {}
+        self._swept: dict[int, list[sweep.SweptTrigger]] = {}
         # Per channel, the dispatch core's limiter paces deliveries (priority-fair, bursts).
         self._limited = sorted(rate_limits or {})
         self._limiter: RateLimiter | None = None
@@ -1448,7 +1448,7 @@ class Engine:
 
     def _swept_triggers(
         self, version_id: int, campaign: c.CompiledCampaign
-    ) -> list[c.SegmentEnterTriggerModel]:
+    ) -> list[sweep.SweptTrigger]:
         """`sweep.swept_triggers` of a version, worked out once (a version never changes)."""
         found = self._swept.get(version_id)
         if found is None:
@@ -1460,12 +1460,36 @@ class Engine:
         session: Session,
         version_id: int,
         campaign: c.CompiledCampaign,
-        triggers: Sequence[c.SegmentEnterTriggerModel],
+        triggers: Sequence[sweep.SweptTrigger],
         since: dt.datetime,
         now: dt.datetime,
     ) -> int:
-        """Enroll the audience's contacts who match each trigger's segment now, not at `since`."""
+        """Enroll the audience's contacts who match each trigger's segment now, not at `since`;
+        book those who joined an `at` / `every` audience and are not booked yet."""
         enrolled = 0
+        booking = [t for t in triggers if isinstance(t, c.AtTriggerModel | c.EveryTriggerModel)]
+        if booking:
+            unbooked = list(
+                session.scalars(
+                    select(Contact.id)
+                    .where(
+                        Contact.tenant_id == self.tenant,
+                        ~select(Enrollment.id)
+                        .where(
+                            Enrollment.version_id == version_id,
+                            Enrollment.contact_id == Contact.id,
+                        )
+                        .exists(),
+                    )
+                    .order_by(Contact.id)
+                )
+            )
+            for chunk in _chunks(unbooked, max(self.batch_size, 5000)):
+                for trigger in booking:
+                    self._book_new_contacts(session, version_id, campaign, trigger, chunk, now)
+        segment_triggers = [t for t in triggers if isinstance(t, c.SegmentEnterTriggerModel)]
+        if not segment_triggers:
+            return enrolled
         everyone = list(
             session.scalars(
                 select(Contact.id).where(Contact.tenant_id == self.tenant).order_by(Contact.id)
@@ -1474,8 +1498,8 @@ class Engine:
         for chunk in _chunks(everyone, max(self.batch_size, 5000)):
             audience = self._audience(session, campaign, chunk)
             facts = load_facts(session, self.tenant, audience)
-            for trigger in triggers:
-                expr = campaign.segments[trigger.segment].expr
+            for segment_trigger in segment_triggers:
+                expr = campaign.segments[segment_trigger.segment].expr
                 entering = [
                     cid for cid in audience
                     if cid in facts
@@ -1483,7 +1507,7 @@ class Engine:
                     and not conditions.Context(facts[cid], campaign, since).holds(expr)
                 ]  # fmt: skip
                 enrolled += self._enroll_triggered(
-                    session, version_id, campaign, trigger, entering, now, {}
+                    session, version_id, campaign, segment_trigger, entering, now, {}
                 )
         return enrolled
 

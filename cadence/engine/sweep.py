@@ -1,10 +1,13 @@
-"""Segments that time alone changes, for `on segment_enter`: which ones, and how often to look.
+"""Segments and audiences that time alone changes: which ones, and how often to look.
 
 A contact enters `segment dormant = not (last(login) within 30d)` thirty days after its last
 login, with no write to set anything off. The engine reads such segments for every contact
 every SWEEP_EVERY and enrolls those who match now and did not at the previous reading
 (both read against the contact's data as it is now: changes to the data are handled when
 they are written). An entry is noticed up to SWEEP_EVERY late.
+
+The same sweep books contacts who join an `at` / `every` campaign's audience (or leave its
+`exclude`) as time passes for the runs still to come, as a change to their data would.
 
 Only segments that can change with time are swept: those with `within`, a duration
 argument (`count(login, 30d)`, `received(email, 1d)`), or a score (scores decay and count
@@ -22,15 +25,29 @@ from cadence.dsl import compiled as c
 SWEEP_EVERY = dt.timedelta(hours=1)
 
 
-def swept_triggers(campaign: c.CompiledCampaign) -> list[c.SegmentEnterTriggerModel]:
-    """The campaign's `on segment_enter` triggers whose segment time alone can change."""
-    return [
-        trigger
-        for trigger in campaign.triggers
-        if isinstance(trigger, c.SegmentEnterTriggerModel)
-        and trigger.segment in campaign.segments
-        and changes_with_time(c.model_to_expr(campaign.segments[trigger.segment].expr), campaign)
-    ]
+SweptTrigger = c.SegmentEnterTriggerModel | c.AtTriggerModel | c.EveryTriggerModel
+
+
+def swept_triggers(campaign: c.CompiledCampaign) -> list[SweptTrigger]:
+    """The triggers whose entry time alone can change.
+
+    `on segment_enter` of a segment time can change; `at` / `every` when the campaign's
+    `audience` or `exclude` can change with time (a contact can join its runs to come).
+    """
+    settings = campaign.settings
+    audience_moves = any(
+        expr is not None and changes_with_time(c.model_to_expr(expr), campaign)
+        for expr in (settings.audience, settings.exclude)
+    )
+    found: list[SweptTrigger] = []
+    for trigger in campaign.triggers:
+        if isinstance(trigger, c.SegmentEnterTriggerModel):
+            segment = campaign.segments.get(trigger.segment)
+            if segment is not None and changes_with_time(c.model_to_expr(segment.expr), campaign):
+                found.append(trigger)
+        elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and audience_moves:
+            found.append(trigger)
+    return found
 
 
 def changes_with_time(

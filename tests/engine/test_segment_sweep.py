@@ -120,3 +120,46 @@ def test_a_restart_neither_misses_nor_repeats_a_sweep(store_url: str) -> None:
     assert [m.contact_id for m in sink.delivered] == ["a"]
     trio.run(after_restart)
     assert [m.contact_id for m in sink.delivered] == ["a", "b"]
+
+
+DIGEST = """
+template digest email { subject "While you were away" body "x" }
+campaign comeback {
+  audience not (last(login) within 30d)
+  every monday 09:00 { send email digest }
+}
+"""
+
+
+def test_contacts_join_an_every_audience_as_time_passes(store_url: str) -> None:
+    # T0 is Tuesday 2026-12-01 09:00 UTC; the runs are Mondays 09:00 (UTC).
+    logins = {"a": -29, "b": -40, "c": -10}
+
+    async def body(
+        engine: Engine, clock: SimulatedClock, sink: RecordingSink
+    ) -> dict[str, list[str]]:
+        await engine.upsert_contacts(
+            [{"id": cid, "email": f"{cid}@example.test"} for cid in logins]
+        )
+        for cid, days in logins.items():
+            at = (T0 + dt.timedelta(days=days)).isoformat()
+            await engine.push_event({"contact": cid, "name": "login", "at": at})
+        await engine.deploy(campaigns(DIGEST))
+        await engine.launch("comeback")
+        received: dict[str, list[str]] = {}
+        seen = 0
+
+        def note(now: dt.datetime, _stats: object) -> None:
+            nonlocal seen
+            for message in sink.delivered[seen:]:
+                received.setdefault(message.contact_id, []).append(now.date().isoformat())
+            seen = len(sink.delivered)
+
+        await engine.run_until(T0 + dt.timedelta(days=28), on_progress=note)
+        return received
+
+    received = engine_run(store_url, body)
+    mondays = ["2026-12-07", "2026-12-14", "2026-12-21", "2026-12-28"]
+    # b was in the audience at the launch; a joined it on day 1, c on day 20 (just after
+    # the run of 12-21 09:00, when its last login was exactly 30 days old).
+    assert received == {"a": mondays, "b": mondays, "c": ["2026-12-28"]}
