@@ -1005,7 +1005,7 @@ class Engine:
                 if (
                     isinstance(trigger, c.ContactCreatedTriggerModel)
                     and created
-                    and not _ended(campaign, now)
+                    and not timing.campaign_ended(campaign, now)
                 ):
                     audience = self._audience(session, campaign, created)
                     campaign_store.enroll_contacts(
@@ -1129,7 +1129,7 @@ class Engine:
         Nobody is enrolled once the campaign has ended: it may still be active while earlier
         journeys finish, but a late trigger makes no enrollment that could only exit.
         """
-        if not contact_ids or _ended(campaign, now):
+        if not contact_ids or timing.campaign_ended(campaign, now):
             return 0
         state = {"trigger": trigger.id, "event": event}
         reenter = campaign.settings.reenter
@@ -1529,11 +1529,7 @@ class Engine:
                     isinstance(t, c.LaunchTriggerModel | c.AtTriggerModel)
                     for t in compiled.triggers
                 )
-                ends = compiled.settings.ends
-                ended = ends is not None and now >= timing.campaign_ends_instant(
-                    ends, timing.campaign_zone(compiled)
-                )
-                if not one_time and not ended:
+                if not one_time and not timing.campaign_ended(compiled, now):
                     continue
                 unfinished = session.scalar(
                     select(func.count())
@@ -1927,10 +1923,7 @@ class Engine:
         )
         if upcoming is None:
             return 0
-        ends = campaign.settings.ends
-        if ends is not None and upcoming >= timing.campaign_ends_instant(
-            ends, timing.campaign_zone(campaign)
-        ):
+        if timing.campaign_ended(campaign, upcoming):
             return 0
         return len(
             campaign_store.enroll_contacts(
@@ -1952,7 +1945,8 @@ class Engine:
         compiled = self._version(session, campaign.current_version_id)[1]
         # The other campaign's `audience` and `exclude` hold for an `enroll` as for its own
         # triggers: an excluded contact is never enrolled; nor anyone once it has ended.
-        if _ended(compiled, now) or not self._audience(session, compiled, [contact_id]):
+        ended = timing.campaign_ended(compiled, now)
+        if ended or not self._audience(session, compiled, [contact_id]):
             return 0
         entry = compiled.triggers[0].entry if compiled.triggers else "end"
         return len(
@@ -2469,14 +2463,6 @@ def _holds_for(
 ) -> bool:
     """The evaluator's answer for one contact, where the bulk filter cannot decide."""
     return conditions.Context(facts[contact_id], campaign, now).holds(expr)
-
-
-def _ended(campaign: c.CompiledCampaign, now: dt.datetime) -> bool:
-    """Whether the campaign's `ends` (read in its timezone) has come."""
-    ends = campaign.settings.ends
-    return ends is not None and now >= timing.campaign_ends_instant(
-        ends, timing.campaign_zone(campaign)
-    )
 
 
 def _flags(facts: ContactFacts, campaign: c.CompiledCampaign, now: dt.datetime) -> dict[str, bool]:

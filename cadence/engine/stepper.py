@@ -177,9 +177,7 @@ def advance(
     if settings.goal is not None and env.holds(settings.goal):
         return finish("exited", node_id, "goal reached")
     # `starts` and `ends` are one moment for the whole campaign, read in its timezone.
-    if settings.ends is not None and now >= timing.campaign_ends_instant(
-        settings.ends, timing.campaign_zone(campaign)
-    ):
+    if timing.campaign_ended(campaign, now):
         return finish("exited", node_id, "campaign ended")
     if settings.starts is not None:
         starts = timing.campaign_starts_instant(settings.starts, timing.campaign_zone(campaign))

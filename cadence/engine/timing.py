@@ -291,6 +291,12 @@ def campaign_ends_instant(ends_iso: str, zone: ZoneInfo) -> dt.datetime:
     return wall_to_utc(moment, zone)
 
 
+def campaign_ended(campaign: CompiledCampaign, now: dt.datetime) -> bool:
+    """Whether the campaign's `ends` (read in the campaign's timezone) has come by `now`."""
+    ends = campaign.settings.ends
+    return ends is not None and now >= campaign_ends_instant(ends, campaign_zone(campaign))
+
+
 def _every_days(
     days: tuple[str, ...], time: dt.time, zone: ZoneInfo, start: dt.datetime
 ) -> Iterator[dt.datetime]:
