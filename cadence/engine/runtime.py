@@ -2201,11 +2201,6 @@ class _Gates:
     """
 
     OPT_IN_CHANNELS: ClassVar[frozenset[str]] = frozenset({"sms", "whatsapp"})
-    ADDRESS_FIELD: ClassVar[dict[str, str]] = {
-        "email": "email",
-        "sms": "phone",
-        "whatsapp": "phone",
-    }
 
     def __init__(
         self,
@@ -2230,7 +2225,7 @@ class _Gates:
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
         contacts = sorted(facts)
         for channel in sorted(set(channels)):
-            field_name = self.ADDRESS_FIELD.get(channel)
+            field_name = send_store.ADDRESS_FIELD.get(channel)
             recipients = [
                 (
                     cid,
@@ -2295,7 +2290,7 @@ class _Gates:
         delivered later (a retry, a rate-limited or taken-over send).
         """
         facts = self.facts[contact_id]
-        field_name = self.ADDRESS_FIELD.get(channel)
+        field_name = send_store.ADDRESS_FIELD.get(channel)
         if field_name is not None and not str(facts.attributes.get(field_name) or "").strip():
             return "no email address" if field_name == "email" else "no phone number"
         if contact_id in self.suppressed.get(channel, set()):

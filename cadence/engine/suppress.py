@@ -18,7 +18,8 @@ events, so an event is never stored without its suppression.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,8 +34,6 @@ BOUNCED = "bounced"
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
-# The contact field that holds a channel's address.
-ADDRESS_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
 
 def record_suppressions(
@@ -55,8 +54,7 @@ def record_suppressions(
             people.setdefault((channel, COMPLAINED), set()).add(event.contact_id)
         else:
             channel = _channel(session, tenant_id, event, "email")
-            kind = str(event.properties.get("type") or event.properties.get("bounce_type") or "")
-            target = soft if kind.lower() in SOFT_BOUNCE_TYPES else bounced
+            target = soft if _is_soft(event.properties) else bounced
             target.setdefault(channel, set()).add(event.contact_id)
     for (channel, reason), contacts in sorted(people.items()):
         send_store.add_suppressions(
@@ -89,6 +87,12 @@ def _channel(session: Session, tenant_id: str, event: EventRecord, default: str)
     return default
 
 
+def _is_soft(properties: Mapping[str, Any]) -> bool:
+    """Whether a bounce's `type` (or `bounce_type`) says it is soft; anything else is hard."""
+    kind = str(properties.get("type") or properties.get("bounce_type") or "")
+    return kind.lower() in SOFT_BOUNCE_TYPES
+
+
 def _soft_bounced_often(
     session: Session, tenant_id: str, contacts: set[str], now: dt.datetime
 ) -> set[str]:
@@ -107,9 +111,7 @@ def _soft_bounced_often(
     ).all()
     counts: dict[str, int] = {}
     for contact_id, properties in rows:
-        props = properties or {}
-        kind = str(props.get("type") or props.get("bounce_type") or "").lower()
-        if kind in SOFT_BOUNCE_TYPES:
+        if _is_soft(properties or {}):
             counts[contact_id] = counts.get(contact_id, 0) + 1
     return {cid for cid, count in counts.items() if count >= SOFT_BOUNCES_TO_SUPPRESS}
 
@@ -123,7 +125,7 @@ def _suppress_addresses(
     now: dt.datetime,
 ) -> None:
     """Suppress the contacts' current addresses on `channel` (the contact where it has none)."""
-    field = ADDRESS_FIELD.get(channel)
+    field = send_store.ADDRESS_FIELD.get(channel)
     addresses: dict[str, str | None] = dict.fromkeys(contacts)
     if field is not None:
         column = getattr(Contact, field)

@@ -32,6 +32,8 @@ CHUNK = 500
 # that named none); webhooks go to systems, not to the person, and are not stopped by it.
 EVERY_CHANNEL = "*"
 PERSONAL_CHANNELS = frozenset({"email", "sms", "whatsapp", "inbox"})
+# The contact field that holds a channel's address (suppressions match it; no address, no send).
+ADDRESS_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
 
 def idempotency_key(version_id: int, node: str, contact_id: str, occurrence: int) -> str:
