@@ -949,11 +949,15 @@ class Engine:
 
     def _contact_ids_sync(self, store: Store) -> list[str]:
         with store.session() as session:
-            return list(
-                session.scalars(
-                    select(Contact.id).where(Contact.tenant_id == self.tenant).order_by(Contact.id)
-                )
+            return self._contact_ids(session)
+
+    def _contact_ids(self, session: Session) -> list[str]:
+        """Every contact id of the tenant, sorted."""
+        return list(
+            session.scalars(
+                select(Contact.id).where(Contact.tenant_id == self.tenant).order_by(Contact.id)
             )
+        )
 
     async def treat_as_new(self, contact_ids: Sequence[str]) -> None:
         """Fire `on contact_created` (and segment entry) for contacts that already exist.
@@ -1220,10 +1224,10 @@ class Engine:
         """What new events set off, in the transaction that stores them: both commit, or neither.
 
         Unsubscribes, bounces and complaints become suppressions (`suppress`), triggers
-        fire, segment entry is re-checked (segments
-        can count events; `before` holds the memberships from before the events) and
-        enrollments waiting on an event or a goal wake. A duplicate of an event already
-        stored (same dedupe key) is not among `events` and sets off nothing.
+        fire, segment entry is re-checked (segments can count events; `before` holds the
+        memberships from before the events) and enrollments waiting on an event or a goal
+        wake. A duplicate of an event already stored (same dedupe key) is not among `events`
+        and sets off nothing.
         """
         suppress.record_suppressions(session, self.tenant, events, now)
         active = self._active_versions(session)
@@ -1419,12 +1423,7 @@ class Engine:
                 triggers = self._swept_triggers(version_id, campaign)
                 if not triggers:
                     continue
-                row = session.execute(
-                    select(Campaign.id, Campaign.segments_swept_at).where(
-                        Campaign.tenant_id == self.tenant,
-                        Campaign.current_version_id == version_id,
-                    )
-                ).first()
+                row = self._sweep_mark(session, version_id)
                 if row is None:
                     continue
                 campaign_id, since = row
@@ -1445,6 +1444,17 @@ class Engine:
                     continue
                 enrolled += self._sweep(session, version_id, campaign, triggers, as_utc(since), now)
         return enrolled
+
+    def _sweep_mark(
+        self, session: Session, version_id: int
+    ) -> tuple[int, dt.datetime | None] | None:
+        """The id and last sweep instant of the campaign running this version (None: none)."""
+        row = session.execute(
+            select(Campaign.id, Campaign.segments_swept_at).where(
+                Campaign.tenant_id == self.tenant, Campaign.current_version_id == version_id
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
 
     def _swept_triggers(
         self, version_id: int, campaign: c.CompiledCampaign
@@ -1490,12 +1500,7 @@ class Engine:
         segment_triggers = [t for t in triggers if isinstance(t, c.SegmentEnterTriggerModel)]
         if not segment_triggers:
             return enrolled
-        everyone = list(
-            session.scalars(
-                select(Contact.id).where(Contact.tenant_id == self.tenant).order_by(Contact.id)
-            )
-        )
-        for chunk in _chunks(everyone, max(self.batch_size, 5000)):
+        for chunk in _chunks(self._contact_ids(session), max(self.batch_size, 5000)):
             audience = self._audience(session, campaign, chunk)
             facts = load_facts(session, self.tenant, audience)
             for segment_trigger in segment_triggers:
@@ -1576,11 +1581,10 @@ class Engine:
         for version_id, campaign in self._active_versions(session):
             if not self._swept_triggers(version_id, campaign):
                 continue
-            since = session.scalar(
-                select(Campaign.segments_swept_at).where(
-                    Campaign.tenant_id == self.tenant, Campaign.current_version_id == version_id
-                )
-            )
+            row = self._sweep_mark(session, version_id)
+            if row is None:
+                continue
+            since = row[1]
             due = self.now() if since is None else as_utc(since) + sweep.SWEEP_EVERY
             first = due if first is None else min(first, due)
         return first
