@@ -1693,6 +1693,7 @@ class Engine:
             gates = _Gates(session, self.tenant, channels, facts, now)
             results: list[tuple[Row[Any], Advance]] = []
             updates: list[claims.EnrollmentUpdate] = []
+            moved: dict[claims.SteppedValues, list[int]] = {}
             pausing: dict[str, dict[str, Any]] = {}
             # Higher-priority campaigns step first, so when caps let only some of the batch's
             # sends through, theirs go (the sort is stable: due order within a priority).
@@ -1732,14 +1733,18 @@ class Engine:
                 if state.get("trigger") and not state.get("next_booked"):
                     result.state["next_booked"] = True
                 results.append((row, result))
-                updates.append(
-                    claims.EnrollmentUpdate(
-                        id=row.id, node=result.node, status=_STATUS[result.status],
-                        due_at=result.due_at, state=result.state,
-                        history=_append_history(row.history, result.history), attempts=0,
-                    )
-                )  # fmt: skip
+                # Enrollments of a cohort move to the same values: grouped as they step, each
+                # group is one UPDATE (see `claims.write_stepped_enrollments`).
+                moved.setdefault(
+                    (
+                        result.node, _STATUS[result.status].value, result.due_at,
+                        RawJSON(dumps_json(result.state)),
+                        _append_history(row.history, result.history),
+                    ),
+                    [],
+                ).append(row.id)  # fmt: skip
             claims.write_locked_enrollments(session, updates, now=now)
+            claims.write_stepped_enrollments(session, moved, now=now)
             stats.sends, stats.enrolled, ready = self._write_effects(
                 session, results, versions, now
             )
@@ -2158,9 +2163,22 @@ class Engine:
     ) -> None:
         now = self.now()
         by_id = {message.outbox_id: message for message in messages}
+        # Sends accepted with no provider id of their own (an in-process sink) are recorded
+        # by group, in SQL; the rest row by row, each with its own outcome and ids.
+        plain: dict[claims.SentAs, list[int]] = {}
         changes: list[dict[str, Any]] = []
         log: list[dict[str, Any]] = []
         for result in results:
+            message = by_id.get(result.outbox_id)
+            cost = message.payload.get("cost") if message is not None and result.sent else None
+            if result.sent and result.provider_message_id is None and not result.error:
+                key = (
+                    result.provider,
+                    Decimal(cost["amount"]) if cost else None,
+                    cost["currency"] if cost else None,
+                )
+                plain.setdefault(key, []).append(result.outbox_id)
+                continue
             if result.sent:
                 changes.append({
                     "id": result.outbox_id, "status": OutboxStatus.SENT.value, "sent_at": now,
@@ -2173,10 +2191,8 @@ class Engine:
             else:
                 changes.append({"id": result.outbox_id, "status": OutboxStatus.FAILED.value,
                                 "error": result.error})  # fmt: skip
-            message = by_id.get(result.outbox_id)
             if message is None:
                 continue
-            cost = message.payload.get("cost") if result.sent else None
             log.append({
                 "tenant_id": message.tenant_id, "outbox_id": message.outbox_id,
                 "contact_id": message.contact_id, "channel": message.channel, "at": now,
@@ -2187,6 +2203,7 @@ class Engine:
                 "detail": {"error": result.error} if result.error else {},
             })  # fmt: skip
         with store.session() as session:
+            claims.record_sent(session, self.owner, plain, now=now)
             lost = set(claims.update_outbox(session, self.owner, changes, now=now))
             # A send whose lease was lost was taken over; the new owner records it.
             kept = [row for row in log if row["outbox_id"] not in lost]

@@ -19,6 +19,7 @@ and pass on real problems alike.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 import re
@@ -36,7 +37,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.models import (
@@ -253,6 +254,19 @@ def _seed_history(url: str) -> None:
             )  # fmt: skip
 
 
+class _MixedSink(RecordingSink):
+    """Half the sends come back with a provider id (recorded row by row), half without
+    (recorded by group in SQL, as a dry-run's are): both paths' statements are explained."""
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Accept every message; only even outbox ids get a provider message id."""
+        results = await super().deliver(messages)
+        return [
+            r if r.outbox_id % 2 == 0 else dataclasses.replace(r, provider_message_id=None)
+            for r in results
+        ]
+
+
 def _run_engine(url: str) -> None:
     """Representative work: deploy, launch, events, contact changes, days of steps."""
     campaigns = compile_workspace(load_text(SOURCE, "plans.cadence"))
@@ -260,7 +274,7 @@ def _run_engine(url: str) -> None:
     rng = random.Random(11)
 
     async def main() -> None:
-        async with Engine(url, clock=clock, sink=RecordingSink(), batch_size=500) as engine:
+        async with Engine(url, clock=clock, sink=_MixedSink(), batch_size=500) as engine:
             await engine.deploy(campaigns)
             for campaign in campaigns:
                 # Audiences here are above 1,000 contacts: launching needs an approval.

@@ -22,8 +22,10 @@ from cadence.engine.store.claims import (
     release_enrollments,
     renew_enrollment_leases,
     update_enrollments,
+    write_stepped_enrollments,
 )
 from cadence.engine.store.models import Base, Enrollment, EnrollmentStatus, Tenant
+from cadence.engine.store.types import RawJSON
 
 SeedEnrollments = Callable[..., list[int]]
 
@@ -331,3 +333,33 @@ def test_a_cohort_setting_the_same_values_is_written_together_with_the_rest(
     assert (rows[odd[2]].status, rows[odd[2]].node) == ("exited", None)
     assert rows[odd[3]].state == {**state, "sends": 3}
     assert all(row.lease_owner is None and row.updated_at == now for row in rows.values())
+
+
+def test_stepped_enrollments_are_written_by_group(store: Store, seed: SeedEnrollments) -> None:
+    """A cohort's shared values land on each of its rows; a small group's on its own rows."""
+    ids = seed(23)
+    now = T0 + timedelta(minutes=1)
+    later = T0 + timedelta(days=2)
+    with store.session() as session:
+        claim_enrollments(session, "w1", now=now, limit=30, lease_for=LEASE)
+    state = RawJSON('{"sends": 1}')
+    moved = {
+        ("wait_2d", "active", later, state, RawJSON('[["a", "wait_2d", "wait"]]')): ids[:20],
+        ("end", "completed", None, RawJSON("{}"), RawJSON('[["b", null, "done"]]')): ids[20:],
+    }
+    with store.session() as session:
+        write_stepped_enrollments(session, moved, now=now)
+    with store.session() as session:
+        rows = {row.id: row for row in session.scalars(select(Enrollment))}
+    assert {(rows[i].node, rows[i].status, rows[i].due_at) for i in ids[:20]} == {
+        ("wait_2d", "active", later)
+    }
+    assert all(rows[i].state == {"sends": 1} for i in ids[:20])
+    assert all(rows[i].history == [["a", "wait_2d", "wait"]] for i in ids[:20])
+    assert {(rows[i].node, rows[i].status, rows[i].due_at) for i in ids[20:]} == {
+        ("end", "completed", None)
+    }
+    assert all(rows[i].history == [["b", None, "done"]] for i in ids[20:])
+    assert all(
+        (row.lease_owner, row.attempts, row.updated_at) == (None, 0, now) for row in rows.values()
+    )

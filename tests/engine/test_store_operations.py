@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from store_helpers import T0
 
 from cadence.engine.store import Store, StoreError
@@ -32,6 +32,7 @@ from cadence.engine.store.models import (
     Enrollment,
     OutboxMessage,
     OutboxStatus,
+    SendLog,
 )
 from cadence.engine.store.sends import (
     NewSend,
@@ -207,6 +208,59 @@ def test_sends_enqueued_claimed_return_their_ids_once_and_fall_back_to_the_outbo
         assert claim_outbox(session, "w2", now=T0 + lease / 2, limit=10, lease_for=lease) == []
         taken = claim_outbox(session, "w2", now=T0 + lease, limit=10, lease_for=lease)
         assert sorted(row.id for row in taken) == sorted(i for i, _ in fresh)
+
+
+def test_sends_recorded_as_sent_by_group_log_each_once_and_skip_lost_leases(
+    store: Store, people: list[str]
+) -> None:
+    """`record_sent` writes outcome and log per group; a send another worker took is left."""
+    from decimal import Decimal
+
+    from cadence.engine.store.claims import claim_outbox, record_sent
+    from cadence.engine.store.sends import enqueue_claimed_sends
+
+    lease = timedelta(minutes=5)
+    with store.session() as session:
+        fresh = enqueue_claimed_sends(
+            session, "default",
+            [NewSend(idempotency_key(7, "n", cid, 0), cid, "email", template="t") for cid in IDS],
+            owner="w1", now=T0, lease_until=T0 + lease,
+        )  # fmt: skip
+    ids = [outbox_id for outbox_id, _ in fresh]
+    # The last send's lease ran out and another worker claimed it meanwhile.
+    with store.session() as session:
+        taken = claim_outbox(session, "w2", now=T0 + lease, limit=10, lease_for=lease)
+    assert [row.id for row in taken] == ids
+    with store.session() as session:
+        # ... so give all but the last back to w1, as if w2 had never looked at them.
+        session.execute(
+            update(OutboxMessage).where(OutboxMessage.id.in_(ids[:-1])).values(lease_owner="w1")
+        )
+    later = T0 + timedelta(minutes=6)
+    with store.session() as session:
+        lost = record_sent(
+            session, "w1",
+            {("sink", Decimal("0.001"), "USD"): ids[:2], (None, None, None): ids[2:]},
+            now=later,
+        )  # fmt: skip
+    assert lost == ids[-1:]
+    with store.session() as session:
+        rows = {row.id: row for row in session.scalars(select(OutboxMessage))}
+        log = session.execute(
+            select(SendLog.outbox_id, SendLog.contact_id, SendLog.channel, SendLog.at,
+                   SendLog.outcome, SendLog.provider, SendLog.cost, SendLog.currency,
+                   SendLog.detail).order_by(SendLog.outbox_id)
+        ).all()  # fmt: skip
+    for outbox_id in ids[:-1]:
+        row = rows[outbox_id]
+        assert (row.status, row.sent_at, row.lease_owner) == (OutboxStatus.SENT.value, later, None)
+    assert rows[ids[-1]].status == OutboxStatus.PENDING.value
+    assert rows[ids[-1]].lease_owner == "w2"
+    contact = {outbox_id: send.contact_id for outbox_id, send in fresh}
+    assert [tuple(entry) for entry in log] == [
+        (i, contact[i], "email", later, "sent", "sink", Decimal("0.001"), "USD", {})
+        for i in ids[:2]
+    ] + [(i, contact[i], "email", later, "sent", None, None, None, {}) for i in ids[2:-1]]
 
 
 def test_suppressions_by_address_or_contact_and_their_expiry(

@@ -227,17 +227,23 @@ def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str
         raise ValueError("each row to update needs its id")
     others = [name for name in keys if name != "id"]
     rows = _update_shared(session, table, others, rows)
-    if not rows:
-        return
+    if rows:
+        _update_each(session, table, others, rows)
+
+
+def _update_each(
+    session: Session, table: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Write the columns `names` of each row (each with its `id`), one bulk statement."""
     if session.get_bind().dialect.name != "postgresql":
-        assignments = ", ".join(f"{name} = ?" for name in others)
+        assignments = ", ".join(f"{name} = ?" for name in names)
         session.connection().exec_driver_sql(
             f"UPDATE {table.name} SET {assignments} WHERE id = ?",
-            _sqlite_params(session, table, [*others, "id"], rows),
+            _sqlite_params(session, table, [*names, "id"], rows),
         )
         return
-    assignments = ", ".join(f"{name} = changes.{name}" for name in others)
-    record = _record(session, table, keys)
+    assignments = ", ".join(f"{name} = changes.{name}" for name in names)
+    record = _record(session, table, ["id", *names])
     statement = text(
         f"UPDATE {table.name} SET {assignments} "
         f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS changes({record}) "
@@ -250,13 +256,10 @@ def update_rows_by_id(session: Session, table: Table, rows: Sequence[Mapping[str
 def _update_shared(
     session: Session, table: Table, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> Sequence[Mapping[str, Any]]:
-    """Write rows that set the same values in one `UPDATE ... WHERE id IN (...)` each;
-    return the others.
+    """Write rows that set the same values through `update_groups`; return the others.
 
-    A batch of sends recorded as sent, or a cohort of enrollments moving from one node to
-    the same next one, gives every row the same values: one statement with the ids as one
-    parameter replaces a row-by-row executemany. Values must be hashable to be shared
-    (encode documents as `RawJSON`); rows with a dict or list value are returned.
+    Values must be hashable to be shared (encode documents as `RawJSON`); rows with a dict
+    or list value are returned, to be written one by one.
     """
     if not names:
         return rows
@@ -269,14 +272,33 @@ def _update_shared(
             groups.setdefault(values, []).append(row["id"])
         except TypeError:  # a dict or list value: written per row
             unique.append(row)
+    update_groups(session, table, names, groups)
+    return unique
+
+
+def update_groups(
+    session: Session,
+    table: Table,
+    names: Sequence[str],
+    groups: Mapping[tuple[Any, ...], Sequence[int]],
+) -> None:
+    """Give the rows of each group (ids) that group's values of the columns `names`.
+
+    A batch of sends recorded as sent, or a cohort of enrollments moving from one node to
+    the same next one, gives every row the same values: one `UPDATE ... WHERE id IN (...)`
+    with the ids as one parameter replaces a row-by-row executemany. Groups smaller than
+    SHARED_UPDATE_MIN_ROWS are written together by id, where one statement per group
+    would cost more than it saves.
+    """
     sqlite = session.get_bind().dialect.name != "postgresql"
+    single: list[dict[str, Any]] = []
     for values, ids in groups.items():
         shared = dict(zip(names, values, strict=True))
         if len(ids) < SHARED_UPDATE_MIN_ROWS:
-            unique.extend({"id": row_id, **shared} for row_id in ids)
+            single.extend({**shared, "id": row_id} for row_id in ids)
             continue
         for start in range(0, len(ids), ROWS_PER_STATEMENT):
-            chunk = ids[start : start + ROWS_PER_STATEMENT]
+            chunk = list(ids[start : start + ROWS_PER_STATEMENT])
             if sqlite:
                 assignments = ", ".join(f"{name} = ?" for name in names)
                 session.connection().exec_driver_sql(
@@ -291,7 +313,8 @@ def _update_shared(
                 session.execute(
                     update(table).where(among(session, table.c.id, chunk)).values(decoded)
                 )
-    return unique
+    if single:
+        _update_each(session, table, names, single)
 
 
 def among(

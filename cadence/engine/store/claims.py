@@ -20,12 +20,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Result, Row, or_, select, update
+from sqlalchemy import ColumnElement, Result, Row, insert, literal, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cadence.engine.store.bulk import among, update_rows_by_id
+from cadence.engine.store.bulk import among, update_groups, update_rows_by_id
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     Base,
@@ -35,6 +36,7 @@ from cadence.engine.store.models import (
     EnrollmentStatus,
     OutboxMessage,
     OutboxStatus,
+    SendLog,
 )
 from cadence.engine.store.types import RawJSON
 
@@ -294,6 +296,30 @@ def write_locked_enrollments(
         update_rows_by_id(session, Enrollment.__table__, rows)  # type: ignore[arg-type]
 
 
+# What a step writes to an enrollment: node, status, due_at, state and history (JSON text).
+SteppedValues = tuple[str | None, str, datetime | None, RawJSON, RawJSON]
+_STEPPED_COLUMNS = (
+    "node", "status", "due_at", "state", "history",
+    "attempts", "updated_at", "lease_owner", "lease_expires_at",
+)  # fmt: skip
+
+
+def write_stepped_enrollments(
+    session: Session, moved: Mapping[SteppedValues, Sequence[int]], *, now: datetime
+) -> None:
+    """Write locked enrollments' new values after a step, each group of ids sharing them.
+
+    The stepper's cohorts arrive already grouped, so no per-row record is built: a cohort
+    is one statement (`bulk.update_groups`). Attempts are reset and leases dropped.
+    """
+    update_groups(
+        session,
+        Enrollment.__table__,  # type: ignore[arg-type]
+        _STEPPED_COLUMNS,
+        {(*values, 0, now, None, None): ids for values, ids in moved.items()},
+    )
+
+
 def lock_send_counts(
     session: Session, *, tenant_id: str, campaign_ids: Iterable[int], contact_ids: Iterable[str]
 ) -> None:
@@ -452,4 +478,57 @@ def update_outbox(
         for change in changes
     ):
         lost.extend(_apply(session, OUTBOX_QUEUE, owner, rows))
+    return sorted(lost)
+
+
+# A delivered send's log entry: provider, cost and currency (those of one group share them).
+SentAs = tuple[str | None, Decimal | None, str | None]
+
+
+def record_sent(
+    session: Session, owner: str, sent: Mapping[SentAs, Sequence[int]], *, now: datetime
+) -> list[int]:
+    """Mark outbox rows `owner` holds as sent and log each; returns the ids whose lease was lost.
+
+    For sends a provider accepted without giving an id of its own (an in-process sink, a
+    dry-run): each group is one UPDATE of the rows still leased to `owner` and one INSERT
+    of their send-log entries selected from those rows, with no per-row values in Python.
+    A lost lease means another worker took the send over; it records it instead.
+    """
+    lost: list[int] = []
+    for (provider, cost, currency), ids in sent.items():
+        wanted = sorted(set(ids))
+        marked = set(
+            session.scalars(
+                update(OutboxMessage)
+                .where(among(session, OutboxMessage.id, wanted), OutboxMessage.lease_owner == owner)
+                .values(
+                    status=OutboxStatus.SENT.value, sent_at=now, provider=provider,
+                    provider_message_id=None, lease_owner=None, lease_expires_at=None,
+                    updated_at=now,
+                )
+                .returning(OutboxMessage.id)
+                .execution_options(synchronize_session=False)
+            )
+        )  # fmt: skip
+        lost.extend(outbox_id for outbox_id in wanted if outbox_id not in marked)
+        if not marked:
+            continue
+        entries = (
+            select(
+                OutboxMessage.tenant_id, OutboxMessage.id, OutboxMessage.contact_id,
+                OutboxMessage.channel, literal(now, SendLog.at.type), literal("sent"),
+                literal(provider, SendLog.provider.type), literal(cost, SendLog.cost.type),
+                literal(currency, SendLog.currency.type), literal({}, SendLog.detail.type),
+            )
+            .where(among(session, OutboxMessage.id, sorted(marked)))
+            .order_by(OutboxMessage.id)
+        )  # fmt: skip
+        session.execute(
+            insert(SendLog).from_select(
+                ["tenant_id", "outbox_id", "contact_id", "channel", "at", "outcome",
+                 "provider", "cost", "currency", "detail"],
+                entries,
+            )
+        )  # fmt: skip
     return sorted(lost)
