@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from cadence.engine.store import Store
-from cadence.engine.store.importer import push_events, upsert_contact_dicts
-from cadence.engine.store.models import Event
+from cadence.engine.store.importer import import_contacts, push_events, upsert_contact_dicts
+from cadence.engine.store.models import Contact, Event
 from cadence.engine.store.records import InvalidInput
 
 
@@ -40,3 +40,24 @@ def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_p
     ]
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 0
+
+
+def test_contact_problems_are_reported_in_the_files_line_order(
+    store: Store, tmp_path: Path
+) -> None:
+    """A header problem and a short row (found while reading) and a bad value (found while
+    validating) come back by line, whichever pass found them."""
+    path = tmp_path / "contacts.csv"
+    path.write_text(
+        "id,email,timezone,\n"
+        "a1,a1@example.test,Europe/Berlin,\n"
+        "a2,a2@example.test,Mars/Olympus,\n"
+        "a3,a3@example.test\n",
+        "utf-8",
+    )
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, path)
+    lines = [problem.row for problem in caught.value.problems]
+    assert lines == [1, 3, 4]
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Contact)) == 0

@@ -88,6 +88,15 @@ OnWritten = Callable[[Session, "ImportReport"], None]
 # --- reading files -------------------------------------------------------------------------
 
 
+def in_file_order(problems: Sequence[Problem]) -> list[Problem]:
+    """Problems by line, so a report reads top to bottom; file-wide ones (no line) first.
+
+    Reading, header and row checks find them in separate passes; the sort is stable, so
+    several problems of one line keep the order they were found in.
+    """
+    return sorted(problems, key=lambda problem: -1 if problem.row is None else problem.row)
+
+
 def _file_problem(source: str, reason: str, row: int | None = None) -> InvalidInput:
     """An input error about the file as a whole (or one line of it)."""
     return InvalidInput([Problem(source, row, None, reason)])
@@ -344,7 +353,7 @@ def import_contact_rows(
             rows = [(line, {k: v for k, v in raw.items() if k not in bad}) for line, raw in rows]
         records, row_problems = validate_contact_rows(rows, resolved, source)
         problems.extend(row_problems)
-        report.problems = problems
+        report.problems = problems = in_file_order(problems)
         if problems and (not skip_invalid or header_problems):
             raise InvalidInput(problems)
         if not records:
@@ -568,8 +577,7 @@ def push_event_rows(
             else:
                 good.append(record)
         # Every problem at once, in the file's order: unknown contacts among the rest.
-        problems.sort(key=lambda problem: -1 if problem.row is None else problem.row)
-        report.problems = problems
+        report.problems = problems = in_file_order(problems)
         if problems and not skip_invalid:
             raise InvalidInput(problems)
         if check_only:
