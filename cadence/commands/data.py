@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from cadence.engine.store import DEFAULT_TENANT, Store, StoreError
-from cadence.engine.store.importer import ImportReport, event_dict, import_contacts, push_events
-from cadence.engine.store.records import InvalidInput
-from cadence.engine.store.schema import SchemaError
+from cadence.engine.tenants import DEFAULT_TENANT
 from cadence.errors import CadenceError
+
+# The store pulls in SQLAlchemy and Trio: `cadence --help` and `cadence check` should not pay
+# for them, so the handlers import them when they run.
+if TYPE_CHECKING:
+    from cadence.engine.store.importer import ImportReport
 
 MAX_PROBLEMS_SHOWN = 50
 
@@ -103,6 +103,13 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         problem = "is a folder, not a file" if Path(path).is_dir() else "no such file"
         print(f"{command}: {path}: {problem}", file=sys.stderr)
         return 2
+    import trio
+
+    from cadence.engine.store import Store, StoreError
+    from cadence.engine.store.importer import event_dict, import_contacts, push_events
+    from cadence.engine.store.records import InvalidInput
+    from cadence.engine.store.schema import SchemaError
+
     try:
         with Store.open(args.database) as store:
             if kind == "contacts":

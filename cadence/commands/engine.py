@@ -644,7 +644,7 @@ async def _run_demo(
     from cadence.adapters.standins import start_standins
     from cadence.dsl.compiler import compile_paths
     from cadence.engine.dryrun import dry_run, parse_assume, placeholder_links
-    from cadence.engine.store.database import DEFAULT_TENANT
+    from cadence.engine.tenants import DEFAULT_TENANT
 
     events = folder / "events.jsonl"
     start = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)

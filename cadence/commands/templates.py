@@ -16,26 +16,16 @@ import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from cadence.adapters.config import ConfigError, load_settings
-from cadence.adapters.message import Channel, OutboundMessage, SendStatus
-from cadence.adapters.outbound import Outbound
-from cadence.adapters.render import (
-    ApprovedWhatsAppTemplate,
-    EmailContent,
-    RenderContext,
-    RenderedContent,
-    SmsContent,
-    TemplateRenderer,
-    TemplateRenderError,
-    WebhookContent,
-    WhatsAppContent,
-)
-from cadence.dsl.compiled import CompiledCampaign, CompiledTemplate
 from cadence.errors import CadenceError, did_you_mean
+
+# Rendering and the adapters pull in Jinja2, httpx and Trio: `cadence --help` and
+# `cadence check` should not pay for them, so the handlers import them when they run.
+if TYPE_CHECKING:
+    from cadence.adapters.message import Channel
+    from cadence.adapters.render import ApprovedWhatsAppTemplate, RenderedContent
+    from cadence.dsl.compiled import CompiledCampaign, CompiledTemplate
 
 SAMPLE_CONTACT: dict[str, Any] = {"id": "preview", "first_name": "Alex", "last_name": "Doe"}
 
@@ -169,6 +159,8 @@ def _render(
     to: str | None = None,
     approved: Mapping[str, ApprovedWhatsAppTemplate] | None = None,
 ) -> tuple[CompiledTemplate, CompiledCampaign | None, RenderedContent, dict[str, Any]]:
+    from cadence.adapters.render import RenderContext, TemplateRenderer
+
     template, campaign = find_template(args.file, args.template)
     contact = json_object_arg(args.contact, "contact") if args.contact else dict(SAMPLE_CONTACT)
     if to is not None:
@@ -190,6 +182,8 @@ def _render(
 
 
 def _describe(template: CompiledTemplate, content: RenderedContent, html: bool) -> str:
+    from cadence.adapters.render import EmailContent, SmsContent, WebhookContent, WhatsAppContent
+
     lines = [f"template {template.name} ({template.channel}, locale {content.locale})"]
     if isinstance(content, EmailContent):
         lines.append(f"Subject:   {content.subject}")
@@ -248,6 +242,13 @@ def run_preview(args: argparse.Namespace) -> int:
 
 def run_send_test(args: argparse.Namespace) -> int:
     """The `send-test` handler."""
+    import trio
+
+    from cadence.adapters.config import ConfigError, load_settings
+    from cadence.adapters.message import Channel, OutboundMessage, SendStatus
+    from cadence.adapters.outbound import Outbound
+    from cadence.adapters.render import TemplateRenderError
+
     try:
         settings = load_settings(args.config)
         approved = settings.for_tenant(args.tenant).whatsapp_templates
@@ -299,6 +300,8 @@ def run_send_test(args: argparse.Namespace) -> int:
 
 
 def _channel(name: str) -> Channel | None:
+    from cadence.adapters.message import Channel
+
     try:
         return Channel(name)
     except ValueError:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.database import (
     DATABASE_URL_ENV,
-    DEFAULT_TENANT,
     Store,
     StoreError,
     resolve_database_url,
     utcnow,
 )
+from cadence.engine.tenants import DEFAULT_TENANT
 
 __all__ = [
     "DATABASE_URL_ENV",

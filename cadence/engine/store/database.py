@@ -31,7 +31,6 @@ from cadence.errors import CadenceError
 
 DATABASE_URL_ENV = "CADENCE_DATABASE_URL"
 DEFAULT_SQLITE_FILE = "cadence.db"
-DEFAULT_TENANT = "default"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 

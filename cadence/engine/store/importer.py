@@ -29,7 +29,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
-from cadence.engine.store.database import DEFAULT_TENANT, Store, dialect_insert, utcnow
+from cadence.engine.store.database import Store, dialect_insert, utcnow
 from cadence.engine.store.models import Contact, Event, Tenant
 from cadence.engine.store.records import (
     ContactRecord,
@@ -41,6 +41,7 @@ from cadence.engine.store.records import (
     validate_event,
 )
 from cadence.engine.store.schema import ContactSchema, SchemaError, load_schema, parse_schema
+from cadence.engine.tenants import DEFAULT_TENANT
 
 CHUNK = 500  # rows per IN (...) lookup and per executemany batch
 
