@@ -332,7 +332,11 @@ class Engine:
                 )  # fmt: skip
                 moved = sum(
                     campaign_store.migrate_enrollments(
-                        session, version_id, deployed.version_id, now=now
+                        session,
+                        version_id,
+                        deployed.version_id,
+                        now=now,
+                        priority=campaign.settings.priority,
                     )
                     for version_id in older
                     if version_id != deployed.version_id
@@ -821,7 +825,7 @@ class Engine:
             return len(
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, audience, node=trigger.entry, due_at=now,
-                    now=now, state={"trigger": trigger.id},
+                    now=now, state={"trigger": trigger.id}, priority=campaign.settings.priority,
                 )
             )  # fmt: skip
         zones = self._zones(session, audience, campaign)
@@ -837,6 +841,7 @@ class Engine:
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, ids, node=trigger.entry, due_at=due,
                     now=now, state={"trigger": trigger.id, "not_before": due.isoformat()},
+                    priority=campaign.settings.priority,
                 )
             )  # fmt: skip
         return enrolled
@@ -1015,6 +1020,7 @@ class Engine:
                     campaign_store.enroll_contacts(
                         session, self.tenant, version_id, audience, node=trigger.entry,
                         due_at=now, now=now, state={"trigger": trigger.id},
+                        priority=campaign.settings.priority,
                     )  # fmt: skip
                 elif isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel) and (
                     created or updated
@@ -1146,7 +1152,7 @@ class Engine:
             return len(
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, contact_ids, node=trigger.entry, due_at=now,
-                    now=now, state=state,
+                    now=now, state=state, priority=campaign.settings.priority,
                 )
             )  # fmt: skip
         enrolled = 0
@@ -1167,6 +1173,7 @@ class Engine:
                 campaign_store.enroll_contacts(
                     session, self.tenant, version_id, [contact_id], node=trigger.entry,
                     due_at=now, now=now, occurrence=occurrence, state=state,
+                    priority=campaign.settings.priority,
                 )
             )  # fmt: skip
         return enrolled
@@ -1939,6 +1946,7 @@ class Engine:
                 session, self.tenant, version_id, [contact_id], node=trigger.entry,
                 due_at=upcoming, now=now, occurrence=occurrence + 1,
                 state={"trigger": trigger.id, "not_before": upcoming.isoformat()},
+                priority=campaign.settings.priority,
             )
         )  # fmt: skip
 
@@ -1962,6 +1970,7 @@ class Engine:
             campaign_store.enroll_contacts(
                 session, self.tenant, campaign.current_version_id, [contact_id], node=entry,
                 due_at=now, now=now, state={"trigger": "enroll"},
+                priority=compiled.settings.priority,
             )
         )  # fmt: skip
 

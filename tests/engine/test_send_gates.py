@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import trio
 from sqlalchemy import select
 
 from cadence.engine.clock import SimulatedClock
@@ -69,3 +70,36 @@ def test_a_contact_without_an_address_on_a_channel_is_skipped_there(store_url: s
         ("no_email", "send_hello_2", "no email address"),
         ("no_phone", "send_text", "no phone number"),
     ]
+
+
+PRIORITIES = """
+template news email { subject "News" body "x" }
+template offer email { subject "Offer" body "x" }
+campaign newsletter { priority 2  cap email 1 per 1d  on launch { send email news } }
+campaign flash_sale { priority 9  cap email 1 per 1d  on launch { send email offer } }
+"""
+
+
+def test_a_cap_goes_to_the_higher_priority_campaign_across_batches(store_url: str) -> None:
+    """docs/language.md, `priority`: when caps let only some due messages through, larger
+    priorities go first. With 30 contacts due in both campaigns at one instant and batches
+    of 10, the low-priority campaign (launched first, so its rows are older) used to fill
+    the first batches and take every cap."""
+    people = [{"id": f"p{i:02d}", "email": f"p{i}@example.test"} for i in range(30)]
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink, batch_size=10) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(PRIORITIES))
+            await engine.launch("newsletter")
+            await engine.launch("flash_sale")
+            await engine.run_due()
+
+    trio.run(main)
+    assert sorted((m.contact_id, m.template) for m in sink.delivered) == [
+        (person["id"], "offer") for person in people
+    ]
+    assert {reason for _, node, reason in _skips(store_url)} == {"cap email 1 reached"}
+    assert len(_skips(store_url)) == 30

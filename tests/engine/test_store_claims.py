@@ -363,3 +363,32 @@ def test_stepped_enrollments_are_written_by_group(store: Store, seed: SeedEnroll
     assert all(
         (row.lease_owner, row.attempts, row.updated_at) == (None, 0, now) for row in rows.values()
     )
+
+
+def test_the_priority_migration_ranks_existing_enrollments_by_their_version(
+    database_url: str,
+) -> None:
+    """Enrollments made before 0006 take their version's priority when it runs."""
+    from cadence.engine.migrations import upgrade
+    from cadence.engine.store.campaigns import enroll_contacts, save_campaign_version
+    from cadence.engine.store.importer import upsert_contact_dicts
+
+    with Store.open(database_url) as store:
+        upsert_contact_dicts(store, [{"id": "c1"}, {"id": "c2"}])
+        with store.session() as session:
+            urgent, plain = (
+                save_campaign_version(
+                    session, "default", name, compiled=compiled, content_hash=name, now=T0
+                ).version_id
+                for name, compiled in (("urgent", {"settings": {"priority": 9}}), ("plain", {}))
+            )
+            for version in (urgent, plain):
+                enroll_contacts(
+                    session, "default", version, ["c1", "c2"], node="n", due_at=T0, now=T0,
+                    priority=1,
+                )  # fmt: skip
+        downgrade(store.engine, "0005_campaign_segment_sweep")
+        upgrade(store.engine)
+        with store.session() as session:
+            ranks = session.execute(select(Enrollment.version_id, Enrollment.priority_rank)).all()
+    assert sorted(ranks) == sorted([(urgent, -9)] * 2 + [(plain, -5)] * 2)

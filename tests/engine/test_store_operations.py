@@ -94,11 +94,16 @@ def test_enrolling_twice_enrolls_once_and_pause_resume_flip_everything(
         version = save_campaign_version(
             session, "default", "welcome", compiled={}, content_hash="a", now=T0
         ).version_id
-        first = enroll_contacts(session, "default", version, IDS[:3], node="n1", due_at=T0, now=T0)
-        second = enroll_contacts(session, "default", version, IDS, node="n1", due_at=T0, now=T0)
-        again = enroll_contacts(
-            session, "default", version, IDS[:1], node="n1", due_at=T0, now=T0, occurrence=1
+        first = enroll_contacts(
+            session, "default", version, IDS[:3], node="n1", due_at=T0, now=T0, priority=5
         )
+        second = enroll_contacts(
+            session, "default", version, IDS, node="n1", due_at=T0, now=T0, priority=5
+        )
+        again = enroll_contacts(
+            session, "default", version, IDS[:1], node="n1", due_at=T0, now=T0, occurrence=1,
+            priority=5,
+        )  # fmt: skip
     assert (first, second, again) == (IDS[:3], IDS[3:], IDS[:1])
 
     with store.session() as session:
@@ -119,10 +124,12 @@ def test_reentry_enrolls_a_mixed_batch_in_one_call(store: Store, people: list[st
         version = save_campaign_version(
             session, "default", "welcome", compiled={}, content_hash="a", now=T0
         ).version_id
-        enroll_contacts(session, "default", version, IDS[:2], node="n1", due_at=T0, now=T0)
+        enroll_contacts(
+            session, "default", version, IDS[:2], node="n1", due_at=T0, now=T0, priority=5
+        )
         mixed = enroll_contacts(
             session, "default", version, IDS[:3], node="n1", due_at=T0, now=T0,
-            occurrences={"c0": 1, "c1": 0},
+            occurrences={"c0": 1, "c1": 0}, priority=5,
         )  # fmt: skip
     assert mixed == ["c0", "c2"]  # c0 re-enters as occurrence 1; c1 is already in 0
     with store.session() as session:
@@ -140,13 +147,22 @@ def test_unfinished_enrollments_move_to_a_new_version_by_node_name(
         new = save_campaign_version(
             session, "default", "welcome", compiled={}, content_hash="b", now=T0
         ).version_id
-        enroll_contacts(session, "default", old, IDS, node="wait_2d", due_at=T0, now=T0)
-        enroll_contacts(session, "default", new, ["c0"], node="start", due_at=T0, now=T0)
-        moved = migrate_enrollments(session, old, new, node_map={"wait_2d": "wait_3d"}, now=T0)
+        enroll_contacts(session, "default", old, IDS, node="wait_2d", due_at=T0, now=T0, priority=5)
+        enroll_contacts(
+            session, "default", new, ["c0"], node="start", due_at=T0, now=T0, priority=5
+        )
+        moved = migrate_enrollments(
+            session, old, new, node_map={"wait_2d": "wait_3d"}, now=T0, priority=8
+        )
     assert moved == 4  # c0 is already in the new version
     with store.session() as session:
-        rows = session.execute(select(Enrollment.version_id, Enrollment.node)).all()
-    assert sorted(rows) == sorted([(old, "wait_2d"), (new, "start")] + [(new, "wait_3d")] * 4)
+        rows = session.execute(
+            select(Enrollment.version_id, Enrollment.node, Enrollment.priority_rank)
+        ).all()
+    # Those moved take the new version's priority.
+    assert sorted(rows) == sorted(
+        [(old, "wait_2d", -5), (new, "start", -5)] + [(new, "wait_3d", -8)] * 4
+    )
 
 
 def test_outbox_enqueue_is_idempotent(store: Store, people: list[str]) -> None:

@@ -157,12 +157,14 @@ def enroll_contacts(
     occurrence: int = 0,
     state: dict[str, Any] | None = None,
     occurrences: Mapping[str, int] | None = None,
+    priority: int,
 ) -> list[str]:
     """Enroll contacts in a version in bulk; returns those newly enrolled.
 
     A contact already enrolled in this (version, occurrence) is left alone, so a trigger
     that fires twice enrolls once. `occurrences` gives some contacts their own occurrence
-    (re-entry), so a mixed batch is still one statement.
+    (re-entry), so a mixed batch is still one statement. `priority` is the version's: due
+    at the same instant as others, its enrollments are claimed first when it is larger.
     """
     per_contact = occurrences or {}
     wanted = list(dict.fromkeys(contact_ids))
@@ -196,6 +198,7 @@ def enroll_contacts(
                     "attempts": 0,
                     "state": state or {},
                     "history": [],
+                    "priority_rank": -priority,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -402,10 +405,12 @@ def migrate_enrollments(
     *,
     node_map: dict[str, str] | None = None,
     now: datetime,
+    priority: int,
 ) -> int:
     """Move unfinished enrollments to a new version by node name (identity unless mapped).
 
     Only those not already enrolled in the new version move; finished ones stay as history.
+    They take the new version's `priority`.
     """
     node_map = node_map or {}
     moving = list(
@@ -439,6 +444,7 @@ def migrate_enrollments(
             "id": row.id,
             "version_id": to_version_id,
             "node": node_map.get(row.node, row.node) if row.node is not None else None,
+            "priority_rank": -priority,
             "updated_at": now,
         }
         for row in moving

@@ -65,6 +65,16 @@ class _Queue(Generic[M]):
     lease_owner: InstrumentedAttribute[str | None]
     lease_expires_at: InstrumentedAttribute[datetime | None]
     ready_status: str
+    # Among rows due at one instant, which go first (ascending), if the queue has an order.
+    rank: InstrumentedAttribute[int] | None = None
+
+    def claim_order(self) -> list[InstrumentedAttribute[Any]]:
+        """Oldest due first; at one instant, by rank; then in the order rows were made."""
+        order: list[InstrumentedAttribute[Any]] = [self.due]
+        if self.rank is not None:
+            order.append(self.rank)
+        order.append(self.id)
+        return order
 
 
 ENROLLMENT_QUEUE = _Queue(
@@ -76,6 +86,7 @@ ENROLLMENT_QUEUE = _Queue(
     lease_owner=Enrollment.lease_owner,
     lease_expires_at=Enrollment.lease_expires_at,
     ready_status=EnrollmentStatus.ACTIVE.value,
+    rank=Enrollment.priority_rank,
 )
 
 OUTBOX_QUEUE = _Queue(
@@ -120,7 +131,7 @@ def _claim(
     candidates = (
         select(queue.id)
         .where(*_due(queue, now, tenant_id))
-        .order_by(queue.due, queue.id)
+        .order_by(*queue.claim_order())
         .limit(limit)
         .with_for_update(skip_locked=True)  # rendered on PostgreSQL, dropped on SQLite
     )
@@ -136,7 +147,8 @@ def _claim(
     )
     result: Result[Any] = session.connection().execute(statement)
     claimed = list(result.all())
-    claimed.sort(key=lambda row: (getattr(row, queue.due.key), getattr(row, queue.id.key)))
+    keys = [column.key for column in queue.claim_order()]
+    claimed.sort(key=lambda row: tuple(getattr(row, key) for key in keys))
     return claimed
 
 
@@ -156,7 +168,7 @@ def _returned(queue: _Queue[M], columns: Sequence[Returned] | None) -> list[Retu
     """The columns a claim returns: those asked for (all by default), plus id and due time."""
     chosen: list[Returned] = list(queue.model.__table__.c if columns is None else columns)
     keys = {column.key for column in chosen}
-    chosen += [column for column in (queue.id, queue.due) if column.key not in keys]
+    chosen += [column for column in queue.claim_order() if column.key not in keys]
     return chosen
 
 
@@ -273,14 +285,15 @@ def lock_due_enrollments(
     batch before it commits): the row locks keep other workers off (`FOR UPDATE SKIP LOCKED`
     on PostgreSQL, the write lock every SQLite transaction takes), and a worker that dies
     mid-batch rolls back, so the rows are due again at once. No lease is written, none needs
-    fencing; a row leased by a live claim elsewhere is left alone. Oldest due first.
+    fencing; a row leased by a live claim elsewhere is left alone. Oldest due first; of rows
+    due at one instant, those of higher-priority campaigns first.
     """
     if limit <= 0:
         return []
     statement = (
         select(*_returned(ENROLLMENT_QUEUE, columns))
         .where(*_due(ENROLLMENT_QUEUE, now, tenant_id))
-        .order_by(ENROLLMENT_QUEUE.due, ENROLLMENT_QUEUE.id)
+        .order_by(*ENROLLMENT_QUEUE.claim_order())
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

@@ -21,9 +21,11 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -248,6 +250,10 @@ class Enrollment(Base):
     # Engine-owned working state: split variant, what a `wait for` waits for, and so on.
     state: Mapped[dict[str, Any]] = mapped_column(default=dict)
     history: Mapped[list[Any]] = mapped_column(default=list)
+    # Claim order among enrollments due at one instant: minus the campaign's priority, so
+    # an ascending index serves "larger priority first" (caps and budgets go to them).
+    # (The server default only fills rows older than the column; the engine always sets it.)
+    priority_rank: Mapped[int] = mapped_column(SmallInteger, server_default=text("-5"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -263,9 +269,9 @@ class Enrollment(Base):
         UniqueConstraint("version_id", "contact_id", "occurrence"),
         CheckConstraint(_check_in("status", EnrollmentStatus), name="status"),
         # The scheduler's claim: status = 'active' AND due_at <= now ORDER BY due_at,
-        # across tenants or (as the engine claims) within one.
-        Index(None, "status", "due_at"),
-        Index(None, "tenant_id", "status", "due_at"),
+        # priority_rank, across tenants or (as the engine claims) within one.
+        Index(None, "status", "due_at", "priority_rank"),
+        Index(None, "tenant_id", "status", "due_at", "priority_rank"),
         Index(None, "tenant_id", "contact_id"),
         Index(None, "version_id", "status"),
     )
