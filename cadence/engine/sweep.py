@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ from cadence.dsl import ast
 from cadence.dsl import compiled as c
 from cadence.engine import evaluate
 from cadence.engine.evaluate import ENGAGEMENT_FLAGS, ENGAGEMENT_KINDS
-from cadence.engine.facts import _CONTACT_COLUMNS, contact_attributes
+from cadence.engine.facts import STANDARD_FIELDS
 from cadence.engine.store.models import Contact, Event, OutboxMessage
 
 SWEEP_EVERY = dt.timedelta(hours=1)
@@ -297,20 +298,26 @@ def _moved_attributes(
     since: dt.datetime,
     now: dt.datetime,
 ) -> Iterator[str]:
-    """Contacts with an attribute instant an edge passed, read from the attributes alone.
+    """Contacts with an attribute instant an edge passed, read from that attribute alone.
 
-    Attributes live in a JSON document in whatever form they were imported (ISO text, dates),
-    which no index orders: every contact's record is read, without events or evaluation.
+    Attributes live in a JSON document in whatever form they were imported (ISO text with
+    or without a zone, dates), which no index orders: the one value is read for every
+    contact and compared here, as the evaluator reads it, without events or evaluation.
     """
-    for row in session.execute(select(*_CONTACT_COLUMNS).where(Contact.tenant_id == tenant)):
-        attributes = contact_attributes(row)
-        for window in windows:
-            instant = evaluate._instant(
-                evaluate.normalize(evaluate._dig(attributes, window.key.split(".")))
-            )
-            if instant is not None and any(
-                since - dt.timedelta(seconds=o) <= instant <= now - dt.timedelta(seconds=o)
-                for o in window.offsets
-            ):
-                yield row.id
-                break
+    for window in windows:
+        root, *rest = window.key.split(".")
+        if root in STANDARD_FIELDS:
+            if rest:  # a standard field holds no nested record: always missing
+                continue
+            value: Any = getattr(Contact, root)
+        else:
+            value = Contact.attributes[tuple(window.key.split("."))].as_string()
+        spans = [
+            (since - dt.timedelta(seconds=o), now - dt.timedelta(seconds=o)) for o in window.offsets
+        ]
+        for contact_id, raw in session.execute(
+            select(Contact.id, value).where(Contact.tenant_id == tenant)
+        ):
+            instant = evaluate._instant(evaluate.normalize(raw))
+            if instant is not None and any(low <= instant <= high for low, high in spans):
+                yield contact_id
