@@ -37,7 +37,7 @@ from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, 
 from cadence.engine.store import agents as agent_store
 from cadence.engine.store import campaigns as campaign_store
 from cadence.engine.store import sends as send_store
-from cadence.engine.store.bulk import insert_rows
+from cadence.engine.store.bulk import among, insert_rows
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
@@ -231,6 +231,7 @@ class Engine:
         self._store: AsyncStore | None = None
         self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
         self._swept: dict[int, list[sweep.SweptTrigger]] = {}
+        self._sweep_windows: dict[tuple[int, str], tuple[sweep.Window, ...] | None] = {}
         # Per channel, the dispatch core's limiter paces deliveries (priority-fair, bursts).
         self._limited = sorted(rate_limits or {})
         self._limiter: RateLimiter | None = None
@@ -1482,32 +1483,27 @@ class Engine:
         now: dt.datetime,
     ) -> int:
         """Enroll the audience's contacts who match each trigger's segment now, not at `since`;
-        book those who joined an `at` / `every` audience and are not booked yet."""
+        book those who joined an `at` / `every` audience and are not booked yet.
+
+        Only the contacts `sweep.moved` names can have changed between the two instants
+        (see `cadence.engine.sweep`); every contact is read when a trigger's windows cannot
+        be bounded.
+        """
         enrolled = 0
         booking = [t for t in triggers if isinstance(t, c.AtTriggerModel | c.EveryTriggerModel)]
         if booking:
-            unbooked = list(
-                session.scalars(
-                    select(Contact.id)
-                    .where(
-                        Contact.tenant_id == self.tenant,
-                        ~select(Enrollment.id)
-                        .where(
-                            Enrollment.version_id == version_id,
-                            Enrollment.contact_id == Contact.id,
-                        )
-                        .exists(),
-                    )
-                    .order_by(Contact.id)
-                )
-            )
+            # Every booking trigger reads the same audience and exclusion: one set of windows.
+            moved = self._sweep_candidates(session, version_id, campaign, booking[:1], since, now)
+            unbooked = self._unbooked(session, version_id, moved)
             for chunk in _chunks(unbooked, max(self.batch_size, 5000)):
                 for trigger in booking:
                     self._book_new_contacts(session, version_id, campaign, trigger, chunk, now)
         segment_triggers = [t for t in triggers if isinstance(t, c.SegmentEnterTriggerModel)]
         if not segment_triggers:
             return enrolled
-        for chunk in _chunks(self._contact_ids(session), max(self.batch_size, 5000)):
+        moved = self._sweep_candidates(session, version_id, campaign, segment_triggers, since, now)
+        candidates = self._contact_ids(session) if moved is None else moved
+        for chunk in _chunks(candidates, max(self.batch_size, 5000)):
             audience = self._audience(session, campaign, chunk)
             facts = load_facts(session, self.tenant, audience)
             for segment_trigger in segment_triggers:
@@ -1522,6 +1518,47 @@ class Engine:
                     session, version_id, campaign, segment_trigger, entering, now, {}
                 )
         return enrolled
+
+    def _sweep_candidates(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        triggers: Sequence[sweep.SweptTrigger],
+        since: dt.datetime,
+        now: dt.datetime,
+    ) -> list[str] | None:
+        """The sorted contacts whose entry into any of the triggers can have changed between
+        `since` and `now`; None: every contact (some trigger's windows are unbounded)."""
+        windows: list[sweep.Window] = []
+        for trigger in triggers:
+            key = (version_id, trigger.id)
+            if key not in self._sweep_windows:
+                self._sweep_windows[key] = sweep.trigger_windows(campaign, trigger)
+            found = self._sweep_windows[key]
+            if found is None:
+                return None
+            windows.extend(found)
+        return sorted(sweep.moved(session, self.tenant, windows, since, now))
+
+    def _unbooked(
+        self, session: Session, version_id: int, candidates: Sequence[str] | None
+    ) -> list[str]:
+        """The candidates (None: every contact) with no enrollment in the version, sorted."""
+        query = select(Contact.id).where(
+            Contact.tenant_id == self.tenant,
+            ~select(Enrollment.id)
+            .where(Enrollment.version_id == version_id, Enrollment.contact_id == Contact.id)
+            .exists(),
+        )
+        if candidates is None:
+            return list(session.scalars(query.order_by(Contact.id)))
+        unbooked: list[str] = []
+        for chunk in _chunks(candidates, self.batch_size):
+            unbooked.extend(
+                session.scalars(query.where(among(session, Contact.id, chunk)).order_by(Contact.id))
+            )
+        return unbooked
 
     def _complete_finished_sync(self, store: Store) -> None:
         """A one-time campaign (only `on launch` / `at` triggers), or one past its `ends`, whose

@@ -70,6 +70,9 @@ SELECTIVE = {
 # An upper bound on a due time bounds the rows to the work due now (the claims, with LIMIT);
 # a lower bound (`due_at > now`: everything still asleep) does not.
 _DUE_BOUND = re.compile(r"\b(due_at|next_attempt_at)<")
+# Both bounds on an instant: a stretch of time (the segment sweep's window edges), whose rows
+# are the few with a data point in it.
+_STRETCH = re.compile(r"\b(at|created_at)>\?? AND \1<")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ ALLOWED: tuple[Allowed, ...] = (
         r"SELECT min\(send_outbox\.next_attempt_at\) AS min_1 \nFROM send_outbox \n"
         r"WHERE send_outbox\.tenant_id = \? AND send_outbox\.status = \?",
         "next_due: min() over the (tenant_id, status, next_attempt_at) index reads one entry",
+    ),
+    Allowed(
+        "contacts",
+        r"SELECT contacts\.id, CAST\(JSON_EXTRACT\(contacts\.attributes, \?\) AS VARCHAR\) "
+        r"AS anon_1 \nFROM contacts \nWHERE contacts\.tenant_id = \?",
+        "segment sweep of `ATTRIBUTE within D`: one JSON attribute, which no index orders",
     ),
 )
 
@@ -143,7 +152,9 @@ campaign listings {
   reenter always
   when listed for contacts where contact.lead_score >= event.min_score { send email c }
 }
-campaign weekly { every wednesday 09:00 local { send email a } }
+campaign weekly { exclude received(email, 1d)  every wednesday 09:00 local { send email a } }
+segment trial_ending = contact.trial_ends within 1d
+campaign trials { on segment_enter trial_ending { send email a } }
 """
 
 LEGACY = """
@@ -166,7 +177,12 @@ def _seed_history(url: str) -> None:
                     {
                         "tenant_id": TENANT, "id": cid, "email": f"{cid}@example.test",
                         "first_name": cid.upper(), "timezone": "UTC",
-                        "attributes": {"lead_score": rng.randrange(100)}, "tags": [],
+                        "attributes": {
+                            "lead_score": rng.randrange(100),
+                            "trial_ends": (T0 + dt.timedelta(hours=rng.randrange(-48, 96)))
+                            .isoformat(),
+                        },
+                        "tags": [],
                         "created_at": T0, "updated_at": T0,
                     }
                     for cid in ids
@@ -379,7 +395,12 @@ def _problems(sql: str, plan: list[str], allowed: set[Allowed] | None = None) ->
         used = _columns_constrained(using)
         if kind == "SCAN":
             problem = f"full scan of {table}: {detail}"
-        elif "rowid" in used or "INTEGER PRIMARY KEY" in using or _DUE_BOUND.search(using):
+        elif (
+            "rowid" in used
+            or "INTEGER PRIMARY KEY" in using
+            or _DUE_BOUND.search(using)
+            or _STRETCH.search(using)
+        ):
             continue
         elif wanted and not used & wanted:
             problem = (
@@ -441,6 +462,13 @@ def test_rule_flags_a_status_index_chosen_over_a_contact_list() -> None:
         [asleep.replace("due_at>?", "due_at<?")],
     )
     assert _problems("SELECT * FROM send_outbox", ["SCAN send_outbox"])
+    # A stretch of time (both bounds) bounds the rows; the tenant alone does not.
+    stretch = "SELECT events.contact_id FROM events WHERE events.tenant_id = ? AND ..."
+    assert not _problems(
+        stretch, ["SEARCH events USING INDEX ix (tenant_id=? AND name=? AND at>? AND at<?)"]
+    )
+    assert _problems(stretch, ["SEARCH events USING COVERING INDEX ix (tenant_id=?)"])
+    assert _problems(stretch, ["SEARCH events USING INDEX ix (tenant_id=? AND name=? AND at>?)"])
     assert not _problems("SELECT * FROM campaigns", ["SCAN campaigns"])
 
 

@@ -368,7 +368,7 @@ def test_stepped_enrollments_are_written_by_group(store: Store, seed: SeedEnroll
 def test_the_priority_migration_ranks_existing_enrollments_by_their_version(
     database_url: str,
 ) -> None:
-    """Enrollments made before 0006 take their version's priority when it runs."""
+    """Enrollments made before 0007 take their version's priority when it runs."""
     from cadence.engine.migrations import upgrade
     from cadence.engine.store.campaigns import enroll_contacts, save_campaign_version
     from cadence.engine.store.importer import upsert_contact_dicts
@@ -387,7 +387,7 @@ def test_the_priority_migration_ranks_existing_enrollments_by_their_version(
                     session, "default", version, ["c1", "c2"], node="n", due_at=T0, now=T0,
                     priority=1,
                 )  # fmt: skip
-        downgrade(store.engine, "0005_campaign_segment_sweep")
+        downgrade(store.engine, "0006_outbox_channel_time_index")
         upgrade(store.engine)
         with store.session() as session:
             ranks = session.execute(select(Enrollment.version_id, Enrollment.priority_rank)).all()

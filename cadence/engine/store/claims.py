@@ -70,7 +70,7 @@ class _Queue(Generic[M]):
 
     def claim_order(self) -> list[InstrumentedAttribute[Any]]:
         """Oldest due first; at one instant, by rank; then in the order rows were made."""
-        order: list[InstrumentedAttribute[Any]] = [self.due]
+        order: list[Any] = [self.due]
         if self.rank is not None:
             order.append(self.rank)
         order.append(self.id)

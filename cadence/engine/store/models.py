@@ -318,6 +318,10 @@ class OutboxMessage(Base):
         Index(None, "tenant_id", "status", "next_attempt_at"),
         # Frequency caps and "received(email, 24h)": a contact's sends on a channel over time.
         Index(None, "tenant_id", "contact_id", "channel", "created_at"),
+        # The segment sweep: which contacts were sent to on a channel in a stretch of time.
+        # Not led by tenant_id: SQLite, planning without statistics, would take a
+        # (tenant_id, ...) index for any tenant's outbox read over better ones (A/B results).
+        Index(None, "channel", "created_at"),
         Index(None, "provider", "provider_message_id"),
         # A/B splits (first send, results of a version's variants) and budgets (a campaign's
         # sends, joined through its versions).

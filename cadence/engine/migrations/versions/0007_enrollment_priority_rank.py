@@ -1,7 +1,7 @@
 """Claim enrollments due at one instant in campaign priority order.
 
-Revision ID: 0006_enrollment_priority_rank
-Revises: 0005_campaign_segment_sweep
+Revision ID: 0007_enrollment_priority_rank
+Revises: 0006_outbox_channel_time_index
 Create Date: 2026-11-27
 
 `priority N` says that when caps or budgets let only some due messages through, larger
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_enrollment_priority_rank"
-down_revision: str | None = "0005_campaign_segment_sweep"
+revision: str = "0007_enrollment_priority_rank"
+down_revision: str | None = "0006_outbox_channel_time_index"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
