@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadence.commands.data import _usage
+
+if TYPE_CHECKING:
+    from cadence.engine.runtime import Engine
 
 
 def register(subparsers: Any) -> None:
@@ -36,47 +39,38 @@ def register(subparsers: Any) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from cadence.commands.engine import _guard
-    from cadence.engine.runtime import Engine
+    from cadence.commands.engine import with_engine
 
-    async def go() -> int:
-        async with Engine() as engine:
-            await engine.add_agent(args.name, email=args.email)
+    async def use(engine: Engine) -> None:
+        await engine.add_agent(args.name, email=args.email)
         print(f"agent {args.name.strip()}: in the rotation")
-        return 0
 
-    return int(_guard(go))
+    return with_engine(use)
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from cadence.commands.engine import _guard
-    from cadence.engine.runtime import Engine
+    from cadence.commands.engine import with_engine
 
-    async def go() -> int:
-        async with Engine() as engine:
-            await engine.remove_agent(args.name)
+    async def use(engine: Engine) -> None:
+        await engine.remove_agent(args.name)
         print(f"agent {args.name.strip()}: out of the rotation")
-        return 0
 
-    return int(_guard(go))
+    return with_engine(use)
 
 
 def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cadence.commands.engine import _guard
-    from cadence.engine.runtime import Engine
+    from cadence.commands.engine import with_engine
 
-    async def go() -> int:
-        async with Engine() as engine:
-            agents = await engine.agents()
+    async def use(engine: Engine) -> None:
+        agents = await engine.agents()
         table = Table(title="Agents")
         for column in ("agent", "email", "in rotation"):
             table.add_column(column)
         for agent in agents:
             table.add_row(agent["name"], agent["email"] or "", "yes" if agent["active"] else "no")
         Console().print(table)
-        return 0
 
-    return int(_guard(go))
+    return with_engine(use)

@@ -165,6 +165,21 @@ def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
         return 1
 
 
+def with_engine(use: Callable[[Engine], Awaitable[int | None]]) -> int:
+    """Run `use` with an engine on the configured store, guarded as every command is.
+
+    The store-backed commands (the lifecycle, approve, clone, status, agents) differ only in
+    what they ask the engine and print; `use` returns the exit code (None: 0).
+    """
+    from cadence.engine.runtime import Engine
+
+    async def go() -> int:
+        async with Engine() as engine:
+            return await use(engine) or 0
+
+    return int(_guard(go))
+
+
 # ---------------------------------------------------------------------------- dry-run
 
 
@@ -310,6 +325,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from cadence.engine.runtime import Engine
 
     async def go() -> int:
+        # Compiled before the store is opened: a file with errors leaves no database behind.
         campaigns = compile_paths(args.files)
         async with Engine() as engine:
             for result in await engine.deploy(campaigns, migrate=args.migrate):
@@ -326,49 +342,34 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _lifecycle(args: argparse.Namespace) -> int:
-    from cadence.engine.runtime import Engine
+    async def use(engine: Engine) -> None:
+        count = await getattr(engine, args.move)(args.name)
+        print(f"{args.name}: {args.move} done ({count} enrollments)")
 
-    async def go() -> int:
-        async with Engine() as engine:
-            count = await getattr(engine, args.move)(args.name)
-            print(f"{args.name}: {args.move} done ({count} enrollments)")
-        return 0
-
-    return int(_guard(go))
+    return with_engine(use)
 
 
 def _approve(args: argparse.Namespace) -> int:
-    from cadence.engine.runtime import Engine
+    async def use(engine: Engine) -> None:
+        version = await engine.approve(args.name, by=args.by, note=args.note)
+        print(f"{args.name}: version {version[:12]} approved by {args.by.strip()}")
 
-    async def go() -> int:
-        async with Engine() as engine:
-            version = await engine.approve(args.name, by=args.by, note=args.note)
-            print(f"{args.name}: version {version[:12]} approved by {args.by.strip()}")
-        return 0
-
-    return int(_guard(go))
+    return with_engine(use)
 
 
 def _clone(args: argparse.Namespace) -> int:
-    from cadence.engine.runtime import Engine
+    async def use(engine: Engine) -> None:
+        result = await engine.clone(args.name, args.new_name)
+        print(f"{result.name}: cloned from {args.name} as a draft ({result.version[:12]})")
 
-    async def go() -> int:
-        async with Engine() as engine:
-            result = await engine.clone(args.name, args.new_name)
-            print(f"{result.name}: cloned from {args.name} as a draft ({result.version[:12]})")
-        return 0
-
-    return int(_guard(go))
+    return with_engine(use)
 
 
 def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from cadence.engine.runtime import Engine
-
-    async def go() -> int:
-        async with Engine() as engine:
-            rows = await engine.status()
+    async def use(engine: Engine) -> None:
+        rows = await engine.status()
         console = Console()
         console.print(_status_table(rows))
         for row in rows:
@@ -382,9 +383,8 @@ def _status(args: argparse.Namespace) -> int:
         ab_tests = {row["name"]: row["ab_tests"] for row in rows if row["ab_tests"]}
         if ab_tests:
             console.print(_ab_table(ab_tests, "A/B tests decided"))
-        return 0
 
-    return int(_guard(go))
+    return with_engine(use)
 
 
 def _status_table(rows: list[dict[str, Any]]) -> Table:
