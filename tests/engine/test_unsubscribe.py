@@ -184,3 +184,35 @@ campaign sync { on launch { wait 1h  send email hello  send webhook crm } }
     sink = engine_run(store_url, body)
     assert _sent(sink) == [("p1", "crm")]
     assert _skips(store_url) == [("p1", "email", "suppressed")]
+
+
+@pytest.mark.parametrize(
+    ("properties", "still_sent"),
+    [
+        ({"channel": "sms", "text": "STOP"}, [("p1", "second")]),
+        ({"channel": "sms", "text": " stop. "}, [("p1", "second")]),
+        ({"text": "Unsubscribe"}, [("p1", "second")]),  # no channel named: a text reply, SMS
+        ({"channel": "email", "body": "STOP"}, [("p1", "text")]),
+        ({"channel": "sms", "text": "Stop by on Friday?"}, [("p1", "second"), ("p1", "text")]),
+    ],
+)
+def test_a_stop_reply_unsubscribes_on_its_channel(
+    store_url: str, properties: dict[str, Any], still_sent: list[tuple[str, str]]
+) -> None:
+    """The SMS templates promise "Reply STOP to opt out": a STOP reply is an unsubscribe."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("drip")
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(hours=2))
+        await engine.push_event({"contact": "p1", "name": "replied", "properties": properties})
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert [(c, t) for c, t in _sent(sink) if c == "p1" and t != "first"] == still_sent
+    assert [(c, t) for c, t in _sent(sink) if c == "p2"] == [
+        ("p2", "first"), ("p2", "second"), ("p2", "text")
+    ]  # fmt: skip
