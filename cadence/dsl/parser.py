@@ -353,6 +353,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         elif char == '"':
             hint = "a string must close on the same line"
         allowed = _expected_words(set(exc.allowed or ()))
+        if "DURATION" in set(exc.allowed or ()):
+            hint = _duration_hint(source.text, position) or hint
         message = f"unexpected character {char!r}"
         if allowed:
             message += f"; expected {_join_alternatives(allowed)}"
@@ -372,6 +374,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
             p for n, p in _terminal_patterns().items() if n in expected_names and p.isidentifier()
         ]
         hint = did_you_mean(str(token), keyword_candidates)
+    if "DURATION" in expected_names and token.start_pos is not None:
+        hint = _duration_hint(source.text, token.start_pos) or hint
     end_column = token.end_column if token.end_column is not None else (token.column or 1) + 1
     span = ast.Span(
         source.name,
@@ -386,6 +390,32 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         f"unexpected {_token_words(token)}; expected {_join_alternatives(expected)}",
         hint=hint,
     )
+
+
+# A number followed by a word where a duration belongs: `1mo`, `2 days`, `1.5h`, `90min`.
+_WORDY_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
+_DURATION_WORDS = {
+    "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "day": "d", "days": "d", "week": "w", "weeks": "w", "wk": "w", "wks": "w",
+}  # fmt: skip
+
+
+def _duration_hint(text: str, position: int) -> str | None:
+    """A hint for a duration written as ops people often do (`2 days`, `1mo`, `1.5h`)."""
+    found = _WORDY_DURATION.match(text, position)
+    if found is None:
+        return None
+    number, word = found.group(1), found.group(2).lower()
+    if word in ("mo", "mon", "month", "months", "y", "yr", "yrs", "year", "years"):
+        return "durations have no months or years: write days, such as 30d or 365d"
+    unit = _DURATION_WORDS.get(word) or (word if word in "smhdw" and len(word) == 1 else None)
+    if unit is None:
+        return "a duration is a whole number and a unit s, m, h, d or w, such as 30m or 1d12h"
+    if "." in number:
+        return "durations are whole numbers: combine units, such as 1h30m for 1.5h"
+    return f"write `{number}{unit}`"
 
 
 def _token_words(token: Token) -> str:
