@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import re
 import signal
 import sys
 from collections import Counter
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cadence.errors import CadenceError, DiagnosticError
+
+# A duration as the language writes it (`30d`, `1d12h`), for command-line options.
+_DURATION = re.compile(r"(?:\d+[wdhms])+")
 
 # The engine pulls in SQLAlchemy and Trio; `cadence --help` and `cadence check` should not
 # pay for that, so the handlers import it when they run.
@@ -180,9 +184,14 @@ def _dry_run(args: argparse.Namespace) -> int:
     try:
         company = _company(args.company)
         start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
-        until = dt.timedelta(seconds=duration_seconds(args.until))
-        if until.total_seconds() <= 0:
-            raise DryRunError(f"--until: {args.until!r} is not a duration such as 30d")
+        # The whole text must be a duration: `1mo` is not one minute, nor `1.5d` five days.
+        text = args.until.strip()
+        if not _DURATION.fullmatch(text) or duration_seconds(text) <= 0:
+            raise DryRunError(
+                f"--until: {args.until!r} is not a duration such as 30d, 12h or 1d12h"
+                " (units s, m, h, d, w; no months: write 30d)"
+            )
+        until = dt.timedelta(seconds=duration_seconds(text))
         assume = parse_assume(args.assume)
     except ValueError as exc:
         print(f"cadence dry-run: --start: {exc}", file=sys.stderr)

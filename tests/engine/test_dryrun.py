@@ -391,6 +391,19 @@ def test_bad_company_is_a_usage_error(tmp_path: Path) -> None:
     assert "--company" in done.stderr
 
 
+@pytest.mark.parametrize("until", ["1mo", "1.5d", "2 days", "30D", "0d", "3d junk"])
+def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
+    # `1mo` used to run for one minute and `1.5d` for five days, silently.
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    done = dry_run_cli(
+        str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--start", "2026-12-01T09:00:00Z", "--until", until, "--json",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert f"--until: {until!r} is not a duration" in done.stderr
+    assert done.stdout == ""
+
+
 @dataclass
 class AlwaysLater:
     """A forwarding sink whose provider is always busy: retry in ten wall-clock seconds."""
