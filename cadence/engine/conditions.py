@@ -106,11 +106,13 @@ class StepContext(Context):
         state: Mapping[str, Any],
         gate: Callable[[str], SendGate],
         winner: Callable[[c.ABSplitNode], str | None],
+        arrival: Callable[[c.ABSplitNode], int],
     ) -> None:
-        """Bind one enrollment's contact, campaign, trigger event and send gate."""
+        """Bind one enrollment's contact, campaign, trigger event, send gate and A/B store."""
         super().__init__(facts, campaign, now, state.get("event") or {})
         self._gate = gate
         self._winner = winner
+        self._arrival = arrival
         self._zone: ZoneInfo | None = None
         self._step_context: evaluate.EvalContext | None = None
 
@@ -161,6 +163,10 @@ class StepContext(Context):
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
         """The A/B winner, once the test has run its time."""
         return self._winner(node)
+
+    def ab_arrival(self, node: c.ABSplitNode) -> int:
+        """Count the contact in at an A/B split; its place among the split's arrivals."""
+        return self._arrival(node)
 
 
 def event_matches(where: c.ExprModel, event: Mapping[str, Any]) -> bool:

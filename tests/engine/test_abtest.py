@@ -30,7 +30,8 @@ from cadence.engine.abtest import (
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.dryrun import dry_run
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
-from cadence.engine.store.models import AuditEntry
+from cadence.engine.store import Store
+from cadence.engine.store.models import AuditEntry, SplitArrivals
 from tests.engine.cadence_cli import run_cadence
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -362,6 +363,16 @@ def test_with_no_engagement_the_first_variant_wins_without_a_test(store_url: str
     assert details["p_value"] is None and details["significant"] is False
     assert details["reason"] == "no send was engaged"
     assert {m.template for m in result["after"]} == {"offer_a"}
+
+
+def test_the_test_share_is_exact_and_split_equally(store_url: str) -> None:
+    # 50% of 120 contacts: exactly 60 in the test, 30 per variant, 60 held for the winner
+    # (a per-contact draw gave "about" 60, and unequal variants).
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7})
+    assert result["counts"]["a"][0] == result["counts"]["b"][0] == 30
+    assert len(result["after"]) == 60 and {m.variant for m in result["after"]} == {"b"}
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalars(select(SplitArrivals.arrivals)).all() == [CONTACT_COUNT]
 
 
 def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: str) -> None:

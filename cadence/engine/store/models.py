@@ -271,6 +271,31 @@ class Enrollment(Base):
     )
 
 
+class SplitArrivals(Base):
+    """How many contacts have reached an A/B split of a campaign version and been placed.
+
+    The split counts its arrivals so that its test share is exact, not a per-contact draw
+    that only holds on average: of the first N arrivals, floor(N x share) (or one more)
+    are in the test (see cadence/engine/stepper.py).
+    """
+
+    __tablename__ = "split_arrivals"
+
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    node: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    arrivals: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "version_id"],
+            ["campaign_versions.tenant_id", "campaign_versions.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+
 class OutboxMessage(Base):
     """A send waiting for or done by dispatch; its idempotency key makes it happen once."""
 
