@@ -25,6 +25,7 @@ from cadence.engine.store.models import (
     Campaign,
     CampaignVersion,
     Enrollment,
+    Event,
     OutboxMessage,
     SendLog,
 )
@@ -1003,3 +1004,67 @@ campaign greet { on contact_created { send email hello } }
         assert sent(sink) == [("c1", "hello")]
 
     engine_run(store_url, body)
+
+
+TRACKED = """
+template offer email { subject "Offer" body "<p>x</p>" }
+template thanks email { subject "Thanks" body "<p>x</p>" }
+campaign tracked {
+  on launch {
+    send email offer
+    wait for clicked(offer) up to 1d
+    if clicked(offer) { send email thanks }
+  }
+}
+"""
+
+
+def test_a_click_naming_only_its_message_counts_for_that_message(store_url: str) -> None:
+    """A tracking link knows the send's key and a provider its own message id; neither
+    says template, campaign or contact. The engine fills them in from the outbox."""
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 5)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(TRACKED))
+        await engine.launch("tracked")
+        await engine.run_due()
+        offers = {m.contact_id: m for m in sink.delivered}
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.push_events(
+            [
+                {"contact": "p1", "name": "clicked",
+                 "properties": {"send": offers["p1"].idempotency_key}},
+                # No contact: the provider's id for the message says who.
+                {"name": "clicked",
+                 "properties": {"message": f"rec-{offers['p2'].idempotency_key[:16]}"}},
+                # Someone else's message: not linked, so not p3's click on the offer.
+                {"contact": "p3", "name": "clicked",
+                 "properties": {"send": offers["p4"].idempotency_key}},
+            ]
+        )  # fmt: skip
+        await engine.run_until(T0 + dt.timedelta(days=2))
+
+        def clicks(store: Store) -> list[tuple[str | None, dict[str, Any]]]:
+            with store.session() as session:
+                return [
+                    (contact, dict(properties))
+                    for contact, properties in session.execute(
+                        select(Event.contact_id, Event.properties)
+                        .where(Event.name == "clicked")
+                        .order_by(Event.id)
+                    )
+                ]
+
+        return await engine.store.call(clicks), offers, sent(sink)
+
+    stored, offers, delivered = engine_run(store_url, body)
+    key = offers["p2"].idempotency_key
+    assert stored[1] == (
+        "p2",
+        {"message": f"rec-{key[:16]}", "send": key, "template": "offer",
+         "campaign": "tracked", "channel": "email"},
+    )  # fmt: skip
+    assert stored[2][1] == {"send": offers["p4"].idempotency_key}
+    thanked = sorted(c for c, t in delivered if t == "thanks")
+    assert thanked == ["p1", "p2"]
