@@ -299,16 +299,26 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
         table = Table(title=f"What {contact} receives")
         for column in ("at (UTC)", "campaign", "channel", "template", "subject / text"):
             table.add_column(column)
+        rows: list[tuple[dt.datetime, tuple[str, ...]]] = []
         for send in mine:
             if send.render_error is not None:
                 shown = f"[red]render error: {escape(send.render_error)}[/red]"
             else:
                 shown = escape(send.subject or "")
-            table.add_row(
-                f"{send.at:%Y-%m-%d %H:%M}", send.campaign, send.channel, send.template or "",
-                shown,
+            rows.append((send.at, (send.campaign, send.channel, send.template or "", shown)))
+        # What the gates stopped, with why, so "receives nothing" is not a mystery.
+        not_sent = [s for s in report.skipped if s.contact == contact]
+        for skip in not_sent:
+            rows.append(
+                (skip.at, (skip.campaign, skip.channel, skip.template or skip.node,
+                           f"[yellow]not sent: {escape(skip.reason)}[/yellow]"))
             )  # fmt: skip
-        console.print(table if mine else f"{contact} receives nothing in this run")
+        for at, cells in sorted(rows, key=lambda row: row[0]):
+            table.add_row(f"{at:%Y-%m-%d %H:%M}", *cells)
+        if not mine:
+            console.print(f"{contact} receives nothing in this run")
+        if rows:
+            console.print(table)
 
 
 # ---------------------------------------------------------------------------- lifecycle
