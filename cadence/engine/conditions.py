@@ -106,7 +106,7 @@ class StepContext(Context):
         state: Mapping[str, Any],
         gate: Callable[[str], SendGate],
         winner: Callable[[c.ABSplitNode], str | None],
-        arrival: Callable[[c.ABSplitNode], int],
+        arrival: Callable[[c.ABSplitNode | c.RandomSplitNode], int],
     ) -> None:
         """Bind one enrollment's contact, campaign, trigger event, send gate and A/B store."""
         super().__init__(facts, campaign, now, state.get("event") or {})
@@ -164,7 +164,7 @@ class StepContext(Context):
         """The A/B winner, once the test has run its time."""
         return self._winner(node)
 
-    def ab_arrival(self, node: c.ABSplitNode) -> int:
+    def split_arrival(self, node: c.ABSplitNode | c.RandomSplitNode) -> int:
         """Count the contact in at an A/B split; its place among the split's arrivals."""
         return self._arrival(node)
 

@@ -1722,7 +1722,7 @@ class Engine:
                     state,
                     gates.for_contact(row.contact_id, campaign),
                     functools.partial(self._ab_winner, session, row.version_id),
-                    functools.partial(self._ab_arrival, session, row.version_id),
+                    functools.partial(self._split_arrival, session, row.version_id),
                 )
                 result = advance(campaign, row.node, state, row.contact_id, env)
                 if result.effects.pause_campaign is not None:
@@ -1961,8 +1961,10 @@ class Engine:
             )
         )  # fmt: skip
 
-    def _ab_arrival(self, session: Session, version_id: int, node: c.ABSplitNode) -> int:
-        """Count a contact in at an A/B split (the stepper places it by its arrival)."""
+    def _split_arrival(
+        self, session: Session, version_id: int, node: c.ABSplitNode | c.RandomSplitNode
+    ) -> int:
+        """Count a contact in at a split (the stepper places it by its arrival)."""
         return campaign_store.take_split_arrival(
             session, self.tenant, version_id, node.id, now=self.now()
         )

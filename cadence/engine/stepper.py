@@ -66,8 +66,8 @@ class StepEnv(Protocol):
         """The winning variant of an A/B split, deciding it if the test is over."""
         ...
 
-    def ab_arrival(self, node: c.ABSplitNode) -> int:
-        """Count the contact in at an A/B split: its 0-based place among the split's arrivals."""
+    def split_arrival(self, node: c.ABSplitNode | c.RandomSplitNode) -> int:
+        """Count the contact in at a split: its 0-based place among the split's arrivals."""
         ...
 
 
@@ -285,8 +285,7 @@ def advance(
                 current = next((arm.to for arm in conditions if env.holds(arm.when)), otherwise)
                 history.append([stamp, node.id, f"-> {current}"])
             case c.RandomSplitNode(branches=branches):
-                draw = bucket(campaign.name, node.id, contact_id)
-                chosen = _pick_by_share(branches, draw)
+                chosen = branches[split_branch(campaign.name, node, env.split_arrival(node))]
                 state.setdefault("variants", {})[node.id] = chosen.name
                 history.append([stamp, node.id, f"split -> {chosen.name}"])
                 current = chosen.to
@@ -404,7 +403,7 @@ def _ab_split(
     if arrived and arrived[0] == node.id:
         # Held, and the test is over for this contact, but no winner could be named yet.
         return max(dt.datetime.fromisoformat(arrived[2]), env.now + dt.timedelta(hours=1))
-    slot = ab_slot(campaign.name, node, env.ab_arrival(node))
+    slot = ab_slot(campaign.name, node, env.split_arrival(node))
     if slot is not None:
         chosen = node.variants[slot]
         variants[node.id] = chosen.name
@@ -435,14 +434,26 @@ def ab_slot(campaign: str, node: c.ABSplitNode, place: int) -> int | None:
     return order[position]
 
 
-def _pick_by_share(branches: tuple[c.Variant, ...], draw: float) -> c.Variant:
-    """The branch whose cumulative share range holds `draw` (in [0, 100))."""
-    total = 0.0
-    for branch in branches:
-        total += float(branch.share or 0)
-        if draw < total:
-            return branch
-    return branches[-1]
+def split_branch(campaign: str, node: c.RandomSplitNode, place: int) -> int:
+    """The branch (index) of a random split for the arrival at `place` (0-based).
+
+    The first branch takes its share of the arrivals by systematic sampling (as `ab_slot`
+    does), the second its share of those left, and so on, each with its own offset fixed
+    per split: of N arrivals each branch gets its share of N, give or take one or two,
+    where a draw per contact would only hold on average.
+    """
+    remaining = Fraction(1)
+    for index, branch in enumerate(node.branches[:-1]):
+        share = Fraction(branch.share or 0) / 100
+        if share >= remaining:
+            return index
+        offset = Fraction(bucket(campaign, node.id, str(index))) / 100
+        before = math.floor(place * (share / remaining) + offset)
+        if math.floor((place + 1) * (share / remaining) + offset) > before:
+            return index
+        place -= before  # this arrival's place among those the branch did not take
+        remaining -= share
+    return len(node.branches) - 1
 
 
 def _current_variant(state: dict[str, Any]) -> str | None:

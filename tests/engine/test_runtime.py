@@ -24,6 +24,7 @@ from cadence.engine.store.models import (
     AuditEntry,
     Campaign,
     CampaignVersion,
+    Contact,
     Enrollment,
     Event,
     OutboxMessage,
@@ -1068,3 +1069,36 @@ def test_a_click_naming_only_its_message_counts_for_that_message(store_url: str)
     assert stored[2][1] == {"send": offers["p4"].idempotency_key}
     thanked = sorted(c for c, t in delivered if t == "thanks")
     assert thanked == ["p1", "p2"]
+
+
+HOLDOUT = """
+template offer email { subject "Offer" body "<p>x</p>" }
+campaign holdout {
+  on launch { split { treated 90%: send email offer  holdout 10%: { tag add "holdout" } } }
+}
+"""
+
+
+def test_a_holdout_is_exactly_its_share(store_url: str) -> None:
+    """`holdout 10%` of 100 contacts holds out 10 of them, not "about 10"."""
+    people = [{"id": f"p{i:03}", "email": f"p{i}@example.test"} for i in range(100)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(HOLDOUT))
+        await engine.launch("holdout")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+
+        def tagged(store: Store) -> list[str]:
+            with store.session() as session:
+                return sorted(
+                    cid
+                    for cid, tags in session.execute(select(Contact.id, Contact.tags))
+                    if "holdout" in (tags or [])
+                )
+
+        return sent(sink), await engine.store.call(tagged)
+
+    delivered, held_out = engine_run(store_url, body)
+    assert len(delivered) == 90 and len(held_out) == 10
+    assert not {c for c, _ in delivered} & set(held_out)

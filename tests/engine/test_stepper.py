@@ -14,7 +14,7 @@ import pytest
 from cadence.dsl import compiled as c
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
-from cadence.engine.stepper import Advance, SendGate, ab_slot, advance, bucket
+from cadence.engine.stepper import Advance, SendGate, ab_slot, advance, bucket, split_branch
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)  # a Tuesday
 
@@ -59,7 +59,7 @@ class FakeEnv:
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
         return self.winner
 
-    def ab_arrival(self, node: c.ABSplitNode) -> int:
+    def split_arrival(self, node: c.ABSplitNode | c.RandomSplitNode) -> int:
         place = self.arrivals.get(node.id, 0)
         self.arrivals[node.id] = place + 1
         return place
@@ -242,19 +242,39 @@ def test_max_sends_is_enforced_at_run_time() -> None:
     assert result.effects.skipped_sends == [("send_t2", "max_sends reached")]
 
 
-def test_random_split_is_deterministic_and_follows_shares() -> None:
+def test_random_split_follows_its_shares_exactly() -> None:
     campaign = compile_one(
         'template a email { subject "s" body "b" }\ntemplate b email { subject "s" body "b" }\n'
         "on launch { split { a 30%: send email a  b 70%: send email b } }"
     )
+    arrivals: dict[str, int] = {}
     counts = {"a": 0, "b": 0}
     for index in range(2000):
-        result = advance(campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv())
-        again = advance(campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv())
-        assert result.effects.sends == again.effects.sends
+        result = advance(
+            campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv(arrivals=arrivals)
+        )
         counts[result.effects.sends[0].template] += 1
         assert result.effects.sends[0].variant == result.effects.sends[0].template
-    assert 500 <= counts["a"] <= 700
+        assert counts["a"] - (index + 1) * 3 // 10 in (0, 1)
+    assert counts == {"a": 600, "b": 1400}
+
+
+@pytest.mark.parametrize(
+    ("shares", "arrivals"),
+    [((10, 45, 45), 1000), ((33.3, 33.3, 33.4), 250), ((5, 0, 95), 77), ((25, 25, 25, 25), 10)],
+)
+def test_split_branch_gives_each_branch_its_share_within_two(
+    shares: tuple[float, ...], arrivals: int
+) -> None:
+    arms = "  ".join(f'v{i} {share}%: tag add "v{i}"' for i, share in enumerate(shares))
+    campaign = compile_one(f"on launch {{ split {{ {arms} }} }}")
+    (node,) = [n for n in campaign.nodes if isinstance(n, c.RandomSplitNode)]
+    branches = [split_branch(campaign.name, node, place) for place in range(arrivals)]
+    counts = Counter(branches)
+    for index, share in enumerate(shares):
+        assert abs(counts[index] - arrivals * share / 100) <= 2
+    # The same place always gets the same branch (a restart, another engine).
+    assert branches == [split_branch(campaign.name, node, place) for place in range(arrivals)]
 
 
 AB = """

@@ -478,7 +478,7 @@ def record_audit(
 def take_split_arrival(
     session: Session, tenant_id: str, version_id: int, node: str, *, now: datetime
 ) -> int:
-    """Count one more contact placed at an A/B split; its 0-based place among the arrivals.
+    """Count one more contact placed at a split; its 0-based place among the arrivals.
 
     The row is locked until the transaction ends (the upsert takes the lock), so engines
     stepping the same split concurrently number their contacts one after the other, and a

@@ -272,11 +272,11 @@ class Enrollment(Base):
 
 
 class SplitArrivals(Base):
-    """How many contacts have reached an A/B split of a campaign version and been placed.
+    """How many contacts have reached a split (A/B or random) of a campaign version.
 
-    The split counts its arrivals so that its test share is exact, not a per-contact draw
-    that only holds on average: of the first N arrivals, floor(N x share) (or one more)
-    are in the test (see cadence/engine/stepper.py).
+    The split counts its arrivals so that its shares are kept, not a per-contact draw that
+    only holds on average: of the first N arrivals at `split 20% test`, floor(N x 20%) (or
+    one more) are in the test (see `ab_slot` and `split_branch` in engine/stepper.py).
     """
 
     __tablename__ = "split_arrivals"
