@@ -1987,6 +1987,10 @@ class Engine:
                 OutboxMessage.variant.in_([v.name for v in node.variants]),
             )
         )
+        if first is None:
+            # Nothing sent (too few contacts for a test place, or every test send stopped):
+            # the test is over `after` from the first arrival, and names the first variant.
+            first = campaign_store.split_first_arrival(session, version_id, node.id)
         now = self.now()
         if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
             return None

@@ -31,7 +31,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.dryrun import dry_run
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
-from cadence.engine.store.models import AuditEntry, SplitArrivals
+from cadence.engine.store.models import AuditEntry, Enrollment, SplitArrivals
 from tests.engine.cadence_cli import run_cadence
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -373,6 +373,38 @@ def test_the_test_share_is_exact_and_split_equally(store_url: str) -> None:
     assert len(result["after"]) == 60 and {m.variant for m in result["after"]} == {"b"}
     with Store.open(store_url) as store, store.session() as session:
         assert session.scalars(select(SplitArrivals.arrivals)).all() == [CONTACT_COUNT]
+
+
+def test_a_test_that_sent_nothing_still_ends_and_releases_the_held(store_url: str) -> None:
+    # Every test send stopped (no address): the test is over `after` the first arrival and
+    # names the first variant; the held contacts go on instead of asking hourly for ever.
+    clock = SimulatedClock(T0)
+    source = AB_SOURCE
+    campaigns = compile_workspace(load_text(source, "ab.cadence"))
+
+    async def main() -> tuple[list[dict[str, Any]], dict[str, int]]:
+        async with Engine(store_url, clock=clock, sink=RecordingSink()) as engine:
+            await engine.upsert_contacts([{"id": f"c{i}"} for i in range(6)])
+            await engine.deploy(campaigns)
+            await engine.launch("offer")
+            await engine.run_until(T0 + dt.timedelta(hours=6))
+
+            def read(store: Store) -> tuple[list[dict[str, Any]], dict[str, int]]:
+                with store.session() as session:
+                    audit = list(
+                        session.scalars(
+                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
+                        )
+                    )
+                    statuses = Counter(session.scalars(select(Enrollment.status)))
+                return audit, dict(statuses)
+
+            return await engine.store.call(read)
+
+    audit, statuses = trio.run(main)
+    (details,) = audit
+    assert details["winner"] == "a" and details["reason"] == "no sends yet"
+    assert statuses == {"completed": 6}
 
 
 def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: str) -> None:

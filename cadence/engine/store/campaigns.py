@@ -485,7 +485,12 @@ def take_split_arrival(
     rolled-back batch gives its numbers back.
     """
     statement = dialect_insert(session.get_bind().dialect.name, SplitArrivals).values(
-        tenant_id=tenant_id, version_id=version_id, node=node, arrivals=1, updated_at=now
+        tenant_id=tenant_id,
+        version_id=version_id,
+        node=node,
+        arrivals=1,
+        first_at=now,
+        updated_at=now,
     )
     arrivals = session.execute(
         statement.on_conflict_do_update(
@@ -494,3 +499,12 @@ def take_split_arrival(
         ).returning(SplitArrivals.arrivals)
     ).scalar_one()
     return int(arrivals) - 1
+
+
+def split_first_arrival(session: Session, version_id: int, node: str) -> datetime | None:
+    """When the first contact reached a split of a version, or None if none has."""
+    return session.scalar(
+        select(SplitArrivals.first_at).where(
+            SplitArrivals.version_id == version_id, SplitArrivals.node == node
+        )
+    )

@@ -285,6 +285,9 @@ class SplitArrivals(Base):
     version_id: Mapped[int] = mapped_column(BigID, primary_key=True)
     node: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
     arrivals: Mapped[int] = mapped_column(Integer, default=0)
+    # When the first contact reached the split: an A/B test that sent nothing (too few
+    # contacts, every test send stopped) is over `after` this, not never.
+    first_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
     __table_args__ = (

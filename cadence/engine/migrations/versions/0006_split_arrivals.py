@@ -31,6 +31,7 @@ def upgrade() -> None:
         ),
         sa.Column("node", sa.String(length=200), nullable=False),
         sa.Column("arrivals", sa.Integer(), nullable=False),
+        sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id", "version_id"],
