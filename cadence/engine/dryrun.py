@@ -290,7 +290,8 @@ class DryRunSink:
         except TemplateRenderError as error:
             return None, str(error)
         if isinstance(content, EmailContent):
-            return content.subject, None
+            # An inbox message may have no subject: show the start of its text instead.
+            return content.subject or content.text.strip().split("\n", 1)[0], None
         if isinstance(content, SmsContent | WhatsAppContent):
             return content.text, None
         return None, None
