@@ -506,3 +506,29 @@ def test_a_cap_period_in_words_gets_the_same_hint() -> None:
     with pytest.raises(CadenceSyntaxError) as info:
         parse_text(text, "d.cadence")
     assert info.value.diagnostics[0].hint == "write `1w`"
+
+
+@pytest.mark.parametrize(
+    ("setting", "hint"),
+    [
+        ("quiet_hours sms 9pm-8am", "times of day are 24-hour: write `21:00`"),
+        ("quiet_hours sms 21:00-8am", "times of day are 24-hour: write `08:00`"),
+        ("send_window 12am-6AM", "times of day are 24-hour: write `00:00`"),
+        ("send_window 9:30am-17:00", "times of day are 24-hour: write `09:30`"),
+    ],
+)
+def test_a_twelve_hour_time_gets_a_hint(setting: str, hint: str) -> None:
+    text = f"campaign c {{\n  {setting}\n  on launch {{ ... }}\n}}"
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "t.cadence")
+    assert info.value.diagnostics[0].line == 2
+    assert info.value.diagnostics[0].hint == hint
+
+
+def test_a_date_and_time_written_apart_gets_a_hint() -> None:
+    text = "campaign c {\n  at 2026-12-01 09:00 local { ... }\n}"
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "t.cadence")
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.line, diagnostic.column) == (2, 17)
+    assert diagnostic.hint == "write the date and time as one: `2026-12-01T09:00`"
