@@ -476,3 +476,59 @@ def test_token_soup_raises_only_cadence_errors(words: list[str]) -> None:
         parse_text(" ".join(words))
     except CadenceError:
         pass
+
+
+@pytest.mark.parametrize(
+    ("duration", "hint"),
+    [
+        ("wait 2 days", "write `2d`"),
+        ("wait 3 hours", "write `3h`"),
+        ("wait 1mo", "durations have no months or years: write days, such as 30d or 365d"),
+        ("wait 1 year", "durations have no months or years: write days, such as 30d or 365d"),
+        ("wait 1.5h", "durations are whole numbers: combine units, such as 1h30m for 1.5h"),
+        (
+            "wait 2 fortnights",
+            "a duration is a whole number and a unit s, m, h, d or w, such as 30m or 1d12h",
+        ),
+    ],
+)
+def test_a_duration_written_in_words_gets_a_hint(duration: str, hint: str) -> None:
+    text = f'template t email {{ subject "s" body "b" }}\nwhen x {{ {duration}  send email t }}'
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "d.cadence")
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.line, diagnostic.column) == (2, 15)
+    assert diagnostic.hint == hint
+
+
+def test_a_cap_period_in_words_gets_the_same_hint() -> None:
+    text = "campaign c { cap email 3 per 1 week  on launch { ... } }"
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "d.cadence")
+    assert info.value.diagnostics[0].hint == "write `1w`"
+
+
+@pytest.mark.parametrize(
+    ("setting", "hint"),
+    [
+        ("quiet_hours sms 9pm-8am", "times of day are 24-hour: write `21:00`"),
+        ("quiet_hours sms 21:00-8am", "times of day are 24-hour: write `08:00`"),
+        ("send_window 12am-6AM", "times of day are 24-hour: write `00:00`"),
+        ("send_window 9:30am-17:00", "times of day are 24-hour: write `09:30`"),
+    ],
+)
+def test_a_twelve_hour_time_gets_a_hint(setting: str, hint: str) -> None:
+    text = f"campaign c {{\n  {setting}\n  on launch {{ ... }}\n}}"
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "t.cadence")
+    assert info.value.diagnostics[0].line == 2
+    assert info.value.diagnostics[0].hint == hint
+
+
+def test_a_date_and_time_written_apart_gets_a_hint() -> None:
+    text = "campaign c {\n  at 2026-12-01 09:00 local { ... }\n}"
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "t.cadence")
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.line, diagnostic.column) == (2, 17)
+    assert diagnostic.hint == "write the date and time as one: `2026-12-01T09:00`"

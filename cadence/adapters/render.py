@@ -774,8 +774,11 @@ class TemplateRenderer:
         locale: str,
         approved: ApprovedWhatsAppTemplate | None,
     ) -> RenderedContent:
-        if channel in ("email", "inbox"):
+        if channel == "email":
             return self._render_email(name, content, variables, locale)
+        if channel == "inbox":
+            # An in-app message: its subject (a title) is optional, as the language allows.
+            return self._render_email(name, content, variables, locale, needs_subject=False)
         if channel == "sms":
             text = self._render_part(name, "body", content.body, variables, html=False).strip()
             length: SmsLength = sms_length(text)
@@ -805,14 +808,20 @@ class TemplateRenderer:
         raise TemplateRenderError(name, f"no renderer for channel `{channel}`")
 
     def _render_email(
-        self, name: str, content: TemplateContentModel, variables: Mapping[str, Any], locale: str
+        self,
+        name: str,
+        content: TemplateContentModel,
+        variables: Mapping[str, Any],
+        locale: str,
+        *,
+        needs_subject: bool = True,
     ) -> EmailContent:
-        if content.subject is None:
+        if content.subject is None and needs_subject:
             raise TemplateRenderError(name, "an email needs a subject", part="subject")
         subject = _one_line(
-            self._render_part(name, "subject", content.subject, variables, html=False)
+            self._render_part(name, "subject", content.subject or "", variables, html=False)
         )
-        if not subject:
+        if not subject and needs_subject:
             raise TemplateRenderError(name, "the subject rendered empty", part="subject")
         preheader = None
         if content.preheader is not None:

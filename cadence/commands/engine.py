@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import re
 import signal
 import sys
 from collections import Counter
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cadence.errors import CadenceError, DiagnosticError
+
+# A duration as the language writes it (`30d`, `1d12h`), for command-line options.
+_DURATION = re.compile(r"(?:\d+[wdhms])+")
 
 # The engine pulls in SQLAlchemy and Trio; `cadence --help` and `cadence check` should not
 # pay for that, so the handlers import it when they run.
@@ -195,9 +199,14 @@ def _dry_run(args: argparse.Namespace) -> int:
     try:
         company = _company(args.company)
         start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
-        until = dt.timedelta(seconds=duration_seconds(args.until))
-        if until.total_seconds() <= 0:
-            raise DryRunError(f"--until: {args.until!r} is not a duration such as 30d")
+        # The whole text must be a duration: `1mo` is not one minute, nor `1.5d` five days.
+        text = args.until.strip()
+        if not _DURATION.fullmatch(text) or duration_seconds(text) <= 0:
+            raise DryRunError(
+                f"--until: {args.until!r} is not a duration such as 30d, 12h or 1d12h"
+                " (units s, m, h, d, w; no months: write 30d)"
+            )
+        until = dt.timedelta(seconds=duration_seconds(text))
         assume = parse_assume(args.assume)
     except ValueError as exc:
         print(f"cadence dry-run: --start: {exc}", file=sys.stderr)
@@ -305,16 +314,26 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
         table = Table(title=f"What {contact} receives")
         for column in ("at (UTC)", "campaign", "channel", "template", "subject / text"):
             table.add_column(column)
+        rows: list[tuple[dt.datetime, tuple[str, ...]]] = []
         for send in mine:
             if send.render_error is not None:
                 shown = f"[red]render error: {escape(send.render_error)}[/red]"
             else:
                 shown = escape(send.subject or "")
-            table.add_row(
-                f"{send.at:%Y-%m-%d %H:%M}", send.campaign, send.channel, send.template or "",
-                shown,
+            rows.append((send.at, (send.campaign, send.channel, send.template or "", shown)))
+        # What the gates stopped, with why, so "receives nothing" is not a mystery.
+        not_sent = [s for s in report.skipped if s.contact == contact]
+        for skip in not_sent:
+            rows.append(
+                (skip.at, (skip.campaign, skip.channel, skip.template or skip.node,
+                           f"[yellow]not sent: {escape(skip.reason)}[/yellow]"))
             )  # fmt: skip
-        console.print(table if mine else f"{contact} receives nothing in this run")
+        for at, cells in sorted(rows, key=lambda row: row[0]):
+            table.add_row(f"{at:%Y-%m-%d %H:%M}", *cells)
+        if not mine:
+            console.print(f"{contact} receives nothing in this run")
+        if rows:
+            console.print(table)
 
 
 # ---------------------------------------------------------------------------- lifecycle

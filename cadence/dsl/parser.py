@@ -353,6 +353,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         elif char == '"':
             hint = "a string must close on the same line"
         allowed = _expected_words(set(exc.allowed or ()))
+        if "DURATION" in set(exc.allowed or ()):
+            hint = _duration_hint(source.text, position) or hint
+        if "TIME" in set(exc.allowed or ()):
+            hint = _clock_hint(source.text, position) or hint
         message = f"unexpected character {char!r}"
         if allowed:
             message += f"; expected {_join_alternatives(allowed)}"
@@ -372,6 +376,20 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
             p for n, p in _terminal_patterns().items() if n in expected_names and p.isidentifier()
         ]
         hint = did_you_mean(str(token), keyword_candidates)
+    if "DURATION" in expected_names and token.start_pos is not None:
+        hint = _duration_hint(source.text, token.start_pos) or hint
+    if "TIME" in expected_names and token.start_pos is not None:
+        hint = _clock_hint(source.text, token.start_pos) or hint
+    if str(token).lower() in ("am", "pm") and token.start_pos is not None:
+        # `9:30am`: the time lexed, then `am` is left over.
+        before = re.search(r"(\d{1,2}:\d{2})\s*$", source.text[: token.start_pos])
+        if before is not None:
+            hint = _clock_hint(before.group(1) + str(token), 0) or hint
+    if token.type == "TIME" and token.start_pos is not None:
+        # `at 2026-12-01 09:00`: a date, a space, then the time the date should carry.
+        date = re.search(r"(\d{4}-\d{2}-\d{2})\s+$", source.text[: token.start_pos])
+        if date is not None:
+            hint = f"write the date and time as one: `{date.group(1)}T{token}`"
     end_column = token.end_column if token.end_column is not None else (token.column or 1) + 1
     span = ast.Span(
         source.name,
@@ -386,6 +404,47 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         f"unexpected {_token_words(token)}; expected {_join_alternatives(expected)}",
         hint=hint,
     )
+
+
+# A number followed by a word where a duration belongs: `1mo`, `2 days`, `1.5h`, `90min`.
+_WORDY_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
+_DURATION_WORDS = {
+    "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "day": "d", "days": "d", "week": "w", "weeks": "w", "wk": "w", "wks": "w",
+}  # fmt: skip
+
+
+def _duration_hint(text: str, position: int) -> str | None:
+    """A hint for a duration written as ops people often do (`2 days`, `1mo`, `1.5h`)."""
+    found = _WORDY_DURATION.match(text, position)
+    if found is None:
+        return None
+    number, word = found.group(1), found.group(2).lower()
+    if word in ("mo", "mon", "month", "months", "y", "yr", "yrs", "year", "years"):
+        return "durations have no months or years: write days, such as 30d or 365d"
+    unit = _DURATION_WORDS.get(word) or (word if word in "smhdw" and len(word) == 1 else None)
+    if unit is None:
+        return "a duration is a whole number and a unit s, m, h, d or w, such as 30m or 1d12h"
+    if "." in number:
+        return "durations are whole numbers: combine units, such as 1h30m for 1.5h"
+    return f"write `{number}{unit}`"
+
+
+# A time of day written the 12-hour way: `9pm`, `9:30 am`.
+_TWELVE_HOUR = re.compile(r"(\d{1,2})(?::(\d{2}))?\s*([AaPp])\.?[Mm]\b\.?")
+
+
+def _clock_hint(text: str, position: int) -> str | None:
+    """A hint for a 12-hour time (`9pm`) where a 24-hour time of day belongs."""
+    found = _TWELVE_HOUR.match(text, position)
+    if found is None:
+        return None
+    hour, minute = int(found.group(1)) % 12, found.group(2) or "00"
+    if found.group(3).lower() == "p":
+        hour += 12
+    return f"times of day are 24-hour: write `{hour:02d}:{minute}`"
 
 
 def _token_words(token: Token) -> str:

@@ -20,7 +20,13 @@ from cadence.engine import abtest, audience, evaluate, timing
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
-from cadence.engine.store.models import Enrollment, EnrollmentStatus, Event, OutboxMessage
+from cadence.engine.store.models import (
+    COUNTED_SEND_STATUSES,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    OutboxMessage,
+)
 
 # The A/B metric named in `winner by METRIC` and the engagement event that counts for it.
 METRIC_EVENTS = {
@@ -100,11 +106,13 @@ class StepContext(Context):
         state: Mapping[str, Any],
         gate: Callable[[str], SendGate],
         winner: Callable[[c.ABSplitNode], str | None],
+        arrival: Callable[[c.ABSplitNode | c.RandomSplitNode], int],
     ) -> None:
-        """Bind one enrollment's contact, campaign, trigger event and send gate."""
+        """Bind one enrollment's contact, campaign, trigger event, send gate and A/B store."""
         super().__init__(facts, campaign, now, state.get("event") or {})
         self._gate = gate
         self._winner = winner
+        self._arrival = arrival
         self._zone: ZoneInfo | None = None
         self._step_context: evaluate.EvalContext | None = None
 
@@ -155,6 +163,10 @@ class StepContext(Context):
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
         """The A/B winner, once the test has run its time."""
         return self._winner(node)
+
+    def split_arrival(self, node: c.ABSplitNode | c.RandomSplitNode) -> int:
+        """Count the contact in at an A/B split; its place among the split's arrivals."""
+        return self._arrival(node)
 
 
 def event_matches(where: c.ExprModel, event: Mapping[str, Any]) -> bool:
@@ -208,37 +220,65 @@ def fanout_matches(
 
 
 def ab_results(
-    session: Session, tenant: str, version_id: int, node: c.ABSplitNode
+    session: Session, tenant: str, version_id: int, node: c.ABSplitNode, campaign: str
 ) -> abtest.AbVerdict:
-    """The verdict: the variant with the best metric rate (ties to the first), with statistics."""
+    """The verdict: the variant with the best metric rate (ties to the first), with statistics.
+
+    A variant's sends are the messages that went or are going out: one stopped by consent,
+    suppression or a cap reached nobody and is not in its rate. An engagement event counts
+    for the send its `send` property names; one without `send` (pushed by hand, a CRM
+    export) counts for the contact's send of the template it names, when it came after it
+    and names no other campaign.
+    """
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
     keys: dict[str, tuple[str, str]] = {}
-    for key, contact_id, variant in session.execute(
+    # (contact, template) -> (variant, first send instant), for events that name no send.
+    by_template: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
+    for key, contact_id, variant, template, created in session.execute(
         select(
-            OutboxMessage.idempotency_key, OutboxMessage.contact_id, OutboxMessage.variant
+            OutboxMessage.idempotency_key,
+            OutboxMessage.contact_id,
+            OutboxMessage.variant,
+            OutboxMessage.template,
+            OutboxMessage.created_at,
         ).where(
             OutboxMessage.tenant_id == tenant,
             OutboxMessage.version_id == version_id,
             OutboxMessage.variant.in_(list(sent)),
+            OutboxMessage.status.in_(sorted(COUNTED_SEND_STATUSES)),
         )
     ):
         if variant is not None:
             sent[variant].add(contact_id)
             keys[key] = (contact_id, variant)
+            if template is not None:
+                at = as_utc(created)
+                earlier = by_template.get((contact_id, template))
+                if earlier is None or at < earlier[1]:
+                    by_template[(contact_id, template)] = (variant, at)
     engaged: dict[str, set[str]] = {name: set() for name in sent}
     contacts = sorted({cid for ids in sent.values() for cid in ids})
     for start in range(0, len(contacts), 500):
-        for contact_id, properties in session.execute(
-            select(Event.contact_id, Event.properties).where(
+        for contact_id, at, properties in session.execute(
+            select(Event.contact_id, Event.at, Event.properties).where(
                 Event.tenant_id == tenant,
                 Event.name == metric_event,
                 Event.contact_id.in_(contacts[start : start + 500]),
             )
         ):
-            key = str((properties or {}).get("send"))
-            if key in keys:
-                engaged[keys[key][1]].add(contact_id)
+            props = properties or {}
+            if props.get("send") is not None:
+                key = str(props["send"])
+                if key in keys:
+                    engaged[keys[key][1]].add(contact_id)
+                continue
+            named = props.get("campaign")
+            if named is not None and str(named) != campaign:
+                continue
+            match = by_template.get((str(contact_id), str(props.get("template"))))
+            if match is not None and as_utc(at) >= match[1]:
+                engaged[match[0]].add(contact_id)
     # Those the split holds for the winner are part of the test's audience too.
     held = session.scalar(
         select(func.count())

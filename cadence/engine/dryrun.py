@@ -40,14 +40,14 @@ from cadence.adapters.render import (
     WhatsAppContent,
 )
 from cadence.adapters.sink import ContentSource, Links
-from cadence.dsl.compiled import CompiledCampaign
+from cadence.dsl.compiled import CompiledCampaign, SendNode
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.facts import load_facts
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import push_events, read_jsonl
-from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, Tenant
+from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, SendLog, Tenant
 from cadence.engine.store.records import InvalidInput, Problem
 from cadence.errors import CadenceError, did_you_mean
 
@@ -290,7 +290,8 @@ class DryRunSink:
         except TemplateRenderError as error:
             return None, str(error)
         if isinstance(content, EmailContent):
-            return content.subject, None
+            # An inbox message may have no subject: show the start of its text instead.
+            return content.subject or content.text.strip().split("\n", 1)[0], None
         if isinstance(content, SmsContent | WhatsAppContent):
             return content.text, None
         return None, None
@@ -318,6 +319,19 @@ class DryRunSink:
             )
 
 
+@dataclass(frozen=True)
+class SkippedSend:
+    """A send a gate stopped: when, to whom, from which campaign and step, and why."""
+
+    at: dt.datetime
+    contact: str
+    campaign: str
+    node: str
+    channel: str
+    reason: str
+    template: str | None = None
+
+
 @dataclass
 class DryRunReport:
     """Everything a dry-run found: the sends in order, the funnel, the totals, A/B verdicts."""
@@ -338,6 +352,9 @@ class DryRunReport:
     # Per campaign paused at the end (its budget spent), why (`Engine.status()`'s `pause`);
     # shown in the text report, not part of the `--json` lines.
     paused_campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The sends skipped (consent, suppression, no address, a cap), in order; shown in the
+    # text report (`--contact`), not part of the `--json` lines.
+    skipped: list[SkippedSend] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -422,6 +439,16 @@ async def dry_run(
         await engine.treat_as_new(await engine.contact_ids())
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
         counts = await engine.store.call(_enrollment_counts)
+        templates = {
+            (campaign.name, node.id): node.template
+            for campaign in campaigns
+            for node in campaign.nodes
+            if isinstance(node, SendNode)
+        }
+        skipped = [
+            replace(skip, template=templates.get((skip.campaign, skip.node)))
+            for skip in await engine.store.call(_skipped_sends)
+        ]
         funnel = await engine.store.call(_funnel)
         status = await engine.status()
     ab_tests = {row["name"]: row["ab_tests"] for row in status if row["ab_tests"]}
@@ -438,6 +465,7 @@ async def dry_run(
         ab_tests=ab_tests,
         paused=counts.get("paused", 0),
         paused_campaigns=paused_campaigns,
+        skipped=skipped,
     )
 
 
@@ -519,6 +547,24 @@ def _enrollment_counts(store: Store) -> dict[str, int]:
                 select(Enrollment.status, func.count()).group_by(Enrollment.status)
             )
         }
+
+
+def _skipped_sends(store: Store) -> list[SkippedSend]:
+    """The sends the gates stopped, from the send log, in time order."""
+    with store.session() as session:
+        rows = session.execute(
+            select(SendLog.at, SendLog.contact_id, SendLog.channel, SendLog.detail)
+            .where(SendLog.outcome == "skipped")
+            .order_by(SendLog.at, SendLog.id)
+        ).all()
+    return [
+        SkippedSend(
+            as_utc(at), contact, str((detail or {}).get("campaign") or ""),
+            str((detail or {}).get("node") or ""), channel,
+            str((detail or {}).get("reason") or "skipped"),
+        )
+        for at, contact, channel, detail in rows
+    ]  # fmt: skip
 
 
 def _funnel(store: Store) -> dict[str, dict[str, int]]:

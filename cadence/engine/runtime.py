@@ -1767,6 +1767,7 @@ class Engine:
                     state,
                     gates.for_contact(row.contact_id, campaign),
                     functools.partial(self._ab_winner, session, row.version_id),
+                    functools.partial(self._split_arrival, session, row.version_id),
                 )
                 result = advance(campaign, row.node, state, row.contact_id, env)
                 if result.effects.pause_campaign is not None:
@@ -2011,6 +2012,14 @@ class Engine:
             )
         )  # fmt: skip
 
+    def _split_arrival(
+        self, session: Session, version_id: int, node: c.ABSplitNode | c.RandomSplitNode
+    ) -> int:
+        """Count a contact in at a split (the stepper places it by its arrival)."""
+        return campaign_store.take_split_arrival(
+            session, self.tenant, version_id, node.id, now=self.now()
+        )
+
     def _ab_winner(self, session: Session, version_id: int, node: c.ABSplitNode) -> str | None:
         """The frozen winner of an A/B split, or decide it when the test has run long enough."""
         subject = f"{version_id}:{node.id}"
@@ -2029,10 +2038,15 @@ class Engine:
                 OutboxMessage.variant.in_([v.name for v in node.variants]),
             )
         )
+        if first is None:
+            # Nothing sent (too few contacts for a test place, or every test send stopped):
+            # the test is over `after` from the first arrival, and names the first variant.
+            first = campaign_store.split_first_arrival(session, version_id, node.id)
         now = self.now()
         if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
             return None
-        verdict = conditions.ab_results(session, self.tenant, version_id, node)
+        campaign = self._version(session, version_id)[0]
+        verdict = conditions.ab_results(session, self.tenant, version_id, node, campaign)
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
         # Contacts held for the winner go now, not at their own arrival plus `after` (those
         # another worker is stepping right now are skipped: they see the winner as they step).

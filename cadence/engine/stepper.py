@@ -12,7 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import math
+import random
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -61,6 +64,10 @@ class StepEnv(Protocol):
 
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
         """The winning variant of an A/B split, deciding it if the test is over."""
+        ...
+
+    def split_arrival(self, node: c.ABSplitNode | c.RandomSplitNode) -> int:
+        """Count the contact in at a split: its 0-based place among the split's arrivals."""
         ...
 
 
@@ -278,13 +285,12 @@ def advance(
                 current = next((arm.to for arm in conditions if env.holds(arm.when)), otherwise)
                 history.append([stamp, node.id, f"-> {current}"])
             case c.RandomSplitNode(branches=branches):
-                draw = bucket(campaign.name, node.id, contact_id)
-                chosen = _pick_by_share(branches, draw)
+                chosen = branches[split_branch(campaign.name, node, env.split_arrival(node))]
                 state.setdefault("variants", {})[node.id] = chosen.name
                 history.append([stamp, node.id, f"split -> {chosen.name}"])
                 current = chosen.to
             case c.ABSplitNode():
-                chosen_to = _ab_split(node, campaign, state, contact_id, env, history, stamp)
+                chosen_to = _ab_split(node, campaign, state, env, history, stamp)
                 if isinstance(chosen_to, dt.datetime):
                     return sleep(node.id, chosen_to, "held for the A/B winner")
                 current = chosen_to
@@ -378,7 +384,6 @@ def _ab_split(
     node: c.ABSplitNode,
     campaign: c.CompiledCampaign,
     state: dict[str, Any],
-    contact_id: str,
     env: StepEnv,
     history: list[list[Any]],
     stamp: str,
@@ -394,30 +399,61 @@ def _ab_split(
         state.pop("arrived", None)
         history.append([stamp, node.id, f"winner -> {winner}"])
         return next(v.to for v in node.variants if v.name == winner)
-    draw = bucket(campaign.name, node.id, contact_id)
-    if draw < float(node.test_share):
-        index = min(int(draw / float(node.test_share) * len(node.variants)), len(node.variants) - 1)
-        chosen = node.variants[index]
+    arrived = state.get("arrived")
+    if arrived and arrived[0] == node.id:
+        # Held, and the test is over for this contact, but no winner could be named yet.
+        return max(dt.datetime.fromisoformat(arrived[2]), env.now + dt.timedelta(hours=1))
+    slot = ab_slot(campaign.name, node, env.split_arrival(node))
+    if slot is not None:
+        chosen = node.variants[slot]
         variants[node.id] = chosen.name
         history.append([stamp, node.id, f"test -> {chosen.name}"])
         return chosen.to
-    arrived = state.get("arrived")
-    if not arrived or arrived[0] != node.id:
-        until = env.now + dt.timedelta(seconds=node.after_seconds)
-        state["arrived"] = [node.id, stamp, until.isoformat()]
-        return until
-    # The test is over for this contact but no winner could be named yet: ask again soon.
-    return max(dt.datetime.fromisoformat(arrived[2]), env.now + dt.timedelta(hours=1))
+    until = env.now + dt.timedelta(seconds=node.after_seconds)
+    state["arrived"] = [node.id, stamp, until.isoformat()]
+    return until
 
 
-def _pick_by_share(branches: tuple[c.Variant, ...], draw: float) -> c.Variant:
-    """The branch whose cumulative share range holds `draw` (in [0, 100))."""
-    total = 0.0
-    for branch in branches:
-        total += float(branch.share or 0)
-        if draw < total:
-            return branch
-    return branches[-1]
+def ab_slot(campaign: str, node: c.ABSplitNode, place: int) -> int | None:
+    """The variant (index) for the arrival at `place` (0-based) of an A/B split, or None: held.
+
+    Systematic sampling, so the test share is exact, not a draw that holds on average: of
+    the first N arrivals, floor(N x share + offset) are in the test, the offset (in [0, 1),
+    fixed per split) saying where in each stretch the test places fall. The test arrivals go
+    round the variants, each round in its own shuffled order, so each variant gets an equal
+    part (one more or less) of the test, and no variant always gets the earlier arrivals.
+    """
+    share = Fraction(node.test_share) / 100
+    offset = Fraction(bucket(campaign, node.id)) / 100
+    before = math.floor(place * share + offset)
+    if math.floor((place + 1) * share + offset) == before:
+        return None
+    cycle, position = divmod(before, len(node.variants))
+    order = list(range(len(node.variants)))
+    random.Random(f"{campaign}\x1f{node.id}\x1f{cycle}").shuffle(order)
+    return order[position]
+
+
+def split_branch(campaign: str, node: c.RandomSplitNode, place: int) -> int:
+    """The branch (index) of a random split for the arrival at `place` (0-based).
+
+    The first branch takes its share of the arrivals by systematic sampling (as `ab_slot`
+    does), the second its share of those left, and so on, each with its own offset fixed
+    per split: of N arrivals each branch gets its share of N, give or take one or two,
+    where a draw per contact would only hold on average.
+    """
+    remaining = Fraction(1)
+    for index, branch in enumerate(node.branches[:-1]):
+        share = Fraction(branch.share or 0) / 100
+        if share >= remaining:
+            return index
+        offset = Fraction(bucket(campaign, node.id, str(index))) / 100
+        before = math.floor(place * (share / remaining) + offset)
+        if math.floor((place + 1) * (share / remaining) + offset) > before:
+            return index
+        place -= before  # this arrival's place among those the branch did not take
+        remaining -= share
+    return len(node.branches) - 1
 
 
 def _current_variant(state: dict[str, Any]) -> str | None:

@@ -9,6 +9,10 @@ events, so an event is never stored without its suppression.
 - `unsubscribed`: the person, on the channel the event names, else the channel of the
   message it names, else every channel that reaches the person.
 - `complained` (a spam report): the person, on that channel (email when nothing says).
+- `replied` with an opt-out keyword (`STOP`, `UNSUBSCRIBE` ... in its `text` or `body`, as
+  an SMS or WhatsApp reply to "Reply STOP to opt out"): the person, on the channel of the
+  reply (its `channel`, else its message's, else SMS), as an `unsubscribed` on that
+  channel would.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
   that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
   a full mailbox or a deferral) suppress from the third within 30 days. The address is
@@ -31,6 +35,10 @@ from cadence.engine.store.records import EventRecord
 UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
 BOUNCED = "bounced"
+REPLIED = "replied"
+# The carriers' standard opt-out keywords (CTIA): a reply that is one of them, whatever its
+# case and surrounding spaces or punctuation, unsubscribes the person on that channel.
+STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"})
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
@@ -45,6 +53,9 @@ def record_suppressions(
     soft: dict[str, set[str]] = {}  # channel -> contact ids with a soft bounce
     for event in events:
         if event.contact_id is None or event.name not in (UNSUBSCRIBED, COMPLAINED, BOUNCED):
+            if event.contact_id is not None and event.name == REPLIED and is_stop_reply(event):
+                channel = _channel(session, tenant_id, event, "sms")
+                people.setdefault((channel, UNSUBSCRIBED), set()).add(event.contact_id)
             continue
         if event.name == UNSUBSCRIBED:
             channel = _channel(session, tenant_id, event, send_store.EVERY_CHANNEL)
@@ -67,6 +78,15 @@ def record_suppressions(
             _suppress_addresses(session, tenant_id, channel, repeated, "soft bounces", now)
     for channel, contacts in sorted(bounced.items()):
         _suppress_addresses(session, tenant_id, channel, contacts, BOUNCED, now)
+
+
+def is_stop_reply(event: EventRecord) -> bool:
+    """Whether a reply's text is an opt-out keyword alone (`STOP`, ` stop. `, `Unsubscribe`)."""
+    for key in ("text", "body"):
+        text = event.properties.get(key)
+        if isinstance(text, str) and text.strip(" \t\r\n.!").upper() in STOP_KEYWORDS:
+            return True
+    return False
 
 
 def _channel(session: Session, tenant_id: str, event: EventRecord, default: str) -> str:

@@ -82,6 +82,31 @@ def ctx(**contact: object) -> RenderContext:
 # ------------------------------------------------------------------------------ email
 
 
+def test_an_inbox_message_needs_no_subject(renderer: TemplateRenderer) -> None:
+    # LANGUAGE.md: `template welcome_inbox inbox "Welcome! Start with your first project."`
+    plain = CompiledTemplate(
+        name="welcome_inbox",
+        channel="inbox",
+        content=TemplateContentModel(body="Welcome {{ contact.first_name }}! Start here."),
+    )
+    out = renderer.render(plain, ctx(first_name="Ana"))
+    assert isinstance(out, EmailContent)
+    assert out.subject == "" and out.text.strip() == "Welcome Ana! Start here."
+    titled = CompiledTemplate(
+        name="titled",
+        channel="inbox",
+        content=TemplateContentModel(subject="Hi {{ contact.first_name }}", body="x"),
+    )
+    titled_out = renderer.render(titled, ctx(first_name="Ana"))
+    assert isinstance(titled_out, EmailContent) and titled_out.subject == "Hi Ana"
+    # Email still needs one.
+    with pytest.raises(TemplateRenderError, match="an email needs a subject"):
+        renderer.render(
+            CompiledTemplate(name="e", channel="email", content=TemplateContentModel(body="x")),
+            ctx(),
+        )
+
+
 def test_email_subject_preheader_html_and_text(renderer: TemplateRenderer) -> None:
     out = renderer.render(WELCOME, ctx(first_name="Ana <script>", city="Austin"))
     assert isinstance(out, EmailContent)

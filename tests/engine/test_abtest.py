@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,9 @@ from cadence.engine.abtest import (
 )
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.dryrun import dry_run
-from cadence.engine.runtime import Engine, RecordingSink
-from cadence.engine.store.models import AuditEntry
+from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import AuditEntry, Enrollment, SplitArrivals
 from tests.engine.cadence_cli import run_cadence
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -241,12 +244,37 @@ campaign offer {
 CONTACT_COUNT = 120
 
 
+@dataclass
+class RefusingSink(RecordingSink):
+    """A provider that refuses, for good, every message to some contacts."""
+
+    refused: set[str] = field(default_factory=set)
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Refuse the messages to refused contacts, record the rest as sent."""
+        accepted = [m for m in messages if m.contact_id not in self.refused]
+        results = {r.outbox_id: r for r in await super().deliver(accepted)}
+        return [
+            results.get(m.outbox_id) or DeliveryResult(m.outbox_id, False, error="rejected")
+            for m in messages
+        ]
+
+
 def run_ab_campaign(
-    url: str, clicks: dict[str, float], contact_count: int = CONTACT_COUNT
+    url: str,
+    clicks: dict[str, float],
+    contact_count: int = CONTACT_COUNT,
+    *,
+    send_key: bool = True,
+    failing: int = 0,
 ) -> dict[str, Any]:
-    """Launch the A/B campaign, click a share of each variant's sends, decide the winner."""
+    """Launch the A/B campaign, click a share of each variant's sends, decide the winner.
+
+    `send_key=False` pushes the clicks as a CRM would, naming the template but not the send;
+    the provider refuses for good the sends to the first `failing` contacts.
+    """
     clock = SimulatedClock(T0)
-    sink = RecordingSink()
+    sink = RefusingSink(refused={f"c{i:03}" for i in range(failing)})
     campaigns = compile_workspace(load_text(AB_SOURCE, "ab.cadence"))
 
     async def main() -> dict[str, Any]:
@@ -271,10 +299,8 @@ def run_ab_campaign(
                         {
                             "contact": message.contact_id,
                             "name": "clicked",
-                            "properties": {
-                                "template": message.template,
-                                "send": message.idempotency_key,
-                            },
+                            "properties": {"template": message.template}
+                            | ({"send": message.idempotency_key} if send_key else {}),
                         }
                     )
             clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
@@ -337,6 +363,69 @@ def test_with_no_engagement_the_first_variant_wins_without_a_test(store_url: str
     assert details["p_value"] is None and details["significant"] is False
     assert details["reason"] == "no send was engaged"
     assert {m.template for m in result["after"]} == {"offer_a"}
+
+
+def test_the_test_share_is_exact_and_split_equally(store_url: str) -> None:
+    # 50% of 120 contacts: exactly 60 in the test, 30 per variant, 60 held for the winner
+    # (a per-contact draw gave "about" 60, and unequal variants).
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7})
+    assert result["counts"]["a"][0] == result["counts"]["b"][0] == 30
+    assert len(result["after"]) == 60 and {m.variant for m in result["after"]} == {"b"}
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalars(select(SplitArrivals.arrivals)).all() == [CONTACT_COUNT]
+
+
+def test_a_test_that_sent_nothing_still_ends_and_releases_the_held(store_url: str) -> None:
+    # Every test send stopped (no address): the test is over `after` the first arrival and
+    # names the first variant; the held contacts go on instead of asking hourly for ever.
+    clock = SimulatedClock(T0)
+    source = AB_SOURCE
+    campaigns = compile_workspace(load_text(source, "ab.cadence"))
+
+    async def main() -> tuple[list[dict[str, Any]], dict[str, int]]:
+        async with Engine(store_url, clock=clock, sink=RecordingSink()) as engine:
+            await engine.upsert_contacts([{"id": f"c{i}"} for i in range(6)])
+            await engine.deploy(campaigns)
+            await engine.launch("offer")
+            await engine.run_until(T0 + dt.timedelta(hours=6))
+
+            def read(store: Store) -> tuple[list[dict[str, Any]], dict[str, int]]:
+                with store.session() as session:
+                    audit = list(
+                        session.scalars(
+                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
+                        )
+                    )
+                    statuses = Counter(session.scalars(select(Enrollment.status)))
+                return audit, dict(statuses)
+
+            return await engine.store.call(read)
+
+    audit, statuses = trio.run(main)
+    (details,) = audit
+    assert details["winner"] == "a" and details["reason"] == "no sends yet"
+    assert statuses == {"completed": 6}
+
+
+def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: str) -> None:
+    # Engagement pushed without the send's key (a CRM export, a hand-written events file)
+    # still says which message was clicked: the contact's send of that template.
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7}, send_key=False)
+    (details,) = result["audit"]
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
+    assert details == json.loads(json.dumps(expected.as_details()))
+    assert details["winner"] == "b" and details["variants"]["b"]["engaged"] > 0
+    assert {m.template for m in result["after"]} == {"offer_b"}
+
+
+def test_sends_the_provider_refused_are_not_in_a_variants_rate(store_url: str) -> None:
+    result = run_ab_campaign(store_url, {"a": 0.5, "b": 0.5}, failing=40)
+    (details,) = result["audit"]
+    # The counts are what was delivered: a failed send reached nobody.
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
+    assert details == json.loads(json.dumps(expected.as_details()))
+    delivered = sum(sent for sent, _ in result["counts"].values())
+    assert sum(v["sent"] for v in details["variants"].values()) == delivered
 
 
 def test_status_prints_the_verdict(store_url: str, tmp_path: Path) -> None:

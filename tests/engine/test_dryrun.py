@@ -391,6 +391,50 @@ def test_bad_company_is_a_usage_error(tmp_path: Path) -> None:
     assert "--company" in done.stderr
 
 
+def test_contact_view_says_which_sends_were_stopped_and_why(tmp_path: Path) -> None:
+    source = tmp_path / "gated.cadence"
+    source.write_text(
+        'template hello email { subject "Hello" body "x" }\n'
+        'template ping sms "Ping. Reply STOP to opt out."\n'
+        "campaign gated { on launch { send sms ping  send email hello } }\n"
+    )
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "email": "a@example.test", "phone": "+491510000001"}],
+    )
+    campaigns = compile_paths([source])
+    report = trio.run(lambda: dry_run(campaigns, contacts, start=START, until=dt.timedelta(days=1)))
+    assert [(s.contact, s.template, s.reason) for s in report.skipped] == [
+        ("a", "ping", "no sms opt-in")
+    ]
+    done = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "1d", "--contact", "a",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "not sent: no sms opt-in" in done.stdout and "Hello" in done.stdout
+    as_json = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "1d", "--contact", "a", "--json",
+    )  # fmt: skip
+    assert [json.loads(line)["type"] for line in as_json.stdout.splitlines()] == [
+        "send", "summary"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("until", ["1mo", "1.5d", "2 days", "30D", "0d", "3d junk"])
+def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
+    # `1mo` used to run for one minute and `1.5d` for five days, silently.
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    done = dry_run_cli(
+        str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--start", "2026-12-01T09:00:00Z", "--until", until, "--json",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert f"--until: {until!r} is not a duration" in done.stderr
+    assert done.stdout == ""
+
+
 @dataclass
 class AlwaysLater:
     """A forwarding sink whose provider is always busy: retry in ten wall-clock seconds."""

@@ -159,8 +159,9 @@ def _outcome(
     campaign: c.CompiledCampaign, node: str, facts: ContactFacts, state: dict[str, Any]
 ) -> Any:
     env = StepContext(
-        facts, campaign, T0, state, lambda _channel: SendGate.allow(), lambda _n: None
-    )
+        facts, campaign, T0, state, lambda _channel: SendGate.allow(), lambda _n: None,
+        lambda _n: 0,
+    )  # fmt: skip
     result = advance(campaign, node, state, facts.id, env)
     return (result.node, result.status, result.due_at, result.state, result.history, result.effects)
 

@@ -24,7 +24,9 @@ from cadence.engine.store.models import (
     AuditEntry,
     Campaign,
     CampaignVersion,
+    Contact,
     Enrollment,
+    Event,
     OutboxMessage,
     SendLog,
 )
@@ -1003,3 +1005,100 @@ campaign greet { on contact_created { send email hello } }
         assert sent(sink) == [("c1", "hello")]
 
     engine_run(store_url, body)
+
+
+TRACKED = """
+template offer email { subject "Offer" body "<p>x</p>" }
+template thanks email { subject "Thanks" body "<p>x</p>" }
+campaign tracked {
+  on launch {
+    send email offer
+    wait for clicked(offer) up to 1d
+    if clicked(offer) { send email thanks }
+  }
+}
+"""
+
+
+def test_a_click_naming_only_its_message_counts_for_that_message(store_url: str) -> None:
+    """A tracking link knows the send's key and a provider its own message id; neither
+    says template, campaign or contact. The engine fills them in from the outbox."""
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 5)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(TRACKED))
+        await engine.launch("tracked")
+        await engine.run_due()
+        offers = {m.contact_id: m for m in sink.delivered}
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.push_events(
+            [
+                {"contact": "p1", "name": "clicked",
+                 "properties": {"send": offers["p1"].idempotency_key}},
+                # No contact: the provider's id for the message says who.
+                {"name": "clicked",
+                 "properties": {"message": f"rec-{offers['p2'].idempotency_key[:16]}"}},
+                # Someone else's message: not linked, so not p3's click on the offer.
+                {"contact": "p3", "name": "clicked",
+                 "properties": {"send": offers["p4"].idempotency_key}},
+            ]
+        )  # fmt: skip
+        await engine.run_until(T0 + dt.timedelta(days=2))
+
+        def clicks(store: Store) -> list[tuple[str | None, dict[str, Any]]]:
+            with store.session() as session:
+                return [
+                    (contact, dict(properties))
+                    for contact, properties in session.execute(
+                        select(Event.contact_id, Event.properties)
+                        .where(Event.name == "clicked")
+                        .order_by(Event.id)
+                    )
+                ]
+
+        return await engine.store.call(clicks), offers, sent(sink)
+
+    stored, offers, delivered = engine_run(store_url, body)
+    key = offers["p2"].idempotency_key
+    assert stored[1] == (
+        "p2",
+        {"message": f"rec-{key[:16]}", "send": key, "template": "offer",
+         "campaign": "tracked", "channel": "email"},
+    )  # fmt: skip
+    assert stored[2][1] == {"send": offers["p4"].idempotency_key}
+    thanked = sorted(c for c, t in delivered if t == "thanks")
+    assert thanked == ["p1", "p2"]
+
+
+HOLDOUT = """
+template offer email { subject "Offer" body "<p>x</p>" }
+campaign holdout {
+  on launch { split { treated 90%: send email offer  holdout 10%: { tag add "holdout" } } }
+}
+"""
+
+
+def test_a_holdout_is_exactly_its_share(store_url: str) -> None:
+    """`holdout 10%` of 100 contacts holds out 10 of them, not "about 10"."""
+    people = [{"id": f"p{i:03}", "email": f"p{i}@example.test"} for i in range(100)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(HOLDOUT))
+        await engine.launch("holdout")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+
+        def tagged(store: Store) -> list[str]:
+            with store.session() as session:
+                return sorted(
+                    cid
+                    for cid, tags in session.execute(select(Contact.id, Contact.tags))
+                    if "holdout" in (tags or [])
+                )
+
+        return sent(sink), await engine.store.call(tagged)
+
+    delivered, held_out = engine_run(store_url, body)
+    assert len(delivered) == 90 and len(held_out) == 10
+    assert not {c for c, _ in delivered} & set(held_out)

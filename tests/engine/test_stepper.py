@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from cadence.dsl import compiled as c
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
-from cadence.engine.stepper import Advance, SendGate, advance, bucket
+from cadence.engine.stepper import Advance, SendGate, ab_slot, advance, bucket, split_branch
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)  # a Tuesday
 
@@ -37,6 +38,8 @@ class FakeEnv:
     events: list[tuple[str, dt.datetime]] = field(default_factory=list)
     gate: Callable[[str], SendGate] = lambda channel: SendGate.allow()
     winner: str | None = None
+    # Arrivals per A/B split; share one dict between envs to number contacts in turn.
+    arrivals: dict[str, int] = field(default_factory=dict)
 
     def holds(self, expr: c.ExprModel) -> bool:
         return self.truths.get(_text(expr), False)
@@ -55,6 +58,11 @@ class FakeEnv:
 
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
         return self.winner
+
+    def split_arrival(self, node: c.ABSplitNode | c.RandomSplitNode) -> int:
+        place = self.arrivals.get(node.id, 0)
+        self.arrivals[node.id] = place + 1
+        return place
 
 
 def _text(expr: c.ExprModel) -> str:
@@ -234,19 +242,39 @@ def test_max_sends_is_enforced_at_run_time() -> None:
     assert result.effects.skipped_sends == [("send_t2", "max_sends reached")]
 
 
-def test_random_split_is_deterministic_and_follows_shares() -> None:
+def test_random_split_follows_its_shares_exactly() -> None:
     campaign = compile_one(
         'template a email { subject "s" body "b" }\ntemplate b email { subject "s" body "b" }\n'
         "on launch { split { a 30%: send email a  b 70%: send email b } }"
     )
+    arrivals: dict[str, int] = {}
     counts = {"a": 0, "b": 0}
     for index in range(2000):
-        result = advance(campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv())
-        again = advance(campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv())
-        assert result.effects.sends == again.effects.sends
+        result = advance(
+            campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv(arrivals=arrivals)
+        )
         counts[result.effects.sends[0].template] += 1
         assert result.effects.sends[0].variant == result.effects.sends[0].template
-    assert 500 <= counts["a"] <= 700
+        assert counts["a"] - (index + 1) * 3 // 10 in (0, 1)
+    assert counts == {"a": 600, "b": 1400}
+
+
+@pytest.mark.parametrize(
+    ("shares", "arrivals"),
+    [((10, 45, 45), 1000), ((33.3, 33.3, 33.4), 250), ((5, 0, 95), 77), ((25, 25, 25, 25), 10)],
+)
+def test_split_branch_gives_each_branch_its_share_within_two(
+    shares: tuple[float, ...], arrivals: int
+) -> None:
+    arms = "  ".join(f'v{i} {share}%: tag add "v{i}"' for i, share in enumerate(shares))
+    campaign = compile_one(f"on launch {{ split {{ {arms} }} }}")
+    (node,) = [n for n in campaign.nodes if isinstance(n, c.RandomSplitNode)]
+    branches = [split_branch(campaign.name, node, place) for place in range(arrivals)]
+    counts = Counter(branches)
+    for index, share in enumerate(shares):
+        assert abs(counts[index] - arrivals * share / 100) <= 2
+    # The same place always gets the same branch (a restart, another engine).
+    assert branches == [split_branch(campaign.name, node, place) for place in range(arrivals)]
 
 
 AB = """
@@ -258,25 +286,78 @@ on launch {
 """
 
 
-def test_ab_split_tests_a_share_and_holds_the_rest() -> None:
+def test_ab_split_tests_an_exact_share_and_holds_the_rest() -> None:
     campaign = compile_one(AB)
-    tested = held = 0
+    arrivals: dict[str, int] = {}
+    tested: Counter[str] = Counter()
+    held = 0
     for index in range(1000):
-        result = advance(campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv())
+        env = FakeEnv(arrivals=arrivals)
+        result = advance(campaign, campaign.triggers[0].entry, {}, f"c{index}", env)
         if result.effects.sends:
-            tested += 1
+            tested[result.effects.sends[0].variant or ""] += 1
         else:
             held += 1
             assert result.due_at == T0 + dt.timedelta(hours=4)
-    assert 150 <= tested <= 250 and tested + held == 1000
+        # At every point, 20% of the arrivals so far (rounded down, or one more).
+        assert sum(tested.values()) - (index + 1) // 5 in (0, 1)
+        assert abs(tested["a"] - tested["b"]) <= 1
+    assert tested == Counter({"a": 100, "b": 100}) and held == 800
+
+
+@pytest.mark.parametrize(
+    ("share", "variants", "arrivals"), [(20, 2, 100), (30, 3, 71), (12.5, 2, 40), (50, 4, 9)]
+)
+def test_ab_slot_puts_an_exact_share_in_the_test_in_equal_parts(
+    share: float, variants: int, arrivals: int
+) -> None:
+    arms = "  ".join(f"v{i}: send email offer_a" for i in range(variants))
+    campaign = compile_one(
+        'template offer_a email { subject "A" body "b" }\n'
+        f"on launch {{ split {share}% test winner by opens after 4h {{ {arms} }} }}"
+    )
+    (node,) = [n for n in campaign.nodes if isinstance(n, c.ABSplitNode)]
+    slots = [ab_slot(campaign.name, node, place) for place in range(arrivals)]
+    in_test = [s for s in slots if s is not None]
+    expected = arrivals * share / 100
+    assert int(expected) <= len(in_test) <= int(expected) + 1
+    counts = Counter(in_test)
+    assert set(counts) <= set(range(variants))
+    assert max(counts.values()) - min(counts.get(v, 0) for v in range(variants)) <= 1
+    # The same place always gets the same answer (a restart, another engine).
+    assert slots == [ab_slot(campaign.name, node, place) for place in range(arrivals)]
+
+
+def test_a_held_contact_asking_again_is_not_counted_twice() -> None:
+    campaign = compile_one(AB)
+    arrivals: dict[str, int] = {}
+    waiting = None
+    for index in range(10):
+        result = advance(
+            campaign, campaign.triggers[0].entry, {}, f"c{index}", FakeEnv(arrivals=arrivals)
+        )
+        if not result.effects.sends:
+            waiting = result
+    assert waiting is not None and arrivals == {"ab_split_1": 10}
+    # The test is over but no winner can be named yet: ask again later, not a new place.
+    later = FakeEnv(now=T0 + dt.timedelta(hours=4), arrivals=arrivals)
+    again = advance(campaign, waiting.node, waiting.state, "c9", later)
+    assert not again.effects.sends and again.due_at == T0 + dt.timedelta(hours=5)
+    assert arrivals == {"ab_split_1": 10}
 
 
 def test_held_contacts_get_the_winner() -> None:
     campaign = compile_one(AB)
+    arrivals: dict[str, int] = {}
     held = next(
         (cid, r)
         for cid, r in (
-            (f"c{i}", advance(campaign, campaign.triggers[0].entry, {}, f"c{i}", FakeEnv()))
+            (
+                f"c{i}",
+                advance(
+                    campaign, campaign.triggers[0].entry, {}, f"c{i}", FakeEnv(arrivals=arrivals)
+                ),
+            )
             for i in range(100)
         )
         if not r.effects.sends

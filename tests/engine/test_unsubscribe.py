@@ -20,7 +20,8 @@ from sqlalchemy import select
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
-from cadence.engine.store.models import OutboxMessage, SendLog, Suppression
+from cadence.engine.store import sends as send_store
+from cadence.engine.store.models import ConsentStatus, OutboxMessage, SendLog, Suppression
 from tests.engine.test_runtime import T0, campaigns, engine_run
 
 DRIP = """
@@ -184,3 +185,99 @@ campaign sync { on launch { wait 1h  send email hello  send webhook crm } }
     sink = engine_run(store_url, body)
     assert _sent(sink) == [("p1", "crm")]
     assert _skips(store_url) == [("p1", "email", "suppressed")]
+
+
+@pytest.mark.parametrize(
+    ("properties", "still_sent"),
+    [
+        ({"channel": "sms", "text": "STOP"}, [("p1", "second")]),
+        ({"channel": "sms", "text": " stop. "}, [("p1", "second")]),
+        ({"text": "Unsubscribe"}, [("p1", "second")]),  # no channel named: a text reply, SMS
+        ({"channel": "email", "body": "STOP"}, [("p1", "text")]),
+        ({"channel": "sms", "text": "Stop by on Friday?"}, [("p1", "second"), ("p1", "text")]),
+    ],
+)
+def test_a_stop_reply_unsubscribes_on_its_channel(
+    store_url: str, properties: dict[str, Any], still_sent: list[tuple[str, str]]
+) -> None:
+    """The SMS templates promise "Reply STOP to opt out": a STOP reply is an unsubscribe."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("drip")
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(hours=2))
+        await engine.push_event({"contact": "p1", "name": "replied", "properties": properties})
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert [(c, t) for c, t in _sent(sink) if c == "p1" and t != "first"] == still_sent
+    assert [(c, t) for c, t in _sent(sink) if c == "p2"] == [
+        ("p2", "first"), ("p2", "second"), ("p2", "text")
+    ]  # fmt: skip
+
+
+CONSENT_DRIP = """
+template mail email { subject "Mail" body "x" }
+template text sms { body "Hi. Reply STOP to opt out." }
+campaign consented {
+  on launch { send email mail  send sms text  wait 1d  send email mail  send sms text }
+}
+"""
+
+
+def test_consent_records_gate_sms_and_email_through_double_opt_in(store_url: str) -> None:
+    """Granted SMS consent needs no attribute; a pending double opt-in stops even email
+    until confirmed; a withdrawn consent beats `sms_opt_in: true`."""
+    people = [
+        {"id": "granted", "email": "g@example.test", "phone": "+491510000001"},
+        {"id": "pending", "email": "p@example.test", "phone": "+491510000002"},
+        {"id": "withdrawn", "email": "w@example.test", "phone": "+491510000003",
+         "attributes": {"sms_opt_in": True}},
+    ]  # fmt: skip
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(people)
+
+        def consents(store: Any) -> None:
+            with store.session() as session:
+                for contact, status in (("granted", ConsentStatus.GRANTED),
+                                        ("withdrawn", ConsentStatus.WITHDRAWN)):  # fmt: skip
+                    send_store.set_consent(session, "default", contact, "sms", status, now=T0)
+                for channel in ("email", "sms"):
+                    send_store.set_consent(
+                        session, "default", "pending", channel, ConsentStatus.PENDING,
+                        now=T0, double_opt_in_token=f"token-{channel}",
+                    )  # fmt: skip
+
+        await engine.store.call(consents)
+        await engine.deploy(campaigns(CONSENT_DRIP))
+        await engine.launch("consented")
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(hours=2))
+
+        def confirm(store: Any) -> None:
+            with store.session() as session:
+                for channel in ("email", "sms"):
+                    assert send_store.confirm_double_opt_in(
+                        session, f"token-{channel}", now=clock.now()
+                    )
+
+        await engine.store.call(confirm)
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert _sent(sink) == [
+        ("granted", "mail"), ("granted", "mail"), ("granted", "text"), ("granted", "text"),
+        ("pending", "mail"), ("pending", "text"),  # the second day, after confirming
+        ("withdrawn", "mail"), ("withdrawn", "mail"),
+    ]  # fmt: skip
+    reasons = {(c, ch, r) for c, ch, r in _skips(store_url)}
+    assert reasons == {
+        ("pending", "email", "no consent (pending)"),
+        ("pending", "sms", "no consent (pending)"),
+        ("withdrawn", "sms", "no consent (withdrawn)"),
+    }

@@ -24,6 +24,7 @@ from cadence.engine.store.models import (
     CampaignVersion,
     Enrollment,
     EnrollmentStatus,
+    SplitArrivals,
 )
 
 CHUNK = 500
@@ -476,5 +477,40 @@ def record_audit(
             subject_type=subject_type,
             subject_id=subject_id,
             details=details or {},
+        )
+    )
+
+
+def take_split_arrival(
+    session: Session, tenant_id: str, version_id: int, node: str, *, now: datetime
+) -> int:
+    """Count one more contact placed at a split; its 0-based place among the arrivals.
+
+    The row is locked until the transaction ends (the upsert takes the lock), so engines
+    stepping the same split concurrently number their contacts one after the other, and a
+    rolled-back batch gives its numbers back.
+    """
+    statement = dialect_insert(session.get_bind().dialect.name, SplitArrivals).values(
+        tenant_id=tenant_id,
+        version_id=version_id,
+        node=node,
+        arrivals=1,
+        first_at=now,
+        updated_at=now,
+    )
+    arrivals = session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["version_id", "node"],
+            set_={"arrivals": SplitArrivals.arrivals + 1, "updated_at": now},
+        ).returning(SplitArrivals.arrivals)
+    ).scalar_one()
+    return int(arrivals) - 1
+
+
+def split_first_arrival(session: Session, version_id: int, node: str) -> datetime | None:
+    """When the first contact reached a split of a version, or None if none has."""
+    return session.scalar(
+        select(SplitArrivals.first_at).where(
+            SplitArrivals.version_id == version_id, SplitArrivals.node == node
         )
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
 from cadence.engine.store.database import Store, dialect_insert, utcnow
-from cadence.engine.store.models import Contact, Event, Tenant
+from cadence.engine.store.models import (
+    Campaign,
+    CampaignVersion,
+    Contact,
+    Event,
+    OutboxMessage,
+    Tenant,
+)
 from cadence.engine.store.records import (
     ContactRecord,
     EventRecord,
@@ -526,6 +533,75 @@ def existing_contact_ids(session: Session, tenant_id: str, ids: Iterable[str]) -
     return found
 
 
+def link_to_sends(
+    session: Session, tenant_id: str, records: list[tuple[int, EventRecord]]
+) -> list[tuple[int, EventRecord]]:
+    """Events naming a message (`send`: its idempotency key, or `message`: that or the
+    provider's message id) get what that message says and they leave out.
+
+    A tracking link or a provider's webhook knows the message, not the template, campaign or
+    even the contact; without them `clicked(offer)`, scores and A/B verdicts could not see
+    the event. Filled in when missing: the contact, and the properties `send` (the key),
+    `template`, `campaign`, `channel` and `variant`. An event whose contact is not the
+    message's is left as it is.
+    """
+    named = {
+        str(value)
+        for _, record in records
+        for key in ("send", "message")
+        if isinstance(value := record.properties.get(key), str | int) and str(value)
+    }
+    if not named:
+        return records
+    found: dict[str, tuple[Any, ...]] = {}
+    keys = sorted(named)
+    for column in (OutboxMessage.idempotency_key, OutboxMessage.provider_message_id):
+        for start in range(0, len(keys), 500):
+            for row in session.execute(
+                select(
+                    OutboxMessage.idempotency_key,
+                    OutboxMessage.provider_message_id,
+                    OutboxMessage.contact_id,
+                    OutboxMessage.channel,
+                    OutboxMessage.template,
+                    OutboxMessage.variant,
+                    Campaign.name,
+                )
+                .outerjoin(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
+                .outerjoin(Campaign, Campaign.id == CampaignVersion.campaign_id)
+                .where(
+                    OutboxMessage.tenant_id == tenant_id,
+                    column.in_(keys[start : start + 500]),
+                )
+            ):
+                found.setdefault(str(row[0]), tuple(row))
+                if row[1] is not None:
+                    found.setdefault(str(row[1]), tuple(row))
+    linked: list[tuple[int, EventRecord]] = []
+    for line, record in records:
+        message = next(
+            (
+                found[str(record.properties[key])]
+                for key in ("send", "message")
+                if record.properties.get(key) is not None and str(record.properties[key]) in found
+            ),
+            None,
+        )
+        if message is None or record.contact_id not in (None, message[2]):
+            linked.append((line, record))
+            continue
+        key, _, contact_id, channel, template, variant, campaign = message
+        properties = dict(record.properties)
+        for name, value in (
+            ("send", key), ("template", template), ("campaign", campaign),
+            ("channel", channel), ("variant", variant),
+        ):  # fmt: skip
+            if value is not None and properties.get(name) is None:
+                properties[name] = value
+        linked.append((line, replace(record, contact_id=contact_id, properties=properties)))
+    return linked
+
+
 def push_event_rows(
     store: Store,
     rows: Iterable[Row],
@@ -557,6 +633,8 @@ def push_event_rows(
             records.append((line, record))
     with store.session() as session:
         known_tenant = session.get(Tenant, tenant_id) is not None
+        if known_tenant:
+            records = link_to_sends(session, tenant_id, records)
         known = (
             existing_contact_ids(
                 session, tenant_id, (r.contact_id for _, r in records if r.contact_id)

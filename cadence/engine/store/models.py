@@ -277,6 +277,34 @@ class Enrollment(Base):
     )
 
 
+class SplitArrivals(Base):
+    """How many contacts have reached a split (A/B or random) of a campaign version.
+
+    The split counts its arrivals so that its shares are kept, not a per-contact draw that
+    only holds on average: of the first N arrivals at `split 20% test`, floor(N x 20%) (or
+    one more) are in the test (see `ab_slot` and `split_branch` in engine/stepper.py).
+    """
+
+    __tablename__ = "split_arrivals"
+
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    node: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    arrivals: Mapped[int] = mapped_column(Integer, default=0)
+    # When the first contact reached the split: an A/B test that sent nothing (too few
+    # contacts, every test send stopped) is over `after` this, not never.
+    first_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "version_id"],
+            ["campaign_versions.tenant_id", "campaign_versions.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+
 class OutboxMessage(Base):
     """A send waiting for or done by dispatch; its idempotency key makes it happen once."""
 
