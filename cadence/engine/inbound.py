@@ -153,6 +153,7 @@ def plan(session: Session, tenant_id: str, parsed: ParsedWebhook, now: dt.dateti
     replies = [r for r in parsed.reports if r.inbound]
     if replies:
         _match_replies(session, tenant_id, replies, work, now)
+    _lock_sends(session, {row["outbox_id"] for _, row in work.logs})
     return work
 
 
@@ -447,6 +448,24 @@ def _contact_addresses(
         ):
             found[str(contact_id)] = (email, phone)
     return found
+
+
+def _lock_sends(session: Session, outbox_ids: set[int]) -> None:
+    """Hold the sends a webhook logs to until it commits (PostgreSQL).
+
+    Two deliveries of one webhook at once would both find no log entry and both write
+    one; the second now waits here and then finds the first's entries. Events need no
+    lock: their dedupe keys are unique. SQLite runs one writer at a time anyway.
+    """
+    if not outbox_ids or session.get_bind().dialect.name != "postgresql":
+        return
+    for chunk in _chunks(sorted(outbox_ids)):
+        session.execute(
+            select(OutboxMessage.id)
+            .where(OutboxMessage.id.in_(chunk))
+            .order_by(OutboxMessage.id)
+            .with_for_update(key_share=True)
+        ).all()
 
 
 def _logged_keys(session: Session, outbox_ids: set[int]) -> set[tuple[int, str]]:

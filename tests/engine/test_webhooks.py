@@ -600,3 +600,44 @@ def test_reports_about_unknown_sends_or_other_tenants_are_listed_not_written(
     assert (second.matched, second.events) == (0, 0)
     assert "tenant 'acme'" in second.unmatched[0].reason
     assert table_counts(store_url) == before[0]
+
+
+def test_one_webhook_delivered_twice_at_once_is_stored_once(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        email, text = last(sink, "p1", "email"), last(sink, "p1", "sms")
+        now = clock.now()
+        brevo_body = [
+            wp.brevo_event("deferred", email, now, email=EMAIL["p1"]),
+            wp.brevo_event("delivered", email, now, email=EMAIL["p1"]),
+        ]
+        infobip_body = wp.results(
+            wp.infobip_status(text, now, to=PHONE["p1"], group="DELIVERED",
+                              name="DELIVERED_TO_HANDSET", description="Delivered"),
+            wp.infobip_sms_in("+491510000001", "Yes please", now, "7001"),
+        )  # fmt: skip
+        results: list[WebhookReport] = []
+
+        async def ingest(provider: str, payload: Any) -> None:
+            # Another engine (another worker of the service) takes each second delivery.
+            async with Engine(store_url, clock=clock, sink=sink) as other:
+                results.append(await other.ingest_webhook(provider, payload))
+
+        async with trio.open_nursery() as nursery:
+            for provider, payload in (("brevo", brevo_body), ("infobip", infobip_body)):
+                nursery.start_soon(ingest, provider, payload)
+                nursery.start_soon(ingest, provider, json.loads(json.dumps(payload)))
+        return results
+
+    results = run(store_url, body)
+    assert sum(r.logged for r in results) == 4  # deferred, delivered, delivered, replied
+    assert sum(r.events for r in results) == 3  # delivered (email), delivered (sms), replied
+    assert sum(r.duplicates for r in results) == 4
+    assert sorted(o for _, o, _ in log_outcomes(store_url)) == [
+        "deferred", "delivered", "delivered", "replied",
+    ]  # fmt: skip
+    assert len(events_named(store_url, "delivered")) == 2
+    assert len(events_named(store_url, "replied")) == 1
