@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, ProviderReport
-from cadence.adapters.inbound.reports import dedupe_key
+from cadence.adapters.inbound.reports import dedupe_key, parse_iso
 from cadence.engine.store import importer
 from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.models import (
@@ -38,6 +38,9 @@ from cadence.engine.store.models import (
 from cadence.engine.store.records import EventRecord
 
 CHUNK = 500
+# WhatsApp's customer-service window, opened by each message the person sends.
+WHATSAPP_WINDOW = dt.timedelta(hours=24)
+WINDOW_ATTRIBUTE = "whatsapp_session_until"
 # The channels each provider sends on: a report naming a send on another is not about it.
 PROVIDER_CHANNELS = {"brevo": frozenset({"email"}), "infobip": frozenset({"sms", "whatsapp"})}
 
@@ -183,11 +186,46 @@ def write(
         if event.dedupe_key in unclaimed:
             unclaimed.discard(event.dedupe_key)
             written.add(id(report))
+    _open_whatsapp_windows(session, tenant_id, fresh, now)
     result.logged = len(fresh_logs)
     result.events = len(fresh)
     acted = {id(report) for report, _ in work.logs} | {id(report) for report, _ in work.events}
     result.duplicates = len(acted - written)
     return fresh
+
+
+def _open_whatsapp_windows(
+    session: Session, tenant_id: str, events: Sequence[EventRecord], now: dt.datetime
+) -> None:
+    """A WhatsApp message from the person opens WhatsApp's 24-hour customer-service window.
+
+    The sink reads it from the contact's `whatsapp_session_until` (docs/channels.md): inside
+    it, free-form text may go instead of an approved template.
+    """
+    until: dict[str, dt.datetime] = {}
+    for event in events:
+        if (
+            event.name == "replied"
+            and event.contact_id is not None
+            and event.properties.get("channel") == "whatsapp"
+        ):
+            end = event.at + WHATSAPP_WINDOW
+            until[event.contact_id] = max(until.get(event.contact_id, end), end)
+    if not until:
+        return
+    contacts = session.scalars(
+        select(Contact).where(Contact.tenant_id == tenant_id, Contact.id.in_(sorted(until)))
+    ).all()
+    for contact in contacts:
+        attributes = dict(contact.attributes or {})
+        current = attributes.get(WINDOW_ATTRIBUTE)
+        known = parse_iso(current) if isinstance(current, str) else None
+        if known is not None and known >= until[contact.id]:
+            continue
+        stamp = until[contact.id].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        attributes[WINDOW_ATTRIBUTE] = stamp
+        contact.attributes = attributes
+        contact.updated_at = now
 
 
 def _add(

@@ -22,7 +22,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.runtime import Engine, OutgoingMessage
 from cadence.engine.store import Store
-from cadence.engine.store.models import AuditEntry, Event, SendLog, Suppression
+from cadence.engine.store.models import AuditEntry, Contact, Event, SendLog, Suppression
 from tests.engine import webhook_payloads as wp
 from tests.engine.test_runtime import T0, campaigns
 
@@ -388,6 +388,16 @@ def test_whatsapp_seen_reports_count_as_opens_and_replies_are_recorded(store_url
     assert seen["channel"] == "whatsapp" and seen["template"] == "hello_wa"
     ((_, reply),) = events_named(store_url, "replied")
     assert reply["text"] == "Sounds good" and reply["channel"] == "whatsapp"
+    # The person wrote: WhatsApp's 24-hour window is open for free-form text.
+    with Store.open(store_url) as store, store.session() as session:
+        windows = dict(
+            session.execute(select(Contact.id, Contact.attributes).order_by(Contact.id)).all()
+        )
+    opened_until = T0 + dt.timedelta(hours=25)
+    assert windows["w1"]["whatsapp_session_until"] == opened_until.isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert "whatsapp_session_until" not in windows["w2"]
 
 
 # ---------------------------------------------------------------------------- opens, A/B
