@@ -154,6 +154,9 @@ def test_brevo_reads_the_outbox_id_its_outbound_adapter_sends() -> None:
         ("click", "clicked", "clicked", None),
         ("deferred", "deferred", None, None),
         ("error", "failed", None, None),
+        ("hardBounce", "bounced", "bounced", "hard"),
+        ("uniqueOpened", "opened", "opened", None),
+        ("proxyOpen", "proxy_opened", None, None),
     ],
 )
 def test_brevo_events_map_to_outcomes_and_events(

@@ -18,7 +18,9 @@ What each event becomes (send-log outcome; Cadence event):
 - `opened`, `unique_opened`: opened; `opened` (the unique and plain report of one open are
   one event). `click`: clicked; `clicked` with `url`.
 
-Events Brevo may add later are reported as ignored, not refused.
+The camelCase spellings some of Brevo's schemas use (`hardBounce`, `uniqueOpened`,
+`proxyOpen` ...) are read the same. Events Brevo may add later are reported as ignored,
+not refused.
 """
 
 from __future__ import annotations
@@ -62,10 +64,13 @@ _EVENTS: dict[str, tuple[str, str, str | None, dict[str, Any]]] = {
     "unique_opened": ("opened", "opened", "opened", {}),
     "uniqueopened": ("opened", "opened", "opened", {}),
     "proxy_open": ("proxy_open", "proxy_opened", None, {}),
+    "proxyopen": ("proxy_open", "proxy_opened", None, {}),
     "unique_proxy_open": ("proxy_open", "proxy_opened", None, {}),
+    "uniqueproxyopen": ("proxy_open", "proxy_opened", None, {}),
     "click": ("click", "clicked", "clicked", {}),
     "clicked": ("click", "clicked", "clicked", {}),
     "unsubscribed": ("unsubscribed", "unsubscribed", "unsubscribed", {}),
+    "unsubscribe": ("unsubscribed", "unsubscribed", "unsubscribed", {}),
     "error": ("error", "failed", None, {}),
 }
 
