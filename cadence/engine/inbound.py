@@ -351,24 +351,28 @@ def _mismatch(
 ) -> str | None:
     """Why a send found by the reference the provider echoed is not the one reported, if so.
 
-    A match on the provider's own message id is certain; an echoed outbox id or key is
-    checked against the send's provider, channel and address, so that a reference that is
-    someone else's (another system's custom header) is reported instead of misread.
+    A match on the provider's own message id is certain. An echoed outbox id or key is
+    checked against the send's channel and address (the address the provider names must
+    be the contact's), else its provider, so that someone else's reference (another
+    system's custom header) is reported instead of misread.
     """
     channels = PROVIDER_CHANNELS.get(report.provider, frozenset())
     if send.channel not in channels:
         return f"send {send.outbox_id} is a {send.channel} send, not one {report.provider} makes"
     if direct:
         return None
+    email, phone = address
+    if report.address is not None:
+        if send.channel == "email" and email is not None:
+            if email.lower() != report.address:
+                return f"send {send.outbox_id} went to another address than {report.address}"
+            return None
+        if send.channel != "email" and phone is not None:
+            if _digits(phone) != _digits(report.address):
+                return f"send {send.outbox_id} went to another number than {report.address}"
+            return None
     if send.provider is not None and send.provider != report.provider:
         return f"send {send.outbox_id} went through {send.provider}, not {report.provider}"
-    email, phone = address
-    if report.address is None:
-        return None
-    if send.channel == "email" and email is not None and email.lower() != report.address:
-        return f"send {send.outbox_id} went to another address than {report.address}"
-    if send.channel != "email" and phone is not None and _digits(phone) != _digits(report.address):
-        return f"send {send.outbox_id} went to another number than {report.address}"
     return None
 
 

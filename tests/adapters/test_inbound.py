@@ -346,3 +346,12 @@ def test_the_same_entry_twice_has_one_dedupe_key_and_others_differ() -> None:
     entry["status"] = {**entry["status"], "groupName": "PENDING", "name": "PENDING_ENROUTE"}
     pending = parse_webhook("infobip", {"results": [entry]}).reports[0]
     assert first.dedupe == again.dedupe != pending.dedupe
+
+
+def test_a_body_may_come_as_text_or_bytes() -> None:
+    as_text = parse_webhook("infobip", json.dumps(INFOBIP_DLR)).reports
+    as_bytes = parse_webhook("brevo", json.dumps(BREVO_REQUEST).encode()).reports
+    assert as_text[0].provider_message_id == "MESSAGE-ID-123-xyz"
+    assert as_bytes[0].outcome == "requested"
+    with pytest.raises(InvalidWebhook, match=r"\$: not JSON"):
+        parse_webhook("brevo", b'{"event": ')

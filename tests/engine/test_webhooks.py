@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from cadence.adapters.inbound import InvalidWebhook
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.inbound import WebhookReport
-from cadence.engine.runtime import Engine, OutgoingMessage
+from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import AuditEntry, Contact, Event, SendLog, Suppression
 from tests.engine import webhook_payloads as wp
@@ -538,7 +538,8 @@ def good_bounce(sink: wp.ProviderSink, now: dt.datetime) -> dict[str, Any]:
          "event: missing"),
         ("brevo", lambda s, n: {k: v for k, v in good_bounce(s, n).items()
                                 if k not in ("ts", "ts_event", "ts_epoch", "date")}, "no time"),
-        ("brevo", lambda s, n: "hard_bounce", "$: expected an event object"),
+        ("brevo", lambda s, n: 42, "$: expected an event object or a list, got number"),
+        ("brevo", lambda s, n: "hard_bounce", "$: not JSON"),
         ("infobip", lambda s, n: {"results": {"messageId": "x"}}, "results: expected an array"),
         ("infobip", lambda s, n: {"reports": []}, "results: missing"),
         ("infobip", lambda s, n: wp.results(
@@ -651,3 +652,36 @@ def test_one_webhook_delivered_twice_at_once_is_stored_once(store_url: str) -> N
     ]  # fmt: skip
     assert len(events_named(store_url, "delivered")) == 2
     assert len(events_named(store_url, "replied")) == 1
+
+
+def test_a_send_recorded_by_another_sink_is_matched_by_outbox_id_and_address(
+    store_url: str,
+) -> None:
+    # The recording sink names itself as provider, with ids of its own: the outbox id
+    # Cadence sent, confirmed by the address, still finds the send.
+    clock = SimulatedClock(T0)
+
+    async def main() -> Any:
+        async with Engine(store_url, clock=clock) as engine:
+            await engine.upsert_contacts(PEOPLE)
+            await engine.deploy(campaigns(DAILY))
+            await engine.launch("daily")
+            await engine.run_due()
+            assert isinstance(engine.sink, RecordingSink)
+            message = next(
+                m for m in engine.sink.delivered if m.contact_id == "p1" and m.channel == "email"
+            )
+            click = wp.brevo_event(
+                "click", message, clock.now(), email="P1@Example.test", message_id=False,
+                link="https://acme.test/",
+            )  # fmt: skip
+            found = await engine.ingest_webhook("brevo", json.dumps(click))
+            stranger = {**click, "email": "p2@example.test", "ts_event": click["ts_event"] + 1}
+            refused = await engine.ingest_webhook("brevo", stranger)
+            return found, refused
+
+    found, refused = trio.run(main)
+    assert (found.matched, found.events) == (1, 1)
+    assert (refused.matched, refused.events) == (0, 0)
+    assert "went to another address" in refused.unmatched[0].reason
+    assert [c for c, _ in events_named(store_url, "clicked")] == ["p1"]

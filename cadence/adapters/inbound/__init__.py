@@ -8,6 +8,7 @@ service mounts these parsers.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cadence.adapters.inbound import brevo, infobip
@@ -42,8 +43,16 @@ class ParsedWebhook:
 
 
 def parse_webhook(provider: str, payload: Any) -> ParsedWebhook:
-    """Parse one webhook body (decoded JSON) of `provider`; `InvalidWebhook` when malformed."""
+    """Parse one webhook body of `provider` (decoded JSON, or its text or bytes).
+
+    Raises `InvalidWebhook`, naming every bad field by its JSON path, when it is malformed.
+    """
     name = provider.strip().lower()
+    if isinstance(payload, bytes | bytearray | str):
+        try:
+            payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidWebhook(provider, [WebhookProblem("$", f"not JSON: {exc}")]) from None
     if name == "brevo":
         reports, ignored = brevo.parse(payload)
     elif name == "infobip":
