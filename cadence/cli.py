@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cadence.commands.engine",
     "cadence.commands.agents",
     "cadence.commands.templates",
+    "cadence.commands.webhooks",
 )
 
 

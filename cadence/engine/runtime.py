@@ -23,14 +23,17 @@ from typing import Any, ClassVar, Protocol
 import orjson
 import trio
 from sqlalchemy import Row, Text, cast, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cadence.adapters.inbound import ParsedWebhook, parse_webhook
 from cadence.dispatch.caps import CapRule, FrequencyCaps
 from cadence.dispatch.limiter import ProviderLimit, RateLimiter
 from cadence.dsl import compiled as c
-from cadence.engine import audience, conditions, evaluate, suppress, sweep, timing
+from cadence.engine import audience, conditions, evaluate, inbound, suppress, sweep, timing
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
+from cadence.engine.inbound import WebhookReport
 from cadence.engine.reads import batch_reads
 from cadence.engine.stepper import Advance, SendGate, advance
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
@@ -1221,6 +1224,30 @@ class Engine:
 
         importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now, on_written=written)
         return sum(enrolled)
+
+    async def ingest_webhook(self, provider: str, payload: Any) -> WebhookReport:
+        """Store what a provider's webhook body reports (docs/inbound.md), firing what it sets off.
+
+        A malformed body raises `InvalidWebhook` (every bad field, by position) and writes
+        nothing; reports about unknown sends or numbers are listed in the result, unwritten.
+        """
+        parsed = parse_webhook(provider, payload)
+        try:
+            return await self.store.call_retrying(self._ingest_webhook_sync, parsed)
+        except IntegrityError:
+            # The same report, delivered twice at once, was stored by the other delivery
+            # first (the events' dedupe keys are unique): run again, and find it there.
+            return await self.store.call_retrying(self._ingest_webhook_sync, parsed)
+
+    def _ingest_webhook_sync(self, store: Store, parsed: ParsedWebhook) -> WebhookReport:
+        now = self.now()
+        with store.session() as session:
+            work = inbound.plan(session, self.tenant, parsed, now)
+            before = self._segment_members(session, work.contacts) if work.contacts else frozenset()
+            fresh = inbound.write(session, self.tenant, work, now)
+            if fresh:
+                work.result.enrolled = self._events_written(session, fresh, now, before)
+        return work.result
 
     def _events_written(
         self,

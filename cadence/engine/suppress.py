@@ -9,8 +9,9 @@ events, so an event is never stored without its suppression.
 - `unsubscribed`: the person, on the channel the event names, else the channel of the
   message it names, else every channel that reaches the person.
 - `complained` (a spam report): the person, on that channel (email when nothing says).
-- `replied` with an opt-out keyword (`STOP`, `UNSUBSCRIBE` ... in its `text` or `body`, as
-  an SMS or WhatsApp reply to "Reply STOP to opt out"): the person, on the channel of the
+- `replied` with an opt-out keyword (`STOP`, `UNSUBSCRIBE` ... as its whole `text` or
+  `body`, or as the `keyword` a provider found in it, as Infobip reports inbound SMS), as
+  an SMS or WhatsApp reply to "Reply STOP to opt out": the person, on the channel of the
   reply (its `channel`, else its message's, else SMS), as an `unsubscribed` on that
   channel would.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
@@ -81,8 +82,9 @@ def record_suppressions(
 
 
 def is_stop_reply(event: EventRecord) -> bool:
-    """Whether a reply's text is an opt-out keyword alone (`STOP`, ` stop. `, `Unsubscribe`)."""
-    for key in ("text", "body"):
+    """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Unsubscribe`), or
+    the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
+    for key in ("text", "body", "keyword"):
         text = event.properties.get(key)
         if isinstance(text, str) and text.strip(" \t\r\n.!").upper() in STOP_KEYWORDS:
             return True

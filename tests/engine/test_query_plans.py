@@ -64,7 +64,14 @@ SELECTIVE = {
     "contacts": {"id", "email", "phone"},
     "events": {"id", "contact_id", "dedupe_key"},
     "enrollments": {"id", "contact_id", "version_id"},
-    "send_outbox": {"id", "contact_id", "version_id", "enrollment_id", "idempotency_key"},
+    "send_outbox": {
+        "id",
+        "contact_id",
+        "version_id",
+        "enrollment_id",
+        "idempotency_key",
+        "provider_message_id",
+    },
     "send_log": {"id", "contact_id", "outbox_id"},
 }
 # An upper bound on a due time bounds the rows to the work due now (the claims, with LIMIT);
@@ -275,12 +282,38 @@ class _MixedSink(RecordingSink):
     (recorded by group in SQL, as a dry-run's are): both paths' statements are explained."""
 
     async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
-        """Accept every message; only even outbox ids get a provider message id."""
+        """Accept every message as Brevo; only even outbox ids get a provider message id."""
         results = await super().deliver(messages)
         return [
-            r if r.outbox_id % 2 == 0 else dataclasses.replace(r, provider_message_id=None)
+            dataclasses.replace(r, provider="brevo", provider_message_id=_brevo_id(r.outbox_id))
+            if r.outbox_id % 2 == 0
+            else dataclasses.replace(r, provider_message_id=None)
             for r in results
         ]
+
+
+def _brevo_id(outbox_id: int) -> str:
+    return f"<202612010900.{outbox_id:011d}@smtp-relay.mailin.fr>"
+
+
+def _webhooks(sink: RecordingSink, now: dt.datetime) -> list[tuple[str, Any]]:
+    """Brevo reports on some sends (by message id and by X-Mailin-custom), Infobip replies."""
+    stamp = int(now.timestamp())
+    brevo = [
+        {"event": event, "email": f"{m.contact_id}@example.test", "ts_event": stamp,
+         "X-Mailin-custom": str(m.outbox_id),
+         **({"message-id": _brevo_id(m.outbox_id)} if m.outbox_id % 2 == 0 else {})}
+        for m in sink.delivered[:40]
+        for event in ("delivered", "unique_opened", "hard_bounce")
+    ]  # fmt: skip
+    infobip = {
+        "results": [
+            {"messageId": f"mo-{n}", "from": "4915100000001", "to": "4915199999999",
+             "text": "STOP", "receivedAt": now.isoformat()}
+            for n in range(3)
+        ]
+    }  # fmt: skip
+    return [("brevo", brevo), ("infobip", infobip)]
 
 
 def _run_engine(url: str) -> None:
@@ -290,7 +323,8 @@ def _run_engine(url: str) -> None:
     rng = random.Random(11)
 
     async def main() -> None:
-        async with Engine(url, clock=clock, sink=_MixedSink(), batch_size=500) as engine:
+        sink = _MixedSink()
+        async with Engine(url, clock=clock, sink=sink, batch_size=500) as engine:
             await engine.deploy(campaigns)
             for campaign in campaigns:
                 # Audiences here are above 1,000 contacts: launching needs an approval.
@@ -324,6 +358,9 @@ def _run_engine(url: str) -> None:
                     )
                     await engine.pause("drip")
                     await engine.resume("drip")
+            await engine.upsert_contacts([{"id": "c1", "phone": "+4915100000001"}])
+            for provider, payload in _webhooks(sink, clock.now()):
+                await engine.ingest_webhook(provider, payload)
             await engine.cancel("weekly")
             await engine.status()
 
@@ -488,9 +525,9 @@ def test_engine_statements_read_large_tables_through_bounding_indexes(
         for table in LARGE_TABLES
         if re.match(rf"(SCAN|SEARCH) {table}\b", line.strip())
     }
-    # The scenario really ran: every large table the engine reads was read (send_log is only
-    # appended to), and many distinct statements.
-    assert touched == LARGE_TABLES - {"send_log"} and len(explained) > 40
+    # The scenario really ran: every large table was read (send_log by the webhooks'
+    # duplicate check), and many distinct statements.
+    assert touched == LARGE_TABLES and len(explained) > 40
     offenders = [
         f"{sql}\n  plan: {plan}\n  " + "\n  ".join(problems)
         for sql, (plan, problems) in explained.items()

@@ -1,0 +1,223 @@
+"""Brevo's transactional email webhooks, as provider reports.
+
+Brevo posts one JSON object per event (or, batched, a list of them) with `event`, `email`,
+`message-id`, the times `ts_event` / `ts` (seconds, UTC), `ts_epoch` (milliseconds) and
+`date` (Paris time), the `X-Mailin-custom` header Cadence set (the outbox id of a single
+message), and per event `reason`, `link`, `tag`/`tags`, `template_id`
+(https://developers.brevo.com/docs/transactional-webhooks).
+
+What each event becomes (send-log outcome; Cadence event):
+
+- `request`/`sent`: requested; none. `deferred`: deferred; none (Brevo keeps trying and
+  reports the end as a bounce). `error`: failed; none. `proxy_open`, `unique_proxy_open`:
+  proxy_opened; none (a privacy proxy fetched the pixel, not the person).
+- `delivered`: delivered; `delivered`.
+- `hard_bounce`, `invalid_email`/`invalid`, `blocked`: bounced; `bounced` type hard (Brevo
+  will not deliver to that address again). `soft_bounce`: soft_bounced; `bounced` type soft.
+- `spam`: complained; `complained`. `unsubscribed`: unsubscribed; `unsubscribed` on email.
+- `opened`, `unique_opened`: opened; `opened` (the unique and plain report of one open are
+  one event). `click`: clicked; `clicked` with `url`.
+
+The camelCase spellings some of Brevo's schemas use (`hardBounce`, `uniqueOpened`,
+`proxyOpen` ...) are read the same. Events Brevo may add later are reported as ignored,
+not refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cadence.adapters.inbound.reports import (
+    Fields,
+    InvalidWebhook,
+    ProviderReport,
+    WebhookProblem,
+    dedupe_key,
+    json_kind,
+)
+
+PROVIDER = "brevo"
+# Brevo's `date` is in its own time zone (CET/CEST), not UTC.
+_BREVO_ZONE = ZoneInfo("Europe/Paris")
+_DIGITS = re.compile(r"[0-9]+")
+
+# event -> (normalized kind, send-log outcome, Cadence event, event properties)
+_EVENTS: dict[str, tuple[str, str, str | None, dict[str, Any]]] = {
+    "request": ("requested", "requested", None, {}),
+    "sent": ("requested", "requested", None, {}),
+    "delivered": ("delivered", "delivered", "delivered", {}),
+    "hard_bounce": ("hard_bounce", "bounced", "bounced", {"type": "hard"}),
+    "hardbounce": ("hard_bounce", "bounced", "bounced", {"type": "hard"}),
+    "invalid_email": ("invalid_email", "bounced", "bounced", {"type": "hard"}),
+    "invalid": ("invalid_email", "bounced", "bounced", {"type": "hard"}),
+    "blocked": ("blocked", "bounced", "bounced", {"type": "hard"}),
+    "soft_bounce": ("soft_bounce", "soft_bounced", "bounced", {"type": "soft"}),
+    "softbounce": ("soft_bounce", "soft_bounced", "bounced", {"type": "soft"}),
+    "deferred": ("deferred", "deferred", None, {}),
+    "spam": ("spam", "complained", "complained", {}),
+    "opened": ("opened", "opened", "opened", {}),
+    "open": ("opened", "opened", "opened", {}),
+    "unique_opened": ("opened", "opened", "opened", {}),
+    "uniqueopened": ("opened", "opened", "opened", {}),
+    "proxy_open": ("proxy_open", "proxy_opened", None, {}),
+    "proxyopen": ("proxy_open", "proxy_opened", None, {}),
+    "unique_proxy_open": ("proxy_open", "proxy_opened", None, {}),
+    "uniqueproxyopen": ("proxy_open", "proxy_opened", None, {}),
+    "click": ("click", "clicked", "clicked", {}),
+    "clicked": ("click", "clicked", "clicked", {}),
+    "unsubscribed": ("unsubscribed", "unsubscribed", "unsubscribed", {}),
+    "unsubscribe": ("unsubscribed", "unsubscribed", "unsubscribed", {}),
+    "error": ("error", "failed", None, {}),
+}
+
+
+def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
+    """Reports from a Brevo webhook body (one event object or a list of them).
+
+    Returns the reports and the (position, event) of events Cadence does not act on.
+    Raises `InvalidWebhook` naming every bad field when the body is malformed.
+    """
+    problems: list[WebhookProblem] = []
+    if isinstance(payload, Mapping):
+        items: list[tuple[str, Any]] = [("", payload)]
+    elif isinstance(payload, list):
+        if not payload:
+            raise InvalidWebhook(PROVIDER, [WebhookProblem("$", "an empty list of events")])
+        items = [(f"[{index}]", item) for index, item in enumerate(payload)]
+    else:
+        raise InvalidWebhook(
+            PROVIDER,
+            [WebhookProblem("$", f"expected an event object or a list, got {json_kind(payload)}")],
+        )
+    reports: list[ProviderReport] = []
+    ignored: list[tuple[str, str]] = []
+    for path, item in items:
+        if not isinstance(item, Mapping):
+            problems.append(
+                WebhookProblem(path or "$", f"expected an object, got {json_kind(item)}")
+            )
+            continue
+        report = _one(Fields(item, path, problems), ignored)
+        if report is not None:
+            reports.append(report)
+    if problems:
+        raise InvalidWebhook(PROVIDER, problems)
+    return reports, ignored
+
+
+def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
+    """One event object as a report (None when it is bad or an event Cadence ignores)."""
+    before = len(item.problems)
+    name = item.text("event", required=True)
+    email = item.text("email")
+    message_id = item.text("message-id", number=True) or item.text("messageId", number=True)
+    custom = item.text("X-Mailin-custom", number=True)
+    link = item.text("link")
+    reason = item.text("reason")
+    template_id = item.text("template_id", number=True) or item.text("templateId", number=True)
+    tags = _tags(item)
+    at, stamp = _moment(item)
+    if name is None or len(item.problems) > before:
+        return None
+    known = _EVENTS.get(name.strip().lower())
+    if known is None:
+        ignored.append((item.path or "$", name))
+        return None
+    kind, outcome, event, extra = known
+    if at is None:
+        item.problem(None, "no time: none of ts_event, ts_epoch, ts or date is given")
+        return None
+    outbox_ref, send_key = _custom_ref(custom)
+    properties: dict[str, Any] = dict(extra)
+    if event == "bounced" and reason:
+        properties["reason"] = reason
+    if event == "clicked" and link:
+        properties["url"] = link
+    if event is not None:
+        properties["provider_event"] = name
+    detail: dict[str, Any] = {"event": name}
+    for key, value in (("reason", reason), ("link", link), ("template_id", template_id)):
+        if value:
+            detail[key] = value
+    if tags:
+        detail["tags"] = tags
+    return ProviderReport(
+        provider=PROVIDER,
+        position=item.path or "$",
+        kind=kind,
+        at=at,
+        # The unique and the plain report of one open share it: one event, one log entry.
+        dedupe=dedupe_key(PROVIDER, kind, message_id or custom, email, stamp, link),
+        outcome=outcome,
+        events=((event, properties),) if event else (),
+        channel="email",
+        provider_message_id=message_id,
+        outbox_ref=outbox_ref,
+        send_key=send_key,
+        address=email.strip().lower() if email else None,
+        detail=detail,
+    )
+
+
+def _tags(item: Fields) -> list[str]:
+    """`tags` (a list) or `tag` (one string, or a JSON-ish list Brevo writes as text)."""
+    value = item.data.get("tags")
+    if isinstance(value, list):
+        if not all(isinstance(tag, str) for tag in value):
+            item.problem("tags", "expected a list of strings")
+            return []
+        return list(value)
+    if value is not None:
+        item.problem("tags", f"expected a list of strings, got {json_kind(value)}")
+        return []
+    tag = item.text("tag")
+    return [tag] if tag else []
+
+
+def _moment(item: Fields) -> tuple[dt.datetime | None, str | None]:
+    """When the event happened (UTC), and the raw value it was read from (for dedupe keys).
+
+    `ts_event` (seconds, UTC) first, then `ts_epoch` (documented in milliseconds; a value
+    small enough to be seconds is read as seconds), `ts`, then `date` in Paris time.
+    """
+    for name in ("ts_event", "ts_epoch", "ts"):
+        value = item.number(name)
+        if value is None:
+            continue
+        seconds = value / 1000 if name == "ts_epoch" and value > 100_000_000_000 else value
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC), f"{name}={value}"
+        except (OverflowError, OSError, ValueError):
+            item.problem(name, f"{value!r} is not a time stamp")
+            return None, None
+    text = item.text("date")
+    if text is None:
+        return None, None
+    try:
+        parsed = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        item.problem("date", f"{text!r} is not a date (YYYY-MM-DD HH:MM:SS)")
+        return None, None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_BREVO_ZONE)
+    return parsed.astimezone(dt.UTC), f"date={text}"
+
+
+def _custom_ref(custom: str | None) -> tuple[str | None, str | None]:
+    """(outbox id, idempotency key) from the X-Mailin-custom header Cadence set.
+
+    A single message carries its outbox id (its idempotency key when it had none); a
+    batched one `batch:<uuid>`, which names no message: those are found by message id.
+    """
+    if not custom:
+        return None, None
+    value = custom.strip()
+    if _DIGITS.fullmatch(value):
+        return value, None
+    if value.startswith("batch:"):
+        return None, None
+    return None, value

@@ -1,0 +1,367 @@
+"""The webhook parsers alone (cadence/adapters/inbound): published shapes in, reports out.
+
+The bodies are the providers' published examples (Brevo's transactional webhooks page,
+Infobip's delivery-report, seen-report and inbound-message webhooks), and the references
+are read back from what Cadence's own outbound adapters send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from cadence.adapters.brevo import BrevoAdapter
+from cadence.adapters.config import BrevoConfig, InfobipConfig, Secret
+from cadence.adapters.inbound import InvalidWebhook, parse_webhook
+from cadence.adapters.infobip import InfobipAdapter, message_id_for
+from tests.adapters.conftest import email, sms
+
+# Brevo's documented "request" example, with the values its docs elide filled in.
+BREVO_REQUEST: dict[str, Any] = {
+    "event": "request",
+    "email": "example@domain.com",
+    "id": 123456,
+    "date": "2020-10-09 00:00:00",
+    "ts": 1604933619,
+    "message-id": "201798300811.5787683@relay.domain.com",
+    "ts_event": 1604933654,
+    "subject": "My first Transactional",
+    "X-Mailin-custom": "some_custom_header",
+    "sending_ip": "185.41.28.109",
+    "ts_epoch": 1604933654,
+    "template_id": 22,
+    "mirror_link": "https://app-smtp.brevo.com/log/preview/1a2000f4-4e33-23aa-ab68-900d00009152c",
+    "contact_id": 8,
+    "tags": ["transac_messages"],
+}
+
+# Infobip's documented SMS delivery report.
+INFOBIP_DLR: dict[str, Any] = {
+    "results": [
+        {
+            "bulkId": "BULK-ID-123-xyz",
+            "price": {"pricePerMessage": 0.01, "currency": "EUR"},
+            "status": {"id": 5, "groupId": 3, "groupName": "DELIVERED",
+                       "name": "DELIVERED_TO_HANDSET",
+                       "description": "Message delivered to handset"},
+            "error": {"id": 0, "name": "NO_ERROR", "description": "No Error", "groupId": 0,
+                      "groupName": "OK", "permanent": False},
+            "messageId": "MESSAGE-ID-123-xyz",
+            "doneAt": "2019-11-09T16:00:00.000+0000",
+            "smsCount": 1,
+            "sentAt": "2019-11-09T16:00:00.000+0000",
+            "to": "41793026727",
+            "callbackData": "DLR callback data",
+        }
+    ]
+}  # fmt: skip
+
+# Infobip's documented inbound SMS (MO_JSON_2) and WhatsApp inbound text.
+INFOBIP_MO: dict[str, Any] = {
+    "results": [
+        {
+            "messageId": "817790313235066447",
+            "from": "385916242493",
+            "to": "385921004026",
+            "text": "QUIZ Correct answer is Paris",
+            "cleanText": "Correct answer is Paris",
+            "keyword": "QUIZ",
+            "receivedAt": "2016-10-06T09:28:39.220+0000",
+            "smsCount": 1,
+            "price": {"pricePerMessage": 0, "currency": "EUR"},
+            "callbackData": "callbackData",
+        }
+    ],
+    "messageCount": 1,
+    "pendingMessageCount": 0,
+}
+WHATSAPP_IN: dict[str, Any] = {
+    "results": [
+        {
+            "from": "385919998888",
+            "to": "447860099299",
+            "integrationType": "WHATSAPP",
+            "receivedAt": "2019-07-19T11:23:19.066+0000",
+            "messageId": "ABEGOFl3RpkoAhDGJ8Yx2fNFNsaXUsqu7o0LBw",
+            "pairedMessageId": None,
+            "callbackData": None,
+            "message": {"type": "TEXT", "text": "Hello"},
+            "contact": {"name": "Frank"},
+            "price": {"pricePerMessage": 0, "currency": "EUR"},
+        }
+    ],
+    "messageCount": 1,
+    "pendingMessageCount": 0,
+}
+WHATSAPP_SEEN: dict[str, Any] = {
+    "results": [
+        {
+            "messageId": "1215f543ab19-345f-adbd-12ad31451ed25f35",
+            "from": "385919998888",
+            "to": "41793026731",
+            "sentAt": "2018-12-12T11:21:57.793+0000",
+            "seenAt": "2018-12-12T11:21:58.251+0000",
+            "applicationId": "example-application-id",
+            "entityId": "example-entity-id",
+        }
+    ]
+}
+
+
+def test_brevo_published_request_example() -> None:
+    parsed = parse_webhook("brevo", BREVO_REQUEST)
+    (report,) = parsed.reports
+    assert report.outcome == "requested" and report.events == ()
+    assert report.at == dt.datetime.fromtimestamp(1604933654, dt.UTC)  # ts_event
+    assert report.provider_message_id == "201798300811.5787683@relay.domain.com"
+    # Not a Cadence outbox id: a key to look up, which will match nothing of ours.
+    assert (report.outbox_ref, report.send_key) == (None, "some_custom_header")
+    assert report.detail["tags"] == ["transac_messages"] and report.detail["template_id"] == "22"
+
+
+def test_brevo_reads_the_outbox_id_its_outbound_adapter_sends() -> None:
+    adapter = BrevoAdapter(BrevoConfig(api_key=Secret("k")))
+    message = email(1, outbox_id="4711")
+    custom = adapter.payload([message])["headers"]["X-Mailin-custom"]
+    body = {**BREVO_REQUEST, "event": "hard_bounce", "X-Mailin-custom": custom, "reason": "550"}
+    (report,) = parse_webhook("brevo", body).reports
+    assert report.outbox_ref == "4711" and report.send_key is None
+    assert report.events == (("bounced", {"type": "hard", "reason": "550",
+                                          "provider_event": "hard_bounce"}),)  # fmt: skip
+    # A batch's header names no message: it is matched by message id only.
+    batch = adapter.payload([email(1), email(2)])["headers"]["X-Mailin-custom"]
+    (batched,) = parse_webhook("brevo", {**body, "X-Mailin-custom": batch}).reports
+    assert (batched.outbox_ref, batched.send_key) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("event", "outcome", "cadence_event", "kind"),
+    [
+        ("delivered", "delivered", "delivered", None),
+        ("hard_bounce", "bounced", "bounced", "hard"),
+        ("invalid_email", "bounced", "bounced", "hard"),
+        ("blocked", "bounced", "bounced", "hard"),
+        ("soft_bounce", "soft_bounced", "bounced", "soft"),
+        ("spam", "complained", "complained", None),
+        ("unsubscribed", "unsubscribed", "unsubscribed", None),
+        ("opened", "opened", "opened", None),
+        ("unique_opened", "opened", "opened", None),
+        ("proxy_open", "proxy_opened", None, None),
+        ("click", "clicked", "clicked", None),
+        ("deferred", "deferred", None, None),
+        ("error", "failed", None, None),
+        ("hardBounce", "bounced", "bounced", "hard"),
+        ("uniqueOpened", "opened", "opened", None),
+        ("proxyOpen", "proxy_opened", None, None),
+    ],
+)
+def test_brevo_events_map_to_outcomes_and_events(
+    event: str, outcome: str, cadence_event: str | None, kind: str | None
+) -> None:
+    (report,) = parse_webhook(
+        "brevo", {**BREVO_REQUEST, "event": event, "link": "https://x.test"}
+    ).reports
+    assert report.outcome == outcome
+    assert [name for name, _ in report.events] == ([cadence_event] if cadence_event else [])
+    if kind is not None:
+        assert report.events[0][1]["type"] == kind
+    if event == "click":
+        assert report.events[0][1]["url"] == "https://x.test"
+
+
+def test_brevo_times_date_is_paris_time_and_ts_epoch_milliseconds() -> None:
+    base = {k: v for k, v in BREVO_REQUEST.items() if k not in ("ts", "ts_event", "ts_epoch")}
+    (winter,) = parse_webhook("brevo", {**base, "date": "2026-12-01 10:00:00"}).reports
+    assert winter.at == dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+    (summer,) = parse_webhook("brevo", {**base, "date": "2026-07-01 10:00:00"}).reports
+    assert summer.at == dt.datetime(2026, 7, 1, 8, 0, tzinfo=dt.UTC)
+    (epoch,) = parse_webhook("brevo", {**base, "ts_epoch": 1764579600123}).reports
+    assert epoch.at == dt.datetime(2025, 12, 1, 9, 0, 0, 123000, tzinfo=dt.UTC)
+
+
+def test_brevo_one_open_reported_as_unique_and_plain_has_one_dedupe_key() -> None:
+    opened = {**BREVO_REQUEST, "event": "opened"}
+    unique = {**BREVO_REQUEST, "event": "unique_opened"}
+    later = {**opened, "ts_event": 1604933999}
+    a, b, c = parse_webhook("brevo", [opened, unique, later]).reports
+    assert a.dedupe == b.dedupe != c.dedupe
+    assert a.dedupe == parse_webhook("brevo", json.loads(json.dumps(opened))).reports[0].dedupe
+
+
+def test_brevo_unknown_events_are_ignored_not_refused() -> None:
+    parsed = parse_webhook("brevo", [BREVO_REQUEST, {**BREVO_REQUEST, "event": "list_addition"}])
+    assert len(parsed.reports) == 1 and parsed.ignored == [("[1]", "list_addition")]
+
+
+def test_brevo_bad_bodies_name_every_bad_field_by_position() -> None:
+    with pytest.raises(InvalidWebhook) as caught:
+        parse_webhook(
+            "brevo",
+            [
+                BREVO_REQUEST,
+                {**BREVO_REQUEST, "event": ["spam"], "tags": "x"},
+                {**BREVO_REQUEST, "ts_event": "late"},
+                [],
+            ],
+        )
+    text = str(caught.value)
+    expected = [
+        "[1].event: expected a string, got array",
+        "[1].tags: expected a list",
+        "[2].ts_event: expected a number",
+        "[3]: expected an object, got array",
+    ]
+    for where in expected:
+        assert where in text, text
+    assert len(caught.value.problems) == 4
+    with pytest.raises(InvalidWebhook, match=r"\$: an empty list"):
+        parse_webhook("brevo", [])
+
+
+def test_infobip_published_delivery_report() -> None:
+    (report,) = parse_webhook("infobip", INFOBIP_DLR).reports
+    assert report.outcome == "delivered" and [n for n, _ in report.events] == ["delivered"]
+    assert report.provider_message_id == "MESSAGE-ID-123-xyz"
+    assert report.at == dt.datetime(2019, 11, 9, 16, 0, tzinfo=dt.UTC)
+    # Someone else's callbackData is no reference; the messageId is.
+    assert (report.outbox_ref, report.tenant, report.send_key) == (None, None, None)
+    assert report.address == "+41793026727"
+
+
+def test_infobip_reads_the_references_its_outbound_adapter_sends() -> None:
+    adapter = InfobipAdapter(
+        InfobipConfig(api_key=Secret("k"), base_url="https://x.api.infobip.com")
+    )
+    message = sms(1, outbox_id="812")
+    (item,) = adapter.sms_payload([message])["messages"]
+    entry = {**INFOBIP_DLR["results"][0], "messageId": item["destinations"][0]["messageId"],
+             "callbackData": item["callbackData"]}  # fmt: skip
+    (report,) = parse_webhook("infobip", {"results": [entry]}).reports
+    assert report.provider_message_id == message_id_for(message)
+    assert (report.outbox_ref, report.tenant, report.send_key) == (
+        "812", "acme", message.idempotency_key,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("group", "permanent", "outcome", "bounce"),
+    [
+        ("UNDELIVERABLE", True, "bounced", "hard"),
+        ("UNDELIVERABLE", None, "bounced", "hard"),
+        ("UNDELIVERABLE", False, "bounced", "soft"),
+        ("EXPIRED", True, "expired", "soft"),
+        ("REJECTED", True, "failed", None),
+        ("PENDING", False, "pending", None),
+    ],
+)
+def test_infobip_status_groups(
+    group: str, permanent: bool | None, outcome: str, bounce: str | None
+) -> None:
+    entry = dict(INFOBIP_DLR["results"][0])
+    entry["status"] = {**entry["status"], "groupName": group}
+    entry["error"] = {**entry["error"], "permanent": permanent}
+    if permanent is None:
+        del entry["error"]["permanent"]
+    (report,) = parse_webhook("infobip", {"results": [entry]}).reports
+    assert report.outcome == outcome
+    if bounce is None:
+        assert report.events == ()
+    else:
+        assert report.events[0][0] == "bounced" and report.events[0][1]["type"] == bounce
+
+
+def test_infobip_inbound_sms_whatsapp_and_seen() -> None:
+    (mo,) = parse_webhook("infobip", INFOBIP_MO).reports
+    assert mo.inbound and mo.channel == "sms" and mo.address == "+385916242493"
+    assert mo.events == (("replied", {"channel": "sms", "text": "QUIZ Correct answer is Paris",
+                                      "keyword": "QUIZ"}),)  # fmt: skip
+    (wa,) = parse_webhook("infobip", WHATSAPP_IN).reports
+    assert wa.channel == "whatsapp" and wa.events[0][1]["text"] == "Hello"
+    (seen,) = parse_webhook("infobip", WHATSAPP_SEEN).reports
+    assert seen.outcome == "seen" and seen.events[0][0] == "opened" and not seen.inbound
+    assert seen.at == dt.datetime(2018, 12, 12, 11, 21, 58, 251000, tzinfo=dt.UTC)
+
+
+def test_an_opt_out_reply_is_reported_as_a_reply_with_its_keyword() -> None:
+    """Whether it opts out is decided with every other reply (cadence.engine.suppress)."""
+    from cadence.engine.store.records import EventRecord
+    from cadence.engine.suppress import is_stop_reply
+
+    def opts_out(text: str, keyword: str) -> bool:
+        (report,) = parse_webhook(
+            "infobip", replace_text(INFOBIP_MO, text, keyword=keyword)
+        ).reports
+        assert [name for name, _ in report.events] == ["replied"]
+        name, properties = report.events[0]
+        return is_stop_reply(EventRecord("p1", name, report.at, properties))
+
+    assert opts_out("Stop.", "STOP") and opts_out("  unsubscribe ", "")
+    assert opts_out("STOP please", "STOP")
+    assert not opts_out("please stop it", "PLEASE")
+
+
+def replace_text(body: dict[str, Any], text: str, *, keyword: str) -> dict[str, Any]:
+    entry = {**body["results"][0], "text": text, "keyword": keyword, "cleanText": ""}
+    return {**body, "results": [entry]}
+
+
+def test_infobip_bad_bodies_name_the_field() -> None:
+    entry = INFOBIP_DLR["results"][0]
+    cases = [
+        ([], "$: expected an object"),
+        ({"results": None}, "results: missing"),
+        ({"results": [entry, 3]}, "results[1]: expected an object, got number"),
+        ({"results": [{**entry, "status": {"groupName": None}}]},
+         "results[0].status.groupName: missing"),
+        ({"results": [{**entry, "error": {"permanent": "yes"}}]}, "results[0].error.permanent"),
+        ({"results": [{**WHATSAPP_IN["results"][0], "receivedAt": "now"}]},
+         "results[0].receivedAt: 'now' is not a date-time"),
+        ({"results": [{**WHATSAPP_SEEN["results"][0], "seenAt": None}]},
+         "results[0].seenAt: missing"),
+        ({"results": [{"text": "hi"}]}, "results[0]: not a delivery report"),
+    ]  # fmt: skip
+    for body, where in cases:
+        with pytest.raises(InvalidWebhook) as caught:
+            parse_webhook("infobip", body)
+        assert where in str(caught.value), (where, str(caught.value))
+
+
+def test_an_unknown_status_group_is_ignored() -> None:
+    entry = dict(INFOBIP_DLR["results"][0])
+    entry["status"] = {**entry["status"], "groupName": "SOMETHING_NEW"}
+    parsed = parse_webhook("infobip", {"results": [entry]})
+    assert parsed.reports == [] and parsed.ignored == [("results[0]", "status SOMETHING_NEW")]
+
+
+def test_whatsapp_button_and_list_replies_have_text() -> None:
+    entry = WHATSAPP_IN["results"][0]
+    button = {**entry, "message": {"type": "INTERACTIVE_BUTTON_REPLY", "id": "b1", "title": "STOP"}}
+    (report,) = parse_webhook("infobip", {"results": [button]}).reports
+    assert [name for name, _ in report.events] == ["replied"]
+    assert report.events[0][1]["text"] == "STOP"
+    image = {**entry, "message": {"type": "IMAGE", "url": "https://x.test/i.jpg"}}
+    (media,) = parse_webhook("infobip", {"results": [image]}).reports
+    assert media.events == (
+        ("replied", {"channel": "whatsapp", "text": "", "message_type": "IMAGE"}),
+    )
+
+
+def test_the_same_entry_twice_has_one_dedupe_key_and_others_differ() -> None:
+    first = parse_webhook("infobip", INFOBIP_DLR).reports[0]
+    again = parse_webhook("infobip", json.loads(json.dumps(INFOBIP_DLR))).reports[0]
+    entry = dict(INFOBIP_DLR["results"][0])
+    entry["status"] = {**entry["status"], "groupName": "PENDING", "name": "PENDING_ENROUTE"}
+    pending = parse_webhook("infobip", {"results": [entry]}).reports[0]
+    assert first.dedupe == again.dedupe != pending.dedupe
+
+
+def test_a_body_may_come_as_text_or_bytes() -> None:
+    as_text = parse_webhook("infobip", json.dumps(INFOBIP_DLR)).reports
+    as_bytes = parse_webhook("brevo", json.dumps(BREVO_REQUEST).encode()).reports
+    assert as_text[0].provider_message_id == "MESSAGE-ID-123-xyz"
+    assert as_bytes[0].outcome == "requested"
+    with pytest.raises(InvalidWebhook, match=r"\$: not JSON"):
+        parse_webhook("brevo", b'{"event": ')

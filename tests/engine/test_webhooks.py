@@ -1,0 +1,687 @@
+"""Provider webhooks through the engine, on both stores (cadence/engine/inbound.py).
+
+Brevo's email events and Infobip's delivery reports, seen reports and inbound messages
+become send-log outcomes and contact events that suppress, branch and decide A/B tests;
+duplicates add nothing; malformed bodies and unknown sends change nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import func, select
+
+from cadence.adapters.inbound import InvalidWebhook
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.inbound import WebhookReport
+from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import AuditEntry, Contact, Event, SendLog, Suppression
+from tests.engine import webhook_payloads as wp
+from tests.engine.test_runtime import T0, campaigns
+
+DAILY = """
+template note email { subject "Note" body "x" }
+template text sms { body "Hi, reply STOP to opt out" }
+campaign daily {
+  on launch {
+    send email note  send sms text  wait 1d
+    send email note  send sms text  wait 1d
+    send email note  send sms text  wait 1d
+    send email note  send sms text  wait 1d
+    send email note  send sms text
+  }
+}
+"""
+PEOPLE = [
+    {"id": f"p{i}", "email": f"p{i}@example.test", "phone": f"+4915100000{i:02}",
+     "attributes": {"sms_opt_in": True}}
+    for i in (1, 2)
+]  # fmt: skip
+EMAIL = {"p1": "p1@example.test", "p2": "p2@example.test"}
+PHONE = {"p1": "491510000001", "p2": "491510000002"}
+
+Body = Callable[[Engine, SimulatedClock, wp.ProviderSink], Awaitable[Any]]
+
+
+def run(url: str, body: Body, *, with_ids: bool = True) -> Any:
+    """Open an engine with a provider-like sink on a simulated clock at T0; run `body`."""
+    clock = SimulatedClock(T0)
+    sink = wp.ProviderSink(with_ids=with_ids)
+
+    async def main() -> Any:
+        async with Engine(url, clock=clock, sink=sink) as engine:
+            return await body(engine, clock, sink)
+
+    return trio.run(main)
+
+
+def last(sink: wp.ProviderSink, contact: str, channel: str) -> OutgoingMessage:
+    """The latest send to a contact on a channel."""
+    return [m for m in sink.delivered if m.contact_id == contact and m.channel == channel][-1]
+
+
+def counts(sink: wp.ProviderSink, contact: str) -> dict[str, int]:
+    """Sends per channel to one contact."""
+    return dict(Counter(m.channel for m in sink.delivered if m.contact_id == contact))
+
+
+def table_counts(url: str) -> tuple[int, int, int]:
+    """(events, send-log entries, suppressions) in the store."""
+    with Store.open(url) as store, store.session() as session:
+        return (
+            session.scalar(select(func.count()).select_from(Event)) or 0,
+            session.scalar(select(func.count()).select_from(SendLog)) or 0,
+            session.scalar(select(func.count()).select_from(Suppression)) or 0,
+        )
+
+
+def suppressions(url: str) -> set[tuple[str, str | None, str | None, str]]:
+    with Store.open(url) as store, store.session() as session:
+        rows = session.execute(
+            select(Suppression.channel, Suppression.address, Suppression.contact_id,
+                   Suppression.reason)
+        ).all()  # fmt: skip
+    return {(r[0], r[1], r[2], r[3]) for r in rows}
+
+
+def events_named(url: str, name: str) -> list[tuple[str | None, dict[str, Any]]]:
+    with Store.open(url) as store, store.session() as session:
+        rows = session.execute(
+            select(Event.contact_id, Event.properties).where(Event.name == name).order_by(Event.id)
+        ).all()
+    return [(r[0], dict(r[1] or {})) for r in rows]
+
+
+def log_outcomes(url: str) -> list[tuple[str, str, str | None]]:
+    """(contact, outcome, provider) of the send-log entries that providers reported."""
+    with Store.open(url) as store, store.session() as session:
+        rows = session.execute(
+            select(SendLog.contact_id, SendLog.outcome, SendLog.provider, SendLog.detail).order_by(
+                SendLog.id
+            )
+        ).all()
+    return [(r[0], r[1], r[2]) for r in rows if "dedupe" in (r[3] or {})]
+
+
+def daily(
+    url: str,
+    hooks: list[tuple[float, Callable[[wp.ProviderSink, dt.datetime], tuple[str, Any]]]],
+    *,
+    with_ids: bool = True,
+) -> tuple[wp.ProviderSink, list[WebhookReport]]:
+    """Run DAILY to PEOPLE for five days; at each (hours, hook) ingest what the hook builds."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        reports = []
+        for hours, hook in hooks:
+            await engine.run_until(T0 + dt.timedelta(hours=hours))
+            provider, payload = hook(sink, clock.now())
+            reports.append(await engine.ingest_webhook(provider, payload))
+        await engine.run_until(T0 + dt.timedelta(days=5))
+        return sink, reports
+
+    result: tuple[wp.ProviderSink, list[WebhookReport]] = run(url, body, with_ids=with_ids)
+    # The other contact is never affected.
+    assert counts(result[0], "p2") == {"email": 5, "sms": 5}
+    return result
+
+
+def brevo(event: str, **extra: Any) -> Callable[[wp.ProviderSink, dt.datetime], tuple[str, Any]]:
+    """A hook: Brevo reports `event` about p1's latest email."""
+
+    def hook(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        message = last(sink, "p1", "email")
+        return "brevo", wp.brevo_event(event, message, now, email=EMAIL["p1"], **extra)
+
+    return hook
+
+
+# ---------------------------------------------------------------------------- Brevo
+
+
+def test_a_brevo_hard_bounce_suppresses_the_address_and_the_next_email_is_skipped(
+    store_url: str,
+) -> None:
+    sink, (report,) = daily(store_url, [(2, brevo("hard_bounce"))])
+    assert (report.matched, report.logged, report.events, report.unmatched) == (1, 1, 1, [])
+    assert counts(sink, "p1") == {"email": 1, "sms": 5}
+    assert suppressions(store_url) == {("email", "p1@example.test", None, "bounced")}
+    ((contact, props),) = events_named(store_url, "bounced")
+    first = sink.delivered[0]
+    assert contact == "p1" and props["type"] == "hard" and props["channel"] == "email"
+    assert props["template"] == "note" and props["campaign"] == "daily"
+    assert props["send"] == last(sink, "p1", "email").idempotency_key
+    assert props["provider_message_id"] == wp.brevo_message_id(last(sink, "p1", "email"))
+    assert "does not exist" in props["reason"] and first.contact_id in ("p1", "p2")
+    assert ("p1", "bounced", "brevo") in log_outcomes(store_url)
+
+
+def test_three_brevo_soft_bounces_suppress_matched_by_x_mailin_custom(store_url: str) -> None:
+    # No message ids recorded, none in the reports: only the outbox id Cadence sent in
+    # X-Mailin-custom names the send.
+    soft = brevo("soft_bounce", message_id=False)
+    sink, reports = daily(store_url, [(2, soft), (26, soft), (50, soft)], with_ids=False)
+    assert [r.matched for r in reports] == [1, 1, 1]
+    assert counts(sink, "p1") == {"email": 3, "sms": 5}
+    assert suppressions(store_url) == {("email", "p1@example.test", None, "soft bounces")}
+    assert [p["type"] for _, p in events_named(store_url, "bounced")] == ["soft"] * 3
+    assert [o for _, o, _ in log_outcomes(store_url)] == ["soft_bounced"] * 3
+
+
+def test_two_brevo_soft_bounces_suppress_nothing(store_url: str) -> None:
+    soft = brevo("soft_bounce")
+    sink, _ = daily(store_url, [(2, soft), (26, soft)])
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+    assert suppressions(store_url) == set()
+
+
+def test_a_brevo_spam_complaint_suppresses_the_person_on_email(store_url: str) -> None:
+    sink, _ = daily(store_url, [(2, brevo("spam"))])
+    assert counts(sink, "p1") == {"email": 1, "sms": 5}
+    assert suppressions(store_url) == {("email", None, "p1", "complained")}
+    assert [c for c, _ in events_named(store_url, "complained")] == ["p1"]
+
+
+def test_a_brevo_unsubscribe_stops_email_only(store_url: str) -> None:
+    sink, _ = daily(store_url, [(2, brevo("unsubscribed"))])
+    assert counts(sink, "p1") == {"email": 1, "sms": 5}
+    assert suppressions(store_url) == {("email", None, "p1", "unsubscribed")}
+
+
+def test_deferred_and_delivered_are_logged_without_stopping_anything(store_url: str) -> None:
+    sink, reports = daily(store_url, [(1, brevo("deferred")), (2, brevo("delivered"))])
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+    assert [(r.logged, r.events) for r in reports] == [(1, 0), (1, 1)]
+    assert [o for _, o, _ in log_outcomes(store_url)] == ["deferred", "delivered"]
+    assert [c for c, _ in events_named(store_url, "delivered")] == ["p1"]
+
+
+def test_a_batched_brevo_body_and_its_duplicate_ingest_once(store_url: str) -> None:
+    def hook(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        message = last(sink, "p1", "email")
+        later = now + dt.timedelta(minutes=5)
+        return "brevo", [
+            wp.brevo_event("delivered", message, now, email=EMAIL["p1"]),
+            # Brevo reports the first open twice, as unique and plain: one open.
+            wp.brevo_event("unique_opened", message, later, email=EMAIL["p1"]),
+            wp.brevo_event("opened", message, later, email=EMAIL["p1"]),
+            wp.brevo_event("click", message, later, email=EMAIL["p1"], link="https://acme.test/a"),
+        ]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        _, payload = hook(sink, clock.now())
+        first = await engine.ingest_webhook("brevo", payload)
+        before = table_counts(store_url)
+        again = await engine.ingest_webhook("brevo", json.loads(json.dumps(payload)))
+        return first, again, before
+
+    first, again, before = run(store_url, body)
+    assert (first.reports, first.matched, first.events, first.logged) == (4, 4, 3, 3)
+    assert first.duplicates == 1  # the plain report of the open already counted
+    assert (again.events, again.logged, again.duplicates) == (0, 0, 4)
+    assert table_counts(store_url) == before
+    ((_, click),) = events_named(store_url, "clicked")
+    assert click["url"] == "https://acme.test/a" and click["template"] == "note"
+
+
+# ---------------------------------------------------------------------------- Infobip
+
+
+def infobip(group: str, name: str, description: str, error: tuple[str, str, bool]) -> Any:
+    """A hook: Infobip reports on p1's latest SMS."""
+
+    def hook(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        message = last(sink, "p1", "sms")
+        entry = wp.infobip_status(
+            message, now, to=PHONE["p1"], group=group, name=name, description=description,
+            error=error,
+        )  # fmt: skip
+        return "infobip", wp.results(entry)
+
+    return hook
+
+
+def test_an_infobip_undeliverable_report_suppresses_the_number(store_url: str) -> None:
+    hook = infobip(
+        "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED", "Message sent not delivered",
+        ("EC_UNKNOWN_SUBSCRIBER", "Unknown Subscriber", True),
+    )  # fmt: skip
+    sink, (report,) = daily(store_url, [(2, hook)])
+    assert (report.matched, report.events, report.logged) == (1, 1, 1)
+    assert counts(sink, "p1") == {"email": 5, "sms": 1}
+    assert suppressions(store_url) == {("sms", "+491510000001", None, "bounced")}
+    ((_, props),) = events_named(store_url, "bounced")
+    assert props["type"] == "hard" and props["channel"] == "sms" and props["template"] == "text"
+    assert "EC_UNKNOWN_SUBSCRIBER" in props["reason"]
+    assert log_outcomes(store_url) == [("p1", "bounced", "infobip")]
+
+
+def test_an_infobip_absent_subscriber_is_a_soft_bounce(store_url: str) -> None:
+    hook = infobip(
+        "UNDELIVERABLE", "UNDELIVERABLE_REJECTED_OPERATOR", "Message rejected by operator",
+        ("EC_ABSENT_SUBSCRIBER", "Absent Subscriber", False),
+    )  # fmt: skip
+    sink, _ = daily(store_url, [(2, hook)])
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+    assert [p["type"] for _, p in events_named(store_url, "bounced")] == ["soft"]
+
+
+def test_infobip_delivered_and_rejected_reports(store_url: str) -> None:
+    delivered = infobip(
+        "DELIVERED", "DELIVERED_TO_HANDSET", "Message delivered to handset",
+        ("NO_ERROR", "No Error", False),
+    )  # fmt: skip
+    rejected = infobip(
+        "REJECTED", "REJECTED_NOT_ENOUGH_CREDITS", "Not enough credits",
+        ("EC_NOT_ENOUGH_CREDITS", "Not enough credits", True),
+    )  # fmt: skip
+    sink, reports = daily(store_url, [(2, delivered), (26, rejected)], with_ids=False)
+    assert [r.matched for r in reports] == [1, 1]
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}  # a refusal is not the person's doing
+    assert [o for _, o, _ in log_outcomes(store_url)] == ["delivered", "failed"]
+    assert [c for c, _ in events_named(store_url, "delivered")] == ["p1"]
+    assert suppressions(store_url) == set()
+
+
+def test_an_inbound_stop_sms_unsubscribes_on_sms_and_a_reply_is_recorded(store_url: str) -> None:
+    def stop(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        return "infobip", wp.results(
+            wp.infobip_sms_in("+491510000001", "Stop", now, "817790313235066447"),
+            wp.infobip_sms_in("+491510000002", "Thanks, see you", now, "817790313235066448"),
+        )
+
+    sink, (report,) = daily(store_url, [(2, stop)])
+    assert (report.matched, report.unmatched) == (2, [])
+    assert counts(sink, "p1") == {"email": 5, "sms": 1}
+    assert ("sms", None, "p1", "unsubscribed") in suppressions(store_url)
+    assert {c for _, _, c, _ in suppressions(store_url)} == {"p1"}
+    replies = events_named(store_url, "replied")
+    assert [(c, p["text"], p["channel"]) for c, p in replies] == [
+        ("p1", "Stop", "sms"), ("p2", "Thanks, see you", "sms"),
+    ]  # fmt: skip
+    # A reply is attributed to the latest SMS, so `replied(text)` holds.
+    assert all(p["template"] == "text" and p["campaign"] == "daily" for _, p in replies)
+    assert [o for _, o, _ in log_outcomes(store_url)] == ["replied", "replied"]
+
+
+def test_an_inbound_message_from_an_unknown_number_is_reported_not_guessed(
+    store_url: str,
+) -> None:
+    def stranger(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        return "infobip", wp.results(wp.infobip_sms_in("+4917700000000", "STOP", now, "9001"))
+
+    before: list[tuple[int, int, int]] = []
+
+    def counted(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        before.append(table_counts(store_url))
+        return stranger(sink, now)
+
+    sink, (report,) = daily(store_url, [(2, counted)])
+    assert report.matched == 0 and "no contact with number +4917700000000" in str(
+        report.unmatched[0]
+    )
+    assert table_counts(store_url)[2] == 0 and counts(sink, "p1") == {"email": 5, "sms": 5}
+
+
+WHATSAPP = """
+template hello_wa whatsapp { body "Hello {{ contact.first_name }}" }
+template after email { subject "After" body "x" }
+campaign chat {
+  on launch {
+    send whatsapp hello_wa
+    wait 1d
+    if opened(hello_wa) { send email after }
+  }
+}
+"""
+
+
+def test_whatsapp_seen_reports_count_as_opens_and_replies_are_recorded(store_url: str) -> None:
+    people = [
+        {"id": f"w{i}", "email": f"w{i}@example.test", "phone": f"+4915200000{i:02}",
+         "first_name": f"W{i}", "attributes": {"whatsapp_opt_in": True}}
+        for i in (1, 2)
+    ]  # fmt: skip
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(WHATSAPP))
+        await engine.launch("chat")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        sent = [m for m in sink.delivered if m.channel == "whatsapp"]
+        w1 = next(m for m in sent if m.contact_id == "w1")
+        now = clock.now()
+        report = await engine.ingest_webhook(
+            "infobip",
+            wp.results(
+                wp.infobip_status(
+                    w1, now, to="491520000001", group="DELIVERED", name="DELIVERED_TO_HANDSET",
+                    description="Message delivered to handset", whatsapp=True,
+                ),
+                wp.infobip_seen(w1, now, to="491520000001"),
+                wp.infobip_whatsapp_in("+491520000001", "Sounds good", now, "ABEGOFl3RpkoAhDG"),
+            ),
+        )  # fmt: skip
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return report, [(m.contact_id, m.template) for m in sink.delivered]
+
+    report, delivered = run(store_url, body)
+    if not any(t == "hello_wa" for _, t in delivered):
+        pytest.fail(f"no WhatsApp send was made: {delivered}")
+    assert (report.matched, report.events, report.unmatched) == (3, 3, [])
+    assert ("w1", "after") in delivered and ("w2", "after") not in delivered
+    ((_, seen),) = events_named(store_url, "opened")
+    assert seen["channel"] == "whatsapp" and seen["template"] == "hello_wa"
+    ((_, reply),) = events_named(store_url, "replied")
+    assert reply["text"] == "Sounds good" and reply["channel"] == "whatsapp"
+    # The person wrote: WhatsApp's 24-hour window is open for free-form text.
+    with Store.open(store_url) as store, store.session() as session:
+        windows = dict(
+            session.execute(select(Contact.id, Contact.attributes).order_by(Contact.id)).all()
+        )
+    opened_until = T0 + dt.timedelta(hours=25)
+    assert windows["w1"]["whatsapp_session_until"] == opened_until.isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert "whatsapp_session_until" not in windows["w2"]
+
+
+# ---------------------------------------------------------------------------- opens, A/B
+
+BRANCH = """
+template t1 email { subject "One" body "x" }
+template yes email { subject "Yes" body "x" }
+template no email { subject "No" body "x" }
+campaign follow {
+  on launch {
+    send email t1
+    wait 1d
+    if opened(t1) { send email yes } else { send email no }
+  }
+}
+"""
+
+
+def test_brevo_opens_and_clicks_feed_an_opened_branch(store_url: str) -> None:
+    people = [{"id": f"b{i}", "email": f"b{i}@example.test"} for i in (1, 2, 3)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(BRANCH))
+        await engine.launch("follow")
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        sends = {m.contact_id: m for m in sink.delivered}
+        now = clock.now()
+        await engine.ingest_webhook(
+            "brevo",
+            [
+                wp.brevo_event("unique_opened", sends["b1"], now, email="b1@example.test"),
+                # A click stands for the open of its message.
+                wp.brevo_event("click", sends["b2"], now, email="b2@example.test",
+                               link="https://acme.test/x"),
+                # A privacy proxy fetching the pixel is not the person opening.
+                wp.brevo_event("proxy_open", sends["b3"], now, email="b3@example.test"),
+            ],
+        )  # fmt: skip
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return {m.contact_id: m.template for m in sink.delivered if m.template != "t1"}
+
+    assert run(store_url, body) == {"b1": "yes", "b2": "yes", "b3": "no"}
+
+
+AB = """
+template offer_a email { subject "A" body "<p>a</p>" }
+template offer_b email { subject "B" body "<p>b</p>" }
+campaign offer {
+  on launch {
+    split 50% test winner by opens after 4h {
+      a: send email offer_a
+      b: send email offer_b
+    }
+  }
+}
+"""
+
+
+def test_brevo_opens_decide_an_ab_verdict(store_url: str) -> None:
+    people = [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(40)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(AB))
+        await engine.launch("offer")
+        await engine.run_due()
+        await engine.run_due()
+        tested = list(sink.delivered)
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        b_sends = [m for m in tested if m.variant == "b"]
+        a_sends = [m for m in tested if m.variant == "a"]
+        now = clock.now()
+        opens = [
+            wp.brevo_event("opened", m, now, email=f"c{int(m.contact_id[1:])}@example.test")
+            for m in b_sends + a_sends[:1]
+        ]
+        report = await engine.ingest_webhook("brevo", opens)
+        clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
+        await engine.run_due()
+        await engine.run_due()
+
+        def audit(store: Any) -> list[dict[str, Any]]:
+            with store.session() as session:
+                return list(
+                    session.scalars(
+                        select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
+                    )
+                )
+
+        after = [m.template for m in sink.delivered[len(tested) :]]
+        return report, await engine.store.call(audit), len(a_sends), len(b_sends), after
+
+    report, (verdict,), a_count, b_count, after = run(store_url, body)
+    assert a_count > 1 and b_count > 1 and report.matched == b_count + 1
+    assert verdict["winner"] == "b"
+    assert verdict["variants"]["b"] == {**verdict["variants"]["b"], "sent": b_count,
+                                        "engaged": b_count}  # fmt: skip
+    assert verdict["variants"]["a"]["engaged"] == 1
+    assert after and set(after) == {"offer_b"}
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _one_send(store_url: str, payloads: list[tuple[str, Any]]) -> list[Any]:
+    """Launch DAILY, then ingest each (provider, payload builder); the results or errors."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        out: list[Any] = []
+        for provider, build in payloads:
+            payload = build(sink, clock.now()) if callable(build) else build
+            try:
+                out.append(await engine.ingest_webhook(provider, payload))
+            except InvalidWebhook as exc:
+                out.append(exc)
+        return out
+
+    result: list[Any] = run(store_url, body)
+    return result
+
+
+def good_bounce(sink: wp.ProviderSink, now: dt.datetime) -> dict[str, Any]:
+    return wp.brevo_event("hard_bounce", last(sink, "p1", "email"), now, email=EMAIL["p1"])
+
+
+@pytest.mark.parametrize(
+    ("provider", "build", "where"),
+    [
+        ("brevo", lambda s, n: [good_bounce(s, n), {**good_bounce(s, n), "event": 7}], "[1].event"),
+        ("brevo", lambda s, n: [good_bounce(s, n), "hard_bounce"], "[1]: expected an object"),
+        ("brevo", lambda s, n: {**good_bounce(s, n), "ts_event": "soon"}, "ts_event"),
+        ("brevo", lambda s, n: {k: v for k, v in good_bounce(s, n).items() if k != "event"},
+         "event: missing"),
+        ("brevo", lambda s, n: {k: v for k, v in good_bounce(s, n).items()
+                                if k not in ("ts", "ts_event", "ts_epoch", "date")}, "no time"),
+        ("brevo", lambda s, n: 42, "$: expected an event object or a list, got number"),
+        ("brevo", lambda s, n: "hard_bounce", "$: not JSON"),
+        ("infobip", lambda s, n: {"results": {"messageId": "x"}}, "results: expected an array"),
+        ("infobip", lambda s, n: {"reports": []}, "results: missing"),
+        ("infobip", lambda s, n: wp.results(
+            wp.infobip_status(last(s, "p1", "sms"), n, to=PHONE["p1"], group="UNDELIVERABLE",
+                              name="UNDELIVERABLE_NOT_DELIVERED", description="x",
+                              error=("EC_UNKNOWN_SUBSCRIBER", "Unknown", True)),
+            {"messageId": "m2", "status": "DELIVERED", "doneAt": "2026-12-01T10:00:00.000+0000"},
+        ), "results[1].status: expected an object"),
+        ("infobip", lambda s, n: wp.results(
+            {"messageId": "m3", "status": {"groupName": "DELIVERED"}, "doneAt": "yesterday"}),
+         "results[0].doneAt: 'yesterday' is not a date-time"),
+        ("infobip", lambda s, n: wp.results({"messageId": "m4", "to": "49151"}),
+         "results[0]: not a delivery report"),
+        ("infobip", lambda s, n: wp.results(
+            {**wp.infobip_sms_in("+491510000001", "STOP", n, "m5"), "from": None}),
+         "results[0].from: missing"),
+        ("sendgrid", lambda s, n: [], "unknown provider"),
+    ],
+)  # fmt: skip
+def test_a_malformed_body_names_the_field_and_changes_nothing(
+    store_url: str, provider: str, build: Any, where: str
+) -> None:
+    before: list[tuple[int, int, int]] = []
+
+    def counted(sink: wp.ProviderSink, now: dt.datetime) -> Any:
+        before.append(table_counts(store_url))
+        return build(sink, now)
+
+    (error,) = _one_send(store_url, [(provider, counted)])
+    assert isinstance(error, InvalidWebhook), error
+    assert where in str(error), str(error)
+    assert "nothing written" in str(error)
+    assert table_counts(store_url) == before[0]
+
+
+def test_reports_about_unknown_sends_or_other_tenants_are_listed_not_written(
+    store_url: str,
+) -> None:
+    def unknown(sink: wp.ProviderSink, now: dt.datetime) -> Any:
+        body = good_bounce(sink, now)
+        return [
+            {**body, "message-id": "<nope@smtp-relay.mailin.fr>", "X-Mailin-custom": "999999"},
+            # An outbox id of ours, but the address is not the send's: not guessed.
+            {**body, "message-id": "<other@x>", "email": "someone@else.test"},
+            {**body, "event": "list_addition"},  # an event Cadence does not act on
+        ]
+
+    def other_tenant(sink: wp.ProviderSink, now: dt.datetime) -> Any:
+        message = last(sink, "p1", "sms")
+        entry = wp.infobip_status(
+            message, now, to=PHONE["p1"], group="DELIVERED", name="DELIVERED_TO_HANDSET",
+            description="ok",
+        )  # fmt: skip
+        callback = json.loads(entry["callbackData"]) | {"tenant": "acme"}
+        return wp.results({**entry, "messageId": "f00", "callbackData": json.dumps(callback)})
+
+    before = []
+
+    def counted(sink: wp.ProviderSink, now: dt.datetime) -> Any:
+        before.append(table_counts(store_url))
+        return unknown(sink, now)
+
+    first, second = _one_send(store_url, [("brevo", counted), ("infobip", other_tenant)])
+    assert (first.reports, first.matched, first.events, first.logged) == (2, 0, 0, 0)
+    assert [u.position for u in first.unmatched] == ["[0]", "[1]"]
+    assert "999999" in first.unmatched[0].reason
+    assert "another address" in first.unmatched[1].reason
+    assert first.ignored == [("[2]", "list_addition")]
+    assert (second.matched, second.events) == (0, 0)
+    assert "tenant 'acme'" in second.unmatched[0].reason
+    assert table_counts(store_url) == before[0]
+
+
+def test_one_webhook_delivered_twice_at_once_is_stored_once(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        email, text = last(sink, "p1", "email"), last(sink, "p1", "sms")
+        now = clock.now()
+        brevo_body = [
+            wp.brevo_event("deferred", email, now, email=EMAIL["p1"]),
+            wp.brevo_event("delivered", email, now, email=EMAIL["p1"]),
+        ]
+        infobip_body = wp.results(
+            wp.infobip_status(text, now, to=PHONE["p1"], group="DELIVERED",
+                              name="DELIVERED_TO_HANDSET", description="Delivered"),
+            wp.infobip_sms_in("+491510000001", "Yes please", now, "7001"),
+        )  # fmt: skip
+        results: list[WebhookReport] = []
+
+        async def ingest(provider: str, payload: Any) -> None:
+            # Another engine (another worker of the service) takes each second delivery.
+            async with Engine(store_url, clock=clock, sink=sink) as other:
+                results.append(await other.ingest_webhook(provider, payload))
+
+        async with trio.open_nursery() as nursery:
+            for provider, payload in (("brevo", brevo_body), ("infobip", infobip_body)):
+                nursery.start_soon(ingest, provider, payload)
+                nursery.start_soon(ingest, provider, json.loads(json.dumps(payload)))
+        return results
+
+    results = run(store_url, body)
+    assert sum(r.logged for r in results) == 4  # deferred, delivered, delivered, replied
+    assert sum(r.events for r in results) == 3  # delivered (email), delivered (sms), replied
+    assert sum(r.duplicates for r in results) == 4
+    assert sorted(o for _, o, _ in log_outcomes(store_url)) == [
+        "deferred", "delivered", "delivered", "replied",
+    ]  # fmt: skip
+    assert len(events_named(store_url, "delivered")) == 2
+    assert len(events_named(store_url, "replied")) == 1
+
+
+def test_a_send_recorded_by_another_sink_is_matched_by_outbox_id_and_address(
+    store_url: str,
+) -> None:
+    # The recording sink names itself as provider, with ids of its own: the outbox id
+    # Cadence sent, confirmed by the address, still finds the send.
+    clock = SimulatedClock(T0)
+
+    async def main() -> Any:
+        async with Engine(store_url, clock=clock) as engine:
+            await engine.upsert_contacts(PEOPLE)
+            await engine.deploy(campaigns(DAILY))
+            await engine.launch("daily")
+            await engine.run_due()
+            assert isinstance(engine.sink, RecordingSink)
+            message = next(
+                m for m in engine.sink.delivered if m.contact_id == "p1" and m.channel == "email"
+            )
+            click = wp.brevo_event(
+                "click", message, clock.now(), email="P1@Example.test", message_id=False,
+                link="https://acme.test/",
+            )  # fmt: skip
+            found = await engine.ingest_webhook("brevo", json.dumps(click))
+            stranger = {**click, "email": "p2@example.test", "ts_event": click["ts_event"] + 1}
+            refused = await engine.ingest_webhook("brevo", stranger)
+            return found, refused
+
+    found, refused = trio.run(main)
+    assert (found.matched, found.events) == (1, 1)
+    assert (refused.matched, refused.events) == (0, 0)
+    assert "went to another address" in refused.unmatched[0].reason
+    assert [c for c, _ in events_named(store_url, "clicked")] == ["p1"]
