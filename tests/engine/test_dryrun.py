@@ -633,7 +633,8 @@ campaign hello { audience lead_score >= 30  on launch { send sms hello } }
 
 
 def test_schema_types_a_csv_audience(tmp_path: Path) -> None:
-    # Without a schema a CSV's `true` and `40` are text: no SMS opt-in, no lead score.
+    # Without a schema the sms_opt_in column (`true`, `no`) is a mix, so it stays text: no
+    # SMS opt-in for anyone. The schema reads `no` as false and `true` as true.
     source = tmp_path / "hello.cadence"
     source.write_text(OPT_IN, "utf-8")
     contacts = tmp_path / "c.csv"
@@ -651,3 +652,25 @@ def test_schema_types_a_csv_audience(tmp_path: Path) -> None:
     assert text.returncode == 0 and json.loads(text.stdout)["sends"] == 0
     missing = dry_run_cli(*args, "--schema", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "nope.yaml: no such file" in missing.stderr
+
+
+def test_a_csv_audience_without_a_schema_reads_numbers_and_booleans(tmp_path: Path) -> None:
+    """A CSV cell is text; read as such, `lead_score >= 30` matched nobody and `true` was no
+    opt-in. Whole columns of numbers or of true/false are now read as numbers or booleans."""
+    source = tmp_path / "hello.cadence"
+    source.write_text(OPT_IN, "utf-8")
+    contacts = tmp_path / "c.csv"
+    contacts.write_text(
+        "id,phone,sms_opt_in,lead_score,zip\n"
+        "keen,+14155550101,true,40,02134\n"
+        "cold,+14155550102,true,12,10115\n"
+        "shy,+14155550103,FALSE,95,94105\n"
+        "new,+14155550104,,,\n",
+        "utf-8",
+    )
+    result = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "1d", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["contact"] for line in result.stdout.splitlines()[:-1]] == ["keen"]

@@ -591,3 +591,31 @@ def test_cli_pushed_events_fire_their_triggers(
         enrolled = sorted(session.scalars(select(Enrollment.contact_id)))
     assert enrolled == ["c1"]
     assert count(store, Event) == 3
+
+
+def test_a_csv_without_a_schema_reads_whole_columns_of_numbers_and_booleans(
+    store: Store, tmp_path: Path
+) -> None:
+    """Numbers and true/false are read as such when a whole column is; the rest stays text:
+    zip codes with leading zeros, a column mixing numbers and words, and contact fields."""
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "id,phone,lead_score,budget,vip,zip,note,big\n"
+        "a,+4915100000001,75,1200.50,true,02134,12,12345678901234567\n"
+        "b,+4915100000002,-3,800,FALSE,10115,n/a,1\n"
+        "c,,,,,,,\n",
+        "utf-8",
+    )
+    import_contacts(store, people)
+    with store.session() as session:
+        found = {c.id: (c.phone, c.attributes) for c in session.scalars(select(Contact))}
+    assert found["a"] == (
+        "+4915100000001",
+        {"lead_score": 75, "budget": 1200.5, "vip": True, "zip": "02134", "note": "12",
+         "big": "12345678901234567"},
+    )  # fmt: skip
+    assert found["b"][1] == {
+        "lead_score": -3, "budget": 800.0, "vip": False, "zip": "10115", "note": "n/a", "big": "1"
+    }  # fmt: skip
+    assert found["c"][1] == {}
+    assert isinstance(found["b"][1]["budget"], float)

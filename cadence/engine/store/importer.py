@@ -43,6 +43,7 @@ from cadence.engine.store.records import (
     EventRecord,
     InvalidInput,
     Problem,
+    typed_csv_cells,
     unknown_column_reason,
     validate_contact,
     validate_event,
@@ -359,6 +360,9 @@ def import_contact_rows(
         if header_problems:
             bad = {problem.column for problem in header_problems}
             rows = [(line, {k: v for k, v in raw.items() if k not in bad}) for line, raw in rows]
+        if resolved is None and columns:
+            # A CSV without any schema: numbers and booleans are read as such by column.
+            rows = typed_csv_cells(rows, columns)
         records, row_problems = validate_contact_rows(rows, resolved, source)
         problems.extend(row_problems)
         report.problems = problems = in_file_order(problems)

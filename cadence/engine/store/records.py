@@ -10,7 +10,7 @@ import difflib
 import functools
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -197,6 +197,55 @@ def _plain_attribute(value: Any) -> Any:
     if isinstance(value, list):
         return parse_string_list(value)
     raise ValueError("attributes hold a string, number, boolean or list of strings, not an object")
+
+
+# Cells an untyped CSV column may hold to be read as numbers: no leading zeros (zip codes,
+# ids), no exponent or grouping, and integers short enough to stay exact everywhere.
+_INTEGER_CELL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
+_DECIMAL_CELL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})\.[0-9]+")
+_BOOLEAN_CELLS = {"true": True, "false": False}
+
+
+def typed_csv_cells(
+    rows: Sequence[tuple[int, dict[str, Any]]], columns: Sequence[str]
+) -> list[tuple[int, dict[str, Any]]]:
+    """Attribute cells of a CSV without a schema, as numbers or booleans where a column is.
+
+    A CSV cell is text; read as text, `lead_score` 75 would never be `>= 30` and
+    `sms_opt_in` true never an opt-in. A column whose every non-empty cell is a plain number
+    is read as numbers, one whose every cell is true/false as booleans; any other column
+    (a zip code with leading zeros, a mix) stays text. Contact fields and tags keep their
+    own rules, and a schema, when there is one, decides instead of this.
+    """
+    convert: dict[str, Any] = {}
+    for column in columns:
+        if not column or column in STANDARD_FIELDS:
+            continue
+        cells = [
+            raw[column].strip()
+            for _, raw in rows
+            if isinstance(raw.get(column), str) and raw[column].strip()
+        ]
+        if not cells:
+            continue
+        if all(cell.lower() in _BOOLEAN_CELLS for cell in cells):
+            convert[column] = lambda cell: _BOOLEAN_CELLS[cell.strip().lower()]
+        elif all(_INTEGER_CELL.fullmatch(cell) for cell in cells):
+            convert[column] = lambda cell: int(cell.strip())
+        elif all(_INTEGER_CELL.fullmatch(cell) or _DECIMAL_CELL.fullmatch(cell) for cell in cells):
+            convert[column] = lambda cell: float(cell.strip())
+    if not convert:
+        return list(rows)
+    return [
+        (
+            line,
+            {
+                key: convert[key](value) if key in convert and not _is_empty(value) else value
+                for key, value in raw.items()
+            },
+        )
+        for line, raw in rows
+    ]
 
 
 def unknown_column_reason(column: str, schema: ContactSchema | None) -> str | None:
