@@ -143,10 +143,16 @@ class InfobipConfig:
 
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
-    """The signing secret for the webhook channel."""
+    """The webhook channel: its signing secret, and where `send webhook` templates go.
+
+    `notify webhook "URL"` names its own target; a `send webhook TEMPLATE` step names only
+    the template, so its rendered JSON is posted to `url` (the tenant's integration
+    endpoint, `CADENCE_WEBHOOK_URL` or `[webhook] url`).
+    """
 
     secret: Secret
     timeout: float = 10.0
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +219,19 @@ def _layer(base: dict[str, Any], env: Mapping[str, str], prefix: str) -> dict[st
             out["infobip"] = {**out.get("infobip", {}), key: value}
     if value := get("WEBHOOK_SECRET"):
         out["webhook"] = {**out.get("webhook", {}), "secret": value}
+    if value := get("WEBHOOK_URL"):
+        out["webhook"] = {**out.get("webhook", {}), "url": value}
     if value := get("FROM"):
         out["default_from"] = value
     return out
+
+
+def _is_http_url(value: Any) -> bool:
+    """Whether a configured endpoint is an absolute http(s) URL with a host."""
+    if not isinstance(value, str):
+        return False
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _secret(table: Mapping[str, Any], key: str, env: Mapping[str, str], where: str) -> Secret:
@@ -270,7 +286,12 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
             timeout=float(table.get("timeout", 15.0)),
         )
     if table := data.get("webhook"):
-        webhook = WebhookConfig(secret=_secret(table, "secret", env, f"{where}.webhook"))
+        url = table.get("url")
+        if url is not None and not _is_http_url(url):
+            raise ConfigError(f"{where}.webhook.url must be an http(s) URL, not {url!r}")
+        webhook = WebhookConfig(
+            secret=_secret(table, "secret", env, f"{where}.webhook"), url=url or None
+        )
     costs = {str(k): Decimal(str(v)) for k, v in dict(data.get("costs", {})).items()}
     approved: dict[str, ApprovedWhatsAppTemplate] = {}
     for name, table in dict(data.get("whatsapp_templates", {})).items():

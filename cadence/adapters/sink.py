@@ -180,10 +180,11 @@ class AdapterSink:
             "attempt": attempt,
             "tags": tuple(t for t in (message.campaign, message.template) if t),
         }
-        if channel is Channel.WEBHOOK:
+        if channel is Channel.WEBHOOK and message.template is None:
+            # `notify webhook "URL"`: a notice about the contact, to the URL the step names.
             target = payload.get("target")
             if not isinstance(target, str):
-                return fail("a webhook send needs a target URL")
+                return fail("a webhook notice needs a target URL")
             notice = WebhookContent(
                 {"campaign": payload.get("campaign"), "contact": _public(contact)}, "en"
             )
@@ -191,9 +192,19 @@ class AdapterSink:
         if campaign is None or message.template not in campaign.templates:
             version = message.version[:12]
             return fail(f"template {message.template!r} of {message.campaign} {version} not found")
-        address = contact.get(_ADDRESS[channel.value])
-        if not address:
-            return fail(f"contact {message.contact_id} has no {_ADDRESS[channel.value]}")
+        if channel is Channel.WEBHOOK:
+            # `send webhook TEMPLATE`: the rendered JSON goes to the tenant's endpoint.
+            hook = self.outbound.settings.for_tenant(message.tenant_id).webhook
+            if hook is None or not hook.url:
+                return fail(
+                    "`send webhook` needs the tenant's webhook url"
+                    " (CADENCE_WEBHOOK_URL, or url in the config's [webhook] table)"
+                )
+            address: Any = hook.url
+        else:
+            address = contact.get(_ADDRESS[channel.value])
+            if not address:
+                return fail(f"contact {message.contact_id} has no {_ADDRESS[channel.value]}")
         context = RenderContext(
             contact=contact,
             tenant=tenant,

@@ -222,3 +222,62 @@ async def test_a_send_refused_for_the_provider_s_rate_limit_reaches_the_engine_a
     assert not result.sent and result.retry_at is not None
     assert result.rate_limited is rate_limited
     assert not infobip.messages
+
+
+SYNC = """
+template crm_sync webhook { body "{\\"id\\": \\"{{ contact.id }}\\", \\"city\\": \\"{{ contact.city }}\\"}" }
+campaign sync { on launch { send webhook crm_sync } }
+"""  # noqa: E501
+
+
+@pytest.mark.trio
+async def test_a_webhook_template_is_posted_rendered_to_the_tenants_webhook_url(
+    nursery: trio.Nursery,
+) -> None:
+    """`send webhook TEMPLATE` names no URL: it failed every time with "needs a target URL".
+    Its rendered JSON now goes, signed, to the tenant's configured webhook url."""
+    from cadence.engine.runtime import OutgoingMessage
+
+    receiver = WebhookReceiver()
+    await nursery.start(receiver.serve)
+    content = _Content(SYNC, [{"id": "c1", "city": "Leeds"}])
+
+    def message(outbox_id: int) -> OutgoingMessage:
+        return OutgoingMessage(
+            outbox_id=outbox_id, idempotency_key=f"{outbox_id}" * 32, tenant_id="default",
+            campaign="sync", version=content.compiled.version, node="send_crm_sync",
+            contact_id="c1", channel="webhook", template="crm_sync", variant=None, payload={},
+        )  # fmt: skip
+
+    unset = Outbound(load_settings(env={"CADENCE_WEBHOOK_SECRET": "test-webhook-secret"}))
+    (refused,) = await AdapterSink(unset, content).deliver([message(1)])
+    await unset.aclose()
+    assert not refused.sent and refused.retry_at is None
+    assert refused.error is not None and "CADENCE_WEBHOOK_URL" in refused.error
+
+    settings = load_settings(
+        env={
+            "CADENCE_WEBHOOK_SECRET": "test-webhook-secret",
+            "CADENCE_WEBHOOK_URL": f"{receiver.base_url}/sync",
+        }
+    )
+    outbound = Outbound(settings)
+    (result,) = await AdapterSink(outbound, content).deliver([message(2)])
+    await outbound.aclose()
+    assert result.sent, result.error
+    (request,) = receiver.received
+    assert request.path == "/sync" and receiver.rejected == 0
+    body = json.loads(request.body)
+    assert body["template"] == "crm_sync" and body["data"] == {"id": "c1", "city": "Leeds"}
+
+
+def test_a_webhook_url_in_the_config_file_must_be_http(tmp_path: Path) -> None:
+    from cadence.adapters.config import ConfigError
+
+    config = tmp_path / "cadence.toml"
+    config.write_text('[default.webhook]\nsecret = "s"\nurl = "ftp://x.test/in"\n', "utf-8")
+    with pytest.raises(ConfigError, match=r"webhook\.url must be an http\(s\) URL"):
+        load_settings(config, env={})
+    config.write_text('[default.webhook]\nsecret = "s"\nurl = "https://x.test/in"\n', "utf-8")
+    hook = load_settings(config, env={}).for_tenant("default").webhook
+    assert hook is not None and hook.url == "https://x.test/in"
