@@ -131,7 +131,7 @@ def test_upsert_by_id_keeps_absent_columns_merges_attributes_and_clears_empty_ce
     assert stored["c1"].attributes == {"city": "Manila", "score": 7}
     assert stored["c1"].created_at == T0 and stored["c1"].updated_at == later
     assert stored["c2"].first_name == "Bob" and stored["c2"].updated_at == T0  # untouched
-    assert stored["c3"].attributes == {"plan": "free", "score": "1"}
+    assert stored["c3"].attributes == {"plan": "free", "score": 1}
 
 
 def test_bad_rows_are_reported_by_line_column_and_reason_and_nothing_is_written(
