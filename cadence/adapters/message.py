@@ -37,6 +37,7 @@ class Channel(StrEnum):
     SMS = "sms"
     WHATSAPP = "whatsapp"
     WEBHOOK = "webhook"
+    INBOX = "inbox"
 
 
 class SendStatus(StrEnum):
@@ -112,6 +113,8 @@ class OutboundMessage:
             Channel.SMS: SmsContent,
             Channel.WHATSAPP: WhatsAppContent,
             Channel.WEBHOOK: WebhookContent,
+            # An in-app message renders as an email does (title, text, HTML).
+            Channel.INBOX: EmailContent,
         }[self.channel]
         if not isinstance(self.content, expected):
             raise TypeError(

@@ -2,7 +2,8 @@
 
 `Outbound.send_batch(messages)` groups messages by tenant and channel, sends each group
 through the adapter the tenant's config names (SMTP or Brevo for email, Infobip for SMS
-and WhatsApp, the webhook adapter for webhooks), concurrently across groups, and
+and WhatsApp, the webhook adapter for webhooks, the store for the in-app inbox),
+concurrently across groups, and
 returns one `SendResult` per message in order. A channel the tenant has not configured
 comes back retry-later (code `not_configured`), so fixing the config delivers the
 backlog instead of losing it.
@@ -20,6 +21,7 @@ import trio
 from cadence.adapters.base import ChannelAdapter, utcnow
 from cadence.adapters.brevo import BrevoAdapter
 from cadence.adapters.config import AdapterSettings, TenantConfig
+from cadence.adapters.inbox import InboxAdapter
 from cadence.adapters.infobip import InfobipAdapter
 from cadence.adapters.message import Channel, OutboundMessage, SendResult
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
@@ -43,8 +45,11 @@ class Outbound:
         policy: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
         breaker: Callable[[], CircuitBreaker] = CircuitBreaker,
+        inbox_url: str | None = None,
     ) -> None:
+        """`inbox_url` is the engine's store, where inbox messages are delivered."""
         self.settings = settings
+        self.inbox_url = inbox_url
         self.policy = policy
         self.breaker = breaker
         self._client = client
@@ -60,6 +65,8 @@ class Outbound:
         """The adapter that sends `channel` for `tenant`, or None when it is not configured."""
         config = self.settings.for_tenant(tenant)
         provider = _provider(config, channel)
+        if channel is Channel.INBOX and self.inbox_url is not None:
+            provider = "inbox"
         if provider is None:
             return None
         key = (tenant, provider)
@@ -91,6 +98,8 @@ class Outbound:
             return InfobipAdapter(
                 config.infobip, client=self._http(), policy=self.policy, breaker=self.breaker()
             )
+        if provider == "inbox" and self.inbox_url is not None:
+            return InboxAdapter(self.inbox_url)
         if provider == "webhook" and config.webhook is not None:
             return WebhookAdapter(
                 config.webhook, client=self._http(), policy=self.policy, breaker=self.breaker()
@@ -156,4 +165,4 @@ def _provider(config: TenantConfig, channel: Channel) -> str | None:
             return "infobip" if config.infobip is not None else None
         case Channel.WEBHOOK:
             return "webhook" if config.webhook is not None else None
-    return None  # pragma: no cover
+    return None  # the inbox: no provider in the tenant's config (see Outbound.inbox_url)

@@ -201,6 +201,8 @@ class AdapterSink:
                     " (CADENCE_WEBHOOK_URL, or url in the config's [webhook] table)"
                 )
             address: Any = hook.url
+        elif channel is Channel.INBOX:
+            address = message.contact_id  # an in-app message goes to the contact itself
         else:
             address = contact.get(_ADDRESS[channel.value])
             if not address:

@@ -518,7 +518,8 @@ async def _service_engine() -> AsyncIterator[Engine]:
             yield engine
         return
     source = StoreContentSource(resolve_database_url(None))
-    outbound = Outbound(settings)
+    # In-app inbox messages are delivered into the engine's own store.
+    outbound = Outbound(settings, inbox_url=resolve_database_url(None))
     try:
         async with Engine(sink=AdapterSink(outbound, source)) as engine:
             yield engine

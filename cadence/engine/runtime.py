@@ -53,6 +53,7 @@ from cadence.engine.store.models import (
     Contact,
     Enrollment,
     EnrollmentStatus,
+    InboxMessage,
     OutboxMessage,
     OutboxStatus,
     SendLog,
@@ -951,6 +952,57 @@ class Engine:
                 {"name": agent.name, "email": agent.email, "active": agent.active}
                 for agent in agent_store.list_agents(session, self.tenant)
             ]
+
+    async def inbox(
+        self, contact_id: str, *, unread_only: bool = False, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """A contact's in-app inbox, newest first: what `send inbox` delivered to them."""
+        if limit <= 0:
+            raise EngineError(f"inbox limit must be positive, not {limit}")
+        return await self.store.call_retrying(self._inbox_sync, contact_id, unread_only, limit)
+
+    def _inbox_sync(
+        self, store: Store, contact_id: str, unread_only: bool, limit: int
+    ) -> list[dict[str, Any]]:
+        statement = select(InboxMessage).where(
+            InboxMessage.tenant_id == self.tenant, InboxMessage.contact_id == contact_id
+        )
+        if unread_only:
+            statement = statement.where(InboxMessage.read_at.is_(None))
+        with store.session() as session:
+            return [
+                {
+                    "id": row.id, "campaign": row.campaign, "template": row.template,
+                    "subject": row.subject, "text": row.text, "html": row.html,
+                    "created_at": row.created_at, "read_at": row.read_at,
+                }
+                for row in session.scalars(
+                    statement.order_by(InboxMessage.created_at.desc(), InboxMessage.id.desc())
+                    .limit(limit)
+                )
+            ]  # fmt: skip
+
+    async def mark_inbox_read(self, contact_id: str, message_ids: Sequence[int]) -> int:
+        """Mark a contact's inbox messages read (as the app reports); returns how many were
+        unread. Another contact's ids are left alone."""
+        return await self.store.call_retrying(self._mark_read_sync, contact_id, list(message_ids))
+
+    def _mark_read_sync(self, store: Store, contact_id: str, message_ids: list[int]) -> int:
+        if not message_ids:
+            return 0
+        with store.session() as session:
+            result = session.execute(
+                update(InboxMessage)
+                .where(
+                    InboxMessage.tenant_id == self.tenant,
+                    InboxMessage.contact_id == contact_id,
+                    InboxMessage.id.in_(message_ids),
+                    InboxMessage.read_at.is_(None),
+                )
+                .values(read_at=self.now())
+                .execution_options(synchronize_session=False)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""

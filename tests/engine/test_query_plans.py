@@ -363,6 +363,8 @@ def _run_engine(url: str) -> None:
                 await engine.ingest_webhook(provider, payload)
             await engine.cancel("weekly")
             await engine.status()
+            await engine.inbox("c1")
+            await engine.mark_inbox_read("c1", [1, 2])
 
     trio.run(main)
 

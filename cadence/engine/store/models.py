@@ -357,6 +357,38 @@ class OutboxMessage(Base):
     )
 
 
+class InboxMessage(Base):
+    """An in-app message delivered to a contact's inbox, for the app to list and mark read.
+
+    `send inbox TEMPLATE` has no provider: delivering it is writing this row (one per outbox
+    row, so a retried delivery writes nothing twice).
+    """
+
+    __tablename__ = "inbox_messages"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    outbox_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey("send_outbox.id", ondelete="SET NULL"), unique=True
+    )
+    campaign: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    template: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    subject: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    read_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "contact_id"], ["contacts.tenant_id", "contacts.id"], ondelete="CASCADE"
+        ),
+        # The app's read: one contact's messages, newest first.
+        Index(None, "tenant_id", "contact_id", "created_at"),
+    )
+
+
 class SendLog(Base):
     """An append-only record of each attempt and each provider-reported outcome of a send."""
 
