@@ -303,9 +303,11 @@ def _channel(name: str) -> Channel | None:
     from cadence.adapters.message import Channel
 
     try:
-        return Channel(name)
+        channel = Channel(name)
     except ValueError:
         return None
+    # An inbox message is delivered into the engine's store, to a contact, not to an address.
+    return None if channel is Channel.INBOX else channel
 
 
 def _name(contact: Mapping[str, Any]) -> str | None:

@@ -250,3 +250,13 @@ parameters = ["{{ contact.first_name }}"]
         ("Li",),
     )
     assert message.sender == "447860099299"
+
+
+def test_an_inbox_template_cannot_be_test_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An inbox message goes into the engine's store for a contact, not to an address."""
+    path = tmp_path / "inbox.cadence"
+    path.write_text('template note inbox "Hi {{ contact.first_name }}"\n', encoding="utf-8")
+    assert main(["send-test", str(path), "note", "--to", "ana"]) == 2
+    assert "`inbox` templates cannot be test-sent" in capsys.readouterr().err
