@@ -355,6 +355,15 @@ def _run_engine(url: str) -> None:
                             {"contact": f"c{i}", "name": "opened", "id": f"hook-{i}"}
                             for i in picked
                         ]
+                        # Naming their message: looked up as a send key, then a provider id.
+                        + [
+                            {
+                                "contact": f"c{i}",
+                                "name": "clicked",
+                                "properties": {"message": f"provider-{i}"},
+                            }
+                            for i in picked[:5]
+                        ]
                     )
                     await engine.pause("drip")
                     await engine.resume("drip")

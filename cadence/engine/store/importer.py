@@ -558,8 +558,9 @@ def link_to_sends(
     if not named:
         return records
     found: dict[str, tuple[Any, ...]] = {}
-    keys = sorted(named)
     for column in (OutboxMessage.idempotency_key, OutboxMessage.provider_message_id):
+        # A name already found as a send's key is not looked up again as a provider's id.
+        keys = sorted(named - found.keys())
         for start in range(0, len(keys), 500):
             for row in session.execute(
                 select(
@@ -570,17 +571,19 @@ def link_to_sends(
                     OutboxMessage.template,
                     OutboxMessage.variant,
                     Campaign.name,
+                    OutboxMessage.tenant_id,
                 )
                 .outerjoin(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
                 .outerjoin(Campaign, Campaign.id == CampaignVersion.campaign_id)
-                .where(
-                    OutboxMessage.tenant_id == tenant_id,
-                    column.in_(keys[start : start + 500]),
-                )
+                # The tenant is checked below, not here: given `tenant_id = ?`, SQLite's
+                # planner walked every outbox row of the tenant instead of probing the keys.
+                .where(among(session, column, keys[start : start + 500]))
             ):
-                found.setdefault(str(row[0]), tuple(row))
+                if row[-1] != tenant_id:
+                    continue
+                found.setdefault(str(row[0]), tuple(row[:-1]))
                 if row[1] is not None:
-                    found.setdefault(str(row[1]), tuple(row))
+                    found.setdefault(str(row[1]), tuple(row[:-1]))
     linked: list[tuple[int, EventRecord]] = []
     for line, record in records:
         message = next(

@@ -350,7 +350,9 @@ class OutboxMessage(Base):
         # Not led by tenant_id: SQLite, planning without statistics, would take a
         # (tenant_id, ...) index for any tenant's outbox read over better ones (A/B results).
         Index(None, "channel", "created_at"),
-        Index(None, "provider", "provider_message_id"),
+        # A provider's report names its message id (with the provider, from a webhook; alone,
+        # in an event's `message`): the id leads, so both lookups use the index.
+        Index(None, "provider_message_id", "provider"),
         # A/B splits (first send, results of a version's variants) and budgets (a campaign's
         # sends, joined through its versions).
         Index(None, "version_id", "variant"),
