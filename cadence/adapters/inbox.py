@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from cadence.adapters.base import utcnow
 from cadence.adapters.message import Channel, OutboundMessage, SendResult
 from cadence.adapters.render import EmailContent
+
+# The store (SQLAlchemy) loads on the first delivery, not with the adapters.
+if TYPE_CHECKING:
+    from cadence.engine.store import Store
 
 PROVIDER = "inbox"
 
@@ -30,7 +34,7 @@ class InboxAdapter:
     def __init__(self, database_url: str) -> None:
         """Open the store lazily, on the first delivery, in a worker thread."""
         self.database_url = database_url
-        self._store: object | None = None
+        self._store: Store | None = None
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Store one message."""
@@ -59,7 +63,6 @@ class InboxAdapter:
         if self._store is None:
             self._store = Store.open(self.database_url)
         store = self._store
-        assert isinstance(store, Store)
         now = utcnow()
         rows = [_row(message, now) for message in messages]
         with store.session() as session:
@@ -83,7 +86,7 @@ class InboxAdapter:
         store = self._store
         self._store = None
         if store is not None:
-            await trio.to_thread.run_sync(store.close)  # type: ignore[attr-defined]
+            await trio.to_thread.run_sync(store.close)
 
 
 def _row(message: OutboundMessage, now: datetime) -> dict[str, Any]:
