@@ -28,6 +28,7 @@ from cadence.adapters.render import (
 )
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
+from cadence.engine.store.sends import ADDRESS_FIELD
 
 
 class ContentSource(Protocol):
@@ -53,8 +54,6 @@ class Links:
 
 
 LinkBuilder = Callable[[OutgoingMessage, Mapping[str, Any]], Links]
-
-_ADDRESS = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
 
 class StoreContentSource:
@@ -204,9 +203,9 @@ class AdapterSink:
         elif channel is Channel.INBOX:
             address = message.contact_id  # an in-app message goes to the contact itself
         else:
-            address = contact.get(_ADDRESS[channel.value])
+            address = contact.get(ADDRESS_FIELD[channel.value])
             if not address:
-                return fail(f"contact {message.contact_id} has no {_ADDRESS[channel.value]}")
+                return fail(f"contact {message.contact_id} has no {ADDRESS_FIELD[channel.value]}")
         context = RenderContext(
             contact=contact,
             tenant=tenant,
