@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cadence.commands.data import _usage
 from cadence.engine.tenants import DEFAULT_TENANT
 from cadence.errors import CadenceError
 
@@ -47,12 +48,6 @@ def register(subparsers: Any) -> None:
         "--format", choices=("text", "json"), default="text", help="how to print the result"
     )
     ingest.set_defaults(handler=_ingest)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    """A family named without its command: show its help, exit 2."""
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _read(path: str) -> tuple[Any, str | None]:
