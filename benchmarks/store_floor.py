@@ -18,6 +18,8 @@ import hashlib
 import json
 import time
 
+from sqlalchemy.engine.interfaces import DBAPICursor
+
 from cadence.engine.store import Store
 
 BATCH = 500
@@ -53,10 +55,10 @@ def store_floor(contacts: int) -> float:
             raw.close()
 
 
-def _seed(cursor: object, contacts: int) -> int:
+def _seed(cursor: DBAPICursor, contacts: int) -> int:
     """The tenant, contacts, one active campaign version and its enrollments, all due now."""
-    execute = cursor.execute  # type: ignore[attr-defined]
-    executemany = cursor.executemany  # type: ignore[attr-defined]
+    execute = cursor.execute
+    executemany = cursor.executemany
     now = _at(0)
     execute(
         "INSERT INTO tenants (id, name, created_at, updated_at)"
@@ -90,10 +92,10 @@ def _seed(cursor: object, contacts: int) -> int:
 
 
 def _step_batch(
-    cursor: object, version: int, wake: int, day: int, sends: bool, gap: int | None
+    cursor: DBAPICursor, version: int, wake: int, day: int, sends: bool, gap: int | None
 ) -> bool:
     """One batch of one wake, as the engine writes it; False when none is due."""
-    execute = cursor.execute  # type: ignore[attr-defined]
+    execute = cursor.execute
     now = _at(day)
     rows = execute(
         "SELECT id, contact_id FROM enrollments WHERE tenant_id = 'default' AND status = 'active'"
