@@ -24,6 +24,7 @@ from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import AuditEntry, Contact, Event, SendLog, Suppression
 from tests.engine import webhook_payloads as wp
+from tests.engine.test_bounces import PEOPLE
 from tests.engine.test_runtime import T0, campaigns
 
 DAILY = """
@@ -39,11 +40,6 @@ campaign daily {
   }
 }
 """
-PEOPLE = [
-    {"id": f"p{i}", "email": f"p{i}@example.test", "phone": f"+4915100000{i:02}",
-     "attributes": {"sms_opt_in": True}}
-    for i in (1, 2)
-]  # fmt: skip
 EMAIL = {"p1": "p1@example.test", "p2": "p2@example.test"}
 PHONE = {"p1": "491510000001", "p2": "491510000002"}
 
