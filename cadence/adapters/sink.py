@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -21,11 +21,13 @@ from cadence.adapters.base import RATE_LIMITED
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, SendStatus
 from cadence.adapters.outbound import Outbound
 from cadence.adapters.render import (
+    EmailContent,
     RenderContext,
     TemplateRenderer,
     TemplateRenderError,
     WebhookContent,
 )
+from cadence.adapters.tracking import Links, track_html
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.sends import ADDRESS_FIELD
@@ -41,16 +43,6 @@ class ContentSource(Protocol):
     async def contacts(self, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Contact data by id: email, phone, names, locale, timezone and attributes."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class Links:
-    """Per-contact links a message carries (unsubscribe, preferences, web view)."""
-
-    unsubscribe_url: str | None = None
-    unsubscribe_mailto: str | None = None
-    preferences_url: str | None = None
-    view_in_browser_url: str | None = None
 
 
 LinkBuilder = Callable[[OutgoingMessage, Mapping[str, Any]], Links]
@@ -224,6 +216,12 @@ class AdapterSink:
             )
         except TemplateRenderError as error:
             return fail(str(error))
+        if isinstance(content, EmailContent) and (links.open_pixel_url or links.click):
+            keep = {u for u in (links.unsubscribe_url, links.view_in_browser_url) if u}
+            html = track_html(
+                content.html, click=links.click, pixel=links.open_pixel_url, keep=keep
+            )
+            content = replace(content, html=html)
         name = " ".join(str(contact[k]) for k in ("first_name", "last_name") if contact.get(k))
         return OutboundMessage(
             recipient=str(address),

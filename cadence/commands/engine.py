@@ -111,6 +111,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="run the engine on the real clock")
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
+    _http_option(p)
     p.set_defaults(handler=_serve)
 
     p = subparsers.add_parser("run", help="deploy and launch files, then serve")
@@ -122,6 +123,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0)
+    _http_option(p)
     p.set_defaults(handler=_run)
 
     p = subparsers.add_parser(
@@ -140,6 +142,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
     p.add_argument("--seed", type=int, default=7, help="random seed for engagement (default 7)")
     p.set_defaults(handler=_demo)
+
+
+def _http_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help=(
+            "also serve the HTTP service there (tracking links, unsubscribes, provider"
+            " webhooks, events, inbox; docs/service.md)"
+        ),
+    )
 
 
 def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
@@ -468,8 +481,14 @@ def _ab_rates(details: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _serve_engine(engine: Engine, until_idle: bool, poll: float) -> RunStats:
-    """Serve until idle, or until SIGINT/SIGTERM cancels the loop between batches."""
+async def _serve_engine(
+    engine: Engine, until_idle: bool, poll: float, http: str | None = None
+) -> RunStats:
+    """Serve until idle, or until SIGINT/SIGTERM cancels the loop between batches.
+
+    With `http`, the HTTP service listens there in the same nursery, on the same engine;
+    a signal stops both.
+    """
     import trio
 
     from cadence.engine.runtime import RunStats
@@ -484,6 +503,13 @@ async def _serve_engine(engine: Engine, until_idle: bool, poll: float) -> RunSta
                     return
 
         nursery.start_soon(watch_signals)
+        if http is not None:
+            from cadence.adapters.web import ServiceApp, ServiceSettings, serve_http
+
+            settings = ServiceSettings.from_env()
+            app = ServiceApp(engine, signer=settings.signer(), api_token=settings.api_token)
+            bound = await nursery.start(serve_http, app, http)
+            print(f"cadence: HTTP service on {', '.join(bound)}", file=sys.stderr, flush=True)
         stats = await engine.serve(until_idle=until_idle, poll=poll)
         nursery.cancel_scope.cancel()
     return stats
@@ -500,6 +526,7 @@ async def _service_engine() -> AsyncIterator[Engine]:
     from cadence.adapters.config import load_settings
     from cadence.adapters.outbound import Outbound
     from cadence.adapters.sink import AdapterSink, StoreContentSource
+    from cadence.adapters.web import ServiceSettings
     from cadence.engine.runtime import Engine, RecordingSink
     from cadence.engine.store import resolve_database_url
 
@@ -520,18 +547,38 @@ async def _service_engine() -> AsyncIterator[Engine]:
     source = StoreContentSource(resolve_database_url(None))
     # In-app inbox messages are delivered into the engine's own store.
     outbound = Outbound(settings, inbox_url=resolve_database_url(None))
+    # Signed unsubscribe and tracking links when the service has a public address.
+    links = ServiceSettings.from_env().links()
+    if links is None:
+        print(
+            "cadence: CADENCE_PUBLIC_URL is not set: messages carry no unsubscribe or tracking"
+            " links (docs/service.md)",
+            file=sys.stderr,
+        )
     try:
-        async with Engine(sink=AdapterSink(outbound, source)) as engine:
+        async with Engine(sink=AdapterSink(outbound, source, links=links)) as engine:
             yield engine
     finally:
         await outbound.aclose()
         source.close()
 
 
+def _http_refused(args: argparse.Namespace, command: str) -> int | None:
+    """`--until-idle` exits as soon as nothing is due: no time to serve HTTP."""
+    if args.http is not None and args.until_idle:
+        print(f"cadence {command}: --http cannot be used with --until-idle", file=sys.stderr)
+        return 2
+    return None
+
+
 def _serve(args: argparse.Namespace) -> int:
+    refused = _http_refused(args, "serve")
+    if refused is not None:
+        return refused
+
     async def go() -> int:
         async with _service_engine() as engine:
-            stats = await _serve_engine(engine, args.until_idle, args.poll)
+            stats = await _serve_engine(engine, args.until_idle, args.poll, args.http)
         print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
 
@@ -540,6 +587,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from cadence.dsl.compiler import compile_paths
+
+    refused = _http_refused(args, "run")
+    if refused is not None:
+        return refused
 
     async def go() -> int:
         campaigns = compile_paths(args.files)
@@ -558,7 +609,7 @@ def _run(args: argparse.Namespace) -> int:
                 status = {row["name"]: row["status"] for row in await engine.status()}
                 if status.get(campaign.name) in ("draft", "scheduled"):
                     await engine.launch(campaign.name)
-            stats = await _serve_engine(engine, args.until_idle, args.poll)
+            stats = await _serve_engine(engine, args.until_idle, args.poll, args.http)
         print(f"ran: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
 

@@ -39,7 +39,8 @@ from cadence.adapters.render import (
     TemplateRenderError,
     WhatsAppContent,
 )
-from cadence.adapters.sink import ContentSource, Links
+from cadence.adapters.sink import ContentSource
+from cadence.adapters.tracking import Links
 from cadence.dsl.compiled import CompiledCampaign, SendNode
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.facts import load_facts

@@ -1004,6 +1004,22 @@ class Engine:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
+    async def send_contact(self, key: str) -> str | None:
+        """Whom the send with this idempotency key went to (None: no such send here).
+
+        A tracking link names its send only; the service asks this before recording
+        anything for it, so a link to a send the store lacks writes nothing.
+        """
+        return await self.store.call(self._send_contact_sync, key)
+
+    def _send_contact_sync(self, store: Store, key: str) -> str | None:
+        with store.session() as session:
+            return session.scalar(
+                select(OutboxMessage.contact_id).where(
+                    OutboxMessage.tenant_id == self.tenant, OutboxMessage.idempotency_key == key
+                )
+            )
+
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""
         return await self.store.call(self._contact_ids_sync)

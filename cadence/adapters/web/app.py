@@ -1,0 +1,407 @@
+"""The service's ASGI application: routes, authentication and the engine calls behind them.
+
+| route | who calls it | what it does |
+|---|---|---|
+| `GET /o/KEY.SIG.gif` | a mail client showing the email | `opened` for that send; a 1x1 GIF |
+| `GET /c/KEY.SIG?u=URL` | a reader clicking a link | `clicked` with `url`; 302 to URL |
+| `GET /u/KEY.SIG` | a reader following "unsubscribe" | a page asking to confirm |
+| `POST /u/KEY.SIG` | that page, or a mail client (RFC 8058) | `unsubscribed` on the channel |
+| `POST /webhooks/brevo`, `/webhooks/infobip` | the provider | `Engine.ingest_webhook` |
+| `POST /events` | the product's backend | `Engine.push_events` (JSON, list or JSONL) |
+| `GET /contacts/ID/inbox` | the app | the contact's in-app messages |
+| `POST /contacts/ID/inbox/read` | the app | marks them read |
+| `GET /healthz` | a load balancer | 200 while the engine's store answers |
+
+Links are checked by their signature before anything is written; a bad one gets a 404 page
+and changes nothing, and a click whose target was not signed is never redirected. The
+event, webhook and inbox endpoints need the API token (`Authorization: Bearer T`, a Basic
+password T, or `?token=T` for providers that can only be given a URL).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote
+
+from cadence.adapters.config import Secret
+from cadence.adapters.tracking import PIXEL_GIF, LinkKind, LinkSigner, split_token
+from cadence.adapters.web import pages
+from cadence.engine.runtime import Engine
+from cadence.errors import CadenceError
+
+# Bodies above this are refused before they are read whole (a webhook batch is far smaller).
+MAX_BODY_BYTES = 5 * 1024 * 1024
+PROVIDERS = ("brevo", "infobip")
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("cadence.web")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, read whole: method, path, query, headers (lower-case), body."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def param(self, name: str) -> str | None:
+        """The first value of a query parameter."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass(frozen=True)
+class Response:
+    """What goes back: status, body, content type and any other headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any) -> Response:
+        """A JSON answer."""
+        return cls(status, json.dumps(data, default=str).encode(), "application/json")
+
+    @classmethod
+    def html(cls, status: int, text: str) -> Response:
+        """An HTML page, never cached (it speaks of one person's subscription)."""
+        return cls(status, text.encode(), "text/html; charset=utf-8", {"cache-control": "no-store"})
+
+
+class BodyTooLarge(Exception):
+    """The request body passed MAX_BODY_BYTES."""
+
+
+class ServiceApp:
+    """The HTTP service over one engine (one tenant), as an ASGI application."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        signer: LinkSigner | None = None,
+        api_token: Secret | None = None,
+        company: str | None = None,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        """Without `signer` the link routes answer 404; without `api_token` the API ones 403."""
+        self.engine = engine
+        self.signer = signer
+        self.api_token = api_token
+        self.company = company or engine.tenant
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point: lifespan events, then one HTTP request per call."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            request = await _read(scope, receive, self.max_body)
+        except BodyTooLarge:
+            await _respond(send, Response(413, f"body above {self.max_body} bytes\n".encode()))
+            return
+        try:
+            response = await self.handle(request)
+        except Exception:
+            # A failure of the store or the engine: the caller retries (providers do), and
+            # nothing was half-written (each engine call is one transaction).
+            log.exception("%s %s failed", request.method, request.path)
+            response = Response(500, b"internal error; nothing was written\n")
+        await _respond(send, response)
+
+    async def handle(self, request: Request) -> Response:
+        """Route one request to its handler."""
+        parts = [unquote(p) for p in request.path.strip("/").split("/")]
+        method = "GET" if request.method == "HEAD" else request.method
+        match (method, parts):
+            case ("GET", ["healthz"]):
+                return await self._health()
+            case ("GET", ["o", token]):
+                return await self._open(token)
+            case ("GET", ["c", token]):
+                return await self._click(token, request)
+            case ("GET", ["u", token]):
+                return self._unsubscribe_page(token)
+            case ("POST", ["u", token]):
+                return await self._unsubscribe(token)
+            case ("POST", ["webhooks", provider]):
+                return await self._authorized(request, lambda: self._webhook(provider, request))
+            case ("POST", ["events"]):
+                return await self._authorized(request, lambda: self._events(request))
+            case ("GET", ["contacts", contact, "inbox"]):
+                return await self._authorized(request, lambda: self._inbox(contact, request))
+            case ("POST", ["contacts", contact, "inbox", "read"]):
+                return await self._authorized(request, lambda: self._read(contact, request))
+        if _known_path(parts):
+            return Response(405, f"{request.method} is not allowed here\n".encode())
+        return Response(404, b"not found\n")
+
+    # ------------------------------------------------------------------ links in messages
+
+    def _link(self, kind: LinkKind, token: str, target: str = "") -> str | None:
+        """The send key of a correctly signed link, else None."""
+        if self.signer is None:
+            return None
+        split = split_token(token, ".gif" if kind == "open" else "")
+        if split is None:
+            return None
+        key, signature = split
+        if not self.signer.verify(kind, self.engine.tenant, key, signature, target):
+            return None
+        return key
+
+    async def _open(self, token: str) -> Response:
+        key = self._link("open", token)
+        if key is None:
+            return Response(404, b"not found\n")
+        if not await self._track("opened", key, {"via": "pixel"}):
+            return Response(404, b"not found\n")
+        return Response(
+            200, PIXEL_GIF, "image/gif", {"cache-control": "no-store, no-cache, max-age=0"}
+        )
+
+    async def _click(self, token: str, request: Request) -> Response:
+        target = request.param("u")
+        key = self._link("click", token, target or "")
+        if key is None or not target:
+            return Response.html(404, pages.broken_link(self.company))
+        # The target was signed by this service: the reader goes there even when the send is
+        # gone from the store (nothing to record then).
+        await self._track("clicked", key, {"url": target})
+        # A header carries ASCII only: a signed target with other characters goes escaped.
+        location = quote(target, safe=":/?#[]@!$&'()*+,;=%~")
+        return Response(
+            302, b"", headers={"location": location, "referrer-policy": "no-referrer",
+                               "cache-control": "no-store"},
+        )  # fmt: skip
+
+    def _unsubscribe_page(self, token: str) -> Response:
+        if self._link("unsubscribe", token) is None:
+            return Response.html(404, pages.broken_link(self.company))
+        # A GET only asks: mail scanners follow links, and must not unsubscribe anyone.
+        return Response.html(200, pages.confirm_unsubscribe(self.company))
+
+    async def _unsubscribe(self, token: str) -> Response:
+        key = self._link("unsubscribe", token)
+        if key is None:
+            return Response.html(404, pages.broken_link(self.company))
+        if not await self._track("unsubscribed", key, {"via": "link"}):
+            return Response.html(404, pages.broken_link(self.company))
+        return Response.html(200, pages.unsubscribed(self.company))
+
+    async def _track(self, name: str, key: str, properties: Mapping[str, Any]) -> bool:
+        """The event for a send: the store fills in its channel, template and campaign.
+
+        False when the send is not (or no longer) in the store: there is nobody to record it
+        for, and nothing is written.
+        """
+        contact = await self.engine.send_contact(key)
+        if contact is None:
+            return False
+        await self.engine.push_event(
+            {"contact": contact, "name": name, "properties": {"send": key, **properties}}
+        )
+        return True
+
+    # ------------------------------------------------------------------ the API
+
+    async def _authorized(
+        self, request: Request, handler: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        if self.api_token is None:
+            return Response.json(403, {"error": "the API is off: set CADENCE_API_TOKEN"})
+        presented = _presented_token(request)
+        if presented is None or not hmac.compare_digest(
+            presented.encode(), self.api_token.reveal().encode()
+        ):
+            return Response.json(
+                401, {"error": "a valid API token is needed (Authorization: Bearer TOKEN)"}
+            )
+        return await handler()
+
+    async def _webhook(self, provider: str, request: Request) -> Response:
+        from cadence.adapters.inbound import InvalidWebhook
+
+        if provider not in PROVIDERS:
+            return Response.json(404, {"error": f"no webhooks from {provider!r}",
+                                       "providers": list(PROVIDERS)})  # fmt: skip
+        payload, problem = _json_body(request.body)
+        if problem is not None:
+            return Response.json(400, {"error": f"{provider} webhook: {problem}"})
+        try:
+            report = await self.engine.ingest_webhook(provider, payload)
+        except InvalidWebhook as exc:
+            return Response.json(400, {
+                "error": f"{provider} webhook: {len(exc.problems)} problem(s), nothing written",
+                "problems": [{"path": p.path, "reason": p.reason} for p in exc.problems],
+            })  # fmt: skip
+        return Response.json(200, report.as_dict())
+
+    async def _events(self, request: Request) -> Response:
+        from cadence.engine.store.records import InvalidInput
+
+        events, problem = _events_body(request)
+        if problem is not None:
+            return Response.json(400, {"error": problem})
+        try:
+            enrolled = await self.engine.push_events(events)
+        except InvalidInput as exc:
+            return Response.json(400, {
+                "error": f"{len(exc.problems)} problem(s), nothing written",
+                "problems": [
+                    {"event": p.row, "field": p.column, "reason": p.reason} for p in exc.problems
+                ],
+            })  # fmt: skip
+        return Response.json(202, {"stored": len(events), "enrolled": enrolled})
+
+    async def _inbox(self, contact: str, request: Request) -> Response:
+        unread = (request.param("unread") or "").lower() in ("1", "true", "yes")
+        try:
+            limit = int(request.param("limit") or 50)
+            messages = await self.engine.inbox(contact, unread_only=unread, limit=limit)
+        except ValueError:
+            return Response.json(400, {"error": "limit: expected a whole number"})
+        except CadenceError as exc:
+            return Response.json(400, {"error": str(exc)})
+        return Response.json(200, {"contact": contact, "messages": messages})
+
+    async def _read(self, contact: str, request: Request) -> Response:
+        payload, problem = _json_body(request.body)
+        if problem is not None:
+            return Response.json(400, {"error": problem})
+        ids = payload.get("ids") if isinstance(payload, dict) else None
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            return Response.json(400, {"error": 'expected {"ids": [message ids]}'})
+        marked = await self.engine.mark_inbox_read(contact, ids)
+        return Response.json(200, {"contact": contact, "marked": marked})
+
+    async def _health(self) -> Response:
+        await self.engine.next_due()  # a query: the store answers, or this raises (500)
+        return Response.json(200, {"status": "ok", "tenant": self.engine.tenant})
+
+
+def _known_path(parts: list[str]) -> bool:
+    """Whether the path is one of the routes (under some other method)."""
+    shape = (parts[0] if parts else "", len(parts))
+    return shape in {("healthz", 1), ("o", 2), ("c", 2), ("u", 2), ("webhooks", 2),
+                     ("events", 1), ("contacts", 3), ("contacts", 4)}  # fmt: skip
+
+
+def _presented_token(request: Request) -> str | None:
+    """The API token a caller sent: bearer, Basic password, or the `token` parameter."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return request.param("token")
+
+
+def _json_body(body: bytes) -> tuple[Any, str | None]:
+    """The body as JSON, or why it is not."""
+    if not body.strip():
+        return None, "the body is empty; expected JSON"
+    try:
+        return json.loads(body), None
+    except UnicodeDecodeError as exc:
+        return None, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+
+
+def _events_body(request: Request) -> tuple[list[dict[str, Any]], str | None]:
+    """Events from a JSON object, a JSON list of objects, or JSON lines."""
+    if "ndjson" in request.headers.get("content-type", "") or "jsonl" in request.headers.get(
+        "content-type", ""
+    ):
+        events: list[Any] = []
+        for number, line in enumerate(request.body.decode("utf-8", "replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            item, problem = _json_body(line.encode())
+            if problem is not None:
+                return [], f"line {number}: {problem}"
+            events.append(item)
+    else:
+        payload, problem = _json_body(request.body)
+        if problem is not None:
+            return [], problem
+        events = payload if isinstance(payload, list) else [payload]
+    for number, item in enumerate(events, 1):
+        if not isinstance(item, dict):
+            return [], f"event {number}: expected a JSON object, got {type(item).__name__}"
+    if not events:
+        return [], "no events in the body"
+    return events, None
+
+
+async def _read(scope: Scope, receive: Receive, limit: int) -> Request:
+    """The request with its whole body (refused past `limit`)."""
+    headers = {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    # The raw path, split before it is decoded: a contact id may hold an escaped "/".
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = raw.decode("latin-1").partition("?")[0]
+    return Request(scope["method"], path, query, headers, b"".join(chunks))
+
+
+async def _respond(send: Send, response: Response) -> None:
+    headers = [(b"content-type", response.content_type.encode())]
+    headers += [(k.encode(), v.encode("latin-1")) for k, v in response.headers.items()]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to start or stop: the engine is opened and closed by whoever runs the app."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

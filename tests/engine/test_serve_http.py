@@ -1,0 +1,77 @@
+"""`cadence serve --http`: the HTTP service runs beside the engine and stops with it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env["CADENCE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cadence.db'}"
+    env["CADENCE_API_TOKEN"] = "cli-token"
+    return env
+
+
+def test_serve_with_http_answers_until_a_signal_stops_both(tmp_path: Path) -> None:
+    (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "c1@example.test"}\n')
+    imported = subprocess.run(
+        [sys.executable, "-m", "cadence", "contacts", "import", "people.jsonl"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cadence", "serve", "--poll", "0.2", "--http", "127.0.0.1:0"],
+        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert server.stderr is not None
+    address = None
+    deadline = time.monotonic() + 60
+    while address is None and time.monotonic() < deadline:
+        line = server.stderr.readline()
+        if not line:
+            break
+        found = re.search(r"HTTP service on (http://\S+)", line)
+        address = found.group(1).rstrip(",") if found else None
+    assert address is not None, "serve should say where it listens"
+    health = httpx.get(f"{address}/healthz", timeout=10)
+    assert health.json() == {"status": "ok", "tenant": "default"}
+    pushed = httpx.post(
+        f"{address}/events", timeout=10, headers={"authorization": "Bearer cli-token"},
+        json={"contact": "c1", "name": "signed_up"},
+    )  # fmt: skip
+    assert pushed.status_code == 202, pushed.text
+    server.send_signal(signal.SIGTERM)
+    out, _ = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert out.startswith("served:")
+
+
+def test_http_with_until_idle_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "serve", "--until-idle", "--http", "127.0.0.1:0"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--http cannot be used with --until-idle" in done.stderr
+
+
+def test_a_bad_public_url_stops_serve_with_its_name(tmp_path: Path) -> None:
+    env = _env(tmp_path) | {
+        "CADENCE_PUBLIC_URL": "links.example",
+        "CADENCE_SMTP_URL": "smtp://127.0.0.1:1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "serve", "--until-idle"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "CADENCE_PUBLIC_URL" in done.stderr and "http(s)://" in done.stderr
