@@ -240,6 +240,9 @@ class Engine:
         self._limited = sorted(rate_limits or {})
         self._limiter: RateLimiter | None = None
         self._planned: dict[int, int] = {}
+        # Set when new data may have made work due (events, webhooks, contacts): `serve`
+        # stops sleeping and looks at once, so a `wait for` an event resumes without a poll.
+        self._nudge = trio.Event()
         if rate_limits:
             self._limiter = RateLimiter()
             for code, channel in enumerate(self._limited):
@@ -875,9 +878,11 @@ class Engine:
         skip_invalid: bool = False,
     ) -> importer.ImportReport:
         """Create or update contacts; new ones enter `on contact_created` campaigns."""
-        return await self.store.call(
+        report = await self.store.call(
             self._upsert_contacts_sync, list(contacts), schema, skip_invalid
         )
+        self._nudge.set()
+        return report
 
     def _upsert_contacts_sync(
         self, store: Store, contacts: list[Mapping[str, Any]], schema: Any, skip_invalid: bool
@@ -1273,7 +1278,9 @@ class Engine:
 
     async def push_events(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Record events (all or nothing when any is bad) and fire the triggers they match."""
-        return await self.store.call_retrying(self._push_events_sync, list(events))
+        enrolled = await self.store.call_retrying(self._push_events_sync, list(events))
+        self._nudge.set()
+        return enrolled
 
     def _push_events_sync(self, store: Store, events: list[Mapping[str, Any]]) -> int:
         now = self.now()
@@ -1301,11 +1308,13 @@ class Engine:
         """
         parsed = parse_webhook(provider, payload)
         try:
-            return await self.store.call_retrying(self._ingest_webhook_sync, parsed)
+            report = await self.store.call_retrying(self._ingest_webhook_sync, parsed)
         except IntegrityError:
             # The same report, delivered twice at once, was stored by the other delivery
             # first (the events' dedupe keys are unique): run again, and find it there.
-            return await self.store.call_retrying(self._ingest_webhook_sync, parsed)
+            report = await self.store.call_retrying(self._ingest_webhook_sync, parsed)
+        self._nudge.set()
+        return report
 
     def _ingest_webhook_sync(self, store: Store, parsed: ParsedWebhook) -> WebhookReport:
         now = self.now()
@@ -1774,6 +1783,8 @@ class Engine:
         stats = RunStats()
         task_status.started()
         while True:
+            # A nudge during the round below makes the next sleep end at once.
+            self._nudge = trio.Event()
             stats.add(await self.run_due())
             if until_idle:
                 return stats
@@ -1781,7 +1792,21 @@ class Engine:
             wake = self.now() + dt.timedelta(seconds=poll)
             if upcoming is not None and upcoming < wake:
                 wake = upcoming
+            await self._sleep_until_nudged(wake)
+
+    async def _sleep_until_nudged(self, wake: dt.datetime) -> None:
+        """Sleep on the engine's clock until `wake`, or until new data may have made work due."""
+        if self._nudge.is_set():
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def nudged() -> None:
+                await self._nudge.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(nudged)
             await self.clock.sleep_until(wake)
+            nursery.cancel_scope.cancel()
 
     def _step_batch_sync(self, store: Store) -> tuple[RunStats, list[OutgoingMessage]]:
         """Lock a batch of due enrollments, step each, and write the results and their effects.

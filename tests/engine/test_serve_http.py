@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -11,6 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import trio
+
+from cadence.engine.runtime import Engine, RecordingSink
+from tests.engine.test_runtime import campaigns
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -75,3 +80,37 @@ def test_a_bad_public_url_stops_serve_with_its_name(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "CADENCE_PUBLIC_URL" in done.stderr and "http(s)://" in done.stderr
+
+
+def test_an_event_wakes_the_serving_engine_without_waiting_for_its_poll(store_url: str) -> None:
+    """`wait for clicked(...)` resumes as the click arrives, not at the next look (60 s here)."""
+    source = """
+    template first email { subject "First" body "x" }
+    template second email { subject "Second" body "x" }
+    campaign nudge {
+      channels email
+      on launch { send email first  wait for clicked(first) up to 1d  send email second }
+    }
+    """
+
+    async def main() -> list[str | None]:
+        sink = RecordingSink()
+        async with Engine(store_url, sink=sink) as engine, trio.open_nursery() as nursery:
+            await engine.upsert_contacts([{"id": "c1", "email": "c1@example.test"}])
+            await engine.deploy(campaigns(source))
+            await engine.launch("nudge")
+            await nursery.start(functools.partial(engine.serve, poll=60))
+            with trio.fail_after(20):
+                while len(sink.delivered) < 1:
+                    await trio.sleep(0.02)
+            await engine.push_event(
+                {"contact": "c1", "name": "clicked", "properties": {"template": "first"}}
+            )
+            # Far less than the 60 s poll: only the nudge can have woken the loop.
+            with trio.fail_after(20):
+                while len(sink.delivered) < 2:
+                    await trio.sleep(0.02)
+            nursery.cancel_scope.cancel()
+        return [m.template for m in sink.delivered]
+
+    assert trio.run(main) == ["first", "second"]
