@@ -37,27 +37,32 @@ def test_serve_with_http_answers_until_a_signal_stops_both(tmp_path: Path) -> No
         cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    assert server.stderr is not None
-    address = None
-    deadline = time.monotonic() + 60
-    while address is None and time.monotonic() < deadline:
-        line = server.stderr.readline()
-        if not line:
-            break
-        found = re.search(r"HTTP service on (http://\S+)", line)
-        address = found.group(1).rstrip(",") if found else None
-    assert address is not None, "serve should say where it listens"
-    health = httpx.get(f"{address}/healthz", timeout=10)
-    assert health.json() == {"status": "ok", "tenant": "default"}
-    pushed = httpx.post(
-        f"{address}/events", timeout=10, headers={"authorization": "Bearer cli-token"},
-        json={"contact": "c1", "name": "signed_up"},
-    )  # fmt: skip
-    assert pushed.status_code == 202, pushed.text
-    server.send_signal(signal.SIGTERM)
-    out, _ = server.communicate(timeout=30)
-    assert server.returncode == 0
-    assert out.startswith("served:")
+    try:
+        assert server.stderr is not None
+        address = None
+        deadline = time.monotonic() + 60
+        while address is None and time.monotonic() < deadline:
+            line = server.stderr.readline()
+            if not line:
+                break
+            found = re.search(r"HTTP service on (http://\S+)", line)
+            address = found.group(1).rstrip(",") if found else None
+        assert address is not None, "serve should say where it listens"
+        health = httpx.get(f"{address}/healthz", timeout=10)
+        assert health.json() == {"status": "ok", "tenant": "default"}
+        pushed = httpx.post(
+            f"{address}/events", timeout=10, headers={"authorization": "Bearer cli-token"},
+            json={"contact": "c1", "name": "signed_up"},
+        )  # fmt: skip
+        assert pushed.status_code == 202, pushed.text
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+        assert server.returncode == 0
+        assert out.startswith("served:")
+    finally:
+        if server.poll() is None:  # a failed assertion must not leave it serving
+            server.kill()
+            server.communicate(timeout=30)
 
 
 def test_http_with_until_idle_is_refused(tmp_path: Path) -> None:
