@@ -277,6 +277,20 @@ def _wrap(value: Any, path: str) -> Any:
     return value
 
 
+# The per-send links a sender fills in; missing, they mean no link service is configured.
+LINK_VARIABLES = frozenset({"unsubscribe_url", "preferences_url", "view_in_browser_url"})
+
+
+def _missing_hint(variable: str) -> str:
+    """How to fix a missing variable: configure the links, or give the template a default."""
+    if variable in LINK_VARIABLES:
+        return (
+            "this sender makes no such link: `cadence serve` makes unsubscribe links when"
+            " CADENCE_PUBLIC_URL and CADENCE_LINK_SECRET are set (docs/service.md)"
+        )
+    return "use `| default(...)` if it may be missing"
+
+
 class _MissingVariable(UndefinedError):
     """A StrictUndefined was used; carries the dotted name of what was missing."""
 
@@ -871,7 +885,7 @@ class TemplateRenderer:
         except _MissingVariable as exc:
             raise TemplateRenderError(
                 name,
-                f"`{exc.variable}` is undefined (use `| default(...)` if it may be missing)",
+                f"`{exc.variable}` is undefined ({_missing_hint(exc.variable)})",
                 part=part,
                 line=_template_line(exc, filename),
                 variable=exc.variable,

@@ -390,3 +390,15 @@ def test_webhook_body_is_json(renderer: TemplateRenderer) -> None:
     )
     out = renderer.render(template, RenderContext(contact={"id": 'a"b'}))
     assert isinstance(out, WebhookContent) and out.payload == {"id": 'a"b', "n": 1}
+
+
+def test_a_missing_link_says_which_settings_make_it(renderer: TemplateRenderer) -> None:
+    """`{{ unsubscribe_url }}` with no link service is a setting to make, not a default."""
+    with pytest.raises(TemplateRenderError) as info:
+        render_sms(renderer, "Stop: {{ unsubscribe_url }}")
+    assert "CADENCE_PUBLIC_URL" in str(info.value) and "default" not in str(info.value)
+    given = renderer.render(
+        sms("Stop: {{ unsubscribe_url }}"),
+        RenderContext(contact={}, unsubscribe_url="https://l.example/u/k.s"),
+    )
+    assert isinstance(given, SmsContent) and given.text == "Stop: https://l.example/u/k.s"
