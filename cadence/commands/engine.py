@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from cadence.adapters.config import AdapterSettings
     from cadence.adapters.standins import Standins
     from cadence.dsl.compiled import CompiledCampaign
+    from cadence.engine.analytics import CampaignReport
     from cadence.engine.dryrun import DryRunReport
     from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 
@@ -107,6 +110,25 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("status", help="campaigns with their enrollment counts")
     p.set_defaults(handler=_status)
+
+    p = subparsers.add_parser(
+        "report",
+        help="campaign performance: sent, delivered, opened, clicked, converted, cost, ROI",
+        description=(
+            "What each campaign's sends did, from the store: sent, delivered (sent minus hard"
+            " bounces), opened, clicked, converted and unsubscribed (rates over delivered),"
+            " bounced, cost, revenue and ROI (docs/analytics.md)."
+        ),
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="campaigns (default: every one)")
+    p.add_argument(
+        "--by",
+        choices=("campaign", "template", "variant"),
+        default="campaign",
+        help="one row per campaign (default), or per template or A/B variant",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per campaign")
+    p.set_defaults(handler=_report)
 
     p = subparsers.add_parser("serve", help="run the engine on the real clock")
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
@@ -417,6 +439,53 @@ def _status(args: argparse.Namespace) -> int:
             console.print(_ab_table(ab_tests, "A/B tests decided"))
 
     return with_engine(use)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    async def use(engine: Engine) -> None:
+        reports = await engine.report(args.names or None)
+        if args.json:
+            for report in reports:
+                print(json.dumps(report.as_dict()))
+            return
+        Console().print(_report_table(reports, args.by))
+
+    return with_engine(use)
+
+
+def _report_table(reports: Sequence[CampaignReport], by: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title="Campaign performance" + ("" if by == "campaign" else f" by {by}"))
+    columns = ["campaign"] + ([by] if by != "campaign" else [])
+    columns += ["sent", "delivered", "opened", "clicked", "converted", "unsubscribed",
+                "bounced", "cost", "revenue", "ROI"]  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("campaign", by) else "right")
+    for report in reports:
+        parts = {"campaign": {"": report.total}, "template": report.by_template,
+                 "variant": report.by_variant}[by]  # fmt: skip
+        for part, metrics in sorted(parts.items()):
+            cells = [report.name] + ([part] if by != "campaign" else [])
+            cells.append(f"{metrics.sent:,}")
+            for name in ("delivered", "opened", "clicked", "converted", "unsubscribed",
+                         "bounced"):  # fmt: skip
+                rate = metrics.rate(name)
+                share = f" ({rate:.1%})" if rate is not None else ""
+                cells.append(f"{getattr(metrics, name):,}{share}")
+            cells.append(_money(metrics.cost))
+            cells.append(_money(metrics.revenue))
+            cells.append(f"{metrics.roi:.2f}" if metrics.roi is not None else "-")
+            table.add_row(*cells)
+    return table
+
+
+def _money(amounts: Mapping[str, Decimal]) -> str:
+    if not amounts:
+        return "-"
+    return ", ".join(f"{amount:,.2f} {unit}".strip() for unit, amount in sorted(amounts.items()))
 
 
 def _status_table(rows: list[dict[str, Any]]) -> Table:

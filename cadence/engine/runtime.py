@@ -30,7 +30,17 @@ from cadence.adapters.inbound import ParsedWebhook, parse_webhook
 from cadence.dispatch.caps import CapRule, FrequencyCaps
 from cadence.dispatch.limiter import ProviderLimit, RateLimiter
 from cadence.dsl import compiled as c
-from cadence.engine import audience, conditions, evaluate, inbound, suppress, sweep, timing
+from cadence.engine import (
+    analytics,
+    audience,
+    conditions,
+    evaluate,
+    inbound,
+    suppress,
+    sweep,
+    timing,
+)
+from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
@@ -667,6 +677,18 @@ class Engine:
                 "pause": pauses.get(name) if status == CampaignStatus.PAUSED.value else None,
             })  # fmt: skip
         return result
+
+    async def report(self, names: Sequence[str] | None = None) -> list[CampaignReport]:
+        """Each campaign's performance (docs/analytics.md): sends, deliveries, engagement,
+        conversions, cost and ROI, in total and by template and variant. An unknown name is
+        an error, with the nearest name as a hint."""
+        return await self.store.call(self._report_sync, list(names) if names else None)
+
+    def _report_sync(self, store: Store, names: list[str] | None) -> list[CampaignReport]:
+        with store.session() as session:
+            for name in names or ():
+                self._campaign_named(session, name)
+            return analytics.campaign_reports(session, self.tenant, names)
 
     def _campaign_named(self, session: Session, name: str) -> Campaign:
         """The tenant's campaign `name`, or an error with the nearest name as a hint."""

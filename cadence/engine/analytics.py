@@ -1,0 +1,342 @@
+"""Campaign performance from the store: what went out, what came back, what it cost and earned.
+
+The numbers the source material's users read (sent, delivered, opened, clicked, converted,
+unsubscribed, bounced, and ROI), counted the same way for every campaign, live or simulated:
+
+- **sent**: sends that went out (outbox status `sent`); **bounced**: those with a hard
+  bounce (send log `bounced`, or a `bounced` event naming the send, not a soft one);
+  **delivered**: sent minus bounced, since not every channel reports deliveries.
+- **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: sends with at
+  least one such event: an event naming the send (`send`), or else one by the same contact
+  naming the send's template, at or after it.
+- **converted**: sends credited with at least one `converted` event: the send the event
+  names, else the contact's latest send before it within `ATTRIBUTION_WINDOW` (last
+  touch, across campaigns). Every conversion's `value` (or `revenue`, `amount`; in its
+  `currency`, else the send's cost currency) adds to that send's **revenue**.
+- **cost**: the send log's cost of the sends that went out (`cost` settings); **ROI** is
+  (revenue - cost) / cost, given only when both are in one currency.
+- Rates: delivered over sent; bounces over sent; the rest over delivered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cadence.engine.clock import as_utc
+from cadence.engine.store.bulk import among
+from cadence.engine.store.models import (
+    Campaign,
+    CampaignVersion,
+    Event,
+    OutboxMessage,
+    OutboxStatus,
+    SendLog,
+)
+
+# A conversion is credited to the contact's latest send at most this long before it.
+ATTRIBUTION_WINDOW = dt.timedelta(days=7)
+# Events that count once per send they are about; each names its metric.
+ENGAGEMENT = ("opened", "clicked", "replied", "unsubscribed", "complained")
+REVENUE_PROPERTIES = ("value", "revenue", "amount")
+HARD_BOUNCE = "bounced"
+
+
+@dataclass
+class Metrics:
+    """Counts, money and rates for a set of sends (a campaign, a template, a variant)."""
+
+    sent: int = 0
+    bounced: int = 0
+    opened: int = 0
+    clicked: int = 0
+    replied: int = 0
+    converted: int = 0
+    unsubscribed: int = 0
+    complained: int = 0
+    cost: dict[str, Decimal] = field(default_factory=dict)
+    revenue: dict[str, Decimal] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> int:
+        """Sent and not hard-bounced."""
+        return self.sent - self.bounced
+
+    def rate(self, name: str) -> float | None:
+        """`delivered`/`bounced` over sent, any other count over delivered; None over zero."""
+        over = self.sent if name in ("delivered", "bounced") else self.delivered
+        return getattr(self, name) / over if over else None
+
+    @property
+    def roi(self) -> float | None:
+        """(revenue - cost) / cost, when both are in one currency and something was spent."""
+        currencies = set(self.cost) | set(self.revenue)
+        if len(currencies) != 1:
+            return None
+        (currency,) = currencies
+        cost = self.cost.get(currency, Decimal(0))
+        if not cost:
+            return None
+        return float((self.revenue.get(currency, Decimal(0)) - cost) / cost)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The metrics as JSON-ready values (money as strings, per currency)."""
+        counts = ("sent", "delivered", "bounced", "opened", "clicked", "replied", "converted",
+                  "unsubscribed", "complained")  # fmt: skip
+        data: dict[str, Any] = {name: getattr(self, name) for name in counts}
+        data["rates"] = {name: _rounded(self.rate(name)) for name in counts if name != "sent"}
+        data["cost"] = {k: _plain(v) for k, v in sorted(self.cost.items())}
+        data["revenue"] = {k: _plain(v) for k, v in sorted(self.revenue.items())}
+        data["roi"] = _rounded(self.roi)
+        return data
+
+
+@dataclass
+class CampaignReport:
+    """One campaign's metrics, in total and by template and by A/B variant."""
+
+    name: str
+    status: str
+    total: Metrics = field(default_factory=Metrics)
+    by_template: dict[str, Metrics] = field(default_factory=dict)
+    by_variant: dict[str, Metrics] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as one JSON object."""
+        return {
+            "campaign": self.name,
+            "status": self.status,
+            **self.total.as_dict(),
+            "by_template": {k: v.as_dict() for k, v in sorted(self.by_template.items())},
+            "by_variant": {k: v.as_dict() for k, v in sorted(self.by_variant.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    outbox_id: int
+    key: str
+    contact_id: str
+    campaign: str
+    template: str | None
+    variant: str | None
+    at: dt.datetime
+
+
+def campaign_reports(
+    session: Session, tenant_id: str, names: Sequence[str] | None = None
+) -> list[CampaignReport]:
+    """The tenant's campaigns (or those named), each with its metrics, by name."""
+    campaigns = session.execute(
+        select(Campaign.name, Campaign.status)
+        .where(Campaign.tenant_id == tenant_id)
+        .order_by(Campaign.name)
+    ).all()
+    reports = {
+        name: CampaignReport(name, status)
+        for name, status in campaigns
+        if names is None or name in names
+    }
+    if not reports:
+        return []
+    sends = _sends(session, tenant_id)
+    outcomes = _send_outcomes(session, [s.outbox_id for s in sends.values()])
+    contacts = sorted({s.contact_id for s in sends.values()})
+    by_contact: dict[str, list[_Send]] = {}
+    for send in sorted(sends.values(), key=lambda s: (s.at, s.outbox_id)):
+        by_contact.setdefault(send.contact_id, []).append(send)
+    seen: dict[str, set[str]] = {}  # metric -> keys of the sends it counts
+    for name, contact_id, properties, at in _events(session, tenant_id, contacts):
+        mine = by_contact.get(contact_id, [])
+        if name == "converted":
+            credited = _credited(properties, mine, sends, at)
+            if credited is None:
+                continue
+            seen.setdefault("converted", set()).add(credited.key)
+            amount, currency = _revenue(properties)
+            if amount is not None:
+                spent = outcomes.get(credited.outbox_id, (set(), None, None))[2]
+                unit = currency or spent or ""
+                for metrics in _metrics_of(reports, credited):
+                    metrics.revenue[unit] = metrics.revenue.get(unit, Decimal(0)) + amount
+            continue
+        if name == "bounced" and _is_soft(properties):
+            continue
+        engaged = _engaged(properties, mine, sends, at)
+        if engaged is not None:
+            seen.setdefault(name, set()).add(engaged.key)
+    for send in sends.values():
+        logged, cost, currency = outcomes.get(send.outbox_id, (set(), None, None))
+        if HARD_BOUNCE in logged:
+            seen.setdefault("bounced", set()).add(send.key)
+        for metrics in _metrics_of(reports, send):
+            metrics.sent += 1
+            for metric, keys in seen.items():
+                if send.key in keys:
+                    setattr(metrics, metric, getattr(metrics, metric) + 1)
+            if cost is not None:
+                unit = currency or ""
+                metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
+    return list(reports.values())
+
+
+def _metrics_of(reports: Mapping[str, CampaignReport], send: _Send) -> Iterable[Metrics]:
+    """The metrics a send counts in: its campaign's total, template and variant."""
+    report = reports.get(send.campaign)
+    if report is None:
+        return ()
+    found = [report.total]
+    if send.template is not None:
+        found.append(report.by_template.setdefault(send.template, Metrics()))
+    if send.variant is not None:
+        found.append(report.by_variant.setdefault(send.variant, Metrics()))
+    return found
+
+
+def _sends(session: Session, tenant_id: str) -> dict[str, _Send]:
+    """Every send of the tenant that went out, by key (other campaigns' too: attribution)."""
+    rows = session.execute(
+        select(
+            OutboxMessage.id,
+            OutboxMessage.idempotency_key,
+            OutboxMessage.contact_id,
+            Campaign.name,
+            OutboxMessage.template,
+            OutboxMessage.variant,
+            OutboxMessage.sent_at,
+            OutboxMessage.created_at,
+            OutboxMessage.status,
+            OutboxMessage.node,
+        )
+        .join(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
+        .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+        .where(Campaign.tenant_id == tenant_id)
+    ).all()
+    sends: dict[str, _Send] = {}
+    for (
+        outbox_id,
+        key,
+        contact,
+        campaign,
+        template,
+        variant,
+        sent_at,
+        created,
+        status,
+        node,
+    ) in rows:
+        # Notices to a webhook (`notify`) are not messages to the contact.
+        if status == OutboxStatus.SENT.value and node != "notify":
+            moment = as_utc(sent_at or created)
+            sends[key] = _Send(outbox_id, key, contact, campaign, template, variant, moment)
+    return sends
+
+
+def _send_outcomes(
+    session: Session, outbox_ids: Sequence[int]
+) -> dict[int, tuple[set[str], Decimal | None, str | None]]:
+    """Per send: the outcomes logged for it, and the cost logged when it went out."""
+    found: dict[int, tuple[set[str], Decimal | None, str | None]] = {}
+    for start in range(0, len(outbox_ids), 5000):
+        for outbox_id, outcome, cost, currency in session.execute(
+            select(SendLog.outbox_id, SendLog.outcome, SendLog.cost, SendLog.currency).where(
+                among(session, SendLog.outbox_id, outbox_ids[start : start + 5000])
+            )
+        ):
+            if outbox_id is None:
+                continue
+            logged, spent, unit = found.get(outbox_id, (set(), None, None))
+            logged.add(outcome)
+            if outcome == "sent" and cost is not None:
+                spent, unit = Decimal(cost), currency
+            found[outbox_id] = (logged, spent, unit)
+    return found
+
+
+def _events(
+    session: Session, tenant_id: str, contacts: Sequence[str]
+) -> Iterable[tuple[str, str, dict[str, Any], dt.datetime]]:
+    """The contacts' engagement and conversion events, oldest first."""
+    names = {*ENGAGEMENT, "bounced", "converted"}
+    rows: list[tuple[str, str, dict[str, Any], dt.datetime]] = []
+    for start in range(0, len(contacts), 5000):
+        rows.extend(
+            (name, contact, dict(properties or {}), as_utc(at))
+            for name, contact, properties, at in session.execute(
+                select(Event.name, Event.contact_id, Event.properties, Event.at).where(
+                    Event.tenant_id == tenant_id,
+                    among(session, Event.contact_id, contacts[start : start + 5000]),
+                )
+            )
+            if name in names
+        )
+    rows.sort(key=lambda row: row[3])
+    return rows
+
+
+def _engaged(
+    properties: Mapping[str, Any],
+    sends: Sequence[_Send],
+    by_key: Mapping[str, _Send],
+    at: dt.datetime,
+) -> _Send | None:
+    """The send an engagement event is about: the one it names, else the latest of its
+    template (or, with none, of any) to the contact at or before the event."""
+    named = by_key.get(str(properties.get("send") or ""))
+    if named is not None:
+        return named
+    template = properties.get("template")
+    earlier = [s for s in sends if s.at <= at and (template is None or s.template == template)]
+    return earlier[-1] if earlier else None
+
+
+def _credited(
+    properties: Mapping[str, Any],
+    sends: Sequence[_Send],
+    by_key: Mapping[str, _Send],
+    at: dt.datetime,
+) -> _Send | None:
+    """The send a conversion is credited to: the one it names, else the latest within the
+    attribution window before it."""
+    named = by_key.get(str(properties.get("send") or ""))
+    if named is not None:
+        return named
+    earlier = [s for s in sends if at - ATTRIBUTION_WINDOW <= s.at <= at]
+    return earlier[-1] if earlier else None
+
+
+def _revenue(properties: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:
+    """A conversion's value and its currency (None: none given)."""
+    for name in REVENUE_PROPERTIES:
+        value = properties.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            amount = Decimal(str(value))
+        except InvalidOperation:
+            continue
+        if amount.is_finite():
+            currency = properties.get("currency")
+            return amount, str(currency).upper() if currency else None
+    return None, None
+
+
+def _is_soft(properties: Mapping[str, Any]) -> bool:
+    from cadence.engine.suppress import SOFT_BOUNCE_TYPES
+
+    return str(properties.get("type") or "").lower() in SOFT_BOUNCE_TYPES
+
+
+def _plain(amount: Decimal) -> str:
+    """An amount without the store's trailing zeros or an exponent: 0.100000 -> 0.1."""
+    return format(amount.normalize(), "f")
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None

@@ -1,0 +1,128 @@
+"""Campaign performance: each count and rate as docs/analytics.md defines it, worked by hand.
+
+Ten contacts get one offer email (cost 0.01 USD each). What comes back: a hard bounce, a
+soft one, opens (one contact twice, one of another campaign's template), a click naming
+its send, an unsubscribe, and conversions (two credited, one outside the attribution
+window, one credited to a later send of another campaign).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import trio
+
+from cadence.engine.analytics import CampaignReport
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine, EngineError, RecordingSink
+from tests.engine.cadence_cli import run_cadence
+from tests.engine.test_runtime import T0, campaigns
+
+SOURCE = """
+template offer email { subject "Offer" body "x" }
+template other email { subject "Other" body "x" }
+campaign promo {
+  cost email 0.01 USD
+  on launch { send email offer }
+}
+campaign later {
+  audience contact.id == "c6"
+  on launch { send email other }
+}
+"""
+PEOPLE = [{"id": f"c{i}", "email": f"c{i}@example.test"} for i in range(10)]
+
+
+def _at(hours: float) -> str:
+    return (T0 + dt.timedelta(hours=hours)).isoformat()
+
+
+def _event(contact: str, name: str, hours: float, **properties: Any) -> dict[str, Any]:
+    return {"contact": contact, "name": name, "at": _at(hours), "properties": properties}
+
+
+async def _scenario(store_url: str) -> list[CampaignReport]:
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    async with Engine(store_url, clock=clock, sink=sink) as engine:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("promo")
+        await engine.run_due()
+        offer_to = {m.contact_id: m.idempotency_key for m in sink.delivered}
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.push_events([
+            _event("c1", "bounced", 1, template="offer", type="hard"),
+            _event("c2", "bounced", 1, template="offer", type="soft"),
+            _event("c3", "opened", 1, template="offer"),
+            _event("c3", "opened", 1.5, template="offer"),
+            _event("c4", "opened", 1, send=offer_to["c4"]),
+            _event("c5", "opened", 1, template="offer"),
+            _event("c6", "opened", 1, template="other"),  # no send of `other` yet
+            _event("c3", "clicked", 1, send=offer_to["c3"]),
+            _event("c5", "unsubscribed", 1, template="offer"),
+        ])  # fmt: skip
+        clock.advance_to(T0 + dt.timedelta(hours=2))
+        await engine.launch("later")  # c6 gets `other` at T0 + 2h
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(days=9))
+        await engine.push_events([
+            _event("c3", "converted", 3, value=12.5, currency="usd"),
+            _event("c4", "converted", 4, value="7.50"),  # in the offer's cost currency
+            _event("c4", "converted", 5, value=2),  # a second purchase: revenue, same send
+            _event("c6", "converted", 3, value=100, currency="USD"),  # after `other`: last touch
+            _event("c9", "converted", 24 * 8, value=50),  # 8 days on: outside the window
+        ])  # fmt: skip
+        return await engine.report()
+
+
+def test_counts_rates_and_roi_follow_the_definitions(store_url: str) -> None:
+    later, promo = trio.run(_scenario, store_url)  # by name
+    assert (later.name, promo.name) == ("later", "promo")
+    total = promo.total
+    assert (total.sent, total.bounced, total.delivered) == (10, 1, 9)
+    assert (total.opened, total.clicked, total.unsubscribed) == (3, 1, 1)
+    assert total.converted == 2
+    assert total.cost == {"USD": Decimal("0.10")}
+    assert total.revenue == {"USD": Decimal("22.00")}
+    assert total.roi == pytest.approx((22 - 0.10) / 0.10)
+    assert total.rate("delivered") == pytest.approx(0.9)
+    assert total.rate("opened") == pytest.approx(3 / 9)
+    assert total.rate("bounced") == pytest.approx(0.1)
+    assert set(promo.by_template) == {"offer"} and promo.by_variant == {}
+    # c6's opened before `other` went out counts for nothing; its purchase goes to `other`.
+    assert (later.total.sent, later.total.opened, later.total.converted) == (1, 0, 1)
+    assert later.total.revenue == {"USD": Decimal("100")}
+    assert later.total.cost == {} and later.total.roi is None  # nothing spent, no ROI
+
+
+def test_report_names_an_unknown_campaign(store_url: str) -> None:
+    async def main() -> None:
+        async with Engine(store_url) as engine:
+            await engine.deploy(campaigns(SOURCE))
+            with pytest.raises(EngineError, match=r"no campaign named 'promos'.*promo"):
+                await engine.report(["promos"])
+            assert [r.name for r in await engine.report(["later"])] == ["later"]
+
+    trio.run(main)
+
+
+def test_cadence_report_prints_a_table_and_json(store_url: str) -> None:
+    trio.run(_scenario, store_url)
+    table = run_cadence("report", store_url=store_url)
+    assert table.returncode == 0, table.stderr
+    assert "promo" in table.stdout and "9 (90.0%)" in table.stdout and "219.00" in table.stdout
+    by_template = run_cadence("report", "promo", "--by", "template", store_url=store_url)
+    assert "offer" in by_template.stdout
+    lines = run_cadence("report", "--json", store_url=store_url).stdout.splitlines()
+    promo = json.loads(lines[1]) if json.loads(lines[0])["campaign"] == "later" else None
+    assert promo is not None
+    assert (promo["sent"], promo["delivered"], promo["rates"]["opened"]) == (10, 9, 0.3333)
+    assert promo["cost"] == {"USD": "0.1"} and promo["revenue"] == {"USD": "22"}
+    assert promo["roi"] == 219.0
+    unknown = run_cadence("report", "promos", store_url=store_url)
+    assert unknown.returncode == 1 and "did you mean" in unknown.stderr.lower()
