@@ -60,6 +60,8 @@ REACTION_DELAY = {
     "replied": dt.timedelta(hours=3),
     "converted": dt.timedelta(hours=4),
 }
+# The provider of the sends a dry-run records without forwarding them.
+DRY_RUN_PROVIDER = "dry-run"
 # A forwarded send that keeps coming back "retry later" is given up after this many tries,
 # so a run on the simulated clock always ends.
 MAX_FORWARD_ATTEMPTS = 5
@@ -189,6 +191,15 @@ class DryRunSink:
     forward: Sink | None = None
     attempts: dict[int, int] = field(default_factory=dict)
 
+    @property
+    def in_process_provider(self) -> str | None:
+        """`dry-run` unless sends are forwarded: see `Sink` (steps store them already sent).
+
+        What this sink accepts lives in this process only (the run's report), so the engine
+        may store each send as sent in its step and hand it over after the commit.
+        """
+        return DRY_RUN_PROVIDER if self.forward is None else None
+
     async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
         """Record each message; queue the simulated reactions to it."""
         now = self.clock.now()
@@ -196,7 +207,7 @@ class DryRunSink:
         if self.forward is not None:
             results = [self._on_clock(r) for r in await self.forward.deliver(messages)]
         else:
-            results = [DeliveryResult(m.outbox_id, True, "dry-run", None) for m in messages]
+            results = [DeliveryResult(m.outbox_id, True, DRY_RUN_PROVIDER) for m in messages]
         for message, result in zip(messages, results, strict=True):
             if message.node == "notify" or (not result.sent and result.retry_at is not None):
                 continue

@@ -149,11 +149,26 @@ class OutgoingMessage:
 
 
 class Sink(Protocol):
-    """Where sends go: a recording sink in tests and dry-runs, channel adapters in service."""
+    """Where sends go: a recording sink in tests and dry-runs, channel adapters in service.
+
+    A sink may also have `in_process_provider`, a provider name (see `IN_PROCESS_PROVIDER`).
+    Such a sink accepts every send, in this process, with no provider id of its own, and
+    nothing outside the process ever sees a send (the dry-run's recording sink): the step
+    then stores its sends already sent and logged, in the step's own transaction, and hands
+    them over right after the commit. That is sound only because the sink's record lives
+    and dies with the process: a crash between the commit and the hand-over takes the sink
+    with it, so no surviving sink misses a send, and the store says "sent" once. A sink
+    that reaches anything outside (every channel adapter) has no such attribute, and its
+    sends are inserted leased, handed over, then recorded, so a crash loses none.
+    """
 
     async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
         """Send each message once; say per message what happened."""
         ...
+
+
+# The attribute of a sink that makes its sends stored as sent in the step (see `Sink`).
+IN_PROCESS_PROVIDER = "in_process_provider"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1527,8 +1542,11 @@ class Engine:
         await self.store.call_retrying(self._start_scheduled_sync)
         stats.enrolled += await self.store.call_retrying(self._sweep_segments_sync)
         for round_number in itertools.count():
-            stepped, ready = await self.store.call_retrying(self._step_batch_sync)
-            delivered = await self._deliver(ready) if ready else 0
+            stepped, ready, recorded = await self.store.call_retrying(self._step_batch_sync)
+            if recorded:
+                delivered = await self._hand_over(ready)
+            else:
+                delivered = await self._deliver(ready) if ready else 0
             # The outbox's own due sends (retries, held or taken-over ones) are claimed when
             # the steps run out, and every few full batches meanwhile: a claim that finds
             # nothing after each of a backlog's batches was a twentieth of a dry-run.
@@ -1830,11 +1848,12 @@ class Engine:
             await self.clock.sleep_until(wake)
             nursery.cancel_scope.cancel()
 
-    def _step_batch_sync(self, store: Store) -> tuple[RunStats, list[OutgoingMessage]]:
+    def _step_batch_sync(self, store: Store) -> tuple[RunStats, list[OutgoingMessage], bool]:
         """Lock a batch of due enrollments, step each, and write the results and their effects.
 
-        Returns what it did and the batch's new sends, already leased to this engine for
-        delivery right after the commit (no outbox claim needed for them).
+        Returns what it did, the batch's new sends, and whether those are already stored as
+        sent (an in-process sink, see `Sink`: only to be handed over) or leased to this engine
+        for delivery right after the commit (no outbox claim needed for them).
 
         One transaction: the rows are locked for it (see `claims.lock_due_enrollments`), their
         facts read, the steps run against what was read, and the new states and the effects
@@ -1849,14 +1868,14 @@ class Engine:
                 columns=_STEP_COLUMNS,
             )  # fmt: skip
             if not claimed:
-                return stats, []
+                return stats, [], False
             versions = {
                 vid: self._version(session, vid)[1] for vid in {row.version_id for row in claimed}
             }
             owners = campaign_store.version_campaigns(session, versions)
             claimed, stats.steps = self._halt_unstepped(session, claimed, owners, now)
             if not claimed:
-                return stats, []
+                return stats, [], False
             channels = {
                 n.channel for v in versions.values() for n in v.nodes if isinstance(n, c.SendNode)
             }
@@ -1932,12 +1951,23 @@ class Engine:
                 ).append(row.id)  # fmt: skip
             claims.write_locked_enrollments(session, updates, now=now)
             claims.write_stepped_enrollments(session, moved, now=now)
+            provider = self._in_process_provider()
             stats.sends, stats.enrolled, ready = self._write_effects(
-                session, results, versions, now
+                session, results, versions, now, provider
             )
             self._pause_campaigns(session, pausing, now)
         stats.steps += len(results)
-        return stats, ready
+        return stats, ready, provider is not None
+
+    def _in_process_provider(self) -> str | None:
+        """The provider a step stores its sends as sent through, if the sink allows (`Sink`).
+
+        Not with a rate limiter: it may hold a send back, which must then stay pending.
+        """
+        if self._limiter is not None:
+            return None
+        provider = getattr(self.sink, IN_PROCESS_PROVIDER, None)
+        return provider if isinstance(provider, str) else None
 
     def _halt_unstepped(
         self,
@@ -1969,6 +1999,7 @@ class Engine:
         results: list[tuple[Row[Any], Advance]],
         versions: dict[int, c.CompiledCampaign],
         now: dt.datetime,
+        provider: str | None = None,
     ) -> tuple[int, int, list[OutgoingMessage]]:
         new_sends: list[send_store.NewSend] = []
         # Sends a gate refused, logged with the reason (in bulk, as delivery logs its own).
@@ -2060,9 +2091,15 @@ class Engine:
                         )
         if skipped:
             insert_rows(session, SendLog.__table__, skipped)  # type: ignore[arg-type]
-        fresh = send_store.enqueue_claimed_sends(
-            session, self.tenant, new_sends, owner=self.owner, now=now, lease_until=now + LEASE
-        )
+        if provider is not None:
+            fresh = send_store.enqueue_sent_sends(
+                session, self.tenant, new_sends, provider=provider, now=now
+            )
+        else:
+            fresh = send_store.enqueue_claimed_sends(
+                session, self.tenant, new_sends, owner=self.owner, now=now,
+                lease_until=now + LEASE,
+            )  # fmt: skip
         ready: list[OutgoingMessage] = []
         for outbox_id, queued in fresh:
             assert queued.version_id is not None  # every step's send belongs to its version
@@ -2212,6 +2249,17 @@ class Engine:
         """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""
         claimed = await self.store.call_retrying(self._claim_outbox_sync)
         return await self._deliver(claimed) if claimed else 0
+
+    async def _hand_over(self, sent: list[OutgoingMessage]) -> int:
+        """Give an in-process sink the sends its step stored as sent (see `Sink`)."""
+        if not sent:
+            return 0
+        results = await self.sink.deliver(sent)
+        refused = [r.outbox_id for r in results if not r.sent or r.provider_message_id]
+        if refused or len(results) != len(sent):
+            # Already stored as sent: a sink with `in_process_provider` must take every send.
+            raise EngineError(f"the in-process sink did not simply accept sends {refused}")
+        return len(sent)
 
     async def _deliver(self, claimed: list[OutgoingMessage]) -> int:
         """Deliver sends this engine holds the lease on, and record what became of each."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,13 @@ from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, EngineError, RecordingSink
+from cadence.engine.runtime import (
+    DeliveryResult,
+    Engine,
+    EngineError,
+    OutgoingMessage,
+    RecordingSink,
+)
 from cadence.engine.store import Store
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import (
@@ -299,6 +307,189 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
         assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
 
     engine_run(store_url, body)
+
+
+@dataclass
+class PlainSink(RecordingSink):
+    """Accepts every send with no provider id of its own, through the outbox lease."""
+
+    provider: str = "plain"
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Record the messages as sent by `provider`."""
+        self.delivered.extend(messages)
+        return [DeliveryResult(m.outbox_id, True, self.provider) for m in messages]
+
+
+@dataclass
+class InProcessSink(PlainSink):
+    """The same, declaring that nothing outside the process sees its sends (see `Sink`)."""
+
+    @property
+    def in_process_provider(self) -> str:
+        """Steps store this sink's sends already sent, then hand them over."""
+        return self.provider
+
+
+PRICED = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign priced {
+  cost email 0.001 USD
+  on launch { send email a  wait 1d  send email b }
+}
+"""
+
+
+def _stored_sends(store_url: str, tenant: str) -> tuple[list[Any], list[Any]]:
+    """A tenant's outbox rows and send-log entries, without ids, in the order made."""
+    with Store.open(store_url) as store, store.session() as session:
+        outbox = session.execute(
+            select(
+                OutboxMessage.contact_id,
+                OutboxMessage.node,
+                OutboxMessage.template,
+                OutboxMessage.status,
+                OutboxMessage.attempts,
+                OutboxMessage.provider,
+                OutboxMessage.provider_message_id,
+                OutboxMessage.lease_owner,
+                OutboxMessage.lease_expires_at,
+                OutboxMessage.sent_at,
+                OutboxMessage.next_attempt_at,
+                OutboxMessage.created_at,
+                OutboxMessage.updated_at,
+                OutboxMessage.error,
+                OutboxMessage.payload,
+            )
+            .where(OutboxMessage.tenant_id == tenant)
+            .order_by(OutboxMessage.id)
+        ).all()
+        log = session.execute(
+            select(
+                SendLog.contact_id,
+                SendLog.channel,
+                SendLog.at,
+                SendLog.outcome,
+                SendLog.provider,
+                SendLog.provider_message_id,
+                SendLog.cost,
+                SendLog.currency,
+                SendLog.detail,
+                select(OutboxMessage.node)
+                .where(OutboxMessage.id == SendLog.outbox_id)
+                .scalar_subquery(),
+            )
+            .where(SendLog.tenant_id == tenant)
+            .order_by(SendLog.id)
+        ).all()
+    return [tuple(row) for row in outbox], [tuple(row) for row in log]
+
+
+def test_an_in_process_sink_s_sends_are_stored_as_its_delivery_would_record_them(
+    store_url: str,
+) -> None:
+    async def run(tenant: str, sink: PlainSink) -> None:
+        clock = SimulatedClock(T0)
+        async with Engine(store_url, clock=clock, sink=sink, tenant=tenant) as engine:
+            await engine.upsert_contacts(CONTACTS)
+            await engine.deploy(campaigns(PRICED))
+            await engine.launch("priced")
+            stats = await engine.run_until(T0 + dt.timedelta(days=2))
+            assert (stats.sends, stats.delivered) == (6, 6)
+
+    live, in_process = PlainSink(), InProcessSink()
+    trio.run(run, "live", live)
+    trio.run(run, "stepped", in_process)
+    # The sink sees the same sends, in the same order, at the same times...
+    assert sent(in_process) == sent(live)
+    assert len(sent(live)) == 6
+    # ...and the store holds the same rows: sent, attempted once, no lease, logged once.
+    assert _stored_sends(store_url, "stepped") == _stored_sends(store_url, "live")
+    outbox, log = _stored_sends(store_url, "stepped")
+    assert {row[3:8] for row in outbox} == {("sent", 1, "plain", None, None)}
+    assert [row[0] for row in log] == [row[0] for row in outbox]
+    assert {(row[3], row[6], row[7]) for row in log} == {("sent", Decimal("0.001"), "USD")}
+
+
+def test_an_in_process_sink_s_batch_that_fails_before_its_commit_hands_over_nothing(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadence.engine import runtime
+
+    real_advance = runtime.advance
+    calls = {"n": 0}
+
+    def failing_advance(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker died mid-batch")
+        return real_advance(*args, **kwargs)
+
+    sink = InProcessSink()
+
+    async def main() -> None:
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
+            await engine.upsert_contacts(CONTACTS)
+            await engine.deploy(campaigns(LAUNCH))
+            await engine.launch("hello_all")
+            monkeypatch.setattr(runtime, "advance", failing_advance)
+            with pytest.raises(RuntimeError, match="mid-batch"):
+                await engine.run_due()
+            assert sink.delivered == []
+            assert await engine.store.call(_count, OutboxMessage) == 0
+            assert await engine.store.call(_count, SendLog) == 0
+            monkeypatch.setattr(runtime, "advance", real_advance)
+            await engine.run_due()
+            await engine.run_due()
+
+    trio.run(main)
+    assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalar(select(func.count()).select_from(SendLog)) == 2
+
+
+def test_a_crash_between_an_in_process_step_s_commit_and_its_hand_over_sends_nothing_twice(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sends are stored sent once: the process (and its sink) died, nothing delivers again."""
+    clock = SimulatedClock(T0)
+
+    async def crash_after_commit() -> None:
+        async def die(self: Engine, sent: list[OutgoingMessage]) -> int:
+            raise RuntimeError("process died after the commit")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Engine, "_hand_over", die)
+            async with Engine(store_url, clock=clock, sink=InProcessSink()) as engine:
+                await engine.upsert_contacts(CONTACTS)
+                await engine.deploy(campaigns(LAUNCH))
+                await engine.launch("hello_all")
+                with pytest.raises(RuntimeError, match="died after the commit"):
+                    await engine.run_due()
+
+    async def restarted() -> InProcessSink:
+        sink = InProcessSink()
+        clock.advance_to(T0 + dt.timedelta(minutes=10))  # past any lease
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.run_until(T0 + dt.timedelta(days=1))
+        return sink
+
+    trio.run(crash_after_commit)
+    assert sent(trio.run(restarted)) == []
+    with Store.open(store_url) as store, store.session() as session:
+        statuses = session.execute(
+            select(OutboxMessage.contact_id, OutboxMessage.status).order_by(
+                OutboxMessage.contact_id
+            )
+        ).all()
+        assert [tuple(row) for row in statuses] == [("c1", "sent"), ("c3", "sent")]
+        assert session.scalar(select(func.count()).select_from(SendLog)) == 2
+
+
+def _count(store: Store, model: Any) -> int:
+    with store.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def test_pause_holds_and_resume_runs_what_fell_due(store_url: str) -> None:

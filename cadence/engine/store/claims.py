@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Result, Row, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Result, Row, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cadence.engine.store.bulk import among, update_groups, update_rows_by_id
@@ -36,8 +36,8 @@ from cadence.engine.store.models import (
     EnrollmentStatus,
     OutboxMessage,
     OutboxStatus,
-    SendLog,
 )
+from cadence.engine.store.sends import log_sent
 from cadence.engine.store.types import RawJSON
 
 M = TypeVar("M", bound=Base)
@@ -525,23 +525,8 @@ def record_sent(
             )
         )  # fmt: skip
         lost.extend(outbox_id for outbox_id in wanted if outbox_id not in marked)
-        if not marked:
-            continue
-        entries = (
-            select(
-                OutboxMessage.tenant_id, OutboxMessage.id, OutboxMessage.contact_id,
-                OutboxMessage.channel, literal(now, SendLog.at.type), literal("sent"),
-                literal(provider, SendLog.provider.type), literal(cost, SendLog.cost.type),
-                literal(currency, SendLog.currency.type), literal({}, SendLog.detail.type),
+        if marked:
+            log_sent(
+                session, sorted(marked), provider=provider, cost=cost, currency=currency, now=now
             )
-            .where(among(session, OutboxMessage.id, sorted(marked)))
-            .order_by(OutboxMessage.id)
-        )  # fmt: skip
-        session.execute(
-            insert(SendLog).from_select(
-                ["tenant_id", "outbox_id", "contact_id", "channel", "at", "outcome",
-                 "provider", "cost", "currency", "detail"],
-                entries,
-            )
-        )  # fmt: skip
     return sorted(lost)

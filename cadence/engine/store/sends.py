@@ -11,9 +11,10 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows, insert_rows_returning
@@ -24,6 +25,7 @@ from cadence.engine.store.models import (
     ConsentStatus,
     OutboxMessage,
     OutboxStatus,
+    SendLog,
     Suppression,
 )
 
@@ -91,6 +93,64 @@ def enqueue_claimed_sends(
     )
 
 
+def enqueue_sent_sends(
+    session: Session, tenant_id: str, sends: Sequence[NewSend], *, provider: str, now: datetime
+) -> list[tuple[int, NewSend]]:
+    """Add sends already sent through `provider`, each with its send-log entry.
+
+    For a sink that accepts every send in this process (see `Sink` in the runtime): the
+    step's transaction stores the send as the later delivery would have recorded it, so
+    it needs no lease, no second transaction and no update. Returns (outbox id, send) for
+    each send that was new, as `enqueue_claimed_sends` does.
+    """
+    fresh = _enqueue(session, tenant_id, sends, now=now, next_attempt_at=now, sent_by=provider)
+    # One log statement per cost, in the order the sends were made (as a delivery logs them).
+    by_cost: dict[tuple[str | None, str | None], list[int]] = {}
+    for outbox_id, send in fresh:
+        cost = send.payload.get("cost")
+        key = (cost["amount"], cost["currency"]) if cost else (None, None)
+        by_cost.setdefault(key, []).append(outbox_id)
+    for (amount, currency), ids in by_cost.items():
+        log_sent(
+            session, ids, provider=provider,
+            cost=Decimal(amount) if amount is not None else None, currency=currency, now=now,
+        )  # fmt: skip
+    return fresh
+
+
+def log_sent(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    provider: str | None,
+    cost: Decimal | None,
+    currency: str | None,
+    now: datetime,
+) -> None:
+    """Log outbox rows stored as sent with no provider id: one INSERT selecting from them.
+
+    Sends of one provider and cost share every value but the row's own, so no per-row
+    values are built in Python.
+    """
+    entries = (
+        select(
+            OutboxMessage.tenant_id, OutboxMessage.id, OutboxMessage.contact_id,
+            OutboxMessage.channel, literal(now, SendLog.at.type), literal("sent"),
+            literal(provider, SendLog.provider.type), literal(cost, SendLog.cost.type),
+            literal(currency, SendLog.currency.type), literal({}, SendLog.detail.type),
+        )
+        .where(among(session, OutboxMessage.id, sorted(ids)))
+        .order_by(OutboxMessage.id)
+    )  # fmt: skip
+    session.execute(
+        insert(SendLog).from_select(
+            ["tenant_id", "outbox_id", "contact_id", "channel", "at", "outcome",
+             "provider", "cost", "currency", "detail"],
+            entries,
+        )
+    )  # fmt: skip
+
+
 def _enqueue(
     session: Session,
     tenant_id: str,
@@ -99,12 +159,17 @@ def _enqueue(
     now: datetime,
     next_attempt_at: datetime,
     lease: tuple[str, datetime] | None = None,
+    sent_by: str | None = None,
 ) -> list[tuple[int, NewSend]]:
-    """Insert the sends whose key is new (ON CONFLICT DO NOTHING); (id, send) of each, in order."""
+    """Insert the sends whose key is new (ON CONFLICT DO NOTHING); (id, send) of each, in order.
+
+    With `sent_by`, each row is stored as sent through that provider (attempted once).
+    """
     wanted: dict[str, NewSend] = {}
     for send in sends:
         wanted.setdefault(send.idempotency_key, send)
     owner, lease_until = lease if lease is not None else (None, None)
+    sent = OutboxStatus.SENT.value
     inserted = insert_rows_returning(
         session,
         OutboxMessage.__table__,  # type: ignore[arg-type]
@@ -113,11 +178,14 @@ def _enqueue(
                 "tenant_id": tenant_id, "idempotency_key": key, "enrollment_id": send.enrollment_id,
                 "version_id": send.version_id, "node": send.node, "contact_id": send.contact_id,
                 "channel": send.channel, "template": send.template, "variant": send.variant,
-                "payload": send.payload, "status": OutboxStatus(send.status).value,
-                # Sends inserted leased are handed to a provider right after the commit.
-                "attempts": 0 if owner is None else 1,
+                "payload": send.payload,
+                "status": sent if sent_by is not None else OutboxStatus(send.status).value,
+                # Sends inserted leased (or sent) are handed to a provider right after the
+                # commit: that hand-over is their first attempt.
+                "attempts": 0 if owner is None and sent_by is None else 1,
                 "next_attempt_at": next_attempt_at, "lease_owner": owner,
                 "lease_expires_at": lease_until, "created_at": now, "updated_at": now,
+                "sent_at": now if sent_by is not None else None, "provider": sent_by,
             }
             for key, send in wanted.items()
         ],
