@@ -262,7 +262,7 @@ def test_infobip_status_groups(
 ) -> None:
     entry = dict(INFOBIP_DLR["results"][0])
     entry["status"] = {**entry["status"], "groupName": group}
-    entry["error"] = {**entry["error"], "permanent": permanent}
+    entry["error"] = {**ABSENT_SUBSCRIBER, "permanent": permanent}
     if permanent is None:
         del entry["error"]["permanent"]
     (report,) = parse_webhook("infobip", {"results": [entry]}).reports
@@ -271,6 +271,34 @@ def test_infobip_status_groups(
         assert report.events == ()
     else:
         assert report.events[0][0] == "bounced" and report.events[0][1]["type"] == bounce
+
+
+ABSENT_SUBSCRIBER = {"groupId": 1, "groupName": "HANDSET_ERRORS", "id": 27,
+                     "name": "EC_ABSENT_SUBSCRIBER", "description": "Absent Subscriber"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        INFOBIP_DLR["results"][0]["error"],
+        {"groupId": 0, "groupName": "OK", "id": 0, "permanent": False},
+        {"groupId": "0", "groupName": "OK", "id": "0", "name": "NO_ERROR", "permanent": False},
+    ],
+)
+def test_an_undeliverable_report_with_infobips_no_error_entry_is_a_hard_bounce(
+    error: dict[str, Any],
+) -> None:
+    """`error` NO_ERROR (group OK, id 0) says nothing: its `permanent: false` is no verdict."""
+    entry = dict(INFOBIP_DLR["results"][0])
+    entry["status"] = {"groupId": 2, "groupName": "UNDELIVERABLE", "id": 9,
+                       "name": "UNDELIVERABLE_NOT_DELIVERED",
+                       "description": "Message sent not delivered"}  # fmt: skip
+    entry["error"] = error
+    (report,) = parse_webhook("infobip", {"results": [entry]}).reports
+    ((name, properties),) = report.events
+    assert name == "bounced" and properties["type"] == "hard"
+    assert properties["reason"] == "UNDELIVERABLE_NOT_DELIVERED Message sent not delivered"
+    assert "error" not in report.detail and "permanent" not in report.detail
 
 
 def test_infobip_inbound_sms_whatsapp_and_seen() -> None:

@@ -276,6 +276,21 @@ def test_an_infobip_absent_subscriber_is_a_soft_bounce(store_url: str) -> None:
     assert [p["type"] for _, p in events_named(store_url, "bounced")] == ["soft"]
 
 
+def test_an_infobip_undeliverable_report_with_no_error_entry_suppresses_the_number(
+    store_url: str,
+) -> None:
+    # Infobip's `error` is NO_ERROR (group OK, id 0, permanent false): no soft verdict.
+    hook = infobip(
+        "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED", "Message sent not delivered",
+        ("NO_ERROR", "No Error", False),
+    )  # fmt: skip
+    sink, _ = daily(store_url, [(2, hook)])
+    assert counts(sink, "p1") == {"email": 5, "sms": 1}
+    assert suppressions(store_url) == {("sms", "+491510000001", None, "bounced")}
+    ((_, props),) = events_named(store_url, "bounced")
+    assert props["type"] == "hard" and "NO_ERROR" not in props["reason"]
+
+
 def test_infobip_delivered_and_rejected_reports(store_url: str) -> None:
     delivered = infobip(
         "DELIVERED", "DELIVERED_TO_HANDSET", "Message delivered to handset",

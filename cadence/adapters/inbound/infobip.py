@@ -135,6 +135,10 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
     if permanent is not None and not isinstance(permanent, bool):
         assert error is not None
         error.problem("permanent", f"expected true or false, got {json_kind(permanent)}")
+    if error is not None and _no_error(error, error_name):
+        # Infobip sends `error` on every report; NO_ERROR's `permanent: false` says nothing
+        # about a failure, so it must not make an UNDELIVERABLE report a soft bounce.
+        error_name = error_text = permanent = None
     at = item.moment("doneAt") or item.moment("sentAt")
     if at is None and "doneAt" not in item.data and "sentAt" not in item.data:
         item.problem(None, "no time: neither doneAt nor sentAt is given")
@@ -179,6 +183,13 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
         address=_phone(to),
         detail=detail,
     )
+
+
+def _no_error(error: Fields, name: str | None) -> bool:
+    """Whether Infobip's `error` object is its "no error" entry (group OK, id 0, NO_ERROR)."""
+    if name is not None:
+        return name.upper() == "NO_ERROR"
+    return error.number("id") == 0 or (error.text("groupName") or "").upper() == "OK"
 
 
 def _seen(item: Fields) -> ProviderReport | None:
