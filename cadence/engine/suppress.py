@@ -16,8 +16,9 @@ events, so an event is never stored without its suppression.
   channel would.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
   that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
-  a full mailbox or a deferral) suppress from the third within 30 days. The address is
-  suppressed, not the person: a contact given a new address can be sent to again.
+  a full mailbox or a deferral) suppress from the third on that same channel within 30
+  days. The address is suppressed, not the person: a contact given a new address can be
+  sent to again.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def record_suppressions(
             reason=reason, now=now,
         )  # fmt: skip
     for channel, contacts in sorted(soft.items()):
-        repeated = _soft_bounced_often(session, tenant_id, contacts, now)
+        repeated = _soft_bounced_often(session, tenant_id, channel, contacts, now)
         if repeated:
             _suppress_addresses(session, tenant_id, channel, repeated, "soft bounces", now)
     for channel, contacts in sorted(bounced.items()):
@@ -116,9 +117,10 @@ def _is_soft(properties: Mapping[str, Any]) -> bool:
 
 
 def _soft_bounced_often(
-    session: Session, tenant_id: str, contacts: set[str], now: dt.datetime
+    session: Session, tenant_id: str, channel: str, contacts: set[str], now: dt.datetime
 ) -> set[str]:
-    """Of `contacts`, those with SOFT_BOUNCES_TO_SUPPRESS soft bounces within the window.
+    """Of `contacts`, those with SOFT_BOUNCES_TO_SUPPRESS soft bounces on `channel` within
+    the window: an expired SMS says nothing about a full mailbox.
 
     The events are already stored (this runs after they are written), so they count.
     """
@@ -131,9 +133,30 @@ def _soft_bounced_often(
             Event.at > now - SOFT_BOUNCE_WINDOW,
         )
     ).all()
+    soft = [(cid, props or {}) for cid, props in rows if _is_soft(props or {})]
+    # A bounce that names no channel is about its message's, as `_channel` reads it.
+    keys = sorted(
+        {
+            str(props.get("send") or props.get("message"))
+            for _, props in soft
+            if not props.get("channel") and (props.get("send") or props.get("message"))
+        }
+    )
+    by_key: dict[str, str] = {}
+    for start in range(0, len(keys), 500):
+        by_key.update(
+            session.execute(
+                select(OutboxMessage.idempotency_key, OutboxMessage.channel).where(
+                    OutboxMessage.tenant_id == tenant_id,
+                    OutboxMessage.idempotency_key.in_(keys[start : start + 500]),
+                )
+            ).tuples()
+        )
     counts: dict[str, int] = {}
-    for contact_id, properties in rows:
-        if _is_soft(properties or {}):
+    for contact_id, properties in soft:
+        named = properties.get("channel")
+        key = str(properties.get("send") or properties.get("message") or "")
+        if (named if isinstance(named, str) and named else by_key.get(key, "email")) == channel:
             counts[contact_id] = counts.get(contact_id, 0) + 1
     return {cid for cid, count in counts.items() if count >= SOFT_BOUNCES_TO_SUPPRESS}
 

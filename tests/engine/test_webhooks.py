@@ -291,6 +291,20 @@ def test_an_infobip_undeliverable_report_with_no_error_entry_suppresses_the_numb
     assert props["type"] == "hard" and "NO_ERROR" not in props["reason"]
 
 
+def test_soft_bounces_count_per_channel(store_url: str) -> None:
+    # Two full mailboxes and one SMS that expired are not three soft bounces on either.
+    expired = infobip(
+        "EXPIRED", "EXPIRED_EXPIRED", "Message expired",
+        ("EC_ABSENT_SUBSCRIBER", "Absent Subscriber", False),
+    )  # fmt: skip
+    soft = brevo("soft_bounce")
+    sink, reports = daily(store_url, [(2, soft), (26, soft), (50, expired)])
+    assert [r.events for r in reports] == [1, 1, 1]
+    assert [p["type"] for _, p in events_named(store_url, "bounced")] == ["soft"] * 3
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+    assert suppressions(store_url) == set()
+
+
 def test_infobip_delivered_and_rejected_reports(store_url: str) -> None:
     delivered = infobip(
         "DELIVERED", "DELIVERED_TO_HANDSET", "Message delivered to handset",
