@@ -24,6 +24,7 @@ events, so an event is never stored without its suppression.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,9 +39,17 @@ UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
 BOUNCED = "bounced"
 REPLIED = "replied"
-# The carriers' standard opt-out keywords (CTIA): a reply that is one of them, whatever its
-# case and surrounding spaces or punctuation, unsubscribes the person on that channel.
-STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"})
+# Opt-out words, as `_keyword` folds them: the carriers' (CTIA: STOP, STOPALL, UNSUBSCRIBE,
+# CANCEL, END, QUIT, OPT OUT / OPT-OUT), REVOKE (the FCC's 2025 revocation rule), ARRET /
+# ARRÊT (French, required in Canada) and WhatsApp's marketing opt-out button "Stop
+# promotions". A reply that is one of them, whatever its case, accents, spacing and
+# punctuation, unsubscribes the person on that channel.
+STOP_KEYWORDS = frozenset(
+    {
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE", "ARRET",
+        "STOPPROMOTIONS",
+    }
+)  # fmt: skip
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
@@ -83,13 +92,22 @@ def record_suppressions(
 
 
 def is_stop_reply(event: EventRecord) -> bool:
-    """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Unsubscribe`), or
-    the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
+    """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Opt out`, `Arrêt`),
+    or the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
     for key in ("text", "body", "keyword"):
         text = event.properties.get(key)
-        if isinstance(text, str) and text.strip(" \t\r\n.!").upper() in STOP_KEYWORDS:
+        if isinstance(text, str) and _keyword(text) in STOP_KEYWORDS:
             return True
     return False
+
+
+def _keyword(text: str) -> str:
+    """A reply folded for comparison: compatibility forms and accents dropped, upper case,
+    letters and digits only (`opt-out!` -> OPTOUT, `Arrêt` -> ARRET, `ＳＴＯＰ` -> STOP)."""
+    if len(text) > 64:
+        return ""  # a sentence, not a keyword
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if ch.isalnum() and ch.isascii()).upper()
 
 
 def _channel(session: Session, tenant_id: str, event: EventRecord, default: str) -> str:

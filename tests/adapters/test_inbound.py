@@ -329,6 +329,12 @@ def test_an_opt_out_reply_is_reported_as_a_reply_with_its_keyword() -> None:
     assert opts_out("Stop.", "STOP") and opts_out("  unsubscribe ", "")
     assert opts_out("STOP please", "STOP")
     assert not opts_out("please stop it", "PLEASE")
+    # CTIA's OPT OUT in its spellings, the FCC's REVOKE, French ARRÊT, full-width forms.
+    for text in ("Opt out", "opt-out!", "OPT_OUT", "Revoke", "Arrêt", "arret.", "ＳＴＯＰ",
+                 "stop all", "🛑 STOP"):  # fmt: skip
+        assert opts_out(text, ""), text
+    assert not opts_out("Stop by the shop tomorrow?", "")
+    assert not opts_out("Stopped by, nobody home", "")
 
 
 def replace_text(body: dict[str, Any], text: str, *, keyword: str) -> dict[str, Any]:

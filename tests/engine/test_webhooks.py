@@ -343,6 +343,33 @@ def test_an_inbound_stop_sms_unsubscribes_on_sms_and_a_reply_is_recorded(store_u
     assert [o for _, o, _ in log_outcomes(store_url)] == ["replied", "replied"]
 
 
+@pytest.mark.parametrize("text", ["Opt-Out", "ARRÊT"])
+def test_an_inbound_opt_out_word_in_another_spelling_unsubscribes_on_sms(
+    store_url: str, text: str
+) -> None:
+    def reply(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        entry = wp.infobip_sms_in("+491510000001", text, now, "817790313235066449")
+        entry["keyword"] = ""  # no keyword set up for it on the number
+        return "infobip", wp.results(entry)
+
+    sink, _ = daily(store_url, [(2, reply)])
+    assert counts(sink, "p1") == {"email": 5, "sms": 1}
+    assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
+
+
+def test_whatsapps_stop_promotions_button_unsubscribes_on_whatsapp_only(store_url: str) -> None:
+    def button(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        entry = wp.infobip_whatsapp_in("+491510000001", "", now, "ABGGFlA5FpafAgo6EhmK")
+        entry["message"] = {"type": "BUTTON", "text": "Stop promotions",
+                            "payload": "Stop promotions"}  # fmt: skip
+        return "infobip", wp.results(entry)
+
+    sink, (report,) = daily(store_url, [(2, button)])
+    assert report.matched == 1
+    assert suppressions(store_url) == {("whatsapp", None, "p1", "unsubscribed")}
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+
+
 def test_an_inbound_message_from_an_unknown_number_is_reported_not_guessed(
     store_url: str,
 ) -> None:
