@@ -14,6 +14,7 @@ import trio
 from cadence.adapters.config import InfobipConfig, Secret
 from cadence.adapters.infobip import InfobipAdapter, message_id_for
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
+from cadence.adapters.render import WhatsAppContent
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.standins.infobip import InfobipStandin
 from tests.adapters.conftest import close_at_end, fast_policy, lenient_breaker, sms, whatsapp
@@ -220,6 +221,28 @@ async def test_whatsapp_template_outside_the_window(nursery: trio.Nursery) -> No
         ("Person 1", "Oslo"),
         ("Person 2", "Oslo"),
     ]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("style", ["legacy", "current"])
+async def test_a_batch_refused_for_one_message_fails_only_that_message(
+    nursery: trio.Nursery, style: str
+) -> None:
+    # Infobip answers 400 for the whole request when one message's placeholder is empty.
+    standin, adapter = await start(nursery)
+    standin.error_style = style  # type: ignore[assignment]
+    bad = whatsapp(2)
+    assert isinstance(bad.content, WhatsAppContent) and bad.content.approved is not None
+    empty = replace(bad.content.approved, parameters=("", "Oslo"))
+    bad = replace(bad, content=replace(bad.content, approved=empty))
+    results = await adapter.send_batch([whatsapp(1), bad, whatsapp(3)])
+    assert [r.status for r in results] == [
+        SendStatus.SENT, SendStatus.FAILED_PERMANENT, SendStatus.SENT,
+    ]  # fmt: skip
+    assert results[1].error_code == ("BAD_REQUEST" if style == "legacy" else "E400")
+    assert "placeholders" in (results[1].error or "")
+    assert [m.placeholders[0] for m in standin.messages] == ["Person 1", "Person 3"]
+    assert standin.deliveries("whatsapp").most_common(1)[0][1] == 1
 
 
 @pytest.mark.trio
