@@ -162,14 +162,13 @@ def _soft_bounced_often(
     )
     by_key: dict[str, str] = {}
     for start in range(0, len(keys), 500):
-        by_key.update(
-            session.execute(
-                select(OutboxMessage.idempotency_key, OutboxMessage.channel).where(
-                    OutboxMessage.tenant_id == tenant_id,
-                    OutboxMessage.idempotency_key.in_(keys[start : start + 500]),
-                )
-            ).tuples()
-        )
+        for key, channel_of_key in session.execute(
+            select(OutboxMessage.idempotency_key, OutboxMessage.channel).where(
+                OutboxMessage.tenant_id == tenant_id,
+                OutboxMessage.idempotency_key.in_(keys[start : start + 500]),
+            )
+        ):
+            by_key[str(key)] = str(channel_of_key)
     counts: dict[str, int] = {}
     for contact_id, properties in soft:
         named = properties.get("channel")
