@@ -103,7 +103,7 @@ def is_stop_reply(event: EventRecord) -> bool:
 
 def _keyword(text: str) -> str:
     """A reply folded for comparison: compatibility forms and accents dropped, upper case,
-    letters and digits only (`opt-out!` -> OPTOUT, `Arrêt` -> ARRET, `ＳＴＯＰ` -> STOP)."""
+    letters and digits only (`opt-out!` -> OPTOUT, `Arrêt` -> ARRET, full-width STOP -> STOP)."""
     if len(text) > 64:
         return ""  # a sentence, not a keyword
     decomposed = unicodedata.normalize("NFKD", text)
