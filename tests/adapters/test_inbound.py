@@ -191,6 +191,22 @@ def test_brevo_one_open_reported_as_unique_and_plain_has_one_dedupe_key() -> Non
     assert a.dedupe == parse_webhook("brevo", json.loads(json.dumps(opened))).reports[0].dedupe
 
 
+@pytest.mark.parametrize(
+    ("fields", "tags"),
+    [
+        ({"tags": ["transac_messages"]}, ["transac_messages"]),
+        ({"tag": "welcome"}, ["welcome"]),
+        ({"tag": '["welcome","daily"]'}, ["welcome", "daily"]),
+        ({"tag": "[beta] launch"}, ["[beta] launch"]),
+        ({"tag": ""}, []),
+    ],
+)
+def test_brevo_tags_in_each_form_brevo_writes_them(fields: dict[str, Any], tags: list[str]) -> None:
+    body = {k: v for k, v in BREVO_REQUEST.items() if k != "tags"} | fields
+    (report,) = parse_webhook("brevo", body).reports
+    assert report.detail.get("tags", []) == tags
+
+
 def test_brevo_unknown_events_are_ignored_not_refused() -> None:
     parsed = parse_webhook("brevo", [BREVO_REQUEST, {**BREVO_REQUEST, "event": "list_addition"}])
     assert len(parsed.reports) == 1 and parsed.ignored == [("[1]", "list_addition")]
