@@ -4,6 +4,7 @@ and reconciliation by messageId so an unknown outcome never becomes a double sen
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import trio
 
 from cadence.adapters.config import InfobipConfig, Secret
+from cadence.adapters.inbound.reports import parse_iso
 from cadence.adapters.infobip import InfobipAdapter, message_id_for
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
 from cadence.adapters.render import WhatsAppContent
@@ -297,6 +299,19 @@ async def test_outage_then_recovery_every_sms_arrives_once(nursery: trio.Nursery
         await trio.sleep(0.1)
     assert all(r.ok for r in final.values())
     assert standin.deliveries() == {message_id_for(sms(n)): 1 for n in range(1, 11)}
+
+
+@pytest.mark.trio
+async def test_stand_in_logs_use_infobips_time_format(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery)
+    assert (await adapter.send(sms(1))).ok
+    auth = {"Authorization": "App test-infobip-key"}
+    async with httpx.AsyncClient(base_url=standin.base_url, headers=auth) as client:
+        response = await client.get("/sms/1/logs", params={"messageId": message_id_for(sms(1))})
+    (entry,) = response.json()["results"]
+    for name in ("sentAt", "doneAt"):  # yyyy-MM-dd'T'HH:mm:ss.SSSZ, as Infobip documents
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", entry[name])
+        assert parse_iso(entry[name]) is not None
 
 
 @pytest.mark.trio

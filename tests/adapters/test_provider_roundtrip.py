@@ -21,7 +21,7 @@ from cadence.adapters.retry import RetryPolicy
 from cadence.adapters.sink import AdapterSink, StoreContentSource
 from cadence.adapters.standins import start_standins
 from cadence.adapters.standins.brevo import BrevoEmail
-from cadence.adapters.standins.infobip import InfobipMessage
+from cadence.adapters.standins.infobip import InfobipMessage, infobip_time
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.runtime import Engine
@@ -55,11 +55,6 @@ def brevo_event(event: str, email: BrevoEmail, at: dt.datetime, **extra: Any) ->
         "sending_ip": "185.41.28.109", "ts_epoch": stamp * 1000,
         "tags": list(email.tags), **extra,
     }  # fmt: skip
-
-
-def infobip_time(at: dt.datetime) -> str:
-    """`2026-12-01T09:00:00.000+0000`, as Infobip writes times."""
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
 def infobip_delivered(message: InfobipMessage, at: dt.datetime) -> dict[str, Any]:
