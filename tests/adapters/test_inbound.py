@@ -382,6 +382,17 @@ def test_infobip_bad_bodies_name_the_field() -> None:
         assert where in str(caught.value), (where, str(caught.value))
 
 
+def test_a_report_of_a_kind_cadence_does_not_act_on_is_ignored_not_refused() -> None:
+    """Infobip posts every report type to one URL; one it does not know spoils nothing."""
+    deleted = {"messageId": "ABEGSV5TRggHAhBrNrG0pBcnXHsJ", "from": "385919998888",
+               "to": "41793026731", "deletedAt": "2024-05-10T09:12:31.000+0000"}  # fmt: skip
+    parsed = parse_webhook("infobip", {"results": [INFOBIP_DLR["results"][0], deleted]})
+    assert [r.outcome for r in parsed.reports] == ["delivered"]
+    assert parsed.ignored == [("results[1]", "report deletedAt")]
+    with pytest.raises(InvalidWebhook, match=r"results\[0\]: not a delivery report"):
+        parse_webhook("infobip", {"results": [{**deleted, "deletedAt": None}]})
+
+
 def test_an_unknown_status_group_is_ignored() -> None:
     entry = dict(INFOBIP_DLR["results"][0])
     entry["status"] = {**entry["status"], "groupName": "SOMETHING_NEW"}

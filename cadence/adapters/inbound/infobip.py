@@ -7,6 +7,9 @@ Every Infobip webhook body is `{"results": [...]}`; an entry's fields say what i
   `messageId`, `to`, `sentAt`, `doneAt`, `callbackData` (Cadence's
   `{"outbox", "tenant", "key"}`), `price`, and for WhatsApp `channel`;
 - a WhatsApp seen report has `seenAt` (and `messageId`, `from`, `to`, `sentAt`);
+- a report about a message (`messageId` and a time, `...At`) in none of these shapes (a
+  WhatsApp deleted report, `deletedAt`; types Infobip adds later) is listed as ignored,
+  not refused;
 - an inbound message has `receivedAt` and `from`: an SMS (MO) `text`, `cleanText`,
   `keyword`; a WhatsApp one `integrationType` "WHATSAPP" and `message` (`type` TEXT with
   `text`, BUTTON with `text`/`payload`, INTERACTIVE_BUTTON_REPLY / INTERACTIVE_LIST_REPLY
@@ -83,6 +86,12 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
             report = _delivery(item, ignored)
         elif "receivedAt" in entry:
             report = _inbound(item)
+        elif "messageId" in entry and (times := _report_times(entry)):
+            # Infobip posts every report type to one URL and adds types (a WhatsApp message
+            # deleted, `deletedAt`): a timed report about a message in a shape Cadence does
+            # not act on is listed, not a reason to refuse the reports beside it.
+            ignored.append((path, "report " + ", ".join(times)))
+            continue
         else:
             item.problem(
                 None,
@@ -95,6 +104,15 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
     if problems:
         raise InvalidWebhook(PROVIDER, problems)
     return reports, ignored
+
+
+def _report_times(entry: Mapping[str, Any]) -> list[str]:
+    """The time fields (`deletedAt` ...) of an entry, as every Infobip report has one."""
+    return sorted(
+        name
+        for name, value in entry.items()
+        if isinstance(name, str) and name.endswith("At") and isinstance(value, str) and value
+    )
 
 
 def _callback(item: Fields) -> tuple[str | None, str | None, str | None]:
