@@ -11,6 +11,8 @@ sends again only what Infobip does not have.
 SMS: `POST /sms/2/text/advanced`, batched. WhatsApp: free-form text
 (`POST /whatsapp/1/message/text`) only inside the 24h customer-service window, else the
 approved template (`POST /whatsapp/1/message/template`); neither is a permanent failure.
+A batch Infobip refuses with 400 (it validates the whole request, so one message's bad
+field refuses all) is sent again message by message: only the bad one fails.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ WHATSAPP_LOOKUP_PATH = "/whatsapp/1/reports"
 
 # Status groups Infobip uses: PENDING and DELIVERED mean it took the message.
 _ACCEPTED_GROUPS = frozenset({"PENDING", "DELIVERED", "ACCEPTED"})
+# Infobip validates a request as a whole: a 400 for one message's field (an empty template
+# placeholder) refuses, and sends, none of them. Such a batch is tried again one by one.
+_SPLIT = "batch_refused"
 
 
 def message_id_for(message: OutboundMessage) -> str:
@@ -121,7 +126,12 @@ class InfobipAdapter(HttpAdapter):
 
         async def run(chunk: list[OutboundMessage], attempt: Attempt, lookup: Attempt) -> None:
             async with limiter:
-                results.update(await self._drive(chunk, attempt, lookup))
+                found = await self._drive(chunk, attempt, lookup)
+                results.update(found)
+                for message in chunk:  # one bad message must not fail its batch-mates
+                    verdict = found.get(message.idempotency_key)
+                    if verdict is not None and verdict.error_code == _SPLIT:
+                        results.update(await self._drive([message], attempt, lookup))
 
         async with trio.open_nursery() as nursery:
             for job in jobs:
@@ -243,6 +253,8 @@ class InfobipAdapter(HttpAdapter):
             code, text = error_details(data)
             code = code or f"http_{status}"
             text = text or answer.reason_phrase
+            if status == 400 and len(messages) > 1:
+                code = _SPLIT
             return {
                 m.idempotency_key: SendResult.failed(
                     m, self.provider, f"Infobip {status}: {text}", code=code

@@ -16,13 +16,15 @@ events, so an event is never stored without its suppression.
   channel would.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
   that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
-  a full mailbox or a deferral) suppress from the third within 30 days. The address is
-  suppressed, not the person: a contact given a new address can be sent to again.
+  a full mailbox or a deferral) suppress from the third on that same channel within 30
+  days. The address is suppressed, not the person: a contact given a new address can be
+  sent to again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,9 +39,17 @@ UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
 BOUNCED = "bounced"
 REPLIED = "replied"
-# The carriers' standard opt-out keywords (CTIA): a reply that is one of them, whatever its
-# case and surrounding spaces or punctuation, unsubscribes the person on that channel.
-STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT"})
+# Opt-out words, as `_keyword` folds them: the carriers' (CTIA: STOP, STOPALL, UNSUBSCRIBE,
+# CANCEL, END, QUIT, OPT OUT / OPT-OUT), REVOKE (the FCC's 2025 revocation rule), ARRET /
+# ARRÊT (French, required in Canada) and WhatsApp's marketing opt-out button "Stop
+# promotions". A reply that is one of them, whatever its case, accents, spacing and
+# punctuation, unsubscribes the person on that channel.
+STOP_KEYWORDS = frozenset(
+    {
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE", "ARRET",
+        "STOPPROMOTIONS",
+    }
+)  # fmt: skip
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
@@ -74,7 +84,7 @@ def record_suppressions(
             reason=reason, now=now,
         )  # fmt: skip
     for channel, contacts in sorted(soft.items()):
-        repeated = _soft_bounced_often(session, tenant_id, contacts, now)
+        repeated = _soft_bounced_often(session, tenant_id, channel, contacts, now)
         if repeated:
             _suppress_addresses(session, tenant_id, channel, repeated, "soft bounces", now)
     for channel, contacts in sorted(bounced.items()):
@@ -82,13 +92,22 @@ def record_suppressions(
 
 
 def is_stop_reply(event: EventRecord) -> bool:
-    """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Unsubscribe`), or
-    the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
+    """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Opt out`, `Arrêt`),
+    or the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
     for key in ("text", "body", "keyword"):
         text = event.properties.get(key)
-        if isinstance(text, str) and text.strip(" \t\r\n.!").upper() in STOP_KEYWORDS:
+        if isinstance(text, str) and _keyword(text) in STOP_KEYWORDS:
             return True
     return False
+
+
+def _keyword(text: str) -> str:
+    """A reply folded for comparison: compatibility forms and accents dropped, upper case,
+    letters and digits only (`opt-out!` -> OPTOUT, `Arrêt` -> ARRET, full-width STOP -> STOP)."""
+    if len(text) > 64:
+        return ""  # a sentence, not a keyword
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if ch.isalnum() and ch.isascii()).upper()
 
 
 def _channel(session: Session, tenant_id: str, event: EventRecord, default: str) -> str:
@@ -116,9 +135,10 @@ def _is_soft(properties: Mapping[str, Any]) -> bool:
 
 
 def _soft_bounced_often(
-    session: Session, tenant_id: str, contacts: set[str], now: dt.datetime
+    session: Session, tenant_id: str, channel: str, contacts: set[str], now: dt.datetime
 ) -> set[str]:
-    """Of `contacts`, those with SOFT_BOUNCES_TO_SUPPRESS soft bounces within the window.
+    """Of `contacts`, those with SOFT_BOUNCES_TO_SUPPRESS soft bounces on `channel` within
+    the window: an expired SMS says nothing about a full mailbox.
 
     The events are already stored (this runs after they are written), so they count.
     """
@@ -131,9 +151,29 @@ def _soft_bounced_often(
             Event.at > now - SOFT_BOUNCE_WINDOW,
         )
     ).all()
+    soft = [(cid, props or {}) for cid, props in rows if _is_soft(props or {})]
+    # A bounce that names no channel is about its message's, as `_channel` reads it.
+    keys = sorted(
+        {
+            str(props.get("send") or props.get("message"))
+            for _, props in soft
+            if not props.get("channel") and (props.get("send") or props.get("message"))
+        }
+    )
+    by_key: dict[str, str] = {}
+    for start in range(0, len(keys), 500):
+        for key, channel_of_key in session.execute(
+            select(OutboxMessage.idempotency_key, OutboxMessage.channel).where(
+                OutboxMessage.tenant_id == tenant_id,
+                OutboxMessage.idempotency_key.in_(keys[start : start + 500]),
+            )
+        ):
+            by_key[str(key)] = str(channel_of_key)
     counts: dict[str, int] = {}
-    for contact_id, properties in rows:
-        if _is_soft(properties or {}):
+    for contact_id, properties in soft:
+        named = properties.get("channel")
+        key = str(properties.get("send") or properties.get("message") or "")
+        if (named if isinstance(named, str) and named else by_key.get(key, "email")) == channel:
             counts[contact_id] = counts.get(contact_id, 0) + 1
     return {cid for cid, count in counts.items() if count >= SOFT_BOUNCES_TO_SUPPRESS}
 

@@ -191,6 +191,22 @@ def test_brevo_one_open_reported_as_unique_and_plain_has_one_dedupe_key() -> Non
     assert a.dedupe == parse_webhook("brevo", json.loads(json.dumps(opened))).reports[0].dedupe
 
 
+@pytest.mark.parametrize(
+    ("fields", "tags"),
+    [
+        ({"tags": ["transac_messages"]}, ["transac_messages"]),
+        ({"tag": "welcome"}, ["welcome"]),
+        ({"tag": '["welcome","daily"]'}, ["welcome", "daily"]),
+        ({"tag": "[beta] launch"}, ["[beta] launch"]),
+        ({"tag": ""}, []),
+    ],
+)
+def test_brevo_tags_in_each_form_brevo_writes_them(fields: dict[str, Any], tags: list[str]) -> None:
+    body = {k: v for k, v in BREVO_REQUEST.items() if k != "tags"} | fields
+    (report,) = parse_webhook("brevo", body).reports
+    assert report.detail.get("tags", []) == tags
+
+
 def test_brevo_unknown_events_are_ignored_not_refused() -> None:
     parsed = parse_webhook("brevo", [BREVO_REQUEST, {**BREVO_REQUEST, "event": "list_addition"}])
     assert len(parsed.reports) == 1 and parsed.ignored == [("[1]", "list_addition")]
@@ -262,7 +278,7 @@ def test_infobip_status_groups(
 ) -> None:
     entry = dict(INFOBIP_DLR["results"][0])
     entry["status"] = {**entry["status"], "groupName": group}
-    entry["error"] = {**entry["error"], "permanent": permanent}
+    entry["error"] = {**ABSENT_SUBSCRIBER, "permanent": permanent}
     if permanent is None:
         del entry["error"]["permanent"]
     (report,) = parse_webhook("infobip", {"results": [entry]}).reports
@@ -271,6 +287,36 @@ def test_infobip_status_groups(
         assert report.events == ()
     else:
         assert report.events[0][0] == "bounced" and report.events[0][1]["type"] == bounce
+
+
+ABSENT_SUBSCRIBER = {
+    "groupId": 1, "groupName": "HANDSET_ERRORS", "id": 27,
+    "name": "EC_ABSENT_SUBSCRIBER", "description": "Absent Subscriber",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        INFOBIP_DLR["results"][0]["error"],
+        {"groupId": 0, "groupName": "OK", "id": 0, "permanent": False},
+        {"groupId": "0", "groupName": "OK", "id": "0", "name": "NO_ERROR", "permanent": False},
+    ],
+)
+def test_an_undeliverable_report_with_infobips_no_error_entry_is_a_hard_bounce(
+    error: dict[str, Any],
+) -> None:
+    """`error` NO_ERROR (group OK, id 0) says nothing: its `permanent: false` is no verdict."""
+    entry = dict(INFOBIP_DLR["results"][0])
+    entry["status"] = {"groupId": 2, "groupName": "UNDELIVERABLE", "id": 9,
+                       "name": "UNDELIVERABLE_NOT_DELIVERED",
+                       "description": "Message sent not delivered"}  # fmt: skip
+    entry["error"] = error
+    (report,) = parse_webhook("infobip", {"results": [entry]}).reports
+    ((name, properties),) = report.events
+    assert name == "bounced" and properties["type"] == "hard"
+    assert properties["reason"] == "UNDELIVERABLE_NOT_DELIVERED Message sent not delivered"
+    assert "error" not in report.detail and "permanent" not in report.detail
 
 
 def test_infobip_inbound_sms_whatsapp_and_seen() -> None:
@@ -301,6 +347,13 @@ def test_an_opt_out_reply_is_reported_as_a_reply_with_its_keyword() -> None:
     assert opts_out("Stop.", "STOP") and opts_out("  unsubscribe ", "")
     assert opts_out("STOP please", "STOP")
     assert not opts_out("please stop it", "PLEASE")
+    # CTIA's OPT OUT in its spellings, the FCC's REVOKE, French ARRÊT, full-width forms.
+    for text in ("Opt out", "opt-out!", "OPT_OUT", "Revoke", "Arrêt", "arret.",
+                 "\uff33\uff34\uff2f\uff30",
+                 "stop all", "🛑 STOP"):  # fmt: skip
+        assert opts_out(text, ""), text
+    assert not opts_out("Stop by the shop tomorrow?", "")
+    assert not opts_out("Stopped by, nobody home", "")
 
 
 def replace_text(body: dict[str, Any], text: str, *, keyword: str) -> dict[str, Any]:
@@ -327,6 +380,17 @@ def test_infobip_bad_bodies_name_the_field() -> None:
         with pytest.raises(InvalidWebhook) as caught:
             parse_webhook("infobip", body)
         assert where in str(caught.value), (where, str(caught.value))
+
+
+def test_a_report_of_a_kind_cadence_does_not_act_on_is_ignored_not_refused() -> None:
+    """Infobip posts every report type to one URL; one it does not know spoils nothing."""
+    deleted = {"messageId": "ABEGSV5TRggHAhBrNrG0pBcnXHsJ", "from": "385919998888",
+               "to": "41793026731", "deletedAt": "2024-05-10T09:12:31.000+0000"}  # fmt: skip
+    parsed = parse_webhook("infobip", {"results": [INFOBIP_DLR["results"][0], deleted]})
+    assert [r.outcome for r in parsed.reports] == ["delivered"]
+    assert parsed.ignored == [("results[1]", "report deletedAt")]
+    with pytest.raises(InvalidWebhook, match=r"results\[0\]: not a delivery report"):
+        parse_webhook("infobip", {"results": [{**deleted, "deletedAt": None}]})
 
 
 def test_an_unknown_status_group_is_ignored() -> None:

@@ -4,6 +4,7 @@ and reconciliation by messageId so an unknown outcome never becomes a double sen
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -12,8 +13,10 @@ import pytest
 import trio
 
 from cadence.adapters.config import InfobipConfig, Secret
+from cadence.adapters.inbound.reports import parse_iso
 from cadence.adapters.infobip import InfobipAdapter, message_id_for
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
+from cadence.adapters.render import WhatsAppContent
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.standins.infobip import InfobipStandin
 from tests.adapters.conftest import close_at_end, fast_policy, lenient_breaker, sms, whatsapp
@@ -223,6 +226,28 @@ async def test_whatsapp_template_outside_the_window(nursery: trio.Nursery) -> No
 
 
 @pytest.mark.trio
+@pytest.mark.parametrize("style", ["legacy", "current"])
+async def test_a_batch_refused_for_one_message_fails_only_that_message(
+    nursery: trio.Nursery, style: str
+) -> None:
+    # Infobip answers 400 for the whole request when one message's placeholder is empty.
+    standin, adapter = await start(nursery)
+    standin.error_style = style  # type: ignore[assignment]
+    bad = whatsapp(2)
+    assert isinstance(bad.content, WhatsAppContent) and bad.content.approved is not None
+    empty = replace(bad.content.approved, parameters=("", "Oslo"))
+    bad = replace(bad, content=replace(bad.content, approved=empty))
+    results = await adapter.send_batch([whatsapp(1), bad, whatsapp(3)])
+    assert [r.status for r in results] == [
+        SendStatus.SENT, SendStatus.FAILED_PERMANENT, SendStatus.SENT,
+    ]  # fmt: skip
+    assert results[1].error_code == ("BAD_REQUEST" if style == "legacy" else "E400")
+    assert "placeholders" in (results[1].error or "")
+    assert [m.placeholders[0] for m in standin.messages] == ["Person 1", "Person 3"]
+    assert standin.deliveries("whatsapp").most_common(1)[0][1] == 1
+
+
+@pytest.mark.trio
 async def test_whatsapp_free_text_only_inside_the_window(nursery: trio.Nursery) -> None:
     standin, adapter = await start(nursery)
     results = await adapter.send_batch(
@@ -274,6 +299,19 @@ async def test_outage_then_recovery_every_sms_arrives_once(nursery: trio.Nursery
         await trio.sleep(0.1)
     assert all(r.ok for r in final.values())
     assert standin.deliveries() == {message_id_for(sms(n)): 1 for n in range(1, 11)}
+
+
+@pytest.mark.trio
+async def test_stand_in_logs_use_infobips_time_format(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery)
+    assert (await adapter.send(sms(1))).ok
+    auth = {"Authorization": "App test-infobip-key"}
+    async with httpx.AsyncClient(base_url=standin.base_url, headers=auth) as client:
+        response = await client.get("/sms/1/logs", params={"messageId": message_id_for(sms(1))})
+    (entry,) = response.json()["results"]
+    for name in ("sentAt", "doneAt"):  # yyyy-MM-dd'T'HH:mm:ss.SSSZ, as Infobip documents
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", entry[name])
+        assert parse_iso(entry[name]) is not None
 
 
 @pytest.mark.trio

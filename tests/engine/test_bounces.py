@@ -105,6 +105,31 @@ def test_the_third_soft_bounce_within_30_days_suppresses(store_url: str) -> None
     assert _suppressions(store_url) == [("email", "p1@example.test", None, "soft bounces")]
 
 
+def test_soft_bounces_are_counted_on_the_channel_of_the_message_they_name(
+    store_url: str,
+) -> None:
+    """Bounces naming no channel are about the message their `send` names (else email)."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        for hours, on_sms in ((2, True), (26, True), (50, False), (74, True)):
+            await engine.run_until(T0 + dt.timedelta(hours=hours))
+            properties: dict[str, Any] = {"type": "soft"}
+            if on_sms:
+                sent = [m for m in sink.delivered if m.contact_id == "p1" and m.channel == "sms"]
+                properties["send"] = sent[-1].idempotency_key
+            await engine.push_event({"contact": "p1", "name": "bounced", "properties": properties})
+        await engine.run_until(T0 + dt.timedelta(days=5))
+        return sink
+
+    sink: RecordingSink = engine_run(store_url, body)
+    # Two SMS and one email soft bounce suppress nothing; the third on SMS suppresses SMS.
+    assert _channels_sent(sink, "p1") == {"email": 5, "sms": 4}
+    assert _suppressions(store_url) == [("sms", "+491510000001", None, "soft bounces")]
+
+
 def test_two_soft_bounces_suppress_nothing(store_url: str) -> None:
     soft = {"name": "bounced", "properties": {"type": "soft"}}
     sink = _run_with_events(store_url, [(2, soft), (26, soft)])

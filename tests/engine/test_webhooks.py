@@ -276,6 +276,35 @@ def test_an_infobip_absent_subscriber_is_a_soft_bounce(store_url: str) -> None:
     assert [p["type"] for _, p in events_named(store_url, "bounced")] == ["soft"]
 
 
+def test_an_infobip_undeliverable_report_with_no_error_entry_suppresses_the_number(
+    store_url: str,
+) -> None:
+    # Infobip's `error` is NO_ERROR (group OK, id 0, permanent false): no soft verdict.
+    hook = infobip(
+        "UNDELIVERABLE", "UNDELIVERABLE_NOT_DELIVERED", "Message sent not delivered",
+        ("NO_ERROR", "No Error", False),
+    )  # fmt: skip
+    sink, _ = daily(store_url, [(2, hook)])
+    assert counts(sink, "p1") == {"email": 5, "sms": 1}
+    assert suppressions(store_url) == {("sms", "+491510000001", None, "bounced")}
+    ((_, props),) = events_named(store_url, "bounced")
+    assert props["type"] == "hard" and "NO_ERROR" not in props["reason"]
+
+
+def test_soft_bounces_count_per_channel(store_url: str) -> None:
+    # Two full mailboxes and one SMS that expired are not three soft bounces on either.
+    expired = infobip(
+        "EXPIRED", "EXPIRED_EXPIRED", "Message expired",
+        ("EC_ABSENT_SUBSCRIBER", "Absent Subscriber", False),
+    )  # fmt: skip
+    soft = brevo("soft_bounce")
+    sink, reports = daily(store_url, [(2, soft), (26, soft), (50, expired)])
+    assert [r.events for r in reports] == [1, 1, 1]
+    assert [p["type"] for _, p in events_named(store_url, "bounced")] == ["soft"] * 3
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+    assert suppressions(store_url) == set()
+
+
 def test_infobip_delivered_and_rejected_reports(store_url: str) -> None:
     delivered = infobip(
         "DELIVERED", "DELIVERED_TO_HANDSET", "Message delivered to handset",
@@ -312,6 +341,33 @@ def test_an_inbound_stop_sms_unsubscribes_on_sms_and_a_reply_is_recorded(store_u
     # A reply is attributed to the latest SMS, so `replied(text)` holds.
     assert all(p["template"] == "text" and p["campaign"] == "daily" for _, p in replies)
     assert [o for _, o, _ in log_outcomes(store_url)] == ["replied", "replied"]
+
+
+@pytest.mark.parametrize("text", ["Opt-Out", "ARRÊT"])
+def test_an_inbound_opt_out_word_in_another_spelling_unsubscribes_on_sms(
+    store_url: str, text: str
+) -> None:
+    def reply(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        entry = wp.infobip_sms_in("+491510000001", text, now, "817790313235066449")
+        entry["keyword"] = ""  # no keyword set up for it on the number
+        return "infobip", wp.results(entry)
+
+    sink, _ = daily(store_url, [(2, reply)])
+    assert counts(sink, "p1") == {"email": 5, "sms": 1}
+    assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
+
+
+def test_whatsapps_stop_promotions_button_unsubscribes_on_whatsapp_only(store_url: str) -> None:
+    def button(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        entry = wp.infobip_whatsapp_in("+491510000001", "", now, "ABGGFlA5FpafAgo6EhmK")
+        entry["message"] = {"type": "BUTTON", "text": "Stop promotions",
+                            "payload": "Stop promotions"}  # fmt: skip
+        return "infobip", wp.results(entry)
+
+    sink, (report,) = daily(store_url, [(2, button)])
+    assert report.matched == 1
+    assert suppressions(store_url) == {("whatsapp", None, "p1", "unsubscribed")}
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
 
 
 def test_an_inbound_message_from_an_unknown_number_is_reported_not_guessed(

@@ -135,14 +135,28 @@ def infobip_status(
         "price": {"pricePerMessage": 0.07, "currency": "EUR"},
         "status": {"groupId": group_ids[group], "groupName": group, "id": 5, "name": name,
                    "description": description},
-        "error": {"groupId": 0 if error[0] == "NO_ERROR" else 1, "groupName": "OK",
-                  "id": 0, "name": error[0], "description": error[1], "permanent": error[2]},
+        "error": _infobip_error(*error),
     }  # fmt: skip
     if whatsapp:
         entry.pop("smsCount")
         entry["messageCount"] = 1
         entry["channel"] = "WHATSAPP"
     return entry
+
+
+# Infobip error name -> (groupId, groupName, id), as its error-code reference lists them.
+_INFOBIP_ERRORS = {
+    "NO_ERROR": (0, "OK", 0),
+    "EC_UNKNOWN_SUBSCRIBER": (1, "HANDSET_ERRORS", 1),
+    "EC_ABSENT_SUBSCRIBER": (1, "HANDSET_ERRORS", 27),
+}
+
+
+def _infobip_error(name: str, description: str, permanent: bool) -> dict[str, Any]:
+    """Infobip's `error` object; other names are put in the operator errors group."""
+    group_id, group, code = _INFOBIP_ERRORS.get(name, (3, "OPERATOR_ERRORS", 4000))
+    return {"groupId": group_id, "groupName": group, "id": code, "name": name,
+            "description": description, "permanent": permanent}  # fmt: skip
 
 
 def infobip_sms_in(number: str, text: str, at: dt.datetime, message_id: str) -> dict[str, Any]:

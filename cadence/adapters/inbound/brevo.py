@@ -26,6 +26,7 @@ not refused.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -175,7 +176,17 @@ def _tags(item: Fields) -> list[str]:
         item.problem("tags", f"expected a list of strings, got {json_kind(value)}")
         return []
     tag = item.text("tag")
-    return [tag] if tag else []
+    if not tag:
+        return []
+    if tag.startswith("["):
+        # Brevo writes a message's several tags into `tag` as a JSON array in a string.
+        try:
+            listed = json.loads(tag)
+        except ValueError:
+            listed = None
+        if isinstance(listed, list) and all(isinstance(one, str) for one in listed):
+            return [one for one in listed if one]
+    return [tag]
 
 
 def _moment(item: Fields) -> tuple[dt.datetime | None, str | None]:

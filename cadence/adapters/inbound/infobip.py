@@ -7,6 +7,9 @@ Every Infobip webhook body is `{"results": [...]}`; an entry's fields say what i
   `messageId`, `to`, `sentAt`, `doneAt`, `callbackData` (Cadence's
   `{"outbox", "tenant", "key"}`), `price`, and for WhatsApp `channel`;
 - a WhatsApp seen report has `seenAt` (and `messageId`, `from`, `to`, `sentAt`);
+- a report about a message (`messageId` and a time, `...At`) in none of these shapes (a
+  WhatsApp deleted report, `deletedAt`; types Infobip adds later) is listed as ignored,
+  not refused;
 - an inbound message has `receivedAt` and `from`: an SMS (MO) `text`, `cleanText`,
   `keyword`; a WhatsApp one `integrationType` "WHATSAPP" and `message` (`type` TEXT with
   `text`, BUTTON with `text`/`payload`, INTERACTIVE_BUTTON_REPLY / INTERACTIVE_LIST_REPLY
@@ -83,6 +86,12 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
             report = _delivery(item, ignored)
         elif "receivedAt" in entry:
             report = _inbound(item)
+        elif "messageId" in entry and (times := _report_times(entry)):
+            # Infobip posts every report type to one URL and adds types (a WhatsApp message
+            # deleted, `deletedAt`): a timed report about a message in a shape Cadence does
+            # not act on is listed, not a reason to refuse the reports beside it.
+            ignored.append((path, "report " + ", ".join(times)))
+            continue
         else:
             item.problem(
                 None,
@@ -95,6 +104,15 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
     if problems:
         raise InvalidWebhook(PROVIDER, problems)
     return reports, ignored
+
+
+def _report_times(entry: Mapping[str, Any]) -> list[str]:
+    """The time fields (`deletedAt` ...) of an entry, as every Infobip report has one."""
+    return sorted(
+        name
+        for name, value in entry.items()
+        if isinstance(name, str) and name.endswith("At") and isinstance(value, str) and value
+    )
 
 
 def _callback(item: Fields) -> tuple[str | None, str | None, str | None]:
@@ -135,6 +153,10 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
     if permanent is not None and not isinstance(permanent, bool):
         assert error is not None
         error.problem("permanent", f"expected true or false, got {json_kind(permanent)}")
+    if error is not None and _no_error(error, error_name):
+        # Infobip sends `error` on every report; NO_ERROR's `permanent: false` says nothing
+        # about a failure, so it must not make an UNDELIVERABLE report a soft bounce.
+        error_name = error_text = permanent = None
     at = item.moment("doneAt") or item.moment("sentAt")
     if at is None and "doneAt" not in item.data and "sentAt" not in item.data:
         item.problem(None, "no time: neither doneAt nor sentAt is given")
@@ -179,6 +201,13 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
         address=_phone(to),
         detail=detail,
     )
+
+
+def _no_error(error: Fields, name: str | None) -> bool:
+    """Whether Infobip's `error` object is its "no error" entry (group OK, id 0, NO_ERROR)."""
+    if name is not None:
+        return name.upper() == "NO_ERROR"
+    return error.number("id") == 0 or (error.text("groupName") or "").upper() == "OK"
 
 
 def _seen(item: Fields) -> ProviderReport | None:

@@ -95,6 +95,13 @@ def _error(
     return Response(status, {"requestError": {"serviceException": exception}})
 
 
+def infobip_time(at: dt.datetime) -> str:
+    """A time as Infobip writes it in logs and reports: `yyyy-MM-dd'T'HH:mm:ss.SSSZ`, that is
+    `2019-11-09T16:00:00.000+0000` (a four-digit offset, not ISO's `+00:00`)."""
+    utc = at.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
+
+
 @dataclass(frozen=True, slots=True)
 class InfobipMessage:
     """One message Infobip accepted (SMS or WhatsApp)."""
@@ -183,9 +190,7 @@ class InfobipStandin(LoopbackService):
         return _error(status, message_id, text, self.error_style, property_)
 
     def _accept(self, **fields: Any) -> InfobipMessage:
-        message = InfobipMessage(
-            sent_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), **fields
-        )
+        message = InfobipMessage(sent_at=infobip_time(dt.datetime.now(dt.UTC)), **fields)
         self.messages.append(message)
         return message
 
