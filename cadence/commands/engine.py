@@ -278,7 +278,7 @@ def _dry_run(args: argparse.Namespace) -> int:
                     campaigns, args.contacts, events=args.events, start=start, until=until,
                     assume=assume, seed=args.seed, on_progress=report, company=company,
                     render=False if args.contact is None else {args.contact},
-                    schema=args.schema,
+                    schema=args.schema, performance=not args.json,
                 )  # fmt: skip
             except DryRunError as exc:  # an option the inputs contradict (--contact)
                 print(f"cadence dry-run: {exc}", file=sys.stderr)
@@ -344,6 +344,10 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
         console.print(f"{name} paused: {pause_text(details)}")
     if report.ab_tests:
         console.print(_ab_table(report.ab_tests, "A/B tests decided in this run"))
+    if report.performance:
+        console.print(
+            _report_table(report.performance, "campaign", "Performance with simulated engagement")
+        )
     if contact is not None:
         mine = [s for s in report.sends if s.contact == contact]
         table = Table(title=f"What {contact} receives")
@@ -455,10 +459,12 @@ def _report(args: argparse.Namespace) -> int:
     return with_engine(use)
 
 
-def _report_table(reports: Sequence[CampaignReport], by: str) -> Table:
+def _report_table(
+    reports: Sequence[CampaignReport], by: str, title: str = "Campaign performance"
+) -> Table:
     from rich.table import Table
 
-    table = Table(title="Campaign performance" + ("" if by == "campaign" else f" by {by}"))
+    table = Table(title=title + ("" if by == "campaign" else f" by {by}"))
     columns = ["campaign"] + ([by] if by != "campaign" else [])
     columns += ["sent", "delivered", "opened", "clicked", "converted", "unsubscribed",
                 "bounced", "cost", "revenue", "ROI"]  # fmt: skip
@@ -473,7 +479,9 @@ def _report_table(reports: Sequence[CampaignReport], by: str) -> Table:
             for name in ("delivered", "opened", "clicked", "converted", "unsubscribed",
                          "bounced"):  # fmt: skip
                 rate = metrics.rate(name)
-                share = f" ({rate:.1%})" if rate is not None else ""
+                # Conversions run well under 1%: two decimals keep them from reading 0.0%.
+                digits = 2 if rate is not None and 0 < rate < 0.01 else 1
+                share = f" ({rate:.{digits}%})" if rate is not None else ""
                 cells.append(f"{getattr(metrics, name):,}{share}")
             cells.append(_money(metrics.cost))
             cells.append(_money(metrics.revenue))
@@ -815,6 +823,7 @@ async def _run_demo(
                     start=start, until=dt.timedelta(days=args.days),
                     assume=parse_assume(DEFAULT_ASSUME), seed=args.seed, on_progress=report,
                     render=False, company=DEMO_COMPANY, forward=forward, approved_by="demo",
+                    performance=True,
                 )  # fmt: skip
             received = _received(standins)
         finally:

@@ -42,6 +42,7 @@ from cadence.adapters.render import (
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links
 from cadence.dsl.compiled import CompiledCampaign, SendNode
+from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.facts import load_facts
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
@@ -367,6 +368,9 @@ class DryRunReport:
     # The sends skipped (consent, suppression, no address, a cap), in order; shown in the
     # text report (`--contact`), not part of the `--json` lines.
     skipped: list[SkippedSend] = field(default_factory=list)
+    # Each campaign's performance at the end (docs/analytics.md), when asked for: what the
+    # simulated engagement makes of the sends. Text report only, not the `--json` lines.
+    performance: list[CampaignReport] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -402,6 +406,7 @@ async def dry_run(
     forward: Callable[[ContentSource], Sink] | None = None,
     approved_by: str = "dry-run",
     schema: Path | None = None,
+    performance: bool = False,
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -411,7 +416,8 @@ async def dry_run(
     builds a sink, given this run's content source, that every send is also delivered to.
     Every campaign is approved by `approved_by` before it is launched. `schema` (a contact
     schema file) types the contacts' attributes as `cadence contacts import --schema` does;
-    without it a CSV's attributes are text.
+    without it a CSV's attributes are text. With `performance`, the report carries each
+    campaign's metrics at the end (`Engine.report`).
     """
     start = as_utc(start)
     horizon = start + until
@@ -463,6 +469,7 @@ async def dry_run(
         ]
         funnel = await engine.store.call(_funnel)
         status = await engine.status()
+        reports = await engine.report() if performance else []
     ab_tests = {row["name"]: row["ab_tests"] for row in status if row["ab_tests"]}
     paused_campaigns = {row["name"]: row["pause"] for row in status if row["pause"] is not None}
     return DryRunReport(
@@ -478,6 +485,7 @@ async def dry_run(
         paused=counts.get("paused", 0),
         paused_campaigns=paused_campaigns,
         skipped=skipped,
+        performance=reports,
     )
 
 

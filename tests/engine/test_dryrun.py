@@ -674,3 +674,36 @@ def test_a_csv_audience_without_a_schema_reads_numbers_and_booleans(tmp_path: Pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["contact"] for line in result.stdout.splitlines()[:-1]] == ["keen"]
+
+
+def test_performance_counts_the_simulated_engagement(tmp_path: Path) -> None:
+    """The text report's performance table reads the run's own sends and reactions."""
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": f"c{i}", "email": f"c{i}@example.test", "timezone": "UTC"} for i in range(200)],
+    )
+    campaigns = compile_paths([EXAMPLES / "welcome_series.cadence"])
+    report = trio.run(
+        lambda: dry_run(
+            campaigns, contacts, start=START, until=dt.timedelta(days=20),
+            assume={"opened": 0.5}, seed=3, performance=True,
+        )
+    )  # fmt: skip
+    (welcome,) = report.performance
+    assert welcome.total.sent == len(report.sends)
+    welcomes = welcome.by_template["welcome"]
+    assert welcomes.sent == 200 and welcomes.bounced == 0
+    # About half of the welcomes are opened (drawn at 0.5); none is clicked (not assumed).
+    assert 70 <= welcomes.opened <= 130 and welcome.total.clicked == 0
+    assert (
+        trio.run(
+            lambda: dry_run(campaigns, contacts, start=START, until=dt.timedelta(days=1))
+        ).performance
+        == []
+    )  # only when asked for: the --json path does not pay for it
+    text = run_cadence(
+        "dry-run", str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--start", "2026-12-01T09:00:00Z", "--until", "20d", "--assume", "opened=0.5",
+    )  # fmt: skip
+    assert text.returncode == 0, text.stderr
+    assert "Performance with simulated engagement" in text.stdout
