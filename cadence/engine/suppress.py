@@ -13,7 +13,9 @@ events, so an event is never stored without its suppression.
   `body`, or as the `keyword` a provider found in it, as Infobip reports inbound SMS), as
   an SMS or WhatsApp reply to "Reply STOP to opt out": the person, on the channel of the
   reply (its `channel`, else its message's, else SMS), as an `unsubscribed` on that
-  channel would.
+  channel would. A later `START` or `UNSTOP` reply lifts the person's opt-outs on that
+  channel (not bounces, complaints, nor an unsubscribe from every channel); of replies
+  stored together, the latest decides.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
   that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
   a full mailbox or a deferral) suppress from the third on that same channel within 30
@@ -50,6 +52,9 @@ STOP_KEYWORDS = frozenset(
         "STOPPROMOTIONS",
     }
 )  # fmt: skip
+# Opt-in words (CTIA: START, UNSTOP): a reply that is one of them lifts that channel's
+# opt-out, as carriers expect. YES is left out: it answers too many other questions.
+START_KEYWORDS = frozenset({"START", "UNSTOP"})
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
@@ -62,11 +67,15 @@ def record_suppressions(
     people: dict[tuple[str, str], set[str]] = {}  # (channel, reason) -> contact ids
     bounced: dict[str, set[str]] = {}  # channel -> contact ids with a hard bounce
     soft: dict[str, set[str]] = {}  # channel -> contact ids with a soft bounce
-    for event in events:
+    # (contact, channel) -> whether its last keyword reply opted out (STOP) or back in (START)
+    replies: dict[tuple[str, str], bool] = {}
+    for event in sorted(events, key=lambda e: e.at):
         if event.contact_id is None or event.name not in (UNSUBSCRIBED, COMPLAINED, BOUNCED):
-            if event.contact_id is not None and event.name == REPLIED and is_stop_reply(event):
-                channel = _channel(session, tenant_id, event, "sms")
-                people.setdefault((channel, UNSUBSCRIBED), set()).add(event.contact_id)
+            if event.contact_id is not None and event.name == REPLIED:
+                stop, start = is_stop_reply(event), is_start_reply(event)
+                if stop or start:
+                    channel = _channel(session, tenant_id, event, "sms")
+                    replies[(event.contact_id, channel)] = stop
             continue
         if event.name == UNSUBSCRIBED:
             channel = _channel(session, tenant_id, event, send_store.EVERY_CHANNEL)
@@ -78,6 +87,15 @@ def record_suppressions(
             channel = _channel(session, tenant_id, event, "email")
             target = soft if _is_soft(event.properties) else bounced
             target.setdefault(channel, set()).add(event.contact_id)
+    for (contact_id, channel), stop in sorted(replies.items()):
+        if stop:
+            people.setdefault((channel, UNSUBSCRIBED), set()).add(contact_id)
+    restarted: dict[str, list[str]] = {}
+    for (contact_id, channel), stop in sorted(replies.items()):
+        if not stop:
+            restarted.setdefault(channel, []).append(contact_id)
+    for channel, ids in sorted(restarted.items()):
+        send_store.lift_opt_outs(session, tenant_id, channel, ids, reason=UNSUBSCRIBED)
     for (channel, reason), contacts in sorted(people.items()):
         send_store.add_suppressions(
             session, tenant_id, channel, [(None, cid) for cid in sorted(contacts)],
@@ -97,6 +115,15 @@ def is_stop_reply(event: EventRecord) -> bool:
     for key in ("text", "body", "keyword"):
         text = event.properties.get(key)
         if isinstance(text, str) and _keyword(text) in STOP_KEYWORDS:
+            return True
+    return False
+
+
+def is_start_reply(event: EventRecord) -> bool:
+    """Whether a reply opts back in: `START` or `UNSTOP` alone, or as the provider's keyword."""
+    for key in ("text", "body", "keyword"):
+        text = event.properties.get(key)
+        if isinstance(text, str) and _keyword(text) in START_KEYWORDS:
             return True
     return False
 

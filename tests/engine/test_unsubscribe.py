@@ -281,3 +281,65 @@ def test_consent_records_gate_sms_and_email_through_double_opt_in(store_url: str
         ("pending", "sms", "no consent (pending)"),
         ("withdrawn", "sms", "no consent (withdrawn)"),
     }
+
+
+@pytest.mark.parametrize(
+    ("replies", "texts_after"),
+    [
+        (["STOP", "START"], 1),  # opted back in: the next text goes
+        (["STOP", "unstop!"], 1),
+        (["STOP"], 0),
+        (["START", "STOP"], 0),  # the latest reply decides
+        (["STOP", "Start the engine"], 0),  # a sentence is not a keyword
+    ],
+)
+def test_a_start_reply_lifts_a_stop_on_its_channel(
+    store_url: str, replies: list[str], texts_after: int
+) -> None:
+    """CTIA: START (or UNSTOP) after STOP resumes the texts; the email unsubscribe stays."""
+    source = """
+    template mail email { subject "Mail" body "x" }
+    template text sms { body "Hi. Reply STOP to opt out." }
+    campaign again { on launch { wait 1d  send sms text  send email mail } }
+    """
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:1])
+        await engine.deploy(campaigns(source))
+        await engine.launch("again")
+        await engine.push_event(
+            {"contact": "p1", "name": "unsubscribed", "properties": {"channel": "email"}}
+        )
+        for hours, text in enumerate(replies, 1):
+            clock.advance_to(T0 + dt.timedelta(hours=hours))
+            await engine.push_event(
+                {"contact": "p1", "name": "replied", "properties": {"channel": "sms", "text": text}}
+            )
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert _sent(sink) == [("p1", "text")] * texts_after
+    with Store.open(store_url) as store, store.session() as session:
+        channels = sorted(session.scalars(select(Suppression.channel)))
+    assert channels == (["email"] if texts_after else ["email", "sms"])
+
+
+def test_stop_and_start_stored_together_follow_their_times(store_url: str) -> None:
+    """One webhook body can carry both replies: the later one in time wins, not the order."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:1])
+        clock.advance_to(T0 + dt.timedelta(hours=3))
+        reply = {"contact": "p1", "name": "replied"}
+        await engine.push_events([
+            reply | {"at": (T0 + dt.timedelta(hours=2)).isoformat(),
+                     "properties": {"channel": "sms", "text": "START"}},
+            reply | {"at": (T0 + dt.timedelta(hours=1)).isoformat(),
+                     "properties": {"channel": "sms", "text": "STOP"}},
+        ])  # fmt: skip
+        return sink
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalars(select(Suppression)).all() == []

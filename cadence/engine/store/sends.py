@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select
+from sqlalchemy import and_, delete, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows, insert_rows_returning
@@ -228,6 +228,27 @@ def add_suppressions(
         conflict=("tenant_id", "channel", "address"),
     )
     return len(rows)
+
+
+def lift_opt_outs(
+    session: Session, tenant_id: str, channel: str, contact_ids: Sequence[str], *, reason: str
+) -> int:
+    """Remove the contacts' own opt-outs (`reason`) on `channel`; bounces and complaints,
+    and opt-outs of every channel at once, stay."""
+    if not contact_ids:
+        return 0
+    result = session.execute(
+        delete(Suppression)
+        .where(
+            Suppression.tenant_id == tenant_id,
+            Suppression.channel == channel,
+            Suppression.address.is_(None),
+            Suppression.reason == reason,
+            Suppression.contact_id.in_(list(contact_ids)),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def suppressed_contacts(
