@@ -30,7 +30,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.engine.clock import as_utc
-from cadence.engine.store.bulk import among
 from cadence.engine.store.models import (
     Campaign,
     CampaignVersion,
@@ -146,13 +145,12 @@ def campaign_reports(
     if not reports:
         return []
     sends = _sends(session, tenant_id)
-    outcomes = _send_outcomes(session, [s.outbox_id for s in sends.values()])
-    contacts = sorted({s.contact_id for s in sends.values()})
+    outcomes = _send_outcomes(session, tenant_id)
     by_contact: dict[str, list[_Send]] = {}
     for send in sorted(sends.values(), key=lambda s: (s.at, s.outbox_id)):
         by_contact.setdefault(send.contact_id, []).append(send)
     seen: dict[str, set[str]] = {}  # metric -> keys of the sends it counts
-    for name, contact_id, properties, at in _events(session, tenant_id, contacts):
+    for name, contact_id, properties, at in _events(session, tenant_id):
         mine = by_contact.get(contact_id, [])
         if name == "converted":
             credited = _credited(properties, mine, sends, at)
@@ -239,43 +237,39 @@ def _sends(session: Session, tenant_id: str) -> dict[str, _Send]:
 
 
 def _send_outcomes(
-    session: Session, outbox_ids: Sequence[int]
+    session: Session, tenant_id: str
 ) -> dict[int, tuple[set[str], Decimal | None, str | None]]:
     """Per send: the outcomes logged for it, and the cost logged when it went out."""
     found: dict[int, tuple[set[str], Decimal | None, str | None]] = {}
-    for start in range(0, len(outbox_ids), 5000):
-        for outbox_id, outcome, cost, currency in session.execute(
-            select(SendLog.outbox_id, SendLog.outcome, SendLog.cost, SendLog.currency).where(
-                among(session, SendLog.outbox_id, outbox_ids[start : start + 5000])
-            )
-        ):
-            if outbox_id is None:
-                continue
-            logged, spent, unit = found.get(outbox_id, (set(), None, None))
-            logged.add(outcome)
-            if outcome == "sent" and cost is not None:
-                spent, unit = Decimal(cost), currency
-            found[outbox_id] = (logged, spent, unit)
+    # Every send of the tenant is read anyway (attribution crosses campaigns): one pass
+    # over the tenant's log costs less than probing it send by send.
+    for outbox_id, outcome, cost, currency in session.execute(
+        select(SendLog.outbox_id, SendLog.outcome, SendLog.cost, SendLog.currency).where(
+            SendLog.tenant_id == tenant_id
+        )
+    ):
+        if outbox_id is None:
+            continue
+        logged, spent, unit = found.get(outbox_id, (set(), None, None))
+        logged.add(outcome)
+        if outcome == "sent" and cost is not None:
+            spent, unit = Decimal(cost), currency
+        found[outbox_id] = (logged, spent, unit)
     return found
 
 
-def _events(
-    session: Session, tenant_id: str, contacts: Sequence[str]
-) -> Iterable[tuple[str, str, dict[str, Any], dt.datetime]]:
-    """The contacts' engagement and conversion events, oldest first."""
-    names = {*ENGAGEMENT, "bounced", "converted"}
-    rows: list[tuple[str, str, dict[str, Any], dt.datetime]] = []
-    for start in range(0, len(contacts), 5000):
-        rows.extend(
-            (name, contact, dict(properties or {}), as_utc(at))
-            for name, contact, properties, at in session.execute(
-                select(Event.name, Event.contact_id, Event.properties, Event.at).where(
-                    Event.tenant_id == tenant_id,
-                    among(session, Event.contact_id, contacts[start : start + 5000]),
-                )
+def _events(session: Session, tenant_id: str) -> list[tuple[str, str, dict[str, Any], dt.datetime]]:
+    """The tenant's engagement and conversion events about contacts, oldest first."""
+    names = [*ENGAGEMENT, "bounced", "converted"]
+    rows = [
+        (name, contact, dict(properties or {}), as_utc(at))
+        for name, contact, properties, at in session.execute(
+            select(Event.name, Event.contact_id, Event.properties, Event.at).where(
+                Event.tenant_id == tenant_id, Event.name.in_(names)
             )
-            if name in names
         )
+        if contact is not None
+    ]
     rows.sort(key=lambda row: row[3])
     return rows
 
