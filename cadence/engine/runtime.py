@@ -87,6 +87,14 @@ _STEP_COLUMNS = (
     # As text: a step only appends to it (see `_append_history`).
     cast(Enrollment.history, Text).label("history"),
 )  # fmt: skip
+# Send-log outcomes only a provider's report writes (docs/inbound.md): any of them means the
+# provider has the message. `failed` is not among them: the engine writes it too.
+PROVIDER_REPORTS = frozenset({
+    "requested", "delivered", "bounced", "soft_bounced", "deferred", "complained",
+    "unsubscribed", "opened", "proxy_opened", "clicked", "expired", "pending", "seen",
+    "replied",
+})  # fmt: skip
+
 _MESSAGE_COLUMNS = (
     OutboxMessage.id, OutboxMessage.idempotency_key, OutboxMessage.tenant_id,
     OutboxMessage.version_id, OutboxMessage.node, OutboxMessage.contact_id,
@@ -2350,6 +2358,7 @@ class Engine:
                 tenant_id=self.tenant, columns=_MESSAGE_COLUMNS,
             )  # fmt: skip
             rows = self._drop_refused(session, rows, now)
+            rows = self._drop_reported(session, rows, now)
             messages = []
             for row in rows:
                 name, compiled = (
@@ -2366,6 +2375,57 @@ class Engine:
                     )
                 )  # fmt: skip
             return messages
+
+    def _drop_reported(
+        self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime
+    ) -> list[Row[Any]]:
+        """Of claimed outbox rows, those no provider has reported on; the rest are sent.
+
+        A send tried before whose outcome was unknown (a timeout after the request left) is
+        tried again, and an adapter first asks its provider whether it has it. A provider
+        report stored meanwhile (a delivery report, a bounce, an open, through its webhook)
+        already says so, whatever the provider's lookup would answer: such a send is marked
+        sent, as that report's provider took it, and not handed over again.
+        """
+        retried = [row.id for row in rows if int(row.attempts) > 1]  # the claim counted one
+        if not retried:
+            return list(rows)
+        reported: dict[int, tuple[str | None, str | None]] = {}
+        for outbox_id, provider, message_id in session.execute(
+            select(SendLog.outbox_id, SendLog.provider, SendLog.provider_message_id)
+            .where(
+                among(session, SendLog.outbox_id, retried),
+                SendLog.outcome.in_(sorted(PROVIDER_REPORTS)),
+            )
+            .order_by(SendLog.id)
+        ):
+            if outbox_id is not None:
+                reported.setdefault(outbox_id, (provider, message_id))
+        if not reported:
+            return list(rows)
+        claims.update_outbox(
+            session, self.owner,
+            [{"id": outbox_id, "status": OutboxStatus.SENT.value, "sent_at": now,
+              "provider": provider, "provider_message_id": message_id, "error": None}
+             for outbox_id, (provider, message_id) in reported.items()],
+            now=now,
+        )  # fmt: skip
+        insert_rows(
+            session,
+            SendLog.__table__,  # type: ignore[arg-type]
+            [
+                {
+                    "tenant_id": self.tenant, "outbox_id": row.id, "contact_id": row.contact_id,
+                    "channel": row.channel, "at": now, "outcome": "sent",
+                    "provider": reported[row.id][0],
+                    "provider_message_id": reported[row.id][1],
+                    "detail": {"reason": "the provider reported on it before a retry"},
+                }
+                for row in rows
+                if row.id in reported
+            ],
+        )  # fmt: skip
+        return [row for row in rows if row.id not in reported]
 
     def _drop_refused(
         self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime

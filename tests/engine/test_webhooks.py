@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -20,9 +20,16 @@ from sqlalchemy import func, select
 from cadence.adapters.inbound import InvalidWebhook
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.inbound import WebhookReport
-from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
+from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
-from cadence.engine.store.models import AuditEntry, Contact, Event, SendLog, Suppression
+from cadence.engine.store.models import (
+    AuditEntry,
+    Contact,
+    Event,
+    OutboxMessage,
+    SendLog,
+    Suppression,
+)
 from tests.engine import webhook_payloads as wp
 from tests.engine.test_bounces import PEOPLE
 from tests.engine.test_runtime import T0, campaigns
@@ -737,3 +744,67 @@ def test_a_send_recorded_by_another_sink_is_matched_by_outbox_id_and_address(
     assert (refused.matched, refused.events) == (0, 0)
     assert "went to another address" in refused.unmatched[0].reason
     assert [c for c, _ in events_named(store_url, "clicked")] == ["p1"]
+
+
+class _TimesOutOnce(RecordingSink):
+    """The first hand-over of each send times out after the request left (outcome unknown)."""
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Record the attempt; answer 'try again' the first time, sent after that."""
+        first = [m for m in messages if m.attempts == 0]
+        self.delivered.extend(messages)
+        later = T0 + dt.timedelta(minutes=5)
+        return [
+            DeliveryResult(m.outbox_id, False, "infobip", error="timeout", retry_at=later)
+            if m in first
+            else DeliveryResult(m.outbox_id, True, "infobip", f"again-{m.outbox_id}")
+            for m in messages
+        ]
+
+
+@pytest.mark.parametrize("reported", [True, False])
+def test_a_send_the_provider_reported_on_is_not_sent_again(store_url: str, reported: bool) -> None:
+    """A timeout leaves the outcome unknown; a delivery report that came in meanwhile says
+    the provider has the message, so the retry records it as sent instead of sending twice."""
+    source = """
+    template nudge sms "Hi {{ contact.first_name }}. Reply STOP to opt out."
+    campaign texts { on launch { send sms nudge } }
+    """
+    sink = _TimesOutOnce()
+
+    async def main() -> None:
+        clock = SimulatedClock(T0)
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts([
+                {"id": "c1", "phone": "+4915100000001", "first_name": "Ana",
+                 "attributes": {"sms_opt_in": True}},
+            ])  # fmt: skip
+            await engine.deploy(campaigns(source))
+            await engine.launch("texts")
+            await engine.run_due()
+            (first,) = sink.delivered
+            if reported:
+                clock.advance_to(T0 + dt.timedelta(minutes=1))
+                report = wp.infobip_status(
+                    first, T0 + dt.timedelta(minutes=1), to="4915100000001",
+                    group="DELIVERED", name="DELIVERED_TO_HANDSET",
+                    description="Message delivered to handset",
+                )  # fmt: skip
+                ingested = await engine.ingest_webhook("infobip", wp.results(report))
+                assert ingested.matched == 1
+            await engine.run_until(T0 + dt.timedelta(minutes=10))
+
+    trio.run(main)
+    assert len(sink.delivered) == (1 if reported else 2)
+    with Store.open(store_url) as store, store.session() as session:
+        (row,) = session.execute(select(OutboxMessage.status, OutboxMessage.provider)).all()
+        logged = session.execute(
+            select(SendLog.outcome, SendLog.detail)
+            .where(SendLog.outcome != "delivered")
+            .order_by(SendLog.id)
+        ).all()
+    assert tuple(row) == ("sent", "infobip")
+    # The timed-out attempt, then the send: recorded from the report, or sent again.
+    assert [outcome for outcome, _ in logged] == ["failed", "sent"]
+    reason = (logged[-1][1] or {}).get("reason")
+    assert reason == ("the provider reported on it before a retry" if reported else None)
