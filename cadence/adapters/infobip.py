@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -329,8 +329,7 @@ class InfobipAdapter(HttpAdapter):
                 if str(entry.get("messageId")) != message_id_for(message):
                     continue
                 group = str(entry.get("status", {}).get("groupName", ""))
-                price = entry.get("price") or {}
-                cost, currency = _price(price)
+                cost, currency = message_cost(entry)
                 if group in ("REJECTED", "UNDELIVERABLE", "EXPIRED"):
                     name = str(entry.get("status", {}).get("name", group))
                     found[message.idempotency_key] = SendResult.failed(
@@ -392,12 +391,23 @@ def error_details(data: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _price(price: dict[str, Any]) -> tuple[Decimal | None, str | None]:
-    try:
-        value = price.get("pricePerMessage")
-        return (Decimal(str(value)) if value is not None else None), price.get("currency")
-    except InvalidOperation:
+def message_cost(entry: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:
+    """What one log or report entry says the message cost: `price.pricePerMessage` (per
+    SMS part, so times `smsCount`; WhatsApp's `messageCount`) in `price.currency`."""
+    price = entry.get("price")
+    if not isinstance(price, Mapping):
         return None, None
+    value, currency = price.get("pricePerMessage"), price.get("currency")
+    parts = entry.get("smsCount", entry.get("messageCount", 1))
+    if value is None or isinstance(value, bool) or isinstance(parts, bool):
+        return None, None
+    try:
+        cost = Decimal(str(value)) * max(1, int(parts or 1))
+    except (InvalidOperation, TypeError, ValueError):
+        return None, None
+    if not cost.is_finite():
+        return None, None
+    return cost, str(currency).upper() if isinstance(currency, str) and currency else None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -13,8 +13,9 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   names, else the contact's latest send before it within `ATTRIBUTION_WINDOW` (last
   touch, across campaigns). Every conversion's `value` (or `revenue`, `amount`; in its
   `currency`, else the send's cost currency) adds to that send's **revenue**.
-- **cost**: the send log's cost of the sends that went out (`cost` settings); **ROI** is
-  (revenue - cost) / cost, given only when both are in one currency.
+- **cost**: what the sends that went out cost: the campaign's `cost` setting as logged when
+  each went out, else the price its provider reported (Infobip's delivery reports);
+  **ROI** is (revenue - cost) / cost, given only when both are in one currency.
 - Rates: delivered over sent; bounces over sent; the rest over delivered.
 """
 
@@ -239,8 +240,10 @@ def _sends(session: Session, tenant_id: str) -> dict[str, _Send]:
 def _send_outcomes(
     session: Session, tenant_id: str
 ) -> dict[int, tuple[set[str], Decimal | None, str | None]]:
-    """Per send: the outcomes logged for it, and the cost logged when it went out."""
+    """Per send: the outcomes logged for it, and its cost: the one logged when it went out
+    (the campaign's `cost`), else the one its provider reported (Infobip's price)."""
     found: dict[int, tuple[set[str], Decimal | None, str | None]] = {}
+    reported: dict[int, tuple[Decimal, str | None]] = {}
     # Every send of the tenant is read anyway (attribution crosses campaigns): one pass
     # over the tenant's log costs less than probing it send by send.
     for outbox_id, outcome, cost, currency in session.execute(
@@ -252,9 +255,16 @@ def _send_outcomes(
             continue
         logged, spent, unit = found.get(outbox_id, (set(), None, None))
         logged.add(outcome)
-        if outcome == "sent" and cost is not None:
-            spent, unit = Decimal(cost), currency
+        if cost is not None:
+            if outcome == "sent":
+                spent, unit = Decimal(cost), currency
+            else:
+                reported.setdefault(outbox_id, (Decimal(cost), currency))
         found[outbox_id] = (logged, spent, unit)
+    for outbox_id, (cost, currency) in reported.items():
+        logged, spent, unit = found[outbox_id]
+        if spent is None:
+            found[outbox_id] = (logged, cost, currency)
     return found
 
 

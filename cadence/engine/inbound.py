@@ -255,7 +255,7 @@ def _add(
                     send.provider_message_id if report.inbound
                     else report.provider_message_id or send.provider_message_id
                 ),
-                "cost": None, "currency": None, "detail": detail,
+                "cost": report.cost, "currency": report.currency, "detail": detail,
             },
         ))  # fmt: skip
     for name, properties in report.events:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -429,3 +430,22 @@ def test_a_body_may_come_as_text_or_bytes() -> None:
     assert as_bytes[0].outcome == "requested"
     with pytest.raises(InvalidWebhook, match=r"\$: not JSON"):
         parse_webhook("brevo", b'{"event": ')
+
+
+def test_infobip_reports_carry_the_price_of_every_part() -> None:
+    """`pricePerMessage` is per SMS part: a two-part SMS costs twice it."""
+    (report,) = parse_webhook("infobip", INFOBIP_DLR).reports
+    single = json.loads(json.dumps(INFOBIP_DLR))
+    entry = single["results"][0]
+    price = entry["price"]
+    assert (report.cost, report.currency) == (
+        Decimal(str(price["pricePerMessage"])) * entry.get("smsCount", 1),
+        price["currency"],
+    )
+    entry["smsCount"] = 2
+    entry["price"] = {"pricePerMessage": 0.07, "currency": "eur"}
+    (double,) = parse_webhook("infobip", single).reports
+    assert (double.cost, double.currency) == (Decimal("0.14"), "EUR")
+    entry.pop("price")
+    (unpriced,) = parse_webhook("infobip", single).reports
+    assert (unpriced.cost, unpriced.currency) == (None, None)

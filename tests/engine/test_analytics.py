@@ -126,3 +126,41 @@ def test_cadence_report_prints_a_table_and_json(store_url: str) -> None:
     assert promo["roi"] == 219.0
     unknown = run_cadence("report", "promos", store_url=store_url)
     assert unknown.returncode == 1 and "did you mean" in unknown.stderr.lower()
+
+
+def test_a_send_without_a_cost_setting_costs_what_its_provider_reported(store_url: str) -> None:
+    """Infobip's delivery report prices the SMS; the campaign set no `cost` for it."""
+    from tests.engine import webhook_payloads as wp
+
+    source = """
+    template ping sms "Hi. Reply STOP to opt out."
+    campaign texts { on launch { send sms ping } }
+    """
+
+    async def main() -> list[CampaignReport]:
+        sink = RecordingSink()
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
+            await engine.upsert_contacts([
+                {"id": f"p{i}", "phone": f"+49151000000{i}", "attributes": {"sms_opt_in": True}}
+                for i in range(3)
+            ])  # fmt: skip
+            await engine.deploy(campaigns(source))
+            await engine.launch("texts")
+            await engine.run_due()
+            reports = [
+                wp.infobip_status(
+                    message,
+                    T0,
+                    to=f"49151000000{message.contact_id[1:]}",
+                    group="DELIVERED",
+                    name="DELIVERED_TO_HANDSET",
+                    description="Message delivered to handset",
+                )
+                for message in sink.delivered[:2]  # the third send has no report (yet)
+            ]
+            await engine.ingest_webhook("infobip", wp.results(*reports))
+            return await engine.report()
+
+    (texts,) = trio.run(main)
+    assert texts.total.sent == 3
+    assert texts.total.cost == {"EUR": Decimal("0.14")}  # 0.07 EUR for each priced one

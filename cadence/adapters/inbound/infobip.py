@@ -38,6 +38,7 @@ from cadence.adapters.inbound.reports import (
     dedupe_key,
     json_kind,
 )
+from cadence.adapters.infobip import message_cost
 
 PROVIDER = "infobip"
 
@@ -185,6 +186,7 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
             detail[name] = value
     if permanent is not None:
         detail["permanent"] = permanent
+    cost, currency = message_cost(item.data)
     return ProviderReport(
         provider=PROVIDER,
         position=item.path,
@@ -200,6 +202,8 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
         tenant=tenant,
         address=_phone(to),
         detail=detail,
+        cost=cost,
+        currency=currency,
     )
 
 

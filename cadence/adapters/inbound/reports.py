@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from cadence.errors import CadenceError
@@ -71,6 +72,9 @@ class ProviderReport:
     address: str | None = None
     inbound: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    # What the provider says the message cost (Infobip's price), when it says.
+    cost: Decimal | None = None
+    currency: str | None = None
 
 
 def dedupe_key(provider: str, *parts: Any) -> str:
