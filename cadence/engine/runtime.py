@@ -2410,21 +2410,11 @@ class Engine:
              for outbox_id, (provider, message_id) in reported.items()],
             now=now,
         )  # fmt: skip
-        insert_rows(
-            session,
-            SendLog.__table__,  # type: ignore[arg-type]
-            [
-                {
-                    "tenant_id": self.tenant, "outbox_id": row.id, "contact_id": row.contact_id,
-                    "channel": row.channel, "at": now, "outcome": "sent",
-                    "provider": reported[row.id][0],
-                    "provider_message_id": reported[row.id][1],
-                    "detail": {"reason": "the provider reported on it before a retry"},
-                }
-                for row in rows
-                if row.id in reported
-            ],
-        )  # fmt: skip
+        self._log_claimed(session, rows, now, "sent", {
+            outbox_id: {"provider": provider, "provider_message_id": message_id,
+                        "detail": {"reason": "the provider reported on it before a retry"}}
+            for outbox_id, (provider, message_id) in reported.items()
+        })  # fmt: skip
         return [row for row in rows if row.id not in reported]
 
     def _drop_refused(
@@ -2452,21 +2442,34 @@ class Engine:
               "error": f"{reason} since it was queued"} for outbox_id, reason in refused.items()],
             now=now,
         )  # fmt: skip
+        self._log_claimed(session, to_contacts, now, "skipped", {
+            row.id: {"detail": {"node": row.node, "reason": refused[row.id], "when": "delivery"}}
+            for row in to_contacts
+            if row.id in refused
+        })  # fmt: skip
+        return [row for row in rows if row.id not in refused]
+
+    def _log_claimed(
+        self,
+        session: Session,
+        rows: Sequence[Row[Any]],
+        now: dt.datetime,
+        outcome: str,
+        extra: Mapping[int, Mapping[str, Any]],
+    ) -> None:
+        """Log `outcome` for the claimed rows named in `extra`, each with its own columns."""
         insert_rows(
             session,
             SendLog.__table__,  # type: ignore[arg-type]
             [
                 {
                     "tenant_id": self.tenant, "outbox_id": row.id, "contact_id": row.contact_id,
-                    "channel": row.channel, "at": now, "outcome": "skipped",
-                    "detail": {"node": row.node, "reason": refused[row.id],
-                               "when": "delivery"},
+                    "channel": row.channel, "at": now, "outcome": outcome, **extra[row.id],
                 }
-                for row in to_contacts
-                if row.id in refused
+                for row in rows
+                if row.id in extra
             ],
         )  # fmt: skip
-        return [row for row in rows if row.id not in refused]
 
     def _record_delivery_sync(
         self, store: Store, messages: list[OutgoingMessage], results: list[DeliveryResult]

@@ -112,20 +112,20 @@ def record_suppressions(
 def is_stop_reply(event: EventRecord) -> bool:
     """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Opt out`, `Arrêt`),
     or the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
-    for key in ("text", "body", "keyword"):
-        text = event.properties.get(key)
-        if isinstance(text, str) and _keyword(text) in STOP_KEYWORDS:
-            return True
-    return False
+    return _says(event, STOP_KEYWORDS)
 
 
 def is_start_reply(event: EventRecord) -> bool:
     """Whether a reply opts back in: `START` or `UNSTOP` alone, or as the provider's keyword."""
-    for key in ("text", "body", "keyword"):
-        text = event.properties.get(key)
-        if isinstance(text, str) and _keyword(text) in START_KEYWORDS:
-            return True
-    return False
+    return _says(event, START_KEYWORDS)
+
+
+def _says(event: EventRecord, keywords: frozenset[str]) -> bool:
+    """Whether the reply's text, body or provider keyword is one of `keywords`, folded."""
+    return any(
+        isinstance(text := event.properties.get(key), str) and _keyword(text) in keywords
+        for key in ("text", "body", "keyword")
+    )
 
 
 def _keyword(text: str) -> str:
