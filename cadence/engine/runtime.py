@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import orjson
 import trio
@@ -87,6 +87,22 @@ _STEP_COLUMNS = (
     # As text: a step only appends to it (see `_append_history`).
     cast(Enrollment.history, Text).label("history"),
 )  # fmt: skip
+
+
+# A step reads a locked enrollment's fields about twenty times: a named tuple's field is
+# read several times faster than a SQLAlchemy `Row`'s (by name, through its key map).
+class _StepRow(NamedTuple):
+    """A locked enrollment, with the `_STEP_COLUMNS` a step reads."""
+
+    id: int
+    version_id: int
+    contact_id: str
+    occurrence: int
+    node: str | None
+    state: dict[str, Any] | None
+    history: str | None
+
+
 _MESSAGE_COLUMNS = (
     OutboxMessage.id, OutboxMessage.idempotency_key, OutboxMessage.tenant_id,
     OutboxMessage.version_id, OutboxMessage.node, OutboxMessage.contact_id,
@@ -1863,10 +1879,13 @@ class Engine:
         now = self.now()
         stats = RunStats()
         with store.session() as session:
-            claimed = claims.lock_due_enrollments(
-                session, now=now, limit=self.batch_size, tenant_id=self.tenant,
-                columns=_STEP_COLUMNS,
-            )  # fmt: skip
+            claimed = [
+                _StepRow._make(row)
+                for row in claims.lock_due_enrollments(
+                    session, now=now, limit=self.batch_size, tenant_id=self.tenant,
+                    columns=_STEP_COLUMNS,
+                )
+            ]  # fmt: skip
             if not claimed:
                 return stats, [], False
             versions = {
@@ -1896,7 +1915,7 @@ class Engine:
                 kinds=kinds,
             )
             gates = _Gates(session, self.tenant, channels, facts, now)
-            results: list[tuple[Row[Any], Advance]] = []
+            results: list[tuple[_StepRow, Advance]] = []
             updates: list[claims.EnrollmentUpdate] = []
             moved: dict[claims.SteppedValues, list[int]] = {}
             pausing: dict[str, dict[str, Any]] = {}
@@ -1972,10 +1991,10 @@ class Engine:
     def _halt_unstepped(
         self,
         session: Session,
-        claimed: list[Row[Any]],
+        claimed: list[_StepRow],
         owners: Mapping[int, tuple[int, str]],
         now: dt.datetime,
-    ) -> tuple[list[Row[Any]], int]:
+    ) -> tuple[list[_StepRow], int]:
         """Hold (or cancel) the due rows of campaigns paused (or cancelled) meanwhile.
 
         Another worker's pause skips the rows a batch holds, so those come due in a paused
@@ -1996,7 +2015,7 @@ class Engine:
     def _write_effects(
         self,
         session: Session,
-        results: list[tuple[Row[Any], Advance]],
+        results: list[tuple[_StepRow, Advance]],
         versions: dict[int, c.CompiledCampaign],
         now: dt.datetime,
         provider: str | None = None,
@@ -2133,7 +2152,7 @@ class Engine:
             )
 
     def _schedule_next_occurrence(
-        self, session: Session, row: Row[Any], campaign: c.CompiledCampaign, now: dt.datetime
+        self, session: Session, row: _StepRow, campaign: c.CompiledCampaign, now: dt.datetime
     ) -> int:
         """An `every` run that starts books the contact's next run as the next occurrence."""
         version_id, contact_id, state = row.version_id, row.contact_id, row.state or {}
