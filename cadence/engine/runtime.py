@@ -42,10 +42,11 @@ from cadence.engine import (
 )
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import Clock, SystemClock, as_utc
+from cadence.engine.cohort import CohortMemo
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.reads import batch_reads
-from cadence.engine.stepper import Advance, SendGate, advance
+from cadence.engine.stepper import Advance, SendGate
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
 from cadence.engine.store import agents as agent_store
 from cadence.engine.store import campaigns as campaign_store
@@ -83,7 +84,9 @@ HISTORY = 50
 # return only these (each timestamp and JSON document returned costs a conversion per row).
 _STEP_COLUMNS = (
     Enrollment.id, Enrollment.version_id, Enrollment.contact_id, Enrollment.occurrence,
-    Enrollment.node, Enrollment.state,
+    Enrollment.node,
+    # As text: cohorts are keyed by it (`CohortMemo`), and each row decodes it with orjson.
+    cast(Enrollment.state, Text).label("state"),
     # As text: a step only appends to it (see `_append_history`).
     cast(Enrollment.history, Text).label("history"),
 )  # fmt: skip
@@ -99,7 +102,7 @@ class _StepRow(NamedTuple):
     contact_id: str
     occurrence: int
     node: str | None
-    state: dict[str, Any] | None
+    state: str | None
     history: str | None
 
 
@@ -1915,7 +1918,10 @@ class Engine:
                 kinds=kinds,
             )
             gates = _Gates(session, self.tenant, channels, facts, now)
-            results: list[tuple[_StepRow, Advance]] = []
+            results: list[tuple[_StepRow, dict[str, Any], Advance]] = []
+            # Cohorts (one version, node and state) share the stepper's work (`CohortMemo`).
+            memo = CohortMemo()
+            deciders: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
             updates: list[claims.EnrollmentUpdate] = []
             moved: dict[claims.SteppedValues, list[int]] = {}
             pausing: dict[str, dict[str, Any]] = {}
@@ -1939,17 +1945,20 @@ class Engine:
                         )
                     )  # fmt: skip
                     continue
-                state = row.state or {}
+                state = (orjson.loads(row.state) if row.state is not None else None) or {}
+                splits = deciders.get(row.version_id)
+                if splits is None:
+                    splits = deciders[row.version_id] = (
+                        functools.partial(self._ab_winner, session, row.version_id),
+                        functools.partial(self._split_arrival, session, row.version_id),
+                    )
                 env = conditions.StepContext(
-                    fact,
-                    campaign,
-                    now,
-                    state,
-                    gates.for_contact(row.contact_id, campaign),
-                    functools.partial(self._ab_winner, session, row.version_id),
-                    functools.partial(self._split_arrival, session, row.version_id),
+                    fact, campaign, now, state, gates.for_contact(row.contact_id, campaign),
+                    *splits,
+                )  # fmt: skip
+                result, state_text = memo.advance(
+                    (row.version_id, row.node, row.state), campaign, state, row.contact_id, env
                 )
-                result = advance(campaign, row.node, state, row.contact_id, env)
                 if result.effects.pause_campaign is not None:
                     pausing[campaign.name] = gates.paused.get(
                         campaign.name, {"reason": result.effects.pause_campaign}
@@ -1957,13 +1966,13 @@ class Engine:
                 # An `every` run books its next run once, when it first runs (see below).
                 if state.get("trigger") and not state.get("next_booked"):
                     result.state["next_booked"] = True
-                results.append((row, result))
+                    state_text = RawJSON(dumps_json(result.state))
+                results.append((row, state, result))
                 # Enrollments of a cohort move to the same values: grouped as they step, each
                 # group is one UPDATE (see `claims.write_stepped_enrollments`).
                 moved.setdefault(
                     (
-                        result.node, _STATUS[result.status].value, result.due_at,
-                        RawJSON(dumps_json(result.state)),
+                        result.node, _STATUS[result.status].value, result.due_at, state_text,
                         _append_history(row.history, result.history),
                     ),
                     [],
@@ -2015,7 +2024,7 @@ class Engine:
     def _write_effects(
         self,
         session: Session,
-        results: list[tuple[_StepRow, Advance]],
+        results: list[tuple[_StepRow, dict[str, Any], Advance]],
         versions: dict[int, c.CompiledCampaign],
         now: dt.datetime,
         provider: str | None = None,
@@ -2029,18 +2038,18 @@ class Engine:
         changed = sorted(
             {
                 row.contact_id
-                for row, result in results
+                for row, _, result in results
                 if result.effects.attributes or result.effects.tags_added
                 or result.effects.tags_removed or result.effects.assign_agent is not None
             }
         )  # fmt: skip
         before = self._segment_members(session, changed) if changed else frozenset()
-        for row, result in results:
+        for row, state, result in results:
             enrollment_id, version_id, contact_id = row.id, row.version_id, row.contact_id
             occurrence = row.occurrence
             campaign = versions[version_id]
             effects = result.effects
-            enrolled += self._schedule_next_occurrence(session, row, campaign, now)
+            enrolled += self._schedule_next_occurrence(session, row, state, campaign, now)
             for send in effects.sends:
                 key = send_store.idempotency_key(version_id, send.node, contact_id, occurrence)
                 cost = campaign.settings.costs.get(send.channel)
@@ -2152,12 +2161,17 @@ class Engine:
             )
 
     def _schedule_next_occurrence(
-        self, session: Session, row: _StepRow, campaign: c.CompiledCampaign, now: dt.datetime
+        self,
+        session: Session,
+        row: _StepRow,
+        state: Mapping[str, Any],
+        campaign: c.CompiledCampaign,
+        now: dt.datetime,
     ) -> int:
         """An `every` run that starts books the contact's next run as the next occurrence."""
-        version_id, contact_id, state = row.version_id, row.contact_id, row.state or {}
         if not state.get("trigger") or state.get("next_booked"):
             return 0
+        version_id, contact_id = row.version_id, row.contact_id
         occurrence = row.occurrence
         trigger = next((t for t in campaign.triggers if t.id == state.get("trigger")), None)
         if not isinstance(trigger, c.EveryTriggerModel):
