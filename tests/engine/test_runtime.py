@@ -267,7 +267,8 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
 ) -> None:
     from cadence.engine import runtime
 
-    real_advance = runtime.advance
+    # Each enrollment steps through the batch's cohort memo (`cadence.engine.cohort`).
+    real_advance = runtime.CohortMemo.advance
     calls = {"n": 0}
 
     def failing_advance(*args: Any, **kwargs: Any) -> Any:
@@ -280,7 +281,7 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
         await engine.upsert_contacts(CONTACTS)
         await engine.deploy(campaigns(LAUNCH))
         await engine.launch("hello_all")
-        monkeypatch.setattr(runtime, "advance", failing_advance)
+        monkeypatch.setattr(runtime.CohortMemo, "advance", failing_advance)
         with pytest.raises(RuntimeError, match="mid-batch"):
             await engine.run_due()
 
@@ -302,7 +303,7 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
         assert [(cid, status, owner) for cid, _, status, owner in before] == [
             ("c1", "active", None), ("c3", "active", None),
         ]  # fmt: skip
-        monkeypatch.setattr(runtime, "advance", real_advance)
+        monkeypatch.setattr(runtime.CohortMemo, "advance", real_advance)
         await engine.run_due()
         assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
 
@@ -417,7 +418,8 @@ def test_an_in_process_sink_s_batch_that_fails_before_its_commit_hands_over_noth
 ) -> None:
     from cadence.engine import runtime
 
-    real_advance = runtime.advance
+    # Each enrollment steps through the batch's cohort memo (`cadence.engine.cohort`).
+    real_advance = runtime.CohortMemo.advance
     calls = {"n": 0}
 
     def failing_advance(*args: Any, **kwargs: Any) -> Any:
@@ -433,13 +435,13 @@ def test_an_in_process_sink_s_batch_that_fails_before_its_commit_hands_over_noth
             await engine.upsert_contacts(CONTACTS)
             await engine.deploy(campaigns(LAUNCH))
             await engine.launch("hello_all")
-            monkeypatch.setattr(runtime, "advance", failing_advance)
+            monkeypatch.setattr(runtime.CohortMemo, "advance", failing_advance)
             with pytest.raises(RuntimeError, match="mid-batch"):
                 await engine.run_due()
             assert sink.delivered == []
             assert await engine.store.call(_count, OutboxMessage) == 0
             assert await engine.store.call(_count, SendLog) == 0
-            monkeypatch.setattr(runtime, "advance", real_advance)
+            monkeypatch.setattr(runtime.CohortMemo, "advance", real_advance)
             await engine.run_due()
             await engine.run_due()
 

@@ -338,6 +338,26 @@ def among(
     return column == keys_table.c.key
 
 
+def among_bound(
+    dialect: str, column: ColumnElement[Any] | InstrumentedAttribute[Any], name: str
+) -> ColumnElement[bool]:
+    """`among` with the string keys bound by `name`, for a statement built once and run often.
+
+    Bind `among_keys(dialect, keys)` to `name` at each execution.
+    """
+    if dialect != "postgresql":
+        values = func.json_each(bindparam(name, type_=String())).table_valued("value")
+        return column.in_(select(values.c.value).scalar_subquery())
+    array = bindparam(name, type_=ARRAY(String()))
+    keys_table = func.unnest(array).table_valued("key").render_derived(with_types=False)
+    return column == keys_table.c.key
+
+
+def among_keys(dialect: str, keys: Sequence[str]) -> Any:
+    """The value `among_bound`'s parameter takes for `keys` on `dialect`."""
+    return list(keys) if dialect == "postgresql" else json.dumps(list(keys))
+
+
 def _json_default(value: Any) -> Any:
     """JSON for the values JSON lacks: aware datetimes as ISO-8601, dates, decimals."""
     if isinstance(value, datetime):

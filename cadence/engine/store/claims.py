@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Result, Row, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, Result, Row, bindparam, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cadence.engine.store.bulk import among, update_groups, update_rows_by_id
@@ -38,7 +38,7 @@ from cadence.engine.store.models import (
     OutboxStatus,
 )
 from cadence.engine.store.sends import log_sent
-from cadence.engine.store.types import RawJSON
+from cadence.engine.store.types import RawJSON, UTCDateTime
 
 M = TypeVar("M", bound=Base)
 
@@ -101,7 +101,7 @@ OUTBOX_QUEUE = _Queue(
 )
 
 
-def _lease_free(queue: _Queue[M], now: datetime) -> ColumnElement[bool]:
+def _lease_free(queue: _Queue[M], now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     """Unleased, or leased by someone whose lease has run out."""
     return or_(queue.lease_expires_at.is_(None), queue.lease_expires_at <= now)
 
@@ -152,7 +152,9 @@ def _claim(
     return claimed
 
 
-def _due(queue: _Queue[M], now: datetime, tenant_id: str | None) -> list[ColumnElement[bool]]:
+def _due(
+    queue: _Queue[M], now: datetime | BindParameter[datetime], tenant_id: str | None
+) -> list[ColumnElement[bool]]:
     """Ready, due by `now`, and free of any live lease (of the tenant, when one is named)."""
     conditions: list[ColumnElement[bool]] = [
         queue.status == queue.ready_status,
@@ -286,19 +288,40 @@ def lock_due_enrollments(
     on PostgreSQL, the write lock every SQLite transaction takes), and a worker that dies
     mid-batch rolls back, so the rows are due again at once. No lease is written, none needs
     fencing; a row leased by a live claim elsewhere is left alone. Oldest due first; of rows
-    due at one instant, those of higher-priority campaigns first.
+    due at one instant, those of higher-priority campaigns first. Rows hold exactly
+    `columns` (every column by default).
     """
     if limit <= 0:
         return []
+    statement = _lock_statement(tuple(columns) if columns is not None else None, limit, tenant_id)
+    result: Result[Any] = session.connection().execute(statement, {"now": now})
+    return list(result.all())
+
+
+# The lock statement, built once per shape: it runs once per step batch, and building it
+# (and its cache key) anew each time cost more than the rest of its Python. Keyed by the
+# columns' ids, and kept with them, so an id is never reused while its entry lives.
+_LOCK_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[Returned, ...] | None, Any]] = {}
+
+
+def _lock_statement(columns: tuple[Returned, ...] | None, limit: int, tenant_id: str | None) -> Any:
+    """`lock_due_enrollments`' SELECT for these columns, limit and tenant, with `now` bound."""
+    key = (None if columns is None else tuple(map(id, columns)), limit, tenant_id)
+    cached = _LOCK_STATEMENTS.get(key)
+    if cached is not None:
+        return cached[1]
+    chosen = list(Enrollment.__table__.c) if columns is None else list(columns)
     statement = (
-        select(*_returned(ENROLLMENT_QUEUE, columns))
-        .where(*_due(ENROLLMENT_QUEUE, now, tenant_id))
+        select(*chosen)
+        .where(*_due(ENROLLMENT_QUEUE, bindparam("now", type_=UTCDateTime()), tenant_id))
         .order_by(*ENROLLMENT_QUEUE.claim_order())
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    result: Result[Any] = session.connection().execute(statement)
-    return list(result.all())
+    if len(_LOCK_STATEMENTS) >= 64:  # tenants and batch sizes are few: stay bounded anyway
+        _LOCK_STATEMENTS.clear()
+    _LOCK_STATEMENTS[key] = (columns, statement)
+    return statement
 
 
 def write_locked_enrollments(

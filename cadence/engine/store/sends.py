@@ -14,10 +14,27 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, or_, select
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
-from cadence.engine.store.bulk import among, insert_rows, insert_rows_returning
+from cadence.engine.store.bulk import (
+    among,
+    among_bound,
+    among_keys,
+    insert_rows,
+    insert_rows_returning,
+)
 from cadence.engine.store.database import dialect_insert
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
@@ -28,6 +45,7 @@ from cadence.engine.store.models import (
     SendLog,
     Suppression,
 )
+from cadence.engine.store.types import UTCDateTime
 
 CHUNK = 500
 # The channel of a suppression that stops every channel reaching the person (an unsubscribe
@@ -269,35 +287,76 @@ def suppressed_contacts(
     for contact_id, address in pairs:
         if address:
             by_address.setdefault(address, []).append(contact_id)
-    live = or_(Suppression.expires_at.is_(None), Suppression.expires_at > now)
+    connection, dialect = _gate_connection(session)
+    bound: dict[str, Any] = {"tenant_id": tenant_id, "now": now}
+    bound.update((f"channel_{index}", name) for index, name in enumerate(channels))
     found: set[str] = set()
     contact_ids = sorted({contact_id for contact_id, _ in pairs})
+    statement = _gate_statement(dialect, "suppressed contacts", len(channels))
     for start in range(0, len(contact_ids), CHUNK):
+        bound["keys"] = among_keys(dialect, contact_ids[start : start + CHUNK])
         found.update(
             contact_id
-            for contact_id in session.scalars(
-                select(Suppression.contact_id).where(
-                    Suppression.tenant_id == tenant_id,
-                    Suppression.channel.in_(channels),
-                    among(session, Suppression.contact_id, contact_ids[start : start + CHUNK]),
-                    live,
-                )
-            )
+            for (contact_id,) in connection.execute(statement, bound)
             if contact_id is not None
         )
     addresses = sorted(by_address)
+    statement = _gate_statement(dialect, "suppressed addresses", len(channels))
     for start in range(0, len(addresses), CHUNK):
-        for address in session.scalars(
-            select(Suppression.address).where(
-                Suppression.tenant_id == tenant_id,
-                Suppression.channel.in_(channels),
-                among(session, Suppression.address, addresses[start : start + CHUNK]),
-                live,
-            )
-        ):
+        bound["keys"] = among_keys(dialect, addresses[start : start + CHUNK])
+        for (address,) in connection.execute(statement, bound):
             if address is not None:
                 found.update(by_address.get(address, ()))
     return found
+
+
+def _gate_connection(session: Session) -> tuple[Connection, str]:
+    """The session's connection (flushed first, as `session.execute` would) and dialect name."""
+    session.flush()
+    connection = session.connection()
+    return connection, connection.dialect.name
+
+
+# The send gates' lookups run for every step batch: each is built once per dialect and
+# shape with every value bound, and runs on the session's connection as a Core statement
+# (building it, and the ORM's execution layer, cost more per batch than the query itself).
+_GATE_STATEMENTS: dict[tuple[str, str, int], Any] = {}
+
+
+def _gate_statement(dialect: str, kind: str, channels: int) -> Any:
+    """One of the gates' lookups (`kind`) on `dialect`, for `channels` channel names."""
+    key = (dialect, kind, channels)
+    statement = _GATE_STATEMENTS.get(key)
+    if statement is not None:
+        return statement
+    channel_names = [bindparam(f"channel_{index}", type_=String()) for index in range(channels)]
+    live = or_(
+        Suppression.expires_at.is_(None),
+        Suppression.expires_at > bindparam("now", type_=UTCDateTime()),
+    )
+    tenant = bindparam("tenant_id", type_=String())
+    if kind == "suppressed contacts":
+        statement = select(Suppression.contact_id).where(
+            Suppression.tenant_id == tenant,
+            Suppression.channel.in_(channel_names),
+            among_bound(dialect, Suppression.contact_id, "keys"),
+            live,
+        )
+    elif kind == "suppressed addresses":
+        statement = select(Suppression.address).where(
+            Suppression.tenant_id == tenant,
+            Suppression.channel.in_(channel_names),
+            among_bound(dialect, Suppression.address, "keys"),
+            live,
+        )
+    else:
+        statement = select(Consent.contact_id, Consent.status).where(
+            Consent.tenant_id == tenant,
+            Consent.channel == channel_names[0],
+            among_bound(dialect, Consent.contact_id, "keys"),
+        )
+    _GATE_STATEMENTS[key] = statement
+    return statement
 
 
 def set_consent(
@@ -364,14 +423,16 @@ def consent_statuses(
     """Recorded consent per contact on `channel` (contacts with no record are absent)."""
     wanted = sorted(set(contact_ids))
     found: dict[str, ConsentStatus] = {}
+    connection, dialect = _gate_connection(session)
+    statement = _gate_statement(dialect, "consents", 1)
     for start in range(0, len(wanted), CHUNK):
-        for contact_id, status in session.execute(
-            select(Consent.contact_id, Consent.status).where(
-                Consent.tenant_id == tenant_id,
-                Consent.channel == channel,
-                among(session, Consent.contact_id, wanted[start : start + CHUNK]),
-            )
-        ):
+        for contact_id, status in connection.execute(
+            statement,
+            {
+                "tenant_id": tenant_id, "channel_0": channel,
+                "keys": among_keys(dialect, wanted[start : start + CHUNK]),
+            },
+        ):  # fmt: skip
             found[contact_id] = ConsentStatus(status)
     return found
 
