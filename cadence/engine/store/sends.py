@@ -335,18 +335,12 @@ def _gate_statement(dialect: str, kind: str, channels: int) -> Any:
         Suppression.expires_at > bindparam("now", type_=UTCDateTime()),
     )
     tenant = bindparam("tenant_id", type_=String())
-    if kind == "suppressed contacts":
-        statement = select(Suppression.contact_id).where(
+    if kind in ("suppressed contacts", "suppressed addresses"):
+        column = Suppression.contact_id if kind == "suppressed contacts" else Suppression.address
+        statement = select(column).where(
             Suppression.tenant_id == tenant,
             Suppression.channel.in_(channel_names),
-            among_bound(dialect, Suppression.contact_id, "keys"),
-            live,
-        )
-    elif kind == "suppressed addresses":
-        statement = select(Suppression.address).where(
-            Suppression.tenant_id == tenant,
-            Suppression.channel.in_(channel_names),
-            among_bound(dialect, Suppression.address, "keys"),
+            among_bound(dialect, column, "keys"),
             live,
         )
     else:
