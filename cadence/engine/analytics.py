@@ -39,6 +39,7 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
+from cadence.engine.suppress import is_soft_bounce
 
 # A conversion is credited to the contact's latest send at most this long before it.
 ATTRIBUTION_WINDOW = dt.timedelta(days=7)
@@ -165,7 +166,7 @@ def campaign_reports(
                 for metrics in _metrics_of(reports, credited):
                     metrics.revenue[unit] = metrics.revenue.get(unit, Decimal(0)) + amount
             continue
-        if name == "bounced" and _is_soft(properties):
+        if name == "bounced" and is_soft_bounce(properties):
             continue
         engaged = _engaged(properties, mine, sends, at)
         if engaged is not None:
@@ -329,12 +330,6 @@ def _revenue(properties: Mapping[str, Any]) -> tuple[Decimal | None, str | None]
             currency = properties.get("currency")
             return amount, str(currency).upper() if currency else None
     return None, None
-
-
-def _is_soft(properties: Mapping[str, Any]) -> bool:
-    from cadence.engine.suppress import SOFT_BOUNCE_TYPES
-
-    return str(properties.get("type") or "").lower() in SOFT_BOUNCE_TYPES
 
 
 def _plain(amount: Decimal) -> str:

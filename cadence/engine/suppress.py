@@ -85,7 +85,7 @@ def record_suppressions(
             people.setdefault((channel, COMPLAINED), set()).add(event.contact_id)
         else:
             channel = _channel(session, tenant_id, event, "email")
-            target = soft if _is_soft(event.properties) else bounced
+            target = soft if is_soft_bounce(event.properties) else bounced
             target.setdefault(channel, set()).add(event.contact_id)
     for (contact_id, channel), stop in sorted(replies.items()):
         if stop:
@@ -155,7 +155,7 @@ def _channel(session: Session, tenant_id: str, event: EventRecord, default: str)
     return default
 
 
-def _is_soft(properties: Mapping[str, Any]) -> bool:
+def is_soft_bounce(properties: Mapping[str, Any]) -> bool:
     """Whether a bounce's `type` (or `bounce_type`) says it is soft; anything else is hard."""
     kind = str(properties.get("type") or properties.get("bounce_type") or "")
     return kind.lower() in SOFT_BOUNCE_TYPES
@@ -178,7 +178,7 @@ def _soft_bounced_often(
             Event.at > now - SOFT_BOUNCE_WINDOW,
         )
     ).all()
-    soft = [(cid, props or {}) for cid, props in rows if _is_soft(props or {})]
+    soft = [(cid, props or {}) for cid, props in rows if is_soft_bounce(props or {})]
     # A bounce that names no channel is about its message's, as `_channel` reads it.
     keys = sorted(
         {
