@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from cadence.adapters.config import AdapterSettings
     from cadence.adapters.standins import Standins
+    from cadence.adapters.web import ServiceSettings
     from cadence.dsl.compiled import CompiledCampaign
     from cadence.engine.analytics import CampaignReport
     from cadence.engine.dryrun import DryRunReport
@@ -559,12 +560,16 @@ def _ab_rates(details: dict[str, Any]) -> str:
 
 
 async def _serve_engine(
-    engine: Engine, until_idle: bool, poll: float, http: str | None = None
+    engine: Engine,
+    until_idle: bool,
+    poll: float,
+    http: str | None,
+    service: ServiceSettings,
 ) -> RunStats:
     """Serve until idle, or until SIGINT/SIGTERM cancels the loop between batches.
 
-    With `http`, the HTTP service listens there in the same nursery, on the same engine;
-    a signal stops both.
+    With `http`, the HTTP service (configured by `service`) listens there in the same
+    nursery, on the same engine; a signal stops both.
     """
     import trio
 
@@ -581,10 +586,9 @@ async def _serve_engine(
 
         nursery.start_soon(watch_signals)
         if http is not None:
-            from cadence.adapters.web import ServiceApp, ServiceSettings, serve_http
+            from cadence.adapters.web import ServiceApp, serve_http
 
-            settings = ServiceSettings.from_env()
-            app = ServiceApp(engine, signer=settings.signer(), api_token=settings.api_token)
+            app = ServiceApp(engine, signer=service.signer(), api_token=service.api_token)
             bound = await nursery.start(serve_http, app, http)
             print(f"cadence: HTTP service on {', '.join(bound)}", file=sys.stderr, flush=True)
         stats = await engine.serve(until_idle=until_idle, poll=poll)
@@ -593,8 +597,9 @@ async def _serve_engine(
 
 
 @contextlib.asynccontextmanager
-async def _service_engine() -> AsyncIterator[Engine]:
-    """The engine `serve` and `run` use: real channel adapters when a provider is configured.
+async def _service_engine(service: ServiceSettings) -> AsyncIterator[Engine]:
+    """The engine `serve` and `run` use: real channel adapters when a provider is configured,
+    with the links `service` makes.
 
     With no provider configured (no `CADENCE_SMTP_URL`, `CADENCE_BREVO_API_KEY`,
     `CADENCE_INFOBIP_API_KEY` or webhook settings), sends are recorded, not delivered, and
@@ -603,7 +608,6 @@ async def _service_engine() -> AsyncIterator[Engine]:
     from cadence.adapters.config import load_settings
     from cadence.adapters.outbound import Outbound
     from cadence.adapters.sink import AdapterSink, StoreContentSource
-    from cadence.adapters.web import ServiceSettings
     from cadence.engine.runtime import Engine, RecordingSink
     from cadence.engine.store import resolve_database_url
 
@@ -625,7 +629,7 @@ async def _service_engine() -> AsyncIterator[Engine]:
     # In-app inbox messages are delivered into the engine's own store.
     outbound = Outbound(settings, inbox_url=resolve_database_url(None))
     # Signed unsubscribe and tracking links when the service has a public address.
-    links = ServiceSettings.from_env().links()
+    links = service.links()
     if links is None:
         print(
             "cadence: CADENCE_PUBLIC_URL is not set: messages carry no unsubscribe or tracking"
@@ -654,8 +658,11 @@ def _serve(args: argparse.Namespace) -> int:
         return refused
 
     async def go() -> int:
-        async with _service_engine() as engine:
-            stats = await _serve_engine(engine, args.until_idle, args.poll, args.http)
+        from cadence.adapters.web import ServiceSettings
+
+        service = ServiceSettings.from_env()
+        async with _service_engine(service) as engine:
+            stats = await _serve_engine(engine, args.until_idle, args.poll, args.http, service)
         print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
 
@@ -670,8 +677,11 @@ def _run(args: argparse.Namespace) -> int:
         return refused
 
     async def go() -> int:
+        from cadence.adapters.web import ServiceSettings
+
         campaigns = compile_paths(args.files)
-        async with _service_engine() as engine:
+        service = ServiceSettings.from_env()
+        async with _service_engine(service) as engine:
             for result in await engine.deploy(campaigns):
                 if result.pending_approval and args.approved_by is None:
                     print(
@@ -686,7 +696,7 @@ def _run(args: argparse.Namespace) -> int:
                 status = {row["name"]: row["status"] for row in await engine.status()}
                 if status.get(campaign.name) in ("draft", "scheduled"):
                     await engine.launch(campaign.name)
-            stats = await _serve_engine(engine, args.until_idle, args.poll, args.http)
+            stats = await _serve_engine(engine, args.until_idle, args.poll, args.http, service)
         print(f"ran: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
 
