@@ -63,6 +63,10 @@ REACTION_DELAY = {
 }
 # The provider of the sends a dry-run records without forwarding them.
 DRY_RUN_PROVIDER = "dry-run"
+# A planned send's `at` in the --json lines (UTC, to the second).
+SEND_INSTANT = "%Y-%m-%dT%H:%M:%SZ"
+# A string as `json.dumps` writes it (ASCII, escaped): the lines are built from such parts.
+_ascii = json.encoder.encode_basestring_ascii
 # A forwarded send that keeps coming back "retry later" is given up after this many tries,
 # so a run on the simulated clock always ends.
 MAX_FORWARD_ATTEMPTS = 5
@@ -125,7 +129,7 @@ class PlannedSend:
         """The `--json` line for this send."""
         return {
             "type": "send",
-            "at": self.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "at": self.at.strftime(SEND_INSTANT),
             "contact": self.contact,
             "campaign": self.campaign,
             "node": self.node,
@@ -384,9 +388,28 @@ class DryRunReport:
         }
 
     def json_lines(self) -> list[str]:
-        """One JSON object per planned send, then the summary."""
-        lines = [json.dumps(send.to_json()) for send in self.sends]
-        lines.append(json.dumps(self.summary()))
+        """One JSON object per planned send, then the summary.
+
+        Each line is `json.dumps(send.to_json())`, built from parts: a run has few
+        instants and few (campaign, node, channel, template, variant) ends, so those are
+        encoded once each and only the contact per line (400,000 lines at 100,000 contacts,
+        where encoding every dict anew was a few percent of the run).
+        """
+        instants: dict[dt.datetime, str] = {}
+        ends: dict[tuple[str, str | None, str, str | None, str | None], str] = {}
+        lines: list[str] = []
+        append = lines.append
+        for send in self.sends:
+            at = instants.get(send.at)
+            if at is None:
+                at = instants[send.at] = _ascii(send.at.strftime(SEND_INSTANT))
+            shape = (send.campaign, send.node, send.channel, send.template, send.variant)
+            end = ends.get(shape)
+            if end is None:
+                whole = json.dumps(send.to_json())
+                end = ends[shape] = whole[whole.index(', "campaign": ') :]
+            append(f'{{"type": "send", "at": {at}, "contact": {_ascii(send.contact)}{end}')
+        append(json.dumps(self.summary()))
         return lines
 
 

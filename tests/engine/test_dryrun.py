@@ -21,6 +21,7 @@ from cadence.engine.dryrun import (
     MIN_SIMULATED_RETRY,
     DryRunError,
     DryRunReport,
+    PlannedSend,
     dry_run,
     parse_assume,
 )
@@ -229,6 +230,33 @@ def test_json_lines_follow_the_contract(tmp_path: Path) -> None:
         "completed": 1,
         "exited": 0,
     }
+
+
+def test_json_lines_are_each_send_encoded_as_json_dumps_would() -> None:
+    # The lines are assembled from cached parts; any send, however its names are spelled,
+    # must come out exactly as `json.dumps(send.to_json())`.
+    start = dt.datetime(2026, 12, 1, 9, 0, 59, tzinfo=dt.UTC)
+    sends = [
+        PlannedSend(
+            start + dt.timedelta(hours=i % 3), contact, campaign, node, "email", template, variant
+        )
+        for i, (contact, campaign, node, template, variant) in enumerate(
+            [
+                ("c1", "welcome", "n1", "t1", None),
+                ('qu"ote\\back', "welcome", "n1", "t1", None),
+                ("Zoë ✓ \u2028", "b\u00e9ta\n", None, None, "A"),
+                ("c1", "welcome", "n1", "t1", "B"),
+                ("c2", "welcome", "n2", "t1", None),
+                ("c1", "welcome", "n1", "t1", None),
+            ]
+        )
+    ]  # fmt: skip
+    report = DryRunReport(
+        sends, enrolled=3, completed=1, exited=0, active=2, funnel={}, start=start, until=start
+    )
+    lines = report.json_lines()
+    assert lines[:-1] == [json.dumps(send.to_json()) for send in sends]
+    assert json.loads(lines[-1])["sends"] == len(sends)
 
 
 @pytest.mark.parametrize(
