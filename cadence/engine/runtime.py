@@ -2052,6 +2052,9 @@ class Engine:
             }
         )  # fmt: skip
         before = self._segment_members(session, changed) if changed else frozenset()
+        # Sends without a triggering event share one payload per version and channel: one
+        # object, so the outbox insert encodes it once (`bulk._converter`); never mutated.
+        payloads: dict[tuple[int, str], dict[str, Any]] = {}
         for row, state, result in results:
             enrollment_id, version_id, contact_id = row.id, row.version_id, row.contact_id
             occurrence = row.occurrence
@@ -2060,20 +2063,18 @@ class Engine:
             enrolled += self._schedule_next_occurrence(session, row, state, campaign, now)
             for send in effects.sends:
                 key = send_store.idempotency_key(version_id, send.node, contact_id, occurrence)
-                cost = campaign.settings.costs.get(send.channel)
+                event = result.state.get("event") or None
+                payload = None if event else payloads.get((version_id, send.channel))
+                if payload is None:
+                    payload = _send_payload(campaign, send.channel, event)
+                    if not event:
+                        payloads[version_id, send.channel] = payload
                 new_sends.append(
                     send_store.NewSend(
                         idempotency_key=key, contact_id=contact_id, channel=send.channel,
                         template=send.template, enrollment_id=enrollment_id,
                         version_id=version_id, node=send.node, variant=send.variant,
-                        payload={
-                            "campaign": campaign.name,
-                            "event": result.state.get("event") or {},
-                            "cost": (
-                                {"amount": str(cost.amount), "currency": cost.currency}
-                                if cost else None
-                            ),
-                        },
+                        payload=payload,
                     )
                 )  # fmt: skip
             skipped.extend(
@@ -2754,6 +2755,18 @@ def _checked_agent_name(name: str) -> str:
     if len(cleaned) > NAME_LENGTH:
         raise EngineError(f"agent name {cleaned[:20]!r}... is longer than {NAME_LENGTH} characters")
     return cleaned
+
+
+def _send_payload(
+    campaign: c.CompiledCampaign, channel: str, event: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What an outbox row carries for its delivery: campaign, triggering event, cost."""
+    cost = campaign.settings.costs.get(channel)
+    return {
+        "campaign": campaign.name,
+        "event": event or {},
+        "cost": {"amount": str(cost.amount), "currency": cost.currency} if cost else None,
+    }
 
 
 def _send_channel(campaign: c.CompiledCampaign, node_id: str) -> str:

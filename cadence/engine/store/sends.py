@@ -33,7 +33,7 @@ from cadence.engine.store.bulk import (
     among_bound,
     among_keys,
     insert_rows,
-    insert_rows_returning,
+    insert_values_returning,
 )
 from cadence.engine.store.database import dialect_insert
 from cadence.engine.store.models import (
@@ -169,6 +169,14 @@ def log_sent(
     )  # fmt: skip
 
 
+# The outbox columns a new send sets, in the order `_enqueue` gives their values.
+_OUTBOX_COLUMNS = (
+    "tenant_id", "idempotency_key", "enrollment_id", "version_id", "node", "contact_id",
+    "channel", "template", "variant", "payload", "status", "attempts", "next_attempt_at",
+    "lease_owner", "lease_expires_at", "created_at", "updated_at", "sent_at", "provider",
+)  # fmt: skip
+
+
 def _enqueue(
     session: Session,
     tenant_id: str,
@@ -188,23 +196,21 @@ def _enqueue(
         wanted.setdefault(send.idempotency_key, send)
     owner, lease_until = lease if lease is not None else (None, None)
     sent = OutboxStatus.SENT.value
-    inserted = insert_rows_returning(
+    # Sends inserted leased (or sent) are handed to a provider right after the commit: that
+    # hand-over is their first attempt.
+    attempts = 0 if owner is None and sent_by is None else 1
+    sent_at = now if sent_by is not None else None
+    inserted = insert_values_returning(
         session,
         OutboxMessage.__table__,  # type: ignore[arg-type]
+        _OUTBOX_COLUMNS,
         [
-            {
-                "tenant_id": tenant_id, "idempotency_key": key, "enrollment_id": send.enrollment_id,
-                "version_id": send.version_id, "node": send.node, "contact_id": send.contact_id,
-                "channel": send.channel, "template": send.template, "variant": send.variant,
-                "payload": send.payload,
-                "status": sent if sent_by is not None else OutboxStatus(send.status).value,
-                # Sends inserted leased (or sent) are handed to a provider right after the
-                # commit: that hand-over is their first attempt.
-                "attempts": 0 if owner is None and sent_by is None else 1,
-                "next_attempt_at": next_attempt_at, "lease_owner": owner,
-                "lease_expires_at": lease_until, "created_at": now, "updated_at": now,
-                "sent_at": now if sent_by is not None else None, "provider": sent_by,
-            }
+            (
+                tenant_id, key, send.enrollment_id, send.version_id, send.node, send.contact_id,
+                send.channel, send.template, send.variant, send.payload,
+                sent if sent_by is not None else OutboxStatus(send.status).value,
+                attempts, next_attempt_at, owner, lease_until, now, now, sent_at, sent_by,
+            )
             for key, send in wanted.items()
         ],
         conflict=("idempotency_key",),
