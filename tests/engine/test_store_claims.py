@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import trio
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, text
 from store_helpers import T0
 
 from cadence.engine.migrations import current_revision, downgrade, head_revision
@@ -25,7 +25,7 @@ from cadence.engine.store.claims import (
     write_stepped_enrollments,
 )
 from cadence.engine.store.models import Base, Enrollment, EnrollmentStatus, Tenant
-from cadence.engine.store.types import RawJSON
+from cadence.engine.store.types import RawJSON, UTCDateTime
 
 SeedEnrollments = Callable[..., list[int]]
 
@@ -88,6 +88,25 @@ def test_timestamps_come_back_aware_utc(store: Store) -> None:
         assert tenant.created_at == T0 and tenant.created_at.tzinfo is not None
     with pytest.raises(Exception, match="naive datetime"):
         store.ensure_tenant("naive", now=datetime(2026, 1, 1))
+
+
+def test_timestamps_read_many_times_come_back_equal_and_aware(store: Store) -> None:
+    # SQLite keeps timestamps as text and the engine parses each distinct text once per
+    # statement shape: repeated, fractional, offset and NULL values must all read right.
+    texts = {
+        "2026-12-01 09:00:00.000000": datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+        "2026-12-01 09:00:00.250000": datetime(2026, 12, 1, 9, 0, 0, 250000, tzinfo=UTC),
+        "2026-12-01 17:00:00+08:00": datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+    }
+    statement = text("SELECT :a AS a, :b AS b, :c AS c, NULL AS d").columns(
+        a=UTCDateTime(), b=UTCDateTime(), c=UTCDateTime(), d=UTCDateTime()
+    )
+    a, b, c = texts
+    with store.session() as session:
+        for _ in range(3):
+            row = session.execute(statement, {"a": a, "b": b, "c": c}).one()
+            assert tuple(row) == (*texts.values(), None)
+            assert all(value.tzinfo is UTC for value in row[:3])
 
 
 def test_database_url_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
