@@ -22,10 +22,10 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -47,6 +47,9 @@ ATTRIBUTION_WINDOW = dt.timedelta(days=7)
 ENGAGEMENT = ("opened", "clicked", "replied", "unsubscribed", "complained")
 REVENUE_PROPERTIES = ("value", "revenue", "amount")
 HARD_BOUNCE = "bounced"
+# The counts a Metrics keeps (delivered is derived).
+_COUNTS = ("sent", "bounced", "opened", "clicked", "replied", "converted", "unsubscribed",
+           "complained")  # fmt: skip
 
 
 @dataclass
@@ -63,6 +66,14 @@ class Metrics:
     complained: int = 0
     cost: dict[str, Decimal] = field(default_factory=dict)
     revenue: dict[str, Decimal] = field(default_factory=dict)
+
+    def add(self, other: Metrics) -> None:
+        """Count `other`'s sends and money in too (a group's into its campaign's totals)."""
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for mine, theirs in ((self.cost, other.cost), (self.revenue, other.revenue)):
+            for unit, amount in theirs.items():
+                mine[unit] = mine.get(unit, Decimal(0)) + amount
 
     @property
     def delivered(self) -> int:
@@ -119,8 +130,7 @@ class CampaignReport:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Send:
+class _Send(NamedTuple):
     outbox_id: int
     key: str
     contact_id: str
@@ -148,55 +158,78 @@ def campaign_reports(
         return []
     sends = _sends(session, tenant_id)
     outcomes = _send_outcomes(session, tenant_id)
-    by_contact: dict[str, list[_Send]] = {}
-    for send in sorted(sends.values(), key=lambda s: (s.at, s.outbox_id)):
-        by_contact.setdefault(send.contact_id, []).append(send)
+    # Sends count by (campaign, template, variant): one Metrics per such group, summed into
+    # the reports at the end, so a send's counts are kept once, not in three places.
+    groups: dict[tuple[str, str | None, str | None], Metrics] = {}
+    group_of: dict[str, Metrics] = {}
     seen: dict[str, set[str]] = {}  # metric -> keys of the sends it counts
+    for send in sends.values():
+        if send.campaign not in reports:
+            continue
+        metrics = groups.get((send.campaign, send.template, send.variant))
+        if metrics is None:
+            metrics = groups[send.campaign, send.template, send.variant] = Metrics()
+        group_of[send.key] = metrics
+        metrics.sent += 1
+        logged, cost, currency = outcomes.get(send.outbox_id, _NOTHING_LOGGED)
+        if HARD_BOUNCE in logged:
+            seen.setdefault("bounced", set()).add(send.key)
+        if cost is not None:
+            unit = currency or ""
+            metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
+    history = _ContactSends(sends)
     for name, contact_id, properties, at in _events(session, tenant_id):
-        mine = by_contact.get(contact_id, [])
+        named = sends.get(str(properties.get("send") or ""))
         if name == "converted":
-            credited = _credited(properties, mine, sends, at)
+            credited = named or _credited(history.of(contact_id), at)
             if credited is None:
                 continue
             seen.setdefault("converted", set()).add(credited.key)
             amount, currency = _revenue(properties)
-            if amount is not None:
-                spent = outcomes.get(credited.outbox_id, (set(), None, None))[2]
+            credited_to = group_of.get(credited.key)
+            if amount is not None and credited_to is not None:
+                spent = outcomes.get(credited.outbox_id, _NOTHING_LOGGED)[2]
                 unit = currency or spent or ""
-                for metrics in _metrics_of(reports, credited):
-                    metrics.revenue[unit] = metrics.revenue.get(unit, Decimal(0)) + amount
+                credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
             continue
         if name == "bounced" and is_soft_bounce(properties):
             continue
-        engaged = _engaged(properties, mine, sends, at)
+        engaged = named or _engaged(properties, history.of(contact_id), at)
         if engaged is not None:
             seen.setdefault(name, set()).add(engaged.key)
-    for send in sends.values():
-        logged, cost, currency = outcomes.get(send.outbox_id, (set(), None, None))
-        if HARD_BOUNCE in logged:
-            seen.setdefault("bounced", set()).add(send.key)
-        for metrics in _metrics_of(reports, send):
-            metrics.sent += 1
-            for metric, keys in seen.items():
-                if send.key in keys:
-                    setattr(metrics, metric, getattr(metrics, metric) + 1)
-            if cost is not None:
-                unit = currency or ""
-                metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
+    for metric, keys in seen.items():
+        for key in keys:
+            counted = group_of.get(key)
+            if counted is not None:
+                setattr(counted, metric, getattr(counted, metric) + 1)
+    for (campaign, template, variant), metrics in groups.items():
+        report = reports[campaign]
+        report.total.add(metrics)
+        if template is not None:
+            report.by_template.setdefault(template, Metrics()).add(metrics)
+        if variant is not None:
+            report.by_variant.setdefault(variant, Metrics()).add(metrics)
     return list(reports.values())
 
 
-def _metrics_of(reports: Mapping[str, CampaignReport], send: _Send) -> Iterable[Metrics]:
-    """The metrics a send counts in: its campaign's total, template and variant."""
-    report = reports.get(send.campaign)
-    if report is None:
-        return ()
-    found = [report.total]
-    if send.template is not None:
-        found.append(report.by_template.setdefault(send.template, Metrics()))
-    if send.variant is not None:
-        found.append(report.by_variant.setdefault(send.variant, Metrics()))
-    return found
+_NOTHING_LOGGED: tuple[frozenset[str], None, None] = (frozenset(), None, None)
+
+
+class _ContactSends:
+    """Each contact's sends, oldest first: built on first need, since events that name
+    their send (every tracked open and click) never need it."""
+
+    def __init__(self, sends: Mapping[str, _Send]) -> None:
+        self._sends = sends
+        self._by_contact: dict[str, list[_Send]] | None = None
+
+    def of(self, contact_id: str) -> Sequence[_Send]:
+        """The contact's sends, oldest first."""
+        if self._by_contact is None:
+            self._by_contact = {}
+            for send in sorted(self._sends.values(), key=lambda s: (s.at, s.outbox_id)):
+                self._by_contact.setdefault(send.contact_id, []).append(send)
+        return self._by_contact.get(contact_id, ())
 
 
 def _sends(session: Session, tenant_id: str) -> dict[str, _Send]:
@@ -273,7 +306,7 @@ def _events(session: Session, tenant_id: str) -> list[tuple[str, str, dict[str, 
     """The tenant's engagement and conversion events about contacts, oldest first."""
     names = [*ENGAGEMENT, "bounced", "converted"]
     rows = [
-        (name, contact, dict(properties or {}), as_utc(at))
+        (name, contact, properties or {}, as_utc(at))
         for name, contact, properties, at in session.execute(
             select(Event.name, Event.contact_id, Event.properties, Event.at).where(
                 Event.tenant_id == tenant_id, Event.name.in_(names)
@@ -286,32 +319,18 @@ def _events(session: Session, tenant_id: str) -> list[tuple[str, str, dict[str, 
 
 
 def _engaged(
-    properties: Mapping[str, Any],
-    sends: Sequence[_Send],
-    by_key: Mapping[str, _Send],
-    at: dt.datetime,
+    properties: Mapping[str, Any], sends: Sequence[_Send], at: dt.datetime
 ) -> _Send | None:
-    """The send an engagement event is about: the one it names, else the latest of its
-    template (or, with none, of any) to the contact at or before the event."""
-    named = by_key.get(str(properties.get("send") or ""))
-    if named is not None:
-        return named
+    """The send an engagement event naming none is about: the latest of its template (or,
+    with none, of any) to the contact at or before the event."""
     template = properties.get("template")
     earlier = [s for s in sends if s.at <= at and (template is None or s.template == template)]
     return earlier[-1] if earlier else None
 
 
-def _credited(
-    properties: Mapping[str, Any],
-    sends: Sequence[_Send],
-    by_key: Mapping[str, _Send],
-    at: dt.datetime,
-) -> _Send | None:
-    """The send a conversion is credited to: the one it names, else the latest within the
-    attribution window before it."""
-    named = by_key.get(str(properties.get("send") or ""))
-    if named is not None:
-        return named
+def _credited(sends: Sequence[_Send], at: dt.datetime) -> _Send | None:
+    """The send a conversion naming none is credited to: the latest within the attribution
+    window before it."""
     earlier = [s for s in sends if at - ATTRIBUTION_WINDOW <= s.at <= at]
     return earlier[-1] if earlier else None
 
