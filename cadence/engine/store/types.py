@@ -63,21 +63,24 @@ class UTCDateTime(TypeDecorator[datetime]):
             if value is None:
                 return None
             if isinstance(value, datetime):
-                return self.process_result_value(value, dialect)
+                return _aware_utc(value)
             stamp = parsed.get(value)
             if stamp is None:
                 if len(parsed) >= _PARSED_TEXTS:
                     parsed.clear()
-                stamp = parsed[value] = self.process_result_value(value, dialect)
+                stamp = parsed[value] = _aware_utc(value)
             return stamp
 
         return process
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         """Give back an aware UTC datetime."""
-        if value is None:
-            return None
-        stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        if stamp.tzinfo is None:
-            return stamp.replace(tzinfo=UTC)
-        return stamp.astimezone(UTC)
+        return None if value is None else _aware_utc(value)
+
+
+def _aware_utc(value: Any) -> datetime:
+    """A stored timestamp (a datetime, or its ISO text) as an aware UTC datetime."""
+    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if stamp.tzinfo is None:
+        return stamp.replace(tzinfo=UTC)
+    return stamp.astimezone(UTC)
