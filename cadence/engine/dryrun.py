@@ -29,7 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import Text, cast, select
 
 from cadence.adapters.render import (
     EmailContent,
@@ -613,13 +614,20 @@ def _skipped_sends(store: Store) -> list[SkippedSend]:
 def _funnel(store: Store) -> dict[str, dict[str, int]]:
     """Per campaign, how many enrollments passed through each node (from their history)."""
     funnel: dict[str, Counter[str]] = {}
+    # Enrollments of a cohort share their history: each distinct text is decoded once.
+    nodes_of: dict[str, frozenset[str]] = {}
     with store.session() as session:
         rows = session.execute(
-            select(Campaign.name, Enrollment.history)
+            select(Campaign.name, cast(Enrollment.history, Text))
             .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
             .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
         )
         for name, history in rows:
-            seen = {entry[1] for entry in history or [] if entry[1]}
+            seen = nodes_of.get(history or "")
+            if seen is None:
+                entries = orjson.loads(history) if history else []
+                seen = nodes_of[history or ""] = frozenset(
+                    entry[1] for entry in entries or [] if entry[1]
+                )
             funnel.setdefault(name, Counter()).update(seen)
     return {name: dict(sorted(counter.items())) for name, counter in sorted(funnel.items())}

@@ -735,3 +735,40 @@ def test_performance_counts_the_simulated_engagement(tmp_path: Path) -> None:
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert "Performance with simulated engagement" in text.stdout
+
+
+BRANCHING = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign f {
+  on launch {
+    send email a
+    wait 1d
+    if opened(a) { send email b } else { exit "quiet" }
+    wait 1d
+    exit "done"
+  }
+}
+"""
+
+
+def test_the_funnel_counts_each_path_through_a_branch(store_url: str, tmp_path: Path) -> None:
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(40)]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(BRANCHING, "f.cadence")), contacts, start=START,
+            until=dt.timedelta(days=5), assume={"opened": 0.5}, seed=3, database_url=store_url,
+        )
+    )  # fmt: skip
+    opened = Counter(s.template for s in report.sends)["b"]
+    assert 0 < opened < 40  # both paths taken
+    assert report.funnel == {
+        "f": {
+            "send_a": 40, "wait_1d": 40, "if_1": 40, "send_b": opened, "wait_1d_2": opened,
+            "exit_done": opened, "exit_quiet": 40 - opened,
+        }
+    }  # fmt: skip
