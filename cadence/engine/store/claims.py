@@ -338,6 +338,7 @@ _STEPPED_COLUMNS = (
     "node", "status", "due_at", "state", "history",
     "attempts", "updated_at", "lease_owner", "lease_expires_at",
 )  # fmt: skip
+_STAYING_COLUMNS = tuple(name for name in _STEPPED_COLUMNS if name != "status")
 
 
 def write_stepped_enrollments(
@@ -347,13 +348,22 @@ def write_stepped_enrollments(
 
     The stepper's cohorts arrive already grouped, so no per-row record is built: a cohort
     is one statement (`bulk.update_groups`). Attempts are reset and leases dropped.
+    Every locked row was active: the groups that stay active leave `status` out of the
+    statement, since SQLite rewrites every index holding a column the SET names, changed
+    or not, and three indexes hold it.
     """
-    update_groups(
-        session,
-        Enrollment.__table__,  # type: ignore[arg-type]
-        _STEPPED_COLUMNS,
-        {(*values, 0, now, None, None): ids for values, ids in moved.items()},
-    )
+    ready = ENROLLMENT_QUEUE.ready_status
+    staying = {
+        (node, due_at, state, history, 0, now, None, None): ids
+        for (node, status, due_at, state, history), ids in moved.items()
+        if status == ready
+    }
+    leaving = {
+        (*values, 0, now, None, None): ids for values, ids in moved.items() if values[1] != ready
+    }
+    table = Enrollment.__table__
+    update_groups(session, table, _STAYING_COLUMNS, staying)  # type: ignore[arg-type]
+    update_groups(session, table, _STEPPED_COLUMNS, leaving)  # type: ignore[arg-type]
 
 
 def lock_send_counts(
