@@ -1428,8 +1428,16 @@ class Engine:
         """
         suppress.record_suppressions(session, self.tenant, events, now)
         active = self._active_versions(session)
+        listened = {
+            trigger.event
+            for _, campaign in active
+            for trigger in campaign.triggers
+            if isinstance(trigger, c.EventTriggerModel)
+        }
         enrolled = 0
         for event in events:
+            if event.name not in listened:
+                continue  # `_fire_event` would find no trigger: most events are opens, clicks
             row = {
                 "name": event.name, "contact": event.contact_id, "at": event.at.isoformat(),
                 "properties": event.properties,
