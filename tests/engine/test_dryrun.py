@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from cadence.dsl.compiler import compile_paths
+from cadence.engine import dryrun
 from cadence.engine.dryrun import (
     MAX_FORWARD_ATTEMPTS,
     MIN_SIMULATED_RETRY,
@@ -768,13 +769,21 @@ def test_simulated_engagement_is_stored_and_acts_as_pushed_events_would(
 
     people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(60)]
     contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    # Due with the first sends' opens: those batches mix the file's events and reactions.
+    visits = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": f"p{i}", "name": "visited", "at": "2026-12-01T10:00:00Z"}
+            for i in range(0, 60, 6)
+        ],
+    )
     campaigns = compile_workspace(load_text(ENGAGED, "t.cadence"))
 
     def simulate() -> tuple[list[str], dict[str, Any], dict[str, list[tuple[Any, ...]]]]:
         report = trio.run(
             lambda: dry_run(
-                campaigns, contacts, start=START, until=dt.timedelta(days=4), seed=5,
-                assume={"opened": 0.6, "clicked": 0.5, "replied": 0.5, "converted": 0.3},
+                campaigns, contacts, events=visits, start=START, until=dt.timedelta(days=4),
+                seed=5, assume={"opened": 0.6, "clicked": 0.5, "replied": 0.5, "converted": 0.3},
                 database_url=store_url,
             )
         )  # fmt: skip
@@ -783,28 +792,29 @@ def test_simulated_engagement_is_stored_and_acts_as_pushed_events_would(
     lines, ab_tests, stored = simulate()
     names = Counter(row[3] for row in stored["events"])
     assert min(names[name] for name in ("opened", "clicked", "replied", "converted")) > 0
+    visited = {row[4] for row in stored["events"] if row[3] == "visited"}
+    assert visited & {row[4] for row in stored["events"] if row[3] == "opened"}
     # Each reaction sets something off: the A/B verdict, wake-ups, triggers, segment entry.
     sent = Counter(json.loads(line).get("campaign") for line in lines)
     assert ab_tests and min(sent[name] for name in ("tested", "thanked", "clubbed")) > 0
     assert sent["tested"] > 60 and stored["event properties"]
 
-    async def as_pushed_before(self: Engine, events: list[EventRecord]) -> int:
+    def before(event: EventRecord) -> dict[str, Any]:
         # The sink's dicts before the linked path: the send's key, no channel, time as text.
-        return await self.push_events(
-            [
-                {
-                    "contact": event.contact_id, "name": event.name, "at": event.at.isoformat(),
-                    "properties": {k: v for k, v in event.properties.items() if k != "channel"},
-                }
-                for event in events
-            ]
-        )  # fmt: skip
+        return {
+            "contact": event.contact_id, "name": event.name, "at": event.at.isoformat(),
+            "properties": {k: v for k, v in event.properties.items() if k != "channel"},
+        }  # fmt: skip
+
+    async def as_pushed_before(self: Engine, events: list[EventRecord]) -> int:
+        return await self.push_events([before(event) for event in events])
 
     if store_url.startswith("sqlite"):
         store_url = f"sqlite:///{tmp_path / 'pushed.db'}"
     else:
         _empty_postgres(store_url)
     monkeypatch.setattr(Engine, "push_linked_events", as_pushed_before)
+    monkeypatch.setattr(dryrun, "event_dict", before)
     pushed_lines, pushed_ab_tests, pushed = simulate()
     assert (pushed_lines, pushed_ab_tests) == (lines, ab_tests)
     for table, rows in stored.items():
