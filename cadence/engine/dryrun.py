@@ -49,9 +49,9 @@ from cadence.engine.facts import load_facts
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
-from cadence.engine.store.importer import push_events, read_jsonl
+from cadence.engine.store.importer import event_dict, push_events, read_jsonl
 from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, SendLog, Tenant
-from cadence.engine.store.records import InvalidInput, Problem
+from cadence.engine.store.records import EventRecord, InvalidInput, Problem
 from cadence.errors import CadenceError, did_you_mean
 
 ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted")
@@ -189,7 +189,7 @@ class DryRunSink:
     rng: random.Random
     campaigns: dict[str, CompiledCampaign] = field(default_factory=dict)
     planned: list[PlannedSend] = field(default_factory=list)
-    reactions: list[dict[str, Any]] = field(default_factory=list)
+    reactions: list[EventRecord] = field(default_factory=list)
     render: bool | Collection[str] = False
     company: Mapping[str, Any] = field(default_factory=dict)
     content: RunContent | None = None
@@ -322,18 +322,21 @@ class DryRunSink:
                 continue
             if self.rng.random() >= rate:
                 break
+            # Built as `push_events` would store it once linked to its send (the properties
+            # in the order linking leaves them), so it skips validation and the send lookup.
             self.reactions.append(
-                {
-                    "contact": message.contact_id,
-                    "name": name,
-                    "at": (now + REACTION_DELAY[name]).isoformat(),
-                    "properties": {
+                EventRecord(
+                    contact_id=message.contact_id,
+                    name=name,
+                    at=as_utc(now + REACTION_DELAY[name]),
+                    properties={
                         "template": message.template,
                         "campaign": message.campaign,
                         "variant": message.variant,
                         "send": message.idempotency_key,
+                        "channel": message.channel,
                     },
-                }
+                )
             )
 
 
@@ -525,15 +528,16 @@ async def _simulate(
     stats = RunStats()
     # Pending events by time; each event's `at` is read once, when it joins the queue
     # (re-reading every pending reaction on every step of the clock was a cost of its own).
-    queue: list[tuple[dt.datetime, int, dict[str, Any]]] = []
+    queue: list[tuple[dt.datetime, int, dict[str, Any] | EventRecord]] = []
     arrivals = itertools.count()
+    for event in events:
+        heapq.heappush(queue, (parse_instant(str(event["at"])), next(arrivals), event))
 
-    def enqueue(batch: list[dict[str, Any]]) -> None:
-        for event in batch:
-            heapq.heappush(queue, (parse_instant(str(event["at"])), next(arrivals), event))
+    def enqueue(batch: list[EventRecord]) -> None:
+        for reaction in batch:
+            heapq.heappush(queue, (reaction.at, next(arrivals), reaction))
         batch.clear()
 
-    enqueue(events)
     while True:
         stats.add(await engine.run_due())
         if on_progress is not None:
@@ -547,11 +551,18 @@ async def _simulate(
             return
         moment = max(min(candidates), clock.now())
         clock.advance_to(moment)
-        due: list[dict[str, Any]] = []
+        due: list[dict[str, Any] | EventRecord] = []
         while queue and queue[0][0] <= moment:
             due.append(heapq.heappop(queue)[2])
-        if due:
-            await engine.push_events(due)
+        reactions = [event for event in due if isinstance(event, EventRecord)]
+        if due and len(reactions) == len(due):
+            await engine.push_linked_events(reactions)
+        elif due:
+            # With the events file's events among them, all are checked together, all or
+            # nothing, as `cadence events push` would.
+            await engine.push_events(
+                [event if isinstance(event, dict) else event_dict(event) for event in due]
+            )
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:

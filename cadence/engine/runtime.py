@@ -1364,6 +1364,27 @@ class Engine:
         importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now, on_written=written)
         return sum(enrolled)
 
+    async def push_linked_events(self, events: Sequence[EventRecord]) -> int:
+        """Record events the engine made itself, each already linked to its send; fire them.
+
+        For engagement the engine simulates (`cadence dry-run`): every record is valid and
+        carries what `importer.link_to_sends` would add (the contact, `send`, `template`,
+        `campaign`, `channel`, `variant`), so the stored rows and what they set off are those
+        of `push_events` on the same events, without validating or linking them again.
+        """
+        enrolled = await self.store.call_retrying(self._push_linked_sync, list(events))
+        self._nudge.set()
+        return enrolled
+
+    def _push_linked_sync(self, store: Store, events: list[EventRecord]) -> int:
+        now = self.now()
+        before = self._segment_members_sync(
+            store, sorted({event.contact_id for event in events if event.contact_id})
+        )
+        with store.session() as session:
+            fresh, _present = importer.insert_events(session, self.tenant, events, now=now)
+            return self._events_written(session, fresh, now, before) if fresh else 0
+
     async def ingest_webhook(self, provider: str, payload: Any) -> WebhookReport:
         """Store what a provider's webhook body reports (docs/inbound.md), firing what it sets off.
 
@@ -1407,8 +1428,16 @@ class Engine:
         """
         suppress.record_suppressions(session, self.tenant, events, now)
         active = self._active_versions(session)
+        listened = {
+            trigger.event
+            for _, campaign in active
+            for trigger in campaign.triggers
+            if isinstance(trigger, c.EventTriggerModel)
+        }
         enrolled = 0
         for event in events:
+            if event.name not in listened:
+                continue  # `_fire_event` would find no trigger: most events are opens, clicks
             row = {
                 "name": event.name, "contact": event.contact_id, "at": event.at.isoformat(),
                 "properties": event.properties,

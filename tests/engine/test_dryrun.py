@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from cadence.dsl.compiler import compile_paths
+from cadence.engine import dryrun
 from cadence.engine.dryrun import (
     MAX_FORWARD_ATTEMPTS,
     MIN_SIMULATED_RETRY,
@@ -772,3 +773,114 @@ def test_the_funnel_counts_each_path_through_a_branch(store_url: str, tmp_path: 
             "exit_done": opened, "exit_quiet": 40 - opened,
         }
     }  # fmt: skip
+
+
+ENGAGED = """
+segment clickers = count(clicked, 30d) >= 1
+template a email { subject "A" body "<p>a</p>" }
+template b email { subject "B" body "<p>b</p>" }
+template nudge email { subject "Nudge" body "<p>n</p>" }
+template thanks email { subject "Thanks" body "<p>t</p>" }
+template club email { subject "Club" body "<p>c</p>" }
+campaign tested {
+  goal converted
+  on launch {
+    split 50% test winner by opens after 4h {
+      a: send email a
+      b: send email b
+    }
+    wait for clicked(any) up to 2d
+    send email nudge
+  }
+}
+campaign thanked { when replied send email thanks }
+campaign clubbed { on segment_enter clickers { send email club } }
+"""
+
+
+def _whole_store(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every store table in id order, and each event's properties as stored."""
+    from sqlalchemy import Text, cast, select
+
+    from cadence.engine.store import Store
+    from cadence.engine.store.models import Base, Event
+
+    with Store.open(url) as store, store.session() as session:
+        rows = {
+            table.name: [
+                tuple(row)
+                for row in session.execute(select(table).order_by(*table.primary_key.columns))
+            ]
+            for table in Base.metadata.sorted_tables
+            if table.name != "tenants"  # made on the wall clock, by the engine's start
+        }
+        # The JSON text too: linking appends `channel` last, and the stored text keeps order.
+        rows["event properties"] = [
+            tuple(row)
+            for row in session.execute(select(cast(Event.properties, Text)).order_by(Event.id))
+        ]
+    return rows
+
+
+def test_simulated_engagement_is_stored_and_acts_as_pushed_events_would(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sink's linked records store the rows, and set off what, pushed events would."""
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+    from cadence.engine.runtime import Engine
+    from cadence.engine.store.records import EventRecord
+    from tests.conftest import _empty_postgres
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(60)]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    # Due with the first sends' opens: those batches mix the file's events and reactions.
+    visits = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": f"p{i}", "name": "visited", "at": "2026-12-01T10:00:00Z"}
+            for i in range(0, 60, 6)
+        ],
+    )
+    campaigns = compile_workspace(load_text(ENGAGED, "t.cadence"))
+
+    def simulate() -> tuple[list[str], dict[str, Any], dict[str, list[tuple[Any, ...]]]]:
+        report = trio.run(
+            lambda: dry_run(
+                campaigns, contacts, events=visits, start=START, until=dt.timedelta(days=4),
+                seed=5, assume={"opened": 0.6, "clicked": 0.5, "replied": 0.5, "converted": 0.3},
+                database_url=store_url,
+            )
+        )  # fmt: skip
+        return report.json_lines(), report.ab_tests, _whole_store(store_url)
+
+    lines, ab_tests, stored = simulate()
+    names = Counter(row[3] for row in stored["events"])
+    assert min(names[name] for name in ("opened", "clicked", "replied", "converted")) > 0
+    visited = {row[4] for row in stored["events"] if row[3] == "visited"}
+    assert visited & {row[4] for row in stored["events"] if row[3] == "opened"}
+    # Each reaction sets something off: the A/B verdict, wake-ups, triggers, segment entry.
+    sent = Counter(json.loads(line).get("campaign") for line in lines)
+    assert ab_tests and min(sent[name] for name in ("tested", "thanked", "clubbed")) > 0
+    assert sent["tested"] > 60 and stored["event properties"]
+
+    def before(event: EventRecord) -> dict[str, Any]:
+        # The sink's dicts before the linked path: the send's key, no channel, time as text.
+        return {
+            "contact": event.contact_id, "name": event.name, "at": event.at.isoformat(),
+            "properties": {k: v for k, v in event.properties.items() if k != "channel"},
+        }  # fmt: skip
+
+    async def as_pushed_before(self: Engine, events: list[EventRecord]) -> int:
+        return await self.push_events([before(event) for event in events])
+
+    if store_url.startswith("sqlite"):
+        store_url = f"sqlite:///{tmp_path / 'pushed.db'}"
+    else:
+        _empty_postgres(store_url)
+    monkeypatch.setattr(Engine, "push_linked_events", as_pushed_before)
+    monkeypatch.setattr(dryrun, "event_dict", before)
+    pushed_lines, pushed_ab_tests, pushed = simulate()
+    assert (pushed_lines, pushed_ab_tests) == (lines, ab_tests)
+    for table, rows in stored.items():
+        assert pushed[table] == rows, table
