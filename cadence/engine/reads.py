@@ -23,7 +23,8 @@ _CALL_READS: Final[Mapping[str, frozenset[str]]] = {
     "received": frozenset({SENDS}),
     "in_campaign": frozenset({CAMPAIGNS}),
 }
-_WAITS = (c.WaitNode, c.WaitUntilNode, c.WaitForNode)
+# A `wait for` is no stop: when its event already came ("already met") the step goes on.
+_WAITS = (c.WaitNode, c.WaitUntilNode)
 
 # Per campaign object (kept alive with its answer, so its id is not reused): node -> reads.
 _BY_CAMPAIGN: dict[int, tuple[c.CompiledCampaign, dict[str | None, frozenset[str]]]] = {}

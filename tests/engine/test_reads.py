@@ -89,6 +89,38 @@ campaign drip {
     assert batch_reads([(campaign, entry), (campaign, wait_for)]) == {EVENTS, SENDS}
 
 
+def test_a_wait_for_already_met_is_no_stop() -> None:
+    """`wait for` a click that already came goes on at once: what follows is read too."""
+    (campaign,) = compile_workspace(
+        load_text(
+            """
+template a email { subject "A" body "x" }
+campaign met {
+  on launch {
+    send email a
+    wait 1d
+    wait for clicked(a) up to 2d
+    if received(email, 3d) { tag add "recent" } else { tag add "quiet" }
+  }
+}
+""",
+            "t.cadence",
+        )
+    )
+    (wait,) = [n.id for n in campaign.nodes if isinstance(n, c.WaitNode)]
+    assert node_reads(campaign, wait) == {EVENTS, SENDS}
+    clicked = EventFact("clicked", T0 - dt.timedelta(hours=2), {"template": "a"})
+    sent = ("email", "a", T0 - dt.timedelta(days=1))
+    contact = CONTACTS[0]
+    full = _facts(contact, [clicked], [sent], set())
+    kinds = node_reads(campaign, wait)
+    pruned = _facts(contact, [clicked], [sent] if SENDS in kinds else [], set())
+    state = _state_at(campaign, wait)
+    outcome = _outcome(campaign, wait, full, dict(state))
+    assert outcome[5].tags_added == ["recent"]
+    assert _outcome(campaign, wait, pruned, dict(state)) == outcome
+
+
 def test_the_goal_is_read_at_every_node() -> None:
     campaigns = compile_workspace(
         load_text(
