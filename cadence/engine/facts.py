@@ -66,17 +66,17 @@ class ContactFacts:
 
 
 STANDARD_FIELDS = CONTACT_FIELDS
-_CONTACT_COLUMNS = [getattr(Contact, name) for name in STANDARD_FIELDS] + [Contact.attributes]
 
 
-def contact_attributes(row: Sequence[Any]) -> dict[str, Any]:
+def contact_attributes(
+    row: Sequence[Any], fields: Sequence[str] = STANDARD_FIELDS
+) -> dict[str, Any]:
     """Standard fields and custom attributes in one mapping; standard fields win a clash.
 
-    `row` holds the standard fields in `STANDARD_FIELDS` order, then the attributes document
-    (as `_CONTACT_COLUMNS` selects them).
+    `row` holds the standard `fields` in order, then the attributes document.
     """
     attributes = dict(row[-1] or {})
-    attributes.update(zip(STANDARD_FIELDS, row[:-1], strict=True))
+    attributes.update(zip(fields, row[:-1], strict=True))
     attributes["tags"] = list(attributes["tags"] or [])
     return attributes
 
@@ -89,12 +89,14 @@ def load_facts(
     with_history: bool = True,
     campaign_names: dict[int, str] | None = None,
     kinds: Collection[str] = ALL,
+    fields: Sequence[str] = STANDARD_FIELDS,
 ) -> dict[str, ContactFacts]:
     """Facts for every listed contact that exists, in a handful of chunked queries.
 
     `kinds` picks the history read (`EVENTS`, `SENDS`, `CAMPAIGNS`; memberships only with
     `campaign_names`); what is not read stays empty (`cadence.engine.reads` says what a
-    batch of steps needs).
+    batch of steps needs). `fields` picks the standard fields in the attributes (`id` and
+    `tags` always among them); the custom attributes are always read.
     """
     wanted = sorted(set(contact_ids))
     facts: dict[str, ContactFacts] = {}
@@ -105,13 +107,15 @@ def load_facts(
     connection = session.connection()
     dialect = connection.dialect.name
 
+    fields = tuple(fields)
+
     def read(kind: str, chunk: list[str]) -> Sequence[Any]:
         bound = {"tenant_id": tenant_id, "keys": among_keys(dialect, chunk)}
-        return connection.execute(_statement(dialect, kind), bound).all()
+        return connection.execute(_statement(dialect, kind, fields), bound).all()
 
     for chunk in _chunks(wanted):
         for row in read("contacts", chunk):
-            facts[row.id] = ContactFacts(row.id, contact_attributes(row))
+            facts[row.id] = ContactFacts(row.id, contact_attributes(row, fields))
     if not with_history or not facts or not kinds:
         return facts
     present = sorted(facts)
@@ -140,17 +144,19 @@ def load_facts(
 
 # The facts' reads run for every step batch: each is built once per dialect with every value
 # bound (building a statement, and its cache key, cost more per batch than its Python).
-_STATEMENTS: dict[tuple[str, str], Any] = {}
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
 
 
-def _statement(dialect: str, kind: str) -> Any:
+def _statement(dialect: str, kind: str, fields: tuple[str, ...]) -> Any:
     """The read of `kind` (contacts, events, sends, campaigns) for a chunk of contact ids."""
-    statement = _STATEMENTS.get((dialect, kind))
+    key = (dialect, kind, fields if kind == "contacts" else ())
+    statement = _STATEMENTS.get(key)
     if statement is not None:
         return statement
     tenant = bindparam("tenant_id", type_=String())
     if kind == "contacts":
-        statement = select(*_CONTACT_COLUMNS).where(
+        columns = [getattr(Contact, name) for name in fields] + [Contact.attributes]
+        statement = select(*columns).where(
             Contact.tenant_id == tenant, among_bound(dialect, Contact.id, "keys")
         )
     elif kind == "events":
@@ -174,7 +180,7 @@ def _statement(dialect: str, kind: str) -> Any:
         statement = select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
             Enrollment.tenant_id == tenant, among_bound(dialect, Enrollment.contact_id, "keys")
         )
-    _STATEMENTS[(dialect, kind)] = statement
+    _STATEMENTS[key] = statement
     return statement
 
 

@@ -45,7 +45,7 @@ from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
-from cadence.engine.reads import batch_reads
+from cadence.engine.reads import batch_fields, batch_reads
 from cadence.engine.stepper import Advance, SendGate
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
 from cadence.engine.store import agents as agent_store
@@ -1924,6 +1924,7 @@ class Engine:
                 {row.contact_id for row in claimed},
                 campaign_names=self._names_by_version(session) if CAMPAIGNS in kinds else None,
                 kinds=kinds,
+                fields=batch_fields(versions.values()),
             )
             gates = _Gates(session, self.tenant, (), facts, now)
             results: list[tuple[_StepRow, dict[str, Any], Advance]] = []
