@@ -13,11 +13,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Executable, select
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import Session
 
 from cadence.dsl.symbols import CONTACT_FIELDS
-from cadence.engine.store.bulk import among
+from cadence.engine.store.bulk import among_bound, among_keys
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
     Contact,
@@ -66,17 +66,17 @@ class ContactFacts:
 
 
 STANDARD_FIELDS = CONTACT_FIELDS
-_CONTACT_COLUMNS = [getattr(Contact, name) for name in STANDARD_FIELDS] + [Contact.attributes]
 
 
-def contact_attributes(row: Sequence[Any]) -> dict[str, Any]:
+def contact_attributes(
+    row: Sequence[Any], fields: Sequence[str] = STANDARD_FIELDS
+) -> dict[str, Any]:
     """Standard fields and custom attributes in one mapping; standard fields win a clash.
 
-    `row` holds the standard fields in `STANDARD_FIELDS` order, then the attributes document
-    (as `_CONTACT_COLUMNS` selects them).
+    `row` holds the standard `fields` in order, then the attributes document.
     """
     attributes = dict(row[-1] or {})
-    attributes.update(zip(STANDARD_FIELDS, row[:-1], strict=True))
+    attributes.update(zip(fields, row[:-1], strict=True))
     attributes["tags"] = list(attributes["tags"] or [])
     return attributes
 
@@ -89,12 +89,14 @@ def load_facts(
     with_history: bool = True,
     campaign_names: dict[int, str] | None = None,
     kinds: Collection[str] = ALL,
+    fields: Sequence[str] = STANDARD_FIELDS,
 ) -> dict[str, ContactFacts]:
     """Facts for every listed contact that exists, in a handful of chunked queries.
 
     `kinds` picks the history read (`EVENTS`, `SENDS`, `CAMPAIGNS`; memberships only with
     `campaign_names`); what is not read stays empty (`cadence.engine.reads` says what a
-    batch of steps needs).
+    batch of steps needs). `fields` picks the standard fields in the attributes (`id` and
+    `tags` always among them); the custom attributes are always read.
     """
     wanted = sorted(set(contact_ids))
     facts: dict[str, ContactFacts] = {}
@@ -103,17 +105,17 @@ def load_facts(
     # keeps them seeing the session's own changes.
     session.flush()
     connection = session.connection()
+    dialect = connection.dialect.name
 
-    def read(statement: Executable) -> Sequence[Any]:
-        return connection.execute(statement).all()
+    fields = tuple(fields)
+
+    def read(kind: str, chunk: list[str]) -> Sequence[Any]:
+        bound = {"tenant_id": tenant_id, "keys": among_keys(dialect, chunk)}
+        return connection.execute(_statement(dialect, kind, fields), bound).all()
 
     for chunk in _chunks(wanted):
-        for row in read(
-            select(*_CONTACT_COLUMNS).where(
-                Contact.tenant_id == tenant_id, among(session, Contact.id, chunk)
-            )
-        ):
-            facts[row.id] = ContactFacts(row.id, contact_attributes(row))
+        for row in read("contacts", chunk):
+            facts[row.id] = ContactFacts(row.id, contact_attributes(row, fields))
     if not with_history or not facts or not kinds:
         return facts
     present = sorted(facts)
@@ -121,35 +123,16 @@ def load_facts(
     sends: dict[str, list[tuple[str, str | None, dt.datetime]]] = defaultdict(list)
     for chunk in _chunks(present):
         if EVENTS in kinds:
-            for contact_id, name, at, properties in read(
-                select(Event.contact_id, Event.name, Event.at, Event.properties)
-                .where(Event.tenant_id == tenant_id, among(session, Event.contact_id, chunk))
-                .order_by(Event.at, Event.id)
-            ):
+            for contact_id, name, at, properties in read("events", chunk):
                 events[contact_id].append(EventFact(name, at, properties or {}))
         if SENDS in kinds:
             # Status is filtered here, not in SQL: given a status condition, SQLite's planner
             # (without statistics) picks the status index and scans every sent row per chunk.
-            for contact_id, channel, template, created, status in read(
-                select(
-                    OutboxMessage.contact_id,
-                    OutboxMessage.channel,
-                    OutboxMessage.template,
-                    OutboxMessage.created_at,
-                    OutboxMessage.status,
-                ).where(
-                    OutboxMessage.tenant_id == tenant_id,
-                    among(session, OutboxMessage.contact_id, chunk),
-                )
-            ):
+            for contact_id, channel, template, created, status in read("sends", chunk):
                 if status in COUNTED_SEND_STATUSES:
                     sends[contact_id].append((channel, template, created))
         if campaign_names is not None and CAMPAIGNS in kinds:
-            for contact_id, version_id, status in read(
-                select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
-                    Enrollment.tenant_id == tenant_id, among(session, Enrollment.contact_id, chunk)
-                )
-            ):
+            for contact_id, version_id, status in read("campaigns", chunk):
                 name = campaign_names.get(version_id)
                 if name is not None and status == "active":
                     facts[contact_id].campaigns.add(name)
@@ -157,6 +140,48 @@ def load_facts(
         fact.events = events.get(contact_id, [])
         fact.sends = sends.get(contact_id, [])
     return facts
+
+
+# The facts' reads run for every step batch: each is built once per dialect with every value
+# bound (building a statement, and its cache key, cost more per batch than its Python).
+_STATEMENTS: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def _statement(dialect: str, kind: str, fields: tuple[str, ...]) -> Any:
+    """The read of `kind` (contacts, events, sends, campaigns) for a chunk of contact ids."""
+    key = (dialect, kind, fields if kind == "contacts" else ())
+    statement = _STATEMENTS.get(key)
+    if statement is not None:
+        return statement
+    tenant = bindparam("tenant_id", type_=String())
+    if kind == "contacts":
+        columns = [getattr(Contact, name) for name in fields] + [Contact.attributes]
+        statement = select(*columns).where(
+            Contact.tenant_id == tenant, among_bound(dialect, Contact.id, "keys")
+        )
+    elif kind == "events":
+        statement = (
+            select(Event.contact_id, Event.name, Event.at, Event.properties)
+            .where(Event.tenant_id == tenant, among_bound(dialect, Event.contact_id, "keys"))
+            .order_by(Event.at, Event.id)
+        )
+    elif kind == "sends":
+        statement = select(
+            OutboxMessage.contact_id,
+            OutboxMessage.channel,
+            OutboxMessage.template,
+            OutboxMessage.created_at,
+            OutboxMessage.status,
+        ).where(
+            OutboxMessage.tenant_id == tenant,
+            among_bound(dialect, OutboxMessage.contact_id, "keys"),
+        )
+    else:
+        statement = select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
+            Enrollment.tenant_id == tenant, among_bound(dialect, Enrollment.contact_id, "keys")
+        )
+    _STATEMENTS[key] = statement
+    return statement
 
 
 def _chunks(items: Sequence[str]) -> Iterable[list[str]]:

@@ -45,7 +45,7 @@ from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
-from cadence.engine.reads import batch_reads
+from cadence.engine.reads import batch_fields, batch_reads
 from cadence.engine.stepper import Advance, SendGate
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
 from cadence.engine.store import agents as agent_store
@@ -1953,8 +1953,9 @@ class Engine:
                 {row.contact_id for row in claimed},
                 campaign_names=self._names_by_version(session) if CAMPAIGNS in kinds else None,
                 kinds=kinds,
+                fields=batch_fields(versions.values()),
             )
-            gates = _Gates(session, self.tenant, channels, facts, now)
+            gates = _Gates(session, self.tenant, (), facts, now)
             results: list[tuple[_StepRow, dict[str, Any], Advance]] = []
             # Cohorts (one version, node and state) share the stepper's work (`CohortMemo`).
             memo = CohortMemo()
@@ -2607,7 +2608,7 @@ class _Gates:
         facts: dict[str, ContactFacts],
         now: dt.datetime,
     ) -> None:
-        """Load every check's data for the batch's contacts on the channels it may use."""
+        """Load every check's data for the batch's contacts on `channels`; others on first ask."""
         self.now = now
         self.facts = facts
         self.session = session
@@ -2620,22 +2621,28 @@ class _Gates:
         self.cap_indexes: dict[str, FrequencyCaps] = {}
         self.suppressed: dict[str, set[str]] = {}
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
-        contacts = sorted(facts)
         for channel in sorted(set(channels)):
-            field_name = send_store.ADDRESS_FIELD.get(channel)
-            recipients = [
-                (
-                    cid,
-                    str(facts[cid].attributes.get(field_name) or "") or None
-                    if field_name
-                    else None,
-                )
-                for cid in contacts
-            ]
-            self.suppressed[channel] = send_store.suppressed_contacts(
-                session, tenant, channel, recipients, now=now
+            self._load(channel)
+
+    def _load(self, channel: str) -> None:
+        """Read the suppressions and consents of the batch's contacts on `channel`."""
+        contacts = sorted(self.facts)
+        field_name = send_store.ADDRESS_FIELD.get(channel)
+        recipients = [
+            (
+                cid,
+                str(self.facts[cid].attributes.get(field_name) or "") or None
+                if field_name
+                else None,
             )
-            self.consent[channel] = send_store.consent_statuses(session, tenant, channel, contacts)
+            for cid in contacts
+        ]
+        self.suppressed[channel] = send_store.suppressed_contacts(
+            self.session, self.tenant, channel, recipients, now=self.now
+        )
+        self.consent[channel] = send_store.consent_statuses(
+            self.session, self.tenant, channel, contacts
+        )
 
     def for_contact(
         self, contact_id: str, campaign: c.CompiledCampaign
@@ -2690,14 +2697,17 @@ class _Gates:
         field_name = send_store.ADDRESS_FIELD.get(channel)
         if field_name is not None and not str(facts.attributes.get(field_name) or "").strip():
             return "no email address" if field_name == "email" else "no phone number"
-        if contact_id in self.suppressed.get(channel, set()):
+        if channel not in self.suppressed:
+            # On first ask: a batch whose steps reach no send on a channel reads nothing for it.
+            self._load(channel)
+        if contact_id in self.suppressed[channel]:
             return "suppressed"
         if (
             facts.attributes.get(suppress.UNSUBSCRIBED) is True
             and channel in send_store.PERSONAL_CHANNELS
         ):
             return "unsubscribed"
-        consent = self.consent.get(channel, {}).get(contact_id)
+        consent = self.consent[channel].get(contact_id)
         if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):
             return f"no consent ({consent})"
         if channel in self.OPT_IN_CHANNELS and consent is not ConsentStatus.GRANTED:

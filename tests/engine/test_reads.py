@@ -16,8 +16,22 @@ from cadence.dsl.compiler import compile_paths, compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.dsl.parser import parse_text
 from cadence.engine.conditions import StepContext
-from cadence.engine.facts import ALL, CAMPAIGNS, EVENTS, SENDS, ContactFacts, EventFact
-from cadence.engine.reads import batch_reads, expr_reads, node_reads
+from cadence.engine.facts import (
+    ALL,
+    CAMPAIGNS,
+    EVENTS,
+    SENDS,
+    STANDARD_FIELDS,
+    ContactFacts,
+    EventFact,
+)
+from cadence.engine.reads import (
+    WITHOUT_CREATED_AT,
+    batch_fields,
+    batch_reads,
+    expr_reads,
+    node_reads,
+)
 from cadence.engine.stepper import SendGate, advance
 from cadence.errors import CadenceError
 from tests.language_md import as_program, language_blocks
@@ -89,6 +103,38 @@ campaign drip {
     assert batch_reads([(campaign, entry), (campaign, wait_for)]) == {EVENTS, SENDS}
 
 
+def test_a_wait_for_already_met_is_no_stop() -> None:
+    """`wait for` a click that already came goes on at once: what follows is read too."""
+    (campaign,) = compile_workspace(
+        load_text(
+            """
+template a email { subject "A" body "x" }
+campaign met {
+  on launch {
+    send email a
+    wait 1d
+    wait for clicked(a) up to 2d
+    if received(email, 3d) { tag add "recent" } else { tag add "quiet" }
+  }
+}
+""",
+            "t.cadence",
+        )
+    )
+    (wait,) = [n.id for n in campaign.nodes if isinstance(n, c.WaitNode)]
+    assert node_reads(campaign, wait) == {EVENTS, SENDS}
+    clicked = EventFact("clicked", T0 - dt.timedelta(hours=2), {"template": "a"})
+    sent = ("email", "a", T0 - dt.timedelta(days=1))
+    contact = CONTACTS[0]
+    full = _facts(contact, [clicked], [sent], set())
+    kinds = node_reads(campaign, wait)
+    pruned = _facts(contact, [clicked], [sent] if SENDS in kinds else [], set())
+    state = _state_at(campaign, wait)
+    outcome = _outcome(campaign, wait, full, dict(state))
+    assert outcome[5].tags_added == ["recent"]
+    assert _outcome(campaign, wait, pruned, dict(state)) == outcome
+
+
 def test_the_goal_is_read_at_every_node() -> None:
     campaigns = compile_workspace(
         load_text(
@@ -125,9 +171,31 @@ campaign every_kind {
 """
 
 
+NAMES_CREATED_AT = """
+campaign newcomers {
+  on launch {
+    if contact.created_at within 7d { tag add "new" } else { tag add "old" }
+    wait 1d
+    tag add "done"
+  }
+}
+"""
+
+
+def test_created_at_is_read_only_for_campaigns_that_name_it() -> None:
+    (newcomers,) = compile_workspace(load_text(NAMES_CREATED_AT, "n.cadence"))
+    (plain,) = compile_workspace(load_text(EVERY_KIND, "every_kind.cadence"))
+    assert "created_at" not in WITHOUT_CREATED_AT
+    assert set(STANDARD_FIELDS) - set(WITHOUT_CREATED_AT) == {"created_at"}
+    assert batch_fields([plain, plain]) == WITHOUT_CREATED_AT
+    assert batch_fields([plain, newcomers]) == STANDARD_FIELDS
+    assert batch_fields([]) == WITHOUT_CREATED_AT
+
+
 def _campaigns() -> list[c.CompiledCampaign]:
     found = compile_paths(sorted((REPO / "examples").glob("*.cadence")))
     found.extend(compile_workspace(load_text(EVERY_KIND, "every_kind.cadence")))
+    found.extend(compile_workspace(load_text(NAMES_CREATED_AT, "newcomers.cadence")))
     for block in language_blocks():
         program = as_program(block)
         if "campaign" not in program:
@@ -146,12 +214,18 @@ CONTACTS = [
 
 
 def _facts(
-    contact: dict[str, Any], events: list[EventFact], sends: list[Any], member: set[str]
+    contact: dict[str, Any],
+    events: list[EventFact],
+    sends: list[Any],
+    member: set[str],
+    fields: tuple[str, ...] = STANDARD_FIELDS,
 ) -> ContactFacts:
     attributes = dict(contact.get("attributes") or {})
     for name in ("id", "email", "phone", "first_name", "last_name", "timezone", "locale"):
         attributes[name] = contact.get(name)
     attributes["tags"] = []
+    if "created_at" in fields:
+        attributes["created_at"] = T0 - dt.timedelta(days=3)
     return ContactFacts(contact["id"], attributes, list(events), list(sends), set(member))
 
 
@@ -222,6 +296,7 @@ def test_stepping_on_the_facts_it_reads_equals_stepping_on_all_facts(
             events if EVENTS in kinds else [],
             sends if SENDS in kinds else [],
             member if CAMPAIGNS in kinds else set(),
+            batch_fields([campaign]),
         )
         state = _state_at(campaign, node.id)
         assert _outcome(campaign, node.id, pruned, dict(state)) == _outcome(

@@ -8,9 +8,12 @@ and the flow continues with the next step."
 from __future__ import annotations
 
 import datetime as dt
+import re
+from typing import Any
 
 import trio
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine as SAEngine
 
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, RecordingSink
@@ -103,3 +106,57 @@ def test_a_cap_goes_to_the_higher_priority_campaign_across_batches(store_url: st
     ]
     assert {reason for _, node, reason in _skips(store_url)} == {"cap email 1 reached"}
     assert len(_skips(store_url)) == 30
+
+
+LATER_CHANNEL = """
+template hello email { subject "Hello" body "x" }
+template text sms "Hi"
+campaign later {
+  on launch { send email hello  wait 1d  exit "done" }
+}
+campaign texts {
+  on launch { wait 2d  send sms text }
+}
+"""
+
+
+def test_gates_read_a_channel_only_for_batches_that_send_on_it(store_url: str) -> None:
+    """A batch reads suppressions and consents of the channels its steps ask, when asked."""
+    people = [
+        {"id": "p1", "email": "p1@example.test", "phone": "+491510000001",
+         "attributes": {"sms_opt_in": True}},
+        {"id": "p2", "email": "p2@example.test", "phone": "+491510000002",
+         "attributes": {"sms_opt_in": True}},
+    ]  # fmt: skip
+    lookups: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if re.search(r"\bFROM (suppressions|consents)\b", statement):
+            lookups.append(statement)
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[int]:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(LATER_CHANNEL))
+        await engine.launch("later")
+        await engine.launch("texts")
+        # An sms unsubscribe: the sms gate must see it although no earlier batch read sms.
+        await engine.push_event(
+            {"contact": "p1", "name": "unsubscribed", "properties": {"channel": "sms"}}
+        )
+        counts = []
+        event.listen(SAEngine, "before_cursor_execute", record)
+        try:
+            for day in (0, 1, 2):
+                lookups.clear()
+                await engine.run_until(T0 + dt.timedelta(days=day, hours=1))
+                counts.append(len(lookups))
+        finally:
+            event.remove(SAEngine, "before_cursor_execute", record)
+        return counts
+
+    counts = engine_run(store_url, body)
+    # Day 0 sends email; day 1 only exits (no gate asked, nothing read); day 2 sends sms.
+    assert counts[0] > 0
+    assert counts[1] == 0
+    assert counts[2] > 0
+    assert _skips(store_url) == [("p1", "send_text", "suppressed")]

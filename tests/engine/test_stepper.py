@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from collections.abc import Callable
@@ -212,6 +213,15 @@ def test_a_refused_send_is_skipped_and_the_flow_goes_on() -> None:
     assert not result.effects.sends
     assert result.effects.skipped_sends == [("send_t", "suppressed"), ("send_u", "suppressed")]
     assert result.status == "completed"
+
+
+def test_every_allowed_send_shares_one_immutable_answer() -> None:
+    """The gate's "go" is made once: each enrollment that sends is handed the same answer."""
+    assert SendGate.allow() is SendGate.allow()
+    assert SendGate.allow() == SendGate(True)
+    assert SendGate.skip("suppressed") is not SendGate.skip("suppressed")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SendGate.allow().allowed = False  # type: ignore[misc]
 
 
 def test_a_send_that_pauses_the_campaign_waits_at_its_step_neither_sent_nor_skipped() -> None:
