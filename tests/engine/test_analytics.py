@@ -164,3 +164,25 @@ def test_a_send_without_a_cost_setting_costs_what_its_provider_reported(store_ur
     (texts,) = trio.run(main)
     assert texts.total.sent == 3
     assert texts.total.cost == {"EUR": Decimal("0.14")}  # 0.07 EUR for each priced one
+
+
+def test_webhook_notices_are_not_counted_as_sends(store_url: str) -> None:
+    """A `notify webhook` is a notice about the contact, not a message to them."""
+    source = """
+    template hello email { subject "Hi" body "x" }
+    campaign told {
+      on launch { send email hello  notify webhook "https://hooks.example.test/crm" }
+    }
+    """
+
+    async def main() -> list[CampaignReport]:
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=RecordingSink()) as engine:
+            await engine.upsert_contacts(PEOPLE[:3])
+            await engine.deploy(campaigns(source))
+            await engine.launch("told")
+            await engine.run_due()
+            return await engine.report()
+
+    (told,) = trio.run(main)
+    assert told.total.sent == 3
+    assert set(told.by_template) == {"hello"}
