@@ -4,7 +4,7 @@ The issue asks for 100,000 contacts in seconds. Each round runs `cadence.engine.
 (the real engine on a simulated clock, in-memory SQLite, simulated opens deciding a branch)
 and records contacts, steps and sends per second in extra_info. The size comes from
 CADENCE_BENCH_DRYRUN_CONTACTS (default 20,000; 100,000 is the target's size, about a
-minute and a half per round on a 2-core machine); quick mode (CADENCE_BENCH_QUICK=1) uses
+minute per round on a 2-core machine); quick mode (CADENCE_BENCH_QUICK=1) uses
 300 so CI only checks that it runs and that the counts add up.
 """
 
