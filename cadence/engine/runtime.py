@@ -1955,7 +1955,7 @@ class Engine:
                 kinds=kinds,
                 fields=batch_fields(versions.values()),
             )
-            gates = _Gates(session, self.tenant, (), facts, now)
+            gates = _Gates(session, self.tenant, facts, now)
             results: list[tuple[_StepRow, dict[str, Any], Advance]] = []
             # Cohorts (one version, node and state) share the stepper's work (`CohortMemo`).
             memo = CohortMemo()
@@ -2491,7 +2491,7 @@ class Engine:
         facts = load_facts(
             session, self.tenant, {row.contact_id for row in to_contacts}, with_history=False
         )
-        gates = _Gates(session, self.tenant, {row.channel for row in to_contacts}, facts, now)
+        gates = _Gates(session, self.tenant, facts, now)
         refused: dict[int, str] = {}
         for row in to_contacts:
             if row.contact_id in facts:
@@ -2604,11 +2604,10 @@ class _Gates:
         self,
         session: Session,
         tenant: str,
-        channels: Iterable[str],
         facts: dict[str, ContactFacts],
         now: dt.datetime,
     ) -> None:
-        """Load every check's data for the batch's contacts on `channels`; others on first ask."""
+        """The checks for the batch's contacts; a channel's data is read when first asked."""
         self.now = now
         self.facts = facts
         self.session = session
@@ -2621,8 +2620,6 @@ class _Gates:
         self.cap_indexes: dict[str, FrequencyCaps] = {}
         self.suppressed: dict[str, set[str]] = {}
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
-        for channel in sorted(set(channels)):
-            self._load(channel)
 
     def _load(self, channel: str) -> None:
         """Read the suppressions and consents of the batch's contacts on `channel`."""
