@@ -10,6 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import DateTime, TypeDecorator
 
+from cadence.engine.clock import as_utc
+
 # Surrogate keys: 64-bit on PostgreSQL, SQLite's rowid alias (INTEGER PRIMARY KEY) on SQLite.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -80,7 +82,4 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _aware_utc(value: Any) -> datetime:
     """A stored timestamp (a datetime, or its ISO text) as an aware UTC datetime."""
-    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if stamp.tzinfo is None:
-        return stamp.replace(tzinfo=UTC)
-    return stamp.astimezone(UTC)
+    return as_utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
