@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -262,9 +263,9 @@ def test_a_crashed_worker_s_claim_is_taken_over_after_its_lease(store_url: str) 
     ]
 
 
-def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def _second_step_fails(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Inside, the second enrollment a batch steps raises, as a worker dying mid-batch."""
     from cadence.engine import runtime
 
     # Each enrollment steps through the batch's cohort memo (`cadence.engine.cohort`).
@@ -277,12 +278,21 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
             raise RuntimeError("worker died mid-batch")
         return real_advance(*args, **kwargs)
 
+    monkeypatch.setattr(runtime.CohortMemo, "advance", failing_advance)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(runtime.CohortMemo, "advance", real_advance)
+
+
+def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
         await engine.upsert_contacts(CONTACTS)
         await engine.deploy(campaigns(LAUNCH))
         await engine.launch("hello_all")
-        monkeypatch.setattr(runtime.CohortMemo, "advance", failing_advance)
-        with pytest.raises(RuntimeError, match="mid-batch"):
+        with pytest.raises(RuntimeError, match="mid-batch"), _second_step_fails(monkeypatch):
             await engine.run_due()
 
         def snapshot(store: Store) -> list[tuple[str, str | None, str, str | None]]:
@@ -303,7 +313,6 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
         assert [(cid, status, owner) for cid, _, status, owner in before] == [
             ("c1", "active", None), ("c3", "active", None),
         ]  # fmt: skip
-        monkeypatch.setattr(runtime.CohortMemo, "advance", real_advance)
         await engine.run_due()
         assert sorted(sent(sink)) == [("c1", "hello"), ("c3", "hello")]
 
@@ -416,18 +425,6 @@ def test_an_in_process_sink_s_sends_are_stored_as_its_delivery_would_record_them
 def test_an_in_process_sink_s_batch_that_fails_before_its_commit_hands_over_nothing(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cadence.engine import runtime
-
-    # Each enrollment steps through the batch's cohort memo (`cadence.engine.cohort`).
-    real_advance = runtime.CohortMemo.advance
-    calls = {"n": 0}
-
-    def failing_advance(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("worker died mid-batch")
-        return real_advance(*args, **kwargs)
-
     sink = InProcessSink()
 
     async def main() -> None:
@@ -435,13 +432,11 @@ def test_an_in_process_sink_s_batch_that_fails_before_its_commit_hands_over_noth
             await engine.upsert_contacts(CONTACTS)
             await engine.deploy(campaigns(LAUNCH))
             await engine.launch("hello_all")
-            monkeypatch.setattr(runtime.CohortMemo, "advance", failing_advance)
-            with pytest.raises(RuntimeError, match="mid-batch"):
+            with pytest.raises(RuntimeError, match="mid-batch"), _second_step_fails(monkeypatch):
                 await engine.run_due()
             assert sink.delivered == []
             assert await engine.store.call(_count, OutboxMessage) == 0
             assert await engine.store.call(_count, SendLog) == 0
-            monkeypatch.setattr(runtime.CohortMemo, "advance", real_advance)
             await engine.run_due()
             await engine.run_due()
 
