@@ -74,8 +74,10 @@ async def test_5xx_and_timeouts_are_retried(nursery: trio.Nursery) -> None:
     receiver = WebhookReceiver()
     url = await nursery.start(receiver.serve)
     receiver.faults.add("500")
-    receiver.faults.add("slow", delay=1.0)
-    sender = adapter(timeout=0.3)
+    # The slow answer outlasts the timeout by far, and the good request has a whole timeout
+    # to itself: on a busy machine 0.3 s was not always enough for a loopback round trip.
+    receiver.faults.add("slow", delay=10.0)
+    sender = adapter(timeout=1.5)
     close_at_end(nursery, sender)
     result = await sender.send(webhook(url, 1))
     assert result.status is SendStatus.SENT and result.attempts == 3
