@@ -4,7 +4,7 @@
 there must lock its due enrollments, move them on, and for a send insert an outbox row,
 mark it sent and log it, because a simulated send is stored exactly as a real one is.
 `store_floor` issues just those statements on the engine's own schema (in-memory SQLite,
-the same indexes and foreign keys), in the engine's batch size, with the rows' values
+the same indexes and foreign keys), in the dry-run's batch size, with the rows' values
 made up front: what is left of a dry-run when every line of Python between the statements
 is gone. The ratio of the two says how much of a run is the engine's Python.
 It leaves out what the engine also does (facts, gates, simulated opens and clicks, the
@@ -20,9 +20,10 @@ import time
 
 from sqlalchemy.engine.interfaces import DBAPICursor
 
+from cadence.engine.dryrun import DRY_RUN_BATCH
 from cadence.engine.store import Store
 
-BATCH = 500
+BATCH = DRY_RUN_BATCH
 START = dt.datetime(2026, 12, 1, 9, 0)
 # (day of the wake, whether it sends, days to the next wake or None at the exit)
 WAKES = ((0, True, 2), (2, True, 3), (5, True, 5), (10, True, 1), (11, False, None))
