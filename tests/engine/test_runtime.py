@@ -242,7 +242,7 @@ def test_a_crashed_worker_s_claim_is_taken_over_after_its_lease(store_url: str) 
                     return len(
                         claims.claim_enrollments(
                             session, "doomed", now=clock.now(), limit=100,
-                            lease_for=dt.timedelta(minutes=5),
+                            tenant_id="default", lease_for=dt.timedelta(minutes=5),
                         )
                     )  # fmt: skip
 

@@ -129,11 +129,15 @@ def test_claim_takes_only_due_active_rows_oldest_first(store: Store, seed: SeedE
         done.status = EnrollmentStatus.COMPLETED.value
     now = T0 + timedelta(seconds=3)
     with store.session() as session:
-        claimed = claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+        claimed = claim_enrollments(
+            session, "w1", now=now, limit=10, tenant_id="default", lease_for=LEASE
+        )
     assert [row.id for row in claimed] == ids[1:4]
     assert all(row.lease_owner == "w1" and row.lease_expires_at == now + LEASE for row in claimed)
     with store.session() as session:
-        again = claim_enrollments(session, "w2", now=now, limit=10, lease_for=LEASE)
+        again = claim_enrollments(
+            session, "w2", now=now, limit=10, tenant_id="default", lease_for=LEASE
+        )
     assert again == []  # all due rows are leased to w1
 
 
@@ -141,11 +145,17 @@ def test_claim_respects_the_limit(store: Store, seed: SeedEnrollments) -> None:
     ids = seed(10)
     now = T0 + timedelta(minutes=1)
     with store.session() as session:
-        first = claim_enrollments(session, "w1", now=now, limit=4, lease_for=LEASE)
+        first = claim_enrollments(
+            session, "w1", now=now, limit=4, tenant_id="default", lease_for=LEASE
+        )
     with store.session() as session:
-        second = claim_enrollments(session, "w2", now=now, limit=4, lease_for=LEASE)
+        second = claim_enrollments(
+            session, "w2", now=now, limit=4, tenant_id="default", lease_for=LEASE
+        )
     with store.session() as session:
-        third = claim_enrollments(session, "w3", now=now, limit=4, lease_for=LEASE)
+        third = claim_enrollments(
+            session, "w3", now=now, limit=4, tenant_id="default", lease_for=LEASE
+        )
     assert [r.id for r in first] == ids[:4]
     assert [r.id for r in second] == ids[4:8]
     assert [r.id for r in third] == ids[8:]
@@ -157,13 +167,18 @@ def test_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out(
     ids = seed(3)
     now = T0 + timedelta(seconds=10)
     with store.session() as session:
-        mine = claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+        mine = claim_enrollments(
+            session, "w1", now=now, limit=10, tenant_id="default", lease_for=LEASE
+        )
     assert len(mine) == 3
 
     # Before the lease runs out nobody else gets the rows.
     with store.session() as session:
         assert (
-            claim_enrollments(session, "w2", now=now + LEASE / 2, limit=10, lease_for=LEASE) == []
+            claim_enrollments(
+                session, "w2", now=now + LEASE / 2, limit=10, tenant_id="default", lease_for=LEASE
+            )
+            == []
         )
 
     # w1 renews one row; the other two expire and w2 takes them over.
@@ -174,7 +189,9 @@ def test_expired_lease_is_taken_over_and_the_old_owner_is_fenced_out(
     assert kept == {ids[0]}
     later = now + LEASE + timedelta(seconds=1)
     with store.session() as session:
-        taken = claim_enrollments(session, "w2", now=later, limit=10, lease_for=LEASE)
+        taken = claim_enrollments(
+            session, "w2", now=later, limit=10, tenant_id="default", lease_for=LEASE
+        )
     assert [row.id for row in taken] == ids[1:]
     assert all(row.lease_owner == "w2" for row in taken)
 
@@ -201,12 +218,14 @@ def test_release_makes_rows_claimable_at_once(store: Store, seed: SeedEnrollment
     ids = seed(2)
     now = T0 + timedelta(seconds=5)
     with store.session() as session:
-        claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+        claim_enrollments(session, "w1", now=now, limit=10, tenant_id="default", lease_for=LEASE)
     with store.session() as session:
         assert release_enrollments(session, "w2", ids) == 0  # not w2's to release
         assert release_enrollments(session, "w1", ids) == 2
     with store.session() as session:
-        again = claim_enrollments(session, "w2", now=now, limit=10, lease_for=LEASE)
+        again = claim_enrollments(
+            session, "w2", now=now, limit=10, tenant_id="default", lease_for=LEASE
+        )
     assert [row.id for row in again] == ids
 
 
@@ -236,7 +255,9 @@ def test_concurrent_owners_never_claim_the_same_row(
         try:
             while True:
                 with worker_store.session() as session:
-                    batch = claim_enrollments(session, owner, now=now, limit=7, lease_for=LEASE)
+                    batch = claim_enrollments(
+                        session, owner, now=now, limit=7, tenant_id="default", lease_for=LEASE
+                    )
                     if not batch:
                         break
                     got.extend(row.id for row in batch)
@@ -268,8 +289,9 @@ def test_async_store_runs_claims_in_worker_threads(store: Store, seed: SeedEnrol
     async def main() -> list[int]:
         astore = AsyncStore(store)
         rows = await astore.transaction(
-            claim_enrollments, "w1", now=T0 + timedelta(minutes=1), limit=10, lease_for=LEASE
-        )
+            claim_enrollments, "w1", now=T0 + timedelta(minutes=1), limit=10,
+            tenant_id="default", lease_for=LEASE,
+        )  # fmt: skip
         tenants = await astore.call(Store.tenant_ids)
         assert tenants == ["default"]
         return [row.id for row in rows]
@@ -286,7 +308,7 @@ def test_updates_write_json_state_history_and_nulls(store: Store, seed: SeedEnro
     ids = seed(3)
     now = T0 + timedelta(minutes=1)
     with store.session() as session:
-        claim_enrollments(session, "w1", now=now, limit=10, lease_for=LEASE)
+        claim_enrollments(session, "w1", now=now, limit=10, tenant_id="default", lease_for=LEASE)
     updates = [
         EnrollmentUpdate(
             id=ids[0],
@@ -322,7 +344,7 @@ def test_a_cohort_setting_the_same_values_is_written_together_with_the_rest(
     now = T0 + timedelta(minutes=1)
     later = T0 + timedelta(days=2)
     with store.session() as session:
-        claim_enrollments(session, "w1", now=now, limit=30, lease_for=LEASE)
+        claim_enrollments(session, "w1", now=now, limit=30, tenant_id="default", lease_for=LEASE)
     cohort, odd = ids[:20], ids[20:]
     state = {"arrived": ["wait_2d", now.isoformat(), later.isoformat()], "sends": 1}
     updates = [
@@ -360,7 +382,7 @@ def test_stepped_enrollments_are_written_by_group(store: Store, seed: SeedEnroll
     now = T0 + timedelta(minutes=1)
     later = T0 + timedelta(days=2)
     with store.session() as session:
-        claim_enrollments(session, "w1", now=now, limit=30, lease_for=LEASE)
+        claim_enrollments(session, "w1", now=now, limit=30, tenant_id="default", lease_for=LEASE)
     state = RawJSON('{"sends": 1}')
     moved = {
         ("wait_2d", "active", later, state, RawJSON('[["a", "wait_2d", "wait"]]')): ids[:20],

@@ -108,11 +108,18 @@ def test_enrolling_twice_enrolls_once_and_pause_resume_flip_everything(
 
     with store.session() as session:
         assert hold_enrollments(session, [version], now=T0) == 6
-        assert claim_enrollments(session, "w", now=T0, limit=10, lease_for=timedelta(1)) == []
+        assert (
+            claim_enrollments(
+                session, "w", now=T0, limit=10, tenant_id="default", lease_for=timedelta(1)
+            )
+            == []
+        )
         assert enrollment_counts(session, "default") == {"welcome": {"paused": 6}}
     with store.session() as session:
         assert release_held_enrollments(session, [version], now=T0) == 6
-        claimed = claim_enrollments(session, "w", now=T0, limit=10, lease_for=timedelta(1))
+        claimed = claim_enrollments(
+            session, "w", now=T0, limit=10, tenant_id="default", lease_for=timedelta(1)
+        )
         assert len(claimed) == 6
         assert enrolled_contact_ids(session, [version], ["c0", "c4", "zz"]) == {"c0", "c4"}
         assert cancel_enrollments(session, [version], now=T0) == 6
@@ -221,8 +228,15 @@ def test_sends_enqueued_claimed_return_their_ids_once_and_fall_back_to_the_outbo
         )
         assert again == []
         # While the lease lives nobody else claims them; once it runs out, anyone does.
-        assert claim_outbox(session, "w2", now=T0 + lease / 2, limit=10, lease_for=lease) == []
-        taken = claim_outbox(session, "w2", now=T0 + lease, limit=10, lease_for=lease)
+        assert (
+            claim_outbox(
+                session, "w2", now=T0 + lease / 2, limit=10, tenant_id="default", lease_for=lease
+            )
+            == []
+        )
+        taken = claim_outbox(
+            session, "w2", now=T0 + lease, limit=10, tenant_id="default", lease_for=lease
+        )
         assert sorted(row.id for row in taken) == sorted(i for i, _ in fresh)
 
 
@@ -245,7 +259,9 @@ def test_sends_recorded_as_sent_by_group_log_each_once_and_skip_lost_leases(
     ids = [outbox_id for outbox_id, _ in fresh]
     # The last send's lease ran out and another worker claimed it meanwhile.
     with store.session() as session:
-        taken = claim_outbox(session, "w2", now=T0 + lease, limit=10, lease_for=lease)
+        taken = claim_outbox(
+            session, "w2", now=T0 + lease, limit=10, tenant_id="default", lease_for=lease
+        )
     assert [row.id for row in taken] == ids
     with store.session() as session:
         # ... so give all but the last back to w1, as if w2 had never looked at them.

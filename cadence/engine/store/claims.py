@@ -114,7 +114,7 @@ def _claim(
     now: datetime,
     limit: int,
     lease_for: timedelta,
-    tenant_id: str | None,
+    tenant_id: str,
     columns: Sequence[Returned] | None,
     count_attempt: bool = False,
 ) -> list[Row[Any]]:
@@ -153,17 +153,19 @@ def _claim(
 
 
 def _due(
-    queue: _Queue[M], now: datetime | BindParameter[datetime], tenant_id: str | None
+    queue: _Queue[M], now: datetime | BindParameter[datetime], tenant_id: str
 ) -> list[ColumnElement[bool]]:
-    """Ready, due by `now`, and free of any live lease (of the tenant, when one is named)."""
-    conditions: list[ColumnElement[bool]] = [
+    """The tenant's rows ready, due by `now`, and free of any live lease.
+
+    Every claim names its tenant: the queues are indexed by (tenant_id, status, due time)
+    only, so a claim across tenants would read the whole table.
+    """
+    return [
         queue.status == queue.ready_status,
         queue.due <= now,
         _lease_free(queue, now),
+        queue.tenant_id == tenant_id,
     ]
-    if tenant_id is not None:
-        conditions.append(queue.tenant_id == tenant_id)
-    return conditions
 
 
 def _returned(queue: _Queue[M], columns: Sequence[Returned] | None) -> list[Returned]:
@@ -253,13 +255,13 @@ def claim_enrollments(
     now: datetime,
     limit: int,
     lease_for: timedelta,
-    tenant_id: str | None = None,
+    tenant_id: str,
     columns: Sequence[Returned] | None = None,
 ) -> list[Row[Any]]:
-    """Lease up to `limit` active enrollments due by `now` to `owner` (expired leases included).
+    """Lease up to `limit` of the tenant's active enrollments due by `now` to `owner`.
 
-    Each row has the `columns` asked for (default: every column of `enrollments`) by name
-    (`row.id`, `row.state`, ...).
+    Rows whose lease expired are due again. Each row has the `columns` asked for (default:
+    every column of `enrollments`) by name (`row.id`, `row.state`, ...).
     """
     return _claim(
         session,
@@ -278,10 +280,10 @@ def lock_due_enrollments(
     *,
     now: datetime,
     limit: int,
-    tenant_id: str | None = None,
+    tenant_id: str,
     columns: Sequence[Returned] | None = None,
 ) -> list[Row[Any]]:
-    """Up to `limit` due, unleased enrollments, locked until the session's transaction ends.
+    """Up to `limit` of the tenant's due, unleased enrollments, locked until the transaction ends.
 
     The claim for work done inside one transaction (the scheduler reads, steps and writes a
     batch before it commits): the row locks keep other workers off (`FOR UPDATE SKIP LOCKED`
@@ -304,7 +306,7 @@ def lock_due_enrollments(
 _LOCK_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[Returned, ...] | None, Any]] = {}
 
 
-def _lock_statement(columns: tuple[Returned, ...] | None, limit: int, tenant_id: str | None) -> Any:
+def _lock_statement(columns: tuple[Returned, ...] | None, limit: int, tenant_id: str) -> Any:
     """`lock_due_enrollments`' SELECT for these columns, limit and tenant, with `now` bound."""
     key = (None if columns is None else tuple(map(id, columns)), limit, tenant_id)
     cached = _LOCK_STATEMENTS.get(key)
@@ -477,14 +479,15 @@ def claim_outbox(
     now: datetime,
     limit: int,
     lease_for: timedelta,
-    tenant_id: str | None = None,
+    tenant_id: str,
     columns: Sequence[Returned] | None = None,
 ) -> list[Row[Any]]:
-    """Lease up to `limit` pending sends whose next attempt is due by `now` to `owner`.
+    """Lease up to `limit` of the tenant's pending sends whose next attempt is due by `now`.
 
-    Each row has the `columns` asked for (default: every column of `send_outbox`) by name.
-    Its `attempts` counts this claim: the claim is made to hand the send to a provider, and
-    a count in the store, unlike one in a process, survives that process's crash.
+    The lease goes to `owner`. Each row has the `columns` asked for (default: every column
+    of `send_outbox`) by name. Its `attempts` counts this claim: the claim is made to hand
+    the send to a provider, and a count in the store, unlike one in a process, survives
+    that process's crash.
     """
     return _claim(
         session,

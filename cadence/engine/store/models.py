@@ -268,9 +268,8 @@ class Enrollment(Base):
         ),
         UniqueConstraint("version_id", "contact_id", "occurrence"),
         CheckConstraint(_check_in("status", EnrollmentStatus), name="status"),
-        # The scheduler's claim: status = 'active' AND due_at <= now ORDER BY due_at,
-        # priority_rank, across tenants or (as the engine claims) within one.
-        Index(None, "status", "due_at", "priority_rank"),
+        # The scheduler's claim: tenant_id = ? AND status = 'active' AND due_at <= now
+        # ORDER BY due_at, priority_rank. Every claim names its tenant (migration 0011).
         Index(None, "tenant_id", "status", "due_at", "priority_rank"),
         Index(None, "tenant_id", "contact_id"),
         Index(None, "version_id", "status"),
@@ -341,8 +340,7 @@ class OutboxMessage(Base):
             ["tenant_id", "contact_id"], ["contacts.tenant_id", "contacts.id"], ondelete="CASCADE"
         ),
         CheckConstraint(_check_in("status", OutboxStatus), name="status"),
-        # Dispatch's claim: status = 'pending' AND next_attempt_at <= now (also per tenant).
-        Index(None, "status", "next_attempt_at"),
+        # Dispatch's claim: tenant_id = ? AND status = 'pending' AND next_attempt_at <= now.
         Index(None, "tenant_id", "status", "next_attempt_at"),
         # Frequency caps and "received(email, 24h)": a contact's sends on a channel over time.
         Index(None, "tenant_id", "contact_id", "channel", "created_at"),
