@@ -352,7 +352,7 @@ def write_stepped_enrollments(
     is one statement (`bulk.update_groups`). Attempts are reset and leases dropped.
     Every locked row was active: the groups that stay active leave `status` out of the
     statement, since SQLite rewrites every index holding a column the SET names, changed
-    or not, and three indexes hold it.
+    or not, and two indexes hold it (the claim index and `(version_id, status)`).
     """
     ready = ENROLLMENT_QUEUE.ready_status
     staying = {
