@@ -45,6 +45,7 @@ from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
+from cadence.engine.preferences import ChannelChoice, read_choices
 from cadence.engine.reads import batch_fields, batch_reads
 from cadence.engine.stepper import Advance, SendGate
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
@@ -1088,6 +1089,30 @@ class Engine:
                     OutboxMessage.tenant_id == self.tenant, OutboxMessage.idempotency_key == key
                 )
             )
+
+    async def sent_message(self, key: str) -> OutgoingMessage | None:
+        """The send with this idempotency key as the sink saw it (None: no such send here).
+
+        For a message's web version: the service renders it again from what was sent.
+        """
+        return await self.store.call(self._sent_message_sync, key)
+
+    def _sent_message_sync(self, store: Store, key: str) -> OutgoingMessage | None:
+        with store.session() as session:
+            row = session.execute(
+                select(*_MESSAGE_COLUMNS).where(
+                    OutboxMessage.tenant_id == self.tenant, OutboxMessage.idempotency_key == key
+                )
+            ).first()
+            return None if row is None else self._message(session, row, int(row.attempts))
+
+    async def preferences(self, contact_id: str) -> list[ChannelChoice] | None:
+        """The contact's channels as their preference page shows them (None: no such contact)."""
+        return await self.store.call(self._preferences_sync, contact_id)
+
+    def _preferences_sync(self, store: Store, contact_id: str) -> list[ChannelChoice] | None:
+        with store.session() as session:
+            return read_choices(session, self.tenant, contact_id, self.now())
 
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""
@@ -2423,22 +2448,18 @@ class Engine:
             )  # fmt: skip
             rows = self._drop_refused(session, rows, now)
             rows = self._drop_reported(session, rows, now)
-            messages = []
-            for row in rows:
-                name, compiled = (
-                    self._version(session, row.version_id) if row.version_id else ("", None)
-                )
-                messages.append(
-                    OutgoingMessage(
-                        outbox_id=row.id, idempotency_key=row.idempotency_key,
-                        tenant_id=row.tenant_id, campaign=name,
-                        version=compiled.version if compiled else "", node=row.node,
-                        contact_id=row.contact_id, channel=row.channel, template=row.template,
-                        variant=row.variant, payload=dict(row.payload or {}),
-                        attempts=max(0, int(row.attempts) - 1),  # the claim counted this one
-                    )
-                )  # fmt: skip
-            return messages
+            # The claim counted this attempt: the message carries those before it.
+            return [self._message(session, row, int(row.attempts) - 1) for row in rows]
+
+    def _message(self, session: Session, row: Row[Any], attempts: int) -> OutgoingMessage:
+        """The sink's view of an outbox row (`_MESSAGE_COLUMNS`)."""
+        name, compiled = self._version(session, row.version_id) if row.version_id else ("", None)
+        return OutgoingMessage(
+            outbox_id=row.id, idempotency_key=row.idempotency_key, tenant_id=row.tenant_id,
+            campaign=name, version=compiled.version if compiled else "", node=row.node,
+            contact_id=row.contact_id, channel=row.channel, template=row.template,
+            variant=row.variant, payload=dict(row.payload or {}), attempts=max(0, attempts),
+        )  # fmt: skip
 
     def _drop_reported(
         self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime

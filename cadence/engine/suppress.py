@@ -16,6 +16,11 @@ events, so an event is never stored without its suppression.
   channel would. A later `START` or `UNSTOP` reply lifts the person's opt-outs on that
   channel (not bounces, complaints, nor an unsubscribe from every channel); of replies
   stored together, the latest decides.
+- `resubscribed` (the person's preference page turning a channel back on): lifts their own
+  opt-outs on that channel (its `channel`, else its message's, else every channel). An
+  unsubscribe from every channel is replaced by opt-outs on each of the others, so only
+  the named channel comes back. Bounces and complaints stay. Stored together with an
+  `unsubscribed` for the same channel, the opt-out wins.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
   that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
   a full mailbox or a deferral) suppress from the third on that same channel within 30
@@ -34,13 +39,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store import sends as send_store
-from cadence.engine.store.models import Contact, Event, OutboxMessage
+from cadence.engine.store.models import Contact, Event, OutboxMessage, Suppression
 from cadence.engine.store.records import EventRecord
 
 UNSUBSCRIBED = "unsubscribed"
 COMPLAINED = "complained"
 BOUNCED = "bounced"
 REPLIED = "replied"
+RESUBSCRIBED = "resubscribed"
 # Opt-out words, as `_keyword` folds them: the carriers' (CTIA: STOP, STOPALL, UNSUBSCRIBE,
 # CANCEL, END, QUIT, OPT OUT / OPT-OUT), REVOKE (the FCC's 2025 revocation rule), ARRET /
 # ARRÊT (French, required in Canada) and WhatsApp's marketing opt-out button "Stop
@@ -69,7 +75,12 @@ def record_suppressions(
     soft: dict[str, set[str]] = {}  # channel -> contact ids with a soft bounce
     # (contact, channel) -> whether its last keyword reply opted out (STOP) or back in (START)
     replies: dict[tuple[str, str], bool] = {}
+    back: dict[str, set[str]] = {}  # channel -> contact ids turning it back on
     for event in sorted(events, key=lambda e: e.at):
+        if event.contact_id is not None and event.name == RESUBSCRIBED:
+            channel = _channel(session, tenant_id, event, send_store.EVERY_CHANNEL)
+            back.setdefault(channel, set()).add(event.contact_id)
+            continue
         if event.contact_id is None or event.name not in (UNSUBSCRIBED, COMPLAINED, BOUNCED):
             if event.contact_id is not None and event.name == REPLIED:
                 stop, start = is_stop_reply(event), is_start_reply(event)
@@ -96,6 +107,8 @@ def record_suppressions(
             restarted.setdefault(channel, []).append(contact_id)
     for channel, ids in sorted(restarted.items()):
         send_store.lift_opt_outs(session, tenant_id, channel, ids, reason=UNSUBSCRIBED)
+    for channel, contacts in sorted(back.items()):
+        _resubscribe(session, tenant_id, channel, sorted(contacts), now)
     for (channel, reason), contacts in sorted(people.items()):
         send_store.add_suppressions(
             session, tenant_id, channel, [(None, cid) for cid in sorted(contacts)],
@@ -107,6 +120,44 @@ def record_suppressions(
             _suppress_addresses(session, tenant_id, channel, repeated, "soft bounces", now)
     for channel, contacts in sorted(bounced.items()):
         _suppress_addresses(session, tenant_id, channel, contacts, BOUNCED, now)
+
+
+def _resubscribe(
+    session: Session, tenant_id: str, channel: str, contact_ids: list[str], now: dt.datetime
+) -> None:
+    """Lift the contacts' own opt-outs on `channel`, keeping them off every other channel."""
+    everything = send_store.EVERY_CHANNEL
+    if channel == everything:
+        for each in sorted(send_store.PERSONAL_CHANNELS | {everything}):
+            send_store.lift_opt_outs(session, tenant_id, each, contact_ids, reason=UNSUBSCRIBED)
+        return
+    send_store.lift_opt_outs(session, tenant_id, channel, contact_ids, reason=UNSUBSCRIBED)
+    if channel not in send_store.PERSONAL_CHANNELS:
+        return
+    session.flush()
+    # The contacts' own opt-outs left after the lift: (channel, contact id).
+    own = {
+        (row_channel, cid)
+        for row_channel, cid in session.execute(
+            select(Suppression.channel, Suppression.contact_id).where(
+                Suppression.tenant_id == tenant_id,
+                Suppression.address.is_(None),
+                Suppression.reason == UNSUBSCRIBED,
+                Suppression.contact_id.in_(contact_ids),
+            )
+        )
+        if cid is not None
+    }
+    off_everywhere = sorted(cid for row_channel, cid in own if row_channel == everything)
+    if not off_everywhere:
+        return
+    send_store.lift_opt_outs(session, tenant_id, everything, off_everywhere, reason=UNSUBSCRIBED)
+    for other in sorted(send_store.PERSONAL_CHANNELS - {channel}):
+        send_store.add_suppressions(
+            session, tenant_id, other,
+            [(None, cid) for cid in off_everywhere if (other, cid) not in own],
+            reason=UNSUBSCRIBED, now=now,
+        )  # fmt: skip
 
 
 def is_stop_reply(event: EventRecord) -> bool:

@@ -343,3 +343,91 @@ def test_stop_and_start_stored_together_follow_their_times(store_url: str) -> No
     engine_run(store_url, body)
     with Store.open(store_url) as store, store.session() as session:
         assert session.scalars(select(Suppression)).all() == []
+
+
+def _own_opt_outs(store_url: str) -> list[tuple[str | None, str]]:
+    with Store.open(store_url) as store, store.session() as session:
+        rows = session.execute(
+            select(Suppression.contact_id, Suppression.channel).where(
+                Suppression.address.is_(None), Suppression.reason == "unsubscribed"
+            )
+        ).all()
+    return sorted((contact, channel) for contact, channel in rows)
+
+
+def test_a_resubscribe_brings_back_only_its_channel(store_url: str) -> None:
+    """After an unsubscribe from everything, turning email back on leaves the rest off."""
+    source = """
+    template mail email { subject "Mail" body "x" }
+    template text sms { body "Hi" }
+    campaign later { on launch { wait 1d  send sms text  send email mail } }
+    """
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.deploy(campaigns(source))
+        await engine.launch("later")
+        off = {"name": "unsubscribed", "properties": {"channel": "*"}}
+        await engine.push_events([{"contact": "p1", **off}, {"contact": "p2", **off}])
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.push_event(
+            {"contact": "p1", "name": "resubscribed", "properties": {"channel": "email"}}
+        )
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert _sent(sink) == [("p1", "mail")]
+    assert _own_opt_outs(store_url) == [
+        ("p1", "inbox"), ("p1", "sms"), ("p1", "whatsapp"), ("p2", "*")
+    ]  # fmt: skip
+
+
+def test_a_resubscribe_lifts_no_bounce_nor_complaint(store_url: str) -> None:
+    """Only the person's own opt-outs come back: bounces and spam reports stay."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.push_events([
+            {"contact": "p1", "name": "bounced", "properties": {"channel": "email"}},
+            {"contact": "p2", "name": "complained", "properties": {"channel": "email"}},
+        ])  # fmt: skip
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        back = {"name": "resubscribed", "properties": {"channel": "email"}}
+        await engine.push_events([{"contact": "p1", **back}, {"contact": "p2", **back}])
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        rows = session.execute(select(Suppression.channel, Suppression.reason)).all()
+    assert sorted(rows) == [("email", "bounced"), ("email", "complained")]
+
+
+def test_preferences_show_each_channel_and_why_it_cannot_change(store_url: str) -> None:
+    """What a preference page lists: channels with an address, on or off, fixed with a reason."""
+    people = [
+        {"id": "a", "email": "ana@example.test", "phone": "+491510001234",
+         "attributes": {"sms_opt_in": True}},
+        {"id": "b", "email": "bo@example.test"},
+        {"id": "c", "email": "cy@example.test", "attributes": {"unsubscribed": True}},
+    ]  # fmt: skip
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[Any]:
+        await engine.upsert_contacts(people)
+        await engine.push_events([
+            {"contact": "a", "name": "unsubscribed", "properties": {"channel": "sms"}},
+            {"contact": "b", "name": "bounced", "properties": {"channel": "email"}},
+        ])  # fmt: skip
+        return [await engine.preferences(who) for who in ("a", "b", "c", "nobody")]
+
+    a, b, c, nobody = engine_run(store_url, body)
+    assert [(x.channel, x.address, x.subscribed, x.changeable) for x in a] == [
+        ("email", "a•••@example.test", True, True),
+        ("sms", "•••••••••1234", False, True),
+        ("whatsapp", "•••••••••1234", False, False),
+    ]
+    assert a[2].note == "you have not opted in to WhatsApp messages"
+    assert [(x.channel, x.subscribed, x.changeable, x.note) for x in b] == [
+        ("email", False, False, "this address bounced, so nothing is sent to it")
+    ]
+    assert [(x.channel, x.subscribed, x.changeable) for x in c] == [("email", False, False)]
+    assert nobody is None
