@@ -285,7 +285,7 @@ def _missing_hint(variable: str) -> str:
     """How to fix a missing variable: configure the links, or give the template a default."""
     if variable in LINK_VARIABLES:
         return (
-            "this sender makes no such link: `cadence serve` makes unsubscribe links when"
+            "this sender makes no such link: `cadence serve` makes these links when"
             " CADENCE_PUBLIC_URL and CADENCE_LINK_SECRET are set (docs/service.md)"
         )
     return "use `| default(...)` if it may be missing"

@@ -137,6 +137,17 @@ class AdapterSink:
                 results[message.outbox_id] = self._result(message, out, result)
         return [results[m.outbox_id] for m in messages]
 
+    async def web_view(self, message: OutgoingMessage) -> str | None:
+        """An email's HTML rendered again as it was sent (its web version); None for any
+        other message, or one that no longer renders (its contact or campaign gone)."""
+        if message.channel != Channel.EMAIL.value:
+            return None
+        contacts = await self.source.contacts(message.tenant_id, [message.contact_id])
+        built = await self._build(message, contacts.get(message.contact_id))
+        if isinstance(built, OutboundMessage) and isinstance(built.content, EmailContent):
+            return built.content.html
+        return None
+
     async def _build(
         self, message: OutgoingMessage, contact: dict[str, Any] | None
     ) -> OutboundMessage | DeliveryResult:
@@ -217,7 +228,13 @@ class AdapterSink:
         except TemplateRenderError as error:
             return fail(str(error))
         if isinstance(content, EmailContent) and (links.open_pixel_url or links.click):
-            keep = {u for u in (links.unsubscribe_url, links.view_in_browser_url) if u}
+            # Links to the service's own pages stay as they are: a wrapped one would count
+            # a click for every unsubscribe.
+            keep = {
+                u
+                for u in (links.unsubscribe_url, links.preferences_url, links.view_in_browser_url)
+                if u
+            }
             html = track_html(
                 content.html, click=links.click, pixel=links.open_pixel_url, keep=keep
             )

@@ -21,9 +21,11 @@ from urllib.parse import quote, urlsplit
 if TYPE_CHECKING:
     from cadence.engine.runtime import OutgoingMessage
 
-LinkKind = Literal["open", "click", "unsubscribe"]
+LinkKind = Literal["open", "click", "unsubscribe", "preferences", "view"]
 # The path segment of each kind of link, as the service routes them.
-PATHS: Mapping[LinkKind, str] = {"open": "o", "click": "c", "unsubscribe": "u"}
+PATHS: Mapping[LinkKind, str] = {
+    "open": "o", "click": "c", "unsubscribe": "u", "preferences": "p", "view": "v"
+}  # fmt: skip
 # 128 bits of HMAC-SHA256: far beyond guessing, short enough for a URL.
 SIGNATURE_BYTES = 16
 # The smallest transparent GIF, served for every open.
@@ -102,10 +104,17 @@ class TrackingLinks:
         return path
 
     def __call__(self, message: OutgoingMessage, contact: Mapping[str, Any]) -> Links:
-        """The links of one send (the sink asks for them before rendering it)."""
+        """The links of one send (the sink asks for them before rendering it).
+
+        Only an email has a web version; every message can carry its preference page.
+        """
         tenant, key = message.tenant_id, message.idempotency_key
         return Links(
             unsubscribe_url=self.url("unsubscribe", tenant, key),
+            preferences_url=self.url("preferences", tenant, key),
+            view_in_browser_url=(
+                self.url("view", tenant, key) if message.channel == "email" else None
+            ),
             open_pixel_url=self.url("open", tenant, key) if self.track_opens else None,
             click=(
                 (lambda target: self.url("click", tenant, key, target))

@@ -586,9 +586,15 @@ async def _serve_engine(
 
         nursery.start_soon(watch_signals)
         if http is not None:
+            from cadence.adapters.sink import AdapterSink
             from cadence.adapters.web import ServiceApp, serve_http
 
-            app = ServiceApp(engine, signer=service.signer(), api_token=service.api_token)
+            # Web versions are rendered as the channel adapters sent them; without adapters
+            # (sends only recorded) there is nothing to show.
+            views = engine.sink if isinstance(engine.sink, AdapterSink) else None
+            app = ServiceApp(
+                engine, signer=service.signer(), api_token=service.api_token, views=views
+            )
             bound = await nursery.start(serve_http, app, http)
             print(f"cadence: HTTP service on {', '.join(bound)}", file=sys.stderr, flush=True)
         stats = await engine.serve(until_idle=until_idle, poll=poll)

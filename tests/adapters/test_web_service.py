@@ -86,8 +86,9 @@ async def _with_service(store_url: str, body: Callable[[Service], Awaitable[None
         try:
             async with Engine(store_url, clock=clock, sink=sink) as engine:
                 app = ServiceApp(
-                    engine, signer=LinkSigner(SECRET), api_token=Secret(TOKEN), company="Acme"
-                )
+                    engine, signer=LinkSigner(SECRET), api_token=Secret(TOKEN), company="Acme",
+                    views=sink,
+                )  # fmt: skip
                 bound = await nursery.start(serve_http, app, "127.0.0.1:0")
                 base_url = bound[0]
                 sink.links = TrackingLinks(base_url, LinkSigner(SECRET))

@@ -6,6 +6,9 @@
 | `GET /c/KEY.SIG?u=URL` | a reader clicking a link | `clicked` with `url`; 302 to URL |
 | `GET /u/KEY.SIG` | a reader following "unsubscribe" | a page asking to confirm |
 | `POST /u/KEY.SIG` | that page, or a mail client (RFC 8058) | `unsubscribed` on the channel |
+| `GET /p/KEY.SIG` | a reader following "preferences" | their channels, each on or off |
+| `POST /p/KEY.SIG` | that page's form | `unsubscribed` / `resubscribed` per channel |
+| `GET /v/KEY.SIG` | a reader following "view in browser" | the email, rendered again |
 | `POST /webhooks/brevo`, `/webhooks/infobip` | the provider | `Engine.ingest_webhook` |
 | `POST /events` | the product's backend | `Engine.push_events` (JSON, list or JSONL) |
 | `GET /contacts/ID/inbox` | the app | the contact's in-app messages |
@@ -27,14 +30,19 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, quote, unquote
 
 from cadence.adapters.config import Secret
 from cadence.adapters.tracking import PIXEL_GIF, LinkKind, LinkSigner, split_token
 from cadence.adapters.web import pages
+from cadence.engine import preferences, suppress
 from cadence.engine.runtime import Engine
+from cadence.engine.store.sends import EVERY_CHANNEL
 from cadence.errors import CadenceError
+
+if TYPE_CHECKING:
+    from cadence.engine.runtime import OutgoingMessage
 
 # Bodies above this are refused before they are read whole (a webhook batch is far smaller).
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -82,6 +90,27 @@ class Response:
         return cls(status, text.encode(), "text/html; charset=utf-8", {"cache-control": "no-store"})
 
 
+class WebViews(Protocol):
+    """Renders an email again for its web version (`AdapterSink` does, as it sent it)."""
+
+    async def web_view(self, message: OutgoingMessage) -> str | None:
+        """The email's HTML, or None when the message has no web version."""
+        ...
+
+
+# A web version is the sender's HTML: it may show images and links, never run anything, and
+# the page's own address (a signed link) goes to no other site.
+WEB_VIEW_HEADERS = {
+    "content-security-policy": (
+        "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none';"
+        " frame-ancestors 'none'"
+    ),
+    "referrer-policy": "no-referrer",
+    "x-content-type-options": "nosniff",
+    "cache-control": "no-store",
+}
+
+
 class BodyTooLarge(Exception):
     """The request body passed MAX_BODY_BYTES."""
 
@@ -97,10 +126,13 @@ class ServiceApp:
         api_token: Secret | None = None,
         company: str | None = None,
         max_body: int = MAX_BODY_BYTES,
+        views: WebViews | None = None,
     ) -> None:
-        """Without `signer` the link routes answer 404; without `api_token` the API ones 403."""
+        """Without `signer` the link routes answer 404; without `api_token` the API ones 403;
+        without `views` (no channel adapters: nothing was rendered) web versions 404."""
         self.engine = engine
         self.signer = signer
+        self.views = views
         self.api_token = api_token
         self.company = company or engine.tenant
         self.max_body = max_body
@@ -141,6 +173,12 @@ class ServiceApp:
                 return self._unsubscribe_page(token)
             case ("POST", ["u", token]):
                 return await self._unsubscribe(token)
+            case ("GET", ["p", token]):
+                return await self._preferences(token)
+            case ("POST", ["p", token]):
+                return await self._save_preferences(token, request)
+            case ("GET", ["v", token]):
+                return await self._web_view(token)
             case ("POST", ["webhooks", provider]):
                 return await self._authorized(request, lambda: self._webhook(provider, request))
             case ("POST", ["events"]):
@@ -205,6 +243,44 @@ class ServiceApp:
         if not await self._track("unsubscribed", key, {"via": "link"}):
             return Response.html(404, pages.broken_link(self.company))
         return Response.html(200, pages.unsubscribed(self.company))
+
+    async def _preferences(self, token: str) -> Response:
+        key = self._link("preferences", token)
+        contact = None if key is None else await self.engine.send_contact(key)
+        choices = None if contact is None else await self.engine.preferences(contact)
+        if choices is None:
+            return Response.html(404, pages.broken_link(self.company))
+        return Response.html(200, pages.preferences(self.company, choices))
+
+    async def _save_preferences(self, token: str, request: Request) -> Response:
+        key = self._link("preferences", token)
+        contact = None if key is None else await self.engine.send_contact(key)
+        choices = None if contact is None else await self.engine.preferences(contact)
+        if key is None or contact is None or choices is None:
+            return Response.html(404, pages.broken_link(self.company))
+        form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
+        if form.get("action") == ["everything-off"]:
+            made = [(suppress.UNSUBSCRIBED, EVERY_CHANNEL)]
+        else:
+            made = preferences.changes(choices, set(form.get("channel", [])))
+        if made:
+            await self.engine.push_events(
+                {"contact": contact, "name": name,
+                 "properties": {"send": key, "channel": channel, "via": preferences.VIA}}
+                for name, channel in made
+            )  # fmt: skip
+            choices = await self.engine.preferences(contact) or []
+        return Response.html(200, pages.preferences(self.company, choices, saved=True))
+
+    async def _web_view(self, token: str) -> Response:
+        key = self._link("view", token)
+        message = None if key is None else await self.engine.sent_message(key)
+        html = None
+        if message is not None and self.views is not None:
+            html = await self.views.web_view(message)
+        if html is None:
+            return Response.html(404, pages.no_web_version(self.company))
+        return Response(200, html.encode(), "text/html; charset=utf-8", dict(WEB_VIEW_HEADERS))
 
     async def _track(self, name: str, key: str, properties: Mapping[str, Any]) -> bool:
         """The event for a send: the store fills in its channel, template and campaign.
@@ -302,8 +378,9 @@ class ServiceApp:
 def _known_path(parts: list[str]) -> bool:
     """Whether the path is one of the routes (under some other method)."""
     shape = (parts[0] if parts else "", len(parts))
-    return shape in {("healthz", 1), ("o", 2), ("c", 2), ("u", 2), ("webhooks", 2),
-                     ("events", 1), ("contacts", 3), ("contacts", 4)}  # fmt: skip
+    return shape in {("healthz", 1), ("o", 2), ("c", 2), ("u", 2), ("p", 2), ("v", 2),
+                     ("webhooks", 2), ("events", 1), ("contacts", 3),
+                     ("contacts", 4)}  # fmt: skip
 
 
 def _presented_token(request: Request) -> str | None:

@@ -1,8 +1,11 @@
-"""The few pages people see: confirm an unsubscribe, its confirmation, a broken link."""
+"""The few pages people see: unsubscribe, their channel preferences, a broken link."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
+
+from cadence.engine.preferences import ChannelChoice
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -10,7 +13,8 @@ _PAGE = """<!doctype html>
 <meta name="robots" content="noindex">
 <title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;
-line-height:1.5}}button{{font:inherit;padding:.5rem 1.25rem;cursor:pointer}}</style>
+line-height:1.5}}button{{font:inherit;padding:.5rem 1.25rem;cursor:pointer}}
+fieldset{{border:0;padding:0}}label{{display:block;margin:.5rem 0}}small{{color:#555}}</style>
 </head><body><main><h1>{title}</h1>{body}</main></body></html>
 """
 
@@ -43,4 +47,44 @@ def broken_link(company: str) -> str:
         "This link is not valid",
         f"<p>The link may have been cut short or changed. Nothing was done. If you wanted to"
         f" unsubscribe, use the link in a recent message from {escape(company)}.</p>",
+    )
+
+
+def preferences(company: str, choices: Sequence[ChannelChoice], *, saved: bool = False) -> str:
+    """The preference page: a box per channel that reaches the person, and a way out of all."""
+    if not choices:
+        return _page(
+            "Your preferences",
+            f"<p>{escape(company)} has no address of yours to send messages to.</p>",
+        )
+    rows = []
+    for choice in choices:
+        box = (
+            f'<input type="checkbox" name="channel" value="{escape(choice.channel)}"'
+            + (" checked" if choice.subscribed else "")
+            + ("" if choice.changeable else " disabled")
+            + ">"
+        )
+        note = f"<br><small>{escape(choice.note)}</small>" if choice.note else ""
+        rows.append(
+            f"<label>{box} {escape(choice.name)} <small>({escape(choice.address)})</small>"
+            f"{note}</label>"
+        )
+    done = '<p role="status"><strong>Your choices are saved.</strong></p>' if saved else ""
+    return _page(
+        "Your preferences",
+        f"{done}<p>Choose how {escape(company)} may send you messages.</p>"
+        f'<form method="post"><fieldset>{"".join(rows)}</fieldset>'
+        '<button type="submit" name="action" value="save">Save</button> '
+        '<button type="submit" name="action" value="everything-off">Unsubscribe from all'
+        "</button></form>",
+    )
+
+
+def no_web_version(company: str) -> str:
+    """A web-version link that shows nothing: bad, or to a message with no web version."""
+    return _page(
+        "This message cannot be shown",
+        f"<p>The link may have been cut short or changed, or the message from"
+        f" {escape(company)} has no web version.</p>",
     )
