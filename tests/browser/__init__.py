@@ -1,0 +1,1 @@
+"""Real-Chromium tests of the pages the HTTP service shows people."""
