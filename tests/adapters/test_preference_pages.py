@@ -70,10 +70,10 @@ def _opt_outs(store_url: str) -> list[tuple[str | None, str, str]]:
     return sorted((who, channel, reason) for who, channel, reason in rows)
 
 
-async def _launched(service: Service) -> tuple[str, str]:
+async def _launched(service: Service, source: str = SOURCE) -> tuple[str, str]:
     """Send Ana the first email; its web-version and preference links."""
     await service.engine.upsert_contacts([ANA, BO])
-    await service.engine.deploy(campaigns(SOURCE))
+    await service.engine.deploy(campaigns(source))
     await service.engine.launch("news")
     await service.engine.run_due()
     (email,) = service.emails_to("ana@example.test")
