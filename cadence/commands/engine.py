@@ -14,9 +14,8 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -341,6 +340,8 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     for template, count in summary["by_template"].items():
         totals.add_row(f"  {template}", str(count))
     console.print(totals)
+    from cadence.engine.describe import pause_text
+
     for name, details in report.paused_campaigns.items():
         console.print(f"{name} paused: {pause_text(details)}")
     if report.ab_tests:
@@ -427,6 +428,8 @@ def _clone(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from cadence.engine.describe import pause_text
+
     async def use(engine: Engine) -> None:
         rows = await engine.status()
         console = Console()
@@ -465,10 +468,11 @@ def _report_table(
 ) -> Table:
     from rich.table import Table
 
+    from cadence.engine.describe import RATED_COUNTS, count_text, money_text, roi_text
+
     table = Table(title=title + ("" if by == "campaign" else f" by {by}"))
     columns = ["campaign"] + ([by] if by != "campaign" else [])
-    columns += ["sent", "delivered", "opened", "clicked", "converted", "unsubscribed",
-                "bounced", "cost", "revenue", "ROI"]  # fmt: skip
+    columns += ["sent", *RATED_COUNTS, "cost", "revenue", "ROI"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("campaign", by) else "right")
     for report in reports:
@@ -477,24 +481,10 @@ def _report_table(
         for part, metrics in sorted(parts.items()):
             cells = [report.name] + ([part] if by != "campaign" else [])
             cells.append(f"{metrics.sent:,}")
-            for name in ("delivered", "opened", "clicked", "converted", "unsubscribed",
-                         "bounced"):  # fmt: skip
-                rate = metrics.rate(name)
-                # Conversions run well under 1%: two decimals keep them from reading 0.0%.
-                digits = 2 if rate is not None and 0 < rate < 0.01 else 1
-                share = f" ({rate:.{digits}%})" if rate is not None else ""
-                cells.append(f"{getattr(metrics, name):,}{share}")
-            cells.append(_money(metrics.cost))
-            cells.append(_money(metrics.revenue))
-            cells.append(f"{metrics.roi:.2f}" if metrics.roi is not None else "-")
+            cells += [count_text(metrics, name) for name in RATED_COUNTS]
+            cells += [money_text(metrics.cost), money_text(metrics.revenue), roi_text(metrics)]
             table.add_row(*cells)
     return table
-
-
-def _money(amounts: Mapping[str, Decimal]) -> str:
-    if not amounts:
-        return "-"
-    return ", ".join(f"{amount:,.2f} {unit}".strip() for unit, amount in sorted(amounts.items()))
 
 
 def _status_table(rows: list[dict[str, Any]]) -> Table:
@@ -515,23 +505,13 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def pause_text(details: dict[str, Any]) -> str:
-    """Why a campaign is paused, from its pause audit line, and what lets it go on."""
-    if details.get("reason") == "budget":
-        return (
-            f"budget spent ({details.get('spent')} of {details.get('budget')}"
-            f" {details.get('currency')}); raise the budget, `cadence deploy --migrate`,"
-            " then `cadence resume`"
-        )
-    return "paused on request; resume to continue"
-
-
 def _ab_table(ab_tests: dict[str, list[dict[str, Any]]], title: str) -> Table:
     """Decided A/B tests: winner, each variant's rate with its interval, and the verdict."""
     from rich.markup import escape
     from rich.table import Table
 
     from cadence.engine.abtest import verdict_text
+    from cadence.engine.describe import ab_rate_lines
 
     table = Table(title=title)
     for column in ("campaign", "node", "winner", "rates (95% interval, engaged/sent)", "verdict"):
@@ -540,23 +520,9 @@ def _ab_table(ab_tests: dict[str, list[dict[str, Any]]], title: str) -> Table:
         for test in tests:
             table.add_row(
                 campaign, test["node"], escape(str(test.get("winner", ""))),
-                escape(_ab_rates(test)), escape(verdict_text(test)),
+                escape("\n".join(ab_rate_lines(test))), escape(verdict_text(test)),
             )  # fmt: skip
     return table
-
-
-def _ab_rates(details: dict[str, Any]) -> str:
-    """One line per variant: `a 10.0% [5.5-17.4%] 10/100`, or the bare rate on older entries."""
-    variants = details.get("variants")
-    if not isinstance(variants, dict):
-        return "\n".join(f"{name} {rate}" for name, rate in details.get("rates", {}).items())
-    lines = []
-    for name, v in variants.items():
-        line = f"{name} {v['rate']:.1%}"
-        if v.get("ci_low") is not None and v.get("ci_high") is not None:
-            line += f" [{v['ci_low']:.1%}-{v['ci_high']:.1%}]"
-        lines.append(f"{line} {v['engaged']}/{v['sent']}")
-    return "\n".join(lines)
 
 
 async def _serve_engine(

@@ -1,0 +1,61 @@
+"""Campaign state in words and numbers people read, shared by the CLI's tables and the dashboard.
+
+One wording for a paused campaign, an A/B test's rates, a count with its rate and an amount
+of money, wherever they are shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from cadence.engine.analytics import Metrics
+
+# The counts a performance table shows after `sent`, each with its rate.
+RATED_COUNTS = ("delivered", "opened", "clicked", "converted", "unsubscribed", "bounced")
+
+
+def pause_text(details: Mapping[str, Any]) -> str:
+    """Why a campaign is paused, from its pause audit line, and what lets it go on."""
+    if details.get("reason") == "budget":
+        return (
+            f"budget spent ({details.get('spent')} of {details.get('budget')}"
+            f" {details.get('currency')}); raise the budget, `cadence deploy --migrate`,"
+            " then `cadence resume`"
+        )
+    return "paused on request; resume to continue"
+
+
+def ab_rate_lines(details: Mapping[str, Any]) -> list[str]:
+    """One line per variant: `a 10.0% [5.5-17.4%] 10/100`, or the bare rate on older entries."""
+    variants = details.get("variants")
+    if not isinstance(variants, dict):
+        return [f"{name} {rate}" for name, rate in details.get("rates", {}).items()]
+    lines = []
+    for name, v in variants.items():
+        line = f"{name} {v['rate']:.1%}"
+        if v.get("ci_low") is not None and v.get("ci_high") is not None:
+            line += f" [{v['ci_low']:.1%}-{v['ci_high']:.1%}]"
+        lines.append(f"{line} {v['engaged']}/{v['sent']}")
+    return lines
+
+
+def count_text(metrics: Metrics, name: str) -> str:
+    """A count with its rate: `1,234 (12.3%)`; conversions, well under 1%, get two decimals."""
+    rate = metrics.rate(name)
+    digits = 2 if rate is not None and 0 < rate < 0.01 else 1
+    share = f" ({rate:.{digits}%})" if rate is not None else ""
+    return f"{getattr(metrics, name):,}{share}"
+
+
+def money_text(amounts: Mapping[str, Decimal]) -> str:
+    """Amounts per currency, `12.50 EUR, 3.00 USD`, or `-` for none."""
+    if not amounts:
+        return "-"
+    return ", ".join(f"{amount:,.2f} {unit}".strip() for unit, amount in sorted(amounts.items()))
+
+
+def roi_text(metrics: Metrics) -> str:
+    """The return on what was spent, `1.25`, or `-` when it cannot be given."""
+    return f"{metrics.roi:.2f}" if metrics.roi is not None else "-"
