@@ -13,12 +13,15 @@
 | `POST /events` | the product's backend | `Engine.push_events` (JSON, list or JSONL) |
 | `GET /contacts/ID/inbox` | the app | the contact's in-app messages |
 | `POST /contacts/ID/inbox/read` | the app | marks them read |
+| `GET /dashboard` | people, in a browser | campaigns: state, enrollments, performance, charts |
+| `GET /campaigns` | the product's backend | the same as JSON (`status()` with `performance`) |
 | `GET /healthz` | a load balancer | 200 while the engine's store answers |
 
 Links are checked by their signature before anything is written; a bad one gets a 404 page
 and changes nothing, and a click whose target was not signed is never redirected. The
-event, webhook and inbox endpoints need the API token (`Authorization: Bearer T`, a Basic
-password T, or `?token=T` for providers that can only be given a URL).
+event, webhook, inbox and dashboard endpoints need the API token (`Authorization: Bearer
+T`, a Basic password T, or `?token=T` for providers that can only be given a URL); the
+dashboard asks a browser for it (Basic, any user name).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 from cadence.adapters.config import Secret
 from cadence.adapters.tracking import PIXEL_GIF, LinkKind, LinkSigner, split_token
-from cadence.adapters.web import pages
+from cadence.adapters.web import dashboard, pages
 from cadence.engine import preferences, suppress
 from cadence.engine.runtime import Engine
 from cadence.engine.store.sends import EVERY_CHANNEL
@@ -98,9 +101,10 @@ class WebViews(Protocol):
         ...
 
 
-# A web version is the sender's HTML: it may show images and links, never run anything, and
-# the page's own address (a signed link) goes to no other site.
-WEB_VIEW_HEADERS = {
+# Pages run no script and are nobody else's to frame; what they show is one tenant's (or one
+# person's), so no cache keeps it, and their addresses (tokens, signed links) go to no
+# other site.
+PAGE_HEADERS = {
     "content-security-policy": (
         "script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none';"
         " frame-ancestors 'none'"
@@ -165,6 +169,10 @@ class ServiceApp:
         match (method, parts):
             case ("GET", ["healthz"]):
                 return await self._health()
+            case ("GET", ["dashboard"]):
+                return await self._authorized(request, self._dashboard, challenge=True)
+            case ("GET", ["campaigns"]):
+                return await self._authorized(request, self._campaigns)
             case ("GET", ["o", token]):
                 return await self._open(token)
             case ("GET", ["c", token]):
@@ -280,7 +288,7 @@ class ServiceApp:
             html = await self.views.web_view(message)
         if html is None:
             return Response.html(404, pages.no_web_version(self.company))
-        return Response(200, html.encode(), "text/html; charset=utf-8", dict(WEB_VIEW_HEADERS))
+        return Response(200, html.encode(), "text/html; charset=utf-8", dict(PAGE_HEADERS))
 
     async def _track(self, name: str, key: str, properties: Mapping[str, Any]) -> bool:
         """The event for a send: the store fills in its channel, template and campaign.
@@ -299,18 +307,40 @@ class ServiceApp:
     # ------------------------------------------------------------------ the API
 
     async def _authorized(
-        self, request: Request, handler: Callable[[], Awaitable[Response]]
+        self,
+        request: Request,
+        handler: Callable[[], Awaitable[Response]],
+        *,
+        challenge: bool = False,
     ) -> Response:
+        """`handler`'s answer for a caller with the API token; with `challenge`, a browser
+        without it is asked for it (Basic authentication: the token as the password)."""
         if self.api_token is None:
             return Response.json(403, {"error": "the API is off: set CADENCE_API_TOKEN"})
         presented = _presented_token(request)
         if presented is None or not hmac.compare_digest(
             presented.encode(), self.api_token.reveal().encode()
         ):
-            return Response.json(
+            refused = Response.json(
                 401, {"error": "a valid API token is needed (Authorization: Bearer TOKEN)"}
             )
+            if challenge:
+                refused.headers["www-authenticate"] = 'Basic realm="Cadence", charset="UTF-8"'
+            return refused
         return await handler()
+
+    async def _dashboard(self) -> Response:
+        campaigns = await self.engine.status()
+        reports = await self.engine.report()
+        page = dashboard.dashboard(self.company, self.engine.now(), campaigns, reports)
+        return Response(200, page.encode(), "text/html; charset=utf-8", dict(PAGE_HEADERS))
+
+    async def _campaigns(self) -> Response:
+        campaigns = await self.engine.status()
+        performance = {report.name: report.as_dict() for report in await self.engine.report()}
+        for row in campaigns:
+            row["performance"] = performance.get(row["name"])
+        return Response.json(200, {"tenant": self.engine.tenant, "campaigns": campaigns})
 
     async def _webhook(self, provider: str, request: Request) -> Response:
         from cadence.adapters.inbound import InvalidWebhook
@@ -378,9 +408,9 @@ class ServiceApp:
 def _known_path(parts: list[str]) -> bool:
     """Whether the path is one of the routes (under some other method)."""
     shape = (parts[0] if parts else "", len(parts))
-    return shape in {("healthz", 1), ("o", 2), ("c", 2), ("u", 2), ("p", 2), ("v", 2),
-                     ("webhooks", 2), ("events", 1), ("contacts", 3),
-                     ("contacts", 4)}  # fmt: skip
+    return shape in {("healthz", 1), ("dashboard", 1), ("campaigns", 1), ("o", 2), ("c", 2),
+                     ("u", 2), ("p", 2), ("v", 2), ("webhooks", 2), ("events", 1),
+                     ("contacts", 3), ("contacts", 4)}  # fmt: skip
 
 
 def _presented_token(request: Request) -> str | None:

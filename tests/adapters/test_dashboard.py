@@ -1,0 +1,97 @@
+"""The dashboard and its JSON, through the service on loopback beside a real engine.
+
+What `cadence status` and `cadence report` say, on a page behind the API token: each
+campaign's state and enrollments, its sends and what came of them, A/B verdicts, and
+charts, with everything a campaign's author wrote escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import re
+
+import trio
+
+from tests.adapters.test_web_service import PEOPLE, TOKEN, Service, _with_service
+from tests.engine.test_runtime import T0, campaigns
+
+SOURCE = """
+template hello email {
+  subject "Hello {{ contact.first_name }}"
+  body "<p><a href=\\"https://shop.example/offer\\">see them</a></p>"
+}
+template later email { subject "Later" body "<p>Later.</p>" }
+campaign welcome "Welcome <b>series</b> & more" {
+  from "Acme <hello@acme.test>"
+  channels email
+  on launch {
+    send email hello
+    wait 1d
+    send email later
+  }
+}
+campaign quiet { on launch { send email later } }
+"""
+BASIC = "Basic " + base64.b64encode(f"ops:{TOKEN}".encode()).decode()
+
+
+def _cells(page: str, row_start: str) -> list[str]:
+    """The text of the cells of the first table row starting with `row_start`."""
+    for row in re.findall(r"<tr>(.*?)</tr>", page):
+        cells = [
+            re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td[^>]*>(.*?)</td>", row)
+        ]
+        texts = [" ".join(c) for c in cells]
+        if texts and texts[0].startswith(row_start):
+            return texts
+    raise AssertionError(f"no row for {row_start!r}")
+
+
+def test_the_dashboard_shows_campaigns_and_their_performance(store_url: str) -> None:
+    async def body(service: Service) -> None:
+        engine, client = service.engine, service.client
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("welcome")
+        await engine.run_due()
+        (ana_email,) = service.emails_to("ana@example.test")
+        (pixel,) = re.findall(r'<img src="([^"]+)"', ana_email.html)
+        assert (await client.get(html.unescape(pixel))).status_code == 200  # Ana opens it
+
+        asked = await client.get("/dashboard")
+        assert asked.status_code == 401
+        assert asked.headers["www-authenticate"].startswith("Basic realm=")
+        assert (
+            await client.get("/dashboard", headers={"authorization": "Basic b3BzOm5v"})
+        ).status_code == 401
+
+        shown = await client.get("/dashboard", headers={"authorization": BASIC})
+        assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
+        assert "script-src 'none'" in shown.headers["content-security-policy"]
+        page = shown.text
+        # The author's display name is text, not markup.
+        assert "Welcome &lt;b&gt;series&lt;/b&gt; &amp; more" in page and "<b>series" not in page
+        status = _cells(page, "welcome")
+        assert status[0] == "welcome Welcome &lt;b&gt;series&lt;/b&gt; &amp; more"
+        assert status[1] == "active" and status[4:] == ["2", "0", "0", "0", "2"]
+        assert _cells(page, "quiet")[1] == "draft"
+        (performance,) = re.findall(r"<h2>Performance</h2>(.*?)</table>", page, re.S)
+        assert _cells(performance, "welcome")[1:4] == ["2", "2 (100.0%)", "1 (50.0%)"]
+        assert page.count("<svg") == 2 and "opened: 1 (50.0%)" in page
+
+        listed = await client.get("/campaigns", params={"token": TOKEN})
+        assert listed.status_code == 200
+        by_name = {c["name"]: c for c in listed.json()["campaigns"]}
+        assert by_name["welcome"]["enrollments"] == {"active": 2}
+        assert by_name["welcome"]["performance"]["opened"] == 1
+        assert by_name["quiet"]["performance"]["sent"] == 0
+
+        # A day on, the second email has gone: the page counts it.
+        service.clock.advance_to(T0 + dt.timedelta(days=1, seconds=1))
+        await engine.run_due()
+        later = (await client.get("/dashboard", headers={"authorization": BASIC})).text
+        assert _cells(later, "welcome")[-1] == "4"
+
+    trio.run(_with_service, store_url, body)
