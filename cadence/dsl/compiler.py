@@ -75,7 +75,7 @@ from cadence.dsl.compiled import (
     expr_to_model,
     model_to_expr,
 )
-from cadence.dsl.loader import LoadedFile, Workspace, load
+from cadence.dsl.loader import LoadedFile, Workspace, load, load_text
 from cadence.dsl.symbols import (
     CAMPAIGN_TYPES,
     CHANNELS,
@@ -151,7 +151,16 @@ def compile_workspace(
 
 def check_and_compile(paths: Iterable[str | Path]) -> CompileResult:
     """Load, check and compile; raise the syntax or check errors, return the warnings."""
-    workspace = load(paths)
+    return _checked_and_compiled(load(paths))
+
+
+def check_and_compile_text(text: str, name: str = "<text>") -> CompileResult:
+    """`check_and_compile` for source held in memory (imports resolve from the working
+    directory)."""
+    return _checked_and_compiled(load_text(text, name))
+
+
+def _checked_and_compiled(workspace: Workspace) -> CompileResult:
     diagnostics = check_workspace(workspace)
     if any(d.severity == "error" for d in diagnostics):
         if any(d.severity == "error" for d in workspace.diagnostics):
