@@ -14,14 +14,16 @@
 | `GET /contacts/ID/inbox` | the app | the contact's in-app messages |
 | `POST /contacts/ID/inbox/read` | the app | marks them read |
 | `GET /dashboard` | people, in a browser | campaigns: state, enrollments, performance, charts |
-| `GET /campaigns` | the product's backend | the same as JSON (`status()` with `performance`) |
+| `GET /campaigns`, `GET /campaigns/NAME` | the product's backend | the same as JSON |
+| `POST /campaigns` | an ops tool | deploys the Cadence source in the body (`campaigns.py`) |
+| `POST /campaigns/NAME/ACTION` | an ops tool | launch, pause, resume, cancel, archive, clone ... |
 | `GET /healthz` | a load balancer | 200 while the engine's store answers |
 
 Links are checked by their signature before anything is written; a bad one gets a 404 page
 and changes nothing, and a click whose target was not signed is never redirected. The
-event, webhook, inbox and dashboard endpoints need the API token (`Authorization: Bearer
-T`, a Basic password T, or `?token=T` for providers that can only be given a URL); the
-dashboard asks a browser for it (Basic, any user name).
+event, webhook, inbox, campaign and dashboard endpoints need the API token
+(`Authorization: Bearer T`, a Basic password T, or `?token=T` for providers that can only
+be given a URL); the dashboard asks a browser for it (Basic, any user name).
 """
 
 from __future__ import annotations
@@ -29,16 +31,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, quote, unquote
 
 from cadence.adapters.config import Secret
 from cadence.adapters.tracking import PIXEL_GIF, LinkKind, LinkSigner, split_token
 from cadence.adapters.web import dashboard, pages
+from cadence.adapters.web.campaigns import MOVES, CampaignsAPI
+from cadence.adapters.web.http import Request, Response, json_body
 from cadence.engine import preferences, suppress
 from cadence.engine.runtime import Engine
 from cadence.engine.store.sends import EVERY_CHANNEL
@@ -55,42 +57,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("cadence.web")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request, read whole: method, path, query, headers (lower-case), body."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes = b""
-
-    def param(self, name: str) -> str | None:
-        """The first value of a query parameter."""
-        values = self.query.get(name)
-        return values[0] if values else None
-
-
-@dataclass(frozen=True)
-class Response:
-    """What goes back: status, body, content type and any other headers."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def json(cls, status: int, data: Any) -> Response:
-        """A JSON answer."""
-        return cls(status, json.dumps(data, default=str).encode(), "application/json")
-
-    @classmethod
-    def html(cls, status: int, text: str) -> Response:
-        """An HTML page, never cached (it speaks of one person's subscription)."""
-        return cls(status, text.encode(), "text/html; charset=utf-8", {"cache-control": "no-store"})
 
 
 class WebViews(Protocol):
@@ -137,6 +103,7 @@ class ServiceApp:
         self.engine = engine
         self.signer = signer
         self.views = views
+        self.campaigns = CampaignsAPI(engine)
         self.api_token = api_token
         self.company = company or engine.tenant
         self.max_body = max_body
@@ -171,8 +138,10 @@ class ServiceApp:
                 return await self._health()
             case ("GET", ["dashboard"]):
                 return await self._authorized(request, self._dashboard, challenge=True)
-            case ("GET", ["campaigns"]):
-                return await self._authorized(request, self._campaigns)
+            case (_, ["campaigns", *_]) if len(parts) <= 3:
+                return await self._authorized(
+                    request, lambda: self._campaign_route(method, parts, request)
+                )
             case ("GET", ["o", token]):
                 return await self._open(token)
             case ("GET", ["c", token]):
@@ -335,12 +304,14 @@ class ServiceApp:
         page = dashboard.dashboard(self.company, self.engine.now(), campaigns, reports)
         return Response(200, page.encode(), "text/html; charset=utf-8", dict(PAGE_HEADERS))
 
-    async def _campaigns(self) -> Response:
-        campaigns = await self.engine.status()
-        performance = {report.name: report.as_dict() for report in await self.engine.report()}
-        for row in campaigns:
-            row["performance"] = performance.get(row["name"])
-        return Response.json(200, {"tenant": self.engine.tenant, "campaigns": campaigns})
+    async def _campaign_route(self, method: str, parts: list[str], request: Request) -> Response:
+        answer = await self.campaigns.handle(method, parts, request)
+        if answer is not None:
+            return answer
+        if method == "POST" and len(parts) == 3:
+            actions = ", ".join((*MOVES, "clone", "approve"))
+            return Response.json(404, {"error": f"no action {parts[2]!r}; one of {actions}"})
+        return Response(405, f"{request.method} is not allowed here\n".encode())
 
     async def _webhook(self, provider: str, request: Request) -> Response:
         from cadence.adapters.inbound import InvalidWebhook
@@ -348,7 +319,7 @@ class ServiceApp:
         if provider not in PROVIDERS:
             return Response.json(404, {"error": f"no webhooks from {provider!r}",
                                        "providers": list(PROVIDERS)})  # fmt: skip
-        payload, problem = _json_body(request.body)
+        payload, problem = json_body(request.body)
         if problem is not None:
             return Response.json(400, {"error": f"{provider} webhook: {problem}"})
         try:
@@ -389,7 +360,7 @@ class ServiceApp:
         return Response.json(200, {"contact": contact, "messages": messages})
 
     async def _read(self, contact: str, request: Request) -> Response:
-        payload, problem = _json_body(request.body)
+        payload, problem = json_body(request.body)
         if problem is not None:
             return Response.json(400, {"error": problem})
         ids = payload.get("ids") if isinstance(payload, dict) else None
@@ -408,7 +379,8 @@ class ServiceApp:
 def _known_path(parts: list[str]) -> bool:
     """Whether the path is one of the routes (under some other method)."""
     shape = (parts[0] if parts else "", len(parts))
-    return shape in {("healthz", 1), ("dashboard", 1), ("campaigns", 1), ("o", 2), ("c", 2),
+    return shape in {("healthz", 1), ("dashboard", 1), ("campaigns", 1), ("campaigns", 2),
+                     ("campaigns", 3), ("o", 2), ("c", 2),
                      ("u", 2), ("p", 2), ("v", 2), ("webhooks", 2), ("events", 1),
                      ("contacts", 3), ("contacts", 4)}  # fmt: skip
 
@@ -428,18 +400,6 @@ def _presented_token(request: Request) -> str | None:
     return request.param("token")
 
 
-def _json_body(body: bytes) -> tuple[Any, str | None]:
-    """The body as JSON, or why it is not."""
-    if not body.strip():
-        return None, "the body is empty; expected JSON"
-    try:
-        return json.loads(body), None
-    except UnicodeDecodeError as exc:
-        return None, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})"
-    except json.JSONDecodeError as exc:
-        return None, f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-
-
 def _events_body(request: Request) -> tuple[list[dict[str, Any]], str | None]:
     """Events from a JSON object, a JSON list of objects, or JSON lines."""
     if "ndjson" in request.headers.get("content-type", "") or "jsonl" in request.headers.get(
@@ -449,12 +409,12 @@ def _events_body(request: Request) -> tuple[list[dict[str, Any]], str | None]:
         for number, line in enumerate(request.body.decode("utf-8", "replace").splitlines(), 1):
             if not line.strip():
                 continue
-            item, problem = _json_body(line.encode())
+            item, problem = json_body(line.encode())
             if problem is not None:
                 return [], f"line {number}: {problem}"
             events.append(item)
     else:
-        payload, problem = _json_body(request.body)
+        payload, problem = json_body(request.body)
         if problem is not None:
             return [], problem
         events = payload if isinstance(payload, list) else [payload]
