@@ -80,6 +80,8 @@ def test_the_dashboard_shows_campaigns_and_their_performance(store_url: str) -> 
         (performance,) = re.findall(r"<h2>Performance</h2>(.*?)</table>", page, re.S)
         assert _cells(performance, "welcome")[1:4] == ["2", "2 (100.0%)", "1 (50.0%)"]
         assert page.count("<svg") == 2 and "opened: 1 (50.0%)" in page
+        (messages,) = re.findall(r"<h2>By message</h2>(.*?)</table>", page, re.S)
+        assert _cells(messages, "welcome")[1:5] == ["hello", "2", "2 (100.0%)", "1 (50.0%)"]
 
         listed = await client.get("/campaigns", params={"token": TOKEN})
         assert listed.status_code == 200
@@ -93,5 +95,10 @@ def test_the_dashboard_shows_campaigns_and_their_performance(store_url: str) -> 
         await engine.run_due()
         later = (await client.get("/dashboard", headers={"authorization": BASIC})).text
         assert _cells(later, "welcome")[-1] == "4"
+        (messages,) = re.findall(r"<h2>By message</h2>(.*?)</table>", later, re.S)
+        assert [
+            re.sub(r"<[^>]+>", "", m)
+            for m in re.findall(r"<td class=\"text\">(.*?)</td>", messages)
+        ] == ["hello", "later"]
 
     trio.run(_with_service, store_url, body)

@@ -31,6 +31,8 @@ STATES = (("active", "#2f6fdf"), ("paused", "#e0a020"), ("completed", "#2e9e5b")
 # The funnel of a campaign's sends, each stage a share of what was sent.
 FUNNEL = (("sent", "#1f4e9c"), ("delivered", "#2f6fdf"), ("opened", "#4f9be8"),
           ("clicked", "#2e9e5b"), ("converted", "#e0a020"))  # fmt: skip
+# What the per-message table shows after `sent`: the source material's "step performance".
+STEP_COUNTS = ("delivered", "opened", "clicked", "replied", "unsubscribed")
 CHART_WIDTH = 640
 BAR_HEIGHT = 18
 LABEL_WIDTH = 170
@@ -73,6 +75,7 @@ def dashboard(
             "<h2>Enrollments</h2>", _legend(STATES), _enrollment_chart(campaigns),
             "<h2>Performance</h2>", _performance_table(campaigns, by_name),
             _legend(FUNNEL), _funnel_chart(campaigns, by_name),
+            "<h2>By message</h2>", _step_table(campaigns, by_name),
         ]  # fmt: skip
         tests = _ab_table(campaigns)
         if tests:
@@ -152,6 +155,27 @@ def _performance_table(
             ]
         )
     return _table(head, rows)
+
+
+def _step_table(
+    campaigns: Sequence[Mapping[str, Any]], reports: Mapping[str, CampaignReport]
+) -> str:
+    """Each campaign's messages (its templates) with their own sends and engagement."""
+    head = ["campaign", "message", "sent", *STEP_COUNTS]
+    rows = [
+        [
+            _campaign_name(row) if index == 0 else "",
+            escape(template),
+            f"{metrics.sent:,}",
+            *(escape(count_text(metrics, name)) for name in STEP_COUNTS),
+        ]
+        for row in campaigns
+        if (report := reports.get(str(row["name"]))) is not None
+        for index, (template, metrics) in enumerate(sorted(report.by_template.items()))
+    ]
+    if not rows:
+        return "<p>Nothing has been sent yet.</p>"
+    return _table(head, rows, text_columns={1})
 
 
 def _ab_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
