@@ -283,6 +283,11 @@ LINK_VARIABLES = frozenset({"unsubscribe_url", "preferences_url", "view_in_brows
 
 def _missing_hint(variable: str) -> str:
     """How to fix a missing variable: configure the links, or give the template a default."""
+    if variable == "view_in_browser_url":
+        return (
+            "only an email has a web version, made by `cadence serve` when CADENCE_PUBLIC_URL"
+            " and CADENCE_LINK_SECRET are set (docs/service.md)"
+        )
     if variable in LINK_VARIABLES:
         return (
             "this sender makes no such link: `cadence serve` makes these links when"

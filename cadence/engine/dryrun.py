@@ -148,14 +148,20 @@ class PlannedSend:
 
 
 def placeholder_links(message: OutgoingMessage, contact: Mapping[str, Any]) -> Links:
-    """Stand-in per-contact links for simulated sends (the tracking service signs real ones)."""
+    """Stand-in per-contact links for simulated sends (the tracking service signs real ones).
+
+    The same links as live sends get (`TrackingLinks`): only an email has a web version, so a
+    text that asks for one fails here as it would when sent.
+    """
     who = f"{message.tenant_id}/{contact.get('id', message.contact_id)}"
     base = "https://links.cadence.invalid"
     return Links(
         unsubscribe_url=f"{base}/unsubscribe/{who}",
         unsubscribe_mailto="unsubscribe@cadence.invalid",
         preferences_url=f"{base}/preferences/{who}",
-        view_in_browser_url=f"{base}/view/{message.idempotency_key[:24]}",
+        view_in_browser_url=(
+            f"{base}/view/{message.idempotency_key[:24]}" if message.channel == "email" else None
+        ),
     )
 
 

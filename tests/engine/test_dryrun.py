@@ -884,3 +884,34 @@ def test_simulated_engagement_is_stored_and_acts_as_pushed_events_would(
     assert (pushed_lines, pushed_ab_tests) == (lines, ab_tests)
     for table, rows in stored.items():
         assert pushed[table] == rows, table
+
+
+def test_links_are_those_a_live_send_gets(tmp_path: Path) -> None:
+    """Every message gets a preference link; only an email a web version, as when sent."""
+    source = tmp_path / "links.cadence"
+    source.write_text(
+        """
+template mail email { subject "Mail" body "<a href='{{ view_in_browser_url }}'>web</a>" }
+template text sms { body "Settings: {{ preferences_url }}" }
+template text_web sms { body "Read it: {{ view_in_browser_url }}" }
+campaign links {
+  on launch { send email mail  send sms text  send sms text_web }
+}
+""",
+        encoding="utf-8",
+    )
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "ana", "email": "ana@example.test", "phone": "+491510001234",
+          "attributes": {"sms_opt_in": True}}],
+    )  # fmt: skip
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, start=START, until=dt.timedelta(hours=1),
+            render={"ana"},
+        )
+    )  # fmt: skip
+    errors = {s.template: s.render_error for s in report.sends}
+    assert errors["mail"] is None and errors["text"] is None
+    assert errors["text_web"] is not None and "view_in_browser_url" in errors["text_web"]
+    assert "only an email has a web version" in errors["text_web"]
