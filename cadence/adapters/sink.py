@@ -27,7 +27,7 @@ from cadence.adapters.render import (
     TemplateRenderError,
     WebhookContent,
 )
-from cadence.adapters.tracking import Links, track_html
+from cadence.adapters.tracking import Links, track_html, track_text
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.sends import ADDRESS_FIELD
@@ -238,7 +238,12 @@ class AdapterSink:
             html = track_html(
                 content.html, click=links.click, pixel=links.open_pixel_url, keep=keep
             )
-            content = replace(content, html=html)
+            text = (
+                track_text(content.text, click=links.click, keep=keep)
+                if links.click
+                else content.text
+            )
+            content = replace(content, html=html, text=text)
         name = " ".join(str(contact[k]) for k in ("first_name", "last_name") if contact.get(k))
         return OutboundMessage(
             recipient=str(address),

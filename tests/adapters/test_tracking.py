@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cadence.adapters.tracking import LinkSigner, TrackingLinks, split_token, track_html
+from cadence.adapters.tracking import (
+    LinkSigner,
+    TrackingLinks,
+    split_token,
+    track_html,
+    track_text,
+)
 
 SECRET = "a-secret-of-enough-length"
 
@@ -61,4 +67,19 @@ def test_without_a_body_tag_the_pixel_is_appended_and_nothing_else_changes() -> 
     assert track_html(fragment, click=None, pixel=None) == fragment
     assert track_html(fragment, click=None, pixel="P").endswith(
         '<img src="P" width="1" height="1" alt="" style="display:none">'
+    )
+
+
+def test_web_addresses_of_the_text_part_are_wrapped_without_the_sentence_around_them() -> None:
+    text = (
+        "See them (https://a.example/x?y=1&z=2). Or https://b.example/wiki/Foo_(bar), "
+        "mail m@x.test, keep https://keep.example/u. Bare http:// stays. "
+        "End: http://c.example/!"
+    )
+    out = track_text(text, click=_click, keep={"https://keep.example/u"})
+    assert out == (
+        "See them (https://t.example/c/k.s?u=https://a.example/x?y=1&z=2). Or "
+        "https://t.example/c/k.s?u=https://b.example/wiki/Foo_(bar), mail m@x.test, keep "
+        "https://keep.example/u. Bare http:// stays. End: "
+        "https://t.example/c/k.s?u=http://c.example/!"
     )

@@ -137,6 +137,9 @@ def test_links_in_an_email_track_opens_and_clicks_and_unsubscribe(store_url: str
         assert ana["offer"].startswith(f"{base}/c/")
         assert ana["help"] == "mailto:help@acme.test"  # only web links are wrapped
         assert ana["unsubscribe"].startswith(f"{base}/u/")
+        # The plain-text part's copy of the offer link is tracked too; the unsubscribe not.
+        assert f"see them ({ana['offer']})" in str(ana_email.text)
+        assert ana["unsubscribe"] in str(ana_email.text)
         assert ana["unsubscribe"] != bo["unsubscribe"]  # each send its own
         # The header mail clients use for their own unsubscribe button is the same link.
         assert ana["unsubscribe"] in str(ana_email.headers.get("List-Unsubscribe"))
