@@ -563,6 +563,11 @@ async def _serve_engine(
             )
             bound = await nursery.start(serve_http, app, http)
             print(f"cadence: HTTP service on {', '.join(bound)}", file=sys.stderr, flush=True)
+            if service.api_token is not None:
+                print(
+                    f"cadence: dashboard at {bound[0]}/dashboard (the API token is its password)",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
         stats = await engine.serve(until_idle=until_idle, poll=poll)
         nursery.cancel_scope.cancel()
     return stats

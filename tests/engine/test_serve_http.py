@@ -48,6 +48,9 @@ def test_serve_with_http_answers_until_a_signal_stops_both(tmp_path: Path) -> No
             found = re.search(r"HTTP service on (http://\S+)", line)
             address = found.group(1).rstrip(",") if found else None
         assert address is not None, "serve should say where it listens"
+        assert f"dashboard at {address}/dashboard" in server.stderr.readline()
+        board = httpx.get(f"{address}/dashboard", timeout=10, auth=("ops", "cli-token"))
+        assert board.status_code == 200 and "default: campaigns" in board.text
         health = httpx.get(f"{address}/healthz", timeout=10)
         assert health.json() == {"status": "ok", "tenant": "default"}
         pushed = httpx.post(
