@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from cadence.commands.data import _usage
+from cadence.commands.options import add_tenant
 
 if TYPE_CHECKING:
     from cadence.engine.runtime import Engine
@@ -26,6 +27,7 @@ def register(subparsers: Any) -> None:
     )
     add.add_argument("name", help="the agent's name (what contacts get as `agent`)")
     add.add_argument("--email", help="the agent's email (contacts get it as `agent_email`)")
+    add_tenant(add)
     add.set_defaults(handler=_add)
     remove = commands.add_parser(
         "remove",
@@ -33,8 +35,10 @@ def register(subparsers: Any) -> None:
         description="Contacts already assigned to the agent keep them.",
     )
     remove.add_argument("name", help="the agent's name")
+    add_tenant(remove)
     remove.set_defaults(handler=_remove)
     listing = commands.add_parser("list", help="the agents, and whether each is in the rotation")
+    add_tenant(listing)
     listing.set_defaults(handler=_list)
 
 
@@ -45,7 +49,7 @@ def _add(args: argparse.Namespace) -> int:
         await engine.add_agent(args.name, email=args.email)
         print(f"agent {args.name.strip()}: in the rotation")
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _remove(args: argparse.Namespace) -> int:
@@ -55,7 +59,7 @@ def _remove(args: argparse.Namespace) -> int:
         await engine.remove_agent(args.name)
         print(f"agent {args.name.strip()}: out of the rotation")
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -73,4 +77,4 @@ def _list(args: argparse.Namespace) -> int:
             table.add_row(agent["name"], agent["email"] or "", "yes" if agent["active"] else "no")
         Console().print(table)
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)

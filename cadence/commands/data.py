@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cadence.engine.tenants import DEFAULT_TENANT
+from cadence.commands.options import add_tenant
 from cadence.errors import CadenceError
 
 # The store pulls in SQLAlchemy and Trio: `cadence --help` and `cadence check` should not pay
@@ -20,9 +20,7 @@ MAX_PROBLEMS_SHOWN = 50
 
 def _common(parser: argparse.ArgumentParser) -> None:
     """Options every data command takes: tenant, database, --skip-invalid."""
-    parser.add_argument(
-        "--tenant", default=DEFAULT_TENANT, help=f"tenant to write to (default {DEFAULT_TENANT!r})"
-    )
+    add_tenant(parser, "to write to")
     parser.add_argument(
         "--database",
         metavar="URL",

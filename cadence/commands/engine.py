@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cadence.commands.options import add_tenant
 from cadence.errors import CadenceError, DiagnosticError
 
 # A duration as the language writes it (`30d`, `1d12h`), for command-line options.
@@ -75,6 +76,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="move running and paused enrollments onto the new versions, by node name",
     )
+    add_tenant(p)
     p.set_defaults(handler=_deploy)
 
     for move, text in (
@@ -86,6 +88,7 @@ def register(subparsers: Any) -> None:
     ):
         p = subparsers.add_parser(move, help=text)
         p.add_argument("name", help="the campaign's name")
+        add_tenant(p)
         p.set_defaults(handler=_lifecycle, move=move)
 
     p = subparsers.add_parser(
@@ -101,14 +104,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("name", help="the campaign's name")
     p.add_argument("--by", required=True, metavar="WHO", help="who approves it")
     p.add_argument("--note", metavar="TEXT", help="why, or what was checked")
+    add_tenant(p)
     p.set_defaults(handler=_approve)
 
     p = subparsers.add_parser("clone", help="copy a campaign under a new name, as a draft")
     p.add_argument("name")
     p.add_argument("new_name")
+    add_tenant(p)
     p.set_defaults(handler=_clone)
 
     p = subparsers.add_parser("status", help="campaigns with their enrollment counts")
+    add_tenant(p)
     p.set_defaults(handler=_status)
 
     p = subparsers.add_parser(
@@ -128,12 +134,14 @@ def register(subparsers: Any) -> None:
         help="one row per campaign (default), or per template or A/B variant",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per campaign")
+    add_tenant(p)
     p.set_defaults(handler=_report)
 
     p = subparsers.add_parser("serve", help="run the engine on the real clock")
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
     _http_option(p)
+    add_tenant(p, "to serve")
     p.set_defaults(handler=_serve)
 
     p = subparsers.add_parser("run", help="deploy and launch files, then serve")
@@ -146,6 +154,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0)
     _http_option(p)
+    add_tenant(p)
     p.set_defaults(handler=_run)
 
     p = subparsers.add_parser(
@@ -204,8 +213,8 @@ def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
         return 1
 
 
-def with_engine(use: Callable[[Engine], Awaitable[int | None]]) -> int:
-    """Run `use` with an engine on the configured store, guarded as every command is.
+def with_engine(use: Callable[[Engine], Awaitable[int | None]], tenant: str) -> int:
+    """Run `use` with the tenant's engine on the configured store, guarded as every command is.
 
     The store-backed commands (the lifecycle, approve, clone, status, agents) differ only in
     what they ask the engine and print; `use` returns the exit code (None: 0).
@@ -213,7 +222,7 @@ def with_engine(use: Callable[[Engine], Awaitable[int | None]]) -> int:
     from cadence.engine.runtime import Engine
 
     async def go() -> int:
-        async with Engine() as engine:
+        async with Engine(tenant=tenant) as engine:
             return await use(engine) or 0
 
     return int(_guard(go))
@@ -387,7 +396,7 @@ def _deploy(args: argparse.Namespace) -> int:
     async def go() -> int:
         # Compiled before the store is opened: a file with errors leaves no database behind.
         campaigns = compile_paths(args.files)
-        async with Engine() as engine:
+        async with Engine(tenant=args.tenant) as engine:
             for result in await engine.deploy(campaigns, migrate=args.migrate):
                 state = "new version" if result.created else "unchanged"
                 if result.pending_approval:
@@ -406,7 +415,7 @@ def _lifecycle(args: argparse.Namespace) -> int:
         count = await getattr(engine, args.move)(args.name)
         print(f"{args.name}: {args.move} done ({count} enrollments)")
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _approve(args: argparse.Namespace) -> int:
@@ -414,7 +423,7 @@ def _approve(args: argparse.Namespace) -> int:
         version = await engine.approve(args.name, by=args.by, note=args.note)
         print(f"{args.name}: version {version[:12]} approved by {args.by.strip()}")
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _clone(args: argparse.Namespace) -> int:
@@ -422,7 +431,7 @@ def _clone(args: argparse.Namespace) -> int:
         result = await engine.clone(args.name, args.new_name)
         print(f"{result.name}: cloned from {args.name} as a draft ({result.version[:12]})")
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -446,7 +455,7 @@ def _status(args: argparse.Namespace) -> int:
         if ab_tests:
             console.print(_ab_table(ab_tests, "A/B tests decided"))
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -460,7 +469,7 @@ def _report(args: argparse.Namespace) -> int:
             return
         Console().print(_report_table(reports, args.by))
 
-    return with_engine(use)
+    return with_engine(use, args.tenant)
 
 
 def _report_table(
@@ -574,7 +583,7 @@ async def _serve_engine(
 
 
 @contextlib.asynccontextmanager
-async def _service_engine(service: ServiceSettings) -> AsyncIterator[Engine]:
+async def _service_engine(service: ServiceSettings, tenant: str) -> AsyncIterator[Engine]:
     """The engine `serve` and `run` use: real channel adapters when a provider is configured,
     with the links `service` makes.
 
@@ -599,7 +608,7 @@ async def _service_engine(service: ServiceSettings) -> AsyncIterator[Engine]:
             " CADENCE_INFOBIP_API_KEY ...): sends are recorded, not delivered",
             file=sys.stderr,
         )
-        async with Engine(sink=RecordingSink()) as engine:
+        async with Engine(tenant=tenant, sink=RecordingSink()) as engine:
             yield engine
         return
     source = StoreContentSource(resolve_database_url(None))
@@ -614,7 +623,7 @@ async def _service_engine(service: ServiceSettings) -> AsyncIterator[Engine]:
             file=sys.stderr,
         )
     try:
-        async with Engine(sink=AdapterSink(outbound, source, links=links)) as engine:
+        async with Engine(tenant=tenant, sink=AdapterSink(outbound, source, links=links)) as engine:
             yield engine
     finally:
         await outbound.aclose()
@@ -638,7 +647,7 @@ def _serve(args: argparse.Namespace) -> int:
         from cadence.adapters.web import ServiceSettings
 
         service = ServiceSettings.from_env()
-        async with _service_engine(service) as engine:
+        async with _service_engine(service, args.tenant) as engine:
             stats = await _serve_engine(engine, args.until_idle, args.poll, args.http, service)
         print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
@@ -658,7 +667,7 @@ def _run(args: argparse.Namespace) -> int:
 
         campaigns = compile_paths(args.files)
         service = ServiceSettings.from_env()
-        async with _service_engine(service) as engine:
+        async with _service_engine(service, args.tenant) as engine:
             for result in await engine.deploy(campaigns):
                 if result.pending_approval and args.approved_by is None:
                     print(

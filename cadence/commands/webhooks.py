@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cadence.commands.data import _usage
-from cadence.engine.tenants import DEFAULT_TENANT
+from cadence.commands.options import add_tenant
 from cadence.errors import CadenceError
 
 # The parsers are light, but ingesting goes through the engine (SQLAlchemy, Trio): the
@@ -36,9 +36,7 @@ def register(subparsers: Any) -> None:
     )
     ingest.add_argument("provider", choices=PROVIDERS, help="who sent the webhook")
     ingest.add_argument("file", help="the webhook body (.json); - reads standard input")
-    ingest.add_argument(
-        "--tenant", default=DEFAULT_TENANT, help=f"tenant to write to (default {DEFAULT_TENANT!r})"
-    )
+    add_tenant(ingest, "to write to")
     ingest.add_argument(
         "--database",
         metavar="URL",

@@ -13,10 +13,12 @@ def run_cadence(
     store_url: str | None = None,
     cwd: Path | None = None,
     columns: int = 250,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m cadence ARGS` with `CADENCE_DATABASE_URL` set to `store_url` (when given)
-    and a terminal `columns` wide, so rich tables do not wrap; output captured as text."""
-    env = {**os.environ, "COLUMNS": str(columns)}
+    """`python -m cadence ARGS` with `CADENCE_DATABASE_URL` set to `store_url` (when given),
+    a terminal `columns` wide, so rich tables do not wrap, and `env` added to the
+    environment; output captured as text."""
+    env = {**os.environ, "COLUMNS": str(columns), **(env or {})}
     if store_url is not None:
         env["CADENCE_DATABASE_URL"] = store_url
     return subprocess.run(

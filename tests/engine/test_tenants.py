@@ -8,12 +8,15 @@ sends counted by caps, pauses, next due times, status) must not reach the other.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, RecordingSink
+from tests.engine.cadence_cli import run_cadence
 from tests.engine.test_runtime import T0, campaigns
 
 SOURCE = """
@@ -89,3 +92,29 @@ def test_two_tenants_on_one_store_never_touch_each_other(store_url: str) -> None
     assert [row["name"] for row in seen["acme"]] == [row["name"] for row in seen["globex"]]
     assert acme_row["sends"] == 3 and globex_row["sends"] == 1
     assert seen["acme_ids"] == ["p1", "p2", "p3"]
+
+
+def test_the_command_line_works_on_the_tenant_it_is_given(store_url: str, tmp_path: Path) -> None:
+    """`--tenant` (or $CADENCE_TENANT) on every store command: each sees its tenant only."""
+    source = tmp_path / "news.cadence"
+    source.write_text(SOURCE, encoding="utf-8")
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps(p) + "\n" for p in PEOPLE), encoding="utf-8")
+
+    def cadence(*args: str, tenant: str | None = None) -> str:
+        env = {"CADENCE_TENANT": tenant} if tenant else {}
+        done = run_cadence(*args, store_url=store_url, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    cadence("contacts", "import", str(people), "--tenant", "acme")
+    cadence("deploy", str(source), "--tenant", "acme")
+    cadence("launch", "news", tenant="acme")  # through the environment
+    served = cadence("serve", "--until-idle", "--tenant", "acme")
+    assert served.startswith("served:") and "3 sends" in served
+    assert "news" in cadence("status", "--tenant", "acme")
+    # The default tenant has no campaign, no contact and no send of acme's.
+    assert "news" not in cadence("status")
+    assert "news" not in cadence("report", "--json")
+    assert '"sent": 3' in cadence("report", "--json", "--tenant", "acme")
+    assert "0 sends" in cadence("serve", "--until-idle")
