@@ -8,6 +8,7 @@ it is served under keeps a script in the sender's HTML from running.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import trio
 from selenium import webdriver
@@ -106,3 +107,30 @@ def test_the_web_version_shows_the_email_and_runs_no_script(
     assert [(who, p.get("template"), p.get("via")) for who, p in opens] == [
         ("ana", "hello", "pixel")
     ]
+
+
+def _follow(browser: webdriver.Chrome, unsubscribe: str, text: str) -> str:
+    """Open the unsubscribe page, follow its link reading `text`; the page's title."""
+    _open(browser, unsubscribe, "Unsubscribe")
+    browser.find_element(By.LINK_TEXT, text).click()
+    _wait(browser, ec.title_is(PREFERENCES))
+    return str(browser.current_url)
+
+
+def test_the_unsubscribe_page_offers_the_preference_page(
+    store_url: str, browser: webdriver.Chrome
+) -> None:
+    """Someone who wants fewer messages, not none, gets from one page to the other."""
+
+    async def body(service: Service) -> None:
+        _, prefs = await _launched(service)
+        (email,) = service.emails_to("ana@example.test")
+        header = str(email.headers.get("List-Unsubscribe"))
+        (unsubscribe,) = re.findall(r"<(http[^>]+)>", header)
+        landed = await trio.to_thread.run_sync(
+            _follow, browser, unsubscribe, "choose which messages you get"
+        )
+        assert landed == prefs
+        assert await trio.to_thread.run_sync(_opt_outs, store_url) == []
+
+    trio.run(_with_service, store_url, body)

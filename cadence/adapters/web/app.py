@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, quote, unquote
 
 from cadence.adapters.config import Secret
-from cadence.adapters.tracking import PIXEL_GIF, LinkKind, LinkSigner, split_token
+from cadence.adapters.tracking import PATHS, PIXEL_GIF, LinkKind, LinkSigner, split_token
 from cadence.adapters.web import dashboard, pages
 from cadence.adapters.web.campaigns import MOVES, CampaignsAPI
 from cadence.adapters.web.http import Request, Response, json_body
@@ -208,10 +208,14 @@ class ServiceApp:
         )  # fmt: skip
 
     def _unsubscribe_page(self, token: str) -> Response:
-        if self._link("unsubscribe", token) is None:
+        key = self._link("unsubscribe", token)
+        if key is None or self.signer is None:
             return Response.html(404, pages.broken_link(self.company))
+        # The same send's preference page, for someone who wants fewer messages, not none.
+        signature = self.signer.sign("preferences", self.engine.tenant, key)
+        choose = f"../{PATHS['preferences']}/{quote(key, safe='')}.{signature}"
         # A GET only asks: mail scanners follow links, and must not unsubscribe anyone.
-        return Response.html(200, pages.confirm_unsubscribe(self.company))
+        return Response.html(200, pages.confirm_unsubscribe(self.company, choose))
 
     async def _unsubscribe(self, token: str) -> Response:
         key = self._link("unsubscribe", token)

@@ -23,13 +23,19 @@ def _page(title: str, body: str) -> str:
     return _PAGE.format(title=escape(title), body=body)
 
 
-def confirm_unsubscribe(company: str) -> str:
-    """The page an unsubscribe link opens: one button, posting back to the same address."""
+def confirm_unsubscribe(company: str, preferences_href: str | None = None) -> str:
+    """The page an unsubscribe link opens: one button, posting back to the same address, and
+    a link to the preference page for someone who wants fewer messages rather than none."""
+    choose = (
+        f'<p>Or <a href="{escape(preferences_href)}">choose which messages you get</a>.</p>'
+        if preferences_href
+        else ""
+    )
     return _page(
         "Unsubscribe",
         f"<p>Stop receiving these messages from {escape(company)}?</p>"
         '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        '<button type="submit">Unsubscribe</button></form>',
+        f'<button type="submit">Unsubscribe</button></form>{choose}',
     )
 
 
