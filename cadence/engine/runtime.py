@@ -34,6 +34,7 @@ from cadence.engine import (
     analytics,
     audience,
     conditions,
+    consent,
     evaluate,
     inbound,
     suppress,
@@ -43,6 +44,7 @@ from cadence.engine import (
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
+from cadence.engine.consent import ConsentChange
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
@@ -1073,6 +1075,61 @@ class Engine:
                 .execution_options(synchronize_session=False)
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+    async def set_consent(
+        self, contact_id: str, channel: str, status: str, *, source: str | None = None
+    ) -> ConsentChange:
+        """Record a contact's consent on a channel (docs/embedding.md); `pending` starts a
+        double opt-in and returns the token its confirmation link carries. An unknown
+        contact, channel or status raises `EngineError` and records nothing."""
+        change = await self.store.call_retrying(
+            self._consent_sync, "record", contact_id, channel, status, source
+        )
+        assert change is not None  # recording always changes, or raises
+        return change
+
+    async def confirm_opt_in(self, token: str) -> ConsentChange | None:
+        """Grant the double opt-in waiting on `token`, once; None for an unknown or used one."""
+        return await self.store.call_retrying(self._consent_sync, "confirm", token)
+
+    async def pending_opt_in(self, token: str) -> ConsentChange | None:
+        """The double opt-in `token` would confirm (nothing changes); None if there is none."""
+        return await self.store.call(self._pending_sync, token)
+
+    def _pending_sync(self, store: Store, token: str) -> ConsentChange | None:
+        with store.session() as session:
+            return consent.pending(session, self.tenant, token)
+
+    async def consents(self, contact_id: str) -> dict[str, str]:
+        """The contact's recorded consents, by channel."""
+        return await self.store.call(self._consents_sync, contact_id)
+
+    def _consents_sync(self, store: Store, contact_id: str) -> dict[str, str]:
+        with store.session() as session:
+            return consent.statuses(session, self.tenant, contact_id)
+
+    def _consent_sync(self, store: Store, action: str, *args: Any) -> ConsentChange | None:
+        """Record or confirm a consent with its event, which fires what it triggers."""
+        now = self.now()
+        with store.session() as session:
+            done: tuple[ConsentChange, EventRecord] | None
+            try:
+                if action == "record":
+                    contact_id, channel, status, source = args
+                    done = consent.record(
+                        session, self.tenant, contact_id, channel, status, source=source, now=now
+                    )
+                else:
+                    done = consent.confirm(session, self.tenant, args[0], now)
+            except consent.ConsentError as exc:
+                raise EngineError(str(exc)) from None
+            if done is None:
+                return None
+            change, event = done
+            before = self._segment_members(session, [change.contact_id])
+            fresh, _ = importer.insert_events(session, self.tenant, [event], now=now)
+            self._events_written(session, fresh, now, before)
+            return change
 
     async def send_contact(self, key: str) -> str | None:
         """Whom the send with this idempotency key went to (None: no such send here).

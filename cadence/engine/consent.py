@@ -1,0 +1,129 @@
+"""A contact's consent per channel, and double opt-in: asked, then confirmed by the person.
+
+The send gates read consents (`Engine`'s `_Gates`): a denied, withdrawn or unconfirmed
+consent stops every send on the channel, and SMS and WhatsApp need one granted (or the
+`sms_opt_in` / `whatsapp_opt_in` attribute). Here consents are recorded: as the product's
+sign-up form or CRM knows them, or as a double opt-in that the person confirms through a
+link carrying a single-use token.
+
+Every change is also an event on the contact (`consent_granted`, `consent_requested`,
+`consent_denied`, `consent_withdrawn`, with `channel` and `source`), so campaigns can start
+on it (`when consent_granted send email welcome`) and the record says when and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cadence.engine.store import sends as send_store
+from cadence.engine.store.models import Consent, ConsentStatus, Contact
+from cadence.engine.store.records import EventRecord
+
+# The channels a consent can be about: those that reach a person.
+CONSENT_CHANNELS = ("email", "sms", "whatsapp", "inbox")
+# 32 random bytes: a confirmation link nobody can guess.
+TOKEN_BYTES = 32
+
+
+class ConsentError(ValueError):
+    """A consent that cannot be recorded: unknown contact, channel or status."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentChange:
+    """What recording a consent did: its status, and the token a pending one waits on."""
+
+    contact_id: str
+    channel: str
+    status: ConsentStatus
+    token: str | None = None
+
+
+def record(
+    session: Session,
+    tenant: str,
+    contact_id: str,
+    channel: str,
+    status: str,
+    *,
+    source: str | None,
+    now: dt.datetime,
+) -> tuple[ConsentChange, EventRecord]:
+    """Store the contact's consent on a channel; a pending one gets a fresh token."""
+    if channel not in CONSENT_CHANNELS:
+        raise ConsentError(
+            f"channel {channel!r} takes no consent; one of {', '.join(CONSENT_CHANNELS)}"
+        )
+    try:
+        wanted = ConsentStatus(status)
+    except ValueError:
+        statuses = ", ".join(s.value for s in ConsentStatus)
+        raise ConsentError(f"consent status {status!r} is none of {statuses}") from None
+    if session.get(Contact, (tenant, contact_id)) is None:
+        raise ConsentError(f"no contact {contact_id!r}")
+    token = secrets.token_urlsafe(TOKEN_BYTES) if wanted is ConsentStatus.PENDING else None
+    send_store.set_consent(
+        session, tenant, contact_id, channel, wanted, now=now, source=source,
+        double_opt_in_token=token,
+    )  # fmt: skip
+    event = _event(contact_id, channel, wanted, source, now)
+    return ConsentChange(contact_id, channel, wanted, token), event
+
+
+def confirm(
+    session: Session, tenant: str, token: str, now: dt.datetime
+) -> tuple[ConsentChange, EventRecord] | None:
+    """Grant the pending consent waiting on `token` (once); None for an unknown or used one."""
+    waiting = pending(session, tenant, token)
+    if waiting is None:
+        return None
+    send_store.confirm_double_opt_in(session, token, now=now)
+    change = ConsentChange(waiting.contact_id, waiting.channel, ConsentStatus.GRANTED)
+    source = "double opt-in"
+    return change, _event(change.contact_id, change.channel, change.status, source, now)
+
+
+def pending(session: Session, tenant: str, token: str) -> ConsentChange | None:
+    """The pending consent a token confirms, without confirming it (for the page that asks)."""
+    row = session.scalar(
+        select(Consent).where(
+            Consent.tenant_id == tenant,
+            Consent.double_opt_in_token == token,
+            Consent.status == ConsentStatus.PENDING.value,
+        )
+    )
+    if row is None:
+        return None
+    return ConsentChange(row.contact_id, row.channel, ConsentStatus.PENDING, token)
+
+
+def statuses(session: Session, tenant: str, contact_id: str) -> dict[str, str]:
+    """The contact's recorded consents, by channel."""
+    return {
+        channel: status
+        for channel, status in session.execute(
+            select(Consent.channel, Consent.status).where(
+                Consent.tenant_id == tenant, Consent.contact_id == contact_id
+            )
+        )
+    }
+
+
+_EVENT_NAMES = {
+    ConsentStatus.GRANTED: "consent_granted",
+    ConsentStatus.PENDING: "consent_requested",
+    ConsentStatus.DENIED: "consent_denied",
+    ConsentStatus.WITHDRAWN: "consent_withdrawn",
+}
+
+
+def _event(
+    contact_id: str, channel: str, status: ConsentStatus, source: str | None, now: dt.datetime
+) -> EventRecord:
+    properties = {"channel": channel, **({"source": source} if source else {})}
+    return EventRecord(contact_id, _EVENT_NAMES[status], now, properties)
