@@ -568,8 +568,9 @@ async def _serve_engine(
             # (sends only recorded) there is nothing to show.
             views = engine.sink if isinstance(engine.sink, AdapterSink) else None
             app = ServiceApp(
-                engine, signer=service.signer(), api_token=service.api_token, views=views
-            )
+                engine, signer=service.signer(), api_token=service.api_token, views=views,
+                public_url=service.public_url,
+            )  # fmt: skip
             bound = await nursery.start(serve_http, app, http)
             print(f"cadence: HTTP service on {', '.join(bound)}", file=sys.stderr, flush=True)
             if service.api_token is not None:

@@ -15,7 +15,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 
-from tests.adapters.test_preference_pages import SOURCE, _launched, _opt_outs
+from tests.adapters.test_preference_pages import ANA, SOURCE, _launched, _opt_outs
 from tests.adapters.test_web_service import Service, _events, _with_service
 from tests.browser.test_unsubscribe_page import _open, _press, _wait
 from tests.engine.test_runtime import T0
@@ -132,5 +132,24 @@ def test_the_unsubscribe_page_offers_the_preference_page(
         )
         assert landed == prefs
         assert await trio.to_thread.run_sync(_opt_outs, store_url) == []
+
+    trio.run(_with_service, store_url, body)
+
+
+def test_a_double_opt_in_is_confirmed_with_the_pages_button(
+    store_url: str, browser: webdriver.Chrome
+) -> None:
+    """Opening the confirmation link only asks; the browser's POST of the form confirms."""
+
+    async def body(service: Service) -> None:
+        await service.engine.upsert_contacts([ANA])
+        asked = await service.engine.set_consent("ana", "email", "pending")
+        link = f"{service.base_url}/optin/{asked.token}"
+        page = await trio.to_thread.run_sync(_open, browser, link, "Confirm your subscription")
+        assert "Confirm that you want emails from Acme." in page.text
+        assert await service.engine.consents("ana") == {"email": "pending"}
+        done = await trio.to_thread.run_sync(_press, browser, "Confirm", "You are subscribed")
+        assert "Acme may now send you emails." in done.text
+        assert await service.engine.consents("ana") == {"email": "granted"}
 
     trio.run(_with_service, store_url, body)

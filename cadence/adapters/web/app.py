@@ -13,6 +13,8 @@
 | `POST /events` | the product's backend | `Engine.push_events` (JSON, list or JSONL) |
 | `GET /contacts/ID/inbox` | the app | the contact's in-app messages |
 | `POST /contacts/ID/inbox/read` | the app | marks them read |
+| `PUT /contacts/ID/consents/CHANNEL` | the backend | consent; `pending`: a double opt-in |
+| `GET /optin/TOKEN`, `POST /optin/TOKEN` | the person, from the confirmation | confirms it |
 | `GET /dashboard` | people, in a browser | campaigns: state, enrollments, performance, charts |
 | `GET /campaigns`, `GET /campaigns/NAME` | the product's backend | the same as JSON |
 | `POST /campaigns` | an ops tool | deploys the Cadence source in the body (`campaigns.py`) |
@@ -97,12 +99,15 @@ class ServiceApp:
         company: str | None = None,
         max_body: int = MAX_BODY_BYTES,
         views: WebViews | None = None,
+        public_url: str | None = None,
     ) -> None:
         """Without `signer` the link routes answer 404; without `api_token` the API ones 403;
         without `views` (no channel adapters: nothing was rendered) web versions 404."""
         self.engine = engine
         self.signer = signer
         self.views = views
+        # Where people reach the service (confirmation links); None: links are paths only.
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.campaigns = CampaignsAPI(engine)
         self.api_token = api_token
         self.company = company or engine.tenant
@@ -164,6 +169,16 @@ class ServiceApp:
                 return await self._authorized(request, lambda: self._inbox(contact, request))
             case ("POST", ["contacts", contact, "inbox", "read"]):
                 return await self._authorized(request, lambda: self._read(contact, request))
+            case ("GET", ["contacts", contact, "consents"]):
+                return await self._authorized(request, lambda: self._consents(contact))
+            case ("PUT", ["contacts", contact, "consents", channel]):
+                return await self._authorized(
+                    request, lambda: self._set_consent(contact, channel, request)
+                )
+            case ("GET", ["optin", token]):
+                return await self._opt_in_page(token)
+            case ("POST", ["optin", token]):
+                return await self._confirm_opt_in(token)
         if _known_path(parts):
             return Response(405, f"{request.method} is not allowed here\n".encode())
         return Response(404, b"not found\n")
@@ -375,6 +390,42 @@ class ServiceApp:
         marked = await self.engine.mark_inbox_read(contact, ids)
         return Response.json(200, {"contact": contact, "marked": marked})
 
+    async def _consents(self, contact: str) -> Response:
+        return Response.json(
+            200, {"contact": contact, "consents": await self.engine.consents(contact)}
+        )
+
+    async def _set_consent(self, contact: str, channel: str, request: Request) -> Response:
+        payload, problem = json_body(request.body)
+        status = payload.get("status") if isinstance(payload, dict) else None
+        source = payload.get("source") if isinstance(payload, dict) else None
+        if problem is not None or not isinstance(status, str):
+            return Response.json(400, {"error": problem or 'expected {"status": "granted"}'})
+        if source is not None and not isinstance(source, str):
+            return Response.json(400, {"error": "source: expected text"})
+        try:
+            change = await self.engine.set_consent(contact, channel, status, source=source)
+        except CadenceError as exc:
+            return Response.json(400, {"error": str(exc)})
+        answer: dict[str, Any] = {"contact": contact, "channel": channel, "status": change.status}
+        if change.token is not None:
+            # The person confirms through this link; the caller sends it to them.
+            answer["confirm_url"] = f"{self.public_url or ''}/optin/{change.token}"
+        return Response.json(200, answer)
+
+    async def _opt_in_page(self, token: str) -> Response:
+        waiting = await self.engine.pending_opt_in(token)
+        if waiting is None:
+            return Response.html(404, pages.opt_in_not_valid(self.company))
+        # A GET only asks, as for unsubscribes: scanners follow links.
+        return Response.html(200, pages.confirm_opt_in(self.company, waiting.channel))
+
+    async def _confirm_opt_in(self, token: str) -> Response:
+        confirmed = await self.engine.confirm_opt_in(token)
+        if confirmed is None:
+            return Response.html(404, pages.opt_in_not_valid(self.company))
+        return Response.html(200, pages.opted_in(self.company, confirmed.channel))
+
     async def _health(self) -> Response:
         await self.engine.next_due()  # a query: the store answers, or this raises (500)
         return Response.json(200, {"status": "ok", "tenant": self.engine.tenant})
@@ -386,7 +437,7 @@ def _known_path(parts: list[str]) -> bool:
     return shape in {("healthz", 1), ("dashboard", 1), ("campaigns", 1), ("campaigns", 2),
                      ("campaigns", 3), ("o", 2), ("c", 2),
                      ("u", 2), ("p", 2), ("v", 2), ("webhooks", 2), ("events", 1),
-                     ("contacts", 3), ("contacts", 4)}  # fmt: skip
+                     ("contacts", 3), ("contacts", 4), ("optin", 2)}  # fmt: skip
 
 
 def _presented_token(request: Request) -> str | None:

@@ -1,4 +1,4 @@
-"""The few pages people see: unsubscribe, their channel preferences, a broken link."""
+"""The few pages people see: unsubscribe, channel preferences, opt-in, a broken link."""
 
 from __future__ import annotations
 
@@ -94,3 +94,35 @@ def no_web_version(company: str) -> str:
         f"<p>The link may have been cut short or changed, or the message from"
         f" {escape(company)} has no web version.</p>",
     )
+
+
+def confirm_opt_in(company: str, channel: str) -> str:
+    """The page a double opt-in link opens: one button that confirms."""
+    return _page(
+        "Confirm your subscription",
+        f"<p>Confirm that you want {escape(_channel_words(channel))} from {escape(company)}.</p>"
+        '<form method="post"><button type="submit">Confirm</button></form>',
+    )
+
+
+def opted_in(company: str, channel: str) -> str:
+    """The answer to a confirmed double opt-in."""
+    return _page(
+        "You are subscribed",
+        f"<p>Thank you. {escape(company)} may now send you {escape(_channel_words(channel))}.</p>",
+    )
+
+
+def opt_in_not_valid(company: str) -> str:
+    """A confirmation link that is wrong or already used: nothing happened."""
+    return _page(
+        "This link is not valid",
+        "<p>The link may have been cut short, or it was used already (each confirms once)."
+        f" Nothing was done. To subscribe, sign up with {escape(company)} again.</p>",
+    )
+
+
+def _channel_words(channel: str) -> str:
+    words = {"email": "emails", "sms": "text messages", "whatsapp": "WhatsApp messages",
+             "inbox": "messages in the app"}  # fmt: skip
+    return words.get(channel, f"{channel} messages")
