@@ -7,10 +7,12 @@ the same questions in the same order for as long as their answers agree. `Cohort
 keeps, per cohort, a tree of the questions asked and the answers given, with the result at
 the end of each path. For a later enrollment it asks the same questions of that
 enrollment's own environment, in the stepper's order, following the tree; when the answers
-lead to a known result it reuses that (a fresh copy). Where they lead off the tree it runs
-the stepper, which asks those questions again; they are answered with what was just asked,
-never asked twice. So every question with a side effect (a send gate reserving a cap slot,
-counting a budget) is asked exactly as often, and in the same order, as without the memo.
+lead to a known result it reuses that: one object shared by every enrollment that reaches
+it, which callers read and never change (the runtime builds a new result where it needs
+another state). Where they lead off the tree it runs the stepper, which asks those
+questions again; they are answered with what was just asked, never asked twice. So every
+question with a side effect (a send gate reserving a cap slot, counting a budget) is asked
+exactly as often, and in the same order, as without the memo.
 
 Paths that ask for a split arrival or an A/B winner (they count arrivals, decide winners)
 or a `set` value (any JSON value, compared by more than equality) are never kept.
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Hashable
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from cadence.dsl import compiled as c
-from cadence.engine.stepper import Advance, Effects, SendGate, StepEnv, advance
+from cadence.engine.stepper import Advance, SendGate, StepEnv, advance
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.types import RawJSON
 
@@ -39,12 +42,11 @@ CohortKey = tuple[int, str | None, str | None]
 class _Leaf:
     """A result the stepper gave at the end of one path of answers."""
 
-    __slots__ = ("result", "state", "text")
+    __slots__ = ("result", "state")
 
     def __init__(self, result: Advance, text: str) -> None:
-        """Keep the result and its state's JSON (each reuse decodes its own state from it)."""
+        """Keep the result (shared by every reuse, read-only) and its state's JSON."""
         self.result = result
-        self.text = text  # a plain str: orjson decodes no subclass
         self.state = RawJSON(text)
 
 
@@ -156,12 +158,15 @@ class CohortMemo:
         env: StepEnv,
     ) -> tuple[Advance, RawJSON]:
         """`stepper.advance` for the enrollment at `key` (version, node, state text), and the
-        JSON of the state it returns; `state` must be the decoded state text of `key`."""
+        JSON of the state it returns; `state` must be the decoded state text of `key`.
+
+        The result may be shared with other enrollments of the cohort: read it, never change it.
+        """
         asked: list[tuple[Question, Any]] = []
         place = self._roots.get(key)
         while place is not None:
             if isinstance(place, _Leaf):
-                return _copy(place.result, place.text), place.state
+                return place.result, place.state
             answer = _ask(env, place.question)
             asked.append((place.question, answer))
             try:
@@ -172,8 +177,9 @@ class CohortMemo:
         result = advance(campaign, key[1], state, contact_id, recording)
         text = dumps_json(result.state)
         if recording.kept:
-            # A copy of its own: the runtime may change the result it is handed.
-            self._keep(key, recording.asked, _Leaf(_copy(result, text), text))
+            # Later enrollments get the state as decoded from its JSON (as each used to
+            # decode its own); the rest is the stepper's, which no caller changes.
+            self._keep(key, recording.asked, _Leaf(replace(result, state=orjson.loads(text)), text))
         return result, RawJSON(text)
 
     def _keep(self, key: CohortKey, path: list[tuple[Question, Any]], leaf: _Leaf) -> None:
@@ -200,26 +206,3 @@ class CohortMemo:
             if following is None:
                 following = place.next[keys[index]] = _Branch(path[index + 1][0])
             place = following
-
-
-def _copy(first: Advance, state: str) -> Advance:
-    """A result of its own for one enrollment (the runtime may change its state)."""
-    effects = first.effects
-    return Advance(
-        first.node,
-        first.status,
-        first.due_at,
-        orjson.loads(state),
-        [list(entry) for entry in first.history],
-        Effects(
-            sends=list(effects.sends),
-            skipped_sends=list(effects.skipped_sends),
-            attributes=dict(effects.attributes),
-            tags_added=list(effects.tags_added),
-            tags_removed=list(effects.tags_removed),
-            assign_agent=effects.assign_agent,
-            notifications=list(effects.notifications),
-            enroll=list(effects.enroll),
-            pause_campaign=effects.pause_campaign,
-        ),
-    )

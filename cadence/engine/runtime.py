@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import itertools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, Protocol
@@ -2083,10 +2083,12 @@ class Engine:
                     pausing[campaign.name] = gates.paused.get(
                         campaign.name, {"reason": result.effects.pause_campaign}
                     )
-                # An `every` run books its next run once, when it first runs (see below).
+                # An `every` run books its next run once, when it first runs (see below). A
+                # result of its own: the memo's may be shared by the cohort (read-only).
                 if state.get("trigger") and not state.get("next_booked"):
-                    result.state["next_booked"] = True
-                    state_text = RawJSON(dumps_json(result.state))
+                    booked = {**result.state, "next_booked": True}
+                    result = replace(result, state=booked)
+                    state_text = RawJSON(dumps_json(booked))
                 results.append((row, state, result))
                 # Enrollments of a cohort move to the same values: grouped as they step, each
                 # group is one UPDATE (see `claims.write_stepped_enrollments`).
