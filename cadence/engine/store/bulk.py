@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import chain
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -69,26 +69,29 @@ def _sqlite_values(
     session: Session, table: Table, keys: Sequence[str], values: Sequence[tuple[Any, ...]]
 ) -> list[tuple[Any, ...]]:
     """Rows of values (in `keys` order) as driver parameters: only the columns that have a
-    processor (timestamps, JSON) are converted, one by one."""
+    processor (timestamps, JSON) are converted.
+
+    Column by column: the rows are transposed and back in C, and a column's values go
+    through its converter in one `map` (`_converter`), instead of a list and a tuple built
+    per row and a loop over its converted columns.
+    """
     dialect = session.get_bind().dialect
     converted = [
         (index, process)
         for index, process in enumerate(_converter(table.c[name], dialect) for name in keys)
         if process is not None
     ]
-    if not converted:
+    if not converted or not values:
         return list(values)
-    params: list[tuple[Any, ...]] = []
-    for row in values:
-        changed = list(row)
-        for index, process in converted:
-            changed[index] = process(changed[index])
-        params.append(tuple(changed))
-    return params
+    columns: list[Sequence[Any]] = list(zip(*values, strict=True))
+    for index, process in converted:
+        columns[index] = process(columns[index])
+    return list(zip(*columns, strict=True))
 
 
-def _converter(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
-    """The column's bind processor, specialised for what a batch repeats.
+def _converter(column: Any, dialect: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
+    """The column's bind processor over a column of values, specialised for what a batch
+    repeats.
 
     Timestamps are mostly the batch's `now`, and many documents are empty `{}`/`[]`:
     each distinct one is formatted once. A `RawJSON` document goes in as it is.
@@ -96,17 +99,16 @@ def _converter(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
     if process is None:
         return None
-    seen: dict[Any, Any] = {}
     if isinstance(column.type, UTCDateTime | DateTime):
 
-        def timestamp(value: Any) -> Any:
-            if value in seen:
-                return seen[value]
-            seen[value] = converted = process(value)
-            return converted
+        def timestamps(values: Sequence[Any]) -> list[Any]:
+            # Equal instants format alike: each distinct one once, then a lookup per value.
+            formatted = {value: process(value) for value in set(values)}
+            return list(map(formatted.__getitem__, values))
 
-        return timestamp
+        return timestamps
     if isinstance(column.type, JSON):
+        seen: dict[Any, Any] = {}
         # A document many rows share (one object, such as a cohort's send payload) is
         # encoded once: kept by identity, with the object, so its id cannot be reused.
         shared: dict[int, tuple[Any, Any]] = {}
@@ -126,8 +128,8 @@ def _converter(column: Any, dialect: Any) -> Callable[[Any], Any] | None:
             shared[id(value)] = (value, encoded)
             return encoded
 
-        return document
-    return cast(Callable[[Any], Any], process)
+        return lambda values: list(map(document, values))
+    return lambda values: list(map(process, values))
 
 
 def _record(session: Session, table: Table, keys: Sequence[str]) -> str:
