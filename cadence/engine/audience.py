@@ -14,16 +14,18 @@ import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa  # type: ignore[import-untyped]
-
-from cadence.dispatch import ExprTypeError, filter_contacts
 from cadence.dispatch.expr import Expr, to_dict
-from cadence.dispatch.filter import Backend
-from cadence.dispatch.lower import LoweringError, lower
 from cadence.dsl import ast
 from cadence.engine.evaluate import ENGAGEMENT_FLAGS
+
+# The dispatch core (numpy, Arrow) is imported when a selection runs: a process that never
+# selects (a dry-run of a campaign without audience) never loads it.
+if TYPE_CHECKING:
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    from cadence.dispatch.filter import Backend
 
 _ISO_INSTANT = re.compile(
     r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
@@ -54,6 +56,8 @@ def select(
     The `converted` and `unsubscribed` flags are read from the attributes as strict
     booleans, so callers put there what the contact's events say (see `with_flags`).
     """
+    from cadence.dispatch import ExprTypeError, filter_contacts
+
     ids = [contact_id for contact_id, _ in contacts]
     lowered = _lower(expr, segments or {})
     if lowered is not None:
@@ -79,6 +83,8 @@ def with_flags(attributes: Mapping[str, Any], flags: Mapping[str, bool]) -> dict
 
 
 def _lower(expr: ast.Expr, segments: Mapping[str, ast.Expr]) -> Expr | None:
+    from cadence.dispatch.lower import LoweringError, lower
+
     try:
         return lower(expr, segments=dict(segments))
     except (LoweringError, TypeError, ValueError):
@@ -109,6 +115,8 @@ def _table(expr: Expr, rows: Sequence[Mapping[str, Any]]) -> pa.Table | None:
     Columns computed from events or engagement (their names hold `__`) are not attributes:
     an expression that needs them is left to the evaluator.
     """
+    import pyarrow as pa
+
     names = sorted(columns_of(expr))
     if any("__" in name for name in names):
         return None

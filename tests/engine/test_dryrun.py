@@ -915,3 +915,19 @@ campaign links {
     assert errors["mail"] is None and errors["text"] is None
     assert errors["text_web"] is not None and "view_in_browser_url" in errors["text_web"]
     assert "only an email has a web version" in errors["text_web"]
+
+
+def test_the_engine_imports_no_numpy_or_arrow_until_caps_or_audiences_need_them() -> None:
+    # numpy and Arrow take about half a second to import; only caps, rate limits and
+    # audience selection need them (see `cadence.dispatch`).
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, cadence.cli, cadence.engine.dryrun, cadence.engine.runtime; "
+        "print(sorted({'numpy', 'pyarrow'} & set(sys.modules)))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "[]"

@@ -667,10 +667,11 @@ def test_a_cap_holds_across_campaigns(
 ) -> None:
     import functools
 
-    from cadence.engine import runtime
+    from cadence.dispatch import caps
 
+    # The runtime imports the caps where it uses them, so it sees the patched class.
     monkeypatch.setattr(
-        runtime, "FrequencyCaps", functools.partial(runtime.FrequencyCaps, backend=backend)
+        caps, "FrequencyCaps", functools.partial(caps.FrequencyCaps, backend=backend)
     )
 
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
@@ -1027,11 +1028,11 @@ def test_the_rate_limiter_paces_deliveries(
 ) -> None:
     import functools
 
+    from cadence.dispatch import limiter
     from cadence.dispatch.limiter import ProviderLimit
-    from cadence.engine import runtime
 
     monkeypatch.setattr(
-        runtime, "RateLimiter", functools.partial(runtime.RateLimiter, backend=backend)
+        limiter, "RateLimiter", functools.partial(limiter.RateLimiter, backend=backend)
     )
     clock = SimulatedClock(T0)
     stamps: list[dt.datetime] = []
@@ -1064,12 +1065,12 @@ def test_a_provider_429_slows_the_channel_s_limiter(
 ) -> None:
     import functools
 
+    from cadence.dispatch import limiter
     from cadence.dispatch.limiter import ProviderLimit
-    from cadence.engine import runtime
     from cadence.engine.runtime import DeliveryResult
 
     monkeypatch.setattr(
-        runtime, "RateLimiter", functools.partial(runtime.RateLimiter, backend=backend)
+        limiter, "RateLimiter", functools.partial(limiter.RateLimiter, backend=backend)
     )
     clock = SimulatedClock(T0)
     stamps: list[tuple[str, float]] = []
