@@ -24,8 +24,9 @@ from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Consent, ConsentStatus, Contact
 from cadence.engine.store.records import EventRecord
 
-# The channels a consent can be about: those that reach a person.
-CONSENT_CHANNELS = ("email", "sms", "whatsapp", "inbox")
+# Channels that send nothing without the person's opt-in: consent granted, or the
+# `sms_opt_in` / `whatsapp_opt_in` attribute (the send gates and the preference page).
+OPT_IN_CHANNELS = frozenset({"sms", "whatsapp"})
 # 32 random bytes: a confirmation link nobody can guess.
 TOKEN_BYTES = 32
 
@@ -55,10 +56,10 @@ def record(
     now: dt.datetime,
 ) -> tuple[ConsentChange, EventRecord]:
     """Store the contact's consent on a channel; a pending one gets a fresh token."""
-    if channel not in CONSENT_CHANNELS:
-        raise ConsentError(
-            f"channel {channel!r} takes no consent; one of {', '.join(CONSENT_CHANNELS)}"
-        )
+    # The channels that reach a person take a consent.
+    if channel not in send_store.PERSONAL_CHANNELS:
+        channels = ", ".join(sorted(send_store.PERSONAL_CHANNELS))
+        raise ConsentError(f"channel {channel!r} takes no consent; one of {channels}")
     try:
         wanted = ConsentStatus(status)
     except ValueError:
@@ -79,11 +80,10 @@ def confirm(
     session: Session, tenant: str, token: str, now: dt.datetime
 ) -> tuple[ConsentChange, EventRecord] | None:
     """Grant the pending consent waiting on `token` (once); None for an unknown or used one."""
-    waiting = pending(session, tenant, token)
-    if waiting is None:
+    confirmed = send_store.confirm_double_opt_in(session, tenant, token, now=now)
+    if confirmed is None:
         return None
-    send_store.confirm_double_opt_in(session, token, now=now)
-    change = ConsentChange(waiting.contact_id, waiting.channel, ConsentStatus.GRANTED)
+    change = ConsentChange(confirmed.contact_id, confirmed.channel, ConsentStatus.GRANTED)
     source = "double opt-in"
     return change, _event(change.contact_id, change.channel, change.status, source, now)
 
@@ -102,10 +102,10 @@ def pending(session: Session, tenant: str, token: str) -> ConsentChange | None:
     return ConsentChange(row.contact_id, row.channel, ConsentStatus.PENDING, token)
 
 
-def statuses(session: Session, tenant: str, contact_id: str) -> dict[str, str]:
+def statuses(session: Session, tenant: str, contact_id: str) -> dict[str, ConsentStatus]:
     """The contact's recorded consents, by channel."""
     return {
-        channel: status
+        channel: ConsentStatus(status)
         for channel, status in session.execute(
             select(Consent.channel, Consent.status).where(
                 Consent.tenant_id == tenant, Consent.contact_id == contact_id

@@ -25,15 +25,13 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from cadence.engine import suppress
+from cadence.engine import consent, suppress
 from cadence.engine.store import sends as send_store
-from cadence.engine.store.models import Consent, ConsentStatus, Contact, Suppression
+from cadence.engine.store.models import ConsentStatus, Contact, Suppression
 
 # The channels a preference page offers, in the order it lists them.
 PAGE_CHANNELS = ("email", "sms", "whatsapp")
 CHANNEL_NAMES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp"}
-# Channels that need the person's opt-in before anything is sent (see the runtime's gates).
-OPT_IN_CHANNELS = frozenset({"sms", "whatsapp"})
 VIA = "preferences"
 
 
@@ -75,14 +73,7 @@ def read_choices(
             or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
         )
     ).all()
-    consents = {
-        channel: ConsentStatus(status)
-        for channel, status in session.execute(
-            select(Consent.channel, Consent.status).where(
-                Consent.tenant_id == tenant, Consent.contact_id == contact_id
-            )
-        )
-    }
+    consents = consent.statuses(session, tenant, contact_id)
     choices = []
     for channel in PAGE_CHANNELS:
         address = addresses[channel]
@@ -96,7 +87,7 @@ def _choice(
     channel: str,
     address: str,
     suppressions: Sequence[Any],
-    consent: ConsentStatus | None,
+    recorded: ConsentStatus | None,
     attributes: dict[str, Any],
 ) -> ChannelChoice:
     """One channel's state, the first reason the page cannot change it winning."""
@@ -109,13 +100,13 @@ def _choice(
         fixed = "you reported a message as spam, so nothing is sent here"
     elif attributes.get(suppress.UNSUBSCRIBED) is True:
         fixed = "you are unsubscribed in the sender's own records"
-    elif consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN):
+    elif recorded in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN):
         fixed = "you withdrew your consent"
-    elif consent is ConsentStatus.PENDING:
+    elif recorded is ConsentStatus.PENDING:
         fixed = "your sign-up is not confirmed yet"
     elif (
-        channel in OPT_IN_CHANNELS
-        and consent is not ConsentStatus.GRANTED
+        channel in consent.OPT_IN_CHANNELS
+        and recorded is not ConsentStatus.GRANTED
         and attributes.get(f"{channel}_opt_in") is not True
     ):
         fixed = f"you have not opted in to {CHANNEL_NAMES[channel]} messages"

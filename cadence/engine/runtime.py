@@ -1088,15 +1088,44 @@ class Engine:
         """Record a contact's consent on a channel (docs/embedding.md); `pending` starts a
         double opt-in and returns the token its confirmation link carries. An unknown
         contact, channel or status raises `EngineError` and records nothing."""
-        change = await self.store.call_retrying(
-            self._consent_sync, "record", contact_id, channel, status, source
+        return await self.store.call_retrying(
+            self._set_consent_sync, contact_id, channel, status, source
         )
-        assert change is not None  # recording always changes, or raises
-        return change
+
+    def _set_consent_sync(
+        self, store: Store, contact_id: str, channel: str, status: str, source: str | None
+    ) -> ConsentChange:
+        now = self.now()
+        with store.session() as session:
+            try:
+                change, event = consent.record(
+                    session, self.tenant, contact_id, channel, status, source=source, now=now
+                )
+            except consent.ConsentError as exc:
+                raise EngineError(str(exc)) from None
+            self._consent_written(session, change, event, now)
+            return change
 
     async def confirm_opt_in(self, token: str) -> ConsentChange | None:
         """Grant the double opt-in waiting on `token`, once; None for an unknown or used one."""
-        return await self.store.call_retrying(self._consent_sync, "confirm", token)
+        return await self.store.call_retrying(self._confirm_opt_in_sync, token)
+
+    def _confirm_opt_in_sync(self, store: Store, token: str) -> ConsentChange | None:
+        now = self.now()
+        with store.session() as session:
+            confirmed = consent.confirm(session, self.tenant, token, now)
+            if confirmed is None:
+                return None
+            self._consent_written(session, *confirmed, now)
+            return confirmed[0]
+
+    def _consent_written(
+        self, session: Session, change: ConsentChange, event: EventRecord, now: dt.datetime
+    ) -> None:
+        """Store a consent's event in its transaction; it fires what it triggers."""
+        before = self._segment_members(session, [change.contact_id])
+        fresh, _ = importer.insert_events(session, self.tenant, [event], now=now)
+        self._events_written(session, fresh, now, before)
 
     async def pending_opt_in(self, token: str) -> ConsentChange | None:
         """The double opt-in `token` would confirm (nothing changes); None if there is none."""
@@ -1106,36 +1135,13 @@ class Engine:
         with store.session() as session:
             return consent.pending(session, self.tenant, token)
 
-    async def consents(self, contact_id: str) -> dict[str, str]:
+    async def consents(self, contact_id: str) -> dict[str, ConsentStatus]:
         """The contact's recorded consents, by channel."""
         return await self.store.call(self._consents_sync, contact_id)
 
-    def _consents_sync(self, store: Store, contact_id: str) -> dict[str, str]:
+    def _consents_sync(self, store: Store, contact_id: str) -> dict[str, ConsentStatus]:
         with store.session() as session:
             return consent.statuses(session, self.tenant, contact_id)
-
-    def _consent_sync(self, store: Store, action: str, *args: Any) -> ConsentChange | None:
-        """Record or confirm a consent with its event, which fires what it triggers."""
-        now = self.now()
-        with store.session() as session:
-            done: tuple[ConsentChange, EventRecord] | None
-            try:
-                if action == "record":
-                    contact_id, channel, status, source = args
-                    done = consent.record(
-                        session, self.tenant, contact_id, channel, status, source=source, now=now
-                    )
-                else:
-                    done = consent.confirm(session, self.tenant, args[0], now)
-            except consent.ConsentError as exc:
-                raise EngineError(str(exc)) from None
-            if done is None:
-                return None
-            change, event = done
-            before = self._segment_members(session, [change.contact_id])
-            fresh, _ = importer.insert_events(session, self.tenant, [event], now=now)
-            self._events_written(session, fresh, now, before)
-            return change
 
     async def send_contact(self, key: str) -> str | None:
         """Whom the send with this idempotency key went to (None: no such send here).
@@ -2684,7 +2690,7 @@ class _Gates:
     and this one would pass it: the send waits at its step (`paused` says why, per campaign).
     """
 
-    OPT_IN_CHANNELS: ClassVar[frozenset[str]] = frozenset({"sms", "whatsapp"})
+    OPT_IN_CHANNELS: ClassVar[frozenset[str]] = consent.OPT_IN_CHANNELS
 
     def __init__(
         self,

@@ -349,10 +349,12 @@ def test_consent_and_double_opt_in(store: Store, people: list[str]) -> None:
             "c1": ConsentStatus.GRANTED,
             "c2": ConsentStatus.PENDING,
         }
-        assert confirm_double_opt_in(session, "wrong", now=T0) is None
-        confirmed = confirm_double_opt_in(session, "tok-123", now=T0 + timedelta(hours=1))
+        assert confirm_double_opt_in(session, "default", "wrong", now=T0) is None
+        confirmed = confirm_double_opt_in(
+            session, "default", "tok-123", now=T0 + timedelta(hours=1)
+        )
         assert confirmed is not None and confirmed.confirmed_at == T0 + timedelta(hours=1)
-        assert confirm_double_opt_in(session, "tok-123", now=T0) is None  # single use
+        assert confirm_double_opt_in(session, "default", "tok-123", now=T0) is None  # single use
     with store.session() as session:
         set_consent(session, "default", "c1", "sms", ConsentStatus.WITHDRAWN, now=T0)
         statuses = consent_statuses(session, "default", "sms", IDS)

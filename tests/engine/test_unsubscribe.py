@@ -262,7 +262,7 @@ def test_consent_records_gate_sms_and_email_through_double_opt_in(store_url: str
             with store.session() as session:
                 for channel in ("email", "sms"):
                     assert send_store.confirm_double_opt_in(
-                        session, f"token-{channel}", now=clock.now()
+                        session, "default", f"token-{channel}", now=clock.now()
                     )
 
         await engine.store.call(confirm)

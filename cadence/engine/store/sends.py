@@ -399,10 +399,13 @@ def set_consent(
     )
 
 
-def confirm_double_opt_in(session: Session, token: str, *, now: datetime) -> Consent | None:
-    """Confirm the pending consent holding `token`; None when no consent is waiting on it."""
+def confirm_double_opt_in(
+    session: Session, tenant_id: str, token: str, *, now: datetime
+) -> Consent | None:
+    """Confirm the tenant's pending consent holding `token`; None when none waits on it."""
     consent = session.scalar(
         select(Consent).where(
+            Consent.tenant_id == tenant_id,
             Consent.double_opt_in_token == token,
             Consent.status == ConsentStatus.PENDING.value,
         )
