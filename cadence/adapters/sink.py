@@ -27,7 +27,7 @@ from cadence.adapters.render import (
     TemplateRenderError,
     WebhookContent,
 )
-from cadence.adapters.tracking import Links, track_html, track_text
+from cadence.adapters.tracking import Links, has_web_version, track_html, track_text
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.sends import ADDRESS_FIELD
@@ -140,7 +140,7 @@ class AdapterSink:
     async def web_view(self, message: OutgoingMessage) -> str | None:
         """An email's HTML rendered again as it was sent (its web version); None for any
         other message, or one that no longer renders (its contact or campaign gone)."""
-        if message.channel != Channel.EMAIL.value:
+        if not has_web_version(message.channel):
             return None
         contacts = await self.source.contacts(message.tenant_id, [message.contact_id])
         built = await self._build(message, contacts.get(message.contact_id))

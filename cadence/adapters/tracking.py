@@ -40,6 +40,11 @@ _TEXT_URL = re.compile(r"""https?://[^\s<>"']+""", re.IGNORECASE)
 _TRAILING = ".,;:!?"
 
 
+def has_web_version(channel: str) -> bool:
+    """Whether a message on `channel` gets a web version: only an email does."""
+    return channel == "email"
+
+
 @dataclass(frozen=True, slots=True)
 class Links:
     """Per-contact links a message carries (unsubscribe, preferences, web view, tracking)."""
@@ -116,7 +121,7 @@ class TrackingLinks:
             unsubscribe_url=self.url("unsubscribe", tenant, key),
             preferences_url=self.url("preferences", tenant, key),
             view_in_browser_url=(
-                self.url("view", tenant, key) if message.channel == "email" else None
+                self.url("view", tenant, key) if has_web_version(message.channel) else None
             ),
             open_pixel_url=self.url("open", tenant, key) if self.track_opens else None,
             click=(

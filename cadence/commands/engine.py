@@ -323,6 +323,8 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     from rich.markup import escape
     from rich.table import Table
 
+    from cadence.engine.describe import pause_text
+
     summary = report.summary()
     timeline = Table(title="Timeline (first 40 sends)", show_lines=False)
     for column in ("at (UTC)", "contact", "campaign", "node", "channel", "template", "variant"):
@@ -352,8 +354,6 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     for template, count in summary["by_template"].items():
         totals.add_row(f"  {template}", str(count))
     console.print(totals)
-    from cadence.engine.describe import pause_text
-
     for name, details in report.paused_campaigns.items():
         console.print(f"{name} paused: {pause_text(details)}")
     if report.ab_tests:

@@ -41,7 +41,7 @@ from cadence.adapters.render import (
     WhatsAppContent,
 )
 from cadence.adapters.sink import ContentSource
-from cadence.adapters.tracking import Links
+from cadence.adapters.tracking import Links, has_web_version
 from cadence.dsl.compiled import CompiledCampaign, SendNode
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
@@ -160,7 +160,9 @@ def placeholder_links(message: OutgoingMessage, contact: Mapping[str, Any]) -> L
         unsubscribe_mailto="unsubscribe@cadence.invalid",
         preferences_url=f"{base}/preferences/{who}",
         view_in_browser_url=(
-            f"{base}/view/{message.idempotency_key[:24]}" if message.channel == "email" else None
+            f"{base}/view/{message.idempotency_key[:24]}"
+            if has_web_version(message.channel)
+            else None
         ),
     )
 

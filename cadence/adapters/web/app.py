@@ -240,20 +240,29 @@ class ServiceApp:
             return Response.html(404, pages.broken_link(self.company))
         return Response.html(200, pages.unsubscribed(self.company))
 
-    async def _preferences(self, token: str) -> Response:
-        key = self._link("preferences", token)
-        contact = None if key is None else await self.engine.send_contact(key)
-        choices = None if contact is None else await self.engine.preferences(contact)
-        if choices is None:
-            return Response.html(404, pages.broken_link(self.company))
-        return Response.html(200, pages.preferences(self.company, choices))
-
-    async def _save_preferences(self, token: str, request: Request) -> Response:
+    async def _preference_subject(
+        self, token: str
+    ) -> tuple[str, str, list[preferences.ChannelChoice]] | None:
+        """A preference link's send key, its contact and their channels; None when the link
+        is bad or names a send or contact the store lacks."""
         key = self._link("preferences", token)
         contact = None if key is None else await self.engine.send_contact(key)
         choices = None if contact is None else await self.engine.preferences(contact)
         if key is None or contact is None or choices is None:
+            return None
+        return key, contact, choices
+
+    async def _preferences(self, token: str) -> Response:
+        subject = await self._preference_subject(token)
+        if subject is None:
             return Response.html(404, pages.broken_link(self.company))
+        return Response.html(200, pages.preferences(self.company, subject[2]))
+
+    async def _save_preferences(self, token: str, request: Request) -> Response:
+        subject = await self._preference_subject(token)
+        if subject is None:
+            return Response.html(404, pages.broken_link(self.company))
+        key, contact, choices = subject
         form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
         if form.get("action") == ["everything-off"]:
             made = [(suppress.UNSUBSCRIBED, EVERY_CHANNEL)]
