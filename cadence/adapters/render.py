@@ -164,6 +164,8 @@ class RenderContext:
     unsubscribe_url: str | None = None
     preferences_url: str | None = None
     view_in_browser_url: str | None = None
+    # A confirmation message's link to confirm the contact's pending opt-in.
+    confirm_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     locale: str | None = None
 
@@ -180,7 +182,7 @@ class RenderContext:
             campaign=_wrap(self.campaign, "campaign"),
             event=_wrap(self.event or {}, "event"),
         )
-        for name in ("unsubscribe_url", "preferences_url", "view_in_browser_url"):
+        for name in LINK_VARIABLES:
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
@@ -278,7 +280,9 @@ def _wrap(value: Any, path: str) -> Any:
 
 
 # The per-send links a sender fills in; missing, they mean no link service is configured.
-LINK_VARIABLES = frozenset({"unsubscribe_url", "preferences_url", "view_in_browser_url"})
+LINK_VARIABLES = frozenset(
+    {"unsubscribe_url", "preferences_url", "view_in_browser_url", "confirm_url"}
+)
 
 
 def _missing_hint(variable: str) -> str:
@@ -286,6 +290,12 @@ def _missing_hint(variable: str) -> str:
     if variable == "view_in_browser_url":
         return (
             "only an email has a web version, made by `cadence serve` when CADENCE_PUBLIC_URL"
+            " and CADENCE_LINK_SECRET are set (docs/service.md)"
+        )
+    if variable == "confirm_url":
+        return (
+            "only a confirmation message gets it (a template that uses `confirm_url`, sent to a"
+            " contact whose opt-in is pending), made by `cadence serve` when CADENCE_PUBLIC_URL"
             " and CADENCE_LINK_SECRET are set (docs/service.md)"
         )
     if variable in LINK_VARIABLES:

@@ -29,6 +29,7 @@ from cadence.adapters.render import (
 )
 from cadence.adapters.tracking import Links, has_web_version, track_html, track_text
 from cadence.dsl.compiled import CompiledCampaign
+from cadence.engine import consent
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.sends import ADDRESS_FIELD
 
@@ -42,6 +43,10 @@ class ContentSource(Protocol):
 
     async def contacts(self, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Contact data by id: email, phone, names, locale, timezone and attributes."""
+        ...
+
+    async def opt_in_token(self, tenant: str, contact_id: str, channel: str) -> str | None:
+        """The token of the contact's pending opt-in on `channel` (a confirmation's link)."""
         ...
 
 
@@ -94,6 +99,14 @@ class StoreContentSource:
         with self._store.session() as session:
             facts = load_facts(session, tenant, ids, with_history=False)
         return {contact_id: fact.attributes for contact_id, fact in facts.items()}
+
+    async def opt_in_token(self, tenant: str, contact_id: str, channel: str) -> str | None:
+        """The pending opt-in's token as the store holds it now (None once confirmed)."""
+        return await trio.to_thread.run_sync(self._opt_in_token_sync, tenant, contact_id, channel)
+
+    def _opt_in_token_sync(self, tenant: str, contact_id: str, channel: str) -> str | None:
+        with self._store.session() as session:
+            return consent.pending_token(session, tenant, contact_id, channel)
 
 
 class AdapterSink:
@@ -209,6 +222,16 @@ class AdapterSink:
             address = contact.get(ADDRESS_FIELD[channel.value])
             if not address:
                 return fail(f"contact {message.contact_id} has no {ADDRESS_FIELD[channel.value]}")
+        template = campaign.templates[message.template]
+        confirm_url = None
+        if links.confirm is not None and consent.is_confirmation(template):
+            # Looked up now: the link confirms the opt-in pending at the moment it is sent.
+            token = await self.source.opt_in_token(
+                message.tenant_id, message.contact_id, message.channel
+            )
+            if token is None:
+                return fail(consent.NOTHING_TO_CONFIRM)
+            confirm_url = links.confirm(token)
         context = RenderContext(
             contact=contact,
             tenant=tenant,
@@ -217,11 +240,12 @@ class AdapterSink:
             unsubscribe_url=links.unsubscribe_url,
             preferences_url=links.preferences_url,
             view_in_browser_url=links.view_in_browser_url,
+            confirm_url=confirm_url,
         )
         try:
             approved = self.outbound.settings.for_tenant(message.tenant_id).whatsapp_templates
             content = await self.renderer.arender(
-                campaign.templates[message.template],
+                template,
                 context,
                 approved=approved.get(message.template) if channel is Channel.WHATSAPP else None,
             )
@@ -232,7 +256,12 @@ class AdapterSink:
             # a click for every unsubscribe.
             keep = {
                 u
-                for u in (links.unsubscribe_url, links.preferences_url, links.view_in_browser_url)
+                for u in (
+                    links.unsubscribe_url,
+                    links.preferences_url,
+                    links.view_in_browser_url,
+                    confirm_url,
+                )
                 if u
             }
             html = track_html(

@@ -10,6 +10,7 @@ into the analytics, or use the click redirect to send people anywhere else.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -45,6 +46,15 @@ def has_web_version(channel: str) -> bool:
     return channel == "email"
 
 
+def opt_in_url(base_url: str | None, token: str) -> str:
+    """The link a person confirms a double opt-in with: the service's `/optin/TOKEN` page.
+
+    The one place it is made: the consent API hands it back, and a confirmation message
+    (a template that uses `confirm_url`) carries it.
+    """
+    return f"{(base_url or '').rstrip('/')}/optin/{token}"
+
+
 @dataclass(frozen=True, slots=True)
 class Links:
     """Per-contact links a message carries (unsubscribe, preferences, web view, tracking)."""
@@ -56,6 +66,8 @@ class Links:
     # An email's HTML gets this image (an open) and its web links go through `click`.
     open_pixel_url: str | None = None
     click: Callable[[str], str] | None = None
+    # A confirmation message's `confirm_url`, from its contact's pending opt-in token.
+    confirm: Callable[[str], str] | None = None
 
 
 class LinkSigner:
@@ -129,6 +141,7 @@ class TrackingLinks:
                 if self.track_clicks
                 else None
             ),
+            confirm=functools.partial(opt_in_url, self.base_url),
         )
 
 

@@ -175,6 +175,7 @@ def _render(
         unsubscribe_url="https://example.invalid/unsubscribe/preview",
         preferences_url="https://example.invalid/preferences/preview",
         view_in_browser_url="https://example.invalid/view/preview",
+        confirm_url="https://example.invalid/optin/preview",
         locale=args.locale,
     )
     spec = (approved or {}).get(template.name) if template.channel == "whatsapp" else None

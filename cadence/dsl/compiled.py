@@ -621,6 +621,27 @@ class CompiledTemplate(_Frozen):
     content: TemplateContentModel
     locales: dict[str, TemplateContentModel] = Field(default_factory=dict)
 
+    @cached_property
+    def variables(self) -> frozenset[str]:
+        """The top-level names its text uses (`contact`, `confirm_url` ...), in any part and
+        locale: what the engine and the senders ask of a template (a confirmation message
+        uses `confirm_url`). Read once per template object, so once per campaign version.
+        """
+        from jinja2 import TemplateSyntaxError, meta
+        from jinja2.sandbox import SandboxedEnvironment
+
+        parser = SandboxedEnvironment()  # parsing only: nothing here is run
+        names: set[str] = set()
+        for content in (self.content, *self.locales.values()):
+            for text in (content.subject, content.preheader, content.body):
+                if not text:
+                    continue
+                try:
+                    names |= meta.find_undeclared_variables(parser.parse(text))
+                except TemplateSyntaxError:
+                    continue  # `cadence check` reports it; rendering fails that send
+        return frozenset(names)
+
 
 class CompiledSegment(_Frozen):
     """A named audience predicate the campaign uses."""

@@ -122,9 +122,9 @@ class _Recording:
         """Whether the awaited event came, for this contact."""
         return self._answer(("event_since", (expr, since)))  # type: ignore[no-any-return]
 
-    def send_gate(self, channel: str) -> SendGate:
+    def send_gate(self, channel: str, template: str) -> SendGate:
         """The send checks, for this contact (reserving what they reserve)."""
-        return self._answer(("send_gate", (channel,)))  # type: ignore[no-any-return]
+        return self._answer(("send_gate", (channel, template)))  # type: ignore[no-any-return]
 
     def value(self, expr: c.ExprModel) -> Any:
         """A `set` value: passed on, and the path is not kept."""

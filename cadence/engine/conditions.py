@@ -104,7 +104,7 @@ class StepContext(Context):
         campaign: c.CompiledCampaign,
         now: dt.datetime,
         state: Mapping[str, Any],
-        gate: Callable[[str], SendGate],
+        gate: Callable[[str, str], SendGate],
         winner: Callable[[c.ABSplitNode], str | None],
         arrival: Callable[[c.ABSplitNode | c.RandomSplitNode], int],
     ) -> None:
@@ -156,9 +156,9 @@ class StepContext(Context):
         """Whether what a `wait for` waits for (`clicked(offer)`, `purchase`) has happened."""
         return evaluate.wait_for_satisfied(c.model_to_expr(expr), self.step_context, since)
 
-    def send_gate(self, channel: str) -> SendGate:
+    def send_gate(self, channel: str, template: str) -> SendGate:
         """The batch's suppression, consent and cap answer for this contact."""
-        return self._gate(channel)
+        return self._gate(channel, template)
 
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
         """The A/B winner, once the test has run its time."""

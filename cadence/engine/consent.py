@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence.dsl.compiled import CompiledTemplate
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Consent, ConsentStatus, Contact
 from cadence.engine.store.records import EventRecord
@@ -29,6 +30,11 @@ from cadence.engine.store.records import EventRecord
 OPT_IN_CHANNELS = frozenset({"sms", "whatsapp"})
 # 32 random bytes: a confirmation link nobody can guess.
 TOKEN_BYTES = 32
+# The template variable that holds the confirmation link: a template using it is the
+# confirmation message, the one send a pending consent on its channel lets through.
+CONFIRM_URL = "confirm_url"
+# Why a confirmation message is not sent to a contact with nothing to confirm.
+NOTHING_TO_CONFIRM = "no pending opt-in to confirm"
 
 
 class ConsentError(ValueError):
@@ -102,6 +108,28 @@ def pending(session: Session, tenant: str, token: str) -> ConsentChange | None:
     return ConsentChange(row.contact_id, row.channel, ConsentStatus.PENDING, token)
 
 
+def is_confirmation(template: CompiledTemplate) -> bool:
+    """Whether the template asks a person to confirm a double opt-in (it uses `confirm_url`)."""
+    return CONFIRM_URL in template.variables
+
+
+def pending_token(session: Session, tenant: str, contact_id: str, channel: str) -> str | None:
+    """The token of the contact's pending consent on `channel`, for its confirmation link."""
+    return session.scalar(
+        select(Consent.double_opt_in_token).where(
+            Consent.tenant_id == tenant,
+            Consent.contact_id == contact_id,
+            Consent.channel == channel,
+            Consent.status == ConsentStatus.PENDING.value,
+        )
+    )
+
+
+def status_of_event(name: str) -> ConsentStatus | None:
+    """The consent a consent event reports (`consent_requested`: pending), else None."""
+    return _STATUS_OF_EVENT.get(name)
+
+
 def statuses(session: Session, tenant: str, contact_id: str) -> dict[str, ConsentStatus]:
     """The contact's recorded consents, by channel."""
     return {
@@ -120,6 +148,7 @@ _EVENT_NAMES = {
     ConsentStatus.DENIED: "consent_denied",
     ConsentStatus.WITHDRAWN: "consent_withdrawn",
 }
+_STATUS_OF_EVENT = {name: status for status, name in _EVENT_NAMES.items()}
 
 
 def _event(

@@ -42,7 +42,7 @@ from cadence.engine import (
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
-from cadence.engine.consent import ConsentChange
+from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
@@ -2573,6 +2573,16 @@ class Engine:
         })  # fmt: skip
         return [row for row in rows if row.id not in reported]
 
+    def _is_confirmation(
+        self, session: Session, version_id: int | None, template: str | None
+    ) -> bool:
+        """Whether a queued send is its version's confirmation message (`confirm_url`)."""
+        if version_id is None or template is None:
+            return False
+        compiled = self._version(session, version_id)[1]
+        found = compiled.templates.get(template)
+        return found is not None and consent.is_confirmation(found)
+
     def _drop_refused(
         self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime
     ) -> list[Row[Any]]:
@@ -2587,7 +2597,8 @@ class Engine:
         refused: dict[int, str] = {}
         for row in to_contacts:
             if row.contact_id in facts:
-                reason = gates.refusal(row.contact_id, row.channel)
+                confirmation = self._is_confirmation(session, row.version_id, row.template)
+                reason = gates.refusal(row.contact_id, row.channel, confirmation=confirmation)
                 if reason is not None:
                     refused[row.id] = reason
         if not refused:
@@ -2735,11 +2746,12 @@ class _Gates:
 
     def for_contact(
         self, contact_id: str, campaign: c.CompiledCampaign
-    ) -> Callable[[str], SendGate]:
+    ) -> Callable[[str, str], SendGate]:
         """The gate for one contact's sends in one campaign."""
 
-        def gate(channel: str) -> SendGate:
-            refused = self.refusal(contact_id, channel)
+        def gate(channel: str, template: str) -> SendGate:
+            confirmation = consent.is_confirmation(campaign.templates[template])
+            refused = self.refusal(contact_id, channel, confirmation=confirmation)
             if refused is not None:
                 return SendGate.skip(refused)
             facts = self.facts[contact_id]
@@ -2774,13 +2786,15 @@ class _Gates:
 
         return gate
 
-    def refusal(self, contact_id: str, channel: str) -> str | None:
+    def refusal(self, contact_id: str, channel: str, *, confirmation: bool = False) -> str | None:
         """Why the contact must not be sent to on `channel` at all, or None.
 
         No address on the channel (email, or a phone for SMS and WhatsApp), suppressed (a
         bounce, a complaint, an unsubscribe), unsubscribed by attribute, or without the
-        consent the channel needs. Checked when a step sends and again when a queued send is
-        delivered later (a retry, a rate-limited or taken-over send).
+        consent the channel needs. A `confirmation` (a template using `confirm_url`) is the
+        one send a pending consent lets through, and only that: without a pending consent
+        on the channel there is nothing to confirm. Checked when a step sends and again when
+        a queued send is delivered later (a retry, a rate-limited or taken-over send).
         """
         facts = self.facts[contact_id]
         field_name = send_store.ADDRESS_FIELD.get(channel)
@@ -2797,6 +2811,8 @@ class _Gates:
         ):
             return "unsubscribed"
         consent = self.consent[channel].get(contact_id)
+        if confirmation:
+            return None if consent is ConsentStatus.PENDING else NOTHING_TO_CONFIRM
         if consent in (ConsentStatus.DENIED, ConsentStatus.WITHDRAWN, ConsentStatus.PENDING):
             return f"no consent ({consent})"
         if channel in self.OPT_IN_CHANNELS and consent is not ConsentStatus.GRANTED:

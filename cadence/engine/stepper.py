@@ -58,8 +58,9 @@ class StepEnv(Protocol):
         """Whether the event a `wait for` names has happened since `since`."""
         ...
 
-    def send_gate(self, channel: str) -> SendGate:
-        """Suppression, consent, caps and budget for a send on `channel` now."""
+    def send_gate(self, channel: str, template: str) -> SendGate:
+        """Suppression, consent, caps and budget for a send of `template` on `channel` now
+        (a confirmation template may go to a contact whose opt-in is pending)."""
         ...
 
     def ab_winner(self, node: c.ABSplitNode) -> str | None:
@@ -345,7 +346,7 @@ def _send(
         effects.skipped_sends.append((node.id, "max_sends reached"))
         history.append([stamp, node.id, "skipped: max_sends reached"])
         return None
-    gate = env.send_gate(node.channel)
+    gate = env.send_gate(node.channel, node.template)
     if gate.pause:
         effects.pause_campaign = gate.reason or "paused"
         history.append([stamp, node.id, f"held: {effects.pause_campaign}; campaign paused"])

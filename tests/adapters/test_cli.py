@@ -95,6 +95,15 @@ def test_preview_of_a_template_no_campaign_sends(
     assert "Not sent by any campaign yet, Alex" in capsys.readouterr().out
 
 
+def test_preview_of_a_confirmation_shows_a_placeholder_link(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "optin.cadence"
+    path.write_text('template confirm_text sms "Tap to confirm: {{ confirm_url }}"\n')
+    assert main(["preview", str(path), "confirm_text"]) == 0
+    assert "Tap to confirm: https://example.invalid/optin/preview" in capsys.readouterr().out
+
+
 def test_preview_errors(campaign_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["preview", str(campaign_file), "follow_up", "--contact", '{"first_name": "Jo"}']) == 1

@@ -29,8 +29,8 @@ class LoggedEnv(FakeEnv):
         self.log.append(("holds", answer))
         return answer
 
-    def send_gate(self, channel: str) -> SendGate:
-        answer = super().send_gate(channel)
+    def send_gate(self, channel: str, template: str) -> SendGate:
+        answer = super().send_gate(channel, template)
         self.log.append(("send_gate", channel))
         return answer
 

@@ -16,8 +16,9 @@ from sqlalchemy import select
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from cadence.engine.store import Store
-from cadence.engine.store.models import Consent, ConsentStatus, Event
+from cadence.engine.store.models import Consent, ConsentStatus, Event, OutboxMessage, SendLog
 from tests.engine.test_runtime import T0, campaigns, engine_run
+from tests.engine.test_unsubscribe import BusyOnceSink
 
 SOURCE = """
 template news email { subject "News" body "x" }
@@ -113,3 +114,176 @@ def test_a_token_confirms_only_in_its_own_tenant(store_url: str) -> None:
 
     elsewhere, still = trio.run(main)
     assert elsewhere is None and still is not None
+
+
+# A campaign sends the double opt-in's confirmation itself: a template that uses
+# `confirm_url` is the one message a pending consent on its channel lets through.
+CONFIRMING = """
+template confirm_signup email {
+  subject "Please confirm your subscription"
+  body "Click to confirm: {{ confirm_url }}"
+}
+template confirm_text sms "Reply to nothing, just tap: {{ confirm_url }}"
+template news email { subject "News" body "x" }
+template text sms { body "Hi" }
+campaign double_opt_in {
+  when consent_requested where event.channel == "email" { send email confirm_signup }
+}
+campaign sms_opt_in {
+  when consent_requested where event.channel == "sms" { send sms confirm_text }
+}
+campaign weekly { on launch { wait 1d  send email news  send sms text } }
+"""
+
+
+def _skips(store_url: str) -> list[tuple[str, str, str]]:
+    """(contact, channel, reason) of every skipped send."""
+    with Store.open(store_url) as store, store.session() as session:
+        rows = session.execute(
+            select(SendLog.contact_id, SendLog.channel, SendLog.detail).where(
+                SendLog.outcome == "skipped"
+            )
+        ).all()
+    return sorted((contact, channel, detail["reason"]) for contact, channel, detail in rows)
+
+
+def test_a_pending_contact_gets_the_confirmation_and_nothing_else_on_that_channel(
+    store_url: str,
+) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(CONFIRMING))
+        for name in ("double_opt_in", "sms_opt_in", "weekly"):
+            await engine.launch(name)
+        await engine.set_consent("ana", "email", "pending", source="signup form")
+        await engine.set_consent("bo", "sms", "pending")
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    # Ana's email and Bo's SMS wait for confirmation: each gets the confirmation (an SMS one
+    # without any other SMS opt-in: the pending consent is what it confirms), not the rest.
+    assert sorted((m.contact_id, m.channel, m.template) for m in sink.delivered) == [
+        ("ana", "email", "confirm_signup"),
+        ("bo", "email", "news"),
+        ("bo", "sms", "confirm_text"),
+    ]
+    assert _skips(store_url) == [
+        ("ana", "email", "no consent (pending)"),
+        ("ana", "sms", "no sms opt-in"),
+        ("bo", "sms", "no consent (pending)"),
+    ]
+
+
+REMINDER = """
+template confirm_signup email {
+  subject "Please confirm your subscription"
+  body "Click to confirm: {{ confirm_url }}"
+}
+campaign reminder { on launch { send email confirm_signup } }
+"""
+
+
+def test_a_confirmation_goes_only_to_a_contact_with_an_opt_in_to_confirm(
+    store_url: str,
+) -> None:
+    people = [{"id": who, "email": f"{who}@example.test"} for who in ("ana", "bo", "cy", "di")]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(people)
+        await engine.set_consent("ana", "email", "pending")
+        await engine.set_consent("bo", "email", "granted")
+        await engine.set_consent("cy", "email", "withdrawn")  # di: none recorded
+        await engine.deploy(campaigns(REMINDER))
+        await engine.launch("reminder")
+        await engine.run_until(T0 + dt.timedelta(days=1))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert [(m.contact_id, m.template) for m in sink.delivered] == [("ana", "confirm_signup")]
+    assert _skips(store_url) == [
+        ("bo", "email", "no pending opt-in to confirm"),
+        ("cy", "email", "no pending opt-in to confirm"),
+        ("di", "email", "no pending opt-in to confirm"),
+    ]
+
+
+GATED = """
+template confirm_signup email {
+  subject "Please confirm your subscription"
+  body "Click to confirm: {{ confirm_url }}"
+}
+template confirm_text sms "Tap to confirm: {{ confirm_url }}"
+campaign reminder {
+  cap email 1 per 7d
+  on launch { send email confirm_signup  send sms confirm_text  wait 1h  send email confirm_signup }
+}
+"""
+
+
+def test_a_confirmation_still_stops_at_suppressions_addresses_and_caps(store_url: str) -> None:
+    people = [
+        {"id": "ana", "email": "ana@example.test", "attributes": {"unsubscribed": True}},
+        {"id": "bo", "email": "bo@example.test"},
+        {"id": "cy", "email": "cy@example.test"},
+        {"id": "di", "phone": "+491510000004"},
+        {"id": "eve", "email": "eve@example.test"},
+    ]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(people)
+        for who in ("ana", "bo", "cy", "di", "eve"):
+            await engine.set_consent(who, "email", "pending")
+            await engine.set_consent(who, "sms", "pending")
+        await engine.push_events([
+            {"contact": "bo", "name": "bounced", "properties": {"channel": "email"}},
+            {"contact": "cy", "name": "complained", "properties": {"channel": "email"}},
+        ])  # fmt: skip
+        await engine.deploy(campaigns(GATED))
+        await engine.launch("reminder")
+        await engine.run_until(T0 + dt.timedelta(days=1))
+        return sink
+
+    sink = engine_run(store_url, body)
+    # Only Eve, with an address and nothing against her, gets the email confirmation, once
+    # (the cap); Di, the only one with a phone, the SMS one.
+    assert sorted((m.contact_id, m.channel) for m in sink.delivered) == [
+        ("di", "sms"), ("eve", "email")
+    ]  # fmt: skip
+    assert _skips(store_url) == sorted(
+        [("ana", "email", "unsubscribed")] * 2
+        + [("ana", "sms", "no phone number")]
+        + [("bo", "email", "suppressed")] * 2
+        + [("bo", "sms", "no phone number")]
+        + [("cy", "email", "suppressed")] * 2
+        + [("cy", "sms", "no phone number")]
+        + [("di", "email", "no email address")] * 2
+        + [("eve", "email", "cap email 1 reached")]
+        + [("eve", "sms", "no phone number")]
+    )
+
+
+def test_a_queued_confirmation_is_dropped_once_the_opt_in_is_confirmed(store_url: str) -> None:
+    clock = SimulatedClock(T0)
+    sink = BusyOnceSink(clock)
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(PEOPLE)
+            await engine.deploy(campaigns(CONFIRMING))
+            await engine.launch("double_opt_in")
+            asked = await engine.set_consent("ana", "email", "pending")
+            await engine.set_consent("bo", "email", "pending")
+            await engine.run_due()  # both confirmations refused for now, due in an hour
+            assert sink.delivered == [] and asked.token is not None
+            clock.advance_to(T0 + dt.timedelta(minutes=30))
+            assert await engine.confirm_opt_in(asked.token) is not None  # from elsewhere
+            await engine.run_until(T0 + dt.timedelta(hours=3))
+
+    trio.run(main)
+    assert [(m.contact_id, m.template) for m in sink.delivered] == [("bo", "confirm_signup")]
+    with Store.open(store_url) as store, store.session() as session:
+        (error,) = session.scalars(
+            select(OutboxMessage.error).where(OutboxMessage.contact_id == "ana")
+        )
+    assert error == "no pending opt-in to confirm since it was queued"

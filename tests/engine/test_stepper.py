@@ -54,7 +54,7 @@ class FakeEnv:
     def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:
         return any(name == _text(expr) and at >= since for name, at in self.events)
 
-    def send_gate(self, channel: str) -> SendGate:
+    def send_gate(self, channel: str, template: str) -> SendGate:
         return self.gate(channel)
 
     def ab_winner(self, node: c.ABSplitNode) -> str | None:

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, quote, unquote
 
 from cadence.adapters.config import Secret
-from cadence.adapters.tracking import PATHS, PIXEL_GIF, LinkKind, LinkSigner, split_token
+from cadence.adapters.tracking import (
+    PATHS,
+    PIXEL_GIF,
+    LinkKind,
+    LinkSigner,
+    opt_in_url,
+    split_token,
+)
 from cadence.adapters.web import dashboard, pages
 from cadence.adapters.web.campaigns import MOVES, CampaignsAPI
 from cadence.adapters.web.http import Request, Response, json_body
@@ -419,7 +426,7 @@ class ServiceApp:
         answer: dict[str, Any] = {"contact": contact, "channel": channel, "status": change.status}
         if change.token is not None:
             # The person confirms through this link; the caller sends it to them.
-            answer["confirm_url"] = f"{self.public_url or ''}/optin/{change.token}"
+            answer["confirm_url"] = opt_in_url(self.public_url, change.token)
         return Response.json(200, answer)
 
     async def _opt_in_page(self, token: str) -> Response:
