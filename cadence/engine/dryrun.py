@@ -43,6 +43,7 @@ from cadence.adapters.render import (
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links, has_web_version
 from cadence.dsl.compiled import CompiledCampaign, SendNode
+from cadence.engine import consent
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.facts import load_facts
@@ -151,11 +152,13 @@ def placeholder_links(message: OutgoingMessage, contact: Mapping[str, Any]) -> L
     """Stand-in per-contact links for simulated sends (the tracking service signs real ones).
 
     The same links as live sends get (`TrackingLinks`): only an email has a web version, so a
-    text that asks for one fails here as it would when sent.
+    text that asks for one fails here as it would when sent. A confirmation message's
+    `confirm_url` stands in for the link with the contact's pending opt-in token.
     """
     who = f"{message.tenant_id}/{contact.get('id', message.contact_id)}"
     base = "https://links.cadence.invalid"
     return Links(
+        confirm=lambda _token: f"{base}/optin/{who}",
         unsubscribe_url=f"{base}/unsubscribe/{who}",
         unsubscribe_mailto="unsubscribe@cadence.invalid",
         preferences_url=f"{base}/preferences/{who}",
@@ -182,6 +185,10 @@ class RunContent:
     async def contacts(self, tenant: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Contacts as they are now: columns, then attributes, then tags."""
         return await self._store.call(_contacts, tenant, list(ids))
+
+    async def opt_in_token(self, tenant: str, contact_id: str, channel: str) -> str | None:
+        """The contact's pending opt-in token in the run's store (a consent event made it)."""
+        return await self._store.call(_opt_in_token, tenant, contact_id, channel)
 
     async def tenant_name(self, tenant: str) -> str:
         """The tenant's display name (its id unless it was given one)."""
@@ -309,6 +316,7 @@ class DryRunSink:
         if campaign is None or message.template not in campaign.templates:
             return None, f"template {message.template!r} of {message.campaign} not found"
         links = placeholder_links(message, contact)
+        template = campaign.templates[message.template]
         context = RenderContext(
             contact=contact,
             tenant=company,
@@ -317,9 +325,12 @@ class DryRunSink:
             unsubscribe_url=links.unsubscribe_url,
             preferences_url=links.preferences_url,
             view_in_browser_url=links.view_in_browser_url,
+            confirm_url=(
+                links.confirm("") if links.confirm and consent.is_confirmation(template) else None
+            ),
         )
         try:
-            content = await renderer.arender(campaign.templates[message.template], context)
+            content = await renderer.arender(template, context)
         except TemplateRenderError as error:
             return None, str(error)
         if isinstance(content, EmailContent):
@@ -492,7 +503,7 @@ async def dry_run(
         # so the launch audience, segments and counts see them and no trigger fires.
         history = [e for e in pending_events if parse_instant(str(e["at"])) < start]
         if history:
-            await engine.push_events(history)
+            await _push_file_events(engine, history)
             pending_events = [e for e in pending_events if parse_instant(str(e["at"])) >= start]
         await engine.deploy(list(campaigns))
         for campaign in campaigns:
@@ -575,11 +586,47 @@ async def _simulate(
         if due and len(reactions) == len(due):
             await engine.push_linked_events(reactions)
         elif due:
-            # With the events file's events among them, all are checked together, all or
-            # nothing, as `cadence events push` would.
-            await engine.push_events(
-                [event if isinstance(event, dict) else event_dict(event) for event in due]
+            await _push_file_events(
+                engine, [event if isinstance(event, dict) else event_dict(event) for event in due]
             )
+
+
+async def _push_file_events(engine: Engine, events: list[dict[str, Any]]) -> None:
+    """Push events, checked together, all or nothing, as `cadence events push` would; a
+    consent event first records the consent it reports.
+
+    Live, `consent_requested`, `consent_granted` ... come from `Engine.set_consent`, which
+    records the consent the send gates read (a pending one lets its confirmation message
+    through, and holds the channel's other sends); in a run they come from the events
+    file, so the consent is recorded at the event's time before the event fires triggers.
+    """
+    consents: list[tuple[str, str, str, str | None, dt.datetime]] = []
+    for event in events:
+        status = consent.status_of_event(str(event.get("name")))
+        properties = event.get("properties") or {}
+        channel = properties.get("channel") if isinstance(properties, dict) else None
+        contact = event.get("contact")
+        if status is None or not isinstance(channel, str) or not isinstance(contact, str):
+            continue
+        source = properties.get("source")
+        at = parse_instant(str(event["at"]))
+        consents.append(
+            (contact, channel, status.value, source if isinstance(source, str) else None, at)
+        )
+    if consents:
+        await engine.store.call(_record_consents, engine.tenant, consents)
+    await engine.push_events(events)
+
+
+def _record_consents(
+    store: Store, tenant: str, consents: list[tuple[str, str, str, str | None, dt.datetime]]
+) -> None:
+    with store.session() as session:
+        for contact, channel, status, source, at in consents:
+            try:
+                consent.record(session, tenant, contact, channel, status, source=source, now=at)
+            except consent.ConsentError as exc:
+                raise DryRunError(f"--events: {exc}") from None
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
@@ -602,6 +649,11 @@ def _contacts(store: Store, tenant: str, ids: list[str]) -> dict[str, dict[str, 
     with store.session() as session:
         facts = load_facts(session, tenant, ids, with_history=False)
     return {contact_id: fact.attributes for contact_id, fact in facts.items()}
+
+
+def _opt_in_token(store: Store, tenant: str, contact_id: str, channel: str) -> str | None:
+    with store.session() as session:
+        return consent.pending_token(session, tenant, contact_id, channel)
 
 
 def _tenant_name(store: Store, tenant: str) -> str:

@@ -931,3 +931,69 @@ def test_the_engine_imports_no_numpy_or_arrow_until_caps_or_audiences_need_them(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert found == "[]"
+
+
+DOUBLE_OPT_IN = """
+template confirm_signup email {
+  subject "Please confirm"
+  body "<p>Click to confirm: <a href=\\"{{ confirm_url }}\\">confirm</a></p>"
+}
+template confirm_text sms "Tap to confirm: {{ confirm_url }}"
+template welcome email { subject "Welcome" body "<p>Hi.</p>" }
+template news email { subject "News" body "<p>News.</p>" }
+campaign double_opt_in {
+  when consent_requested where event.channel == "email" { send email confirm_signup }
+}
+campaign sms_opt_in {
+  when consent_requested where event.channel == "sms" { send sms confirm_text }
+}
+campaign greet { when consent_granted where event.channel == "email" { send email welcome } }
+campaign weekly { on launch { wait 1d  send email news } }
+"""
+
+
+def test_a_dry_run_sends_the_confirmation_with_a_placeholder_link(tmp_path: Path) -> None:
+    # The events file's consent events record the consent they report, as `set_consent`
+    # does live: a pending one lets its confirmation through, rendered with a stand-in link.
+    source = tmp_path / "optin.cadence"
+    source.write_text(DOUBLE_OPT_IN, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"id": "ana", "email": "ana@example.test"},
+            {"id": "bo", "email": "bo@example.test", "phone": "+491510000002"},
+        ],
+    )
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "ana", "name": "consent_requested", "properties": {"channel": "email"},
+             "at": "2026-12-01T10:00:00Z"},
+            {"contact": "bo", "name": "consent_requested", "properties": {"channel": "sms"},
+             "at": "2026-12-01T10:00:00Z"},
+            {"contact": "ana", "name": "consent_granted", "properties": {"channel": "email"},
+             "at": "2026-12-03T10:00:00Z"},
+        ],
+    )  # fmt: skip
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, events=events, start=START,
+            until=dt.timedelta(days=5),
+        )
+    )  # fmt: skip
+    # Ana's email waits for her confirmation on day 2 (no news), then she is welcomed.
+    assert sends(report) == [
+        (at("2026-12-01T10:00"), "ana", "confirm_signup"),
+        (at("2026-12-01T10:00"), "bo", "confirm_text"),
+        (at("2026-12-02T09:00"), "bo", "news"),
+        (at("2026-12-03T10:00"), "ana", "welcome"),
+    ]
+    assert [(s.contact, s.template, s.reason) for s in report.skipped] == [
+        ("ana", "news", "no consent (pending)")
+    ]
+    rendered = {s.template: (s.subject, s.render_error) for s in report.sends}
+    assert rendered["confirm_signup"] == ("Please confirm", None)
+    assert rendered["confirm_text"] == (
+        "Tap to confirm: https://links.cadence.invalid/optin/default/bo",
+        None,
+    )
