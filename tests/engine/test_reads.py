@@ -233,7 +233,7 @@ def _outcome(
     campaign: c.CompiledCampaign, node: str, facts: ContactFacts, state: dict[str, Any]
 ) -> Any:
     env = StepContext(
-        facts, campaign, T0, state, lambda _channel: SendGate.allow(), lambda _n: None,
+        facts, campaign, T0, state, lambda _channel, _template: SendGate.allow(), lambda _n: None,
         lambda _n: 0,
     )  # fmt: skip
     result = advance(campaign, node, state, facts.id, env)
