@@ -110,7 +110,7 @@ def parse_assume(text: str | None) -> dict[str, float]:
     return rates
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen, as `OutgoingMessage`: one per send
 class PlannedSend:
     """One send the dry-run would make."""
 
