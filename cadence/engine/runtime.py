@@ -133,6 +133,8 @@ _STATUS = {
     "completed": EnrollmentStatus.COMPLETED,
     "exited": EnrollmentStatus.EXITED,
 }
+# The same as stored text, for the per-row path (an enum's `.value` is a slow descriptor).
+_STATUS_TEXT = {name: status.value for name, status in _STATUS.items()}
 
 # The business rule "at most 10 active campaigns per organization": a tenant may have at most
 # this many campaigns that may still send (active, scheduled or paused) when one launches.
@@ -2056,6 +2058,9 @@ class Engine:
             results: list[tuple[_StepRow, dict[str, Any], Advance]] = []
             # Cohorts (one version, node and state) share the stepper's work (`CohortMemo`).
             memo = CohortMemo()
+            # A cohort's rows share their stored history and the entries a step adds (the
+            # memo's shared result): the appended text is made once per pair.
+            histories: dict[tuple[str | None, int], RawJSON] = {}
             deciders: dict[int, tuple[Callable[..., Any], Callable[..., Any]]] = {}
             updates: list[claims.EnrollmentUpdate] = []
             moved: dict[claims.SteppedValues, list[int]] = {}
@@ -2107,13 +2112,14 @@ class Engine:
                 results.append((row, state, result))
                 # Enrollments of a cohort move to the same values: grouped as they step, each
                 # group is one UPDATE (see `claims.write_stepped_enrollments`).
+                history_key = (row.history, id(result.history))
+                history = histories.get(history_key)
+                if history is None:
+                    history = histories[history_key] = _append_history(row.history, result.history)
                 moved.setdefault(
-                    (
-                        result.node, _STATUS[result.status].value, result.due_at, state_text,
-                        _append_history(row.history, result.history),
-                    ),
+                    (result.node, _STATUS_TEXT[result.status], result.due_at, state_text, history),
                     [],
-                ).append(row.id)  # fmt: skip
+                ).append(row.id)
             claims.write_locked_enrollments(session, updates, now=now)
             claims.write_stepped_enrollments(session, moved, now=now)
             provider = self._in_process_provider()
