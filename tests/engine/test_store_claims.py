@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -49,6 +52,43 @@ def test_migrations_go_down_to_base_and_up_again(database_url: str) -> None:
         store.migrate()
         assert current_revision(store.engine) == head_revision()
         assert "enrollments" in inspect(store.engine).get_table_names()
+
+
+def _sqlite_schema(store: Store) -> dict[str, Any]:
+    """Every table's columns, indexes, foreign keys and named checks, as SQLite reports them."""
+    shape: dict[str, Any] = {}
+    with store.engine.connect() as connection:
+        run = connection.exec_driver_sql
+        tables = run(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version'"
+        ).all()
+        for name, sql in tables:
+            indexes = sorted(
+                (
+                    index_name if origin == "c" else origin, unique, partial,
+                    tuple(row[2] for row in run(f"PRAGMA index_info('{index_name}')")),
+                )
+                for _, index_name, unique, origin, partial in run(f"PRAGMA index_list('{name}')")
+            )  # fmt: skip
+            shape[name] = {
+                "columns": sorted(tuple(row[1:]) for row in run(f"PRAGMA table_xinfo('{name}')")),
+                "indexes": indexes,
+                "foreign keys": sorted(
+                    tuple(row[2:]) for row in run(f"PRAGMA foreign_key_list('{name}')")
+                ),
+                "checks": sorted(re.findall(r"CONSTRAINT (\w+) CHECK", sql)),
+            }
+    return shape
+
+
+def test_an_in_memory_store_is_built_as_the_migrations_build_a_file(tmp_path: Path) -> None:
+    # In-memory stores (every dry-run) are created from the models, not migrated: they
+    # must come out exactly as a migrated database does, and at the head revision.
+    with Store.open("sqlite://") as in_memory, Store.open(f"sqlite:///{tmp_path / 'm.db'}") as file:
+        assert current_revision(in_memory.engine) == head_revision() is not None
+        assert _sqlite_schema(in_memory) == _sqlite_schema(file)
+        assert len(_sqlite_schema(in_memory)) > 10
 
 
 def test_reopening_a_migrated_store_is_a_no_op(database_url: str) -> None:

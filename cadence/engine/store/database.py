@@ -114,13 +114,19 @@ def dumps_json(value: Any) -> str:
 _JSON_CODEC: dict[str, Any] = {"json_serializer": dumps_json, "json_deserializer": orjson.loads}
 
 
+def is_in_memory(database: str | None) -> bool:
+    """Whether a SQLite URL's database part names an in-memory database."""
+    name = database or ""
+    return name in ("", ":memory:") or name.startswith("file::memory:")
+
+
 def create_store_engine(url: str, *, echo: bool = False) -> Engine:
     """Create a SQLAlchemy engine configured for the store on SQLite or PostgreSQL."""
     parsed = _parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
-        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        in_memory = is_in_memory(database)
         if not in_memory:
             Path(database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
@@ -175,10 +181,24 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     def migrate(self, revision: str = "head") -> None:
-        """Run the packaged Alembic migrations up to `revision` (head by default)."""
-        from cadence.engine.migrations import upgrade
+        """Run the packaged Alembic migrations up to `revision` (head by default).
 
-        upgrade(self.engine, revision)
+        A new in-memory database (nothing to migrate, gone with the process) is built
+        at head from the models instead (`migrations.create_at_head`).
+        """
+        from cadence.engine.migrations import create_at_head, upgrade
+
+        if revision == "head" and self._is_new_in_memory():
+            create_at_head(self.engine)
+        else:
+            upgrade(self.engine, revision)
+
+    def _is_new_in_memory(self) -> bool:
+        """Whether this is an in-memory SQLite database with no tables yet."""
+        if self.dialect != "sqlite" or not is_in_memory(self.engine.url.database):
+            return False
+        with self.engine.connect() as connection:
+            return not connection.exec_driver_sql("SELECT 1 FROM sqlite_master").first()
 
     def close(self) -> None:
         """Close every pooled connection."""
