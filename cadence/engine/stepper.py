@@ -221,12 +221,19 @@ def advance(
         if now < until and not isinstance(node, c.WaitForNode | c.ABSplitNode):
             return Advance(current, "active", until, state, history, effects)
 
+    # Whether a step of this run changed the contact (`set`, `tag`, `assign agent`). What the
+    # environment knows was read before the run, so the next step that reads the contact
+    # waits for the change to be written: the run stops there, due again at once.
+    changed = False
     for _ in range(MAX_NODES_PER_ADVANCE):
         if current is None:
             return finish("completed", None, "completed")
         node = nodes.get(current)
         if node is None:
             return finish("exited", current, f"node {current} not in this version")
+        if changed and _reads_contact(node):
+            history.append([stamp, node.id, "contact changed: read again"])
+            return Advance(node.id, "active", now, state, history, effects)
         match node:
             case c.EndNode():
                 return finish("completed", node.id, "completed")
@@ -302,12 +309,22 @@ def advance(
                 current = chosen_to
             case c.SetNode(attribute=attribute, value=expr):
                 effects.attributes[attribute.removeprefix("contact.")] = _jsonable(env.value(expr))
+                changed = True
                 current = node.next
             case c.TagNode(action=action, tag=tag):
-                (effects.tags_added if action == "add" else effects.tags_removed).append(tag)
+                # The later of two steps on one tag wins: a tag is in at most one list.
+                added, removed = effects.tags_added, effects.tags_removed
+                if action != "add":
+                    added, removed = removed, added
+                if tag in removed:
+                    removed.remove(tag)
+                if tag not in added:
+                    added.append(tag)
+                changed = True
                 current = node.next
             case c.AssignAgentNode(strategy=strategy):
                 effects.assign_agent = strategy
+                changed = True
                 current = node.next
             case c.NotifyNode(channel=channel, target=target):
                 effects.notifications.append((channel, target))
@@ -316,6 +333,25 @@ def advance(
                 effects.enroll.append(other)
                 current = node.next
     return finish("exited", current, "step limit per run exceeded")
+
+
+def _reads_contact(node: c.NodeModel) -> bool:
+    """Whether stepping `node` reads the contact: a condition, a value, a send's checks, a zone."""
+    match node:
+        case c.BranchNode() | c.SendNode() | c.WaitForNode():
+            return True
+        case c.SetNode(value=value):
+            return not isinstance(value, _LITERALS)
+        case c.WaitUntilNode(local=local):
+            return local
+    return False
+
+
+# `set` values that read nothing about the contact.
+_LITERALS = (
+    c.NumberExpr, c.StringExpr, c.BoolExpr, c.DurationExpr, c.TimeExpr, c.DateExpr,
+    c.DateTimeExpr, c.PercentExpr, c.MoneyExpr,
+)  # fmt: skip
 
 
 def _arrived(state: dict[str, Any], node_id: str) -> dt.datetime | None:

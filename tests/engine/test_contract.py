@@ -960,3 +960,45 @@ def test_a_set_step_that_moves_a_contact_into_a_segment_fires_segment_enter(
     assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
         ("a", "promote"), ("a", "welcome_gold"), ("b", "promote")
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- steps in order
+
+SET_THEN_READ = """
+template a email { subject "A" body "b" }
+template b email { subject "B" body "b" }
+template c email { subject "C" body "b" }
+template tagged email { subject "Tagged" body "b" }
+template untagged email { subject "Untagged" body "b" }
+campaign staged {
+  on launch {
+    set lead_stage = "nurture"
+    set bumped = lead_score + 10
+    tag add "webinar-2026"
+    tag add "old"  tag remove "old"
+    if bumped > 50 { send email a }
+    else if lead_stage = "nurture" { send email b }
+    else { send email c }
+    if tags contains "webinar-2026" and not (tags contains "old") { send email tagged }
+    else { send email untagged }
+  }
+}
+"""
+
+
+def test_a_condition_after_set_and_tag_steps_reads_what_they_wrote(store_url: str) -> None:
+    """Steps run top to bottom: an `if` after `set` and `tag` sees the contact they changed
+    (as the later of two steps on one tag says), not the contact as it was before them."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        low = {**contact("low", lead_score=30), "tags": ["old"]}
+        await engine.upsert_contacts([contact("high", lead_score=45), low])
+        await launch_all(engine, SET_THEN_READ)
+        await engine.run_until(utc("2026-12-01T10:00"))
+        return sorted((at, c, t) for at, c, t in sink.stamps)
+
+    start = utc("2026-12-01T09:00")
+    assert run_engine(store_url, start, body) == [
+        (start, "high", "a"), (start, "high", "tagged"),
+        (start, "low", "b"), (start, "low", "tagged"),
+    ]  # fmt: skip
