@@ -113,6 +113,19 @@ def test_one_line_automation() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("written", "op"),
+    [(">=", ">="), (">", ">"), ("=", "="), (" = ", "="), ("==", "="), ("<=", "<="),
+     ("<", "<"), ("!=", "!=")],
+)  # fmt: skip
+def test_every_count_comparison_the_language_lists(written: str, op: str) -> None:
+    # docs/language.md: `count OP N` with `>=`, `>`, `=`, `==`, `<=`, `<`, `!=`; and
+    # "Equality is written `=` (or `==`)".
+    block = only(parse_text(f"when property_viewed count{written}3 send email x"))
+    assert isinstance(block, ast.TriggerBlock)
+    assert block.trigger == ast.EventTrigger("property_viewed", count=ast.CountClause(op, 3))
+
+
 def test_event_trigger_options() -> None:
     block = only(
         parse_text(

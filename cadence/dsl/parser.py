@@ -57,7 +57,7 @@ _TERMINAL_WORDS = {
     "DATETIME": "a date and time such as 2026-12-01T09:00",
     "PERCENT": "a percentage such as 20%",
     "CURRENCY": "a currency code such as USD",
-    "COMPARE": "a comparison (>=, <=, >, <, ==, !=)",
+    "COMPARE": "a comparison (>=, <=, >, <, =, ==, !=)",
     "TAG_ACTION": "`add` or `remove`",
     "LOCAL": "`local`",
     "FALLBACK": "`fallback`",
@@ -816,6 +816,11 @@ class _ToAst(Transformer[Token, Any]):
     def count_option(self, meta: Any, op: Token, count: Token) -> tuple[str, Any, ast.Span]:
         span = self._span(meta)
         clause = ast.CountClause(_compare_op(str(op)), self._whole(count, "a count"), span=span)  # type: ignore[arg-type]
+        return "count", clause, span
+
+    def count_eq_option(self, meta: Any, count: Token) -> tuple[str, Any, ast.Span]:
+        span = self._span(meta)
+        clause = ast.CountClause("=", self._whole(count, "a count"), span=span)
         return "count", clause, span
 
     def within_option(self, meta: Any, duration: Token) -> tuple[str, Any, ast.Span]:
