@@ -509,7 +509,7 @@ async def dry_run(
         for campaign in campaigns:
             await engine.approve(campaign.name, by=approved_by, note="simulated launch")
             await engine.launch(campaign.name)
-        await engine.treat_as_new(await engine.contact_ids())
+        await engine.treat_as_new(await engine.contact_ids(), launched=True)
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
         counts = await engine.store.call(_enrollment_counts)
         templates = {

@@ -1204,17 +1204,20 @@ class Engine:
             )
         )
 
-    async def treat_as_new(self, contact_ids: Sequence[str]) -> None:
+    async def treat_as_new(self, contact_ids: Sequence[str], *, launched: bool = False) -> None:
         """Fire `on contact_created` (and segment entry) for contacts that already exist.
 
         A dry-run imports its contacts before launching, so that `on launch` audiences see
-        them; this lets the campaigns that start with a new contact see them too.
+        them; this lets the campaigns that start with a new contact see them too. With
+        `launched`, the contacts were there when the campaigns launched: one already in an
+        `on segment_enter` segment then did not enter it, and is not enrolled by it.
         """
-        await self.store.call(self._after_contacts_changed, list(contact_ids), [])
+        await self.store.call(self._treat_as_new_sync, list(contact_ids), launched)
 
-    def _after_contacts_changed(self, store: Store, created: list[str], updated: list[str]) -> None:
+    def _treat_as_new_sync(self, store: Store, contact_ids: list[str], launched: bool) -> None:
         with store.session() as session:
-            self._after_contacts_changed_in(session, created, updated)
+            before = self._segment_members(session, contact_ids) if launched else frozenset()
+            self._after_contacts_changed_in(session, contact_ids, [], before)
 
     async def import_contacts(
         self, path: str | Path, *, schema: Any = None, skip_invalid: bool = False

@@ -596,6 +596,42 @@ def test_events_before_the_start_are_history_the_launch_sees(tmp_path: Path) -> 
     ]
 
 
+ENTERING = """
+segment engaged = count(viewed, 7d) >= 2
+template hello email { subject "Hello" body "<p>h</p>" }
+on segment_enter engaged { send email hello }
+"""
+
+
+def test_contacts_already_in_the_segment_at_the_start_do_not_enter_it(
+    store_url: str, tmp_path: Path
+) -> None:
+    # docs/language.md: "Contacts who already match when the campaign starts are not
+    # enrolled by this trigger". The file's contacts are there at the launch; one that
+    # matches by its history is not enrolled, one that comes to match later is.
+    source = tmp_path / "entering.cadence"
+    source.write_text(ENTERING, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": cid, "email": f"{cid}@example.test"} for cid in "ab"]
+    )
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "a", "name": "viewed", "at": "2026-11-30T10:00:00Z"},
+            {"contact": "a", "name": "viewed", "at": "2026-11-30T11:00:00Z"},
+            {"contact": "b", "name": "viewed", "at": "2026-11-30T10:00:00Z"},
+            {"contact": "b", "name": "viewed", "at": "2026-12-02T10:00:00Z"},
+        ],
+    )
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, events=events, start=START,
+            until=dt.timedelta(days=3), database_url=store_url,
+        )
+    )  # fmt: skip
+    assert sends(report) == [(at("2026-12-02T10:00"), "b", "hello")]
+
+
 def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path) -> None:
     # A bad `at` crashed the run with a traceback; an unknown contact was reported mid-run
     # as `<events>:N`, N counting within the batch pushed at that moment.
