@@ -780,6 +780,29 @@ def node_targets(node: NodeModel) -> list[str]:
             return [node.next] if node.next is not None else []
 
 
+def split_branch_nodes(campaign: CompiledCampaign, split: ABSplitNode) -> frozenset[str]:
+    """The nodes of a split's variant branches, before they join again (the join excluded)."""
+    nodes = campaign.node_map
+    reached: list[set[str]] = []
+    for variant in split.variants:
+        seen: set[str] = set()
+        todo = [variant.to]
+        while todo:
+            node_id = todo.pop()
+            if node_id in seen or node_id == split.id or node_id not in nodes:
+                continue
+            seen.add(node_id)
+            todo.extend(node_targets(nodes[node_id]))
+        reached.append(seen)
+    if not reached:
+        return frozenset()
+    every, common = set(reached[0]), set(reached[0])
+    for seen in reached[1:]:
+        every |= seen
+        common &= seen
+    return frozenset(every - common)
+
+
 class CompileBundle(_Frozen):
     """What `cadence compile FILE` writes: every campaign the file and its imports declare."""
 

@@ -300,6 +300,8 @@ class Engine:
         self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
         self._swept: dict[int, list[sweep.SweptTrigger]] = {}
         self._sweep_windows: dict[tuple[int, str], tuple[sweep.Window, ...] | None] = {}
+        # Per (version, A/B split), the nodes of its variant branches.
+        self._split_branches: dict[tuple[int, str], list[str]] = {}
         # Per channel, the dispatch core's limiter paces deliveries (priority-fair, bursts).
         self._limited = sorted(rate_limits or {})
         self._limiter: RateLimiter | None = None
@@ -2398,6 +2400,10 @@ class Engine:
             )
         )
         if first is None:
+            if self._test_on_its_way(session, version_id, node):
+                # Test contacts wait on their variant's steps (a send window, quiet hours):
+                # the test has not begun, and its time counts from its first send.
+                return None
             # Nothing sent (too few contacts for a test place, or every test send stopped):
             # the test is over `after` from the first arrival, and names the first variant.
             first = campaign_store.split_first_arrival(session, version_id, node.id)
@@ -2424,6 +2430,28 @@ class Engine:
         ]
         self._due_now(session, held, now)
         return verdict.winner
+
+    def _test_on_its_way(self, session: Session, version_id: int, node: c.ABSplitNode) -> bool:
+        """Whether a contact given a test variant of the split is still on its branch's steps."""
+        key = (version_id, node.id)
+        branch = self._split_branches.get(key)
+        if branch is None:
+            campaign = self._version(session, version_id)[1]
+            branch = self._split_branches[key] = sorted(c.split_branch_nodes(campaign, node))
+        if not branch:
+            return False
+        waiting = session.scalar(
+            select(Enrollment.id)
+            .where(
+                Enrollment.version_id == version_id,
+                Enrollment.node.in_(branch),
+                Enrollment.status.in_(
+                    [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
+                ),
+            )
+            .limit(1)
+        )
+        return waiting is not None
 
     async def _deliver_batch(self) -> int:
         """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""

@@ -407,6 +407,66 @@ def test_a_test_that_sent_nothing_still_ends_and_releases_the_held(store_url: st
     assert statuses == {"completed": 6}
 
 
+WINDOWED_AB = """
+template offer_a email { subject "A" body "<p>a</p>" }
+template offer_b email { subject "B" body "<p>b</p>" }
+campaign offer {
+  send_window 13:00-18:00
+  on launch {
+    split 20% test winner by clicks after 4h {
+      a: send email offer_a
+      b: send email offer_b
+    }
+  }
+}
+"""
+
+
+def test_a_test_waiting_for_the_send_window_runs_its_time_from_its_first_send(
+    store_url: str,
+) -> None:
+    # Launched at 09:00 with a 13:00-18:00 window: the test sends wait for 13:00, and the
+    # test runs its 4h from then. It was decided at 13:00 with nothing sent (the first
+    # variant, by a tie at zero), and the held share got `a` beside the test.
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    stamps: list[tuple[dt.datetime, str | None]] = []
+    campaigns = compile_workspace(load_text(WINDOWED_AB, "ab.cadence"))
+
+    async def deliver(messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        stamps.extend((clock.now(), m.variant) for m in messages)
+        return await RecordingSink.deliver(sink, messages)
+
+    sink.deliver = deliver  # type: ignore[method-assign]
+
+    async def main() -> list[tuple[dt.datetime, str | None]]:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(
+                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(100)]
+            )
+            await engine.deploy(campaigns)
+            await engine.launch("offer")
+            await engine.run_until(T0 + dt.timedelta(hours=5))
+            for message in sink.delivered:
+                if message.variant == "b":
+                    await engine.push_event(
+                        {
+                            "contact": message.contact_id,
+                            "name": "clicked",
+                            "properties": {"send": message.idempotency_key},
+                        }
+                    )
+            await engine.run_until(T0 + dt.timedelta(hours=9))
+        return stamps
+
+    got = Counter(trio.run(main))
+    assert got == {
+        (T0 + dt.timedelta(hours=4), "a"): 10,
+        (T0 + dt.timedelta(hours=4), "b"): 10,
+        (T0 + dt.timedelta(hours=8), "b"): 80,
+    }
+
+
 def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: str) -> None:
     # Engagement pushed without the send's key (a CRM export, a hand-written events file)
     # still says which message was clicked: the contact's send of that template.
