@@ -126,6 +126,21 @@ def test_every_count_comparison_the_language_lists(written: str, op: str) -> Non
     assert block.trigger == ast.EventTrigger("property_viewed", count=ast.CountClause(op, 3))
 
 
+def test_wait_for_takes_a_condition() -> None:
+    # docs/language.md: `wait for CONDITION up to DURATION`.
+    block = only(parse_text("when x { wait for lead_score >= 50 and verified up to 3d }"))
+    assert isinstance(block, ast.TriggerBlock)
+    (step,) = block.steps
+    assert step == ast.WaitFor(
+        ast.Binary(
+            "and",
+            ast.Compare(">=", ast.Path(("lead_score",)), ast.NumberLit(Decimal(50))),
+            ast.Path(("verified",)),
+        ),
+        ast.DurationLit(3 * 86400),
+    )
+
+
 def test_event_trigger_options() -> None:
     block = only(
         parse_text(

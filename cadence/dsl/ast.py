@@ -231,9 +231,10 @@ class WaitUntil:
 
 @dataclass(frozen=True, slots=True)
 class WaitFor:
-    """`wait for clicked(welcome) up to 3d`: pause until an event, at most a duration."""
+    """`wait for clicked(welcome) up to 3d`: pause until an event or a condition, at most a
+    duration."""
 
-    event: Call | Path
+    event: Expr
     up_to: DurationLit | None
     span: Span = _span()
 

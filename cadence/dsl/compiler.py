@@ -434,7 +434,7 @@ def _base_id(step: ast.Step, ids: _IdAllocator) -> str:
         case ast.WaitUntil(time=time):
             return ids.take(f"wait_until_{time.hour:02d}{time.minute:02d}")
         case ast.WaitFor(event=event):
-            return ids.take(f"wait_for_{_slug(_atom_text(event))}")
+            return ids.take(f"wait_for_{_slug(expr_text(event))}")
         case ast.If():
             return ids.numbered("if")
         case ast.ABSplit():

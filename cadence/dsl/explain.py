@@ -933,8 +933,10 @@ class _StepWriter:
             text += f"; also written in {join_words(locales)}"
         return text + "."
 
-    def _wait_for_words(self, event: ast.Call | ast.Path, up_to: ast.DurationLit | None) -> str:
-        if isinstance(event, ast.Call) and event.name in _ENGAGEMENT:
+    def _wait_for_words(self, event: ast.Expr, up_to: ast.DurationLit | None) -> str:
+        if not isinstance(event, ast.Call | ast.Path) or (
+            isinstance(event, ast.Call) and event.name in _ENGAGEMENT
+        ):
             what = f"Wait until {self.words.condition(event)}"
         else:
             noun = event.dotted if isinstance(event, ast.Path) else event.name

@@ -890,9 +890,7 @@ class _ToAst(Transformer[Token, Any]):
     def wait_until_step(self, meta: Any, time: Token, local: Token | None) -> ast.WaitUntil:
         return ast.WaitUntil(self._time(time), local is not None, span=self._span(meta))
 
-    def wait_for_step(
-        self, meta: Any, event: ast.Call | ast.Path, up_to: Token | None
-    ) -> ast.WaitFor:
+    def wait_for_step(self, meta: Any, event: ast.Expr, up_to: Token | None) -> ast.WaitFor:
         return ast.WaitFor(
             event, self._duration(up_to) if up_to is not None else None, span=self._span(meta)
         )

@@ -1002,3 +1002,49 @@ def test_a_condition_after_set_and_tag_steps_reads_what_they_wrote(store_url: st
         (start, "high", "a"), (start, "high", "tagged"),
         (start, "low", "b"), (start, "low", "tagged"),
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- wait for
+
+WAIT_FOR_A_CONDITION = """
+template ready email { subject "Ready" body "b" }
+campaign qualify {
+  on launch {
+    wait for lead_score >= 50 and email_verified up to 3d
+    send email ready
+  }
+}
+"""
+
+
+def test_wait_for_a_condition_resumes_when_the_contact_comes_to_meet_it(store_url: str) -> None:
+    """docs/language.md: `wait for CONDITION up to DURATION` "waits until CONDITION becomes
+    true, but no longer than DURATION"; a condition, not only an event."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts(
+            [
+                contact("met", lead_score=10, email_verified=True),
+                contact("never", lead_score=10, email_verified=True),
+            ]
+        )
+        await launch_all(engine, WAIT_FOR_A_CONDITION)
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2026-12-01T11:00"),
+                    lambda: engine.upsert_contacts(
+                        [contact("met", lead_score=60, email_verified=True)]
+                    ),
+                )
+            ],
+        )
+        await engine.run_until(utc("2026-12-05T00:00"))
+        return sorted(sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T11:00"), "met", "ready"),
+        (utc("2026-12-04T09:00"), "never", "ready"),
+    ]

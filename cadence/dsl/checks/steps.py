@@ -147,6 +147,8 @@ def _check_step(
         case ast.WaitFor(event=event, up_to=up_to):
             if isinstance(event, ast.Call):
                 check_call(ctx, event)
+            elif not isinstance(event, ast.Path):
+                check_expression(ctx, event)
             if up_to is None:
                 ctx.error(
                     step.span,
