@@ -2266,6 +2266,8 @@ class Engine:
                         enrolled += self._segment_enter(
                             session, version_id, campaign, trigger, changed, now, before
                         )
+            # The change may reach another enrollment's `goal` or the `wait for` it waits at.
+            self._wake_reactive(session, set(changed), now, skip_locked=True)
         if skipped:
             insert_rows(session, SendLog.__table__, skipped)  # type: ignore[arg-type]
         if provider is not None:

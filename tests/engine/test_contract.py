@@ -1048,3 +1048,37 @@ def test_wait_for_a_condition_resumes_when_the_contact_comes_to_meet_it(store_ur
         (utc("2026-12-01T11:00"), "met", "ready"),
         (utc("2026-12-04T09:00"), "never", "ready"),
     ]
+
+
+WAITING_ON_ANOTHER_CAMPAIGN = """
+template ready email { subject "Ready" body "b" }
+template late email { subject "Late" body "b" }
+campaign qualify {
+  on launch { wait for tier = "gold" up to 3d  send email ready }
+}
+campaign nurture {
+  goal tier = "gold"
+  on launch { wait 2d  send email late }
+}
+campaign promotion { when promoted { set tier = "gold" } }
+"""
+
+
+def test_a_set_step_wakes_what_waits_on_the_contact_in_other_campaigns(store_url: str) -> None:
+    """Another campaign's `set` changes the contact as an update does: a `wait for` it meets
+    resumes, and a `goal` it reaches exits the contact, then and there."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts([contact("a", tier="silver")])
+        await launch_all(engine, WAITING_ON_ANOTHER_CAMPAIGN)
+        await at_times(
+            engine,
+            clock,
+            [(utc("2026-12-01T11:00"), lambda: engine.push_event(event("a", "promoted")))],
+        )
+        await engine.run_until(utc("2026-12-05T00:00"))
+        return sorted(sink.stamps)
+
+    assert run_engine(store_url, utc("2026-12-01T09:00"), body) == [
+        (utc("2026-12-01T11:00"), "a", "ready"),
+    ]
