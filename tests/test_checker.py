@@ -365,6 +365,18 @@ def test_cap_is_fine_when_sends_are_spaced_out() -> None:
     assert codes(found) == ["W303"]
 
 
+def test_the_cap_warning_says_the_send_is_skipped() -> None:
+    # LANGUAGE.md's caps skip a send over the cap (recorded as capped, the flow goes on);
+    # they do not hold it back until the cap allows it, as the warning used to say.
+    program = (
+        HELLO
+        + "campaign c { cap email 1 per 1d"
+        + " on launch { send email hello wait 1h send email hello } }"
+    )
+    (found,) = check_text(program)
+    assert found.code == "W303" and found.message.endswith("it will be skipped")
+
+
 def test_channelless_cap_counts_every_channel() -> None:
     program = (
         HELLO + 'template nudge sms "x"\n'

@@ -137,7 +137,7 @@ class _CapPressure(PathAnalysis[tuple[int, ...]]):
                 step.span,
                 "W303",
                 f"on one path this is {cap.count + 1} {what} within "
-                f"{format_duration(per)}, but the cap allows {cap.count}: it will be held back",
+                f"{format_duration(per)}, but the cap allows {cap.count}: it will be skipped",
                 f"the cap is at line {cap.span.line}; space the sends out with longer waits "
                 "or raise the cap",
             )
