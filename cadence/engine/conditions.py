@@ -228,16 +228,13 @@ def ab_results(
     suppression or a cap reached nobody and is not in its rate. An engagement event counts
     for the send its `send` property names; one without `send` (pushed by hand, a CRM
     export) counts for the contact's send of the template it names, when it came after it
-    and names no other campaign; a conversion that names no template either counts for the
-    contact's send of a variant.
+    and names no other campaign.
     """
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
     keys: dict[str, tuple[str, str]] = {}
     # (contact, template) -> (variant, first send instant), for events that name no send.
     by_template: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
-    # contact -> (variant, first send instant), for conversions that name no message.
-    by_contact: dict[str, tuple[str, dt.datetime]] = {}
     for key, contact_id, variant, template, created in session.execute(
         select(
             OutboxMessage.idempotency_key,
@@ -255,14 +252,11 @@ def ab_results(
         if variant is not None:
             sent[variant].add(contact_id)
             keys[key] = (contact_id, variant)
-            at = as_utc(created)
             if template is not None:
+                at = as_utc(created)
                 earlier = by_template.get((contact_id, template))
                 if earlier is None or at < earlier[1]:
                     by_template[(contact_id, template)] = (variant, at)
-            first = by_contact.get(contact_id)
-            if first is None or at < first[1]:
-                by_contact[contact_id] = (variant, at)
     engaged: dict[str, set[str]] = {name: set() for name in sent}
     contacts = sorted({cid for ids in sent.values() for cid in ids})
     for start in range(0, len(contacts), 500):
@@ -282,12 +276,7 @@ def ab_results(
             named = props.get("campaign")
             if named is not None and str(named) != campaign:
                 continue
-            if props.get("template") is None and metric_event == "converted":
-                # A conversion is the contact's, not a message's: it counts for the variant
-                # the contact was sent, when it came after that send.
-                match = by_contact.get(str(contact_id))
-            else:
-                match = by_template.get((str(contact_id), str(props.get("template"))))
+            match = by_template.get((str(contact_id), str(props.get("template"))))
             if match is not None and as_utc(at) >= match[1]:
                 engaged[match[0]].add(contact_id)
     # Those the split holds for the winner are part of the test's audience too.

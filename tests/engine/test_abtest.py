@@ -467,46 +467,6 @@ def test_a_test_waiting_for_the_send_window_runs_its_time_from_its_first_send(
     }
 
 
-def test_conversions_that_name_no_message_count_for_the_contacts_variant(
-    store_url: str,
-) -> None:
-    # `winner by conversions`: a `converted` event is the contact's (a purchase pushed by a
-    # shop names no message); it counts for the variant the contact was sent before it.
-    source = AB_SOURCE.replace("by clicks", "by conversions")
-    clock = SimulatedClock(T0)
-    sink = RecordingSink()
-    campaigns = compile_workspace(load_text(source, "ab.cadence"))
-
-    async def main() -> tuple[list[dict[str, Any]], list[OutgoingMessage]]:
-        async with Engine(store_url, clock=clock, sink=sink) as engine:
-            await engine.upsert_contacts(
-                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(100)]
-            )
-            await engine.deploy(campaigns)
-            await engine.launch("offer")
-            await engine.run_until(T0 + dt.timedelta(hours=1))
-            tested = list(sink.delivered)
-            converts = [m.contact_id for m in tested if m.variant == "b"][:10]
-            converts += [m.contact_id for m in tested if m.variant == "a"][:2]
-            await engine.push_events([{"contact": cid, "name": "converted"} for cid in converts])
-            await engine.run_until(T0 + dt.timedelta(hours=5))
-
-            def audit(store: Any) -> list[dict[str, Any]]:
-                with store.session() as session:
-                    return list(
-                        session.scalars(
-                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
-                        )
-                    )
-
-            return await engine.store.call(audit), sink.delivered[len(tested) :]
-
-    (details,), after = trio.run(main)
-    assert details["winner"] == "b"
-    assert details["variants"]["b"]["engaged"] == 10 and details["variants"]["a"]["engaged"] == 2
-    assert len(after) == 50 and {m.template for m in after} == {"offer_b"}
-
-
 def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: str) -> None:
     # Engagement pushed without the send's key (a CRM export, a hand-written events file)
     # still says which message was clicked: the contact's send of that template.
