@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
 from cadence.engine import abtest, audience, evaluate, timing
+from cadence.engine.analytics import ATTRIBUTION_WINDOW
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
@@ -228,7 +229,9 @@ def ab_results(
     suppression or a cap reached nobody and is not in its rate. An engagement event counts
     for the send its `send` property names; one without `send` (pushed by hand, a CRM
     export) counts for the contact's send of the template it names, when it came after it
-    and names no other campaign.
+    and names no other campaign. A conversion naming neither (a purchase) is credited as
+    `cadence report` credits it: to the contact's latest send, of any campaign, in the
+    attribution window before it, which counts when it is one of this split's sends.
     """
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
@@ -259,6 +262,8 @@ def ab_results(
                     by_template[(contact_id, template)] = (variant, at)
     engaged: dict[str, set[str]] = {name: set() for name in sent}
     contacts = sorted({cid for ids in sent.values() for cid in ids})
+    # Conversions that name no send nor template, by contact: credited by last touch below.
+    untouched: dict[str, list[dt.datetime]] = {}
     for start in range(0, len(contacts), 500):
         for contact_id, at, properties in session.execute(
             select(Event.contact_id, Event.at, Event.properties).where(
@@ -276,9 +281,16 @@ def ab_results(
             named = props.get("campaign")
             if named is not None and str(named) != campaign:
                 continue
+            if metric_event == "converted" and props.get("template") is None:
+                untouched.setdefault(str(contact_id), []).append(as_utc(at))
+                continue
             match = by_template.get((str(contact_id), str(props.get("template"))))
             if match is not None and as_utc(at) >= match[1]:
                 engaged[match[0]].add(contact_id)
+    for key in _last_touches(session, tenant, untouched):
+        if key in keys:
+            contact_id, variant = keys[key]
+            engaged[variant].add(contact_id)
     # Those the split holds for the winner are part of the test's audience too.
     held = session.scalar(
         select(func.count())
@@ -293,3 +305,36 @@ def ab_results(
         {name: (len(ids), len(engaged[name])) for name, ids in sent.items()},
         audience=sum(len(ids) for ids in sent.values()) + int(held or 0),
     )
+
+
+def _last_touches(
+    session: Session, tenant: str, conversions: Mapping[str, Sequence[dt.datetime]]
+) -> set[str]:
+    """The keys of the sends credited with `conversions` (contact -> instants): each one's
+    contact's latest send of any campaign within `ATTRIBUTION_WINDOW` before it, as the
+    report credits a conversion that names no send."""
+    credited: set[str] = set()
+    contacts = sorted(conversions)
+    for start in range(0, len(contacts), 500):
+        sends: dict[str, list[tuple[dt.datetime, int, str]]] = {}
+        for outbox_id, key, contact_id, at in session.execute(
+            select(
+                OutboxMessage.id,
+                OutboxMessage.idempotency_key,
+                OutboxMessage.contact_id,
+                func.coalesce(OutboxMessage.sent_at, OutboxMessage.created_at),
+            ).where(
+                OutboxMessage.tenant_id == tenant,
+                OutboxMessage.contact_id.in_(contacts[start : start + 500]),
+                OutboxMessage.status.in_(sorted(COUNTED_SEND_STATUSES)),
+                or_(OutboxMessage.node.is_(None), OutboxMessage.node != "notify"),
+            )
+        ):
+            sends.setdefault(str(contact_id), []).append((as_utc(at), outbox_id, str(key)))
+        for contact_id, history in sends.items():
+            history.sort()
+            for at in conversions[contact_id]:
+                earlier = [s for s in history if at - ATTRIBUTION_WINDOW <= s[0] <= at]
+                if earlier:
+                    credited.add(earlier[-1][2])
+    return credited

@@ -267,15 +267,19 @@ def run_ab_campaign(
     *,
     send_key: bool = True,
     failing: int = 0,
+    metric: str = "clicks",
 ) -> dict[str, Any]:
     """Launch the A/B campaign, click a share of each variant's sends, decide the winner.
 
     `send_key=False` pushes the clicks as a CRM would, naming the template but not the send;
-    the provider refuses for good the sends to the first `failing` contacts.
+    the provider refuses for good the sends to the first `failing` contacts. With `metric`
+    `conversions` the test is decided by conversions, pushed as a shop reports purchases:
+    naming neither the send nor the template.
     """
     clock = SimulatedClock(T0)
     sink = RefusingSink(refused={f"c{i:03}" for i in range(failing)})
-    campaigns = compile_workspace(load_text(AB_SOURCE, "ab.cadence"))
+    source = AB_SOURCE.replace("winner by clicks", f"winner by {metric}")
+    campaigns = compile_workspace(load_text(source, "ab.cadence"))
 
     async def main() -> dict[str, Any]:
         async with Engine(url, clock=clock, sink=sink) as engine:
@@ -295,13 +299,14 @@ def run_ab_campaign(
             for variant, messages in by_variant.items():
                 for message in messages[: round(len(messages) * clicks[variant])]:
                     engaged[variant] += 1
+                    if metric == "conversions":
+                        name, properties = "converted", {"value": 20}
+                    else:
+                        name, properties = "clicked", {"template": message.template}
+                    if send_key:
+                        properties["send"] = message.idempotency_key
                     await engine.push_event(
-                        {
-                            "contact": message.contact_id,
-                            "name": "clicked",
-                            "properties": {"template": message.template}
-                            | ({"send": message.idempotency_key} if send_key else {}),
-                        }
+                        {"contact": message.contact_id, "name": name, "properties": properties}
                     )
             clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
             await engine.run_due()
@@ -475,6 +480,21 @@ def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: s
     expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
     assert details == json.loads(json.dumps(expected.as_details()))
     assert details["winner"] == "b" and details["variants"]["b"]["engaged"] > 0
+    assert {m.template for m in result["after"]} == {"offer_b"}
+
+
+def test_conversions_that_name_no_send_count_for_the_variant_the_report_credits(
+    store_url: str,
+) -> None:
+    # A purchase names neither the email nor its template: `cadence report` credits it to
+    # the contact's latest send (last touch), and so must the verdict of a test by
+    # conversions. Counting only conversions naming their send made every test a tie,
+    # won by the first variant whatever the purchases said.
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7}, send_key=False, metric="conversions")
+    (details,) = result["audit"]
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
+    assert details == json.loads(json.dumps(expected.as_details()))
+    assert details["winner"] == "b" and details["significant"] is True
     assert {m.template for m in result["after"]} == {"offer_b"}
 
 
