@@ -8,7 +8,8 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   **delivered**: sent minus bounced, since not every channel reports deliveries.
 - **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: sends with at
   least one such event: an event naming the send (`send`), or else one by the same contact
-  naming the send's template, at or after it.
+  naming the send's template, at or after it. An opt-out reply (`STOP` ...), which
+  unsubscribes the person, counts as **unsubscribed** too.
 - **converted**: sends credited with at least one `converted` event: the send the event
   names, else the contact's latest send before it within `ATTRIBUTION_WINDOW` (last
   touch, across campaigns). Every conversion's `value` (or `revenue`, `amount`; in its
@@ -39,7 +40,7 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
-from cadence.engine.suppress import is_soft_bounce
+from cadence.engine.suppress import is_soft_bounce, says_stop
 
 # A conversion is credited to the contact's latest send at most this long before it.
 ATTRIBUTION_WINDOW = dt.timedelta(days=7)
@@ -197,6 +198,9 @@ def campaign_reports(
         engaged = named or _engaged(properties, history.of(contact_id), at)
         if engaged is not None:
             seen.setdefault(name, set()).add(engaged.key)
+            if name == "replied" and says_stop(properties):
+                # "Reply STOP to opt out": the reply unsubscribes (cadence.engine.suppress).
+                seen.setdefault("unsubscribed", set()).add(engaged.key)
     for metric, keys in seen.items():
         for key in keys:
             counted = group_of.get(key)

@@ -163,18 +163,23 @@ def _resubscribe(
 def is_stop_reply(event: EventRecord) -> bool:
     """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Opt out`, `Arrêt`),
     or the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
-    return _says(event, STOP_KEYWORDS)
+    return says_stop(event.properties)
+
+
+def says_stop(properties: Mapping[str, Any]) -> bool:
+    """Whether a `replied` event's properties make it an opt-out (see `is_stop_reply`)."""
+    return _says(properties, STOP_KEYWORDS)
 
 
 def is_start_reply(event: EventRecord) -> bool:
     """Whether a reply opts back in: `START` or `UNSTOP` alone, or as the provider's keyword."""
-    return _says(event, START_KEYWORDS)
+    return _says(event.properties, START_KEYWORDS)
 
 
-def _says(event: EventRecord, keywords: frozenset[str]) -> bool:
+def _says(properties: Mapping[str, Any], keywords: frozenset[str]) -> bool:
     """Whether the reply's text, body or provider keyword is one of `keywords`, folded."""
     return any(
-        isinstance(text := event.properties.get(key), str) and _keyword(text) in keywords
+        isinstance(text := properties.get(key), str) and _keyword(text) in keywords
         for key in ("text", "body", "keyword")
     )
 

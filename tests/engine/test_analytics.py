@@ -186,3 +186,33 @@ def test_webhook_notices_are_not_counted_as_sends(store_url: str) -> None:
     (told,) = trio.run(main)
     assert told.total.sent == 3
     assert set(told.by_template) == {"hello"}
+
+
+def test_an_opt_out_reply_counts_as_an_unsubscribe(store_url: str) -> None:
+    """A STOP reply ("Reply STOP to opt out") unsubscribes, so the report counts it so."""
+    source = """
+    template ping sms "Hi. Reply STOP to opt out."
+    campaign texts { on launch { send sms ping } }
+    """
+
+    async def main() -> list[CampaignReport]:
+        sink = RecordingSink()
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
+            await engine.upsert_contacts([
+                {"id": f"p{i}", "phone": f"+49151000000{i}", "attributes": {"sms_opt_in": True}}
+                for i in range(4)
+            ])  # fmt: skip
+            await engine.deploy(campaigns(source))
+            await engine.launch("texts")
+            await engine.run_due()
+            sent_to = {m.contact_id: m.idempotency_key for m in sink.delivered}
+            await engine.push_events([
+                _event("p0", "replied", 1, template="ping", text="STOP"),
+                _event("p1", "replied", 1, send=sent_to["p1"], text="Stop promotions"),
+                _event("p2", "replied", 1, template="ping", text="Is it still available?"),
+            ])  # fmt: skip
+            return await engine.report()
+
+    (texts,) = trio.run(main)
+    assert (texts.total.sent, texts.total.replied, texts.total.unsubscribed) == (4, 3, 2)
+    assert texts.total.rate("unsubscribed") == pytest.approx(2 / 4)
