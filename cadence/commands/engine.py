@@ -480,11 +480,11 @@ def _report_table(
 ) -> Table:
     from rich.table import Table
 
-    from cadence.engine.describe import RATED_COUNTS, count_text, money_text, roi_text
+    from cadence.engine.describe import MONEY_COLUMNS, RATED_COUNTS, count_text, money_cells
 
     table = Table(title=title + ("" if by == "campaign" else f" by {by}"))
     columns = ["campaign"] + ([by] if by != "campaign" else [])
-    columns += ["sent", *RATED_COUNTS, "cost", "revenue", "ROI"]
+    columns += ["sent", *RATED_COUNTS, *MONEY_COLUMNS]
     for column in columns:
         table.add_column(column, justify="left" if column in ("campaign", by) else "right")
     for report in reports:
@@ -494,7 +494,7 @@ def _report_table(
             cells = [report.name] + ([part] if by != "campaign" else [])
             cells.append(f"{metrics.sent:,}")
             cells += [count_text(metrics, name) for name in RATED_COUNTS]
-            cells += [money_text(metrics.cost), money_text(metrics.revenue), roi_text(metrics)]
+            cells += money_cells(metrics)
             table.add_row(*cells)
     return table
 

@@ -16,7 +16,8 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   `currency`, else the send's cost currency) adds to that send's **revenue**.
 - **cost**: what the sends that went out cost: the campaign's `cost` setting as logged when
   each went out, else the price its provider reported (Infobip's delivery reports);
-  **ROI** is (revenue - cost) / cost, given only when both are in one currency.
+  **ROI** is (revenue - cost) / cost, given only when both are in one currency;
+  **cost per conversion** is cost / converted, per currency, when something converted.
 - Rates: delivered over sent; bounces over sent; the rest over delivered.
 """
 
@@ -48,6 +49,8 @@ ATTRIBUTION_WINDOW = dt.timedelta(days=7)
 ENGAGEMENT = ("opened", "clicked", "replied", "unsubscribed", "complained")
 REVENUE_PROPERTIES = ("value", "revenue", "amount")
 HARD_BOUNCE = "bounced"
+# Cost per conversion is a quotient: kept to this many places (a micro-unit).
+MONEY_PLACES = Decimal("0.000001")
 # The counts a Metrics keeps (delivered is derived).
 _COUNTS = ("sent", "bounced", "opened", "clicked", "replied", "converted", "unsubscribed",
            "complained")  # fmt: skip
@@ -87,6 +90,16 @@ class Metrics:
         return getattr(self, name) / over if over else None
 
     @property
+    def cost_per_conversion(self) -> dict[str, Decimal]:
+        """Cost over conversions, per currency spent (none when nothing converted)."""
+        if not self.converted:
+            return {}
+        return {
+            unit: (amount / self.converted).quantize(MONEY_PLACES)
+            for unit, amount in self.cost.items()
+        }
+
+    @property
     def roi(self) -> float | None:
         """(revenue - cost) / cost, when both are in one currency and something was spent."""
         currencies = set(self.cost) | set(self.revenue)
@@ -106,6 +119,9 @@ class Metrics:
         data["rates"] = {name: _rounded(self.rate(name)) for name in counts if name != "sent"}
         data["cost"] = {k: _plain(v) for k, v in sorted(self.cost.items())}
         data["revenue"] = {k: _plain(v) for k, v in sorted(self.revenue.items())}
+        data["cost_per_conversion"] = {
+            k: _plain(v) for k, v in sorted(self.cost_per_conversion.items())
+        }
         data["roi"] = _rounded(self.roi)
         return data
 

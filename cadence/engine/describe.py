@@ -13,7 +13,10 @@ from typing import Any
 from cadence.engine.analytics import Metrics
 
 # The counts a performance table shows after `sent`, each with its rate.
-RATED_COUNTS = ("delivered", "opened", "clicked", "converted", "unsubscribed", "bounced")
+RATED_COUNTS = ("delivered", "opened", "clicked", "replied", "converted", "unsubscribed",
+                "bounced")  # fmt: skip
+# The money columns a performance table ends with.
+MONEY_COLUMNS = ("cost", "revenue", "cost/conversion", "ROI")
 
 
 def pause_text(details: Mapping[str, Any]) -> str:
@@ -54,6 +57,16 @@ def money_text(amounts: Mapping[str, Decimal]) -> str:
     if not amounts:
         return "-"
     return ", ".join(f"{amount:,.2f} {unit}".strip() for unit, amount in sorted(amounts.items()))
+
+
+def money_cells(metrics: Metrics) -> list[str]:
+    """The cells under `MONEY_COLUMNS`: cost, revenue, cost per conversion and ROI."""
+    return [
+        money_text(metrics.cost),
+        money_text(metrics.revenue),
+        money_text(metrics.cost_per_conversion),
+        roi_text(metrics),
+    ]
 
 
 def roi_text(metrics: Metrics) -> str:

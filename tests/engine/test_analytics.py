@@ -90,6 +90,7 @@ def test_counts_rates_and_roi_follow_the_definitions(store_url: str) -> None:
     assert total.cost == {"USD": Decimal("0.10")}
     assert total.revenue == {"USD": Decimal("22.00")}
     assert total.roi == pytest.approx((22 - 0.10) / 0.10)
+    assert total.cost_per_conversion == {"USD": Decimal("0.05")}  # 0.10 USD over 2
     assert total.rate("delivered") == pytest.approx(0.9)
     assert total.rate("opened") == pytest.approx(3 / 9)
     assert total.rate("bounced") == pytest.approx(0.1)
@@ -98,6 +99,7 @@ def test_counts_rates_and_roi_follow_the_definitions(store_url: str) -> None:
     assert (later.total.sent, later.total.opened, later.total.converted) == (1, 0, 1)
     assert later.total.revenue == {"USD": Decimal("100")}
     assert later.total.cost == {} and later.total.roi is None  # nothing spent, no ROI
+    assert later.total.cost_per_conversion == {}
 
 
 def test_report_names_an_unknown_campaign(store_url: str) -> None:
@@ -116,6 +118,9 @@ def test_cadence_report_prints_a_table_and_json(store_url: str) -> None:
     table = run_cadence("report", store_url=store_url)
     assert table.returncode == 0, table.stderr
     assert "promo" in table.stdout and "9 (90.0%)" in table.stdout and "219.00" in table.stdout
+    # Replies (the source material's dashboard shows them) and what a conversion cost.
+    assert "replied" in table.stdout and "cost/conversion" in table.stdout
+    assert "0.05 USD" in table.stdout
     by_template = run_cadence("report", "promo", "--by", "template", store_url=store_url)
     assert "offer" in by_template.stdout
     lines = run_cadence("report", "--json", store_url=store_url).stdout.splitlines()
@@ -124,6 +129,7 @@ def test_cadence_report_prints_a_table_and_json(store_url: str) -> None:
     assert (promo["sent"], promo["delivered"], promo["rates"]["opened"]) == (10, 9, 0.3333)
     assert promo["cost"] == {"USD": "0.1"} and promo["revenue"] == {"USD": "22"}
     assert promo["roi"] == 219.0
+    assert promo["cost_per_conversion"] == {"USD": "0.05"}
     unknown = run_cadence("report", "promos", store_url=store_url)
     assert unknown.returncode == 1 and "did you mean" in unknown.stderr.lower()
 

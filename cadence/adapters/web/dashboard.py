@@ -16,12 +16,12 @@ from typing import Any
 from cadence.engine.abtest import verdict_text
 from cadence.engine.analytics import CampaignReport, Metrics
 from cadence.engine.describe import (
+    MONEY_COLUMNS,
     RATED_COUNTS,
     ab_rate_lines,
     count_text,
-    money_text,
+    money_cells,
     pause_text,
-    roi_text,
 )
 
 REFRESH_SECONDS = 30
@@ -139,7 +139,7 @@ def _performance_table(
     campaigns: Sequence[Mapping[str, Any]], reports: Mapping[str, CampaignReport]
 ) -> str:
     """Sends and what came of them, as `cadence report` shows them."""
-    head = ["campaign", "sent", *RATED_COUNTS, "cost", "revenue", "ROI"]
+    head = ["campaign", "sent", *RATED_COUNTS, *MONEY_COLUMNS]
     rows = []
     for row in campaigns:
         report = reports.get(str(row["name"]))
@@ -149,9 +149,7 @@ def _performance_table(
                 _campaign_name(row),
                 f"{metrics.sent:,}",
                 *(escape(count_text(metrics, name)) for name in RATED_COUNTS),
-                escape(money_text(metrics.cost)),
-                escape(money_text(metrics.revenue)),
-                escape(roi_text(metrics)),
+                *(escape(cell) for cell in money_cells(metrics)),
             ]
         )
     return _table(head, rows)
