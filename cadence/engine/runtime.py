@@ -534,13 +534,7 @@ class Engine:
             ]
             # The audience counted for approval is the one the first trigger enrolls.
             counted = self._check_approval(session, campaign, compiled, bool(launching))
-            starts = compiled.settings.starts
-            status = CampaignStatus.ACTIVE
-            if starts is not None and (
-                timing.campaign_starts_instant(starts, timing.campaign_zone(compiled)) > now
-            ):
-                status = CampaignStatus.SCHEDULED
-            campaign.status = status.value
+            campaign.status = self._launched_status(session, campaign, now).value
             # Time-dependent segments are read from now on: who already matches at the launch
             # has not entered (see `_sweep_segments_sync`).
             campaign.segments_swept_at = now
@@ -553,6 +547,18 @@ class Engine:
                 counted = None
             _audit(session, self.tenant, "launch", name, {"enrolled": enrolled}, now)
             return enrolled
+
+    def _launched_status(
+        self, session: Session, campaign: Campaign, now: dt.datetime
+    ) -> CampaignStatus:
+        """A launched (or resumed) campaign's status: scheduled until its `starts`, then active."""
+        compiled = self._current(session, campaign)[1]
+        starts = compiled.settings.starts
+        if starts is not None and (
+            timing.campaign_starts_instant(starts, timing.campaign_zone(compiled)) > now
+        ):
+            return CampaignStatus.SCHEDULED
+        return CampaignStatus.ACTIVE
 
     def _check_campaign_limit(self, session: Session, name: str) -> None:
         """Refuse a launch that would take the tenant over its limit of live campaigns."""
@@ -639,7 +645,7 @@ class Engine:
                 count = _hold(session, campaign, versions, now)
             elif move == "resume":
                 count = campaign_store.release_held_enrollments(session, versions, now=now)
-                campaign.status = CampaignStatus.ACTIVE.value
+                campaign.status = self._launched_status(session, campaign, now).value
             elif move == "cancel":
                 count = campaign_store.cancel_enrollments(session, versions, now=now)
                 campaign.status = CampaignStatus.CANCELLED.value

@@ -117,6 +117,32 @@ def test_a_campaign_launched_before_starts_takes_enrollments_from_then_on(store_
     assert run_engine(store_url, utc("2026-11-27T00:00"), body) == ["active"]
 
 
+def test_a_campaign_paused_and_resumed_before_starts_is_scheduled_again(
+    store_url: str,
+) -> None:
+    # Resuming gives back the status the pause took: a campaign that has not reached its
+    # `starts` is scheduled, and enrolls nobody before then (it was made active and its
+    # trigger took contacts created before `starts`).
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[str]:
+        await launch_all(engine, STARTS_LATER)
+        await engine.pause("welcome_series")
+        await engine.resume("welcome_series")
+        assert [row["status"] for row in await engine.status()] == ["scheduled"]
+        await at_times(
+            engine,
+            clock,
+            [
+                (utc("2026-11-28T10:00"), lambda: engine.upsert_contacts([contact("early")])),
+                (utc("2026-12-02T10:00"), lambda: engine.upsert_contacts([contact("late")])),
+            ],
+        )
+        await engine.run_until(utc("2026-12-03T00:00"))
+        assert sink.stamps == [(utc("2026-12-02T10:00"), "late", "welcome")]
+        return [row["status"] for row in await engine.status()]
+
+    assert run_engine(store_url, utc("2026-11-27T00:00"), body) == ["active"]
+
+
 FORTNIGHTLY = """
 template fortnightly_report email {
   subject "Your fortnightly market report"
