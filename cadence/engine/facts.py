@@ -33,6 +33,8 @@ EVENTS = "events"
 SENDS = "sends"
 CAMPAIGNS = "campaigns"
 ALL = frozenset({EVENTS, SENDS, CAMPAIGNS})
+# The outbox node of a `notify webhook` notice (not a message to the contact).
+NOTIFY_NODE = "notify"
 
 ENGAGEMENT_EVENTS = frozenset(
     {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}
@@ -128,8 +130,10 @@ def load_facts(
         if SENDS in kinds:
             # Status is filtered here, not in SQL: given a status condition, SQLite's planner
             # (without statistics) picks the status index and scans every sent row per chunk.
-            for contact_id, channel, template, created, status in read("sends", chunk):
-                if status in COUNTED_SEND_STATUSES:
+            # A `notify webhook` is a notice about the contact to a CRM, not a message they
+            # received: it counts for neither caps nor `received()`.
+            for contact_id, channel, template, created, status, node in read("sends", chunk):
+                if status in COUNTED_SEND_STATUSES and node != NOTIFY_NODE:
                     sends[contact_id].append((channel, template, created))
         if campaign_names is not None and CAMPAIGNS in kinds:
             for contact_id, version_id, status in read("campaigns", chunk):
@@ -172,6 +176,7 @@ def _statement(dialect: str, kind: str, fields: tuple[str, ...]) -> Any:
             OutboxMessage.template,
             OutboxMessage.created_at,
             OutboxMessage.status,
+            OutboxMessage.node,
         ).where(
             OutboxMessage.tenant_id == tenant,
             among_bound(dialect, OutboxMessage.contact_id, "keys"),

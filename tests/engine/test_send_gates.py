@@ -108,6 +108,43 @@ def test_a_cap_goes_to_the_higher_priority_campaign_across_batches(store_url: st
     assert len(_skips(store_url)) == 30
 
 
+NOTICES = """
+template hello email { subject "Hello" body "x" }
+campaign told {
+  cap 2 per 1d
+  on launch {
+    notify webhook "https://hooks.example.test/crm"
+    notify webhook "https://hooks.example.test/warehouse"
+    wait 1h
+    send email hello
+    wait 1h
+    if received(webhook, 1d) { exit "noticed" }
+    send email hello
+  }
+}
+"""
+
+
+def test_notices_to_a_webhook_are_not_messages_a_cap_or_received_counts(
+    store_url: str,
+) -> None:
+    """A cap is on messages to the contact (docs/language.md, `cap`); a `notify webhook`
+    tells a CRM about them. Two notices used to fill `cap 2 per 1d` and skip both emails,
+    and made `received(webhook, 1d)` true for a contact sent nothing."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts([{"id": "ana", "email": "ana@example.test"}])
+        await engine.deploy(campaigns(NOTICES))
+        await engine.launch("told")
+        await engine.run_until(T0 + dt.timedelta(hours=3))
+        return sink
+
+    sink = engine_run(store_url, body)
+    emails = [m for m in sink.delivered if m.channel == "email"]
+    assert [m.template for m in emails] == ["hello", "hello"]
+    assert _skips(store_url) == []
+
+
 LATER_CHANNEL = """
 template hello email { subject "Hello" body "x" }
 template text sms "Hi"
