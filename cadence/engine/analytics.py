@@ -8,12 +8,13 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   **delivered**: sent minus bounced, since not every channel reports deliveries.
 - **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: sends with at
   least one such event: an event naming the send (`send`), or else one by the same contact
-  naming the send's template, at or after it. An opt-out reply (`STOP` ...), which
-  unsubscribes the person, counts as **unsubscribed** too.
+  naming the send's template (and campaign, when it names one), at or after it. An opt-out
+  reply (`STOP` ...), which unsubscribes the person, counts as **unsubscribed** too.
 - **converted**: sends credited with at least one `converted` event: the send the event
   names, else the contact's latest send before it within `ATTRIBUTION_WINDOW` (last
-  touch, across campaigns). Every conversion's `value` (or `revenue`, `amount`; in its
-  `currency`, else the send's cost currency) adds to that send's **revenue**.
+  touch, across campaigns, or of the campaign the event names). Every conversion's
+  `value` (or `revenue`, `amount`; in its `currency`, else the send's cost currency) adds
+  to that send's **revenue**.
 - **cost**: what the sends that went out cost: the campaign's `cost` setting as logged when
   each went out, else the price its provider reported (Infobip's delivery reports);
   **ROI** is (revenue - cost) / cost, given only when both are in one currency;
@@ -198,7 +199,7 @@ def campaign_reports(
     for name, contact_id, properties, at in _events(session, tenant_id):
         named = sends.get(str(properties.get("send") or ""))
         if name == "converted":
-            credited = named or _credited(history.of(contact_id), at)
+            credited = named or _credited(properties, history.of(contact_id), at)
             if credited is None:
                 continue
             seen.setdefault("converted", set()).add(credited.key)
@@ -330,17 +331,31 @@ def _engaged(
     properties: Mapping[str, Any], sends: Sequence[_Send], at: dt.datetime
 ) -> _Send | None:
     """The send an engagement event naming none is about: the latest of its template (or,
-    with none, of any) to the contact at or before the event."""
+    with none, of any) to the contact at or before the event, of the campaign it names."""
     template = properties.get("template")
-    earlier = [s for s in sends if s.at <= at and (template is None or s.template == template)]
+    earlier = [
+        s
+        for s in _of_campaign(properties, sends)
+        if s.at <= at and (template is None or s.template == template)
+    ]
     return earlier[-1] if earlier else None
 
 
-def _credited(sends: Sequence[_Send], at: dt.datetime) -> _Send | None:
+def _credited(
+    properties: Mapping[str, Any], sends: Sequence[_Send], at: dt.datetime
+) -> _Send | None:
     """The send a conversion naming none is credited to: the latest within the attribution
-    window before it."""
-    earlier = [s for s in sends if at - ATTRIBUTION_WINDOW <= s.at <= at]
+    window before it (of the campaign the conversion names, when it names one)."""
+    earlier = [s for s in _of_campaign(properties, sends) if at - ATTRIBUTION_WINDOW <= s.at <= at]
     return earlier[-1] if earlier else None
+
+
+def _of_campaign(properties: Mapping[str, Any], sends: Sequence[_Send]) -> Sequence[_Send]:
+    """The sends of the campaign an event's `campaign` property names; all without one."""
+    campaign = properties.get("campaign")
+    if campaign is None:
+        return sends
+    return [s for s in sends if s.campaign == str(campaign)]
 
 
 def _revenue(properties: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:

@@ -498,6 +498,59 @@ def test_conversions_that_name_no_send_count_for_the_variant_the_report_credits(
     assert {m.template for m in result["after"]} == {"offer_b"}
 
 
+def test_a_conversion_naming_the_test_s_campaign_counts_past_another_campaign_s_send(
+    store_url: str,
+) -> None:
+    # Every test contact gets another campaign's email after its variant; purchases that
+    # name the test's campaign are still the variant's (last touch within that campaign),
+    # as the report credits them.
+    source = (
+        AB_SOURCE.replace("winner by clicks", "winner by conversions")
+        + """
+    template news email { subject "News" body "<p>n</p>" }
+    campaign news { on launch { send email news } }
+    """
+    )
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> list[dict[str, Any]]:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(
+                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(CONTACT_COUNT)]
+            )
+            await engine.deploy(compile_workspace(load_text(source, "ab.cadence")))
+            await engine.launch("offer")
+            await engine.run_due()
+            tested = [m for m in sink.delivered if m.variant is not None]
+            clock.advance_to(T0 + dt.timedelta(hours=1))
+            await engine.launch("news")
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(hours=2))
+            b_sends = [m for m in tested if m.variant == "b"]
+            await engine.push_events([
+                {"contact": m.contact_id, "name": "converted",
+                 "properties": {"campaign": "offer", "value": 5}}
+                for m in b_sends[: len(b_sends) // 2]
+            ])  # fmt: skip
+            clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
+            await engine.run_due()
+
+            def audit(store: Any) -> list[dict[str, Any]]:
+                with store.session() as session:
+                    return list(
+                        session.scalars(
+                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
+                        )
+                    )
+
+            return await engine.store.call(audit)
+
+    (details,) = trio.run(main)
+    assert details["winner"] == "b"
+    assert details["variants"]["b"]["engaged"] == details["variants"]["b"]["sent"] // 2
+
+
 def test_sends_the_provider_refused_are_not_in_a_variants_rate(store_url: str) -> None:
     result = run_ab_campaign(store_url, {"a": 0.5, "b": 0.5}, failing=40)
     (details,) = result["audit"]

@@ -222,3 +222,36 @@ def test_an_opt_out_reply_counts_as_an_unsubscribe(store_url: str) -> None:
     (texts,) = trio.run(main)
     assert (texts.total.sent, texts.total.replied, texts.total.unsubscribed) == (4, 3, 2)
     assert texts.total.rate("unsubscribed") == pytest.approx(2 / 4)
+
+
+def test_an_event_naming_its_campaign_counts_for_that_campaign_s_send(store_url: str) -> None:
+    """Two campaigns send one template; an open and a purchase that name the first campaign
+    (a CRM's export, a `utm_campaign`) are its, though the second's send came later."""
+    source = """
+    template offer email { subject "Offer" body "x" }
+    campaign promo { on launch { send email offer } }
+    campaign again { on launch { send email offer } }
+    """
+
+    async def main() -> list[CampaignReport]:
+        clock = SimulatedClock(T0)
+        async with Engine(store_url, clock=clock, sink=RecordingSink()) as engine:
+            await engine.upsert_contacts(PEOPLE[:2])
+            await engine.deploy(campaigns(source))
+            await engine.launch("promo")
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(hours=2))
+            await engine.launch("again")
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(hours=3))
+            await engine.push_events([
+                _event("c0", "opened", 3, template="offer", campaign="promo"),
+                _event("c0", "converted", 3, value=10, currency="USD", campaign="promo"),
+                _event("c1", "opened", 3, template="offer"),  # no campaign: the latest send
+            ])  # fmt: skip
+            return await engine.report()
+
+    again, promo = trio.run(main)
+    assert (promo.total.opened, promo.total.converted) == (1, 1)
+    assert promo.total.revenue == {"USD": Decimal("10")}
+    assert (again.total.opened, again.total.converted) == (1, 0)
