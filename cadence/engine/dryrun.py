@@ -56,6 +56,15 @@ from cadence.engine.store.records import EventRecord, InvalidInput, Problem
 from cadence.errors import CadenceError, did_you_mean
 
 ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted")
+# What each simulated reaction comes after, nearest first: a click or a reply follows an
+# open, a conversion a click. `--assume` rates are shares of the sends (as the report's
+# rates are), so each is drawn among the sends that had the nearest assumed one of these.
+ENGAGEMENT_AFTER = {
+    "opened": (),
+    "clicked": ("opened",),
+    "replied": ("opened",),
+    "converted": ("clicked", "opened"),
+}
 # How long after a send a simulated reaction arrives.
 REACTION_DELAY = {
     "opened": dt.timedelta(hours=1),
@@ -341,13 +350,22 @@ class DryRunSink:
         return None, None
 
     def _react(self, message: OutgoingMessage, now: dt.datetime) -> None:
-        """Opens before clicks, clicks before replies: each drawn given the previous one."""
+        """Each assumed reaction with its rate as a share of the sends: a click or a reply
+        only after an open, a conversion after a click (`ENGAGEMENT_AFTER`), each drawn
+        among those with probability rate / that one's rate."""
+        happened: set[str] = set()
         for name in ENGAGEMENT_ORDER:
             rate = self.assume.get(name)
             if rate is None:
                 continue
+            after = next((p for p in ENGAGEMENT_AFTER[name] if p in self.assume), None)
+            if after is not None:
+                if after not in happened:
+                    continue
+                rate = min(1.0, rate / self.assume[after])
             if self.rng.random() >= rate:
-                break
+                continue
+            happened.add(name)
             # Built as `push_events` would store it once linked to its send (the properties
             # in the order linking leaves them), so it skips validation and the send lookup.
             self.reactions.append(

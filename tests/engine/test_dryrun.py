@@ -774,6 +774,37 @@ def test_performance_counts_the_simulated_engagement(tmp_path: Path) -> None:
     assert "Performance with simulated engagement" in text.stdout
 
 
+def test_assumed_rates_are_shares_of_the_sends_as_the_report_counts_them(tmp_path: Path) -> None:
+    """`--assume opened=0.25,clicked=0.05,converted=0.02`, as the source material's metrics
+    are read (each over what was delivered), shows as about those rates in the report.
+    Each used to be drawn only among those with the reaction before, so the clicks came to
+    1.25% and the conversions to 0.025%."""
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    source = 'template offer email { subject "Offer" body "x" }\n'
+    source += "campaign promo { approval none  on launch { send email offer } }"
+    people = [{"id": f"c{i}", "email": f"c{i}@example.test"} for i in range(2000)]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(source, "t.cadence")), contacts, start=START,
+            until=dt.timedelta(days=1), seed=7, performance=True,
+            assume={"opened": 0.25, "clicked": 0.05, "converted": 0.02},
+        )
+    )  # fmt: skip
+    (promo,) = report.performance
+    total = promo.total
+    assert total.sent == 2000
+    # Binomial(2000, p): each within about four standard deviations of its rate.
+    assert 420 <= total.opened <= 580
+    assert 60 <= total.clicked <= 140
+    assert 20 <= total.converted <= 60
+    assert total.replied == 0  # not assumed
+    # Clicks come after opens, conversions after clicks: each is among the ones before.
+    assert total.clicked <= total.opened and total.converted <= total.clicked
+
+
 BRANCHING = """
 template a email { subject "A" body "x" }
 template b email { subject "B" body "x" }
