@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, true
 from sqlalchemy.orm import Session
 
 from cadence.engine.clock import as_utc
@@ -46,6 +46,8 @@ from cadence.engine.suppress import is_soft_bounce, says_stop
 
 # A conversion is credited to the contact's latest send at most this long before it.
 ATTRIBUTION_WINDOW = dt.timedelta(days=7)
+# Contacts per `IN (...)` list when reading some contacts' sends.
+CONTACTS_PER_READ = 500
 # Events that count once per send they are about; each names its metric.
 ENGAGEMENT = ("opened", "clicked", "replied", "unsubscribed", "complained")
 REVENUE_PROPERTIES = ("value", "revenue", "amount")
@@ -253,12 +255,40 @@ class _ContactSends:
         return self._by_contact.get(contact_id, ())
 
 
-def _sends(session: Session, tenant_id: str) -> dict[str, _Send]:
-    """Every send of the tenant that went out, by key (other campaigns' too: attribution).
+def last_touch_keys(
+    session: Session,
+    tenant_id: str,
+    conversions: Mapping[str, Sequence[tuple[dt.datetime, Mapping[str, Any]]]],
+) -> set[str]:
+    """The keys of the sends the report credits with conversions that name no send
+    (contact -> (instant, properties) of each): last touch, as `campaign_reports` does, so
+    an A/B verdict by conversions counts what the report counts."""
+    credited: set[str] = set()
+    contacts = sorted(conversions)
+    for start in range(0, len(contacts), CONTACTS_PER_READ):
+        history = _ContactSends(
+            _sends(session, tenant_id, contacts[start : start + CONTACTS_PER_READ])
+        )
+        for contact_id in contacts[start : start + CONTACTS_PER_READ]:
+            for at, properties in conversions[contact_id]:
+                send = _credited(properties, history.of(contact_id), at)
+                if send is not None:
+                    credited.add(send.key)
+    return credited
+
+
+def _sends(
+    session: Session, tenant_id: str, contact_ids: Sequence[str] | None = None
+) -> dict[str, _Send]:
+    """Every send of the tenant (or of these contacts) that went out, by key (other
+    campaigns' too: attribution).
 
     Notices to a webhook (`notify`) are not messages to the contact. Filtered in SQL and
     one timestamp per row: a dry-run's report reads every one of hundreds of thousands.
     """
+    among_contacts = (
+        OutboxMessage.contact_id.in_(contact_ids) if contact_ids is not None else true()
+    )
     rows = session.execute(
         select(
             OutboxMessage.id,
@@ -275,6 +305,7 @@ def _sends(session: Session, tenant_id: str) -> dict[str, _Send]:
             Campaign.tenant_id == tenant_id,
             OutboxMessage.status == OutboxStatus.SENT.value,
             or_(OutboxMessage.node.is_(None), OutboxMessage.node != "notify"),
+            among_contacts,
         )
     ).all()
     return {row[1]: _Send._make(row) for row in rows}

@@ -12,19 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
-from cadence.engine import abtest, audience, evaluate, timing
-from cadence.engine.analytics import ATTRIBUTION_WINDOW
+from cadence.engine import abtest, analytics, audience, evaluate, timing
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
-    Campaign,
-    CampaignVersion,
     Enrollment,
     EnrollmentStatus,
     Event,
@@ -265,8 +262,7 @@ def ab_results(
     engaged: dict[str, set[str]] = {name: set() for name in sent}
     contacts = sorted({cid for ids in sent.values() for cid in ids})
     # Conversions that name no send nor template, by contact: credited by last touch below.
-    # (instant, whether it names this campaign, so only its sends can be credited)
-    untouched: dict[str, list[tuple[dt.datetime, bool]]] = {}
+    untouched: dict[str, list[tuple[dt.datetime, Mapping[str, Any]]]] = {}
     for start in range(0, len(contacts), 500):
         for contact_id, at, properties in session.execute(
             select(Event.contact_id, Event.at, Event.properties).where(
@@ -285,12 +281,12 @@ def ab_results(
             if named is not None and str(named) != campaign:
                 continue
             if metric_event == "converted" and props.get("template") is None:
-                untouched.setdefault(str(contact_id), []).append((as_utc(at), named is not None))
+                untouched.setdefault(str(contact_id), []).append((as_utc(at), props))
                 continue
             match = by_template.get((str(contact_id), str(props.get("template"))))
             if match is not None and as_utc(at) >= match[1]:
                 engaged[match[0]].add(contact_id)
-    for key in _last_touches(session, tenant, campaign, untouched):
+    for key in analytics.last_touch_keys(session, tenant, untouched):
         if key in keys:
             contact_id, variant = keys[key]
             engaged[variant].add(contact_id)
@@ -308,50 +304,3 @@ def ab_results(
         {name: (len(ids), len(engaged[name])) for name, ids in sent.items()},
         audience=sum(len(ids) for ids in sent.values()) + int(held or 0),
     )
-
-
-def _last_touches(
-    session: Session,
-    tenant: str,
-    campaign: str,
-    conversions: Mapping[str, Sequence[tuple[dt.datetime, bool]]],
-) -> set[str]:
-    """The keys of the sends credited with `conversions` (contact -> instants, and whether
-    the conversion names `campaign`): each one's contact's latest send, of any campaign or
-    of the one it names, within `ATTRIBUTION_WINDOW` before it, as the report credits a
-    conversion that names no send."""
-    credited: set[str] = set()
-    contacts = sorted(conversions)
-    for start in range(0, len(contacts), 500):
-        sends: dict[str, list[tuple[dt.datetime, int, str, bool]]] = {}
-        for outbox_id, key, contact_id, at, name in session.execute(
-            select(
-                OutboxMessage.id,
-                OutboxMessage.idempotency_key,
-                OutboxMessage.contact_id,
-                func.coalesce(OutboxMessage.sent_at, OutboxMessage.created_at),
-                Campaign.name,
-            )
-            .join(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
-            .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
-            .where(
-                OutboxMessage.tenant_id == tenant,
-                OutboxMessage.contact_id.in_(contacts[start : start + 500]),
-                OutboxMessage.status.in_(sorted(COUNTED_SEND_STATUSES)),
-                or_(OutboxMessage.node.is_(None), OutboxMessage.node != "notify"),
-            )
-        ):
-            sends.setdefault(str(contact_id), []).append(
-                (as_utc(at), outbox_id, str(key), name == campaign)
-            )
-        for contact_id, history in sends.items():
-            history.sort()
-            for at, scoped in conversions[contact_id]:
-                earlier = [
-                    s
-                    for s in history
-                    if at - ATTRIBUTION_WINDOW <= s[0] <= at and (s[3] or not scoped)
-                ]
-                if earlier:
-                    credited.add(earlier[-1][2])
-    return credited
