@@ -1,8 +1,9 @@
 """The store's own floor under the dry-run benchmark: its statements, with no engine around them.
 
 `test_bench_dryrun` runs the issue's 10-node campaign through the whole engine. Every wake
-there must lock its due enrollments, move them on, and for a send insert an outbox row,
-mark it sent and log it, because a simulated send is stored exactly as a real one is.
+there must lock its due enrollments, move them on, and for a send insert an outbox row
+(stored sent, as the engine stores an in-process sink's sends) and log it, because a
+simulated send is stored exactly as a real one is.
 `store_floor` issues just those statements on the engine's own schema (in-memory SQLite,
 the same indexes and foreign keys), in the dry-run's batch size, with the rows' values
 made up front: what is left of a dry-run when every line of Python between the statements
@@ -29,8 +30,8 @@ START = dt.datetime(2026, 12, 1, 9, 0)
 WAKES = ((0, True, 2), (2, True, 3), (5, True, 5), (10, True, 1), (11, False, None))
 OUTBOX_COLUMNS = (
     "tenant_id", "idempotency_key", "enrollment_id", "version_id", "node", "contact_id",
-    "channel", "template", "payload", "status", "attempts", "next_attempt_at", "lease_owner",
-    "lease_expires_at", "created_at", "updated_at",
+    "channel", "template", "payload", "status", "attempts", "next_attempt_at", "created_at",
+    "updated_at", "sent_at", "provider",
 )  # fmt: skip
 
 
@@ -115,12 +116,11 @@ def _step_batch(
     )  # fmt: skip
     if not sends:
         return True
-    lease = _at(day + 1)
     values = [
         (
             "default", hashlib.sha256(f"{version}:{wake}:{contact}".encode()).hexdigest()[:40],
             enrollment, version, f"send_{wake}", contact, "email", f"t{wake}",
-            '{"campaign": "ten"}', "pending", 1, now, "floor", lease, now, now,
+            '{"campaign": "ten"}', "sent", 1, now, now, now, now, "dry-run",
         )
         for enrollment, contact in rows
     ]  # fmt: skip
@@ -132,12 +132,6 @@ def _step_batch(
         [value for row in values for value in row],
     ).fetchall()
     ids = json.dumps([row[0] for row in inserted])
-    execute(
-        "UPDATE send_outbox SET status = 'sent', sent_at = ?, provider = 'dry-run',"
-        " lease_owner = NULL, lease_expires_at = NULL, updated_at = ?"
-        " WHERE id IN (SELECT value FROM json_each(?)) AND lease_owner = 'floor'",
-        (now, now, ids),
-    )
     execute(
         "INSERT INTO send_log (tenant_id, outbox_id, contact_id, channel, at, outcome, provider,"
         " detail) SELECT tenant_id, id, contact_id, channel, ?, 'sent', 'dry-run', '{}'"
