@@ -63,9 +63,9 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
+    from cadence.commands.console import table_console
     from cadence.commands.engine import with_engine
 
     async def use(engine: Engine) -> None:
@@ -75,6 +75,6 @@ def _list(args: argparse.Namespace) -> int:
             table.add_column(column)
         for agent in agents:
             table.add_row(agent["name"], agent["email"] or "", "yes" if agent["active"] else "no")
-        Console().print(table)
+        table_console().print(table)
 
     return with_engine(use, args.tenant)

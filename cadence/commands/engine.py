@@ -238,6 +238,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from cadence.commands.console import table_console
     from cadence.dsl.compiler import compile_paths
     from cadence.dsl.parser import duration_seconds
     from cadence.engine.clock import parse_instant
@@ -304,7 +305,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         for line in result.json_lines():
             print(line)
         return 0
-    _print_report(result, args.contact, Console())
+    _print_report(result, args.contact, table_console())
     return 0
 
 
@@ -438,13 +439,12 @@ def _clone(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from cadence.commands.console import table_console
     from cadence.engine.describe import pause_text
 
     async def use(engine: Engine) -> None:
         rows = await engine.status()
-        console = Console()
+        console = table_console()
         console.print(_status_table(rows))
         for row in rows:
             if row.get("pause") is not None:
@@ -462,7 +462,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from cadence.commands.console import table_console
 
     async def use(engine: Engine) -> None:
         reports = await engine.report(args.names or None)
@@ -470,7 +470,7 @@ def _report(args: argparse.Namespace) -> int:
             for report in reports:
                 print(json.dumps(report.as_dict()))
             return
-        Console().print(_report_table(reports, args.by))
+        table_console().print(_report_table(reports, args.by))
 
     return with_engine(use, args.tenant)
 
@@ -707,7 +707,7 @@ DEMO_WHATSAPP_NUMBER = "15550001000"
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from cadence.commands.console import table_console
 
     folder: Path = args.examples
     contacts = folder / "contacts.jsonl"
@@ -721,7 +721,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.days <= 0:
         print("cadence demo: --days must be at least 1", file=sys.stderr)
         return 2
-    console = Console()
+    console = table_console()
     result = _guard(lambda: _run_demo(args, folder, contacts, console))
     if isinstance(result, int):
         return result

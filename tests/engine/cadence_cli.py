@@ -12,13 +12,15 @@ def run_cadence(
     *args: str,
     store_url: str | None = None,
     cwd: Path | None = None,
-    columns: int = 250,
+    columns: int | None = 250,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m cadence ARGS` with `CADENCE_DATABASE_URL` set to `store_url` (when given),
-    a terminal `columns` wide, so rich tables do not wrap, and `env` added to the
-    environment; output captured as text."""
+    a terminal `columns` wide, so rich tables do not wrap (None: $COLUMNS unset, as in a
+    plain pipe), and `env` added to the environment; output captured as text."""
     env = {**os.environ, "COLUMNS": str(columns), **(env or {})}
+    if columns is None:
+        env.pop("COLUMNS")
     if store_url is not None:
         env["CADENCE_DATABASE_URL"] = store_url
     return subprocess.run(

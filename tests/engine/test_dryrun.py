@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -772,6 +773,24 @@ def test_performance_counts_the_simulated_engagement(tmp_path: Path) -> None:
     )  # fmt: skip
     assert text.returncode == 0, text.stderr
     assert "Performance with simulated engagement" in text.stdout
+
+
+def test_piped_reports_print_every_cell_whole(tmp_path: Path) -> None:
+    # Piped or redirected, with no $COLUMNS, rich laid tables out at 80 columns and cut
+    # their cells ("2,000 (10…"): the report's numbers, in a file or for a script.
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        "id,email\n" + "".join(f"c{i},c{i}@example.test\n" for i in range(1200)), encoding="utf-8"
+    )
+    piped = run_cadence(
+        "dry-run", str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--start", "2026-12-01T09:00:00Z", "--until", "20d", "--assume", "opened=0.5",
+        columns=None,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert "Performance with simulated engagement" in piped.stdout
+    assert "…" not in piped.stdout
+    assert re.search(r"│ 4,800 │ 4,800 \(100\.0%\) │", piped.stdout), piped.stdout
 
 
 def test_assumed_rates_are_shares_of_the_sends_as_the_report_counts_them(tmp_path: Path) -> None:
