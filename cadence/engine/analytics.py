@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from cadence.engine.clock import as_utc
 from cadence.engine.store.models import (
+    NOTIFY_NODE,
     Campaign,
     CampaignVersion,
     Event,
@@ -304,7 +305,7 @@ def _sends(
         .where(
             Campaign.tenant_id == tenant_id,
             OutboxMessage.status == OutboxStatus.SENT.value,
-            or_(OutboxMessage.node.is_(None), OutboxMessage.node != "notify"),
+            or_(OutboxMessage.node.is_(None), OutboxMessage.node != NOTIFY_NODE),
             among_contacts,
         )
     ).all()

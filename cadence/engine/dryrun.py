@@ -51,7 +51,14 @@ from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunS
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import event_dict, push_events, read_jsonl
-from cadence.engine.store.models import Campaign, CampaignVersion, Enrollment, SendLog, Tenant
+from cadence.engine.store.models import (
+    NOTIFY_NODE,
+    Campaign,
+    CampaignVersion,
+    Enrollment,
+    SendLog,
+    Tenant,
+)
 from cadence.engine.store.records import EventRecord, InvalidInput, Problem
 from cadence.errors import CadenceError, did_you_mean
 
@@ -246,7 +253,7 @@ class DryRunSink:
         else:
             results = [DeliveryResult(m.outbox_id, True, DRY_RUN_PROVIDER) for m in messages]
         for message, result in zip(messages, results, strict=True):
-            if message.node == "notify" or (not result.sent and result.retry_at is not None):
+            if message.node == NOTIFY_NODE or (not result.sent and result.retry_at is not None):
                 continue
             subject, render_error = rendered.get(message.outbox_id, (None, None))
             self.planned.append(
@@ -293,7 +300,9 @@ class DryRunSink:
     ) -> dict[int, tuple[str | None, str | None]]:
         """Subject (or text) and render error per outbox id, for the contacts asked for."""
         wanted = [
-            m for m in messages if m.template and m.node != "notify" and self._wants(m.contact_id)
+            m
+            for m in messages
+            if m.template and m.node != NOTIFY_NODE and self._wants(m.contact_id)
         ]
         if not wanted or self.content is None:
             return {}

@@ -20,6 +20,7 @@ from cadence.dsl.symbols import CONTACT_FIELDS
 from cadence.engine.store.bulk import among_bound, among_keys
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
+    NOTIFY_NODE,
     Contact,
     Enrollment,
     Event,
@@ -33,8 +34,6 @@ EVENTS = "events"
 SENDS = "sends"
 CAMPAIGNS = "campaigns"
 ALL = frozenset({EVENTS, SENDS, CAMPAIGNS})
-# The outbox node of a `notify webhook` notice (not a message to the contact).
-NOTIFY_NODE = "notify"
 
 ENGAGEMENT_EVENTS = frozenset(
     {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}

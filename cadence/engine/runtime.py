@@ -57,6 +57,7 @@ from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
     NAME_LENGTH,
+    NOTIFY_NODE,
     AuditEntry,
     Campaign,
     CampaignStatus,
@@ -2258,7 +2259,7 @@ class Engine:
                             version_id, f"notify:{target}", contact_id, occurrence
                         ),
                         contact_id=contact_id, channel=channel, template=None,
-                        enrollment_id=enrollment_id, version_id=version_id, node="notify",
+                        enrollment_id=enrollment_id, version_id=version_id, node=NOTIFY_NODE,
                         payload={"campaign": campaign.name, "target": target},
                     )
                 )  # fmt: skip
@@ -2297,7 +2298,7 @@ class Engine:
                     template=queued.template, variant=queued.variant, payload=queued.payload,
                 )
             )  # fmt: skip
-        return sum(1 for s in new_sends if s.node != "notify"), enrolled, ready
+        return sum(1 for s in new_sends if s.node != NOTIFY_NODE), enrolled, ready
 
     def _pause_campaigns(
         self, session: Session, pausing: Mapping[str, Mapping[str, Any]], now: dt.datetime
@@ -2635,7 +2636,7 @@ class Engine:
         self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime
     ) -> list[Row[Any]]:
         """Of claimed outbox rows, those the contact may still be sent; the rest are closed."""
-        to_contacts = [row for row in rows if row.node != "notify"]
+        to_contacts = [row for row in rows if row.node != NOTIFY_NODE]
         if not to_contacts:
             return list(rows)
         facts = load_facts(
@@ -2909,7 +2910,7 @@ class _Gates:
                 .where(
                     Campaign.tenant_id == self.tenant,
                     Campaign.name == campaign.name,
-                    OutboxMessage.node != "notify",
+                    OutboxMessage.node != NOTIFY_NODE,
                 )
                 .group_by(OutboxMessage.channel, OutboxMessage.status)
             ).all()

@@ -92,6 +92,9 @@ class OutboxStatus(enum.StrEnum):
 # Outbox rows that count as a send a contact has had (gone out, or about to): what caps,
 # budgets and `received()` count.
 COUNTED_SEND_STATUSES = frozenset({OutboxStatus.PENDING.value, OutboxStatus.SENT.value})
+# The outbox node of a `notify webhook` notice: about the contact, to a CRM, not a message
+# the contact receives (no caps, no `received()`, no report, no preference or gate check).
+NOTIFY_NODE = "notify"
 
 
 class ConsentStatus(enum.StrEnum):
