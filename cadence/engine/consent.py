@@ -96,13 +96,7 @@ def confirm(
 
 def pending(session: Session, tenant: str, token: str) -> ConsentChange | None:
     """The pending consent a token confirms, without confirming it (for the page that asks)."""
-    row = session.scalar(
-        select(Consent).where(
-            Consent.tenant_id == tenant,
-            Consent.double_opt_in_token == token,
-            Consent.status == ConsentStatus.PENDING.value,
-        )
-    )
+    row = send_store.pending_double_opt_in(session, tenant, token)
     if row is None:
         return None
     return ConsentChange(row.contact_id, row.channel, ConsentStatus.PENDING, token)

@@ -399,17 +399,22 @@ def set_consent(
     )
 
 
-def confirm_double_opt_in(
-    session: Session, tenant_id: str, token: str, *, now: datetime
-) -> Consent | None:
-    """Confirm the tenant's pending consent holding `token`; None when none waits on it."""
-    consent = session.scalar(
+def pending_double_opt_in(session: Session, tenant_id: str, token: str) -> Consent | None:
+    """The tenant's pending consent waiting on `token`, if one does."""
+    return session.scalar(
         select(Consent).where(
             Consent.tenant_id == tenant_id,
             Consent.double_opt_in_token == token,
             Consent.status == ConsentStatus.PENDING.value,
         )
     )
+
+
+def confirm_double_opt_in(
+    session: Session, tenant_id: str, token: str, *, now: datetime
+) -> Consent | None:
+    """Confirm the tenant's pending consent holding `token`; None when none waits on it."""
+    consent = pending_double_opt_in(session, tenant_id, token)
     if consent is None:
         return None
     consent.status = ConsentStatus.GRANTED.value
