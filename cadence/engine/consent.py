@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cadence.dsl.compiled import CompiledTemplate
+from cadence.dsl.compiled import CompiledCampaign, CompiledTemplate
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Consent, ConsentStatus, Contact
 from cadence.engine.store.records import EventRecord
@@ -105,6 +105,12 @@ def pending(session: Session, tenant: str, token: str) -> ConsentChange | None:
 def is_confirmation(template: CompiledTemplate) -> bool:
     """Whether the template asks a person to confirm a double opt-in (it uses `confirm_url`)."""
     return CONFIRM_URL in template.variables
+
+
+def sends_confirmation(campaign: CompiledCampaign, template: str | None) -> bool:
+    """Whether a send of the campaign's `template` is its confirmation message."""
+    found = campaign.templates.get(template) if template is not None else None
+    return found is not None and is_confirmation(found)
 
 
 def pending_token(session: Session, tenant: str, contact_id: str, channel: str) -> str | None:

@@ -2626,11 +2626,9 @@ class Engine:
         self, session: Session, version_id: int | None, template: str | None
     ) -> bool:
         """Whether a queued send is its version's confirmation message (`confirm_url`)."""
-        if version_id is None or template is None:
+        if version_id is None:
             return False
-        compiled = self._version(session, version_id)[1]
-        found = compiled.templates.get(template)
-        return found is not None and consent.is_confirmation(found)
+        return consent.sends_confirmation(self._version(session, version_id)[1], template)
 
     def _drop_refused(
         self, session: Session, rows: Sequence[Row[Any]], now: dt.datetime
@@ -2799,7 +2797,7 @@ class _Gates:
         """The gate for one contact's sends in one campaign."""
 
         def gate(channel: str, template: str) -> SendGate:
-            confirmation = consent.is_confirmation(campaign.templates[template])
+            confirmation = consent.sends_confirmation(campaign, template)
             refused = self.refusal(contact_id, channel, confirmation=confirmation)
             if refused is not None:
                 return SendGate.skip(refused)
