@@ -267,10 +267,9 @@ def last_touch_keys(
     credited: set[str] = set()
     contacts = sorted(conversions)
     for start in range(0, len(contacts), CONTACTS_PER_READ):
-        history = _ContactSends(
-            _sends(session, tenant_id, contacts[start : start + CONTACTS_PER_READ])
-        )
-        for contact_id in contacts[start : start + CONTACTS_PER_READ]:
+        chunk = contacts[start : start + CONTACTS_PER_READ]
+        history = _ContactSends(_sends(session, tenant_id, chunk))
+        for contact_id in chunk:
             for at, properties in conversions[contact_id]:
                 send = _credited(properties, history.of(contact_id), at)
                 if send is not None:

@@ -229,8 +229,9 @@ def ab_results(
     for the send its `send` property names; one without `send` (pushed by hand, a CRM
     export) counts for the contact's send of the template it names, when it came after it
     and names no other campaign. A conversion naming neither (a purchase) is credited as
-    `cadence report` credits it: to the contact's latest send, of any campaign, in the
-    attribution window before it, which counts when it is one of this split's sends.
+    `cadence report` credits it (`analytics.last_touch_keys`: the contact's latest send in
+    the attribution window before it, of the campaign it names if it names one), which
+    counts when it is one of this split's sends.
     """
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
