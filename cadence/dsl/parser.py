@@ -813,15 +813,14 @@ class _ToAst(Transformer[Token, Any]):
             span=self._span(meta),
         )
 
-    def count_option(self, meta: Any, op: Token, count: Token) -> tuple[str, Any, ast.Span]:
+    def count_option(self, meta: Any, op: Token | str, count: Token) -> tuple[str, Any, ast.Span]:
         span = self._span(meta)
         clause = ast.CountClause(_compare_op(str(op)), self._whole(count, "a count"), span=span)  # type: ignore[arg-type]
         return "count", clause, span
 
     def count_eq_option(self, meta: Any, count: Token) -> tuple[str, Any, ast.Span]:
-        span = self._span(meta)
-        clause = ast.CountClause("=", self._whole(count, "a count"), span=span)
-        return "count", clause, span
+        # `count=3`: the grammar reads `=` apart from COMPARE (it also assigns in `set`).
+        return self.count_option(meta, "=", count)
 
     def within_option(self, meta: Any, duration: Token) -> tuple[str, Any, ast.Span]:
         return "within", self._duration(duration), self._span(meta)
