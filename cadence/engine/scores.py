@@ -23,10 +23,13 @@ from cadence.engine.evaluate import (
     EngagementRecord,
     EvalContext,
     EvaluationError,
+    engagement_matches,
     holds,
 )
 
 _DECIMALS = decimal.Context(prec=34)
+# Reactions a score counts once per message, however many sources report them.
+ONCE_PER_MESSAGE = frozenset({"opened", "clicked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,23 +169,24 @@ def engagement_instants(
 ) -> list[dt.datetime]:
     """When each counted engagement happened, oldest first.
 
-    Every recorded open, click, reply, bounce or delivery counts. For opens, a clicked
-    message without a recorded open counts one open at its first click (clicking implies
-    opening); a record without a message id is a message of its own.
+    Opens and clicks count once per message, at its first report: Cadence's own tracking
+    and a provider's (Brevo's webhook) may both report the same open or click, and a reader
+    may open a message many times; the report counts them per send too. A clicked message
+    counts as opened (clicking implies opening), so its open is at its first open or click.
+    A record without a message id is a message of its own. Every recorded reply, bounce or
+    delivery counts.
     """
-    chosen = [r for r in records if template == "any" or r.template == template]
-    instants = [r.at for r in chosen if r.kind == kind]
-    if kind == "opened":
-        opened = {r.message for r in chosen if r.kind == "opened" and r.message is not None}
-        first_click: dict[str, dt.datetime] = {}
-        for record in chosen:
-            if record.kind != "clicked":
-                continue
-            if record.message is None:
-                instants.append(record.at)
-            elif record.message not in opened:
-                seen = first_click.get(record.message)
-                if seen is None or record.at < seen:
-                    first_click[record.message] = record.at
-        instants.extend(first_click.values())
+    matches = engagement_matches(kind, template, records)
+    if kind not in ONCE_PER_MESSAGE:
+        return sorted(r.at for r in matches)
+    instants: list[dt.datetime] = []
+    first: dict[str, dt.datetime] = {}
+    for record in matches:
+        if record.message is None:
+            instants.append(record.at)
+            continue
+        seen = first.get(record.message)
+        if seen is None or record.at < seen:
+            first[record.message] = record.at
+    instants.extend(first.values())
     return sorted(instants)

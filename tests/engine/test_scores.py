@@ -94,7 +94,7 @@ def example_contact(**kwargs: Any) -> EvalContext:
                 rec("opened", "welcome", 2, "m1"),
                 rec("clicked", "welcome", 2, "m1"),  # opened too: one open, one click
                 rec("clicked", "offer", 10, "m2"),  # no open recorded: counts as one
-                rec("clicked", "offer", 9, "m2"),  # a second click on m2: one more click
+                rec("clicked", "offer", 9, "m2"),  # a second click on m2: still one click
                 rec("opened", "digest", 40, "m3"),  # outside 30d
                 rec("opened", "digest", -1, "m4"),  # in the future
             )
@@ -112,12 +112,13 @@ def example_contact(**kwargs: Any) -> EvalContext:
 
 
 def test_language_reference_example_exact_value() -> None:
-    # opens 2 x 5 + clicks 3 x 10 + views 2 x 3, all younger than one decay period
+    # opens 2 x 5 + clicks 2 x 10 + views 2 x 3, all younger than one decay period
     decl = score_decl(ENGAGEMENT_SCORE)
-    assert compute_score(decl, example_contact()) == Decimal(46)
+    assert compute_score(decl, example_contact()) == Decimal(36)
     lines = score_breakdown(decl, example_contact())
-    assert [line.points for line in lines] == [10, 30, 6, 0]
+    assert [line.points for line in lines] == [10, 20, 6, 0]
     assert lines[0].earned_at == (at(10), at(2))
+    assert lines[1].earned_at == (at(10), at(2))
 
 
 def test_compiled_and_ast_forms_agree() -> None:
@@ -125,7 +126,7 @@ def test_compiled_and_ast_forms_agree() -> None:
     compiled = compiled_score(ENGAGEMENT_SCORE, "engagement")
     for ctx in (example_contact(), context(), example_contact(engagement=Engagement())):
         assert compute_score(compiled, ctx) == compute_score(decl, ctx)
-    assert compute_score(compiled.rules, example_contact()) == Decimal(46)
+    assert compute_score(compiled.rules, example_contact()) == Decimal(36)
 
 
 def test_unsubscribed_costs_its_points_and_decays_from_when_it_happened() -> None:
@@ -140,7 +141,7 @@ def test_unsubscribed_costs_its_points_and_decays_from_when_it_happened() -> Non
 
 def test_a_score_in_an_expression() -> None:
     ctx = example_contact(scores={"engagement": score_decl(ENGAGEMENT_SCORE)})
-    probe = parse_text("segment s = engagement >= 46 and engagement < 47").declarations[0]
+    probe = parse_text("segment s = engagement >= 36 and engagement < 37").declarations[0]
     assert isinstance(probe, ast.SegmentDecl)
     assert evaluate(probe.expr, ctx) is True
 
@@ -265,9 +266,29 @@ def test_engagement_instants_count_a_clicked_message_as_opened_once() -> None:
     ]
     assert engagement_instants("opened", "any", records) == [at(5), at(3), at(1)]
     assert engagement_instants("opened", "a", records) == [at(5), at(3)]
-    assert engagement_instants("clicked", "a", records) == [at(4), at(3), at(2)]
+    assert engagement_instants("clicked", "a", records) == [at(4), at(3)]  # m1 once
     assert engagement_instants("delivered", "any", records) == [at(6)]
     assert engagement_instants("replied", "any", records) == []
+
+
+def test_an_open_or_click_counts_once_per_message_however_often_it_is_reported() -> None:
+    """Cadence's pixel and Brevo's webhook both report one open of m1 (and the pixel a
+    second look); Cadence's redirect and Brevo both report its click: one open and one
+    click of m1, at the first report, as the report counts them."""
+    records = [
+        rec("opened", "a", 3, "m1"),  # the pixel
+        rec("opened", "a", 2.99, "m1"),  # Brevo's webhook, a moment later
+        rec("opened", "a", 1, "m1"),  # the pixel again, two days on
+        rec("clicked", "a", 2.5, "m1"),  # the redirect
+        rec("clicked", "a", 2.49, "m1"),  # Brevo's webhook
+        rec("opened", "a", 6, "m2"),
+        rec("opened", "a", 4, None),  # no message named: a message of its own
+        rec("opened", "a", 3.5, None),
+    ]
+    assert engagement_instants("opened", "a", records) == [at(6), at(4), at(3.5), at(3)]
+    assert engagement_instants("clicked", "any", records) == [at(2.5)]
+    decl = score_decl("score s { opened(any): +5 each  clicked(any): +10 each }")
+    assert compute_score(decl, context(engagement=Engagement(records=tuple(records)))) == 30
 
 
 def test_bad_rules_are_errors() -> None:

@@ -559,6 +559,64 @@ def test_brevo_opens_decide_an_ab_verdict(store_url: str) -> None:
     assert after and set(after) == {"offer_b"}
 
 
+SCORED = """
+score opens { opened(any): +1 each }
+score clicks { clicked(any): +1 each }
+template t1 email { subject "One" body "x" }
+template t2 email { subject "Two" body "x" }
+template once email { subject "Once" body "x" }
+template twice email { subject "Twice" body "x" }
+campaign scored {
+  on launch {
+    send email t1
+    wait 1d
+    send email t2
+    wait 1d
+    if opens = 2 and clicks = 1 { send email once } else { send email twice }
+  }
+}
+"""
+
+
+def test_an_open_or_click_reported_by_cadence_and_by_brevo_scores_once(store_url: str) -> None:
+    """Cadence's pixel and redirect, and Brevo's tracking, report the same open or click of
+    a send: the score counts one per send (t1: opened twice and clicked, by both; t2:
+    opened once, by the pixel), as the report does."""
+    people = [{"id": "s1", "email": "s1@example.test"}]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(SCORED))
+        await engine.launch("scored")
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        (t1,) = sink.delivered
+        now, email = clock.now(), "s1@example.test"
+        # What the tracking service records (`_track`): the pixel, then the redirect.
+        await engine.push_events(
+            {"contact": "s1", "name": name, "at": now.isoformat(),
+             "properties": {"send": t1.idempotency_key, **extra}}
+            for name, extra in (("opened", {"via": "pixel"}), ("opened", {"via": "pixel"}),
+                                ("clicked", {"url": "https://acme.test/x"}))
+        )  # fmt: skip
+        await engine.ingest_webhook(
+            "brevo",
+            [
+                wp.brevo_event("unique_opened", t1, now, email=email),
+                wp.brevo_event("opened", t1, now + dt.timedelta(minutes=5), email=email),
+                wp.brevo_event("click", t1, now, email=email, link="https://acme.test/x"),
+            ],
+        )
+        await engine.run_until(T0 + dt.timedelta(days=1, hours=2))
+        t2 = sink.delivered[-1]
+        await engine.push_event(
+            {"contact": "s1", "name": "opened", "properties": {"send": t2.idempotency_key}}
+        )
+        await engine.run_until(T0 + dt.timedelta(days=3))
+        return [m.template for m in sink.delivered]
+
+    assert run(store_url, body) == ["t1", "t2", "once"]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
