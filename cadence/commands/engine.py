@@ -46,7 +46,21 @@ DEFAULT_ASSUME = "opened=0.3,clicked=0.05,replied=0.01,converted=0.005"
 
 def register(subparsers: Any) -> None:
     """Add the engine's subcommands."""
-    p = subparsers.add_parser("dry-run", help="simulate campaigns on a simulated clock")
+    p = subparsers.add_parser(
+        "dry-run",
+        help="simulate campaigns on a simulated clock",
+        description=(
+            "Run the campaigns on a simulated clock against a throwaway store: nothing is"
+            " sent. --assume draws, with the seeded generator, what sends get back."
+            " delivered=R and bounced=R are the shares of the emails, SMS and WhatsApp"
+            " messages that their provider reports delivered, or bounced (a hard bounce,"
+            " which suppresses the address): by default every one is delivered; delivered"
+            " alone bounces the rest, bounced alone delivers the rest, and with both the"
+            " rest is never reported. Opens, clicks, replies and conversions happen only on"
+            " delivered sends, each rate a share of those, as the report's rates are: a"
+            " click or a reply after an open, a conversion after a click."
+        ),
+    )
     p.add_argument("file", type=Path, help="a .cadence file")
     p.add_argument("--contacts", type=Path, required=True, help="contacts, .csv or .jsonl")
     p.add_argument("--events", type=Path, help="events, .jsonl with `at` on every line")
@@ -58,7 +72,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--start", help="simulated start, ISO 8601 (default: now, UTC)")
     p.add_argument("--until", default="30d", help="how long to simulate (default 30d)")
-    p.add_argument("--assume", help=f"engagement rates, e.g. {DEFAULT_ASSUME}")
+    p.add_argument(
+        "--assume",
+        metavar="RATES",
+        help=f"rates of delivery (delivered=0.98) and engagement, e.g. {DEFAULT_ASSUME}",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed for --assume (default 0)")
     p.add_argument(
         "--contact", help="show what this contact receives, and when, with rendered subjects"

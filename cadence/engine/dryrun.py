@@ -3,8 +3,10 @@
 A dry-run imports the contacts and the events dated before the start (history, which fires
 no trigger), deploys and launches the campaigns, then moves the simulated clock from one due
 moment to the next until the horizon, pushing each later event at its time. Sends go to a sink
-that records them and, with `--assume`, draws engagement (opens, clicks, replies,
-conversions) from a seeded random generator so branches and A/B winners are exercised.
+that records them and draws what they get back from a seeded random generator: the
+provider's delivery report (every send delivered unless `--assume` gives `delivered` or
+`bounced`) and, on delivered sends, engagement (opens, clicks, replies, conversions), so
+branches, waits and A/B winners are exercised as live.
 
 Each recorded send can carry its subject (or SMS/WhatsApp text) rendered by the real
 `TemplateRenderer` for that contact at that moment; a render error is kept as that send's
@@ -47,6 +49,7 @@ from cadence.engine import consent
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.facts import load_facts
+from cadence.engine.reads import reads_event
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
@@ -60,19 +63,31 @@ from cadence.engine.store.models import (
     Tenant,
 )
 from cadence.engine.store.records import EventRecord, InvalidInput, Problem
+from cadence.engine.suppress import BOUNCED
 from cadence.errors import CadenceError, did_you_mean
 
 ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted")
+# What a provider reports about a send, before anyone reacts to it. Unless `--assume` says
+# otherwise every send is delivered (as Brevo and Infobip report almost all); `delivered`
+# alone leaves the rest bounced, `bounced` alone the rest delivered, and with both the
+# rest is never reported. A bounce is a hard one: it suppresses the address, as live.
+DELIVERED = "delivered"
+DELIVERY_ORDER = (DELIVERED, BOUNCED)
+# The channels whose providers report deliveries and bounces (Brevo: email; Infobip: SMS,
+# WhatsApp). An inbox message or a webhook post has no provider to report either.
+REPORTED_CHANNELS = frozenset({"email", "sms", "whatsapp"})
 # What each simulated reaction comes after, nearest first: a click or a reply follows an
-# open, a conversion a click. `--assume` rates are shares of the sends (as the report's
-# rates are), so each is drawn among the sends that had the nearest assumed one of these.
+# open, a conversion a click. Reactions happen only on delivered sends, and `--assume`
+# rates are shares of those (as the report's rates are, over what was delivered), so each
+# is drawn among the delivered sends that had the nearest assumed one of these.
 ENGAGEMENT_AFTER = {
     "opened": (),
     "clicked": ("opened",),
     "replied": ("opened",),
     "converted": ("clicked", "opened"),
 }
-# How long after a send a simulated reaction arrives.
+# How long after a send its simulated delivery report, and each reaction, arrives.
+DELIVERY_DELAY = dt.timedelta(minutes=1)
 REACTION_DELAY = {
     "opened": dt.timedelta(hours=1),
     "clicked": dt.timedelta(hours=2),
@@ -105,15 +120,16 @@ class DryRunError(CadenceError):
 
 
 def parse_assume(text: str | None) -> dict[str, float]:
-    """`opened=0.3,clicked=0.05` as probabilities, each named and between 0 and 1."""
+    """`delivered=0.98,opened=0.3` as probabilities, each named and between 0 and 1."""
     rates: dict[str, float] = {}
     if not text:
         return rates
+    names = (*DELIVERY_ORDER, *ENGAGEMENT_ORDER)
     for part in text.split(","):
         name, sep, number = part.strip().partition("=")
-        if not sep or name not in ENGAGEMENT_ORDER:
+        if not sep or name not in names:
             raise DryRunError(
-                f"--assume: expected NAME=RATE with NAME one of {', '.join(ENGAGEMENT_ORDER)},"
+                f"--assume: expected NAME=RATE with NAME one of {', '.join(names)},"
                 f" got {part.strip()!r}"
             )
         try:
@@ -123,7 +139,23 @@ def parse_assume(text: str | None) -> dict[str, float]:
         if not 0 <= rate <= 1:
             raise DryRunError(f"--assume: {name}={rate} is not between 0 and 1")
         rates[name] = rate
+    delivery_shares(rates)
     return rates
+
+
+def delivery_shares(assume: Mapping[str, float]) -> tuple[float, float]:
+    """The shares of the sends reported delivered and bounced (`DELIVERY_ORDER`'s rule)."""
+    delivered = assume.get("delivered")
+    bounced = assume.get("bounced")
+    if delivered is None:
+        delivered = 1.0 - (bounced or 0.0)
+    if bounced is None:
+        bounced = 1.0 - delivered
+    if delivered + bounced > 1 + 1e-9:
+        raise DryRunError(
+            f"--assume: delivered={delivered} and bounced={bounced} add up to more than every send"
+        )
+    return delivered, bounced
 
 
 @dataclass(slots=True, unsafe_hash=True)  # not frozen, as `OutgoingMessage`: one per send
@@ -215,11 +247,14 @@ class RunContent:
 
 @dataclass
 class DryRunSink:
-    """Records sends at the simulated time and draws the engagement they would get.
+    """Records sends at the simulated time and draws the reports and engagement they get.
 
-    `render` says whose sends get their subject rendered (True: everyone's). With
-    `forward`, each send is also delivered through that sink; only what it accepts draws
-    engagement, and its wall-clock retry times are moved onto the simulated clock.
+    `delivered` and `bounced` are the shares of the sends on `REPORTED_CHANNELS` that are
+    delivered and bounced (`delivery_shares`); `report_delivery` says whether a delivery
+    report is stored (a campaign of the run can read it). `render` says whose sends get
+    their subject rendered (True: everyone's). With `forward`, each send is also delivered
+    through that sink; only what it accepts draws reports and engagement, and its
+    wall-clock retry times are moved onto the simulated clock.
     """
 
     clock: SimulatedClock
@@ -234,6 +269,16 @@ class DryRunSink:
     renderer: TemplateRenderer | None = None
     forward: Sink | None = None
     attempts: dict[int, int] = field(default_factory=dict)
+    delivered: float = 1.0
+    bounced: float = 0.0
+    report_delivery: bool = False
+    # Whether a send's delivery report needs drawing or storing: when neither, as in most
+    # runs, `_react` skips it for the price of this one look-up per send.
+    _reports: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        """Decide once whether delivery reports are drawn or stored."""
+        self._reports = self.delivered < 1 or self.report_delivery
 
     @property
     def in_process_provider(self) -> str | None:
@@ -359,9 +404,20 @@ class DryRunSink:
         return None, None
 
     def _react(self, message: OutgoingMessage, now: dt.datetime) -> None:
-        """Each assumed reaction with its rate as a share of the sends: a click or a reply
-        only after an open, a conversion after a click (`ENGAGEMENT_AFTER`), each drawn
-        among those with probability rate / that one's rate."""
+        """The provider's report on the send, then, on a delivered send, each assumed
+        reaction with its rate as a share of the delivered sends: a click or a reply only
+        after an open, a conversion after a click (`ENGAGEMENT_AFTER`), each drawn among
+        those with probability rate / that one's rate."""
+        if self._reports and message.channel in REPORTED_CHANNELS:
+            report = self._delivery_report()
+            if report == BOUNCED:
+                self._record(message, report, now + DELIVERY_DELAY, {"type": "hard"})
+            elif report == DELIVERED and self.report_delivery:
+                # Stored only when a campaign of the run can read it (`reads.reads_event`):
+                # a report per send costs, and nothing else reads them.
+                self._record(message, report, now + DELIVERY_DELAY)
+            if report != DELIVERED:
+                return
         happened: set[str] = set()
         for name in ENGAGEMENT_ORDER:
             rate = self.assume.get(name)
@@ -375,22 +431,41 @@ class DryRunSink:
             if self.rng.random() >= rate:
                 continue
             happened.add(name)
-            # Built as `push_events` would store it once linked to its send (the properties
-            # in the order linking leaves them), so it skips validation and the send lookup.
-            self.reactions.append(
-                EventRecord(
-                    contact_id=message.contact_id,
-                    name=name,
-                    at=as_utc(now + REACTION_DELAY[name]),
-                    properties={
-                        "template": message.template,
-                        "campaign": message.campaign,
-                        "variant": message.variant,
-                        "send": message.idempotency_key,
-                        "channel": message.channel,
-                    },
-                )
+            self._record(message, name, now + REACTION_DELAY[name])
+
+    def _delivery_report(self) -> str | None:
+        """Delivered, bounced or not reported, by the assumed shares; no draw when every
+        send is delivered, so then the engagement a seed draws does not depend on it."""
+        if self.delivered >= 1:
+            return DELIVERED
+        draw = self.rng.random()
+        if draw < self.delivered:
+            return DELIVERED
+        return BOUNCED if draw < self.delivered + self.bounced else None
+
+    def _record(
+        self,
+        message: OutgoingMessage,
+        name: str,
+        at: dt.datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue a simulated event about the send, as `push_events` would store it once
+        linked to its send (the properties in the order linking leaves them: `channel`
+        last), so it skips validation and the send lookup."""
+        properties = {
+            "template": message.template,
+            "campaign": message.campaign,
+            "variant": message.variant,
+            "send": message.idempotency_key,
+            **(extra or {}),
+            "channel": message.channel,
+        }
+        self.reactions.append(
+            EventRecord(
+                contact_id=message.contact_id, name=name, at=as_utc(at), properties=properties
             )
+        )
 
 
 @dataclass(frozen=True)
@@ -502,9 +577,12 @@ async def dry_run(
     start = as_utc(start)
     horizon = start + until
     clock = SimulatedClock(start)
+    delivered, bounced = delivery_shares(assume or {})
     sink = DryRunSink(
-        clock, dict(assume or {}), random.Random(seed), render=render, company=dict(company or {})
-    )
+        clock, dict(assume or {}), random.Random(seed), render=render, company=dict(company or {}),
+        delivered=delivered, bounced=bounced,
+        report_delivery=any(reads_event(campaign, DELIVERED) for campaign in campaigns),
+    )  # fmt: skip
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
     async with Engine(

@@ -9,7 +9,7 @@ any step the enrollment may run before its next wait could read it.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from cadence.dsl import ast
 from cadence.dsl import compiled as c
@@ -160,3 +160,37 @@ def batch_fields(campaigns: Iterable[c.CompiledCampaign]) -> tuple[str, ...]:
         if cached[1]:
             return STANDARD_FIELDS
     return WITHOUT_CREATED_AT
+
+
+# The parts of a compiled campaign (`CompiledCampaign.content()`) with triggers and
+# expressions; the rest (its source, templates, edges ...) reads no contact's events.
+_READING_PARTS: Final = ("settings", "triggers", "nodes", "segments", "scores")
+
+
+def reads_event(campaign: c.CompiledCampaign, name: str) -> bool:
+    """Whether the campaign may read its contacts' `name` events anywhere.
+
+    True when a trigger listens for it or an expression names it, in the steps, settings,
+    segments or scores: as a function (`delivered(T)`) or as an event (`count(delivered,
+    7d)`, `last(delivered)`, `wait for delivered`). Templates are not read: a message that
+    says "delivered" reads nothing. An over-approximation: an attribute or a template
+    named so, in an expression, counts too.
+    """
+    content = campaign.content()
+    return any(_names_event(content[part], name) for part in _READING_PARTS)
+
+
+def _names_event(data: Any, name: str) -> bool:
+    """Whether compiled data (`content()`'s JSON shapes) names the event `name`."""
+    if isinstance(data, dict):
+        kind = data.get("kind")
+        if (kind == "call" and data.get("name") == name) or (
+            kind == "path" and data.get("parts") == [name]
+        ):
+            return True
+        if data.get("event") == name:  # an event trigger
+            return True
+        return any(_names_event(value, name) for value in data.values())
+    if isinstance(data, list):
+        return any(_names_event(item, name) for item in data)
+    return False

@@ -268,6 +268,8 @@ def test_json_lines_are_each_send_encoded_as_json_dumps_would() -> None:
         ("opened", "expected NAME=RATE"),
         ("smiled=0.1", "expected NAME=RATE"),
         ("opened=x", "needs a number"),
+        ("delivered=0.9,bounced=0.2", "more than every send"),
+        ("delivered=1.5", "not between 0 and 1"),
     ],
 )
 def test_bad_assume_is_a_clear_error(text: str, message: str) -> None:
@@ -970,6 +972,148 @@ def test_simulated_engagement_is_stored_and_acts_as_pushed_events_would(
     assert (pushed_lines, pushed_ab_tests) == (lines, ab_tests)
     for table, rows in stored.items():
         assert pushed[table] == rows, table
+
+
+DELIVERY = """
+template a email { subject "A" body "x" }
+template note inbox "An in-app note"
+template yes email { subject "Yes" body "x" }
+template no email { subject "No" body "x" }
+campaign d {
+  on launch {
+    send email a
+    send inbox note
+    wait 1d
+    if delivered(a) and not delivered(note) { send email yes }
+    else if bounced(a) { exit "bounced" }
+    else { send email no }
+  }
+}
+"""
+
+
+def _events(url: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Each stored event's (contact, properties), by name."""
+    from sqlalchemy import select
+
+    from cadence.engine.store import Store
+    from cadence.engine.store.models import Event
+
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    with Store.open(url) as store, store.session() as session:
+        for name, contact, properties in session.execute(
+            select(Event.name, Event.contact_id, Event.properties).order_by(Event.id)
+        ):
+            found.setdefault(name, []).append((contact, dict(properties or {})))
+    return found
+
+
+def _delivery_run(
+    url: str, tmp_path: Path, count: int, source: str = DELIVERY, **options: Any
+) -> DryRunReport:
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    people = [{"id": f"p{i:03}", "email": f"p{i:03}@example.test"} for i in range(count)]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    return trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(source, "d.cadence")), contacts, start=START,
+            until=dt.timedelta(days=3), seed=3, database_url=url, **options,
+        )
+    )  # fmt: skip
+
+
+def test_every_send_is_delivered_as_a_provider_would_report_it(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Unless told otherwise, every email (SMS, WhatsApp) is reported delivered, a minute
+    after it went out, as Brevo and Infobip report almost all: `delivered(a)` holds a day
+    later, as it would live. An inbox message has no provider to report it."""
+    report = _delivery_run(store_url, tmp_path, 6)
+    assert Counter(s.template for s in report.sends) == {"a": 6, "note": 6, "yes": 6}
+    delivered = _events(store_url)["delivered"]
+    assert sorted(props["template"] for _, props in delivered) == ["a"] * 6 + ["yes"] * 6
+    assert {props["channel"] for _, props in delivered} == {"email"}
+    sent = {(s.contact, s.template): s.at for s in report.sends}
+    assert sorted(_times(store_url, "delivered")) == sorted(
+        at + dryrun.DELIVERY_DELAY for (_, template), at in sent.items() if template != "note"
+    )
+
+
+def _times(url: str, name: str) -> list[dt.datetime]:
+    """When each stored event of this name happened (UTC)."""
+    from sqlalchemy import select
+
+    from cadence.engine.clock import as_utc
+    from cadence.engine.store import Store
+    from cadence.engine.store.models import Event
+
+    with Store.open(url) as store, store.session() as session:
+        return [as_utc(at) for at in session.scalars(select(Event.at).where(Event.name == name))]
+
+
+def test_assumed_deliveries_and_bounces_split_the_sends_and_only_delivered_ones_engage(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`delivered=0.6,bounced=0.2`: about 60% of the emails are reported delivered, 20%
+    bounced (hard: the address is suppressed, as live) and the rest not reported; opens,
+    clicks ... happen only on delivered sends, each rate a share of those (opened=1: all)."""
+    report = _delivery_run(
+        store_url, tmp_path, 100, assume={"delivered": 0.6, "bounced": 0.2, "opened": 1.0},
+        performance=True,
+    )  # fmt: skip
+    funnel = report.funnel["d"]
+    assert 40 <= funnel["send_yes"] <= 80
+    assert 8 <= funnel["exit_bounced"] <= 35
+    assert 8 <= funnel["send_no"] <= 35
+    assert funnel["send_yes"] + funnel["exit_bounced"] + funnel["send_no"] == 100
+    events = _events(store_url)
+
+    def keys(name: str, template: str = "a") -> set[str]:
+        return {props["send"] for _, props in events[name] if props["template"] == template}
+
+    assert keys("opened") == keys("delivered") and len(keys("delivered")) == funnel["send_yes"]
+    assert not keys("bounced") & keys("delivered")
+    assert len(keys("bounced")) == funnel["exit_bounced"]
+    assert {props["type"] for _, props in events["bounced"]} == {"hard"}
+    (performance,) = report.performance
+    assert performance.total.bounced == len(events["bounced"])
+    # Each bounced address is suppressed, as a provider's hard bounce suppresses it live.
+    assert _suppressed(store_url) == {
+        (f"{contact}@example.test", "bounced") for contact, _ in events["bounced"]
+    }
+
+
+def _suppressed(url: str) -> set[tuple[str | None, str]]:
+    from sqlalchemy import select
+
+    from cadence.engine.store import Store
+    from cadence.engine.store.models import Suppression
+
+    with Store.open(url) as store, store.session() as session:
+        return {
+            tuple(row) for row in session.execute(select(Suppression.address, Suppression.reason))
+        }
+
+
+def test_deliveries_are_stored_only_when_a_campaign_of_the_run_can_read_them(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Storing a report per send costs: without a campaign that reads `delivered`, none is
+    stored (bounces, which suppress, always are)."""
+    from tests.conftest import _empty_postgres
+
+    _delivery_run(store_url, tmp_path, 20, source=BRANCHING, assume={"opened": 0.5})
+    events = _events(store_url)
+    assert events["opened"] and "delivered" not in events
+    if store_url.startswith("sqlite"):
+        store_url = f"sqlite:///{tmp_path / 'bounces.db'}"
+    else:
+        _empty_postgres(store_url)
+    _delivery_run(store_url, tmp_path, 20, source=BRANCHING, assume={"bounced": 0.5})
+    events = _events(store_url)
+    assert events["bounced"] and "delivered" not in events
 
 
 def test_links_are_those_a_live_send_gets(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ from cadence.engine.reads import (
     batch_reads,
     expr_reads,
     node_reads,
+    reads_event,
 )
 from cadence.engine.stepper import SendGate, advance
 from cadence.errors import CadenceError
@@ -190,6 +192,53 @@ def test_created_at_is_read_only_for_campaigns_that_name_it() -> None:
     assert batch_fields([plain, plain]) == WITHOUT_CREATED_AT
     assert batch_fields([plain, newcomers]) == STANDARD_FIELDS
     assert batch_fields([]) == WITHOUT_CREATED_AT
+
+
+@pytest.mark.parametrize(
+    ("body", "reads"),
+    [
+        ("send email t  wait 1d  if delivered(t) { send email t }", True),
+        ("send email t  wait for delivered(any) up to 1d  send email t", True),
+        ("send email t  wait for delivered up to 1d  send email t", True),
+        ("send email t  wait 1d  if count(delivered, 7d) > 0 { send email t }", True),
+        ("send email t  wait 1d  if last(delivered) within 1d { send email t }", True),
+        ("send email t  wait 1d  if reached { send email t }", True),
+        ("send email t  wait 1d  if points > 0 { send email t }", True),
+        ("send email t  wait 1d  if opened(t) or bounced(t) { send email t }", False),
+        ("send email delivery_note", False),
+    ],
+)
+def test_a_campaign_reads_an_event_where_any_expression_or_trigger_names_it(
+    body: str, reads: bool
+) -> None:
+    """Steps, segments, scores: `delivered(T)`, `count(delivered, D)`, `wait for delivered`;
+    a template whose text says "delivered" reads nothing."""
+    source = f"""
+segment reached = delivered(any)
+score points {{ delivered(any): +1 each }}
+template t email {{ subject "Delivered" body "delivered" }}
+template delivery_note email {{ subject "Your parcel was delivered" body "delivered" }}
+campaign probe {{ on launch {{ {body} }} }}
+"""
+    (campaign,) = compile_workspace(load_text(source, "p.cadence"))
+    assert reads_event(campaign, "delivered") is reads
+    assert reads_event(campaign, "opened") is ("opened" in body)
+
+
+def test_a_campaign_reads_an_event_its_trigger_or_settings_name() -> None:
+    source = """
+template t email { subject "T" body "x" }
+campaign on_delivery { when delivered send email t }
+campaign until_delivered { goal delivered(any)  on launch { send email t  wait 2d  send email t } }
+campaign quiet { audience not bounced(any)  on launch { send email t } }
+"""
+    found = {
+        campaign.name: campaign for campaign in compile_workspace(load_text(source, "s.cadence"))
+    }
+    assert reads_event(found["on_delivery"], "delivered")
+    assert reads_event(found["until_delivered"], "delivered")
+    assert not reads_event(found["quiet"], "delivered")
+    assert reads_event(found["quiet"], "bounced")
 
 
 def _campaigns() -> list[c.CompiledCampaign]:
