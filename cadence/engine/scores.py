@@ -154,6 +154,10 @@ def _occurrences(rule: PointsRule, ctx: EvalContext) -> list[dt.datetime | None]
             return [ctx.flag_instant(name)]
         if isinstance(ctx.attributes.get(name), bool):
             return [None] if ctx.attributes[name] else []
+        if name in ONCE_PER_MESSAGE:
+            # A bare `opened` is `opened(any)`: the same events, counted per message.
+            records = ctx.engagement_records(scoped=False)
+            return list(engagement_instants(name, "any", records))
         return list(ctx.history(name))
     return [None] if holds(condition, ctx) else []
 

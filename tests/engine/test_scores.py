@@ -291,6 +291,22 @@ def test_an_open_or_click_counts_once_per_message_however_often_it_is_reported()
     assert compute_score(decl, context(engagement=Engagement(records=tuple(records)))) == 30
 
 
+def test_a_bare_opened_or_clicked_in_a_score_counts_once_per_message_too() -> None:
+    """`opened within 30d: +5 each` reads the same opens as `opened(any)`: the pixel's and
+    Brevo's report of one open of m1 are one open, its click is one click."""
+    events = [
+        ("opened", at(2), {"send": "m1", "template": "a", "via": "pixel"}),
+        ("opened", at(2), {"send": "m1", "template": "a", "provider": "brevo"}),
+        ("clicked", at(1.9), {"send": "m1", "template": "a", "url": "https://x.test"}),
+        ("clicked", at(1.9), {"send": "m1", "template": "a", "provider": "brevo"}),
+        ("clicked", at(1), {"send": "m2", "template": "a", "provider": "brevo"}),
+    ]
+    ctx = EvalContext.from_facts(now=NOW, attributes={}, events=events)
+    bare = score_decl("score s { opened within 30d: +5 each  clicked: +10 each }")
+    called = score_decl("score s { opened(any) within 30d: +5 each  clicked(any): +10 each }")
+    assert compute_score(bare, ctx) == compute_score(called, ctx) == 5 * 2 + 10 * 2
+
+
 def test_bad_rules_are_errors() -> None:
     with pytest.raises(EvaluationError):
         rules_of(["not a rule"])

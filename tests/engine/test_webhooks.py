@@ -562,6 +562,7 @@ def test_brevo_opens_decide_an_ab_verdict(store_url: str) -> None:
 SCORED = """
 score opens { opened(any): +1 each }
 score clicks { clicked(any): +1 each }
+score bare { opened: +1 each  clicked: +1 each }
 template t1 email { subject "One" body "x" }
 template t2 email { subject "Two" body "x" }
 template once email { subject "Once" body "x" }
@@ -572,7 +573,7 @@ campaign scored {
     wait 1d
     send email t2
     wait 1d
-    if opens = 2 and clicks = 1 { send email once } else { send email twice }
+    if opens = 2 and clicks = 1 and bare = 3 { send email once } else { send email twice }
   }
 }
 """
@@ -581,7 +582,7 @@ campaign scored {
 def test_an_open_or_click_reported_by_cadence_and_by_brevo_scores_once(store_url: str) -> None:
     """Cadence's pixel and redirect, and Brevo's tracking, report the same open or click of
     a send: the score counts one per send (t1: opened twice and clicked, by both; t2:
-    opened once, by the pixel), as the report does."""
+    opened once, by the pixel), as the report does; so does a bare `opened`, `clicked`."""
     people = [{"id": "s1", "email": "s1@example.test"}]
 
     async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
