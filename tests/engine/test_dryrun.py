@@ -30,6 +30,7 @@ from cadence.engine.dryrun import (
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.records import InvalidInput
 from tests.engine.cadence_cli import run_cadence
+from tests.engine.test_webhooks import events_named, suppressions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
@@ -992,22 +993,6 @@ campaign d {
 """
 
 
-def _events(url: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Each stored event's (contact, properties), by name."""
-    from sqlalchemy import select
-
-    from cadence.engine.store import Store
-    from cadence.engine.store.models import Event
-
-    found: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    with Store.open(url) as store, store.session() as session:
-        for name, contact, properties in session.execute(
-            select(Event.name, Event.contact_id, Event.properties).order_by(Event.id)
-        ):
-            found.setdefault(name, []).append((contact, dict(properties or {})))
-    return found
-
-
 def _delivery_run(
     url: str, tmp_path: Path, count: int, source: str = DELIVERY, **options: Any
 ) -> DryRunReport:
@@ -1032,7 +1017,7 @@ def test_every_send_is_delivered_as_a_provider_would_report_it(
     later, as it would live. An inbox message has no provider to report it."""
     report = _delivery_run(store_url, tmp_path, 6)
     assert Counter(s.template for s in report.sends) == {"a": 6, "note": 6, "yes": 6}
-    delivered = _events(store_url)["delivered"]
+    delivered = events_named(store_url, "delivered")
     assert sorted(props["template"] for _, props in delivered) == ["a"] * 6 + ["yes"] * 6
     assert {props["channel"] for _, props in delivered} == {"email"}
     sent = {(s.contact, s.template): s.at for s in report.sends}
@@ -1068,7 +1053,7 @@ def test_assumed_deliveries_and_bounces_split_the_sends_and_only_delivered_ones_
     assert 8 <= funnel["exit_bounced"] <= 35
     assert 8 <= funnel["send_no"] <= 35
     assert funnel["send_yes"] + funnel["exit_bounced"] + funnel["send_no"] == 100
-    events = _events(store_url)
+    events = {name: events_named(store_url, name) for name in ("delivered", "bounced", "opened")}
 
     def keys(name: str, template: str = "a") -> set[str]:
         return {props["send"] for _, props in events[name] if props["template"] == template}
@@ -1080,21 +1065,9 @@ def test_assumed_deliveries_and_bounces_split_the_sends_and_only_delivered_ones_
     (performance,) = report.performance
     assert performance.total.bounced == len(events["bounced"])
     # Each bounced address is suppressed, as a provider's hard bounce suppresses it live.
-    assert _suppressed(store_url) == {
-        (f"{contact}@example.test", "bounced") for contact, _ in events["bounced"]
+    assert suppressions(store_url) == {
+        ("email", f"{contact}@example.test", None, "bounced") for contact, _ in events["bounced"]
     }
-
-
-def _suppressed(url: str) -> set[tuple[str | None, str]]:
-    from sqlalchemy import select
-
-    from cadence.engine.store import Store
-    from cadence.engine.store.models import Suppression
-
-    with Store.open(url) as store, store.session() as session:
-        return {
-            tuple(row) for row in session.execute(select(Suppression.address, Suppression.reason))
-        }
 
 
 def test_deliveries_are_stored_only_when_a_campaign_of_the_run_can_read_them(
@@ -1105,15 +1078,13 @@ def test_deliveries_are_stored_only_when_a_campaign_of_the_run_can_read_them(
     from tests.conftest import _empty_postgres
 
     _delivery_run(store_url, tmp_path, 20, source=BRANCHING, assume={"opened": 0.5})
-    events = _events(store_url)
-    assert events["opened"] and "delivered" not in events
+    assert events_named(store_url, "opened") and not events_named(store_url, "delivered")
     if store_url.startswith("sqlite"):
         store_url = f"sqlite:///{tmp_path / 'bounces.db'}"
     else:
         _empty_postgres(store_url)
     _delivery_run(store_url, tmp_path, 20, source=BRANCHING, assume={"bounced": 0.5})
-    events = _events(store_url)
-    assert events["bounced"] and "delivered" not in events
+    assert events_named(store_url, "bounced") and not events_named(store_url, "delivered")
 
 
 def test_links_are_those_a_live_send_gets(tmp_path: Path) -> None:
