@@ -139,8 +139,9 @@ def register(subparsers: Any) -> None:
         "report",
         help="campaign performance: sent, delivered, opened, clicked, converted, cost, ROI",
         description=(
-            "What each campaign's sends did, from the store: sent, delivered (sent minus hard"
-            " bounces), opened, clicked, converted and unsubscribed (rates over delivered),"
+            "What each campaign's sends did, from the store: sent, delivered (not bounced,"
+            " failed or left soft-bounced), opened, clicked, converted and unsubscribed (rates"
+            " over delivered),"
             " bounced, cost, revenue and ROI (docs/analytics.md)."
         ),
     )

@@ -5,11 +5,13 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
 
 - **sent**: sends that went out (outbox status `sent`); **bounced**: those with a hard
   bounce (send log `bounced`, or a `bounced` event naming the send, not a soft one);
-  **delivered**: sent minus bounced, since not every channel reports deliveries.
+  **delivered**: those `cadence.engine.delivery` counts so: neither bounced nor failed
+  (the provider's error), and not soft-bounced (or expired, deferred) without a delivery
+  report; a send nothing was reported about counts, as not every channel reports.
 - **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: sends with at
   least one such event: an event naming the send (`send`), or else one by the same contact
   naming the send's template (and campaign, when it names one), at or after it. An opt-out
-  reply (`STOP` ...), which unsubscribes the person, counts as **unsubscribed** too.
+  reply (`STOP` ...) is stored with the `unsubscribed` it makes (`cadence.engine.suppress`).
 - **converted**: sends credited with at least one `converted` event: the send the event
   names, else the contact's latest send before it within `ATTRIBUTION_WINDOW` (last
   touch, across campaigns, or of the campaign the event names). Every conversion's
@@ -33,6 +35,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, or_, select, true
 from sqlalchemy.orm import Session
 
+from cadence.engine import delivery
 from cadence.engine.clock import as_utc
 from cadence.engine.store.models import (
     NOTIFY_NODE,
@@ -43,7 +46,6 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
-from cadence.engine.suppress import is_soft_bounce, says_stop
 
 # A conversion is credited to the contact's latest send at most this long before it.
 ATTRIBUTION_WINDOW = dt.timedelta(days=7)
@@ -52,12 +54,11 @@ CONTACTS_PER_READ = 500
 # Events that count once per send they are about; each names its metric.
 ENGAGEMENT = ("opened", "clicked", "replied", "unsubscribed", "complained")
 REVENUE_PROPERTIES = ("value", "revenue", "amount")
-HARD_BOUNCE = "bounced"
 # Cost per conversion is a quotient: kept to this many places (a micro-unit).
 MONEY_PLACES = Decimal("0.000001")
-# The counts a Metrics keeps (delivered is derived).
-_COUNTS = ("sent", "bounced", "opened", "clicked", "replied", "converted", "unsubscribed",
-           "complained")  # fmt: skip
+# The counts a Metrics keeps.
+_COUNTS = ("sent", "delivered", "bounced", "opened", "clicked", "replied", "converted",
+           "unsubscribed", "complained")  # fmt: skip
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Metrics:
     """Counts, money and rates for a set of sends (a campaign, a template, a variant)."""
 
     sent: int = 0
+    delivered: int = 0
     bounced: int = 0
     opened: int = 0
     clicked: int = 0
@@ -82,11 +84,6 @@ class Metrics:
         for mine, theirs in ((self.cost, other.cost), (self.revenue, other.revenue)):
             for unit, amount in theirs.items():
                 mine[unit] = mine.get(unit, Decimal(0)) + amount
-
-    @property
-    def delivered(self) -> int:
-        """Sent and not hard-bounced."""
-        return self.sent - self.bounced
 
     def rate(self, name: str) -> float | None:
         """`delivered`/`bounced` over sent, any other count over delivered; None over zero."""
@@ -117,10 +114,8 @@ class Metrics:
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as JSON-ready values (money as strings, per currency)."""
-        counts = ("sent", "delivered", "bounced", "opened", "clicked", "replied", "converted",
-                  "unsubscribed", "complained")  # fmt: skip
-        data: dict[str, Any] = {name: getattr(self, name) for name in counts}
-        data["rates"] = {name: _rounded(self.rate(name)) for name in counts if name != "sent"}
+        data: dict[str, Any] = {name: getattr(self, name) for name in _COUNTS}
+        data["rates"] = {name: _rounded(self.rate(name)) for name in _COUNTS if name != "sent"}
         data["cost"] = {k: _plain(v) for k, v in sorted(self.cost.items())}
         data["revenue"] = {k: _plain(v) for k, v in sorted(self.revenue.items())}
         data["cost_per_conversion"] = {
@@ -184,6 +179,8 @@ def campaign_reports(
     groups: dict[tuple[str, str | None, str | None], Metrics] = {}
     group_of: dict[str, Metrics] = {}
     seen: dict[str, set[str]] = {}  # metric -> keys of the sends it counts
+    # Send key -> the delivery outcomes events report about it (the log's are in `outcomes`).
+    reported: dict[str, set[str]] = {}
     for send in sends.values():
         if send.campaign not in reports:
             continue
@@ -192,9 +189,7 @@ def campaign_reports(
             metrics = groups[send.campaign, send.template, send.variant] = Metrics()
         group_of[send.key] = metrics
         metrics.sent += 1
-        logged, cost, currency = outcomes.get(send.outbox_id, _NOTHING_LOGGED)
-        if HARD_BOUNCE in logged:
-            seen.setdefault("bounced", set()).add(send.key)
+        _logged, cost, currency = outcomes.get(send.outbox_id, _NOTHING_LOGGED)
         if cost is not None:
             unit = currency or ""
             metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
@@ -213,14 +208,24 @@ def campaign_reports(
                 unit = currency or spent or ""
                 credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
             continue
-        if name == "bounced" and is_soft_bounce(properties):
-            continue
         engaged = named or _engaged(properties, history.of(contact_id), at)
-        if engaged is not None:
+        if engaged is None:
+            continue
+        outcome = delivery.event_outcome(name, properties)
+        if outcome is not None:
+            reported.setdefault(engaged.key, set()).add(outcome)
+        else:
             seen.setdefault(name, set()).add(engaged.key)
-            if name == "replied" and says_stop(properties):
-                # "Reply STOP to opt out": the reply unsubscribes (cadence.engine.suppress).
-                seen.setdefault("unsubscribed", set()).add(engaged.key)
+    for send in sends.values():
+        if send.key not in group_of:
+            continue
+        said = outcomes.get(send.outbox_id, _NOTHING_LOGGED)[0]
+        if send.key in reported:
+            said = said | reported[send.key]
+        if delivery.HARD_BOUNCE in said:
+            seen.setdefault("bounced", set()).add(send.key)
+        if delivery.delivery(said).counted_delivered:
+            seen.setdefault("delivered", set()).add(send.key)
     for metric, keys in seen.items():
         for key in keys:
             counted = group_of.get(key)
@@ -314,8 +319,9 @@ def _sends(
 def _send_outcomes(
     session: Session, tenant_id: str
 ) -> dict[int, tuple[set[str], Decimal | None, str | None]]:
-    """Per send: the outcomes logged for it, and its cost: the one logged when it went out
-    (the campaign's `cost`), else the one its provider reported (Infobip's price)."""
+    """Per send: the delivery outcomes its providers reported (`delivery.logged_outcome`),
+    and its cost: the one logged when it went out (the campaign's `cost`), else the one its
+    provider reported (Infobip's price)."""
     found: dict[int, tuple[set[str], Decimal | None, str | None]] = {}
     reported: dict[int, tuple[Decimal, str | None]] = {}
     # Every send of the tenant is read anyway (attribution crosses campaigns): one pass
@@ -328,23 +334,35 @@ def _send_outcomes(
         if outbox_id is None:
             continue
         logged, spent, unit = found.get(outbox_id, (set(), None, None))
-        logged.add(outcome)
+        said = delivery.logged_outcome(outcome, None)
+        if said is not None:
+            logged.add(said)
         if cost is not None:
             if outcome == "sent":
                 spent, unit = Decimal(cost), currency
             else:
                 reported.setdefault(outbox_id, (Decimal(cost), currency))
         found[outbox_id] = (logged, spent, unit)
-    for outbox_id, (cost, currency) in reported.items():
+    for outbox_id, cost_reported in reported.items():
         logged, spent, unit = found[outbox_id]
         if spent is None:
-            found[outbox_id] = (logged, cost, currency)
+            found[outbox_id] = (logged, *cost_reported)
+    # `failed` is the provider's word only in its report's entry: read apart, as the few
+    # entries whose detail tells.
+    for outbox_id, detail in session.execute(
+        select(SendLog.outbox_id, SendLog.detail).where(
+            SendLog.tenant_id == tenant_id, SendLog.outcome == delivery.FAILED
+        )
+    ):
+        said = delivery.logged_outcome(delivery.FAILED, detail)
+        if outbox_id is not None and said is not None and outbox_id in found:
+            found[outbox_id][0].add(said)
     return found
 
 
 def _events(session: Session, tenant_id: str) -> list[tuple[str, str, dict[str, Any], dt.datetime]]:
-    """The tenant's engagement and conversion events about contacts, oldest first."""
-    names = [*ENGAGEMENT, "bounced", "converted"]
+    """The tenant's engagement, delivery and conversion events about contacts, oldest first."""
+    names = [*ENGAGEMENT, delivery.DELIVERED_EVENT, delivery.BOUNCED_EVENT, "converted"]
     rows = [
         (name, contact, properties or {}, as_utc(at))
         for name, contact, properties, at in session.execute(

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from cadence.dsl import ast
 from cadence.dsl import compiled as c
+from cadence.engine import delivery
 
 UTC = dt.UTC
 
@@ -32,6 +33,18 @@ CountOp: TypeAlias = Literal["=", "!=", "<", "<=", ">", ">="]
 
 ENGAGEMENT_KINDS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced", "delivered")
 ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
+# The events each engagement function reads, where they are more than its own: a click
+# counts as an open; whether a message was delivered depends on its bounces too.
+_ENGAGEMENT_READS: dict[str, tuple[str, ...]] = {
+    "opened": ("opened", "clicked"),
+    "delivered": (delivery.DELIVERED_EVENT, delivery.BOUNCED_EVENT),
+}
+
+
+def engagement_reads(kind: str) -> tuple[str, ...]:
+    """The event names `kind(T)` reads (`opened`: opens and clicks)."""
+    return _ENGAGEMENT_READS.get(kind, (kind,))
+
 
 # Enough digits that money and scores never round in practice; overflow becomes null.
 _DECIMALS = decimal.Context(prec=34, Emax=999_999, Emin=-999_999)
@@ -69,6 +82,8 @@ class EngagementRecord:
 
     `message` names the send (its idempotency key) so a click can stand for the open of the
     same message; `campaign` lets step conditions count only the current campaign's messages.
+    `outcome` is what a delivery report or a bounce says of the message's delivery
+    (`delivery.event_outcome`: delivered, a hard or a soft bounce).
     """
 
     kind: str
@@ -76,10 +91,15 @@ class EngagementRecord:
     at: dt.datetime
     message: str | None = None
     campaign: str | None = None
+    outcome: str | None = None
 
     def __post_init__(self) -> None:
-        """Keep the instant in UTC (a naive one is UTC), so it compares with `now`."""
+        """Keep the instant in UTC (a naive one is UTC), so it compares with `now`; a
+        delivery report or a bounce given no outcome says what its kind does alone (a
+        bounce that does not say it is soft is hard)."""
         object.__setattr__(self, "at", _aware(self.at))
+        if self.outcome is None:
+            object.__setattr__(self, "outcome", delivery.event_outcome(self.kind, {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +201,7 @@ class EvalContext:
                         at=item.at,
                         message=_opt_str(props.get("send") or props.get("message")),
                         campaign=_opt_str(props.get("campaign")),
+                        outcome=delivery.event_outcome(item.name, props),
                     )
                 )
             elif item.name in ENGAGEMENT_FLAGS and item.name not in flags:
@@ -856,11 +877,32 @@ def _call(call: ast.Call, frame: _Frame) -> Any:
 def engagement_matches(
     kind: str, template: str, records: Iterable[EngagementRecord]
 ) -> Iterator[EngagementRecord]:
-    """Records of `kind` for `template` (or `any`); a click also counts as an open."""
-    kinds = ("opened", "clicked") if kind == "opened" else (kind,)
+    """Records of `kind` for `template` (or `any`); a click also counts as an open.
+
+    `delivered`: the first delivery report of each message `cadence.engine.delivery` calls
+    delivered (a delivery report, and no hard bounce); a record naming no message is a
+    message of its own.
+    """
+    if kind == delivery.DELIVERED_EVENT:
+        yield from _delivered(template, records)
+        return
+    kinds = engagement_reads(kind)
     for record in records:
         if record.kind in kinds and (template == "any" or record.template == template):
             yield record
+
+
+def _delivered(template: str, records: Iterable[EngagementRecord]) -> Iterator[EngagementRecord]:
+    """The first delivery report of each of `template`'s messages that was delivered."""
+    by_message: dict[object, list[EngagementRecord]] = {}
+    for index, record in enumerate(records):
+        if record.outcome is not None and (template == "any" or record.template == template):
+            key = record.message if record.message is not None else index
+            by_message.setdefault(key, []).append(record)
+    for reports in by_message.values():
+        outcomes = {record.outcome for record in reports if record.outcome is not None}
+        if delivery.delivery(outcomes) is delivery.Delivery.DELIVERED:
+            yield min((r for r in reports if r.outcome == delivery.DELIVERED), key=lambda r: r.at)
 
 
 def engaged(ctx: EvalContext, kind: str, template: str, *, scoped: bool = False) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, ProviderReport
 from cadence.adapters.inbound.reports import dedupe_key, parse_iso
+from cadence.engine.delivery import REPORT_KEY
 from cadence.engine.store import importer
 from cadence.engine.store.bulk import insert_rows
 from cadence.engine.store.models import (
@@ -169,7 +170,7 @@ def write(
     fresh_logs: list[dict[str, Any]] = []
     written: set[int] = set()  # id() of reports that wrote something
     for report, row in work.logs:
-        mark = (row["outbox_id"], row["detail"]["dedupe"])
+        mark = (row["outbox_id"], row["detail"][REPORT_KEY])
         if mark in stored:
             continue
         stored.add(mark)
@@ -241,7 +242,8 @@ def _add(
     at = min(report.at, now)
     if send is not None and (report.outcome is not None or report.inbound):
         detail = dict(report.detail)
-        detail["dedupe"] = dedupe_key(report.provider, report.dedupe, "log", contact_id)
+        # The key marks the entry as the provider's report (`delivery.logged_outcome`).
+        detail[REPORT_KEY] = dedupe_key(report.provider, report.dedupe, "log", contact_id)
         if report.at != at:
             detail["reported_at"] = report.at.isoformat()
         work.logs.append((
@@ -517,7 +519,7 @@ def _logged_keys(session: Session, outbox_ids: set[int]) -> set[tuple[int, str]]
         for outbox_id, detail in session.execute(
             select(SendLog.outbox_id, SendLog.detail).where(SendLog.outbox_id.in_(chunk))
         ):
-            key = (detail or {}).get("dedupe")
+            key = (detail or {}).get(REPORT_KEY)
             if outbox_id is not None and isinstance(key, str):
                 marks.add((int(outbox_id), key))
     return marks

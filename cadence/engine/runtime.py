@@ -1531,12 +1531,14 @@ class Engine:
     ) -> int:
         """What new events set off, in the transaction that stores them: both commit, or neither.
 
-        Unsubscribes, bounces and complaints become suppressions (`suppress`), triggers
-        fire, segment entry is re-checked (segments can count events; `before` holds the
-        memberships from before the events) and enrollments waiting on an event or a goal
-        wake. A duplicate of an event already stored (same dedupe key) is not among `events`
-        and sets off nothing.
+        An opt-out reply (STOP ...) is stored with the `unsubscribed` it stands for, which
+        sets off what an unsubscribe does. Unsubscribes, bounces and complaints become
+        suppressions (`suppress`), triggers fire, segment entry is re-checked (segments can
+        count events; `before` holds the memberships from before the events) and
+        enrollments waiting on an event or a goal wake. A duplicate of an event already
+        stored (same dedupe key) is not among `events` and sets off nothing.
         """
+        events = [*events, *suppress.store_opt_out_replies(session, self.tenant, events, now)]
         suppress.record_suppressions(session, self.tenant, events, now)
         active = self._active_versions(session)
         listened = {

@@ -11,11 +11,14 @@ events, so an event is never stored without its suppression.
 - `complained` (a spam report): the person, on that channel (email when nothing says).
 - `replied` with an opt-out keyword (`STOP`, `UNSUBSCRIBE` ... as its whole `text` or
   `body`, or as the `keyword` a provider found in it, as Infobip reports inbound SMS), as
-  an SMS or WhatsApp reply to "Reply STOP to opt out": the person, on the channel of the
-  reply (its `channel`, else its message's, else SMS), as an `unsubscribed` on that
-  channel would. A later `START` or `UNSTOP` reply lifts the person's opt-outs on that
-  channel (not bounces, complaints, nor an unsubscribe from every channel); of replies
-  stored together, the latest decides.
+  an SMS or WhatsApp reply to "Reply STOP to opt out", is an unsubscribe: it is stored
+  with the `unsubscribed` event it stands for (`store_opt_out_replies`: on the channel of
+  the reply, its `channel`, else its message's, else SMS; naming its message; `via`
+  "reply"), so that everything that reads unsubscribes (the `unsubscribed` condition,
+  triggers, the report, the suppression below) reads it as it reads an unsubscribe link.
+  A later `START` or `UNSTOP` reply lifts the person's opt-outs on that channel (not
+  bounces, complaints, nor an unsubscribe from every channel); of opt-outs and such
+  replies stored together, the latest decides.
 - `resubscribed` (the person's preference page turning a channel back on): lifts their own
   opt-outs on that channel (its `channel`, else its message's, else every channel). An
   unsubscribe from every channel is replaced by opt-outs on each of the others, so only
@@ -31,6 +34,8 @@ events, so an event is never stored without its suppression.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,7 +43,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cadence.engine.delivery import is_soft_bounce
 from cadence.engine.store import sends as send_store
+from cadence.engine.store.importer import insert_events
 from cadence.engine.store.models import Contact, Event, OutboxMessage, Suppression
 from cadence.engine.store.records import EventRecord
 
@@ -61,49 +68,93 @@ STOP_KEYWORDS = frozenset(
 # Opt-in words (CTIA: START, UNSTOP): a reply that is one of them lifts that channel's
 # opt-out, as carriers expect. YES is left out: it answers too many other questions.
 START_KEYWORDS = frozenset({"START", "UNSTOP"})
-SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = dt.timedelta(days=30)
+
+
+def store_opt_out_replies(
+    session: Session, tenant_id: str, events: Sequence[EventRecord], now: dt.datetime
+) -> list[EventRecord]:
+    """Store the `unsubscribed` events that the opt-out replies among the newly stored
+    `events` stand for; returns those written (none for a reply stored before).
+
+    One per opt-out reply: at its instant, on its channel, naming its message as the reply
+    does, with `via` "reply" (an unsubscribe link's says "link"). Call it before
+    `record_suppressions`, with the events it returns among the rest.
+    """
+    made = []
+    for reply in events:
+        if reply.contact_id is None or reply.name != REPLIED or not is_stop_reply(reply):
+            continue
+        channel = _channel(session, tenant_id, reply, "sms")
+        kept = {k: reply.properties[k] for k in _MESSAGE_PROPERTIES if k in reply.properties}
+        made.append(
+            EventRecord(
+                contact_id=reply.contact_id,
+                name=UNSUBSCRIBED,
+                at=reply.at,
+                properties={**kept, "channel": channel, "via": "reply"},
+                dedupe_key=_opt_out_key(reply, channel),
+                source=reply.source,
+            )
+        )
+    if not made:
+        return []
+    fresh, _present = insert_events(session, tenant_id, made, now=now)
+    return fresh
+
+
+# What an opt-out reply's `unsubscribed` keeps of the reply: the message it answers.
+_MESSAGE_PROPERTIES = ("send", "message", "template", "campaign", "variant", "provider")
+
+
+def _opt_out_key(reply: EventRecord, channel: str) -> str:
+    """The dedupe key of the `unsubscribed` a reply stands for: one per reply."""
+    origin = reply.dedupe_key or json.dumps(
+        [reply.contact_id, reply.at.isoformat(), channel, reply.properties.get("send")]
+    )
+    return "opt-out:" + hashlib.sha256(origin.encode("utf-8")).hexdigest()[:40]
 
 
 def record_suppressions(
     session: Session, tenant_id: str, events: Sequence[EventRecord], now: dt.datetime
 ) -> None:
-    """Suppress what the newly stored `events` ask to (see the module's rules)."""
+    """Suppress what the newly stored `events` ask to (see the module's rules).
+
+    An opt-out reply suppresses through the `unsubscribed` it stands for, which
+    `store_opt_out_replies` stored and `events` holds; a START reply lifts here. Of a
+    person's opt-outs and START replies on one channel stored together, the latest wins.
+    """
     people: dict[tuple[str, str], set[str]] = {}  # (channel, reason) -> contact ids
     bounced: dict[str, set[str]] = {}  # channel -> contact ids with a hard bounce
     soft: dict[str, set[str]] = {}  # channel -> contact ids with a soft bounce
-    # (contact, channel) -> whether its last keyword reply opted out (STOP) or back in (START)
-    replies: dict[tuple[str, str], bool] = {}
     back: dict[str, set[str]] = {}  # channel -> contact ids turning it back on
+    # (contact, channel) -> whether the latest of its unsubscribes and START replies opted
+    # out (an unsubscribe) or back in (START)
+    own: dict[tuple[str, str], bool] = {}
     for event in sorted(events, key=lambda e: e.at):
-        if event.contact_id is not None and event.name == RESUBSCRIBED:
+        if event.contact_id is None:
+            continue
+        if event.name == RESUBSCRIBED:
             channel = _channel(session, tenant_id, event, send_store.EVERY_CHANNEL)
             back.setdefault(channel, set()).add(event.contact_id)
-            continue
-        if event.contact_id is None or event.name not in (UNSUBSCRIBED, COMPLAINED, BOUNCED):
-            if event.contact_id is not None and event.name == REPLIED:
-                stop, start = is_stop_reply(event), is_start_reply(event)
-                if stop or start:
-                    channel = _channel(session, tenant_id, event, "sms")
-                    replies[(event.contact_id, channel)] = stop
-            continue
-        if event.name == UNSUBSCRIBED:
+        elif event.name == REPLIED and is_start_reply(event):
+            own[(event.contact_id, _channel(session, tenant_id, event, "sms"))] = False
+        elif event.name == UNSUBSCRIBED:
             channel = _channel(session, tenant_id, event, send_store.EVERY_CHANNEL)
-            people.setdefault((channel, UNSUBSCRIBED), set()).add(event.contact_id)
+            own[(event.contact_id, channel)] = True
         elif event.name == COMPLAINED:
             channel = _channel(session, tenant_id, event, "email")
             people.setdefault((channel, COMPLAINED), set()).add(event.contact_id)
-        else:
+        elif event.name == BOUNCED:
             channel = _channel(session, tenant_id, event, "email")
             target = soft if is_soft_bounce(event.properties) else bounced
             target.setdefault(channel, set()).add(event.contact_id)
-    for (contact_id, channel), stop in sorted(replies.items()):
-        if stop:
-            people.setdefault((channel, UNSUBSCRIBED), set()).add(contact_id)
     restarted: dict[str, list[str]] = {}
-    for (contact_id, channel), stop in sorted(replies.items()):
-        if not stop:
+    for (contact_id, channel), opted_out in sorted(own.items()):
+        if opted_out:
+            people.setdefault((channel, UNSUBSCRIBED), set()).add(contact_id)
+        else:
             restarted.setdefault(channel, []).append(contact_id)
     for channel, ids in sorted(restarted.items()):
         send_store.lift_opt_outs(session, tenant_id, channel, ids, reason=UNSUBSCRIBED)
@@ -209,12 +260,6 @@ def _channel(session: Session, tenant_id: str, event: EventRecord, default: str)
         if found:
             return str(found)
     return default
-
-
-def is_soft_bounce(properties: Mapping[str, Any]) -> bool:
-    """Whether a bounce's `type` (or `bounce_type`) says it is soft; anything else is hard."""
-    kind = str(properties.get("type") or properties.get("bounce_type") or "")
-    return kind.lower() in SOFT_BOUNCE_TYPES
 
 
 def _soft_bounced_often(

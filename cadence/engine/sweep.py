@@ -199,8 +199,8 @@ def _windows(
             return
         case ast.Call(name=name):
             if name in ENGAGEMENT_KINDS:
-                # A click also counts as an open (`evaluate.engagement_matches`).
-                for kind in ("opened", "clicked") if name == "opened" else (name,):
+                # A click also counts as an open; a bounce can undo a delivery.
+                for kind in evaluate.engagement_reads(name):
                     _add(found, EVENT, kind, 0)
             elif name == "count":
                 window = _duration(expr, 1)

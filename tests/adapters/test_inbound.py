@@ -268,7 +268,7 @@ def test_infobip_reads_the_references_its_outbound_adapter_sends() -> None:
     [
         ("UNDELIVERABLE", True, "bounced", "hard"),
         ("UNDELIVERABLE", None, "bounced", "hard"),
-        ("UNDELIVERABLE", False, "bounced", "soft"),
+        ("UNDELIVERABLE", False, "soft_bounced", "soft"),
         ("EXPIRED", True, "expired", "soft"),
         ("REJECTED", True, "failed", None),
         ("PENDING", False, "pending", None),

@@ -355,6 +355,45 @@ def test_engagement_functions() -> None:
     assert ev("not opened(offer)", context) is True
 
 
+@pytest.mark.parametrize(
+    ("reports", "delivered"),
+    [
+        ([("delivered", {})], True),
+        ([("bounced", {"type": "soft"})], False),  # a retry may still get through
+        ([("bounced", {"type": "soft"}), ("delivered", {})], True),  # it did
+        ([("delivered", {}), ("bounced", {"type": "soft"})], True),  # reported the other way
+        ([("delivered", {}), ("bounced", {"type": "hard"})], False),  # bounced once accepted
+        ([("delivered", {}), ("bounced", {})], False),  # a bounce that does not say is hard
+        ([], False),  # nothing said: the provider has not confirmed it
+    ],
+)
+def test_delivered_needs_a_delivery_report_and_no_hard_bounce(
+    reports: list[tuple[str, dict[str, Any]]], delivered: bool
+) -> None:
+    """`delivered(T)` reads a message's reports as `cadence report` does (engine/delivery.py)."""
+    events = [
+        (name, at(hours_ago=10 - i), {"template": "welcome", "send": "k1", **props})
+        for i, (name, props) in enumerate(reports)
+    ]
+    # Another message of the template, hard-bounced, changes nothing about this one.
+    events.append(("bounced", at(hours_ago=1), {"template": "welcome", "send": "k2"}))
+    context = EvalContext.from_facts(now=NOW, attributes={}, events=events)
+    assert ev("delivered(welcome)", context) is delivered
+    assert ev("delivered(any)", context) is delivered
+
+
+def test_an_opt_out_reply_s_unsubscribe_sets_the_flag() -> None:
+    """A STOP reply is stored with the `unsubscribed` it stands for: the flag reads it."""
+    reply = {"channel": "sms", "text": "STOP", "send": "k1"}
+    stop = [
+        ("replied", at(1), reply),
+        ("unsubscribed", at(1), {"channel": "sms", "send": "k1", "via": "reply"}),
+    ]
+    context = EvalContext.from_facts(now=NOW, attributes={}, events=stop)
+    assert ev("unsubscribed", context) is True
+    assert ev("not unsubscribed", context) is False
+
+
 def test_engagement_in_steps_is_scoped_to_the_campaign_but_segments_see_all() -> None:
     engagement = Engagement(
         records=(EngagementRecord("opened", "welcome", at(1), "m1", campaign="onboarding"),)

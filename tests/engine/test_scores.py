@@ -307,6 +307,20 @@ def test_a_bare_opened_or_clicked_in_a_score_counts_once_per_message_too() -> No
     assert compute_score(bare, ctx) == compute_score(called, ctx) == 5 * 2 + 10 * 2
 
 
+def test_a_delivery_counts_once_per_delivered_message() -> None:
+    """A score's `delivered(T)` counts what `delivered(T)` holds for: each delivered message
+    once, at its first report; a message that bounced hard counts none."""
+    records = [
+        rec("delivered", "a", 6, "m1"),
+        rec("delivered", "a", 5, "m1"),  # the provider reported it twice
+        rec("delivered", "a", 4, "m2"),
+        rec("bounced", "a", 3, "m2"),  # a hard bounce after it
+        EngagementRecord("bounced", "a", at(2), "m3", outcome="soft_bounced"),
+        rec("delivered", "a", 1, "m3"),  # the retry after the soft bounce got through
+    ]
+    assert engagement_instants("delivered", "a", records) == [at(6), at(1)]
+
+
 def test_bad_rules_are_errors() -> None:
     with pytest.raises(EvaluationError):
         rules_of(["not a rule"])

@@ -21,7 +21,13 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store import sends as send_store
-from cadence.engine.store.models import ConsentStatus, OutboxMessage, SendLog, Suppression
+from cadence.engine.store.models import (
+    ConsentStatus,
+    Event,
+    OutboxMessage,
+    SendLog,
+    Suppression,
+)
 from tests.engine.test_runtime import T0, campaigns, engine_run
 
 DRIP = """
@@ -343,6 +349,11 @@ def test_stop_and_start_stored_together_follow_their_times(store_url: str) -> No
     engine_run(store_url, body)
     with Store.open(store_url) as store, store.session() as session:
         assert session.scalars(select(Suppression)).all() == []
+        # The STOP was an unsubscribe all the same, the START a return: both are history.
+        unsubscribes = session.scalars(select(Event).where(Event.name == "unsubscribed")).all()
+        assert [
+            (e.at.hour, e.properties["channel"], e.properties["via"]) for e in unsubscribes
+        ] == [(T0.hour + 1, "sms", "reply")]
 
 
 def _own_opt_outs(store_url: str) -> list[tuple[str | None, str]]:

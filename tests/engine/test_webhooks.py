@@ -329,6 +329,30 @@ def test_infobip_delivered_and_rejected_reports(store_url: str) -> None:
     assert suppressions(store_url) == set()
 
 
+def test_a_brevo_error_and_an_infobip_rejection_are_sends_that_failed(store_url: str) -> None:
+    """Brevo's `error` ("an error occurred during the mail transfer") and Infobip's REJECTED
+    are the provider's word that the message went nowhere: not delivered, in the report as
+    for `delivered(T)`; not a bounce either, so the address stays (not the person's doing)."""
+    rejected = infobip(
+        "REJECTED", "REJECTED_NOT_ENOUGH_CREDITS", "Not enough credits",
+        ("EC_NOT_ENOUGH_CREDITS", "Not enough credits", True),
+    )  # fmt: skip
+    sink, reports = daily(store_url, [(2, brevo("error")), (26, rejected)])
+    assert [(r.matched, r.events) for r in reports] == [(1, 0), (1, 0)]
+    assert counts(sink, "p1") == {"email": 5, "sms": 5}
+    assert [o for _, o, _ in log_outcomes(store_url)] == ["failed", "failed"]
+    assert suppressions(store_url) == set()
+
+    async def report() -> Any:
+        async with Engine(store_url, clock=SimulatedClock(T0 + dt.timedelta(days=5))) as engine:
+            return await engine.report()
+
+    (daily_report,) = trio.run(report)
+    note, text = daily_report.by_template["note"], daily_report.by_template["text"]
+    assert (note.sent, note.bounced, note.delivered) == (10, 0, 9)
+    assert (text.sent, text.bounced, text.delivered) == (10, 0, 9)
+
+
 def test_an_inbound_stop_sms_unsubscribes_on_sms_and_a_reply_is_recorded(store_url: str) -> None:
     def stop(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
         return "infobip", wp.results(

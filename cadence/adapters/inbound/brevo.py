@@ -9,8 +9,10 @@ message), and per event `reason`, `link`, `tag`/`tags`, `template_id`
 What each event becomes (send-log outcome; Cadence event):
 
 - `request`/`sent`: requested; none. `deferred`: deferred; none (Brevo keeps trying and
-  reports the end as a bounce). `error`: failed; none. `proxy_open`, `unique_proxy_open`:
-  proxy_opened; none (a privacy proxy fetched the pixel, not the person).
+  reports the end as a bounce). `error`: failed; none (Brevo could not send it: not
+  delivered, `cadence.engine.delivery`, but no bounce of the address). `proxy_open`,
+  `unique_proxy_open`: proxy_opened; none (a privacy proxy fetched the pixel, not the
+  person).
 - `delivered`: delivered; `delivered`.
 - `hard_bounce`, `invalid_email`/`invalid`, `blocked`: bounced; `bounced` type hard (Brevo
   will not deliver to that address again). `soft_bounce`: soft_bounced; `bounced` type soft.

@@ -16,12 +16,14 @@ Every Infobip webhook body is `{"results": [...]}`; an entry's fields say what i
   with `title`, or media and locations, which carry no text).
 
 What each becomes (send-log outcome; Cadence event): DELIVERED delivered; `delivered`.
-UNDELIVERABLE bounced; `bounced`, hard when Infobip's error says `permanent` (or says
-nothing), else soft. EXPIRED expired; `bounced` soft (the phone stayed unreachable).
-REJECTED failed (Infobip refused it: credit, routing, a blocked prefix; not the person's
-doing); none. PENDING/ACCEPTED pending; none. Seen: seen; `opened`. An inbound message:
-`replied` with its `text` (and Infobip's `keyword`); an opt-out reply (STOP ...) is
-recognised where every `replied` event is, in `cadence.engine.suppress`.
+UNDELIVERABLE bounced; `bounced` hard, when Infobip's error says `permanent` (or says
+nothing), else soft_bounced; `bounced` soft. EXPIRED expired; `bounced` soft (the phone
+stayed unreachable). REJECTED failed (Infobip refused it: credit, routing, a blocked
+prefix; not the person's doing); none. PENDING/ACCEPTED pending; none. Only DELIVERED
+makes a send delivered (`cadence.engine.delivery`): after REJECTED, EXPIRED or a soft
+UNDELIVERABLE it was not, unless a delivery report follows. Seen: seen; `opened`. An
+inbound message: `replied` with its `text` (and Infobip's `keyword`); an opt-out reply
+(STOP ...) is recognised where every `replied` event is, in `cadence.engine.suppress`.
 """
 
 from __future__ import annotations
@@ -174,6 +176,8 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
     if event == "bounced":
         # Infobip says whether an error is permanent; one that does not say counts as hard.
         properties["type"] = "soft" if bounce == "soft" or permanent is False else "hard"
+        if outcome == "bounced" and properties["type"] == "soft":
+            outcome = "soft_bounced"  # as Brevo's soft bounces are logged: not a hard one
         properties["reason"] = " ".join(
             part for part in (status_name, error_name, error_text or description) if part
         )
