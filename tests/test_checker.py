@@ -377,6 +377,17 @@ def test_the_cap_warning_says_the_send_is_skipped() -> None:
     assert found.code == "W303" and found.message.endswith("it will be skipped")
 
 
+def test_a_send_the_cap_skips_does_not_count_against_the_next() -> None:
+    # Sends on days 0, 1, 2 and 7 under `cap email 2 per 7d`: the third is skipped, so on
+    # day 7 only the day-1 email is within the cap's period and the fourth goes.
+    program = (
+        HELLO + "campaign c { cap email 2 per 7d on launch { send email hello wait 1d"
+        " send email hello wait 1d send email hello wait 5d send email hello } }"
+    )
+    (found,) = check_text(program)
+    assert found.code == "W303" and "3 email sends" in found.message
+
+
 def test_channelless_cap_counts_every_channel() -> None:
     program = (
         HELLO + 'template nudge sms "x"\n'

@@ -141,7 +141,8 @@ class _CapPressure(PathAnalysis[tuple[int, ...]]):
                 f"the cap is at line {cap.span.line}; space the sends out with longer waits "
                 "or raise the cap",
             )
-        return frozenset(((0, *ages)[: cap.count]) for ages in states)
+        # A send the cap holds back is skipped: it is not one of the sends the cap counts.
+        return frozenset(ages if len(ages) >= cap.count else (0, *ages) for ages in states)
 
 
 # ---------------------------------------------------------------------------- campaign end
