@@ -157,6 +157,13 @@ class FrequencyCaps:
         core = resolve_core(backend)
         self.backend: Backend = "python" if core is None else "rust"
         self._index: Any = PyCapIndex(encoded) if core is None else core.CapIndex(encoded)
+        # One request's buffers for `check_and_reserve_one`, reused under the lock: a gate
+        # asks one send at a time, and making five arrays per ask cost more than the check.
+        self._one = (
+            np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int32),
+            np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.bool_),
+            np.zeros(1, dtype=np.int32),
+        )  # fmt: skip
 
     @locked
     def channel_code(self, channel: str) -> int:
@@ -186,6 +193,20 @@ class FrequencyCaps:
         denied_out = np.zeros(len(c), dtype=np.int32)
         self._index.check_and_reserve(c, ch, at, allowed_out.view(np.uint8), denied_out)
         return CapDecision(allowed_out, denied_out)
+
+    @locked
+    def check_and_reserve_one(self, contact: int, channel: str, at: int) -> int:
+        """`check_and_reserve` of one (contact, channel, at µs) request: the index of the first
+        rule that denies it, or -1 when it is allowed (and now reserved)."""
+        code = self.channels.get(channel)
+        if code is None:
+            code = self.channel_code(channel)
+        if isinstance(self._index, PyCapIndex):
+            return self._index.check_and_reserve([contact], [code], [at])[1][0]
+        contacts, channels, ats, allowed, denied = self._one
+        contacts[0], channels[0], ats[0] = contact, code, at
+        self._index.check_and_reserve(contacts, channels, ats, allowed.view(np.uint8), denied)
+        return int(denied[0])
 
     @locked
     def release(self, contacts: Any, channels: Any, ats: Any) -> np.ndarray:

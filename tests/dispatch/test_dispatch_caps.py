@@ -78,6 +78,22 @@ def test_rebuild_from_send_log_agrees_with_live_index(backend: Backend) -> None:
     assert np.array_equal(a.allowed, b.allowed) and np.array_equal(a.denied_by, b.denied_by)
 
 
+def test_one_request_at_a_time_answers_as_a_batch(backend: Backend) -> None:
+    """`check_and_reserve_one` (a gate's one send) is `check_and_reserve` of a batch of one."""
+    rng = np.random.default_rng(11)
+    n = 600
+    contacts = rng.integers(0, 30, n).tolist()
+    channels = rng.choice(["email", "sms", "whatsapp"], n).tolist()
+    ats = rng.integers(0, 20 * DAY, n).tolist()
+    rules = [CapRule("sms", 1, DAY), CapRule(None, 4, 7 * DAY), CapRule("email", 3, 7 * DAY)]
+    batch = FrequencyCaps(rules, backend=backend).check_and_reserve(contacts, channels, ats)
+    one = FrequencyCaps(rules, backend=backend)
+    requests = zip(contacts, channels, ats, strict=True)
+    answers = [one.check_and_reserve_one(*request) for request in requests]
+    assert answers == batch.denied_by.tolist()
+    assert len(one) == int(batch.allowed.sum())
+
+
 def test_caps_never_exceeded_in_any_window(backend: Backend) -> None:
     rng = np.random.default_rng(9)
     n = 3000
