@@ -342,7 +342,9 @@ def test_enroll_loop_without_any_send_is_not_a_send_loop() -> None:
 
 
 def test_default_send_limit_is_twenty() -> None:
-    sends = " ".join(["send email hello wait 1d"] * 20)
+    # Sends three days apart: a daily email would also meet the default cap of 3 emails per
+    # 7 days (W303), which is not what this test is about.
+    sends = " ".join(["send email hello wait 3d"] * 20)
     assert check_text(f"{HELLO}on launch {{ {sends} }}") == []
     found = check_text(f"{HELLO}on launch {{ {sends} send email hello }}")
     assert codes(found) == ["E209"]
@@ -375,6 +377,34 @@ def test_the_cap_warning_says_the_send_is_skipped() -> None:
     )
     (found,) = check_text(program)
     assert found.code == "W303" and found.message.endswith("it will be skipped")
+
+
+# Four emails a day apart, then a fifth four days later: the default cap (3 per 7 days)
+# skips the fourth; the fifth has two of the week's emails before it and goes.
+DAILY_FOUR = (
+    "send email hello wait 1d send email hello wait 1d send email hello wait 1d"
+    " send email hello wait 4d send email hello"
+)
+
+
+def test_the_default_cap_warns_a_campaign_without_its_own_email_cap() -> None:
+    (found,) = check_text(f"{HELLO}campaign c {{ on launch {{ {DAILY_FOUR} }} }}")
+    assert (found.code, found.column) == ("W303", 101)
+    assert found.message == (
+        "on one path this is 4 email sends within 7d, but the default cap (email 3 per 7d,"
+        " every campaign's sends counted) allows 3: it will be skipped"
+    )
+    assert found.hint is not None and "`cap email N per DURATION` of its own" in found.hint
+
+
+def test_a_campaigns_own_email_cap_replaces_the_default_in_the_check() -> None:
+    own = check_text(f"{HELLO}campaign c {{ cap email 4 per 7d on launch {{ {DAILY_FOUR} }} }}")
+    assert own == []
+    # A cap over every channel is no email cap: the default still holds beside it.
+    overall = check_text(f"{HELLO}campaign c {{ cap 9 per 1d on launch {{ {DAILY_FOUR} }} }}")
+    assert codes(overall) == ["W303"] and "the default cap" in overall[0].message
+    texts = DAILY_FOUR.replace("email hello", "sms nudge")
+    assert check_text(f'template nudge sms "x"\ncampaign c {{ on launch {{ {texts} }} }}') == []
 
 
 def test_a_send_the_cap_skips_does_not_count_against_the_next() -> None:

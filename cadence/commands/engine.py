@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import re
 import signal
 import sys
 from collections import Counter
@@ -19,11 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cadence.commands.options import add_tenant
+from cadence.commands.options import DURATION_TEXT, add_default_cap, add_tenant
 from cadence.errors import CadenceError, DiagnosticError
-
-# A duration as the language writes it (`30d`, `1d12h`), for command-line options.
-_DURATION = re.compile(r"(?:\d+[wdhms])+")
 
 # The engine pulls in SQLAlchemy and Trio; `cadence --help` and `cadence check` should not
 # pay for that, so the handlers import it when they run.
@@ -35,6 +31,7 @@ if TYPE_CHECKING:
     from cadence.adapters.standins import Standins
     from cadence.adapters.web import ServiceSettings
     from cadence.dsl.compiled import CompiledCampaign
+    from cadence.dsl.symbols import CapLimit
     from cadence.engine.analytics import CampaignReport
     from cadence.engine.dryrun import DryRunReport
     from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
@@ -85,6 +82,7 @@ def register(subparsers: Any) -> None:
         "--company", metavar="JSON_OR_FILE", help="tenant/company variables (name, currency ...)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per send, then a summary")
+    add_default_cap(p)
     p.set_defaults(handler=_dry_run)
 
     p = subparsers.add_parser("deploy", help="compile files and store their campaigns")
@@ -160,6 +158,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
     _http_option(p)
+    add_default_cap(p)
     add_tenant(p, "to serve")
     p.set_defaults(handler=_serve)
 
@@ -173,6 +172,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
     p.add_argument("--poll", type=float, default=5.0)
     _http_option(p)
+    add_default_cap(p)
     add_tenant(p)
     p.set_defaults(handler=_run)
 
@@ -268,7 +268,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
         # The whole text must be a duration: `1mo` is not one minute, nor `1.5d` five days.
         text = args.until.strip()
-        if not _DURATION.fullmatch(text) or duration_seconds(text) <= 0:
+        if not DURATION_TEXT.fullmatch(text) or duration_seconds(text) <= 0:
             raise DryRunError(
                 f"--until: {args.until!r} is not a duration such as 30d, 12h or 1d12h"
                 " (units s, m, h, d, w; no months: write 30d)"
@@ -310,7 +310,7 @@ def _dry_run(args: argparse.Namespace) -> int:
                     campaigns, args.contacts, events=args.events, start=start, until=until,
                     assume=assume, seed=args.seed, on_progress=report, company=company,
                     render=False if args.contact is None else {args.contact},
-                    schema=args.schema, performance=not args.json,
+                    schema=args.schema, performance=not args.json, default_cap=args.default_cap,
                 )  # fmt: skip
             except DryRunError as exc:  # an option the inputs contradict (--contact)
                 print(f"cadence dry-run: {exc}", file=sys.stderr)
@@ -606,9 +606,11 @@ async def _serve_engine(
 
 
 @contextlib.asynccontextmanager
-async def _service_engine(service: ServiceSettings, tenant: str) -> AsyncIterator[Engine]:
+async def _service_engine(
+    service: ServiceSettings, tenant: str, default_cap: CapLimit | None
+) -> AsyncIterator[Engine]:
     """The engine `serve` and `run` use: real channel adapters when a provider is configured,
-    with the links `service` makes.
+    with the links `service` makes, under `default_cap` (`--default-cap`).
 
     With no provider configured (no `CADENCE_SMTP_URL`, `CADENCE_BREVO_API_KEY`,
     `CADENCE_INFOBIP_API_KEY` or webhook settings), sends are recorded, not delivered, and
@@ -631,7 +633,7 @@ async def _service_engine(service: ServiceSettings, tenant: str) -> AsyncIterato
             " CADENCE_INFOBIP_API_KEY ...): sends are recorded, not delivered",
             file=sys.stderr,
         )
-        async with Engine(tenant=tenant, sink=RecordingSink()) as engine:
+        async with Engine(tenant=tenant, sink=RecordingSink(), default_cap=default_cap) as engine:
             yield engine
         return
     source = StoreContentSource(resolve_database_url(None))
@@ -646,7 +648,8 @@ async def _service_engine(service: ServiceSettings, tenant: str) -> AsyncIterato
             file=sys.stderr,
         )
     try:
-        async with Engine(tenant=tenant, sink=AdapterSink(outbound, source, links=links)) as engine:
+        sink = AdapterSink(outbound, source, links=links)
+        async with Engine(tenant=tenant, sink=sink, default_cap=default_cap) as engine:
             yield engine
     finally:
         await outbound.aclose()
@@ -670,7 +673,7 @@ def _serve(args: argparse.Namespace) -> int:
         from cadence.adapters.web import ServiceSettings
 
         service = ServiceSettings.from_env()
-        async with _service_engine(service, args.tenant) as engine:
+        async with _service_engine(service, args.tenant, args.default_cap) as engine:
             stats = await _serve_engine(engine, args.until_idle, args.poll, args.http, service)
         print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
         return 0
@@ -690,7 +693,7 @@ def _run(args: argparse.Namespace) -> int:
 
         campaigns = compile_paths(args.files)
         service = ServiceSettings.from_env()
-        async with _service_engine(service, args.tenant) as engine:
+        async with _service_engine(service, args.tenant, args.default_cap) as engine:
             for result in await engine.deploy(campaigns):
                 if result.pending_approval and args.approved_by is None:
                     print(

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
+from cadence.dsl.parser import duration_seconds
+from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
 from cadence.engine.tenants import DEFAULT_TENANT
 
 TENANT_VARIABLE = "CADENCE_TENANT"
+DEFAULT_CAP_VARIABLE = "CADENCE_DEFAULT_CAP"
+# A duration as the language writes it (`30d`, `1d12h`), for command-line options.
+DURATION_TEXT = re.compile(r"(?:\d+[wdhms])+")
+# What follows `cap` in a campaign: `email 3 per 7d`, `5 per 1d`.
+_CAP_TEXT = re.compile(rf"(?:([a-z_]+) )?(\d+) per ({DURATION_TEXT.pattern})")
+_NO_CAP = ("none", "off")
+# Where a bad cap came from: the option, or the variable its default is read from.
+_FROM = f" (--default-cap, or ${DEFAULT_CAP_VARIABLE})"
 
 
 def add_tenant(parser: argparse.ArgumentParser, what: str = "to work on") -> None:
@@ -17,3 +28,38 @@ def add_tenant(parser: argparse.ArgumentParser, what: str = "to work on") -> Non
         default=os.environ.get(TENANT_VARIABLE) or DEFAULT_TENANT,
         help=f"tenant {what} (default ${TENANT_VARIABLE}, else {DEFAULT_TENANT!r})",
     )
+
+
+def add_default_cap(parser: argparse.ArgumentParser) -> None:
+    """`--default-cap`: the frequency cap of campaigns that set none on its channel."""
+    parser.add_argument(
+        "--default-cap",
+        metavar="CAP",
+        type=cap_arg,
+        default=os.environ.get(DEFAULT_CAP_VARIABLE) or DEFAULT_CAP.text(),
+        help=(
+            "the cap of every campaign without a `cap` of its own on that channel, written as"
+            f" after `cap`, or `none` (default ${DEFAULT_CAP_VARIABLE},"
+            f" else {DEFAULT_CAP.text()!r}: at most 3 emails per contact per week)"
+        ),
+    )
+
+
+def cap_arg(text: str) -> CapLimit | None:
+    """`email 3 per 7d` (a `cap` setting without its keyword) as a cap; `none`: no cap."""
+    value = " ".join(text.split())
+    if value.lower() in _NO_CAP:
+        return None
+    match = _CAP_TEXT.fullmatch(value)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a cap such as 'email 3 per 7d' (CHANNEL N per DURATION) or 'none',"
+            f" got {text!r}{_FROM}"
+        )
+    channel, count, per = match.groups()
+    cap = CapLimit(channel, int(count), duration_seconds(per))
+    try:
+        cap.check()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}{_FROM}") from None
+    return cap

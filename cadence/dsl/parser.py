@@ -531,6 +531,10 @@ def _token_span(token: Token, file: str) -> ast.Span:
     )
 
 
+# The longest duration the language takes (`1w` ... up to ten years).
+MAX_DURATION_SECONDS = 10 * 366 * 86400
+
+
 def duration_seconds(text: str) -> int:
     """Seconds in a duration literal such as `1d12h`."""
     return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
@@ -1072,7 +1076,7 @@ class _ToAst(Transformer[Token, Any]):
             raise _ValueError(
                 span, "E012", f"the duration `{token}` is zero", hint="use at least 1s"
             )
-        if seconds > 10 * 366 * 86400:
+        if seconds > MAX_DURATION_SECONDS:
             raise _ValueError(span, "E012", f"the duration `{token}` is longer than ten years")
         return ast.DurationLit(seconds, span=span)
 

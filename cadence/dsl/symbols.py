@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from cadence.dsl import ast
+from cadence.dsl.fmt import format_duration
 from cadence.dsl.loader import LoadedFile, Workspace
+from cadence.dsl.parser import MAX_DURATION_SECONDS
+from cadence.errors import did_you_mean
 
 CHANNELS: tuple[str, ...] = ("email", "sms", "whatsapp", "inbox", "webhook")
 CAMPAIGN_TYPES: tuple[str, ...] = ("broadcast", "drip", "triggered", "recurring", "ab_test")
@@ -22,6 +25,43 @@ ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
 AUDIENCE_FUNCTIONS: tuple[str, ...] = ("in_campaign", "received")
 DEFAULT_MAX_SENDS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class CapLimit:
+    """A frequency cap in force: at most `count` messages on `channel` (None: every channel)
+    to one contact in any rolling `per_seconds`, counting every campaign's sends."""
+
+    channel: str | None
+    count: int
+    per_seconds: int
+
+    def text(self) -> str:
+        """The cap as a campaign would set it, without the keyword: `email 3 per 7d`."""
+        on = f"{self.channel} " if self.channel is not None else ""
+        return f"{on}{self.count} per {format_duration(self.per_seconds)}"
+
+    def check(self) -> None:
+        """ValueError unless a campaign's `cap` setting could say the same (E104, E212)."""
+        if self.channel is not None and self.channel not in CHANNELS:
+            hint = did_you_mean(self.channel, CHANNELS)
+            raise ValueError(
+                f"a cap's channel is one of {', '.join(CHANNELS)}, not {self.channel!r}"
+                + (f"; {hint}" if hint else "")
+            )
+        if self.count < 1:
+            raise ValueError(f"a cap allows at least 1 message, not {self.count}")
+        if not 1 <= self.per_seconds <= MAX_DURATION_SECONDS:
+            raise ValueError(
+                f"a cap's period is from 1s to ten years, not {self.per_seconds} seconds"
+            )
+
+
+# The business rule "at most 3 emails per week per contact": the email cap of every campaign
+# that sets no `cap email` of its own. The engine applies it (`Engine(default_cap=...)`, None
+# turns it off; `cadence serve`, `run` and `dry-run` read `--default-cap`); the checker warns
+# (W303) when a campaign's own steps would run into it.
+DEFAULT_CAP = CapLimit("email", 3, 7 * 86400)
 # Fields every contact has, in columns of their own, whether or not a schema declares them.
 CONTACT_COLUMNS: tuple[str, ...] = (
     "id",

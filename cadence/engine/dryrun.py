@@ -15,7 +15,8 @@ through a real sink (the channel adapters against loopback stand-ins).
 
 A dry-run shows what the campaigns would send once launched, so it launches every one of
 them: each is approved first (by `approved_by`, "dry-run" unless the caller says otherwise)
-and the tenant's limit on live campaigns does not apply to its throwaway store.
+and the tenant's limit on live campaigns does not apply to its throwaway store. The default
+frequency cap does, as it would live (`default_cap`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from cadence.adapters.render import (
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links, has_web_version
 from cadence.dsl.compiled import CompiledCampaign, SendNode
+from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
 from cadence.engine import consent
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
@@ -562,6 +564,7 @@ async def dry_run(
     approved_by: str = "dry-run",
     schema: Path | None = None,
     performance: bool = False,
+    default_cap: CapLimit | None = DEFAULT_CAP,
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -572,7 +575,8 @@ async def dry_run(
     Every campaign is approved by `approved_by` before it is launched. `schema` (a contact
     schema file) types the contacts' attributes as `cadence contacts import --schema` does;
     without it a CSV's attributes are text. With `performance`, the report carries each
-    campaign's metrics at the end (`Engine.report`).
+    campaign's metrics at the end (`Engine.report`). `default_cap` is the engine's (the
+    same default as a live engine's, so the run shows what going live would do; None: off).
     """
     start = as_utc(start)
     horizon = start + until
@@ -586,8 +590,9 @@ async def dry_run(
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
     async with Engine(
-        database_url, clock=clock, sink=sink, max_active_campaigns=None, batch_size=DRY_RUN_BATCH
-    ) as engine:
+        database_url, clock=clock, sink=sink, max_active_campaigns=None,
+        batch_size=DRY_RUN_BATCH, default_cap=default_cap,
+    ) as engine:  # fmt: skip
         sink.content = RunContent(engine.store, campaigns)
         if forward is not None:
             sink.forward = forward(sink.content)

@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from cadence.dsl import ast
 from cadence.dsl import compiled as c
+from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
+from cadence.engine.caps import caps_in_force
 from cadence.engine.evaluate import ENGAGEMENT_FLAGS
 from cadence.engine.facts import ALL, CAMPAIGNS, EVENTS, SENDS, STANDARD_FIELDS
 
@@ -33,8 +35,11 @@ WITHOUT_CREATED_AT: Final = tuple(name for name in STANDARD_FIELDS if name != CR
 # Per campaign object, as `_BY_CAMPAIGN`: whether it names `created_at` anywhere.
 _NAMES_CREATED_AT: dict[int, tuple[c.CompiledCampaign, bool]] = {}
 
-# Per campaign object (kept alive with its answer, so its id is not reused): node -> reads.
-_BY_CAMPAIGN: dict[int, tuple[c.CompiledCampaign, dict[str | None, frozenset[str]]]] = {}
+# Per campaign object (kept alive with its answer, so its id is not reused): (node, default
+# cap) -> reads.
+_BY_CAMPAIGN: dict[
+    int, tuple[c.CompiledCampaign, dict[tuple[str | None, CapLimit | None], frozenset[str]]]
+] = {}
 
 
 def expr_reads(
@@ -71,19 +76,26 @@ def expr_reads(
             return NONE
 
 
-def node_reads(campaign: c.CompiledCampaign, node_id: str | None) -> frozenset[str]:
-    """What an enrollment at `node_id` may read until it next waits (goal checks included)."""
+def node_reads(
+    campaign: c.CompiledCampaign, node_id: str | None, default_cap: CapLimit | None = DEFAULT_CAP
+) -> frozenset[str]:
+    """What an enrollment at `node_id` may read until it next waits (goal checks included),
+    under the engine's `default_cap` (a capped send reads the contact's sends)."""
     cached = _BY_CAMPAIGN.get(id(campaign))
     if cached is None or cached[0] is not campaign:
         cached = (campaign, {})
         _BY_CAMPAIGN[id(campaign)] = cached
     table = cached[1]
-    if node_id not in table:
-        table[node_id] = _reach_reads(campaign, node_id)
-    return table[node_id]
+    key = (node_id, default_cap)
+    if key not in table:
+        table[key] = _reach_reads(campaign, node_id, default_cap)
+    return table[key]
 
 
-def batch_reads(wakes: Iterable[tuple[c.CompiledCampaign, str | None]]) -> frozenset[str]:
+def batch_reads(
+    wakes: Iterable[tuple[c.CompiledCampaign, str | None]],
+    default_cap: CapLimit | None = DEFAULT_CAP,
+) -> frozenset[str]:
     """The union of `node_reads` over a batch's (campaign, node) pairs."""
     found = NONE
     asked: set[tuple[int, str | None]] = set()
@@ -91,13 +103,15 @@ def batch_reads(wakes: Iterable[tuple[c.CompiledCampaign, str | None]]) -> froze
         if (id(campaign), node_id) in asked:
             continue
         asked.add((id(campaign), node_id))
-        found |= node_reads(campaign, node_id)
+        found |= node_reads(campaign, node_id, default_cap)
         if found == ALL:
             break
     return found
 
 
-def _reach_reads(campaign: c.CompiledCampaign, start: str | None) -> frozenset[str]:
+def _reach_reads(
+    campaign: c.CompiledCampaign, start: str | None, default_cap: CapLimit | None
+) -> frozenset[str]:
     segments = {name: c.model_to_expr(s.expr) for name, s in campaign.segments.items()}
     scores = set(campaign.scores)
 
@@ -105,6 +119,7 @@ def _reach_reads(campaign: c.CompiledCampaign, start: str | None) -> frozenset[s
         return expr_reads(c.model_to_expr(model), segments, scores)
 
     settings = campaign.settings
+    caps = caps_in_force(settings.caps, default_cap)
     found = of(settings.goal) if settings.goal is not None else NONE
     if start is None:
         return found
@@ -133,7 +148,8 @@ def _reach_reads(campaign: c.CompiledCampaign, start: str | None) -> frozenset[s
                 found |= of(value)
             case c.WaitForNode(event=event):
                 found |= of(event) | {EVENTS}
-            case c.SendNode() if settings.caps:
+            case c.SendNode(channel=channel) if caps.covers(channel):
+                # A capped send is checked against the contact's sends so far.
                 found |= {SENDS}
             case _:
                 pass

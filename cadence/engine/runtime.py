@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, parse_webhook
 from cadence.dsl import compiled as c
+from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
 from cadence.engine import (
     analytics,
     audience,
@@ -40,6 +41,7 @@ from cadence.engine import (
     timing,
 )
 from cadence.engine.analytics import CampaignReport
+from cadence.engine.caps import CapsInForce, caps_in_force
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
@@ -286,11 +288,20 @@ class Engine:
         owner: str | None = None,
         rate_limits: Mapping[str, ProviderLimit] | None = None,
         max_active_campaigns: int | None = MAX_ACTIVE_CAMPAIGNS,
+        default_cap: CapLimit | None = DEFAULT_CAP,
     ) -> None:
-        """Configure an engine; nothing is opened until `async with` (or `open()`)."""
+        """Configure an engine; nothing is opened until `async with` (or `open()`).
+
+        `default_cap` is the frequency cap of every campaign that sets none of its own on
+        that channel (the business rule: at most 3 emails per contact per 7 days; None: no
+        default, only the campaigns' own caps).
+        """
         if max_active_campaigns is not None and max_active_campaigns < 1:
             raise ValueError(f"max_active_campaigns must be at least 1, not {max_active_campaigns}")
         self.max_active_campaigns = max_active_campaigns
+        if default_cap is not None:
+            default_cap.check()
+        self.default_cap = default_cap
         self.database_url = database_url
         self.clock: Clock = clock or SystemClock()
         self.tenant = tenant
@@ -2059,7 +2070,9 @@ class Engine:
                 ],
                 contact_ids=[row.contact_id for row in claimed] if channels else [],
             )
-            kinds = batch_reads((versions[row.version_id], row.node) for row in claimed)
+            kinds = batch_reads(
+                ((versions[row.version_id], row.node) for row in claimed), self.default_cap
+            )
             facts = load_facts(
                 session,
                 self.tenant,
@@ -2068,7 +2081,7 @@ class Engine:
                 kinds=kinds,
                 fields=batch_fields(versions.values()),
             )
-            gates = _Gates(session, self.tenant, facts, now)
+            gates = _Gates(session, self.tenant, facts, now, self.default_cap)
             results: list[tuple[_StepRow, dict[str, Any], Advance]] = []
             # Cohorts (one version, node and state) share the stepper's work (`CohortMemo`).
             memo = CohortMemo()
@@ -2642,7 +2655,7 @@ class Engine:
         facts = load_facts(
             session, self.tenant, {row.contact_id for row in to_contacts}, with_history=False
         )
-        gates = _Gates(session, self.tenant, facts, now)
+        gates = _Gates(session, self.tenant, facts, now, self.default_cap)
         refused: dict[int, str] = {}
         for row in to_contacts:
             if row.contact_id in facts:
@@ -2745,7 +2758,9 @@ class _Gates:
 
     Email, inbox and webhook sends need no opt-in but stop at a denied, withdrawn or
     unconfirmed (double opt-in pending) consent; SMS and WhatsApp need consent granted, or
-    the contact attribute `sms_opt_in` / `whatsapp_opt_in` set to true. A campaign with a
+    the contact attribute `sms_opt_in` / `whatsapp_opt_in` set to true. A send is checked
+    against its campaign's caps and `default_cap` (`caps_in_force`); a confirmation message
+    is not held back by the default cap (it counts, as every send does). A campaign with a
     `budget` is paused once its sends so far (pending or sent, at its `cost` per channel)
     and this one would pass it: the send waits at its step (`paused` says why, per campaign).
     """
@@ -2758,17 +2773,21 @@ class _Gates:
         tenant: str,
         facts: dict[str, ContactFacts],
         now: dt.datetime,
+        default_cap: CapLimit | None,
     ) -> None:
         """The checks for the batch's contacts; a channel's data is read when first asked."""
         self.now = now
+        self.now_us = _micros(now)
         self.facts = facts
         self.session = session
         self.tenant = tenant
+        self.default_cap = default_cap
         self.spent: dict[str, Decimal] = {}
         self.paused: dict[str, dict[str, Any]] = {}
-        # Frequency caps run in the dispatch core: one index per campaign's rules, built from
-        # the batch's send history and kept current as the batch sends.
+        # Frequency caps run in the dispatch core: one index per campaign's caps in force,
+        # built from the batch's send history and kept current as the batch sends.
         self.codes = {contact_id: code for code, contact_id in enumerate(sorted(facts))}
+        self.caps: dict[str, CapsInForce] = {}
         self.cap_indexes: dict[str, FrequencyCaps] = {}
         self.suppressed: dict[str, set[str]] = {}
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
@@ -2804,22 +2823,26 @@ class _Gates:
             if refused is not None:
                 return SendGate.skip(refused)
             facts = self.facts[contact_id]
-            if campaign.settings.caps:
-                index = self._cap_index(campaign)
-                decision = index.check_and_reserve(
-                    [self.codes[contact_id]], [channel], [_micros(self.now)]
-                )
-                if not bool(decision.allowed[0]):
-                    cap = campaign.settings.caps[int(decision.denied_by[0])]
-                    return SendGate.skip(f"cap {cap.channel or 'all channels'} {cap.count} reached")
+            caps = self._caps_in_force(campaign)
+            if caps.rules:
+                index = self._cap_index(campaign, caps)
+                code = self.codes[contact_id]
+                denied_by = index.check_and_reserve_one(code, channel, self.now_us)
+                if denied_by >= 0:
+                    # The rules are checked in order, the default last: held back by the
+                    # default, the send passed the campaign's own caps. A confirmation
+                    # message goes (a pending double opt-in waits for it) and is counted.
+                    if not (confirmation and caps.is_default(denied_by)):
+                        return SendGate.skip(caps.skip_reason(denied_by))
+                    index.record([code], [channel], [self.now_us])
             budget = campaign.settings.budget
             cost = campaign.settings.costs.get(channel)
             if budget is not None and cost is not None:
                 spent = self._spent(campaign)
                 if spent + cost.amount > budget.amount:
-                    if campaign.settings.caps:
-                        self._cap_index(campaign).release(
-                            [self.codes[contact_id]], [channel], [_micros(self.now)]
+                    if caps.rules:
+                        self._cap_index(campaign, caps).release(
+                            [self.codes[contact_id]], [channel], [self.now_us]
                         )
                     self.paused[campaign.name] = {
                         "reason": "budget", "spent": str(spent),
@@ -2869,15 +2892,23 @@ class _Gates:
                 return f"no {channel} opt-in"
         return None
 
-    def _cap_index(self, campaign: c.CompiledCampaign) -> FrequencyCaps:
+    def _caps_in_force(self, campaign: c.CompiledCampaign) -> CapsInForce:
+        """The caps the campaign's sends are checked against (its own, then the default)."""
+        caps = self.caps.get(campaign.name)
+        if caps is None:
+            caps = self.caps[campaign.name] = caps_in_force(
+                campaign.settings.caps, self.default_cap
+            )
+        return caps
+
+    def _cap_index(self, campaign: c.CompiledCampaign, caps: CapsInForce) -> FrequencyCaps:
         """The campaign's cap index over this batch's contacts and their sends so far."""
         index = self.cap_indexes.get(campaign.name)
         if index is None:
             from cadence.dispatch.caps import CapRule, FrequencyCaps
 
             rules = [
-                CapRule(cap.channel, cap.count, cap.per_seconds * 1_000_000)
-                for cap in campaign.settings.caps
+                CapRule(cap.channel, cap.count, cap.per_seconds * 1_000_000) for cap in caps.rules
             ]
             index = FrequencyCaps(rules)
             history = [
@@ -2895,7 +2926,7 @@ class _Gates:
         """A send allowed in one campaign counts against every other campaign's caps too."""
         for name, index in self.cap_indexes.items():
             if name != campaign:
-                index.record([self.codes[contact_id]], [channel], [_micros(self.now)])
+                index.record([self.codes[contact_id]], [channel], [self.now_us])
 
     def _spent(self, campaign: c.CompiledCampaign) -> Decimal:
         """What the campaign's sends so far cost, over all its versions, at its own prices."""

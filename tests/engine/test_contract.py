@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import trio
+from sqlalchemy import select
 
-from cadence.engine.clock import SimulatedClock
+from cadence.engine.clock import SimulatedClock, as_utc
 from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import SendLog
 from tests.engine.test_runtime import campaigns
 from tests.language_md import language_blocks
 
@@ -46,6 +49,19 @@ class StampSink(RecordingSink):
 
 
 Body = Callable[[Engine, SimulatedClock, StampSink], Awaitable[Any]]
+# Why the default cap (docs/language.md, `cap`) skips an email.
+DEFAULT_CAPPED = "default cap email 3 per 7d reached"
+
+
+def skipped(url: str) -> list[tuple[dt.datetime, str, str]]:
+    """(time, contact, reason) of every send a gate skipped, in order."""
+    with Store.open(url) as store, store.session() as session:
+        rows = session.execute(
+            select(SendLog.at, SendLog.contact_id, SendLog.detail)
+            .where(SendLog.outcome == "skipped")
+            .order_by(SendLog.at, SendLog.contact_id)
+        ).all()
+    return [(as_utc(at), contact_id, detail["reason"]) for at, contact_id, detail in rows]
 
 
 def run_engine(url: str, start: dt.datetime, body: Body) -> Any:
@@ -213,12 +229,15 @@ campaign six_hourly { every 6h { send email ping } }
         await engine.run_until(utc("2026-12-02T09:00"))
         return [stamp for stamp, _, _ in sink.stamps]
 
+    # The fourth run, at 03:30, is the contact's 4th email within 7 days: the default cap
+    # skips its send (this expected four deliveries before the business rule of at most 3
+    # emails per week per contact; the run itself still comes at its time).
     assert run_engine(store_url, utc("2026-12-01T09:30"), body) == [
         utc("2026-12-01T09:30"),
         utc("2026-12-01T15:30"),
         utc("2026-12-01T21:30"),
-        utc("2026-12-02T03:30"),
     ]
+    assert skipped(store_url) == [(utc("2026-12-02T03:30"), "u", DEFAULT_CAPPED)]
 
 
 # ---------------------------------------------------------------------------- segment_enter
@@ -413,8 +432,10 @@ def test_fanout_sends_every_event_to_every_contact_it_matches(store_url: str) ->
         (utc("2026-12-01T12:00"), "elsewhere", "price_drop"),
         (utc("2026-12-01T12:00"), "rich", "price_drop"),
         (utc("2026-12-01T13:00"), "elsewhere", "price_drop"),
-        (utc("2026-12-01T13:00"), "rich", "price_drop"),
     ]
+    # The second price drop reaches `rich` too, as the 4th email within 7 days: the default
+    # cap skips it (delivered before the business rule of at most 3 emails per week).
+    assert skipped(store_url) == [(utc("2026-12-01T13:00"), "rich", DEFAULT_CAPPED)]
 
 
 # ---------------------------------------------------------------------------- at / every audience

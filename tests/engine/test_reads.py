@@ -16,6 +16,7 @@ from cadence.dsl import compiled as c
 from cadence.dsl.compiler import compile_paths, compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.dsl.parser import parse_text
+from cadence.dsl.symbols import CapLimit
 from cadence.engine.conditions import StepContext
 from cadence.engine.facts import (
     ALL,
@@ -103,6 +104,28 @@ campaign drip {
     assert node_reads(campaign, wait_for) == {EVENTS}
     assert batch_reads([(campaign, entry), (campaign, entry)]) == {SENDS}
     assert batch_reads([(campaign, entry), (campaign, wait_for)]) == {EVENTS, SENDS}
+
+
+def test_a_send_under_the_default_cap_reads_the_send_history() -> None:
+    """An email of a campaign with no caps is checked against the default cap, which counts
+    the contact's sends: loading none would let a 4th email of the week through."""
+    (campaign,) = compile_workspace(
+        load_text(
+            """
+template a email { subject "A" body "x" }
+template t sms "Hi"
+campaign plain { on launch { send email a  wait 1d  send sms t } }
+""",
+            "t.cadence",
+        )
+    )
+    entry = campaign.triggers[0].entry
+    (wait,) = [n.id for n in campaign.nodes if isinstance(n, c.WaitNode)]
+    assert node_reads(campaign, entry) == {SENDS}
+    assert batch_reads([(campaign, entry)], None) == frozenset()
+    # SMS has no default cap: an SMS-only wake reads nothing, unless a cap covers SMS.
+    assert node_reads(campaign, wait) == frozenset()
+    assert node_reads(campaign, wait, CapLimit(None, 5, 86400)) == {SENDS}
 
 
 def test_a_wait_for_already_met_is_no_stop() -> None:

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, moment_text
 from cadence.dsl.checks.settings import campaign_window, moment_start
-from cadence.dsl.symbols import DEFAULT_MAX_SENDS, CampaignUnit, Symbols
+from cadence.dsl.symbols import DEFAULT_CAP, DEFAULT_MAX_SENDS, CampaignUnit, CapLimit, Symbols
 
 S = TypeVar("S", bound=Hashable)
 STATE_LIMIT = 4096
@@ -113,18 +113,26 @@ def _send_limit(unit: CampaignUnit) -> tuple[int, bool]:
 
 
 class _CapPressure(PathAnalysis[tuple[int, ...]]):
-    """States: ages (seconds) of the recent sends the cap counts. Warns at a send it holds."""
+    """States: ages (seconds) of the recent sends the cap counts. Warns at a send it holds.
 
-    def __init__(self, ctx: CheckContext, cap: ast.CapSetting, warned: set[ast.Span]) -> None:
+    `which` names the cap in the warning ("the cap", "the default cap ..."), `hint` says how
+    to make room.
+    """
+
+    def __init__(
+        self, ctx: CheckContext, cap: CapLimit, which: str, hint: str, warned: set[ast.Span]
+    ) -> None:
         self.ctx = ctx
         self.cap = cap
+        self.which = which
+        self.hint = hint
         self.warned = warned
 
     def transfer(
         self, step: ast.Step, states: frozenset[tuple[int, ...]]
     ) -> frozenset[tuple[int, ...]]:
         cap = self.cap
-        per = cap.per.seconds
+        per = cap.per_seconds
         if isinstance(step, ast.Wait):
             wait = step.duration.seconds
             return frozenset(tuple(a + wait for a in ages if a + wait < per) for ages in states)
@@ -137,9 +145,8 @@ class _CapPressure(PathAnalysis[tuple[int, ...]]):
                 step.span,
                 "W303",
                 f"on one path this is {cap.count + 1} {what} within "
-                f"{format_duration(per)}, but the cap allows {cap.count}: it will be skipped",
-                f"the cap is at line {cap.span.line}; space the sends out with longer waits "
-                "or raise the cap",
+                f"{format_duration(per)}, but {self.which} allows {cap.count}: it will be skipped",
+                self.hint,
             )
         # A send the cap holds back is skipped: it is not one of the sends the cap counts.
         return frozenset(ages if len(ages) >= cap.count else (0, *ages) for ages in states)
@@ -272,9 +279,30 @@ def check_paths_through(ctx: CheckContext, unit: CampaignUnit) -> None:
     for block in unit.triggers:
         counter.run(block.steps, frozenset({0}))
     warned: set[ast.Span] = set()
-    for cap in unit.setting(ast.CapSetting):
-        if cap.count < 1:
-            continue
+    caps = list(unit.setting(ast.CapSetting))
+    pressures = [
+        (
+            CapLimit(cap.channel, cap.count, cap.per.seconds),
+            "the cap",
+            f"the cap is at line {cap.span.line}; space the sends out with longer waits "
+            "or raise the cap",
+        )
+        for cap in caps
+        if cap.count >= 1
+    ]
+    # Without a cap of its own on the default's channel, the campaign sends under the
+    # default (`DEFAULT_CAP`, the engine's unless it is given another).
+    if all(cap.channel != DEFAULT_CAP.channel for cap in caps):
+        pressures.append(
+            (
+                DEFAULT_CAP,
+                f"the default cap ({DEFAULT_CAP.text()}, every campaign's sends counted)",
+                f"the campaign sets no `cap {DEFAULT_CAP.channel}`, so the default holds; "
+                "space the sends out with longer waits, or give the campaign "
+                f"`cap {DEFAULT_CAP.channel} N per DURATION` of its own, which replaces it",
+            )
+        )
+    for cap, which, hint in pressures:
         for block in unit.triggers:
-            _CapPressure(ctx, cap, warned).run(block.steps, frozenset({()}))
+            _CapPressure(ctx, cap, which, hint, warned).run(block.steps, frozenset({()}))
     _check_campaign_end(ctx, unit)
