@@ -2784,11 +2784,12 @@ class _Gates:
         self.default_cap = default_cap
         self.spent: dict[str, Decimal] = {}
         self.paused: dict[str, dict[str, Any]] = {}
-        # Frequency caps run in the dispatch core: one index per campaign's caps in force,
-        # built from the batch's send history and kept current as the batch sends.
+        # Frequency caps run in the dispatch core: one index per set of caps in force (most
+        # campaigns share the default's), built from the batch's send history and kept
+        # current as the batch sends. Caps in force per campaign version (by object).
         self.codes = {contact_id: code for code, contact_id in enumerate(sorted(facts))}
-        self.caps: dict[str, CapsInForce] = {}
-        self.cap_indexes: dict[str, FrequencyCaps] = {}
+        self.caps: dict[int, CapsInForce] = {}
+        self.cap_indexes: dict[tuple[CapLimit, ...], FrequencyCaps] = {}
         self.suppressed: dict[str, set[str]] = {}
         self.consent: dict[str, dict[str, ConsentStatus]] = {}
 
@@ -2824,8 +2825,8 @@ class _Gates:
                 return SendGate.skip(refused)
             facts = self.facts[contact_id]
             caps = self._caps_in_force(campaign)
-            if caps.rules:
-                index = self._cap_index(campaign, caps)
+            index = self._cap_index(caps) if caps.rules else None
+            if index is not None:
                 code = self.codes[contact_id]
                 denied_by = index.check_and_reserve_one(code, channel, self.now_us)
                 if denied_by >= 0:
@@ -2840,10 +2841,8 @@ class _Gates:
             if budget is not None and cost is not None:
                 spent = self._spent(campaign)
                 if spent + cost.amount > budget.amount:
-                    if caps.rules:
-                        self._cap_index(campaign, caps).release(
-                            [self.codes[contact_id]], [channel], [self.now_us]
-                        )
+                    if index is not None:
+                        index.release([self.codes[contact_id]], [channel], [self.now_us])
                     self.paused[campaign.name] = {
                         "reason": "budget", "spent": str(spent),
                         "budget": str(budget.amount), "currency": budget.currency,
@@ -2853,7 +2852,7 @@ class _Gates:
                     )
                 self.spent[campaign.name] = spent + cost.amount
             facts.sends.append((channel, None, self.now))
-            self._record_elsewhere(campaign.name, contact_id, channel)
+            self._record_elsewhere(index, contact_id, channel)
             return SendGate.allow()
 
         return gate
@@ -2894,16 +2893,14 @@ class _Gates:
 
     def _caps_in_force(self, campaign: c.CompiledCampaign) -> CapsInForce:
         """The caps the campaign's sends are checked against (its own, then the default)."""
-        caps = self.caps.get(campaign.name)
+        caps = self.caps.get(id(campaign))
         if caps is None:
-            caps = self.caps[campaign.name] = caps_in_force(
-                campaign.settings.caps, self.default_cap
-            )
+            caps = self.caps[id(campaign)] = caps_in_force(campaign.settings.caps, self.default_cap)
         return caps
 
-    def _cap_index(self, campaign: c.CompiledCampaign, caps: CapsInForce) -> FrequencyCaps:
-        """The campaign's cap index over this batch's contacts and their sends so far."""
-        index = self.cap_indexes.get(campaign.name)
+    def _cap_index(self, caps: CapsInForce) -> FrequencyCaps:
+        """The index of these caps over this batch's contacts and their sends so far."""
+        index = self.cap_indexes.get(caps.rules)
         if index is None:
             from cadence.dispatch.caps import CapRule, FrequencyCaps
 
@@ -2919,13 +2916,13 @@ class _Gates:
             if history:
                 codes, channels, ats = zip(*history, strict=True)
                 index.rebuild(list(codes), list(channels), list(ats))
-            self.cap_indexes[campaign.name] = index
+            self.cap_indexes[caps.rules] = index
         return index
 
-    def _record_elsewhere(self, campaign: str, contact_id: str, channel: str) -> None:
-        """A send allowed in one campaign counts against every other campaign's caps too."""
-        for name, index in self.cap_indexes.items():
-            if name != campaign:
+    def _record_elsewhere(self, used: FrequencyCaps | None, contact_id: str, channel: str) -> None:
+        """A send allowed under one index (or none) counts against every other's caps too."""
+        for index in self.cap_indexes.values():
+            if index is not used:
                 index.record([self.codes[contact_id]], [channel], [self.now_us])
 
     def _spent(self, campaign: c.CompiledCampaign) -> Decimal:
