@@ -104,6 +104,8 @@ WELCOME_EXPLAINED = """\
 Onboarding (campaign "onboarding")
   Type: broadcast (one send to the whole audience), inferred from its steps.
   Audience: every contact (no audience filter).
+  Frequency cap: the default, at most 3 emails per contact every 7 days, across all \
+campaigns (`cap email N per DURATION` sets another).
 
 Who enters: when the campaign is launched, everyone in its audience at that moment.
 Steps (days counted from when the contact enters):

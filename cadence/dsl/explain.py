@@ -14,9 +14,10 @@ from decimal import Decimal
 from typing import Literal, TypeAlias
 
 from cadence.dsl import ast
+from cadence.dsl.checks.steps import all_steps
 from cadence.dsl.compiler import infer_campaign_type
 from cadence.dsl.loader import Workspace
-from cadence.dsl.symbols import CampaignUnit, Symbols, collect_symbols
+from cadence.dsl.symbols import DEFAULT_CAP, CampaignUnit, Symbols, collect_symbols
 
 LineKind: TypeAlias = Literal["title", "heading", "text"]
 
@@ -706,6 +707,9 @@ def _settings_sentences(unit: CampaignUnit, names: Names) -> list[str]:
         sentence = _setting_sentence(setting, words)
         if sentence:
             out.append(sentence)
+    default = _default_cap_sentence(unit)
+    if default:
+        out.append(default)
     starts = next((s for s in unit.setting(ast.DateSetting) if s.key == "starts"), None)
     ends = next((s for s in unit.setting(ast.DateSetting) if s.key == "ends"), None)
     if starts and ends:
@@ -715,6 +719,28 @@ def _settings_sentences(unit: CampaignUnit, names: Names) -> list[str]:
     elif ends:
         out.append(f"Ends on {moment_words(ends.moment)}.")
     return out
+
+
+def _default_cap_sentence(unit: CampaignUnit) -> str | None:
+    """The default cap, for a campaign that sends on its channel and sets no cap there."""
+    channel = DEFAULT_CAP.channel
+    if any(cap.channel == channel for cap in unit.setting(ast.CapSetting)):
+        return None
+    sends = (
+        step
+        for block in unit.triggers
+        for step in all_steps(block.steps)
+        if isinstance(step, ast.Send) and channel in (None, step.channel)
+    )
+    if next(sends, None) is None:
+        return None
+    noun = channel_noun(channel, plural=DEFAULT_CAP.count != 1) if channel else "messages"
+    on = f"{channel} " if channel else ""
+    return (
+        f"Frequency cap: the default, at most {DEFAULT_CAP.count} {noun} per contact "
+        f"{_per_words(DEFAULT_CAP.per_seconds)}, across all campaigns "
+        f"(`cap {on}N per DURATION` sets another)."
+    )
 
 
 def _grouped(words: ExprWords, expr: ast.Expr) -> str:
