@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -20,3 +21,15 @@ def seed(store: Store) -> SeedEnrollments:
         return seed_enrollments(store, count, **options)  # type: ignore[arg-type]
 
     return run
+
+
+@pytest.fixture(params=["rust", "python"])
+def caps_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the engine's cap checks on the Rust core, then on its Python twin."""
+    from cadence.dispatch import caps
+
+    # The runtime imports the caps where it uses them, so it sees the patched class.
+    monkeypatch.setattr(
+        caps, "FrequencyCaps", functools.partial(caps.FrequencyCaps, backend=request.param)
+    )
+    return str(request.param)

@@ -661,19 +661,7 @@ campaign second { cap email 1 per 1d  on launch { send email b } }
 """
 
 
-@pytest.mark.parametrize("backend", ["rust", "python"])
-def test_a_cap_holds_across_campaigns(
-    store_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import functools
-
-    from cadence.dispatch import caps
-
-    # The runtime imports the caps where it uses them, so it sees the patched class.
-    monkeypatch.setattr(
-        caps, "FrequencyCaps", functools.partial(caps.FrequencyCaps, backend=backend)
-    )
-
+def test_a_cap_holds_across_campaigns(store_url: str, caps_backend: str) -> None:
     async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
         await engine.upsert_contacts(CONTACTS[:1])
         await engine.deploy(campaigns(CAPPED))
