@@ -449,3 +449,44 @@ def test_infobip_reports_carry_the_price_of_every_part() -> None:
     entry.pop("price")
     (unpriced,) = parse_webhook("infobip", single).reports
     assert (unpriced.cost, unpriced.currency) == (None, None)
+
+
+# A first open through Apple's mail privacy proxy, in the shape Brevo posts it: `tag` as a
+# list (other events write it as a string), no `ts`/`ts_event`.
+BREVO_PROXY_OPEN: dict[str, Any] = {
+    "event": "unique_proxy_open",
+    "email": "lena.meyer@example.org",
+    "id": 482113,
+    "date": "2026-03-04 15:20:11",
+    "message-id": "<202603041419.51230981234@smtp-relay.mailin.fr>",
+    "subject": "Ihre Besichtigung am Donnerstag",
+    "tag": ["viewing-followup", "de"],
+    "sending_ip": "77.32.148.20",
+    "ts_epoch": 1772634011000,
+    "template_id": 41,
+}
+
+
+def test_brevo_tag_sent_as_a_list_is_read_as_the_tags() -> None:
+    (report,) = parse_webhook("brevo", BREVO_PROXY_OPEN).reports
+    assert report.outcome == "proxy_opened" and report.events == ()
+    assert report.detail["tags"] == ["viewing-followup", "de"]
+    assert report.at == dt.datetime(2026, 3, 4, 14, 20, 11, tzinfo=dt.UTC)
+    with pytest.raises(InvalidWebhook, match=r"tag: expected a list of strings"):
+        parse_webhook("brevo", {**BREVO_PROXY_OPEN, "tag": ["ok", 7]})
+
+
+def test_brevo_an_unknown_event_is_ignored_whatever_shape_its_fields_have() -> None:
+    """An event Cadence does not know is not read: its fields cannot refuse the batch."""
+    newcomer = {**BREVO_PROXY_OPEN, "event": "loaded_by_scanner", "reason": {"code": 7},
+                "link": ["https://a.test"], "ts_event": "soon"}  # fmt: skip
+    parsed = parse_webhook("brevo", [BREVO_PROXY_OPEN, newcomer])
+    assert [r.outcome for r in parsed.reports] == ["proxy_opened"]
+    assert parsed.ignored == [("[1]", "loaded_by_scanner")]
+    # A known event with such fields is still refused, naming them.
+    with pytest.raises(InvalidWebhook) as caught:
+        parse_webhook("brevo", [BREVO_PROXY_OPEN, {**newcomer, "event": "click"}])
+    text = str(caught.value)
+    for where in ("[1].reason: expected a string", "[1].link: expected a string",
+                  "[1].ts_event: expected a number"):  # fmt: skip
+        assert where in text, text

@@ -897,3 +897,24 @@ def test_a_send_the_provider_reported_on_is_not_sent_again(store_url: str, repor
     assert [outcome for outcome, _ in logged] == ["failed", "sent"]
     reason = (logged[-1][1] or {}).get("reason")
     assert reason == ("the provider reported on it before a retry" if reported else None)
+
+
+def test_a_brevo_batch_with_a_listed_tag_and_an_unknown_event_is_written(store_url: str) -> None:
+    """Brevo's proxy opens carry `tag` as a list; an event Cadence does not know is listed
+    as ignored whatever its fields hold: neither refuses the bounce beside them."""
+
+    def hook(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        message = last(sink, "p1", "email")
+        proxy = wp.brevo_event("unique_proxy_open", message, now, email=EMAIL["p1"])
+        proxy.pop("tags")
+        proxy["tag"] = ["daily", "note"]
+        newcomer = wp.brevo_event("loaded_by_scanner", message, now, email=EMAIL["p1"])
+        newcomer["reason"] = {"scanner": "gateway", "score": 0.93}
+        bounce = wp.brevo_event("hard_bounce", message, now, email=EMAIL["p1"])
+        return "brevo", [proxy, newcomer, bounce]
+
+    sink, (report,) = daily(store_url, [(2, hook)])
+    assert (report.reports, report.matched, report.logged, report.events) == (2, 2, 2, 1)
+    assert report.ignored == [("[1]", "loaded_by_scanner")]
+    assert [o for _, o, _ in log_outcomes(store_url)] == ["proxy_opened", "bounced"]
+    assert counts(sink, "p1") == {"email": 1, "sms": 5}

@@ -116,6 +116,12 @@ def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
     """One event object as a report (None when it is bad or an event Cadence ignores)."""
     before = len(item.problems)
     name = item.text("event", required=True)
+    known = _EVENTS.get(name.strip().lower()) if name is not None else None
+    if name is not None and known is None:
+        # An event Cadence does not act on may carry its fields in shapes of its own: they
+        # are not read, so they cannot spoil the events beside it.
+        ignored.append((item.path or "$", name))
+        return None
     email = item.text("email")
     message_id = item.text("message-id", number=True) or item.text("messageId", number=True)
     custom = item.text("X-Mailin-custom", number=True)
@@ -124,11 +130,7 @@ def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
     template_id = item.text("template_id", number=True) or item.text("templateId", number=True)
     tags = _tags(item)
     at, stamp = _moment(item)
-    if name is None or len(item.problems) > before:
-        return None
-    known = _EVENTS.get(name.strip().lower())
-    if known is None:
-        ignored.append((item.path or "$", name))
+    if known is None or len(item.problems) > before:
         return None
     kind, outcome, event, extra = known
     if at is None:
@@ -167,16 +169,18 @@ def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
 
 
 def _tags(item: Fields) -> list[str]:
-    """`tags` (a list) or `tag` (one string, or a JSON-ish list Brevo writes as text)."""
-    value = item.data.get("tags")
-    if isinstance(value, list):
-        if not all(isinstance(tag, str) for tag in value):
-            item.problem("tags", "expected a list of strings")
+    """`tags` (a list) or `tag` (one string, a JSON list Brevo writes as text, or a list)."""
+    for name in ("tags", "tag"):
+        value = item.data.get(name)
+        if isinstance(value, list):
+            # Brevo's proxy-open events send `tag` as a list too.
+            if not all(isinstance(tag, str) for tag in value):
+                item.problem(name, "expected a list of strings")
+                return []
+            return [tag for tag in value if tag]
+        if name == "tags" and value is not None:
+            item.problem("tags", f"expected a list of strings, got {json_kind(value)}")
             return []
-        return list(value)
-    if value is not None:
-        item.problem("tags", f"expected a list of strings, got {json_kind(value)}")
-        return []
     tag = item.text("tag")
     if not tag:
         return []
