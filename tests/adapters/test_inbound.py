@@ -147,6 +147,7 @@ def test_brevo_reads_the_outbox_id_its_outbound_adapter_sends() -> None:
         ("blocked", "bounced", "bounced", "hard"),
         ("soft_bounce", "soft_bounced", "bounced", "soft"),
         ("spam", "complained", "complained", None),
+        ("complaint", "complained", "complained", None),
         ("unsubscribed", "unsubscribed", "unsubscribed", None),
         ("opened", "opened", "opened", None),
         ("unique_opened", "opened", "opened", None),

@@ -201,6 +201,16 @@ def test_a_brevo_spam_complaint_suppresses_the_person_on_email(store_url: str) -
     assert [c for c, _ in events_named(store_url, "complained")] == ["p1"]
 
 
+def test_a_brevo_complaint_event_suppresses_the_person_on_email(store_url: str) -> None:
+    """Brevo reports a complaint forwarded by the mailbox provider as `complaint`."""
+    sink, (report,) = daily(store_url, [(3, brevo("complaint", tags=["daily"]))])
+    assert (report.matched, report.events, report.ignored) == (1, 1, [])
+    assert counts(sink, "p1") == {"email": 1, "sms": 5}
+    assert suppressions(store_url) == {("email", None, "p1", "complained")}
+    ((contact, props),) = events_named(store_url, "complained")
+    assert contact == "p1" and props["provider_event"] == "complaint"
+
+
 def test_a_brevo_unsubscribe_stops_email_only(store_url: str) -> None:
     sink, _ = daily(store_url, [(2, brevo("unsubscribed"))])
     assert counts(sink, "p1") == {"email": 1, "sms": 5}

@@ -16,7 +16,8 @@ What each event becomes (send-log outcome; Cadence event):
 - `delivered`: delivered; `delivered`.
 - `hard_bounce`, `invalid_email`/`invalid`, `blocked`: bounced; `bounced` type hard (Brevo
   will not deliver to that address again). `soft_bounce`: soft_bounced; `bounced` type soft.
-- `spam`: complained; `complained`. `unsubscribed`: unsubscribed; `unsubscribed` on email.
+- `spam`, `complaint`: complained; `complained`. `unsubscribed`: unsubscribed;
+  `unsubscribed` on email.
 - `opened`, `unique_opened`: opened; `opened` (the unique and plain report of one open are
   one event). `click`: clicked; `clicked` with `url`.
 
@@ -62,6 +63,8 @@ _EVENTS: dict[str, tuple[str, str, str | None, dict[str, Any]]] = {
     "softbounce": ("soft_bounce", "soft_bounced", "bounced", {"type": "soft"}),
     "deferred": ("deferred", "deferred", None, {}),
     "spam": ("spam", "complained", "complained", {}),
+    # Brevo's "Complaint" event (a complaint the mailbox provider forwarded), beside `spam`.
+    "complaint": ("spam", "complained", "complained", {}),
     "opened": ("opened", "opened", "opened", {}),
     "open": ("opened", "opened", "opened", {}),
     "unique_opened": ("opened", "opened", "opened", {}),
