@@ -116,7 +116,7 @@ def test_brevo_published_request_example() -> None:
     parsed = parse_webhook("brevo", BREVO_REQUEST)
     (report,) = parsed.reports
     assert report.outcome == "requested" and report.events == ()
-    assert report.at == dt.datetime.fromtimestamp(1604933654, dt.UTC)  # ts_event
+    assert report.at == dt.datetime.fromtimestamp(1604933654, dt.UTC)  # ts_epoch, in seconds
     assert report.provider_message_id == "201798300811.5787683@relay.domain.com"
     # Not a Cadence outbox id: a key to look up, which will match nothing of ours.
     assert (report.outbox_ref, report.send_key) == (None, "some_custom_header")
@@ -491,3 +491,24 @@ def test_brevo_an_unknown_event_is_ignored_whatever_shape_its_fields_have() -> N
     for where in ("[1].reason: expected a string", "[1].link: expected a string",
                   "[1].ts_event: expected a number"):  # fmt: skip
         assert where in text, text
+
+
+def test_brevo_time_is_ts_epoch_when_ts_and_ts_event_follow_the_accounts_time_zone() -> None:
+    """An account set to New York: `date`, `ts` and `ts_event` are five hours behind UTC,
+    `ts_epoch` (milliseconds) is the moment itself."""
+    at = dt.datetime(2026, 3, 4, 14, 20, 11, 250000, tzinfo=dt.UTC)
+    local = int(at.timestamp()) - 5 * 3600
+    body = {**BREVO_REQUEST, "event": "delivered", "date": "2026-03-04 09:20:11",
+            "ts": local, "ts_event": local, "ts_epoch": int(at.timestamp() * 1000)}  # fmt: skip
+    (report,) = parse_webhook("brevo", body).reports
+    assert report.at == at
+    # Without ts_epoch, ts_event is all there is.
+    no_epoch = {k: v for k, v in body.items() if k != "ts_epoch"}
+    (fallback,) = parse_webhook("brevo", no_epoch).reports
+    assert fallback.at == dt.datetime.fromtimestamp(local, dt.UTC)
+    # The dedupe value is still ts_event's, as it was: a redelivery is known again.
+    assert report.dedupe == fallback.dedupe
+    # A date that leaves the calendar once moved to UTC is a bad field, not a crash.
+    with pytest.raises(InvalidWebhook, match=r"date: '0001-01-01 00:30:00' is not a date"):
+        parse_webhook("brevo", {"event": "delivered", "email": "a@b.test",
+                                "date": "0001-01-01 00:30:00"})  # fmt: skip

@@ -928,3 +928,22 @@ def test_a_brevo_batch_with_a_listed_tag_and_an_unknown_event_is_written(store_u
     assert report.ignored == [("[1]", "loaded_by_scanner")]
     assert [o for _, o, _ in log_outcomes(store_url)] == ["proxy_opened", "bounced"]
     assert counts(sink, "p1") == {"email": 1, "sms": 5}
+
+
+def test_a_brevo_event_is_stored_at_ts_epoch_not_the_accounts_local_ts(store_url: str) -> None:
+    """Brevo writes `ts`/`ts_event` in the account's time zone (here New York, five hours
+    behind UTC); `ts_epoch` is UTC: the stored event is at the moment it happened."""
+
+    def hook(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        message = last(sink, "p1", "email")
+        body = wp.brevo_event("delivered", message, now, email=EMAIL["p1"])
+        local = int(now.timestamp()) - 5 * 3600
+        body.update(ts=local, ts_event=local, date=(now - dt.timedelta(hours=5)).strftime(
+            "%Y-%m-%d %H:%M:%S"))  # fmt: skip
+        return "brevo", body
+
+    daily(store_url, [(2, hook)])
+    with Store.open(store_url) as store, store.session() as session:
+        (at,) = session.scalars(select(Event.at).where(Event.name == "delivered")).all()
+    stored = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+    assert stored == T0 + dt.timedelta(hours=2)

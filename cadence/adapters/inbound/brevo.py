@@ -1,9 +1,10 @@
 """Brevo's transactional email webhooks, as provider reports.
 
 Brevo posts one JSON object per event (or, batched, a list of them) with `event`, `email`,
-`message-id`, the times `ts_event` / `ts` (seconds, UTC), `ts_epoch` (milliseconds) and
-`date` (Paris time), the `X-Mailin-custom` header Cadence set (the outbox id of a single
-message), and per event `reason`, `link`, `tag`/`tags`, `template_id`
+`message-id`, the times `ts_epoch` (milliseconds, UTC), `ts_event` / `ts` (seconds, in the
+account's time zone whatever Brevo's page says) and `date` (Paris time), the
+`X-Mailin-custom` header Cadence set (the outbox id of a single message), and per event
+`reason`, `link`, `tag`/`tags`, `template_id`
 (https://developers.brevo.com/docs/transactional-webhooks).
 
 What each event becomes (send-log outcome; Cadence event):
@@ -48,6 +49,10 @@ PROVIDER = "brevo"
 # Brevo's `date` is in its own time zone (CET/CEST), not UTC.
 _BREVO_ZONE = ZoneInfo("Europe/Paris")
 _DIGITS = re.compile(r"[0-9]+")
+# The time fields, in the order the dedupe value is taken from (as it always was) ...
+_TIMES = ("ts_event", "ts_epoch", "ts", "date")
+# ... and in the order the time is read from: ts_epoch is the one Brevo keeps in UTC.
+_TIME_PREFERENCE = ("ts_epoch", "ts_event", "ts", "date")
 
 # event -> (normalized kind, send-log outcome, Cadence event, event properties)
 _EVENTS: dict[str, tuple[str, str, str | None, dict[str, Any]]] = {
@@ -199,32 +204,42 @@ def _tags(item: Fields) -> list[str]:
 
 
 def _moment(item: Fields) -> tuple[dt.datetime | None, str | None]:
-    """When the event happened (UTC), and the raw value it was read from (for dedupe keys).
+    """When the event happened (UTC), and the raw value that identifies it (for dedupe keys).
 
-    `ts_event` (seconds, UTC) first, then `ts_epoch` (documented in milliseconds; a value
-    small enough to be seconds is read as seconds), `ts`, then `date` in Paris time.
+    `ts_epoch` (milliseconds, UTC; a value small enough to be seconds is read as seconds)
+    first: Brevo documents `ts_event` and `ts` as UTC seconds too, but writes them in the
+    account's time zone (an account set to US Pacific gets them hours away from
+    `ts_epoch`), so they are read only without `ts_epoch`; then `date`, in Paris time.
+    The dedupe value is still the first of `ts_event`, `ts_epoch`, `ts` and `date` given,
+    as before, so a report stored earlier is known again when Brevo redelivers it. Only
+    the fields these two need are read.
     """
-    for name in ("ts_event", "ts_epoch", "ts"):
-        value = item.number(name)
-        if value is None:
-            continue
+    given = [name for name in _TIMES if item.data.get(name) not in (None, "")]
+    if not given:
+        return None, None
+    read: dict[str, Any] = {}
+    for name in dict.fromkeys((given[0], min(given, key=_TIME_PREFERENCE.index))):
+        read[name] = item.text(name) if name == "date" else item.number(name)
+    if any(value is None for value in read.values()):
+        return None, None  # a problem was noted
+    stamp = f"{given[0]}={read[given[0]]}"
+    name = min(given, key=_TIME_PREFERENCE.index)
+    value = read[name]
+    if name != "date":
         seconds = value / 1000 if name == "ts_epoch" and value > 100_000_000_000 else value
         try:
-            return dt.datetime.fromtimestamp(seconds, dt.UTC), f"{name}={value}"
+            return dt.datetime.fromtimestamp(seconds, dt.UTC), stamp
         except (OverflowError, OSError, ValueError):
             item.problem(name, f"{value!r} is not a time stamp")
             return None, None
-    text = item.text("date")
-    if text is None:
-        return None, None
     try:
-        parsed = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        item.problem("date", f"{text!r} is not a date (YYYY-MM-DD HH:MM:SS)")
+        parsed = dt.datetime.fromisoformat(value.strip())
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=_BREVO_ZONE)
+        return parsed.astimezone(dt.UTC), stamp
+    except (ValueError, OverflowError):
+        item.problem("date", f"{value!r} is not a date (YYYY-MM-DD HH:MM:SS)")
         return None, None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_BREVO_ZONE)
-    return parsed.astimezone(dt.UTC), f"date={text}"
 
 
 def _custom_ref(custom: str | None) -> tuple[str | None, str | None]:
