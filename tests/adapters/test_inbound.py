@@ -512,3 +512,9 @@ def test_brevo_time_is_ts_epoch_when_ts_and_ts_event_follow_the_accounts_time_zo
     with pytest.raises(InvalidWebhook, match=r"date: '0001-01-01 00:00:00' is not a date"):
         parse_webhook("brevo", {"event": "delivered", "email": "a@b.test",
                                 "date": "0001-01-01 00:00:00"})  # fmt: skip
+
+
+def test_an_infobip_time_whose_offset_leaves_the_calendar_is_a_bad_field() -> None:
+    entry = {**INFOBIP_DLR["results"][0], "doneAt": "0001-01-01T00:00:00.000+0100"}
+    with pytest.raises(InvalidWebhook, match=r"results\[0\]\.doneAt: .* is not a date-time"):
+        parse_webhook("infobip", {"results": [entry]})

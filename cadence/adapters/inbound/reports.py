@@ -160,11 +160,12 @@ def parse_iso(value: str) -> dt.datetime | None:
     """An aware UTC datetime from ISO-8601 text; None when it is not one. No offset is UTC."""
     try:
         parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        # A time whose offset moves it out of the calendar is no time either.
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
 
 
 def json_kind(value: Any) -> str:
