@@ -7,7 +7,8 @@ from the batch's keys), so a retry after a timeout is deduplicated by Brevo. A s
 message carries its outbox id in `X-Mailin-custom`, which Brevo echoes in its webhooks;
 a batch carries its batch id there and each version is matched by the `messageIds`
 Brevo returns, in order. Brevo's 429 has no Retry-After: the wait is
-`x-sib-ratelimit-reset` seconds. Per-contact List-Unsubscribe headers make each such
+`x-sib-ratelimit-reset` seconds (a Retry-After, from a proxy in front of Brevo, when the
+reset is missing). Per-contact List-Unsubscribe headers make each such
 message its own request, since versions cannot carry headers.
 
 Brevo does not replay the answer to a repeated idempotency key: it refuses the request
@@ -19,6 +20,7 @@ messages are sent (Brevo's message ids are lost with the first answer).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -27,9 +29,14 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import RATE_LIMITED, HttpAdapter, Transient, ordered
+from cadence.adapters.base import HttpAdapter, Transient, ordered
 from cadence.adapters.config import BrevoConfig
-from cadence.adapters.http import is_transient_status, transient_status, transport_failure
+from cadence.adapters.http import (
+    is_transient_status,
+    provider_error,
+    transient_status,
+    transport_failure,
+)
 from cadence.adapters.message import (
     Channel,
     EmailAddress,
@@ -41,7 +48,7 @@ from cadence.adapters.message import (
     list_unsubscribe_headers,
 )
 from cadence.adapters.render import EmailContent
-from cadence.adapters.retry import CircuitBreaker, RetryPolicy
+from cadence.adapters.retry import CircuitBreaker, RetryPolicy, parse_retry_after
 
 _SPLIT = "batch_refused"
 # Brevo's error code for a request whose idempotency key it processed within the key's TTL.
@@ -262,29 +269,32 @@ class BrevoAdapter(HttpAdapter):
                 m.idempotency_key: SendResult.sent(m, self.provider, provider_id)
                 for m, provider_id in zip(messages, ids, strict=True)
             }
+        data = _json(response)
+        said = _said(data)
         if status == 429:
             reset = response.headers.get("x-sib-ratelimit-reset")
             try:
                 wait = float(reset) if reset is not None else None
             except ValueError:
                 wait = None
-            if wait is not None:
+            if wait is not None and math.isfinite(wait) and wait >= 0:
                 wait += self.rng.random() * 0.25  # spread the herd past the reset
-            return Transient("Brevo rate limit reached", RATE_LIMITED, wait=wait)
+            else:
+                # No usable reset: a Retry-After (a proxy's, or Brevo's if it adds one).
+                wait = parse_retry_after(response.headers.get("retry-after"))
+            return transient_status(response, "Brevo rate limit reached", said, wait=wait)
         if is_transient_status(status):
-            return transient_status(response, "Brevo error")
-        data = _json(response)
+            return transient_status(response, "Brevo error", said)
         code = str(data.get("code") or f"http_{status}")
         text = str(data.get("message") or response.reason_phrase)
         if status == 400 and code == _DUPLICATE and self._already_processed(messages, key, text):
             # The key's first request went through; this retry was refused, not sent.
             return {m.idempotency_key: SendResult.sent(m, self.provider, None) for m in messages}
+        error = provider_error("Brevo", status, code, text)
         if status == 400 and len(messages) > 1:
             code = _SPLIT
         return {
-            m.idempotency_key: SendResult.failed(
-                m, self.provider, f"Brevo {status}: {text}", code=code
-            )
+            m.idempotency_key: SendResult.failed(m, self.provider, error, code=code)
             for m in messages
         }
 
@@ -307,6 +317,12 @@ def _address(email: str, name: str | None) -> dict[str, str]:
 
 def _recipient(message: OutboundMessage) -> dict[str, str]:
     return _address(message.recipient, message.recipient_name)
+
+
+def _said(data: dict[str, Any]) -> str | None:
+    """Brevo's `{"code", "message"}` error body as `code: message`, if it sent one."""
+    parts = [str(data[key]) for key in ("code", "message") if data.get(key)]
+    return ": ".join(parts) or None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -22,10 +22,21 @@ def is_transient_status(status: int) -> bool:
     return status in (408, 425, 429) or status >= 500
 
 
-def transient_status(response: httpx.Response, reason: str) -> Transient:
-    """A retryable HTTP status, with the server's Retry-After when it sent one."""
+def transient_status(
+    response: httpx.Response, reason: str, said: str | None = None, *, wait: float | None = None
+) -> Transient:
+    """A retryable HTTP status, with the server's Retry-After when it sent one (or `wait`)
+    and what the provider said (`said`: its error code and message), so a send that ends
+    up deferred tells why."""
     return Transient(
-        f"{reason} (HTTP {response.status_code})",
+        f"{reason} (HTTP {response.status_code}{': ' + said if said else ''})",
         RATE_LIMITED if response.status_code == 429 else f"http_{response.status_code}",
-        wait=parse_retry_after(response.headers.get("retry-after")),
+        wait=wait if wait is not None else parse_retry_after(response.headers.get("retry-after")),
     )
+
+
+def provider_error(provider: str, status: int, code: str | None, text: str | None) -> str:
+    """How a refusal reads in a send's result: `Brevo 400 invalid_parameter: email is not
+    valid`, the provider, its HTTP status, its error code and its message."""
+    head = f"{provider} {status}" + (f" {code}" if code else "")
+    return f"{head}: {text}" if text else head

@@ -28,7 +28,12 @@ import trio
 
 from cadence.adapters.base import Attempt, HttpAdapter, Transient, ordered
 from cadence.adapters.config import InfobipConfig
-from cadence.adapters.http import is_transient_status, transient_status, transport_failure
+from cadence.adapters.http import (
+    is_transient_status,
+    provider_error,
+    transient_status,
+    transport_failure,
+)
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, batch_uuid
 from cadence.adapters.render import SmsContent, WhatsAppContent
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
@@ -246,19 +251,19 @@ class InfobipAdapter(HttpAdapter):
         if isinstance(answer, Transient):
             return answer
         status = answer.status_code
-        if is_transient_status(status):
-            return transient_status(answer, "Infobip error")
         data = _json(answer)
+        if is_transient_status(status):
+            said = ": ".join(part for part in error_details(data) if part) or None
+            return transient_status(answer, "Infobip error", said)
         if status >= 300:
             code, text = error_details(data)
             code = code or f"http_{status}"
             text = text or answer.reason_phrase
+            error = provider_error("Infobip", status, code, text)
             if status == 400 and len(messages) > 1:
                 code = _SPLIT
             return {
-                m.idempotency_key: SendResult.failed(
-                    m, self.provider, f"Infobip {status}: {text}", code=code
-                )
+                m.idempotency_key: SendResult.failed(m, self.provider, error, code=code)
                 for m in messages
             }
         entries = data.get("messages")

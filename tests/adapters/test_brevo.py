@@ -405,3 +405,49 @@ async def test_requests_go_out_concurrently(nursery: trio.Nursery) -> None:
     assert all(r.ok for r in await adapter.send_batch(messages))
     assert trio.current_time() - started < 1.2  # four 0.5s answers, not one after another
     assert len(standin.emails) == 4
+
+
+@pytest.mark.trio
+async def test_a_refusal_names_brevo_its_status_code_and_message(nursery: trio.Nursery) -> None:
+    _, adapter = await start(nursery)
+    (result,) = await adapter.send_batch([email(2, recipient="not-an-address")])
+    assert result.status is SendStatus.FAILED_PERMANENT
+    assert result.error == "Brevo 400 invalid_parameter: email is not valid in to[0]"
+
+
+@pytest.mark.trio
+async def test_an_outage_that_outlasts_the_retries_keeps_brevos_own_words(
+    nursery: trio.Nursery,
+) -> None:
+    standin, adapter = await start(nursery, policy=fast_policy(max_attempts=2))
+    standin.faults.add("503", times=2)
+    result = await adapter.send(email(1))
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == "http_503"
+    assert result.error == "Brevo error (HTTP 503: internal_error: Internal error)"
+    standin.faults.add("429", times=5, reset=3600)
+    limited = await adapter.send(email(2))
+    assert limited.error_code == "rate_limited"
+    assert "too_many_requests: The expected rate limit is exceeded." in (limited.error or "")
+
+
+@pytest.mark.trio
+async def test_a_429_without_brevos_reset_header_waits_for_retry_after() -> None:
+    """A 429 from something in front of Brevo (a proxy) has no x-sib-ratelimit-reset; its
+    Retry-After is the wait, not the short backoff that would hit the limit again."""
+    answers = [
+        httpx.Response(429, headers={"retry-after": "120"},
+                       json={"code": "too_many_requests", "message": "slow down"}),
+    ]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return answers.pop(0)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        adapter = BrevoAdapter(
+            BrevoConfig(api_key=Secret("k"), base_url="https://brevo.test"),
+            client=client, policy=fast_policy(), breaker=lenient_breaker(),
+        )  # fmt: skip
+        result = await adapter.send(email(1))
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
+    assert result.retry_at is not None
+    assert 110 < (result.retry_at - _now()).total_seconds() < 130

@@ -337,3 +337,30 @@ async def test_stand_in_validates_requests(nursery: trio.Nursery) -> None:
         assert response.status_code == 401
         assert response.json()["requestError"]["serviceException"]["messageId"] == "UNAUTHORIZED"
     assert not standin.messages
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [("legacy", "Infobip 401 UNAUTHORIZED: Invalid login details"),
+     ("current", "Infobip 401 E401: Invalid login details")],
+    ids=["legacy", "current"],
+)  # fmt: skip
+async def test_a_refusal_names_infobip_its_status_code_and_message(
+    nursery: trio.Nursery, style: str, expected: str
+) -> None:
+    standin, adapter = await start(nursery, api_key="wrong")
+    standin.error_style = style  # type: ignore[assignment]
+    result = await adapter.send(sms(1))
+    assert result.status is SendStatus.FAILED_PERMANENT and result.error == expected
+
+
+@pytest.mark.trio
+async def test_an_outage_that_outlasts_the_retries_keeps_infobips_own_words(
+    nursery: trio.Nursery,
+) -> None:
+    standin, adapter = await start(nursery, policy=fast_policy(max_attempts=2))
+    standin.faults.add("503", times=10)
+    result = await adapter.send(sms(1))
+    assert result.status in (SendStatus.RETRY_LATER, SendStatus.UNKNOWN)
+    assert "HTTP 503: GENERAL_ERROR: Something went wrong" in (result.error or ""), result.error
