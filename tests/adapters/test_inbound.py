@@ -518,3 +518,26 @@ def test_an_infobip_time_whose_offset_leaves_the_calendar_is_a_bad_field() -> No
     entry = {**INFOBIP_DLR["results"][0], "doneAt": "0001-01-01T00:00:00.000+0100"}
     with pytest.raises(InvalidWebhook, match=r"results\[0\]\.doneAt: .* is not a date-time"):
         parse_webhook("infobip", {"results": [entry]})
+
+
+def test_an_infobip_report_of_an_unknown_group_is_ignored_whatever_its_other_fields() -> None:
+    entry = {**INFOBIP_DLR["results"][0], "messageId": "6f1c2a90-3d55-4b1e-9c0e-2b7d4e8f0a11"}
+    later = {**entry, "status": {"groupId": 9, "groupName": "RECALLED", "id": 91,
+                                 "name": "RECALLED_BY_SENDER"},
+             "error": {"id": 4012, "name": "EC_RECALL", "permanent": "n/a"},
+             "doneAt": 17}  # fmt: skip
+    parsed = parse_webhook("infobip", {"results": [entry, later]})
+    assert [r.outcome for r in parsed.reports] == ["delivered"]
+    assert parsed.ignored == [("results[1]", "status RECALLED")]
+
+
+def test_an_infobip_report_with_null_times_is_refused_not_dropped() -> None:
+    """A report whose doneAt and sentAt are null has no time: a named problem, never a
+    report that vanishes without being written, refused or listed."""
+    entry = {**INFOBIP_DLR["results"][0], "doneAt": None, "sentAt": None}
+    with pytest.raises(InvalidWebhook, match=r"results\[0\]: no time: neither doneAt nor sentAt"):
+        parse_webhook("infobip", {"results": [entry]})
+    (report,) = parse_webhook(
+        "infobip", {"results": [{**entry, "sentAt": "2026-03-04T14:20:11.000+0000"}]}
+    ).reports
+    assert report.at == dt.datetime(2026, 3, 4, 14, 20, 11, tzinfo=dt.UTC)

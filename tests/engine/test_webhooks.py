@@ -712,6 +712,11 @@ def good_bounce(sink: wp.ProviderSink, now: dt.datetime) -> dict[str, Any]:
         ("infobip", lambda s, n: wp.results({"messageId": "m4", "to": "49151"}),
          "results[0]: not a delivery report"),
         ("infobip", lambda s, n: wp.results(
+            {**wp.infobip_status(last(s, "p1", "sms"), n, to=PHONE["p1"], group="DELIVERED",
+                                 name="DELIVERED_TO_HANDSET", description="delivered"),
+             "doneAt": None, "sentAt": None}),
+         "results[0]: no time: neither doneAt nor sentAt"),
+        ("infobip", lambda s, n: wp.results(
             {**wp.infobip_sms_in("+491510000001", "STOP", n, "m5"), "from": None}),
          "results[0].from: missing"),
         ("sendgrid", lambda s, n: [], "unknown provider"),

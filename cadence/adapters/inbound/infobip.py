@@ -144,9 +144,15 @@ def _channel_hint(item: Fields) -> str | None:
 
 
 def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
-    message_id = item.text("messageId", required=True, number=True)
+    before = len(item.problems)
     status = item.obj("status", required=True)
     group = status.text("groupName", required=True) if status else None
+    if group is not None and len(item.problems) == before and group.upper() not in _GROUPS:
+        # A status group Infobip adds later: its report's other fields are not read, so
+        # whatever they hold, they cannot refuse the reports beside it.
+        ignored.append((item.path, f"status {group}"))
+        return None
+    message_id = item.text("messageId", required=True, number=True)
     status_name = status.text("name") if status else None
     description = status.text("description") if status else None
     error = item.obj("error")
@@ -161,17 +167,14 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
         # about a failure, so it must not make an UNDELIVERABLE report a soft bounce.
         error_name = error_text = permanent = None
     at = item.moment("doneAt") or item.moment("sentAt")
-    if at is None and "doneAt" not in item.data and "sentAt" not in item.data:
+    if at is None and all(item.data.get(name) in (None, "") for name in ("doneAt", "sentAt")):
+        # Given as null, they are as absent as left out: the report is refused, not dropped.
         item.problem(None, "no time: neither doneAt nor sentAt is given")
     outbox_ref, tenant, key = _callback(item)
     to = item.text("to", number=True)
     if message_id is None or group is None or at is None:
         return None
-    known = _GROUPS.get(group.upper())
-    if known is None:
-        ignored.append((item.path, f"status {group}"))
-        return None
-    outcome, event, bounce = known
+    outcome, event, bounce = _GROUPS[group.upper()]
     properties: dict[str, Any] = {}
     if event == "bounced":
         # Infobip says whether an error is permanent; one that does not say counts as hard.
