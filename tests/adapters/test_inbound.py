@@ -541,3 +541,26 @@ def test_an_infobip_report_with_null_times_is_refused_not_dropped() -> None:
         "infobip", {"results": [{**entry, "sentAt": "2026-03-04T14:20:11.000+0000"}]}
     ).reports
     assert report.at == dt.datetime(2026, 3, 4, 14, 20, 11, tzinfo=dt.UTC)
+
+
+def test_a_brevo_inbound_parsing_body_is_listed_as_ignored_emails() -> None:
+    """Brevo's inbound parsing posts `{"items": [...]}`: no transactional event, no
+    `event`; its emails are listed as ignored (Cadence takes no email replies yet)."""
+    reply = {
+        "Uuid": ["0c7a3e51-6a02-4a6c-9a07-5f3d9a1b2c44"],
+        "MessageId": "<CAF2x9kq=7Yw@mail.example.org>",
+        "InReplyTo": "<202603041419.51230981234@smtp-relay.mailin.fr>",
+        "From": {"Name": "Lena Meyer", "Address": "lena.meyer@example.org"},
+        "To": [{"Name": None, "Address": "reply@inbound.acme.test"}],
+        "Subject": "Re: Ihre Besichtigung am Donnerstag",
+        "SentAtDate": "Wed, 4 Mar 2026 15:31:02 +0100",
+        "RawTextBody": "Donnerstag passt, danke!",
+        "ExtractedMarkdownMessage": "Donnerstag passt, danke!",
+        "Attachments": [],
+        "Headers": {"Message-ID": "<CAF2x9kq=7Yw@mail.example.org>"},
+    }
+    parsed = parse_webhook("brevo", {"items": [reply, reply]})
+    assert parsed.reports == []
+    assert parsed.ignored == [("items[0]", "inbound email"), ("items[1]", "inbound email")]
+    with pytest.raises(InvalidWebhook, match=r"items: expected an array, got object"):
+        parse_webhook("brevo", {"items": reply})

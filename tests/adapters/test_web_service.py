@@ -245,6 +245,36 @@ def test_the_api_needs_the_token_and_refuses_bad_bodies_whole(store_url: str) ->
         assert sorted(session.scalars(select(Event.name))) == ["a", "b", "signed_up"]
 
 
+def test_provider_bodies_cadence_does_not_act_on_are_taken_and_bad_times_are_400(
+    store_url: str,
+) -> None:
+    """Brevo's inbound parsing (`{"items": [...]}`) is answered 200 with its emails listed
+    as ignored, so Brevo does not redeliver it; an Infobip time that leaves the calendar is
+    a 400 naming it, not a 500. Neither writes anything."""
+
+    async def body(service: Service) -> None:
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        reply = {"Uuid": ["5b2e0a44-1f0c-4d8e-b1a7-3c9e2d7f6a10"],
+                 "From": {"Name": "Ana", "Address": "ana@example.test"},
+                 "Subject": "Re: Hello Ana", "RawTextBody": "Thursday works."}  # fmt: skip
+        taken = await service.client.post("/webhooks/brevo", json={"items": [reply]}, headers=auth)
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["ignored"] == [{"position": "items[0]", "what": "inbound email"}]
+        entry = {"messageId": "2c5f9d10-8a4e-4b7b-a0e1-6f2d3c4b5a69", "to": "491510000001",
+                 "status": {"groupId": 3, "groupName": "DELIVERED", "id": 5,
+                            "name": "DELIVERED_TO_HANDSET"},
+                 "doneAt": "0001-01-01T00:10:00.000+0200"}  # fmt: skip
+        refused = await service.client.post(
+            "/webhooks/infobip", json={"results": [entry]}, headers=auth
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["problems"][0]["path"] == "results[0].doneAt"
+
+    trio.run(_with_service, store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalars(select(Event.name)).all() == []
+
+
 def test_the_inbox_api_lists_and_marks_a_contacts_messages(store_url: str) -> None:
     source = """
     template note inbox "Your report is ready, {{ contact.first_name }}."

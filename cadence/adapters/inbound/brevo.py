@@ -93,6 +93,8 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
     Raises `InvalidWebhook` naming every bad field when the body is malformed.
     """
     problems: list[WebhookProblem] = []
+    if isinstance(payload, Mapping) and "items" in payload and "event" not in payload:
+        return [], _inbound_parse(payload["items"])
     if isinstance(payload, Mapping):
         items: list[tuple[str, Any]] = [("", payload)]
     elif isinstance(payload, list):
@@ -118,6 +120,20 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
     if problems:
         raise InvalidWebhook(PROVIDER, problems)
     return reports, ignored
+
+
+def _inbound_parse(entries: Any) -> list[tuple[str, str]]:
+    """The emails of a Brevo inbound-parsing body (`{"items": [...]}`), listed as ignored.
+
+    Cadence takes no email replies yet (docs/inbound.md): a body posted by Brevo's inbound
+    parsing to this URL is answered as taken, so Brevo does not redeliver it, and each
+    email is listed, not refused as a transactional event without `event`.
+    """
+    if not isinstance(entries, list):
+        raise InvalidWebhook(
+            PROVIDER, [WebhookProblem("items", f"expected an array, got {json_kind(entries)}")]
+        )
+    return [(f"items[{index}]", "inbound email") for index in range(len(entries))]
 
 
 def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
