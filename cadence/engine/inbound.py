@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, ProviderReport
@@ -399,32 +399,84 @@ def _match_replies(
     work: IngestPlan,
     now: dt.datetime,
 ) -> None:
-    """Inbound messages: the contacts with the sender's number, and their latest send there."""
-    numbers = sorted({r.address for r in replies if r.address})
-    owners: dict[str, list[str]] = {}
-    for chunk in _chunks(numbers):
-        for contact_id, phone in session.execute(
-            select(Contact.id, Contact.phone).where(
-                Contact.tenant_id == tenant_id, Contact.phone.in_(chunk)
-            )
-        ):
-            owners.setdefault(str(phone), []).append(str(contact_id))
+    """Inbound messages: the send a reply says it answers (an email's In-Reply-To), else
+    every contact with the sender's number or address, and their latest send there."""
+    answered = _answered_sends(session, tenant_id, replies)
+    owners = _owners(session, tenant_id, [r for r in replies if id(r) not in answered])
     latest: dict[tuple[str, str], _Send | None] = {}
     for report in replies:
-        contacts = sorted(owners.get(report.address or "", []))
+        send = answered.get(id(report))
+        if send is not None:
+            work.result.matched += 1
+            _add(work, tenant_id, report, send, send.contact_id, now)
+            continue
+        channel = report.channel or "sms"
+        contacts = sorted(owners.get((channel == "email", report.address or ""), []))
         if not contacts:
+            what = "address" if channel == "email" else "number"
             work.result.unmatched.append(
-                Unmatched(report.position, report.kind, f"no contact with number {report.address}")
+                Unmatched(report.position, report.kind, f"no contact with {what} {report.address}")
             )
             continue
         work.result.matched += 1
-        channel = report.channel or "sms"
         for contact_id in contacts:
             if (contact_id, channel) not in latest:
                 latest[(contact_id, channel)] = _latest_send(
                     session, tenant_id, contact_id, channel
                 )
             _add(work, tenant_id, report, latest[(contact_id, channel)], contact_id, now)
+
+
+def _answered_sends(
+    session: Session, tenant_id: str, replies: Sequence[ProviderReport]
+) -> dict[int, _Send]:
+    """The send each reply names as the one it answers, on its channel (by id() of it)."""
+    wanted = sorted({v for r in replies for v in _id_variants(r.answers)})
+    by_message_id: dict[str, _Send] = {}
+    for chunk in _chunks(wanted):
+        for row in _sends(session, tenant_id, OutboxMessage.provider_message_id.in_(chunk)):
+            if row.provider_message_id is not None:
+                by_message_id[row.provider_message_id] = row
+    found: dict[int, _Send] = {}
+    for report in replies:
+        send = next(
+            (by_message_id[v] for v in _id_variants(report.answers) if v in by_message_id), None
+        )
+        if send is not None and send.channel == (report.channel or "sms"):
+            found[id(report)] = send
+    names = _campaign_names(session, {s.version_id for s in found.values()})
+    return {
+        marker: dataclasses.replace(send, campaign=names.get(send.version_id or -1))
+        for marker, send in found.items()
+    }
+
+
+def _owners(
+    session: Session, tenant_id: str, replies: Sequence[ProviderReport]
+) -> dict[tuple[bool, str], list[str]]:
+    """The contacts with each sender's address, keyed (by email?, address as reported).
+
+    Numbers are compared in E.164, as contacts store them and Infobip's are read;
+    addresses without regard to case, as mail servers treat them in practice.
+    """
+    numbers = sorted({r.address for r in replies if r.address and r.channel != "email"})
+    addresses = sorted({r.address for r in replies if r.address and r.channel == "email"})
+    owners: dict[tuple[bool, str], list[str]] = {}
+    for chunk in _chunks(numbers):
+        for contact_id, phone in session.execute(
+            select(Contact.id, Contact.phone).where(
+                Contact.tenant_id == tenant_id, Contact.phone.in_(chunk)
+            )
+        ):
+            owners.setdefault((False, str(phone)), []).append(str(contact_id))
+    for chunk in _chunks(addresses):
+        for contact_id, address in session.execute(
+            select(Contact.id, Contact.email).where(
+                Contact.tenant_id == tenant_id, func.lower(Contact.email).in_(chunk)
+            )
+        ):
+            owners.setdefault((True, str(address).lower()), []).append(str(contact_id))
+    return owners
 
 
 def _latest_send(session: Session, tenant_id: str, contact_id: str, channel: str) -> _Send | None:

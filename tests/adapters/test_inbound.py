@@ -543,24 +543,82 @@ def test_an_infobip_report_with_null_times_is_refused_not_dropped() -> None:
     assert report.at == dt.datetime(2026, 3, 4, 14, 20, 11, tzinfo=dt.UTC)
 
 
-def test_a_brevo_inbound_parsing_body_is_listed_as_ignored_emails() -> None:
-    """Brevo's inbound parsing posts `{"items": [...]}`: no transactional event, no
-    `event`; its emails are listed as ignored (Cadence takes no email replies yet)."""
-    reply = {
-        "Uuid": ["0c7a3e51-6a02-4a6c-9a07-5f3d9a1b2c44"],
-        "MessageId": "<CAF2x9kq=7Yw@mail.example.org>",
-        "InReplyTo": "<202603041419.51230981234@smtp-relay.mailin.fr>",
-        "From": {"Name": "Lena Meyer", "Address": "lena.meyer@example.org"},
-        "To": [{"Name": None, "Address": "reply@inbound.acme.test"}],
-        "Subject": "Re: Ihre Besichtigung am Donnerstag",
-        "SentAtDate": "Wed, 4 Mar 2026 15:31:02 +0100",
-        "RawTextBody": "Donnerstag passt, danke!",
-        "ExtractedMarkdownMessage": "Donnerstag passt, danke!",
-        "Attachments": [],
-        "Headers": {"Message-ID": "<CAF2x9kq=7Yw@mail.example.org>"},
-    }
-    parsed = parse_webhook("brevo", {"items": [reply, reply]})
-    assert parsed.reports == []
-    assert parsed.ignored == [("items[0]", "inbound email"), ("items[1]", "inbound email")]
+BREVO_REPLY: dict[str, Any] = {
+    "Uuid": ["0c7a3e51-6a02-4a6c-9a07-5f3d9a1b2c44"],
+    "MessageId": "<CAF2x9kq=7Yw@mail.example.org>",
+    "InReplyTo": "<202603041419.51230981234@smtp-relay.mailin.fr>",
+    "From": {"Name": "Lena Meyer", "Address": "Lena.Meyer@Example.org"},
+    "To": [{"Name": None, "Address": "reply@inbound.acme.test"}],
+    "Subject": "Re: Ihre Besichtigung am Donnerstag",
+    "SentAtDate": "Wed, 4 Mar 2026 15:31:02 +0100",
+    "RawTextBody": "Donnerstag passt, danke!\n\nAm 4. März schrieb Acme:\n> Termin?",
+    "ExtractedMarkdownMessage": "Donnerstag passt, danke!",
+    "ExtractedMarkdownSignature": "Lena",
+    "Attachments": [],
+    "Headers": {"Message-ID": "<CAF2x9kq=7Yw@mail.example.org>"},
+}
+
+
+def test_a_brevo_inbound_parsing_body_is_a_reply_per_email() -> None:
+    """Brevo's inbound parsing posts `{"items": [...]}`: each email is a `replied` on email
+    from its sender, naming the send it answers (In-Reply-To), at its Date in UTC, with the
+    answer Brevo extracted (not the quoted thread)."""
+    second = {**BREVO_REPLY, "Uuid": ["7d1e"], "InReplyTo": None, "ExtractedMarkdownMessage": None}
+    parsed = parse_webhook("brevo", {"items": [BREVO_REPLY, second]})
+    assert parsed.ignored == []
+    first, other = parsed.reports
+    assert (first.kind, first.channel, first.inbound) == ("inbound", "email", True)
+    assert first.address == "lena.meyer@example.org"
+    assert first.answers == "<202603041419.51230981234@smtp-relay.mailin.fr>"
+    assert first.at == dt.datetime(2026, 3, 4, 14, 31, 2, tzinfo=dt.UTC)
+    assert first.events == (
+        ("replied", {"channel": "email", "text": "Donnerstag passt, danke!",
+                     "subject": "Re: Ihre Besichtigung am Donnerstag"}),
+    )  # fmt: skip
+    # Without an extracted answer, the raw text; without In-Reply-To, no send named.
+    assert other.events[0][1]["text"].startswith("Donnerstag passt, danke!\n\nAm 4. März")
+    assert other.answers is None and other.dedupe != first.dedupe
+    assert parse_webhook("brevo", {"items": [BREVO_REPLY]}).reports[0].dedupe == first.dedupe
+
+
+@pytest.mark.parametrize(
+    ("headers", "sender", "automatic"),
+    [
+        ({"Auto-Submitted": "auto-replied"}, "lena@example.org", True),
+        ({"auto-submitted": ["auto-generated"]}, "lena@example.org", True),
+        ({"Auto-Submitted": "no"}, "lena@example.org", False),
+        ({"X-Autoreply": "yes"}, "lena@example.org", True),
+        ({"Precedence": "bulk"}, "lena@example.org", True),
+        ({"Precedence": "first-class"}, "lena@example.org", False),
+        ({}, "MAILER-DAEMON@mx.example.org", True),
+        ({}, "postmaster@example.org", True),
+        ("not an object", "lena@example.org", False),
+    ],
+)
+def test_automatic_email_replies_are_listed_as_ignored(
+    headers: Any, sender: str, automatic: bool
+) -> None:
+    """An out-of-office answer or a bounce notice (RFC 3834's Auto-Submitted, the vendor
+    headers, a mail daemon) is no reply from the person."""
+    item = {**BREVO_REPLY, "Headers": headers, "From": {"Address": sender}}
+    parsed = parse_webhook("brevo", {"items": [item]})
+    assert (parsed.ignored == [("items[0]", "automatic reply")]) is automatic
+    assert len(parsed.reports) == (0 if automatic else 1)
+
+
+def test_a_reply_without_a_readable_date_is_taken_now_and_bad_bodies_are_refused() -> None:
+    """A Date header is the sender's to write: missing or unreadable, the reply is dated
+    when it arrives. What Brevo itself shapes (From, Uuid, items) is checked."""
+    before = dt.datetime.now(dt.UTC)
+    for date in (None, "yesterday-ish"):
+        (report,) = parse_webhook("brevo", {"items": [{**BREVO_REPLY, "SentAtDate": date}]}).reports
+        assert before <= report.at <= dt.datetime.now(dt.UTC)
+    no_sender = {k: v for k, v in BREVO_REPLY.items() if k != "From"}
+    with pytest.raises(InvalidWebhook, match=r"items\[1\]\.From: missing"):
+        parse_webhook("brevo", {"items": [BREVO_REPLY, no_sender]})
+    with pytest.raises(InvalidWebhook, match=r"items\[0\]\.From\.Address: missing"):
+        parse_webhook("brevo", {"items": [{**BREVO_REPLY, "From": {"Name": "x"}}]})
+    with pytest.raises(InvalidWebhook, match=r"items\[0\]\.Uuid: expected a list of strings"):
+        parse_webhook("brevo", {"items": [{**BREVO_REPLY, "Uuid": [7]}]})
     with pytest.raises(InvalidWebhook, match=r"items: expected an array, got object"):
-        parse_webhook("brevo", {"items": reply})
+        parse_webhook("brevo", {"items": BREVO_REPLY})

@@ -245,12 +245,12 @@ def test_the_api_needs_the_token_and_refuses_bad_bodies_whole(store_url: str) ->
         assert sorted(session.scalars(select(Event.name))) == ["a", "b", "signed_up"]
 
 
-def test_provider_bodies_cadence_does_not_act_on_are_taken_and_bad_times_are_400(
+def test_an_unknown_senders_email_is_taken_and_a_bad_time_is_400(
     store_url: str,
 ) -> None:
-    """Brevo's inbound parsing (`{"items": [...]}`) is answered 200 with its emails listed
-    as ignored, so Brevo does not redeliver it; an Infobip time that leaves the calendar is
-    a 400 naming it, not a 500. Neither writes anything."""
+    """Brevo's inbound parsing (`{"items": [...]}`) of an email from nobody the tenant knows
+    is answered 200 with it listed as unmatched, so Brevo does not redeliver it; an Infobip
+    time that leaves the calendar is a 400 naming it, not a 500. Neither writes anything."""
 
     async def body(service: Service) -> None:
         auth = {"authorization": f"Bearer {TOKEN}"}
@@ -259,7 +259,8 @@ def test_provider_bodies_cadence_does_not_act_on_are_taken_and_bad_times_are_400
                  "Subject": "Re: Hello Ana", "RawTextBody": "Thursday works."}  # fmt: skip
         taken = await service.client.post("/webhooks/brevo", json={"items": [reply]}, headers=auth)
         assert taken.status_code == 200, taken.text
-        assert taken.json()["ignored"] == [{"position": "items[0]", "what": "inbound email"}]
+        assert taken.json()["unmatched"][0]["position"] == "items[0]", taken.json()
+        assert "no contact with address ana@example.test" in taken.text
         entry = {"messageId": "2c5f9d10-8a4e-4b7b-a0e1-6f2d3c4b5a69", "to": "491510000001",
                  "status": {"groupId": 3, "groupName": "DELIVERED", "id": 5,
                             "name": "DELIVERED_TO_HANDSET"},

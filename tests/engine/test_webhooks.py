@@ -436,6 +436,119 @@ def test_an_inbound_message_from_an_unknown_number_is_reported_not_guessed(
     assert table_counts(store_url)[2] == 0 and counts(sink, "p1") == {"email": EMAILS, "sms": 5}
 
 
+# ---------------------------------------------------------------------------- Brevo replies
+
+
+def brevo_reply(
+    sender: str, text: str, uuid_text: str, *, answering: bool = True, **extra: Any
+) -> Callable[[wp.ProviderSink, dt.datetime], tuple[str, Any]]:
+    """A hook: Brevo's inbound parsing posts an email from `sender`, by default one that
+    answers p1's latest email (its In-Reply-To names it)."""
+
+    def hook(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        answers = last(sink, "p1", "email") if answering else None
+        item = wp.brevo_inbound_email(sender, text, now, uuid_text, answers=answers, **extra)
+        return "brevo", {"items": [item]}
+
+    return hook
+
+
+def test_an_email_reply_names_the_send_it_answers_and_is_recorded(store_url: str) -> None:
+    # From another address of the person's (a colleague, a second mailbox): the thread
+    # names the send, so the reply is p1's all the same.
+    hook = brevo_reply("assistant@example.test", "Thursday works for me.", "9b1c0a7e-reply-1")
+    sink, (report,) = daily(store_url, [(2, hook)])
+    assert (report.matched, report.unmatched, report.events) == (1, [], 1)
+    ((contact, props),) = events_named(store_url, "replied")
+    assert contact == "p1"
+    assert props["text"] == "Thursday works for me." and props["subject"] == "Re: Note"
+    assert (props["channel"], props["template"], props["campaign"]) == ("email", "note", "daily")
+    assert log_outcomes(store_url) == [("p1", "replied", "brevo")]
+    assert counts(sink, "p1") == {"email": EMAILS, "sms": 5}
+
+
+def test_an_email_reply_without_a_thread_is_matched_by_address_whatever_its_case(
+    store_url: str,
+) -> None:
+    hook = brevo_reply("P1@Example.TEST", "Sounds good", "9b1c0a7e-reply-2", answering=False)
+    sink, (report,) = daily(store_url, [(26, hook)])
+    assert (report.matched, report.unmatched) == (1, [])
+    ((contact, props),) = events_named(store_url, "replied")
+    # Attributed to p1's latest email by then (the second of day 1), so `replied(note)` holds.
+    second = [m for m in sink.delivered if m.contact_id == "p1" and m.channel == "email"][1]
+    assert contact == "p1" and props["template"] == "note"
+    assert props["send"] == second.idempotency_key
+
+
+def test_an_unsubscribe_reply_by_email_stops_email_only(store_url: str) -> None:
+    sink, (report,) = daily(store_url, [(2, brevo_reply("p1@example.test", "Unsubscribe", "u-3"))])
+    assert report.matched == 1
+    assert suppressions(store_url) == {("email", None, "p1", "unsubscribed")}
+    assert counts(sink, "p1") == {"email": 1, "sms": 5}
+    (unsubscribed,) = events_named(store_url, "unsubscribed")
+    assert unsubscribed[1]["channel"] == "email" and unsubscribed[1]["via"] == "reply"
+
+
+def test_automatic_and_unknown_email_replies_write_nothing(store_url: str) -> None:
+    def replies(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        answers = last(sink, "p1", "email")
+        away = wp.brevo_inbound_email(
+            "p1@example.test", "I am out of the office until Monday.", now, "auto-1",
+            answers=answers, headers={"Auto-Submitted": "auto-replied"},
+        )  # fmt: skip
+        daemon = wp.brevo_inbound_email(
+            "MAILER-DAEMON@mx.example.test", "Delivery Status Notification", now, "dsn-1"
+        )
+        stranger = wp.brevo_inbound_email("someone@else.test", "Who is this?", now, "who-1")
+        return "brevo", {"items": [away, daemon, stranger]}
+
+    _sink, (report,) = daily(store_url, [(2, replies)])
+    assert report.ignored == [("items[0]", "automatic reply"), ("items[1]", "automatic reply")]
+    assert report.matched == 0
+    assert "no contact with address someone@else.test" in str(report.unmatched[0])
+    assert events_named(store_url, "replied") == [] and suppressions(store_url) == set()
+    assert log_outcomes(store_url) == []
+
+
+def test_an_email_reply_delivered_twice_is_stored_once(store_url: str) -> None:
+    hook = brevo_reply("p1@example.test", "Yes please", "twice-1")
+    _sink, reports = daily(store_url, [(2, hook), (2, hook)])
+    assert [(r.events, r.duplicates) for r in reports] == [(1, 0), (0, 1)]
+    assert len(events_named(store_url, "replied")) == 1
+
+
+ANSWERED = """
+template note email { subject "Note" body "x" }
+template nudge email { subject "Nudge" body "y" }
+campaign sequence {
+  on launch {
+    send email note
+    wait 2d
+    if replied(note) { tag add "answered" } else { send email nudge }
+  }
+}
+"""
+
+
+def test_a_reply_by_email_takes_the_replied_branch(store_url: str) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: wp.ProviderSink) -> Any:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(ANSWERED))
+        await engine.launch("sequence")
+        await engine.run_until(T0 + dt.timedelta(hours=5))
+        item = wp.brevo_inbound_email(
+            "p1@example.test", "Call me tomorrow", clock.now(), "branch-1",
+            answers=last(sink, "p1", "email"),
+        )  # fmt: skip
+        await engine.ingest_webhook("brevo", {"items": [item]})
+        await engine.run_until(T0 + dt.timedelta(days=3))
+        return sink
+
+    sink = run(store_url, body)
+    sent = sorted((m.contact_id, m.template) for m in sink.delivered)
+    assert sent == [("p1", "note"), ("p2", "note"), ("p2", "nudge")]
+
+
 WHATSAPP = """
 template hello_wa whatsapp { body "Hello {{ contact.first_name }}" }
 template after email { subject "After" body "x" }

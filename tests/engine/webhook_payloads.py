@@ -110,6 +110,38 @@ def brevo_event(
     return body
 
 
+def brevo_inbound_email(
+    sender: str,
+    text: str,
+    at: dt.datetime,
+    uuid_text: str,
+    *,
+    answers: OutgoingMessage | None = None,
+    headers: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One email of a Brevo inbound-parsing body (`{"items": [...]}`), as Brevo posts it."""
+    message_id = f"<CA+{uuid_text[:12]}@mail.example.org>"
+    item: dict[str, Any] = {
+        "Uuid": [uuid_text],
+        "MessageId": message_id,
+        "InReplyTo": brevo_message_id(answers) if answers is not None else None,
+        "From": {"Name": "Reader", "Address": sender},
+        "To": [{"Name": None, "Address": "replies@inbound.acme.test"}],
+        "Cc": None,
+        "ReplyTo": None,
+        "SentAtDate": at.astimezone(PARIS).strftime("%a, %d %b %Y %H:%M:%S %z"),
+        "Subject": "Re: Note",
+        "Attachments": [],
+        "Headers": {"Message-ID": message_id, "Date": "…", **(headers or {})},
+        "SpamScore": 0.4,
+        "ExtractedMarkdownMessage": text,
+        "ExtractedMarkdownSignature": "Reader\nSent from my phone",
+        "RawHtmlBody": f"<div>{text}</div>",
+        "RawTextBody": f"{text}\n\nOn Tue, Dec 1, 2026 Acme wrote:\n> x",
+    }
+    return item
+
+
 def infobip_status(
     message: OutgoingMessage,
     at: dt.datetime,

@@ -1,4 +1,4 @@
-"""Brevo's transactional email webhooks, as provider reports.
+"""Brevo's transactional email webhooks and inbound-parsed replies, as provider reports.
 
 Brevo posts one JSON object per event (or, batched, a list of them) with `event`, `email`,
 `message-id`, the times `ts_epoch` (milliseconds, UTC), `ts_event` / `ts` (seconds, in the
@@ -22,6 +22,10 @@ What each event becomes (send-log outcome; Cadence event):
 - `opened`, `unique_opened`: opened; `opened` (the unique and plain report of one open are
   one event). `click`: clicked; `clicked` with `url`.
 
+Brevo's inbound parsing posts to the same URL `{"items": [...]}`, one parsed email each:
+each is a reply, a `replied` event on email from its sender, naming the send its
+`In-Reply-To` answers; automatic replies are listed as ignored (docs/inbound.md).
+
 The camelCase spellings some of Brevo's schemas use (`hardBounce`, `uniqueOpened`,
 `proxyOpen` ...) are read the same. Events Brevo may add later are reported as ignored,
 not refused.
@@ -32,7 +36,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,6 +48,7 @@ from cadence.adapters.inbound.reports import (
     WebhookProblem,
     dedupe_key,
     json_kind,
+    parse_iso,
 )
 
 PROVIDER = "brevo"
@@ -92,9 +98,8 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
     Returns the reports and the (position, event) of events Cadence does not act on.
     Raises `InvalidWebhook` naming every bad field when the body is malformed.
     """
-    problems: list[WebhookProblem] = []
     if isinstance(payload, Mapping) and "items" in payload and "event" not in payload:
-        return [], _inbound_parse(payload["items"])
+        return _inbound_emails(payload["items"])
     if isinstance(payload, Mapping):
         items: list[tuple[str, Any]] = [("", payload)]
     elif isinstance(payload, list):
@@ -106,6 +111,21 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
             PROVIDER,
             [WebhookProblem("$", f"expected an event object or a list, got {json_kind(payload)}")],
         )
+    return _each(items, _one)
+
+
+_Reader = Callable[[Fields, list[tuple[str, str]]], ProviderReport | None]
+
+
+def _each(
+    items: list[tuple[str, Any]], read: _Reader
+) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
+    """`read` applied to each (path, object) of a body: the reports and what was ignored.
+
+    Raises `InvalidWebhook` listing every problem of every object, so that nothing of a
+    body with a bad part is written.
+    """
+    problems: list[WebhookProblem] = []
     reports: list[ProviderReport] = []
     ignored: list[tuple[str, str]] = []
     for path, item in items:
@@ -114,7 +134,7 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
                 WebhookProblem(path or "$", f"expected an object, got {json_kind(item)}")
             )
             continue
-        report = _one(Fields(item, path, problems), ignored)
+        report = read(Fields(item, path, problems), ignored)
         if report is not None:
             reports.append(report)
     if problems:
@@ -122,18 +142,119 @@ def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
     return reports, ignored
 
 
-def _inbound_parse(entries: Any) -> list[tuple[str, str]]:
-    """The emails of a Brevo inbound-parsing body (`{"items": [...]}`), listed as ignored.
+def _inbound_emails(entries: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
+    """Replies from a Brevo inbound-parsing body (`{"items": [...]}`): a `replied` each.
 
-    Cadence takes no email replies yet (docs/inbound.md): a body posted by Brevo's inbound
-    parsing to this URL is answered as taken, so Brevo does not redeliver it, and each
-    email is listed, not refused as a transactional event without `event`.
+    Brevo's inbound parsing posts the emails sent to the reply domain the tenant routes to
+    it; each is the person answering a message (docs/inbound.md). Automatic replies
+    (out-of-office, delivery notices) are listed as ignored.
     """
     if not isinstance(entries, list):
         raise InvalidWebhook(
             PROVIDER, [WebhookProblem("items", f"expected an array, got {json_kind(entries)}")]
         )
-    return [(f"items[{index}]", "inbound email") for index in range(len(entries))]
+    return _each(
+        [(f"items[{index}]", entry) for index, entry in enumerate(entries)], _inbound_email
+    )
+
+
+def _inbound_email(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
+    """One parsed email as a reply from its sender (None when bad or automatic)."""
+    before = len(item.problems)
+    sender_fields = item.obj("From", required=True)
+    sender = sender_fields.text("Address", required=True) if sender_fields else None
+    message_id = item.text("MessageId")
+    uuid = _uuid(item)
+    answers = item.text("InReplyTo")
+    subject = item.text("Subject")
+    text = item.text("ExtractedMarkdownMessage") or item.text("RawTextBody") or ""
+    sent = item.text("SentAtDate")
+    if sender is None or len(item.problems) > before:
+        return None
+    if _automatic(item.data.get("Headers"), sender):
+        ignored.append((item.path, "automatic reply"))
+        return None
+    properties: dict[str, Any] = {"channel": "email", "text": text.strip()[:REPLY_TEXT_LIMIT]}
+    if subject:
+        properties["subject"] = subject
+    identity = uuid or message_id
+    return ProviderReport(
+        provider=PROVIDER,
+        position=item.path,
+        kind="inbound",
+        at=_sent_at(sent),
+        # Without Brevo's ids, what the email says is what tells a redelivery apart.
+        dedupe=dedupe_key(
+            PROVIDER, "inbound", identity, sender, *(() if identity else (sent, subject, text))
+        ),
+        events=(("replied", properties),),
+        channel="email",
+        provider_message_id=message_id,
+        address=sender.strip().lower(),
+        inbound=True,
+        answers=answers,
+        detail={"subject": subject} if subject else {},
+    )
+
+
+# A reply's text kept on its event: enough for conditions on what the person said, not a
+# mailbox (a long thread quoted below an answer is Brevo's `RawTextBody`).
+REPLY_TEXT_LIMIT = 4000
+# Headers a machine sets on what it writes (RFC 3834's Auto-Submitted, and the common
+# vendor ones): an out-of-office answer or a bounce notice is no reply from the person.
+_AUTOMATIC_HEADERS = ("x-autoreply", "x-autorespond", "x-auto-reply")
+_AUTOMATIC_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
+_DAEMONS = ("mailer-daemon@", "postmaster@")
+
+
+def _automatic(headers: Any, sender: str) -> bool:
+    """Whether the email was written by a machine: its headers say so, or a mail daemon."""
+    if sender.strip().lower().startswith(_DAEMONS):
+        return True
+    if not isinstance(headers, Mapping):
+        return False
+    fields: dict[str, str] = {}
+    for name, value in headers.items():
+        values = value if isinstance(value, list) else [value]
+        fields[str(name).lower()] = " ".join(str(v) for v in values if v is not None).lower()
+    auto_submitted = fields.get("auto-submitted", "").strip()
+    if auto_submitted and auto_submitted != "no":
+        return True
+    if any(fields.get(name) for name in _AUTOMATIC_HEADERS):
+        return True
+    return fields.get("precedence", "").strip() in _AUTOMATIC_PRECEDENCE
+
+
+def _uuid(item: Fields) -> str | None:
+    """Brevo's id of a parsed email: `Uuid` is a list of one (a string is read too)."""
+    value = item.data.get("Uuid")
+    if isinstance(value, list):
+        if value and all(isinstance(part, str) for part in value):
+            return ",".join(value)
+        if value:
+            item.problem("Uuid", "expected a list of strings")
+        return None
+    return item.text("Uuid")
+
+
+def _sent_at(value: str | None) -> dt.datetime:
+    """When the person sent the email: its Date header (RFC 5322 as Brevo passes it on, or
+    ISO-8601), else now: a sender's clock writes that header, not Brevo's, so a missing or
+    unreadable one is no reason to refuse the reply."""
+    if value:
+        parsed: dt.datetime | None
+        try:
+            parsed = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            parsed = parse_iso(value)
+        if parsed is not None:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            try:
+                return parsed.astimezone(dt.UTC)
+            except OverflowError:
+                pass
+    return dt.datetime.now(dt.UTC)
 
 
 def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:

@@ -71,6 +71,9 @@ class ProviderReport:
     # The address the provider names: the recipient of a send, the sender of a reply.
     address: str | None = None
     inbound: bool = False
+    # The provider message id of the send a reply answers, when it says (an email's
+    # In-Reply-To header): it names the send, and so the contact, better than the address.
+    answers: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     # What the provider says the message cost (Infobip's price), when it says.
     cost: Decimal | None = None
