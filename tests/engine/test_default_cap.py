@@ -257,3 +257,69 @@ def test_a_bad_default_cap_says_what_is_wrong_and_where_it_came_from(
     with pytest.raises(argparse.ArgumentTypeError, match=message) as error:
         cap_arg(text)
     assert "$CADENCE_DEFAULT_CAP" in str(error.value)
+
+
+# One campaign in two versions: the first caps its emails at one a week, the second sets no
+# `cap email`, so the default (3 per 7 days) holds for it.
+CAPPED_V1 = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+template c email { subject "C" body "x" }
+template d email { subject "D" body "x" }
+campaign series {
+  cap email 1 per 7d
+  when signed_up {
+    send email a  wait 1h  send email b  wait 1h  send email c  wait 1h  send email d
+  }
+}
+"""
+UNCAPPED_V2 = CAPPED_V1.replace("  cap email 1 per 7d\n", "")
+
+
+def test_two_versions_stepped_in_one_batch_each_send_under_their_own_caps(
+    store_url: str, caps_backend: str
+) -> None:
+    """Enrollments stay on the version they entered; in one batch, each is checked
+    against its own version's caps, and the default holds where that version has none."""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(4)]
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(people)
+            (first,) = await engine.deploy(campaigns(CAPPED_V1))
+            await engine.launch("series")
+            for person in people[:2]:
+                await engine.push_event({"contact": person["id"], "name": "signed_up"})
+            (second,) = await engine.deploy(campaigns(UNCAPPED_V2))
+            assert second.version != first.version
+            for person in people[2:]:
+                await engine.push_event({"contact": person["id"], "name": "signed_up"})
+            # Nothing ran yet: every enrollment's steps fall due together.
+            await engine.run_until(T0 + dt.timedelta(days=1))
+
+    trio.run(main)
+    by_version: dict[str, set[str]] = {}
+    for message in sink.delivered:
+        by_version.setdefault(message.contact_id, set()).add(str(message.version))
+    sent = sorted((m.contact_id, m.template) for m in sink.delivered)
+    assert sent == [
+        ("p0", "a"), ("p1", "a"),
+        ("p2", "a"), ("p2", "b"), ("p2", "c"), ("p3", "a"), ("p3", "b"), ("p3", "c"),
+    ]  # fmt: skip
+    assert by_version["p0"] == by_version["p1"] != by_version["p2"] == by_version["p3"]
+    with Store.open(store_url) as store, store.session() as session:
+        reasons = sorted(
+            (detail["node"], detail["reason"])
+            for detail in session.execute(
+                select(SendLog.detail).where(SendLog.outcome == "skipped")
+            ).scalars()
+        )
+    assert reasons == [
+        ("send_b", "cap email 1 reached"), ("send_b", "cap email 1 reached"),
+        ("send_c", "cap email 1 reached"), ("send_c", "cap email 1 reached"),
+        ("send_d", "cap email 1 reached"), ("send_d", "cap email 1 reached"),
+        ("send_d", "default cap email 3 per 7d reached"),
+        ("send_d", "default cap email 3 per 7d reached"),
+    ]  # fmt: skip
