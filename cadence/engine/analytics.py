@@ -214,7 +214,7 @@ def campaign_reports(
         outcome = delivery.event_outcome(name, properties)
         if outcome is not None:
             reported.setdefault(engaged.key, set()).add(outcome)
-        else:
+        if outcome is None or outcome == delivery.ENGAGED:
             seen.setdefault(name, set()).add(engaged.key)
     for send in sends.values():
         if send.key not in group_of:
@@ -226,6 +226,11 @@ def campaign_reports(
             seen.setdefault("bounced", set()).add(send.key)
         if delivery.delivery(said).counted_delivered:
             seen.setdefault("delivered", set()).add(send.key)
+    # The person's reactions count on delivered sends only (a failed send's open is not
+    # theirs, `cadence.engine.delivery`): no rate of delivered sends passes 100%.
+    delivered_keys = seen.get("delivered", set())
+    for metric in delivery.ENGAGEMENT_EVENTS & seen.keys():
+        seen[metric] &= delivered_keys
     for metric, keys in seen.items():
         for key in keys:
             counted = group_of.get(key)

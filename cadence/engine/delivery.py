@@ -12,15 +12,25 @@ a send is
   `error` and Infobip's REJECTED are logged), whatever else came about it;
 - else **delivered** once a delivery report came, before or after a soft bounce:
   providers retry a full mailbox or an unreachable phone and report the retry that got
-  through;
+  through; or once the person opened it, clicked in it or replied to it (a WhatsApp
+  seen report is an open): what they read reached them, whatever a temporary failure
+  said before, and a channel that reports no deliveries (SMTP) is confirmed by them;
 - else **not delivered** after a temporary failure (a soft bounce, Infobip's EXPIRED, a
   deferral) that no delivery report followed;
 - else **unconfirmed**: nothing was reported. SMTP, the inbox and webhooks report no
   deliveries, and a provider's report may still be on its way.
 
+A hard bounce or a provider's failure still wins over an open: the provider said the
+message never reached the mailbox, so an open reported about it is not the person (a link
+scanner, a report matched to the wrong send) and the report does not count it. Conditions
+read events, and a provider's failure is logged, not an event (Brevo's `error`, Infobip's
+REJECTED say nothing about the person): for `delivered(T)` a reaction reported about such
+a send would confirm it, which only a mismatched report can bring about.
+
 The report counts delivered and unconfirmed sends as delivered (not every channel
-reports deliveries, docs/analytics.md); `delivered(T)` holds for delivered ones only, as
-it promises a delivery confirmed by the provider (docs/language.md).
+reports deliveries, docs/analytics.md) and counts opens, clicks and replies only on those,
+so its open, click and reply rates never pass 100%; `delivered(T)` holds for delivered
+ones only, as it promises a confirmed delivery (docs/language.md).
 
 Which bounces are soft is decided here too (`is_soft_bounce`): suppression counts soft
 bounces (`cadence.engine.suppress`) by the same rule.
@@ -39,12 +49,15 @@ SOFT_BOUNCE = "soft_bounced"
 FAILED = "failed"  # the provider could not send it
 EXPIRED = "expired"  # Infobip gave up trying to reach the phone
 DEFERRED = "deferred"  # the receiving server asked Brevo to try again later
+ENGAGED = "engaged"  # the person opened, clicked or replied: an event's, never the log's
 FAILURES = frozenset({HARD_BOUNCE, FAILED})
 TEMPORARY_FAILURES = frozenset({SOFT_BOUNCE, EXPIRED, DEFERRED})
 
 # Events that carry a delivery outcome.
 DELIVERED_EVENT = "delivered"
 BOUNCED_EVENT = "bounced"
+# The person's reactions to a message, each proof that it reached them (ENGAGED).
+ENGAGEMENT_EVENTS = frozenset({"opened", "clicked", "replied"})
 
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 # The key of a provider's report in its send-log entry's detail (`cadence.engine.inbound`):
@@ -71,7 +84,7 @@ def delivery(outcomes: Collection[str]) -> Delivery:
     """What became of a send, given every outcome reported about it (in any order)."""
     if not FAILURES.isdisjoint(outcomes):
         return Delivery.FAILED
-    if DELIVERED in outcomes:
+    if DELIVERED in outcomes or ENGAGED in outcomes:
         return Delivery.DELIVERED
     if not TEMPORARY_FAILURES.isdisjoint(outcomes):
         return Delivery.NOT_DELIVERED
@@ -86,9 +99,12 @@ def is_soft_bounce(properties: Mapping[str, Any]) -> bool:
 
 def event_outcome(name: str, properties: Mapping[str, Any]) -> str | None:
     """The outcome an event reports about the send it names: a delivery report, a hard or
-    a soft bounce; None for events that say nothing about delivery."""
+    a soft bounce, the person's reaction (ENGAGED); None for events that say nothing
+    about delivery."""
     if name == DELIVERED_EVENT:
         return DELIVERED
+    if name in ENGAGEMENT_EVENTS:
+        return ENGAGED
     if name == BOUNCED_EVENT:
         return SOFT_BOUNCE if is_soft_bounce(properties) else HARD_BOUNCE
     return None

@@ -34,10 +34,15 @@ CountOp: TypeAlias = Literal["=", "!=", "<", "<=", ">", ">="]
 ENGAGEMENT_KINDS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced", "delivered")
 ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 # The events each engagement function reads, where they are more than its own: a click
-# counts as an open; whether a message was delivered depends on its bounces too.
+# counts as an open; whether a message was delivered depends on its bounces too, and on
+# the person's reactions to it (`cadence.engine.delivery`).
 _ENGAGEMENT_READS: dict[str, tuple[str, ...]] = {
     "opened": ("opened", "clicked"),
-    "delivered": (delivery.DELIVERED_EVENT, delivery.BOUNCED_EVENT),
+    "delivered": (
+        delivery.DELIVERED_EVENT,
+        delivery.BOUNCED_EVENT,
+        *sorted(delivery.ENGAGEMENT_EVENTS),
+    ),
 }
 
 
@@ -879,9 +884,9 @@ def engagement_matches(
 ) -> Iterator[EngagementRecord]:
     """Records of `kind` for `template` (or `any`); a click also counts as an open.
 
-    `delivered`: the first delivery report of each message `cadence.engine.delivery` calls
-    delivered (a delivery report, and no hard bounce); a record naming no message is a
-    message of its own.
+    `delivered`: for each message `cadence.engine.delivery` calls delivered (a delivery
+    report or the person's reaction, and no hard bounce), the first record that confirmed
+    it; a record naming no message is a message of its own.
     """
     if kind == delivery.DELIVERED_EVENT:
         yield from _delivered(template, records)
@@ -893,7 +898,8 @@ def engagement_matches(
 
 
 def _delivered(template: str, records: Iterable[EngagementRecord]) -> Iterator[EngagementRecord]:
-    """The first delivery report of each of `template`'s messages that was delivered."""
+    """The first confirmation (a delivery report, an open ...) of each of `template`'s
+    messages that was delivered."""
     by_message: dict[object, list[EngagementRecord]] = {}
     for index, record in enumerate(records):
         if record.outcome is not None and (template == "any" or record.template == template):
@@ -902,7 +908,10 @@ def _delivered(template: str, records: Iterable[EngagementRecord]) -> Iterator[E
     for reports in by_message.values():
         outcomes = {record.outcome for record in reports if record.outcome is not None}
         if delivery.delivery(outcomes) is delivery.Delivery.DELIVERED:
-            yield min((r for r in reports if r.outcome == delivery.DELIVERED), key=lambda r: r.at)
+            yield min((r for r in reports if r.outcome in _CONFIRMING), key=lambda r: r.at)
+
+
+_CONFIRMING = frozenset({delivery.DELIVERED, delivery.ENGAGED})
 
 
 def engaged(ctx: EvalContext, kind: str, template: str, *, scoped: bool = False) -> bool:

@@ -178,8 +178,9 @@ def engagement_instants(
     may open a message many times; the report counts them per send too. A clicked message
     counts as opened (clicking implies opening), so its open is at its first open or click.
     A record without a message id is a message of its own. Every recorded reply or bounce
-    counts; a delivery once per delivered message, at its first delivery report, as
-    `delivered(T)` reads it (`cadence.engine.delivery`).
+    counts; a delivery once per delivered message, at its first confirmation (a delivery
+    report, or the person's open, click or reply), as `delivered(T)` reads it
+    (`cadence.engine.delivery`).
     """
     matches = engagement_matches(kind, template, records)
     if kind not in ONCE_PER_MESSAGE:

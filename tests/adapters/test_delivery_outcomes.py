@@ -16,10 +16,13 @@ import re
 from typing import Any
 
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from cadence.adapters.standins.brevo import BrevoEmail
 from cadence.adapters.standins.infobip import InfobipMessage, infobip_time
+from cadence.engine import delivery
 from cadence.engine.store import Store
 from cadence.engine.store.models import Contact
 from tests.adapters.test_dashboard import BASIC, _cells
@@ -165,3 +168,76 @@ def test_soft_bounces_and_provider_errors_are_not_deliveries(store_url: str) -> 
     # `delivered(T)`: the provider confirmed it, and no hard bounce or error came of it.
     assert {c for c, a in attributes.items() if a["note_delivered"]} == {"c2", "c3"}
     assert {c for c, a in attributes.items() if a["text_delivered"]} == {"c1", "c7"}
+
+
+# Brevo's reports of each contact's email when the person reacts too.
+ENGAGED_REPORTS: dict[str, list[str]] = {
+    "c1": ["soft_bounce", "opened"],  # opened: a retry got through, unreported
+    "c2": ["opened"],  # nothing but the open (as SMTP sends are only ever confirmed)
+    # The mailbox does not exist: a scanner's open and click, or a report of another send.
+    "c3": ["hard_bounce", "opened", "click"],
+    "c4": ["error"],  # never sent
+    "c5": ["delivered", "unique_opened", "opened"],  # one open, reported twice
+    "c6": [],  # nothing: counted as delivered, not confirmed
+    "c7": ["soft_bounce"],  # not delivered
+}
+
+
+def test_an_open_or_a_click_confirms_a_delivery_and_rates_stay_within_delivered(
+    store_url: str,
+) -> None:
+    """The person's open, click or reply shows the message reached them: it is delivered,
+    for the report and for `delivered(T)`, whatever temporary failure came before. A hard
+    bounce or a provider's error still wins, and a reaction reported about such a send is
+    not counted: no open, click or reply rate passes 100%."""
+
+    async def body(service: Service) -> None:
+        engine, client = service.engine, service.client
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("outcomes")
+        await engine.run_due()
+        emails = {e.to: e for e in service.standins.brevo.emails}
+        minute = dt.timedelta(minutes=1)
+        for contact, events in ENGAGED_REPORTS.items():
+            email = emails[f"{contact}@example.test"]
+            for n, event in enumerate(events):
+                payload = _brevo(event, email, T0 + (n + 1) * minute)
+                if event == "click":
+                    payload["link"] = "https://acme.test/offer"
+                posted = await client.post("/webhooks/brevo", params={"token": TOKEN}, json=payload)
+                assert posted.status_code == 200, posted.text
+        service.clock.advance_to(T0 + dt.timedelta(hours=1, seconds=1))
+        await engine.run_due()
+
+        (report,) = await engine.report()
+        note = report.by_template["note"]
+        assert (note.sent, note.delivered, note.bounced) == (7, 4, 1)  # c1 c2 c5 c6; c3
+        assert (note.opened, note.clicked) == (3, 0)  # c1 c2 c5; not c3's open and click
+        for total in (note, report.total):
+            assert total.opened <= total.delivered and total.clicked <= total.delivered
+
+    trio.run(_with_service, store_url, body)
+    attributes = _attributes(store_url)
+    assert {c for c, a in attributes.items() if a["note_delivered"]} == {"c1", "c2", "c5"}
+
+
+OUTCOMES = sorted(
+    {delivery.DELIVERED, delivery.ENGAGED, *delivery.FAILURES, *delivery.TEMPORARY_FAILURES}
+)
+
+
+@given(st.sets(st.sampled_from(OUTCOMES)))
+def test_the_rule_takes_a_reaction_as_a_delivery_unless_the_send_failed(
+    outcomes: set[str],
+) -> None:
+    said = delivery.delivery(outcomes)
+    if outcomes & delivery.FAILURES:
+        assert said is delivery.Delivery.FAILED
+    elif outcomes & {delivery.DELIVERED, delivery.ENGAGED}:
+        assert said is delivery.Delivery.DELIVERED
+    # A reaction never turns a send that was not delivered into something worse, and
+    # never makes a failed one delivered.
+    with_reaction = delivery.delivery(outcomes | {delivery.ENGAGED})
+    assert with_reaction in (delivery.Delivery.DELIVERED, delivery.Delivery.FAILED)
+    assert (with_reaction is delivery.Delivery.FAILED) is (said is delivery.Delivery.FAILED)

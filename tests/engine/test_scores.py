@@ -267,7 +267,11 @@ def test_engagement_instants_count_a_clicked_message_as_opened_once() -> None:
     assert engagement_instants("opened", "any", records) == [at(5), at(3), at(1)]
     assert engagement_instants("opened", "a", records) == [at(5), at(3)]
     assert engagement_instants("clicked", "a", records) == [at(4), at(3)]  # m1 once
-    assert engagement_instants("delivered", "any", records) == [at(6)]
+    # A message is delivered when first confirmed: a delivery report, or the person's open
+    # or click (engine/delivery.py): m1 by its report 6 days ago, m2 by its open 5 days
+    # ago, the click naming no message 1 day ago (a message of its own).
+    assert engagement_instants("delivered", "any", records) == [at(6), at(5), at(1)]
+    assert engagement_instants("delivered", "b", records) == [at(1)]
     assert engagement_instants("replied", "any", records) == []
 
 

@@ -71,12 +71,13 @@ def test_windows_name_the_data_points_and_edges_an_expression_reads() -> None:
         sweep.Window(sweep.EVENT, "converted", frozenset({0})),
         sweep.Window(sweep.EVENT, "opened", frozenset({0})),
     )
-    # Whether a message was delivered depends on its bounces too (engine/delivery.py).
+    # Whether a message was delivered depends on its bounces too, and on the person's
+    # reactions to it, which confirm it (engine/delivery.py).
     assert _windows("delivered(t) and base", base="contact.trial_ends within 1d") == (
         sweep.Window(sweep.ATTRIBUTE, "trial_ends", frozenset({0, DAY})),
-        sweep.Window(sweep.EVENT, "bounced", frozenset({0})),
-        sweep.Window(sweep.EVENT, "delivered", frozenset({0})),
-    )
+        *(sweep.Window(sweep.EVENT, name, frozenset({0}))
+          for name in ("bounced", "clicked", "delivered", "opened", "replied")),
+    )  # fmt: skip
     assert _windows("base and trial_ends within 1d", base="contact.trial_ends within 7d") == (
         sweep.Window(sweep.ATTRIBUTE, "trial_ends", frozenset({0, DAY, 7 * DAY})),
     )
