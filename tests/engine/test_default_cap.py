@@ -257,3 +257,79 @@ def test_a_bad_default_cap_says_what_is_wrong_and_where_it_came_from(
     with pytest.raises(argparse.ArgumentTypeError, match=message) as error:
         cap_arg(text)
     assert "$CADENCE_DEFAULT_CAP" in str(error.value)
+
+
+# ----------------------------------------------------------------- caps across versions
+
+# A campaign redeployed with its own `cap email`: its v1 enrollments keep v1's caps (none
+# of their own, so the default holds), its v2 enrollments have v2's.
+BURST_V1 = """
+template a email { subject "A" body "x" }
+campaign burst {
+  when joined { wait 1d  send email a  send email a  send email a  send email a  send email a }
+}
+"""
+BURST_V2 = BURST_V1.replace("campaign burst {", "campaign burst {\n  cap email 4 per 7d")
+BURST_V3 = BURST_V1.replace("campaign burst {", "campaign burst {\n  cap 2 per 1d")
+
+
+def test_each_version_of_a_campaign_is_checked_against_its_own_caps_in_one_batch(
+    store_url: str, caps_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cadence.engine import runtime
+
+    # Which caps each batch's gates built an index for: the sends must share one batch.
+    indexed: dict[int, set[tuple[CapLimit, ...]]] = {}
+    cap_index = runtime._Gates._cap_index
+
+    def spy(gates: Any, caps: Any) -> Any:
+        indexed.setdefault(id(gates), set()).add(caps.rules)
+        return cap_index(gates, caps)
+
+    monkeypatch.setattr(runtime._Gates, "_cap_index", spy)
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    people = [{"id": name, "email": f"{name}@example.test"} for name in ("ana", "ben", "cy", "dee")]
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(BURST_V1))
+            await engine.launch("burst")
+            await engine.push_events([{"contact": "ana", "name": "joined"},
+                                      {"contact": "ben", "name": "joined"}])  # fmt: skip
+            await engine.deploy(campaigns(BURST_V2))
+            await engine.push_event({"contact": "cy", "name": "joined"})
+            await engine.deploy(campaigns(BURST_V3))
+            await engine.push_event({"contact": "dee", "name": "joined"})
+            await engine.run_until(T0 + dt.timedelta(days=2))
+
+    trio.run(main)
+    got: dict[str, int] = {}
+    for message in sink.delivered:
+        got[message.contact_id] = got.get(message.contact_id, 0) + 1
+    # v1: the default (3 per 7d); v2: its own 4 per 7d replaces it; v3: its own 2 per 1d on
+    # every channel, and the default too (it has no `cap email`).
+    assert got == {"ana": 3, "ben": 3, "cy": 4, "dee": 2}
+    with Store.open(store_url) as store, store.session() as session:
+        skipped = session.execute(
+            select(SendLog.contact_id, SendLog.detail)
+            .where(SendLog.outcome == "skipped")
+            .order_by(SendLog.id)
+        ).all()
+    reasons = sorted((contact, detail["reason"]) for contact, detail in skipped)
+    default = "default cap email 3 per 7d reached"
+    assert reasons == [
+        ("ana", default), ("ana", default), ("ben", default), ("ben", default),
+        ("cy", "cap email 4 reached"),
+        ("dee", "cap all channels 2 reached"), ("dee", "cap all channels 2 reached"),
+        ("dee", "cap all channels 2 reached"),
+    ]  # fmt: skip
+    week = 7 * 86400
+    assert list(indexed.values()) == [
+        {
+            (DEFAULT_CAP,),
+            (CapLimit("email", 4, week),),
+            (CapLimit(None, 2, 86400), DEFAULT_CAP),
+        }
+    ]
