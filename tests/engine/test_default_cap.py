@@ -333,3 +333,24 @@ def test_each_version_of_a_campaign_is_checked_against_its_own_caps_in_one_batch
             (CapLimit(None, 2, 86400), DEFAULT_CAP),
         }
     ]
+
+
+# Under a default of one email a day: `late` goes exactly a day after `first` (outside its
+# period), `early` a second before that (inside it).
+EDGES = """
+template first email { subject "1" body "x" }
+template early email { subject "2" body "x" }
+template late email { subject "3" body "x" }
+campaign one { on launch { send email first } }
+campaign two { on launch { wait 23h59m59s  send email early } }
+campaign three { on launch { wait 1d  send email late } }
+"""
+
+
+def test_a_send_a_second_inside_the_caps_period_counts_one_at_its_edge_does_not(
+    store_url: str, caps_backend: str
+) -> None:
+    # The batch reads only the sends within the cap's period of its instant: the edges hold.
+    delivered, skips = _run(store_url, EDGES, default_cap=CapLimit("email", 1, 86400))
+    assert delivered == [("email", "first"), ("email", "late")]
+    assert skips == [("send_early", "default cap email 1 per 1d reached")]
