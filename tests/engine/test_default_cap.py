@@ -261,8 +261,8 @@ def test_a_bad_default_cap_says_what_is_wrong_and_where_it_came_from(
 
 # ----------------------------------------------------------------- caps across versions
 
-# A campaign redeployed with its own `cap email`: its v1 enrollments keep v1's caps (none
-# of their own, so the default holds), its v2 enrollments have v2's.
+# A campaign redeployed twice: its v1 enrollments keep v1's caps (none of their own, so the
+# default holds), v2's have its own `cap email`, v3's a cap on every channel and the default.
 BURST_V1 = """
 template a email { subject "A" body "x" }
 campaign burst {
