@@ -170,7 +170,10 @@ class FrequencyCaps:
         arr = np.asarray(channels)
         if arr.dtype.kind in "iu":
             return np.ascontiguousarray(arr, dtype=np.int32)
-        return np.fromiter((self.channel_code(str(c)) for c in arr), dtype=np.int32, count=len(arr))
+        # Names are coded once each (a rebuild passes one per send, a handful of distinct ones).
+        names, inverse = np.unique(arr.astype(str), return_inverse=True)
+        table = np.fromiter((self.channel_code(str(n)) for n in names), np.int32, len(names))
+        return np.ascontiguousarray(table[inverse.reshape(-1)], dtype=np.int32)
 
     def _args(self, contacts: Any, channels: Any, ats: Any) -> tuple[np.ndarray, ...]:
         c, ch, at = _i64(contacts), self._codes(channels), _i64(ats)
