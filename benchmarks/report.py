@@ -85,7 +85,10 @@ def render(times: dict[tuple[str, str], dict[str, float]], memory: dict[str, Any
     ):  # fmt: skip
         left = col in ("benchmark", "size")
         table.add_column(col, justify="left" if left else "right", no_wrap=left)
-    order = {"filter_compound": 0, "filter_fanout": 1, "caps_check_and_reserve": 2}
+    order = {
+        "filter_compound": 0, "filter_fanout": 1, "caps_check_and_reserve": 2,
+        "caps_check_and_reserve_one": 3,
+    }  # fmt: skip
     for (suite, size), by in sorted(
         times.items(), key=lambda kv: (order.get(kv[0][0], 9), SIZES.get(kv[0][1], 0))
     ):

@@ -34,6 +34,9 @@ EVENTS = "events"
 SENDS = "sends"
 CAMPAIGNS = "campaigns"
 ALL = frozenset({EVENTS, SENDS, CAMPAIGNS})
+# The sends a cap check can count, and no step reads otherwise: `load_facts` reads only those
+# inside its `sends_within` (all of them when SENDS is asked for too, or without a window).
+CAP_SENDS = "cap_sends"
 
 ENGAGEMENT_EVENTS = frozenset(
     {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}
@@ -91,13 +94,16 @@ def load_facts(
     campaign_names: dict[int, str] | None = None,
     kinds: Collection[str] = ALL,
     fields: Sequence[str] = STANDARD_FIELDS,
+    sends_within: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> dict[str, ContactFacts]:
     """Facts for every listed contact that exists, in a handful of chunked queries.
 
     `kinds` picks the history read (`EVENTS`, `SENDS`, `CAMPAIGNS`; memberships only with
     `campaign_names`); what is not read stays empty (`cadence.engine.reads` says what a
-    batch of steps needs). `fields` picks the standard fields in the attributes (`id` and
-    `tags` always among them); the custom attributes are always read.
+    batch of steps needs). `CAP_SENDS` without `SENDS` reads the sends created strictly
+    inside `sends_within` (`reads.cap_sends_within`), when it is given. `fields` picks the
+    standard fields in the attributes (`id` and `tags` always among them); the custom
+    attributes are always read.
     """
     wanted = sorted(set(contact_ids))
     facts: dict[str, ContactFacts] = {}
@@ -110,8 +116,13 @@ def load_facts(
 
     fields = tuple(fields)
 
+    sends_kind = "sends" if SENDS in kinds or sends_within is None else "sends_within"
+    read_sends = SENDS in kinds or CAP_SENDS in kinds
+
     def read(kind: str, chunk: list[str]) -> Sequence[Any]:
-        bound = {"tenant_id": tenant_id, "keys": among_keys(dialect, chunk)}
+        bound: dict[str, Any] = {"tenant_id": tenant_id, "keys": among_keys(dialect, chunk)}
+        if kind == "sends_within" and sends_within is not None:
+            bound["after"], bound["before"] = sends_within
         return connection.execute(_statement(dialect, kind, fields), bound).all()
 
     for chunk in _chunks(wanted):
@@ -126,12 +137,12 @@ def load_facts(
         if EVENTS in kinds:
             for contact_id, name, at, properties in read("events", chunk):
                 events[contact_id].append(EventFact(name, at, properties or {}))
-        if SENDS in kinds:
+        if read_sends:
             # Status is filtered here, not in SQL: given a status condition, SQLite's planner
             # (without statistics) picks the status index and scans every sent row per chunk.
             # A `notify webhook` is a notice about the contact to a CRM, not a message they
             # received: it counts for neither caps nor `received()`.
-            for contact_id, channel, template, created, status, node in read("sends", chunk):
+            for contact_id, channel, template, created, status, node in read(sends_kind, chunk):
                 if status in COUNTED_SEND_STATUSES and node != NOTIFY_NODE:
                     sends[contact_id].append((channel, template, created))
         if campaign_names is not None and CAMPAIGNS in kinds:
@@ -168,7 +179,7 @@ def _statement(dialect: str, kind: str, fields: tuple[str, ...]) -> Any:
             .where(Event.tenant_id == tenant, among_bound(dialect, Event.contact_id, "keys"))
             .order_by(Event.at, Event.id)
         )
-    elif kind == "sends":
+    elif kind in ("sends", "sends_within"):
         statement = select(
             OutboxMessage.contact_id,
             OutboxMessage.channel,
@@ -180,6 +191,12 @@ def _statement(dialect: str, kind: str, fields: tuple[str, ...]) -> Any:
             OutboxMessage.tenant_id == tenant,
             among_bound(dialect, OutboxMessage.contact_id, "keys"),
         )
+        if kind == "sends_within":
+            created = OutboxMessage.created_at
+            statement = statement.where(
+                created > bindparam("after", type_=created.type),
+                created < bindparam("before", type_=created.type),
+            )
     else:
         statement = select(Enrollment.contact_id, Enrollment.version_id, Enrollment.status).where(
             Enrollment.tenant_id == tenant, among_bound(dialect, Enrollment.contact_id, "keys")

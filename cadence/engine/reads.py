@@ -8,6 +8,7 @@ any step the enrollment may run before its next wait could read it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
@@ -16,7 +17,7 @@ from cadence.dsl import compiled as c
 from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
 from cadence.engine.caps import caps_in_force
 from cadence.engine.evaluate import ENGAGEMENT_FLAGS
-from cadence.engine.facts import ALL, CAMPAIGNS, EVENTS, SENDS, STANDARD_FIELDS
+from cadence.engine.facts import ALL, CAMPAIGNS, CAP_SENDS, EVENTS, SENDS, STANDARD_FIELDS
 
 NONE: Final = frozenset[str]()
 
@@ -104,9 +105,39 @@ def batch_reads(
             continue
         asked.add((id(campaign), node_id))
         found |= node_reads(campaign, node_id, default_cap)
-        if found == ALL:
+        if found >= ALL:
             break
     return found
+
+
+def cap_sends_within(
+    kinds: Collection[str],
+    campaigns: Iterable[c.CompiledCampaign],
+    default_cap: CapLimit | None,
+    now: dt.datetime,
+) -> tuple[dt.datetime, dt.datetime] | None:
+    """The stretch of sends a batch stepping at `now` must read (`load_facts`' `sends_within`),
+    or None for all of them.
+
+    A batch's cap checks all ask at `now`, and a cap of N per W counts the sends (reserved
+    future ones too) strictly within W of the instant it is asked at: a send outside the
+    widest cap in force either side of `now` changes no answer. A step reading `received`
+    needs every send.
+    """
+    if SENDS in kinds or CAP_SENDS not in kinds:
+        return None
+    widest = max(
+        (
+            cap.per_seconds
+            for campaign in campaigns
+            for cap in caps_in_force(campaign.settings.caps, default_cap).rules
+        ),
+        default=None,
+    )
+    if widest is None:
+        return None
+    period = dt.timedelta(seconds=widest)
+    return now - period, now + period
 
 
 def _reach_reads(
@@ -149,8 +180,8 @@ def _reach_reads(
             case c.WaitForNode(event=event):
                 found |= of(event) | {EVENTS}
             case c.SendNode(channel=channel) if caps.covers(channel):
-                # A capped send is checked against the contact's sends so far.
-                found |= {SENDS}
+                # A capped send is checked against the contact's sends near it.
+                found |= {CAP_SENDS}
             case _:
                 pass
         # The node the enrollment is at runs even when it is a wait (the wait is over);

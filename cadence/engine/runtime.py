@@ -48,7 +48,7 @@ from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
-from cadence.engine.reads import batch_fields, batch_reads
+from cadence.engine.reads import batch_fields, batch_reads, cap_sends_within
 from cadence.engine.stepper import Advance, SendGate
 from cadence.engine.store import DEFAULT_TENANT, AsyncStore, Store, StoreError, claims, importer
 from cadence.engine.store import agents as agent_store
@@ -2080,6 +2080,7 @@ class Engine:
                 campaign_names=self._names_by_version(session) if CAMPAIGNS in kinds else None,
                 kinds=kinds,
                 fields=batch_fields(versions.values()),
+                sends_within=cap_sends_within(kinds, versions.values(), self.default_cap, now),
             )
             gates = _Gates(session, self.tenant, facts, now, self.default_cap)
             results: list[tuple[_StepRow, dict[str, Any], Advance]] = []

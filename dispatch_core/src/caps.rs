@@ -194,6 +194,12 @@ impl Caps {
         first_denying(&self.rules, entries, channel, at, &mut shard.scratch)
     }
 
+    /// Check one request and reserve it when allowed: `check_and_reserve` of a batch of one,
+    /// without the grouping a batch needs.
+    pub fn check_and_reserve_one(&mut self, contact: i64, channel: i32, at: i64) -> i32 {
+        self.shards[shard_of(contact)].check_and_reserve(&self.rules, contact, channel, at)
+    }
+
     /// Insert a send, keeping the contact's list sorted by (at, channel).
     pub fn insert(&mut self, contact: i64, channel: i32, at: i64) {
         let shard = &mut self.shards[shard_of(contact)];
@@ -375,6 +381,12 @@ impl PyCaps {
         Ok(())
     }
 
+    /// One request, answered on the calling thread: it takes microseconds, so releasing the
+    /// GIL (and grouping by shard) would cost more than the check.
+    fn check_and_reserve_one(&mut self, contact: i64, channel: i32, at: i64) -> i32 {
+        self.inner.check_and_reserve_one(contact, channel, at)
+    }
+
     fn record(
         &mut self,
         py: Python<'_>,
@@ -447,6 +459,37 @@ mod tests {
         assert!(caps.release_one(1, 0, DAY));
         assert!(!caps.release_one(1, 0, DAY));
         assert_eq!(caps.denied_by(1, 0, 3 * DAY), -1);
+    }
+
+    #[test]
+    fn one_request_answers_as_a_batch_of_one() {
+        let rules = vec![
+            Rule {
+                channel: 0,
+                limit: 2,
+                window: 7 * DAY,
+            },
+            Rule {
+                channel: ALL_CHANNELS,
+                limit: 3,
+                window: DAY,
+            },
+        ];
+        let (mut one, mut batch) = (Caps::new(rules.clone()), Caps::new(rules));
+        let requests = [
+            (1, 0, 0),
+            (1, 1, 1),
+            (1, 0, 2),
+            (2, 0, 0),
+            (1, 0, DAY),
+            (1, 1, 3),
+        ];
+        for (contact, channel, at) in requests {
+            let (mut allowed, mut denied) = ([0u8], [0i32]);
+            batch.check_and_reserve(&[contact], &[channel], &[at], &mut allowed, &mut denied);
+            assert_eq!(one.check_and_reserve_one(contact, channel, at), denied[0]);
+        }
+        assert_eq!(one.len(), batch.len());
     }
 
     #[test]

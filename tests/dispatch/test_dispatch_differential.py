@@ -197,7 +197,12 @@ def test_caps_rust_equals_python(
         caps = FrequencyCaps(rules, backend=backend)  # type: ignore[arg-type]
         cols = lambda rows: ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])  # noqa: E731
         caps.rebuild(*cols(history))
+        # The scalar entry point (a gate's one send) answers the batch one request at a time.
+        one = FrequencyCaps(rules, backend=backend)  # type: ignore[arg-type]
+        one.rebuild(*cols(history))
+        answers = [one.check_and_reserve_one(*request) for request in batch]
         d = caps.check_and_reserve(*cols(batch))
+        assert answers == d.denied_by.tolist() and len(one) == len(caps)
         rel = caps.release(*cols(released + batch[:5]))
         d2 = caps.check_and_reserve(*cols(batch))
         pruned = caps.prune(0)

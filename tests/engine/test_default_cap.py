@@ -259,67 +259,98 @@ def test_a_bad_default_cap_says_what_is_wrong_and_where_it_came_from(
     assert "$CADENCE_DEFAULT_CAP" in str(error.value)
 
 
-# One campaign in two versions: the first caps its emails at one a week, the second sets no
-# `cap email`, so the default (3 per 7 days) holds for it.
-CAPPED_V1 = """
+# ----------------------------------------------------------------- caps across versions
+
+# A campaign redeployed twice: its v1 enrollments keep v1's caps (none of their own, so the
+# default holds), v2's have its own `cap email`, v3's a cap on every channel and the default.
+BURST_V1 = """
 template a email { subject "A" body "x" }
-template b email { subject "B" body "x" }
-template c email { subject "C" body "x" }
-template d email { subject "D" body "x" }
-campaign series {
-  cap email 1 per 7d
-  when signed_up {
-    send email a  wait 1h  send email b  wait 1h  send email c  wait 1h  send email d
-  }
+campaign burst {
+  when joined { wait 1d  send email a  send email a  send email a  send email a  send email a }
 }
 """
-UNCAPPED_V2 = CAPPED_V1.replace("  cap email 1 per 7d\n", "")
+BURST_V2 = BURST_V1.replace("campaign burst {", "campaign burst {\n  cap email 4 per 7d")
+BURST_V3 = BURST_V1.replace("campaign burst {", "campaign burst {\n  cap 2 per 1d")
 
 
-def test_two_versions_stepped_in_one_batch_each_send_under_their_own_caps(
-    store_url: str, caps_backend: str
+def test_each_version_of_a_campaign_is_checked_against_its_own_caps_in_one_batch(
+    store_url: str, caps_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Enrollments stay on the version they entered; in one batch, each is checked
-    against its own version's caps, and the default holds where that version has none."""
+    from cadence.engine import runtime
+
+    # Which caps each batch's gates built an index for: the sends must share one batch.
+    indexed: dict[int, set[tuple[CapLimit, ...]]] = {}
+    cap_index = runtime._Gates._cap_index
+
+    def spy(gates: Any, caps: Any) -> Any:
+        indexed.setdefault(id(gates), set()).add(caps.rules)
+        return cap_index(gates, caps)
+
+    monkeypatch.setattr(runtime._Gates, "_cap_index", spy)
     clock = SimulatedClock(T0)
     sink = RecordingSink()
-    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(4)]
+    people = [{"id": name, "email": f"{name}@example.test"} for name in ("ana", "ben", "cy", "dee")]
 
     async def main() -> None:
         async with Engine(store_url, clock=clock, sink=sink) as engine:
             await engine.upsert_contacts(people)
-            (first,) = await engine.deploy(campaigns(CAPPED_V1))
-            await engine.launch("series")
-            for person in people[:2]:
-                await engine.push_event({"contact": person["id"], "name": "signed_up"})
-            (second,) = await engine.deploy(campaigns(UNCAPPED_V2))
-            assert second.version != first.version
-            for person in people[2:]:
-                await engine.push_event({"contact": person["id"], "name": "signed_up"})
-            # Nothing ran yet: every enrollment's steps fall due together.
-            await engine.run_until(T0 + dt.timedelta(days=1))
+            await engine.deploy(campaigns(BURST_V1))
+            await engine.launch("burst")
+            await engine.push_events([{"contact": "ana", "name": "joined"},
+                                      {"contact": "ben", "name": "joined"}])  # fmt: skip
+            await engine.deploy(campaigns(BURST_V2))
+            await engine.push_event({"contact": "cy", "name": "joined"})
+            await engine.deploy(campaigns(BURST_V3))
+            await engine.push_event({"contact": "dee", "name": "joined"})
+            await engine.run_until(T0 + dt.timedelta(days=2))
 
     trio.run(main)
-    by_version: dict[str, set[str]] = {}
+    got: dict[str, int] = {}
     for message in sink.delivered:
-        by_version.setdefault(message.contact_id, set()).add(str(message.version))
-    sent = sorted((m.contact_id, m.template) for m in sink.delivered)
-    assert sent == [
-        ("p0", "a"), ("p1", "a"),
-        ("p2", "a"), ("p2", "b"), ("p2", "c"), ("p3", "a"), ("p3", "b"), ("p3", "c"),
-    ]  # fmt: skip
-    assert by_version["p0"] == by_version["p1"] != by_version["p2"] == by_version["p3"]
+        got[message.contact_id] = got.get(message.contact_id, 0) + 1
+    # v1: the default (3 per 7d); v2: its own 4 per 7d replaces it; v3: its own 2 per 1d on
+    # every channel, and the default too (it has no `cap email`).
+    assert got == {"ana": 3, "ben": 3, "cy": 4, "dee": 2}
     with Store.open(store_url) as store, store.session() as session:
-        reasons = sorted(
-            (detail["node"], detail["reason"])
-            for detail in session.execute(
-                select(SendLog.detail).where(SendLog.outcome == "skipped")
-            ).scalars()
-        )
+        skipped = session.execute(
+            select(SendLog.contact_id, SendLog.detail)
+            .where(SendLog.outcome == "skipped")
+            .order_by(SendLog.id)
+        ).all()
+    reasons = sorted((contact, detail["reason"]) for contact, detail in skipped)
+    default = "default cap email 3 per 7d reached"
     assert reasons == [
-        ("send_b", "cap email 1 reached"), ("send_b", "cap email 1 reached"),
-        ("send_c", "cap email 1 reached"), ("send_c", "cap email 1 reached"),
-        ("send_d", "cap email 1 reached"), ("send_d", "cap email 1 reached"),
-        ("send_d", "default cap email 3 per 7d reached"),
-        ("send_d", "default cap email 3 per 7d reached"),
+        ("ana", default), ("ana", default), ("ben", default), ("ben", default),
+        ("cy", "cap email 4 reached"),
+        ("dee", "cap all channels 2 reached"), ("dee", "cap all channels 2 reached"),
+        ("dee", "cap all channels 2 reached"),
     ]  # fmt: skip
+    week = 7 * 86400
+    assert list(indexed.values()) == [
+        {
+            (DEFAULT_CAP,),
+            (CapLimit("email", 4, week),),
+            (CapLimit(None, 2, 86400), DEFAULT_CAP),
+        }
+    ]
+
+
+# Under a default of one email a day: `late` goes exactly a day after `first` (outside its
+# period), `early` a second before that (inside it).
+EDGES = """
+template first email { subject "1" body "x" }
+template early email { subject "2" body "x" }
+template late email { subject "3" body "x" }
+campaign one { on launch { send email first } }
+campaign two { on launch { wait 23h59m59s  send email early } }
+campaign three { on launch { wait 1d  send email late } }
+"""
+
+
+def test_a_send_a_second_inside_the_caps_period_counts_one_at_its_edge_does_not(
+    store_url: str, caps_backend: str
+) -> None:
+    # The batch reads only the sends within the cap's period of its instant: the edges hold.
+    delivered, skips = _run(store_url, EDGES, default_cap=CapLimit("email", 1, 86400))
+    assert delivered == [("email", "first"), ("email", "late")]
+    assert skips == [("send_early", "default cap email 1 per 1d reached")]

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import event
 
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.facts import ALL, load_facts
+from cadence.engine.facts import ALL, CAP_SENDS, SENDS, load_facts
 from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store import Store
 from tests.engine.test_runtime import T0, campaigns, engine_run
@@ -69,3 +69,29 @@ def test_facts_read_contacts_events_sends_and_campaigns_with_statements_built_on
     # Four reads (contacts, events, sends, memberships), the same statements each batch.
     assert len(read_first) == 4
     assert [id(s) for s in read_second] == [id(s) for s in read_first]
+
+
+def test_cap_sends_are_read_only_strictly_inside_their_stretch(store_url: str) -> None:
+    """A batch whose steps read sends only for caps reads those created strictly inside
+    `sends_within` (as a cap counts them), to the microsecond; asked for `SENDS`, every one."""
+    sent_at = T0 + dt.timedelta(microseconds=250)
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        clock.advance_to(sent_at)
+        await engine.upsert_contacts([{"id": "p1", "email": "p1@example.test"}])
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("greet")
+        await engine.run_until(sent_at)
+
+    engine_run(store_url, body)
+    tick, day = dt.timedelta(microseconds=1), dt.timedelta(days=1)
+
+    def sends(kinds: frozenset[str], within: tuple[dt.datetime, dt.datetime]) -> int:
+        with Store.open(store_url) as store, store.session() as session:
+            facts = load_facts(session, "default", ["p1"], kinds=kinds, sends_within=within)
+            return len(facts["p1"].sends)
+
+    assert sends(frozenset({CAP_SENDS}), (sent_at - tick, sent_at + tick)) == 1
+    assert sends(frozenset({CAP_SENDS}), (sent_at, sent_at + day)) == 0
+    assert sends(frozenset({CAP_SENDS}), (sent_at - day, sent_at)) == 0
+    assert sends(frozenset({CAP_SENDS, SENDS}), (sent_at, sent_at + day)) == 1

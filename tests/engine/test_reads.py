@@ -16,11 +16,12 @@ from cadence.dsl import compiled as c
 from cadence.dsl.compiler import compile_paths, compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.dsl.parser import parse_text
-from cadence.dsl.symbols import CapLimit
+from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
 from cadence.engine.conditions import StepContext
 from cadence.engine.facts import (
     ALL,
     CAMPAIGNS,
+    CAP_SENDS,
     EVENTS,
     SENDS,
     STANDARD_FIELDS,
@@ -31,6 +32,7 @@ from cadence.engine.reads import (
     WITHOUT_CREATED_AT,
     batch_fields,
     batch_reads,
+    cap_sends_within,
     expr_reads,
     node_reads,
     reads_event,
@@ -95,15 +97,15 @@ campaign drip {
         )
     )
     entry = campaign.triggers[0].entry
-    # The entry sends (caps read the send history), then waits: nothing past the wait.
-    assert node_reads(campaign, entry) == {SENDS}
+    # The entry sends (caps read the send history near it), then waits: nothing past it.
+    assert node_reads(campaign, entry) == {CAP_SENDS}
     (wait,) = [n.id for n in campaign.nodes if isinstance(n, c.WaitNode)]
     # Waking at the wait runs the branch on opened(a) and a capped send, up to `wait for`.
-    assert node_reads(campaign, wait) == {EVENTS, SENDS}
+    assert node_reads(campaign, wait) == {EVENTS, CAP_SENDS}
     (wait_for,) = [n.id for n in campaign.nodes if isinstance(n, c.WaitForNode)]
     assert node_reads(campaign, wait_for) == {EVENTS}
-    assert batch_reads([(campaign, entry), (campaign, entry)]) == {SENDS}
-    assert batch_reads([(campaign, entry), (campaign, wait_for)]) == {EVENTS, SENDS}
+    assert batch_reads([(campaign, entry), (campaign, entry)]) == {CAP_SENDS}
+    assert batch_reads([(campaign, entry), (campaign, wait_for)]) == {EVENTS, CAP_SENDS}
 
 
 def test_a_send_under_the_default_cap_reads_the_send_history() -> None:
@@ -121,11 +123,37 @@ campaign plain { on launch { send email a  wait 1d  send sms t } }
     )
     entry = campaign.triggers[0].entry
     (wait,) = [n.id for n in campaign.nodes if isinstance(n, c.WaitNode)]
-    assert node_reads(campaign, entry) == {SENDS}
+    assert node_reads(campaign, entry) == {CAP_SENDS}
     assert batch_reads([(campaign, entry)], None) == frozenset()
     # SMS has no default cap: an SMS-only wake reads nothing, unless a cap covers SMS.
     assert node_reads(campaign, wait) == frozenset()
-    assert node_reads(campaign, wait, CapLimit(None, 5, 86400)) == {SENDS}
+    assert node_reads(campaign, wait, CapLimit(None, 5, 86400)) == {CAP_SENDS}
+
+
+def test_a_batch_reads_the_sends_within_its_widest_cap_either_side_of_now() -> None:
+    """Caps count the sends strictly within their period of the instant they are asked at:
+    the batch reads the widest cap's stretch, unless a step reads `received` (all sends)."""
+    source = """
+template a email { subject "A" body "x" }
+campaign plain { on launch { send email a } }
+campaign roomy { cap sms 2 per 10d  on launch { send email a } }
+campaign recent { on launch { if received(email, 1d) { send email a } } }
+"""
+    compiled = {campaign.name: campaign for campaign in compile_workspace(load_text(source, "t"))}
+    plain, roomy, recent = compiled["plain"], compiled["roomy"], compiled["recent"]
+    day = dt.timedelta(days=1)
+    kinds = batch_reads([(plain, plain.triggers[0].entry)])
+    assert cap_sends_within(kinds, [plain], DEFAULT_CAP, T0) == (T0 - 7 * day, T0 + 7 * day)
+    both = batch_reads([(plain, plain.triggers[0].entry), (roomy, roomy.triggers[0].entry)])
+    within = cap_sends_within(both, [plain, roomy], DEFAULT_CAP, T0)
+    assert within == (T0 - 10 * day, T0 + 10 * day)
+    assert cap_sends_within(both, [plain], CapLimit("email", 1, 3600), T0) == (
+        T0 - dt.timedelta(hours=1), T0 + dt.timedelta(hours=1),
+    )  # fmt: skip
+    reading = batch_reads([(plain, plain.triggers[0].entry), (recent, recent.triggers[0].entry)])
+    assert SENDS in reading
+    assert cap_sends_within(reading, [plain, recent], DEFAULT_CAP, T0) is None
+    assert cap_sends_within(frozenset({EVENTS}), [plain], DEFAULT_CAP, T0) is None
 
 
 def test_a_wait_for_already_met_is_no_stop() -> None:
@@ -362,11 +390,16 @@ def test_stepping_on_the_facts_it_reads_equals_stepping_on_all_facts(
     contact = CONTACTS[contact_index]
     for node in campaign.nodes:
         kinds = node_reads(campaign, node.id)
+        within = cap_sends_within(kinds, [campaign], DEFAULT_CAP, T0)
         full = _facts(contact, events, sends, member)
         pruned = _facts(
             contact,
             events if EVENTS in kinds else [],
-            sends if SENDS in kinds else [],
+            (
+                sends
+                if SENDS in kinds or (CAP_SENDS in kinds and within is None)
+                else [s for s in sends if within is not None and within[0] < s[2] < within[1]]
+            ),
             member if CAMPAIGNS in kinds else set(),
             batch_fields([campaign]),
         )
@@ -382,4 +415,4 @@ def test_the_campaigns_under_test_cover_every_fact_kind() -> None:
     for campaign in CAMPAIGNS_UNDER_TEST:
         for node in campaign.nodes:
             seen |= node_reads(campaign, node.id)
-    assert seen == ALL
+    assert seen == ALL | {CAP_SENDS}
