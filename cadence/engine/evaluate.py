@@ -51,6 +51,24 @@ def engagement_reads(kind: str) -> tuple[str, ...]:
     return _ENGAGEMENT_READS.get(kind, (kind,))
 
 
+# Reactions counted once per message wherever they are counted (`count(opened, D)`,
+# `when opened count>=N`, scores): Cadence's own tracking and a provider's webhook may both
+# report one open, and a reader opens a message many times (mail clients that prefetch
+# images, too); a count of reports would measure those, not how many messages interested
+# the person.
+ONCE_PER_MESSAGE: frozenset[str] = frozenset({"opened", "clicked"})
+
+
+def count_reads(name: str) -> tuple[str, ...]:
+    """The event names `count(name, D)` and `when name count ...` count (`opened`: clicks too)."""
+    return engagement_reads(name) if name in ONCE_PER_MESSAGE else (name,)
+
+
+def message_of(properties: Mapping[str, Any]) -> str | None:
+    """The message an event is about (its `send`, else its `message`), if it names one."""
+    return _opt_str(properties.get("send") or properties.get("message"))
+
+
 # Enough digits that money and scores never round in practice; overflow becomes null.
 _DECIMALS = decimal.Context(prec=34, Emax=999_999, Emin=-999_999)
 
@@ -204,7 +222,7 @@ class EvalContext:
                         kind=item.name,
                         template=_opt_str(props.get("template")),
                         at=item.at,
-                        message=_opt_str(props.get("send") or props.get("message")),
+                        message=message_of(props),
                         campaign=_opt_str(props.get("campaign")),
                         outcome=delivery.event_outcome(item.name, props),
                     )
@@ -914,6 +932,40 @@ def _delivered(template: str, records: Iterable[EngagementRecord]) -> Iterator[E
 _CONFIRMING = frozenset({delivery.DELIVERED, delivery.ENGAGED})
 
 
+def engagement_instants(
+    kind: str, template: str, records: Sequence[EngagementRecord]
+) -> list[dt.datetime]:
+    """When each counted engagement happened, oldest first: what scores and `count` count.
+
+    Opens and clicks count once per message (`ONCE_PER_MESSAGE`), at its first report. A
+    clicked message counts as opened (clicking implies opening), so its open is at its first
+    open or click. A record without a message id is a message of its own. Every recorded
+    reply or bounce counts; a delivery once per delivered message, at its first
+    confirmation (a delivery report, or the person's open, click or reply), as
+    `delivered(T)` reads it (`cadence.engine.delivery`).
+    """
+    matches = engagement_matches(kind, template, records)
+    if kind not in ONCE_PER_MESSAGE:
+        return sorted(r.at for r in matches)
+    return first_per_message((r.message, r.at) for r in matches)
+
+
+def first_per_message(reports: Iterable[tuple[str | None, dt.datetime]]) -> list[dt.datetime]:
+    """Each message's first report of `(message, instant)` reports, oldest first; a report
+    naming no message stands for a message of its own."""
+    instants: list[dt.datetime] = []
+    first: dict[str, dt.datetime] = {}
+    for message, at in reports:
+        if message is None:
+            instants.append(at)
+            continue
+        seen = first.get(message)
+        if seen is None or at < seen:
+            first[message] = at
+    instants.extend(first.values())
+    return sorted(instants)
+
+
 def engaged(ctx: EvalContext, kind: str, template: str, *, scoped: bool = False) -> bool:
     """`opened(T)` and friends: any such engagement with `T` (or `any`) up to now."""
     records = ctx.engagement_records(scoped=scoped)
@@ -931,8 +983,14 @@ def received(ctx: EvalContext, channel: str, seconds: int | None) -> bool:
 
 
 def count_events(ctx: EvalContext, name: str, seconds: int | None) -> int:
-    """`count(EVENT, DUR)`: the contact's `name` events in the last DUR (all without one)."""
-    instants = ctx.history(name)
+    """`count(EVENT, DUR)`: the contact's `name` events in the last DUR (all without one).
+
+    Opens and clicks are counted as messages opened or clicked (`engagement_instants`).
+    """
+    if name in ONCE_PER_MESSAGE:
+        instants = engagement_instants(name, "any", ctx.engagement_records(scoped=False))
+    else:
+        instants = ctx.history(name)
     if seconds is None:
         return len(instants)
     since = ctx.now_utc - dt.timedelta(seconds=seconds)
@@ -991,22 +1049,28 @@ def event_count_holds(
     """`count OP N [within D] [where E]` over a contact's history (which holds the new event).
 
     Counts the `event_name` events at or before `now`, no older than D, for which `where`
-    holds, and compares the count with N.
+    holds, and compares the count with N. Opens and clicks count as `count(opened, D)`
+    counts them: once per message, at its first report that `where` lets through (a click
+    is an open too).
     """
     if op not in _COUNT_OPS:
         raise EvaluationError(f"unknown count comparison {op!r}")
     moment = _aware(now)
     since = moment - within_ if within_ is not None else None
-    total = 0
+    per_message = event_name in ONCE_PER_MESSAGE
+    names = count_reads(event_name)
+    reports: list[tuple[str | None, dt.datetime]] = []
     for name, at, properties in history:
         instant = _aware(at)
-        if name != event_name or instant > moment or (since is not None and instant < since):
+        if name not in names or instant > moment:
             continue
         if where is not None:
             item = ContactEvent(name, instant, properties or {})
             if not event_where_holds(where, item, ctx):
                 continue
-        total += 1
+        reports.append((message_of(properties or {}) if per_message else None, instant))
+    instants = first_per_message(reports) if per_message else [at for _, at in reports]
+    total = sum(1 for instant in instants if since is None or instant >= since)
     return _COUNT_OPS[op](total, count)
 
 

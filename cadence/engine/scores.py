@@ -20,16 +20,14 @@ from cadence.dsl import compiled as c
 from cadence.engine.evaluate import (
     ENGAGEMENT_FLAGS,
     ENGAGEMENT_KINDS,
-    EngagementRecord,
+    ONCE_PER_MESSAGE,
     EvalContext,
     EvaluationError,
-    engagement_matches,
+    engagement_instants,
     holds,
 )
 
 _DECIMALS = decimal.Context(prec=34)
-# Reactions a score counts once per message, however many sources report them.
-ONCE_PER_MESSAGE = frozenset({"opened", "clicked"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,33 +164,3 @@ def _template(call: ast.Call) -> str:
     if len(call.args) != 1 or not isinstance(call.args[0], ast.Path):
         raise EvaluationError(f"`{call.name}` in a score needs a template name or `any`")
     return call.args[0].dotted
-
-
-def engagement_instants(
-    kind: str, template: str, records: Sequence[EngagementRecord]
-) -> list[dt.datetime]:
-    """When each counted engagement happened, oldest first.
-
-    Opens and clicks count once per message, at its first report: Cadence's own tracking
-    and a provider's (Brevo's webhook) may both report the same open or click, and a reader
-    may open a message many times; the report counts them per send too. A clicked message
-    counts as opened (clicking implies opening), so its open is at its first open or click.
-    A record without a message id is a message of its own. Every recorded reply or bounce
-    counts; a delivery once per delivered message, at its first confirmation (a delivery
-    report, or the person's open, click or reply), as `delivered(T)` reads it
-    (`cadence.engine.delivery`).
-    """
-    matches = engagement_matches(kind, template, records)
-    if kind not in ONCE_PER_MESSAGE:
-        return sorted(r.at for r in matches)
-    instants: list[dt.datetime] = []
-    first: dict[str, dt.datetime] = {}
-    for record in matches:
-        if record.message is None:
-            instants.append(record.at)
-            continue
-        seen = first.get(record.message)
-        if seen is None or record.at < seen:
-            first[record.message] = record.at
-    instants.extend(first.values())
-    return sorted(instants)

@@ -204,7 +204,8 @@ def _windows(
                     _add(found, EVENT, kind, 0)
             elif name == "count":
                 window = _duration(expr, 1)
-                _add(found, EVENT, _name(expr, 0), 0, *(() if window is None else (window,)))
+                for kind in evaluate.count_reads(_name(expr, 0)):
+                    _add(found, EVENT, kind, 0, *(() if window is None else (window,)))
             elif name in ("last", "first"):
                 _add(found, EVENT, _name(expr, 0), 0)
             elif name == "received":

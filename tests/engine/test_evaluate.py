@@ -30,6 +30,7 @@ from cadence.engine.evaluate import (
     event_trigger_fires,
     event_where_holds,
     fanout_holds,
+    first_per_message,
     holds,
     normalize,
     segments_of,
@@ -599,6 +600,76 @@ def test_count_within_where_over_the_history() -> None:
     assert event_count_holds(history, "property_viewed", "<", 4, week, None, NOW) is True
     with pytest.raises(EvaluationError):
         event_count_holds(history, "property_viewed", "~", 1, None, None, NOW)
+
+
+def _open(name: str, days_ago: float, message: str | None) -> tuple[str, dt.datetime, Any]:
+    return (name, at(days_ago), {} if message is None else {"send": message})
+
+
+def test_opens_and_clicks_count_once_per_message_at_the_first_report() -> None:
+    history = [
+        _open("opened", 40, "m1"),  # first opened before the window: not in `30d`
+        _open("opened", 5, "m1"),
+        _open("opened", 9, "m2"),
+        _open("opened", 8, "m2"),  # the provider's report of the same open
+        _open("opened", 2, "m2"),
+        _open("clicked", 3, "m3"),  # a click with images off: opened too
+        _open("clicked", 1, "m3"),
+        _open("opened", 4, None),  # naming no message: a message of its own
+        _open("opened", 3, None),
+        _open("replied", 1, "m2"),
+    ]
+    context = EvalContext.from_facts(now=NOW, attributes={}, events=history)
+    assert val("count(opened, 30d)", context) == 4  # m2, m3 and the two unnamed
+    assert val("count(opened)", context) == 5
+    assert val("count(clicked, 30d)", context) == 1
+    assert val("count(clicked, 2d)", context) == 0  # m3's first click was 3 days ago
+    assert val("count(replied, 30d)", context) == 1
+    week = dt.timedelta(days=7)
+    assert event_count_holds(history, "opened", "=", 3, week, None, NOW)  # m3, unnamed x2
+    assert event_count_holds(history, "opened", "=", 5, None, None, NOW)
+    assert event_count_holds(history, "clicked", "=", 1, None, None, NOW)
+    # `where` chooses the reports counted before each message's first is taken.
+    tagged = [("opened", at(3), {"send": "m1", "link": "x"}), _open("opened", 2, "m1")]
+    where = expr('event.link = "x"')
+    assert event_count_holds(tagged, "opened", "=", 1, week, where, NOW)
+    assert event_count_holds(tagged, "opened", "=", 0, dt.timedelta(days=2), where, NOW)
+
+
+_MESSAGES = st.one_of(st.none(), st.sampled_from(["m1", "m2", "m3", "m4"]))
+_REPORTS = st.lists(
+    st.tuples(st.sampled_from(["opened", "clicked", "replied"]), st.integers(0, 60), _MESSAGES),
+    max_size=25,
+)
+
+
+@given(
+    reports=_REPORTS, window_days=st.integers(1, 60), kind=st.sampled_from(["opened", "clicked"])
+)
+@settings(max_examples=200, deadline=None)
+def test_count_is_the_messages_first_reported_within_the_window(
+    reports: list[tuple[str, int, str | None]], window_days: int, kind: str
+) -> None:
+    history = [_open(name, days, message) for name, days, message in reports]
+    counted = {"opened": ("opened", "clicked"), "clicked": ("clicked",)}[kind]
+    # The model: the earliest report of each message, and every unnamed report.
+    first: dict[str, int] = {}
+    unnamed = 0
+    for name, days, message in reports:
+        if name not in counted:
+            continue
+        if message is None:
+            unnamed += days <= window_days
+        else:
+            first[message] = max(first.get(message, days), days)
+    expected = unnamed + sum(1 for days in first.values() if days <= window_days)
+    context = EvalContext.from_facts(now=NOW, attributes={}, events=history)
+    assert val(f"count({kind}, {window_days}d)", context) == expected
+    window = dt.timedelta(days=window_days)
+    assert event_count_holds(history, kind, "=", expected, window, None, NOW)
+    assert len(first_per_message((m, at(d)) for n, d, m in reports if n in counted)) == (
+        len(first) + sum(1 for n, _, m in reports if n in counted and m is None)
+    )
 
 
 def test_event_trigger_fires_on_the_third_matching_event() -> None:

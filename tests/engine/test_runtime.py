@@ -1279,3 +1279,58 @@ def test_a_holdout_is_exactly_its_share(store_url: str) -> None:
     delivered, held_out = engine_run(store_url, body)
     assert len(delivered) == 90 and len(held_out) == 10
     assert not {c for c, _ in delivered} & set(held_out)
+
+
+OPENS_COUNTED = """
+template a email { subject "A" body "<p>x</p>" }
+template b email { subject "B" body "<p>x</p>" }
+template thanks email { subject "Thanks" body "<p>x</p>" }
+template more email { subject "More" body "<p>x</p>" }
+template less email { subject "Less" body "<p>x</p>" }
+campaign news {
+  cap email 5 per 7d
+  on launch {
+    send email a
+    wait 1h
+    send email b
+    wait 1d
+    if count(opened, 30d) >= 2 { send email more } else { send email less }
+  }
+}
+when opened count>=2 send email thanks
+"""
+
+
+def test_opens_count_once_per_message_in_counts_and_trigger_counts(store_url: str) -> None:
+    """Three reports of one open are one opened message; a clicked message is opened too.
+
+    p1 opens `a` three times (its own pixel, a provider's report, a reopen): one message.
+    p2 opens `a` and `b`: two. p3 clicks `a` (its images were off) and opens `b`: two.
+    (`news` lifts the default cap so the `thanks` of the other campaign holds none back.)
+    """
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 4)]
+    pushes = [
+        ("p1", "opened", "a"), ("p1", "opened", "a"), ("p1", "opened", "a"),
+        ("p2", "opened", "a"), ("p2", "opened", "b"),
+        ("p3", "clicked", "a"), ("p3", "opened", "b"),
+    ]  # fmt: skip
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(OPENS_COUNTED))
+        await engine.launch("news")
+        await engine.launch("t_opened")
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        key = {(m.contact_id, m.template): m.idempotency_key for m in sink.delivered}
+        for minutes, (contact, name, template) in enumerate(pushes, start=1):
+            clock.advance_to(T0 + dt.timedelta(hours=2, minutes=minutes))
+            await engine.push_event(
+                {"contact": contact, "name": name, "properties": {"send": key[contact, template]}}
+            )
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sorted(sent(sink))
+
+    assert engine_run(store_url, body) == sorted(
+        [(p, t) for p in ("p1", "p2", "p3") for t in ("a", "b")]
+        + [("p1", "less"), ("p2", "more"), ("p3", "more"), ("p2", "thanks"), ("p3", "thanks")]
+    )

@@ -71,6 +71,11 @@ def test_windows_name_the_data_points_and_edges_an_expression_reads() -> None:
         sweep.Window(sweep.EVENT, "converted", frozenset({0})),
         sweep.Window(sweep.EVENT, "opened", frozenset({0})),
     )
+    # `count(opened, D)` counts clicked messages as opened: a click's instant moves it too.
+    assert _windows("count(opened, 30d) = 0 and base", base="lead_score > 1") == (
+        sweep.Window(sweep.EVENT, "clicked", frozenset({0, 30 * DAY})),
+        sweep.Window(sweep.EVENT, "opened", frozenset({0, 30 * DAY})),
+    )
     # Whether a message was delivered depends on its bounces too, and on the person's
     # reactions to it, which confirm it (engine/delivery.py).
     assert _windows("delivered(t) and base", base="contact.trial_ends within 1d") == (
