@@ -44,6 +44,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.engine.delivery import is_soft_bounce
+from cadence.engine.evaluate import message_of
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.importer import insert_events
 from cadence.engine.store.models import Contact, Event, OutboxMessage, Suppression
@@ -249,7 +250,7 @@ def _channel(session: Session, tenant_id: str, event: EventRecord, default: str)
     channel = event.properties.get("channel")
     if isinstance(channel, str) and channel:
         return channel
-    key = event.properties.get("send") or event.properties.get("message")
+    key = message_of(event.properties)
     if key:
         found = session.scalar(
             select(OutboxMessage.channel).where(
@@ -282,11 +283,7 @@ def _soft_bounced_often(
     soft = [(cid, props or {}) for cid, props in rows if is_soft_bounce(props or {})]
     # A bounce that names no channel is about its message's, as `_channel` reads it.
     keys = sorted(
-        {
-            str(props.get("send") or props.get("message"))
-            for _, props in soft
-            if not props.get("channel") and (props.get("send") or props.get("message"))
-        }
+        {key for _, props in soft if not props.get("channel") and (key := message_of(props))}
     )
     by_key: dict[str, str] = {}
     for start in range(0, len(keys), 500):
@@ -300,7 +297,7 @@ def _soft_bounced_often(
     counts: dict[str, int] = {}
     for contact_id, properties in soft:
         named = properties.get("channel")
-        key = str(properties.get("send") or properties.get("message") or "")
+        key = message_of(properties) or ""
         if (named if isinstance(named, str) and named else by_key.get(key, "email")) == channel:
             counts[contact_id] = counts.get(contact_id, 0) + 1
     return {cid for cid, count in counts.items() if count >= SOFT_BOUNCES_TO_SUPPRESS}
