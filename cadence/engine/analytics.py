@@ -8,13 +8,16 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   **delivered**: those `cadence.engine.delivery` counts so: neither bounced nor failed
   (the provider's error), and not soft-bounced (or expired, deferred) without a delivery
   report; a send nothing was reported about counts, as not every channel reports.
-- **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: sends with at
-  least one such event: an event naming the send (`send`), or else one by the same contact
-  naming the send's template (and campaign, when it names one), at or after it. An opt-out
+- **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: delivered sends
+  with at least one such event (each confirms that its send arrived,
+  `cadence.engine.delivery`): an event naming the send (`send`), or else one by the same
+  contact naming the send's template (and campaign, when it names one), at or after it. An opt-out
   reply (`STOP` ...) is stored with the `unsubscribed` it makes (`cadence.engine.suppress`).
-- **converted**: sends credited with at least one `converted` event: the send the event
-  names, else the contact's latest send before it within `ATTRIBUTION_WINDOW` (last
-  touch, across campaigns, or of the campaign the event names). Every conversion's
+- **converted**: delivered sends credited with at least one `converted` event: the send
+  the event names, else the contact's latest delivered send before it within
+  `ATTRIBUTION_WINDOW` (last touch, across campaigns, or of the campaign the event
+  names); a message that never arrived converted no one, so no conversion rate passes
+  100% either. Every conversion's
   `value` (or `revenue`, `amount`; in its `currency`, else the send's cost currency) adds
   to that send's **revenue**.
 - **cost**: what the sends that went out cost: the campaign's `cost` setting as logged when
@@ -194,19 +197,12 @@ def campaign_reports(
             unit = currency or ""
             metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
     history = _ContactSends(sends)
+    # Conversions are credited once every send's delivery is known: to sends that arrived.
+    conversions: list[tuple[str, dict[str, Any], dt.datetime, _Send | None]] = []
     for name, contact_id, properties, at in _events(session, tenant_id):
         named = sends.get(str(properties.get("send") or ""))
         if name == "converted":
-            credited = named or _credited(properties, history.of(contact_id), at)
-            if credited is None:
-                continue
-            seen.setdefault("converted", set()).add(credited.key)
-            amount, currency = _revenue(properties)
-            credited_to = group_of.get(credited.key)
-            if amount is not None and credited_to is not None:
-                spent = outcomes.get(credited.outbox_id, _NOTHING_LOGGED)[2]
-                unit = currency or spent or ""
-                credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
+            conversions.append((contact_id, properties, at, named))
             continue
         engaged = named or _engaged(properties, history.of(contact_id), at)
         if engaged is None:
@@ -216,21 +212,39 @@ def campaign_reports(
             reported.setdefault(engaged.key, set()).add(outcome)
         if outcome is None or outcome == delivery.ENGAGED:
             seen.setdefault(name, set()).add(engaged.key)
+    reached: set[str] = set()  # every campaign's sends counted delivered: last touch reads them
     for send in sends.values():
-        if send.key not in group_of:
-            continue
         said = outcomes.get(send.outbox_id, _NOTHING_LOGGED)[0]
         if send.key in reported:
             said = said | reported[send.key]
+        if delivery.delivery(said).counted_delivered:
+            reached.add(send.key)
+        if send.key not in group_of:
+            continue
         if delivery.HARD_BOUNCE in said:
             seen.setdefault("bounced", set()).add(send.key)
-        if delivery.delivery(said).counted_delivered:
+        if send.key in reached:
             seen.setdefault("delivered", set()).add(send.key)
     # The person's reactions count on delivered sends only (a failed send's open is not
     # theirs, `cadence.engine.delivery`): no rate of delivered sends passes 100%.
     delivered_keys = seen.get("delivered", set())
     for metric in delivery.ENGAGEMENT_EVENTS & seen.keys():
         seen[metric] &= delivered_keys
+    for contact_id, properties, at, named in conversions:
+        if named is not None and named.key in reached:
+            credited: _Send | None = named
+        else:
+            arrived = [s for s in history.of(contact_id) if s.key in reached]
+            credited = _credited(properties, arrived, at)
+        if credited is None:
+            continue
+        seen.setdefault("converted", set()).add(credited.key)
+        amount, currency = _revenue(properties)
+        credited_to = group_of.get(credited.key)
+        if amount is not None and credited_to is not None:
+            spent = outcomes.get(credited.outbox_id, _NOTHING_LOGGED)[2]
+            unit = currency or spent or ""
+            credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
     for metric, keys in seen.items():
         for key in keys:
             counted = group_of.get(key)

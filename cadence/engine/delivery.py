@@ -12,9 +12,10 @@ a send is
   `error` and Infobip's REJECTED are logged), whatever else came about it;
 - else **delivered** once a delivery report came, before or after a soft bounce:
   providers retry a full mailbox or an unreachable phone and report the retry that got
-  through; or once the person opened it, clicked in it or replied to it (a WhatsApp
-  seen report is an open): what they read reached them, whatever a temporary failure
-  said before, and a channel that reports no deliveries (SMTP) is confirmed by them;
+  through; or once the person opened it, clicked in it, replied to it (a WhatsApp
+  seen report is an open), unsubscribed through it or reported it as spam: what they
+  read, answered or complained of reached them, whatever a temporary failure said
+  before, and a channel that reports no deliveries (SMTP) is confirmed by them;
 - else **not delivered** after a temporary failure (a soft bounce, Infobip's EXPIRED, a
   deferral) that no delivery report followed;
 - else **unconfirmed**: nothing was reported. SMTP, the inbox and webhooks report no
@@ -28,8 +29,8 @@ REJECTED say nothing about the person): for `delivered(T)` a reaction reported a
 a send would confirm it, which only a mismatched report can bring about.
 
 The report counts delivered and unconfirmed sends as delivered (not every channel
-reports deliveries, docs/analytics.md) and counts opens, clicks and replies only on those,
-so its open, click and reply rates never pass 100%; `delivered(T)` holds for delivered
+reports deliveries, docs/analytics.md) and counts opens, clicks, replies, unsubscribes and
+complaints only on those, so none of those rates passes 100%; `delivered(T)` holds for delivered
 ones only, as it promises a confirmed delivery (docs/language.md).
 
 Which bounces are soft is decided here too (`is_soft_bounce`): suppression counts soft
@@ -57,7 +58,7 @@ TEMPORARY_FAILURES = frozenset({SOFT_BOUNCE, EXPIRED, DEFERRED})
 DELIVERED_EVENT = "delivered"
 BOUNCED_EVENT = "bounced"
 # The person's reactions to a message, each proof that it reached them (ENGAGED).
-ENGAGEMENT_EVENTS = frozenset({"opened", "clicked", "replied"})
+ENGAGEMENT_EVENTS = frozenset({"opened", "clicked", "replied", "unsubscribed", "complained"})
 
 SOFT_BOUNCE_TYPES = frozenset({"soft", "soft_bounce", "transient", "temporary", "deferred"})
 # The key of a provider's report in its send-log entry's detail (`cadence.engine.inbound`):

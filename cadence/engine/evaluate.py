@@ -203,8 +203,9 @@ class EvalContext:
     ) -> EvalContext:
         """Build a context from the store's shapes: engagement comes from the event history.
 
-        Events named opened, clicked, replied, bounced or delivered are engagement records
-        (their `template`, `send` and `campaign` properties say which message); `converted`
+        Events named opened, clicked, replied, bounced or delivered, and unsubscribes and
+        complaints (which confirm a delivery), are engagement records (their `template`,
+        `send` and `campaign` properties say which message); `converted`
         and `unsubscribed` events, or a true attribute of that name, set the flags. Sends are
         `(channel, template, at)` tuples.
         """
@@ -215,8 +216,11 @@ class EvalContext:
         records: list[EngagementRecord] = []
         flags: dict[str, dt.datetime] = {}
         for item in history:
-            if item.name in ENGAGEMENT_KINDS:
-                props = item.properties
+            props = item.properties
+            outcome = delivery.event_outcome(item.name, props)
+            # An unsubscribe or a complaint is no engagement function's, but it confirms
+            # that its message was delivered, for `delivered(T)`.
+            if item.name in ENGAGEMENT_KINDS or outcome is not None:
                 records.append(
                     EngagementRecord(
                         kind=item.name,
@@ -224,10 +228,10 @@ class EvalContext:
                         at=item.at,
                         message=message_of(props),
                         campaign=_opt_str(props.get("campaign")),
-                        outcome=delivery.event_outcome(item.name, props),
+                        outcome=outcome,
                     )
                 )
-            elif item.name in ENGAGEMENT_FLAGS and item.name not in flags:
+            if item.name in ENGAGEMENT_FLAGS and item.name not in flags:
                 flags[item.name] = item.at
         engagement = Engagement(
             records=tuple(records),

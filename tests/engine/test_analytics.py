@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock
@@ -256,3 +259,73 @@ def test_an_event_naming_its_campaign_counts_for_that_campaign_s_send(store_url:
     assert (promo.total.opened, promo.total.converted) == (1, 1)
     assert promo.total.revenue == {"USD": Decimal("10")}
     assert (again.total.opened, again.total.converted) == (1, 0)
+
+
+# Every event the report reads about a send, and whether it names the send or only its
+# template (which the report resolves to the contact's latest send of it).
+_OUTCOMES = st.sampled_from(
+    ["opened", "clicked", "replied", "unsubscribed", "complained", "delivered",
+     "bounced hard", "bounced soft", "converted"]
+)  # fmt: skip
+_REPORTS = st.lists(
+    st.tuples(st.integers(0, 3), _OUTCOMES, st.booleans(), st.integers(1, 48)), max_size=14
+)
+
+
+async def _reported(store_url: str, reports: list[tuple[int, str, bool, int]]) -> Any:
+    """Four contacts get the offer; `reports` come back about it; the promo's report."""
+    sink = RecordingSink()
+    clock = SimulatedClock(T0)
+    async with Engine(store_url, clock=clock, sink=sink) as engine:
+        await engine.upsert_contacts(PEOPLE[:4])
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("promo")
+        await engine.run_due()
+        offer_to = {m.contact_id: m.idempotency_key for m in sink.delivered}
+        events = []
+        for index, outcome, names_send, hours in reports:
+            name, _, kind = outcome.partition(" ")
+            about = {"send": offer_to[f"c{index}"]} if names_send else {"template": "offer"}
+            events.append(
+                _event(f"c{index}", name, hours, **about, **({"type": kind} if kind else {}))
+            )
+        clock.advance_to(T0 + dt.timedelta(days=3))
+        await engine.push_events(events)
+        (promo,) = [r for r in await engine.report() if r.name == "promo"]
+        return promo.total
+
+
+def _within_bounds(total: Any) -> None:
+    assert total.delivered + total.bounced <= total.sent
+    for metric in ("opened", "clicked", "replied", "unsubscribed", "complained", "converted"):
+        assert getattr(total, metric) <= total.delivered, metric
+    for metric, rate in total.as_dict()["rates"].items():
+        assert rate is None or 0 <= rate <= 1, (metric, rate)
+
+
+@given(reports=_REPORTS)
+@settings(max_examples=30, deadline=None)
+def test_no_count_passes_its_denominator_and_no_rate_passes_100_percent(
+    reports: list[tuple[int, str, bool, int]],
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        _within_bounds(trio.run(_reported, f"sqlite:///{folder}/cadence.db", reports))
+
+
+def test_unsubscribes_and_complaints_confirm_their_send_and_count_only_when_delivered(
+    store_url: str,
+) -> None:
+    """c0's soft bounce was followed by an unsubscribe through the message, so it reached
+    c0; c1's hard bounce says it never did, so its complaint is not counted (a report
+    matched to the wrong send), nor its purchase credited to it; c2 reported spam and
+    bought; c3 heard nothing back."""
+    total = trio.run(
+        _reported,
+        store_url,
+        [(0, "bounced soft", True, 1), (0, "unsubscribed", True, 2),
+         (1, "bounced hard", True, 1), (1, "complained", True, 2), (1, "unsubscribed", True, 2),
+         (2, "complained", False, 3), (1, "converted", True, 4), (2, "converted", False, 4)],
+    )  # fmt: skip
+    assert (total.sent, total.delivered, total.bounced) == (4, 3, 1)
+    assert (total.unsubscribed, total.complained, total.converted) == (1, 1, 1)
+    _within_bounds(total)

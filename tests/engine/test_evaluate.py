@@ -916,3 +916,19 @@ def test_from_facts_accepts_sent_messages_and_naive_instants() -> None:
         sends=[SentMessage("sms", at(1)), ("email", None, dt.datetime(2026, 6, 15, 11, 0))],
     )
     assert ev("received(sms, 2d) and received(email, 2h)", context) is True
+
+
+def test_an_unsubscribe_or_a_complaint_through_a_message_confirms_its_delivery() -> None:
+    def delivered(*history: tuple[str, float, dict[str, Any]]) -> bool | None:
+        events = [(name, at(days), {"template": "t", **props}) for name, days, props in history]
+        return ev("delivered(t)", EvalContext.from_facts(now=NOW, attributes={}, events=events))
+
+    soft = ("bounced", 3, {"send": "m1", "type": "soft"})
+    assert delivered(soft) is False
+    assert delivered(soft, ("unsubscribed", 2, {"send": "m1"})) is True
+    assert delivered(soft, ("complained", 2, {"send": "m1"})) is True
+    # A hard bounce says it never arrived: a complaint matched to it is not the person.
+    assert delivered(("bounced", 3, {"send": "m1"}), ("complained", 2, {"send": "m1"})) is False
+    # The unsubscribe still sets the flag.
+    events = [("unsubscribed", at(2), {"send": "m1"})]
+    assert ev("unsubscribed", EvalContext.from_facts(now=NOW, attributes={}, events=events))
