@@ -385,7 +385,8 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     if contact is not None:
         mine = [s for s in report.sends if s.contact == contact]
         table = Table(title=f"What {contact} receives")
-        for column in ("at (UTC)", "campaign", "channel", "template", "subject / text"):
+        columns = ("at (UTC)", "campaign", "channel", "template", "subject / text", "outcome")
+        for column in columns:
             table.add_column(column)
         rows: list[tuple[dt.datetime, tuple[str, ...]]] = []
         for send in mine:
@@ -393,13 +394,18 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
                 shown = f"[red]render error: {escape(send.render_error)}[/red]"
             else:
                 shown = escape(send.subject or "")
-            rows.append((send.at, (send.campaign, send.channel, send.template or "", shown)))
+            outcome = escape(", ".join(send.outcome))
+            if send.error is not None:
+                outcome = f"[red]{outcome}: {escape(send.error)}[/red]"
+            rows.append(
+                (send.at, (send.campaign, send.channel, send.template or "", shown, outcome))
+            )
         # What the gates stopped, with why, so "receives nothing" is not a mystery.
         not_sent = [s for s in report.skipped if s.contact == contact]
         for skip in not_sent:
             rows.append(
                 (skip.at, (skip.campaign, skip.channel, skip.template or skip.node,
-                           f"[yellow]not sent: {escape(skip.reason)}[/yellow]"))
+                           f"[yellow]not sent: {escape(skip.reason)}[/yellow]", "not sent"))
             )  # fmt: skip
         for at, cells in sorted(rows, key=lambda row: row[0]):
             table.add_row(f"{at:%Y-%m-%d %H:%M}", *cells)

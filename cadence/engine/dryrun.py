@@ -96,6 +96,12 @@ REACTION_DELAY = {
     "replied": dt.timedelta(hours=3),
     "converted": dt.timedelta(hours=4),
 }
+# A send's outcome (`PlannedSend.outcome`) besides a delivery report or a reaction: a
+# forwarding sink refused it, it went out on a channel that reports no deliveries
+# (webhooks, the inbox), or no report came back (`--assume delivered=` below 1).
+FAILED_OUTCOME = "failed"
+SENT_OUTCOME = "sent"
+UNREPORTED_OUTCOME = "no delivery report"
 # The provider of the sends a dry-run records without forwarding them.
 DRY_RUN_PROVIDER = "dry-run"
 # Enrollments a dry-run steps per transaction. The service's batch (runtime.BATCH) is the
@@ -178,6 +184,9 @@ class PlannedSend:
     # With a forwarding sink: who took the send, or why it failed.
     provider: str | None = None
     error: str | None = None
+    # What the run made of it (delivered, bounced, opened ...), for the contacts whose
+    # sends are rendered (`--contact`); empty for the rest.
+    outcome: tuple[str, ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -274,6 +283,8 @@ class DryRunSink:
     delivered: float = 1.0
     bounced: float = 0.0
     report_delivery: bool = False
+    # The run's end: a reaction drawn for after it does not happen within the run.
+    horizon: dt.datetime | None = None
     # Whether a send's delivery report needs drawing or storing: when neither, as in most
     # runs, `_react` skips it for the price of this one look-up per send.
     _reports: bool = field(init=False, default=False)
@@ -303,6 +314,7 @@ class DryRunSink:
             if message.node == NOTIFY_NODE or (not result.sent and result.retry_at is not None):
                 continue
             subject, render_error = rendered.get(message.outbox_id, (None, None))
+            outcome = self._react(message, now) if result.sent else (FAILED_OUTCOME,)
             self.planned.append(
                 PlannedSend(
                     now,
@@ -316,10 +328,9 @@ class DryRunSink:
                     render_error,
                     result.provider,
                     None if result.sent else result.error or "failed",
+                    outcome if self._wants(message.contact_id) else (),
                 )
             )
-            if result.sent:
-                self._react(message, now)
         return results
 
     def _on_clock(self, result: DeliveryResult) -> DeliveryResult:
@@ -405,12 +416,15 @@ class DryRunSink:
             return content.text, None
         return None, None
 
-    def _react(self, message: OutgoingMessage, now: dt.datetime) -> None:
+    def _react(self, message: OutgoingMessage, now: dt.datetime) -> tuple[str, ...]:
         """The provider's report on the send, then, on a delivered send, each assumed
         reaction with its rate as a share of the delivered sends: a click or a reply only
         after an open, a conversion after a click (`ENGAGEMENT_AFTER`), each drawn among
-        those with probability rate / that one's rate."""
-        if self._reports and message.channel in REPORTED_CHANNELS:
+        those with probability rate / that one's rate. Returns what became of the send:
+        its delivery (`sent` on a channel without reports) and the reactions drawn that
+        come before the run's end."""
+        reported = message.channel in REPORTED_CHANNELS
+        if self._reports and reported:
             report = self._delivery_report()
             if report == BOUNCED:
                 self._record(message, report, now + DELIVERY_DELAY, {"type": "hard"})
@@ -419,7 +433,8 @@ class DryRunSink:
                 # a report per send costs, and nothing else reads them.
                 self._record(message, report, now + DELIVERY_DELAY)
             if report != DELIVERED:
-                return
+                return (report or UNREPORTED_OUTCOME,)
+        outcome = [DELIVERED if reported else SENT_OUTCOME]
         happened: set[str] = set()
         for name in ENGAGEMENT_ORDER:
             rate = self.assume.get(name)
@@ -433,7 +448,11 @@ class DryRunSink:
             if self.rng.random() >= rate:
                 continue
             happened.add(name)
-            self._record(message, name, now + REACTION_DELAY[name])
+            at = now + REACTION_DELAY[name]
+            self._record(message, name, at)
+            if self.horizon is None or at <= self.horizon:
+                outcome.append(name)
+        return tuple(outcome)
 
     def _delivery_report(self) -> str | None:
         """Delivered, bounced or not reported, by the assumed shares; no draw when every
@@ -586,6 +605,7 @@ async def dry_run(
         clock, dict(assume or {}), random.Random(seed), render=render, company=dict(company or {}),
         delivered=delivered, bounced=bounced,
         report_delivery=any(reads_event(campaign, DELIVERED) for campaign in campaigns),
+        horizon=horizon,
     )  # fmt: skip
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []

@@ -455,6 +455,57 @@ def test_contact_view_says_which_sends_were_stopped_and_why(tmp_path: Path) -> N
     ]  # fmt: skip
 
 
+OUTCOMES = """
+template hello email { subject "Hello" body "x" }
+template ping inbox "Welcome aboard."
+template late email { subject "Late" body "x" }
+campaign outcomes {
+  on launch { send email hello  send inbox ping  wait 71h send email late }
+}
+"""
+
+
+def test_each_send_of_the_contact_asked_for_says_what_became_of_it(tmp_path: Path) -> None:
+    source = tmp_path / "outcomes.cadence"
+    source.write_text(OUTCOMES, encoding="utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": i, "email": f"{i}@example.test", "timezone": "UTC"} for i in ("a", "b")],
+    )
+    campaigns = compile_paths([source])
+
+    def outcomes(**assume: float) -> dict[tuple[str, str | None], tuple[str, ...]]:
+        report = trio.run(
+            lambda: dry_run(
+                campaigns, contacts, start=START, until=dt.timedelta(days=3),
+                assume=assume, seed=1, render={"a"},
+            )
+        )  # fmt: skip
+        return {(s.contact, s.template): s.outcome for s in report.sends}
+
+    # `late` goes out an hour before the end: its open (an hour on) is at the end, its
+    # click (two hours on) after it, so not within the run. `b` is not asked for.
+    assert outcomes(opened=1, clicked=1) == {
+        ("a", "hello"): ("delivered", "opened", "clicked"),
+        ("a", "ping"): ("sent", "opened", "clicked"),
+        ("a", "late"): ("delivered", "opened"),
+        ("b", "hello"): (), ("b", "ping"): (), ("b", "late"): (),
+    }  # fmt: skip
+    nothing = outcomes()
+    assert (nothing["a", "hello"], nothing["a", "ping"]) == (("delivered",), ("sent",))
+    bounced = outcomes(bounced=1, opened=1)
+    assert (bounced["a", "hello"], bounced["a", "ping"]) == (("bounced",), ("sent", "opened"))
+    unreported = outcomes(delivered=0.0, bounced=0.0)
+    assert unreported["a", "hello"] == ("no delivery report",)
+
+    done = dry_run_cli(
+        str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "3d", "--contact", "a", "--assume", "opened=1,clicked=1", "--seed", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "outcome" in done.stdout and "delivered, opened, clicked" in done.stdout
+
+
 @pytest.mark.parametrize("until", ["1mo", "1.5d", "2 days", "30D", "0d", "3d junk"])
 def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
     # `1mo` used to run for one minute and `1.5d` for five days, silently.
