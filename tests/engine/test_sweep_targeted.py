@@ -77,11 +77,13 @@ def test_windows_name_the_data_points_and_edges_an_expression_reads() -> None:
         sweep.Window(sweep.EVENT, "opened", frozenset({0, 30 * DAY})),
     )
     # Whether a message was delivered depends on its bounces too, and on the person's
-    # reactions to it, which confirm it (engine/delivery.py).
+    # reactions to it, unsubscribes and complaints included, which confirm it
+    # (engine/delivery.py).
     assert _windows("delivered(t) and base", base="contact.trial_ends within 1d") == (
         sweep.Window(sweep.ATTRIBUTE, "trial_ends", frozenset({0, DAY})),
         *(sweep.Window(sweep.EVENT, name, frozenset({0}))
-          for name in ("bounced", "clicked", "delivered", "opened", "replied")),
+          for name in ("bounced", "clicked", "complained", "delivered", "opened", "replied",
+                       "unsubscribed")),
     )  # fmt: skip
     assert _windows("base and trial_ends within 1d", base="contact.trial_ends within 7d") == (
         sweep.Window(sweep.ATTRIBUTE, "trial_ends", frozenset({0, DAY, 7 * DAY})),
