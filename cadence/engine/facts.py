@@ -38,10 +38,6 @@ ALL = frozenset({EVENTS, SENDS, CAMPAIGNS})
 # inside its `sends_within` (all of them when SENDS is asked for too, or without a window).
 CAP_SENDS = "cap_sends"
 
-ENGAGEMENT_EVENTS = frozenset(
-    {"opened", "clicked", "replied", "bounced", "delivered", "converted", "unsubscribed"}
-)
-
 
 @dataclass(frozen=True, slots=True)
 class EventFact:
