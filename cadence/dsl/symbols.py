@@ -23,6 +23,24 @@ CAMPAIGN_TYPES: tuple[str, ...] = ("broadcast", "drip", "triggered", "recurring"
 ENGAGEMENT_FUNCTIONS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced", "delivered")
 ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
+# The reactions a message can bring back as events, and the channels that report each:
+# opens where a pixel or a read receipt says so (email; WhatsApp's seen reports), clicks
+# where links are tracked, replies where the person can answer, a conversion after any
+# message. A/B metrics are measured (docs/diagnostics.md) and dry-runs draw reactions
+# (docs/cli.md) by this table, so neither counts on what no channel would report.
+REACTION_CHANNELS: dict[str, tuple[str, ...]] = {
+    "opened": ("email", "whatsapp"),
+    "clicked": ("email", "sms", "whatsapp", "inbox"),
+    "replied": ("email", "sms", "whatsapp"),
+    "converted": CHANNELS,
+}
+# The A/B metric named in `winner by METRIC` and the reaction that counts for it.
+METRIC_EVENTS: dict[str, str] = {
+    "opens": "opened",
+    "clicks": "clicked",
+    "replies": "replied",
+    "conversions": "converted",
+}
 AUDIENCE_FUNCTIONS: tuple[str, ...] = ("in_campaign", "received")
 DEFAULT_MAX_SENDS = 20
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
+from cadence.dsl.symbols import METRIC_EVENTS
 from cadence.engine import abtest, analytics, audience, evaluate, timing
 from cadence.engine.clock import as_utc
 from cadence.engine.facts import ContactFacts, load_facts
@@ -27,14 +28,6 @@ from cadence.engine.store.models import (
     Event,
     OutboxMessage,
 )
-
-# The A/B metric named in `winner by METRIC` and the engagement event that counts for it.
-METRIC_EVENTS = {
-    "opens": "opened",
-    "clicks": "clicked",
-    "replies": "replied",
-    "conversions": "converted",
-}
 
 
 class Context:

@@ -18,14 +18,11 @@ from cadence.dsl.checks.expressions import (
     check_expression,
 )
 from cadence.dsl.checks.settings import check_day_names
-from cadence.dsl.symbols import CHANNELS, CampaignUnit
+from cadence.dsl.symbols import CHANNELS, METRIC_EVENTS, REACTION_CHANNELS, CampaignUnit
 from cadence.errors import did_you_mean, suggest
 
 METRIC_CHANNELS: dict[str, tuple[str, ...]] = {
-    "opens": ("email", "whatsapp"),
-    "clicks": ("email", "sms", "whatsapp", "inbox"),
-    "replies": ("email", "sms", "whatsapp"),
-    "conversions": CHANNELS,
+    metric: REACTION_CHANNELS[event] for metric, event in METRIC_EVENTS.items()
 }
 
 
