@@ -46,7 +46,7 @@ from cadence.adapters.render import (
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links, has_web_version
 from cadence.dsl.compiled import CompiledCampaign, SendNode
-from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
+from cadence.dsl.symbols import DEFAULT_CAP, REACTION_CHANNELS, CapLimit
 from cadence.engine import consent
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
@@ -81,7 +81,9 @@ REPORTED_CHANNELS = frozenset({"email", "sms", "whatsapp"})
 # What each simulated reaction comes after, nearest first: a click or a reply follows an
 # open, a conversion a click. Reactions happen only on delivered sends, and `--assume`
 # rates are shares of those (as the report's rates are, over what was delivered), so each
-# is drawn among the delivered sends that had the nearest assumed one of these.
+# is drawn among the delivered sends that had the nearest assumed one of these that the
+# send's channel reports (`REACTION_CHANNELS`: an SMS reports no opens, so its clicks and
+# replies are drawn among all of its delivered sends).
 ENGAGEMENT_AFTER = {
     "opened": (),
     "clicked": ("opened",),
@@ -436,11 +438,19 @@ class DryRunSink:
                 return (report or UNREPORTED_OUTCOME,)
         outcome = [DELIVERED if reported else SENT_OUTCOME]
         happened: set[str] = set()
+        channel = message.channel
         for name in ENGAGEMENT_ORDER:
             rate = self.assume.get(name)
-            if rate is None:
-                continue
-            after = next((p for p in ENGAGEMENT_AFTER[name] if p in self.assume), None)
+            if rate is None or channel not in REACTION_CHANNELS[name]:
+                continue  # live, nothing would report it: an SMS is never seen opened
+            after = next(
+                (
+                    p
+                    for p in ENGAGEMENT_AFTER[name]
+                    if p in self.assume and channel in REACTION_CHANNELS[p]
+                ),
+                None,
+            )
             if after is not None:
                 if after not in happened:
                     continue

@@ -487,14 +487,14 @@ def test_each_send_of_the_contact_asked_for_says_what_became_of_it(tmp_path: Pat
     # click (two hours on) after it, so not within the run. `b` is not asked for.
     assert outcomes(opened=1, clicked=1) == {
         ("a", "hello"): ("delivered", "opened", "clicked"),
-        ("a", "ping"): ("sent", "opened", "clicked"),
+        ("a", "ping"): ("sent", "clicked"),  # an inbox message reports no open
         ("a", "late"): ("delivered", "opened"),
         ("b", "hello"): (), ("b", "ping"): (), ("b", "late"): (),
     }  # fmt: skip
     nothing = outcomes()
     assert (nothing["a", "hello"], nothing["a", "ping"]) == (("delivered",), ("sent",))
     bounced = outcomes(bounced=1, opened=1)
-    assert (bounced["a", "hello"], bounced["a", "ping"]) == (("bounced",), ("sent", "opened"))
+    assert (bounced["a", "hello"], bounced["a", "ping"]) == (("bounced",), ("sent",))
     unreported = outcomes(delivered=0.0, bounced=0.0)
     assert unreported["a", "hello"] == ("no delivery report",)
 
@@ -504,6 +504,39 @@ def test_each_send_of_the_contact_asked_for_says_what_became_of_it(tmp_path: Pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "outcome" in done.stdout and "delivered, opened, clicked" in done.stdout
+
+
+CHANNELS_REACT = """
+template hello email { subject "Hello" body "x" }
+template ping sms "Ping. Reply STOP to opt out."
+template note inbox "A note."
+campaign everywhere { cap email 5 per 7d  on launch { send email hello  send sms ping  send inbox note } }
+"""
+
+
+def test_assumed_reactions_are_drawn_only_where_the_channel_reports_them(tmp_path: Path) -> None:
+    """Live, an SMS is never seen opened and an inbox message answers nothing back
+    (symbols.REACTION_CHANNELS), so a dry-run draws neither: an SMS's click is drawn among
+    all its delivered sends, not only the opened ones, which it never has."""
+    source = tmp_path / "everywhere.cadence"
+    source.write_text(CHANNELS_REACT, encoding="utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "email": "a@example.test", "phone": "+491510000001", "timezone": "UTC",
+          "attributes": {"sms_opt_in": True}}],
+    )  # fmt: skip
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, start=START, until=dt.timedelta(days=3),
+            assume={"opened": 1, "clicked": 1, "replied": 1, "converted": 1}, seed=1,
+            render={"a"},
+        )
+    )  # fmt: skip
+    assert {s.channel: s.outcome for s in report.sends} == {
+        "email": ("delivered", "opened", "clicked", "replied", "converted"),
+        "sms": ("delivered", "clicked", "replied", "converted"),
+        "inbox": ("sent", "clicked", "converted"),
+    }
 
 
 @pytest.mark.parametrize("until", ["1mo", "1.5d", "2 days", "30D", "0d", "3d junk"])
