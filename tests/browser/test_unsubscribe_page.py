@@ -71,6 +71,10 @@ def _press(browser: webdriver.Chrome, label: str, title: str) -> Page:
     (button,) = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == label]
     _wait(browser, ec.element_to_be_clickable(button))
     button.click()
+    # The page it leads to may have the same title (Save on the preference page): only
+    # once the pressed button is gone is the page read the new one, not the old one
+    # going stale under the read.
+    _wait(browser, ec.staleness_of(button))
     return _page(browser, title)
 
 
