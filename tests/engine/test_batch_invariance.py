@@ -5,6 +5,10 @@ generated audiences and engagement with step batches of 1, 3 and 500 enrollments
 send (contact, template, instant) and every enrollment's end state must be the same. Batch
 boundaries are where grouped writes, shared values and deferred outbox claims could go
 wrong. (No caps or budgets: there the order within a moment decides, by design.)
+
+A tag is followed by a wait: a run cut short by a contact change resumes after the rest
+of its batch, so a split it reaches at that instant may place it differently by batch
+size (docs/semantics.md, "A/B tests"); its shares stay exact, which the split tests check.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def _steps(depth: int) -> st.SearchStrategy[str]:
     simple = st.one_of(
         st.sampled_from(TEMPLATES).map(lambda t: f"send email {t}"),
         st.sampled_from(["wait 1h", "wait 5h", "wait 1d", "wait 2d"]),
-        st.just('tag add "seen"'),
+        st.just('tag add "seen" wait 1h'),
     )
     if depth == 0:
         step: st.SearchStrategy[str] = simple
