@@ -510,7 +510,10 @@ CHANNELS_REACT = """
 template hello email { subject "Hello" body "x" }
 template ping sms "Ping. Reply STOP to opt out."
 template note inbox "A note."
-campaign everywhere { cap email 5 per 7d  on launch { send email hello  send sms ping  send inbox note } }
+campaign everywhere {
+  cap email 5 per 7d
+  on launch { send email hello  send sms ping  send inbox note }
+}
 """
 
 
