@@ -33,6 +33,8 @@ REACTION_CHANNELS: dict[str, tuple[str, ...]] = {
     "clicked": ("email", "sms", "whatsapp", "inbox"),
     "replied": ("email", "sms", "whatsapp"),
     "converted": CHANNELS,
+    # The email's unsubscribe link or header; a STOP reply to an SMS or WhatsApp message.
+    "unsubscribed": ("email", "sms", "whatsapp"),
 }
 # The A/B metric named in `winner by METRIC` and the reaction that counts for it.
 METRIC_EVENTS: dict[str, str] = {

@@ -68,7 +68,9 @@ from cadence.engine.store.records import EventRecord, InvalidInput, Problem
 from cadence.engine.suppress import BOUNCED
 from cadence.errors import CadenceError, did_you_mean
 
-ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted")
+# Drawn in this order per send; `unsubscribed` comes last, so assuming it leaves the
+# draws of the others as they were.
+ENGAGEMENT_ORDER = ("opened", "clicked", "replied", "converted", "unsubscribed")
 # What a provider reports about a send, before anyone reacts to it. Unless `--assume` says
 # otherwise every send is delivered (as Brevo and Infobip report almost all); `delivered`
 # alone leaves the rest bounced, `bounced` alone the rest delivered, and with both the
@@ -89,6 +91,7 @@ ENGAGEMENT_AFTER = {
     "clicked": ("opened",),
     "replied": ("opened",),
     "converted": ("clicked", "opened"),
+    "unsubscribed": ("opened",),
 }
 # How long after a send its simulated delivery report, and each reaction, arrives.
 DELIVERY_DELAY = dt.timedelta(minutes=1)
@@ -97,6 +100,7 @@ REACTION_DELAY = {
     "clicked": dt.timedelta(hours=2),
     "replied": dt.timedelta(hours=3),
     "converted": dt.timedelta(hours=4),
+    "unsubscribed": dt.timedelta(hours=2),
 }
 # A send's outcome (`PlannedSend.outcome`) besides a delivery report or a reaction: a
 # forwarding sink refused it, it went out on a channel that reports no deliveries

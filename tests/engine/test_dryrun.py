@@ -542,6 +542,53 @@ def test_assumed_reactions_are_drawn_only_where_the_channel_reports_them(tmp_pat
     }
 
 
+UNSUBSCRIBING = """
+template first email { subject "First" body "x" }
+template second email { subject "Second" body "x" }
+template text sms "Hi. Reply STOP to opt out."
+campaign series {
+  on launch { send email first  send sms text  wait 1d  send email second  send sms text }
+}
+"""
+
+
+def test_assumed_unsubscribes_stop_the_later_sends_on_their_channel(tmp_path: Path) -> None:
+    """`--assume unsubscribed=1` unsubscribes every reader of a delivered message, on its
+    channel, two hours on: the next day's email and SMS are skipped as live, and the
+    report counts the unsubscribes."""
+    source = tmp_path / "series.cadence"
+    source.write_text(UNSUBSCRIBING, encoding="utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "email": "a@example.test", "phone": "+491510000001", "timezone": "UTC",
+          "attributes": {"sms_opt_in": True}}],
+    )  # fmt: skip
+
+    def run(**assume: float) -> DryRunReport:
+        return trio.run(
+            lambda: dry_run(
+                compile_paths([source]), contacts, start=START, until=dt.timedelta(days=3),
+                assume=assume, seed=1, render={"a"}, performance=True,
+            )
+        )  # fmt: skip
+
+    report = run(unsubscribed=1)
+    assert [(s.channel, s.template, s.outcome) for s in report.sends] == [
+        ("email", "first", ("delivered", "unsubscribed")),
+        ("sms", "text", ("delivered", "unsubscribed")),
+    ]
+    assert sorted((s.channel, s.template) for s in report.skipped) == [
+        ("email", "second"), ("sms", "text")
+    ]  # fmt: skip
+    (series,) = report.performance
+    assert (series.total.sent, series.total.unsubscribed) == (2, 2)
+    # Assumed with opens, an unsubscribe comes after an open where the channel has them:
+    # none of the unopened email's readers unsubscribe; an SMS has no opens to follow.
+    none_opened = run(opened=0.0, unsubscribed=0.5)
+    assert [s.template for s in none_opened.sends].count("second") == 1
+    assert "unsubscribed" in parse_assume("unsubscribed=0.002")
+
+
 @pytest.mark.parametrize("until", ["1mo", "1.5d", "2 days", "30D", "0d", "3d junk"])
 def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
     # `1mo` used to run for one minute and `1.5d` for five days, silently.
