@@ -207,25 +207,15 @@ def _http_option(p: argparse.ArgumentParser) -> None:
 
 def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
     """Run an async action; bad input becomes a message on stderr and exit code 1."""
-    import gc
-
     import trio
 
+    from cadence.engine.collector import bulk_collection
     from cadence.engine.store.records import InvalidInput
 
-    # The command owns the process: objects alive after start-up (modules, the grammar,
-    # compiled campaigns) live until exit, so the collector need not keep scanning them.
-    # Measured on a 5k-contact dry-run: 8.9 s -> 6.3 s CPU (docs/performance.md).
-    gc.freeze()
-    # The engine allocates in bursts (a batch's rows) that are freed by reference counts;
-    # at the default thresholds the collector ran 28 full collections in a 10k-contact
-    # dry-run, 13% of its CPU. Rarer collections: 1.4 s -> 0.14 s of collector time.
-    # A young generation of 500,000 rather than 50,000: a step batch of 5,000 enrollments
-    # holds more live objects than 50,000, so each young collection walked the whole batch
-    # (30k-contact dry-run: 34 young collections, 0.55 s -> about 0.05 s).
-    gc.set_threshold(500_000, 50, 100)
     try:
-        return trio.run(action)
+        # The command owns the process: what start-up made lives until exit.
+        with bulk_collection():
+            return trio.run(action)
     except DiagnosticError as exc:
         for diagnostic in exc.diagnostics:
             print(diagnostic.render(), file=sys.stderr)
