@@ -517,17 +517,22 @@ campaign everywhere {
 """
 
 
+def _one_texting_contact(folder: Path) -> Path:
+    """A contacts file of one person reachable by email and, opted in, by SMS."""
+    return write_jsonl(
+        folder / "c.jsonl",
+        [{"id": "a", "email": "a@example.test", "phone": "+491510000001", "timezone": "UTC",
+          "attributes": {"sms_opt_in": True}}],
+    )  # fmt: skip
+
+
 def test_assumed_reactions_are_drawn_only_where_the_channel_reports_them(tmp_path: Path) -> None:
     """Live, an SMS is never seen opened and an inbox message answers nothing back
     (symbols.REACTION_CHANNELS), so a dry-run draws neither: an SMS's click is drawn among
     all its delivered sends, not only the opened ones, which it never has."""
     source = tmp_path / "everywhere.cadence"
     source.write_text(CHANNELS_REACT, encoding="utf-8")
-    contacts = write_jsonl(
-        tmp_path / "c.jsonl",
-        [{"id": "a", "email": "a@example.test", "phone": "+491510000001", "timezone": "UTC",
-          "attributes": {"sms_opt_in": True}}],
-    )  # fmt: skip
+    contacts = _one_texting_contact(tmp_path)
     report = trio.run(
         lambda: dry_run(
             compile_paths([source]), contacts, start=START, until=dt.timedelta(days=3),
@@ -558,11 +563,7 @@ def test_assumed_unsubscribes_stop_the_later_sends_on_their_channel(tmp_path: Pa
     report counts the unsubscribes."""
     source = tmp_path / "series.cadence"
     source.write_text(UNSUBSCRIBING, encoding="utf-8")
-    contacts = write_jsonl(
-        tmp_path / "c.jsonl",
-        [{"id": "a", "email": "a@example.test", "phone": "+491510000001", "timezone": "UTC",
-          "attributes": {"sms_opt_in": True}}],
-    )  # fmt: skip
+    contacts = _one_texting_contact(tmp_path)
 
     def run(**assume: float) -> DryRunReport:
         return trio.run(
