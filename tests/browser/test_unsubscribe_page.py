@@ -16,6 +16,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -70,11 +71,18 @@ def _press(browser: webdriver.Chrome, label: str, title: str) -> Page:
     """Press the button labelled `label` (a real form submit) and read the page it leads to."""
     (button,) = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == label]
     _wait(browser, ec.element_to_be_clickable(button))
+    # The page it leads to may have the same title (Save on the preference page), so the
+    # title says nothing: the old document is marked, and the page is read once a loaded
+    # document without the mark is there. Asking while the browser swaps documents can
+    # fail in several ways (a stale node, a node "not in the document", no context): each
+    # only means "not yet".
+    browser.execute_script("window.cadencePressed = true;")
     button.click()
-    # The page it leads to may have the same title (Save on the preference page): only
-    # once the pressed button is gone is the page read the new one, not the old one
-    # going stale under the read.
-    _wait(browser, ec.staleness_of(button))
+    WebDriverWait(browser, TIMEOUT, ignored_exceptions=(WebDriverException,)).until(
+        lambda b: b.execute_script(
+            "return document.readyState === 'complete' && !window.cadencePressed;"
+        )
+    )
     return _page(browser, title)
 
 
