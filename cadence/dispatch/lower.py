@@ -3,7 +3,10 @@
 The contacts table the engine builds carries, besides contact attributes and scores, the
 precomputed columns that functions read (names from the helpers below):
 
-- `count(EVENT, DUR)` -> int column `event_count_column(EVENT, DUR_us)` (`count(EVENT)`: all time);
+- `count(EVENT, DUR)` -> int column `event_count_column(EVENT, DUR_us)` (`count(EVENT)`: all time),
+  which `lower_counted` lists; the engine fills it with the evaluator's own count
+  (`cadence.engine.evaluate.count_events`: opens and clicks once per message), so the filter
+  and the evaluator agree;
 - `last(EVENT)` / `first(EVENT)` -> timestamp columns `last__EVENT` / `first__EVENT`;
 - `opened(T)`, `clicked(T)`, `replied(T)`, `bounced(T)`, `delivered(T)` -> bool `opened__T`...;
 - `in_campaign(C)` -> bool `in_campaign__C`; `received(CHANNEL, DUR)` -> bool
@@ -56,6 +59,10 @@ class _Lowerer:
         self.segments = segments
         self.tz = tz
         self.expanding: list[str] = []
+        # Every `count(EVENT[, DUR])` lowered: its column -> (EVENT, DUR in seconds or None).
+        self.counts: dict[str, tuple[str, int | None]] = {}
+        # The columns read as contact attributes, so that none is mistaken for a count.
+        self.attributes: set[str] = set()
 
     # conditions -------------------------------------------------------------------------
     def condition(self, e: ast.Expr) -> ir.Expr:
@@ -139,23 +146,32 @@ class _Lowerer:
                 if parts[0] == "event" and len(parts) > 1:
                     return ir.EventField(".".join(parts[1:]))
                 if parts[0] == "contact" and len(parts) > 1:
-                    return ir.Col(".".join(parts[1:]))
+                    return self.attribute(".".join(parts[1:]))
                 if len(parts) == 1 and parts[0] in self.segments:
                     raise LoweringError(f"segment {parts[0]!r} is a condition, not a value", e.span)
-                return ir.Col(".".join(parts))
+                return self.attribute(".".join(parts))
             case ast.Call(name="count", args=args):
                 event = self.name_arg(args, 0, e.span)
                 if len(args) == 1:
-                    return ir.Col(ir.event_count_column(event))
-                if len(args) == 2 and isinstance(args[1], ast.DurationLit):
-                    return ir.Col(ir.event_count_column(event, args[1].seconds * SECOND_US))
-                raise LoweringError("count(EVENT[, DURATION])", e.span)
+                    seconds = None
+                elif len(args) == 2 and isinstance(args[1], ast.DurationLit):
+                    seconds = args[1].seconds
+                else:
+                    raise LoweringError("count(EVENT[, DURATION])", e.span)
+                micros = seconds * SECOND_US if seconds is not None else None
+                column = ir.event_count_column(event, micros)
+                self.counts[column] = (event, seconds)
+                return ir.Col(column)
             case ast.Call(name="last" | "first" as name, args=args):
                 return ir.Col(event_time_column(name, self.name_arg(args, 0, e.span)))
             case ast.ListLit(items=items):
                 return ir.Lit(tuple(self.scalar(i) for i in items))
             case _:
                 return ir.Lit(self.scalar(e))
+
+    def attribute(self, name: str) -> ir.Col:
+        self.attributes.add(name)
+        return ir.Col(name)
 
     def scalar(self, e: ast.Expr) -> ir.Scalar:
         match e:
@@ -192,6 +208,26 @@ def lower(
 ) -> ir.Expr:
     """Lower a DSL condition to the filter IR; `segments` maps names to their expressions."""
     return _Lowerer(segments or {}, tz).condition(e)
+
+
+def lower_counted(
+    e: ast.Expr,
+    *,
+    segments: Mapping[str, ast.Expr] | None = None,
+    tz: tzinfo = UTC,
+) -> tuple[ir.Expr, dict[str, tuple[str, int | None]]]:
+    """`lower`, and the `count(EVENT, DUR)` columns the result reads: column -> (EVENT, DUR
+    in seconds, None for `count(EVENT)`), so the engine knows what to fill each one with.
+
+    Raises LoweringError, too, where an attribute has a count column's name
+    (`contact.count__x` next to `count(x)`): one column cannot hold both.
+    """
+    lowerer = _Lowerer(segments or {}, tz)
+    lowered = lowerer.condition(e)
+    clash = sorted(lowerer.attributes & lowerer.counts.keys())
+    if clash:
+        raise LoweringError(f"attribute {clash[0]!r} has the name of a count column")
+    return lowered, dict(lowerer.counts)
 
 
 def program_segments(program: ast.Program) -> dict[str, ast.Expr]:

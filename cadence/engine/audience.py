@@ -3,9 +3,13 @@
 The per-contact evaluator answers one contact at a time; selecting an audience or matching a
 fan-out event against every contact is the engine's heaviest query, so it goes to the
 segment filter (the Rust core, or its Python twin) over an Arrow table of the attributes the
-expression reads. An expression the filter cannot run (engagement functions, event
-aggregates, values whose types the filter does not take) is answered by the evaluator
-instead, row by row, with the same result: both follow the SQL null rule.
+expression reads. `count(EVENT, DUR)` is a column of that table too when the caller gives
+each contact's evaluator context: each value is the evaluator's own count
+(`evaluate.count_events`), so opens and clicks count once per message in the filter as in
+the evaluator (docs/semantics.md). An expression the filter cannot run (engagement
+functions, `last`/`first`, counts without the contacts' histories, values whose types the
+filter does not take) is answered by the evaluator instead, row by row, with the same
+result: both follow the SQL null rule.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cadence.dispatch.expr import Expr, to_dict
 from cadence.dsl import ast
-from cadence.engine.evaluate import ENGAGEMENT_FLAGS
+from cadence.engine.evaluate import ENGAGEMENT_FLAGS, EvalContext, count_events
 
 # The dispatch core (numpy, Arrow) is imported when a selection runs: a process that never
 # selects (a dry-run of a campaign without audience) never loads it.
@@ -49,19 +53,26 @@ def select(
     event: Mapping[str, Any] | None = None,
     fallback: Callable[[str, Mapping[str, Any]], bool],
     backend: Backend | None = None,
+    context: Callable[[str], EvalContext] | None = None,
 ) -> Selection:
     """The ids of `contacts` (id, attributes) for which `expr` holds now.
 
     `fallback(contact_id, attributes)` answers for one contact when the filter cannot.
     The `converted` and `unsubscribed` flags are read from the attributes as strict
     booleans, so callers put there what the contact's events say (see `with_flags`).
+    `context(contact_id)`, when given, is the evaluator's context of the contact at `now`
+    (the one `fallback` reads): the filter's `count(EVENT, DUR)` columns are counted from
+    it; without it an expression with a count goes to `fallback`.
     """
     from cadence.dispatch import ExprTypeError, filter_contacts
 
     ids = [contact_id for contact_id, _ in contacts]
-    lowered = _lower(expr, segments or {})
-    if lowered is not None:
-        table = _table(lowered, [attributes for _, attributes in contacts])
+    lowered, counts = _lower(expr, segments or {})
+    if context is None:
+        counts = {}
+    if lowered is not None and _readable(lowered, counts):
+        computed = _count_columns(counts, ids, context) if context is not None else {}
+        table = _table(lowered, [attributes for _, attributes in contacts], computed)
         if table is not None:
             try:
                 mask = filter_contacts(
@@ -82,13 +93,38 @@ def with_flags(attributes: Mapping[str, Any], flags: Mapping[str, bool]) -> dict
     return merged
 
 
-def _lower(expr: ast.Expr, segments: Mapping[str, ast.Expr]) -> Expr | None:
-    from cadence.dispatch.lower import LoweringError, lower
+def _lower(
+    expr: ast.Expr, segments: Mapping[str, ast.Expr]
+) -> tuple[Expr | None, dict[str, tuple[str, int | None]]]:
+    """The filter's expression and the count columns it reads; None when it cannot run it."""
+    from cadence.dispatch.lower import LoweringError, lower_counted
 
     try:
-        return lower(expr, segments=dict(segments))
+        return lower_counted(expr, segments=dict(segments))
     except (LoweringError, TypeError, ValueError):
-        return None
+        return None, {}
+
+
+def _readable(expr: Expr, counts: Mapping[str, object]) -> bool:
+    """Whether the filter can have every column `expr` reads: attributes, and the counts
+    it is given the events for. Other columns computed from events or engagement (their
+    names hold `__`: `opened__T`, `last__EVENT` ...) are not built: the evaluator answers."""
+    return all("__" not in name or name in counts for name in columns_of(expr))
+
+
+def _count_columns(
+    counts: Mapping[str, tuple[str, int | None]],
+    ids: Sequence[str],
+    context: Callable[[str], EvalContext],
+) -> dict[str, list[int]]:
+    """Each count column's values, one per contact: the evaluator's `count(EVENT, DUR)`."""
+    if not counts:
+        return {}
+    contexts = [context(contact_id) for contact_id in ids]
+    return {
+        column: [count_events(ctx, event, seconds) for ctx in contexts]
+        for column, (event, seconds) in counts.items()
+    }
 
 
 def columns_of(expr: Expr) -> set[str]:
@@ -109,19 +145,19 @@ def columns_of(expr: Expr) -> set[str]:
     return found
 
 
-def _table(expr: Expr, rows: Sequence[Mapping[str, Any]]) -> pa.Table | None:
-    """An Arrow table of the columns `expr` reads, or None if a column has no filter type.
-
-    Columns computed from events or engagement (their names hold `__`) are not attributes:
-    an expression that needs them is left to the evaluator.
-    """
+def _table(
+    expr: Expr, rows: Sequence[Mapping[str, Any]], computed: Mapping[str, Sequence[int]]
+) -> pa.Table | None:
+    """An Arrow table of the columns `expr` reads (`_readable`), or None if a column has no
+    filter type; `computed` holds the count columns counted from the contacts' events."""
     import pyarrow as pa
 
     names = sorted(columns_of(expr))
-    if any("__" in name for name in names):
-        return None
     arrays: dict[str, pa.Array] = {}
     for name in names:
+        if name in computed:
+            arrays[name] = pa.array(computed[name], pa.int64())
+            continue
         if name in ENGAGEMENT_FLAGS:
             # The evaluator never leaves these unknown: not recorded means false.
             arrays[name] = pa.array([row.get(name) is True for row in rows], pa.bool_())

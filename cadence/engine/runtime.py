@@ -867,7 +867,9 @@ class Engine:
         """Contacts matching the campaign's audience and not its exclusions, now.
 
         The audience and the exclusion each go to the dispatch core's segment filter over
-        the batch's attributes; what the filter cannot read falls back to the evaluator.
+        the batch's attributes and the `count(EVENT, DUR)` columns counted from each
+        contact's evaluator context (so they count as the evaluator does); what the filter
+        cannot read falls back to the evaluator, on the same contexts.
         """
         if candidates is None:
             candidates = list(
@@ -883,10 +885,12 @@ class Engine:
         matched: list[str] = []
         for chunk in _chunks(ids, max(self.batch_size, 5000)):
             facts = load_facts(session, self.tenant, chunk, campaign_names=names)
+            contexts = {
+                cid: conditions.Context(facts[cid], campaign, now) for cid in chunk if cid in facts
+            }
             rows = [
-                (cid, audience.with_flags(facts[cid].attributes, _flags(facts[cid], campaign, now)))
-                for cid in chunk
-                if cid in facts
+                (cid, audience.with_flags(facts[cid].attributes, _flags(context.eval_context)))
+                for cid, context in contexts.items()
             ]
 
             for key, keep in (("audience", True), ("exclude", False)):
@@ -896,9 +900,8 @@ class Engine:
                 chosen = set(
                     audience.select(
                         c.model_to_expr(expr), rows, now=now, segments=segments,
-                        fallback=functools.partial(
-                            _holds_for, facts=facts, campaign=campaign, now=now, expr=expr
-                        ),
+                        fallback=functools.partial(_holds_for, contexts=contexts, expr=expr),
+                        context=functools.partial(_eval_context_of, contexts=contexts),
                     ).contact_ids
                 )  # fmt: skip
                 rows = [row for row in rows if (row[0] in chosen) == keep]
@@ -3055,18 +3058,22 @@ def _holds_for(
     contact_id: str,
     _attributes: Mapping[str, Any],
     *,
-    facts: Mapping[str, ContactFacts],
-    campaign: c.CompiledCampaign,
-    now: dt.datetime,
+    contexts: Mapping[str, conditions.Context],
     expr: c.ExprModel,
 ) -> bool:
     """The evaluator's answer for one contact, where the bulk filter cannot decide."""
-    return conditions.Context(facts[contact_id], campaign, now).holds(expr)
+    return contexts[contact_id].holds(expr)
 
 
-def _flags(facts: ContactFacts, campaign: c.CompiledCampaign, now: dt.datetime) -> dict[str, bool]:
+def _eval_context_of(
+    contact_id: str, *, contexts: Mapping[str, conditions.Context]
+) -> evaluate.EvalContext:
+    """The evaluator's context of one contact, for the bulk filter's count columns."""
+    return contexts[contact_id].eval_context
+
+
+def _flags(context: evaluate.EvalContext) -> dict[str, bool]:
     """`converted` / `unsubscribed` as the contact's events say, for the bulk filter."""
-    context = conditions.Context(facts, campaign, now).eval_context
     return {name: context.flag(name) for name in evaluate.ENGAGEMENT_FLAGS}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from store_helpers import seed_enrollments
@@ -33,3 +34,28 @@ def caps_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         caps, "FrequencyCaps", functools.partial(caps.FrequencyCaps, backend=request.param)
     )
     return str(request.param)
+
+
+@pytest.fixture(params=["rust", "python"])
+def filter_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[list[str], list[str], bool]]:
+    """Run the engine's bulk selections (audiences) on the Rust core, then on its Python
+    twin; returns what each selection answered: (filter's ids, evaluator's ids, whether the
+    filter decided), the evaluator asked about every contact too, to compare the paths."""
+    from cadence.engine import audience
+
+    original = audience.select
+    answers: list[tuple[list[str], list[str], bool]] = []
+
+    def select(expr: Any, contacts: Any, **options: Any) -> Any:
+        chosen = original(expr, contacts, **{**options, "backend": request.param})
+        fallback = options["fallback"]
+        answers.append(
+            (chosen.contact_ids, [i for i, a in contacts if fallback(i, a)], chosen.vectorised)
+        )
+        return chosen
+
+    # The runtime reads `audience.select` where it selects, so it sees the patched one.
+    monkeypatch.setattr(audience, "select", select)
+    return answers

@@ -24,6 +24,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from tests.engine.cadence_cli import run_cadence
 from tests.engine.test_runtime import T0, campaigns
+from tests.engine.webhook_payloads import ProviderSink, brevo_event
 
 SOURCE = """
 template offer email { subject "Offer" body "x" }
@@ -261,36 +262,56 @@ def test_an_event_naming_its_campaign_counts_for_that_campaign_s_send(store_url:
     assert (again.total.opened, again.total.converted) == (1, 0)
 
 
-# Every event the report reads about a send, and whether it names the send or only its
-# template (which the report resolves to the contact's latest send of it).
+# Every event the report reads about a send, and whether it names the send (True), only its
+# template (False: the report resolves it to the contact's latest send of it) or nothing
+# (None: the contact's latest send of any template). `failed` is the provider's error
+# (Brevo's `error` webhook, logged, no event); `opened brevo` / `clicked brevo` the
+# provider's own report of an open or click that Cadence's tracking may report too.
 _OUTCOMES = st.sampled_from(
     ["opened", "clicked", "replied", "unsubscribed", "complained", "delivered",
-     "bounced hard", "bounced soft", "converted"]
+     "bounced hard", "bounced soft", "converted", "failed", "opened brevo", "clicked brevo"]
 )  # fmt: skip
 _REPORTS = st.lists(
-    st.tuples(st.integers(0, 3), _OUTCOMES, st.booleans(), st.integers(1, 48)), max_size=14
+    st.tuples(
+        st.integers(0, 3), _OUTCOMES, st.sampled_from([True, False, None]), st.integers(1, 48)
+    ),
+    max_size=14,
 )
+_BREVO = {"failed": "error", "opened brevo": "opened", "clicked brevo": "click"}
 
 
-async def _reported(store_url: str, reports: list[tuple[int, str, bool, int]]) -> Any:
+async def _reported(store_url: str, reports: list[tuple[int, str, bool | None, int]]) -> Any:
     """Four contacts get the offer; `reports` come back about it; the promo's report."""
-    sink = RecordingSink()
+    sink = ProviderSink()
     clock = SimulatedClock(T0)
     async with Engine(store_url, clock=clock, sink=sink) as engine:
         await engine.upsert_contacts(PEOPLE[:4])
         await engine.deploy(campaigns(SOURCE))
         await engine.launch("promo")
         await engine.run_due()
-        offer_to = {m.contact_id: m.idempotency_key for m in sink.delivered}
-        events = []
-        for index, outcome, names_send, hours in reports:
+        offer_to = {m.contact_id: m for m in sink.delivered}
+        events, webhooks = [], []
+        for index, outcome, names, hours in reports:
+            contact = f"c{index}"
+            if outcome in _BREVO:
+                at = T0 + dt.timedelta(hours=hours)
+                webhooks.append(
+                    brevo_event(
+                        _BREVO[outcome], offer_to[contact], at, email=f"{contact}@example.test"
+                    )
+                )
+                continue
             name, _, kind = outcome.partition(" ")
-            about = {"send": offer_to[f"c{index}"]} if names_send else {"template": "offer"}
-            events.append(
-                _event(f"c{index}", name, hours, **about, **({"type": kind} if kind else {}))
-            )
+            about = {}
+            if names is True:
+                about = {"send": offer_to[contact].idempotency_key}
+            elif names is False:
+                about = {"template": "offer"}
+            events.append(_event(contact, name, hours, **about, **({"type": kind} if kind else {})))
         clock.advance_to(T0 + dt.timedelta(days=3))
         await engine.push_events(events)
+        for payload in webhooks:
+            await engine.ingest_webhook("brevo", payload)
         (promo,) = [r for r in await engine.report() if r.name == "promo"]
         return promo.total
 
@@ -306,8 +327,10 @@ def _within_bounds(total: Any) -> None:
 @given(reports=_REPORTS)
 @settings(max_examples=30, deadline=None)
 def test_no_count_passes_its_denominator_and_no_rate_passes_100_percent(
-    reports: list[tuple[int, str, bool, int]],
+    reports: list[tuple[int, str, bool | None, int]],
 ) -> None:
+    """Generated reports: duplicates, reactions to bounced and failed sends, replies,
+    unsubscribes, complaints, events naming no send (or nothing at all)."""
     with tempfile.TemporaryDirectory() as folder:
         _within_bounds(trio.run(_reported, f"sqlite:///{folder}/cadence.db", reports))
 
@@ -328,4 +351,27 @@ def test_unsubscribes_and_complaints_confirm_their_send_and_count_only_when_deli
     )  # fmt: skip
     assert (total.sent, total.delivered, total.bounced) == (4, 3, 1)
     assert (total.unsubscribed, total.complained, total.converted) == (1, 1, 1)
+    _within_bounds(total)
+
+
+def test_reactions_to_failed_sends_and_repeated_reports_count_once_and_within_bounds(
+    store_url: str,
+) -> None:
+    """c0's offer failed at Brevo (its `error`), yet an open, a click, an unsubscribe and a
+    complaint came about it (a link scanner, a report matched to the wrong send): none
+    counts. c1's offer was opened three times, once by Brevo's report, and unsubscribed
+    from twice: one open, one unsubscribe. c2's click names nothing: it counts for c2's
+    latest send, and as nothing else. c3 complained about its offer by template only."""
+    total = trio.run(
+        _reported,
+        store_url,
+        [(0, "failed", True, 1), (0, "opened", True, 2), (0, "clicked brevo", True, 2),
+         (0, "unsubscribed", True, 3), (0, "complained", None, 3),
+         (1, "opened", True, 1), (1, "opened", True, 2), (1, "opened brevo", True, 2),
+         (1, "unsubscribed", True, 3), (1, "unsubscribed", False, 4),
+         (2, "clicked", None, 5), (3, "complained", False, 6), (3, "replied", True, 6)],
+    )  # fmt: skip
+    assert (total.sent, total.delivered, total.bounced) == (4, 3, 0)
+    assert (total.opened, total.clicked, total.replied) == (1, 1, 1)
+    assert (total.unsubscribed, total.complained) == (1, 1)
     _within_bounds(total)

@@ -126,3 +126,228 @@ def test_differential_on_generated_contacts(seed: int, text: str, backend: str) 
     fallback = by_evaluator(condition, EVENT)
     chosen = select(condition, contacts, now=NOW, event=EVENT, fallback=fallback, backend=backend)  # type: ignore[arg-type]
     assert chosen.contact_ids == [i for i, a in contacts if fallback(i, a)]
+
+
+# ------------------------------------------------------------------ counts of events
+
+# Conditions over `count(EVENT, DUR)`: the engine fills the filter's count columns from each
+# contact's evaluator context, so opens and clicks count once per message in both paths.
+COUNTED = [
+    "count(opened, 30d) >= 2",
+    "count(clicked, 7d) >= 1 and count(opened, 7d) < 2",
+    "count(opened, 14d) > count(clicked, 14d)",
+    "count(replied, 30d) >= 1 or lead_score > 50",
+    "not (count(opened, 3d) >= 1) and count(property_viewed, 7d) >= 2",
+    "count(opened) = 3 or count(clicked) = 2",
+    "hot and lead_score >= 20",
+]
+SEGMENTS = {"hot": expr("count(opened, 30d) >= 2 or count(clicked, 30d) >= 2")}
+
+History = list[tuple[str, dt.datetime, dict[str, Any]]]
+
+
+def opens(*reports: tuple[str, float, str | None]) -> History:
+    """(event, days before NOW, message or None) as stored events; a message is a `send`."""
+    return [
+        (name, NOW - dt.timedelta(days=days), {} if message is None else {"send": message})
+        for name, days, message in reports
+    ]
+
+
+def by_history(
+    condition: ast.Expr, histories: Mapping[str, History], segments: Mapping[str, ast.Expr]
+) -> tuple[Any, Any]:
+    """The evaluator's answer per contact, and each contact's evaluator context."""
+    contexts: dict[str, evaluate.EvalContext] = {}
+
+    def context(contact_id: str, attributes: Mapping[str, Any] | None = None) -> Any:
+        if contact_id not in contexts:
+            contexts[contact_id] = evaluate.EvalContext.from_facts(
+                now=NOW,
+                attributes=attributes or {},
+                events=histories.get(contact_id, []),
+                segments=segments,
+            )
+        return contexts[contact_id]
+
+    def holds(contact_id: str, attributes: Mapping[str, Any]) -> bool:
+        return evaluate.holds(condition, context(contact_id, attributes))
+
+    return holds, context
+
+
+def select_counted(
+    text: str, contacts: list[tuple[str, dict[str, Any]]], histories: Any, backend: str
+) -> tuple[Any, list[str]]:
+    """The filter's selection (with count columns) and the evaluator's, for one condition."""
+    condition = expr(text)
+    fallback, context = by_history(condition, histories, SEGMENTS)
+    for contact_id, attributes in contacts:
+        context(contact_id, attributes)
+    chosen = select(
+        condition,
+        contacts,
+        now=NOW,
+        segments=SEGMENTS,
+        fallback=fallback,
+        backend=backend,  # type: ignore[arg-type]
+        context=context,
+    )
+    return chosen, [i for i, a in contacts if fallback(i, a)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_count_columns_count_opens_once_per_message_as_the_evaluator_does(backend: str) -> None:
+    """Three reports of one open (a pixel, the provider's webhook, a reopen) are one opened
+    message in the filter's column as in `count(opened, 30d)`; a click is an open too."""
+    histories = {
+        "tripled": opens(("opened", 3, "m1"), ("opened", 2, "m1"), ("opened", 1, "m1")),
+        "two": opens(("opened", 3, "m1"), ("opened", 2, "m1"), ("opened", 1, "m2")),
+        "clicked": opens(("clicked", 2, "m1"), ("opened", 1, "m2")),
+        "unnamed": opens(("opened", 2, None), ("opened", 1, None)),
+        "old": opens(("opened", 40, "m1"), ("opened", 1, "m1"), ("opened", 1, "m2")),
+        "none": [],
+    }
+    contacts = [(name, {"lead_score": 10}) for name in histories]
+    chosen, expected = select_counted("count(opened, 30d) >= 2", contacts, histories, backend)
+    assert chosen.vectorised, "the dispatch core should take a count it is given events for"
+    assert chosen.contact_ids == expected == ["two", "clicked", "unnamed"]
+    # Counting reports would have taken `tripled` and `old` too.
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("text", COUNTED)
+def test_counted_conditions_match_the_evaluator(backend: str, text: str) -> None:
+    rng = random.Random(text)
+    contacts, histories = generated_contacts(rng, 80)
+    chosen, expected = select_counted(text, contacts, histories, backend)
+    assert chosen.vectorised
+    assert chosen.contact_ids == expected
+
+
+def test_a_count_without_the_histories_goes_to_the_evaluator() -> None:
+    condition = expr("count(opened, 30d) >= 2")
+    histories = {"a": opens(("opened", 1, "m1"), ("opened", 1, "m2"))}
+    fallback, _ = by_history(condition, histories, {})
+    chosen = select(condition, [("a", {}), ("b", {})], now=NOW, fallback=fallback)
+    assert not chosen.vectorised and chosen.contact_ids == ["a"]
+
+
+def test_an_attribute_named_like_a_count_column_goes_to_the_evaluator() -> None:
+    condition = expr("count(opened, 30d) >= 1 and contact.count__opened__2592000000000us = 5")
+    fallback, context = by_history(condition, {"a": opens(("opened", 1, "m1"))}, {})
+    contacts = [("a", {"count__opened__2592000000000us": 5}), ("b", {})]
+    chosen = select(condition, contacts, now=NOW, fallback=fallback, context=context)
+    assert not chosen.vectorised and chosen.contact_ids == ["a"]
+
+
+def generated_contacts(
+    rng: random.Random, size: int
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, History]]:
+    """Contacts with histories of duplicated reports, clicks without opens, events naming
+    no message and events after now."""
+    contacts: list[tuple[str, dict[str, Any]]] = []
+    histories: dict[str, History] = {}
+    for index in range(size):
+        reports = []
+        for _ in range(rng.randint(0, 9)):
+            message = rng.choice([None, "m1", "m2", "m3"])
+            name = rng.choice(["opened", "opened", "clicked", "replied", "property_viewed"])
+            days = rng.choice([-1, 0.5, 1, 2, 4, 6, 10, 20, 29, 31, 45])
+            reports.append((name, days, message))
+            if rng.random() < 0.3:  # the same message reported again (the webhook, a reopen)
+                reports.append((name, max(days - rng.random(), -1), message))
+        contact_id = f"c{index}"
+        histories[contact_id] = opens(*reports)
+        score = None if rng.random() < 0.2 else rng.randint(0, 100)
+        contacts.append((contact_id, {} if score is None else {"lead_score": score}))
+    return contacts, histories
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    text=st.sampled_from(COUNTED),
+    backend=st.sampled_from(BACKENDS),
+    reports=st.lists(
+        st.tuples(
+            st.sampled_from(["opened", "clicked", "replied"]),
+            st.floats(-2, 60, allow_nan=False),
+            st.one_of(st.none(), st.sampled_from(["m1", "m2", "m3"])),
+        ),
+        max_size=20,
+    ),
+)
+def test_counts_on_generated_histories_match_the_evaluator(
+    seed: int, text: str, backend: str, reports: list[tuple[str, float, str | None]]
+) -> None:
+    """Generated histories (duplicates, clicks without opens, events naming no message):
+    the dispatch filter's members are the evaluator's, on both cores."""
+    contacts, histories = generated_contacts(random.Random(seed), 12)
+    contacts.append(("drawn", {"lead_score": 30}))
+    histories["drawn"] = opens(*reports)
+    chosen, expected = select_counted(text, contacts, histories, backend)
+    assert chosen.vectorised
+    assert chosen.contact_ids == expected
+
+
+# ------------------------------------------------------------------ through the store
+
+OPENERS = """
+template hello email { subject "Hello" body "<p>x</p>" }
+segment opener = count(opened, 30d) >= 2
+campaign club {
+  audience opener
+  exclude count(clicked, 30d) >= 2
+  on launch { send email hello }
+}
+"""
+
+
+def test_an_audience_counts_opens_once_per_message_on_both_cores(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """Events pushed through the engine; the audience goes to the dispatch filter (on each
+    core), whose count columns count messages as the evaluator does.
+
+    p1 opened one email three times (its pixel, Brevo's report, a reopen) and another
+    once: two messages. p2 opened one email three times: one. p3 clicked one email with
+    images off and opened another: two. p4's two opens name no message: two. p5 clicked
+    two emails, each reported twice: two opened, two clicked, so excluded.
+    """
+    from tests.engine.test_runtime import T0, campaigns, engine_run, sent
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(1, 6)]
+    pushes = [
+        ("p1", "opened", "a"), ("p1", "opened", "a"), ("p1", "opened", "a"), ("p1", "opened", "b"),
+        ("p2", "opened", "a"), ("p2", "opened", "a"), ("p2", "opened", "a"),
+        ("p3", "clicked", "a"), ("p3", "opened", "b"),
+        ("p4", "opened", None), ("p4", "opened", None),
+        ("p5", "clicked", "a"), ("p5", "clicked", "a"), ("p5", "clicked", "b"),
+        ("p5", "clicked", "b"),
+    ]  # fmt: skip
+
+    async def body(engine: Any, clock: Any, sink: Any) -> Any:
+        await engine.upsert_contacts(people)
+        for minutes, (contact_id, name, message) in enumerate(pushes, start=1):
+            properties = {} if message is None else {"send": f"{contact_id}-{message}"}
+            await engine.push_event(
+                {
+                    "contact": contact_id,
+                    "name": name,
+                    "at": (T0 - dt.timedelta(days=2, minutes=-minutes)).isoformat(),
+                    "properties": properties,
+                }
+            )
+        await engine.deploy(campaigns(OPENERS))
+        enrolled = await engine.launch("club")
+        await engine.run_due()
+        return enrolled, sorted(sent(sink))
+
+    enrolled, delivered = engine_run(store_url, body)
+    assert enrolled == 3
+    assert delivered == [("p1", "hello"), ("p3", "hello"), ("p4", "hello")]
+    assert filter_backend, "the launch should select its audience in bulk"
+    for chosen, evaluated, vectorised in filter_backend:
+        assert vectorised, "the dispatch filter should decide an audience of counts"
+        assert chosen == evaluated
