@@ -59,7 +59,8 @@ RESUBSCRIBED = "resubscribed"
 # CANCEL, END, QUIT, OPT OUT / OPT-OUT), REVOKE (the FCC's 2025 revocation rule), ARRET /
 # ARRÊT (French, required in Canada) and WhatsApp's marketing opt-out button "Stop
 # promotions". A reply that is one of them, whatever its case, accents, spacing and
-# punctuation, unsubscribes the person on that channel.
+# punctuation, unsubscribes the person on that channel. Migration 0012 keeps its own copy of
+# these words and `_keyword`: the rule it applied to replies stored before, not a later one.
 STOP_KEYWORDS = frozenset(
     {
         "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE", "ARRET",
