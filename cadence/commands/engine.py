@@ -390,12 +390,13 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
             rows.append(
                 (send.at, (send.campaign, send.channel, send.template or "", shown, outcome))
             )
-        # What the gates stopped, with why, so "receives nothing" is not a mystery.
+        # What the gates stopped, with why (suppressed, a cap, no consent ...) as its
+        # outcome, so "receives nothing" is not a mystery. Nothing was rendered for it.
         not_sent = [s for s in report.skipped if s.contact == contact]
         for skip in not_sent:
             rows.append(
-                (skip.at, (skip.campaign, skip.channel, skip.template or skip.node,
-                           f"[yellow]not sent: {escape(skip.reason)}[/yellow]", "not sent"))
+                (skip.at, (skip.campaign, skip.channel, skip.template or skip.node, "",
+                           f"[yellow]not sent: {escape(skip.reason)}[/yellow]"))
             )  # fmt: skip
         for at, cells in sorted(rows, key=lambda row: row[0]):
             table.add_row(f"{at:%Y-%m-%d %H:%M}", *cells)

@@ -506,6 +506,42 @@ def test_each_send_of_the_contact_asked_for_says_what_became_of_it(tmp_path: Pat
     assert "outcome" in done.stdout and "delivered, opened, clicked" in done.stdout
 
 
+def test_the_contact_view_says_what_became_of_each_send_and_why_one_was_not_sent(
+    tmp_path: Path,
+) -> None:
+    """The `outcome` column of `--contact`: `delivered` without `--assume`; with bounces
+    assumed, the bounce, and the later email the bounce's suppression stopped, as
+    `not sent: suppressed` in that column."""
+    source = tmp_path / "outcomes.cadence"
+    source.write_text(OUTCOMES, encoding="utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test", "timezone": "UTC"}]
+    )
+
+    def rows(*assume: str) -> dict[str, str]:
+        """The view's rows by template (each on one line: piped, the table is wide)."""
+        done = dry_run_cli(
+            str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+            "--until", "3d", "--contact", "a", "--seed", "1", *assume,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        view = done.stdout[done.stdout.index("What a receives") :]
+        return {
+            template: line
+            for line in view.splitlines()
+            for template in ("hello", "ping", "late")
+            if f" {template} " in line
+        }
+
+    plain = rows()
+    assert plain["hello"].rstrip(" │").endswith("delivered")
+    assert plain["ping"].rstrip(" │").endswith("sent")
+    bounced = rows("--assume", "bounced=1")
+    assert bounced["hello"].rstrip(" │").endswith("bounced")
+    assert bounced["late"].rstrip(" │").endswith("not sent: suppressed")
+    assert "Late" not in bounced["late"]  # nothing is rendered for a send that never went
+
+
 CHANNELS_REACT = """
 template hello email { subject "Hello" body "x" }
 template ping sms "Ping. Reply STOP to opt out."
