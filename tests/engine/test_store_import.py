@@ -620,3 +620,28 @@ def test_a_csv_without_a_schema_reads_whole_columns_of_numbers_and_booleans(
     }  # fmt: skip
     assert found["c"][1] == {}
     assert isinstance(found["b"][1]["budget"], float)
+
+
+def test_a_csv_without_a_schema_reads_a_column_of_semicolon_lists_as_lists(
+    store: Store, tmp_path: Path
+) -> None:
+    """`areas` written Manila;Cebu, as the docs write lists, is a list, and so is a lone
+    `Cebu` in that column, so `event.city in contact.areas` can match; a column of JSON
+    lists too. A column without `;` or `[` stays text, and a broken JSON list keeps its
+    column text rather than failing the import."""
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "id,areas,saved,city,odd\n"
+        'a,Manila; Cebu,"[""p1"", ""p2""]",Manila,[oops\n'
+        "b,Cebu,p3,Cebu;,x\n"
+        "c,,,,\n",
+        "utf-8",
+    )
+    import_contacts(store, people)
+    with store.session() as session:
+        found = {c.id: c.attributes for c in session.scalars(select(Contact))}
+    assert found["a"] == {
+        "areas": ["Manila", "Cebu"], "saved": ["p1", "p2"], "city": ["Manila"], "odd": "[oops"
+    }  # fmt: skip
+    assert found["b"] == {"areas": ["Cebu"], "saved": ["p3"], "city": ["Cebu"], "odd": "x"}
+    assert found["c"] == {}

@@ -211,11 +211,13 @@ def typed_csv_cells(
 ) -> list[tuple[int, dict[str, Any]]]:
     """Attribute cells of a CSV without a schema, as numbers or booleans where a column is.
 
-    A CSV cell is text; read as text, `lead_score` 75 would never be `>= 30` and
-    `sms_opt_in` true never an opt-in. A column whose every non-empty cell is a plain number
-    is read as numbers, one whose every cell is true/false as booleans; any other column
-    (a zip code with leading zeros, a mix) stays text. Contact fields and tags keep their
-    own rules, and a schema, when there is one, decides instead of this.
+    A CSV cell is text; read as text, `lead_score` 75 would never be `>= 30`, `sms_opt_in`
+    true never an opt-in and `areas` Manila;Cebu never a list for `event.city in
+    contact.areas`. A column whose every non-empty cell is a plain number is read as
+    numbers, one whose every cell is true/false as booleans, one with a list in some cell
+    (`a;b`, or a JSON list of strings) as lists, a cell without `;` being a one-item list, as
+    `tags` are; any other column (a zip code with leading zeros, a mix) stays text. Contact
+    fields and tags keep their own rules, and a schema, when there is one, decides instead.
     """
     convert: dict[str, Any] = {}
     for column in columns:
@@ -234,6 +236,8 @@ def typed_csv_cells(
             convert[column] = lambda cell: int(cell.strip())
         elif all(_INTEGER_CELL.fullmatch(cell) or _DECIMAL_CELL.fullmatch(cell) for cell in cells):
             convert[column] = lambda cell: float(cell.strip())
+        elif _is_list_column(cells):
+            convert[column] = parse_string_list
     if not convert:
         return list(rows)
     return [
@@ -246,6 +250,18 @@ def typed_csv_cells(
         )
         for line, raw in rows
     ]
+
+
+def _is_list_column(cells: Sequence[str]) -> bool:
+    """True when some cell is a list (`a;b` or a JSON list) and every cell reads as one."""
+    if not any(";" in cell or cell.startswith("[") for cell in cells):
+        return False
+    try:
+        for cell in cells:
+            parse_string_list(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def unknown_column_reason(column: str, schema: ContactSchema | None) -> str | None:
