@@ -458,6 +458,64 @@ def test_uppercase_names_get_a_hint() -> None:
     assert info.value.diagnostics[0].hint == "names are lower case: [a-z_][a-z0-9_]*"
 
 
+@pytest.mark.parametrize(
+    ("text", "position", "hint"),
+    [
+        ("segment s = verified AND x > 1", (1, 22), "write `and`, not `AND`"),
+        ("segment s = x > 1 OR verified", (1, 19), "write `or`, not `OR`"),
+        ("segment s = NOT verified", (1, 13), "write `not`, not `NOT`"),
+        ("when x { Send email t }", (1, 10), "write `send`, not `Send`"),
+    ],
+)
+def test_a_keyword_in_capitals_gets_a_hint(text: str, position: tuple[int, int], hint: str) -> None:
+    """SQL habit: `AND`, `OR`, `NOT` in capitals are named, not called names to lower."""
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    diagnostic = info.value.diagnostics[0]
+    assert (diagnostic.line, diagnostic.column) == position
+    assert diagnostic.hint == f"the language's words are lower case: {hint}"
+
+
+def test_and_in_capitals_after_a_number_names_the_money_it_became() -> None:
+    """`30 AND` lexes as money (a currency is three capitals), so the parser stops at the
+    next word; the hint explains that instead of leaving `country` unexplained."""
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text('segment s = lead_score >= 30 AND country = "US"')
+    diagnostic = info.value.diagnostics[0]
+    assert (diagnostic.line, diagnostic.column) == (1, 34)
+    assert diagnostic.hint == (
+        "`30 AND` reads as an amount of money in the currency AND; "
+        "the language's words are lower case: write `and`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "hint"),
+    [
+        (
+            "send_window 09:00-17:00 weekdays local",
+            "`local` comes right after the times: `09:00-17:00 local weekdays`",
+        ),
+        (
+            "send_window 20:00-02:00 monday, friday local",
+            "`local` comes right after the times: `20:00-02:00 local monday, friday`",
+        ),
+        ("every monday at 09:00 local { ... }", "the time follows the days without `at`: "
+         "`every monday 09:00`"),
+        ("cap email 3 per week", "write `1w`"),
+        ("cap sms 1 per day", "write `1d`"),
+        ("cap email 3 per month", "durations have no months or years: write days, such as 30d "
+         "or 365d"),
+    ],
+)  # fmt: skip
+def test_settings_in_the_wrong_order_or_in_words_get_a_hint(setting: str, hint: str) -> None:
+    text = f"campaign c {{\n  {setting}\n  on launch {{ ... }}\n}}"
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text, "t.cadence")
+    assert info.value.diagnostics[0].line == 2
+    assert info.value.diagnostics[0].hint == hint
+
+
 def test_invalid_utf8_is_an_error_at_the_byte() -> None:
     with pytest.raises(CadenceSyntaxError) as info:
         parse_bytes(b'segment s = x > 1\ntemplate t sms "caf\xe9"\n', "bad.cadence")

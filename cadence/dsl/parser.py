@@ -347,7 +347,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         char = source.text[position] if position < len(source.text) else "?"
         hint = None
         if char.isupper():
-            hint = "names are lower case: [a-z_][a-z0-9_]*"
+            hint = _upper_case_hint(source.text, position) or (
+                "names are lower case: [a-z_][a-z0-9_]*"
+            )
         elif char == "'":
             hint = 'strings use double quotes: "..."'
         elif char == '"':
@@ -385,6 +387,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         before = re.search(r"(\d{1,2}:\d{2})\s*$", source.text[: token.start_pos])
         if before is not None:
             hint = _clock_hint(before.group(1) + str(token), 0) or hint
+    if token.start_pos is not None:
+        hint = _upper_case_hint(source.text, token.start_pos) or hint
+        hint = _word_order_hint(source.text, token) or hint
     if token.type == "TIME" and token.start_pos is not None:
         # `at 2026-12-01 09:00`: a date, a space, then the time the date should carry.
         date = re.search(r"(\d{4}-\d{2}-\d{2})\s+$", source.text[: token.start_pos])
@@ -416,13 +421,22 @@ _DURATION_WORDS = {
 }  # fmt: skip
 
 
+_MONTH_WORDS = ("mo", "mon", "month", "months", "y", "yr", "yrs", "year", "years")
+
+
 def _duration_hint(text: str, position: int) -> str | None:
     """A hint for a duration written as ops people often do (`2 days`, `1mo`, `1.5h`)."""
     found = _WORDY_DURATION.match(text, position)
     if found is None:
-        return None
+        # `per week`: a unit with no number.
+        bare = re.match(r"[A-Za-z]+\b", text[position:])
+        if bare is None:
+            return None
+        found = _WORDY_DURATION.match(f"1 {bare.group(0)}")
+        if found is None or bare.group(0).lower() not in (*_DURATION_WORDS, *_MONTH_WORDS):
+            return None
     number, word = found.group(1), found.group(2).lower()
-    if word in ("mo", "mon", "month", "months", "y", "yr", "yrs", "year", "years"):
+    if word in _MONTH_WORDS:
         return "durations have no months or years: write days, such as 30d or 365d"
     unit = _DURATION_WORDS.get(word) or (word if word in "smhdw" and len(word) == 1 else None)
     if unit is None:
@@ -430,6 +444,58 @@ def _duration_hint(text: str, position: int) -> str | None:
     if "." in number:
         return "durations are whole numbers: combine units, such as 1h30m for 1.5h"
     return f"write `{number}{unit}`"
+
+
+# An upper-case word, and the money literal `30 AND` that one after a number lexes as.
+_UPPER_WORD = re.compile(r"[A-Z][A-Za-z_]*\b")
+_MONEY_BEFORE = re.compile(r"(\d+(?:\.\d+)?)\s+([A-Z]{3})\s*$")
+
+
+def _upper_case_hint(text: str, position: int) -> str | None:
+    """A hint for a keyword written in capitals as in SQL (`AND`, `OR`, `NOT`, `Send`).
+
+    After a number, `AND` and `NOT` lex as a currency (`30 AND` is money), so the parser
+    stops one word later; the hint then names the word the author wrote.
+    """
+    keywords = {word for word in _terminal_patterns().values() if word.isidentifier()}
+    found = _UPPER_WORD.match(text, position)
+    if found is not None and found.group(0).lower() in keywords:
+        word = found.group(0)
+        return f"the language's words are lower case: write `{word.lower()}`, not `{word}`"
+    money = _MONEY_BEFORE.search(text[:position])
+    if money is not None and money.group(2).lower() in keywords:
+        number, word = money.groups()
+        return (
+            f"`{number} {word}` reads as an amount of money in the currency {word}; "
+            f"the language's words are lower case: write `{word.lower()}`"
+        )
+    return None
+
+
+# `send_window 09:00-17:00 weekdays local` and `every monday at 09:00`: the right words
+# in an order the grammar does not take, which a spelling hint would only confuse.
+_RANGE_THEN_DAYS = re.compile(
+    r"(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s+([a-z]+(?:\s*,\s*[a-z]+)*)\s*$"
+)
+_EVERY_DAYS = re.compile(r"\bevery\s+([a-z]+(?:\s*,\s*[a-z]+)*)\s*$")
+
+
+def _word_order_hint(text: str, token: Token) -> str | None:
+    """A hint for `local` written after a window's days, or `at` between `every` and a time."""
+    before = text[: token.start_pos]
+    if str(token) == "local":
+        found = _RANGE_THEN_DAYS.search(before)
+        if found is not None:
+            start, end, days = found.groups()
+            return f"`local` comes right after the times: `{start}-{end} local {days}`"
+    if str(token) == "at":
+        found = _EVERY_DAYS.search(before)
+        time = re.match(r"at\s+(\d{1,2}:\d{2})", text[token.start_pos :])
+        if found is not None and time is not None:
+            return (
+                f"the time follows the days without `at`: `every {found.group(1)} {time.group(1)}`"
+            )
+    return None
 
 
 # A time of day written the 12-hour way: `9pm`, `9:30 am`.
