@@ -56,7 +56,20 @@ def money_text(amounts: Mapping[str, Decimal]) -> str:
     """Amounts per currency, `12.50 EUR, 3.00 USD`, or `-` for none."""
     if not amounts:
         return "-"
-    return ", ".join(f"{amount:,.2f} {unit}".strip() for unit, amount in sorted(amounts.items()))
+    return ", ".join(
+        f"{amount:,.{_money_places(amount)}f} {unit}".strip()
+        for unit, amount in sorted(amounts.items())
+    )
+
+
+def _money_places(amount: Decimal) -> int:
+    """Cents, except for an amount under one unit that needs more: two emails at 0.001 USD
+    cost 0.002 USD, which cents would show as 0.00 beside a budget pause naming 0.002."""
+    if abs(amount) >= 1 or not amount.is_finite():
+        return 2
+    exponent = amount.normalize().as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) else 2
+    return min(max(places, 2), 4)
 
 
 def money_cells(metrics: Metrics) -> list[str]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock
+from cadence.engine.describe import money_text
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from tests.engine.cadence_cli import run_cadence
 from tests.engine.test_runtime import T0, campaigns
@@ -375,3 +376,20 @@ def test_reactions_to_failed_sends_and_repeated_reports_count_once_and_within_bo
     assert (total.opened, total.clicked, total.replied) == (1, 1, 1)
     assert (total.unsubscribed, total.complained) == (1, 1)
     _within_bounds(total)
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        ("0.002", "0.002 USD"),  # two emails at 0.001 USD: not 0.00
+        ("0.0015", "0.0015 USD"),
+        ("0.123456", "0.1235 USD"),  # at most four places
+        ("0.1", "0.10 USD"),
+        ("0", "0.00 USD"),
+        ("1234.5", "1,234.50 USD"),  # a unit or more: cents
+        ("10.3333", "10.33 USD"),
+    ],
+)
+def test_money_under_a_cent_is_not_shown_as_nothing(amount: str, shown: str) -> None:
+    """The cost column beside a budget pause that names 0.002 USD must not read 0.00 USD."""
+    assert money_text({"USD": Decimal(amount)}) == shown
