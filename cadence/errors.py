@@ -89,3 +89,29 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A ready hint sentence, or None when nothing is close enough."""
     match = suggest(name, candidates)
     return f"did you mean `{match}`?" if match else None
+
+
+def typo_of(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate `name` is a typo of: an edit or two away (one for short names), not
+    merely alike; stricter than `suggest`, for warnings about a name that is not wrong in
+    itself (an attribute, an event) but looks like a slip for one that is used."""
+    allowed = max(1, min(2, len(name) // 4))
+    close = sorted((edits(name, known), known) for known in set(candidates) if known != name)
+    return close[0][1] if close and close[0][0] <= allowed else None
+
+
+def edits(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that turn `a` into `b`
+    (3 for anything further apart than that)."""
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, start=1):
+        row = [i]
+        for j, y in enumerate(b, start=1):
+            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                cost = min(cost, rows[-2][j - 2] + 1)
+            row.append(cost)
+        rows.append(row)
+    return rows[-1][-1]

@@ -310,6 +310,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     result = _guard(go)
     if isinstance(result, int):
         return result
+    for unread in result.unread_events:
+        print(f"cadence dry-run: warning: {unread.warning(args.events)}", file=sys.stderr)
     if args.json:
         for line in result.json_lines():
             print(line)

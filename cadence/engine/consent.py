@@ -149,6 +149,8 @@ _EVENT_NAMES = {
     ConsentStatus.WITHDRAWN: "consent_withdrawn",
 }
 _STATUS_OF_EVENT = {name: status for status, name in _EVENT_NAMES.items()}
+# The events a consent change stores, which the engine acts on whatever campaigns read.
+CONSENT_EVENTS = frozenset(_EVENT_NAMES.values())
 
 
 def _event(

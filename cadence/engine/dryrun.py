@@ -50,8 +50,9 @@ from cadence.dsl.symbols import DEFAULT_CAP, REACTION_CHANNELS, CapLimit
 from cadence.engine import consent
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
+from cadence.engine.delivery import ENGAGEMENT_EVENTS
 from cadence.engine.facts import load_facts
-from cadence.engine.reads import reads_event
+from cadence.engine.reads import names_read, reads_event
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
@@ -65,8 +66,8 @@ from cadence.engine.store.models import (
     Tenant,
 )
 from cadence.engine.store.records import EventRecord, InvalidInput, Problem
-from cadence.engine.suppress import BOUNCED
-from cadence.errors import CadenceError, did_you_mean
+from cadence.engine.suppress import BOUNCED, RESUBSCRIBED
+from cadence.errors import CadenceError, did_you_mean, typo_of
 
 # Drawn in this order per send; `unsubscribed` comes last, so assuming it leaves the
 # draws of the others as they were.
@@ -108,6 +109,9 @@ REACTION_DELAY = {
 FAILED_OUTCOME = "failed"
 SENT_OUTCOME = "sent"
 UNREPORTED_OUTCOME = "no delivery report"
+# Events the engine acts on whatever the campaigns read (suppressions, consent, delivery,
+# the report's engagement and revenue): an events file may hold them for that alone.
+ENGINE_EVENTS = frozenset({*ENGAGEMENT_EVENTS, DELIVERED, BOUNCED, RESUBSCRIBED, "converted"})
 # The provider of the sends a dry-run records without forwarding them.
 DRY_RUN_PROVIDER = "dry-run"
 # Enrollments a dry-run steps per transaction. The service's batch (runtime.BATCH) is the
@@ -516,6 +520,51 @@ class SkippedSend:
     template: str | None = None
 
 
+@dataclass(frozen=True)
+class UnreadEvents:
+    """Events of one name in the events file that nothing in the run reads, though a
+    campaign reads a name one typo away."""
+
+    name: str
+    count: int
+    meant: str
+
+    def warning(self, path: Path) -> str:
+        """`events.jsonl: 2 events named `x` are read by no campaign; did you mean `y`?`"""
+        many = self.count != 1
+        return (
+            f"{path}: {self.count} event{'s' if many else ''} named `{self.name}` "
+            f"{'are' if many else 'is'} read by no campaign; did you mean `{self.meant}`?"
+        )
+
+
+def unread_events(
+    campaigns: Sequence[CompiledCampaign], events: Sequence[Mapping[str, Any]]
+) -> list[UnreadEvents]:
+    """The names in `events` that no campaign reads (`reads.names_read`) and the engine does
+    not act on by itself (`ENGINE_EVENTS`, consent changes), but that are a typo of a name
+    that is read or acted on.
+
+    An event a campaign waits for under another spelling (`application_submited` in the
+    file, `wait for application_submitted` in the campaign) changes nothing, silently: the
+    run shows the reminders going out as if nobody had submitted; `unsubscribe` suppresses
+    nobody. Names that are merely for other campaigns (a shared events file) are not a
+    mistake and are not listed.
+    """
+    known = frozenset().union(
+        ENGINE_EVENTS, consent.CONSENT_EVENTS, *(names_read(campaign) for campaign in campaigns)
+    )
+    counts = Counter(str(event["name"]) for event in events)
+    found = []
+    for name, count in sorted(counts.items()):
+        if name in known:
+            continue
+        meant = typo_of(name, known)
+        if meant is not None:
+            found.append(UnreadEvents(name, count, meant))
+    return found
+
+
 @dataclass
 class DryRunReport:
     """Everything a dry-run found: the sends in order, the funnel, the totals, A/B verdicts."""
@@ -542,6 +591,10 @@ class DryRunReport:
     # Each campaign's performance at the end (docs/analytics.md), when asked for: what the
     # simulated engagement makes of the sends. Text report only, not the `--json` lines.
     performance: list[CampaignReport] = field(default_factory=list)
+    # The events file's names that no campaign reads but that are a typo of a name one
+    # reads (in the file or in a campaign), each with how many there were and the name
+    # meant; printed on stderr, not in the `--json` lines.
+    unread_events: list[UnreadEvents] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -607,9 +660,11 @@ async def dry_run(
     builds a sink, given this run's content source, that every send is also delivered to.
     Every campaign is approved by `approved_by` before it is launched. `schema` (a contact
     schema file) types the contacts' attributes as `cadence contacts import --schema` does;
-    without it a CSV's attributes are text. With `performance`, the report carries each
-    campaign's metrics at the end (`Engine.report`). `default_cap` is the engine's (the
-    same default as a live engine's, so the run shows what going live would do; None: off).
+    without it a CSV column is typed by what its cells hold, as an import without one.
+    With `performance`, the report carries each campaign's metrics at the end
+    (`Engine.report`). `default_cap` is the engine's (the same default as a live engine's,
+    so the run shows what going live would do; None: off). Events no campaign reads that
+    look like a typo of one it does are listed in the report's `unread_events`.
     """
     start = as_utc(start)
     horizon = start + until
@@ -623,6 +678,7 @@ async def dry_run(
     )  # fmt: skip
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
+    unread = unread_events(campaigns, pending_events)
     async with Engine(
         database_url, clock=clock, sink=sink, max_active_campaigns=None,
         batch_size=DRY_RUN_BATCH, default_cap=default_cap,
@@ -685,6 +741,7 @@ async def dry_run(
         paused_campaigns=paused_campaigns,
         skipped=skipped,
         performance=reports,
+        unread_events=unread,
     )
 
 

@@ -223,21 +223,32 @@ def reads_event(campaign: c.CompiledCampaign, name: str) -> bool:
     says "delivered" reads nothing. An over-approximation: an attribute or a template
     named so, in an expression, counts too.
     """
+    return name in names_read(campaign)
+
+
+def names_read(campaign: c.CompiledCampaign) -> frozenset[str]:
+    """Every name `reads_event` says the campaign may read as an event, for a dry-run to
+    tell an events file's names that nothing reads (a typo) and suggest the one meant."""
     content = campaign.content()
-    return any(_names_event(content[part], name) for part in _READING_PARTS)
+    found: set[str] = set()
+    for part in _READING_PARTS:
+        _collect_names(content[part], found)
+    return frozenset(found)
 
 
-def _names_event(data: Any, name: str) -> bool:
-    """Whether compiled data (`content()`'s JSON shapes) names the event `name`."""
+def _collect_names(data: Any, found: set[str]) -> None:
+    """Add the names compiled data (`content()`'s JSON shapes) may read as events."""
     if isinstance(data, dict):
         kind = data.get("kind")
-        if (kind == "call" and data.get("name") == name) or (
-            kind == "path" and data.get("parts") == [name]
-        ):
-            return True
-        if data.get("event") == name:  # an event trigger
-            return True
-        return any(_names_event(value, name) for value in data.values())
-    if isinstance(data, list):
-        return any(_names_event(item, name) for item in data)
-    return False
+        if kind == "call" and isinstance(data.get("name"), str):
+            found.add(data["name"])
+        parts = data.get("parts")
+        if kind == "path" and isinstance(parts, list) and len(parts) == 1:
+            found.add(str(parts[0]))
+        if isinstance(data.get("event"), str):  # an event trigger
+            found.add(data["event"])
+        for value in data.values():
+            _collect_names(value, found)
+    elif isinstance(data, list):
+        for item in data:
+            _collect_names(item, found)

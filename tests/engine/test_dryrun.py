@@ -1371,3 +1371,77 @@ def test_a_dry_run_sends_the_confirmation_with_a_placeholder_link(tmp_path: Path
         "Tap to confirm: https://links.cadence.invalid/optin/default/bo",
         None,
     )
+
+
+SUBMITTED = """
+template finish email { subject "Finish your application" body "<p>Almost there.</p>" }
+campaign abandoned {
+  when application_started {
+    wait for application_submitted up to 2d
+    if count(application_submitted, 3d) = 0 { send email finish }
+  }
+}
+"""
+
+
+def test_an_event_name_one_typo_from_what_a_campaign_reads_is_named(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`application_submited` in the events file reaches no `wait for`, so the reminder goes
+    out as if nobody submitted, and `unsubscribe` suppresses nobody; the run says which
+    name was meant. Names merely for other campaigns (a shared file) and events the engine
+    acts on itself are not listed."""
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "a", "name": "application_started", "at": "2026-12-01T10:00:00Z"},
+            {"contact": "a", "name": "application_submited", "at": "2026-12-01T11:00:00Z"},
+            {"contact": "a", "name": "application_submited", "at": "2026-12-01T12:00:00Z"},
+            {"contact": "a", "name": "property_viewed", "at": "2026-12-01T12:00:00Z"},
+            {"contact": "a", "name": "unsubscribe", "at": "2026-12-02T12:00:00Z"},
+            {"contact": "a", "name": "consent_granted", "at": "2026-12-01T12:00:00Z",
+             "properties": {"channel": "sms"}},
+        ],
+    )  # fmt: skip
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(SUBMITTED, "s.cadence")), contacts, events=events,
+            start=START, until=dt.timedelta(days=5), database_url=store_url,
+        )
+    )  # fmt: skip
+    assert sends(report) == [(at("2026-12-03T10:00"), "a", "finish")]
+    assert report.unread_events == [
+        dryrun.UnreadEvents("application_submited", 2, "application_submitted"),
+        dryrun.UnreadEvents("unsubscribe", 1, "unsubscribed"),  # suppresses nobody
+    ]
+    assert report.unread_events[0].warning(events) == (
+        f"{events}: 2 events named `application_submited` are read by no campaign; "
+        "did you mean `application_submitted`?"
+    )
+
+
+def test_the_command_line_warns_about_a_misspelt_event_on_stderr(tmp_path: Path) -> None:
+    """The warning goes to stderr: `--json` output stays JSON Lines."""
+    source = tmp_path / "s.cadence"
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [{"contact": "a", "name": "application_submitted", "at": "2026-12-01T11:00:00Z"}],
+    )
+    source.write_text(
+        SUBMITTED.replace("application_submitted", "application_submited"), "utf-8"
+    )  # the campaign misspells it this time
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(contacts), "--events", str(events),
+        "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert all(json.loads(line) for line in result.stdout.splitlines())
+    assert (
+        f"cadence dry-run: warning: {events}: 1 event named `application_submitted` is read "
+        "by no campaign; did you mean `application_submited`?"
+    ) in result.stderr

@@ -19,7 +19,7 @@ from cadence.dsl.symbols import (
     ENGAGEMENT_FUNCTIONS,
     EVENT_FUNCTIONS,
 )
-from cadence.errors import did_you_mean
+from cadence.errors import did_you_mean, typo_of
 
 # How many arguments each known function takes, and what they are, for error messages.
 FUNCTION_SIGNATURES: dict[str, tuple[int, str]] = {
@@ -153,17 +153,11 @@ def _warn_near_miss(ctx: CheckContext, path: ast.Path) -> None:
     name = path.parts[0]
     if len(path.parts) > 1 or name in known_bare_names(ctx):
         return
-    # A typo is an edit or two (one for short names), not a shared prefix:
-    # `newsletter_opt_in` beside `segment newsletter_subscribers` is a real attribute.
-    allowed = max(1, min(2, len(name) // 4))
-    close = [
-        known
-        for known in sorted({*ctx.symbols.segments, *ctx.symbols.scores})
-        if _edits(name, known) <= allowed
-    ]
-    if not close:
+    # `newsletter_opt_in` beside `segment newsletter_subscribers` is a real attribute: a
+    # typo is an edit or two, not a shared prefix.
+    match = typo_of(name, {*ctx.symbols.segments, *ctx.symbols.scores})
+    if match is None:
         return
-    match = min(close, key=lambda known: _edits(name, known))
     kind = "segment" if match in ctx.symbols.segments else "score"
     ctx.warning(
         path.span,
@@ -172,22 +166,6 @@ def _warn_near_miss(ctx: CheckContext, path: ast.Path) -> None:
         f"did you mean the {kind} `{match}`? (if `{name}` is an attribute, declare it in "
         "`schema contact { }`)",
     )
-
-
-def _edits(a: str, b: str) -> int:
-    """Insertions, deletions, substitutions and swaps of neighbours that turn `a` into `b`."""
-    if abs(len(a) - len(b)) > 2:
-        return 3
-    rows = [list(range(len(b) + 1))]
-    for i, x in enumerate(a, start=1):
-        row = [i]
-        for j, y in enumerate(b, start=1):
-            cost = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y))
-            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
-                cost = min(cost, rows[-2][j - 2] + 1)
-            row.append(cost)
-        rows.append(row)
-    return rows[-1][-1]
 
 
 def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:
