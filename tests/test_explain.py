@@ -264,7 +264,7 @@ def test_branches_exits_and_splits_nest_and_estimate_days() -> None:
     text = explain_workspace(load_text(source, "promo.cadence"))
     assert (
         '1. A/B test: 20% of contacts are tested — half get "a", half get "b"; after 4 hours '
-        "the variant with the most clicks goes to the other 80%." in text
+        "the variant with the best click rate goes to the other 80%." in text
     )
     assert '     Variant "a":\n       1. [day 0] Send the email "a"' in text
     assert "The winning variant reaches the other 80% at day 0 +4h." in text
@@ -344,3 +344,18 @@ def test_only_the_named_files_campaigns_are_explained(tmp_path: Path) -> None:
     assert 'Mine (campaign "mine")' in text
     assert "shared_one" not in text
     assert '[day 0] Send the email "hello" (subject: "Hello").' in text
+
+
+def test_a_wait_for_an_event_reads_as_english() -> None:
+    """`wait for application_submitted`: "an" before a vowel, as elsewhere in the text."""
+    source = """
+    template t email { subject "s" body "b" }
+    when application_started {
+      wait for application_submitted up to 2d
+      wait for payment_received up to 1d
+      send email t
+    }
+    """
+    text = explain_workspace(load_text(source, "apply.cadence"))
+    assert '1. Wait for an "application_submitted" event, at most 2 days.' in text
+    assert '2. Wait for a "payment_received" event, at most 1 day.' in text

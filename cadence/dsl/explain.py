@@ -119,19 +119,21 @@ _TYPE_WORDS: dict[str, str] = {
     "ab_test": "A/B test (variants are tried and the winner goes to the rest)",
 }
 
+# The winner is the best rate (engaged over sent), not the most engaged: variants may be
+# sent to one contact more or less (docs/semantics.md, A/B tests).
 _METRIC_WORDS: dict[str, str] = {
-    "opens": "opens",
-    "open": "opens",
-    "opened": "opens",
-    "clicks": "clicks",
-    "click": "clicks",
-    "clicked": "clicks",
-    "replies": "replies",
-    "reply": "replies",
-    "replied": "replies",
-    "conversions": "conversions",
-    "conversion": "conversions",
-    "converted": "conversions",
+    "opens": "open rate",
+    "open": "open rate",
+    "opened": "open rate",
+    "clicks": "click rate",
+    "click": "click rate",
+    "clicked": "click rate",
+    "replies": "reply rate",
+    "reply": "reply rate",
+    "replied": "reply rate",
+    "conversions": "conversion rate",
+    "conversion": "conversion rate",
+    "converted": "conversion rate",
 }
 
 _DAY_NAMES: dict[str, str] = {
@@ -966,7 +968,7 @@ class _StepWriter:
             what = f"Wait until {self.words.condition(event)}"
         else:
             noun = event.dotted if isinstance(event, ast.Path) else event.name
-            what = f'Wait for a "{noun}" event'
+            what = f'Wait for {_article(noun)} "{noun}" event'
         limit = (
             f", at most {duration_words(up_to.seconds)}" if up_to is not None else ", however long"
         )
@@ -1004,7 +1006,7 @@ class _StepWriter:
         self._say(
             indent,
             f"{prefix}A/B test: {number_words(test)}% of contacts are tested — {shares}; "
-            f"after {duration_words(step.after.seconds)} the variant with the most {metric} "
+            f"after {duration_words(step.after.seconds)} the variant with the best {metric} "
             f"goes to the other {number_words(rest)}%.",
         )
         winner_at = None if now is None else now.plus(step.after.seconds, step.after.seconds)
