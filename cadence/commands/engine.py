@@ -655,6 +655,27 @@ async def _service_engine(
         source.close()
 
 
+def _without_sender(campaigns: Sequence[CompiledCampaign], tenant: str) -> list[str]:
+    """The campaigns whose emails an email provider will refuse for want of a sender.
+
+    A campaign without `from` sends from the tenant's CADENCE_FROM; with neither, every
+    email fails at the provider ("an email needs ... a sender address") and `run` would only
+    say `0 delivered`. With no email provider configured, nothing is sent to fail.
+    """
+    from cadence.adapters.config import load_settings
+    from cadence.dsl.compiled import SendNode
+
+    config = load_settings().for_tenant(tenant)
+    if config.default_from or not (config.smtp or config.brevo):
+        return []
+    return [
+        campaign.name
+        for campaign in campaigns
+        if not campaign.settings.from_
+        and any(isinstance(n, SendNode) and n.channel == "email" for n in campaign.nodes)
+    ]
+
+
 def _http_refused(args: argparse.Namespace, command: str) -> int | None:
     """`--until-idle` exits as soon as nothing is due: no time to serve HTTP."""
     if args.http is not None and args.until_idle:
@@ -691,6 +712,15 @@ def _run(args: argparse.Namespace) -> int:
         from cadence.adapters.web import ServiceSettings
 
         campaigns = compile_paths(args.files)
+        senderless = _without_sender(campaigns, args.tenant)
+        if senderless:
+            print(
+                f"cadence run: {', '.join(senderless)}: "
+                f"{'sends' if len(senderless) == 1 else 'send'} email without a `from`, and"
+                " CADENCE_FROM is not set: those emails will fail (give the campaign"
+                ' `from "Name <address>"`, or set CADENCE_FROM)',
+                file=sys.stderr,
+            )
         service = ServiceSettings.from_env()
         async with _service_engine(service, args.tenant, args.default_cap) as engine:
             for result in await engine.deploy(campaigns):

@@ -56,3 +56,52 @@ def test_without_a_provider_sends_are_recorded_and_it_says_so(tmp_path: Path) ->
     ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "no channel provider is configured" in ran.stderr
+
+
+def test_run_warns_when_emails_have_no_sender_and_sends_the_rest(
+    tmp_path: Path, inbox: tuple[Inbox, int], store_url: str
+) -> None:
+    """A campaign written without `from`, run where CADENCE_FROM is not set: the SMTP
+    adapter refuses every email, and `run` said only `0 delivered`. It names the campaigns
+    first; a campaign with a `from` still sends."""
+    handler, port = inbox
+    (tmp_path / "hello.cadence").write_text(
+        SOURCE
+        + 'template news email { subject "News" body "<p>n</p>" }\n'
+        + "campaign newsletter { on launch { send email news } }\n"
+        + "campaign digest { on launch { send email news } }\n"
+    )
+    (tmp_path / "people.jsonl").write_text(
+        '{"id": "c1", "email": "ana@example.test", "first_name": "Ana"}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env["CADENCE_DATABASE_URL"] = store_url
+    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
+    assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
+    ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        "cadence run: digest, newsletter: send email without a `from`, and CADENCE_FROM is not"
+        " set: those emails will fail"
+    ) in ran.stderr
+    assert [m["Subject"] for _, m in handler.messages] == ["Hello Ana"]
+
+
+def test_run_says_nothing_about_senders_when_cadence_from_is_set(
+    tmp_path: Path, inbox: tuple[Inbox, int], store_url: str
+) -> None:
+    handler, port = inbox
+    (tmp_path / "news.cadence").write_text(
+        'template news email { subject "News" body "<p>n</p>" }\n'
+        "campaign newsletter { on launch { send email news } }\n"
+    )
+    (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env["CADENCE_DATABASE_URL"] = store_url
+    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
+    env["CADENCE_FROM"] = "Acme <hello@acme.test>"
+    assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
+    ran = cadence("run", "news.cadence", "--until-idle", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "without a `from`" not in ran.stderr
+    assert [m["Subject"] for _, m in handler.messages] == ["News"]
