@@ -795,3 +795,30 @@ def test_a_file_that_is_not_utf8_is_e001(tmp_path: Path) -> None:
     source.write_bytes(b"segment a = \xff\xfe")
     found = check_paths([source])
     assert [(d.code, d.line, d.column) for d in found] == [("E001", 1, 13)]
+
+
+def test_an_event_spelt_two_ways_is_flagged_where_it_is_the_rarer_or_later(
+    tmp_path: Path,
+) -> None:
+    """W306 marks the less used spelling (the later one on a tie), across imported files
+    too, and leaves names that are merely alike (`page_viewed`, `pages`) alone."""
+    (tmp_path / "shared.cadence").write_text(
+        "segment browsing = count(course_viewed, 7d) >= 1 and count(page_viewed, 7d) >= 1\n"
+        "segment keen = last(course_viewed) within 1d and count(pages, 7d) >= 1\n",
+        "utf-8",
+    )
+    (tmp_path / "main.cadence").write_text(
+        'import "shared.cadence"\n'
+        'template t email { subject "s" body "b" }\n'
+        "when course_veiwed { send email t }\n"
+        "when trial_started { wait for trial_ended up to 3d  send email t }\n"
+        "when trial_end { send email t }\n",
+        "utf-8",
+    )
+    found = [d for d in check_paths([tmp_path / "main.cadence"]) if d.code == "W306"]
+    assert [(Path(d.file).name, d.line, d.column, d.message) for d in found] == [
+        ("main.cadence", 3, 6, "event `course_veiwed` is one typo from the event `course_viewed` "
+         f"(line 1 of {tmp_path / 'shared.cadence'}): two spellings of one event?"),
+        ("main.cadence", 5, 6, "event `trial_end` is one typo from the event `trial_ended` "
+         "(line 4): two spellings of one event?"),
+    ]  # fmt: skip

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cadence.dsl.checks.context import CHECK_CODES, CheckContext
 from cadence.dsl.checks.declarations import check_declarations
+from cadence.dsl.checks.events import check_event_names
 from cadence.dsl.checks.flow import check_paths_through, check_send_loops
 from cadence.dsl.checks.settings import check_settings
 from cadence.dsl.checks.steps import check_trigger_block
@@ -52,6 +53,7 @@ def check_workspace(workspace: Workspace) -> list[Diagnostic]:
             check_trigger_block(ctx, unit, block)
         check_paths_through(ctx, unit)
     check_send_loops(ctx, symbols)
+    check_event_names(ctx)
     return sort_diagnostics(ctx.diagnostics)
 
 

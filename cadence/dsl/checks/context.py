@@ -60,6 +60,7 @@ CHECK_CODES: dict[str, str] = {
     "W303": "frequency cap that holds back a later send",
     "W304": "placeholder step `...`",
     "W305": "bare name that looks like a misspelt segment or score",
+    "W306": "event name one typo from another event name in use",
 }
 
 
