@@ -9,7 +9,8 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   (the provider's error), and not soft-bounced (or expired, deferred) without a delivery
   report; a send nothing was reported about counts, as not every channel reports.
 - **opened**, **clicked**, **replied**, **unsubscribed**, **complained**: delivered sends
-  with at least one such event (each confirms that its send arrived,
+  with at least one such event (a click is an open too, as `opened(T)` reads it; each
+  confirms that its send arrived,
   `cadence.engine.delivery`): an event naming the send (`send`), or else one by the same
   contact naming the send's template (and campaign, when it names one), at or after it. An opt-out
   reply (`STOP` ...) is stored with the `unsubscribed` it makes (`cadence.engine.suppress`).
@@ -38,7 +39,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, or_, select, true
 from sqlalchemy.orm import Session
 
-from cadence.engine import delivery
+from cadence.engine import delivery, evaluate
 from cadence.engine.clock import as_utc
 from cadence.engine.store.models import (
     NOTIFY_NODE,
@@ -56,6 +57,13 @@ ATTRIBUTION_WINDOW = dt.timedelta(days=7)
 CONTACTS_PER_READ = 500
 # Events that count once per send they are about; each names its metric.
 ENGAGEMENT = ("opened", "clicked", "replied", "unsubscribed", "complained")
+# The metrics each event counts for: a click counts as an open, as `opened(T)` reads it
+# (`evaluate.engagement_reads`), so a message clicked with its images blocked is opened
+# and no click rate passes the open rate.
+_COUNTED_AS: dict[str, tuple[str, ...]] = {
+    name: tuple(metric for metric in ENGAGEMENT if name in evaluate.engagement_reads(metric))
+    for name in ENGAGEMENT
+}
 REVENUE_PROPERTIES = ("value", "revenue", "amount")
 # Cost per conversion is a quotient: kept to this many places (a micro-unit).
 MONEY_PLACES = Decimal("0.000001")
@@ -211,7 +219,8 @@ def campaign_reports(
         if outcome is not None:
             reported.setdefault(engaged.key, set()).add(outcome)
         if outcome is None or outcome == delivery.ENGAGED:
-            seen.setdefault(name, set()).add(engaged.key)
+            for metric in _COUNTED_AS.get(name, (name,)):
+                seen.setdefault(metric, set()).add(engaged.key)
     reached: set[str] = set()  # every campaign's sends counted delivered: last touch reads them
     for send in sends.values():
         said = outcomes.get(send.outbox_id, _NOTHING_LOGGED)[0]

@@ -218,13 +218,14 @@ def ab_results(
     """The verdict: the variant with the best metric rate (ties to the first), with statistics.
 
     A variant's sends are the messages that went or are going out: one stopped by consent,
-    suppression or a cap reached nobody and is not in its rate. An engagement event counts
-    for the send its `send` property names; one without `send` (pushed by hand, a CRM
-    export) counts for the contact's send of the template it names, when it came after it
-    and names no other campaign. A conversion naming neither (a purchase) is credited as
-    `cadence report` credits it (`analytics.last_touch_keys`: the contact's latest send in
-    the attribution window before it, of the campaign it names if it names one), which
-    counts when it is one of this split's sends.
+    suppression or a cap reached nobody and is not in its rate. A click counts as an open,
+    as `opened(T)` and the report count it (`evaluate.engagement_reads`). An engagement
+    event counts for the send its `send` property names; one without `send` (pushed by
+    hand, a CRM export) counts for the contact's send of the template it names, when it
+    came after it and names no other campaign. A conversion naming neither (a purchase) is
+    credited as `cadence report` credits it (`analytics.last_touch_keys`: the contact's
+    latest send in the attribution window before it, of the campaign it names if it names
+    one), which counts when it is one of this split's sends.
     """
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
@@ -261,7 +262,7 @@ def ab_results(
         for contact_id, at, properties in session.execute(
             select(Event.contact_id, Event.at, Event.properties).where(
                 Event.tenant_id == tenant,
-                Event.name == metric_event,
+                Event.name.in_(evaluate.engagement_reads(metric_event)),
                 Event.contact_id.in_(contacts[start : start + 500]),
             )
         ):

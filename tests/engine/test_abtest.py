@@ -483,6 +483,18 @@ def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: s
     assert {m.template for m in result["after"]} == {"offer_b"}
 
 
+def test_a_click_counts_as_an_open_in_a_test_by_opens(store_url: str) -> None:
+    # A reader with images blocked clicks without an open being tracked; `opened(T)` and
+    # the report count that message opened, and so must a test decided by opens. Counting
+    # only `opened` events tied the test at no engagement, won by the first variant.
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7}, metric="opens")
+    (details,) = result["audit"]
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
+    assert details == json.loads(json.dumps(expected.as_details()))
+    assert details["winner"] == "b" and details["variants"]["b"]["engaged"] > 0
+    assert {m.template for m in result["after"]} == {"offer_b"}
+
+
 def test_conversions_that_name_no_send_count_for_the_variant_the_report_credits(
     store_url: str,
 ) -> None:
