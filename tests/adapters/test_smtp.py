@@ -17,8 +17,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from cadence.adapters.config import SmtpConfig
-from cadence.adapters.message import SendStatus
+from cadence.adapters.message import SendStatus, feedback_id_for
 from cadence.adapters.smtp import SmtpAdapter
+from cadence.adapters.tracking import LinkSigner, TrackingLinks
 from tests.adapters.conftest import email as email_message
 from tests.adapters.conftest import fast_policy, lenient_breaker
 
@@ -105,6 +106,51 @@ def test_multipart_email_with_deliverability_headers(inbox: tuple[Inbox, int]) -
     assert isinstance(parts[0], EmailMessage) and isinstance(parts[1], EmailMessage)
     assert parts[0].get_content().replace("\r\n", "\n") == "Hi 1 ✓\n"
     assert "<p>Hi <b>1</b> ✓</p>" in parts[1].get_content()
+
+
+def _raw_headers(content: bytes) -> dict[str, str]:
+    """The header fields as they are on the wire, unfolded but not decoded (RFC 5322 2.2.3):
+    what a mailbox provider reads List-Unsubscribe and Feedback-ID from."""
+    head = content.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    fields: dict[str, str] = {}
+    for line in head.replace("\r\n ", " ").replace("\r\n\t", "\t").split("\r\n"):
+        name, _, value = line.partition(":")
+        fields[name] = value.strip()
+    return fields
+
+
+def test_long_machine_read_headers_are_folded_not_encoded(inbox: tuple[Inbox, int]) -> None:
+    """A real unsubscribe URL (a signed link to the send's key) is longer than a header
+    line: it must reach the mailbox provider as written, not as RFC 2047 encoded-words."""
+    handler, port = inbox
+    key = "open-house-follow-up:v3:node_reminder:0c1d2e3f-4a5b-6c7d-8e9f-0a1b2c3d4e5f:0"
+    unsubscribe = TrackingLinks("https://links.acme-homes.example", LinkSigner("k")).url(
+        "unsubscribe", "acme", key
+    )
+    message = email_message(
+        1,
+        idempotency_key=key,
+        campaign_id="open-house-follow-up-for-every-listing-in-the-spring-season-2026",
+        node_id="node_reminder_after_the_second_viewing",
+        unsubscribe_url=unsubscribe,
+        unsubscribe_mailto="unsubscribe@acme.test",
+    )
+
+    async def main() -> None:
+        assert (await adapter_for(port).send(message)).status is SendStatus.SENT
+
+    trio.run(main)
+    envelope, _ = handler.messages[0]
+    assert isinstance(envelope.content, bytes)
+    head = envelope.content.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    fields = _raw_headers(envelope.content)
+    assert fields["List-Unsubscribe"] == f"<mailto:unsubscribe@acme.test>, <{unsubscribe}>"
+    assert fields["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert fields["Feedback-ID"] == feedback_id_for(message, "cadence")
+    assert fields["X-Cadence-Idempotency-Key"] == key
+    # Text for people is still encoded where it must be.
+    assert fields["From"] == "Acme Homes <hello@acme.test>"
 
 
 @pytest.mark.parametrize("pool_size", [1, 3])
