@@ -108,7 +108,10 @@ VERBATIM_HEADERS = (
 _HEADERS = HeaderRegistry()
 for _name in VERBATIM_HEADERS:
     _HEADERS.map_to_type(_name, _VerbatimHeader)
-_POLICY = default_policy.clone(header_factory=_HEADERS)
+# 7-bit bodies: a non-ASCII part is quoted-printable or base64, never raw 8-bit, which
+# smtplib would send without the BODY=8BITMIME that RFC 6152 asks for (and which a server
+# without 8BITMIME must not get at all).
+_POLICY = default_policy.clone(header_factory=_HEADERS, cte_type="7bit")
 
 
 def build_email(

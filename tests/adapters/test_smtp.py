@@ -18,6 +18,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from cadence.adapters.config import SmtpConfig
 from cadence.adapters.message import SendStatus, feedback_id_for
+from cadence.adapters.render import EmailContent
 from cadence.adapters.smtp import SmtpAdapter
 from cadence.adapters.tracking import LinkSigner, TrackingLinks
 from tests.adapters.conftest import email as email_message
@@ -151,6 +152,27 @@ def test_long_machine_read_headers_are_folded_not_encoded(inbox: tuple[Inbox, in
     assert fields["X-Cadence-Idempotency-Key"] == key
     # Text for people is still encoded where it must be.
     assert fields["From"] == "Acme Homes <hello@acme.test>"
+
+
+def test_non_ascii_bodies_are_7bit_unless_8bitmime_is_declared(inbox: tuple[Inbox, int]) -> None:
+    """RFC 6152: 8-bit data only with BODY=8BITMIME (and never to a server without it)."""
+    handler, port = inbox
+    content = EmailContent(
+        subject="Grüße", preheader="", html="<p>Grüße ✓</p>", text="Grüße ✓\n", locale="de"
+    )
+
+    async def main() -> None:
+        assert (await adapter_for(port).send(email_message(1, content=content))).ok
+
+    trio.run(main)
+    envelope, mime = handler.messages[0]
+    assert isinstance(envelope.content, bytes)
+    declared = any(option.upper() == "BODY=8BITMIME" for option in envelope.mail_options)
+    assert declared or envelope.content.isascii()
+    parts = list(mime.iter_parts())
+    assert isinstance(parts[0], EmailMessage) and isinstance(parts[1], EmailMessage)
+    assert parts[0].get_content().replace("\r\n", "\n") == "Grüße ✓\n"
+    assert parts[1].get_content().strip() == "<p>Grüße ✓</p>"
 
 
 @pytest.mark.parametrize("pool_size", [1, 3])
