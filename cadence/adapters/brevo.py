@@ -316,7 +316,8 @@ def _address(email: str, name: str | None) -> dict[str, str]:
 
 
 def _recipient(message: OutboundMessage) -> dict[str, str]:
-    return _address(message.recipient, message.recipient_name)
+    recipient = EmailAddress(message.recipient, message.recipient_name)
+    return _address(recipient.email, recipient.name)
 
 
 def _said(data: dict[str, Any]) -> str | None:

@@ -56,6 +56,12 @@ class EmailAddress:
     email: str
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        # A display name is one line: a contact's name with a line break in it (a
+        # multi-line CSV cell) cannot go in a header, and Python refuses to write it.
+        if self.name is not None:
+            object.__setattr__(self, "name", " ".join(self.name.split()) or None)
+
     def formatted(self) -> str:
         """`Name <email>` (RFC 5322 quoting) or the bare address."""
         from email.headerregistry import Address

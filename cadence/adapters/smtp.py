@@ -205,7 +205,15 @@ class SmtpAdapter(AdapterBase):
     async def _attempt(self, messages: list[OutboundMessage]) -> dict[str, SendResult] | Transient:
         (message,) = messages
         sender = message.sender or self.default_sender or ""
-        mime = build_email(message, sender=sender, feedback_id_sender=self.feedback_id_sender)
+        try:
+            mime = build_email(message, sender=sender, feedback_id_sender=self.feedback_id_sender)
+        except ValueError as exc:  # an address no header can hold (a line break in it)
+            return {
+                message.idempotency_key: SendResult.failed(
+                    message, self.provider, f"cannot write the email: {exc}",
+                    code="invalid_message",
+                )
+            }  # fmt: skip
         envelope_from = EmailAddress.parse(sender).email
         try:
             await trio.to_thread.run_sync(

@@ -138,6 +138,14 @@ async def test_names_longer_than_brevo_allows_are_shortened(nursery: trio.Nurser
 
 
 @pytest.mark.trio
+async def test_a_name_with_line_breaks_is_sent_on_one_line(nursery: trio.Nursery) -> None:
+    standin, adapter = await start(nursery)
+    result = await adapter.send(email(1, recipient_name="Ann\nMarie\r\n  Lee"))
+    assert result.status is SendStatus.SENT
+    assert [e.to_name for e in standin.emails] == ["Ann Marie Lee"]
+
+
+@pytest.mark.trio
 async def test_stand_in_refuses_names_over_70_characters(nursery: trio.Nursery) -> None:
     standin = BrevoStandin()
     url = await nursery.start(standin.serve)

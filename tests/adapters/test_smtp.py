@@ -175,6 +175,31 @@ def test_non_ascii_bodies_are_7bit_unless_8bitmime_is_declared(inbox: tuple[Inbo
     assert parts[1].get_content().strip() == "<p>Grüße ✓</p>"
 
 
+def test_a_line_break_in_a_name_or_address_fails_no_other_message(
+    inbox: tuple[Inbox, int],
+) -> None:
+    """A contact's name from a multi-line cell is one line in To; an address no header can
+    hold fails that message alone, where it used to raise out of the whole batch."""
+    handler, port = inbox
+    batch = [
+        email_message(1, recipient_name="Ann\nMarie\r\n  Lee"),
+        email_message(2, recipient="person2@example.test\r\nBcc: x@elsewhere.test"),
+        email_message(3),
+    ]
+
+    async def main() -> None:
+        results = await adapter_for(port).send_batch(batch)
+        assert [r.status for r in results] == [
+            SendStatus.SENT, SendStatus.FAILED_PERMANENT, SendStatus.SENT
+        ]  # fmt: skip
+        assert results[1].error_code == "invalid_message"
+
+    trio.run(main)
+    received = {env.rcpt_tos[0]: mime for env, mime in handler.messages}
+    assert sorted(received) == ["person1@example.test", "person3@example.test"]
+    assert received["person1@example.test"]["To"] == "Ann Marie Lee <person1@example.test>"
+
+
 @pytest.mark.parametrize("pool_size", [1, 3])
 def test_connections_are_pooled_and_reused(inbox: tuple[Inbox, int], pool_size: int) -> None:
     handler, port = inbox
