@@ -248,6 +248,30 @@ def _secret(table: Mapping[str, Any], key: str, env: Mapping[str, str], where: s
     return Secret(str(value))
 
 
+# Infobip's SMS sender ids: alphanumeric 3 to 11 characters (what a handset shows, GSM
+# 03.40's limit), numeric 3 to 14 digits. A longer one is rejected or cut by the networks.
+SMS_SENDER_TEXT = (3, 11)
+SMS_SENDER_DIGITS = (3, 14)
+
+
+def _sms_sender(value: Any, where: str) -> str:
+    """The Infobip SMS sender id, checked against the lengths Infobip allows."""
+    sender = str(value).strip()
+    digits = sender.removeprefix("+")
+    if digits.isdigit():
+        low, high, kind = *SMS_SENDER_DIGITS, "a numeric sender id, digits"
+        size = len(digits)
+    else:
+        low, high, kind = *SMS_SENDER_TEXT, "an alphanumeric sender id, characters"
+        size = len(sender)
+    if not low <= size <= high:
+        raise ConfigError(
+            f"{where}.infobip.sms_sender {sender!r} is {size} long; {kind} {low} to {high} "
+            "(CADENCE_INFOBIP_SMS_SENDER)"
+        )
+    return sender
+
+
 def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> TenantConfig:
     provider = str(data.get("email_provider", "smtp"))
     if provider not in ("smtp", "brevo"):
@@ -280,7 +304,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
         infobip = InfobipConfig(
             api_key=_secret(table, "api_key", env, f"{where}.infobip"),
             base_url=str(table["base_url"]).rstrip("/"),
-            sms_sender=str(table.get("sms_sender", "InfoSMS")),
+            sms_sender=_sms_sender(table.get("sms_sender", "InfoSMS"), where),
             whatsapp_sender=table.get("whatsapp_sender"),
             notify_url=table.get("notify_url"),
             timeout=float(table.get("timeout", 15.0)),

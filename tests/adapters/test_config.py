@@ -93,6 +93,33 @@ def test_bad_values_are_config_errors() -> None:
         load_settings(env={"CADENCE_EMAIL_PROVIDER": "carrier-pigeon"})
 
 
+@pytest.mark.parametrize(
+    ("sender", "problem"),
+    [
+        ("AcmeHomes", None),
+        ("Acme Homes", None),
+        ("+491511234567", None),
+        ("49151123456789", None),
+        ("Acme Homes Ltd", "is 14 long; an alphanumeric sender id, characters 3 to 11"),
+        ("AH", "is 2 long; an alphanumeric sender id, characters 3 to 11"),
+        ("491511234567890", "is 15 long; a numeric sender id, digits 3 to 14"),
+    ],
+)
+def test_sms_senders_infobip_refuses_are_config_errors(sender: str, problem: str | None) -> None:
+    env = {
+        "CADENCE_INFOBIP_API_KEY": "k",
+        "CADENCE_INFOBIP_BASE_URL": "https://abc.api.infobip.com",
+        "CADENCE_TENANT_ACME_INFOBIP_SMS_SENDER": sender,
+    }
+    if problem is None:
+        infobip = load_settings(env=env).for_tenant("acme").infobip
+        assert infobip is not None and infobip.sms_sender == sender
+        return
+    with pytest.raises(ConfigError, match=r"tenants\.acme\.infobip\.sms_sender") as error:
+        load_settings(env=env)
+    assert problem in str(error.value)
+
+
 def test_whatsapp_approved_templates(tmp_path: Path) -> None:
     path = tmp_path / "adapters.toml"
     path.write_text(
