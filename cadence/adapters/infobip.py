@@ -17,6 +17,7 @@ field refuses all) is sent again message by message: only the bad one fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -253,8 +254,10 @@ class InfobipAdapter(HttpAdapter):
         status = answer.status_code
         data = _json(answer)
         if is_transient_status(status):
-            said = ": ".join(part for part in error_details(data) if part) or None
-            return transient_status(answer, "Infobip error", said)
+            failure = transient_status(answer, "Infobip error", _said(data))
+            # A 5xx (a gateway's 502 or 504 above all) can come after Infobip queued the
+            # messages, and it deduplicates nothing: look them up before sending again.
+            return dataclasses.replace(failure, unknown=True) if status >= 500 else failure
         if status >= 300:
             code, text = error_details(data)
             code = code or f"http_{status}"
@@ -327,8 +330,9 @@ class InfobipAdapter(HttpAdapter):
                 return Transient("lookup failed: " + failure.reason, failure.code, unknown=True)
             if response.status_code != 200:
                 if is_transient_status(response.status_code):
-                    failure = transient_status(response, "Infobip lookup error")
-                    return Transient(failure.reason, failure.code, failure.wait, unknown=True)
+                    said = _said(_json(response))
+                    failure = transient_status(response, "Infobip lookup error", said)
+                    return dataclasses.replace(failure, unknown=True)
                 return Transient(f"lookup refused (HTTP {response.status_code})", unknown=True)
             for entry in _json(response).get("results", []):
                 if str(entry.get("messageId")) != message_id_for(message):
@@ -394,6 +398,11 @@ def error_details(data: dict[str, Any]) -> tuple[str | None, str | None]:
                 text = f"{text} ({details})" if text else details
         return (str(code) if code else None), text
     return None, None
+
+
+def _said(data: dict[str, Any]) -> str | None:
+    """Infobip's error body as `code: text`, if it sent one."""
+    return ": ".join(part for part in error_details(data) if part) or None
 
 
 def message_cost(entry: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:

@@ -157,10 +157,11 @@ async def test_500_then_success_sends_once(nursery: trio.Nursery) -> None:
 
 
 @pytest.mark.trio
-@pytest.mark.parametrize("fault", ["slow", "drop"])
+@pytest.mark.parametrize("fault", ["slow", "drop", "500", "503"])
 async def test_unknown_outcome_is_reconciled_not_resent(nursery: trio.Nursery, fault: str) -> None:
     standin, adapter = await start(nursery, timeout=0.3)
-    # Infobip takes the messages, then the answer is lost (too slow, or connection dropped).
+    # Infobip takes the messages, then the answer is lost (too slow, or connection dropped)
+    # or is an error (a gateway's 5xx in front of Infobip, which had queued them).
     standin.faults.add(fault, delay=1.0 if fault == "slow" else 0.0, process=True)  # type: ignore[arg-type]
     messages = [sms(1), sms(2)]
     results = await adapter.send_batch(messages)
