@@ -10,7 +10,8 @@ events, so an event is never stored without its suppression.
   message it names, else every channel that reaches the person.
 - `complained` (a spam report): the person, on that channel (email when nothing says).
 - `replied` with an opt-out keyword (`STOP`, `UNSUBSCRIBE` ... as its whole `text` or
-  `body`, or as the `keyword` a provider found in it, as Infobip reports inbound SMS), as
+  `body`, or as the `keyword` a provider found in it, as Infobip reports inbound SMS, or
+  as its `clean_text`, the text after a routing keyword: `ACME STOP`), as
   an SMS or WhatsApp reply to "Reply STOP to opt out", is an unsubscribe: it is stored
   with the `unsubscribed` event it stands for (`store_opt_out_replies`: on the channel of
   the reply, its `channel`, else its message's, else SMS; naming its message; `via`
@@ -215,7 +216,8 @@ def _resubscribe(
 
 def is_stop_reply(event: EventRecord) -> bool:
     """Whether a reply is an opt-out: its text alone (`STOP`, ` stop. `, `Opt out`, `Arrêt`),
-    or the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please")."""
+    the keyword its provider read from it (Infobip's `keyword`: `STOP` of "STOP please"), or
+    its text after the keyword its number routes by (`clean_text`: `STOP` of "ACME STOP")."""
     return says_stop(event.properties)
 
 
@@ -230,10 +232,11 @@ def is_start_reply(event: EventRecord) -> bool:
 
 
 def _says(properties: Mapping[str, Any], keywords: frozenset[str]) -> bool:
-    """Whether the reply's text, body or provider keyword is one of `keywords`, folded."""
+    """Whether the reply's text, body, provider keyword or text after it is one of
+    `keywords`, folded."""
     return any(
         isinstance(text := properties.get(key), str) and _keyword(text) in keywords
-        for key in ("text", "body", "keyword")
+        for key in ("text", "body", "keyword", "clean_text")
     )
 
 

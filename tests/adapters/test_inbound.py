@@ -325,7 +325,8 @@ def test_infobip_inbound_sms_whatsapp_and_seen() -> None:
     (mo,) = parse_webhook("infobip", INFOBIP_MO).reports
     assert mo.inbound and mo.channel == "sms" and mo.address == "+385916242493"
     assert mo.events == (("replied", {"channel": "sms", "text": "QUIZ Correct answer is Paris",
-                                      "keyword": "QUIZ"}),)  # fmt: skip
+                                      "keyword": "QUIZ",
+                                      "clean_text": "Correct answer is Paris"}),)  # fmt: skip
     (wa,) = parse_webhook("infobip", WHATSAPP_IN).reports
     assert wa.channel == "whatsapp" and wa.events[0][1]["text"] == "Hello"
     (seen,) = parse_webhook("infobip", WHATSAPP_SEEN).reports

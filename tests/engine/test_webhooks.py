@@ -390,6 +390,29 @@ def test_an_inbound_stop_sms_unsubscribes_on_sms_and_a_reply_is_recorded(store_u
     assert [o for _, o, _ in log_outcomes(store_url)] == ["replied", "replied"]
 
 
+def test_an_opt_out_after_the_keyword_the_number_routes_by_unsubscribes_on_sms(
+    store_url: str,
+) -> None:
+    """A number shared by keyword: Infobip reports `ACME STOP` with keyword ACME and
+    cleanText STOP, the person's own words."""
+
+    def reply(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        return "infobip", wp.results(
+            wp.infobip_sms_in("+491510000001", "ACME STOP", now, "817790313235066450"),
+            wp.infobip_sms_in("+491510000002", "ACME stop by at six?", now, "817790313235066451"),
+        )
+
+    sink, (report,) = daily(store_url, [(2, reply)])
+    assert report.matched == 2
+    assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
+    assert counts(sink, "p1") == {"email": EMAILS, "sms": 1}
+    assert counts(sink, "p2") == {"email": EMAILS, "sms": 5}
+    replies = events_named(store_url, "replied")
+    assert [(p["text"], p["keyword"], p["clean_text"]) for _, p in replies] == [
+        ("ACME STOP", "ACME", "STOP"), ("ACME stop by at six?", "ACME", "stop by at six?"),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("text", ["Opt-Out", "ARRÊT"])
 def test_an_inbound_opt_out_word_in_another_spelling_unsubscribes_on_sms(
     store_url: str, text: str

@@ -15,6 +15,10 @@ Every Infobip webhook body is `{"results": [...]}`; an entry's fields say what i
   `text`, BUTTON with `text`/`payload`, INTERACTIVE_BUTTON_REPLY / INTERACTIVE_LIST_REPLY
   with `title`, or media and locations, which carry no text).
 
+An inbound SMS's `cleanText` (its text without the keyword Infobip matched) is kept as
+`clean_text` when it differs from `text`: on a number that routes by keyword, the person's
+own words (`STOP` of "ACME STOP").
+
 What each becomes (send-log outcome; Cadence event): DELIVERED delivered; `delivered`.
 UNDELIVERABLE bounced; `bounced` hard, when Infobip's error says `permanent` (or says
 nothing), else soft_bounced; `bounced` soft. EXPIRED expired; `bounced` soft (the phone
@@ -255,6 +259,7 @@ def _inbound(item: Fields) -> ProviderReport | None:
     message = item.obj("message")
     whatsapp = message is not None or (item.text("integrationType") or "").upper() == "WHATSAPP"
     keyword = item.text("keyword")
+    clean = item.text("cleanText")
     message_type: str | None = None
     if message is not None:
         message_type = (message.text("type") or "").upper() or None
@@ -267,6 +272,10 @@ def _inbound(item: Fields) -> ProviderReport | None:
     properties: dict[str, Any] = {"channel": channel, "text": text or ""}
     if keyword:
         properties["keyword"] = keyword
+        if clean and clean != text:
+            # What the person wrote after the keyword the number routes by (`ACME STOP`):
+            # an opt-out is read from it too (cadence.engine.suppress).
+            properties["clean_text"] = clean
     if message_type:
         properties["message_type"] = message_type
     events: list[tuple[str, dict[str, Any]]] = [("replied", properties)]
