@@ -459,6 +459,27 @@ def test_uppercase_names_get_a_hint() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "position"),
+    [
+        ('template t SMS "hi"', (1, 12)),
+        ("campaign c { on launch { send SMS t } }", (1, 31)),
+        ("campaign c { cap SMS 3 per 1d  on launch { ... } }", (1, 18)),
+        ("campaign c { cost SMS 0.05 USD  on launch { ... } }", (1, 19)),
+        ("campaign c { quiet_hours SMS 21:00-08:00  on launch { ... } }", (1, 26)),
+        ("segment s = received(SMS, 1d)", (1, 22)),
+    ],
+)
+def test_a_channel_in_capitals_gets_a_hint(text: str, position: tuple[int, int]) -> None:
+    """`SMS` as prose writes it: three capitals lex as a currency code, so the error
+    said only "expected a name"; it names the spelling to use."""
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    diagnostic = info.value.diagnostics[0]
+    assert (diagnostic.line, diagnostic.column) == position
+    assert diagnostic.hint == "names are lower case: write `sms`, not `SMS`"
+
+
+@pytest.mark.parametrize(
     ("text", "position", "hint"),
     [
         ("segment s = verified AND x > 1", (1, 22), "write `and`, not `AND`"),

@@ -387,6 +387,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         before = re.search(r"(\d{1,2}:\d{2})\s*$", source.text[: token.start_pos])
         if before is not None:
             hint = _clock_hint(before.group(1) + str(token), 0) or hint
+    if token.type == "CURRENCY" and "NAME" in expected_names:
+        # `send SMS t`, `cap SMS 3 per 1d`: three capitals lex as a currency, not a name.
+        hint = f"names are lower case: write `{str(token).lower()}`, not `{token}`"
     if token.start_pos is not None:
         hint = _upper_case_hint(source.text, token.start_pos) or hint
         hint = _word_order_hint(source.text, token) or hint
