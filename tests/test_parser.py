@@ -480,6 +480,35 @@ def test_a_channel_in_capitals_gets_a_hint(text: str, position: tuple[int, int])
 
 
 @pytest.mark.parametrize(
+    ("condition", "column", "hint"),
+    [
+        ("lead_score >= 50 && opened(t)", 34, "write `and`, not `&&`"),
+        ("lead_score >= 50 || opened(t)", 34, "write `or`, not `||`"),
+        ("lead_score >= 50 & opened(t)", 34, "write `and`, not `&`"),
+        ("!opened(t)", 17, "write `not`, not `!`"),
+        ('city <> "Lisbon"', 23, "write `!=`, not `<>`"),
+        ("lead_score => 50", 29, "write `>=`, not `=>`"),
+        ("lead_score =< 50", 29, "write `<=`, not `=<`"),
+    ],
+)
+def test_an_operator_from_sql_or_code_gets_a_hint(condition: str, column: int, hint: str) -> None:
+    """`&&`, `||`, `!`, `<>`, `=>` are what other languages write; the error says which
+    word or sign this one uses instead of only listing what it expected."""
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(f"campaign c {{\n on launch {{ if {condition} {{ exit }} }}\n}}")
+    diagnostic = info.value.diagnostics[0]
+    assert (diagnostic.line, diagnostic.column) == (2, column)
+    assert diagnostic.hint == hint
+
+
+def test_not_equal_is_not_taken_for_an_operator_from_elsewhere() -> None:
+    """`!=` is the language's own: a later mistake is not blamed on it."""
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text("segment s = city != ")
+    assert info.value.diagnostics[0].hint is None
+
+
+@pytest.mark.parametrize(
     ("text", "position", "hint"),
     [
         ("segment s = verified AND x > 1", (1, 22), "write `and`, not `AND`"),

@@ -354,6 +354,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
             hint = 'strings use double quotes: "..."'
         elif char == '"':
             hint = "a string must close on the same line"
+        else:
+            hint = _operator_hint(source.text, position)
         allowed = _expected_words(set(exc.allowed or ()))
         if "DURATION" in set(exc.allowed or ()):
             hint = _duration_hint(source.text, position) or hint
@@ -393,6 +395,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
     if token.start_pos is not None:
         hint = _upper_case_hint(source.text, token.start_pos) or hint
         hint = _word_order_hint(source.text, token) or hint
+    if token.start_pos is not None:
+        hint = _operator_hint(source.text, token.start_pos) or hint
     if token.type == "TIME" and token.start_pos is not None:
         # `at 2026-12-01 09:00`: a date, a space, then the time the date should carry.
         date = re.search(r"(\d{4}-\d{2}-\d{2})\s+$", source.text[: token.start_pos])
@@ -498,6 +502,26 @@ def _word_order_hint(text: str, token: Token) -> str | None:
             return (
                 f"the time follows the days without `at`: `every {found.group(1)} {time.group(1)}`"
             )
+    return None
+
+
+# Operators from SQL and programming languages, and the word or sign the language uses.
+_FOREIGN_OPERATORS = {
+    "&&": "and", "||": "or", "<>": "!=", "=>": ">=", "=<": "<=", "&": "and", "|": "or",
+    "!": "not",
+}  # fmt: skip
+
+
+def _operator_hint(text: str, position: int) -> str | None:
+    """A hint for `&&`, `||`, `!x`, `<>`, `=>` or `=<` where the language has a word or sign.
+
+    `<>`, `=>` and `=<` fail at their second character, the first having lexed as an
+    operator of its own, so the pair ending at the error is read first.
+    """
+    pairs = [text[position - 1 : position + 1]] if position > 0 else []
+    for written in (*pairs, text[position : position + 2], text[position : position + 1]):
+        if written in _FOREIGN_OPERATORS:
+            return f"write `{_FOREIGN_OPERATORS[written]}`, not `{written}`"
     return None
 
 
