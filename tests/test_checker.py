@@ -214,6 +214,19 @@ def test_without_a_schema_unknown_bare_names_are_contact_attributes() -> None:
     assert check_text("segment hot = lead_scor >= 30 and contact.anything = 1") == []
 
 
+@pytest.mark.parametrize("word", ["null", "none", "nil", "undefined"])
+def test_a_null_word_is_a_warning_without_a_schema_and_an_error_with_one(word: str) -> None:
+    """`city != null` compares with an attribute nobody has: never true, so it is named."""
+    assert codes(check_text(f"segment s = city != {word}")) == ["W307"]
+    # A declared attribute of that name is a real one; `contact.null` says so on purpose.
+    declared = f"schema contact {{ city: string  {word}: string }}\n"
+    assert check_text(f"{declared}segment s = city != {word}") == []
+    assert check_text(f"segment s = city != contact.{word}") == []
+    assert codes(check_text(f"schema contact {{ city: string }}\nsegment s = city != {word}")) == [
+        "E108"
+    ]
+
+
 def test_with_a_schema_contact_paths_and_set_targets_are_checked() -> None:
     found = check_text(
         "schema contact { lead_score: number  stage: string }\n"

@@ -124,6 +124,7 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
         return
     if not ctx.symbols.has_schema:
         _warn_near_miss(ctx, path)
+        _warn_null_word(ctx, path)
         return
     if parts[0] == CONTACT_ROOT and len(parts) > 1:
         check_attribute(ctx, parts[1], ctx.word_span(path.span, parts[1]))
@@ -165,6 +166,30 @@ def _warn_near_miss(ctx: CheckContext, path: ast.Path) -> None:
         f"`{name}` is not a segment or a score, so it is read as a contact attribute",
         f"did you mean the {kind} `{match}`? (if `{name}` is an attribute, declare it in "
         "`schema contact { }`)",
+    )
+
+
+# Words other languages use for "no value". The language has none: a bare word is a contact
+# attribute, and one that nobody has compares as unknown, so `city != null` never holds.
+NULL_WORDS = frozenset({"null", "none", "nil", "undefined"})
+
+
+def _warn_null_word(ctx: CheckContext, path: ast.Path) -> None:
+    """Without a schema, `null` (`none`, `nil`, `undefined`) is read as a contact attribute.
+
+    `if city != null` then compares with an attribute nobody has: unknown, so false for
+    every contact, with or without a city, and nothing says why. With a schema it is E108.
+    """
+    name = path.parts[0]
+    if len(path.parts) > 1 or name not in NULL_WORDS or name in known_bare_names(ctx):
+        return
+    ctx.warning(
+        path.span,
+        "W307",
+        f"`{name}` is read as a contact attribute named {name}, not as a missing value: "
+        "a comparison with it is never true",
+        "the language has no null: any comparison with a missing value is unknown (false); "
+        'to target contacts who lack a value, record one (`budget_status = "not_given"`)',
     )
 
 
