@@ -358,13 +358,15 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     totals = Table(title="Totals")
     totals.add_column("what")
     totals.add_column("count", justify="right")
-    for key in ("sends", "enrolled", "completed", "exited"):
+    totals.add_row("sends", str(summary["sends"]))
+    # The sends per template, indented under the sends they break down.
+    for template, count in summary["by_template"].items():
+        totals.add_row(f"  {template}", str(count))
+    for key in ("enrolled", "completed", "exited"):
         totals.add_row(key, str(summary[key]))
     totals.add_row("still active", str(report.active))
     if report.paused:
         totals.add_row("held (campaign paused)", str(report.paused))
-    for template, count in summary["by_template"].items():
-        totals.add_row(f"  {template}", str(count))
     console.print(totals)
     for name, details in report.paused_campaigns.items():
         console.print(f"{name} paused: {pause_text(details)}")

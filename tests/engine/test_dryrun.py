@@ -724,8 +724,18 @@ def test_a_budget_spent_mid_run_shows_the_sends_until_then_and_the_campaign_paus
     console = Console(record=True, width=200)
     _print_report(report, None, console)
     text = console.export_text()
-    assert "held (campaign paused)" in text
     assert "thrifty paused: budget spent (0.007 of 0.007 USD)" in text
+    # The sends per template sit under the sends, not under the held enrollments (where
+    # `a 5` read as five of the three held).
+    rows = [
+        cells
+        for line in text.splitlines()
+        if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 2
+    ]
+    assert rows == [
+        ["sends", "7"], ["a", "5"], ["b", "2"], ["enrolled", "5"], ["completed", "2"],
+        ["exited", "0"], ["still active", "0"], ["held (campaign paused)", "3"],
+    ]  # fmt: skip
 
 
 HISTORY = """
