@@ -678,7 +678,6 @@ async def dry_run(
     )  # fmt: skip
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
     pending_events = _read_events(events) if events is not None else []
-    unread = unread_events(campaigns, pending_events)
     async with Engine(
         database_url, clock=clock, sink=sink, max_active_campaigns=None,
         batch_size=DRY_RUN_BATCH, default_cap=default_cap,
@@ -699,6 +698,8 @@ async def dry_run(
             # Every row checked as `cadence events push` would (an unknown contact, a bad
             # `at`), all problems listed at once, before anything runs.
             await engine.store.call(push_events, events, tenant_id=engine.tenant, check_only=True)
+        # Only once every row is known to be an event with a name.
+        unread = unread_events(campaigns, pending_events)
         # Events dated before the start are history: recorded before anything is deployed,
         # so the launch audience, segments and counts see them and no trigger fires.
         history = [e for e in pending_events if parse_instant(str(e["at"])) < start]
