@@ -853,7 +853,7 @@ def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path
     # An event without a `name` (`event` written for it) crashed with KeyError: 'name'.
     renamed = {"contact": "e1", "event": "course_enquiry", "at": "2026-12-02T10:00:00Z"}
     assert problems([good, renamed]) == [
-        f'{where}:2: column "event": not an event field',
+        f'{where}:2: column "event": not an event field (did you mean "name"?)',
         f'{where}:2: column "name": an event name is required',
     ]
 

@@ -42,6 +42,35 @@ def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_p
         assert session.scalar(select(func.count()).select_from(Event)) == 0
 
 
+def test_fields_named_as_other_tools_name_them_say_which_field_is_meant(
+    store: Store, tmp_path: Path
+) -> None:
+    """`event`, `timestamp`, `user_id` are how Segment-style exports write an event; a field
+    of the event itself belongs under `properties`. Each problem says which."""
+    upsert_contact_dicts(store, [{"id": "k1", "email": "k1@example.test"}])
+    at = "2026-12-02T10:00:00Z"
+    rows = [
+        {"contact": "k1", "event": "clicked", "name": "clicked", "at": at},
+        {"contact": "k1", "name": "clicked", "at": at, "timestamp": at},
+        {"user_id": "k1", "contact": "k1", "name": "clicked", "at": at, "props": {}},
+        {"contact": "k1", "name": "viewed", "at": at, "price": 450000},
+    ]
+    path = tmp_path / "e.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, path)
+    assert [str(problem) for problem in caught.value.problems] == [
+        f'{path}:1: column "event": not an event field (did you mean "name"?)',
+        f'{path}:2: column "timestamp": not an event field (did you mean "at"?)',
+        f'{path}:3: column "user_id": not an event field (did you mean "contact"?)',
+        f'{path}:3: column "props": not an event field (did you mean "properties"?)',
+        f'{path}:4: column "price": not an event field'
+        ' (an event\'s own fields go under "properties": {"price": ...})',
+    ]
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+
+
 def test_contact_problems_are_reported_in_the_files_line_order(
     store: Store, tmp_path: Path
 ) -> None:

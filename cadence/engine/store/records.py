@@ -353,6 +353,13 @@ def validate_contact(
 
 
 EVENT_KEYS = frozenset(("contact", "name", "at", "properties", "id", "source"))
+# What other tools call an event's fields (Segment's `event` and `timestamp`, a user id).
+EVENT_KEY_ALIASES = {
+    "event": "name", "event_name": "name", "type": "name",
+    "timestamp": "at", "time": "at", "date": "at", "occurred_at": "at", "created_at": "at",
+    "user_id": "contact", "contact_id": "contact", "user": "contact", "userid": "contact",
+    "props": "properties", "data": "properties", "attributes": "properties",
+}  # fmt: skip
 
 
 def validate_event(
@@ -362,8 +369,15 @@ def validate_event(
     errors: list[tuple[str | None, str]] = []
     for key in raw:
         if key not in EVENT_KEYS:
-            close = difflib.get_close_matches(str(key), sorted(EVENT_KEYS), n=1, cutoff=0.6)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            close = EVENT_KEY_ALIASES.get(str(key).lower()) or next(
+                iter(difflib.get_close_matches(str(key), sorted(EVENT_KEYS), n=1, cutoff=0.6)),
+                None,
+            )
+            hint = (
+                f' (did you mean "{close}"?)'
+                if close
+                else f' (an event\'s own fields go under "properties": {{"{key}": ...}})'
+            )
             errors.append((str(key), f"not an event field{hint}"))
 
     contact_id: str | None = None
