@@ -199,6 +199,35 @@ def test_header_problems_reject_the_file_even_with_skip_invalid(
     assert count(store, Contact) == 0
 
 
+@pytest.mark.parametrize(
+    ("separator", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")]
+)
+def test_a_csv_separated_by_something_else_is_named_for_it(
+    store: Store, tmp_path: Path, separator: str, name: str
+) -> None:
+    """A spreadsheet in a European locale exports `;`: the header was one column, reported
+    as "needs an id column" and "not a valid attribute name", and every row as missing its
+    id. One problem now says what the file is separated by."""
+    header = separator.join(["id", "email", "first_name"])
+    people = write(tmp_path, "people.csv", f"{header}\nc1{separator}a@x.test{separator}Ana\n")
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, people, skip_invalid=True)
+    assert caught.value.problems == [
+        Problem(
+            str(people),
+            1,
+            None,
+            f"the header is one column, {header!r}, separated by {name}: a contacts CSV is"
+            ' comma-separated (export it as "CSV, comma-delimited")',
+        )
+    ]
+    assert count(store, Contact) == 0
+    # A one-column file whose column merely holds no separator is still read.
+    ids = write(tmp_path, "ids.csv", "id\nc1\n")
+    import_contacts(store, ids)
+    assert count(store, Contact) == 1
+
+
 def test_malformed_files_are_rejected_with_their_line(store: Store, tmp_path: Path) -> None:
     ragged = write(tmp_path, "ragged.csv", "id,email\nc1,a@x.test\nc2,b@x.test,extra\n")
     with pytest.raises(InvalidInput) as caught:

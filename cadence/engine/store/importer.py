@@ -126,6 +126,10 @@ def _read_text_lines(path: Path) -> Iterator[str]:
         raise _file_problem(str(path), f"not UTF-8 text ({exc.reason})") from None
 
 
+# Separators other than the comma that spreadsheets write, by name.
+CSV_SEPARATORS_ELSEWHERE = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
 def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]:
     """Header and rows of a CSV file; malformed rows are added to `problems`."""
     source = str(path)
@@ -137,6 +141,15 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
     except csv.Error as exc:
         raise _file_problem(source, f"malformed CSV header: {exc}", 1) from None
     columns = [name.strip() for name in header]
+    for separator, name in CSV_SEPARATORS_ELSEWHERE.items():
+        if len(columns) == 1 and separator in columns[0]:
+            # A spreadsheet set to a European locale exports `;`: every row would be one cell.
+            raise _file_problem(
+                source,
+                f"the header is one column, {columns[0]!r}, separated by {name}: a contacts"
+                ' CSV is comma-separated (export it as "CSV, comma-delimited")',
+                1,
+            )
     seen: set[str] = set()
     for name in columns:
         if not name:
