@@ -62,10 +62,9 @@ def record(
     now: dt.datetime,
 ) -> tuple[ConsentChange, EventRecord]:
     """Store the contact's consent on a channel; a pending one gets a fresh token."""
-    # The channels that reach a person take a consent.
-    if channel not in send_store.PERSONAL_CHANNELS:
-        channels = ", ".join(sorted(send_store.PERSONAL_CHANNELS))
-        raise ConsentError(f"channel {channel!r} takes no consent; one of {channels}")
+    problem = channel_problem(channel)
+    if problem is not None:
+        raise ConsentError(problem)
     try:
         wanted = ConsentStatus(status)
     except ValueError:
@@ -123,6 +122,16 @@ def pending_token(session: Session, tenant: str, contact_id: str, channel: str) 
             Consent.status == ConsentStatus.PENDING.value,
         )
     )
+
+
+def channel_problem(channel: object) -> str | None:
+    """Why `channel` takes no consent (only the channels that reach a person do), or None."""
+    if channel in send_store.PERSONAL_CHANNELS:
+        return None
+    channels = ", ".join(sorted(send_store.PERSONAL_CHANNELS))
+    if channel is None:
+        return f"a consent needs a channel; one of {channels}"
+    return f"channel {channel!r} takes no consent; one of {channels}"
 
 
 def status_of_event(name: str) -> ConsentStatus | None:

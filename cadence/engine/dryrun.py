@@ -841,6 +841,16 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
         for line, row in rows
         if "at" not in row
     ]
+    # A consent event records its consent when the run reaches it (`_push_file_events`):
+    # a channel that takes none is refused here, with its line, before anything runs.
+    for line, row in rows:
+        properties = row.get("properties")
+        channel = properties.get("channel") if isinstance(properties, dict) else None
+        if consent.status_of_event(str(row.get("name"))) is None:
+            continue
+        problem = consent.channel_problem(channel)
+        if problem is not None:
+            problems.append(Problem(str(path), line, "channel", problem))
     if problems:
         raise InvalidInput(problems)
     return [row for _, row in rows]

@@ -1389,6 +1389,41 @@ def test_a_dry_run_sends_the_confirmation_with_a_placeholder_link(tmp_path: Path
     )
 
 
+def test_a_consent_event_on_a_channel_that_takes_none_is_refused_up_front(
+    tmp_path: Path,
+) -> None:
+    """`"channel": "Email"` stopped the run when the simulated clock reached that event,
+    with "--events: channel 'Email' takes no consent" and no line; a consent event with no
+    channel recorded nothing, silently. Both are the file's problems, listed before the run
+    with their lines, as a bad `at` is."""
+    source = tmp_path / "optin.cadence"
+    source.write_text(DOUBLE_OPT_IN, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "ana", "email": "ana@example.test"}])
+    rows = [
+        {"contact": "ana", "name": "consent_requested", "properties": {"channel": "email"},
+         "at": "2026-12-01T10:00:00Z"},
+        {"contact": "ana", "name": "consent_granted", "properties": {"channel": "Email"},
+         "at": "2026-12-03T10:00:00Z"},
+        {"contact": "ana", "name": "consent_withdrawn", "at": "2026-12-04T10:00:00Z"},
+        {"contact": "ana", "name": "clicked", "at": "2026-12-04T10:00:00Z"},
+    ]  # fmt: skip
+    events = write_jsonl(tmp_path / "e.jsonl", rows)
+    progress: list[dt.datetime] = []
+    with pytest.raises(InvalidInput) as caught:
+        trio.run(
+            lambda: dry_run(
+                compile_paths([source]), contacts, events=events, start=START,
+                until=dt.timedelta(days=5), on_progress=lambda at, _sends: progress.append(at),
+            )
+        )  # fmt: skip
+    channels = "one of email, inbox, sms, whatsapp"
+    assert [str(problem) for problem in caught.value.problems] == [
+        f"{events}:2: column \"channel\": channel 'Email' takes no consent; {channels}",
+        f'{events}:3: column "channel": a consent needs a channel; {channels}',
+    ]
+    assert progress == []
+
+
 SUBMITTED = """
 template finish email { subject "Finish your application" body "<p>Almost there.</p>" }
 campaign abandoned {
