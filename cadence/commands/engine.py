@@ -312,6 +312,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         return result
     for unread in result.unread_events:
         print(f"cadence dry-run: warning: {unread.warning(args.events)}", file=sys.stderr)
+    for late in result.late_starts:
+        print(f"cadence dry-run: warning: {late.warning(result.start)}", file=sys.stderr)
     if args.json:
         for line in result.json_lines():
             print(line)

@@ -45,9 +45,9 @@ from cadence.adapters.render import (
 )
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links, has_web_version
-from cadence.dsl.compiled import CompiledCampaign, SendNode
+from cadence.dsl.compiled import CompiledCampaign, ContactCreatedTriggerModel, SendNode
 from cadence.dsl.symbols import DEFAULT_CAP, REACTION_CHANNELS, CapLimit
-from cadence.engine import consent
+from cadence.engine import consent, timing
 from cadence.engine.analytics import CampaignReport
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.delivery import ENGAGEMENT_EVENTS
@@ -538,6 +538,51 @@ class UnreadEvents:
         )
 
 
+@dataclass(frozen=True)
+class LateStart:
+    """A campaign whose `starts` comes after the run's start: it enrolls nobody until then."""
+
+    campaign: str
+    starts: dt.datetime
+    # Its `on contact_created`: the file's contacts are new at the run's start, so before
+    # `starts`, which means they never enter it.
+    contact_created: bool
+    # Its `starts` is at or after the run's end: nobody enters it in this run.
+    after_the_run: bool
+
+    def warning(self, start: dt.datetime) -> str:
+        """What the run does not show about the campaign, and the `--start` that would."""
+        text = (
+            f"{self.campaign} starts {self.starts:%Y-%m-%d %H:%M} UTC, after the run's start "
+            f"({start:%Y-%m-%d %H:%M} UTC): it enrolls nobody before then"
+        )
+        if self.contact_created:
+            text += (
+                "; the contacts file's people are new at the run's start, so they do not "
+                "enter its `on contact_created`"
+            )
+        if self.after_the_run:
+            text += "; that is after the run's end"
+        return text + f" (--start {self.starts.strftime(SEND_INSTANT)} runs from it)"
+
+
+def late_starts(
+    campaigns: Sequence[CompiledCampaign], start: dt.datetime, horizon: dt.datetime
+) -> list[LateStart]:
+    """The campaigns that start after `start`, soonest first, with what that hides."""
+    found = []
+    for campaign in campaigns:
+        if campaign.settings.starts is None:
+            continue
+        starts = timing.campaign_starts_instant(
+            campaign.settings.starts, timing.campaign_zone(campaign)
+        )
+        if starts > start:
+            created = any(isinstance(t, ContactCreatedTriggerModel) for t in campaign.triggers)
+            found.append(LateStart(campaign.name, starts, created, starts >= horizon))
+    return sorted(found, key=lambda late: (late.starts, late.campaign))
+
+
 def unread_events(
     campaigns: Sequence[CompiledCampaign], events: Sequence[Mapping[str, Any]]
 ) -> list[UnreadEvents]:
@@ -595,6 +640,8 @@ class DryRunReport:
     # reads (in the file or in a campaign), each with how many there were and the name
     # meant; printed on stderr, not in the `--json` lines.
     unread_events: list[UnreadEvents] = field(default_factory=list)
+    # The campaigns whose `starts` comes after the run's start; printed on stderr.
+    late_starts: list[LateStart] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -743,6 +790,7 @@ async def dry_run(
         skipped=skipped,
         performance=reports,
         unread_events=unread,
+        late_starts=late_starts(campaigns, start, horizon),
     )
 
 

@@ -1496,3 +1496,84 @@ def test_the_command_line_warns_about_a_misspelt_event_on_stderr(tmp_path: Path)
         f"cadence dry-run: warning: {events}: 1 event named `application_submitted` is read "
         "by no campaign; did you mean `application_submited`?"
     ) in result.stderr
+
+
+LATE_START = """
+template welcome email { subject "Welcome" body "<p>Hi.</p>" }
+template news email { subject "News" body "<p>News.</p>" }
+campaign welcome_series {
+  timezone fallback "America/New_York"
+  starts 2026-12-01
+  on contact_created { send email welcome }
+}
+campaign newsletter { starts 2027-03-01T09:00  on launch { send email news } }
+campaign now { on launch { send email news } }
+"""
+
+
+def run_late_start(store_url: str, tmp_path: Path, start: dt.datetime) -> DryRunReport:
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    return trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(LATE_START, "late.cadence")), contacts, start=start,
+            until=dt.timedelta(days=30), database_url=store_url,
+        )
+    )  # fmt: skip
+
+
+def test_a_campaign_that_starts_after_the_run_starts_is_named(
+    store_url: str, tmp_path: Path
+) -> None:
+    """LANGUAGE.md's welcome series `starts 2026-12-01`: run from before then, as a dry-run
+    is by default (now), the file's contacts are new at the run's start, before the
+    campaign takes anyone, and the run showed nothing at all, without a word."""
+    start = at("2026-11-29T08:00")
+    report = run_late_start(store_url, tmp_path, start)
+    assert sends(report) == [(start, "a", "news")]
+    assert report.late_starts == [
+        dryrun.LateStart(
+            "welcome_series", at("2026-12-01T05:00"), contact_created=True, after_the_run=False
+        ),  # midnight in New York
+        dryrun.LateStart(
+            "newsletter", at("2027-03-01T09:00"), contact_created=False, after_the_run=True
+        ),
+    ]
+    assert report.late_starts[0].warning(start) == (
+        "welcome_series starts 2026-12-01 05:00 UTC, after the run's start (2026-11-29 08:00"
+        " UTC): it enrolls nobody before then; the contacts file's people are new at the"
+        " run's start, so they do not enter its `on contact_created`"
+        " (--start 2026-12-01T05:00:00Z runs from it)"
+    )
+    assert (
+        report.late_starts[1]
+        .warning(start)
+        .endswith(
+            "it enrolls nobody before then; that is after the run's end"
+            " (--start 2027-03-01T09:00:00Z runs from it)"
+        )
+    )
+
+
+def test_from_the_start_a_late_start_names_the_welcome_goes_out(
+    store_url: str, tmp_path: Path
+) -> None:
+    starts = at("2026-12-01T05:00")
+    report = run_late_start(store_url, tmp_path, starts)
+    assert sends(report) == [(starts, "a", "news"), (starts, "a", "welcome")]
+    assert [late.campaign for late in report.late_starts] == ["newsletter"]
+
+
+def test_the_command_line_names_a_late_start_on_stderr(tmp_path: Path) -> None:
+    source = tmp_path / "late.cadence"
+    source.write_text(LATE_START, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(contacts), "--start", "2026-11-29T08:00:00Z",
+        "--until", "1d", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert all(json.loads(line) for line in result.stdout.splitlines())
+    assert "cadence dry-run: warning: welcome_series starts 2026-12-01 05:00 UTC" in result.stderr
