@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,7 @@ def select(
     fallback: Callable[[str, Mapping[str, Any]], bool],
     backend: Backend | None = None,
     context: Callable[[str], EvalContext] | None = None,
+    scores: Collection[str] = (),
 ) -> Selection:
     """The ids of `contacts` (id, attributes) for which `expr` holds now.
 
@@ -62,7 +63,9 @@ def select(
     booleans, so callers put there what the contact's events say (see `with_flags`).
     `context(contact_id)`, when given, is the evaluator's context of the contact at `now`
     (the one `fallback` reads): the filter's `count(EVENT, DUR)` columns are counted from
-    it; without it an expression with a count goes to `fallback`.
+    it; without it an expression with a count goes to `fallback`. `scores` names the
+    campaign's scores: a bare name among them is a score, which no attribute holds, so an
+    expression that reads one (itself or through a segment) goes to `fallback`.
     """
     from cadence.dispatch import ExprTypeError, filter_contacts
 
@@ -70,7 +73,7 @@ def select(
     lowered, counts = _lower(expr, segments or {})
     if context is None:
         counts = {}
-    if lowered is not None and _readable(lowered, counts):
+    if lowered is not None and _readable(lowered, counts, scores):
         computed = _count_columns(counts, ids, context) if context is not None else {}
         table = _table(lowered, [attributes for _, attributes in contacts], computed)
         if table is not None:
@@ -105,11 +108,14 @@ def _lower(
         return None, {}
 
 
-def _readable(expr: Expr, counts: Mapping[str, object]) -> bool:
+def _readable(expr: Expr, counts: Mapping[str, object], scores: Collection[str]) -> bool:
     """Whether the filter can have every column `expr` reads: attributes, and the counts
     it is given the events for. Other columns computed from events or engagement (their
-    names hold `__`: `opened__T`, `last__EVENT` ...) are not built: the evaluator answers."""
-    return all("__" not in name or name in counts for name in columns_of(expr))
+    names hold `__`: `opened__T`, `last__EVENT` ...) are not built, nor are scores (the
+    contacts' attributes hold none): the evaluator answers."""
+    return all(
+        ("__" not in name or name in counts) and name not in scores for name in columns_of(expr)
+    )
 
 
 def _count_columns(

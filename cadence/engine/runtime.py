@@ -902,6 +902,7 @@ class Engine:
                         c.model_to_expr(expr), rows, now=now, segments=segments,
                         fallback=functools.partial(_holds_for, contexts=contexts, expr=expr),
                         context=functools.partial(_eval_context_of, contexts=contexts),
+                        scores=campaign.scores,
                     ).contact_ids
                 )  # fmt: skip
                 rows = [row for row in rows if (row[0] in chosen) == keep]

@@ -351,3 +351,55 @@ def test_an_audience_counts_opens_once_per_message_on_both_cores(
     for chosen, evaluated, vectorised in filter_backend:
         assert vectorised, "the dispatch filter should decide an audience of counts"
         assert chosen == evaluated
+
+
+SCORED = """
+template hello email { subject "Hello" body "<p>x</p>" }
+score engagement {
+  clicked(any) within 30d: +10 each
+  property_viewed within 7d: +3 each
+}
+segment hot = engagement >= 16
+campaign warm {
+  audience hot or engagement >= 13
+  exclude engagement > 25
+  on launch { send email hello }
+}
+"""
+
+
+def test_an_audience_that_reads_a_score_scores_every_contact_on_both_cores(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """A score is no contact attribute: the filter read `engagement` as a column nobody has,
+    unknown for everyone, so `audience engagement >= 13` (or a segment on a score) enrolled
+    nobody, while `if engagement >= 13` in the steps held. The evaluator computes it.
+
+    q1 clicked twice (20), q2 clicked once and viewed once (13), q3 viewed twice (6), q4
+    clicked three times (30, excluded), q5 did nothing (0).
+    """
+    from tests.engine.test_runtime import T0, campaigns, engine_run, sent
+
+    people = [{"id": f"q{i}", "email": f"q{i}@example.test"} for i in range(1, 6)]
+    pushes = [
+        ("q1", "clicked"), ("q1", "clicked"), ("q2", "clicked"), ("q2", "property_viewed"),
+        ("q3", "property_viewed"), ("q3", "property_viewed"),
+        ("q4", "clicked"), ("q4", "clicked"), ("q4", "clicked"),
+    ]  # fmt: skip
+
+    async def body(engine: Any, clock: Any, sink: Any) -> Any:
+        await engine.upsert_contacts(people)
+        for minutes, (contact_id, name) in enumerate(pushes, start=1):
+            at = T0 - dt.timedelta(days=1, minutes=-minutes)
+            await engine.push_event({"contact": contact_id, "name": name, "at": at.isoformat()})
+        await engine.deploy(campaigns(SCORED))
+        enrolled = await engine.launch("warm")
+        await engine.run_due()
+        return enrolled, sorted(sent(sink))
+
+    enrolled, delivered = engine_run(store_url, body)
+    assert enrolled == 2
+    assert delivered == [("q1", "hello"), ("q2", "hello")]
+    assert filter_backend, "the launch should select its audience in bulk"
+    for chosen, evaluated, _vectorised in filter_backend:
+        assert chosen == evaluated
