@@ -8,6 +8,7 @@ few questions that are about many contacts at once (fan-out matches, A/B results
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from cadence.dsl import compiled as c
 from cadence.dsl.symbols import METRIC_EVENTS
-from cadence.engine import abtest, analytics, audience, evaluate, timing
+from cadence.engine import abtest, analytics, audience, evaluate, reads, timing
 from cadence.engine.clock import as_utc
-from cadence.engine.facts import ContactFacts, load_facts
+from cadence.engine.facts import ALL, CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
@@ -187,29 +188,64 @@ def fanout_matches(
     event: Mapping[str, Any],
     campaign: c.CompiledCampaign,
     now: dt.datetime,
+    campaign_names: Mapping[int, str] | None = None,
 ) -> list[str]:
     """The contacts among `candidates` that a fan-out event's predicate selects.
 
     One event against every contact: the dispatch core's segment filter does it over the
-    attributes in bulk, the evaluator answers only what the filter cannot read.
+    attributes in bulk, the evaluator answers only what the filter cannot read. The
+    contacts' histories are loaded only when the predicate reads them (a score, a segment
+    that does, `opened(T)`, `count(...)` ...), so `for contacts where` reads a contact as
+    any other condition does; `campaign_names` (version id -> name) serves `in_campaign`.
     """
     expr = c.model_to_expr(predicate)
     segments = evaluate.segments_of(campaign)
+    kinds = reads.expr_reads(expr, segments, campaign.scores)
     matched: list[str] = []
     for start in range(0, len(candidates), 5000):
         chunk = candidates[start : start + 5000]
-        facts = load_facts(session, tenant, chunk, with_history=False)
-        rows = [(cid, facts[cid].attributes) for cid in chunk if cid in facts]
-
-        def one(contact_id: str, attributes: Mapping[str, Any]) -> bool:
-            return evaluate.fanout_holds(expr, attributes, dict(event), now)
+        facts = load_facts(
+            session, tenant, chunk, with_history=bool(kinds), kinds=kinds or ALL,
+            campaign_names=dict(campaign_names or {}) if CAMPAIGNS in kinds else None,
+        )  # fmt: skip
+        contexts = {cid: Context(facts[cid], campaign, now, event) for cid in chunk if cid in facts}
+        rows = [
+            (cid, audience.with_flags(facts[cid].attributes, engagement_flags(context)))
+            if kinds
+            else (cid, facts[cid].attributes)
+            for cid, context in contexts.items()
+        ]
 
         matched.extend(
             audience.select(
-                expr, rows, now=now, segments=segments, event=event, fallback=one
+                expr, rows, now=now, segments=segments, event=event,
+                fallback=functools.partial(holds_for, contexts=contexts, expr=predicate),
+                context=functools.partial(eval_context_of, contexts=contexts) if kinds else None,
+                scores=campaign.scores,
             ).contact_ids
-        )
+        )  # fmt: skip
     return matched
+
+
+def holds_for(
+    contact_id: str,
+    _attributes: Mapping[str, Any],
+    *,
+    contexts: Mapping[str, Context],
+    expr: c.ExprModel,
+) -> bool:
+    """The evaluator's answer for one contact, where the bulk filter cannot decide."""
+    return contexts[contact_id].holds(expr)
+
+
+def eval_context_of(contact_id: str, *, contexts: Mapping[str, Context]) -> evaluate.EvalContext:
+    """The evaluator's context of one contact, for the bulk filter's count columns."""
+    return contexts[contact_id].eval_context
+
+
+def engagement_flags(context: Context) -> dict[str, bool]:
+    """`converted` / `unsubscribed` as the contact's events say, for the bulk filter."""
+    return {name: context.eval_context.flag(name) for name in evaluate.ENGAGEMENT_FLAGS}
 
 
 def ab_results(

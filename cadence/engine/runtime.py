@@ -889,7 +889,12 @@ class Engine:
                 cid: conditions.Context(facts[cid], campaign, now) for cid in chunk if cid in facts
             }
             rows = [
-                (cid, audience.with_flags(facts[cid].attributes, _flags(context.eval_context)))
+                (
+                    cid,
+                    audience.with_flags(
+                        facts[cid].attributes, conditions.engagement_flags(context)
+                    ),
+                )
                 for cid, context in contexts.items()
             ]
 
@@ -900,8 +905,10 @@ class Engine:
                 chosen = set(
                     audience.select(
                         c.model_to_expr(expr), rows, now=now, segments=segments,
-                        fallback=functools.partial(_holds_for, contexts=contexts, expr=expr),
-                        context=functools.partial(_eval_context_of, contexts=contexts),
+                        fallback=functools.partial(
+                            conditions.holds_for, contexts=contexts, expr=expr
+                        ),
+                        context=functools.partial(conditions.eval_context_of, contexts=contexts),
                         scores=campaign.scores,
                     ).contact_ids
                 )  # fmt: skip
@@ -1641,8 +1648,9 @@ class Engine:
             return []
         audience = self._audience(session, campaign)
         return conditions.fanout_matches(
-            session, self.tenant, trigger.fanout, audience, event, campaign, self.now()
-        )
+            session, self.tenant, trigger.fanout, audience, event, campaign, self.now(),
+            campaign_names=self._names_by_version(session),
+        )  # fmt: skip
 
     def _wake_reactive(
         self,
@@ -3053,29 +3061,6 @@ def _approval_text(rule: str, approved_by: str | None) -> str:
     if approved_by:
         return f"{needed}, approved by {approved_by}"
     return "required, not approved" if rule == "required" else needed
-
-
-def _holds_for(
-    contact_id: str,
-    _attributes: Mapping[str, Any],
-    *,
-    contexts: Mapping[str, conditions.Context],
-    expr: c.ExprModel,
-) -> bool:
-    """The evaluator's answer for one contact, where the bulk filter cannot decide."""
-    return contexts[contact_id].holds(expr)
-
-
-def _eval_context_of(
-    contact_id: str, *, contexts: Mapping[str, conditions.Context]
-) -> evaluate.EvalContext:
-    """The evaluator's context of one contact, for the bulk filter's count columns."""
-    return contexts[contact_id].eval_context
-
-
-def _flags(context: evaluate.EvalContext) -> dict[str, bool]:
-    """`converted` / `unsubscribed` as the contact's events say, for the bulk filter."""
-    return {name: context.flag(name) for name in evaluate.ENGAGEMENT_FLAGS}
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[list[str]]:

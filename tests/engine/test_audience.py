@@ -403,3 +403,56 @@ def test_an_audience_that_reads_a_score_scores_every_contact_on_both_cores(
     assert filter_backend, "the launch should select its audience in bulk"
     for chosen, evaluated, _vectorised in filter_backend:
         assert chosen == evaluated
+
+
+FANNED = """
+template listing email { subject "New listing" body "<p>x</p>" }
+score engagement { clicked(any) within 30d: +10 each }
+segment hot = engagement >= 20
+segment replier = count(replied, 30d) >= 1
+when property_listed for contacts where
+    contact.budget_max >= event.price and (hot or replier or engagement >= 10 and converted)
+  send email listing
+"""
+
+
+def test_a_fan_out_predicate_reads_scores_segments_and_counts_on_both_cores(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """A fan-out read only the contacts' attributes: a score, a segment on one, a count or
+    `converted` in `for contacts where` was unknown (or false) for everyone, so the listing
+    reached nobody who qualified through them, silently. It reads a contact as every other
+    condition does.
+
+    f1 clicked twice (hot), f2 replied once (replier), f3 clicked once and converted, f4
+    clicked once and did not convert, f5 is hot but over budget.
+    """
+    from tests.engine.test_runtime import T0, campaigns, engine_run, sent
+
+    people = [
+        {"id": f"f{i}", "email": f"f{i}@example.test", "budget_max": 500} for i in range(1, 6)
+    ]
+    people[4]["budget_max"] = 100
+    pushes = [
+        ("f1", "clicked"), ("f1", "clicked"), ("f2", "replied"), ("f3", "clicked"),
+        ("f3", "converted"), ("f4", "clicked"), ("f5", "clicked"), ("f5", "clicked"),
+    ]  # fmt: skip
+
+    async def body(engine: Any, clock: Any, sink: Any) -> Any:
+        await engine.upsert_contacts(people)
+        for minutes, (contact_id, name) in enumerate(pushes, start=1):
+            at = T0 - dt.timedelta(days=1, minutes=-minutes)
+            await engine.push_event({"contact": contact_id, "name": name, "at": at.isoformat()})
+        await engine.deploy(campaigns(FANNED))
+        await engine.launch("t_property_listed")
+        await engine.push_event(
+            {"name": "property_listed", "at": T0.isoformat(), "properties": {"price": 300}}
+        )
+        await engine.run_due()
+        return sorted(sent(sink))
+
+    delivered = engine_run(store_url, body)
+    assert delivered == [("f1", "listing"), ("f2", "listing"), ("f3", "listing")]
+    assert filter_backend, "the fan-out should select its contacts in bulk"
+    for chosen, evaluated, _vectorised in filter_backend:
+        assert chosen == evaluated
