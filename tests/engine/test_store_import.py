@@ -228,6 +228,32 @@ def test_a_csv_separated_by_something_else_is_named_for_it(
     assert count(store, Contact) == 1
 
 
+def test_a_bracketed_trunk_zero_after_the_country_code_is_left_out(
+    store: Store, tmp_path: Path
+) -> None:
+    """British and German numbers are written `+44 (0)20 7946 0958`: the 0 is dialled only
+    inside the country. Dropping the brackets alone stored +4402079460958, a number no SMS
+    reaches; the trunk 0 goes with them. Other brackets (`+1 (415) ...`) keep their digits."""
+    people = write(
+        tmp_path,
+        "people.csv",
+        "id,phone\n"
+        "uk,+44 (0)20 7946 0958\n"
+        "de,0049(0)30 1234567\n"
+        "fr,+33 (0) 1 23 45 67 89\n"
+        "us,+1 (415) 555-0100\n",
+    )
+    import_contacts(store, people)
+    with store.session() as session:
+        phones = {c.id: c.phone for c in session.scalars(select(Contact))}
+    assert phones == {
+        "uk": "+442079460958",
+        "de": "+49301234567",
+        "fr": "+33123456789",
+        "us": "+14155550100",
+    }
+
+
 def test_malformed_files_are_rejected_with_their_line(store: Store, tmp_path: Path) -> None:
     ragged = write(tmp_path, "ragged.csv", "id,email\nc1,a@x.test\nc2,b@x.test,extra\n")
     with pytest.raises(InvalidInput) as caught:

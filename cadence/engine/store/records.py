@@ -84,6 +84,9 @@ _EMAIL = re.compile(
     r"[A-Za-z]{2,63}"
 )
 _PHONE_NOISE = re.compile(r"[\s\-.()/]")
+# `+44 (0)20 7946 0958`: the national trunk 0, written in brackets after the country code,
+# is dialled only from inside the country and is not part of the international number.
+_TRUNK_ZERO = re.compile(r"^\s*(\+|00)\s*(\d{1,3})\s*\(0\)")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _LOCALE = re.compile(r"([A-Za-z]{2,3})((?:[-_][A-Za-z0-9]{2,8})*)")
 
@@ -107,9 +110,10 @@ def normalize_email(value: Any) -> str:
 
 
 def normalize_phone(value: Any) -> str:
-    """An international number in E.164 form (+ and digits), spaces and dashes removed."""
+    """An international number in E.164 form (+ and digits), spaces and dashes removed,
+    and a bracketed trunk 0 after the country code (`+44 (0)20 ...`) left out."""
     text = _text(value, what="a phone number")
-    compact = _PHONE_NOISE.sub("", text)
+    compact = _PHONE_NOISE.sub("", _TRUNK_ZERO.sub(r"\1\2", text))
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     if not _E164.fullmatch(compact):
