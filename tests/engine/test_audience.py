@@ -353,6 +353,18 @@ def test_an_audience_counts_opens_once_per_message_on_both_cores(
         assert chosen == evaluated
 
 
+async def with_history(
+    engine: Any, people: list[dict[str, Any]], pushes: list[tuple[str, str]]
+) -> None:
+    """The contacts, and their events (contact, name) a minute apart, a day before T0."""
+    from tests.engine.test_runtime import T0
+
+    await engine.upsert_contacts(people)
+    for minutes, (contact_id, name) in enumerate(pushes, start=1):
+        at = T0 - dt.timedelta(days=1, minutes=-minutes)
+        await engine.push_event({"contact": contact_id, "name": name, "at": at.isoformat()})
+
+
 SCORED = """
 template hello email { subject "Hello" body "<p>x</p>" }
 score engagement {
@@ -378,7 +390,7 @@ def test_an_audience_that_reads_a_score_scores_every_contact_on_both_cores(
     q1 clicked twice (20), q2 clicked once and viewed once (13), q3 viewed twice (6), q4
     clicked three times (30, excluded), q5 did nothing (0).
     """
-    from tests.engine.test_runtime import T0, campaigns, engine_run, sent
+    from tests.engine.test_runtime import campaigns, engine_run, sent
 
     people = [{"id": f"q{i}", "email": f"q{i}@example.test"} for i in range(1, 6)]
     pushes = [
@@ -388,10 +400,7 @@ def test_an_audience_that_reads_a_score_scores_every_contact_on_both_cores(
     ]  # fmt: skip
 
     async def body(engine: Any, clock: Any, sink: Any) -> Any:
-        await engine.upsert_contacts(people)
-        for minutes, (contact_id, name) in enumerate(pushes, start=1):
-            at = T0 - dt.timedelta(days=1, minutes=-minutes)
-            await engine.push_event({"contact": contact_id, "name": name, "at": at.isoformat()})
+        await with_history(engine, people, pushes)
         await engine.deploy(campaigns(SCORED))
         enrolled = await engine.launch("warm")
         await engine.run_due()
@@ -439,10 +448,7 @@ def test_a_fan_out_predicate_reads_scores_segments_and_counts_on_both_cores(
     ]  # fmt: skip
 
     async def body(engine: Any, clock: Any, sink: Any) -> Any:
-        await engine.upsert_contacts(people)
-        for minutes, (contact_id, name) in enumerate(pushes, start=1):
-            at = T0 - dt.timedelta(days=1, minutes=-minutes)
-            await engine.push_event({"contact": contact_id, "name": name, "at": at.isoformat()})
+        await with_history(engine, people, pushes)
         await engine.deploy(campaigns(FANNED))
         await engine.launch("t_property_listed")
         await engine.push_event(

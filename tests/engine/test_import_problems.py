@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +18,14 @@ from cadence.engine.store import Store
 from cadence.engine.store.importer import import_contacts, push_events, upsert_contact_dicts
 from cadence.engine.store.models import Contact, Event
 from cadence.engine.store.records import InvalidInput
+
+
+def push_problems(store: Store, path: Path, rows: list[dict[str, Any]]) -> list[str]:
+    """The problems `push_events` lists for `rows` written to `path` as JSON Lines."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, path)
+    return [str(problem) for problem in caught.value.problems]
 
 
 def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_path: Path) -> None:
@@ -28,10 +37,7 @@ def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_p
         {"contact": "ghost", "name": "Clicked It", "at": "2026-12-02T10:00:00Z"},
     ]
     path = tmp_path / "e.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
-    with pytest.raises(InvalidInput) as caught:
-        push_events(store, path)
-    assert [str(problem) for problem in caught.value.problems] == [
+    assert push_problems(store, path, rows) == [
         f"{path}:2: column \"contact\": no contact 'nobody' in tenant 'default'",
         f"{path}:3: column \"at\": 'yesterday' is not an ISO-8601 date-time"
         " (e.g. 2026-12-01T09:00:00Z)",
@@ -56,10 +62,7 @@ def test_fields_named_as_other_tools_name_them_say_which_field_is_meant(
         {"contact": "k1", "name": "viewed", "at": at, "price": 450000},
     ]
     path = tmp_path / "e.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), "utf-8")
-    with pytest.raises(InvalidInput) as caught:
-        push_events(store, path)
-    assert [str(problem) for problem in caught.value.problems] == [
+    assert push_problems(store, path, rows) == [
         f'{path}:1: column "event": not an event field (did you mean "name"?)',
         f'{path}:2: column "timestamp": not an event field (did you mean "at"?)',
         f'{path}:3: column "user_id": not an event field (did you mean "contact"?)',
