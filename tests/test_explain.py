@@ -359,3 +359,38 @@ def test_a_wait_for_an_event_reads_as_english() -> None:
     text = explain_workspace(load_text(source, "apply.cadence"))
     assert '1. Wait for an "application_submitted" event, at most 2 days.' in text
     assert '2. Wait for a "payment_received" event, at most 1 day.' in text
+
+
+ZONE_LINE = 'Timezone: UTC, for the times written without `local` (`timezone "ZONE"` sets another).'
+
+
+@pytest.mark.parametrize(
+    ("settings", "trigger", "named"),
+    [
+        ("send_window 09:00-17:00", "on launch", True),
+        ("quiet_hours sms 21:00-08:00", "on launch", True),
+        ("", "at 2026-12-01T09:00", True),
+        ("", "every monday 09:00", True),
+        ("starts 2026-12-01", "on launch", True),
+        ("send_window 09:00-17:00 local  quiet_hours 21:00-08:00 local", "on launch", False),
+        ("", "at 2026-12-01T09:00 local", False),
+        ('timezone "Asia/Manila"  send_window 09:00-17:00', "on launch", False),
+        ("", "on launch", False),
+    ],
+)
+def test_a_time_read_in_utc_says_so(settings: str, trigger: str, named: bool) -> None:
+    """Without `timezone`, a time written without `local` is UTC; "between 09:00 and 17:00"
+    alone read as the reader's own 09:00."""
+    source = (
+        'template t email { subject "T" body "." }\n'
+        f"campaign c {{ {settings}  {trigger} {{ send email t }} }}\n"
+    )
+    text = explain_workspace(load_text(source, "t.cadence"))
+    assert (ZONE_LINE in text) is named, text
+
+
+def test_a_wait_until_without_local_names_utc_too() -> None:
+    source = (
+        'template t email { subject "T" body "." }\non launch { wait until 09:00  send email t }\n'
+    )
+    assert ZONE_LINE in explain_workspace(load_text(source, "t.cadence"))

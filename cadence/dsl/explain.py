@@ -712,6 +712,9 @@ def _settings_sentences(unit: CampaignUnit, names: Names) -> list[str]:
     default = _default_cap_sentence(unit)
     if default:
         out.append(default)
+    zone = _default_zone_sentence(unit)
+    if zone:
+        out.append(zone)
     starts = next((s for s in unit.setting(ast.DateSetting) if s.key == "starts"), None)
     ends = next((s for s in unit.setting(ast.DateSetting) if s.key == "ends"), None)
     if starts and ends:
@@ -743,6 +746,28 @@ def _default_cap_sentence(unit: CampaignUnit) -> str | None:
         f"{_per_words(DEFAULT_CAP.per_seconds)}, across all campaigns "
         f"(`cap {on}N per DURATION` sets another)."
     )
+
+
+def _default_zone_sentence(unit: CampaignUnit) -> str | None:
+    """UTC, named, for a campaign without `timezone` that writes a time without `local`.
+
+    Such a time is read in the campaign's zone, UTC by default; "between 09:00 and 17:00"
+    alone reads as the reader's own 09:00.
+    """
+    if next(unit.setting(ast.TimezoneSetting), None) is not None:
+        return None
+    steps = (step for block in unit.triggers for step in all_steps(block.steps))
+    triggers = (block.trigger for block in unit.triggers)
+    clock_times = (
+        any(not window.local for window in unit.setting(ast.SendWindowSetting))
+        or any(not quiet.local for quiet in unit.setting(ast.QuietHoursSetting))
+        or any(isinstance(t, ast.AtTrigger | ast.EveryTrigger) and not t.local for t in triggers)
+        or any(isinstance(step, ast.WaitUntil) and not step.local for step in steps)
+        or next(unit.setting(ast.DateSetting), None) is not None
+    )
+    if not clock_times:
+        return None
+    return 'Timezone: UTC, for the times written without `local` (`timezone "ZONE"` sets another).'
 
 
 def _grouped(words: ExprWords, expr: ast.Expr) -> str:
