@@ -94,6 +94,12 @@ CONTACT_COLUMNS: tuple[str, ...] = (
     "tags",
 )
 CONTACT_FIELDS: tuple[str, ...] = (*CONTACT_COLUMNS, "created_at")
+# The top-level names a template may use (`adapters.render.RenderContext.variables`); the
+# links are there only where the send has them (a confirmation message's `confirm_url`).
+TEMPLATE_VARIABLES: frozenset[str] = frozenset(
+    {"contact", "company", "tenant", "campaign", "event", "locale", "unsubscribe_url",
+     "preferences_url", "view_in_browser_url", "confirm_url"}
+)  # fmt: skip
 DAY_NAMES: tuple[str, ...] = (
     "monday",
     "tuesday",

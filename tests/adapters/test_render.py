@@ -7,6 +7,7 @@ import time
 import pytest
 
 from cadence.adapters.render import (
+    LINK_VARIABLES,
     ApprovedWhatsAppTemplate,
     EmailContent,
     RenderContext,
@@ -402,3 +403,20 @@ def test_a_missing_link_says_which_settings_make_it(renderer: TemplateRenderer) 
         RenderContext(contact={}, unsubscribe_url="https://l.example/u/k.s"),
     )
     assert isinstance(given, SmsContent) and given.text == "Stop: https://l.example/u/k.s"
+
+
+def test_the_checker_knows_exactly_the_names_a_template_is_given(
+    renderer: TemplateRenderer,
+) -> None:
+    """`cadence check` warns (W308) at a top-level name outside `TEMPLATE_VARIABLES`: the
+    renderer gives each of them, and nothing else."""
+    from cadence.dsl.symbols import TEMPLATE_VARIABLES
+
+    links = {name: f"https://x.test/{name}" for name in LINK_VARIABLES}
+    context = RenderContext(contact={"id": "c1"}, event={"city": "Cebu"}, **links)
+    given = {*context.variables(), "locale"}  # the renderer adds the formatting locale
+    assert given == TEMPLATE_VARIABLES
+    text = " ".join(f"{{{{ {name} is defined }}}}" for name in sorted(TEMPLATE_VARIABLES))
+    result = renderer.render(sms(text), context)
+    assert isinstance(result, SmsContent)
+    assert result.text.split() == ["True"] * len(TEMPLATE_VARIABLES)

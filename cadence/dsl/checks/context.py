@@ -62,6 +62,7 @@ CHECK_CODES: dict[str, str] = {
     "W305": "bare name that looks like a misspelt segment or score",
     "W306": "event name one typo from another event name in use",
     "W307": "`null` (or `none`, `nil`, `undefined`) read as a contact attribute",
+    "W308": "template text that uses a name no send gives a template",
 }
 
 

@@ -28,7 +28,7 @@ from cadence.dsl.checks.expressions import (
     is_contact_attribute,
 )
 from cadence.dsl.loader import LoadedFile
-from cadence.dsl.symbols import CampaignUnit
+from cadence.dsl.symbols import TEMPLATE_VARIABLES, CampaignUnit
 from cadence.errors import did_you_mean
 
 SCHEMA_TYPES: tuple[str, ...] = (
@@ -233,6 +233,7 @@ def _check_template_text(
             "check the {{ }} and {% %} tags: each must be closed",
         )
         return
+    _warn_unknown_variables(ctx, parsed, span, where_text if file else None)
     if not ctx.symbols.has_schema:
         return
     reported: set[str] = set()
@@ -254,6 +255,37 @@ def _check_template_text(
                 "attribute of the schema",
                 did_you_mean(attribute, ctx.symbols.schema) or "declare it in `schema contact { }`",
             )
+
+
+# Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child.
+JINJA_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
+
+
+def _warn_unknown_variables(
+    ctx: CheckContext, parsed: jinja_nodes.Template, span: ast.Span, file: str | None
+) -> None:
+    """A top-level name no send gives a template (`contatc.city`, `unsubscribe_link`).
+
+    Rendering it fails every send of the template ("`contatc` is undefined"), or renders
+    nothing under `| default(...)`; the names a template has are fixed, so it is a typo.
+    """
+    # Read off the tree, not `jinja2.meta`, which compiles it and so needs the renderer's
+    # filters (`money` ...); a name set anywhere in the text (`set`, `for`, a macro's
+    # parameter) is taken as defined wherever it is used.
+    used = {n.name for n in parsed.find_all(jinja_nodes.Name) if n.ctx == "load"}
+    defined = {n.name for n in parsed.find_all(jinja_nodes.Name) if n.ctx != "load"}
+    defined |= {macro.name for macro in parsed.find_all(jinja_nodes.Macro)}
+    names = sorted(used - defined - TEMPLATE_VARIABLES - JINJA_NAMES - set(_jinja().globals))
+    for name in names:
+        where = f" in {file}" if file else ""
+        ctx.warning(
+            span if file else ctx.word_span(span, name),
+            "W308",
+            f"`{name}`{where} is not a template variable, so it is undefined when the "
+            "message renders",
+            did_you_mean(name, TEMPLATE_VARIABLES)
+            or "a template has " + ", ".join(f"`{v}`" for v in sorted(TEMPLATE_VARIABLES)),
+        )
 
 
 def _check_score(ctx: CheckContext, score: ast.ScoreDecl) -> None:
