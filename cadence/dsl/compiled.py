@@ -17,11 +17,15 @@ import hashlib
 import json
 from decimal import Decimal
 from functools import cached_property
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cadence.dsl import ast
+
+# Jinja is imported where a template is read: compiling and checking need none of it.
+if TYPE_CHECKING:
+    import jinja2.nodes
 
 FORMAT_VERSION = 1
 
@@ -627,7 +631,7 @@ class CompiledTemplate(_Frozen):
         locale: what the engine and the senders ask of a template (a confirmation message
         uses `confirm_url`). Read once per template object, so once per campaign version.
         """
-        from jinja2 import TemplateSyntaxError, meta
+        from jinja2 import TemplateSyntaxError
         from jinja2.sandbox import SandboxedEnvironment
 
         parser = SandboxedEnvironment()  # parsing only: nothing here is run
@@ -637,10 +641,34 @@ class CompiledTemplate(_Frozen):
                 if not text:
                     continue
                 try:
-                    names |= meta.find_undeclared_variables(parser.parse(text))
+                    names |= template_names(parser.parse(text))
                 except TemplateSyntaxError:
                     continue  # `cadence check` reports it; rendering fails that send
         return frozenset(names)
+
+
+# Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child,
+# and its globals (`range`, `namespace` ...).
+JINJA_NAMES = frozenset(
+    {"loop", "caller", "varargs", "kwargs", "self", "super", "range", "namespace", "dict",
+     "cycler", "joiner", "lipsum"}
+)  # fmt: skip
+
+
+def template_names(tree: jinja2.nodes.Template) -> frozenset[str]:
+    """The top-level names a parsed template text reads from what it is given.
+
+    Read off the tree, not with `jinja2.meta`, which compiles the template and so fails on
+    the renderer's own filters (`money`, `date` ...): a confirmation message that also
+    formatted a price lost its `confirm_url`. A name the text sets anywhere (`set`, `for`,
+    a macro and its parameters) counts as its own wherever it is used.
+    """
+    import jinja2.nodes
+
+    used = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx == "load"}
+    defined = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx != "load"}
+    defined |= {macro.name for macro in tree.find_all(jinja2.nodes.Macro)}
+    return frozenset(used - defined - JINJA_NAMES)
 
 
 class CompiledSegment(_Frozen):

@@ -1577,3 +1577,36 @@ def test_the_command_line_names_a_late_start_on_stderr(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert all(json.loads(line) for line in result.stdout.splitlines())
     assert "cadence dry-run: warning: welcome_series starts 2026-12-01 05:00 UTC" in result.stderr
+
+
+def test_a_confirmation_that_formats_a_date_or_price_is_still_the_confirmation(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A template is the confirmation message when it uses `confirm_url`. Its names were
+    read with `jinja2.meta`, which compiles the text and failed on the renderer's filters
+    (`date`, `money`): a confirmation that said when the offer ends had no names, so the
+    pending consent held it as any other email, and nobody could confirm."""
+    source = tmp_path / "optin.cadence"
+    source.write_text(
+        DOUBLE_OPT_IN.replace(
+            '"<p>Click to confirm: <a href=\\"{{ confirm_url }}\\">confirm</a></p>"',
+            "\"<p>Offer ends {{ '2026-12-24' | date }}, {{ 20 | money('USD') }} off:"
+            ' <a href=\\"{{ confirm_url }}\\">confirm</a></p>"',
+        ),
+        "utf-8",
+    )
+    assert "| date" in source.read_text()
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "ana", "email": "ana@example.test"}])
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [{"contact": "ana", "name": "consent_requested", "properties": {"channel": "email"},
+          "at": "2026-12-01T10:00:00Z"}],
+    )  # fmt: skip
+    report = trio.run(
+        lambda: dry_run(
+            compile_paths([source]), contacts, events=events, start=START,
+            until=dt.timedelta(days=2), database_url=store_url,
+        )
+    )  # fmt: skip
+    assert sends(report) == [(at("2026-12-01T10:00"), "ana", "confirm_signup")]
+    assert [(s.template, s.reason) for s in report.skipped] == [("news", "no consent (pending)")]

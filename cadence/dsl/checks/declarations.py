@@ -27,6 +27,7 @@ from cadence.dsl.checks.expressions import (
     check_expression,
     is_contact_attribute,
 )
+from cadence.dsl.compiled import template_names
 from cadence.dsl.loader import LoadedFile
 from cadence.dsl.symbols import TEMPLATE_VARIABLES, CampaignUnit
 from cadence.errors import did_you_mean
@@ -257,10 +258,6 @@ def _check_template_text(
             )
 
 
-# Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child.
-JINJA_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
-
-
 def _warn_unknown_variables(
     ctx: CheckContext, parsed: jinja_nodes.Template, span: ast.Span, file: str | None
 ) -> None:
@@ -269,13 +266,7 @@ def _warn_unknown_variables(
     Rendering it fails every send of the template ("`contatc` is undefined"), or renders
     nothing under `| default(...)`; the names a template has are fixed, so it is a typo.
     """
-    # Read off the tree, not `jinja2.meta`, which compiles it and so needs the renderer's
-    # filters (`money` ...); a name set anywhere in the text (`set`, `for`, a macro's
-    # parameter) is taken as defined wherever it is used.
-    used = {n.name for n in parsed.find_all(jinja_nodes.Name) if n.ctx == "load"}
-    defined = {n.name for n in parsed.find_all(jinja_nodes.Name) if n.ctx != "load"}
-    defined |= {macro.name for macro in parsed.find_all(jinja_nodes.Macro)}
-    names = sorted(used - defined - TEMPLATE_VARIABLES - JINJA_NAMES - set(_jinja().globals))
+    names = sorted(template_names(parsed) - TEMPLATE_VARIABLES)
     for name in names:
         where = f" in {file}" if file else ""
         ctx.warning(
