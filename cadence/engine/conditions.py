@@ -209,12 +209,9 @@ def fanout_matches(
             campaign_names=dict(campaign_names or {}) if CAMPAIGNS in kinds else None,
         )  # fmt: skip
         contexts = {cid: Context(facts[cid], campaign, now, event) for cid in chunk if cid in facts}
-        rows = [
-            (cid, audience.with_flags(facts[cid].attributes, engagement_flags(context)))
-            if kinds
-            else (cid, facts[cid].attributes)
-            for cid, context in contexts.items()
-        ]
+        rows = (
+            filter_rows(contexts) if kinds else [(cid, facts[cid].attributes) for cid in contexts]
+        )
 
         matched.extend(
             audience.select(
@@ -243,9 +240,19 @@ def eval_context_of(contact_id: str, *, contexts: Mapping[str, Context]) -> eval
     return contexts[contact_id].eval_context
 
 
-def engagement_flags(context: Context) -> dict[str, bool]:
-    """`converted` / `unsubscribed` as the contact's events say, for the bulk filter."""
-    return {name: context.eval_context.flag(name) for name in evaluate.ENGAGEMENT_FLAGS}
+def filter_rows(contexts: Mapping[str, Context]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The bulk filter's rows: each contact's attributes with `converted` / `unsubscribed`
+    as its events say, so the filter reads those flags as the evaluator does."""
+    return [
+        (
+            contact_id,
+            audience.with_flags(
+                context.facts.attributes,
+                {name: context.eval_context.flag(name) for name in evaluate.ENGAGEMENT_FLAGS},
+            ),
+        )
+        for contact_id, context in contexts.items()
+    ]
 
 
 def ab_results(

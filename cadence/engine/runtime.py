@@ -888,15 +888,7 @@ class Engine:
             contexts = {
                 cid: conditions.Context(facts[cid], campaign, now) for cid in chunk if cid in facts
             }
-            rows = [
-                (
-                    cid,
-                    audience.with_flags(
-                        facts[cid].attributes, conditions.engagement_flags(context)
-                    ),
-                )
-                for cid, context in contexts.items()
-            ]
+            rows = conditions.filter_rows(contexts)
 
             for key, keep in (("audience", True), ("exclude", False)):
                 expr = getattr(settings, key)
