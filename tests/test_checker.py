@@ -835,3 +835,32 @@ def test_an_event_spelt_two_ways_is_flagged_where_it_is_the_rarer_or_later(
         ("main.cadence", 5, 6, "event `trial_end` is one typo from the event `trial_ended` "
          "(line 4): two spellings of one event?"),
     ]  # fmt: skip
+
+
+def test_contact_dot_a_score_or_segment_is_named_unless_the_schema_stores_it() -> None:
+    """`contact.engagement` is a stored attribute nobody has when `engagement` is a score."""
+    declared = "score engagement { clicked(any): +10 each }\nsegment engaged = engagement >= 20\n"
+    found = check_text(f"{declared}segment s = contact.engagement >= 20")
+    assert codes(found) == ["W309"]
+    assert "write the score by its name, without `contact.`" in (found[0].hint or "")
+    assert codes(check_text(f"{declared}segment s = not contact.engaged")) == ["W309"]
+    # The bare names are the score and the segment: nothing to say.
+    assert check_text(f"{declared}segment s = engagement >= 20 and engaged") == []
+    # An attribute the schema declares under that name is a real one, read on purpose.
+    schema = "schema contact { engagement: number }\n"
+    assert check_text(f"{schema}{declared}segment s = contact.engagement >= 20") == []
+    # With a schema that lacks it, it is E108, and the hint names the score.
+    other = "schema contact { city: string }\n"
+    found = check_text(f"{other}{declared}segment s = contact.engagement >= 20")
+    assert codes(found) == ["E108"]
+    assert "`engagement` is a score" in (found[0].hint or "")
+
+
+def test_a_template_reading_a_score_through_contact_is_named() -> None:
+    declared = "score engagement { clicked(any): +10 each }\n"
+    template = 'template t sms "You have {{ contact.engagement }} points"\n'
+    found = check_text(f"{declared}{template}")
+    assert codes(found) == ["W309"]
+    assert "set engagement_now = engagement" in (found[0].hint or "")
+    stored = 'template t sms "You have {{ contact.points }} points"\n'
+    assert check_text(declared + stored) == []

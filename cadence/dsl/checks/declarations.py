@@ -26,6 +26,7 @@ from cadence.dsl.checks.expressions import (
     check_channel,
     check_expression,
     is_contact_attribute,
+    warn_computed_attribute,
 )
 from cadence.dsl.compiled import template_names
 from cadence.dsl.loader import LoadedFile
@@ -235,8 +236,6 @@ def _check_template_text(
         )
         return
     _warn_unknown_variables(ctx, parsed, span, where_text if file else None)
-    if not ctx.symbols.has_schema:
-        return
     reported: set[str] = set()
     for node in parsed.find_all(jinja_nodes.Getattr):
         target = node.node
@@ -246,7 +245,11 @@ def _check_template_text(
         if attribute in reported:
             continue
         reported.add(attribute)
-        if file is None:
+        if is_contact_attribute(ctx, attribute):
+            in_file = f" in {where_text} (line {node.lineno})" if file else ""
+            word = span if file else ctx.word_span(span, attribute)
+            warn_computed_attribute(ctx, attribute, word, in_template=True, where=in_file)
+        elif file is None:
             check_attribute(ctx, attribute, ctx.word_span(span, attribute))
         elif not is_contact_attribute(ctx, attribute):
             ctx.error(

@@ -122,12 +122,16 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
                 "`for contacts where` and its steps",
             )
         return
+    if parts[0] == CONTACT_ROOT and len(parts) > 1:
+        span = ctx.word_span(path.span, parts[1])
+        if is_contact_attribute(ctx, parts[1]):
+            warn_computed_attribute(ctx, parts[1], span, in_template=False)
+        else:
+            check_attribute(ctx, parts[1], span)
+        return
     if not ctx.symbols.has_schema:
         _warn_near_miss(ctx, path)
         _warn_null_word(ctx, path)
-        return
-    if parts[0] == CONTACT_ROOT and len(parts) > 1:
-        check_attribute(ctx, parts[1], ctx.word_span(path.span, parts[1]))
         return
     name = parts[0]
     if name in known_bare_names(ctx):
@@ -193,15 +197,51 @@ def _warn_null_word(ctx: CheckContext, path: ast.Path) -> None:
     )
 
 
+def warn_computed_attribute(
+    ctx: CheckContext, name: str, span: ast.Span, *, in_template: bool, where: str = ""
+) -> None:
+    """`contact.NAME` where NAME is a score or a segment the schema does not declare (W309).
+
+    `contact.` spells a stored attribute, so `contact.engagement >= 40` compares an
+    attribute nobody has (unknown: false for everyone), and `{{ contact.engagement }}` fails
+    every send; a score or segment is computed and read by its bare name.
+    """
+    symbols = ctx.symbols
+    if name in symbols.schema or name in STANDARD_CONTACT_FIELDS:
+        return
+    kind = "score" if name in symbols.scores else "segment" if name in symbols.segments else None
+    if kind is None:
+        return
+    if in_template:
+        message = (
+            f"`contact.{name}`{where} reads a stored contact attribute, but `{name}` is a "
+            f"{kind}: templates see stored attributes only, so it is undefined when the message "
+            "renders"
+        )
+        hint = (
+            f"store it first with a step `set {name}_now = {name}`, then use `contact.{name}_now`"
+        )
+    else:
+        message = (
+            f"`contact.{name}` reads a stored contact attribute, but `{name}` is a {kind}: "
+            "nobody has that attribute, so a condition on it never holds"
+        )
+        hint = f"write the {kind} by its name, without `contact.`: `{name}`"
+    ctx.warning(span, "W309", message, hint)
+
+
 def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:
     """`contact.NAME` or `set NAME`: with a schema, NAME must be one of its attributes."""
     if is_contact_attribute(ctx, name):
         return
+    symbols = ctx.symbols
+    kind = "score" if name in symbols.scores else "segment" if name in symbols.segments else None
     ctx.error(
         span,
         "E108",
         f"`{name}` is not a contact attribute of the schema",
-        did_you_mean(name, [*ctx.symbols.schema, *STANDARD_CONTACT_FIELDS])
+        (f"`{name}` is a {kind}: write it by its name, without `contact.`" if kind else None)
+        or did_you_mean(name, [*symbols.schema, *STANDARD_CONTACT_FIELDS])
         or "declare it in `schema contact { }`",
     )
 
