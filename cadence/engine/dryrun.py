@@ -138,7 +138,7 @@ class DryRunError(CadenceError):
 
 
 def parse_assume(text: str | None) -> dict[str, float]:
-    """`delivered=0.98,opened=0.3` as probabilities, each named and between 0 and 1."""
+    """`delivered=0.98,opened=30%` as probabilities, each named and between 0 and 1 (100%)."""
     rates: dict[str, float] = {}
     if not text:
         return rates
@@ -150,12 +150,19 @@ def parse_assume(text: str | None) -> dict[str, float]:
                 f"--assume: expected NAME=RATE with NAME one of {', '.join(names)},"
                 f" got {part.strip()!r}"
             )
+        # An ops person writes a rate as the report shows it: `opened=30%` is 0.3.
+        text = number.strip()
+        percent = text.endswith("%")
         try:
-            rate = float(number)
+            rate = float(text[:-1] if percent else text)
         except ValueError:
-            raise DryRunError(f"--assume: {name} needs a number, got {number!r}") from None
+            raise DryRunError(
+                f"--assume: {name} needs a rate such as 0.3 or 30%, got {number!r}"
+            ) from None
+        if percent:
+            rate /= 100
         if not 0 <= rate <= 1:
-            raise DryRunError(f"--assume: {name}={rate} is not between 0 and 1")
+            raise DryRunError(f"--assume: {name}={text} is not between 0 and 1 (0% and 100%)")
         rates[name] = rate
     delivery_shares(rates)
     return rates

@@ -268,14 +268,23 @@ def test_json_lines_are_each_send_encoded_as_json_dumps_would() -> None:
         ("opened=2", "not between 0 and 1"),
         ("opened", "expected NAME=RATE"),
         ("smiled=0.1", "expected NAME=RATE"),
-        ("opened=x", "needs a number"),
+        ("opened=x", "needs a rate such as 0.3 or 30%"),
+        ("opened=%", "needs a rate such as 0.3 or 30%"),
+        ("opened=130%", "not between 0 and 1"),
+        ("opened=nan", "not between 0 and 1"),
         ("delivered=0.9,bounced=0.2", "more than every send"),
         ("delivered=1.5", "not between 0 and 1"),
     ],
 )
 def test_bad_assume_is_a_clear_error(text: str, message: str) -> None:
-    with pytest.raises(DryRunError, match=message):
+    with pytest.raises(DryRunError, match=re.escape(message)):
         parse_assume(text)
+
+
+def test_assume_takes_a_rate_as_a_percentage_too() -> None:
+    """`opened=30%` is how the report shows a rate; it means 0.3."""
+    assert parse_assume("opened=30%, clicked=2.5%") == parse_assume("opened=0.3,clicked=0.025")
+    assert parse_assume("delivered=100%")["delivered"] == 1.0
 
 
 def test_bad_contacts_file_exits_1_and_names_the_row(tmp_path: Path) -> None:
@@ -1610,3 +1619,4 @@ def test_a_confirmation_that_formats_a_date_or_price_is_still_the_confirmation(
     )  # fmt: skip
     assert sends(report) == [(at("2026-12-01T10:00"), "ana", "confirm_signup")]
     assert [(s.template, s.reason) for s in report.skipped] == [("news", "no consent (pending)")]
+
