@@ -79,5 +79,16 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def parse_instant(text: str) -> dt.datetime:
-    """ISO 8601 text (a trailing Z allowed) as an aware UTC datetime."""
-    return as_utc(dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+    """ISO 8601 text as an aware UTC datetime: the one reading of an instant a user writes.
+
+    An offset or `Z` places it; none means UTC. RFC 3339 allows `z` as well as `Z`.
+    """
+    stripped = text.strip()
+    if stripped.endswith("z"):
+        stripped = stripped[:-1] + "Z"
+    try:
+        return as_utc(dt.datetime.fromisoformat(stripped))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO-8601 date-time (e.g. 2026-12-01T09:00:00Z or 2026-12-01)"
+        ) from None

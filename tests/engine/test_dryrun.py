@@ -848,7 +848,7 @@ def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path
     where = tmp_path / "e.jsonl"
     assert problems([good, {**good, "at": "yesterday"}, {**good, "name": "Clicked It"}]) == [
         f"{where}:2: column \"at\": 'yesterday' is not an ISO-8601 date-time"
-        " (e.g. 2026-12-01T09:00:00Z)",
+        " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)",
         f"{where}:3: column \"name\": 'Clicked It' is not an event name"
         " (lowercase letters, digits, _)",
     ]
@@ -1620,3 +1620,16 @@ def test_a_confirmation_that_formats_a_date_or_price_is_still_the_confirmation(
     assert sends(report) == [(at("2026-12-01T10:00"), "ana", "confirm_signup")]
     assert [(s.template, s.reason) for s in report.skipped] == [("news", "no consent (pending)")]
 
+
+def test_a_start_that_is_not_iso_8601_names_the_form_expected(tmp_path: Path) -> None:
+    source = tmp_path / "late.cadence"
+    source.write_text(LATE_START, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(contacts), "--start", "01/12/2026",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "cadence dry-run: --start: '01/12/2026' is not an ISO-8601 date-time"
+        " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)"
+    )

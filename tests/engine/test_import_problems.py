@@ -40,7 +40,7 @@ def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_p
     assert push_problems(store, path, rows) == [
         f"{path}:2: column \"contact\": no contact 'nobody' in tenant 'default'",
         f"{path}:3: column \"at\": 'yesterday' is not an ISO-8601 date-time"
-        " (e.g. 2026-12-01T09:00:00Z)",
+        " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)",
         f"{path}:4: column \"name\": 'Clicked It' is not an event name"
         " (lowercase letters, digits, _)",
     ]

@@ -700,3 +700,17 @@ def test_a_csv_without_a_schema_reads_a_column_of_semicolon_lists_as_lists(
     }  # fmt: skip
     assert found["b"] == {"areas": ["Cebu"], "saved": ["p3"], "city": ["Cebu"], "odd": "x"}
     assert found["c"] == {}
+
+
+def test_an_event_time_may_end_in_a_lowercase_z(store: Store, tmp_path: Path) -> None:
+    """RFC 3339 allows `z` for `Z`; some exporters write it."""
+    upsert_contact_dicts(store, [{"id": "c1"}], now=T0)
+    events = jsonl(
+        tmp_path,
+        "events.jsonl",
+        [{"contact": "c1", "name": "clicked", "at": "2026-12-01t09:30:00z"}],
+    )
+    assert push_events(store, events, now=T0).written == 1
+    with store.session() as session:
+        (row,) = session.scalars(select(Event))
+    assert row.at.isoformat() == "2026-12-01T09:30:00+00:00"

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cadence.dsl.symbols import CONTACT_COLUMNS
+from cadence.engine.clock import as_utc, parse_instant
 from cadence.errors import CadenceError
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
@@ -185,19 +186,10 @@ _FALSE = frozenset(("false", "f", "no", "n", "0"))
 def parse_datetime(value: Any) -> datetime:
     """An ISO-8601 date-time as an aware UTC datetime; one without an offset is read as UTC."""
     if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not an ISO-8601 date-time (e.g. 2026-12-01T09:00:00Z)"
-            ) from None
-    else:
-        raise ValueError(f"expected an ISO-8601 date-time string, got {_kind(value)}")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        return as_utc(value)
+    if isinstance(value, str):
+        return parse_instant(value)
+    raise ValueError(f"expected an ISO-8601 date-time string, got {_kind(value)}")
 
 
 def format_datetime(value: datetime) -> str:
