@@ -79,9 +79,13 @@ class CadenceCheckError(DiagnosticError):
     """The text parses but breaks one of the compiler's rules."""
 
 
-def suggest(name: str, candidates: Iterable[str]) -> str | None:
-    """The closest known name to a misspelt one, for "did you mean ...?" hints."""
-    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+def suggest(name: str, candidates: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The closest known name to a misspelt one, for "did you mean ...?" hints.
+
+    `cutoff` (0..1) is how alike they must be: higher where the candidates are many and
+    a loose match would mislead (every IANA zone name).
+    """
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=cutoff)
     return matches[0] if matches else None
 
 

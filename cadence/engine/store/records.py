@@ -6,7 +6,6 @@ empty cell (or JSON null) means "no value": it clears that field on an existing 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import zoneinfo
@@ -25,7 +24,7 @@ from cadence.engine.store.schema import (
     parse_datetime,
     parse_string_list,
 )
-from cadence.errors import CadenceError
+from cadence.errors import CadenceError, suggest
 
 
 @dataclass(frozen=True)
@@ -140,8 +139,7 @@ def normalize_timezone(value: Any) -> str:
     by_lower = {zone.lower(): zone for zone in _zones()}
     guess = by_lower.get(text.lower())
     if guess is None:
-        close = difflib.get_close_matches(text, sorted(_zones()), n=1, cutoff=0.75)
-        guess = close[0] if close else None
+        guess = suggest(text, _zones(), cutoff=0.75)
     hint = f' (did you mean "{guess}"?)' if guess else " (use an IANA name like Europe/Paris)"
     raise ValueError(f"unknown time zone {text!r}{hint}")
 
@@ -276,12 +274,12 @@ def unknown_column_reason(column: str, schema: ContactSchema | None) -> str | No
         if column in schema.attributes:
             return None
         choices = [*STANDARD_FIELDS, *schema.attributes]
-        close = difflib.get_close_matches(column, choices, n=1, cutoff=0.7)
-        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        close = suggest(column, choices, cutoff=0.7)
+        hint = f' (did you mean "{close}"?)' if close else ""
         return f"not a contact field nor an attribute in the schema{hint}"
     if not IDENTIFIER.fullmatch(column):
-        close = difflib.get_close_matches(column.lower(), STANDARD_FIELDS, n=1, cutoff=0.7)
-        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        close = suggest(column.lower(), STANDARD_FIELDS, cutoff=0.7)
+        hint = f' (did you mean "{close}"?)' if close else ""
         return f"not a valid attribute name: use lowercase letters, digits and _{hint}"
     return None
 
@@ -373,10 +371,7 @@ def validate_event(
     errors: list[tuple[str | None, str]] = []
     for key in raw:
         if key not in EVENT_KEYS:
-            close = EVENT_KEY_ALIASES.get(str(key).lower()) or next(
-                iter(difflib.get_close_matches(str(key), sorted(EVENT_KEYS), n=1, cutoff=0.6)),
-                None,
-            )
+            close = EVENT_KEY_ALIASES.get(str(key).lower()) or suggest(str(key), EVENT_KEYS)
             hint = (
                 f' (did you mean "{close}"?)'
                 if close
