@@ -36,6 +36,7 @@ from cadence.engine import (
     consent,
     evaluate,
     inbound,
+    reads,
     suppress,
     sweep,
     timing,
@@ -45,7 +46,7 @@ from cadence.engine.caps import CapsInForce, caps_in_force
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
-from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
+from cadence.engine.facts import ALL, CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
 from cadence.engine.reads import batch_fields, batch_reads, cap_sends_within
@@ -880,15 +881,31 @@ class Engine:
         if settings.audience is None and settings.exclude is None:
             return ids
         now = self.now()
-        names = self._names_by_version(session)
         segments = evaluate.segments_of(campaign)
+        # Histories are read only when the audience or the exclusion reads them (a score,
+        # `opened(T)`, `in_campaign` ...): most audiences are attributes alone.
+        kinds = frozenset().union(
+            *(
+                reads.expr_reads(c.model_to_expr(expr), segments, campaign.scores)
+                for expr in (settings.audience, settings.exclude)
+                if expr is not None
+            )
+        )
+        names = self._names_by_version(session) if CAMPAIGNS in kinds else None
         matched: list[str] = []
         for chunk in _chunks(ids, max(self.batch_size, 5000)):
-            facts = load_facts(session, self.tenant, chunk, campaign_names=names)
+            facts = load_facts(
+                session, self.tenant, chunk, with_history=bool(kinds), kinds=kinds or ALL,
+                campaign_names=names,
+            )  # fmt: skip
             contexts = {
                 cid: conditions.Context(facts[cid], campaign, now) for cid in chunk if cid in facts
             }
-            rows = conditions.filter_rows(contexts)
+            rows = (
+                conditions.filter_rows(contexts)
+                if kinds
+                else [(cid, facts[cid].attributes) for cid in contexts]
+            )
 
             for key, keep in (("audience", True), ("exclude", False)):
                 expr = getattr(settings, key)

@@ -462,3 +462,51 @@ def test_a_fan_out_predicate_reads_scores_segments_and_counts_on_both_cores(
     assert filter_backend, "the fan-out should select its contacts in bulk"
     for chosen, evaluated, _vectorised in filter_backend:
         assert chosen == evaluated
+
+
+ATTRIBUTE_AUDIENCE = """
+template hello email { subject "Hello" body "<p>x</p>" }
+campaign local {
+  audience country in ["US", "CA"]
+  exclude city = "Boston"
+  on launch { send email hello }
+}
+"""
+
+
+@pytest.mark.parametrize(("source", "reads_history"), [(ATTRIBUTE_AUDIENCE, False), (SCORED, True)])
+def test_a_launch_reads_histories_only_for_an_audience_that_reads_them(
+    store_url: str, source: str, reads_history: bool
+) -> None:
+    """Choosing an audience of attributes alone read every candidate's events, sends and
+    campaign memberships as well; only an audience that reads them (a score here) does."""
+    import re
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine as SAEngine
+
+    from tests.engine.test_runtime import campaigns, engine_run
+
+    people = [
+        {"id": "u1", "email": "u1@example.test", "country": "US", "city": "Austin"},
+        {"id": "u2", "email": "u2@example.test", "country": "US", "city": "Boston"},
+        {"id": "u3", "email": "u3@example.test", "country": "FR", "city": "Paris"},
+    ]
+    history: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if re.search(r"\bFROM (events|send_outbox|campaign_versions)\b", statement):
+            history.append(statement)
+
+    async def body(engine: Any, clock: Any, sink: Any) -> int:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(source))
+        event.listen(SAEngine, "before_cursor_execute", record)
+        try:
+            return int(await engine.launch(source.split("campaign ")[1].split()[0]))
+        finally:
+            event.remove(SAEngine, "before_cursor_execute", record)
+
+    enrolled = engine_run(store_url, body)
+    assert enrolled == (0 if reads_history else 1)
+    assert bool(history) == reads_history, history
