@@ -188,7 +188,7 @@ def fanout_matches(
     event: Mapping[str, Any],
     campaign: c.CompiledCampaign,
     now: dt.datetime,
-    campaign_names: Mapping[int, str] | None = None,
+    campaign_names: Callable[[], Mapping[int, str]] | None = None,
 ) -> list[str]:
     """The contacts among `candidates` that a fan-out event's predicate selects.
 
@@ -196,17 +196,19 @@ def fanout_matches(
     attributes in bulk, the evaluator answers only what the filter cannot read. The
     contacts' histories are loaded only when the predicate reads them (a score, a segment
     that does, `opened(T)`, `count(...)` ...), so `for contacts where` reads a contact as
-    any other condition does; `campaign_names` (version id -> name) serves `in_campaign`.
+    any other condition does; `campaign_names` gives the version ids' names for
+    `in_campaign`, asked only when the predicate reads it.
     """
     expr = c.model_to_expr(predicate)
     segments = evaluate.segments_of(campaign)
     kinds = reads.expr_reads(expr, segments, campaign.scores)
+    names = dict(campaign_names()) if campaign_names and CAMPAIGNS in kinds else None
     matched: list[str] = []
     for start in range(0, len(candidates), 5000):
         chunk = candidates[start : start + 5000]
         facts = load_facts(
             session, tenant, chunk, with_history=bool(kinds), kinds=kinds or ALL,
-            campaign_names=dict(campaign_names or {}) if CAMPAIGNS in kinds else None,
+            campaign_names=names if CAMPAIGNS in kinds else None,
         )  # fmt: skip
         contexts = {cid: Context(facts[cid], campaign, now, event) for cid in chunk if cid in facts}
         rows = (

@@ -1658,7 +1658,7 @@ class Engine:
         audience = self._audience(session, campaign)
         return conditions.fanout_matches(
             session, self.tenant, trigger.fanout, audience, event, campaign, self.now(),
-            campaign_names=self._names_by_version(session),
+            campaign_names=functools.partial(self._names_by_version, session),
         )  # fmt: skip
 
     def _wake_reactive(
