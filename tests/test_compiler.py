@@ -902,3 +902,33 @@ def test_load_is_used_by_compile_paths(tmp_path: Path) -> None:
     """compile_workspace on a loaded workspace matches compile_paths."""
     path = EXAMPLES / "property_interest.cadence"
     assert compile_workspace(load([path])) == compile_paths([path])
+
+
+def test_a_template_says_which_fields_of_the_contact_and_the_event_it_reads(
+    tmp_path: Path,
+) -> None:
+    """By name, through filters and nested paths; a record read any other way (an index,
+    a loop over it) is None, since then any of its fields may matter."""
+    (campaign,) = compile_text(
+        tmp_path,
+        """
+template named email {
+  subject "Hi {{ contact.first_name | default('you') }} in {{ contact.address.zip }}"
+  body "{{ event.price | money }}"
+  locale "es" { subject "Hola {{ contact.nickname }}" body "x" }
+}
+template looped email {
+  subject "Hi"
+  body "{% for k in contact %}{{ k }}{% endfor %}{{ event['x'] }}"
+}
+template plain email { subject "Hi" body "x" }
+campaign c { when bought { send email named  send email looped  send email plain } }
+""",
+    )
+    reads = {name: t.record_reads for name, t in campaign.templates.items()}
+    assert reads["named"] == {
+        "contact": {"first_name", "address", "nickname"},
+        "event": {"price"},
+    }
+    assert reads["looped"] == {"contact": None, "event": None}
+    assert reads["plain"] == {"contact": frozenset(), "event": frozenset()}

@@ -631,20 +631,53 @@ class CompiledTemplate(_Frozen):
         locale: what the engine and the senders ask of a template (a confirmation message
         uses `confirm_url`). Read once per template object, so once per campaign version.
         """
-        from jinja2 import TemplateSyntaxError
-        from jinja2.sandbox import SandboxedEnvironment
-
-        parser = SandboxedEnvironment()  # parsing only: nothing here is run
         names: set[str] = set()
-        for content in (self.content, *self.locales.values()):
-            for text in (content.subject, content.preheader, content.body):
-                if not text:
-                    continue
-                try:
-                    names |= template_names(parser.parse(text))
-                except TemplateSyntaxError:
-                    continue  # `cadence check` reports it; rendering fails that send
+        for tree in _parsed_texts(self)[0]:
+            names |= template_names(tree)
         return frozenset(names)
+
+    @cached_property
+    def record_reads(self) -> dict[str, frozenset[str] | None]:
+        """The fields its text reads of `contact` and of `event`, each by name
+        (`contact.city`); None for a record it reads otherwise (`contact[key]`, a loop over
+        it), so that any field may matter. What a render of it can depend on, per record.
+        """
+        import jinja2.nodes
+
+        trees, unparsed = _parsed_texts(self)
+        if unparsed:
+            return {"contact": None, "event": None}
+        reads: dict[str, frozenset[str] | None] = {"contact": frozenset(), "event": frozenset()}
+        for tree in trees:
+            for root in reads:
+                named = [
+                    n.attr
+                    for n in tree.find_all(jinja2.nodes.Getattr)
+                    if isinstance(n.node, jinja2.nodes.Name) and n.node.name == root
+                ]
+                uses = sum(1 for n in tree.find_all(jinja2.nodes.Name) if n.name == root)
+                known = reads[root]
+                reads[root] = None if known is None or uses > len(named) else known | set(named)
+        return reads
+
+
+def _parsed_texts(template: CompiledTemplate) -> tuple[list[jinja2.nodes.Template], bool]:
+    """Every text part of every locale of a template, parsed; and whether one did not parse."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    parser = SandboxedEnvironment()  # parsing only: nothing here is run
+    trees = []
+    unparsed = False
+    for content in (template.content, *template.locales.values()):
+        for text in (content.subject, content.preheader, content.body):
+            if not text:
+                continue
+            try:
+                trees.append(parser.parse(text))
+            except TemplateSyntaxError:
+                unparsed = True  # `cadence check` reports it; rendering fails that send
+    return trees, unparsed
 
 
 # Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child,
