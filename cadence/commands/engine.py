@@ -251,7 +251,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     from cadence.dsl.compiler import compile_paths
     from cadence.dsl.parser import duration_seconds
     from cadence.engine.clock import parse_instant
-    from cadence.engine.dryrun import DryRunError, dry_run, parse_assume
+    from cadence.engine.dryrun import DryRunError, dry_run, failed_sends, parse_assume
 
     try:
         company = _company(args.company)
@@ -314,6 +314,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         print(f"cadence dry-run: warning: {unread.warning(args.events)}", file=sys.stderr)
     for late in result.late_starts:
         print(f"cadence dry-run: warning: {late.warning(result.start)}", file=sys.stderr)
+    for failed in failed_sends(result.sends):
+        print(f"cadence dry-run: warning: {failed.warning()}", file=sys.stderr)
     if args.json:
         for line in result.json_lines():
             print(line)
@@ -364,6 +366,9 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     # The sends per template, indented under the sends they break down.
     for template, count in summary["by_template"].items():
         totals.add_row(f"  {template}", str(count))
+    failed = sum(1 for send in report.sends if send.error is not None)
+    if failed:
+        totals.add_row("  [red]of which fail[/red]", f"[red]{failed}[/red]")
     for key in ("enrolled", "completed", "exited"):
         totals.add_row(key, str(summary[key]))
     totals.add_row("still active", str(report.active))
@@ -391,8 +396,10 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
             else:
                 shown = escape(send.subject or "")
             outcome = escape(", ".join(send.outcome))
-            if send.error is not None:
+            if send.error is not None and send.error != send.render_error:
                 outcome = f"[red]{outcome}: {escape(send.error)}[/red]"
+            elif send.error is not None:  # the reason is in the subject column already
+                outcome = f"[red]{outcome}[/red]"
             rows.append(
                 (send.at, (send.campaign, send.channel, send.template or "", shown, outcome))
             )

@@ -27,7 +27,7 @@ import itertools
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,12 @@ from cadence.adapters.render import (
 )
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links, has_web_version
-from cadence.dsl.compiled import CompiledCampaign, ContactCreatedTriggerModel, SendNode
+from cadence.dsl.compiled import (
+    CompiledCampaign,
+    CompiledTemplate,
+    ContactCreatedTriggerModel,
+    SendNode,
+)
 from cadence.dsl.symbols import DEFAULT_CAP, REACTION_CHANNELS, CapLimit
 from cadence.engine import consent, timing
 from cadence.engine.analytics import CampaignReport
@@ -246,6 +251,29 @@ def placeholder_links(message: OutgoingMessage, contact: Mapping[str, Any]) -> L
     )
 
 
+_ABSENT = "absent"
+
+
+def _fields_shape(record: Mapping[str, Any], fields: frozenset[str] | None) -> Hashable:
+    """The kinds of a record's `fields` (every field, for None): see `_value_shape`."""
+    names = sorted(record) if fields is None else sorted(fields)
+    return tuple(
+        (name, _value_shape(record[name]) if name in record else _ABSENT) for name in names
+    )
+
+
+def _value_shape(value: Any) -> Hashable:
+    """A value's kind as a template can tell it: none, its type, a record's own fields and
+    their kinds, a list's emptiness and the kinds of its items."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return ("record", _fields_shape(value, None))
+    if isinstance(value, list | tuple):
+        return ("list", bool(value), frozenset(_value_shape(item) for item in value))
+    return type(value).__name__
+
+
 class RunContent:
     """The dry-run's own store as a `ContentSource`: campaigns by version, contacts by id."""
 
@@ -297,6 +325,9 @@ class DryRunSink:
     renderer: TemplateRenderer | None = None
     forward: Sink | None = None
     attempts: dict[int, int] = field(default_factory=dict)
+    # Whether a template renders, by what its render can depend on (`_render_key`): the
+    # error, or None when it renders.
+    render_checks: dict[Hashable, str | None] = field(default_factory=dict)
     delivered: float = 1.0
     bounced: float = 0.0
     report_delivery: bool = False
@@ -326,7 +357,16 @@ class DryRunSink:
         if self.forward is not None:
             results = [self._on_clock(r) for r in await self.forward.deliver(messages)]
         else:
-            results = [DeliveryResult(m.outbox_id, True, DRY_RUN_PROVIDER) for m in messages]
+            # As live, a send whose template cannot render for its contact fails for good.
+            failures = await self._render_failures(messages, rendered)
+            results = [
+                DeliveryResult(m.outbox_id, True, DRY_RUN_PROVIDER)
+                if m.outbox_id not in failures
+                else DeliveryResult(
+                    m.outbox_id, False, DRY_RUN_PROVIDER, error=failures[m.outbox_id]
+                )
+                for m in messages
+            ]
         for message, result in zip(messages, results, strict=True):
             if message.node == NOTIFY_NODE or (not result.sent and result.retry_at is not None):
                 continue
@@ -395,6 +435,97 @@ class DryRunSink:
                     renderer, message, contacts.get(message.contact_id), company
                 )
         return found
+
+    async def _render_failures(
+        self,
+        messages: Sequence[OutgoingMessage],
+        rendered: Mapping[int, tuple[str | None, str | None]],
+    ) -> dict[int, str]:
+        """Why each send would fail to render live, by outbox id (none for those that render).
+
+        The sends of the contacts asked for (`render`) were rendered whole; the others are
+        checked once per `_render_key`: a run of 100,000 contacts renders each template a
+        handful of times, not once per send.
+        """
+        failures = {oid: error for oid, (_, error) in rendered.items() if error is not None}
+        checked = [
+            m
+            for m in messages
+            if m.template and m.node != NOTIFY_NODE and m.outbox_id not in rendered
+        ]
+        if not checked or self.content is None:
+            return failures
+        renderer = self.renderer or TemplateRenderer()
+        self.renderer = renderer
+        by_tenant: dict[str, list[OutgoingMessage]] = {}
+        for message in checked:
+            by_tenant.setdefault(message.tenant_id, []).append(message)
+        for tenant, group in by_tenant.items():
+            # Only the sends whose render can depend on the contact need it read.
+            needed = sorted({m.contact_id for m in group if self._reads_contact(m)})
+            contacts = await self.content.contacts(tenant, needed) if needed else {}
+            company: dict[str, Any] | None = None
+            for message in group:
+                reads_contact = self._reads_contact(message)
+                contact = contacts.get(message.contact_id) if reads_contact else None
+                key = self._render_key(message, contact, reads_contact)
+                if key not in self.render_checks:
+                    if company is None:
+                        name = await self.content.tenant_name(tenant)
+                        company = {"id": tenant, "name": name, **self.company}
+                    if not reads_contact:
+                        found = await self.content.contacts(tenant, [message.contact_id])
+                        contact = found.get(message.contact_id)
+                    _, error = await self._render_one(renderer, message, contact, company)
+                    self.render_checks[key] = error
+                error = self.render_checks[key]
+                if error is not None:
+                    failures[message.outbox_id] = error
+        return failures
+
+    def _template(self, message: OutgoingMessage) -> CompiledTemplate | None:
+        campaign = self.campaigns.get(message.campaign)
+        return campaign.templates.get(message.template or "") if campaign else None
+
+    def _reads_contact(self, message: OutgoingMessage) -> bool:
+        """Whether the send's render can fail for one contact and not another: its template
+        reads contact fields, or has locales to choose among. A contact's locale and zone
+        change how numbers and dates look, never whether they render (both are checked
+        when the contact is stored)."""
+        template = self._template(message)
+        if template is None or template.locales:
+            return True
+        return template.record_reads["contact"] is None or bool(template.record_reads["contact"])
+
+    def _render_key(
+        self, message: OutgoingMessage, contact: Mapping[str, Any] | None, reads_contact: bool
+    ) -> Hashable:
+        """What a send's render can depend on: its template, and of its contact (when it
+        reads the contact, `_reads_contact`) and its event the fields the template reads
+        (`CompiledTemplate.record_reads`), each by its kind (present or not, text or
+        number, a record's own fields ...), with the contact's locale and zone as they are.
+        Two sends alike in these render alike but for the values themselves: a value of the
+        right kind that a filter cannot read (a price "abc" given to `money`) fails live,
+        and in a dry-run only for `--contact`.
+        """
+        template = self._template(message)
+        if template is None or (reads_contact and contact is None):
+            return (message.campaign, message.version, message.template, contact is None)
+        reads = template.record_reads
+        event = message.payload.get("event") or {}
+        shown = (
+            (
+                contact.get("locale"),
+                contact.get("timezone"),
+                _fields_shape(contact, reads["contact"]),
+            )
+            if contact is not None
+            else None
+        )
+        return (
+            message.campaign, message.version, message.template, message.channel, shown,
+            _fields_shape(event, reads["event"]),
+        )  # fmt: skip
 
     async def _render_one(
         self,
@@ -571,6 +702,40 @@ class LateStart:
         if self.after_the_run:
             text += "; that is after the run's end"
         return text + f" (--start {self.starts.strftime(SEND_INSTANT)} runs from it)"
+
+
+@dataclass(frozen=True)
+class FailedSends:
+    """Sends of one campaign's template that fail for one reason (live as in the run)."""
+
+    campaign: str
+    template: str | None
+    error: str
+    count: int
+    # The first few contacts whose send failed, in the run's order.
+    contacts: tuple[str, ...]
+
+    def warning(self) -> str:
+        """The line on stderr: how many, which template, why, and who."""
+        sends = "send" if self.count == 1 else "sends"
+        more = ", ..." if self.count > len(self.contacts) else ""
+        return (
+            f"{self.count} {sends} of {self.campaign} ({self.template}) would fail: "
+            f"{self.error} (contacts {', '.join(self.contacts)}{more})"
+        )
+
+
+def failed_sends(sends: Sequence[PlannedSend], examples: int = 3) -> list[FailedSends]:
+    """The run's failed sends, grouped by campaign, template and reason, biggest first."""
+    groups: dict[tuple[str, str | None, str], list[str]] = {}
+    for send in sends:
+        if send.error is not None:
+            groups.setdefault((send.campaign, send.template, send.error), []).append(send.contact)
+    found = [
+        FailedSends(campaign, template, error, len(who), tuple(who[:examples]))
+        for (campaign, template, error), who in groups.items()
+    ]
+    return sorted(found, key=lambda group: -group.count)
 
 
 def late_starts(

@@ -195,8 +195,10 @@ class Sink(Protocol):
     """Where sends go: a recording sink in tests and dry-runs, channel adapters in service.
 
     A sink may also have `in_process_provider`, a provider name (see `IN_PROCESS_PROVIDER`).
-    Such a sink accepts every send, in this process, with no provider id of its own, and
-    nothing outside the process ever sees a send (the dry-run's recording sink): the step
+    Such a sink accepts every send, in this process, with no provider id of its own (or
+    fails one for good: a template that cannot render for its contact, recorded as failed
+    at the hand-over), and nothing outside the process ever sees a send (the dry-run's
+    recording sink): the step
     then stores its sends already sent and logged, in the step's own transaction, and hands
     them over right after the commit. That is sound only because the sink's record lives
     and dies with the process: a crash between the commit and the hand-over takes the sink
@@ -2509,11 +2511,21 @@ class Engine:
         if not sent:
             return 0
         results = await self.sink.deliver(sent)
-        refused = [r.outbox_id for r in results if not r.sent or r.provider_message_id]
+        refused = [
+            r.outbox_id for r in results if r.provider_message_id or (not r.sent and r.retry_at)
+        ]
         if refused or len(results) != len(sent):
-            # Already stored as sent: a sink with `in_process_provider` must take every send.
+            # Already stored as sent: a sink with `in_process_provider` takes every send, or
+            # fails one for good; it never asks for a retry nor has ids of its own.
             raise EngineError(f"the in-process sink did not simply accept sends {refused}")
-        return len(sent)
+        failed = {r.outbox_id: r.error or "failed" for r in results if not r.sent}
+        if failed:
+            await self.store.call_retrying(self._fail_sent_sync, failed)
+        return len(sent) - len(failed)
+
+    def _fail_sent_sync(self, store: Store, failures: Mapping[int, str]) -> None:
+        with store.session() as session:
+            send_store.fail_sent_sends(session, failures, now=self.now())
 
     async def _deliver(self, claimed: list[OutgoingMessage]) -> int:
         """Deliver sends this engine holds the lease on, and record what became of each."""

@@ -25,6 +25,7 @@ from cadence.engine.dryrun import (
     DryRunReport,
     PlannedSend,
     dry_run,
+    failed_sends,
     parse_assume,
 )
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
@@ -1633,3 +1634,134 @@ def test_a_start_that_is_not_iso_8601_names_the_form_expected(tmp_path: Path) ->
         "cadence dry-run: --start: '01/12/2026' is not an ISO-8601 date-time"
         " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)"
     )
+
+
+CITY_NEWS = """
+template city_news email {
+  subject "News from {{ contact.city }}"
+  body "<p>Hi</p>"
+}
+template plain email { subject "Hello" body "<p>Hi</p>" }
+template later email { subject "Later" body "<p>Hi</p>" }
+campaign news {
+  on launch {
+    send email city_news
+    send email plain
+    wait 1d
+    if opened(city_news) { send email later }
+  }
+}
+"""
+
+
+def _city_run(url: str, tmp_path: Path, count: int, **options: Any) -> DryRunReport:
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    # Even contacts have a city, odd ones do not.
+    people = [
+        {
+            "id": f"p{i:03}",
+            "email": f"p{i:03}@example.test",
+            **({"city": "Lyon"} if i % 2 == 0 else {}),
+        }
+        for i in range(count)
+    ]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    return trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(CITY_NEWS, "n.cadence")), contacts, start=START,
+            until=dt.timedelta(days=3), seed=3, database_url=url, **options,
+        )
+    )  # fmt: skip
+
+
+def test_a_send_whose_template_cannot_render_fails_as_it_would_live(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`{{ contact.city }}` for a contact without a city fails that send live (the adapter
+    sink renders it). The dry-run counted it delivered, drew opens for it and sent the
+    follow-up to whoever "opened" a message nobody received."""
+    report = _city_run(store_url, tmp_path, 6, assume={"opened": 1.0}, performance=True)
+    by_send = {(s.contact, s.template): s for s in report.sends}
+    for i in range(6):
+        news = by_send[(f"p{i:03}", "city_news")]
+        if i % 2 == 0:
+            assert news.error is None and news.delivered
+        else:
+            assert not news.delivered
+            assert news.error is not None and "`contact.city` is undefined" in news.error
+        assert by_send[(f"p{i:03}", "plain")].delivered  # the other template is not held
+    # Only the rendered messages were opened, so only their readers got the follow-up.
+    assert sorted(s.contact for s in report.sends if s.template == "later") == [
+        "p000", "p002", "p004"
+    ]  # fmt: skip
+    (news_report,) = report.performance
+    # 3 city_news (the 3 failures were not sent), 6 plain, 3 later.
+    assert news_report.total.sent == 12
+    assert news_report.by_template["city_news"].sent == 3
+    (group,) = failed_sends(report.sends)
+    assert (group.campaign, group.template, group.count) == ("news", "city_news", 3)
+    assert group.contacts == ("p001", "p003", "p005")
+    # Stored as delivery records a failure: the outbox row failed, its log entry too.
+    from sqlalchemy import select
+
+    from cadence.engine.store import Store
+    from cadence.engine.store.models import OutboxMessage, SendLog
+
+    with Store.open(store_url) as store, store.session() as session:
+        failed = session.execute(
+            select(OutboxMessage.contact_id, OutboxMessage.status, OutboxMessage.error)
+            .where(OutboxMessage.template == "city_news")
+            .order_by(OutboxMessage.contact_id)
+        ).all()
+        outcomes = session.execute(
+            select(SendLog.outcome, SendLog.cost)
+            .join(OutboxMessage, OutboxMessage.id == SendLog.outbox_id)
+            .where(OutboxMessage.contact_id == "p001", OutboxMessage.template == "city_news")
+        ).all()
+    assert [(cid, status) for cid, status, _ in failed] == [
+        (f"p{i:03}", "sent" if i % 2 == 0 else "failed") for i in range(6)
+    ]
+    assert all("contact.city" in (error or "") for _, status, error in failed if status == "failed")
+    assert outcomes == [("failed", None)]
+
+
+def test_a_template_is_rendered_once_per_shape_of_what_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 contacts, two shapes (with a city, without): each template renders a handful of
+    times, not once per send, and every send still gets its verdict."""
+    from cadence.adapters.render import TemplateRenderer
+
+    renders: list[str] = []
+    real = TemplateRenderer.render
+
+    def counted(self: TemplateRenderer, template: Any, *args: Any, **kwargs: Any) -> Any:
+        renders.append(template.name)
+        return real(self, template, *args, **kwargs)
+
+    monkeypatch.setattr(TemplateRenderer, "render", counted)
+    report = _city_run("sqlite://", tmp_path, 200, render=False)
+    assert sum(1 for s in report.sends if s.error is not None) == 100
+    assert Counter(renders) == {"city_news": 2, "plain": 1}
+
+
+def test_the_command_line_names_sends_that_would_fail_on_stderr(tmp_path: Path) -> None:
+    source = tmp_path / "n.cadence"
+    source.write_text(CITY_NEWS, "utf-8")
+    people = [
+        {"id": "a", "email": "a@example.test", "city": "Lyon"},
+        {"id": "b", "email": "b@example.test"},
+    ]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "1d", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "cadence dry-run: warning: 1 send of news (city_news) would fail: template city_news"
+        " (subject), line 1: `contact.city` is undefined"
+    ) in result.stderr
+    assert "(contacts b)" in result.stderr

@@ -8,7 +8,7 @@ adds nothing. The lookups here answer for a whole batch of contacts in one query
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +25,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    update,
 )
 from sqlalchemy.orm import Session
 
@@ -167,6 +168,37 @@ def log_sent(
             entries,
         )
     )  # fmt: skip
+
+
+def fail_sent_sends(session: Session, failures: Mapping[int, str], *, now: datetime) -> None:
+    """Record as failed sends their step stored as sent that the in-process sink then failed.
+
+    `enqueue_sent_sends` writes what delivery would record for a send that is taken; when
+    the sink fails one for good instead (a template that cannot render for its contact),
+    its outbox row and its log entry become what delivery records for a failure, as
+    `Engine._record_delivery_sync` writes one: failed, with the error, no cost. One
+    statement per table and error (a failing template fails many sends alike).
+    """
+    by_error: dict[str, list[int]] = {}
+    for outbox_id, error in failures.items():
+        by_error.setdefault(error, []).append(outbox_id)
+    for error, ids in by_error.items():
+        ordered = sorted(ids)
+        session.execute(
+            update(OutboxMessage)
+            .where(among(session, OutboxMessage.id, ordered))
+            .values(
+                status=OutboxStatus.FAILED.value, error=error, sent_at=None, provider=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        session.execute(
+            update(SendLog)
+            .where(among(session, SendLog.outbox_id, ordered), SendLog.outcome == "sent")
+            .values(outcome="failed", cost=None, currency=None, detail={"error": error})
+            .execution_options(synchronize_session=False)
+        )
 
 
 # The outbox columns a new send sets, in the order `_enqueue` gives their values.
