@@ -1191,12 +1191,18 @@ campaign d {
 
 
 def _delivery_run(
-    url: str, tmp_path: Path, count: int, source: str = DELIVERY, **options: Any
+    url: str,
+    tmp_path: Path,
+    count: int,
+    source: str = DELIVERY,
+    people: list[dict[str, Any]] | None = None,
+    **options: Any,
 ) -> DryRunReport:
     from cadence.dsl.compiler import compile_workspace
     from cadence.dsl.loader import load_text
 
-    people = [{"id": f"p{i:03}", "email": f"p{i:03}@example.test"} for i in range(count)]
+    if people is None:
+        people = [{"id": f"p{i:03}", "email": f"p{i:03}@example.test"} for i in range(count)]
     contacts = write_jsonl(tmp_path / "c.jsonl", people)
     return trio.run(
         lambda: dry_run(
@@ -1576,13 +1582,20 @@ def test_from_the_start_a_late_start_names_the_welcome_goes_out(
     assert [late.campaign for late in report.late_starts] == ["newsletter"]
 
 
+def _cli_dry_run(
+    tmp_path: Path, text: str, people: list[dict[str, Any]], *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`cadence dry-run` of `text` over `people`, with the command-line `options`."""
+    source = tmp_path / "campaigns.cadence"
+    source.write_text(text, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    return run_cadence("dry-run", str(source), "--contacts", str(contacts), *options)
+
+
 def test_the_command_line_names_a_late_start_on_stderr(tmp_path: Path) -> None:
-    source = tmp_path / "late.cadence"
-    source.write_text(LATE_START, "utf-8")
-    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
-    result = run_cadence(
-        "dry-run", str(source), "--contacts", str(contacts), "--start", "2026-11-29T08:00:00Z",
-        "--until", "1d", "--json",
+    result = _cli_dry_run(
+        tmp_path, LATE_START, [{"id": "a", "email": "a@example.test"}],
+        "--start", "2026-11-29T08:00:00Z", "--until", "1d", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert all(json.loads(line) for line in result.stdout.splitlines())
@@ -1623,12 +1636,9 @@ def test_a_confirmation_that_formats_a_date_or_price_is_still_the_confirmation(
 
 
 def test_a_start_that_is_not_iso_8601_names_the_form_expected(tmp_path: Path) -> None:
-    source = tmp_path / "late.cadence"
-    source.write_text(LATE_START, "utf-8")
-    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
-    result = run_cadence(
-        "dry-run", str(source), "--contacts", str(contacts), "--start", "01/12/2026",
-    )  # fmt: skip
+    result = _cli_dry_run(
+        tmp_path, LATE_START, [{"id": "a", "email": "a@example.test"}], "--start", "01/12/2026"
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "cadence dry-run: --start: '01/12/2026' is not an ISO-8601 date-time"
@@ -1655,10 +1665,7 @@ campaign news {
 
 
 def _city_run(url: str, tmp_path: Path, count: int, **options: Any) -> DryRunReport:
-    from cadence.dsl.compiler import compile_workspace
-    from cadence.dsl.loader import load_text
-
-    # Even contacts have a city, odd ones do not.
+    """The news campaign over `count` contacts: the even ones have a city, the odd do not."""
     people = [
         {
             "id": f"p{i:03}",
@@ -1667,13 +1674,7 @@ def _city_run(url: str, tmp_path: Path, count: int, **options: Any) -> DryRunRep
         }
         for i in range(count)
     ]
-    contacts = write_jsonl(tmp_path / "c.jsonl", people)
-    return trio.run(
-        lambda: dry_run(
-            compile_workspace(load_text(CITY_NEWS, "n.cadence")), contacts, start=START,
-            until=dt.timedelta(days=3), seed=3, database_url=url, **options,
-        )
-    )  # fmt: skip
+    return _delivery_run(url, tmp_path, count, CITY_NEWS, people, **options)
 
 
 def test_a_send_whose_template_cannot_render_fails_as_it_would_live(
@@ -1748,17 +1749,13 @@ def test_a_template_is_rendered_once_per_shape_of_what_it_reads(
 
 
 def test_the_command_line_names_sends_that_would_fail_on_stderr(tmp_path: Path) -> None:
-    source = tmp_path / "n.cadence"
-    source.write_text(CITY_NEWS, "utf-8")
     people = [
         {"id": "a", "email": "a@example.test", "city": "Lyon"},
         {"id": "b", "email": "b@example.test"},
     ]
-    contacts = write_jsonl(tmp_path / "c.jsonl", people)
-    result = run_cadence(
-        "dry-run", str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
-        "--until", "1d", "--json",
-    )  # fmt: skip
+    result = _cli_dry_run(
+        tmp_path, CITY_NEWS, people, "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert (
         "cadence dry-run: warning: 1 send of news (city_news) would fail: template city_news"
