@@ -353,6 +353,15 @@ class Settings(_Frozen):
     reenter: Reenter = Reenter(mode="never")
     max_sends: int = 20
 
+    @property
+    def currency(self) -> str | None:
+        """The currency the campaign's money is in: its budget's (its costs must share it,
+        E212), else its costs' when they are all in one; None when it names no money."""
+        if self.budget is not None:
+            return self.budget.currency
+        currencies = {cost.currency for cost in self.costs.values()}
+        return currencies.pop() if len(currencies) == 1 else None
+
 
 # ---------------------------------------------------------------------------- triggers
 

@@ -19,8 +19,8 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
   `ATTRIBUTION_WINDOW` (last touch, across campaigns, or of the campaign the event
   names); a message that never arrived converted no one, so no conversion rate passes
   100% either. Every conversion's
-  `value` (or `revenue`, `amount`; in its `currency`, else the send's cost currency) adds
-  to that send's **revenue**.
+  `value` (or `revenue`, `amount`; in its `currency`, else the send's cost currency, else
+  the campaign's, `Settings.currency`) adds to that send's **revenue**.
 - **cost**: what the sends that went out cost: the campaign's `cost` setting as logged when
   each went out, else the price its provider reported (Infobip's delivery reports);
   **ROI** is (revenue - cost) / cost, given only when both are in one currency;
@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, or_, select, true
 from sqlalchemy.orm import Session
 
+from cadence.dsl import compiled as c
 from cadence.engine import delivery, evaluate
 from cadence.engine.clock import as_utc
 from cadence.engine.store.models import (
@@ -160,6 +161,7 @@ class CampaignReport:
 class _Send(NamedTuple):
     outbox_id: int
     key: str
+    version_id: int
     contact_id: str
     campaign: str
     template: str | None
@@ -205,6 +207,7 @@ def campaign_reports(
             unit = currency or ""
             metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
     history = _ContactSends(sends)
+    currencies = _CampaignCurrencies(session)
     # Conversions are credited once every send's delivery is known: to sends that arrived.
     conversions: list[tuple[str, dict[str, Any], dt.datetime, _Send | None]] = []
     for name, contact_id, properties, at in _events(session, tenant_id):
@@ -252,7 +255,7 @@ def campaign_reports(
         credited_to = group_of.get(credited.key)
         if amount is not None and credited_to is not None:
             spent = outcomes.get(credited.outbox_id, _NOTHING_LOGGED)[2]
-            unit = currency or spent or ""
+            unit = currency or spent or currencies.of(credited.version_id) or ""
             credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
     for metric, keys in seen.items():
         for key in keys:
@@ -287,6 +290,27 @@ class _ContactSends:
             for send in sorted(self._sends.values(), key=lambda s: (s.at, s.outbox_id)):
                 self._by_contact.setdefault(send.contact_id, []).append(send)
         return self._by_contact.get(contact_id, ())
+
+
+class _CampaignCurrencies:
+    """Each campaign version's currency (`Settings.currency`), read on first need: only a
+    conversion without a currency credited to a send that cost nothing needs it."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._of: dict[int, str | None] = {}
+
+    def of(self, version_id: int) -> str | None:
+        """The currency of the version's budget and costs, or None when it names none."""
+        if version_id not in self._of:
+            compiled = self._session.scalar(
+                select(CampaignVersion.compiled).where(CampaignVersion.id == version_id)
+            )
+            settings = (compiled or {}).get("settings")
+            self._of[version_id] = (
+                c.Settings.model_validate(settings).currency if settings is not None else None
+            )
+        return self._of[version_id]
 
 
 def last_touch_keys(
@@ -326,6 +350,7 @@ def _sends(
         select(
             OutboxMessage.id,
             OutboxMessage.idempotency_key,
+            OutboxMessage.version_id,
             OutboxMessage.contact_id,
             Campaign.name,
             OutboxMessage.template,

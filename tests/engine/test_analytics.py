@@ -178,6 +178,50 @@ def test_a_send_without_a_cost_setting_costs_what_its_provider_reported(store_ur
     assert texts.total.cost == {"EUR": Decimal("0.14")}  # 0.07 EUR for each priced one
 
 
+def test_revenue_without_a_currency_is_in_the_campaign_s_currency(store_url: str) -> None:
+    """Only the SMS is priced; a purchase after the (free) email, its value given without a
+    currency, is in the campaign's USD, so the report gives its revenue and ROI."""
+    source = """
+    template ping sms "Hi. Reply STOP to opt out."
+    template hello email { subject "Hi" body "x" }
+    campaign promo {
+      audience contact.id == "p0"
+      budget 100 USD
+      cost sms 0.05 USD
+      on launch { send sms ping  wait 1h  send email hello }
+    }
+    campaign free { on launch { send email hello } }
+    """
+
+    async def main() -> list[CampaignReport]:
+        clock = SimulatedClock(T0)
+        async with Engine(store_url, clock=clock, sink=RecordingSink()) as engine:
+            await engine.upsert_contacts([
+                {"id": "p0", "email": "p0@example.test", "phone": "+491510000000",
+                 "attributes": {"sms_opt_in": True}},
+                {"id": "p1", "email": "p1@example.test"},
+            ])  # fmt: skip
+            await engine.deploy(campaigns(source))
+            await engine.launch("promo")
+            await engine.launch("free")
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(hours=1))
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(hours=3))
+            await engine.push_events([
+                _event("p0", "converted", 2, value=40),
+                _event("p1", "converted", 2, value=5),  # a campaign that names no money
+            ])  # fmt: skip
+            return await engine.report()
+
+    free, promo = trio.run(main)
+    assert promo.by_template["hello"].converted == 1  # the email, the latest send, is free
+    assert promo.total.cost == {"USD": Decimal("0.05")}
+    assert promo.total.revenue == {"USD": Decimal("40")}
+    assert promo.total.roi == pytest.approx((40 - 0.05) / 0.05)
+    assert free.total.revenue == {"": Decimal("5")} and free.total.roi is None
+
+
 def test_webhook_notices_are_not_counted_as_sends(store_url: str) -> None:
     """A `notify webhook` is a notice about the contact, not a message to them."""
     source = """
