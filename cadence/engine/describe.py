@@ -37,7 +37,7 @@ def ab_rate_lines(details: Mapping[str, Any]) -> list[str]:
         return [f"{name} {rate}" for name, rate in details.get("rates", {}).items()]
     lines = []
     for name, v in variants.items():
-        line = f"{name} {v['rate']:.1%}"
+        line = f"{name} {rate_text(v['rate'])}"
         if v.get("ci_low") is not None and v.get("ci_high") is not None:
             line += f" [{v['ci_low']:.1%}-{v['ci_high']:.1%}]"
         lines.append(f"{line} {v['engaged']}/{v['sent']}")
@@ -45,11 +45,27 @@ def ab_rate_lines(details: Mapping[str, Any]) -> list[str]:
 
 
 def count_text(metrics: Metrics, name: str) -> str:
-    """A count with its rate: `1,234 (12.3%)`; conversions, well under 1%, get two decimals."""
+    """A count with its rate: `1,234 (12.3%)`, or the bare count when nothing is under it."""
     rate = metrics.rate(name)
-    digits = 2 if rate is not None and 0 < rate < 0.01 else 1
-    share = f" ({rate:.{digits}%})" if rate is not None else ""
+    share = f" ({rate_text(rate)})" if rate is not None else ""
     return f"{getattr(metrics, name):,}{share}"
+
+
+def rate_text(rate: float | None) -> str:
+    """A rate as people read it: `12.3%`; under 1% (conversions) two decimals; `-` for none.
+
+    Shown as 0% or 100% only when it is: one bounce in 50,000 sends is `<0.01%`, not
+    `0.00%`, and the 49,999 others delivered `>99.9%`, not `100.0%`.
+    """
+    if rate is None:
+        return "-"
+    digits = 2 if 0 < rate < 0.01 else 1
+    shown = f"{rate:.{digits}%}"
+    if rate > 0 and float(shown[:-1]) == 0:
+        return f"<{10**-digits:.{digits}f}%"
+    if rate < 1 and float(shown[:-1]) == 100:
+        return f">{100 - 10**-digits:.{digits}f}%"
+    return shown
 
 
 def money_text(amounts: Mapping[str, Decimal]) -> str:

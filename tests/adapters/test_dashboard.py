@@ -14,6 +14,8 @@ import re
 
 import trio
 
+from cadence.adapters.web.dashboard import _tiles
+from cadence.engine.analytics import CampaignReport, Metrics
 from tests.adapters.test_web_service import PEOPLE, TOKEN, Service, _with_service
 from tests.engine.test_runtime import T0, campaigns
 
@@ -102,3 +104,12 @@ def test_the_dashboard_shows_campaigns_and_their_performance(store_url: str) -> 
         ] == ["hello", "later"]
 
     trio.run(_with_service, store_url, body)
+
+
+def test_the_dashboard_tiles_read_rates_as_the_tables_do() -> None:
+    """The tiles' open and click rates are the tables' (`rate_text`), not a second rounding."""
+    report = CampaignReport("promo", "active", Metrics(sent=50_000, delivered=50_000, opened=2,
+                                                       clicked=49_999))  # fmt: skip
+    tiles = _tiles([{"status": "active", "enrollments": {}}], [report])
+    assert "<b>&lt;0.01%</b>opened" in tiles
+    assert "<b>&gt;99.9%</b>clicked" in tiles

@@ -19,9 +19,9 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cadence.engine.analytics import CampaignReport
+from cadence.engine.analytics import CampaignReport, Metrics
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.describe import money_text
+from cadence.engine.describe import count_text, money_text
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from tests.engine.cadence_cli import run_cadence
 from tests.engine.test_runtime import T0, campaigns
@@ -439,3 +439,23 @@ def test_reactions_to_failed_sends_and_repeated_reports_count_once_and_within_bo
 def test_money_under_a_cent_is_not_shown_as_nothing(amount: str, shown: str) -> None:
     """The cost column beside a budget pause that names 0.002 USD must not read 0.00 USD."""
     assert money_text({"USD": Decimal(amount)}) == shown
+
+
+@pytest.mark.parametrize(
+    ("counts", "name", "shown"),
+    [
+        ({"sent": 50_000, "delivered": 49_999, "bounced": 1}, "bounced", "1 (<0.01%)"),
+        ({"sent": 50_000, "delivered": 49_999, "bounced": 1}, "delivered", "49,999 (>99.9%)"),
+        ({"sent": 2_000, "delivered": 1_999}, "delivered", "1,999 (>99.9%)"),  # 99.95%
+        ({"sent": 1_000, "delivered": 999}, "delivered", "999 (99.9%)"),
+        ({"sent": 10, "delivered": 10}, "delivered", "10 (100.0%)"),
+        ({"sent": 10, "delivered": 10}, "opened", "0 (0.0%)"),
+        ({"sent": 4_000, "delivered": 4_000, "converted": 1}, "converted", "1 (0.03%)"),
+        ({"sent": 0}, "delivered", "0"),  # nothing to divide by
+    ],
+)
+def test_a_rate_reads_0_or_100_percent_only_when_it_is(
+    counts: dict[str, int], name: str, shown: str
+) -> None:
+    """One bounce in 50,000 sends rounded to `0.00%` read as none, and the rest `100.0%` as all."""
+    assert count_text(Metrics(**counts), name) == shown

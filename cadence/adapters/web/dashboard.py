@@ -22,6 +22,7 @@ from cadence.engine.describe import (
     count_text,
     money_cells,
     pause_text,
+    rate_text,
 )
 
 REFRESH_SECONDS = 30
@@ -101,11 +102,11 @@ def _tiles(campaigns: Sequence[Mapping[str, Any]], reports: Sequence[CampaignRep
         ("live campaigns", f"{live:,}"),
         ("contacts in a campaign now", f"{enrolled:,}"),
         ("sent", f"{total.sent:,}"),
-        ("opened", _percent(total.rate("opened"))),
-        ("clicked", _percent(total.rate("clicked"))),
+        ("opened", rate_text(total.rate("opened"))),
+        ("clicked", rate_text(total.rate("clicked"))),
     ]
     return '<div class="tiles">' + "".join(
-        f'<div class="tile"><b>{value}</b>{escape(label)}</div>' for label, value in tiles
+        f'<div class="tile"><b>{escape(value)}</b>{escape(label)}</div>' for label, value in tiles
     ) + "</div>"  # fmt: skip
 
 
@@ -299,7 +300,3 @@ def _table(
         for row in rows
     )
     return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate:.1%}"
