@@ -106,6 +106,8 @@ Onboarding (campaign "onboarding")
   Audience: every contact (no audience filter).
   Frequency cap: the default, at most 3 emails per contact every 7 days, across all \
 campaigns (`cap email N per DURATION` sets another).
+  Approval: needed before launch when its audience is above 1,000 contacts (`approval \
+required` always asks for it, `approval none` never).
 
 Who enters: when the campaign is launched, everyone in its audience at that moment.
 Steps (days counted from when the contact enters):
@@ -394,3 +396,31 @@ def test_a_wait_until_without_local_names_utc_too() -> None:
         'template t email { subject "T" body "." }\non launch { wait until 09:00  send email t }\n'
     )
     assert ZONE_LINE in explain_workspace(load_text(source, "t.cadence"))
+
+
+APPROVAL_LINE = "Approval: needed before launch when its audience is above 1,000 contacts"
+
+
+@pytest.mark.parametrize(
+    ("settings", "trigger", "said"),
+    [
+        ("", "on launch", APPROVAL_LINE),
+        ("audience vip", "at 2026-12-01T09:00", APPROVAL_LINE),
+        ("", "every monday 09:00", APPROVAL_LINE),
+        ("", "on contact_created", None),  # no launch audience: the rule never applies
+        ("", "when signup", None),
+        ("approval required", "on launch", "Needs approval before it is launched."),
+        ("approval none", "on launch", "Approval: none."),
+    ],
+)
+def test_the_implied_approval_rule_is_said(settings: str, trigger: str, said: str | None) -> None:
+    """A broadcast without `approval` is refused at launch above 1,000 contacts (LANGUAGE.md:
+    "also implied above 1,000 contacts"); its explanation says so."""
+    source = (
+        'template t email { subject "T" body "." }\n'
+        f"campaign c {{ {settings}  {trigger} {{ send email t }} }}\n"
+    )
+    lines = [line.strip() for line in explain_workspace(load_text(source, "t.cadence")).split("\n")]
+    approval = [line for line in lines if line.startswith(("Approval", "Needs approval"))]
+    assert len(approval) == (0 if said is None else 1), approval
+    assert said is None or approval[0].startswith(said), approval

@@ -17,7 +17,13 @@ from cadence.dsl import ast
 from cadence.dsl.checks.steps import all_steps
 from cadence.dsl.compiler import infer_campaign_type
 from cadence.dsl.loader import Workspace
-from cadence.dsl.symbols import DEFAULT_CAP, CampaignUnit, Symbols, collect_symbols
+from cadence.dsl.symbols import (
+    DEFAULT_CAP,
+    IMPLIED_APPROVAL_ABOVE,
+    CampaignUnit,
+    Symbols,
+    collect_symbols,
+)
 
 LineKind: TypeAlias = Literal["title", "heading", "text"]
 
@@ -712,6 +718,9 @@ def _settings_sentences(unit: CampaignUnit, names: Names) -> list[str]:
     default = _default_cap_sentence(unit)
     if default:
         out.append(default)
+    approval = _default_approval_sentence(unit)
+    if approval:
+        out.append(approval)
     zone = _default_zone_sentence(unit)
     if zone:
         out.append(zone)
@@ -745,6 +754,21 @@ def _default_cap_sentence(unit: CampaignUnit) -> str | None:
         f"Frequency cap: the default, at most {DEFAULT_CAP.count} {noun} per contact "
         f"{_per_words(DEFAULT_CAP.per_seconds)}, across all campaigns "
         f"(`cap {on}N per DURATION` sets another)."
+    )
+
+
+def _default_approval_sentence(unit: CampaignUnit) -> str | None:
+    """The implied approval rule, for a campaign without `approval` that enrolls an audience
+    when launched (`on launch`, `at`, `every`): the engine refuses such a launch above
+    `IMPLIED_APPROVAL_ABOVE` contacts, which the settings alone do not show."""
+    if any(s.key == "approval" for s in unit.setting(ast.NameSetting)):
+        return None
+    launching = (ast.LaunchTrigger, ast.AtTrigger, ast.EveryTrigger)
+    if not any(isinstance(block.trigger, launching) for block in unit.triggers):
+        return None
+    return (
+        f"Approval: needed before launch when its audience is above {IMPLIED_APPROVAL_ABOVE:,}"
+        " contacts (`approval required` always asks for it, `approval none` never)."
     )
 
 

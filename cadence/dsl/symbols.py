@@ -82,6 +82,10 @@ class CapLimit:
 # turns it off; `cadence serve`, `run` and `dry-run` read `--default-cap`); the checker warns
 # (W303) when a campaign's own steps would run into it.
 DEFAULT_CAP = CapLimit("email", 3, 7 * 86400)
+# The business rule "approval for campaigns targeting >1000 contacts": without an `approval`
+# setting, a launch audience above this many contacts needs approval (the engine refuses the
+# launch, `cadence explain` says so).
+IMPLIED_APPROVAL_ABOVE = 1000
 # Fields every contact has, in columns of their own, whether or not a schema declares them.
 CONTACT_COLUMNS: tuple[str, ...] = (
     "id",

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, parse_webhook
 from cadence.dsl import compiled as c
-from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
+from cadence.dsl.symbols import DEFAULT_CAP, IMPLIED_APPROVAL_ABOVE, CapLimit
 from cadence.engine import (
     analytics,
     audience,
@@ -150,8 +150,6 @@ _HALTED = {
 }
 # Paused campaigns count: a resume makes them send again without another launch.
 _LIVE_STATUSES = (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
-# Without an `approval` setting, a launch audience above this many contacts needs approval.
-IMPLIED_APPROVAL_ABOVE = 1000
 
 # Lifecycle moves a person may ask for; anything else is refused with the current status.
 _ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
