@@ -22,10 +22,16 @@ MONEY_COLUMNS = ("cost", "revenue", "cost/conversion", "ROI")
 def pause_text(details: Mapping[str, Any]) -> str:
     """Why a campaign is paused, from its pause audit line, and what lets it go on."""
     if details.get("reason") == "budget":
+        currency = details.get("currency")
+        # Pauses recorded before `next` was kept say only what was spent.
+        following = (
+            f"; the next message would cost {details['next']} {currency}"
+            if details.get("next") is not None
+            else ""
+        )
         return (
-            f"budget spent ({details.get('spent')} of {details.get('budget')}"
-            f" {details.get('currency')}); raise the budget, `cadence deploy --migrate`,"
-            " then `cadence resume`"
+            f"budget spent ({details.get('spent')} of {details.get('budget')} {currency}"
+            f"{following}); raise the budget, `cadence deploy --migrate`, then `cadence resume`"
         )
     return "paused on request; resume to continue"
 

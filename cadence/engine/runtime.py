@@ -2875,9 +2875,12 @@ class _Gates:
                 if spent + cost.amount > budget.amount:
                     if index is not None:
                         index.release([self.codes[contact_id]], [channel], [self.now_us])
+                    # `next`: what the message that would pass it costs, so "0.97 of 1 USD"
+                    # reads as the rule, not as a pause 0.03 early.
                     self.paused[campaign.name] = {
                         "reason": "budget", "spent": str(spent),
                         "budget": str(budget.amount), "currency": budget.currency,
+                        "next": str(cost.amount),
                     }  # fmt: skip
                     return SendGate.pause_campaign(
                         f"budget {budget.amount} {budget.currency} spent"

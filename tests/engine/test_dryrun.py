@@ -723,7 +723,7 @@ def test_a_budget_spent_mid_run_shows_the_sends_until_then_and_the_campaign_paus
     assert report.paused_campaigns == {
         "thrifty": {
             "reason": "budget", "spent": "0.007", "budget": "0.007", "currency": "USD",
-            "enrollments": 3,
+            "next": "0.001", "enrollments": 3,
         }
     }  # fmt: skip
     # The JSON summary keeps its shape.
@@ -734,7 +734,9 @@ def test_a_budget_spent_mid_run_shows_the_sends_until_then_and_the_campaign_paus
     console = Console(record=True, width=200)
     _print_report(report, None, console)
     text = console.export_text()
-    assert "thrifty paused: budget spent (0.007 of 0.007 USD)" in text
+    assert (
+        "thrifty paused: budget spent (0.007 of 0.007 USD; the next message would cost 0.001 USD)"
+    ) in text
     # The sends per template sit under the sends, not under the held enrollments (where
     # `a 5` read as five of the three held).
     rows = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,6 +21,7 @@ from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
+from cadence.engine.describe import pause_text
 from cadence.engine.runtime import (
     DeliveryResult,
     Engine,
@@ -874,6 +876,49 @@ def _budget_story(store: Store) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("batch_size", [500, 3])
+def test_a_budget_over_two_channels_stops_at_the_message_that_would_pass_it(
+    store_url: str, batch_size: int
+) -> None:
+    """1 USD at 0.01 an email and 0.05 an SMS, each contact an email then an SMS: 17 emails
+    and 16 SMS make 0.97 USD, and the 17th SMS would make 1.02. The pause says so, so
+    "0.97 of 1 USD" does not read as a stop 0.03 early."""
+    source = """
+    template hello email { subject "Hi" body "x" }
+    template ping sms "Hi. Reply STOP to opt out."
+    campaign duo {
+      budget 1 USD
+      cost email 0.01 USD, sms 0.05 USD
+      on launch { send email hello  send sms ping }
+    }
+    """
+    people = [
+        {"id": f"p{i:02d}", "email": f"p{i}@example.test", "phone": f"+4915100000{i:02d}",
+         "attributes": {"sms_opt_in": True}}
+        for i in range(30)
+    ]  # fmt: skip
+
+    async def main() -> None:
+        sink = RecordingSink()
+        async with Engine(
+            store_url, clock=SimulatedClock(T0), sink=sink, batch_size=batch_size
+        ) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(source))
+            await engine.launch("duo")
+            await engine.run_due()
+            assert Counter(m.template for m in sink.delivered) == {"hello": 17, "ping": 16}
+            (row,) = await engine.status()
+            assert row["status"] == "paused"
+            pause = {k: row["pause"][k] for k in ("spent", "budget", "currency", "next")}
+            assert pause == {"spent": "0.97", "budget": "1", "currency": "USD", "next": "0.05"}
+            assert pause_text(row["pause"]).startswith(
+                "budget spent (0.97 of 1 USD; the next message would cost 0.05 USD)"
+            )
+
+    trio.run(main)
+
+
 @pytest.mark.parametrize("batch_size", [500, 2])
 def test_a_spent_budget_pauses_the_campaign_and_a_raised_one_sends_the_rest(
     store_url: str, batch_size: int
@@ -882,7 +927,7 @@ def test_a_spent_budget_pauses_the_campaign_and_a_raised_one_sends_the_rest(
     sink = RecordingSink()
     budget_spent = {
         "reason": "budget", "spent": "0.003", "budget": "0.003", "currency": "USD",
-        "enrollments": 2,
+        "next": "0.001", "enrollments": 2,
     }  # fmt: skip
 
     def thrifty_sends() -> list[str]:
@@ -950,7 +995,7 @@ def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
         status = {row["name"]: row for row in await engine.status()}
         assert status["thrifty"]["pause"] == {
             "reason": "budget", "spent": "0.003", "budget": "0.003", "currency": "USD",
-            "enrollments": 2,
+            "next": "0.001", "enrollments": 2,
         }  # fmt: skip
         assert status["free"]["pause"] is None
 
@@ -962,7 +1007,10 @@ def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     assert cells[1] == "paused" and cells[4:] == ["0", "3", "0", "2", "3"]
     assert cells[3] == "needed above 1,000 contacts"
-    assert "thrifty is paused: budget spent (0.003 of 0.003 USD)" in done.stdout
+    assert (
+        "thrifty is paused: budget spent (0.003 of 0.003 USD; the next message would cost"
+        " 0.001 USD)"
+    ) in done.stdout
 
     # What it says to do: raise the budget, deploy migrating, resume.
     source = tmp_path / "thrifty.cadence"
