@@ -313,22 +313,24 @@ class _CampaignCurrencies:
         return self._of[version_id]
 
 
-def last_touch_keys(
+def credited_keys(
     session: Session,
     tenant_id: str,
-    conversions: Mapping[str, Sequence[tuple[dt.datetime, Mapping[str, Any]]]],
+    events: Mapping[str, Sequence[tuple[dt.datetime, str, Mapping[str, Any]]]],
 ) -> set[str]:
-    """The keys of the sends the report credits with conversions that name no send
-    (contact -> (instant, properties) of each): last touch, as `campaign_reports` does, so
-    an A/B verdict by conversions counts what the report counts."""
+    """The keys of the sends the report credits with events that name no send (contact ->
+    (instant, name, properties) of each), as `campaign_reports` does, so an A/B verdict
+    counts what the report counts: a conversion's last touch (`_credited`); any other
+    event's latest send of the template it names, of any when it names none (`_engaged`)."""
     credited: set[str] = set()
-    contacts = sorted(conversions)
+    contacts = sorted(events)
     for start in range(0, len(contacts), CONTACTS_PER_READ):
         chunk = contacts[start : start + CONTACTS_PER_READ]
         history = _ContactSends(_sends(session, tenant_id, chunk))
         for contact_id in chunk:
-            for at, properties in conversions[contact_id]:
-                send = _credited(properties, history.of(contact_id), at)
+            for at, name, properties in events[contact_id]:
+                credit = _credited if name == "converted" else _engaged
+                send = credit(properties, history.of(contact_id), at)
                 if send is not None:
                     credited.add(send.key)
     return credited

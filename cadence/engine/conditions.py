@@ -267,10 +267,11 @@ def ab_results(
     as `opened(T)` and the report count it (`evaluate.engagement_reads`). An engagement
     event counts for the send its `send` property names; one without `send` (pushed by
     hand, a CRM export) counts for the contact's send of the template it names, when it
-    came after it and names no other campaign. A conversion naming neither (a purchase) is
-    credited as `cadence report` credits it (`analytics.last_touch_keys`: the contact's
-    latest send in the attribution window before it, of the campaign it names if it names
-    one), which counts when it is one of this split's sends.
+    came after it and names no other campaign. An event naming neither (a purchase, an open
+    from a hand-written events file) is credited as `cadence report` credits it
+    (`analytics.credited_keys`: a conversion to the contact's latest send in the attribution
+    window before it, any other event to the contact's latest send at or before it; of the
+    campaign it names if it names one), which counts when it is one of this split's sends.
     """
     metric_event = METRIC_EVENTS.get(node.metric, node.metric)
     sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
@@ -301,11 +302,11 @@ def ab_results(
                     by_template[(contact_id, template)] = (variant, at)
     engaged: dict[str, set[str]] = {name: set() for name in sent}
     contacts = sorted({cid for ids in sent.values() for cid in ids})
-    # Conversions that name no send nor template, by contact: credited by last touch below.
-    untouched: dict[str, list[tuple[dt.datetime, Mapping[str, Any]]]] = {}
+    # Events that name no send nor template, by contact: credited as the report does below.
+    untouched: dict[str, list[tuple[dt.datetime, str, Mapping[str, Any]]]] = {}
     for start in range(0, len(contacts), 500):
-        for contact_id, at, properties in session.execute(
-            select(Event.contact_id, Event.at, Event.properties).where(
+        for contact_id, name, at, properties in session.execute(
+            select(Event.contact_id, Event.name, Event.at, Event.properties).where(
                 Event.tenant_id == tenant,
                 Event.name.in_(evaluate.engagement_reads(metric_event)),
                 Event.contact_id.in_(contacts[start : start + 500]),
@@ -320,13 +321,13 @@ def ab_results(
             named = props.get("campaign")
             if named is not None and str(named) != campaign:
                 continue
-            if metric_event == "converted" and props.get("template") is None:
-                untouched.setdefault(str(contact_id), []).append((as_utc(at), props))
+            if props.get("template") is None:
+                untouched.setdefault(str(contact_id), []).append((as_utc(at), name, props))
                 continue
             match = by_template.get((str(contact_id), str(props.get("template"))))
             if match is not None and as_utc(at) >= match[1]:
                 engaged[match[0]].add(contact_id)
-    for key in analytics.last_touch_keys(session, tenant, untouched):
+    for key in analytics.credited_keys(session, tenant, untouched):
         if key in keys:
             contact_id, variant = keys[key]
             engaged[variant].add(contact_id)

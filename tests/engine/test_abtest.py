@@ -268,10 +268,12 @@ def run_ab_campaign(
     send_key: bool = True,
     failing: int = 0,
     metric: str = "clicks",
+    name_template: bool = True,
 ) -> dict[str, Any]:
     """Launch the A/B campaign, click a share of each variant's sends, decide the winner.
 
-    `send_key=False` pushes the clicks as a CRM would, naming the template but not the send;
+    `send_key=False` pushes the clicks as a CRM would, naming the template but not the send
+    (nor the template, with `name_template=False`: a hand-written events file);
     the provider refuses for good the sends to the first `failing` contacts. With `metric`
     `conversions` the test is decided by conversions, pushed as a shop reports purchases:
     naming neither the send nor the template.
@@ -302,7 +304,9 @@ def run_ab_campaign(
                     if metric == "conversions":
                         name, properties = "converted", {"value": 20}
                     else:
-                        name, properties = "clicked", {"template": message.template}
+                        name, properties = "clicked", {}
+                        if name_template:
+                            properties["template"] = message.template
                     if send_key:
                         properties["send"] = message.idempotency_key
                     await engine.push_event(
@@ -480,6 +484,24 @@ def test_clicks_that_name_only_the_template_count_for_their_variant(store_url: s
     expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
     assert details == json.loads(json.dumps(expected.as_details()))
     assert details["winner"] == "b" and details["variants"]["b"]["engaged"] > 0
+    assert {m.template for m in result["after"]} == {"offer_b"}
+
+
+@pytest.mark.parametrize("metric", ["clicks", "opens"])
+def test_engagement_naming_neither_send_nor_template_counts_as_the_report_counts_it(
+    store_url: str, metric: str
+) -> None:
+    # `{"contact": "c1", "name": "clicked", "at": ...}` is about the contact's latest send,
+    # as `cadence report` and `opened(any)` read it. The verdict ignored such events: the
+    # report showed b's clicks while the test called itself "no send was engaged" and sent
+    # the held contacts a.
+    result = run_ab_campaign(
+        store_url, {"a": 0.1, "b": 0.7}, send_key=False, name_template=False, metric=metric
+    )
+    (details,) = result["audit"]
+    expected = ab_verdict(result["counts"], audience=CONTACT_COUNT)
+    assert details == json.loads(json.dumps(expected.as_details()))
+    assert details["winner"] == "b" and details["significant"] is True
     assert {m.template for m in result["after"]} == {"offer_b"}
 
 
