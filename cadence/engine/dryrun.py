@@ -738,6 +738,24 @@ def failed_sends(sends: Sequence[PlannedSend], examples: int = 3) -> list[Failed
     return sorted(found, key=lambda group: -group.count)
 
 
+@dataclass(frozen=True)
+class ApprovalNeeded:
+    """A campaign the run approved that a live launch would refuse until someone approves it."""
+
+    campaign: str
+    # Why (`Engine.simulated_launch`): `approval required`, or a launch audience above 1,000.
+    reason: str
+    approved_by: str
+
+    def warning(self) -> str:
+        """What a live launch would say, and that this run approved it."""
+        return (
+            f"{self.campaign}: {self.reason}; live, it launches only once approved"
+            f" (`cadence approve {self.campaign} --by WHO`); this run approved it as"
+            f" {self.approved_by!r}"
+        )
+
+
 def late_starts(
     campaigns: Sequence[CompiledCampaign], start: dt.datetime, horizon: dt.datetime
 ) -> list[LateStart]:
@@ -814,6 +832,9 @@ class DryRunReport:
     unread_events: list[UnreadEvents] = field(default_factory=list)
     # The campaigns whose `starts` comes after the run's start; printed on stderr.
     late_starts: list[LateStart] = field(default_factory=list)
+    # The campaigns a live launch would refuse until approved (the run approved them);
+    # printed on stderr.
+    approvals: list[ApprovalNeeded] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -926,9 +947,11 @@ async def dry_run(
             await _push_file_events(engine, history)
             pending_events = [e for e in pending_events if parse_instant(str(e["at"])) >= start]
         await engine.deploy(list(campaigns))
+        approvals: list[ApprovalNeeded] = []
         for campaign in campaigns:
-            await engine.approve(campaign.name, by=approved_by, note="simulated launch")
-            await engine.launch(campaign.name)
+            reason = (await engine.simulated_launch(campaign.name, approved_by=approved_by))[1]
+            if reason is not None:
+                approvals.append(ApprovalNeeded(campaign.name, reason, approved_by))
         await engine.treat_as_new(await engine.contact_ids(), launched=True)
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
         counts = await engine.store.call(_enrollment_counts)
@@ -963,6 +986,7 @@ async def dry_run(
         performance=reports,
         unread_events=unread,
         late_starts=late_starts(campaigns, start, horizon),
+        approvals=approvals,
     )
 
 

@@ -530,23 +530,30 @@ class Engine:
         required`, or no setting and a launch audience above 1,000 contacts) and its current
         version has not been approved (`approve`).
         """
-        return await self.store.call_retrying(self._launch_sync, name)
+        return (await self.store.call_retrying(self._launch_sync, name, None))[0]
 
-    def _launch_sync(self, store: Store, name: str) -> int:
+    async def simulated_launch(self, name: str, *, approved_by: str) -> tuple[int, str | None]:
+        """Approve the current version as `approved_by` and launch it, as a dry-run does.
+
+        Returns the enrollments and why a live launch would have been refused without that
+        approval (`approval required`, a launch audience above 1,000 contacts), or None.
+        The audience is counted once, for the rule and the enrollment both.
+        """
+        return await self.store.call_retrying(self._launch_sync, name, approved_by)
+
+    def _launch_sync(
+        self, store: Store, name: str, approved_by: str | None
+    ) -> tuple[int, str | None]:
         now = self.now()
         with store.session() as session:
             campaign = self._campaign_for_move(session, name, "launch")
             version_id, compiled = self._current(session, campaign)
             self._check_campaign_limit(session, name)
-            launching = [
-                trigger
-                for trigger in compiled.triggers
-                if isinstance(
-                    trigger, c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel
-                )
-            ]
+            launching = _launch_triggers(compiled)
             # The audience counted for approval is the one the first trigger enrolls.
-            counted = self._check_approval(session, campaign, compiled, bool(launching))
+            reason, counted = self._check_approval(
+                session, campaign, compiled, bool(launching), approved_by
+            )
             campaign.status = self._launched_status(session, campaign, now).value
             # Time-dependent segments are read from now on: who already matches at the launch
             # has not entered (see `_sweep_segments_sync`).
@@ -559,7 +566,7 @@ class Engine:
                 )
                 counted = None
             _audit(session, self.tenant, "launch", name, {"enrolled": enrolled}, now)
-            return enrolled
+            return enrolled, reason
 
     def _launched_status(
         self, session: Session, campaign: Campaign, now: dt.datetime
@@ -598,39 +605,55 @@ class Engine:
             )
 
     def _check_approval(
-        self, session: Session, campaign: Campaign, compiled: c.CompiledCampaign, launching: bool
-    ) -> list[str] | None:
-        """Refuse a launch that needs approval its current version lacks.
+        self,
+        session: Session,
+        campaign: Campaign,
+        compiled: c.CompiledCampaign,
+        launching: bool,
+        approved_by: str | None,
+    ) -> tuple[str | None, list[str] | None]:
+        """Refuse a launch that needs approval its current version lacks, unless it is approved
+        here (`approved_by`, a dry-run's simulated launch).
 
-        Returns the launch audience when it had to be computed (to enroll it without
-        computing it again), else None.
+        Returns why the launch needed that approval (None: it did not) and the launch audience
+        when it had to be computed (to enroll it without computing it again).
         """
+        reason, counted = self._approval_reason(session, campaign, compiled, launching)
+        if approved_by is not None:
+            details = {"version": compiled.version, "by": approved_by, "note": "simulated launch"}
+            _audit(session, self.tenant, "approve", campaign.name, details, self.now(),
+                   actor=approved_by)  # fmt: skip
+        elif reason is not None:
+            raise EngineError(
+                f"cannot launch {campaign.name!r}: {reason}, and its current version"
+                f" ({compiled.version[:12]}) is not approved; approve it first:"
+                f" `cadence approve {campaign.name} --by WHO`"
+            )
+        return reason, counted
+
+    def _approval_reason(
+        self, session: Session, campaign: Campaign, compiled: c.CompiledCampaign, launching: bool
+    ) -> tuple[str | None, list[str] | None]:
+        """Why a launch now needs an approval the current version lacks (None: it does not),
+        and the launch audience when it had to be counted."""
         rule = compiled.settings.approval
         if rule == "none":
-            return None
-        version = compiled.version
-        if (campaign.name, version) in campaign_store.approvals(
+            return None, None
+        if (campaign.name, compiled.version) in campaign_store.approvals(
             session, self.tenant, campaign.name
         ):
-            return None
-        counted: list[str] | None = None
+            return None, None
         if rule == "required":
-            reason = "it has `approval required`"
-        else:
-            if not launching:
-                return None
-            counted = self._audience(session, compiled)
-            if len(counted) <= IMPLIED_APPROVAL_ABOVE:
-                return counted
-            reason = (
-                f"its launch audience of {len(counted):,} contacts is above"
-                f" {IMPLIED_APPROVAL_ABOVE:,}"
-            )
-        raise EngineError(
-            f"cannot launch {campaign.name!r}: {reason}, and its current version"
-            f" ({version[:12]}) is not approved; approve it first:"
-            f" `cadence approve {campaign.name} --by WHO`"
+            return "it has `approval required`", None
+        if not launching:
+            return None, None
+        counted = self._audience(session, compiled)
+        if len(counted) <= IMPLIED_APPROVAL_ABOVE:
+            return None, counted
+        reason = (
+            f"its launch audience of {len(counted):,} contacts is above {IMPLIED_APPROVAL_ABOVE:,}"
         )
+        return reason, counted
 
     async def pause(self, name: str) -> int:
         """Hold every enrollment of the campaign where it is; returns how many were held."""
@@ -3013,6 +3036,17 @@ def _checked_agent_name(name: str) -> str:
     if len(cleaned) > NAME_LENGTH:
         raise EngineError(f"agent name {cleaned[:20]!r}... is longer than {NAME_LENGTH} characters")
     return cleaned
+
+
+def _launch_triggers(
+    campaign: c.CompiledCampaign,
+) -> list[c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel]:
+    """The triggers that enroll the campaign's audience when it is launched."""
+    return [
+        trigger
+        for trigger in campaign.triggers
+        if isinstance(trigger, c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel)
+    ]
 
 
 def _send_payload(

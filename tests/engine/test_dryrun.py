@@ -1764,3 +1764,66 @@ def test_the_command_line_names_sends_that_would_fail_on_stderr(tmp_path: Path) 
         " (subject), line 1: `contact.city` is undefined"
     ) in result.stderr
     assert "(contacts b)" in result.stderr
+
+
+APPROVALS = """
+template t email { subject "T" body "<p>T</p>" }
+campaign thousand { audience vip  on launch { send email t } }
+campaign over { exclude rank > 1001  on launch { send email t } }
+campaign asked { approval required  audience rank <= 10  on launch { send email t } }
+campaign never { approval none  on launch { send email t } }
+campaign joined { when signup send email t }
+"""
+
+
+def test_a_run_names_the_campaigns_a_live_launch_would_hold_for_approval(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A dry-run approves every campaign, so it sends what the live launch would refuse:
+    above 1,000 contacts (1,001 with the exclusion, not the 1,000 of `vip`) and with
+    `approval required`. It says which, each with the live launch's reason."""
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    people = [
+        {"id": f"c{i:04}", "email": f"c{i}@example.test",
+         "attributes": {"rank": i, "vip": i <= 1000}}
+        for i in range(1, 1_502)
+    ]  # fmt: skip
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(APPROVALS, "a.cadence")), contacts, start=START,
+            until=dt.timedelta(hours=1), database_url=store_url, default_cap=None,
+        )
+    )  # fmt: skip
+    assert Counter(s.campaign for s in report.sends) == {
+        "thousand": 1000, "over": 1001, "asked": 10, "never": 1501,
+    }  # fmt: skip
+    assert report.approvals == [  # in the order the campaigns launch, by name
+        dryrun.ApprovalNeeded("asked", "it has `approval required`", "dry-run"),
+        dryrun.ApprovalNeeded(
+            "over", "its launch audience of 1,001 contacts is above 1,000", "dry-run"
+        ),
+    ]
+    assert report.approvals[0].warning() == (
+        "asked: it has `approval required`; live, it launches only once approved"
+        " (`cadence approve asked --by WHO`); this run approved it as 'dry-run'"
+    )
+
+
+def test_the_command_line_notes_a_launch_that_needs_approval_on_stderr(tmp_path: Path) -> None:
+    source = tmp_path / "a.cadence"
+    source.write_text(APPROVALS, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "email": "a@example.test", "attributes": {"rank": 1, "vip": True}}],
+    )
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(contacts), "--start", "2026-12-01T09:00:00Z",
+        "--until", "1h", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert all(json.loads(line) for line in result.stdout.splitlines())
+    assert "cadence dry-run: note: asked: it has `approval required`" in result.stderr
+    assert "over:" not in result.stderr  # one contact: no approval implied
