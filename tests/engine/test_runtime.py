@@ -508,6 +508,38 @@ def test_pause_holds_and_resume_runs_what_fell_due(store_url: str) -> None:
     engine_run(store_url, body)
 
 
+PINGED = """
+template hi email { subject "Hi" body "<p>x</p>" }
+template welcome email { subject "Welcome" body "<p>x</p>" }
+when ping send email hi
+campaign greet { on contact_created { send email welcome } }
+"""
+
+
+def test_a_paused_campaign_enrolls_nobody_and_replays_nothing_at_resume(store_url: str) -> None:
+    """As docs/cli.md says: a trigger that fires while the campaign is paused is lost."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS[:2])
+        await engine.deploy(campaigns(PINGED))
+        for name in ("t_ping", "greet"):
+            await engine.launch(name)
+            await engine.pause(name)
+        await engine.push_event({"contact": "c1", "name": "ping"})
+        await engine.upsert_contacts(CONTACTS[2:3])
+        await engine.run_due()
+        for name in ("t_ping", "greet"):
+            await engine.resume(name)
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        assert sent(sink) == []
+        await engine.push_event({"contact": "c2", "name": "ping"})
+        await engine.upsert_contacts([{"id": "c4", "email": "dee@example.test"}])
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        assert sorted(sent(sink)) == [("c2", "hi"), ("c4", "welcome")]
+
+    engine_run(store_url, body)
+
+
 EVENTS = """
 template property_details email { subject "Details" body "<p>x</p>" }
 when property_viewed count>=3 within 7d where event.price <= 500000
