@@ -1827,3 +1827,37 @@ def test_the_command_line_notes_a_launch_that_needs_approval_on_stderr(tmp_path:
     assert all(json.loads(line) for line in result.stdout.splitlines())
     assert "cadence dry-run: note: asked: it has `approval required`" in result.stderr
     assert "over:" not in result.stderr  # one contact: no approval implied
+
+
+CART = """
+template reminder email { subject "Your cart" body "<p>x</p>" }
+campaign cart { goal converted  when cart_abandoned { wait 1h  send email reminder } }
+"""
+
+
+def test_a_goal_already_reached_before_entry_exits_at_the_first_step(
+    store_url: str, tmp_path: Path
+) -> None:
+    """As docs/language.md says: the goal is a condition on the contact as they are, so a
+    conversion from before the contact entered counts, and they leave sent nothing."""
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+
+    people = [{"id": "a", "email": "a@example.test"}, {"id": "b", "email": "b@example.test"}]
+    contacts = write_jsonl(tmp_path / "c.jsonl", people)
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "a", "name": "converted", "at": "2026-11-01T10:00:00Z"},
+            {"contact": "a", "name": "cart_abandoned", "at": "2026-12-01T10:00:00Z"},
+            {"contact": "b", "name": "cart_abandoned", "at": "2026-12-01T10:00:00Z"},
+        ],
+    )
+    report = trio.run(
+        lambda: dry_run(
+            compile_workspace(load_text(CART, "cart.cadence")), contacts, events=events,
+            start=at("2026-12-01T09:00"), until=dt.timedelta(days=1), database_url=store_url,
+        )
+    )  # fmt: skip
+    assert sends(report) == [(at("2026-12-01T11:00"), "b", "reminder")]
+    assert (report.enrolled, report.exited, report.completed) == (2, 1, 1)
