@@ -419,6 +419,16 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
             console.print(f"{contact} receives nothing in this run")
         if rows:
             console.print(table)
+        # Where each of the contact's journeys stands at the end, and why it stopped.
+        for journey in report.journeys:
+            if journey.contact == contact:
+                console.print(
+                    f"{contact} in {escape(journey.campaign)}: {journey.status} (last step"
+                    f" {journey.at:%Y-%m-%d %H:%M}, {escape(journey.node or 'start')}:"
+                    f" {escape(journey.reason)})"
+                )
+        if not any(journey.contact == contact for journey in report.journeys):
+            console.print(f"{contact} enters no campaign in this run")
 
 
 # ---------------------------------------------------------------------------- lifecycle

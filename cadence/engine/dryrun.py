@@ -659,6 +659,20 @@ class SkippedSend:
 
 
 @dataclass(frozen=True)
+class Journey:
+    """Where one enrollment of a contact the run was asked about (`--contact`) ended up: its
+    status at the end and its last step (when, at which node, and why), so "receives
+    nothing" has a reason (`goal reached`, `not in the audience` ...)."""
+
+    contact: str
+    campaign: str
+    status: str
+    at: dt.datetime
+    node: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class UnreadEvents:
     """Events of one name in the events file that nothing in the run reads, though a
     campaign reads a name one typo away."""
@@ -832,6 +846,8 @@ class DryRunReport:
     unread_events: list[UnreadEvents] = field(default_factory=list)
     # The campaigns whose `starts` comes after the run's start; printed on stderr.
     late_starts: list[LateStart] = field(default_factory=list)
+    # Where the enrollments of the contacts asked about (`render`) ended up; text only.
+    journeys: list[Journey] = field(default_factory=list)
     # The campaigns a live launch would refuse until approved (the run approved them);
     # printed on stderr.
     approvals: list[ApprovalNeeded] = field(default_factory=list)
@@ -966,6 +982,9 @@ async def dry_run(
             for skip in await engine.store.call(_skipped_sends)
         ]
         funnel = await engine.store.call(_funnel)
+        journeys = (
+            await engine.store.call(_journeys, render) if not isinstance(render, bool) else []
+        )
         status = await engine.status()
         reports = await engine.report() if performance else []
     ab_tests = {row["name"]: row["ab_tests"] for row in status if row["ab_tests"]}
@@ -987,6 +1006,7 @@ async def dry_run(
         unread_events=unread,
         late_starts=late_starts(campaigns, start, horizon),
         approvals=approvals,
+        journeys=journeys,
     )
 
 
@@ -1145,6 +1165,30 @@ def _skipped_sends(store: Store) -> list[SkippedSend]:
         )
         for at, contact, channel, detail in rows
     ]  # fmt: skip
+
+
+def _journeys(store: Store, contacts: Collection[str]) -> list[Journey]:
+    """The enrollments of `contacts` as they end the run, each with its last step."""
+    found: list[Journey] = []
+    with store.session() as session:
+        rows = session.execute(
+            select(
+                Enrollment.contact_id,
+                Campaign.name,
+                Enrollment.status,
+                Enrollment.history,
+                Enrollment.created_at,
+            )
+            .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
+            .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+            .where(Enrollment.contact_id.in_(sorted(contacts)))
+            .order_by(Enrollment.created_at, Enrollment.id)
+        ).all()
+    for contact, campaign, status, history, created in rows:
+        stamp, node, reason = (history or [[None, None, "not stepped yet"]])[-1]
+        at = dt.datetime.fromisoformat(stamp) if stamp else created
+        found.append(Journey(contact, campaign, status, as_utc(at), node, str(reason)))
+    return found
 
 
 def _funnel(store: Store) -> dict[str, dict[str, int]]:

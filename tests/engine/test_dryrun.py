@@ -23,6 +23,7 @@ from cadence.engine.dryrun import (
     MIN_SIMULATED_RETRY,
     DryRunError,
     DryRunReport,
+    Journey,
     PlannedSend,
     dry_run,
     failed_sends,
@@ -1857,7 +1858,31 @@ def test_a_goal_already_reached_before_entry_exits_at_the_first_step(
         lambda: dry_run(
             compile_workspace(load_text(CART, "cart.cadence")), contacts, events=events,
             start=at("2026-12-01T09:00"), until=dt.timedelta(days=1), database_url=store_url,
+            render={"a", "b"},
         )
     )  # fmt: skip
     assert sends(report) == [(at("2026-12-01T11:00"), "b", "reminder")]
     assert (report.enrolled, report.exited, report.completed) == (2, 1, 1)
+    # `--contact` says why a receives nothing: where each journey ended, and why.
+    assert sorted(report.journeys, key=lambda j: j.contact) == [
+        Journey("a", "cart", "exited", at("2026-12-01T10:00"), "wait_1h", "goal reached"),
+        Journey("b", "cart", "completed", at("2026-12-01T11:00"), "end", "completed"),
+    ]
+
+
+def test_the_contact_view_says_where_each_journey_ended(tmp_path: Path) -> None:
+    people = [{"id": "a", "email": "a@example.test"}]
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": "a", "name": "converted", "at": "2026-11-01T10:00:00Z"},
+            {"contact": "a", "name": "cart_abandoned", "at": "2026-12-01T10:00:00Z"},
+        ],
+    )
+    result = _cli_dry_run(
+        tmp_path, CART, people, "--events", str(events), "--start", "2026-12-01T09:00:00Z",
+        "--until", "1d", "--contact", "a",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "a receives nothing in this run" in result.stdout
+    assert "a in cart: exited (last step 2026-12-01 10:00, wait_1h: goal reached)" in result.stdout
