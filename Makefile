@@ -23,7 +23,8 @@ fmt:
 	cargo fmt
 
 bench:
-	python3 -m benchmarks.report
+	mkdir -p .benchmarks
+	python3 -m benchmarks.report --chart .benchmarks/report.svg
 
 clean:
 	rm -rf target build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis cadence/*.so

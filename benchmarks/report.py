@@ -108,6 +108,63 @@ def render(times: dict[tuple[str, str], dict[str, float]], memory: dict[str, Any
     return table
 
 
+# Each backend's bar colour in the chart, in the table's column order.
+BACKEND_COLOURS = {
+    "rust": "#c2410c", "python": "#2563eb", "polars": "#059669", "duckdb": "#7c3aed",
+}  # fmt: skip
+
+
+def chart_svg(times: dict[tuple[str, str], dict[str, float]]) -> str:
+    """The table's times as a bar chart (SVG, log scale): one group of bars per benchmark
+    and size, one bar per backend, so the ratios read at a glance."""
+    from html import escape
+    from math import log10
+
+    rows = sorted(times.items(), key=lambda kv: (kv[0][0], SIZES.get(kv[0][1], 0)))
+    values = [t for _, by in rows for t in by.values() if t > 0]
+    if not values:
+        return '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="40"></svg>\n'
+    low, high = log10(min(values)) - 0.1, log10(max(values)) + 0.1
+    label_width, plot_width, bar, gap, top = 230, 560, 14, 10, 40
+    backends = [b for b in BACKEND_COLOURS if any(b in by for _, by in rows)]
+
+    def width(seconds: float) -> float:
+        return max(1.0, (log10(seconds) - low) / (high - low) * plot_width)
+
+    parts: list[str] = []
+    y = top
+    for (suite, size), by in rows:
+        present = [b for b in backends if by.get(b, 0) > 0]
+        group = len(present) * bar
+        parts.append(
+            f'<text x="{label_width - 8}" y="{y + group / 2 + 4:.0f}" text-anchor="end">'
+            f"{escape(suite)} {escape(size)}</text>"
+        )
+        for backend in present:
+            seconds = by[backend]
+            w = width(seconds)
+            parts.append(
+                f'<rect class="{backend}" x="{label_width}" y="{y}" width="{w:.1f}"'
+                f' height="{bar - 2}" fill="{BACKEND_COLOURS[backend]}"/>'
+                f'<text x="{label_width + w + 4:.1f}" y="{y + bar - 4}">{_ms(seconds)} ms</text>'
+            )
+            y += bar
+        y += gap
+    legend = "".join(
+        f'<rect x="{label_width + i * 110}" y="12" width="12" height="12"'
+        f' fill="{BACKEND_COLOURS[b]}"/><text x="{label_width + i * 110 + 16}" y="22">{b}</text>'
+        for i, b in enumerate(backends)
+    )
+    total_height = y + 20
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + plot_width + 120}"'
+        f' height="{total_height}" font-family="sans-serif" font-size="11">'
+        f'<text x="8" y="22" font-weight="bold">best of rounds, log scale</text>{legend}'
+        + "".join(parts)
+        + "</svg>\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m benchmarks.report`."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -117,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="keep the benchmark JSON here")
     parser.add_argument("-k", dest="select", help="pytest -k expression to run a subset")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--chart", type=Path, help="also draw the times as an SVG bar chart here")
     args = parser.parse_args(argv)
     quick = args.quick or os.environ.get("CADENCE_BENCH_QUICK", "") in ("1", "true", "yes")
     if args.json:
@@ -131,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         memory = {"size": size, "backends": measure_memory(size, ["rust", "polars", "duckdb"])}
     console = Console(width=max(Console().width, 150))
     console.print(render(times, memory))
+    if args.chart:
+        args.chart.write_text(chart_svg(times), "utf-8")
+        console.print(f"chart: {args.chart}")
     console.print(
         f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; peak extra mem = peak RSS added by one compound "
