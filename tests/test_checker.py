@@ -864,3 +864,19 @@ def test_a_template_reading_a_score_through_contact_is_named() -> None:
     assert "set engagement_now = engagement" in (found[0].hint or "")
     stored = 'template t sms "You have {{ contact.points }} points"\n'
     assert check_text(declared + stored) == []
+
+
+def test_setting_an_attribute_named_like_a_score_or_segment_is_named() -> None:
+    """`set engagement = 50` stores a value the bare `engagement` (the score) never reads."""
+    declared = "score engagement { clicked(any): +10 each }\nsegment hot = engagement >= 10\n"
+    template = 'template a email { subject "A" body "x" }\n'
+    steps = "set engagement = 50  set contact.hot = true  set stage = 1  send email a"
+    found = check_text(f"{declared}{template}campaign c {{ on launch {{ {steps} }} }}")
+    assert codes(found) == ["W309", "W309"]
+    assert "the score `engagement` hides" in found[0].message
+    assert "the segment `hot` hides" in found[1].message
+    assert "set engagement_override" in (found[0].hint or "")
+    # A schema that stores the attribute says it is meant: nothing to say.
+    schema = "schema contact { engagement: number  hot: bool  stage: number }\n"
+    stored = f"{schema}{declared}{template}campaign c {{ on launch {{ {steps} }} }}"
+    assert check_text(stored) == []

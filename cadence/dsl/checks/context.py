@@ -63,7 +63,7 @@ CHECK_CODES: dict[str, str] = {
     "W306": "event name one typo from another event name in use",
     "W307": "`null` (or `none`, `nil`, `undefined`) read as a contact attribute",
     "W308": "template text that uses a name no send gives a template",
-    "W309": "`contact.NAME` where NAME is a score or segment, not a stored attribute",
+    "W309": "a score's or segment's name used as a stored attribute (`contact.NAME`, `set NAME`)",
 }
 
 

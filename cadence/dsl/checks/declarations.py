@@ -20,6 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, article, where
 from cadence.dsl.checks.expressions import (
+    TEMPLATE,
     bare_names,
     check_attribute,
     check_call,
@@ -248,7 +249,7 @@ def _check_template_text(
         if is_contact_attribute(ctx, attribute):
             in_file = f" in {where_text} (line {node.lineno})" if file else ""
             word = span if file else ctx.word_span(span, attribute)
-            warn_computed_attribute(ctx, attribute, word, in_template=True, where=in_file)
+            warn_computed_attribute(ctx, attribute, word, use=TEMPLATE, where=in_file)
         elif file is None:
             check_attribute(ctx, attribute, ctx.word_span(span, attribute))
         elif not is_contact_attribute(ctx, attribute):

@@ -125,7 +125,7 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
     if parts[0] == CONTACT_ROOT and len(parts) > 1:
         span = ctx.word_span(path.span, parts[1])
         if is_contact_attribute(ctx, parts[1]):
-            warn_computed_attribute(ctx, parts[1], span, in_template=False)
+            warn_computed_attribute(ctx, parts[1], span)
         else:
             check_attribute(ctx, parts[1], span)
         return
@@ -197,14 +197,21 @@ def _warn_null_word(ctx: CheckContext, path: ast.Path) -> None:
     )
 
 
+# Where `warn_computed_attribute` found the name: read in a condition, read in a template's
+# text, or written by a `set` step.
+READ, TEMPLATE, SET = "read", "template", "set"
+
+
 def warn_computed_attribute(
-    ctx: CheckContext, name: str, span: ast.Span, *, in_template: bool, where: str = ""
+    ctx: CheckContext, name: str, span: ast.Span, *, use: str = READ, where: str = ""
 ) -> None:
-    """`contact.NAME` where NAME is a score or a segment the schema does not declare (W309).
+    """A score's or a segment's name used as a stored attribute the schema does not declare
+    (W309): `contact.NAME` read in a condition or a template, or `set NAME = ...`.
 
     `contact.` spells a stored attribute, so `contact.engagement >= 40` compares an
-    attribute nobody has (unknown: false for everyone), and `{{ contact.engagement }}` fails
-    every send; a score or segment is computed and read by its bare name.
+    attribute nobody has (unknown: false for everyone), `{{ contact.engagement }}` fails
+    every send, and `set engagement = 50` stores a value the bare name never reads (it
+    reads the score); a score or segment is computed and read by its bare name.
     """
     symbols = ctx.symbols
     if name in symbols.schema or name in STANDARD_CONTACT_FIELDS:
@@ -212,7 +219,7 @@ def warn_computed_attribute(
     kind = "score" if name in symbols.scores else "segment" if name in symbols.segments else None
     if kind is None:
         return
-    if in_template:
+    if use == TEMPLATE:
         message = (
             f"`contact.{name}`{where} reads a stored contact attribute, but `{name}` is a "
             f"{kind}: templates see stored attributes only, so it is undefined when the message "
@@ -221,6 +228,12 @@ def warn_computed_attribute(
         hint = (
             f"store it first with a step `set {name}_now = {name}`, then use `contact.{name}_now`"
         )
+    elif use == SET:
+        message = (
+            f"`set {name}` stores a contact attribute that the {kind} `{name}` hides: `{name}`"
+            f" in a condition reads the {kind}, never the value set"
+        )
+        hint = f"store it under a name of its own, e.g. `set {name}_override = ...`"
     else:
         message = (
             f"`contact.{name}` reads a stored contact attribute, but `{name}` is a {kind}: "
