@@ -880,3 +880,28 @@ def test_setting_an_attribute_named_like_a_score_or_segment_is_named() -> None:
     schema = "schema contact { engagement: number  hot: bool  stage: number }\n"
     stored = f"{schema}{declared}{template}campaign c {{ on launch {{ {steps} }} }}"
     assert check_text(stored) == []
+
+
+def test_engagement_in_a_step_is_named_only_for_templates_the_campaign_never_sends() -> None:
+    """Its own templates, `any`, segments (they see every campaign) and audiences are fine."""
+    templates = (
+        'template w email { subject "W" body "x" }\ntemplate t email { subject "T" body "x" }\n'
+    )
+    other = "campaign a { on launch { send email w } }\n"
+    fine = (
+        "segment opened_w = opened(w)\n"
+        "campaign b { audience opened(w)  goal clicked(t)\n"
+        "  on launch { send email t  wait 1d\n"
+        "    if opened(any) or opened(t) or opened_w { exit } } }\n"
+    )
+    assert check_text(templates + other + fine) == []
+    for step in ("if opened(w) { exit }", "wait for clicked(w) up to 1d", "set seen = replied(w)"):
+        found = check_text(
+            f"{templates}{other}campaign b {{ on launch {{ send email t  {step} }} }}"
+        )
+        assert codes(found) == ["W310"], step
+        assert "use a segment" in (found[0].hint or "")
+    goal = check_text(
+        f"{templates}{other}campaign b {{ goal opened(w)  on launch {{ send email t }} }}"
+    )
+    assert codes(goal) == ["W310"]
