@@ -905,3 +905,20 @@ def test_engagement_in_a_step_is_named_only_for_templates_the_campaign_never_sen
         f"{templates}{other}campaign b {{ goal opened(w)  on launch {{ send email t }} }}"
     )
     assert codes(goal) == ["W310"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "warned"),
+    [
+        ('lead_score > "50"', True),
+        ('"2.5" <= rating', True),
+        ('budget >= "-100"', True),
+        ("lead_score > 50", False),
+        ('zip = "02139"', False),  # codes are text on purpose
+        ('signup_day >= "2026-01-01"', False),
+        ('tier > "gold"', False),
+    ],
+)
+def test_an_ordering_with_a_quoted_number_is_named(condition: str, warned: bool) -> None:
+    found = check_text(f"segment s = {condition}")
+    assert codes(found) == (["W311"] if warned else [])

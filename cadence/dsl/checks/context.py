@@ -65,6 +65,7 @@ CHECK_CODES: dict[str, str] = {
     "W308": "template text that uses a name no send gives a template",
     "W309": "a score's or segment's name used as a stored attribute (`contact.NAME`, `set NAME`)",
     "W310": "engagement in a step about a template the campaign never sends",
+    "W311": "an ordering comparison with a number written in quotes",
 }
 
 

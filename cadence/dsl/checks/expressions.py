@@ -7,6 +7,7 @@ is taken to be a contact attribute, so it is allowed; with a schema it must be d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from cadence.dsl import ast
@@ -90,11 +91,40 @@ def check_expression(ctx: CheckContext, expr: ast.Expr) -> None:
                 check_expression(ctx, item)
         case ast.Unary(operand=operand) | ast.Within(operand=operand):
             check_expression(ctx, operand)
-        case ast.Binary(left=left, right=right) | ast.Compare(left=left, right=right):
+        case ast.Compare(left=left, right=right):
+            check_expression(ctx, left)
+            check_expression(ctx, right)
+            _warn_quoted_number(ctx, expr)
+        case ast.Binary(left=left, right=right):
             check_expression(ctx, left)
             check_expression(ctx, right)
         case _:
             pass
+
+
+ORDERING = frozenset({"<", "<=", ">", ">="})
+
+
+def _warn_quoted_number(ctx: CheckContext, compare: ast.Compare) -> None:
+    """`lead_score > "50"`: a number in quotes is text, and text never compares with a number
+    (docs/language.md), so the condition is false for every contact whose score is a
+    number (W311). Equality with quoted digits (`zip = "02139"`) is left alone: codes are
+    text on purpose; an ordering of them is not.
+    """
+    if compare.op not in ORDERING:
+        return
+    for side in (compare.left, compare.right):
+        if isinstance(side, ast.StringLit) and _NUMBER_TEXT.fullmatch(side.value.strip()):
+            ctx.warning(
+                side.span,
+                "W311",
+                f'"{side.value}" is text, not a number: `{compare.op}` with it is never true for'
+                " a number",
+                f"write the number without quotes: `{side.value.strip()}`",
+            )
+
+
+_NUMBER_TEXT = re.compile(r"[-+]?\d+(\.\d+)?")
 
 
 def known_bare_names(ctx: CheckContext) -> set[str]:
