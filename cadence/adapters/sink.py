@@ -49,6 +49,10 @@ class ContentSource(Protocol):
         """The token of the contact's pending opt-in on `channel` (a confirmation's link)."""
         ...
 
+    async def tenant_name(self, tenant: str) -> str:
+        """The tenant's display name, `company.name` in its templates."""
+        ...
+
 
 LinkBuilder = Callable[[OutgoingMessage, Mapping[str, Any]], Links]
 
@@ -61,6 +65,7 @@ class StoreContentSource:
 
         self._store = Store.open(database_url, migrate=False)
         self._campaigns: dict[tuple[str, str], CompiledCampaign] = {}
+        self._tenant_names: dict[str, str] = {}
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -107,6 +112,14 @@ class StoreContentSource:
     def _opt_in_token_sync(self, tenant: str, contact_id: str, channel: str) -> str | None:
         with self._store.session() as session:
             return consent.pending_token(session, tenant, contact_id, channel)
+
+    async def tenant_name(self, tenant: str) -> str:
+        """The tenant's display name as the store holds it (its id unless it was given one),
+        read once per process: every send of the tenant renders it."""
+        if tenant not in self._tenant_names:
+            name = await trio.to_thread.run_sync(self._store.tenant_name, tenant)
+            self._tenant_names[tenant] = name
+        return self._tenant_names[tenant]
 
 
 class AdapterSink:
@@ -175,7 +188,13 @@ class AdapterSink:
             return fail(f"no adapter sends on the `{message.channel}` channel")
         campaign = await self.source.campaign(message.tenant_id, message.version)
         links = self.links(message, contact) if self.links else Links()
-        tenant = self.tenants.get(message.tenant_id, {"id": message.tenant_id})
+        # What a dry-run renders (`cadence.engine.dryrun`): the tenant's id and name, then
+        # what the caller gives for it.
+        tenant = {
+            "id": message.tenant_id,
+            "name": await self.source.tenant_name(message.tenant_id),
+            **self.tenants.get(message.tenant_id, {}),
+        }
         payload = message.payload
         cost, currency = _cost(payload.get("cost"))
         attempt = max(

@@ -68,7 +68,6 @@ from cadence.engine.store.models import (
     CampaignVersion,
     Enrollment,
     SendLog,
-    Tenant,
 )
 from cadence.engine.store.records import EventRecord, InvalidInput, Problem
 from cadence.engine.suppress import BOUNCED, RESUBSCRIBED
@@ -297,7 +296,7 @@ class RunContent:
     async def tenant_name(self, tenant: str) -> str:
         """The tenant's display name (its id unless it was given one)."""
         if tenant not in self._tenants:
-            self._tenants[tenant] = await self._store.call(_tenant_name, tenant)
+            self._tenants[tenant] = await self._store.call(Store.tenant_name, tenant)
         return self._tenants[tenant]
 
 
@@ -1130,11 +1129,6 @@ def _contacts(store: Store, tenant: str, ids: list[str]) -> dict[str, dict[str, 
 def _opt_in_token(store: Store, tenant: str, contact_id: str, channel: str) -> str | None:
     with store.session() as session:
         return consent.pending_token(session, tenant, contact_id, channel)
-
-
-def _tenant_name(store: Store, tenant: str) -> str:
-    with store.session() as session:
-        return session.scalar(select(Tenant.name).where(Tenant.id == tenant)) or tenant
 
 
 def _enrollment_counts(store: Store) -> dict[str, int]:

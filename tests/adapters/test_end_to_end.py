@@ -184,6 +184,9 @@ class _Content:
     async def contacts(self, tenant: str, ids: Any) -> dict[str, dict[str, Any]]:
         return {i: self.people[i] for i in ids if i in self.people}
 
+    async def tenant_name(self, tenant: str) -> str:
+        return tenant
+
 
 @pytest.mark.trio
 @pytest.mark.parametrize(("fault", "rate_limited"), [("429", True), ("500", False)])

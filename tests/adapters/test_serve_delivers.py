@@ -105,3 +105,30 @@ def test_run_says_nothing_about_senders_when_cadence_from_is_set(
     assert ran.returncode == 0, ran.stderr
     assert "without a `from`" not in ran.stderr
     assert [m["Subject"] for _, m in handler.messages] == ["News"]
+
+
+def test_a_live_send_gets_the_company_the_dry_run_renders(
+    tmp_path: Path, inbox: tuple[Inbox, int], store_url: str
+) -> None:
+    """`{{ company.name }}`, as LANGUAGE.md's welcome writes it: the dry-run renders the
+    tenant's name, but live sends were given only the tenant's id, so every one failed with
+    "is undefined" while the dry-run had shown it going out."""
+    handler, port = inbox
+    (tmp_path / "welcome.cadence").write_text(
+        'template welcome email { subject "Welcome to {{ company.name }}" body "<p>Hi</p>" }\n'
+        'campaign greet { from "Acme <hello@acme.test>"  on launch { send email welcome } }\n'
+    )
+    (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env["CADENCE_DATABASE_URL"] = store_url
+    assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
+    shown = cadence(
+        "dry-run", "welcome.cadence", "--contacts", "people.jsonl", "--contact", "c1",
+        "--until", "1h", env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0 and "Welcome to default" in shown.stdout, shown.stderr
+    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
+    ran = cadence("run", "welcome.cadence", "--until-idle", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "1 delivered" in ran.stdout, ran.stdout
+    assert [m["Subject"] for _, m in handler.messages] == ["Welcome to default"]

@@ -237,6 +237,12 @@ class Store:
         with self.connect() as connection:
             connection.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
+    def tenant_name(self, tenant_id: str) -> str:
+        """The tenant's display name, as templates see it in `company.name`: its id unless
+        it was given one."""
+        with self.session() as session:
+            return session.scalar(select(Tenant.name).where(Tenant.id == tenant_id)) or tenant_id
+
     def tenant_ids(self) -> list[str]:
         """Every tenant's id, sorted."""
         with self.session() as session:
