@@ -174,11 +174,11 @@ class RenderContext:
         data: dict[str, Any] = {
             name: _wrap(value, name) for name, value in self.extra.items() if not name[:1] == "_"
         }
-        tenant = _wrap(self.tenant, "tenant")
         data.update(
             contact=_wrap(self.contact, "contact"),
-            tenant=tenant,
-            company=tenant,
+            # Wrapped once per name, so a missing value is named as the template wrote it.
+            tenant=_wrap(self.tenant, "tenant"),
+            company=_wrap(self.tenant, "company"),
             campaign=_wrap(self.campaign, "campaign"),
             event=_wrap(self.event or {}, "event"),
         )

@@ -185,6 +185,17 @@ def test_missing_top_level_and_list_index(renderer: TemplateRenderer) -> None:
     assert info.value.variable == "contact.props[4]"
 
 
+@pytest.mark.parametrize("name", ["company", "tenant"])
+def test_a_missing_company_variable_is_named_as_the_template_wrote_it(
+    renderer: TemplateRenderer, name: str
+) -> None:
+    """`company` is an alias of `tenant`; `{{ company.name }}` with no name was reported
+    as "`tenant.name` is undefined", a name the template's author never wrote."""
+    with pytest.raises(TemplateRenderError) as info:
+        render_sms(renderer, f"Hi from {{{{ {name}.name }}}}")
+    assert info.value.variable == f"{name}.name" and f"`{name}.name`" in str(info.value)
+
+
 def test_missing_in_subject_is_reported_as_subject(renderer: TemplateRenderer) -> None:
     template = CompiledTemplate(
         name="t", channel="email", content=TemplateContentModel(subject="{{ x.y }}", body="b")
