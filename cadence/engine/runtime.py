@@ -75,6 +75,7 @@ from cadence.engine.store.models import (
     SendLog,
 )
 from cadence.engine.store.records import EventRecord
+from cadence.engine.store.schema import IDENTIFIER
 from cadence.engine.store.types import RawJSON
 from cadence.errors import CadenceError, did_you_mean
 
@@ -696,6 +697,13 @@ class Engine:
         return await self.store.call_retrying(self._clone_sync, name, new_name)
 
     def _clone_sync(self, store: Store, name: str, new_name: str) -> DeployResult:
+        # The copy is a campaign like any other: `enroll`, `in_campaign(...)` and a file's
+        # `campaign NAME` must be able to name it.
+        if not IDENTIFIER.fullmatch(new_name) or len(new_name) > NAME_LENGTH:
+            raise EngineError(
+                f"{new_name!r} is not a campaign name: lowercase letters, digits and _,"
+                f" starting with a letter or _, at most {NAME_LENGTH} characters"
+            )
         with store.session() as session:
             source = campaign_store.get_campaign(session, self.tenant, name)
             if source is None:

@@ -111,6 +111,33 @@ def test_lifecycle_moves_are_checked(store_url: str) -> None:
     engine_run(store_url, body)
 
 
+@pytest.mark.parametrize(
+    ("new_name", "reason"),
+    [
+        ("Hello Copy", "is not a campaign name"),
+        ("hello-copy", "is not a campaign name"),
+        ("", "is not a campaign name"),
+        ("h" * 201, "is not a campaign name"),
+        ("hello_all", "already exists"),
+    ],
+)
+def test_a_clone_needs_a_name_the_language_can_write(
+    store_url: str, new_name: str, reason: str
+) -> None:
+    """`cadence clone a "Bad Name"` made a campaign no `enroll` or `in_campaign(...)` can
+    name and no file can declare; it is refused, and nothing is stored."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(LAUNCH))
+        with pytest.raises(EngineError, match=reason):
+            await engine.clone("hello_all", new_name)
+        assert [row["name"] for row in await engine.status()] == ["hello_all"]
+        copy = await engine.clone("hello_all", "hello_copy")
+        assert copy.name == "hello_copy" and copy.created
+
+    engine_run(store_url, body)
+
+
 DRIP = """
 template welcome email { subject "Welcome" body "<p>Hi</p>" }
 template tips email { subject "Tips" body "<p>Tips</p>" }
