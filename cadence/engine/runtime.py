@@ -276,6 +276,16 @@ class DeployResult:
     pending_approval: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class PushedEvents:
+    """What a push of events did: how many were stored, how many were stored before (an
+    `id` already seen, so left alone), and the enrollments they made."""
+
+    stored: int
+    duplicates: int
+    enrolled: int
+
+
 class Engine:
     """The campaign engine; use as `async with Engine(database_url=..., clock=...) as engine`."""
 
@@ -1514,12 +1524,18 @@ class Engine:
         return await self.push_events([event])
 
     async def push_events(self, events: Iterable[Mapping[str, Any]]) -> int:
-        """Record events (all or nothing when any is bad) and fire the triggers they match."""
-        enrolled = await self.store.call_retrying(self._push_events_sync, list(events))
-        self._nudge.set()
-        return enrolled
+        """Record events (all or nothing when any is bad) and fire the triggers they match;
+        returns the enrollments they made."""
+        return (await self.push_events_counted(events)).enrolled
 
-    def _push_events_sync(self, store: Store, events: list[Mapping[str, Any]]) -> int:
+    async def push_events_counted(self, events: Iterable[Mapping[str, Any]]) -> PushedEvents:
+        """`push_events`, saying also how many were stored and how many were already there
+        (an `id` seen before): what `POST /events` answers."""
+        pushed = await self.store.call_retrying(self._push_events_sync, list(events))
+        self._nudge.set()
+        return pushed
+
+    def _push_events_sync(self, store: Store, events: list[Mapping[str, Any]]) -> PushedEvents:
         now = self.now()
         rows = [dict(event) for event in events]
         for row in rows:
@@ -1534,8 +1550,10 @@ class Engine:
         def written(session: Session, report: importer.ImportReport) -> None:
             enrolled.append(self._events_written(session, report.events, now, before))
 
-        importer.push_event_dicts(store, rows, tenant_id=self.tenant, now=now, on_written=written)
-        return sum(enrolled)
+        report = importer.push_event_dicts(
+            store, rows, tenant_id=self.tenant, now=now, on_written=written
+        )
+        return PushedEvents(report.written, report.duplicates, sum(enrolled))
 
     async def push_linked_events(self, events: Sequence[EventRecord]) -> int:
         """Record events the engine made itself, each already linked to its send; fire them.

@@ -202,6 +202,26 @@ def _suppressed(store_url: str) -> list[tuple[str | None, str]]:
         return [(s.contact_id, s.channel) for s in session.scalars(select(Suppression))]
 
 
+def test_an_event_sent_again_with_its_id_is_not_counted_as_stored(store_url: str) -> None:
+    """A backend retrying `POST /events` with the same `id` was told `stored: 1` again,
+    though nothing was stored (`cadence events push` says "1 already present")."""
+
+    async def body(service: Service) -> None:
+        await service.engine.upsert_contacts(PEOPLE)
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        event = {"contact": "ana", "name": "signed_up", "at": T0.isoformat(), "id": "e-1"}
+        first = await service.client.post("/events", json=event, headers=auth)
+        assert first.status_code == 202 and first.json()["stored"] == 1
+        again = await service.client.post(
+            "/events", json=[event, event | {"id": "e-2"}], headers=auth
+        )
+        assert again.status_code == 202
+        assert (again.json()["stored"], again.json()["duplicates"]) == (1, 1)
+        assert len(_events(store_url, "signed_up")) == 2
+
+    trio.run(_with_service, store_url, body)
+
+
 def test_the_api_needs_the_token_and_refuses_bad_bodies_whole(store_url: str) -> None:
     async def body(service: Service) -> None:
         engine, client = service.engine, service.client

@@ -373,7 +373,7 @@ class ServiceApp:
         if problem is not None:
             return Response.json(400, {"error": problem})
         try:
-            enrolled = await self.engine.push_events(events)
+            pushed = await self.engine.push_events_counted(events)
         except InvalidInput as exc:
             return Response.json(400, {
                 "error": f"{len(exc.problems)} problem(s), nothing written",
@@ -381,7 +381,9 @@ class ServiceApp:
                     {"event": p.row, "field": p.column, "reason": p.reason} for p in exc.problems
                 ],
             })  # fmt: skip
-        return Response.json(202, {"stored": len(events), "enrolled": enrolled})
+        return Response.json(202, {
+            "stored": pushed.stored, "duplicates": pushed.duplicates, "enrolled": pushed.enrolled,
+        })  # fmt: skip
 
     async def _inbox(self, contact: str, request: Request) -> Response:
         unread = (request.param("unread") or "").lower() in ("1", "true", "yes")
