@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# What `serve` and `run` say, on starting and in their last line, when sends are only recorded.
+NO_PROVIDER = "no channel provider is configured"
+
 DEFAULT_ASSUME = "opened=0.3,clicked=0.05,replied=0.01,converted=0.005"
 
 
@@ -651,7 +654,7 @@ async def _service_engine(
     )
     if not configured:
         print(
-            "cadence: no channel provider is configured (CADENCE_SMTP_URL, CADENCE_BREVO_API_KEY,"
+            f"cadence: {NO_PROVIDER} (CADENCE_SMTP_URL, CADENCE_BREVO_API_KEY,"
             " CADENCE_INFOBIP_API_KEY ...): sends are recorded, not delivered",
             file=sys.stderr,
         )
@@ -676,6 +679,17 @@ async def _service_engine(
     finally:
         await outbound.aclose()
         source.close()
+
+
+def _ran_line(verb: str, stats: RunStats, engine: Engine) -> str:
+    """What `serve` or `run` did, in one line. With no provider configured the recording
+    sink took every send: they were recorded, and none was delivered to anyone."""
+    from cadence.engine.runtime import RecordingSink
+
+    done = f"{verb}: {stats.steps} steps, {stats.sends} sends"
+    if isinstance(engine.sink, RecordingSink):
+        return f"{done}, {stats.delivered} recorded, not delivered ({NO_PROVIDER})"
+    return f"{done}, {stats.delivered} delivered"
 
 
 def _without_sender(campaigns: Sequence[CompiledCampaign], tenant: str) -> list[str]:
@@ -718,7 +732,7 @@ def _serve(args: argparse.Namespace) -> int:
         service = ServiceSettings.from_env()
         async with _service_engine(service, args.tenant, args.default_cap) as engine:
             stats = await _serve_engine(engine, args.until_idle, args.poll, args.http, service)
-        print(f"served: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
+            print(_ran_line("served", stats, engine))
         return 0
 
     return int(_guard(go))
@@ -761,7 +775,7 @@ def _run(args: argparse.Namespace) -> int:
                 if status.get(campaign.name) in ("draft", "scheduled"):
                     await engine.launch(campaign.name)
             stats = await _serve_engine(engine, args.until_idle, args.poll, args.http, service)
-        print(f"ran: {stats.steps} steps, {stats.sends} sends, {stats.delivered} delivered")
+            print(_ran_line("ran", stats, engine))
         return 0
 
     return int(_guard(go))

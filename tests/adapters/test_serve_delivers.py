@@ -49,13 +49,26 @@ def test_run_until_idle_delivers_through_smtp(
     assert again.returncode == 0 and len(handler.messages) == 2
 
 
-def test_without_a_provider_sends_are_recorded_and_it_says_so(tmp_path: Path) -> None:
+def test_without_a_provider_sends_are_recorded_and_it_says_so(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The closing line said `1 delivered` right under the warning that sends are recorded,
+    not delivered: it now says they were recorded."""
     (tmp_path / "hello.cadence").write_text(SOURCE)
+    (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env["CADENCE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cadence.db'}"
+    env["CADENCE_DATABASE_URL"] = store_url
+    assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
     ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "no channel provider is configured" in ran.stderr
+    assert ran.stdout.splitlines()[-1] == (
+        "ran: 1 steps, 1 sends, 1 recorded, not delivered (no channel provider is configured)"
+    )
+    served = cadence("serve", "--until-idle", env=env, cwd=tmp_path)
+    assert served.stdout.splitlines()[-1] == (
+        "served: 0 steps, 0 sends, 0 recorded, not delivered (no channel provider is configured)"
+    )
 
 
 def test_run_warns_when_emails_have_no_sender_and_sends_the_rest(
@@ -121,6 +134,7 @@ def test_a_live_send_gets_the_company_the_dry_run_renders(
     (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
     env["CADENCE_DATABASE_URL"] = store_url
+    env["COLUMNS"] = "250"  # the subject's cell is not wrapped
     assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
     shown = cadence(
         "dry-run", "welcome.cadence", "--contacts", "people.jsonl", "--contact", "c1",
