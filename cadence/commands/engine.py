@@ -114,7 +114,9 @@ def register(subparsers: Any) -> None:
         "approve",
         help="approve a campaign's current version so that it may launch",
         description=(
-            "Record that WHO approved the campaign's current version. A campaign with"
+            "Record that WHO approved the campaign's current version, or the version waiting"
+            " for approval if a deploy to the live campaign left one (it becomes current)."
+            " A campaign with"
             " `approval required`, or without an `approval` setting and a launch audience"
             " above 1,000 contacts, launches only once its current version is approved;"
             " deploying a new version needs a new approval."
