@@ -108,3 +108,30 @@ def test_bad_requests_say_what_is_wrong_and_change_nothing(store_url: str, tmp_p
         assert (await client.get("/campaigns", headers=AUTH)).json()["campaigns"] == []
 
     trio.run(_with_service, store_url, body)
+
+
+def test_posted_source_cannot_read_the_servers_files_as_a_body(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`body file "/etc/..."` in posted source read the server's file into the stored
+    campaign (and a send would mail it out), though posted source may not import files for
+    that very reason; and the check said which of the folder's files existed."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("server-only text\n")
+
+    async def body(service: Service) -> None:
+        source = (
+            f'template t email {{ subject "x" body file "{secret}"\n'
+            f'  locale "es" {{ subject "y" body file "{tmp_path / "secre.txt"}" }} }}\n'
+            "campaign leak { on launch { send email t } }\n"
+        )
+        answer = await service.client.post("/campaigns", content=source.encode(), headers=AUTH)
+        assert answer.status_code == 400, answer.text
+        problems = answer.json()["problems"]
+        assert [(p["line"], p["code"]) for p in problems] == [(1, "E217"), (2, "E217")]
+        assert all("posted source cannot read files" in p["message"] for p in problems)
+        assert "secret.txt" not in str([p["hint"] for p in problems])  # no did-you-mean
+        listed = await service.client.get("/campaigns", headers=AUTH)
+        assert listed.json()["campaigns"] == []
+
+    trio.run(_with_service, store_url, body)

@@ -4,7 +4,8 @@ The same calls as `cadence deploy | launch | pause | resume | cancel | archive |
 approve | status | report`, for a product's backend or an ops tool that cannot run the
 CLI. A campaign is deployed from its Cadence source, checked and compiled here exactly as
 `cadence deploy` does; its problems come back with their lines and columns, and nothing
-is deployed. Posted source cannot import files: the server's files are not the caller's.
+is deployed. Posted source cannot import files or read a template's `body file`: the
+server's files are not the caller's.
 """
 
 from __future__ import annotations
@@ -75,10 +76,10 @@ class CampaignsAPI:
         if not text.strip():
             return Response.json(400, {"error": "the body is empty; expected Cadence source"})
         try:
-            imports = [d for d in parse_text(text, POSTED_FILE).declarations
-                       if isinstance(d, ast.Import)]  # fmt: skip
-            if imports:
-                return _problems([_import_refused(imports[0])])
+            # Refused before the check, which would read the files (and name their folder's).
+            refused = _file_reads_refused(parse_text(text, POSTED_FILE))
+            if refused:
+                return _problems(refused)
             compiled = check_and_compile_text(text, POSTED_FILE)
         except DiagnosticError as exc:
             return _problems([d for d in exc.diagnostics if d.severity == "error"])
@@ -158,10 +159,29 @@ def _diagnostic(diagnostic: Diagnostic) -> dict[str, Any]:
     return data
 
 
-def _import_refused(declaration: ast.Import) -> Diagnostic:
-    span = declaration.span
+def _file_reads_refused(program: ast.Program) -> list[Diagnostic]:
+    """Every import and `body file` of posted source: each would read the server's files."""
+    refused: list[Diagnostic] = []
+    for declaration in program.declarations:
+        if isinstance(declaration, ast.Import):
+            refused.append(_refusal(
+                declaration.span, "E021",
+                f'cannot import "{declaration.path}": posted source cannot import files',
+                "post one source with every declaration it uses",
+            ))  # fmt: skip
+        elif isinstance(declaration, ast.TemplateDecl):
+            parts = [declaration.content, *(block.content for block in declaration.locales)]
+            for path in (part.body_file for part in parts if part.body_file is not None):
+                refused.append(_refusal(
+                    path.span, "E217",
+                    f'cannot read the body file "{path.value}": posted source cannot read files',
+                    'write the body inline: body "..."',
+                ))  # fmt: skip
+    return refused
+
+
+def _refusal(span: ast.Span, code: str, message: str, hint: str) -> Diagnostic:
     return Diagnostic(
-        POSTED_FILE, span.line, span.column, span.end_line, span.end_column, "error", "E021",
-        f'cannot import "{declaration.path}": posted source cannot import files',
-        hint="post one source with every declaration it uses",
+        POSTED_FILE, span.line, span.column, span.end_line, span.end_column, "error", code,
+        message, hint=hint,
     )  # fmt: skip
