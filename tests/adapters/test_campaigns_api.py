@@ -135,3 +135,36 @@ def test_posted_source_cannot_read_the_servers_files_as_a_body(
         assert listed.json()["campaigns"] == []
 
     trio.run(_with_service, store_url, body)
+
+
+def test_source_posted_under_its_file_name_is_the_version_cadence_deploy_made(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A compiled campaign records its file's name, and posted source was always named
+    `posted.cadence`: the same file deployed by `cadence deploy`, then posted, was a new
+    version (of a live, approved campaign: one waiting for approval). `?file=NAME` names it."""
+    path = tmp_path / "welcome.cadence"
+    path.write_text(SOURCE)
+
+    async def body(service: Service) -> None:
+        (deployed,) = await service.engine.deploy(path)
+        named = await service.client.post(
+            "/campaigns?file=welcome.cadence", content=SOURCE.encode(), headers=AUTH
+        )
+        assert named.status_code == 200, named.text
+        ((result,),) = [named.json()["deployed"]]
+        assert (result["version"], result["created"]) == (deployed.version, False)
+        unnamed = await service.client.post("/campaigns", content=SOURCE.encode(), headers=AUTH)
+        assert unnamed.json()["deployed"][0]["created"] is True
+        for bad in ("../welcome.cadence", "dir/welcome.cadence", "welcome.txt", ".cadence"):
+            refused = await service.client.post(
+                "/campaigns", params={"file": bad}, content=SOURCE.encode(), headers=AUTH
+            )
+            assert refused.status_code == 400 and "?file=" in refused.json()["error"], bad
+        broken = SOURCE.replace("send email later", "send email latr")
+        answer = await service.client.post(
+            "/campaigns?file=welcome.cadence", content=broken.encode(), headers=AUTH
+        )
+        assert answer.json()["problems"][0]["file"] == "welcome.cadence"
+
+    trio.run(_with_service, store_url, body)

@@ -10,6 +10,7 @@ server's files are not the caller's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -25,6 +26,8 @@ from cadence.errors import Diagnostic, DiagnosticError
 # the name and returning how many enrollments (or contacts) it moved.
 MOVES = ("launch", "pause", "resume", "cancel", "archive")
 POSTED_FILE = "posted.cadence"
+# `?file=`: a file's name as `cadence deploy` records it, without the folders.
+FILE_NAME = re.compile(r"[^/\\\x00]{1,200}\.cadence")
 
 
 class CampaignsAPI:
@@ -75,12 +78,20 @@ class CampaignsAPI:
             return Response.json(400, {"error": f"the body is not UTF-8 (byte {exc.start})"})
         if not text.strip():
             return Response.json(400, {"error": "the body is empty; expected Cadence source"})
+        # A compiled campaign records its file's name, so the version `cadence deploy`
+        # made from welcome.cadence is the one posted as `?file=welcome.cadence`.
+        file = request.param("file") or POSTED_FILE
+        if not FILE_NAME.fullmatch(file):
+            return Response.json(400, {
+                "error": f"?file={file!r}: expected the source's file name, such as"
+                " welcome.cadence (no folders)",
+            })  # fmt: skip
         try:
             # Refused before the check, which would read the files (and name their folder's).
-            refused = _file_reads_refused(parse_text(text, POSTED_FILE))
+            refused = _file_reads_refused(parse_text(text, file))
             if refused:
                 return _problems(refused)
-            compiled = check_and_compile_text(text, POSTED_FILE)
+            compiled = check_and_compile_text(text, file)
         except DiagnosticError as exc:
             return _problems([d for d in exc.diagnostics if d.severity == "error"])
         migrate = (request.param("migrate") or "").lower() in ("1", "true", "yes")
@@ -182,6 +193,6 @@ def _file_reads_refused(program: ast.Program) -> list[Diagnostic]:
 
 def _refusal(span: ast.Span, code: str, message: str, hint: str) -> Diagnostic:
     return Diagnostic(
-        POSTED_FILE, span.line, span.column, span.end_line, span.end_column, "error", code,
+        span.file, span.line, span.column, span.end_line, span.end_column, "error", code,
         message, hint=hint,
     )  # fmt: skip
