@@ -43,6 +43,29 @@ def test_demo_sends_for_real_to_the_loopback_standins(tmp_path: Path) -> None:
     assert took < 60
 
 
+def test_demo_sends_to_the_standins_even_where_a_provider_is_configured(tmp_path: Path) -> None:
+    """docs/channels.md said the demo uses the stand-ins "when no provider is configured";
+    it uses them always, so a machine set up for real sends sends nothing real from it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    # A real provider's settings, pointing where nothing answers: used, every send fails.
+    env |= {
+        "COLUMNS": "200",
+        "CADENCE_EMAIL_PROVIDER": "brevo",
+        "CADENCE_BREVO_API_KEY": "k",
+        "CADENCE_BREVO_BASE_URL": "http://127.0.0.1:9",
+        "CADENCE_SMTP_URL": "smtp://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cadence", "demo", "--days", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = SUMMARY.search(done.stdout)
+    assert found, done.stdout[-2000:]
+    delivered, brevo, _infobip, _webhooks, failed = map(int, found.groups())
+    assert delivered > 0 and brevo > 0 and failed == 0
+
+
 HELLO = """\
 template hello email {
   subject "Hello {{ contact.first_name | default('there') }} from {{ company.name }}"
