@@ -812,7 +812,9 @@ def _demo(args: argparse.Namespace) -> int:
         print("cadence demo: --days must be at least 1", file=sys.stderr)
         return 2
     console = table_console()
-    result = _guard(lambda: _run_demo(args, folder, contacts, console))
+    # The live board is progress: stderr, so that stdout holds the report alone.
+    board = table_console(stderr=True)
+    result = _guard(lambda: _run_demo(args, folder, contacts, board))
     if isinstance(result, int):
         return result
     report, received = result

@@ -39,6 +39,11 @@ def test_demo_sends_for_real_to_the_loopback_standins(tmp_path: Path) -> None:
     for heading in ("Timeline", "Funnel", "Totals", "What the stand-ins received"):
         assert heading in done.stdout
     assert "{{" not in done.stdout  # what the stand-ins got was rendered
+    # The live board is progress: on stderr, so the piped report starts with its timeline
+    # (its last caption ran into the timeline's title on one line of stdout).
+    assert "cadence demo · simulated" in done.stderr
+    assert "cadence demo · simulated" not in done.stdout and "steps run" not in done.stdout
+    assert done.stdout.split("\n", 1)[0].strip() == "Timeline (first 40 sends)"
     # It runs nowhere near real time (5 simulated days).
     assert took < 60
 
