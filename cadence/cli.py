@@ -23,17 +23,25 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Version(argparse.Action):
+    """`--version`: the version and the backend on one line, as written. argparse's own
+    action wraps it at the terminal's width, or at 80 columns when piped."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(f"cadence {__version__}; {_backend.describe()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser, asking every command module to add its subcommands."""
     parser = argparse.ArgumentParser(
         prog="cadence",
         description="Campaigns as code: check, compile, simulate and run Cadence campaigns.",
     )
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"cadence {__version__}; {_backend.describe()}",
-    )
+    parser.add_argument("--version", action=_Version, help="show program's version number and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

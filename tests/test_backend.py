@@ -60,13 +60,16 @@ def test_core_reports_the_crate_version() -> None:
     ("env", "expected"), [({}, "backend: rust"), ({"CADENCE_PURE_PYTHON": "1"}, "backend: python")]
 )
 def test_version_flag_prints_version_and_backend(env: dict[str, str], expected: str) -> None:
-    environment = {k: v for k, v in os.environ.items() if k != "CADENCE_PURE_PYTHON"} | env
+    # Piped, at argparse's 80 columns ($COLUMNS unset): the fallback's line is longer.
+    outer = {k: v for k, v in os.environ.items() if k not in ("CADENCE_PURE_PYTHON", "COLUMNS")}
     done = subprocess.run(
         [sys.executable, "-m", "cadence", "--version"],
         capture_output=True,
         text=True,
-        env=environment,
+        env=outer | env,
         check=True,
     )
     assert done.stdout.startswith(f"cadence {cadence.__version__}")
     assert expected in done.stdout
+    # One line, as written: argparse wrapped it ("... (CADENCE_PURE_PYTHON\nis set)").
+    assert done.stdout.count("\n") == 1 and done.stdout.endswith(")\n"), done.stdout
