@@ -449,6 +449,8 @@ def _deploy(args: argparse.Namespace) -> int:
         async with Engine(tenant=args.tenant) as engine:
             for result in await engine.deploy(campaigns, migrate=args.migrate):
                 state = "new version" if result.created else "unchanged"
+                if result.moved is not None:
+                    state += f"; {result.moved} enrollments moved to it"
                 if result.pending_approval:
                     state += (
                         "; waits for approval, the approved version keeps running:"

@@ -267,6 +267,8 @@ class DeployResult:
 
     `pending_approval`: the campaign is live and this version needs an approval it lacks,
     so it waits (`approve` makes it current) while the approved version keeps running.
+    `moved`: with `migrate`, how many running and paused enrollments moved onto it (None
+    without `migrate`).
     """
 
     name: str
@@ -274,6 +276,7 @@ class DeployResult:
     version_id: int
     created: bool
     pending_approval: bool = False
+    moved: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +449,7 @@ class Engine:
                 results.append(
                     DeployResult(
                         campaign.name, campaign.version, deployed.version_id, deployed.created,
-                        pending,
+                        pending, moved if migrate else None,
                     )
                 )  # fmt: skip
         return results

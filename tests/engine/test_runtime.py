@@ -842,6 +842,34 @@ def test_a_new_version_leaves_running_enrollments_unless_migrated(store_url: str
     engine_run(store_url, body)
 
 
+def test_cli_deploy_says_how_many_enrollments_it_migrated(store_url: str, tmp_path: Path) -> None:
+    """`cadence deploy --migrate` printed `(new version)`, or `(unchanged)` when that
+    version was deployed before, whether or not enrollments moved onto it."""
+    source = tmp_path / "drip.cadence"
+    source.write_text(DRIP.replace("on contact_created", "on launch"), "utf-8")
+    people = tmp_path / "people.jsonl"
+    people.write_text(
+        '{"id": "c1", "email": "ana@example.test"}\n{"id": "c2", "email": "b@x.test"}\n'
+    )
+
+    def cadence(*args: str) -> str:
+        done = run_cadence(*args, store_url=store_url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    cadence("contacts", "import", str(people))
+    cadence("deploy", str(source))
+    cadence("launch", "welcome_series")
+    cadence("serve", "--until-idle")  # both wait at wait_3d, on the first version
+    source.write_text(source.read_text().replace('subject "Tips"', 'subject "Tips!"'))
+    (kept,) = cadence("deploy", str(source)).splitlines()
+    assert kept.endswith("(new version)")
+    (moved,) = cadence("deploy", "--migrate", str(source)).splitlines()
+    assert moved.endswith("(unchanged; 2 enrollments moved to it)")
+    (again,) = cadence("deploy", "--migrate", str(source)).splitlines()
+    assert again.endswith("(unchanged; 0 enrollments moved to it)")
+
+
 SEGMENT = """
 segment hot = count(property_viewed, 7d) >= 2 or lead_score >= 70
 template hello email { subject "Hi" body "x" }
