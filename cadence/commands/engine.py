@@ -602,6 +602,10 @@ async def _serve_engine(
     from cadence.engine.runtime import RunStats
 
     stats = RunStats()
+    if http is not None:
+        from cadence.adapters.web.server import check_bind
+
+        check_bind(http)
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:

@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,6 +76,26 @@ def test_http_with_until_idle_is_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--http cannot be used with --until-idle" in done.stderr
+
+
+def test_an_address_serve_cannot_listen_on_is_named_without_a_traceback(tmp_path: Path) -> None:
+    """`--http 127.0.0.1:99999` (or a host that does not resolve, or a port in use) ended
+    in a page of nested exception groups from the HTTP server's start."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        in_use = f"127.0.0.1:{taken.getsockname()[1]}"
+        for bind in ("127.0.0.1:99999", "no-such-host.invalid:8080", in_use):
+            done = subprocess.run(
+                [sys.executable, "-m", "cadence", "serve", "--http", bind],
+                cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 1, (bind, done.stderr)
+            assert f"cadence: --http {bind}: cannot listen there:" in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+    finally:
+        taken.close()
 
 
 def test_a_bad_public_url_stops_serve_with_its_name(tmp_path: Path) -> None:
