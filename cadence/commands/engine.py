@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cadence.commands.options import DURATION_TEXT, add_default_cap, add_tenant
+from cadence.commands.options import DURATION_TEXT, add_default_cap, add_tenant, poll_seconds
 from cadence.errors import CadenceError, DiagnosticError
 
 # The engine pulls in SQLAlchemy and Trio; `cadence --help` and `cadence check` should not
@@ -161,7 +161,9 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("serve", help="run the engine on the real clock")
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
-    p.add_argument("--poll", type=float, default=5.0, help="seconds between looks (default 5)")
+    p.add_argument(
+        "--poll", type=poll_seconds, default=5.0, help="seconds between looks (default 5)"
+    )
     _http_option(p)
     add_default_cap(p)
     add_tenant(p, "to serve")
@@ -175,7 +177,7 @@ def register(subparsers: Any) -> None:
         help="approve each deployed campaign's version as WHO before launching it",
     )
     p.add_argument("--until-idle", action="store_true", help="process what is due now, then exit")
-    p.add_argument("--poll", type=float, default=5.0)
+    p.add_argument("--poll", type=poll_seconds, default=5.0)
     _http_option(p)
     add_default_cap(p)
     add_tenant(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 
@@ -19,6 +20,20 @@ _CAP_TEXT = re.compile(rf"(?:([a-z_]+) )?(\d+) per ({DURATION_TEXT.pattern})")
 _NO_CAP = ("none", "off")
 # Where a bad cap came from: the option, or the variable its default is read from.
 _FROM = f" (--default-cap, or ${DEFAULT_CAP_VARIABLE})"
+
+
+def poll_seconds(text: str) -> float:
+    """`--poll`: how long the serving loop sleeps when nothing is due; 0, a negative or
+    not-a-number value would make it spin without ever sleeping."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0, got {text!r} (such as 5 or 0.5)"
+        )
+    return seconds
 
 
 def add_tenant(parser: argparse.ArgumentParser, what: str = "to work on") -> None:

@@ -98,6 +98,23 @@ def test_an_address_serve_cannot_listen_on_is_named_without_a_traceback(tmp_path
         taken.close()
 
 
+def test_a_poll_that_is_not_a_positive_number_of_seconds_is_refused(tmp_path: Path) -> None:
+    """`--poll -1` and `--poll 0` looped without ever sleeping (a core at 100%), and
+    `--poll nan` ended in a traceback; each is a usage error now, for serve and run."""
+    (tmp_path / "x.cadence").write_text('template t email { subject "s" body "b" }\n')
+    for command in (["serve"], ["run", "x.cadence"]):
+        for poll in ("-1", "0", "nan", "inf"):
+            done = subprocess.run(
+                [sys.executable, "-m", "cadence", *command, "--poll", poll],
+                cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 2, (command, poll, done.stderr)
+            assert f"argument --poll: expected a number of seconds above 0, got {poll!r}" in (
+                done.stderr
+            )
+    assert not (tmp_path / "cadence.db").exists()  # refused before the store is opened
+
+
 def test_a_bad_public_url_stops_serve_with_its_name(tmp_path: Path) -> None:
     env = _env(tmp_path) | {
         "CADENCE_PUBLIC_URL": "links.example",
