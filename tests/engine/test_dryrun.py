@@ -650,6 +650,21 @@ def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize("start", ["garbage", "2026-13-01", "1 December 2026"])
+def test_a_start_that_is_not_a_date_says_what_one_looks_like(tmp_path: Path, start: str) -> None:
+    # It said only Python's "Invalid isoformat string: 'garbage'" (or "month must be in 1..12").
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    done = dry_run_cli(
+        str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--start", start, "--json",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.strip() == (
+        f"cadence dry-run: --start: {start!r} is not an ISO-8601 date-time"
+        " (e.g. 2026-12-01T09:00:00Z)"
+    )
+
+
 @dataclass
 class AlwaysLater:
     """A forwarding sink whose provider is always busy: retry in ten wall-clock seconds."""
