@@ -256,7 +256,7 @@ def _dry_run(args: argparse.Namespace) -> int:
 
     from cadence.commands.console import table_console
     from cadence.dsl.compiler import compile_paths
-    from cadence.dsl.parser import duration_seconds
+    from cadence.dsl.parser import MAX_DURATION_SECONDS, duration_seconds
     from cadence.engine.clock import parse_instant
     from cadence.engine.dryrun import DryRunError, dry_run, failed_sends, parse_assume
 
@@ -269,6 +269,11 @@ def _dry_run(args: argparse.Namespace) -> int:
             raise DryRunError(
                 f"--until: {args.until!r} is not a duration such as 30d, 12h or 1d12h"
                 " (units s, m, h, d, w; no months: write 30d)"
+            )
+        if duration_seconds(text) > MAX_DURATION_SECONDS:
+            raise DryRunError(
+                f"--until: {args.until!r} is longer than ten years, the longest duration"
+                " Cadence takes"
             )
         until = dt.timedelta(seconds=duration_seconds(text))
         assume = parse_assume(args.assume)

@@ -650,6 +650,21 @@ def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize("until", ["3661d", "99999999999d"])
+def test_until_is_at_most_ten_years_as_any_duration(tmp_path: Path, until: str) -> None:
+    # 99999999999d ended in "OverflowError: Python int too large to convert to C int".
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "email": "a@example.test"}])
+    done = dry_run_cli(
+        str(EXAMPLES / "welcome_series.cadence"), "--contacts", str(contacts),
+        "--until", until, "--json",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.strip() == (
+        f"cadence dry-run: --until: {until!r} is longer than ten years, the longest duration"
+        " Cadence takes"
+    )
+
+
 @pytest.mark.parametrize("start", ["garbage", "2026-13-01", "1 December 2026"])
 def test_a_start_that_is_not_a_date_says_what_one_looks_like(tmp_path: Path, start: str) -> None:
     # It said only Python's "Invalid isoformat string: 'garbage'" (or "month must be in 1..12").
