@@ -815,6 +815,7 @@ DEMO_WHATSAPP_NUMBER = "15550001000"
 
 def _demo(args: argparse.Namespace) -> int:
     from cadence.commands.console import table_console
+    from cadence.dsl.parser import MAX_DURATION_SECONDS
 
     folder: Path = args.examples
     contacts = folder / "contacts.jsonl"
@@ -827,6 +828,11 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     if args.days <= 0:
         print("cadence demo: --days must be at least 1", file=sys.stderr)
+        return 2
+    # The longest duration Cadence takes, as for `dry-run --until`.
+    longest = MAX_DURATION_SECONDS // 86400
+    if args.days > longest:
+        print(f"cadence demo: --days must be at most {longest} (ten years)", file=sys.stderr)
         return 2
     console = table_console()
     # The live board is progress: stderr, so that stdout holds the report alone.

@@ -121,3 +121,15 @@ def test_demo_outside_the_repository_says_where_to_run_it(tmp_path: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 2
     assert "repository root" in done.stderr
+
+
+def test_demo_days_are_between_one_and_ten_years() -> None:
+    # --days 99999999999 ended in a page of exception groups (an OverflowError).
+    for days, message in (("0", "at least 1"), ("3661", "at most 3660 (ten years)"),
+                          ("99999999999", "at most 3660 (ten years)")):  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "cadence", "demo", "--days", days],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr[-500:]
+        assert done.stderr.strip() == f"cadence demo: --days must be {message}", days
