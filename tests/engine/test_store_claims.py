@@ -29,6 +29,7 @@ from cadence.engine.store.claims import (
 )
 from cadence.engine.store.models import Base, Enrollment, EnrollmentStatus, Tenant
 from cadence.engine.store.types import RawJSON, UTCDateTime
+from tests.engine.cadence_cli import run_cadence
 
 SeedEnrollments = Callable[..., list[int]]
 
@@ -159,6 +160,23 @@ def test_database_url_defaults_and_validation(monkeypatch: pytest.MonkeyPatch) -
         resolve_database_url("nonsense")
     with pytest.raises(StoreError, match="unsupported database"):
         Store.open("mysql://u@h/db")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_database_that_cannot_be_reached_is_one_line_naming_it(kind: str, tmp_path: Path) -> None:
+    """Every store command (status, deploy, import ...) ended in two pages of SQLAlchemy
+    traceback when the database was down or its file could not be opened."""
+    url = {
+        "sqlite": f"sqlite:///{tmp_path}",  # a folder, not a database file
+        "postgresql": "postgresql+psycopg://cadence:secret@127.0.0.1:1/cadence",
+    }[kind]
+    with pytest.raises(StoreError, match="cannot open the database") as info:
+        Store.open(url)
+    assert "secret" not in str(info.value)  # the URL's password is hidden
+    done = run_cadence("status", store_url=url, cwd=tmp_path)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("cadence: cannot open the database ") and "secret" not in line
 
 
 def test_claim_takes_only_due_active_rows_oldest_first(store: Store, seed: SeedEnrollments) -> None:

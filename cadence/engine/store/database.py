@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -167,7 +168,14 @@ class Store:
         """Open the store at `url` (see `resolve_database_url`) and bring its schema to head."""
         store = cls(create_store_engine(resolve_database_url(url), echo=echo))
         if migrate:
-            store.migrate()
+            try:
+                store.migrate()
+            except OperationalError as exc:
+                # Down, refusing, or a file SQLite cannot open: the first thing that connects
+                # says so, in one line (the driver's first), not in a page of traceback.
+                store.close()
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise StoreError(f"cannot open the database {store.url}: {reason}") from None
         return store
 
     @property
