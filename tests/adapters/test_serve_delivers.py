@@ -15,6 +15,13 @@ campaign hello_all { from "Acme <hello@acme.test>"  on launch { send email hello
 """
 
 
+def cli_env(store_url: str, **variables: str) -> dict[str, str]:
+    """This process's environment without any CADENCE_ setting, on `store_url`, plus
+    `variables`: what a user's shell holds after exporting only those."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    return env | {"CADENCE_DATABASE_URL": store_url, **variables}
+
+
 def cadence(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cadence", *args],
@@ -32,9 +39,9 @@ def test_run_until_idle_delivers_through_smtp(
         '{"id": "c1", "email": "ana@example.test", "first_name": "Ana"}\n'
         '{"id": "c2", "email": "ben@example.test", "first_name": "Ben"}\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env["CADENCE_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cadence.db'}"
-    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
+    env = cli_env(
+        f"sqlite:///{tmp_path / 'cadence.db'}", CADENCE_SMTP_URL=f"smtp+plain://127.0.0.1:{port}"
+    )
     imported = cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
     ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
@@ -56,8 +63,7 @@ def test_without_a_provider_sends_are_recorded_and_it_says_so(
     not delivered: it now says they were recorded."""
     (tmp_path / "hello.cadence").write_text(SOURCE)
     (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env["CADENCE_DATABASE_URL"] = store_url
+    env = cli_env(store_url)
     assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
     ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
@@ -87,9 +93,7 @@ def test_run_warns_when_emails_have_no_sender_and_sends_the_rest(
     (tmp_path / "people.jsonl").write_text(
         '{"id": "c1", "email": "ana@example.test", "first_name": "Ana"}\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env["CADENCE_DATABASE_URL"] = store_url
-    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
+    env = cli_env(store_url, CADENCE_SMTP_URL=f"smtp+plain://127.0.0.1:{port}")
     assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
     ran = cadence("run", "hello.cadence", "--until-idle", env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
@@ -109,10 +113,11 @@ def test_run_says_nothing_about_senders_when_cadence_from_is_set(
         "campaign newsletter { on launch { send email news } }\n"
     )
     (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env["CADENCE_DATABASE_URL"] = store_url
-    env["CADENCE_SMTP_URL"] = f"smtp+plain://127.0.0.1:{port}"
-    env["CADENCE_FROM"] = "Acme <hello@acme.test>"
+    env = cli_env(
+        store_url,
+        CADENCE_SMTP_URL=f"smtp+plain://127.0.0.1:{port}",
+        CADENCE_FROM="Acme <hello@acme.test>",
+    )
     assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
     ran = cadence("run", "news.cadence", "--until-idle", env=env, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
@@ -132,9 +137,7 @@ def test_a_live_send_gets_the_company_the_dry_run_renders(
         'campaign greet { from "Acme <hello@acme.test>"  on launch { send email welcome } }\n'
     )
     (tmp_path / "people.jsonl").write_text('{"id": "c1", "email": "ana@example.test"}\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-    env["CADENCE_DATABASE_URL"] = store_url
-    env["COLUMNS"] = "250"  # the subject's cell is not wrapped
+    env = cli_env(store_url, COLUMNS="250")  # the subject's cell is not wrapped
     assert cadence("contacts", "import", "people.jsonl", env=env, cwd=tmp_path).returncode == 0
     shown = cadence(
         "dry-run", "welcome.cadence", "--contacts", "people.jsonl", "--contact", "c1",
