@@ -169,7 +169,7 @@ def _render(
             contact.setdefault(field, to)
     context = RenderContext(
         contact=contact,
-        tenant=json_object_arg(args.company, "company"),
+        tenant=_company(args),
         campaign={"name": campaign.name, "display_name": campaign.display_name} if campaign else {},
         event=json_object_arg(args.event, "event"),
         unsubscribe_url="https://example.invalid/unsubscribe/preview",
@@ -180,6 +180,16 @@ def _render(
     )
     spec = (approved or {}).get(template.name) if template.channel == "whatsapp" else None
     return template, campaign, TemplateRenderer().render(template, context, approved=spec), contact
+
+
+def _company(args: argparse.Namespace) -> dict[str, Any]:
+    """`company` as a send gives it (`cadence.adapters.sink`): the tenant's id and name (its
+    id: a tenant is named only in the store, which a preview does not open), then what
+    `--company` gives."""
+    from cadence.engine.tenants import DEFAULT_TENANT
+
+    tenant = getattr(args, "tenant", None) or DEFAULT_TENANT
+    return {"id": tenant, "name": tenant, **json_object_arg(args.company, "company")}
 
 
 def _describe(template: CompiledTemplate, content: RenderedContent, html: bool) -> str:

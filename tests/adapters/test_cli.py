@@ -53,13 +53,34 @@ def campaign_file(tmp_path: Path) -> Path:
 
 def test_preview_email(campaign_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     contact = '{"first_name": "Ana", "budget": 450000}'
-    assert main(["preview", str(campaign_file), "welcome", "--contact", contact]) == 0
+    company = '{"name": "Acme"}'
+    assert main(["preview", str(campaign_file), "welcome", "--contact", contact,
+                 "--company", company]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "template welcome (email, locale en)" in out
     assert "Subject:   Welcome to Acme, Ana!" in out
     assert "Preheader: Three things to try first" in out
     assert "Budget: $450,000.00" in out
     assert "<h1>" not in out  # HTML only with --html
+
+
+def test_preview_gives_company_the_tenants_name_as_a_send_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A send (and a dry-run) gives `company.name` the tenant's name; preview gave nothing,
+    so it failed ("`company.name` is undefined") on the examples' welcome template, or
+    showed a `default(...)` no send would show."""
+    path = tmp_path / "hello.cadence"
+    path.write_text(
+        'template hi sms "Hi from {{ company.name }} ({{ company.id }})"\n'
+        "template other sms \"Hi from {{ company.name | default('Acme') }}\"\n"
+    )
+    assert main(["preview", str(path), "hi"]) == 0
+    assert "Hi from default (default)" in capsys.readouterr().out
+    assert main(["preview", str(path), "other"]) == 0
+    assert "Hi from default" in capsys.readouterr().out
+    assert main(["preview", str(path), "hi", "--company", '{"name": "Acme"}']) == 0
+    assert "Hi from Acme (default)" in capsys.readouterr().out
 
 
 def test_preview_localized_from_a_contact_file(
@@ -134,6 +155,8 @@ def test_send_test_email_over_smtp(
             "ana@example.test",
             "--contact",
             contact,
+            "--company",
+            '{"name": "Acme"}',
         ]
     )
     assert code == 0, capsys.readouterr().err
