@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cadence.commands.options import add_tenant
 from cadence.errors import CadenceError, did_you_mean
 
 # Rendering and the adapters pull in Jinja2, httpx and Trio: `cadence --help` and
@@ -64,7 +65,7 @@ def register(subparsers: Any) -> None:
     send.add_argument(
         "--config", metavar="TOML", help="adapter config file (default: CADENCE_* variables only)"
     )
-    send.add_argument("--tenant", default="default", help="whose providers to use")
+    add_tenant(send, "whose providers to use")
     send.add_argument("--from", dest="sender", metavar="SENDER", help="override the sender")
     send.set_defaults(handler=run_send_test)
 

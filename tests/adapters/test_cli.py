@@ -250,6 +250,28 @@ def test_send_test_without_a_provider_fails_cleanly(
     assert "no provider configured for email" in capsys.readouterr().err
 
 
+def test_send_test_uses_the_tenant_cadence_tenant_names(
+    campaign_file: Path,
+    inbox: tuple[Inbox, int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every command's --tenant defaults to $CADENCE_TENANT; send-test's was always
+    `default`, so it tested another tenant's providers than the ones set up for it."""
+    handler, port = inbox
+    for name in ("CADENCE_SMTP_URL", "CADENCE_BREVO_API_KEY", "CADENCE_EMAIL_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CADENCE_TENANT", "acme")
+    monkeypatch.setenv("CADENCE_TENANT_ACME_SMTP_URL", f"smtp+plain://127.0.0.1:{port}")
+    contact = '{"first_name": "Ana", "budget": 1}'
+    code = main(
+        ["send-test", str(campaign_file), "welcome", "--to", "a@b.test", "--contact", contact]
+    )
+    assert code == 0, capsys.readouterr().err
+    ((_, mime),) = handler.messages
+    assert mime["Subject"] == "Welcome to acme, Ana!"
+
+
 def test_send_test_whatsapp_uses_the_approved_template(
     campaign_file: Path,
     tmp_path: Path,
