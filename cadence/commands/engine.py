@@ -88,8 +88,18 @@ def register(subparsers: Any) -> None:
     add_default_cap(p)
     p.set_defaults(handler=_dry_run)
 
-    p = subparsers.add_parser("deploy", help="compile files and store their campaigns")
-    p.add_argument("files", nargs="+", type=Path)
+    p = subparsers.add_parser(
+        "deploy",
+        help="compile files and store their campaigns",
+        description=(
+            "Check and compile the files together, as one workspace with their imports (a"
+            " name declared in two of them is an error), and store each campaign as its"
+            " current version: the same content is the same version. Enrollments in flight"
+            " stay on the version they started on unless --migrate moves them. A file with"
+            " errors deploys nothing."
+        ),
+    )
+    p.add_argument("files", nargs="+", type=Path, help="the .cadence files")
     p.add_argument(
         "--migrate",
         action="store_true",
