@@ -12,7 +12,7 @@ from sqlalchemy import event, func, select
 from store_helpers import T0
 
 from cadence.cli import main
-from cadence.engine.store import Store
+from cadence.engine.store import Store, StoreError
 from cadence.engine.store.importer import (
     import_contacts,
     push_event_dicts,
@@ -458,6 +458,25 @@ def test_tenants_never_see_each_others_rows(store: Store, tmp_path: Path) -> Non
         globex_events = session.scalars(select(Event).where(Event.tenant_id == "globex")).all()
     assert globex_events == []
     assert sorted(contacts(store, "globex")) == ["c1"]
+
+
+@pytest.mark.parametrize("tenant", ["", "t" * 65])
+def test_an_import_to_a_tenant_id_no_store_takes_writes_nothing(
+    store: Store, tmp_path: Path, store_url: str, tenant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cadence contacts import --tenant ""` wrote the contacts under an empty tenant id,
+    then said "contacts written, but their campaigns did not start" when the engine, which
+    checks ids, refused the tenant (on PostgreSQL a 65-character id failed on the column)."""
+    people = write(tmp_path, "people.csv", "id,email\nc1,a@example.test\n")
+    with pytest.raises(StoreError, match="tenant id must be 1 to 64 characters"):
+        import_contacts(store, people, tenant_id=tenant)
+    with pytest.raises(StoreError, match="tenant id must be 1 to 64 characters"):
+        upsert_contact_dicts(store, [{"id": "c1"}], tenant_id=tenant)
+    assert (count(store, Contact), count(store, Tenant)) == (0, 0)
+    code = main(["contacts", "import", str(people), "--tenant", tenant, "--database", store_url])
+    assert code == 1
+    assert capsys.readouterr().err.startswith("error: tenant id must be 1 to 64 characters")
+    assert (count(store, Contact), count(store, Tenant)) == (0, 0)
 
 
 def test_the_database_refuses_cross_tenant_references(store: Store) -> None:

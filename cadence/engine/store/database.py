@@ -148,6 +148,13 @@ def create_store_engine(url: str, *, echo: bool = False) -> Engine:
     raise StoreError(f"unsupported database {backend!r}: use sqlite:/// or postgresql+psycopg://")
 
 
+def check_tenant_id(tenant_id: str) -> None:
+    """Refuse a tenant id the `tenants` table does not take (1 to 64 characters), before
+    anything is written under it."""
+    if not tenant_id or len(tenant_id) > 64:
+        raise StoreError(f"tenant id must be 1 to 64 characters, got {tenant_id!r}")
+
+
 def dialect_insert(dialect: str, target: Any) -> SQLiteInsert | PostgresInsert:
     """An INSERT with the backend's ON CONFLICT clause available (both spell it the same)."""
     if dialect == "postgresql":
@@ -236,8 +243,7 @@ class Store:
         self, tenant_id: str, *, name: str | None = None, now: datetime | None = None
     ) -> None:
         """Create the tenant if it does not exist yet (every row needs its tenant first)."""
-        if not tenant_id or len(tenant_id) > 64:
-            raise StoreError(f"tenant id must be 1 to 64 characters, got {tenant_id!r}")
+        check_tenant_id(tenant_id)
         stamp = now or utcnow()
         statement = dialect_insert(self.dialect, Tenant).values(
             id=tenant_id, name=name or tenant_id, created_at=stamp, updated_at=stamp

@@ -29,7 +29,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
-from cadence.engine.store.database import Store, dialect_insert, utcnow
+from cadence.engine.store.database import Store, check_tenant_id, dialect_insert, utcnow
 from cadence.engine.store.models import (
     Campaign,
     CampaignVersion,
@@ -213,6 +213,7 @@ def _format_of(path: Path) -> str:
 
 def _ensure_tenant(session: Session, tenant_id: str, now: datetime) -> None:
     """Create the tenant inside the import's own transaction, so a failed import leaves none."""
+    check_tenant_id(tenant_id)
     statement = dialect_insert(session.get_bind().dialect.name, Tenant).values(
         id=tenant_id, name=tenant_id, created_at=now, updated_at=now
     )
