@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         print(
             f"{len(exc.problems)} problem(s) in {args.file}; nothing was written", file=sys.stderr
         )
-        if not args.skip_invalid and any(problem.row not in (None, 1) for problem in exc.problems):
+        if exc.skippable and not args.skip_invalid:
             print("(--skip-invalid writes the good rows and reports the rest)", file=sys.stderr)
         return 1
     except (SchemaError, StoreError) as exc:

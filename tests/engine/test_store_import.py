@@ -199,6 +199,39 @@ def test_header_problems_reject_the_file_even_with_skip_invalid(
     assert count(store, Contact) == 0
 
 
+HINT = "(--skip-invalid writes the good rows and reports the rest)"
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "text", "hinted"),
+    [
+        # A bad header refuses the file even with --skip-invalid: no hint to use it.
+        ("contacts", "people.csv", "id,Email,phone\nc1,a@x.test,+15551234567\nc2,b@x.test,12ab\n",
+         False),
+        ("contacts", "people.csv", "id,email\nc1,a@x.test\nc2,nope\n", True),
+        # In JSON Lines the first line is a row like any other: it was taken for a header.
+        ("events", "events.jsonl", '{"contact": "c1", "name": "x"}\n', True),
+        ("events", "events.csv", "contact,name\n", False),  # the file itself is refused
+    ],
+)  # fmt: skip
+def test_skip_invalid_is_suggested_only_where_it_would_write_the_good_rows(
+    tmp_path: Path,
+    store_url: str,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    name: str,
+    text: str,
+    hinted: bool,
+) -> None:
+    path = write(tmp_path, name, text)
+    verb = "import" if command == "contacts" else "push"
+    assert main([command, verb, str(path), "--database", store_url]) == 1
+    assert (HINT in capsys.readouterr().err) is hinted
+    if hinted:  # and it does what the hint says
+        main([command, verb, str(path), "--database", store_url, "--skip-invalid"])
+        assert "skipped:" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("separator", "name"), [(";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")]
 )

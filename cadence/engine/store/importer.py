@@ -381,7 +381,7 @@ def import_contact_rows(
         problems.extend(row_problems)
         report.problems = problems = in_file_order(problems)
         if problems and (not skip_invalid or header_problems):
-            raise InvalidInput(problems)
+            raise InvalidInput(problems, skippable=not header_problems)
         if not records:
             return report
         _ensure_tenant(session, tenant_id, stamp)
@@ -679,7 +679,7 @@ def push_event_rows(
         # Every problem at once, in the file's order: unknown contacts among the rest.
         report.problems = problems = in_file_order(problems)
         if problems and not skip_invalid:
-            raise InvalidInput(problems)
+            raise InvalidInput(problems, skippable=True)
         if check_only:
             report.events, report.duplicates = new_events(session, tenant_id, good)
             return report

@@ -45,11 +45,16 @@ class Problem:
 
 
 class InvalidInput(CadenceError):
-    """Input rejected as a whole: nothing was written. Carries every problem found."""
+    """Input rejected as a whole: nothing was written. Carries every problem found.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    `skippable`: the problems are all in rows, so skipping the bad ones (`--skip-invalid`)
+    would write the rest; a problem of the file or of a CSV header refuses it whole.
+    """
+
+    def __init__(self, problems: list[Problem], *, skippable: bool = False) -> None:
         """Keep the problems; the message lists the first few."""
         self.problems = problems
+        self.skippable = skippable
         shown = "\n".join(str(problem) for problem in problems[:20])
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
         super().__init__(f"{len(problems)} problem(s), nothing written:\n{shown}{more}")
