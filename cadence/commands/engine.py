@@ -287,12 +287,8 @@ def _dry_run(args: argparse.Namespace) -> int:
             )
         until = dt.timedelta(seconds=duration_seconds(text))
         assume = parse_assume(args.assume)
-    except ValueError:  # from parse_instant: the only step here that raises one
-        print(
-            f"cadence dry-run: --start: {args.start!r} is not an ISO-8601 date-time"
-            " (e.g. 2026-12-01T09:00:00Z)",
-            file=sys.stderr,
-        )
+    except ValueError as exc:  # from parse_instant: the only step here that raises one
+        print(f"cadence dry-run: --start: {exc}", file=sys.stderr)
         return 2
     except DryRunError as exc:
         print(f"cadence dry-run: {exc}", file=sys.stderr)

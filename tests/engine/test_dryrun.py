@@ -657,8 +657,8 @@ def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
         *[("--until", v, "is longer than ten years, the longest duration Cadence takes")
           for v in ("3661d", "99999999999d")],
         # Python's "Invalid isoformat string: 'garbage'", or "month must be in 1..12":
-        *[("--start", v, "is not an ISO-8601 date-time (e.g. 2026-12-01T09:00:00Z)")
-          for v in ("garbage", "2026-13-01", "1 December 2026")],
+        *[("--start", v, "is not an ISO-8601 date-time (e.g. 2026-12-01T09:00:00Z or 2026-12-01)")
+          for v in ("garbage", "2026-13-01", "1 December 2026", "01/12/2026")],
     ],
 )  # fmt: skip
 def test_a_bad_start_or_until_says_what_it_takes(
@@ -1659,17 +1659,6 @@ def test_a_confirmation_that_formats_a_date_or_price_is_still_the_confirmation(
     )  # fmt: skip
     assert sends(report) == [(at("2026-12-01T10:00"), "ana", "confirm_signup")]
     assert [(s.template, s.reason) for s in report.skipped] == [("news", "no consent (pending)")]
-
-
-def test_a_start_that_is_not_iso_8601_names_the_form_expected(tmp_path: Path) -> None:
-    result = _cli_dry_run(
-        tmp_path, LATE_START, [{"id": "a", "email": "a@example.test"}], "--start", "01/12/2026"
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "cadence dry-run: --start: '01/12/2026' is not an ISO-8601 date-time"
-        " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)"
-    )
 
 
 CITY_NEWS = """
