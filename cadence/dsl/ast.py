@@ -8,6 +8,7 @@ compare equal.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, TypeAlias
@@ -735,3 +736,17 @@ class Program:
     declarations: tuple[Declaration, ...]
     comments: tuple[Comment, ...] = field(default=(), compare=False)
     file: str = field(default="<string>", compare=False)
+
+
+def step_expressions(step: Step) -> Iterator[Expr]:
+    """The conditions and values one step evaluates itself (an `if`'s conditions, what a
+    `wait for` waits for, a `set` value), not those of the steps nested in it."""
+    match step:
+        case If(branches=branches):
+            yield from (branch.condition for branch in branches)
+        case WaitFor(event=event):
+            yield event
+        case SetAttr(value=value):
+            yield value
+        case _:
+            return

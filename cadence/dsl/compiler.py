@@ -731,15 +731,7 @@ class _CampaignCompiler:
             elif isinstance(trigger, ast.SegmentEnterTrigger):
                 yield ast.Path((trigger.segment,))
             for step in walk_steps(block.steps):
-                match step:
-                    case ast.If(branches=branches):
-                        yield from (branch.condition for branch in branches)
-                    case ast.WaitFor(event=event):
-                        yield event
-                    case ast.SetAttr(value=value):
-                        yield value
-                    case _:
-                        pass
+                yield from ast.step_expressions(step)
 
     def _referenced_segments_and_scores(
         self,

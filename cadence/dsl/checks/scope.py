@@ -49,12 +49,4 @@ def _step_expressions(unit: CampaignUnit, steps: list[ast.Step]) -> Iterator[ast
         if setting.key == "goal":
             yield setting.expr
     for step in steps:
-        match step:
-            case ast.If(branches=branches):
-                yield from (branch.condition for branch in branches)
-            case ast.WaitFor(event=event):
-                yield event
-            case ast.SetAttr(value=value):
-                yield value
-            case _:
-                pass
+        yield from ast.step_expressions(step)
