@@ -568,8 +568,14 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(title="Campaigns")
+    # Cancelled and failed enrollments get a column when a campaign has some: after
+    # `cancel`, every other count reads 0, and the table would show nothing of it.
+    rare = [
+        state for state in ("cancelled", "failed")
+        if any(row["enrollments"].get(state) for row in rows)
+    ]  # fmt: skip
     for column in ("campaign", "status", "version", "approval", "active", "completed", "exited",
-                   "held", "sends"):  # fmt: skip
+                   "held", *rare, "sends"):  # fmt: skip
         table.add_column(column)
     for row in rows:
         counts = row["enrollments"]
@@ -577,7 +583,8 @@ def _status_table(rows: list[dict[str, Any]]) -> Table:
             row["name"], row["status"], row["version"], row["approval"],
             str(counts.get("active", 0)),
             str(counts.get("completed", 0)), str(counts.get("exited", 0)),
-            str(counts.get("paused", 0)), str(row["sends"]),
+            str(counts.get("paused", 0)), *(str(counts.get(state, 0)) for state in rare),
+            str(row["sends"]),
         )  # fmt: skip
     return table
 

@@ -113,3 +113,23 @@ def test_the_dashboard_tiles_read_rates_as_the_tables_do() -> None:
     tiles = _tiles([{"status": "active", "enrollments": {}}], [report])
     assert "<b>&lt;0.01%</b>opened" in tiles
     assert "<b>&gt;99.9%</b>clicked" in tiles
+
+
+def test_the_campaign_table_shows_cancelled_enrollments_only_when_there_are_some() -> None:
+    """After `cancel` every other count of the campaign reads 0: the page said nothing of
+    the journeys it stopped."""
+    from cadence.adapters.web.dashboard import dashboard
+
+    def page(counts: dict[str, int]) -> str:
+        row = {
+            "name": "slow", "status": "cancelled", "version": "abc", "approval": "not needed",
+            "enrollments": counts, "sends": 0, "ab_tests": [], "pause": None,
+        }  # fmt: skip
+        return dashboard("Acme", T0, [row], [])
+
+    assert "<th>cancelled</th>" not in page({"active": 2})
+    cancelled = page({"cancelled": 2})
+    heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<th[^>]*>(.*?)</th>", cancelled)]
+    cells = _cells(cancelled, "slow")
+    assert dict(zip(heads, cells, strict=False))["cancelled"] == "2"
+    assert "2 cancelled" in cancelled  # the chart's bar says what it is

@@ -568,3 +568,32 @@ def test_a_dry_run_approves_and_launches_every_campaign(
         ("dry-run", "simulated launch")
     }
     assert len(audit(store, "launch")) == MAX_ACTIVE_CAMPAIGNS + 2
+
+
+WAITING = """
+template hello email { subject "Hello" body "<p>Hi</p>" }
+campaign slow { on launch { wait 2d  send email hello } }
+"""
+
+
+def test_status_shows_the_cancelled_enrollments_of_a_cancelled_campaign(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `cancel`, every other count of the campaign reads 0: without a column of its
+    own the table said nothing of the two journeys it stopped."""
+    (cli_env / "slow.cadence").write_text(WAITING, "utf-8")
+    people = "".join(f'{{"id": "c{i}", "email": "c{i}@example.test"}}\n' for i in (1, 2))
+    (cli_env / "people.jsonl").write_text(people, "utf-8")
+    assert main(["contacts", "import", "people.jsonl"]) == 0
+    assert main(["run", "slow.cadence", "--until-idle"]) == 0
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    assert "cancelled" not in capsys.readouterr().out  # no column while none are
+    assert main(["cancel", "slow"]) == 0
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "campaign" in line and "held" in line)
+    cells = [cell.strip() for cell in status_line(out, "slow").split("│")[1:-1]]
+    names = [cell.strip() for cell in header.split("┃")[1:-1]]
+    assert dict(zip(names, cells, strict=True))["cancelled"] == "2"

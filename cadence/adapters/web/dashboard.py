@@ -29,6 +29,8 @@ REFRESH_SECONDS = 30
 # Enrollment states in the order the charts stack them, with their colours.
 STATES = (("active", "#2f6fdf"), ("paused", "#e0a020"), ("completed", "#2e9e5b"),
           ("exited", "#9aa0a6"))  # fmt: skip
+# States shown only when a campaign has some: after `cancel` every other count reads 0.
+RARE_STATES = (("cancelled", "#b3261e"), ("failed", "#6b1a1a"))
 # The funnel of a campaign's sends, each stage a share of what was sent.
 FUNNEL = (("sent", "#1f4e9c"), ("delivered", "#2f6fdf"), ("opened", "#4f9be8"),
           ("clicked", "#2e9e5b"), ("converted", "#e0a020"))  # fmt: skip
@@ -73,7 +75,7 @@ def dashboard(
     else:
         body += [
             "<h2>Campaigns</h2>", _campaign_table(campaigns),
-            "<h2>Enrollments</h2>", _legend(STATES), _enrollment_chart(campaigns),
+            "<h2>Enrollments</h2>", _legend(_states(campaigns)), _enrollment_chart(campaigns),
             "<h2>Performance</h2>", _performance_table(campaigns, by_name),
             _legend(FUNNEL), _funnel_chart(campaigns, by_name),
             "<h2>By message</h2>", _step_table(campaigns, by_name),
@@ -110,9 +112,20 @@ def _tiles(campaigns: Sequence[Mapping[str, Any]], reports: Sequence[CampaignRep
     ) + "</div>"  # fmt: skip
 
 
+def _states(campaigns: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The enrollment states the page shows: the usual ones, and the rare ones some have."""
+    rare = tuple(
+        (state, colour)
+        for state, colour in RARE_STATES
+        if any(row["enrollments"].get(state) for row in campaigns)
+    )
+    return STATES + rare
+
+
 def _campaign_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
     """Status, version, approval and enrollments by state, as `cadence status` shows them."""
-    head = ["campaign", "status", "version", "approval", *(s for s, _ in STATES), "sends"]
+    states = _states(campaigns)
+    head = ["campaign", "status", "version", "approval", *(s for s, _ in states), "sends"]
     rows = []
     for row in campaigns:
         status = str(row["status"])
@@ -129,7 +142,7 @@ def _campaign_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
                 f'<span class="status status-{escape(status)}">{escape(status)}</span>{note}',
                 f"<code>{escape(str(row['version']))}</code>",
                 escape(str(row["approval"])),
-                *(f"{counts.get(state, 0):,}" for state, _ in STATES),
+                *(f"{counts.get(state, 0):,}" for state, _ in states),
                 f"{row['sends']:,}",
             ]
         )
@@ -198,14 +211,15 @@ def _ab_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
 
 def _enrollment_chart(campaigns: Sequence[Mapping[str, Any]]) -> str:
     """A bar per campaign, its enrollments stacked by state, as shares of the largest."""
-    totals = [sum(row["enrollments"].get(s, 0) for s, _ in STATES) for row in campaigns]
+    states = _states(campaigns)
+    totals = [sum(row["enrollments"].get(s, 0) for s, _ in states) for row in campaigns]
     widest = max(totals, default=0) or 1
     bars = []
     for index, (row, total) in enumerate(zip(campaigns, totals, strict=True)):
         y = index * (BAR_HEIGHT + 8)
         x = float(LABEL_WIDTH)
         parts = [_label(str(row["name"]), y)]
-        for state, colour in STATES:
+        for state, colour in states:
             count = row["enrollments"].get(state, 0)
             width = (CHART_WIDTH - LABEL_WIDTH - 80) * count / widest
             if width > 0:
