@@ -37,7 +37,7 @@ from jinja2 import (
 )
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.runtime import Context
+from jinja2.runtime import BlockReference, Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace
 from markupsafe import Markup, escape
@@ -431,13 +431,45 @@ class _GuardedNamespace(Namespace):
         super().__setitem__(name, value)
 
 
+class _OutputBuffer(list[Any]):
+    """What a macro, `{% set %}` block or `{% filter %}` block prints, refused past the
+    output limit as it grows: Jinja joins it in one C call, which no later check would
+    stop before it had built the whole string (a loop printing a long value 20,000 times
+    in a macro asked for gigabytes)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+
+    def append(self, chunk: Any) -> None:
+        self._grow(_length(chunk))
+        super().append(chunk)
+
+    def extend(self, chunks: Iterable[Any]) -> None:
+        chunks = tuple(chunks)
+        self._grow(sum(_length(chunk) for chunk in chunks))
+        super().extend(chunks)
+
+    def _grow(self, size: int) -> None:
+        self.size += size
+        if self.size > _state.limits.max_output_chars:
+            _refuse(f"a macro or block prints over {_state.limits.max_output_chars:,} characters")
+
+
 class _GuardedCodeGenerator(CodeGenerator):
-    """Compiles `a ~ b` through a size check, so `{% set s = s ~ s %}` chains stay bounded."""
+    """Compiles `a ~ b` through a size check, so `{% set s = s ~ s %}` chains stay bounded,
+    and buffers output in an `_OutputBuffer`, so a macro's or block's output does too."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.checked_concat(")
         super().visit_Concat(node, frame)
         self.write(")")
+
+    def buffer(self, frame: Frame) -> None:
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.output_buffer()")
 
 
 def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -653,6 +685,10 @@ class CadenceSandbox(SandboxedEnvironment):
                 _check_size(len(left) + len(right))
         return super().call_binop(context, operator, left, right)
 
+    def output_buffer(self) -> _OutputBuffer:
+        """A new buffer for a macro's or block's output (see `_GuardedCodeGenerator`)."""
+        return _OutputBuffer()
+
     def checked_concat(self, joined: Any) -> Any:
         """The result of `~`, refused once it grows past the output limit."""
         _check_size(len(joined))
@@ -676,6 +712,9 @@ class CadenceSandbox(SandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         """Calls from templates: no huge size arguments, no string-exploding replace/format."""
         _check_args(args, kwargs)
+        if isinstance(__obj, BlockReference):
+            # `self.NAME()` joins the block's whole output in Jinja, past every check.
+            _refuse("a template cannot call its blocks (`self.NAME()`); use a macro")
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str):

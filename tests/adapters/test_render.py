@@ -274,6 +274,44 @@ def test_hostile_templates_are_cut_off(renderer: TemplateRenderer, source: str) 
     assert time.monotonic() - started < 3
 
 
+# A million-character value printed once per character: a terabyte if Jinja were left to join it.
+_HUGE = "{% set x = 'a' * 1000000 %}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        _HUGE + "{% macro m() %}{% for c in x %}{{ x }}{% endfor %}{% endmacro %}{{ m() }}",
+        _HUGE + "{% set y %}{% for c in x %}{{ x }}{% endfor %}{% endset %}{{ y }}",
+        _HUGE + "{% filter upper %}{% for c in x %}{{ x }}{% endfor %}{% endfilter %}",
+        _HUGE + "{% macro m() %}{{ caller() }}{% endmacro %}"
+        "{% call m() %}{% for c in x %}{{ x }}{% endfor %}{% endcall %}",
+        _HUGE + "{% set x %}{{ x }}{{ x }}{% endset %}" * 3,
+        "{% block b %}{% endblock %}"
+        + _HUGE
+        + "{% block c %}{% for c in x %}{% if false %}{{ x }}{% endif %}{% endfor %}{% endblock %}"
+        + "{{ self.b() }}",
+    ],
+)
+def test_a_macro_or_block_cannot_build_output_past_the_limit(
+    renderer: TemplateRenderer, source: str
+) -> None:
+    # Jinja joins a macro's or block's output in one C call: it must be refused while it
+    # grows, not after (before, these asked for a terabyte and failed with MemoryError).
+    with pytest.raises(TemplateRenderError, match="not allowed") as info:
+        render_sms(renderer, source)
+    assert "MemoryError" not in str(info.value)
+
+
+def test_macros_and_blocks_still_render(renderer: TemplateRenderer) -> None:
+    source = (
+        "{% macro m(n) %}<{{ n }}>{{ caller() }}{% endmacro %}{% call m(3) %}in{% endcall %}"
+        "{% set y %}a{{ 1 }}b{% endset %}{{ y }}{% filter upper %}x{{ 'y' }}{% endfilter %}"
+        "{% for a in [1, [2]] recursive %}{{ a }}{% endfor %}{% block b %}!{% endblock %}"
+    )
+    assert render_sms(renderer, source).text == "<3>ina1bXY1[2]!"
+
+
 def test_loop_without_hooks_is_stopped_by_the_time_budget() -> None:
     fast = TemplateRenderer(RenderLimits(timeout_seconds=0.3))
     source = "{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
