@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import string
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ import babel.dates
 import babel.numbers
 from jinja2 import (
     BaseLoader,
+    Environment,
     StrictUndefined,
     TemplateSyntaxError,
     Undefined,
@@ -37,6 +39,7 @@ from jinja2 import (
 )
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
+from jinja2.nodes import EvalContext
 from jinja2.runtime import BlockReference, Context
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace
@@ -392,7 +395,8 @@ def _count_steps(numbers: range) -> Iterator[int]:
         yield number
 
 
-_PRINTF_WIDTH = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
+# A mapping key (`%(name)9d`) may stand before the flags and width.
+_PRINTF_WIDTH = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
 _FORMAT_WIDTH = re.compile(r"\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
 
 
@@ -406,6 +410,39 @@ def _check_format_string(fmt: str) -> None:
     for match in _FORMAT_WIDTH.finditer(fmt):
         if int(match.group(1)) > limit:
             _refuse("a format width is over the limit")
+    try:
+        specs = [spec for _, _, spec, _ in string.Formatter().parse(fmt) if spec]
+    except ValueError:
+        return  # not a str.format string; formatting it fails on its own
+    if any("{" in spec for spec in specs):
+        # `'{:{w}}'.format(1, w='999999999')`: the width arrives as text, past every check.
+        _refuse("a format width or precision taken from a value (`{:{w}}`) is not allowed")
+
+
+def _check_join(separator: str, items: Sequence[Any]) -> None:
+    """Refuse a join whose separator, repeated between the items, would pass the cap."""
+    _check_size(sum(_length(item) for item in items) + len(separator) * max(len(items) - 1, 0))
+
+
+def _check_str_method(owner: str, name: str, args: Sequence[Any]) -> None:
+    """Refuse the `str` methods that can multiply a string in one C call, before the call."""
+    if name == "replace" and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        if old and len(new) > len(old):
+            _check_size(len(owner) + owner.count(old) * (len(new) - len(old)))
+    elif name in ("format", "format_map"):
+        _check_format_string(owner)
+    elif name == "expandtabs":
+        tabsize = args[0] if args and isinstance(args[0], int) else 8
+        _check_size(len(owner) + owner.count("\t") * max(tabsize, 0))
+    elif name == "translate" and args:
+        table = args[0]
+        values = table.values() if isinstance(table, Mapping) else table
+        if isinstance(values, Iterable) and not isinstance(values, str):
+            longest = max((len(v) for v in values if isinstance(v, str)), default=1)
+            _check_size(len(owner) * max(longest, 1))
+    elif name == "join" and args and isinstance(args[0], list | tuple):
+        _check_join(owner, args[0])
 
 
 def _check_args(args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -478,15 +515,39 @@ def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         _check_args(args, kwargs)
-        values = [a for a in args if not isinstance(a, Context)]
+        # Filters such as `join` and `replace` get an eval context or the environment first.
+        passed = sum(1 for a in args if isinstance(a, Context | EvalContext | Environment))
+        values = list(args[passed:])
+        if name == "join" and values and not isinstance(values[0], list | tuple | str):
+            # A generator (`range(n) | join(sep)`) is counted once, as the list it becomes.
+            values[0] = list(values[0])
+            args = (*args[:passed], *values)
         if name == "format" and values and isinstance(values[0], str):
             _check_format_string(values[0])
-        if name == "join" and values and isinstance(values[0], list | tuple):
-            _check_size(sum(_length(item) for item in values[0]))
+        if name == "join" and values and isinstance(values[0], list | tuple | str):
+            separator = values[1] if len(values) > 1 else kwargs.get("d", "")
+            _check_join(str(separator), values[0])
         if name == "replace" and len(values) >= 3:
-            source, old, new = (str(v) for v in values[:3])
-            if old and len(new) > len(old):
-                _check_size(len(source) + source.count(old) * (len(new) - len(old)))
+            _check_str_method(str(values[0]), "replace", values[1:3])
+        if name == "indent" and values:
+            # Every line gets the indent (a number of spaces or a string).
+            text = str(values[0])
+            width = values[1] if len(values) > 1 else kwargs.get("width", 4)
+            pad = len(width) if isinstance(width, str) else max(int(width), 0)
+            _check_size(len(text) + (text.count("\n") + 2) * pad)
+        if name == "wordwrap" and values:
+            text = str(values[0])
+            width = values[1] if len(values) > 1 else kwargs.get("width", 79)
+            wrap = values[3] if len(values) > 3 else kwargs.get("wrapstring")
+            if isinstance(wrap, str) and isinstance(width, int):
+                # Greedy wrapping: two lines in a row hold more than `width` characters.
+                lines = 2 * len(text) // max(width, 1) + 1
+                _check_size(len(text) + lines * len(wrap))
+        if name == "urlize" and values:
+            # `target` and `rel` are written into every link, and any word may be one.
+            text = str(values[0])
+            extra = sum(len(str(kwargs.get(key) or "")) for key in ("target", "rel"))
+            _check_size(len(text) + len(text.split()) * extra)
         result = fn(*args, **kwargs)
         if isinstance(result, str):
             _check_size(len(result))
@@ -718,12 +779,9 @@ class CadenceSandbox(SandboxedEnvironment):
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str):
-            if name == "replace" and len(args) >= 2:
-                old, new = str(args[0]), str(args[1])
-                if old and len(new) > len(old):
-                    _check_size(len(owner) + owner.count(old) * (len(new) - len(old)))
-            elif name in ("format", "format_map"):
-                _check_format_string(owner)
+            if name == "join" and args and not isinstance(args[0], list | tuple | str):
+                args = (list(args[0]), *args[1:])
+            _check_str_method(owner, name, args)
         result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
         if isinstance(result, str | list | tuple):
             _check_size(len(result))

@@ -312,6 +312,51 @@ def test_macros_and_blocks_still_render(renderer: TemplateRenderer) -> None:
     assert render_sms(renderer, source).text == "<3>ina1bXY1[2]!"
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ('a' * 1000000) | replace('a', 'a' * 1000000) }}",
+        "{{ ('www.a.bc ' * 100000) | urlize(target='x' * 1000000) }}",
+        "{{ ('a ' * 500000) | wordwrap(1, wrapstring='x' * 1000000) }}",
+        "{{ ('a\\n' * 500000) | indent(999999) }}",
+        "{{ range(100000) | join('a' * 1000000) }}",
+        "{{ (['b'] * 100000) | join('a' * 1000000) }}",
+        "{{ '%(a)99999999999s' % {'a': 1} }}",
+        "{{ '%(a)99999999999s' | format(a=1) }}",
+        "{{ '{:{w}}'.format(1, w='99999999999') }}",
+        "{{ '{:{w}}'.format_map({'w': '99999999999'}) }}",
+        "{{ ('\\t' * 100000).expandtabs(999999) }}",
+        "{{ ('a' * 1000000).join(['b'] * 100000) }}",
+        "{{ ('a' * 1000000).join(range(100000) | map('string')) }}",
+        "{{ ('a' * 1000000).translate({97: 'b' * 1000000}) }}",
+    ],
+)
+def test_one_call_cannot_multiply_a_string_past_the_limit(
+    renderer: TemplateRenderer, source: str
+) -> None:
+    # Each of these builds its result in one C call: refused before it, never a MemoryError
+    # (or gigabytes) after.
+    with pytest.raises(TemplateRenderError, match="not allowed") as info:
+        render_sms(renderer, source)
+    assert "MemoryError" not in str(info.value)
+
+
+def test_the_checked_calls_still_work(renderer: TemplateRenderer) -> None:
+    source = (
+        "{{ 'a-b'.replace('-', '+') }} {{ 'a-b' | replace('-', '=') }}"
+        " {{ ['a', 'b'] | join(', ') }} {{ range(3) | join }} {{ '-'.join(['a', 'b']) }}"
+        " {{ 'x\\ny' | indent(2) }}"
+        " {{ 'www.a.com' | urlize(target='_blank') }} {{ 'ab cd' | wordwrap(2, wrapstring='|') }}"
+        " {{ '%(a)3s' % {'a': 1} }} {{ '{:>3}'.format(1) }} {{ 'a\\tb'.expandtabs(2) }}"
+        " {{ 'ab'.translate({97: 'xy'}) }}"
+    )
+    assert render_sms(renderer, source).text == (
+        "a+b a=b a, b 012 a-b x\n  y"
+        ' <a href="https://www.a.com" rel="noopener" target="_blank">www.a.com</a> ab|cd'
+        "   1   1 a b xyb"
+    )
+
+
 def test_loop_without_hooks_is_stopped_by_the_time_budget() -> None:
     fast = TemplateRenderer(RenderLimits(timeout_seconds=0.3))
     source = "{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
