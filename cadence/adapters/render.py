@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import re
 import string
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -86,6 +87,10 @@ class RenderLimits:
     max_output_chars: int = 1_000_000
     max_iterations: int = 100_000
     max_source_chars: int = 512_000
+    # Bytes of values (strings, lists, numbers ...) all its operations build together,
+    # dropped ones included: each step stays under the output cap, so only a total stops
+    # a loop from keeping 100,000 of them.
+    max_built_bytes: int = 100_000_000
 
 
 # --------------------------------------------------------------------------- rendered content
@@ -352,6 +357,7 @@ class _RenderState(threading.local):
 
     limits: RenderLimits
     iterations: int
+    built: int
     locale: babel.Locale
     timezone: str | None
     currency: str | None
@@ -359,6 +365,7 @@ class _RenderState(threading.local):
     def __init__(self) -> None:
         self.limits = RenderLimits()
         self.iterations = 0
+        self.built = 0
         self.locale = babel.Locale.parse(DEFAULT_LOCALE)
         self.timezone = None
         self.currency = None
@@ -369,6 +376,28 @@ _state = _RenderState()
 
 def _refuse(reason: str) -> NoReturn:
     raise SecurityError(reason)
+
+
+# Values whose memory grows with what they hold; what an operation builds of them is counted.
+_SIZED = (str, bytes, list, tuple, dict, set, frozenset, int)
+
+
+def _charge(size: int) -> None:
+    """Count bytes the render built against its total (`RenderLimits.max_built_bytes`)."""
+    _state.built += size
+    if _state.built > _state.limits.max_built_bytes:
+        _refuse(f"the template builds more than {_state.limits.max_built_bytes:,} bytes of values")
+
+
+def _count_built(value: Any, *inputs: Any, items: bool = False) -> Any:
+    """Charge a value an operation returned, unless it is one it was given (nothing built);
+    with `items`, a new list's items too (`split` makes a string per word)."""
+    if isinstance(value, _SIZED) and not any(value is given for given in inputs):
+        size = sys.getsizeof(value)
+        if items and isinstance(value, list | tuple):
+            size += sum(sys.getsizeof(item) for item in value)
+        _charge(size)
+    return value
 
 
 def _check_size(size: int) -> None:
@@ -490,6 +519,7 @@ class _OutputBuffer(list[Any]):
         super().extend(chunks)
 
     def _grow(self, size: int) -> None:
+        _charge(size)  # the string `{% set %}` or a macro joins from it is new
         self.size += size
         if self.size > _state.limits.max_output_chars:
             _refuse(f"a macro or block prints over {_state.limits.max_output_chars:,} characters")
@@ -502,6 +532,15 @@ class _GuardedCodeGenerator(CodeGenerator):
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.checked_concat(")
         super().visit_Concat(node, frame)
+        self.write(")")
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        # Jinja compiles a slice to plain Python, past the sandbox: `s[1:]` copies, counted.
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.built_slice(")
+        super().visit_Getitem(node, frame)
         self.write(")")
 
     def buffer(self, frame: Frame) -> None:
@@ -551,7 +590,7 @@ def _guard_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         result = fn(*args, **kwargs)
         if isinstance(result, str):
             _check_size(len(result))
-        return result
+        return _count_built(result, *values, items=True)
 
     return guarded
 
@@ -705,7 +744,9 @@ class _NoTemplates(BaseLoader):
 class CadenceSandbox(SandboxedEnvironment):
     """Jinja2's sandbox plus size checks on operators, calls and filters."""
 
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    # Every arithmetic operator, so what each builds is counted (`big - 1` is a new number).
+    intercepted_binops = frozenset({"*", "**", "%", "+", "-", "/", "//"})
+    intercepted_unops = frozenset({"-", "+"})
     code_generator_class = _GuardedCodeGenerator
 
     def __init__(self, *, html: bool) -> None:
@@ -744,7 +785,15 @@ class CadenceSandbox(SandboxedEnvironment):
         elif operator == "+":
             if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
                 _check_size(len(left) + len(right))
-        return super().call_binop(context, operator, left, right)
+        return _count_built(super().call_binop(context, operator, left, right), left, right)
+
+    def call_unop(self, context: Context, operator: str, arg: Any) -> Any:
+        """`-big`: a new number, counted like any other built value."""
+        return _count_built(super().call_unop(context, operator, arg), arg)
+
+    def built_slice(self, value: Any) -> Any:
+        """A slice's copy, counted (see `_GuardedCodeGenerator.visit_Getitem`)."""
+        return _count_built(value)
 
     def output_buffer(self) -> _OutputBuffer:
         """A new buffer for a macro's or block's output (see `_GuardedCodeGenerator`)."""
@@ -753,7 +802,7 @@ class CadenceSandbox(SandboxedEnvironment):
     def checked_concat(self, joined: Any) -> Any:
         """The result of `~`, refused once it grows past the output limit."""
         _check_size(len(joined))
-        return joined
+        return _count_built(joined)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """`'{:9999999}'.format(x)`: check the format string before Python expands it."""
@@ -766,6 +815,7 @@ class CadenceSandbox(SandboxedEnvironment):
             _check_args(args, kwargs)
             result = wrapped(*args, **kwargs)
             _check_size(len(result))
+            _count_built(result)
             return result
 
         return checked
@@ -782,10 +832,15 @@ class CadenceSandbox(SandboxedEnvironment):
             if name == "join" and args and not isinstance(args[0], list | tuple | str):
                 args = (list(args[0]), *args[1:])
             _check_str_method(owner, name, args)
+        # A list, dict or set a method fills (`x.append(...)`, `x.extend(x)`) grows in place.
+        grows = isinstance(owner, list | dict | set)
+        before = sys.getsizeof(owner) if grows else 0
         result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+        if grows:
+            _charge(max(sys.getsizeof(owner) - before, 0))
         if isinstance(result, str | list | tuple):
             _check_size(len(result))
-        return result
+        return _count_built(result, owner, *args, *kwargs.values(), items=True)
 
 
 # --------------------------------------------------------------------------- the renderer
@@ -841,6 +896,7 @@ class TemplateRenderer:
         def job() -> RenderedContent:
             _state.limits = self.limits
             _state.iterations = 0
+            _state.built = 0
             _state.locale = fmt_locale
             _state.timezone = timezone
             _state.currency = currency
@@ -879,6 +935,7 @@ class TemplateRenderer:
         def job() -> str:
             _state.limits = self.limits
             _state.iterations = 0
+            _state.built = 0
             _state.locale = fmt_locale
             _state.timezone = _text(context.contact.get("timezone"))
             _state.currency = _text(context.tenant.get("currency"))

@@ -357,6 +357,60 @@ def test_the_checked_calls_still_work(renderer: TemplateRenderer) -> None:
     )
 
 
+_KEEP = "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% set x = [] %}{% for i in range(100000) %}{% if x.append('a' * 1000000) %}{% endif %}"
+        "{% endfor %}",
+        "{% set x = {} %}{% for i in range(100000) %}{% if x.update({i: 'a' * 1000000}) %}"
+        "{% endif %}{% endfor %}",
+        "{% set x = [1] %}{% for i in range(40) %}{% if x.extend(x) %}{% endif %}{% endfor %}",
+        "{% set big = 'a' * 1000000 %}" + _KEEP + "{% set ns.l = ns.l + [big[i:]] %}{% endfor %}",
+        "{% set big = 'a' * 999000 %}" + _KEEP + "{% set y %}{{ big }}{{ i }}{% endset %}"
+        "{% set ns.l = ns.l + [y] %}{% endfor %}",
+        "{% set big = 10 ** 250000 %}" + _KEEP + "{% set ns.l = ns.l + [big - i] %}{% endfor %}",
+        "{% set big = 10 ** 250000 %}" + _KEEP + "{% set ns.l = ns.l + [-big] %}{% endfor %}",
+        "{% set s = 'ab ' * 333333 %}" + _KEEP + "{% set ns.l = ns.l + [s.split()] %}{% endfor %}",
+        "{% set s = 'a' * 1000000 %}" + _KEEP + "{% set ns.l = ns.l + [s | upper] %}{% endfor %}",
+    ],
+)
+def test_a_loop_cannot_pile_up_values(renderer: TemplateRenderer, source: str) -> None:
+    # Each step is under the output cap; kept 100,000 times they were gigabytes, stopped
+    # only by the time budget (or MemoryError) after the engine had taken the memory.
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderError, match="builds more than 100,000,000 bytes"):
+        render_sms(renderer, source)
+    assert time.monotonic() - started < 3
+
+
+def test_the_built_budget_is_per_render() -> None:
+    small = TemplateRenderer(RenderLimits(max_built_bytes=3_000_000))
+    source = "{% set x = [] %}{% if x.append('a' * 1000000) %}{% endif %}{{ x | length }}"
+    for _ in range(5):  # 1 MB each time: never adds up across renders
+        assert small.render(sms(source), RenderContext(contact={})).text == "1"
+    twice = source.replace("{{", "{% if x.append('b' * 1000000) %}{% endif %}" * 3 + "{{")
+    with pytest.raises(TemplateRenderError, match="builds more than 3,000,000 bytes"):
+        small.render(sms(twice), RenderContext(contact={}))
+
+
+def test_a_long_newsletter_is_well_within_the_built_budget(renderer: TemplateRenderer) -> None:
+    items = [{"title": f"Listing {i} " * 20, "price": 1000 + i} for i in range(2000)]
+    template = CompiledTemplate(
+        name="digest",
+        channel="email",
+        content=TemplateContentModel(
+            subject="{{ items | length }} new listings",
+            body="<ul>{% for p in items %}<li>{{ p.title | upper | truncate(80) }}"
+            " {{ p.price | money('USD') }} {{ (p.title ~ '!')[:10] }}</li>{% endfor %}</ul>",
+        ),
+    )
+    out = renderer.render(template, RenderContext(contact={}, extra={"items": items}))
+    assert isinstance(out, EmailContent) and out.subject == "2000 new listings"
+
+
 def test_loop_without_hooks_is_stopped_by_the_time_budget() -> None:
     fast = TemplateRenderer(RenderLimits(timeout_seconds=0.3))
     source = "{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}"
