@@ -130,6 +130,12 @@ def changes(choices: Sequence[ChannelChoice], wanted: Collection[str]) -> list[t
     return made
 
 
+def opted_out(choices: Sequence[ChannelChoice], channel: str) -> bool:
+    """Whether the person's own opt-out already holds on `channel`: another unsubscribe
+    (a mail client's one-click, then the page's button) has nothing left to change."""
+    return any(c.channel == channel and c.changeable and not c.subscribed for c in choices)
+
+
 def mask(address: str) -> str:
     """Enough of an address for its owner to recognise it: `a•••@example.com`, `•••••4567`."""
     local, at, domain = address.partition("@")

@@ -197,6 +197,39 @@ def test_links_in_an_email_track_opens_and_clicks_and_unsubscribe(store_url: str
     assert _suppressed(store_url) == [("bo", "email")]
 
 
+def test_an_unsubscribe_pressed_again_is_stored_once(store_url: str) -> None:
+    async def body(service: Service) -> None:
+        engine, client = service.engine, service.client
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("welcome")
+        await engine.run_due()
+        (bo_email,) = service.emails_to("bo@example.test")
+        unsubscribe = _links(bo_email.html)["unsubscribe"]
+        one_click = {"content-type": "application/x-www-form-urlencoded"}
+        # The mail client's one-click, then the page's button, then a double submit.
+        for _ in range(3):
+            pressed = await client.post(
+                unsubscribe, content=b"List-Unsubscribe=One-Click", headers=one_click
+            )
+            assert pressed.status_code == 200 and "unsubscribed" in pressed.text
+        assert [p["channel"] for _, p in _events(store_url, "unsubscribed")] == ["email"]
+        # Back on from the preference page, the same link unsubscribes again: once more.
+        key = unsubscribe.rsplit("/", 1)[1].split(".")[0]
+        links = TrackingLinks(service.base_url, LinkSigner(SECRET))
+        preference_page = links.url("preferences", engine.tenant, key)
+        saved = await client.post(preference_page, content=b"channel=email", headers=one_click)
+        assert saved.status_code == 200
+        assert _suppressed(store_url) == []
+        for _ in range(2):
+            await client.post(unsubscribe, content=b"List-Unsubscribe=One-Click", headers=one_click)
+        assert len(_events(store_url, "unsubscribed")) == 2
+        assert len(_events(store_url, "resubscribed")) == 1
+        assert _suppressed(store_url) == [("bo", "email")]
+
+    trio.run(_with_service, store_url, body)
+
+
 def _suppressed(store_url: str) -> list[tuple[str | None, str]]:
     with Store.open(store_url) as store, store.session() as session:
         return [(s.contact_id, s.channel) for s in session.scalars(select(Suppression))]

@@ -241,10 +241,14 @@ class ServiceApp:
 
     async def _unsubscribe(self, token: str) -> Response:
         key = self._link("unsubscribe", token)
-        if key is None:
+        message = None if key is None else await self.engine.sent_message(key)
+        if key is None or message is None:
             return Response.html(404, pages.broken_link(self.company))
-        if not await self._track("unsubscribed", key, {"via": "link"}):
-            return Response.html(404, pages.broken_link(self.company))
+        # Stored again, a second press would fire `when unsubscribed` and count in scores
+        # and `count(unsubscribed, D)` twice: once off, the person stays off, with one event.
+        choices = await self.engine.preferences(message.contact_id) or []
+        if not preferences.opted_out(choices, message.channel):
+            await self._track("unsubscribed", key, {"via": "link"})
         return Response.html(200, pages.unsubscribed(self.company))
 
     async def _preference_subject(
