@@ -279,6 +279,17 @@ def test_the_api_needs_the_token_and_refuses_bad_bodies_whole(store_url: str) ->
         problems = refused.json()["problems"]
         assert problems and all(p["event"] == 2 for p in problems), problems
         assert (await client.post("/events", content=b"{not json", headers=auth)).status_code == 400
+        # JSON nested past the decoder's stack is the body's fault: 400, not 500.
+        deep = b"[" * 100_000 + b"]" * 100_000
+        for path in ("/events", "/webhooks/brevo", "/webhooks/infobip"):
+            nested = await client.post(path, content=deep, headers=auth)
+            assert nested.status_code == 400 and "nested too deeply" in nested.text, path
+        nested_line = await client.post(
+            "/events",
+            content=b"{}\n" + deep,
+            headers={**auth, "content-type": "application/x-ndjson"},
+        )
+        assert nested_line.status_code == 400 and "line 2" in nested_line.text
         # Basic auth, as a provider's webhook URL with credentials sends it.
         webhook = await client.post(
             "/webhooks/brevo", auth=("cadence", TOKEN),

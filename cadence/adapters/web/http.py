@@ -53,3 +53,6 @@ def json_body(body: bytes) -> tuple[Any, str | None]:
         return None, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})"
     except json.JSONDecodeError as exc:
         return None, f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        # `[[[[...` thousands deep exhausts the decoder's stack: the body's fault, not ours.
+        return None, "the JSON is nested too deeply"
