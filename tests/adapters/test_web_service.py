@@ -290,6 +290,12 @@ def test_the_api_needs_the_token_and_refuses_bad_bodies_whole(store_url: str) ->
             headers={**auth, "content-type": "application/x-ndjson"},
         )
         assert nested_line.status_code == 400 and "line 2" in nested_line.text
+        # NaN is no JSON: stored as invalid JSON on SQLite, a 500 on PostgreSQL before.
+        for constant in ("NaN", "Infinity", "-Infinity"):
+            text = '{"contact": "ana", "name": "odd", "properties": {"v": VALUE}}'
+            text = text.replace("VALUE", constant)
+            odd = await client.post("/events", content=text.encode(), headers=auth)
+            assert odd.status_code == 400 and f"{constant} is not a number" in odd.text, odd.text
         # Basic auth, as a provider's webhook URL with credentials sends it.
         webhook = await client.post(
             "/webhooks/brevo", auth=("cadence", TOKEN),
