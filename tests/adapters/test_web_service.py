@@ -408,6 +408,9 @@ def test_a_signed_link_to_a_send_the_store_lacks_writes_nothing(store_url: str) 
             async with httpx.AsyncClient(base_url=bound[0]) as client:
                 unsubscribe = await client.post(links.url("unsubscribe", engine.tenant, gone))
                 assert unsubscribe.status_code == 404 and "not valid" in unsubscribe.text
+                # Its page says so at once, rather than offer a button that can only fail.
+                page = await client.get(links.url("unsubscribe", engine.tenant, gone))
+                assert page.status_code == 404 and "not valid" in page.text
                 opened = await client.get(links.url("open", engine.tenant, gone))
                 assert opened.status_code == 404
                 # The reader still reaches the page the service signed.

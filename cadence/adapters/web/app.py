@@ -159,7 +159,7 @@ class ServiceApp:
             case ("GET", ["c", token]):
                 return await self._click(token, request)
             case ("GET", ["u", token]):
-                return self._unsubscribe_page(token)
+                return await self._unsubscribe_page(token)
             case ("POST", ["u", token]):
                 return await self._unsubscribe(token)
             case ("GET", ["p", token]):
@@ -229,9 +229,10 @@ class ServiceApp:
                                "cache-control": "no-store"},
         )  # fmt: skip
 
-    def _unsubscribe_page(self, token: str) -> Response:
+    async def _unsubscribe_page(self, token: str) -> Response:
         key = self._link("unsubscribe", token)
-        if key is None or self.signer is None:
+        # A send the store lacks: the button could only fail, so the page says so at once.
+        if key is None or self.signer is None or await self.engine.send_contact(key) is None:
             return Response.html(404, pages.broken_link(self.company))
         # The same send's preference page, for someone who wants fewer messages, not none.
         signature = self.signer.sign("preferences", self.engine.tenant, key)
