@@ -122,13 +122,18 @@ def _events(store_url: str, name: str) -> list[tuple[str | None, dict[str, Any]]
         ]
 
 
+async def _welcome_sent(engine: Engine) -> None:
+    """Ana and Bo in the store, the welcome campaign launched and its first emails sent."""
+    await engine.upsert_contacts(PEOPLE)
+    await engine.deploy(campaigns(SOURCE))
+    await engine.launch("welcome")
+    await engine.run_due()
+
+
 def test_links_in_an_email_track_opens_and_clicks_and_unsubscribe(store_url: str) -> None:
     async def body(service: Service) -> None:
         engine, client = service.engine, service.client
-        await engine.upsert_contacts(PEOPLE)
-        await engine.deploy(campaigns(SOURCE))
-        await engine.launch("welcome")
-        await engine.run_due()
+        await _welcome_sent(engine)
         (ana_email,) = service.emails_to("ana@example.test")
         (bo_email,) = service.emails_to("bo@example.test")
         ana, bo = _links(ana_email.html), _links(bo_email.html)
@@ -200,10 +205,7 @@ def test_links_in_an_email_track_opens_and_clicks_and_unsubscribe(store_url: str
 def test_an_unsubscribe_pressed_again_is_stored_once(store_url: str) -> None:
     async def body(service: Service) -> None:
         engine, client = service.engine, service.client
-        await engine.upsert_contacts(PEOPLE)
-        await engine.deploy(campaigns(SOURCE))
-        await engine.launch("welcome")
-        await engine.run_due()
+        await _welcome_sent(engine)
         (bo_email,) = service.emails_to("bo@example.test")
         unsubscribe = _links(bo_email.html)["unsubscribe"]
         one_click = {"content-type": "application/x-www-form-urlencoded"}
