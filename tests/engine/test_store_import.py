@@ -766,3 +766,30 @@ def test_an_event_time_may_end_in_a_lowercase_z(store: Store, tmp_path: Path) ->
     with store.session() as session:
         (row,) = session.scalars(select(Event))
     assert row.at.isoformat() == "2026-12-01T09:30:00+00:00"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_in_a_jsonl_file_is_a_problem_of_its_line_and_nothing_is_written(
+    store: Store, tmp_path: Path, constant: str
+) -> None:
+    """Python's decoder takes NaN and the infinities; JSON has none and no store keeps them
+    (the HTTP service refuses them too)."""
+    upsert_contact_dicts(store, [{"id": "c1"}], now=T0)
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"contact": "c1", "name": "opened", "at": "2026-12-01T09:00:00Z"}\n'
+        f'{{"contact": "c1", "name": "bought", "at": "2026-12-01T10:00:00Z",'
+        f' "properties": {{"amount": {constant}}}}}\n',
+        "utf-8",
+    )
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, events)
+    ((row, reason),) = [(p.row, p.reason) for p in caught.value.problems]
+    assert row == 2
+    assert reason == f"invalid JSON: {constant} is not a number JSON has (write null, or a string)"
+    assert count(store, Event) == 0
+    people = tmp_path / "people.jsonl"
+    people.write_text(f'{{"id": "c2", "lead_score": {constant}}}\n', "utf-8")
+    with pytest.raises(InvalidInput):
+        import_contacts(store, people)
+    assert count(store, Contact) == 1

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cadence.engine.store.database import NotJsonNumber, loads_json
+
 
 @dataclass(frozen=True)
 class Request:
@@ -43,24 +45,14 @@ class Response:
         return cls(status, text.encode(), "text/html; charset=utf-8", {"cache-control": "no-store"})
 
 
-class _NotJsonNumber(ValueError):
-    """`NaN`, `Infinity` or `-Infinity`: Python's decoder takes them, JSON has none."""
-
-
-def _no_constant(name: str) -> Any:
-    # Taken, NaN was stored as invalid JSON on SQLite and failed the transaction (500) on
-    # PostgreSQL, whose JSON has no NaN either.
-    raise _NotJsonNumber(name)
-
-
 def json_body(body: bytes) -> tuple[Any, str | None]:
     """The body as JSON, or why it is not."""
     if not body.strip():
         return None, "the body is empty; expected JSON"
     try:
-        return json.loads(body, parse_constant=_no_constant), None
-    except _NotJsonNumber as exc:
-        return None, f"not JSON: {exc} is not a number JSON has (write null, or a string)"
+        return loads_json(body), None
+    except NotJsonNumber as exc:
+        return None, f"not JSON: {exc}"
     except UnicodeDecodeError as exc:
         return None, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})"
     except json.JSONDecodeError as exc:

@@ -7,6 +7,7 @@ busy timeout instead of failing halfway, which is what makes a one-statement cla
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -107,6 +108,25 @@ def _sqlite_on_begin(connection: Connection) -> None:
 def dumps_json(value: Any) -> str:
     """JSON text of a document, as the store writes its JSON columns."""
     return orjson.dumps(value).decode("utf-8")
+
+
+class NotJsonNumber(ValueError):
+    """`NaN`, `Infinity` or `-Infinity`: Python's decoder takes them, JSON has none."""
+
+    def __init__(self, name: str) -> None:
+        """Name the constant the text held."""
+        super().__init__(f"{name} is not a number JSON has (write null, or a string)")
+
+
+def _no_constant(name: str) -> Any:
+    raise NotJsonNumber(name)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """JSON text given to Cadence (a file, a request body) as JSON has it: NaN and the
+    infinities, which Python's decoder takes and no store keeps (SQLite wrote invalid JSON,
+    PostgreSQL refused the transaction), raise `NotJsonNumber`."""
+    return json.loads(text, parse_constant=_no_constant)
 
 
 # The store's JSON columns (enrollment state, contact attributes, payloads) are encoded and

@@ -29,7 +29,14 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
-from cadence.engine.store.database import Store, check_tenant_id, dialect_insert, utcnow
+from cadence.engine.store.database import (
+    NotJsonNumber,
+    Store,
+    check_tenant_id,
+    dialect_insert,
+    loads_json,
+    utcnow,
+)
 from cadence.engine.store.models import (
     Campaign,
     CampaignVersion,
@@ -187,7 +194,10 @@ def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = loads_json(line)
+        except NotJsonNumber as exc:
+            problems.append(Problem(str(path), number, None, f"invalid JSON: {exc}"))
+            continue
         except json.JSONDecodeError as exc:
             problems.append(Problem(str(path), number, None, f"invalid JSON: {exc.msg}"))
             continue
