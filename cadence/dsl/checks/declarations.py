@@ -246,13 +246,12 @@ def _check_template_text(
         if attribute in reported:
             continue
         reported.add(attribute)
-        if is_contact_attribute(ctx, attribute):
-            in_file = f" in {where_text} (line {node.lineno})" if file else ""
-            word = span if file else ctx.word_span(span, attribute)
-            warn_computed_attribute(ctx, attribute, word, use=TEMPLATE, where=in_file)
-        elif file is None:
-            check_attribute(ctx, attribute, ctx.word_span(span, attribute))
-        elif not is_contact_attribute(ctx, attribute):
+        if file is None:
+            check_attribute(ctx, attribute, ctx.word_span(span, attribute), use=TEMPLATE)
+        elif is_contact_attribute(ctx, attribute):
+            in_file = f" in {where_text} (line {node.lineno})"
+            warn_computed_attribute(ctx, attribute, span, use=TEMPLATE, where=in_file)
+        else:
             ctx.error(
                 span,
                 "E108",

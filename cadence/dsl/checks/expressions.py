@@ -153,11 +153,7 @@ def check_path(ctx: CheckContext, path: ast.Path) -> None:
             )
         return
     if parts[0] == CONTACT_ROOT and len(parts) > 1:
-        span = ctx.word_span(path.span, parts[1])
-        if is_contact_attribute(ctx, parts[1]):
-            warn_computed_attribute(ctx, parts[1], span)
-        else:
-            check_attribute(ctx, parts[1], span)
+        check_attribute(ctx, parts[1], ctx.word_span(path.span, parts[1]))
         return
     if not ctx.symbols.has_schema:
         _warn_near_miss(ctx, path)
@@ -243,10 +239,9 @@ def warn_computed_attribute(
     every send, and `set engagement = 50` stores a value the bare name never reads (it
     reads the score); a score or segment is computed and read by its bare name.
     """
-    symbols = ctx.symbols
-    if name in symbols.schema or name in STANDARD_CONTACT_FIELDS:
+    if name in ctx.symbols.schema or name in STANDARD_CONTACT_FIELDS:
         return
-    kind = "score" if name in symbols.scores else "segment" if name in symbols.segments else None
+    kind = _computed_kind(ctx, name)
     if kind is None:
         return
     if use == TEMPLATE:
@@ -273,18 +268,27 @@ def warn_computed_attribute(
     ctx.warning(span, "W309", message, hint)
 
 
-def check_attribute(ctx: CheckContext, name: str, span: ast.Span) -> None:
-    """`contact.NAME` or `set NAME`: with a schema, NAME must be one of its attributes."""
-    if is_contact_attribute(ctx, name):
-        return
+def _computed_kind(ctx: CheckContext, name: str) -> str | None:
+    """`score` or `segment` when `name` is one (computed, read by its bare name), else None."""
     symbols = ctx.symbols
-    kind = "score" if name in symbols.scores else "segment" if name in symbols.segments else None
+    return "score" if name in symbols.scores else "segment" if name in symbols.segments else None
+
+
+def check_attribute(
+    ctx: CheckContext, name: str, span: ast.Span, *, use: str = READ, where: str = ""
+) -> None:
+    """`contact.NAME` or `set NAME`: with a schema, NAME must be one of its attributes; a
+    score's or segment's name used so is named (`warn_computed_attribute`)."""
+    if is_contact_attribute(ctx, name):
+        warn_computed_attribute(ctx, name, span, use=use, where=where)
+        return
+    kind = _computed_kind(ctx, name)
     ctx.error(
         span,
         "E108",
         f"`{name}` is not a contact attribute of the schema",
         (f"`{name}` is a {kind}: write it by its name, without `contact.`" if kind else None)
-        or did_you_mean(name, [*symbols.schema, *STANDARD_CONTACT_FIELDS])
+        or did_you_mean(name, [*ctx.symbols.schema, *STANDARD_CONTACT_FIELDS])
         or "declare it in `schema contact { }`",
     )
 

@@ -17,8 +17,6 @@ from cadence.dsl.checks.expressions import (
     check_call,
     check_channel,
     check_expression,
-    is_contact_attribute,
-    warn_computed_attribute,
 )
 from cadence.dsl.checks.settings import check_day_names
 from cadence.dsl.symbols import CHANNELS, METRIC_EVENTS, REACTION_CHANNELS, CampaignUnit
@@ -166,14 +164,11 @@ def _check_step(
             _check_random_split(ctx, step)
         case ast.SetAttr(target=target, value=value):
             if target.parts[0] == "contact" and len(target.parts) > 1:
-                name, span = target.parts[1], ctx.word_span(target.span, target.parts[1])
-            else:
-                name, span = target.parts[0], target.span
-            if len(target.parts) == 1 or target.parts[0] == "contact":
-                if is_contact_attribute(ctx, name):
-                    warn_computed_attribute(ctx, name, span, use=SET)
-                else:
-                    check_attribute(ctx, name, span)
+                check_attribute(
+                    ctx, target.parts[1], ctx.word_span(target.span, target.parts[1]), use=SET
+                )
+            elif len(target.parts) == 1:
+                check_attribute(ctx, target.parts[0], target.span, use=SET)
             check_expression(ctx, value)
         case ast.Notify(channel=channel):
             check_channel(ctx, channel, ctx.word_span(step.span, channel, int(channel == "notify")))
