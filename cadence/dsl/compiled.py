@@ -641,7 +641,7 @@ class CompiledTemplate(_Frozen):
         uses `confirm_url`). Read once per template object, so once per campaign version.
         """
         names: set[str] = set()
-        for tree in _parsed_texts(self)[0]:
+        for tree in self.parsed_texts[0]:
             names |= template_names(tree)
         return frozenset(names)
 
@@ -653,7 +653,7 @@ class CompiledTemplate(_Frozen):
         """
         import jinja2.nodes
 
-        trees, unparsed = _parsed_texts(self)
+        trees, unparsed = self.parsed_texts
         if unparsed:
             return {"contact": None, "event": None}
         reads: dict[str, frozenset[str] | None] = {"contact": frozenset(), "event": frozenset()}
@@ -669,24 +669,25 @@ class CompiledTemplate(_Frozen):
                 reads[root] = None if known is None or uses > len(named) else known | set(named)
         return reads
 
+    @cached_property
+    def parsed_texts(self) -> tuple[tuple[jinja2.nodes.Template, ...], bool]:
+        """Every text part of every locale, parsed once for `variables` and `record_reads`;
+        and whether one did not parse."""
+        from jinja2 import TemplateSyntaxError
+        from jinja2.sandbox import SandboxedEnvironment
 
-def _parsed_texts(template: CompiledTemplate) -> tuple[list[jinja2.nodes.Template], bool]:
-    """Every text part of every locale of a template, parsed; and whether one did not parse."""
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import SandboxedEnvironment
-
-    parser = SandboxedEnvironment()  # parsing only: nothing here is run
-    trees = []
-    unparsed = False
-    for content in (template.content, *template.locales.values()):
-        for text in (content.subject, content.preheader, content.body):
-            if not text:
-                continue
-            try:
-                trees.append(parser.parse(text))
-            except TemplateSyntaxError:
-                unparsed = True  # `cadence check` reports it; rendering fails that send
-    return trees, unparsed
+        parser = SandboxedEnvironment()  # parsing only: nothing here is run
+        trees = []
+        unparsed = False
+        for content in (self.content, *self.locales.values()):
+            for text in (content.subject, content.preheader, content.body):
+                if not text:
+                    continue
+                try:
+                    trees.append(parser.parse(text))
+                except TemplateSyntaxError:
+                    unparsed = True  # `cadence check` reports it; rendering fails that send
+        return tuple(trees), unparsed
 
 
 # Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child,
