@@ -250,6 +250,14 @@ def placeholder_links(message: OutgoingMessage, contact: Mapping[str, Any]) -> L
     )
 
 
+def _by_tenant(messages: Sequence[OutgoingMessage]) -> dict[str, list[OutgoingMessage]]:
+    """Messages grouped by tenant, in order: contacts and `company` are read per tenant."""
+    groups: dict[str, list[OutgoingMessage]] = {}
+    for message in messages:
+        groups.setdefault(message.tenant_id, []).append(message)
+    return groups
+
+
 _ABSENT = "absent"
 
 
@@ -420,20 +428,27 @@ class DryRunSink:
         ]
         if not wanted or self.content is None:
             return {}
-        renderer = self.renderer or TemplateRenderer()
-        self.renderer = renderer
+        renderer = self._renderer()
         found: dict[int, tuple[str | None, str | None]] = {}
-        by_tenant: dict[str, list[OutgoingMessage]] = {}
-        for message in wanted:
-            by_tenant.setdefault(message.tenant_id, []).append(message)
-        for tenant, group in by_tenant.items():
+        for tenant, group in _by_tenant(wanted).items():
             contacts = await self.content.contacts(tenant, sorted({m.contact_id for m in group}))
-            company = {"id": tenant, "name": await self.content.tenant_name(tenant), **self.company}
+            company = await self._company(tenant)
             for message in group:
                 found[message.outbox_id] = await self._render_one(
                     renderer, message, contacts.get(message.contact_id), company
                 )
         return found
+
+    def _renderer(self) -> TemplateRenderer:
+        """The run's renderer, made when its first send is rendered."""
+        if self.renderer is None:
+            self.renderer = TemplateRenderer()
+        return self.renderer
+
+    async def _company(self, tenant: str) -> dict[str, Any]:
+        """`company` in the run's templates: the tenant's id and name, then `--company`."""
+        assert self.content is not None  # only asked while rendering, which needs content
+        return {"id": tenant, "name": await self.content.tenant_name(tenant), **self.company}
 
     async def _render_failures(
         self,
@@ -454,27 +469,20 @@ class DryRunSink:
         ]
         if not checked or self.content is None:
             return failures
-        renderer = self.renderer or TemplateRenderer()
-        self.renderer = renderer
-        by_tenant: dict[str, list[OutgoingMessage]] = {}
-        for message in checked:
-            by_tenant.setdefault(message.tenant_id, []).append(message)
-        for tenant, group in by_tenant.items():
+        renderer = self._renderer()
+        for tenant, group in _by_tenant(checked).items():
+            reading = [(message, self._reads_contact(message)) for message in group]
             # Only the sends whose render can depend on the contact need it read.
-            needed = sorted({m.contact_id for m in group if self._reads_contact(m)})
+            needed = sorted({m.contact_id for m, reads_contact in reading if reads_contact})
             contacts = await self.content.contacts(tenant, needed) if needed else {}
-            company: dict[str, Any] | None = None
-            for message in group:
-                reads_contact = self._reads_contact(message)
+            for message, reads_contact in reading:
                 contact = contacts.get(message.contact_id) if reads_contact else None
                 key = self._render_key(message, contact, reads_contact)
                 if key not in self.render_checks:
-                    if company is None:
-                        name = await self.content.tenant_name(tenant)
-                        company = {"id": tenant, "name": name, **self.company}
                     if not reads_contact:
                         found = await self.content.contacts(tenant, [message.contact_id])
                         contact = found.get(message.contact_id)
+                    company = await self._company(tenant)
                     _, error = await self._render_one(renderer, message, contact, company)
                     self.render_checks[key] = error
                 error = self.render_checks[key]
