@@ -206,15 +206,7 @@ def fanout_matches(
     matched: list[str] = []
     for start in range(0, len(candidates), 5000):
         chunk = candidates[start : start + 5000]
-        facts = load_facts(
-            session, tenant, chunk, with_history=bool(kinds), kinds=kinds or ALL,
-            campaign_names=names if CAMPAIGNS in kinds else None,
-        )  # fmt: skip
-        contexts = {cid: Context(facts[cid], campaign, now, event) for cid in chunk if cid in facts}
-        rows = (
-            filter_rows(contexts) if kinds else [(cid, facts[cid].attributes) for cid in contexts]
-        )
-
+        contexts, rows = chunk_contexts(session, tenant, chunk, campaign, now, kinds, names, event)
         matched.extend(
             audience.select(
                 expr, rows, now=now, segments=segments, event=event,
@@ -224,6 +216,33 @@ def fanout_matches(
             ).contact_ids
         )  # fmt: skip
     return matched
+
+
+def chunk_contexts(
+    session: Session,
+    tenant: str,
+    chunk: Sequence[str],
+    campaign: c.CompiledCampaign,
+    now: dt.datetime,
+    kinds: frozenset[str],
+    campaign_names: dict[int, str] | None,
+    event: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Context], list[tuple[str, Mapping[str, Any]]]]:
+    """A chunk of contacts read for conditions that read the fact `kinds`
+    (`reads.expr_reads`): each one's context, and the bulk filter's rows.
+
+    Histories are loaded only for the kinds read; with none, a row is the attributes alone
+    (the `converted` / `unsubscribed` flags of `filter_rows` read events).
+    """
+    facts = load_facts(
+        session, tenant, chunk, with_history=bool(kinds), kinds=kinds or ALL,
+        campaign_names=campaign_names if CAMPAIGNS in kinds else None,
+    )  # fmt: skip
+    contexts = {cid: Context(facts[cid], campaign, now, event) for cid in chunk if cid in facts}
+    rows: list[tuple[str, Mapping[str, Any]]] = (
+        filter_rows(contexts) if kinds else [(cid, facts[cid].attributes) for cid in contexts]
+    )
+    return contexts, rows
 
 
 def holds_for(

@@ -46,7 +46,7 @@ from cadence.engine.caps import CapsInForce, caps_in_force
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
-from cadence.engine.facts import ALL, CAMPAIGNS, ContactFacts, load_facts
+from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
 from cadence.engine.reads import batch_fields, batch_reads, cap_sends_within
@@ -938,17 +938,8 @@ class Engine:
         names = self._names_by_version(session) if CAMPAIGNS in kinds else None
         matched: list[str] = []
         for chunk in _chunks(ids, max(self.batch_size, 5000)):
-            facts = load_facts(
-                session, self.tenant, chunk, with_history=bool(kinds), kinds=kinds or ALL,
-                campaign_names=names,
-            )  # fmt: skip
-            contexts = {
-                cid: conditions.Context(facts[cid], campaign, now) for cid in chunk if cid in facts
-            }
-            rows = (
-                conditions.filter_rows(contexts)
-                if kinds
-                else [(cid, facts[cid].attributes) for cid in contexts]
+            contexts, rows = conditions.chunk_contexts(
+                session, self.tenant, chunk, campaign, now, kinds, names
             )
 
             for key, keep in (("audience", True), ("exclude", False)):
