@@ -275,17 +275,18 @@ def _dry_run(args: argparse.Namespace) -> int:
         start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
         # The whole text must be a duration: `1mo` is not one minute, nor `1.5d` five days.
         text = args.until.strip()
-        if not DURATION_TEXT.fullmatch(text) or duration_seconds(text) <= 0:
+        seconds = duration_seconds(text) if DURATION_TEXT.fullmatch(text) else 0
+        if seconds <= 0:
             raise DryRunError(
                 f"--until: {args.until!r} is not a duration such as 30d, 12h or 1d12h"
                 " (units s, m, h, d, w; no months: write 30d)"
             )
-        if duration_seconds(text) > MAX_DURATION_SECONDS:
+        if seconds > MAX_DURATION_SECONDS:
             raise DryRunError(
                 f"--until: {args.until!r} is longer than ten years, the longest duration"
                 " Cadence takes"
             )
-        until = dt.timedelta(seconds=duration_seconds(text))
+        until = dt.timedelta(seconds=seconds)
         assume = parse_assume(args.assume)
     except ValueError as exc:  # from parse_instant: the only step here that raises one
         print(f"cadence dry-run: --start: {exc}", file=sys.stderr)
@@ -442,14 +443,14 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
         if rows:
             console.print(table)
         # Where each of the contact's journeys stands at the end, and why it stopped.
-        for journey in report.journeys:
-            if journey.contact == contact:
-                console.print(
-                    f"{contact} in {escape(journey.campaign)}: {journey.status} (last step"
-                    f" {journey.at:%Y-%m-%d %H:%M}, {escape(journey.node or 'start')}:"
-                    f" {escape(journey.reason)})"
-                )
-        if not any(journey.contact == contact for journey in report.journeys):
+        journeys = [journey for journey in report.journeys if journey.contact == contact]
+        for journey in journeys:
+            console.print(
+                f"{contact} in {escape(journey.campaign)}: {journey.status} (last step"
+                f" {journey.at:%Y-%m-%d %H:%M}, {escape(journey.node or 'start')}:"
+                f" {escape(journey.reason)})"
+            )
+        if not journeys:
             console.print(f"{contact} enters no campaign in this run")
 
 
