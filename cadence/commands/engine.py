@@ -568,13 +568,10 @@ def _report_table(
 def _status_table(rows: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
+    from cadence.engine.describe import rare_states
+
     table = Table(title="Campaigns")
-    # Cancelled and failed enrollments get a column when a campaign has some: after
-    # `cancel`, every other count reads 0, and the table would show nothing of it.
-    rare = [
-        state for state in ("cancelled", "failed")
-        if any(row["enrollments"].get(state) for row in rows)
-    ]  # fmt: skip
+    rare = rare_states(rows)
     for column in ("campaign", "status", "version", "approval", "active", "completed", "exited",
                    "held", *rare, "sends"):  # fmt: skip
         table.add_column(column)

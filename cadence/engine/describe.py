@@ -6,7 +6,7 @@ of money, wherever they are shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,15 @@ RATED_COUNTS = ("delivered", "opened", "clicked", "replied", "converted", "unsub
                 "bounced")  # fmt: skip
 # The money columns a performance table ends with.
 MONEY_COLUMNS = ("cost", "revenue", "cost/conversion", "ROI")
+# Enrollment states a campaign table shows only when a campaign has some: after `cancel`
+# every other count reads 0, and a failed step is rare.
+RARE_STATES = ("cancelled", "failed")
+
+
+def rare_states(campaigns: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The `RARE_STATES` some of these `Engine.status()` rows have enrollments in."""
+    rows = list(campaigns)
+    return [state for state in RARE_STATES if any(row["enrollments"].get(state) for row in rows)]
 
 
 def pause_text(details: Mapping[str, Any]) -> str:

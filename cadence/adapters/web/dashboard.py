@@ -22,6 +22,7 @@ from cadence.engine.describe import (
     count_text,
     money_cells,
     pause_text,
+    rare_states,
     rate_text,
 )
 
@@ -29,8 +30,8 @@ REFRESH_SECONDS = 30
 # Enrollment states in the order the charts stack them, with their colours.
 STATES = (("active", "#2f6fdf"), ("paused", "#e0a020"), ("completed", "#2e9e5b"),
           ("exited", "#9aa0a6"))  # fmt: skip
-# States shown only when a campaign has some: after `cancel` every other count reads 0.
-RARE_STATES = (("cancelled", "#b3261e"), ("failed", "#6b1a1a"))
+# The colours of the states shown only when a campaign has some (`describe.rare_states`).
+RARE_COLOURS = {"cancelled": "#b3261e", "failed": "#6b1a1a"}
 # The funnel of a campaign's sends, each stage a share of what was sent.
 FUNNEL = (("sent", "#1f4e9c"), ("delivered", "#2f6fdf"), ("opened", "#4f9be8"),
           ("clicked", "#2e9e5b"), ("converted", "#e0a020"))  # fmt: skip
@@ -73,9 +74,11 @@ def dashboard(
     if not campaigns:
         body.append("<p>No campaign is deployed yet: <code>cadence deploy FILE</code>.</p>")
     else:
+        # The usual states, and the rare ones some campaign has.
+        states = STATES + tuple((state, RARE_COLOURS[state]) for state in rare_states(campaigns))
         body += [
-            "<h2>Campaigns</h2>", _campaign_table(campaigns),
-            "<h2>Enrollments</h2>", _legend(_states(campaigns)), _enrollment_chart(campaigns),
+            "<h2>Campaigns</h2>", _campaign_table(campaigns, states),
+            "<h2>Enrollments</h2>", _legend(states), _enrollment_chart(campaigns, states),
             "<h2>Performance</h2>", _performance_table(campaigns, by_name),
             _legend(FUNNEL), _funnel_chart(campaigns, by_name),
             "<h2>By message</h2>", _step_table(campaigns, by_name),
@@ -112,19 +115,10 @@ def _tiles(campaigns: Sequence[Mapping[str, Any]], reports: Sequence[CampaignRep
     ) + "</div>"  # fmt: skip
 
 
-def _states(campaigns: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
-    """The enrollment states the page shows: the usual ones, and the rare ones some have."""
-    rare = tuple(
-        (state, colour)
-        for state, colour in RARE_STATES
-        if any(row["enrollments"].get(state) for row in campaigns)
-    )
-    return STATES + rare
-
-
-def _campaign_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
+def _campaign_table(
+    campaigns: Sequence[Mapping[str, Any]], states: Sequence[tuple[str, str]]
+) -> str:
     """Status, version, approval and enrollments by state, as `cadence status` shows them."""
-    states = _states(campaigns)
     head = ["campaign", "status", "version", "approval", *(s for s, _ in states), "sends"]
     rows = []
     for row in campaigns:
@@ -209,9 +203,10 @@ def _ab_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
     return _table(head, rows, text_columns={1, 2, 3, 4})
 
 
-def _enrollment_chart(campaigns: Sequence[Mapping[str, Any]]) -> str:
+def _enrollment_chart(
+    campaigns: Sequence[Mapping[str, Any]], states: Sequence[tuple[str, str]]
+) -> str:
     """A bar per campaign, its enrollments stacked by state, as shares of the largest."""
-    states = _states(campaigns)
     totals = [sum(row["enrollments"].get(s, 0) for s, _ in states) for row in campaigns]
     widest = max(totals, default=0) or 1
     bars = []
