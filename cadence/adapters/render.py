@@ -370,6 +370,21 @@ class _RenderState(threading.local):
         self.timezone = None
         self.currency = None
 
+    def start(
+        self,
+        limits: RenderLimits,
+        locale: babel.Locale,
+        timezone: str | None,
+        currency: str | None,
+    ) -> None:
+        """Begin a render on this thread: its limits and formatting, nothing spent yet."""
+        self.limits = limits
+        self.iterations = 0
+        self.built = 0
+        self.locale = locale
+        self.timezone = timezone
+        self.currency = currency
+
 
 _state = _RenderState()
 
@@ -894,12 +909,7 @@ class TemplateRenderer:
         name = template.name
 
         def job() -> RenderedContent:
-            _state.limits = self.limits
-            _state.iterations = 0
-            _state.built = 0
-            _state.locale = fmt_locale
-            _state.timezone = timezone
-            _state.currency = currency
+            _state.start(self.limits, fmt_locale, timezone, currency)
             return self._render_channel(
                 template.channel, name, content, variables, chosen, approved
             )
@@ -933,12 +943,8 @@ class TemplateRenderer:
         variables = context.variables()
 
         def job() -> str:
-            _state.limits = self.limits
-            _state.iterations = 0
-            _state.built = 0
-            _state.locale = fmt_locale
-            _state.timezone = _text(context.contact.get("timezone"))
-            _state.currency = _text(context.tenant.get("currency"))
+            timezone = _text(context.contact.get("timezone"))
+            _state.start(self.limits, fmt_locale, timezone, _text(context.tenant.get("currency")))
             return self._render_part(name, "text", source, variables, html=html)
 
         try:
