@@ -30,6 +30,7 @@ from cadence.adapters.render import (
 from cadence.adapters.tracking import Links, has_web_version, track_html, track_text
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.engine import consent
+from cadence.engine.clock import read_instant
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.sends import ADDRESS_FIELD
 
@@ -337,11 +338,7 @@ def _moment(value: Any) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, str):
-        try:
-            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        return read_instant(value)
     return None
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cadence.dispatch.expr import Expr, to_dict
 from cadence.dsl import ast
+from cadence.engine.clock import read_instant
 from cadence.engine.evaluate import ENGAGEMENT_FLAGS, EvalContext, count_events
 
 # The dispatch core (numpy, Arrow) is imported when a selection runs: a process that never
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from cadence.dispatch.filter import Backend
 
 _ISO_INSTANT = re.compile(
-    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+    r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
 )
 
 
@@ -191,17 +192,7 @@ def _instants(values: list[Any]) -> list[Any]:
     present = [v for v in values if v is not None]
     if not present or not all(isinstance(v, str) and _ISO_INSTANT.match(v) for v in present):
         return values
-    try:
-        return [None if v is None else _instant(v) for v in values]
-    except ValueError:
-        return values
-
-
-def _instant(text: str) -> dt.datetime:
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    return [None if v is None else read_instant(v) for v in values]
 
 
 def _event_fields(event: Mapping[str, Any] | None) -> dict[str, Any] | None:

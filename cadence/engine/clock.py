@@ -78,17 +78,26 @@ def as_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(UTC)
 
 
-def parse_instant(text: str) -> dt.datetime:
-    """ISO 8601 text as an aware UTC datetime: the one reading of an instant a user writes.
+def read_instant(text: str) -> dt.datetime | None:
+    """ISO 8601 text as an aware UTC datetime, or None: the one reading of a written instant.
 
-    An offset or `Z` places it; none means UTC. RFC 3339 allows `z` as well as `Z`.
+    An offset or `Z` places it; none means UTC. RFC 3339 allows `z` as well as `Z`. A time
+    whose offset moves it out of the calendar (0001-01-01T00:00+01:00) is no instant either.
     """
     stripped = text.strip()
     if stripped.endswith("z"):
         stripped = stripped[:-1] + "Z"
     try:
         return as_utc(dt.datetime.fromisoformat(stripped))
-    except ValueError:
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_instant(text: str) -> dt.datetime:
+    """`read_instant` for input a user gave on purpose, where not an instant is an error."""
+    moment = read_instant(text)
+    if moment is None:
         raise ValueError(
             f"{text!r} is not an ISO-8601 date-time (e.g. 2026-12-01T09:00:00Z or 2026-12-01)"
-        ) from None
+        )
+    return moment

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from cadence.dsl import ast
 from cadence.dsl import compiled as c
 from cadence.engine import delivery
+from cadence.engine.clock import read_instant
 
 UTC = dt.UTC
 
@@ -419,12 +420,12 @@ def _temporal(value: Any) -> dt.datetime | dt.date | None:
         return value
     if isinstance(value, str):
         text = value.strip()
-        try:
-            if len(text) == 10:
+        if len(text) == 10:
+            try:
                 return dt.date.fromisoformat(text)
-            return _aware(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
-        except ValueError:
-            return None
+            except ValueError:
+                return None
+        return read_instant(text)
     return None
 
 

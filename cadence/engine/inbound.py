@@ -24,7 +24,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, ProviderReport
-from cadence.adapters.inbound.reports import dedupe_key, parse_iso
+from cadence.adapters.inbound.reports import dedupe_key
+from cadence.engine.clock import read_instant
 from cadence.engine.delivery import REPORT_KEY
 from cadence.engine.store import importer
 from cadence.engine.store.bulk import insert_rows
@@ -220,7 +221,7 @@ def _open_whatsapp_windows(
     for contact in contacts:
         attributes = dict(contact.attributes or {})
         current = attributes.get(WINDOW_ATTRIBUTE)
-        known = parse_iso(current) if isinstance(current, str) else None
+        known = read_instant(current) if isinstance(current, str) else None
         if known is not None and known >= until[contact.id]:
             continue
         stamp = until[contact.id].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

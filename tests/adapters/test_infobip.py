@@ -13,12 +13,12 @@ import pytest
 import trio
 
 from cadence.adapters.config import InfobipConfig, Secret
-from cadence.adapters.inbound.reports import parse_iso
 from cadence.adapters.infobip import InfobipAdapter, message_id_for
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
 from cadence.adapters.render import WhatsAppContent
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.standins.infobip import InfobipStandin
+from cadence.engine.clock import read_instant
 from tests.adapters.conftest import close_at_end, fast_policy, lenient_breaker, sms, whatsapp
 
 
@@ -312,7 +312,7 @@ async def test_stand_in_logs_use_infobips_time_format(nursery: trio.Nursery) -> 
     (entry,) = response.json()["results"]
     for name in ("sentAt", "doneAt"):  # yyyy-MM-dd'T'HH:mm:ss.SSSZ, as Infobip documents
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", entry[name])
-        assert parse_iso(entry[name]) is not None
+        assert read_instant(entry[name]) is not None
 
 
 @pytest.mark.trio

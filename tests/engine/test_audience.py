@@ -510,3 +510,92 @@ def test_a_launch_reads_histories_only_for_an_audience_that_reads_them(
     enrolled = engine_run(store_url, body)
     assert enrolled == (0 if reads_history else 1)
     assert bool(history) == reads_history, history
+
+
+# ------------------------------------------------------------------ instants written as text
+
+# How people write an instant in an attribute: every form the evaluator reads, and text it
+# cannot read (not a date, out of the calendar once its offset is applied).
+INSTANT_TEXTS = [
+    "2026-11-15T12:00:00Z",
+    "2026-11-15T12:00:00z",
+    "2026-11-20T23:30:00+01:00",
+    "2026-11-25T12:00",
+    "2026-11-28 08:15:00.250Z",
+    "2026-11-03",
+    "20261110T120000Z",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:00:00-05:00",
+    "2026-11-31T10:00:00Z",
+    "soon",
+]
+TIMED = [
+    "last_activity within 30d",
+    "not (last_activity within 7d)",
+    "last_activity > 2026-11-10",
+    "last_activity <= 2026-11-20T00:00 or lead_score > 90",
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    texts=st.lists(st.one_of(st.none(), st.sampled_from(INSTANT_TEXTS)), max_size=12),
+    text=st.sampled_from(TIMED),
+    backend=st.sampled_from(BACKENDS),
+)
+def test_instants_written_as_text_read_alike_in_both_paths(
+    texts: list[str | None], text: str, backend: str
+) -> None:
+    """The filter turns a column of ISO text into instants and the evaluator reads each value:
+    both must read the same forms (a lowercase `z` too) and neither may fail on one outside the
+    calendar; such a value is unknown, as text that is no date is."""
+    contacts = [(f"c{i}", {"last_activity": v, "lead_score": 50}) for i, v in enumerate(texts)]
+    condition = expr(text)
+    fallback = by_evaluator(condition, {})
+    chosen = select(condition, contacts, now=NOW, fallback=fallback, backend=backend)  # type: ignore[arg-type]
+    assert chosen.contact_ids == [i for i, a in contacts if fallback(i, a)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_column_of_instants_with_a_lowercase_z_is_filtered_in_bulk(backend: str) -> None:
+    condition = expr("last_activity within 7d")
+    contacts = [
+        ("recent", {"last_activity": "2026-11-28T10:00:00z"}),
+        ("old", {"last_activity": "2026-10-01T10:00:00z"}),
+        ("outside", {"last_activity": "0001-01-01T00:00:00+01:00"}),
+    ]
+    chosen = select(
+        condition,
+        contacts,
+        now=NOW,
+        fallback=by_evaluator(condition, {}),
+        backend=backend,  # type: ignore[arg-type]
+    )
+    assert chosen.vectorised and chosen.contact_ids == ["recent"]
+
+
+def test_a_launch_survives_an_attribute_instant_outside_the_calendar(store_url: str) -> None:
+    """`0001-01-01T00:00:00+01:00` is a well-formed ISO text whose UTC instant falls before
+    year 1: reading it raised OverflowError, so one such contact failed every launch and step
+    whose condition read the attribute."""
+    from tests.engine.test_runtime import campaigns, engine_run
+
+    source = """
+campaign recent "Recent" {
+  audience last_activity within 30d
+  on launch { send email hello }
+}
+template hello email { subject "Hi" body "Hello" }
+"""
+    people = [
+        {"id": "u1", "email": "u1@example.test", "last_activity": "2026-11-20T10:00:00Z"},
+        {"id": "u2", "email": "u2@example.test", "last_activity": "0001-01-01T00:00:00+01:00"},
+        {"id": "u3", "email": "u3@example.test", "last_activity": "2026-11-25T10:00:00z"},
+    ]
+
+    async def body(engine: Any, clock: Any, sink: Any) -> int:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(source))
+        return int(await engine.launch("recent"))
+
+    assert engine_run(store_url, body) == 2

@@ -658,7 +658,9 @@ def test_until_must_be_a_whole_duration(tmp_path: Path, until: str) -> None:
           for v in ("3661d", "99999999999d")],
         # Python's "Invalid isoformat string: 'garbage'", or "month must be in 1..12":
         *[("--start", v, "is not an ISO-8601 date-time (e.g. 2026-12-01T09:00:00Z or 2026-12-01)")
-          for v in ("garbage", "2026-13-01", "1 December 2026", "01/12/2026")],
+          for v in ("garbage", "2026-13-01", "1 December 2026", "01/12/2026",
+                    # well formed, but before year 1 in UTC: OverflowError before
+                    "0001-01-01T00:00:00+01:00")],
     ],
 )  # fmt: skip
 def test_a_bad_start_or_until_says_what_it_takes(

@@ -35,6 +35,8 @@ def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_p
         {"contact": "nobody", "name": "clicked", "at": "2026-12-02T10:00:00Z"},
         {"contact": "k1", "name": "clicked", "at": "yesterday"},
         {"contact": "ghost", "name": "Clicked It", "at": "2026-12-02T10:00:00Z"},
+        # Well formed, but before year 1 in UTC: an OverflowError traceback before.
+        {"contact": "k1", "name": "clicked", "at": "0001-01-01T00:00:00+01:00"},
     ]
     path = tmp_path / "e.jsonl"
     assert push_problems(store, path, rows) == [
@@ -43,6 +45,8 @@ def test_unknown_contacts_are_listed_with_the_other_problems(store: Store, tmp_p
         " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)",
         f"{path}:4: column \"name\": 'Clicked It' is not an event name"
         " (lowercase letters, digits, _)",
+        f"{path}:5: column \"at\": '0001-01-01T00:00:00+01:00' is not an ISO-8601 date-time"
+        " (e.g. 2026-12-01T09:00:00Z or 2026-12-01)",
     ]
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 0

@@ -48,8 +48,8 @@ from cadence.adapters.inbound.reports import (
     WebhookProblem,
     dedupe_key,
     json_kind,
-    parse_iso,
 )
+from cadence.engine.clock import read_instant
 
 PROVIDER = "brevo"
 # Brevo's `date` is in its own time zone (CET/CEST), not UTC.
@@ -246,7 +246,7 @@ def _sent_at(value: str | None) -> dt.datetime:
         try:
             parsed = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
-            parsed = parse_iso(value)
+            parsed = read_instant(value)
         if parsed is not None:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=dt.UTC)

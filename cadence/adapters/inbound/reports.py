@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from cadence.engine.clock import read_instant
 from cadence.errors import CadenceError
 
 
@@ -153,22 +154,10 @@ class Fields:
         value = self.text(name)
         if value is None:
             return None
-        parsed = parse_iso(value)
+        parsed = read_instant(value)
         if parsed is None:
             self.problem(name, f"{value!r} is not a date-time")
         return parsed
-
-
-def parse_iso(value: str) -> dt.datetime | None:
-    """An aware UTC datetime from ISO-8601 text; None when it is not one. No offset is UTC."""
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=dt.UTC)
-        # A time whose offset moves it out of the calendar is no time either.
-        return parsed.astimezone(dt.UTC)
-    except (ValueError, OverflowError):
-        return None
 
 
 def json_kind(value: Any) -> str:
