@@ -478,17 +478,50 @@ class DryRunSink:
             for message, reads_contact in reading:
                 contact = contacts.get(message.contact_id) if reads_contact else None
                 key = self._render_key(message, contact, reads_contact)
-                if key not in self.render_checks:
-                    if not reads_contact:
-                        found = await self.content.contacts(tenant, [message.contact_id])
-                        contact = found.get(message.contact_id)
-                    company = await self._company(tenant)
-                    _, error = await self._render_one(renderer, message, contact, company)
-                    self.render_checks[key] = error
-                error = self.render_checks[key]
+                error = await self._check(key, renderer, message, contact, tenant)
+                if error is not None:
+                    # Sends alike in kinds can differ in values a filter reads (prices "abc"
+                    # and "12.50" are both text): a failure is checked again with this
+                    # send's own values, so one contact's bad value fails no other.
+                    exact = (key, self._read_values(message, contact))
+                    error = await self._check(exact, renderer, message, contact, tenant)
                 if error is not None:
                     failures[message.outbox_id] = error
         return failures
+
+    async def _check(
+        self,
+        key: Hashable,
+        renderer: TemplateRenderer,
+        message: OutgoingMessage,
+        contact: Mapping[str, Any] | None,
+        tenant: str,
+    ) -> str | None:
+        """Why sends alike in `key` fail to render (None: they render), rendering this one
+        the first time `key` is asked; `contact` is None when the key does not need it."""
+        if key not in self.render_checks:
+            assert self.content is not None  # only checked while rendering, which needs it
+            if contact is None:
+                found = await self.content.contacts(tenant, [message.contact_id])
+                contact = found.get(message.contact_id)
+            company = await self._company(tenant)
+            _, self.render_checks[key] = await self._render_one(renderer, message, contact, company)
+        return self.render_checks[key]
+
+    def _read_values(self, message: OutgoingMessage, contact: Mapping[str, Any] | None) -> str:
+        """The values (not only the kinds) of the fields the send's template reads."""
+        template = self._template(message)
+        if template is None:
+            return ""
+        reads = template.record_reads
+        event = message.payload.get("event") or {}
+
+        def values(record: Mapping[str, Any], fields: frozenset[str] | None) -> list[Any]:
+            names = sorted(record) if fields is None else sorted(fields)
+            return [(name, record.get(name)) for name in names]
+
+        shown = values(contact, reads["contact"]) if contact is not None else None
+        return repr((shown, values(event, reads["event"])))
 
     def _template(self, message: OutgoingMessage) -> CompiledTemplate | None:
         campaign = self.campaigns.get(message.campaign)
@@ -512,8 +545,9 @@ class DryRunSink:
         (`CompiledTemplate.record_reads`), each by its kind (present or not, text or
         number, a record's own fields ...), with the contact's locale and zone as they are.
         Two sends alike in these render alike but for the values themselves: a value of the
-        right kind that a filter cannot read (a price "abc" given to `money`) fails live,
-        and in a dry-run only for `--contact`.
+        right kind that a filter cannot read (a price "abc" given to `money`) fails live;
+        in a dry-run only for `--contact`, or where the key's first send failed too
+        (`_render_failures` checks a failing key's sends by their own values).
         """
         template = self._template(message)
         if template is None or (reads_contact and contact is None):

@@ -1749,7 +1749,8 @@ def test_a_template_is_rendered_once_per_shape_of_what_it_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """200 contacts, two shapes (with a city, without): each template renders a handful of
-    times, not once per send, and every send still gets its verdict."""
+    times, not once per send, and every send still gets its verdict. The failing shape is
+    checked once more with a failing send's own values, which all 100 share."""
     from cadence.adapters.render import TemplateRenderer
 
     renders: list[str] = []
@@ -1762,7 +1763,36 @@ def test_a_template_is_rendered_once_per_shape_of_what_it_reads(
     monkeypatch.setattr(TemplateRenderer, "render", counted)
     report = _city_run("sqlite://", tmp_path, 200, render=False)
     assert sum(1 for s in report.sends if s.error is not None) == 100
-    assert Counter(renders) == {"city_news": 2, "plain": 1}
+    assert Counter(renders) == {"city_news": 3, "plain": 1}
+
+
+MONEY_OFFER = """
+template offer email { subject "Your price: {{ contact.price | money('USD') }}" body "<p>x</p>" }
+campaign offers { on launch { send email offer } }
+"""
+
+
+def test_one_contacts_unreadable_value_fails_only_their_send(tmp_path: Path) -> None:
+    """Prices "abc", "12.50" and "99" are all text, so all three sends are alike in kind:
+    the first one's failure was taken for all three, though live only "abc" fails."""
+    people = [
+        {"id": "a", "email": "a@example.test", "price": "abc"},
+        {"id": "b", "email": "b@example.test", "price": "12.50"},
+        {"id": "c", "email": "c@example.test", "price": "99"},
+        {"id": "d", "email": "d@example.test", "price": "abc"},
+    ]
+    result = _cli_dry_run(
+        tmp_path, MONEY_OFFER, people, "--start", "2026-12-01T09:00:00Z", "--until", "1d",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "cadence dry-run: warning: 2 sends of offers (offer) would fail: template offer"
+        " (subject), line 1: TypeError: expected a number, got 'abc' (contacts a, d)"
+    ) in result.stderr
+    assert sorted(json.loads(line)["contact"] for line in result.stdout.splitlines()[:-1]) == [
+        "a", "b", "c", "d"
+    ]  # fmt: skip
 
 
 def test_the_command_line_names_sends_that_would_fail_on_stderr(tmp_path: Path) -> None:
