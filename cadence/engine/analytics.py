@@ -380,10 +380,12 @@ def _send_outcomes(
     found: dict[int, tuple[set[str], Decimal | None, str | None]] = {}
     reported: dict[int, tuple[Decimal, str | None]] = {}
     # Every send of the tenant is read anyway (attribution crosses campaigns): one pass
-    # over the tenant's log costs less than probing it send by send.
+    # over the tenant's log costs less than probing it send by send. Only entries that
+    # tell an outcome or a cost: most say `sent` and nothing else (one per send).
     for outbox_id, outcome, cost, currency in session.execute(
         select(SendLog.outbox_id, SendLog.outcome, SendLog.cost, SendLog.currency).where(
-            SendLog.tenant_id == tenant_id
+            SendLog.tenant_id == tenant_id,
+            or_(SendLog.cost.is_not(None), SendLog.outcome.in_(delivery.LOGGED_OUTCOMES)),
         )
     ):
         if outbox_id is None:
@@ -410,8 +412,8 @@ def _send_outcomes(
         )
     ):
         said = delivery.logged_outcome(delivery.FAILED, detail)
-        if outbox_id is not None and said is not None and outbox_id in found:
-            found[outbox_id][0].add(said)
+        if outbox_id is not None and said is not None:
+            found.setdefault(outbox_id, (set(), None, None))[0].add(said)
     return found
 
 

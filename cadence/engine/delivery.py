@@ -111,6 +111,10 @@ def event_outcome(name: str, properties: Mapping[str, Any]) -> str | None:
     return None
 
 
+# The send-log outcomes `logged_outcome` reads without their detail.
+LOGGED_OUTCOMES = frozenset({DELIVERED}) | (FAILURES - {FAILED}) | TEMPORARY_FAILURES
+
+
 def logged_outcome(outcome: str, detail: Mapping[str, Any] | None) -> str | None:
     """The outcome a send-log entry reports, None when it says nothing about delivery.
 
@@ -120,6 +124,6 @@ def logged_outcome(outcome: str, detail: Mapping[str, Any] | None) -> str | None
     """
     if outcome == FAILED:
         return FAILED if REPORT_KEY in (detail or {}) else None
-    if outcome == DELIVERED or outcome in FAILURES or outcome in TEMPORARY_FAILURES:
+    if outcome in LOGGED_OUTCOMES:
         return outcome
     return None
