@@ -1203,8 +1203,15 @@ class Engine:
         self, session: Session, change: ConsentChange, event: EventRecord, now: dt.datetime
     ) -> None:
         """Store a consent's event in its transaction; it fires what it triggers."""
-        before = self._segment_members(session, [change.contact_id])
-        fresh, _ = importer.insert_events(session, self.tenant, [event], now=now)
+        self._own_events_written(session, change.contact_id, [event], now)
+
+    def _own_events_written(
+        self, session: Session, contact_id: str, events: Sequence[EventRecord], now: dt.datetime
+    ) -> None:
+        """Store events the engine made about one contact in the transaction at hand; they
+        fire what they trigger."""
+        before = self._segment_members(session, [contact_id])
+        fresh, _ = importer.insert_events(session, self.tenant, events, now=now)
         self._events_written(session, fresh, now, before)
 
     async def pending_opt_in(self, token: str) -> ConsentChange | None:
@@ -1262,6 +1269,54 @@ class Engine:
     def _preferences_sync(self, store: Store, contact_id: str) -> list[ChannelChoice] | None:
         with store.session() as session:
             return read_choices(session, self.tenant, contact_id, self.now())
+
+    async def change_channels(
+        self,
+        contact_id: str,
+        key: str,
+        decide: Callable[[list[ChannelChoice]], list[tuple[str, str]]],
+        *,
+        via: str,
+    ) -> list[ChannelChoice] | None:
+        """A person's own change of channels from a link in the send `key` (an unsubscribe,
+        their preference page): `decide(choices)` names the `(event, channel)` pairs to store
+        from their channels as they stand, read in the transaction that stores the events
+        and holding the contact's row, so two presses at once cannot both find a channel on
+        and both store its `unsubscribed`. Returns the channels after (None: no such contact).
+        """
+        after = await self.store.call_retrying(
+            self._change_channels_sync, contact_id, key, decide, via
+        )
+        self._nudge.set()  # an enrollment waiting for the event goes on at once
+        return after
+
+    def _change_channels_sync(
+        self,
+        store: Store,
+        contact_id: str,
+        key: str,
+        decide: Callable[[list[ChannelChoice]], list[tuple[str, str]]],
+        via: str,
+    ) -> list[ChannelChoice] | None:
+        now = self.now()
+        with store.session() as session:
+            claims.lock_contacts(session, tenant_id=self.tenant, contact_ids=[contact_id])
+            choices = read_choices(session, self.tenant, contact_id, now)
+            made = [] if choices is None else decide(choices)
+            if not made:
+                return choices
+            records = [
+                (
+                    0,
+                    EventRecord(
+                        contact_id, name, now, {"send": key, "channel": channel, "via": via}
+                    ),
+                )
+                for name, channel in made
+            ]
+            events = [event for _, event in importer.link_to_sends(session, self.tenant, records)]
+            self._own_events_written(session, contact_id, events, now)
+            return read_choices(session, self.tenant, contact_id, now)
 
     async def contact_ids(self) -> list[str]:
         """Every contact id of the tenant, sorted."""

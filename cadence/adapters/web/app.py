@@ -247,9 +247,16 @@ class ServiceApp:
             return Response.html(404, pages.broken_link(self.company))
         # Stored again, a second press would fire `when unsubscribed` and count in scores
         # and `count(unsubscribed, D)` twice: once off, the person stays off, with one event.
-        choices = await self.engine.preferences(message.contact_id) or []
-        if not preferences.opted_out(choices, message.channel):
-            await self._track("unsubscribed", key, {"via": "link"})
+        # The engine decides on the channels as they stand when it stores, so a mail client's
+        # one-click and the button pressed at once (two workers) store one between them.
+        channel = message.channel
+
+        def unsubscribe(choices: list[preferences.ChannelChoice]) -> list[tuple[str, str]]:
+            if preferences.opted_out(choices, channel):
+                return []
+            return [(suppress.UNSUBSCRIBED, channel)]
+
+        await self.engine.change_channels(message.contact_id, key, unsubscribe, via="link")
         return Response.html(200, pages.unsubscribed(self.company))
 
     async def _preference_subject(
@@ -276,17 +283,17 @@ class ServiceApp:
             return Response.html(404, pages.broken_link(self.company))
         key, contact, choices = subject
         form = parse_qs(request.body.decode("utf-8", "replace"), keep_blank_values=True)
-        if form.get("action") == ["everything-off"]:
-            made = [(suppress.UNSUBSCRIBED, EVERY_CHANNEL)]
-        else:
-            made = preferences.changes(choices, set(form.get("channel", [])))
-        if made:
-            await self.engine.push_events(
-                {"contact": contact, "name": name,
-                 "properties": {"send": key, "channel": channel, "via": preferences.VIA}}
-                for name, channel in made
-            )  # fmt: skip
-            choices = await self.engine.preferences(contact) or []
+        wanted = set(form.get("channel", []))
+
+        def chosen(now_shown: list[preferences.ChannelChoice]) -> list[tuple[str, str]]:
+            # From the channels as they stand when stored: the same form saved twice at once
+            # (a double submit reaching two workers) changes them once.
+            if form.get("action") == ["everything-off"]:
+                return [(suppress.UNSUBSCRIBED, EVERY_CHANNEL)]
+            return preferences.changes(now_shown, wanted)
+
+        after = await self.engine.change_channels(contact, key, chosen, via=preferences.VIA)
+        choices = choices if after is None else after
         return Response.html(200, pages.preferences(self.company, choices, saved=True))
 
     async def _web_view(self, token: str) -> Response:

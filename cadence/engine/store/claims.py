@@ -390,6 +390,18 @@ def lock_send_counts(
             .order_by(Campaign.id)
             .with_for_update(key_share=True)
         ).all()
+    lock_contacts(session, tenant_id=tenant_id, contact_ids=contact_ids)
+
+
+def lock_contacts(session: Session, *, tenant_id: str, contact_ids: Iterable[str]) -> None:
+    """Hold the contacts' rows until the transaction ends: work that reads what a person
+    has (sends, opt-outs) and writes from it waits for another such transaction on them.
+
+    `FOR NO KEY UPDATE` on PostgreSQL, in id order; a no-op on SQLite, whose transactions
+    all take the write lock as they begin.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
     contacts = sorted(set(contact_ids))
     if contacts:
         session.execute(
