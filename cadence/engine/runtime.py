@@ -133,6 +133,12 @@ _MESSAGE_COLUMNS = (
     OutboxMessage.attempts,
 )  # fmt: skip
 
+# What the delivery-time check reads of a queued send (`Engine._drop_refused`).
+_GATED_COLUMNS = (
+    OutboxMessage.id, OutboxMessage.version_id, OutboxMessage.node, OutboxMessage.contact_id,
+    OutboxMessage.channel, OutboxMessage.template,
+)  # fmt: skip
+
 _STATUS = {
     "active": EnrollmentStatus.ACTIVE,
     "completed": EnrollmentStatus.COMPLETED,
@@ -1845,7 +1851,7 @@ class Engine:
             if recorded:
                 delivered = await self._hand_over(ready)
             else:
-                delivered = await self._deliver(ready) if ready else 0
+                delivered = await self._deliver_stepped(ready) if ready else 0
             # The outbox's own due sends (retries, held or taken-over ones) are claimed when
             # the steps run out, and every few full batches meanwhile: a claim that finds
             # nothing after each of a backlog's batches was a twentieth of a dry-run.
@@ -2601,6 +2607,30 @@ class Engine:
         """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""
         claimed = await self.store.call_retrying(self._claim_outbox_sync)
         return await self._deliver(claimed) if claimed else 0
+
+    async def _deliver_stepped(self, ready: list[OutgoingMessage]) -> int:
+        """Deliver the sends a step just queued, less those the contact may no longer get.
+
+        The step checked them against what it read, but the service (or another engine)
+        may have committed an unsubscribe, a suppression or a withdrawn consent since: the
+        step's own lock does not hold it back, and on SQLite it lands between the step's
+        commit and this. They are checked again, as a send claimed from the outbox is.
+        """
+        allowed = await self.store.call_retrying(self._still_allowed_sync, ready)
+        return await self._deliver(allowed) if allowed else 0
+
+    def _still_allowed_sync(
+        self, store: Store, messages: list[OutgoingMessage]
+    ) -> list[OutgoingMessage]:
+        now = self.now()
+        with store.session() as session:
+            rows: Sequence[Any] = session.execute(
+                select(*_GATED_COLUMNS).where(
+                    among(session, OutboxMessage.id, [m.outbox_id for m in messages])
+                )
+            ).all()
+            kept = {row.id for row in self._drop_refused(session, rows, now)}
+        return [m for m in messages if m.outbox_id in kept]
 
     async def _hand_over(self, sent: list[OutgoingMessage]) -> int:
         """Give an in-process sink the sends its step stored as sent (see `Sink`)."""

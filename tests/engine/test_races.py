@@ -1,0 +1,101 @@
+"""Engines racing each other and the HTTP service on one store, at chosen interleavings.
+
+Each test puts the other party's action at one exact point of an engine's work (through
+a hook on the step that precedes it, never a sleep), on SQLite and PostgreSQL, and checks
+what the design promises there: no send to someone who opted out before it went, no cap or
+budget broken, no event stored twice. test_shared_store.py runs whole schedulers at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import select
+
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import OutboxMessage, SendLog
+from tests.engine.test_runtime import T0, campaigns
+
+WELCOME = """
+template hello email { subject "Hello" body "<p>Hi</p>" }
+campaign welcome { on launch { send email hello } }
+"""
+PEOPLE = [
+    {"id": "ana", "email": "ana@example.test"},
+    {"id": "bo", "email": "bo@example.test"},
+]
+
+Opt = Callable[[Engine], Awaitable[Any]]
+# What the HTTP service (another engine on the store) may record about Ana at any moment,
+# each of which must stop an email to her that has not gone yet.
+OPT_OUTS: dict[str, Opt] = {
+    "unsubscribe": lambda e: e.push_event(
+        {"contact": "ana", "name": "unsubscribed", "properties": {"channel": "email"}}
+    ),
+    "consent withdrawn": lambda e: e.set_consent("ana", "email", "withdrawn", source="api"),
+    "hard bounce": lambda e: e.push_event(
+        {"contact": "ana", "name": "bounced", "properties": {"channel": "email", "type": "hard"}}
+    ),
+}
+
+
+def _two_engines(
+    store_url: str, body: Callable[[Engine, Engine, RecordingSink], Awaitable[None]]
+) -> None:
+    """Two engines on one store (workers, or a worker and the HTTP service), one clock."""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> None:
+        async with (
+            Engine(store_url, clock=clock, sink=sink, owner="w1") as one,
+            Engine(store_url, clock=clock, sink=RecordingSink(), owner="w2") as two,
+        ):
+            await body(one, two, sink)
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("opt_out", sorted(OPT_OUTS))
+def test_an_opt_out_committed_after_the_step_stops_the_send_it_made(
+    store_url: str, opt_out: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step queued Ana's email and committed; before the engine hands it to the
+    provider, the service commits her opt-out. The delivery-time check must see it."""
+    step = Engine._step_batch_sync
+    service: list[Engine] = []
+
+    def step_then_opt_out(self: Engine, store: Store) -> Any:
+        stepped = step(self, store)
+        if stepped[1] and service:
+            # In the engine's worker thread, after its commit: the service's request runs now.
+            trio.from_thread.run(OPT_OUTS[opt_out], service.pop())
+        return stepped
+
+    monkeypatch.setattr(Engine, "_step_batch_sync", step_then_opt_out)
+
+    async def body(one: Engine, two: Engine, sink: RecordingSink) -> None:
+        await one.upsert_contacts(PEOPLE)
+        await one.deploy(campaigns(WELCOME))
+        await one.launch("welcome")
+        service.append(two)
+        await one.run_due()
+        assert not service, "the opt-out ran"
+        assert [m.contact_id for m in sink.delivered] == ["bo"]
+
+    _two_engines(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        statuses = {
+            contact: status
+            for contact, status in session.execute(
+                select(OutboxMessage.contact_id, OutboxMessage.status)
+            )
+        }
+        skipped = session.scalars(select(SendLog.contact_id).where(SendLog.outcome == "skipped"))
+        assert statuses == {"ana": "suppressed", "bo": "sent"}
+        assert list(skipped) == ["ana"]
