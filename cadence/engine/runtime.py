@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 import orjson
 import trio
 from sqlalchemy import Row, Text, cast, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cadence.adapters.inbound import ParsedWebhook, parse_webhook
@@ -1586,7 +1585,7 @@ class Engine:
     async def push_events_counted(self, events: Iterable[Mapping[str, Any]]) -> PushedEvents:
         """`push_events`, saying also how many were stored and how many were already there
         (an `id` seen before): what `POST /events` answers."""
-        pushed = await self.store.call_retrying(self._push_events_sync, list(events))
+        pushed = await self.store.call_deduplicated(self._push_events_sync, list(events))
         self._nudge.set()
         return pushed
 
@@ -1638,12 +1637,7 @@ class Engine:
         nothing; reports about unknown sends or numbers are listed in the result, unwritten.
         """
         parsed = parse_webhook(provider, payload)
-        try:
-            report = await self.store.call_retrying(self._ingest_webhook_sync, parsed)
-        except IntegrityError:
-            # The same report, delivered twice at once, was stored by the other delivery
-            # first (the events' dedupe keys are unique): run again, and find it there.
-            report = await self.store.call_retrying(self._ingest_webhook_sync, parsed)
+        report = await self.store.call_deduplicated(self._ingest_webhook_sync, parsed)
         self._nudge.set()
         return report
 

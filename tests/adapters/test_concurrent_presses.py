@@ -10,7 +10,6 @@ commit, until a short timeout), so only a guarantee of the store keeps the secon
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from cadence.engine.store.models import (
     Suppression,
 )
 from tests.engine.test_runtime import T0, campaigns
+from tests.interleave import Meeting
 
 SECRET = "test-link-secret-0123456789"
 SOURCE = """
@@ -46,26 +46,6 @@ campaign goodbye {
 template bye sms { body "Sorry to see you go" }
 """
 PEOPLE = [{"id": "bo", "email": "bo@example.test", "phone": "+15550100", "sms_opt_in": True}]
-# Long enough for the other press to reach the same point on a loaded machine; the test
-# waits this long only when the store keeps the second press out (as it must).
-MEETING_TIMEOUT = 1.5
-
-
-class Meeting:
-    """A point two parties pass together: each waits there until the other has arrived,
-    or until the timeout (the other is held elsewhere, by a lock). Counts stay, so a party
-    arriving after the other left passes at once."""
-
-    def __init__(self, timeout: float = MEETING_TIMEOUT) -> None:
-        self.arrived = 0
-        self.timeout = timeout
-        self.condition = threading.Condition()
-
-    def arrive(self) -> None:
-        with self.condition:
-            self.arrived += 1
-            self.condition.notify_all()
-            self.condition.wait_for(lambda: self.arrived >= 2, timeout=self.timeout)
 
 
 @pytest.fixture

@@ -13,17 +13,22 @@ from typing import Any
 
 import pytest
 import trio
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, RecordingSink
-from cadence.engine.store import Store
-from cadence.engine.store.models import OutboxMessage, SendLog
+from cadence.engine.runtime import Engine, PushedEvents, RecordingSink
+from cadence.engine.store import Store, importer
+from cadence.engine.store.models import Event, OutboxMessage, SendLog
 from tests.engine.test_runtime import T0, campaigns
+from tests.interleave import Meeting
 
 WELCOME = """
 template hello email { subject "Hello" body "<p>Hi</p>" }
 campaign welcome { on launch { send email hello } }
+"""
+SIGNED_UP = """
+template hi email { subject "Hi" body "<p>Hi</p>" }
+campaign greet { when signed_up { send email hi } }
 """
 PEOPLE = [
     {"id": "ana", "email": "ana@example.test"},
@@ -99,3 +104,41 @@ def test_an_opt_out_committed_after_the_step_stops_the_send_it_made(
         skipped = session.scalars(select(SendLog.contact_id).where(SendLog.outcome == "skipped"))
         assert statuses == {"ana": "suppressed", "bo": "sent"}
         assert list(skipped) == ["ana"]
+
+
+def test_one_event_pushed_twice_at_once_is_stored_once(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend retrying `POST /events` while its first try is still in flight, to another
+    worker: both look for the event's `id`, neither finds it. One stores it, the other must
+    answer that it was already there (not fail), and the trigger fires once."""
+    looked = Meeting()
+    new_events = importer.new_events
+
+    def look_together(*args: Any, **kwargs: Any) -> Any:
+        found = new_events(*args, **kwargs)
+        looked.arrive()
+        return found
+
+    monkeypatch.setattr(importer, "new_events", look_together)
+    event = {"contact": "ana", "name": "signed_up", "at": T0.isoformat(), "id": "evt-1"}
+    answers: list[PushedEvents] = []
+
+    async def body(one: Engine, two: Engine, sink: RecordingSink) -> None:
+        await one.upsert_contacts(PEOPLE)
+        await one.deploy(campaigns(SIGNED_UP))
+        await one.launch("greet")
+
+        async def push(engine: Engine) -> None:
+            answers.append(await engine.push_events_counted([event]))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(push, one)
+            nursery.start_soon(push, two)
+        await one.run_due()
+        assert [m.contact_id for m in sink.delivered] == ["ana"]
+
+    _two_engines(store_url, body)
+    assert sorted((a.stored, a.duplicates, a.enrolled) for a in answers) == [(0, 1, 0), (1, 0, 1)]
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 1

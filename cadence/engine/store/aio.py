@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
 import trio
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.database import Store
@@ -80,6 +80,22 @@ class AsyncStore:
                 )  # fmt: skip
                 await trio.sleep(pause)
         raise AssertionError("unreachable")  # itertools.count never ends
+
+    async def call_deduplicated(
+        self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`call_retrying` for a write of rows with unique dedupe keys (events), run once
+        more when the database refused a key as taken.
+
+        The same event delivered twice at once (a provider's or a backend's retry reaching
+        another worker) finds its key free in both transactions; on PostgreSQL the second
+        insert then waits for the first and fails on the unique key. Run again, `fn` finds
+        the row there and leaves it, as if the second delivery had come after the first.
+        """
+        try:
+            return await self.call_retrying(fn, *args, **kwargs)
+        except IntegrityError:
+            return await self.call_retrying(fn, *args, **kwargs)
 
     async def transaction(
         self, fn: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
