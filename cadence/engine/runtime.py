@@ -421,6 +421,9 @@ class Engine:
                     else []
                 )
                 if older:
+                    # Where the enrollments stand must not change between the check and
+                    # the move: a batch stepping them meanwhile would be undone.
+                    claims.lock_unfinished_enrollments(session, older)
                     self._check_migration(session, older, campaign)
                 deployed = campaign_store.save_campaign_version(
                     session,

@@ -8,16 +8,18 @@ budget broken, no event stored twice. test_shared_store.py runs whole schedulers
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, PushedEvents, RecordingSink
-from cadence.engine.store import Store, importer
+from cadence.engine.store import Store, claims, importer
 from cadence.engine.store.models import Event, OutboxMessage, SendLog
 from tests.engine.test_runtime import T0, campaigns
 from tests.interleave import Meeting
@@ -142,3 +144,82 @@ def test_one_event_pushed_twice_at_once_is_stored_once(
     assert sorted((a.stored, a.duplicates, a.enrolled) for a in answers) == [(0, 1, 0), (1, 0, 1)]
     with Store.open(store_url) as store, store.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 1
+
+
+SERIES = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign series { on launch { send email a  wait 1d  send email b } }
+"""
+
+
+def _until_a_lock_holds_back(store_url: str) -> None:
+    """Return once another transaction waits for a row lock this test's engine holds.
+
+    On PostgreSQL a `deploy --migrate` reads the enrollments and then waits for the batch
+    that holds them; that wait is visible in pg_stat_activity. On SQLite the deploy waits
+    for the batch's write lock before it reads anything, so which runs first does not
+    matter; a short pause lets it start.
+    """
+    if not store_url.startswith("postgresql"):
+        time.sleep(0.2)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    with Store.open(store_url, migrate=False) as store:
+        while time.monotonic() < deadline:
+            with store.session() as session:  # each look a fresh snapshot
+                if session.scalar(waiting):
+                    return
+            time.sleep(0.01)
+    raise AssertionError("the deploy never waited for the batch's locks")
+
+
+def test_a_migration_while_a_batch_steps_keeps_the_batch_s_steps(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploy --migrate` of a new version while an engine's batch holds the enrollments it
+    moves: the batch sends `a` and moves them to the wait; the migration must move them
+    from there, not from where they stood when it looked (`a` again, a second email)."""
+    lock = claims.lock_due_enrollments
+    deploys: list[Callable[[], Awaitable[Any]]] = []
+
+    def lock_then_deploy(*args: Any, **kwargs: Any) -> Any:
+        rows = lock(*args, **kwargs)
+        if rows and deploys:
+            trio.from_thread.run_sync(deploys.pop())
+            _until_a_lock_holds_back(store_url)
+        return rows
+
+    monkeypatch.setattr(claims, "lock_due_enrollments", lock_then_deploy)
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> None:
+        async with (
+            Engine(store_url, clock=clock, sink=sink, owner="w1") as one,
+            Engine(store_url, clock=clock, sink=RecordingSink(), owner="w2") as two,
+        ):
+            await one.upsert_contacts(PEOPLE)
+            await one.deploy(campaigns(SERIES))
+            await one.launch("series")
+            moved: list[Any] = []
+            async with trio.open_nursery() as nursery:
+
+                async def deploy() -> None:
+                    changed = SERIES.replace('subject "B"', 'subject "B, again"')
+                    moved.extend(await two.deploy(campaigns(changed), migrate=True))
+
+                deploys.append(lambda: nursery.start_soon(deploy))
+                await one.run_due()
+            assert [r.moved for r in moved] == [2]
+            for days in (1, 2):
+                clock.advance_to(T0 + dt.timedelta(days=days))
+                await one.run_due()
+
+    trio.run(main)
+    received = sorted((m.contact_id, m.template) for m in sink.delivered)
+    assert received == [("ana", "a"), ("ana", "b"), ("bo", "a"), ("bo", "b")]

@@ -412,6 +412,30 @@ def lock_contacts(session: Session, *, tenant_id: str, contact_ids: Iterable[str
         ).all()
 
 
+def lock_unfinished_enrollments(session: Session, version_ids: Iterable[int]) -> None:
+    """Hold the versions' active and paused enrollments until the transaction ends.
+
+    A migration reads where each enrollment stands, checks the new version has that node,
+    and moves it there. Unlocked, that read can be stale by the time of the move: a batch
+    holding the rows steps them on (a send, then a wait) and commits, and the move puts
+    them back at the node they left, to run it again. `FOR UPDATE` waits for such a batch
+    and then reads the rows as it left them; batches skip the rows held here. SQLite's
+    transactions all take the write lock as they begin.
+    """
+    versions = sorted(set(version_ids))
+    if session.get_bind().dialect.name != "postgresql" or not versions:
+        return
+    session.execute(
+        select(Enrollment.id)
+        .where(
+            among(session, Enrollment.version_id, versions),
+            Enrollment.status.in_([EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]),
+        )
+        .order_by(Enrollment.id)
+        .with_for_update()
+    ).all()
+
+
 def release_enrollments(session: Session, owner: str, ids: Iterable[int]) -> int:
     """Give back claimed enrollments untouched (shutdown, or work the worker will not do)."""
     return _release(session, ENROLLMENT_QUEUE, owner, ids)
