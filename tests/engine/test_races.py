@@ -18,7 +18,7 @@ import trio
 from sqlalchemy import func, select, text
 
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, PushedEvents, RecordingSink
+from cadence.engine.runtime import Engine, PushedEvents, RecordingSink, RunStats
 from cadence.engine.store import Store, claims, importer
 from cadence.engine.store.models import Event, OutboxMessage, SendLog
 from tests.engine.test_runtime import T0, campaigns
@@ -223,3 +223,105 @@ def test_a_migration_while_a_batch_steps_keeps_the_batch_s_steps(
     trio.run(main)
     received = sorted((m.contact_id, m.template) for m in sink.delivered)
     assert received == [("ana", "a"), ("ana", "b"), ("bo", "a"), ("bo", "b")]
+
+
+AUDIENCE = [{"id": f"p{i:02}", "email": f"p{i:02}@example.test"} for i in range(40)]
+CAPPED = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign alpha { cap email 1 per 1d  on launch { send email a } }
+campaign beta { cap email 1 per 1d  on launch { send email b } }
+"""
+STINGY = """
+template a email { subject "A" body "x" }
+campaign stingy {
+  budget 0.015 USD
+  cost email 0.001 USD
+  on launch { send email a }
+}
+"""
+
+
+def _step_together(
+    store_url: str, source: str, names: list[str], batch_size: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[RecordingSink], list[RunStats]]:
+    """Both engines' first batches overlap: each, once it holds its batch's locks (rows,
+    and the contacts and budgets its sends count against), waits for the other to do the
+    same, unless the other is held back by those locks. Then both run to the end."""
+    together = Meeting()
+    lock = claims.lock_send_counts
+
+    def lock_then_meet(*args: Any, **kwargs: Any) -> None:
+        lock(*args, **kwargs)
+        together.arrive()
+
+    monkeypatch.setattr(claims, "lock_send_counts", lock_then_meet)
+    clock = SimulatedClock(T0)
+    sinks = [RecordingSink(), RecordingSink()]
+    stats: list[RunStats] = []
+
+    async def main() -> None:
+        async with (
+            Engine(store_url, clock=clock, sink=sinks[0], batch_size=batch_size, owner="w1") as one,
+            Engine(store_url, clock=clock, sink=sinks[1], batch_size=batch_size, owner="w2") as two,
+        ):
+            await one.upsert_contacts(AUDIENCE)
+            await one.deploy(campaigns(source))
+            for name in names:
+                await one.launch(name)
+
+            async def run(engine: Engine) -> None:
+                stats.append(await engine.run_due())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, one)
+                nursery.start_soon(run, two)
+
+    trio.run(main)
+    return sinks, stats
+
+
+def _outbox_keys(store_url: str) -> list[tuple[str, str | None]]:
+    with Store.open(store_url) as store, store.session() as session:
+        return [
+            (contact, template)
+            for contact, template in session.execute(
+                select(OutboxMessage.contact_id, OutboxMessage.template)
+            )
+        ]
+
+
+def test_two_engines_stepping_at_once_advance_each_enrollment_once(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches held at the same moment never share a row: each enrollment steps once,
+    each send is made and delivered once, whichever engine took it."""
+    sinks, stats = _step_together(store_url, WELCOME, ["welcome"], 10, monkeypatch)
+    assert sum(s.steps for s in stats) == len(AUDIENCE)
+    delivered = sorted(m.contact_id for sink in sinks for m in sink.delivered)
+    assert delivered == sorted(p["id"] for p in AUDIENCE)
+    assert sorted(c for c, _ in _outbox_keys(store_url)) == delivered
+    if store_url.startswith("postgresql"):
+        assert all(sink.delivered for sink in sinks), "both engines stepped"
+
+
+def test_two_engines_checking_one_cap_at_once_keep_it(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alpha's and beta's sends to the same people, in two engines' batches at the same
+    instant: one email each per day, never two."""
+    # A batch as large as a campaign's audience: one engine's batch is alpha's, the
+    # other's beta's, for the same contacts.
+    sinks, _ = _step_together(store_url, CAPPED, ["alpha", "beta"], len(AUDIENCE), monkeypatch)
+    sent = [c for c, _ in _outbox_keys(store_url)]
+    assert sorted(sent) == sorted(p["id"] for p in AUDIENCE)
+    assert sorted(m.contact_id for sink in sinks for m in sink.delivered) == sorted(sent)
+
+
+def test_two_engines_spending_one_budget_at_once_stay_within_it(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifteen emails' worth of budget, two engines' batches of ten at the same instant."""
+    sinks, _ = _step_together(store_url, STINGY, ["stingy"], 10, monkeypatch)
+    assert len(_outbox_keys(store_url)) == 15
+    assert sum(len(sink.delivered) for sink in sinks) == 15
