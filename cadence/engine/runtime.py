@@ -1537,6 +1537,10 @@ class Engine:
                 )
             )  # fmt: skip
         enrolled = 0
+        # Each firing takes the occurrence after the contact's last: two firings at once
+        # (two workers) would both take the same one, and the second journey would be lost
+        # to the first's row. Their contacts' rows serialize them.
+        claims.lock_contacts(session, tenant_id=self.tenant, contact_ids=contact_ids)
         last = self._last_occurrences(session, version_id, contact_ids)
         for contact_id in contact_ids:
             previous = last.get(contact_id)

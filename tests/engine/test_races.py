@@ -325,3 +325,42 @@ def test_two_engines_spending_one_budget_at_once_stay_within_it(
     sinks, _ = _step_together(store_url, STINGY, ["stingy"], 10, monkeypatch)
     assert len(_outbox_keys(store_url)) == 15
     assert sum(len(sink.delivered) for sink in sinks) == 15
+
+
+REORDER = """
+template receipt email { subject "Thanks" body "x" }
+campaign receipts { reenter always  when order_placed { send email receipt } }
+"""
+
+
+def test_two_events_entering_a_reentrant_campaign_at_once_make_two_journeys(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two orders by Ana at the same moment, through two workers: `reenter always` makes
+    each its own journey (and receipt), as it does when they come one after the other.
+    Both look up her last journey before either enrolls her."""
+    looked = Meeting()
+    last = Engine._last_occurrences
+
+    def look_together(self: Engine, *args: Any) -> Any:
+        found = last(self, *args)
+        looked.arrive()
+        return found
+
+    monkeypatch.setattr(Engine, "_last_occurrences", look_together)
+    orders = [
+        {"contact": "ana", "name": "order_placed", "id": f"order-{n}", "properties": {"n": n}}
+        for n in (1, 2)
+    ]
+
+    async def body(one: Engine, two: Engine, sink: RecordingSink) -> None:
+        await one.upsert_contacts(PEOPLE)
+        await one.deploy(campaigns(REORDER))
+        await one.launch("receipts")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one.push_event, orders[0])
+            nursery.start_soon(two.push_event, orders[1])
+        await one.run_due()
+        assert [(m.contact_id, m.template) for m in sink.delivered] == [("ana", "receipt")] * 2
+
+    _two_engines(store_url, body)
