@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, PushedEvents, RecordingSink, RunStats
 from cadence.engine.store import Store, claims, importer
+from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Event, OutboxMessage, SendLog
 from tests.engine.test_runtime import T0, campaigns
 from tests.interleave import Meeting
@@ -364,3 +365,53 @@ def test_two_events_entering_a_reentrant_campaign_at_once_make_two_journeys(
         assert [(m.contact_id, m.template) for m in sink.delivered] == [("ana", "receipt")] * 2
 
     _two_engines(store_url, body)
+
+
+GREETED = """
+template welcome email { subject "Welcome" body "x" }
+campaign confirmed {
+  reenter always
+  when consent_granted where event.channel == "email" { send email welcome }
+}
+"""
+
+
+def test_one_opt_in_link_pressed_twice_at_once_confirms_once(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The confirmation page's button posted twice (a double click reaching two workers):
+    the single-use token grants the consent once, one `consent_granted`, one welcome."""
+    looked = Meeting()
+    pending = send_store.pending_double_opt_in
+
+    def look_together(*args: Any, **kwargs: Any) -> Any:
+        found = pending(*args, **kwargs)
+        looked.arrive()
+        return found
+
+    monkeypatch.setattr(send_store, "pending_double_opt_in", look_together)
+    answers: list[Any] = []
+
+    async def body(one: Engine, two: Engine, sink: RecordingSink) -> None:
+        await one.upsert_contacts(PEOPLE)
+        await one.deploy(campaigns(GREETED))
+        await one.launch("confirmed")
+        asked = await one.set_consent("ana", "email", "pending", source="signup form")
+        assert asked.token is not None
+
+        async def confirm(engine: Engine) -> None:
+            answers.append(await engine.confirm_opt_in(str(asked.token)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(confirm, one)
+            nursery.start_soon(confirm, two)
+        await one.run_due()
+        assert [(m.contact_id, m.template) for m in sink.delivered] == [("ana", "welcome")]
+
+    _two_engines(store_url, body)
+    assert sorted(answer is None for answer in answers) == [False, True]
+    with Store.open(store_url) as store, store.session() as session:
+        granted = session.scalar(
+            select(func.count()).select_from(Event).where(Event.name == "consent_granted")
+        )
+    assert granted == 1

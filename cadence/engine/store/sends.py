@@ -431,22 +431,29 @@ def set_consent(
     )
 
 
-def pending_double_opt_in(session: Session, tenant_id: str, token: str) -> Consent | None:
-    """The tenant's pending consent waiting on `token`, if one does."""
-    return session.scalar(
-        select(Consent).where(
-            Consent.tenant_id == tenant_id,
-            Consent.double_opt_in_token == token,
-            Consent.status == ConsentStatus.PENDING.value,
-        )
+def pending_double_opt_in(
+    session: Session, tenant_id: str, token: str, *, lock: bool = False
+) -> Consent | None:
+    """The tenant's pending consent waiting on `token`, if one does; with `lock`, held until
+    the transaction ends (`FOR UPDATE`: a second reader waits, then finds it no longer
+    pending)."""
+    statement = select(Consent).where(
+        Consent.tenant_id == tenant_id,
+        Consent.double_opt_in_token == token,
+        Consent.status == ConsentStatus.PENDING.value,
     )
+    return session.scalar(statement.with_for_update() if lock else statement)
 
 
 def confirm_double_opt_in(
     session: Session, tenant_id: str, token: str, *, now: datetime
 ) -> Consent | None:
-    """Confirm the tenant's pending consent holding `token`; None when none waits on it."""
-    consent = pending_double_opt_in(session, tenant_id, token)
+    """Confirm the tenant's pending consent holding `token`; None when none waits on it.
+
+    The token is single-use also when pressed twice at once (a double click reaching two
+    workers): the row is locked as it is read, so the second press finds it granted.
+    """
+    consent = pending_double_opt_in(session, tenant_id, token, lock=True)
     if consent is None:
         return None
     consent.status = ConsentStatus.GRANTED.value
