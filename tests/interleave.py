@@ -10,6 +10,9 @@ SQLite's write lock), which is the guarantee the test is after.
 from __future__ import annotations
 
 import threading
+from typing import Any
+
+import pytest
 
 # Long enough for the other party to reach the same point on a loaded machine; a test
 # waits this long only when the code keeps the second party out (as it must).
@@ -32,3 +35,20 @@ class Meeting:
             self.arrived += 1
             self.condition.notify_all()
             self.condition.wait_for(lambda: self.arrived >= 2, timeout=self.timeout)
+
+
+def meet_after(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, meeting: Meeting | None = None
+) -> Meeting:
+    """Make `owner.name` (a function run in a worker thread) stop at `meeting` once it has
+    returned: the two parties' reads are both done before either goes on to write."""
+    meeting = meeting or Meeting()
+    original = getattr(owner, name)
+
+    def then_meet(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        meeting.arrive()
+        return result
+
+    monkeypatch.setattr(owner, name, then_meet)
+    return meeting

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from cadence.adapters.tracking import LinkKind, LinkSigner
 from cadence.adapters.web import ServiceApp
 from cadence.adapters.web.http import Request, Response
-from cadence.engine import preferences
+from cadence.engine import runtime
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store import Store
@@ -33,7 +33,7 @@ from cadence.engine.store.models import (
     Suppression,
 )
 from tests.engine.test_runtime import T0, campaigns
-from tests.interleave import Meeting
+from tests.interleave import Meeting, meet_after
 
 SECRET = "test-link-secret-0123456789"
 SOURCE = """
@@ -52,14 +52,8 @@ PEOPLE = [{"id": "bo", "email": "bo@example.test", "phone": "+15550100", "sms_op
 def presses_meet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every read of a person's channels, inside a transaction or after it, waits for the
     other press's read: the interleaving in which both find the channel on."""
-    in_transaction, after = Meeting(), Meeting()
-    read_choices = preferences.read_choices
-
-    def meeting_read(*args: Any, **kwargs: Any) -> Any:
-        choices = read_choices(*args, **kwargs)
-        in_transaction.arrive()
-        return choices
-
+    meet_after(monkeypatch, runtime, "read_choices")
+    after = Meeting()
     engine_preferences = Engine.preferences
 
     async def meeting_preferences(self: Engine, contact_id: str) -> Any:
@@ -67,8 +61,6 @@ def presses_meet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         await trio.to_thread.run_sync(after.arrive)
         return choices
 
-    monkeypatch.setattr(preferences, "read_choices", meeting_read)
-    monkeypatch.setattr("cadence.engine.runtime.read_choices", meeting_read)
     monkeypatch.setattr(Engine, "preferences", meeting_preferences)
     yield
 

@@ -18,12 +18,12 @@ import trio
 from sqlalchemy import func, select, text
 
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, PushedEvents, RecordingSink, RunStats
+from cadence.engine.runtime import Engine, PushedEvents, RecordingSink
 from cadence.engine.store import Store, claims, importer
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Event, OutboxMessage, SendLog
 from tests.engine.test_runtime import T0, campaigns
-from tests.interleave import Meeting
+from tests.interleave import meet_after
 
 WELCOME = """
 template hello email { subject "Hello" body "<p>Hi</p>" }
@@ -53,10 +53,13 @@ OPT_OUTS: dict[str, Opt] = {
 
 
 def _two_engines(
-    store_url: str, body: Callable[[Engine, Engine, RecordingSink], Awaitable[None]]
+    store_url: str,
+    body: Callable[[Engine, Engine, RecordingSink], Awaitable[None]],
+    clock: SimulatedClock | None = None,
 ) -> None:
-    """Two engines on one store (workers, or a worker and the HTTP service), one clock."""
-    clock = SimulatedClock(T0)
+    """Two engines on one store (workers, or a worker and the HTTP service), one clock
+    (at T0 unless given); `body` gets them and the first one's sink."""
+    clock = clock or SimulatedClock(T0)
     sink = RecordingSink()
 
     async def main() -> None:
@@ -115,15 +118,7 @@ def test_one_event_pushed_twice_at_once_is_stored_once(
     """A backend retrying `POST /events` while its first try is still in flight, to another
     worker: both look for the event's `id`, neither finds it. One stores it, the other must
     answer that it was already there (not fail), and the trigger fires once."""
-    looked = Meeting()
-    new_events = importer.new_events
-
-    def look_together(*args: Any, **kwargs: Any) -> Any:
-        found = new_events(*args, **kwargs)
-        looked.arrive()
-        return found
-
-    monkeypatch.setattr(importer, "new_events", look_together)
+    meet_after(monkeypatch, importer, "new_events")
     event = {"contact": "ana", "name": "signed_up", "at": T0.isoformat(), "id": "evt-1"}
     answers: list[PushedEvents] = []
 
@@ -197,135 +192,29 @@ def test_a_migration_while_a_batch_steps_keeps_the_batch_s_steps(
 
     monkeypatch.setattr(claims, "lock_due_enrollments", lock_then_deploy)
     clock = SimulatedClock(T0)
-    sink = RecordingSink()
+    received: list[tuple[str, str | None]] = []
 
-    async def main() -> None:
-        async with (
-            Engine(store_url, clock=clock, sink=sink, owner="w1") as one,
-            Engine(store_url, clock=clock, sink=RecordingSink(), owner="w2") as two,
-        ):
-            await one.upsert_contacts(PEOPLE)
-            await one.deploy(campaigns(SERIES))
-            await one.launch("series")
-            moved: list[Any] = []
-            async with trio.open_nursery() as nursery:
+    async def body(one: Engine, two: Engine, sink: RecordingSink) -> None:
+        await one.upsert_contacts(PEOPLE)
+        await one.deploy(campaigns(SERIES))
+        await one.launch("series")
+        moved: list[Any] = []
+        async with trio.open_nursery() as nursery:
 
-                async def deploy() -> None:
-                    changed = SERIES.replace('subject "B"', 'subject "B, again"')
-                    moved.extend(await two.deploy(campaigns(changed), migrate=True))
+            async def deploy() -> None:
+                changed = SERIES.replace('subject "B"', 'subject "B, again"')
+                moved.extend(await two.deploy(campaigns(changed), migrate=True))
 
-                deploys.append(lambda: nursery.start_soon(deploy))
-                await one.run_due()
-            assert [r.moved for r in moved] == [2]
-            for days in (1, 2):
-                clock.advance_to(T0 + dt.timedelta(days=days))
-                await one.run_due()
+            deploys.append(lambda: nursery.start_soon(deploy))
+            await one.run_due()
+        assert [r.moved for r in moved] == [2]
+        for days in (1, 2):
+            clock.advance_to(T0 + dt.timedelta(days=days))
+            await one.run_due()
+        received.extend(sorted((m.contact_id, m.template) for m in sink.delivered))
 
-    trio.run(main)
-    received = sorted((m.contact_id, m.template) for m in sink.delivered)
+    _two_engines(store_url, body, clock)
     assert received == [("ana", "a"), ("ana", "b"), ("bo", "a"), ("bo", "b")]
-
-
-AUDIENCE = [{"id": f"p{i:02}", "email": f"p{i:02}@example.test"} for i in range(40)]
-CAPPED = """
-template a email { subject "A" body "x" }
-template b email { subject "B" body "x" }
-campaign alpha { cap email 1 per 1d  on launch { send email a } }
-campaign beta { cap email 1 per 1d  on launch { send email b } }
-"""
-STINGY = """
-template a email { subject "A" body "x" }
-campaign stingy {
-  budget 0.015 USD
-  cost email 0.001 USD
-  on launch { send email a }
-}
-"""
-
-
-def _step_together(
-    store_url: str, source: str, names: list[str], batch_size: int, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[RecordingSink], list[RunStats]]:
-    """Both engines' first batches overlap: each, once it holds its batch's locks (rows,
-    and the contacts and budgets its sends count against), waits for the other to do the
-    same, unless the other is held back by those locks. Then both run to the end."""
-    together = Meeting()
-    lock = claims.lock_send_counts
-
-    def lock_then_meet(*args: Any, **kwargs: Any) -> None:
-        lock(*args, **kwargs)
-        together.arrive()
-
-    monkeypatch.setattr(claims, "lock_send_counts", lock_then_meet)
-    clock = SimulatedClock(T0)
-    sinks = [RecordingSink(), RecordingSink()]
-    stats: list[RunStats] = []
-
-    async def main() -> None:
-        async with (
-            Engine(store_url, clock=clock, sink=sinks[0], batch_size=batch_size, owner="w1") as one,
-            Engine(store_url, clock=clock, sink=sinks[1], batch_size=batch_size, owner="w2") as two,
-        ):
-            await one.upsert_contacts(AUDIENCE)
-            await one.deploy(campaigns(source))
-            for name in names:
-                await one.launch(name)
-
-            async def run(engine: Engine) -> None:
-                stats.append(await engine.run_due())
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(run, one)
-                nursery.start_soon(run, two)
-
-    trio.run(main)
-    return sinks, stats
-
-
-def _outbox_keys(store_url: str) -> list[tuple[str, str | None]]:
-    with Store.open(store_url) as store, store.session() as session:
-        return [
-            (contact, template)
-            for contact, template in session.execute(
-                select(OutboxMessage.contact_id, OutboxMessage.template)
-            )
-        ]
-
-
-def test_two_engines_stepping_at_once_advance_each_enrollment_once(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two batches held at the same moment never share a row: each enrollment steps once,
-    each send is made and delivered once, whichever engine took it."""
-    sinks, stats = _step_together(store_url, WELCOME, ["welcome"], 10, monkeypatch)
-    assert sum(s.steps for s in stats) == len(AUDIENCE)
-    delivered = sorted(m.contact_id for sink in sinks for m in sink.delivered)
-    assert delivered == sorted(p["id"] for p in AUDIENCE)
-    assert sorted(c for c, _ in _outbox_keys(store_url)) == delivered
-    if store_url.startswith("postgresql"):
-        assert all(sink.delivered for sink in sinks), "both engines stepped"
-
-
-def test_two_engines_checking_one_cap_at_once_keep_it(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Alpha's and beta's sends to the same people, in two engines' batches at the same
-    instant: one email each per day, never two."""
-    # A batch as large as a campaign's audience: one engine's batch is alpha's, the
-    # other's beta's, for the same contacts.
-    sinks, _ = _step_together(store_url, CAPPED, ["alpha", "beta"], len(AUDIENCE), monkeypatch)
-    sent = [c for c, _ in _outbox_keys(store_url)]
-    assert sorted(sent) == sorted(p["id"] for p in AUDIENCE)
-    assert sorted(m.contact_id for sink in sinks for m in sink.delivered) == sorted(sent)
-
-
-def test_two_engines_spending_one_budget_at_once_stay_within_it(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Fifteen emails' worth of budget, two engines' batches of ten at the same instant."""
-    sinks, _ = _step_together(store_url, STINGY, ["stingy"], 10, monkeypatch)
-    assert len(_outbox_keys(store_url)) == 15
-    assert sum(len(sink.delivered) for sink in sinks) == 15
 
 
 REORDER = """
@@ -340,15 +229,7 @@ def test_two_events_entering_a_reentrant_campaign_at_once_make_two_journeys(
     """Two orders by Ana at the same moment, through two workers: `reenter always` makes
     each its own journey (and receipt), as it does when they come one after the other.
     Both look up her last journey before either enrolls her."""
-    looked = Meeting()
-    last = Engine._last_occurrences
-
-    def look_together(self: Engine, *args: Any) -> Any:
-        found = last(self, *args)
-        looked.arrive()
-        return found
-
-    monkeypatch.setattr(Engine, "_last_occurrences", look_together)
+    meet_after(monkeypatch, Engine, "_last_occurrences")
     orders = [
         {"contact": "ana", "name": "order_placed", "id": f"order-{n}", "properties": {"n": n}}
         for n in (1, 2)
@@ -381,15 +262,7 @@ def test_one_opt_in_link_pressed_twice_at_once_confirms_once(
 ) -> None:
     """The confirmation page's button posted twice (a double click reaching two workers):
     the single-use token grants the consent once, one `consent_granted`, one welcome."""
-    looked = Meeting()
-    pending = send_store.pending_double_opt_in
-
-    def look_together(*args: Any, **kwargs: Any) -> Any:
-        found = pending(*args, **kwargs)
-        looked.arrive()
-        return found
-
-    monkeypatch.setattr(send_store, "pending_double_opt_in", look_together)
+    meet_after(monkeypatch, send_store, "pending_double_opt_in")
     answers: list[Any] = []
 
     async def body(one: Engine, two: Engine, sink: RecordingSink) -> None:

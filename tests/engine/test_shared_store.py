@@ -3,6 +3,7 @@
 Each test runs the engines' schedulers at the same time against one database; on PostgreSQL
 their batches interleave, so these are the tests of what the store's locks must keep true:
 no deadlock when both pause a campaign, and no budget or cap broken by two checks at once.
+The `first_batches_overlap` tests make the interleaving certain instead of likely.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import trio
 from sqlalchemy import func, select, update
 
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, RecordingSink
-from cadence.engine.store import Store
+from cadence.engine.runtime import Engine, RecordingSink, RunStats
+from cadence.engine.store import Store, claims
 from cadence.engine.store.models import Campaign, Enrollment, OutboxMessage
 from tests.engine.test_runtime import T0, campaigns, engine_run
+from tests.interleave import meet_after
 
 AUDIENCE = [{"id": f"s{i:03}", "email": f"s{i:03}@example.test"} for i in range(300)]
 ROUNDS = range(3)  # interleavings differ from run to run; a few rounds make a clash likely
@@ -40,11 +42,20 @@ campaign beta { cap email 1 per 1d  on launch { send email b } }
 
 
 def _run_two_engines(
-    store_url: str, source: str, names: list[str], batch_size: int = 20
+    store_url: str,
+    source: str,
+    names: list[str],
+    batch_size: int = 20,
+    stats: list[RunStats] | None = None,
 ) -> list[RecordingSink]:
-    """Launch `names` from one engine, then run both engines' schedulers at once."""
+    """Launch `names` from one engine, then run both engines' schedulers at once (what each
+    run did goes to `stats`)."""
     clock = SimulatedClock(T0)
     sinks = [RecordingSink(), RecordingSink()]
+    done = [] if stats is None else stats
+
+    async def run(engine: Engine) -> None:
+        done.append(await engine.run_due())
 
     async def main() -> None:
         async with (
@@ -57,8 +68,8 @@ def _run_two_engines(
                 await one.approve(name, by="test")
                 await one.launch(name)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(one.run_due)
-                nursery.start_soon(two.run_due)
+                nursery.start_soon(run, one)
+                nursery.start_soon(run, two)
 
     trio.run(main)
     return sinks
@@ -89,6 +100,48 @@ def test_two_engines_keep_a_cap_across_campaigns(store_url: str, round_: int) ->
         total = session.scalar(select(func.count()).select_from(OutboxMessage))
     assert set(per_contact.values()) == {1} and len(per_contact) == len(AUDIENCE) == total
     assert sum(len(sink.delivered) for sink in sinks) == len(AUDIENCE)
+
+
+@pytest.fixture
+def first_batches_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both engines' first batches are held at once: each, once it holds its batch's locks
+    (rows, and the contacts and budgets its sends count against), waits for the other to
+    do the same, unless the other is held back by those locks (then it waits a timeout)."""
+    meet_after(monkeypatch, claims, "lock_send_counts")
+
+
+def _sent(store_url: str) -> list[str]:
+    """The contact of every outbox row."""
+    with Store.open(store_url) as store, store.session() as session:
+        return list(session.scalars(select(OutboxMessage.contact_id)))
+
+
+@pytest.mark.usefixtures("first_batches_overlap")
+def test_two_batches_held_at_once_step_each_enrollment_once(store_url: str) -> None:
+    """Never a row in both: each enrollment steps once, each send is made and delivered
+    once, whichever engine took it."""
+    stats: list[RunStats] = []
+    sinks = _run_two_engines(store_url, CAPPED, ["alpha"], stats=stats)
+    assert sum(s.steps for s in stats) == len(AUDIENCE)
+    delivered = sorted(m.contact_id for sink in sinks for m in sink.delivered)
+    assert delivered == sorted(_sent(store_url)) == [p["id"] for p in AUDIENCE]
+    if store_url.startswith("postgresql"):
+        assert all(sink.delivered for sink in sinks), "both engines stepped"
+
+
+@pytest.mark.usefixtures("first_batches_overlap")
+def test_two_batches_checking_one_cap_at_once_keep_it(store_url: str) -> None:
+    """Alpha's batch in one engine, beta's in the other, for the same people at once."""
+    sinks = _run_two_engines(store_url, CAPPED, ["alpha", "beta"], batch_size=len(AUDIENCE))
+    assert sorted(_sent(store_url)) == [p["id"] for p in AUDIENCE]
+    assert sum(len(sink.delivered) for sink in sinks) == len(AUDIENCE)
+
+
+@pytest.mark.usefixtures("first_batches_overlap")
+def test_two_batches_spending_one_budget_at_once_stay_within_it(store_url: str) -> None:
+    """Fifty emails' worth of budget, two engines' batches at the same instant."""
+    sinks = _run_two_engines(store_url, STINGY, ["stingy"])
+    assert len(_sent(store_url)) == sum(len(sink.delivered) for sink in sinks) == 50
 
 
 @pytest.mark.parametrize("campaign_status", ["paused", "cancelled"])
