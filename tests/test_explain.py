@@ -266,7 +266,8 @@ def test_branches_exits_and_splits_nest_and_estimate_days() -> None:
     text = explain_workspace(load_text(source, "promo.cadence"))
     assert (
         '1. A/B test: 20% of contacts are tested — half get "a", half get "b"; after 4 hours '
-        "the variant with the best click rate goes to the other 80%." in text
+        "the variant with the best click rate (of its messages delivered) goes to the other 80%."
+        in text
     )
     assert '     Variant "a":\n       1. [day 0] Send the email "a"' in text
     assert "The winning variant reaches the other 80% at day 0 +4h." in text

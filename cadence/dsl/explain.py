@@ -125,8 +125,9 @@ _TYPE_WORDS: dict[str, str] = {
     "ab_test": "A/B test (variants are tried and the winner goes to the rest)",
 }
 
-# The winner is the best rate (engaged over sent), not the most engaged: variants may be
-# sent to one contact more or less (docs/semantics.md, A/B tests).
+# The winner is the best rate (engaged over delivered, as `cadence report` rates a variant),
+# not the most engaged: variants may be sent to one contact more or less, and their sends
+# bounce more or less (docs/semantics.md, A/B tests).
 _METRIC_WORDS: dict[str, str] = {
     "opens": "open rate",
     "open": "open rate",
@@ -1056,7 +1057,7 @@ class _StepWriter:
             indent,
             f"{prefix}A/B test: {number_words(test)}% of contacts are tested — {shares}; "
             f"after {duration_words(step.after.seconds)} the variant with the best {metric} "
-            f"goes to the other {number_words(rest)}%.",
+            f"(of its messages delivered) goes to the other {number_words(rest)}%.",
         )
         winner_at = None if now is None else now.plus(step.after.seconds, step.after.seconds)
         ends: list[_Elapsed | None] = []

@@ -21,30 +21,33 @@ class VariantResult:
     """One variant's counts, its rate and the Wilson interval around that rate."""
 
     name: str
+    # Sends that went out; of them, those delivered (`analytics.Metrics`), the rate's base.
     sent: int
+    delivered: int
     engaged: int
-    # engaged / sent; 0.0 for a variant that was never sent.
+    # engaged / delivered, as `cadence report` rates it; 0.0 when nothing was delivered.
     rate: float
-    # The Wilson score interval at the verdict's confidence; None when nothing was sent.
+    # The Wilson score interval at the verdict's confidence; None when nothing was delivered.
     ci_low: float | None
     ci_high: float | None
 
     @property
     def exact_rate(self) -> Decimal:
-        """engaged / sent as a decimal (0 with no sends), the form the audit log's rates keep."""
-        return Decimal(self.engaged) / self.sent if self.sent else Decimal(0)
+        """engaged / delivered as a decimal (0 with none), the form the audit log's rates keep."""
+        return Decimal(self.engaged) / self.delivered if self.delivered else Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
 class AbVerdict:
     """An A/B test's outcome: the best observed variant and how far to trust that.
 
-    `winner` is the variant with the best observed rate, ties to the first declared; it is
-    the winner whether or not the difference is significant. `p_value` is the two-sided
-    two-proportion z-test of the winner against `runner_up` (the best other variant that
-    was sent) and decides `significant` (p < 1 - confidence, and at least
+    A rate is engaged over delivered sends, as `cadence report` rates a variant. `winner` is
+    the variant with the best observed rate, ties to the first declared; it is the winner
+    whether or not the difference is significant. `p_value` is the two-sided two-proportion z-test
+    of the winner against `runner_up` (the best other variant that was delivered) and
+    decides `significant` (p < 1 - confidence, and at least
     `MIN_TEST_CONTACTS` contacts in the test). `chi2_p_value` is the
-    chi-square test of independence across every variant that was sent (no continuity
+    chi-square test of independence across every variant that was delivered (no continuity
     correction, so with two variants it equals `p_value`). When a test is impossible its
     p-value is None, `significant` is False and `reason` says why.
     """
@@ -66,7 +69,8 @@ class AbVerdict:
         """The verdict as JSON data, the `ab_winner` audit line's details.
 
         Keys: `winner` (str); `rates` (variant -> exact rate as a decimal string, as before
-        statistics were added); `variants` (variant -> `sent`, `engaged` as ints, `rate`,
+        statistics were added); `variants` (variant -> `sent`, `delivered`, `engaged` as ints,
+        `rate`,
         `ci_low`, `ci_high` as floats or null); `runner_up` (str or null); `p_value` and
         `chi2_p_value` (floats or null); `significant` (bool); `confidence` (float);
         `reason` (str or null). Every other number than `rates` is a JSON number.
@@ -77,6 +81,7 @@ class AbVerdict:
             "variants": {
                 v.name: {
                     "sent": v.sent,
+                    "delivered": v.delivered,
                     "engaged": v.engaged,
                     "rate": v.rate,
                     "ci_low": v.ci_low,
@@ -130,45 +135,56 @@ def ab_verdict(
     confidence: float = CONFIDENCE,
     *,
     audience: int | None = None,
+    sent: Mapping[str, int] | None = None,
 ) -> AbVerdict:
-    """The verdict from each variant's (sent, engaged), in declaration order.
+    """The verdict from each variant's (delivered, engaged), in declaration order.
 
-    `audience` is how many contacts reached the test: those sent a variant and those held
-    for the winner (default: only those sent a variant). Under `MIN_TEST_CONTACTS` the
-    verdict is not significant, whatever the p-value.
+    The rate is engaged over delivered sends (`analytics.Metrics.rate`): a send that never
+    arrived could not be read. `sent` is each variant's sends that went out (default: the
+    delivered ones). `audience` is how many contacts reached the test: those sent a variant
+    and those held for the winner (default: those delivered a variant). Under
+    `MIN_TEST_CONTACTS` the verdict is not significant, whatever the p-value.
     """
     if not counts:
         raise ValueError("an A/B verdict needs at least one variant")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
-    for name, (sent, engaged) in counts.items():
-        if sent < 0 or not 0 <= engaged <= sent:
-            raise ValueError(f"variant {name!r}: {engaged} engaged of {sent} sent is impossible")
+    went = {name: delivered for name, (delivered, _) in counts.items()} | dict(sent or {})
+    for name, (delivered, engaged) in counts.items():
+        if delivered < 0 or not 0 <= engaged <= delivered:
+            raise ValueError(
+                f"variant {name!r}: {engaged} engaged of {delivered} delivered is impossible"
+            )
+        if went[name] < delivered:
+            raise ValueError(
+                f"variant {name!r}: {delivered} delivered of {went[name]} sent is impossible"
+            )
     variants = tuple(
-        _variant(name, sent, engaged, confidence) for name, (sent, engaged) in counts.items()
+        _variant(name, went[name], delivered, engaged, confidence)
+        for name, (delivered, engaged) in counts.items()
     )
     order = list(counts)
     exact = {
-        name: Fraction(engaged, sent) if sent else Fraction(0)
-        for name, (sent, engaged) in counts.items()
+        name: Fraction(engaged, delivered) if delivered else Fraction(0)
+        for name, (delivered, engaged) in counts.items()
     }
 
     def best(names: list[str]) -> str:
         return max(names, key=lambda name: (exact[name], -order.index(name)))
 
     winner = best(order)
-    sent_variants = [name for name in order if counts[name][0] > 0]
-    others = [name for name in sent_variants if name != winner]
+    reached = [name for name in order if counts[name][0] > 0]
+    others = [name for name in reached if name != winner]
     runner_up = best(others) if others else None
-    reason = _no_test_reason(counts, sent_variants)
+    reason = _no_test_reason(counts, went, reached)
     if reason is not None or runner_up is None:
         return AbVerdict(winner, variants, runner_up, None, None, False, confidence, reason)
-    chi2_p = _chi2_p_value([counts[name] for name in sent_variants])
-    (sent_w, engaged_w), (sent_r, engaged_r) = counts[winner], counts[runner_up]
-    p_value = two_proportion_p_value(engaged_w, sent_w, engaged_r, sent_r)
+    chi2_p = _chi2_p_value([counts[name] for name in reached])
+    (delivered_w, engaged_w), (delivered_r, engaged_r) = counts[winner], counts[runner_up]
+    p_value = two_proportion_p_value(engaged_w, delivered_w, engaged_r, delivered_r)
     if p_value is None:
         reason = f"{winner} and {runner_up} both engaged every send"
-    contacts = max(sum(counts[name][0] for name in sent_variants), audience or 0)
+    contacts = max(sum(went[name] for name in order), audience or 0)
     if reason is None and contacts < MIN_TEST_CONTACTS:
         reason = f"only {contacts} contacts in the test; an A/B test needs {MIN_TEST_CONTACTS}"
     return AbVerdict(
@@ -198,11 +214,13 @@ def verdict_text(details: Mapping[str, Any]) -> str:
     return f"not significant ({shown})"
 
 
-def _variant(name: str, sent: int, engaged: int, confidence: float) -> VariantResult:
-    if not sent:
-        return VariantResult(name, 0, 0, 0.0, None, None)
-    low, high = wilson_interval(engaged, sent, confidence)
-    return VariantResult(name, sent, engaged, engaged / sent, low, high)
+def _variant(
+    name: str, sent: int, delivered: int, engaged: int, confidence: float
+) -> VariantResult:
+    if not delivered:
+        return VariantResult(name, sent, 0, 0, 0.0, None, None)
+    low, high = wilson_interval(engaged, delivered, confidence)
+    return VariantResult(name, sent, delivered, engaged, engaged / delivered, low, high)
 
 
 def _alpha(confidence: float) -> float:
@@ -210,19 +228,22 @@ def _alpha(confidence: float) -> float:
     return round(1 - confidence, 12)
 
 
-def _no_test_reason(counts: Mapping[str, tuple[int, int]], sent_variants: list[str]) -> str | None:
+def _no_test_reason(
+    counts: Mapping[str, tuple[int, int]], sent: Mapping[str, int], reached: list[str]
+) -> str | None:
     """Why no test can be made on these counts, or None when one can."""
     if len(counts) < 2:
         return "a single variant: nothing to compare"
-    if not sent_variants:
-        return "no sends yet"
-    if len(sent_variants) < 2:
-        return f"only {sent_variants[0]} was sent"
-    sent = sum(counts[name][0] for name in sent_variants)
-    engaged = sum(counts[name][1] for name in sent_variants)
+    if not reached:
+        return "no send was delivered" if any(sent.values()) else "no sends yet"
+    if len(reached) < 2:
+        went = "delivered" if sum(1 for n in sent.values() if n) > 1 else "sent"
+        return f"only {reached[0]} was {went}"
+    delivered = sum(counts[name][0] for name in reached)
+    engaged = sum(counts[name][1] for name in reached)
     if engaged == 0:
         return "no send was engaged"
-    if engaged == sent:
+    if engaged == delivered:
         return "every send was engaged"
     return None
 
@@ -231,7 +252,7 @@ def _chi2_p_value(rows: list[tuple[int, int]]) -> float | None:
     """The chi-square test of independence on (engaged, not engaged) per variant."""
     from scipy import stats
 
-    table = [[engaged, sent - engaged] for sent, engaged in rows]
+    table = [[engaged, delivered - engaged] for delivered, engaged in rows]
     result = stats.chi2_contingency(table, correction=False)
     return _finite(float(result.pvalue))
 

@@ -31,7 +31,7 @@ unsubscribed, bounced, and ROI), counted the same way for every campaign, live o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
@@ -185,16 +185,12 @@ def campaign_reports(
     }
     if not reports:
         return []
-    sends = _sends(session, tenant_id)
-    outcomes = _send_outcomes(session, tenant_id)
+    found = send_outcomes(session, tenant_id)
     # Sends count by (campaign, template, variant): one Metrics per such group, summed into
     # the reports at the end, so a send's counts are kept once, not in three places.
     groups: dict[tuple[str, str | None, str | None], Metrics] = {}
     group_of: dict[str, Metrics] = {}
-    seen: dict[str, set[str]] = {}  # metric -> keys of the sends it counts
-    # Send key -> the delivery outcomes events report about it (the log's are in `outcomes`).
-    reported: dict[str, set[str]] = {}
-    for send in sends.values():
+    for send in found.sends.values():
         if send.campaign not in reports:
             continue
         metrics = groups.get((send.campaign, send.template, send.variant))
@@ -202,15 +198,95 @@ def campaign_reports(
             metrics = groups[send.campaign, send.template, send.variant] = Metrics()
         group_of[send.key] = metrics
         metrics.sent += 1
-        _logged, cost, currency = outcomes.get(send.outbox_id, _NOTHING_LOGGED)
+        _logged, cost, currency = found.logged.get(send.outbox_id, _NOTHING_LOGGED)
         if cost is not None:
             unit = currency or ""
             metrics.cost[unit] = metrics.cost.get(unit, Decimal(0)) + cost
-    history = _ContactSends(sends)
     currencies = _CampaignCurrencies(session)
+    for credited, amount, currency in found.revenue:
+        credited_to = group_of.get(credited.key)
+        if credited_to is not None:
+            spent = found.logged.get(credited.outbox_id, _NOTHING_LOGGED)[2]
+            unit = currency or spent or currencies.of(credited.version_id) or ""
+            credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
+    for metric, keys in found.seen.items():
+        for key in keys:
+            counted = group_of.get(key)
+            if counted is not None:
+                setattr(counted, metric, getattr(counted, metric) + 1)
+    for (campaign, template, variant), metrics in groups.items():
+        report = reports[campaign]
+        report.total.add(metrics)
+        if template is not None:
+            report.by_template.setdefault(template, Metrics()).add(metrics)
+        if variant is not None:
+            report.by_variant.setdefault(variant, Metrics()).add(metrics)
+    return list(reports.values())
+
+
+@dataclass
+class SendOutcomes:
+    """What each send that went out did, by the rules above: read once, counted by the
+    report per campaign, template and variant, and by an A/B verdict per variant."""
+
+    sends: dict[str, _Send]
+    # Per outbox id: the delivery outcomes its providers logged, and its cost.
+    logged: dict[int, tuple[set[str], Decimal | None, str | None]]
+    # Per count of `Metrics` but `sent`: the keys of the sends it counts.
+    seen: dict[str, set[str]]
+    # Every credited conversion with a value: its send, amount and currency (None: unnamed).
+    revenue: list[tuple[_Send, Decimal, str | None]]
+
+    def metrics(self, keys: Iterable[str]) -> Metrics:
+        """The counts (no money) of these sends: those that went out, and what they did."""
+        counted = Metrics()
+        for key in keys:
+            if key not in self.sends:
+                continue
+            counted.sent += 1
+            for metric, seen in self.seen.items():
+                if key in seen:
+                    setattr(counted, metric, getattr(counted, metric) + 1)
+        return counted
+
+
+def send_outcomes(
+    session: Session, tenant_id: str, contact_ids: Sequence[str] | None = None
+) -> SendOutcomes:
+    """What every send of the tenant (or of these contacts) did: delivered or bounced, the
+    person's reactions on delivered sends, the conversions credited to them.
+
+    An event is about its contact's sends, so some contacts' sends and events, read
+    `CONTACTS_PER_READ` at a time, give those sends the counts the whole tenant's give them.
+    """
+    if contact_ids is None:
+        return _contacts_outcomes(session, tenant_id, None)
+    found = SendOutcomes({}, {}, {}, [])
+    for start in range(0, len(contact_ids), CONTACTS_PER_READ):
+        part = _contacts_outcomes(
+            session, tenant_id, contact_ids[start : start + CONTACTS_PER_READ]
+        )
+        found.sends.update(part.sends)
+        found.logged.update(part.logged)
+        for metric, keys in part.seen.items():
+            found.seen.setdefault(metric, set()).update(keys)
+        found.revenue.extend(part.revenue)
+    return found
+
+
+def _contacts_outcomes(
+    session: Session, tenant_id: str, contact_ids: Sequence[str] | None
+) -> SendOutcomes:
+    """`send_outcomes` of the tenant, or of a few of its contacts."""
+    sends = _sends(session, tenant_id, contact_ids)
+    outcomes = _send_outcomes(session, tenant_id, contact_ids)
+    seen: dict[str, set[str]] = {}  # metric -> keys of the sends it counts
+    # Send key -> the delivery outcomes events report about it (the log's are in `outcomes`).
+    reported: dict[str, set[str]] = {}
+    history = _ContactSends(sends)
     # Conversions are credited once every send's delivery is known: to sends that arrived.
     conversions: list[tuple[str, dict[str, Any], dt.datetime, _Send | None]] = []
-    for name, contact_id, properties, at in _events(session, tenant_id):
+    for name, contact_id, properties, at in _events(session, tenant_id, contact_ids):
         named = sends.get(str(properties.get("send") or ""))
         if name == "converted":
             conversions.append((contact_id, properties, at, named))
@@ -231,17 +307,14 @@ def campaign_reports(
             said = said | reported[send.key]
         if delivery.delivery(said).counted_delivered:
             reached.add(send.key)
-        if send.key not in group_of:
-            continue
         if delivery.HARD_BOUNCE in said:
             seen.setdefault("bounced", set()).add(send.key)
-        if send.key in reached:
-            seen.setdefault("delivered", set()).add(send.key)
+    seen["delivered"] = reached
     # The person's reactions count on delivered sends only (a failed send's open is not
     # theirs, `cadence.engine.delivery`): no rate of delivered sends passes 100%.
-    delivered_keys = seen.get("delivered", set())
     for metric in delivery.ENGAGEMENT_EVENTS & seen.keys():
-        seen[metric] &= delivered_keys
+        seen[metric] &= reached
+    revenue: list[tuple[_Send, Decimal, str | None]] = []
     for contact_id, properties, at, named in conversions:
         if named is not None and named.key in reached:
             credited: _Send | None = named
@@ -252,24 +325,9 @@ def campaign_reports(
             continue
         seen.setdefault("converted", set()).add(credited.key)
         amount, currency = _revenue(properties)
-        credited_to = group_of.get(credited.key)
-        if amount is not None and credited_to is not None:
-            spent = outcomes.get(credited.outbox_id, _NOTHING_LOGGED)[2]
-            unit = currency or spent or currencies.of(credited.version_id) or ""
-            credited_to.revenue[unit] = credited_to.revenue.get(unit, Decimal(0)) + amount
-    for metric, keys in seen.items():
-        for key in keys:
-            counted = group_of.get(key)
-            if counted is not None:
-                setattr(counted, metric, getattr(counted, metric) + 1)
-    for (campaign, template, variant), metrics in groups.items():
-        report = reports[campaign]
-        report.total.add(metrics)
-        if template is not None:
-            report.by_template.setdefault(template, Metrics()).add(metrics)
-        if variant is not None:
-            report.by_variant.setdefault(variant, Metrics()).add(metrics)
-    return list(reports.values())
+        if amount is not None:
+            revenue.append((credited, amount, currency))
+    return SendOutcomes(sends, outcomes, seen, revenue)
 
 
 _NOTHING_LOGGED: tuple[frozenset[str], None, None] = (frozenset(), None, None)
@@ -313,29 +371,6 @@ class _CampaignCurrencies:
         return self._of[version_id]
 
 
-def credited_keys(
-    session: Session,
-    tenant_id: str,
-    events: Mapping[str, Sequence[tuple[dt.datetime, str, Mapping[str, Any]]]],
-) -> set[str]:
-    """The keys of the sends the report credits with events that name no send (contact ->
-    (instant, name, properties) of each), as `campaign_reports` does, so an A/B verdict
-    counts what the report counts: a conversion's last touch (`_credited`); any other
-    event's latest send of the template it names, of any when it names none (`_engaged`)."""
-    credited: set[str] = set()
-    contacts = sorted(events)
-    for start in range(0, len(contacts), CONTACTS_PER_READ):
-        chunk = contacts[start : start + CONTACTS_PER_READ]
-        history = _ContactSends(_sends(session, tenant_id, chunk))
-        for contact_id in chunk:
-            for at, name, properties in events[contact_id]:
-                credit = _credited if name == "converted" else _engaged
-                send = credit(properties, history.of(contact_id), at)
-                if send is not None:
-                    credited.add(send.key)
-    return credited
-
-
 def _sends(
     session: Session, tenant_id: str, contact_ids: Sequence[str] | None = None
 ) -> dict[str, _Send]:
@@ -372,19 +407,21 @@ def _sends(
 
 
 def _send_outcomes(
-    session: Session, tenant_id: str
+    session: Session, tenant_id: str, contact_ids: Sequence[str] | None = None
 ) -> dict[int, tuple[set[str], Decimal | None, str | None]]:
-    """Per send: the delivery outcomes its providers reported (`delivery.logged_outcome`),
-    and its cost: the one logged when it went out (the campaign's `cost`), else the one its
-    provider reported (Infobip's price)."""
+    """Per send (of these contacts): the delivery outcomes its providers reported
+    (`delivery.logged_outcome`), and its cost: the one logged when it went out (the
+    campaign's `cost`), else the one its provider reported (Infobip's price)."""
     found: dict[int, tuple[set[str], Decimal | None, str | None]] = {}
     reported: dict[int, tuple[Decimal, str | None]] = {}
+    among_contacts = SendLog.contact_id.in_(contact_ids) if contact_ids is not None else true()
     # Every send of the tenant is read anyway (attribution crosses campaigns): one pass
     # over the tenant's log costs less than probing it send by send. Only entries that
     # tell an outcome or a cost: most say `sent` and nothing else (one per send).
     for outbox_id, outcome, cost, currency in session.execute(
         select(SendLog.outbox_id, SendLog.outcome, SendLog.cost, SendLog.currency).where(
             SendLog.tenant_id == tenant_id,
+            among_contacts,
             or_(SendLog.cost.is_not(None), SendLog.outcome.in_(delivery.LOGGED_OUTCOMES)),
         )
     ):
@@ -408,7 +445,7 @@ def _send_outcomes(
     # entries whose detail tells.
     for outbox_id, detail in session.execute(
         select(SendLog.outbox_id, SendLog.detail).where(
-            SendLog.tenant_id == tenant_id, SendLog.outcome == delivery.FAILED
+            SendLog.tenant_id == tenant_id, SendLog.outcome == delivery.FAILED, among_contacts
         )
     ):
         said = delivery.logged_outcome(delivery.FAILED, detail)
@@ -417,14 +454,18 @@ def _send_outcomes(
     return found
 
 
-def _events(session: Session, tenant_id: str) -> list[tuple[str, str, dict[str, Any], dt.datetime]]:
-    """The tenant's engagement, delivery and conversion events about contacts, oldest first."""
+def _events(
+    session: Session, tenant_id: str, contact_ids: Sequence[str] | None = None
+) -> list[tuple[str, str, dict[str, Any], dt.datetime]]:
+    """The tenant's (these contacts') engagement, delivery and conversion events, oldest
+    first."""
     names = [*ENGAGEMENT, delivery.DELIVERED_EVENT, delivery.BOUNCED_EVENT, "converted"]
+    among_contacts = Event.contact_id.in_(contact_ids) if contact_ids is not None else true()
     rows = [
         (name, contact, properties or {}, as_utc(at))
         for name, contact, properties, at in session.execute(
             select(Event.name, Event.contact_id, Event.properties, Event.at).where(
-                Event.tenant_id == tenant_id, Event.name.in_(names)
+                Event.tenant_id == tenant_id, Event.name.in_(names), among_contacts
             )
         )
         if contact is not None

@@ -26,7 +26,6 @@ from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
     Enrollment,
     EnrollmentStatus,
-    Event,
     OutboxMessage,
 )
 
@@ -277,79 +276,36 @@ def filter_rows(contexts: Mapping[str, Context]) -> list[tuple[str, Mapping[str,
 
 
 def ab_results(
-    session: Session, tenant: str, version_id: int, node: c.ABSplitNode, campaign: str
+    session: Session, tenant: str, version_id: int, node: c.ABSplitNode
 ) -> abtest.AbVerdict:
     """The verdict: the variant with the best metric rate (ties to the first), with statistics.
 
-    A variant's sends are the messages that went or are going out: one stopped by consent,
-    suppression or a cap reached nobody and is not in its rate. A click counts as an open,
-    as `opened(T)` and the report count it (`evaluate.engagement_reads`). An engagement
-    event counts for the send its `send` property names; one without `send` (pushed by
-    hand, a CRM export) counts for the contact's send of the template it names, when it
-    came after it and names no other campaign. An event naming neither (a purchase, an open
-    from a hand-written events file) is credited as `cadence report` credits it
-    (`analytics.credited_keys`: a conversion to the contact's latest send in the attribution
-    window before it, any other event to the contact's latest send at or before it; of the
-    campaign it names if it names one), which counts when it is one of this split's sends.
+    Each variant's sends are counted as `cadence report` counts them
+    (`analytics.send_outcomes`), so the verdict and the report's variant rates agree: the
+    rate is engaged over delivered sends; a reaction counts on a delivered send only (a
+    click as an open too), whether it names the send, its template, or neither (then the
+    contact's latest send at or before it); a conversion goes to the send it names if that
+    arrived, else to the contact's latest delivered send in the attribution window before
+    it (of the campaign it names, when it names one): a message that bounced converted no one.
     """
-    metric_event = METRIC_EVENTS.get(node.metric, node.metric)
-    sent: dict[str, set[str]] = {v.name: set() for v in node.variants}
-    keys: dict[str, tuple[str, str]] = {}
-    # (contact, template) -> (variant, first send instant), for events that name no send.
-    by_template: dict[tuple[str, str], tuple[str, dt.datetime]] = {}
-    for key, contact_id, variant, template, created in session.execute(
+    metric = METRIC_EVENTS.get(node.metric, node.metric)
+    keys: dict[str, list[str]] = {v.name: [] for v in node.variants}
+    # Contacts given a variant, with a send going or gone out: the test's audience.
+    tested: set[str] = set()
+    for key, contact_id, variant in session.execute(
         select(
-            OutboxMessage.idempotency_key,
-            OutboxMessage.contact_id,
-            OutboxMessage.variant,
-            OutboxMessage.template,
-            OutboxMessage.created_at,
+            OutboxMessage.idempotency_key, OutboxMessage.contact_id, OutboxMessage.variant
         ).where(
             OutboxMessage.tenant_id == tenant,
             OutboxMessage.version_id == version_id,
-            OutboxMessage.variant.in_(list(sent)),
+            OutboxMessage.variant.in_(list(keys)),
             OutboxMessage.status.in_(sorted(COUNTED_SEND_STATUSES)),
         )
     ):
-        if variant is not None:
-            sent[variant].add(contact_id)
-            keys[key] = (contact_id, variant)
-            if template is not None:
-                at = as_utc(created)
-                earlier = by_template.get((contact_id, template))
-                if earlier is None or at < earlier[1]:
-                    by_template[(contact_id, template)] = (variant, at)
-    engaged: dict[str, set[str]] = {name: set() for name in sent}
-    contacts = sorted({cid for ids in sent.values() for cid in ids})
-    # Events that name no send nor template, by contact: credited as the report does below.
-    untouched: dict[str, list[tuple[dt.datetime, str, Mapping[str, Any]]]] = {}
-    for start in range(0, len(contacts), 500):
-        for contact_id, name, at, properties in session.execute(
-            select(Event.contact_id, Event.name, Event.at, Event.properties).where(
-                Event.tenant_id == tenant,
-                Event.name.in_(evaluate.engagement_reads(metric_event)),
-                Event.contact_id.in_(contacts[start : start + 500]),
-            )
-        ):
-            props = properties or {}
-            if props.get("send") is not None:
-                key = str(props["send"])
-                if key in keys:
-                    engaged[keys[key][1]].add(contact_id)
-                continue
-            named = props.get("campaign")
-            if named is not None and str(named) != campaign:
-                continue
-            if props.get("template") is None:
-                untouched.setdefault(str(contact_id), []).append((as_utc(at), name, props))
-                continue
-            match = by_template.get((str(contact_id), str(props.get("template"))))
-            if match is not None and as_utc(at) >= match[1]:
-                engaged[match[0]].add(contact_id)
-    for key in analytics.credited_keys(session, tenant, untouched):
-        if key in keys:
-            contact_id, variant = keys[key]
-            engaged[variant].add(contact_id)
+        keys[str(variant)].append(key)
+        tested.add(contact_id)
+    found = analytics.send_outcomes(session, tenant, sorted(tested))
+    counted = {name: found.metrics(sent) for name, sent in keys.items()}
     # Those the split holds for the winner are part of the test's audience too.
     held = session.scalar(
         select(func.count())
@@ -361,6 +317,7 @@ def ab_results(
         )
     )
     return abtest.ab_verdict(
-        {name: (len(ids), len(engaged[name])) for name, ids in sent.items()},
-        audience=sum(len(ids) for ids in sent.values()) + int(held or 0),
+        {name: (m.delivered, getattr(m, metric)) for name, m in counted.items()},
+        audience=len(tested) + int(held or 0),
+        sent={name: m.sent for name, m in counted.items()},
     )

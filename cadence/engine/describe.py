@@ -46,7 +46,8 @@ def pause_text(details: Mapping[str, Any]) -> str:
 
 
 def ab_rate_lines(details: Mapping[str, Any]) -> list[str]:
-    """One line per variant: `a 10.0% [5.5-17.4%] 10/100`, or the bare rate on older entries."""
+    """One line per variant: `a 10.0% [5.5-17.4%] 10/100`, engaged over delivered as the
+    rate is (over sent on entries from before it was), or the bare rate on older entries."""
     variants = details.get("variants")
     if not isinstance(variants, dict):
         return [f"{name} {rate}" for name, rate in details.get("rates", {}).items()]
@@ -55,7 +56,7 @@ def ab_rate_lines(details: Mapping[str, Any]) -> list[str]:
         line = f"{name} {rate_text(v['rate'])}"
         if v.get("ci_low") is not None and v.get("ci_high") is not None:
             line += f" [{v['ci_low']:.1%}-{v['ci_high']:.1%}]"
-        lines.append(f"{line} {v['engaged']}/{v['sent']}")
+        lines.append(f"{line} {v['engaged']}/{v.get('delivered', v['sent'])}")
     return lines
 
 

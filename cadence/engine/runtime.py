@@ -2561,8 +2561,7 @@ class Engine:
         now = self.now()
         if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
             return None
-        campaign = self._version(session, version_id)[0]
-        verdict = conditions.ab_results(session, self.tenant, version_id, node, campaign)
+        verdict = conditions.ab_results(session, self.tenant, version_id, node)
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
         # Contacts held for the winner go now, not at their own arrival plus `after` (those
         # another worker is stepping right now are skipped: they see the winner as they step).

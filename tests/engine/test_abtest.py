@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from cadence.engine.abtest import (
     wilson_interval,
 )
 from cadence.engine.clock import SimulatedClock
+from cadence.engine.describe import ab_rate_lines
 from cadence.engine.dryrun import dry_run
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
@@ -173,6 +174,7 @@ def test_a_variant_never_sent_has_no_interval_and_rate_zero() -> None:
     details = strict_json(ab_verdict({"a": (0, 0), "b": (10, 3)}))
     assert details["variants"]["a"] == {
         "sent": 0,
+        "delivered": 0,
         "engaged": 0,
         "rate": 0.0,
         "ci_low": None,
@@ -260,6 +262,27 @@ class RefusingSink(RecordingSink):
         ]
 
 
+def ab_audit(store: Store) -> list[dict[str, Any]]:
+    """The details of every `ab_winner` audit line: the verdicts decided."""
+    with store.session() as session:
+        return list(
+            session.scalars(select(AuditEntry.details).where(AuditEntry.action == "ab_winner"))
+        )
+
+
+async def start_test(engine: Engine, metric: str, contact_count: int) -> None:
+    """Load the contacts, deploy the A/B campaign decided by `metric`, launch it and let
+    its test sends go out."""
+    source = AB_SOURCE.replace("winner by clicks", f"winner by {metric}")
+    await engine.upsert_contacts(
+        [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(contact_count)]
+    )
+    await engine.deploy(compile_workspace(load_text(source, "ab.cadence")))
+    await engine.launch("offer")
+    await engine.run_due()
+    await engine.run_due()
+
+
 def run_ab_campaign(
     url: str,
     clicks: dict[str, float],
@@ -280,18 +303,10 @@ def run_ab_campaign(
     """
     clock = SimulatedClock(T0)
     sink = RefusingSink(refused={f"c{i:03}" for i in range(failing)})
-    source = AB_SOURCE.replace("winner by clicks", f"winner by {metric}")
-    campaigns = compile_workspace(load_text(source, "ab.cadence"))
 
     async def main() -> dict[str, Any]:
         async with Engine(url, clock=clock, sink=sink) as engine:
-            await engine.upsert_contacts(
-                [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(contact_count)]
-            )
-            await engine.deploy(campaigns)
-            await engine.launch("offer")
-            await engine.run_due()
-            await engine.run_due()
+            await start_test(engine, metric, contact_count)
             tested = list(sink.delivered)
             by_variant: dict[str, list[Any]] = {"a": [], "b": []}
             for message in tested:
@@ -316,16 +331,8 @@ def run_ab_campaign(
             await engine.run_due()
             await engine.run_due()
 
-            def audit(store: Any) -> list[dict[str, Any]]:
-                with store.session() as session:
-                    return list(
-                        session.scalars(
-                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
-                        )
-                    )
-
             return {
-                "audit": await engine.store.call(audit),
+                "audit": await engine.store.call(ab_audit),
                 "counts": {v: (len(m), engaged[v]) for v, m in by_variant.items()},
                 "after": [m for m in sink.delivered[len(tested) :]],
                 "status": await engine.status(),
@@ -570,15 +577,7 @@ def test_a_conversion_naming_the_test_s_campaign_counts_past_another_campaign_s_
             clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
             await engine.run_due()
 
-            def audit(store: Any) -> list[dict[str, Any]]:
-                with store.session() as session:
-                    return list(
-                        session.scalars(
-                            select(AuditEntry.details).where(AuditEntry.action == "ab_winner")
-                        )
-                    )
-
-            return await engine.store.call(audit)
+            return await engine.store.call(ab_audit)
 
     (details,) = trio.run(main)
     assert details["winner"] == "b"
@@ -692,3 +691,104 @@ def test_a_split_reached_by_too_few_contacts_still_picks_a_winner_but_not_signif
     sent_a, sent_b = result["counts"]["a"][0], result["counts"]["b"][0]
     assert len(result["after"]) == 60 - sent_a - sent_b
     assert {m.variant for m in result["after"]} == {"b"}
+
+
+# ------------------------------------------------------- the verdict reads the report's rates
+
+
+def decide_after(
+    url: str,
+    metric: str,
+    reactions: Callable[[dict[str, list[OutgoingMessage]]], list[dict[str, Any]]],
+) -> tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]:
+    """Launch the A/B campaign by `metric`, push the events `reactions` makes of each
+    variant's test sends, decide the test; its audit details, `cadence report`'s
+    `by_variant` (as `--json` prints it) just before, and what the held contacts were sent."""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]]:
+        async with Engine(url, clock=clock, sink=sink) as engine:
+            await start_test(engine, metric, CONTACT_COUNT)
+            tested = list(sink.delivered)
+            by_variant: dict[str, list[OutgoingMessage]] = {"a": [], "b": []}
+            for message in tested:
+                by_variant[str(message.variant)].append(message)
+            clock.advance_to(T0 + dt.timedelta(hours=1))
+            await engine.push_events(reactions(by_variant))
+            # Read before the held contacts get the winner, whose sends carry its name too.
+            (report,) = await engine.report(["offer"])
+            clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
+            await engine.run_due()
+            await engine.run_due()
+
+            (details,) = await engine.store.call(ab_audit)
+            return details, report.as_dict()["by_variant"], sink.delivered[len(tested) :]
+
+    result: tuple[dict[str, Any], dict[str, Any], list[OutgoingMessage]] = trio.run(main)
+    return result
+
+
+def event(message: OutgoingMessage, name: str, **properties: Any) -> dict[str, Any]:
+    return {"contact": message.contact_id, "name": name, "properties": properties}
+
+
+def test_the_verdict_s_rates_are_over_delivered_sends_as_the_report_s(store_url: str) -> None:
+    # Half of b's sends bounce. Of the 15 that arrived 6 were clicked (40%); a's 30 all
+    # arrived and 9 were clicked (30%). The report showed b the better click rate while
+    # the verdict, over sends, gave a 30% against b's 20% and sent the held contacts a.
+    def reactions(sends: dict[str, list[OutgoingMessage]]) -> list[dict[str, Any]]:
+        a, b = sends["a"], sends["b"]
+        return [
+            *(event(m, "bounced", send=m.idempotency_key) for m in b[:15]),
+            *(event(m, "clicked", send=m.idempotency_key) for m in b[15:21]),
+            *(event(m, "clicked", send=m.idempotency_key) for m in a[:9]),
+        ]
+
+    details, by_variant, after = decide_after(store_url, "clicks", reactions)
+    assert by_variant["a"]["rates"]["clicked"] == 0.3
+    assert by_variant["b"]["rates"]["clicked"] == 0.4
+    assert details["winner"] == "b" and details["runner_up"] == "a"
+    b = details["variants"]["b"]
+    assert (b["sent"], b["delivered"], b["engaged"], b["rate"]) == (30, 15, 6, 0.4)
+    assert details["rates"] == {"a": "0.3", "b": "0.4"}
+    expected = ab_verdict({"a": (30, 9), "b": (15, 6)}, audience=CONTACT_COUNT,
+                          sent={"a": 30, "b": 30})  # fmt: skip
+    assert details == json.loads(json.dumps(expected.as_details()))
+    # `cadence status`, the dashboard and the dry-run show the same: engaged of delivered.
+    assert ab_rate_lines(details)[1].startswith("b 40.0% [")
+    assert ab_rate_lines(details)[1].endswith(" 6/15")
+    for name, variant in details["variants"].items():
+        assert variant["rate"] == by_variant[name]["rates"]["clicked"]
+        assert variant["delivered"] == by_variant[name]["delivered"]
+        assert variant["engaged"] == by_variant[name]["clicked"]
+    assert {m.variant for m in after} == {"b"}
+
+
+def test_a_conversion_after_a_bounced_variant_is_not_that_variant_s(store_url: str) -> None:
+    # A shop reports purchases naming neither send nor template. 20 of b's 30 emails
+    # hard-bounced; 10 of those contacts bought anyway, which no b email brought about.
+    # The report credits a conversion to the contact's latest *delivered* send, so b
+    # converted 1 of its 10 delivered (10%) against a's 9 of 30 (30%); the verdict
+    # credited the bounced sends too (11 of 30, 36.7%) and sent the held contacts b.
+    def reactions(sends: dict[str, list[OutgoingMessage]]) -> list[dict[str, Any]]:
+        a, b = sends["a"], sends["b"]
+        return [
+            *(event(m, "bounced", send=m.idempotency_key) for m in b[:20]),
+            *(event(m, "converted", value=10) for m in b[10:21]),
+            *(event(m, "converted", value=10) for m in a[:9]),
+        ]
+
+    details, by_variant, after = decide_after(store_url, "conversions", reactions)
+    assert by_variant["b"]["delivered"] == 10 and by_variant["b"]["converted"] == 1
+    assert by_variant["a"]["converted"] == 9
+    assert details["winner"] == "a"
+    assert details["variants"]["b"]["engaged"] == 1
+    assert details["variants"]["b"]["delivered"] == 10
+    assert details["variants"]["a"]["engaged"] == 9
+    assert {m.variant for m in after} == {"a"}
+
+
+def test_more_delivered_than_sent_is_refused() -> None:
+    with pytest.raises(ValueError, match="variant 'a': 6 delivered of 5 sent"):
+        ab_verdict({"a": (6, 1), "b": (5, 1)}, sent={"a": 5, "b": 5})
