@@ -42,8 +42,9 @@ class AbVerdict:
     """An A/B test's outcome: the best observed variant and how far to trust that.
 
     A rate is engaged over delivered sends, as `cadence report` rates a variant. `winner` is
-    the variant with the best observed rate, ties to the first declared; it is the winner
-    whether or not the difference is significant. `p_value` is the two-sided two-proportion z-test
+    the variant with the best observed rate, ties to the first declared, a variant nothing
+    reached (no rate observed) after every one something reached; it is the winner whether
+    or not the difference is significant. `p_value` is the two-sided two-proportion z-test
     of the winner against `runner_up` (the best other variant that was delivered) and
     decides `significant` (p < 1 - confidence, and at least
     `MIN_TEST_CONTACTS` contacts in the test). `chi2_p_value` is the
@@ -170,7 +171,8 @@ def ab_verdict(
     }
 
     def best(names: list[str]) -> str:
-        return max(names, key=lambda name: (exact[name], -order.index(name)))
+        # A variant nothing reached has no rate: it wins only when none was reached.
+        return max(names, key=lambda name: (counts[name][0] > 0, exact[name], -order.index(name)))
 
     winner = best(order)
     reached = [name for name in order if counts[name][0] > 0]

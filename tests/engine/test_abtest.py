@@ -789,6 +789,33 @@ def test_a_conversion_after_a_bounced_variant_is_not_that_variant_s(store_url: s
     assert {m.variant for m in after} == {"a"}
 
 
+def test_a_variant_nothing_reached_does_not_beat_one_that_was_read() -> None:
+    # Every one of a's sends bounced: a has no rate to speak of, not a 0% that ties b's
+    # 0 clicks of 50 and wins as the first declared.
+    verdict = ab_verdict({"a": (0, 0), "b": (50, 0)}, audience=100, sent={"a": 50, "b": 50})
+    assert verdict.winner == "b" and verdict.runner_up is None
+    assert verdict.p_value is None and not verdict.significant
+    assert verdict.reason == "only b was delivered"
+    a = verdict.variants[0]
+    assert (a.sent, a.delivered, a.engaged, a.ci_low, a.ci_high) == (50, 0, 0, None, None)
+    nothing = ab_verdict({"a": (0, 0), "b": (0, 0)}, sent={"a": 5, "b": 5})
+    assert nothing.winner == "a" and nothing.reason == "no send was delivered"
+    assert ab_verdict({"a": (0, 0), "b": (0, 0)}).reason == "no sends yet"
+
+
+def test_a_variant_whose_every_send_bounced_loses_to_one_read_without_clicks(
+    store_url: str,
+) -> None:
+    # The engine's side: a's 30 emails all hard-bounce, b's 30 arrive and nobody clicks.
+    def reactions(sends: dict[str, list[OutgoingMessage]]) -> list[dict[str, Any]]:
+        return [event(m, "bounced", send=m.idempotency_key) for m in sends["a"]]
+
+    details, by_variant, after = decide_after(store_url, "clicks", reactions)
+    assert by_variant["a"]["delivered"] == 0 and by_variant["b"]["delivered"] == 30
+    assert details["winner"] == "b" and details["reason"] == "only b was delivered"
+    assert {m.variant for m in after} == {"b"}
+
+
 def test_more_delivered_than_sent_is_refused() -> None:
     with pytest.raises(ValueError, match="variant 'a': 6 delivered of 5 sent"):
         ab_verdict({"a": (6, 1), "b": (5, 1)}, sent={"a": 5, "b": 5})
