@@ -2535,15 +2535,9 @@ class Engine:
     def _ab_winner(self, session: Session, version_id: int, node: c.ABSplitNode) -> str | None:
         """The frozen winner of an A/B split, or decide it when the test has run long enough."""
         subject = f"{version_id}:{node.id}"
-        decided = session.scalar(
-            select(AuditEntry.details).where(
-                AuditEntry.tenant_id == self.tenant,
-                AuditEntry.action == "ab_winner",
-                AuditEntry.subject_id == subject,
-            )
-        )
-        if decided:
-            return str(decided["winner"])
+        decided = self._frozen_winner(session, subject)
+        if decided is not None:
+            return decided
         first = session.scalar(
             select(func.min(OutboxMessage.created_at)).where(
                 OutboxMessage.version_id == version_id,
@@ -2561,6 +2555,13 @@ class Engine:
         now = self.now()
         if first is None or as_utc(first) + dt.timedelta(seconds=node.after_seconds) > now:
             return None
+        # Engines stepping held contacts of the split at once decide it one at a time: the
+        # first holds the split's row until it commits, and the next takes the verdict it
+        # froze rather than writing a second one (PostgreSQL; SQLite has one writer).
+        campaign_store.lock_split(session, version_id, node.id)
+        decided = self._frozen_winner(session, subject)
+        if decided is not None:
+            return decided
         verdict = conditions.ab_results(session, self.tenant, version_id, node)
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
         # Contacts held for the winner go now, not at their own arrival plus `after` (those
@@ -2580,6 +2581,17 @@ class Engine:
         ]
         self._due_now(session, held, now)
         return verdict.winner
+
+    def _frozen_winner(self, session: Session, subject: str) -> str | None:
+        """The winner an `ab_winner` audit line froze for the split `VERSION_ID:NODE`."""
+        decided = session.scalar(
+            select(AuditEntry.details).where(
+                AuditEntry.tenant_id == self.tenant,
+                AuditEntry.action == "ab_winner",
+                AuditEntry.subject_id == subject,
+            )
+        )
+        return str(decided["winner"]) if decided else None
 
     def _test_on_its_way(self, session: Session, version_id: int, node: c.ABSplitNode) -> bool:
         """Whether a contact given a test variant of the split is still on its branch's steps."""

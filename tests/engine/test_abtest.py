@@ -819,3 +819,55 @@ def test_a_variant_whose_every_send_bounced_loses_to_one_read_without_clicks(
 def test_more_delivered_than_sent_is_refused() -> None:
     with pytest.raises(ValueError, match="variant 'a': 6 delivered of 5 sent"):
         ab_verdict({"a": (6, 1), "b": (5, 1)}, sent={"a": 5, "b": 5})
+
+
+def test_two_engines_deciding_one_test_at_once_freeze_one_verdict(store_url: str) -> None:
+    # Two engines step held contacts of one split when its time is up: each found no
+    # verdict and wrote its own (PostgreSQL: neither saw the other's uncommitted line), so
+    # `cadence status` listed the test twice, and an event arriving between the two could
+    # send half the held contacts one winner and half the other. The second now waits for
+    # the first's transaction and takes the verdict it froze.
+    import threading
+
+    from cadence.dsl import compiled as c
+    from cadence.engine.store.models import CampaignVersion
+
+    clock = SimulatedClock(T0)
+
+    async def main() -> tuple[list[str | None], int]:
+        async with Engine(store_url, clock=clock, sink=RecordingSink()) as engine:
+            await start_test(engine, "clicks", CONTACT_COUNT)
+            clock.advance_to(T0 + dt.timedelta(hours=4, minutes=1))
+            store = engine.store.store
+            with store.session() as session:
+                version_id = session.scalars(select(CampaignVersion.id)).one()
+                compiled = engine._version(session, version_id)[1]
+            node = next(n for n in compiled.nodes if isinstance(n, c.ABSplitNode))
+            first_decided, go_on = threading.Event(), threading.Event()
+            winners: list[str | None] = []
+
+            def first() -> None:
+                with store.session() as session:
+                    winners.append(engine._ab_winner(session, version_id, node))
+                    first_decided.set()
+                    go_on.wait(10)
+
+            def second() -> None:
+                first_decided.wait(10)
+                with store.session() as session:
+                    winners.append(engine._ab_winner(session, version_id, node))
+
+            def release() -> None:
+                first_decided.wait(10)
+                # Long enough for the second engine to decide, had it not waited.
+                threading.Event().wait(1.0)
+                go_on.set()
+
+            async with trio.open_nursery() as nursery:
+                for work in (first, second, release):
+                    nursery.start_soon(trio.to_thread.run_sync, work)
+            return winners, len(ab_audit(store))
+
+    winners, verdicts = trio.run(main)
+    assert winners == ["a", "a"]
+    assert verdicts == 1

@@ -507,6 +507,16 @@ def take_split_arrival(
     return int(arrivals) - 1
 
 
+def lock_split(session: Session, version_id: int, node: str) -> None:
+    """Lock a split's arrivals row until the transaction ends: one engine at a time
+    decides its A/B test (the row exists once a contact has reached the split)."""
+    session.execute(
+        select(SplitArrivals.arrivals)
+        .where(SplitArrivals.version_id == version_id, SplitArrivals.node == node)
+        .with_for_update()
+    )
+
+
 def split_first_arrival(session: Session, version_id: int, node: str) -> datetime | None:
     """When the first contact reached a split of a version, or None if none has."""
     return session.scalar(
