@@ -593,10 +593,10 @@ def _ab_table(ab_tests: dict[str, list[dict[str, Any]]], title: str) -> Table:
     from rich.table import Table
 
     from cadence.engine.abtest import verdict_text
-    from cadence.engine.describe import ab_rate_lines
+    from cadence.engine.describe import AB_COLUMNS, ab_rate_lines
 
     table = Table(title=title)
-    for column in ("campaign", "node", "winner", "rates (95% interval, engaged/sent)", "verdict"):
+    for column in AB_COLUMNS:
         table.add_column(column)
     for campaign, tests in ab_tests.items():
         for test in tests:

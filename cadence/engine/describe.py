@@ -17,6 +17,9 @@ RATED_COUNTS = ("delivered", "opened", "clicked", "replied", "converted", "unsub
                 "bounced")  # fmt: skip
 # The money columns a performance table ends with.
 MONEY_COLUMNS = ("cost", "revenue", "cost/conversion", "ROI")
+# The columns of a table of decided A/B tests (`cadence status`, the dry-run, the
+# dashboard); a variant's rate is engaged over delivered, as `ab_rate_lines` shows it.
+AB_COLUMNS = ("campaign", "node", "winner", "rates (95% interval, engaged/delivered)", "verdict")
 # Enrollment states a campaign table shows only when a campaign has some: after `cancel`
 # every other count reads 0, and a failed step is rare.
 RARE_STATES = ("cancelled", "failed")

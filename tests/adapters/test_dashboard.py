@@ -133,3 +133,23 @@ def test_the_campaign_table_shows_cancelled_enrollments_only_when_there_are_some
     cells = _cells(cancelled, "slow")
     assert dict(zip(heads, cells, strict=False))["cancelled"] == "2"
     assert "2 cancelled" in cancelled  # the chart's bar says what it is
+
+
+def test_the_a_b_table_says_its_rates_are_of_the_delivered_sends() -> None:
+    """The verdict rates engaged over delivered; the heading said engaged/sent beside it."""
+    from cadence.adapters.web.dashboard import dashboard
+    from cadence.engine.abtest import ab_verdict
+
+    test = {
+        **ab_verdict({"a": (30, 9), "b": (15, 6)}, sent={"a": 30, "b": 30}).as_details(),
+        "node": "ab_split_1",
+    }
+    row = {
+        "name": "offer", "status": "active", "version": "abc", "approval": "not needed",
+        "enrollments": {"active": 60}, "sends": 60, "ab_tests": [test], "pause": None,
+    }  # fmt: skip
+    page = dashboard("Acme", T0, [row], [])
+    heads = [re.sub(r"<[^>]+>", "", h) for h in re.findall(r"<th[^>]*>(.*?)</th>", page)]
+    assert "rates (95% interval, engaged/delivered)" in heads
+    assert "engaged/sent" not in page
+    assert re.search(r"b 40\.0% \[[0-9.]+%-[0-9.]+%\] 6/15", page)

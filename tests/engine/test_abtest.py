@@ -602,6 +602,7 @@ def test_status_prints_the_verdict(store_url: str, tmp_path: Path) -> None:
     line = next(line for line in done.stdout.splitlines() if "ab_split_1" in line)
     assert "offer" in line and " b " in line and "significant (p<0.001)" in line
     assert "not significant" not in line
+    assert "engaged/delivered" in done.stdout and "engaged/sent" not in done.stdout
 
 
 # ---------------------------------------------------------------------------- dry-run

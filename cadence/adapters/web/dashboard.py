@@ -16,6 +16,7 @@ from typing import Any
 from cadence.engine.abtest import verdict_text
 from cadence.engine.analytics import CampaignReport, Metrics
 from cadence.engine.describe import (
+    AB_COLUMNS,
     MONEY_COLUMNS,
     RATED_COUNTS,
     ab_rate_lines,
@@ -199,8 +200,7 @@ def _ab_table(campaigns: Sequence[Mapping[str, Any]]) -> str:
     ]
     if not rows:
         return ""
-    head = ["campaign", "node", "winner", "rates (95% interval, engaged/sent)", "verdict"]
-    return _table(head, rows, text_columns={1, 2, 3, 4})
+    return _table(list(AB_COLUMNS), rows, text_columns={1, 2, 3, 4})
 
 
 def _enrollment_chart(
