@@ -50,16 +50,19 @@ def pause_text(details: Mapping[str, Any]) -> str:
 
 def ab_rate_lines(details: Mapping[str, Any]) -> list[str]:
     """One line per variant: `a 10.0% [5.5-17.4%] 10/100`, engaged over delivered as the
-    rate is (over sent on entries from before it was), or the bare rate on older entries."""
+    rate is (over sent on entries from before it was), `a - 0/0` when nothing was
+    delivered, or the bare rate on older entries."""
     variants = details.get("variants")
     if not isinstance(variants, dict):
         return [f"{name} {rate}" for name, rate in details.get("rates", {}).items()]
     lines = []
     for name, v in variants.items():
-        line = f"{name} {rate_text(v['rate'])}"
+        over = v.get("delivered", v["sent"])
+        # Nothing delivered is no rate (`-`, as the performance tables show it), not 0%.
+        line = f"{name} {rate_text(v['rate'] if over else None)}"
         if v.get("ci_low") is not None and v.get("ci_high") is not None:
             line += f" [{v['ci_low']:.1%}-{v['ci_high']:.1%}]"
-        lines.append(f"{line} {v['engaged']}/{v.get('delivered', v['sent'])}")
+        lines.append(f"{line} {v['engaged']}/{over}")
     return lines
 
 

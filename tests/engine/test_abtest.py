@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
+from cadence.dsl.symbols import METRIC_EVENTS
 from cadence.engine.abtest import (
     MIN_TEST_CONTACTS,
     AbVerdict,
@@ -817,6 +818,13 @@ def test_a_variant_whose_every_send_bounced_loses_to_one_read_without_clicks(
     assert {m.variant for m in after} == {"b"}
 
 
+def test_a_variant_with_nothing_delivered_shows_no_rate() -> None:
+    # The performance tables show `-` for a rate over nothing; the A/B line said 0.0%.
+    verdict = ab_verdict({"a": (0, 0), "b": (40, 4)}, sent={"a": 40, "b": 40})
+    assert ab_rate_lines(verdict.as_details())[0] == "a - 0/0"
+    assert ab_rate_lines(verdict.as_details())[1].startswith("b 10.0% [")
+
+
 def test_more_delivered_than_sent_is_refused() -> None:
     with pytest.raises(ValueError, match="variant 'a': 6 delivered of 5 sent"):
         ab_verdict({"a": (6, 1), "b": (5, 1)}, sent={"a": 5, "b": 5})
@@ -872,3 +880,23 @@ def test_two_engines_deciding_one_test_at_once_freeze_one_verdict(store_url: str
     winners, verdicts = trio.run(main)
     assert winners == ["a", "a"]
     assert verdicts == 1
+
+
+@pytest.mark.parametrize("metric", sorted(METRIC_EVENTS))
+def test_every_winner_metric_picks_the_variant_the_report_rates_best(
+    store_url: str, metric: str
+) -> None:
+    # `winner by opens | clicks | replies | conversions`: each its own event, counted on the
+    # report's row for that metric.
+    name = METRIC_EVENTS[metric]
+
+    def reactions(sends: dict[str, list[OutgoingMessage]]) -> list[dict[str, Any]]:
+        a, b = sends["a"], sends["b"]
+        return [event(m, name, send=m.idempotency_key) for m in [*a[:3], *b[:12]]]
+
+    details, by_variant, after = decide_after(store_url, metric, reactions)
+    assert details["winner"] == "b" and details["significant"] is True
+    for variant, counted in details["variants"].items():
+        assert counted["engaged"] == by_variant[variant][name]
+        assert counted["rate"] == by_variant[variant]["rates"][name]
+    assert {m.variant for m in after} == {"b"}
