@@ -536,7 +536,13 @@ def _report(args: argparse.Namespace) -> int:
             for report in reports:
                 print(json.dumps(report.as_dict()))
             return
-        table_console().print(_report_table(reports, args.by))
+        console = table_console()
+        console.print(_report_table(reports, args.by))
+        ab_tests = {report.name: report.ab_tests for report in reports if report.ab_tests}
+        if args.by == "variant" and ab_tests:
+            # The variant rows count the held contacts' winner sends too: the verdicts
+            # keep the counts each test was decided on.
+            console.print(_ab_table(ab_tests, "A/B tests decided"))
 
     return with_engine(use, args.tenant)
 

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from cadence.dsl import compiled as c
 from cadence.engine import delivery, evaluate
 from cadence.engine.clock import as_utc
+from cadence.engine.store import campaigns as campaign_store
 from cadence.engine.store.models import (
     NOTIFY_NODE,
     Campaign,
@@ -139,13 +140,17 @@ class Metrics:
 
 @dataclass
 class CampaignReport:
-    """One campaign's metrics, in total and by template and by A/B variant."""
+    """One campaign's metrics, in total and by template and by A/B variant, and its decided
+    A/B tests: the variant rows count every send of a variant, the held contacts' winner
+    sends too, while a verdict keeps the counts the test was decided on."""
 
     name: str
     status: str
     total: Metrics = field(default_factory=Metrics)
     by_template: dict[str, Metrics] = field(default_factory=dict)
     by_variant: dict[str, Metrics] = field(default_factory=dict)
+    # As `cadence status` lists them (`campaigns.ab_verdicts`), in the order decided.
+    ab_tests: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as one JSON object."""
@@ -155,6 +160,7 @@ class CampaignReport:
             **self.total.as_dict(),
             "by_template": {k: v.as_dict() for k, v in sorted(self.by_template.items())},
             "by_variant": {k: v.as_dict() for k, v in sorted(self.by_variant.items())},
+            "ab_tests": self.ab_tests,
         }
 
 
@@ -214,6 +220,9 @@ def campaign_reports(
             counted = group_of.get(key)
             if counted is not None:
                 setattr(counted, metric, getattr(counted, metric) + 1)
+    for campaign, tests in campaign_store.ab_verdicts(session, tenant_id).items():
+        if campaign in reports:
+            reports[campaign].ab_tests = tests
     for (campaign, template, variant), metrics in groups.items():
         report = reports[campaign]
         report.total.add(metrics)

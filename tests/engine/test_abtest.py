@@ -900,3 +900,22 @@ def test_every_winner_metric_picks_the_variant_the_report_rates_best(
         assert counted["engaged"] == by_variant[variant][name]
         assert counted["rate"] == by_variant[variant]["rates"][name]
     assert {m.variant for m in after} == {"b"}
+
+
+def test_the_report_carries_the_decided_test(store_url: str, tmp_path: Path) -> None:
+    # `cadence report --json` gave the variants' rows (with the held contacts' winner sends
+    # counted in the winner's) and nothing of the decision: what won, on which counts.
+    result = run_ab_campaign(store_url, {"a": 0.1, "b": 0.7})
+    (details,) = result["audit"]
+    done = run_cadence("report", "--json", store_url=store_url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (report,) = [json.loads(line) for line in done.stdout.splitlines()]
+    (test,) = report["ab_tests"]
+    assert test["node"] == "ab_split_1" and len(test["version"]) == 12
+    assert {k: v for k, v in test.items() if k not in ("node", "version")} == details
+    # The winner's row counts its held sends too; the test's own counts are the verdict's.
+    assert report["by_variant"]["b"]["sent"] == details["variants"]["b"]["sent"] + 60
+    by_variant = run_cadence("report", "--by", "variant", store_url=store_url, cwd=tmp_path)
+    assert by_variant.returncode == 0, by_variant.stderr
+    _, title, table = by_variant.stdout.partition("A/B tests decided")
+    assert title and "ab_split_1" in table and "significant (p<0.001)" in table
