@@ -851,6 +851,25 @@ def node_targets(node: NodeModel) -> list[str]:
             return [node.next] if node.next is not None else []
 
 
+def variant_nodes(campaign: CompiledCampaign, split: ABSplitNode) -> frozenset[str]:
+    """The nodes whose sends carry one of this split's variant names: its branches and what
+    follows them, up to the next split (whose arm a send names from then on,
+    `stepper._current_variant`). Another split's variants may have the same names."""
+    nodes = campaign.node_map
+    seen: set[str] = set()
+    todo = [variant.to for variant in split.variants]
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen or node_id not in nodes:
+            continue
+        node = nodes[node_id]
+        if isinstance(node, ABSplitNode | RandomSplitNode):
+            continue
+        seen.add(node_id)
+        todo.extend(node_targets(node))
+    return frozenset(seen)
+
+
 def split_branch_nodes(campaign: CompiledCampaign, split: ABSplitNode) -> frozenset[str]:
     """The nodes of a split's variant branches, before they join again (the join excluded)."""
     nodes = campaign.node_map

@@ -276,7 +276,7 @@ def filter_rows(contexts: Mapping[str, Context]) -> list[tuple[str, Mapping[str,
 
 
 def ab_results(
-    session: Session, tenant: str, version_id: int, node: c.ABSplitNode
+    session: Session, tenant: str, version_id: int, node: c.ABSplitNode, nodes: Sequence[str]
 ) -> abtest.AbVerdict:
     """The verdict: the variant with the best metric rate (ties to the first), with statistics.
 
@@ -287,6 +287,8 @@ def ab_results(
     contact's latest send at or before it); a conversion goes to the send it names if that
     arrived, else to the contact's latest delivered send in the attribution window before
     it (of the campaign it names, when it names one): a message that bounced converted no one.
+    `nodes` are those whose sends carry the split's variants (`compiled.variant_nodes`):
+    another split of the campaign may name its variants the same.
     """
     metric = METRIC_EVENTS.get(node.metric, node.metric)
     keys: dict[str, list[str]] = {v.name: [] for v in node.variants}
@@ -299,6 +301,7 @@ def ab_results(
             OutboxMessage.tenant_id == tenant,
             OutboxMessage.version_id == version_id,
             OutboxMessage.variant.in_(list(keys)),
+            OutboxMessage.node.in_(nodes),
             OutboxMessage.status.in_(sorted(COUNTED_SEND_STATUSES)),
         )
     ):

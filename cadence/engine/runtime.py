@@ -332,8 +332,8 @@ class Engine:
         self._versions: dict[int, tuple[str, c.CompiledCampaign]] = {}
         self._swept: dict[int, list[sweep.SweptTrigger]] = {}
         self._sweep_windows: dict[tuple[int, str], tuple[sweep.Window, ...] | None] = {}
-        # Per (version, A/B split), the nodes of its variant branches.
-        self._split_branches: dict[tuple[int, str], list[str]] = {}
+        # Per (version, A/B split), its branch nodes and the nodes whose sends carry its variants.
+        self._split_branches: dict[tuple[int, str], tuple[list[str], list[str]]] = {}
         # Per channel, the dispatch core's limiter paces deliveries (priority-fair, bursts).
         self._limited = sorted(rate_limits or {})
         self._limiter: RateLimiter | None = None
@@ -2538,10 +2538,12 @@ class Engine:
         decided = self._frozen_winner(session, subject)
         if decided is not None:
             return decided
+        sending = self._split_nodes(session, version_id, node)[1]
         first = session.scalar(
             select(func.min(OutboxMessage.created_at)).where(
                 OutboxMessage.version_id == version_id,
                 OutboxMessage.variant.in_([v.name for v in node.variants]),
+                OutboxMessage.node.in_(sending),
             )
         )
         if first is None:
@@ -2562,7 +2564,7 @@ class Engine:
         decided = self._frozen_winner(session, subject)
         if decided is not None:
             return decided
-        verdict = conditions.ab_results(session, self.tenant, version_id, node)
+        verdict = conditions.ab_results(session, self.tenant, version_id, node, sending)
         _audit(session, self.tenant, "ab_winner", subject, verdict.as_details(), now)
         # Contacts held for the winner go now, not at their own arrival plus `after` (those
         # another worker is stepping right now are skipped: they see the winner as they step).
@@ -2582,6 +2584,21 @@ class Engine:
         self._due_now(session, held, now)
         return verdict.winner
 
+    def _split_nodes(
+        self, session: Session, version_id: int, node: c.ABSplitNode
+    ) -> tuple[list[str], list[str]]:
+        """An A/B split's branch nodes (`compiled.split_branch_nodes`) and the nodes whose
+        sends carry its variants (`compiled.variant_nodes`), worked out once per split."""
+        key = (version_id, node.id)
+        found = self._split_branches.get(key)
+        if found is None:
+            campaign = self._version(session, version_id)[1]
+            found = self._split_branches[key] = (
+                sorted(c.split_branch_nodes(campaign, node)),
+                sorted(c.variant_nodes(campaign, node)),
+            )
+        return found
+
     def _frozen_winner(self, session: Session, subject: str) -> str | None:
         """The winner an `ab_winner` audit line froze for the split `VERSION_ID:NODE`."""
         decided = session.scalar(
@@ -2595,11 +2612,7 @@ class Engine:
 
     def _test_on_its_way(self, session: Session, version_id: int, node: c.ABSplitNode) -> bool:
         """Whether a contact given a test variant of the split is still on its branch's steps."""
-        key = (version_id, node.id)
-        branch = self._split_branches.get(key)
-        if branch is None:
-            campaign = self._version(session, version_id)[1]
-            branch = self._split_branches[key] = sorted(c.split_branch_nodes(campaign, node))
+        branch = self._split_nodes(session, version_id, node)[0]
         if not branch:
             return False
         waiting = session.scalar(

@@ -271,15 +271,17 @@ def ab_audit(store: Store) -> list[dict[str, Any]]:
         )
 
 
-async def start_test(engine: Engine, metric: str, contact_count: int) -> None:
-    """Load the contacts, deploy the A/B campaign decided by `metric`, launch it and let
-    its test sends go out."""
-    source = AB_SOURCE.replace("winner by clicks", f"winner by {metric}")
+async def start_test(
+    engine: Engine, metric: str, contact_count: int, *, source: str = AB_SOURCE, name: str = "offer"
+) -> None:
+    """Load the contacts, deploy the A/B campaign `name` of `source` decided by `metric`,
+    launch it and let its test sends go out."""
+    source = source.replace("winner by clicks", f"winner by {metric}")
     await engine.upsert_contacts(
         [{"id": f"c{i:03}", "email": f"c{i}@example.test"} for i in range(contact_count)]
     )
     await engine.deploy(compile_workspace(load_text(source, "ab.cadence")))
-    await engine.launch("offer")
+    await engine.launch(name)
     await engine.run_due()
     await engine.run_due()
 
@@ -919,3 +921,55 @@ def test_the_report_carries_the_decided_test(store_url: str, tmp_path: Path) -> 
     assert by_variant.returncode == 0, by_variant.stderr
     _, title, table = by_variant.stdout.partition("A/B tests decided")
     assert title and "ab_split_1" in table and "significant (p<0.001)" in table
+
+
+TWO_TESTS = """
+template s1a email { subject "1a" body "<p>x</p>" }
+template s1b email { subject "1b" body "<p>x</p>" }
+template s2a email { subject "2a" body "<p>x</p>" }
+template s2b email { subject "2b" body "<p>x</p>" }
+campaign two {
+  cap email 5 per 1d
+  on launch {
+    split 50% test winner by clicks after 4h { a: send email s1a  b: send email s1b }
+    wait 1d
+    split 50% test winner by clicks after 8h { a: send email s2a  b: send email s2b }
+  }
+}
+"""
+
+
+def test_a_second_test_with_the_same_variant_names_counts_only_its_own_sends(
+    store_url: str,
+) -> None:
+    # Both splits name their variants a and b, and sends carry only the name. The second
+    # test took the first's sends for its own: its time ran from the first test's sends,
+    # so it was decided as its first contact arrived, on the first test's counts (b's 25
+    # clicks), and every contact got s2b. It is a's, 10 clicks of 30 to 3 of 30.
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    day = dt.timedelta(days=1)
+
+    async def main() -> list[dict[str, Any]]:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await start_test(engine, "clicks", CONTACT_COUNT, source=TWO_TESTS, name="two")
+            first_b = [m for m in sink.delivered if m.template == "s1b"]
+            await engine.push_events(
+                [event(m, "clicked", send=m.idempotency_key) for m in first_b[:25]]
+            )
+            # Split 1's test contacts reach split 2 at day 1, its held ones 4h later.
+            await engine.run_until(T0 + day + dt.timedelta(hours=5))
+            second = {v: [m for m in sink.delivered if m.template == f"s2{v}"] for v in "ab"}
+            assert len(second["a"]) == len(second["b"]) == 30
+            await engine.push_events([
+                *(event(m, "clicked", send=m.idempotency_key) for m in second["a"][:10]),
+                *(event(m, "clicked", send=m.idempotency_key) for m in second["b"][:3]),
+            ])  # fmt: skip
+            await engine.run_until(T0 + day + dt.timedelta(hours=9))
+            return await engine.store.call(ab_audit)
+
+    first, second = trio.run(main)
+    assert first["winner"] == "b" and first["variants"]["b"]["engaged"] == 25
+    assert second["winner"] == "a"
+    assert second["variants"]["a"] == {**second["variants"]["a"], "delivered": 30, "engaged": 10}
+    assert second["variants"]["b"] == {**second["variants"]["b"], "delivered": 30, "engaged": 3}
