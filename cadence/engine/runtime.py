@@ -925,10 +925,13 @@ class Engine:
         cannot read falls back to the evaluator, on the same contexts.
         """
         if candidates is None:
-            candidates = list(
-                session.scalars(select(Contact.id).where(Contact.tenant_id == self.tenant))
-            )
-        ids = list(candidates)
+            candidates = session.scalars(select(Contact.id).where(Contact.tenant_id == self.tenant))
+        # In contact-id order (Python's, not a collation's): contacts enrolled at one instant
+        # are stepped in the order they are enrolled, which decides who takes a split's
+        # places, a budget's last cent or a cap's last send. A store's unordered scan
+        # (SQLite's key order, PostgreSQL's insertion order) or a file's order would make a
+        # dry-run and a live run, or two stores, pick different contacts.
+        ids = sorted(candidates)
         settings = campaign.settings
         if settings.audience is None and settings.exclude is None:
             return ids

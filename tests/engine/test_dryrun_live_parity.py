@@ -467,6 +467,28 @@ CASES: dict[str, tuple[Case, Check]] = {
         ]),
         sends_of("confirm", 1),
     ),
+    "a budget spent at the launch": (
+        Case(EMAILS + """
+             campaign w { budget 0.05 USD cost email 0.02 USD
+                          on launch { send email t1 wait 1d send email t2 } }
+             """, PEOPLE, SPRING),
+        sends_of("t1", 2),
+    ),
+    "a budget spent by a fan-out": (
+        Case(EMAILS + """
+             campaign w { budget 0.05 USD cost email 0.02 USD
+                          when listed for contacts where contact.budget >= event.price {
+                            send email t1 } }
+             """, PEOPLE, SPRING, events=[event("listed", "2026-03-21T12:00:00Z", price=50000)]),
+        sends_of("t1", 2),
+    ),
+    "a random split of new contacts listed out of id order": (
+        Case(EMAILS + """
+             campaign w { on contact_created { split { a 50%: send email t1
+                                                       b 50%: send email t2 } } }
+             """, [*PEOPLE, person("amsterdam", "Europe/Amsterdam")], SPRING, new_contacts=True),
+        sends_of("t1", 3),
+    ),
     "approval required": (
         Case(EMAILS + "campaign w { approval required on launch { send email t1 } }",
              PEOPLE, SPRING),
