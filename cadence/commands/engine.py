@@ -341,6 +341,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         print(f"cadence dry-run: warning: {failed.warning()}", file=sys.stderr)
     for approval in result.approvals:
         print(f"cadence dry-run: note: {approval.warning()}", file=sys.stderr)
+    for over in result.over_limit:
+        print(f"cadence dry-run: note: {over.warning()}", file=sys.stderr)
     if args.json:
         for line in result.json_lines():
             print(line)

@@ -15,8 +15,9 @@ through a real sink (the channel adapters against loopback stand-ins).
 
 A dry-run shows what the campaigns would send once launched, so it launches every one of
 them: each is approved first (by `approved_by`, "dry-run" unless the caller says otherwise)
-and the tenant's limit on live campaigns does not apply to its throwaway store. The default
-frequency cap does, as it would live (`default_cap`).
+and the tenant's limit on live campaigns does not apply to its throwaway store; the report
+names each campaign a live launch would refuse for either (`approvals`, `over_limit`). The
+default frequency cap does apply, as it would live (`default_cap`).
 """
 
 from __future__ import annotations
@@ -811,6 +812,23 @@ class ApprovalNeeded:
         )
 
 
+@dataclass(frozen=True)
+class OverCampaignLimit:
+    """A campaign the run launched that a live launch would refuse: the tenant would have
+    had too many campaigns active, scheduled or paused (`MAX_ACTIVE_CAMPAIGNS`)."""
+
+    campaign: str
+    # Why (`Engine.simulated_launch`): the limit, and the campaigns live before it.
+    reason: str
+
+    def warning(self) -> str:
+        """What a live launch would say, and that this run launched it anyway."""
+        return (
+            f"{self.campaign}: live, its launch is refused: {self.reason}; this run launched"
+            " it, as it launches every campaign of the file"
+        )
+
+
 def late_starts(
     campaigns: Sequence[CompiledCampaign], start: dt.datetime, horizon: dt.datetime
 ) -> list[LateStart]:
@@ -892,6 +910,9 @@ class DryRunReport:
     # The campaigns a live launch would refuse until approved (the run approved them);
     # printed on stderr.
     approvals: list[ApprovalNeeded] = field(default_factory=list)
+    # The campaigns a live launch would refuse for the tenant's limit of live campaigns
+    # (the run launched them); printed on stderr.
+    over_limit: list[OverCampaignLimit] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -1005,10 +1026,15 @@ async def dry_run(
             pending_events = [e for e in pending_events if parse_instant(str(e["at"])) >= start]
         await engine.deploy(list(campaigns))
         approvals: list[ApprovalNeeded] = []
+        over_limit: list[OverCampaignLimit] = []
         for campaign in campaigns:
-            reason = (await engine.simulated_launch(campaign.name, approved_by=approved_by))[1]
+            _, reason, refusal = await engine.simulated_launch(
+                campaign.name, approved_by=approved_by
+            )
             if reason is not None:
                 approvals.append(ApprovalNeeded(campaign.name, reason, approved_by))
+            if refusal is not None:
+                over_limit.append(OverCampaignLimit(campaign.name, refusal))
         await engine.treat_as_new(await engine.contact_ids(), launched=True)
         await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
         counts = await engine.store.call(_enrollment_counts)
@@ -1047,6 +1073,7 @@ async def dry_run(
         unread_events=unread,
         late_starts=late_starts(campaigns, start, horizon),
         approvals=approvals,
+        over_limit=over_limit,
         journeys=journeys,
     )
 

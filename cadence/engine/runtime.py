@@ -554,23 +554,31 @@ class Engine:
         """
         return (await self.store.call_retrying(self._launch_sync, name, None))[0]
 
-    async def simulated_launch(self, name: str, *, approved_by: str) -> tuple[int, str | None]:
+    async def simulated_launch(
+        self, name: str, *, approved_by: str
+    ) -> tuple[int, str | None, str | None]:
         """Approve the current version as `approved_by` and launch it, as a dry-run does.
 
-        Returns the enrollments and why a live launch would have been refused without that
-        approval (`approval required`, a launch audience above 1,000 contacts), or None.
+        Returns the enrollments; why a live launch would have been refused without that
+        approval (`approval required`, a launch audience above 1,000 contacts), or None;
+        and why a live engine would have refused it for the tenant's limit of live
+        campaigns (`MAX_ACTIVE_CAMPAIGNS`, whatever this engine's own limit), or None.
         The audience is counted once, for the rule and the enrollment both.
         """
         return await self.store.call_retrying(self._launch_sync, name, approved_by)
 
     def _launch_sync(
         self, store: Store, name: str, approved_by: str | None
-    ) -> tuple[int, str | None]:
+    ) -> tuple[int, str | None, str | None]:
         now = self.now()
         with store.session() as session:
             campaign = self._campaign_for_move(session, name, "launch")
             version_id, compiled = self._current(session, campaign)
-            self._check_campaign_limit(session, name)
+            over_limit = None
+            if approved_by is None:
+                self._check_campaign_limit(session, name)
+            else:
+                over_limit = self._campaign_limit_refusal(session, name, MAX_ACTIVE_CAMPAIGNS)
             launching = _launch_triggers(compiled)
             # The audience counted for approval is the one the first trigger enrolls.
             reason, counted = self._check_approval(
@@ -588,7 +596,7 @@ class Engine:
                 )
                 counted = None
             _audit(session, self.tenant, "launch", name, {"enrolled": enrolled}, now)
-            return enrolled, reason
+            return enrolled, reason, over_limit
 
     def _launched_status(
         self, session: Session, campaign: Campaign, now: dt.datetime
@@ -604,9 +612,18 @@ class Engine:
 
     def _check_campaign_limit(self, session: Session, name: str) -> None:
         """Refuse a launch that would take the tenant over its limit of live campaigns."""
-        limit = self.max_active_campaigns
+        refusal = self._campaign_limit_refusal(session, name, self.max_active_campaigns)
+        if refusal is not None:
+            raise EngineError(
+                f"cannot launch {name!r}: {refusal}; cancel one (`cadence cancel NAME`) or"
+                " wait for one to complete"
+            )
+
+    def _campaign_limit_refusal(self, session: Session, name: str, limit: int | None) -> str | None:
+        """Why launching `name` now would take the tenant over `limit` live campaigns (None:
+        it would not, or no limit)."""
         if limit is None:
-            return
+            return None
         live = list(
             session.execute(
                 select(Campaign.name, Campaign.status)
@@ -618,13 +635,13 @@ class Engine:
                 .order_by(Campaign.name)
             )
         )
-        if len(live) >= limit:
-            counted = ", ".join(f"{other} ({status})" for other, status in live)
-            raise EngineError(
-                f"cannot launch {name!r}: the tenant may have at most {limit} campaigns that"
-                f" are active, scheduled or paused, and has {len(live)}: {counted};"
-                " cancel one (`cadence cancel NAME`) or wait for one to complete"
-            )
+        if len(live) < limit:
+            return None
+        counted = ", ".join(f"{other} ({status})" for other, status in live)
+        return (
+            f"the tenant may have at most {limit} campaigns that are active, scheduled or"
+            f" paused, and has {len(live)}: {counted}"
+        )
 
     def _check_approval(
         self,

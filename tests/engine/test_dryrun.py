@@ -1874,6 +1874,65 @@ def test_the_command_line_notes_a_launch_that_needs_approval_on_stderr(tmp_path:
     assert "over:" not in result.stderr  # one contact: no approval implied
 
 
+ELEVEN = "".join(
+    f'template t{i:02d} email {{ subject "S" body "<p>x</p>" }}\n'
+    f"campaign c{i:02d} {{ on launch {{ send email t{i:02d} }} }}\n"
+    for i in range(1, 12)
+)
+
+
+def test_a_run_names_the_campaigns_a_live_launch_would_refuse_for_the_tenants_limit(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Live, a tenant's 11th campaign active at once is refused at its launch (the business
+    rule, `max_active_campaigns`), so `cadence run` of this file sends nothing of it; the
+    dry-run launches all eleven, and says which one a live launch would refuse, and why, in
+    the live engine's words."""
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+    from cadence.engine.clock import SimulatedClock
+    from cadence.engine.runtime import Engine, EngineError
+
+    campaigns = compile_workspace(load_text(ELEVEN, "eleven.cadence"))
+    people = [{"id": "a", "email": "a@example.test"}]
+    report = trio.run(
+        lambda: dry_run(
+            campaigns, write_jsonl(tmp_path / "c.jsonl", people), start=START,
+            until=dt.timedelta(hours=1), default_cap=None,
+        )
+    )  # fmt: skip
+    assert len({send.campaign for send in report.sends}) == 11
+
+    async def live() -> str:
+        async with Engine(store_url, clock=SimulatedClock(START)) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns)
+            for campaign in campaigns[:10]:
+                await engine.launch(campaign.name)
+            with pytest.raises(EngineError) as refused:
+                await engine.launch("c11")
+            return str(refused.value)
+
+    refusal = trio.run(live)
+    assert [over.campaign for over in report.over_limit] == ["c11"]
+    reason = report.over_limit[0].reason
+    assert reason.startswith("the tenant may have at most 10 campaigns")
+    assert refusal.startswith(f"cannot launch 'c11': {reason}; ")
+    assert report.over_limit[0].warning() == (
+        f"c11: live, its launch is refused: {reason}; this run launched it, as it launches"
+        " every campaign of the file"
+    )
+    source = tmp_path / "eleven.cadence"
+    source.write_text(ELEVEN, "utf-8")
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(tmp_path / "c.jsonl"),
+        "--start", "2026-12-01T09:00:00Z", "--until", "1h", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"cadence dry-run: note: c11: live, its launch is refused: {reason}" in result.stderr
+    assert "c10:" not in result.stderr
+
+
 CART = """
 template reminder email { subject "Your cart" body "<p>x</p>" }
 campaign cart { goal converted  when cart_abandoned { wait 1h  send email reminder } }
