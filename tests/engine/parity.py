@@ -43,16 +43,10 @@ from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_paths
 from cadence.engine import consent
 from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
-from cadence.engine.dryrun import dry_run
+from cadence.engine.dryrun import _skipped_sends, dry_run
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, Sink
 from cadence.engine.store import Store
-from cadence.engine.store.models import (
-    NOTIFY_NODE,
-    Campaign,
-    CampaignVersion,
-    Enrollment,
-    SendLog,
-)
+from cadence.engine.store.models import NOTIFY_NODE, Campaign, CampaignVersion, Enrollment
 
 # One send as `--json` lists it: (at, contact, campaign, node, channel, template, variant).
 SendRow = tuple[str, str, str, str | None, str, str | None, str | None]
@@ -160,22 +154,21 @@ def store_rows(store: Store) -> tuple[list[EnrollmentRow], list[SkipRow]]:
                 .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
             )
         ]
-        skipped = [
-            (
-                _text(at) or "",
-                contact,
-                str((detail or {}).get("campaign")),
-                str((detail or {}).get("node")),
-                channel,
-                str((detail or {}).get("reason")),
-            )
-            for at, contact, channel, detail in session.execute(
-                select(SendLog.at, SendLog.contact_id, SendLog.channel, SendLog.detail).where(
-                    SendLog.outcome == "skipped"
-                )
-            )
-        ]
+    # The dry-run's own reading of the send log's skipped sends (its `--contact` view).
+    skipped = [
+        (_text(s.at) or "", s.contact, s.campaign, s.node, s.channel, s.reason)
+        for s in _skipped_sends(store)
+    ]
     return sorted(enrollments), sorted(skipped)
+
+
+def _outcome(sends: list[SendRow], url: str) -> Outcome:
+    """The sends with the enrollments and skipped sends of the store at `url`."""
+    store = Store.open(url)
+    try:
+        return Outcome(sends, *store_rows(store))
+    finally:
+        store.close()
 
 
 def compile_case(case: Case, folder: Path) -> list[CompiledCampaign]:
@@ -215,12 +208,7 @@ def run_dry(case: Case, folder: Path) -> Outcome:
         for line in (json.loads(text) for text in report.json_lines())
         if line["type"] == "send"
     )
-    store = Store.open(url)
-    try:
-        enrollments, skipped = store_rows(store)
-    finally:
-        store.close()
-    return Outcome(sends, enrollments, skipped)
+    return _outcome(sends, url)
 
 
 async def _push_live(engine: Engine, events: Sequence[dict[str, Any]]) -> None:
@@ -321,13 +309,7 @@ def run_live(case: Case, folder: Path, store_url: str, *, adapters: bool = False
     """The case on the embedded engine, live, on the store at `store_url`; with `adapters`,
     every send goes through the channel adapters to the loopback provider stand-ins."""
     campaigns = compile_case(case, folder)
-    sends = trio.run(_live, case, campaigns, store_url, adapters)
-    store = Store.open(store_url)
-    try:
-        enrollments, skipped = store_rows(store)
-    finally:
-        store.close()
-    return Outcome(sends, enrollments, skipped)
+    return _outcome(trio.run(_live, case, campaigns, store_url, adapters), store_url)
 
 
 def run_both(
