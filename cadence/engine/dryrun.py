@@ -262,11 +262,17 @@ def _by_tenant(messages: Sequence[OutgoingMessage]) -> dict[str, list[OutgoingMe
 _ABSENT = "absent"
 
 
+def _read_names(record: Mapping[str, Any], fields: frozenset[str] | None) -> list[str]:
+    """The names of the fields a template reads of a record (`CompiledTemplate.record_reads`:
+    None means every field it has), sorted."""
+    return sorted(record) if fields is None else sorted(fields)
+
+
 def _fields_shape(record: Mapping[str, Any], fields: frozenset[str] | None) -> Hashable:
     """The kinds of a record's `fields` (every field, for None): see `_value_shape`."""
-    names = sorted(record) if fields is None else sorted(fields)
     return tuple(
-        (name, _value_shape(record[name]) if name in record else _ABSENT) for name in names
+        (name, _value_shape(record[name]) if name in record else _ABSENT)
+        for name in _read_names(record, fields)
     )
 
 
@@ -518,8 +524,7 @@ class DryRunSink:
         event = message.payload.get("event") or {}
 
         def values(record: Mapping[str, Any], fields: frozenset[str] | None) -> list[Any]:
-            names = sorted(record) if fields is None else sorted(fields)
-            return [(name, record.get(name)) for name in names]
+            return [(name, record.get(name)) for name in _read_names(record, fields)]
 
         shown = values(contact, reads["contact"]) if contact is not None else None
         return repr((shown, values(event, reads["event"])))
