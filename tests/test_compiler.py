@@ -932,3 +932,26 @@ campaign c { when bought { send email named  send email looped  send email plain
     }
     assert reads["looped"] == {"contact": None, "event": None}
     assert reads["plain"] == {"contact": frozenset(), "event": frozenset()}
+
+
+def test_a_template_says_which_fields_it_reads_more_than_the_kind_of(tmp_path: Path) -> None:
+    """Printed, as they are or through filters that read only their kind, fields render
+    alike for every value of a kind; tested, computed with or formatted, their values
+    matter. A field of a printed record is printed."""
+    (campaign,) = compile_text(
+        tmp_path,
+        """
+template offer email {
+  subject "Hi {{ contact.first_name | default('you') | upper }} {{ contact.address.zip }}"
+  preheader "{% if contact.plan == 'gold' %}{{ contact.since }}{% endif %}{{ contact.visits + 1 }}"
+  body "{{ event.price | money }}{{ event.sku ~ contact.nickname }}{{ contact.x | d(contact.y) }}"
+}
+template looped email { subject "Hi" body "{% for k in contact %}{{ k }}{% endfor %}" }
+template plain email { subject "Hi {{ contact.first_name }}" body "x" }
+campaign c { when bought { send email offer  send email looped  send email plain } }
+""",
+    )
+    values = {name: t.value_reads for name, t in campaign.templates.items()}
+    assert values["offer"] == {"contact": {"plan", "visits", "y"}, "event": {"price"}}
+    assert values["looped"] == {"contact": None, "event": frozenset()}
+    assert values["plain"] == {"contact": frozenset(), "event": frozenset()}

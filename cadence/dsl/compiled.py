@@ -670,6 +670,24 @@ class CompiledTemplate(_Frozen):
         return reads
 
     @cached_property
+    def value_reads(self) -> dict[str, frozenset[str] | None]:
+        """Of the fields in `record_reads`, those whose value (not only its kind: text,
+        number, present or not) can decide whether a render fails or which way it goes: a
+        field tested (`if contact.plan == "gold"`), computed with, or given to a filter that
+        reads what it holds (`money`, `date`). A field that is only printed, as it is or
+        through filters that read nothing but its kind (`default`, `upper` ...), renders
+        alike for every value of its kind. None where `record_reads` is None.
+        """
+        reads = self.record_reads
+        values: dict[str, set[str]] = {root: set() for root in reads}
+        for tree in self.parsed_texts[0]:
+            _note_value_reads(tree, printed=False, found=values)
+        return {
+            root: None if fields is None else frozenset(values[root] & fields)
+            for root, fields in reads.items()
+        }
+
+    @cached_property
     def parsed_texts(self) -> tuple[tuple[jinja2.nodes.Template, ...], bool]:
         """Every text part of every locale, parsed once for `variables` and `record_reads`;
         and whether one did not parse."""
@@ -688,6 +706,48 @@ class CompiledTemplate(_Frozen):
                 except TemplateSyntaxError:
                     unparsed = True  # `cadence check` reports it; rendering fails that send
         return tuple(trees), unparsed
+
+
+# Filters whose success and result's shape depend on nothing but the kind of what they are
+# given, never on what it holds: a field printed through them renders for every value of its
+# kind as it does for one (`int` is not among them: "1e400" overflows where "12" does not).
+KIND_ONLY_FILTERS = frozenset(
+    {"default", "d", "e", "escape", "string", "upper", "lower", "title", "capitalize", "trim"}
+)
+
+
+def _note_value_reads(
+    node: jinja2.nodes.Node, *, printed: bool, found: dict[str, set[str]]
+) -> None:
+    """Add to `found` the fields of its records (`contact.x`) that `node` reads other than by
+    printing them (`CompiledTemplate.value_reads`); `printed`: node's value is only output."""
+    import jinja2.nodes
+
+    if isinstance(node, jinja2.nodes.Getattr):
+        if isinstance(node.node, jinja2.nodes.Name) and node.node.name in found:
+            if not printed:
+                found[node.node.name].add(node.attr)
+            return
+        # A field of a printed record is printed too: the record's kind holds its fields' kinds.
+        _note_value_reads(node.node, printed=printed, found=found)
+        return
+    if isinstance(node, jinja2.nodes.Output):
+        for part in node.nodes:
+            _note_value_reads(part, printed=True, found=found)
+        return
+    if isinstance(node, jinja2.nodes.Filter) and printed and node.name in KIND_ONLY_FILTERS:
+        if node.node is not None:
+            _note_value_reads(node.node, printed=True, found=found)
+        for argument in (*node.args, *node.kwargs, node.dyn_args, node.dyn_kwargs):
+            if argument is not None:
+                _note_value_reads(argument, printed=False, found=found)
+        return
+    if isinstance(node, jinja2.nodes.Concat) and printed:
+        for part in node.nodes:
+            _note_value_reads(part, printed=True, found=found)
+        return
+    for child in node.iter_child_nodes():
+        _note_value_reads(child, printed=False, found=found)
 
 
 # Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child,

@@ -268,6 +268,11 @@ def _read_names(record: Mapping[str, Any], fields: frozenset[str] | None) -> lis
     return sorted(record) if fields is None else sorted(fields)
 
 
+def _fields_values(record: Mapping[str, Any], fields: frozenset[str] | None) -> str:
+    """The values (not only the kinds) of a record's `fields` (every field, for None)."""
+    return repr([(name, record.get(name)) for name in _read_names(record, fields)])
+
+
 def _fields_shape(record: Mapping[str, Any], fields: frozenset[str] | None) -> Hashable:
     """The kinds of a record's `fields` (every field, for None): see `_value_shape`."""
     return tuple(
@@ -277,10 +282,13 @@ def _fields_shape(record: Mapping[str, Any], fields: frozenset[str] | None) -> H
 
 
 def _value_shape(value: Any) -> Hashable:
-    """A value's kind as a template can tell it: none, its type, a record's own fields and
-    their kinds, a list's emptiness and the kinds of its items."""
+    """A value's kind as a template can tell it: none, its type, a text's blankness (a
+    subject of only a blank name renders empty), a record's own fields and their kinds, a
+    list's emptiness and the kinds of its items."""
     if value is None:
         return None
+    if isinstance(value, str):
+        return ("str", not value.strip())
     if isinstance(value, Mapping):
         return ("record", _fields_shape(value, None))
     if isinstance(value, list | tuple):
@@ -487,12 +495,6 @@ class DryRunSink:
                 key = self._render_key(message, contact, reads_contact)
                 error = await self._check(key, renderer, message, contact, tenant)
                 if error is not None:
-                    # Sends alike in kinds can differ in values a filter reads (prices "abc"
-                    # and "12.50" are both text): a failure is checked again with this
-                    # send's own values, so one contact's bad value fails no other.
-                    exact = (key, self._read_values(message, contact))
-                    error = await self._check(exact, renderer, message, contact, tenant)
-                if error is not None:
                     failures[message.outbox_id] = error
         return failures
 
@@ -515,20 +517,6 @@ class DryRunSink:
             _, self.render_checks[key] = await self._render_one(renderer, message, contact, company)
         return self.render_checks[key]
 
-    def _read_values(self, message: OutgoingMessage, contact: Mapping[str, Any] | None) -> str:
-        """The values (not only the kinds) of the fields the send's template reads."""
-        template = self._template(message)
-        if template is None:
-            return ""
-        reads = template.record_reads
-        event = message.payload.get("event") or {}
-
-        def values(record: Mapping[str, Any], fields: frozenset[str] | None) -> list[Any]:
-            return [(name, record.get(name)) for name in _read_names(record, fields)]
-
-        shown = values(contact, reads["contact"]) if contact is not None else None
-        return repr((shown, values(event, reads["event"])))
-
     def _template(self, message: OutgoingMessage) -> CompiledTemplate | None:
         campaign = self.campaigns.get(message.campaign)
         return campaign.templates.get(message.template or "") if campaign else None
@@ -546,32 +534,33 @@ class DryRunSink:
     def _render_key(
         self, message: OutgoingMessage, contact: Mapping[str, Any] | None, reads_contact: bool
     ) -> Hashable:
-        """What a send's render can depend on: its template, and of its contact (when it
+        """What decides whether a send renders: its template, and of its contact (when it
         reads the contact, `_reads_contact`) and its event the fields the template reads
-        (`CompiledTemplate.record_reads`), each by its kind (present or not, text or
-        number, a record's own fields ...), with the contact's locale and zone as they are.
-        Two sends alike in these render alike but for the values themselves: a value of the
-        right kind that a filter cannot read (a price "abc" given to `money`) fails live;
-        in a dry-run only for `--contact`, or where the key's first send failed too
-        (`_render_failures` checks a failing key's sends by their own values).
+        (`CompiledTemplate.record_reads`), each by its kind (present or not, blank text or
+        not, number, a record's own fields ...), the values of those whose value it reads
+        beyond printing them (`CompiledTemplate.value_reads`: a price given to `money`, a
+        plan tested in an `if`), and the contact's locale and zone. Sends alike in these
+        differ only in values the template prints as they are, and so render alike.
         """
         template = self._template(message)
         if template is None or (reads_contact and contact is None):
             return (message.campaign, message.version, message.template, contact is None)
         reads = template.record_reads
+        values = template.value_reads
         event = message.payload.get("event") or {}
         shown = (
             (
                 contact.get("locale"),
                 contact.get("timezone"),
                 _fields_shape(contact, reads["contact"]),
+                _fields_values(contact, values["contact"]),
             )
             if contact is not None
             else None
         )
         return (
             message.campaign, message.version, message.template, message.channel, shown,
-            _fields_shape(event, reads["event"]),
+            _fields_shape(event, reads["event"]), _fields_values(event, values["event"]),
         )  # fmt: skip
 
     async def _render_one(

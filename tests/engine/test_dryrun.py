@@ -1748,9 +1748,9 @@ def test_a_send_whose_template_cannot_render_fails_as_it_would_live(
 def test_a_template_is_rendered_once_per_shape_of_what_it_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """200 contacts, two shapes (with a city, without): each template renders a handful of
-    times, not once per send, and every send still gets its verdict. The failing shape is
-    checked once more with a failing send's own values, which all 100 share."""
+    """200 contacts, two shapes (with a city, without): each template renders once per
+    shape, not once per send, and every send still gets its verdict. The cities differ, but
+    a city is only printed, so its value cannot change whether the render fails."""
     from cadence.adapters.render import TemplateRenderer
 
     renders: list[str] = []
@@ -1763,7 +1763,7 @@ def test_a_template_is_rendered_once_per_shape_of_what_it_reads(
     monkeypatch.setattr(TemplateRenderer, "render", counted)
     report = _city_run("sqlite://", tmp_path, 200, render=False)
     assert sum(1 for s in report.sends if s.error is not None) == 100
-    assert Counter(renders) == {"city_news": 3, "plain": 1}
+    assert Counter(renders) == {"city_news": 2, "plain": 1}
 
 
 MONEY_OFFER = """
@@ -1793,6 +1793,84 @@ def test_one_contacts_unreadable_value_fails_only_their_send(tmp_path: Path) -> 
     assert sorted(json.loads(line)["contact"] for line in result.stdout.splitlines()[:-1]) == [
         "a", "b", "c", "d"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("templates", "people", "failing", "reason"),
+    [
+        pytest.param(
+            MONEY_OFFER,
+            [{"price": "12.50"}, {"price": "abc"}, {"price": "99"}],
+            "b",
+            "TypeError: expected a number, got 'abc'",
+            id="a price money cannot read, after one it can",
+        ),
+        pytest.param(
+            """
+template offer email {
+  subject "Offer"
+  body "<p>{% if contact.plan == 'gold' %}Since {{ contact.since | date }}{% endif %}</p>"
+}
+campaign offers { on launch { send email offer } }
+""",
+            [{"plan": "silver", "since": "soon"}, {"plan": "gold", "since": "soon"},
+             {"plan": "silver", "since": "later"}],
+            "b",
+            "TypeError: expected a date or datetime, got 'soon'",
+            id="a branch only one plan takes",
+        ),
+    ],
+)  # fmt: skip
+def test_a_value_only_one_contact_has_fails_their_send_though_an_alike_one_rendered(
+    tmp_path: Path, templates: str, people: list[dict[str, Any]], failing: str, reason: str
+) -> None:
+    """Contacts alike in the kinds of what the template reads (all text) whose values decide
+    whether it renders: the first send rendered, and the dry-run took that for all of them,
+    though live the send to `failing` fails. Only that send fails here too."""
+    contacts = [
+        {"id": cid, "email": f"{cid}@example.test", **fields}
+        for cid, fields in zip("abc", people, strict=True)
+    ]
+    result = _cli_dry_run(
+        tmp_path, templates, contacts, "--start", "2026-12-01T09:00:00Z", "--until", "1d",
+        "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "would fail" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "1 send of offers" in warnings[0] and reason in warnings[0], warnings
+    assert warnings[0].endswith(f"(contacts {failing})"), warnings
+
+
+def test_a_blank_event_value_as_the_whole_subject_fails_that_send(tmp_path: Path) -> None:
+    """`{{ event.plan }}` as the subject renders empty for a plan of only spaces, which
+    fails that send live; the dry-run took the first signup's render for all three."""
+    source = tmp_path / "campaigns.cadence"
+    source.write_text(
+        'template hello email { subject "{{ event.plan }}" body "<p>x</p>" }\n'
+        "campaign offers { when signup send email hello }\n",
+        "utf-8",
+    )
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": cid, "email": f"{cid}@example.test"} for cid in "abc"]
+    )
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"contact": cid, "name": "signup", "at": "2026-12-01T10:00:00Z",
+             "properties": {"plan": plan}}
+            for cid, plan in zip("abc", ("Gold", "  ", "Basic"), strict=True)
+        ],
+    )  # fmt: skip
+    result = run_cadence(
+        "dry-run", str(source), "--contacts", str(contacts), "--events", str(events),
+        "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "cadence dry-run: warning: 1 send of offers (hello) would fail: template hello"
+        " (subject): the subject rendered empty (contacts b)"
+    ) in result.stderr
 
 
 def test_the_command_line_names_sends_that_would_fail_on_stderr(tmp_path: Path) -> None:
