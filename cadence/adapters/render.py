@@ -210,25 +210,34 @@ def normalize_locale(tag: str) -> str:
     return "_".join([head, *rest])
 
 
+def _lineage(requested: str | None) -> list[str]:
+    """A locale and its parents, most specific first: `es_MX` -> `es`."""
+    tag = normalize_locale(requested or "")
+    if not tag:
+        return []
+    parts = tag.split("_")
+    return ["_".join(parts[:end]) for end in range(len(parts), 0, -1)]
+
+
 def locale_chain(requested: str | None, default: str = DEFAULT_LOCALE) -> list[str]:
-    """The locales to try, most specific first: `es_MX` -> `es` -> default."""
-    chain: list[str] = []
-    if requested:
-        parts = normalize_locale(requested).split("_")
-        for end in range(len(parts), 0, -1):
-            chain.append("_".join(parts[:end]))
+    """The locales to format for, most specific first: `es_MX` -> `es` -> default."""
+    chain = _lineage(requested)
     for tag in (normalize_locale(default), DEFAULT_LOCALE):
         if tag:
             chain.append(tag)
     return list(dict.fromkeys(chain))
 
 
-def select_locale(
-    requested: str | None, available: Iterable[str], default: str = DEFAULT_LOCALE
-) -> str | None:
-    """The key of the best `locale` block for this request, or None for the default content."""
+def select_locale(requested: str | None, available: Iterable[str]) -> str | None:
+    """The key of the best `locale` block for this request, or None for the default content.
+
+    Only the requested locale and its parents are tried (`es_MX` -> `es`): a contact no
+    block matches gets the template's default content, whatever language that is written
+    in, never a block for the renderer's default locale (a `locale "en"` beside Spanish
+    default content is for English speakers, not for everyone else).
+    """
     by_norm = {normalize_locale(key): key for key in available}
-    for tag in locale_chain(requested, default):
+    for tag in _lineage(requested):
         if tag in by_norm:
             return by_norm[tag]
     return None
@@ -898,7 +907,7 @@ class TemplateRenderer:
     ) -> RenderedContent:
         """Render `template` for one contact; raises `TemplateRenderError` and nothing else."""
         requested = context.locale or _text(context.contact.get("locale"))
-        key = select_locale(requested, template.locales, self.default_locale)
+        key = select_locale(requested, template.locales)
         content = template.locales[key] if key is not None else template.content
         chosen = key or self.default_locale
         fmt_locale = babel_locale([*locale_chain(requested, self.default_locale)])

@@ -34,7 +34,15 @@ def sms(body: str, name: str = "t") -> CompiledTemplate:
 
 
 def render_sms(renderer: TemplateRenderer, body: str, **contact: object) -> SmsContent:
-    result = renderer.render(sms(body), RenderContext(contact=contact))
+    return render_sms_template(renderer, sms(body), contact.pop("locale", None), **contact)
+
+
+def render_sms_template(
+    renderer: TemplateRenderer, template: CompiledTemplate, locale: object, **contact: object
+) -> SmsContent:
+    if locale is not None:
+        contact["locale"] = locale
+    result = renderer.render(template, RenderContext(contact=contact))
     assert isinstance(result, SmsContent)
     return result
 
@@ -439,7 +447,33 @@ def test_locale_chain_and_selection() -> None:
     assert select_locale("es_MX", ["es", "fr"]) == "es"
     assert select_locale("es-MX", ["es_MX", "es"]) == "es_MX"
     assert select_locale("de", ["es"]) is None
-    assert select_locale("de", ["es"], default="es") == "es"
+    assert select_locale("PT-br", ["pt", "pt-BR"]) == "pt-BR"
+    assert select_locale("pt_PT", ["pt", "pt-BR"]) == "pt"
+    assert select_locale(None, ["en"]) is None and select_locale(" ", ["en"]) is None
+
+
+def test_no_matching_block_gets_the_default_content_not_the_english_block(
+    renderer: TemplateRenderer,
+) -> None:
+    # docs/language.md: "everyone else gets the default", even beside a `locale "en"` block.
+    hola = CompiledTemplate(
+        name="hola",
+        channel="sms",
+        content=TemplateContentModel(body="Hola {{ 1234.5 | number }}"),
+        locales={"en": TemplateContentModel(body="Hello {{ 1234.5 | number }}")},
+    )
+    texts = {
+        locale: render_sms_template(renderer, hola, locale).text
+        for locale in ("es", "fr", "xx-YY", None, "en", "en-GB")
+    }
+    assert texts == {
+        "es": "Hola 1.234,5",
+        "fr": "Hola 1\u202f234,5",
+        "xx-YY": "Hola 1,234.5",
+        None: "Hola 1,234.5",
+        "en": "Hello 1,234.5",
+        "en-GB": "Hello 1,234.5",
+    }
 
 
 def test_contact_locale_picks_the_localized_block_and_formats(renderer: TemplateRenderer) -> None:
