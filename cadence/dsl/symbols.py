@@ -104,6 +104,11 @@ TEMPLATE_VARIABLES: frozenset[str] = frozenset(
     {"contact", "company", "tenant", "campaign", "event", "locale", "unsubscribe_url",
      "preferences_url", "view_in_browser_url", "confirm_url"}
 )  # fmt: skip
+# The filters Cadence adds to Jinja's own (`adapters.render.LOCALE_FILTERS`), formatting for
+# the contact's locale.
+LOCALE_FILTER_NAMES: frozenset[str] = frozenset(
+    {"number", "money", "currency", "percent", "date", "datetime", "time"}
+)
 DAY_NAMES: tuple[str, ...] = (
     "monday",
     "tuesday",

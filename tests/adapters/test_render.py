@@ -8,6 +8,7 @@ import pytest
 
 from cadence.adapters.render import (
     LINK_VARIABLES,
+    LOCALE_FILTERS,
     ApprovedWhatsAppTemplate,
     EmailContent,
     RenderContext,
@@ -21,6 +22,7 @@ from cadence.adapters.render import (
     select_locale,
 )
 from cadence.dsl.compiled import CompiledTemplate, TemplateContentModel
+from cadence.dsl.symbols import LOCALE_FILTER_NAMES
 from cadence.errors import CadenceError
 
 
@@ -602,3 +604,8 @@ def test_the_checker_knows_exactly_the_names_a_template_is_given(
     result = renderer.render(sms(text), context)
     assert isinstance(result, SmsContent)
     assert result.text.split() == ["True"] * len(TEMPLATE_VARIABLES)
+
+
+def test_the_checker_knows_every_filter_the_renderer_adds() -> None:
+    # `cadence check` reports an unknown filter (E220) from this list of names.
+    assert set(LOCALE_FILTERS) == LOCALE_FILTER_NAMES

@@ -31,7 +31,7 @@ from cadence.dsl.checks.expressions import (
 )
 from cadence.dsl.compiled import template_names
 from cadence.dsl.loader import LoadedFile
-from cadence.dsl.symbols import TEMPLATE_VARIABLES, CampaignUnit
+from cadence.dsl.symbols import LOCALE_FILTER_NAMES, TEMPLATE_VARIABLES, CampaignUnit
 from cadence.errors import did_you_mean
 
 SCHEMA_TYPES: tuple[str, ...] = (
@@ -193,8 +193,11 @@ def _check_body_file(ctx: CheckContext, loaded: LoadedFile, body_file: ast.Strin
 
 @cache
 def _jinja() -> SandboxedEnvironment:
-    # Parsing only: nothing a template says is ever run by the checker.
-    return SandboxedEnvironment()
+    # Parsing only: nothing a template says is ever run by the checker. The filters the
+    # renderer adds are named so that a check of filter names knows them.
+    env = SandboxedEnvironment()
+    env.filters.update(dict.fromkeys(LOCALE_FILTER_NAMES, str))
+    return env
 
 
 def _check_body_file_text(
@@ -236,6 +239,7 @@ def _check_template_text(
             "check the {{ }} and {% %} tags: each must be closed",
         )
         return
+    _check_filters_and_tests(ctx, parsed, span, where_text, file is not None)
     _warn_unknown_variables(ctx, parsed, span, where_text if file else None)
     reported: set[str] = set()
     for node in parsed.find_all(jinja_nodes.Getattr):
@@ -258,6 +262,38 @@ def _check_template_text(
                 f"`contact.{attribute}` in {where_text} (line {node.lineno}) is not a contact "
                 "attribute of the schema",
                 did_you_mean(attribute, ctx.symbols.schema) or "declare it in `schema contact { }`",
+            )
+
+
+def _check_filters_and_tests(
+    ctx: CheckContext, parsed: jinja_nodes.Template, span: ast.Span, where_text: str, file: bool
+) -> None:
+    """`{{ price | mony('USD') }}`: Jinja refuses to compile a template naming a filter (or a
+    test, `is defind`) it does not have, so every send of it would fail to render."""
+    env = _jinja()
+    # `{% if x is filter('f') %}` is how a template asks; Jinja then defers an unknown `f`.
+    asked = {
+        arg.value
+        for node in parsed.find_all(jinja_nodes.Test)
+        if node.name in ("filter", "test")
+        for arg in node.args
+        if isinstance(arg, jinja_nodes.Const)
+    }
+    reported: set[tuple[str, str]] = set()
+    kinds = (("filter", jinja_nodes.Filter, env.filters), ("test", jinja_nodes.Test, env.tests))
+    for kind, node_type, known in kinds:
+        for node in parsed.find_all(node_type):
+            name = node.name
+            if name in known or name in asked or (kind, name) in reported:
+                continue
+            reported.add((kind, name))
+            line = f" (line {node.lineno})" if file else ""
+            ctx.error(
+                span if file else ctx.word_span(span, name),
+                "E220",
+                f"{where_text}{line} uses the {kind} `{name}`, which does not exist, so it"
+                " cannot render",
+                did_you_mean(name, known) or f"see the {kind}s in docs/channels.md",
             )
 
 
