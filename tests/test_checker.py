@@ -568,6 +568,17 @@ def test_a_template_on_an_unknown_channel_is_reported_once() -> None:
     assert [(d.code, d.line) for d in found] == [("E104", 1)]
 
 
+def test_a_locale_block_needs_a_locale_code_given_once() -> None:
+    blocks = ('locale "Portuguese" {}', 'locale "" {}', 'locale "ES" {}', 'locale "es-419" {}')
+    found = check_text(f'template t sms {{ body "x" {" ".join(blocks)} }}')
+    assert [(d.code, d.column) for d in found] == [("E221", 35), ("E221", 50)]
+    assert "not a locale" in found[0].message and "not a locale" in found[1].message
+    spellings = 'locale "PT-br" {} locale "pt" {} locale "pt_BR" {}'
+    twice = check_text(f'template t sms {{ body "x" {spellings} }}')
+    assert [(d.code, d.column) for d in twice] == [("E221", 68)]
+    assert 'the first, "PT-br", is at <string>:1' in (twice[0].hint or "")
+
+
 def test_send_suggestions_prefer_templates_of_the_same_channel() -> None:
     program = (
         'template follow_up sms "Hi"\ntemplate follow_up_whatsapp whatsapp "Hi"\n'

@@ -7,6 +7,7 @@ where those answers are computed, once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,9 @@ TEMPLATE_VARIABLES: frozenset[str] = frozenset(
     {"contact", "company", "tenant", "campaign", "event", "locale", "unsubscribe_url",
      "preferences_url", "view_in_browser_url", "confirm_url"}
 )  # fmt: skip
+# A locale as a contact's `locale` and a template's `locale "..."` block write it: `en`,
+# `es-MX`, `pt_BR` (the language, then subtags).
+LOCALE_TAG = re.compile(r"([A-Za-z]{2,3})((?:[-_][A-Za-z0-9]{2,8})*)")
 # The filters Cadence adds to Jinja's own (`adapters.render.LOCALE_FILTERS`), formatting for
 # the contact's locale.
 LOCALE_FILTER_NAMES: frozenset[str] = frozenset(

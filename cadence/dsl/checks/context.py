@@ -55,6 +55,7 @@ CHECK_CODES: dict[str, str] = {
     "E218": "template without a body",
     "E219": "duplicate split branch name",
     "E220": "template text that is not a valid template",
+    "E221": "a locale block whose code is not a locale, or given twice",
     "W301": "unreachable step",
     "W302": "wait that runs past the campaign's end",
     "W303": "frequency cap that holds back a later send",

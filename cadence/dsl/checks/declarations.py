@@ -5,7 +5,7 @@ Template rules (documented in docs/diagnostics.md): every template needs a body 
 that names it. An email needs a subject. Only email has a preheader; only email and inbox
 messages have a subject, so a subject or preheader on sms, whatsapp or webhook is an error
 rather than text silently dropped. A `locale` block may leave parts out: they fall back to
-the template's default content.
+the template's default content; its code must be a locale, given once per template.
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ from cadence.dsl.checks.expressions import (
 )
 from cadence.dsl.compiled import template_names
 from cadence.dsl.loader import LoadedFile
-from cadence.dsl.symbols import LOCALE_FILTER_NAMES, TEMPLATE_VARIABLES, CampaignUnit
+from cadence.dsl.symbols import (
+    LOCALE_FILTER_NAMES,
+    LOCALE_TAG,
+    TEMPLATE_VARIABLES,
+    CampaignUnit,
+)
 from cadence.errors import did_you_mean
 
 SCHEMA_TYPES: tuple[str, ...] = (
@@ -140,6 +145,7 @@ def _check_template(ctx: CheckContext, loaded: LoadedFile, template: ast.Templat
             f"the email template `{template.name}` has no subject",
             'add `subject "..."` inside its { }',
         )
+    _check_locale_codes(ctx, template)
     parts = [content, *(locale.content for locale in template.locales)]
     for part in parts:
         _check_parts_for_channel(ctx, template, part)
@@ -152,6 +158,32 @@ def _check_template(ctx: CheckContext, loaded: LoadedFile, template: ast.Templat
                 _check_template_text(ctx, template, label, literal.value, literal.span, None)
         if part.body_file is not None and _check_body_file(ctx, loaded, part.body_file):
             _check_body_file_text(ctx, loaded, template, part.body_file)
+
+
+def _check_locale_codes(ctx: CheckContext, template: ast.TemplateDecl) -> None:
+    """A block's code must be a locale a contact can have, once: `locale "Portuguese"` or a
+    second `locale "pt_BR"` beside `locale "pt-BR"` is text no contact would ever get."""
+    first: dict[str, ast.LocaleBlock] = {}
+    for block in template.locales:
+        span = ctx.word_span(block.span, block.locale) if block.locale else block.span
+        if LOCALE_TAG.fullmatch(block.locale) is None:
+            ctx.error(
+                span,
+                "E221",
+                f'"{block.locale}" in `{template.name}` is not a locale, so no contact gets it',
+                'write a language code, with a region if needed: "pt", "pt-BR", "es-MX"',
+            )
+            continue
+        # Contacts' locales match blocks in any case and with `-` or `_` (docs/channels.md).
+        key = block.locale.lower().replace("_", "-")
+        earlier = first.setdefault(key, block)
+        if earlier is not block:
+            ctx.error(
+                span,
+                "E221",
+                f'the locale "{block.locale}" of `{template.name}` is given twice',
+                f'the first, "{earlier.locale}", is at {where(earlier.span)}; merge the two',
+            )
 
 
 def _check_parts_for_channel(

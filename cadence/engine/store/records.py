@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cadence.dsl.symbols import LOCALE_TAG
 from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH
 from cadence.engine.store.schema import (
     IDENTIFIER,
@@ -92,7 +93,6 @@ _PHONE_NOISE = re.compile(r"[\s\-.()/]")
 # is dialled only from inside the country and is not part of the international number.
 _TRUNK_ZERO = re.compile(r"^\s*(\+|00)\s*(\d{1,3})\s*\(0\)")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_LOCALE = re.compile(r"([A-Za-z]{2,3})((?:[-_][A-Za-z0-9]{2,8})*)")
 
 
 def _text(value: Any, *, what: str) -> str:
@@ -152,7 +152,7 @@ def normalize_timezone(value: Any) -> str:
 def normalize_locale(value: Any) -> str:
     """A BCP 47 style locale such as `en`, `es-MX`, `pt-BR` (underscores accepted)."""
     text = _text(value, what="a locale")
-    match = _LOCALE.fullmatch(text)
+    match = LOCALE_TAG.fullmatch(text)
     if match is None:
         raise ValueError(f"{text!r} is not a locale (e.g. en, es-MX, pt-BR)")
     parts = [match.group(1).lower()]
