@@ -978,11 +978,11 @@ class TemplateRenderer:
             # An in-app message: its subject (a title) is optional, as the language allows.
             return self._render_email(name, content, variables, locale, needs_subject=False)
         if channel == "sms":
-            text = self._render_part(name, "body", content.body, variables, html=False).strip()
+            text = self._render_message_text(name, content, variables)
             length: SmsLength = sms_length(text)
             return SmsContent(text, length.encoding, length.units, length.segments, locale)
         if channel == "whatsapp":
-            text = self._render_part(name, "body", content.body, variables, html=False).strip()
+            text = self._render_message_text(name, content, variables)
             spec = approved or self.whatsapp_templates.get(name)
             call = None
             if spec is not None:
@@ -1004,6 +1004,16 @@ class TemplateRenderer:
                 payload = {"data": payload}
             return WebhookContent(payload, locale)
         raise TemplateRenderError(name, f"no renderer for channel `{channel}`")
+
+    def _render_message_text(
+        self, name: str, content: TemplateContentModel, variables: Mapping[str, Any]
+    ) -> str:
+        """An SMS's or WhatsApp message's text; one that renders to nothing is not sent (an
+        empty SMS is still billed, and WhatsApp refuses empty text)."""
+        text = self._render_part(name, "body", content.body, variables, html=False).strip()
+        if not text:
+            raise TemplateRenderError(name, "the message rendered empty", part="body")
+        return text
 
     def _render_email(
         self,

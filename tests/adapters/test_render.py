@@ -609,3 +609,21 @@ def test_the_checker_knows_exactly_the_names_a_template_is_given(
 def test_the_checker_knows_every_filter_the_renderer_adds() -> None:
     # `cadence check` reports an unknown filter (E220) from this list of names.
     assert set(LOCALE_FILTERS) == LOCALE_FILTER_NAMES
+
+
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+def test_a_text_message_that_renders_empty_fails_its_send(
+    renderer: TemplateRenderer, channel: str
+) -> None:
+    # An empty SMS is still billed, and WhatsApp refuses empty text: fail it, visibly.
+    note = CompiledTemplate(
+        name="note",
+        channel=channel,
+        content=TemplateContentModel(body=" {{ contact.note | default('') }}\n"),
+    )
+    with pytest.raises(
+        TemplateRenderError, match=r"template note \(body\): the message rendered empty"
+    ):
+        renderer.render(note, RenderContext(contact={"id": "c1"}))
+    sent = renderer.render(note, RenderContext(contact={"id": "c1", "note": "See you at 9"}))
+    assert isinstance(sent, SmsContent | WhatsAppContent) and sent.text == "See you at 9"
