@@ -1873,6 +1873,35 @@ def test_a_blank_event_value_as_the_whole_subject_fails_that_send(tmp_path: Path
     ) in result.stderr
 
 
+def test_a_text_message_that_renders_empty_fails_only_for_its_contact(tmp_path: Path) -> None:
+    """Notes "See you at 9" and " " are both text, so the blank one's send was taken for
+    rendered like the first; live it fails: an SMS that renders empty is not sent."""
+    people = [
+        {"id": c, "phone": f"+1555000000{i}", "sms_opt_in": True} for i, c in enumerate("abc")
+    ]
+    events = write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {
+                "contact": c,
+                "name": "ping",
+                "properties": {"note": note},
+                "at": f"2026-12-01T10:0{i}:00Z",
+            }
+            for i, (c, note) in enumerate([("a", "See you at 9"), ("b", " "), ("c", "Bye")])
+        ],
+    )
+    result = _cli_dry_run(
+        tmp_path, 'template note sms "{{ event.note }}"\nwhen ping send sms note', people,
+        "--events", str(events), "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        "1 send of campaigns_ping (note) would fail: template note (body):"
+        " the message rendered empty (contacts b)"
+    ) in result.stderr
+
+
 def test_the_command_line_names_sends_that_would_fail_on_stderr(tmp_path: Path) -> None:
     people = [
         {"id": "a", "email": "a@example.test", "city": "Lyon"},
