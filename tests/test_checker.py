@@ -933,3 +933,43 @@ def test_engagement_in_a_step_is_named_only_for_templates_the_campaign_never_sen
 def test_an_ordering_with_a_quoted_number_is_named(condition: str, warned: bool) -> None:
     found = check_text(f"segment s = {condition}")
     assert codes(found) == (["W311"] if warned else [])
+
+
+_PRICE_DROP = (
+    'template drop email {{ subject "Now {subject}" body "<p>x</p>" }}\n'
+    'template hello email {{ subject "Hi" body "x" }}\n'
+    "segment vip = lead_score > 50\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("subject", "trigger", "fields"),
+    [
+        ("{{ event.price | money('USD') }}", "on launch", ["price"]),
+        ("{{ event['sku'] }} {{ event.city }}", "on segment_enter vip", ["city", "sku"]),
+        ("{{ event.price }}", "on contact_created", ["price"]),
+        ("{{ event.price }}", "every monday 09:00 local", ["price"]),
+        ("{{ event.price }}", "when price_changed", []),  # the trigger's event is there
+        ("{{ event.price | default('soon') }}", "on launch", []),
+        ("{% if event.price %}{{ event.price }}{% endif %}", "on launch", []),
+        ("{{ event.price if event.price is defined else '' }}", "on launch", []),
+        ("{{ contact.first_name | default('you') }}", "on launch", []),
+    ],
+)
+def test_a_template_reading_the_event_sent_where_there_is_none_is_named(
+    subject: str, trigger: str, fields: list[str]
+) -> None:
+    """Only a `when EVENT` trigger gives its steps an event: elsewhere `{{ event.price }}`
+    is undefined for every send, and each of them fails to render. A read under `default`,
+    an `if` or an `is` test has its absence seen to."""
+    found = check_text(
+        _PRICE_DROP.format(subject=subject)
+        + f"campaign c {{ {trigger} {{ send email drop  send email hello }} }}"
+    )
+    assert codes(found) == (["W312"] if fields else [])
+    if fields:
+        (warning,) = found
+        assert warning.severity == "warning"
+        named = ", ".join(f"`event.{name}`" for name in fields)
+        assert f"`drop` reads {named}, but this step's trigger gives no event" in warning.message
+        assert warning.column == len("campaign c { " + trigger + " { send email ") + 1

@@ -750,6 +750,40 @@ def _note_value_reads(
         _note_value_reads(child, printed=False, found=found)
 
 
+def unguarded_event_reads(tree: jinja2.nodes.Template) -> frozenset[str]:
+    """The `event.FIELD`s a template text reads where nothing catches their absence: not
+    under `default`, not in an `{% if %}` (or `x if y else z`) nor an `is` test. Without
+    an event, each of them fails every render of the text."""
+    import jinja2.nodes
+
+    found: set[str] = set()
+
+    def visit(node: jinja2.nodes.Node, guarded: bool) -> None:
+        if isinstance(node, jinja2.nodes.Getattr | jinja2.nodes.Getitem):
+            target = node.node
+            if isinstance(target, jinja2.nodes.Name) and target.name == "event":
+                field = node.attr if isinstance(node, jinja2.nodes.Getattr) else node.arg
+                if isinstance(field, jinja2.nodes.Const):
+                    field = field.value
+                if not guarded and isinstance(field, str):
+                    found.add(field)
+                return
+        if isinstance(node, jinja2.nodes.Filter) and node.name in ("default", "d"):
+            if node.node is not None:
+                visit(node.node, True)
+            for argument in (*node.args, *node.kwargs):
+                visit(argument, guarded)
+            return
+        inside = guarded or isinstance(
+            node, jinja2.nodes.If | jinja2.nodes.CondExpr | jinja2.nodes.Test
+        )
+        for child in node.iter_child_nodes():
+            visit(child, inside)
+
+    visit(tree, False)
+    return frozenset(found)
+
+
 # Names Jinja itself gives a template: inside a `for`, a `call` block, a macro or a child,
 # and its globals (`range`, `namespace` ...).
 JINJA_NAMES = frozenset(

@@ -67,6 +67,7 @@ CHECK_CODES: dict[str, str] = {
     "W309": "a score's or segment's name used as a stored attribute (`contact.NAME`, `set NAME`)",
     "W310": "engagement in a step about a template the campaign never sends",
     "W311": "an ordering comparison with a number written in quotes",
+    "W312": "a template that reads `event.FIELD` sent where there is no event",
 }
 
 
@@ -79,6 +80,9 @@ class CheckContext:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     # True while checking the steps of a `when EVENT` / `on EVENT` trigger: `event.x` exists.
     event_in_scope: bool = False
+    # Per template, the `event.FIELD`s its text reads with nothing to catch their absence
+    # (`compiled.unguarded_event_reads`): filled by the declarations, read at each send.
+    event_reads: dict[str, set[str]] = field(default_factory=dict)
 
     def report(
         self,

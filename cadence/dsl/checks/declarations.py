@@ -29,7 +29,7 @@ from cadence.dsl.checks.expressions import (
     is_contact_attribute,
     warn_computed_attribute,
 )
-from cadence.dsl.compiled import template_names
+from cadence.dsl.compiled import template_names, unguarded_event_reads
 from cadence.dsl.loader import LoadedFile
 from cadence.dsl.symbols import (
     LOCALE_FILTER_NAMES,
@@ -273,6 +273,7 @@ def _check_template_text(
         return
     _check_filters_and_tests(ctx, parsed, span, where_text, file is not None)
     _warn_unknown_variables(ctx, parsed, span, where_text if file else None)
+    ctx.event_reads.setdefault(template.name, set()).update(unguarded_event_reads(parsed))
     reported: set[str] = set()
     for node in parsed.find_all(jinja_nodes.Getattr):
         target = node.node

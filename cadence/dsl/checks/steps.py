@@ -250,6 +250,17 @@ def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting 
             f"write `send {declared.node.channel} {send.template}`"
             f" or use {article(send.channel)} template",
         )
+    event_reads = sorted(ctx.event_reads.get(send.template, ()))
+    if declared is not None and event_reads and not ctx.event_in_scope:
+        fields = ", ".join(f"`event.{name}`" for name in event_reads)
+        ctx.warning(
+            send.template_span,
+            "W312",
+            f"`{send.template}` reads {fields}, but this step's trigger gives no event, so"
+            " every send of it here fails to render",
+            "send it from a `when EVENT` trigger, or give the field a default:"
+            f" `{{{{ event.{event_reads[0]} | default('') }}}}`",
+        )
     if allowed is not None and channel_known and send.channel not in allowed.channels:
         ctx.error(
             send.channel_span,
