@@ -25,6 +25,8 @@ from cadence.engine import timing
 MAX_NODES_PER_ADVANCE = 1000
 # `_send`'s answer when the send must wait at its step while the campaign is paused.
 HELD: Literal["held"] = "held"
+# Why a send is skipped whose send window lies inside quiet hours for its contact.
+NO_SEND_MOMENT = "no moment in the send window outside quiet hours"
 
 Status = Literal["active", "completed", "exited"]
 
@@ -374,7 +376,13 @@ def _send(
 ) -> dt.datetime | Literal["held"] | None:
     """Plan or skip one send; or when the send window / quiet hours next allow it; or HELD."""
     settings = campaign.settings
-    allowed_at = _next_allowed(env, node.channel, campaign)
+    try:
+        allowed_at = _next_allowed(env, node.channel, campaign)
+    except timing.NoSendMoment:
+        # Waiting would be for ever: the contact goes on, as after any send a gate stops.
+        effects.skipped_sends.append((node.id, NO_SEND_MOMENT))
+        history.append([stamp, node.id, f"skipped: {NO_SEND_MOMENT}"])
+        return None
     if allowed_at > env.now:
         return allowed_at
     sent = int(state.get("sends", 0))
@@ -400,26 +408,17 @@ def _send(
 
 
 def _next_allowed(env: StepEnv, channel: str, campaign: c.CompiledCampaign) -> dt.datetime:
-    """The first instant from now inside the send window and outside quiet hours."""
+    """The first instant from now inside the send window and outside quiet hours.
+
+    Raises `timing.NoSendMoment` when there is none for this contact.
+    """
     settings = campaign.settings
-    candidate = env.now
     if settings.send_window is None and not settings.quiet_hours:
-        return candidate  # without either, the contact's zone need not even be looked up
-    contact_zone = env.zone
-    # Windows and quiet hours can push each other; a few rounds settle any real combination.
-    for _ in range(16):
-        moved = candidate
-        if settings.send_window is not None:
-            zone = contact_zone if settings.send_window.local else timing.campaign_zone(campaign)
-            moved = timing.next_window_opening(moved, settings.send_window, zone)
-        for quiet in settings.quiet_hours:
-            if quiet.channel in (None, channel):
-                zone = contact_zone if quiet.local else timing.campaign_zone(campaign)
-                moved = timing.apply_quiet_hours(moved, quiet, zone)
-        if moved == candidate:
-            return candidate
-        candidate = moved
-    return candidate
+        return env.now  # without either, the contact's zone need not even be looked up
+    quiet = [q for q in settings.quiet_hours if q.channel in (None, channel)]
+    return timing.next_send_instant(
+        env.now, settings.send_window, quiet, env.zone, timing.campaign_zone(campaign)
+    )
 
 
 def _ab_split(

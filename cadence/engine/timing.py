@@ -29,6 +29,13 @@ UTC_ZONE = ZoneInfo("UTC")
 # How far ahead a search for the next opening looks before deciding there is none.
 _SEARCH_DAYS = 9
 _DAY = dt.timedelta(days=1)
+# How far ahead `next_send_instant` looks for a moment: a year and a week, so every
+# daylight-saving change and every weekday has come round; none by then means none ever.
+_SEND_HORIZON = dt.timedelta(days=373)
+
+
+class NoSendMoment(ValueError):
+    """The send window and the quiet hours leave a contact no moment at all to be sent to."""
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -228,11 +235,16 @@ def next_send_instant(
     """The first instant at or after `at` inside the send window and outside every quiet hours.
 
     Pass only the quiet hours that apply to the send's channel. `local` settings are read in
-    the contact's zone, the others in the campaign's (UTC when None). Raises ValueError when
-    the window lies entirely inside quiet hours.
+    the contact's zone, the others in the campaign's (UTC when None). Raises NoSendMoment
+    when they leave no moment within a year: the window lies inside quiet hours (in the
+    two zones they are read in, for a window and quiet hours of which one is `local`).
     """
     moment = _require_aware(at, "at")
-    for _ in range(64):
+    horizon = moment + _SEND_HORIZON
+    # Each round moves the time forward (to an opening, or to the end of quiet hours), so
+    # the search ends; a window that is covered only in part of the year (by daylight
+    # saving, in two zones) opens again within the horizon.
+    while moment <= horizon:
         moved = moment
         if window is not None:
             moved = next_window_opening(
@@ -243,7 +255,7 @@ def next_send_instant(
         if moved == moment:
             return moment
         moment = moved
-    raise ValueError("the send window and the quiet hours never leave a moment to send")
+    raise NoSendMoment("the send window and the quiet hours never leave a moment to send")
 
 
 # ---------------------------------------------------------------------------- triggers

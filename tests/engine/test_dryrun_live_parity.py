@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from cadence.engine.stepper import NO_SEND_MOMENT
 from tests.engine.cadence_cli import run_cadence
 from tests.engine.parity import Case, Outcome, assert_same, compile_case, run_both, run_dry
 
@@ -76,6 +77,15 @@ def event(name: str, at: str, contact: str | None = None, **properties: Any) -> 
 
 
 Check = Callable[[Outcome], None]
+
+
+def sent_at(contact: str, at: str) -> Check:
+    """That the dry-run sent to `contact` once, at `at`."""
+
+    def check(outcome: Outcome) -> None:
+        assert [s[0] for s in outcome.sends if s[1] == contact] == [at], outcome.sends
+
+    return check
 
 
 def sends_of(template: str, count: int) -> Check:
@@ -429,6 +439,20 @@ CASES: dict[str, tuple[Case, Check]] = {
                           on launch { send sms s1 wait 12h send sms s2 } }
              """, PEOPLE, dt.datetime(2026, 3, 28, 21, 30, tzinfo=dt.UTC)),
         sends_of("s2", 4),
+    ),
+    "quiet hours in another zone close the send window for some contacts": (
+        # 09:00-12:00 local against 10:00-13:00 UTC: in UTC-1 the window is quiet all
+        # through (the send is skipped); the Azores are UTC-1 until 2026-03-29, then UTC.
+        Case(EMAILS + """
+             campaign w { send_window 09:00-12:00 local quiet_hours 10:00-13:00
+                          on launch { send email t1 } }
+             """, [*PEOPLE, person("azores", "Atlantic/Azores"), person("west", "Etc/GMT+1")],
+             SPRING),
+        lambda outcome: (
+            sends_of("t1", 5)(outcome),
+            skips(NO_SEND_MOMENT)(outcome),
+            sent_at("azores", "2026-03-29T09:00:00Z")(outcome),
+        ),
     ),
     "caps across campaigns": (
         Case(EMAILS + """

@@ -14,6 +14,7 @@ from cadence.dsl import ast
 from cadence.dsl.compiled import EveryTriggerModel, QuietHours, SendWindow
 from cadence.engine.timing import (
     UTC_ZONE,
+    NoSendMoment,
     apply_quiet_hours,
     at_trigger_instant,
     campaign_ends_instant,
@@ -328,8 +329,18 @@ def test_next_send_instant_combines_window_and_quiet_hours() -> None:
 
 
 def test_window_entirely_inside_quiet_hours_is_an_error() -> None:
-    with pytest.raises(ValueError, match="never leave"):
+    with pytest.raises(NoSendMoment, match="never leave"):
         next_send_instant(utc(2026, 1, 15), window("22:00", "23:00"), [quiet("21:00", "08:00")], NY)
+
+
+def test_a_window_closed_by_quiet_hours_in_another_zone_until_the_clocks_change() -> None:
+    # 09:00-10:00 New York time is 14:00-15:00 UTC all winter, inside quiet hours read in
+    # UTC; it opens again when New York springs forward (2027-03-14), four months on.
+    morning, afternoon = window("09:00", "10:00"), quiet("14:00", "15:00", local=False)
+    assert next_send_instant(utc(2026, 11, 10), morning, [afternoon], NY) == utc(2027, 3, 14, 13)
+    # A zone without daylight saving never leaves it a moment.
+    with pytest.raises(NoSendMoment):
+        next_send_instant(utc(2026, 11, 10), morning, [afternoon], ZoneInfo("Etc/GMT+5"))
 
 
 # ---------------------------------------------------------------------------- at / ends
