@@ -488,6 +488,10 @@ def test_quiet_hours_covering_the_send_window_close_it() -> None:
     assert codes(found) == ["E210"]
     assert "sms never sends" in found[0].message
     assert check_text(program.replace("08:00-19:00", "21:00-08:00")) == []
+    # Quiet hours in the campaign's zone against a window in each contact's: in Manila the
+    # window is 01:00-10:00 UTC, mostly outside them.
+    assert check_text(program.replace("08:00-19:00 local", "08:00-19:00")) == []
+    assert codes(check_text(program.replace("local", ""))) == ["E210"]
 
 
 def test_overnight_send_window_is_allowed() -> None:
