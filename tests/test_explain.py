@@ -132,6 +132,7 @@ weekdays; outside it they wait for the next opening.
   Costs: 0.001 USD per email and 0.05 USD per SMS.
   Goal: a contact leaves the campaign as soon as they have converted.
   Needs approval before it is launched.
+  Times written without `local` are in America/New_York too.
   Runs from 1 December 2026 to 31 January 2027.
 
 Who enters: when a new contact is created.
@@ -390,6 +391,32 @@ def test_a_time_read_in_utc_says_so(settings: str, trigger: str, named: bool) ->
     )
     text = explain_workspace(load_text(source, "t.cadence"))
     assert (ZONE_LINE in text) is named, text
+
+
+@pytest.mark.parametrize(
+    ("settings", "trigger", "said"),
+    [
+        ("quiet_hours sms 21:00-08:00", "on launch", True),
+        ("starts 2026-12-01", "on launch", True),
+        ("", "at 2026-12-01T09:00", True),
+        ("send_window 09:00-17:00 local", "at 2026-12-01T09:00 local", False),
+    ],
+)
+def test_a_fallback_zone_is_said_to_be_the_zone_of_times_without_local(
+    settings: str, trigger: str, said: bool
+) -> None:
+    """`timezone fallback "ZONE"` is the campaign's zone (docs/language.md): the times it
+    writes without `local` are read there, not only the contacts without a zone."""
+    source = (
+        'template t email { subject "T" body "." }\n'
+        f'campaign c {{ timezone fallback "Asia/Kathmandu" {settings}  {trigger} '
+        "{ send email t } }\n"
+    )
+    text = explain_workspace(load_text(source, "t.cadence"))
+    assert "Contacts without a known timezone are treated as in Asia/Kathmandu." in text
+    line = "Times written without `local` are in Asia/Kathmandu too."
+    assert (line in text) is said, text
+    assert ZONE_LINE not in text
 
 
 def test_a_wait_until_without_local_names_utc_too() -> None:

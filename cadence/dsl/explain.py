@@ -774,13 +774,15 @@ def _default_approval_sentence(unit: CampaignUnit) -> str | None:
 
 
 def _default_zone_sentence(unit: CampaignUnit) -> str | None:
-    """UTC, named, for a campaign without `timezone` that writes a time without `local`.
+    """The zone of the times a campaign writes without `local`, where no other line says it.
 
     Such a time is read in the campaign's zone, UTC by default; "between 09:00 and 17:00"
-    alone reads as the reader's own 09:00.
+    alone reads as the reader's own 09:00. `timezone fallback "ZONE"` is said as the zone
+    of contacts without one, so that it is the zone of those times too needs saying.
     """
-    if next(unit.setting(ast.TimezoneSetting), None) is not None:
-        return None
+    setting = next(unit.setting(ast.TimezoneSetting), None)
+    if setting is not None and not setting.fallback:
+        return None  # "Timezone: ZONE." says it
     steps = (step for block in unit.triggers for step in all_steps(block.steps))
     triggers = (block.trigger for block in unit.triggers)
     clock_times = (
@@ -792,6 +794,8 @@ def _default_zone_sentence(unit: CampaignUnit) -> str | None:
     )
     if not clock_times:
         return None
+    if setting is not None:
+        return f"Times written without `local` are in {setting.zone} too."
     return 'Timezone: UTC, for the times written without `local` (`timezone "ZONE"` sets another).'
 
 
