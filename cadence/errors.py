@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -93,6 +94,31 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A ready hint sentence, or None when nothing is close enough."""
     match = suggest(name, candidates)
     return f"did you mean `{match}`?" if match else None
+
+
+# A UTC offset written where a time zone name belongs: `+05:30`, `UTC+5`, `GMT-03:00`.
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])\s*(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
+
+
+def offset_hint(zone: str) -> str | None:
+    """What to write instead of a UTC offset given as a time zone, or None for anything else.
+
+    The closest zone name ("UTC" for "UTC+5") is wrong by the offset itself, and a fixed
+    offset misses the place's daylight-saving changes.
+    """
+    match = _OFFSET.fullmatch(zone.strip())
+    if match is None:
+        return None
+    sign, hours, minutes = match.groups()
+    hint = (
+        "an offset, not a time zone: use the IANA name of the place (Europe/Paris, "
+        "Asia/Kolkata ...), which follows its daylight saving too"
+    )
+    if minutes in (None, "00") and 0 < int(hours) <= (14 if sign == "+" else 12):
+        # The Etc zones name offsets with the sign reversed (POSIX): UTC+05:00 is Etc/GMT-5.
+        fixed = f"Etc/GMT{'-' if sign == '+' else '+'}{int(hours)}"
+        hint += f'; "{fixed}" is UTC{sign}{int(hours):02d}:00 all year'
+    return hint
 
 
 def typo_of(name: str, candidates: Iterable[str]) -> str | None:

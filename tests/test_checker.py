@@ -494,6 +494,16 @@ def test_quiet_hours_covering_the_send_window_close_it() -> None:
     assert codes(check_text(program.replace("local", ""))) == ["E210"]
 
 
+def test_a_timezone_written_as_an_offset_is_told_to_name_the_place() -> None:
+    """`UTC+5` is not "UTC" misspelt: the closest name would read every time five hours off."""
+    found = check_text('campaign c { timezone "UTC+5"  on launch { tag add "x" } }')
+    assert codes(found) == ["E112"]
+    assert found[0].hint is not None and "an offset, not a time zone" in found[0].hint
+    assert '"Etc/GMT-5" is UTC+05:00' in found[0].hint
+    (misspelt,) = check_text('campaign c { timezone "Europe/Pariss"  on launch { tag add "x" } }')
+    assert misspelt.hint == "did you mean `Europe/Paris`?"
+
+
 def test_overnight_send_window_is_allowed() -> None:
     assert (
         check_text('campaign c { send_window 22:00-06:00 daily on launch { tag add "x" } }') == []

@@ -167,6 +167,26 @@ def test_bad_rows_are_reported_by_line_column_and_reason_and_nothing_is_written(
     assert store.tenant_ids() == []
 
 
+@pytest.mark.parametrize(
+    ("written", "fixed"),
+    [("+05:30", None), ("UTC+5", '"Etc/GMT-5" is UTC+05:00'), ("gmt-3", '"Etc/GMT+3" is UTC-03:00'),
+     ("GMT+5:30", None), ("-0800", '"Etc/GMT+8" is UTC-08:00')],
+)  # fmt: skip
+def test_an_offset_for_a_time_zone_is_told_to_name_the_place(
+    store: Store, tmp_path: Path, written: str, fixed: str | None
+) -> None:
+    """`UTC+5` is not "UTC" misspelt: the closest name would send five hours off (the
+    checker says the same of a campaign's `timezone`, tests/test_checker.py)."""
+    people = write(tmp_path, "people.csv", f"id,email,timezone\nc1,a@x.test,{written}\n")
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, people)
+    (problem,) = caught.value.problems
+    assert "an offset, not a time zone" in problem.reason
+    assert "did you mean" not in problem.reason
+    assert (fixed in problem.reason) if fixed else ("Etc/GMT" not in problem.reason)
+    assert count(store, Contact) == 0
+
+
 def test_skip_invalid_writes_the_good_rows_and_reports_the_rest(
     store: Store, tmp_path: Path, schema_file: Path
 ) -> None:

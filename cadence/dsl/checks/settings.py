@@ -15,7 +15,7 @@ from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, moment_text, where
 from cadence.dsl.checks.expressions import check_channel, check_expression
 from cadence.dsl.symbols import CAMPAIGN_TYPES, DAY_GROUPS, DAY_NAMES, CampaignUnit
-from cadence.errors import did_you_mean
+from cadence.errors import did_you_mean, offset_hint
 
 APPROVAL_VALUES: tuple[str, ...] = ("required", "none")
 PRIORITY_RANGE = (1, 10)
@@ -190,7 +190,9 @@ def _check_setting(ctx: CheckContext, setting: ast.Setting) -> None:
                 ctx.tail_span(setting.span),
                 "E112",
                 f'"{zone}" is not a known timezone',
-                did_you_mean(zone, _zones()) or 'use an IANA name such as "America/New_York"',
+                offset_hint(zone)
+                or did_you_mean(zone, _zones())
+                or 'use an IANA name such as "America/New_York"',
             )
         case ast.BudgetSetting(amount=amount) if amount.amount <= 0:
             ctx.error(

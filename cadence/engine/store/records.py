@@ -25,7 +25,7 @@ from cadence.engine.store.schema import (
     parse_datetime,
     parse_string_list,
 )
-from cadence.errors import CadenceError, suggest
+from cadence.errors import CadenceError, offset_hint, suggest
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,9 @@ def normalize_timezone(value: Any) -> str:
         return text
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         pass
+    offset = offset_hint(text)
+    if offset is not None:
+        raise ValueError(f"unknown time zone {text!r} ({offset})")
     by_lower = {zone.lower(): zone for zone in _zones()}
     guess = by_lower.get(text.lower())
     if guess is None:
