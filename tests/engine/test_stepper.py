@@ -169,6 +169,19 @@ def test_wait_for_times_out_and_goes_on() -> None:
     assert any(h[2] == "timed out" for h in timeout.history)
 
 
+def test_a_day_of_waiting_is_24_hours_across_a_daylight_saving_change() -> None:
+    """docs/semantics.md: `wait 1d` is elapsed time, in every zone; 09:00 on the Saturday
+    before New York springs forward is followed by 10:00 on the Sunday."""
+    campaign = compile_one(
+        'template t email { subject "s" body "b" }\non launch { wait 1d  send email t }'
+    )
+    saturday_nine = dt.datetime(2026, 3, 7, 14, 0, tzinfo=dt.UTC)
+    new_york = ZoneInfo("America/New_York")
+    result = run(campaign, FakeEnv(now=saturday_nine, zone=new_york))
+    assert result.due_at == saturday_nine + dt.timedelta(hours=24)
+    assert result.due_at.astimezone(new_york).hour == 10
+
+
 def test_wait_until_local_time() -> None:
     campaign = compile_one(
         'template t email { subject "s" body "b" }\n'
