@@ -198,7 +198,17 @@ def _trigger(source: str) -> str:
         ),
         ("on contact_created", "when a new contact is created"),
         ("on segment_enter engaged", 'when a contact enters the segment "engaged"'),
-        ("every 2w", "every 2 weeks"),
+        (
+            "every 2w",
+            "every 2 weeks from the campaign's start (its launch, or `starts` when later), "
+            "the whole audience",
+        ),
+        (
+            "every 1w 10:00 local",
+            "every week at 10:00 in each contact's local time, beginning with the first 10:00 "
+            "from the campaign's start",
+        ),
+        ("every monday 09:00", "every Monday at 09:00, the whole audience"),
         ("when app_login", 'when a contact has a "app_login" event'),
     ],
 )

@@ -651,7 +651,15 @@ def describe_trigger(trigger: ast.Trigger, names: Names) -> str:
                 else:
                     when = "every " + join_words(day_names)
             elif interval is not None:
+                # An interval counts from the campaign's start (docs/semantics.md): without
+                # it, "every week" names no day.
                 when = "every " + _every_interval(interval.seconds)
+                start = "the campaign's start (its launch, or `starts` when later)"
+                if time is None:
+                    return f"{when} from {start}, the whole audience"
+                at = f"{time_words(time)}{_local_words(local)}"
+                first = f"the first {time_words(time)} from {start}"
+                return f"{when} at {at}, beginning with {first}, the whole audience"
             else:
                 when = "on a schedule"
             at = f" at {time_words(time)}" if time is not None else ""
