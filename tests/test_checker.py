@@ -494,6 +494,23 @@ def test_quiet_hours_covering_the_send_window_close_it() -> None:
     assert codes(check_text(program.replace("local", ""))) == ["E210"]
 
 
+def test_quiet_hours_of_a_channel_and_of_every_channel_close_the_window_together() -> None:
+    """Quiet hours without a channel hold email too: with email's own, nothing is left."""
+    program = (
+        "campaign c { send_window 09:00-17:00 quiet_hours 08:00-12:00 "
+        'quiet_hours email 12:00-18:00  on launch { tag add "x" } }'
+    )
+    found = check_text(program)
+    assert codes(found) == ["E210"]
+    assert found[0].message == (
+        "quiet hours email 12:00-18:00 and 08:00-12:00 (every channel) together cover the "
+        "whole send window 09:00-17:00, so email never sends"
+    )
+    assert check_text(program.replace("12:00-18:00", "13:00-18:00")) == []
+    # Read in another zone than the window, they leave contacts elsewhere a moment.
+    assert check_text(program.replace("email 12:00-18:00", "email 12:00-18:00 local")) == []
+
+
 def test_a_timezone_written_as_an_offset_is_told_to_name_the_place() -> None:
     """`UTC+5` is not "UTC" misspelt: the closest name would read every time five hours off."""
     found = check_text('campaign c { timezone "UTC+5"  on launch { tag add "x" } }')

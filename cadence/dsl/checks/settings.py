@@ -265,18 +265,31 @@ def _check_send_window_against_quiet_hours(ctx: CheckContext, unit: CampaignUnit
     open_minutes = _minutes(window.start, window.end)
     if not open_minutes:
         return
-    for quiet in unit.setting(ast.QuietHoursSetting):
-        # Read in two zones (one `local`, the other the campaign's), the two ranges cover
-        # each other only for some contacts; the engine skips those sends (semantics.md).
-        if quiet.local != window.local:
-            continue
-        if open_minutes <= _minutes(quiet.start, quiet.end):
+    # Read in two zones (one `local`, the other the campaign's), the two ranges cover each
+    # other only for some contacts; the engine skips those sends (semantics.md).
+    same_zone = [q for q in unit.setting(ast.QuietHoursSetting) if q.local == window.local]
+    # Quiet hours without a channel hold every channel's sends, beside a channel's own.
+    general = next((q for q in same_zone if q.channel is None), None)
+    general_minutes = _minutes(general.start, general.end) if general is not None else set()
+    for quiet in same_zone:
+        minutes = _minutes(quiet.start, quiet.end)
+        if open_minutes <= minutes:
             what = f"{quiet.channel}" if quiet.channel else "every channel"
             ctx.error(
                 quiet.span,
                 "E210",
                 f"quiet hours {_hhmm(quiet.start)}-{_hhmm(quiet.end)} cover the whole send "
                 f"window {_hhmm(window.start)}-{_hhmm(window.end)}, so {what} never sends",
+                "shorten the quiet hours or move the send window",
+            )
+        elif general is not None and quiet.channel and open_minutes <= minutes | general_minutes:
+            ctx.error(
+                quiet.span,
+                "E210",
+                f"quiet hours {quiet.channel} {_hhmm(quiet.start)}-{_hhmm(quiet.end)} and "
+                f"{_hhmm(general.start)}-{_hhmm(general.end)} (every channel) together cover "
+                f"the whole send window {_hhmm(window.start)}-{_hhmm(window.end)}, so "
+                f"{quiet.channel} never sends",
                 "shorten the quiet hours or move the send window",
             )
 
