@@ -449,7 +449,7 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
         for journey in journeys:
             console.print(
                 f"{contact} in {escape(journey.campaign)}: {journey.status} (last step"
-                f" {journey.at:%Y-%m-%d %H:%M}, {escape(journey.node or 'start')}:"
+                f" {journey.at:%Y-%m-%d %H:%M} UTC, {escape(journey.node or 'start')}:"
                 f" {escape(journey.reason)})"
             )
         if not journeys:
