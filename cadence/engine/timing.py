@@ -14,6 +14,7 @@ So every local day has exactly one instant for each "HH:MM". See docs/semantics.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 from collections.abc import Iterator, Sequence
 from zoneinfo import ZoneInfo
@@ -240,11 +241,27 @@ def next_send_instant(
     two zones they are read in, for a window and quiet hours of which one is `local`).
     """
     moment = _require_aware(at, "at")
-    horizon = moment + _SEND_HORIZON
+    quiet = tuple(quiet_hours)
+    found = None
+    if not _closed_all_year(window, quiet, contact, campaign, moment.year):
+        found = _first_send_moment(moment, moment + _SEND_HORIZON, window, quiet, contact, campaign)
+    if found is None:
+        raise NoSendMoment("the send window and the quiet hours never leave a moment to send")
+    return found
+
+
+def _first_send_moment(
+    moment: dt.datetime,
+    until: dt.datetime,
+    window: SendWindow | None,
+    quiet_hours: tuple[QuietHours, ...],
+    contact: ZoneInfo,
+    campaign: ZoneInfo | None,
+) -> dt.datetime | None:
+    """`next_send_instant`'s search up to `until`; None when nothing opens by then."""
     # Each round moves the time forward (to an opening, or to the end of quiet hours), so
-    # the search ends; a window that is covered only in part of the year (by daylight
-    # saving, in two zones) opens again within the horizon.
-    while moment <= horizon:
+    # the search ends.
+    while moment <= until:
         moved = moment
         if window is not None:
             moved = next_window_opening(
@@ -255,7 +272,27 @@ def next_send_instant(
         if moved == moment:
             return moment
         moment = moved
-    raise NoSendMoment("the send window and the quiet hours never leave a moment to send")
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _closed_all_year(
+    window: SendWindow | None,
+    quiet_hours: tuple[QuietHours, ...],
+    contact: ZoneInfo,
+    campaign: ZoneInfo | None,
+    year: int,
+) -> bool:
+    """Whether nothing opens from the first day of `year` to the horizon after it.
+
+    Zone rules repeat yearly, so the answer holds for every moment of that year; it is
+    cached because every contact of a zone that has no moment would search a year for it.
+    """
+    first = dt.datetime(year, 1, 1, tzinfo=UTC)
+    return (
+        _first_send_moment(first, first + _SEND_HORIZON, window, quiet_hours, contact, campaign)
+        is None
+    )
 
 
 # ---------------------------------------------------------------------------- triggers
