@@ -28,14 +28,10 @@ from cadence.errors import CadenceError
 
 @pytest.fixture(scope="module")
 def renderer() -> TemplateRenderer:
-    return TemplateRenderer(RenderLimits(timeout_seconds=1.0))
-
-
-@pytest.fixture
-def unhurried() -> TemplateRenderer:
-    """A renderer whose time budget does not come first, so what stops a render is a check:
-    on a busy machine a one-second budget ended renders before the checks they test. Ten
-    seconds is 200 times what they take, and still bounds a check that stopped working."""
+    """A renderer whose time budget does not come first, so what stops a render here is the
+    check a test is about: on a busy machine a one-second budget ended renders before the
+    checks they test. Ten seconds is 200 times what they take, and still bounds a check
+    that stopped working; the time budget has its own test."""
     return TemplateRenderer(RenderLimits(timeout_seconds=10.0))
 
 
@@ -285,10 +281,10 @@ def test_one_bad_render_does_not_poison_the_next(renderer: TemplateRenderer) -> 
         "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
     ],
 )
-def test_hostile_templates_are_cut_off(unhurried: TemplateRenderer, source: str) -> None:
+def test_hostile_templates_are_cut_off(renderer: TemplateRenderer, source: str) -> None:
     # Each is refused by a check as it starts to build, never left to the time budget.
     with pytest.raises(TemplateRenderError) as refused:
-        render_sms(unhurried, source)
+        render_sms(renderer, source)
     assert "took too long" not in str(refused.value)
 
 
@@ -395,11 +391,11 @@ _KEEP = "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
         "{% set s = 'a' * 1000000 %}" + _KEEP + "{% set ns.l = ns.l + [s | upper] %}{% endfor %}",
     ],
 )
-def test_a_loop_cannot_pile_up_values(unhurried: TemplateRenderer, source: str) -> None:
+def test_a_loop_cannot_pile_up_values(renderer: TemplateRenderer, source: str) -> None:
     # Each step is under the output cap; kept 100,000 times they were gigabytes, stopped
     # only by the time budget (or MemoryError) after the engine had taken the memory.
     with pytest.raises(TemplateRenderError, match="builds more than 100,000,000 bytes"):
-        render_sms(unhurried, source)
+        render_sms(renderer, source)
 
 
 def test_the_built_budget_is_per_render() -> None:
