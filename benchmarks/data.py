@@ -108,6 +108,7 @@ def polars_compound(df: Any) -> np.ndarray:
         & pl.col("country").is_in(list(TARGET_COUNTRIES))
         & pl.col("opted_in")
         & (pl.col("last_activity") >= NOW - timedelta(days=30))
+        & (pl.col("last_activity") <= NOW)
     )
     return np.asarray(df.select(expr.fill_null(False)).to_series().to_numpy())
 
@@ -124,7 +125,8 @@ def polars_fanout(df: Any) -> np.ndarray:
 
 DUCKDB_COMPOUND = (
     "SELECT coalesce(lead_score >= 50 AND country IN ('US', 'CA', 'PH', 'SG') AND opted_in "
-    f"AND last_activity >= TIMESTAMPTZ '{NOW - timedelta(days=30)}', false) AS m FROM contacts"
+    f"AND last_activity >= TIMESTAMPTZ '{NOW - timedelta(days=30)}' "
+    f"AND last_activity <= TIMESTAMPTZ '{NOW}', false) AS m FROM contacts"
 )
 DUCKDB_FANOUT = (
     f"SELECT coalesce(budget_max >= {FANOUT_EVENT['price']} "

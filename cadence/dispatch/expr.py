@@ -112,7 +112,7 @@ class StartsWith:
 
 @dataclass(frozen=True, slots=True)
 class Within:
-    """`column within DUR`: the timestamp column is at or after `now - micros`."""
+    """`column within DUR`: the timestamp column is in `[now - micros, now]`."""
 
     column: Operand
     micros: int

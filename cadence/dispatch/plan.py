@@ -314,7 +314,15 @@ class _Planner:
             case Cmp(op, left, right):
                 return self.cmp(op, left, right)
             case Within(column, micros):
-                return self.cmp(">=", column, Lit(Timestamp(self.now - micros)))
+                # The last DUR ends now: a future instant (a renewal date in a contacts
+                # file) is not within it, as the evaluator reads `within`.
+                return self.boolean(
+                    "and",
+                    [
+                        self.cmp(">=", column, Lit(Timestamp(self.now - micros))),
+                        self.cmp("<=", column, Lit(Timestamp(self.now))),
+                    ],
+                )
             case In(item, container):
                 return self.member(item, container)
             case Contains(haystack, needle):

@@ -155,6 +155,16 @@ def test_timestamp_literal(contacts: pa.Table, backend: Backend) -> None:
     assert run(contacts, Cmp(">", Col("last_activity"), cutoff), backend) == [1, 0, 0, 1, 0]
 
 
+def test_within_ends_now(backend: Backend) -> None:
+    """`within 30d` is the last 30 days, `now` included: an instant after now (a renewal
+    date a contacts file holds) is not in it, as the evaluator reads it."""
+    now = Timestamp.from_datetime(NOW).micros
+    moments = [now - 30 * DAY, now, now + 1, now + 5 * DAY, None]
+    table = pa.table({"t": pa.array(moments, pa.timestamp("us", tz="UTC"))})
+    assert run(table, Within(Col("t"), 30 * DAY), backend) == [1, 1, 0, 0, 0]
+    assert run(table, Not(Within(Col("t"), 30 * DAY)), backend) == [0, 0, 1, 1, 0]
+
+
 def test_sliced_and_chunked_tables(contacts: pa.Table, backend: Backend) -> None:
     chunked = pa.concat_tables([contacts.slice(0, 2), contacts.slice(2)])
     assert chunked.column("country").num_chunks == 2

@@ -523,6 +523,9 @@ INSTANT_TEXTS = [
     "2026-11-25T12:00",
     "2026-11-28 08:15:00.250Z",
     "2026-11-03",
+    "2026-12-01",
+    "2026-12-08T12:00:00Z",
+    "2026-12-24",
     "20261110T120000Z",
     "0001-01-01T00:00:00+01:00",
     "9999-12-31T23:00:00-05:00",
@@ -599,3 +602,36 @@ template hello email { subject "Hi" body "Hello" }
         return int(await engine.launch("recent"))
 
     assert engine_run(store_url, body) == 2
+
+
+def test_a_launch_leaves_out_instants_after_now_on_both_cores(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """`renews_at within 30d` is the last 30 days: the filter read only `>= now - 30d`, so a
+    launch enrolled a contact whose renewal date lay ahead, one the evaluator (a segment
+    entry, an `if`) says is not within them."""
+    from tests.engine.test_runtime import campaigns, engine_run
+
+    source = """
+campaign renewed "Renewed lately" {
+  audience renews_at within 30d
+  on launch { send email hello }
+}
+template hello email { subject "Hi" body "Hello" }
+"""
+    people = [
+        {"id": "past", "email": "p@example.test", "renews_at": "2026-11-20T10:00:00Z"},
+        {"id": "future", "email": "f@example.test", "renews_at": "2026-12-20T10:00:00Z"},
+        {"id": "tomorrow", "email": "t@example.test", "renews_at": "2026-12-02"},
+    ]
+
+    async def body(engine: Any, clock: Any, sink: Any) -> int:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(source))
+        return int(await engine.launch("renewed"))
+
+    assert engine_run(store_url, body) == 1
+    assert [(chosen, evaluated) for chosen, evaluated, _ in filter_backend] == [
+        (["past"], ["past"])
+    ]
+    assert all(vectorised for *_, vectorised in filter_backend)
