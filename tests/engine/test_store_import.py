@@ -376,6 +376,52 @@ def test_jsonl_contacts_with_nested_attributes_and_json_types(
     ]
 
 
+def test_a_number_attribute_keeps_an_integer_exact(store: Store, tmp_path: Path) -> None:
+    """A `number` went through a float: 9007199254740993 was stored as ...992, so
+    `account = 9007199254740993` matched nobody."""
+    schema = write(tmp_path, "s.yaml", "attributes:\n  account: number\n  rank: integer\n")
+    import_contacts(
+        store, jsonl(tmp_path, "p.jsonl", [{"id": "j1", "account": 2**53 + 1}]), schema=schema
+    )
+    import_contacts(
+        store, write(tmp_path, "p.csv", "id,account\nc1,9007199254740993\nc2,-12\nc3,2.5\n")
+    )
+    accounts = {cid: row.attributes["account"] for cid, row in contacts(store).items()}
+    assert accounts == {"j1": 2**53 + 1, "c1": 2**53 + 1, "c2": -12, "c3": 2.5}
+    assert [type(accounts[cid]) for cid in ("j1", "c1", "c2")] == [int] * 3
+
+
+def test_an_integer_beyond_64_bits_is_named_and_changes_nothing(
+    store: Store, tmp_path: Path
+) -> None:
+    """The store's JSON columns hold 64-bit integers: a longer one (a JSON Lines attribute
+    or event property, an `integer` cell, a dict given to the API) failed the whole write
+    with a TypeError from the JSON encoder, not a problem naming its line and column."""
+    schema = write(tmp_path, "s.yaml", "attributes:\n  rank: integer\n")
+    import_contacts(store, write(tmp_path, "ok.csv", "id,rank\nc1,1\n"), schema=schema)
+    tries: list[Any] = [
+        lambda: import_contacts(store, jsonl(tmp_path, "p.jsonl", [{"id": "j1", "n": 10**30}])),
+        lambda: import_contacts(store, write(tmp_path, "p.csv", f"id,rank\nc2,{2**63}\n")),
+        lambda: upsert_contact_dicts(store, [{"id": "d1", "rank": -(2**63) - 1}]),
+        lambda: upsert_contact_dicts(store, [{"id": "d2", "n": 2**64}], tenant_id="other"),
+        lambda: push_events(
+            store,
+            jsonl(tmp_path, "e.jsonl", [
+                {"contact": "c1", "name": "viewed", "at": "2026-11-01T00:00:00Z",
+                 "properties": {"price": 10**20}}
+            ]),
+        ),
+    ]  # fmt: skip
+    for attempt in tries:
+        with pytest.raises(InvalidInput) as caught:
+            attempt()
+        [problem] = caught.value.problems
+        assert problem.row == 1 or problem.row == 2
+        assert "beyond the integers Cadence stores" in problem.reason
+    assert set(contacts(store)) == {"c1"} and contacts(store, "other") == {}
+    assert count(store, Event) == 0
+
+
 def test_the_tenants_stored_schema_checks_later_imports(
     store: Store, tmp_path: Path, schema_file: Path
 ) -> None:

@@ -118,15 +118,43 @@ class NotJsonNumber(ValueError):
         super().__init__(f"{name} is not a number JSON has (write null, or a string)")
 
 
+class UnstorableInteger(NotJsonNumber):
+    """An integer beyond 64 bits: JSON has it, the store's JSON columns do not."""
+
+    def __init__(self, reason: str) -> None:
+        """Say why (`INTEGER_OUT_OF_RANGE`)."""
+        ValueError.__init__(self, reason)
+
+
+STORED_INTEGERS = range(-(2**63), 2**63)
+"""The integers the store's JSON columns hold: orjson writes 64 bits at most."""
+
+INTEGER_OUT_OF_RANGE = (
+    f"an integer beyond the integers Cadence stores ({STORED_INTEGERS.start} to "
+    f"{STORED_INTEGERS.stop - 1}); write it as a string"
+)
+"""Why an integer cannot be stored: one beyond 64 bits failed the whole write with a
+traceback; as text (a quoted cell, a JSON string) it is kept."""
+
+
 def _no_constant(name: str) -> Any:
     raise NotJsonNumber(name)
+
+
+def _stored_int(text: str) -> int:
+    # 2**63 has 19 digits, so a longer one is out of range unread: Python refuses to
+    # convert more than 4,300 digits with a ValueError of its own.
+    if len(text.lstrip("-")) > 19 or int(text) not in STORED_INTEGERS:
+        raise UnstorableInteger(INTEGER_OUT_OF_RANGE)
+    return int(text)
 
 
 def loads_json(text: str | bytes) -> Any:
     """JSON text given to Cadence (a file, a request body) as JSON has it: NaN and the
     infinities, which Python's decoder takes and no store keeps (SQLite wrote invalid JSON,
-    PostgreSQL refused the transaction), raise `NotJsonNumber`."""
-    return json.loads(text, parse_constant=_no_constant)
+    PostgreSQL refused the transaction), raise `NotJsonNumber`, and so does an integer
+    beyond 64 bits (`UnstorableInteger`), which the store cannot write."""
+    return json.loads(text, parse_constant=_no_constant, parse_int=_stored_int)
 
 
 # The store's JSON columns (enrollment state, contact attributes, payloads) are encoded and

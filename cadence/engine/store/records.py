@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from cadence.dsl.symbols import LOCALE_TAG
+from cadence.engine.store.database import INTEGER_OUT_OF_RANGE, STORED_INTEGERS
 from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH
 from cadence.engine.store.schema import (
     IDENTIFIER,
@@ -202,6 +203,8 @@ def _is_empty(value: Any) -> bool:
 
 def _plain_attribute(value: Any) -> Any:
     """An attribute without a declared type: kept as given if it is flat JSON."""
+    if isinstance(value, int) and not isinstance(value, bool) and value not in STORED_INTEGERS:
+        raise ValueError(INTEGER_OUT_OF_RANGE)
     if isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, list):

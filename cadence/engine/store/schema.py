@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cadence.dsl.symbols import CONTACT_COLUMNS
 from cadence.engine.clock import as_utc, parse_instant
+from cadence.engine.store.database import INTEGER_OUT_OF_RANGE, STORED_INTEGERS
 from cadence.errors import CadenceError
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
@@ -235,6 +236,16 @@ def parse_string_list(value: Any) -> list[str]:
     return items
 
 
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,19}")  # longer is beyond 64 bits: read as a float
+
+
+def _stored(number: int) -> int:
+    """An integer the store can hold, or the reason it cannot."""
+    if number not in STORED_INTEGERS:
+        raise ValueError(INTEGER_OUT_OF_RANGE)
+    return number
+
+
 def coerce_value(spec: AttributeSpec, value: Any) -> Any:
     """Turn a raw cell (CSV text or a JSON value) into the stored JSON value for its type.
 
@@ -252,20 +263,30 @@ def coerce_value(spec: AttributeSpec, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected an integer, got a boolean")
         if isinstance(value, int):
-            return value
+            return _stored(value)
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            return _stored(int(value))
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                whole = int(value.strip())
             except ValueError:
                 raise ValueError(f"{value!r} is not an integer") from None
+            return _stored(whole)
         raise ValueError(f"expected an integer, got {_kind(value)} {value!r}")
     if kind is AttributeType.NUMBER:
         if isinstance(value, bool):
             raise ValueError("expected a number, got a boolean")
+        # An integer the store holds stays exact: through a float, 9007199254740993 (an
+        # account number, a price in cents) was stored as 9007199254740992.
+        if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
+            value = int(value.strip())
+        if isinstance(value, int) and value in STORED_INTEGERS:
+            return value
         if isinstance(value, int | float):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ValueError("a number beyond the numbers Cadence stores") from None
         elif isinstance(value, str):
             try:
                 number = float(value.strip())
@@ -275,7 +296,7 @@ def coerce_value(spec: AttributeSpec, value: Any) -> Any:
             raise ValueError(f"expected a number, got {_kind(value)}")
         if not math.isfinite(number):
             raise ValueError(f"{value!r} is not a finite number")
-        return int(number) if isinstance(value, int) else number
+        return number
     if kind is AttributeType.BOOLEAN:
         if isinstance(value, bool):
             return value
