@@ -196,6 +196,24 @@ def _instants(values: list[Any]) -> list[Any]:
 
 
 def _event_fields(event: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The fan-out event's fields by the names the filter reads them by.
+
+    `event.listing.city` is lowered to the field `listing.city`, so a nested record's
+    fields are given by their dotted paths; a record itself is kept, and the plan refuses
+    it (the evaluator answers: a record compares with nothing). A property whose own name
+    holds a dot is no path the evaluator follows, so it is left out.
+    """
     if event is None:
         return None
-    return {key: _plain(value) for key, value in event.items() if not isinstance(value, dict)}
+    fields: dict[str, Any] = {}
+
+    def add(prefix: str, record: Mapping[str, Any]) -> None:
+        for key, value in record.items():
+            if "." in str(key):
+                continue
+            fields[f"{prefix}{key}"] = value if isinstance(value, Mapping) else _plain(value)
+            if isinstance(value, Mapping):
+                add(f"{prefix}{key}.", value)
+
+    add("", event)
+    return fields

@@ -635,3 +635,56 @@ template hello email { subject "Hi" body "Hello" }
         (["past"], ["past"])
     ]
     assert all(vectorised for *_, vectorised in filter_backend)
+
+
+NESTED_LISTING = """
+template listing email { subject "New in {{ event.listing.city }}" body "<p>x</p>" }
+when property_listed for contacts where contact.city = event.listing.city
+  and not (event.listing in contact.areas) send email listing
+"""
+
+
+def test_a_fan_out_reads_an_event_records_fields_on_both_cores(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """`event.listing.city` reaches into the event's record (docs/semantics.md), but the bulk
+    filter was given the event without its records, so the field was missing and a fan-out
+    over it reached nobody, while the evaluator matched. A record read as a value (`in`)
+    goes to the evaluator, which holds it of another kind than any item."""
+    from tests.engine.test_runtime import T0, campaigns, engine_run, sent
+
+    people = [
+        {"id": "n1", "email": "n1@example.test", "city": "Cebu", "areas": []},
+        {"id": "n2", "email": "n2@example.test", "city": "Manila", "areas": []},
+        {"id": "n3", "email": "n3@example.test", "city": "Cebu", "areas": ["Lahug"]},
+    ]
+    listing = {"listing": {"city": "Cebu", "geo": {"zone": "7"}}, "listing.city": "Manila"}
+
+    async def body(engine: Any, clock: Any, sink: Any) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(NESTED_LISTING))
+        await engine.launch("t_property_listed")
+        await engine.push_event(
+            {"name": "property_listed", "at": T0.isoformat(), "properties": listing}
+        )
+        await engine.run_due()
+        return sorted(sent(sink))
+
+    assert engine_run(store_url, body) == [("n1", "listing")]
+    assert [(chosen, evaluated) for chosen, evaluated, _ in filter_backend] == [(["n1"], ["n1"])]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nested_event_fields_are_filtered_in_bulk(backend: str) -> None:
+    condition = expr("city = event.listing.geo.city and event.price < 5")
+    contacts = [("a", {"city": "Cebu"}), ("b", {"city": "Manila"})]
+    event = {"listing": {"geo": {"city": "Cebu"}}, "price": 3, "listing.geo.city": "Manila"}
+    chosen = select(
+        condition,
+        contacts,
+        now=NOW,
+        event=event,
+        fallback=by_evaluator(condition, event),
+        backend=backend,  # type: ignore[arg-type]
+    )
+    assert chosen.vectorised and chosen.contact_ids == ["a"]
