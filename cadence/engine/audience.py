@@ -76,8 +76,9 @@ def select(
         counts = {}
     if lowered is not None and _readable(lowered, counts, scores):
         computed = _count_columns(counts, ids, context) if context is not None else {}
-        table = _table(lowered, [attributes for _, attributes in contacts], computed)
-        if table is not None:
+        built = _table(lowered, [attributes for _, attributes in contacts], computed)
+        if built is not None and not _compares_texts(lowered, built[1]):
+            table = built[0]
             try:
                 mask = filter_contacts(
                     table, lowered, now=now, event=_event_fields(event), backend=backend
@@ -154,13 +155,15 @@ def columns_of(expr: Expr) -> set[str]:
 
 def _table(
     expr: Expr, rows: Sequence[Mapping[str, Any]], computed: Mapping[str, Sequence[int]]
-) -> pa.Table | None:
-    """An Arrow table of the columns `expr` reads (`_readable`), or None if a column has no
-    filter type; `computed` holds the count columns counted from the contacts' events."""
+) -> tuple[pa.Table, frozenset[str]] | None:
+    """An Arrow table of the columns `expr` reads (`_readable`), and the names of those read
+    from ISO text as instants; None if a column has no filter type. `computed` holds the
+    count columns counted from the contacts' events."""
     import pyarrow as pa
 
     names = sorted(columns_of(expr))
     arrays: dict[str, pa.Array] = {}
+    texts: set[str] = set()
     for name in names:
         if name in computed:
             arrays[name] = pa.array(computed[name], pa.int64())
@@ -170,13 +173,35 @@ def _table(
             arrays[name] = pa.array([row.get(name) is True for row in rows], pa.bool_())
             continue
         values = [_plain(row.get(name)) for row in rows]
+        read = _instants(values)
+        if read is not values:
+            texts.add(name)
         try:
-            arrays[name] = pa.array(_instants(values))
+            arrays[name] = pa.array(read)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return None
     if not arrays:
-        return pa.table({"__rows": pa.nulls(len(rows), pa.bool_())})
-    return pa.table(arrays)
+        return pa.table({"__rows": pa.nulls(len(rows), pa.bool_())}), frozenset()
+    return pa.table(arrays), frozenset(texts)
+
+
+def _compares_texts(expr: Expr, texts: Collection[str]) -> bool:
+    """Whether `expr` compares two of the columns read from ISO text as instants: the
+    evaluator compares two texts as texts (docs/semantics.md), which only it answers."""
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, dict):
+            if node.get("op") == "cmp" and all(
+                side.get("op") == "col" and side.get("name") in texts
+                for side in (node["left"], node["right"])
+            ):
+                return True
+            return any(walk(value) for value in node.values())
+        if isinstance(node, list):
+            return any(walk(item) for item in node)
+        return False
+
+    return bool(texts) and walk(to_dict(expr))
 
 
 def _plain(value: Any) -> Any:

@@ -688,3 +688,24 @@ def test_nested_event_fields_are_filtered_in_bulk(backend: str) -> None:
         backend=backend,  # type: ignore[arg-type]
     )
     assert chosen.vectorised and chosen.contact_ids == ["a"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("text", ["renewed_at < signed_up_at", "renewed_at = signed_up_at"])
+def test_two_columns_of_iso_text_compare_as_texts_in_both_paths(backend: str, text: str) -> None:
+    """Two texts compare as texts (docs/semantics.md); the filter read both columns as
+    instants, so `renewed_at < signed_up_at` chose a different audience in bulk than the
+    evaluator does for one contact."""
+    condition = expr(text)
+    contacts = [
+        (
+            "zone",
+            {"renewed_at": "2026-11-20T10:00:00+05:00", "signed_up_at": "2026-11-20T06:00:00Z"},
+        ),
+        ("day", {"renewed_at": "2026-11-20", "signed_up_at": "2026-11-20T00:00:00Z"}),
+        ("plain", {"renewed_at": "2026-11-19", "signed_up_at": "2026-11-20"}),
+    ]
+    fallback = by_evaluator(condition, {})
+    chosen = select(condition, contacts, now=NOW, fallback=fallback, backend=backend)  # type: ignore[arg-type]
+    assert chosen.contact_ids == [i for i, a in contacts if fallback(i, a)]
+    assert chosen.contact_ids == (["day", "plain"] if "<" in text else [])
