@@ -179,8 +179,6 @@ class _Lowerer:
                 return _number(value)
             case ast.Unary(op="-", operand=ast.NumberLit(value=value)):
                 return _number(-value)
-            case ast.MoneyLit(amount=amount):
-                return _number(amount)
             case ast.StringLit(value=value):
                 return value
             case ast.BoolLit(value=value):

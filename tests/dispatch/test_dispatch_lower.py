@@ -146,3 +146,8 @@ def test_errors_name_the_place(program: ast.Program) -> None:
     p = parse_text("segment s = wait_time > 2d", "bad.cadence")
     with pytest.raises(LoweringError, match="DurationLit"):
         lower(_segments(p)["s"])
+    # Money compares only with money of its currency, which no column holds: a plain
+    # number against `500 USD` is unknown, so the evaluator answers, not the filter.
+    p = parse_text("segment s = budget >= 500 USD", "bad.cadence")
+    with pytest.raises(LoweringError, match="MoneyLit"):
+        lower(_segments(p)["s"])

@@ -709,3 +709,21 @@ def test_two_columns_of_iso_text_compare_as_texts_in_both_paths(backend: str, te
     chosen = select(condition, contacts, now=NOW, fallback=fallback, backend=backend)  # type: ignore[arg-type]
     assert chosen.contact_ids == [i for i, a in contacts if fallback(i, a)]
     assert chosen.contact_ids == (["day", "plain"] if "<" in text else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("budgets", "expected"), [([600, 400.5], []), (["600 USD", "600 EUR", "400 USD"], [0])]
+)
+def test_money_against_a_number_is_unknown_in_bulk_too(
+    backend: str, budgets: list[Any], expected: list[int]
+) -> None:
+    """`budget >= 500 USD` with a plain number `budget` is unknown (docs/semantics.md), but
+    the filter lowered `500 USD` to 500 and chose the contacts above it; text holding money
+    (`"600 USD"`) is read as money, in its currency only."""
+    condition = expr("budget >= 500 USD or not (budget < 500 USD)")
+    contacts = [(str(i), {"budget": budget}) for i, budget in enumerate(budgets)]
+    fallback = by_evaluator(condition, {})
+    chosen = select(condition, contacts, now=NOW, fallback=fallback, backend=backend)  # type: ignore[arg-type]
+    assert chosen.contact_ids == [i for i, a in contacts if fallback(i, a)]
+    assert chosen.contact_ids == [str(i) for i in expected]
