@@ -422,6 +422,21 @@ def test_an_integer_beyond_64_bits_is_named_and_changes_nothing(
     assert count(store, Event) == 0
 
 
+def test_a_lone_surrogate_escape_is_named_and_changes_nothing(store: Store, tmp_path: Path) -> None:
+    """`"\\ud800"` is valid JSON syntax for no text at all: Python's decoder made a string
+    no encoder writes, and the import failed with a traceback from the store's."""
+    import_contacts(store, write(tmp_path, "ok.csv", "id,city\nc1,Cebu\n"))
+    people = write(
+        tmp_path, "p.jsonl", '{"id": "c2", "city": "Cebu"}\n{"id": "c3", "city": "\\ud800x"}\n'
+    )
+    line = {"contact": "c1", "name": "viewed", "at": "2026-11-01T00:00:00Z", "properties": {}}
+    events = write(tmp_path, "e.jsonl", json.dumps(line).replace("{}", '{"\\udc00": 1}') + "\n")
+    for attempt in (lambda: import_contacts(store, people), lambda: push_events(store, events)):
+        with pytest.raises(InvalidInput, match="lone surrogate"):
+            attempt()
+    assert set(contacts(store)) == {"c1"} and count(store, Event) == 0
+
+
 def test_the_tenants_stored_schema_checks_later_imports(
     store: Store, tmp_path: Path, schema_file: Path
 ) -> None:

@@ -118,11 +118,12 @@ class NotJsonNumber(ValueError):
         super().__init__(f"{name} is not a number JSON has (write null, or a string)")
 
 
-class UnstorableInteger(NotJsonNumber):
-    """An integer beyond 64 bits: JSON has it, the store's JSON columns do not."""
+class UnstorableJson(NotJsonNumber):
+    """JSON that reads but that the store's JSON columns cannot keep: an integer beyond 64
+    bits, a string with a lone surrogate escape (`"\\ud800"`), which is no text."""
 
     def __init__(self, reason: str) -> None:
-        """Say why (`INTEGER_OUT_OF_RANGE`)."""
+        """Say why."""
         ValueError.__init__(self, reason)
 
 
@@ -145,16 +146,37 @@ def _stored_int(text: str) -> int:
     # 2**63 has 19 digits, so a longer one is out of range unread: Python refuses to
     # convert more than 4,300 digits with a ValueError of its own.
     if len(text.lstrip("-")) > 19 or int(text) not in STORED_INTEGERS:
-        raise UnstorableInteger(INTEGER_OUT_OF_RANGE)
+        raise UnstorableJson(INTEGER_OUT_OF_RANGE)
     return int(text)
+
+
+def _check_text(value: Any) -> None:
+    # Python's decoder turns `"\ud800"` into a str no encoder writes: the store's failed the
+    # whole import or request with a traceback.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnstorableJson(
+                f"the string {value!r} holds a lone surrogate escape, which is not text"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item)
 
 
 def loads_json(text: str | bytes) -> Any:
     """JSON text given to Cadence (a file, a request body) as JSON has it: NaN and the
     infinities, which Python's decoder takes and no store keeps (SQLite wrote invalid JSON,
-    PostgreSQL refused the transaction), raise `NotJsonNumber`, and so does an integer
-    beyond 64 bits (`UnstorableInteger`), which the store cannot write."""
-    return json.loads(text, parse_constant=_no_constant, parse_int=_stored_int)
+    PostgreSQL refused the transaction), raise `NotJsonNumber`, and so do JSON the store
+    cannot write (`UnstorableJson`): an integer beyond 64 bits, a lone surrogate escape."""
+    value = json.loads(text, parse_constant=_no_constant, parse_int=_stored_int)
+    _check_text(value)
+    return value
 
 
 # The store's JSON columns (enrollment state, contact attributes, payloads) are encoded and
