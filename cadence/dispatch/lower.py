@@ -10,9 +10,12 @@ precomputed columns that functions read (names from the helpers below):
 - `last(EVENT)` / `first(EVENT)` -> timestamp columns `last__EVENT` / `first__EVENT`;
 - `opened(T)`, `clicked(T)`, `replied(T)`, `bounced(T)`, `delivered(T)` -> bool `opened__T`...;
 - `in_campaign(C)` -> bool `in_campaign__C`; `received(CHANNEL, DUR)` -> bool
-  `received__CHANNEL__{DUR_us}us`; bare `converted` / `unsubscribed` are bool attributes.
+  `received__CHANNEL__{DUR_us}us`; bare `converted` / `unsubscribed` are the bool columns of
+  those flags, which the engine sets from the contact's events as well as its attributes.
 
-`contact.X` and bare `X` are the column X (a bare name that is a segment inlines that segment);
+`contact.X` and bare `X` are the column X (a bare name that is a segment inlines that segment),
+except `contact.converted` / `contact.unsubscribed`: the stored attribute alone, which may be
+missing or not a boolean where the flag column is always one, so lowering refuses them.
 `event.X` is a field of the fan-out event.
 """
 
@@ -25,6 +28,7 @@ from decimal import Decimal
 from cadence.dispatch import expr as ir
 from cadence.dispatch.caps import CapRule
 from cadence.dsl import ast
+from cadence.dsl.symbols import ENGAGEMENT_FLAGS
 
 ENGAGEMENT_FUNCTIONS = ("opened", "clicked", "replied", "bounced", "delivered")
 SECOND_US = 1_000_000
@@ -127,7 +131,7 @@ class _Lowerer:
                     ir.Col(engagement_column(name, channel, f"{args[1].seconds * SECOND_US}us"))
                 )
             return ir.Truthy(ir.Col(engagement_column(name, channel)))
-        if name in ("converted", "unsubscribed") and not args:
+        if name in ENGAGEMENT_FLAGS and not args:
             return ir.Truthy(ir.Col(name))
         raise LoweringError(f"`{name}(...)` is not a condition", span)
 
@@ -146,6 +150,10 @@ class _Lowerer:
                 if parts[0] == "event" and len(parts) > 1:
                     return ir.EventField(".".join(parts[1:]))
                 if parts[0] == "contact" and len(parts) > 1:
+                    if len(parts) == 2 and parts[1] in ENGAGEMENT_FLAGS:
+                        raise LoweringError(
+                            f"`{e.dotted}` is the stored attribute, not the flag column", e.span
+                        )
                     return self.attribute(".".join(parts[1:]))
                 if len(parts) == 1 and parts[0] in self.segments:
                     raise LoweringError(f"segment {parts[0]!r} is a condition, not a value", e.span)

@@ -151,3 +151,6 @@ def test_errors_name_the_place(program: ast.Program) -> None:
     p = parse_text("segment s = budget >= 500 USD", "bad.cadence")
     with pytest.raises(LoweringError, match="MoneyLit"):
         lower(_segments(p)["s"])
+    p = parse_text("segment s = not contact.unsubscribed", "bad.cadence")
+    with pytest.raises(LoweringError, match="stored attribute"):
+        lower(_segments(p)["s"])

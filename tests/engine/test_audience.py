@@ -727,3 +727,34 @@ def test_money_against_a_number_is_unknown_in_bulk_too(
     chosen = select(condition, contacts, now=NOW, fallback=fallback, backend=backend)  # type: ignore[arg-type]
     assert chosen.contact_ids == [i for i, a in contacts if fallback(i, a)]
     assert chosen.contact_ids == [str(i) for i in expected]
+
+
+def test_contact_dot_flag_is_the_stored_attribute_in_bulk_too_on_both_cores(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """`contact.unsubscribed` is the attribute (docs/semantics.md, Names), missing for a
+    contact without it; the filter read it as the flag column (`unsubscribed`: false when
+    nothing is recorded), so `not contact.unsubscribed` took in every contact without the
+    attribute at a launch, where the evaluator takes in none of them."""
+    from tests.engine.test_runtime import campaigns, engine_run
+
+    source = """
+campaign kept "Kept" {
+  audience not contact.unsubscribed
+  on launch { send email hello }
+}
+template hello email { subject "Hi" body "Hello" }
+"""
+    people = [
+        {"id": "none", "email": "n@example.test"},
+        {"id": "yes", "email": "y@example.test", "unsubscribed": True},
+        {"id": "no", "email": "o@example.test", "unsubscribed": False},
+    ]
+
+    async def body(engine: Any, clock: Any, sink: Any) -> int:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(source))
+        return int(await engine.launch("kept"))
+
+    assert engine_run(store_url, body) == 1
+    assert [(chosen, evaluated) for chosen, evaluated, _ in filter_backend] == [(["no"], ["no"])]
