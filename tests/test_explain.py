@@ -235,6 +235,8 @@ def _condition(source: str, *, segments: frozenset[str] = frozenset({"engaged"})
             ('neither the contact has opened "welcome" nor the contact has clicked any message'),
         ),
         ("not lead_score >= 30", "lead_score is below 30"),
+        ("not email_verified", "email_verified is false"),
+        ("not contact.verified", "verified is false"),
         ("not engaged", 'the contact is not in the segment "engaged"'),
         ("not unsubscribed", "the contact has not unsubscribed"),
         ("(price - 10) * 2 > budget", "(price minus 10) times 2 is above budget"),

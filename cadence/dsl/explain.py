@@ -473,7 +473,9 @@ class ExprWords:
             if name in self.names.segments:
                 verb = f"{self._is()} not" if negated else self._is()
                 return f'{verb} in the segment "{name}"'
-        verb = "is not true" if negated else "is true"
+        # `not email_verified` holds only where it is false: a contact without the value is
+        # unknown, so left out; "is not true" told the reader they were taken in.
+        verb = "is false" if negated else "is true"
         return f"{self._subject(path)} {verb}"
 
     def _template_ref(self, expr: ast.Expr) -> str:
