@@ -1984,10 +1984,36 @@ class Engine:
                     and conditions.Context(facts[cid], campaign, now).holds(expr)
                     and not conditions.Context(facts[cid], campaign, since).holds(expr)
                 ]  # fmt: skip
+                # An entry noticed since the previous sweep (an event, an import, a step) is
+                # that contact's entry: with `reenter always` a second journey would start.
+                noticed = self._entered_since(session, version_id, segment_trigger, entering, since)
+                entering = [cid for cid in entering if cid not in noticed]
                 enrolled += self._enroll_triggered(
                     session, version_id, campaign, segment_trigger, entering, now, {}
                 )
         return enrolled
+
+    def _entered_since(
+        self,
+        session: Session,
+        version_id: int,
+        trigger: c.TriggerModel,
+        contact_ids: Sequence[str],
+        since: dt.datetime,
+    ) -> set[str]:
+        """The contacts this trigger enrolled in the version after `since`."""
+        entered: set[str] = set()
+        for chunk in _chunks(list(contact_ids), self.batch_size):
+            rows = session.execute(
+                select(Enrollment.contact_id, Enrollment.state).where(
+                    Enrollment.tenant_id == self.tenant,
+                    Enrollment.version_id == version_id,
+                    Enrollment.contact_id.in_(chunk),
+                    Enrollment.created_at > since,
+                )
+            )
+            entered.update(cid for cid, state in rows if (state or {}).get("trigger") == trigger.id)
+        return entered
 
     def _sweep_candidates(
         self,

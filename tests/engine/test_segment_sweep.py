@@ -163,3 +163,27 @@ def test_contacts_join_an_every_audience_as_time_passes(store_url: str) -> None:
     # b was in the audience at the launch; a joined it on day 1, c on day 20 (just after
     # the run of 12-21 09:00, when its last login was exactly 30 days old).
     assert received == {"a": mondays, "b": mondays, "c": ["2026-12-28"]}
+
+
+def test_an_entry_an_event_noticed_is_not_entered_again_by_the_sweep(store_url: str) -> None:
+    """With `reenter always`, a login at 09:30 entered `active` at once (the event's entry
+    check), and the 10:00 sweep, which reads `active` at 09:00 and at 10:00, entered the
+    contact again: two journeys for one entry, though the contact never left. Leaving by
+    time and logging in again is a new entry."""
+    source = """
+template hi email { subject "Hi" body "x" }
+segment active = last(login) within 1d
+campaign a { reenter always  cap email 9 per 1d  on segment_enter active { send email hi } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[str]:
+        await engine.upsert_contacts([{"id": "c", "email": "c@example.test"}])
+        await engine.deploy(campaigns(source))
+        await engine.launch("a")
+        for hours in (0.5, 50.5):
+            await engine.run_until(T0 + dt.timedelta(hours=hours))
+            await engine.push_event({"contact": "c", "name": "login"})
+        await engine.run_until(T0 + dt.timedelta(hours=60))
+        return [m.contact_id for m in sink.delivered]
+
+    assert engine_run(store_url, body) == ["c", "c"]
