@@ -581,27 +581,32 @@ def test_a_launch_survives_an_attribute_instant_outside_the_calendar(store_url: 
     """`0001-01-01T00:00:00+01:00` is a well-formed ISO text whose UTC instant falls before
     year 1: reading it raised OverflowError, so one such contact failed every launch and step
     whose condition read the attribute."""
-    from tests.engine.test_runtime import campaigns, engine_run
-
-    source = """
-campaign recent "Recent" {
-  audience last_activity within 30d
-  on launch { send email hello }
-}
-template hello email { subject "Hi" body "Hello" }
-"""
     people = [
         {"id": "u1", "email": "u1@example.test", "last_activity": "2026-11-20T10:00:00Z"},
         {"id": "u2", "email": "u2@example.test", "last_activity": "0001-01-01T00:00:00+01:00"},
         {"id": "u3", "email": "u3@example.test", "last_activity": "2026-11-25T10:00:00z"},
     ]
+    assert launched(store_url, "last_activity within 30d", people) == 2
+
+
+def launched(store_url: str, audience: str, people: list[dict[str, Any]]) -> int:
+    """How many of `people` a launch of a campaign with `audience AUDIENCE` enrolls."""
+    from tests.engine.test_runtime import campaigns, engine_run
+
+    source = f"""
+campaign picked "Picked" {{
+  audience {audience}
+  on launch {{ send email hello }}
+}}
+template hello email {{ subject "Hi" body "Hello" }}
+"""
 
     async def body(engine: Any, clock: Any, sink: Any) -> int:
         await engine.upsert_contacts(people)
         await engine.deploy(campaigns(source))
-        return int(await engine.launch("recent"))
+        return int(await engine.launch("picked"))
 
-    assert engine_run(store_url, body) == 2
+    return int(engine_run(store_url, body))
 
 
 def test_a_launch_leaves_out_instants_after_now_on_both_cores(
@@ -610,27 +615,12 @@ def test_a_launch_leaves_out_instants_after_now_on_both_cores(
     """`renews_at within 30d` is the last 30 days: the filter read only `>= now - 30d`, so a
     launch enrolled a contact whose renewal date lay ahead, one the evaluator (a segment
     entry, an `if`) says is not within them."""
-    from tests.engine.test_runtime import campaigns, engine_run
-
-    source = """
-campaign renewed "Renewed lately" {
-  audience renews_at within 30d
-  on launch { send email hello }
-}
-template hello email { subject "Hi" body "Hello" }
-"""
     people = [
         {"id": "past", "email": "p@example.test", "renews_at": "2026-11-20T10:00:00Z"},
         {"id": "future", "email": "f@example.test", "renews_at": "2026-12-20T10:00:00Z"},
         {"id": "tomorrow", "email": "t@example.test", "renews_at": "2026-12-02"},
     ]
-
-    async def body(engine: Any, clock: Any, sink: Any) -> int:
-        await engine.upsert_contacts(people)
-        await engine.deploy(campaigns(source))
-        return int(await engine.launch("renewed"))
-
-    assert engine_run(store_url, body) == 1
+    assert launched(store_url, "renews_at within 30d", people) == 1
     assert [(chosen, evaluated) for chosen, evaluated, _ in filter_backend] == [
         (["past"], ["past"])
     ]
@@ -736,25 +726,10 @@ def test_contact_dot_flag_is_the_stored_attribute_in_bulk_too_on_both_cores(
     contact without it; the filter read it as the flag column (`unsubscribed`: false when
     nothing is recorded), so `not contact.unsubscribed` took in every contact without the
     attribute at a launch, where the evaluator takes in none of them."""
-    from tests.engine.test_runtime import campaigns, engine_run
-
-    source = """
-campaign kept "Kept" {
-  audience not contact.unsubscribed
-  on launch { send email hello }
-}
-template hello email { subject "Hi" body "Hello" }
-"""
     people = [
         {"id": "none", "email": "n@example.test"},
         {"id": "yes", "email": "y@example.test", "unsubscribed": True},
         {"id": "no", "email": "o@example.test", "unsubscribed": False},
     ]
-
-    async def body(engine: Any, clock: Any, sink: Any) -> int:
-        await engine.upsert_contacts(people)
-        await engine.deploy(campaigns(source))
-        return int(await engine.launch("kept"))
-
-    assert engine_run(store_url, body) == 1
+    assert launched(store_url, "not contact.unsubscribed", people) == 1
     assert [(chosen, evaluated) for chosen, evaluated, _ in filter_backend] == [(["no"], ["no"])]
