@@ -8,6 +8,7 @@ busy timeout instead of failing halfway, which is what makes a one-statement cla
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -120,7 +121,8 @@ class NotJsonNumber(ValueError):
 
 class UnstorableJson(NotJsonNumber):
     """JSON that reads but that the store's JSON columns cannot keep: an integer beyond 64
-    bits, a string with a lone surrogate escape (`"\\ud800"`), which is no text."""
+    bits, a number beyond a float's range (`1e400`), a string with a lone surrogate escape
+    (`"\\ud800"`), which is no text."""
 
     def __init__(self, reason: str) -> None:
         """Say why."""
@@ -150,6 +152,15 @@ def _stored_int(text: str) -> int:
     return int(text)
 
 
+def _finite_float(text: str) -> float:
+    # Python reads `1e400` as infinity, which the store's encoder writes as null: the
+    # attribute or event property was silently lost.
+    number = float(text)
+    if not math.isfinite(number):
+        raise UnstorableJson(f"{text} is beyond the numbers Cadence stores; write it as a string")
+    return number
+
+
 def _check_text(value: Any) -> None:
     # Python's decoder turns `"\ud800"` into a str no encoder writes: the store's failed the
     # whole import or request with a traceback.
@@ -173,8 +184,11 @@ def loads_json(text: str | bytes) -> Any:
     """JSON text given to Cadence (a file, a request body) as JSON has it: NaN and the
     infinities, which Python's decoder takes and no store keeps (SQLite wrote invalid JSON,
     PostgreSQL refused the transaction), raise `NotJsonNumber`, and so do JSON the store
-    cannot write (`UnstorableJson`): an integer beyond 64 bits, a lone surrogate escape."""
-    value = json.loads(text, parse_constant=_no_constant, parse_int=_stored_int)
+    cannot write (`UnstorableJson`): an integer beyond 64 bits, a number beyond a float's
+    range, a lone surrogate escape."""
+    value = json.loads(
+        text, parse_constant=_no_constant, parse_int=_stored_int, parse_float=_finite_float
+    )
     _check_text(value)
     return value
 
