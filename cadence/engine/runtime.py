@@ -2104,12 +2104,7 @@ class Engine:
                     Enrollment.status == EnrollmentStatus.ACTIVE.value,
                 )
             )
-            outbox = session.scalar(
-                select(func.min(OutboxMessage.next_attempt_at)).where(
-                    OutboxMessage.tenant_id == self.tenant,
-                    OutboxMessage.status == OutboxStatus.PENDING.value,
-                )
-            )
+            outbox = claims.next_outbox_due(session, tenant_id=self.tenant)
             starts = self._scheduled_starts(session)
             swept = self._next_sweep(session)
         candidates = [as_utc(t) for t in (enrollment, outbox, starts, swept) if t is not None]

@@ -108,9 +108,11 @@ ALLOWED: tuple[Allowed, ...] = (
     ),
     Allowed(
         "send_outbox",
-        r"SELECT min\(send_outbox\.next_attempt_at\) AS min_1 \nFROM send_outbox \n"
-        r"WHERE send_outbox\.tenant_id = \? AND send_outbox\.status = \?",
-        "next_due: min() over the (tenant_id, status, next_attempt_at) index reads one entry",
+        r"SELECT min\(CASE WHEN \(send_outbox\.lease_expires_at > send_outbox\.next_attempt_at\)"
+        r" THEN send_outbox\.lease_expires_at ELSE send_outbox\.next_attempt_at END\) AS min_1"
+        r" \nFROM send_outbox \nWHERE send_outbox\.status = \? AND send_outbox\.tenant_id = \?",
+        "next_due: when a pending send can be claimed (its lease's end, if later) reads the"
+        " tenant's pending sends, the work in flight, never the sent history",
     ),
     Allowed(
         "contacts",

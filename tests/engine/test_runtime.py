@@ -23,6 +23,7 @@ from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.describe import pause_text
 from cadence.engine.runtime import (
+    LEASE,
     DeliveryResult,
     Engine,
     EngineError,
@@ -511,6 +512,48 @@ def test_a_crash_between_an_in_process_step_s_commit_and_its_hand_over_sends_not
         ).all()
         assert [tuple(row) for row in statuses] == [("c1", "sent"), ("c3", "sent")]
         assert session.scalar(select(func.count()).select_from(SendLog)) == 2
+
+
+@dataclass
+class DyingSink(PlainSink):
+    """Takes the first message of a delivery, then the process dies before it answers."""
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Record one message, then fail as a killed process would."""
+        self.delivered.extend(messages[:1])
+        raise RuntimeError("process died in the provider call")
+
+
+def test_a_dead_engine_s_leased_sends_are_due_when_its_lease_ends(store_url: str) -> None:
+    """`next_due` said a send leased by a dead engine was due at once: `run_until` asked
+    again and again at the same instant and never moved the simulated clock on (and
+    `serve` polled the store without a pause until the lease ran out)."""
+    clock = SimulatedClock(T0)
+    dying = DyingSink()
+
+    async def crash() -> None:
+        async with Engine(store_url, clock=clock, sink=dying) as engine:
+            await engine.upsert_contacts(CONTACTS)
+            await engine.deploy(campaigns(LAUNCH))
+            await engine.launch("hello_all")
+            with pytest.raises(RuntimeError, match="died in the provider call"):
+                await engine.run_due()
+
+    async def restart() -> PlainSink:
+        sink = PlainSink()
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            assert await engine.next_due() == T0 + LEASE  # when the dead engine's lease ends
+            with trio.fail_after(20):
+                await engine.run_until(T0 + dt.timedelta(hours=1))
+            assert await engine.next_due() is None
+        return sink
+
+    trio.run(crash)
+    sink = trio.run(restart)
+    assert clock.now() == T0 + dt.timedelta(hours=1)
+    # Both sends once more after the lease, the one the provider took saying it was tried.
+    assert sent(dying) == [("c1", "hello")]
+    assert [(m.contact_id, m.attempts) for m in sink.delivered] == [("c1", 1), ("c3", 1)]
 
 
 def _count(store: Store, model: Any) -> int:

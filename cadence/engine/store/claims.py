@@ -23,7 +23,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BindParameter, ColumnElement, Result, Row, bindparam, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Result,
+    Row,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cadence.engine.store.bulk import among, update_groups, update_rows_by_id
@@ -536,6 +547,25 @@ def claim_outbox(
         columns=columns,
         count_attempt=True,
     )
+
+
+def next_outbox_due(session: Session, *, tenant_id: str) -> datetime | None:
+    """When the tenant's first pending send can next be claimed (None: no pending send).
+
+    That is its next attempt's time, or, while another engine's lease on it is live, the
+    lease's end: a send a dead engine had leased is not claimable before, and an engine
+    told it was due now would find nothing to claim and ask again at once, for as long as
+    the lease lasts (under a simulated clock, which only moves to the next due time, for
+    ever).
+    """
+    queue = OUTBOX_QUEUE
+    claimable = case((queue.lease_expires_at > queue.due, queue.lease_expires_at), else_=queue.due)
+    first: datetime | None = session.scalar(
+        select(func.min(claimable)).where(
+            queue.status == queue.ready_status, queue.tenant_id == tenant_id
+        )
+    )
+    return first
 
 
 def release_outbox(session: Session, owner: str, ids: Iterable[int]) -> int:
