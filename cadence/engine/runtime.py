@@ -552,7 +552,8 @@ class Engine:
         required`, or no setting and a launch audience above 1,000 contacts) and its current
         version has not been approved (`approve`).
         """
-        return (await self.store.call_retrying(self._launch_sync, name, None))[0]
+        mark = await self.store.call(_audit_mark)
+        return (await self.store.call_retrying(self._launch_sync, name, None, mark))[0]
 
     async def simulated_launch(
         self, name: str, *, approved_by: str
@@ -565,13 +566,17 @@ class Engine:
         campaigns (`MAX_ACTIVE_CAMPAIGNS`, whatever this engine's own limit), or None.
         The audience is counted once, for the rule and the enrollment both.
         """
-        return await self.store.call_retrying(self._launch_sync, name, approved_by)
+        mark = await self.store.call(_audit_mark)
+        return await self.store.call_retrying(self._launch_sync, name, approved_by, mark)
 
     def _launch_sync(
-        self, store: Store, name: str, approved_by: str | None
+        self, store: Store, name: str, approved_by: str | None, mark: int
     ) -> tuple[int, str | None, str | None]:
         now = self.now()
         with store.session() as session:
+            done = _moved_since(session, self.tenant, "launch", name, mark)
+            if done is not None:
+                return int(done["enrolled"]), None, None
             campaign = self._campaign_for_move(session, name, "launch")
             version_id, compiled = self._current(session, campaign)
             over_limit = None
@@ -696,23 +701,31 @@ class Engine:
 
     async def pause(self, name: str) -> int:
         """Hold every enrollment of the campaign where it is; returns how many were held."""
-        return await self.store.call_retrying(self._move_sync, name, "pause")
+        return await self._move(name, "pause")
 
     async def resume(self, name: str) -> int:
         """Continue a paused campaign; waits that fell due meanwhile run at once."""
-        return await self.store.call_retrying(self._move_sync, name, "resume")
+        return await self._move(name, "resume")
 
     async def cancel(self, name: str) -> int:
         """Stop a campaign for good; its enrollments are cancelled."""
-        return await self.store.call_retrying(self._move_sync, name, "cancel")
+        return await self._move(name, "cancel")
 
     async def archive(self, name: str) -> int:
         """Archive a finished or cancelled campaign."""
-        return await self.store.call_retrying(self._move_sync, name, "archive")
+        return await self._move(name, "archive")
 
-    def _move_sync(self, store: Store, name: str, move: str) -> int:
+    async def _move(self, name: str, move: str) -> int:
+        """A lifecycle move in one transaction, run again after a transient failure."""
+        mark = await self.store.call(_audit_mark)
+        return await self.store.call_retrying(self._move_sync, name, move, mark)
+
+    def _move_sync(self, store: Store, name: str, move: str, mark: int) -> int:
         now = self.now()
         with store.session() as session:
+            done = _moved_since(session, self.tenant, move, name, mark)
+            if done is not None:
+                return int(done["enrollments"])
             campaign = self._campaign_for_move(session, name, move)
             versions = campaign_store.campaign_version_ids(session, campaign.id)
             count = 0
@@ -3259,6 +3272,36 @@ def _append_history(stored: str | None, entries: list[list[Any]]) -> RawJSON:
 def _micros(moment: dt.datetime) -> int:
     """An instant as integer microseconds since the epoch, as the dispatch core counts time."""
     return int(moment.timestamp() * 1_000_000)
+
+
+def _audit_mark(store: Store) -> int:
+    """The audit log's last line before a lifecycle move begins (see `_moved_since`)."""
+    with store.session() as session:
+        return int(session.scalar(select(func.max(AuditEntry.id))) or 0)
+
+
+def _moved_since(
+    session: Session, tenant: str, action: str, name: str, mark: int
+) -> dict[str, Any] | None:
+    """The audit details of the move `action` on campaign `name` written after the audit
+    line `mark`, when its transaction runs again and finds it done; else None.
+
+    A connection lost as a transaction commits looks transient, so `call_retrying` runs it
+    again, but the commit may have gone through: a launch run again then found its own
+    campaign active and refused ("it is active") the launch it had made.
+    """
+    details: dict[str, Any] | None = session.scalar(
+        select(AuditEntry.details)
+        .where(
+            AuditEntry.tenant_id == tenant,
+            AuditEntry.action == action,
+            AuditEntry.subject_id == name,
+            AuditEntry.id > mark,
+        )
+        .order_by(AuditEntry.id.desc())
+        .limit(1)
+    )
+    return details
 
 
 def _audit(

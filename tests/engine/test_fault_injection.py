@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 
 from cadence.engine import preferences, suppress
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, EngineError, OutgoingMessage
+from cadence.engine.runtime import Engine, EngineError, OutgoingMessage, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import (
     Campaign,
@@ -422,3 +422,39 @@ def test_a_webhook_an_unsubscribe_or_an_event_push_cut_short_takes_effect_once_o
         except AssertionError as error:
             failures.append(f"{point}: {error}")
     assert not failures, "\n".join(failures)
+
+
+def test_a_move_whose_commit_answer_was_lost_is_not_refused_when_run_again(
+    store_url: str,
+) -> None:
+    """A connection lost as a launch (or a pause ...) committed is transient, so the engine
+    runs the transaction again; it found the campaign already moved, by itself, and
+    refused: "cannot launch 'hello_all': it is active", for a launch that was made."""
+    source = """
+template hello email { subject "Hello" body "<p>Hi</p>" }
+campaign hello_all { on launch { send email hello  wait 1d  send email hello } }
+"""
+
+    async def main() -> list[tuple[str, int]]:
+        done: list[tuple[str, int]] = []
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=RecordingSink()) as engine:
+            await engine.upsert_contacts(PEOPLE)
+            await engine.deploy(campaigns(source))
+            await engine.run_due()
+            for name, move in [("launch", engine.launch), ("pause", engine.pause),
+                               ("resume", engine.resume), ("cancel", engine.cancel)]:  # fmt: skip
+                # The move's own commit, after the read of where the audit log stands.
+                faults = Faults(FaultPoint("lost_commit", 2))
+                faults.attach(engine.store.store.engine)
+                try:
+                    done.append((name, await move("hello_all")))
+                finally:
+                    faults.detach(engine.store.store.engine)
+                assert faults.fired
+                if name == "launch":
+                    await engine.run_due()  # the first hello goes; everyone waits a day
+            (row,) = await engine.status()
+            assert row["status"] == "cancelled" and row["enrollments"] == {"cancelled": 6}
+        return done
+
+    assert trio.run(main) == [("launch", 6), ("pause", 6), ("resume", 6), ("cancel", 6)]
