@@ -440,6 +440,37 @@ def test_a_lone_surrogate_escape_is_named_and_changes_nothing(store: Store, tmp_
     assert set(contacts(store)) == {"c1"} and count(store, Event) == 0
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (2**70, "an integer beyond the integers Cadence stores"),
+        (float("inf"), "inf is beyond the numbers Cadence stores"),
+        (float("nan"), "NaN is not a number JSON has"),
+        ("\ud800", "lone surrogate"),
+        (["ok", "\udc00"], "lone surrogate"),
+    ],
+)
+def test_python_api_rows_the_store_cannot_hold_are_named_and_change_nothing(
+    store: Store, value: Any, reason: str
+) -> None:
+    """Rows given as Python objects are never read by the JSON reader that names these:
+    the store's encoder failed the whole call with a TypeError (an integer beyond 64 bits,
+    a lone surrogate), or wrote an infinity as null and lost it."""
+    upsert_contact_dicts(store, [{"id": "c1", "email": "a@x.test"}])
+    with pytest.raises(InvalidInput) as contact_problem:
+        upsert_contact_dicts(store, [{"id": "c2"}, {"id": "c3", "score": value}])
+    with pytest.raises(InvalidInput) as event_problem:
+        push_event_dicts(
+            store,
+            [{"contact": "c1", "name": "viewed", "at": "2026-11-01T00:00:00Z",
+              "properties": {"listing": {"price": value}}}],
+        )  # fmt: skip
+    for caught, column in ((contact_problem, "score"), (event_problem, "properties")):
+        (problem,) = caught.value.problems
+        assert problem.column == column and reason in problem.reason, problem
+    assert set(contacts(store)) == {"c1"} and count(store, Event) == 0
+
+
 def test_the_tenants_stored_schema_checks_later_imports(
     store: Store, tmp_path: Path, schema_file: Path
 ) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,23 +161,38 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _check_text(value: Any) -> None:
-    # Python's decoder turns `"\ud800"` into a str no encoder writes: the store's failed the
-    # whole import or request with a traceback.
+def unstorable(value: Any) -> str | None:
+    """Why a JSON value (an attribute, an event's properties) cannot be stored, or None.
+
+    The store's encoder refuses an integer beyond 64 bits and a string with a lone
+    surrogate (Python's decoder makes one of `"\\ud800"`), with a TypeError that failed the
+    whole import or request; it writes NaN and the infinities as null, losing the value.
+    """
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise UnstorableJson(
-                f"the string {value!r} holds a lone surrogate escape, which is not text"
-            ) from None
-    elif isinstance(value, dict):
+            return f"the string {value!r} holds a lone surrogate escape, which is not text"
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        return None if value in STORED_INTEGERS else INTEGER_OUT_OF_RANGE
+    elif isinstance(value, float):
+        if math.isnan(value):
+            return "NaN is not a number JSON has (write null, or a string)"
+        if math.isinf(value):
+            return f"{value} is beyond the numbers Cadence stores; write it as a string"
+    elif isinstance(value, Mapping):
         for key, item in value.items():
-            _check_text(key)
-            _check_text(item)
-    elif isinstance(value, list):
+            reason = unstorable(key) or unstorable(item)
+            if reason is not None:
+                return reason
+    elif isinstance(value, list | tuple):
         for item in value:
-            _check_text(item)
+            reason = unstorable(item)
+            if reason is not None:
+                return reason
+    return None
 
 
 def loads_json(text: str | bytes) -> Any:
@@ -189,7 +204,9 @@ def loads_json(text: str | bytes) -> Any:
     value = json.loads(
         text, parse_constant=_no_constant, parse_int=_stored_int, parse_float=_finite_float
     )
-    _check_text(value)
+    reason = unstorable(value)
+    if reason is not None:
+        raise UnstorableJson(reason)
     return value
 
 

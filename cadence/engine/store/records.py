@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from cadence.dsl.symbols import LOCALE_TAG
-from cadence.engine.store.database import INTEGER_OUT_OF_RANGE, STORED_INTEGERS
+from cadence.engine.store.database import unstorable
 from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH
 from cadence.engine.store.schema import (
     IDENTIFIER,
@@ -202,9 +202,8 @@ def _is_empty(value: Any) -> bool:
 
 
 def _plain_attribute(value: Any) -> Any:
-    """An attribute without a declared type: kept as given if it is flat JSON."""
-    if isinstance(value, int) and not isinstance(value, bool) and value not in STORED_INTEGERS:
-        raise ValueError(INTEGER_OUT_OF_RANGE)
+    """An attribute without a declared type: kept as given if it is flat JSON (whether the
+    store can hold it is `unstorable`'s to say, for every value of a row)."""
     if isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, list):
@@ -347,6 +346,11 @@ def validate_contact(
                 attributes[column] = _plain_attribute(value)
         except ValueError as exc:
             errors.append((column, str(exc)))
+    # Rows given as Python objects (the API, not a file) reach here unread by `loads_json`.
+    for column, stored in (*record_fields.items(), *attributes.items()):
+        reason = unstorable(stored)
+        if reason is not None:
+            errors.append((column, reason))
 
     if schema is not None:
         for name, spec in schema.attributes.items():
@@ -419,6 +423,8 @@ def validate_event(
         properties = {}
     if not isinstance(properties, dict):
         errors.append(("properties", "expected an object"))
+    elif (reason := unstorable(properties)) is not None:
+        errors.append(("properties", reason))
 
     dedupe_key: str | None = None
     if not _is_empty(raw.get("id")):
