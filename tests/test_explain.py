@@ -464,3 +464,40 @@ def test_the_implied_approval_rule_is_said(settings: str, trigger: str, said: st
     approval = [line for line in lines if line.startswith(("Approval", "Needs approval"))]
     assert len(approval) == (0 if said is None else 1), approval
     assert said is None or approval[0].startswith(said), approval
+
+
+@pytest.mark.parametrize(
+    ("audience", "lacking"),
+    [
+        ('city != "Cebu"', "city"),
+        ('contact.country not in ["US", "CA"]', "country"),
+        ("not (vip and lead_score > 5)", "lead_score or vip"),
+        ("not (last_login within 30d)", "last_login"),
+        ('not engaged and city = "Cebu"', None),  # a segment has a value for everyone
+        ("not unsubscribed and not converted", None),  # engagement is true or false
+        ('not ("vip" in tags)', None),  # tags is a list, maybe empty, never missing
+        ('city = "Cebu" and lead_score > 5', None),  # no one reads these as letting them in
+    ],
+)
+def test_an_audience_that_negates_an_attribute_says_who_lacks_it_is_not_let_in(
+    audience: str, lacking: str | None
+) -> None:
+    """`city != "Cebu"` reads as letting in contacts without a city, but under the
+    missing-value rule the comparison is unknown for them, never true."""
+    text = explain_workspace(
+        load_text(
+            'template t email { subject "T" body "." }\n'
+            "segment engaged = lead_score > 50\n"
+            f"campaign c {{ audience {audience}  on launch {{ send email t }} }}\n",
+            "c.cadence",
+        )
+    )
+    said = [line.strip() for line in text.splitlines() if "Where a contact has no value" in line]
+    if lacking is None:
+        assert said == []
+    else:
+        assert said == [
+            f"Where a contact has no value for {lacking}, a condition on it is unknown, never"
+            " true, with `!=`, `not in` and `not` as with the rest: such a contact is in only"
+            " if the rest of the audience lets it in without that condition."
+        ]

@@ -19,6 +19,7 @@ from cadence.dsl.compiler import infer_campaign_type
 from cadence.dsl.loader import Workspace
 from cadence.dsl.symbols import (
     DEFAULT_CAP,
+    ENGAGEMENT_FLAGS,
     IMPLIED_APPROVAL_ABOVE,
     CampaignUnit,
     Symbols,
@@ -722,6 +723,15 @@ def _settings_sentences(unit: CampaignUnit, names: Names) -> list[str]:
         if audience
         else "Audience: every contact (no audience filter)."
     )
+    lacking = sorted({name for e in audience for name in _negated_attributes(e, words.names)})
+    if lacking:
+        out.append(
+            "Where a contact has no value for "
+            + join_words(lacking, "or")
+            + ", a condition on it is unknown, never true, with `!=`, `not in` and `not` as"
+            " with the rest: such a contact is in only if the rest of the audience lets it in"
+            " without that condition."
+        )
     for setting in unit.settings:
         sentence = _setting_sentence(setting, words)
         if sentence:
@@ -807,6 +817,42 @@ def _default_zone_sentence(unit: CampaignUnit) -> str | None:
     if setting is not None:
         return f"Times written without `local` are in {setting.zone} too."
     return 'Timezone: UTC, for the times written without `local` (`timezone "ZONE"` sets another).'
+
+
+def _negated_attributes(expr: ast.Expr, names: Names, negated: bool = False) -> list[str]:
+    """The contact attributes an audience reads under `!=`, `not in` or `not`: a reader
+    takes `city != "Cebu"` to let in contacts without a city, but under the missing-value
+    rule (docs/language.md) that comparison is unknown for them, never true."""
+    match expr:
+        case ast.Unary(op="not", operand=operand):
+            return _negated_attributes(operand, names, not negated)
+        case ast.Binary(op="and" | "or", left=left, right=right):
+            return _negated_attributes(left, names, negated) + _negated_attributes(
+                right, names, negated
+            )
+        case ast.Compare(op=op, left=left, right=right) if negated or op in ("!=", "not in"):
+            return [n for side in (left, right) if (n := _attribute(side, names)) is not None]
+        case ast.Within(operand=operand) if negated:
+            return [n for n in (_attribute(operand, names),) if n is not None]
+        case ast.Path() if negated:
+            return [n for n in (_attribute(expr, names),) if n is not None]
+    return []
+
+
+def _attribute(expr: ast.Expr, names: Names) -> str | None:
+    """The contact attribute a path names (`city`, `contact.city`); None for anything else
+    (a segment, a score, an event's field, a literal)."""
+    if not isinstance(expr, ast.Path):
+        return None
+    parts = expr.parts
+    if len(parts) == 2 and parts[0] == "contact":
+        return parts[1]
+    # A segment, a score, `converted`/`unsubscribed` (engagement, true or false) and a
+    # contact's id and tags (a list, maybe empty) always have a value.
+    always = {*names.segments, *names.scores, *ENGAGEMENT_FLAGS, "id", "tags"}
+    if len(parts) == 1 and parts[0] not in always:
+        return parts[0]
+    return None
 
 
 def _grouped(words: ExprWords, expr: ast.Expr) -> str:
