@@ -209,6 +209,8 @@ def _trigger(source: str) -> str:
             "from the campaign's start",
         ),
         ("every monday 09:00", "every Monday at 09:00, the whole audience"),
+        ("every daily", "every day at 00:00, the whole audience"),  # the day's start
+        ("every weekdays local", "every weekday at 00:00 in each contact's local time"),
         ("when app_login", 'when a contact has a "app_login" event'),
     ],
 )

@@ -665,7 +665,12 @@ def describe_trigger(trigger: ast.Trigger, names: Names) -> str:
                 return f"{when} at {at}, beginning with {first}, the whole audience"
             else:
                 when = "on a schedule"
-            at = f" at {time_words(time)}" if time is not None else ""
+            if time is not None:
+                at = f" at {time_words(time)}"
+            else:
+                # Days without a time run at the day's start, as the engine runs them
+                # (`timing.every_trigger_occurrences`).
+                at = " at 00:00" if days else ""
             return f"{when}{at}{_local_words(local)}, the whole audience"
 
 
