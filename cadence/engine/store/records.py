@@ -332,25 +332,27 @@ def validate_contact(
             errors.append((column, reason))
             continue
         try:
+            stored: Any
             if column in _FIELD_NORMALIZERS:
                 if column == "tags":
-                    record_fields[column] = [] if _is_empty(value) else parse_string_list(value)
+                    stored = [] if _is_empty(value) else parse_string_list(value)
                 else:
-                    normalized = None if _is_empty(value) else _FIELD_NORMALIZERS[column](value)
-                    record_fields[column] = normalized
+                    stored = None if _is_empty(value) else _FIELD_NORMALIZERS[column](value)
             elif _is_empty(value):
-                attributes[column] = None
+                stored = None
             elif schema is not None:
-                attributes[column] = coerce_value(schema.attributes[column], value)
+                stored = coerce_value(schema.attributes[column], value)
             else:
-                attributes[column] = _plain_attribute(value)
+                stored = _plain_attribute(value)
+            # Every value is held to what the store can write here, whatever read it: rows
+            # given as Python objects (the API, not a file) are never read by `loads_json`.
+            unwritable = unstorable(stored)
+            if unwritable is not None:
+                raise ValueError(unwritable)
         except ValueError as exc:
             errors.append((column, str(exc)))
-    # Rows given as Python objects (the API, not a file) reach here unread by `loads_json`.
-    for column, stored in (*record_fields.items(), *attributes.items()):
-        reason = unstorable(stored)
-        if reason is not None:
-            errors.append((column, reason))
+            continue
+        (record_fields if column in _FIELD_NORMALIZERS else attributes)[column] = stored
 
     if schema is not None:
         for name, spec in schema.attributes.items():

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cadence.dsl.symbols import CONTACT_COLUMNS
 from cadence.engine.clock import as_utc, parse_instant
-from cadence.engine.store.database import INTEGER_OUT_OF_RANGE, STORED_INTEGERS
+from cadence.engine.store.database import STORED_INTEGERS
 from cadence.errors import CadenceError
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
@@ -239,13 +239,6 @@ def parse_string_list(value: Any) -> list[str]:
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,19}")  # longer is beyond 64 bits: read as a float
 
 
-def _stored(number: int) -> int:
-    """An integer the store can hold, or the reason it cannot."""
-    if number not in STORED_INTEGERS:
-        raise ValueError(INTEGER_OUT_OF_RANGE)
-    return number
-
-
 def coerce_value(spec: AttributeSpec, value: Any) -> Any:
     """Turn a raw cell (CSV text or a JSON value) into the stored JSON value for its type.
 
@@ -263,15 +256,14 @@ def coerce_value(spec: AttributeSpec, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected an integer, got a boolean")
         if isinstance(value, int):
-            return _stored(value)
+            return value
         if isinstance(value, float) and value.is_integer():
-            return _stored(int(value))
+            return int(value)
         if isinstance(value, str):
             try:
-                whole = int(value.strip())
+                return int(value.strip())
             except ValueError:
                 raise ValueError(f"{value!r} is not an integer") from None
-            return _stored(whole)
         raise ValueError(f"expected an integer, got {_kind(value)} {value!r}")
     if kind is AttributeType.NUMBER:
         if isinstance(value, bool):
