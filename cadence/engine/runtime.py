@@ -36,6 +36,7 @@ from cadence.engine import (
     evaluate,
     inbound,
     reads,
+    stepper,
     suppress,
     sweep,
     timing,
@@ -1101,6 +1102,63 @@ class Engine:
         write: a contact already in a segment does not enter it again.
         """
         self._after_contacts_changed_in(session, report.created_ids, report.updated_ids, before)
+        self._rebook_local_times(session, report.previous_zones, self.now())
+
+    def _rebook_local_times(
+        self, session: Session, previous_zones: Mapping[str, str | None], now: dt.datetime
+    ) -> None:
+        """Read the local times a contact's sleeping enrollments wait for again in a new zone.
+
+        `previous_zones` holds the timezone each contact had before this write, for those
+        whose timezone it changed. An `at ... local` run, a `wait until 09:00 local` or a send
+        held for a `local` window was booked as an instant in the old zone; the contact now
+        expects it by their new clock (`stepper.rezone`). Enrollments a worker's batch holds
+        are left to it, as in `_wake_reactive`: that batch reads the contact after this commit.
+        """
+        if not previous_zones:
+            return
+        stamp = now.isoformat()
+        for chunk in _chunks(sorted(previous_zones), self.batch_size):
+            zones: dict[str, str | None] = {
+                contact_id: zone
+                for contact_id, zone in session.execute(
+                    select(Contact.id, Contact.timezone).where(
+                        Contact.tenant_id == self.tenant, Contact.id.in_(chunk)
+                    )
+                )
+            }
+            sleeping = session.scalars(
+                select(Enrollment)
+                .where(
+                    Enrollment.tenant_id == self.tenant,
+                    Enrollment.contact_id.in_(chunk),
+                    Enrollment.status.in_(
+                        [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
+                    ),
+                )
+                .order_by(Enrollment.id)
+                .with_for_update(skip_locked=True)
+            )
+            for enrollment in sleeping:
+                if enrollment.due_at is None or as_utc(enrollment.due_at) <= now:
+                    continue
+                _, campaign = self._version(session, enrollment.version_id)
+                fallback = campaign.settings.timezone.zone if campaign.settings.timezone else None
+                old_zone = timing.contact_zone(previous_zones[enrollment.contact_id], fallback)
+                new_zone = timing.contact_zone(zones.get(enrollment.contact_id), fallback)
+                if old_zone == new_zone:
+                    continue
+                moved = stepper.rezone(
+                    campaign, enrollment.node, enrollment.state, old_zone, new_zone, now
+                )
+                if moved is None or moved[0] == as_utc(enrollment.due_at):
+                    continue
+                enrollment.due_at, enrollment.state = moved
+                enrollment.history = [
+                    *enrollment.history,
+                    [stamp, enrollment.node, f"timezone changed: due {moved[0].isoformat()}"],
+                ]
+                enrollment.updated_at = now
 
     # ------------------------------------------------------------------ agents
 

@@ -415,10 +415,70 @@ def _next_allowed(env: StepEnv, channel: str, campaign: c.CompiledCampaign) -> d
     settings = campaign.settings
     if settings.send_window is None and not settings.quiet_hours:
         return env.now  # without either, the contact's zone need not even be looked up
+    return _send_moment(env.now, channel, campaign, env.zone)
+
+
+def _send_moment(
+    now: dt.datetime, channel: str, campaign: c.CompiledCampaign, zone: ZoneInfo
+) -> dt.datetime:
+    """The first instant from `now` a send on `channel` may go out to a contact in `zone`."""
+    settings = campaign.settings
     quiet = [q for q in settings.quiet_hours if q.channel in (None, channel)]
     return timing.next_send_instant(
-        env.now, settings.send_window, quiet, env.zone, timing.campaign_zone(campaign)
+        now, settings.send_window, quiet, zone, timing.campaign_zone(campaign)
     )
+
+
+def rezone(
+    campaign: c.CompiledCampaign,
+    node_id: str | None,
+    state: dict[str, Any],
+    old_zone: ZoneInfo,
+    new_zone: ZoneInfo,
+    now: dt.datetime,
+) -> tuple[dt.datetime, dict[str, Any]] | None:
+    """When a sleeping enrollment is due once its contact moved to another timezone.
+
+    What was booked from the contact's clock is an instant read in the old zone: a run of
+    `at ... local` or `every ... local` (the same wall time, in the new zone; at once if that
+    has passed), `wait until HH:MM local` (the next HH:MM in the new zone) and a send held
+    for the send window or quiet hours (their next opening from now). Returns the new due
+    time and state, or None when the enrollment sleeps on nothing read in the contact's zone.
+    """
+    state = dict(state)
+    booked = state.get("not_before")
+    if booked is not None:  # a run booked ahead, not started
+        trigger = next((t for t in campaign.triggers if t.id == state.get("trigger")), None)
+        if isinstance(trigger, c.AtTriggerModel) and trigger.local:
+            instant = timing.at_trigger_instant(trigger.at, True, new_zone)
+        elif isinstance(trigger, c.EveryTriggerModel) and trigger.local:
+            wall = dt.datetime.fromisoformat(booked).astimezone(old_zone).replace(tzinfo=None)
+            instant = timing.wall_to_utc(wall, new_zone)
+        else:
+            return None
+        instant = max(instant, now)
+        state["not_before"] = _iso(instant)
+        return instant, state
+    if state.get("wake_at") is None or node_id is None:
+        return None
+    match campaign.node_map.get(node_id):
+        case c.WaitUntilNode(time=time, local=True):
+            arrived = state.get("arrived")
+            if not arrived or arrived[0] != node_id:
+                return None
+            instant = timing.next_time_of_day(now, time, new_zone)
+            state["arrived"] = [arrived[0], arrived[1], _iso(instant)]
+        case c.SendNode(channel=channel) if campaign.settings.send_window or (
+            campaign.settings.quiet_hours
+        ):
+            try:
+                instant = _send_moment(now, channel, campaign, new_zone)
+            except timing.NoSendMoment:
+                instant = now  # the step itself skips the send and says why
+        case _:
+            return None
+    state["wake_at"] = _iso(instant)
+    return instant, state
 
 
 def _ab_split(

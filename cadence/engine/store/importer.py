@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
@@ -78,6 +78,8 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)
     created_ids: list[str] = field(default_factory=list)  # contacts: new ids, in file order
     updated_ids: list[str] = field(default_factory=list)  # contacts: ids that existed
+    # contacts: the timezone each updated contact had, for those whose timezone changed
+    previous_zones: dict[str, str | None] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)  # events: those written
 
     @property
@@ -278,14 +280,24 @@ def upsert_contacts(
     session: Session, tenant_id: str, records: Sequence[ContactRecord], *, now: datetime
 ) -> tuple[int, int]:
     """Insert or update contacts by id in bulk; returns how many were (created, updated)."""
-    created, updated = upsert_contact_records(session, tenant_id, records, now=now)
-    return len(created), len(updated)
+    written = upsert_contact_records(session, tenant_id, records, now=now)
+    return len(written.created), len(written.updated)
+
+
+class ContactsWritten(NamedTuple):
+    """Which contacts an upsert created and updated, and the zones of those it moved."""
+
+    created: list[str]
+    updated: list[str]
+    # The timezone an updated contact had before, for each whose timezone changed: what was
+    # booked from their local clock is read again in the new zone.
+    previous_zones: dict[str, str | None]
 
 
 def upsert_contact_records(
     session: Session, tenant_id: str, records: Sequence[ContactRecord], *, now: datetime
-) -> tuple[list[str], list[str]]:
-    """Insert or update contacts by id in bulk; returns the (created, updated) ids.
+) -> ContactsWritten:
+    """Insert or update contacts by id in bulk; says which were created, updated and moved.
 
     Existing rows are read once per chunk so fields a record leaves out keep their stored
     value and attributes merge (None removes one); then one executemany upsert per chunk.
@@ -303,6 +315,7 @@ def upsert_contact_records(
     records = list(merged.values())
     created: list[str] = []
     updated: list[str] = []
+    previous_zones: dict[str, str | None] = {}
     table: Table = Contact.__table__  # type: ignore[assignment]
     columns = ("email", "phone", "first_name", "last_name", "timezone", "locale", "tags")
     for start in range(0, len(records), CHUNK):
@@ -340,6 +353,8 @@ def upsert_contact_records(
             values["updated_at"] = now
             params.append(values)
             (created if old is None else updated).append(record.id)
+            if old is not None and values["timezone"] != old.timezone:
+                previous_zones[record.id] = old.timezone
         session.expunge_all()  # the rows read above are about to be stale
         insert_rows(
             session,
@@ -348,7 +363,7 @@ def upsert_contact_records(
             conflict=("tenant_id", "id"),
             update_columns=(*columns, "attributes", "updated_at"),
         )
-    return created, updated
+    return ContactsWritten(created, updated, previous_zones)
 
 
 def import_contact_rows(
@@ -395,9 +410,9 @@ def import_contact_rows(
         if not records:
             return report
         _ensure_tenant(session, tenant_id, stamp)
-        report.created_ids, report.updated_ids = upsert_contact_records(
-            session, tenant_id, records, now=stamp
-        )
+        written = upsert_contact_records(session, tenant_id, records, now=stamp)
+        report.created_ids, report.updated_ids = written.created, written.updated
+        report.previous_zones = written.previous_zones
         report.created, report.updated = len(report.created_ids), len(report.updated_ids)
         report.written = len(records)
         if schema is not None and resolved is not None:
