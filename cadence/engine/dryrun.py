@@ -209,6 +209,9 @@ class PlannedSend:
     # What the run made of it (delivered, bounced, opened ...), for the contacts whose
     # sends are rendered (`--contact`); empty for the rest.
     outcome: tuple[str, ...] = ()
+    # The send's place in the store (its outbox id): one enrollment's sends at one instant
+    # are listed in the order its steps made them, not by node name.
+    sequence: int = field(default=0, compare=False, hash=False)
 
     @property
     def delivered(self) -> bool:
@@ -408,6 +411,7 @@ class DryRunSink:
                     result.provider,
                     None if result.sent else result.error or "failed",
                     outcome if self._wants(message.contact_id) else (),
+                    message.outbox_id,
                 )
             )
         return results
@@ -1051,7 +1055,7 @@ async def dry_run(
     ab_tests = {row["name"]: row["ab_tests"] for row in status if row["ab_tests"]}
     paused_campaigns = {row["name"]: row["pause"] for row in status if row["pause"] is not None}
     return DryRunReport(
-        sorted(sink.planned, key=lambda s: (s.at, s.contact, s.campaign, s.node or "")),
+        sorted(sink.planned, key=lambda s: (s.at, s.contact, s.campaign, s.sequence)),
         enrolled=sum(counts.values()),
         completed=counts.get("completed", 0),
         exited=counts.get("exited", 0),

@@ -237,6 +237,29 @@ def test_json_lines_follow_the_contract(tmp_path: Path) -> None:
     }
 
 
+def test_sends_of_one_step_are_listed_in_the_order_the_steps_make_them(tmp_path: Path) -> None:
+    source = tmp_path / "order.cadence"
+    source.write_text(
+        'template zeta email { subject "z" body "b" }\n'
+        'template alpha email { subject "a" body "b" }\n'
+        "on launch { send email zeta  send email alpha  send email zeta_two }\n"
+        'template zeta_two email { subject "z2" body "b" }\n',
+        "utf-8",
+    )
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": f"c{i}", "email": f"c{i}@example.test"} for i in (1, 2)],
+    )
+    report = trio.run(
+        lambda: dry_run(compile_paths([source]), contacts, start=START, until=dt.timedelta(days=1))
+    )
+    # Not by node name (send_alpha, send_zeta, send_zeta_two): zeta, then alpha, then zeta_two.
+    assert [(s.contact, s.template) for s in report.sends] == [
+        ("c1", "zeta"), ("c1", "alpha"), ("c1", "zeta_two"),
+        ("c2", "zeta"), ("c2", "alpha"), ("c2", "zeta_two"),
+    ]  # fmt: skip
+
+
 def test_json_lines_are_each_send_encoded_as_json_dumps_would() -> None:
     # The lines are assembled from cached parts; any send, however its names are spelled,
     # must come out exactly as `json.dumps(send.to_json())`.
