@@ -84,6 +84,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--company", metavar="JSON_OR_FILE", help="tenant/company variables (name, currency ...)"
     )
+    p.add_argument(
+        "--agents",
+        metavar="NAMES",
+        help="the salespeople `assign agent round_robin` rotates through, in order:"
+        " ana,ben (or ana=ana@acme.test,ben with emails); default none",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per send, then a summary")
     add_default_cap(p)
     p.set_defaults(handler=_dry_run)
@@ -268,7 +274,13 @@ def _dry_run(args: argparse.Namespace) -> int:
     from cadence.dsl.compiler import compile_paths
     from cadence.dsl.parser import MAX_DURATION_SECONDS, duration_seconds
     from cadence.engine.clock import parse_instant
-    from cadence.engine.dryrun import DryRunError, dry_run, failed_sends, parse_assume
+    from cadence.engine.dryrun import (
+        DryRunError,
+        dry_run,
+        failed_sends,
+        parse_agents,
+        parse_assume,
+    )
 
     try:
         company = _company(args.company)
@@ -288,6 +300,7 @@ def _dry_run(args: argparse.Namespace) -> int:
             )
         until = dt.timedelta(seconds=seconds)
         assume = parse_assume(args.assume)
+        agents = parse_agents(args.agents) if args.agents is not None else []
     except ValueError as exc:  # from parse_instant: the only step here that raises one
         print(f"cadence dry-run: --start: {exc}", file=sys.stderr)
         return 2
@@ -324,8 +337,9 @@ def _dry_run(args: argparse.Namespace) -> int:
                     assume=assume, seed=args.seed, on_progress=report, company=company,
                     render=False if args.contact is None else {args.contact},
                     schema=args.schema, performance=not args.json, default_cap=args.default_cap,
+                    agents=agents,
                 )  # fmt: skip
-            except DryRunError as exc:  # an option the inputs contradict (--contact)
+            except DryRunError as exc:  # an option the inputs contradict (--contact, --agents)
                 print(f"cadence dry-run: {exc}", file=sys.stderr)
                 return 2
         del horizon
@@ -343,6 +357,8 @@ def _dry_run(args: argparse.Namespace) -> int:
         print(f"cadence dry-run: note: {approval.warning()}", file=sys.stderr)
     for over in result.over_limit:
         print(f"cadence dry-run: note: {over.warning()}", file=sys.stderr)
+    for agentless in result.no_agents:
+        print(f"cadence dry-run: note: {agentless.warning()}", file=sys.stderr)
     if args.json:
         for line in result.json_lines():
             print(line)
@@ -828,6 +844,8 @@ DEMO_COMPANY = {
     "address": "1 Example Street, Springfield",
     "currency": "USD",
 }
+# The sales team the examples' `assign agent round_robin` hands hot leads to.
+DEMO_AGENTS = [("maya", "maya@acme.test"), ("tomas", "tomas@acme.test")]
 DEMO_SENDER = "Acme <hello@acme.test>"
 DEMO_WHATSAPP_NUMBER = "15550001000"
 
@@ -957,7 +975,7 @@ async def _run_demo(
                     start=start, until=dt.timedelta(days=args.days),
                     assume=parse_assume(DEFAULT_ASSUME), seed=args.seed, on_progress=report,
                     render=False, company=DEMO_COMPANY, forward=forward, approved_by="demo",
-                    performance=True,
+                    performance=True, agents=DEMO_AGENTS,
                 )  # fmt: skip
             received = _received(standins)
         finally:

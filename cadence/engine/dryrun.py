@@ -47,6 +47,7 @@ from cadence.adapters.render import (
 from cadence.adapters.sink import ContentSource
 from cadence.adapters.tracking import Links, has_web_version
 from cadence.dsl.compiled import (
+    AssignAgentNode,
     CompiledCampaign,
     CompiledTemplate,
     ContactCreatedTriggerModel,
@@ -59,7 +60,14 @@ from cadence.engine.clock import SimulatedClock, as_utc, parse_instant
 from cadence.engine.delivery import ENGAGEMENT_EVENTS
 from cadence.engine.facts import load_facts
 from cadence.engine.reads import names_read, reads_event
-from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage, RunStats, Sink
+from cadence.engine.runtime import (
+    DeliveryResult,
+    Engine,
+    EngineError,
+    OutgoingMessage,
+    RunStats,
+    Sink,
+)
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import event_dict, push_events, read_jsonl
@@ -811,6 +819,35 @@ class ApprovalNeeded:
 
 
 @dataclass(frozen=True)
+class NoAgents:
+    """A campaign that assigns agents in a run that has none: every assignment is to nobody."""
+
+    campaign: str
+
+    def warning(self) -> str:
+        """What the run made of `assign agent`, and how to give it agents."""
+        return (
+            f"{self.campaign} assigns agents (`assign agent round_robin`) but this run has"
+            " none, so each assignment is to nobody and `contact.agent` stays missing; name"
+            " the rotation with --agents ana,ben (or ana=ana@acme.test,ben)"
+        )
+
+
+def parse_agents(text: str) -> list[tuple[str, str | None]]:
+    """`--agents ana,ben=ben@acme.test`: the rotation's names, in order, with any emails."""
+    agents: list[tuple[str, str | None]] = []
+    for number, item in enumerate(text.split(","), start=1):
+        name, _, email = item.partition("=")
+        if not name.strip():
+            raise DryRunError(
+                f"--agents: agent {number} of {text!r} has no name; write names separated by"
+                " commas, each with =EMAIL if it has one (ana,ben=ben@acme.test)"
+            )
+        agents.append((name.strip(), email.strip() or None))
+    return agents
+
+
+@dataclass(frozen=True)
 class OverCampaignLimit:
     """A campaign the run launched that a live launch would refuse: the tenant would have
     had too many campaigns active, scheduled or paused (`MAX_ACTIVE_CAMPAIGNS`)."""
@@ -911,6 +948,8 @@ class DryRunReport:
     # The campaigns a live launch would refuse for the tenant's limit of live campaigns
     # (the run launched them); printed on stderr.
     over_limit: list[OverCampaignLimit] = field(default_factory=list)
+    # The campaigns that assign agents when the run was given none; printed on stderr.
+    no_agents: list[NoAgents] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """The `--json` summary line."""
@@ -967,6 +1006,7 @@ async def dry_run(
     schema: Path | None = None,
     performance: bool = False,
     default_cap: CapLimit | None = DEFAULT_CAP,
+    agents: Sequence[tuple[str, str | None]] = (),
 ) -> DryRunReport:
     """Run the campaigns over the contacts from `start` for `until`, and report what happened.
 
@@ -980,7 +1020,8 @@ async def dry_run(
     With `performance`, the report carries each campaign's metrics at the end
     (`Engine.report`). `default_cap` is the engine's (the same default as a live engine's,
     so the run shows what going live would do; None: off). Events no campaign reads that
-    look like a typo of one it does are listed in the report's `unread_events`.
+    look like a typo of one it does are listed in the report's `unread_events`. `agents`
+    (name, email) are the rotation `assign agent round_robin` hands contacts to, in order.
     """
     start = as_utc(start)
     horizon = start + until
@@ -1002,6 +1043,11 @@ async def dry_run(
         if forward is not None:
             sink.forward = forward(sink.content)
         await engine.import_contacts(contacts, schema=schema)
+        for name, email in agents:
+            try:
+                await engine.add_agent(name, email=email)
+            except EngineError as exc:
+                raise DryRunError(f"--agents: {exc}") from None
         if not isinstance(render, bool):
             known = await engine.contact_ids()
             for wanted in sorted(set(render) - set(known)):
@@ -1073,6 +1119,13 @@ async def dry_run(
         approvals=approvals,
         over_limit=over_limit,
         journeys=journeys,
+        no_agents=[]
+        if agents
+        else [
+            NoAgents(campaign.name)
+            for campaign in campaigns
+            if any(isinstance(node, AssignAgentNode) for node in campaign.nodes)
+        ],
     )
 
 

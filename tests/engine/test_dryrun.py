@@ -2122,3 +2122,52 @@ def test_the_contact_view_says_where_each_journey_ended(tmp_path: Path) -> None:
     assert (
         "a in cart: exited (last step 2026-12-01 10:00 UTC, wait_1h: goal reached)" in result.stdout
     )
+
+
+HANDOFF = """\
+template agent_intro email { subject "Your agent is {{ contact.agent }}" body "b" }
+campaign handoff { on launch { assign agent round_robin  send email agent_intro } }
+"""
+
+
+def test_agents_given_to_the_run_are_assigned_in_rotation(tmp_path: Path) -> None:
+    (tmp_path / "h.cadence").write_text(HANDOFF, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": f"c{i}", "email": f"c{i}@example.test"} for i in (1, 2, 3)]
+    )
+    done = dry_run_cli(
+        str(tmp_path / "h.cadence"), "--contacts", str(contacts), "--contact", "c3",
+        "--start", "2026-12-01T09:00:00Z", "--until", "1d", "--agents", "ana,ben=ben@acme.test",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Your agent is ana" in done.stdout  # c1 ana, c2 ben, c3 ana again
+    assert "assigns agents" not in done.stderr
+
+
+def test_a_run_without_agents_says_assignments_go_to_nobody(tmp_path: Path) -> None:
+    (tmp_path / "h.cadence").write_text(HANDOFF, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "c1", "email": "c1@example.test"}])
+    done = dry_run_cli(
+        str(tmp_path / "h.cadence"), "--contacts", str(contacts), "--contact", "c1",
+        "--start", "2026-12-01T09:00:00Z", "--until", "1d",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "note: handoff assigns agents" in done.stderr
+    assert "--agents ana,ben" in done.stderr
+    assert "`contact.agent` is undefined" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("agents", "message"),
+    [
+        ("ana,,ben", "--agents: agent 2 of 'ana,,ben' has no name"),
+        ("ana=not-an-address", "--agents: agent 'ana': 'not-an-address' is not an email address"),
+    ],
+)
+def test_bad_agents_exit_2_and_say_which(tmp_path: Path, agents: str, message: str) -> None:
+    (tmp_path / "h.cadence").write_text(HANDOFF, "utf-8")
+    contacts = write_jsonl(tmp_path / "c.jsonl", [{"id": "c1", "email": "c1@example.test"}])
+    done = dry_run_cli(str(tmp_path / "h.cadence"), "--contacts", str(contacts), "--agents", agents)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stdout == ""
