@@ -31,7 +31,7 @@ from cadence.adapters.web import ServiceApp, serve_http
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine
 from cadence.engine.store import Store
-from cadence.engine.store.models import Event, Suppression
+from cadence.engine.store.models import Contact, Event, Suppression
 from tests.engine.test_runtime import T0, campaigns
 
 SECRET = "test-link-secret-0123456789"
@@ -253,6 +253,35 @@ def test_an_event_sent_again_with_its_id_is_not_counted_as_stored(store_url: str
         assert again.status_code == 202
         assert (again.json()["stored"], again.json()["duplicates"]) == (1, 1)
         assert len(_events(store_url, "signed_up")) == 2
+
+    trio.run(_with_service, store_url, body)
+
+
+def test_contacts_are_created_and_updated_through_the_api(store_url: str) -> None:
+    async def body(service: Service) -> None:
+        client, auth = service.client, {"authorization": f"Bearer {TOKEN}"}
+        assert (await client.post("/contacts", json=PEOPLE)).status_code == 401
+        created = await client.post("/contacts", json=PEOPLE, headers=auth)
+        assert created.status_code == 200 and created.json() == {"created": 2, "updated": 0}
+        lines = json.dumps({"id": "ana", "first_name": "Ana María", "plan": "gold"}) + "\n"
+        updated = await client.post(
+            "/contacts", content=lines.encode(),
+            headers={**auth, "content-type": "application/x-ndjson"},
+        )  # fmt: skip
+        assert updated.status_code == 200 and updated.json() == {"created": 0, "updated": 1}
+        # One bad contact in a list: nothing of the list is written, and the problem is named.
+        bad = [{"id": "cy", "email": "cy@example.test"}, {"email": "nobody@example.test"}]
+        refused = await client.post("/contacts", json=bad, headers=auth)
+        assert refused.status_code == 400, refused.text
+        problems = refused.json()["problems"]
+        assert problems and all(p["contact"] == 2 for p in problems), problems
+        empty = await client.post("/contacts", json=[], headers=auth)
+        assert empty.status_code == 400 and "no contacts in the body" in empty.text
+        assert sorted(await service.engine.contact_ids()) == ["ana", "bo"]
+        with Store.open(store_url) as store, store.session() as session:
+            ana = session.scalars(select(Contact).where(Contact.id == "ana")).one()
+            assert (ana.first_name, ana.email) == ("Ana María", "ana@example.test")
+            assert ana.attributes == {"plan": "gold"}
 
     trio.run(_with_service, store_url, body)
 

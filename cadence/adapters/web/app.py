@@ -11,6 +11,7 @@
 | `GET /v/KEY.SIG` | a reader following "view in browser" | the email, rendered again |
 | `POST /webhooks/brevo`, `/webhooks/infobip` | the provider | `Engine.ingest_webhook` |
 | `POST /events` | the product's backend | `Engine.push_events` (JSON, list or JSONL) |
+| `POST /contacts` | the product's backend | `Engine.upsert_contacts` (JSON, list or JSONL) |
 | `GET /contacts/ID/inbox` | the app | the contact's in-app messages |
 | `POST /contacts/ID/inbox/read` | the app | marks them read |
 | `PUT /contacts/ID/consents/CHANNEL` | the backend | consent; `pending`: a double opt-in |
@@ -172,6 +173,8 @@ class ServiceApp:
                 return await self._authorized(request, lambda: self._webhook(provider, request))
             case ("POST", ["events"]):
                 return await self._authorized(request, lambda: self._events(request))
+            case ("POST", ["contacts"]):
+                return await self._authorized(request, lambda: self._contacts(request))
             case ("GET", ["contacts", contact, "inbox"]):
                 return await self._authorized(request, lambda: self._inbox(contact, request))
             case ("POST", ["contacts", contact, "inbox", "read"]):
@@ -381,7 +384,7 @@ class ServiceApp:
     async def _events(self, request: Request) -> Response:
         from cadence.engine.store.records import InvalidInput
 
-        events, problem = _events_body(request)
+        events, problem = _objects_body(request, "event")
         if problem is not None:
             return Response.json(400, {"error": problem})
         try:
@@ -396,6 +399,24 @@ class ServiceApp:
         return Response.json(202, {
             "stored": pushed.stored, "duplicates": pushed.duplicates, "enrolled": pushed.enrolled,
         })  # fmt: skip
+
+    async def _contacts(self, request: Request) -> Response:
+        from cadence.engine.store.records import InvalidInput
+
+        contacts, problem = _objects_body(request, "contact")
+        if problem is not None:
+            return Response.json(400, {"error": problem})
+        try:
+            report = await self.engine.upsert_contacts(contacts)
+        except InvalidInput as exc:
+            return Response.json(400, {
+                "error": f"{len(exc.problems)} problem(s), nothing written",
+                "problems": [
+                    {"contact": p.row, "field": p.column, "reason": p.reason}
+                    for p in exc.problems
+                ],
+            })  # fmt: skip
+        return Response.json(200, {"created": report.created, "updated": report.updated})
 
     async def _inbox(self, contact: str, request: Request) -> Response:
         unread = (request.param("unread") or "").lower() in ("1", "true", "yes")
@@ -467,7 +488,7 @@ def _known_path(parts: list[str]) -> bool:
     return shape in {("healthz", 1), ("dashboard", 1), ("campaigns", 1), ("campaigns", 2),
                      ("campaigns", 3), ("o", 2), ("c", 2),
                      ("u", 2), ("p", 2), ("v", 2), ("webhooks", 2), ("events", 1),
-                     ("contacts", 3), ("contacts", 4), ("optin", 2)}  # fmt: skip
+                     ("contacts", 1), ("contacts", 3), ("contacts", 4), ("optin", 2)}  # fmt: skip
 
 
 def _presented_token(request: Request) -> str | None:
@@ -485,8 +506,8 @@ def _presented_token(request: Request) -> str | None:
     return request.param("token")
 
 
-def _events_body(request: Request) -> tuple[list[dict[str, Any]], str | None]:
-    """Events from a JSON object, a JSON list of objects, or JSON lines."""
+def _objects_body(request: Request, what: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Events or contacts (`what`) from a JSON object, a JSON list of objects, or JSON lines."""
     if "ndjson" in request.headers.get("content-type", "") or "jsonl" in request.headers.get(
         "content-type", ""
     ):
@@ -505,9 +526,9 @@ def _events_body(request: Request) -> tuple[list[dict[str, Any]], str | None]:
         events = payload if isinstance(payload, list) else [payload]
     for number, item in enumerate(events, 1):
         if not isinstance(item, dict):
-            return [], f"event {number}: expected a JSON object, got {type(item).__name__}"
+            return [], f"{what} {number}: expected a JSON object, got {type(item).__name__}"
     if not events:
-        return [], "no events in the body"
+        return [], f"no {what}s in the body"
     return events, None
 
 
