@@ -37,8 +37,9 @@ class CapRule:
     window_us: int
 
     def __post_init__(self) -> None:
-        if self.limit < 0:
-            raise ValueError("a cap's limit cannot be negative")
+        # The Rust core holds a limit as a 64-bit integer: its twin refuses what it cannot.
+        if not 0 <= self.limit <= I64_MAX:
+            raise ValueError("a cap's limit must be from 0 to 2**63 - 1")
         if not 0 < self.window_us <= I64_MAX:
             raise ValueError("a cap's window must be positive")
 

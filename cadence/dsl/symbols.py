@@ -46,6 +46,9 @@ METRIC_EVENTS: dict[str, str] = {
 }
 AUDIENCE_FUNCTIONS: tuple[str, ...] = ("in_campaign", "received")
 DEFAULT_MAX_SENDS = 20
+# The most messages a cap can allow: its count is stored in the compiled campaign's JSON and
+# checked by the dispatch core as a 64-bit integer, so a larger one could be neither.
+MAX_CAP_COUNT = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class CapLimit:
             )
         if self.count < 1:
             raise ValueError(f"a cap allows at least 1 message, not {self.count}")
+        if self.count > MAX_CAP_COUNT:
+            raise ValueError(f"a cap allows at most {MAX_CAP_COUNT} messages, not {self.count}")
         if not 1 <= self.per_seconds <= MAX_DURATION_SECONDS:
             raise ValueError(
                 f"a cap's period is from 1s to ten years, not {self.per_seconds} seconds"

@@ -125,6 +125,14 @@ def test_rules_are_validated() -> None:
         CapRule("email", -1, DAY)
     with pytest.raises(ValueError):
         CapRule("email", 1, 0)
+    # The Rust core holds a limit in 64 bits; its twin refuses a larger one as well.
+    with pytest.raises(ValueError):
+        CapRule("email", 2**63, DAY)
+
+
+def test_the_largest_limit_allows_every_send(backend: Backend) -> None:
+    caps = FrequencyCaps([CapRule("email", 2**63 - 1, DAY)], backend=backend)
+    assert caps.check_and_reserve([1] * 3, ["email"] * 3, [0, 0, 0]).allowed.tolist() == [True] * 3
 
 
 def test_large_batch_matches_the_twin() -> None:

@@ -174,16 +174,31 @@ def cap_rules(draw: st.DrawFn) -> list[CapRule]:
             st.builds(
                 CapRule,
                 st.sampled_from([None, "email", "sms"]),
-                st.integers(0, 4),
-                st.one_of(st.integers(1, 10), st.integers(1, 10 * DAY), st.just(2**63 - 1)),
+                # A limit no count reaches, as large as the core holds, answers as no cap.
+                st.one_of(st.integers(0, 4), st.just(2**63 - 1)),
+                st.one_of(
+                    st.integers(1, 10),
+                    st.sampled_from([DAY, 7 * DAY]),
+                    st.integers(1, 10 * DAY),
+                    st.just(2**63 - 1),
+                ),
             ),
             max_size=3,
         )
     )
 
 
+# Instants a day or a week apart, one microsecond either side and equal, where a send exactly
+# one period after another must pass and one a microsecond sooner must not; and the ends of
+# the 64-bit range, where the window's edges overflow unless computed wider.
+CAP_TIMES = st.one_of(
+    TIMES,
+    st.sampled_from([k * DAY + d for k in (-7, -1, 0, 1, 2, 7, 8) for d in (-1, 0, 1)]),
+    st.sampled_from([-(2**63), -(2**63) + 1, 2**63 - 2, 2**63 - 1]),
+)
 requests = st.lists(
-    st.tuples(st.integers(0, 4), st.sampled_from(["email", "sms", "push"]), TIMES), max_size=60
+    st.tuples(st.integers(0, 4), st.sampled_from(["email", "sms", "push"]), CAP_TIMES),
+    max_size=60,
 )
 
 
