@@ -27,8 +27,11 @@ UTC = dt.UTC
 UTC_ZONE = ZoneInfo("UTC")
 
 
-# How far ahead a search for the next opening looks before deciding there is none.
-_SEARCH_DAYS = 9
+# How far ahead a search for the next opening looks before deciding there is none: from the
+# day before, two weeks and a day. A window of one weekday whose hours the clocks skip that
+# day (`02:00-03:00 local sunday` on a spring-forward Sunday) has no opening that week, and
+# opens on the same weekday a week later.
+_SEARCH_DAYS = 16
 _DAY = dt.timedelta(days=1)
 # How far ahead `next_send_instant` looks for a moment: a year and a week, so every
 # daylight-saving change and every weekday has come round; none by then means none ever.

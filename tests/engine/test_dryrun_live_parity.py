@@ -426,6 +426,17 @@ CASES: dict[str, tuple[Case, Check]] = {
              """, PEOPLE, dt.datetime(2026, 3, 20, 19, 0, tzinfo=dt.UTC)),
         sends_of("t2", 4),
     ),
+    "a Sunday window inside the hour Berlin's spring change skips": (
+        # 02:00-03:00 does not exist in Berlin on 2026-03-29: its send goes the Sunday after
+        # (the search for the opening stopped short of it and crashed the step).
+        Case(EMAILS + """
+             campaign w { send_window 02:00-03:00 local sunday on launch { send email t1 } }
+             """, PEOPLE, dt.datetime(2026, 3, 28, 12, 0, tzinfo=dt.UTC), days=9),
+        lambda outcome: (
+            sends_of("t1", 4)(outcome),
+            sent_at("berlin", "2026-04-05T00:00:00Z")(outcome),
+        ),
+    ),
     "send window past midnight, autumn": (
         Case(EMAILS + """
              campaign w { send_window 21:00-02:30 local cap email 9 per 1d

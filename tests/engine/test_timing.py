@@ -269,6 +269,20 @@ def test_window_opening_in_a_dst_gap_opens_after_the_gap() -> None:
     )
 
 
+def test_a_weekly_window_the_clocks_skip_opens_the_week_after() -> None:
+    """Berlin skips 02:00-03:00 on Sunday 2026-03-29: a Sunday window inside that hour opens
+    on no instant that day (it opens and closes at 03:00), so it opens the Sunday after. The
+    search for it used to stop after eight days and crash the step with an AssertionError."""
+    saturday = utc(2026, 3, 28, 12, 0)
+    for w in (window("02:00", "03:00", "sunday"), window("02:15", "02:45", "sunday")):
+        opening = next_window_opening(saturday, w, BERLIN)
+        assert opening.astimezone(BERLIN).date() == dt.date(2026, 4, 5)
+        assert next_send_instant(saturday, w, [], BERLIN) == opening
+    assert next_window_opening(saturday, window("02:00", "03:00", "sunday"), BERLIN) == utc(
+        2026, 4, 5, 0, 0
+    )
+
+
 def test_window_that_never_opens_is_an_error() -> None:
     with pytest.raises(ValueError, match="never opens"):
         next_window_opening(utc(2026, 1, 1), window("09:00", "09:00"), NY)
