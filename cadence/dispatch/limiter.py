@@ -5,8 +5,8 @@ spaces messages; campaigns on one provider are interleaved by stride scheduling 
 priority, so a big broadcast cannot starve a triggered email; messages that may go close
 together for one (provider, tenant) are grouped into provider batches (Brevo, Infobip take many
 recipients per call). A 429 with Retry-After pauses the provider until then and halves its rate
-for a recovery period. All arithmetic is integer microseconds, so the Rust core and `PyLimiter`
-agree exactly.
+for a recovery period. All arithmetic is integer microseconds, saturating at the 64-bit range's ends
+as the Rust core's does, so the core and `PyLimiter` agree exactly on every input.
 
 The algorithm, per provider (providers are independent), for one `schedule` call:
 
@@ -40,6 +40,24 @@ from cadence.dispatch.filter import Backend, resolve_core
 STRIDE_ONE = 1 << 20
 SLOW_FACTOR = 2
 SECOND_US = 1_000_000
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+
+
+def _sat(value: int) -> int:
+    """`value` held to 64 bits, as the Rust core's saturating arithmetic holds it."""
+    return I64_MIN if value < I64_MIN else I64_MAX if value > I64_MAX else value
+
+
+def _check_limit(what: str, rate_per_s: float, **counts: int) -> None:
+    """ValueError unless the rate is positive and every count fits the core's 64 bits."""
+    if not rate_per_s > 0:
+        raise ValueError(f"{what}: rate_per_s must be above 0, not {rate_per_s!r}")
+    if SECOND_US / rate_per_s > I64_MAX:
+        raise ValueError(f"{what}: rate_per_s {rate_per_s!r} is too slow to hold in microseconds")
+    for name, value in counts.items():
+        if not I64_MIN <= value <= I64_MAX:
+            raise ValueError(f"{what}: {name} {value} is beyond 64 bits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +69,12 @@ class ProviderLimit:
     batch_size: int = 1
     linger_us: int = 0
     recovery_us: int = 60 * SECOND_US
+
+    def __post_init__(self) -> None:
+        _check_limit(
+            "provider limit", self.rate_per_s, burst=self.burst, batch_size=self.batch_size,
+            linger_us=self.linger_us, recovery_us=self.recovery_us,
+        )  # fmt: skip
 
     @property
     def interval_us(self) -> int:
@@ -64,6 +88,9 @@ class TenantLimit:
 
     rate_per_s: float
     burst: int = 1
+
+    def __post_init__(self) -> None:
+        _check_limit("tenant limit", self.rate_per_s, burst=self.burst)
 
     @property
     def interval_us(self) -> int:
@@ -125,11 +152,11 @@ class _Gcra:
 
     def __init__(self, interval: int, burst: int) -> None:
         self.interval = interval
-        self.tau = interval * (max(1, burst) - 1)
+        self.tau = _sat(interval * (max(1, burst) - 1))
         self.tat: int | None = None
 
     def earliest(self) -> int | None:
-        return None if self.tat is None else self.tat - self.tau
+        return None if self.tat is None else _sat(self.tat - self.tau)
 
 
 class _Provider(_Gcra):
@@ -178,9 +205,9 @@ class PyLimiter:
     def throttle(self, provider: int, now: int, retry_after: int) -> None:
         """A 429: nothing goes before now + retry_after, then half rate for the recovery period."""
         p = self.providers[provider]
-        until = now + max(0, retry_after)
-        p.tat = _later(p.tat, until + p.tau)
-        p.slow_until = _later(p.slow_until, until + p.recovery)
+        until = _sat(now + max(0, retry_after))
+        p.tat = _later(p.tat, _sat(until + p.tau))
+        p.slow_until = _later(p.slow_until, _sat(until + p.recovery))
 
     def tat(self, provider: int) -> int | None:
         """The provider's theoretical arrival time (for tests and introspection)."""
@@ -302,13 +329,14 @@ class PyLimiter:
             t = _later(_later(ready_at[m], cursor), None if g is None else g.earliest())
             assert t is not None
             slow = prov.slow_until is not None and t < prov.slow_until
-            prov.tat = (t if prov.tat is None or prov.tat < t else prov.tat) + (
-                prov.interval * SLOW_FACTOR if slow else prov.interval
+            prov.tat = _sat(
+                (t if prov.tat is None or prov.tat < t else prov.tat)
+                + (_sat(prov.interval * SLOW_FACTOR) if slow else prov.interval)
             )
             if g is not None:
-                g.tat = (t if g.tat is None or g.tat < t else g.tat) + g.interval
+                g.tat = _sat((t if g.tat is None or g.tat < t else g.tat) + g.interval)
             vtime = passes[c]
-            passes[c] += stride[c]
+            passes[c] = _sat(passes[c] + stride[c])
             send_at[m] = t
             order.append(m)
             # batching

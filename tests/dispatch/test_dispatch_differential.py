@@ -228,7 +228,13 @@ def test_caps_rust_equals_python(
     assert results[0] == results[1]
 
 
-READY = st.one_of(st.integers(0, 10), st.integers(0, 10**9), st.integers(-(2**50), 2**50))
+# The ends of the 64-bit range too, where the core saturates and the twin must as well.
+READY = st.one_of(
+    st.integers(0, 10),
+    st.integers(0, 10**9),
+    st.integers(-(2**50), 2**50),
+    st.sampled_from([-(2**63), 2**63 - 2, 2**63 - 1]),
+)
 
 
 @st.composite
@@ -236,7 +242,7 @@ def limiter_setups(draw: st.DrawFn) -> Any:
     providers = {
         p: ProviderLimit(
             rate_per_s=draw(st.sampled_from([0.5, 1, 10, 333, 1000, 10**6, 10**7])),
-            burst=draw(st.integers(1, 5)),
+            burst=draw(st.one_of(st.integers(1, 5), st.just(2**62))),
             batch_size=draw(st.integers(1, 5)),
             linger_us=draw(st.sampled_from([0, 1, 1000, 10**6])),
             recovery_us=draw(st.sampled_from([0, 10**6])),
@@ -252,7 +258,12 @@ def limiter_setups(draw: st.DrawFn) -> Any:
     )
     throttles = draw(
         st.lists(
-            st.tuples(st.sampled_from(list(providers)), READY, st.integers(0, 10**7)), max_size=2
+            st.tuples(
+                st.sampled_from(list(providers)),
+                READY,
+                st.one_of(st.integers(0, 10**7), st.just(2**63 - 1)),
+            ),
+            max_size=2,
         )
     )
     rows = st.tuples(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,38 @@ def test_empty_schedule(backend: Backend) -> None:
     s = plan(lim, [])
     assert len(s.send_at) == 0 and list(s.batches()) == []
     assert np.asarray(s.order).dtype == np.int64
+
+
+END_OF_TIME = 2**63 - 1
+
+
+def test_times_at_the_end_of_the_64_bit_range_stay_there(backend: Backend) -> None:
+    """The Rust core saturates; its twin went past 2**63 and failed to return the plan."""
+    lim = RateLimiter(backend=backend)
+    lim.set_provider(1, ProviderLimit(rate_per_s=1, burst=2**62))
+    lim.set_tenant(1, 0, TenantLimit(rate_per_s=1))
+    lim.throttle(1, now=END_OF_TIME - S, retry_after_us=END_OF_TIME)
+    assert lim.tat(1) == END_OF_TIME
+    s = plan(lim, [1, 1, 2], ready=[END_OF_TIME] * 3)
+    assert s.send_at.tolist() == [END_OF_TIME] * 3
+    assert lim.tat(1) == END_OF_TIME
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        (lambda: ProviderLimit(rate_per_s=0), "rate_per_s must be above 0, not 0"),
+        (lambda: ProviderLimit(rate_per_s=-5), "rate_per_s must be above 0"),
+        (lambda: ProviderLimit(rate_per_s=float("nan")), "rate_per_s must be above 0"),
+        (lambda: ProviderLimit(rate_per_s=1e-14), "too slow to hold in microseconds"),
+        (lambda: ProviderLimit(rate_per_s=1, burst=2**64), "burst 18446744073709551616"),
+        (lambda: ProviderLimit(rate_per_s=1, linger_us=2**63), "linger_us"),
+        (lambda: TenantLimit(rate_per_s=0), "tenant limit: rate_per_s must be above 0"),
+        (lambda: TenantLimit(rate_per_s=1, burst=-(2**63) - 1), "burst"),
+    ],
+)
+def test_a_limit_neither_core_can_hold_is_refused_by_name(limit: Any, message: str) -> None:
+    """A rate of 0 divided by zero, and a count beyond 64 bits passed the twin but not the
+    core: both now refuse it alike, naming the field."""
+    with pytest.raises(ValueError, match=message):
+        limit()
