@@ -412,6 +412,13 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     failed = sum(1 for send in report.sends if send.error is not None)
     if failed:
         totals.add_row("  [red]of which fail[/red]", f"[red]{failed}[/red]")
+    # What the gates stopped (a cap, consent, suppression ...), each reason's share under
+    # them: without it a capped campaign showed its send step reached and nothing sent.
+    if report.skipped:
+        totals.add_row("not sent", str(len(report.skipped)))
+        reasons = Counter(skip.reason for skip in report.skipped)
+        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+            totals.add_row(f"  {escape(reason)}", str(count))
     for key in ("enrolled", "completed", "exited"):
         totals.add_row(key, str(summary[key]))
     totals.add_row("still active", str(report.active))

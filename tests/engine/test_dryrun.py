@@ -2171,3 +2171,34 @@ def test_bad_agents_exit_2_and_say_which(tmp_path: Path, agents: str, message: s
     assert done.returncode == 2
     assert message in done.stderr
     assert done.stdout == ""
+CONTENDED_CAP = """
+template news email { subject "News" body "x" }
+template offer email { subject "Offer" body "x" }
+campaign newsletter { priority 2  cap email 1 per 1d  on launch { send email news } }
+campaign flash_sale { priority 9  cap email 1 per 1d  on launch { send email offer } }
+"""
+
+
+def test_the_report_counts_the_sends_a_gate_stopped_by_reason(tmp_path: Path) -> None:
+    """Two campaigns contend for one cap slot: the text report showed the newsletter's send
+    step reached and nothing sent, saying why only per contact (`--contact`)."""
+    people = [
+        {"id": "a", "email": "a@example.test"},
+        {"id": "b", "email": "b@example.test"},
+        {"id": "c"},
+    ]
+    result = _cli_dry_run(tmp_path, CONTENDED_CAP, people, "--until", "1d")
+    assert result.returncode == 0, result.stderr
+    rows = [
+        [cell.strip() for cell in line.strip("│ ").split("│")]
+        for line in result.stdout.splitlines()
+        if line.startswith("│")
+    ]
+    totals = rows[rows.index(["sends", "2"]) : rows.index(["enrolled", "6"])]
+    assert totals == [
+        ["sends", "2"],
+        ["offer", "2"],
+        ["not sent", "4"],
+        ["cap email 1 reached", "2"],
+        ["no email address", "2"],
+    ]
