@@ -382,7 +382,7 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     from rich.markup import escape
     from rich.table import Table
 
-    from cadence.engine.describe import pause_text
+    from cadence.engine.describe import most_first, pause_text
 
     summary = report.summary()
     timeline = Table(title="Timeline (first 40 sends)", show_lines=False)
@@ -416,8 +416,7 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
     # them: without it a capped campaign showed its send step reached and nothing sent.
     if report.skipped:
         totals.add_row("not sent", str(len(report.skipped)))
-        reasons = Counter(skip.reason for skip in report.skipped)
-        for reason, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        for reason, count in most_first(Counter(skip.reason for skip in report.skipped)):
             totals.add_row(f"  {escape(reason)}", str(count))
     for key in ("enrolled", "completed", "exited"):
         totals.add_row(key, str(summary[key]))
@@ -553,7 +552,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from cadence.commands.console import table_console
+    from cadence.engine.describe import most_first
 
     async def use(engine: Engine) -> None:
         reports = await engine.report(args.names or None)
@@ -563,6 +565,14 @@ def _report(args: argparse.Namespace) -> int:
             return
         console = table_console()
         console.print(_report_table(reports, args.by))
+        for report in reports:
+            if report.not_sent:
+                reasons = most_first(report.not_sent)
+                console.print(
+                    f"{escape(report.name)}: not sent {sum(report.not_sent.values()):,} ("
+                    + ", ".join(f"{escape(reason)}: {count:,}" for reason, count in reasons)
+                    + ")"
+                )
         ab_tests = {report.name: report.ab_tests for report in reports if report.ab_tests}
         if args.by == "variant" and ab_tests:
             # The variant rows count the held contacts' winner sends too: the verdicts

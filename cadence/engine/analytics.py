@@ -151,6 +151,9 @@ class CampaignReport:
     by_variant: dict[str, Metrics] = field(default_factory=dict)
     # As `cadence status` lists them (`campaigns.ab_verdicts`), in the order decided.
     ab_tests: list[dict[str, Any]] = field(default_factory=list)
+    # The sends a gate stopped (a cap, consent, suppression ...), counted per reason as the
+    # send log records it: a capped campaign's report otherwise reads as sending nothing.
+    not_sent: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The report as one JSON object."""
@@ -161,6 +164,7 @@ class CampaignReport:
             "by_template": {k: v.as_dict() for k, v in sorted(self.by_template.items())},
             "by_variant": {k: v.as_dict() for k, v in sorted(self.by_variant.items())},
             "ab_tests": self.ab_tests,
+            "not_sent": dict(sorted(self.not_sent.items())),
         }
 
 
@@ -223,6 +227,13 @@ def campaign_reports(
     for campaign, tests in campaign_store.ab_verdicts(session, tenant_id).items():
         if campaign in reports:
             reports[campaign].ab_tests = tests
+    for (detail,) in session.execute(
+        select(SendLog.detail).where(SendLog.tenant_id == tenant_id, SendLog.outcome == "skipped")
+    ):
+        stopped = reports.get(str((detail or {}).get("campaign") or ""))
+        if stopped is not None:
+            reason = str(detail.get("reason") or "skipped")
+            stopped.not_sent[reason] = stopped.not_sent.get(reason, 0) + 1
     for (campaign, template, variant), metrics in groups.items():
         report = reports[campaign]
         report.total.add(metrics)

@@ -31,6 +31,12 @@ def rare_states(campaigns: Iterable[Mapping[str, Any]]) -> list[str]:
     return [state for state in RARE_STATES if any(row["enrollments"].get(state) for row in rows)]
 
 
+def most_first(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Labels with their counts (why sends were not sent ...), the most first, ties by label:
+    one order for the dry-run's totals and the report, whatever order the rows came in."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
 def pause_text(details: Mapping[str, Any]) -> str:
     """Why a campaign is paused, from its pause audit line, and what lets it go on."""
     if details.get("reason") == "budget":

@@ -459,3 +459,37 @@ def test_a_rate_reads_0_or_100_percent_only_when_it_is(
 ) -> None:
     """One bounce in 50,000 sends rounded to `0.00%` read as none, and the rest `100.0%` as all."""
     assert count_text(Metrics(**counts), name) == shown
+
+
+CONTENDED_CAP = """
+template news email { subject "News" body "x" }
+template offer email { subject "Offer" body "x" }
+campaign newsletter { priority 2  cap email 1 per 1d  on launch { send email news } }
+campaign flash_sale { priority 9  cap email 1 per 1d  on launch { send email offer } }
+"""
+
+
+def test_the_report_says_why_sends_were_not_sent(store_url: str) -> None:
+    """The higher priority takes each contact's one cap slot: the newsletter's report read
+    as a campaign that sent nothing, with no word of the cap (nor of the missing address)."""
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(3)]
+
+    async def main() -> list[CampaignReport]:
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=RecordingSink()) as engine:
+            await engine.upsert_contacts([*people, {"id": "nomail"}])
+            await engine.deploy(campaigns(CONTENDED_CAP))
+            await engine.launch("newsletter")
+            await engine.launch("flash_sale")
+            await engine.run_due()
+            return await engine.report()
+
+    flash_sale, newsletter = trio.run(main)
+    assert (flash_sale.total.sent, newsletter.total.sent) == (3, 0)
+    assert newsletter.not_sent == {"cap email 1 reached": 3, "no email address": 1}
+    assert flash_sale.not_sent == {"no email address": 1}
+    table = run_cadence("report", store_url=store_url)
+    assert table.returncode == 0, table.stderr
+    assert "newsletter: not sent 4 (cap email 1 reached: 3, no email address: 1)" in table.stdout
+    assert "flash_sale: not sent 1 (no email address: 1)" in table.stdout
+    lines = run_cadence("report", "newsletter", "--json", store_url=store_url).stdout
+    assert json.loads(lines)["not_sent"] == {"cap email 1 reached": 3, "no email address": 1}
