@@ -25,6 +25,7 @@ from cadence.engine.describe import count_text, money_text
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from tests.engine.cadence_cli import run_cadence
 from tests.engine.test_runtime import T0, campaigns
+from tests.engine.test_send_gates import PRIORITIES
 from tests.engine.webhook_payloads import ProviderSink, brevo_event
 
 SOURCE = """
@@ -461,14 +462,6 @@ def test_a_rate_reads_0_or_100_percent_only_when_it_is(
     assert count_text(Metrics(**counts), name) == shown
 
 
-CONTENDED_CAP = """
-template news email { subject "News" body "x" }
-template offer email { subject "Offer" body "x" }
-campaign newsletter { priority 2  cap email 1 per 1d  on launch { send email news } }
-campaign flash_sale { priority 9  cap email 1 per 1d  on launch { send email offer } }
-"""
-
-
 def test_the_report_says_why_sends_were_not_sent(store_url: str) -> None:
     """The higher priority takes each contact's one cap slot: the newsletter's report read
     as a campaign that sent nothing, with no word of the cap (nor of the missing address)."""
@@ -477,7 +470,7 @@ def test_the_report_says_why_sends_were_not_sent(store_url: str) -> None:
     async def main() -> list[CampaignReport]:
         async with Engine(store_url, clock=SimulatedClock(T0), sink=RecordingSink()) as engine:
             await engine.upsert_contacts([*people, {"id": "nomail"}])
-            await engine.deploy(campaigns(CONTENDED_CAP))
+            await engine.deploy(campaigns(PRIORITIES))
             await engine.launch("newsletter")
             await engine.launch("flash_sale")
             await engine.run_due()

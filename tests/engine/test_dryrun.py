@@ -32,6 +32,7 @@ from cadence.engine.dryrun import (
 from cadence.engine.runtime import DeliveryResult, OutgoingMessage
 from cadence.engine.store.records import InvalidInput
 from tests.engine.cadence_cli import run_cadence
+from tests.engine.test_send_gates import PRIORITIES
 from tests.engine.test_webhooks import events_named, suppressions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -2171,12 +2172,6 @@ def test_bad_agents_exit_2_and_say_which(tmp_path: Path, agents: str, message: s
     assert done.returncode == 2
     assert message in done.stderr
     assert done.stdout == ""
-CONTENDED_CAP = """
-template news email { subject "News" body "x" }
-template offer email { subject "Offer" body "x" }
-campaign newsletter { priority 2  cap email 1 per 1d  on launch { send email news } }
-campaign flash_sale { priority 9  cap email 1 per 1d  on launch { send email offer } }
-"""
 
 
 def test_the_report_counts_the_sends_a_gate_stopped_by_reason(tmp_path: Path) -> None:
@@ -2187,7 +2182,7 @@ def test_the_report_counts_the_sends_a_gate_stopped_by_reason(tmp_path: Path) ->
         {"id": "b", "email": "b@example.test"},
         {"id": "c"},
     ]
-    result = _cli_dry_run(tmp_path, CONTENDED_CAP, people, "--until", "1d")
+    result = _cli_dry_run(tmp_path, PRIORITIES, people, "--until", "1d")
     assert result.returncode == 0, result.stderr
     rows = [
         [cell.strip() for cell in line.strip("│ ").split("│")]
