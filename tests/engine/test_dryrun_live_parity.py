@@ -473,6 +473,25 @@ CASES: dict[str, tuple[Case, Check]] = {
              """, PEOPLE, SPRING),
         skips("cap email 2 reached"),
     ),
+    "three campaigns contend for a cap at one window opening, two of equal priority": (
+        # Every send waits for 09:00 in its contact's zone (Berlin's is due at once); at the
+        # opening the higher priority takes the slot, and of equal priorities the campaign
+        # enrolled first, b (a file's campaigns launch in name order), not c.
+        Case(EMAILS + """
+             campaign c { priority 8 send_window 09:00-10:00 local cap email 1 per 1d
+                          on launch { send email t3 } }
+             campaign a { priority 3 send_window 09:00-10:00 local cap email 1 per 1d
+                          on launch { send email t1 } }
+             campaign b { priority 8 send_window 09:00-10:00 local cap email 1 per 1d
+                          on launch { send email t2 } }
+             """, PEOPLE, SPRING, days=2),
+        lambda outcome: (
+            sends_of("t2", 4)(outcome),
+            sent_at("newyork", "2026-03-20T13:00:00Z")(outcome),
+            sent_at("manila", "2026-03-21T01:00:00Z")(outcome),
+            skips("cap email 1 reached")(outcome),
+        ),
+    ),
     "unsubscribes and a hard bounce": (
         Case(EMAILS + TEXTS + """
              campaign w { on launch { send email t1 wait 2d send email t2 send sms s1 } }
