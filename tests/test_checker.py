@@ -574,6 +574,35 @@ def test_duplicate_names_across_kinds_and_campaigns() -> None:
     assert "the campaign `c` is declared twice" in found[1].message
 
 
+@pytest.mark.parametrize(
+    ("declaration", "kind", "name"),
+    [
+        ("segment false = lead_score > 1", "segment", "false"),
+        ("score converted { opened(any): +5 each }", "score", "converted"),
+        ('template any email { subject "Hi" body "x" }', "template", "any"),
+        ("schema contact { not: bool }", "contact attribute", "not"),
+        ('campaign true { on launch { tag add "x" } }', "campaign", "true"),
+    ],
+)
+def test_a_name_conditions_read_as_a_word_of_the_language_is_refused(
+    declaration: str, kind: str, name: str
+) -> None:
+    found = check_text(declaration + "\n")
+    assert codes(found) == ["E117"], "\n".join(d.render() for d in found)
+    assert f"the {kind} `{name}` is named with a word" in found[0].message
+    assert (found[0].line, found[0].column) == (1, declaration.index(f" {name}") + 2)
+
+
+def test_other_keywords_and_longer_names_are_fine() -> None:
+    program = (
+        "segment true_fans = lead_score > 1\nscore any_score { opened(any): +1 each }\n"
+        "segment in = lead_score > 2\n"
+        'template send email { subject "Hi" body "x" }\n'
+        "campaign c { audience true_fans and any_score > 2 and in on launch { send email send } }\n"
+    )
+    assert errors(check_text(program)) == []
+
+
 def test_every_days_and_send_window_groups() -> None:
     assert check_text('every monday, friday 09:00 local { tag add "x" }') == []
     assert check_text('every 1d { tag add "x" }') == []

@@ -24,6 +24,10 @@ CAMPAIGN_TYPES: tuple[str, ...] = ("broadcast", "drip", "triggered", "recurring"
 ENGAGEMENT_FUNCTIONS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced", "delivered")
 ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
+# Words a condition reads as the language's own wherever they stand, never as a declared
+# name (docs/language.md): a segment called `true` is read as the constant, so `audience
+# true` lets everyone in. Other keywords (`and`, `in`, `within` ...) still read as names there.
+EXPRESSION_WORDS: tuple[str, ...] = ("not", "true", "false", "count")
 # The reactions a message can bring back as events, and the channels that report each:
 # opens where a pixel or a read receipt says so (email; WhatsApp's seen reports), clicks
 # where links are tracked, replies where the person can answer, a conversion after any

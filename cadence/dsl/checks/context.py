@@ -35,6 +35,7 @@ CHECK_CODES: dict[str, str] = {
     "E114": "unknown day name",
     "E115": "unknown split metric",
     "E116": "`event.FIELD` where there is no event",
+    "E117": "a declared name that conditions read as a word of the language",
     "E201": "template sent on a channel it was not written for",
     "E202": "split shares do not add up to 100%",
     "E203": "split winner metric cannot be measured on the channel",

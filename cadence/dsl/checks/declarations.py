@@ -32,6 +32,8 @@ from cadence.dsl.checks.expressions import (
 from cadence.dsl.compiled import template_names, unguarded_event_reads
 from cadence.dsl.loader import LoadedFile
 from cadence.dsl.symbols import (
+    ENGAGEMENT_FLAGS,
+    EXPRESSION_WORDS,
     LOCALE_FILTER_NAMES,
     LOCALE_TAG,
     TEMPLATE_VARIABLES,
@@ -56,6 +58,7 @@ PREHEADER_CHANNELS: tuple[str, ...] = ("email",)
 def check_declarations(ctx: CheckContext) -> None:
     """Run every declaration-level check of the workspace."""
     _check_duplicates(ctx)
+    _check_language_words(ctx)
     for loaded, declaration in ctx.workspace.declarations():
         match declaration:
             case ast.SchemaDecl():
@@ -107,6 +110,34 @@ def _check_duplicates(ctx: CheckContext) -> None:
             f"`{name}` is both a segment and a score",
             f"the segment is at {where(symbols.segments[name].node.span)}; rename one",
         )
+
+
+def _check_language_words(ctx: CheckContext) -> None:
+    """A name a condition would read as the language's own word (E117): `segment true` makes
+    `audience true` the constant, so everyone is let in; `template any` makes `opened(any)`
+    mean every template; `segment converted` hides the engagement flag; `segment not` cannot
+    be written where it is used at all."""
+    symbols = ctx.symbols
+    in_conditions = (*EXPRESSION_WORDS, *ENGAGEMENT_FLAGS)
+    named: list[tuple[str, str, ast.Span, tuple[str, ...]]] = [
+        *(
+            ("template", n, d.node.span, (*EXPRESSION_WORDS, "any"))
+            for n, d in symbols.templates.items()
+        ),
+        *(("segment", n, d.node.span, in_conditions) for n, d in symbols.segments.items()),
+        *(("score", n, d.node.span, in_conditions) for n, d in symbols.scores.items()),
+        *(("contact attribute", n, d.node.span, in_conditions) for n, d in symbols.schema.items()),
+        *(("campaign", n, u.span, EXPRESSION_WORDS) for n, u in symbols.campaigns.items()),
+    ]
+    for kind, name, span, words in named:
+        if name in words:
+            ctx.error(
+                ctx.word_span(span, name),
+                "E117",
+                f"the {kind} `{name}` is named with a word of the language, "
+                f"so a condition reads `{name}` as that word, not as this {kind}",
+                f"choose another name, such as `{name}_{kind.split()[-1]}`",
+            )
 
 
 def _check_schema(ctx: CheckContext, schema: ast.SchemaDecl) -> None:
