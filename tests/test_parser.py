@@ -436,20 +436,28 @@ def test_unclosed_brace_reports_the_end_of_file() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "fragment"),
+    ("text", "fragment", "hint"),
     [
-        ("every monday 24:00 { exit }", "not a time of day"),
-        ("at 2026-13-01 { exit }", "not a real date"),
-        ("on launch { split { a 150%: exit } }", "more than 100%"),
-        ("segment s = x within 0d", "is zero"),
-        ("campaign c { cap email 2.5 per 1d }", "whole number"),
+        ("every monday 24:00 { exit }", "not a time of day", "00:00 to 23:59"),
+        ("at 2026-13-01 { exit }", "not a real date", "months run from 01 to 12"),
+        ("campaign c { starts 2026-02-30 }", "not a real date", "February 2026 has 28 days"),
+        ("segment s = d > 2028-02-30", "not a real date", "February 2028 has 29 days"),
+        ("at 2026-04-31T09:00 { exit }", "not a real date", "April 2026 has 30 days"),
+        ("at 2026-12-01T25:00 { exit }", "not a real date", "00:00 to 23:59"),
+        ("campaign c { ends 0000-01-01 }", "not a real date", "years start at 0001"),
+        ("on launch { split { a 150%: exit } }", "more than 100%", "0% to 100%"),
+        ("segment s = x within 0d", "is zero", "at least 1s"),
+        ("on launch { wait 99999w }", "longer than ten years", "520w"),
+        ("campaign c { cap email 2.5 per 1d }", "whole number", "without a decimal point"),
     ],
 )
-def test_literals_out_of_range(text: str, fragment: str) -> None:
+def test_literals_out_of_range(text: str, fragment: str, hint: str) -> None:
     with pytest.raises(CadenceSyntaxError) as info:
         parse_text(text)
-    assert info.value.diagnostics[0].code == "E012"
-    assert fragment in info.value.diagnostics[0].message
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.code == "E012"
+    assert fragment in diagnostic.message
+    assert diagnostic.hint is not None and hint in diagnostic.hint, diagnostic.hint
 
 
 def test_uppercase_names_get_a_hint() -> None:

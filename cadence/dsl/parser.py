@@ -8,6 +8,7 @@ so that one run reports every broken declaration, not only the first.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -1170,7 +1171,12 @@ class _ToAst(Transformer[Token, Any]):
                 span, "E012", f"the duration `{token}` is zero", hint="use at least 1s"
             )
         if seconds > MAX_DURATION_SECONDS:
-            raise _ValueError(span, "E012", f"the duration `{token}` is longer than ten years")
+            raise _ValueError(
+                span,
+                "E012",
+                f"the duration `{token}` is longer than ten years",
+                hint="use at most ten years, such as 520w or 3650d",
+            )
         return ast.DurationLit(seconds, span=span)
 
     def _time(self, token: Token) -> ast.TimeLit:
@@ -1190,13 +1196,17 @@ class _ToAst(Transformer[Token, Any]):
                 return ast.DateTimeLit(dt.datetime.fromisoformat(text), span=span)
             return ast.DateLit(dt.date.fromisoformat(text), span=span)
         except ValueError:
-            raise _ValueError(span, "E012", f"`{text}` is not a real date or time") from None
+            raise _ValueError(
+                span, "E012", f"`{text}` is not a real date or time", hint=_moment_hint(text)
+            ) from None
 
     def _percent(self, token: Token) -> ast.PercentLit:
         span = self._tok(token)
         value = Decimal(str(token).rstrip("%"))
         if value > 100:
-            raise _ValueError(span, "E012", f"`{token}` is more than 100%")
+            raise _ValueError(
+                span, "E012", f"`{token}` is more than 100%", hint="a share runs from 0% to 100%"
+            )
         return ast.PercentLit(value, span=span)
 
     def _whole(self, token: Token, what: str) -> int:
@@ -1206,9 +1216,25 @@ class _ToAst(Transformer[Token, Any]):
             value = Decimal(-1)
         if value != value.to_integral_value():
             raise _ValueError(
-                self._tok(token), "E012", f"{what} must be a whole number, not `{token}`"
+                self._tok(token),
+                "E012",
+                f"{what} must be a whole number, not `{token}`",
+                hint="write it without a decimal point",
             )
         return int(value)
+
+
+def _moment_hint(text: str) -> str:
+    """Which part of a date or date-time of the right shape does not exist (`2026-02-30`)."""
+    year, month, day = (int(part) for part in text[:10].split("-"))
+    if year < dt.MINYEAR:
+        return "years start at 0001"
+    if not 1 <= month <= 12:
+        return "months run from 01 to 12"
+    days = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= days:
+        return f"{calendar.month_name[month]} {year} has {days} days"
+    return "times of day run from 00:00 to 23:59"
 
 
 def _compare_op(op: str) -> ast.CompareOp:
