@@ -460,6 +460,28 @@ def test_literals_out_of_range(text: str, fragment: str, hint: str) -> None:
     assert diagnostic.hint is not None and hint in diagnostic.hint, diagnostic.hint
 
 
+@pytest.mark.parametrize(
+    ("text", "column", "hint"),
+    [
+        ("segment caf\u00e9 = x > 1", 12, "write `cafe`, not `caf\u00e9`"),
+        ("on launch { send email h\u00e9llo }", 25, "write `hello`, not `h\u00e9llo`"),
+        ("segment vip\U0001f600 = x > 1", 12, "write `vip`, not"),
+        ("segment \u0434\u0430 = x > 1", 9, "names use only a-z, 0-9 and `_`"),
+        ("template t sms \u201cHi\u201d", 16, "straight double quotes"),
+        ("campaign c { send_window 09:00\u201318:00 }", 31, "plain hyphen"),
+        ("on launch {\u00a0exit }", 12, "(no-break space), often pasted in: replace it with"),
+        ("on launch { exit\u200b }", 17, "(zero width space), often pasted in: remove it"),
+        ("on launch {\x0bexit }", 12, "(U+000B)"),
+    ],
+)
+def test_characters_pasted_from_outside_ascii_get_a_hint(text: str, column: int, hint: str) -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.code, diagnostic.line, diagnostic.column) == ("E003", 1, column)
+    assert diagnostic.hint is not None and hint in diagnostic.hint, diagnostic.hint
+
+
 def test_uppercase_names_get_a_hint() -> None:
     with pytest.raises(CadenceSyntaxError) as info:
         parse_text("segment Engaged = x > 1")

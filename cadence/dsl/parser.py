@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -346,8 +347,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
     if isinstance(exc, UnexpectedCharacters):
         position = exc.pos_in_stream or 0
         char = source.text[position] if position < len(source.text) else "?"
-        hint = None
-        if char.isupper():
+        hint: str | None = None
+        if not char.isascii() or char.isspace() or not char.isprintable():
+            hint = _pasted_character_hint(source.text, position)
+        elif char.isupper():
             hint = _upper_case_hint(source.text, position) or (
                 "names are lower case: [a-z_][a-z0-9_]*"
             )
@@ -457,6 +460,39 @@ def _duration_hint(text: str, position: int) -> str | None:
 # An upper-case word, and the money literal `30 AND` that one after a number lexes as.
 _UPPER_WORD = re.compile(r"[A-Z][A-Za-z_]*\b")
 _MONEY_BEFORE = re.compile(r"(\d+(?:\.\d+)?)\s+([A-Z]{3})\s*$")
+
+
+# Look-alikes a word processor or a web page puts in place of the ASCII the language reads.
+_CURLY_QUOTES = "\u201c\u201d\u201e\u201f\u2018\u2019\u201a\u201b"
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"
+
+
+def _pasted_character_hint(text: str, position: int) -> str | None:
+    """A hint for a character from outside the language's ASCII, as text pasted from a
+    document brings in: curly quotes, a long dash, an invisible space, an accented letter."""
+    char = text[position]
+    if char in _CURLY_QUOTES:
+        return 'write straight double quotes: "..."'
+    if char in _DASHES:
+        return "write the plain hyphen `-`"
+    if char.isspace() or unicodedata.category(char) in ("Cf", "Cc"):
+        name = unicodedata.name(char, "").lower() or f"U+{ord(char):04X}"
+        fix = "replace it with a space" if char.isspace() else "remove it"
+        return f"an invisible character ({name}), often pasted in: {fix}"
+    if char.isascii():
+        return None
+    start, end = position, position + 1
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    word = text[start:end]
+    plain = re.sub(
+        r"[^a-z0-9_]", "", unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode()
+    ).lower()
+    if plain and plain != word:
+        return f"names use only a-z, 0-9 and `_`: write `{plain}`, not `{word}`"
+    return "names use only a-z, 0-9 and `_`"
 
 
 def _upper_case_hint(text: str, position: int) -> str | None:
