@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -49,10 +50,27 @@ class Diagnostic:
             width = min(width, max(1, len(text) - self.column + 1))
             gutter = f"{self.line:>4} | "
             lines.append(gutter + text)
-            lines.append(" " * (len(gutter) + self.column - 1) + "^" * width)
+            # Columns count characters, but a terminal gives a CJK character two cells and a
+            # zero-width one none: the caret is laid out in cells to stay under its token.
+            before = _cells(text[: self.column - 1])
+            under = max(1, _cells(text[self.column - 1 : self.column - 1 + width]))
+            lines.append(" " * (len(gutter) + before) + "^" * under)
         if self.hint:
             lines.append(f"     = hint: {self.hint}")
         return "\n".join(lines)
+
+
+def _cells(text: str) -> int:
+    """How many terminal cells `text` takes: wide East Asian characters two, marks and
+    format characters (a combining accent, a zero-width space) none."""
+    return sum(
+        0
+        if unicodedata.category(char) in ("Mn", "Me", "Cf")
+        else 2
+        if unicodedata.east_asian_width(char) in ("W", "F")
+        else 1
+        for char in text
+    )
 
 
 class CadenceError(Exception):

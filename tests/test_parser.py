@@ -412,6 +412,23 @@ def test_syntax_error_names_position_expected_tokens_and_suggestion() -> None:
     assert rendered.splitlines()[2] == " " * 22 + "^^^^"
 
 
+@pytest.mark.parametrize(
+    ("before", "cells"),
+    [("\u65e5\u672c\u8a9e", 6), ("e\u0301t\u00e9", 3), ("\uff21", 2), ("\u200b ", 1)],
+)
+def test_the_caret_stays_under_its_token_after_wide_or_zero_width_text(
+    before: str, cells: int
+) -> None:
+    text = f'template t sms "{before}" on launch {{ sned sms t }}'
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    (diagnostic,) = info.value.diagnostics
+    assert diagnostic.column == text.index("sned") + 1
+    caret = diagnostic.render().splitlines()[2]
+    prefix = len('   1 | template t sms "') + cells + len('" on launch { ')
+    assert caret == " " * prefix + "^^^^"
+
+
 def test_several_errors_are_reported_in_one_run() -> None:
     text = (
         "segment a = x >\n"
