@@ -466,6 +466,8 @@ def test_unclosed_brace_reports_the_end_of_file() -> None:
         ("segment s = x within 0d", "is zero", "at least 1s"),
         ("on launch { wait 99999w }", "longer than ten years", "520w"),
         ("campaign c { cap email 2.5 per 1d }", "whole number", "without a decimal point"),
+        ("campaign c { cap email 1000000001 per 1d }", "more than a billion", "smaller number"),
+        ("when viewed count>=99999999999999999999 exit", "more than a billion", "smaller"),
     ],
 )
 def test_literals_out_of_range(text: str, fragment: str, hint: str) -> None:

@@ -663,6 +663,9 @@ def _token_span(token: Token, file: str) -> ast.Span:
 
 # The longest duration the language takes (`1w` ... up to ten years).
 MAX_DURATION_SECONDS = 10 * 366 * 86400
+# Counts, caps and send limits are stored as 64-bit integers; far below that, a count no
+# contact ever reaches (a cap of a billion sends is no cap) is a typo, not a setting.
+MAX_WHOLE_NUMBER = 1_000_000_000
 
 
 def duration_seconds(text: str) -> int:
@@ -1256,6 +1259,13 @@ class _ToAst(Transformer[Token, Any]):
                 "E012",
                 f"{what} must be a whole number, not `{token}`",
                 hint="write it without a decimal point",
+            )
+        if value > MAX_WHOLE_NUMBER:
+            raise _ValueError(
+                self._tok(token),
+                "E012",
+                f"{what} of `{token}` is more than a billion",
+                hint="no contact ever reaches a count that large: use a smaller number",
             )
         return int(value)
 

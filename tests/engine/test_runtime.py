@@ -913,6 +913,28 @@ def test_cli_deploy_says_how_many_enrollments_it_migrated(store_url: str, tmp_pa
     assert again.endswith("(unchanged; 0 enrollments moved to it)")
 
 
+@pytest.mark.parametrize(
+    "setting", ["cap email 99999999999999999999 per 7d", "max_sends 99999999999999999999"]
+)
+def test_cli_deploy_refuses_a_count_the_store_cannot_hold(
+    store_url: str, tmp_path: Path, setting: str
+) -> None:
+    """A cap or `max_sends` past 64 bits checked clean, then `cadence deploy` died with a
+    traceback writing the version: it is now an error at the number, and nothing is kept."""
+    source = tmp_path / "huge.cadence"
+    source.write_text(
+        f'template hi email {{ subject "Hi" body "x" }}\n'
+        f"campaign huge {{ {setting} on launch {{ send email hi }} }}\n",
+        "utf-8",
+    )
+    done = run_cadence("deploy", str(source), store_url=store_url, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"huge.cadence:2:{setting.index('9') + 17}: error[E" in done.stderr, done.stderr
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalar(select(func.count()).select_from(CampaignVersion)) == 0
+
+
 SEGMENT = """
 segment hot = count(property_viewed, 7d) >= 2 or lead_score >= 70
 template hello email { subject "Hi" body "x" }

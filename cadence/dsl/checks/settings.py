@@ -14,13 +14,8 @@ from functools import cache
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, moment_text, where
 from cadence.dsl.checks.expressions import check_channel, check_expression
-from cadence.dsl.symbols import (
-    CAMPAIGN_TYPES,
-    DAY_GROUPS,
-    DAY_NAMES,
-    MAX_CAP_COUNT,
-    CampaignUnit,
-)
+from cadence.dsl.parser import MAX_WHOLE_NUMBER
+from cadence.dsl.symbols import CAMPAIGN_TYPES, DAY_GROUPS, DAY_NAMES, CampaignUnit
 from cadence.errors import did_you_mean, offset_hint
 
 APPROVAL_VALUES: tuple[str, ...] = ("required", "none")
@@ -161,12 +156,12 @@ def _check_setting(ctx: CheckContext, setting: ast.Setting) -> None:
                     f"use a whole number from {low} (lowest) to {high} (highest)",
                 )
         case ast.NumberSetting(key="max_sends", value=value):
-            if value != value.to_integral_value() or value < 1:
+            if value != value.to_integral_value() or not 1 <= value <= MAX_WHOLE_NUMBER:
                 ctx.error(
                     ctx.tail_span(setting.span),
                     "E212",
                     f"max_sends {value} is out of range",
-                    "use a whole number of at least 1",
+                    f"use a whole number from 1 to {MAX_WHOLE_NUMBER:,}",
                 )
         case ast.CapSetting(channel=channel, count=count):
             if channel is not None:
@@ -177,13 +172,6 @@ def _check_setting(ctx: CheckContext, setting: ast.Setting) -> None:
                     "E212",
                     "a cap of 0 sends blocks the channel entirely",
                     "use at least 1, or leave the channel out of `channels`",
-                )
-            elif count > MAX_CAP_COUNT:
-                ctx.error(
-                    ctx.word_span(setting.span, str(count)),
-                    "E212",
-                    f"a cap of {count} sends is out of range",
-                    f"use a whole number from 1 to {MAX_CAP_COUNT}, or leave the cap out",
                 )
         case ast.QuietHoursSetting(channel=channel, start=start, end=end):
             if channel is not None:
