@@ -12,12 +12,13 @@ Public API (each returns a strategy):
 
 "Valid" means that the printed program parses back to the same tree: every value stays in
 the ranges the parser accepts (durations from 1s to ten years, percentages up to 100,
-times of day, whole counts), templates never set both `body` and `body file`, and names
-avoid the language's keywords. Which keywords? The lexer is contextual, so a keyword is only
-reserved where the grammar could also read it as that keyword, and that set depends on the
-position: `segment send = x` parses, `wait for send` does not, `when x where a within 7d`
-changes meaning. Rather than track positions, names exclude every word the grammar spells
-out; tests/test_fmt.py checks by parsing that such words do break some name position.
+times of day, whole counts, the years a campaign can be scheduled in), templates never set
+both `body` and `body file`, and names avoid the language's keywords. Which keywords? The
+lexer is contextual, so a keyword is only reserved where the grammar could also read it as
+that keyword, and that set depends on the position: `segment send = x` parses, `wait for
+send` does not, `when x where a within 7d` changes meaning. Rather than track positions,
+names exclude every word the grammar spells out; tests/test_fmt.py checks by parsing that
+such words do break some name position.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from importlib import resources
 from hypothesis import strategies as st
 
 from cadence.dsl import ast
+from cadence.dsl.parser import SCHEDULE_YEARS
 
 __all__ = [
     "calls",
@@ -252,13 +254,20 @@ def times() -> st.SearchStrategy[ast.TimeLit]:
 
 
 @cache
-def moments() -> st.SearchStrategy[ast.DateLit | ast.DateTimeLit]:
-    """A date, or a date and time to the second."""
-    dates = st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)).map(ast.DateLit)
-    datetimes = st.datetimes(dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59)).map(
-        lambda d: ast.DateTimeLit(d.replace(microsecond=0, fold=0))
-    )
+def moments(
+    first_year: int = dt.MINYEAR, last_year: int = dt.MAXYEAR
+) -> st.SearchStrategy[ast.DateLit | ast.DateTimeLit]:
+    """A date, or a date and time to the second, in the given years."""
+    dates = st.dates(dt.date(first_year, 1, 1), dt.date(last_year, 12, 31)).map(ast.DateLit)
+    datetimes = st.datetimes(
+        dt.datetime(first_year, 1, 1), dt.datetime(last_year, 12, 31, 23, 59, 59)
+    ).map(lambda d: ast.DateTimeLit(d.replace(microsecond=0, fold=0)))
     return st.one_of(dates, datetimes)
+
+
+def scheduled_moments() -> st.SearchStrategy[ast.DateLit | ast.DateTimeLit]:
+    """A `starts`, `ends` or `at` moment: only in the years the parser lets a campaign use."""
+    return moments(SCHEDULE_YEARS[0], SCHEDULE_YEARS[-1])
 
 
 @cache
@@ -439,7 +448,7 @@ def triggers() -> st.SearchStrategy[ast.Trigger]:
         st.just(ast.ContactCreatedTrigger()),
         st.builds(ast.SegmentEnterTrigger, names()),
         st.just(ast.LaunchTrigger()),
-        st.builds(ast.AtTrigger, moments(), st.booleans()),
+        st.builds(ast.AtTrigger, scheduled_moments(), st.booleans()),
         every_days,
         every_interval,
     )
@@ -484,7 +493,7 @@ def settings() -> st.SearchStrategy[ast.Setting]:
         st.lists(st.builds(ast.CostItem, names(), money()), min_size=1, max_size=3).map(
             lambda items: ast.CostSetting(tuple(items))
         ),
-        st.builds(ast.DateSetting, st.sampled_from(["starts", "ends"]), moments()),
+        st.builds(ast.DateSetting, st.sampled_from(["starts", "ends"]), scheduled_moments()),
         st.builds(ast.ReenterSetting, st.one_of(st.none(), durations())),
     )
 

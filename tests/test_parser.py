@@ -468,6 +468,9 @@ def test_unclosed_brace_reports_the_end_of_file() -> None:
         ("campaign c { cap email 2.5 per 1d }", "whole number", "without a decimal point"),
         ("campaign c { cap email 1000000001 per 1d }", "more than a billion", "smaller number"),
         ("when viewed count>=99999999999999999999 exit", "more than a billion", "smaller"),
+        ("campaign c { ends 9999-12-31 }", "outside the years a campaign", "leave it out"),
+        ("campaign c { starts 3000-01-01 }", "outside the years a campaign", "1970 to 2999"),
+        ("at 0001-01-01T00:00 local { exit }", "outside the years a campaign", "1970 to 2999"),
     ],
 )
 def test_literals_out_of_range(text: str, fragment: str, hint: str) -> None:
@@ -499,6 +502,11 @@ def test_characters_pasted_from_outside_ascii_get_a_hint(text: str, column: int,
     (diagnostic,) = info.value.diagnostics
     assert (diagnostic.code, diagnostic.line, diagnostic.column) == ("E003", 1, column)
     assert diagnostic.hint is not None and hint in diagnostic.hint, diagnostic.hint
+
+
+def test_dates_in_conditions_keep_every_year() -> None:
+    program = parse_text("segment s = born > 0001-01-01 and born < 9999-12-31T23:59")
+    assert isinstance(program.declarations[0], ast.SegmentDecl)
 
 
 def test_uppercase_names_get_a_hint() -> None:

@@ -666,6 +666,10 @@ MAX_DURATION_SECONDS = 10 * 366 * 86400
 # Counts, caps and send limits are stored as 64-bit integers; far below that, a count no
 # contact ever reaches (a cap of a billion sends is no cap) is a typo, not a setting.
 MAX_WHOLE_NUMBER = 1_000_000_000
+# A campaign's `starts`, `ends` and `at` are instants the engine schedules by, adding waits
+# of up to ten years and every time zone's offset: a year outside these is a typo, or
+# `ends 9999-12-31` for "never", which is what leaving `ends` out says.
+SCHEDULE_YEARS = range(1970, 3000)
 
 
 def duration_seconds(text: str) -> int:
@@ -917,10 +921,11 @@ class _ToAst(Transformer[Token, Any]):
         return ast.CostItem(str(channel), amount, span=self._span(meta))
 
     def set_starts(self, meta: Any, moment: Token) -> ast.DateSetting:
-        return ast.DateSetting("starts", self._moment(moment), span=self._span(meta))
+        return ast.DateSetting("starts", self._scheduled(moment), span=self._span(meta))
 
     def set_ends(self, meta: Any, moment: Token) -> ast.DateSetting:
-        return ast.DateSetting("ends", self._moment(moment), span=self._span(meta))
+        hint = "a campaign without `ends` runs on: leave it out"
+        return ast.DateSetting("ends", self._scheduled(moment, hint), span=self._span(meta))
 
     def set_reenter(self, meta: Any, value: Token) -> ast.ReenterSetting:
         after = self._duration(value) if value.type == "DURATION" else None
@@ -980,7 +985,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.SegmentEnterTrigger(str(segment), span=self._span(meta))
 
     def trigger_at(self, meta: Any, moment: Token, local: Token | None) -> ast.AtTrigger:
-        return ast.AtTrigger(self._moment(moment), local is not None, span=self._span(meta))
+        return ast.AtTrigger(self._scheduled(moment), local is not None, span=self._span(meta))
 
     def trigger_every(
         self,
@@ -1238,6 +1243,21 @@ class _ToAst(Transformer[Token, Any]):
             raise _ValueError(
                 span, "E012", f"`{text}` is not a real date or time", hint=_moment_hint(text)
             ) from None
+
+    def _scheduled(self, token: Token, hint: str | None = None) -> ast.DateLit | ast.DateTimeLit:
+        """A moment the engine schedules by (`starts`, `ends`, `at`), in `SCHEDULE_YEARS`."""
+        moment = self._moment(token)
+        if moment.value.year not in SCHEDULE_YEARS:
+            first, last = SCHEDULE_YEARS[0], SCHEDULE_YEARS[-1]
+            raise _ValueError(
+                moment.span,
+                "E012",
+                f"`{token}` is outside the years a campaign can be scheduled in",
+                hint=hint
+                if moment.value.year > last and hint
+                else f"use a year from {first} to {last}",
+            )
+        return moment
 
     def _percent(self, token: Token) -> ast.PercentLit:
         span = self._tok(token)
