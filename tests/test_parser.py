@@ -504,6 +504,32 @@ def test_characters_pasted_from_outside_ascii_get_a_hint(text: str, column: int,
     assert diagnostic.hint is not None and hint in diagnostic.hint, diagnostic.hint
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("on launch { if x > 1 send email t }", "write `{` before `send`"),
+        ("on launch { split 20% test winner by clicks after 4h { a send email t } }", "`:` before"),
+        ("segment s x > 1", "write `=` before name `x`"),
+        ("on launch { split { a 50: exit  b 50%: exit } }", "percent sign: `50%`"),
+        ("campaign c { channels email sms }", "commas: `email, sms`"),
+        ("every monday friday 09:00 { exit }", "commas: `monday, friday`"),
+    ],
+)
+def test_a_missing_sign_or_word_is_named_in_the_hint(text: str, hint: str) -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text(text)
+    diagnostic = info.value.diagnostics[0]
+    assert diagnostic.code == "E004"
+    assert diagnostic.hint is not None and hint in diagnostic.hint, diagnostic.hint
+
+
+def test_a_trailing_comma_is_not_told_to_add_commas() -> None:
+    with pytest.raises(CadenceSyntaxError) as info:
+        parse_text("campaign c { channels email, on launch { exit } }")
+    hint = info.value.diagnostics[0].hint
+    assert hint is None or "comma" not in hint
+
+
 def test_dates_in_conditions_keep_every_year() -> None:
     program = parse_text("segment s = born > 0001-01-01 and born < 9999-12-31T23:59")
     assert isinstance(program.declarations[0], ast.SegmentDecl)

@@ -406,6 +406,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         date = re.search(r"(\d{4}-\d{2}-\d{2})\s+$", source.text[: token.start_pos])
         if date is not None:
             hint = f"write the date and time as one: `{date.group(1)}T{token}`"
+    hint = hint or _missing_token_hint(source.text, token, expected_names, expected)
     end_column = token.end_column if token.end_column is not None else (token.column or 1) + 1
     span = ast.Span(
         source.name,
@@ -575,6 +576,23 @@ def _clock_hint(text: str, position: int) -> str | None:
     if found.group(3).lower() == "p":
         hour += 12
     return f"times of day are 24-hour: write `{hour:02d}:{minute}`"
+
+
+def _missing_token_hint(
+    text: str, token: Token, expected_names: set[str], expected: list[str]
+) -> str | None:
+    """When nothing more specific applies: the one word or sign missing before this token
+    (`if x > 1 send ...` lacks its `{`, `a send ...` in a split its `:`), a share written
+    without `%`, or list items (`channels email sms`) without their comma."""
+    if token.type == "NUMBER" and "PERCENT" in expected_names:
+        return f"write the share with a percent sign: `{token}%`"
+    before = text[: token.start_pos or 0]
+    previous = re.search(r"(,\s*)?\b([a-z_][a-z0-9_]*)\s+$", before)
+    if token.type == "NAME" and "COMMA" in expected_names and previous and not previous[1]:
+        return f"separate the items of a list with commas: `{previous[2]}, {token}`"
+    if len(expected) == 1 and expected[0].startswith("`"):
+        return f"write {expected[0]} before {_token_words(token)}"
+    return None
 
 
 def _token_words(token: Token) -> str:
