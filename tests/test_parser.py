@@ -494,6 +494,9 @@ def test_literals_out_of_range(text: str, fragment: str, hint: str) -> None:
         ("on launch {\u00a0exit }", 12, "(no-break space), often pasted in: replace it with"),
         ("on launch { exit\u200b }", 17, "(zero width space), often pasted in: remove it"),
         ("on launch {\x0bexit }", 12, "(U+000B)"),
+        ("on launch { wait \uff12d }", 18, "write digits as 0-9: `2`"),
+        ("segment s = x > \u0663", 17, "write digits as 0-9: `3`"),
+        ("on launch { wait \u0669h }", 18, "write digits as 0-9: `9`"),
     ],
 )
 def test_characters_pasted_from_outside_ascii_get_a_hint(text: str, column: int, hint: str) -> None:

@@ -45,7 +45,7 @@ TOP_LEVEL_KEYWORDS = (
 )
 
 _DURATION_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_PART = re.compile(r"(\d+)([wdhms])")
+_DURATION_PART = re.compile(r"([0-9]+)([wdhms])")
 
 # Named terminals described the way a person would say them in "expected ..." messages.
 _TERMINAL_WORDS = {
@@ -361,9 +361,9 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         else:
             hint = _operator_hint(source.text, position)
         allowed = _expected_words(set(exc.allowed or ()))
-        if "DURATION" in set(exc.allowed or ()):
+        if "DURATION" in set(exc.allowed or ()) and char.isascii():
             hint = _duration_hint(source.text, position) or hint
-        if "TIME" in set(exc.allowed or ()):
+        if "TIME" in set(exc.allowed or ()) and char.isascii():
             hint = _clock_hint(source.text, position) or hint
         message = f"unexpected character {char!r}"
         if allowed:
@@ -390,7 +390,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         hint = _clock_hint(source.text, token.start_pos) or hint
     if str(token).lower() in ("am", "pm") and token.start_pos is not None:
         # `9:30am`: the time lexed, then `am` is left over.
-        before = re.search(r"(\d{1,2}:\d{2})\s*$", source.text[: token.start_pos])
+        before = re.search(r"([0-9]{1,2}:[0-9]{2})\s*$", source.text[: token.start_pos])
         if before is not None:
             hint = _clock_hint(before.group(1) + str(token), 0) or hint
     if token.type == "CURRENCY" and "NAME" in expected_names:
@@ -403,7 +403,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         hint = _operator_hint(source.text, token.start_pos) or hint
     if token.type == "TIME" and token.start_pos is not None:
         # `at 2026-12-01 09:00`: a date, a space, then the time the date should carry.
-        date = re.search(r"(\d{4}-\d{2}-\d{2})\s+$", source.text[: token.start_pos])
+        date = re.search(r"([0-9]{4}-[0-9]{2}-[0-9]{2})\s+$", source.text[: token.start_pos])
         if date is not None:
             hint = f"write the date and time as one: `{date.group(1)}T{token}`"
     hint = hint or _missing_token_hint(source.text, token, expected_names, expected)
@@ -424,7 +424,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
 
 
 # A number followed by a word where a duration belongs: `1mo`, `2 days`, `1.5h`, `90min`.
-_WORDY_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([A-Za-z]+)")
+_WORDY_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)")
 _DURATION_WORDS = {
     "sec": "s", "secs": "s", "second": "s", "seconds": "s",
     "min": "m", "mins": "m", "minute": "m", "minutes": "m",
@@ -460,7 +460,7 @@ def _duration_hint(text: str, position: int) -> str | None:
 
 # An upper-case word, and the money literal `30 AND` that one after a number lexes as.
 _UPPER_WORD = re.compile(r"[A-Z][A-Za-z_]*\b")
-_MONEY_BEFORE = re.compile(r"(\d+(?:\.\d+)?)\s+([A-Z]{3})\s*$")
+_MONEY_BEFORE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s+([A-Z]{3})\s*$")
 
 
 # Look-alikes a word processor or a web page puts in place of the ASCII the language reads.
@@ -482,6 +482,9 @@ def _pasted_character_hint(text: str, position: int) -> str | None:
         return f"an invisible character ({name}), often pasted in: {fix}"
     if char.isascii():
         return None
+    digit = unicodedata.digit(char, None)
+    if digit is not None:
+        return f"write digits as 0-9: `{digit}`"
     start, end = position, position + 1
     while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
         start -= 1
@@ -520,7 +523,7 @@ def _upper_case_hint(text: str, position: int) -> str | None:
 # `send_window 09:00-17:00 weekdays local` and `every monday at 09:00`: the right words
 # in an order the grammar does not take, which a spelling hint would only confuse.
 _RANGE_THEN_DAYS = re.compile(
-    r"(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s+([a-z]+(?:\s*,\s*[a-z]+)*)\s*$"
+    r"([0-9]{1,2}:[0-9]{2})\s*-\s*([0-9]{1,2}:[0-9]{2})\s+([a-z]+(?:\s*,\s*[a-z]+)*)\s*$"
 )
 _EVERY_DAYS = re.compile(r"\bevery\s+([a-z]+(?:\s*,\s*[a-z]+)*)\s*$")
 
@@ -535,7 +538,7 @@ def _word_order_hint(text: str, token: Token) -> str | None:
             return f"`local` comes right after the times: `{start}-{end} local {days}`"
     if str(token) == "at":
         found = _EVERY_DAYS.search(before)
-        time = re.match(r"at\s+(\d{1,2}:\d{2})", text[token.start_pos :])
+        time = re.match(r"at\s+([0-9]{1,2}:[0-9]{2})", text[token.start_pos :])
         if found is not None and time is not None:
             return (
                 f"the time follows the days without `at`: `every {found.group(1)} {time.group(1)}`"
@@ -564,7 +567,7 @@ def _operator_hint(text: str, position: int) -> str | None:
 
 
 # A time of day written the 12-hour way: `9pm`, `9:30 am`.
-_TWELVE_HOUR = re.compile(r"(\d{1,2})(?::(\d{2}))?\s*([AaPp])\.?[Mm]\b\.?")
+_TWELVE_HOUR = re.compile(r"([0-9]{1,2})(?::([0-9]{2}))?\s*([AaPp])\.?[Mm]\b\.?")
 
 
 def _clock_hint(text: str, position: int) -> str | None:
