@@ -986,8 +986,12 @@ class TemplateRenderer:
             spec = approved or self.whatsapp_templates.get(name)
             call = None
             if spec is not None:
+                # WhatsApp refuses a parameter with a line break, a tab or more than four
+                # spaces in a row (after Infobip took the message): one line, as a subject.
                 params = tuple(
-                    self._render_part(name, f"parameter {i + 1}", p, variables, html=False).strip()
+                    _one_line(
+                        self._render_part(name, f"parameter {i + 1}", p, variables, html=False)
+                    )
                     for i, p in enumerate(spec.parameters)
                 )
                 call = WhatsAppTemplateCall(spec.name, spec.language, params)
@@ -1122,7 +1126,8 @@ def _text(value: Any) -> str | None:
 
 
 def _one_line(text: str) -> str:
-    """Headers cannot carry newlines (header injection); collapse all whitespace."""
+    """Text on one line, every run of white space one space: headers cannot carry newlines
+    (header injection), nor can WhatsApp template parameters."""
     return " ".join(text.split())
 
 

@@ -643,3 +643,22 @@ def test_a_text_message_that_renders_empty_fails_its_send(
         renderer.render(note, RenderContext(contact={"id": "c1"}))
     sent = renderer.render(note, RenderContext(contact={"id": "c1", "note": "See you at 9"}))
     assert isinstance(sent, SmsContent | WhatsAppContent) and sent.text == "See you at 9"
+
+
+def test_whatsapp_template_parameters_are_one_line(renderer: TemplateRenderer) -> None:
+    # WhatsApp refuses a template parameter holding a line break, a tab or more than four
+    # spaces in a row (Meta's error 132018), after Infobip has accepted the message.
+    template = CompiledTemplate(
+        name="follow_up_wa",
+        channel="whatsapp",
+        content=TemplateContentModel(body="Hi {{ contact.first_name }}"),
+    )
+    approved = ApprovedWhatsAppTemplate(
+        name="viewing_reminder_v2",
+        language="en",
+        parameters=("{{ contact.address }}", "{{ contact.first_name }}"),
+    )
+    contact = {"first_name": "Li\t Wei", "address": "1 Main St\r\nFlat 2\n\n     Oslo  "}
+    out = renderer.render(template, RenderContext(contact=contact), approved=approved)
+    assert isinstance(out, WhatsAppContent) and out.approved is not None
+    assert out.approved.parameters == ("1 Main St Flat 2 Oslo", "Li Wei")
