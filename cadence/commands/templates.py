@@ -167,7 +167,7 @@ def _render(
     if to is not None:
         field = {"email": "email", "sms": "phone", "whatsapp": "phone"}.get(template.channel)
         if field:
-            contact.setdefault(field, to)
+            contact.setdefault(field, _recipient(template.channel, to))
     context = RenderContext(
         contact=contact,
         tenant=_company(args),
@@ -231,6 +231,18 @@ def _as_json(template: CompiledTemplate, content: RenderedContent) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2, default=str)
 
 
+def _recipient(channel: str, to: str) -> str:
+    """`--to` as the store keeps a contact's address (a phone in E.164 whatever way it is
+    written, `+44 (0)20 ...` or `0044 20 ...`), so the provider gets the number meant."""
+    from cadence.engine.store.records import normalize_email, normalize_phone
+
+    normalize = {"email": normalize_email, "sms": normalize_phone, "whatsapp": normalize_phone}
+    try:
+        return normalize[channel](to) if channel in normalize else to
+    except ValueError as exc:
+        raise UsageError(f"--to: {exc}") from None
+
+
 def _fail(error: Exception) -> int:
     print(f"error: {error}", file=sys.stderr)
     return 2 if isinstance(error, UsageError) else 1
@@ -279,7 +291,7 @@ def run_send_test(args: argparse.Namespace) -> int:
         idempotency_key=f"send-test:{template.name}:{uuid.uuid4()}",
         tenant=args.tenant,
         channel=channel,
-        recipient=args.to,
+        recipient=_recipient(template.channel, args.to),
         recipient_name=_name(contact),
         content=content,
         sender=sender if channel is Channel.EMAIL or args.sender else None,

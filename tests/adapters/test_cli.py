@@ -314,3 +314,36 @@ def test_an_inbox_template_cannot_be_test_sent(
     path.write_text('template note inbox "Hi {{ contact.first_name }}"\n', encoding="utf-8")
     assert main(["send-test", str(path), "note", "--to", "ana"]) == 2
     assert "`inbox` templates cannot be test-sent" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("written", ["+44 (0)7946 000001", "0044 7946-000001", "+44.7946.000001"])
+def test_send_test_sends_to_a_number_written_in_any_international_form(
+    written: str,
+    campaign_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--to` is read as a contact's phone is stored: `+44 (0)...` dropped its bracketed
+    trunk 0 nowhere and `0044...` kept its 00, so Infobip got another number."""
+    with BackgroundInfobip() as infobip:
+        monkeypatch.setenv("CADENCE_INFOBIP_BASE_URL", infobip.url)
+        monkeypatch.setenv("CADENCE_INFOBIP_API_KEY", "test-infobip-key")
+        contact = '{"first_name": "Jo", "city": "Leeds"}'
+        code = main(["send-test", str(campaign_file), "follow_up", "--to", written,
+                     "--contact", contact])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        (message,) = infobip.standin.messages
+    assert message.to == "447946000001"
+
+
+def test_send_test_refuses_a_recipient_that_is_no_address(
+    campaign_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A national number (no country code) or a malformed address is named, not sent."""
+    contact = ["--contact", '{"first_name": "Jo", "city": "Leeds", "budget": 1}']
+    code = main(["send-test", str(campaign_file), "follow_up", "--to", "07946 000001", *contact])
+    assert code == 2
+    assert "--to: '07946 000001' is not an international phone number" in capsys.readouterr().err
+    code = main(["send-test", str(campaign_file), "welcome", "--to", "ana at example", *contact])
+    assert code == 2
+    assert "--to: 'ana at example' is not an email address" in capsys.readouterr().err
