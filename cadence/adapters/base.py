@@ -45,6 +45,10 @@ class ChannelAdapter(Protocol):
         ...
 
 
+# The longest a send is put off on a provider's word (Retry-After, Brevo's reset): a day
+# spans any rate-limit window, and a wait no date can hold (a broken header) is not one.
+MAX_WAIT = 86_400.0
+
 # The code of a try the provider refused for its rate limit (HTTP 429, Brevo's rate limit);
 # the engine slows that channel's limiter when such a send goes back to the outbox.
 RATE_LIMITED = "rate_limited"
@@ -192,7 +196,7 @@ class AdapterBase(abc.ABC):
         tries: int,
         unknown: bool,
     ) -> None:
-        at = utcnow() + dt.timedelta(seconds=wait)
+        at = utcnow() + dt.timedelta(seconds=min(wait, MAX_WAIT))
         for message in pending:
             if unknown:
                 results[message.idempotency_key] = SendResult.unknown(

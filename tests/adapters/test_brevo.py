@@ -459,3 +459,27 @@ async def test_a_429_without_brevos_reset_header_waits_for_retry_after() -> None
     assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
     assert result.retry_at is not None
     assert 110 < (result.retry_at - _now()).total_seconds() < 130
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    "headers",
+    [{"x-sib-ratelimit-reset": "1e20"}, {"retry-after": "inf"},
+     {"retry-after": "99999999999999"}],
+)  # fmt: skip
+async def test_a_wait_past_any_date_is_a_retry_within_a_day(headers: dict[str, str]) -> None:
+    """A wait no clock can reach (a proxy's broken header) made the adapter raise out of the
+    send, which adapters never do for a provider's answer: it is held to a day."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers=headers, json={"code": "too_many_requests"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        adapter = BrevoAdapter(
+            BrevoConfig(api_key=Secret("k"), base_url="https://brevo.test"),
+            client=client, policy=fast_policy(), breaker=lenient_breaker(),
+        )  # fmt: skip
+        result = await adapter.send(email(1))
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
+    assert result.retry_at is not None
+    assert 86_000 < (result.retry_at - _now()).total_seconds() <= 86_400
