@@ -276,16 +276,17 @@ class InfobipAdapter(HttpAdapter):
         results: dict[str, SendResult] = {}
         for message in messages:
             entry = by_id.get(message_id_for(message))
-            if entry is None:
-                continue  # not in the answer: unknown, reconciled before any resend
-            group = str(entry.get("status", {}).get("groupName", ""))
+            state = _status(entry)
+            if entry is None or not state:
+                continue  # not in the answer, or no status: unknown, reconciled before a resend
+            group = str(state.get("groupName", ""))
             if group in _ACCEPTED_GROUPS:
                 results[message.idempotency_key] = SendResult.sent(
                     message, self.provider, message_id_for(message)
                 )
             else:
-                name = str(entry.get("status", {}).get("name", group or "REJECTED"))
-                description = str(entry.get("status", {}).get("description", ""))
+                name = str(state.get("name", group or "REJECTED"))
+                description = str(state.get("description", ""))
                 results[message.idempotency_key] = SendResult.failed(
                     message,
                     self.provider,
@@ -334,13 +335,16 @@ class InfobipAdapter(HttpAdapter):
                     failure = transient_status(response, "Infobip lookup error", said)
                     return dataclasses.replace(failure, unknown=True)
                 return Transient(f"lookup refused (HTTP {response.status_code})", unknown=True)
-            for entry in _json(response).get("results", []):
+            entries = _json(response).get("results")
+            for entry in entries if isinstance(entries, list) else []:
+                if not isinstance(entry, Mapping):
+                    continue
                 if str(entry.get("messageId")) != message_id_for(message):
                     continue
-                group = str(entry.get("status", {}).get("groupName", ""))
+                group = str(_status(entry).get("groupName", ""))
                 cost, currency = message_cost(entry)
                 if group in ("REJECTED", "UNDELIVERABLE", "EXPIRED"):
-                    name = str(entry.get("status", {}).get("name", group))
+                    name = str(_status(entry).get("name", group))
                     found[message.idempotency_key] = SendResult.failed(
                         message, self.provider, f"Infobip reports {name}", code=name
                     )
@@ -398,6 +402,13 @@ def error_details(data: dict[str, Any]) -> tuple[str | None, str | None]:
                 text = f"{text} ({details})" if text else details
         return (str(code) if code else None), text
     return None, None
+
+
+def _status(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """An answer entry's `status` object; empty when there is none to read (an answer in
+    another shape must leave the send unknown, not make the adapter raise)."""
+    status = entry.get("status") if entry is not None else None
+    return status if isinstance(status, Mapping) else {}
 
 
 def _said(data: dict[str, Any]) -> str | None:

@@ -365,3 +365,43 @@ async def test_an_outage_that_outlasts_the_retries_keeps_infobips_own_words(
     result = await adapter.send(sms(1))
     assert result.status in (SendStatus.RETRY_LATER, SendStatus.UNKNOWN)
     assert "HTTP 503: GENERAL_ERROR: Something went wrong" in (result.error or ""), result.error
+
+
+def _mocked(answer: Any, logs: Any) -> InfobipAdapter:
+    """An adapter whose sends get `answer` (HTTP 200) and whose lookups get `logs`."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=logs if request.method == "GET" else answer)
+
+    return InfobipAdapter(
+        InfobipConfig(api_key=Secret("k"), base_url="https://infobip.test", sms_sender="Acme"),
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        policy=fast_policy(max_attempts=1), breaker=lenient_breaker(),
+    )  # fmt: skip
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("status", [None, "PENDING"])
+async def test_an_answer_entry_without_a_status_object_leaves_the_send_unknown(
+    status: Any,
+) -> None:
+    """Read as `entry["status"].get(...)`, an entry whose status was null or text made the
+    adapter raise out of the send; it is no verdict: the send is looked up before a resend."""
+    message = sms(1)
+    adapter = _mocked({"messages": [{"messageId": message_id_for(message), "status": status}]},
+                      {"results": []})  # fmt: skip
+    result = await adapter.send(message)
+    await adapter.client.aclose()
+    assert result.status is SendStatus.UNKNOWN
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("logs", [{"results": None}, {"results": [None, "x"]}])
+async def test_a_lookup_answer_in_another_shape_finds_nothing(logs: Any) -> None:
+    message = sms(1).with_attempt(1)
+    pending = {"groupName": "PENDING", "name": "PENDING_ACCEPTED"}
+    adapter = _mocked({"messages": [{"messageId": message_id_for(message), "status": pending}]},
+                      logs)  # fmt: skip
+    result = await adapter.send(message)
+    await adapter.client.aclose()
+    assert result.status is SendStatus.SENT
