@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,9 @@ from cadence.adapters.render import (
     WebhookContent,
     WhatsAppContent,
 )
+
+# `Name <local@domain>`, whatever the name holds.
+_NAME_ADDR = re.compile(r"(?P<name>[^<>]*)<(?P<email>[^<>@\s]+@[^<>@\s]+)>")
 
 # A fixed namespace so the same idempotency key always maps to the same UUID and ids.
 _CADENCE_NAMESPACE = uuid.UUID("6f0c2a3e-8d1b-5c47-9a2e-3b7d4c1e0f58")
@@ -73,10 +77,15 @@ class EmailAddress:
 
     @classmethod
     def parse(cls, text: str) -> EmailAddress:
-        """`Acme <hello@acme.test>` or `hello@acme.test`."""
+        """`Acme <hello@acme.test>` or `hello@acme.test`; the address in angle brackets is
+        the address also when the name before it holds an unquoted `,` or `;`."""
         from email.utils import parseaddr
 
         name, email = parseaddr(text)
+        if "@" not in email and (written := _NAME_ADDR.fullmatch(text.strip())):
+            # RFC 5322 wants `"Acme, Inc." <...>`; read unquoted, the comma split the name
+            # off as an address of its own (`Acme`), which every provider refuses.
+            name, email = written["name"].strip().strip('"').strip(), written["email"]
         return cls(email=email or text.strip(), name=name or None)
 
 

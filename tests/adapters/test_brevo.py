@@ -483,3 +483,23 @@ async def test_a_wait_past_any_date_is_a_retry_within_a_day(headers: dict[str, s
     assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
     assert result.retry_at is not None
     assert 86_000 < (result.retry_at - _now()).total_seconds() <= 86_400
+
+
+@pytest.mark.trio
+async def test_a_sender_name_with_an_unquoted_comma_keeps_its_address(
+    nursery: trio.Nursery,
+) -> None:
+    """`Acme, Inc. <hello@acme.test>` was read as the address `Acme` (RFC 5322 wants the
+    name quoted), so Brevo refused every send of the campaign; the bracketed address is
+    the address, whatever the name holds."""
+    standin, adapter = await start(nursery)
+    message = email(1, sender="Acme, Inc. <hello@acme.test>", reply_to="Sales; EMEA <s@acme.test>")
+    result = await adapter.send(message)
+    assert result.status is SendStatus.SENT, result.error
+    body = standin.requests[0].json()
+    assert body["sender"] == {"email": "hello@acme.test", "name": "Acme, Inc."}
+    assert body["replyTo"] == {"email": "s@acme.test", "name": "Sales; EMEA"}
+    quoted = email(2, sender='"Acme \\"Best\\" Homes" <hello@acme.test>')
+    assert adapter.payload([quoted])["sender"] == {
+        "email": "hello@acme.test", "name": 'Acme "Best" Homes',
+    }  # fmt: skip

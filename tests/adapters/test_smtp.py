@@ -336,3 +336,17 @@ def _secret(value: str) -> Any:
     from cadence.adapters.config import Secret
 
     return Secret(value)
+
+
+def test_a_sender_name_with_an_unquoted_comma_is_quoted_not_taken_for_the_address(
+    inbox: tuple[Inbox, int],
+) -> None:
+    handler, port = inbox
+    adapter = adapter_for(port)
+    message = email_message(1, sender="Jo Smith, PhD <jo@acme.test>")
+    result = trio.run(adapter.send, message)
+    assert result.status is SendStatus.SENT, result.error
+    ((envelope, mime),) = handler.messages
+    assert envelope.mail_from == "jo@acme.test"
+    assert mime["From"] == '"Jo Smith, PhD" <jo@acme.test>'
+    trio.run(adapter.aclose)
