@@ -259,10 +259,7 @@ class InfobipAdapter(HttpAdapter):
             # messages, and it deduplicates nothing: look them up before sending again.
             return dataclasses.replace(failure, unknown=True) if status >= 500 else failure
         if status >= 300:
-            code, text = error_details(data)
-            code = code or f"http_{status}"
-            text = text or answer.reason_phrase
-            error = provider_error("Infobip", status, code, text)
+            code, error = _refusal(answer)
             if status == 400 and len(messages) > 1:
                 code = _SPLIT
             return {
@@ -334,6 +331,16 @@ class InfobipAdapter(HttpAdapter):
                     said = _said(_json(response))
                     failure = transient_status(response, "Infobip lookup error", said)
                     return dataclasses.replace(failure, unknown=True)
+                if response.status_code in (401, 403):
+                    # The key is refused: the send would be refused the same way, so these
+                    # fail as it would, instead of being looked up again for ever.
+                    code, error = _refusal(response)
+                    for other in messages:
+                        found.setdefault(
+                            other.idempotency_key,
+                            SendResult.failed(other, self.provider, error, code=code),
+                        )
+                    return found
                 return Transient(f"lookup refused (HTTP {response.status_code})", unknown=True)
             entries = _json(response).get("results")
             for entry in entries if isinstance(entries, list) else []:
@@ -402,6 +409,16 @@ def error_details(data: dict[str, Any]) -> tuple[str | None, str | None]:
                 text = f"{text} ({details})" if text else details
         return (str(code) if code else None), text
     return None, None
+
+
+def _refusal(response: httpx.Response) -> tuple[str, str]:
+    """The code and the error text of a refusal (`Infobip 401 UNAUTHORIZED: Invalid login
+    details`): Infobip's error code and words, else the HTTP status's."""
+    code, text = error_details(_json(response))
+    code = code or f"http_{response.status_code}"
+    return code, provider_error(
+        "Infobip", response.status_code, code, text or response.reason_phrase
+    )
 
 
 def _status(entry: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -405,3 +405,20 @@ async def test_a_lookup_answer_in_another_shape_finds_nothing(logs: Any) -> None
     result = await adapter.send(message)
     await adapter.client.aclose()
     assert result.status is SendStatus.SENT
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("channel", ["sms", "whatsapp"])
+async def test_a_retry_whose_lookup_is_refused_for_credentials_fails_as_a_send_would(
+    nursery: trio.Nursery, channel: str
+) -> None:
+    """A retried message is looked up before it is sent; a 401 on that lookup was read as
+    an unknown outcome, so with a revoked key a retried message was deferred forever (and
+    opened the circuit for the channel) instead of failing as its send would."""
+    standin, adapter = await start(nursery, api_key="wrong")
+    message = (sms(1) if channel == "sms" else whatsapp(1)).with_attempt(1)
+    result = await adapter.send(message)
+    assert result.status is SendStatus.FAILED_PERMANENT, result
+    assert result.error == "Infobip 401 UNAUTHORIZED: Invalid login details"
+    assert result.error_code == "UNAUTHORIZED"
+    assert [r.method for r in standin.requests] == ["GET"] and not standin.messages
