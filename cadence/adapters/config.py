@@ -234,6 +234,21 @@ def _is_http_url(value: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def _base_url(value: Any, where: str) -> str:
+    """A provider's API base URL, without its trailing `/`; a bare host is https.
+
+    Infobip shows each account's base URL as `xxxxx.api.infobip.com`, without a scheme,
+    and that is how it gets pasted: no scheme means https, as every provider's API is.
+    """
+    text = str(value).strip()
+    if "://" not in text:
+        text = "https://" + text
+    parts = urllib.parse.urlsplit(text)
+    if not _is_http_url(text) or not parts.hostname or any(c.isspace() for c in text):
+        raise ConfigError(f"{where}.base_url must be an http(s) URL or a host, not {value!r}")
+    return text.rstrip("/")
+
+
 def _secret(table: Mapping[str, Any], key: str, env: Mapping[str, str], where: str) -> Secret:
     """A secret from `key`, or from the variable named by `key_env` (keeps keys out of files)."""
     if table.get(f"{key}_env"):
@@ -293,7 +308,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
     if table := data.get("brevo"):
         brevo = BrevoConfig(
             api_key=_secret(table, "api_key", env, f"{where}.brevo"),
-            base_url=str(table.get("base_url", BREVO_DEFAULT_BASE_URL)).rstrip("/"),
+            base_url=_base_url(table.get("base_url", BREVO_DEFAULT_BASE_URL), f"{where}.brevo"),
             timeout=float(table.get("timeout", 15.0)),
             batch_size=max(1, min(1000, int(table.get("batch_size", 1)))),
             sandbox=bool(table.get("sandbox", False)),
@@ -303,7 +318,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
             raise ConfigError(f"{where}.infobip needs base_url (CADENCE_INFOBIP_BASE_URL)")
         infobip = InfobipConfig(
             api_key=_secret(table, "api_key", env, f"{where}.infobip"),
-            base_url=str(table["base_url"]).rstrip("/"),
+            base_url=_base_url(table["base_url"], f"{where}.infobip"),
             sms_sender=_sms_sender(table.get("sms_sender", "InfoSMS"), where),
             whatsapp_sender=table.get("whatsapp_sender"),
             notify_url=table.get("notify_url"),

@@ -137,3 +137,18 @@ parameters = ["{{ contact.first_name }}", "{{ contact.city }}"]
     path.write_text('[default.whatsapp_templates.x]\nname = "n"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="language"):
         load_settings(path, env={})
+
+
+def test_a_base_url_written_as_the_provider_shows_it_is_an_https_url() -> None:
+    """Infobip shows each account's base URL as `xxxxx.api.infobip.com`, without a scheme;
+    pasted as shown, every send failed to connect and stayed unknown for ever."""
+    env = {"CADENCE_INFOBIP_API_KEY": "k", "CADENCE_INFOBIP_BASE_URL": "xk1y2.api.infobip.com/",
+           "CADENCE_BREVO_API_KEY": "k", "CADENCE_BREVO_BASE_URL": "api.brevo.com"}  # fmt: skip
+    default = load_settings(env=env).for_tenant("default")
+    assert (
+        default.infobip is not None and default.infobip.base_url == "https://xk1y2.api.infobip.com"
+    )
+    assert default.brevo is not None and default.brevo.base_url == "https://api.brevo.com"
+    for bad in ("ftp://xk1y2.api.infobip.com", "https://", "xk1y2 api infobip com"):
+        with pytest.raises(ConfigError, match=r"default\.infobip\.base_url must be"):
+            load_settings(env={**env, "CADENCE_INFOBIP_BASE_URL": bad})
