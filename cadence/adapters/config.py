@@ -263,6 +263,17 @@ def _secret(table: Mapping[str, Any], key: str, env: Mapping[str, str], where: s
     return Secret(str(value))
 
 
+def _api_key(table: Mapping[str, Any], env: Mapping[str, str], where: str) -> Secret:
+    """A provider's API key, without the line break a key read from a file or a secret
+    store brings: it goes in a request header, where httpx refuses one."""
+    key = _secret(table, "api_key", env, where).reveal().strip()
+    if not key:
+        raise ConfigError(f"{where} needs api_key")
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise ConfigError(f"{where}.api_key holds white space or control characters")
+    return Secret(key)
+
+
 # Infobip's SMS sender ids: alphanumeric 3 to 11 characters (what a handset shows, GSM
 # 03.40's limit), numeric 3 to 14 digits. A longer one is rejected or cut by the networks.
 SMS_SENDER_TEXT = (3, 11)
@@ -307,7 +318,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
             )
     if table := data.get("brevo"):
         brevo = BrevoConfig(
-            api_key=_secret(table, "api_key", env, f"{where}.brevo"),
+            api_key=_api_key(table, env, f"{where}.brevo"),
             base_url=_base_url(table.get("base_url", BREVO_DEFAULT_BASE_URL), f"{where}.brevo"),
             timeout=float(table.get("timeout", 15.0)),
             batch_size=max(1, min(1000, int(table.get("batch_size", 1)))),
@@ -317,7 +328,7 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
         if not table.get("base_url"):
             raise ConfigError(f"{where}.infobip needs base_url (CADENCE_INFOBIP_BASE_URL)")
         infobip = InfobipConfig(
-            api_key=_secret(table, "api_key", env, f"{where}.infobip"),
+            api_key=_api_key(table, env, f"{where}.infobip"),
             base_url=_base_url(table["base_url"], f"{where}.infobip"),
             sms_sender=_sms_sender(table.get("sms_sender", "InfoSMS"), where),
             whatsapp_sender=table.get("whatsapp_sender"),

@@ -152,3 +152,18 @@ def test_a_base_url_written_as_the_provider_shows_it_is_an_https_url() -> None:
     for bad in ("ftp://xk1y2.api.infobip.com", "https://", "xk1y2 api infobip com"):
         with pytest.raises(ConfigError, match=r"default\.infobip\.base_url must be"):
             load_settings(env={**env, "CADENCE_INFOBIP_BASE_URL": bad})
+
+
+def test_an_api_key_read_with_its_line_break_is_the_key() -> None:
+    """A key kept in a file or a secret store comes with a trailing line break; in the
+    request header it made httpx refuse every request, which read as a lost connection:
+    every send stayed unknown. An API key is the key without surrounding white space."""
+    env = {"CADENCE_INFOBIP_API_KEY": "ib-key\r\n", "CADENCE_INFOBIP_BASE_URL": "x.api.infobip.com",
+           "CADENCE_BREVO_API_KEY": " xkeysib-1\n"}  # fmt: skip
+    default = load_settings(env=env).for_tenant("default")
+    assert default.infobip is not None and default.infobip.api_key.reveal() == "ib-key"
+    assert default.brevo is not None and default.brevo.api_key.reveal() == "xkeysib-1"
+    with pytest.raises(ConfigError, match=r"default\.brevo\.api_key holds white space"):
+        load_settings(env={**env, "CADENCE_BREVO_API_KEY": "xkeysib-1\nxkeysib-2"})
+    with pytest.raises(ConfigError, match=r"default\.infobip needs api_key"):
+        load_settings(env={**env, "CADENCE_INFOBIP_API_KEY": "\n"})
