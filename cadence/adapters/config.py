@@ -234,6 +234,13 @@ def _is_http_url(value: Any) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def _optional_url(value: Any, where: str) -> str | None:
+    """A URL the config may give (where webhooks go): an absolute http(s) one, or none."""
+    if value is not None and not _is_http_url(value):
+        raise ConfigError(f"{where} must be an http(s) URL, not {value!r}")
+    return str(value) if value else None
+
+
 def _base_url(value: Any, where: str) -> str:
     """A provider's API base URL, without its trailing `/`; a bare host is https.
 
@@ -332,15 +339,13 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
             base_url=_base_url(table["base_url"], f"{where}.infobip"),
             sms_sender=_sms_sender(table.get("sms_sender", "InfoSMS"), where),
             whatsapp_sender=table.get("whatsapp_sender"),
-            notify_url=table.get("notify_url"),
+            notify_url=_optional_url(table.get("notify_url"), f"{where}.infobip.notify_url"),
             timeout=float(table.get("timeout", 15.0)),
         )
     if table := data.get("webhook"):
-        url = table.get("url")
-        if url is not None and not _is_http_url(url):
-            raise ConfigError(f"{where}.webhook.url must be an http(s) URL, not {url!r}")
         webhook = WebhookConfig(
-            secret=_secret(table, "secret", env, f"{where}.webhook"), url=url or None
+            secret=_secret(table, "secret", env, f"{where}.webhook"),
+            url=_optional_url(table.get("url"), f"{where}.webhook.url"),
         )
     costs = {str(k): Decimal(str(v)) for k, v in dict(data.get("costs", {})).items()}
     approved: dict[str, ApprovedWhatsAppTemplate] = {}

@@ -167,3 +167,17 @@ def test_an_api_key_read_with_its_line_break_is_the_key() -> None:
         load_settings(env={**env, "CADENCE_BREVO_API_KEY": "xkeysib-1\nxkeysib-2"})
     with pytest.raises(ConfigError, match=r"default\.infobip needs api_key"):
         load_settings(env={**env, "CADENCE_INFOBIP_API_KEY": "\n"})
+
+
+def test_an_infobip_notify_url_must_be_an_http_url(tmp_path: Path) -> None:
+    """notifyUrl goes in every SMS and WhatsApp request: one that is no URL got the
+    requests refused, or the delivery reports lost, with nothing said at load."""
+    config = tmp_path / "adapters.toml"
+    table = '[default.infobip]\napi_key = "k"\nbase_url = "x.api.infobip.com"\nnotify_url = "{}"\n'
+    config.write_text(table.format("https://cadence.acme.test/webhooks/infobip?token=t"))
+    infobip = load_settings(config, env={}).for_tenant("default").infobip
+    assert infobip is not None
+    assert infobip.notify_url == "https://cadence.acme.test/webhooks/infobip?token=t"
+    config.write_text(table.format("cadence.acme.test/webhooks/infobip"))
+    with pytest.raises(ConfigError, match=r"default\.infobip\.notify_url must be an http\(s\) URL"):
+        load_settings(config, env={})
