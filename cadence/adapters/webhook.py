@@ -74,6 +74,20 @@ def webhook_body(message: OutboundMessage) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
 
 
+def _problem(message: OutboundMessage) -> str | None:
+    """Why no request can carry this message, if so: no JSON body, or a recipient that is no
+    http(s) URL httpx can send to (it refuses some before sending, not as an HTTP error)."""
+    if not isinstance(message.content, WebhookContent):
+        return "a webhook needs a JSON body"
+    try:
+        url = httpx.URL(message.recipient)
+    except httpx.InvalidURL as exc:
+        return f"the webhook URL {message.recipient!r} is not a URL: {exc}"
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"the webhook URL {message.recipient!r} is not an http(s) URL with a host"
+    return None
+
+
 class WebhookAdapter(HttpAdapter):
     """POSTs each message to its recipient URL."""
 
@@ -110,14 +124,10 @@ class WebhookAdapter(HttpAdapter):
 
         async with trio.open_nursery() as nursery:
             for message in messages:
-                if not isinstance(
-                    message.content, WebhookContent
-                ) or not message.recipient.startswith(("http://", "https://")):
+                problem = _problem(message)
+                if problem is not None:
                     results[message.idempotency_key] = SendResult.failed(
-                        message,
-                        self.provider,
-                        "a webhook needs an http(s) URL and a JSON body",
-                        code="invalid_message",
+                        message, self.provider, problem, code="invalid_message"
                     )
                     continue
                 nursery.start_soon(one, message)

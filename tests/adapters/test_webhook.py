@@ -107,3 +107,22 @@ async def test_many_webhooks_each_arrive_once(nursery: trio.Nursery) -> None:
     assert all(r.ok for r in results)
     keys = sorted(r.headers["x-cadence-idempotency-key"] for r in receiver.received)
     assert keys == sorted(f"camp1:v1:node6:contact{n}:0" for n in range(1, 21))
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    "url", ["https://[::1/hook", "https://hooks.acme.test/a\nb", "http://:80/"]
+)
+async def test_a_url_no_request_can_go_to_fails_that_message_only(
+    nursery: trio.Nursery, url: str
+) -> None:
+    """httpx refuses such a URL before sending (InvalidURL, which is no HTTPError, or an
+    empty host): the adapter raised out of the batch, or retried for ever as unknown."""
+    receiver = WebhookReceiver()
+    good = await nursery.start(receiver.serve)
+    sender = adapter()
+    close_at_end(nursery, sender)
+    bad, fine = await sender.send_batch([webhook(url, 1), webhook(good, 2)])
+    assert bad.status is SendStatus.FAILED_PERMANENT and bad.error_code == "invalid_message"
+    assert repr(url) in (bad.error or "")
+    assert fine.ok and len(receiver.received) == 1
