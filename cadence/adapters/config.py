@@ -230,7 +230,10 @@ def _is_http_url(value: Any) -> bool:
     """Whether a configured endpoint is an absolute http(s) URL with a host."""
     if not isinstance(value, str):
         return False
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError:  # a broken `[...]` host: no URL at all
+        return False
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
@@ -250,8 +253,11 @@ def _base_url(value: Any, where: str) -> str:
     text = str(value).strip()
     if "://" not in text:
         text = "https://" + text
-    parts = urllib.parse.urlsplit(text)
-    if not _is_http_url(text) or not parts.hostname or any(c.isspace() for c in text):
+    if (
+        not _is_http_url(text)
+        or not urllib.parse.urlsplit(text).hostname
+        or any(ch.isspace() for ch in text)
+    ):
         raise ConfigError(f"{where}.base_url must be an http(s) URL or a host, not {value!r}")
     return text.rstrip("/")
 

@@ -181,3 +181,17 @@ def test_an_infobip_notify_url_must_be_an_http_url(tmp_path: Path) -> None:
     config.write_text(table.format("cadence.acme.test/webhooks/infobip"))
     with pytest.raises(ConfigError, match=r"default\.infobip\.notify_url must be an http\(s\) URL"):
         load_settings(config, env={})
+
+
+@pytest.mark.parametrize(
+    ("env", "where"),
+    [({"CADENCE_WEBHOOK_SECRET": "s", "CADENCE_WEBHOOK_URL": "https://[::1/hook"},
+      r"default\.webhook\.url must be"),
+     ({"CADENCE_INFOBIP_API_KEY": "k", "CADENCE_INFOBIP_BASE_URL": "[::1"},
+      r"default\.infobip\.base_url must be")],
+)  # fmt: skip
+def test_a_url_python_cannot_split_is_a_config_error(env: dict[str, str], where: str) -> None:
+    """urlsplit raises ValueError for a broken `[...]` host: it left load_settings as a bare
+    ValueError (a traceback at `cadence serve`) instead of naming the setting."""
+    with pytest.raises(ConfigError, match=where):
+        load_settings(env=env)
