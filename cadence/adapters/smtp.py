@@ -295,8 +295,12 @@ class SmtpAdapter(AdapterBase):
                 ) from None
             except smtplib.SMTPAuthenticationError as exc:
                 _quit(conn)
+                # RFC 4954: 454 is a temporary failure (the server's credential store is
+                # away), only 5xx a refused login.
                 raise SmtpFailure(
-                    f"SMTP login refused: {exc.smtp_code}", "auth_failed", permanent=True
+                    f"SMTP login refused: {exc.smtp_code} {_text(exc.smtp_error)}".rstrip(),
+                    "auth_failed",
+                    permanent=exc.smtp_code >= 500,
                 ) from None
             except smtplib.SMTPNotSupportedError as exc:
                 _quit(conn)

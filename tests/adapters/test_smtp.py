@@ -350,3 +350,31 @@ def test_a_sender_name_with_an_unquoted_comma_is_quoted_not_taken_for_the_addres
     assert envelope.mail_from == "jo@acme.test"
     assert mime["From"] == '"Jo Smith, PhD" <jo@acme.test>'
     trio.run(adapter.aclose)
+
+
+def test_a_temporary_login_failure_is_retried_not_permanent() -> None:
+    """RFC 4954: 454 4.7.0 is a temporary authentication failure (the server's credential
+    store is away); smtplib raises it as SMTPAuthenticationError like a refused password,
+    and every send of that moment failed for good."""
+    # smtplib tries each mechanism the server offers (PLAIN, LOGIN) before it gives up.
+    refusals = ["454 4.7.0 Temporary authentication failure"] * 2
+
+    def flaky(server: Any, session: Session, envelope: Envelope, mechanism: str,
+              auth_data: Any) -> AuthResult:  # fmt: skip
+        if refusals:
+            return AuthResult(success=False, handled=False, message=refusals.pop())
+        return authenticator(server, session, envelope, mechanism, auth_data)
+
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, authenticator=flaky,
+                            auth_require_tls=False)  # fmt: skip
+    controller.start()
+    try:
+        sender = adapter_for(port, username="mailer", password=_secret("s3cret"))
+        result = trio.run(sender.send, email_message(1))
+        trio.run(sender.aclose)
+    finally:
+        controller.stop()
+    assert result.status is SendStatus.SENT and result.attempts == 2, result
+    assert len(handler.messages) == 1
