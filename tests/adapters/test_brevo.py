@@ -442,23 +442,28 @@ async def test_an_outage_that_outlasts_the_retries_keeps_brevos_own_words(
 async def test_a_429_without_brevos_reset_header_waits_for_retry_after() -> None:
     """A 429 from something in front of Brevo (a proxy) has no x-sib-ratelimit-reset; its
     Retry-After is the wait, not the short backoff that would hit the limit again."""
-    answers = [
+    result = await _answered(
         httpx.Response(429, headers={"retry-after": "120"},
-                       json={"code": "too_many_requests", "message": "slow down"}),
-    ]  # fmt: skip
+                       json={"code": "too_many_requests", "message": "slow down"})
+    )  # fmt: skip
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
+    assert result.retry_at is not None
+    assert 110 < (result.retry_at - _now()).total_seconds() < 130
+
+
+async def _answered(answer: httpx.Response) -> SendResult:
+    """What the adapter makes of one email that Brevo (or what stands before it) answers
+    with `answer`, every time."""
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return answers.pop(0)
+        return answer
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         adapter = BrevoAdapter(
             BrevoConfig(api_key=Secret("k"), base_url="https://brevo.test"),
             client=client, policy=fast_policy(), breaker=lenient_breaker(),
         )  # fmt: skip
-        result = await adapter.send(email(1))
-    assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
-    assert result.retry_at is not None
-    assert 110 < (result.retry_at - _now()).total_seconds() < 130
+        return await adapter.send(email(1))
 
 
 @pytest.mark.trio
@@ -470,16 +475,9 @@ async def test_a_429_without_brevos_reset_header_waits_for_retry_after() -> None
 async def test_a_wait_past_any_date_is_a_retry_within_a_day(headers: dict[str, str]) -> None:
     """A wait no clock can reach (a proxy's broken header) made the adapter raise out of the
     send, which adapters never do for a provider's answer: it is held to a day."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(429, headers=headers, json={"code": "too_many_requests"})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        adapter = BrevoAdapter(
-            BrevoConfig(api_key=Secret("k"), base_url="https://brevo.test"),
-            client=client, policy=fast_policy(), breaker=lenient_breaker(),
-        )  # fmt: skip
-        result = await adapter.send(email(1))
+    result = await _answered(
+        httpx.Response(429, headers=headers, json={"code": "too_many_requests"})
+    )
     assert result.status is SendStatus.RETRY_LATER and result.error_code == "rate_limited"
     assert result.retry_at is not None
     assert 86_000 < (result.retry_at - _now()).total_seconds() <= 86_400
