@@ -52,6 +52,9 @@ MAX_WAIT = 86_400.0
 # The code of a try the provider refused for its rate limit (HTTP 429, Brevo's rate limit);
 # the engine slows that channel's limiter when such a send goes back to the outbox.
 RATE_LIMITED = "rate_limited"
+# The code of a refusal of the recipient's address itself (no such mailbox, an address the
+# provider calls invalid): as a hard bounce, the engine suppresses the address.
+ADDRESS_REJECTED = "address_rejected"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import HttpAdapter, Transient, ordered
+from cadence.adapters.base import ADDRESS_REJECTED, HttpAdapter, Transient, ordered
 from cadence.adapters.config import BrevoConfig
 from cadence.adapters.http import (
     is_transient_status,
@@ -53,6 +53,9 @@ from cadence.adapters.retry import CircuitBreaker, RetryPolicy, parse_retry_afte
 _SPLIT = "batch_refused"
 # Brevo's error code for a request whose idempotency key it processed within the key's TTL.
 _DUPLICATE = "duplicate_parameter"
+# Brevo's words when it refuses the recipient's address itself (400 invalid_parameter;
+# the stand-in, as Brevo's newer answers, names the entry: `to[0]`).
+_RECIPIENT_INVALID = "email is not valid in to"
 # How long a key whose request got no definite answer is remembered (Brevo's TTL is 30 min).
 _UNCERTAIN_TTL = 3600.0
 
@@ -293,6 +296,8 @@ class BrevoAdapter(HttpAdapter):
         error = provider_error("Brevo", status, code, text)
         if status == 400 and len(messages) > 1:
             code = _SPLIT
+        elif status == 400 and text.strip().lower().startswith(_RECIPIENT_INVALID):
+            code = ADDRESS_REJECTED
         return {
             m.idempotency_key: SendResult.failed(m, self.provider, error, code=code)
             for m in messages

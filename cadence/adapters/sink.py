@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
-from cadence.adapters.base import RATE_LIMITED
+from cadence.adapters.base import ADDRESS_REJECTED, RATE_LIMITED
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, SendStatus
 from cadence.adapters.outbound import Outbound
 from cadence.adapters.render import (
@@ -316,7 +316,10 @@ class AdapterSink:
             )
         if result.status is SendStatus.FAILED_PERMANENT:
             self._tried.pop(message.idempotency_key, None)
-            return DeliveryResult(message.outbox_id, False, result.provider, error=result.error)
+            return DeliveryResult(
+                message.outbox_id, False, result.provider, error=result.error,
+                address_rejected=result.error_code == ADDRESS_REJECTED,
+            )  # fmt: skip
         self._tried[message.idempotency_key] = out.attempt + 1
         retry_at = result.retry_at or dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
         return DeliveryResult(

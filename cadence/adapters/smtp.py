@@ -13,6 +13,7 @@ that lost its final reply was taken, so that case is retried with the same Messa
 from __future__ import annotations
 
 import random
+import re
 import smtplib
 import ssl
 import threading
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from cadence.adapters.base import AdapterBase, Transient, ordered
+from cadence.adapters.base import ADDRESS_REJECTED, AdapterBase, Transient, ordered
 from cadence.adapters.config import SmtpConfig
 from cadence.adapters.message import (
     Channel,
@@ -106,6 +107,9 @@ VERBATIM_HEADERS = (
     "X-Cadence-Outbox-Id",
 )
 _HEADERS = HeaderRegistry()
+# An enhanced status code of the addressing class (RFC 3463 5.1.x: bad mailbox, bad
+# system, bad syntax), at the start of a reply's text.
+_ADDRESSING = re.compile(r"\s*5\.1\.\d{1,3}\b")
 for _name in VERBATIM_HEADERS:
     _HEADERS.map_to_type(_name, _VerbatimHeader)
 # 7-bit bodies: a non-ASCII part is quoted-printable or base64, never raw 8-bit, which
@@ -312,9 +316,12 @@ class SmtpAdapter(AdapterBase):
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 self._park(conn)
+                # 5.1.x (RFC 3463: addressing) says the mailbox or address is bad, not this
+                # message or the sender: as a hard bounce, the address is not tried again.
+                rejected = code >= 500 and _ADDRESSING.match(_text(text)) is not None
                 raise SmtpFailure(
                     f"recipient refused: {code} {_text(text)}",
-                    f"smtp_{code}",
+                    ADDRESS_REJECTED if rejected else f"smtp_{code}",
                     permanent=code >= 500,
                 ) from None
             except smtplib.SMTPResponseException as exc:

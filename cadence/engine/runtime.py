@@ -233,6 +233,9 @@ class DeliveryResult:
     retry_at: dt.datetime | None = None
     # The provider refused for its rate limit (429): the engine's limiter slows that channel.
     rate_limited: bool = False
+    # The provider refused the recipient's address itself (no such mailbox, invalid): a
+    # hard bounce before sending, so the engine suppresses the address on that channel.
+    address_rejected: bool = False
 
 
 @dataclass
@@ -3041,6 +3044,11 @@ class Engine:
                 "currency": cost["currency"] if cost else None,
                 "detail": {"error": result.error} if result.error else {},
             })  # fmt: skip
+        rejected = [
+            (by_id[r.outbox_id].channel, by_id[r.outbox_id].contact_id)
+            for r in results
+            if r.address_rejected and not r.sent and r.outbox_id in by_id
+        ]
         with store.session() as session:
             claims.record_sent(session, self.owner, plain, now=now)
             lost = set(claims.update_outbox(session, self.owner, changes, now=now))
@@ -3048,6 +3056,7 @@ class Engine:
             kept = [row for row in log if row["outbox_id"] not in lost]
             if kept:
                 insert_rows(session, SendLog.__table__, kept)  # type: ignore[arg-type]
+            suppress.suppress_rejected(session, self.tenant, rejected, now)
 
 
 class _Gates:

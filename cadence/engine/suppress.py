@@ -307,6 +307,18 @@ def _soft_bounced_often(
     return {cid for cid, count in counts.items() if count >= SOFT_BOUNCES_TO_SUPPRESS}
 
 
+def suppress_rejected(
+    session: Session, tenant_id: str, rejected: Sequence[tuple[str, str]], now: dt.datetime
+) -> None:
+    """Suppress the addresses a provider refused outright, (channel, contact) each: a hard
+    bounce before sending (no such mailbox, an invalid address), so none is tried again."""
+    by_channel: dict[str, set[str]] = {}
+    for channel, contact_id in rejected:
+        by_channel.setdefault(channel, set()).add(contact_id)
+    for channel, contacts in sorted(by_channel.items()):
+        _suppress_addresses(session, tenant_id, channel, contacts, BOUNCED, now)
+
+
 def _suppress_addresses(
     session: Session,
     tenant_id: str,

@@ -4,6 +4,7 @@ every message still arrives exactly once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from sqlalchemy import select
 
 from cadence.adapters.config import load_settings
 from cadence.adapters.outbound import Outbound
@@ -18,8 +20,12 @@ from cadence.adapters.retry import CircuitBreaker, RetryPolicy
 from cadence.adapters.sink import AdapterSink, Links, StoreContentSource
 from cadence.adapters.standins.infobip import InfobipStandin
 from cadence.adapters.standins.webhook import WebhookReceiver
+from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine
+from cadence.engine.store import Store
+from cadence.engine.store.models import OutboxMessage, Suppression
 from tests.adapters.test_smtp import Inbox
+from tests.engine.test_runtime import T0, campaigns
 
 SOURCE = """
 template welcome email {
@@ -284,3 +290,58 @@ def test_a_webhook_url_in_the_config_file_must_be_http(tmp_path: Path) -> None:
     config.write_text('[default.webhook]\nsecret = "s"\nurl = "https://x.test/in"\n', "utf-8")
     hook = load_settings(config, env={}).for_tenant("default").webhook
     assert hook is not None and hook.url == "https://x.test/in"
+
+
+REJECTED = """
+template first email { subject "One" body "<p>One</p>" }
+template second email { subject "Two" body "<p>Two</p>" }
+campaign drip {
+  from "Acme <hello@acme.test>"
+  on contact_created { send email first  wait 1d  send email second }
+}
+"""
+
+
+def test_an_address_the_server_says_does_not_exist_is_not_tried_again(
+    store_url: str, inbox: tuple[Inbox, int]
+) -> None:
+    """`550 5.1.1 No such user` at RCPT failed the send and the next send to that address
+    went out the same way: it is a hard bounce before sending, and suppresses the address.
+    A refusal of the message (5.7.1, policy) leaves the address alone."""
+    handler, port = inbox
+    clock = SimulatedClock(T0)
+    people = [
+        {"id": "gone", "email": "nobody@example.test"},
+        {"id": "ok", "email": "ok@example.test"},
+        {"id": "strict", "email": "policy@example.test"},
+    ]
+
+    async def main() -> None:
+        settings = load_settings(env={"CADENCE_SMTP_URL": f"smtp+plain://127.0.0.1:{port}"})
+        outbound = Outbound(settings, policy=RetryPolicy(max_attempts=1, base_delay=0.01))
+        async with Engine(store_url, clock=clock) as engine:
+            source = StoreContentSource(store_url)
+            engine.sink = AdapterSink(outbound, source, links=links, tenants={})
+            await engine.deploy(campaigns(REJECTED))
+            await engine.launch("drip")
+            await engine.upsert_contacts(people)
+            await engine.run_until(T0 + dt.timedelta(days=2))
+            source.close()
+        await outbound.aclose()
+
+    trio.run(main)
+    assert sorted(env.rcpt_tos[0] for env, _ in handler.messages) == [
+        "ok@example.test", "ok@example.test",
+    ]  # fmt: skip
+    with Store.open(store_url) as store, store.session() as session:
+        statuses = {
+            (row.contact_id, row.template): row.status
+            for row in session.scalars(select(OutboxMessage))
+        }
+        suppressed = [
+            (row.channel, row.address, row.reason) for row in session.scalars(select(Suppression))
+        ]
+    assert statuses[("gone", "first")] == "failed"
+    assert ("gone", "second") not in statuses  # skipped at its step: never queued
+    assert statuses[("strict", "second")] == "failed"  # tried again: the message was refused
+    assert suppressed == [("email", "nobody@example.test", "bounced")]

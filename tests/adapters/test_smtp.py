@@ -16,6 +16,7 @@ import trio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from cadence.adapters.base import ADDRESS_REJECTED
 from cadence.adapters.config import SmtpConfig
 from cadence.adapters.message import SendStatus, feedback_id_for
 from cadence.adapters.render import EmailContent
@@ -43,6 +44,8 @@ class Inbox:
     ) -> str:
         if address.startswith("nobody@"):
             return "550 5.1.1 No such user"
+        if address.startswith("policy@"):
+            return "550 5.7.1 Message refused by policy"
         if address.startswith("busy@"):
             return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
@@ -230,13 +233,18 @@ def test_refused_recipients_permanent_and_temporary(inbox: tuple[Inbox, int]) ->
                 email_message(1, recipient="nobody@example.test"),
                 email_message(2, recipient="busy@example.test"),
                 email_message(3),
+                email_message(4, recipient="policy@example.test"),
             ]
         )
         assert results[0].status is SendStatus.FAILED_PERMANENT
-        assert results[0].error_code == "smtp_550" and results[0].attempts == 1
+        # 5.1.1: the mailbox is not there, a hard bounce before sending.
+        assert results[0].error_code == ADDRESS_REJECTED and results[0].attempts == 1
         assert results[1].status is SendStatus.RETRY_LATER
         assert results[1].error_code == "smtp_451" and results[1].attempts == 4
         assert results[2].status is SendStatus.SENT
+        # 5.7.1 refuses this message, not the address.
+        assert results[3].status is SendStatus.FAILED_PERMANENT
+        assert results[3].error_code == "smtp_550"
         await adapter.aclose()
 
     trio.run(main)
