@@ -158,6 +158,10 @@ _HALTED = {
 # Paused campaigns count: a resume makes them send again without another launch.
 _LIVE_STATUSES = (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
 
+# Enrollments an event can make due: running ones, and those a pause holds (due, they run
+# at resume, as a wait that fell due during the pause does).
+_WAKEABLE = frozenset({EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value})
+
 # Lifecycle moves a person may ask for; anything else is refused with the current status.
 _ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
     "launch": {CampaignStatus.DRAFT, CampaignStatus.SCHEDULED},
@@ -1872,7 +1876,8 @@ class Engine:
 
         Only two things read them while an enrollment sleeps: a campaign `goal` (checked
         before every step) and the `wait for` the enrollment waits at. Any other sleeping
-        enrollment woken early would only go back to sleep, so it is left alone.
+        enrollment woken early would only go back to sleep, so it is left alone. One a pause
+        holds is made due too, and stays held: its wait fell due now, so it runs at resume.
 
         The contacts' enrollments are read by contact (locked, in id order as the claims lock
         them) and chosen here, then woken by id alone: given the status and due time in SQL,
@@ -1902,7 +1907,7 @@ class Engine:
                 .order_by(Enrollment.id)
                 .with_for_update(skip_locked=skip_locked)
             ):
-                if status != EnrollmentStatus.ACTIVE.value or due_at is None:
+                if status not in _WAKEABLE or due_at is None:
                     continue
                 if as_utc(due_at) <= now:
                     continue

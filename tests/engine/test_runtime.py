@@ -578,6 +578,43 @@ def test_pause_holds_and_resume_runs_what_fell_due(store_url: str) -> None:
     engine_run(store_url, body)
 
 
+WAITING = """
+template a email { subject "A" body "x" }
+template b email { subject "B" body "x" }
+campaign waiter { on launch { send email a  wait for ping up to 5d  send email b } }
+campaign goaly { goal converted  on launch { send email a  wait 5d  send email b } }
+"""
+
+
+def test_what_a_paused_wait_for_or_goal_met_runs_at_resume(store_url: str) -> None:
+    """An event a paused `wait for` waits for, or one that reaches the goal, arriving during
+    the pause: the wait fell due then, so it runs at resume, not at its timeout days later."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.deploy(campaigns(WAITING))
+        for name in ("waiter", "goaly"):
+            await engine.launch(name)
+        await engine.run_due()
+        for name in ("waiter", "goaly"):
+            await engine.pause(name)
+        clock.advance_to(T0 + dt.timedelta(days=1))
+        await engine.push_events([{"contact": "c1", "name": "ping"}])
+        await engine.push_events([{"contact": "c1", "name": "converted"}])
+        await engine.run_due()
+        assert sent(sink) == [("c1", "a"), ("c1", "a")]
+        clock.advance_to(T0 + dt.timedelta(days=2))
+        for name in ("waiter", "goaly"):
+            await engine.resume(name)
+        await engine.run_due()
+        return sink.delivered, {row["name"]: row for row in await engine.status()}
+
+    delivered, status = engine_run(store_url, body)
+    assert [(m.campaign, m.template) for m in delivered[2:]] == [("waiter", "b")]
+    assert status["waiter"]["status"] == status["goaly"]["status"] == "completed"
+    assert status["goaly"]["enrollments"] == {"exited": 1}
+
+
 PINGED = """
 template hi email { subject "Hi" body "<p>x</p>" }
 template welcome email { subject "Welcome" body "<p>x</p>" }
