@@ -170,7 +170,29 @@ def advance(
     contact_id: str,
     env: StepEnv,
 ) -> Advance:
-    """Run the enrollment from `node_id` until a wait, the end, or an exit."""
+    """Run the enrollment from `node_id` until a wait, the end, or an exit.
+
+    A wait that would outlast the campaign's `ends` is due at it instead: the journey ends
+    with the campaign ("campaign ended"), which then completes, rather than whenever the
+    wait would have ended (nothing could be sent by then).
+    """
+    result = _advance(campaign, node_id, state, contact_id, env)
+    ends = campaign.settings.ends
+    if ends is None or result.due_at is None:
+        return result
+    ended = timing.campaign_ends_instant(ends, timing.campaign_zone(campaign))
+    if result.due_at > ended:
+        result.due_at = ended
+    return result
+
+
+def _advance(
+    campaign: c.CompiledCampaign,
+    node_id: str | None,
+    state: dict[str, Any],
+    contact_id: str,
+    env: StepEnv,
+) -> Advance:
     nodes = campaign.node_map
     state = dict(state)
     history: list[list[Any]] = []

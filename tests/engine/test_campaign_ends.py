@@ -74,3 +74,37 @@ def test_no_enrollment_after_ends_while_earlier_journeys_finish(store_url: str) 
             )
         )
     assert enrolled == ["p4"]  # in the router only
+
+
+LONG_WAIT = """
+template hello email { subject "Hello" body "x" }
+template later email { subject "Later" body "x" }
+campaign short_run {
+  ends 2026-12-02T16:00
+  on launch { send email hello  wait 30d  send email later }
+}
+"""
+
+
+def test_a_journey_waiting_past_ends_ends_with_the_campaign(store_url: str) -> None:
+    """A contact waiting when `ends` comes ends then ("campaign ended"), and the campaign
+    completes: it stayed active, its journeys counted as running, until the wait's end a
+    month later, though nothing could be sent after `ends`."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> object:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.deploy(campaigns(LONG_WAIT))
+        await engine.launch("short_run")
+        await engine.run_due()
+        assert await engine.next_due() == ENDS
+        await engine.run_until(ENDS + dt.timedelta(hours=1))
+        (row,) = await engine.status()
+        return row, [(m.contact_id, m.template) for m in sink.delivered]
+
+    row, delivered = engine_run(store_url, body)
+    assert delivered == [("p1", "hello"), ("p2", "hello")]
+    assert row["status"] == "completed" and row["enrollments"] == {"exited": 2}
+    with Store.open(store_url) as store, store.session() as session:
+        histories = list(session.scalars(select(Enrollment.history)))
+    assert all(history[-1][0] == ENDS.isoformat() for history in histories)
+    assert all(history[-1][2] == "campaign ended" for history in histories)
