@@ -587,6 +587,13 @@ class Engine:
                 return int(done["enrolled"]), None, None
             campaign = self._campaign_for_move(session, name, "launch")
             version_id, compiled = self._current(session, campaign)
+            if timing.campaign_ended(compiled, now):
+                # Nobody is enrolled after `ends`: the campaign is over before it began.
+                campaign.status = CampaignStatus.COMPLETED.value
+                campaign.updated_at = now
+                _audit(session, self.tenant, "launch", name, {"enrolled": 0}, now)
+                _audit(session, self.tenant, "complete", name, {}, now)
+                return 0, None, None
             over_limit = None
             if approved_by is None:
                 self._check_campaign_limit(session, name)

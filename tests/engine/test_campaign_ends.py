@@ -108,3 +108,28 @@ def test_a_journey_waiting_past_ends_ends_with_the_campaign(store_url: str) -> N
         histories = list(session.scalars(select(Enrollment.history)))
     assert all(history[-1][0] == ENDS.isoformat() for history in histories)
     assert all(history[-1][2] == "campaign ended" for history in histories)
+
+
+OVER = """
+template hello email { subject "Hello" body "x" }
+campaign last_call { ends 2026-11-30  on launch { send email hello } }
+campaign weekly { ends 2026-11-30  every monday 09:00 { send email hello } }
+"""
+
+
+def test_launching_a_campaign_past_its_ends_enrolls_nobody(store_url: str) -> None:
+    """A launch after `ends` enrolled the whole audience (an `every` campaign booked runs
+    after its end and stayed active until then), each journey exiting at once, counted as
+    enrolled; it now enrolls nobody and the campaign is completed."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> object:
+        await engine.upsert_contacts(PEOPLE[:2])
+        await engine.deploy(campaigns(OVER))
+        launched = [await engine.launch(name) for name in ("last_call", "weekly")]
+        await engine.upsert_contacts([{"id": "p9", "email": "p9@example.test"}])
+        await engine.run_until(T0 + dt.timedelta(days=8))
+        return launched, await engine.status(), len(sink.delivered)
+
+    launched, status, delivered = engine_run(store_url, body)
+    assert launched == [0, 0] and delivered == 0
+    assert [(row["status"], row["enrollments"]) for row in status] == [("completed", {})] * 2
