@@ -167,9 +167,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="campaigns (default: every one)")
     p.add_argument(
         "--by",
-        choices=("campaign", "template", "variant"),
+        choices=("campaign", "template", "variant", "type"),
         default="campaign",
-        help="one row per campaign (default), or per template or A/B variant",
+        help="one row per campaign (default), or per template or A/B variant, or per"
+        " campaign type (broadcast, drip ...: the campaigns of that type together)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per campaign")
     add_tenant(p)
@@ -590,6 +591,8 @@ def _report_table(
     from cadence.engine.describe import MONEY_COLUMNS, RATED_COUNTS, count_text, money_cells
 
     table = Table(title=title + ("" if by == "campaign" else f" by {by}"))
+    if by == "type":
+        return _type_table(table, reports)
     columns = ["campaign"] + ([by] if by != "campaign" else [])
     columns += ["sent", *RATED_COUNTS, *MONEY_COLUMNS]
     for column in columns:
@@ -603,6 +606,26 @@ def _report_table(
             cells += [count_text(metrics, name) for name in RATED_COUNTS]
             cells += money_cells(metrics)
             table.add_row(*cells)
+    return table
+
+
+def _type_table(table: Table, reports: Sequence[CampaignReport]) -> Table:
+    """`report --by type`: one row per campaign type, its campaigns' sends counted together."""
+    from cadence.engine.analytics import Metrics
+    from cadence.engine.describe import MONEY_COLUMNS, RATED_COUNTS, count_text, money_cells
+
+    by_type: dict[str, tuple[list[str], Metrics]] = {}
+    for report in reports:
+        names, metrics = by_type.setdefault(report.type, ([], Metrics()))
+        names.append(report.name)
+        metrics.add(report.total)
+    for column in ("type", "campaigns", "sent", *RATED_COUNTS, *MONEY_COLUMNS):
+        table.add_column(column, justify="left" if column in ("type", "campaigns") else "right")
+    for kind, (names, metrics) in sorted(by_type.items()):
+        table.add_row(
+            kind, ", ".join(names), f"{metrics.sent:,}",
+            *(count_text(metrics, name) for name in RATED_COUNTS), *money_cells(metrics),
+        )  # fmt: skip
     return table
 
 

@@ -154,12 +154,17 @@ class CampaignReport:
     # The sends a gate stopped (a cap, consent, suppression ...), counted per reason as the
     # send log records it: a capped campaign's report otherwise reads as sending nothing.
     not_sent: dict[str, int] = field(default_factory=dict)
+    # The current version's `type` (declared or inferred) and `kind`: what reports group by.
+    type: str = ""
+    kind: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The report as one JSON object."""
         return {
             "campaign": self.name,
             "status": self.status,
+            "type": self.type,
+            "kind": self.kind,
             **self.total.as_dict(),
             "by_template": {k: v.as_dict() for k, v in sorted(self.by_template.items())},
             "by_variant": {k: v.as_dict() for k, v in sorted(self.by_variant.items())},
@@ -184,13 +189,16 @@ def campaign_reports(
 ) -> list[CampaignReport]:
     """The tenant's campaigns (or those named), each with its metrics, by name."""
     campaigns = session.execute(
-        select(Campaign.name, Campaign.status)
+        select(Campaign.name, Campaign.status, CampaignVersion.compiled)
+        .join(CampaignVersion, CampaignVersion.id == Campaign.current_version_id, isouter=True)
         .where(Campaign.tenant_id == tenant_id)
         .order_by(Campaign.name)
     ).all()
     reports = {
-        name: CampaignReport(name, status)
-        for name, status in campaigns
+        name: CampaignReport(
+            name, status, type=(compiled or {}).get("type", ""), kind=(compiled or {}).get("kind")
+        )
+        for name, status, compiled in campaigns
         if names is None or name in names
     }
     if not reports:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import tempfile
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,6 +140,26 @@ def test_cadence_report_prints_a_table_and_json(store_url: str) -> None:
     assert promo["cost_per_conversion"] == {"USD": "0.05"}
     unknown = run_cadence("report", "promos", store_url=store_url)
     assert unknown.returncode == 1 and "did you mean" in unknown.stderr.lower()
+
+
+def test_reports_group_by_the_campaign_type(store_url: str, tmp_path: Path) -> None:
+    """docs/language.md: "The type is what reports group by"; no report read the type."""
+    trio.run(_scenario, store_url)
+    source = tmp_path / "typed.cadence"
+    source.write_text(
+        SOURCE.replace("campaign later {", "campaign later {\n  type drip kind nurture")
+    )
+    assert run_cadence("deploy", str(source), store_url=store_url).returncode == 0
+    lines = run_cadence("report", "--json", store_url=store_url).stdout.splitlines()
+    kinds = {row["campaign"]: (row["type"], row["kind"]) for row in map(json.loads, lines)}
+    assert kinds == {"later": ("drip", "nurture"), "promo": ("broadcast", None)}
+    table = run_cadence("report", "--by", "type", store_url=store_url)
+    assert table.returncode == 0, table.stderr
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines()
+            if line.count("│") > 3 and "sent" not in line}  # fmt: skip
+    assert set(rows) == {"broadcast", "drip"}
+    assert "promo" in rows["broadcast"] and "8 (80.0%)" in rows["broadcast"]
+    assert "later" in rows["drip"] and " 1 " in rows["drip"]
 
 
 def test_a_send_without_a_cost_setting_costs_what_its_provider_reported(store_url: str) -> None:
