@@ -751,6 +751,7 @@ class Engine:
                 campaign.status = self._launched_status(session, campaign, now).value
             elif move == "cancel":
                 count = campaign_store.cancel_enrollments(session, versions, now=now)
+                campaign_store.cancel_pending_sends(session, versions, now=now)
                 campaign.status = CampaignStatus.CANCELLED.value
             elif move == "archive":
                 campaign.status = CampaignStatus.ARCHIVED.value

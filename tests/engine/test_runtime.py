@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -613,6 +613,48 @@ def test_what_a_paused_wait_for_or_goal_met_runs_at_resume(store_url: str) -> No
     assert [(m.campaign, m.template) for m in delivered[2:]] == [("waiter", "b")]
     assert status["waiter"]["status"] == status["goaly"]["status"] == "completed"
     assert status["goaly"]["enrollments"] == {"exited": 1}
+
+
+@dataclass
+class RetryingSink:
+    """Refuses every message for now (a provider's 503, retry in an hour) until `up`."""
+
+    clock: SimulatedClock
+    up: bool = False
+    delivered: list[OutgoingMessage] = field(default_factory=list)
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        if not self.up:
+            retry = self.clock.now() + dt.timedelta(hours=1)
+            return [
+                DeliveryResult(m.outbox_id, False, error="503", retry_at=retry) for m in messages
+            ]
+        self.delivered.extend(messages)
+        return [DeliveryResult(m.outbox_id, True, "p", m.idempotency_key) for m in messages]
+
+
+def test_a_cancelled_campaign_s_queued_retry_is_not_sent(store_url: str) -> None:
+    """`cancel` stops a campaign for good: a send waiting to be retried went out after it."""
+    source = LAUNCH.replace("send email hello", "send email hello  wait 1d  send email hello")
+
+    async def main() -> list[str]:
+        clock = SimulatedClock(T0)
+        sink = RetryingSink(clock)
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(CONTACTS)
+            await engine.deploy(campaigns(source))
+            await engine.launch("hello_all")
+            await engine.run_due()
+            assert await engine.cancel("hello_all") == 2
+            sink.up = True
+            await engine.run_until(T0 + dt.timedelta(days=2))
+            assert await engine.next_due() is None
+        with Store.open(store_url) as store, store.session() as session:
+            outbox = list(session.scalars(select(OutboxMessage.status)))
+        assert outbox == ["cancelled", "cancelled"]
+        return [m.contact_id for m in sink.delivered]
+
+    assert trio.run(main) == []
 
 
 PINGED = """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
@@ -24,6 +24,8 @@ from cadence.engine.store.models import (
     CampaignVersion,
     Enrollment,
     EnrollmentStatus,
+    OutboxMessage,
+    OutboxStatus,
     SplitArrivals,
 )
 
@@ -284,6 +286,30 @@ def cancel_enrollments(session: Session, version_ids: Sequence[int], *, now: dat
     ) + _move_enrollments(
         session, version_ids, EnrollmentStatus.PAUSED, EnrollmentStatus.CANCELLED, now
     )
+
+
+def cancel_pending_sends(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Cancel the queued sends of these versions no worker is delivering now (a retry waiting
+    for its time, one a limiter held): a cancelled campaign sends nothing more."""
+    if not version_ids:
+        return 0
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.version_id.in_(list(version_ids)),
+            OutboxMessage.status == OutboxStatus.PENDING.value,
+            or_(OutboxMessage.lease_owner.is_(None), OutboxMessage.lease_expires_at <= now),
+        )
+        .values(
+            status=OutboxStatus.CANCELLED.value,
+            error="campaign cancelled",
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def enrollment_counts(session: Session, tenant_id: str) -> dict[str, dict[str, int]]:
