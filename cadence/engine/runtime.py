@@ -1680,7 +1680,11 @@ class Engine:
                     Enrollment.occurrence,
                     Enrollment.created_at,
                     Enrollment.status,
-                ).where(Enrollment.version_id == version_id, Enrollment.contact_id.in_(chunk))
+                ).where(
+                    # Across versions: a new one must not let a contact in again early.
+                    Enrollment.version_id.in_(campaign_store.versions_of_campaign(version_id)),
+                    Enrollment.contact_id.in_(chunk),
+                )
             ):
                 if contact_id not in latest or occurrence > latest[contact_id][0]:
                     latest[contact_id] = (occurrence, created, status)
@@ -2127,11 +2131,15 @@ class Engine:
     def _unbooked(
         self, session: Session, version_id: int, candidates: Sequence[str] | None
     ) -> list[str]:
-        """The candidates (None: every contact) with no enrollment in the version, sorted."""
+        """The candidates (None: every contact) with no enrollment in the version's campaign
+        (any version of it: one booked before a redeploy is booked), sorted."""
         query = select(Contact.id).where(
             Contact.tenant_id == self.tenant,
             ~select(Enrollment.id)
-            .where(Enrollment.version_id == version_id, Enrollment.contact_id == Contact.id)
+            .where(
+                Enrollment.version_id.in_(campaign_store.versions_of_campaign(version_id)),
+                Enrollment.contact_id == Contact.id,
+            )
             .exists(),
         )
         if candidates is None:

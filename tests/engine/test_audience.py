@@ -495,6 +495,10 @@ def test_a_launch_reads_histories_only_for_an_audience_that_reads_them(
     history: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # Who is enrolled already, in any version of the campaign (a contact enters once),
+        # reads the campaign's own versions: no contact's history.
+        if re.match(r"SELECT enrollments\.contact_id, enrollments\.occurrence\s+FROM", statement):
+            return
         if re.search(r"\bFROM (events|send_outbox|campaign_versions)\b", statement):
             history.append(statement)
 

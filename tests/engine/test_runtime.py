@@ -964,6 +964,43 @@ def test_a_new_version_leaves_running_enrollments_unless_migrated(store_url: str
     engine_run(store_url, body)
 
 
+ONCE = """
+segment vip = lead_score >= 30
+template a email { subject "A" body "x" }
+campaign greet { cap email 9 per 1d  when ping { send email a  wait 1d  send email a } }
+campaign again { cap email 9 per 1d  reenter always  when ping { send email a } }
+campaign weekly { cap email 9 per 1d  audience vip  every monday 09:00 { send email a } }
+campaign vips { cap email 9 per 1d  on segment_enter vip { send email a } }
+"""
+
+
+def test_a_new_version_does_not_enroll_a_contact_a_second_time(store_url: str) -> None:
+    """A contact enters a campaign once, ever (docs/language.md, `reenter`), not once per
+    version: after a redeploy, a second trigger entered them again beside their running
+    journey, and a contact update booked a second weekly series (two sends each Monday)."""
+    v2 = ONCE.replace('subject "A"', 'subject "A2"')
+    lead = {"id": "c1", "email": "ana@example.test", "attributes": {"lead_score": 50}}
+    cold = {**lead, "attributes": {"lead_score": 0}}
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts([lead])
+        await engine.deploy(campaigns(ONCE))
+        for name in ("greet", "again", "weekly", "vips"):
+            await engine.launch(name)
+        await engine.upsert_contacts([cold])
+        await engine.upsert_contacts([lead])
+        await engine.push_events([{"contact": "c1", "name": "ping"}])
+        await engine.run_due()
+        await engine.deploy(campaigns(v2))
+        await engine.upsert_contacts([cold])
+        await engine.upsert_contacts([lead])
+        await engine.push_events([{"contact": "c1", "name": "ping"}])
+        await engine.run_until(T0 + dt.timedelta(days=7))
+        return Counter(m.campaign for m in sink.delivered)
+
+    assert engine_run(store_url, body) == {"greet": 2, "again": 2, "weekly": 1, "vips": 1}
+
+
 def test_cli_deploy_says_how_many_enrollments_it_migrated(store_url: str, tmp_path: Path) -> None:
     """`cadence deploy --migrate` printed `(new version)`, or `(unchanged)` when that
     version was deployed before, whether or not enrollments moved onto it."""

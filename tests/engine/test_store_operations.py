@@ -154,10 +154,20 @@ def test_unfinished_enrollments_move_to_a_new_version_by_node_name(
         new = save_campaign_version(
             session, "default", "welcome", compiled={}, content_hash="b", now=T0
         ).version_id
-        enroll_contacts(session, "default", old, IDS, node="wait_2d", due_at=T0, now=T0, priority=5)
         enroll_contacts(
             session, "default", new, ["c0"], node="start", due_at=T0, now=T0, priority=5
         )
+        # c0 enters a campaign once, whatever the version: its row in the old one is
+        # written by hand, as a store kept it from before that rule.
+        enroll_contacts(session, "default", old, IDS, node="wait_2d", due_at=T0, now=T0, priority=5)
+        assert enrolled_contact_ids(session, [old], IDS) == set(IDS) - {"c0"}
+        session.add(
+            Enrollment(
+                tenant_id="default", version_id=old, contact_id="c0", occurrence=0,
+                node="wait_2d", status="active", due_at=T0, attempts=0, state={}, history=[],
+                priority_rank=-5, created_at=T0, updated_at=T0,
+            )
+        )  # fmt: skip
         moved = migrate_enrollments(
             session, old, new, node_map={"wait_2d": "wait_3d"}, now=T0, priority=8
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import Select, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
@@ -148,6 +148,15 @@ def campaign_version_ids(session: Session, campaign_id: int) -> list[int]:
     )
 
 
+def versions_of_campaign(version_id: int) -> Select[Any]:
+    """The ids of every version of the campaign `version_id` belongs to, as a subquery: a
+    contact enters a campaign once (or re-enters by its `reenter`), whichever version."""
+    campaign = (
+        select(CampaignVersion.campaign_id).where(CampaignVersion.id == version_id)
+    ).scalar_subquery()
+    return select(CampaignVersion.id).where(CampaignVersion.campaign_id == campaign)
+
+
 def enroll_contacts(
     session: Session,
     tenant_id: str,
@@ -164,8 +173,9 @@ def enroll_contacts(
 ) -> list[str]:
     """Enroll contacts in a version in bulk; returns those newly enrolled.
 
-    A contact already enrolled in this (version, occurrence) is left alone, so a trigger
-    that fires twice enrolls once. `occurrences` gives some contacts their own occurrence
+    A contact already enrolled in this occurrence, in this version or another of the
+    campaign's, is left alone, so a trigger that fires twice, or again after a new version
+    is deployed, enrolls once. `occurrences` gives some contacts their own occurrence
     (re-entry), so a mixed batch is still one statement. `priority` is the version's: due
     at the same instant as others, its enrollments are claimed first when it is larger.
     """
@@ -178,7 +188,7 @@ def enroll_contacts(
             (cid, number)
             for cid, number in session.execute(
                 select(Enrollment.contact_id, Enrollment.occurrence).where(
-                    Enrollment.version_id == version_id,
+                    Enrollment.version_id.in_(versions_of_campaign(version_id)),
                     among(session, Enrollment.contact_id, [cid for cid, _ in chunk]),
                 )
             )
