@@ -748,6 +748,7 @@ class Engine:
                 count = _hold(session, campaign, versions, now)
             elif move == "resume":
                 count = campaign_store.release_held_enrollments(session, versions, now=now)
+                campaign_store.release_held_sends(session, versions, now=now)
                 campaign.status = self._launched_status(session, campaign, now).value
             elif move == "cancel":
                 count = campaign_store.cancel_enrollments(session, versions, now=now)
@@ -3292,8 +3293,10 @@ def _hold(
     *,
     skip_locked: bool = False,
 ) -> int:
-    """Pause a campaign: every active enrollment of its versions held where it is."""
+    """Pause a campaign: every active enrollment of its versions held where it is, and its
+    queued sends (a retry waiting for its time) with them."""
     count = campaign_store.hold_enrollments(session, versions, now=now, skip_locked=skip_locked)
+    campaign_store.hold_pending_sends(session, versions, now=now)
     if CampaignStatus(campaign.status) in _ALLOWED_MOVES["pause"]:
         campaign.status = CampaignStatus.PAUSED.value
     campaign.updated_at = now

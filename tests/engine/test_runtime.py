@@ -657,6 +657,32 @@ def test_a_cancelled_campaign_s_queued_retry_is_not_sent(store_url: str) -> None
     assert trio.run(main) == []
 
 
+def test_a_paused_campaign_s_queued_retry_waits_for_resume(store_url: str) -> None:
+    """A pause holds what the campaign would send: a send waiting to be retried went out
+    during the pause; it now goes at resume, once."""
+    source = LAUNCH.replace("send email hello", "send email hello  wait 3d  send email hello")
+
+    async def main() -> list[list[str]]:
+        clock = SimulatedClock(T0)
+        sink = RetryingSink(clock)
+        seen: list[list[str]] = []
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(CONTACTS)
+            await engine.deploy(campaigns(source))
+            await engine.launch("hello_all")
+            await engine.run_due()
+            assert await engine.pause("hello_all") == 2
+            sink.up = True
+            await engine.run_until(T0 + dt.timedelta(days=1))
+            seen.append([m.contact_id for m in sink.delivered])
+            await engine.resume("hello_all")
+            await engine.run_until(T0 + dt.timedelta(days=2))
+            seen.append(sorted(m.contact_id for m in sink.delivered))
+        return seen
+
+    assert trio.run(main) == [[], ["c1", "c3"]]
+
+
 PINGED = """
 template hi email { subject "Hi" body "<p>x</p>" }
 template welcome email { subject "Welcome" body "<p>x</p>" }

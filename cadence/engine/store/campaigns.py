@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cadence.engine.store.bulk import among, insert_rows
@@ -298,28 +298,53 @@ def cancel_enrollments(session: Session, version_ids: Sequence[int], *, now: dat
     )
 
 
-def cancel_pending_sends(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
-    """Cancel the queued sends of these versions no worker is delivering now (a retry waiting
-    for its time, one a limiter held): a cancelled campaign sends nothing more."""
-    if not version_ids:
-        return 0
+def _queued_sends(version_ids: Sequence[int], now: datetime) -> list[ColumnElement[bool]]:
+    """The versions' pending sends that no worker is delivering now (none holds a live
+    lease): a retry waiting for its time, one a limiter held."""
+    return [
+        OutboxMessage.version_id.in_(list(version_ids)),
+        OutboxMessage.status == OutboxStatus.PENDING.value,
+        or_(OutboxMessage.lease_owner.is_(None), OutboxMessage.lease_expires_at <= now),
+    ]
+
+
+def _update_sends(
+    session: Session, conditions: list[ColumnElement[bool]], values: dict[str, Any]
+) -> int:
     result = session.execute(
         update(OutboxMessage)
-        .where(
-            OutboxMessage.version_id.in_(list(version_ids)),
-            OutboxMessage.status == OutboxStatus.PENDING.value,
-            or_(OutboxMessage.lease_owner.is_(None), OutboxMessage.lease_expires_at <= now),
-        )
-        .values(
-            status=OutboxStatus.CANCELLED.value,
-            error="campaign cancelled",
-            lease_owner=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
+        .where(*conditions)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def cancel_pending_sends(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Cancel the versions' queued sends: a cancelled campaign sends nothing more."""
+    if not version_ids:
+        return 0
+    return _update_sends(session, _queued_sends(version_ids, now), {
+        "status": OutboxStatus.CANCELLED.value, "error": "campaign cancelled",
+        "lease_owner": None, "lease_expires_at": None, "updated_at": now,
+    })  # fmt: skip
+
+
+def hold_pending_sends(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Pause: the versions' queued sends wait, with no next attempt, until resume."""
+    if not version_ids:
+        return 0
+    return _update_sends(
+        session, _queued_sends(version_ids, now), {"next_attempt_at": None, "updated_at": now}
+    )
+
+
+def release_held_sends(session: Session, version_ids: Sequence[int], *, now: datetime) -> int:
+    """Resume: the sends a pause held are due at once, as the waits that fell due are."""
+    if not version_ids:
+        return 0
+    held = [*_queued_sends(version_ids, now), OutboxMessage.next_attempt_at.is_(None)]
+    return _update_sends(session, held, {"next_attempt_at": now, "updated_at": now})
 
 
 def enrollment_counts(session: Session, tenant_id: str) -> dict[str, dict[str, int]]:
