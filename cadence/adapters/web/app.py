@@ -58,6 +58,7 @@ from cadence.errors import CadenceError
 
 if TYPE_CHECKING:
     from cadence.engine.runtime import OutgoingMessage
+    from cadence.engine.store.records import InvalidInput
 
 # Bodies above this are refused before they are read whole (a webhook batch is far smaller).
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -390,12 +391,7 @@ class ServiceApp:
         try:
             pushed = await self.engine.push_events_counted(events)
         except InvalidInput as exc:
-            return Response.json(400, {
-                "error": f"{len(exc.problems)} problem(s), nothing written",
-                "problems": [
-                    {"event": p.row, "field": p.column, "reason": p.reason} for p in exc.problems
-                ],
-            })  # fmt: skip
+            return _refused(exc, "event")
         return Response.json(202, {
             "stored": pushed.stored, "duplicates": pushed.duplicates, "enrolled": pushed.enrolled,
         })  # fmt: skip
@@ -409,13 +405,7 @@ class ServiceApp:
         try:
             report = await self.engine.upsert_contacts(contacts)
         except InvalidInput as exc:
-            return Response.json(400, {
-                "error": f"{len(exc.problems)} problem(s), nothing written",
-                "problems": [
-                    {"contact": p.row, "field": p.column, "reason": p.reason}
-                    for p in exc.problems
-                ],
-            })  # fmt: skip
+            return _refused(exc, "contact")
         return Response.json(200, {"created": report.created, "updated": report.updated})
 
     async def _inbox(self, contact: str, request: Request) -> Response:
@@ -504,6 +494,14 @@ def _presented_token(request: Request) -> str | None:
             return None
         return decoded.partition(":")[2]
     return request.param("token")
+
+
+def _refused(exc: InvalidInput, what: str) -> Response:
+    """400 naming every bad event or contact (`what`) by number, field and reason."""
+    return Response.json(400, {
+        "error": f"{len(exc.problems)} problem(s), nothing written",
+        "problems": [{what: p.row, "field": p.column, "reason": p.reason} for p in exc.problems],
+    })  # fmt: skip
 
 
 def _objects_body(request: Request, what: str) -> tuple[list[dict[str, Any]], str | None]:
