@@ -177,13 +177,17 @@ def advance(
     wait would have ended (nothing could be sent by then).
     """
     result = _advance(campaign, node_id, state, contact_id, env)
-    ends = campaign.settings.ends
-    if ends is None or result.due_at is None:
-        return result
-    ended = timing.campaign_ends_instant(ends, timing.campaign_zone(campaign))
-    if result.due_at > ended:
-        result.due_at = ended
+    if result.due_at is not None:
+        result.due_at = _by_ends(campaign, result.due_at)
     return result
+
+
+def _by_ends(campaign: c.CompiledCampaign, due: dt.datetime) -> dt.datetime:
+    """`due`, or the campaign's `ends` when that comes first: nothing of it runs later."""
+    ends = campaign.settings.ends
+    if ends is None:
+        return due
+    return min(due, timing.campaign_ends_instant(ends, timing.campaign_zone(campaign)))
 
 
 def _advance(
@@ -464,8 +468,9 @@ def rezone(
     What was booked from the contact's clock is an instant read in the old zone: a run of
     `at ... local` or `every ... local` (the same wall time, in the new zone; at once if that
     has passed), `wait until HH:MM local` (the next HH:MM in the new zone) and a send held
-    for the send window or quiet hours (their next opening from now). Returns the new due
-    time and state, or None when the enrollment sleeps on nothing read in the contact's zone.
+    for the send window or quiet hours (their next opening from now); never after the
+    campaign's `ends`, as any wait. Returns the new due time and state, or None when the
+    enrollment sleeps on nothing read in the contact's zone.
     """
     state = dict(state)
     booked = state.get("not_before")
@@ -480,7 +485,7 @@ def rezone(
             return None
         instant = max(instant, now)
         state["not_before"] = _iso(instant)
-        return instant, state
+        return _by_ends(campaign, instant), state
     if state.get("wake_at") is None or node_id is None:
         return None
     match campaign.node_map.get(node_id):
@@ -500,7 +505,7 @@ def rezone(
         case _:
             return None
     state["wake_at"] = _iso(instant)
-    return instant, state
+    return _by_ends(campaign, instant), state
 
 
 def _ab_split(

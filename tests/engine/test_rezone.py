@@ -32,7 +32,7 @@ def _run(
     days: int,
     *,
     paused: bool = False,
-) -> tuple[list[dt.datetime], list[str]]:
+) -> tuple[list[dt.datetime], list[tuple[str, str]]]:
     """Launch `name` for one contact in UTC, move their timezone at each (instant, zone).
 
     With `paused` the campaign is paused across the moves and resumed after them.
@@ -45,7 +45,7 @@ def _run(
             stamps.extend(clock.now() for _ in messages)
             return await super().deliver(messages)
 
-    async def main() -> list[str]:
+    async def main() -> list[tuple[str, str]]:
         async with Engine(store_url, clock=clock, sink=StampSink()) as engine:
             await engine.upsert_contacts(
                 [{"id": "c1", "email": "ana@example.test", "timezone": "UTC"}]
@@ -61,10 +61,10 @@ def _run(
                 await engine.resume(name)
             await engine.run_until(T0 + dt.timedelta(days=days))
 
-            def histories(store: Store) -> list[str]:
+            def histories(store: Store) -> list[tuple[str, str]]:
                 with store.session() as session:
                     return [
-                        str(entry[2])
+                        (str(entry[0]), str(entry[2]))
                         for history in session.scalars(select(Enrollment.history))
                         for entry in history
                     ]
@@ -78,7 +78,7 @@ def test_an_at_local_run_moves_with_the_contact(store_url: str) -> None:
     source = "campaign b { at 2026-12-03T09:00 local { send email t } }"
     stamps, history = _run(store_url, source, "b", [(_utc(2, 12), "America/New_York")], 4)
     assert stamps == [_utc(3, 14)]  # 09:00 in New York, not 09:00 UTC
-    assert any(entry.startswith("timezone changed: due 2026-12-03T14:00") for entry in history)
+    assert any(why.startswith("timezone changed: due 2026-12-03T14:00") for _, why in history)
 
 
 def test_a_paused_campaigns_booked_run_moves_too(store_url: str) -> None:
@@ -132,4 +132,13 @@ def test_a_wait_in_elapsed_time_does_not_move(store_url: str) -> None:
     source = "on launch { wait 1d  send email t }"
     stamps, history = _run(store_url, source, "t_launch", [(_utc(1, 19), "Asia/Tokyo")], 2)
     assert stamps == [_utc(2, 18)]
-    assert not any(entry.startswith("timezone changed") for entry in history)
+    assert not any(why.startswith("timezone changed") for _, why in history)
+
+
+def test_a_moved_run_never_waits_past_the_campaigns_ends(store_url: str) -> None:
+    source = "campaign b { ends 2026-12-03T10:00  at 2026-12-03T09:00 local { send email t } }"
+    # 09:00 in Los Angeles is 17:00 UTC, after the campaign's end at 10:00 UTC: the contact
+    # leaves at the end, as a wait that outlasts it does, not at 17:00.
+    stamps, history = _run(store_url, source, "b", [(_utc(2, 12), "America/Los_Angeles")], 4)
+    assert stamps == []
+    assert ("2026-12-03T10:00:00+00:00", "campaign ended") in history
