@@ -139,10 +139,7 @@ class StepContext(Context):
     def zone(self) -> ZoneInfo:
         """The contact's zone, the campaign's fallback zone, or UTC."""
         if self._zone is None:
-            fallback = self.campaign.settings.timezone
-            self._zone = timing.contact_zone(
-                self.facts.timezone, fallback.zone if fallback else None
-            )
+            self._zone = timing.contact_zone_in(self.campaign, self.facts.timezone)
         return self._zone
 
     def event_since(self, expr: c.ExprModel, since: dt.datetime) -> bool:

@@ -1068,7 +1068,6 @@ class Engine:
     def _zones(
         self, session: Session, contact_ids: Sequence[str], campaign: c.CompiledCampaign
     ) -> dict[str, Any]:
-        fallback = campaign.settings.timezone.zone if campaign.settings.timezone else None
         zones: dict[str, Any] = {}
         for chunk in _chunks(list(contact_ids), self.batch_size):
             for contact_id, zone in session.execute(
@@ -1076,7 +1075,7 @@ class Engine:
                     Contact.tenant_id == self.tenant, Contact.id.in_(chunk)
                 )
             ):
-                zones[contact_id] = timing.contact_zone(zone, fallback)
+                zones[contact_id] = timing.contact_zone_in(campaign, zone)
         return zones
 
     # ------------------------------------------------------------------ data in
@@ -1159,9 +1158,8 @@ class Engine:
                 if enrollment.due_at is None or as_utc(enrollment.due_at) <= now:
                     continue
                 _, campaign = self._version(session, enrollment.version_id)
-                fallback = campaign.settings.timezone.zone if campaign.settings.timezone else None
-                old_zone = timing.contact_zone(previous_zones[enrollment.contact_id], fallback)
-                new_zone = timing.contact_zone(zones.get(enrollment.contact_id), fallback)
+                old_zone = timing.contact_zone_in(campaign, previous_zones[enrollment.contact_id])
+                new_zone = timing.contact_zone_in(campaign, zones.get(enrollment.contact_id))
                 if old_zone == new_zone:
                     continue
                 moved = stepper.rezone(

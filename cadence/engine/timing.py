@@ -101,10 +101,16 @@ def contact_zone(contact_tz: str | None, fallback: str | None = None) -> ZoneInf
     return load_zone(contact_tz) or load_zone(fallback) or UTC_ZONE
 
 
+def contact_zone_in(campaign: CompiledCampaign, contact_tz: str | None) -> ZoneInfo:
+    """The zone a contact's `local` times are read in under `campaign`: theirs, else the
+    campaign's `timezone` (its fallback), else UTC."""
+    setting = campaign.settings.timezone
+    return contact_zone(contact_tz, setting.zone if setting is not None else None)
+
+
 def campaign_zone(campaign: CompiledCampaign) -> ZoneInfo:
     """The campaign's own zone (its `timezone` setting), UTC without one."""
-    setting = campaign.settings.timezone
-    return contact_zone(None, setting.zone if setting is not None else None)
+    return contact_zone_in(campaign, None)
 
 
 def campaign_starts_instant(starts_iso: str, zone: ZoneInfo) -> dt.datetime:
