@@ -24,8 +24,8 @@ from cadence.engine.facts import ALL, CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.stepper import SendGate
 from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
+    UNFINISHED_ENROLLMENT_STATUSES,
     Enrollment,
-    EnrollmentStatus,
     OutboxMessage,
 )
 
@@ -313,7 +313,7 @@ def ab_results(
         .where(
             Enrollment.version_id == version_id,
             Enrollment.node == node.id,
-            Enrollment.status.in_([EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]),
+            Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
         )
     )
     return abtest.ab_verdict(

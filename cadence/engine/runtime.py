@@ -61,6 +61,7 @@ from cadence.engine.store.models import (
     COUNTED_SEND_STATUSES,
     NAME_LENGTH,
     NOTIFY_NODE,
+    UNFINISHED_ENROLLMENT_STATUSES,
     AuditEntry,
     Campaign,
     CampaignStatus,
@@ -157,10 +158,6 @@ _HALTED = {
 }
 # Paused campaigns count: a resume makes them send again without another launch.
 _LIVE_STATUSES = (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED, CampaignStatus.PAUSED)
-
-# Enrollments an event can make due: running ones, and those a pause holds (due, they run
-# at resume, as a wait that fell due during the pause does).
-_WAKEABLE = frozenset({EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value})
 
 # Lifecycle moves a person may ask for; anything else is refused with the current status.
 _ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
@@ -502,9 +499,7 @@ class Engine:
             select(Enrollment.node, func.count())
             .where(
                 Enrollment.version_id.in_(list(versions)),
-                Enrollment.status.in_(
-                    [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
-                ),
+                Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
             )
             .group_by(Enrollment.node)
         ).all()
@@ -1147,9 +1142,7 @@ class Engine:
                 .where(
                     Enrollment.tenant_id == self.tenant,
                     Enrollment.contact_id.in_(chunk),
-                    Enrollment.status.in_(
-                        [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
-                    ),
+                    Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
                 )
                 .order_by(Enrollment.id)
                 .with_for_update(skip_locked=True)
@@ -1918,7 +1911,7 @@ class Engine:
                 .order_by(Enrollment.id)
                 .with_for_update(skip_locked=skip_locked)
             ):
-                if status not in _WAKEABLE or due_at is None:
+                if status not in UNFINISHED_ENROLLMENT_STATUSES or due_at is None:
                     continue
                 if as_utc(due_at) <= now:
                     continue
@@ -2176,9 +2169,7 @@ class Engine:
                     .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
                     .where(
                         CampaignVersion.campaign_id == campaign.id,
-                        Enrollment.status.in_(
-                            [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
-                        ),
+                        Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
                     )
                 )
                 if not unfinished:
@@ -2755,9 +2746,7 @@ class Engine:
             .where(
                 Enrollment.version_id == version_id,
                 Enrollment.node.in_(branch),
-                Enrollment.status.in_(
-                    [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
-                ),
+                Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
             )
             .limit(1)
         )

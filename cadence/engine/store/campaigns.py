@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from cadence.engine.store.bulk import among, insert_rows
 from cadence.engine.store.database import StoreError, dialect_insert
 from cadence.engine.store.models import (
+    UNFINISHED_ENROLLMENT_STATUSES,
     AuditEntry,
     Campaign,
     CampaignStatus,
@@ -480,9 +481,7 @@ def migrate_enrollments(
             select(Enrollment.id, Enrollment.contact_id, Enrollment.occurrence, Enrollment.node)
             .where(
                 Enrollment.version_id == from_version_id,
-                Enrollment.status.in_(
-                    [EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]
-                ),
+                Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
             )
             .order_by(Enrollment.id)
         )

@@ -40,6 +40,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from cadence.engine.store.bulk import among, update_groups, update_rows_by_id
 from cadence.engine.store.database import dumps_json
 from cadence.engine.store.models import (
+    UNFINISHED_ENROLLMENT_STATUSES,
     Base,
     Campaign,
     Contact,
@@ -440,7 +441,7 @@ def lock_unfinished_enrollments(session: Session, version_ids: Iterable[int]) ->
         select(Enrollment.id)
         .where(
             among(session, Enrollment.version_id, versions),
-            Enrollment.status.in_([EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value]),
+            Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
         )
         .order_by(Enrollment.id)
         .with_for_update()

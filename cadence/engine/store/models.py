@@ -79,6 +79,12 @@ class EnrollmentStatus(enum.StrEnum):
     CANCELLED = "cancelled"  # the campaign was cancelled
 
 
+# Enrollments still on their way: running ones, and those a pause holds (they go on at
+# resume). An event can make them due, a migration must find their nodes, a timezone change
+# moves their local times, and a campaign with any is not over.
+UNFINISHED_ENROLLMENT_STATUSES = (EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value)
+
+
 class OutboxStatus(enum.StrEnum):
     """Where one send stands in the dispatch pipeline."""
 
