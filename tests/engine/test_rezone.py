@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pytest
 import trio
@@ -12,9 +11,10 @@ from sqlalchemy import select
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine, RecordingSink
+from cadence.engine.runtime import Engine
 from cadence.engine.store import Store
 from cadence.engine.store.models import Enrollment
+from tests.engine.test_contract import StampSink
 
 T0 = dt.datetime(2026, 12, 1, 18, 0, tzinfo=dt.UTC)  # a Tuesday, 18:00 UTC
 TEMPLATE = 'template t email { subject "s" body "b" }\n'
@@ -38,15 +38,10 @@ def _run(
     With `paused` the campaign is paused across the moves and resumed after them.
     """
     clock = SimulatedClock(T0)
-    stamps: list[dt.datetime] = []
-
-    class StampSink(RecordingSink):
-        async def deliver(self, messages: Any) -> Any:
-            stamps.extend(clock.now() for _ in messages)
-            return await super().deliver(messages)
+    sink = StampSink(clock)
 
     async def main() -> list[tuple[str, str]]:
-        async with Engine(store_url, clock=clock, sink=StampSink()) as engine:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
             await engine.upsert_contacts(
                 [{"id": "c1", "email": "ana@example.test", "timezone": "UTC"}]
             )
@@ -71,7 +66,8 @@ def _run(
 
             return await engine.store.call(histories)
 
-    return stamps, trio.run(main)
+    history = trio.run(main)
+    return [at for at, _, _ in sink.stamps], history
 
 
 def test_an_at_local_run_moves_with_the_contact(store_url: str) -> None:
