@@ -494,6 +494,11 @@ def _deploy(args: argparse.Namespace) -> int:
                 state = "new version" if result.created else "unchanged"
                 if result.moved is not None:
                     state += f"; {result.moved} enrollments moved to it"
+                if result.finished is not None:
+                    state += (
+                        f"; {result.name} is {result.finished} and will not run again: to run"
+                        f" this version, cadence clone {result.name} NEW_NAME"
+                    )
                 if result.pending_approval:
                     state += (
                         "; waits for approval, the approved version keeps running:"

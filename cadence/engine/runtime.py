@@ -168,6 +168,8 @@ _ALLOWED_MOVES: dict[str, set[CampaignStatus]] = {
                CampaignStatus.PAUSED},
     "archive": {CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.DRAFT},
 }  # fmt: skip
+# A campaign in one of these runs no more: a new version of it is stored, never sent.
+_FINISHED_STATUSES = (CampaignStatus.COMPLETED, CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED)
 
 
 class EngineError(CadenceError):
@@ -278,7 +280,8 @@ class DeployResult:
     `pending_approval`: the campaign is live and this version needs an approval it lacks,
     so it waits (`approve` makes it current) while the approved version keeps running.
     `moved`: with `migrate`, how many running and paused enrollments moved onto it (None
-    without `migrate`).
+    without `migrate`). `finished`: the status of a campaign that runs no more (completed,
+    cancelled or archived), whose new version will not run; None otherwise.
     """
 
     name: str
@@ -287,6 +290,7 @@ class DeployResult:
     created: bool
     pending_approval: bool = False
     moved: int | None = None
+    finished: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,10 +463,16 @@ class Engine:
                 )
                 if older:
                     _audit(session, self.tenant, "migrate", campaign.name, {"moved": moved}, now)
+                finished = (
+                    existing.status
+                    if existing is not None
+                    and CampaignStatus(existing.status) in _FINISHED_STATUSES
+                    else None
+                )
                 results.append(
                     DeployResult(
                         campaign.name, campaign.version, deployed.version_id, deployed.created,
-                        pending, moved if migrate else None,
+                        pending, moved if migrate else None, finished,
                     )
                 )  # fmt: skip
         return results
@@ -874,8 +884,15 @@ class Engine:
 
     def _campaign_for_move(self, session: Session, name: str, move: str) -> Campaign:
         campaign = self._campaign_named(session, name)
-        if CampaignStatus(campaign.status) not in _ALLOWED_MOVES[move]:
-            raise EngineError(f"cannot {move} {name!r}: it is {campaign.status}")
+        status = CampaignStatus(campaign.status)
+        if status not in _ALLOWED_MOVES[move]:
+            hint = ""
+            if move == "launch" and status in _FINISHED_STATUSES:
+                hint = (
+                    f"; a campaign runs once: to run it again, clone it under a new name"
+                    f" (`cadence clone {name} NEW_NAME`) and launch that"
+                )
+            raise EngineError(f"cannot {move} {name!r}: it is {campaign.status}{hint}")
         return campaign
 
     def _current(self, session: Session, campaign: Campaign) -> tuple[int, c.CompiledCampaign]:

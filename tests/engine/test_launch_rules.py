@@ -281,6 +281,35 @@ def test_cli_deploy_says_a_new_version_waits_for_approval(
     assert f"greet: version {version} waits for approval" in capsys.readouterr().out
 
 
+def test_a_finished_campaign_runs_once_and_says_how_to_run_it_again(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A new version of a cancelled or archived campaign is stored, but the campaign will
+    # not run again: deploy says so and launch's refusal says what to do instead.
+    (cli_env / "greet.cadence").write_text(LIVE.replace("SETTING", ""), "utf-8")
+    assert main(["deploy", "greet.cadence"]) == 0
+    assert main(["launch", "greet"]) == 0
+    assert main(["cancel", "greet"]) == 0
+    capsys.readouterr()
+    assert main(["launch", "greet"]) == 1
+    assert capsys.readouterr().err == (
+        "cadence: cannot launch 'greet': it is cancelled; a campaign runs once: to run it"
+        " again, clone it under a new name (`cadence clone greet NEW_NAME`) and launch that\n"
+    )
+    assert main(["archive", "greet"]) == 0
+    (cli_env / "greet.cadence").write_text(LIVE_V2.replace("SETTING", ""), "utf-8")
+    capsys.readouterr()
+    assert main(["deploy", "greet.cadence"]) == 0
+    out = capsys.readouterr().out
+    version = out.split()[1]
+    assert out == (
+        f"greet: {version} (new version; greet is archived and will not run again: to run"
+        " this version, cadence clone greet NEW_NAME)\n"
+    )
+    assert main(["clone", "greet", "greet_again"]) == 0
+    assert main(["launch", "greet_again"]) == 0
+
+
 def test_cli_run_warns_that_a_new_version_waits_and_approved_by_lets_it_run(
     cli_env: Path, store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
