@@ -749,12 +749,23 @@ class Engine:
             campaign = self._campaign_for_move(session, name, move)
             versions = campaign_store.campaign_version_ids(session, campaign.id)
             count = 0
+            details: dict[str, Any] = {}
             if move == "pause":
+                if campaign.status == CampaignStatus.SCHEDULED.value:
+                    details["was"] = CampaignStatus.SCHEDULED.value
                 count = _hold(session, campaign, versions, now)
             elif move == "resume":
                 count = campaign_store.release_held_enrollments(session, versions, now=now)
                 campaign_store.release_held_sends(session, versions, now=now)
-                campaign.status = self._launched_status(session, campaign, now).value
+                paused = campaign_store.pause_reasons(session, self.tenant).get(name, {})
+                if paused.get("was") == CampaignStatus.SCHEDULED.value:
+                    # It never started: its start (booking who joined while it was
+                    # scheduled) is still to come, now if its `starts` has passed.
+                    campaign.status = CampaignStatus.SCHEDULED.value
+                    session.flush()
+                    self._start_scheduled(session)
+                else:
+                    campaign.status = self._launched_status(session, campaign, now).value
             elif move == "cancel":
                 count = campaign_store.cancel_enrollments(session, versions, now=now)
                 campaign_store.cancel_pending_sends(session, versions, now=now)
@@ -762,7 +773,7 @@ class Engine:
             elif move == "archive":
                 campaign.status = CampaignStatus.ARCHIVED.value
             campaign.updated_at = now
-            _audit(session, self.tenant, move, name, {"enrollments": count}, now)
+            _audit(session, self.tenant, move, name, {"enrollments": count, **details}, now)
             return count
 
     async def clone(self, name: str, new_name: str) -> DeployResult:
@@ -946,9 +957,12 @@ class Engine:
                 continue
             compiled = self._version(session, version_id)[1]
             starts = compiled.settings.starts
-            if starts is not None and (
-                timing.campaign_starts_instant(starts, timing.campaign_zone(compiled)) > now
-            ):
+            start = (
+                timing.campaign_starts_instant(starts, timing.campaign_zone(compiled))
+                if starts is not None
+                else now
+            )
+            if start > now:
                 continue
             # Only the worker whose update finds it still scheduled records the start.
             started = session.execute(
@@ -963,10 +977,14 @@ class Engine:
             if started.rowcount:  # type: ignore[attr-defined]
                 _audit(session, self.tenant, "start", name, {}, now)
                 # Contacts who joined the audience while it was scheduled join its `at` /
-                # `every` runs (those booked at the launch are left as they are).
+                # `every` runs (those booked at the launch are left as they are), from
+                # `starts`: a start made late (a pause held it) gives them the runs since
+                # then at once, as it gives those booked at the launch.
                 for trigger in compiled.triggers:
                     if isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel):
-                        self._enroll_audience(session, version_id, compiled, trigger, now)
+                        self._enroll_audience(
+                            session, version_id, compiled, trigger, now, due_from=start
+                        )
 
     # ------------------------------------------------------------------ enrollment
 
@@ -1048,8 +1066,14 @@ class Engine:
         trigger: c.LaunchTriggerModel | c.AtTriggerModel | c.EveryTriggerModel,
         now: dt.datetime,
         audience: list[str] | None = None,
+        *,
+        due_from: dt.datetime | None = None,
     ) -> int:
-        """Enroll the campaign's audience (`audience` if already computed now) for a trigger."""
+        """Enroll the campaign's audience (`audience` if already computed now) for a trigger.
+
+        An `every` trigger books each contact's first run of the campaign's series (counted
+        from `_series_start`) at or after `due_from` (default now).
+        """
         if audience is None:
             audience = self._audience(session, campaign)
         if isinstance(trigger, c.LaunchTriggerModel):
@@ -1060,9 +1084,16 @@ class Engine:
                 )
             )  # fmt: skip
         zones = self._zones(session, audience, campaign)
+        series_start = self._series_start(session, campaign, now)
+        firsts: dict[Any, dt.datetime | None] = {}
         by_due: dict[dt.datetime, list[str]] = {}
         for contact_id in audience:
-            first = _first_occurrence(trigger, zones[contact_id], campaign, now)
+            zone = zones[contact_id]
+            if zone not in firsts:
+                firsts[zone] = _first_occurrence(
+                    trigger, zone, campaign, now, series_start, due_from or now
+                )
+            first = firsts[zone]
             if first is not None:
                 by_due.setdefault(first, []).append(contact_id)
         enrolled = 0
@@ -1076,6 +1107,18 @@ class Engine:
                 )
             )  # fmt: skip
         return enrolled
+
+    def _series_start(
+        self, session: Session, campaign: c.CompiledCampaign, now: dt.datetime
+    ) -> dt.datetime:
+        """Where the campaign's `every` runs count from: its launch (`now` while it launches),
+        or `starts` when later; a contact who joins later joins that series."""
+        launched = campaign_store.launched_at(session, self.tenant, campaign.name)
+        begin = as_utc(launched) if launched is not None else now
+        if campaign.settings.starts is not None:
+            zone = timing.campaign_zone(campaign)
+            begin = max(begin, timing.campaign_starts_instant(campaign.settings.starts, zone))
+        return begin
 
     def _zones(
         self, session: Session, contact_ids: Sequence[str], campaign: c.CompiledCampaign
@@ -3465,22 +3508,21 @@ def _first_occurrence(
     zone: Any,
     campaign: c.CompiledCampaign,
     now: dt.datetime,
+    series_start: dt.datetime,
+    due_from: dt.datetime,
 ) -> dt.datetime | None:
-    """A launch's first run: an `at` moment (at once if past), or the first `every` occurrence
-    from the campaign's start (`starts`, else now): an interval counts from there."""
+    """A contact's first run: an `at` moment (at once if past), or the first run of the
+    campaign's `every` series (counted from `series_start`) at or after `due_from`."""
     campaign_zone = timing.campaign_zone(campaign)
     if isinstance(trigger, c.AtTriggerModel):
         instant = timing.at_trigger_instant(
             trigger.at, trigger.local, zone if trigger.local else campaign_zone
         )
         return max(instant, now)
-    begin = now
-    if campaign.settings.starts is not None:
-        begin = max(begin, timing.campaign_starts_instant(campaign.settings.starts, campaign_zone))
     occurrences = timing.every_trigger_occurrences(
-        trigger, zone if trigger.local else campaign_zone, begin, None
+        trigger, zone if trigger.local else campaign_zone, series_start, None
     )
-    return next(iter(occurrences), None)
+    return next((instant for instant in occurrences if instant >= due_from), None)
 
 
 def _next_occurrence(

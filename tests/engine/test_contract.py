@@ -197,6 +197,79 @@ def test_every_two_weeks_counts_from_the_campaign_start(store_url: str) -> None:
     ]
 
 
+def test_a_campaign_paused_while_scheduled_starts_at_resume_with_who_joined(
+    store_url: str,
+) -> None:
+    # Paused before its `starts` and resumed after it, the campaign starts at the resume as
+    # it would have at `starts`: a contact who joined the audience while it was scheduled
+    # (mnl, created between the launch and the pause) joins its runs like one booked at the
+    # launch (ny). The first run fell due during the pause: both get it at the resume, once;
+    # the next is two weeks after that run, not after the resume.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("ny", "America/New_York")])
+        await launch_all(engine, FORTNIGHTLY)
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2027-01-02T00:00"),
+                    lambda: engine.upsert_contacts([contact("mnl", "Asia/Manila")]),
+                ),
+                (utc("2027-01-03T00:00"), lambda: engine.pause("fortnightly")),
+                (utc("2027-01-05T00:00"), lambda: engine.resume("fortnightly")),
+            ],
+        )
+        assert [row["status"] for row in await engine.status()] == ["active"]
+        await engine.run_until(utc("2027-01-20T00:00"))
+        return sink.stamps
+
+    stamps = run_engine(store_url, utc("2027-01-01T00:00"), body)
+    report = "fortnightly_report"
+    assert sorted(stamps) == [
+        (utc("2027-01-05T00:00"), "mnl", report),  # due 01-04 10:00 Manila, during the pause
+        (utc("2027-01-05T00:00"), "ny", report),  # due 01-04 10:00 New York, likewise
+        (utc("2027-01-18T02:00"), "mnl", report),
+        (utc("2027-01-18T15:00"), "ny", report),
+    ]
+
+
+WEEKLY = """
+template weekly_digest email { subject "This week" body "<p>New listings.</p>" }
+
+campaign weekly {
+  type recurring
+  every 1w 10:00 { send email weekly_digest }
+}
+"""
+
+
+def test_a_contact_who_joins_an_interval_series_gets_its_next_run(store_url: str) -> None:
+    # "An interval (`every 1w`) fires at `start` and every interval after it": launched on
+    # Monday 2027-01-04, the digest goes on Mondays. A contact created on Wednesday gets the
+    # next Monday's run, not a series of their own on Wednesdays.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> list[Any]:
+        await engine.upsert_contacts([contact("early")])
+        await launch_all(engine, WEEKLY)
+        await at_times(
+            engine,
+            clock,
+            [(utc("2027-01-06T09:00"), lambda: engine.upsert_contacts([contact("late")]))],
+        )
+        await engine.run_until(utc("2027-01-19T00:00"))
+        return sink.stamps
+
+    stamps = run_engine(store_url, utc("2027-01-04T08:00"), body)
+    digest = "weekly_digest"
+    assert stamps == [
+        (utc("2027-01-04T10:00"), "early", digest),
+        (utc("2027-01-11T10:00"), "early", digest),
+        (utc("2027-01-11T10:00"), "late", digest),
+        (utc("2027-01-18T10:00"), "early", digest),
+        (utc("2027-01-18T10:00"), "late", digest),
+    ]
+
+
 def test_every_named_day_starts_on_the_first_such_day_after_starts(store_url: str) -> None:
     # Launched on Tuesday 1 December with `starts` on Wednesday the 9th: the first Monday
     # 09:00 from the start is the 14th, not the 7th moved to the start's midnight.

@@ -383,6 +383,15 @@ def _campaign_audit(
     ]
 
 
+def launched_at(session: Session, tenant_id: str, name: str) -> datetime | None:
+    """When the campaign was last launched (its latest `launch` audit line); None: never.
+
+    An interval `every` trigger counts its runs from there (or from `starts`, when later).
+    """
+    lines = _campaign_audit(session, tenant_id, "launch", name)
+    return lines[-1][1] if lines else None
+
+
 def pause_reasons(session: Session, tenant_id: str) -> dict[str, dict[str, Any]]:
     """For `cadence status`: per campaign name, the details of its latest `pause` audit line.
 
