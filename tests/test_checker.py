@@ -881,6 +881,18 @@ def test_a_file_that_is_not_utf8_is_e001(tmp_path: Path) -> None:
     assert [(d.code, d.line, d.column) for d in found] == [("E001", 1, 13)]
 
 
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_errors_have_their_own_line_whatever_the_line_endings(tmp_path: Path, ending: str) -> None:
+    # Files saved on Windows (CRLF) or by old Mac editors (CR alone): each error is on
+    # its own line, not all on line 1.
+    lines = ['template t email { subject "s" body "b" }', "campaign a {", "  on launch {",
+             "    send email missing", "  }", "}"]  # fmt: skip
+    source = tmp_path / "endings.cadence"
+    source.write_bytes(ending.join(lines).encode() + ending.encode())
+    found = check_paths([source])
+    assert [(d.code, d.line, d.column) for d in found] == [("E101", 4, 16)]
+
+
 def test_an_event_spelt_two_ways_is_flagged_where_it_is_the_rarer_or_later(
     tmp_path: Path,
 ) -> None:

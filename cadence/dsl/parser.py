@@ -180,7 +180,16 @@ def decode_source(data: bytes, file: str) -> str:
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    return text
+    return with_line_feeds(text)
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
+def with_line_feeds(text: str) -> str:
+    """Source whose lines end with CR alone (old Mac editors) as LF-ended lines: the
+    grammar and every line number count LF."""
+    return _LONE_CR.sub("\n", text)
 
 
 # ---------------------------------------------------------------------------- error recovery

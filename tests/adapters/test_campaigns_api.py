@@ -89,6 +89,9 @@ def test_bad_requests_say_what_is_wrong_and_change_nothing(store_url: str, tmp_p
         assert answer.status_code == 400
         ((problem,),) = [answer.json()["problems"]]
         assert "latr" in problem["message"] and problem["line"] == 6
+        old_mac = unknown.replace("\n", "\r")  # lines ended by CR alone
+        answer = await client.post("/campaigns", content=old_mac.encode(), headers=AUTH)
+        assert [p["line"] for p in answer.json()["problems"]] == [6]
 
         importing = f'import "{secret}"\n' + SOURCE
         answer = await client.post("/campaigns", content=importing.encode(), headers=AUTH)

@@ -18,7 +18,7 @@ from typing import Any
 from cadence.adapters.web.http import Request, Response, json_body
 from cadence.dsl import ast
 from cadence.dsl.compiler import check_and_compile_text
-from cadence.dsl.parser import parse_text
+from cadence.dsl.parser import parse_text, with_line_feeds
 from cadence.engine.runtime import Engine, EngineError
 from cadence.errors import Diagnostic, DiagnosticError
 
@@ -73,7 +73,7 @@ class CampaignsAPI:
     async def deploy(self, request: Request) -> Response:
         """Check, compile and deploy the posted source (`?migrate=1`: as `deploy --migrate`)."""
         try:
-            text = request.body.decode("utf-8")
+            text = with_line_feeds(request.body.decode("utf-8"))
         except UnicodeDecodeError as exc:
             return Response.json(400, {"error": f"the body is not UTF-8 (byte {exc.start})"})
         if not text.strip():
