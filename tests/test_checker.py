@@ -639,6 +639,40 @@ def test_a_locale_block_needs_a_locale_code_given_once() -> None:
     assert 'the first, "PT-br", is at <string>:1' in (twice[0].hint or "")
 
 
+@pytest.mark.parametrize(
+    ("setting", "line_text", "valid"),
+    [
+        ("from", '"Acme, Inc. <hello@acme.test>"', True),
+        ("from", '"hello@acme.test"', True),
+        ("from", '"Acme hello at acme"', False),
+        ("from", '"Acme <hello>"', False),
+        ("reply_to", '"sales@acme.test"', True),
+        ("reply_to", '"sales desk"', False),
+        ("notify webhook", '"https://hooks.example.test/crm?x=1"', True),
+        ("notify webhook", '"http://127.0.0.1:8080/in"', True),
+        ("notify webhook", '"hooks.example.test/crm"', False),
+        ("notify webhook", '"ftp://hooks.example.test/crm"', False),
+        ("notify webhook", '"https:// hooks.example.test"', False),
+    ],
+)
+def test_a_sender_or_webhook_url_no_provider_could_take_is_e222(
+    setting: str, line_text: str, valid: bool
+) -> None:
+    # Checked clean, such a campaign deployed and then failed every email or notice.
+    step = setting == "notify webhook"
+    source = (
+        'template t email { subject "s" body "b" }\n'
+        "campaign c {\n"
+        + ("" if step else f"  {setting} {line_text}\n")
+        + "  on launch {\n    send email t\n"
+        + (f"    {setting} {line_text}\n" if step else "")
+        + "  }\n}\n"
+    )
+    found = [(d.code, d.line, d.column) for d in check_text(source)]
+    column = len(setting) + (5 if step else 3) + 1
+    assert found == ([] if valid else [("E222", 5 if step else 3, column)])
+
+
 def test_send_suggestions_prefer_templates_of_the_same_channel() -> None:
     program = (
         'template follow_up sms "Hi"\ntemplate follow_up_whatsapp whatsapp "Hi"\n'

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -26,9 +25,7 @@ from cadence.adapters.render import (
     WebhookContent,
     WhatsAppContent,
 )
-
-# `Name <local@domain>`, whatever the name holds.
-_NAME_ADDR = re.compile(r"(?P<name>[^<>]*)<(?P<email>[^<>@\s]+@[^<>@\s]+)>")
+from cadence.addresses import split_sender
 
 # A fixed namespace so the same idempotency key always maps to the same UUID and ids.
 _CADENCE_NAMESPACE = uuid.UUID("6f0c2a3e-8d1b-5c47-9a2e-3b7d4c1e0f58")
@@ -79,14 +76,8 @@ class EmailAddress:
     def parse(cls, text: str) -> EmailAddress:
         """`Acme <hello@acme.test>` or `hello@acme.test`; the address in angle brackets is
         the address also when the name before it holds an unquoted `,` or `;`."""
-        from email.utils import parseaddr
-
-        name, email = parseaddr(text)
-        if "@" not in email and (written := _NAME_ADDR.fullmatch(text.strip())):
-            # RFC 5322 wants `"Acme, Inc." <...>`; read unquoted, the comma split the name
-            # off as an address of its own (`Acme`), which every provider refuses.
-            name, email = written["name"].strip().strip('"').strip(), written["email"]
-        return cls(email=email or text.strip(), name=name or None)
+        name, email = split_sender(text)
+        return cls(email=email, name=name)
 
 
 @dataclass(frozen=True, slots=True)

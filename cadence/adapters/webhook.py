@@ -25,6 +25,7 @@ from cadence.adapters.http import is_transient_status, transient_status, transpo
 from cadence.adapters.message import Channel, OutboundMessage, SendResult
 from cadence.adapters.render import WebhookContent
 from cadence.adapters.retry import CircuitBreaker, RetryPolicy
+from cadence.addresses import http_url_problem
 
 SIGNATURE_HEADER = "X-Cadence-Signature"
 TIMESTAMP_HEADER = "X-Cadence-Timestamp"
@@ -79,12 +80,13 @@ def _problem(message: OutboundMessage) -> str | None:
     http(s) URL httpx can send to (it refuses some before sending, not as an HTTP error)."""
     if not isinstance(message.content, WebhookContent):
         return "a webhook needs a JSON body"
+    problem = http_url_problem(message.recipient)
+    if problem is not None:
+        return f"the webhook URL {message.recipient!r} {problem}"
     try:
-        url = httpx.URL(message.recipient)
+        httpx.URL(message.recipient)
     except httpx.InvalidURL as exc:
         return f"the webhook URL {message.recipient!r} is not a URL: {exc}"
-    if url.scheme not in ("http", "https") or not url.host:
-        return f"the webhook URL {message.recipient!r} is not an http(s) URL with a host"
     return None
 
 

@@ -11,6 +11,7 @@ import datetime as dt
 import zoneinfo
 from functools import cache
 
+from cadence.addresses import sender_problem
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, moment_text, where
 from cadence.dsl.checks.expressions import check_channel, check_expression
@@ -140,6 +141,13 @@ def _check_setting(ctx: CheckContext, setting: ast.Setting) -> None:
             )
         case ast.ExprSetting(expr=expr):
             check_expression(ctx, expr)
+        case ast.StringSetting(key=key, value=value) if problem := sender_problem(value):
+            ctx.error(
+                ctx.tail_span(setting.span),
+                "E222",
+                f'`{key}`: "{value}" {problem}, so no email of the campaign could be sent',
+                'write "Name <hello@example.com>" or "hello@example.com"',
+            )
         case ast.ChannelsSetting(channels=channels):
             for index, channel in enumerate(channels):
                 span = ctx.word_span(

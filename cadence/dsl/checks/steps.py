@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from cadence.addresses import http_url_problem
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, article, where
 from cadence.dsl.checks.expressions import (
@@ -170,8 +171,15 @@ def _check_step(
             elif len(target.parts) == 1:
                 check_attribute(ctx, target.parts[0], target.span, use=SET)
             check_expression(ctx, value)
-        case ast.Notify(channel=channel):
+        case ast.Notify(channel=channel, target=target):
             check_channel(ctx, channel, ctx.word_span(step.span, channel, int(channel == "notify")))
+            if channel == "webhook" and (problem := http_url_problem(target)):
+                ctx.error(
+                    ctx.tail_span(step.span),
+                    "E222",
+                    f'`notify webhook`: "{target}" {problem}, so no notice could be posted',
+                    'write the full URL: "https://hooks.example.com/crm"',
+                )
         case ast.Placeholder():
             ctx.warning(
                 step.span,
