@@ -3519,10 +3519,9 @@ def _first_occurrence(
             trigger.at, trigger.local, zone if trigger.local else campaign_zone
         )
         return max(instant, now)
-    occurrences = timing.every_trigger_occurrences(
-        trigger, zone if trigger.local else campaign_zone, series_start, None
+    return timing.every_run_from(
+        trigger, zone if trigger.local else campaign_zone, series_start, due_from
     )
-    return next((instant for instant in occurrences if instant >= due_from), None)
 
 
 def _next_occurrence(
@@ -3539,7 +3538,5 @@ def _next_occurrence(
     """
     zone = zone if trigger.local else timing.campaign_zone(campaign)
     booked = as_utc(booked)
-    for instant in timing.every_trigger_occurrences(trigger, zone, booked, None):
-        if instant > booked and instant >= now:
-            return instant
-    return None
+    after = booked + dt.timedelta(microseconds=1)
+    return timing.every_run_from(trigger, zone, booked, max(after, now))

@@ -21,6 +21,7 @@ from cadence.engine.timing import (
     campaign_ends_instant,
     contact_zone,
     duration,
+    every_run_from,
     every_trigger_occurrences,
     expand_days,
     in_quiet_hours,
@@ -543,3 +544,32 @@ def test_quiet_hours_move_to_their_end_only(
         just_before = max(at, result - dt.timedelta(minutes=1))
         assert _inside(just_before, start, end, every_day, zone)
         assert result.astimezone(zone).time() == end
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    series_start=instants,
+    lag=st.integers(0, 200 * 86_400),
+    interval=st.sampled_from([None, 60, 3_600, 5_400, 86_400, 7 * 86_400, 14 * 86_400]),
+    time=st.sampled_from([None, "00:00", "02:30", "09:00", "23:59"]),
+    days=st.sampled_from([(), ("monday",), ("weekdays",), ("saturday", "sunday")]),
+    zone=st.sampled_from(ZONES),
+)
+def test_every_run_from_jumps_to_the_run_the_series_walk_finds(
+    series_start: dt.datetime,
+    lag: int,
+    interval: int | None,
+    time: str | None,
+    days: tuple[str, ...],
+    zone: ZoneInfo,
+) -> None:
+    # A contact joining a long-running `every 1m` series must not walk every run since the
+    # launch; jumping there gives the run the walk gives, across DST changes too.
+    if (interval is None) == (not days):
+        return  # an `every` has named days or an interval, not both or neither
+    trigger = every(days if interval is None else (), interval, time)
+    not_before = series_start + dt.timedelta(seconds=lag)
+    walked = next(
+        run for run in every_trigger_occurrences(trigger, zone, series_start) if run >= not_before
+    )
+    assert every_run_from(trigger, zone, series_start, not_before) == walked
