@@ -28,6 +28,7 @@ from cadence.engine.store.models import (
     SendLog,
     Suppression,
 )
+from cadence.engine.store.records import InvalidInput
 from tests.engine.test_runtime import T0, campaigns, engine_run
 
 DRIP = """
@@ -86,6 +87,8 @@ def test_unsubscribed_as_an_attribute_stops_every_channel(store_url: str) -> Non
         ({"channel": "sms"}, [("p1", "second")]),
         ({}, []),  # no channel named: every channel stops
         ({"send": "FIRST"}, [("p1", "text")]),  # the first email's key: its channel, email
+        ({"channel": "Email"}, [("p1", "text")]),  # the channel as a person writes it
+        ({"channel": " SMS "}, [("p1", "second")]),
     ],
 )
 def test_an_unsubscribe_event_stops_the_channel_it_names(
@@ -113,6 +116,24 @@ def test_an_unsubscribe_event_stops_the_channel_it_names(
     with Store.open(store_url) as store, store.session() as session:
         suppressions = session.execute(select(Suppression.contact_id, Suppression.reason)).all()
     assert [tuple(row) for row in suppressions] == [("p1", "unsubscribed")]
+
+
+@pytest.mark.parametrize("name", ["unsubscribed", "replied", "bounced"])
+def test_an_event_naming_no_known_channel_is_refused_and_stores_nothing(
+    store_url: str, name: str
+) -> None:
+    # Stored, an unsubscribe on "all" would suppress a channel no send uses: the person
+    # would go on receiving everything.
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(PEOPLE[:1])
+        event = {"contact": "p1", "name": name, "properties": {"channel": "all", "text": "STOP"}}
+        with pytest.raises(InvalidInput, match=r"properties\.channel.*'all' is not a channel"):
+            await engine.push_event(event)
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalars(select(Event)).all() == []
+        assert session.scalars(select(Suppression)).all() == []
 
 
 @dataclass

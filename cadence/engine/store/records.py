@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cadence.dsl.symbols import LOCALE_TAG
+from cadence.dsl.symbols import CHANNELS, LOCALE_TAG
 from cadence.engine.store.database import unstorable
 from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH
 from cadence.engine.store.schema import (
@@ -26,6 +26,7 @@ from cadence.engine.store.schema import (
     parse_datetime,
     parse_string_list,
 )
+from cadence.engine.store.sends import EVERY_CHANNEL
 from cadence.errors import CadenceError, offset_hint, suggest
 
 
@@ -381,6 +382,24 @@ EVENT_KEY_ALIASES = {
 }  # fmt: skip
 
 
+# The events whose `channel` property says where the engine suppresses or lifts a person
+# or an address (cadence.engine.suppress): a channel it does not know would be stored and
+# stop nothing, so the person who unsubscribed would go on receiving. `Email` and ` sms`
+# are read as the channel they name.
+CHANNEL_EVENTS = frozenset({"unsubscribed", "resubscribed", "complained", "bounced", "replied"})
+
+
+def _event_channel(value: Any) -> str:
+    """An event's `channel` property as the engine names channels (case and spaces dropped)."""
+    folded = value.strip().lower() if isinstance(value, str) else None
+    if folded not in CHANNELS and folded != EVERY_CHANNEL:
+        raise ValueError(
+            f"{value!r} is not a channel; one of {', '.join(CHANNELS)},"
+            f" or {EVERY_CHANNEL} for every channel"
+        )
+    return folded
+
+
 def validate_event(
     raw: Mapping[str, Any],
 ) -> tuple[EventRecord | None, list[tuple[str | None, str]]]:
@@ -427,6 +446,15 @@ def validate_event(
         errors.append(("properties", "expected an object"))
     elif (reason := unstorable(properties)) is not None:
         errors.append(("properties", reason))
+    elif (
+        isinstance(name, str)
+        and name.strip() in CHANNEL_EVENTS
+        and not _is_empty(properties.get("channel"))
+    ):
+        try:
+            properties = {**properties, "channel": _event_channel(properties["channel"])}
+        except ValueError as exc:
+            errors.append(("properties.channel", str(exc)))
 
     dedupe_key: str | None = None
     if not _is_empty(raw.get("id")):
