@@ -63,12 +63,19 @@ def read_choices(
         channel: str(getattr(contact, send_store.ADDRESS_FIELD[channel]) or "").strip()
         for channel in PAGE_CHANNELS
     }
+    # The addresses' suppressed forms (an email's in any case it was stored in).
+    forms = {
+        form
+        for channel, address in addresses.items()
+        if address
+        for form in send_store.address_forms(channel, address)
+    }
     rows = session.execute(
         select(Suppression.channel, Suppression.address, Suppression.reason).where(
             Suppression.tenant_id == tenant,
             or_(
                 Suppression.contact_id == contact_id,
-                Suppression.address.in_(sorted({a for a in addresses.values() if a})),
+                Suppression.address.in_(sorted(forms)),
             ),
             or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
         )
@@ -94,7 +101,8 @@ def _choice(
     masked = mask(address)
     here = [row for row in suppressions if row.channel in (channel, send_store.EVERY_CHANNEL)]
     fixed: str | None = None
-    if any(row.address is not None and row.address == address for row in here):
+    forms = send_store.address_forms(channel, address)
+    if any(row.address is not None and row.address in forms for row in here):
         fixed = "this address bounced, so nothing is sent to it"
     elif any(row.reason == suppress.COMPLAINED for row in here):
         fixed = "you reported a message as spam, so nothing is sent here"

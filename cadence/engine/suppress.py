@@ -337,7 +337,9 @@ def _suppress_addresses(
                 Contact.tenant_id == tenant_id, Contact.id.in_(sorted(contacts))
             )
         ):
-            addresses[contact_id] = str(address) if address else None
+            addresses[contact_id] = (
+                send_store.suppressed_address(channel, str(address)) if address else None
+            )
     send_store.add_suppressions(
         session, tenant_id, channel,
         [(address, None if address else cid) for cid, address in sorted(addresses.items())],

@@ -180,3 +180,33 @@ def test_a_new_address_after_a_bounce_is_sent_to(store_url: str) -> None:
     # within 7 days, which the default cap skips (it was 4 before that rule: see EMAILS).
     assert len(emails) == 3
     assert _channels_sent(sink, "p1") == {"email": 3, "sms": 5}
+
+
+def test_a_bounced_mailbox_stays_suppressed_whatever_the_case_it_is_written_in(
+    store_url: str,
+) -> None:
+    # One mailbox: the bounce of Ana's address stops it for the other contact who has it
+    # in capitals, and for Ana once her address is re-imported in lower case.
+    people = [
+        {"id": "ana", "email": "Ana.Lee@Example.test"},
+        {"id": "dup", "email": "ANA.LEE@example.test"},
+    ]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(DAILY))
+        await engine.launch("daily")
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        await engine.push_event({"contact": "ana", "name": "bounced", "properties": {}})
+        await engine.upsert_contacts([{"id": "ana", "email": "ana.lee@example.test"}])
+        await engine.run_until(T0 + dt.timedelta(days=5))
+        return sink, await engine.preferences("dup")
+
+    sink, page = engine_run(store_url, body)
+    assert _channels_sent(sink, "ana") == {"email": 1}
+    assert _channels_sent(sink, "dup") == {"email": 1}
+    assert _skip_reasons(store_url, "dup")[:2] == ["no phone number", "suppressed"]
+    assert [(c.channel, c.note) for c in page] == [
+        ("email", "this address bounced, so nothing is sent to it")
+    ]
+    assert _suppressions(store_url) == [("email", "ana.lee@example.test", None, "bounced")]

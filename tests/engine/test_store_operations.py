@@ -340,6 +340,22 @@ def test_suppressions_by_address_or_contact_and_their_expiry(
         assert suppressed_contacts(session, "other", "email", recipients, now=T0) == set()
 
 
+def test_an_email_suppression_matches_the_address_in_any_case(
+    store: Store, people: list[str]
+) -> None:
+    # "Old@X.test" as stored before emails were folded still stops that contact; the
+    # folded form stops the mailbox however a contact writes it.
+    with store.session() as session:
+        add_suppressions(session, "default", "email", [("Old@X.test", None)], reason="r", now=T0)
+        add_suppressions(session, "default", "email", [("new@x.test", None)], reason="r", now=T0)
+        add_suppressions(session, "default", "sms", [("+4915100000", None)], reason="r", now=T0)
+    recipients = [("a", "Old@X.test"), ("b", "old@x.test"), ("c", "NEW@x.test"), ("d", "x@x.test")]
+    with store.session() as session:
+        assert suppressed_contacts(session, "default", "email", recipients, now=T0) == {"a", "c"}
+        phones = [("e", "+4915100000")]
+        assert suppressed_contacts(session, "default", "sms", phones, now=T0) == {"e"}
+
+
 def test_consent_and_double_opt_in(store: Store, people: list[str]) -> None:
     from cadence.engine.store.sends import set_consent
 

@@ -57,6 +57,19 @@ PERSONAL_CHANNELS = frozenset({"email", "sms", "whatsapp", "inbox"})
 ADDRESS_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
 
+def suppressed_address(channel: str, address: str) -> str:
+    """The form an address is suppressed under: an email in lower case, since mailboxes
+    take mail whatever the case it is written in (`Ana@Example.test` is ana@example.test's)
+    and a bounced address must stay stopped when a contact's is re-imported in another case."""
+    return address.lower() if channel == "email" else address
+
+
+def address_forms(channel: str, address: str) -> set[str]:
+    """Every form a suppression of `address` on `channel` may be stored under: the folded
+    one, and the address as written (suppressions stored before emails were folded)."""
+    return {address, suppressed_address(channel, address)}
+
+
 def idempotency_key(version_id: int, node: str, contact_id: str, occurrence: int) -> str:
     """The deterministic key of one send, also handed to the provider (40 hex characters)."""
     material = "\x1f".join((str(version_id), node, contact_id, str(occurrence)))
@@ -323,8 +336,8 @@ def suppressed_contacts(
     pairs = list(recipients)
     by_address: dict[str, list[str]] = {}
     for contact_id, address in pairs:
-        if address:
-            by_address.setdefault(address, []).append(contact_id)
+        for form in address_forms(channel, address) if address else ():
+            by_address.setdefault(form, []).append(contact_id)
     connection, dialect = _gate_connection(session)
     bound: dict[str, Any] = {"tenant_id": tenant_id, "now": now}
     bound.update((f"channel_{index}", name) for index, name in enumerate(channels))
