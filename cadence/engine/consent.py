@@ -8,22 +8,25 @@ link carrying a single-use token.
 
 Every change is also an event on the contact (`consent_granted`, `consent_requested`,
 `consent_denied`, `consent_withdrawn`, with `channel` and `source`), so campaigns can start
-on it (`when consent_granted send email welcome`) and the record says when and why.
+on it (`when consent_granted send email welcome`) and the record says when and why. Such
+an event pushed in by the product (`record_pushed`) records the consent it reports.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.dsl.compiled import CompiledCampaign, CompiledTemplate
+from cadence.engine.clock import as_utc
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Consent, ConsentStatus, Contact
-from cadence.engine.store.records import EventRecord
+from cadence.engine.store.records import CONSENT_EVENT_STATUSES, EventRecord
 
 # Channels that send nothing without the person's opt-in: consent granted, or the
 # `sms_opt_in` / `whatsapp_opt_in` attribute (the send gates and the preference page).
@@ -81,6 +84,36 @@ def record(
     return ConsentChange(contact_id, channel, wanted, token), event
 
 
+def record_pushed(session: Session, tenant: str, events: Sequence[EventRecord]) -> None:
+    """Record the consents that pushed consent events report (`consent_withdrawn` with
+    `channel` email ...), as `record` does, at each event's instant, in time order.
+
+    The product's backend may send a consent change as an event (`POST /events`, `cadence
+    events push`) rather than through the consent API; it stops or lets through sends as
+    that call would, live as in a dry-run. One older than the consent on record (a
+    backfill) changes nothing: the latest decides.
+    """
+    for event in sorted(events, key=lambda e: e.at):
+        wanted = status_of_event(event.name)
+        channel = event.properties.get("channel")
+        if wanted is None or event.contact_id is None or not isinstance(channel, str):
+            continue
+        held = session.scalar(
+            select(Consent.updated_at).where(
+                Consent.tenant_id == tenant,
+                Consent.contact_id == event.contact_id,
+                Consent.channel == channel,
+            )
+        )
+        if held is not None and as_utc(held) > event.at:
+            continue
+        source = event.properties.get("source")
+        record(
+            session, tenant, event.contact_id, channel, wanted.value,
+            source=source if isinstance(source, str) else None, now=event.at,
+        )  # fmt: skip
+
+
 def confirm(
     session: Session, tenant: str, token: str, now: dt.datetime
 ) -> tuple[ConsentChange, EventRecord] | None:
@@ -126,12 +159,7 @@ def pending_token(session: Session, tenant: str, contact_id: str, channel: str) 
 
 def channel_problem(channel: object) -> str | None:
     """Why `channel` takes no consent (only the channels that reach a person do), or None."""
-    if channel in send_store.PERSONAL_CHANNELS:
-        return None
-    channels = ", ".join(sorted(send_store.PERSONAL_CHANNELS))
-    if channel is None:
-        return f"a consent needs a channel; one of {channels}"
-    return f"channel {channel!r} takes no consent; one of {channels}"
+    return send_store.consent_channel_problem(channel)
 
 
 def status_of_event(name: str) -> ConsentStatus | None:
@@ -151,13 +179,8 @@ def statuses(session: Session, tenant: str, contact_id: str) -> dict[str, Consen
     }
 
 
-_EVENT_NAMES = {
-    ConsentStatus.GRANTED: "consent_granted",
-    ConsentStatus.PENDING: "consent_requested",
-    ConsentStatus.DENIED: "consent_denied",
-    ConsentStatus.WITHDRAWN: "consent_withdrawn",
-}
-_STATUS_OF_EVENT = {name: status for status, name in _EVENT_NAMES.items()}
+_STATUS_OF_EVENT = CONSENT_EVENT_STATUSES
+_EVENT_NAMES = {status: name for name, status in _STATUS_OF_EVENT.items()}
 # The events a consent change stores, which the engine acts on whatever campaigns read.
 CONSENT_EVENTS = frozenset(_EVENT_NAMES.values())
 

@@ -1178,40 +1178,8 @@ async def _simulate(
 
 async def _push_file_events(engine: Engine, events: list[dict[str, Any]]) -> None:
     """Push events, checked together, all or nothing, as `cadence events push` would; a
-    consent event first records the consent it reports.
-
-    Live, `consent_requested`, `consent_granted` ... come from `Engine.set_consent`, which
-    records the consent the send gates read (a pending one lets its confirmation message
-    through, and holds the channel's other sends); in a run they come from the events
-    file, so the consent is recorded at the event's time before the event fires triggers.
-    """
-    consents: list[tuple[str, str, str, str | None, dt.datetime]] = []
-    for event in events:
-        status = consent.status_of_event(str(event.get("name")))
-        properties = event.get("properties") or {}
-        channel = properties.get("channel") if isinstance(properties, dict) else None
-        contact = event.get("contact")
-        if status is None or not isinstance(channel, str) or not isinstance(contact, str):
-            continue
-        source = properties.get("source")
-        at = parse_instant(str(event["at"]))
-        consents.append(
-            (contact, channel, status.value, source if isinstance(source, str) else None, at)
-        )
-    if consents:
-        await engine.store.call(_record_consents, engine.tenant, consents)
+    consent event records the consent it reports there, as live (`consent.record_pushed`)."""
     await engine.push_events(events)
-
-
-def _record_consents(
-    store: Store, tenant: str, consents: list[tuple[str, str, str, str | None, dt.datetime]]
-) -> None:
-    with store.session() as session:
-        for contact, channel, status, source, at in consents:
-            try:
-                consent.record(session, tenant, contact, channel, status, source=source, now=at)
-            except consent.ConsentError as exc:
-                raise DryRunError(f"--events: {exc}") from None
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:

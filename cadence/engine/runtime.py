@@ -1771,6 +1771,7 @@ class Engine:
         enrolled: list[int] = []
 
         def written(session: Session, report: importer.ImportReport) -> None:
+            consent.record_pushed(session, self.tenant, report.events)
             enrolled.append(self._events_written(session, report.events, now, before))
 
         report = importer.push_event_dicts(

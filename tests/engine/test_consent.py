@@ -17,6 +17,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from cadence.engine.store import Store
 from cadence.engine.store.models import Consent, ConsentStatus, Event, OutboxMessage, SendLog
+from cadence.engine.store.records import InvalidInput
 from tests.engine.test_runtime import T0, campaigns, engine_run
 from tests.engine.test_unsubscribe import BusyOnceSink
 
@@ -99,6 +100,44 @@ def test_bad_consents_are_refused_and_record_nothing(
     with Store.open(store_url) as store, store.session() as session:
         assert session.scalars(select(Consent)).all() == []
         assert session.scalars(select(Event)).all() == []
+
+
+def test_a_pushed_consent_event_records_that_consent(store_url: str) -> None:
+    # POST /events or `cadence events push` with a consent change: the send gates see it as
+    # they see `set_consent`'s (a dry-run of the same events did; live stored only the
+    # event and went on mailing Ana). Bo's granted SMS is older than his withdrawal on
+    # record, so it changes nothing.
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("weekly")
+        await engine.set_consent("bo", "sms", "withdrawn")
+        before = (T0 - dt.timedelta(days=1)).isoformat()
+        await engine.push_events([
+            {"contact": "ana", "name": "consent_withdrawn", "properties": {"channel": "email"}},
+            {"contact": "ana", "name": "consent_granted",
+             "properties": {"channel": "sms", "source": "checkout"}},
+            {"contact": "bo", "name": "consent_granted", "at": before,
+             "properties": {"channel": "sms"}},
+        ])  # fmt: skip
+        assert await engine.consents("ana") == {"email": "withdrawn", "sms": "granted"}
+        assert await engine.consents("bo") == {"sms": "withdrawn"}
+        for bad, problem in [({}, "a consent needs a channel"), ({"channel": "webhook"},
+                             "channel 'webhook' takes no consent")]:  # fmt: skip
+            with pytest.raises(InvalidInput, match=problem):
+                await engine.push_event(
+                    {"contact": "bo", "name": "consent_granted", "properties": bad}
+                )
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert _sent(sink) == [("ana", "text"), ("bo", "news")]
+    with Store.open(store_url) as store, store.session() as session:
+        (ana,) = session.scalars(
+            select(Consent).where(Consent.contact_id == "ana", Consent.channel == "sms")
+        )
+        assert ana.source == "checkout" and ana.confirmed_at == T0
 
 
 def test_a_token_confirms_only_in_its_own_tenant(store_url: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from cadence.dsl.symbols import CHANNELS, LOCALE_TAG
 from cadence.engine.store.database import unstorable
-from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH
+from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH, ConsentStatus
 from cadence.engine.store.schema import (
     IDENTIFIER,
     STANDARD_FIELDS,
@@ -26,7 +26,7 @@ from cadence.engine.store.schema import (
     parse_datetime,
     parse_string_list,
 )
-from cadence.engine.store.sends import EVERY_CHANNEL
+from cadence.engine.store.sends import EVERY_CHANNEL, consent_channel_problem
 from cadence.errors import CadenceError, offset_hint, suggest
 
 
@@ -389,6 +389,17 @@ EVENT_KEY_ALIASES = {
 CHANNEL_EVENTS = frozenset({"unsubscribed", "resubscribed", "complained", "bounced", "replied"})
 
 
+# The event each consent change is stored as (cadence.engine.consent). Pushed in, such an
+# event records that consent, as `Engine.set_consent` does, so it needs a channel that
+# takes one.
+CONSENT_EVENT_STATUSES = {
+    "consent_requested": ConsentStatus.PENDING,
+    "consent_granted": ConsentStatus.GRANTED,
+    "consent_denied": ConsentStatus.DENIED,
+    "consent_withdrawn": ConsentStatus.WITHDRAWN,
+}
+
+
 def _event_channel(value: Any) -> str:
     """An event's `channel` property as the engine names channels (case and spaces dropped)."""
     folded = value.strip().lower() if isinstance(value, str) else None
@@ -455,6 +466,10 @@ def validate_event(
             properties = {**properties, "channel": _event_channel(properties["channel"])}
         except ValueError as exc:
             errors.append(("properties.channel", str(exc)))
+    elif isinstance(name, str) and name.strip() in CONSENT_EVENT_STATUSES:
+        problem = consent_channel_problem(properties.get("channel"))
+        if problem is not None:
+            errors.append(("properties.channel", problem))
 
     dedupe_key: str | None = None
     if not _is_empty(raw.get("id")):

@@ -57,6 +57,16 @@ PERSONAL_CHANNELS = frozenset({"email", "sms", "whatsapp", "inbox"})
 ADDRESS_FIELD = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
 
+def consent_channel_problem(channel: object) -> str | None:
+    """Why `channel` takes no consent (only the channels that reach a person do), or None."""
+    if channel in PERSONAL_CHANNELS:
+        return None
+    channels = ", ".join(sorted(PERSONAL_CHANNELS))
+    if channel is None:
+        return f"a consent needs a channel; one of {channels}"
+    return f"channel {channel!r} takes no consent; one of {channels}"
+
+
 def suppressed_address(channel: str, address: str) -> str:
     """The form an address is suppressed under: an email in lower case, since mailboxes
     take mail whatever the case it is written in (`Ana@Example.test` is ana@example.test's)
