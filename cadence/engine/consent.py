@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cadence.dsl.compiled import CompiledCampaign, CompiledTemplate
+from cadence.engine import suppress
 from cadence.engine.clock import as_utc
 from cadence.engine.store import sends as send_store
 from cadence.engine.store.models import Consent, ConsentStatus, Contact
@@ -117,10 +118,16 @@ def record_pushed(session: Session, tenant: str, events: Sequence[EventRecord]) 
 def confirm(
     session: Session, tenant: str, token: str, now: dt.datetime
 ) -> tuple[ConsentChange, EventRecord] | None:
-    """Grant the pending consent waiting on `token` (once); None for an unknown or used one."""
+    """Grant the pending consent waiting on `token` (once); None for an unknown or used one.
+
+    The person confirming signs up again on that channel: their own earlier opt-out there
+    (an unsubscribe, a STOP) is lifted, as the preference page's resubscribe lifts it;
+    bounces and complaints stay.
+    """
     confirmed = send_store.confirm_double_opt_in(session, tenant, token, now=now)
     if confirmed is None:
         return None
+    suppress.resubscribe(session, tenant, confirmed.channel, [confirmed.contact_id], now)
     change = ConsentChange(confirmed.contact_id, confirmed.channel, ConsentStatus.GRANTED)
     source = "double opt-in"
     return change, _event(change.contact_id, change.channel, change.status, source, now)

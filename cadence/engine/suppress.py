@@ -25,6 +25,8 @@ events, so an event is never stored without its suppression.
   unsubscribe from every channel is replaced by opt-outs on each of the others, so only
   the named channel comes back. Bounces and complaints stay. Stored together with an
   `unsubscribed` for the same channel, the opt-out wins.
+- A confirmed double opt-in (cadence.engine.consent) lifts the person's opt-outs on its
+  channel as `resubscribed` does: they asked for that channel again, by their own link.
 - `bounced`: the address, on that channel (email when nothing says). A hard bounce (or one
   that does not say) suppresses at once; soft bounces (`type` "soft", as providers report
   a full mailbox or a deferral) suppress from the third on that same channel within 30
@@ -162,7 +164,7 @@ def record_suppressions(
     for channel, ids in sorted(restarted.items()):
         send_store.lift_opt_outs(session, tenant_id, channel, ids, reason=UNSUBSCRIBED)
     for channel, contacts in sorted(back.items()):
-        _resubscribe(session, tenant_id, channel, sorted(contacts), now)
+        resubscribe(session, tenant_id, channel, sorted(contacts), now)
     for (channel, reason), contacts in sorted(people.items()):
         send_store.add_suppressions(
             session, tenant_id, channel, [(None, cid) for cid in sorted(contacts)],
@@ -176,10 +178,11 @@ def record_suppressions(
         _suppress_addresses(session, tenant_id, channel, contacts, BOUNCED, now)
 
 
-def _resubscribe(
+def resubscribe(
     session: Session, tenant_id: str, channel: str, contact_ids: list[str], now: dt.datetime
 ) -> None:
-    """Lift the contacts' own opt-outs on `channel`, keeping them off every other channel."""
+    """Lift the contacts' own opt-outs on `channel`, keeping them off every other channel:
+    the person turned it back on (the preference page, a confirmed double opt-in)."""
     everything = send_store.EVERY_CHANNEL
     if channel == everything:
         for each in sorted(send_store.PERSONAL_CHANNELS | {everything}):

@@ -140,6 +140,29 @@ def test_a_pushed_consent_event_records_that_consent(store_url: str) -> None:
         assert ana.source == "checkout" and ana.confirmed_at == T0
 
 
+def test_a_confirmed_opt_in_brings_back_a_channel_the_person_had_left(store_url: str) -> None:
+    # Ana unsubscribed from everything, then signed up for email again and confirmed by
+    # her link: she gets the email (nothing, ever, before), and stays off SMS. Bo's spam
+    # report is not his to lift by signing up.
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts([{**p, "attributes": {"sms_opt_in": True}} for p in PEOPLE])
+        await engine.deploy(campaigns(SOURCE))
+        await engine.launch("weekly")
+        await engine.push_events([
+            {"contact": "ana", "name": "unsubscribed"},
+            {"contact": "bo", "name": "complained", "properties": {"channel": "email"}},
+        ])  # fmt: skip
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        for who in ("ana", "bo"):
+            asked = await engine.set_consent(who, "email", "pending")
+            assert await engine.confirm_opt_in(str(asked.token)) is not None
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert _sent(sink) == [("ana", "news"), ("bo", "text")]
+
+
 def test_a_token_confirms_only_in_its_own_tenant(store_url: str) -> None:
     async def main() -> tuple[object, object]:
         async with Engine(store_url, clock=SimulatedClock(T0), tenant="acme") as acme:
