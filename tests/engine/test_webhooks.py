@@ -427,6 +427,22 @@ def test_an_inbound_opt_out_word_in_another_spelling_unsubscribes_on_sms(
     assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
 
 
+def test_an_inbound_stop_from_a_number_with_its_00_prefix_finds_its_sender(
+    store_url: str,
+) -> None:
+    """`0049...` is +49...: the STOP was reported unmatched, and the texts went on."""
+
+    def reply(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        entry = wp.infobip_sms_in("+491510000001", "STOP", now, "817790313235066452")
+        entry["from"] = "00 49 151 0000001"
+        return "infobip", wp.results(entry)
+
+    sink, (report,) = daily(store_url, [(2, reply)])
+    assert (report.matched, report.unmatched) == (1, [])
+    assert counts(sink, "p1") == {"email": EMAILS, "sms": 1}
+    assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
+
+
 def test_whatsapps_stop_promotions_button_unsubscribes_on_whatsapp_only(store_url: str) -> None:
     def button(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
         entry = wp.infobip_whatsapp_in("+491510000001", "", now, "ABGGFlA5FpafAgo6EhmK")

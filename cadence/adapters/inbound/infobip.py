@@ -302,8 +302,14 @@ def _whatsapp_text(message: Fields, message_type: str | None) -> str | None:
 
 
 def _phone(number: str | None) -> str | None:
-    """An Infobip number (digits, no `+`) in the E.164 form contacts are stored in."""
+    """An Infobip number (digits, no `+`) in the E.164 form contacts are stored in.
+
+    A number written with the international prefix 00 (`0044...`) is read as `+44...`,
+    as contacts' numbers are: no country code starts with 0, so the prefix is never part
+    of the number, and a STOP from it must find its sender.
+    """
     if not number:
         return None
     digits = "".join(ch for ch in number if ch.isdigit())
+    digits = digits[2:] if digits.startswith("00") else digits
     return f"+{digits}" if digits else None
