@@ -13,6 +13,7 @@ from cadence.errors import CadenceError
 # The store pulls in SQLAlchemy and Trio: `cadence --help` and `cadence check` should not pay
 # for them, so the handlers import them when they run.
 if TYPE_CHECKING:
+    from cadence.engine.store import Store
     from cadence.engine.store.importer import ImportReport
 
 MAX_PROBLEMS_SHOWN = 50
@@ -109,8 +110,11 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     from cadence.engine.store.schema import SchemaError
 
     try:
+        report: ImportReport | None = None
         with Store.open(args.database) as store:
-            if kind == "contacts":
+            if kind == "contacts" and not _tenant_exists(store, args.tenant):
+                # A tenant not stored yet runs no campaign, so nothing is set off; and the
+                # engine creates its tenant on opening, which a bad file must not leave.
                 report = import_contacts(
                     store,
                     args.file,
@@ -118,7 +122,7 @@ def _run(args: argparse.Namespace, kind: str) -> int:
                     tenant_id=args.tenant,
                     skip_invalid=args.skip_invalid,
                 )
-            else:  # checked here, written by the engine so that their triggers fire
+            elif kind == "events":  # checked here, written by the engine: triggers fire
                 report = push_events(
                     store,
                     args.file,
@@ -126,6 +130,17 @@ def _run(args: argparse.Namespace, kind: str) -> int:
                     skip_invalid=args.skip_invalid,
                     check_only=True,
                 )
+        if report is None:
+            # Upserted and set off in one transaction, updates included: an update can move
+            # a contact into an `on segment_enter` segment or to another timezone.
+            report = trio.run(
+                _import_through_engine,
+                args.database,
+                args.tenant,
+                args.file,
+                args.schema,
+                args.skip_invalid,
+            )
     except InvalidInput as exc:
         _print_problems(exc.problems, written=False)
         print(
@@ -138,22 +153,24 @@ def _run(args: argparse.Namespace, kind: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        if kind == "contacts" and report.created_ids:
-            trio.run(_enter_new_contacts, args.database, args.tenant, report.created_ids)
-        elif kind == "events" and report.events:
+        if kind == "events" and report.events:
             rows = [event_dict(event) for event in report.events]
             trio.run(_push_through_engine, args.database, args.tenant, rows)
             report.written = len(rows)
     except CadenceError as exc:
-        if kind == "contacts":
-            print(
-                f"error: contacts written, but their campaigns did not start: {exc}",
-                file=sys.stderr,
-            )
-        else:
-            print(f"error: the events were not stored: {exc}", file=sys.stderr)
+        print(f"error: the events were not stored: {exc}", file=sys.stderr)
         return 1
     return _report(report)
+
+
+def _tenant_exists(store: Store, tenant: str) -> bool:
+    """Whether the store holds `tenant`; a StoreError for an id no store takes."""
+    from cadence.engine.store.database import check_tenant_id
+    from cadence.engine.store.models import Tenant
+
+    check_tenant_id(tenant)
+    with store.session() as session:
+        return session.get(Tenant, tenant) is not None
 
 
 async def _push_through_engine(
@@ -166,14 +183,19 @@ async def _push_through_engine(
         await engine.push_events(rows)
 
 
-async def _enter_new_contacts(
-    database_url: str | None, tenant: str, contact_ids: list[str]
-) -> None:
-    """New contacts enter the running `on contact_created` campaigns, as through the engine."""
+async def _import_through_engine(
+    database_url: str | None,
+    tenant: str,
+    path: str,
+    schema: str | None,
+    skip_invalid: bool,
+) -> ImportReport:
+    """Import through the engine: what the contacts set off (`on contact_created`, segment
+    entry, a moved timezone) commits with them, as `Engine.import_contacts` promises."""
     from cadence.engine.runtime import Engine  # the DSL and runtime load only when needed
 
     async with Engine(database_url, tenant=tenant) as engine:
-        await engine.treat_as_new(contact_ids)
+        return await engine.import_contacts(path, schema=schema, skip_invalid=skip_invalid)
 
 
 def _import_contacts(args: argparse.Namespace) -> int:

@@ -908,3 +908,38 @@ def test_nan_in_a_jsonl_file_is_a_problem_of_its_line_and_nothing_is_written(
     with pytest.raises(InvalidInput):
         import_contacts(store, people)
     assert count(store, Contact) == 1
+
+
+SEGMENT_ENTER = """
+template hello email { subject "Hi" body "<p>Hi</p>" }
+segment hot = lead_score >= 50
+campaign hot_leads { on segment_enter hot { send email hello } }
+"""
+
+
+def test_cli_import_of_an_update_enters_the_segment_it_moves_the_contact_into(
+    cli_env: str, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An import that raises a stored contact's score enters them in `on segment_enter`, as
+    `Engine.import_contacts` does: the command line only let new contacts in."""
+    import trio
+
+    from cadence.dsl.compiler import compile_workspace
+    from cadence.dsl.loader import load_text
+    from cadence.engine.runtime import Engine
+    from cadence.engine.store.models import Enrollment
+
+    async def deploy() -> None:
+        async with Engine(cli_env) as engine:
+            await engine.deploy(compile_workspace(load_text(SEGMENT_ENTER, "t.cadence")))
+            await engine.launch("hot_leads")
+
+    trio.run(deploy)
+    cold = write(tmp_path, "cold.csv", "id,email,lead_score\nc1,a@x.test,10\nc2,b@x.test,60\n")
+    assert main(["contacts", "import", str(cold)]) == 0
+    hot = write(tmp_path, "hot.csv", "id,lead_score\nc1,70\nc2,80\n")
+    assert main(["contacts", "import", str(hot)]) == 0
+    capsys.readouterr()
+    with store.session() as session:
+        enrolled = sorted(session.scalars(select(Enrollment.contact_id)))
+    assert enrolled == ["c1", "c2"]  # c1 entered on the update; c2, already in, not twice
