@@ -943,3 +943,39 @@ def test_cli_import_of_an_update_enters_the_segment_it_moves_the_contact_into(
     with store.session() as session:
         enrolled = sorted(session.scalars(select(Enrollment.contact_id)))
     assert enrolled == ["c1", "c2"]  # c1 entered on the update; c2, already in, not twice
+
+
+def test_a_nul_character_is_a_problem_of_its_line_and_column_on_both_stores(
+    store: Store, tmp_path: Path
+) -> None:
+    """PostgreSQL refuses U+0000 in text and JSON: an import holding one failed whole with a
+    DataError naming no line (`--skip-invalid` too), where SQLite stored it."""
+    upsert_contact_dicts(store, [{"id": "c1"}])
+    cells = "id,first_name,city\nc2,Ana,Ma\x00nila\nc3,B\x00en,Cebu\n"
+    people = write(tmp_path, "people.csv", cells)
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, people)
+    assert [(p.row, p.column) for p in caught.value.problems] == [(2, "city"), (3, "first_name")]
+    assert all("NUL character" in p.reason for p in caught.value.problems)
+    lines = jsonl(tmp_path, "people.jsonl", [{"id": "c\u00004"}, {"id": "c5", "tags": ["a\u0000"]}])
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, lines)
+    assert [(p.row, p.column) for p in caught.value.problems] == [(1, "id"), (2, "tags")]
+    report = import_contacts(store, people, skip_invalid=True)
+    assert (report.written, report.skipped) == (0, 2)
+    events = jsonl(
+        tmp_path,
+        "events.jsonl",
+        [
+            {"contact": "c1", "name": "viewed", "at": "2026-11-01T00:00:00Z",
+             "properties": {"note": "a\u0000b"}},
+            {"contact": "c1", "name": "viewed", "at": "2026-11-01T00:00:00Z", "id": "e\u00001"},
+            {"contact": "c1", "name": "viewed", "at": "2026-11-01T00:00:00Z", "source": "\u0000"},
+        ],
+    )  # fmt: skip
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, events)
+    assert [(p.row, p.column) for p in caught.value.problems] == [
+        (1, "properties"), (2, "id"), (3, "source")
+    ]  # fmt: skip
+    assert set(contacts(store)) == {"c1"} and count(store, Event) == 0

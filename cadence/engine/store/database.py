@@ -161,18 +161,27 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def unstorable(value: Any) -> str | None:
+# Why a text holding U+0000 is refused (`unstorable`), wherever it is found.
+NUL_IN_TEXT = "holds a NUL character (\\u0000), which is not text the store keeps"
+
+
+def unstorable(value: Any, *, nul: bool = True) -> str | None:
     """Why a JSON value (an attribute, an event's properties) cannot be stored, or None.
 
     The store's encoder refuses an integer beyond 64 bits and a string with a lone
     surrogate (Python's decoder makes one of `"\\ud800"`), with a TypeError that failed the
     whole import or request; it writes NaN and the infinities as null, losing the value.
+    PostgreSQL refuses a NUL character in text and in JSON, failing the whole transaction
+    with a DataError, where SQLite stored it: refused on both, so both keep the same rows
+    (`nul=False` leaves that to a later check that can name the field).
     """
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return f"the string {value!r} holds a lone surrogate escape, which is not text"
+        if nul and "\x00" in value:
+            return NUL_IN_TEXT
     elif isinstance(value, bool):
         return None
     elif isinstance(value, int):
@@ -184,12 +193,12 @@ def unstorable(value: Any) -> str | None:
             return f"{value} is beyond the numbers Cadence stores; write it as a string"
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            reason = unstorable(key) or unstorable(item)
+            reason = unstorable(key, nul=nul) or unstorable(item, nul=nul)
             if reason is not None:
                 return reason
     elif isinstance(value, list | tuple):
         for item in value:
-            reason = unstorable(item)
+            reason = unstorable(item, nul=nul)
             if reason is not None:
                 return reason
     return None
@@ -204,7 +213,8 @@ def loads_json(text: str | bytes) -> Any:
     value = json.loads(
         text, parse_constant=_no_constant, parse_int=_stored_int, parse_float=_finite_float
     )
-    reason = unstorable(value)
+    # A NUL is valid JSON text: the row's checks name its field (`records`), a line cannot.
+    reason = unstorable(value, nul=False)
     if reason is not None:
         raise UnstorableJson(reason)
     return value

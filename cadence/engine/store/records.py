@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from cadence.dsl.symbols import CHANNELS, LOCALE_TAG
-from cadence.engine.store.database import unstorable
+from cadence.engine.store.database import NUL_IN_TEXT, unstorable
 from cadence.engine.store.models import ID_LENGTH, NAME_LENGTH, ConsentStatus
 from cadence.engine.store.schema import (
     IDENTIFIER,
@@ -100,6 +100,8 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 def _text(value: Any, *, what: str) -> str:
     """A string cell; JSON numbers are accepted where a person may have typed digits."""
     if isinstance(value, str):
+        if "\x00" in value:  # an id or key is a lookup before it is a value `unstorable` sees
+            raise ValueError(NUL_IN_TEXT)
         return value.strip()
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -481,6 +483,9 @@ def validate_event(
     source = raw.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > 64):
         errors.append(("source", "expected a short string"))
+        source = None
+    elif source is not None and (reason := unstorable(source)) is not None:
+        errors.append(("source", reason))
         source = None
 
     if errors or name is None or at is None or not isinstance(properties, dict):
