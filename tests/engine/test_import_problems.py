@@ -81,12 +81,13 @@ def test_fields_named_as_other_tools_name_them_say_which_field_is_meant(
 def test_contact_problems_are_reported_in_the_files_line_order(
     store: Store, tmp_path: Path
 ) -> None:
-    """A header problem and a short row (found while reading) and a bad value (found while
-    validating) come back by line, whichever pass found them."""
+    """A header problem (a value under a column with no name) and a short row (found while
+    reading) and a bad value (found while validating) come back by line, whichever pass
+    found them."""
     path = tmp_path / "contacts.csv"
     path.write_text(
         "id,email,timezone,\n"
-        "a1,a1@example.test,Europe/Berlin,\n"
+        "a1,a1@example.test,Europe/Berlin,kept\n"
         "a2,a2@example.test,Mars/Olympus,\n"
         "a3,a3@example.test\n",
         "utf-8",

@@ -979,3 +979,20 @@ def test_a_nul_character_is_a_problem_of_its_line_and_column_on_both_stores(
         (1, "properties"), (2, "id"), (3, "source")
     ]  # fmt: skip
     assert set(contacts(store)) == {"c1"} and count(store, Event) == 0
+
+
+def test_a_spreadsheet_s_empty_unnamed_columns_are_ignored(store: Store, tmp_path: Path) -> None:
+    """Excel writes columns it once formatted as trailing `,,` with no name: the whole file
+    was refused for "an empty column name". Empty throughout, they are ignored; a value
+    under one would be lost, so that still refuses the file, naming where it is."""
+    people = write(tmp_path, "people.csv", "id,email,,\r\nc1,a@x.test,,\r\nc2,b@x.test,,\r\n")
+    report = import_contacts(store, people)
+    assert (report.written, report.problems) == (2, [])
+    assert contacts(store)["c1"].attributes == {}
+    lost = write(tmp_path, "lost.csv", "id,email,,\nc3,c@x.test,,\nc4,d@x.test,,note\n")
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, lost, skip_invalid=True)
+    (problem,) = caught.value.problems
+    assert (problem.row, problem.column) == (1, None)
+    assert problem.reason == "column 4 has no name in the header, but line 3 has a value in it"
+    assert set(contacts(store)) == {"c1", "c2"}

@@ -161,11 +161,13 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
             )
     seen: set[str] = set()
     for name in columns:
-        if not name:
-            problems.append(Problem(source, 1, None, "the header has an empty column name"))
-        elif name in seen:
+        if name in seen and name:
             problems.append(Problem(source, 1, name, "appears twice in the header"))
         seen.add(name)
+    # A spreadsheet exports columns it once formatted as trailing `,,` without a name: empty
+    # throughout, they carry nothing; a value under one would be lost, so that is refused.
+    unnamed = [index for index, name in enumerate(columns) if not name]
+    filled: dict[int, int] = {}  # unnamed column -> first line with a value in it
     if "id" not in seen:
         problems.append(Problem(source, 1, "id", "the header needs an id column"))
     rows: list[Row] = []
@@ -185,7 +187,19 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
                 Problem(source, line, None, f"{len(cells)} cells, the header has {len(columns)}")
             )
             continue
+        for index in unnamed:
+            if cells[index].strip():
+                filled.setdefault(index, line)
         rows.append((line, {name: cell for name, cell in zip(columns, cells, strict=True) if name}))
+    for index, line in sorted(filled.items()):
+        problems.append(
+            Problem(
+                source,
+                1,
+                None,
+                f"column {index + 1} has no name in the header, but line {line} has a value in it",
+            )
+        )
     return columns, rows
 
 
