@@ -749,22 +749,31 @@ campaign welcome_series { on contact_created { send email welcome } }
 """
 
 
-def test_cli_import_enters_new_contacts_into_running_campaigns(
-    cli_env: str, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def deploy_and_launch(url: str, source: str) -> None:
+    """Deploy the campaigns of `source` to the store at `url` and launch each."""
     import trio
 
     from cadence.dsl.compiler import compile_workspace
     from cadence.dsl.loader import load_text
     from cadence.engine.runtime import Engine
-    from cadence.engine.store.models import Enrollment
+
+    compiled = compile_workspace(load_text(source, "t.cadence"))
 
     async def deploy() -> None:
-        async with Engine(cli_env) as engine:
-            await engine.deploy(compile_workspace(load_text(CONTACT_CREATED, "t.cadence")))
-            await engine.launch("welcome_series")
+        async with Engine(url) as engine:
+            await engine.deploy(compiled)
+            for campaign in compiled:
+                await engine.launch(campaign.name)
 
     trio.run(deploy)
+
+
+def test_cli_import_enters_new_contacts_into_running_campaigns(
+    cli_env: str, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cadence.engine.store.models import Enrollment
+
+    deploy_and_launch(cli_env, CONTACT_CREATED)
     people = write(tmp_path, "people.csv", "id,email\nc1,a@x.test\nc2,b@x.test\n")
     assert main(["contacts", "import", str(people)]) == 0
     assert main(["contacts", "import", str(people)]) == 0  # updates: nobody enters twice
@@ -783,20 +792,9 @@ when property_viewed send email details
 def test_cli_pushed_events_fire_their_triggers(
     cli_env: str, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import trio
-
-    from cadence.dsl.compiler import compile_workspace
-    from cadence.dsl.loader import load_text
-    from cadence.engine.runtime import Engine
     from cadence.engine.store.models import Enrollment
 
-    async def deploy() -> None:
-        async with Engine(cli_env) as engine:
-            await engine.deploy(compile_workspace(load_text(EVENT_TRIGGERED, "t.cadence")))
-            for name in [c.name for c in compile_workspace(load_text(EVENT_TRIGGERED, "t"))]:
-                await engine.launch(name)
-
-    trio.run(deploy)
+    deploy_and_launch(cli_env, EVENT_TRIGGERED)
     upsert_contact_dicts(store, [{"id": "c1"}, {"id": "c2"}])
     events = jsonl(
         tmp_path,
@@ -922,19 +920,9 @@ def test_cli_import_of_an_update_enters_the_segment_it_moves_the_contact_into(
 ) -> None:
     """An import that raises a stored contact's score enters them in `on segment_enter`, as
     `Engine.import_contacts` does: the command line only let new contacts in."""
-    import trio
-
-    from cadence.dsl.compiler import compile_workspace
-    from cadence.dsl.loader import load_text
-    from cadence.engine.runtime import Engine
     from cadence.engine.store.models import Enrollment
 
-    async def deploy() -> None:
-        async with Engine(cli_env) as engine:
-            await engine.deploy(compile_workspace(load_text(SEGMENT_ENTER, "t.cadence")))
-            await engine.launch("hot_leads")
-
-    trio.run(deploy)
+    deploy_and_launch(cli_env, SEGMENT_ENTER)
     cold = write(tmp_path, "cold.csv", "id,email,lead_score\nc1,a@x.test,10\nc2,b@x.test,60\n")
     assert main(["contacts", "import", str(cold)]) == 0
     hot = write(tmp_path, "hot.csv", "id,lead_score\nc1,70\nc2,80\n")
