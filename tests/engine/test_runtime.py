@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from cadence.dsl.compiled import CompiledCampaign
 from cadence.dsl.compiler import compile_workspace
 from cadence.dsl.loader import load_text
-from cadence.engine.clock import SimulatedClock
+from cadence.engine.clock import SimulatedClock, as_utc
 from cadence.engine.describe import pause_text
 from cadence.engine.runtime import (
     LEASE,
@@ -740,6 +740,34 @@ def test_event_trigger_counts_matching_events_within_the_window(store_url: str) 
         assert sent(sink) == [("c1", "property_details")]
 
     engine_run(store_url, body)
+
+
+def test_an_event_dated_seconds_after_now_by_a_clock_ahead_counts_now(store_url: str) -> None:
+    """A sender's clock a few seconds ahead of ours dates the third event after now: the
+    trigger's count over [now - 7d, now] left it out, and nothing counted it later, so the
+    trigger never fired. Within CLOCK_SKEW it is taken as now; an event an hour ahead stays
+    where it is dated (history loaded ahead of a simulated clock, docs/semantics.md)."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(CONTACTS)
+        await engine.deploy(campaigns(EVENTS))
+        await engine.launch("t_property_viewed")
+        for contact, ahead in (("c1", -60), ("c1", -30), ("c1", 3), ("c2", 3600)):
+            at = T0 + dt.timedelta(seconds=ahead)
+            await engine.push_event(
+                {"contact": contact, "name": "property_viewed", "at": at.isoformat(),
+                 "properties": {"price": 1}}
+            )  # fmt: skip
+        await engine.run_until(T0 + dt.timedelta(hours=2))
+        assert sent(sink) == [("c1", "property_details")]
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        stored = session.execute(select(Event.contact_id, Event.at).order_by(Event.id)).all()
+    assert [(cid, as_utc(at) - T0) for cid, at in stored] == [
+        ("c1", dt.timedelta(seconds=-60)), ("c1", dt.timedelta(seconds=-30)),
+        ("c1", dt.timedelta(0)), ("c2", dt.timedelta(hours=1)),
+    ]  # fmt: skip
 
 
 FANOUT = """
