@@ -443,6 +443,27 @@ def test_an_inbound_stop_from_a_number_with_its_00_prefix_finds_its_sender(
     assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
 
 
+def test_a_reply_with_characters_no_store_keeps_is_stored_cleaned_not_lost(
+    store_url: str,
+) -> None:
+    """A NUL in a reply's text failed the whole webhook on PostgreSQL (the provider sends
+    it again and again, and a STOP among them was lost); so did a lone surrogate escape and
+    an integer beyond 64 bits, on both stores. They are stored cleaned: the STOP counts."""
+
+    def reply(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
+        stop = wp.infobip_sms_in("+491510000001", "STOP\x00", now, "817790313235066453")
+        stop["smsCount"] = 2**70
+        other = wp.infobip_sms_in("+491510000002", "ok \ud800", now, "817790313235066454")
+        return "infobip", json.dumps(wp.results(stop, other))
+
+    sink, (report,) = daily(store_url, [(2, reply)])
+    assert (report.matched, report.unmatched) == (2, [])
+    assert counts(sink, "p1") == {"email": EMAILS, "sms": 1}
+    assert suppressions(store_url) == {("sms", None, "p1", "unsubscribed")}
+    replies = events_named(store_url, "replied")
+    assert [(c, p["text"]) for c, p in replies] == [("p1", "STOP"), ("p2", "ok ?")]
+
+
 def test_whatsapps_stop_promotions_button_unsubscribes_on_whatsapp_only(store_url: str) -> None:
     def button(sink: wp.ProviderSink, now: dt.datetime) -> tuple[str, Any]:
         entry = wp.infobip_whatsapp_in("+491510000001", "", now, "ABGGFlA5FpafAgo6EhmK")

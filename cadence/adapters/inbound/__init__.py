@@ -17,6 +17,7 @@ from cadence.adapters.inbound.reports import (
     ProviderReport,
     WebhookProblem,
 )
+from cadence.engine.store.database import storable
 
 PROVIDERS = ("brevo", "infobip")
 
@@ -53,6 +54,7 @@ def parse_webhook(provider: str, payload: Any) -> ParsedWebhook:
             payload = json.loads(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidWebhook(provider, [WebhookProblem("$", f"not JSON: {exc}")]) from None
+    payload = storable(payload)
     if name == "brevo":
         reports, ignored = brevo.parse(payload)
     elif name == "infobip":

@@ -204,6 +204,26 @@ def unstorable(value: Any, *, nul: bool = True) -> str | None:
     return None
 
 
+def storable(value: Any) -> Any:
+    """A JSON value from another system (a provider's webhook) made storable instead of
+    refused: NUL characters dropped, lone surrogates replaced, integers beyond 64 bits and
+    non-finite numbers kept as text. Refusing would lose the report (a STOP reply among
+    them) and the provider would send it again for ever."""
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value in STORED_INTEGERS else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
+
+
 def loads_json(text: str | bytes) -> Any:
     """JSON text given to Cadence (a file, a request body) as JSON has it: NaN and the
     infinities, which Python's decoder takes and no store keeps (SQLite wrote invalid JSON,
