@@ -391,6 +391,24 @@ def test_a_number_attribute_keeps_an_integer_exact(store: Store, tmp_path: Path)
     assert [type(accounts[cid]) for cid in ("j1", "c1", "c2")] == [int] * 3
 
 
+def test_schema_numbers_are_written_in_ascii_digits(store: Store, tmp_path: Path) -> None:
+    """Python's int() and float() take `1_000` and other scripts' digits; a spreadsheet
+    means neither as a number, so each is a problem of its row and column."""
+    schema = write(tmp_path, "s.yaml", "attributes:\n  rank: integer\n  price: number\n")
+    good = write(tmp_path, "g.csv", "id,rank,price\ng1,+7,1.5e3\ng2,-0,.5\n")
+    import_contacts(store, good, schema=schema)
+    written = {cid: row.attributes for cid, row in contacts(store).items()}
+    assert written == {"g1": {"rank": 7, "price": 1500.0}, "g2": {"rank": 0, "price": 0.5}}
+    lines = ["id,rank,price", "b1,1_000,1", "b2,\u0661\u0662,2", "b3,3,1_0.5", "b4,4,\u0663.5"]
+    bad = write(tmp_path, "b.csv", "\n".join(lines) + "\n")
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, bad, schema=schema)
+    assert [(p.row, p.column) for p in caught.value.problems] == [
+        (2, "rank"), (3, "rank"), (4, "price"), (5, "price"),
+    ]  # fmt: skip
+    assert set(contacts(store)) == {"g1", "g2"}
+
+
 def test_an_integer_beyond_64_bits_is_named_and_changes_nothing(
     store: Store, tmp_path: Path
 ) -> None:

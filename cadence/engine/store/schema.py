@@ -237,6 +237,10 @@ def parse_string_list(value: Any) -> list[str]:
 
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,19}")  # longer is beyond 64 bits: read as a float
+# Numbers as people write them in files: ASCII digits only. Python's int() and float() also
+# take `1_000` and other scripts' digits (`١٢٣`), which no spreadsheet means as a number.
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def coerce_value(spec: AttributeSpec, value: Any) -> Any:
@@ -260,10 +264,9 @@ def coerce_value(spec: AttributeSpec, value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise ValueError(f"{value!r} is not an integer") from None
+            if not _WHOLE_TEXT.fullmatch(value.strip()):
+                raise ValueError(f"{value!r} is not an integer")
+            return int(value.strip())
         raise ValueError(f"expected an integer, got {_kind(value)} {value!r}")
     if kind is AttributeType.NUMBER:
         if isinstance(value, bool):
@@ -280,10 +283,9 @@ def coerce_value(spec: AttributeSpec, value: Any) -> Any:
             except OverflowError:
                 raise ValueError("a number beyond the numbers Cadence stores") from None
         elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise ValueError(f"{value!r} is not a number") from None
+            if not _NUMBER_TEXT.fullmatch(value.strip()):
+                raise ValueError(f"{value!r} is not a number")
+            number = float(value.strip())
         else:
             raise ValueError(f"expected a number, got {_kind(value)}")
         if not math.isfinite(number):
