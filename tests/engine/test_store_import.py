@@ -326,9 +326,12 @@ def test_malformed_files_are_rejected_with_their_line(store: Store, tmp_path: Pa
     with pytest.raises(InvalidInput, match="empty"):
         import_contacts(store, write(tmp_path, "empty.csv", ""))
     latin = tmp_path / "latin1.csv"
-    latin.write_bytes("id,first_name\nc1,Jos\xe9\n".encode("latin-1"))
-    with pytest.raises(InvalidInput, match="not UTF-8"):
+    latin.write_bytes("id,first_name\nc1,Ana\nc2,Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(InvalidInput, match="not UTF-8") as caught:
         import_contacts(store, latin)
+    # The line of the first such byte (Excel's Windows-1252 `é`), and how to save it.
+    (problem,) = caught.value.problems
+    assert problem.row == 3 and "byte 0xe9" in problem.reason and "CSV UTF-8" in problem.reason
     assert count(store, Contact) == 0
 
 

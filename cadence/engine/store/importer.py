@@ -137,7 +137,27 @@ def _read_text_lines(path: Path) -> Iterator[str]:
     except OSError as exc:
         raise _file_problem(str(path), f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise _file_problem(str(path), f"not UTF-8 text ({exc.reason})") from None
+        raise _not_utf8(path, exc) from None
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> InvalidInput:
+    """The line of the first byte that is not UTF-8 (a spreadsheet saved as Windows-1252 or
+    Latin-1 writes `é` so), with the way to save the file right."""
+    data = path.read_bytes()
+    line: int | None
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        error = exc
+        line = data[: exc.start].count(b"\n") + 1
+    else:  # the file changed meanwhile: name the file only
+        line = None
+    byte = error.object[error.start : error.start + 1].hex()
+    return _file_problem(
+        str(path),
+        f'not UTF-8 text (byte 0x{byte}); save it as UTF-8 (Excel: "CSV UTF-8")',
+        line,
+    )
 
 
 # Separators other than the comma that spreadsheets write, by name.
