@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cadence.commands.options import add_tenant
+from cadence.commands.options import add_tenant, file_problem
 from cadence.errors import CadenceError
 
 # The store pulls in SQLAlchemy and Trio: `cadence --help` and `cadence check` should not pay
@@ -97,9 +97,9 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     """Open the store and run one import, turning bad input into messages and exit code 1."""
     command = "cadence contacts import" if kind == "contacts" else "cadence events push"
     for path in (args.file, getattr(args, "schema", None)):
-        if path is None or Path(path).is_file():
+        problem = None if path is None else file_problem(Path(path))
+        if problem is None:
             continue
-        problem = "is a folder, not a file" if Path(path).is_dir() else "no such file"
         print(f"{command}: {path}: {problem}", file=sys.stderr)
         return 2
     import trio

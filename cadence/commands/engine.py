@@ -18,7 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cadence.commands.options import DURATION_TEXT, add_default_cap, add_tenant, poll_seconds
+from cadence.commands.options import (
+    DURATION_TEXT,
+    add_default_cap,
+    add_tenant,
+    file_problem,
+    poll_seconds,
+)
 from cadence.errors import CadenceError, DiagnosticError
 
 # The engine pulls in SQLAlchemy and Trio; `cadence --help` and `cadence check` should not
@@ -309,8 +315,9 @@ def _dry_run(args: argparse.Namespace) -> int:
         print(f"cadence dry-run: {exc}", file=sys.stderr)
         return 2
     for path in (args.file, args.contacts, args.events, args.schema):
-        if path is not None and not path.exists():
-            print(f"cadence dry-run: {path}: no such file", file=sys.stderr)
+        problem = None if path is None else file_problem(path)
+        if problem is not None:
+            print(f"cadence dry-run: {path}: {problem}", file=sys.stderr)
             return 2
     console = Console(stderr=True)
 

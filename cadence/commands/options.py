@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+from pathlib import Path
 
 from cadence.dsl.parser import duration_seconds
 from cadence.dsl.symbols import DEFAULT_CAP, CapLimit
@@ -34,6 +35,14 @@ def poll_seconds(text: str) -> float:
             f"expected a number of seconds above 0, got {text!r} (such as 5 or 0.5)"
         )
     return seconds
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a path a command reads as a file is not one (a folder is a usage error, exit 2,
+    as a missing file is), or None when it is a file."""
+    if path.is_file():
+        return None
+    return "is a folder, not a file" if path.is_dir() else "no such file"
 
 
 def add_tenant(parser: argparse.ArgumentParser, what: str = "to work on") -> None:

@@ -1,0 +1,44 @@
+"""`cadence dry-run`'s options and paths as a user gets them wrong: exit 2, a message naming
+the option or path, nothing on stdout (docs/cli.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cadence.cli import main
+
+CAMPAIGN = """\
+template hello email { subject "Hello" body "<p>Hi</p>" }
+campaign greet "Greet" { on launch { send email hello } }
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """A campaign, a contacts file and a folder, in a scratch folder."""
+    source = tmp_path / "greet.cadence"
+    source.write_text(CAMPAIGN, "utf-8")
+    contacts = tmp_path / "people.jsonl"
+    contacts.write_text('{"id": "c1", "email": "c1@example.test"}\n', "utf-8")
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    return {"source": source, "contacts": contacts, "folder": folder}
+
+
+@pytest.mark.parametrize("where", ["file", "--contacts", "--events", "--schema"])
+def test_a_folder_where_a_file_is_needed_is_a_usage_error(
+    files: dict[str, Path], where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cli.md: a path that is a folder where a file is needed exits 2, as a missing
+    file does; the file, `--contacts` and `--events` exited 1 on a folder."""
+    paths = {"file": files["source"], "--contacts": files["contacts"]}
+    paths[where] = files["folder"]
+    args = ["dry-run", str(paths["file"]), "--contacts", str(paths["--contacts"]), "--json"]
+    if where in ("--events", "--schema"):
+        args += [where, str(files["folder"])]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{files['folder']}: is a folder, not a file" in err
