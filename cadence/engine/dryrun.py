@@ -158,6 +158,8 @@ def parse_assume(text: str | None) -> dict[str, float]:
     names = (*DELIVERY_ORDER, *ENGAGEMENT_ORDER)
     for part in text.split(","):
         name, sep, number = part.strip().partition("=")
+        # `opened = 0.3` is how people space an assignment; the name is still `opened`.
+        name = name.strip()
         if not sep or name not in names:
             raise DryRunError(
                 f"--assume: expected NAME=RATE with NAME one of {', '.join(names)},"
@@ -176,6 +178,9 @@ def parse_assume(text: str | None) -> dict[str, float]:
             rate /= 100
         if not 0 <= rate <= 1:
             raise DryRunError(f"--assume: {name}={text} is not between 0 and 1 (0% and 100%)")
+        # A second rate for the same name would silently replace the first.
+        if name in rates:
+            raise DryRunError(f"--assume: {name} is given twice; give each rate once")
         rates[name] = rate
     delivery_shares(rates)
     return rates

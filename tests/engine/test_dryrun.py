@@ -300,6 +300,8 @@ def test_json_lines_are_each_send_encoded_as_json_dumps_would() -> None:
         ("opened=nan", "not between 0 and 1"),
         ("delivered=0.9,bounced=0.2", "more than every send"),
         ("delivered=1.5", "not between 0 and 1"),
+        ("opened=0.3,clicked=0.1,opened=0.4", "--assume: opened is given twice"),
+        ("opened=30%,opened = 0.3", "--assume: opened is given twice"),
     ],
 )
 def test_bad_assume_is_a_clear_error(text: str, message: str) -> None:
@@ -311,6 +313,11 @@ def test_assume_takes_a_rate_as_a_percentage_too() -> None:
     """`opened=30%` is how the report shows a rate; it means 0.3."""
     assert parse_assume("opened=30%, clicked=2.5%") == parse_assume("opened=0.3,clicked=0.025")
     assert parse_assume("delivered=100%")["delivered"] == 1.0
+
+
+def test_assume_takes_spaces_around_the_equals_sign() -> None:
+    """`opened = 0.3` was refused as not NAME=RATE, naming `opened` among the names."""
+    assert parse_assume("opened = 0.3, clicked =5%") == {"opened": 0.3, "clicked": 0.05}
 
 
 def test_bad_contacts_file_exits_1_and_names_the_row(tmp_path: Path) -> None:
