@@ -24,6 +24,7 @@ from cadence.commands.options import (
     add_tenant,
     file_problem,
     poll_seconds,
+    seed_arg,
 )
 from cadence.errors import CadenceError, DiagnosticError
 
@@ -83,7 +84,7 @@ def register(subparsers: Any) -> None:
         metavar="RATES",
         help=f"rates of delivery (delivered=0.98) and engagement, e.g. {DEFAULT_ASSUME}",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed for --assume (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed for --assume (default 0)")
     p.add_argument(
         "--contact", help="show what this contact receives, and when, with rendered subjects"
     )
@@ -220,7 +221,9 @@ def register(subparsers: Any) -> None:
         "--examples", type=Path, default=Path("examples"), help="folder (default ./examples)"
     )
     p.add_argument("--days", type=int, default=30, help="simulated days (default 30)")
-    p.add_argument("--seed", type=int, default=7, help="random seed for engagement (default 7)")
+    p.add_argument(
+        "--seed", type=seed_arg, default=7, help="random seed for engagement (default 7)"
+    )
     p.set_defaults(handler=_demo)
 
 

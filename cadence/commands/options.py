@@ -37,6 +37,18 @@ def poll_seconds(text: str) -> float:
     return seconds
 
 
+def seed_arg(text: str) -> int:
+    """`--seed`: a whole number from 0. Python's generator seeds with a negative number's
+    absolute value, so `-1` would silently draw what `1` draws."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 up, got {text!r}")
+    return seed
+
+
 def file_problem(path: Path) -> str | None:
     """Why a path a command reads as a file is not one (a folder is a usage error, exit 2,
     as a missing file is), or None when it is a file."""

@@ -42,3 +42,21 @@ def test_a_folder_where_a_file_is_needed_is_a_usage_error(
     out, err = capsys.readouterr()
     assert out == ""
     assert f"{files['folder']}: is a folder, not a file" in err
+
+
+@pytest.mark.parametrize("command", ["dry-run", "demo"])
+@pytest.mark.parametrize("seed", ["-1", "x", "1.5"])
+def test_a_seed_below_0_or_not_a_whole_number_is_refused(
+    files: dict[str, Path], command: str, seed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--seed -1` ran, drawing exactly what `--seed 1` draws (Python seeds with the
+    absolute value), so two seeds a user took for different runs were the same run."""
+    args = [command, "--seed", seed]
+    if command == "dry-run":
+        args += [str(files["source"]), "--contacts", str(files["contacts"]), "--json"]
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"argument --seed: expected a whole number from 0 up, got '{seed}'" in err
