@@ -294,7 +294,8 @@ def _dry_run(args: argparse.Namespace) -> int:
 
     try:
         company = _company(args.company)
-        start = parse_instant(args.start) if args.start else dt.datetime.now(dt.UTC)
+        # `--start ""` (a variable that was not set) is no instant; only no option means now.
+        start = parse_instant(args.start) if args.start is not None else dt.datetime.now(dt.UTC)
         # The whole text must be a duration: `1mo` is not one minute, nor `1.5d` five days.
         text = args.until.strip()
         seconds = duration_seconds(text) if DURATION_TEXT.fullmatch(text) else 0

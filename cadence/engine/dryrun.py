@@ -153,7 +153,8 @@ class DryRunError(CadenceError):
 def parse_assume(text: str | None) -> dict[str, float]:
     """`delivered=0.98,opened=30%` as probabilities, each named and between 0 and 1 (100%)."""
     rates: dict[str, float] = {}
-    if not text:
+    # An empty `--assume ""` (a variable that was not set) is no list of rates, as `" "` is not.
+    if text is None:
         return rates
     names = (*DELIVERY_ORDER, *ENGAGEMENT_ORDER)
     for part in text.split(","):

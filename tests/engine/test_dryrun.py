@@ -302,6 +302,7 @@ def test_json_lines_are_each_send_encoded_as_json_dumps_would() -> None:
         ("delivered=1.5", "not between 0 and 1"),
         ("opened=0.3,clicked=0.1,opened=0.4", "--assume: opened is given twice"),
         ("opened=30%,opened = 0.3", "--assume: opened is given twice"),
+        ("", "expected NAME=RATE"),
     ],
 )
 def test_bad_assume_is_a_clear_error(text: str, message: str) -> None:

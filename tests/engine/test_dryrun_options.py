@@ -60,3 +60,19 @@ def test_a_seed_below_0_or_not_a_whole_number_is_refused(
     out, err = capsys.readouterr()
     assert out == ""
     assert f"argument --seed: expected a whole number from 0 up, got '{seed}'" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("--start", "--start: '' is not an ISO-8601"), ("--assume", "--assume: expected NAME=RATE")],
+)
+def test_an_empty_start_or_assume_is_refused_not_taken_as_none_given(
+    files: dict[str, Path], option: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--start "$START"` with the variable unset ran from now, and `--assume ""` assumed
+    nothing, while `--start " "`, `--assume " "` and every other empty option were refused."""
+    args = ["dry-run", str(files["source"]), "--contacts", str(files["contacts"]), "--json"]
+    assert main([*args, option, ""]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert message in err
