@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cadence.commands.options import add_tenant, file_problem
+from cadence.commands.options import add_tenant, refuse_paths
 from cadence.errors import CadenceError
 
 # The store pulls in SQLAlchemy and Trio: `cadence --help` and `cadence check` should not pay
@@ -96,12 +96,10 @@ def _report(report: ImportReport) -> int:
 def _run(args: argparse.Namespace, kind: str) -> int:
     """Open the store and run one import, turning bad input into messages and exit code 1."""
     command = "cadence contacts import" if kind == "contacts" else "cadence events push"
-    for path in (args.file, getattr(args, "schema", None)):
-        problem = None if path is None else file_problem(Path(path))
-        if problem is None:
-            continue
-        print(f"{command}: {path}: {problem}", file=sys.stderr)
-        return 2
+    schema = getattr(args, "schema", None)
+    refused = refuse_paths(command, (Path(args.file), None if schema is None else Path(schema)))
+    if refused is not None:
+        return refused
     import trio
 
     from cadence.engine.store import Store, StoreError

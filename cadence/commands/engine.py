@@ -22,8 +22,8 @@ from cadence.commands.options import (
     DURATION_TEXT,
     add_default_cap,
     add_tenant,
-    file_problem,
     poll_seconds,
+    refuse_paths,
     seed_arg,
 )
 from cadence.errors import CadenceError, DiagnosticError
@@ -318,11 +318,9 @@ def _dry_run(args: argparse.Namespace) -> int:
     except DryRunError as exc:
         print(f"cadence dry-run: {exc}", file=sys.stderr)
         return 2
-    for path in (args.file, args.contacts, args.events, args.schema):
-        problem = None if path is None else file_problem(path)
-        if problem is not None:
-            print(f"cadence dry-run: {path}: {problem}", file=sys.stderr)
-            return 2
+    refused = refuse_paths("cadence dry-run", (args.file, args.contacts, args.events, args.schema))
+    if refused is not None:
+        return refused
     console = Console(stderr=True)
 
     async def go() -> DryRunReport | int:
@@ -496,6 +494,10 @@ def _print_report(report: DryRunReport, contact: str | None, console: Console) -
 def _deploy(args: argparse.Namespace) -> int:
     from cadence.dsl.compiler import compile_paths
     from cadence.engine.runtime import Engine
+
+    refused = refuse_paths("cadence deploy", args.files)
+    if refused is not None:
+        return refused
 
     async def go() -> int:
         # Compiled before the store is opened: a file with errors leaves no database behind.
@@ -852,6 +854,8 @@ def _run(args: argparse.Namespace) -> int:
     from cadence.dsl.compiler import compile_paths
 
     refused = _http_refused(args, "run")
+    if refused is None:
+        refused = refuse_paths("cadence run", args.files)
     if refused is not None:
         return refused
 

@@ -6,6 +6,8 @@ import argparse
 import math
 import os
 import re
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from cadence.dsl.parser import duration_seconds
@@ -55,6 +57,17 @@ def file_problem(path: Path) -> str | None:
     if path.is_file():
         return None
     return "is a folder, not a file" if path.is_dir() else "no such file"
+
+
+def refuse_paths(command: str, paths: Iterable[Path | None]) -> int | None:
+    """Name the first path given that is not a file, on stderr, and return exit code 2; None
+    when every one is a file. Checked before anything is opened, so nothing is written."""
+    for path in paths:
+        problem = None if path is None else file_problem(path)
+        if problem is not None:
+            print(f"{command}: {path}: {problem}", file=sys.stderr)
+            return 2
+    return None
 
 
 def add_tenant(parser: argparse.ArgumentParser, what: str = "to work on") -> None:

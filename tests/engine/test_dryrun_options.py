@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cadence.cli import main
+from cadence.engine.store import Store
+from cadence.engine.store.models import Campaign
 
 CAMPAIGN = """\
 template hello email { subject "Hello" body "<p>Hi</p>" }
@@ -76,3 +79,26 @@ def test_an_empty_start_or_assume_is_refused_not_taken_as_none_given(
     out, err = capsys.readouterr()
     assert out == ""
     assert message in err
+
+
+@pytest.mark.parametrize("command", [["deploy"], ["run", "--until-idle"]])
+def test_deploy_and_run_refuse_a_missing_file_or_a_folder_and_write_nothing(
+    store: Store,
+    store_url: str,
+    files: dict[str, Path],
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A missing file or a folder is a usage error (exit 2, docs/cli.md), as for compile and
+    dry-run; deploy and run exited 1 with `cannot read file`, as if the file had errors. The
+    good file given with it is not deployed."""
+    monkeypatch.setenv("CADENCE_DATABASE_URL", store_url)
+    for bad, problem in ((files["folder"], "is a folder, not a file"),
+                         (files["source"].with_name("nope.cadence"), "no such file")):  # fmt: skip
+        assert main([*command, str(files["source"]), str(bad)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert f"cadence {command[0]}: {bad}: {problem}" in err
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(Campaign)).scalar() == 0
