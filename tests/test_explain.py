@@ -329,6 +329,17 @@ def test_syntax_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "error[" in capsys.readouterr().err
 
 
+def test_a_missing_file_or_a_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As for `check`, `compile` and `graph`: exit 2 naming the path, not an E001 and exit 1.
+    missing = tmp_path / "nope.cadence"
+    assert main(["explain", str(missing)]) == 2
+    assert capsys.readouterr().err == f"cadence explain: {missing}: no such file\n"
+    assert main(["explain", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"cadence explain: {tmp_path}: is a folder, not a file\n"
+
+
 def test_a_file_without_campaigns_says_so() -> None:
     text = explain_workspace(load_text('template a email { subject "A" body "." }', "t.cadence"))
     assert text == "This file declares no campaigns.\n"

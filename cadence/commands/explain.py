@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cadence.commands.check import render_diagnostic, summary
+from cadence.commands.options import refuse_paths
 from cadence.dsl.checker import check_workspace
 from cadence.dsl.compiler import check_and_compile
 from cadence.dsl.explain import Line, explain_lines
@@ -79,10 +80,10 @@ def _print_diagnostics(console: Console, diagnostics: Sequence[Diagnostic], file
 def run_explain(args: argparse.Namespace) -> int:
     """The `explain` handler: the explanation on stdout, diagnostics on stderr."""
     errors = Console(file=sys.stderr, highlight=False, soft_wrap=True)
-    for name in args.files:
-        if Path(name).is_dir():
-            errors.print(f"cadence explain: {name} is a folder; give .cadence files", markup=False)
-            return 2
+    # A missing file is a usage error (exit 2), as for `check`, `compile` and `graph`.
+    refused = refuse_paths("cadence explain", [Path(name) for name in args.files])
+    if refused is not None:
+        return refused
     workspace = load(args.files)
     diagnostics = check_workspace(workspace)
     if any(d.severity == "error" for d in diagnostics):
