@@ -3243,7 +3243,8 @@ class _Gates:
         bounce, a complaint, an unsubscribe), unsubscribed by attribute, or without the
         consent the channel needs. A `confirmation` (a template using `confirm_url`) is the
         one send a pending consent lets through, and only that: without a pending consent
-        on the channel there is nothing to confirm. Checked when a step sends and again when
+        on the channel there is nothing to confirm; the person's own opt-out does not stop
+        it (they asked for it by signing up again). Checked when a step sends and again when
         a queued send is delivered later (a retry, a rate-limited or taken-over send).
         """
         facts = self.facts[contact_id]
@@ -3253,7 +3254,16 @@ class _Gates:
         if channel not in self.suppressed:
             # On first ask: a batch whose steps reach no send on a channel reads nothing for it.
             self._load(channel)
-        if contact_id in self.suppressed[channel]:
+        if contact_id in self.suppressed[channel] and not (
+            # Someone who left and signs up again asked for this very message: their own
+            # opt-out does not stop it (their bounces and complaints do).
+            confirmation
+            and send_store.only_own_opt_outs(
+                self.session, self.tenant, channel, contact_id,
+                str(facts.attributes.get(field_name) or "") or None if field_name else None,
+                reason=suppress.UNSUBSCRIBED, now=self.now,
+            )
+        ):  # fmt: skip
             return "suppressed"
         if (
             facts.attributes.get(suppress.UNSUBSCRIBED) is True

@@ -237,6 +237,36 @@ def test_a_pending_contact_gets_the_confirmation_and_nothing_else_on_that_channe
     ]
 
 
+def test_a_person_who_left_and_signs_up_again_gets_the_confirmation(store_url: str) -> None:
+    # Ana unsubscribed, then signed up again: her own opt-out does not stop the one message
+    # she asked for (without it she could never confirm), and nothing else goes until she
+    # confirms. Bo's spam report still stops even the confirmation.
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> RecordingSink:
+        await engine.upsert_contacts(PEOPLE)
+        await engine.deploy(campaigns(CONFIRMING))
+        for name in ("double_opt_in", "weekly"):
+            await engine.launch(name)
+        await engine.push_events([
+            {"contact": "ana", "name": "unsubscribed", "properties": {"channel": "email"}},
+            {"contact": "bo", "name": "complained", "properties": {"channel": "email"}},
+        ])  # fmt: skip
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.set_consent("ana", "email", "pending", source="signup form")
+        await engine.set_consent("bo", "email", "pending", source="signup form")
+        await engine.run_until(T0 + dt.timedelta(days=2))
+        return sink
+
+    sink = engine_run(store_url, body)
+    assert sorted((m.contact_id, m.channel, m.template) for m in sink.delivered) == [
+        ("ana", "email", "confirm_signup"),
+    ]
+    assert [s for s in _skips(store_url) if s[1] == "email"] == [
+        ("ana", "email", "suppressed"),  # the weekly news: she has not confirmed
+        ("bo", "email", "suppressed"),  # the confirmation
+        ("bo", "email", "suppressed"),  # the weekly news
+    ]
+
+
 REMINDER = """
 template confirm_signup email {
   subject "Please confirm your subscription"

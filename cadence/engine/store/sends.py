@@ -330,6 +330,35 @@ def lift_opt_outs(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def only_own_opt_outs(
+    session: Session,
+    tenant_id: str,
+    channel: str,
+    contact_id: str,
+    address: str | None,
+    *,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Whether every suppression in force for the contact on `channel` is their own opt-out
+    (`reason`, on the contact, not on an address): no bounce, complaint or address in it.
+
+    Read for one contact at a time, for the rare send only such a person may still get (the
+    confirmation of a double opt-in they asked for).
+    """
+    channels = [channel, EVERY_CHANNEL] if channel in PERSONAL_CHANNELS else [channel]
+    forms = sorted(address_forms(channel, address)) if address else []
+    rows = session.execute(
+        select(Suppression.address, Suppression.reason).where(
+            Suppression.tenant_id == tenant_id,
+            Suppression.channel.in_(channels),
+            or_(Suppression.contact_id == contact_id, Suppression.address.in_(forms)),
+            or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
+        )
+    ).all()
+    return bool(rows) and all(row.address is None and row.reason == reason for row in rows)
+
+
 def suppressed_contacts(
     session: Session,
     tenant_id: str,
