@@ -66,7 +66,7 @@ def record(
     now: dt.datetime,
 ) -> tuple[ConsentChange, EventRecord]:
     """Store the contact's consent on a channel; a pending one gets a fresh token."""
-    problem = channel_problem(channel)
+    problem = send_store.consent_channel_problem(channel)
     if problem is not None:
         raise ConsentError(problem)
     try:
@@ -162,11 +162,6 @@ def pending_token(session: Session, tenant: str, contact_id: str, channel: str) 
             Consent.status == ConsentStatus.PENDING.value,
         )
     )
-
-
-def channel_problem(channel: object) -> str | None:
-    """Why `channel` takes no consent (only the channels that reach a person do), or None."""
-    return send_store.consent_channel_problem(channel)
 
 
 def status_of_event(name: str) -> ConsentStatus | None:

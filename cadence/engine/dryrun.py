@@ -69,6 +69,7 @@ from cadence.engine.runtime import (
     Sink,
 )
 from cadence.engine.store import Store
+from cadence.engine.store import sends as send_store
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import event_dict, push_events, read_jsonl
 from cadence.engine.store.models import (
@@ -1205,7 +1206,7 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
         channel = properties.get("channel") if isinstance(properties, dict) else None
         if consent.status_of_event(str(row.get("name"))) is None:
             continue
-        problem = consent.channel_problem(channel)
+        problem = send_store.consent_channel_problem(channel)
         if problem is not None:
             problems.append(Problem(str(path), line, "channel", problem))
     if problems:
