@@ -99,7 +99,7 @@ def _choice(
 ) -> ChannelChoice:
     """One channel's state, the first reason the page cannot change it winning."""
     masked = mask(address)
-    here = [row for row in suppressions if row.channel in (channel, send_store.EVERY_CHANNEL)]
+    here = [row for row in suppressions if row.channel in send_store.suppressing_channels(channel)]
     fixed: str | None = None
     forms = send_store.address_forms(channel, address)
     if any(row.address is not None and row.address in forms for row in here):

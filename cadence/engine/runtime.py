@@ -3172,22 +3172,20 @@ class _Gates:
     def _load(self, channel: str) -> None:
         """Read the suppressions and consents of the batch's contacts on `channel`."""
         contacts = sorted(self.facts)
-        field_name = send_store.ADDRESS_FIELD.get(channel)
-        recipients = [
-            (
-                cid,
-                str(self.facts[cid].attributes.get(field_name) or "") or None
-                if field_name
-                else None,
-            )
-            for cid in contacts
-        ]
+        recipients = [(cid, self._address(cid, channel)) for cid in contacts]
         self.suppressed[channel] = send_store.suppressed_contacts(
             self.session, self.tenant, channel, recipients, now=self.now
         )
         self.consent[channel] = send_store.consent_statuses(
             self.session, self.tenant, channel, contacts
         )
+
+    def _address(self, contact_id: str, channel: str) -> str | None:
+        """The contact's address on `channel` (None: none, or a channel without one)."""
+        field_name = send_store.ADDRESS_FIELD.get(channel)
+        if field_name is None:
+            return None
+        return str(self.facts[contact_id].attributes.get(field_name) or "") or None
 
     def for_contact(
         self, contact_id: str, campaign: c.CompiledCampaign
@@ -3260,8 +3258,7 @@ class _Gates:
             confirmation
             and send_store.only_own_opt_outs(
                 self.session, self.tenant, channel, contact_id,
-                str(facts.attributes.get(field_name) or "") or None if field_name else None,
-                reason=suppress.UNSUBSCRIBED, now=self.now,
+                self._address(contact_id, channel), reason=suppress.UNSUBSCRIBED, now=self.now,
             )
         ):  # fmt: skip
             return "suppressed"

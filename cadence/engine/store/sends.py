@@ -330,6 +330,12 @@ def lift_opt_outs(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+def suppressing_channels(channel: str) -> tuple[str, ...]:
+    """The channels whose suppressions stop a send on `channel`: its own, and for a channel
+    that reaches a person, a suppression on every channel (`EVERY_CHANNEL`)."""
+    return (channel, EVERY_CHANNEL) if channel in PERSONAL_CHANNELS else (channel,)
+
+
 def only_own_opt_outs(
     session: Session,
     tenant_id: str,
@@ -346,12 +352,11 @@ def only_own_opt_outs(
     Read for one contact at a time, for the rare send only such a person may still get (the
     confirmation of a double opt-in they asked for).
     """
-    channels = [channel, EVERY_CHANNEL] if channel in PERSONAL_CHANNELS else [channel]
     forms = sorted(address_forms(channel, address)) if address else []
     rows = session.execute(
         select(Suppression.address, Suppression.reason).where(
             Suppression.tenant_id == tenant_id,
-            Suppression.channel.in_(channels),
+            Suppression.channel.in_(suppressing_channels(channel)),
             or_(Suppression.contact_id == contact_id, Suppression.address.in_(forms)),
             or_(Suppression.expires_at.is_(None), Suppression.expires_at > now),
         )
@@ -371,7 +376,7 @@ def suppressed_contacts(
 
     A suppression on `EVERY_CHANNEL` counts on every one of `PERSONAL_CHANNELS`.
     """
-    channels = (channel, EVERY_CHANNEL) if channel in PERSONAL_CHANNELS else (channel,)
+    channels = suppressing_channels(channel)
     pairs = list(recipients)
     by_address: dict[str, list[str]] = {}
     for contact_id, address in pairs:
