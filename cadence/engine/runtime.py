@@ -1084,7 +1084,12 @@ class Engine:
                 )
             )  # fmt: skip
         zones = self._zones(session, audience, campaign)
-        series_start = self._series_start(session, campaign, now)
+        # Only an `every` trigger has a series; the launch it counts from is read from the log.
+        series_start = (
+            self._series_start(session, campaign, now)
+            if isinstance(trigger, c.EveryTriggerModel)
+            else now
+        )
         firsts: dict[Any, dt.datetime | None] = {}
         by_due: dict[dt.datetime, list[str]] = {}
         for contact_id in audience:
