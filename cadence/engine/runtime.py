@@ -757,7 +757,7 @@ class Engine:
             elif move == "resume":
                 count = campaign_store.release_held_enrollments(session, versions, now=now)
                 campaign_store.release_held_sends(session, versions, now=now)
-                paused = campaign_store.pause_reasons(session, self.tenant).get(name, {})
+                paused = campaign_store.pause_reasons(session, self.tenant, name).get(name, {})
                 if paused.get("was") == CampaignStatus.SCHEDULED.value:
                     # It never started: its start (booking who joined while it was
                     # scheduled) is still to come, now if its `starts` has passed.

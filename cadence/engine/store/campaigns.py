@@ -392,15 +392,19 @@ def launched_at(session: Session, tenant_id: str, name: str) -> datetime | None:
     return lines[-1][1] if lines else None
 
 
-def pause_reasons(session: Session, tenant_id: str) -> dict[str, dict[str, Any]]:
+def pause_reasons(
+    session: Session, tenant_id: str, name: str | None = None
+) -> dict[str, dict[str, Any]]:
     """For `cadence status`: per campaign name, the details of its latest `pause` audit line.
 
     A pause the engine made because the budget was spent has `reason` "budget", with
-    `spent`, `budget` and `currency`; a pause asked for (`cadence pause`) has no reason.
+    `spent`, `budget` and `currency`; a pause asked for (`cadence pause`) has no reason; one
+    made while the campaign was scheduled has `was` "scheduled". `name` narrows it to one
+    campaign.
     """
     return {
         str(subject): dict(details or {})
-        for subject, _, details in _campaign_audit(session, tenant_id, "pause")
+        for subject, _, details in _campaign_audit(session, tenant_id, "pause", name)
     }
 
 
