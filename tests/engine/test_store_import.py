@@ -687,6 +687,49 @@ def test_required_attributes(store: Store, tmp_path: Path) -> None:
         import_contacts(store, people, schema=schema)
 
 
+def _attributes(store: Store) -> dict[str, dict[str, Any]]:
+    with store.session() as session:
+        return dict(session.execute(select(Contact.id, Contact.attributes)).all())
+
+
+def test_required_attribute_left_out_of_an_update_keeps_the_stored_one(
+    store: Store, tmp_path: Path
+) -> None:
+    schema = write(
+        tmp_path, "s.yaml", "attributes:\n  plan: {type: string, required: true}\n  city: string\n"
+    )
+    import_contacts(store, write(tmp_path, "a.csv", "id,plan\nc1,pro\n"), schema=schema)
+    # An update of another column, as a file and as JSON lines, keeps the stored plan.
+    import_contacts(store, write(tmp_path, "b.csv", "id,city\nc1,Cebu\n"))
+    import_contacts(store, write(tmp_path, "b.jsonl", '{"id": "c1", "city": "Davao"}\n'))
+    assert _attributes(store) == {"c1": {"plan": "pro", "city": "Davao"}}
+    # A new contact must still give it; clearing it is refused; each refusal writes nothing.
+    for name, text, line in (
+        ("new.csv", "id,city\nc1,Iloilo\nc2,Cebu\n", 3),
+        ("clear.csv", "id,plan\nc1,\n", 2),
+        ("clear.jsonl", '{"id": "c1", "city": "Iloilo"}\n{"id": "c1x", "plan": null}\n', 2),
+    ):
+        with pytest.raises(InvalidInput, match=rf'{name}:{line}: column "plan": required'):
+            import_contacts(store, write(tmp_path, name, text))
+        assert _attributes(store) == {"c1": {"plan": "pro", "city": "Davao"}}
+
+
+def test_required_attribute_a_stored_contact_lacks_is_still_required(
+    store: Store, tmp_path: Path
+) -> None:
+    import_contacts(store, write(tmp_path, "a.csv", "id,city\nc1,Cebu\n"))
+    schema = write(
+        tmp_path, "s.yaml", "attributes:\n  plan: {type: string, required: true}\n  city: string\n"
+    )
+    with pytest.raises(InvalidInput, match=r'b.csv:2: column "plan": required by the schema'):
+        import_contacts(store, write(tmp_path, "b.csv", "id,city\nc1,Davao\n"), schema=schema)
+    report = import_contacts(
+        store, write(tmp_path, "c.csv", "id,city\nc1,Davao\n"), schema=schema, skip_invalid=True
+    )
+    assert report.written == 0 and [problem.row for problem in report.problems] == [2]
+    assert _attributes(store) == {"c1": {"city": "Cebu"}}
+
+
 @pytest.fixture
 def cli_env(store_url: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point the CLI at the test's (migrated) database."""

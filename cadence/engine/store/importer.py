@@ -50,6 +50,8 @@ from cadence.engine.store.records import (
     EventRecord,
     InvalidInput,
     Problem,
+    required_left_out,
+    required_reason,
     typed_csv_cells,
     unknown_column_reason,
     validate_contact,
@@ -288,10 +290,20 @@ def _resolve_schema(
         return None
 
 
+StoredAttributes = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
+
+
 def validate_contact_rows(
-    rows: Iterable[Row], schema: ContactSchema | None, source: str
+    rows: Iterable[Row],
+    schema: ContactSchema | None,
+    source: str,
+    held_by: StoredAttributes | None = None,
 ) -> tuple[list[ContactRecord], list[Problem]]:
-    """Validate rows, reporting each problem and ids that appear twice."""
+    """Validate rows, reporting each problem and ids that appear twice.
+
+    A row that leaves out a required attribute updates a contact that must already hold it:
+    `held_by(ids)` says what those contacts hold (without it, none is stored).
+    """
     records: list[ContactRecord] = []
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
@@ -312,7 +324,24 @@ def validate_contact_rows(
             continue
         first_line[record.id] = line
         records.append(record)
-    return records, problems
+    if schema is None:
+        return records, problems
+    left_out = {
+        record.id: names for record in records if (names := required_left_out(record, schema))
+    }
+    if not left_out:
+        return records, problems
+    held = held_by(list(left_out)) if held_by is not None else {}
+    refused: set[str] = set()
+    for contact_id, names in left_out.items():
+        stored = held.get(contact_id, {})
+        for name in names:
+            if stored.get(name) is None:
+                problems.append(
+                    Problem(source, first_line[contact_id], name, required_reason(schema, name))
+                )
+                refused.add(contact_id)
+    return [record for record in records if record.id not in refused], problems
 
 
 def upsert_contacts(
@@ -441,7 +470,12 @@ def import_contact_rows(
         if resolved is None and columns:
             # A CSV without any schema: numbers and booleans are read as such by column.
             rows = typed_csv_cells(rows, columns)
-        records, row_problems = validate_contact_rows(rows, resolved, source)
+        records, row_problems = validate_contact_rows(
+            rows,
+            resolved,
+            source,
+            lambda ids: stored_attributes(session, tenant_id, ids),
+        )
         problems.extend(row_problems)
         report.problems = problems = in_file_order(problems)
         if problems and (not skip_invalid or header_problems):
@@ -613,6 +647,23 @@ def existing_contact_ids(session: Session, tenant_id: str, ids: Iterable[str]) -
             )
         )
     return found
+
+
+def stored_attributes(
+    session: Session, tenant_id: str, ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """The stored attributes of those of `ids` that are contacts of `tenant_id`."""
+    wanted = sorted(set(ids))
+    held: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        rows = session.execute(
+            select(Contact.id, Contact.attributes).where(
+                Contact.tenant_id == tenant_id,
+                among(session, Contact.id, wanted[start : start + CHUNK]),
+            )
+        )
+        held.update((contact_id, attributes) for contact_id, attributes in rows)
+    return held
 
 
 def link_to_sends(

@@ -358,20 +358,35 @@ def validate_contact(
         (record_fields if column in _FIELD_NORMALIZERS else attributes)[column] = stored
 
     if schema is not None:
+        # A row that leaves a required attribute out keeps the stored value (an update of
+        # other columns); the importer checks those against the store (`required_left_out`).
         for name, spec in schema.attributes.items():
             if (
                 spec.required
-                and attributes.get(name) is None
+                and name in attributes
+                and attributes[name] is None
                 and not any(column == name for column, _ in errors)
             ):
-                empty_list = spec.type is AttributeType.LIST
-                errors.append(
-                    (name, "required by the schema" + (" (give a list)" if empty_list else ""))
-                )
+                errors.append((name, required_reason(schema, name)))
 
     if errors or contact_id is None:
         return None, errors
     return ContactRecord(id=contact_id, fields=record_fields, attributes=attributes), []
+
+
+def required_reason(schema: ContactSchema, name: str) -> str:
+    """Why a contact without the required attribute `name` is refused."""
+    empty_list = schema.attributes[name].type is AttributeType.LIST
+    return "required by the schema" + (" (give a list)" if empty_list else "")
+
+
+def required_left_out(record: ContactRecord, schema: ContactSchema) -> list[str]:
+    """The required attributes a valid row neither gives nor clears: the store must hold them."""
+    return [
+        name
+        for name, spec in schema.attributes.items()
+        if spec.required and name not in record.attributes
+    ]
 
 
 EVENT_KEYS = frozenset(("contact", "name", "at", "properties", "id", "source"))
