@@ -14,10 +14,10 @@ import trio
 from sqlalchemy import select
 
 from cadence.engine.clock import SimulatedClock, as_utc
-from cadence.engine.runtime import Engine, OutgoingMessage, RecordingSink
+from cadence.engine.runtime import Engine
 from cadence.engine.store import Store
 from cadence.engine.store.models import SendLog
-from tests.engine.test_runtime import campaigns
+from tests.engine.test_runtime import StampSink, campaigns
 from tests.language_md import language_blocks
 
 
@@ -32,20 +32,6 @@ def contact(cid: str, zone: str | None = "UTC", **attributes: Any) -> dict[str, 
     if zone is not None:
         row["timezone"] = zone
     return row
-
-
-class StampSink(RecordingSink):
-    """Records (simulated time, contact, template) of every delivery."""
-
-    def __init__(self, clock: SimulatedClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.stamps: list[tuple[dt.datetime, str, str | None]] = []
-
-    async def deliver(self, messages: Any) -> Any:
-        batch: list[OutgoingMessage] = list(messages)
-        self.stamps.extend((self.clock.now(), m.contact_id, m.template) for m in batch)
-        return await super().deliver(batch)
 
 
 Body = Callable[[Engine, SimulatedClock, StampSink], Awaitable[Any]]

@@ -349,6 +349,20 @@ def test_a_batch_that_fails_half_way_writes_nothing_and_runs_again(
     engine_run(store_url, body)
 
 
+class StampSink(RecordingSink):
+    """Records (simulated time, contact, template) of every delivery."""
+
+    def __init__(self, clock: SimulatedClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.stamps: list[tuple[dt.datetime, str, str | None]] = []
+
+    async def deliver(self, messages: Any) -> Any:
+        batch: list[OutgoingMessage] = list(messages)
+        self.stamps.extend((self.clock.now(), m.contact_id, m.template) for m in batch)
+        return await super().deliver(batch)
+
+
 @dataclass
 class PlainSink(RecordingSink):
     """Accepts every send with no provider id of its own, through the outbox lease."""
@@ -918,21 +932,17 @@ template t2 email { subject "s" body "b" }
 """
     start = dt.datetime(2026, 10, 31, 16, 0, tzinfo=dt.UTC)  # 12:00 in New York, EDT
     clock = SimulatedClock(start)
-    stamps: list[dt.datetime] = []
-
-    class StampSink(RecordingSink):
-        async def deliver(self, messages: Any) -> Any:
-            stamps.extend(clock.now() for _ in messages)
-            return await super().deliver(messages)
+    sink = StampSink(clock)
 
     async def main() -> None:
-        async with Engine(store_url, clock=clock, sink=StampSink()) as engine:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
             await engine.upsert_contacts([CONTACTS[1]])
             await engine.deploy(campaigns(source))
             await engine.launch("t_launch")
             await engine.run_until(start + dt.timedelta(days=5))
 
     trio.run(main)
+    stamps = [at for at, _, _ in sink.stamps]
     # 09:00 EDT on 1 November is 13:00 UTC... but the clocks go back at 02:00 that day,
     # so 09:00 on 1 November is EST: 14:00 UTC. The second send is 09:00 EST on 3 November.
     assert stamps == [
@@ -962,22 +972,18 @@ def test_every_runs_again_on_each_occurrence_in_local_time(store_url: str) -> No
 template digest email { subject "Weekly" body "b" }
 campaign weekly { every monday 09:00 local { send email digest } }
 """
-    stamps: list[tuple[dt.datetime, str]] = []
     clock = SimulatedClock(T0)
-
-    class StampSink(RecordingSink):
-        async def deliver(self, messages: Any) -> Any:
-            stamps.extend((clock.now(), m.contact_id) for m in messages)
-            return await super().deliver(messages)
+    sink = StampSink(clock)
 
     async def main() -> None:
-        async with Engine(store_url, clock=clock, sink=StampSink()) as engine:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
             await engine.upsert_contacts(CONTACTS[:2])
             await engine.deploy(campaigns(source))
             await engine.launch("weekly")
             await engine.run_until(T0 + dt.timedelta(days=21))
 
     trio.run(main)
+    stamps = [(at, contact_id) for at, contact_id, _ in sink.stamps]
     # Mondays from Tuesday 1 December 09:00 to 22 December 09:00 UTC: 7, 14 and 21 December;
     # c1 is in UTC, c2 in New York (14:00 UTC).
     assert stamps == [
@@ -1393,25 +1399,21 @@ def test_the_rate_limiter_paces_deliveries(
         limiter, "RateLimiter", functools.partial(limiter.RateLimiter, backend=backend)
     )
     clock = SimulatedClock(T0)
-    stamps: list[dt.datetime] = []
-
-    class StampSink(RecordingSink):
-        async def deliver(self, messages: Any) -> Any:
-            stamps.extend(clock.now() for _ in messages)
-            return await super().deliver(messages)
+    sink = StampSink(clock)
 
     people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(6)]
     source = 'template hello email { subject "Hi" body "x" }\non launch { send email hello }'
 
     async def main() -> None:
         limits = {"email": ProviderLimit(rate_per_s=2, burst=1)}
-        async with Engine(store_url, clock=clock, sink=StampSink(), rate_limits=limits) as engine:
+        async with Engine(store_url, clock=clock, sink=sink, rate_limits=limits) as engine:
             await engine.upsert_contacts(people)
             await engine.deploy(campaigns(source))
             await engine.launch("t_launch")
             await engine.run_until(T0 + dt.timedelta(minutes=1))
 
     trio.run(main)
+    stamps = [at for at, _, _ in sink.stamps]
     # Two a second, one at a time: 0, 0.5, 1.0, 1.5, 2.0 and 2.5 seconds after launch.
     assert stamps == [T0 + dt.timedelta(milliseconds=500 * i) for i in range(6)]
 
