@@ -201,6 +201,24 @@ def test_skip_invalid_writes_the_good_rows_and_reports_the_rest(
     assert sorted(contacts(store)) == ["c1", "c4"]
 
 
+def test_skip_invalid_types_columns_by_the_rows_it_writes(store: Store, tmp_path: Path) -> None:
+    # Without a schema a column is read by its cells; the skipped row's `n/a` would make
+    # the good rows' budgets text, so `budget_max >= 500` would match none of them.
+    people = write(
+        tmp_path,
+        "people.csv",
+        "id,email,budget_max,vip\nc1,a@x.test,900,true\nc2,oops,n/a,maybe\nc3,c@x.test,500,false\n",
+    )
+    report = import_contacts(store, people, skip_invalid=True)
+    assert report.written == 2 and [(p.row, p.column) for p in report.problems] == [(3, "email")]
+    with store.session() as session:
+        stored = dict(session.execute(select(Contact.id, Contact.attributes)).all())
+    assert stored == {
+        "c1": {"budget_max": 900, "vip": True},
+        "c3": {"budget_max": 500, "vip": False},
+    }
+
+
 def test_header_problems_reject_the_file_even_with_skip_invalid(
     store: Store, tmp_path: Path, schema_file: Path
 ) -> None:

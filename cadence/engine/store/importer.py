@@ -467,15 +467,20 @@ def import_contact_rows(
         if header_problems:
             bad = {problem.column for problem in header_problems}
             rows = [(line, {k: v for k, v in raw.items() if k not in bad}) for line, raw in rows]
-        if resolved is None and columns:
-            # A CSV without any schema: numbers and booleans are read as such by column.
-            rows = typed_csv_cells(rows, columns)
-        records, row_problems = validate_contact_rows(
-            rows,
-            resolved,
-            source,
-            lambda ids: stored_attributes(session, tenant_id, ids),
-        )
+
+        def validate(rows: list[Row]) -> tuple[list[ContactRecord], list[Problem]]:
+            if resolved is None and columns:
+                # A CSV without any schema: numbers and booleans are read as such by column.
+                rows = typed_csv_cells(rows, columns)
+            return validate_contact_rows(
+                rows, resolved, source, lambda ids: stored_attributes(session, tenant_id, ids)
+            )
+
+        records, row_problems = validate(rows)
+        if row_problems and skip_invalid and resolved is None and columns:
+            # The rows written are typed by their own cells, not by those of rows skipped.
+            skipped = {problem.row for problem in row_problems}
+            records, _ = validate([(line, raw) for line, raw in rows if line not in skipped])
         problems.extend(row_problems)
         report.problems = problems = in_file_order(problems)
         if problems and (not skip_invalid or header_problems):
