@@ -289,6 +289,20 @@ def test_an_infobip_undeliverable_report_suppresses_the_number(store_url: str) -
     assert log_outcomes(store_url) == [("p1", "bounced", "infobip")]
 
 
+@pytest.mark.parametrize("name", ["REJECTED_DESTINATION", "REJECTED_PREFIX_MISSING"])
+def test_an_infobip_rejection_of_the_number_itself_suppresses_it(store_url: str, name: str) -> None:
+    # The number matches no operator: every later SMS would be refused the same way.
+    # Infobip's error on such a report need not say `permanent`.
+    hook = infobip("REJECTED", name, "Invalid destination address", ("NO_ERROR", "No Error", False))
+    sink, (report,) = daily(store_url, [(2, hook)])
+    assert (report.matched, report.events) == (1, 1)
+    assert counts(sink, "p1") == {"email": EMAILS, "sms": 1}
+    assert suppressions(store_url) == {("sms", "+491510000001", None, "bounced")}
+    ((_, props),) = events_named(store_url, "bounced")
+    assert props["type"] == "hard" and name in props["reason"]
+    assert log_outcomes(store_url) == [("p1", "bounced", "infobip")]
+
+
 def test_an_infobip_absent_subscriber_is_a_soft_bounce(store_url: str) -> None:
     hook = infobip(
         "UNDELIVERABLE", "UNDELIVERABLE_REJECTED_OPERATOR", "Message rejected by operator",

@@ -23,11 +23,13 @@ What each becomes (send-log outcome; Cadence event): DELIVERED delivered; `deliv
 UNDELIVERABLE bounced; `bounced` hard, when Infobip's error says `permanent` (or says
 nothing), else soft_bounced; `bounced` soft. EXPIRED expired; `bounced` soft (the phone
 stayed unreachable). REJECTED failed (Infobip refused it: credit, routing, a blocked
-prefix; not the person's doing); none. PENDING/ACCEPTED pending; none. Only DELIVERED
-makes a send delivered (`cadence.engine.delivery`): after REJECTED, EXPIRED or a soft
-UNDELIVERABLE it was not, unless a delivery report follows. Seen: seen; `opened`. An
-inbound message: `replied` with its `text` (and Infobip's `keyword`); an opt-out reply
-(STOP ...) is recognised where every `replied` event is, in `cadence.engine.suppress`.
+sender; not the person's doing); none; but REJECTED_PREFIX_MISSING and
+REJECTED_DESTINATION (the number matches no operator) bounced; `bounced` hard.
+PENDING/ACCEPTED pending; none. Only DELIVERED makes a send delivered
+(`cadence.engine.delivery`): after REJECTED, EXPIRED or a soft UNDELIVERABLE it was not,
+unless a delivery report follows. Seen: seen; `opened`. An inbound message: `replied` with
+its `text` (and Infobip's `keyword`); an opt-out reply (STOP ...) is recognised where
+every `replied` event is, in `cadence.engine.suppress`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ _GROUPS: dict[str, tuple[str, str | None, str | None]] = {
     "PENDING": ("pending", None, None),
     "ACCEPTED": ("pending", None, None),
 }
+# REJECTED statuses that refuse the number itself, not the account or the route: its prefix
+# or length matches no operator. Every later send to it would be refused the same way, so
+# it is a hard bounce (the number is suppressed), as a mailbox that does not exist is.
+NUMBER_REFUSED = frozenset({"REJECTED_PREFIX_MISSING", "REJECTED_DESTINATION"})
 
 
 def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
@@ -179,10 +185,14 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
     if message_id is None or group is None or at is None:
         return None
     outcome, event, bounce = _GROUPS[group.upper()]
+    number_refused = group.upper() == "REJECTED" and (status_name or "").upper() in NUMBER_REFUSED
+    if number_refused:
+        outcome, event, bounce = _GROUPS["UNDELIVERABLE"]
     properties: dict[str, Any] = {}
     if event == "bounced":
         # Infobip says whether an error is permanent; one that does not say counts as hard.
-        properties["type"] = "soft" if bounce == "soft" or permanent is False else "hard"
+        soft = bounce == "soft" or (permanent is False and not number_refused)
+        properties["type"] = "soft" if soft else "hard"
         if outcome == "bounced" and properties["type"] == "soft":
             outcome = "soft_bounced"  # as Brevo's soft bounces are logged: not a hard one
         properties["reason"] = " ".join(
