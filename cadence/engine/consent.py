@@ -34,6 +34,10 @@ from cadence.engine.store.records import CONSENT_EVENT_STATUSES, EventRecord
 OPT_IN_CHANNELS = frozenset({"sms", "whatsapp"})
 # 32 random bytes: a confirmation link nobody can guess.
 TOKEN_BYTES = 32
+# How long a confirmation link works after the request that issued it, as Mailchimp's and
+# Brevo's double opt-in links do: a link found in an old mailbox confirms nothing. A new
+# request (consent `pending` again) issues a new token for a new period.
+TOKEN_VALID_FOR = dt.timedelta(days=7)
 # The template variable that holds the confirmation link: a template using it is the
 # confirmation message, the one send a pending consent on its channel lets through.
 CONFIRM_URL = "confirm_url"
@@ -47,12 +51,14 @@ class ConsentError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ConsentChange:
-    """What recording a consent did: its status, and the token a pending one waits on."""
+    """What recording a consent did: its status, and the token a pending one waits on;
+    `expired` for a pending one whose confirmation link is too old to confirm it."""
 
     contact_id: str
     channel: str
     status: ConsentStatus
     token: str | None = None
+    expired: bool = False
 
 
 def record(
@@ -117,28 +123,35 @@ def record_pushed(session: Session, tenant: str, events: Sequence[EventRecord]) 
 
 def confirm(
     session: Session, tenant: str, token: str, now: dt.datetime
-) -> tuple[ConsentChange, EventRecord] | None:
+) -> tuple[ConsentChange, EventRecord | None] | None:
     """Grant the pending consent waiting on `token` (once); None for an unknown or used one.
 
     The person confirming signs up again on that channel: their own earlier opt-out there
     (an unsubscribe, a STOP) is lifted, as the preference page's resubscribe lifts it;
-    bounces and complaints stay.
+    bounces and complaints stay. A token older than `TOKEN_VALID_FOR` grants nothing and
+    changes nothing: the change comes back `expired`, with no event.
     """
-    confirmed = send_store.confirm_double_opt_in(session, tenant, token, now=now)
-    if confirmed is None:
+    waiting = send_store.pending_double_opt_in(session, tenant, token, lock=True)
+    if waiting is None:
         return None
+    if _expired(waiting, now):
+        return ConsentChange(waiting.contact_id, waiting.channel, ConsentStatus.PENDING, token,
+                             expired=True), None  # fmt: skip
+    confirmed = send_store.confirm_double_opt_in(session, waiting, now=now)
     suppress.resubscribe(session, tenant, confirmed.channel, [confirmed.contact_id], now)
     change = ConsentChange(confirmed.contact_id, confirmed.channel, ConsentStatus.GRANTED)
     source = "double opt-in"
     return change, _event(change.contact_id, change.channel, change.status, source, now)
 
 
-def pending(session: Session, tenant: str, token: str) -> ConsentChange | None:
-    """The pending consent a token confirms, without confirming it (for the page that asks)."""
+def pending(session: Session, tenant: str, token: str, now: dt.datetime) -> ConsentChange | None:
+    """The pending consent a token confirms, without confirming it (for the page that asks);
+    `expired` when the token is too old to confirm it."""
     row = send_store.pending_double_opt_in(session, tenant, token)
     if row is None:
         return None
-    return ConsentChange(row.contact_id, row.channel, ConsentStatus.PENDING, token)
+    return ConsentChange(row.contact_id, row.channel, ConsentStatus.PENDING, token,
+                         expired=_expired(row, now))  # fmt: skip
 
 
 def is_confirmation(template: CompiledTemplate) -> bool:
@@ -185,6 +198,11 @@ _STATUS_OF_EVENT = CONSENT_EVENT_STATUSES
 _EVENT_NAMES = {status: name for name, status in _STATUS_OF_EVENT.items()}
 # The events a consent change stores, which the engine acts on whatever campaigns read.
 CONSENT_EVENTS = frozenset(_EVENT_NAMES.values())
+
+
+def _expired(row: Consent, now: dt.datetime) -> bool:
+    """Whether the pending consent's confirmation link is past its `TOKEN_VALID_FOR`."""
+    return row.requested_at is not None and as_utc(row.requested_at) + TOKEN_VALID_FOR <= now
 
 
 def _event(

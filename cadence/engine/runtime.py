@@ -1358,7 +1358,9 @@ class Engine:
             return change
 
     async def confirm_opt_in(self, token: str) -> ConsentChange | None:
-        """Grant the double opt-in waiting on `token`, once; None for an unknown or used one."""
+        """Grant the double opt-in waiting on `token`, once; None for an unknown or used one,
+        and the still pending consent marked `expired` for a token past its period (nothing
+        changes)."""
         return await self.store.call_retrying(self._confirm_opt_in_sync, token)
 
     def _confirm_opt_in_sync(self, store: Store, token: str) -> ConsentChange | None:
@@ -1367,8 +1369,10 @@ class Engine:
             confirmed = consent.confirm(session, self.tenant, token, now)
             if confirmed is None:
                 return None
-            self._consent_written(session, *confirmed, now)
-            return confirmed[0]
+            change, event = confirmed
+            if event is not None:
+                self._consent_written(session, change, event, now)
+            return change
 
     def _consent_written(
         self, session: Session, change: ConsentChange, event: EventRecord, now: dt.datetime
@@ -1386,12 +1390,13 @@ class Engine:
         self._events_written(session, fresh, now, before)
 
     async def pending_opt_in(self, token: str) -> ConsentChange | None:
-        """The double opt-in `token` would confirm (nothing changes); None if there is none."""
+        """The double opt-in `token` would confirm (nothing changes), marked `expired` when the
+        token is past its period; None if there is none."""
         return await self.store.call(self._pending_sync, token)
 
     def _pending_sync(self, store: Store, token: str) -> ConsentChange | None:
         with store.session() as session:
-            return consent.pending(session, self.tenant, token)
+            return consent.pending(session, self.tenant, token, self.now())
 
     async def consents(self, contact_id: str) -> dict[str, ConsentStatus]:
         """The contact's recorded consents, by channel."""

@@ -6,9 +6,12 @@ button confirms, once. A wrong or used link says so and changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import trio
 
-from tests.adapters.test_web_service import TOKEN, Service, _with_service
+from cadence.engine.consent import TOKEN_VALID_FOR
+from tests.adapters.test_web_service import T0, TOKEN, Service, _with_service
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 PEOPLE = [{"id": "ana", "email": "ana@example.test", "first_name": "Ana"}]
@@ -45,6 +48,24 @@ def test_a_double_opt_in_is_asked_over_the_api_and_confirmed_by_the_person(
             "/contacts/ana/consents/email", json={"status": "withdrawn"}, headers=AUTH
         )
         assert withdrawn.json() == {"contact": "ana", "channel": "email", "status": "withdrawn"}
+
+    trio.run(_with_service, store_url, body)
+
+
+def test_an_expired_confirmation_link_says_so_and_changes_nothing(store_url: str) -> None:
+    async def body(service: Service) -> None:
+        client = service.client
+        await service.engine.upsert_contacts(PEOPLE)
+        asked = await client.put(
+            "/contacts/ana/consents/email", json={"status": "pending"}, headers=AUTH
+        )
+        link = asked.json()["confirm_url"]
+        service.clock.advance_to(T0 + TOKEN_VALID_FOR + dt.timedelta(minutes=1))
+        for answer in (await client.get(link), await client.post(link)):
+            assert answer.status_code == 410, answer.text
+            assert "expired" in answer.text and "sign up with Acme again" in answer.text
+        listed = await client.get("/contacts/ana/consents", headers=AUTH)
+        assert listed.json()["consents"] == {"email": "pending"}
 
     trio.run(_with_service, store_url, body)
 

@@ -13,6 +13,7 @@ import pytest
 import trio
 from sqlalchemy import select
 
+from cadence.engine import consent
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, EngineError, RecordingSink
 from cadence.engine.store import Store
@@ -379,3 +380,36 @@ def test_a_queued_confirmation_is_dropped_once_the_opt_in_is_confirmed(store_url
             select(OutboxMessage.error).where(OutboxMessage.contact_id == "ana")
         )
     assert error == "no pending opt-in to confirm since it was queued"
+
+
+def test_a_confirmation_token_expires_after_its_period_and_a_new_request_renews_it(
+    store_url: str,
+) -> None:
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(PEOPLE)
+        old = await engine.set_consent("ana", "email", "pending")
+        assert old.token is not None
+        # One second before the period ends the link still only asks; at its end it is dead.
+        clock.advance_to(T0 + consent.TOKEN_VALID_FOR - dt.timedelta(seconds=1))
+        waiting = await engine.pending_opt_in(old.token)
+        assert waiting is not None and not waiting.expired
+        clock.advance_to(T0 + consent.TOKEN_VALID_FOR)
+        for answer in (await engine.pending_opt_in(old.token),
+                       await engine.confirm_opt_in(old.token)):  # fmt: skip
+            assert answer is not None and answer.expired
+            assert answer.status is ConsentStatus.PENDING
+        assert await engine.consents("ana") == {"email": "pending"}
+
+        fresh = await engine.set_consent("ana", "email", "pending")
+        assert fresh.token is not None and fresh.token != old.token
+        assert await engine.confirm_opt_in(old.token) is None  # replaced: unknown now
+        clock.advance_to(T0 + consent.TOKEN_VALID_FOR + dt.timedelta(days=6))
+        confirmed = await engine.confirm_opt_in(fresh.token)
+        assert confirmed is not None and not confirmed.expired
+        assert confirmed.status is ConsentStatus.GRANTED
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        names = session.scalars(select(Event.name).order_by(Event.id)).all()
+        # The expired press recorded nothing: only the two requests and the one grant.
+        assert names == ["consent_requested", "consent_requested", "consent_granted"]

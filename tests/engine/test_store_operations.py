@@ -41,6 +41,7 @@ from cadence.engine.store.sends import (
     consent_statuses,
     enqueue_sends,
     idempotency_key,
+    pending_double_opt_in,
     send_counts_since,
     suppressed_contacts,
 )
@@ -375,12 +376,12 @@ def test_consent_and_double_opt_in(store: Store, people: list[str]) -> None:
             "c1": ConsentStatus.GRANTED,
             "c2": ConsentStatus.PENDING,
         }
-        assert confirm_double_opt_in(session, "default", "wrong", now=T0) is None
-        confirmed = confirm_double_opt_in(
-            session, "default", "tok-123", now=T0 + timedelta(hours=1)
-        )
-        assert confirmed is not None and confirmed.confirmed_at == T0 + timedelta(hours=1)
-        assert confirm_double_opt_in(session, "default", "tok-123", now=T0) is None  # single use
+        assert pending_double_opt_in(session, "default", "wrong", lock=True) is None
+        waiting = pending_double_opt_in(session, "default", "tok-123", lock=True)
+        assert waiting is not None
+        confirmed = confirm_double_opt_in(session, waiting, now=T0 + timedelta(hours=1))
+        assert confirmed.confirmed_at == T0 + timedelta(hours=1)
+        assert pending_double_opt_in(session, "default", "tok-123") is None  # single use
     with store.session() as session:
         set_consent(session, "default", "c1", "sms", ConsentStatus.WITHDRAWN, now=T0)
         statuses = consent_statuses(session, "default", "sms", IDS)

@@ -288,9 +288,11 @@ def test_consent_records_gate_sms_and_email_through_double_opt_in(store_url: str
         def confirm(store: Any) -> None:
             with store.session() as session:
                 for channel in ("email", "sms"):
-                    assert send_store.confirm_double_opt_in(
-                        session, "default", f"token-{channel}", now=clock.now()
+                    waiting = send_store.pending_double_opt_in(
+                        session, "default", f"token-{channel}", lock=True
                     )
+                    assert waiting is not None
+                    send_store.confirm_double_opt_in(session, waiting, now=clock.now())
 
         await engine.store.call(confirm)
         await engine.run_until(T0 + dt.timedelta(days=2))

@@ -458,6 +458,8 @@ class ServiceApp:
         waiting = await self.engine.pending_opt_in(token)
         if waiting is None:
             return Response.html(404, pages.opt_in_not_valid(self.company))
+        if waiting.expired:
+            return Response.html(410, pages.opt_in_expired(self.company))
         # A GET only asks, as for unsubscribes: scanners follow links.
         return Response.html(200, pages.confirm_opt_in(self.company, waiting.channel))
 
@@ -465,6 +467,8 @@ class ServiceApp:
         confirmed = await self.engine.confirm_opt_in(token)
         if confirmed is None:
             return Response.html(404, pages.opt_in_not_valid(self.company))
+        if confirmed.expired:
+            return Response.html(410, pages.opt_in_expired(self.company))
         return Response.html(200, pages.opted_in(self.company, confirmed.channel))
 
     async def _health(self) -> Response:

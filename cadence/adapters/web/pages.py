@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
+from cadence.engine.consent import TOKEN_VALID_FOR
 from cadence.engine.preferences import ChannelChoice
 
 _PAGE = """<!doctype html>
@@ -119,6 +120,16 @@ def opt_in_not_valid(company: str) -> str:
         "This link is not valid",
         "<p>The link may have been cut short, or it was used already (each confirms once)."
         f" Nothing was done. To subscribe, sign up with {escape(company)} again.</p>",
+    )
+
+
+def opt_in_expired(company: str) -> str:
+    """A confirmation link past its period (`consent.TOKEN_VALID_FOR`): nothing happened."""
+    days = TOKEN_VALID_FOR.days
+    return _page(
+        "This link has expired",
+        f"<p>Confirmation links work for {days} days, and this one is older. Nothing was done."
+        f" To subscribe, sign up with {escape(company)} again: you will get a new link.</p>",
     )
 
 

@@ -502,17 +502,12 @@ def pending_double_opt_in(
     return session.scalar(statement.with_for_update() if lock else statement)
 
 
-def confirm_double_opt_in(
-    session: Session, tenant_id: str, token: str, *, now: datetime
-) -> Consent | None:
-    """Confirm the tenant's pending consent holding `token`; None when none waits on it.
+def confirm_double_opt_in(session: Session, consent: Consent, *, now: datetime) -> Consent:
+    """Grant the pending consent read locked by `pending_double_opt_in`, spending its token.
 
     The token is single-use also when pressed twice at once (a double click reaching two
-    workers): the row is locked as it is read, so the second press finds it granted.
+    workers): the row was locked as it was read, so the second press finds it granted.
     """
-    consent = pending_double_opt_in(session, tenant_id, token, lock=True)
-    if consent is None:
-        return None
     consent.status = ConsentStatus.GRANTED.value
     consent.confirmed_at = now
     consent.double_opt_in_token = None
