@@ -77,4 +77,4 @@ def _list(args: argparse.Namespace) -> int:
             table.add_row(agent["name"], agent["email"] or "", "yes" if agent["active"] else "no")
         table_console().print(table)
 
-    return with_engine(use, args.tenant)
+    return with_engine(use, args.tenant, existing="cadence agents list")

@@ -23,6 +23,7 @@ from cadence.commands.options import (
     add_default_cap,
     add_tenant,
     poll_seconds,
+    refuse_missing_store,
     refuse_paths,
     seed_arg,
 )
@@ -258,13 +259,20 @@ def _guard(action: Callable[[], Awaitable[T]]) -> T | int:
         return 1
 
 
-def with_engine(use: Callable[[Engine], Awaitable[int | None]], tenant: str) -> int:
+def with_engine(
+    use: Callable[[Engine], Awaitable[int | None]], tenant: str, *, existing: str | None = None
+) -> int:
     """Run `use` with the tenant's engine on the configured store, guarded as every command is.
 
     The store-backed commands (the lifecycle, approve, clone, status, agents) differ only in
-    what they ask the engine and print; `use` returns the exit code (None: 0).
+    what they ask the engine and print; `use` returns the exit code (None: 0). `existing`
+    names a command that works only on a store that holds something (it reads, or acts on a
+    deployed campaign): a missing SQLite file is refused (exit 2), not created empty.
     """
     from cadence.engine.runtime import Engine
+
+    if existing is not None and (refused := refuse_missing_store(existing)) is not None:
+        return refused
 
     async def go() -> int:
         async with Engine(tenant=tenant) as engine:
@@ -528,7 +536,7 @@ def _lifecycle(args: argparse.Namespace) -> int:
         count = await getattr(engine, args.move)(args.name)
         print(f"{args.name}: {args.move} done ({count} enrollments)")
 
-    return with_engine(use, args.tenant)
+    return with_engine(use, args.tenant, existing=f"cadence {args.move}")
 
 
 def _approve(args: argparse.Namespace) -> int:
@@ -536,7 +544,7 @@ def _approve(args: argparse.Namespace) -> int:
         version = await engine.approve(args.name, by=args.by, note=args.note)
         print(f"{args.name}: version {version[:12]} approved by {args.by.strip()}")
 
-    return with_engine(use, args.tenant)
+    return with_engine(use, args.tenant, existing="cadence approve")
 
 
 def _clone(args: argparse.Namespace) -> int:
@@ -544,7 +552,7 @@ def _clone(args: argparse.Namespace) -> int:
         result = await engine.clone(args.name, args.new_name)
         print(f"{result.name}: cloned from {args.name} as a draft ({result.version[:12]})")
 
-    return with_engine(use, args.tenant)
+    return with_engine(use, args.tenant, existing="cadence clone")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -567,7 +575,7 @@ def _status(args: argparse.Namespace) -> int:
         if ab_tests:
             console.print(_ab_table(ab_tests, "A/B tests decided"))
 
-    return with_engine(use, args.tenant)
+    return with_engine(use, args.tenant, existing="cadence status")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -598,7 +606,7 @@ def _report(args: argparse.Namespace) -> int:
             # keep the counts each test was decided on.
             console.print(_ab_table(ab_tests, "A/B tests decided"))
 
-    return with_engine(use, args.tenant)
+    return with_engine(use, args.tenant, existing="cadence report")
 
 
 def _report_table(

@@ -70,6 +70,37 @@ def refuse_paths(command: str, paths: Iterable[Path | None]) -> int | None:
     return None
 
 
+def refuse_missing_store(command: str) -> int | None:
+    """Name the SQLite file the store would be when it does not exist, on stderr, with how
+    to make one, and return exit code 2; None when there is a store to read.
+
+    Opening the store creates and migrates it, so a command that only reads one (`status`,
+    `report`) would leave an empty `cadence.db` behind in whatever folder it ran in.
+    """
+    from cadence.engine.store.database import (
+        DATABASE_URL_ENV,
+        DEFAULT_SQLITE_FILE,
+        missing_sqlite_file,
+        resolve_database_url,
+    )
+
+    missing = missing_sqlite_file(resolve_database_url(None))
+    if missing is None:
+        return None
+    named = (
+        f"${DATABASE_URL_ENV} names {missing}"
+        if os.environ.get(DATABASE_URL_ENV)
+        else f"no {DEFAULT_SQLITE_FILE} in {Path.cwd()} (and ${DATABASE_URL_ENV} is not set)"
+    )
+    print(
+        f"{command}: no database: {named}, which does not exist; nothing was created."
+        " Create one with `cadence deploy FILE.cadence` or `cadence run FILE.cadence`,"
+        f" or run this where the store is (or set ${DATABASE_URL_ENV} to it)",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def add_tenant(parser: argparse.ArgumentParser, what: str = "to work on") -> None:
     """`--tenant`: whose contacts, campaigns and sends a command touches."""
     parser.add_argument(

@@ -252,6 +252,16 @@ def is_in_memory(database: str | None) -> bool:
     return name in ("", ":memory:") or name.startswith("file::memory:")
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names when it does not exist yet (opening would create it);
+    None for one that exists, an in-memory database or PostgreSQL."""
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or is_in_memory(parsed.database):
+        return None
+    path = Path(parsed.database or "").expanduser()
+    return None if path.exists() else path
+
+
 def create_store_engine(url: str, *, echo: bool = False) -> Engine:
     """Create a SQLAlchemy engine configured for the store on SQLite or PostgreSQL."""
     parsed = _parse_url(url)
