@@ -52,6 +52,13 @@ MAX_WAIT = 86_400.0
 # The code of a try the provider refused for its rate limit (HTTP 429, Brevo's rate limit);
 # the engine slows that channel's limiter when such a send goes back to the outbox.
 RATE_LIMITED = "rate_limited"
+# The code of a send the provider refused because the account has no credit left (Brevo's
+# HTTP 402, Infobip's REJECTED_NOT_ENOUGH_CREDITS): every send would be refused the same
+# way until the operator tops the account up, so the send is not failed but comes back
+# retry-later, and the provider's circuit opens for `NO_CREDITS_WAIT` (the channel pauses;
+# one probe per period finds out when the account can send again).
+NO_CREDITS = "no_credits"
+NO_CREDITS_WAIT = 300.0
 # The code of a refusal of the recipient's address itself (no such mailbox, an address the
 # provider calls invalid): as a hard bounce, the engine suppresses the address.
 ADDRESS_REJECTED = "address_rejected"
@@ -78,6 +85,13 @@ Reconcile = Callable[[list[OutboundMessage]], Awaitable[dict[str, SendResult] | 
 def utcnow() -> dt.datetime:
     """The current time in UTC (retry_at values are wall-clock)."""
     return dt.datetime.now(dt.UTC)
+
+
+def out_of_credit(message: OutboundMessage, provider: str, error: str) -> SendResult:
+    """A send refused for the account's missing credit: retry-later (`NO_CREDITS`), not a
+    failure, at the time the paused provider is next probed."""
+    at = utcnow() + dt.timedelta(seconds=NO_CREDITS_WAIT)
+    return SendResult.retry(message, provider, at, error, code=NO_CREDITS)
 
 
 class AdapterBase(abc.ABC):
@@ -182,7 +196,12 @@ class AdapterBase(abc.ABC):
                     return results
                 await trio.sleep(wait)
                 continue
-            self.breaker.record_success()
+            if any(result.error_code == NO_CREDITS for result in outcome.values()):
+                # An answer, but the account cannot send: pause the provider, not each send.
+                self.breaker.trip(NO_CREDITS_WAIT)
+                log.warning("%s: the account has no credit left; sending paused", self.provider)
+            else:
+                self.breaker.record_success()
             for key, result in outcome.items():
                 results[key] = _with_attempts(result, tries)
             pending = [m for m in pending if m.idempotency_key not in results]

@@ -29,7 +29,13 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import ADDRESS_REJECTED, HttpAdapter, Transient, ordered
+from cadence.adapters.base import (
+    ADDRESS_REJECTED,
+    HttpAdapter,
+    Transient,
+    ordered,
+    out_of_credit,
+)
 from cadence.adapters.config import BrevoConfig
 from cadence.adapters.http import (
     is_transient_status,
@@ -53,6 +59,8 @@ from cadence.adapters.retry import CircuitBreaker, RetryPolicy, parse_retry_afte
 _SPLIT = "batch_refused"
 # Brevo's error code for a request whose idempotency key it processed within the key's TTL.
 _DUPLICATE = "duplicate_parameter"
+# Brevo's error code (with HTTP 402 payment required) when the account has no credit left.
+_NO_CREDITS = "not_enough_credits"
 # Brevo's words when it refuses the recipient's address itself (400 invalid_parameter;
 # the stand-in, as Brevo's newer answers, names the entry: `to[0]`).
 _RECIPIENT_INVALID = "email is not valid in to"
@@ -294,6 +302,10 @@ class BrevoAdapter(HttpAdapter):
             # The key's first request went through; this retry was refused, not sent.
             return {m.idempotency_key: SendResult.sent(m, self.provider, None) for m in messages}
         error = provider_error("Brevo", status, code, text)
+        if status == 402 or code == _NO_CREDITS:
+            # The account is out of credit (Brevo's 402 payment required): no send fails
+            # for it; they wait until the account is topped up.
+            return {m.idempotency_key: out_of_credit(m, self.provider, error) for m in messages}
         if status == 400 and len(messages) > 1:
             code = _SPLIT
         elif status == 400 and text.strip().lower().startswith(_RECIPIENT_INVALID):

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import Attempt, HttpAdapter, Transient, ordered
+from cadence.adapters.base import Attempt, HttpAdapter, Transient, ordered, out_of_credit
 from cadence.adapters.config import InfobipConfig
 from cadence.adapters.http import (
     is_transient_status,
@@ -50,6 +50,10 @@ _ACCEPTED_GROUPS = frozenset({"PENDING", "DELIVERED", "ACCEPTED"})
 # Infobip validates a request as a whole: a 400 for one message's field (an empty template
 # placeholder) refuses, and sends, none of them. Such a batch is tried again one by one.
 _SPLIT = "batch_refused"
+# Infobip's message status (group REJECTED, id 12) for a message refused because the
+# account's balance cannot pay for it: nothing was sent, and nothing will be until the
+# account is topped up.
+_NO_CREDITS = "REJECTED_NOT_ENOUGH_CREDITS"
 
 
 def message_id_for(message: OutboundMessage) -> str:
@@ -260,6 +264,8 @@ class InfobipAdapter(HttpAdapter):
             return dataclasses.replace(failure, unknown=True) if status >= 500 else failure
         if status >= 300:
             code, error = _refusal(answer)
+            if status == 402:  # payment required: the account's balance, not these messages
+                return {m.idempotency_key: out_of_credit(m, self.provider, error) for m in messages}
             if status == 400 and len(messages) > 1:
                 code = _SPLIT
             return {
@@ -284,11 +290,11 @@ class InfobipAdapter(HttpAdapter):
             else:
                 name = str(state.get("name", group or "REJECTED"))
                 description = str(state.get("description", ""))
-                results[message.idempotency_key] = SendResult.failed(
-                    message,
-                    self.provider,
-                    f"Infobip refused: {name} {description}".strip(),
-                    code=name,
+                error = f"Infobip refused: {name} {description}".strip()
+                results[message.idempotency_key] = (
+                    out_of_credit(message, self.provider, error)
+                    if name == _NO_CREDITS
+                    else SendResult.failed(message, self.provider, error, code=name)
                 )
         if len(results) < len(messages):
             missing = len(messages) - len(results)
@@ -350,6 +356,8 @@ class InfobipAdapter(HttpAdapter):
                     continue
                 group = str(_status(entry).get("groupName", ""))
                 cost, currency = message_cost(entry)
+                if _status(entry).get("name") == _NO_CREDITS:
+                    break  # refused unsent for the balance: send it again, now it may pay
                 if group in ("REJECTED", "UNDELIVERABLE", "EXPIRED"):
                     name = str(_status(entry).get("name", group))
                     found[message.idempotency_key] = SendResult.failed(

@@ -2,8 +2,9 @@
 
 `RetryPolicy` spaces attempts with exponential backoff and jitter and honours what the
 provider says (Retry-After, Brevo's ratelimit reset). `CircuitBreaker` stops calling a
-provider after sustained failure (the channel pauses: sends come back as retry-later at
-the time of the next probe) and closes by itself when a probe gets an answer.
+provider after sustained failure, or at once when the provider says the account has no
+credit (the channel pauses: sends come back as retry-later at the time of the next probe)
+and closes by itself when a probe gets an answer.
 """
 
 from __future__ import annotations
@@ -116,6 +117,14 @@ class CircuitBreaker:
                 self.state = CircuitState.OPEN
                 self.opened_until = self.clock() + self.cooldown
                 self._probing = False
+
+    def trip(self, seconds: float) -> None:
+        """Open at once for `seconds`: the provider refused the account itself (no credit
+        left), so every call would be refused the same way until its operator acts."""
+        with self._lock:
+            self.state = CircuitState.OPEN
+            self.opened_until = self.clock() + seconds
+            self._probing = False
 
     def seconds_until_probe(self) -> float:
         """How long until the next call may go through (0 when closed)."""

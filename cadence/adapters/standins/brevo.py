@@ -127,6 +127,9 @@ class BrevoStandin(LoopbackService):
             )
         if fault.kind == "401":
             return Response(401, {"code": "unauthorized", "message": "Key not found"})
+        if fault.kind == "no_credits":
+            return Response(402, {"code": "not_enough_credits",
+                                  "message": "You don't have enough credit to send"})  # fmt: skip
         return Drop(fault.delay)
 
     def _limit_headers(self) -> dict[str, str]:

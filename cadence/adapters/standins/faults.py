@@ -1,6 +1,7 @@
 """Failure injection for the stand-ins: what to do to the next requests, or for a while.
 
-Tests (and `cadence demo`) tell a stand-in to answer 429, 500, 401, to be slow or to drop
+Tests (and `cadence demo`) tell a stand-in to answer 429, 500, 401, that the account has
+no credit left, to be slow or to drop
 the connection, either for the next N requests or for an outage of some seconds; with
 `process=True` the request is first handled (the provider took it) and only the answer
 is lost, which is the unknown-outcome case adapters must reconcile.
@@ -13,7 +14,9 @@ from typing import Literal
 
 import trio
 
-FaultKind = Literal["429", "500", "503", "401", "slow", "drop"]
+# `no_credits`: the account's balance is spent (Brevo answers 402 not_enough_credits,
+# Infobip rejects each message REJECTED_NOT_ENOUGH_CREDITS); nothing is taken.
+FaultKind = Literal["429", "500", "503", "401", "slow", "drop", "no_credits"]
 
 
 @dataclass(slots=True)

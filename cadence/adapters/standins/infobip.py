@@ -95,6 +95,34 @@ def _error(
     return Response(status, {"requestError": {"serviceException": exception}})
 
 
+NOT_ENOUGH_CREDITS = {
+    "groupId": 5,
+    "groupName": "REJECTED",
+    "id": 12,
+    "name": "REJECTED_NOT_ENOUGH_CREDITS",
+    "description": "Not enough credits",
+}
+
+
+def _rejected_for_credit(request: Request) -> list[dict[str, Any]]:
+    """One REJECTED_NOT_ENOUGH_CREDITS entry per recipient of a send request (SMS
+    destinations, WhatsApp messages, or the one WhatsApp text)."""
+    try:
+        body = request.json()
+    except (ValueError, UnicodeDecodeError):
+        return []
+    found: list[dict[str, Any]] = []
+    for message in body.get("messages", [body]) if isinstance(body, dict) else []:
+        if not isinstance(message, dict):
+            continue
+        for dest in message.get("destinations", [message]):
+            if isinstance(dest, dict) and "to" in dest:
+                message_id = dest.get("messageId") or uuid.uuid4().hex
+                found.append({"to": dest["to"], "status": NOT_ENOUGH_CREDITS,
+                              "messageId": message_id})  # fmt: skip
+    return found
+
+
 def infobip_time(at: dt.datetime) -> str:
     """A time as Infobip writes it in logs and reports: `yyyy-MM-dd'T'HH:mm:ss.SSSZ`, that is
     `2019-11-09T16:00:00.000+0000` (a four-digit offset, not ISO's `+00:00`)."""
@@ -152,6 +180,13 @@ class InfobipStandin(LoopbackService):
         if route is None and not (request.method == "GET" and request.path in lookups):
             return self._error(404, "NOT_FOUND", "Requested URL not found: " + request.path)
         fault = self.faults.take()
+        if fault is not None and fault.kind == "no_credits":
+            # The balance is spent: each message of a send is rejected, none is taken (a
+            # lookup still answers).
+            if route is None:
+                fault = None
+            else:
+                return Response(200, {"messages": _rejected_for_credit(request)})
         if fault is not None and not fault.process and fault.kind != "slow":
             return self._fail(fault)
         auth = request.headers.get("authorization", "")
