@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
-from cadence.adapters.base import ADDRESS_REJECTED, RATE_LIMITED
+from cadence.adapters.base import ADDRESS_REJECTED, NO_CREDITS, RATE_LIMITED
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, SendStatus
 from cadence.adapters.outbound import Outbound
 from cadence.adapters.render import (
@@ -325,6 +325,7 @@ class AdapterSink:
         return DeliveryResult(
             message.outbox_id, False, result.provider, error=result.error, retry_at=retry_at,
             rate_limited=result.error_code == RATE_LIMITED,
+            no_credits=result.error_code == NO_CREDITS,
         )  # fmt: skip
 
 

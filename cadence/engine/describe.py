@@ -51,6 +51,13 @@ def pause_text(details: Mapping[str, Any]) -> str:
             f"budget spent ({details.get('spent')} of {details.get('budget')} {currency}"
             f"{following}); raise the budget, `cadence deploy --migrate`, then `cadence resume`"
         )
+    if details.get("reason") == "no_credits":
+        provider = details.get("provider") or "the provider"
+        return (
+            f"the {provider} account has no credit left for {details.get('channel')}"
+            f" ({details.get('error')}); its sends wait, none is lost: top the account up at"
+            f" {provider}, then `cadence resume`"
+        )
     return "paused on request; resume to continue"
 
 

@@ -239,6 +239,9 @@ class DeliveryResult:
     # The provider refused the recipient's address itself (no such mailbox, invalid): a
     # hard bounce before sending, so the engine suppresses the address on that channel.
     address_rejected: bool = False
+    # The provider refused for the account's spent credit (not this send): the send waits,
+    # and the engine pauses its campaign until the operator tops up and resumes it.
+    no_credits: bool = False
 
 
 @dataclass
@@ -2649,7 +2652,9 @@ class Engine:
         """
         for name in sorted(pausing):
             campaign = campaign_store.get_campaign(session, self.tenant, name)
-            if campaign is None:
+            # One that is no longer running (paused by an earlier batch, cancelled) stays as
+            # it is, with its first reason.
+            if campaign is None or CampaignStatus(campaign.status) not in _ALLOWED_MOVES["pause"]:
                 continue
             versions = campaign_store.campaign_version_ids(session, campaign.id)
             count = _hold(session, campaign, versions, now, skip_locked=True)
@@ -3137,6 +3142,7 @@ class Engine:
             if kept:
                 insert_rows(session, SendLog.__table__, kept)  # type: ignore[arg-type]
             suppress.suppress_rejected(session, self.tenant, rejected, now)
+            self._pause_campaigns(session, _out_of_credit(by_id, results, lost), now)
 
 
 class _Gates:
@@ -3348,6 +3354,22 @@ class _Gates:
                 Decimal(0),
             )
         return self.spent[campaign.name]
+
+
+def _out_of_credit(
+    by_id: Mapping[int, OutgoingMessage], results: Sequence[DeliveryResult], lost: set[int]
+) -> dict[str, dict[str, Any]]:
+    """The campaigns to pause because a provider refused their sends for the account's spent
+    credit, each with why (the audit line `cadence status` and the dashboard read)."""
+    pausing: dict[str, dict[str, Any]] = {}
+    for result in results:
+        message = by_id.get(result.outbox_id)
+        if result.no_credits and message is not None and result.outbox_id not in lost:
+            pausing.setdefault(message.campaign, {
+                "reason": "no_credits", "provider": result.provider,
+                "channel": message.channel, "error": result.error,
+            })  # fmt: skip
+    return pausing
 
 
 def _hold(
