@@ -167,9 +167,9 @@ def register(subparsers: Any) -> None:
         help="campaign performance: sent, delivered, opened, clicked, converted, cost, ROI",
         description=(
             "What each campaign's sends did, from the store: sent, delivered (not bounced,"
-            " failed or left soft-bounced), opened, clicked, replied, converted and"
-            " unsubscribed (rates over delivered), bounced (over sent), cost, revenue, cost per"
-            " conversion and ROI (docs/analytics.md)."
+            " failed or left soft-bounced), opened, clicked, replied, converted, unsubscribed"
+            " and complained (spam reports; rates over delivered), bounced (over sent), cost,"
+            " revenue, cost per conversion and ROI (docs/analytics.md)."
         ),
     )
     p.add_argument("names", nargs="*", metavar="NAME", help="campaigns (default: every one)")

@@ -12,9 +12,10 @@ from typing import Any
 
 from cadence.engine.analytics import Metrics
 
-# The counts a performance table shows after `sent`, each with its rate.
+# The counts a performance table shows after `sent`, each with its rate: every count the
+# report keeps, spam complaints too (what mailbox providers judge a sender by).
 RATED_COUNTS = ("delivered", "opened", "clicked", "replied", "converted", "unsubscribed",
-                "bounced")  # fmt: skip
+                "complained", "bounced")  # fmt: skip
 # The money columns a performance table ends with.
 MONEY_COLUMNS = ("cost", "revenue", "cost/conversion", "ROI")
 # The columns of a table of decided A/B tests (`cadence status`, the dry-run, the
