@@ -267,7 +267,8 @@ def with_engine(
     The store-backed commands (the lifecycle, approve, clone, status, agents) differ only in
     what they ask the engine and print; `use` returns the exit code (None: 0). `existing`
     names a command that works only on a store that holds something (it reads, or acts on a
-    deployed campaign): a missing SQLite file is refused (exit 2), not created empty.
+    deployed campaign): a missing SQLite file is refused (exit 2), not created empty, and so
+    is a tenant the store does not have (`_require_tenant`).
     """
     from cadence.engine.runtime import Engine
 
@@ -275,10 +276,30 @@ def with_engine(
         return refused
 
     async def go() -> int:
+        if existing is not None:
+            _require_tenant(tenant)
         async with Engine(tenant=tenant) as engine:
             return await use(engine) or 0
 
     return int(_guard(go))
+
+
+def _require_tenant(tenant: str) -> None:
+    """Refuse a tenant the store does not have, before the engine would make it: a command
+    run with a mistyped `--tenant` says so and writes nothing, instead of leaving an empty
+    tenant behind and printing an empty table. A store with no tenant at all (an empty
+    PostgreSQL database) holds nothing to mistype: it reads as no campaigns."""
+    from cadence.engine.store.database import Store, StoreError
+    from cadence.errors import did_you_mean
+
+    with Store.open() as store:
+        known = store.tenant_ids()
+        if known and tenant not in known:
+            hint = did_you_mean(tenant, known)
+            raise StoreError(
+                f"no tenant {tenant!r} in the store at {store.url}"
+                + (f"; {hint}" if hint else f" (its tenants: {', '.join(known)})")
+            )
 
 
 # ---------------------------------------------------------------------------- dry-run
@@ -586,6 +607,15 @@ def _report(args: argparse.Namespace) -> int:
 
     async def use(engine: Engine) -> None:
         reports = await engine.report(args.names or None)
+        if not reports:
+            # Only a tenant without campaigns has no report (an unknown name is an error):
+            # an empty table read as "nothing sent", also under a mistyped --tenant.
+            print(
+                f"cadence: tenant {engine.tenant!r} has no campaign yet"
+                f" (`cadence deploy FILE --tenant {engine.tenant}` first)",
+                file=sys.stderr,
+            )
+            return
         if args.json:
             for report in reports:
                 print(json.dumps(report.as_dict()))

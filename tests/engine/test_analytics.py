@@ -535,3 +535,31 @@ def test_the_tables_show_spam_complaints_beside_unsubscribes(store_url: str) -> 
     (row,) = [r for r in re.findall(r"<tr>(.*?)</tr>", performance) if "promo" in r]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert dict(zip(heads, cells, strict=True))["complained"] == "2 (50.0%)"
+
+
+def test_a_report_of_a_mistyped_or_empty_tenant_says_so_and_writes_nothing(
+    store_url: str,
+) -> None:
+    """`--tenant acme` for the store's `acmee` made the tenant `acme` and printed an empty
+    table, exit 0: a typo read as a tenant that sent nothing, and left a tenant behind."""
+    from cadence.engine.store.database import Store
+
+    async def main() -> None:
+        async with Engine(store_url, tenant="acmee") as engine:
+            await engine.deploy(campaigns(SOURCE))
+        async with Engine(store_url, tenant="fresh"):  # a tenant with contacts, say
+            pass
+
+    trio.run(main)
+    typo = run_cadence("report", "--tenant", "acme", store_url=store_url)
+    assert typo.returncode == 1 and typo.stdout == ""
+    assert "no tenant 'acme'" in typo.stderr and "did you mean `acmee`" in typo.stderr
+    status = run_cadence("status", "--tenant", "acme", store_url=store_url)
+    assert status.returncode == 1 and "no tenant 'acme'" in status.stderr
+    with Store.open(store_url) as store:
+        assert "acme" not in store.tenant_ids()
+    empty = run_cadence("report", "--json", "--tenant", "fresh", store_url=store_url)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert "tenant 'fresh' has no campaign yet" in empty.stderr
+    shown = run_cadence("report", "--tenant", "acmee", store_url=store_url)
+    assert shown.returncode == 0 and "promo" in shown.stdout
