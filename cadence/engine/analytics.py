@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select, true
@@ -52,6 +52,7 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
+from cadence.engine.store.records import conversion_value
 
 # A conversion is credited to the contact's latest send at most this long before it.
 ATTRIBUTION_WINDOW = dt.timedelta(days=7)
@@ -66,7 +67,6 @@ _COUNTED_AS: dict[str, tuple[str, ...]] = {
     name: tuple(metric for metric in ENGAGEMENT if name in evaluate.engagement_reads(metric))
     for name in ENGAGEMENT
 }
-REVENUE_PROPERTIES = ("value", "revenue", "amount")
 # Cost per conversion is a quotient: kept to this many places (a micro-unit).
 MONEY_PLACES = Decimal("0.000001")
 # The counts a Metrics keeps.
@@ -352,7 +352,7 @@ def _contacts_outcomes(
         if credited is None:
             continue
         seen.setdefault("converted", set()).add(credited.key)
-        amount, currency = _revenue(properties)
+        amount, currency = conversion_value(properties)
         if amount is not None:
             revenue.append((credited, amount, currency))
     return SendOutcomes(sends, outcomes, seen, revenue)
@@ -531,22 +531,6 @@ def _of_campaign(properties: Mapping[str, Any], sends: Sequence[_Send]) -> Seque
     if campaign is None:
         return sends
     return [s for s in sends if s.campaign == str(campaign)]
-
-
-def _revenue(properties: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:
-    """A conversion's value and its currency (None: none given)."""
-    for name in REVENUE_PROPERTIES:
-        value = properties.get(name)
-        if value is None or isinstance(value, bool):
-            continue
-        try:
-            amount = Decimal(str(value))
-        except InvalidOperation:
-            continue
-        if amount.is_finite():
-            currency = properties.get("currency")
-            return amount, str(currency).upper() if currency else None
-    return None, None
 
 
 def _plain(amount: Decimal) -> str:

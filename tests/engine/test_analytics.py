@@ -563,3 +563,32 @@ def test_a_report_of_a_mistyped_or_empty_tenant_says_so_and_writes_nothing(
     assert "tenant 'fresh' has no campaign yet" in empty.stderr
     shown = run_cadence("report", "--tenant", "acmee", store_url=store_url)
     assert shown.returncode == 0 and "promo" in shown.stdout
+
+
+def test_a_conversion_whose_value_is_no_amount_is_refused(store_url: str) -> None:
+    """`"value": "12,50"` (a decimal comma), `"€3"` or a currency named in words were
+    stored: the purchase counted as converted with no revenue, or in a currency of its own
+    (`US DOLLAR`), so the report's revenue and ROI were short with no word why."""
+    from cadence.engine.store.records import InvalidInput
+
+    async def main() -> list[CampaignReport]:
+        async with Engine(store_url, clock=SimulatedClock(T0), sink=RecordingSink()) as engine:
+            await engine.upsert_contacts(PEOPLE[:3])
+            await engine.deploy(campaigns(SOURCE))
+            await engine.launch("promo")
+            await engine.run_due()
+            with pytest.raises(InvalidInput) as refused:
+                await engine.push_events([
+                    _event("c0", "converted", 1, value="12,50", currency="EUR"),
+                    _event("c1", "converted", 1, amount="€3"),
+                    _event("c2", "converted", 1, value=5, currency="US Dollar"),
+                ])  # fmt: skip
+            assert [(p.row, p.column) for p in refused.value.problems] == [
+                (1, "properties.value"), (2, "properties.amount"), (3, "properties.currency")
+            ]  # fmt: skip
+            await engine.push_events([_event("c0", "converted", 1, value=" 7.5 ", currency=" eur")])
+            return await engine.report(["promo"])
+
+    (promo,) = trio.run(main)
+    assert promo.total.converted == 1  # the refused ones wrote nothing
+    assert promo.total.revenue == {"EUR": Decimal("7.5")}

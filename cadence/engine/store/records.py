@@ -12,6 +12,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cadence.dsl.symbols import CHANNELS, LOCALE_TAG
@@ -406,6 +407,58 @@ EVENT_KEY_ALIASES = {
 CHANNEL_EVENTS = frozenset({"unsubscribed", "resubscribed", "complained", "bounced", "replied"})
 
 
+CONVERTED = "converted"
+# A conversion's value, the first of these properties it gives, in its `currency`: what
+# `cadence report` adds up as revenue (cadence.engine.analytics, docs/analytics.md).
+REVENUE_PROPERTIES = ("value", "revenue", "amount")
+CURRENCY_CODE = re.compile(r"[A-Za-z]{3}")
+
+
+def conversion_value(properties: Mapping[str, Any]) -> tuple[Decimal | None, str | None]:
+    """A conversion's value and its currency in capitals (None: none given; a value that is
+    no amount, stored before `validate_event` refused one, counts as none)."""
+    for name in REVENUE_PROPERTIES:
+        amount = _amount(properties.get(name))
+        if amount is not None:
+            currency = properties.get("currency")
+            return amount, (str(currency).strip().upper() or None) if currency else None
+    return None, None
+
+
+def _amount(value: Any) -> Decimal | None:
+    """A number, or text that is one (`"7.50"`); None for anything else."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+def _conversion_problems(properties: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    """What is wrong with a `converted` event's value and currency: either stored as given
+    would be a purchase the report counts with no revenue, or in a currency of its own."""
+    problems: list[tuple[str | None, str]] = []
+    for name in REVENUE_PROPERTIES:
+        value = properties.get(name)
+        if not _is_empty(value) and _amount(value) is None:
+            problems.append((
+                f"properties.{name}",
+                f"{value!r} is not an amount: write a number such as 12.5 (a dot before the"
+                ' decimals, no currency sign: the currency goes in "currency")',
+            ))  # fmt: skip
+    currency = properties.get("currency")
+    if not _is_empty(currency) and not (
+        isinstance(currency, str) and CURRENCY_CODE.fullmatch(currency.strip())
+    ):
+        problems.append((
+            "properties.currency",
+            f"{currency!r} is not a currency code: three letters, as USD or EUR",
+        ))  # fmt: skip
+    return problems
+
+
 # The event each consent change is stored as (cadence.engine.consent). Pushed in, such an
 # event records that consent, as `Engine.set_consent` does, so it needs a channel that
 # takes one.
@@ -487,6 +540,8 @@ def validate_event(
         problem = consent_channel_problem(properties.get("channel"))
         if problem is not None:
             errors.append(("properties.channel", problem))
+    elif isinstance(name, str) and name.strip() == CONVERTED:
+        errors.extend(_conversion_problems(properties))
 
     dedupe_key: str | None = None
     if not _is_empty(raw.get("id")):
