@@ -27,7 +27,14 @@ from typing import Any
 import httpx
 import trio
 
-from cadence.adapters.base import Attempt, HttpAdapter, Transient, ordered, out_of_credit
+from cadence.adapters.base import (
+    ADDRESS_REJECTED,
+    Attempt,
+    HttpAdapter,
+    Transient,
+    ordered,
+    out_of_credit,
+)
 from cadence.adapters.config import InfobipConfig
 from cadence.adapters.http import (
     is_transient_status,
@@ -54,6 +61,15 @@ _SPLIT = "batch_refused"
 # account's balance cannot pay for it: nothing was sent, and nothing will be until the
 # account is topped up.
 _NO_CREDITS = "REJECTED_NOT_ENOUGH_CREDITS"
+# Message statuses (group REJECTED) that refuse the number itself, not the account or the
+# route: its prefix or length matches no operator. Every later send to it would be refused
+# the same way, so, as a mailbox that does not exist, it is suppressed (a hard bounce).
+NUMBER_REFUSED = frozenset({"REJECTED_PREFIX_MISSING", "REJECTED_DESTINATION"})
+
+
+def _refusal_code(name: str) -> str:
+    """The error code of a send Infobip refused with the status `name`."""
+    return ADDRESS_REJECTED if name in NUMBER_REFUSED else name
 
 
 def message_id_for(message: OutboundMessage) -> str:
@@ -294,7 +310,7 @@ class InfobipAdapter(HttpAdapter):
                 results[message.idempotency_key] = (
                     out_of_credit(message, self.provider, error)
                     if name == _NO_CREDITS
-                    else SendResult.failed(message, self.provider, error, code=name)
+                    else SendResult.failed(message, self.provider, error, code=_refusal_code(name))
                 )
         if len(results) < len(messages):
             missing = len(messages) - len(results)
@@ -361,7 +377,7 @@ class InfobipAdapter(HttpAdapter):
                 if group in ("REJECTED", "UNDELIVERABLE", "EXPIRED"):
                     name = str(_status(entry).get("name", group))
                     found[message.idempotency_key] = SendResult.failed(
-                        message, self.provider, f"Infobip reports {name}", code=name
+                        message, self.provider, f"Infobip reports {name}", code=_refusal_code(name)
                     )
                 else:
                     found[message.idempotency_key] = SendResult.sent(

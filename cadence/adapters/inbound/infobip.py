@@ -46,7 +46,7 @@ from cadence.adapters.inbound.reports import (
     dedupe_key,
     json_kind,
 )
-from cadence.adapters.infobip import message_cost
+from cadence.adapters.infobip import NUMBER_REFUSED, message_cost
 
 PROVIDER = "infobip"
 
@@ -59,10 +59,6 @@ _GROUPS: dict[str, tuple[str, str | None, str | None]] = {
     "PENDING": ("pending", None, None),
     "ACCEPTED": ("pending", None, None),
 }
-# REJECTED statuses that refuse the number itself, not the account or the route: its prefix
-# or length matches no operator. Every later send to it would be refused the same way, so
-# it is a hard bounce (the number is suppressed), as a mailbox that does not exist is.
-NUMBER_REFUSED = frozenset({"REJECTED_PREFIX_MISSING", "REJECTED_DESTINATION"})
 
 
 def parse(payload: Any) -> tuple[list[ProviderReport], list[tuple[str, str]]]:
