@@ -1079,3 +1079,34 @@ def test_a_template_reading_the_event_sent_where_there_is_none_is_named(
         named = ", ".join(f"`event.{name}`" for name in fields)
         assert f"`drop` reads {named}, but this step's trigger gives no event" in warning.message
         assert warning.column == len("campaign c { " + trigger + " { send email ") + 1
+
+
+_PRICED = 'template a email { subject "A" body "x" }\ntemplate b sms "Hi"\ntemplate c inbox "In"\n'
+
+
+@pytest.mark.parametrize(
+    ("settings", "steps", "unpriced", "hint"),
+    [
+        ("budget 5 USD", "send email a", "email", "price them: `cost email AMOUNT USD`"),
+        (
+            "budget 5 USD  cost email 0.001 USD",
+            "send email a  send sms b",
+            "sms",
+            "add `sms AMOUNT USD` to the `cost` at line 6",
+        ),
+        ("budget 5 USD  cost email 0.001 USD, sms 0.05 USD", "send email a  send sms b", "", ""),
+        ("budget 5 USD  cost email 0.001 USD", "send email a  send inbox c", "", ""),
+        ("cost email 0.001 USD", "send email a  send sms b", "", ""),  # no budget to keep
+    ],
+)
+def test_a_budget_that_never_counts_a_channel_s_messages_is_named(
+    settings: str, steps: str, unpriced: str, hint: str
+) -> None:
+    """A budget counts each message at the campaign's `cost` for its channel: a paid channel
+    it does not price counts nothing, so the campaign never pauses for those messages."""
+    found = check_text(_PRICED + f"campaign c {{\n  {settings.replace('  ', chr(10))}\n"
+                       f"  on launch {{ {steps} }}\n}}")  # fmt: skip
+    assert codes(found) == (["W313"] if unpriced else [])
+    if unpriced:
+        (warning,) = found
+        assert f"no cost for {unpriced}" in warning.message and warning.hint == hint

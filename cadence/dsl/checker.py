@@ -17,7 +17,7 @@ from cadence.dsl.checks.events import check_event_names
 from cadence.dsl.checks.flow import check_paths_through, check_send_loops
 from cadence.dsl.checks.scope import check_engagement_scope
 from cadence.dsl.checks.settings import check_settings
-from cadence.dsl.checks.steps import check_trigger_block
+from cadence.dsl.checks.steps import check_budget_costs, check_trigger_block
 from cadence.dsl.loader import Workspace, load, load_text
 from cadence.dsl.symbols import collect_symbols
 from cadence.errors import CadenceCheckError, Diagnostic
@@ -54,6 +54,7 @@ def check_workspace(workspace: Workspace) -> list[Diagnostic]:
             check_trigger_block(ctx, unit, block)
         check_paths_through(ctx, unit)
         check_engagement_scope(ctx, unit)
+        check_budget_costs(ctx, unit)
     check_send_loops(ctx, symbols)
     check_event_names(ctx)
     return sort_diagnostics(ctx.diagnostics)

@@ -70,6 +70,7 @@ CHECK_CODES: dict[str, str] = {
     "W310": "engagement in a step about a template the campaign never sends",
     "W311": "an ordering comparison with a number written in quotes",
     "W312": "a template that reads `event.FIELD` sent where there is no event",
+    "W313": "a campaign with a budget sending on a channel its `cost` does not price",
 }
 
 

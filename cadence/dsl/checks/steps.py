@@ -278,6 +278,39 @@ def _check_send(ctx: CheckContext, send: ast.Send, allowed: ast.ChannelsSetting 
         )
 
 
+# The channels whose messages a provider charges for; an in-app inbox message or a
+# campaign's own webhook call is free unless the campaign prices it.
+PRICED_CHANNELS = ("email", "sms", "whatsapp")
+
+
+def check_budget_costs(ctx: CheckContext, unit: CampaignUnit) -> None:
+    """Warn when a campaign with a `budget` sends on a paid channel its `cost` does not price.
+
+    The budget counts each message at the campaign's cost for its channel, so messages of an
+    unpriced channel count nothing and the campaign never pauses for them.
+    """
+    budget = next(unit.setting(ast.BudgetSetting), None)
+    if budget is None:
+        return
+    priced = {item.channel for cost in unit.setting(ast.CostSetting) for item in cost.items}
+    sent = {send.channel for block in unit.triggers for send in _sends(block.steps)}
+    unpriced = [channel for channel in PRICED_CHANNELS if channel in sent - priced]
+    if not unpriced:
+        return
+    prices = ", ".join(f"{channel} AMOUNT {budget.amount.currency}" for channel in unpriced)
+    cost = next(unit.setting(ast.CostSetting), None)
+    ctx.warning(
+        budget.span,
+        "W313",
+        f"campaign `{unit.name}` has a budget but no cost for {' or '.join(unpriced)}: its"
+        f" {' and '.join(unpriced)} messages count nothing against the budget, so it never"
+        " pauses for them",
+        f"add `{prices}` to the `cost` at line {cost.span.line}"
+        if cost is not None
+        else f"price them: `cost {prices}`",
+    )
+
+
 def _sends(steps: tuple[ast.Step, ...]) -> Iterator[ast.Send]:
     for step in all_steps(steps):
         if isinstance(step, ast.Send):
