@@ -69,7 +69,6 @@ from cadence.engine.runtime import (
     Sink,
 )
 from cadence.engine.store import Store
-from cadence.engine.store import sends as send_store
 from cadence.engine.store.aio import AsyncStore
 from cadence.engine.store.importer import event_dict, push_events, read_jsonl
 from cadence.engine.store.models import (
@@ -1190,25 +1189,9 @@ async def _push_file_events(engine: Engine, events: list[dict[str, Any]]) -> Non
 
 
 def _read_events(path: Path) -> list[dict[str, Any]]:
+    """The events file's rows; each is checked once the contacts are in (`check_only`)."""
     problems: list[Problem] = []
     rows = read_jsonl(path, problems)
-    if problems:
-        raise InvalidInput(problems)
-    problems = [
-        Problem(str(path), line, "at", "every event needs an `at`")
-        for line, row in rows
-        if "at" not in row
-    ]
-    # A consent event records its consent when the run reaches it (`_push_file_events`):
-    # a channel that takes none is refused here, with its line, before anything runs.
-    for line, row in rows:
-        properties = row.get("properties")
-        channel = properties.get("channel") if isinstance(properties, dict) else None
-        if consent.status_of_event(str(row.get("name"))) is None:
-            continue
-        problem = send_store.consent_channel_problem(channel)
-        if problem is not None:
-            problems.append(Problem(str(path), line, "channel", problem))
     if problems:
         raise InvalidInput(problems)
     return [row for _, row in rows]

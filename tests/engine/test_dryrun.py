@@ -917,8 +917,8 @@ def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path
         f"{where}:3: column \"contact\": no contact 'nobody' in tenant 'default'"
     ]
     assert problems([good, {"contact": "e1", "name": "x"}, {"contact": "e1", "name": "y"}]) == [
-        f'{where}:2: column "at": every event needs an `at`',
-        f'{where}:3: column "at": every event needs an `at`',
+        f'{where}:2: column "at": a time is required (ISO-8601, e.g. 2026-12-01T09:00:00Z)',
+        f'{where}:3: column "at": a time is required (ISO-8601, e.g. 2026-12-01T09:00:00Z)',
     ]
     # An event without a `name` (`event` written for it) crashed with KeyError: 'name'.
     renamed = {"contact": "e1", "event": "course_enquiry", "at": "2026-12-02T10:00:00Z"}
@@ -1494,8 +1494,8 @@ def test_a_consent_event_on_a_channel_that_takes_none_is_refused_up_front(
         )  # fmt: skip
     channels = "one of email, inbox, sms, whatsapp"
     assert [str(problem) for problem in caught.value.problems] == [
-        f"{events}:2: column \"channel\": channel 'Email' takes no consent; {channels}",
-        f'{events}:3: column "channel": a consent needs a channel; {channels}',
+        f"{events}:2: column \"properties.channel\": channel 'Email' takes no consent; {channels}",
+        f'{events}:3: column "properties.channel": a consent needs a channel; {channels}',
     ]
     assert progress == []
 
