@@ -117,7 +117,7 @@ def test_a_pushed_consent_event_records_that_consent(store_url: str) -> None:
         await engine.push_events([
             {"contact": "ana", "name": "consent_withdrawn", "properties": {"channel": "email"}},
             {"contact": "ana", "name": "consent_granted",
-             "properties": {"channel": "sms", "source": "checkout"}},
+             "properties": {"channel": " SMS", "source": "checkout"}},  # read as sms
             {"contact": "bo", "name": "consent_granted", "at": before,
              "properties": {"channel": "sms"}},
         ])  # fmt: skip

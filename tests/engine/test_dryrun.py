@@ -1468,8 +1468,8 @@ def test_a_dry_run_sends_the_confirmation_with_a_placeholder_link(tmp_path: Path
 def test_a_consent_event_on_a_channel_that_takes_none_is_refused_up_front(
     tmp_path: Path,
 ) -> None:
-    """`"channel": "Email"` stopped the run when the simulated clock reached that event,
-    with "--events: channel 'Email' takes no consent" and no line; a consent event with no
+    """`"channel": "fax"` stopped the run when the simulated clock reached that event,
+    with "--events: channel 'fax' takes no consent" and no line; a consent event with no
     channel recorded nothing, silently. Both are the file's problems, listed before the run
     with their lines, as a bad `at` is."""
     source = tmp_path / "optin.cadence"
@@ -1478,7 +1478,7 @@ def test_a_consent_event_on_a_channel_that_takes_none_is_refused_up_front(
     rows = [
         {"contact": "ana", "name": "consent_requested", "properties": {"channel": "email"},
          "at": "2026-12-01T10:00:00Z"},
-        {"contact": "ana", "name": "consent_granted", "properties": {"channel": "Email"},
+        {"contact": "ana", "name": "consent_granted", "properties": {"channel": "fax"},
          "at": "2026-12-03T10:00:00Z"},
         {"contact": "ana", "name": "consent_withdrawn", "at": "2026-12-04T10:00:00Z"},
         {"contact": "ana", "name": "clicked", "at": "2026-12-04T10:00:00Z"},
@@ -1494,7 +1494,7 @@ def test_a_consent_event_on_a_channel_that_takes_none_is_refused_up_front(
         )  # fmt: skip
     channels = "one of email, inbox, sms, whatsapp"
     assert [str(problem) for problem in caught.value.problems] == [
-        f"{events}:2: column \"properties.channel\": channel 'Email' takes no consent; {channels}",
+        f"{events}:2: column \"properties.channel\": channel 'fax' takes no consent; {channels}",
         f'{events}:3: column "properties.channel": a consent needs a channel; {channels}',
     ]
     assert progress == []

@@ -537,9 +537,14 @@ def validate_event(
         except ValueError as exc:
             errors.append(("properties.channel", str(exc)))
     elif isinstance(name, str) and name.strip() in CONSENT_EVENT_STATUSES:
-        problem = consent_channel_problem(properties.get("channel"))
+        channel = properties.get("channel")
+        # Folded as an unsubscribe's channel is: `"Email"` grants email's consent.
+        folded = channel.strip().lower() if isinstance(channel, str) else channel
+        problem = consent_channel_problem(folded)
         if problem is not None:
             errors.append(("properties.channel", problem))
+        elif folded != channel:
+            properties = {**properties, "channel": folded}
     elif isinstance(name, str) and name.strip() == CONVERTED:
         errors.extend(_conversion_problems(properties))
 
