@@ -287,18 +287,22 @@ def with_engine(
 def _require_tenant(tenant: str) -> None:
     """Refuse a tenant the store does not have, before the engine would make it: a command
     run with a mistyped `--tenant` says so and writes nothing, instead of leaving an empty
-    tenant behind and printing an empty table. A store with no tenant at all (an empty
-    PostgreSQL database) holds nothing to mistype: it reads as no campaigns."""
+    tenant behind and printing an empty table. The default tenant, which no one types, is
+    never refused: on a store without it (an empty PostgreSQL database, or one holding
+    other tenants only) it reads as no campaigns."""
     from cadence.engine.store.database import Store, StoreError
+    from cadence.engine.tenants import DEFAULT_TENANT
     from cadence.errors import did_you_mean
 
+    if tenant == DEFAULT_TENANT:
+        return
     with Store.open() as store:
         known = store.tenant_ids()
-        if known and tenant not in known:
+        if tenant not in known:
             hint = did_you_mean(tenant, known)
             raise StoreError(
                 f"no tenant {tenant!r} in the store at {store.url}"
-                + (f"; {hint}" if hint else f" (its tenants: {', '.join(known)})")
+                + (f"; {hint}" if hint else f" (its tenants: {', '.join(known) or 'none'})")
             )
 
 
