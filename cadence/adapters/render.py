@@ -47,7 +47,7 @@ from jinja2.utils import Namespace
 from markupsafe import Markup, escape
 
 from cadence.adapters.sandbox import BoundedRunner, RenderTimeout
-from cadence.adapters.text import SmsLength, html_to_text, sms_length, text_to_html
+from cadence.adapters.text import SmsLength, html_to_text, sms_length, sms_text, text_to_html
 from cadence.dsl.compiled import CompiledTemplate, TemplateContentModel
 from cadence.errors import CadenceError
 
@@ -978,7 +978,7 @@ class TemplateRenderer:
             # An in-app message: its subject (a title) is optional, as the language allows.
             return self._render_email(name, content, variables, locale, needs_subject=False)
         if channel == "sms":
-            text = self._render_message_text(name, content, variables)
+            text = sms_text(self._render_message_text(name, content, variables))
             length: SmsLength = sms_length(text)
             return SmsContent(text, length.encoding, length.units, length.segments, locale)
         if channel == "whatsapp":

@@ -114,6 +114,14 @@ GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
 
 Encoding = Literal["GSM-7", "UCS-2"]
 
+# What locale formatting (Babel's CLDR data) writes and GSM-7 lacks: no-break and thin
+# spaces (French money, English times before PM) and de-CH's grouping apostrophe U+2019.
+# One of them would send a whole SMS as UCS-2, at up to three times the segments; the
+# handset shows the GSM-7 character in its place just as well.
+_GSM7_SUBSTITUTES = str.maketrans(
+    {"\u00a0": " ", "\u2007": " ", "\u2009": " ", "\u202f": " ", "\u2019": "'"}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SmsLength:
@@ -128,6 +136,11 @@ class SmsLength:
 def is_gsm7(text: str) -> bool:
     """True when every character is in GSM-7's basic or extension table."""
     return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+
+
+def sms_text(text: str) -> str:
+    """The text as an SMS carries it: formatting's spaces and marks in their GSM-7 form."""
+    return text.translate(_GSM7_SUBSTITUTES)
 
 
 def sms_length(text: str) -> SmsLength:

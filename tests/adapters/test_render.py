@@ -486,7 +486,7 @@ def test_no_matching_block_gets_the_default_content_not_the_english_block(
     }
     assert texts == {
         "es": "Hola 1.234,5",
-        "fr": "Hola 1\u202f234,5",
+        "fr": "Hola 1 234,5",  # the no-break space as an SMS carries it
         "xx-YY": "Hola 1,234.5",
         None: "Hola 1,234.5",
         "en": "Hello 1,234.5",
@@ -524,7 +524,26 @@ def test_contact_locale_picks_the_localized_block_and_formats(renderer: Template
     ],
 )
 def test_babel_filters(renderer: TemplateRenderer, locale: str, source: str, expected: str) -> None:
-    assert render_sms(renderer, source, locale=locale).text == expected
+    context = RenderContext(contact={}, locale=locale)
+    assert renderer.render_string(source, context) == expected
+
+
+@pytest.mark.parametrize(
+    ("locale", "source", "expected"),
+    [
+        ("fr", "Total {{ 1234.5 | money('EUR') }}", "Total 1 234,50 €"),
+        ("de-AT", "Total {{ 1234.5 | money('EUR') }}", "Total € 1.234,50"),
+        ("de-CH", "Total {{ 1234.5 | number }}", "Total 1'234.5"),
+        ("en-US", "At {{ '2026-12-01T14:00:00Z' | time }}", "At 2:00 PM"),
+    ],
+)
+def test_an_sms_formatted_for_a_locale_stays_gsm7(
+    renderer: TemplateRenderer, locale: str, source: str, expected: str
+) -> None:
+    """Babel writes no-break spaces and an apostrophe GSM-7 lacks; any of them
+    would bill the whole SMS as UCS-2 (70 characters a segment instead of 160)."""
+    out = render_sms(renderer, source, locale=locale)
+    assert (out.text, out.encoding) == (expected, "GSM-7")
 
 
 def test_datetime_uses_contact_timezone(renderer: TemplateRenderer) -> None:
