@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Literal
@@ -93,11 +94,49 @@ def html_to_text(markup: str) -> str:
     return text.strip() + "\n" if text.strip() else ""
 
 
+_WEB_ADDRESS = re.compile(r"""https?://[^\s<>"']+""", re.IGNORECASE)
+# What ends a sentence around an address in running text, rather than the address itself.
+_SENTENCE_END = ".,;:!?"
+
+
+def replace_web_addresses(
+    text: str, address: Callable[[str], str], between: Callable[[str], str] = str
+) -> str:
+    """`text` with each http(s) address replaced by `address(it)`, the rest by `between`.
+
+    An address is taken up to white space, without the punctuation that ends the sentence
+    around it and without a closing parenthesis it did not open (`text
+    (https://a.example/x).` -> `https://a.example/x`); a scheme with no address is none.
+    """
+    out, done = [], 0
+    for found in _WEB_ADDRESS.finditer(text):
+        url = found.group(0)
+        while url and (
+            url[-1] in _SENTENCE_END or (url[-1] == ")" and url.count("(") < url.count(")"))
+        ):
+            url = url[:-1]
+        if url.endswith("//"):
+            continue
+        out += [between(text[done : found.start()]), address(url)]
+        done = found.start() + len(url)
+    out.append(between(text[done:]))
+    return "".join(out)
+
+
+def _link(url: str) -> str:
+    url = html.escape(url)
+    return f'<a href="{url}">{url}</a>'
+
+
 def text_to_html(text: str) -> str:
-    """A minimal HTML version of a plain-text body: escaped paragraphs with line breaks."""
+    """A minimal HTML version of a plain-text body: escaped paragraphs with line breaks,
+    web addresses as links (so the click tracking wraps them as it does the text part's)."""
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
     body = "\n".join(
-        "<p>" + html.escape(p.strip()).replace("\n", "<br>\n") + "</p>" for p in paragraphs
+        "<p>"
+        + replace_web_addresses(p.strip(), _link, html.escape).replace("\n", "<br>\n")
+        + "</p>"
+        for p in paragraphs
     )
     return f"<!DOCTYPE html>\n<html><body>\n{body}\n</body></html>\n"
 

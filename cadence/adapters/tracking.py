@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit
 
+from cadence.adapters.text import replace_web_addresses
+
 if TYPE_CHECKING:
     from cadence.engine.runtime import OutgoingMessage
 
@@ -36,9 +38,6 @@ _ANCHOR_HREF = re.compile(
     r"""(<a\b[^>]*?\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE | re.DOTALL
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
-_TEXT_URL = re.compile(r"""https?://[^\s<>"']+""", re.IGNORECASE)
-# What ends a sentence around a URL in running text, rather than the URL itself.
-_TRAILING = ".,;:!?"
 
 
 def has_web_version(channel: str) -> bool:
@@ -195,20 +194,6 @@ def track_text(text: str, *, click: Callable[[str], str], keep: Collection[str] 
     """The plain-text part with its web addresses sent through click redirects.
 
     Readers of the text part click too (text-only clients, some screen readers); without
-    this their clicks went uncounted. An address is taken up to white space, without the
-    punctuation that ends the sentence around it and without a closing parenthesis it
-    did not open (`text (https://a.example/x).` -> `https://a.example/x`).
+    this their clicks went uncounted. `replace_web_addresses` says what an address is.
     """
-
-    def wrap(found: re.Match[str]) -> str:
-        url = found.group(0)
-        tail = ""
-        while url and (
-            url[-1] in _TRAILING or (url[-1] == ")" and url.count("(") < url.count(")"))
-        ):
-            url, tail = url[:-1], url[-1] + tail
-        if url in keep or url.endswith("//"):  # kept, or a scheme with no address
-            return found.group(0)
-        return click(url) + tail
-
-    return _TEXT_URL.sub(wrap, text)
+    return replace_web_addresses(text, lambda url: url if url in keep else click(url))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cadence.adapters.text import text_to_html
 from cadence.adapters.tracking import (
     LinkSigner,
     TrackingLinks,
@@ -83,3 +84,15 @@ def test_web_addresses_of_the_text_part_are_wrapped_without_the_sentence_around_
         "https://keep.example/u. Bare http:// stays. End: "
         "https://t.example/c/k.s?u=http://c.example/!"
     )
+
+
+def test_the_html_of_a_plain_text_body_has_its_addresses_tracked_as_the_text_part() -> None:
+    """A body with no HTML gets a minimal HTML part; its addresses were bare text there,
+    which mail clients link themselves, so the clicks of HTML readers went uncounted."""
+    text = "Visit https://a.example/x?y=1&z=2. Or keep https://keep.example/u\nBye <3"
+    html = track_html(text_to_html(text), click=_click, pixel=None, keep={"https://keep.example/u"})
+    assert (
+        '<p>Visit <a href="https://t.example/c/k.s?u=https://a.example/x?y=1&amp;z=2">'
+        "https://a.example/x?y=1&amp;z=2</a>. Or keep "
+        '<a href="https://keep.example/u">https://keep.example/u</a><br>\nBye &lt;3</p>'
+    ) in html
