@@ -627,13 +627,14 @@ def _report(args: argparse.Namespace) -> int:
         console = table_console()
         console.print(_report_table(reports, args.by))
         for report in reports:
-            if report.not_sent:
-                reasons = most_first(report.not_sent)
-                console.print(
-                    f"{escape(report.name)}: not sent {sum(report.not_sent.values()):,} ("
-                    + ", ".join(f"{escape(reason)}: {count:,}" for reason, count in reasons)
-                    + ")"
-                )
+            for what, counts in (("not sent", report.not_sent), ("failed", report.failed)):
+                if counts:
+                    reasons = most_first(counts)
+                    console.print(
+                        f"{escape(report.name)}: {what} {sum(counts.values()):,} ("
+                        + ", ".join(f"{escape(reason)}: {count:,}" for reason, count in reasons)
+                        + ")"
+                    )
         ab_tests = {report.name: report.ab_tests for report in reports if report.ab_tests}
         if args.by == "variant" and ab_tests:
             # The variant rows count the held contacts' winner sends too: the verdicts

@@ -154,6 +154,10 @@ class CampaignReport:
     # The sends a gate stopped (a cap, consent, suppression ...), counted per reason as the
     # send log records it: a capped campaign's report otherwise reads as sending nothing.
     not_sent: dict[str, int] = field(default_factory=dict)
+    # The sends that failed for good before going out (a template that did not render, a
+    # provider's refusal), counted per error as the outbox records it: they are not sent,
+    # so without this a send that fails for every contact left no trace in the report.
+    failed: dict[str, int] = field(default_factory=dict)
     # The current version's `type` (declared or inferred) and `kind`: what reports group by.
     type: str = ""
     kind: str | None = None
@@ -170,6 +174,7 @@ class CampaignReport:
             "by_variant": {k: v.as_dict() for k, v in sorted(self.by_variant.items())},
             "ab_tests": self.ab_tests,
             "not_sent": dict(sorted(self.not_sent.items())),
+            "failed": dict(sorted(self.failed.items())),
         }
 
 
@@ -242,6 +247,15 @@ def campaign_reports(
         if stopped is not None:
             reason = str(detail.get("reason") or "skipped")
             stopped.not_sent[reason] = stopped.not_sent.get(reason, 0) + 1
+    for campaign, error in session.execute(
+        select(Campaign.name, OutboxMessage.error)
+        .join(CampaignVersion, CampaignVersion.id == OutboxMessage.version_id)
+        .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+        .where(Campaign.tenant_id == tenant_id, OutboxMessage.status == OutboxStatus.FAILED.value)
+    ):
+        failing = reports.get(campaign)
+        if failing is not None:
+            failing.failed[error or "failed"] = failing.failed.get(error or "failed", 0) + 1
     for (campaign, template, variant), metrics in groups.items():
         report = reports[campaign]
         report.total.add(metrics)

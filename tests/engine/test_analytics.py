@@ -592,3 +592,49 @@ def test_a_conversion_whose_value_is_no_amount_is_refused(store_url: str) -> Non
     (promo,) = trio.run(main)
     assert promo.total.converted == 1  # the refused ones wrote nothing
     assert promo.total.revenue == {"EUR": Decimal("7.5")}
+
+
+FAILING = """
+template city_news email { subject "News" body "<p>Homes in {{ contact.city }}</p>" }
+template ping sms "{{ contact.note | default('') }}"
+campaign news { from "Acme <hello@acme.test>"  on launch { send email city_news  send sms ping } }
+"""
+
+
+def test_the_report_says_which_sends_failed_and_why(store_url: str) -> None:
+    """A template that does not render fails that send only, with its reason in the outbox;
+    but the report counted only what went out, so a campaign whose every send failed read
+    as one that sent nothing, and `serve` printed `0 delivered` with no word of why."""
+    from cadence.adapters.config import load_settings
+    from cadence.adapters.outbound import Outbound
+    from cadence.adapters.sink import AdapterSink, StoreContentSource
+
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test", "phone": f"+4479460000{i:02d}",
+               "sms_opt_in": True} for i in range(2)]  # fmt: skip
+
+    async def main() -> list[CampaignReport]:
+        source = StoreContentSource(store_url)
+        outbound = Outbound(load_settings(env={}))
+        sink = AdapterSink(outbound, source)
+        try:
+            async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
+                await engine.upsert_contacts(people)
+                await engine.deploy(campaigns(FAILING))
+                await engine.launch("news")
+                await engine.run_due()
+                return await engine.report()
+        finally:
+            source.close()
+            await outbound.aclose()
+
+    (news,) = trio.run(main)
+    undefined = (
+        "template city_news (body), line 1: `contact.city` is undefined"
+        " (use `| default(...)` if it may be missing)"
+    )
+    empty = "template ping (body): the message rendered empty"
+    assert news.total.sent == 0 and news.failed == {undefined: 2, empty: 2}
+    table = run_cadence("report", store_url=store_url)
+    assert table.returncode == 0, table.stderr
+    assert f"news: failed 4 ({undefined}: 2, {empty}: 2)" in " ".join(table.stdout.split())
+    assert news.as_dict()["failed"] == {undefined: 2, empty: 2}  # what --json prints
