@@ -739,10 +739,12 @@ async def _serve_engine(
     http: str | None,
     service: ServiceSettings,
 ) -> RunStats:
-    """Serve until idle, or until SIGINT/SIGTERM cancels the loop between batches.
+    """Serve until idle, or until SIGINT/SIGTERM stops the loop between batches.
 
-    With `http`, the HTTP service (configured by `service`) listens there in the same
-    nursery, on the same engine; a signal stops both.
+    The first signal lets the batch in hand be delivered and recorded (`Engine.stop`), so
+    no send stays leased to this process for a restarted one to wait out; a second one
+    cancels at once. With `http`, the HTTP service (configured by `service`) listens there
+    in the same nursery, on the same engine; a signal stops both.
     """
     import trio
 
@@ -758,8 +760,10 @@ async def _serve_engine(
         async def watch_signals() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
+                    if engine.stopping:
+                        nursery.cancel_scope.cancel()
+                        return
+                    engine.stop()
 
         nursery.start_soon(watch_signals)
         if http is not None:

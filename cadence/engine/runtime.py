@@ -353,6 +353,8 @@ class Engine:
         # Set when new data may have made work due (events, webhooks, contacts): `serve`
         # stops sleeping and looks at once, so a `wait for` an event resumes without a poll.
         self._nudge = trio.Event()
+        # Set by `stop`: the loops return after the batch in hand instead of starting another.
+        self._stopping = False
         if rate_limits:
             from cadence.dispatch.limiter import RateLimiter
 
@@ -389,6 +391,22 @@ class Engine:
         if self._store is None:
             raise EngineError("the engine is not open: use `async with Engine(...)`")
         return self._store
+
+    def stop(self) -> None:
+        """Make `serve`, `run_due` and `run_until` return once the batch in hand is stepped,
+        delivered and recorded, so a shutdown leaves no send leased to a stopped engine.
+
+        Cancelling them instead is safe too, but a batch cut off mid-delivery keeps its sends
+        leased (held from every engine) until the lease runs out. For good: an engine asked
+        to stop runs no further batch.
+        """
+        self._stopping = True
+        self._nudge.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stopping
 
     def now(self) -> dt.datetime:
         """The engine's current instant, from its clock."""
@@ -2025,6 +2043,8 @@ class Engine:
         await self.store.call_retrying(self._start_scheduled_sync)
         stats.enrolled += await self.store.call_retrying(self._sweep_segments_sync)
         for round_number in itertools.count():
+            if self._stopping:
+                return stats
             stepped, ready, recorded = await self.store.call_retrying(self._step_batch_sync)
             if recorded:
                 delivered = await self._hand_over(ready)
@@ -2312,7 +2332,7 @@ class Engine:
             if on_progress is not None:
                 on_progress(self.now(), stats)
             upcoming = await self.next_due()
-            if upcoming is None or upcoming > until:
+            if upcoming is None or upcoming > until or self._stopping:
                 if self.clock.simulated and until > self.now():
                     await self.clock.sleep_until(until)
                 return stats
@@ -2328,7 +2348,7 @@ class Engine:
         """The long-running loop: run what is due, sleep until the next due time or `poll`."""
         stats = RunStats()
         task_status.started()
-        while True:
+        while not self._stopping:
             # A nudge during the round below makes the next sleep end at once.
             self._nudge = trio.Event()
             stats.add(await self.run_due())
@@ -2339,6 +2359,7 @@ class Engine:
             if upcoming is not None and upcoming < wake:
                 wake = upcoming
             await self._sleep_until_nudged(wake)
+        return stats
 
     async def _sleep_until_nudged(self, wake: dt.datetime) -> None:
         """Sleep on the engine's clock until `wake`, or until new data may have made work due."""

@@ -22,7 +22,7 @@ import pytest
 import trio
 from sqlalchemy import func, select, update
 
-from cadence.adapters.standins import start_standins
+from cadence.adapters.standins import Standins, start_standins
 from cadence.engine.store import Store
 from cadence.engine.store.models import Enrollment, OutboxMessage
 
@@ -38,7 +38,12 @@ template again sms "Again {{ contact.first_name }}"
 campaign twice { on launch { send sms hello  send sms again } }
 """,
 }
+ONCE = """
+template hello email { subject "Hello {{ contact.first_name }}" body "<p>Hi</p>" }
+campaign once { from "Acme <hello@acme.test>"  on launch { send email hello } }
+"""
 PEOPLE = 1200  # more than one step batch (500): some are never stepped before the kill
+CADENCE = [sys.executable, "-m", "cadence"]
 KILL_AFTER = 40  # emails Brevo has taken when the process is killed
 
 
@@ -65,6 +70,24 @@ def _store_story(store_url: str) -> tuple[dict[str, int], dict[str, int]]:
     return dict(outbox), dict(enrollments)  # type: ignore[arg-type]
 
 
+async def _import_and_run(
+    standins: Standins, store_url: str, tmp_path: Path, *run: str
+) -> tuple[trio.Process, dict[str, str]]:
+    """Import people.jsonl into the store, then start `cadence run RUN... --approved-by ops`
+    sending to the stand-ins; the process (its stderr in run.err) and its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
+    env |= standins.environment() | {"CADENCE_DATABASE_URL": store_url}
+    await trio.run_process(
+        [*CADENCE, "contacts", "import", "people.jsonl"], env=env, cwd=tmp_path,
+        capture_stdout=True, capture_stderr=True,
+    )  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        [*CADENCE, "run", *run, "--approved-by", "ops"], env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.err").open("wb"),
+    )  # fmt: skip
+    return process, env
+
+
 @pytest.mark.parametrize("channel", ["email", "sms"])
 def test_a_killed_engine_s_work_is_finished_once_by_the_next(
     store_url: str, tmp_path: Path, channel: str
@@ -88,18 +111,9 @@ def test_a_killed_engine_s_work_is_finished_once_by_the_next(
                 if channel == "email"
                 else standins.infobip.messages.__len__
             )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CADENCE_")}
-            env |= standins.environment() | {"CADENCE_DATABASE_URL": store_url}
-            cadence = [sys.executable, "-m", "cadence"]
-            await trio.run_process(
-                [*cadence, "contacts", "import", "people.jsonl"], env=env, cwd=tmp_path,
-                capture_stdout=True, capture_stderr=True,
-            )  # fmt: skip
-            process = await trio.lowlevel.open_process(
-                [*cadence, "run", "twice.cadence", "--until-idle", "--approved-by", "ops"],
-                env=env, cwd=tmp_path,
-                stdout=subprocess.DEVNULL, stderr=(tmp_path / "run.err").open("wb"),
-            )  # fmt: skip
+            process, env = await _import_and_run(
+                standins, store_url, tmp_path, "twice.cadence", "--until-idle"
+            )
             with trio.fail_after(120):
                 while taken() < KILL_AFTER and process.poll() is None:
                     await trio.sleep(0.005)
@@ -112,7 +126,7 @@ def test_a_killed_engine_s_work_is_finished_once_by_the_next(
             provider.faults.clear()
             await trio.to_thread.run_sync(_expire_leases, store_url)
             await trio.run_process(
-                [*cadence, "serve", "--until-idle"], env=env, cwd=tmp_path,
+                [*CADENCE, "serve", "--until-idle"], env=env, cwd=tmp_path,
                 capture_stdout=True, capture_stderr=True,
             )  # fmt: skip
             nursery.cancel_scope.cancel()
@@ -132,3 +146,50 @@ def test_a_killed_engine_s_work_is_finished_once_by_the_next(
     outbox, enrollments = _store_story(store_url)
     assert outbox == {"sent": 2 * PEOPLE}
     assert enrollments == {"completed": PEOPLE}
+
+
+def test_a_signalled_serve_records_its_batch_so_a_restart_sends_the_rest_at_once(
+    store_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM in the middle of a batch's delivery: the batch is delivered and recorded
+    before the process exits, so nothing stays leased to it and the next `serve` sends the
+    rest at once (no lease to wait out), each email exactly once."""
+    people = 600  # more than one step batch (500): the signal lands in the first one's sends
+    (tmp_path / "once.cadence").write_text(ONCE, "utf-8")
+    with (tmp_path / "people.jsonl").open("w", encoding="utf-8") as out:
+        for i in range(people):
+            out.write(json.dumps({"id": f"p{i:03}", "email": f"p{i:03}@example.test",
+                                  "first_name": f"P{i}"}) + "\n")  # fmt: skip
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            standins = await start_standins(nursery)
+            standins.brevo.faults.add("slow", times=10 * people, delay=0.02)
+            process, env = await _import_and_run(
+                standins, store_url, tmp_path, "once.cadence", "--poll", "60"
+            )
+            with trio.fail_after(120):
+                while len(standins.brevo.emails) < KILL_AFTER and process.poll() is None:
+                    await trio.sleep(0.005)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(60):
+                await process.wait()
+            assert process.returncode == 0, (tmp_path / "run.err").read_text()
+            assert len(standins.brevo.emails) < people, "the signal came too late"
+            outbox, _ = await trio.to_thread.run_sync(_store_story, store_url)
+            assert outbox == {"sent": len(standins.brevo.emails)}
+
+            standins.brevo.faults.clear()
+            await trio.run_process(
+                [*CADENCE, "serve", "--until-idle"], env=env, cwd=tmp_path,
+                capture_stdout=True, capture_stderr=True,
+            )  # fmt: skip
+            nursery.cancel_scope.cancel()
+
+        received = sorted((email.to, email.subject) for email in standins.brevo.emails)
+        assert received == [(f"p{i:03}@example.test", f"Hello P{i}") for i in range(people)]
+
+    trio.run(main)
+    outbox, enrollments = _store_story(store_url)
+    assert outbox == {"sent": people}
+    assert enrollments == {"completed": people}

@@ -570,6 +570,61 @@ def test_a_dead_engine_s_leased_sends_are_due_when_its_lease_ends(store_url: str
     assert [(m.contact_id, m.attempts) for m in sink.delivered] == [("c1", 1), ("c3", 1)]
 
 
+@dataclass
+class StoppingSink(PlainSink):
+    """Asks its engine to stop during its first delivery, as a SIGTERM to `serve` does."""
+
+    engine: Engine | None = None
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        """Stop the engine, then take the messages."""
+        assert self.engine is not None
+        self.engine.stop()
+        await trio.sleep(0)  # a checkpoint, where a cancellation would cut the batch off
+        return await super().deliver(messages)
+
+
+def test_a_stopped_engine_records_the_batch_in_hand_and_starts_no_other(store_url: str) -> None:
+    """`stop` during a delivery: `serve` returns once that batch is recorded, with nothing
+    leased, so the next engine goes on at once (a cancellation would leave the batch's
+    sends leased until the lease ran out)."""
+    clock = SimulatedClock(T0)
+    stopping = StoppingSink()
+
+    async def stop_mid_batch() -> None:
+        async with Engine(store_url, clock=clock, sink=stopping, batch_size=1) as engine:
+            stopping.engine = engine
+            await engine.upsert_contacts(CONTACTS)
+            await engine.deploy(campaigns(LAUNCH.replace("audience lead_score >= 30", "")))
+            await engine.launch("hello_all")
+            with trio.fail_after(20):
+                stats = await engine.serve(poll=60)
+            assert (stats.steps, stats.delivered) == (1, 1)
+            await engine.run_due()  # stopped for good: no further batch
+        with Store.open(store_url) as store, store.session() as session:
+            leased = [
+                session.scalar(
+                    select(func.count()).select_from(model).where(model.lease_owner.is_not(None))
+                )
+                for model in (Enrollment, OutboxMessage)
+            ]
+            assert leased == [0, 0]
+            assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+    async def restart() -> PlainSink:
+        sink = PlainSink()
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.run_due()
+        return sink
+
+    trio.run(stop_mid_batch)
+    assert len(stopping.delivered) == 1
+    rest = trio.run(restart)
+    assert sorted(m.contact_id for m in [*stopping.delivered, *rest.delivered]) == [
+        "c1", "c2", "c3"
+    ]  # fmt: skip
+
+
 def _count(store: Store, model: Any) -> int:
     with store.session() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
