@@ -1169,9 +1169,8 @@ class Engine:
         skip_invalid: bool = False,
     ) -> importer.ImportReport:
         """Create or update contacts; new ones enter `on contact_created` campaigns."""
-        report = await self.store.call(
-            self._upsert_contacts_sync, list(contacts), schema, skip_invalid
-        )
+        rows = importer.mapping_rows(contacts, "contact", "<rows>")
+        report = await self.store.call(self._upsert_contacts_sync, rows, schema, skip_invalid)
         self._nudge.set()
         return report
 
@@ -1785,7 +1784,8 @@ class Engine:
     async def push_events_counted(self, events: Iterable[Mapping[str, Any]]) -> PushedEvents:
         """`push_events`, saying also how many were stored and how many were already there
         (an `id` seen before): what `POST /events` answers."""
-        pushed = await self.store.call_deduplicated(self._push_events_sync, list(events))
+        rows = importer.mapping_rows(events, "event", "<events>")
+        pushed = await self.store.call_deduplicated(self._push_events_sync, rows)
         self._nudge.set()
         return pushed
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from sqlalchemy import func, select
 
 import cadence
+from cadence.engine.runtime import RecordingSink
+from cadence.engine.store import Store
+from cadence.engine.store.models import Contact, Event
+from cadence.engine.store.records import InvalidInput
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "embedded.py"
 
@@ -28,3 +37,42 @@ def test_engine_and_clocks_are_importable_from_the_package() -> None:
 
     assert cadence.Engine is Engine
     assert cadence.SimulatedClock is SimulatedClock and cadence.SystemClock is SystemClock
+
+
+@pytest.mark.parametrize(
+    ("call", "given", "problem"),
+    [
+        ("upsert_contacts", {"id": "c9", "email": "c9@example.test"},
+         "<rows>: expected a list of contacts, got one contact: pass [contact]"),
+        ("upsert_contacts", [{"id": "c9"}, "c10"], "<rows>:2: expected an object, got str"),
+        ("upsert_contacts", "c9", "<rows>: expected a list of contacts, got str"),
+        ("push_events", {"contact": "c1", "name": "x"},
+         "<events>: expected a list of events, got one event: pass [event]"),
+        ("push_events", [{"contact": "c1", "name": "x"}, ["c1", "x"]],
+         "<events>:2: expected an object, got list"),
+        ("push_event", "c1 viewed", "<events>:1: expected an object, got str"),
+    ],
+)  # fmt: skip
+def test_rows_that_are_not_objects_are_named_and_change_nothing(
+    store_url: str, call: str, given: Any, problem: str
+) -> None:
+    """A contact where a list of them belongs was read key by key (an AttributeError on
+    `str.get`), an event that is no object failed inside `dict()`: neither said which."""
+
+    def counts() -> tuple[int, int]:
+        with Store.open(store_url) as store, store.session() as session:
+            return tuple(  # type: ignore[return-value]
+                session.scalar(select(func.count()).select_from(model))
+                for model in (Contact, Event)
+            )
+
+    async def main() -> list[str]:
+        async with cadence.Engine(store_url, sink=RecordingSink()) as engine:
+            await engine.upsert_contacts([{"id": "c1", "email": "c1@example.test"}])
+            before = await trio.to_thread.run_sync(counts)
+            with pytest.raises(InvalidInput) as refused:
+                await getattr(engine, call)(given)
+            assert await trio.to_thread.run_sync(counts) == before
+            return [str(p) for p in refused.value.problems]
+
+    assert trio.run(main) == [problem]

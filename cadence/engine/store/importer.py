@@ -542,6 +542,32 @@ def import_contacts(
     )
 
 
+def mapping_rows(items: Any, what: str, source: str) -> list[Mapping[str, Any]]:
+    """The objects an engine call was given (contacts or events, `what`), as a list; else
+    `InvalidInput` naming each that is not a mapping, before anything is read or written.
+
+    One object passed where a list belongs would be iterated by its keys, and a string by
+    its characters: each is refused as such rather than failing on the first key.
+    """
+    if isinstance(items, Mapping):
+        whole: str | None = f"expected a list of {what}s, got one {what}: pass [{what}]"
+    elif isinstance(items, str | bytes) or not isinstance(items, Iterable):
+        whole = f"expected a list of {what}s, got {type(items).__name__}"
+    else:
+        whole = None
+    if whole is not None:
+        raise InvalidInput([Problem(source, None, None, whole)])
+    rows = list(items)
+    problems = [
+        Problem(source, number, None, f"expected an object, got {type(item).__name__}")
+        for number, item in enumerate(rows, start=1)
+        if not isinstance(item, Mapping)
+    ]
+    if problems:
+        raise InvalidInput(problems)
+    return rows
+
+
 def upsert_contact_dicts(
     store: Store,
     contacts: Iterable[Mapping[str, Any]],
