@@ -625,6 +625,29 @@ def test_bad_events_are_reported_and_nothing_is_written(store: Store, tmp_path: 
     assert count(store, Event) == 1
 
 
+def test_an_event_field_of_the_wrong_type_is_named_for_its_type(
+    store: Store, tmp_path: Path
+) -> None:
+    """A name given as a number was reported as missing ("an event name is required")."""
+    upsert_contact_dicts(store, [{"id": "c1"}], now=T0)
+    at = "2026-12-01T09:00:00Z"
+    events = jsonl(tmp_path, "events.jsonl", [
+        {"contact": "c1", "name": 5, "at": at},
+        {"contact": "c1", "name": ["opened"], "at": at},
+        {"contact": "c1", "name": "opened", "at": at, "id": {"k": 1}},
+        {"contact": "c1", "name": None, "at": at},
+    ])  # fmt: skip
+    with pytest.raises(InvalidInput) as caught:
+        push_events(store, events)
+    assert [(p.row, p.column, p.reason) for p in caught.value.problems] == [
+        (1, "name", "expected the event name as a string, got int"),
+        (2, "name", "expected the event name as a string, got list"),
+        (3, "id", "expected an event id as a string, got dict"),
+        (4, "name", "an event name is required"),
+    ]
+    assert count(store, Event) == 0
+
+
 def test_tenants_never_see_each_others_rows(store: Store, tmp_path: Path) -> None:
     upsert_contact_dicts(store, [{"id": "c1", "first_name": "Acme's"}], tenant_id="acme")
     upsert_contact_dicts(store, [{"id": "c1", "first_name": "Globex's"}], tenant_id="globex")

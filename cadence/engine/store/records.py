@@ -504,7 +504,10 @@ def validate_event(
             errors.append(("contact", str(exc)))
 
     name = raw.get("name")
-    if not isinstance(name, str) or not name.strip():
+    if not _is_empty(name) and not isinstance(name, str):
+        errors.append(("name", f"expected the event name as a string, got {type(name).__name__}"))
+        name = None
+    elif not isinstance(name, str) or not name.strip():
         errors.append(("name", "an event name is required"))
         name = None
     elif not IDENTIFIER.fullmatch(name.strip()) or len(name.strip()) > NAME_LENGTH:
@@ -553,7 +556,7 @@ def validate_event(
         try:
             dedupe_key = normalize_contact_id(raw.get("id"))
         except ValueError as exc:
-            errors.append(("id", str(exc).replace("contact id", "event id")))
+            errors.append(("id", str(exc).replace("a contact id", "an event id")))
 
     source = raw.get("source")
     if source is not None and (not isinstance(source, str) or len(source) > 64):
