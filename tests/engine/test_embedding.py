@@ -76,3 +76,20 @@ def test_rows_that_are_not_objects_are_named_and_change_nothing(
             return [str(p) for p in refused.value.problems]
 
     assert trio.run(main) == [problem]
+
+
+def test_the_errors_engine_calls_raise_are_importable_from_the_package() -> None:
+    """docs/embedding.md says which errors each call raises; a program catches them as
+    `cadence.EngineError` and so on, all of them `cadence.CadenceError`s."""
+    from cadence.adapters.inbound.reports import InvalidWebhook
+    from cadence.engine.runtime import EngineError
+    from cadence.errors import CadenceError
+
+    assert (cadence.EngineError, cadence.InvalidInput) == (EngineError, InvalidInput)
+    assert (cadence.InvalidWebhook, cadence.CadenceError) == (InvalidWebhook, CadenceError)
+    assert all(issubclass(error, CadenceError) for error in (EngineError, InvalidInput,
+                                                               InvalidWebhook))  # fmt: skip
+    for name in cadence.__all__:  # each name the package offers resolves
+        getattr(cadence, name)
+    with pytest.raises(AttributeError, match="no attribute 'Engin'"):
+        _ = cadence.Engin  # type: ignore[attr-defined]
