@@ -2325,7 +2325,11 @@ class Engine:
         return first
 
     async def run_until(self, until: dt.datetime, *, on_progress: Any = None) -> RunStats:
-        """Run everything due up to `until`, moving a simulated clock from due time to due time."""
+        """Run everything due up to `until`, moving a simulated clock from due time to due time.
+
+        A naive `until` is UTC, as the clocks take one (it failed comparing with aware times).
+        """
+        until = as_utc(until)
         stats = RunStats()
         while True:
             stats.add(await self.run_due())

@@ -625,6 +625,21 @@ def test_a_stopped_engine_records_the_batch_in_hand_and_starts_no_other(store_ur
     ]  # fmt: skip
 
 
+def test_run_until_takes_a_naive_time_as_utc_as_the_clocks_do(store_url: str) -> None:
+    """`run_until(datetime(2026, 12, 2))` raised TypeError: can't compare offset-naive and
+    offset-aware datetimes, though `SimulatedClock` and `advance_to` take naive times."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.deploy(campaigns(DRIP))
+        await engine.launch("welcome_series")
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.run_until((T0 + dt.timedelta(days=3)).replace(tzinfo=None))
+        assert clock.now() == T0 + dt.timedelta(days=3)
+        assert sent(sink) == [("c1", "welcome"), ("c1", "tips")]
+
+    engine_run(store_url, body)
+
+
 def _count(store: Store, model: Any) -> int:
     with store.session() as session:
         return int(session.scalar(select(func.count()).select_from(model)) or 0)
