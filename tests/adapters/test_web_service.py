@@ -28,6 +28,7 @@ from cadence.adapters.sink import AdapterSink, StoreContentSource
 from cadence.adapters.standins import Standins, start_standins
 from cadence.adapters.tracking import LinkSigner, TrackingLinks
 from cadence.adapters.web import ServiceApp, serve_http
+from cadence.adapters.web.http import Request, Response
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine
 from cadence.engine.store import Store
@@ -344,6 +345,35 @@ def test_the_api_needs_the_token_and_refuses_bad_bodies_whole(store_url: str) ->
     trio.run(_with_service, store_url, body)
     with Store.open(store_url) as store, store.session() as session:
         assert sorted(session.scalars(select(Event.name))) == ["a", "b", "signed_up"]
+
+
+def test_json_lines_are_read_as_utf_8_bytes_line_by_line(store_url: str) -> None:
+    """JSON lines were decoded with errors replaced, so a Latin-1 byte was stored as U+FFFD
+    (a JSON body with it is refused), and split as text, so a U+2028 inside a string cut
+    its line in two and the event was refused as broken JSON."""
+
+    async def main() -> list[Response]:
+        async with Engine(store_url, clock=SimulatedClock(T0)) as engine:
+            await engine.upsert_contacts(PEOPLE)
+            app = ServiceApp(engine, api_token=Secret(TOKEN))
+            headers = {"authorization": f"Bearer {TOKEN}", "content-type": "application/x-ndjson"}
+            posts = [
+                ("/events", b'{"contact": "ana", "name": "x", "properties": {"v": "ok"}}\n'
+                            b'{"contact": "ana", "name": "x", "properties": {"v": "caf\xe9"}}\n'),
+                ("/contacts", b'{"id": "cy"}\n{"id": "cy2", "first_name": "Ren\xe9"}\n'),
+                ("/events", '{"contact": "ana", "name": "sep", "properties": {"v": "a\u2028b"}}'
+                            "\r\n".encode()),
+            ]  # fmt: skip
+            return [await app.handle(Request("POST", p, {}, headers, b)) for p, b in posts]
+
+    latin_event, latin_contact, separator = trio.run(main)
+    assert (latin_event.status, latin_contact.status, separator.status) == (400, 400, 202)
+    assert "line 2: the body is not UTF-8" in latin_event.body.decode()
+    assert "line 2: the body is not UTF-8" in latin_contact.body.decode()
+    assert _events(store_url, "x") == []
+    with Store.open(store_url) as store, store.session() as session:
+        assert sorted(session.scalars(select(Contact.id))) == ["ana", "bo"]
+    assert [properties["v"] for _, properties in _events(store_url, "sep")] == ["a\u2028b"]
 
 
 def test_an_unknown_senders_email_is_taken_and_a_bad_time_is_400(

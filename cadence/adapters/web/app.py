@@ -514,10 +514,13 @@ def _objects_body(request: Request, what: str) -> tuple[list[dict[str, Any]], st
         "content-type", ""
     ):
         events: list[Any] = []
-        for number, line in enumerate(request.body.decode("utf-8", "replace").splitlines(), 1):
+        # Split as bytes: each line is decoded strictly (a byte that is not UTF-8 is refused,
+        # as in a JSON body, not stored as U+FFFD), and a U+2028 inside a JSON string, which
+        # `str.splitlines` takes for a line break, stays in its string.
+        for number, line in enumerate(request.body.splitlines(), 1):
             if not line.strip():
                 continue
-            item, problem = json_body(line.encode())
+            item, problem = json_body(line)
             if problem is not None:
                 return [], f"line {number}: {problem}"
             events.append(item)
