@@ -470,10 +470,15 @@ CONSENT_EVENT_STATUSES = {
 }
 
 
+def _folded_channel(value: Any) -> Any:
+    """An event's `channel` property with case and spaces dropped: `"Email"` is email."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 def _event_channel(value: Any) -> str:
     """An event's `channel` property as the engine names channels (case and spaces dropped)."""
-    folded = value.strip().lower() if isinstance(value, str) else None
-    if folded not in CHANNELS and folded != EVERY_CHANNEL:
+    folded = _folded_channel(value)
+    if not isinstance(folded, str) or (folded not in CHANNELS and folded != EVERY_CHANNEL):
         raise ValueError(
             f"{value!r} is not a channel; one of {', '.join(CHANNELS)},"
             f" or {EVERY_CHANNEL} for every channel"
@@ -541,8 +546,7 @@ def validate_event(
             errors.append(("properties.channel", str(exc)))
     elif isinstance(name, str) and name.strip() in CONSENT_EVENT_STATUSES:
         channel = properties.get("channel")
-        # Folded as an unsubscribe's channel is: `"Email"` grants email's consent.
-        folded = channel.strip().lower() if isinstance(channel, str) else channel
+        folded = _folded_channel(channel)  # as an unsubscribe's: `"Email"` grants email's
         problem = consent_channel_problem(folded)
         if problem is not None:
             errors.append(("properties.channel", problem))
