@@ -666,35 +666,29 @@ def event_dict(event: EventRecord) -> dict[str, Any]:
 
 def existing_contact_ids(session: Session, tenant_id: str, ids: Iterable[str]) -> set[str]:
     """Which of `ids` are contacts of `tenant_id` (one query per chunk)."""
-    wanted = sorted(set(ids))
-    found: set[str] = set()
-    for start in range(0, len(wanted), CHUNK):
-        found.update(
-            session.scalars(
-                select(Contact.id).where(
-                    Contact.tenant_id == tenant_id,
-                    among(session, Contact.id, wanted[start : start + CHUNK]),
-                )
-            )
-        )
-    return found
+    return {contact_id for (contact_id,) in _contacts_among(session, tenant_id, ids, Contact.id)}
 
 
 def stored_attributes(
     session: Session, tenant_id: str, ids: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
     """The stored attributes of those of `ids` that are contacts of `tenant_id`."""
+    rows = _contacts_among(session, tenant_id, ids, Contact.id, Contact.attributes)
+    return {contact_id: attributes for contact_id, attributes in rows}
+
+
+def _contacts_among(
+    session: Session, tenant_id: str, ids: Iterable[str], *columns: Any
+) -> Iterator[Any]:
+    """`columns` of those of `ids` that are contacts of `tenant_id`, one query per chunk."""
     wanted = sorted(set(ids))
-    held: dict[str, dict[str, Any]] = {}
     for start in range(0, len(wanted), CHUNK):
-        rows = session.execute(
-            select(Contact.id, Contact.attributes).where(
+        yield from session.execute(
+            select(*columns).where(
                 Contact.tenant_id == tenant_id,
                 among(session, Contact.id, wanted[start : start + CHUNK]),
             )
         )
-        held.update((contact_id, attributes) for contact_id, attributes in rows)
-    return held
 
 
 def link_to_sends(
