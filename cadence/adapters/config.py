@@ -361,9 +361,18 @@ def _build(data: Mapping[str, Any], env: Mapping[str, str], where: str) -> Tenan
         parameters = table.get("parameters", [])
         if not isinstance(parameters, list) or not all(isinstance(p, str) for p in parameters):
             raise ConfigError(f"{where}.whatsapp_templates.{name}.parameters must be strings")
+        languages = table.get("languages", [])
+        if not isinstance(languages, list) or not all(
+            isinstance(code, str) and code.strip() for code in languages
+        ):
+            raise ConfigError(
+                f"{where}.whatsapp_templates.{name}.languages must be language codes,"
+                ' such as ["en", "es", "pt_BR"]'
+            )
         approved[str(name)] = ApprovedWhatsAppTemplate(
-            str(table["name"]), str(table["language"]), tuple(parameters)
-        )
+            str(table["name"]), str(table["language"]), tuple(parameters),
+            tuple(code.strip() for code in languages),
+        )  # fmt: skip
     return TenantConfig(
         email_provider=provider,  # type: ignore[arg-type]
         smtp=smtp,

@@ -159,6 +159,17 @@ class ApprovedWhatsAppTemplate:
     name: str
     language: str
     parameters: tuple[str, ...] = ()
+    # Further languages the approved template exists in (WhatsApp approves each language
+    # of a template on its own): a contact whose locale one of them matches gets it.
+    languages: tuple[str, ...] = ()
+
+    def language_for(self, requested: str | None) -> str:
+        """The approved language closest to the contact's locale, else `language`.
+
+        Matched as `locale` blocks are (`es_MX` -> `es`): a contact no language matches
+        gets the default, as one without a matching `locale` block gets default content.
+        """
+        return select_locale(requested, (self.language, *self.languages)) or self.language
 
 
 @dataclass(frozen=True)
@@ -920,7 +931,7 @@ class TemplateRenderer:
         def job() -> RenderedContent:
             _state.start(self.limits, fmt_locale, timezone, currency)
             return self._render_channel(
-                template.channel, name, content, variables, chosen, approved
+                template.channel, name, content, variables, chosen, approved, requested
             )
 
         try:
@@ -971,6 +982,7 @@ class TemplateRenderer:
         variables: Mapping[str, Any],
         locale: str,
         approved: ApprovedWhatsAppTemplate | None,
+        requested: str | None = None,
     ) -> RenderedContent:
         if channel == "email":
             return self._render_email(name, content, variables, locale)
@@ -994,7 +1006,7 @@ class TemplateRenderer:
                     )
                     for i, p in enumerate(spec.parameters)
                 )
-                call = WhatsAppTemplateCall(spec.name, spec.language, params)
+                call = WhatsAppTemplateCall(spec.name, spec.language_for(requested), params)
             return WhatsAppContent(text, call, locale)
         if channel == "webhook":
             import json

@@ -272,7 +272,18 @@ def test_send_test_uses_the_tenant_cadence_tenant_names(
     assert mime["Subject"] == "Welcome to acme, Ana!"
 
 
+@pytest.mark.parametrize(
+    ("languages", "contact", "language"),
+    [
+        ("", {"first_name": "Li"}, "en"),
+        # Approved in more languages: the one that fits the contact's locale.
+        ('languages = ["es", "pt_BR"]', {"first_name": "Lía", "locale": "es-AR"}, "es"),
+    ],
+)
 def test_send_test_whatsapp_uses_the_approved_template(
+    languages: str,
+    contact: dict[str, str],
+    language: str,
     campaign_file: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -280,14 +291,15 @@ def test_send_test_whatsapp_uses_the_approved_template(
 ) -> None:
     config = tmp_path / "adapters.toml"
     config.write_text(
-        """
+        f"""
 [default.infobip]
 api_key_env = "IB_KEY"
 whatsapp_sender = "447860099299"
 [default.whatsapp_templates.wa]
 name = "viewing_offer"
 language = "en"
-parameters = ["{{ contact.first_name }}"]
+{languages}
+parameters = ["{{{{ contact.first_name }}}}"]
 """,
         encoding="utf-8",
     )
@@ -295,13 +307,13 @@ parameters = ["{{ contact.first_name }}"]
         monkeypatch.setenv("IB_KEY", "test-infobip-key")
         monkeypatch.setenv("CADENCE_INFOBIP_BASE_URL", infobip.url)
         args = ["send-test", str(campaign_file), "wa", "--to", "+447946000009"]
-        code = main([*args, "--config", str(config), "--contact", '{"first_name": "Li"}'])
+        code = main([*args, "--config", str(config), "--contact", json.dumps(contact)])
         assert code == 0, capsys.readouterr().err
         (message,) = infobip.standin.messages
     assert (message.template, message.language, message.placeholders) == (
         "viewing_offer",
-        "en",
-        ("Li",),
+        language,
+        (contact["first_name"],),
     )
     assert message.sender == "447860099299"
 

@@ -139,6 +139,19 @@ parameters = ["{{ contact.first_name }}", "{{ contact.city }}"]
         load_settings(path, env={})
 
 
+def test_an_approved_whatsapp_template_lists_its_other_languages(tmp_path: Path) -> None:
+    """WhatsApp approves each language of a template on its own, under one name."""
+    path = tmp_path / "adapters.toml"
+    table = '[default.whatsapp_templates.wa]\nname = "n"\nlanguage = "en"\n'
+    path.write_text(table + 'languages = ["es", " pt_BR "]\n', encoding="utf-8")
+    approved = load_settings(path, env={}).default.whatsapp_templates["wa"]
+    assert approved.languages == ("es", "pt_BR")
+    for bad in ('"es"', '["es", ""]', "[1]"):
+        path.write_text(table + f"languages = {bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"whatsapp_templates\.wa\.languages must be"):
+            load_settings(path, env={})
+
+
 def test_a_base_url_written_as_the_provider_shows_it_is_an_https_url() -> None:
     """Infobip shows each account's base URL as `xxxxx.api.infobip.com`, without a scheme;
     pasted as shown, every send failed to connect and stayed unknown for ever."""

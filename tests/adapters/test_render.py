@@ -602,6 +602,27 @@ def test_whatsapp_text_and_approved_template(renderer: TemplateRenderer) -> None
     assert info.value.part == "parameter 2" and info.value.variable == "contact.city"
 
 
+@pytest.mark.parametrize(
+    ("locale", "language"),
+    [("es_MX", "es"), ("pt-BR", "pt_BR"), ("PT_br", "pt_BR"), ("de", "en"), (None, "en")],
+)
+def test_the_approved_whatsapp_template_goes_in_the_contact_s_language(
+    renderer: TemplateRenderer, locale: str | None, language: str
+) -> None:
+    """One approved template exists in several languages: each contact gets theirs, the
+    default language when none matches (before, every contact got `language`)."""
+    template = CompiledTemplate(
+        name="follow_up_wa", channel="whatsapp", content=TemplateContentModel(body="Hi")
+    )
+    approved = ApprovedWhatsAppTemplate(
+        name="viewing_reminder_v2", language="en", languages=("es", "pt_BR")
+    )
+    contact = {"first_name": "Li"} if locale is None else {"first_name": "Li", "locale": locale}
+    out = renderer.render(template, RenderContext(contact=contact), approved=approved)
+    assert isinstance(out, WhatsAppContent) and out.approved is not None
+    assert out.approved.language == language
+
+
 def test_webhook_body_is_json(renderer: TemplateRenderer) -> None:
     template = CompiledTemplate(
         name="crm",
