@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
@@ -59,6 +59,9 @@ from cadence.engine.store.records import (
 )
 from cadence.engine.store.schema import ContactSchema, SchemaError, load_schema, parse_schema
 from cadence.engine.tenants import DEFAULT_TENANT
+
+if TYPE_CHECKING:
+    from _csv import Reader as _CsvReader
 
 CHUNK = 500  # rows per IN (...) lookup and per executemany batch
 # How far ahead of ours a sender's clock may run. An event dated after now is not yet
@@ -162,30 +165,24 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> InvalidInput:
     )
 
 
-# Separators other than the comma that spreadsheets write, by name.
-CSV_SEPARATORS_ELSEWHERE = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+# Separators other than the comma that spreadsheets write.
+CSV_SEPARATORS_ELSEWHERE = (";", "\t", "|")
 
 
 def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]:
-    """Header and rows of a CSV file; malformed rows are added to `problems`."""
+    """Header and rows of a CSV file; malformed rows are added to `problems`.
+
+    Comma-separated, or separated by `;`, tabs or `|` when the header, read with commas, is
+    one column holding that separator: Excel in a European locale writes `;` whatever
+    its CSV is called, so a file that says so in its header is read so.
+    """
     source = str(path)
-    reader = csv.reader(_read_text_lines(path), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise _file_problem(source, "the file is empty: a header row is expected") from None
-    except csv.Error as exc:
-        raise _file_problem(source, f"malformed CSV header: {exc}", 1) from None
+    header, reader = _csv_header(path, ",")
+    if len(header) == 1:
+        separator = next((s for s in CSV_SEPARATORS_ELSEWHERE if s in header[0]), None)
+        if separator is not None:
+            header, reader = _csv_header(path, separator)
     columns = [name.strip() for name in header]
-    for separator, name in CSV_SEPARATORS_ELSEWHERE.items():
-        if len(columns) == 1 and separator in columns[0]:
-            # A spreadsheet set to a European locale exports `;`: every row would be one cell.
-            raise _file_problem(
-                source,
-                f"the header is one column, {columns[0]!r}, separated by {name}: a contacts"
-                ' CSV is comma-separated (export it as "CSV, comma-delimited")',
-                1,
-            )
     seen: set[str] = set()
     for name in columns:
         if name in seen and name:
@@ -228,6 +225,17 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
             )
         )
     return columns, rows
+
+
+def _csv_header(path: Path, separator: str) -> tuple[list[str], _CsvReader]:
+    """The header of a CSV file read with `separator`, and the reader positioned after it."""
+    reader = csv.reader(_read_text_lines(path), delimiter=separator, strict=True)
+    try:
+        return next(reader), reader
+    except StopIteration:
+        raise _file_problem(str(path), "the file is empty: a header row is expected") from None
+    except csv.Error as exc:
+        raise _file_problem(str(path), f"malformed CSV header: {exc}", 1) from None
 
 
 def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
