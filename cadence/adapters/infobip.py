@@ -59,8 +59,8 @@ _ACCEPTED_GROUPS = frozenset({"PENDING", "DELIVERED", "ACCEPTED"})
 _SPLIT = "batch_refused"
 # Infobip's message status (group REJECTED, id 12) for a message refused because the
 # account's balance cannot pay for it: nothing was sent, and nothing will be until the
-# account is topped up.
-_NO_CREDITS = "REJECTED_NOT_ENOUGH_CREDITS"
+# account is topped up. It comes in the send's answer or, later, in its delivery report.
+NO_CREDITS_STATUS = "REJECTED_NOT_ENOUGH_CREDITS"
 # Message statuses (group REJECTED) that refuse the number itself, not the account or the
 # route: its prefix or length matches no operator. Every later send to it would be refused
 # the same way, so, as a mailbox that does not exist, it is suppressed (a hard bounce).
@@ -309,7 +309,7 @@ class InfobipAdapter(HttpAdapter):
                 error = f"Infobip refused: {name} {description}".strip()
                 results[message.idempotency_key] = (
                     out_of_credit(message, self.provider, error)
-                    if name == _NO_CREDITS
+                    if name == NO_CREDITS_STATUS
                     else SendResult.failed(message, self.provider, error, code=_refusal_code(name))
                 )
         if len(results) < len(messages):
@@ -372,7 +372,7 @@ class InfobipAdapter(HttpAdapter):
                     continue
                 group = str(_status(entry).get("groupName", ""))
                 cost, currency = message_cost(entry)
-                if _status(entry).get("name") == _NO_CREDITS:
+                if _status(entry).get("name") == NO_CREDITS_STATUS:
                     break  # refused unsent for the balance: send it again, now it may pay
                 if group in ("REJECTED", "UNDELIVERABLE", "EXPIRED"):
                     name = str(_status(entry).get("name", group))

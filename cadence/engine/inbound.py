@@ -135,6 +135,8 @@ class IngestPlan:
     result: WebhookReport
     logs: list[tuple[ProviderReport, dict[str, Any]]] = field(default_factory=list)
     events: list[tuple[ProviderReport, EventRecord]] = field(default_factory=list)
+    # The log entries `write` stored (not those stored before): what the engine acts on.
+    written_logs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def contacts(self) -> list[str]:
@@ -179,6 +181,7 @@ def write(
         written.add(id(report))
     if fresh_logs:
         insert_rows(session, SendLog.__table__, fresh_logs)  # type: ignore[arg-type]
+    work.written_logs = fresh_logs
     fresh, _present = importer.insert_events(
         session, tenant_id, [e for _, e in work.events], now=now
     )

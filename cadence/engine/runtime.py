@@ -25,6 +25,7 @@ import trio
 from sqlalchemy import Row, Text, cast, func, select, update
 from sqlalchemy.orm import Session
 
+from cadence.adapters.base import NO_CREDITS, NO_CREDITS_WAIT
 from cadence.adapters.inbound import ParsedWebhook, parse_webhook
 from cadence.dsl import compiled as c
 from cadence.dsl.symbols import DEFAULT_CAP, IMPLIED_APPROVAL_ABOVE, CapLimit
@@ -1848,9 +1849,71 @@ class Engine:
             work = inbound.plan(session, self.tenant, parsed, now)
             before = self._segment_members(session, work.contacts) if work.contacts else frozenset()
             fresh = inbound.write(session, self.tenant, work, now)
+            unpaid = [row for row in work.written_logs if row["outcome"] == NO_CREDITS]
+            if unpaid:
+                self._hold_unpaid_sends(session, unpaid, now)
             if fresh:
                 work.result.enrolled = self._events_written(session, fresh, now, before)
         return work.result
+
+    def _hold_unpaid_sends(
+        self, session: Session, entries: Sequence[Mapping[str, Any]], now: dt.datetime
+    ) -> None:
+        """Sends a provider took, then reported refused for the account's spent credit
+        (Infobip's REJECTED_NOT_ENOUGH_CREDITS in a delivery report), in the report's
+        transaction: not failed but held, their campaigns paused with the provider's words,
+        as a refusal in the send's answer pauses them (`_out_of_credit`), so that each goes
+        again, once, after `resume`.
+
+        A finished campaign's send holds it too (it is not done while its message waits);
+        a cancelled one's is cancelled; a send of no campaign goes at the provider's next
+        probe (`NO_CREDITS_WAIT`). Only sends recorded as sent are held: one whose answer
+        the engine has not recorded yet is recorded as it comes.
+        """
+        said = {row["outbox_id"]: row for row in entries}
+        sends = session.execute(
+            select(OutboxMessage.id, OutboxMessage.version_id, OutboxMessage.channel).where(
+                among(session, OutboxMessage.id, sorted(said)),
+                OutboxMessage.status == OutboxStatus.SENT.value,
+            )
+        ).all()
+        owners = campaign_store.version_campaigns(
+            session, [version for _, version, _ in sends if version is not None]
+        )
+        campaigns = {
+            campaign.id: campaign
+            for campaign in session.scalars(
+                select(Campaign).where(Campaign.id.in_(sorted({c for c, _ in owners.values()})))
+            )
+        }
+        pausing: dict[str, dict[str, Any]] = {}
+        for outbox_id, version_id, channel in sends:
+            entry = said[outbox_id]
+            refusal = str(entry["detail"].get("refusal") or "refused for credit")
+            owner = owners.get(version_id) if version_id is not None else None
+            campaign = campaigns.get(owner[0]) if owner is not None else None
+            values: dict[str, Any] = {
+                "status": OutboxStatus.PENDING.value, "sent_at": None, "next_attempt_at": None,
+                "error": refusal, "updated_at": now,
+            }  # fmt: skip
+            if campaign is None:
+                values["next_attempt_at"] = now + dt.timedelta(seconds=NO_CREDITS_WAIT)
+            elif campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED):
+                values = {"status": OutboxStatus.CANCELLED.value, "updated_at": now}
+            else:
+                if campaign.status == CampaignStatus.COMPLETED.value:
+                    campaign.status = CampaignStatus.ACTIVE.value
+                pausing.setdefault(campaign.name, {
+                    "reason": "no_credits", "provider": entry["provider"], "channel": channel,
+                    "error": refusal,
+                })  # fmt: skip
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        self._pause_campaigns(session, pausing, now)
 
     def _events_written(
         self,
@@ -3021,15 +3084,22 @@ class Engine:
         if not retried:
             return list(rows)
         reported: dict[int, tuple[str | None, str | None]] = {}
-        for outbox_id, provider, message_id in session.execute(
-            select(SendLog.outbox_id, SendLog.provider, SendLog.provider_message_id)
+        for outbox_id, provider, message_id, outcome in session.execute(
+            select(SendLog.outbox_id, SendLog.provider, SendLog.provider_message_id,
+                   SendLog.outcome)
             .where(
                 among(session, SendLog.outbox_id, retried),
-                SendLog.outcome.in_(sorted(PROVIDER_REPORTS)),
+                SendLog.outcome.in_(sorted(PROVIDER_REPORTS | {NO_CREDITS})),
             )
             .order_by(SendLog.id)
-        ):
-            if outbox_id is not None:
+        ):  # fmt: skip
+            if outbox_id is None:
+                continue
+            if outcome == NO_CREDITS:
+                # The provider refused what it had taken: what it said before is not about
+                # the message this retry sends (`_hold_unpaid_sends`).
+                reported.pop(outbox_id, None)
+            else:
                 reported.setdefault(outbox_id, (provider, message_id))
         if not reported:
             return list(rows)

@@ -623,3 +623,34 @@ def test_a_reply_without_a_readable_date_is_taken_now_and_bad_bodies_are_refused
         parse_webhook("brevo", {"items": [{**BREVO_REPLY, "Uuid": [7]}]})
     with pytest.raises(InvalidWebhook, match=r"items: expected an array, got object"):
         parse_webhook("brevo", {"items": BREVO_REPLY})
+
+
+NOT_ENOUGH_CREDITS = {
+    "groupId": 5, "groupName": "REJECTED", "id": 12,
+    "name": "REJECTED_NOT_ENOUGH_CREDITS", "description": "Not enough credits",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (NOT_ENOUGH_CREDITS, INFOBIP_DLR["results"][0]["error"]),
+        # The refusal said by the error instead, beside a REJECTED status of another name.
+        ({**NOT_ENOUGH_CREDITS, "id": 6, "name": "REJECTED_NETWORK"},
+         {"name": "EC_NOT_ENOUGH_CREDITS", "description": "Not enough credits",
+          "permanent": True}),
+    ],
+)  # fmt: skip
+def test_an_infobip_report_refusing_for_credit_is_no_failure_and_says_why(
+    status: dict[str, Any], error: dict[str, Any]
+) -> None:
+    entry = {**INFOBIP_DLR["results"][0], "status": status, "error": error}
+    entry["price"] = {"pricePerMessage": 0, "currency": "EUR"}
+    (report,) = parse_webhook("infobip", {"results": [entry]}).reports
+    assert (report.outcome, report.events) == ("no_credits", ())
+    assert report.detail["refusal"] == f"Infobip reports {status['name']}: Not enough credits"
+    # Redelivered, the same report; a refusal of the message sent again later, another.
+    (again,) = parse_webhook("infobip", {"results": [dict(entry)]}).reports
+    later = {**entry, "doneAt": "2019-11-10T09:00:00.000+0000"}
+    (refused_again,) = parse_webhook("infobip", {"results": [later]}).reports
+    assert again.dedupe == report.dedupe != refused_again.dedupe

@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import pytest
 import trio
 from sqlalchemy import select
 
@@ -16,7 +18,9 @@ from cadence.engine.describe import pause_text
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage
 from cadence.engine.store import Store
 from cadence.engine.store.models import OutboxMessage
+from tests.adapters.test_web_service import TOKEN, Service, _with_service
 from tests.engine.test_runtime import T0, campaigns
+from tests.engine.test_webhooks import log_outcomes
 
 SOURCE = """
 template first email { subject "First" body "x" }
@@ -75,3 +79,89 @@ def test_no_credit_pauses_the_campaign_and_a_resume_after_the_top_up_sends_each_
     with Store.open(store_url) as store, store.session() as session:
         statuses = session.scalars(select(OutboxMessage.status)).all()
     assert sorted(statuses) == ["sent"] * 4
+
+
+TEXTS = """
+template text sms "Hi. Reply STOP to opt out."
+template later sms "Still there?"
+campaign texts { on launch { send sms text  wait 1d  send sms later } }
+campaign once { on launch { send sms text } }
+"""
+PHONES = [
+    {"id": f"c{i}", "phone": f"+49151000000{i}", "attributes": {"sms_opt_in": True}} for i in (1, 2)
+]
+CREDIT_REFUSAL = "Infobip reports REJECTED_NOT_ENOUGH_CREDITS: Not enough credits"
+ENROUTE = {"groupId": 1, "groupName": "PENDING", "id": 7, "name": "PENDING_ENROUTE",
+           "description": "Message sent to next instance"}  # fmt: skip
+
+
+def _outbox(store_url: str) -> list[tuple[Any, ...]]:
+    """(template, contact, status) of every send, sorted."""
+    wanted = select(OutboxMessage.template, OutboxMessage.contact_id, OutboxMessage.status)
+    with Store.open(store_url) as store, store.session() as session:
+        return sorted(tuple(row) for row in session.execute(wanted))
+
+
+@pytest.mark.parametrize("campaign", ["texts", "once"])
+def test_a_delivery_report_refusing_for_credit_pauses_and_the_send_goes_once_after_resume(
+    store_url: str, campaign: str
+) -> None:
+    """Infobip took the SMS, then its balance ran out before it went out: its delivery
+    report says REJECTED_NOT_ENOUGH_CREDITS. The send is held, not failed; its campaign is
+    paused with Infobip's words (a one-step campaign that had completed too); after the
+    top-up and `resume` the message goes again (the lookup finds it refused), once."""
+
+    async def body(service: Service) -> None:
+        engine, client, infobip = service.engine, service.client, service.standins.infobip
+        await engine.upsert_contacts(PHONES)
+        await engine.deploy(campaigns(TEXTS))
+        await engine.launch(campaign)
+        await engine.run_due()
+        refused = next(m for m in infobip.messages if m.to == "491510000001")
+        report = {"results": [infobip.refuse_for_credit(refused.message_id)]}
+        # Infobip may report the message on its way (PENDING) before it refuses it: that
+        # report is about the message refused, not about the one a resume sends.
+        on_its_way = {**report["results"][0], "status": ENROUTE, "doneAt": refused.sent_at}
+        posted = await client.post(
+            "/webhooks/infobip", params={"token": TOKEN}, json={"results": [on_its_way]}
+        )
+        assert posted.json()["logged"] == 1
+        for redelivery in (False, True):
+            posted = await client.post("/webhooks/infobip", params={"token": TOKEN}, json=report)
+            assert posted.status_code == 200, posted.text
+            said = posted.json()
+            assert (said["matched"], said["unmatched"], said["duplicates"]) == (1, [], redelivery)
+
+        (row,) = [r for r in await engine.status() if r["name"] == campaign]
+        assert row["status"] == "paused" and row["pause"]["reason"] == "no_credits"
+        words = pause_text(row["pause"])
+        assert "infobip account has no credit left for sms" in words and CREDIT_REFUSAL in words
+        (counted,) = [r for r in await engine.report([campaign])]
+        assert (counted.by_template["text"].sent, counted.failed) == (1, {})
+        assert "failed" not in [outcome for _, outcome, _ in log_outcomes(store_url)]
+
+        # Paused: a day on, nothing more goes, the held send neither.
+        service.clock.advance_to(T0 + dt.timedelta(days=2))
+        await engine.run_due()
+        assert len(infobip.messages) == 1
+
+        await engine.resume(campaign)
+        await engine.run_due()
+        again = [m for m in infobip.messages if m.message_id == refused.message_id]
+        assert [(m.to, m.text) for m in again] == [(refused.to, refused.text)]
+        again = [m for m in infobip.messages if m.message_id == refused.message_id]
+        assert [(m.to, m.text) for m in again] == [(refused.to, refused.text)]
+        service.clock.advance_to(T0 + dt.timedelta(days=4))
+        await engine.run_due()
+        # The report of the refusal, posted again after the message went: nothing changes.
+        posted = await client.post("/webhooks/infobip", params={"token": TOKEN}, json=report)
+        assert posted.json()["duplicates"] == 1
+        (row,) = [r for r in await engine.status() if r["name"] == campaign]
+        assert row["status"] in ("active", "completed")
+        assert set(infobip.deliveries().values()) == {1} and infobip.refused == {}
+
+    trio.run(_with_service, store_url, body)
+    steps = [("text", "c1", "sent"), ("text", "c2", "sent")]
+    if campaign == "texts":
+        steps += [("later", "c1", "sent"), ("later", "c2", "sent")]
+    assert _outbox(store_url) == sorted(steps)

@@ -348,8 +348,8 @@ def test_infobip_delivered_and_rejected_reports(store_url: str) -> None:
         ("NO_ERROR", "No Error", False),
     )  # fmt: skip
     rejected = infobip(
-        "REJECTED", "REJECTED_NOT_ENOUGH_CREDITS", "Not enough credits",
-        ("EC_NOT_ENOUGH_CREDITS", "Not enough credits", True),
+        "REJECTED", "REJECTED_SENDER", "Sender ID blocklisted",
+        ("NO_ERROR", "No Error", False),
     )  # fmt: skip
     sink, reports = daily(store_url, [(2, delivered), (26, rejected)], with_ids=False)
     assert [r.matched for r in reports] == [1, 1]
@@ -364,8 +364,8 @@ def test_a_brevo_error_and_an_infobip_rejection_are_sends_that_failed(store_url:
     are the provider's word that the message went nowhere: not delivered, in the report as
     for `delivered(T)`; not a bounce either, so the address stays (not the person's doing)."""
     rejected = infobip(
-        "REJECTED", "REJECTED_NOT_ENOUGH_CREDITS", "Not enough credits",
-        ("EC_NOT_ENOUGH_CREDITS", "Not enough credits", True),
+        "REJECTED", "REJECTED_SENDER", "Sender ID blocklisted",
+        ("NO_ERROR", "No Error", False),
     )  # fmt: skip
     sink, reports = daily(store_url, [(2, brevo("error")), (26, rejected)])
     assert [(r.matched, r.events) for r in reports] == [(1, 0), (1, 0)]

@@ -24,7 +24,9 @@ UNDELIVERABLE bounced; `bounced` hard, when Infobip's error says `permanent` (or
 nothing), else soft_bounced; `bounced` soft. EXPIRED expired; `bounced` soft (the phone
 stayed unreachable). REJECTED failed (Infobip refused it: credit, routing, a blocked
 sender; not the person's doing); none; but REJECTED_PREFIX_MISSING and
-REJECTED_DESTINATION (the number matches no operator) bounced; `bounced` hard.
+REJECTED_DESTINATION (the number matches no operator) bounced; `bounced` hard, and
+REJECTED_NOT_ENOUGH_CREDITS (or an error `EC_NOT_ENOUGH_CREDITS`) no_credits; none (the
+account's balance, not the message: the engine holds the send and pauses its campaign).
 PENDING/ACCEPTED pending; none. Only DELIVERED makes a send delivered
 (`cadence.engine.delivery`): after REJECTED, EXPIRED or a soft UNDELIVERABLE it was not,
 unless a delivery report follows. Seen: seen; `opened`. An inbound message: `replied` with
@@ -38,6 +40,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from cadence.adapters.base import NO_CREDITS
 from cadence.adapters.inbound.reports import (
     Fields,
     InvalidWebhook,
@@ -46,7 +49,7 @@ from cadence.adapters.inbound.reports import (
     dedupe_key,
     json_kind,
 )
-from cadence.adapters.infobip import NUMBER_REFUSED, message_cost
+from cadence.adapters.infobip import NO_CREDITS_STATUS, NUMBER_REFUSED, message_cost
 
 PROVIDER = "infobip"
 
@@ -184,6 +187,10 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
     number_refused = group.upper() == "REJECTED" and (status_name or "").upper() in NUMBER_REFUSED
     if number_refused:
         outcome, event, bounce = _GROUPS["UNDELIVERABLE"]
+    unpaid = group.upper() == "REJECTED" and _for_credit(status_name, error_name)
+    if unpaid:
+        # Not a failed send: the engine holds it and pauses its campaign until a resume.
+        outcome = NO_CREDITS
     properties: dict[str, Any] = {}
     if event == "bounced":
         # Infobip says whether an error is permanent; one that does not say counts as hard.
@@ -203,13 +210,27 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
             detail[name] = value
     if permanent is not None:
         detail["permanent"] = permanent
+    if unpaid:
+        said = error_text or description
+        detail["refusal"] = f"Infobip reports {status_name or group}" + (
+            f": {said}" if said else ""
+        )
     cost, currency = message_cost(item.data)
     return ProviderReport(
         provider=PROVIDER,
         position=item.path,
         kind=f"status:{group.upper()}",
         at=at,
-        dedupe=dedupe_key(PROVIDER, "status", message_id, group.upper(), status_name),
+        # A message sent again after a top-up can be refused for credit again: its time
+        # tells that report from a redelivery of the first.
+        dedupe=dedupe_key(
+            PROVIDER,
+            "status",
+            message_id,
+            group.upper(),
+            status_name,
+            *((at.isoformat(),) if unpaid else ()),
+        ),
         outcome=outcome,
         events=((event, properties),) if event else (),
         channel=_channel_hint(item),
@@ -221,6 +242,14 @@ def _delivery(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | 
         detail=detail,
         cost=cost,
         currency=currency,
+    )
+
+
+def _for_credit(status_name: str | None, error_name: str | None) -> bool:
+    """Whether a REJECTED report refused the message for the account's balance: Infobip's
+    status REJECTED_NOT_ENOUGH_CREDITS, or an error of that name (`EC_NOT_ENOUGH_CREDITS`)."""
+    return (status_name or "").upper() == NO_CREDITS_STATUS or (error_name or "").upper().endswith(
+        "NOT_ENOUGH_CREDITS"
     )
 
 

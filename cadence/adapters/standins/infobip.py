@@ -155,6 +155,8 @@ class InfobipStandin(LoopbackService):
     faults: Faults = field(default_factory=Faults)
     requests: list[Request] = field(default_factory=list)
     messages: list[InfobipMessage] = field(default_factory=list)
+    # Messages accepted, then refused for the balance (`refuse_for_credit`), by messageId.
+    refused: dict[str, InfobipMessage] = field(default_factory=dict)
     error_style: ErrorStyle = "legacy"
 
     service_name = "infobip"
@@ -226,6 +228,7 @@ class InfobipStandin(LoopbackService):
 
     def _accept(self, **fields: Any) -> InfobipMessage:
         message = InfobipMessage(sent_at=infobip_time(dt.datetime.now(dt.UTC)), **fields)
+        self.refused.pop(message.message_id, None)
         self.messages.append(message)
         return message
 
@@ -384,35 +387,62 @@ class InfobipStandin(LoopbackService):
     def _lookup(self, request: Request, channel: str) -> Response:
         wanted_ids = set(request.query.get("messageId", []))
         wanted_bulks = set(request.query.get("bulkId", []))
-        results = []
-        for message in self.messages:
-            if message.channel != channel:
-                continue
-            if wanted_ids and message.message_id not in wanted_ids:
-                continue
-            if wanted_bulks and message.bulk_id not in wanted_bulks:
-                continue
-            price = SMS_PRICE if channel == "sms" else WHATSAPP_PRICE
-            results.append(
-                {
-                    "bulkId": message.bulk_id,
-                    "messageId": message.message_id,
-                    "to": message.to,
-                    "from": message.sender,
-                    "text": message.text,
-                    "sentAt": message.sent_at,
-                    "doneAt": message.sent_at,
-                    "smsCount" if channel == "sms" else "messageCount": 1,
-                    "price": {"pricePerMessage": float(price), "currency": "EUR"},
-                    "status": DELIVERED,
-                    "error": {
-                        "groupId": 0,
-                        "groupName": "OK",
-                        "id": 0,
-                        "name": "NO_ERROR",
-                        "description": "No Error",
-                        "permanent": False,
-                    },
-                }
-            )
+        known = [(m, DELIVERED) for m in self.messages]
+        known += [(m, NOT_ENOUGH_CREDITS) for m in self.refused.values()]
+        results = [
+            _report(message, status)
+            for message, status in known
+            if message.channel == channel
+            and (not wanted_ids or message.message_id in wanted_ids)
+            and (not wanted_bulks or message.bulk_id in wanted_bulks)
+        ]
         return Response(200, {"results": results})
+
+    # ------------------------------------------------------------------ reports
+
+    def refuse_for_credit(self, message_id: str) -> dict[str, Any]:
+        """The account's balance ran out before a message it accepted went out: Infobip
+        drops it and reports it REJECTED_NOT_ENOUGH_CREDITS (group REJECTED, id 12). Returns
+        the delivery report entry Infobip posts to the notifyUrl; lookups answer that status
+        until the message is sent again."""
+        dropped = [m for m in self.messages if m.message_id == message_id]
+        if not dropped:
+            raise KeyError(f"no accepted message {message_id!r}")
+        self.messages = [m for m in self.messages if m.message_id != message_id]
+        self.refused[message_id] = dropped[-1]
+        entry = _report(dropped[-1], NOT_ENOUGH_CREDITS)
+        # A delivery report carries what the send handed over, not the message's text.
+        del entry["from"], entry["text"]
+        done = infobip_time(dt.datetime.now(dt.UTC))
+        return {**entry, "doneAt": done, "callbackData": dropped[-1].callback_data}
+
+
+def _report(message: InfobipMessage, status: dict[str, Any]) -> dict[str, Any]:
+    """A message's entry as Infobip writes it in its logs (and, less `from` and `text`, in
+    its delivery reports): `price` per part (nothing for a message it did not send),
+    `smsCount` or WhatsApp's `messageCount`, and an `error` object, NO_ERROR when none."""
+    sent = status["groupName"] != "REJECTED"
+    price = (SMS_PRICE if message.channel == "sms" else WHATSAPP_PRICE) if sent else "0"
+    entry: dict[str, Any] = {
+        "bulkId": message.bulk_id,
+        "messageId": message.message_id,
+        "to": message.to,
+        "from": message.sender,
+        "text": message.text,
+        "sentAt": message.sent_at,
+        "doneAt": message.sent_at,
+        "smsCount" if message.channel == "sms" else "messageCount": 1 if sent else 0,
+        "price": {"pricePerMessage": float(price), "currency": "EUR"},
+        "status": status,
+        "error": {
+            "groupId": 0,
+            "groupName": "OK",
+            "id": 0,
+            "name": "NO_ERROR",
+            "description": "No Error",
+            "permanent": False,
+        },
+    }
+    if message.channel == "whatsapp":
+        entry["channel"] = "WHATSAPP"
+    return entry
