@@ -26,6 +26,8 @@ Brevo's inbound parsing posts to the same URL `{"items": [...]}`, one parsed ema
 each is a reply, a `replied` event on email from its sender, naming the send its
 `In-Reply-To` answers; automatic replies are listed as ignored (docs/inbound.md).
 
+Brevo's transactional SMS reports (`msg_status` instead of `event`) are listed as ignored.
+
 The camelCase spellings some of Brevo's schemas use (`hardBounce`, `uniqueOpened`,
 `proxyOpen` ...) are read the same. Events Brevo may add later are reported as ignored,
 not refused.
@@ -260,6 +262,12 @@ def _sent_at(value: str | None) -> dt.datetime:
 def _one(item: Fields, ignored: list[tuple[str, str]]) -> ProviderReport | None:
     """One event object as a report (None when it is bad or an event Cadence ignores)."""
     before = len(item.problems)
+    if "event" not in item.data and "msg_status" in item.data:
+        # Brevo's transactional SMS report (`msg_status`, no `event`), posted if its SMS
+        # webhook shares the URL: Cadence sends no SMS through Brevo. Refused, it would be
+        # posted again for ever.
+        ignored.append((item.path or "$", f"sms {item.data.get('msg_status')}"))
+        return None
     name = item.text("event", required=True)
     known = _EVENTS.get(name.strip().lower()) if name is not None else None
     if name is not None and known is None:
