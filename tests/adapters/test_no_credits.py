@@ -7,10 +7,12 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
 from cadence.adapters.base import NO_CREDITS, NO_CREDITS_WAIT
+from cadence.adapters.infobip import message_id_for
 from cadence.adapters.message import SendStatus
 from cadence.adapters.retry import CircuitBreaker
 from tests.adapters import test_brevo, test_infobip
@@ -51,3 +53,34 @@ async def test_no_credit_pauses_the_provider_and_the_send_goes_once_topped_up(
     sent = await adapter.send(replace(first, attempt=1))
     assert sent.status is SendStatus.SENT
     assert len(taken(standin)) == 1
+
+
+@pytest.mark.trio
+async def test_infobip_logs_a_message_it_refused_for_credit_and_the_retry_finds_it(
+    nursery: trio.Nursery,
+) -> None:
+    """Infobip logs the messages it refuses: a lookup of one refused for credit answers
+    REJECTED_NOT_ENOUGH_CREDITS (as the adapter expects before it sends again), and once
+    sent, the message is logged as sent, once."""
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=100, clock=lambda: now[0])
+    standin, adapter = await test_infobip.start(nursery, breaker=breaker)
+    standin.faults.add("no_credits")
+    first = sms(1)
+    refused = await adapter.send(first)
+    assert refused.error_code == NO_CREDITS
+
+    async def logged() -> list[tuple[str, str]]:
+        async with httpx.AsyncClient(base_url=adapter.base) as client:
+            answer = await client.get(
+                "/sms/1/logs", params={"messageId": message_id_for(first)},
+                headers={"authorization": "App test-infobip-key"},
+            )  # fmt: skip
+        return [(r["to"], r["status"]["name"]) for r in answer.json()["results"]]
+
+    assert await logged() == [("447946000001", "REJECTED_NOT_ENOUGH_CREDITS")]
+    now[0] += NO_CREDITS_WAIT  # topped up, and the paused provider probed again
+    sent = await adapter.send(replace(first, attempt=1))
+    assert sent.status is SendStatus.SENT
+    assert await logged() == [("447946000001", "DELIVERED_TO_HANDSET")]
+    assert list(standin.deliveries().values()) == [1]

@@ -104,25 +104,6 @@ NOT_ENOUGH_CREDITS = {
 }
 
 
-def _rejected_for_credit(request: Request) -> list[dict[str, Any]]:
-    """One REJECTED_NOT_ENOUGH_CREDITS entry per recipient of a send request (SMS
-    destinations, WhatsApp messages, or the one WhatsApp text)."""
-    try:
-        body = request.json()
-    except (ValueError, UnicodeDecodeError):
-        return []
-    found: list[dict[str, Any]] = []
-    for message in body.get("messages", [body]) if isinstance(body, dict) else []:
-        if not isinstance(message, dict):
-            continue
-        for dest in message.get("destinations", [message]):
-            if isinstance(dest, dict) and "to" in dest:
-                message_id = dest.get("messageId") or uuid.uuid4().hex
-                found.append({"to": dest["to"], "status": NOT_ENOUGH_CREDITS,
-                              "messageId": message_id})  # fmt: skip
-    return found
-
-
 def infobip_time(at: dt.datetime) -> str:
     """A time as Infobip writes it in logs and reports: `yyyy-MM-dd'T'HH:mm:ss.SSSZ`, that is
     `2019-11-09T16:00:00.000+0000` (a four-digit offset, not ISO's `+00:00`)."""
@@ -188,7 +169,7 @@ class InfobipStandin(LoopbackService):
             if route is None:
                 fault = None
             else:
-                return Response(200, {"messages": _rejected_for_credit(request)})
+                return Response(200, {"messages": self._rejected_for_credit(request)})
         if fault is not None and not fault.process and fault.kind != "slow":
             return self._fail(fault)
         auth = request.headers.get("authorization", "")
@@ -210,6 +191,36 @@ class InfobipStandin(LoopbackService):
         if fault is not None:
             return self._fail(fault)
         return Response(200, answer)
+
+    def _rejected_for_credit(self, request: Request) -> list[dict[str, Any]]:
+        """One REJECTED_NOT_ENOUGH_CREDITS entry per recipient of a send request (SMS
+        destinations, WhatsApp messages, or the one WhatsApp text), each kept in `refused`:
+        Infobip logs a message it refused, so a lookup of its messageId finds the refusal."""
+        try:
+            body = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return []
+        channel = "sms" if request.path.startswith("/sms/") else "whatsapp"
+        found: list[dict[str, Any]] = []
+        for message in body.get("messages", [body]) if isinstance(body, dict) else []:
+            if not isinstance(message, dict):
+                continue
+            for dest in message.get("destinations", [message]):
+                if not isinstance(dest, dict) or not isinstance(dest.get("to"), str):
+                    continue
+                message_id = dest.get("messageId") or uuid.uuid4().hex
+                content = message.get("content")
+                content = content if isinstance(content, dict) else {}
+                self.refused[message_id] = InfobipMessage(
+                    channel=channel, message_id=message_id, bulk_id=body.get("bulkId"),
+                    to=dest["to"], sender=message.get("from"),
+                    text=message.get("text") or content.get("text"), template=None,
+                    language=None, placeholders=(), callback_data=message.get("callbackData"),
+                    sent_at=infobip_time(dt.datetime.now(dt.UTC)),
+                )  # fmt: skip
+                found.append({"to": dest["to"], "status": NOT_ENOUGH_CREDITS,
+                              "messageId": message_id})  # fmt: skip
+        return found
 
     def _fail(self, fault: Fault) -> Response | Drop:
         if fault.kind == "429":
