@@ -1867,14 +1867,15 @@ class Engine:
 
         A finished campaign's send holds it too (it is not done while its message waits);
         a cancelled one's is cancelled; a send of no campaign goes at the provider's next
-        probe (`NO_CREDITS_WAIT`). Only sends recorded as sent are held: one whose answer
-        the engine has not recorded yet is recorded as it comes.
+        probe (`NO_CREDITS_WAIT`). A send whose answer is not recorded yet (the report came
+        first, or the answer was lost and a retry waits) is held the same way: its lease is
+        taken back, so the worker delivering it finds the lease lost and records nothing.
         """
         said = {row["outbox_id"]: row for row in entries}
         sends = session.execute(
             select(OutboxMessage.id, OutboxMessage.version_id, OutboxMessage.channel).where(
                 among(session, OutboxMessage.id, sorted(said)),
-                OutboxMessage.status == OutboxStatus.SENT.value,
+                OutboxMessage.status.in_([OutboxStatus.SENT.value, OutboxStatus.PENDING.value]),
             )
         ).all()
         owners = campaign_store.version_campaigns(
@@ -1894,12 +1895,13 @@ class Engine:
             campaign = campaigns.get(owner[0]) if owner is not None else None
             values: dict[str, Any] = {
                 "status": OutboxStatus.PENDING.value, "sent_at": None, "next_attempt_at": None,
-                "error": refusal, "updated_at": now,
+                "lease_owner": None, "lease_expires_at": None, "error": refusal,
+                "updated_at": now,
             }  # fmt: skip
             if campaign is None:
                 values["next_attempt_at"] = now + dt.timedelta(seconds=NO_CREDITS_WAIT)
             elif campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED):
-                values = {"status": OutboxStatus.CANCELLED.value, "updated_at": now}
+                values.update(status=OutboxStatus.CANCELLED.value, next_attempt_at=None)
             else:
                 if campaign.status == CampaignStatus.COMPLETED.value:
                     campaign.status = CampaignStatus.ACTIVE.value

@@ -165,3 +165,34 @@ def test_a_delivery_report_refusing_for_credit_pauses_and_the_send_goes_once_aft
     if campaign == "texts":
         steps += [("later", "c1", "sent"), ("later", "c2", "sent")]
     assert _outbox(store_url) == sorted(steps)
+
+
+def test_a_credit_refusal_reported_before_the_answer_is_recorded_holds_the_send(
+    store_url: str,
+) -> None:
+    """Infobip's report can come while the engine still waits for the send's answer: the
+    send is held all the same, and the answer that comes after records nothing."""
+
+    async def body(service: Service) -> None:
+        engine, client, infobip = service.engine, service.client, service.standins.infobip
+        await engine.upsert_contacts(PHONES[:1])
+        await engine.deploy(campaigns(TEXTS))
+        await engine.launch("once")
+        infobip.faults.add("slow", delay=1.0)  # Infobip takes the message, answers late
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.run_due)
+            while not infobip.messages:
+                await trio.sleep(0.01)
+            report = {"results": [infobip.refuse_for_credit(infobip.messages[0].message_id)]}
+            posted = await client.post("/webhooks/infobip", params={"token": TOKEN}, json=report)
+            assert (posted.json()["matched"], posted.json()["logged"]) == (1, 1)
+        (row,) = [r for r in await engine.status() if r["name"] == "once"]
+        assert row["status"] == "paused" and CREDIT_REFUSAL in row["pause"]["error"]
+        assert _outbox(store_url) == [("text", "c1", "pending")]
+
+        await engine.resume("once")
+        await engine.run_due()
+        assert list(infobip.deliveries().values()) == [1]
+
+    trio.run(_with_service, store_url, body)
+    assert _outbox(store_url) == [("text", "c1", "sent")]
