@@ -1888,33 +1888,36 @@ class Engine:
             )
         }
         pausing: dict[str, dict[str, Any]] = {}
+        # Sends that move to the same values, one UPDATE each: (status, next attempt, error).
+        moves: dict[tuple[str, dt.datetime | None, str], list[int]] = {}
         for outbox_id, version_id, channel in sends:
             entry = said[outbox_id]
             refusal = str(entry["detail"].get("refusal") or "refused for credit")
             owner = owners.get(version_id) if version_id is not None else None
             campaign = campaigns.get(owner[0]) if owner is not None else None
-            values: dict[str, Any] = {
-                "status": OutboxStatus.PENDING.value, "sent_at": None, "next_attempt_at": None,
-                "lease_owner": None, "lease_expires_at": None, "error": refusal,
-                "updated_at": now,
-            }  # fmt: skip
+            move: tuple[str, dt.datetime | None, str] = (OutboxStatus.PENDING.value, None, refusal)
             if campaign is None:
-                values["next_attempt_at"] = now + dt.timedelta(seconds=NO_CREDITS_WAIT)
+                move = (move[0], now + dt.timedelta(seconds=NO_CREDITS_WAIT), refusal)
             elif campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED):
-                values.update(status=OutboxStatus.CANCELLED.value, next_attempt_at=None)
+                move = (OutboxStatus.CANCELLED.value, None, refusal)
             else:
-                if campaign.status == CampaignStatus.COMPLETED.value:
+                if campaign.status == CampaignStatus.COMPLETED:
                     campaign.status = CampaignStatus.ACTIVE.value
                 pausing.setdefault(campaign.name, {
                     "reason": "no_credits", "provider": entry["provider"], "channel": channel,
                     "error": refusal,
                 })  # fmt: skip
+            moves.setdefault(move, []).append(outbox_id)
+        for (status, next_attempt, refusal), ids in moves.items():
             session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == outbox_id)
-                .values(**values)
+                .where(among(session, OutboxMessage.id, ids))
+                .values(
+                    status=status, sent_at=None, next_attempt_at=next_attempt, lease_owner=None,
+                    lease_expires_at=None, error=refusal, updated_at=now,
+                )
                 .execution_options(synchronize_session=False)
-            )
+            )  # fmt: skip
         self._pause_campaigns(session, pausing, now)
 
     def _events_written(
