@@ -842,13 +842,16 @@ async def _service_engine(
 
 def _ran_line(verb: str, stats: RunStats, engine: Engine) -> str:
     """What `serve` or `run` did, in one line. With no provider configured the recording
-    sink took every send: they were recorded, and none was delivered to anyone."""
+    sink took every send: they were recorded, and none was delivered to anyone. Sends that
+    failed for good are counted as `cadence report` counts them (`failed`): without it a
+    run whose every send failed read as sending nothing."""
     from cadence.engine.runtime import RecordingSink
 
     done = f"{verb}: {stats.steps} steps, {stats.sends} sends"
+    failed = f", {stats.failed} failed (`cadence report` says why)" if stats.failed else ""
     if isinstance(engine.sink, RecordingSink):
-        return f"{done}, {stats.delivered} recorded, not delivered ({NO_PROVIDER})"
-    return f"{done}, {stats.delivered} delivered"
+        return f"{done}, {stats.delivered} recorded, not delivered ({NO_PROVIDER}){failed}"
+    return f"{done}, {stats.delivered} delivered{failed}"
 
 
 def _without_sender(campaigns: Sequence[CompiledCampaign], tenant: str) -> list[str]:

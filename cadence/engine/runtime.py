@@ -268,6 +268,9 @@ class RunStats:
     sends: int = 0
     delivered: int = 0
     enrolled: int = 0
+    # Sends that failed for good (no retry left): the outbox's `failed`, which
+    # `cadence report` counts as `failed`; a send waiting for a retry is neither.
+    failed: int = 0
 
     def add(self, other: RunStats) -> None:
         """Accumulate another run's counts."""
@@ -275,6 +278,7 @@ class RunStats:
         self.sends += other.sends
         self.delivered += other.delivered
         self.enrolled += other.enrolled
+        self.failed += other.failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -2115,17 +2119,17 @@ class Engine:
                 return stats
             stepped, ready, recorded = await self.store.call_retrying(self._step_batch_sync)
             if recorded:
-                delivered = await self._hand_over(ready)
+                handed = await self._hand_over(ready)
             else:
-                delivered = await self._deliver_stepped(ready) if ready else 0
+                handed = await self._deliver_stepped(ready) if ready else RunStats()
             # The outbox's own due sends (retries, held or taken-over ones) are claimed when
             # the steps run out, and every few full batches meanwhile: a claim that finds
             # nothing after each of a backlog's batches was a twentieth of a dry-run.
             if stepped.steps < self.batch_size or round_number % OUTBOX_EVERY == 0:
-                delivered += await self._deliver_batch()
+                handed.add(await self._deliver_batch())
             stats.add(stepped)
-            stats.delivered += delivered
-            if stepped.steps == 0 and delivered == 0:
+            stats.add(handed)
+            if stepped.steps == 0 and handed.delivered == 0:
                 # Also with nothing stepped: a recurring campaign completes once its `ends`
                 # has passed, which no step marks.
                 await self.store.call_retrying(self._complete_finished_sync)
@@ -2921,12 +2925,12 @@ class Engine:
         )
         return waiting is not None
 
-    async def _deliver_batch(self) -> int:
+    async def _deliver_batch(self) -> RunStats:
         """Claim due sends from the outbox (retries, taken-over leases) and deliver them."""
         claimed = await self.store.call_retrying(self._claim_outbox_sync)
-        return await self._deliver(claimed) if claimed else 0
+        return await self._deliver(claimed) if claimed else RunStats()
 
-    async def _deliver_stepped(self, ready: list[OutgoingMessage]) -> int:
+    async def _deliver_stepped(self, ready: list[OutgoingMessage]) -> RunStats:
         """Deliver the sends a step just queued, less those the contact may no longer get.
 
         The step checked them against what it read, but the service (or another engine)
@@ -2935,7 +2939,7 @@ class Engine:
         commit and this. They are checked again, as a send claimed from the outbox is.
         """
         allowed = await self.store.call_retrying(self._still_allowed_sync, ready)
-        return await self._deliver(allowed) if allowed else 0
+        return await self._deliver(allowed) if allowed else RunStats()
 
     def _still_allowed_sync(
         self, store: Store, messages: list[OutgoingMessage]
@@ -2950,10 +2954,10 @@ class Engine:
             kept = {row.id for row in self._drop_refused(session, rows, now)}
         return [m for m in messages if m.outbox_id in kept]
 
-    async def _hand_over(self, sent: list[OutgoingMessage]) -> int:
+    async def _hand_over(self, sent: list[OutgoingMessage]) -> RunStats:
         """Give an in-process sink the sends its step stored as sent (see `Sink`)."""
         if not sent:
-            return 0
+            return RunStats()
         results = await self.sink.deliver(sent)
         refused = [
             r.outbox_id for r in results if r.provider_message_id or (not r.sent and r.retry_at)
@@ -2965,21 +2969,25 @@ class Engine:
         failed = {r.outbox_id: r.error or "failed" for r in results if not r.sent}
         if failed:
             await self.store.call_retrying(self._fail_sent_sync, failed)
-        return len(sent) - len(failed)
+        return RunStats(delivered=len(sent) - len(failed), failed=len(failed))
 
     def _fail_sent_sync(self, store: Store, failures: Mapping[int, str]) -> None:
         with store.session() as session:
             send_store.fail_sent_sends(session, failures, now=self.now())
 
-    async def _deliver(self, claimed: list[OutgoingMessage]) -> int:
+    async def _deliver(self, claimed: list[OutgoingMessage]) -> RunStats:
         """Deliver sends this engine holds the lease on, and record what became of each."""
         claimed = await self._pace(claimed)
         if not claimed:
-            return 0
+            return RunStats()
         results = await self.sink.deliver(claimed)
         self._slow_down(claimed, results)
         await self.store.call_retrying(self._record_delivery_sync, claimed, list(results))
-        return sum(1 for r in results if r.sent)
+        return RunStats(
+            delivered=sum(1 for r in results if r.sent),
+            # As `_record_delivery_sync` stores them: not sent and no retry is `failed`.
+            failed=sum(1 for r in results if not r.sent and r.retry_at is None),
+        )
 
     def _slow_down(
         self, messages: Sequence[OutgoingMessage], results: Sequence[DeliveryResult]

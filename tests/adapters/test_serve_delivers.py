@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def test_run_warns_when_emails_have_no_sender_and_sends_the_rest(
 ) -> None:
     """A campaign written without `from`, run where CADENCE_FROM is not set: the SMTP
     adapter refuses every email, and `run` said only `0 delivered`. It names the campaigns
-    first; a campaign with a `from` still sends."""
+    first; a campaign with a `from` still sends. Its closing line counts the failed sends,
+    as `cadence report` does: it counted only the delivered one."""
     handler, port = inbox
     (tmp_path / "hello.cadence").write_text(
         SOURCE
@@ -102,6 +104,12 @@ def test_run_warns_when_emails_have_no_sender_and_sends_the_rest(
         " set: those emails will fail"
     ) in ran.stderr
     assert [m["Subject"] for _, m in handler.messages] == ["Hello Ana"]
+    assert ran.stdout.splitlines()[-1] == (
+        "ran: 3 steps, 3 sends, 1 delivered, 2 failed (`cadence report` says why)"
+    )
+    reported = cadence("report", "--json", env=env, cwd=tmp_path)
+    failed = [json.loads(line)["failed"] for line in reported.stdout.splitlines()]
+    assert sum(sum(counts.values()) for counts in failed) == 2
 
 
 def test_run_says_nothing_about_senders_when_cadence_from_is_set(
