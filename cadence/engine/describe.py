@@ -41,15 +41,19 @@ def most_first(counts: Mapping[str, int]) -> list[tuple[str, int]]:
 def pause_text(details: Mapping[str, Any]) -> str:
     """Why a campaign is paused, from its pause audit line, and what lets it go on."""
     if details.get("reason") == "budget":
-        currency = details.get("currency")
+        currency = str(details.get("currency") or "")
+        # The audit line keeps the amounts exact, as stored ("0.9"); shown as the cost
+        # column shows money ("0.90 USD").
+        spent, budget = (_stored_amount(details.get(key)) for key in ("spent", "budget"))
         # Pauses recorded before `next` was kept say only what was spent.
+        next_cost = details.get("next")
         following = (
-            f"; the next message would cost {details['next']} {currency}"
-            if details.get("next") is not None
+            f"; the next message would cost {amount_text(_stored_amount(next_cost), currency)}"
+            if next_cost is not None
             else ""
         )
         return (
-            f"budget spent ({details.get('spent')} of {details.get('budget')} {currency}"
+            f"budget spent ({amount_text(spent, '')} of {amount_text(budget, currency)}"
             f"{following}); raise the budget, `cadence deploy --migrate`, then `cadence resume`"
         )
     if details.get("reason") == "no_credits":
@@ -108,10 +112,18 @@ def money_text(amounts: Mapping[str, Decimal]) -> str:
     """Amounts per currency, `12.50 EUR, 3.00 USD`, or `-` for none."""
     if not amounts:
         return "-"
-    return ", ".join(
-        f"{amount:,.{_money_places(amount)}f} {unit}".strip()
-        for unit, amount in sorted(amounts.items())
-    )
+    return ", ".join(amount_text(amount, unit) for unit, amount in sorted(amounts.items()))
+
+
+def amount_text(amount: Decimal, currency: str) -> str:
+    """One amount as every table and message shows money: `0.90 USD`, `1,500.00 EUR`,
+    `0.003 USD` (see `_money_places`); the bare number when `currency` is empty."""
+    return f"{amount:,.{_money_places(amount)}f} {currency}".strip()
+
+
+def _stored_amount(value: Any) -> Decimal:
+    """An amount as an audit line stores it (`str` of a `Decimal`)."""
+    return Decimal(str(value))
 
 
 def _money_places(amount: Decimal) -> int:

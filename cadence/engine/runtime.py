@@ -47,6 +47,7 @@ from cadence.engine.caps import CapsInForce, caps_in_force
 from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
+from cadence.engine.describe import amount_text
 from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
@@ -3349,7 +3350,7 @@ class _Gates:
                         "next": str(cost.amount),
                     }  # fmt: skip
                     return SendGate.pause_campaign(
-                        f"budget {budget.amount} {budget.currency} spent"
+                        f"budget {amount_text(budget.amount, budget.currency)} spent"
                     )
                 self.spent[campaign.name] = spent + cost.amount
             facts.sends.append((channel, None, self.now))

@@ -1311,7 +1311,7 @@ def test_a_budget_over_two_channels_stops_at_the_message_that_would_pass_it(
             pause = {k: row["pause"][k] for k in ("spent", "budget", "currency", "next")}
             assert pause == {"spent": "0.97", "budget": "1", "currency": "USD", "next": "0.05"}
             assert pause_text(row["pause"]).startswith(
-                "budget spent (0.97 of 1 USD; the next message would cost 0.05 USD)"
+                "budget spent (0.97 of 1.00 USD; the next message would cost 0.05 USD)"
             )
 
     trio.run(main)
@@ -1380,6 +1380,59 @@ def test_a_spent_budget_pauses_the_campaign_and_a_raised_one_sends_the_rest(
     with Store.open(store_url) as store, store.session() as session:
         keys = session.scalars(select(OutboxMessage.idempotency_key)).all()
         assert len(keys) == len(set(keys)) == 10
+
+
+def test_a_budget_pause_shows_money_as_the_cost_column_does(store_url: str, tmp_path: Path) -> None:
+    """The pause said `0.9 of 1 USD` (the amounts as stored) beside a cost column reading
+    `0.90 USD`, and the held enrollments' history `budget 1 USD spent`: one money format
+    in `cadence status`, the dashboard and the history; the audit line keeps the exact
+    amounts."""
+    from cadence.adapters.web.dashboard import dashboard
+
+    source = THRIFTY.replace("budget 0.003 USD", "budget 1 USD").replace(
+        "cost email 0.001 USD", "cost email 0.3 USD"
+    )
+    said = "budget spent (0.90 of 1.00 USD; the next message would cost 0.30 USD)"
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts(FIVE)
+        await engine.deploy(campaigns(source))
+        await engine.launch("thrifty")
+        await engine.run_due()
+        rows = await engine.status()
+        reports = await engine.report()
+        pause = next(row["pause"] for row in rows if row["name"] == "thrifty")
+        assert {k: pause[k] for k in ("spent", "budget", "next")} == {
+            "spent": "0.9",
+            "budget": "1",
+            "next": "0.3",
+        }
+        page = dashboard("Acme", T0, rows, reports)
+        assert said in page and "0.90 USD" in page
+        histories = await engine.store.call(_thrifty_histories)
+        held = [line[-1] for h in histories for line in h if str(line[-1]).startswith("held")]
+        assert held == ["held: budget 1.00 USD spent; campaign paused"]
+
+    engine_run(store_url, body)
+    status = run_cadence("status", store_url=store_url, cwd=tmp_path, columns=200)
+    assert status.returncode == 0, status.stderr
+    assert f"thrifty is paused: {said}" in status.stdout
+    report = run_cadence("report", "thrifty", store_url=store_url, cwd=tmp_path, columns=250)
+    assert report.returncode == 0, report.stderr
+    assert "0.90 USD" in report.stdout
+
+
+def _thrifty_histories(store: Store) -> list[list[list[Any]]]:
+    """The history of each of thrifty's enrollments."""
+    with store.session() as session:
+        return list(
+            session.scalars(
+                select(Enrollment.history)
+                .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
+                .join(Campaign, Campaign.id == CampaignVersion.campaign_id)
+                .where(Campaign.name == "thrifty")
+            )
+        )
 
 
 def test_status_says_the_budget_paused_it_and_what_it_says_to_do_works(
