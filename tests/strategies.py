@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from cadence.dsl import ast
 from cadence.dsl.parser import SCHEDULE_YEARS
+from cadence.text import nfc
 
 __all__ = [
     "calls",
@@ -284,9 +285,10 @@ def money() -> st.SearchStrategy[ast.MoneyLit]:
 
 @cache
 def strings() -> st.SearchStrategy[str]:
-    """Any text a string literal can hold, quotes, backslashes, newlines and tabs included."""
+    """Any text a string literal can hold, quotes, backslashes, newlines and tabs included,
+    in NFC: the parser reads every literal so (`cadence.text`)."""
     tricky = st.sampled_from(['say "hi"', "back\\slash", "two\nlines", "tab\there", "\\n", ""])
-    return st.one_of(tricky, st.text(max_size=20))
+    return st.one_of(tricky, st.text(max_size=20).map(nfc))
 
 
 @cache

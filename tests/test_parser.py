@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 
@@ -392,6 +393,27 @@ def test_comments_are_kept_with_positions() -> None:
 def test_hash_inside_a_string_is_not_a_comment() -> None:
     program = parse_text('template t sms "use #promo"')
     assert program.comments == ()
+
+
+def test_string_literals_are_composed_and_paths_kept_as_written() -> None:
+    """A literal typed in NFD ("Zu" and a combining diaeresis, as macOS tools export) is
+    the NFC text stored values are (`cadence.text`); an import or `body file` path names a
+    file as written, in whichever form the file system holds it."""
+    decomposed = unicodedata.normalize("NFD", "Zürich")
+    nfd = parse_text(
+        f'import "{decomposed}.cadence"\n'
+        f'template t email {{ subject "{decomposed}" body file "{decomposed}.html" }}\n'
+        f'segment s = city = "{decomposed}"'
+    )
+    nfc = parse_text('segment s = city = "Zürich"')
+    imported, template, segment = nfd.declarations
+    assert isinstance(imported, ast.Import) and imported.path == f"{decomposed}.cadence"
+    assert isinstance(template, ast.TemplateDecl)
+    assert template.content.subject is not None
+    assert template.content.subject.value == unicodedata.normalize("NFC", "Zürich")
+    assert template.content.body_file is not None
+    assert template.content.body_file.value == f"{decomposed}.html"
+    assert segment == nfc.declarations[0]
 
 
 # ---------------------------------------------------------------------------- errors

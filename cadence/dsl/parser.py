@@ -30,6 +30,7 @@ from lark.exceptions import (
 
 from cadence.dsl import ast
 from cadence.errors import CadenceSyntaxError, Diagnostic, Severity, did_you_mean
+from cadence.text import nfc
 
 TOP_LEVEL_KEYWORDS = (
     "import",
@@ -708,7 +709,14 @@ def duration_seconds(text: str) -> int:
 
 
 def unescape_string(literal: str) -> str:
-    """The value of a quoted string: `\\"` and `\\\\` resolved, other escapes kept literally."""
+    """The value of a quoted string: `\\"` and `\\\\` resolved, other escapes kept literally,
+    in NFC (`cadence.text`), so `"Zürich"` typed either way matches the stored value."""
+    return nfc(unescape_path(literal))
+
+
+def unescape_path(literal: str) -> str:
+    """A quoted file path's value, escapes resolved as `unescape_string` does, but as
+    written: a file system may hold names in either form, and only the written one opens."""
     body = literal[1:-1]
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
 
@@ -737,7 +745,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Program(tuple(declarations), (), self.file)
 
     def import_decl(self, meta: Any, path: Token) -> ast.Import:
-        return ast.Import(unescape_string(path), span=self._span(meta))
+        return ast.Import(unescape_path(path), span=self._span(meta))
 
     def schema_decl(self, meta: Any, *fields: ast.SchemaField) -> ast.SchemaDecl:
         return ast.SchemaDecl(tuple(fields), span=self._span(meta))
@@ -819,7 +827,7 @@ class _ToAst(Transformer[Token, Any]):
         return "body", self._string(value)
 
     def tpl_body_file(self, meta: Any, value: Token) -> tuple[str, ast.StringLit]:
-        return "body_file", self._string(value)
+        return "body_file", ast.StringLit(unescape_path(value), span=self._tok(value))
 
     def tpl_locale(self, meta: Any, locale: Token, *parts: Any) -> ast.LocaleBlock:
         span = self._span(meta)

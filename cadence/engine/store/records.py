@@ -29,6 +29,7 @@ from cadence.engine.store.schema import (
 )
 from cadence.engine.store.sends import EVERY_CHANNEL, consent_channel_problem
 from cadence.errors import CadenceError, offset_hint, suggest
+from cadence.text import composed
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,11 @@ class ContactRecord:
 
 @dataclass
 class EventRecord:
-    """A validated event: who (or None for an event about a thing), what, when, details."""
+    """A validated event: who (or None for an event about a thing), what, when, details.
+
+    Its properties are in NFC (`cadence.text`) whoever made it: an import, the service, a
+    provider's webhook or the engine itself.
+    """
 
     contact_id: str | None
     name: str
@@ -83,6 +88,14 @@ class EventRecord:
     properties: dict[str, Any] = field(default_factory=dict)
     dedupe_key: str | None = None
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.properties = composed(self.properties)
+
+
+# The columns a contact row keeps exactly as given, not in NFC: an id is a key the product
+# chose (docs/store.md), an address is the mailbox's or the number's own.
+AS_GIVEN = frozenset(("id", "email", "phone"))
 
 
 # --- standard fields ---------------------------------------------------------------------
@@ -306,7 +319,12 @@ def validate_contact(
     `raw` may hold an `attributes` object (JSON rows) as well as attribute columns.
     """
     errors: list[tuple[str | None, str]] = []
-    values = dict(raw)
+    # Text in NFC before it is checked (an `enum`'s values are, as the DSL wrote them) and
+    # stored; the id and addresses are kept as given (`cadence.text`).
+    values = {
+        composed(column): value if column in AS_GIVEN else composed(value)
+        for column, value in raw.items()
+    }
     nested = values.pop("attributes", None)
     if nested is not None:
         if not isinstance(nested, Mapping):
