@@ -2202,8 +2202,9 @@ class Engine:
         since: dt.datetime,
         now: dt.datetime,
     ) -> int:
-        """Enroll the audience's contacts who match each trigger's segment now, not at `since`;
-        book those who joined an `at` / `every` audience and are not booked yet.
+        """Enroll the audience's contacts who match each trigger's segment now and did not at
+        some moment since `since` (`sweep.last_out`); book those who joined an `at` /
+        `every` audience and are not booked yet.
 
         Only the contacts `sweep.moved` names can have changed between the two instants
         (see `cadence.engine.sweep`); every contact is read when a trigger's windows cannot
@@ -2228,16 +2229,23 @@ class Engine:
             facts = load_facts(session, self.tenant, audience)
             for segment_trigger in segment_triggers:
                 expr = campaign.segments[segment_trigger.segment].expr
-                entering = [
-                    cid for cid in audience
-                    if cid in facts
-                    and conditions.Context(facts[cid], campaign, now).holds(expr)
-                    and not conditions.Context(facts[cid], campaign, since).holds(expr)
-                ]  # fmt: skip
-                # An entry noticed since the previous sweep (an event, an import, a step) is
-                # that contact's entry: with `reenter always` a second journey would start.
-                noticed = self._entered_since(session, version_id, segment_trigger, entering, since)
-                entering = [cid for cid in entering if cid not in noticed]
+                # Unbounded windows: read at `since` and `now` only (see `sweep.last_out`).
+                windows = self._sweep_windows.get((version_id, segment_trigger.id)) or ()
+                out_at: dict[str, dt.datetime] = {}
+                for cid in audience:
+                    fact = facts.get(cid)
+                    if fact is None or not conditions.Context(fact, campaign, now).holds(expr):
+                        continue
+                    out = sweep.last_out(
+                        functools.partial(_holds_at, fact, campaign, expr),
+                        sweep.edges(fact, windows, since, now), since, now,
+                    )  # fmt: skip
+                    if out is not None:
+                        out_at[cid] = out
+                # An entry noticed since the contact was last out (an event, an import, a
+                # step) is that entry: with `reenter always` a second journey would start.
+                noticed = self._entered_since(session, version_id, segment_trigger, out_at)
+                entering = [cid for cid in out_at if cid not in noticed]
                 enrolled += self._enroll_triggered(
                     session, version_id, campaign, segment_trigger, entering, now, {}
                 )
@@ -2248,21 +2256,28 @@ class Engine:
         session: Session,
         version_id: int,
         trigger: c.TriggerModel,
-        contact_ids: Sequence[str],
-        since: dt.datetime,
+        since: Mapping[str, dt.datetime],
     ) -> set[str]:
-        """The contacts this trigger enrolled in the version after `since`."""
+        """The contacts this trigger enrolled in the version after the instant `since` gives
+        each of them."""
+        if not since:
+            return set()
+        earliest = min(since.values())
         entered: set[str] = set()
-        for chunk in _chunks(list(contact_ids), self.batch_size):
+        for chunk in _chunks(list(since), self.batch_size):
             rows = session.execute(
-                select(Enrollment.contact_id, Enrollment.state).where(
+                select(Enrollment.contact_id, Enrollment.state, Enrollment.created_at).where(
                     Enrollment.tenant_id == self.tenant,
                     Enrollment.version_id == version_id,
                     Enrollment.contact_id.in_(chunk),
-                    Enrollment.created_at > since,
+                    Enrollment.created_at > earliest,
                 )
             )
-            entered.update(cid for cid, state in rows if (state or {}).get("trigger") == trigger.id)
+            entered.update(
+                cid
+                for cid, state, created in rows
+                if (state or {}).get("trigger") == trigger.id and as_utc(created) > since[cid]
+            )
         return entered
 
     def _sweep_candidates(
@@ -3689,3 +3704,10 @@ def _next_occurrence(
     booked = as_utc(booked)
     after = booked + dt.timedelta(microseconds=1)
     return timing.every_run_from(trigger, zone, booked, max(after, now))
+
+
+def _holds_at(
+    facts: ContactFacts, campaign: c.CompiledCampaign, expr: Any, instant: dt.datetime
+) -> bool:
+    """Whether `expr` holds for the contact at `instant` (a sweep's reading)."""
+    return conditions.Context(facts, campaign, instant).holds(expr)

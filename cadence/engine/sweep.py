@@ -2,9 +2,10 @@
 
 A contact enters `segment dormant = not (last(login) within 30d)` thirty days after its last
 login, with no write to set anything off. The engine reads such segments for every contact
-every SWEEP_EVERY and enrolls those who match now and did not at the previous reading
-(both read against the contact's data as it is now: changes to the data are handled when
-they are written). An entry is noticed up to SWEEP_EVERY late.
+every SWEEP_EVERY and enrolls those who match now and did not at some moment since the
+previous reading (all read against the contact's data as it is now: changes to the data
+are handled when they are written; the moments are `edges`, see `last_out`). An entry is
+noticed up to SWEEP_EVERY late.
 
 The same sweep books contacts who join an `at` / `every` campaign's audience (or leave its
 `exclude`) as time passes for the runs still to come, as a change to their data would.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -34,7 +35,7 @@ from cadence.dsl import ast
 from cadence.dsl import compiled as c
 from cadence.engine import evaluate
 from cadence.engine.evaluate import ENGAGEMENT_FLAGS, ENGAGEMENT_KINDS
-from cadence.engine.facts import STANDARD_FIELDS
+from cadence.engine.facts import STANDARD_FIELDS, ContactFacts
 from cadence.engine.store.models import Contact, Event, OutboxMessage
 
 SWEEP_EVERY = dt.timedelta(hours=1)
@@ -322,3 +323,52 @@ def _moved_attributes(
             instant = evaluate._instant(evaluate.normalize(raw))
             if instant is not None and any(low <= instant <= high for low, high in spans):
                 yield contact_id
+
+
+# ---------------------------------------------------------------------------- re-entries
+#
+# Read at `since` and at `now` alone, a contact who left a segment and came back between two
+# sweeps (a login at 10:10 ending `dormant`, which time brings back at 10:40) is in it at
+# both readings and was never entered again. Between the edges a window passes over the
+# contact's data points the value cannot change, so reading it at `since`, at each edge and
+# just after it finds every stretch the contact was out.
+
+MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def edges(
+    facts: ContactFacts, windows: Sequence[Window], since: dt.datetime, now: dt.datetime
+) -> list[dt.datetime]:
+    """The instants in [since, now) where a window's edge passes one of the contact's data
+    points: the only ones where its value can change between the two readings."""
+    found: set[dt.datetime] = set()
+    for window in windows:
+        if window.kind == EVENT:
+            points = [event.at for event in facts.events if event.name == window.key]
+        elif window.kind == SEND:
+            points = [at for channel, _, at in facts.sends if channel == window.key]
+        else:
+            raw = evaluate._dig(facts.attributes, tuple(window.key.split(".")))
+            instant = evaluate._instant(evaluate.normalize(raw))
+            points = [] if instant is None else [instant]
+        for point in points:
+            for offset in window.offsets:
+                edge = point + dt.timedelta(seconds=offset)
+                if since <= edge < now:
+                    found.add(edge)
+    return sorted(found)
+
+
+def last_out(
+    holds: Callable[[dt.datetime], bool],
+    instants: Sequence[dt.datetime],
+    since: dt.datetime,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """The latest instant in [since, now) when `holds` was false, read at `since` and at
+    each of `instants` (`edges`) and just after it; None: it held all along."""
+    readings = {since, *instants, *(i + MICROSECOND for i in instants)}
+    for instant in sorted((i for i in readings if i < now), reverse=True):
+        if not holds(instant):
+            return instant
+    return None

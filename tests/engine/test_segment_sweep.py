@@ -187,3 +187,37 @@ campaign a { reenter always  cap email 9 per 1d  on segment_enter active { send 
         return [m.contact_id for m in sink.delivered]
 
     assert engine_run(store_url, body) == ["c", "c"]
+
+
+def test_a_re_entry_within_one_sweep_interval_is_entered(store_url: str) -> None:
+    """With `reenter always`, a contact dormant (no login for 30 minutes) at the 10:00
+    sweep logs in at 10:10, leaving the segment, and is dormant again at 10:40: a second
+    entry. The 11:00 sweep read `dormant` at 10:00 and at 11:00, true at both, and saw
+    nothing: the re-entry was missed whenever leaving and coming back fit in one hour."""
+    source = """
+template miss_you email { subject "We miss you" body "x" }
+segment dormant = not (last(login) within 30m)
+campaign winback {
+  reenter always  cap email 9 per 1d
+  on segment_enter dormant { send email miss_you }
+}
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[str]:
+        await engine.upsert_contacts([{"id": "c", "email": "c@example.test"}])
+        await engine.deploy(campaigns(source))
+        await engine.launch("winback")
+        await engine.push_event({"contact": "c", "name": "login"})
+        received: list[str] = []
+
+        def note(now: dt.datetime, _stats: object) -> None:
+            received.extend(now.strftime("%H:%M") for _ in sink.delivered[len(received) :])
+
+        await engine.run_until(T0 + dt.timedelta(hours=1, minutes=10), on_progress=note)
+        await engine.push_event({"contact": "c", "name": "login"})
+        await engine.run_until(T0 + dt.timedelta(hours=4), on_progress=note)
+        return received
+
+    # Launched at 09:00 with a login then: dormant at 09:30, entered at the 10:00 sweep;
+    # back at 10:10, dormant again at 10:40, entered at the 11:00 sweep.
+    assert engine_run(store_url, body) == ["10:00", "11:00"]
