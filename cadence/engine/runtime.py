@@ -2130,7 +2130,9 @@ class Engine:
                 handed.add(await self._deliver_batch())
             stats.add(stepped)
             stats.add(handed)
-            if stepped.steps == 0 and handed.delivered == 0:
+            if stepped.steps == 0 and handed.delivered == 0 and handed.failed == 0:
+                # Nothing stepped and no claimed send settled: what is left is due later (a
+                # claimed batch that failed for good leaves the backlog behind it due now).
                 # Also with nothing stepped: a recurring campaign completes once its `ends`
                 # has passed, which no step marks.
                 await self.store.call_retrying(self._complete_finished_sync)

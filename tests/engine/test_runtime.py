@@ -29,6 +29,7 @@ from cadence.engine.runtime import (
     EngineError,
     OutgoingMessage,
     RecordingSink,
+    RunStats,
 )
 from cadence.engine.store import Store
 from cadence.engine.store import sends as send_store
@@ -715,6 +716,46 @@ class RetryingSink:
             ]
         self.delivered.extend(messages)
         return [DeliveryResult(m.outbox_id, True, "p", m.idempotency_key) for m in messages]
+
+
+def test_run_due_goes_through_a_backlog_of_sends_that_fail_for_good(store_url: str) -> None:
+    """A round that steps nothing and delivers nothing ended `run_due`, so when a claimed
+    batch of the outbox's due sends all failed for good, the rest of the backlog waited for
+    another call: `serve --until-idle` exited with sends due now still pending."""
+    people = [{"id": f"p{i}", "email": f"p{i}@example.test"} for i in range(5)]
+    source = 'template hello email { subject "Hi" body "x" }\n'
+    source += "campaign hello_all { on launch { send email hello } }"
+
+    @dataclass
+    class RefusingSink:
+        """Refuses for now (a 503), then for good (a 550) once `for_good` is set."""
+
+        clock: SimulatedClock
+        for_good: bool = False
+
+        async def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+            retry = None if self.for_good else self.clock.now() + dt.timedelta(hours=1)
+            error = "550 no such mailbox" if self.for_good else "503"
+            return [
+                DeliveryResult(m.outbox_id, False, error=error, retry_at=retry) for m in messages
+            ]
+
+    async def main() -> RunStats:
+        clock = SimulatedClock(T0)
+        sink = RefusingSink(clock)
+        async with Engine(store_url, clock=clock, sink=sink, batch_size=2) as engine:
+            await engine.upsert_contacts(people)
+            await engine.deploy(campaigns(source))
+            await engine.launch("hello_all")
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(hours=2))
+            sink.for_good = True
+            return await engine.run_due()
+
+    stats = trio.run(main)
+    assert (stats.delivered, stats.failed) == (0, 5)
+    with Store.open(store_url) as store, store.session() as session:
+        assert list(session.scalars(select(OutboxMessage.status))) == ["failed"] * 5
 
 
 def test_a_cancelled_campaign_s_queued_retry_is_not_sent(store_url: str) -> None:
