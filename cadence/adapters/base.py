@@ -59,6 +59,13 @@ RATE_LIMITED = "rate_limited"
 # one probe per period finds out when the account can send again).
 NO_CREDITS = "no_credits"
 NO_CREDITS_WAIT = 300.0
+# The code of a send the provider refused because it refuses the account's API key (HTTP
+# 401, or 403: a revoked key, an account not activated, an address not allowed): as with
+# no credit, every send would be refused the same way until the operator fixes the key, so
+# the send waits as it does, and is not failed (a rotated key failed whole campaigns).
+KEY_REFUSED = "key_refused"
+# The refusals of the account rather than the send, and how the log says what they mean.
+ACCOUNT_REFUSALS = {NO_CREDITS: "has no credit left", KEY_REFUSED: "refused the API key"}
 # The code of a refusal of the recipient's address itself (no such mailbox, an address the
 # provider calls invalid): as a hard bounce, the engine suppresses the address.
 ADDRESS_REJECTED = "address_rejected"
@@ -87,11 +94,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def out_of_credit(message: OutboundMessage, provider: str, error: str) -> SendResult:
-    """A send refused for the account's missing credit: retry-later (`NO_CREDITS`), not a
-    failure, at the time the paused provider is next probed."""
+def out_of_credit(
+    message: OutboundMessage, provider: str, error: str, code: str = NO_CREDITS
+) -> SendResult:
+    """A send refused for the account (`ACCOUNT_REFUSALS`: its missing credit, or its key
+    with `KEY_REFUSED`): retry-later, not a failure, at the time the paused provider is
+    next probed."""
     at = utcnow() + dt.timedelta(seconds=NO_CREDITS_WAIT)
-    return SendResult.retry(message, provider, at, error, code=NO_CREDITS)
+    return SendResult.retry(message, provider, at, error, code=code)
 
 
 class AdapterBase(abc.ABC):
@@ -196,10 +206,15 @@ class AdapterBase(abc.ABC):
                     return results
                 await trio.sleep(wait)
                 continue
-            if any(result.error_code == NO_CREDITS for result in outcome.values()):
+            refusal = next(
+                (r.error_code for r in outcome.values() if r.error_code in ACCOUNT_REFUSALS), None
+            )
+            if refusal is not None:
                 # An answer, but the account cannot send: pause the provider, not each send.
                 self.breaker.trip(NO_CREDITS_WAIT)
-                log.warning("%s: the account has no credit left; sending paused", self.provider)
+                log.warning(
+                    "%s: the account %s; sending paused", self.provider, ACCOUNT_REFUSALS[refusal]
+                )
             else:
                 self.breaker.record_success()
             for key, result in outcome.items():

@@ -31,6 +31,7 @@ import trio
 
 from cadence.adapters.base import (
     ADDRESS_REJECTED,
+    KEY_REFUSED,
     HttpAdapter,
     Transient,
     ordered,
@@ -306,6 +307,12 @@ class BrevoAdapter(HttpAdapter):
             # The account is out of credit (Brevo's 402 payment required): no send fails
             # for it; they wait until the account is topped up.
             return {m.idempotency_key: out_of_credit(m, self.provider, error) for m in messages}
+        if status in (401, 403):
+            # The key (or the account behind it) is refused, not these messages: they wait.
+            return {
+                m.idempotency_key: out_of_credit(m, self.provider, error, KEY_REFUSED)
+                for m in messages
+            }
         if status == 400 and len(messages) > 1:
             code = _SPLIT
         elif status == 400 and text.strip().lower().startswith(_RECIPIENT_INVALID):

@@ -29,6 +29,7 @@ import trio
 
 from cadence.adapters.base import (
     ADDRESS_REJECTED,
+    KEY_REFUSED,
     Attempt,
     HttpAdapter,
     Transient,
@@ -282,6 +283,11 @@ class InfobipAdapter(HttpAdapter):
             code, error = _refusal(answer)
             if status == 402:  # payment required: the account's balance, not these messages
                 return {m.idempotency_key: out_of_credit(m, self.provider, error) for m in messages}
+            if status in (401, 403):  # the key is refused, not these messages: they wait
+                return {
+                    m.idempotency_key: out_of_credit(m, self.provider, error, KEY_REFUSED)
+                    for m in messages
+                }
             if status == 400 and len(messages) > 1:
                 code = _SPLIT
             return {
@@ -355,12 +361,12 @@ class InfobipAdapter(HttpAdapter):
                     return dataclasses.replace(failure, unknown=True)
                 if response.status_code in (401, 403):
                     # The key is refused: the send would be refused the same way, so these
-                    # fail as it would, instead of being looked up again for ever.
-                    code, error = _refusal(response)
+                    # wait as it would, instead of being looked up again and again.
+                    _code, error = _refusal(response)
                     for other in messages:
                         found.setdefault(
                             other.idempotency_key,
-                            SendResult.failed(other, self.provider, error, code=code),
+                            out_of_credit(other, self.provider, error, KEY_REFUSED),
                         )
                     return found
                 return Transient(f"lookup refused (HTTP {response.status_code})", unknown=True)

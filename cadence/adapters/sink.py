@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import trio
 
-from cadence.adapters.base import ADDRESS_REJECTED, NO_CREDITS, RATE_LIMITED
+from cadence.adapters.base import ACCOUNT_REFUSALS, ADDRESS_REJECTED, RATE_LIMITED
 from cadence.adapters.message import Channel, OutboundMessage, SendResult, SendStatus
 from cadence.adapters.outbound import Outbound
 from cadence.adapters.render import (
@@ -325,7 +325,9 @@ class AdapterSink:
         return DeliveryResult(
             message.outbox_id, False, result.provider, error=result.error, retry_at=retry_at,
             rate_limited=result.error_code == RATE_LIMITED,
-            no_credits=result.error_code == NO_CREDITS,
+            account_refused=(
+                result.error_code if result.error_code in ACCOUNT_REFUSALS else None
+            ),
         )  # fmt: skip
 
 

@@ -38,6 +38,21 @@ def most_first(counts: Mapping[str, int]) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
+# A provider's refusal of the account (`adapters.base.ACCOUNT_REFUSALS`), in words: what
+# happened, and what the operator does about it.
+ACCOUNT_PAUSES = {
+    "no_credits": (
+        "the {provider} account has no credit left for {channel}",
+        "top the account up at {provider}, then `cadence resume`",
+    ),
+    "key_refused": (
+        "{provider} refused the API key for {channel}",
+        "fix the key (or the account's access) at {provider} and in Cadence's settings,"
+        " restart the service, then `cadence resume`",
+    ),
+}
+
+
 def pause_text(details: Mapping[str, Any]) -> str:
     """Why a campaign is paused, from its pause audit line, and what lets it go on."""
     if details.get("reason") == "budget":
@@ -56,13 +71,12 @@ def pause_text(details: Mapping[str, Any]) -> str:
             f"budget spent ({amount_text(spent, '')} of {amount_text(budget, currency)}"
             f"{following}); raise the budget, `cadence deploy --migrate`, then `cadence resume`"
         )
-    if details.get("reason") == "no_credits":
-        provider = details.get("provider") or "the provider"
-        return (
-            f"the {provider} account has no credit left for {details.get('channel')}"
-            f" ({details.get('error')}); its sends wait, none is lost: top the account up at"
-            f" {provider}, then `cadence resume`"
-        )
+    account = ACCOUNT_PAUSES.get(str(details.get("reason")))
+    if account is not None:
+        words = {"provider": details.get("provider") or "the provider",
+                 "channel": details.get("channel")}  # fmt: skip
+        what, remedy = (part.format(**words) for part in account)
+        return f"{what} ({details.get('error')}); its sends wait, none is lost: {remedy}"
     return "paused on request; resume to continue"
 
 

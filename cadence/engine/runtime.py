@@ -241,9 +241,10 @@ class DeliveryResult:
     # The provider refused the recipient's address itself (no such mailbox, invalid): a
     # hard bounce before sending, so the engine suppresses the address on that channel.
     address_rejected: bool = False
-    # The provider refused for the account's spent credit (not this send): the send waits,
-    # and the engine pauses its campaign until the operator tops up and resumes it.
-    no_credits: bool = False
+    # The provider refused the account, not this send (`adapters.base.ACCOUNT_REFUSALS`:
+    # `no_credits`, its spent credit; `key_refused`, its API key): the send waits, and the
+    # engine pauses its campaign until the operator fixes the account and resumes it.
+    account_refused: str | None = None
 
 
 @dataclass
@@ -3485,14 +3486,15 @@ class _Gates:
 def _out_of_credit(
     by_id: Mapping[int, OutgoingMessage], results: Sequence[DeliveryResult], lost: set[int]
 ) -> dict[str, dict[str, Any]]:
-    """The campaigns to pause because a provider refused their sends for the account's spent
-    credit, each with why (the audit line `cadence status` and the dashboard read)."""
+    """The campaigns to pause because a provider refused their sends for the account (its
+    spent credit, its API key), each with why (the audit line `cadence status` and the
+    dashboard read)."""
     pausing: dict[str, dict[str, Any]] = {}
     for result in results:
         message = by_id.get(result.outbox_id)
-        if result.no_credits and message is not None and result.outbox_id not in lost:
+        if result.account_refused and message is not None and result.outbox_id not in lost:
             pausing.setdefault(message.campaign, {
-                "reason": "no_credits", "provider": result.provider,
+                "reason": result.account_refused, "provider": result.provider,
                 "channel": message.channel, "error": result.error,
             })  # fmt: skip
     return pausing

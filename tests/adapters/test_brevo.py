@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from cadence.adapters.base import ADDRESS_REJECTED
+from cadence.adapters.base import ADDRESS_REJECTED, KEY_REFUSED
 from cadence.adapters.brevo import BrevoAdapter
 from cadence.adapters.config import BrevoConfig, Secret
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
@@ -200,11 +200,12 @@ async def test_500_is_retried_and_sent_once(nursery: trio.Nursery) -> None:
 
 
 @pytest.mark.trio
-async def test_401_is_permanent_without_retry(nursery: trio.Nursery) -> None:
+async def test_401_holds_the_send_without_retrying_now(nursery: trio.Nursery) -> None:
+    """A refused key refuses every send alike: the send waits (`key_refused`), not failed."""
     standin, adapter = await start(nursery, api_key="wrong-key")
     result = await adapter.send(email(1))
-    assert result.status is SendStatus.FAILED_PERMANENT
-    assert result.error_code == "unauthorized" and "Key not found" in (result.error or "")
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == KEY_REFUSED
+    assert result.error == "Brevo 401 unauthorized: Key not found"
     assert len(standin.requests) == 1
 
 

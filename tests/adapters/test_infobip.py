@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from cadence.adapters.base import ADDRESS_REJECTED
+from cadence.adapters.base import ADDRESS_REJECTED, KEY_REFUSED
 from cadence.adapters.config import InfobipConfig, Secret
 from cadence.adapters.infobip import InfobipAdapter, message_id_for
 from cadence.adapters.message import OutboundMessage, SendResult, SendStatus
@@ -98,10 +98,11 @@ async def test_rejected_destination_refuses_the_number_for_good(nursery: trio.Nu
 
 
 @pytest.mark.trio
-async def test_401_and_400_are_permanent_without_retry(nursery: trio.Nursery) -> None:
+async def test_401_holds_the_send_without_retrying_now(nursery: trio.Nursery) -> None:
+    """A refused key refuses every send alike: the send waits (`key_refused`), not failed."""
     standin, adapter = await start(nursery, api_key="wrong")
     result = await adapter.send(sms(1))
-    assert result.status is SendStatus.FAILED_PERMANENT and result.error_code == "UNAUTHORIZED"
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == KEY_REFUSED
     assert len(standin.requests) == 1
 
 
@@ -118,8 +119,8 @@ async def test_both_published_error_shapes_are_read(
     standin, adapter = await start(nursery, api_key="wrong")
     standin.error_style = style  # type: ignore[assignment]
     result = await adapter.send(sms(1))
-    assert result.status is SendStatus.FAILED_PERMANENT and result.error_code == code
-    assert "Invalid login details" in (result.error or "")
+    assert result.status is SendStatus.RETRY_LATER and result.error_code == KEY_REFUSED
+    assert f"401 {code}: Invalid login details" in (result.error or "")
     assert len(standin.requests) == 1
 
 
@@ -355,7 +356,7 @@ async def test_a_refusal_names_infobip_its_status_code_and_message(
     standin, adapter = await start(nursery, api_key="wrong")
     standin.error_style = style  # type: ignore[assignment]
     result = await adapter.send(sms(1))
-    assert result.status is SendStatus.FAILED_PERMANENT and result.error == expected
+    assert result.status is SendStatus.RETRY_LATER and result.error == expected
 
 
 @pytest.mark.trio
@@ -411,16 +412,16 @@ async def test_a_lookup_answer_in_another_shape_finds_nothing(logs: Any) -> None
 
 @pytest.mark.trio
 @pytest.mark.parametrize("channel", ["sms", "whatsapp"])
-async def test_a_retry_whose_lookup_is_refused_for_credentials_fails_as_a_send_would(
+async def test_a_retry_whose_lookup_is_refused_for_credentials_waits_as_a_send_would(
     nursery: trio.Nursery, channel: str
 ) -> None:
     """A retried message is looked up before it is sent; a 401 on that lookup was read as
-    an unknown outcome, so with a revoked key a retried message was deferred forever (and
-    opened the circuit for the channel) instead of failing as its send would."""
+    an unknown outcome, so with a revoked key a retried message was looked up again and
+    again instead of waiting for the key, as its send would (`key_refused`)."""
     standin, adapter = await start(nursery, api_key="wrong")
     message = (sms(1) if channel == "sms" else whatsapp(1)).with_attempt(1)
     result = await adapter.send(message)
-    assert result.status is SendStatus.FAILED_PERMANENT, result
+    assert result.status is SendStatus.RETRY_LATER, result
     assert result.error == "Infobip 401 UNAUTHORIZED: Invalid login details"
-    assert result.error_code == "UNAUTHORIZED"
+    assert result.error_code == KEY_REFUSED
     assert [r.method for r in standin.requests] == ["GET"] and not standin.messages

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from cadence.adapters.base import NO_CREDITS, NO_CREDITS_WAIT
+from cadence.adapters.base import KEY_REFUSED, NO_CREDITS, NO_CREDITS_WAIT
 from cadence.adapters.infobip import message_id_for
 from cadence.adapters.message import SendStatus
 from cadence.adapters.retry import CircuitBreaker
@@ -26,21 +26,27 @@ PROVIDERS = {
 
 @pytest.mark.trio
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
+@pytest.mark.parametrize(
+    ("fault", "code", "said"),
+    # A refused key (401) is the account's too: every send was failed for good with it.
+    [("no_credits", NO_CREDITS, "credit"), ("401", KEY_REFUSED, "401")],
+    ids=["no_credits", "key_refused"],
+)
 async def test_no_credit_pauses_the_provider_and_the_send_goes_once_topped_up(
-    nursery: trio.Nursery, provider: str
+    nursery: trio.Nursery, provider: str, fault: str, code: str, said: str
 ) -> None:
     start, message, taken = PROVIDERS[provider]
     now = [0.0]
     standin, adapter = await start(
         nursery, breaker=CircuitBreaker(failure_threshold=100, clock=lambda: now[0])
     )
-    standin.faults.add("no_credits")
+    standin.faults.add(fault)
     first: Any = message(1)
     refused = await adapter.send(first)
-    assert refused.status is SendStatus.RETRY_LATER and refused.error_code == NO_CREDITS
+    assert refused.status is SendStatus.RETRY_LATER and refused.error_code == code
     assert refused.retry_at is not None
     assert refused.retry_at - dt.datetime.now(dt.UTC) > dt.timedelta(seconds=NO_CREDITS_WAIT - 5)
-    assert "credit" in (refused.error or "").lower() and taken(standin) == []
+    assert said in (refused.error or "").lower() and taken(standin) == []
 
     # Paused: the next send waits without a request, the provider is not asked again.
     asked = len(standin.requests)

@@ -31,12 +31,17 @@ PEOPLE = [{"id": "ana", "email": "ana@example.test"}, {"id": "bo", "email": "bo@
 REFUSAL = "Brevo 402 not_enough_credits: You don't have enough credit to send"
 
 
+KEY_REFUSAL = "Brevo 401 unauthorized: Key not found"
+
+
 @dataclass
 class BrokeSink:
-    """Brevo with a spent balance until `topped_up`: every send refused for credit."""
+    """Brevo with a spent balance (or a revoked key, `refusal`) until `topped_up`: every
+    send refused for the account."""
 
     topped_up: bool = False
     delivered: list[tuple[str, str | None]] = field(default_factory=list)
+    refusal: tuple[str, str] = ("no_credits", REFUSAL)
 
     async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
         if self.topped_up:
@@ -45,16 +50,25 @@ class BrokeSink:
                     for m in messages]  # fmt: skip
         retry = T0 + dt.timedelta(minutes=5)
         return [
-            DeliveryResult(m.outbox_id, False, "brevo", error=REFUSAL, retry_at=retry,
-                           no_credits=True)
+            DeliveryResult(m.outbox_id, False, "brevo", error=self.refusal[1], retry_at=retry,
+                           account_refused=self.refusal[0])
             for m in messages
         ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("refusal", "says"),
+    [
+        (("no_credits", REFUSAL), "brevo account has no credit left for email"),
+        # A revoked or rotated key: every send was failed for good, whole campaigns lost.
+        (("key_refused", KEY_REFUSAL), "brevo refused the API key for email"),
+    ],
+    ids=["no_credits", "key_refused"],
+)
 def test_no_credit_pauses_the_campaign_and_a_resume_after_the_top_up_sends_each_once(
-    store_url: str,
+    store_url: str, refusal: tuple[str, str], says: str
 ) -> None:
-    sink = BrokeSink()
+    sink = BrokeSink(refusal=refusal)
 
     async def main() -> None:
         async with Engine(store_url, clock=SimulatedClock(T0), sink=sink) as engine:
@@ -63,9 +77,9 @@ def test_no_credit_pauses_the_campaign_and_a_resume_after_the_top_up_sends_each_
             await engine.launch("drip")
             await engine.run_until(T0 + dt.timedelta(days=3))
             (row,) = await engine.status()
-            assert row["status"] == "paused" and row["pause"]["reason"] == "no_credits"
+            assert row["status"] == "paused" and row["pause"]["reason"] == refusal[0]
             said = pause_text(row["pause"])
-            assert "brevo account has no credit left for email" in said and REFUSAL in said
+            assert says in said and refusal[1] in said
             assert "cadence resume" in said and sink.delivered == []
 
             sink.topped_up = True
