@@ -221,7 +221,14 @@ class AdapterSink:
             if not isinstance(target, str):
                 return fail("a webhook notice needs a target URL")
             notice = WebhookContent(
-                {"campaign": payload.get("campaign"), "contact": _public(contact)}, "en"
+                {
+                    "campaign": payload.get("campaign"),
+                    "contact": _public(contact),
+                    # Rows queued before notices named their enrollment have none.
+                    "enrollment": payload.get("enrollment"),
+                    "event": payload.get("event") or {},
+                },
+                "en",
             )
             return OutboundMessage(recipient=target, content=notice, **common)
         if campaign is None or message.template not in campaign.templates:

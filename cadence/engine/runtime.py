@@ -2710,15 +2710,19 @@ class Engine:
                             assigned["agent_email"] = agent.email
                         contact.attributes = {**(contact.attributes or {}), **assigned}
                         contact.updated_at = now
-            for channel, target in effects.notifications:
+            for node_id, channel, target in effects.notifications:
+                enrollment = {"id": enrollment_id, "version": campaign.version, "step": node_id}
                 new_sends.append(
                     send_store.NewSend(
                         idempotency_key=send_store.idempotency_key(
-                            version_id, f"notify:{target}", contact_id, occurrence
+                            version_id, f"notify:{node_id}", contact_id, occurrence
                         ),
                         contact_id=contact_id, channel=channel, template=None,
                         enrollment_id=enrollment_id, version_id=version_id, node=NOTIFY_NODE,
-                        payload={"campaign": campaign.name, "target": target},
+                        payload={
+                            "campaign": campaign.name, "target": target,
+                            "enrollment": enrollment, "event": result.state.get("event") or {},
+                        },
                     )
                 )  # fmt: skip
             for other in effects.enroll:

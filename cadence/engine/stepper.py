@@ -128,7 +128,9 @@ class Effects:
     tags_added: list[str] = field(default_factory=list)
     tags_removed: list[str] = field(default_factory=list)
     assign_agent: str | None = None
-    notifications: list[tuple[str, str]] = field(default_factory=list)
+    # (step id, channel, URL) of each `notify`: the step names its notice, so two notices to
+    # one URL along a journey are two.
+    notifications: list[tuple[str, str, str]] = field(default_factory=list)
     enroll: list[str] = field(default_factory=list)
     # Why the campaign must pause: the enrollment waits at a send that may not go yet.
     pause_campaign: str | None = None
@@ -355,7 +357,7 @@ def _advance(
                 changed = True
                 current = node.next
             case c.NotifyNode(channel=channel, target=target):
-                effects.notifications.append((channel, target))
+                effects.notifications.append((node.id, channel, target))
                 current = node.next
             case c.EnrollNode(campaign=other):
                 effects.enroll.append(other)

@@ -404,7 +404,7 @@ def test_effects_of_set_tag_assign_notify_enroll() -> None:
     assert effects.attributes == {"lead_stage": "nurture"}
     assert effects.tags_added == ["vip"] and effects.tags_removed == ["cold"]
     assert effects.assign_agent == "round_robin"
-    assert effects.notifications == [("webhook", "https://hooks.example.test/x")]
+    assert effects.notifications == [("notify_webhook", "webhook", "https://hooks.example.test/x")]
     assert effects.enroll == ["other"]
 
 

@@ -1,0 +1,84 @@
+"""The less-travelled steps as LANGUAGE.md and docs/semantics.md define them, on both stores.
+
+Each campaign here is written from the language's own words (not from our examples) and run
+through the real engine on the simulated clock: `notify webhook` against the loopback
+receiver, `set` as the contact's stored attributes, `wait for` an event that comes in the
+same instant the wait begins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import trio
+from sqlalchemy import select
+
+from cadence.adapters.config import load_settings
+from cadence.adapters.outbound import Outbound
+from cadence.adapters.retry import RetryPolicy
+from cadence.adapters.sink import AdapterSink, StoreContentSource
+from cadence.adapters.standins.webhook import WebhookReceiver
+from cadence.engine.clock import SimulatedClock
+from cadence.engine.runtime import Engine
+from cadence.engine.store import Store
+from cadence.engine.store.models import OutboxMessage
+from tests.engine.test_runtime import T0, campaigns
+
+NOTICES = """
+campaign crm {
+  when form_submitted {
+    notify webhook "RECEIVER/crm"
+    wait 1d
+    notify webhook "RECEIVER/crm"
+  }
+}
+"""
+
+
+def test_each_notify_step_posts_its_own_notice_once_through_a_failing_endpoint(
+    store_url: str,
+) -> None:
+    """Two `notify webhook` steps to one URL along a journey are two notices (the second,
+    a day later, shared the first's idempotency key and was dropped as its repeat). Each
+    names the enrollment and step it comes from and the event that started the journey
+    (LANGUAGE.md: "posts the contact and the enrollment"); an endpoint failing with 500s
+    gets each notice again after backoff, and exactly once in the end."""
+    clock = SimulatedClock(T0)
+
+    async def main() -> WebhookReceiver:
+        receiver = WebhookReceiver()
+        settings = load_settings(env={"CADENCE_WEBHOOK_SECRET": "test-webhook-secret"})
+        outbound = Outbound(settings, policy=RetryPolicy(max_attempts=1, base_delay=0.01))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.serve)
+            receiver.faults.add("500", times=2)
+            async with Engine(store_url, clock=clock) as engine:
+                source = StoreContentSource(store_url)
+                engine.sink = AdapterSink(outbound, source, tenants={})
+                await engine.deploy(campaigns(NOTICES.replace("RECEIVER", receiver.base_url)))
+                await engine.launch("crm")
+                await engine.upsert_contacts([{"id": "c1", "email": "ana@example.test"}])
+                await engine.push_events(
+                    [{"contact": "c1", "name": "form_submitted", "properties": {"form": "demo"}}]
+                )
+                await engine.run_until(T0 + dt.timedelta(days=3))
+                source.close()
+            await outbound.aclose()
+            nursery.cancel_scope.cancel()
+        return receiver
+
+    receiver = trio.run(main)
+    assert len(receiver.requests) == 4  # two refused with a 500, then each notice once
+    bodies = [json.loads(r.body) for r in receiver.received]
+    assert len({b["id"] for b in bodies}) == 2
+    steps = sorted(b["data"]["enrollment"]["step"] for b in bodies)
+    assert steps == ["notify_webhook", "notify_webhook_2"]
+    (first, _) = sorted(bodies, key=lambda b: b["data"]["enrollment"]["step"])
+    assert first["data"]["contact"]["id"] == "c1" and first["data"]["campaign"] == "crm"
+    assert first["data"]["event"] == {
+        "name": "form_submitted", "at": T0.isoformat(), "form": "demo"
+    }  # fmt: skip
+    with Store.open(store_url) as store, store.session() as session:
+        statuses = list(session.scalars(select(OutboxMessage.status)))
+    assert statuses == ["sent", "sent"]
