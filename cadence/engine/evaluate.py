@@ -26,6 +26,7 @@ from cadence.dsl import ast
 from cadence.dsl import compiled as c
 from cadence.engine import delivery
 from cadence.engine.clock import read_instant
+from cadence.engine.store.database import STORED_INTEGERS
 
 UTC = dt.UTC
 
@@ -396,8 +397,11 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, Decimal):
+        # A whole number the store's JSON cannot hold as an integer is kept as a float, as
+        # an imported one is; a stored integer beyond 64 bits failed the whole batch.
         if value.is_finite() and value == value.to_integral_value():
-            return int(value)
+            if int(value) in STORED_INTEGERS:
+                return int(value)
         return float(value)
     if isinstance(value, dt.datetime):
         return _aware(value).isoformat().replace("+00:00", "Z")

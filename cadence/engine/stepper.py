@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from cadence.dsl import compiled as c
-from cadence.engine import timing
+from cadence.engine import evaluate, timing
 
 MAX_NODES_PER_ADVANCE = 1000
 # `_send`'s answer when the send must wait at its step while the campaign is paused.
@@ -338,7 +338,8 @@ def _advance(
                     return sleep(node.id, chosen_to, "held for the A/B winner")
                 current = chosen_to
             case c.SetNode(attribute=attribute, value=expr):
-                effects.attributes[attribute.removeprefix("contact.")] = _jsonable(env.value(expr))
+                stored = evaluate.to_plain(env.value(expr))
+                effects.attributes[attribute.removeprefix("contact.")] = stored
                 changed = True
                 current = node.next
             case c.TagNode(action=action, tag=tag):
@@ -592,18 +593,3 @@ def _current_variant(state: dict[str, Any]) -> str | None:
     if not variants:
         return None
     return str(list(variants.values())[-1])
-
-
-def _jsonable(value: Any) -> Any:
-    """A value that can go into the contact's JSON attributes."""
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return int(number) if number.is_integer() else number

@@ -20,10 +20,10 @@ from cadence.adapters.retry import RetryPolicy
 from cadence.adapters.sink import AdapterSink, StoreContentSource
 from cadence.adapters.standins.webhook import WebhookReceiver
 from cadence.engine.clock import SimulatedClock
-from cadence.engine.runtime import Engine
+from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store import Store
-from cadence.engine.store.models import OutboxMessage
-from tests.engine.test_runtime import T0, campaigns
+from cadence.engine.store.models import Contact, OutboxMessage
+from tests.engine.test_runtime import T0, campaigns, engine_run
 
 NOTICES = """
 campaign crm {
@@ -82,3 +82,52 @@ def test_each_notify_step_posts_its_own_notice_once_through_a_failing_endpoint(
     with Store.open(store_url) as store, store.session() as session:
         statuses = list(session.scalars(select(OutboxMessage.status)))
     assert statuses == ["sent", "sent"]
+
+
+SETS = """
+template same email { subject "Same" body "x" }
+template other email { subject "Other" body "x" }
+template priced email { subject "Priced" body "x" }
+campaign renewals {
+  cap email 9 per 1d
+  when renewed {
+    set renewed_at = 2026-12-01T10:30
+    set price = 12.50 USD
+    set trial = 14d
+    set huge = 12345678901234567890
+    if renewed_at = signed_up_at { send email same } else { send email other }
+    if price = 12.50 USD { send email priced }
+  }
+}
+"""
+
+
+def test_set_stores_values_as_the_store_keeps_them(store_url: str) -> None:
+    """`set` wrote a datetime as `+00:00` text beside the store's `Z` (so it never equalled
+    an imported instant: two texts compare as texts, docs/semantics.md), money as the text
+    `Money(amount=...)` (no condition read it as money again) and a duration as
+    `14 days, 0:00:00`. It now writes what `evaluate.to_plain` says: instants with `Z`,
+    money as `{"amount", "currency"}`, durations in seconds, and a whole number beyond
+    64 bits as a float, as the importer keeps one."""
+    contact = {"id": "c1", "email": "ana@example.test",
+               "attributes": {"signed_up_at": "2026-12-01T10:30:00Z"}}  # fmt: skip
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[str]:
+        await engine.deploy(campaigns(SETS))
+        await engine.launch("renewals")
+        await engine.upsert_contacts([contact])
+        await engine.push_events([{"contact": "c1", "name": "renewed"}])
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        return [m.template or "" for m in sink.delivered]
+
+    assert engine_run(store_url, body) == ["same", "priced"]
+    with Store.open(store_url) as store, store.session() as session:
+        attributes = dict(session.scalar(select(Contact.attributes)) or {})
+    # PostgreSQL's jsonb gives the float back as the whole number it is.
+    assert float(attributes.pop("huge")) == 1.2345678901234567e19
+    assert attributes == {
+        "signed_up_at": "2026-12-01T10:30:00Z",
+        "renewed_at": "2026-12-01T10:30:00Z",
+        "price": {"amount": "12.50", "currency": "USD"},
+        "trial": 14 * 86400,
+    }
