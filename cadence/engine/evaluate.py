@@ -1124,17 +1124,39 @@ def fanout_holds(
 
 
 def wait_for_satisfied(target: ast.Expr, ctx: EvalContext, since: dt.datetime) -> bool:
-    """Whether a `wait for` target is met: a condition holds, or a named event came after `since`.
+    """Whether a `wait for` target is met: a condition holds, or a named event came since `since`.
 
     A bare name that is a segment, score or engagement flag is a condition; any other bare
-    name is an event name, met by such an event after `since` and at or before now.
+    name is an event name, met by such an event at or after `since` and at or before now,
+    other than the event that started the journey (`when purchase { wait for purchase ...`
+    waits for the next one). An event at the very instant the wait began counts: it came
+    with the step (a purchase pushed beside the signup that started the journey, or with
+    the simulated clock standing still), and instants cannot order the two.
     """
     if isinstance(target, ast.Path) and len(target.parts) == 1:
         name = target.parts[0]
         if name not in ctx.segments and name not in ctx.scores and name not in ENGAGEMENT_FLAGS:
             start = _aware(since)
-            return any(at > start for at in ctx.history(name))
+            came = [at for at in ctx.history(name) if at >= start]
+            started = _trigger_instant(ctx.event, name)
+            if started is not None and started in came:
+                came.remove(started)
+            return bool(came)
     return holds(target, ctx)
+
+
+def _trigger_instant(event: TriggerEvent | None, name: str) -> dt.datetime | None:
+    """When the journey's trigger event happened, if it is a `name` event."""
+    if event is None:
+        return None
+    if not isinstance(event, Mapping):
+        return _aware(event[1]) if event[0] == name else None
+    written = event.get("at")
+    if event.get("name") != name:
+        return None
+    if isinstance(written, dt.datetime):
+        return _aware(written)
+    return read_instant(written) if isinstance(written, str) else None
 
 
 # ---------------------------------------------------------------------------- campaigns

@@ -721,6 +721,13 @@ def test_wait_for_targets() -> None:
     assert wait_for_satisfied(expr("purchase"), context, at(0.5)) is False
     assert wait_for_satisfied(expr("buyer"), context, at(0.5)) is True
     assert wait_for_satisfied(expr("converted"), context, at(2)) is False
+    # An event at the instant the wait began counts, unless it started the journey.
+    assert wait_for_satisfied(expr("purchase"), context, at(1)) is True
+    started = {"name": "purchase", "at": at(1).isoformat()}
+    assert (
+        wait_for_satisfied(expr("purchase"), ctx(events=context.events, event=started), at(1))
+        is False
+    )
 
 
 # ---------------------------------------------------------------------------- laws (hypothesis)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import trio
 from sqlalchemy import select
@@ -131,3 +132,73 @@ def test_set_stores_values_as_the_store_keeps_them(store_url: str) -> None:
         "price": {"amount": "12.50", "currency": "USD"},
         "trial": 14 * 86400,
     }
+
+
+WAITS = """
+template bought email { subject "Bought" body "x" }
+template nudge email { subject "Nudge" body "x" }
+template again email { subject "Again" body "x" }
+template lapsed email { subject "Lapsed" body "x" }
+campaign checkout {
+  cap email 9 per 1d
+  when signup {
+    wait for purchase up to 1d
+    if count(purchase, 2d) > 0 { send email bought } else { send email nudge }
+  }
+}
+campaign repeat {
+  cap email 9 per 1d
+  when purchase {
+    wait for purchase up to 1d
+    if count(purchase, 2d) > 1 { send email again } else { send email lapsed }
+  }
+}
+"""
+
+
+def test_wait_for_an_event_counts_one_that_comes_in_the_instant_the_wait_begins(
+    store_url: str,
+) -> None:
+    """`wait for purchase up to 1d` resumes as soon as the purchase comes (LANGUAGE.md). A
+    purchase pushed with the signup that started the journey, or right after its first
+    step at the same instant, came at the instant the wait began and was not "after" it:
+    the contact waited the whole day and left as if it never came. The journey's own
+    trigger event is not what it waits for; a second purchase is. An event for another
+    contact wakes nobody else, one at the deadline counts, and two resume the wait once."""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.deploy(campaigns(WAITS))
+        await engine.launch("checkout")
+        await engine.launch("repeat")
+        await engine.upsert_contacts(
+            [{"id": f"c{i}", "email": f"c{i}@example.test"} for i in range(1, 7)]
+        )
+        await engine.push_events(
+            [{"contact": "c1", "name": "signup"}, {"contact": "c1", "name": "purchase"}]
+        )
+        await engine.push_events([{"contact": "c2", "name": "signup"}])
+        await engine.push_events(
+            [{"contact": "c3", "name": "signup"}, {"contact": "c4", "name": "signup"}]
+        )
+        await engine.run_due()
+        await engine.push_events([{"contact": "c2", "name": "purchase"}])  # same instant
+        await engine.run_due()
+        at_once = sorted((m.campaign, m.contact_id, m.template) for m in sink.delivered)
+        clock.advance_to(T0 + dt.timedelta(hours=3))
+        await engine.push_events([{"contact": "c5", "name": "purchase"}])  # not a c3 one
+        await engine.run_due()
+        deadline = T0 + dt.timedelta(days=1)
+        clock.advance_to(deadline)
+        await engine.push_events([{"contact": "c3", "name": "purchase"}] * 2)
+        await engine.run_until(T0 + dt.timedelta(days=3))
+        return at_once, sorted((m.campaign, m.contact_id, m.template) for m in sink.delivered)
+
+    at_once, final = engine_run(store_url, body)
+    # `repeat` waits on: the purchase that started it is not the one it waits for.
+    assert at_once == [("checkout", "c1", "bought"), ("checkout", "c2", "bought")]
+    assert final == sorted([
+        ("checkout", "c1", "bought"), ("checkout", "c2", "bought"),
+        ("checkout", "c3", "bought"), ("checkout", "c4", "nudge"),
+        ("repeat", "c1", "lapsed"), ("repeat", "c2", "lapsed"),
+        ("repeat", "c3", "again"), ("repeat", "c5", "lapsed"),
+    ])  # fmt: skip
