@@ -1718,16 +1718,33 @@ class Engine:
         if not contact_ids or timing.campaign_ended(campaign, now):
             return 0
         state = {"trigger": trigger.id, "event": event}
-        reenter = campaign.settings.reenter
-        mode = reenter.mode
+        mode = campaign.settings.reenter.mode
         if mode == "never" and isinstance(trigger, c.EventTriggerModel) and trigger.fanout:
             # An event about a thing (a listing, a price drop) is news each time: every such
             # event reaches every contact it matches, as `reenter always` would have it.
             mode = "always"
+        return self._enroll_entering(
+            session, version_id, campaign, contact_ids, trigger.entry, now, state, mode
+        )
+
+    def _enroll_entering(
+        self,
+        session: Session,
+        version_id: int,
+        campaign: c.CompiledCampaign,
+        contact_ids: Sequence[str],
+        entry: str | None,
+        now: dt.datetime,
+        state: dict[str, Any],
+        mode: str,
+    ) -> int:
+        """Enroll contacts at `entry` under the campaign's re-entry rule (`mode`): once ever
+        (`never`), a journey per entry (`always`), or again once `reenter after` has passed."""
+        reenter = campaign.settings.reenter
         if mode == "never":
             return len(
                 campaign_store.enroll_contacts(
-                    session, self.tenant, version_id, contact_ids, node=trigger.entry, due_at=now,
+                    session, self.tenant, version_id, contact_ids, node=entry, due_at=now,
                     now=now, state=state, priority=campaign.settings.priority,
                 )
             )  # fmt: skip
@@ -1751,7 +1768,7 @@ class Engine:
                 occurrence = number + 1
             enrolled += len(
                 campaign_store.enroll_contacts(
-                    session, self.tenant, version_id, [contact_id], node=trigger.entry,
+                    session, self.tenant, version_id, [contact_id], node=entry,
                     due_at=now, now=now, occurrence=occurrence, state=state,
                     priority=campaign.settings.priority,
                 )
@@ -2838,12 +2855,10 @@ class Engine:
         if ended or not self._audience(session, compiled, [contact_id]):
             return 0
         entry = compiled.triggers[0].entry if compiled.triggers else "end"
-        return len(
-            campaign_store.enroll_contacts(
-                session, self.tenant, campaign.current_version_id, [contact_id], node=entry,
-                due_at=now, now=now, state={"trigger": "enroll"},
-                priority=compiled.settings.priority,
-            )
+        # Its `reenter` holds too: an `enroll` is an entry like its own triggers' firings.
+        return self._enroll_entering(
+            session, campaign.current_version_id, compiled, [contact_id], entry, now,
+            {"trigger": "enroll"}, compiled.settings.reenter.mode,
         )  # fmt: skip
 
     def _split_arrival(

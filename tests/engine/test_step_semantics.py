@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from typing import Any
 
 import trio
@@ -202,3 +203,60 @@ def test_wait_for_an_event_counts_one_that_comes_in_the_instant_the_wait_begins(
         ("repeat", "c1", "lapsed"), ("repeat", "c2", "lapsed"),
         ("repeat", "c3", "again"), ("repeat", "c5", "lapsed"),
     ])  # fmt: skip
+
+
+ENROLLS = """
+template note email { subject "Note" body "x" }
+campaign inactive {
+  reenter always
+  when went_quiet {
+    enroll sunset
+    enroll winback
+    enroll vip_desk
+    enroll drafted
+    enroll held
+  }
+}
+campaign sunset { cap email 9 per 1d  when never_pushed { send email note } }
+campaign winback { cap email 9 per 1d  reenter always  when never_pushed { send email note } }
+campaign vip_desk {
+  cap email 9 per 1d
+  reenter after 2d
+  audience lead_score >= 50
+  when never_pushed { send email note }
+}
+campaign drafted { cap email 9 per 1d  when never_pushed { send email note } }
+campaign held { cap email 9 per 1d  when never_pushed { send email note } }
+"""
+
+
+def test_enroll_keeps_the_other_campaign_s_audience_state_and_reentry(store_url: str) -> None:
+    """`enroll OTHER` enters OTHER as its own trigger would: only a running campaign (not a
+    draft, not a paused one: LANGUAGE.md), only its `audience`, and by its `reenter` rule.
+    It entered everyone once ever, so a win-back campaign with `reenter always` (or `after
+    2d`) reached through `enroll` a second time did nothing."""
+    people = [
+        {"id": "hot", "email": "hot@example.test", "attributes": {"lead_score": 80}},
+        {"id": "cold", "email": "cold@example.test", "attributes": {"lead_score": 5}},
+    ]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.deploy(campaigns(ENROLLS))
+        for name in ("inactive", "sunset", "winback", "vip_desk", "held"):
+            await engine.launch(name)
+        await engine.pause("held")
+        await engine.upsert_contacts(people)
+        for day in (0, 1, 3):
+            clock.advance_to(T0 + dt.timedelta(days=day))
+            await engine.push_events([{"contact": p["id"], "name": "went_quiet"} for p in people])
+            await engine.run_due()
+        await engine.launch("drafted")  # launched after the enrolls: they entered nobody
+        await engine.resume("held")
+        await engine.run_until(T0 + dt.timedelta(days=5))
+        return sorted(Counter((m.campaign, m.contact_id) for m in sink.delivered).items())
+
+    assert engine_run(store_url, body) == [
+        (("sunset", "cold"), 1), (("sunset", "hot"), 1),
+        (("vip_desk", "hot"), 2),  # days 0 and 3: day 1 is within its 2 days
+        (("winback", "cold"), 3), (("winback", "hot"), 3),
+    ]  # fmt: skip
