@@ -673,6 +673,48 @@ def test_a_sender_or_webhook_url_no_provider_could_take_is_e222(
     assert found == ([] if valid else [("E222", 5 if step else 3, column)])
 
 
+@pytest.mark.parametrize(
+    ("assignment", "refused"),
+    [
+        ("lead_score = 5", False),
+        ("lead_score = -2.5", False),
+        ("lead_score = 20%", False),
+        ("lead_score = other_score", False),  # computed: the contact's to tell
+        ("lead_score = lead_score + 1", False),
+        ('lead_score = "hot"', True),
+        ("lead_score = 14d", True),
+        ("lead_score = 5 USD", True),
+        ("visits = 3", False),
+        ("visits = 2.5", True),
+        ('stage = "hot"', False),
+        ("stage = 5", True),
+        ('vip = lead_score > 3 and stage = "hot"', False),
+        ('vip = "yes"', True),
+        ("joined = 2026-12-01", False),
+        ('joined = "2026-12-01"', False),  # stored as the date literal is
+        ("joined = 2026-12-01T10:00", True),
+        ("seen = 2026-12-01T10:00", False),
+        ('seen = "2026-12-01T10:30Z"', False),
+        ('seen = "last week"', True),
+        ('areas = ["Cebu", "Makati"]', False),
+        ('areas = "Cebu"', True),
+        ("areas = [1, 2]", True),
+        ("contact.stage = true", True),
+        ("unlisted_by_schema = 1", False),  # E108, not E223
+    ],
+)
+def test_a_set_to_another_kind_than_the_schema_declares_is_e223(
+    assignment: str, refused: bool
+) -> None:
+    source = (
+        "schema contact { lead_score: number  visits: integer  stage: string  vip: bool\n"
+        "  joined: date  seen: datetime  areas: list  other_score: number }\n"
+        f"campaign c {{ when go {{ set {assignment} }} }}\n"
+    )
+    found = [d.code for d in check_text(source) if d.code == "E223"]
+    assert found == (["E223"] if refused else [])
+
+
 def test_send_suggestions_prefer_templates_of_the_same_channel() -> None:
     program = (
         'template follow_up sms "Hi"\ntemplate follow_up_whatsapp whatsapp "Hi"\n'

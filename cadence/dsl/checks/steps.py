@@ -7,6 +7,7 @@ opens on email and on whatsapp (read receipts); clicks on email, sms, whatsapp a
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 from cadence.addresses import http_url_problem
@@ -171,6 +172,7 @@ def _check_step(
             elif len(target.parts) == 1:
                 check_attribute(ctx, target.parts[0], target.span, use=SET)
             check_expression(ctx, value)
+            _check_set_type(ctx, target, value)
         case ast.Notify(channel=channel, target=target):
             check_channel(ctx, channel, ctx.word_span(step.span, channel, int(channel == "notify")))
             if channel == "webhook" and (problem := http_url_problem(target)):
@@ -409,3 +411,96 @@ def _check_random_split(ctx: CheckContext, split: ast.RandomSplit) -> None:
             f"the split's shares add up to {total}%, not 100% ({shares})",
             "make the shares add up to exactly 100%",
         )
+
+
+# What each schema type accepts from a `set`, by the kind of the value written
+# (`_written_kind`); text is accepted where it reads as the type (`_text_reads_as`).
+SET_KINDS: dict[str, frozenset[str]] = {
+    "string": frozenset({"text"}),
+    "number": frozenset({"whole number", "number"}),
+    "integer": frozenset({"whole number"}),
+    "bool": frozenset({"boolean"}),
+    "boolean": frozenset({"boolean"}),
+    "date": frozenset({"date"}),
+    "datetime": frozenset({"date-time", "date"}),
+    "list": frozenset({"list of text"}),
+}
+
+
+def _check_set_type(ctx: CheckContext, target: ast.Path, value: ast.Expr) -> None:
+    """`set lead_score = "hot"` where the schema says `lead_score: number` (E223): stored,
+    the text never compares with a number again, so every condition on the attribute is
+    unknown (false) for that contact, silently. Only values whose kind is plain from the
+    text are judged (literals and conditions); a computed value is left alone."""
+    name = target.parts[1] if target.parts[0] == "contact" and len(target.parts) > 1 else None
+    if name is None and len(target.parts) == 1:
+        name = target.parts[0]
+    declared = ctx.symbols.schema.get(name) if name is not None else None
+    kind = _written_kind(value)
+    if declared is None or kind is None:
+        return
+    wanted = declared.node.type
+    accepted = SET_KINDS.get(wanted, frozenset())
+    if kind in accepted or (kind == "text" and _text_reads_as(value, wanted)):
+        return
+    ctx.error(
+        value.span,
+        "E223",
+        f"`{name}` is declared `{wanted}` in the schema, but this sets it to"
+        f" {_KIND_WORDS.get(kind, article(kind))}: a condition reading it as `{wanted}` would"
+        " be unknown for the contact",
+        f"set it to a `{wanted}` value, or declare `{name}` with the type it holds",
+    )
+
+
+# How a message names a kind `_written_kind` gives, where the bare article reads badly.
+_KIND_WORDS: dict[str, str] = {
+    "text": "text",
+    "money": "an amount of money",
+    "list": "a list with items that are not text",
+}
+
+
+def _written_kind(value: ast.Expr) -> str | None:
+    """The kind of a value as written, for a `set`; None when only the contact can tell."""
+    match value:
+        case ast.NumberLit(value=number):
+            return "whole number" if number == number.to_integral_value() else "number"
+        case ast.Unary(op="-", operand=ast.NumberLit() as operand):
+            return _written_kind(operand)
+        case ast.PercentLit():
+            return "number"
+        case ast.StringLit() | ast.TimeLit():
+            return "text"
+        case ast.BoolLit() | ast.Compare() | ast.Within() | ast.Unary(op="not"):
+            return "boolean"
+        case ast.Binary(op="and" | "or"):
+            return "boolean"
+        case ast.DateLit():
+            return "date"
+        case ast.DateTimeLit():
+            return "date-time"
+        case ast.ListLit(items=items):
+            if all(isinstance(item, ast.StringLit) for item in items):
+                return "list of text"
+            return "list"
+        case ast.MoneyLit():
+            return "money"
+        case ast.DurationLit():
+            return "duration"
+    return None
+
+
+def _text_reads_as(value: ast.Expr, wanted: str) -> bool:
+    """Quoted text stored where a date or date-time is declared, and reads as one."""
+    if not isinstance(value, ast.StringLit) or wanted not in ("date", "datetime"):
+        return False
+    text = value.value.strip()
+    try:
+        if wanted == "date":
+            dt.date.fromisoformat(text)
+        else:
+            dt.datetime.fromisoformat(text.removesuffix("Z").removesuffix("z"))
+    except ValueError:
+        return False
+    return len(text) == 10 if wanted == "date" else True
