@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -24,7 +25,9 @@ from cadence.adapters.standins.webhook import WebhookReceiver
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine, RecordingSink
 from cadence.engine.store import Store
-from cadence.engine.store.models import Contact, OutboxMessage
+from cadence.engine.store.models import Contact, Enrollment, OutboxMessage
+from tests.adapters.test_web_service import TOKEN, Service, _with_service
+from tests.engine.cadence_cli import run_cadence
 from tests.engine.test_runtime import T0, campaigns, engine_run
 
 NOTICES = """
@@ -260,3 +263,171 @@ def test_enroll_keeps_the_other_campaign_s_audience_state_and_reentry(store_url:
         (("vip_desk", "hot"), 2),  # days 0 and 3: day 1 is within its 2 days
         (("winback", "cold"), 3), (("winback", "hot"), 3),
     ]  # fmt: skip
+
+
+GOALS = """
+template first email { subject "First" body "<p>One</p>" }
+template second email { subject "Second" body "<p>Two</p>" }
+campaign nurture {
+  from "Acme <hello@acme.test>"
+  cap email 9 per 1d
+  goal converted or tags contains "customer"
+  on launch { send email first  wait 2d  send email second }
+}
+campaign crm_sync { when deal_won { tag add "customer" } }
+"""
+
+
+def test_a_goal_reached_before_entry_mid_wait_through_post_events_or_a_tag_elsewhere(
+    store_url: str,
+) -> None:
+    """`goal` is read before each step, the first included (docs/language.md): a contact
+    who converted before the launch is sent nothing; one whose `converted` is posted to
+    `POST /events` during the 2-day wait leaves then and gets no second email, as does
+    one whose tag another campaign adds; the rest get both, through the Brevo stand-in."""
+    people = [
+        {"id": f"c{i}", "email": f"c{i}@example.test", "first_name": f"C{i}"} for i in range(4)
+    ]
+
+    async def body(service: Service) -> None:
+        engine, auth = service.engine, {"authorization": f"Bearer {TOKEN}"}
+        await engine.upsert_contacts(people)
+        await engine.deploy(campaigns(GOALS))
+        await engine.launch("crm_sync")
+        before = {"contact": "c0", "name": "converted", "at": T0.isoformat()}
+        assert (await service.client.post("/events", json=before, headers=auth)).is_success
+        await engine.launch("nurture")
+        await engine.run_due()
+        service.clock.advance_to(T0 + dt.timedelta(days=1))
+        pushed = [{"contact": "c1", "name": "converted"}, {"contact": "c2", "name": "deal_won"}]
+        assert (await service.client.post("/events", json=pushed, headers=auth)).is_success
+        await engine.run_until(T0 + dt.timedelta(days=3))
+        got = {p["email"]: [e.subject for e in service.emails_to(p["email"])] for p in people}
+        assert got == {
+            "c0@example.test": [],
+            "c1@example.test": ["First"],
+            "c2@example.test": ["First"],
+            "c3@example.test": ["First", "Second"],
+        }
+
+    trio.run(_with_service, store_url, body)
+
+
+HANDOFF = """
+segment customers = tags contains "customer"
+template intro email { subject "Your agent: {{ contact.agent | default('none yet') }}" body "x" }
+template welcome_customer email { subject "Welcome aboard" body "x" }
+campaign handoff {
+  cap email 9 per 1d
+  when hot {
+    assign agent round_robin
+    tag add "customer"
+    tag remove "lead"
+    if tags contains "customer" and not (tags contains "lead") { send email intro }
+    exit "handed to sales"
+  }
+}
+campaign onboarding {
+  cap email 9 per 1d
+  on segment_enter customers { send email welcome_customer }
+}
+"""
+
+
+def test_round_robin_tags_and_exit_across_batches_and_a_restart(store_url: str) -> None:
+    """`assign agent round_robin` hands contacts to the active agents in turn, however the
+    contacts fall into batches and across a restart (the rotation is stored); with no agent
+    it does nothing and the flow goes on. The `if` after `tag add` / `tag remove` sees the
+    new tags, and another campaign's `on segment_enter` enters the contact they moved in.
+    `exit` ends the journey with its reason."""
+    clock = SimulatedClock(T0)
+    sink = RecordingSink()
+    people = [{"id": f"c{i}", "email": f"c{i}@example.test", "tags": ["lead"]} for i in range(8)]
+
+    async def first_run() -> None:
+        async with Engine(store_url, clock=clock, sink=sink, batch_size=2) as engine:
+            await engine.deploy(campaigns(HANDOFF))
+            await engine.launch("handoff")
+            await engine.launch("onboarding")
+            await engine.upsert_contacts(people)
+            await engine.push_events([{"contact": "c0", "name": "hot"}])  # no agent yet
+            await engine.run_due()
+            for name in ("Ana", "Ben", "Cy"):
+                await engine.add_agent(name)
+            await engine.push_events([{"contact": f"c{i}", "name": "hot"} for i in range(1, 5)])
+            await engine.run_due()
+
+    async def after_restart() -> None:
+        async with Engine(store_url, clock=clock, sink=sink, batch_size=2) as engine:
+            await engine.push_events([{"contact": f"c{i}", "name": "hot"} for i in range(5, 8)])
+            await engine.run_due()
+
+    trio.run(first_run)
+    trio.run(after_restart)
+    with Store.open(store_url) as store, store.session() as session:
+        contacts = {c.id: c for c in session.scalars(select(Contact))}
+        journeys = {
+            e.contact_id: (e.status, e.history[-1][2])
+            for e in session.scalars(select(Enrollment))
+            if e.node is not None and e.node.startswith("exit")
+        }
+    agents = [(contacts[f"c{i}"].attributes or {}).get("agent") for i in range(8)]
+    assert agents == [None, "Ana", "Ben", "Cy", "Ana", "Ben", "Cy", "Ana"]
+    assert all(contacts[f"c{i}"].tags == ["customer"] for i in range(8))
+    subjects = sorted((m.contact_id, m.template) for m in sink.delivered)
+    assert subjects == sorted(
+        [(f"c{i}", "intro") for i in range(8)] + [(f"c{i}", "welcome_customer") for i in range(8)]
+    )
+    assert journeys == {f"c{i}": ("exited", "handed to sales") for i in range(8)}
+
+
+DRY_RUN = """
+template bought email { subject "Thanks" body "x" }
+template nudge email { subject "Nudge" body "x" }
+template note email { subject "Note" body "x" }
+campaign checkout {
+  cap email 9 per 1d
+  reenter always
+  when signup {
+    notify webhook "https://hooks.example.test/crm"
+    wait for purchase up to 1d
+    if count(purchase, 1d) > 0 { send email bought } else { send email nudge }
+    enroll winback
+  }
+}
+campaign winback { cap email 9 per 1d  reenter always  when never_pushed { send email note } }
+"""
+
+
+def test_cadence_dry_run_steps_these_campaigns_as_the_engine_does(tmp_path: Path) -> None:
+    """`cadence dry-run` on a file and an events file, as an ops author runs it: a purchase
+    logged in the same second as the signup is the one `wait for` waits for, and every
+    `enroll` of a `reenter always` campaign starts a journey."""
+    (tmp_path / "c.cadence").write_text(DRY_RUN, encoding="utf-8")
+    people = [{"id": "a", "email": "a@example.test"}, {"id": "b", "email": "b@example.test"}]
+    (tmp_path / "contacts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in people))
+    events = [
+        {"contact": "a", "name": "signup", "at": "2026-12-01T09:00:00Z"},
+        {"contact": "a", "name": "purchase", "at": "2026-12-01T09:00:00Z"},
+        {"contact": "b", "name": "signup", "at": "2026-12-01T09:00:00Z"},
+        {"contact": "b", "name": "signup", "at": "2026-12-02T10:00:00Z"},
+    ]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    done = run_cadence(
+        "dry-run", "c.cadence", "--contacts", "contacts.jsonl", "--events", "events.jsonl",
+        "--start", "2026-12-01T08:00:00Z", "--until", "3d", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    sends = sorted(
+        (s["at"], s["contact"], s["campaign"], s["template"])
+        for s in lines if s.get("type") == "send"
+    )  # fmt: skip
+    assert sends == [
+        ("2026-12-01T09:00:00Z", "a", "checkout", "bought"),
+        ("2026-12-01T09:00:00Z", "a", "winback", "note"),
+        ("2026-12-02T09:00:00Z", "b", "checkout", "nudge"),
+        ("2026-12-02T09:00:00Z", "b", "winback", "note"),
+        ("2026-12-03T10:00:00Z", "b", "checkout", "nudge"),
+        ("2026-12-03T10:00:00Z", "b", "winback", "note"),
+    ]
