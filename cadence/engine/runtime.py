@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from cadence.adapters.base import NO_CREDITS, NO_CREDITS_WAIT
 from cadence.adapters.inbound import ParsedWebhook, parse_webhook
 from cadence.dsl import compiled as c
-from cadence.dsl.symbols import DEFAULT_CAP, IMPLIED_APPROVAL_ABOVE, CapLimit
+from cadence.dsl.symbols import CONTACT_COLUMNS, DEFAULT_CAP, IMPLIED_APPROVAL_ABOVE, CapLimit
 from cadence.engine import (
     analytics,
     audience,
@@ -77,7 +77,7 @@ from cadence.engine.store.models import (
     OutboxStatus,
     SendLog,
 )
-from cadence.engine.store.records import EventRecord
+from cadence.engine.store.records import EventRecord, validate_contact
 from cadence.engine.store.schema import IDENTIFIER
 from cadence.engine.store.types import RawJSON
 from cadence.errors import CadenceError, did_you_mean
@@ -2674,6 +2674,9 @@ class Engine:
             }
         )  # fmt: skip
         before = self._segment_members(session, changed) if changed else frozenset()
+        # The zone each contact a `set timezone` moved had before: what it booked by its
+        # clock is read again in the new zone, as after an import (`_rebook_local_times`).
+        moved_zones: dict[str, str | None] = {}
         # Sends without a triggering event share one payload per version and channel: one
         # object, so the outbox insert encodes it once (`bulk._converter`); never mutated.
         payloads: dict[tuple[int, str], dict[str, Any]] = {}
@@ -2711,7 +2714,8 @@ class Engine:
                 contact = session.get(Contact, (self.tenant, contact_id))
                 if contact is not None:
                     if effects.attributes:
-                        contact.attributes = {**(contact.attributes or {}), **effects.attributes}
+                        attributes = _set_standard_fields(contact, effects.attributes, moved_zones)
+                        contact.attributes = {**(contact.attributes or {}), **attributes}
                     tags = [t for t in (contact.tags or []) if t not in effects.tags_removed]
                     tags += [t for t in effects.tags_added if t not in tags]
                     contact.tags = tags
@@ -2746,6 +2750,7 @@ class Engine:
                 enrolled += self._enroll_elsewhere(session, other, contact_id, now)
         if changed:
             session.flush()
+            self._rebook_local_times(session, moved_zones, now)
             for version_id, campaign in self._active_versions(session):
                 for trigger in campaign.triggers:
                     if isinstance(trigger, c.SegmentEnterTriggerModel):
@@ -3568,6 +3573,31 @@ def _send_payload(
         "event": event or {},
         "cost": {"amount": str(cost.amount), "currency": cost.currency} if cost else None,
     }
+
+
+def _set_standard_fields(
+    contact: Contact, values: Mapping[str, Any], moved_zones: dict[str, str | None]
+) -> dict[str, Any]:
+    """Write what `set` gave a standard field (`first_name`, `email`, `timezone`, `tags` ...)
+    to its column, read as an import reads it; returns the custom attributes left.
+
+    `contact.first_name` and a bare `first_name` read the column, so the value stored among
+    the custom attributes was never seen. A value the field cannot hold (`set email =
+    "nobody"`, an unknown zone) leaves the field as it was; `id` is never changed. A contact
+    whose timezone moves is noted in `moved_zones` with the zone it had.
+    """
+    standard = {k: v for k, v in values.items() if k in CONTACT_COLUMNS and k != "id"}
+    if not standard:
+        return {k: v for k, v in values.items() if k != "id"}
+    for name, value in standard.items():
+        record, problems = validate_contact({"id": contact.id, name: value}, None)
+        if record is None or problems:
+            continue
+        stored = record.fields.get(name)
+        if name == "timezone" and stored != contact.timezone:
+            moved_zones.setdefault(contact.id, contact.timezone)
+        setattr(contact, name, stored)
+    return {k: v for k, v in values.items() if k not in CONTACT_COLUMNS}
 
 
 def _send_channel(campaign: c.CompiledCampaign, node_id: str) -> str:

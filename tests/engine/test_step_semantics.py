@@ -431,3 +431,60 @@ def test_cadence_dry_run_steps_these_campaigns_as_the_engine_does(tmp_path: Path
         ("2026-12-03T10:00:00Z", "b", "checkout", "nudge"),
         ("2026-12-03T10:00:00Z", "b", "winback", "note"),
     ]
+
+
+STANDARD_FIELDS = """
+template hello email { subject "Hello {{ contact.first_name }}" body "x" }
+template morning email { subject "Morning" body "x" }
+campaign profile {
+  cap email 9 per 1d
+  reenter always
+  when profile_updated {
+    set first_name = event.first_name
+    set email = event.email
+    set timezone = event.timezone
+    set tags = ["verified"]
+    if first_name = event.first_name and tags contains "verified" { send email hello }
+  }
+}
+campaign daily {
+  cap email 9 per 1d
+  on launch { wait until 09:00 local  send email morning }
+}
+"""
+
+
+def test_set_of_a_standard_field_writes_the_field(store_url: str) -> None:
+    """`contact.first_name`, a bare `first_name` and `{{ contact.first_name }}` read the
+    contact's own field (docs/semantics.md, Names), but `set first_name = ...` wrote a
+    custom attribute of that name beside it, which nothing read: the `if` after it was
+    false and the email still said the old name. `set` now writes the field, read as an
+    import reads it; a value it cannot hold (no email address) leaves it as it was; a new
+    timezone moves what the contact's other journeys booked by their clock."""
+    contact = {"id": "c1", "email": "old@example.test", "first_name": "Old",
+               "timezone": "UTC", "tags": ["lead"]}  # fmt: skip
+    update = {"first_name": "Ana", "email": "ana@example.test", "timezone": "Asia/Manila"}
+    bad = {"first_name": "Ana", "email": "nobody", "timezone": "Mars/Base"}
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts([contact])
+        await engine.deploy(campaigns(STANDARD_FIELDS))
+        await engine.launch("daily")  # waits for 09:00 UTC tomorrow
+        await engine.launch("profile")
+        await engine.run_due()
+        event = {"contact": "c1", "name": "profile_updated"}
+        await engine.push_events([{**event, "properties": update}])
+        await engine.run_due()
+        clock.advance_to(T0 + dt.timedelta(hours=1))
+        await engine.push_events([{**event, "properties": bad}])
+        # 09:00 in Manila is 01:00 UTC: by 03:00 UTC the morning email has gone.
+        await engine.run_until(T0 + dt.timedelta(hours=18))
+        return [m.template for m in sink.delivered]
+
+    assert engine_run(store_url, body) == ["hello", "hello", "morning"]
+    with Store.open(store_url) as store, store.session() as session:
+        stored = session.scalars(select(Contact)).one()
+    assert (stored.first_name, stored.email, stored.timezone, stored.tags) == (
+        "Ana", "ana@example.test", "Asia/Manila", ["verified"]
+    )  # fmt: skip
+    assert not (stored.attributes or {})
