@@ -701,6 +701,8 @@ def test_a_sender_or_webhook_url_no_provider_could_take_is_e222(
         ("areas = [1, 2]", True),
         ("contact.stage = true", True),
         ("unlisted_by_schema = 1", False),  # E108, not E223
+        ('id = "someone-else"', True),
+        ('contact.id = "someone-else"', True),
     ],
 )
 def test_a_set_to_another_kind_than_the_schema_declares_is_e223(

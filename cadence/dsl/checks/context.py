@@ -58,7 +58,7 @@ CHECK_CODES: dict[str, str] = {
     "E220": "template text that is not a valid template",
     "E221": "a locale block whose code is not a locale, or given twice",
     "E222": "a sender that is no email address, or a webhook URL that is no http(s) URL",
-    "E223": "a `set` of a value of another kind than the contact schema declares",
+    "E223": "a `set` of `id`, or of a value of another kind than the contact schema declares",
     "W301": "unreachable step",
     "W302": "wait that runs past the campaign's end",
     "W303": "frequency cap that holds back a later send",

@@ -435,6 +435,15 @@ def _check_set_type(ctx: CheckContext, target: ast.Path, value: ast.Expr) -> Non
     name = target.parts[1] if target.parts[0] == "contact" and len(target.parts) > 1 else None
     if name is None and len(target.parts) == 1:
         name = target.parts[0]
+    if name == "id":
+        ctx.error(
+            target.span,
+            "E223",
+            "`set id` cannot change who the contact is: the id is how every event, send and"
+            " import finds them",
+            "store the value under another name: `set external_id = ...`",
+        )
+        return
     declared = ctx.symbols.schema.get(name) if name is not None else None
     kind = _written_kind(value)
     if declared is None or kind is None:
