@@ -488,3 +488,66 @@ def test_set_of_a_standard_field_writes_the_field(store_url: str) -> None:
         "Ana", "ana@example.test", "Asia/Manila", ["verified"]
     )  # fmt: skip
     assert not (stored.attributes or {})
+
+
+DECAYED = """
+score engagement { clicked(any) within 365d: +10 each  decay 10% per 30d }
+template t email { subject "T" body "x" }
+template hi email { subject "Hi" body "x" }
+template lo email { subject "Lo" body "x" }
+campaign audience_cut {
+  cap email 9 per 1d
+  audience engagement >= 8.1 and engagement < 9
+  on launch { send email t }
+}
+campaign branch {
+  cap email 9 per 1d
+  when go { if engagement >= 8.1 and engagement < 9 { send email hi } else { send email lo } }
+}
+campaign fanout {
+  cap email 9 per 1d
+  when listing for contacts where engagement > event.min and engagement < 9 { send email t }
+}
+"""
+
+
+def test_a_decayed_score_is_one_number_in_if_audience_and_fan_out(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    """docs/semantics.md, Scores: a click 60 days ago with `decay 10% per 30d` keeps 81% of
+    its 10 points (8.1), one 59 days and 23 hours ago 90% (9), one 90 days ago 72.9%; two
+    reports of one message count once. The `if`, the `audience` selected in bulk (the
+    dispatch core, then its Python twin) and the `for contacts where` fan-out agree on
+    exactly those boundaries."""
+
+    def ago(days: float) -> str:
+        return (T0 - dt.timedelta(days=days)).isoformat()
+
+    clicks = [
+        {"contact": "c1", "name": "clicked", "at": ago(60)},
+        {"contact": "c2", "name": "clicked", "at": ago(60 - 1 / 24)},
+        {"contact": "c3", "name": "clicked", "at": ago(90)},
+        {"contact": "c4", "name": "clicked", "at": ago(60), "properties": {"send": "m1"}},
+        {"contact": "c4", "name": "clicked", "at": ago(59), "properties": {"send": "m1"}},
+    ]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> Any:
+        await engine.upsert_contacts(
+            [{"id": f"c{i}", "email": f"c{i}@example.test"} for i in range(1, 5)]
+        )
+        await engine.push_events(clicks)
+        await engine.deploy(campaigns(DECAYED))
+        for name in ("audience_cut", "branch", "fanout"):
+            await engine.launch(name)
+        await engine.push_events([{"contact": f"c{i}", "name": "go"} for i in range(1, 5)])
+        await engine.push_events([{"name": "listing", "properties": {"min": 8}}])
+        await engine.run_until(T0 + dt.timedelta(hours=1))
+        return sorted((m.campaign, m.contact_id, m.template) for m in sink.delivered)
+
+    assert engine_run(store_url, body) == [
+        ("audience_cut", "c1", "t"), ("audience_cut", "c4", "t"),
+        ("branch", "c1", "hi"), ("branch", "c2", "lo"), ("branch", "c3", "lo"),
+        ("branch", "c4", "hi"),
+        ("fanout", "c1", "t"), ("fanout", "c4", "t"),
+    ]  # fmt: skip
+    assert filter_backend and all(chosen == fallback for chosen, fallback, _ in filter_backend)
