@@ -540,6 +540,14 @@ def _deploy(args: argparse.Namespace) -> int:
                 state = "new version" if result.created else "unchanged"
                 if result.moved is not None:
                     state += f"; {result.moved} enrollments moved to it"
+                if result.left:
+                    # Booked `at` / `every` runs not started yet stay too: a fixed typo in a
+                    # scheduled broadcast would otherwise go out as it was, unsaid.
+                    state += (
+                        f"; {result.left} enrollments stay on the earlier version, scheduled"
+                        " runs not started yet included, and send what it says:"
+                        " cadence deploy --migrate moves them to this one"
+                    )
                 if result.finished is not None:
                     state += (
                         f"; {result.name} is {result.finished} and will not run again: to run"

@@ -291,7 +291,10 @@ class DeployResult:
     so it waits (`approve` makes it current) while the approved version keeps running.
     `moved`: with `migrate`, how many running and paused enrollments moved onto it (None
     without `migrate`). `finished`: the status of a campaign that runs no more (completed,
-    cancelled or archived), whose new version will not run; None otherwise.
+    cancelled or archived), whose new version will not run; None otherwise. `left`: without
+    `migrate`, how many running and paused enrollments stay on earlier versions (runs an
+    `at` or `every` trigger booked and not yet started among them: they send what their
+    version says), for the command line to say so; 0 with `migrate`.
     """
 
     name: str
@@ -301,6 +304,7 @@ class DeployResult:
     pending_approval: bool = False
     moved: int | None = None
     finished: str | None = None
+    left: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,13 +501,36 @@ class Engine:
                     and CampaignStatus(existing.status) in _FINISHED_STATUSES
                     else None
                 )
+                left = (
+                    self._unfinished_elsewhere(session, existing.id, deployed.version_id)
+                    if existing is not None and not (migrate or pending) and finished is None
+                    else 0
+                )
                 results.append(
                     DeployResult(
                         campaign.name, campaign.version, deployed.version_id, deployed.created,
-                        pending, moved if migrate else None, finished,
+                        pending, moved if migrate else None, finished, left,
                     )
                 )  # fmt: skip
         return results
+
+    def _unfinished_elsewhere(self, session: Session, campaign_id: int, version_id: int) -> int:
+        """A campaign's running and paused enrollments on versions other than `version_id`."""
+        others = [v for v in campaign_store.campaign_version_ids(session, campaign_id)
+                  if v != version_id]  # fmt: skip
+        if not others:
+            return 0
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Enrollment)
+                .where(
+                    Enrollment.version_id.in_(others),
+                    Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
+                )
+            )
+            or 0
+        )
 
     def _awaits_approval(
         self, session: Session, existing: Campaign | None, campaign: c.CompiledCampaign

@@ -1193,11 +1193,38 @@ def test_cli_deploy_says_how_many_enrollments_it_migrated(store_url: str, tmp_pa
     cadence("serve", "--until-idle")  # both wait at wait_3d, on the first version
     source.write_text(source.read_text().replace('subject "Tips"', 'subject "Tips!"'))
     (kept,) = cadence("deploy", str(source)).splitlines()
-    assert kept.endswith("(new version)")
+    # Said, not silent: they send what the first version says unless migrated.
+    assert kept.endswith(
+        "(new version; 2 enrollments stay on the earlier version, scheduled runs not started"
+        " yet included, and send what it says: cadence deploy --migrate moves them to this one)"
+    )
     (moved,) = cadence("deploy", "--migrate", str(source)).splitlines()
     assert moved.endswith("(unchanged; 2 enrollments moved to it)")
     (again,) = cadence("deploy", "--migrate", str(source)).splitlines()
     assert again.endswith("(unchanged; 0 enrollments moved to it)")
+
+
+def test_a_deploy_counts_the_booked_runs_that_stay_on_the_earlier_version(
+    store_url: str,
+) -> None:
+    """A weekly campaign books each contact's next run at launch. A new version deployed
+    without `--migrate` leaves that booked run on the first version, so a fixed typo went
+    out as it was; the deploy now says how many stay (`DeployResult.left`)."""
+    weekly = """
+template news email { subject "Weekly v1" body "x" }
+campaign weekly { every monday 09:00 local { send email news } }
+"""
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> list[int]:
+        await engine.upsert_contacts(CONTACTS[:1])
+        await engine.deploy(campaigns(weekly))
+        await engine.launch("weekly")
+        (fixed,) = await engine.deploy(campaigns(weekly.replace("v1", "v2")))
+        (migrated,) = await engine.deploy(campaigns(weekly.replace("v1", "v2")), migrate=True)
+        (after,) = await engine.deploy(campaigns(weekly.replace("v1", "v2")))
+        return [fixed.left, migrated.left, after.left, migrated.moved or 0]
+
+    assert engine_run(store_url, body) == [1, 0, 0, 1]
 
 
 @pytest.mark.parametrize(
