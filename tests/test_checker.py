@@ -703,6 +703,22 @@ def test_a_sender_or_webhook_url_no_provider_could_take_is_e222(
         ("unlisted_by_schema = 1", False),  # E108, not E223
         ('id = "someone-else"', True),
         ('contact.id = "someone-else"', True),
+        # The contact's own fields: what the runtime could not store is said at check time.
+        ('first_name = "Ana"', False),
+        ('email = "ana@example.test"', False),
+        ('email = "ana at example"', True),
+        ('email = "Ana <ana@example.test>"', True),
+        ("email = 5", True),
+        ('timezone = "Asia/Manila"', False),
+        ('contact.timezone = "Mars/Base"', True),
+        ('locale = "es-MX"', False),
+        ('locale = "Spanish!"', True),
+        ('tags = ["vip"]', False),
+        ('tags = "vip;buyer"', False),  # read as an import reads it: two tags
+        ("tags = 5", True),
+        ('phone = "+442079460958"', False),
+        ("phone = true", True),
+        ("email = stage", False),  # computed: the contact's to tell
     ],
 )
 def test_a_set_to_another_kind_than_the_schema_declares_is_e223(

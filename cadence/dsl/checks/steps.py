@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-from cadence.addresses import http_url_problem
+from cadence.addresses import http_url_problem, sender_problem
 from cadence.dsl import ast
 from cadence.dsl.checks.context import CheckContext, article, where
 from cadence.dsl.checks.expressions import (
@@ -20,8 +20,14 @@ from cadence.dsl.checks.expressions import (
     check_channel,
     check_expression,
 )
-from cadence.dsl.checks.settings import check_day_names
-from cadence.dsl.symbols import CHANNELS, METRIC_EVENTS, REACTION_CHANNELS, CampaignUnit
+from cadence.dsl.checks.settings import check_day_names, is_timezone
+from cadence.dsl.symbols import (
+    CHANNELS,
+    LOCALE_TAG,
+    METRIC_EVENTS,
+    REACTION_CHANNELS,
+    CampaignUnit,
+)
 from cadence.errors import did_you_mean, suggest
 
 METRIC_CHANNELS: dict[str, tuple[str, ...]] = {
@@ -444,6 +450,9 @@ def _check_set_type(ctx: CheckContext, target: ast.Path, value: ast.Expr) -> Non
             "store the value under another name: `set external_id = ...`",
         )
         return
+    if name in SET_FIELD_KINDS:
+        _check_set_field(ctx, name, value)
+        return
     declared = ctx.symbols.schema.get(name) if name is not None else None
     kind = _written_kind(value)
     if declared is None or kind is None:
@@ -459,6 +468,44 @@ def _check_set_type(ctx: CheckContext, target: ast.Path, value: ast.Expr) -> Non
         f" {_KIND_WORDS.get(kind, article(kind))}: a condition reading it as `{wanted}` would"
         " be unknown for the contact",
         f"set it to a `{wanted}` value, or declare `{name}` with the type it holds",
+    )
+
+
+# The contact's own fields a `set` writes that hold what an import reads only (the runtime
+# reads the value as an import does, and keeps the field as it was when it cannot hold it),
+# by the kinds of value written (`_written_kind`) they can hold: text (`a;b` for tags).
+SET_FIELD_KINDS: dict[str, frozenset[str]] = {
+    "email": frozenset({"text"}), "phone": frozenset({"text"}),
+    "timezone": frozenset({"text"}), "locale": frozenset({"text"}),
+    "tags": frozenset({"text", "list of text"}),
+}  # fmt: skip
+
+
+def _check_set_field(ctx: CheckContext, name: str, value: ast.Expr) -> None:
+    """`set email = 5`, `set timezone = "Mars/Base"` (E223): the runtime cannot store the
+    value in the contact's field, so it keeps the old one, silently. Judged as written:
+    the kind of a literal, and the text of a zone, locale or address."""
+    kind = _written_kind(value)
+    problem = None
+    if kind is not None and kind not in SET_FIELD_KINDS[name]:
+        problem = f"sets it to {_KIND_WORDS.get(kind, article(kind))}"
+    elif isinstance(value, ast.StringLit):
+        text = value.value.strip()
+        if name == "timezone" and not is_timezone(text):
+            problem = f'sets it to "{text}", which is no IANA zone such as "Europe/Paris"'
+        elif name == "locale" and not LOCALE_TAG.fullmatch(text):
+            problem = f'sets it to "{text}", which is no locale such as "es-MX"'
+        elif name == "email" and (sender_problem(text) or "<" in text):
+            problem = f'sets it to "{text}", which is no email address'
+    if problem is None:
+        return
+    holds = "a list of text" if name == "tags" else "text"
+    ctx.error(
+        value.span,
+        "E223",
+        f"`{name}` is the contact's own field, holding {holds}, but this {problem}: the"
+        " contact would keep the value it has",
+        f"set `{name}` to a value it can hold, or store this under another name",
     )
 
 
