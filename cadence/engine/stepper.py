@@ -339,7 +339,13 @@ def _advance(
                 current = chosen_to
             case c.SetNode(attribute=attribute, value=expr):
                 stored = evaluate.to_plain(env.value(expr))
-                effects.attributes[attribute.removeprefix("contact.")] = stored
+                name = attribute.removeprefix("contact.")
+                effects.attributes[name] = stored
+                if name == "tags":
+                    # The whole list is set: the tag steps before it in this run are undone,
+                    # as the later of two steps wins (those after it are applied after it).
+                    effects.tags_added.clear()
+                    effects.tags_removed.clear()
                 changed = True
                 current = node.next
             case c.TagNode(action=action, tag=tag):

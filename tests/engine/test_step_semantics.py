@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from sqlalchemy import select
 
@@ -488,6 +489,33 @@ def test_set_of_a_standard_field_writes_the_field(store_url: str) -> None:
         "Ana", "ana@example.test", "Asia/Manila", ["verified"]
     )  # fmt: skip
     assert not (stored.attributes or {})
+
+
+@pytest.mark.parametrize(
+    ("steps", "tags"),
+    [
+        ('tag add "a"  set tags = "x"', ["x"]),
+        ('tag add "a"  set tags = ["x"]', ["x"]),
+        ('set tags = ["x"]  tag add "a"', ["x", "a"]),
+        ('tag remove "lead"  set tags = ["lead", "x"]', ["lead", "x"]),
+    ],
+)
+def test_the_later_of_a_tag_step_and_a_set_of_tags_wins(
+    store_url: str, steps: str, tags: list[str]
+) -> None:
+    """A run's tag steps were applied after its `set tags`, whatever their order: `tag add
+    "a"` then `set tags = "x"` left `a` in."""
+    source = f"campaign retag {{ on launch {{ {steps} }} }}"
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts([{"id": "c1", "email": "c1@example.test", "tags": ["lead"]}])
+        await engine.deploy(campaigns(source))
+        await engine.launch("retag")
+        await engine.run_due()
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        assert session.scalars(select(Contact.tags)).one() == tags
 
 
 DECAYED = """
