@@ -11,7 +11,9 @@ import base64
 import datetime as dt
 import html
 import re
+from collections.abc import Sequence
 
+import pytest
 import trio
 
 from cadence.adapters.web.dashboard import _tiles
@@ -51,16 +53,22 @@ def _cells(page: str, row_start: str) -> list[str]:
     raise AssertionError(f"no row for {row_start!r}")
 
 
+async def _welcome_sent(service: Service) -> str:
+    """Ana and Bo enrolled in `welcome`, its first email sent: the open pixel of Ana's."""
+    await service.engine.upsert_contacts(PEOPLE)
+    await service.engine.deploy(campaigns(SOURCE))
+    await service.engine.launch("welcome")
+    await service.engine.run_due()
+    (ana_email,) = service.emails_to("ana@example.test")
+    (pixel,) = re.findall(r'<img src="([^"]+)"', ana_email.html)
+    return html.unescape(pixel)
+
+
 def test_the_dashboard_shows_campaigns_and_their_performance(store_url: str) -> None:
     async def body(service: Service) -> None:
         engine, client = service.engine, service.client
-        await engine.upsert_contacts(PEOPLE)
-        await engine.deploy(campaigns(SOURCE))
-        await engine.launch("welcome")
-        await engine.run_due()
-        (ana_email,) = service.emails_to("ana@example.test")
-        (pixel,) = re.findall(r'<img src="([^"]+)"', ana_email.html)
-        assert (await client.get(html.unescape(pixel))).status_code == 200  # Ana opens it
+        pixel = await _welcome_sent(service)
+        assert (await client.get(pixel)).status_code == 200  # Ana opens it
 
         asked = await client.get("/dashboard")
         assert asked.status_code == 401
@@ -153,3 +161,54 @@ def test_the_a_b_table_says_its_rates_are_of_the_delivered_sends() -> None:
     assert "rates (95% interval, engaged/delivered)" in heads
     assert "engaged/sent" not in page
     assert re.search(r"b 40\.0% \[[0-9.]+%-[0-9.]+%\] 6/15", page)
+
+
+def test_loads_during_a_reading_share_the_next_one_which_shows_what_came_before(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tabs that load the page while it is being read wait and share one reading that starts
+    after they asked: what was written in between is on their page."""
+
+    async def body(service: Service) -> None:
+        engine, client = service.engine, service.client
+        pixel = await _welcome_sent(service)
+        report = engine.report
+        readings: list[None] = []
+        read, held = trio.Event(), trio.Event()
+
+        async def slow_report(names: Sequence[str] | None = None) -> list[CampaignReport]:
+            readings.append(None)
+            found = await report(names)
+            if len(readings) == 1:  # the first reading takes long, after it read the store
+                read.set()
+                await held.wait()
+            return found
+
+        monkeypatch.setattr(engine, "report", slow_report)
+        pages: dict[str, str] = {}
+
+        async def load(tab: str) -> None:
+            shown = await client.get("/dashboard", headers={"authorization": BASIC})
+            assert shown.status_code == 200
+            pages[tab] = shown.text
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(load, "first")
+            await read.wait()
+            assert (await client.get(pixel)).status_code == 200  # Ana opens it
+            nursery.start_soon(load, "second")
+            nursery.start_soon(load, "third")
+            with trio.fail_after(10):
+                while service.app.dashboard_reads.waiting < 2:
+                    await trio.sleep(0.01)
+            held.set()
+        assert len(readings) == 2
+
+        def opened(page: str) -> str:
+            (performance,) = re.findall(r"<h2>Performance</h2>(.*?)</table>", page, re.S)
+            return _cells(performance, "welcome")[3]
+
+        assert opened(pages["first"]) == "0 (0.0%)"
+        assert opened(pages["second"]) == opened(pages["third"]) == "1 (50.0%)"
+
+    trio.run(_with_service, store_url, body)

@@ -71,6 +71,7 @@ class Service:
     standins: Standins
     base_url: str
     clock: SimulatedClock
+    app: ServiceApp
 
     def emails_to(self, address: str) -> list[Any]:
         return [e for e in self.standins.brevo.emails if e.to == address]
@@ -94,7 +95,7 @@ async def _with_service(store_url: str, body: Callable[[Service], Awaitable[None
                 base_url = bound[0]
                 sink.links = TrackingLinks(base_url, LinkSigner(SECRET))
                 async with httpx.AsyncClient(base_url=base_url) as client:
-                    await body(Service(engine, client, standins, base_url, clock))
+                    await body(Service(engine, client, standins, base_url, clock, app))
         finally:
             with trio.CancelScope(shield=True):
                 await outbound.aclose()

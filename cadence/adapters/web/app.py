@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import parse_qs, quote, unquote
 
 from cadence.adapters.config import Secret
@@ -50,6 +51,7 @@ from cadence.adapters.tracking import (
 )
 from cadence.adapters.web import dashboard, pages
 from cadence.adapters.web.campaigns import MOVES, CampaignsAPI
+from cadence.adapters.web.coalesce import Coalesced
 from cadence.adapters.web.http import Request, Response, json_body
 from cadence.engine import preferences, suppress
 from cadence.engine.runtime import Engine
@@ -57,6 +59,7 @@ from cadence.engine.store.sends import EVERY_CHANNEL
 from cadence.errors import CadenceError
 
 if TYPE_CHECKING:
+    from cadence.engine.analytics import CampaignReport
     from cadence.engine.runtime import OutgoingMessage
     from cadence.engine.store.records import InvalidInput
 
@@ -92,6 +95,14 @@ PAGE_HEADERS = {
 }
 
 
+class DashboardRead(NamedTuple):
+    """What the dashboard shows: `Engine.status()`, `Engine.report()`, and when they were read."""
+
+    campaigns: list[dict[str, Any]]
+    reports: list[CampaignReport]
+    at: dt.datetime
+
+
 class BodyTooLarge(Exception):
     """The request body passed MAX_BODY_BYTES."""
 
@@ -121,6 +132,8 @@ class ServiceApp:
         self.api_token = api_token
         self.company = company or engine.tenant
         self.max_body = max_body
+        # Tabs that load the dashboard together share one reading of the store.
+        self.dashboard_reads = Coalesced(self._dashboard_read)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point: lifespan events, then one HTTP request per call."""
@@ -350,10 +363,15 @@ class ServiceApp:
         return await handler()
 
     async def _dashboard(self) -> Response:
+        campaigns, reports, now = await self.dashboard_reads()
+        page = dashboard.dashboard(self.company, now, campaigns, reports)
+        return Response(200, page.encode(), "text/html; charset=utf-8", dict(PAGE_HEADERS))
+
+    async def _dashboard_read(self) -> DashboardRead:
+        """What the dashboard shows, and when it was read."""
         campaigns = await self.engine.status()
         reports = await self.engine.report()
-        page = dashboard.dashboard(self.company, self.engine.now(), campaigns, reports)
-        return Response(200, page.encode(), "text/html; charset=utf-8", dict(PAGE_HEADERS))
+        return DashboardRead(campaigns, reports, self.engine.now())
 
     async def _campaign_route(self, method: str, parts: list[str], request: Request) -> Response:
         answer = await self.campaigns.handle(method, parts, request)
