@@ -181,6 +181,32 @@ def test_a_delivery_report_refusing_for_credit_pauses_and_the_send_goes_once_aft
     assert _outbox(store_url) == sorted(steps)
 
 
+def test_a_credit_refusal_of_a_cancelled_campaign_s_send_cancels_it(store_url: str) -> None:
+    """A campaign cancelled since its SMS went: the refusal neither pauses it (cancelled is
+    for good) nor holds the send for a resume that cannot come; the send is cancelled,
+    and nothing goes again."""
+
+    async def body(service: Service) -> None:
+        engine, client, infobip = service.engine, service.client, service.standins.infobip
+        await engine.upsert_contacts(PHONES[:1])
+        await engine.deploy(campaigns(TEXTS))
+        await engine.launch("texts")
+        await engine.run_due()
+        await engine.cancel("texts")
+        (refused,) = infobip.messages
+        report = {"results": [infobip.refuse_for_credit(refused.message_id)]}
+        posted = await client.post("/webhooks/infobip", params={"token": TOKEN}, json=report)
+        assert posted.json()["matched"] == 1
+        (row,) = [r for r in await engine.status() if r["name"] == "texts"]
+        assert row["status"] == "cancelled" and row["pause"] is None
+        service.clock.advance_to(T0 + dt.timedelta(days=3))
+        await engine.run_due()
+        assert infobip.messages == [] and infobip.deliveries() == {}  # not sent again
+
+    trio.run(_with_service, store_url, body)
+    assert _outbox(store_url) == [("text", "c1", "cancelled")]
+
+
 def test_a_credit_refusal_reported_before_the_answer_is_recorded_holds_the_send(
     store_url: str,
 ) -> None:
