@@ -4,7 +4,8 @@ smtplib runs in Trio worker threads (`trio.to_thread`); open connections are kep
 small pool and reused across messages. Each message gets a `Message-ID` derived from its
 idempotency key, `List-Unsubscribe` (mailto and https) with RFC 8058's
 `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, and a `Feedback-ID`. A 5xx reply
-(bad mailbox, refused sender, failed login) is permanent; 4xx replies, refused or
+(bad mailbox, refused sender) is permanent, except a refused login, which holds the send
+as a refused API key does (`KEY_REFUSED`); 4xx replies, refused or
 dropped connections and timeouts are retried. SMTP has no way to ask whether a message
 that lost its final reply was taken, so that case is retried with the same Message-ID
 (at-least-once), and reported as unknown when retries run out.
@@ -27,7 +28,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from cadence.adapters.base import ADDRESS_REJECTED, AdapterBase, Transient, ordered
+from cadence.adapters.base import (
+    ADDRESS_REJECTED,
+    KEY_REFUSED,
+    AdapterBase,
+    Transient,
+    ordered,
+    out_of_credit,
+)
 from cadence.adapters.config import SmtpConfig
 from cadence.adapters.message import (
     Channel,
@@ -110,6 +118,8 @@ _HEADERS = HeaderRegistry()
 # An enhanced status code of the addressing class (RFC 3463 5.1.x: bad mailbox, bad
 # system, bad syntax), at the start of a reply's text.
 _ADDRESSING = re.compile(r"\s*5\.1\.\d{1,3}\b")
+# The code of a refused login (a 5xx to AUTH), which holds sends as a refused API key does.
+AUTH_FAILED = "auth_failed"
 for _name in VERBATIM_HEADERS:
     _HEADERS.map_to_type(_name, _VerbatimHeader)
 # 7-bit bodies: a non-ASCII part is quoted-printable or base64, never raw 8-bit, which
@@ -224,6 +234,11 @@ class SmtpAdapter(AdapterBase):
                 self._deliver, mime, envelope_from, message.recipient, limiter=self._limiter
             )
         except SmtpFailure as failure:
+            if failure.permanent and failure.code == AUTH_FAILED:
+                # The login is refused, not this message: every send would be refused alike
+                # until the password is fixed, so it waits as a refused API key does.
+                held = out_of_credit(message, self.provider, str(failure), KEY_REFUSED)
+                return {message.idempotency_key: held}
             if failure.permanent:
                 return {
                     message.idempotency_key: SendResult.failed(
@@ -303,7 +318,7 @@ class SmtpAdapter(AdapterBase):
                 # away), only 5xx a refused login.
                 raise SmtpFailure(
                     f"SMTP login refused: {exc.smtp_code} {_text(exc.smtp_error)}".rstrip(),
-                    "auth_failed",
+                    AUTH_FAILED,
                     permanent=exc.smtp_code >= 500,
                 ) from None
             except smtplib.SMTPNotSupportedError as exc:

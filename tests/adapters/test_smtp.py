@@ -16,7 +16,7 @@ import trio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from cadence.adapters.base import ADDRESS_REJECTED
+from cadence.adapters.base import ADDRESS_REJECTED, KEY_REFUSED
 from cadence.adapters.config import SmtpConfig
 from cadence.adapters.message import SendStatus, feedback_id_for
 from cadence.adapters.render import EmailContent
@@ -327,8 +327,10 @@ def test_tls_and_login(certificate: tuple[Path, Path], mode: str) -> None:
         async def main() -> None:
             assert (await good.send(email_message(1))).status is SendStatus.SENT
             refused = await bad.send(email_message(2))
-            assert refused.status is SendStatus.FAILED_PERMANENT
-            assert refused.error_code == "auth_failed" and refused.attempts == 1
+            # A refused login refuses every send alike: held (`key_refused`), not failed.
+            assert refused.status is SendStatus.RETRY_LATER
+            assert refused.error_code == KEY_REFUSED and refused.attempts == 1
+            assert (refused.error or "").startswith("SMTP login refused: 535")
             # A self-signed certificate is refused unless verification is turned off.
             assert (await strict.send(email_message(3))).status is SendStatus.RETRY_LATER
             for sender in (good, bad, strict):
