@@ -65,7 +65,7 @@ NO_CREDITS_WAIT = 300.0
 # the send waits as it does, and is not failed (a rotated key failed whole campaigns).
 KEY_REFUSED = "key_refused"
 # The refusals of the account rather than the send, and how the log says what they mean.
-ACCOUNT_REFUSALS = {NO_CREDITS: "has no credit left", KEY_REFUSED: "refused the API key"}
+ACCOUNT_REFUSALS = {NO_CREDITS: "has no credit left", KEY_REFUSED: "refused the key or login"}
 # The code of a refusal of the recipient's address itself (no such mailbox, an address the
 # provider calls invalid): as a hard bounce, the engine suppresses the address.
 ADDRESS_REJECTED = "address_rejected"

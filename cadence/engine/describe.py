@@ -46,9 +46,9 @@ ACCOUNT_PAUSES = {
         "top the account up at {provider}, then `cadence resume`",
     ),
     "key_refused": (
-        "{provider} refused the API key for {channel}",
-        "fix the key (or the account's access) at {provider} and in Cadence's settings,"
-        " restart the service, then `cadence resume`",
+        "{provider} refused Cadence's API key or login for {channel}",
+        "fix the key or password (or the account's access) at {provider} and in Cadence's"
+        " settings, restart the service, then `cadence resume`",
     ),
 }
 

@@ -61,7 +61,7 @@ class BrokeSink:
     [
         (("no_credits", REFUSAL), "brevo account has no credit left for email"),
         # A revoked or rotated key: every send was failed for good, whole campaigns lost.
-        (("key_refused", KEY_REFUSAL), "brevo refused the API key for email"),
+        (("key_refused", KEY_REFUSAL), "brevo refused Cadence's API key or login for email"),
     ],
     ids=["no_credits", "key_refused"],
 )
