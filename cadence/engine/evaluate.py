@@ -1149,14 +1149,8 @@ def _trigger_instant(event: TriggerEvent | None, name: str) -> dt.datetime | Non
     """When the journey's trigger event happened, if it is a `name` event."""
     if event is None:
         return None
-    if not isinstance(event, Mapping):
-        return _aware(event[1]) if event[0] == name else None
-    written = event.get("at")
-    if event.get("name") != name:
-        return None
-    if isinstance(written, dt.datetime):
-        return _aware(written)
-    return read_instant(written) if isinstance(written, str) else None
+    named = event.get("name") if isinstance(event, Mapping) else event[0]
+    return _event_instant(event) if named == name else None
 
 
 # ---------------------------------------------------------------------------- campaigns
