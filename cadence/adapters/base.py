@@ -94,12 +94,10 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def out_of_credit(
-    message: OutboundMessage, provider: str, error: str, code: str = NO_CREDITS
-) -> SendResult:
-    """A send refused for the account (`ACCOUNT_REFUSALS`: its missing credit, or its key
-    with `KEY_REFUSED`): retry-later, not a failure, at the time the paused provider is
-    next probed."""
+def held_for_account(message: OutboundMessage, provider: str, error: str, code: str) -> SendResult:
+    """A send refused for the account, not itself (`code`, one of `ACCOUNT_REFUSALS`: its
+    missing credit, its key or login): retry-later, not a failure, at the time the paused
+    provider is next probed."""
     at = utcnow() + dt.timedelta(seconds=NO_CREDITS_WAIT)
     return SendResult.retry(message, provider, at, error, code=code)
 

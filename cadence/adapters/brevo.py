@@ -32,10 +32,11 @@ import trio
 from cadence.adapters.base import (
     ADDRESS_REJECTED,
     KEY_REFUSED,
+    NO_CREDITS,
     HttpAdapter,
     Transient,
+    held_for_account,
     ordered,
-    out_of_credit,
 )
 from cadence.adapters.config import BrevoConfig
 from cadence.adapters.http import (
@@ -306,11 +307,14 @@ class BrevoAdapter(HttpAdapter):
         if status == 402 or code == _NO_CREDITS:
             # The account is out of credit (Brevo's 402 payment required): no send fails
             # for it; they wait until the account is topped up.
-            return {m.idempotency_key: out_of_credit(m, self.provider, error) for m in messages}
+            return {
+                m.idempotency_key: held_for_account(m, self.provider, error, NO_CREDITS)
+                for m in messages
+            }
         if status in (401, 403):
             # The key (or the account behind it) is refused, not these messages: they wait.
             return {
-                m.idempotency_key: out_of_credit(m, self.provider, error, KEY_REFUSED)
+                m.idempotency_key: held_for_account(m, self.provider, error, KEY_REFUSED)
                 for m in messages
             }
         if status == 400 and len(messages) > 1:

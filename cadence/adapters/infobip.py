@@ -30,11 +30,12 @@ import trio
 from cadence.adapters.base import (
     ADDRESS_REJECTED,
     KEY_REFUSED,
+    NO_CREDITS,
     Attempt,
     HttpAdapter,
     Transient,
+    held_for_account,
     ordered,
-    out_of_credit,
 )
 from cadence.adapters.config import InfobipConfig
 from cadence.adapters.http import (
@@ -282,10 +283,13 @@ class InfobipAdapter(HttpAdapter):
         if status >= 300:
             code, error = _refusal(answer)
             if status == 402:  # payment required: the account's balance, not these messages
-                return {m.idempotency_key: out_of_credit(m, self.provider, error) for m in messages}
+                return {
+                    m.idempotency_key: held_for_account(m, self.provider, error, NO_CREDITS)
+                    for m in messages
+                }
             if status in (401, 403):  # the key is refused, not these messages: they wait
                 return {
-                    m.idempotency_key: out_of_credit(m, self.provider, error, KEY_REFUSED)
+                    m.idempotency_key: held_for_account(m, self.provider, error, KEY_REFUSED)
                     for m in messages
                 }
             if status == 400 and len(messages) > 1:
@@ -314,7 +318,7 @@ class InfobipAdapter(HttpAdapter):
                 description = str(state.get("description", ""))
                 error = f"Infobip refused: {name} {description}".strip()
                 results[message.idempotency_key] = (
-                    out_of_credit(message, self.provider, error)
+                    held_for_account(message, self.provider, error, NO_CREDITS)
                     if name == NO_CREDITS_STATUS
                     else SendResult.failed(message, self.provider, error, code=_refusal_code(name))
                 )
@@ -366,7 +370,7 @@ class InfobipAdapter(HttpAdapter):
                     for other in messages:
                         found.setdefault(
                             other.idempotency_key,
-                            out_of_credit(other, self.provider, error, KEY_REFUSED),
+                            held_for_account(other, self.provider, error, KEY_REFUSED),
                         )
                     return found
                 return Transient(f"lookup refused (HTTP {response.status_code})", unknown=True)

@@ -33,8 +33,8 @@ from cadence.adapters.base import (
     KEY_REFUSED,
     AdapterBase,
     Transient,
+    held_for_account,
     ordered,
-    out_of_credit,
 )
 from cadence.adapters.config import SmtpConfig
 from cadence.adapters.message import (
@@ -237,7 +237,7 @@ class SmtpAdapter(AdapterBase):
             if failure.permanent and failure.code == AUTH_FAILED:
                 # The login is refused, not this message: every send would be refused alike
                 # until the password is fixed, so it waits as a refused API key does.
-                held = out_of_credit(message, self.provider, str(failure), KEY_REFUSED)
+                held = held_for_account(message, self.provider, str(failure), KEY_REFUSED)
                 return {message.idempotency_key: held}
             if failure.permanent:
                 return {

@@ -1912,7 +1912,7 @@ class Engine:
         """Sends a provider took, then reported refused for the account's spent credit
         (Infobip's REJECTED_NOT_ENOUGH_CREDITS in a delivery report), in the report's
         transaction: not failed but held, their campaigns paused with the provider's words,
-        as a refusal in the send's answer pauses them (`_out_of_credit`), so that each goes
+        as a refusal in the send's answer pauses them (`_account_refusals`), so that each goes
         again, once, after `resume`.
 
         A finished campaign's send holds it too (it is not done while its message waits);
@@ -3320,7 +3320,7 @@ class Engine:
             if kept:
                 insert_rows(session, SendLog.__table__, kept)  # type: ignore[arg-type]
             suppress.suppress_rejected(session, self.tenant, rejected, now)
-            self._pause_campaigns(session, _out_of_credit(by_id, results, lost), now)
+            self._pause_campaigns(session, _account_refusals(by_id, results, lost), now)
 
 
 class _Gates:
@@ -3534,7 +3534,7 @@ class _Gates:
         return self.spent[campaign.name]
 
 
-def _out_of_credit(
+def _account_refusals(
     by_id: Mapping[int, OutgoingMessage], results: Sequence[DeliveryResult], lost: set[int]
 ) -> dict[str, dict[str, Any]]:
     """The campaigns to pause because a provider refused their sends for the account (its
