@@ -1954,7 +1954,7 @@ class Engine:
                 if campaign.status == CampaignStatus.COMPLETED:
                     campaign.status = CampaignStatus.ACTIVE.value
                 pausing.setdefault(campaign.name, {
-                    "reason": "no_credits", "provider": entry["provider"], "channel": channel,
+                    "reason": NO_CREDITS, "provider": entry["provider"], "channel": channel,
                     "error": refusal,
                 })  # fmt: skip
             moves.setdefault(move, []).append(outbox_id)
@@ -3614,8 +3614,6 @@ def _set_standard_fields(
     whose timezone moves is noted in `moved_zones` with the zone it had.
     """
     standard = {k: v for k, v in values.items() if k in CONTACT_COLUMNS and k != "id"}
-    if not standard:
-        return {k: v for k, v in values.items() if k != "id"}
     for name, value in standard.items():
         record, problems = validate_contact({"id": contact.id, name: value}, None)
         if record is None or problems:
