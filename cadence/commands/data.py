@@ -103,40 +103,39 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     import trio
 
     from cadence.engine.store import Store, StoreError
-    from cadence.engine.store.importer import event_dict, import_contacts, push_events
+    from cadence.engine.store.importer import import_contacts, push_events
     from cadence.engine.store.records import InvalidInput
     from cadence.engine.store.schema import SchemaError
 
     try:
         report: ImportReport | None = None
         with Store.open(args.database) as store:
-            if kind == "contacts" and not _tenant_exists(store, args.tenant):
+            if not _tenant_exists(store, args.tenant):
                 # A tenant not stored yet runs no campaign, so nothing is set off; and the
                 # engine creates its tenant on opening, which a bad file must not leave.
-                report = import_contacts(
-                    store,
-                    args.file,
-                    schema=args.schema,
-                    tenant_id=args.tenant,
-                    skip_invalid=args.skip_invalid,
-                )
-            elif kind == "events":  # checked here, written by the engine: triggers fire
-                report = push_events(
-                    store,
-                    args.file,
-                    tenant_id=args.tenant,
-                    skip_invalid=args.skip_invalid,
-                    check_only=True,
-                )
+                if kind == "contacts":
+                    report = import_contacts(
+                        store,
+                        args.file,
+                        schema=args.schema,
+                        tenant_id=args.tenant,
+                        skip_invalid=args.skip_invalid,
+                    )
+                else:
+                    report = push_events(
+                        store, args.file, tenant_id=args.tenant, skip_invalid=args.skip_invalid
+                    )
         if report is None:
-            # Upserted and set off in one transaction, updates included: an update can move
-            # a contact into an `on segment_enter` segment or to another timezone.
+            # Written and set off in one transaction, chunk by chunk: a contact's update can
+            # move it into an `on segment_enter` segment or to another timezone, and events
+            # fire the triggers they match.
             report = trio.run(
                 _import_through_engine,
+                kind,
                 args.database,
                 args.tenant,
                 args.file,
-                args.schema,
+                schema,
                 args.skip_invalid,
             )
     except InvalidInput as exc:
@@ -150,13 +149,8 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     except (SchemaError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        if kind == "events" and report.events:
-            rows = [event_dict(event) for event in report.events]
-            trio.run(_push_through_engine, args.database, args.tenant, rows)
-            report.written = len(rows)
     except CadenceError as exc:
-        print(f"error: the events were not stored: {exc}", file=sys.stderr)
+        print(f"error: the {kind} were not stored: {exc}", file=sys.stderr)
         return 1
     return _report(report)
 
@@ -171,29 +165,23 @@ def _tenant_exists(store: Store, tenant: str) -> bool:
         return session.get(Tenant, tenant) is not None
 
 
-async def _push_through_engine(
-    database_url: str | None, tenant: str, rows: list[dict[str, Any]]
-) -> None:
-    """Store checked events through the engine, which fires the triggers they match."""
-    from cadence.engine.runtime import Engine
-
-    async with Engine(database_url, tenant=tenant) as engine:
-        await engine.push_events(rows)
-
-
 async def _import_through_engine(
+    kind: str,
     database_url: str | None,
     tenant: str,
     path: str,
     schema: str | None,
     skip_invalid: bool,
 ) -> ImportReport:
-    """Import through the engine: what the contacts set off (`on contact_created`, segment
-    entry, a moved timezone) commits with them, as `Engine.import_contacts` promises."""
+    """Import through the engine: what the contacts or events set off (`on contact_created`,
+    segment entry, a moved timezone, event triggers) commits with them, as
+    `Engine.import_contacts` and `Engine.push_events_file` promise."""
     from cadence.engine.runtime import Engine  # the DSL and runtime load only when needed
 
     async with Engine(database_url, tenant=tenant) as engine:
-        return await engine.import_contacts(path, schema=schema, skip_invalid=skip_invalid)
+        if kind == "contacts":
+            return await engine.import_contacts(path, schema=schema, skip_invalid=skip_invalid)
+        return await engine.push_events_file(path, skip_invalid=skip_invalid)
 
 
 def _import_contacts(args: argparse.Namespace) -> int:

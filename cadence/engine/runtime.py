@@ -1211,27 +1211,30 @@ class Engine:
     def _upsert_contacts_sync(
         self, store: Store, contacts: list[Mapping[str, Any]], schema: Any, skip_invalid: bool
     ) -> importer.ImportReport:
-        before = self._segment_members_sync(
-            store, [str(row["id"]).strip() for row in contacts if row.get("id") is not None]
-        )
+        before_written, on_written = self._contact_triggers()
         return importer.upsert_contact_dicts(
             store, contacts, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
-            now=self.now(), on_written=functools.partial(self._contacts_written, before=before),
+            now=self.now(), on_written=on_written, before_written=before_written,
         )  # fmt: skip
 
-    def _contacts_written(
-        self,
-        session: Session,
-        report: importer.ImportReport,
-        before: frozenset[tuple[int, str, str]] = frozenset(),
-    ) -> None:
-        """Trigger on the contacts an import wrote, in its transaction: both commit, or neither.
+    def _contact_triggers(self) -> tuple[importer.BeforeWritten, importer.OnWritten]:
+        """An import's hooks that trigger on each chunk of contacts it writes, in its
+        transaction: both commit, or neither.
 
-        `before` holds the (version, trigger, contact) segment memberships from before the
-        write: a contact already in a segment does not enter it again.
+        Before a chunk is written, its contacts' segment memberships (version, trigger,
+        contact) are read: a contact already in a segment does not enter it again.
         """
-        self._after_contacts_changed_in(session, report.created_ids, report.updated_ids, before)
-        self._rebook_local_times(session, report.previous_zones, self.now())
+        before: list[frozenset[tuple[int, str, str]]] = [frozenset()]
+
+        def read_before(session: Session, contact_ids: Sequence[str]) -> None:
+            before[0] = self._segment_members(session, contact_ids)
+
+        def written(session: Session, report: importer.ImportReport) -> None:
+            created, updated = report.created_ids, report.updated_ids
+            self._after_contacts_changed_in(session, created, updated, before[0])
+            self._rebook_local_times(session, report.previous_zones, self.now())
+
+        return read_before, written
 
     def _rebook_local_times(
         self, session: Session, previous_zones: Mapping[str, str | None], now: dt.datetime
@@ -1588,15 +1591,12 @@ class Engine:
         enrollments they trigger are written in one transaction.
         """
 
-        def run(store: Store) -> importer.ImportReport:
-            before = self._segment_members_sync(store, _file_contact_ids(Path(path)))
-            return importer.import_contacts(
-                store, path, schema=schema, tenant_id=self.tenant, skip_invalid=skip_invalid,
-                now=self.now(),
-                on_written=functools.partial(self._contacts_written, before=before),
-            )  # fmt: skip
-
-        return await self.store.call(run)
+        before_written, on_written = self._contact_triggers()
+        return await self.store.call(
+            importer.import_contacts, path, schema=schema, tenant_id=self.tenant,
+            skip_invalid=skip_invalid, now=self.now(), on_written=on_written,
+            before_written=before_written,
+        )  # fmt: skip
 
     def _after_contacts_changed_in(
         self,
@@ -1845,21 +1845,52 @@ class Engine:
         rows = [dict(event) for event in events]
         for row in rows:
             row.setdefault("at", now.isoformat())
-        # Who is in which watched segment before the events are stored, so that segment
-        # entry counts only contacts the events moved in.
-        before = self._segment_members_sync(
-            store, sorted({str(r["contact"]) for r in rows if r.get("contact")})
-        )
+        before_written, on_written, enrolled = self._event_triggers(now)
+        report = importer.push_event_dicts(
+            store, rows, tenant_id=self.tenant, now=now, on_written=on_written,
+            before_written=before_written,
+        )  # fmt: skip
+        return PushedEvents(report.written, report.duplicates, sum(enrolled))
+
+    async def push_events_file(
+        self, path: str | Path, *, skip_invalid: bool = False
+    ) -> importer.ImportReport:
+        """Store the events of a JSON Lines file (see `cadence events push`) and fire the
+        triggers they match, chunk by chunk in one transaction: the file is never held whole,
+        and a bad row anywhere leaves nothing written (unless `skip_invalid`)."""
+
+        def run(store: Store) -> importer.ImportReport:
+            now = self.now()
+            before_written, on_written, _enrolled = self._event_triggers(now)
+            return importer.push_events(
+                store, path, tenant_id=self.tenant, skip_invalid=skip_invalid, now=now,
+                on_written=on_written, before_written=before_written,
+            )  # fmt: skip
+
+        report = await self.store.call_deduplicated(run)
+        self._nudge.set()
+        return report
+
+    def _event_triggers(
+        self, now: dt.datetime
+    ) -> tuple[importer.BeforeWritten, importer.OnWritten, list[int]]:
+        """A push's hooks that fire what each chunk of events it writes sets off, in its
+        transaction, and the list of the enrollments each chunk made.
+
+        Before a chunk is stored, its contacts' segment memberships are read, so that
+        segment entry counts only contacts the events moved in.
+        """
+        before: list[frozenset[tuple[int, str, str]]] = [frozenset()]
         enrolled: list[int] = []
+
+        def read_before(session: Session, contact_ids: Sequence[str]) -> None:
+            before[0] = self._segment_members(session, contact_ids)
 
         def written(session: Session, report: importer.ImportReport) -> None:
             consent.record_pushed(session, self.tenant, report.events)
-            enrolled.append(self._events_written(session, report.events, now, before))
+            enrolled.append(self._events_written(session, report.events, now, before[0]))
 
-        report = importer.push_event_dicts(
-            store, rows, tenant_id=self.tenant, now=now, on_written=written
-        )
-        return PushedEvents(report.written, report.duplicates, sum(enrolled))
+        return read_before, written, enrolled
 
     async def push_linked_events(self, events: Sequence[EventRecord]) -> int:
         """Record events the engine made itself, each already linked to its send; fire them.
@@ -3730,19 +3761,6 @@ def _as_campaigns(
     from cadence.dsl.compiler import compile_paths
 
     return compile_paths([Path(str(item)) for item in items])
-
-
-def _file_contact_ids(path: Path) -> list[str]:
-    """The contact ids a contacts file names (bad rows are the import's to report)."""
-    problems: list[Any] = []
-    try:
-        if path.suffix.lower() == ".csv":
-            _columns, rows = importer.read_csv(path, problems)
-        else:
-            rows = importer.read_jsonl(path, problems)
-    except (OSError, ValueError, CadenceError):
-        return []  # the import itself reports what is wrong with the file
-    return [str(raw["id"]).strip() for _line, raw in rows if raw.get("id") not in (None, "")]
 
 
 def _first_occurrence(

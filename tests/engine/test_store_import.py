@@ -828,7 +828,8 @@ def test_reports_name_the_ids_and_hooks_run_inside_the_transaction(store: Store)
         seen.append((report.created_ids, report.updated_ids, int(in_transaction or 0)))
 
     report = upsert_contact_dicts(store, [{"id": "c2"}, {"id": "c1"}], on_written=on_contacts)
-    assert (report.created_ids, report.updated_ids) == (["c2"], ["c1"])
+    # The hook's report names the ids of the chunk it follows; the import's counts them.
+    assert (report.created, report.updated) == (1, 1)
     assert seen == [(["c2"], ["c1"], 2)]
 
     def fail(session: Session, report: ImportReport) -> None:

@@ -18,8 +18,9 @@ bad row means nothing is written; with it, the good rows are written and the res
 from __future__ import annotations
 
 import csv
+import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,12 +48,13 @@ from cadence.engine.store.models import (
 )
 from cadence.engine.store.records import (
     ContactRecord,
+    CsvColumnTypes,
     EventRecord,
     InvalidInput,
     Problem,
     required_left_out,
     required_reason,
-    typed_csv_cells,
+    typed_cells,
     unknown_column_reason,
     validate_contact,
     validate_event,
@@ -64,6 +66,10 @@ if TYPE_CHECKING:
     from _csv import Reader as _CsvReader
 
 CHUNK = 500  # rows per IN (...) lookup and per executemany batch
+# Rows an import reads, checks and writes at a time. It holds one such chunk of rows and
+# records, whatever the file's size, plus what the checks across rows need (each id's line)
+# and the problems to report.
+IMPORT_CHUNK = 5_000
 # How far ahead of ours a sender's clock may run. An event dated after now is not yet
 # history (docs/semantics.md): a trigger's count and `wait for` leave it out, and nothing
 # reads it again when its time comes. One dated less than this ahead is taken as now, as a
@@ -109,8 +115,12 @@ class ImportReport:
         return "; ".join(parts)
 
 
-# Called inside the import's transaction once its rows are written.
+# Called inside the import's transaction once a chunk of its rows is written, with a report
+# of that chunk (its ids, or the events written).
 OnWritten = Callable[[Session, "ImportReport"], None]
+# Called inside the import's transaction before a chunk is written, with the ids it names
+# (contacts, or the contacts of events): what they are before the write.
+BeforeWritten = Callable[[Session, Sequence[str]], None]
 
 
 # --- reading files -------------------------------------------------------------------------
@@ -169,8 +179,9 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> InvalidInput:
 CSV_SEPARATORS_ELSEWHERE = (";", "\t", "|")
 
 
-def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]:
-    """Header and rows of a CSV file; malformed rows are added to `problems`.
+def csv_rows(path: Path, problems: list[Problem]) -> tuple[list[str], Iterator[Row]]:
+    """The header of a CSV file, and its rows as they are read; malformed rows (and, once
+    the rows are read, values under unnamed columns) are added to `problems`.
 
     Comma-separated, or separated by `;`, tabs or `|` when the header, read with commas, is
     one column holding that separator: Excel in a European locale writes `;` whatever
@@ -188,13 +199,19 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
         if name in seen and name:
             problems.append(Problem(source, 1, name, "appears twice in the header"))
         seen.add(name)
+    if "id" not in seen:
+        problems.append(Problem(source, 1, "id", "the header needs an id column"))
+    return columns, _csv_body(source, columns, reader, problems)
+
+
+def _csv_body(
+    source: str, columns: list[str], reader: _CsvReader, problems: list[Problem]
+) -> Iterator[Row]:
+    """The rows after a CSV header, one at a time (see `csv_rows`)."""
     # A spreadsheet exports columns it once formatted as trailing `,,` without a name: empty
     # throughout, they carry nothing; a value under one would be lost, so that is refused.
     unnamed = [index for index, name in enumerate(columns) if not name]
     filled: dict[int, int] = {}  # unnamed column -> first line with a value in it
-    if "id" not in seen:
-        problems.append(Problem(source, 1, "id", "the header needs an id column"))
-    rows: list[Row] = []
     while True:
         line = reader.line_num + 1
         try:
@@ -214,7 +231,7 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
         for index in unnamed:
             if cells[index].strip():
                 filled.setdefault(index, line)
-        rows.append((line, {name: cell for name, cell in zip(columns, cells, strict=True) if name}))
+        yield line, {name: cell for name, cell in zip(columns, cells, strict=True) if name}
     for index, line in sorted(filled.items()):
         problems.append(
             Problem(
@@ -224,7 +241,6 @@ def read_csv(path: Path, problems: list[Problem]) -> tuple[list[str], list[Row]]
                 f"column {index + 1} has no name in the header, but line {line} has a value in it",
             )
         )
-    return columns, rows
 
 
 def _csv_header(path: Path, separator: str) -> tuple[list[str], _CsvReader]:
@@ -238,9 +254,9 @@ def _csv_header(path: Path, separator: str) -> tuple[list[str], _CsvReader]:
         raise _file_problem(str(path), f"malformed CSV header: {exc}", 1) from None
 
 
-def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
-    """Objects of a JSON Lines file; lines that are not JSON objects go to `problems`."""
-    rows: list[Row] = []
+def jsonl_rows(path: Path, problems: list[Problem]) -> Iterator[Row]:
+    """Objects of a JSON Lines file as they are read; lines that are not JSON objects go to
+    `problems`."""
     for number, line in enumerate(_read_text_lines(path), start=1):
         if not line.strip():
             continue
@@ -255,8 +271,47 @@ def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
         if not isinstance(value, dict):
             problems.append(Problem(str(path), number, None, "expected a JSON object"))
             continue
-        rows.append((number, value))
-    return rows
+        yield number, value
+
+
+def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
+    """Objects of a JSON Lines file, all of them (see `jsonl_rows`)."""
+    return list(jsonl_rows(path, problems))
+
+
+RowReader = Callable[[], Iterator[Row]]  # reads the rows again from the start at each call
+
+
+def _reader(file: Path, kind: str, problems: list[Problem]) -> tuple[list[str], RowReader]:
+    """A file's CSV columns (none for JSON Lines) and a reader of its rows. The first read
+    adds what is wrong with the file to `problems`; later ones, the same, are not told."""
+    if kind == "csv":
+        columns, first = csv_rows(file, problems)
+    else:
+        columns, first = [], jsonl_rows(file, problems)
+    pending = [first]
+
+    def rows() -> Iterator[Row]:
+        if pending:
+            return pending.pop()
+        if kind == "csv":
+            return csv_rows(file, [])[1]
+        return jsonl_rows(file, [])
+
+    return columns, rows
+
+
+def _listed_reader(rows: Iterable[Row]) -> RowReader:
+    """A reader of rows held in memory (Python objects given to the API)."""
+    held = list(rows)
+    return lambda: iter(held)
+
+
+def _chunked(rows: Iterable[Row]) -> Iterator[list[Row]]:
+    """Rows in lists of IMPORT_CHUNK: an import holds one of them at a time."""
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, IMPORT_CHUNK)):
+        yield chunk
 
 
 def _format_of(path: Path) -> str:
@@ -306,15 +361,19 @@ def validate_contact_rows(
     schema: ContactSchema | None,
     source: str,
     held_by: StoredAttributes | None = None,
+    first_line: dict[str, int] | None = None,
 ) -> tuple[list[ContactRecord], list[Problem]]:
     """Validate rows, reporting each problem and ids that appear twice.
 
     A row that leaves out a required attribute updates a contact that must already hold it:
     `held_by(ids)` says what those contacts hold (without it, none is stored).
+    `first_line` maps the ids of rows validated before (earlier chunks of the same file) to
+    their lines, and takes those of these rows.
     """
     records: list[ContactRecord] = []
     problems: list[Problem] = []
-    first_line: dict[str, int] = {}
+    if first_line is None:
+        first_line = {}
     for line, raw in rows:
         record, errors = validate_contact(raw, schema)
         problems.extend(Problem(source, line, column, reason) for column, reason in errors)
@@ -444,7 +503,7 @@ def upsert_contact_records(
 
 def import_contact_rows(
     store: Store,
-    rows: Iterable[Row],
+    rows: Iterable[Row] | RowReader,
     *,
     source: str = "<rows>",
     schema: ContactSchema | str | Path | None = None,
@@ -454,60 +513,112 @@ def import_contact_rows(
     read_problems: Sequence[Problem] = (),
     columns: Sequence[str] = (),
     on_written: OnWritten | None = None,
+    before_written: BeforeWritten | None = None,
 ) -> ImportReport:
     """Validate and upsert contact rows `(line, mapping)`; see the module docstring for rules.
 
-    `on_written(session, report)` runs in the same transaction after the write, so whatever
-    it does (the engine firing `on contact_created`) commits or fails with the import.
+    `rows` may be a `RowReader`, read once or more in chunks (a file is never held whole);
+    `read_problems` is then the list its first read adds to. Chunks are written as they are
+    checked, in one transaction: a bad row found late rolls back what was written before it.
+    `before_written(session, ids)` runs before each chunk's write and `on_written(session,
+    chunk_report)` after it, in that transaction, so whatever they do (the engine firing `on
+    contact_created`) commits or fails with the import.
     """
     stamp = now or utcnow()
-    rows = list(rows)
-    report = ImportReport("contacts", source, tenant_id, rows=len(rows))
+    read = rows if callable(rows) else _listed_reader(rows)
+    report = ImportReport("contacts", source, tenant_id)
     with store.session() as session:
         resolved = _resolve_schema(session, tenant_id, schema)
-        problems = list(read_problems)
         # A bad header column is reported once, not on every row, and rejects the file.
-        for column in columns:
-            reason = unknown_column_reason(column, resolved) if column else None
-            if reason is not None:
-                problems.append(Problem(source, 1, column, reason))
-        header_problems = [problem for problem in problems if problem.row == 1] if columns else []
-        if header_problems:
-            bad = {problem.column for problem in header_problems}
-            rows = [(line, {k: v for k, v in raw.items() if k not in bad}) for line, raw in rows]
+        header = [
+            Problem(source, 1, column, reason)
+            for column in columns
+            if column and (reason := unknown_column_reason(column, resolved)) is not None
+        ]
+        unread = {problem.column for problem in [*header, *read_problems] if problem.row == 1}
+        typed = resolved is None and bool(columns)  # numbers and booleans read by column
 
-        def validate(rows: list[Row]) -> tuple[list[ContactRecord], list[Problem]]:
-            if resolved is None and columns:
-                # A CSV without any schema: numbers and booleans are read as such by column.
-                rows = typed_csv_cells(rows, columns)
+        def checked(
+            skipped: Collection[int], converters: Mapping[str, Callable[[str], Any]]
+        ) -> Iterator[Row]:
+            for line, raw in read():
+                if line in skipped:
+                    continue
+                if columns and unread:
+                    raw = {key: value for key, value in raw.items() if key not in unread}
+                yield line, typed_cells(raw, converters) if converters else raw
+
+        def validate(
+            chunk: list[Row], first_line: dict[str, int] | None
+        ) -> tuple[list[ContactRecord], list[Problem]]:
             return validate_contact_rows(
-                rows, resolved, source, lambda ids: stored_attributes(session, tenant_id, ids)
-            )
+                chunk, resolved, source, lambda ids: stored_attributes(session, tenant_id, ids),
+                first_line,
+            )  # fmt: skip
 
-        records, row_problems = validate(rows)
-        if row_problems and skip_invalid and resolved is None and columns:
-            # The rows written are typed by their own cells, not by those of rows skipped.
-            skipped = {problem.row for problem in row_problems}
-            records, _ = validate([(line, raw) for line, raw in rows if line not in skipped])
-        problems.extend(row_problems)
-        report.problems = problems = in_file_order(problems)
+        def column_types(skipped: Collection[int]) -> Mapping[str, Callable[[str], Any]]:
+            if not typed:
+                return {}
+            types = CsvColumnTypes(columns)
+            for _line, raw in checked(skipped, {}):
+                types.see(raw)
+            return types.converters()
+
+        # A problem of the header refuses the file, whatever the rows hold.
+        header_refused = bool(header) or bool(columns and unread)
+
+        def refused() -> bool:
+            return header_refused or (not skip_invalid and bool(problems or read_problems))
+
+        def write(records: list[ContactRecord]) -> None:
+            if not records:
+                return
+            if not report.written:
+                _ensure_tenant(session, tenant_id, stamp)
+            if before_written is not None:
+                before_written(session, [record.id for record in records])
+            written = upsert_contact_records(session, tenant_id, records, now=stamp)
+            chunk = ImportReport(
+                "contacts", source, tenant_id, rows=len(records), written=len(records),
+                created=len(written.created), updated=len(written.updated),
+                created_ids=written.created, updated_ids=written.updated,
+                previous_zones=written.previous_zones,
+            )  # fmt: skip
+            report.written += chunk.written
+            report.created += chunk.created
+            report.updated += chunk.updated
+            if on_written is not None:
+                on_written(session, chunk)
+
+        problems: list[Problem] = list(header)
+        # With --skip-invalid, a CSV without a schema is typed by the rows it writes, which
+        # are known once every row is checked: it is checked first, then written.
+        write_while_checking = not (skip_invalid and typed)
+        converters = column_types(())
+        first_line: dict[str, int] = {}
+        for chunk in _chunked(checked((), converters)):
+            report.rows += len(chunk)
+            records, row_problems = validate(chunk, first_line)
+            problems.extend(row_problems)
+            if write_while_checking and not refused():
+                write(records)
+        del first_line
+        report.problems = problems = in_file_order([*read_problems, *problems])
+        header_problems = [problem for problem in problems if problem.row == 1] if columns else []
         if problems and (not skip_invalid or header_problems):
             raise InvalidInput(problems, skippable=not header_problems)
-        if not records:
+        if not write_while_checking:
+            skipped = {problem.row for problem in problems if problem.row is not None}
+            converters = column_types(skipped)
+            for chunk in _chunked(checked(skipped, converters)):
+                write(validate(chunk, None)[0])
+        if not report.written:
             return report
-        _ensure_tenant(session, tenant_id, stamp)
-        written = upsert_contact_records(session, tenant_id, records, now=stamp)
-        report.created_ids, report.updated_ids = written.created, written.updated
-        report.previous_zones = written.previous_zones
-        report.created, report.updated = len(report.created_ids), len(report.updated_ids)
-        report.written = len(records)
         if schema is not None and resolved is not None:
             tenant = session.get(Tenant, tenant_id)
             if tenant is not None:
                 tenant.contact_schema = resolved.to_json()
                 tenant.updated_at = stamp
-        if on_written is not None:
-            on_written(session, report)
     return report
 
 
@@ -520,6 +631,7 @@ def import_contacts(
     skip_invalid: bool = False,
     now: datetime | None = None,
     on_written: OnWritten | None = None,
+    before_written: BeforeWritten | None = None,
 ) -> ImportReport:
     """Import a contacts file (.csv or .jsonl). Raises InvalidInput, writing nothing, on bad rows.
 
@@ -531,11 +643,7 @@ def import_contacts(
     if isinstance(schema, str | Path):
         schema = load_schema(schema)
     problems: list[Problem] = []
-    columns: list[str] = []
-    if kind == "csv":
-        columns, rows = read_csv(file, problems)
-    else:
-        rows = read_jsonl(file, problems)
+    columns, rows = _reader(file, kind, problems)
     return import_contact_rows(
         store,
         rows,
@@ -547,6 +655,7 @@ def import_contacts(
         read_problems=problems,
         columns=[column for column in columns if column != "id"],
         on_written=on_written,
+        before_written=before_written,
     )
 
 
@@ -585,6 +694,7 @@ def upsert_contact_dicts(
     skip_invalid: bool = False,
     now: datetime | None = None,
     on_written: OnWritten | None = None,
+    before_written: BeforeWritten | None = None,
 ) -> ImportReport:
     """Upsert contacts given as Python dicts (row numbers in problems count from 1)."""
     rows = [(index, dict(contact)) for index, contact in enumerate(contacts, start=1)]
@@ -596,6 +706,7 @@ def upsert_contact_dicts(
         skip_invalid=skip_invalid,
         now=now,
         on_written=on_written,
+        before_written=before_written,
     )
 
 
@@ -773,7 +884,7 @@ def link_to_sends(
 
 def push_event_rows(
     store: Store,
-    rows: Iterable[Row],
+    rows: Iterable[Row] | RowReader,
     *,
     source: str = "<events>",
     tenant_id: str = DEFAULT_TENANT,
@@ -781,65 +892,84 @@ def push_event_rows(
     now: datetime | None = None,
     read_problems: Sequence[Problem] = (),
     on_written: OnWritten | None = None,
+    before_written: BeforeWritten | None = None,
     check_only: bool = False,
 ) -> ImportReport:
     """Validate and store event rows `(line, mapping)`; unknown contacts are problems.
 
-    With `check_only` nothing is written: `report.events` holds what would be written.
+    `rows` may be a `RowReader` (a file, never held whole; `read_problems` is then the list
+    its read adds to). Chunks are written as they are checked, in one transaction: a bad row
+    found late rolls back what was written before it. With `check_only` nothing is written.
 
-    `on_written(session, report)` runs in the same transaction after the write (the engine
-    firing the triggers the events match); `report.events` holds the events written.
+    `before_written(session, contact_ids)` runs before each chunk's write and
+    `on_written(session, chunk_report)` after it, in the same transaction (the engine
+    firing the triggers the events match); `chunk_report.events` holds the events written.
     """
     stamp = now or utcnow()
-    rows = list(rows)
-    report = ImportReport("events", source, tenant_id, rows=len(rows))
-    problems = list(read_problems)
+    read = rows if callable(rows) else _listed_reader(rows)
+    report = ImportReport("events", source, tenant_id)
+    problems: list[Problem] = []
+    with store.session() as session:
+        known_tenant = session.get(Tenant, tenant_id) is not None
+        for chunk in _chunked(read()):
+            report.rows += len(chunk)
+            good = _checked_events(session, chunk, source, tenant_id, known_tenant, stamp, problems)
+            if check_only or not good or (not skip_invalid and (problems or read_problems)):
+                continue
+            if not report.written:
+                _ensure_tenant(session, tenant_id, stamp)
+            if before_written is not None:
+                before_written(session, sorted({e.contact_id for e in good if e.contact_id}))
+            events, duplicates = insert_events(session, tenant_id, good, now=stamp)
+            report.written += len(events)
+            report.duplicates += duplicates
+            if on_written is not None and events:
+                written = ImportReport(
+                    "events", source, tenant_id, rows=len(chunk), written=len(events),
+                    duplicates=duplicates, events=events,
+                )  # fmt: skip
+                on_written(session, written)
+        # Every problem at once, in the file's order: unknown contacts among the rest.
+        report.problems = problems = in_file_order([*read_problems, *problems])
+        if problems and not skip_invalid:
+            raise InvalidInput(problems, skippable=True)
+    return report
+
+
+def _checked_events(
+    session: Session,
+    chunk: Sequence[Row],
+    source: str,
+    tenant_id: str,
+    known_tenant: bool,
+    now: datetime,
+    problems: list[Problem],
+) -> list[EventRecord]:
+    """The events of a chunk of rows that can be stored, linked to their sends; what is
+    wrong with the others goes to `problems`."""
     records: list[tuple[int, EventRecord]] = []
-    for line, raw in rows:
+    for line, raw in chunk:
         record, errors = validate_event(raw)
         problems.extend(Problem(source, line, column, reason) for column, reason in errors)
         if record is not None:
-            if stamp < record.at <= stamp + CLOCK_SKEW:
-                record = replace(record, at=stamp)
+            if now < record.at <= now + CLOCK_SKEW:
+                record = replace(record, at=now)
             records.append((line, record))
-    with store.session() as session:
-        known_tenant = session.get(Tenant, tenant_id) is not None
-        if known_tenant:
-            records = link_to_sends(session, tenant_id, records)
-        known = (
-            existing_contact_ids(
-                session, tenant_id, (r.contact_id for _, r in records if r.contact_id)
-            )
-            if known_tenant
-            else set()
+    if not known_tenant:
+        known: set[str] = set()
+    else:
+        records = link_to_sends(session, tenant_id, records)
+        known = existing_contact_ids(
+            session, tenant_id, (r.contact_id for _, r in records if r.contact_id)
         )
-        good: list[EventRecord] = []
-        for line, record in records:
-            if record.contact_id is not None and record.contact_id not in known:
-                problems.append(
-                    Problem(
-                        source,
-                        line,
-                        "contact",
-                        f"no contact {record.contact_id!r} in tenant {tenant_id!r}",
-                    )
-                )
-            else:
-                good.append(record)
-        # Every problem at once, in the file's order: unknown contacts among the rest.
-        report.problems = problems = in_file_order(problems)
-        if problems and not skip_invalid:
-            raise InvalidInput(problems, skippable=True)
-        if check_only:
-            report.events, report.duplicates = new_events(session, tenant_id, good)
-            return report
-        if good:
-            _ensure_tenant(session, tenant_id, stamp)
-        report.events, report.duplicates = insert_events(session, tenant_id, good, now=stamp)
-        report.written = len(report.events)
-        if on_written is not None:
-            on_written(session, report)
-    return report
+    good: list[EventRecord] = []
+    for line, record in records:
+        if record.contact_id is not None and record.contact_id not in known:
+            reason = f"no contact {record.contact_id!r} in tenant {tenant_id!r}"
+            problems.append(Problem(source, line, "contact", reason))
+        else:
+            good.append(record)
+    return good
 
 
 def push_events(
@@ -850,6 +980,7 @@ def push_events(
     skip_invalid: bool = False,
     now: datetime | None = None,
     on_written: OnWritten | None = None,
+    before_written: BeforeWritten | None = None,
     check_only: bool = False,
 ) -> ImportReport:
     """Store the events of a JSON Lines file. Raises InvalidInput, writing nothing, on bad rows."""
@@ -857,7 +988,7 @@ def push_events(
     if file.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
         raise _file_problem(str(path), "events come as JSON Lines: use a .jsonl file")
     problems: list[Problem] = []
-    rows = read_jsonl(file, problems)
+    _columns, rows = _reader(file, "jsonl", problems)
     return push_event_rows(
         store,
         rows,
@@ -867,6 +998,7 @@ def push_events(
         now=now,
         read_problems=problems,
         on_written=on_written,
+        before_written=before_written,
         check_only=check_only,
     )
 
@@ -879,6 +1011,7 @@ def push_event_dicts(
     skip_invalid: bool = False,
     now: datetime | None = None,
     on_written: OnWritten | None = None,
+    before_written: BeforeWritten | None = None,
 ) -> ImportReport:
     """Store events given as Python dicts (row numbers in problems count from 1)."""
     rows = [(index, dict(event)) for index, event in enumerate(events, start=1)]
@@ -889,4 +1022,5 @@ def push_event_dicts(
         skip_invalid=skip_invalid,
         now=now,
         on_written=on_written,
+        before_written=before_written,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -235,10 +235,8 @@ _DECIMAL_CELL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})\.[0-9]+")
 _BOOLEAN_CELLS = {"true": True, "false": False}
 
 
-def typed_csv_cells(
-    rows: Sequence[tuple[int, dict[str, Any]]], columns: Sequence[str]
-) -> list[tuple[int, dict[str, Any]]]:
-    """Attribute cells of a CSV without a schema, as numbers or booleans where a column is.
+class CsvColumnTypes:
+    """What the non-empty cells of a CSV's attribute columns held, one row at a time.
 
     A CSV cell is text; read as text, `lead_score` 75 would never be `>= 30`, `sms_opt_in`
     true never an opt-in and `areas` Manila;Cebu never a list for `event.city in
@@ -247,50 +245,68 @@ def typed_csv_cells(
     (`a;b`, or a JSON list of strings) as lists, a cell without `;` being a one-item list, as
     `tags` are; any other column (a zip code with leading zeros, a mix) stays text. Contact
     fields and tags keep their own rules, and a schema, when there is one, decides instead.
+    Rows are seen one by one, so an import can type a file it never holds whole.
     """
-    convert: dict[str, Any] = {}
-    for column in columns:
-        if not column or column in STANDARD_FIELDS:
-            continue
-        cells = [
-            raw[column].strip()
-            for _, raw in rows
-            if isinstance(raw.get(column), str) and raw[column].strip()
-        ]
-        if not cells:
-            continue
-        if all(cell.lower() in _BOOLEAN_CELLS for cell in cells):
-            convert[column] = lambda cell: _BOOLEAN_CELLS[cell.strip().lower()]
-        elif all(_INTEGER_CELL.fullmatch(cell) for cell in cells):
-            convert[column] = lambda cell: int(cell.strip())
-        elif all(_INTEGER_CELL.fullmatch(cell) or _DECIMAL_CELL.fullmatch(cell) for cell in cells):
-            convert[column] = lambda cell: float(cell.strip())
-        elif _is_list_column(cells):
-            convert[column] = parse_string_list
-    if not convert:
-        return list(rows)
-    return [
-        (
-            line,
-            {
-                key: convert[key](value) if key in convert and not _is_empty(value) else value
-                for key, value in raw.items()
-            },
-        )
-        for line, raw in rows
-    ]
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        """Watch the attribute columns of `columns` (contact fields keep their own rules)."""
+        self._columns = [c for c in columns if c and c not in STANDARD_FIELDS]
+        self._filled: set[str] = set()
+        self._booleans = set(self._columns)
+        self._integers = set(self._columns)
+        self._numbers = set(self._columns)
+        self._listed: set[str] = set()  # some cell is written as a list
+        self._lists = set(self._columns)  # every cell so far reads as a list
+
+    def see(self, raw: Mapping[str, Any]) -> None:
+        """Take one row's cells into account."""
+        for column in self._columns:
+            value = raw.get(column)
+            if not isinstance(value, str) or not (cell := value.strip()):
+                continue
+            self._filled.add(column)
+            if column in self._booleans and cell.lower() not in _BOOLEAN_CELLS:
+                self._booleans.discard(column)
+            if column in self._numbers:
+                if not _INTEGER_CELL.fullmatch(cell):
+                    self._integers.discard(column)
+                    if not _DECIMAL_CELL.fullmatch(cell):
+                        self._numbers.discard(column)
+            if cell.startswith("["):
+                self._listed.add(column)
+                if column in self._lists:  # only a JSON list can fail to read as a list
+                    try:
+                        parse_string_list(cell)
+                    except ValueError:
+                        self._lists.discard(column)
+            elif ";" in cell:
+                self._listed.add(column)
+
+    def converters(self) -> dict[str, Callable[[str], Any]]:
+        """Per typed column, how its non-empty cells are read; text columns are left out."""
+        convert: dict[str, Callable[[str], Any]] = {}
+        for column in self._filled:
+            if column in self._booleans:
+                convert[column] = lambda cell: _BOOLEAN_CELLS[cell.strip().lower()]
+            elif column in self._integers:
+                convert[column] = lambda cell: int(cell.strip())
+            elif column in self._numbers:
+                convert[column] = lambda cell: float(cell.strip())
+            elif column in self._listed and column in self._lists:
+                convert[column] = parse_string_list
+        return convert
 
 
-def _is_list_column(cells: Sequence[str]) -> bool:
-    """True when some cell is a list (`a;b` or a JSON list) and every cell reads as one."""
-    if not any(";" in cell or cell.startswith("[") for cell in cells):
-        return False
-    try:
-        for cell in cells:
-            parse_string_list(cell)
-    except ValueError:
-        return False
-    return True
+def typed_cells(
+    raw: dict[str, Any], converters: Mapping[str, Callable[[str], Any]]
+) -> dict[str, Any]:
+    """A CSV row with the cells of typed columns (`CsvColumnTypes.converters`) converted."""
+    if not converters:
+        return raw
+    return {
+        key: converters[key](value) if key in converters and not _is_empty(value) else value
+        for key, value in raw.items()
+    }
 
 
 def unknown_column_reason(column: str, schema: ContactSchema | None) -> str | None:
