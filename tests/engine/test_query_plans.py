@@ -551,3 +551,42 @@ def test_engine_statements_read_large_tables_through_bounding_indexes(
     )
     # Every allow-list entry still excuses a statement the engine runs: none is stale.
     assert allowed == set(ALLOWED), f"unused allow-list entries: {set(ALLOWED) - allowed}"
+
+
+def test_report_reads_the_logs_rare_outcomes_through_an_index(
+    tmp_path: Path, captured: dict[str, Captured]
+) -> None:
+    """The report reads the `skipped` and `failed` entries of a log of `sent` ones: by an
+    index on the outcome, not by walking the tenant's whole log (every dashboard load)."""
+    path = tmp_path / "report.db"
+    url = f"sqlite:///{path}"
+    _seed_history(url)
+    with Store.open(url) as store, store.session() as session:
+        insert_rows(
+            session,
+            SendLog.__table__,  # type: ignore[arg-type]
+            [
+                {
+                    "tenant_id": TENANT, "contact_id": f"c{n}", "channel": "email", "at": T0,
+                    "outcome": "skipped", "detail": {"campaign": "legacy", "reason": "capped"},
+                }
+                for n in range(3)
+            ],
+        )  # fmt: skip
+
+    async def report() -> None:
+        async with Engine(url, clock=SimulatedClock(T0), sink=RecordingSink()) as engine:
+            (legacy,) = await engine.report()
+            assert legacy.not_sent == {"capped": 3}
+
+    captured.clear()
+    trio.run(report)
+    by_outcome = {
+        sql: plan
+        for sql, (plan, _) in _explain(path, captured, set()).items()
+        if re.search(r"send_log\.outcome = \?", sql)
+    }
+    assert len(by_outcome) == 2, by_outcome  # skipped, failed
+    for sql, plan in by_outcome.items():
+        reads = [line for line in plan if re.match(r"(SCAN|SEARCH) send_log\b", line.strip())]
+        assert reads and all("outcome=?" in line for line in reads), f"{sql}\n  plan: {plan}"

@@ -422,6 +422,9 @@ class SendLog(Base):
     __table_args__ = (
         Index(None, "tenant_id", "contact_id", "channel", "at"),
         Index(None, "outbox_id"),
+        # The report's reads of the few `skipped` and `failed` entries among many; the
+        # contact last, so a batch's read of its contacts' failures still searches by them.
+        Index(None, "tenant_id", "outcome", "contact_id"),
     )
 
 
