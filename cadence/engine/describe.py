@@ -76,7 +76,9 @@ def pause_text(details: Mapping[str, Any]) -> str:
         words = {"provider": details.get("provider") or "the provider",
                  "channel": details.get("channel")}  # fmt: skip
         what, remedy = (part.format(**words) for part in account)
-        return f"{what} ({details.get('error')}); its sends wait, none is lost: {remedy}"
+        # A late delivery report reopened a completed campaign: its message has not gone.
+        after = ", after it had completed" if details.get("reopened") == "completed" else ""
+        return f"{what} ({details.get('error')}){after}; its sends wait, none is lost: {remedy}"
     return "paused on request; resume to continue"
 
 

@@ -1982,11 +1982,14 @@ class Engine:
             elif campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED):
                 move = (OutboxStatus.CANCELLED.value, None, refusal)
             else:
-                if campaign.status == CampaignStatus.COMPLETED:
+                # The pause line says the campaign had completed: its audit otherwise reads
+                # `complete`, `pause`, a move no one can make, and later `complete` again.
+                reopened = campaign.status == CampaignStatus.COMPLETED
+                if reopened:
                     campaign.status = CampaignStatus.ACTIVE.value
                 pausing.setdefault(campaign.name, {
                     "reason": NO_CREDITS, "provider": entry["provider"], "channel": channel,
-                    "error": refusal,
+                    "error": refusal, **({"reopened": "completed"} if reopened else {}),
                 })  # fmt: skip
             moves.setdefault(move, []).append(outbox_id)
         for (status, next_attempt, refusal), ids in moves.items():

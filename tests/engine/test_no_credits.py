@@ -17,7 +17,7 @@ from cadence.engine.clock import SimulatedClock
 from cadence.engine.describe import pause_text
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage
 from cadence.engine.store import Store
-from cadence.engine.store.models import OutboxMessage
+from cadence.engine.store.models import AuditEntry, OutboxMessage
 from tests.adapters.test_web_service import TOKEN, Service, _with_service
 from tests.engine.test_runtime import T0, campaigns
 from tests.engine.test_webhooks import log_outcomes
@@ -150,6 +150,8 @@ def test_a_delivery_report_refusing_for_credit_pauses_and_the_send_goes_once_aft
         assert row["status"] == "paused" and row["pause"]["reason"] == "no_credits"
         words = pause_text(row["pause"])
         assert "infobip account has no credit left for sms" in words and CREDIT_REFUSAL in words
+        # Only the one-step campaign had completed when the report came: its pause says so.
+        assert ("after it had completed" in words) == (campaign == "once")
         (counted,) = [r for r in await engine.report([campaign])]
         assert (counted.by_template["text"].sent, counted.failed) == (1, {})
         assert "failed" not in [outcome for _, outcome, _ in log_outcomes(store_url)]
@@ -179,6 +181,27 @@ def test_a_delivery_report_refusing_for_credit_pauses_and_the_send_goes_once_aft
     if campaign == "texts":
         steps += [("later", "c1", "sent"), ("later", "c2", "sent")]
     assert _outbox(store_url) == sorted(steps)
+    # The audit tells what happened: a completed campaign reopened by the late refusal is
+    # paused saying so, resumed, and completes again (`texts` completes once, at the end).
+    moves = _audit_moves(store_url, campaign)
+    if campaign == "once":
+        assert moves == [
+            ("launch", None), ("complete", None), ("pause", "completed"), ("resume", None),
+            ("complete", None),
+        ]  # fmt: skip
+    else:
+        assert moves == [("launch", None), ("pause", None), ("resume", None), ("complete", None)]
+
+
+def _audit_moves(store_url: str, campaign: str) -> list[tuple[str, str | None]]:
+    """The campaign's lifecycle audit lines in order: (action, what a pause reopened)."""
+    wanted = (
+        select(AuditEntry.action, AuditEntry.details)
+        .where(AuditEntry.subject_id == campaign, AuditEntry.action != "deploy")
+        .order_by(AuditEntry.id)
+    )
+    with Store.open(store_url) as store, store.session() as session:
+        return [(action, details.get("reopened")) for action, details in session.execute(wanted)]
 
 
 def test_a_credit_refusal_of_a_cancelled_campaign_s_send_cancels_it(store_url: str) -> None:
