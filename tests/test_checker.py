@@ -705,6 +705,15 @@ def test_a_sender_or_webhook_url_no_provider_could_take_is_e222(
         ('contact.id = "someone-else"', True),
         # The contact's own fields: what the runtime could not store is said at check time.
         ('first_name = "Ana"', False),
+        # A name is text; a number or an instant is stored as its text, as an import's is.
+        ("first_name = 42", False),
+        ("last_name = 4.5", False),
+        ("first_name = 2026-12-01", False),
+        ("contact.first_name = true", True),
+        ("last_name = lead_score > 3", True),
+        ("first_name = 5 USD", True),
+        ('last_name = ["Ana"]', True),
+        ("first_name = stage", False),  # computed: the contact's to tell
         ('email = "ana@example.test"', False),
         ('email = "ana at example"', True),
         ('email = "Ana <ana@example.test>"', True),

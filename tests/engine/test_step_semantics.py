@@ -491,6 +491,39 @@ def test_set_of_a_standard_field_writes_the_field(store_url: str) -> None:
     assert not (stored.attributes or {})
 
 
+def test_set_of_a_name_stores_a_number_as_its_text_and_refuses_a_yes_no(
+    store_url: str,
+) -> None:
+    """A name is text, as an import reads it: `set last_name = 4.5` stores "4.5" (it kept
+    the old name, where `set first_name = 42` stored "42"), and a yes/no is refused, the
+    name kept: what E223 says at check time, never more."""
+    source = """
+    campaign rename {
+      audience last_name = "Cruz"
+      on launch { set first_name = 42  set last_name = 4.5 }
+    }
+    campaign flag {
+      audience lead_score > 3
+      on launch { set first_name = lead_score > 3 }
+    }
+    """
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: RecordingSink) -> None:
+        await engine.upsert_contacts([
+            {"id": "c1", "first_name": "Ana", "last_name": "Cruz"},
+            {"id": "c2", "first_name": "Bo", "attributes": {"lead_score": 9}},
+        ])  # fmt: skip
+        await engine.deploy(campaigns(source))
+        await engine.launch("rename")
+        await engine.launch("flag")
+        await engine.run_due()
+
+    engine_run(store_url, body)
+    with Store.open(store_url) as store, store.session() as session:
+        names = session.execute(select(Contact.id, Contact.first_name, Contact.last_name)).all()
+    assert sorted(tuple(row) for row in names) == [("c1", "42", "4.5"), ("c2", "Bo", None)]
+
+
 @pytest.mark.parametrize(
     ("steps", "tags"),
     [

@@ -400,6 +400,36 @@ def test_jsonl_contacts_with_nested_attributes_and_json_types(
     ]
 
 
+def test_a_name_is_the_text_a_csv_cell_would_hold(store: Store, tmp_path: Path) -> None:
+    """One rule for names, CSV or JSON: a number is the text of its digits (JSON 4.5 was
+    refused while 42 was kept); true/false is no name in JSON and is refused, naming the
+    row and field, with nothing written. A CSV cell is text, kept as written."""
+    csv = write(tmp_path, "names.csv", "id,first_name,last_name\nc1,42,4.5\nc2,true,Cruz\n")
+    assert import_contacts(store, csv).written == 2
+    same = jsonl(
+        tmp_path,
+        "names.jsonl",
+        [{"id": "j1", "first_name": 42, "last_name": 4.5}, {"id": "j2", "first_name": -7}],
+    )
+    assert import_contacts(store, same).written == 2
+    stored = contacts(store)
+    names = {cid: (c.first_name, c.last_name) for cid, c in stored.items()}
+    assert names == {
+        "c1": ("42", "4.5"), "c2": ("true", "Cruz"), "j1": ("42", "4.5"), "j2": ("-7", None),
+    }  # fmt: skip
+    flags = jsonl(
+        tmp_path,
+        "flags.jsonl",
+        [{"id": "j3", "first_name": "Ana"}, {"id": "j4", "first_name": "Bo", "last_name": True}],
+    )
+    with pytest.raises(InvalidInput) as caught:
+        import_contacts(store, flags)
+    assert [(p.row, p.column, p.reason) for p in caught.value.problems] == [
+        (2, "last_name", "expected a name as text, got true"),
+    ]
+    assert set(contacts(store)) == {"c1", "c2", "j1", "j2"}
+
+
 def test_a_number_attribute_keeps_an_integer_exact(store: Store, tmp_path: Path) -> None:
     """A `number` went through a float: 9007199254740993 was stored as ...992, so
     `account = 9007199254740993` matched nobody."""

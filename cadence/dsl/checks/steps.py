@@ -471,6 +471,10 @@ def _check_set_type(ctx: CheckContext, target: ast.Path, value: ast.Expr) -> Non
     )
 
 
+# A name holds text; a number, a date, an instant or a duration is stored as the text
+# `set` writes it as (`records._name`), never true/false, money or a list.
+_NAME_KINDS = frozenset({"text", "whole number", "number", "date", "date-time", "duration"})
+
 # The contact's own fields a `set` writes that hold what an import reads only (the runtime
 # reads the value as an import does, and keeps the field as it was when it cannot hold it),
 # by the kinds of value written (`_written_kind`) they can hold: text (`a;b` for tags).
@@ -478,6 +482,7 @@ SET_FIELD_KINDS: dict[str, frozenset[str]] = {
     "email": frozenset({"text"}), "phone": frozenset({"text"}),
     "timezone": frozenset({"text"}), "locale": frozenset({"text"}),
     "tags": frozenset({"text", "list of text"}),
+    "first_name": _NAME_KINDS, "last_name": _NAME_KINDS,
 }  # fmt: skip
 
 

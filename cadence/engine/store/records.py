@@ -7,6 +7,7 @@ empty cell (or JSON null) means "no value": it clears that field on an existing 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
@@ -183,7 +184,19 @@ def normalize_locale(value: Any) -> str:
 
 
 def _name(value: Any) -> str:
-    """A first or last name."""
+    """A first or last name: text, a number being the text of its digits.
+
+    One rule whatever the file: a CSV cell `42` or `4.5` is the text "42" or "4.5", so a
+    JSON 42 or 4.5 (a spreadsheet or an export that typed a column of digits) is too.
+    true/false is no name (in JSON, a flag shifted into the name's place): refused, as a
+    list or an object is. A CSV cell `true` is text, and kept as written.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a name as text, got {str(value).lower()}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a name as text, got {value}")
+        value = repr(value)
     text = _text(value, what="a name")
     if len(text) > NAME_LENGTH:
         raise ValueError(f"longer than {NAME_LENGTH} characters")
