@@ -13,12 +13,15 @@ import pytest
 import trio
 from sqlalchemy import select
 
+from cadence.adapters.base import NO_CREDITS_WAIT
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.describe import pause_text
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage
 from cadence.engine.store import Store
 from cadence.engine.store.models import AuditEntry, OutboxMessage
+from cadence.engine.store.sends import NewSend, enqueue_sends
 from tests.adapters.test_web_service import TOKEN, Service, _with_service
+from tests.engine import webhook_payloads as wp
 from tests.engine.test_runtime import T0, campaigns
 from tests.engine.test_webhooks import log_outcomes
 
@@ -259,3 +262,83 @@ def test_a_credit_refusal_reported_before_the_answer_is_recorded_holds_the_send(
 
     trio.run(_with_service, store_url, body)
     assert _outbox(store_url) == [("text", "c1", "sent")]
+
+
+@dataclass
+class CampaignlessSink:
+    """Infobip for an embedding program's own sends: refuses for the account's credit in
+    its answer while `answer_refused`; else takes each send, with Infobip's messageId."""
+
+    answer_refused: bool = False
+    attempts: list[OutgoingMessage] = field(default_factory=list)
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        self.attempts += messages
+        if self.answer_refused:
+            retry = T0 + dt.timedelta(minutes=5)
+            return [
+                DeliveryResult(m.outbox_id, False, "infobip", error=CREDIT_REFUSAL,
+                               retry_at=retry, account_refused="no_credits")
+                for m in messages
+            ]  # fmt: skip
+        return [
+            DeliveryResult(m.outbox_id, True, "infobip", wp.infobip_message_id(m)) for m in messages
+        ]
+
+
+def _outbox_state(store_url: str) -> list[tuple[Any, ...]]:
+    """(status, next attempt, error) of every send."""
+    wanted = select(OutboxMessage.status, OutboxMessage.next_attempt_at, OutboxMessage.error)
+    with Store.open(store_url) as store, store.session() as session:
+        return [tuple(row) for row in session.execute(wanted)]
+
+
+@pytest.mark.parametrize("refused_in", ["answer", "report"])
+def test_a_send_of_no_campaign_refused_for_the_account_waits_and_goes_once(
+    store_url: str, refused_in: str
+) -> None:
+    """A send a program put in the outbox itself (`sends.enqueue_sends`, no campaign
+    version) refused for credit, in the answer or in a later delivery report: no campaign
+    to pause, so it waits for the provider's next probe (`NO_CREDITS_WAIT`) and then goes,
+    once; it is neither failed nor lost, and nothing is paused."""
+    sink = CampaignlessSink(answer_refused=refused_in == "answer")
+    clock = SimulatedClock(T0)
+    probe = T0 + dt.timedelta(seconds=NO_CREDITS_WAIT)
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(PHONES[:1])
+            await engine.deploy(campaigns(TEXTS))  # campaigns there, none the send's
+            with Store.open(store_url) as store, store.session() as session:
+                enqueue_sends(session, "default", [NewSend("own-1", "c1", "sms", "text")], now=T0)
+            await engine.run_due()
+            assert len(sink.attempts) == 1
+            if refused_in == "report":
+                (sent,) = sink.attempts
+                refusal = wp.infobip_status(
+                    sent, T0, to="491510000001", group="REJECTED",
+                    name="REJECTED_NOT_ENOUGH_CREDITS", description="Not enough credits",
+                )  # fmt: skip
+                for _ in range(2):  # delivered twice: held once
+                    report = await engine.ingest_webhook("infobip", wp.results(refusal))
+                    assert report.matched == 1 and report.unmatched == []
+            (held,) = _outbox_state(store_url)
+            due = probe if refused_in == "report" else T0 + dt.timedelta(minutes=5)
+            assert held == ("pending", due, CREDIT_REFUSAL)
+            assert [r["status"] for r in await engine.status()] == ["draft", "draft"]
+
+            clock.advance_to(due - dt.timedelta(seconds=1))
+            await engine.run_due()
+            assert len(sink.attempts) == 1  # waits for the probe
+            sink.answer_refused = False
+            clock.advance_to(due)
+            await engine.run_due()
+            clock.advance_to(due + dt.timedelta(days=1))
+            await engine.run_due()
+
+    trio.run(main)
+    assert [m.idempotency_key for m in sink.attempts] == ["own-1", "own-1"]
+    assert [row[0] for row in _outbox_state(store_url)] == ["sent"]
+    with Store.open(store_url) as store, store.session() as session:
+        pauses = session.scalars(select(AuditEntry.id).where(AuditEntry.action == "pause"))
+        assert list(pauses) == []
