@@ -11,6 +11,7 @@ Database work runs in worker threads (`trio.to_thread`); Trio owns the concurren
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import itertools
@@ -48,7 +49,7 @@ from cadence.engine.clock import Clock, SystemClock, as_utc
 from cadence.engine.cohort import CohortMemo
 from cadence.engine.consent import NOTHING_TO_CONFIRM, ConsentChange
 from cadence.engine.describe import amount_text
-from cadence.engine.facts import CAMPAIGNS, ContactFacts, load_facts
+from cadence.engine.facts import CAMPAIGNS, ContactFacts, EventFact, load_facts
 from cadence.engine.inbound import WebhookReport
 from cadence.engine.preferences import ChannelChoice, read_choices
 from cadence.engine.reads import batch_fields, batch_reads, cap_sends_within
@@ -2030,14 +2031,21 @@ class Engine:
             if isinstance(trigger, c.EventTriggerModel)
         }
         enrolled = 0
+        # Each event is judged with the history up to it, as if pushed alone: the events
+        # after it in this push are stored already, but not yet there for its count.
+        unjudged: dict[str | None, collections.deque[EventRecord]] = {}
         for event in events:
+            unjudged.setdefault(event.contact_id, collections.deque()).append(event)
+        for event in events:
+            later = unjudged[event.contact_id]
+            later.popleft()
             if event.name not in listened:
                 continue  # `_fire_event` would find no trigger: most events are opens, clicks
             row = {
                 "name": event.name, "contact": event.contact_id, "at": event.at.isoformat(),
                 "properties": event.properties,
             }  # fmt: skip
-            enrolled += self._fire_event(session, active, row, now)
+            enrolled += self._fire_event(session, active, row, now, later)
         touched = sorted({event.contact_id for event in events if event.contact_id})
         for version_id, campaign in active:
             for trigger in campaign.triggers:
@@ -2057,7 +2065,10 @@ class Engine:
         active: list[tuple[int, c.CompiledCampaign]],
         row: Mapping[str, Any],
         now: dt.datetime,
+        later: Sequence[EventRecord] = (),
     ) -> int:
+        """Enroll whom the event `row` fires a trigger for; `later` are the contact's events
+        stored with it that come after it, which its count must not see yet."""
         name = str(row.get("name"))
         contact_id = row.get("contact")
         properties = dict(row.get("properties") or {})
@@ -2073,7 +2084,7 @@ class Engine:
                     continue
                 else:
                     targets = self._event_targets(
-                        session, campaign, trigger, str(contact_id), event_data
+                        session, campaign, trigger, str(contact_id), event_data, later
                     )
                 enrolled += self._enroll_triggered(
                     session, version_id, campaign, trigger, targets, now, event_data
@@ -2087,11 +2098,14 @@ class Engine:
         trigger: c.EventTriggerModel,
         contact_id: str,
         event: dict[str, Any],
+        later: Sequence[EventRecord] = (),
     ) -> list[str]:
         facts = load_facts(session, self.tenant, [contact_id])
         fact = facts.get(contact_id)
         if fact is None or not self._audience(session, campaign, [contact_id]):
             return []
+        if later and trigger.count is not None:
+            fact.events = _without_events(fact.events, later)
         if not conditions.event_trigger_fires(trigger, fact, event, campaign, self.now()):
             return []
         return [contact_id]
@@ -3611,6 +3625,20 @@ def _checked_agent_name(name: str) -> str:
     if len(cleaned) > NAME_LENGTH:
         raise EngineError(f"agent name {cleaned[:20]!r}... is longer than {NAME_LENGTH} characters")
     return cleaned
+
+
+def _without_events(history: list[EventFact], left_out: Sequence[EventRecord]) -> list[EventFact]:
+    """`history` less one stored event for each of `left_out` (same name, instant and
+    properties; of the same name and instant when the store gave the properties back
+    otherwise)."""
+    kept = list(history)
+    for record in left_out:
+        at = as_utc(record.at)
+        same = [i for i, fact in enumerate(kept) if fact.name == record.name and fact.at == at]
+        exact = [i for i in same if kept[i].properties == record.properties]
+        if exact or same:
+            del kept[(exact or same)[0]]
+    return kept
 
 
 def _launch_triggers(
