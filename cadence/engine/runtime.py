@@ -822,6 +822,8 @@ class Engine:
                     self._start_scheduled(session)
                 else:
                     campaign.status = self._launched_status(session, campaign, now).value
+                    if campaign.status == CampaignStatus.ACTIVE.value:
+                        self._book_joined_while_paused(session, campaign, now)
             elif move == "cancel":
                 count = campaign_store.cancel_enrollments(session, versions, now=now)
                 campaign_store.cancel_pending_sends(session, versions, now=now)
@@ -1639,6 +1641,22 @@ class Engine:
         # A changed attribute may reach a goal (`goal converted`) or what a `wait for` waits
         # for: those enrollments step now rather than at the end of their wait.
         self._wake_reactive(session, set(updated), now, skip_locked=True)
+
+    def _book_joined_while_paused(
+        self, session: Session, campaign: Campaign, now: dt.datetime
+    ) -> None:
+        """Who joined a resumed campaign's audience while it was paused joins its `at` /
+        `every` runs still to come, as one who joined while it ran would have; those
+        already booked are left as they are."""
+        version_id, compiled = self._current(session, campaign)
+        scheduled = [
+            trigger
+            for trigger in compiled.triggers
+            if isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel)
+        ]
+        contact_ids = self._contact_ids(session) if scheduled else []
+        for trigger in scheduled:
+            self._book_new_contacts(session, version_id, compiled, trigger, contact_ids, now)
 
     def _book_new_contacts(
         self,

@@ -66,3 +66,39 @@ def test_out_of_order_events_in_one_push_count_as_they_come(store_url: str) -> N
         return sorted(template or "" for _, _, template in sink.stamps)
 
     assert run_engine(store_url, utc("2026-12-01T00:00"), body) == ["again", "third"]
+
+
+SCHEDULED = """
+template daily_note email { subject "daily" body "b" }
+template broadcast email { subject "broadcast" body "b" }
+campaign daily { channels email  cap email 100 per 1h  every daily 09:00 { send email daily_note } }
+campaign once { channels email  cap email 100 per 1h  at 2026-12-04T09:00 { send email broadcast } }
+"""
+
+
+def test_a_contact_created_while_paused_joins_the_runs_after_resume(store_url: str) -> None:
+    # `at` and `every` run for the whole audience (LANGUAGE.md): someone who joined it while
+    # the campaign was paused is in it at the next run, as one who joined while it ran is.
+    # Paused for two hours on 1 December, the runs forgot them for good.
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts([contact("before")])
+        await launch_all(engine, SCHEDULED)
+        await at_times(
+            engine,
+            clock,
+            [
+                (utc("2026-12-01T10:00"), lambda: engine.pause("daily")),
+                (utc("2026-12-01T10:00"), lambda: engine.pause("once")),
+                (utc("2026-12-01T11:00"), lambda: engine.upsert_contacts([contact("during")])),
+                (utc("2026-12-01T12:00"), lambda: engine.resume("daily")),
+                (utc("2026-12-01T12:00"), lambda: engine.resume("once")),
+            ],
+        )
+        await engine.run_until(utc("2026-12-04T12:00"))
+        return sorted((who, at.strftime("%d %H:%M"), what) for at, who, what in sink.stamps)
+
+    runs = [("02 09:00", "daily_note"), ("03 09:00", "daily_note"), ("04 09:00", "broadcast")]
+    runs += [("04 09:00", "daily_note")]
+    expected = [("before", "01 09:00", "daily_note")]
+    expected += [(who, at, what) for who in ("before", "during") for at, what in runs]
+    assert run_engine(store_url, utc("2026-12-01T00:00"), body) == sorted(expected)
