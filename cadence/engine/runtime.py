@@ -671,7 +671,10 @@ class Engine:
             campaign.segments_swept_at = now
             campaign.updated_at = now
             enrolled = 0
+            scheduled = campaign.status == CampaignStatus.SCHEDULED.value
             for trigger in launching:
+                if scheduled and isinstance(trigger, c.LaunchTriggerModel):
+                    continue  # nobody is enrolled before `starts`: its audience is read then
                 enrolled += self._enroll_audience(
                     session, version_id, compiled, trigger, now, counted
                 )
@@ -1037,12 +1040,12 @@ class Engine:
                 # Contacts who joined the audience while it was scheduled join its `at` /
                 # `every` runs (those booked at the launch are left as they are), from
                 # `starts`: a start made late (a pause held it) gives them the runs since
-                # then at once, as it gives those booked at the launch.
-                for trigger in compiled.triggers:
-                    if isinstance(trigger, c.AtTriggerModel | c.EveryTriggerModel):
-                        self._enroll_audience(
-                            session, version_id, compiled, trigger, now, due_from=start
-                        )
+                # then at once, as it gives those booked at the launch. `on launch` takes
+                # its audience as it is now, its start.
+                for trigger in _launch_triggers(compiled):
+                    self._enroll_audience(
+                        session, version_id, compiled, trigger, now, due_from=start
+                    )
 
     # ------------------------------------------------------------------ enrollment
 

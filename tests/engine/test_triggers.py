@@ -102,3 +102,37 @@ def test_a_contact_created_while_paused_joins_the_runs_after_resume(store_url: s
     expected = [("before", "01 09:00", "daily_note")]
     expected += [(who, at, what) for who in ("before", "during") for at, what in runs]
     assert run_engine(store_url, utc("2026-12-01T00:00"), body) == sorted(expected)
+
+
+LAUNCHED_EARLY = """
+template news email { subject "news" body "b" }
+segment subscribers = newsletter_opt_in
+campaign newsletter { channels email  audience subscribers  starts 2026-12-05
+  on launch { send email news } }
+"""
+
+
+def test_on_launch_before_starts_goes_to_the_audience_as_it_is_at_starts(store_url: str) -> None:
+    # "nobody is enrolled before `starts`": launched on 1 December to start on the 5th, the
+    # campaign took its audience at the launch, so who subscribed on the 3rd was left out
+    # and who unsubscribed from the newsletter on the 3rd still got it.
+    subscribers = [
+        contact("stays", newsletter_opt_in=True),
+        contact("leaves", newsletter_opt_in=True),
+    ]
+    changes = [contact("joins", newsletter_opt_in=True), contact("leaves", newsletter_opt_in=False)]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts(subscribers)
+        await launch_all(engine, LAUNCHED_EARLY)
+        await at_times(
+            engine, clock, [(utc("2026-12-03T10:00"), lambda: engine.upsert_contacts(changes))]
+        )
+        await engine.run_until(utc("2026-12-06T00:00"))
+        return sorted(sink.stamps)
+
+    starts = utc("2026-12-05T00:00")
+    assert run_engine(store_url, utc("2026-12-01T00:00"), body) == [
+        (starts, "joins", "news"),
+        (starts, "stays", "news"),
+    ]
