@@ -1179,3 +1179,18 @@ def test_a_budget_that_never_counts_a_channel_s_messages_is_named(
     if unpriced:
         (warning,) = found
         assert f"no cost for {unpriced}" in warning.message and warning.hint == hint
+
+
+def test_w314_leaves_alone_counts_the_firing_event_can_meet() -> None:
+    # The firing event makes the count 1 or more; below that only an open or click with
+    # `within` can be (a second report of a message first opened before the window).
+    source = """
+template t email { subject "s" body "b" }
+when viewed count<2 send email t
+when shared count!=0 send email t
+when opened count<1 within 1d send email t
+when clicked count=0 within 2d send email t
+"""
+    assert [d.code for d in check_text(source, "t.cadence")] == []
+    never = 'template t email { subject "s" body "b" }\nwhen opened count=0 send email t\n'
+    assert [d.code for d in check_text(never, "t.cadence")] == ["W314"]

@@ -24,6 +24,12 @@ CAMPAIGN_TYPES: tuple[str, ...] = ("broadcast", "drip", "triggered", "recurring"
 ENGAGEMENT_FUNCTIONS: tuple[str, ...] = ("opened", "clicked", "replied", "bounced", "delivered")
 ENGAGEMENT_FLAGS: tuple[str, ...] = ("converted", "unsubscribed")
 EVENT_FUNCTIONS: tuple[str, ...] = ("count", "last", "first")
+# Reactions counted once per message wherever they are counted (`count(opened, D)`,
+# `when opened count>=N`, scores): Cadence's own tracking and a provider's webhook may both
+# report one open, and a reader opens a message many times (mail clients that prefetch
+# images, too); a count of reports would measure those, not how many messages interested
+# the person.
+ONCE_PER_MESSAGE: frozenset[str] = frozenset({"opened", "clicked"})
 # Words a condition reads as the language's own wherever they stand, never as a declared
 # name (docs/language.md): a segment called `true` is read as the constant, so `audience
 # true` lets everyone in. Other keywords (`and`, `in`, `within` ...) still read as names there.

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from cadence.dsl import ast
 from cadence.dsl import compiled as c
+from cadence.dsl.symbols import ONCE_PER_MESSAGE
 from cadence.engine import delivery
 from cadence.engine.clock import read_instant
 from cadence.engine.store.database import STORED_INTEGERS
@@ -51,14 +52,6 @@ _ENGAGEMENT_READS: dict[str, tuple[str, ...]] = {
 def engagement_reads(kind: str) -> tuple[str, ...]:
     """The event names `kind(T)` reads (`opened`: opens and clicks)."""
     return _ENGAGEMENT_READS.get(kind, (kind,))
-
-
-# Reactions counted once per message wherever they are counted (`count(opened, D)`,
-# `when opened count>=N`, scores): Cadence's own tracking and a provider's webhook may both
-# report one open, and a reader opens a message many times (mail clients that prefetch
-# images, too); a count of reports would measure those, not how many messages interested
-# the person.
-ONCE_PER_MESSAGE: frozenset[str] = frozenset({"opened", "clicked"})
 
 
 def count_reads(name: str) -> tuple[str, ...]:

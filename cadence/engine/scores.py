@@ -17,10 +17,10 @@ from typing import Any
 
 from cadence.dsl import ast
 from cadence.dsl import compiled as c
+from cadence.dsl.symbols import ONCE_PER_MESSAGE
 from cadence.engine.evaluate import (
     ENGAGEMENT_FLAGS,
     ENGAGEMENT_KINDS,
-    ONCE_PER_MESSAGE,
     EvalContext,
     EvaluationError,
     engagement_instants,

@@ -72,6 +72,7 @@ CHECK_CODES: dict[str, str] = {
     "W311": "an ordering comparison with a number written in quotes",
     "W312": "a template that reads `event.FIELD` sent where there is no event",
     "W313": "a campaign with a budget sending on a channel its `cost` does not price",
+    "W314": "an event trigger's `count` that the event firing it can never meet",
 }
 
 

@@ -25,6 +25,7 @@ from cadence.dsl.symbols import (
     CHANNELS,
     LOCALE_TAG,
     METRIC_EVENTS,
+    ONCE_PER_MESSAGE,
     REACTION_CHANNELS,
     CampaignUnit,
 )
@@ -91,10 +92,12 @@ def _allowed_channels(unit: CampaignUnit) -> ast.ChannelsSetting | None:
 
 def _check_trigger(ctx: CheckContext, trigger: ast.Trigger) -> None:
     match trigger:
-        case ast.EventTrigger(where=where_expr, fanout=fanout):
+        case ast.EventTrigger(where=where_expr, fanout=fanout, count=count):
             for expr in (where_expr, fanout):
                 if expr is not None:
                     check_expression(ctx, expr)
+            if count is not None and fanout is None:
+                _check_trigger_count(ctx, trigger, count)
         case ast.SegmentEnterTrigger(segment=segment):
             if segment not in ctx.symbols.segments:
                 ctx.error(
@@ -108,6 +111,31 @@ def _check_trigger(ctx: CheckContext, trigger: ast.Trigger) -> None:
             check_day_names(ctx, days, trigger.span)
         case _:
             pass
+
+
+def _check_trigger_count(
+    ctx: CheckContext, trigger: ast.EventTrigger, count: ast.CountClause
+) -> None:
+    """Warn at a trigger count no event can meet (W314): the event that fires the trigger is
+    among those counted, so the count is at least 1 when it is judged.
+
+    An open or a click counts its message at the first report, which may be older than
+    `within`: only without `within` is such a count sure to be 1 or more.
+    """
+    if trigger.event in ONCE_PER_MESSAGE and trigger.within is not None:
+        return
+    if not {"=": count.count == 0, "<": count.count <= 1, "<=": count.count == 0}.get(
+        count.op, False
+    ):
+        return
+    ctx.warning(
+        count.span,
+        "W314",
+        f"`count{count.op}{count.count}` never holds: the `{trigger.event}` event that fires"
+        " the trigger is counted too, so nobody ever enters",
+        f"to act when `{trigger.event}` did not happen, start from another trigger and"
+        f" `wait for {trigger.event} up to DURATION`, or ask `if count({trigger.event}, 7d) = 0`",
+    )
 
 
 def _check_block(
