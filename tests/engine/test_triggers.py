@@ -136,3 +136,46 @@ def test_on_launch_before_starts_goes_to_the_audience_as_it_is_at_starts(store_u
         (starts, "joins", "news"),
         (starts, "stays", "news"),
     ]
+
+
+SIGNUP = """
+template welcome email { subject "welcome" body "b" }
+campaign welcome { channels email  starts 2026-12-03  ends 2026-12-05
+  when signup { send email welcome } }
+"""
+
+
+def test_an_event_fires_when_it_is_stored_whatever_its_date(store_url: str) -> None:
+    # docs/semantics.md: a trigger is judged once, when its event is stored, by the campaigns
+    # taking enrollments then. A late event dated before `starts` (or the launch) still
+    # fires; one stored while the campaign is scheduled, or after `ends`, never does.
+    def signup(who: str, at: str) -> list[dict[str, Any]]:
+        return [{**event(who, "signup"), "at": at}]
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts([contact(c) for c in ("early", "late", "after")])
+        await launch_all(engine, SIGNUP)
+        await at_times(
+            engine,
+            clock,
+            [
+                (
+                    utc("2026-12-02T10:00"),
+                    lambda: engine.push_events(signup("early", "2026-12-02T10:00:00Z")),
+                ),
+                (
+                    utc("2026-12-04T10:00"),
+                    lambda: engine.push_events(signup("late", "2026-11-20T10:00:00Z")),
+                ),
+                (
+                    utc("2026-12-06T10:00"),
+                    lambda: engine.push_events(signup("after", "2026-12-04T10:00:00Z")),
+                ),
+            ],
+        )
+        await engine.run_until(utc("2026-12-07T00:00"))
+        return sink.stamps
+
+    assert run_engine(store_url, utc("2026-12-01T00:00"), body) == [
+        (utc("2026-12-04T10:00"), "late", "welcome")
+    ]
