@@ -16,7 +16,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cadence.dsl import ast
 from cadence.dsl import compiled as c
+from cadence.dsl.checks.expressions import subexpressions
 from cadence.dsl.symbols import METRIC_EVENTS
 from cadence.engine import abtest, analytics, audience, evaluate, reads, timing
 from cadence.engine.clock import as_utc
@@ -162,6 +164,16 @@ class StepContext(Context):
 def event_matches(where: c.ExprModel, event: Mapping[str, Any]) -> bool:
     """An event trigger's `where` against one event's fields (no contact involved)."""
     return evaluate.event_where_holds(c.model_to_expr(where), dict(event))
+
+
+def reads_the_event_alone(expr: c.ExprModel) -> bool:
+    """Whether an expression reads nothing but the event's fields (`event.price > 0`): no
+    contact attribute, segment, score or function, so one answer holds for every contact."""
+    return all(
+        not isinstance(sub, ast.Call)
+        and not (isinstance(sub, ast.Path) and (sub.parts[0] != "event" or len(sub.parts) < 2))
+        for sub in subexpressions(c.model_to_expr(expr))
+    )
 
 
 def event_trigger_fires(

@@ -2139,11 +2139,17 @@ class Engine:
         event: dict[str, Any],
     ) -> list[str]:
         assert trigger.fanout is not None
-        if trigger.where is not None and not conditions.event_matches(trigger.where, event):
-            return []
+        predicate = trigger.fanout
+        if trigger.where is not None:
+            if conditions.reads_the_event_alone(trigger.where):
+                if not conditions.event_matches(trigger.where, event):
+                    return []
+            else:
+                # `where` reads the contact too: each contact the event reaches must meet it.
+                predicate = c.BinaryExpr(op="and", left=trigger.where, right=trigger.fanout)
         audience = self._audience(session, campaign)
         return conditions.fanout_matches(
-            session, self.tenant, trigger.fanout, audience, event, campaign, self.now(),
+            session, self.tenant, predicate, audience, event, campaign, self.now(),
             campaign_names=functools.partial(self._names_by_version, session),
         )  # fmt: skip
 

@@ -179,3 +179,47 @@ def test_an_event_fires_when_it_is_stored_whatever_its_date(store_url: str) -> N
     assert run_engine(store_url, utc("2026-12-01T00:00"), body) == [
         (utc("2026-12-04T10:00"), "late", "welcome")
     ]
+
+
+FANOUT_WHERE = """
+template listing email { subject "New in {{ event.city }}" body "b" }
+campaign vip_listings { channels email
+  when listed where event.price > 0 and contact.vip for contacts where event.city in contact.areas
+  { send email listing } }
+campaign scored_listings { channels email
+  when listed where lead_score >= 30 for contacts where event.city in contact.areas
+  { send email listing } }
+"""
+
+
+def test_a_fan_out_s_where_reads_each_contact_it_reaches(
+    store_url: str, filter_backend: list[tuple[list[str], list[str], bool]]
+) -> None:
+    # "contact attributes are available too" in a trigger's `where`: in a fan-out it was read
+    # once for the event, with no contact, so `contact.vip` (or a bare `lead_score`) was
+    # unknown and the listing reached nobody. Each contact the fan-out reaches must meet it.
+    people = [
+        contact("vip", vip=True, lead_score=10, areas=["Oslo"]),
+        contact("scored", vip=False, lead_score=40, areas=["Oslo"]),
+        contact("neither", vip=False, lead_score=10, areas=["Oslo"]),
+        contact("elsewhere", vip=True, lead_score=40, areas=["Rome"]),
+    ]
+    listing = event(None, "listed", city="Oslo", price=100)
+
+    async def body(engine: Engine, clock: SimulatedClock, sink: StampSink) -> Any:
+        await engine.upsert_contacts(people)
+        await launch_all(engine, FANOUT_WHERE)
+        await engine.push_events([listing, {**listing, "properties": {"city": "Oslo"}}])
+        await engine.run_until(utc("2026-12-02T00:00"))
+        return sorted((who, template) for _, who, template in sink.stamps)
+
+    # The second listing has no price: `vip_listings` leaves it out, for everyone.
+    assert run_engine(store_url, utc("2026-12-01T00:00"), body) == [
+        ("scored", "listing"),
+        ("scored", "listing"),
+        ("vip", "listing"),
+    ]
+    assert filter_backend, "the fan-out should select its contacts in bulk"
+    assert any(vectorised for _, _, vectorised in filter_backend)
+    for chosen, evaluated, _ in filter_backend:
+        assert chosen == evaluated
