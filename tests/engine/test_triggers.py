@@ -6,12 +6,21 @@ segment_enter`, `at`/`every` and `on launch`, each checked for what goes out and
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
+import trio
+
+from cadence.dsl.compiler import compile_workspace
+from cadence.dsl.loader import load_text
+from cadence.engine import dryrun
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.runtime import Engine
 from tests.engine.test_contract import at_times, contact, event, launch_all, run_engine, utc
+from tests.engine.test_dryrun import write_jsonl
 from tests.engine.test_runtime import StampSink
+from tests.language_md import language_blocks
 
 # `cap` high enough that the default cap (3 emails a week) never hides a journey.
 COUNTED = """
@@ -223,3 +232,43 @@ def test_a_fan_out_s_where_reads_each_contact_it_reaches(
     assert any(vectorised for _, _, vectorised in filter_backend)
     for chosen, evaluated, _ in filter_backend:
         assert chosen == evaluated
+
+
+def test_every_trigger_of_language_md_enrolls_in_a_dry_run(store_url: str, tmp_path: Path) -> None:
+    # tests/test_checker.py holds LANGUAGE.md's Triggers block to check cleanly; this runs it
+    # as written, the segment it names declared (as the page's first block declares it),
+    # and holds each of its six triggers to enroll whom the sketch says.
+    (block,) = [b for b in language_blocks() if b.startswith("when property_viewed count>=3")]
+    source = block + "\nsegment engaged = lead_score >= 30 and last_activity within 30d\n"
+    start = utc("2026-11-29T00:00")  # a Sunday
+    people = [
+        {"id": "viewer", "email": "v@example.test", "timezone": "America/New_York"},
+        # Active "tomorrow": `within 30d` becomes true then, and the hourly sweep sees it.
+        {"id": "engages", "email": "e@example.test", "timezone": "Asia/Kolkata",
+         "attributes": {"lead_score": 50, "last_activity": "2026-11-30T12:00:00Z"}},
+    ]  # fmt: skip
+    views = [
+        {"contact": "viewer", "name": "property_viewed", "at": f"2026-11-30T1{n}:00:00Z",
+         "properties": {"price": price}}
+        for n, price in enumerate([400000, 900000, 500000, 100])
+    ]  # fmt: skip
+    report = trio.run(
+        lambda: dryrun.dry_run(
+            compile_workspace(load_text(source, "triggers.cadence")),
+            write_jsonl(tmp_path / "contacts.jsonl", people),
+            events=write_jsonl(tmp_path / "events.jsonl", views),
+            start=start, until=dt.timedelta(days=9), database_url=store_url,
+        )
+    )  # fmt: skip
+    entered = {name: nodes.get("end", 0) for name, nodes in report.funnel.items()}
+    assert entered == {
+        # The fourth view is the third under 500000.
+        "triggers_property_viewed": 1,
+        # The contacts file's people are new at the run's start.
+        "triggers_contact_created": 2,
+        "triggers_enter_engaged": 1,
+        "triggers_at_20261201T0900": 2,
+        # Mondays 30 November and 7 December, for both.
+        "triggers_every_monday": 4,
+        "triggers_launch": 2,
+    }
