@@ -2055,6 +2055,9 @@ class Engine:
         # Each event is judged with the history up to it, as if pushed alone: the events
         # after it in this push are stored already, but not yet there for its count.
         unjudged: dict[str | None, collections.deque[EventRecord]] = {}
+        # A contact's facts, read once for all its events here: judging them enrolls, and
+        # writes none of what a trigger's count or `where` reads (events, attributes).
+        facts: dict[str, ContactFacts | None] = {}
         for event in events:
             unjudged.setdefault(event.contact_id, collections.deque()).append(event)
         for event in events:
@@ -2066,7 +2069,7 @@ class Engine:
                 "name": event.name, "contact": event.contact_id, "at": event.at.isoformat(),
                 "properties": event.properties,
             }  # fmt: skip
-            enrolled += self._fire_event(session, active, row, now, later)
+            enrolled += self._fire_event(session, active, row, now, later, facts)
         touched = sorted({event.contact_id for event in events if event.contact_id})
         for version_id, campaign in active:
             for trigger in campaign.triggers:
@@ -2087,9 +2090,11 @@ class Engine:
         row: Mapping[str, Any],
         now: dt.datetime,
         later: Sequence[EventRecord] = (),
+        facts: dict[str, ContactFacts | None] | None = None,
     ) -> int:
         """Enroll whom the event `row` fires a trigger for; `later` are the contact's events
-        stored with it that come after it, which its count must not see yet."""
+        stored with it that come after it, which its count must not see yet; `facts` keeps
+        the contacts' facts read for earlier events of the same push."""
         name = str(row.get("name"))
         contact_id = row.get("contact")
         properties = dict(row.get("properties") or {})
@@ -2105,8 +2110,9 @@ class Engine:
                     continue
                 else:
                     targets = self._event_targets(
-                        session, campaign, trigger, str(contact_id), event_data, later
-                    )
+                        session, campaign, trigger, str(contact_id), event_data, later,
+                        {} if facts is None else facts,
+                    )  # fmt: skip
                 enrolled += self._enroll_triggered(
                     session, version_id, campaign, trigger, targets, now, event_data
                 )
@@ -2119,14 +2125,16 @@ class Engine:
         trigger: c.EventTriggerModel,
         contact_id: str,
         event: dict[str, Any],
-        later: Sequence[EventRecord] = (),
+        later: Sequence[EventRecord],
+        facts: dict[str, ContactFacts | None],
     ) -> list[str]:
-        facts = load_facts(session, self.tenant, [contact_id])
-        fact = facts.get(contact_id)
+        if contact_id not in facts:
+            facts[contact_id] = load_facts(session, self.tenant, [contact_id]).get(contact_id)
+        fact = facts[contact_id]
         if fact is None or not self._audience(session, campaign, [contact_id]):
             return []
         if later and trigger.count is not None:
-            fact.events = _without_events(fact.events, later)
+            fact = replace(fact, events=_without_events(fact.events, later))
         if not conditions.event_trigger_fires(trigger, fact, event, campaign, self.now()):
             return []
         return [contact_id]
@@ -3657,14 +3665,31 @@ def _checked_agent_name(name: str) -> str:
 def _without_events(history: list[EventFact], left_out: Sequence[EventRecord]) -> list[EventFact]:
     """`history` less one stored event for each of `left_out` (same name, instant and
     properties; of the same name and instant when the store gave the properties back
-    otherwise)."""
-    kept = list(history)
+    otherwise).
+
+    One pass over the history per kind of match: a push of many events of one contact
+    judges each against its history, so a search per left-out event would be quadratic.
+    """
+    unmatched: dict[tuple[str, dt.datetime], list[dict[str, Any]]] = {}
     for record in left_out:
-        at = as_utc(record.at)
-        same = [i for i, fact in enumerate(kept) if fact.name == record.name and fact.at == at]
-        exact = [i for i in same if kept[i].properties == record.properties]
-        if exact or same:
-            del kept[(exact or same)[0]]
+        unmatched.setdefault((record.name, as_utc(record.at)), []).append(record.properties)
+    exact: list[EventFact] = []
+    for fact in history:
+        wanted = unmatched.get((fact.name, fact.at))
+        if wanted and fact.properties in wanted:
+            wanted.remove(fact.properties)
+            continue
+        exact.append(fact)
+    loose = {key: len(wanted) for key, wanted in unmatched.items() if wanted}
+    if not loose:
+        return exact
+    kept: list[EventFact] = []
+    for fact in exact:
+        key = (fact.name, fact.at)
+        if loose.get(key):
+            loose[key] -= 1
+            continue
+        kept.append(fact)
     return kept
 
 
