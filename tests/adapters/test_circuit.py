@@ -82,20 +82,29 @@ def test_parse_retry_after() -> None:
 async def test_open_circuit_pauses_the_channel_and_recovers(nursery: trio.Nursery) -> None:
     standin = BrevoStandin()
     url = await nursery.start(standin.serve)
-    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=0.3, max_reset_timeout=0.3)
+    # The breaker's own clock, moved by hand: on a loaded machine a real 0.3 s reset could
+    # pass before the second send, or an outage timed in seconds end inside the first.
+    now = [0.0]
+    breaker = CircuitBreaker(
+        failure_threshold=2, reset_timeout=0.3, max_reset_timeout=0.3, clock=lambda: now[0]
+    )
     adapter = BrevoAdapter(
         BrevoConfig(api_key=Secret("test-brevo-key"), base_url=url),
         policy=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01),
         breaker=breaker,
     )
-    standin.faults.outage(0.5, "500")
+    standin.faults.outage(3600, "500")
     first = await adapter.send(email(1))
     assert first.status is SendStatus.RETRY_LATER and breaker.state is CircuitState.OPEN
     calls = len(standin.requests)
     paused = await adapter.send(email(2))
     assert paused.status is SendStatus.RETRY_LATER and paused.error_code == "circuit_open"
     assert paused.attempts == 0 and len(standin.requests) == calls  # the provider was not called
-    await trio.sleep(0.6)
+    standin.faults.clear()
+    now[0] += 0.29
+    still = await adapter.send(email(2))
+    assert still.error_code == "circuit_open" and len(standin.requests) == calls
+    now[0] += 0.02
     recovered = await adapter.send(email(2))
     assert recovered.ok and breaker.state is CircuitState.CLOSED
     await adapter.aclose()
