@@ -1990,7 +1990,7 @@ class Engine:
                 select(Campaign).where(Campaign.id.in_(sorted({c for c, _ in owners.values()})))
             )
         }
-        pausing: dict[str, dict[str, Any]] = {}
+        refusals: dict[str, dict[str, Any]] = {}
         # Sends that move to the same values, one UPDATE each: (status, next attempt, error).
         moves: dict[tuple[str, dt.datetime | None, str], list[int]] = {}
         for outbox_id, version_id, channel in sends:
@@ -2004,14 +2004,9 @@ class Engine:
             elif campaign.status in (CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED):
                 move = (OutboxStatus.CANCELLED.value, None, refusal)
             else:
-                # The pause line says the campaign had completed: its audit otherwise reads
-                # `complete`, `pause`, a move no one can make, and later `complete` again.
-                reopened = campaign.status == CampaignStatus.COMPLETED
-                if reopened:
-                    campaign.status = CampaignStatus.ACTIVE.value
-                pausing.setdefault(campaign.name, {
+                refusals.setdefault(campaign.name, {
                     "reason": NO_CREDITS, "provider": entry["provider"], "channel": channel,
-                    "error": refusal, **({"reopened": "completed"} if reopened else {}),
+                    "error": refusal,
                 })  # fmt: skip
             moves.setdefault(move, []).append(outbox_id)
         for (status, next_attempt, refusal), ids in moves.items():
@@ -2024,6 +2019,28 @@ class Engine:
                 )
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
+        self._hold_for_account(session, refusals, now)
+
+    def _hold_for_account(
+        self, session: Session, refusals: Mapping[str, Mapping[str, Any]], now: dt.datetime
+    ) -> None:
+        """A provider's refusal of the account (its spent credit, its key) holds each named
+        campaign's sends and pauses it, whether the refusal came in the send's answer
+        (`_account_refusals`) or in a later delivery report (`_hold_unpaid_sends`).
+
+        A completed campaign is reopened first (it is not done while its message waits), and
+        its pause line says so: its audit otherwise reads `complete`, `pause`, a move no one
+        can make, and later `complete` again. A cancelled or archived one stays as it is.
+        """
+        pausing: dict[str, dict[str, Any]] = {}
+        for name in sorted(refusals):
+            campaign = campaign_store.get_campaign(session, self.tenant, name)
+            if campaign is None:
+                continue
+            reopened = campaign.status == CampaignStatus.COMPLETED
+            if reopened:
+                campaign.status = CampaignStatus.ACTIVE.value
+            pausing[name] = {**refusals[name], **({"reopened": "completed"} if reopened else {})}
         self._pause_campaigns(session, pausing, now)
 
     def _events_written(
@@ -2457,7 +2474,13 @@ class Engine:
 
     def _complete_finished_sync(self, store: Store) -> None:
         """A one-time campaign (only `on launch` / `at` triggers), or one past its `ends`, whose
-        every enrollment has finished is completed; others wait for events or recur."""
+        every enrollment has finished and every send has gone (or failed for good) is
+        completed; others wait for events or recur.
+
+        A send waiting for a retry keeps its campaign open: `completed` tells the operator
+        nothing is left to go, and a refusal of that retry for the account must pause a
+        campaign that can still be resumed (`_hold_for_account`).
+        """
         now = self.now()
         with store.session() as session:
             for campaign in session.scalars(
@@ -2475,13 +2498,17 @@ class Engine:
                 )
                 if not one_time and not timing.campaign_ended(compiled, now):
                     continue
-                unfinished = session.scalar(
-                    select(func.count())
-                    .select_from(Enrollment)
-                    .join(CampaignVersion, CampaignVersion.id == Enrollment.version_id)
-                    .where(
-                        CampaignVersion.campaign_id == campaign.id,
-                        Enrollment.status.in_(UNFINISHED_ENROLLMENT_STATUSES),
+                # Its journeys, and the sends they queued (a retry's included), are done.
+                unfinished = any(
+                    session.scalar(
+                        select(func.count())
+                        .select_from(rows)
+                        .join(CampaignVersion, CampaignVersion.id == rows.version_id)
+                        .where(CampaignVersion.campaign_id == campaign.id, rows.status.in_(open_))
+                    )
+                    for rows, open_ in (
+                        (Enrollment, UNFINISHED_ENROLLMENT_STATUSES),
+                        (OutboxMessage, (OutboxStatus.PENDING.value,)),
                     )
                 )
                 if not unfinished:
@@ -3403,7 +3430,7 @@ class Engine:
             if kept:
                 insert_rows(session, SendLog.__table__, kept)  # type: ignore[arg-type]
             suppress.suppress_rejected(session, self.tenant, rejected, now)
-            self._pause_campaigns(session, _account_refusals(by_id, results, lost), now)
+            self._hold_for_account(session, _account_refusals(by_id, results, lost), now)
 
 
 class _Gates:

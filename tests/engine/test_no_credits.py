@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 import trio
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cadence.adapters.base import NO_CREDITS_WAIT
 from cadence.engine.clock import SimulatedClock
 from cadence.engine.describe import pause_text
 from cadence.engine.runtime import DeliveryResult, Engine, OutgoingMessage
 from cadence.engine.store import Store
-from cadence.engine.store.models import AuditEntry, OutboxMessage
+from cadence.engine.store.models import AuditEntry, Campaign, OutboxMessage
 from cadence.engine.store.sends import NewSend, enqueue_sends
 from tests.adapters.test_web_service import TOKEN, Service, _with_service
 from tests.engine import webhook_payloads as wp
@@ -342,3 +342,94 @@ def test_a_send_of_no_campaign_refused_for_the_account_waits_and_goes_once(
     with Store.open(store_url) as store, store.session() as session:
         pauses = session.scalars(select(AuditEntry.id).where(AuditEntry.action == "pause"))
         assert list(pauses) == []
+
+
+ONCE = """
+template first email { subject "First" body "x" }
+campaign once { on launch { send email first } }
+"""
+
+
+@dataclass
+class FlakyThenBrokeSink(BrokeSink):
+    """`BrokeSink` whose first answer is a passing fault (a retry in five minutes): the
+    refusal for the account comes in the retry's answer."""
+
+    answers: int = 0
+
+    async def deliver(self, messages: Sequence[OutgoingMessage]) -> Sequence[DeliveryResult]:
+        self.answers += 1
+        if self.answers > 1:
+            return await super().deliver(messages)
+        retry = T0 + dt.timedelta(minutes=5)
+        return [DeliveryResult(m.outbox_id, False, "brevo", error="Brevo 503", retry_at=retry)
+                for m in messages]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("refusal", "completed_before"),
+    [
+        (("no_credits", REFUSAL), False),
+        (("key_refused", KEY_REFUSAL), False),
+        # A store whose campaign completed with its send still waiting for a retry, as one
+        # did before a waiting send kept its campaign open.
+        (("no_credits", REFUSAL), True),
+    ],
+    ids=["no_credits", "key_refused", "completed_before"],
+)
+def test_a_retry_refused_for_the_account_in_its_answer_pauses_and_goes_once_after_resume(
+    store_url: str, refusal: tuple[str, str], completed_before: bool
+) -> None:
+    """A one-step campaign's send failed for a moment and waits for its retry: the campaign
+    is not completed while it waits. The retry's answer refuses it for the account: the
+    campaign is paused with the provider's words, as a delivery report's refusal pauses it
+    (and reopened, saying so, had it completed); after `resume` the send goes, once."""
+    sink = FlakyThenBrokeSink(refusal=refusal)
+    clock = SimulatedClock(T0)
+
+    async def main() -> None:
+        async with Engine(store_url, clock=clock, sink=sink) as engine:
+            await engine.upsert_contacts(PEOPLE[:1])
+            await engine.deploy(campaigns(ONCE))
+            await engine.launch("once")
+            await engine.run_due()
+            (row,) = await engine.status()
+            assert (sink.answers, row["status"]) == (1, "active")
+            if completed_before:
+                with Store.open(store_url) as store, store.session() as session:
+                    session.execute(update(Campaign).values(status="completed"))
+                    session.add(AuditEntry(
+                        tenant_id="default", actor="engine", action="complete",
+                        subject_type="campaign",
+                        subject_id="once", details={}, at=T0,
+                    ))  # fmt: skip
+
+            clock.advance_to(T0 + dt.timedelta(minutes=5))
+            await engine.run_due()
+            (row,) = await engine.status()
+            assert sink.answers == 2
+            assert row["status"] == "paused" and row["pause"]["reason"] == refusal[0]
+            words = pause_text(row["pause"])
+            assert refusal[1] in words and "cadence resume" in words
+            assert ("after it had completed" in words) == completed_before
+
+            clock.advance_to(T0 + dt.timedelta(days=2))
+            await engine.run_due()
+            assert (sink.answers, sink.delivered) == (2, [])  # paused: the send waits
+            sink.topped_up = True
+            await engine.resume("once")
+            await engine.run_due()
+            clock.advance_to(T0 + dt.timedelta(days=4))
+            await engine.run_due()
+            (row,) = await engine.status()
+            assert row["status"] == "completed"
+
+    trio.run(main)
+    assert sink.delivered == [("ana", "first")]
+    assert _outbox(store_url) == [("first", "ana", "sent")]
+    reopened = (
+        [("complete", None), ("pause", "completed")] if completed_before else [("pause", None)]
+    )
+    assert _audit_moves(store_url, "once") == [
+        ("launch", None), *reopened, ("resume", None), ("complete", None),
+    ]  # fmt: skip
