@@ -3,8 +3,8 @@
 "Zürich" exported by macOS tools is `u` and a combining diaeresis (NFD); typed elsewhere it
 is one `ü` (NFC). Compared as code points, as SQL, the Rust core and the Python twin all
 compare, the two never match. So the DSL's string literals, contact fields and attributes,
-and event properties are composed here, where they come in, and every comparison after
-that sees one form. Ids, email addresses and phone numbers are kept as given (see
+event properties and agent names are composed here, where they come in, and every
+comparison after that sees one form. Ids, email addresses and phone numbers are kept as given (see
 docs/store.md).
 """
 

@@ -82,6 +82,7 @@ from cadence.engine.store.records import EventRecord, validate_contact
 from cadence.engine.store.schema import IDENTIFIER
 from cadence.engine.store.types import RawJSON
 from cadence.errors import CadenceError, did_you_mean
+from cadence.text import nfc
 
 # The dispatch core (numpy, Arrow) is imported where caps or a rate limit are used: a run
 # with neither (most dry-runs) never loads it, about half a second of start-up.
@@ -3680,8 +3681,9 @@ def _hold(
 
 
 def _checked_agent_name(name: str) -> str:
-    """An agent's name, trimmed, or an error saying what is wrong with it."""
-    cleaned = name.strip()
+    """An agent's name, trimmed and in NFC (as `contact.agent` is compared: an NFD "José"
+    added here must be the "José" a condition names), or an error saying what is wrong."""
+    cleaned = nfc(name.strip())
     if not cleaned:
         raise EngineError("an agent needs a name")
     if len(cleaned) > NAME_LENGTH:
