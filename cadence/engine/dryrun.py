@@ -22,16 +22,19 @@ default frequency cap does apply, as it would live (`default_cap`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
 import itertools
 import json
+import pickle
 import random
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from sqlalchemy import Text, cast, select
@@ -70,7 +73,7 @@ from cadence.engine.runtime import (
 )
 from cadence.engine.store import Store
 from cadence.engine.store.aio import AsyncStore
-from cadence.engine.store.importer import event_dict, push_events, read_jsonl
+from cadence.engine.store.importer import event_dict, jsonl_rows, push_events
 from cadence.engine.store.models import (
     NOTIFY_NODE,
     Campaign,
@@ -109,6 +112,12 @@ ENGAGEMENT_AFTER = {
 }
 # How long after a send its simulated delivery report, and each reaction, arrives.
 DELIVERY_DELAY = dt.timedelta(minutes=1)
+# Rows of an events file held at once (a chunk of history pushed, or of later events
+# sorted), so a dry-run's memory does not grow with the file.
+EVENTS_IN_MEMORY = 20_000
+TimedEvent = tuple[dt.datetime, int, dict[str, Any]]  # an events file's row: (at, line, row)
+# Of events due at one instant, the file's go first (in line order), then the reactions.
+FROM_FILE, FROM_RUN = 0, 1
 REACTION_DELAY = {
     "opened": dt.timedelta(hours=1),
     "clicked": dt.timedelta(hours=2),
@@ -888,11 +897,11 @@ def late_starts(
 
 
 def unread_events(
-    campaigns: Sequence[CompiledCampaign], events: Sequence[Mapping[str, Any]]
+    campaigns: Sequence[CompiledCampaign], names: Mapping[str, int]
 ) -> list[UnreadEvents]:
-    """The names in `events` that no campaign reads (`reads.names_read`) and the engine does
-    not act on by itself (`ENGINE_EVENTS`, consent changes), but that are a typo of a name
-    that is read or acted on.
+    """The event names (with how many events have each) that no campaign reads
+    (`reads.names_read`) and the engine does not act on by itself (`ENGINE_EVENTS`, consent
+    changes), but that are a typo of a name that is read or acted on.
 
     An event a campaign waits for under another spelling (`application_submited` in the
     file, `wait for application_submitted` in the campaign) changes nothing, silently: the
@@ -903,9 +912,8 @@ def unread_events(
     known = frozenset().union(
         ENGINE_EVENTS, consent.CONSENT_EVENTS, *(names_read(campaign) for campaign in campaigns)
     )
-    counts = Counter(str(event["name"]) for event in events)
     found = []
-    for name, count in sorted(counts.items()):
+    for name, count in sorted(names.items()):
         if name in known:
             continue
         meant = typo_of(name, known)
@@ -1040,7 +1048,9 @@ async def dry_run(
         horizon=horizon,
     )  # fmt: skip
     sink.campaigns = {campaign.name: campaign for campaign in campaigns}
-    pending_events = _read_events(events) if events is not None else []
+    events_file = _EventsFile(events, start) if events is not None else None
+    if events_file is not None:
+        events_file.check_json()
     async with Engine(
         database_url, clock=clock, sink=sink, max_active_campaigns=None,
         batch_size=DRY_RUN_BATCH, default_cap=default_cap,
@@ -1066,14 +1076,12 @@ async def dry_run(
             # Every row checked as `cadence events push` would (an unknown contact, a bad
             # `at`), all problems listed at once, before anything runs.
             await engine.store.call(push_events, events, tenant_id=engine.tenant, check_only=True)
-        # Only once every row is known to be an event with a name.
-        unread = unread_events(campaigns, pending_events)
-        # Events dated before the start are history: recorded before anything is deployed,
-        # so the launch audience, segments and counts see them and no trigger fires.
-        history = [e for e in pending_events if parse_instant(str(e["at"])) < start]
-        if history:
-            await _push_file_events(engine, history)
-            pending_events = [e for e in pending_events if parse_instant(str(e["at"])) >= start]
+        # Only once every row is known to be an event with a name and a time. Events dated
+        # before the start are history: recorded before anything is deployed, so the launch
+        # audience, segments and counts see them and no trigger fires.
+        if events_file is not None:
+            await events_file.push_history(engine)
+        unread = unread_events(campaigns, events_file.names if events_file is not None else {})
         await engine.deploy(list(campaigns))
         approvals: list[ApprovalNeeded] = []
         over_limit: list[OverCampaignLimit] = []
@@ -1086,7 +1094,11 @@ async def dry_run(
             if refusal is not None:
                 over_limit.append(OverCampaignLimit(campaign.name, refusal))
         await engine.treat_as_new(await engine.contact_ids(), launched=True)
-        await _simulate(engine, clock, sink, pending_events, horizon, on_progress)
+        later = events_file.later() if events_file is not None else _no_events()
+        try:
+            await _simulate(engine, clock, sink, later, horizon, on_progress)
+        finally:
+            later.close()  # its temporary files, when the file was not in time order
         counts = await engine.store.call(_enrollment_counts)
         templates = {
             (campaign.name, node.id): node.template
@@ -1139,23 +1151,32 @@ async def _simulate(
     engine: Engine,
     clock: SimulatedClock,
     sink: DryRunSink,
-    events: list[dict[str, Any]],
+    events: Iterator[TimedEvent],
     horizon: dt.datetime,
     on_progress: Callable[[dt.datetime, RunStats], None] | None,
 ) -> None:
-    """Interleave due work, the events file and simulated reactions in time order."""
+    """Interleave due work, the events file (`events`, in time order) and simulated
+    reactions in time order."""
     stats = RunStats()
     # Pending events by time; each event's `at` is read once, when it joins the queue
     # (re-reading every pending reaction on every step of the clock was a cost of its own).
-    queue: list[tuple[dt.datetime, int, dict[str, Any] | EventRecord]] = []
+    # The file's events join one at a time, the next when the one before is pushed; of
+    # events at one instant, the file's go first, in line order, then the reactions.
+    queue: list[tuple[dt.datetime, int, int, dict[str, Any] | EventRecord]] = []
     arrivals = itertools.count()
-    for event in events:
-        heapq.heappush(queue, (parse_instant(str(event["at"])), next(arrivals), event))
+
+    def next_from_file() -> None:
+        following = next(events, None)
+        if following is not None:
+            at, line, row = following
+            heapq.heappush(queue, (at, FROM_FILE, line, row))
 
     def enqueue(batch: list[EventRecord]) -> None:
         for reaction in batch:
-            heapq.heappush(queue, (reaction.at, next(arrivals), reaction))
+            heapq.heappush(queue, (reaction.at, FROM_RUN, next(arrivals), reaction))
         batch.clear()
+
+    next_from_file()
 
     while True:
         stats.add(await engine.run_due())
@@ -1172,7 +1193,10 @@ async def _simulate(
         clock.advance_to(moment)
         due: list[dict[str, Any] | EventRecord] = []
         while queue and queue[0][0] <= moment:
-            due.append(heapq.heappop(queue)[2])
+            _at, source, _order, event = heapq.heappop(queue)
+            due.append(event)
+            if source == FROM_FILE:
+                next_from_file()
         reactions = [event for event in due if isinstance(event, EventRecord)]
         if due and len(reactions) == len(due):
             await engine.push_linked_events(reactions)
@@ -1188,13 +1212,81 @@ async def _push_file_events(engine: Engine, events: list[dict[str, Any]]) -> Non
     await engine.push_events(events)
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    """The events file's rows; each is checked once the contacts are in (`check_only`)."""
-    problems: list[Problem] = []
-    rows = read_jsonl(path, problems)
-    if problems:
-        raise InvalidInput(problems)
-    return [row for _, row in rows]
+class _EventsFile:
+    """A dry-run's events file, read in passes and never held whole: its JSON checked, the
+    history before the start pushed in file order, its names counted, and the events from
+    the start on handed out in time order, EVENTS_IN_MEMORY rows at most at a time."""
+
+    def __init__(self, path: Path, start: dt.datetime) -> None:
+        self.path = path
+        self.start = start
+        self.names: Counter[str] = Counter()  # every event's name, for `unread_events`
+        self.in_order = True  # the events from the start on come in time order
+
+    def check_json(self) -> None:
+        """Every line a JSON object, or InvalidInput naming each line that is not; the rows
+        themselves are checked once the contacts are in (`check_only`)."""
+        problems: list[Problem] = []
+        for _row in jsonl_rows(self.path, problems):
+            pass
+        if problems:
+            raise InvalidInput(problems)
+
+    async def push_history(self, engine: Engine) -> None:
+        """Push the events dated before the start, in file order, a chunk at a time; count
+        every event's name, and see whether the later ones come in time order."""
+        history: list[dict[str, Any]] = []
+        last: dt.datetime | None = None
+        for _line, row in jsonl_rows(self.path, []):
+            self.names[str(row["name"])] += 1
+            at = parse_instant(str(row["at"]))
+            if at >= self.start:
+                self.in_order = self.in_order and (last is None or at >= last)
+                last = at
+                continue
+            history.append(row)
+            if len(history) == EVENTS_IN_MEMORY:
+                await _push_file_events(engine, history)
+                history = []
+        if history:
+            await _push_file_events(engine, history)
+
+    def later(self) -> Generator[TimedEvent, None, None]:
+        """The events dated from the start on as (at, line, row), by time then line: read
+        again from the file when it is in time order, else sorted a chunk at a time into
+        temporary files and merged (closing the generator removes them)."""
+        rows = (
+            (parse_instant(str(row["at"])), line, row) for line, row in jsonl_rows(self.path, [])
+        )
+        later = (event for event in rows if event[0] >= self.start)
+        if self.in_order:
+            yield from later
+            return
+        with contextlib.ExitStack() as files:
+            runs = []
+            while chunk := sorted(itertools.islice(later, EVENTS_IN_MEMORY)):
+                spill = files.enter_context(tempfile.TemporaryFile())
+                pickler = pickle.Pickler(spill, protocol=pickle.HIGHEST_PROTOCOL)
+                for event in chunk:  # (at, line) is unique: rows are never compared
+                    pickler.dump(event)
+                spill.seek(0)
+                runs.append(_unpickled(spill))
+            yield from heapq.merge(*runs)
+
+
+def _no_events() -> Generator[TimedEvent, None, None]:
+    """A run with no events file: nothing to push."""
+    yield from ()
+
+
+def _unpickled(spill: IO[bytes]) -> Iterator[TimedEvent]:
+    """The events a sorted chunk of the file was spilled as, in order (our own file)."""
+    unpickler = pickle.Unpickler(spill)
+    while True:
+        try:
+            yield unpickler.load()
+        except EOFError:
+            return
 
 
 def _contacts(store: Store, tenant: str, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -887,6 +887,67 @@ def test_contacts_already_in_the_segment_at_the_start_do_not_enter_it(
     assert sends(report) == [(at("2026-12-02T10:00"), "b", "hello")]
 
 
+STREAMED = """
+template hello email { subject "Hello" body "x" }
+template again email { subject "Again" body "x" }
+campaign first { audience count(viewed, 30d) >= 3  on launch { send email hello } }
+campaign react { reenter always  when viewed { if count(viewed, 30d) >= 5 { send email again } } }
+"""
+
+
+def test_an_events_file_is_pushed_a_chunk_at_a_time_in_time_order_whatever_its_order(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The events file is never held whole: the history before the start is pushed a
+    chunk at a time, and the later events come out of sorted chunks spilled to disk when
+    the file is not in time order. The run is the one the same events sorted by time give
+    (events at one instant in the file's order), on both stores."""
+    source = tmp_path / "streamed.cadence"
+    source.write_text(STREAMED, "utf-8")
+    contacts = write_jsonl(
+        tmp_path / "c.jsonl", [{"id": c, "email": f"{c}@example.test"} for c in ("a", "b", "c")]
+    )
+    hours = [-50, -30, -30, -20, -8, -8, -7, -3, -2, -1, 0, 0, 1, 5, 5, 5, 9, 26, 26, 40, 200]
+    rows = [
+        {"contact": "abc"[n % 3], "name": "viewed", "at": _iso(START + dt.timedelta(hours=h)),
+         "properties": {"n": n}}
+        for n, h in enumerate(hours * 2)
+    ]  # fmt: skip
+    shuffled = [rows[(n * 17) % len(rows)] for n in range(len(rows))]
+    assert sorted(map(json.dumps, shuffled)) == sorted(map(json.dumps, rows))
+    pushed: list[int] = []
+    real_push = dryrun._push_file_events
+
+    async def counted(engine: Any, events: list[dict[str, Any]]) -> None:
+        pushed.append(len(events))
+        await real_push(engine, events)
+
+    def run(events: list[dict[str, Any]], name: str, url: str) -> list[str]:
+        report = trio.run(
+            lambda: dry_run(
+                compile_paths([source]), contacts, events=write_jsonl(tmp_path / name, events),
+                start=START, until=dt.timedelta(days=3), database_url=url,
+            )
+        )  # fmt: skip
+        return report.json_lines()
+
+    # The same events in time order, read straight from the file (a throwaway SQLite store).
+    expected = run(sorted(shuffled, key=lambda row: row["at"]), "sorted.jsonl", "sqlite://")
+    monkeypatch.setattr(dryrun, "EVENTS_IN_MEMORY", 4, raising=False)
+    monkeypatch.setattr(dryrun, "_push_file_events", counted)
+    assert run(shuffled, "shuffled.jsonl", store_url) == expected
+    history = sum(1 for row in rows if row["at"] < _iso(START))
+    # 20 events dated before the start, pushed four at a time, then the later ones.
+    assert pushed[:5] == [4, 4, 4, 4, 4] and sum(pushed[:5]) == history
+    assert sum(pushed) == len(rows) - 2  # the two after the horizon are never pushed
+    sent = [json.loads(line) for line in expected[:-1]]
+    assert {line["template"] for line in sent} == {"hello", "again"}
+
+
+def _iso(instant: dt.datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_a_bad_events_file_is_refused_up_front_with_file_and_line(tmp_path: Path) -> None:
     # A bad `at` crashed the run with a traceback; an unknown contact was reported mid-run
     # as `<events>:N`, N counting within the batch pushed at that moment.
