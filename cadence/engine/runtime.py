@@ -1232,16 +1232,32 @@ class Engine:
         contact) are read: a contact already in a segment does not enter it again.
         """
         before: list[frozenset[tuple[int, str, str]]] = [frozenset()]
+        active = self._import_campaigns()
 
         def read_before(session: Session, contact_ids: Sequence[str]) -> None:
-            before[0] = self._segment_members(session, contact_ids)
+            before[0] = self._segment_members(session, contact_ids, active(session))
 
         def written(session: Session, report: importer.ImportReport) -> None:
             created, updated = report.created_ids, report.updated_ids
-            self._after_contacts_changed_in(session, created, updated, before[0])
+            self._after_contacts_changed_in(session, created, updated, before[0], active(session))
             self._rebook_local_times(session, report.previous_zones, self.now())
 
         return read_before, written
+
+    def _import_campaigns(
+        self,
+    ) -> Callable[[Session], Sequence[tuple[int, c.CompiledCampaign]]]:
+        """The active campaigns as an import's chunks see them: read at its first chunk, in
+        its transaction, and kept for the others (as the whole file saw them when it was
+        written at once), instead of two reads per chunk."""
+        read: list[Sequence[tuple[int, c.CompiledCampaign]]] = []
+
+        def active(session: Session) -> Sequence[tuple[int, c.CompiledCampaign]]:
+            if not read:
+                read.append(self._active_versions(session))
+            return read[0]
+
+        return active
 
     def _rebook_local_times(
         self, session: Session, previous_zones: Mapping[str, str | None], now: dt.datetime
@@ -1611,15 +1627,19 @@ class Engine:
         created: Sequence[str],
         updated: Sequence[str],
         before: Collection[tuple[int, str, str]] = frozenset(),
+        active: Sequence[tuple[int, c.CompiledCampaign]] | None = None,
     ) -> None:
         """Enroll new contacts in `on contact_created` campaigns; re-check segment entry.
 
         `before` are the segment memberships (version, trigger, contact) held before the
-        change; only a contact not among them enters.
+        change; only a contact not among them enters. `active`: the active campaigns, when
+        the caller read them already (an import, once for all its chunks).
         """
         now = self.now()
         created, updated = list(created), list(updated)
-        for version_id, campaign in self._active_versions(session):
+        if active is None:
+            active = self._active_versions(session)
+        for version_id, campaign in active:
             for trigger in campaign.triggers:
                 if (
                     isinstance(trigger, c.ContactCreatedTriggerModel)
@@ -1727,13 +1747,18 @@ class Engine:
             return self._segment_members(session, contact_ids)
 
     def _segment_members(
-        self, session: Session, contact_ids: Sequence[str]
+        self,
+        session: Session,
+        contact_ids: Sequence[str],
+        active: Sequence[tuple[int, c.CompiledCampaign]] | None = None,
     ) -> frozenset[tuple[int, str, str]]:
         now = self.now()
         members: set[tuple[int, str, str]] = set()
         watched = [
             (version_id, campaign, trigger, campaign.segments[trigger.segment])
-            for version_id, campaign in self._active_versions(session)
+            for version_id, campaign in (
+                self._active_versions(session) if active is None else active
+            )
             for trigger in campaign.triggers
             if isinstance(trigger, c.SegmentEnterTriggerModel)
             and trigger.segment in campaign.segments
@@ -1905,13 +1930,16 @@ class Engine:
         """
         before: list[frozenset[tuple[int, str, str]]] = [frozenset()]
         enrolled: list[int] = []
+        active = self._import_campaigns()
 
         def read_before(session: Session, contact_ids: Sequence[str]) -> None:
-            before[0] = self._segment_members(session, contact_ids)
+            before[0] = self._segment_members(session, contact_ids, active(session))
 
         def written(session: Session, report: importer.ImportReport) -> None:
             consent.record_pushed(session, self.tenant, report.events)
-            enrolled.append(self._events_written(session, report.events, now, before[0]))
+            enrolled.append(
+                self._events_written(session, report.events, now, before[0], active(session))
+            )
 
         return read_before, written, enrolled
 
@@ -2050,6 +2078,7 @@ class Engine:
         events: Sequence[EventRecord],
         now: dt.datetime,
         before: Collection[tuple[int, str, str]] = frozenset(),
+        active: Sequence[tuple[int, c.CompiledCampaign]] | None = None,
     ) -> int:
         """What new events set off, in the transaction that stores them: both commit, or neither.
 
@@ -2062,7 +2091,8 @@ class Engine:
         """
         events = [*events, *suppress.store_opt_out_replies(session, self.tenant, events, now)]
         suppress.record_suppressions(session, self.tenant, events, now)
-        active = self._active_versions(session)
+        # An import's chunks pass the campaigns read at its first.
+        active = self._active_versions(session) if active is None else list(active)
         listened = {
             trigger.event
             for _, campaign in active

@@ -289,3 +289,33 @@ def test_a_failure_after_some_chunks_were_written_leaves_nothing(
     with pytest.raises(RuntimeError):
         push_event_dicts(store, rows, on_written=fail_on_the_third)
     assert chunks == [CHUNK] * 3 and count(store, Event) == 0
+
+
+def test_an_import_through_the_engine_reads_the_active_campaigns_once(
+    cli_env: str, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight chunks of contacts, then of events, each set off by the campaigns read once: two
+    reads per chunk (before its write and after it) were a tenth of a dry-run's import."""
+    from cadence.engine.runtime import Engine
+
+    deploy_and_launch(cli_env, CONTACT_CREATED + EVENT_TRIGGERED)
+    reads: list[int] = []
+    read_active = Engine._active_versions
+
+    def counted(engine: Engine, session: Any) -> Any:
+        reads.append(1)
+        return read_active(engine, session)
+
+    monkeypatch.setattr(Engine, "_active_versions", counted)
+    assert main(["contacts", "import", str(people_csv(tmp_path))]) == 0
+    assert len(reads) == 1
+    assert enrolled(store) == sorted(f"c{i}" for i in range(ROWS))
+
+    reads.clear()
+    rows = [
+        {"contact": f"c{i}", "name": "property_viewed", "at": "2026-12-01T09:00:00Z"}
+        for i in range(ROWS)
+    ]
+    assert main(["events", "push", str(jsonl(tmp_path, "e.jsonl", rows))]) == 0
+    assert len(reads) == 1
+    assert count(store, Enrollment) == 2 * ROWS
