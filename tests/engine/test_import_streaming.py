@@ -342,3 +342,22 @@ def test_the_cli_imports_with_the_bulk_collector(
     assert main(["contacts", "import", str(people_csv(tmp_path))]) == 0
     assert thresholds == [BULK_THRESHOLDS] * (ROWS // CHUNK + 1)
     assert gc.get_threshold() == before
+
+
+def test_a_csv_column_is_typed_by_the_cells_of_every_chunk(store: Store, tmp_path: Path) -> None:
+    """What one late cell says types its whole column, whichever chunk it is in."""
+    header = "id,score,ratio,flag,areas,zip,tried"
+    lines = [header] + [f"c{i},{i},{i},true,Manila,{10000 + i},x;y" for i in range(ROWS)]
+    lines[ROWS] = f"c{ROWS - 1},7,0.5,FALSE,Manila;Cebu,01234,[broken"  # the last chunk's
+    lines.insert(5, " , ,\t, , , , ")  # a line of blanks only: skipped, in any chunk
+    import_contacts(store, write(tmp_path, "typed.csv", "\n".join(lines) + "\n"))
+    stored = stored_contacts(store)
+    assert stored["c0"] == {
+        "score": 0, "ratio": 0.0, "flag": True, "areas": ["Manila"], "zip": "10000",
+        "tried": "x;y",
+    }  # fmt: skip
+    assert stored[f"c{ROWS - 1}"] == {
+        "score": 7, "ratio": 0.5, "flag": False, "areas": ["Manila", "Cebu"], "zip": "01234",
+        "tried": "[broken",
+    }  # fmt: skip
+    assert len(stored) == ROWS

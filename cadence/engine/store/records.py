@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from operator import methodcaller
 from typing import Any
 
 from cadence.dsl.symbols import CHANNELS, LOCALE_TAG
@@ -244,12 +245,12 @@ def _plain_attribute(value: Any) -> Any:
 # Cells an untyped CSV column may hold to be read as numbers: no leading zeros (zip codes,
 # ids), no exponent or grouping, and integers short enough to stay exact everywhere.
 _INTEGER_CELL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})")
-_DECIMAL_CELL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})\.[0-9]+")
+_NUMBER_CELL = re.compile(r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]+)?")  # an integer or a decimal
 _BOOLEAN_CELLS = {"true": True, "false": False}
 
 
 class CsvColumnTypes:
-    """What the non-empty cells of a CSV's attribute columns held, one row at a time.
+    """What the non-empty cells of a CSV's attribute columns held, a chunk of rows at a time.
 
     A CSV cell is text; read as text, `lead_score` 75 would never be `>= 30`, `sms_opt_in`
     true never an opt-in and `areas` Manila;Cebu never a list for `event.city in
@@ -258,7 +259,7 @@ class CsvColumnTypes:
     (`a;b`, or a JSON list of strings) as lists, a cell without `;` being a one-item list, as
     `tags` are; any other column (a zip code with leading zeros, a mix) stays text. Contact
     fields and tags keep their own rules, and a schema, when there is one, decides instead.
-    Rows are seen one by one, so an import can type a file it never holds whole.
+    Rows are seen a chunk at a time, so an import can type a file it never holds whole.
     """
 
     def __init__(self, columns: Sequence[str]) -> None:
@@ -271,29 +272,35 @@ class CsvColumnTypes:
         self._listed: set[str] = set()  # some cell is written as a list
         self._lists = set(self._columns)  # every cell so far reads as a list
 
-    def see(self, raw: Mapping[str, Any]) -> None:
-        """Take one row's cells into account."""
+    def see(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Take a chunk of rows' cells into account.
+
+        Column by column, each test a C-level pass over the chunk's cells (`map`, sets):
+        a second read of the file costs little more than its parsing.
+        """
         for column in self._columns:
-            value = raw.get(column)
-            if not isinstance(value, str) or not (cell := value.strip()):
+            # CSV cells are text; a column a row lacks (its header was refused) is empty.
+            cells = list(filter(None, map(str.strip, map(methodcaller("get", column, ""), rows))))
+            if not cells:
                 continue
             self._filled.add(column)
-            if column in self._booleans and cell.lower() not in _BOOLEAN_CELLS:
+            if column in self._booleans and not _BOOLEAN_CELLS.keys() >= set(map(str.lower, cells)):
                 self._booleans.discard(column)
-            if column in self._numbers:
-                if not _INTEGER_CELL.fullmatch(cell):
-                    self._integers.discard(column)
-                    if not _DECIMAL_CELL.fullmatch(cell):
-                        self._numbers.discard(column)
-            if cell.startswith("["):
+            if column in self._integers and not all(map(_INTEGER_CELL.fullmatch, cells)):
+                self._integers.discard(column)
+            if column in self._numbers and not all(map(_NUMBER_CELL.fullmatch, cells)):
+                self._numbers.discard(column)
+            if column not in self._listed and any(
+                cell.startswith("[") or ";" in cell for cell in cells
+            ):
                 self._listed.add(column)
-                if column in self._lists:  # only a JSON list can fail to read as a list
-                    try:
-                        parse_string_list(cell)
-                    except ValueError:
-                        self._lists.discard(column)
-            elif ";" in cell:
-                self._listed.add(column)
+            if column in self._lists:  # only a JSON list can fail to read as a list
+                try:
+                    for cell in cells:
+                        if cell.startswith("["):
+                            parse_string_list(cell)
+                except ValueError:
+                    self._lists.discard(column)
 
     def converters(self) -> dict[str, Callable[[str], Any]]:
         """Per typed column, how its non-empty cells are read; text columns are left out."""
@@ -316,10 +323,11 @@ def typed_cells(
     """A CSV row with the cells of typed columns (`CsvColumnTypes.converters`) converted."""
     if not converters:
         return raw
-    return {
-        key: converters[key](value) if key in converters and not _is_empty(value) else value
-        for key, value in raw.items()
-    }
+    typed = raw.copy()  # the typed columns only are visited: a row's other cells are copied in C
+    for key, convert in converters.items():
+        if key in typed and not _is_empty(typed[key]):
+            typed[key] = convert(typed[key])
+    return typed
 
 
 def unknown_column_reason(column: str, schema: ContactSchema | None) -> str | None:
