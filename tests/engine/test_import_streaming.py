@@ -361,3 +361,22 @@ def test_a_csv_column_is_typed_by_the_cells_of_every_chunk(store: Store, tmp_pat
         "tried": "[broken",
     }  # fmt: skip
     assert len(stored) == ROWS
+
+
+def test_a_column_name_is_judged_once_a_chunk_not_once_a_cell(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of a file name the same columns: whether each can be stored is worked out
+    once a chunk, not for every cell (a tenth of the import's CPU)."""
+    judged: list[str] = []
+    judge = records.unknown_column_reason
+
+    def counted(column: str, schema: Any) -> str | None:
+        judged.append(column)
+        return judge(column, schema)
+
+    monkeypatch.setattr(records, "unknown_column_reason", counted)
+    import_contacts(store, people_csv(tmp_path))
+    chunks = ROWS // CHUNK + 1
+    assert sorted(judged) == ["email"] * chunks + ["score"] * chunks
+    assert stored_contacts(store)["c7"] == {"score": 7}

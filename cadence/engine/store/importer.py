@@ -47,6 +47,7 @@ from cadence.engine.store.models import (
     Tenant,
 )
 from cadence.engine.store.records import (
+    ColumnNames,
     ContactRecord,
     CsvColumnTypes,
     EventRecord,
@@ -374,8 +375,9 @@ def validate_contact_rows(
     problems: list[Problem] = []
     if first_line is None:
         first_line = {}
+    columns = ColumnNames()
     for line, raw in rows:
-        record, errors = validate_contact(raw, schema)
+        record, errors = validate_contact(raw, schema, columns)
         problems.extend(Problem(source, line, column, reason) for column, reason in errors)
         if record is None:
             continue
