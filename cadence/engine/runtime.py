@@ -1231,33 +1231,15 @@ class Engine:
         Before a chunk is written, its contacts' segment memberships (version, trigger,
         contact) are read: a contact already in a segment does not enter it again.
         """
-        before: list[frozenset[tuple[int, str, str]]] = [frozenset()]
-        active = self._import_campaigns()
-
-        def read_before(session: Session, contact_ids: Sequence[str]) -> None:
-            before[0] = self._segment_members(session, contact_ids, active(session))
+        chunks = _ImportChunks(self)
 
         def written(session: Session, report: importer.ImportReport) -> None:
             created, updated = report.created_ids, report.updated_ids
-            self._after_contacts_changed_in(session, created, updated, before[0], active(session))
+            active = chunks.active(session)
+            self._after_contacts_changed_in(session, created, updated, chunks.before, active)
             self._rebook_local_times(session, report.previous_zones, self.now())
 
-        return read_before, written
-
-    def _import_campaigns(
-        self,
-    ) -> Callable[[Session], Sequence[tuple[int, c.CompiledCampaign]]]:
-        """The active campaigns as an import's chunks see them: read at its first chunk, in
-        its transaction, and kept for the others (as the whole file saw them when it was
-        written at once), instead of two reads per chunk."""
-        read: list[Sequence[tuple[int, c.CompiledCampaign]]] = []
-
-        def active(session: Session) -> Sequence[tuple[int, c.CompiledCampaign]]:
-            if not read:
-                read.append(self._active_versions(session))
-            return read[0]
-
-        return active
+        return chunks.read_before, written
 
     def _rebook_local_times(
         self, session: Session, previous_zones: Mapping[str, str | None], now: dt.datetime
@@ -1928,20 +1910,17 @@ class Engine:
         Before a chunk is stored, its contacts' segment memberships are read, so that
         segment entry counts only contacts the events moved in.
         """
-        before: list[frozenset[tuple[int, str, str]]] = [frozenset()]
+        chunks = _ImportChunks(self)
         enrolled: list[int] = []
-        active = self._import_campaigns()
-
-        def read_before(session: Session, contact_ids: Sequence[str]) -> None:
-            before[0] = self._segment_members(session, contact_ids, active(session))
 
         def written(session: Session, report: importer.ImportReport) -> None:
             consent.record_pushed(session, self.tenant, report.events)
+            active = chunks.active(session)
             enrolled.append(
-                self._events_written(session, report.events, now, before[0], active(session))
+                self._events_written(session, report.events, now, chunks.before, active)
             )
 
-        return read_before, written, enrolled
+        return chunks.read_before, written, enrolled
 
     async def push_linked_events(self, events: Sequence[EventRecord]) -> int:
         """Record events the engine made itself, each already linked to its send; fire them.
@@ -2137,8 +2116,8 @@ class Engine:
         active: list[tuple[int, c.CompiledCampaign]],
         row: Mapping[str, Any],
         now: dt.datetime,
-        later: Sequence[EventRecord] = (),
-        facts: dict[str, ContactFacts | None] | None = None,
+        later: Sequence[EventRecord],
+        facts: dict[str, ContactFacts | None],
     ) -> int:
         """Enroll whom the event `row` fires a trigger for; `later` are the contact's events
         stored with it that come after it, which its count must not see yet; `facts` keeps
@@ -2158,9 +2137,8 @@ class Engine:
                     continue
                 else:
                     targets = self._event_targets(
-                        session, campaign, trigger, str(contact_id), event_data, later,
-                        {} if facts is None else facts,
-                    )  # fmt: skip
+                        session, campaign, trigger, str(contact_id), event_data, later, facts
+                    )
                 enrolled += self._enroll_triggered(
                     session, version_id, campaign, trigger, targets, now, event_data
                 )
@@ -3462,6 +3440,28 @@ class Engine:
                 insert_rows(session, SendLog.__table__, kept)  # type: ignore[arg-type]
             suppress.suppress_rejected(session, self.tenant, rejected, now)
             self._hold_for_account(session, _account_refusals(by_id, results, lost), now)
+
+
+class _ImportChunks:
+    """What the triggers of an import's chunks share: the active campaigns, read at its
+    first chunk in its transaction and kept for the others (as the whole file saw them when
+    it was written at once, instead of two reads per chunk), and the segment memberships
+    of the chunk being written, read before it is written."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._active: list[tuple[int, c.CompiledCampaign]] | None = None
+        self.before: frozenset[tuple[int, str, str]] = frozenset()
+
+    def active(self, session: Session) -> list[tuple[int, c.CompiledCampaign]]:
+        """The active campaigns, read once per import."""
+        if self._active is None:
+            self._active = self._engine._active_versions(session)
+        return self._active
+
+    def read_before(self, session: Session, contact_ids: Sequence[str]) -> None:
+        """Read which watched segments the next chunk's contacts are in before it is written."""
+        self.before = self._engine._segment_members(session, contact_ids, self.active(session))
 
 
 class _Gates:
