@@ -275,11 +275,6 @@ def jsonl_rows(path: Path, problems: list[Problem]) -> Iterator[Row]:
         yield number, value
 
 
-def read_jsonl(path: Path, problems: list[Problem]) -> list[Row]:
-    """Objects of a JSON Lines file, all of them (see `jsonl_rows`)."""
-    return list(jsonl_rows(path, problems))
-
-
 RowReader = Callable[[], Iterator[Row]]  # reads the rows again from the start at each call
 
 
